@@ -1,0 +1,63 @@
+"""`edge-fer train`: train a zoo architecture on a FER dataset."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "train",
+        help="train a classifier (needs edge-fer[train])",
+        description="Train a zoo architecture on FER2013 (csv or image folders) or a "
+        "one-folder-per-class dataset. Trains on the Training split, selects on PublicTest.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    p.add_argument("--arch", required=True, help="architecture name (see `edge-fer models`)")
+    p.add_argument("--data", required=True, help="dataset folder or fer2013.csv")
+    p.add_argument("--out", default="runs/train", help="run folder (checkpoints, logs)")
+    p.add_argument("--epochs", type=int, default=40)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate")
+    p.add_argument("--weight-decay", type=float, default=5e-4)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--class-weights", action="store_true", help="weight the loss max(R)/(C n_i)")
+    p.add_argument("--balanced-sampling", action="store_true", help="sample classes equally")
+    p.add_argument("--no-augment", action="store_true")
+    p.add_argument("--clahe", action="store_true", help="CLAHE on every face (train and infer)")
+    p.add_argument("--channels", type=int, choices=(1, 3), default=1)
+    p.add_argument("--input-size", type=int, default=None, help="input side (default 48)")
+    p.add_argument("--patience", type=int, default=10, help="early-stopping patience (0: off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
+    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument("--arch-kwargs", default="{}", help="JSON of architecture options")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--max-batches", type=int, default=0, help=argparse.SUPPRESS)
+    p.set_defaults(func=run)
+
+
+def run(args) -> int:
+    from edge_fer.errors import UserError
+
+    try:
+        from edge_fer.train.trainer import TrainConfig, train
+    except ImportError as exc:
+        raise UserError(f"training needs the train extra: pip install 'edge-fer[train]' ({exc})")
+    try:
+        kw = json.loads(args.arch_kwargs)
+    except ValueError:
+        raise UserError(f"--arch-kwargs is not JSON: {args.arch_kwargs!r}") from None
+    cfg = TrainConfig(
+        arch=args.arch, data=args.data, out=args.out, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing, class_weights=args.class_weights,
+        balanced_sampling=args.balanced_sampling, augment=not args.no_augment,
+        clahe=args.clahe, channels=args.channels, input_size=args.input_size,
+        patience=args.patience, seed=args.seed, device=args.device, threads=args.threads,
+        arch_kwargs=kw, max_batches=args.max_batches,
+    )
+    result = train(cfg, resume=args.resume)
+    print(json.dumps(result))
+    return 0

@@ -1,0 +1,63 @@
+"""The in-memory form of a face dataset."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+# Split names a user can ask for, mapped to the FER2013 `Usage` / file-name prefixes.
+SPLITS = {
+    "train": ("Training",),
+    "public-test": ("PublicTest",),
+    "private-test": ("PrivateTest",),
+    "test": ("PublicTest", "PrivateTest"),
+    "all": ("Training", "PublicTest", "PrivateTest"),
+}
+
+
+@dataclass
+class FaceSet:
+    """Grayscale faces: images (N, H, W) uint8, labels (N,) int64 into `classes`."""
+
+    images: np.ndarray
+    labels: np.ndarray
+    classes: tuple[str, ...]
+    ids: list[str] = field(default_factory=list)  # file name or csv line per face
+    skipped: int = 0  # unreadable / malformed entries skipped (with skip_bad=True)
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def counts(self) -> np.ndarray:
+        return np.bincount(self.labels, minlength=len(self.classes))
+
+    def subset(self, mask: np.ndarray) -> "FaceSet":
+        idx = np.flatnonzero(mask)
+        return FaceSet(
+            self.images[idx],
+            self.labels[idx],
+            self.classes,
+            [self.ids[i] for i in idx] if self.ids else [],
+            self.skipped,
+        )
+
+    def class_weights(self) -> np.ndarray:
+        """Weights max(R) / (C * n_i) with R_i = n_i / N: rare classes weigh more.
+
+        The largest class gets 1/C and a class k times rarer gets k/C.
+        """
+        n = self.counts().astype(np.float64)
+        c = len(self.classes)
+        ratio = n / max(n.sum(), 1.0)
+        with np.errstate(divide="ignore"):
+            w = ratio.max() / (c * ratio)
+        w[~np.isfinite(w)] = 0.0
+        return w.astype(np.float32)
+
+    def balanced_sample_weights(self) -> np.ndarray:
+        """Per-sample probabilities for class-balanced sampling (each class equally likely)."""
+        n = self.counts().astype(np.float64)
+        per_class = np.where(n > 0, 1.0 / np.maximum(n, 1), 0.0)
+        p = per_class[self.labels]
+        return p / p.sum()

@@ -1,0 +1,241 @@
+"""Loaders for the FER dataset layouts edge-fer understands.
+
+- FER2013 `fer2013.csv` (`emotion,pixels,Usage`)
+- the FER2013 image-folder layout (`train/<class>/Training_*.jpg`, `test/<class>/PublicTest_*.jpg`)
+  with the split taken from the file-name prefix
+- a generic one-folder-per-class layout (CK+48 and the like)
+- JAFFE file names (`KA.AN1.39.tiff`)
+
+Images are decoded as 8-bit grayscale and resized to `size` (when given). Bad entries raise a
+UserError naming the file and line, or are skipped and counted when `skip_bad=True`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import re
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_fer import labels as L
+from edge_fer.data.faceset import SPLITS, FaceSet
+from edge_fer.errors import UserError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".pgm", ".webp"}
+JAFFE_CODES = {
+    "AN": "angry",
+    "DI": "disgust",
+    "FE": "fear",
+    "HA": "happy",
+    "NE": "neutral",
+    "SA": "sad",
+    "SU": "surprise",
+}
+_JAFFE_RE = re.compile(r"^[A-Z]{2}\.([A-Z]{2})\d*\.\d+\.tiff?$", re.IGNORECASE)
+_FER_PREFIXES = ("Training", "PublicTest", "PrivateTest")
+
+
+def detect_layout(path: Path) -> str:
+    if path.is_file():
+        if path.suffix.lower() == ".csv":
+            return "fer2013-csv"
+        raise UserError(f"{path}: not a dataset (expected a folder or fer2013.csv)")
+    if not path.is_dir():
+        raise UserError(f"{path}: no such file or folder")
+    files = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS]
+    if not files:
+        raise UserError(f"{path}: no images found")
+    names = [p.name for p in files[:200]]
+    if any(n.startswith(_FER_PREFIXES) for n in names):
+        return "fer2013-folder"
+    if all(_JAFFE_RE.match(n) for n in names):
+        return "jaffe"
+    return "class-folders"
+
+
+def load_dataset(
+    path: str | os.PathLike,
+    split: str = "all",
+    size: int | None = 48,
+    layout: str | None = None,
+    skip_bad: bool = False,
+    classes: tuple[str, ...] | None = None,
+    cache: bool = True,
+) -> FaceSet:
+    """Load a dataset; `split` selects FER2013 splits (other layouts: all images)."""
+    p = Path(path)
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    layout = layout or detect_layout(p)
+    key = f"{p.resolve()}|{split}|{size}|{layout}|{skip_bad}|{classes}|{_stamp(p)}"
+    cache_file = _cache_dir() / (hashlib.sha1(key.encode()).hexdigest()[:16] + ".npz")
+    if cache and cache_file.exists():
+        try:
+            with np.load(cache_file, allow_pickle=False) as z:
+                return FaceSet(
+                    z["images"],
+                    z["labels"],
+                    tuple(str(c) for c in z["classes"]),
+                    [str(i) for i in z["ids"]],
+                    int(z["skipped"]),
+                )
+        except Exception:  # a broken cache is rebuilt, never fatal
+            pass
+    if layout == "fer2013-csv":
+        fs = _load_csv(p, split, size, skip_bad)
+    elif layout == "fer2013-folder":
+        fs = _load_folder(p, size, skip_bad, classes, split_prefixes=SPLITS[split])
+    elif layout == "class-folders":
+        fs = _load_folder(p, size, skip_bad, classes, split_prefixes=None)
+    elif layout == "jaffe":
+        fs = _load_jaffe(p, size, skip_bad)
+    else:
+        raise UserError(f"unknown dataset layout {layout!r}")
+    if len(fs) == 0:
+        raise UserError(f"{p}: no faces in split {split!r}")
+    if cache:
+        try:
+            cache_file.parent.mkdir(parents=True, exist_ok=True)
+            tmp = cache_file.with_suffix(".tmp.npz")
+            np.savez(
+                tmp,
+                images=fs.images,
+                labels=fs.labels,
+                classes=np.array(fs.classes),
+                ids=np.array(fs.ids),
+                skipped=np.array(fs.skipped),
+            )
+            os.replace(tmp, cache_file)
+        except OSError:
+            pass
+    return fs
+
+
+def _cache_dir() -> Path:
+    base = os.environ.get("EDGE_FER_CACHE") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "edge-fer"
+    )
+    return Path(base) / "datasets"
+
+
+def _stamp(p: Path) -> str:
+    """Cheap fingerprint so that an edited dataset invalidates the cache."""
+    try:
+        st = p.stat()
+        if p.is_dir():
+            subs = sorted(os.listdir(p))
+            return f"{st.st_mtime_ns}:{len(subs)}:" + ",".join(
+                f"{s}:{(p / s).stat().st_mtime_ns}" for s in subs
+            )
+        return f"{st.st_mtime_ns}:{st.st_size}"
+    except OSError:
+        return "?"
+
+
+def _read_gray(path: Path, size: int | None) -> np.ndarray | None:
+    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+    if img is None or img.size == 0:
+        return None
+    if size is not None and img.shape != (size, size):
+        interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
+        img = cv2.resize(img, (size, size), interpolation=interp)
+    return img
+
+
+def _finish(images: list[np.ndarray], lab: list[int], classes, ids, skipped, size) -> FaceSet:
+    if images:
+        arr = np.stack(images)
+    else:
+        arr = np.zeros((0, size or 48, size or 48), np.uint8)
+    return FaceSet(arr, np.asarray(lab, dtype=np.int64), tuple(classes), ids, skipped)
+
+
+def _load_folder(p: Path, size, skip_bad, classes, split_prefixes) -> FaceSet:
+    # FER2013 folders hold train/ and test/ with class folders inside; a generic layout has
+    # the class folders directly. Walk every image and take its class from the parent folder.
+    files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS)
+    found = sorted({L.canonical(f.parent.name) for f in files})
+    if classes is None:
+        classes = L.FER2013 if set(found) <= set(L.FER2013) else tuple(found)
+    index = {c: i for i, c in enumerate(classes)}
+    images, lab, ids, skipped = [], [], [], 0
+    for f in files:
+        if split_prefixes is not None and not f.name.startswith(split_prefixes):
+            continue
+        cls = L.canonical(f.parent.name)
+        if cls not in index:
+            if skip_bad:
+                skipped += 1
+                continue
+            raise UserError(
+                f"{f}: unknown class folder {f.parent.name!r} (known: {', '.join(classes)})"
+            )
+        img = _read_gray(f, size)
+        if img is None or (size is None and images and img.shape != images[0].shape):
+            if skip_bad:
+                skipped += 1
+                continue
+            raise UserError(f"{f}: cannot decode image (use --skip-bad to skip such files)")
+        images.append(img)
+        lab.append(index[cls])
+        ids.append(str(f.relative_to(p)))
+    return _finish(images, lab, classes, ids, skipped, size)
+
+
+def _load_jaffe(p: Path, size, skip_bad) -> FaceSet:
+    classes = L.FER2013
+    images, lab, ids, skipped = [], [], [], 0
+    for f in sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS):
+        m = _JAFFE_RE.match(f.name)
+        code = m.group(1).upper() if m else None
+        img = _read_gray(f, size) if code in JAFFE_CODES else None
+        if img is None:
+            if skip_bad:
+                skipped += 1
+                continue
+            why = "cannot decode image" if code in JAFFE_CODES else "not a JAFFE file name"
+            raise UserError(f"{f}: {why}")
+        images.append(img)
+        lab.append(classes.index(JAFFE_CODES[code]))
+        ids.append(f.name)
+    return _finish(images, lab, classes, ids, skipped, size)
+
+
+def _load_csv(p: Path, split: str, size, skip_bad) -> FaceSet:
+    usages = SPLITS[split]
+    images, lab, ids, skipped = [], [], [], 0
+    with open(p, newline="") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header is None or [h.strip().lower() for h in header[:2]] != ["emotion", "pixels"]:
+            raise UserError(f"{p}:1: expected a header 'emotion,pixels,Usage'")
+        for lineno, row in enumerate(reader, start=2):
+            try:
+                emotion = int(row[0])
+                if not 0 <= emotion < len(L.FER2013):
+                    raise ValueError(f"emotion {emotion} out of range 0..6")
+                usage = row[2].strip() if len(row) > 2 else "Training"
+                if usage not in usages:
+                    continue
+                px = np.array(row[1].split(), dtype=np.int32)
+                side = int(round(np.sqrt(px.size)))
+                if side * side != px.size or side == 0:
+                    raise ValueError(f"{px.size} pixels is not a square image")
+                if px.min() < 0 or px.max() > 255:
+                    raise ValueError("pixel values outside 0..255")
+            except (ValueError, IndexError) as exc:
+                if skip_bad:
+                    skipped += 1
+                    continue
+                raise UserError(f"{p}:{lineno}: malformed row ({exc})") from None
+            img = px.astype(np.uint8).reshape(side, side)
+            if size is not None and side != size:
+                img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
+            images.append(img)
+            lab.append(emotion)
+            ids.append(f"{p.name}:{lineno}")
+    return _finish(images, lab, L.FER2013, ids, skipped, size)

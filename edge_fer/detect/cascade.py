@@ -1,0 +1,174 @@
+"""Pico cascade files: load, validate, save.
+
+Layout (little-endian): 8 header bytes the runtime ignores (kept verbatim so that a
+load/save round trip is byte-identical), int32 `tdepth`, int32 `ntrees`, then per tree
+`2^tdepth - 1` nodes of 4 int8 (r1 c1 r2 c2), `2^tdepth` float32 leaves, 1 float32 threshold.
+Every check happens before any array is built, so a hostile file can only raise CascadeError.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_fer.errors import UserError
+
+HEADER_BYTES = 16
+MAX_TDEPTH = 16  # pico cascades use 5-6; 2^16 leaves per tree is already absurd
+MAX_NTREES = 1 << 20
+MAX_FILE_BYTES = 64 << 20  # facefinder is 240 KB; the kernels precompute 2x this per size
+
+
+class CascadeError(UserError):
+    """A cascade file that cannot be used (missing, truncated, malformed)."""
+
+
+def tree_bytes(tdepth: int) -> int:
+    """Bytes one tree of depth `tdepth` takes in the file."""
+    return 4 * ((1 << tdepth) - 1) + 4 * (1 << tdepth) + 4
+
+
+@dataclass(eq=False)
+class Cascade:
+    """A pico cascade held as flat, contiguous arrays ready for the scanning kernels.
+
+    codes: int8 (ntrees, 2^tdepth - 1, 4); node i (1-based in the tree) is codes[t, i - 1].
+    leaves: float32 (ntrees, 2^tdepth); thresholds: float32 (ntrees,).
+    """
+
+    tdepth: int
+    codes: np.ndarray
+    leaves: np.ndarray
+    thresholds: np.ndarray
+    header: bytes = b"\0" * 8
+    source: str = field(default="<memory>")
+
+    def __post_init__(self) -> None:
+        self.codes = np.ascontiguousarray(self.codes, dtype=np.int8)
+        self.leaves = np.ascontiguousarray(self.leaves, dtype=np.float32)
+        self.thresholds = np.ascontiguousarray(self.thresholds, dtype=np.float32)
+        _check_arrays(self.tdepth, self.codes, self.leaves, self.thresholds, self.source)
+        if len(self.header) != 8:
+            raise CascadeError(f"{self.source}: header must be 8 bytes, got {len(self.header)}")
+
+    @property
+    def ntrees(self) -> int:
+        return int(self.thresholds.shape[0])
+
+    @property
+    def nbytes(self) -> int:
+        return HEADER_BYTES + self.ntrees * tree_bytes(self.tdepth)
+
+    # ---- file I/O -------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> "Cascade":
+        """Read and validate a pico cascade file; raises CascadeError with a one-line reason."""
+        name = str(path)
+        p = Path(path)
+        if not p.exists():
+            raise CascadeError(f"cascade file not found: {name}")
+        if not p.is_file():
+            raise CascadeError(f"cascade path is not a file: {name}")
+        size = p.stat().st_size
+        if size > MAX_FILE_BYTES:
+            raise CascadeError(f"{name}: {size} bytes is too large for a pico cascade")
+        try:
+            data = p.read_bytes()
+        except OSError as exc:
+            raise CascadeError(f"cannot read cascade {name}: {exc.strerror or exc}") from None
+        return cls.from_bytes(data, source=name)
+
+    @classmethod
+    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "Cascade":
+        n = len(data)
+        if n < HEADER_BYTES:
+            raise CascadeError(
+                f"{source}: not a pico cascade (truncated: {n} bytes, the header alone is 16)"
+            )
+        header = bytes(data[:8])
+        tdepth, ntrees = struct.unpack_from("<ii", data, 8)
+        if not 1 <= tdepth <= MAX_TDEPTH:
+            raise CascadeError(
+                f"{source}: not a pico cascade (tree depth {tdepth}, expected 1..{MAX_TDEPTH})"
+            )
+        if not 1 <= ntrees <= MAX_NTREES:
+            raise CascadeError(
+                f"{source}: not a pico cascade (tree count {ntrees}, expected 1..{MAX_NTREES})"
+            )
+        per_tree = tree_bytes(tdepth)
+        expected = HEADER_BYTES + ntrees * per_tree
+        if n != expected:
+            what = "truncated" if n < expected else "trailing bytes"
+            raise CascadeError(
+                f"{source}: not a pico cascade ({what}: {n} bytes, but depth {tdepth} and "
+                f"{ntrees} trees need {expected})"
+            )
+        nnodes = (1 << tdepth) - 1
+        nleaves = 1 << tdepth
+        # one structured view over all trees: no per-tree Python loop, no out-of-range slicing
+        tree_t = np.dtype(
+            [("codes", "i1", (nnodes, 4)), ("leaves", "<f4", (nleaves,)), ("thr", "<f4")]
+        )
+        assert tree_t.itemsize == per_tree
+        trees = np.frombuffer(data, dtype=tree_t, count=ntrees, offset=HEADER_BYTES)
+        return cls(
+            tdepth=tdepth,
+            codes=trees["codes"].copy(),
+            leaves=trees["leaves"].astype(np.float32),
+            thresholds=trees["thr"].astype(np.float32),
+            header=header,
+            source=source,
+        )
+
+    def to_bytes(self) -> bytes:
+        nnodes = (1 << self.tdepth) - 1
+        tree_t = np.dtype(
+            [
+                ("codes", "i1", (nnodes, 4)),
+                ("leaves", "<f4", (1 << self.tdepth,)),
+                ("thr", "<f4"),
+            ]
+        )
+        trees = np.empty(self.ntrees, dtype=tree_t)
+        trees["codes"] = self.codes
+        trees["leaves"] = self.leaves
+        trees["thr"] = self.thresholds
+        return self.header + struct.pack("<ii", self.tdepth, self.ntrees) + trees.tobytes()
+
+    def save(self, path: str | os.PathLike) -> None:
+        try:
+            Path(path).write_bytes(self.to_bytes())
+        except OSError as exc:
+            raise CascadeError(f"cannot write cascade {path}: {exc.strerror or exc}") from None
+
+    def __repr__(self) -> str:
+        return f"Cascade(source={self.source!r}, tdepth={self.tdepth}, ntrees={self.ntrees})"
+
+
+def _check_arrays(
+    tdepth: int, codes: np.ndarray, leaves: np.ndarray, thr: np.ndarray, source: str
+) -> None:
+    if not isinstance(tdepth, (int, np.integer)) or not 1 <= tdepth <= MAX_TDEPTH:
+        raise CascadeError(f"{source}: tree depth {tdepth!r} outside 1..{MAX_TDEPTH}")
+    ntrees = thr.shape[0] if thr.ndim == 1 else -1
+    if not 1 <= ntrees <= MAX_NTREES:
+        raise CascadeError(f"{source}: tree count {ntrees} outside 1..{MAX_NTREES}")
+    nnodes, nleaves = (1 << tdepth) - 1, 1 << tdepth
+    if codes.shape != (ntrees, nnodes, 4) or leaves.shape != (ntrees, nleaves):
+        raise CascadeError(
+            f"{source}: array shapes {codes.shape}, {leaves.shape}, {thr.shape} do not fit "
+            f"depth {tdepth} and {ntrees} trees"
+        )
+    # NaN/inf would make every comparison false and silently change which windows pass
+    bad_leaf = ~np.isfinite(leaves)
+    if bad_leaf.any():
+        t = int(np.argwhere(bad_leaf)[0][0])
+        raise CascadeError(f"{source}: tree {t} has a non-finite leaf value")
+    bad_thr = ~np.isfinite(thr)
+    if bad_thr.any():
+        t = int(np.flatnonzero(bad_thr)[0])
+        raise CascadeError(f"{source}: tree {t} has a non-finite threshold ({thr[t]})")

@@ -1,0 +1,90 @@
+"""The scan grid: which window centres and sizes get evaluated for a frame shape.
+
+The reference runtime walks sizes and positions with 32-bit float accumulation
+(`s *= scalefactor`, `r += dr`), so positions drift slightly from the ideal lattice; to report
+the very same windows we replay that arithmetic in float32 here. The grid depends only on the
+frame shape and the scan parameters, so the detector builds it once per shape.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+F32 = np.float32
+
+
+@dataclass(frozen=True)
+class ScanGrid:
+    nrows: int
+    ncols: int
+    sizes_f: np.ndarray  # float32 (nscales,) window size as reported
+    sizes_i: np.ndarray  # int32 (nscales,) window size as evaluated (integer part)
+    rows_f: np.ndarray  # float32, the row centres of every scale, concatenated
+    row_start: np.ndarray  # int64 (nscales + 1,) scale k owns rows_f[row_start[k]:row_start[k+1]]
+    cols_f: np.ndarray  # float32, column centres, concatenated likewise
+    col_start: np.ndarray  # int64 (nscales + 1,)
+
+    @property
+    def nscales(self) -> int:
+        return int(self.sizes_f.shape[0])
+
+    def windows_per_scale(self) -> np.ndarray:
+        return np.diff(self.row_start) * np.diff(self.col_start)
+
+    @property
+    def windows(self) -> int:
+        """How many windows one scan of a frame of this shape evaluates."""
+        return int(self.windows_per_scale().sum())
+
+
+def _positions(n: int, half: np.float32, step: np.float32) -> np.ndarray:
+    """Centres from half+1 while <= n-half-1, accumulated in float32 like the reference."""
+    start = F32(half + F32(1))
+    end = F32(F32(n) - half - F32(1))
+    if not start <= end:
+        return np.empty(0, np.float32)
+    count = int((float(end) - float(start)) / float(step)) + 3  # a bound; trimmed below
+    seq = np.full(count, step, dtype=np.float32)
+    seq[0] = start
+    pos = np.add.accumulate(seq, dtype=np.float32)  # sequential, rounds every step
+    return pos[pos <= end]
+
+
+def build_grid(
+    nrows: int,
+    ncols: int,
+    min_size: float,
+    max_size: float,
+    scale_factor: float,
+    stride_factor: float,
+) -> ScanGrid:
+    s = F32(min_size)
+    smax = F32(max_size)
+    sf = F32(scale_factor)
+    st = F32(stride_factor)
+    sizes: list[np.float32] = []
+    rows: list[np.ndarray] = []
+    cols: list[np.ndarray] = []
+    while s <= smax:
+        step = max(F32(st * s), F32(1))
+        half = F32(s / F32(2))
+        r = _positions(nrows, half, step)
+        c = _positions(ncols, half, step)
+        if r.size and c.size:
+            sizes.append(s)
+            rows.append(r)
+            cols.append(c)
+        s = F32(sf * s)
+    sizes_f = np.array(sizes, dtype=np.float32)
+    return ScanGrid(
+        nrows=nrows,
+        ncols=ncols,
+        sizes_f=sizes_f,
+        sizes_i=sizes_f.astype(np.int32),  # C's float -> int conversion truncates
+        rows_f=np.concatenate(rows) if rows else np.empty(0, np.float32),
+        row_start=np.concatenate([[0], np.cumsum([len(r) for r in rows])]).astype(np.int64),
+        cols_f=np.concatenate(cols) if cols else np.empty(0, np.float32),
+        col_start=np.concatenate([[0], np.cumsum([len(c) for c in cols])]).astype(np.int64),
+    )

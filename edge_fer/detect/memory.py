@@ -1,0 +1,35 @@
+"""Temporal memory: pool the raw windows of the last N frames before clustering.
+
+This is the reference sample's `update_memory`: N slots in a ring, the newest frame overwrites
+the oldest slot, and the pooled list is the slots in slot order. A face that is present in most
+frames accumulates score across them, while a one-frame false positive does not, so a stream can
+use a lower per-frame bar and its boxes flicker less.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+
+class DetectionMemory:
+    def __init__(self, slots: int) -> None:
+        if slots < 1:
+            raise ValueError("memory needs at least one slot")
+        self.slots = slots
+        self.reset()
+
+    def reset(self) -> None:
+        self._mem: list[np.ndarray] = [np.empty((0, 4), np.float32)] * self.slots
+        self._next = 0
+
+    def push(self, raw: np.ndarray) -> np.ndarray:
+        """Store this frame's raw windows, return the pool of all slots (n, 4) float32."""
+        if self.slots == 1:
+            return raw
+        self._mem[self._next] = raw
+        self._next = (self._next + 1) % self.slots
+        return np.concatenate(self._mem, axis=0)
+
+    @property
+    def filled(self) -> int:
+        return sum(1 for m in self._mem if m.shape[0])

@@ -1,0 +1,95 @@
+"""Label vocabularies of the FER datasets and the mappings between them.
+
+Every vocabulary is an ordered tuple of class names; a model's output index i means
+vocabulary[i]. Mappings are dicts from a source class name to a target class name
+(or None when the class has no counterpart and its samples must be dropped).
+"""
+
+from __future__ import annotations
+
+from edge_fer.errors import UserError
+
+# FER2013 label order (emotion column of fer2013.csv).
+FER2013 = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
+# AffectNet's 8 discrete expressions (its own index order).
+AFFECTNET8 = ("neutral", "happy", "sad", "surprise", "fear", "disgust", "angry", "contempt")
+# CMU Multi-PIE expressions.
+MULTIPIE6 = ("neutral", "smile", "surprise", "squint", "disgust", "scream")
+# The six basic emotions without disgust (and contempt).
+GROUPED6 = ("angry", "fear", "happy", "sad", "surprise", "neutral")
+# Valence groups.
+GROUPED3 = ("negative", "neutral", "positive")
+
+VOCABULARIES: dict[str, tuple[str, ...]] = {
+    "fer2013": FER2013,
+    "affectnet8": AFFECTNET8,
+    "multipie6": MULTIPIE6,
+    "grouped6": GROUPED6,
+    "grouped3": GROUPED3,
+}
+
+# Spellings seen in folder layouts and other datasets, folded onto our canonical names.
+SYNONYMS = {
+    "anger": "angry",
+    "disgusted": "disgust",
+    "fearful": "fear",
+    "scared": "fear",
+    "happiness": "happy",
+    "joy": "happy",
+    "sadness": "sad",
+    "surprised": "surprise",
+    "neutrality": "neutral",
+    "contemptuous": "contempt",
+}
+
+_TO_GROUPED3 = {
+    "happy": "positive",
+    "smile": "positive",
+    "neutral": "neutral",
+    "surprise": "neutral",
+    "angry": "negative",
+    "disgust": "negative",
+    "fear": "negative",
+    "sad": "negative",
+    "contempt": "negative",
+    "squint": "negative",
+    "scream": "negative",
+}
+
+
+def canonical(name: str) -> str:
+    key = name.strip().lower()
+    return SYNONYMS.get(key, key)
+
+
+def vocabulary(name: str) -> tuple[str, ...]:
+    try:
+        return VOCABULARIES[name.lower()]
+    except KeyError:
+        raise UserError(
+            f"unknown label set {name!r}; choose one of {', '.join(VOCABULARIES)}"
+        ) from None
+
+
+def mapping(src: tuple[str, ...], dst: tuple[str, ...]) -> dict[str, str | None]:
+    """Map each class of `src` to a class of `dst` (None: no counterpart, drop the sample)."""
+    out: dict[str, str | None] = {}
+    dst_set = set(dst)
+    for name in src:
+        if dst == GROUPED3:
+            out[name] = _TO_GROUPED3.get(name)
+        elif name in dst_set:
+            out[name] = name
+        elif name == "smile" and "happy" in dst_set:
+            out[name] = "happy"
+        elif name == "happy" and "smile" in dst_set:
+            out[name] = "smile"
+        else:
+            out[name] = None
+    return out
+
+
+def index_map(src: tuple[str, ...], dst: tuple[str, ...]) -> list[int]:
+    """Index form of `mapping`: for each source index the target index, or -1 to drop."""
+    m = mapping(src, dst)
+    return [dst.index(m[c]) if m[c] is not None else -1 for c in src]  # type: ignore[arg-type]

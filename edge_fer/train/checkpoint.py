@@ -1,0 +1,61 @@
+"""Checkpoints in safetensors: model weights, optimizer buffers, and JSON state in metadata.
+
+No pickles: a checkpoint can be opened safely from anyone.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, safe_open, save_file
+
+from edge_fer.errors import UserError
+
+
+def save_checkpoint(path: Path, model, optimizer=None, state: dict | None = None) -> None:
+    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if optimizer is not None:
+        for i, st in enumerate(_opt_states(optimizer)):
+            for k, v in st.items():
+                if torch.is_tensor(v):
+                    tensors[f"optim.{i}.{k}"] = v.detach().contiguous().cpu()
+    meta = {"edge_fer.state": json.dumps(state or {})}
+    tmp = Path(str(path) + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    os.replace(tmp, path)  # never leave a half-written checkpoint behind
+
+
+def _opt_states(optimizer):
+    params = [p for g in optimizer.param_groups for p in g["params"]]
+    return [optimizer.state.get(p, {}) for p in params]
+
+
+def read_state(path: Path) -> dict:
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return json.loads((f.metadata() or {}).get("edge_fer.state", "{}"))
+    except Exception as exc:
+        raise UserError(f"{path}: not an edge-fer checkpoint ({exc})") from None
+
+
+def load_checkpoint(path: Path, model, optimizer=None) -> dict:
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:
+        raise UserError(f"{path}: not a safetensors checkpoint ({exc})") from None
+    sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    try:
+        model.load_state_dict(sd)
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise UserError(f"{path}: weights do not fit this architecture ({first})") from None
+    if optimizer is not None:
+        params = [p for g in optimizer.param_groups for p in g["params"]]
+        for i, p in enumerate(params):
+            st = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
+            if st:
+                optimizer.state[p] = st
+    return read_state(path)

@@ -1,0 +1,248 @@
+"""Supervised training of a zoo architecture on a face dataset.
+
+Trains on the Training split only, selects on PublicTest (early stopping), checkpoints every
+epoch in safetensors and resumes from the last one. Fixed seeds: the shuffling and
+augmentation of epoch e depend only on (seed, e), so a resumed run matches an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edge_fer.data import FaceSet, load_dataset
+from edge_fer.errors import UserError
+from edge_fer.metrics import classification_report
+from edge_fer.models import create_model, model_info
+from edge_fer.preprocess import PreprocessSpec, apply_clahe
+from edge_fer.train.augment import AugmentConfig, augment
+from edge_fer.train.checkpoint import load_checkpoint, read_state, save_checkpoint
+
+
+@dataclass
+class TrainConfig:
+    arch: str
+    data: str
+    out: str = "runs/train"
+    epochs: int = 40
+    batch_size: int = 128
+    lr: float = 0.05
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    warmup_epochs: float = 2.0
+    label_smoothing: float = 0.1
+    class_weights: bool = False
+    balanced_sampling: bool = False
+    augment: bool = True
+    clahe: bool = False
+    channels: int = 1
+    input_size: int | None = None
+    patience: int = 10
+    seed: int = 0
+    device: str = "auto"
+    threads: int = 0
+    val_fraction: float = 0.1  # layouts without a PublicTest split hold this much out
+    arch_kwargs: dict = field(default_factory=dict)
+    max_batches: int = 0  # for smoke tests: stop each epoch after this many batches
+
+
+def pick_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda asked for, but torch sees no CUDA device")
+    return torch.device(name)
+
+
+def load_splits(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, str]:
+    from edge_fer.data.loaders import detect_layout
+
+    layout = detect_layout(Path(cfg.data))
+    size = cfg.input_size or 48
+    if layout in ("fer2013-folder", "fer2013-csv"):
+        train = load_dataset(cfg.data, "train", size=size)
+        val = load_dataset(cfg.data, "public-test", size=size)
+        return train, val, "public-test"
+    full = load_dataset(cfg.data, "all", size=size)
+    rng = np.random.default_rng(cfg.seed)
+    order = rng.permutation(len(full))
+    n_val = max(1, int(len(full) * cfg.val_fraction))
+    mask = np.zeros(len(full), bool)
+    mask[order[:n_val]] = True
+    return full.subset(~mask), full.subset(mask), f"held-out {cfg.val_fraction:.0%}"
+
+
+def lr_at(step: int, total: int, warmup: int, base: float) -> float:
+    if step < warmup:
+        return base * (step + 1) / warmup
+    t = (step - warmup) / max(1, total - warmup)
+    return base * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
+
+
+def to_input(x_u8: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
+    return x_u8.float()
+
+
+def normalise(x: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
+    x = (x / 255.0 - spec.mean) / spec.std
+    if spec.channels == 3:
+        x = x.expand(-1, 3, -1, -1)
+    return x.contiguous(memory_format=torch.channels_last)
+
+
+@torch.no_grad()
+def predict(model, images: np.ndarray, spec: PreprocessSpec, device, batch: int = 512) -> np.ndarray:
+    model.eval()
+    out = []
+    for i in range(0, len(images), batch):
+        x = torch.from_numpy(images[i : i + batch]).to(device)[:, None].float()
+        out.append(F.softmax(model(normalise(x, spec)), 1).float().cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0, len(spec.classes)), np.float32)
+
+
+def train(cfg: TrainConfig, resume: bool = False) -> dict:
+    out = Path(cfg.out)
+    last = out / "last.safetensors"
+    if resume and last.exists():
+        saved = read_state(last).get("config")
+        if saved:
+            cfg = TrainConfig(**saved)  # the original run's settings win on resume
+    elif last.exists() and not resume:
+        raise UserError(f"{out} already holds a run; pass --resume to continue it or pick --out")
+    out.mkdir(parents=True, exist_ok=True)
+
+    device = pick_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    train_set, val_set, val_name = load_splits(cfg)
+    classes = train_set.classes
+    size = cfg.input_size or 48
+    spec = PreprocessSpec(input_size=size, channels=cfg.channels, clahe=cfg.clahe, classes=classes)
+    tr_imgs, va_imgs = train_set.images, val_set.images
+    if cfg.clahe:
+        tr_imgs, va_imgs = apply_clahe(tr_imgs), apply_clahe(va_imgs)
+
+    model = create_model(cfg.arch, num_classes=len(classes), in_channels=cfg.channels,
+                         **cfg.arch_kwargs)
+    info = model_info(model, size, cfg.channels)
+    model = model.to(device).to(memory_format=torch.channels_last)
+    decay, no_decay = [], []
+    for p in model.parameters():
+        (no_decay if p.ndim <= 1 else decay).append(p)
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0}],
+        lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+    )
+    state = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_epoch": -1, "bad_epochs": 0}
+    if resume and last.exists():
+        state.update(load_checkpoint(last, model, opt))
+        print(f"resuming {out} at epoch {state['epoch']} (best {state['best_acc']:.4f})",
+              file=sys.stderr)
+
+    weights = torch.tensor(train_set.class_weights(), device=device) if cfg.class_weights else None
+    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
+    if cfg.max_batches:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_batches)
+    total = steps_per_epoch * cfg.epochs
+    warmup = int(steps_per_epoch * cfg.warmup_epochs)
+    aug = AugmentConfig(enabled=cfg.augment)
+    x_all = torch.from_numpy(tr_imgs)
+    y_all = torch.from_numpy(train_set.labels)
+    sample_p = train_set.balanced_sample_weights() if cfg.balanced_sampling else None
+    (out / "config.json").write_text(json.dumps({**asdict(cfg), **info, "classes": classes}, indent=2))
+    log_path = out / "log.csv"
+    fields = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_top2",
+              "val_macro_f1", "seconds"]
+    if not log_path.exists():
+        with open(log_path, "w", newline="") as fh:
+            csv.writer(fh).writerow(fields)
+
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress bars are a nicety, not a requirement
+        tqdm = None
+
+    while state["epoch"] < cfg.epochs:
+        epoch = state["epoch"]
+        t0 = time.time()
+        gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
+        if sample_p is not None:
+            rng = np.random.default_rng(cfg.seed * 100003 + epoch)
+            order = torch.from_numpy(rng.choice(len(train_set), len(train_set), p=sample_p))
+        else:
+            order = torch.randperm(len(train_set), generator=gen)
+        model.train()
+        tot_loss, tot_ok, seen = 0.0, 0, 0
+        bar = range(steps_per_epoch)
+        if tqdm is not None:
+            bar = tqdm(bar, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
+                       disable=not sys.stderr.isatty())
+        for b in bar:
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            x = x_all[idx][:, None].float()
+            y = y_all[idx]
+            x = augment(x, aug, gen)
+            x, y = normalise(x.to(device), spec), y.to(device)
+            lr = lr_at(state["step"], total, warmup, cfg.lr)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            state["step"] += 1
+            tot_loss += float(loss.detach()) * len(y)
+            tot_ok += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            if tqdm is not None and hasattr(bar, "set_postfix") and b % 10 == 0:
+                bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{tot_ok / seen:.3f}")
+        probs = predict(model, va_imgs, spec, device)
+        rep = classification_report(probs, val_set.labels, classes)
+        val_loss = float(-np.log(np.clip(probs[np.arange(len(probs)), val_set.labels], 1e-7, 1)).mean())
+        row = {
+            "epoch": epoch + 1, "lr": lr, "train_loss": tot_loss / seen, "train_acc": tot_ok / seen,
+            "val_loss": val_loss, "val_acc": rep["accuracy"], "val_top2": rep["top2_accuracy"],
+            "val_macro_f1": rep["macro_f1"], "seconds": time.time() - t0,
+        }
+        with open(log_path, "a", newline="") as fh:
+            csv.writer(fh).writerow([f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]
+                                     for k in fields])
+        state["epoch"] = epoch + 1
+        improved = rep["accuracy"] > state["best_acc"]
+        if improved:
+            state.update(best_acc=rep["accuracy"], best_epoch=epoch + 1, bad_epochs=0)
+        else:
+            state["bad_epochs"] += 1
+        ck_state = {**state, "config": asdict(cfg), "spec": spec.to_metadata(), **info,
+                    "val_split": val_name}
+        if improved:
+            save_checkpoint(out / "best.safetensors", model, None, ck_state)
+        save_checkpoint(last, model, opt, ck_state)
+        print(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
+              f"train acc {row['train_acc']:.4f}  {val_name} acc {rep['accuracy']:.4f}  "
+              f"macro-F1 {rep['macro_f1']:.4f}  lr {lr:.4g}  {row['seconds']:.0f}s"
+              + ("  *" if improved else ""), file=sys.stderr, flush=True)
+        if cfg.patience and state["bad_epochs"] >= cfg.patience:
+            print(f"early stop: no {val_name} improvement for {cfg.patience} epochs",
+                  file=sys.stderr)
+            break
+    result = {"best_val_acc": state["best_acc"], "best_epoch": state["best_epoch"],
+              "out": str(out), **info}
+    (out / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def default_threads() -> int:
+    return os.cpu_count() or 1
