@@ -76,10 +76,10 @@ def mapping(src: tuple[str, ...], dst: tuple[str, ...]) -> dict[str, str | None]
     out: dict[str, str | None] = {}
     dst_set = set(dst)
     for name in src:
-        if dst == GROUPED3:
-            out[name] = _TO_GROUPED3.get(name)
-        elif name in dst_set:
+        if name in dst_set:
             out[name] = name
+        elif tuple(dst) == GROUPED3:
+            out[name] = _TO_GROUPED3.get(name)
         elif name == "smile" and "happy" in dst_set:
             out[name] = "happy"
         elif name == "happy" and "smile" in dst_set:

@@ -18,7 +18,11 @@ from edge_fer.errors import UserError
 COMMANDS: list[str] = [
     "train_cmd",
     "eval_cmd",
+    "export_cmd",
     "detect_cmd",
+    "run_cmd",
+    "bench_cmd",
+    "cascade_cmd",
 ]
 
 

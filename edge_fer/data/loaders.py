@@ -96,7 +96,8 @@ def load_dataset(
     else:
         raise UserError(f"unknown dataset layout {layout!r}")
     if len(fs) == 0:
-        raise UserError(f"{p}: no faces in split {split!r}")
+        why = f" ({fs.skipped} bad entries skipped)" if fs.skipped else ""
+        raise UserError(f"{p}: no faces in split {split!r}{why}")
     if cache:
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
@@ -123,14 +124,17 @@ def _cache_dir() -> Path:
 
 
 def _stamp(p: Path) -> str:
-    """Cheap fingerprint so that an edited dataset invalidates the cache."""
+    """Cheap fingerprint so that an edited dataset invalidates the cache: the modification
+    time and entry count of every folder (adding, removing or renaming a file anywhere changes
+    them), or a file's modification time and size."""
     try:
         st = p.stat()
         if p.is_dir():
-            subs = sorted(os.listdir(p))
-            return f"{st.st_mtime_ns}:{len(subs)}:" + ",".join(
-                f"{s}:{(p / s).stat().st_mtime_ns}" for s in subs
-            )
+            h = hashlib.sha1()
+            for root, dirs, files in os.walk(p):
+                dirs.sort()
+                h.update(f"{root}:{os.stat(root).st_mtime_ns}:{len(files)};".encode())
+            return h.hexdigest()
         return f"{st.st_mtime_ns}:{st.st_size}"
     except OSError:
         return "?"
@@ -146,6 +150,14 @@ def _read_gray(path: Path, size: int | None) -> np.ndarray | None:
     return img
 
 
+def _size_mismatch(img: np.ndarray, images: list[np.ndarray], size) -> str | None:
+    """Without a target size every image must have the first one's size."""
+    if size is None and images and img.shape != images[0].shape:
+        h, w = img.shape
+        return f"image is {w}x{h} but the first one is {images[0].shape[1]}x{images[0].shape[0]}"
+    return None
+
+
 def _finish(images: list[np.ndarray], lab: list[int], classes, ids, skipped, size) -> FaceSet:
     if images:
         arr = np.stack(images)
@@ -157,15 +169,25 @@ def _finish(images: list[np.ndarray], lab: list[int], classes, ids, skipped, siz
 def _load_folder(p: Path, size, skip_bad, classes, split_prefixes) -> FaceSet:
     # FER2013 folders hold train/ and test/ with class folders inside; a generic layout has
     # the class folders directly. Walk every image and take its class from the parent folder.
+    # The FER2013 layout always has the FER2013 vocabulary (a stray class folder is an error);
+    # a generic layout's vocabulary is its folders (FER2013's order when they are a subset).
     files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS)
-    found = sorted({L.canonical(f.parent.name) for f in files})
+    found = sorted({L.canonical(f.parent.name) for f in files if f.parent != p})
     if classes is None:
-        classes = L.FER2013 if set(found) <= set(L.FER2013) else tuple(found)
+        if split_prefixes is not None or set(found) <= set(L.FER2013):
+            classes = L.FER2013
+        else:
+            classes = tuple(found)
     index = {c: i for i, c in enumerate(classes)}
     images, lab, ids, skipped = [], [], [], 0
     for f in files:
         if split_prefixes is not None and not f.name.startswith(split_prefixes):
             continue
+        if f.parent == p:
+            if skip_bad:
+                skipped += 1
+                continue
+            raise UserError(f"{f}: not inside a class folder (expected {p}/<class>/<image>)")
         cls = L.canonical(f.parent.name)
         if cls not in index:
             if skip_bad:
@@ -175,11 +197,12 @@ def _load_folder(p: Path, size, skip_bad, classes, split_prefixes) -> FaceSet:
                 f"{f}: unknown class folder {f.parent.name!r} (known: {', '.join(classes)})"
             )
         img = _read_gray(f, size)
-        if img is None or (size is None and images and img.shape != images[0].shape):
+        why = "cannot decode image" if img is None else _size_mismatch(img, images, size)
+        if why:
             if skip_bad:
                 skipped += 1
                 continue
-            raise UserError(f"{f}: cannot decode image (use --skip-bad to skip such files)")
+            raise UserError(f"{f}: {why} (use --skip-bad to skip such files)")
         images.append(img)
         lab.append(index[cls])
         ids.append(str(f.relative_to(p)))
@@ -193,11 +216,16 @@ def _load_jaffe(p: Path, size, skip_bad) -> FaceSet:
         m = _JAFFE_RE.match(f.name)
         code = m.group(1).upper() if m else None
         img = _read_gray(f, size) if code in JAFFE_CODES else None
-        if img is None:
+        if m is None:
+            why = "not a JAFFE file name (like KA.AN1.39.tiff)"
+        elif code not in JAFFE_CODES:
+            why = f"unknown JAFFE expression code {code!r} (known: {', '.join(JAFFE_CODES)})"
+        else:
+            why = "cannot decode image" if img is None else _size_mismatch(img, images, size)
+        if why:
             if skip_bad:
                 skipped += 1
                 continue
-            why = "cannot decode image" if code in JAFFE_CODES else "not a JAFFE file name"
             raise UserError(f"{f}: {why}")
         images.append(img)
         lab.append(classes.index(JAFFE_CODES[code]))
@@ -208,7 +236,7 @@ def _load_jaffe(p: Path, size, skip_bad) -> FaceSet:
 def _load_csv(p: Path, split: str, size, skip_bad) -> FaceSet:
     usages = SPLITS[split]
     images, lab, ids, skipped = [], [], [], 0
-    with open(p, newline="") as fh:
+    with open(p, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
         if header is None or [h.strip().lower() for h in header[:2]] != ["emotion", "pixels"]:
@@ -219,6 +247,8 @@ def _load_csv(p: Path, split: str, size, skip_bad) -> FaceSet:
                 if not 0 <= emotion < len(L.FER2013):
                     raise ValueError(f"emotion {emotion} out of range 0..6")
                 usage = row[2].strip() if len(row) > 2 else "Training"
+                if usage not in _FER_PREFIXES:
+                    raise ValueError(f"unknown Usage {usage!r}")
                 if usage not in usages:
                     continue
                 px = np.array(row[1].split(), dtype=np.int32)
@@ -227,6 +257,9 @@ def _load_csv(p: Path, split: str, size, skip_bad) -> FaceSet:
                     raise ValueError(f"{px.size} pixels is not a square image")
                 if px.min() < 0 or px.max() > 255:
                     raise ValueError("pixel values outside 0..255")
+                if size is None and images and images[0].shape != (side, side):
+                    raise ValueError(f"{side}x{side} image, the first one is "
+                                     f"{images[0].shape[1]}x{images[0].shape[0]}")
             except (ValueError, IndexError) as exc:
                 if skip_bad:
                     skipped += 1

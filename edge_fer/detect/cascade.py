@@ -65,7 +65,7 @@ class Cascade:
 
     # ---- file I/O -------------------------------------------------------------------------
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "Cascade":
+    def load(cls, path: str | os.PathLike) -> Cascade:
         """Read and validate a pico cascade file; raises CascadeError with a one-line reason."""
         name = str(path)
         p = Path(path)
@@ -83,7 +83,7 @@ class Cascade:
         return cls.from_bytes(data, source=name)
 
     @classmethod
-    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> "Cascade":
+    def from_bytes(cls, data: bytes, source: str = "<bytes>") -> Cascade:
         n = len(data)
         if n < HEADER_BYTES:
             raise CascadeError(

@@ -29,7 +29,3 @@ class DetectionMemory:
         self._mem[self._next] = raw
         self._next = (self._next + 1) % self.slots
         return np.concatenate(self._mem, axis=0)
-
-    @property
-    def filled(self) -> int:
-        return sum(1 for m in self._mem if m.shape[0])

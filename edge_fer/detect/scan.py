@@ -7,27 +7,24 @@ a node costs two loads and a compare. The rotated cascade clamps to the frame (i
 ~0.707*s, and the reference's bounds check is written for that), so no read can leave the frame
 whatever the codes are.
 
-Work items are (scale, row) pairs; each writes accepted windows into its own slice of a
-preallocated buffer (column index + score), so threads never share output and the gather keeps
-the reference's scale-row-column order.
+Work items are (scale, row) pairs, dealt to `nlanes` lanes round-robin; a call runs lanes
+[lane_lo, lane_hi) with the GIL released, so threads can run different lanes at once (see
+lanes.py). Each item writes accepted windows into its own slice of a preallocated buffer
+(column index + score): threads never share output, and the gather keeps the reference's
+scale-row-column order.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import njit
 
-# cos/sin(2*pi*k/32) * 256 as the reference tabulates them: the angle is quantised to 1/32 turn.
-QCOS = np.array(
-    [256, 251, 236, 212, 181, 142, 97, 49, 0, -49, -97, -142, -181, -212, -236, -251,
-     -256, -251, -236, -212, -181, -142, -97, -49, 0, 49, 97, 142, 181, 212, 236, 251, 256],
-    dtype=np.int64,
-)  # fmt: skip
-QSIN = np.array(
-    [0, 49, 97, 142, 181, 212, 236, 251, 256, 251, 236, 212, 181, 142, 97, 49,
-     0, -49, -97, -142, -181, -212, -236, -251, -256, -251, -236, -212, -181, -142, -97, -49, 0],
-    dtype=np.int64,
-)  # fmt: skip
+# the reference's tables: trunc(256*cos(2*pi*k/32)), same for sin, k = 0..32 (so the angle is
+# quantised to 1/32 turn); computed here, checked against the published values in the tests
+_TURNS = 2 * np.pi * np.arange(33) / 32
+QCOS = np.trunc(256 * np.cos(_TURNS)).astype(np.int64)
+QSIN = np.trunc(256 * np.sin(_TURNS)).astype(np.int64)
+U = np.uint64
 ROT_REACH = 46341  # ceil(sqrt(2)/2 * 65536): the rotated window's half-diagonal, 16.16 fixed point
 
 
@@ -38,141 +35,239 @@ def angle_index(angle: float) -> int:
 
 def upright_offsets(codes: np.ndarray, sizes_i: np.ndarray, ldim: int) -> np.ndarray:
     """int32 (nscales, ntrees*nnodes*2): flat pixel offsets of each node's two pixels."""
-    c = codes.reshape(-1, 4).astype(np.int64)
-    s = sizes_i.astype(np.int64)[:, None]
-    # >> is floor division; equal to C's truncation here because r*256 - 128*s >= 0 on the grid
-    p1 = ((c[None, :, 0] * s) >> 8) * ldim + ((c[None, :, 1] * s) >> 8)
-    p2 = ((c[None, :, 2] * s) >> 8) * ldim + ((c[None, :, 3] * s) >> 8)
-    out = np.empty((s.shape[0], c.shape[0] * 2), dtype=np.int32)
-    out[:, 0::2] = p1
-    out[:, 1::2] = p2
-    return out
+    return _upright_offsets(codes.reshape(-1, 4), sizes_i.astype(np.int64), ldim)
 
 
 def rotated_offsets(codes: np.ndarray, sizes_i: np.ndarray, angle: float) -> np.ndarray:
     """int32 (nscales, ntrees*nnodes*4): rotated (dr1, dc1, dr2, dc2) per node, floored."""
     k = angle_index(angle)
-    c = codes.reshape(-1, 4).astype(np.int64)
-    s = sizes_i.astype(np.int64)[:, None]
-    qcos, qsin = s * QCOS[k], s * QSIN[k]
-    out = np.empty((s.shape[0], c.shape[0] * 4), dtype=np.int32)
-    out[:, 0::4] = (qcos * c[None, :, 0] - qsin * c[None, :, 1]) >> 16
-    out[:, 1::4] = (qsin * c[None, :, 0] + qcos * c[None, :, 1]) >> 16
-    out[:, 2::4] = (qcos * c[None, :, 2] - qsin * c[None, :, 3]) >> 16
-    out[:, 3::4] = (qsin * c[None, :, 2] + qcos * c[None, :, 3]) >> 16
+    return _rotated_offsets(codes.reshape(-1, 4), sizes_i.astype(np.int64), QCOS[k], QSIN[k])
+
+
+@njit(cache=True, nogil=True)
+def _upright_offsets(codes, sizes, ldim):
+    n = codes.shape[0]
+    out = np.empty((sizes.shape[0], 2 * n), np.int32)
+    for k in range(sizes.shape[0]):
+        s = sizes[k]
+        for i in range(n):
+            # >> floors; equal to C's truncation here because r*256 - 128*s >= 0 on the grid
+            out[k, 2 * i] = ((codes[i, 0] * s) >> 8) * ldim + ((codes[i, 1] * s) >> 8)
+            out[k, 2 * i + 1] = ((codes[i, 2] * s) >> 8) * ldim + ((codes[i, 3] * s) >> 8)
     return out
 
 
-@njit(cache=True, parallel=True, nogil=True)
+@njit(cache=True, nogil=True)
+def _rotated_offsets(codes, sizes, qcos1, qsin1):
+    n = codes.shape[0]
+    out = np.empty((sizes.shape[0], 4 * n), np.int32)
+    for k in range(sizes.shape[0]):
+        qcos = sizes[k] * qcos1
+        qsin = sizes[k] * qsin1
+        for i in range(n):
+            a, b = np.int64(codes[i, 0]), np.int64(codes[i, 1])
+            c, d = np.int64(codes[i, 2]), np.int64(codes[i, 3])
+            out[k, 4 * i] = (qcos * a - qsin * b) >> 16
+            out[k, 4 * i + 1] = (qsin * a + qcos * b) >> 16
+            out[k, 4 * i + 2] = (qcos * c - qsin * d) >> 16
+            out[k, 4 * i + 3] = (qsin * c + qcos * d) >> 16
+    return out
+
+
+@njit(cache=True, nogil=True)
+def _max_cols(col_start):
+    m = 0
+    for k in range(col_start.shape[0] - 1):
+        m = max(m, col_start[k + 1] - col_start[k])
+    return m
+
+
+@njit(cache=True, nogil=True)
 def scan_upright(
-    pix, nrows, ncols, tdepth, ntrees, leaves, thr, offs, scale0,
-    item_scale, item_row, item_buf, scale_s, col_start, cols_i,
-    out_col, out_score, out_count, nlanes,
-):  # fmt: skip
+    pix,
+    nrows,
+    ncols,
+    tdepth,
+    ntrees,
+    leaves,
+    thr,
+    offs,
+    scale0,
+    item_scale,
+    item_row,
+    item_buf,
+    scale_s,
+    col_start,
+    cols_i,
+    out_col,
+    out_score,
+    out_count,
+    lane_lo,
+    lane_hi,
+    nlanes,
+):
     nleaves = 1 << tdepth
     stride = 2 * (nleaves - 1)
     nitems = item_scale.shape[0]
-    for lane in prange(nlanes):
+    maxc = _max_cols(col_start)
+    for lane in range(lane_lo, lane_hi):
         # lanes take every nlanes-th item: neighbouring rows cost about the same, so this
         # balances threads far better than contiguous chunks (small sizes have more rows)
+        active = np.empty(maxc, np.int64)
+        bases = np.empty(maxc, np.int64)
+        scores = np.empty(maxc, np.float32)
         for it in range(lane, nitems, nlanes):
             k = item_scale[it]
             s = scale_s[k]
             r = item_row[it]
-            buf = item_buf[it]
             n = 0
             # the reference rejects windows whose reach (s/2) leaves the frame; we also reject
             # 2r < s, which the grid never produces, so the floored offsets are exact and safe
             if 2 * r >= s and 2 * r + s < 2 * nrows:
                 o = offs[k - scale0]
-                c0, c1 = col_start[k], col_start[k + 1]
-                rowbase = r * ncols
-                for j in range(c1 - c0):
+                c0 = col_start[k]
+                na = 0
+                for j in range(col_start[k + 1] - c0):
                     c = cols_i[c0 + j]
-                    if 2 * c < s or 2 * c + s >= 2 * ncols:
-                        continue
-                    base = rowbase + c
-                    score = np.float32(0.0)
-                    ok = True
-                    tb = 0
-                    lb = 0
-                    for t in range(ntrees):
+                    if 2 * c >= s and 2 * c + s < 2 * ncols:
+                        active[na] = j
+                        bases[na] = r * ncols + c
+                        scores[na] = 0.0
+                        na += 1
+                # tree by tree over the row's surviving windows: the windows are independent,
+                # so the core overlaps their load chains; compaction is branch-free because
+                # survival is a coin flip the predictor cannot learn
+                tb = -2
+                lb = -nleaves
+                for t in range(ntrees):
+                    if na == 0:
+                        break
+                    th = thr[t]
+                    m = 0
+                    for a in range(na):
+                        base = bases[a]
                         idx = 1
                         for _ in range(tdepth):
-                            p = tb + 2 * idx - 2
-                            idx = 2 * idx + (pix[base + o[p]] <= pix[base + o[p + 1]])
-                        score += leaves[lb + idx - nleaves]
-                        if score <= thr[t]:
-                            ok = False
-                            break
-                        tb += stride
-                        lb += nleaves
-                    if ok:
-                        out_col[buf + n] = j
-                        out_score[buf + n] = score - thr[ntrees - 1]
-                        n += 1
+                            p = tb + 2 * idx
+                            # unsigned indices: numba then skips negative-index wraparound
+                            idx = 2 * idx + (pix[U(base + o[U(p)])] <= pix[U(base + o[U(p + 1)])])
+                        sc = scores[a] + leaves[U(lb + idx)]
+                        active[m] = active[a]
+                        bases[m] = base
+                        scores[m] = sc
+                        m += sc > th
+                    na = m
+                    tb += stride
+                    lb += nleaves
+                buf = item_buf[it]
+                last = thr[ntrees - 1]
+                for a in range(na):
+                    out_col[buf + a] = active[a]
+                    out_score[buf + a] = scores[a] - last
+                n = na
             out_count[it] = n
 
 
-@njit(cache=True, parallel=True, nogil=True)
+@njit(cache=True, nogil=True)
 def scan_rotated(
-    pix, nrows, ncols, tdepth, ntrees, leaves, thr, offs, scale0,
-    item_scale, item_row, item_buf, scale_s, col_start, cols_i,
-    out_col, out_score, out_count, nlanes,
-):  # fmt: skip
+    pix,
+    nrows,
+    ncols,
+    tdepth,
+    ntrees,
+    leaves,
+    thr,
+    offs,
+    scale0,
+    item_scale,
+    item_row,
+    item_buf,
+    scale_s,
+    col_start,
+    cols_i,
+    out_col,
+    out_score,
+    out_count,
+    lane_lo,
+    lane_hi,
+    nlanes,
+):
     nleaves = 1 << tdepth
     stride = 4 * (nleaves - 1)
     nitems = item_scale.shape[0]
     rmax = nrows - 1
     cmax = ncols - 1
-    for lane in prange(nlanes):
+    maxc = _max_cols(col_start)
+    for lane in range(lane_lo, lane_hi):
+        active = np.empty(maxc, np.int64)
+        ccs = np.empty(maxc, np.int64)
+        scores = np.empty(maxc, np.float32)
         for it in range(lane, nitems, nlanes):
             k = item_scale[it]
             s = scale_s[k]
             r = item_row[it]
-            buf = item_buf[it]
             n = 0
-            reach = ROT_REACH * s
-            r16 = r * 65536
-            if r16 + reach < 65536 * nrows and r16 - reach > -65536:
+            reach = ROT_REACH * s  # the reference's bounds check, in 16.16 fixed point
+            if r * 65536 + reach < 65536 * nrows and r * 65536 - reach > -65536:
                 o = offs[k - scale0]
-                c0, c1 = col_start[k], col_start[k + 1]
-                for j in range(c1 - c0):
+                c0 = col_start[k]
+                na = 0
+                for j in range(col_start[k + 1] - c0):
                     c = cols_i[c0 + j]
-                    c16 = c * 65536
-                    if c16 + reach >= 65536 * ncols or c16 - reach <= -65536:
-                        continue
-                    score = np.float32(0.0)
-                    ok = True
-                    tb = 0
-                    lb = 0
-                    for t in range(ntrees):
+                    if c * 65536 + reach < 65536 * ncols and c * 65536 - reach > -65536:
+                        active[na] = j
+                        ccs[na] = c
+                        scores[na] = 0.0
+                        na += 1
+                tb = -4
+                lb = -nleaves
+                for t in range(ntrees):
+                    if na == 0:
+                        break
+                    th = thr[t]
+                    m = 0
+                    for a in range(na):
+                        c = ccs[a]
                         idx = 1
                         for _ in range(tdepth):
-                            p = tb + 4 * idx - 4
+                            p = tb + 4 * idx
                             # clamping reproduces C's truncation toward zero for the one
-                            # negative case the bounds check lets through, and bounds reads
-                            r1 = min(max(r + o[p], 0), rmax)
-                            c1_ = min(max(c + o[p + 1], 0), cmax)
-                            r2 = min(max(r + o[p + 2], 0), rmax)
-                            c2 = min(max(c + o[p + 3], 0), cmax)
-                            idx = 2 * idx + (pix[r1 * ncols + c1_] <= pix[r2 * ncols + c2])
-                        score += leaves[lb + idx - nleaves]
-                        if score <= thr[t]:
-                            ok = False
-                            break
-                        tb += stride
-                        lb += nleaves
-                    if ok:
-                        out_col[buf + n] = j
-                        out_score[buf + n] = score - thr[ntrees - 1]
-                        n += 1
+                            # negative case the bounds check lets through, and bounds all reads
+                            r1 = min(max(r + o[U(p)], 0), rmax)
+                            c1 = min(max(c + o[U(p + 1)], 0), cmax)
+                            r2 = min(max(r + o[U(p + 2)], 0), rmax)
+                            c2 = min(max(c + o[U(p + 3)], 0), cmax)
+                            idx = 2 * idx + (pix[U(r1 * ncols + c1)] <= pix[U(r2 * ncols + c2)])
+                        sc = scores[a] + leaves[U(lb + idx)]
+                        active[m] = active[a]
+                        ccs[m] = c
+                        scores[m] = sc
+                        m += sc > th
+                    na = m
+                    tb += stride
+                    lb += nleaves
+                buf = item_buf[it]
+                last = thr[ntrees - 1]
+                for a in range(na):
+                    out_col[buf + a] = active[a]
+                    out_score[buf + a] = scores[a] - last
+                n = na
             out_count[it] = n
 
 
 @njit(cache=True, nogil=True)
-def gather(item_scale, item_rowpos, item_buf, out_count, out_col, out_score,
-           sizes_f, rows_f, col_start, cols_f):  # fmt: skip
+def gather(
+    item_scale,
+    item_rowpos,
+    item_buf,
+    out_count,
+    out_col,
+    out_score,
+    sizes_f,
+    rows_f,
+    col_start,
+    cols_f,
+):
     """(n, 4) float32 [row, col, size, score] in scan order."""
     total = 0
     for it in range(out_count.shape[0]):

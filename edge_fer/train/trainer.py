@@ -82,6 +82,20 @@ def load_splits(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, str]:
     return full.subset(~mask), full.subset(mask), f"held-out {cfg.val_fraction:.0%}"
 
 
+def arch_kwargs_for(cfg: TrainConfig) -> dict:
+    """Architecture options, plus the input size for nets whose dense head depends on it."""
+    import inspect
+
+    from edge_fer.models.registry import _REGISTRY, _load_zoo
+
+    _load_zoo()
+    kw = dict(cfg.arch_kwargs)
+    fn = _REGISTRY.get(cfg.arch)
+    if fn is not None and cfg.input_size and "input_size" in inspect.signature(fn).parameters:
+        kw.setdefault("input_size", cfg.input_size)
+    return kw
+
+
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -110,13 +124,20 @@ def predict(model, images: np.ndarray, spec: PreprocessSpec, device, batch: int 
     return np.concatenate(out) if out else np.zeros((0, len(spec.classes)), np.float32)
 
 
-def train(cfg: TrainConfig, resume: bool = False) -> dict:
+def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = None) -> dict:
+    """Train; with `resume`, continue the run in cfg.out with its saved settings.
+
+    `epochs_override` changes the length of a resumed run (the cosine schedule is rescaled to
+    the new total from the current step on), e.g. to finish sooner on a busy machine.
+    """
     out = Path(cfg.out)
     last = out / "last.safetensors"
     if resume and last.exists():
         saved = read_state(last).get("config")
         if saved:
             cfg = TrainConfig(**saved)  # the original run's settings win on resume
+            if epochs_override:
+                cfg.epochs = epochs_override
     elif last.exists() and not resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or pick --out")
     out.mkdir(parents=True, exist_ok=True)
@@ -134,7 +155,7 @@ def train(cfg: TrainConfig, resume: bool = False) -> dict:
         tr_imgs, va_imgs = apply_clahe(tr_imgs), apply_clahe(va_imgs)
 
     model = create_model(cfg.arch, num_classes=len(classes), in_channels=cfg.channels,
-                         **cfg.arch_kwargs)
+                         **arch_kwargs_for(cfg))
     info = model_info(model, size, cfg.channels)
     model = model.to(device).to(memory_format=torch.channels_last)
     decay, no_decay = [], []

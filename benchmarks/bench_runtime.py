@@ -1,0 +1,203 @@
+"""Benchmark `edge-fer run` on 640x480 and 1280x720 clips with 1-3 real faces.
+
+The clips are composited here from ../shared (never copied into the project): faces cut from
+Caltech Web Faces (boxes from the annotated eye and mouth positions; only faces with at least
+FACE_MIN_EYES px between the eyes) pasted with feathered edges onto the face-free background
+scenes, each drifting slowly, each face 15-25% of the frame height (the issue's minimum is 10%).
+
+For every clip and every available backend it reports frames/s, per-frame latency and the
+stage times (p50/p99), and, from the known face positions: the share of face-frames on which
+the face was found, and the number of track ids each face got (1 = no id switch).
+
+    python benchmarks/bench_runtime.py [--model M] [--cascade C] [--frames 300]
+
+Results: benchmarks/results/bench_runtime.json (and a table on stdout).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+WEBFACES = SHARED / "data" / "webfaces"
+BACKGROUNDS = SHARED / "data" / "backgrounds"
+FACEFINDER = SHARED / "reference" / "pico" / "facefinder"
+FACE_MIN_EYES = 28  # px between the eyes in the source photo: sharp enough to scale up
+SIZES = ((640, 480), (1280, 720))
+
+
+def load_faces(n: int, rng: np.random.Generator) -> list[tuple[np.ndarray, float]]:
+    """n (patch, face_side_in_patch) pairs: a square patch 2x the face box around each face."""
+    gt = (WEBFACES / "WebFaces_GroundThruth.txt").read_text().splitlines()
+    rows = []
+    for line in gt:
+        p = line.split()
+        if len(p) != 9:
+            continue
+        le, re_, mouth = np.array(p[1:3], float), np.array(p[3:5], float), np.array(p[7:9], float)
+        if np.linalg.norm(re_ - le) >= FACE_MIN_EYES:
+            rows.append((p[0], le, re_, mouth))
+    rng.shuffle(rows)
+    faces = []
+    for name, le, re_, mouth in rows:
+        img = cv2.imread(str(WEBFACES / "images" / name), cv2.IMREAD_COLOR)
+        if img is None:
+            continue
+        d = float(np.linalg.norm(re_ - le))
+        eyes = (le + re_) / 2
+        centre = eyes + 0.45 * (mouth - eyes)  # between the eyes and the mouth, a bit up
+        side = 2.4 * d  # the face box
+        half = side  # patch = 2 x face box
+        x0, y0 = int(centre[0] - half), int(centre[1] - half)
+        x1, y1 = int(centre[0] + half), int(centre[1] + half)
+        if x0 < 0 or y0 < 0 or x1 > img.shape[1] or y1 > img.shape[0]:
+            continue
+        faces.append((img[y0:y1, x0:x1].copy(), side))
+        if len(faces) == n:
+            return faces
+    raise SystemExit(f"only {len(faces)} usable faces in {WEBFACES}")
+
+
+def make_clip(path: Path, size, n_faces: int, frames: int, fps: float, seed: int) -> list:
+    """Write the clip; returns per frame the list of true face boxes (x, y, w, h) per face."""
+    w, h = size
+    rng = np.random.default_rng(seed)
+    bgs = sorted(BACKGROUNDS.glob("*.jpg"))
+    bg = cv2.imread(str(bgs[int(rng.integers(len(bgs)))]), cv2.IMREAD_COLOR)
+    bg = cv2.resize(bg, (w, h), interpolation=cv2.INTER_LINEAR)
+    faces = load_faces(n_faces, rng)
+    plan = []
+    slot = w / n_faces
+    for k, (patch, side) in enumerate(faces):
+        face_px = h * rng.uniform(0.15, 0.25)
+        scale = face_px / side
+        psz = round(patch.shape[0] * scale)
+        p = cv2.resize(
+            patch, (psz, psz), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
+        )
+        yy, xx = np.mgrid[0:psz, 0:psz]
+        r = np.hypot(yy - psz / 2, xx - psz / 2) / (psz / 2)
+        alpha = np.clip((1.0 - r) / 0.35, 0, 1)[..., None].astype(np.float32)  # feathered disc
+        amp_x = max(0.0, slot / 2 - psz / 2) * 0.6
+        plan.append({"p": p.astype(np.float32), "a": alpha, "psz": psz, "face": face_px,
+                         "cx": slot * (k + 0.5), "amp_x": amp_x, "amp_y": 0.08 * h,
+                         "ph": rng.uniform(0, 2 * np.pi)})  # fmt: skip
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
+    if not writer.isOpened():
+        raise SystemExit("cannot write mp4v video here")
+    truth = []
+    for i in range(frames):
+        t = i / fps
+        f = bg.astype(np.float32)
+        boxes = []
+        for q in plan:
+            cx = q["cx"] + q["amp_x"] * np.sin(2 * np.pi * t / 8 + q["ph"])
+            cy = h / 2 + q["amp_y"] * np.sin(2 * np.pi * t / 5 + q["ph"])
+            x0, y0 = round(cx - q["psz"] / 2), round(cy - q["psz"] / 2)
+            xa, ya = max(x0, 0), max(y0, 0)
+            xb, yb = min(x0 + q["psz"], w), min(y0 + q["psz"], h)
+            pp = q["p"][ya - y0 : yb - y0, xa - x0 : xb - x0]
+            aa = q["a"][ya - y0 : yb - y0, xa - x0 : xb - x0]
+            f[ya:yb, xa:xb] = aa * pp + (1 - aa) * f[ya:yb, xa:xb]
+            s = q["face"]
+            boxes.append((x0 + q["psz"] / 2 - s / 2, y0 + q["psz"] / 2 - s / 2, s, s))
+        writer.write(np.clip(f, 0, 255).astype(np.uint8))
+        truth.append(boxes)
+    writer.release()
+    return truth
+
+
+def score_events(events_path: Path, truth: list) -> dict:
+    """Found rate (face-frames with an event box of IoU >= 0.3) and ids per true face."""
+    from edge_fer.runtime.tracker import iou_matrix
+
+    by_frame = {}
+    for line in events_path.read_text().splitlines():
+        e = json.loads(line)
+        by_frame[e["frame"]] = e["faces"]
+    n_faces = len(truth[0])
+    found = 0
+    ids = [set() for _ in range(n_faces)]
+    false_pos = 0
+    for i, boxes in enumerate(truth):
+        faces = by_frame.get(i, [])
+        if not faces:
+            continue
+        m = iou_matrix(np.array(boxes), np.array([f["box"] for f in faces]))
+        matched = set()
+        for k in range(n_faces):
+            j = int(np.argmax(m[k]))
+            if m[k, j] >= 0.3:
+                found += 1
+                ids[k].add(faces[j]["track"])
+                matched.add(j)
+        false_pos += len(faces) - len(matched)
+    return {
+        "face_frames": n_faces * len(truth),
+        "found": found,
+        "found_rate": round(found / (n_faces * len(truth)), 4),
+        "ids_per_face": [len(s) for s in ids],
+        "id_switches": sum(max(len(s) - 1, 0) for s in ids),
+        "false_positive_boxes": false_pos,
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", help="classifier .onnx (default: the bundled model)")
+    ap.add_argument("--cascade", help="face cascade (default: bundled, else ../shared facefinder)")
+    ap.add_argument("--frames", type=int, default=300)
+    ap.add_argument("--fps", type=float, default=30.0)
+    ap.add_argument("--faces", type=int, nargs="+", default=[1, 3])
+    ap.add_argument("--backend", action="append")
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results" / "bench_runtime.json"))
+    args = ap.parse_args()
+    if not WEBFACES.is_dir() or not BACKGROUNDS.is_dir():
+        print(f"skipped: needs {WEBFACES} and {BACKGROUNDS} (../shared)", file=sys.stderr)
+        return 0
+    from edge_fer.detect import default_cascade_path
+    from edge_fer.runtime.bench import bench, format_table
+
+    cascade = (
+        args.cascade or default_cascade_path() or (FACEFINDER if FACEFINDER.exists() else None)
+    )
+    if cascade is None:
+        print("no cascade: pass --cascade", file=sys.stderr)
+        return 2
+    report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "cascade": str(cascade),
+              "load_average": os.getloadavg(), "clips": []}  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="edge-fer-bench-") as tmp:
+        for size in SIZES:
+            for n in args.faces:
+                clip = Path(tmp) / f"{size[0]}x{size[1]}_{n}faces.mp4"
+                truth = make_clip(clip, size, n, args.frames, args.fps, seed=n)
+                r = bench(str(clip), backends=args.backend, model=args.model,
+                          cascade=str(cascade), events=True, keep_events=tmp)  # fmt: skip
+                for res in r["results"]:
+                    if res.get("available"):
+                        res["accuracy"] = score_events(Path(res.pop("events")), truth)
+                r["source"] = f"{size[0]}x{size[1]}, {n} face(s), {args.frames} frames"
+                print(format_table(r))
+                for res in r["results"]:
+                    if res.get("available"):
+                        print(f"  {res['backend']}: {res['accuracy']}")
+                report["clips"].append(r)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(report, indent=2) + "\n")
+    print(f"saved {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,200 @@
+#!/usr/bin/env python
+"""Results table of trained zoo architectures on FER2013 PrivateTest.
+
+    python benchmarks/zoo_table.py runs/cnn4 runs/vgg runs/resnet ...
+
+Each run folder holds a best.safetensors (a checkpoint file may be given instead). Every run is
+exported to ONNX in a temporary folder (`edge_fer.onnx_export`, parity-checked), evaluated with
+the code behind `edge-fer eval` (`edge_fer.cli.eval_cmd.eval_dataset`, ONNX Runtime), and timed
+at batch 1 on this CPU with ONNX Runtime on 1 thread and on its default thread count
+(preprocessing + inference per face, median of --latency-samples faces after warm-up).
+
+Writes benchmarks/results/zoo.json and benchmarks/results/zoo.md and prints the markdown.
+Needs the train extra (torch) for the export and ../shared/data/fer2013 (or --data).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import platform
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT.parent / "shared" / "data" / "fer2013"
+
+
+def cpu_name() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def find_checkpoint(run: Path) -> Path:
+    from edge_fer.errors import UserError
+
+    if run.is_file():
+        return run
+    ck = run / "best.safetensors"
+    if not ck.is_file():
+        raise UserError(f"{run}: no best.safetensors in this run folder")
+    return ck
+
+
+def bench_run(run: Path, data: Path, split: str, tta: str, samples: int, batch: int,
+              tmp: Path) -> dict:  # fmt: skip
+    from edge_fer.classify import Classifier
+    from edge_fer.cli.eval_cmd import eval_dataset
+    from edge_fer.data import load_dataset
+    from edge_fer.evaluate import batch1_latency
+    from edge_fer.onnx_export import export_checkpoint
+
+    ck = find_checkpoint(run)
+    onnx_path = tmp / f"{run.name or 'model'}.onnx"
+    exp = export_checkpoint(ck, onnx_path, tta=tta)
+    with Classifier.load(onnx_path) as clf:  # ONNX Runtime's default thread count
+        rep = eval_dataset(clf, str(data), split, batch_size=batch, latency_samples=samples,
+                           progress=False)  # fmt: skip
+    faces = load_dataset(data, rep["split"], size=clf.input_size)
+    with Classifier.load(onnx_path, threads=1) as clf1:
+        lat1 = batch1_latency(clf1, faces.images, samples)
+    lat = rep["latency"]
+    return {
+        "run": str(run),
+        "arch": exp["arch"],
+        "arch_kwargs": json.loads(clf.metadata.get("edge_fer.arch_kwargs", "{}")),
+        "tta": exp["tta"],
+        "params": exp["params"],
+        "macs": exp["macs"],
+        "accuracy": rep["accuracy"],
+        "top2_accuracy": rep["top2_accuracy"],
+        "macro_f1": rep["macro_f1"],
+        "n": rep["n"],
+        "split": rep["split"],
+        "per_class": rep["per_class"],
+        "confusion_matrix": rep["confusion_matrix"],
+        "labels": rep["labels"],
+        "ms_per_face_1thread": lat1.get("batch1_median_ms"),
+        "ms_per_face_1thread_mean": lat1.get("batch1_ms_per_face"),
+        "ms_per_face_default_threads": lat.get("batch1_median_ms"),
+        "ms_per_face_default_threads_mean": lat.get("batch1_ms_per_face"),
+        f"ms_per_face_batch{batch}": lat["ms_per_face"],
+        "val_acc": _state_field(ck, "best_acc"),
+        "best_epoch": _state_field(ck, "best_epoch"),
+        "parity_max_abs_diff": exp.get("parity_max_abs_diff"),
+    }
+
+
+def _state_field(ck: Path, key: str):
+    from edge_fer.train.checkpoint import read_state
+
+    return read_state(ck).get(key)
+
+
+def _fmt(v, spec: str) -> str:
+    return "–" if v is None else format(v, spec)
+
+
+def markdown(rows: list[dict], env: dict) -> str:
+    split = rows[0]["split"] if rows else env["split"]
+    head = (
+        f"{Path(env['data']).name} {split} ({rows[0]['n'] if rows else 0} faces), ONNX Runtime "
+        f"{env['onnxruntime']} on {env['cpu']} ({env['cpus']} logical CPUs).\n"
+        "ms/face: preprocessing + inference at batch 1, median over "
+        f"{env['latency_samples']} faces, 1 thread and ONNX Runtime's default threads.\n"
+    )
+    lines = [
+        head,
+        (
+            "| arch | params | MACs | accuracy | top-2 | macro-F1 | ms/face (1 thread) "
+            "| ms/face (default threads) | TTA |"
+        ),
+        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+    ]
+    for r in rows:
+        lines.append(
+            f"| {r['arch']} | {r['params'] / 1e6:.2f}M | {r['macs'] / 1e6:.1f}M "
+            f"| {100 * r['accuracy']:.2f}% | {100 * r['top2_accuracy']:.2f}% "
+            f"| {r['macro_f1']:.3f} | {_fmt(r['ms_per_face_1thread'], '.3f')} "
+            f"| {_fmt(r['ms_per_face_default_threads'], '.3f')} | {r['tta']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap.add_argument("runs", nargs="+", help="run folders (with best.safetensors) or checkpoints")
+    ap.add_argument("--data", default=str(DEFAULT_DATA), help="FER2013 folder or fer2013.csv")
+    ap.add_argument("--split", default="private-test")
+    ap.add_argument("--tta", default="none", choices=("none", "flip"))
+    ap.add_argument("--latency-samples", type=int, default=200)
+    ap.add_argument("--batch-size", type=int, default=64)
+    ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--name", default="zoo", help="output file stem: NAME.json and NAME.md")
+    args = ap.parse_args(argv)
+
+    from edge_fer.errors import UserError
+
+    data = Path(args.data)
+    if not data.exists():
+        print(f"zoo_table: error: no FER2013 data at {data} (../shared is absent?); pass --data",
+              file=sys.stderr)  # fmt: skip
+        return 2
+    try:
+        import onnxruntime
+        import torch
+
+        torch.set_num_threads(1)
+    except ImportError as exc:
+        print(f"zoo_table: error: needs the train extra ({exc})", file=sys.stderr)
+        return 2
+    rows = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="edge-fer-zoo-") as tmp:
+            for run in args.runs:
+                print(f"zoo_table: {run} ...", file=sys.stderr, flush=True)
+                r = bench_run(Path(run), data, args.split, args.tta, args.latency_samples,
+                              args.batch_size, Path(tmp))  # fmt: skip
+                print(f"zoo_table: {r['arch']}: accuracy {r['accuracy']:.4f}, "
+                      f"{r['ms_per_face_1thread']:.3f} ms/face (1 thread)", file=sys.stderr)
+                rows.append(r)
+    except UserError as exc:
+        print(f"zoo_table: error: {exc}", file=sys.stderr)
+        return 2
+    rows.sort(key=lambda r: -r["accuracy"])
+    env = {
+        "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "cpu": cpu_name(),
+        "cpus": os.cpu_count(),
+        "onnxruntime": onnxruntime.__version__,
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+        "data": str(data),
+        "split": args.split,
+        "latency_samples": args.latency_samples,
+        "batch_size": args.batch_size,
+    }
+    md = markdown(rows, env)
+    out = Path(args.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{args.name}.json").write_text(json.dumps({"env": env, "results": rows}, indent=2)
+                                           + "\n")  # fmt: skip
+    (out / f"{args.name}.md").write_text(md)
+    print(md)
+    print(f"zoo_table: wrote {out / (args.name + '.json')} and {out / (args.name + '.md')}",
+          file=sys.stderr)  # fmt: skip
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,119 @@
+"""ONNX Runtime backend (CPU execution provider by default)."""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from edge_fer.backends.base import Backend
+from edge_fer.errors import UserError
+
+
+def _first_line(exc: BaseException, limit: int = 160) -> str:
+    text = str(exc).strip().splitlines()
+    line = text[0] if text else type(exc).__name__
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def _dim(d) -> int | None:
+    return d if isinstance(d, int) and d > 0 else None
+
+
+class OnnxRuntimeBackend(Backend):
+    """Runs an ONNX classifier with onnxruntime.
+
+    threads: intra-op threads (None or 0: onnxruntime's default, one per physical core).
+    providers: execution providers, default ["CPUExecutionProvider"].
+    allow_spinning: let idle worker threads spin (lower latency, burns CPU between calls).
+    """
+
+    name = "onnxruntime"
+
+    def __init__(
+        self,
+        model_path: str | os.PathLike,
+        threads: int | None = None,
+        providers: list[str] | None = None,
+        allow_spinning: bool = True,
+    ):
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:  # a dependency, but keep the message friendly
+            raise UserError(
+                f"onnxruntime is not installed: pip install onnxruntime ({exc})"
+            ) from None
+        self.path = str(model_path)
+        so = ort.SessionOptions()
+        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.intra_op_num_threads = int(threads or 0)
+        so.inter_op_num_threads = 1
+        so.log_severity_level = 3  # errors only; warnings about unused initialisers are noise
+        if not allow_spinning:
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+        self.threads = int(threads or 0)
+        try:
+            self._sess = ort.InferenceSession(
+                self.path, sess_options=so, providers=providers or ["CPUExecutionProvider"]
+            )
+        except Exception as exc:
+            raise UserError(
+                f"{self.path}: not a loadable ONNX model ({_first_line(exc)})"
+            ) from None
+        inputs, outputs = self._sess.get_inputs(), self._sess.get_outputs()
+        if len(inputs) != 1 or not outputs:
+            raise UserError(
+                f"{self.path}: expected a model with one input and one output, "
+                f"got {len(inputs)} inputs and {len(outputs)} outputs"
+            )
+        inp = inputs[0]
+        if inp.type != "tensor(float)" or len(inp.shape) != 4:
+            raise UserError(
+                f"{self.path}: expected a float32 NCHW input, got {inp.type} of shape {inp.shape}"
+            )
+        self._in_name = inp.name
+        self._out_name = outputs[0].name
+        self.input_shape = tuple(_dim(d) for d in inp.shape)  # type: ignore[assignment]
+        out_shape = outputs[0].shape
+        self.num_outputs = _dim(out_shape[-1]) if out_shape else None
+        meta = self._sess.get_modelmeta()
+        self.metadata = dict(meta.custom_metadata_map or {})
+        self.providers = self._sess.get_providers()
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        if x.ndim != 4:
+            raise UserError(f"expected a batch of shape (N, C, H, W), got shape {x.shape}")
+        want = self.input_shape[1:]
+        if any(w is not None and w != g for w, g in zip(want, x.shape[1:])):
+            raise UserError(
+                f"input of shape {tuple(x.shape)} does not fit the model's "
+                f"(N, {', '.join(str(w) if w else '?' for w in want)})"
+            )
+        if self._sess is None:
+            raise RuntimeError("backend is closed")
+        n = x.shape[0]
+        fb = self.fixed_batch
+        if fb is None:
+            if n == 0:
+                return np.zeros((0, self.num_outputs or 0), np.float32)
+            return self._run(x)
+        # a fixed-batch model: feed it fb at a time, zero-padding the last chunk
+        outs = []
+        for i in range(0, n, fb):
+            chunk = x[i : i + fb]
+            k = chunk.shape[0]
+            if k < fb:
+                chunk = np.concatenate([chunk, np.zeros((fb - k,) + chunk.shape[1:], np.float32)])
+            outs.append(self._run(chunk)[:k])
+        if not outs:
+            return np.zeros((0, self.num_outputs or 0), np.float32)
+        return np.concatenate(outs)
+
+    def _run(self, x: np.ndarray) -> np.ndarray:
+        y = self._sess.run([self._out_name], {self._in_name: x})[0]
+        return np.asarray(y, dtype=np.float32).reshape(x.shape[0], -1)
+
+    def close(self) -> None:
+        self._sess = None

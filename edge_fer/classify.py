@@ -1,0 +1,219 @@
+"""Expression classification of face crops with an exported model (no torch needed).
+
+    from edge_fer.classify import Classifier
+    clf = Classifier.load()                  # the bundled default model
+    probs = clf.predict([crop1, crop2])      # uint8 gray or BGR crops -> (N, C) float32
+    clf.classes[probs.argmax(1)[0]]
+
+A model is an ONNX file exported by `edge-fer export`: float32 NCHW "input", softmax "probs"
+output, and metadata that carries its `PreprocessSpec` (input size, channels, CLAHE,
+normalisation, class names). The classifier prepares crops exactly as training did.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from edge_fer.backends import Backend, create_backend
+from edge_fer.errors import UserError
+from edge_fer.preprocess import PreprocessSpec
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_MODEL = "fer_default.onnx"
+DEFAULT_CARD = "fer_default.md"
+
+_IMAGE_MAGIC = (
+    (b"\x89PNG", "a PNG image"),
+    (b"\xff\xd8\xff", "a JPEG image"),
+    (b"GIF8", "a GIF image"),
+    (b"BM", "a BMP image"),
+    (b"II*\x00", "a TIFF image"),
+    (b"MM\x00*", "a TIFF image"),
+    (b"RIFF", "a RIFF (WebP/AVI) file"),
+)
+
+
+def default_model_path() -> Path:
+    """The bundled default model, `edge_fer/assets/fer_default.onnx`."""
+    p = ASSETS / DEFAULT_MODEL
+    if not p.is_file():
+        raise UserError("no bundled model yet; pass --model")
+    return p
+
+
+def default_model_card_path() -> Path | None:
+    p = ASSETS / DEFAULT_CARD
+    return p if p.is_file() else None
+
+
+def sniff_model_file(path: Path) -> None:
+    """Reject files that are clearly not a model with a message saying what they are."""
+    if not path.exists():
+        raise UserError(f"{path}: no such model file")
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder, not a model file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not head:
+        raise UserError(f"{path}: empty file, not a model")
+    for magic, what in _IMAGE_MAGIC:
+        if head.startswith(magic):
+            raise UserError(f"{path}: is {what}, not an ONNX model")
+    if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 27:
+        raise UserError(
+            f"{path}: is a safetensors training checkpoint, not an ONNX model; "
+            f"convert it with `edge-fer export --checkpoint {path} --out MODEL.onnx`"
+        )
+
+
+class Classifier:
+    """An exported FER model plus the preprocessing it was trained with."""
+
+    def __init__(self, backend: Backend, spec: PreprocessSpec, path: Path):
+        self.backend = backend
+        self.spec = spec
+        self.path = path
+        self.metadata: dict[str, str] = dict(backend.metadata)
+
+    @classmethod
+    def load(
+        cls,
+        path: str | os.PathLike | None = None,
+        backend: str = "onnxruntime",
+        threads: int | None = None,
+        **backend_opts,
+    ) -> Classifier:
+        p = Path(path) if path is not None else default_model_path()
+        sniff_model_file(p)
+        if threads is not None:
+            backend_opts["threads"] = threads
+        be = create_backend(backend, p, **backend_opts)
+        try:
+            spec = _spec_of(be, p)
+            c, s = spec.channels, spec.input_size
+            want = (c, s, s)
+            got = be.input_shape[1:]
+            if any(g is not None and g != w for g, w in zip(got, want)):
+                raise UserError(
+                    f"{p}: model input is (N, {', '.join(str(g) for g in got)}) but its "
+                    f"metadata says (N, {c}, {s}, {s})"
+                )
+            n_out = be.num_outputs
+            if n_out is None:  # dynamic output shape: ask the model
+                n_out = int(be.infer(np.zeros((1, c, s, s), np.float32)).shape[1])
+            if n_out != len(spec.classes):
+                raise UserError(
+                    f"{p}: model outputs {n_out} values but its metadata names "
+                    f"{len(spec.classes)} classes ({', '.join(spec.classes)})"
+                )
+        except BaseException:
+            be.close()
+            raise
+        return cls(be, spec, p)
+
+    # -- properties ---------------------------------------------------------------------
+    @property
+    def classes(self) -> tuple[str, ...]:
+        return self.spec.classes
+
+    @property
+    def input_size(self) -> int:
+        return self.spec.input_size
+
+    @property
+    def arch(self) -> str:
+        return self.metadata.get("edge_fer.arch", "?")
+
+    @property
+    def tta(self) -> str:
+        return self.metadata.get("edge_fer.tta", "none")
+
+    # -- inference ----------------------------------------------------------------------
+    def predict(self, faces, batch_size: int = 256) -> np.ndarray:
+        """uint8 face crops (list or array; gray HxW or BGR HxWx3, any size) -> (N, C) probs."""
+        n = len(faces)
+        if n == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        out = []
+        for i in range(0, n, batch_size):
+            out.append(self.backend.infer(self.spec.prepare(faces[i : i + batch_size])))
+        return np.concatenate(out)
+
+    def predict_array(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
+        """Already prepared float32 (N, C, H, W) input -> (N, C) probs."""
+        x = np.asarray(x)
+        s, c = self.spec.input_size, self.spec.channels
+        if x.ndim != 4 or x.shape[1:] != (c, s, s):
+            raise UserError(
+                f"input of shape {tuple(x.shape)} does not fit the model's (N, {c}, {s}, {s})"
+            )
+        if x.shape[0] == 0:
+            return np.zeros((0, len(self.classes)), np.float32)
+        x = x.astype(np.float32, copy=False)
+        return np.concatenate(
+            [self.backend.infer(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        )
+
+    def labels_of(self, probs: np.ndarray) -> list[str]:
+        return [self.classes[i] for i in np.asarray(probs).argmax(1)]
+
+    def info(self) -> dict:
+        import json
+
+        d = {
+            "path": str(self.path),
+            "arch": self.arch,
+            "classes": list(self.classes),
+            "input": [self.spec.channels, self.spec.input_size, self.spec.input_size],
+            "backend": self.backend.name,
+            "tta": self.tta,
+        }
+        for k in ("params", "macs"):
+            v = self.metadata.get(f"edge_fer.{k}")
+            if v is not None and v.isdigit():
+                d[k] = int(v)
+        prov = self.metadata.get("edge_fer.provenance")
+        if prov:
+            try:
+                d["provenance"] = json.loads(prov)
+            except ValueError:
+                pass
+        return d
+
+    def close(self) -> None:
+        self.backend.close()
+
+    def __enter__(self) -> Classifier:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"<Classifier {self.path} {self.arch} {len(self.classes)} classes>"
+
+
+def _spec_of(be: Backend, path: Path) -> PreprocessSpec:
+    if "edge_fer.preprocess" not in be.metadata:
+        raise UserError(
+            f"{path}: model has no edge-fer metadata (edge_fer.preprocess); "
+            "export it with `edge-fer export`"
+        )
+    try:
+        spec = PreprocessSpec.from_metadata(be.metadata)
+    except UserError as exc:
+        raise UserError(f"{path}: {exc}") from None
+    if not spec.classes:
+        raise UserError(f"{path}: model metadata names no classes")
+    if spec.channels not in (1, 3) or spec.input_size < 8:
+        raise UserError(
+            f"{path}: model metadata has an unusable input ({spec.channels} channels, "
+            f"{spec.input_size} px)"
+        )
+    return spec

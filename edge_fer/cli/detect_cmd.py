@@ -1,0 +1,306 @@
+"""`edge-fer detect`: find faces in images and videos with a pico cascade."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from edge_fer.errors import UserError
+
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
+VIDEO_EXTS = {".avi", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv"}
+NO_CASCADE = (
+    "no default face cascade is bundled yet; pass --cascade FILE "
+    "(e.g. the original pico facefinder)"
+)
+
+
+def parse_size(text: str) -> float:
+    """'48' -> 48 px, '48.5' -> 48.5 px, '0.1' or '10%' -> a fraction of the shorter side."""
+    t = text.strip()
+    try:
+        if t.endswith("%"):
+            v: float = float(t[:-1]) / 100.0
+            if not 0 < v <= 1:
+                raise ValueError
+            return v
+        v = int(t) if t.isdigit() else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected pixels (48) or a fraction of the frame (0.1 or 10%), got {text!r}"
+        ) from None
+    if not 0 < v < float("inf"):  # also rejects nan
+        raise argparse.ArgumentTypeError(f"size must be > 0, got {text!r}")
+    return v
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    p = subparsers.add_parser(
+        "detect",
+        help="find faces in images or videos (pico cascade)",
+        description="Find faces with a pico cascade. Prints one line per image (per frame for "
+        'a video); with --json, JSON Lines {"path", "faces": [{"x","y","w","h",'
+        '"score"}]} (plus "frame" for videos).',
+    )
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_VIDEO")
+    p.add_argument("--cascade", metavar="FILE", help="pico cascade file (required for now)")
+    p.add_argument(
+        "--min-size",
+        type=parse_size,
+        default=0.1,
+        metavar="PX|FRACTION",
+        help="smallest face: pixels (48) or a fraction of the frame's shorter side (0.1, 10%%); "
+        "default 0.1",
+    )
+    p.add_argument(
+        "--max-size",
+        type=parse_size,
+        default=1.0,
+        metavar="PX|FRACTION",
+        help="largest face, same units; default 1.0 (the whole shorter side)",
+    )
+    p.add_argument(
+        "--threshold",
+        type=float,
+        default=5.0,
+        metavar="Q",
+        help="minimum clustered score (default 5.0; higher = fewer false positives)",
+    )
+    p.add_argument(
+        "--angle",
+        type=float,
+        default=0.0,
+        metavar="A",
+        help="in-plane rotation of the cascade in turns, 0..1 counter-clockwise",
+    )
+    p.add_argument("--scale-factor", type=float, default=1.1, help="window growth per scale")
+    p.add_argument(
+        "--stride-factor", type=float, default=0.1, help="window step as a fraction of its size"
+    )
+    p.add_argument(
+        "--memory",
+        type=int,
+        default=1,
+        metavar="N",
+        help="videos: pool the detections of the last N frames before clustering "
+        "(the threshold then applies to the pooled score)",
+    )
+    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all)")
+    p.add_argument("--json", action="store_true", help="print JSON Lines")
+    p.add_argument(
+        "--draw",
+        metavar="OUT",
+        help="save images with boxes: a file for one input, else a directory; "
+        "videos are written as annotated .avi/.mp4",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    # FFmpeg writes its own decoder complaints to stderr; ours is the one line that matters
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    import cv2  # noqa: F401  (imported here so `edge-fer --help` stays fast)
+
+    from edge_fer.detect import Cascade, Detector, default_cascade_path
+
+    cascade_path = args.cascade or default_cascade_path()
+    if cascade_path is None:
+        raise UserError(NO_CASCADE)
+    paths = [Path(p) for p in args.inputs]
+    for p in paths:
+        if not p.exists():
+            raise UserError(f"no such file: {p}")
+        if not p.is_file():
+            raise UserError(f"not a file: {p}")
+    cascade = Cascade.load(cascade_path)
+    det = Detector(
+        cascade,
+        min_size=args.min_size,
+        max_size=args.max_size,
+        scale_factor=args.scale_factor,
+        stride_factor=args.stride_factor,
+        angle=args.angle,
+        threshold=args.threshold,
+        memory=args.memory,
+        threads=args.threads,
+    )
+    draw_dir = _draw_target(args.draw, len(paths))
+    for path in paths:
+        if _is_video(path):
+            _run_video(det, path, args, draw_dir)
+        else:
+            _run_image(det, path, args, draw_dir)
+        det.reset()
+    return 0
+
+
+# ---- inputs ---------------------------------------------------------------------------------
+def _is_video(path: Path) -> bool:
+    return path.suffix.lower() in VIDEO_EXTS
+
+
+def _read_image(path: Path, flags: int) -> np.ndarray | None:
+    import cv2
+
+    try:
+        buf = np.fromfile(path, dtype=np.uint8)  # imdecode copes with non-ASCII paths
+    except OSError as exc:
+        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if buf.size == 0:
+        return None
+    try:
+        return cv2.imdecode(buf, flags)
+    except cv2.error:
+        return None
+
+
+def _frames(path: Path) -> Iterator[np.ndarray]:
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    if not cap.isOpened():
+        raise UserError(f"cannot decode {path}: not an image or video OpenCV can read")
+    try:
+        while True:
+            ok, frame = cap.read()
+            if not ok:
+                break
+            yield frame
+    finally:
+        cap.release()
+
+
+def _to_gray(frame: np.ndarray) -> np.ndarray:
+    import cv2
+
+    if frame.ndim == 2:
+        return frame
+    code = cv2.COLOR_BGRA2GRAY if frame.shape[2] == 4 else cv2.COLOR_BGR2GRAY
+    return cv2.cvtColor(frame, code)
+
+
+# ---- output ---------------------------------------------------------------------------------
+def _faces_json(faces) -> list[dict]:
+    return [
+        {
+            "x": round(f.x),
+            "y": round(f.y),
+            "w": round(f.w),
+            "h": round(f.h),
+            "score": round(f.score, 3),
+        }
+        for f in faces
+    ]
+
+
+def _draw(img: np.ndarray, faces) -> np.ndarray:
+    import cv2
+
+    out = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    thick = max(1, round(min(out.shape[:2]) / 300))
+    for f in faces:
+        x0, y0 = round(f.x), round(f.y)
+        x1, y1 = round(f.x + f.w), round(f.y + f.h)
+        cv2.rectangle(out, (x0, y0), (x1, y1), (0, 255, 0), thick)
+        cv2.putText(
+            out,
+            f"{f.score:.1f}",
+            (x0, max(y0 - 3, 10)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4 * thick,
+            (0, 255, 0),
+            thick,
+        )
+    return out
+
+
+def _draw_target(out: str | None, ninputs: int) -> Path | None:
+    """A directory to write into, or None (a single-file target is handled per input)."""
+    if out is None:
+        return None
+    p = Path(out)
+    if ninputs > 1 or p.is_dir():
+        try:
+            p.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"cannot create --draw directory {p}: {exc.strerror or exc}") from None
+        return p
+    return None
+
+
+def _draw_path(args: argparse.Namespace, draw_dir: Path | None, src: Path, video: bool) -> Path:
+    if draw_dir is not None:
+        return draw_dir / (src.stem + (".avi" if video else src.suffix or ".png"))
+    return Path(args.draw)
+
+
+def _emit(record: dict) -> None:
+    print(json.dumps(record))
+
+
+def _run_image(det, path: Path, args: argparse.Namespace, draw_dir: Path | None) -> None:
+    import cv2
+
+    gray = _read_image(path, cv2.IMREAD_GRAYSCALE)
+    if gray is None:
+        # not an image: maybe a video with an unusual extension
+        if path.suffix.lower() in IMAGE_EXTS:
+            raise UserError(f"cannot decode {path}: not a valid image (truncated or corrupt?)")
+        if cv2.VideoCapture(str(path)).isOpened():
+            _run_video(det, path, args, draw_dir)
+            return
+        raise UserError(f"cannot decode {path}: not an image or video OpenCV can read")
+    faces = det.detect(gray)
+    if args.json:
+        _emit({"path": str(path), "faces": _faces_json(faces)})
+    else:
+        print(f"{path}: {len(faces)} face{'s' if len(faces) != 1 else ''}")
+        for f in faces:
+            print(f"  x={f.x:.0f} y={f.y:.0f} w={f.w:.0f} h={f.h:.0f} score={f.score:.2f}")
+    if args.draw:
+        color = _read_image(path, cv2.IMREAD_COLOR)
+        out = _draw_path(args, draw_dir, path, video=False)
+        try:
+            ok = cv2.imwrite(str(out), _draw(color if color is not None else gray, faces))
+        except cv2.error:
+            ok = False
+        if not ok:
+            raise UserError(f"cannot write {out} (unknown image extension or unwritable path)")
+
+
+def _run_video(det, path: Path, args: argparse.Namespace, draw_dir: Path | None) -> None:
+    import cv2
+
+    writer = None
+    nframes = nwith = 0
+    try:
+        for i, frame in enumerate(_frames(path)):
+            faces = det.detect(_to_gray(frame))
+            nframes += 1
+            nwith += bool(faces)
+            if args.json:
+                _emit({"path": str(path), "frame": i, "faces": _faces_json(faces)})
+            if args.draw:
+                if writer is None:
+                    out = _draw_path(args, draw_dir, path, video=True)
+                    fourcc = "mp4v" if out.suffix.lower() in {".mp4", ".m4v", ".mov"} else "MJPG"
+                    fps = cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FPS) or 25.0
+                    h, w = frame.shape[:2]
+                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*fourcc), fps, (w, h))
+                    if not writer.isOpened():
+                        raise UserError(f"cannot write video {out}")
+                writer.write(_draw(frame, faces))
+    finally:
+        if writer is not None:
+            writer.release()
+    if nframes == 0:
+        raise UserError(f"cannot decode {path}: no frames could be read")
+    if not args.json:
+        print(f"{path}: {nframes} frames, faces in {nwith}")
+    sys.stdout.flush()

@@ -1,0 +1,348 @@
+"""`edge-fer eval`, `edge-fer classify` and `edge-fer models`.
+
+eval and classify run an exported ONNX model through ONNX Runtime and need no torch; the
+default model is the one bundled in edge_fer/assets. `models` lists the training zoo (torch).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+SPLIT_CHOICES = ("train", "public-test", "private-test", "test", "all")
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Shows an option's default unless it is None/False or the help already names it."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if (
+            "default" in text
+            or not action.option_strings
+            or action.default in (None, False, argparse.SUPPRESS)
+        ):
+            return text
+        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+def _model_args(p) -> None:
+    p.add_argument("--model", default=None,
+                   help="exported .onnx model (default: the bundled model)")  # fmt: skip
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"),
+                   help="inference engine")
+    p.add_argument("--threads", type=int, default=0,
+                   help="inference threads (0: the backend's default)")  # fmt: skip
+    p.add_argument("--batch-size", type=int, default=64, help="faces per inference call")
+
+
+def register(sub) -> None:
+    fmt = HelpFormatter
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a model on a labelled dataset",
+        description="Accuracy, top-2 accuracy, macro-F1, per-class metrics, confusion matrix "
+        "and latency of an exported model on a dataset: fer2013.csv, FER2013 image folders "
+        "(split by file-name prefix), one folder per class, or JAFFE file names.",
+        epilog="Labels: by default every dataset class must exist in the model's vocabulary. "
+        "--label-set/--classes evaluate in another vocabulary instead: dataset classes and "
+        "model outputs are mapped onto it (edge_fer.labels.mapping; model probabilities of "
+        "classes that merge are summed), dataset samples with no counterpart are dropped and "
+        "counted, model classes with no counterpart lose their probability mass.",
+        formatter_class=fmt,
+    )
+    p.add_argument("--data", required=True, help="dataset folder or fer2013.csv")
+    p.add_argument("--split", default=None, choices=SPLIT_CHOICES,
+                   help="FER2013 split (test = public + private); other layouts evaluate all "
+                   "their images [default: private-test]")  # fmt: skip
+    _model_args(p)
+    p.add_argument("--json", dest="json_out", default=None, metavar="OUT",
+                   help="write the full report as JSON here ('-': stdout)")  # fmt: skip
+    p.add_argument("--png", default=None,
+                   help="confusion-matrix image [default: OUT with .png when --json is a file]")
+    voc = p.add_mutually_exclusive_group()
+    voc.add_argument("--label-set", default=None,
+                     help="evaluate in this named vocabulary: fer2013, affectnet8, multipie6, "
+                     "grouped6, grouped3")  # fmt: skip
+    voc.add_argument("--classes", default=None,
+                     help="evaluate in this vocabulary, comma-separated class names")
+    p.add_argument("--skip-bad", action="store_true",
+                   help="skip (and count) unreadable images, malformed rows, unknown classes")
+    p.add_argument("--layout", default=None,
+                   choices=("fer2013-csv", "fer2013-folder", "class-folders", "jaffe"),
+                   help="dataset layout [default: detected]")  # fmt: skip
+    p.add_argument("--latency-samples", type=int, default=200,
+                   help="faces timed one at a time for the batch-1 latency (0: skip)")
+    p.add_argument("--no-cache", action="store_true", help="do not cache the decoded dataset")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run_eval)
+
+    c = sub.add_parser(
+        "classify",
+        help="classify already-cropped face images",
+        description="Print the expression of each face image (an already-cropped face; "
+        "folders are expanded to the images inside).",
+        epilog="An image that cannot be read gets an error line on stderr naming it; the "
+        "others are still classified and printed, and the exit code is then 2.",
+        formatter_class=fmt,
+    )
+    c.add_argument("images", nargs="+", metavar="FACE_IMAGE")
+    _model_args(c)
+    c.add_argument("--json", action="store_true",
+                   help='one JSON object per line: {"path", "label", "probs": {class: p}}')
+    c.add_argument("--top", type=int, default=3, help="classes shown per line without --json")
+    c.set_defaults(func=run_classify)
+
+    m = sub.add_parser(
+        "models",
+        help="list the model zoo (params, MACs) and the bundled model",
+        description="The architectures `edge-fer train --arch` accepts, with parameters and "
+        "multiply-accumulates per face (needs the train extra for torch).",
+        formatter_class=fmt,
+    )
+    m.add_argument("--input-size", type=int, default=48, help="input side for the MACs")
+    m.add_argument("--num-classes", type=int, default=7, help="classes of the head")
+    m.add_argument("--json", action="store_true", help="print JSON")
+    m.set_defaults(func=run_models)
+
+
+# -- eval ---------------------------------------------------------------------------------
+
+def load_classifier(args):
+    from edge_fer.classify import Classifier
+    from edge_fer.errors import UserError
+
+    if args.threads < 0:
+        raise UserError("--threads must be >= 0")
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    return Classifier.load(args.model, backend=args.backend, threads=args.threads or None)
+
+
+def eval_dataset(
+    clf,
+    data: str,
+    split: str | None = None,
+    layout: str | None = None,
+    skip_bad: bool = False,
+    target: tuple[str, ...] | None = None,
+    batch_size: int = 64,
+    latency_samples: int = 200,
+    cache: bool = True,
+    progress: bool = True,
+) -> dict:
+    """The evaluation behind `edge-fer eval` (also used by benchmarks/zoo_table.py)."""
+    from edge_fer import __version__
+    from edge_fer.data import load_dataset
+    from edge_fer.data.loaders import detect_layout
+    from edge_fer.evaluate import evaluate
+
+    path = Path(data)
+    layout = layout or detect_layout(path)
+    if layout.startswith("fer2013"):
+        split = split or "private-test"
+    else:
+        if split not in (None, "all"):
+            print(f"note: a {layout} dataset has no {split} split; evaluating all its images",
+                  file=sys.stderr)  # fmt: skip
+        split = "all"
+    faces = load_dataset(path, split, size=clf.input_size, layout=layout, skip_bad=skip_bad,
+                         cache=cache)  # fmt: skip
+    rep = evaluate(clf, faces, target=target, batch_size=batch_size,
+                   latency_samples=latency_samples, progress=progress)  # fmt: skip
+    info = clf.info()
+    info.pop("provenance", None)
+    head = {
+        "model": str(clf.path),
+        "model_info": info,
+        "data": str(path),
+        "layout": layout,
+        "split": split,
+        "edge_fer_version": __version__,
+    }
+    return {**head, **rep}
+
+
+def _target(args):
+    from edge_fer import labels as L
+    from edge_fer.errors import UserError
+
+    if args.label_set:
+        return L.vocabulary(args.label_set)
+    if args.classes:
+        names = tuple(L.canonical(c) for c in args.classes.split(",") if c.strip())
+        if not names:
+            raise UserError("--classes names no class")
+        return names
+    return None
+
+
+def run_eval(args) -> int:
+    from edge_fer.evaluate import draw_confusion, summary_text, write_png
+
+    target = _target(args)
+    clf = load_classifier(args)
+    try:
+        rep = eval_dataset(
+            clf, args.data, args.split, args.layout, args.skip_bad, target, args.batch_size,
+            args.latency_samples, cache=not args.no_cache, progress=not args.no_progress,
+        )  # fmt: skip
+    finally:
+        clf.close()
+    png = args.png
+    if png is None and args.json_out and args.json_out != "-":
+        png = str(Path(args.json_out).with_suffix(".png"))
+    if png:
+        title = (f"{Path(rep['model']).name} on {Path(rep['data']).name} {rep['split']}: "
+                 f"acc {rep['accuracy']:.3f}  macro-F1 {rep['macro_f1']:.3f}  n {rep['n']}")
+        write_png(draw_confusion(rep["confusion_matrix"], rep["labels"], title), png)
+        rep["confusion_png"] = str(png)
+    text = summary_text(rep)
+    if args.json_out == "-":
+        print(text, file=sys.stderr)
+        print(json.dumps(rep, indent=2))
+    else:
+        if args.json_out:
+            _write_json(rep, Path(args.json_out))
+        print(text)
+        if args.json_out:
+            print(f"report    {args.json_out}" + (f"  confusion matrix {png}" if png else ""))
+        elif png:
+            print(f"confusion matrix {png}")
+    return 0
+
+
+def _write_json(obj, path: Path) -> None:
+    import os
+
+    from edge_fer.errors import UserError
+
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(obj, indent=2) + "\n")
+        os.replace(tmp, path)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
+
+
+# -- classify -----------------------------------------------------------------------------
+
+MIN_SIDE = 8
+
+
+def _expand(paths: list[str]) -> list[Path]:
+    from edge_fer.data.loaders import IMAGE_EXTS
+
+    out: list[Path] = []
+    for s in paths:
+        p = Path(s)
+        if p.is_dir():
+            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS)
+            out.extend(found if found else [p])  # an empty folder reports itself as an error
+        else:
+            out.append(p)
+    return out
+
+
+def _read_face(p: Path):
+    """(grayscale uint8 image, None) or (None, why it cannot be used)."""
+    import cv2
+
+    if p.is_dir():
+        return None, "no images in this folder"
+    if not p.exists():
+        return None, "no such file"
+    img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+    if img is None or img.size == 0:
+        return None, "cannot read image"
+    if min(img.shape[:2]) < MIN_SIDE:
+        h, w = img.shape[:2]
+        return None, f"{w}x{h} is too small for a face crop (at least {MIN_SIDE}x{MIN_SIDE})"
+    return img, None
+
+
+def run_classify(args) -> int:
+    clf = load_classifier(args)
+    failed = 0
+    paths = _expand(args.images)
+    try:
+        for i in range(0, len(paths), args.batch_size):
+            chunk = paths[i : i + args.batch_size]
+            ok_paths, faces = [], []
+            for p in chunk:
+                img, why = _read_face(p)
+                if img is None:
+                    failed += 1
+                    print(f"edge-fer classify: error: {p}: {why}", file=sys.stderr, flush=True)
+                else:
+                    ok_paths.append(p)
+                    faces.append(img)
+            probs = clf.predict(faces)
+            for p, pr in zip(ok_paths, probs):
+                order = pr.argsort()[::-1]
+                label = clf.classes[order[0]]
+                if args.json:
+                    rec = {"path": str(p), "label": label,
+                           "probs": {c: round(float(v), 6) for c, v in zip(clf.classes, pr)}}
+                    print(json.dumps(rec))
+                else:
+                    rest = ", ".join(f"{clf.classes[k]} {pr[k]:.2f}"
+                                     for k in order[1 : max(args.top, 1)])
+                    print(f"{p}: {label} {pr[order[0]]:.2f}" + (f"  ({rest})" if rest else ""))
+            sys.stdout.flush()
+    finally:
+        clf.close()
+    return 2 if failed else 0
+
+
+# -- models -------------------------------------------------------------------------------
+
+def run_models(args) -> int:
+    from edge_fer.errors import UserError
+
+    rows = []
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise UserError(
+            "`edge-fer models` needs torch to build the architectures: "
+            "pip install 'edge-fer[train]'"
+        ) from None
+    from edge_fer.models import create_model, list_models, model_info
+
+    for name in list_models():
+        kw = {"input_size": args.input_size} if name == "cnn4" else {}
+        model = create_model(name, num_classes=args.num_classes, **kw)
+        info = model_info(model, args.input_size, 1)
+        doc = (type(model).__doc__ or "").strip().splitlines()
+        rows.append({"arch": name, **info, "about": doc[0] if doc else ""})
+    bundled = _bundled_info()
+    if args.json:
+        print(json.dumps({"zoo": rows, "bundled": bundled}, indent=2))
+        return 0
+    print(f"{'arch':<14} {'params':>10} {'MMACs':>9}  about  (input 1x{args.input_size}x"
+          f"{args.input_size}, {args.num_classes} classes)")  # fmt: skip
+    for r in rows:
+        print(f"{r['arch']:<14} {r['params']:>10,} {r['macs'] / 1e6:>9.1f}  {r['about']}")
+    if bundled:
+        print(f"\nbundled default model: {bundled['path']} ({bundled.get('arch', '?')}, "
+              f"{len(bundled['classes'])} classes)")  # fmt: skip
+    else:
+        print("\nno bundled default model in this install")
+    return 0
+
+
+def _bundled_info() -> dict | None:
+    from edge_fer.classify import Classifier
+    from edge_fer.errors import UserError
+
+    try:
+        with Classifier.load(threads=1) as clf:
+            info = clf.info()
+            info.pop("provenance", None)
+            return info
+    except UserError:
+        return None

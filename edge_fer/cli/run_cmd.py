@@ -1,0 +1,272 @@
+"""`edge-fer run`: faces and expressions in a video, a camera, a stream or images, in real time."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from edge_fer.errors import UserError
+
+
+def parse_size(text: str) -> float:
+    """'48' -> 48 px; '0.1' or '10%' -> a fraction of the frame's shorter side."""
+    t = text.strip()
+    try:
+        if t.endswith("%"):
+            v: float = float(t[:-1]) / 100.0
+            if not 0 < v <= 1:
+                raise ValueError
+            return v
+        v = int(t) if t.isdigit() else float(t)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected pixels (48) or a fraction of the frame (0.1 or 10%), got {text!r}"
+        ) from None
+    if not 0 < v < float("inf"):
+        raise argparse.ArgumentTypeError(f"size must be > 0, got {text!r}")
+    return v
+
+
+def add_model_args(p: argparse.ArgumentParser) -> None:
+    """Options shared by `run` and `bench`: model, cascade, detector, tracker."""
+    p.add_argument("--model", metavar="M", help="classifier .onnx (default: the bundled model)")
+    p.add_argument(
+        "--cascade", metavar="C", help="pico face cascade (default: the bundled one, once it ships)"
+    )
+    g = p.add_argument_group("detector")
+    g.add_argument(
+        "--min-size",
+        type=parse_size,
+        default=0.1,
+        metavar="PX|FRACTION",
+        help="smallest face: pixels or a fraction of the frame's shorter side (default 0.1)",
+    )
+    g.add_argument(
+        "--max-size",
+        type=parse_size,
+        default=1.0,
+        metavar="PX|FRACTION",
+        help="largest face (default 1.0)",
+    )
+    g.add_argument("--scale-factor", type=float, default=1.1, help="window growth per scale")
+    g.add_argument(
+        "--stride-factor", type=float, default=0.1, help="window step as a fraction of its size"
+    )
+    g.add_argument("--angle", type=float, default=0.0, help="cascade rotation in turns")
+    g.add_argument(
+        "--threshold",
+        type=float,
+        default=5.0,
+        help="minimum score, pooled over --memory frames (default 5.0)",
+    )
+    g.add_argument(
+        "--memory",
+        type=int,
+        default=5,
+        metavar="N",
+        help="pool the detections of the last N frames (default 5)",
+    )
+    g.add_argument(
+        "--upscale-to",
+        type=int,
+        default=240,
+        metavar="PX",
+        help="detect on an upscaled copy of frames whose shorter side is below PX "
+        "(default 240: small faces in low-resolution video; 0: never)",
+    )
+    g = p.add_argument_group("tracker and smoothing")
+    g.add_argument("--iou", type=float, default=0.2, help="IoU to continue a track (0.2)")
+    g.add_argument(
+        "--min-hits", type=int, default=2, help="consecutive detections before a track is born (2)"
+    )
+    g.add_argument(
+        "--max-misses",
+        type=int,
+        default=15,
+        help="frames without a detection before a track dies (15)",
+    )
+    g.add_argument(
+        "--smoothing",
+        type=float,
+        default=0.3,
+        metavar="ALPHA",
+        help="weight of the newest frame in the per-track moving average (1 = none; default 0.3)",
+    )
+    p.add_argument("--threads", type=int, default=1, help="classifier threads (default 1)")
+    p.add_argument(
+        "--detect-threads",
+        type=int,
+        metavar="N",
+        help="detector threads (default: CPU cores - 1, at least 1; the other core "
+        "decodes and classifies)",
+    )
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "run",
+        help="detect, track and classify faces in a video, camera, stream or images",
+        description="Run the whole pipeline (PICO detection -> tracking -> classification -> "
+        "smoothing) on SOURCE: a video file, a folder or glob of images, a camera (0, "
+        "v4l2:///dev/video0), a stream (rtsp://, http://), a Jetson CSI camera (csi://0) or a "
+        "GStreamer pipeline. `edge-fer run --demo` makes a clip and runs on it. Exit codes: 0 "
+        "done, 1 the source ended early (truncated file, stream lost), 2 a usage or input "
+        "problem, 130 interrupted (outputs are still complete and valid).",
+    )
+    p.add_argument("source", nargs="?", metavar="SOURCE", help="file, folder, glob, or URI")
+    p.add_argument(
+        "--demo",
+        action="store_true",
+        help="make a short clip with faces and run on it (outputs in --demo-dir)",
+    )
+    p.add_argument(
+        "--demo-dir",
+        default="edge-fer-demo",
+        metavar="DIR",
+        help="--demo: output folder (default ./edge-fer-demo)",
+    )
+    p.add_argument("--out", metavar="VIDEO", help="annotated video (.mp4 or .avi)")
+    p.add_argument(
+        "--events", metavar="FILE.jsonl", help="JSON Lines, one line per frame with faces"
+    )
+    p.add_argument("--summary", metavar="FILE.json", help="write the summary as JSON")
+    p.add_argument("--max-frames", type=int, metavar="N", help="stop after N frames")
+    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"))
+    p.add_argument("--show", action="store_true", help="show the annotated video in a window")
+    p.add_argument(
+        "--preview-port",
+        type=int,
+        metavar="P",
+        help="serve an MJPEG preview at http://HOST:P/ (0: any free port)",
+    )
+    p.add_argument(
+        "--preview-host",
+        default="127.0.0.1",
+        metavar="HOST",
+        help="address the preview binds to (default 127.0.0.1; 0.0.0.0 for all)",
+    )
+    p.add_argument("--json", action="store_true", help="print the summary as JSON")
+    p.add_argument("--quiet", action="store_true", help="print no summary")
+    g = p.add_argument_group("source")
+    g.add_argument("--input-width", type=int, metavar="W", help="camera / CSI capture width")
+    g.add_argument("--input-height", type=int, metavar="H", help="camera / CSI capture height")
+    g.add_argument(
+        "--input-rate",
+        type=float,
+        metavar="FPS",
+        help="camera / CSI frame rate; the nominal rate of an image sequence",
+    )
+    g.add_argument("--input-flip", metavar="FLIP", help="CSI flip method (e.g. rotate-180)")
+    g.add_argument(
+        "--sequence",
+        action="store_true",
+        help="images are consecutive frames of one scene (track faces across them); by "
+        "default each image is a separate photo",
+    )
+    g.add_argument(
+        "--reconnect-timeout",
+        type=float,
+        default=30.0,
+        metavar="S",
+        help="live sources: keep reconnecting a lost stream for S seconds (30)",
+    )
+    add_model_args(p)
+    p.set_defaults(func=run)
+
+
+def options_from_args(args, source: str):
+    from edge_fer.runtime.runner import DetectorOptions, RunOptions, TrackerOptions
+
+    so = {
+        k: v for k, v in (("width", getattr(args, "input_width", None)),
+                          ("height", getattr(args, "input_height", None)),
+                          ("fps", getattr(args, "input_rate", None)),
+                          ("flip", getattr(args, "input_flip", None))) if v is not None
+    }  # fmt: skip
+    return RunOptions(
+        source=source,
+        out=getattr(args, "out", None),
+        events=getattr(args, "events", None),
+        summary=getattr(args, "summary", None),
+        max_frames=getattr(args, "max_frames", None),
+        model=args.model,
+        cascade=args.cascade,
+        backend=getattr(args, "backend", "onnxruntime"),
+        threads=args.threads,
+        detect_threads=getattr(args, "detect_threads", None),
+        show=getattr(args, "show", False),
+        preview_port=getattr(args, "preview_port", None),
+        preview_host=getattr(args, "preview_host", "127.0.0.1"),
+        smoothing=args.smoothing,
+        reconnect_timeout=getattr(args, "reconnect_timeout", 30.0),
+        source_options=so,
+        stills=False if getattr(args, "sequence", False) else None,
+        detector=DetectorOptions(
+            min_size=args.min_size,
+            max_size=args.max_size,
+            scale_factor=args.scale_factor,
+            stride_factor=args.stride_factor,
+            angle=args.angle,
+            threshold=args.threshold,
+            memory=args.memory,
+            upscale_to=args.upscale_to,
+        ),
+        tracker=TrackerOptions(iou=args.iou, min_hits=args.min_hits, max_misses=args.max_misses),
+    )
+
+
+def quiet_opencv() -> None:
+    """OpenCV's own WARN lines (a camera index that does not open...) would repeat our errors."""
+    try:
+        import cv2
+
+        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
+    except (ImportError, AttributeError):
+        pass
+
+
+def run(args) -> int:
+    from edge_fer.runtime.runner import format_summary, run_video
+
+    quiet_opencv()
+
+    if args.demo and args.source:
+        raise UserError("give either SOURCE or --demo, not both")
+    if not args.demo and not args.source:
+        raise UserError("no SOURCE: give a file, folder, glob, camera or URI (or --demo)")
+    if args.demo:
+        from edge_fer.runtime.runner import resolve_cascade
+
+        resolve_cascade(args.cascade)  # fail before making the clip
+        out_dir = Path(args.demo_dir)
+        try:
+            out_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--demo-dir {out_dir}: cannot create it ({exc.strerror})") from None
+        from edge_fer.runtime.demo import write_demo_clip
+
+        clip = write_demo_clip(out_dir / "demo_input.mp4")
+        print(f"edge-fer run: demo clip {clip['path']} ({clip['frames']} frames, "
+              f"{clip['size'][0]}x{clip['size'][1]}; photo: {clip['photo']})",
+              file=sys.stderr)  # fmt: skip
+        args.out = args.out or str(out_dir / "annotated.mp4")
+        args.events = args.events or str(out_dir / "events.jsonl")
+        args.summary = args.summary or str(out_dir / "summary.json")
+        source = clip["path"]
+    else:
+        source = args.source
+    opts = options_from_args(args, source)
+    result = run_video(opts)
+    s = result.summary
+    if args.json:
+        print(json.dumps(s, indent=2))
+    elif not args.quiet:
+        print(format_summary(s))
+    if result.exit_code == 130:
+        print("edge-fer run: interrupted; outputs are closed and valid", file=sys.stderr)
+    elif result.exit_code == 1:
+        print("edge-fer run: error: the source ended early: "
+              + "; ".join(s.get("source_errors", [])[-2:]), file=sys.stderr)  # fmt: skip
+    return result.exit_code

@@ -1,0 +1,391 @@
+"""The `Detector`: multi-scale pico scanning of grayscale frames, clustering, memory."""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, NamedTuple
+
+import numba
+import numpy as np
+
+from edge_fer.detect import scan
+from edge_fer.detect.cascade import Cascade
+from edge_fer.detect.cluster import cluster
+from edge_fer.detect.grid import ScanGrid, build_grid
+from edge_fer.detect.lanes import run_lanes
+from edge_fer.detect.memory import DetectionMemory
+from edge_fer.errors import UserError
+
+MAX_SIDE = 16384
+MAX_PIXELS = 1 << 27  # 134 Mpx: beyond this a frame is a mistake, not a photo
+WINDOW_BUFFER = 1 << 22  # windows per kernel call: bounds the output buffers to ~32 MB
+OFFSET_CACHE_BYTES = 64 << 20
+MAX_WINDOWS = 1 << 30  # ~a minute of scanning on one core
+# below this many windows a frame takes ~1-2 ms on one core: handing lanes to other threads
+# costs more than it saves
+PARALLEL_MIN_WINDOWS = 30_000
+
+
+class Detection(NamedTuple):
+    """A face: window centre (row, col), side length `size`, and confidence `score`."""
+
+    row: float
+    col: float
+    size: float
+    score: float
+
+    @property
+    def x(self) -> float:
+        return self.col - self.size / 2
+
+    @property
+    def y(self) -> float:
+        return self.row - self.size / 2
+
+    @property
+    def w(self) -> float:
+        return self.size
+
+    @property
+    def h(self) -> float:
+        return self.size
+
+
+def _check_size(name: str, v: float) -> None:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        raise UserError(f"{name} must be a number, got {v!r}")
+    if not math.isfinite(v) or v <= 0:
+        raise UserError(f"{name} must be > 0 (pixels, or a fraction in (0, 1]), got {v}")
+
+
+def _is_int(v: object) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def resolve_size(v: float, nrows: int, ncols: int) -> float:
+    """Pixels for a size option: floats in (0, 1] are fractions of the frame's shorter side."""
+    if isinstance(v, (float, np.floating)) and v <= 1.0:
+        return float(v) * min(nrows, ncols)
+    return float(v)
+
+
+@dataclass
+class _Batch:
+    it_lo: int
+    it_hi: int
+    sc_lo: int
+    sc_hi: int  # exclusive
+    nbuf: int
+    offs: np.ndarray | None  # None: computed at call time (cascade too big to cache per shape)
+
+
+@dataclass
+class _Plan:
+    """Everything that depends only on the frame shape: built once, reused for every frame."""
+
+    grid: ScanGrid
+    item_scale: np.ndarray
+    item_row: np.ndarray
+    item_rowpos: np.ndarray
+    item_buf: np.ndarray
+    cols_i: np.ndarray
+    batches: list[_Batch]
+
+
+_warm_lock = threading.Lock()
+_warm_seconds: float | None = None
+
+
+def warmup() -> float:
+    """Compile (or load from numba's cache) every kernel once per process; returns seconds."""
+    global _warm_seconds
+    with _warm_lock:
+        if _warm_seconds is not None:
+            return 0.0
+        t0 = time.perf_counter()
+        rng = np.random.default_rng(0)
+        casc = Cascade(
+            tdepth=2,
+            codes=rng.integers(-128, 128, (2, 3, 4)),
+            leaves=np.ones((2, 4)),
+            thresholds=np.array([-1.0, -1.0]),
+        )
+        frame = rng.integers(0, 256, (24, 24), dtype=np.uint8)
+        for angle in (0.0, 0.25):
+            d = Detector(casc, min_size=8, max_size=16, angle=angle, threshold=0.0)
+            d._scan(frame, warm=False)
+        cluster(np.array([[10, 10, 8, 1], [11, 11, 8, 1]], np.float32))
+        _warm_seconds = time.perf_counter() - t0
+        return _warm_seconds
+
+
+class Detector:
+    """Scan grayscale frames with a pico cascade.
+
+    min_size / max_size: ints and floats > 1 are pixels; floats in (0, 1] are fractions of the
+    frame's shorter side (its height for landscape frames). scale_factor > 1 grows the window,
+    stride_factor moves it by that fraction of its size. angle in turns (0..1, counter-clockwise;
+    the reference quantises it to 1/32 turn). threshold applies to clustered scores (summed over
+    the pooled frames when memory > 1). iou is the overlap above which windows are grouped.
+    threads: None uses numba.get_num_threads() threads (all cores unless set lower) for large
+    frames and one for small ones; an int forces that many.
+    """
+
+    def __init__(
+        self,
+        cascade: Cascade,
+        min_size: float = 0.1,
+        max_size: float = 1.0,
+        scale_factor: float = 1.1,
+        stride_factor: float = 0.1,
+        angle: float = 0.0,
+        threshold: float = 5.0,
+        memory: int = 1,
+        iou: float = 0.3,
+        max_detections: int = 8192,
+        threads: int | None = None,
+    ) -> None:
+        if not isinstance(cascade, Cascade):
+            raise UserError(f"cascade must be an edge_fer.detect.Cascade, got {type(cascade)}")
+        _check_size("min_size", min_size)
+        _check_size("max_size", max_size)
+        if not (1.001 <= scale_factor <= 10):
+            raise UserError(f"scale_factor must be in [1.001, 10], got {scale_factor}")
+        if not (0 < stride_factor <= 1):
+            raise UserError(f"stride_factor must be in (0, 1], got {stride_factor}")
+        if not (0.0 <= angle <= 1.0):
+            raise UserError(f"angle is in turns and must be in [0, 1], got {angle}")
+        if not math.isfinite(threshold):
+            raise UserError(f"threshold must be a finite number, got {threshold}")
+        if not _is_int(memory) or not 1 <= memory <= 256:
+            raise UserError(f"memory must be an integer number of frames in 1..256, got {memory}")
+        if not (0.0 <= iou < 1.0):
+            raise UserError(f"iou must be in [0, 1), got {iou}")
+        if not _is_int(max_detections) or max_detections < 1:
+            raise UserError(f"max_detections must be >= 1, got {max_detections}")
+        if threads is not None and (not _is_int(threads) or not 1 <= threads <= 256):
+            raise UserError(f"threads must be an integer in 1..256, got {threads}")
+        self.cascade = cascade
+        self.min_size = min_size
+        self.max_size = max_size
+        self.scale_factor = float(scale_factor)
+        self.stride_factor = float(stride_factor)
+        self.angle = float(angle)
+        self.threshold = float(threshold)
+        self.iou = float(iou)
+        self.max_detections = int(max_detections)
+        self.threads = None if threads is None else int(threads)
+        self._memory = DetectionMemory(int(memory))
+        self._leaves = np.ascontiguousarray(cascade.leaves.reshape(-1))
+        self._thr = cascade.thresholds
+        self._plans: dict[tuple[int, int], _Plan] = {}
+        self._shape: tuple[int, int] | None = None
+        # tests run the kernels as plain Python, where numpy raises on any out-of-range index
+        self._interpreted = False
+
+    # ---- public API ----------------------------------------------------------------------
+    def detect(self, gray: np.ndarray) -> list[Detection]:
+        """Faces in a frame, best score first; pools the last `memory` frames when > 1."""
+        raw = self.raw(gray)
+        if self._shape != gray.shape:  # memory positions mean nothing across frame sizes
+            self._memory.reset()
+            self._shape = gray.shape
+        pooled = self._memory.push(raw)
+        clustered = cluster(pooled, self.iou)
+        keep = clustered[clustered[:, 3] >= self.threshold]
+        order = np.argsort(-keep[:, 3], kind="stable")
+        return [Detection(*map(float, keep[i])) for i in order]
+
+    def raw(self, gray: np.ndarray) -> np.ndarray:
+        """Every accepted window, unclustered: (n, 4) float32 [row, col, size, score]."""
+        return self._scan(self._check_frame(gray))
+
+    def reset(self) -> None:
+        """Forget the temporal memory (call between unrelated clips)."""
+        self._memory.reset()
+
+    @property
+    def memory(self) -> int:
+        """How many frames are pooled before clustering."""
+        return self._memory.slots
+
+    def sizes(self, nrows: int, ncols: int) -> tuple[float, float]:
+        """(min, max) window size in pixels for a frame of this shape."""
+        lo = max(resolve_size(self.min_size, nrows, ncols), 1.0)
+        hi = resolve_size(self.max_size, nrows, ncols)
+        return lo, hi
+
+    def grid(self, nrows: int, ncols: int) -> ScanGrid:
+        """The windows a frame of this shape is scanned at (`.windows` counts them)."""
+        return self._plan(nrows, ncols).grid
+
+    # ---- internals -----------------------------------------------------------------------
+    @staticmethod
+    def _check_frame(gray: np.ndarray) -> np.ndarray:
+        if not isinstance(gray, np.ndarray):
+            raise UserError(
+                f"expected a 2-D grayscale uint8 numpy array, got {type(gray).__name__}"
+            )
+        if gray.ndim != 2:
+            hint = " (convert colour frames with cv2.cvtColor(..., cv2.COLOR_BGR2GRAY))"
+            raise UserError(
+                f"expected a 2-D grayscale uint8 frame, got shape {gray.shape}"
+                + (hint if gray.ndim == 3 else "")
+            )
+        if gray.dtype != np.uint8:
+            raise UserError(f"expected a uint8 grayscale frame, got dtype {gray.dtype}")
+        h, w = gray.shape
+        if h == 0 or w == 0:
+            raise UserError(f"empty frame (shape {gray.shape})")
+        if h > MAX_SIDE or w > MAX_SIDE or h * w > MAX_PIXELS:
+            raise UserError(
+                f"frame of {w}x{h} is too large (at most {MAX_SIDE} px a side and "
+                f"{MAX_PIXELS // 1_000_000} Mpx); downscale it first"
+            )
+        return np.ascontiguousarray(gray)
+
+    def _plan(self, nrows: int, ncols: int) -> _Plan:
+        plan = self._plans.get((nrows, ncols))
+        if plan is None:
+            if len(self._plans) >= 8:  # a stream has one shape; do not grow without bound
+                self._plans.clear()
+            plan = self._build_plan(nrows, ncols)
+            self._plans[(nrows, ncols)] = plan
+        return plan
+
+    def _build_plan(self, nrows: int, ncols: int) -> _Plan:
+        lo, hi = self.sizes(nrows, ncols)
+        g = build_grid(nrows, ncols, lo, hi, self.scale_factor, self.stride_factor)
+        if g.windows > MAX_WINDOWS:
+            raise UserError(
+                f"{g.windows} windows per frame is too many to scan; raise the minimum size"
+            )
+        nr = np.diff(g.row_start)
+        nc = np.diff(g.col_start)
+        item_scale = np.repeat(np.arange(g.nscales, dtype=np.int32), nr)
+        item_rowpos = np.arange(g.rows_f.shape[0], dtype=np.int64)
+        item_row = g.rows_f.astype(np.int32)
+        # int32 offsets: 2 per node upright, 4 rotated; codes.size is 4 per node
+        per_scale_offs = self.cascade.codes.size * (2 if self.angle == 0.0 else 4)
+        cache_offs = per_scale_offs * g.nscales <= OFFSET_CACHE_BYTES
+        max_scales = max(1, OFFSET_CACHE_BYTES // max(per_scale_offs, 1))
+        nitems = item_scale.shape[0]
+        if g.windows <= WINDOW_BUFFER and g.nscales <= max_scales:  # the usual case: one call
+            need = np.repeat(nc, nr)
+            item_buf = np.concatenate([[0], np.cumsum(need)[:-1]]).astype(np.int64)
+            batches = [_Batch(0, nitems, 0, g.nscales, g.windows, None)] if nitems else []
+        else:
+            item_buf, batches = self._split(g, item_scale, max_scales)
+        if cache_offs:
+            for b in batches:
+                b.offs = self._offsets(g, b.sc_lo, b.sc_hi, ncols)
+        return _Plan(
+            g, item_scale, item_row, item_rowpos, item_buf, g.cols_f.astype(np.int32), batches
+        )
+
+    @staticmethod
+    def _split(
+        g: ScanGrid, item_scale: np.ndarray, max_scales: int
+    ) -> tuple[np.ndarray, list[_Batch]]:
+        """Runs of items whose output buffers fit WINDOW_BUFFER and offsets fit the budget."""
+        nc = np.diff(g.col_start)
+        item_buf = np.zeros(item_scale.shape[0], np.int64)
+        batches: list[_Batch] = []
+        lo_it, lo_sc, used = 0, 0, 0
+        for k in range(g.nscales):
+            for i in range(int(g.row_start[k]), int(g.row_start[k + 1])):
+                need = int(nc[k])
+                if i > lo_it and (used + need > WINDOW_BUFFER or k - lo_sc >= max_scales):
+                    batches.append(_Batch(lo_it, i, lo_sc, int(item_scale[i - 1]) + 1, used, None))
+                    lo_it, lo_sc, used = i, k, 0
+                item_buf[i] = used
+                used += need
+        if item_scale.shape[0] > lo_it:
+            batches.append(_Batch(lo_it, item_scale.shape[0], lo_sc, g.nscales, used, None))
+        return item_buf, batches
+
+    def _offsets(self, g: ScanGrid, sc_lo: int, sc_hi: int, ldim: int) -> np.ndarray:
+        sizes = g.sizes_i[sc_lo:sc_hi]
+        if self.angle == 0.0:
+            return scan.upright_offsets(self.cascade.codes, sizes, ldim)
+        return scan.rotated_offsets(self.cascade.codes, sizes, self.angle)
+
+    def _scan(self, frame: np.ndarray, warm: bool = True) -> np.ndarray:
+        nrows, ncols = frame.shape
+        plan = self._plan(nrows, ncols)
+        if not plan.batches:
+            return np.empty((0, 4), np.float32)
+        if warm and _warm_seconds is None:
+            warmup()
+        g = plan.grid
+        pix = frame.reshape(-1)
+        kernel: Any = scan.scan_upright if self.angle == 0.0 else scan.scan_rotated
+        if self._interpreted:
+            kernel = kernel.py_func
+        threads = self.threads or (
+            numba.get_num_threads() if g.windows >= PARALLEL_MIN_WINDOWS else 1
+        )
+        parts = self._run_batches(plan, pix, kernel, threads)
+        raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        # the reference drops windows past its buffer the same way (and clustering is O(n^2))
+        return raw[: self.max_detections]
+
+    def _run_batches(self, plan: _Plan, pix: np.ndarray, kernel, threads: int) -> list[np.ndarray]:
+        g = plan.grid
+        nrows, ncols = g.nrows, g.ncols
+        casc = self.cascade
+        parts = []
+        for b in plan.batches:
+            offs = b.offs if b.offs is not None else self._offsets(g, b.sc_lo, b.sc_hi, ncols)
+            sl = slice(b.it_lo, b.it_hi)
+            out_col = np.empty(b.nbuf, np.int32)
+            out_score = np.empty(b.nbuf, np.float32)
+            out_count = np.empty(b.it_hi - b.it_lo, np.int32)
+            args = (
+                pix,
+                nrows,
+                ncols,
+                casc.tdepth,
+                casc.ntrees,
+                self._leaves,
+                self._thr,
+                offs,
+                b.sc_lo,
+                plan.item_scale[sl],
+                plan.item_row[sl],
+                plan.item_buf[sl],
+                g.sizes_i,
+                g.col_start,
+                plan.cols_i,
+                out_col,
+                out_score,
+                out_count,
+            )
+            if threads == 1:
+                kernel(*args, 0, 1, 1)
+            else:
+                # more lanes than threads so that a slow thread's last lane is short
+                nlanes = 4 * threads
+
+                def lane(i: int, args=args, nlanes=nlanes) -> None:
+                    kernel(*args, i, i + 1, nlanes)
+
+                run_lanes(lane, nlanes, threads)
+            parts.append(
+                scan.gather(
+                    plan.item_scale[sl],
+                    plan.item_rowpos[sl],
+                    plan.item_buf[sl],
+                    out_count,
+                    out_col,
+                    out_score,
+                    g.sizes_f,
+                    g.rows_f,
+                    g.col_start,
+                    g.cols_f,
+                )
+            )
+        return parts

@@ -1,0 +1,296 @@
+"""Evaluation of an exported classifier on a labelled face set (no torch needed).
+
+Used by `edge-fer eval` and by benchmarks/zoo_table.py, so both report the same numbers:
+metrics from `edge_fer.metrics`, a vocabulary mapping between dataset and model, latency per
+face, and a confusion-matrix PNG drawn with OpenCV (matplotlib is not a runtime dependency).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_fer import labels as L
+from edge_fer.data import FaceSet
+from edge_fer.errors import UserError
+from edge_fer.metrics import classification_report
+
+
+@dataclass
+class VocabPlan:
+    """How dataset labels and model outputs meet in one evaluation vocabulary."""
+
+    classes: tuple[str, ...]  # the evaluation vocabulary
+    data_map: dict[str, str | None]  # dataset class -> evaluation class (None: dropped)
+    model_map: dict[str, str | None]  # model class -> evaluation class (None: mass dropped)
+    label_index: np.ndarray  # dataset label index -> evaluation index (-1: drop)
+    prob_matrix: np.ndarray | None  # (model C, eval C) 0/1 summing matrix; None = identity
+
+    def map_probs(self, probs: np.ndarray) -> np.ndarray:
+        if self.prob_matrix is None:
+            return probs
+        p = probs @ self.prob_matrix
+        s = p.sum(1, keepdims=True)
+        return np.where(s > 0, p / np.where(s > 0, s, 1), 1.0 / p.shape[1]).astype(np.float32)
+
+
+def plan_vocabulary(
+    data_classes: tuple[str, ...],
+    model_classes: tuple[str, ...],
+    target: tuple[str, ...] | None = None,
+    counts: np.ndarray | None = None,
+) -> VocabPlan:
+    """Plan the evaluation vocabulary.
+
+    target None: evaluate in the model's vocabulary; every dataset class that has samples must
+    map onto it (through `edge_fer.labels.mapping`), else UserError. target given (--label-set /
+    --classes): dataset classes without a counterpart are dropped (and counted by the caller),
+    model classes without one lose their probability mass (the rest is renormalised).
+    """
+    explicit = target is not None
+    ev = tuple(L.canonical(c) for c in (target if explicit else model_classes))
+    if len(set(ev)) != len(ev) or not ev:
+        raise UserError(f"evaluation classes must be distinct and non-empty: {', '.join(ev)}")
+    data_map = L.mapping(tuple(data_classes), ev)
+    model_map = L.mapping(tuple(model_classes), ev)
+    present = [
+        c for i, c in enumerate(data_classes) if counts is None or (i < len(counts) and counts[i])
+    ]
+    unmapped = [c for c in present if data_map[c] is None]
+    if not any(model_map.values()):
+        raise UserError(
+            f"the model's classes ({', '.join(model_classes)}) have no counterpart in the "
+            f"evaluation classes ({', '.join(ev)})"
+        )
+    if present and len(unmapped) == len(present):
+        whose = "the evaluation" if explicit else "the model's"
+        raise UserError(
+            f"vocabulary mismatch: the dataset's classes ({', '.join(present)}) have no "
+            f"counterpart in {whose} classes "
+            f"({', '.join(ev)})"
+        )
+    if unmapped and not explicit:
+        raise UserError(
+            f"dataset classes {', '.join(unmapped)} have no counterpart in the model's classes "
+            f"({', '.join(model_classes)}); pass --label-set or --classes to evaluate on a "
+            "shared vocabulary (samples of unmapped classes are then dropped and counted)"
+        )
+    label_index = np.array(
+        [ev.index(data_map[c]) if data_map[c] is not None else -1 for c in data_classes],
+        dtype=np.int64,
+    )
+    if tuple(model_classes) == ev:
+        mat = None
+    else:
+        mat = np.zeros((len(model_classes), len(ev)), np.float32)
+        for i, c in enumerate(model_classes):
+            if model_map[c] is not None:
+                mat[i, ev.index(model_map[c])] = 1.0
+    return VocabPlan(ev, data_map, model_map, label_index, mat)
+
+
+def _progress(total: int, desc: str):
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return None
+    if not sys.stderr.isatty():
+        return None
+    return tqdm(total=total, desc=desc, unit="face", leave=False, file=sys.stderr)
+
+
+def run_inference(clf, images: np.ndarray, batch_size: int = 64, progress: bool = True):
+    """Probabilities for all images plus timing: (probs, seconds preprocessing, seconds infer)."""
+    bar = _progress(len(images), "eval") if progress else None
+    out, t_prep, t_inf = [], 0.0, 0.0
+    try:
+        for i in range(0, len(images), batch_size):
+            t0 = time.perf_counter()
+            x = clf.spec.prepare(images[i : i + batch_size])
+            t1 = time.perf_counter()
+            out.append(clf.backend.infer(x))
+            t2 = time.perf_counter()
+            t_prep += t1 - t0
+            t_inf += t2 - t1
+            if bar is not None:
+                bar.update(len(x))
+    finally:
+        if bar is not None:
+            bar.close()
+    probs = np.concatenate(out) if out else np.zeros((0, len(clf.classes)), np.float32)
+    return probs, t_prep, t_inf
+
+
+def batch1_latency(clf, images: np.ndarray, samples: int = 200, warmup: int = 5) -> dict:
+    """Per-face latency (preprocessing + inference) at batch 1 on an even sample of faces."""
+    if len(images) == 0 or samples <= 0:
+        return {}
+    idx = np.linspace(0, len(images) - 1, min(samples, len(images))).round().astype(int)
+    for i in idx[:warmup]:
+        clf.predict(images[i : i + 1])
+    times = []
+    for i in idx:
+        t0 = time.perf_counter()
+        clf.predict(images[i : i + 1])
+        times.append((time.perf_counter() - t0) * 1e3)
+    t = np.array(times)
+    return {
+        "batch1_ms_per_face": float(t.mean()),
+        "batch1_median_ms": float(np.median(t)),
+        "batch1_p90_ms": float(np.percentile(t, 90)),
+        "batch1_samples": len(t),
+    }
+
+
+def evaluate(
+    clf,
+    faces: FaceSet,
+    target: tuple[str, ...] | None = None,
+    batch_size: int = 64,
+    latency_samples: int = 200,
+    progress: bool = True,
+) -> dict:
+    """Evaluate `clf` (an edge_fer.classify.Classifier) on `faces`; returns the report dict."""
+    if batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    plan = plan_vocabulary(faces.classes, clf.classes, target, faces.counts())
+    lab = plan.label_index[faces.labels]
+    keep = lab >= 0
+    dropped = faces.labels[~keep]
+    per_class = np.bincount(dropped, minlength=len(faces.classes))
+    dropped_by_class = {faces.classes[i]: int(n) for i, n in enumerate(per_class) if n}
+    images = faces.images[keep]
+    lab = lab[keep]
+    if len(images) == 0:
+        raise UserError("no faces left to evaluate after mapping the labels")
+    probs, t_prep, t_inf = run_inference(clf, images, batch_size, progress)
+    rep = classification_report(plan.map_probs(probs), lab, plan.classes)
+    n = len(images)
+    latency = {
+        "backend": clf.backend.name,
+        "threads": getattr(clf.backend, "threads", None),
+        "batch_size": batch_size,
+        "ms_per_face": (t_prep + t_inf) * 1e3 / n,
+        "infer_ms_per_face": t_inf * 1e3 / n,
+        "preprocess_ms_per_face": t_prep * 1e3 / n,
+        "includes": "preprocessing (PreprocessSpec.prepare) and inference",
+    }
+    latency.update(batch1_latency(clf, images, latency_samples))
+    rep.update(
+        {
+            "latency_ms_per_face": latency["ms_per_face"],
+            "latency": latency,
+            "dataset_classes": list(faces.classes),
+            "model_classes": list(clf.classes),
+            "label_mapping": plan.data_map,
+            "model_mapping": plan.model_map,
+            "skipped": int(faces.skipped),
+            "dropped": len(dropped),
+            "dropped_by_class": dropped_by_class,
+        }
+    )
+    return rep
+
+
+# -- confusion matrix image -------------------------------------------------------------------
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+
+
+def _fit_scale(text: str, width: int, scale: float, thick: int = 1) -> float:
+    while scale > 0.3 and cv2.getTextSize(text, _FONT, scale, thick)[0][0] > width:
+        scale -= 0.05
+    return scale
+
+
+def _put(img, text, cx, cy, scale, color, thick=1, align="center"):
+    (w, h), _ = cv2.getTextSize(text, _FONT, scale, thick)
+    x = cx - w // 2 if align == "center" else (cx - w if align == "right" else cx)
+    cv2.putText(img, text, (int(x), int(cy + h // 2)), _FONT, scale, color, thick, cv2.LINE_AA)
+
+
+def draw_confusion(cm, classes, title: str = "", cell: int = 72) -> np.ndarray:
+    """A row-normalised confusion matrix as a BGR image: colour and % by true-class row,
+    raw counts below. Rows: true class, columns: predicted class."""
+    cm = np.asarray(cm, dtype=np.int64)
+    c = len(classes)
+    cell = max(cell, min(120, 480 // max(c, 1)))  # few classes: bigger cells, readable title
+    rows = cm.sum(1, keepdims=True)
+    frac = np.where(rows > 0, cm / np.maximum(rows, 1), 0.0)
+    left, top, right, bottom = 120, 96, 24, 24
+    h, w = top + c * cell + bottom, left + c * cell + right
+    img = np.full((h, w, 3), 255, np.uint8)
+    if title:
+        _put(img, title, w // 2, 18, _fit_scale(title, w - 16, 0.55), (0, 0, 0), 1)
+    _put(img, "predicted", left + c * cell // 2, 44, 0.5, (60, 60, 60))
+    lo, hi = np.array([255, 255, 255], float), np.array([120, 48, 8], float)  # white -> dark blue
+    for j, name in enumerate(classes):
+        _put(img, name, left + j * cell + cell // 2, top - 18, _fit_scale(name, cell - 6, 0.45),
+             (0, 0, 0))  # fmt: skip
+    for i, name in enumerate(classes):
+        y0 = top + i * cell
+        _put(img, name, left - 8, y0 + cell // 2, _fit_scale(name, left - 30, 0.45), (0, 0, 0),
+             align="right")  # fmt: skip
+        for j in range(c):
+            x0 = left + j * cell
+            f = float(frac[i, j])
+            colour = tuple(int(v) for v in lo + (hi - lo) * f)
+            cv2.rectangle(img, (x0, y0), (x0 + cell - 1, y0 + cell - 1), colour, -1)
+            ink = (255, 255, 255) if f > 0.5 else (0, 0, 0)
+            _put(img, f"{100 * f:.0f}%", x0 + cell // 2, y0 + cell // 2 - 9, 0.5, ink, 1)
+            _put(img, str(int(cm[i, j])), x0 + cell // 2, y0 + cell // 2 + 13, 0.38, ink, 1)
+    cv2.rectangle(img, (left, top), (left + c * cell, top + c * cell), (90, 90, 90), 1)
+    # "true" written vertically on the left edge
+    lab = np.full((22, 60, 3), 255, np.uint8)
+    _put(lab, "true", 30, 10, 0.5, (60, 60, 60))
+    lab = cv2.rotate(lab, cv2.ROTATE_90_COUNTERCLOCKWISE)
+    y = top + c * cell // 2 - lab.shape[0] // 2
+    if 0 <= y and y + lab.shape[0] <= h:
+        img[y : y + lab.shape[0], 4 : 4 + lab.shape[1]] = lab
+    return img
+
+
+def write_png(img: np.ndarray, path: str | os.PathLike) -> None:
+    p = Path(path)
+    ok, buf = cv2.imencode(".png", img)
+    if not ok:
+        raise UserError(f"{p}: cannot encode PNG")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+        tmp.write_bytes(buf.tobytes())
+        os.replace(tmp, p)
+    except OSError as exc:
+        raise UserError(f"{p}: cannot write ({exc.strerror or exc})") from None
+
+
+def summary_text(rep: dict) -> str:
+    """A short human summary of an evaluation report."""
+    lines = [
+        f"model     {rep.get('model', '?')}",
+        f"data      {rep.get('data', '?')}  split {rep.get('split', '?')}  n {rep['n']}"
+        + (f"  skipped {rep['skipped']}" if rep.get("skipped") else "")
+        + (f"  dropped {rep['dropped']}" if rep.get("dropped") else ""),
+        (
+            f"accuracy  {rep['accuracy']:.4f}   top-2 {rep['top2_accuracy']:.4f}   "
+            f"macro-F1 {rep['macro_f1']:.4f}"
+        ),
+    ]
+    lat = rep.get("latency") or {}
+    if lat:
+        s = f"latency   {lat['ms_per_face']:.3f} ms/face at batch {lat['batch_size']}"
+        if "batch1_ms_per_face" in lat:
+            s += f", {lat['batch1_ms_per_face']:.3f} ms/face at batch 1"
+        lines.append(s + f" ({lat['backend']})")
+    lines.append(f"{'class':<10} {'prec':>6} {'recall':>6} {'f1':>6} {'n':>6}")
+    for name, d in rep["per_class"].items():
+        lines.append(
+            f"{name:<10} {d['precision']:6.3f} {d['recall']:6.3f} {d['f1']:6.3f} {d['support']:6d}"
+        )
+    return "\n".join(lines)

@@ -1,0 +1,302 @@
+"""Export a training checkpoint to ONNX for the runtime (needs the `train` extra: torch, onnx).
+
+The exported graph takes the prepared float32 NCHW batch ("input", any batch size) and returns
+softmax probabilities ("probs", N x C). With `tta="flip"` the graph also runs the horizontally
+flipped faces and averages the two softmax outputs. The model's `PreprocessSpec` and its
+provenance travel in the ONNX `metadata_props`, so `edge_fer.classify.Classifier` needs nothing
+but the file.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+
+from edge_fer import __version__
+from edge_fer.errors import UserError
+from edge_fer.preprocess import PreprocessSpec
+
+PARITY_TOL = 1e-4
+TTA_MODES = (None, "none", "flip")
+
+
+def _torch():
+    try:
+        import torch
+    except ImportError as exc:
+        raise UserError(
+            f"export needs the train extra: pip install 'edge-fer[train]' ({exc})"
+        ) from None
+    return torch
+
+
+def probs_module(model, tta: str | None = None):
+    """Wrap a logits model into one that outputs softmax probabilities (optionally flip-TTA)."""
+    torch = _torch()
+
+    class Probs(torch.nn.Module):
+        def __init__(self, net, flip: bool):
+            super().__init__()
+            self.net = net
+            self.flip = flip
+
+        def forward(self, x):
+            if not self.flip:
+                return torch.softmax(self.net(x), dim=1)
+            n = x.shape[0]
+            # one pass over [x; flip(x)] is cheaper than two calls on every engine
+            p = torch.softmax(self.net(torch.cat([x, torch.flip(x, dims=[3])], 0)), dim=1)
+            return 0.5 * (p[:n] + p[n:])
+
+    return Probs(model, tta == "flip").eval()
+
+
+def load_trained(ckpt_path: str | os.PathLike):
+    """Rebuild the zoo model of a checkpoint: (model in eval mode, spec, state)."""
+    from edge_fer.models import create_model
+    from edge_fer.train.checkpoint import load_checkpoint, read_state
+
+    p = Path(ckpt_path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such checkpoint file")
+    state = read_state(p)
+    cfg = state.get("config") or {}
+    if "arch" not in cfg or "spec" not in state:
+        raise UserError(f"{p}: not an edge-fer training checkpoint (no config/spec metadata)")
+    spec = PreprocessSpec.from_metadata(state["spec"])
+    if not spec.classes:
+        raise UserError(f"{p}: checkpoint metadata names no classes")
+    from edge_fer.train.trainer import TrainConfig, arch_kwargs_for
+
+    known = {k: v for k, v in cfg.items() if k in TrainConfig.__dataclass_fields__}
+    model = create_model(
+        cfg["arch"],
+        num_classes=len(spec.classes),
+        in_channels=spec.channels,
+        **arch_kwargs_for(TrainConfig(**known)),
+    )
+    load_checkpoint(p, model)
+    model.eval()
+    return model, spec, state
+
+
+def build_metadata(state: dict, spec: PreprocessSpec, ckpt_path: Path, tta: str | None) -> dict:
+    cfg = state.get("config") or {}
+    provenance = {
+        "checkpoint": ckpt_path.name,
+        "checkpoint_sha256": _sha256(ckpt_path),
+        "config": cfg,
+        "seed": cfg.get("seed"),
+        "best_epoch": state.get("best_epoch"),
+        "val_acc": state.get("best_acc"),
+        "val_split": state.get("val_split"),
+        "epochs_run": state.get("epoch"),
+        "exported_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+    }
+    try:
+        import torch
+
+        provenance["torch"] = torch.__version__
+    except ImportError:
+        pass
+    meta = dict(spec.to_metadata())
+    meta.update(
+        {
+            "edge_fer.arch": str(cfg.get("arch", "?")),
+            "edge_fer.arch_kwargs": json.dumps(cfg.get("arch_kwargs") or {}),
+            "edge_fer.params": str(int(state.get("params", 0))),
+            "edge_fer.macs": str(int(state.get("macs", 0))),
+            "edge_fer.tta": tta or "none",
+            "edge_fer.output": "probs",
+            "edge_fer.provenance": json.dumps(provenance),
+            "edge_fer.version": __version__,
+        }
+    )
+    return meta
+
+
+def parity_faces(
+    state: dict, spec: PreprocessSpec, n: int = 64, data: str | None = None
+) -> tuple[np.ndarray, str]:
+    """Real faces for the parity check: an even sample of `data` or else of the checkpoint's
+    validation data. Falls back to random images (said so in the source string) when the
+    checkpoint's data is gone; a given `data` that cannot be loaded is an error."""
+    from edge_fer.data import load_dataset
+    from edge_fer.data.loaders import detect_layout
+
+    if data is not None:
+        layout = detect_layout(Path(data))
+        split = "public-test" if layout.startswith("fer2013") else "all"
+        fs = load_dataset(data, split, size=spec.input_size)
+        idx = np.linspace(0, len(fs) - 1, min(n, len(fs))).round().astype(int)
+        return fs.images[idx], f"{data} ({split}, {len(idx)} faces)"
+    data = (state.get("config") or {}).get("data")
+    if data and Path(data).exists():
+        try:
+            layout = detect_layout(Path(data))
+            split = "public-test" if layout.startswith("fer2013") else "all"
+            fs = load_dataset(data, split, size=spec.input_size)
+            idx = np.linspace(0, len(fs) - 1, min(n, len(fs))).round().astype(int)
+            return fs.images[idx], f"{data} ({split}, {len(idx)} faces)"
+        except UserError:
+            pass
+    rng = np.random.default_rng(0)
+    imgs = rng.integers(0, 256, (n, spec.input_size, spec.input_size), dtype=np.uint8)
+    return imgs, "random images (the training data was not found)"
+
+
+def export_checkpoint(
+    ckpt_path: str | os.PathLike,
+    out_path: str | os.PathLike,
+    opset: int = 17,
+    tta: str | None = None,
+    check: bool = True,
+    check_faces: np.ndarray | None = None,
+    exporter: str = "auto",
+    check_data: str | None = None,
+) -> dict:
+    """Export `ckpt_path` (a best.safetensors) to `out_path` (.onnx); returns a report dict.
+
+    check: verify with onnx.checker and compare ONNX Runtime with torch on real faces
+    (max abs probability difference <= 1e-4, else UserError and nothing is written).
+    check_faces: uint8 faces (N, H, W) for that comparison; check_data: a dataset to sample
+    them from; default: the training data named in the checkpoint.
+    exporter: "classic" (TorchScript-based), "dynamo" (torch.export-based) or "auto" (classic
+    when this torch still has it).
+    """
+    torch = _torch()
+    import onnx
+
+    if tta not in TTA_MODES:
+        raise UserError(f"unknown --tta {tta!r}; choose flip or none")
+    tta = None if tta in (None, "none") else tta
+    if not 7 <= int(opset) <= 23:
+        raise UserError(f"--opset {opset} is outside the supported 7..23")
+    ckpt = Path(ckpt_path)
+    out = Path(out_path)
+    model, spec, state = load_trained(ckpt)
+    net = probs_module(model, tta)
+    c, s = spec.channels, spec.input_size
+    dummy = torch.zeros(2, c, s, s)
+
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    try:
+        used = _export(torch, net, dummy, tmp, int(opset), exporter)
+        proto = onnx.load(str(tmp))
+        meta = build_metadata(state, spec, ckpt, tta)
+        del proto.metadata_props[:]
+        for k, v in meta.items():
+            entry = proto.metadata_props.add()
+            entry.key, entry.value = k, v
+        proto.producer_name = "edge-fer"
+        proto.producer_version = __version__
+        proto.doc_string = (
+            f"edge-fer {meta['edge_fer.arch']} FER classifier: input float32 (N,{c},{s},{s}) "
+            f"prepared by edge_fer.preprocess; output softmax probs over "
+            f"{','.join(spec.classes)}"
+        )
+        onnx.checker.check_model(proto, full_check=True)
+        onnx.save(proto, str(tmp))
+        report = {
+            "out": str(out),
+            "checkpoint": str(ckpt),
+            "arch": meta["edge_fer.arch"],
+            "classes": list(spec.classes),
+            "input": [c, s, s],
+            "tta": tta or "none",
+            "opset": _opset_of(proto),
+            "exporter": used,
+            "params": int(meta["edge_fer.params"]),
+            "macs": int(meta["edge_fer.macs"]),
+        }
+        if check:
+            report.update(_parity(torch, net, tmp, spec, state, check_faces, check_data))
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+    report["bytes"] = out.stat().st_size
+    return report
+
+
+def _export(torch, net, dummy, path: Path, opset: int, exporter: str) -> str:
+    names = {"input_names": ["input"], "output_names": ["probs"]}
+    if exporter in ("auto", "classic"):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                torch.onnx.export(
+                    net, (dummy,), str(path), dynamo=False, opset_version=opset,
+                    dynamic_axes={"input": {0: "N"}, "probs": {0: "N"}},
+                    do_constant_folding=True, **names,
+                )  # fmt: skip
+            return "classic"
+        except TypeError:  # a torch without the TorchScript exporter
+            if exporter == "classic":
+                raise UserError(
+                    "this torch has no classic ONNX exporter; use exporter='dynamo'"
+                ) from None
+    if exporter not in ("auto", "dynamo"):
+        raise UserError(f"unknown exporter {exporter!r}; choose auto, classic or dynamo")
+    import contextlib
+    import io
+
+    with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
+        warnings.simplefilter("ignore")
+        prog = torch.onnx.export(
+            net, (dummy,), dynamo=True, opset_version=opset,
+            dynamic_shapes={"x": {0: torch.export.Dim("N")}}, **names,
+        )  # fmt: skip
+        prog.save(str(path))
+    return "dynamo"
+
+
+def _opset_of(proto) -> int:
+    for o in proto.opset_import:
+        if o.domain in ("", "ai.onnx"):
+            return int(o.version)
+    return -1
+
+
+def _parity(torch, net, path: Path, spec, state, faces, data=None) -> dict:
+    from edge_fer.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+    if faces is None:
+        faces, source = parity_faces(state, spec, data=data)
+    else:
+        source = f"{len(faces)} given faces"
+    if source.startswith("random"):
+        print(f"edge-fer export: warning: parity checked on {source}", file=sys.stderr)
+    x = spec.prepare(faces)
+    with torch.no_grad():
+        ref = net(torch.from_numpy(x)).numpy()
+    be = OnnxRuntimeBackend(path, threads=1)
+    try:
+        got = be.infer(x)
+        one = be.infer(x[:1])  # the batch axis must really be dynamic
+    finally:
+        be.close()
+    diff = float(max(np.abs(got - ref).max(), np.abs(one - ref[:1]).max()))
+    if got.shape != ref.shape or not diff <= PARITY_TOL:
+        raise UserError(
+            f"parity check failed: ONNX Runtime and torch differ by {diff:.3g} "
+            f"(> {PARITY_TOL:g}) on {source}"
+        )
+    agree = float((got.argmax(1) == ref.argmax(1)).mean())
+    return {"parity_max_abs_diff": diff, "parity_top1_agreement": agree, "parity_faces": source}
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

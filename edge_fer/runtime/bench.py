@@ -1,0 +1,198 @@
+"""End-to-end and per-stage throughput and latency of the runtime, per available backend.
+
+    results = bench(source, backends=None, model=None, cascade=..., max_frames=300)
+    print(format_table(results))
+
+Each backend runs the whole pipeline (decode -> detect -> track -> classify -> smooth -> events)
+on the same source; its summary gives frames/s, the per-frame latency (from the frame's read to
+its events line) and every stage's time, as p50 / p99.
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import tempfile
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_fer.errors import UserError
+
+
+def synthetic_clip(path: str | os.PathLike, width: int, height: int, faces: int = 2,
+                   frames: int = 300, fps: float = 30.0, seed: int = 0) -> dict:  # fmt: skip
+    """A clip of `faces` portraits (the demo photo) drifting over a textured background.
+
+    Each face is 15-25% of the frame height (the photo is scaled so that its face is).
+    """
+    from edge_fer.runtime.demo import _background, _paste, load_face_photo
+    from edge_fer.runtime.sinks import VideoSink
+
+    if not 1 <= faces <= 8:
+        raise UserError(f"--faces must be in 1..8, got {faces}")
+    photo, credit = load_face_photo()
+    rng = np.random.default_rng(seed)
+    bg = _background(width, height, rng)
+    face_frac = 0.38  # the portraits' face height / photo height (both shipped photos)
+    ph = [height * rng.uniform(0.15, 0.25) / face_frac for _ in range(faces)]
+    pw = [h * photo.shape[1] / photo.shape[0] for h in ph]
+    slot = width / faces
+    cx0 = [slot * (i + 0.5) for i in range(faces)]
+    amp = [max(0.0, (slot - w) / 2) * 0.8 for w in pw]
+    phase = rng.uniform(0, 2 * np.pi, faces)
+    sink = VideoSink(path, fps, (width, height))
+    try:
+        for i in range(frames):
+            t = i / fps
+            f = bg.copy()
+            for k in range(faces):
+                img = photo if k % 2 == 0 else photo[:, ::-1]
+                cx = cx0[k] + amp[k] * np.sin(2 * np.pi * t / 6 + phase[k])
+                cy = height / 2 + 0.05 * height * np.sin(2 * np.pi * t / 4 + phase[k])
+                _paste(f, img, cx, cy, ph[k])
+            sink.write(f)
+    finally:
+        sink.close()
+    return {"path": str(path), "size": [width, height], "faces": faces, "frames": frames,
+            "fps": fps, "photo": credit}  # fmt: skip
+
+
+def available_backends(model=None, threads: int = 1) -> dict[str, str | None]:
+    """{backend: None if it loads, else the reason it does not}."""
+    from edge_fer.backends import BACKENDS
+    from edge_fer.runtime.runner import load_classifier
+
+    out: dict[str, str | None] = {}
+    for b in BACKENDS:
+        try:
+            clf = load_classifier(model, b, threads)
+        except UserError as exc:
+            out[b] = str(exc)
+            continue
+        except Exception as exc:  # noqa: BLE001 - an engine that is installed but broken
+            out[b] = f"{type(exc).__name__}: {exc}"
+            continue
+        clf.close()
+        out[b] = None
+    return out
+
+
+def bench(source: str, *, backends: list[str] | None = None, model=None, cascade=None,
+          max_frames: int | None = None, queue_size: int | None = 1, threads: int = 1,
+          detector_options=None, tracker_options=None, events: bool = True,
+          keep_events: str | None = None, latency_frames: int = 150,
+          warn=None) -> dict:  # fmt: skip
+    """Run the pipeline on `source` twice per backend; returns a JSON-able report.
+
+    Throughput: the file as fast as the pipeline goes (frames/s, stage times; its latency,
+    `saturated_latency_ms`, is mostly queueing behind the frames already in flight). Latency:
+    the first `latency_frames` frames fed at the source's own frame rate, as a camera would
+    (0 to skip), which gives `latency_ms`: the time from a frame's arrival to its outputs.
+
+    keep_events: a folder to keep each backend's events file in (its path goes in the result
+    as "events"); by default they are written to a temporary folder and deleted.
+    """
+    from edge_fer.runtime.runner import (
+        DetectorOptions,
+        RunOptions,
+        TrackerOptions,
+        load_detector,
+        run_video,
+    )  # fmt: skip
+
+    avail = available_backends(model, threads)
+    wanted = backends or list(avail)
+    unknown = [b for b in wanted if b not in avail]
+    if unknown:
+        raise UserError(f"unknown backend(s) {', '.join(unknown)}; known: {', '.join(avail)}")
+    if all(avail[b] is not None for b in wanted):
+        raise UserError("no backend could load the model: " + "; ".join(
+            f"{b}: {avail[b]}" for b in wanted))  # fmt: skip
+    dopts = detector_options or DetectorOptions()
+    report = {
+        "source": str(source),
+        "machine": {
+            "cpu": platform.processor() or platform.machine(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "opencv": cv2.__version__,
+        },
+        "detector": vars(dopts).copy(),
+        "queue_size": queue_size,
+        "results": [],
+    }
+    with tempfile.TemporaryDirectory(prefix="edge-fer-bench-") as tmp:
+        for b in wanted:
+            if avail[b] is not None:
+                report["results"].append({"backend": b, "available": False, "reason": avail[b]})
+                continue
+            detector, cascade_path = load_detector(cascade, dopts)
+            ev = Path(keep_events or tmp) / f"{Path(str(source)).stem}_{b}.jsonl"
+            opts = RunOptions(
+                source=str(source), events=str(ev) if events else None,
+                max_frames=max_frames, model=model, cascade=cascade, backend=b,
+                threads=threads, queue_size=queue_size, detector=dopts,
+                tracker=tracker_options or TrackerOptions(),
+            )  # fmt: skip
+            res = run_video(opts, detector=detector, warn=warn)
+            s = res.summary
+            paced = None
+            rate = (s.get("source") or {}).get("fps") or 30.0
+            if latency_frames > 0:
+                detector.reset()
+                opts.events, opts.pace = None, rate
+                opts.max_frames = min(latency_frames, max_frames or latency_frames)
+                paced = run_video(opts, detector=detector, warn=warn).summary
+            report["cascade"] = str(cascade_path)
+            report["model"] = s.get("model")
+            report["source_info"] = s.get("source")
+            report["results"].append({
+                "backend": b,
+                "available": True,
+                "frames": s["frames"],
+                "fps": s["fps"],
+                "latency_ms": paced["latency_ms"] if paced else None,
+                "latency_at_fps": rate if paced else None,
+                "saturated_latency_ms": s["latency_ms"],
+                "busy_ms": s["busy_ms"],
+                "stage_ms": s["stage_ms"],
+                "frames_with_faces": s["frames_with_faces"],
+                "frames_with_detections": s["frames_with_detections"],
+                "track_count": s["track_count"],
+                "exit_code": res.exit_code,
+                **({"events": str(ev)} if events and keep_events else {}),
+            })  # fmt: skip
+    return report
+
+
+def format_table(report: dict) -> str:
+    rows = []
+    src = report.get("source_info") or {}
+    rows.append(f"source {report['source']}  {src.get('width')}x{src.get('height')}")
+    head = f"{'backend':<12} {'frames':>6} {'fps':>7} {'lat p50':>8} {'lat p99':>8}"
+    stages = ("decode", "detect", "track", "crop", "classify", "sinks")
+    head += "".join(f" {s + ' p50/p99':>17}" for s in stages)
+    rows.append(head)
+    for r in report["results"]:
+        if not r.get("available"):
+            rows.append(f"{r['backend']:<12} unavailable: {r['reason']}")
+            continue
+        lat = r["latency_ms"] or {}
+        line = (f"{r['backend']:<12} {r['frames']:>6} {r['fps']:>7.1f} {_f(lat.get('p50')):>8} "
+                f"{_f(lat.get('p99')):>8}")  # fmt: skip
+        for s in stages:
+            v = r["stage_ms"].get(s, {})
+            line += f" {_f(v.get('p50')) + '/' + _f(v.get('p99')):>17}"
+        rows.append(line)
+    rate = next((r.get("latency_at_fps") for r in report["results"] if r.get("available")), None)
+    rows.append(
+        "(ms; latency: from a frame's arrival to its outputs, frames fed at "
+        f"{_f(rate)} frames/s as from a camera; fps and stage times: as fast as it goes)"
+    )
+    return "\n".join(rows)
+
+
+def _f(v) -> str:
+    return "-" if v is None else f"{v:.2f}"

@@ -1,0 +1,273 @@
+"""Assemble a run from options: cascade + detector, classifier, source, sinks -> Pipeline.
+
+`run_video(...)` is what `edge-fer run` calls; tests and `edge-fer bench` call it too.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from edge_fer.errors import UserError
+
+NO_CASCADE = (
+    "no face cascade is bundled yet; pass --cascade FILE (e.g. the original pico facefinder)"
+)
+
+
+@dataclass
+class DetectorOptions:
+    min_size: float = 0.1  # pixels, or a fraction of the frame's shorter side when <= 1
+    max_size: float = 1.0
+    scale_factor: float = 1.1
+    stride_factor: float = 0.1
+    angle: float = 0.0
+    threshold: float = 5.0  # on the clustered score pooled over `memory` frames
+    memory: int = 5
+    upscale_to: int = 240  # frames whose shorter side is smaller are upscaled for detection
+
+
+@dataclass
+class TrackerOptions:
+    iou: float = 0.2
+    min_hits: int = 2
+    max_misses: int = 15
+
+
+@dataclass
+class RunOptions:
+    source: str = ""
+    out: str | None = None  # annotated video
+    events: str | None = None  # JSON Lines
+    summary: str | None = None  # summary JSON
+    max_frames: int | None = None
+    model: str | None = None  # None: the bundled default model
+    cascade: str | None = None  # None: the bundled default cascade
+    backend: str = "onnxruntime"
+    threads: int = 1  # classifier threads
+    detect_threads: int | None = None  # numba threads for detection; None: cores - 1 (>= 1)
+    show: bool = False
+    preview_port: int | None = None
+    preview_host: str = "127.0.0.1"
+    smoothing: float = 0.3
+    reconnect_timeout: float = 30.0
+    queue_size: int | None = None
+    max_batch_frames: int = 8
+    pace: float | None = None  # feed a file at this frame rate, as a camera would (bench)
+    stills: bool | None = None  # images are unrelated photos; None: yes for image sources
+    source_options: dict = field(default_factory=dict)  # width, height, fps, flip
+    detector: DetectorOptions = field(default_factory=DetectorOptions)
+    tracker: TrackerOptions = field(default_factory=TrackerOptions)
+
+
+def resolve_cascade(path: str | os.PathLike | None) -> Path:
+    if path is None:
+        from edge_fer.detect import default_cascade_path
+
+        p = default_cascade_path()
+        if p is None:
+            raise UserError(NO_CASCADE)
+        return Path(p)
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"cascade {p}: no such file")
+    return p
+
+
+def load_detector(cascade: str | os.PathLike | None, opts: DetectorOptions):
+    from edge_fer.detect import Cascade, Detector
+
+    path = resolve_cascade(cascade)
+    casc = Cascade.load(path)
+    det = Detector(
+        casc, min_size=opts.min_size, max_size=opts.max_size, scale_factor=opts.scale_factor,
+        stride_factor=opts.stride_factor, angle=opts.angle, threshold=opts.threshold,
+        memory=opts.memory,
+    )  # fmt: skip
+    return det, path
+
+
+def load_classifier(model: str | os.PathLike | None, backend: str = "onnxruntime",
+                    threads: int | None = 1):  # fmt: skip
+    from edge_fer.classify import Classifier
+
+    try:
+        return Classifier.load(model, backend=backend, threads=threads)
+    except TypeError:  # a backend that takes no thread count
+        return Classifier.load(model, backend=backend)
+
+
+def warm_up(detector, classifier, width: int, height: int, upscale_to: int = 0) -> float:
+    """Compile / load the kernels and build the scan plan for this frame size before timing."""
+    import numpy as np
+
+    t0 = time.perf_counter()
+    if width > 0 and height > 0:
+        short = min(width, height)
+        if short < upscale_to:
+            width, height = (round(v * upscale_to / short) for v in (width, height))
+        detector.detect(np.zeros((height, width), np.uint8))
+        detector.reset()
+    if classifier is not None:
+        s = classifier.spec.input_size
+        classifier.predict([np.zeros((s, s), np.uint8)] * 2)
+    return time.perf_counter() - t0
+
+
+def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
+              handle_signals: bool = True):  # fmt: skip
+    """Run the whole pipeline on opts.source; returns a RunResult (summary, exit code).
+
+    UserError for anything the user can fix: a source that does not open, an unwritable
+    output, a missing model or cascade, a full disk (raised after every output is closed).
+    """
+    from edge_fer.runtime.pipeline import Pipeline, Sinks
+    from edge_fer.runtime.sinks import (
+        EventsSink,
+        MJPEGPreview,
+        VideoSink,
+        WindowSink,
+        check_writable,
+    )  # fmt: skip
+    from edge_fer.runtime.sources import open_source, parse_source
+    from edge_fer.runtime.tracker import IoUTracker
+
+    if opts.max_frames is not None and opts.max_frames < 0:
+        raise UserError(f"--max-frames must be >= 0, got {opts.max_frames}")
+    if not 0.0 < opts.smoothing <= 1.0:
+        raise UserError(f"--smoothing must be in (0, 1], got {opts.smoothing}")
+    # cheap checks first, so a typo fails before anything is loaded or opened
+    spec = parse_source(opts.source, **opts.source_options)
+    for path, what in ((opts.out, "video"), (opts.events, "events file"),
+                       (opts.summary, "summary")):  # fmt: skip
+        if path:
+            check_writable(path, what)
+    if opts.show:
+        from edge_fer.runtime.sinks import gui_available
+
+        why = gui_available()
+        if why:
+            raise UserError(f"--show: {why}")
+    cascade_path = None
+    if detector is None:
+        detector, cascade_path = load_detector(opts.cascade, opts.detector)
+    own_classifier = classifier is None
+    if classifier is None:
+        classifier = load_classifier(opts.model, opts.backend, opts.threads)
+    source = None
+    sinks = Sinks(summary_path=opts.summary)
+    try:
+        source = open_source(spec, warn=warn, reconnect_timeout=opts.reconnect_timeout)
+        startup = warm_up(
+            detector, classifier, source.width, source.height, opts.detector.upscale_to
+        )
+        if opts.out:
+            sinks.video = VideoSink(opts.out, source.fps or 25.0, (source.width, source.height))
+        if opts.events:
+            sinks.events = EventsSink(opts.events)
+        if opts.preview_port is not None:
+            sinks.preview = MJPEGPreview(opts.preview_port, opts.preview_host)
+            print(f"edge-fer run: preview at {sinks.preview.url}", file=sys.stderr, flush=True)
+        if opts.show:
+            sinks.window = WindowSink()
+    except BaseException:
+        for s in sinks.all():
+            try:
+                s.close()
+            except Exception:  # noqa: BLE001, S110 - the error being raised matters more
+                pass
+        if source is not None:
+            source.close()
+        if own_classifier:
+            classifier.close()
+        raise
+    info = {
+        "model": _model_info(classifier),
+        "backend": getattr(getattr(classifier, "backend", None), "name", opts.backend),
+        "cascade": str(cascade_path) if cascade_path else None,
+        "detector": asdict(opts.detector),
+        "tracker": asdict(opts.tracker),
+        "smoothing": opts.smoothing,
+        "startup_s": round(startup, 3),
+    }
+    stills = spec.kind == "images" if opts.stills is None else bool(opts.stills)
+    info["stills"] = stills
+    tracker = IoUTracker(
+        iou_threshold=opts.tracker.iou, min_hits=1 if stills else opts.tracker.min_hits,
+        max_misses=opts.tracker.max_misses,
+    )  # fmt: skip
+    pipe = Pipeline(
+        source, detector, classifier, sinks, tracker=tracker, smoothing=opts.smoothing,
+        max_frames=opts.max_frames, queue_size=opts.queue_size,
+        max_batch_frames=opts.max_batch_frames, handle_signals=handle_signals,
+        pace=opts.pace, stills=stills,
+        detect_min_side=opts.detector.upscale_to, info=info,
+        detect_threads=opts.detect_threads or max(1, (os.cpu_count() or 2) - 1),
+    )  # fmt: skip
+    try:
+        return pipe.run()
+    finally:
+        source.close()
+        if own_classifier:
+            classifier.close()
+
+
+def _model_info(classifier) -> dict:
+    try:
+        d = classifier.info()
+    except Exception:  # noqa: BLE001
+        return {"path": str(getattr(classifier, "path", "?"))}
+    return {k: d[k] for k in ("path", "arch", "classes", "input") if k in d}
+
+
+def format_summary(s: dict) -> str:
+    """The human-readable end-of-run summary."""
+    lines = []
+    src = s.get("source", {})
+    state = (
+        "complete"
+        if s.get("complete")
+        else ("interrupted" if s.get("interrupted") else "incomplete")
+    )
+    lines.append(
+        f"source   {src.get('uri')}  ({src.get('width')}x{src.get('height')}, "
+        f"{src.get('kind')}{', live' if src.get('live') else ''})  [{state}]"
+    )
+    lines.append(
+        f"frames   {s['frames']}  with faces {s['frames_with_faces']}  "
+        f"(detections on {s['frames_with_detections']})  faces {s['faces']}  "
+        f"tracks {s['track_count']}"
+    )
+    lat = s["latency_ms"]
+    lines.append(
+        f"speed    {s['fps']:.1f} frames/s over {s['seconds']:.2f} s   latency p50 "
+        f"{_ms(lat['p50'])} p99 {_ms(lat['p99'])} ms"
+    )
+    stages = "  ".join(
+        f"{k} {_ms(v['p50'])}/{_ms(v['p99'])}" for k, v in s["stage_ms"].items() if v["n"]
+    )
+    lines.append(f"stage ms (p50/p99)  {stages}")
+    if s.get("dropped_frames"):
+        lines.append(f"dropped  {s['dropped_frames']} stale frames (live source)")
+    if s.get("skipped_frames"):
+        lines.append(f"skipped  {s['skipped_frames']} undecodable frames")
+    for g in s.get("gaps", []):
+        lines.append(f"gap      at {g['start']:.1f} s for {g['seconds']:.1f} s"
+                     + (" (not recovered)" if g.get("end") else ""))  # fmt: skip
+    for t in s.get("tracks", []):
+        share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in
+                          sorted(t["share"].items(), key=lambda kv: -kv[1])[:3])  # fmt: skip
+        lines.append(
+            f"track {t['id']:<3} frames {t['first_frame']}-{t['last_frame']} "
+            f"({t['seconds']:.1f} s): {t['dominant']}  [{share}]"
+        )
+    for k, v in s.get("outputs", {}).items():
+        lines.append(f"{k:<8} {v}")
+    return "\n".join(lines)
+
+
+def _ms(v) -> str:
+    return "-" if v is None else f"{v:.1f}"

@@ -1,0 +1,109 @@
+"""Per-track smoothing of class probabilities (exponential moving average), and per-track tallies.
+
+    ema = TrackSmoother(classes, alpha=0.3)
+    p = ema.update(track_id, probs, t=timestamp)   # smoothed probabilities for this track
+    ema.summary()                                  # per track: dominant label and time shares
+
+`alpha` is the weight of the newest frame: 1.0 is no smoothing; 0.3 settles within ~5 frames.
+A track's first observation is taken as is. Time shares count the frames on which each label
+was the smoothed top-1, weighted by the time to the track's next frame (so dropped frames of a
+live source do not skew them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class TrackStats:
+    id: int
+    first_frame: int
+    last_frame: int
+    first_t: float
+    last_t: float
+    frames: int = 0
+    label_frames: np.ndarray | None = None  # frames with each label on top
+    label_time: np.ndarray | None = None  # seconds with each label on top
+    prob_sum: np.ndarray | None = None
+    _last_top: int = -1
+    _last_t: float = 0.0
+    extra: dict = field(default_factory=dict)
+
+
+class TrackSmoother:
+    def __init__(self, classes, alpha: float = 0.3, forget_after: int | None = None) -> None:
+        if not 0.0 < alpha <= 1.0:
+            raise ValueError("alpha must be in (0, 1]")
+        self.classes = tuple(classes)
+        self.alpha = float(alpha)
+        self._state: dict[int, np.ndarray] = {}
+        self.stats: dict[int, TrackStats] = {}
+
+    def update(
+        self, track_id: int, probs: np.ndarray, frame: int = 0, t: float = 0.0
+    ) -> np.ndarray:
+        p = np.asarray(probs, np.float64)
+        prev = self._state.get(track_id)
+        s = p.copy() if prev is None else self.alpha * p + (1.0 - self.alpha) * prev
+        self._state[track_id] = s
+        c = len(s)
+        st = self.stats.get(track_id)
+        if st is None:
+            st = TrackStats(track_id, frame, frame, t, t, label_frames=np.zeros(c, np.int64),
+                            label_time=np.zeros(c), prob_sum=np.zeros(c))  # fmt: skip
+            self.stats[track_id] = st
+        elif st._last_top >= 0:
+            st.label_time[st._last_top] += max(t - st._last_t, 0.0)
+        top = int(np.argmax(s))
+        st.frames += 1
+        st.label_frames[top] += 1
+        st.prob_sum += s
+        st.last_frame = frame
+        st.last_t = t
+        st._last_top = top
+        st._last_t = t
+        return s.astype(np.float32)
+
+    def drop(self, track_id: int) -> None:
+        """Forget a dead track's running average (its statistics stay for the summary)."""
+        self._state.pop(track_id, None)
+
+    def summary(self, frame_interval: float = 0.0) -> list[dict]:
+        """Per track: frames, seconds, dominant label, and the share of time of each label."""
+        out = []
+        for tid in sorted(self.stats):
+            st = self.stats[tid]
+            time = st.label_time.copy()
+            if st._last_top >= 0:
+                time[st._last_top] += frame_interval  # the last frame lasts one interval
+            total_t = float(time.sum())
+            if total_t > 0:
+                share = time / total_t
+            else:
+                share = st.label_frames / max(st.frames, 1)
+            dom = int(np.argmax(share))
+            out.append(
+                {
+                    "id": tid,
+                    "first_frame": st.first_frame,
+                    "last_frame": st.last_frame,
+                    "frames": st.frames,
+                    "seconds": round(st.last_t - st.first_t + frame_interval, 3),
+                    "dominant": self._name(dom),
+                    "dominant_share": round(float(share[dom]), 4),
+                    "share": {
+                        self._name(i): round(float(v), 4) for i, v in enumerate(share) if v > 0
+                    },
+                    "mean_probs": {
+                        self._name(i): round(float(v), 4)
+                        for i, v in enumerate(st.prob_sum / max(st.frames, 1))
+                    },
+                }
+            )
+        return out
+
+    def _name(self, i: int) -> str:
+        return self.classes[i] if i < len(self.classes) else str(i)

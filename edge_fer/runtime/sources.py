@@ -1,0 +1,631 @@
+"""Video sources named by URI, in the style of jetson-inference's videoSource.
+
+    spec = parse_source("csi://0?width=1920&height=1080")   # pure: no device is touched
+    src = open_source(spec)                                 # or open_source("clip.mp4")
+    while (frame := src.read()) is not None:
+        ...frame.index, frame.t, frame.image (BGR uint8)
+    src.close()
+
+URIs:
+  clip.mp4, file:///abs/clip.avi, file://rel/clip.avi    a video file (lossless, every frame)
+  photo.jpg, folder/, "shots/*.png"                       images: one, a folder, or a glob
+  0, 1, v4l2:///dev/video0, v4l2://0, /dev/video0         a camera (live)
+  rtsp://, rtsps://, rtmp://, http://, https://, udp://, rtp://, tcp://   a network stream (live)
+  csi://0                                                 a Jetson CSI camera (GStreamer)
+  "videotestsrc ! videoconvert ! appsink"                 a raw GStreamer pipeline (live)
+
+Options go in a query string (`csi://0?width=1280&height=720&framerate=30&flip=rotate-180`)
+or as keyword arguments of `parse_source`. Live sources read in a thread that keeps only the
+newest frame, so a slow consumer sees fresh frames (the stale ones are counted as dropped);
+files are read losslessly. A live source that stops delivering frames (a network stream that
+drops, a camera that is unplugged) is reopened with exponential backoff until
+`reconnect_timeout` seconds have passed; each outage is reported as a gap.
+"""
+
+from __future__ import annotations
+
+import glob as _glob
+import os
+import re
+import sys
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+import cv2
+import numpy as np
+
+from edge_fer.errors import UserError
+
+VIDEO_EXTS = {
+    ".avi", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
+    ".ts", ".mts", ".m2ts", ".3gp", ".ogv", ".h264", ".h265", ".mjpeg", ".mjpg", ".y4m",
+}  # fmt: skip
+IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pnm", ".tif", ".tiff", ".webp"}
+NETWORK_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "rtp", "tcp", "srt"}
+CSI_FLIPS = {
+    "none": 0,
+    "counterclockwise": 1,
+    "rotate-180": 2,
+    "clockwise": 3,
+    "horizontal": 4,
+    "upper-right-diagonal": 5,
+    "vertical": 6,
+    "upper-left-diagonal": 7,
+}  # fmt: skip  (nvvidconv flip-method values)
+IMAGE_SEQUENCE_FPS = 25.0  # nominal rate for timestamps of image folders and globs
+
+
+@dataclass(frozen=True)
+class SourceSpec:
+    """What a URI names. `kind` is one of file, images, camera, network, csi, gstreamer."""
+
+    uri: str
+    kind: str
+    target: str | int  # path, glob pattern, camera index or device, URL, GStreamer pipeline
+    live: bool
+    api: str  # how it is opened: ffmpeg, v4l2, any, gstreamer, images
+    options: dict = field(default_factory=dict)  # width, height, fps, flip
+
+    @property
+    def network(self) -> bool:
+        return self.kind == "network"
+
+
+@dataclass
+class Frame:
+    index: int  # position in the source (files: the frame number in the file)
+    t: float  # seconds: the frame's timestamp in a file, time since the start for live sources
+    image: np.ndarray  # BGR uint8
+
+
+def _has_glob(s: str) -> bool:
+    return any(ch in s for ch in "*?[")
+
+
+def _int_opt(name: str, v, uri: str, lo: int = 1, hi: int = 16384) -> int:
+    try:
+        i = int(v)
+    except (TypeError, ValueError):
+        raise UserError(f"source {uri!r}: {name} must be an integer, got {v!r}") from None
+    if not lo <= i <= hi:
+        raise UserError(f"source {uri!r}: {name} must be in {lo}..{hi}, got {i}")
+    return i
+
+
+def _options(uri: str, query: str, **kw) -> dict:
+    raw = dict(parse_qsl(query, keep_blank_values=True)) if query else {}
+    aliases = {"framerate": "fps", "rate": "fps", "input-rate": "fps", "flip-method": "flip"}
+    opts = {aliases.get(k, k): v for k, v in raw.items()}
+    unknown = set(opts) - {"width", "height", "fps", "flip"}
+    if unknown:
+        raise UserError(
+            f"source {uri!r}: unknown option(s) {', '.join(sorted(unknown))} "
+            "(known: width, height, fps, flip)"
+        )
+    for k, v in kw.items():
+        if v is not None:
+            opts[k] = v
+    out: dict = {}
+    if "width" in opts:
+        out["width"] = _int_opt("width", opts["width"], uri)
+    if "height" in opts:
+        out["height"] = _int_opt("height", opts["height"], uri)
+    if "fps" in opts:
+        try:
+            fps = float(opts["fps"])
+        except (TypeError, ValueError):
+            raise UserError(f"source {uri!r}: fps must be a number, got {opts['fps']!r}") from None
+        if not 0 < fps <= 1000:
+            raise UserError(f"source {uri!r}: fps must be in (0, 1000], got {fps}")
+        out["fps"] = fps
+    if "flip" in opts:
+        f = str(opts["flip"])
+        if f not in CSI_FLIPS and not (f.isdigit() and int(f) in CSI_FLIPS.values()):
+            raise UserError(
+                f"source {uri!r}: flip must be one of {', '.join(CSI_FLIPS)} (or 0..7), got {f!r}"
+            )
+        out["flip"] = CSI_FLIPS.get(f, int(f) if f.isdigit() else 0)
+    return out
+
+
+def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: float = 30,
+                 flip: int = 0) -> str:  # fmt: skip
+    """The GStreamer pipeline for a Jetson CSI camera (nvarguscamerasrc), ending in BGR appsink."""
+    rate = f"{round(fps)}/1" if float(fps).is_integer() else f"{round(fps * 1000)}/1000"
+    return (
+        f"nvarguscamerasrc sensor-id={sensor_id} ! "
+        f"video/x-raw(memory:NVMM), width=(int){width}, height=(int){height}, "
+        f"framerate=(fraction){rate}, format=(string)NV12 ! "
+        f"nvvidconv flip-method={flip} ! "
+        f"video/x-raw, width=(int){width}, height=(int){height}, format=(string)BGRx ! "
+        "videoconvert ! video/x-raw, format=(string)BGR ! "
+        "appsink drop=true max-buffers=1 sync=false"
+    )
+
+
+def parse_source(uri: str | int | os.PathLike, *, width: int | None = None,
+                 height: int | None = None, fps: float | None = None,
+                 flip: str | int | None = None) -> SourceSpec:  # fmt: skip
+    """Classify a source URI. Pure: opens nothing (a path is only checked for being a folder)."""
+    if isinstance(uri, int) and not isinstance(uri, bool):
+        uri = str(uri)
+    if isinstance(uri, os.PathLike):
+        uri = os.fspath(uri)
+    if not isinstance(uri, str) or not uri.strip():
+        raise UserError("empty source: give a file, folder, glob, camera index or URI")
+    uri = uri.strip()
+    kw = {"width": width, "height": height, "fps": fps, "flip": flip}
+
+    # a raw GStreamer pipeline: elements joined by '!'
+    if re.search(r"\s!\s", uri):
+        pipe = uri if re.search(r"\bappsink\b", uri) else uri + " ! videoconvert ! appsink"
+        return SourceSpec(uri, "gstreamer", pipe, True, "gstreamer", _options(uri, "", **kw))
+
+    if re.fullmatch(r"\d+", uri):
+        return SourceSpec(uri, "camera", int(uri), True, "any", _options(uri, "", **kw))
+
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", uri)
+    if m and len(m.group(1)) > 1:  # (a one-letter "scheme" is a Windows drive: C://...)
+        scheme = m.group(1).lower()
+        parts = urlsplit(uri)
+        if scheme == "file":
+            path = unquote(m.group(2).split("?", 1)[0])
+            return _path_spec(uri, path, kw)
+        if scheme in ("v4l2", "webcam", "camera"):
+            rest = unquote(m.group(2).split("?", 1)[0])
+            opts = _options(uri, parts.query, **kw)
+            if re.fullmatch(r"\d+", rest):
+                return SourceSpec(uri, "camera", int(rest), True, "v4l2", opts)
+            if not rest.startswith("/dev/"):
+                raise UserError(
+                    f"source {uri!r}: expected v4l2:///dev/videoN or v4l2://N (a camera index)"
+                )
+            return SourceSpec(uri, "camera", rest, True, "v4l2", opts)
+        if scheme == "csi":
+            rest = m.group(2).split("?", 1)[0] or "0"
+            if not re.fullmatch(r"\d+", rest):
+                raise UserError(
+                    f"source {uri!r}: expected csi://N with N the sensor id, e.g. csi://0"
+                )
+            opts = _options(uri, parts.query, **kw)
+            opts.setdefault("width", 1280)
+            opts.setdefault("height", 720)
+            opts.setdefault("fps", 30.0)
+            opts.setdefault("flip", 0)
+            pipe = csi_pipeline(int(rest), opts["width"], opts["height"], opts["fps"], opts["flip"])
+            return SourceSpec(uri, "csi", pipe, True, "gstreamer", opts)
+        if scheme in NETWORK_SCHEMES:
+            if not parts.netloc and scheme not in ("udp", "rtp", "srt"):
+                raise UserError(f"source {uri!r}: no host in the URL")
+            return SourceSpec(uri, "network", uri, True, "ffmpeg", _options(uri, "", **kw))
+        raise UserError(
+            f"source {uri!r}: unknown scheme {scheme}:// (known: file, v4l2, csi, "
+            + ", ".join(sorted(NETWORK_SCHEMES))
+            + ")"
+        )
+    return _path_spec(uri, uri, kw)
+
+
+def _path_spec(uri: str, path: str, kw: dict) -> SourceSpec:
+    if not path:
+        raise UserError(f"source {uri!r}: no path")
+    path = os.path.expanduser(path)
+    opts = _options(uri, "", **kw)
+    if path.startswith("/dev/video"):
+        return SourceSpec(uri, "camera", path, True, "v4l2", opts)
+    if _has_glob(path) and not os.path.exists(path):
+        return SourceSpec(uri, "images", path, False, "images", opts)
+    if os.path.isdir(path):
+        return SourceSpec(uri, "images", path, False, "images", opts)
+    if Path(path).suffix.lower() in IMAGE_EXTS:
+        return SourceSpec(uri, "images", path, False, "images", opts)
+    return SourceSpec(uri, "file", path, False, "ffmpeg", opts)
+
+
+def _natural_key(p: str):
+    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p)]
+
+
+def list_images(spec: SourceSpec) -> list[str]:
+    """The image files of an images source, in natural name order."""
+    target = str(spec.target)
+    if os.path.isdir(target):
+        files = [
+            os.path.join(target, f) for f in os.listdir(target)
+            if Path(f).suffix.lower() in IMAGE_EXTS and os.path.isfile(os.path.join(target, f))
+        ]  # fmt: skip
+        what = f"folder {target}"
+    elif _has_glob(target) and not os.path.exists(target):
+        files = [
+            f for f in _glob.glob(target, recursive=True)
+            if os.path.isfile(f) and Path(f).suffix.lower() in IMAGE_EXTS
+        ]  # fmt: skip
+        what = f"pattern {target!r}"
+    else:
+        if not os.path.isfile(target):
+            raise UserError(f"source {target}: no such file")
+        return [target]
+    if not files:
+        raise UserError(f"source {what}: no images ({', '.join(sorted(IMAGE_EXTS))})")
+    return sorted(files, key=_natural_key)
+
+
+# ---- sources ---------------------------------------------------------------------------------
+
+
+def _warn_stderr(msg: str) -> None:
+    print(f"edge-fer: warning: {msg}", file=sys.stderr, flush=True)
+
+
+class Source:
+    """Common interface: read() -> Frame | None at the end; close(); a few facts and stats."""
+
+    spec: SourceSpec
+    fps: float | None = None  # nominal frame rate, when known
+    frame_count: int | None = None  # frames a file declares, when known
+    width: int = 0
+    height: int = 0
+
+    def __init__(self, spec: SourceSpec, warn: Callable[[str], None] | None = None) -> None:
+        self.spec = spec
+        self.warn = warn or _warn_stderr
+        self.dropped = 0  # live: frames overwritten before anyone read them
+        self.errors: list[str] = []  # problems with the input (corrupt frames, truncation, loss)
+        self.gaps: list[dict] = []  # live: outages {"start": t, "seconds": d, "frames_lost"?}
+        self.incomplete = False  # the source ended before its natural end
+        self.skipped: list[int] = []  # indices of frames that could not be decoded
+
+    @property
+    def live(self) -> bool:
+        return self.spec.live
+
+    def read(self) -> Frame | None:
+        raise NotImplementedError
+
+    def interrupt(self) -> None:
+        """Make a blocked read() return None soon (called from another thread)."""
+
+    def close(self) -> None:
+        pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def describe(self) -> dict:
+        return {
+            "uri": self.spec.uri,
+            "kind": self.spec.kind,
+            "live": self.live,
+            "width": self.width,
+            "height": self.height,
+            "fps": self.fps,
+            "frame_count": self.frame_count,
+        }
+
+
+class ImageSource(Source):
+    """A still image, a folder of images or a glob, read one by one (unreadable files skipped)."""
+
+    def __init__(self, spec: SourceSpec, warn=None) -> None:
+        super().__init__(spec, warn)
+        self.files = list_images(spec)
+        self.frame_count = len(self.files)
+        self.fps = float(spec.options.get("fps", IMAGE_SEQUENCE_FPS))
+        self._i = 0
+        first = None
+        for f in self.files[:8]:  # the first readable image gives the nominal size
+            first = cv2.imread(f, cv2.IMREAD_COLOR)
+            if first is not None:
+                break
+        if first is None and len(self.files) <= 8:
+            raise UserError(f"source {spec.uri}: no readable image among {len(self.files)} file(s)")
+        if first is not None:
+            self.height, self.width = first.shape[:2]
+
+    def read(self) -> Frame | None:
+        while self._i < len(self.files):
+            i = self._i
+            self._i += 1
+            img = cv2.imread(self.files[i], cv2.IMREAD_COLOR)
+            if img is None:
+                self.skipped.append(i)
+                msg = f"{self.files[i]}: not a readable image, skipped"
+                self.errors.append(msg)
+                self.warn(msg)
+                continue
+            return Frame(i, i / self.fps, img)
+        return None
+
+
+def _check_gstreamer(spec: SourceSpec) -> None:
+    info = cv2.getBuildInformation()
+    m = re.search(r"GStreamer:\s*(\S+)", info)
+    if not m or m.group(1).upper() == "NO":
+        raise UserError(
+            f"source {spec.uri}: this OpenCV was built without GStreamer, which "
+            f"{'csi:// cameras' if spec.kind == 'csi' else 'pipeline sources'} need; use the "
+            "OpenCV that JetPack ships (python3-opencv) or build OpenCV with GStreamer"
+        )
+
+
+def _open_capture(spec: SourceSpec, open_timeout_s: float = 10.0) -> cv2.VideoCapture:
+    api = {
+        "ffmpeg": cv2.CAP_FFMPEG,
+        "v4l2": cv2.CAP_V4L2,
+        "gstreamer": cv2.CAP_GSTREAMER,
+        "any": cv2.CAP_ANY,
+    }[spec.api]
+    params: list[int] = []
+    if spec.kind == "network":
+        params = [
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(open_timeout_s * 1000),
+        ]  # fmt: skip
+    cap = (
+        cv2.VideoCapture(spec.target, api, params) if params else cv2.VideoCapture(spec.target, api)
+    )
+    if cap.isOpened() and spec.kind == "camera":
+        o = spec.options
+        if "width" in o:
+            cap.set(cv2.CAP_PROP_FRAME_WIDTH, o["width"])
+        if "height" in o:
+            cap.set(cv2.CAP_PROP_FRAME_HEIGHT, o["height"])
+        if "fps" in o:
+            cap.set(cv2.CAP_PROP_FPS, o["fps"])
+    return cap
+
+
+class FileSource(Source):
+    """A video file, decoded frame by frame without dropping any.
+
+    A frame the decoder rejects is skipped and reported; the file's own timestamps keep the
+    frame numbers of the frames after it right. A file that ends before the frame count its
+    header declares is reported as truncated (`incomplete`).
+    """
+
+    MAX_CONSECUTIVE_FAILURES = 50
+
+    def __init__(self, spec: SourceSpec, warn=None) -> None:
+        super().__init__(spec, warn)
+        path = str(spec.target)
+        if not os.path.exists(path):
+            raise UserError(f"source {path}: no such file")
+        if os.path.isdir(path):
+            raise UserError(f"source {path}: is a folder with no images")
+        if not os.access(path, os.R_OK):
+            raise UserError(f"source {path}: permission denied")
+        self.cap = _open_capture(spec)
+        if not self.cap.isOpened():
+            self.cap.release()
+            raise UserError(
+                f"source {path}: cannot decode it (not a video, or a codec this OpenCV/FFmpeg "
+                "build lacks)"
+            )
+        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else None
+        n = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.frame_count = int(n) if n and n > 0 and np.isfinite(n) else None
+        self.width = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH))
+        self.height = int(self.cap.get(cv2.CAP_PROP_FRAME_HEIGHT))
+        self._next = 0  # index the next frame should have
+        self._decoded = 0
+        self._ended = False
+
+    def read(self) -> Frame | None:
+        if self._ended:
+            return None
+        failures = 0
+        while True:
+            ok, img = self.cap.read()
+            if ok and img is not None:
+                break
+            failures += 1
+            if self.frame_count is not None and self._next >= self.frame_count:
+                return self._end()
+            if failures >= self.MAX_CONSECUTIVE_FAILURES:
+                return self._end()
+        idx = self._next
+        if self.fps:
+            ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)
+            if ms and np.isfinite(ms) and ms > 0:
+                idx = max(round(ms * self.fps / 1000.0), self._next)
+        if idx > self._next:
+            lost = list(range(self._next, idx))
+            self.skipped.extend(lost)
+            msg = (
+                f"{self.spec.target}: frame{'s' if len(lost) > 1 else ''} "
+                f"{lost[0]}{'-' + str(lost[-1]) if len(lost) > 1 else ''} could not be decoded, "
+                "skipped"
+            )
+            self.errors.append(msg)
+            self.warn(msg)
+        self._next = idx + 1
+        self._decoded += 1
+        t = idx / self.fps if self.fps else self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
+        return Frame(idx, float(t), img)
+
+    def _end(self) -> None:
+        self._ended = True
+        if self.frame_count is not None and self._next < self.frame_count:
+            self.incomplete = True
+            msg = (
+                f"{self.spec.target}: the file ends after frame {self._next} of the "
+                f"{self.frame_count} its header declares (truncated or corrupt)"
+            )
+            self.errors.append(msg)
+            self.warn(msg)
+        elif self._decoded == 0:
+            self.incomplete = True
+            msg = f"{self.spec.target}: no frame could be decoded"
+            self.errors.append(msg)
+            self.warn(msg)
+
+    def close(self) -> None:
+        self.cap.release()
+
+
+class LiveSource(Source):
+    """A camera, network stream or GStreamer pipeline, read in a thread keeping the newest frame.
+
+    read() blocks until a frame newer than the last one returned arrives (None at the end).
+    A stream that fails is reopened with exponential backoff (0.25 s doubling up to 4 s) for
+    up to `reconnect_timeout` seconds; each outage becomes an entry in `gaps`.
+    """
+
+    def __init__(self, spec: SourceSpec, warn=None, reconnect_timeout: float = 30.0,
+                 open_timeout: float = 10.0) -> None:  # fmt: skip
+        super().__init__(spec, warn)
+        if spec.api == "gstreamer":
+            _check_gstreamer(spec)
+        self.reconnect_timeout = float(reconnect_timeout)
+        self.open_timeout = float(open_timeout)
+        self.cap = _open_capture(spec, open_timeout)
+        if not self.cap.isOpened():
+            self.cap.release()
+            raise UserError(f"source {spec.uri}: {self._what()} does not open")
+        ok, img = self.cap.read()
+        if not ok or img is None:
+            self.cap.release()
+            raise UserError(f"source {spec.uri}: {self._what()} opened but delivers no frames")
+        fps = self.cap.get(cv2.CAP_PROP_FPS)
+        self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else None
+        self.height, self.width = img.shape[:2]
+        self._t0 = time.monotonic()
+        self._cond = threading.Condition()
+        self._latest: Frame | None = Frame(0, 0.0, img)
+        self._count = 1
+        self._returned = -1
+        self._done = False
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name="edge-fer-source", daemon=True)
+        self._thread.start()
+
+    def _what(self) -> str:
+        return {
+            "camera": "the camera",
+            "network": "the stream",
+            "csi": "the CSI camera",
+            "gstreamer": "the pipeline",
+        }.get(self.spec.kind, "the source")
+
+    def _publish(self, img: np.ndarray) -> None:
+        with self._cond:
+            if self._latest is not None and self._latest.index > self._returned:
+                self.dropped += 1  # nobody read the previous one: it is stale now
+            self._latest = Frame(self._count, time.monotonic() - self._t0, img)
+            self._count += 1
+            self._cond.notify_all()
+
+    def _loop(self) -> None:
+        try:
+            while not self._stop.is_set():
+                ok, img = self.cap.read()
+                if ok and img is not None:
+                    self._publish(img)
+                    continue
+                if self._stop.is_set():
+                    break
+                if not self._reconnect():
+                    break
+        finally:
+            with self._cond:
+                self._done = True
+                self._cond.notify_all()
+
+    def _reconnect(self) -> bool:
+        start = time.monotonic()
+        t_start = start - self._t0
+        self.warn(f"{self.spec.uri}: {self._what()} stopped delivering frames; reconnecting")
+        delay = 0.25
+        while not self._stop.is_set():
+            try:
+                self.cap.release()
+            except cv2.error:
+                pass
+            if time.monotonic() - start > self.reconnect_timeout:
+                break
+            if self._stop.wait(delay):
+                return False
+            delay = min(delay * 2, 4.0)
+            cap = _open_capture(self.spec, min(self.open_timeout, self.reconnect_timeout))
+            if cap.isOpened():
+                ok, img = cap.read()
+                if ok and img is not None:
+                    self.cap = cap
+                    gap = {
+                        "start": round(t_start, 3),
+                        "seconds": round(time.monotonic() - start, 3),
+                    }
+                    self.gaps.append(gap)
+                    self.warn(
+                        f"{self.spec.uri}: reconnected after a gap of {gap['seconds']:.1f} s "
+                        f"(at t={gap['start']:.1f} s)"
+                    )
+                    self._publish(img)
+                    return True
+            cap.release()
+        if self._stop.is_set():
+            return False
+        self.incomplete = True
+        seconds = time.monotonic() - start
+        self.gaps.append({"start": round(t_start, 3), "seconds": round(seconds, 3), "end": True})
+        hint = " (unplugged?)" if self.spec.kind in ("camera", "csi") else ""
+        msg = f"{self.spec.uri}: {self._what()} was lost{hint} and did not come back in {seconds:.0f} s"
+        self.errors.append(msg)
+        self.warn(msg)
+        return False
+
+    def read(self, timeout: float | None = None) -> Frame | None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._cond:
+            while True:
+                f = self._latest
+                if f is not None and f.index > self._returned:
+                    self._returned = f.index
+                    return f
+                if self._done or self._stop.is_set():
+                    return None
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    return None
+                self._cond.wait(0.2 if remaining is None else min(0.2, remaining))
+
+    @property
+    def ended(self) -> bool:
+        """The reader has stopped for good (the end of the stream, a loss, or close())."""
+        return self._done
+
+    def interrupt(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+
+    def close(self) -> None:
+        self._stop.set()
+        with self._cond:
+            self._cond.notify_all()
+        self._thread.join(timeout=5.0)
+        try:
+            self.cap.release()
+        except cv2.error:
+            pass
+
+
+def open_source(source: str | SourceSpec, *, warn: Callable[[str], None] | None = None,
+                reconnect_timeout: float = 30.0, **kw) -> Source:  # fmt: skip
+    """Open a URI or a parsed SourceSpec; UserError when it cannot be opened."""
+    spec = source if isinstance(source, SourceSpec) else parse_source(source, **kw)
+    if spec.kind == "images":
+        return ImageSource(spec, warn)
+    if spec.kind == "file":
+        return FileSource(spec, warn)
+    if spec.kind == "camera" and isinstance(spec.target, str) and not os.path.exists(spec.target):
+        raise UserError(f"source {spec.uri}: no such camera device {spec.target}")
+    return LiveSource(spec, warn, reconnect_timeout=reconnect_timeout)

@@ -1,0 +1,346 @@
+"""Dataset loaders, label vocabularies and class weights, on real FER2013 faces from ../shared."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_fer import labels as L
+from edge_fer.data import SPLITS, FaceSet, load_dataset
+from edge_fer.data.loaders import detect_layout
+from edge_fer.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FER = SHARED / "data" / "fer2013"
+
+needs_fer = pytest.mark.skipif(
+    not (FER / "train").is_dir(), reason=f"../shared is absent ({FER} not found)"
+)
+
+
+def fer_files(cls: str, prefix: str, k: int, folder: str = "test") -> list[Path]:
+    files = sorted((FER / folder / cls).glob(f"{prefix}_*.jpg"))
+    assert len(files) >= k, f"not enough {prefix} {cls} faces in {FER}"
+    return files[:k]
+
+
+def copy_faces(dst: Path, per_class: dict[str, int], keep_names: bool = False) -> None:
+    """Real PrivateTest faces into dst/<class>/; renamed (face_000.jpg ...) unless keep_names,
+    so that the folder reads as a generic class-folder dataset, not as FER2013's layout."""
+    for cls, k in per_class.items():
+        (dst / cls).mkdir(parents=True, exist_ok=True)
+        src_cls = cls if (FER / "test" / cls).is_dir() else "happy"
+        for i, f in enumerate(fer_files(src_cls, "PrivateTest", k)):
+            shutil.copy(f, dst / cls / (f.name if keep_names else f"face_{i:03d}.jpg"))
+
+
+# -- FER2013 image folders ------------------------------------------------------------------
+
+@needs_fer
+def test_fer2013_folder_split_counts() -> None:
+    assert detect_layout(FER) == "fer2013-folder"
+    expected = {"train": 28709, "public-test": 3589, "private-test": 3589, "test": 7178}
+    for split, n in expected.items():
+        fs = load_dataset(FER, split)  # cached after the first run (~15 s to decode all)
+        assert len(fs) == n, split
+        assert fs.classes == L.FER2013
+        assert fs.images.shape == (n, 48, 48) and fs.images.dtype == np.uint8
+        assert fs.skipped == 0
+        prefixes = SPLITS[split]
+        assert all(Path(i).name.startswith(prefixes) for i in fs.ids)
+        # labels come from the class folder
+        for k in (0, n // 2, n - 1):
+            assert fs.classes[fs.labels[k]] == Path(fs.ids[k]).parent.name
+    priv = load_dataset(FER, "private-test")
+    # the well-known PrivateTest class counts
+    assert priv.counts().tolist() == [491, 55, 528, 879, 594, 416, 626]
+
+
+@needs_fer
+def test_fer2013_folder_resizes_and_keeps_pixels(tmp_path) -> None:
+    copy_faces(tmp_path / "test", {"happy": 3, "sad": 2}, keep_names=True)
+    fs = load_dataset(tmp_path, "private-test", size=None, cache=False)
+    assert len(fs) == 5 and fs.images.shape == (5, 48, 48)
+    first = tmp_path / fs.ids[0]
+    assert np.array_equal(fs.images[0], cv2.imread(str(first), cv2.IMREAD_GRAYSCALE))
+    big = load_dataset(tmp_path, "private-test", size=64, cache=False)
+    assert big.images.shape == (5, 64, 64)
+    with pytest.raises(UserError, match="no faces in split 'train'"):
+        load_dataset(tmp_path, "train", cache=False)
+    with pytest.raises(UserError, match="unknown split 'validation'"):
+        load_dataset(tmp_path, "validation", cache=False)
+
+
+@needs_fer
+def test_fer2013_folder_unknown_class_folder(tmp_path) -> None:
+    copy_faces(tmp_path / "test", {"happy": 2}, keep_names=True)
+    (tmp_path / "test" / "cat").mkdir()
+    stray = fer_files("sad", "PrivateTest", 1)[0]
+    shutil.copy(stray, tmp_path / "test" / "cat" / stray.name)
+    with pytest.raises(UserError) as ei:
+        load_dataset(tmp_path, "private-test", cache=False)
+    msg = str(ei.value)
+    assert str(tmp_path / "test" / "cat" / stray.name) in msg
+    assert "unknown class folder 'cat'" in msg
+    fs = load_dataset(tmp_path, "private-test", skip_bad=True, cache=False)
+    assert len(fs) == 2 and fs.skipped == 1
+
+
+# -- fer2013.csv -------------------------------------------------------------------------------
+
+def _csv_rows(n_per_usage: int = 3) -> list[tuple[int, np.ndarray, str]]:
+    rows = []
+    for usage, folder in (("Training", "train"), ("PublicTest", "test"), ("PrivateTest", "test")):
+        for cls in ("angry", "happy", "surprise")[:n_per_usage]:
+            f = fer_files(cls, usage, 1, folder)[0]
+            rows.append((L.FER2013.index(cls), cv2.imread(str(f), cv2.IMREAD_GRAYSCALE), usage))
+    return rows
+
+
+def _write_csv(path: Path, rows, extra_lines: dict[int, str] | None = None) -> None:
+    lines = ["emotion,pixels,Usage"]
+    for emo, img, usage in rows:
+        lines.append(f"{emo},{' '.join(map(str, img.ravel().tolist()))},{usage}")
+    for at, text in sorted((extra_lines or {}).items()):
+        lines.insert(at - 1, text)  # `at` is the 1-based line number the text ends up on
+    path.write_text("\n".join(lines) + "\n")
+
+
+@needs_fer
+def test_csv_splits_and_pixels(tmp_path) -> None:
+    rows = _csv_rows()
+    csv_path = tmp_path / "fer2013.csv"
+    _write_csv(csv_path, rows)
+    assert detect_layout(csv_path) == "fer2013-csv"
+    full = load_dataset(csv_path, "all", cache=False)
+    assert len(full) == 9 and full.classes == L.FER2013
+    assert np.array_equal(full.images[0], rows[0][1])
+    assert full.labels.tolist() == [r[0] for r in rows]
+    assert full.ids[0] == "fer2013.csv:2"
+    assert len(load_dataset(csv_path, "train", cache=False)) == 3
+    priv = load_dataset(csv_path, "private-test", cache=False)
+    assert len(priv) == 3 and np.array_equal(priv.images[2], rows[8][1])
+    assert len(load_dataset(csv_path, "test", cache=False)) == 6
+    assert load_dataset(csv_path, "all", size=32, cache=False).images.shape == (9, 32, 32)
+
+
+@needs_fer
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        ("3," + " ".join(["7"] * 2303) + ",Training", "2303 pixels is not a square image"),
+        ("x,1 2 3 4,Training", "malformed row"),
+        ("9," + " ".join(["7"] * 2304) + ",Training", "emotion 9 out of range"),
+        ("2," + " ".join(["300"] * 2304) + ",PrivateTest", "pixel values outside 0..255"),
+        ("2," + " ".join(["5"] * 2304) + ",Validation", "unknown Usage 'Validation'"),
+        ("2", "malformed row"),
+    ],
+)
+def test_csv_malformed_row_names_file_and_line(tmp_path, bad, why) -> None:
+    csv_path = tmp_path / "fer2013.csv"
+    _write_csv(csv_path, _csv_rows(), {5: bad})
+    with pytest.raises(UserError) as ei:
+        load_dataset(csv_path, "all", cache=False)
+    assert f"{csv_path}:5:" in str(ei.value) and why in str(ei.value)
+    fs = load_dataset(csv_path, "all", skip_bad=True, cache=False)
+    assert len(fs) == 9 and fs.skipped == 1
+    assert "fer2013.csv:5" not in fs.ids and "fer2013.csv:6" in fs.ids
+
+
+def test_csv_bad_header_and_bom(tmp_path) -> None:
+    p = tmp_path / "x.csv"
+    p.write_text("label,image\n1,2\n")
+    with pytest.raises(UserError, match=r"x\.csv:1: expected a header"):
+        load_dataset(p, cache=False)
+    p.write_text("")
+    with pytest.raises(UserError, match=r"x\.csv:1: expected a header"):
+        load_dataset(p, cache=False)
+    p.write_bytes(b"\xef\xbb\xbfemotion,pixels,Usage\n3," + b" ".join([b"9"] * 16) + b",Training\n")
+    fs = load_dataset(p, size=None, cache=False)
+    assert fs.images.shape == (1, 4, 4) and fs.labels.tolist() == [3]
+
+
+def test_csv_mixed_sizes_without_resize(tmp_path) -> None:
+    p = tmp_path / "mixed.csv"
+    p.write_text("emotion,pixels,Usage\n1," + " ".join(["1"] * 16) + ",Training\n"
+                 "2," + " ".join(["1"] * 25) + ",Training\n")  # fmt: skip
+    with pytest.raises(UserError, match=r"mixed\.csv:3: .*5x5 image, the first one is 4x4"):
+        load_dataset(p, size=None, cache=False)
+    assert load_dataset(p, size=8, cache=False).images.shape == (2, 8, 8)
+
+
+# -- generic class folders ---------------------------------------------------------------------
+
+@needs_fer
+def test_class_folders_layout(tmp_path) -> None:
+    copy_faces(tmp_path, {"happy": 3, "Sadness": 2, "surprised": 1})  # synonyms fold
+    assert detect_layout(tmp_path) == "class-folders"
+    fs = load_dataset(tmp_path, size=48, cache=False)
+    assert fs.classes == L.FER2013  # a subset of FER2013's names keeps FER2013's order
+    counts = dict(zip(fs.classes, fs.counts().tolist()))
+    assert counts["happy"] == 3 and counts["sad"] == 2 and counts["surprise"] == 1
+    assert sum(counts.values()) == 6
+    # the split argument does not apply to this layout: every image is loaded
+    assert len(load_dataset(tmp_path, "private-test", cache=False)) == 6
+
+
+@needs_fer
+def test_class_folders_other_vocabulary_and_unknown_class(tmp_path) -> None:
+    copy_faces(tmp_path, {"happy": 2, "contempt": 2, "neutral": 1})
+    fs = load_dataset(tmp_path, cache=False)
+    assert fs.classes == ("contempt", "happy", "neutral")  # not FER2013: its folders, sorted
+    with pytest.raises(UserError) as ei:
+        load_dataset(tmp_path, classes=L.FER2013, cache=False)
+    assert "unknown class folder 'contempt'" in str(ei.value)
+    assert str(tmp_path / "contempt") in str(ei.value)
+    fs = load_dataset(tmp_path, classes=L.FER2013, skip_bad=True, cache=False)
+    assert len(fs) == 3 and fs.skipped == 2
+
+
+@needs_fer
+def test_class_folders_unreadable_image(tmp_path) -> None:
+    copy_faces(tmp_path, {"happy": 2})
+    bad = tmp_path / "happy" / "broken.jpg"
+    bad.write_bytes(b"\xff\xd8\xff\xe0 this is not really a jpeg")
+    with pytest.raises(UserError) as ei:
+        load_dataset(tmp_path, cache=False)
+    assert f"{bad}: cannot decode image" in str(ei.value) and "--skip-bad" in str(ei.value)
+    fs = load_dataset(tmp_path, skip_bad=True, cache=False)
+    assert len(fs) == 2 and fs.skipped == 1
+    # every image bad: the error says so
+    for f in (tmp_path / "happy").glob("face_*"):
+        f.unlink()
+    with pytest.raises(UserError, match=r"no faces .*\(1 bad entries skipped\)"):
+        load_dataset(tmp_path, skip_bad=True, cache=False)
+
+
+@needs_fer
+def test_class_folders_mixed_sizes_and_root_images(tmp_path) -> None:
+    copy_faces(tmp_path, {"happy": 2})
+    big = cv2.resize(cv2.imread(str(fer_files("sad", "PrivateTest", 1)[0])), (96, 80))
+    cv2.imwrite(str(tmp_path / "happy" / "zz_big.png"), big)
+    with pytest.raises(UserError, match=r"zz_big\.png: image is 96x80 but the first one is 48x48"):
+        load_dataset(tmp_path, size=None, cache=False)
+    fs = load_dataset(tmp_path, size=48, cache=False)  # resized: fine
+    assert fs.images.shape == (3, 48, 48)
+    cv2.imwrite(str(tmp_path / "loose.png"), big)
+    with pytest.raises(UserError, match=r"loose\.png: not inside a class folder"):
+        load_dataset(tmp_path, cache=False)
+
+
+def test_missing_empty_and_non_dataset_paths(tmp_path) -> None:
+    with pytest.raises(UserError, match="no such file or folder"):
+        load_dataset(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(UserError, match="no images found"):
+        load_dataset(tmp_path / "empty")
+    (tmp_path / "docs").mkdir()
+    (tmp_path / "docs" / "readme.txt").write_text("hi")
+    with pytest.raises(UserError, match="no images found"):
+        load_dataset(tmp_path / "docs")
+    (tmp_path / "notes.txt").write_text("hi")
+    with pytest.raises(UserError, match="not a dataset"):
+        load_dataset(tmp_path / "notes.txt")
+
+
+@needs_fer
+def test_cache_is_invalidated_by_a_new_file(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("EDGE_FER_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    copy_faces(data, {"happy": 2, "sad": 2})
+    assert len(load_dataset(data)) == 4
+    assert list((tmp_path / "cache" / "datasets").glob("*.npz"))
+    assert len(load_dataset(data)) == 4  # from the cache
+    extra = fer_files("sad", "PrivateTest", 3)[2]
+    shutil.copy(extra, data / "sad" / "face_new.jpg")  # a nested folder changes, not the root
+    assert len(load_dataset(data)) == 5
+
+
+# -- JAFFE -------------------------------------------------------------------------------------
+
+@needs_fer
+def test_jaffe_names(tmp_path) -> None:
+    names = {"KA.AN1.39.tiff": "angry", "KL.HA2.30.tiff": "happy", "NA.SU1.79.tiff": "surprise",
+             "YM.NE3.51.tiff": "neutral", "TM.DI1.123.tiff": "disgust"}  # fmt: skip
+    for i, (name, cls) in enumerate(names.items()):
+        src = fer_files(cls, "PrivateTest", i + 1)[i]
+        img = cv2.resize(cv2.imread(str(src), cv2.IMREAD_GRAYSCALE), (256, 256))
+        assert cv2.imwrite(str(tmp_path / name), img)
+    assert detect_layout(tmp_path) == "jaffe"
+    fs = load_dataset(tmp_path, cache=False)
+    assert fs.classes == L.FER2013 and fs.images.shape == (5, 48, 48)
+    got = {i: fs.classes[k] for i, k in zip(fs.ids, fs.labels)}
+    assert got == names
+    assert load_dataset(tmp_path, size=None, cache=False).images.shape == (5, 256, 256)
+    # an unknown expression code in a JAFFE folder
+    shutil.copy(tmp_path / "KA.AN1.39.tiff", tmp_path / "KA.XX1.40.tiff")
+    assert detect_layout(tmp_path) == "jaffe"
+    with pytest.raises(UserError, match=r"KA\.XX1\.40\.tiff: unknown JAFFE expression code 'XX'"):
+        load_dataset(tmp_path, cache=False)
+    fs = load_dataset(tmp_path, skip_bad=True, cache=False)
+    assert len(fs) == 5 and fs.skipped == 1
+
+
+# -- label vocabularies ------------------------------------------------------------------------
+
+def test_vocabularies_and_synonyms() -> None:
+    assert L.vocabulary("FER2013") == L.FER2013
+    assert len(L.AFFECTNET8) == 8 and "contempt" in L.AFFECTNET8
+    with pytest.raises(UserError, match="unknown label set 'ckplus'"):
+        L.vocabulary("ckplus")
+    assert L.canonical(" Happiness ") == "happy"
+    assert L.canonical("Surprised") == "surprise"
+    assert L.canonical("angry") == "angry"
+
+
+def test_mappings() -> None:
+    g3 = L.mapping(L.FER2013, L.GROUPED3)
+    assert g3 == {"angry": "negative", "disgust": "negative", "fear": "negative",
+                  "happy": "positive", "sad": "negative", "surprise": "neutral",
+                  "neutral": "neutral"}  # fmt: skip
+    assert L.mapping(L.GROUPED3, L.GROUPED3) == {c: c for c in L.GROUPED3}
+    assert all(v is not None for v in L.mapping(L.AFFECTNET8, L.GROUPED3).values())
+    a2f = L.mapping(L.AFFECTNET8, L.FER2013)
+    assert a2f["contempt"] is None and all(a2f[c] == c for c in L.FER2013)
+    assert L.mapping(L.FER2013, L.GROUPED6)["disgust"] is None
+    mp = L.mapping(L.MULTIPIE6, L.FER2013)
+    assert mp["smile"] == "happy" and mp["squint"] is None and mp["scream"] is None
+    assert L.mapping(L.FER2013, L.MULTIPIE6)["happy"] == "smile"
+    idx = L.index_map(L.AFFECTNET8, L.FER2013)
+    assert idx == [6, 3, 4, 5, 2, 1, 0, -1]
+    assert L.index_map(L.FER2013, L.GROUPED3) == [0, 0, 0, 2, 0, 1, 1]
+
+
+# -- class weights -----------------------------------------------------------------------------
+
+def _faceset(counts: list[int]) -> FaceSet:
+    labels = np.repeat(np.arange(len(counts)), counts)
+    return FaceSet(np.zeros((len(labels), 4, 4), np.uint8), labels,
+                   tuple(f"c{i}" for i in range(len(counts))))  # fmt: skip
+
+
+def test_class_weights_formula() -> None:
+    fs = _faceset([10, 5, 1, 0])
+    w = fs.class_weights()
+    # max(R) / (C * R_i) with R_i = n_i / N: largest class 1/C, a k-times rarer one k/C
+    np.testing.assert_allclose(w, [1 / 4, 2 / 4, 10 / 4, 0.0], rtol=1e-6)
+    assert w.dtype == np.float32
+    p = fs.balanced_sample_weights()
+    assert p.sum() == pytest.approx(1.0)
+    per_class = np.bincount(fs.labels, weights=p, minlength=4)
+    np.testing.assert_allclose(per_class, [1 / 3, 1 / 3, 1 / 3, 0.0], rtol=1e-9)
+
+
+@needs_fer
+def test_class_weights_on_fer2013_train() -> None:
+    fs = load_dataset(FER, "train")
+    w = fs.class_weights()
+    n = fs.counts()
+    assert w[L.FER2013.index("happy")] == pytest.approx(1 / 7)  # the largest class
+    assert w[L.FER2013.index("disgust")] == pytest.approx(n.max() / (7 * n[1]), rel=1e-5)
+    assert w.argmax() == L.FER2013.index("disgust")

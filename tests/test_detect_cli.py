@@ -1,0 +1,225 @@
+"""`edge-fer detect` end to end, in-process and as a subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_fer.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FACEFINDER = SHARED / "reference/pico/facefinder"
+IMG1 = SHARED / "data/webfaces/images/pic04478.jpg"
+IMG2 = SHARED / "data/webfaces/images/pic00001.jpg"
+VIDEO = SHARED / "data/videos/00-1.avi"
+
+needs_shared = pytest.mark.skipif(
+    not FACEFINDER.exists(), reason=f"../shared is absent ({FACEFINDER} not found)"
+)
+cv2 = pytest.importorskip("cv2")
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
+    rc = main(["detect", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def test_cascade_is_required_for_now(capsys) -> None:
+    rc, _, err = run_cli(capsys, "whatever.jpg")
+    assert rc == 2
+    assert "no default face cascade is bundled yet; pass --cascade FILE" in err
+    assert len(err.strip().splitlines()) == 1
+
+
+@needs_shared
+def test_json_for_images(capsys) -> None:
+    rc, out, err = run_cli(
+        capsys, IMG1, IMG2, "--cascade", FACEFINDER, "--min-size", "0.1", "--json"
+    )
+    assert rc == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [rec["path"] for rec in lines] == [str(IMG1), str(IMG2)]
+    faces = lines[0]["faces"]
+    assert len(faces) >= 4
+    assert set(faces[0]) == {"x", "y", "w", "h", "score"}
+    assert faces[0]["score"] == max(f["score"] for f in faces) >= 5.0
+
+
+@needs_shared
+def test_options_reach_the_detector(capsys) -> None:
+    from edge_fer.detect import Cascade, Detector
+
+    rc, out, _ = run_cli(
+        capsys,
+        IMG1,
+        "--cascade",
+        FACEFINDER,
+        "--min-size",
+        "48",
+        "--threshold",
+        "20",
+        "--angle",
+        "0",
+        "--json",
+    )
+    assert rc == 0
+    got = json.loads(out)["faces"]
+    gray = cv2.imread(str(IMG1), cv2.IMREAD_GRAYSCALE)
+    want = Detector(Cascade.load(FACEFINDER), min_size=48, threshold=20).detect(gray)
+    assert [(f["x"], f["y"], f["w"]) for f in got] == [
+        (round(f.x), round(f.y), round(f.w)) for f in want
+    ]
+    assert len(got) == 3 and all(f["score"] >= 20 for f in got)  # 5 at the default 5.0
+
+
+@needs_shared
+def test_human_output(capsys) -> None:
+    rc, out, _ = run_cli(capsys, IMG1, "--cascade", FACEFINDER, "--min-size", "10%")
+    assert rc == 0
+    assert out.startswith(f"{IMG1}: ") and " faces" in out and "score=" in out
+
+
+@needs_shared
+def test_video_lines_per_frame(capsys, tmp_path: Path) -> None:
+    drawn = tmp_path / "boxes.avi"
+    rc, out, err = run_cli(
+        capsys,
+        VIDEO,
+        "--cascade",
+        FACEFINDER,
+        "--min-size",
+        "0.2",
+        "--memory",
+        "5",
+        "--threshold",
+        "10",
+        "--json",
+        "--draw",
+        drawn,
+    )
+    assert rc == 0, err
+    recs = [json.loads(line) for line in out.splitlines()]
+    assert [r["frame"] for r in recs] == list(range(228))
+    assert sum(bool(r["faces"]) for r in recs) > 180
+    cap = cv2.VideoCapture(str(drawn))
+    assert cap.isOpened() and int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 228
+
+
+@needs_shared
+def test_draw_one_file_and_a_directory(capsys, tmp_path: Path) -> None:
+    one = tmp_path / "one.png"
+    rc, _, err = run_cli(capsys, IMG1, "--cascade", FACEFINDER, "--draw", one)
+    assert rc == 0, err
+    img = cv2.imread(str(one))
+    assert img is not None and img.shape == (480, 640, 3)
+    assert (img == (0, 255, 0)).all(axis=2).any()  # boxes are drawn in green
+    outdir = tmp_path / "many"
+    rc, _, err = run_cli(capsys, IMG1, IMG2, "--cascade", FACEFINDER, "--draw", outdir)
+    assert rc == 0, err
+    assert sorted(p.name for p in outdir.iterdir()) == [IMG2.name, IMG1.name]
+    rc, _, err = run_cli(capsys, IMG1, "--cascade", FACEFINDER, "--draw", tmp_path / "x.nope")
+    assert rc == 2 and "cannot write" in err
+
+
+@needs_shared
+def test_user_errors_are_one_line(capsys, tmp_path: Path) -> None:
+    notimg = tmp_path / "notes.txt"
+    notimg.write_text("hello")
+    bad = tmp_path / "bad.pico"
+    bad.write_bytes(FACEFINDER.read_bytes()[:1000])
+    truncated = tmp_path / "cut.jpg"
+    truncated.write_bytes(IMG1.read_bytes()[:3000])
+    gray_png = tmp_path / "tiny.png"
+    cv2.imwrite(str(gray_png), np.zeros((4, 4), np.uint8))
+    cases = [
+        ((tmp_path / "missing.jpg", "--cascade", FACEFINDER), "no such file"),
+        ((tmp_path, "--cascade", FACEFINDER), "not a file"),
+        ((notimg, "--cascade", FACEFINDER), "cannot decode"),
+        ((truncated, "--cascade", FACEFINDER), "not a valid image"),
+        ((IMG1, "--cascade", bad), "truncated"),
+        ((IMG1, "--cascade", tmp_path / "nope"), "cascade file not found"),
+        ((IMG1, "--cascade", FACEFINDER, "--angle", "3"), "angle"),
+        ((IMG1, "--cascade", FACEFINDER, "--scale-factor", "1"), "scale_factor"),
+        ((IMG1, "--cascade", FACEFINDER, "--memory", "0"), "memory"),
+        ((IMG1, "--cascade", FACEFINDER, "--threads", "0"), "threads"),
+    ]
+    for argv, words in cases:
+        rc, _, err = run_cli(capsys, *argv)
+        assert rc == 2, argv
+        assert words in err and len(err.strip().splitlines()) == 1, err
+    # tiny images and sizes larger than the frame are not errors: just no faces
+    rc, out, _ = run_cli(capsys, gray_png, "--cascade", FACEFINDER, "--json")
+    assert rc == 0 and json.loads(out)["faces"] == []
+    rc, out, _ = run_cli(capsys, IMG1, "--cascade", FACEFINDER, "--min-size", "2000", "--json")
+    assert rc == 0 and json.loads(out)["faces"] == []
+
+
+def test_bad_size_option_is_a_usage_error(capsys) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(["detect", "x.jpg", "--min-size", "big"])
+    assert exc.value.code == 2
+    assert "fraction" in capsys.readouterr().err
+
+
+@needs_shared
+def test_subprocess_exit_code_on_missing_file(tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_fer.cli.main",
+            "detect",
+            str(tmp_path / "missing.jpg"),
+            "--cascade",
+            str(FACEFINDER),
+            "--json",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stdout == ""
+    assert proc.stderr.strip().splitlines() == [
+        f"edge-fer detect: error: no such file: {tmp_path / 'missing.jpg'}"
+    ]
+
+
+@needs_shared
+def test_subprocess_bad_video_is_one_line(tmp_path: Path) -> None:
+    """FFmpeg's own complaints are silenced: stderr is our one line."""
+    fake = tmp_path / "clip.mp4"
+    fake.write_bytes(b"not a video at all")
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    env.pop("OPENCV_FFMPEG_LOGLEVEL", None)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_fer.cli.main",
+            "detect",
+            str(fake),
+            "--cascade",
+            str(FACEFINDER),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=120,
+        check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [
+        f"edge-fer detect: error: cannot decode {fake}: not an image or video OpenCV can read"
+    ]

@@ -1,0 +1,491 @@
+"""Export to ONNX, the torch-free Classifier, and `edge-fer eval/classify/export/models`.
+
+A tiny cnn4 is really trained for a few batches on real FER2013 faces from ../shared (one
+thread), exported, and run through ONNX Runtime; the CLI runs as a subprocess.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_fer import labels as L
+from edge_fer.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FER = SHARED / "data" / "fer2013"
+
+pytestmark = pytest.mark.skipif(
+    not (FER / "train").is_dir(), reason=f"../shared is absent ({FER} not found)"
+)
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+
+def fer_files(cls: str, prefix: str, k: int, start: int = 0) -> list[Path]:
+    folder = "train" if prefix == "Training" else "test"
+    files = sorted((FER / folder / cls).glob(f"{prefix}_*.jpg"))
+    return files[start : start + k]
+
+
+def class_folder_dataset(dst: Path, prefix: str, per_class: int,
+                         classes=L.FER2013) -> Path:  # fmt: skip
+    for cls in classes:
+        (dst / cls).mkdir(parents=True, exist_ok=True)
+        for i, f in enumerate(fer_files(cls, prefix, per_class)):
+            shutil.copy(f, dst / cls / f"face_{i:03d}.jpg")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory):
+    """Environment for subprocesses: a private dataset cache, one thread."""
+    cache = tmp_path_factory.mktemp("cache")
+    old = os.environ.get("EDGE_FER_CACHE")
+    os.environ["EDGE_FER_CACHE"] = str(cache)
+    e = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
+    yield e
+    if old is None:
+        os.environ.pop("EDGE_FER_CACHE", None)
+    else:
+        os.environ["EDGE_FER_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory, env) -> Path:
+    """A cnn4 trained for a few batches on 25 real training faces per class."""
+    from edge_fer.train.trainer import TrainConfig, train
+
+    base = tmp_path_factory.mktemp("train")
+    data = class_folder_dataset(base / "data", "Training", 25)
+    out = base / "run"
+    torch.set_num_threads(1)
+    cfg = TrainConfig(arch="cnn4", data=str(data), out=str(out), epochs=2, batch_size=32,
+                      threads=1, max_batches=3, seed=3)  # fmt: skip
+    train(cfg)
+    assert (out / "best.safetensors").is_file()
+    return out
+
+
+@pytest.fixture(scope="module")
+def exported(run_dir, tmp_path_factory) -> dict:
+    from edge_fer.onnx_export import export_checkpoint
+
+    d = tmp_path_factory.mktemp("onnx")
+    plain = export_checkpoint(run_dir / "best.safetensors", d / "cnn4.onnx")
+    flip = export_checkpoint(run_dir / "best.safetensors", d / "cnn4_flip.onnx", tta="flip")
+    return {"plain": plain, "flip": flip, "dir": d}
+
+
+@pytest.fixture(scope="module")
+def eval_data(tmp_path_factory) -> Path:
+    """70 real PrivateTest faces, 10 per class, in class folders."""
+    return class_folder_dataset(tmp_path_factory.mktemp("evaldata") / "faces", "PrivateTest", 10)
+
+
+def cli(env, *argv, check_rc: int | None = None) -> subprocess.CompletedProcess:
+    p = subprocess.run([sys.executable, "-m", "edge_fer.cli.main", *map(str, argv)],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)  # fmt: skip
+    if check_rc is not None:
+        assert p.returncode == check_rc, (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
+    return p
+
+
+def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> str:
+    assert p.returncode == 2, (p.returncode, p.stdout[-1000:], p.stderr[-2000:])
+    assert "Traceback" not in p.stderr
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1, p.stderr
+    for n in needles:
+        assert n in lines[0], lines[0]
+    return lines[0]
+
+
+# -- export ------------------------------------------------------------------------------------
+
+def test_export_graph_and_parity(exported) -> None:
+    for key, tta in (("plain", "none"), ("flip", "flip")):
+        rep = exported[key]
+        assert rep["tta"] == tta and rep["arch"] == "cnn4"
+        assert rep["exporter"] in ("classic", "dynamo")
+        assert rep["parity_max_abs_diff"] <= 1e-4
+        assert rep["parity_top1_agreement"] == 1.0
+        assert "random" not in rep["parity_faces"]  # checked on the real training faces
+        m = onnx.load(rep["out"])
+        onnx.checker.check_model(m)
+        (inp,), (out,) = m.graph.input, m.graph.output
+        assert inp.name == "input" and out.name == "probs"
+        dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
+        assert isinstance(dims[0], str) and dims[1:] == [1, 48, 48]  # dynamic batch
+        assert inp.type.tensor_type.elem_type == onnx.TensorProto.FLOAT
+        assert "Softmax" in {n.op_type for n in m.graph.node}
+        assert not list(Path(rep["out"]).parent.glob(".*.tmp"))  # no temp file left behind
+
+
+def test_metadata_round_trip(run_dir, exported) -> None:
+    from edge_fer.classify import Classifier
+    from edge_fer.preprocess import PreprocessSpec
+    from edge_fer.train.checkpoint import read_state
+
+    state = read_state(run_dir / "best.safetensors")
+    want = PreprocessSpec.from_metadata(state["spec"])
+    with Classifier.load(exported["plain"]["out"], threads=1) as clf:
+        assert clf.spec == want and clf.classes == L.FER2013
+        meta = clf.metadata
+        assert meta["class_names"] == ",".join(L.FER2013)
+        assert meta["edge_fer.arch"] == "cnn4" and clf.arch == "cnn4"
+        assert int(meta["edge_fer.params"]) == state["params"]
+        assert int(meta["edge_fer.macs"]) == state["macs"]
+        from edge_fer import __version__
+
+        assert meta["edge_fer.version"] == __version__
+        prov = json.loads(meta["edge_fer.provenance"])
+        assert prov["seed"] == 3 and prov["config"]["arch"] == "cnn4"
+        assert prov["best_epoch"] == state["best_epoch"] and prov["val_acc"] == state["best_acc"]
+        assert len(prov["checkpoint_sha256"]) == 64
+        info = clf.info()
+        assert info["params"] == state["params"] and info["tta"] == "none"
+    with Classifier.load(exported["flip"]["out"], threads=1) as clf:
+        assert clf.tta == "flip"
+
+
+def test_classifier_matches_torch(exported) -> None:
+    from edge_fer.classify import Classifier
+    from edge_fer.onnx_export import load_trained
+
+    model, spec, _ = load_trained(exported["plain"]["checkpoint"])
+    faces = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in fer_files("fear", "PrivateTest", 9)]
+    x = torch.from_numpy(spec.prepare(faces))
+    with torch.no_grad():
+        ref = torch.softmax(model(x), 1).numpy()
+        ref_flip = 0.5 * (ref + torch.softmax(model(torch.flip(x, dims=[3])), 1).numpy())
+    with Classifier.load(exported["plain"]["out"], threads=1) as clf:
+        p = clf.predict(faces, batch_size=4)  # batches of 4, 4, 1
+        assert p.shape == (9, 7) and p.dtype == np.float32
+        np.testing.assert_allclose(p, ref, atol=1e-4)
+        np.testing.assert_allclose(p.sum(1), 1.0, atol=1e-5)
+        np.testing.assert_allclose(clf.predict_array(x.numpy()), ref, atol=1e-4)
+        assert clf.predict([]).shape == (0, 7)
+        # BGR crops of another size are prepared like the gray 48x48 ones
+        bgr = [cv2.cvtColor(cv2.resize(f, (96, 96), interpolation=cv2.INTER_CUBIC),
+                            cv2.COLOR_GRAY2BGR) for f in faces[:2]]  # fmt: skip
+        gray_big = [cv2.cvtColor(b, cv2.COLOR_BGR2GRAY) for b in bgr]
+        np.testing.assert_allclose(clf.predict(bgr), clf.predict(gray_big), atol=1e-6)
+        # wrong shapes and channel counts are user errors
+        with pytest.raises(UserError, match=r"does not fit the model's \(N, 1, 48, 48\)"):
+            clf.predict_array(np.zeros((2, 1, 64, 64), np.float32))
+        with pytest.raises(UserError, match=r"does not fit the model's \(N, 1, 48, 48\)"):
+            clf.predict_array(np.zeros((2, 3, 48, 48), np.float32))
+        with pytest.raises(UserError, match="expected a grayscale or BGR image"):
+            clf.predict([np.zeros((48, 48, 2), np.uint8)])
+    with Classifier.load(exported["flip"]["out"], threads=1) as clf:
+        np.testing.assert_allclose(clf.predict(faces), ref_flip, atol=1e-4)
+
+
+def test_fixed_batch_model_is_fed_in_chunks(exported, tmp_path) -> None:
+    from edge_fer.backends import create_backend
+
+    m = onnx.load(exported["plain"]["out"])
+    for t in (m.graph.input[0], m.graph.output[0]):
+        d = t.type.tensor_type.shape.dim[0]
+        d.ClearField("dim_param")
+        d.dim_value = 4
+    fixed = tmp_path / "fixed4.onnx"
+    onnx.save(m, str(fixed))
+    x = np.random.default_rng(0).normal(size=(10, 1, 48, 48)).astype(np.float32)
+    with create_backend("onnxruntime", exported["plain"]["out"], threads=1) as dyn, \
+            create_backend("onnxruntime", fixed, threads=1) as fb:  # fmt: skip
+        assert dyn.fixed_batch is None and fb.fixed_batch == 4 and fb.name == "onnxruntime"
+        assert fb.input_shape == (4, 1, 48, 48) and fb.num_outputs == 7
+        np.testing.assert_allclose(fb.infer(x), dyn.infer(x), atol=1e-6)
+        assert fb.infer(x[:0]).shape == (0, 7)
+
+
+def test_tensorrt_backend_absent_is_a_user_error(exported) -> None:
+    from edge_fer.backends import create_backend
+
+    if (ROOT / "edge_fer" / "backends" / "tensorrt_backend.py").exists():
+        pytest.skip("a TensorRT backend module exists in this checkout")
+    with pytest.raises(UserError, match="TensorRT backend not available"):
+        create_backend("tensorrt", exported["plain"]["out"])
+    with pytest.raises(UserError, match="unknown backend 'openvino'"):
+        create_backend("openvino", exported["plain"]["out"])
+
+
+def test_bad_model_files(exported, run_dir, tmp_path) -> None:
+    from edge_fer.classify import Classifier, default_model_path
+
+    good = Path(exported["plain"]["out"])
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(np.random.default_rng(0).bytes(3000))
+    image = tmp_path / "face.onnx"
+    shutil.copy(fer_files("happy", "PrivateTest", 1)[0], image)
+    empty = tmp_path / "empty.onnx"
+    empty.write_bytes(b"")
+    m = onnx.load(str(good))
+    del m.metadata_props[:]
+    nometa = tmp_path / "nometa.onnx"
+    onnx.save(m, str(nometa))
+    m = onnx.load(str(good))
+    for p in m.metadata_props:
+        if p.key == "edge_fer.preprocess":
+            d = json.loads(p.value)
+            d["classes"] = ["negative", "neutral", "positive"]
+            p.value = json.dumps(d)
+    wrong_n = tmp_path / "three_names.onnx"
+    onnx.save(m, str(wrong_n))
+    cases = [
+        (tmp_path / "missing.onnx", "no such model file"),
+        (tmp_path, "is a folder"),
+        (garbage, "not a loadable ONNX model"),
+        (image, "is a JPEG image, not an ONNX model"),
+        (empty, "empty file"),
+        (run_dir / "best.safetensors", "safetensors training checkpoint"),
+        (nometa, "has no edge-fer metadata"),
+        (wrong_n, "model outputs 7 values but its metadata names 3 classes"),
+    ]
+    for path, why in cases:
+        with pytest.raises(UserError) as ei:
+            Classifier.load(path)
+        msg = str(ei.value)
+        assert why in msg and str(path) in msg and "\n" not in msg, msg
+    bundled = ROOT / "edge_fer" / "assets" / "fer_default.onnx"
+    if bundled.exists():
+        assert default_model_path() == bundled
+    else:
+        with pytest.raises(UserError, match="no bundled model yet; pass --model"):
+            Classifier.load()
+
+
+def test_export_bad_checkpoint_and_options(exported, tmp_path) -> None:
+    from edge_fer.onnx_export import export_checkpoint
+
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(UserError, match="not an edge-fer checkpoint"):
+        export_checkpoint(bad, tmp_path / "x.onnx")
+    with pytest.raises(UserError, match="no such checkpoint"):
+        export_checkpoint(tmp_path / "nope.safetensors", tmp_path / "x.onnx")
+    with pytest.raises(UserError, match="unknown --tta"):
+        export_checkpoint(exported["plain"]["checkpoint"], tmp_path / "x.onnx", tta="rotate")
+    assert not (tmp_path / "x.onnx").exists()
+
+
+# -- CLI ---------------------------------------------------------------------------------------
+
+def test_eval_cli_end_to_end(env, exported, eval_data, tmp_path) -> None:
+    out = tmp_path / "reports" / "eval.json"
+    p = cli(env, "eval", "--data", eval_data, "--model", exported["plain"]["out"], "--json", out,
+            "--threads", "1", "--batch-size", "16", "--latency-samples", "20", check_rc=0)
+    assert "accuracy" in p.stdout and "macro-F1" in p.stdout
+    rep = json.loads(out.read_text())
+    for k in ("accuracy", "top2_accuracy", "macro_f1", "labels", "per_class", "confusion_matrix",
+              "n", "model", "split", "latency", "latency_ms_per_face"):
+        assert k in rep, k
+    assert rep["n"] == 70 and rep["labels"] == list(L.FER2013) and rep["split"] == "all"
+    assert rep["layout"] == "class-folders" and rep["skipped"] == 0 and rep["dropped"] == 0
+    cm = np.array(rep["confusion_matrix"])
+    assert cm.shape == (7, 7) and cm.sum() == 70 and (cm.sum(1) == 10).all()
+    assert rep["accuracy"] == pytest.approx(np.trace(cm) / 70)
+    assert 0 <= rep["accuracy"] <= rep["top2_accuracy"] <= 1
+    assert set(rep["per_class"]) == set(L.FER2013)
+    assert all(v["support"] == 10 for v in rep["per_class"].values())
+    lat = rep["latency"]
+    assert lat["batch_size"] == 16 and lat["ms_per_face"] > 0 and lat["threads"] == 1
+    assert lat["batch1_samples"] == 20 and lat["batch1_ms_per_face"] > 0
+    png = out.with_suffix(".png")
+    assert rep["confusion_png"] == str(png)
+    img = cv2.imread(str(png))
+    assert img is not None and img.shape[0] > 300 and img.shape[1] > 300
+    # the same numbers in-process, and the scores match the classifier's own predictions
+    from edge_fer.classify import Classifier
+    from edge_fer.data import load_dataset
+    from edge_fer.metrics import classification_report
+
+    fs = load_dataset(eval_data, cache=False)
+    with Classifier.load(exported["plain"]["out"], threads=1) as clf:
+        ref = classification_report(clf.predict(fs.images), fs.labels, fs.classes)
+    assert ref["confusion_matrix"] == rep["confusion_matrix"]
+
+
+def test_eval_cli_label_sets(env, exported, eval_data, tmp_path) -> None:
+    model = exported["plain"]["out"]
+    out = tmp_path / "g3.json"
+    cli(env, "eval", "--data", eval_data, "--model", model, "--label-set", "grouped3",
+        "--json", out, "--latency-samples", "0", check_rc=0)  # fmt: skip
+    rep = json.loads(out.read_text())
+    assert rep["labels"] == list(L.GROUPED3) and rep["n"] == 70
+    assert [rep["per_class"][c]["support"] for c in L.GROUPED3] == [40, 20, 10]
+    # a dataset class the model does not know: an error unless a vocabulary is chosen
+    extra = tmp_path / "with_contempt"
+    shutil.copytree(eval_data, extra)
+    (extra / "contempt").mkdir()
+    for i, f in enumerate(fer_files("neutral", "PublicTest", 3)):
+        shutil.copy(f, extra / "contempt" / f"c{i}.jpg")
+    p = cli(env, "eval", "--data", extra, "--model", model, "--latency-samples", "0")
+    assert_one_line_error(p, "dataset classes contempt have no counterpart", "--label-set")
+    out = tmp_path / "dropped.json"
+    cli(env, "eval", "--data", extra, "--model", model, "--label-set", "fer2013",
+        "--json", out, "--latency-samples", "0", check_rc=0)  # fmt: skip
+    rep = json.loads(out.read_text())
+    assert rep["n"] == 70 and rep["dropped"] == 3 and rep["dropped_by_class"] == {"contempt": 3}
+    # an explicit class list: no disgust; its samples dropped, its probability mass removed
+    out = tmp_path / "six.json"
+    cli(env, "eval", "--data", eval_data, "--model", model, "--classes",
+        "angry,fear,happy,sad,surprise,neutral", "--json", out, "--latency-samples", "0",
+        check_rc=0)  # fmt: skip
+    rep = json.loads(out.read_text())
+    assert rep["n"] == 60 and rep["dropped_by_class"] == {"disgust": 10}
+    assert rep["model_mapping"]["disgust"] is None
+
+
+def test_eval_cli_csv_skip_bad(env, exported, tmp_path) -> None:
+    lines = ["emotion,pixels,Usage"]
+    for cls in ("happy", "sad", "angry"):
+        for f in fer_files(cls, "PrivateTest", 2):
+            img = cv2.imread(str(f), cv2.IMREAD_GRAYSCALE)
+            lines.append(f"{L.FER2013.index(cls)},{' '.join(map(str, img.ravel()))},PrivateTest")
+    lines.insert(3, "4,1 2 3,PrivateTest")  # line 4: 3 pixels
+    csv_path = tmp_path / "fer2013.csv"
+    csv_path.write_text("\n".join(lines) + "\n")
+    model = exported["plain"]["out"]
+    p = cli(env, "eval", "--data", csv_path, "--model", model)
+    assert_one_line_error(p, f"{csv_path}:4: malformed row", "3 pixels is not a square image")
+    out = tmp_path / "csv.json"
+    cli(env, "eval", "--data", csv_path, "--model", model, "--skip-bad", "--json", out,
+        "--latency-samples", "5", check_rc=0)  # fmt: skip
+    rep = json.loads(out.read_text())
+    assert rep["n"] == 6 and rep["skipped"] == 1 and rep["split"] == "private-test"
+    assert "skipped 1" in cli(env, "eval", "--data", csv_path, "--model", model, "--skip-bad",
+                              "--split", "private-test", "--latency-samples", "0").stdout
+
+
+def test_eval_cli_bad_inputs(env, exported, tmp_path) -> None:
+    model = exported["plain"]["out"]
+    assert_one_line_error(cli(env, "eval", "--data", tmp_path / "nope", "--model", model),
+                          "no such file or folder")  # fmt: skip
+    (tmp_path / "empty").mkdir()
+    assert_one_line_error(cli(env, "eval", "--data", tmp_path / "empty", "--model", model),
+                          "no images found")  # fmt: skip
+    garbage = tmp_path / "garbage.onnx"
+    garbage.write_bytes(os.urandom(2048))
+    assert_one_line_error(cli(env, "eval", "--data", tmp_path / "empty", "--model", garbage),
+                          str(garbage), "not a loadable ONNX model")  # fmt: skip
+    pets = tmp_path / "pets"
+    for cls, src in (("cat", "happy"), ("dog", "sad")):
+        (pets / cls).mkdir(parents=True)
+        for i, f in enumerate(fer_files(src, "PrivateTest", 2)):
+            shutil.copy(f, pets / cls / f"{i}.jpg")
+    assert_one_line_error(cli(env, "eval", "--data", pets, "--model", model),
+                          "vocabulary mismatch", "cat, dog")  # fmt: skip
+    assert_one_line_error(cli(env, "eval", "--data", pets, "--model", model, "--label-set",
+                              "emotions"), "unknown label set 'emotions'")  # fmt: skip
+
+
+def test_classify_cli(env, exported, tmp_path) -> None:
+    faces = fer_files("surprise", "PrivateTest", 3)
+    p = cli(env, "classify", "--json", "--model", exported["flip"]["out"], *faces, check_rc=0)
+    recs = [json.loads(ln) for ln in p.stdout.splitlines()]
+    assert [r["path"] for r in recs] == [str(f) for f in faces]
+    from edge_fer.classify import Classifier
+
+    with Classifier.load(exported["flip"]["out"], threads=1) as clf:
+        ref = clf.predict([cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in faces])
+    for r, pr in zip(recs, ref):
+        assert list(r["probs"]) == list(L.FER2013)
+        assert sum(r["probs"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert r["label"] == L.FER2013[int(pr.argmax())]
+        np.testing.assert_allclose(list(r["probs"].values()), pr, atol=2e-6)
+    # unreadable and missing images: an error line each, the others still printed, exit 2
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not an image")
+    tiny = tmp_path / "tiny.png"
+    cv2.imwrite(str(tiny), np.zeros((4, 4), np.uint8))
+    p = cli(env, "classify", "--model", exported["plain"]["out"], faces[0], broken,
+            tmp_path / "missing.jpg", tiny, faces[1])  # fmt: skip
+    assert p.returncode == 2 and "Traceback" not in p.stderr
+    err = p.stderr.strip().splitlines()
+    assert len(err) == 3
+    assert f"{broken}: cannot read image" in err[0]
+    assert f"{tmp_path / 'missing.jpg'}: no such file" in err[1]
+    assert "too small for a face crop" in err[2]
+    out = p.stdout.strip().splitlines()
+    assert len(out) == 2 and out[0].startswith(f"{faces[0]}: ")
+    # a folder is expanded to its images
+    p = cli(env, "classify", "--json", "--model", exported["plain"]["out"], faces[0].parent,
+            "--batch-size", "500", check_rc=0)  # fmt: skip
+    assert len(p.stdout.splitlines()) == len(list(faces[0].parent.glob("*.jpg")))
+
+
+def test_export_and_models_cli(env, run_dir, tmp_path) -> None:
+    out = tmp_path / "m" / "flip.onnx"
+    p = cli(env, "export", "--checkpoint", run_dir / "best.safetensors", "--out", out, "--tta",
+            "flip", "--opset", "17", check_rc=0)  # fmt: skip
+    rep = json.loads(p.stdout)
+    assert rep["tta"] == "flip" and rep["opset"] == 17 and out.is_file()
+    assert rep["parity_max_abs_diff"] <= 1e-4
+    bad = tmp_path / "bad.safetensors"
+    bad.write_text("{}")
+    assert_one_line_error(cli(env, "export", "--checkpoint", bad, "--out", tmp_path / "b.onnx"),
+                          str(bad))  # fmt: skip
+    p = cli(env, "models", check_rc=0)
+    for arch in ("cnn4", "cnn8_tanh", "resnet", "mobilenet", "mini_xception", "vgg"):
+        assert arch in p.stdout
+    assert "652,535" in p.stdout  # cnn4's parameter count
+
+
+TORCH_BLOCKER = """
+import importlib.abc, sys
+class NoTorch(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name == "torch" or name.startswith("torch."):
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
+sys.meta_path.insert(0, NoTorch())
+from edge_fer.cli.main import main
+rc = main(sys.argv[1:])
+assert "torch" not in sys.modules
+sys.exit(rc)
+"""
+
+
+def test_runtime_without_torch(env, exported, eval_data, tmp_path) -> None:
+    code = ("import sys, edge_fer.classify, edge_fer.evaluate, edge_fer.backends, "
+            "edge_fer.cli.eval_cmd; assert 'torch' not in sys.modules, 'torch imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT, timeout=60)
+    face = fer_files("happy", "PrivateTest", 1)[0]
+
+    def blocked(*argv):
+        return subprocess.run([sys.executable, "-c", TORCH_BLOCKER, *map(str, argv)],
+                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+
+    p = blocked("classify", "--json", "--model", exported["plain"]["out"], face)
+    assert p.returncode == 0, p.stderr
+    assert json.loads(p.stdout)["path"] == str(face)
+    out = tmp_path / "e.json"
+    p = blocked("eval", "--data", eval_data, "--model", exported["plain"]["out"], "--json", out,
+                "--latency-samples", "5")  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert json.loads(out.read_text())["n"] == 70 and out.with_suffix(".png").is_file()
+    p = blocked("models")
+    assert_one_line_error(p, "needs torch", "edge-fer[train]")
+
+
+def test_zoo_table_smoke(env, run_dir, eval_data, tmp_path) -> None:
+    p = subprocess.run([sys.executable, "benchmarks/zoo_table.py", str(run_dir), "--data",
+                        str(eval_data), "--out-dir", str(tmp_path), "--latency-samples", "10"],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)  # fmt: skip
+    assert p.returncode == 0, p.stderr
+    assert "| cnn4 | 0.65M |" in p.stdout
+    res = json.loads((tmp_path / "zoo.json").read_text())
+    (row,) = res["results"]
+    assert row["arch"] == "cnn4" and row["n"] == 70 and row["ms_per_face_1thread"] > 0
+    assert (tmp_path / "zoo.md").read_text().startswith("faces all (70 faces)")

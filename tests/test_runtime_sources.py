@@ -1,0 +1,242 @@
+"""Source URIs and reading: real files, real decoding."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import cv2
+import numpy as np
+import pytest
+from runtime_helpers import shared
+
+from edge_fer.errors import UserError
+from edge_fer.runtime.sources import (
+    FileSource,
+    ImageSource,
+    csi_pipeline,
+    open_source,
+    parse_source,
+)  # fmt: skip
+
+# ---- parsing (pure) ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "uri, kind, target, live, api",
+    [
+        ("clip.mp4", "file", "clip.mp4", False, "ffmpeg"),
+        ("file:///data/clip.avi", "file", "/data/clip.avi", False, "ffmpeg"),
+        ("file://rel/clip.avi", "file", "rel/clip.avi", False, "ffmpeg"),
+        ("0", "camera", 0, True, "any"),
+        ("2", "camera", 2, True, "any"),
+        ("v4l2:///dev/video0", "camera", "/dev/video0", True, "v4l2"),
+        ("v4l2://1", "camera", 1, True, "v4l2"),
+        ("/dev/video3", "camera", "/dev/video3", True, "v4l2"),
+        ("rtsp://10.0.0.2:554/live", "network", "rtsp://10.0.0.2:554/live", True, "ffmpeg"),
+        ("http://cam.local/video.mjpg", "network", "http://cam.local/video.mjpg", True, "ffmpeg"),
+        ("https://example.org/s.m3u8", "network", "https://example.org/s.m3u8", True, "ffmpeg"),
+        ("photo.JPG", "images", "photo.JPG", False, "images"),
+        ("shots/*.png", "images", "shots/*.png", False, "images"),
+    ],
+)
+def test_parse_source(uri, kind, target, live, api):
+    s = parse_source(uri)
+    assert (s.kind, s.target, s.live, s.api) == (kind, target, live, api)
+
+
+def test_parse_folder(tmp_path):
+    s = parse_source(str(tmp_path))
+    assert s.kind == "images" and not s.live
+
+
+def test_parse_csi_pipeline():
+    s = parse_source("csi://0")
+    assert s.kind == "csi" and s.live and s.api == "gstreamer"
+    assert s.target == csi_pipeline(0, 1280, 720, 30, 0)
+    assert s.target.startswith("nvarguscamerasrc sensor-id=0 ! video/x-raw(memory:NVMM)")
+    assert "framerate=(fraction)30/1" in s.target and "flip-method=0" in s.target
+    assert s.target.endswith("appsink drop=true max-buffers=1 sync=false")
+    s = parse_source("csi://1?width=1920&height=1080&framerate=60&flip=rotate-180")
+    assert "sensor-id=1" in s.target and "width=(int)1920, height=(int)1080" in s.target
+    assert "framerate=(fraction)60/1" in s.target and "flip-method=2" in s.target
+    s = parse_source("csi://0", width=640, height=480, fps=15, flip="horizontal")
+    assert "width=(int)640" in s.target and "15/1" in s.target and "flip-method=4" in s.target
+
+
+def test_parse_gstreamer_pipeline():
+    s = parse_source("videotestsrc ! videoconvert ! appsink")
+    assert s.kind == "gstreamer" and s.target == "videotestsrc ! videoconvert ! appsink"
+    s = parse_source("v4l2src device=/dev/video1 ! video/x-raw,width=640")
+    assert s.target.endswith("! videoconvert ! appsink")
+
+
+@pytest.mark.parametrize(
+    "uri, msg",
+    [
+        ("", "empty source"),
+        ("foo://bar", "unknown scheme"),
+        ("csi://left", "sensor id"),
+        ("csi://0?bogus=1", "unknown option"),
+        ("csi://0?width=abc", "width must be an integer"),
+        ("csi://0?flip=sideways", "flip must be one of"),
+        ("v4l2://camera", "v4l2:///dev/videoN"),
+        ("rtsp://", "no host"),
+    ],
+)
+def test_parse_errors(uri, msg):
+    with pytest.raises(UserError, match=msg):
+        parse_source(uri)
+
+
+# ---- opening and reading -------------------------------------------------------------------------
+
+
+def test_read_real_avi():
+    path = shared("data/videos/00-1.avi")
+    with open_source(str(path)) as src:
+        assert isinstance(src, FileSource)
+        assert (src.width, src.height, src.fps, src.frame_count) == (160, 120, 20.0, 228)
+        frames = []
+        while (f := src.read()) is not None:
+            frames.append((f.index, f.t, f.image.shape))
+    assert [i for i, _, _ in frames] == list(range(228))
+    assert frames[20][1] == pytest.approx(1.0)
+    assert frames[0][2] == (120, 160, 3)
+    assert not src.errors and not src.incomplete
+
+
+def _frames_of(path, n):
+    cap = cv2.VideoCapture(str(path))
+    out = []
+    while len(out) < n:
+        ok, f = cap.read()
+        assert ok
+        out.append(f)
+    cap.release()
+    return out
+
+
+def test_image_folder_and_glob(tmp_path):
+    frames = _frames_of(shared("data/videos/00-1.avi"), 3)
+    for i, f in enumerate(frames):
+        cv2.imwrite(str(tmp_path / f"img{i * 5}.png"), f)  # img0, img5, img10: natural order
+    (tmp_path / "notes.txt").write_text("not an image")
+    (tmp_path / "img7.jpg").write_bytes(b"\xff\xd8\xff garbage, not a jpeg")
+    warnings = []
+    src = open_source(str(tmp_path), warn=warnings.append)
+    assert isinstance(src, ImageSource) and src.frame_count == 4
+    got = []
+    while (f := src.read()) is not None:
+        got.append(f)
+    assert [f.index for f in got] == [0, 1, 3]  # img0, img5, (img7 unreadable), img10
+    assert np.array_equal(got[0].image, frames[0])
+    assert src.skipped == [2] and "img7.jpg" in warnings[0]
+    src = open_source(str(tmp_path / "img*.png"))
+    assert src.frame_count == 3 and [src.read().index for _ in range(3)] == [0, 1, 2]
+
+
+def test_missing_and_undecodable(tmp_path):
+    with pytest.raises(UserError, match="no such file"):
+        open_source(str(tmp_path / "missing.mp4"))
+    bad = tmp_path / "notavideo.avi"
+    bad.write_text("hello")
+    with pytest.raises(UserError, match="cannot decode"):
+        open_source(str(bad))
+    with pytest.raises(UserError, match="no images"):
+        open_source(str(tmp_path / "*.png"))
+
+
+def _corrupt(tmp_path, truncate: bool):
+    data = bytearray(shared("data/videos/00-1.avi").read_bytes())
+    if truncate:
+        out = tmp_path / "truncated.avi"
+        out.write_bytes(bytes(data[: len(data) // 2]))
+        return out
+    rng = np.random.default_rng(0)
+    for off in (len(data) // 3, len(data) // 2):
+        data[off : off + 3000] = rng.integers(0, 256, 3000, dtype=np.uint8).tobytes()
+    out = tmp_path / "corrupt.avi"
+    out.write_bytes(bytes(data))
+    return out
+
+
+def test_corrupt_frames_mid_file_are_skipped_and_reported(tmp_path):
+    warnings = []
+    src = open_source(str(_corrupt(tmp_path, truncate=False)), warn=warnings.append)
+    idx = []
+    while (f := src.read()) is not None:
+        idx.append(f.index)
+    src.close()
+    assert 200 <= len(idx) < 228
+    assert idx[-1] == 227  # the frames after the damage keep their numbers
+    assert sorted(set(idx) | set(src.skipped)) == list(range(228))
+    assert src.errors and "could not be decoded" in warnings[0]
+    assert not src.incomplete  # read to its end: the run completes
+
+
+def test_truncated_file_is_reported_incomplete(tmp_path):
+    warnings = []
+    src = open_source(str(_corrupt(tmp_path, truncate=True)), warn=warnings.append)
+    n = 0
+    while src.read() is not None:
+        n += 1
+    src.close()
+    assert 0 < n < 228
+    assert src.incomplete and "truncated" in warnings[-1]
+
+
+def test_gstreamer_without_support_is_a_clear_error():
+    if "GStreamer:                   YES" in cv2.getBuildInformation():
+        pytest.skip("this OpenCV has GStreamer")
+    with pytest.raises(UserError, match="without GStreamer"):
+        open_source("csi://0")
+
+
+def test_network_stream_drop_reconnect_and_loss():
+    """A real MJPEG-over-HTTP stream (our own preview server) that goes away and comes back."""
+    from edge_fer.runtime.sinks import MJPEGPreview
+
+    server = MJPEGPreview(0)
+    port = server.port
+    stop = threading.Event()
+    box = {"server": server}
+
+    def feed():
+        i = 0
+        while not stop.is_set():
+            box["server"].write(np.full((48, 64, 3), i % 255, np.uint8))
+            i += 1
+            time.sleep(0.02)
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    warnings = []
+    src = open_source(f"http://127.0.0.1:{port}/stream", warn=warnings.append,
+                      reconnect_timeout=1.5)  # fmt: skip
+    try:
+        assert src.live and (src.width, src.height) == (64, 48)
+        first = [src.read(timeout=5) for _ in range(3)]
+        assert all(f is not None for f in first)
+        assert [f.index for f in first] == sorted({f.index for f in first})
+        # the stream drops, and comes back on the same port 0.5 s later
+        server.close()
+        time.sleep(0.5)
+        box["server"] = MJPEGPreview(port)
+        deadline = time.monotonic() + 10
+        while not src.gaps and time.monotonic() < deadline:
+            assert src.read(timeout=1) is not None or not src.incomplete
+        assert src.gaps and src.gaps[0]["seconds"] > 0 and not src.gaps[0].get("end")
+        assert src.read(timeout=5) is not None  # frames flow again
+        # now it goes away for good: the source ends, reports the loss
+        box["server"].close()
+        deadline = time.monotonic() + 15
+        while not src.ended and time.monotonic() < deadline:
+            src.read(timeout=1)
+        assert src.read(timeout=1) is None
+        assert src.incomplete and src.gaps[-1].get("end")
+        assert "lost" in src.errors[-1]
+    finally:
+        stop.set()
+        src.close()
+        box["server"].close()

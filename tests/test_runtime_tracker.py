@@ -1,0 +1,129 @@
+"""The IoU tracker on synthetic box sequences; crops and smoothing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge_fer.runtime.crops import crop_face, square_box
+from edge_fer.runtime.smoothing import TrackSmoother
+from edge_fer.runtime.tracker import IoUTracker, iou_matrix
+
+
+def test_iou_matrix():
+    a = np.array([[0, 0, 10, 10], [100, 100, 10, 10]])
+    b = np.array([[5, 0, 10, 10], [0, 0, 10, 10]])
+    m = iou_matrix(a, b)
+    assert m[0, 1] == pytest.approx(1.0)
+    assert m[0, 0] == pytest.approx(50 / 150)
+    assert m[1].tolist() == [0.0, 0.0]
+    assert iou_matrix(np.zeros((0, 4)), b).shape == (0, 2)
+
+
+def test_steady_face_keeps_one_id_despite_jitter_and_dropouts():
+    rng = np.random.default_rng(0)
+    tr = IoUTracker(min_hits=2, max_misses=10)
+    ids = set()
+    for i in range(300):
+        if i % 37 in (5, 6, 7):  # the detector misses it now and then (3 frames)
+            out = tr.update(np.zeros((0, 4)))
+            assert out == []
+            continue
+        box = np.array([200, 150, 80, 80]) + rng.normal(0, 3, 4)
+        out = tr.update([box])
+        if i >= 1:
+            assert len(out) == 1
+            ids.add(out[0].id)
+    assert ids == {1}
+    assert tr.births == 1 and tr.deaths == 0
+
+
+def test_birth_needs_min_hits_and_false_positives_use_no_id():
+    tr = IoUTracker(min_hits=3)
+    assert tr.update([[10, 10, 40, 40]]) == []  # tentative
+    assert tr.update([[500, 300, 40, 40]]) == []  # the first one missed: it is gone; new one
+    assert tr.update([[501, 300, 40, 40]]) == []
+    out = tr.update([[502, 301, 40, 40]])
+    assert [t.id for t in out] == [1]  # the one-frame blip consumed no id
+
+
+def test_death_after_max_misses_and_new_id_after():
+    tr = IoUTracker(min_hits=1, max_misses=4)
+    assert [t.id for t in tr.update([[0, 0, 50, 50]])] == [1]
+    for _ in range(4):
+        tr.update([])
+    assert [t.id for t in tr.active()] == [1]  # coasting, still alive
+    tr.update([])
+    assert tr.active() == [] and tr.deaths == 1 and tr.dead[0].id == 1
+    assert [t.id for t in tr.update([[0, 0, 50, 50]])] == [2]  # ids are never reused
+
+
+def test_two_faces_crossing_paths_keep_their_ids():
+    tr = IoUTracker(min_hits=2)
+    history = {}
+    for i in range(60):  # A moves right, B moves left, on different rows
+        a = [50 + 6 * i, 100, 60, 60]
+        b = [410 - 6 * i, 140, 60, 60]
+        for t in tr.update([a, b] if i % 2 else [b, a]):
+            x = t.box[0]
+            history.setdefault(t.id, []).append(x)
+    assert sorted(history) == [1, 2]
+    moves = {tid: np.sign(np.diff(xs)).mean() for tid, xs in history.items()}
+    assert sorted(moves.values()) == [-1.0, 1.0]  # each id kept moving one way
+
+
+def test_panning_face_is_followed_by_velocity():
+    tr = IoUTracker(min_hits=2, iou_threshold=0.3)
+    ids = set()
+    for i in range(50):
+        x = 20 + 25 * i  # fast: consecutive boxes overlap IoU ~0.33
+        if i in (20, 21):
+            tr.update([])
+            continue
+        for t in tr.update([[x, 100, 60, 60]]):
+            ids.add(t.id)
+    assert ids == {1}
+
+
+def test_finish_ends_every_track():
+    tr = IoUTracker(min_hits=1)
+    tr.update([[0, 0, 10, 10], [100, 0, 10, 10]])
+    assert len(tr.finish()) == 2 and tr.active() == []
+
+
+# ---- crops -------------------------------------------------------------------------------------
+
+
+def test_square_crop_with_margin_and_border_padding():
+    img = np.arange(100 * 120, dtype=np.uint32).reshape(100, 120).astype(np.uint8)
+    assert square_box(10, 20, 40, 40, 0.25) == (0, 10, 60)
+    c = crop_face(img, (10, 20, 40, 40), margin=0.25)
+    assert c.shape == (60, 60) and np.array_equal(c, img[10:70, 0:60])
+    c = crop_face(img, (-10, -10, 40, 40), margin=0.0)  # past the corner: replicated border
+    assert c.shape == (40, 40)
+    assert np.array_equal(c[10:, 10:], img[:30, :30])
+    assert np.all(c[:10, 10:] == img[0, :30])
+    c = crop_face(img, (50, 30, 30, 20), margin=0.1, size=48)  # non-square box -> square crop
+    assert c.shape == (48, 48) and c.dtype == np.uint8
+    assert crop_face(img, (500, 500, 20, 20), margin=0.0).shape == (20, 20)  # outside: no error
+
+
+# ---- smoothing ---------------------------------------------------------------------------------
+
+
+def test_ema_smoothing_and_time_shares():
+    sm = TrackSmoother(("a", "b"), alpha=0.5)
+    p = sm.update(1, [1.0, 0.0], frame=0, t=0.0)
+    assert p.tolist() == [1.0, 0.0]
+    p = sm.update(1, [0.0, 1.0], frame=1, t=0.1)
+    assert p == pytest.approx([0.5, 0.5])
+    for k in range(2, 10):
+        p = sm.update(1, [0.0, 1.0], frame=k, t=k * 0.1)
+    assert p[1] > 0.99
+    s = sm.summary(frame_interval=0.1)[0]
+    assert s["id"] == 1 and s["frames"] == 10 and s["dominant"] == "b"
+    assert s["seconds"] == pytest.approx(1.0)
+    assert sum(s["share"].values()) == pytest.approx(1.0)
+    assert s["share"]["b"] >= 0.8
+    sm.drop(1)
+    assert sm.update(1, [1.0, 0.0], frame=20, t=2.0).tolist() == [1.0, 0.0]  # a fresh average
