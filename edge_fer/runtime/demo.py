@@ -2,7 +2,7 @@
 
 The photo: scikit-image's astronaut portrait (Eileen Collins, NASA, public domain) when
 scikit-image is installed, else matplotlib's Grace Hopper portrait (US Navy, public domain),
-which matplotlib - an edge-fer dependency - ships in its sample data. The files are located
+which matplotlib (the `demo` extra) ships in its sample data. The files are located
 through the packages' import specs, without importing them.
 
 The clip: 640x480, 4 s at 25 frames/s; the portrait and its mirror image side by side on a
@@ -51,8 +51,8 @@ def find_face_photo() -> tuple[Path, str]:
         if d is not None and (d / rel).is_file():
             return d / rel, credit
     raise UserError(
-        "--demo needs a portrait photo from matplotlib (an edge-fer dependency) or scikit-image, "
-        "and neither is installed: pip install matplotlib"
+        "--demo needs a portrait photo from matplotlib or scikit-image, "
+        "and neither is installed: pip install 'edge-fer[demo]'"
     )
 
 
