@@ -7,26 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from edge_fer.cli.detect_cmd import parse_size  # one parser for --min-size everywhere
 from edge_fer.errors import UserError
-
-
-def parse_size(text: str) -> float:
-    """'48' -> 48 px; '0.1' or '10%' -> a fraction of the frame's shorter side."""
-    t = text.strip()
-    try:
-        if t.endswith("%"):
-            v: float = float(t[:-1]) / 100.0
-            if not 0 < v <= 1:
-                raise ValueError
-            return v
-        v = int(t) if t.isdigit() else float(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected pixels (48) or a fraction of the frame (0.1 or 10%), got {text!r}"
-        ) from None
-    if not 0 < v < float("inf"):
-        raise argparse.ArgumentTypeError(f"size must be > 0, got {text!r}")
-    return v
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
