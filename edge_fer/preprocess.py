@@ -31,7 +31,7 @@ class PreprocessSpec:
         return {"edge_fer.preprocess": json.dumps(d), "class_names": ",".join(self.classes)}
 
     @classmethod
-    def from_metadata(cls, meta: dict[str, str]) -> "PreprocessSpec":
+    def from_metadata(cls, meta: dict[str, str]) -> PreprocessSpec:
         raw = meta.get("edge_fer.preprocess")
         if raw is None:
             raise UserError("model has no edge_fer preprocessing metadata")

@@ -32,7 +32,7 @@ class FaceSet:
     def counts(self) -> np.ndarray:
         return np.bincount(self.labels, minlength=len(self.classes))
 
-    def subset(self, mask: np.ndarray) -> "FaceSet":
+    def subset(self, mask: np.ndarray) -> FaceSet:
         idx = np.flatnonzero(mask)
         return FaceSet(
             self.images[idx],
