@@ -1,0 +1,553 @@
+"""The stage loop of the pico learner: sample, mine, boost, checkpoint.
+
+Every stage (Markus et al. 2013, as in the reference learner):
+  1. positives: every training face jittered and mirrored afresh; those the cascade so far still
+     accepts are kept with their scores (the fraction kept estimates the cascade's TPR);
+  2. negatives: `neg_ratio` x as many windows from the negative images that the cascade still
+     accepts (bootstrapping; the fraction of draws kept estimates its FPR per window); learning
+     stops once that is <= target_fpr;
+  3. trees are added (GentleBoost, weights exp(-y * score)) until the stage reaches max_fpr on
+     its training negatives at the threshold that keeps min_tpr of its positives, or until the
+     stage's tree budget is spent; that threshold goes on the stage's last tree, the others get
+     -1337 (never reject), which is how a stage is written in the pico format.
+After every stage the cascade (pico format) and state.json (options, seeds, generator states,
+per-stage records, elapsed time) are written atomically to the output folder; `resume` continues
+from them and produces the same cascade as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_fer.cascade_train import bootstrap, learner
+from edge_fer.cascade_train.annotations import (
+    InputReport,
+    list_images,
+    read_box_file,
+    read_webfaces,
+    split_images,
+    split_paths,
+)
+from edge_fer.cascade_train.samples import (
+    FaceTable,
+    ImageStore,
+    Windows,
+    jittered_positives,
+    load_annotated,
+)
+from edge_fer.detect.cascade import Cascade
+from edge_fer.errors import UserError
+
+STATE_FILE = "state.json"
+CASCADE_FILE = "cascade.pico"
+FORMAT_VERSION = 1
+
+# options that define the learning problem: a resumed run must use the same ones
+LEARNING_KEYS = (
+    "webfaces", "boxes", "backgrounds", "val_fraction", "bg_val_fraction", "min_face",
+    "max_faces", "max_images", "depth", "tests", "stage_trees", "min_tpr", "max_fpr",
+    "jitter", "pos_jitter", "scale_jitter", "neg_ratio", "neg_annotated_share", "scan_share",
+    "max_draws", "threshold_on", "seed",
+)  # fmt: skip
+
+
+@dataclass
+class TrainConfig:
+    out: str
+    webfaces: list[str] = field(default_factory=list)
+    boxes: list[str] = field(default_factory=list)
+    backgrounds: list[str] = field(default_factory=list)
+    val_fraction: float = 0.1  # last fraction of WebFaces images (name order) held out
+    bg_val_fraction: float = 0.1  # last fraction of each background folder held out
+    min_face: int = 20  # smallest face (px) used as a positive, and smallest negative window
+    max_faces: int = 0  # 0: all; else a seeded subset (small runs)
+    max_images: int = 0  # 0: all annotated images; else the first N in name order
+    depth: int = 6
+    tests: int = 1024  # random pixel tests tried per node
+    stage_trees: list[int] = field(
+        default_factory=lambda: [1, 1, 1, 1, 2, 3, 4, 5, 10, 20, 20, 20, 20, 20, 20, 30, 30,
+                                 30, 30, 40]
+    )  # tree budget of stage i (the last value repeats)
+    min_tpr: list[float] = field(default_factory=lambda: [0.98, 0.985, 0.99, 0.995, 0.997])
+    max_fpr: float = 0.5
+    target_fpr: float = 1e-6  # stop when the mined FPR per window is at most this
+    max_stages: int = 30
+    jitter: int = 4  # windows per face per stage (alternately mirrored)
+    pos_jitter: float = 0.05  # centre moved by up to this fraction of the size
+    scale_jitter: float = 0.08  # size scaled by up to 1 +- this
+    neg_ratio: float = 1.0  # negatives per positive in a stage
+    neg_annotated_share: float = 0.5  # share of negative draws from annotated images
+    scan_share: float = 0.5  # share of negative sizes drawn like a multi-scale scan
+    max_draws: int = 20_000_000_000  # windows tried per stage when mining negatives
+    # stage thresholds keep min_tpr of "fresh" positives (a second, independent jitter of the
+    # faces that the stage does not learn from) or of the stage's own training positives
+    threshold_on: str = "fresh"
+    time_budget_h: float = 0.0  # 0: none; no new stage starts after this much time
+    seed: int = 0
+    threads: int = 0  # 0: numba's default
+    verbose: bool = False
+
+    def tree_budget(self, stage: int) -> int:
+        return int(self.stage_trees[min(stage, len(self.stage_trees) - 1)])
+
+    def stage_tpr(self, stage: int) -> float:
+        return float(self.min_tpr[min(stage, len(self.min_tpr) - 1)])
+
+    def check(self) -> None:
+        if not self.webfaces and not self.boxes:
+            raise UserError("no annotated faces given (--webfaces DIR and/or --boxes FILE)")
+        if not 1 <= self.depth <= 10:
+            raise UserError(f"--depth must be in 1..10, got {self.depth}")
+        if not 1 <= self.tests <= 1 << 16:
+            raise UserError(f"--tests must be in 1..65536, got {self.tests}")
+        if not self.stage_trees or min(self.stage_trees) < 1:
+            raise UserError("--stage-trees must be a list of positive tree counts")
+        if not self.min_tpr or not all(0.0 < t <= 1.0 for t in self.min_tpr):
+            raise UserError("--min-tpr values must be in (0, 1]")
+        if not 0.0 < self.max_fpr <= 1.0:
+            raise UserError(f"--max-fpr must be in (0, 1], got {self.max_fpr}")
+        if not 0.0 <= self.target_fpr < 1.0:
+            raise UserError(f"--target-fpr must be in [0, 1), got {self.target_fpr}")
+        if self.max_stages < 1:
+            raise UserError(f"--max-stages must be >= 1, got {self.max_stages}")
+        if self.jitter < 1:
+            raise UserError(f"--jitter must be >= 1, got {self.jitter}")
+        if not 0 <= self.pos_jitter < 0.5 or not 0 <= self.scale_jitter < 1:
+            raise UserError("--pos-jitter must be in [0, 0.5) and --scale-jitter in [0, 1)")
+        if self.min_face < 8:
+            raise UserError(f"--min-face must be >= 8 pixels, got {self.min_face}")
+        if self.neg_ratio <= 0:
+            raise UserError(f"--neg-ratio must be > 0, got {self.neg_ratio}")
+        if not 0.0 <= self.neg_annotated_share <= 1.0 or not 0.0 <= self.scan_share <= 1.0:
+            raise UserError("--neg-annotated-share and --scan-share must be in [0, 1]")
+        if self.max_draws < 1:
+            raise UserError("--max-draws must be >= 1")
+        if self.threshold_on not in ("fresh", "train"):
+            raise UserError(f"--threshold-on must be fresh or train, got {self.threshold_on!r}")
+
+    def learning_options(self) -> dict:
+        d = asdict(self)
+        return {k: d[k] for k in LEARNING_KEYS}
+
+
+@dataclass
+class TrainData:
+    store: ImageStore
+    faces: FaceTable
+    source: bootstrap.NegativeSource
+    report: InputReport
+    summary: dict
+
+
+def load_data(cfg: TrainConfig, log: Callable[[str], None]) -> TrainData:
+    t0 = time.perf_counter()
+    report = InputReport()
+    images = []
+    for wf in cfg.webfaces:
+        ims, rep = read_webfaces(wf)
+        report.merge(rep)
+        images += split_images(ims, "train", cfg.val_fraction)
+    for bf in cfg.boxes:
+        ims, rep = read_box_file(bf)
+        report.merge(rep)
+        images += ims
+    if cfg.max_images:
+        images = images[: cfg.max_images]
+    threads = max(1, min(8, os.cpu_count() or 1))
+    store = ImageStore()
+    faces, ann_idx, ann_boxes = load_annotated(images, store, report, cfg.min_face, threads)
+    nfaces_all = len(faces)
+    if cfg.max_faces and len(faces) > cfg.max_faces:
+        pick = np.sort(np.random.default_rng(cfg.seed).permutation(len(faces))[: cfg.max_faces])
+        faces = FaceTable(faces.img[pick], faces.row[pick], faces.col[pick], faces.size[pick])
+    if len(faces) == 0:
+        bad = "; ".join(report.lines()) or "the annotations list no faces"
+        raise UserError(f"no positives: no usable face of at least {cfg.min_face} px ({bad})")
+    bg_paths = []
+    for d in cfg.backgrounds:
+        bg_paths += split_paths(list_images(d), "train", cfg.bg_val_fraction)
+    bg_idx = [k for k in store.add_paths(bg_paths, report, threads) if k >= 0]
+    def usable(k: int) -> bool:
+        return min(store.shape(k)) - 3 >= cfg.min_face
+
+    bg_ok = [k for k in bg_idx if usable(k)]
+    keep = [i for i, k in enumerate(ann_idx) if usable(k)]
+    ann_ok = [ann_idx[i] for i in keep]
+    ann_bx = [ann_boxes[i] for i in keep]
+    share = cfg.neg_annotated_share
+    if not bg_ok and share < 1.0:
+        share = 1.0
+    if not ann_ok and share > 0.0:
+        share = 0.0
+    source = bootstrap.NegativeSource.build(bg_ok, ann_ok, ann_bx, share)
+    if len(source) == 0:
+        raise UserError(
+            "no negative images: give --backgrounds DIR (face-free images) or allow negatives "
+            "from annotated images (--neg-annotated-share > 0)"
+        )
+    store.arrays()
+    summary = {
+        "annotated_images": len(ann_idx),
+        "faces": len(faces),
+        "faces_usable": nfaces_all,
+        "background_images": len(bg_ok),
+        "negative_images": {"background": len(bg_ok), "annotated": len(ann_ok) if share else 0},
+        "megapixels": round(store.megapixels, 1),
+        "bad_input": report.to_json(),
+        "load_seconds": round(time.perf_counter() - t0, 1),
+    }
+    log(
+        f"data: {len(faces)} faces for positives in {len(ann_idx)} annotated images, "
+        f"{len(bg_ok)} background images, {store.megapixels:.0f} Mpx, "
+        f"loaded in {summary['load_seconds']} s"
+    )
+    for line in report.lines():
+        log(f"data: {line}")
+    return TrainData(store, faces, source, report, summary)
+
+
+class _CascadeBuilder:
+    def __init__(self, depth: int) -> None:
+        self.depth = depth
+        nn, nl = (1 << depth) - 1, 1 << depth
+        self.codes = np.zeros((0, nn, 4), np.int8)
+        self.leaves = np.zeros((0, nl), np.float32)
+        self.thr = np.zeros(0, np.float32)
+
+    @property
+    def ntrees(self) -> int:
+        return int(self.thr.shape[0])
+
+    def add(self, codes: np.ndarray, leaves: np.ndarray, thr: float) -> None:
+        self.codes = np.concatenate([self.codes, codes[None]])
+        self.leaves = np.concatenate([self.leaves, leaves[None].astype(np.float32)])
+        self.thr = np.concatenate([self.thr, np.array([thr], np.float32)])
+
+    def arrays(self):
+        # the kernels want at least one tree slot; ntrees = 0 means "accept everything"
+        if self.ntrees == 0:
+            nn, nl = (1 << self.depth) - 1, 1 << self.depth
+            return (self.depth, np.zeros((1, nn, 4), np.int8), np.zeros((1, nl), np.float32),
+                    np.zeros(1, np.float32), 0)  # fmt: skip
+        return self.depth, self.codes, self.leaves, self.thr, self.ntrees
+
+    def cascade(self) -> Cascade:
+        return Cascade(tdepth=self.depth, codes=self.codes, leaves=self.leaves,
+                       thresholds=self.thr)  # fmt: skip
+
+    @classmethod
+    def from_cascade(cls, c: Cascade, ntrees: int) -> _CascadeBuilder:
+        b = cls(c.tdepth)
+        b.codes = c.codes[:ntrees].copy()
+        b.leaves = c.leaves[:ntrees].copy()
+        b.thr = c.thresholds[:ntrees].copy()
+        return b
+
+
+def _atomic_write(path: Path, data: bytes) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
+def _eval(data: TrainData, win: Windows, casc) -> tuple[np.ndarray, np.ndarray]:
+    pix, off, H, W = data.store.arrays()
+    depth, codes, leaves, thr, ntrees = casc
+    ok = np.zeros(len(win), np.bool_)
+    sc = np.zeros(len(win), np.float32)
+    if len(win):
+        learner.eval_windows(pix, off, H, W, win.r, win.c, win.s, win.img, win.sgn, depth,
+                             codes, leaves, thr, ntrees, ok, sc)  # fmt: skip
+    return ok, sc
+
+
+def _tree_output(data: TrainData, win: Windows, codes: np.ndarray, leaves: np.ndarray,
+                 depth: int) -> np.ndarray:  # fmt: skip
+    one = (depth, codes[None], leaves[None][:, :].astype(np.float32),
+           np.array([-np.inf], np.float32), 1)  # fmt: skip
+    return _eval(data, win, one)[1]
+
+
+def _mosaic(path: Path, data: TrainData, win: Windows, side: int) -> None:
+    """A side x side grid of windows (48 px each, evenly spread over `win`), for inspection."""
+    import cv2
+
+    n = min(len(win), side * side)
+    tile = 48
+    canvas = np.zeros((side * tile, side * tile), np.uint8)
+    for q, i in enumerate(np.linspace(0, len(win) - 1, n).astype(int)):
+        img = data.store.image(int(win.img[i]))
+        r, c, s = int(win.r[i]), int(win.c[i]), int(win.s[i])
+        h = s // 2
+        crop = img[max(r - h, 0) : r + h, max(c - h, 0) : c + h]
+        if crop.size == 0:
+            continue
+        if win.sgn[i] < 0:
+            crop = crop[:, ::-1]
+        y, x = divmod(q, side)
+        canvas[y * tile : (y + 1) * tile, x * tile : (x + 1) * tile] = cv2.resize(
+            np.ascontiguousarray(crop), (tile, tile)
+        )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    cv2.imwrite(str(path), canvas)
+
+
+def _fmt_time(s: float) -> str:
+    s = round(s)
+    return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
+
+
+def train(
+    cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] | None = None,
+    command: str | None = None,
+) -> dict:  # fmt: skip
+    """Learn a cascade into cfg.out; returns the final state (also in cfg.out/state.json)."""
+    if log is None:
+        def log(msg: str) -> None:
+            print(msg, flush=True)
+    cfg.check()
+    out = Path(cfg.out)
+    state_path = out / STATE_FILE
+    casc_path = out / CASCADE_FILE
+    if cfg.threads:
+        import numba
+
+        numba.set_num_threads(max(1, min(cfg.threads, numba.config.NUMBA_NUM_THREADS)))
+
+    state: dict | None = None
+    if state_path.exists():
+        if not resume:
+            raise UserError(f"{out} already holds a training run: use --resume or a new --out")
+        try:
+            state = json.loads(state_path.read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read {state_path}: {exc}") from None
+        if state.get("format") != FORMAT_VERSION:
+            raise UserError(f"{state_path} was written by another version of the trainer")
+        saved = state["options"]
+        mine = cfg.learning_options()
+        diff = [k for k in LEARNING_KEYS if json.dumps(saved.get(k)) != json.dumps(mine[k])]
+        if diff:
+            k = diff[0]
+            raise UserError(
+                f"--resume with different options than the run in {out} ({k}: "
+                f"{saved.get(k)!r} there, {mine[k]!r} now); repeat its options or use a new --out"
+            )
+    elif resume:
+        raise UserError(f"nothing to resume in {out} (no {STATE_FILE})")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create {out}: {exc.strerror or exc}") from None
+
+    data = load_data(cfg, log)
+    pix, off, H, W = data.store.arrays()
+
+    if state is None:
+        rng = np.random.default_rng(cfg.seed)
+        lanes = bootstrap.seed_lanes(rng)
+        builder = _CascadeBuilder(cfg.depth)
+        state = {
+            "format": FORMAT_VERSION,
+            "options": cfg.learning_options(),
+            "data": data.summary,
+            "stage": 0,
+            "ntrees": 0,
+            "stages": [],
+            "elapsed_s": 0.0,
+            "done": False,
+            "stop_reason": None,
+            "command": command,
+        }
+    else:
+        if state["data"].get("faces") != data.summary["faces"]:
+            raise UserError(
+                f"the data changed since the run in {out} started "
+                f"({state['data'].get('faces')} faces then, {data.summary['faces']} now)"
+            )
+        rng = np.random.default_rng()
+        rng.bit_generator.state = state["rng"]
+        lanes = np.array([int(x) for x in state["lanes"]], dtype=np.uint64)
+        casc = Cascade.load(casc_path) if state["ntrees"] else None
+        if casc is not None and casc.ntrees < state["ntrees"]:
+            raise UserError(f"{casc_path} has fewer trees than {state_path} records")
+        builder = (
+            _CascadeBuilder.from_cascade(casc, state["ntrees"]) if casc else
+            _CascadeBuilder(cfg.depth)
+        )  # fmt: skip
+        log(f"resuming at stage {state['stage'] + 1} with {builder.ntrees} trees")
+        reason = state.get("stop_reason")
+        if state.get("done") and (
+            (reason == "max_stages" and state["stage"] < cfg.max_stages)
+            or reason == "time_budget"
+            or (reason == "target_fpr" and cfg.target_fpr < state.get("final_fpr_estimate", 0))
+        ):
+            state["done"] = False
+        elif state.get("done"):
+            log(f"the run in {out} is complete ({state.get('stop_reason')})")
+            return state
+
+    t_start = time.perf_counter() - float(state["elapsed_s"])
+    smin = int(cfg.min_face)
+    smax = 1 << 20
+
+    def checkpoint() -> None:
+        state["ntrees"] = builder.ntrees
+        state["rng"] = rng.bit_generator.state
+        state["lanes"] = [int(x) for x in lanes]
+        state["elapsed_s"] = round(time.perf_counter() - t_start, 2)
+        if builder.ntrees:
+            _atomic_write(casc_path, builder.cascade().to_bytes())
+        _atomic_write(state_path, (json.dumps(state, indent=1) + "\n").encode())
+
+    while True:
+        stage = int(state["stage"])
+        if stage >= cfg.max_stages:
+            state["done"], state["stop_reason"] = True, "max_stages"
+            break
+        if cfg.time_budget_h and time.perf_counter() - t_start >= cfg.time_budget_h * 3600:
+            state["done"], state["stop_reason"] = True, "time_budget"
+            break
+        ts = time.perf_counter()
+        casc = builder.arrays()
+        # 1. positives
+        pos = jittered_positives(data.faces, rng, cfg.jitter, cfg.pos_jitter, cfg.scale_jitter,
+                                 smin)  # fmt: skip
+        ok, psc = _eval(data, pos, casc)
+        cascade_tpr = float(ok.mean()) if len(pos) else 0.0
+        pos, psc = pos.take(np.flatnonzero(ok)), psc[ok]
+        cal, csc = Windows.empty(), np.zeros(0, np.float32)
+        if cfg.threshold_on == "fresh":
+            cal = jittered_positives(data.faces, rng, cfg.jitter, cfg.pos_jitter,
+                                     cfg.scale_jitter, smin)  # fmt: skip
+            okc, csc = _eval(data, cal, casc)
+            cal, csc = cal.take(np.flatnonzero(okc)), csc[okc]
+        if len(pos) == 0 or (cfg.threshold_on == "fresh" and len(cal) == 0):
+            state["done"], state["stop_reason"] = True, "no_positives_left"
+            break
+        # 2. negatives
+        want = max(1, round(cfg.neg_ratio * len(pos)))
+        fpr_guess = 1.0
+        if state["stages"]:
+            last = state["stages"][-1]
+            fpr_guess = max(last["cascade_fpr_before"] * last["stage_fpr"], 1e-12)
+        burst = bootstrap.burst_for(want / fpr_guess, len(data.source))
+        tm = time.perf_counter()
+        neg, nsc, draws = bootstrap.mine_negatives(
+            (pix, off, H, W), data.source, casc, lanes, want, smin, smax, cfg.max_draws,
+            cfg.scan_share, burst,
+        )  # fmt: skip
+        mine_s = time.perf_counter() - tm
+        cascade_fpr = len(neg) / max(draws, 1)
+        if cfg.verbose and len(neg):
+            _mosaic(out / "debug" / f"negatives_{stage + 1:02d}.png", data, neg, 10)
+        if cascade_fpr <= cfg.target_fpr:
+            state["done"], state["stop_reason"] = True, "target_fpr"
+            state["final_fpr_estimate"] = cascade_fpr
+            log(f"cascade FPR {cascade_fpr:.2e} per window <= target {cfg.target_fpr:.1e}: done")
+            break
+        if len(neg) < max(10, want // 100):
+            state["done"], state["stop_reason"] = True, "negatives_exhausted"
+            state["final_fpr_estimate"] = cascade_fpr
+            log(f"only {len(neg)} negatives in {draws} draws (--max-draws): stopping")
+            break
+        # 3. boost the stage
+        win = Windows.concat([pos, neg])
+        ispos = np.zeros(len(win), np.bool_)
+        ispos[: len(pos)] = True
+        scores = np.concatenate([psc, nsc]).astype(np.float32)
+        min_tpr = cfg.stage_tpr(stage)
+        budget = cfg.tree_budget(stage)
+        tl = time.perf_counter()
+        thr = np.float32(0.0)
+        tpr = fpr = tpr_train = 1.0
+        new = 0
+        for _ in range(budget):
+            wt = learner.boost_weights(ispos, scores)
+            codes, leaves, node = learner.grow_tree(
+                pix, off, H, W, win, ispos, wt, cfg.depth, cfg.tests, rng
+            )
+            scores = (scores + leaves[node]).astype(np.float32)
+            if len(cal):
+                csc = (csc + _tree_output(data, cal, codes, leaves, cfg.depth)).astype(np.float32)
+                thr = learner.stage_threshold(csc, min_tpr)
+                tpr = float((csc > thr).mean())
+            else:
+                thr = learner.stage_threshold(scores[ispos], min_tpr)
+                tpr = float((scores[ispos] > thr).mean())
+            tpr_train = float((scores[ispos] > thr).mean())
+            fpr = float((scores[~ispos] > thr).mean())
+            builder.add(codes, leaves, float(learner.SKIP_THRESHOLD))
+            new += 1
+            if cfg.verbose:
+                log(f"  tree {builder.ntrees}: stage TPR {tpr:.4f} (training positives "
+                    f"{tpr_train:.4f}) FPR {fpr:.4f} thr {thr:.4f}")
+            if fpr <= cfg.max_fpr:
+                break
+        builder.thr[-1] = thr
+        learn_s = time.perf_counter() - tl
+        rec = {
+            "stage": stage + 1,
+            "trees": new,
+            "total_trees": builder.ntrees,
+            "threshold": float(thr),
+            "min_tpr": min_tpr,
+            "stage_tpr": round(tpr, 5),
+            "stage_tpr_train": round(tpr_train, 5),
+            "stage_fpr": round(fpr, 5),
+            "cascade_tpr_before": round(cascade_tpr, 5),
+            "cascade_fpr_before": float(f"{cascade_fpr:.4g}"),
+            "positives": len(pos),
+            "negatives": len(neg),
+            "draws": draws,
+            "mine_s": round(mine_s, 2),
+            "learn_s": round(learn_s, 2),
+            "seconds": round(time.perf_counter() - ts, 2),
+        }
+        state["stages"].append(rec)
+        state["stage"] = stage + 1
+        checkpoint()
+        log(
+            f"stage {stage + 1}: {new} trees (total {builder.ntrees}) | stage TPR {tpr:.4f} "
+            f"FPR {fpr:.3f} | cascade before: TPR {cascade_tpr:.4f} FPR {cascade_fpr:.2e} | "
+            f"samples {len(pos)}+ {len(neg)}- ({draws:.3g} draws) | "
+            f"{rec['seconds']:.1f} s (mine {mine_s:.1f}) | elapsed "
+            f"{_fmt_time(time.perf_counter() - t_start)}"
+        )
+    checkpoint()
+    log(
+        f"finished ({state['stop_reason']}): {builder.ntrees} trees in {state['stage']} stages, "
+        f"{_fmt_time(state['elapsed_s'])}; cascade: {casc_path}"
+    )
+    return state
+
+
+def parse_list(text: str, kind: type) -> list:
+    """'1,1,2,3x4,10' -> [1, 1, 2, 3, 3, 3, 3, 10] (NxK repeats N K times)."""
+    out = []
+    for part in str(text).replace(" ", "").split(","):
+        if not part:
+            continue
+        try:
+            if "x" in part:
+                v, n = part.split("x")
+                out += [kind(v)] * int(n)
+            else:
+                out.append(kind(part))
+        except ValueError:
+            raise UserError(f"cannot read the list {text!r} (e.g. '1,1,2,20x4')") from None
+    if not out:
+        raise UserError(f"empty list {text!r}")
+    return out
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit("use `edge-fer train-cascade`")

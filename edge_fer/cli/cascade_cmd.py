@@ -1,0 +1,255 @@
+"""`edge-fer train-cascade` and `edge-fer eval-detector`: learn and evaluate pico cascades."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+SHARED_FACEFINDER = Path("../shared/reference/pico/facefinder")
+SHARED_BACKGROUNDS = Path("../shared/data/backgrounds")
+
+
+def register(sub) -> None:
+    d = argparse.ArgumentDefaultsHelpFormatter
+    p = sub.add_parser(
+        "train-cascade",
+        help="learn a pico face cascade (Markus et al. 2013)",
+        description="Learn a pico cascade of boosted pixel-comparison trees from annotated faces "
+        "and face-free images, stage by stage with hard-negative bootstrapping. Writes "
+        "OUT/cascade.pico (pico binary format) and OUT/state.json after every stage; --resume "
+        "continues an interrupted run. See docs/cascade.md.",
+        formatter_class=d,
+    )
+    p.add_argument("--webfaces", action="append", default=[], metavar="DIR",
+                   help="WebFaces folder (images/ + WebFaces_GroundThruth.txt); the last "
+                   "--val-fraction of its images in name order is held out")  # fmt: skip
+    p.add_argument("--boxes", action="append", default=[], metavar="FILE",
+                   help="box file, one face per line: path x y w h (all used for training)")
+    p.add_argument("--backgrounds", action="append", default=[], metavar="DIR",
+                   help="folder of face-free images (the last --bg-val-fraction held out)")
+    p.add_argument("--out", required=True, help="run folder (cascade.pico, state.json)")
+    p.add_argument("--resume", action="store_true", help="continue the run in --out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--depth", type=int, default=6, help="tree depth")
+    p.add_argument("--tests", type=int, default=1024, help="random pixel tests tried per node")
+    p.add_argument("--stage-trees", default="1x4,2,3,4,5,10,20x6,30x4,40",
+                   help="tree budget per stage; NxK repeats N K times; the last value repeats")
+    p.add_argument("--min-tpr", default="0.98,0.985,0.99,0.995,0.997",
+                   help="per-stage true-positive rate to keep (the last value repeats)")
+    p.add_argument("--max-fpr", type=float, default=0.5,
+                   help="a stage ends once its false-positive rate is at most this")
+    p.add_argument("--target-fpr", type=float, default=1e-6,
+                   help="stop when the cascade accepts at most this fraction of mined windows")
+    p.add_argument("--max-stages", type=int, default=30)
+    p.add_argument("--time-budget", type=float, default=0.0, metavar="HOURS",
+                   help="start no new stage after this many hours (0: no limit)")
+    p.add_argument("--min-face", type=int, default=20,
+                   help="smallest face used (pixels); also the smallest negative window")
+    p.add_argument("--jitter", type=int, default=4,
+                   help="jittered windows per face per stage (alternately mirrored)")
+    p.add_argument("--pos-jitter", type=float, default=0.05,
+                   help="centre jitter, fraction of the face size")
+    p.add_argument("--scale-jitter", type=float, default=0.08,
+                   help="size jitter: factor in [1/(1+x), 1+x]")
+    p.add_argument("--neg-ratio", type=float, default=1.0, help="negatives per positive")
+    p.add_argument("--neg-annotated-share", type=float, default=0.5,
+                   help="share of negative windows drawn from annotated images (off faces)")
+    p.add_argument("--scan-share", type=float, default=0.5,
+                   help="share of negative sizes drawn like a multi-scale scan (else log-uniform)")
+    p.add_argument("--threshold-on", choices=("fresh", "train"), default="fresh",
+                   help="set stage thresholds on a fresh jitter of the faces (an honest TPR) or "
+                   "on the stage's own training positives (the reference learner)")
+    p.add_argument("--max-draws", type=float, default=2e10,
+                   help="windows tried per stage when mining negatives")
+    p.add_argument("--val-fraction", type=float, default=0.1)
+    p.add_argument("--bg-val-fraction", type=float, default=0.1)
+    p.add_argument("--max-faces", type=int, default=0, help="use a seeded subset of faces")
+    p.add_argument("--max-images", type=int, default=0, help="use the first N annotated images")
+    p.add_argument("--threads", type=int, default=0, help="numba threads (0: default)")
+    p.add_argument("--verbose", action="store_true", help="a line per tree")
+    p.set_defaults(func=run_train)
+
+    e = sub.add_parser(
+        "eval-detector",
+        help="recall / false positives of a cascade on annotated images",
+        description="Scan the images of a WebFaces folder (or a box file) with a cascade and "
+        "report recall and false positives per image at several score thresholds (a face is "
+        "found when a detection's square overlaps its box with IoU >= --iou), the recall at "
+        "fixed false-positive rates, false positives per megapixel on face-free images, speed, "
+        "and the same for a reference cascade.",
+        formatter_class=d,
+    )
+    e.add_argument("--cascade", default=None, help="pico cascade (default: the bundled one)")
+    e.add_argument("--data", default=None, metavar="WEBFACES_DIR", help="WebFaces folder")
+    e.add_argument("--boxes", default=None, metavar="FILE", help="box file instead of --data")
+    e.add_argument("--split", choices=("val", "train", "all"), default="val")
+    e.add_argument("--val-fraction", type=float, default=0.1)
+    e.add_argument("--reference", default="auto",
+                   help="reference cascade ('auto': ../shared/reference/pico/facefinder if "
+                   "present; 'none')")  # fmt: skip
+    e.add_argument("--backgrounds", default="auto",
+                   help="face-free images for false positives per megapixel ('auto': "
+                   "../shared/data/backgrounds if present; 'none')")  # fmt: skip
+    e.add_argument("--bg-split", choices=("val", "train", "all"), default="all")
+    e.add_argument("--min-size", type=float, default=24.0, help="smallest window (pixels)")
+    e.add_argument("--max-size", type=float, default=1.0,
+                   help="largest window (pixels, or fraction of the shorter side if <= 1)")
+    e.add_argument("--scale-factor", type=float, default=1.1)
+    e.add_argument("--stride-factor", type=float, default=0.1)
+    e.add_argument("--iou", type=float, default=0.4, help="overlap for a face to count found")
+    e.add_argument("--thresholds", default=",".join(str(t) for t in (0, 1, 2.5, 5, 10, 20, 40)))
+    e.add_argument("--fppi", default="0.1,0.25,0.5,1,2",
+                   help="false positives per image at which to report recall")
+    e.add_argument("--limit", type=int, default=0, help="evaluate the first N images only")
+    e.add_argument("--speed-images", type=int, default=50,
+                   help="images on which to count trees per window (0: skip)")
+    e.add_argument("--json", action="store_true", help="print JSON")
+    e.add_argument("--out", default=None, help="also write the JSON here")
+    e.add_argument("--card", default=None, metavar="FILE",
+                   help="write a markdown model card (needs --run)")
+    e.add_argument("--run", default=None, metavar="DIR",
+                   help="the train-cascade folder of the cascade (state.json), for --card")
+    e.set_defaults(func=run_eval)
+
+
+def run_train(args) -> int:
+    from edge_fer.cascade_train.trainer import TrainConfig, parse_list, train
+
+    cfg = TrainConfig(
+        out=args.out, webfaces=args.webfaces, boxes=args.boxes, backgrounds=args.backgrounds,
+        val_fraction=args.val_fraction, bg_val_fraction=args.bg_val_fraction,
+        min_face=args.min_face, max_faces=args.max_faces, max_images=args.max_images,
+        depth=args.depth, tests=args.tests, stage_trees=parse_list(args.stage_trees, int),
+        min_tpr=parse_list(args.min_tpr, float), max_fpr=args.max_fpr,
+        target_fpr=args.target_fpr, max_stages=args.max_stages, jitter=args.jitter,
+        pos_jitter=args.pos_jitter, scale_jitter=args.scale_jitter, neg_ratio=args.neg_ratio,
+        neg_annotated_share=args.neg_annotated_share, scan_share=args.scan_share,
+        max_draws=int(args.max_draws), threshold_on=args.threshold_on,
+        time_budget_h=args.time_budget, seed=args.seed, threads=args.threads,
+        verbose=args.verbose,
+    )  # fmt: skip
+    state = train(cfg, resume=args.resume, command="edge-fer " + " ".join(sys.argv[1:]))
+    summary = {k: state[k] for k in ("stage", "ntrees", "elapsed_s", "stop_reason")}
+    summary["cascade"] = str(Path(args.out) / "cascade.pico")
+    print(json.dumps(summary))
+    return 0
+
+
+def _resolve(value: str, shared: Path) -> Path | None:
+    if value == "none":
+        return None
+    if value == "auto":
+        return shared if shared.exists() else None
+    return Path(value)
+
+
+def run_eval(args) -> int:
+    from edge_fer.cascade_train import evaluate as ev
+    from edge_fer.cascade_train.annotations import (
+        list_images,
+        read_box_file,
+        read_webfaces,
+        split_images,
+        split_paths,
+    )
+    from edge_fer.cascade_train.trainer import parse_list
+    from edge_fer.detect import Cascade
+    from edge_fer.errors import UserError
+
+    if args.cascade is None:
+        from edge_fer.detect import default_cascade_path
+
+        path = default_cascade_path()
+        if path is None:
+            raise UserError("no bundled cascade yet: give --cascade FILE")
+        args.cascade = str(path)
+    cand = Cascade.load(args.cascade)
+    ref_path = _resolve(args.reference, SHARED_FACEFINDER)
+    ref = Cascade.load(ref_path) if ref_path else None
+    if args.data is None and args.boxes is None:
+        raise UserError("give --data WEBFACES_DIR or --boxes FILE")
+    if args.data is not None:
+        ims, report = read_webfaces(args.data)
+        ims = split_images(ims, args.split, args.val_fraction)
+    else:
+        ims, report = read_box_file(args.boxes)
+    if args.limit:
+        ims = ims[: args.limit]
+    if not ims:
+        raise UserError("no annotated images to evaluate")
+    params = ev.ScanParams(args.min_size, args.max_size, args.scale_factor, args.stride_factor)
+    try:
+        params.detector(cand)
+    except UserError as exc:
+        raise UserError(f"scan options: {exc}") from None
+    imgs, faces, undecodable = ev.load_eval_set(ims)
+    bg_dir = _resolve(args.backgrounds, SHARED_BACKGROUNDS)
+    bgs: list = []
+    if bg_dir is not None:
+        bgs, _ = ev.load_images(split_paths(list_images(bg_dir), args.bg_split, 0.1))
+    thresholds = parse_list(args.thresholds, float)
+    fppis = parse_list(args.fppi, float)
+    if 0.5 not in fppis:
+        fppis.append(0.5)
+    kw = {"thresholds": thresholds, "fppis": fppis, "iou": args.iou,
+          "speed_images": args.speed_images}
+    result = {
+        "data": args.data or args.boxes,
+        "split": args.split if args.data else "all",
+        "images": len(imgs),
+        "undecodable": undecodable,
+        "bad_annotations": report.to_json(),
+        "backgrounds": {"folder": str(bg_dir) if bg_dir else None, "images": len(bgs),
+                        "megapixels": round(sum(g.size for g in bgs) / 1e6, 2)},
+        "scan": vars(params),
+        "match_iou": args.iou,
+        "cascade": ev.evaluate_cascade(cand, imgs, faces, bgs, params, **kw),
+    }  # fmt: skip
+    if ref is not None:
+        result["reference"] = ev.evaluate_cascade(ref, imgs, faces, bgs, params, **kw)
+        result["comparison"] = ev.compare(result["cascade"], result["reference"], 0.5)
+    text = json.dumps(result, indent=1)
+    if args.card:
+        if not args.run:
+            raise UserError("--card needs --run DIR (the train-cascade output folder)")
+        try:
+            state = json.loads((Path(args.run) / "state.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise UserError(f"cannot read {args.run}/state.json: {exc}") from None
+        cmd = state.get("command") or "(see docs/cascade.md)"
+        Path(args.card).write_text(ev.model_card(state, result, cmd) + "\n")
+    if args.out:
+        Path(args.out).write_text(text + "\n")
+    if args.json:
+        print(text)
+    else:
+        _print_table(result, sys.stdout)
+    return 0
+
+
+def _print_table(res: dict, f) -> None:
+    print(f"{res['images']} images, {res['cascade']['faces']} faces "
+          f"(split {res['split']}); backgrounds: {res['backgrounds']['images']} images, "
+          f"{res['backgrounds']['megapixels']} Mpx", file=f)  # fmt: skip
+    for key in ("cascade", "reference"):
+        r = res.get(key)
+        if r is None:
+            continue
+        print(f"\n{key}: {r['source']} (depth {r['tdepth']}, {r['ntrees']} trees)", file=f)
+        print(f"  {'threshold':>9} {'recall':>7} {'FP/img':>7} {'bgFP/Mpx':>9}", file=f)
+        for row in r["table"]:
+            bg = "-" if row["bg_fp_per_mp"] is None else f"{row['bg_fp_per_mp']:.3f}"
+            print(f"  {row['threshold']:9.2f} {row['recall']:7.4f} {row['fp_per_image']:7.3f} "
+                  f"{bg:>9}", file=f)  # fmt: skip
+        for o in r["at_fppi"]:
+            thr = "-" if o["threshold"] is None else f"{o['threshold']:.3f}"
+            bg = "-" if o["bg_fp_per_mp"] is None else f"{o['bg_fp_per_mp']:.3f}"
+            print(f"  at {o['fppi']:g} FP/img: recall {o['recall']:.4f} (threshold {thr}, "
+                  f"bg {bg} FP/Mpx)", file=f)  # fmt: skip
+        sp = r["speed"]
+        extra = f", {sp['trees_per_window']:.2f} trees/window" if "trees_per_window" in sp else ""
+        print(f"  speed: {sp['ms_per_image']} ms/image{extra}", file=f)
+    if "comparison" in res:
+        print("\ncomparison: " + json.dumps(res["comparison"]), file=f)

@@ -1,0 +1,367 @@
+"""Cascade learning (edge_fer.cascade_train) and `edge-fer train-cascade` / `eval-detector`.
+
+The real-data tests read ../shared (WebFaces, backgrounds, facefinder) and skip without it.
+Run numba single-threaded on a busy machine: NUMBA_NUM_THREADS=1 pytest tests/test_cascade_train.py
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_fer.cascade_train import bootstrap, learner
+from edge_fer.cascade_train.annotations import (
+    Face,
+    InputReport,
+    read_box_file,
+    read_webfaces,
+    split_images,
+    webfaces_box,
+)
+from edge_fer.cascade_train.evaluate import curve, match_image
+from edge_fer.cascade_train.samples import ImageStore, Windows, jittered_positives, load_annotated
+from edge_fer.cascade_train.trainer import TrainConfig, parse_list, train
+from edge_fer.cli.main import main
+from edge_fer.detect import Cascade, Detector
+from edge_fer.errors import UserError
+
+SHARED = Path(__file__).resolve().parents[1].parent / "shared"
+WEBFACES = SHARED / "data" / "webfaces"
+BACKGROUNDS = SHARED / "data" / "backgrounds"
+FACEFINDER = SHARED / "reference" / "pico" / "facefinder"
+
+needs_shared = pytest.mark.skipif(
+    not (WEBFACES.is_dir() and BACKGROUNDS.is_dir() and FACEFINDER.is_file()),
+    reason="../shared (WebFaces, backgrounds, facefinder) is not available",
+)
+
+
+def _random_cascade(rng, depth=3, ntrees=5):
+    return Cascade(
+        tdepth=depth,
+        codes=rng.integers(-128, 128, (ntrees, (1 << depth) - 1, 4)),
+        leaves=rng.uniform(-1, 1, (ntrees, 1 << depth)),
+        thresholds=np.full(ntrees, -1337.0),
+    )
+
+
+def _eval(store, win, c: Cascade):
+    pix, off, H, W = store.arrays()
+    ok = np.zeros(len(win), np.bool_)
+    sc = np.zeros(len(win), np.float32)
+    learner.eval_windows(pix, off, H, W, win.r, win.c, win.s, win.img, win.sgn, c.tdepth,
+                         c.codes, c.leaves, c.thresholds, c.ntrees, ok, sc)  # fmt: skip
+    return ok, sc
+
+
+# ---- annotations ---------------------------------------------------------------------------
+
+
+def _write_img(path: Path, h=120, w=160, seed=0):
+    img = np.random.default_rng(seed).integers(0, 256, (h, w, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(path), img)
+
+
+def test_box_file_bad_lines_counted(tmp_path):
+    _write_img(tmp_path / "a.png")
+    _write_img(tmp_path / "b c.png", seed=1)  # a path with a space
+    (tmp_path / "broken.jpg").write_bytes(b"not a jpeg at all")
+    (tmp_path / "boxes.txt").write_text(
+        "# comment\n"
+        "a.png 10 20 40 40\n"
+        "b c.png 50 30 44 36\n"
+        "a.png 10 20 0 40\n"  # zero size
+        "missing.png 1 2 30 30\n"  # missing file
+        "a.png ten 20 40 40\n"  # malformed
+        "a.png 10 20\n"  # malformed
+        "a.png 500 500 30 30\n"  # centre outside the 160x120 image
+        "broken.jpg 5 5 30 30\n"  # does not decode
+        "\n"
+    )
+    images, report = read_box_file(tmp_path / "boxes.txt")
+    assert report.counts == {"empty_box": 1, "missing_file": 1, "malformed": 2}
+    assert [im.path.name for im in images] == ["a.png", "b c.png", "broken.jpg"]
+    a = images[0]
+    assert a.faces[0] == Face(row=40.0, col=30.0, size=40.0)
+    assert images[1].faces[0].size == pytest.approx(40.0)  # (44 + 36) / 2
+    store = ImageStore()
+    faces, kept, _ = load_annotated(images, store, report, min_face=20)
+    assert report.counts["outside_image"] == 1
+    assert report.counts["undecodable"] == 1
+    assert len(faces) == 2 and len(kept) == 2
+    assert any("does not decode" in line for line in report.lines())
+
+
+def test_webfaces_parsing_and_split(tmp_path):
+    (tmp_path / "images").mkdir()
+    for i in range(10):
+        _write_img(tmp_path / "images" / f"pic{i:05d}.jpg", seed=i)
+    lines = [f"pic{i:05d}.jpg 50 40 70 40 60 50 60 62" for i in range(10)]
+    lines += [
+        "pic00001.jpg 50 40 70 40 60 50",  # too few fields
+        "pic99999.jpg 50 40 70 40 60 50 60 62",  # missing image
+        "pic00002.jpg 50 40 50 40 60 50 50 40",  # degenerate landmarks
+    ]
+    (tmp_path / "WebFaces_GroundThruth.txt").write_text("\n".join(lines) + "\n")
+    images, report = read_webfaces(tmp_path)
+    assert report.counts == {"malformed": 1, "missing_file": 1, "empty_box": 1}
+    assert len(images) == 10
+    f = images[0].faces[0]
+    # eye midpoint (60, 40), mouth (60, 62): centre 0.2 of the way down, size from both distances
+    assert f.col == pytest.approx(60.0) and f.row == pytest.approx(40 + 0.2 * 22)
+    assert f.size == pytest.approx(2.75 * (20 + 22) / 2)
+    tr, va = split_images(images, "train"), split_images(images, "val")
+    assert [i.name for i in va] == ["pic00009.jpg"] and len(tr) == 9
+    assert webfaces_box(1, 1, 1, 1, 1, 1, 1, 1) is None
+
+
+def test_parse_list():
+    assert parse_list("1x3,2,20x2", int) == [1, 1, 1, 2, 20, 20]
+    with pytest.raises(UserError):
+        parse_list("1,a", int)
+
+
+# ---- kernels -------------------------------------------------------------------------------
+
+
+def test_mirror_is_the_flipped_image():
+    rng = np.random.default_rng(0)
+    img = rng.integers(0, 256, (90, 110), dtype=np.uint8)
+    store = ImageStore()
+    store.add(img)
+    store.add(np.ascontiguousarray(img[:, ::-1]))
+    c = _random_cascade(rng, 4, 6)
+    n = 500
+    r = rng.integers(15, 75, n).astype(np.int32)
+    col = rng.integers(15, 95, n).astype(np.int32)
+    s = rng.integers(16, 30, n).astype(np.int32)
+    a = Windows(r, col, s, np.zeros(n, np.int32), np.full(n, -1, np.int32))
+    b = Windows(r, (109 - col).astype(np.int32), s, np.ones(n, np.int32), np.ones(n, np.int32))
+    assert np.array_equal(_eval(store, a, c)[1], _eval(store, b, c)[1])
+
+
+def test_grown_tree_matches_cascade_evaluation():
+    rng = np.random.default_rng(1)
+    store = ImageStore()
+    ramp = np.linspace(0, 200, 80)[:, None] + rng.integers(0, 40, (80, 100))
+    store.add(ramp.astype(np.uint8))  # brighter downwards: positives
+    store.add(ramp[::-1].astype(np.uint8))  # brighter upwards: negatives
+    store.add(rng.integers(0, 256, (80, 100), dtype=np.uint8))  # noise: negatives
+    pix, off, H, W = store.arrays()
+    n = 3000
+    win = Windows(
+        rng.integers(10, 70, n).astype(np.int32), rng.integers(10, 90, n).astype(np.int32),
+        rng.integers(16, 40, n).astype(np.int32), rng.integers(0, 3, n).astype(np.int32),
+        np.where(rng.random(n) < 0.5, 1, -1).astype(np.int32),
+    )  # fmt: skip
+    pos = win.img == 0
+    wt = learner.boost_weights(pos, np.zeros(n, np.float32))
+    assert wt.sum() == pytest.approx(1.0)
+    codes, leaves, node = learner.grow_tree(pix, off, H, W, win, pos, wt, 4, 64, rng)
+    c = Cascade(tdepth=4, codes=codes[None], leaves=leaves[None], thresholds=np.array([-1337.0]))
+    ok, sc = _eval(store, win, c)
+    assert ok.all() and np.array_equal(sc, leaves[node])
+    # the tree learned something: the mean output separates the classes
+    assert sc[pos].mean() > sc[~pos].mean() + 0.5
+    thr = learner.stage_threshold(sc[pos], 0.9)
+    assert (sc[pos] > thr).mean() >= 0.9
+
+
+def test_mining_is_independent_of_threads():
+    import numba
+
+    rng = np.random.default_rng(2)
+    store = ImageStore()
+    for i in range(4):
+        store.add(rng.integers(0, 256, (100, 120), dtype=np.uint8))
+    src = bootstrap.NegativeSource.build([0, 1], [2, 3], [[(50, 60, 30)], []], 0.5)
+    c = _random_cascade(rng, 3, 3)
+    c.thresholds[:] = -0.5
+    arrs = (c.tdepth, c.codes, c.leaves, c.thresholds, c.ntrees)
+    res = []
+    for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
+        numba.set_num_threads(threads)
+        lanes = bootstrap.seed_lanes(np.random.default_rng(5))
+        win, sc, draws = bootstrap.mine_negatives(store.arrays(), src, arrs, lanes, 400, 16,
+                                                  1 << 20, 10**6)  # fmt: skip
+        res.append((win.r.copy(), win.s.copy(), sc.copy(), draws))
+        # the windows pass the cascade and stay clear of the face in image 2
+        ok, sc2 = _eval(store, win, c)
+        assert ok.all() and np.array_equal(sc2, sc)
+        on2 = win.img == 2
+        assert not np.any(on2 & (np.abs(win.r - 50) < (win.s / 2 + 1.25 * 15))
+                          & (np.abs(win.c - 60) < (win.s / 2 + 1.25 * 15)))  # fmt: skip
+    numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
+    assert all(np.array_equal(a, b) for a, b in zip(res[0][:3], res[-1][:3]))
+    assert len(res[0][0]) == 400 and res[0][3] >= 400
+
+
+def test_jitter_and_mirror():
+    from edge_fer.cascade_train.samples import FaceTable
+
+    faces = FaceTable(np.array([0, 1], np.int32), np.array([50.0, 60.0]), np.array([40.0, 70.0]),
+                      np.array([40.0, 100.0]))  # fmt: skip
+    w = jittered_positives(faces, np.random.default_rng(0), 4, 0.05, 0.1, 20)
+    assert len(w) == 8
+    assert sorted(w.sgn[:4]) == [-1, -1, 1, 1]
+    assert np.all(np.abs(w.r[:4] - 50) <= 2.5) and np.all(np.abs(w.s[4:] - 100) <= 11)
+
+
+def test_matching_and_curve():
+    faces = [Face(50, 50, 40), Face(150, 150, 10)]  # the second is below min_face
+    dets = np.array([
+        [52, 50, 42, 9.0],  # true positive
+        [50, 52, 40, 8.0],  # duplicate: false positive
+        [150, 150, 11, 7.0],  # on the small face: ignored
+        [300, 300, 40, 6.0],  # false positive
+    ], np.float32)  # fmt: skip
+    assert list(match_image(dets, faces, 20, 0.4)) == [1, 0, -1, 0]
+    cv = curve([dets, np.zeros((0, 4), np.float32)], [faces, [Face(10, 10, 30)]], 20, 0.4)
+    assert cv.nfaces == 2 and cv.nimages == 2
+    assert cv.at_threshold(8.5) == (0.5, 0.0)
+    assert cv.at_threshold(0.0) == (0.5, 1.0)
+    assert cv.at_fppi(0.5) == (0.5, 8.0)
+
+
+# ---- real data -----------------------------------------------------------------------------
+
+
+@needs_shared
+def test_kernel_agrees_with_runtime_on_facefinder():
+    from edge_fer.cascade_train.samples import read_gray
+
+    c = Cascade.load(FACEFINDER)
+    g = read_gray(WEBFACES / "images" / "pic00001.jpg")
+    det = Detector(c, min_size=40, max_size=120, threshold=-1e9)
+    raw = det.raw(g)
+    grid = det.grid(*g.shape)
+    rs, cs, ss = [], [], []
+    for k in range(grid.nscales):
+        r = grid.rows_f[grid.row_start[k] : grid.row_start[k + 1]].astype(np.int32)
+        cc = grid.cols_f[grid.col_start[k] : grid.col_start[k + 1]].astype(np.int32)
+        R, C = np.meshgrid(r, cc, indexing="ij")
+        rs.append(R.ravel())
+        cs.append(C.ravel())
+        ss.append(np.full(R.size, grid.sizes_i[k], np.int32))
+    n = sum(len(x) for x in rs)
+    win = Windows(np.concatenate(rs), np.concatenate(cs), np.concatenate(ss),
+                  np.zeros(n, np.int32), np.ones(n, np.int32))  # fmt: skip
+    store = ImageStore()
+    store.add(g)
+    ok, sc = _eval(store, win, c)
+    assert ok.sum() == len(raw) > 0
+    assert np.array_equal(np.sort(sc[ok] - c.thresholds[-1]), np.sort(raw[:, 3]))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    if not (WEBFACES.is_dir() and BACKGROUNDS.is_dir()):
+        pytest.skip("../shared (WebFaces, backgrounds) is not available")
+    out = tmp_path_factory.mktemp("cascade")
+    cfg = TrainConfig(
+        out=str(out), webfaces=[str(WEBFACES)], backgrounds=[str(BACKGROUNDS)], max_images=300,
+        depth=5, tests=128, stage_trees=[2, 4], min_tpr=[0.98, 0.99], max_stages=2, jitter=2,
+        seed=3,
+    )  # fmt: skip
+    logs: list[str] = []
+    state = train(cfg, log=logs.append)
+    return out, state, logs
+
+
+@needs_shared
+def test_tiny_cascade_learns_and_saves_in_pico_format(tiny_run):
+    out, state, logs = tiny_run
+    assert state["stage"] == 2 and state["stop_reason"] == "max_stages"
+    assert sum(1 for line in logs if line.startswith("stage ")) == 2
+    assert "TPR" in logs[-2] and "FPR" in logs[-2] and "samples" in logs[-2]
+    c = Cascade.load(out / "cascade.pico")
+    assert c.tdepth == 5 and c.ntrees == state["ntrees"] <= 6
+    # one stage threshold on the last tree of each stage, the others never reject
+    ends = np.cumsum([s["trees"] for s in state["stages"]]) - 1
+    assert np.all(c.thresholds[ends] > -100)
+    assert np.all(np.delete(c.thresholds, ends) == learner.SKIP_THRESHOLD)
+
+    # held-out faces (the validation split) pass far more often than background windows
+    images, _ = read_webfaces(WEBFACES)
+    val = split_images(images, "val")[:150]
+    store = ImageStore()
+    report = InputReport()
+    faces, _, _ = load_annotated(val, store, report, min_face=24)
+    fw = Windows(np.rint(faces.row).astype(np.int32), np.rint(faces.col).astype(np.int32),
+                 np.rint(faces.size).astype(np.int32), faces.img, np.ones(len(faces), np.int32))
+    tpr = _eval(store, fw, c)[0].mean()
+    bg = [p for p in sorted(BACKGROUNDS.iterdir())][-30:]  # held-out backgrounds
+    k0 = len(store)
+    idx = [k for k in store.add_paths(bg, report) if k >= 0]
+    src = bootstrap.NegativeSource.build(idx, [], [], 0.0)
+    arrs = (c.tdepth, c.codes, c.leaves, c.thresholds, 0)  # ntrees 0: accept all, count draws
+    neg, _, _ = bootstrap.mine_negatives(store.arrays(), src, arrs,
+                                         bootstrap.seed_lanes(np.random.default_rng(0)), 4000,
+                                         24, 1 << 20, 10**6)  # fmt: skip
+    assert neg.img.min() >= k0
+    fpr = _eval(store, neg, c)[0].mean()
+    assert tpr >= 0.8 and fpr <= 0.5 * tpr, (tpr, fpr)
+
+    # the file runs in the runtime detector
+    det = Detector(c, min_size=24, threshold=0.0)
+    det.detect(store.image(0))
+
+
+@needs_shared
+def test_resume_gives_the_same_cascade(tmp_path):
+    kw = {"webfaces": [str(WEBFACES)], "backgrounds": [str(BACKGROUNDS)], "max_images": 120,
+          "depth": 4, "tests": 32, "stage_trees": [1, 2, 2], "jitter": 1, "seed": 7}
+    def quiet(msg: str) -> None:
+        pass
+
+    a = tmp_path / "a"
+    train(TrainConfig(out=str(a), max_stages=3, **kw), log=quiet)
+    b = tmp_path / "b"
+    train(TrainConfig(out=str(b), max_stages=1, **kw), log=quiet)
+    with pytest.raises(UserError, match="--resume"):
+        train(TrainConfig(out=str(b), max_stages=3, **kw), log=quiet)
+    with pytest.raises(UserError, match="different options"):
+        train(TrainConfig(out=str(b), max_stages=3, **{**kw, "tests": 64}), resume=True, log=quiet)
+    st = train(TrainConfig(out=str(b), max_stages=3, **kw), resume=True, log=quiet)
+    assert st["stage"] == 3
+    assert (a / "cascade.pico").read_bytes() == (b / "cascade.pico").read_bytes()
+    sa = json.loads((a / "state.json").read_text())
+    assert [s["negatives"] for s in sa["stages"]] == [s["negatives"] for s in st["stages"]]
+
+
+def test_no_positives_is_a_user_error(tmp_path, capsys):
+    _write_img(tmp_path / "a.png")
+    (tmp_path / "boxes.txt").write_text("a.png 10 10 0 0\nnope.png 1 1 30 30\n")
+    bg = tmp_path / "bg"
+    bg.mkdir()
+    _write_img(bg / "x.png")
+    rc = main(["train-cascade", "--boxes", str(tmp_path / "boxes.txt"), "--backgrounds", str(bg),
+               "--out", str(tmp_path / "run")])  # fmt: skip
+    err = capsys.readouterr().err
+    assert rc == 2
+    assert err.startswith("edge-fer train-cascade: error: no positives") and err.count("\n") == 1
+    assert "box of size zero" in err and "image file missing" in err
+
+
+@needs_shared
+def test_eval_detector_cli(tiny_run, tmp_path, capsys):
+    out, _, _ = tiny_run
+    res_path = tmp_path / "eval.json"
+    rc = main(["eval-detector", "--cascade", str(out / "cascade.pico"), "--data", str(WEBFACES),
+               "--limit", "12", "--backgrounds", "none", "--reference", str(FACEFINDER),
+               "--speed-images", "2", "--json", "--out", str(res_path)])  # fmt: skip
+    assert rc == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res == json.loads(res_path.read_text())
+    assert res["split"] == "val" and res["images"] == 12
+    ref = res["reference"]
+    assert ref["ntrees"] == 468 and ref["speed"]["trees_per_window"] > 1
+    op = next(o for o in ref["at_fppi"] if o["fppi"] == 0.5)
+    assert op["recall"] >= 0.7  # facefinder finds the calibrated WebFaces boxes
+    assert set(res["comparison"]) >= {"recall_ratio", "time_ratio", "bg_fp_per_mp"}
+    assert all(math.isfinite(r["recall"]) for r in res["cascade"]["table"])
