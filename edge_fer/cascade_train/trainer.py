@@ -18,6 +18,7 @@ from them and produces the same cascade as an uninterrupted run.
 from __future__ import annotations
 
 import json
+import math
 import os
 import sys
 import time
@@ -54,7 +55,8 @@ FORMAT_VERSION = 1
 LEARNING_KEYS = (
     "webfaces", "boxes", "backgrounds", "val_fraction", "bg_val_fraction", "min_face",
     "max_faces", "max_images", "depth", "tests", "stage_trees", "min_tpr", "max_fpr",
-    "jitter", "pos_jitter", "scale_jitter", "neg_ratio", "neg_annotated_share", "scan_share",
+    "jitter", "pos_jitter", "scale_jitter", "neg_ratio", "neg_annotated_share",
+    "neg_annotated_min_fpr", "scan_share",
     "max_draws", "threshold_on", "seed",
 )  # fmt: skip
 
@@ -85,11 +87,15 @@ class TrainConfig:
     scale_jitter: float = 0.08  # size scaled by up to 1 +- this
     neg_ratio: float = 1.0  # negatives per positive in a stage
     neg_annotated_share: float = 0.5  # share of negative draws from annotated images
+    # ... while the cascade accepts more than this fraction of windows; below it the windows
+    # that still pass in annotated images are more and more the faces nobody annotated
+    neg_annotated_min_fpr: float = 1e-3
     scan_share: float = 0.5  # share of negative sizes drawn like a multi-scale scan
     max_draws: int = 20_000_000_000  # windows tried per stage when mining negatives
-    # stage thresholds keep min_tpr of "fresh" positives (a second, independent jitter of the
-    # faces that the stage does not learn from) or of the stage's own training positives
-    threshold_on: str = "fresh"
+    # stage thresholds keep min_tpr of the stage's own training positives (the reference
+    # learner), or of "fresh" ones (a second, independent jitter that the stage does not learn
+    # from; honest, but the stages then barely reject anything: see docs/cascade.md)
+    threshold_on: str = "train"
     time_budget_h: float = 0.0  # 0: none; no new stage starts after this much time
     seed: int = 0
     threads: int = 0  # 0: numba's default
@@ -143,6 +149,7 @@ class TrainData:
     store: ImageStore
     faces: FaceTable
     source: bootstrap.NegativeSource
+    source_bg: bootstrap.NegativeSource  # backgrounds only (= source when there are none)
     report: InputReport
     summary: dict
 
@@ -188,6 +195,7 @@ def load_data(cfg: TrainConfig, log: Callable[[str], None]) -> TrainData:
     if not ann_ok and share > 0.0:
         share = 0.0
     source = bootstrap.NegativeSource.build(bg_ok, ann_ok, ann_bx, share)
+    source_bg = bootstrap.NegativeSource.build(bg_ok, [], [], 0.0) if bg_ok else source
     if len(source) == 0:
         raise UserError(
             "no negative images: give --backgrounds DIR (face-free images) or allow negatives "
@@ -211,7 +219,7 @@ def load_data(cfg: TrainConfig, log: Callable[[str], None]) -> TrainData:
     )
     for line in report.lines():
         log(f"data: {line}")
-    return TrainData(store, faces, source, report, summary)
+    return TrainData(store, faces, source, source_bg, report, summary)
 
 
 class _CascadeBuilder:
@@ -439,10 +447,15 @@ def train(
         if state["stages"]:
             last = state["stages"][-1]
             fpr_guess = max(last["cascade_fpr_before"] * last["stage_fpr"], 1e-12)
-        burst = bootstrap.burst_for(want / fpr_guess, len(data.source))
+        source = data.source if fpr_guess > cfg.neg_annotated_min_fpr else data.source_bg
+        burst = bootstrap.burst_for(want / fpr_guess, len(source))
+        # no need to draw more than it takes to show that the FPR is below the target
+        limit = cfg.max_draws
+        if cfg.target_fpr > 0:
+            limit = min(limit, int(math.ceil(want / cfg.target_fpr)))
         tm = time.perf_counter()
         neg, nsc, draws = bootstrap.mine_negatives(
-            (pix, off, H, W), data.source, casc, lanes, want, smin, smax, cfg.max_draws,
+            (pix, off, H, W), source, casc, lanes, want, smin, smax, limit,
             cfg.scan_share, burst,
         )  # fmt: skip
         mine_s = time.perf_counter() - tm

@@ -56,11 +56,15 @@ def register(sub) -> None:
     p.add_argument("--neg-ratio", type=float, default=1.0, help="negatives per positive")
     p.add_argument("--neg-annotated-share", type=float, default=0.5,
                    help="share of negative windows drawn from annotated images (off faces)")
+    p.add_argument("--neg-annotated-min-fpr", type=float, default=1e-3,
+                   help="draw from annotated images only while the cascade accepts more than "
+                   "this fraction of windows (later, unannotated faces dominate what passes)")
     p.add_argument("--scan-share", type=float, default=0.5,
                    help="share of negative sizes drawn like a multi-scale scan (else log-uniform)")
-    p.add_argument("--threshold-on", choices=("fresh", "train"), default="fresh",
-                   help="set stage thresholds on a fresh jitter of the faces (an honest TPR) or "
-                   "on the stage's own training positives (the reference learner)")
+    p.add_argument("--threshold-on", choices=("fresh", "train"), default="train",
+                   help="set stage thresholds on the stage's own training positives (the "
+                   "reference learner) or on a fresh jitter of the faces (an honest TPR, but "
+                   "stages then reject little)")
     p.add_argument("--max-draws", type=float, default=2e10,
                    help="windows tried per stage when mining negatives")
     p.add_argument("--val-fraction", type=float, default=0.1)
@@ -125,7 +129,8 @@ def run_train(args) -> int:
         min_tpr=parse_list(args.min_tpr, float), max_fpr=args.max_fpr,
         target_fpr=args.target_fpr, max_stages=args.max_stages, jitter=args.jitter,
         pos_jitter=args.pos_jitter, scale_jitter=args.scale_jitter, neg_ratio=args.neg_ratio,
-        neg_annotated_share=args.neg_annotated_share, scan_share=args.scan_share,
+        neg_annotated_share=args.neg_annotated_share,
+        neg_annotated_min_fpr=args.neg_annotated_min_fpr, scan_share=args.scan_share,
         max_draws=int(args.max_draws), threshold_on=args.threshold_on,
         time_budget_h=args.time_budget, seed=args.seed, threads=args.threads,
         verbose=args.verbose,
