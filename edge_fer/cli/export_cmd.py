@@ -8,23 +8,10 @@ step in `run` after the FP32 export they all start from.
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 
-
-class HelpFormatter(argparse.HelpFormatter):
-    """Shows an option's default unless it is None/False or the help already names it."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if (
-            "default" in text
-            or not action.option_strings
-            or action.default in (None, False, argparse.SUPPRESS)
-        ):
-            return text
-        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+from edge_fer.cli.eval_cmd import HelpFormatter  # one help style for both
 
 
 def register(sub) -> None:
