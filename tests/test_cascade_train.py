@@ -365,3 +365,18 @@ def test_eval_detector_cli(tiny_run, tmp_path, capsys):
     assert op["recall"] >= 0.7  # facefinder finds the calibrated WebFaces boxes
     assert set(res["comparison"]) >= {"recall_ratio", "time_ratio", "bg_fp_per_mp"}
     assert all(math.isfinite(r["recall"]) for r in res["cascade"]["table"])
+
+
+def test_truncate_stages():
+    from edge_fer.cascade_train.evaluate import stage_ends, truncate_stages
+
+    rng = np.random.default_rng(4)
+    c = _random_cascade(rng, 2, 6)
+    c.thresholds[[0, 3, 5]] = [-0.5, -1.0, -0.2]
+    assert list(stage_ends(c)) == [0, 3, 5]
+    t = truncate_stages(c, 2)
+    assert t.ntrees == 4 and t.thresholds[-1] == np.float32(-1.0)
+    with pytest.raises(UserError):
+        truncate_stages(c, 4)
+    if FACEFINDER.is_file():
+        assert len(stage_ends(Cascade.load(FACEFINDER))) == 24

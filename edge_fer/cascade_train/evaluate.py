@@ -50,6 +50,29 @@ class ScanParams:
         )  # fmt: skip
 
 
+def stage_ends(cascade: Cascade) -> np.ndarray:
+    """Indices of the trees that end a stage: all but those carrying the in-stage sentinel
+    threshold (the most common value, when it repeats and is <= -10: -1337 here, -15 in
+    facefinder)."""
+    thr = cascade.thresholds
+    vals, counts = np.unique(thr, return_counts=True)
+    k = int(np.argmax(counts))
+    if counts[k] >= 2 and vals[k] <= -10:
+        return np.flatnonzero(thr != vals[k])
+    return np.arange(cascade.ntrees)
+
+
+def truncate_stages(cascade: Cascade, stages: int) -> Cascade:
+    """The cascade made of its first `stages` stages (what training had after that stage)."""
+    ends = stage_ends(cascade)
+    if not 1 <= stages <= len(ends):
+        raise UserError(f"--stages must be in 1..{len(ends)} for {cascade.source}")
+    n = int(ends[stages - 1]) + 1
+    return Cascade(tdepth=cascade.tdepth, codes=cascade.codes[:n], leaves=cascade.leaves[:n],
+                   thresholds=cascade.thresholds[:n], header=cascade.header,
+                   source=f"{cascade.source}[:{stages} stages]")  # fmt: skip
+
+
 def match_image(dets: np.ndarray, faces: list[Face], min_face: float, iou: float) -> np.ndarray:
     """Labels of detections (n, 4) [row, col, size, score], sorted by decreasing score:
     1 true positive, 0 false positive, -1 ignored."""

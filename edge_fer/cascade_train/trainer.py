@@ -82,10 +82,10 @@ class TrainConfig:
     max_fpr: float = 0.5
     target_fpr: float = 1e-6  # stop when the mined FPR per window is at most this
     max_stages: int = 30
-    jitter: int = 4  # windows per face per stage (alternately mirrored)
+    jitter: int = 6  # windows per face per stage (alternately mirrored)
     pos_jitter: float = 0.05  # centre moved by up to this fraction of the size
     scale_jitter: float = 0.08  # size scaled by up to 1 +- this
-    neg_ratio: float = 1.0  # negatives per positive in a stage
+    neg_ratio: float = 0.5  # negatives per positive in a stage
     neg_annotated_share: float = 0.5  # share of negative draws from annotated images
     # ... while the cascade accepts more than this fraction of windows; below it the windows
     # that still pass in annotated images are more and more the faces nobody annotated

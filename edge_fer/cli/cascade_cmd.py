@@ -47,13 +47,13 @@ def register(sub) -> None:
                    help="start no new stage after this many hours (0: no limit)")
     p.add_argument("--min-face", type=int, default=20,
                    help="smallest face used (pixels); also the smallest negative window")
-    p.add_argument("--jitter", type=int, default=4,
+    p.add_argument("--jitter", type=int, default=6,
                    help="jittered windows per face per stage (alternately mirrored)")
     p.add_argument("--pos-jitter", type=float, default=0.05,
                    help="centre jitter, fraction of the face size")
     p.add_argument("--scale-jitter", type=float, default=0.08,
                    help="size jitter: factor in [1/(1+x), 1+x]")
-    p.add_argument("--neg-ratio", type=float, default=1.0, help="negatives per positive")
+    p.add_argument("--neg-ratio", type=float, default=0.5, help="negatives per positive")
     p.add_argument("--neg-annotated-share", type=float, default=0.5,
                    help="share of negative windows drawn from annotated images (off faces)")
     p.add_argument("--neg-annotated-min-fpr", type=float, default=1e-3,
@@ -86,6 +86,8 @@ def register(sub) -> None:
         formatter_class=d,
     )
     e.add_argument("--cascade", default=None, help="pico cascade (default: the bundled one)")
+    e.add_argument("--stages", type=int, default=0,
+                   help="evaluate only the cascade's first N stages (0: all)")
     e.add_argument("--data", default=None, metavar="WEBFACES_DIR", help="WebFaces folder")
     e.add_argument("--boxes", default=None, metavar="FILE", help="box file instead of --data")
     e.add_argument("--split", choices=("val", "train", "all"), default="val")
@@ -171,6 +173,8 @@ def run_eval(args) -> int:
             raise UserError("no bundled cascade yet: give --cascade FILE")
         args.cascade = str(path)
     cand = Cascade.load(args.cascade)
+    if args.stages:
+        cand = ev.truncate_stages(cand, args.stages)
     ref_path = _resolve(args.reference, SHARED_FACEFINDER)
     ref = Cascade.load(ref_path) if ref_path else None
     if args.data is None and args.boxes is None:
