@@ -1,10 +1,12 @@
 #!/usr/bin/env python
 """Results table of trained zoo architectures on FER2013 PrivateTest.
 
-    python benchmarks/zoo_table.py runs/cnn4 runs/vgg runs/resnet ...
+    python benchmarks/zoo_table.py runs/cnn4 runs/vgg edge_fer/assets/fer_default.onnx \
+        --tta none,zoom-flip
 
-Each run folder holds a best.safetensors (a checkpoint file may be given instead). Every run is
-exported to ONNX in a temporary folder (`edge_fer.onnx_export`, parity-checked), evaluated with
+Each run folder holds a best.safetensors (a checkpoint file or an exported .onnx may be given
+instead). Every checkpoint is exported single-view to ONNX in a temporary folder
+(`edge_fer.onnx_export`, parity-checked), evaluated once per --tta mode (edge_fer.tta) with
 the code behind `edge-fer eval` (`edge_fer.cli.eval_cmd.eval_dataset`, ONNX Runtime), and timed
 at batch 1 on this CPU with ONNX Runtime on 1 thread and on its default thread count
 (preprocessing + inference per face, median of --latency-samples faces after warm-up).
@@ -58,21 +60,28 @@ def bench_run(run: Path, data: Path, split: str, tta: str, samples: int, batch: 
     from edge_fer.evaluate import batch1_latency
     from edge_fer.onnx_export import export_checkpoint
 
-    ck = find_checkpoint(run)
-    onnx_path = tmp / f"{run.name or 'model'}.onnx"
-    exp = export_checkpoint(ck, onnx_path, tta=tta)
-    with Classifier.load(onnx_path) as clf:  # ONNX Runtime's default thread count
+    if run.suffix == ".onnx":
+        onnx_path, ck = run, None
+        with Classifier.load(onnx_path) as c:
+            md = c.metadata
+        exp = {"arch": md.get("edge_fer.arch", "?"), "params": int(md.get("edge_fer.params", 0)),
+               "macs": int(md.get("edge_fer.macs", 0))}  # fmt: skip
+    else:
+        ck = find_checkpoint(run)
+        onnx_path = tmp / f"{run.name or 'model'}.onnx"
+        exp = export_checkpoint(ck, onnx_path)
+    with Classifier.load(onnx_path, tta=tta) as clf:  # ONNX Runtime's default thread count
         rep = eval_dataset(clf, str(data), split, batch_size=batch, latency_samples=samples,
                            progress=False)  # fmt: skip
     faces = load_dataset(data, rep["split"], size=clf.input_size)
-    with Classifier.load(onnx_path, threads=1) as clf1:
+    with Classifier.load(onnx_path, threads=1, tta=tta) as clf1:
         lat1 = batch1_latency(clf1, faces.images, samples)
     lat = rep["latency"]
     return {
         "run": str(run),
         "arch": exp["arch"],
         "arch_kwargs": json.loads(clf.metadata.get("edge_fer.arch_kwargs", "{}")),
-        "tta": exp["tta"],
+        "tta": tta,
         "params": exp["params"],
         "macs": exp["macs"],
         "accuracy": rep["accuracy"],
@@ -88,8 +97,8 @@ def bench_run(run: Path, data: Path, split: str, tta: str, samples: int, batch: 
         "ms_per_face_default_threads": lat.get("batch1_median_ms"),
         "ms_per_face_default_threads_mean": lat.get("batch1_ms_per_face"),
         f"ms_per_face_batch{batch}": lat["ms_per_face"],
-        "val_acc": _state_field(ck, "best_acc"),
-        "best_epoch": _state_field(ck, "best_epoch"),
+        "val_acc": _state_field(ck, "best_acc") if ck else None,
+        "best_epoch": _state_field(ck, "best_epoch") if ck else None,
         "parity_max_abs_diff": exp.get("parity_max_abs_diff"),
     }
 
@@ -136,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("runs", nargs="+", help="run folders (with best.safetensors) or checkpoints")
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="FER2013 folder or fer2013.csv")
     ap.add_argument("--split", default="private-test")
-    ap.add_argument("--tta", default="none", choices=("none", "flip"))
+    ap.add_argument("--tta", default="none",
+                    help="comma-separated test-time augmentations, one row each: none, flip, "
+                    "zoom-flip")  # fmt: skip
     ap.add_argument("--latency-samples", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
@@ -145,6 +156,11 @@ def main(argv: list[str] | None = None) -> int:
 
     from edge_fer.errors import UserError
 
+    modes = [m.strip() for m in args.tta.split(",") if m.strip()]
+    bad = [m for m in modes if m not in ("none", "flip", "zoom-flip")]
+    if bad or not modes:
+        print(f"zoo_table: error: unknown --tta {','.join(bad) or args.tta!r}", file=sys.stderr)
+        return 2
     data = Path(args.data)
     if not data.exists():
         print(f"zoo_table: error: no FER2013 data at {data} (../shared is absent?); pass --data",
@@ -162,12 +178,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         with tempfile.TemporaryDirectory(prefix="edge-fer-zoo-") as tmp:
             for run in args.runs:
-                print(f"zoo_table: {run} ...", file=sys.stderr, flush=True)
-                r = bench_run(Path(run), data, args.split, args.tta, args.latency_samples,
-                              args.batch_size, Path(tmp))  # fmt: skip
-                print(f"zoo_table: {r['arch']}: accuracy {r['accuracy']:.4f}, "
-                      f"{r['ms_per_face_1thread']:.3f} ms/face (1 thread)", file=sys.stderr)
-                rows.append(r)
+                for mode in modes:
+                    print(f"zoo_table: {run} (tta {mode}) ...", file=sys.stderr, flush=True)
+                    r = bench_run(Path(run), data, args.split, mode, args.latency_samples,
+                                  args.batch_size, Path(tmp))  # fmt: skip
+                    print(f"zoo_table: {r['arch']}: accuracy {r['accuracy']:.4f}, "
+                          f"{r['ms_per_face_1thread']:.3f} ms/face (1 thread)", file=sys.stderr)
+                    rows.append(r)
     except UserError as exc:
         print(f"zoo_table: error: {exc}", file=sys.stderr)
         return 2

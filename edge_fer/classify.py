@@ -20,6 +20,7 @@ import numpy as np
 from edge_fer.backends import Backend, create_backend
 from edge_fer.errors import UserError
 from edge_fer.preprocess import PreprocessSpec
+from edge_fer.tta import check_mode, merge, views
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = "fer_default.onnx"
@@ -75,11 +76,13 @@ def sniff_model_file(path: Path) -> None:
 class Classifier:
     """An exported FER model plus the preprocessing it was trained with."""
 
-    def __init__(self, backend: Backend, spec: PreprocessSpec, path: Path):
+    def __init__(self, backend: Backend, spec: PreprocessSpec, path: Path, tta: str = "none"):
         self.backend = backend
         self.spec = spec
         self.path = path
         self.metadata: dict[str, str] = dict(backend.metadata)
+        self.tta = "none"
+        self.set_tta(tta)
 
     @classmethod
     def load(
@@ -87,8 +90,13 @@ class Classifier:
         path: str | os.PathLike | None = None,
         backend: str = "onnxruntime",
         threads: int | None = None,
+        tta: str = "auto",
         **backend_opts,
     ) -> Classifier:
+        """`tta`: test-time augmentation (edge_fer.tta); "auto" = the model's recommendation
+        (metadata `edge_fer.tta_default`, "none" when absent)."""
+        if tta != "auto":
+            check_mode(tta)
         p = Path(path) if path is not None else default_model_path()
         sniff_model_file(p)
         if threads is not None:
@@ -115,7 +123,7 @@ class Classifier:
         except BaseException:
             be.close()
             raise
-        return cls(be, spec, p)
+        return cls(be, spec, p, tta)
 
     # -- properties ---------------------------------------------------------------------
     @property
@@ -131,10 +139,27 @@ class Classifier:
         return self.metadata.get("edge_fer.arch", "?")
 
     @property
-    def tta(self) -> str:
+    def graph_tta(self) -> str:
+        """Augmentation inside the model graph (an export option): "none" or "flip"."""
         return self.metadata.get("edge_fer.tta", "none")
 
+    @property
+    def recommended_tta(self) -> str:
+        mode = self.metadata.get("edge_fer.tta_default", "none")
+        return mode if mode in ("none", "flip", "zoom-flip") else "none"
+
+    def set_tta(self, mode: str) -> None:
+        """Views averaged per face by `infer` ("auto": the model's recommendation)."""
+        self.tta = check_mode(self.recommended_tta if mode == "auto" else mode)
+
     # -- inference ----------------------------------------------------------------------
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        """Prepared float32 (N, C, H, W) -> (N, K) probabilities, averaged over the TTA views."""
+        if self.tta == "none" or len(x) == 0:
+            return self.backend.infer(x)
+        v = views(x, self.tta, graph_flips=self.graph_tta == "flip")
+        return merge(self.backend.infer(v), len(x))
+
     def predict(self, faces, batch_size: int = 256) -> np.ndarray:
         """uint8 face crops (list or array; gray HxW or BGR HxWx3, any size) -> (N, C) probs."""
         n = len(faces)
@@ -142,7 +167,7 @@ class Classifier:
             return np.zeros((0, len(self.classes)), np.float32)
         out = []
         for i in range(0, n, batch_size):
-            out.append(self.backend.infer(self.spec.prepare(faces[i : i + batch_size])))
+            out.append(self.infer(self.spec.prepare(faces[i : i + batch_size])))
         return np.concatenate(out)
 
     def predict_array(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
@@ -157,7 +182,7 @@ class Classifier:
             return np.zeros((0, len(self.classes)), np.float32)
         x = x.astype(np.float32, copy=False)
         return np.concatenate(
-            [self.backend.infer(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+            [self.infer(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         )
 
     def labels_of(self, probs: np.ndarray) -> list[str]:
@@ -173,6 +198,7 @@ class Classifier:
             "input": [self.spec.channels, self.spec.input_size, self.spec.input_size],
             "backend": self.backend.name,
             "tta": self.tta,
+            "graph_tta": self.graph_tta,
         }
         for k in ("params", "macs"):
             v = self.metadata.get(f"edge_fer.{k}")

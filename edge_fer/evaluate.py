@@ -114,7 +114,7 @@ def run_inference(clf, images: np.ndarray, batch_size: int = 64, progress: bool 
             t0 = time.perf_counter()
             x = clf.spec.prepare(images[i : i + batch_size])
             t1 = time.perf_counter()
-            out.append(clf.backend.infer(x))
+            out.append(clf.infer(x))
             t2 = time.perf_counter()
             t_prep += t1 - t0
             t_inf += t2 - t1
@@ -179,7 +179,9 @@ def evaluate(
         "ms_per_face": (t_prep + t_inf) * 1e3 / n,
         "infer_ms_per_face": t_inf * 1e3 / n,
         "preprocess_ms_per_face": t_prep * 1e3 / n,
-        "includes": "preprocessing (PreprocessSpec.prepare) and inference",
+        "tta": clf.tta,
+        "includes": "preprocessing (PreprocessSpec.prepare) and inference"
+        + (f" of every test-time augmentation view ({clf.tta})" if clf.tta != "none" else ""),
     }
     latency.update(batch1_latency(clf, images, latency_samples))
     rep.update(

@@ -98,6 +98,7 @@ def build_metadata(state: dict, spec: PreprocessSpec, ckpt_path: Path, tta: str 
         "val_acc": state.get("best_acc"),
         "val_split": state.get("val_split"),
         "epochs_run": state.get("epoch"),
+        "rebuilt_from_onnx": state.get("rebuilt_from_onnx"),
         "exported_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     try:
@@ -161,6 +162,7 @@ def export_checkpoint(
     check_faces: np.ndarray | None = None,
     exporter: str = "auto",
     check_data: str | None = None,
+    eval_tta: str = "none",
 ) -> dict:
     """Export `ckpt_path` (a best.safetensors) to `out_path` (.onnx); returns a report dict.
 
@@ -170,7 +172,12 @@ def export_checkpoint(
     them from; default: the training data named in the checkpoint.
     exporter: "classic" (TorchScript-based), "dynamo" (torch.export-based) or "auto" (classic
     when this torch still has it).
+    eval_tta: the test-time augmentation `eval`/`classify` apply by default (edge_fer.tta),
+    stored as metadata `edge_fer.tta_default`; the graph itself stays single-view.
     """
+    from edge_fer.tta import check_mode
+
+    check_mode(eval_tta)
     torch = _torch()
     import onnx
 
@@ -192,6 +199,8 @@ def export_checkpoint(
         used = _export(torch, net, dummy, tmp, int(opset), exporter)
         proto = onnx.load(str(tmp))
         meta = build_metadata(state, spec, ckpt, tta)
+        if eval_tta != "none":
+            meta["edge_fer.tta_default"] = eval_tta
         del proto.metadata_props[:]
         for k, v in meta.items():
             entry = proto.metadata_props.add()
@@ -212,6 +221,7 @@ def export_checkpoint(
             "classes": list(spec.classes),
             "input": [c, s, s],
             "tta": tta or "none",
+            "eval_tta": eval_tta,
             "opset": _opset_of(proto),
             "exporter": used,
             "params": int(meta["edge_fer.params"]),

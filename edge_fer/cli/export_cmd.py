@@ -28,6 +28,9 @@ def register(sub) -> None:
     g.add_argument("--opset", type=int, default=17, help="ONNX opset")
     g.add_argument("--tta", default="none", choices=("none", "flip"),
                    help="flip: average the softmax of the face and of its mirror image")
+    g.add_argument("--eval-tta", default="none", choices=("none", "flip", "zoom-flip"),
+                   help="test-time augmentation that eval/classify apply by default, stored in "
+                   "the metadata (the graph stays single-view; the video runtime never uses it)")
     g.add_argument("--exporter", default="auto", choices=("auto", "classic", "dynamo"),
                    help="torch ONNX exporter (auto: the TorchScript one when available)")
     g.add_argument("--no-check", action="store_true",
@@ -49,7 +52,7 @@ def export_onnx(args) -> dict:
         ) from None
     return export_checkpoint(
         args.checkpoint, args.out, opset=args.opset, tta=args.tta, check=not args.no_check,
-        check_data=args.check_data, exporter=args.exporter,
+        check_data=args.check_data, exporter=args.exporter, eval_tta=args.eval_tta,
     )  # fmt: skip
 
 

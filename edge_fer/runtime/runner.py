@@ -14,7 +14,8 @@ from pathlib import Path
 from edge_fer.errors import UserError
 
 NO_CASCADE = (
-    "no face cascade is bundled yet; pass --cascade FILE (e.g. the original pico facefinder)"
+    "the bundled face cascade is missing from this installation; pass --cascade FILE "
+    "(a pico cascade)"
 )
 
 
@@ -25,7 +26,8 @@ class DetectorOptions:
     scale_factor: float = 1.1
     stride_factor: float = 0.1
     angle: float = 0.0
-    threshold: float = 5.0  # on the clustered score pooled over `memory` frames
+    threshold: float | None = None  # on the score pooled over `memory` frames; None: the
+    # cascade's recommendation (edge_fer.detect.default_threshold)
     memory: int = 5
     upscale_to: int = 240  # frames whose shorter side is smaller are upscaled for detection
 
@@ -80,24 +82,31 @@ def resolve_cascade(path: str | os.PathLike | None) -> Path:
 def load_detector(cascade: str | os.PathLike | None, opts: DetectorOptions):
     from edge_fer.detect import Cascade, Detector
 
+    from edge_fer.detect import default_threshold
+
     path = resolve_cascade(cascade)
     casc = Cascade.load(path)
+    thr = opts.threshold
+    if thr is None:
+        thr = default_threshold(path, pooled=opts.memory > 1)
     det = Detector(
         casc, min_size=opts.min_size, max_size=opts.max_size, scale_factor=opts.scale_factor,
-        stride_factor=opts.stride_factor, angle=opts.angle, threshold=opts.threshold,
+        stride_factor=opts.stride_factor, angle=opts.angle, threshold=thr,
         memory=opts.memory,
     )  # fmt: skip
     return det, path
 
 
 def load_classifier(model: str | os.PathLike | None, backend: str = "onnxruntime",
-                    threads: int | None = 1):  # fmt: skip
+                    threads: int | None = 1, tta: str = "none"):  # fmt: skip
+    """The runtime's classifier. No test-time augmentation by default: on video the per-track
+    smoothing averages many frames of the same face, at no extra cost."""
     from edge_fer.classify import Classifier
 
     try:
-        return Classifier.load(model, backend=backend, threads=threads)
+        return Classifier.load(model, backend=backend, threads=threads, tta=tta)
     except TypeError:  # a backend that takes no thread count
-        return Classifier.load(model, backend=backend)
+        return Classifier.load(model, backend=backend, tta=tta)
 
 
 def warm_up(detector, classifier, width: int, height: int, upscale_to: int = 0) -> float:
