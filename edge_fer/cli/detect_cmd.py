@@ -16,8 +16,8 @@ from edge_fer.errors import UserError
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
 VIDEO_EXTS = {".avi", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv"}
 NO_CASCADE = (
-    "no default face cascade is bundled yet; pass --cascade FILE "
-    "(e.g. the original pico facefinder)"
+    "the bundled face cascade is missing from this installation; pass --cascade FILE "
+    "(a pico cascade)"
 )
 
 
@@ -68,9 +68,10 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--threshold",
         type=float,
-        default=5.0,
+        default=None,
         metavar="Q",
-        help="minimum clustered score (default 5.0; higher = fewer false positives)",
+        help="minimum clustered score; higher = fewer false positives (default: the cascade's "
+        "recommended threshold from its .json settings file, else 5.0, facefinder's usual)",
     )
     p.add_argument(
         "--angle",
@@ -107,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2  # noqa: F401  (imported here so `edge-fer --help` stays fast)
 
-    from edge_fer.detect import Cascade, Detector, default_cascade_path
+    from edge_fer.detect import Cascade, Detector, default_cascade_path, default_threshold
 
     cascade_path = args.cascade or default_cascade_path()
     if cascade_path is None:
@@ -126,7 +127,8 @@ def run(args: argparse.Namespace) -> int:
         scale_factor=args.scale_factor,
         stride_factor=args.stride_factor,
         angle=args.angle,
-        threshold=args.threshold,
+        threshold=(args.threshold if args.threshold is not None
+                   else default_threshold(cascade_path, pooled=args.memory > 1)),
         memory=args.memory,
         threads=args.threads,
     )

@@ -23,6 +23,9 @@ COMMANDS: list[str] = [
     "run_cmd",
     "bench_cmd",
     "cascade_cmd",
+    "calibrate_cmd",
+    "keras_cmd",
+    "compress_cmd",
 ]
 
 

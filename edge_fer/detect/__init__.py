@@ -19,11 +19,43 @@ __all__ = [
     "Detection",
     "Detector",
     "cluster",
+    "cascade_settings",
     "default_cascade_path",
+    "default_threshold",
     "warmup",
 ]
 
 
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+DEFAULT_CASCADE = "face_default.pico"
+# facefinder's customary threshold: the fallback for cascades without a settings file
+FALLBACK_THRESHOLD = 5.0
+
+
 def default_cascade_path() -> Path | None:
-    """The face cascade bundled with edge-fer, or None while none ships (a later issue)."""
-    return None
+    """The face cascade bundled with edge-fer (`edge_fer/assets/face_default.pico`)."""
+    p = ASSETS / DEFAULT_CASCADE
+    return p if p.is_file() else None
+
+
+def cascade_settings(path: str | Path | None) -> dict:
+    """Recommended settings shipped next to a cascade (`X.pico` -> `X.json`): scores are not
+    comparable between cascades, so each carries its own thresholds. Keys: `threshold` (one
+    image, the operating point of its model card) and `memory_threshold` (the score pooled
+    over the runtime's frame memory). {} when there is no such file."""
+    import json
+
+    if path is None:
+        return {}
+    side = Path(path).with_suffix(".json")
+    try:
+        d = json.loads(side.read_text())
+    except (OSError, ValueError):
+        return {}
+    return d if isinstance(d, dict) else {}
+
+
+def default_threshold(path: str | Path | None, pooled: bool = False) -> float:
+    s = cascade_settings(path)
+    v = s.get("memory_threshold" if pooled else "threshold", s.get("threshold"))
+    return float(v) if isinstance(v, (int, float)) else FALLBACK_THRESHOLD

@@ -47,6 +47,7 @@ class RunOptions:
     summary: str | None = None  # summary JSON
     max_frames: int | None = None
     model: str | None = None  # None: the bundled default model
+    precision: str = "auto"  # of the bundled model: auto (INT8 on ONNX Runtime), fp32, int8
     cascade: str | None = None  # None: the bundled default cascade
     backend: str = "onnxruntime"
     threads: int = 1  # classifier threads
@@ -98,10 +99,15 @@ def load_detector(cascade: str | os.PathLike | None, opts: DetectorOptions):
 
 
 def load_classifier(model: str | os.PathLike | None, backend: str = "onnxruntime",
-                    threads: int | None = 1, tta: str = "none"):  # fmt: skip
+                    threads: int | None = 1, tta: str = "none",
+                    precision: str = "auto"):  # fmt: skip
     """The runtime's classifier. No test-time augmentation by default: on video the per-track
-    smoothing averages many frames of the same face, at no extra cost."""
-    from edge_fer.classify import Classifier
+    smoothing averages many frames of the same face, at no extra cost. Without a model, the
+    bundled one in `precision` (edge_fer.classify.bundled_model_path)."""
+    from edge_fer.classify import Classifier, bundled_model_path
+
+    if model is None:
+        model = bundled_model_path(backend, precision)
 
     try:
         return Classifier.load(model, backend=backend, threads=threads, tta=tta)
@@ -165,7 +171,8 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
         detector, cascade_path = load_detector(opts.cascade, opts.detector)
     own_classifier = classifier is None
     if classifier is None:
-        classifier = load_classifier(opts.model, opts.backend, opts.threads)
+        classifier = load_classifier(opts.model, opts.backend, opts.threads,
+                                     precision=opts.precision)
     source = None
     sinks = Sinks(summary_path=opts.summary)
     try:

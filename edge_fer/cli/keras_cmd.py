@@ -1,0 +1,277 @@
+"""`edge-fer keras`: bring a Keras classifier into edge-fer (extra `keras`).
+
+    edge-fer keras import MODEL.hdf5 --out model.onnx [--scale -1,1 --classes fer2013]
+    edge-fer keras prune  MODEL.hdf5 --data FER2013 --sparsity 0.5 --epochs 1 --out pruned.onnx
+    edge-fer keras qat    MODEL.hdf5 --data FER2013 --epochs 1 --out qat.onnx
+
+TensorFlow is imported only when one of these runs (edge_fer.keras_import._tf).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+from edge_fer.cli.eval_cmd import HelpFormatter
+
+EPILOG = (
+    "The ONNX file takes float32 NCHW 'input' (any batch) and returns softmax 'probs', with "
+    "the preprocessing, classes and provenance in its metadata: `edge-fer eval/classify/run` "
+    "and the TensorRT build use it like a model from `edge-fer export`. Needs the keras extra: "
+    "pip install 'edge-fer[keras]' (TensorFlow, tf-keras, tf2onnx, "
+    "tensorflow-model-optimization)."
+)
+
+
+def _common(p, data_required: bool) -> None:
+    p.add_argument("model", metavar="MODEL", help="Keras model: .h5/.hdf5, .keras or a "
+                   "SavedModel folder")  # fmt: skip
+    p.add_argument("--out", required=True, help="output model file (.onnx)")
+    if data_required:
+        p.add_argument("--data", required=True,
+                       help="labelled faces for fine-tuning: FER2013 folders or csv (its "
+                       "Training split) or one folder per class; its validation split (or a "
+                       "sample of it) also serves the parity check")  # fmt: skip
+    g = p.add_argument_group("model description (the preprocessing stored in the ONNX)")
+    g.add_argument("--input-size", type=int, default=None,
+                   help="input side in pixels [default: the model's]")  # fmt: skip
+    g.add_argument("--scale", default="-1,1",
+                   help="LO,HI: pixel values the model wants (-1,1: x/127.5-1, as the "
+                   "mini-Xception; 0,1: x/255)")  # fmt: skip
+    g.add_argument("--classes", default=None,
+                   help="class names in output order: a label set (fer2013, affectnet8, ...) "
+                   "or comma-separated names [default: fer2013 for 7 outputs]")  # fmt: skip
+    g.add_argument(
+        "--crop-margin",
+        type=float,
+        default=0.1,
+        help="border the runtime adds around a detected face, fraction of its size",
+    )
+    g.add_argument("--clahe", action="store_true", help="the model was trained on CLAHE faces")
+    g.add_argument(
+        "--add-softmax",
+        default="auto",
+        choices=("auto", "yes", "no"),
+        help="auto: add a softmax when the last layer outputs logits",
+    )
+    c = p.add_argument_group("conversion")
+    c.add_argument("--opset", type=int, default=17, help="ONNX opset")
+    c.add_argument(
+        "--name",
+        default=None,
+        help="arch name in the metadata, keras:NAME [default: the file's stem]",
+    )
+    c.add_argument(
+        "--no-check", action="store_true", help="skip the Keras vs ONNX Runtime parity check"
+    )
+    if not data_required:
+        c.add_argument("--check-data", default=None,
+                       help="dataset whose faces the parity check uses (its validation split) "
+                       "[default: random images, with a warning]")  # fmt: skip
+    c.add_argument(
+        "--threads", type=int, default=0, help="TensorFlow threads (0: TensorFlow's default)"
+    )
+
+
+def _training(p, lr: float) -> None:
+    t = p.add_argument_group("fine-tuning")
+    t.add_argument("--epochs", type=int, default=1, help="passes over the training faces")
+    t.add_argument("--batch-size", type=int, default=64, help="faces per step")
+    t.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
+    t.add_argument(
+        "--limit",
+        type=int,
+        default=None,
+        help="fine-tune on this many faces (a random subset) [default: all]",
+    )
+    t.add_argument("--seed", type=int, default=0, help="seed of the subset and the training")
+    t.add_argument(
+        "--save-keras",
+        default=None,
+        metavar="PATH",
+        help="also save the compressed Keras model here (.h5 or .keras)",
+    )
+    t.add_argument("--quiet", action="store_true", help="no per-epoch training lines")
+
+
+def register(sub) -> None:
+    fmt = HelpFormatter
+    p = sub.add_parser(
+        "keras",
+        help="import, prune or quantise a Keras classifier into ONNX (needs edge-fer[keras])",
+        description="Bring a Keras/HDF5 expression classifier into edge-fer: convert it to "
+        "ONNX (tf2onnx), optionally after pruning or quantisation-aware training with "
+        "tensorflow-model-optimization.",
+        epilog=EPILOG,
+        formatter_class=fmt,
+    )
+    ks = p.add_subparsers(dest="keras_command", metavar="ACTION")
+    imp = ks.add_parser(
+        "import",
+        help="convert a Keras model to an edge-fer ONNX model",
+        description="Convert a Keras classifier to ONNX with the edge-fer metadata, check "
+        "ONNX Runtime against Keras on faces (max |dp| <= 1e-4) and write it atomically.",
+        epilog=EPILOG,
+        formatter_class=fmt,
+    )
+    _common(imp, data_required=False)
+    imp.set_defaults(func=run_import)
+
+    pr = ks.add_parser(
+        "prune",
+        help="magnitude-prune while fine-tuning, then convert",
+        description="Prune the conv/dense kernels to --sparsity with tfmot's "
+        "prune_low_magnitude (polynomial schedule over the first 3/4 of the steps, "
+        "UpdatePruningStep) while fine-tuning on --data, strip the pruning wrappers and "
+        "convert to ONNX. Zeros make the file compress better; dense kernels run as fast "
+        "as before.",
+        epilog=EPILOG,
+        formatter_class=fmt,
+    )
+    _common(pr, data_required=True)
+    pr.add_argument("--sparsity", type=float, default=0.5,
+                    help="fraction of each pruned kernel set to zero")  # fmt: skip
+    pr.add_argument(
+        "--freeze-bn",
+        action="store_true",
+        help="keep the batch-norm statistics fixed during fine-tuning",
+    )
+    _training(pr, lr=1e-4)
+    pr.set_defaults(func=run_prune)
+
+    q = ks.add_parser(
+        "qat",
+        help="quantisation-aware training, then convert to a Q/DQ ONNX model",
+        description="Quantisation-aware training with tfmot's quantize_model (8-bit default "
+        "scheme; when it rejects a layer, only the supported layers are quantised) on "
+        "--data, then conversion: tf2onnx writes the fake-quantisation as "
+        "QuantizeLinear/DequantizeLinear pairs that ONNX Runtime runs in int8.",
+        epilog=EPILOG,
+        formatter_class=fmt,
+    )
+    _common(q, data_required=True)
+    _training(q, lr=1e-5)
+    q.set_defaults(func=run_qat)
+
+    def no_action(args) -> int:
+        p.print_help(sys.stderr)
+        return 2
+
+    p.set_defaults(func=no_action)
+
+
+# -- actions ----------------------------------------------------------------------------------
+
+
+def _load(args):
+    from edge_fer.errors import UserError
+    from edge_fer.keras_import import _tf
+    from edge_fer.keras_import.convert import keras_spec, load_keras, parse_scale, sniff_keras
+
+    if args.threads < 0:
+        raise UserError("--threads must be >= 0")
+    scale = parse_scale(args.scale)
+    sniff_keras(Path(args.model))  # a wrong file is reported before TensorFlow loads
+    _tf.set_threads(args.threads)
+    model = load_keras(args.model)
+    spec = keras_spec(model, classes=args.classes, scale=scale, input_size=args.input_size,
+                      crop_margin=args.crop_margin, clahe=args.clahe)  # fmt: skip
+    return model, spec
+
+
+def _convert(args, model, spec, check_data, compression=None, stats_model=None) -> dict:
+    from edge_fer.keras_import.convert import keras_to_onnx
+
+    return keras_to_onnx(
+        model, args.out, spec, source=args.model, name=args.name, opset=args.opset,
+        add_softmax=args.add_softmax, check=not args.no_check, check_data=check_data,
+        compression=compression, stats_model=stats_model,
+    )  # fmt: skip
+
+
+def _print(report: dict, what: str) -> None:
+    print(json.dumps(report))
+    check = (
+        f", parity max |dp| {report['parity_max_abs_diff']:.2g} (top-1 agreement "
+        f"{report['parity_top1_agreement']:.3f})"
+        if "parity_max_abs_diff" in report
+        else ", parity not checked"
+    )
+    print(f"{what} {report['arch']} ({report['params']:,} params, "
+          f"{report['macs'] / 1e6:.1f} MMACs) -> {report['out']}{check}",
+          file=sys.stderr)  # fmt: skip
+
+
+def _save_keras(model, path: str | None) -> None:
+    if not path:
+        return
+    import os
+    import warnings
+
+    from edge_fer.errors import UserError
+
+    p = Path(path)
+    if p.suffix.lower() not in (".h5", ".hdf5", ".keras"):
+        raise UserError(f"--save-keras {p}: use a .h5, .hdf5 or .keras file name")
+    tmp = p.with_name(f".{p.stem}.{os.getpid()}.tmp{p.suffix}")
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        with warnings.catch_warnings():  # "HDF5 is a legacy format": the user chose it
+            warnings.simplefilter("ignore")
+            model.save(str(tmp))
+        os.replace(tmp, p)
+    except OSError as exc:
+        raise UserError(f"{p}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def run_import(args) -> int:
+    model, spec = _load(args)
+    report = _convert(args, model, spec, args.check_data)
+    _print(report, "imported")
+    return 0
+
+
+def run_prune(args) -> int:
+    from edge_fer.keras_import.compress import prune_keras
+
+    model, spec = _load(args)
+    pruned, rep = prune_keras(
+        model, args.data, spec, target_sparsity=args.sparsity, epochs=args.epochs,
+        batch_size=args.batch_size, lr=args.lr, limit=args.limit, seed=args.seed,
+        freeze_bn=args.freeze_bn, add_softmax=args.add_softmax,
+        verbose=0 if args.quiet else 2,
+    )  # fmt: skip
+    _save_keras(pruned, args.save_keras)
+    report = _convert(args, pruned, spec, args.data, compression=_slim(rep))
+    _print(report, f"pruned to {rep['sparsity']:.1%} sparsity:")
+    return 0
+
+
+def run_qat(args) -> int:
+    from edge_fer.errors import UserError
+    from edge_fer.keras_import.compress import quantize_keras
+
+    if args.save_keras and Path(args.save_keras).suffix.lower() == ".keras":
+        raise UserError(
+            "--save-keras: save a QAT model as .h5 (tf-keras 2.21 cannot load tfmot's "
+            "quantisation layers back from a .keras archive)"
+        )
+    model, spec = _load(args)
+    q, rep = quantize_keras(
+        model, args.data, spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        limit=args.limit, seed=args.seed, add_softmax=args.add_softmax,
+        verbose=0 if args.quiet else 2,
+    )  # fmt: skip
+    _save_keras(q, args.save_keras)
+    report = _convert(args, q, spec, args.data, compression=_slim(rep), stats_model=model)
+    _print(report, "quantisation-aware trained:")
+    return 0
+
+
+def _slim(rep: dict) -> dict:
+    """The compression report without the per-layer detail (kept in the CLI's JSON line)."""
+    return {k: v for k, v in rep.items() if k != "per_layer_sparsity"}

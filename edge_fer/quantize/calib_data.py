@@ -1,0 +1,325 @@
+"""Calibration faces: where they come from, which ones, and the batches the model sees.
+
+Two sources, both ending in the same `CalibFaces` (uint8 grayscale crops, one id per face):
+
+- a labelled dataset split (`from_dataset`): a seeded, class-stratified sample of N faces, each
+  class represented in proportion to its share of the split (and at least once);
+- a user's own video file, image, folder or glob (`from_source`): faces found by the PICO
+  detector and cropped with the model's crop margin, exactly as `edge-fer run` crops them;
+  calibrating on the deployment camera's faces is the point. A seeded reservoir sample keeps N
+  of all the faces found, so a long video does not fill the memory.
+
+`FaceBatchReader` is ONNX Runtime's CalibrationDataReader over those faces, prepared with the
+model's own `PreprocessSpec` (the same float32 NCHW input `Classifier.predict` feeds).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from edge_fer.errors import UserError
+from edge_fer.preprocess import PreprocessSpec
+
+MIN_FACES = 100
+DEFAULT_SAMPLES = 512
+
+
+@dataclass
+class CalibFaces:
+    """Calibration face crops: images (N, S, S) uint8 gray, ids (N,), labels when known."""
+
+    images: np.ndarray
+    ids: list[str]
+    source: str  # where they came from, for the report
+    labels: np.ndarray | None = None  # (N,) int64 into classes, None for detector crops
+    classes: tuple[str, ...] = ()
+    seen: int = 0  # faces available before sampling
+    notes: list[str] = field(default_factory=list)
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def class_counts(self) -> dict[str, int]:
+        if self.labels is None or not self.classes:
+            return {}
+        n = np.bincount(self.labels, minlength=len(self.classes))
+        return {c: int(k) for c, k in zip(self.classes, n)}
+
+
+def check_faces(faces: CalibFaces, min_faces: int = MIN_FACES) -> None:
+    """UserError when the set is too small or (for labelled data) holds a single class."""
+    n = len(faces)
+    if n < min_faces:
+        hint = (
+            "use more images or frames, a lower --min-size, or check --cascade"
+            if faces.labels is None
+            else "use a larger split or a larger --samples"
+        )
+        raise UserError(
+            f"calibration set from {faces.source} has {n} face{'s' if n != 1 else ''}; "
+            f"at least {min_faces} are needed ({hint})"
+        )
+    if faces.labels is not None:
+        present = [c for c, k in faces.class_counts().items() if k > 0]
+        if len(present) < 2:
+            only = present[0] if present else "none"
+            raise UserError(
+                f"calibration set from {faces.source} holds a single class ({only}); "
+                "calibrate on faces of every expression (a whole split, not one class folder)"
+            )
+
+
+def stratified_sample(labels: np.ndarray, n: int, seed: int) -> np.ndarray:
+    """Indices of n samples, each class in proportion to its count (at least one each).
+
+    Largest-remainder allocation, then a seeded draw without replacement inside each class;
+    returned in ascending order (dataset order).
+    """
+    labels = np.asarray(labels)
+    if n >= len(labels):
+        return np.arange(len(labels))
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = counts * (n / counts.sum())
+    alloc = np.floor(quota).astype(int)
+    alloc = np.maximum(alloc, 1)
+    alloc = np.minimum(alloc, counts)
+    rest = n - alloc.sum()
+    order = np.argsort(-(quota - np.floor(quota)), kind="stable")
+    while rest > 0:
+        progressed = False
+        for i in order:
+            if rest == 0:
+                break
+            if alloc[i] < counts[i]:
+                alloc[i] += 1
+                rest -= 1
+                progressed = True
+        if not progressed:
+            break
+    while rest < 0:  # the at-least-one rule overshot: take from the largest classes
+        i = int(np.argmax(alloc))
+        alloc[i] -= 1
+        rest += 1
+    rng = np.random.default_rng(seed)
+    picked = [
+        rng.choice(np.flatnonzero(labels == c), size=int(k), replace=False)
+        for c, k in zip(classes, alloc)
+    ]
+    return np.sort(np.concatenate(picked)) if picked else np.zeros(0, np.int64)
+
+
+def from_dataset(
+    path: str | os.PathLike,
+    split: str = "train",
+    samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+    size: int = 48,
+    layout: str | None = None,
+    cache: bool = True,
+    ids: list[str] | None = None,
+) -> CalibFaces:
+    """A seeded class-stratified sample of `samples` faces of a labelled dataset split, or the
+    faces named by `ids` (an ids file of an earlier calibration, to reproduce it)."""
+    from edge_fer.data import load_dataset
+
+    if samples < 1:
+        raise UserError("--samples must be at least 1")
+    fs = load_dataset(path, split, size=size, layout=layout, cache=cache)
+    if ids is not None:  # an earlier calibration set, by its ids
+        where = {i: k for k, i in enumerate(fs.ids)}
+        unknown = [i for i in ids if i not in where]
+        if unknown:
+            raise UserError(
+                f"{len(unknown)} of the {len(ids)} calibration ids are not in {path} "
+                f"(split {split}): {', '.join(unknown[:3])}"
+            )
+        idx = np.array([where[i] for i in ids], dtype=np.int64)
+    else:
+        idx = stratified_sample(fs.labels, samples, seed)
+    ids = [fs.ids[i] for i in idx] if fs.ids else [f"{split}:{i}" for i in idx]
+    return CalibFaces(
+        images=fs.images[idx],
+        ids=ids,
+        source=f"{Path(path)} ({split})",
+        labels=fs.labels[idx],
+        classes=tuple(fs.classes),
+        seen=len(fs),
+    )
+
+
+@dataclass
+class DetectOptions:
+    """PICO detector settings for calibration crops (those of `edge-fer detect`)."""
+
+    min_size: float = 0.1
+    max_size: float = 1.0
+    threshold: float = 5.0
+    scale_factor: float = 1.1
+    stride_factor: float = 0.1
+    angle: float = 0.0
+    every: int = 1  # videos: look at every n-th frame
+    max_frames: int | None = None  # stop after this many frames (live sources need it or N faces)
+
+
+def resolve_cascade(cascade: str | os.PathLike | None) -> Path:
+    """The cascade to detect with: the one given, else the bundled one once it ships."""
+    if cascade is None:
+        from edge_fer.detect import default_cascade_path
+
+        p = default_cascade_path()
+        if p is None:
+            raise UserError(
+                "finding faces in --source needs a face cascade and none is bundled yet; "
+                "pass --cascade FILE (e.g. the original pico facefinder)"
+            )
+        return Path(p)
+    p = Path(cascade)
+    if not p.is_file():
+        raise UserError(f"cascade {p}: no such file")
+    return p
+
+
+def _box_id(name: str, frame: int | None, box) -> str:
+    x, y, w, h = (round(float(v)) for v in box)
+    where = f"#{frame}" if frame is not None else ""
+    return f"{name}{where}:{x},{y},{w},{h}"
+
+
+def from_source(
+    source: str | os.PathLike,
+    cascade: str | os.PathLike | None = None,
+    margin: float = 0.1,
+    size: int = 48,
+    samples: int = DEFAULT_SAMPLES,
+    seed: int = 0,
+    detect: DetectOptions | None = None,
+    progress: Callable[[int, int], None] | None = None,
+) -> CalibFaces:
+    """Faces the PICO detector finds in a video file, an image, a folder or a glob.
+
+    Every face found is a candidate; a seeded reservoir sample keeps `samples` of them. Ids
+    are `file#frame:x,y,w,h` for videos and `file:x,y,w,h` for images. A live source (camera,
+    stream) stops once `samples` faces are collected or after `detect.max_frames` frames.
+    progress(frames, faces) is called after every frame looked at.
+    """
+    import cv2
+
+    from edge_fer.detect import Cascade, Detector
+    from edge_fer.runtime.crops import crop_face
+    from edge_fer.runtime.sources import open_source, parse_source
+
+    opts = detect or DetectOptions()
+    if samples < 1:
+        raise UserError("--samples must be at least 1")
+    if opts.every < 1:
+        raise UserError("--every must be at least 1")
+    spec = parse_source(str(source))
+    cpath = resolve_cascade(cascade)
+    det = Detector(
+        Cascade.load(cpath), min_size=opts.min_size, max_size=opts.max_size,
+        scale_factor=opts.scale_factor, stride_factor=opts.stride_factor, angle=opts.angle,
+        threshold=opts.threshold,
+    )  # fmt: skip
+    rng = np.random.default_rng(seed)
+    keep_img: list[np.ndarray] = []
+    keep_id: list[str] = []
+    seen = 0
+    frames = 0
+    notes: list[str] = []
+    src = open_source(spec, warn=notes.append)
+    try:
+        files = getattr(src, "files", None)
+        while True:
+            if opts.max_frames is not None and frames >= opts.max_frames:
+                break
+            if spec.live and seen >= samples:
+                break
+            fr = src.read()
+            if fr is None:
+                break
+            if spec.kind == "file" and fr.index % opts.every:
+                continue
+            frames += 1
+            img = fr.image
+            gray = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+            if files is not None:  # an image source: name the file, not a frame number
+                name, fidx = str(files[fr.index]), None
+            else:
+                name, fidx = str(spec.target), fr.index
+            for d in det.detect(gray):
+                box = (d.x, d.y, d.w, d.h)
+                crop = crop_face(gray, box, margin, size)
+                ident = _box_id(name, fidx, box)
+                if len(keep_img) < samples:  # reservoir sampling (Algorithm R)
+                    keep_img.append(crop)
+                    keep_id.append(ident)
+                else:
+                    j = int(rng.integers(0, seen + 1))
+                    if j < samples:
+                        keep_img[j] = crop
+                        keep_id[j] = ident
+                seen += 1
+            if progress is not None:
+                progress(frames, seen)
+    finally:
+        src.close()
+    images = np.stack(keep_img) if keep_img else np.zeros((0, size, size), np.uint8)
+    return CalibFaces(
+        images=images, ids=keep_id, source=str(source), seen=seen,
+        notes=notes + [f"{frames} frames looked at, {seen} faces found, cascade {cpath.name}"],
+    )  # fmt: skip
+
+
+class FaceBatchReader:
+    """ONNX Runtime CalibrationDataReader (duck-typed) over prepared face batches.
+
+    get_next() -> {input_name: float32 (B, C, S, S)} or None at the end; rewind() starts over.
+    Also iterable as plain arrays (`batches()`), which `ranges.collect` uses.
+    """
+
+    def __init__(
+        self,
+        faces: np.ndarray | list[np.ndarray],
+        spec: PreprocessSpec,
+        input_name: str = "input",
+        batch_size: int = 32,
+        limit: int | None = None,
+    ) -> None:
+        if batch_size < 1:
+            raise UserError("batch size must be at least 1")
+        self.faces = faces if limit is None else faces[:limit]
+        self.spec = spec
+        self.input_name = input_name
+        self.batch_size = batch_size
+        self._it: Iterator[np.ndarray] | None = None
+
+    def __len__(self) -> int:
+        return (len(self.faces) + self.batch_size - 1) // self.batch_size
+
+    def batches(self) -> Iterator[np.ndarray]:
+        for i in range(0, len(self.faces), self.batch_size):
+            yield self.spec.prepare(self.faces[i : i + self.batch_size])
+
+    def get_next(self) -> dict[str, np.ndarray] | None:
+        if self._it is None:
+            self._it = self.batches()
+        x = next(self._it, None)
+        return None if x is None else {self.input_name: x}
+
+    def rewind(self) -> None:
+        self._it = None
+
+    def __iter__(self):
+        self.rewind()
+        return self
+
+    def __next__(self) -> dict[str, np.ndarray]:
+        d = self.get_next()
+        if d is None:
+            raise StopIteration
+        return d

@@ -1,0 +1,306 @@
+"""Per-tensor activation ranges of an FP32 ONNX model over calibration batches.
+
+Every float tensor the graph computes (and the network input) is made a graph output, the
+model runs on the calibration batches in ONNX Runtime, and each tensor gets a histogram of its
+absolute values plus its exact min, max and |max|. From those, one symmetric range (amax) per
+tensor, by one of three methods:
+
+- ``entropy``: the threshold that minimises the KL divergence between the tensor's |x|
+  distribution and its 128-level quantized version (TensorRT's EntropyCalibration2 algorithm,
+  as NVIDIA's pytorch-quantization implements it: 2048 bins, thresholds from bin 128 on);
+- ``percentile``: the given percentile of |x| (99.99 by default);
+- ``minmax``: the largest |x| seen.
+
+The INT8 scale of a tensor is amax / 127 (symmetric, zero point 0), the value that both the
+TensorRT calibration cache and the Q/DQ model store.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from edge_fer.errors import UserError
+
+METHODS = ("entropy", "percentile", "minmax")
+DEFAULT_PERCENTILE = 99.99
+NUM_BINS = 2048  # histogram resolution the entropy search works on
+QUANT_LEVELS = 128  # 2^(8-1): the levels of |x| an int8 tensor can take
+_MAX_STREAM_BINS = NUM_BINS * 32  # finer while collecting; rebinned to NUM_BINS for entropy
+
+
+@dataclass
+class TensorRange:
+    """What calibration saw of one tensor, and the symmetric range chosen for it."""
+
+    amax: float
+    min: float
+    max: float
+    absmax: float
+    clipped: float = 0.0  # fraction of the values with |x| > amax
+
+    @property
+    def scale(self) -> float:
+        return self.amax / 127.0
+
+
+@dataclass
+class RangeSet:
+    """Ranges of all calibrated tensors, in graph order (network input first)."""
+
+    tensors: dict[str, TensorRange]
+    method: str
+    percentile: float | None
+    n_faces: int
+    input_name: str
+    num_bins: int = NUM_BINS
+    skipped: list[str] = field(default_factory=list)  # float tensors left out, and why
+
+    def amax(self) -> dict[str, float]:
+        return {k: v.amax for k, v in self.tensors.items()}
+
+
+class _Histogram:
+    """Streaming histogram of |x| with a fixed bin width that grows its range as needed."""
+
+    def __init__(self, num_bins: int) -> None:
+        self.num_bins = num_bins
+        self.width: float | None = None
+        self.counts = np.zeros(0, np.int64)
+        self.min = math.inf
+        self.max = -math.inf
+        self.absmax = 0.0
+        self.n = 0
+        self._zeros = 0  # values seen while everything was zero (no bin width yet)
+
+    def update(self, x: np.ndarray) -> None:
+        x = np.asarray(x, dtype=np.float32).ravel()
+        if x.size == 0:
+            return
+        if not np.all(np.isfinite(x)):
+            raise UserError("the model computes NaN or infinite values on the calibration faces")
+        self.min = min(self.min, float(x.min()))
+        self.max = max(self.max, float(x.max()))
+        a = np.abs(x)
+        m = float(a.max())
+        self.absmax = max(self.absmax, m)
+        self.n += a.size
+        if self.width is None:
+            if m == 0.0:  # all zeros so far: remember how many, bin them once a width exists
+                self._zeros += a.size
+                return
+            self.width = m / self.num_bins
+            self.counts = np.zeros(self.num_bins, np.int64)
+            self.counts[0] += self._zeros
+        nb = max(math.ceil(m / self.width), 1)
+        if nb > len(self.counts):
+            self.counts = np.concatenate([self.counts, np.zeros(nb - len(self.counts), np.int64)])
+        while len(self.counts) > _MAX_STREAM_BINS:  # merge pairs of bins: same range, half res
+            c = self.counts
+            if len(c) % 2:
+                c = np.concatenate([c, [0]])
+            self.counts = c.reshape(-1, 2).sum(1)
+            self.width *= 2
+        idx = np.minimum((a / self.width).astype(np.int64), len(self.counts) - 1)
+        self.counts += np.bincount(idx, minlength=len(self.counts))
+
+    # -- thresholds ------------------------------------------------------------------------
+    def amax(self, method: str, percentile: float | None) -> float:
+        if self.width is None or self.absmax == 0.0:
+            return 0.0
+        if method == "minmax":
+            return self.absmax
+        if method == "percentile":
+            p = DEFAULT_PERCENTILE if percentile is None else percentile
+            cdf = np.cumsum(self.counts) / max(self.counts.sum(), 1)
+            i = int(np.searchsorted(cdf, p / 100.0))
+            return float(min((i + 1) * self.width, self.absmax))
+        if method == "entropy":
+            counts, width = self._rebinned(self.num_bins)
+            return float(min(entropy_threshold(counts) * width, self.absmax))
+        raise ValueError(method)
+
+    def _rebinned(self, num_bins: int) -> tuple[np.ndarray, float]:
+        c, w = self.counts, float(self.width or 0.0)
+        f = math.ceil(len(c) / num_bins)
+        if f > 1:
+            pad = (-len(c)) % f
+            c = np.concatenate([c, np.zeros(pad, np.int64)]).reshape(-1, f).sum(1)
+            w *= f
+        return c, w
+
+    def clipped(self, amax: float) -> float:
+        if self.width is None or self.n == 0:
+            return 0.0
+        i = math.floor(amax / self.width)
+        return float(self.counts[i + 1 :].sum() / self.n) if i + 1 < len(self.counts) else 0.0
+
+
+def entropy_threshold(
+    hist: np.ndarray, levels: int = QUANT_LEVELS, start: int = QUANT_LEVELS, stride: int = 1
+) -> int:
+    """The bin edge index i (amax = i * bin width) minimising KL(P || Q) (TensorRT's
+    EntropyCalibration2; NVIDIA pytorch-quantization's `_compute_amax_entropy`).
+
+    P: the histogram's first i bins with everything beyond folded into bin i-1. Q: those i bins
+    merged into `levels` quantization levels and spread back evenly over the bins that were
+    non-empty. The last of equal minima wins (the widest such range). As in the reference, the
+    first bin is replaced by the second before the search: the exact zeros a ReLU makes would
+    otherwise dominate P and push the threshold down to a few percent of the range.
+    """
+    hist = np.array(hist, dtype=np.float64)
+    n = len(hist)
+    if n > 1:
+        hist[0] = hist[1]
+    if n <= start:
+        return n
+    best_i, best = n, math.inf
+    tail = np.concatenate([np.cumsum(hist[::-1])[::-1], [0.0]])  # tail[i] = sum(hist[i:])
+    for i in range(start, n + 1, stride):
+        ref = hist[:i].copy()
+        ref[-1] += tail[i]
+        nz = hist[:i] > 0
+        idx = (np.arange(i) * levels) // i
+        sums = np.bincount(idx, weights=hist[:i], minlength=levels)
+        cnt = np.bincount(idx, weights=nz.astype(np.float64), minlength=levels)
+        q = np.where(nz, sums[idx] / np.maximum(cnt[idx], 1.0), 0.0)
+        ps, qs = ref.sum(), q.sum()
+        if ps <= 0 or qs <= 0:
+            continue
+        p = ref / ps
+        q = q / qs
+        m = p > 0
+        if np.any(q[m] <= 0):
+            kl = math.inf
+        else:
+            kl = float(np.sum(p[m] * np.log(p[m] / q[m])))
+        if kl <= best:
+            best, best_i = kl, i
+    return best_i
+
+
+# -- the tensors to calibrate -----------------------------------------------------------------
+
+
+def float_tensors(model) -> tuple[list[str], list[str]]:
+    """(names, skipped): the network input(s) and every float32 tensor a node computes at run
+    time, in graph order; skipped lists the float outputs of constant sub-graphs (folded into
+    weights by TensorRT and ONNX Runtime alike)."""
+    import onnx
+
+    g = model.graph
+    inits = {i.name for i in g.initializer}
+    try:
+        inferred = onnx.shape_inference.infer_shapes(model, strict_mode=False)
+        vi = list(inferred.graph.value_info) + list(inferred.graph.output) + list(g.input)
+    except Exception:  # noqa: BLE001 - no inference: types are checked at run time
+        vi = list(g.value_info) + list(g.output) + list(g.input)
+    types = {v.name: v.type.tensor_type.elem_type for v in vi if v.type.HasField("tensor_type")}
+    names: list[str] = [i.name for i in g.input if i.name not in inits]
+    const = set(inits)
+    skipped: list[str] = []
+    for node in g.node:
+        ins = [i for i in node.input if i]
+        is_const = node.op_type == "Constant" or (ins and all(i in const for i in ins))
+        for o in node.output:
+            if not o:
+                continue
+            if is_const:
+                const.add(o)
+                if types.get(o) == onnx.TensorProto.FLOAT:
+                    skipped.append(o)
+                continue
+            t = types.get(o)
+            if t == onnx.TensorProto.FLOAT or t is None:  # unknown: decided at run time
+                names.append(o)
+    return names, skipped
+
+
+def _augmented(model, names: list[str]):
+    import onnx
+
+    m = onnx.ModelProto()
+    m.CopyFrom(model)
+    have = {o.name for o in m.graph.output} | {i.name for i in m.graph.input}
+    for n in names:
+        if n not in have:
+            m.graph.output.append(onnx.helper.make_empty_tensor_value_info(n))
+    return m
+
+
+def collect(
+    model,
+    batches: Iterable[np.ndarray],
+    method: str = "entropy",
+    percentile: float | None = None,
+    num_bins: int = NUM_BINS,
+    threads: int = 1,
+    progress: Callable[[int], None] | None = None,
+) -> RangeSet:
+    """Run the FP32 model (onnx.ModelProto or path) on the batches; one range per tensor.
+
+    progress(faces) is called after each batch.
+    """
+    import onnx
+    import onnxruntime as ort
+
+    if method not in METHODS:
+        raise UserError(f"unknown calibration method {method!r}; choose {', '.join(METHODS)}")
+    if method == "percentile":
+        percentile = DEFAULT_PERCENTILE if percentile is None else float(percentile)
+        if not 50.0 < percentile <= 100.0:
+            raise UserError(f"--percentile must be in (50, 100], got {percentile}")
+    else:
+        percentile = None
+    if isinstance(model, (str, os.PathLike)):
+        model = onnx.load(os.fspath(model))
+    names, skipped = float_tensors(model)
+    if len(model.graph.input) < 1:
+        raise UserError("the model has no input")
+    input_name = names[0]
+    aug = _augmented(model, names)
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = max(int(threads), 0)
+    so.inter_op_num_threads = 1
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    try:
+        sess = ort.InferenceSession(
+            aug.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"]
+        )
+    except Exception as exc:  # noqa: BLE001 - reported as one line
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
+        raise UserError(f"ONNX Runtime cannot run the model for calibration ({first})") from None
+    out_names = [o.name for o in sess.get_outputs()]
+    hists = {n: _Histogram(num_bins) for n in names}
+    wanted = [n for n in out_names if n in hists]
+    n_faces = 0
+    for x in batches:
+        outs = sess.run(wanted, {input_name: np.ascontiguousarray(x, np.float32)})
+        hists[input_name].update(x)
+        for n, y in zip(wanted, outs):
+            if n == input_name:
+                continue
+            if not (isinstance(y, np.ndarray) and y.dtype == np.float32):
+                hists.pop(n, None)  # not a float tensor after all
+                continue
+            hists[n].update(y)
+        n_faces += len(x)
+        if progress is not None:
+            progress(len(x))
+    if n_faces == 0:
+        raise UserError("no calibration faces")
+    tensors: dict[str, TensorRange] = {}
+    for n in names:
+        h = hists.get(n)
+        if h is None or h.n == 0:
+            continue
+        a = h.amax(method, percentile)
+        tensors[n] = TensorRange(
+            amax=a, min=h.min, max=h.max, absmax=h.absmax, clipped=h.clipped(a)
+        )
+    return RangeSet(tensors, method, percentile, n_faces, input_name, num_bins, skipped)

@@ -1,0 +1,95 @@
+"""The calibration report: per-tensor ranges and the faces they came from, as JSON.
+
+    {
+      "format": "edge-fer-calibration", "version": 1,
+      "model": {"path", "sha256", "input"},
+      "method": "entropy", "percentile": null, "num_bins": 2048,
+      "calibration_set": {"source", "faces", "seen", "class_counts", "ids_file"},
+      "tensors": {name: {"amax", "scale", "scale_hex", "min", "max", "absmax", "clipped"}},
+      "skipped_tensors": [...], "outputs": {...}, "edge_fer_version": ...
+    }
+
+scale = amax / 127 (symmetric INT8), scale_hex its float32 bits as the TensorRT cache writes
+them; clipped is the fraction of the calibration values with |x| > amax.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+from edge_fer.quantize.trt_cache import scale_hex
+
+FORMAT = "edge-fer-calibration"
+VERSION = 1
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def build(ranges, faces, model_path: str | os.PathLike, extra: dict | None = None) -> dict:
+    """The report dict for a `ranges.RangeSet` computed on `calib_data.CalibFaces`."""
+    from edge_fer import __version__
+
+    tensors = {}
+    for name, r in ranges.tensors.items():
+        tensors[name] = {
+            "amax": _f(r.amax),
+            "scale": _f(r.scale),
+            "scale_hex": scale_hex(r.scale),
+            "min": _f(r.min),
+            "max": _f(r.max),
+            "absmax": _f(r.absmax),
+            "clipped": _f(r.clipped),
+        }
+    rep = {
+        "format": FORMAT,
+        "version": VERSION,
+        "model": {
+            "path": str(model_path),
+            "sha256": sha256_file(model_path),
+            "input": ranges.input_name,
+        },
+        "method": ranges.method,
+        "percentile": ranges.percentile,
+        "num_bins": ranges.num_bins,
+        "calibration_set": {
+            "source": faces.source,
+            "faces": len(faces),
+            "seen": int(faces.seen),
+            "class_counts": faces.class_counts(),
+            "notes": list(faces.notes),
+        },
+        "tensors": tensors,
+        "skipped_tensors": list(ranges.skipped),
+        "edge_fer_version": __version__,
+    }
+    if extra:
+        rep.update(extra)
+    return rep
+
+
+def _f(v: float) -> float:
+    return float(f"{float(v):.7g}")
+
+
+def ids_text(faces) -> str:
+    """One face id per line (dataset file names, or file#frame:x,y,w,h), with a comment header."""
+    head = f"# {len(faces)} calibration faces from {faces.source}\n"
+    return head + "".join(f"{i}\n" for i in faces.ids)
+
+
+def read_ids(path: str | os.PathLike) -> list[str]:
+    """The ids of an ids file (comments and blank lines skipped)."""
+    out = []
+    for line in Path(path).read_text().splitlines():
+        s = line.strip()
+        if s and not s.startswith("#"):
+            out.append(s)
+    return out

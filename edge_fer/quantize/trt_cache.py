@@ -1,0 +1,173 @@
+"""TensorRT INT8 calibration caches: write them from calibrated ranges, read and check them.
+
+The format TensorRT's calibrators write and read (`trtexec --calib=FILE`, DeepStream's
+`int8-calib-file`, `IInt8Calibrator.read_calibration_cache`), plain text:
+
+    TRT-100300-EntropyCalibration2
+    input: 3c010204
+    /net/features/features.0/features.0.2/Relu_output_0: 3d1a2b3c
+    ...
+
+- header: `TRT-<version>-<algorithm>`; version is TensorRT's NV_TENSORRT_VERSION of the release
+  that reads the cache (8.6.1 -> 8601, major * 1000 + minor * 100 + patch before 10;
+  10.3.0 -> 100300, major * 10000 + minor * 100 + patch from 10 on). TensorRT ignores a cache
+  whose header names another version or another calibrator, so the header must name the
+  TensorRT on the device. The algorithm is EntropyCalibration2 whatever method chose the ranges:
+  it names the calibrator class that reads the cache (edge-fer's and DeepStream's are
+  IInt8EntropyCalibrator2), not how the numbers were made.
+- one line per tensor, `<tensor name>: <scale>`, the name as in the ONNX graph (TensorRT's ONNX
+  parser keeps them) and the scale amax / 127 as the 8 hex digits of its IEEE-754 float32 bits
+  (big-endian, as `struct.pack('>f')` gives them).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import struct
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_fer.errors import UserError
+
+ALGORITHM = "EntropyCalibration2"
+DEFAULT_TRT_VERSION = "10.3.0"  # JetPack 6.1 / 6.2 and DeepStream 7.1
+_HEADER = re.compile(r"^TRT-(\d+)-([A-Za-z0-9]+)$")
+_HEX = re.compile(r"^[0-9a-fA-F]{1,8}$")
+
+
+def version_code(version: str | int) -> int:
+    """TensorRT's integer version: '8.6.1' -> 8601, '10.3.0' -> 100300, '100300' -> 100300."""
+    if isinstance(version, int) and not isinstance(version, bool):
+        if version <= 0:
+            raise UserError(f"TensorRT version must be positive, got {version}")
+        return version
+    s = str(version).strip()
+    if s.isdigit():
+        return int(s)
+    m = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?(?:\.\d+)*", s)
+    if not m:
+        raise UserError(f"TensorRT version must look like 8.6.1 or 10.3.0, got {version!r}")
+    major, minor, patch = int(m.group(1)), int(m.group(2)), int(m.group(3) or 0)
+    if minor > 99 or patch > 99:
+        raise UserError(f"TensorRT version {version!r}: minor and patch must be < 100")
+    if major >= 10:
+        return major * 10000 + minor * 100 + patch
+    if minor > 9:
+        raise UserError(f"TensorRT version {version!r}: minor must be < 10 before TensorRT 10")
+    return major * 1000 + minor * 100 + patch
+
+
+def version_text(code: int) -> str:
+    """100300 -> '10.3.0', 8601 -> '8.6.1'."""
+    if code >= 100000:
+        return f"{code // 10000}.{code // 100 % 100}.{code % 100}"
+    return f"{code // 1000}.{code // 100 % 10}.{code % 100}"
+
+
+def scale_hex(scale: float) -> str:
+    """IEEE-754 float32 bits of `scale` as 8 lowercase hex digits (3c010204 for 1/127.06)."""
+    return struct.pack(">f", float(scale)).hex()
+
+
+def hex_scale(text: str) -> float:
+    return float(struct.unpack(">f", int(text, 16).to_bytes(4, "big"))[0])
+
+
+@dataclass
+class CalibCache:
+    version: int
+    algorithm: str
+    scales: dict[str, float]  # tensor name -> scale (amax / 127)
+
+    @property
+    def amax(self) -> dict[str, float]:
+        return {k: v * 127.0 for k, v in self.scales.items()}
+
+
+def format_cache(amax: dict[str, float], version: str | int = DEFAULT_TRT_VERSION) -> bytes:
+    """The cache text for tensors -> amax (symmetric ranges), in the order given."""
+    code = version_code(version)
+    lines = [f"TRT-{code}-{ALGORITHM}"]
+    for name, a in amax.items():
+        if "\n" in name or not name.strip():
+            raise UserError(f"tensor name {name!r} cannot be written to a calibration cache")
+        if not a >= 0.0 or a == float("inf"):
+            raise UserError(f"tensor {name}: range {a} is not a finite number >= 0")
+        lines.append(f"{name}: {scale_hex(a / 127.0)}")
+    return ("\n".join(lines) + "\n").encode()
+
+
+def parse_cache(data: bytes, where: str = "calibration cache") -> CalibCache:
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise UserError(f"{where}: not a TensorRT calibration cache (binary data)") from None
+    lines = text.splitlines()
+    if not lines:
+        raise UserError(f"{where}: empty calibration cache")
+    m = _HEADER.match(lines[0].strip())
+    if not m:
+        raise UserError(
+            f"{where}:1: not a TensorRT calibration cache (expected a header like "
+            f"TRT-8601-{ALGORITHM}, got {lines[0][:60]!r})"
+        )
+    scales: dict[str, float] = {}
+    for no, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        name, sep, value = line.rpartition(":")
+        value = value.strip()
+        if not sep or not name or not _HEX.match(value):
+            raise UserError(f"{where}:{no}: expected 'tensor: <8 hex digits>', got {line[:80]!r}")
+        if name in scales:
+            raise UserError(f"{where}:{no}: tensor {name!r} appears twice")
+        scales[name] = hex_scale(value)
+    return CalibCache(int(m.group(1)), m.group(2), scales)
+
+
+def read_cache(path: str | os.PathLike) -> CalibCache:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such calibration cache")
+    try:
+        data = p.read_bytes()
+    except OSError as exc:
+        raise UserError(f"{p}: cannot read ({exc.strerror or exc})") from None
+    return parse_cache(data, str(p))
+
+
+def model_tensor_names(model) -> set[str]:
+    """Every tensor name of an ONNX model (onnx.ModelProto or path): inputs and node outputs."""
+    import onnx
+
+    if isinstance(model, (str, os.PathLike)):
+        model = onnx.load(os.fspath(model), load_external_data=False)
+    g = model.graph
+    names = {i.name for i in g.input}
+    for n in g.node:
+        names.update(o for o in n.output if o)
+    return names
+
+
+def check_cache(cache: CalibCache, model, where: str = "calibration cache") -> None:
+    """UserError when the cache's tensor names do not belong to the model (a cache made for
+    another model or another export), naming a few of them."""
+    import onnx
+
+    if isinstance(model, (str, os.PathLike)):
+        model = onnx.load(os.fspath(model), load_external_data=False)
+    names = model_tensor_names(model)
+    unknown = [n for n in cache.scales if n not in names]
+    inits = {i.name for i in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in inits]
+    if unknown:
+        few = ", ".join(unknown[:4]) + (f" and {len(unknown) - 4} more" if len(unknown) > 4 else "")
+        raise UserError(
+            f"{where} does not match the model: {len(unknown)} of its {len(cache.scales)} "
+            f"tensors are not in the model's graph ({few}); recalibrate with `edge-fer "
+            "calibrate --model MODEL`"
+        )
+    missing = [n for n in inputs if n not in cache.scales]
+    if missing:
+        raise UserError(f"{where} does not match the model: no scale for its input {missing[0]!r}")

