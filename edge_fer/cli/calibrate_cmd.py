@@ -71,7 +71,7 @@ def register(sub) -> None:
     det.add_argument(
         "--cascade",
         metavar="FILE",
-        help="pico face cascade (default: the bundled one, once it ships)",
+        help="pico face cascade (default: the bundled one)",
     )
     det.add_argument(
         "--min-size",
@@ -87,7 +87,8 @@ def register(sub) -> None:
         metavar="PX|FRACTION",
         help="largest face, same units",
     )
-    det.add_argument("--threshold", type=float, default=5.0, help="minimum detection score")
+    det.add_argument("--threshold", type=float, default=None,
+                     help="minimum detection score (default: the cascade's recommended one)")
     det.add_argument(
         "--every", type=int, default=1, metavar="N", help="videos: look at every N-th frame"
     )

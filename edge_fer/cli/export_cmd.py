@@ -1,9 +1,10 @@
 """`edge-fer export`: turn a training checkpoint into a deployable model.
 
-Today: FP32 ONNX with softmax probabilities inside the graph, optional flip test-time
-augmentation, metadata (preprocessing, classes, provenance) and a torch-vs-ONNX Runtime parity
-check. Later flows (INT8, TensorRT engines) add their own argument group in `register` and a
-step in `run` after the FP32 export they all start from.
+FP32 ONNX with softmax probabilities inside the graph, optional flip test-time augmentation,
+metadata (preprocessing, classes, provenance) and a torch-vs-ONNX Runtime parity check. With
+`--int8` it goes on, in the same command, to INT8: calibration, the accuracy check against FP32
+and the compression report (edge_fer.export_int8), starting from the FP32 model just exported
+or from `--model` (an exported .onnx; the bundled model when neither is given).
 """
 
 from __future__ import annotations
@@ -19,11 +20,23 @@ def register(sub) -> None:
         "export",
         help="export a checkpoint to ONNX (needs edge-fer[train])",
         description="Export a training checkpoint (best.safetensors) to an ONNX model that "
-        "`edge-fer eval/classify` and the runtime load without torch.",
+        "`edge-fer eval/classify` and the runtime load without torch; with --int8, also "
+        "calibrate it to INT8, check its accuracy against FP32 and write a compression report.",
+        epilog="Examples:\n"
+        "  edge-fer export --checkpoint runs/vgg/best.safetensors --out vgg.onnx\n"
+        "  edge-fer export --checkpoint runs/vgg/best.safetensors --out vgg.onnx --int8 "
+        "--data ../shared/data/fer2013\n"
+        "  edge-fer export --model vgg.onnx --int8 --source my_camera.mp4 --eval-data "
+        "../shared/data/fer2013",
         formatter_class=HelpFormatter,
     )
-    p.add_argument("--checkpoint", required=True, help="best.safetensors of a training run")
-    p.add_argument("--out", required=True, help="output model file (.onnx)")
+    src = p.add_mutually_exclusive_group()
+    src.add_argument("--checkpoint", help="best.safetensors of a training run")
+    src.add_argument("--model", help="--int8: an exported FP32 .onnx to start from "
+                     "(default: the bundled model)")
+    p.add_argument("--out", default=None,
+                   help="--checkpoint: the output model file (.onnx); --int8 outputs go to "
+                   "OUT's name without .onnx + _int8/ (or --int8-out)")
     g = p.add_argument_group("ONNX (FP32)")
     g.add_argument("--opset", type=int, default=17, help="ONNX opset")
     g.add_argument("--tta", default="none", choices=("none", "flip"),
@@ -38,6 +51,38 @@ def register(sub) -> None:
     g.add_argument("--check-data", default=None,
                    help="dataset whose faces the parity check uses [default: the training data "
                    "named in the checkpoint]")  # fmt: skip
+    q = p.add_argument_group("INT8 (one line: calibrate, check against FP32, report)")
+    q.add_argument("--int8", action="store_true",
+                   help="calibrate to INT8 and write Q/DQ models, the TensorRT calibration "
+                   "cache and a compression report (needs edge-fer[quantize])")
+    one = q.add_mutually_exclusive_group()
+    one.add_argument("--data", metavar="DIR",
+                     help="labelled dataset: calibration faces from its training split, the "
+                     "accuracy check on --eval-split")
+    one.add_argument("--source", metavar="VIDEO_OR_IMAGES",
+                     help="calibrate on faces the PICO detector finds here (the deployment "
+                     "camera's footage is the best calibration set)")
+    q.add_argument("--cascade", default=None, help="--source: face cascade (default: bundled)")
+    q.add_argument("--samples", type=int, default=512, help="calibration faces")
+    q.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
+    q.add_argument("--method", default="entropy", choices=("entropy", "percentile", "minmax"),
+                   help="range calibration (entropy = TensorRT's EntropyCalibration2)")
+    q.add_argument("--target", default="both", choices=("tensorrt", "cpu", "both"),
+                   help="Q/DQ layouts to write")
+    q.add_argument("--trt-version", default="10.3.0", metavar="X.Y.Z",
+                   help="TensorRT version in the calibration cache header")
+    q.add_argument("--eval-data", default=None, metavar="DIR",
+                   help="labelled data for the accuracy check [default: --data]")
+    q.add_argument("--eval-split", default=None,
+                   help="split of the accuracy check [default: private-test for FER2013, "
+                   "else all images]")
+    q.add_argument("--eval-limit", type=int, default=0,
+                   help="check on an even sample of this many faces (0: all)")
+    q.add_argument("--max-drop", type=float, default=0.5,
+                   help="accuracy points INT8 may lose against FP32 before the check fails "
+                   "(exit code 1)")
+    q.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads")
+    q.add_argument("--int8-out", default=None, metavar="DIR", help="folder of the INT8 outputs")
     p.set_defaults(func=run)
 
 
@@ -57,10 +102,92 @@ def export_onnx(args) -> dict:
 
 
 def run(args) -> int:
+    from edge_fer.errors import UserError
+
+    if not args.int8:
+        if args.model or args.data or args.source:
+            raise UserError("--model/--data/--source belong to --int8; plain export takes "
+                            "--checkpoint and --out")
+        if not args.checkpoint or not args.out:
+            raise UserError("give --checkpoint CKPT --out MODEL.onnx (or --int8)")
+        _export_fp32(args)
+        return 0
+    if not (args.data or args.source):
+        raise UserError("--int8 needs calibration faces: --data DATASET or --source VIDEO_OR_IMAGES")
+    if args.checkpoint:
+        if not args.out:
+            raise UserError("--checkpoint needs --out MODEL.onnx")
+        _export_fp32(args)
+        model = args.out
+    else:
+        from edge_fer.classify import default_model_path
+
+        model = args.model or str(default_model_path())
+    return _int8(args, model)
+
+
+def _int8(args, model) -> int:
+    from pathlib import Path
+
+    from edge_fer.classify import Classifier
+    from edge_fer.cli.calibrate_cmd import _Progress
+    from edge_fer.errors import UserError
+    from edge_fer.export_int8 import default_out_dir, export_int8
+
+    try:
+        import onnx  # noqa: F401
+
+        from edge_fer.quantize import DetectOptions, from_dataset, from_source
+    except ImportError as exc:
+        raise UserError(f"--int8 needs the quantize extra: pip install 'edge-fer[quantize]' "
+                        f"({exc})") from None
+    if args.threads < 1:
+        raise UserError("--threads must be >= 1")
+    out = Path(args.int8_out) if args.int8_out else default_out_dir(model)
+    with Classifier.load(model, threads=1, tta="none") as clf:  # fail early on a bad model
+        size, margin = clf.spec.input_size, clf.spec.crop_margin
+    if args.data:
+        faces = from_dataset(args.data, "train", args.samples, args.seed, size=size)
+    else:
+        faces = from_source(args.source, args.cascade, margin=margin, size=size,
+                            samples=args.samples, seed=args.seed, detect=DetectOptions())
+    eval_data = args.eval_data or args.data
+    bar = _Progress(len(faces), "calibrating", "face", sys.stderr.isatty())
+    try:
+        res = export_int8(
+            model, out, faces, eval_data=eval_data, eval_split=args.eval_split,
+            method=args.method, target=args.target, trt_version=args.trt_version,
+            threads=args.threads, max_drop=args.max_drop, eval_limit=args.eval_limit,
+            progress=bar.update,
+        )  # fmt: skip
+    finally:
+        bar.close()
+    info = res["calibration"]
+    print(f"int8: calibrated on {info['faces']} faces ({faces.source}) -> {info['out']}")
+    for k, v in info["files"].items():
+        print(f"  {k:<9} {v}")
+    if res["report"] is None:
+        print("  no accuracy check: give --eval-data (a labelled dataset)")
+        return 0
+    print(f"  report    {res['report']['markdown']}")
+    for row in res["report"]["rows"]:
+        print(f"  {row['model']:<32} accuracy {row['accuracy']:.4f}  "
+              f"{row.get('ms_b32', float('nan')):.3f} ms/face at batch 32")
+    for c in res["checks"]:
+        verdict = "ok" if c["ok"] else "FAILED"
+        print(f"  check {c['model']}: {-c['accuracy_drop_points']:+.2f} accuracy points vs FP32 "
+              f"(limit -{c['max_drop_points']}): {verdict}")
+    if not res["ok"]:
+        print("edge-fer export: INT8 accuracy check failed (see the report; try --method "
+              "percentile, more --samples, or QAT: edge-fer qat)", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _export_fp32(args) -> None:
     report = export_onnx(args)
     print(json.dumps(report))
     check = (f", parity max |dp| {report['parity_max_abs_diff']:.2g}"
              if "parity_max_abs_diff" in report else ", parity not checked")  # fmt: skip
     print(f"exported {report['arch']} ({report['params']:,} params, tta {report['tta']}) "
           f"-> {report['out']}{check}", file=sys.stderr)
-    return 0

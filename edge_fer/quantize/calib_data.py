@@ -158,7 +158,7 @@ class DetectOptions:
 
     min_size: float = 0.1
     max_size: float = 1.0
-    threshold: float = 5.0
+    threshold: float | None = None  # None: the cascade's recommended threshold
     scale_factor: float = 1.1
     stride_factor: float = 0.1
     angle: float = 0.0
@@ -209,7 +209,7 @@ def from_source(
     """
     import cv2
 
-    from edge_fer.detect import Cascade, Detector
+    from edge_fer.detect import Cascade, Detector, default_threshold
     from edge_fer.runtime.crops import crop_face
     from edge_fer.runtime.sources import open_source, parse_source
 
@@ -223,7 +223,7 @@ def from_source(
     det = Detector(
         Cascade.load(cpath), min_size=opts.min_size, max_size=opts.max_size,
         scale_factor=opts.scale_factor, stride_factor=opts.stride_factor, angle=opts.angle,
-        threshold=opts.threshold,
+        threshold=opts.threshold if opts.threshold is not None else default_threshold(cpath),
     )  # fmt: skip
     rng = np.random.default_rng(seed)
     keep_img: list[np.ndarray] = []

@@ -1,0 +1,91 @@
+"""The one-line INT8 flow behind `edge-fer export --int8`: calibrate, check, report.
+
+    edge-fer export --model fer.onnx --int8 --data ../shared/data/fer2013
+
+1. calibration faces (a dataset's Training split, or faces the detector finds in a video or image
+   folder) -> `edge_fer.quantize.calibrate`: Q/DQ models for TensorRT and for ONNX Runtime CPU,
+   the TensorRT calibration cache, the ranges report, the ids of the faces used;
+2. the accuracy check: FP32 and every INT8 model on a labelled evaluation split (FER2013
+   PrivateTest by default), one view per face, with latency at batch 1 and 32
+   (`edge_fer.compress.report`);
+3. the compression report (report.md + report.json) and a pass/fail line per INT8 model
+   against --max-drop accuracy points.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from edge_fer.errors import UserError
+
+ROW_NAMES = {"tensorrt": "INT8 PTQ, TensorRT Q/DQ", "cpu": "INT8 PTQ, ONNX Runtime CPU Q/DQ"}
+
+
+def export_int8(
+    model_path: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    faces,
+    eval_data: str | os.PathLike | None = None,
+    eval_split: str | None = None,
+    method: str = "entropy",
+    target: str = "both",
+    trt_version: str = "10.3.0",
+    threads: int = 1,
+    max_drop: float = 0.5,
+    eval_limit: int = 0,
+    progress=None,
+    show_progress: bool = True,
+) -> dict:
+    """Calibrate `model_path` on `faces` (edge_fer.quantize.CalibFaces) into out_dir, then
+    compare FP32 and INT8 on `eval_data`. Returns {"calibration", "report", "checks", "ok"}."""
+    from edge_fer.quantize import calibrate
+
+    if max_drop < 0:
+        raise UserError("--max-drop must be >= 0 (accuracy points)")
+    info = calibrate(model_path, faces, out_dir, method=method, target=target,
+                     trt_version=trt_version, threads=threads, progress=progress)  # fmt: skip
+    result: dict = {"calibration": info, "report": None, "checks": [], "ok": True}
+    if eval_data is None:
+        return result
+    try:
+        from edge_fer.compress.report import compare_models, write_report
+    except ImportError as exc:  # pragma: no cover - part of the package
+        raise UserError(f"the compression report is unavailable ({exc})") from None
+    rows = [("FP32", str(model_path))]
+    rows += [(ROW_NAMES[t], info["files"][t]) for t in ("tensorrt", "cpu") if t in info["files"]]
+    comp = compare_models(rows, eval_data, split=eval_split, threads=threads,
+                          eval_limit=eval_limit, progress=show_progress)  # fmt: skip
+    fp32 = comp["rows"][0]
+    checks = []
+    for row in comp["rows"][1:]:
+        drop = 100.0 * (fp32["accuracy"] - row["accuracy"])
+        speed = (fp32.get("ms_b32") or 0) / row["ms_b32"] if row.get("ms_b32") else None
+        checks.append({"model": row["model"], "accuracy_drop_points": round(drop, 3),
+                       "max_drop_points": max_drop, "ok": drop <= max_drop,
+                       "speedup_b32": round(speed, 3) if speed else None})  # fmt: skip
+    notes = [
+        f"calibration: {info['faces']} faces, method {info['method']}; "
+        f"TensorRT cache header {info['trt_cache_header']}",
+        "the TensorRT Q/DQ model is laid out for TensorRT's fusions; ONNX Runtime on CPU runs it "
+        "slower than FP32 (its integer kernels need the CPU layout)",
+    ]
+    notes += [
+        f"check {c['model']}: accuracy {-c['accuracy_drop_points']:+.2f} points vs FP32 "
+        f"(limit -{max_drop}): {'ok' if c['ok'] else 'FAILED'}"
+        for c in checks
+    ]
+    md, js = write_report(out_dir, comp, "INT8 export report", extra={"calibration": info},
+                          notes=notes)  # fmt: skip
+    result.update(report={"markdown": str(md), "json": str(js), **comp}, checks=checks,
+                  ok=all(c["ok"] for c in checks))  # fmt: skip
+    return result
+
+
+def default_out_dir(model_path: str | os.PathLike) -> Path:
+    """`x.onnx` -> `x_int8/` next to it (the bundled model: ./fer_default_int8/)."""
+    p = Path(model_path)
+    from edge_fer.classify import ASSETS
+
+    base = Path.cwd() if p.resolve().parent == ASSETS else p.parent
+    return base / f"{p.stem}_int8"

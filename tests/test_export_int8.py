@@ -1,0 +1,54 @@
+"""`edge-fer export --int8`: the one-line flow (calibrate, check against FP32, report) on the
+bundled model and real FER2013 faces."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edge_fer.cli.main import main
+
+ROOT = Path(__file__).resolve().parents[1]
+FER = ROOT.parent / "shared" / "data" / "fer2013"
+needs_fer = pytest.mark.skipif(not (FER / "train").is_dir(),
+                               reason=f"../shared is absent ({FER} not found)")  # fmt: skip
+pytest.importorskip("onnx")
+
+
+def _run(capsys, *argv) -> tuple[int, str, str]:
+    rc = main(["export", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+@needs_fer
+def test_int8_one_line_flow(tmp_path, capsys) -> None:
+    out = tmp_path / "int8"
+    rc, stdout, err = _run(capsys, "--int8", "--data", FER, "--samples", 128,
+                           "--eval-limit", 200, "--int8-out", out)  # fmt: skip
+    assert rc == 0, err
+    for name in ("model.int8.qdq.onnx", "model.int8.cpu.onnx", "calib.cache", "calib_ids.txt",
+                 "calib_report.json", "report.md", "report.json"):  # fmt: skip
+        assert (out / name).is_file(), name
+    rep = json.loads((out / "report.json").read_text())
+    names = [r["model"] for r in rep["rows"]]
+    assert names[0] == "FP32" and len(names) == 3
+    fp32 = rep["rows"][0]
+    for row in rep["rows"]:
+        assert row["n"] == 200 and 0.4 < row["accuracy"] <= 1.0 and row["ms_b32"] > 0
+        assert abs(row["accuracy"] - fp32["accuracy"]) <= 0.03  # INT8 stays close to FP32
+    assert (out / "calib.cache").read_bytes().startswith(b"TRT-100300-EntropyCalibration2\n")
+    assert "check INT8 PTQ" in stdout and "FAILED" not in stdout
+
+
+def test_int8_bad_input_is_one_line(tmp_path, capsys) -> None:
+    rc, _, err = _run(capsys, "--int8")
+    assert rc == 2 and "needs calibration faces" in err and len(err.strip().splitlines()) == 1
+    rc, _, err = _run(capsys, "--model", tmp_path / "nope.onnx", "--int8", "--data", tmp_path)
+    assert rc == 2 and len(err.strip().splitlines()) == 1
+    rc, _, err = _run(capsys, "--out", tmp_path / "x.onnx")
+    assert rc == 2 and "--checkpoint" in err
+    rc, _, err = _run(capsys, "--model", tmp_path / "m.onnx", "--out", tmp_path / "x.onnx")
+    assert rc == 2 and "--int8" in err
