@@ -75,7 +75,7 @@ def load_trained(ckpt_path: str | os.PathLike):
         raise UserError(f"{p}: checkpoint metadata names no classes")
     from edge_fer.train.trainer import TrainConfig, arch_kwargs_for
 
-    known = {k: v for k, v in cfg.items() if k in TrainConfig.__dataclass_fields__}
+    known = {"data": "", **{k: v for k, v in cfg.items() if k in TrainConfig.__dataclass_fields__}}
     model = create_model(
         cfg["arch"],
         num_classes=len(spec.classes),

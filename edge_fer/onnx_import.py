@@ -49,6 +49,10 @@ def torch_model_from_onnx(path: str | os.PathLike, check: bool = True):
     model = create_model(arch, num_classes=len(spec.classes), in_channels=spec.channels, **kwargs)
 
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    # the exporter shares identical initializers through Identity nodes: follow them
+    for n in proto.graph.node:
+        if n.op_type == "Identity" and n.input[0] in inits:
+            inits[n.output[0]] = inits[n.input[0]]
     nodes = [n for n in proto.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
     convs = [n for n in nodes if n.op_type == "Conv"]
     fcs = [n for n in nodes if n.op_type != "Conv"]

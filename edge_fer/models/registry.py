@@ -19,9 +19,13 @@ def register_model(name: str, input_size: int = 48):
     return deco
 
 
+# registered for loading only, not listed: "pruned" needs the shapes a pruning run recorded
+_UNLISTED = {"pruned"}
+
+
 def list_models() -> list[str]:
     _load_zoo()
-    return sorted(_REGISTRY)
+    return sorted(n for n in _REGISTRY if n not in _UNLISTED)
 
 
 def default_input_size(name: str) -> int:
@@ -68,3 +72,4 @@ def model_info(model, input_size: int = 48, in_channels: int = 1) -> dict:
 
 def _load_zoo() -> None:
     from edge_fer.models import zoo  # noqa: F401  (registers on import)
+    from edge_fer.compress import arch  # noqa: F401  (registers "pruned")

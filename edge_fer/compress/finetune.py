@@ -1,0 +1,288 @@
+"""A compact fine-tuning loop for compressed models (pruning, QAT).
+
+The recipe of `edge_fer.train.trainer` (its data splits, augmentation, normalisation, cosine
+learning rate, label smoothing, parameter groups) from a small learning rate, without the
+checkpoint/resume machinery: Training split only, PublicTest accuracy after every epoch, the best
+epoch's weights kept. Masks (2:4, unstructured) are re-applied after every optimizer step through
+`post_step`; batch norms rebuilt from an ONNX file stay frozen with `frozen_bn`.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from edge_fer.errors import UserError
+from edge_fer.metrics import classification_report
+from edge_fer.preprocess import PreprocessSpec, apply_clahe
+from edge_fer.train.augment import AugmentConfig, augment
+from edge_fer.train.trainer import TrainConfig, load_splits, lr_at, normalise, pick_device, predict
+
+
+@dataclass
+class FinetuneConfig:
+    epochs: int = 2
+    lr: float = 0.01
+    batch_size: int = 128
+    weight_decay: float = 5e-4
+    momentum: float = 0.9
+    label_smoothing: float = 0.1
+    warmup_epochs: float = 0.0
+    train_fraction: float = 1.0  # quick runs: fine-tune on this fraction of the Training split
+    val_limit: int = 0  # quick runs / tests: select on at most this many validation faces
+    max_batches: int = 0  # tests: stop each epoch after this many batches
+    seed: int = 0
+    augment: bool = True
+    device: str = "auto"
+    threads: int = 0
+
+    def validate(self) -> None:
+        if self.epochs < 0:
+            raise UserError("--epochs must be >= 0")
+        if not self.lr > 0:
+            raise UserError("--lr must be > 0")
+        if self.batch_size < 1:
+            raise UserError("--batch-size must be at least 1")
+        if not 0 < self.train_fraction <= 1:
+            raise UserError("--train-fraction must be in (0, 1]")
+        if self.threads < 0:
+            raise UserError("--threads must be >= 0")
+
+
+@dataclass
+class FinetuneData:
+    train_x: np.ndarray  # (N, H, W) uint8 (CLAHE applied when the model uses it)
+    train_y: np.ndarray
+    val_x: np.ndarray
+    val_y: np.ndarray
+    val_name: str
+    spec: PreprocessSpec
+
+    def calibration_faces(self, n: int, seed: int = 0) -> np.ndarray:
+        """An even-handed random sample of Training faces (for quantization calibration)."""
+        rng = np.random.default_rng(seed)
+        idx = np.sort(rng.permutation(len(self.train_x))[: min(n, len(self.train_x))])
+        return self.train_x[idx]
+
+
+def load_finetune_data(data: str, spec: PreprocessSpec, cfg: FinetuneConfig) -> FinetuneData:
+    """Training and selection faces of `data` (FER2013: Training / PublicTest; other layouts:
+    a held-out 10%, as `edge-fer train` does), labels mapped onto the model's classes."""
+    cfg.validate()
+    tcfg = TrainConfig(arch="-", data=str(data), input_size=spec.input_size, seed=cfg.seed,
+                       clahe=spec.clahe)  # fmt: skip
+    train, val, val_name = load_splits(tcfg)
+    model_classes = tuple(spec.classes)
+    missing = [c for c in train.classes if c not in model_classes]
+    if missing and (np.isin(train.counts().nonzero()[0],
+                            [train.classes.index(c) for c in missing]).any()):  # fmt: skip
+        raise UserError(f"{data}: classes {', '.join(missing)} are not among the model's "
+                        f"({', '.join(model_classes)})")  # fmt: skip
+    remap = np.array([model_classes.index(c) if c in model_classes else -1
+                      for c in train.classes], np.int64)  # fmt: skip
+    tx, ty = train.images, remap[train.labels]
+    vx, vy = val.images, remap[val.labels]
+    if cfg.train_fraction < 1:
+        rng = np.random.default_rng(cfg.seed)
+        k = max(1, round(len(tx) * cfg.train_fraction))
+        idx = np.sort(rng.permutation(len(tx))[:k])
+        tx, ty = tx[idx], ty[idx]
+    if cfg.val_limit and len(vx) > cfg.val_limit:
+        idx = np.linspace(0, len(vx) - 1, cfg.val_limit).round().astype(int)
+        vx, vy = vx[idx], vy[idx]
+    if spec.clahe:
+        tx, vx = apply_clahe(tx), apply_clahe(vx)
+    return FinetuneData(tx, ty, vx, vy, val_name, spec)
+
+
+def evaluate_torch(model, data: FinetuneData, device=None) -> dict:
+    """Selection-split accuracy / top-2 / macro-F1 of a torch model (no test-time augmentation)."""
+    device = device or next(model.parameters()).device
+    probs = predict(model, data.val_x, data.spec, device)
+    rep = classification_report(probs, data.val_y, data.spec.classes)
+    return {k: rep[k] for k in ("accuracy", "top2_accuracy", "macro_f1", "n")}
+
+
+def set_frozen_bn(model, frozen: bool) -> None:
+    if frozen:
+        from edge_fer.onnx_import import freeze_bn
+
+        freeze_bn(model)
+
+
+def finetune(
+    model,
+    data: FinetuneData,
+    cfg: FinetuneConfig,
+    *,
+    frozen_bn: bool = False,
+    post_step: Callable[[], None] | None = None,
+    desc: str = "fine-tune",
+    round_index: int = 0,
+    log: list | None = None,
+) -> dict:
+    """Fine-tune `model` in place; keeps the weights of the best selection-split epoch.
+
+    post_step: called after every optimizer step (re-apply pruning masks, ...).
+    round_index: varies the shuffling of repeated calls (iterative pruning rounds).
+    log: per-epoch rows are appended here.
+    Returns {"best_acc", "best_epoch", "start_acc", "epochs", "seconds"}.
+    """
+    cfg.validate()
+    device = pick_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    model.to(device, memory_format=torch.channels_last)
+    t_start = time.time()
+    start = evaluate_torch(model, data, device)
+    best = {"acc": start["accuracy"], "epoch": 0, "state": copy.deepcopy(model.state_dict())}
+    if cfg.epochs == 0:
+        return {"best_acc": start["accuracy"], "best_epoch": 0, "start_acc": start["accuracy"],
+                "epochs": 0, "seconds": time.time() - t_start}  # fmt: skip
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    opt = torch.optim.SGD(
+        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0}],
+        lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+    )  # fmt: skip
+    n = len(data.train_x)
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    if cfg.max_batches:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_batches)
+    total = steps_per_epoch * cfg.epochs
+    warmup = int(steps_per_epoch * cfg.warmup_epochs)
+    aug = AugmentConfig(enabled=cfg.augment)
+    x_all = torch.from_numpy(data.train_x)
+    y_all = torch.from_numpy(data.train_y)
+    try:
+        from tqdm import tqdm
+    except ImportError:  # progress bars are a nicety
+        tqdm = None
+    step = 0
+    for epoch in range(cfg.epochs):
+        t0 = time.time()
+        gen = torch.Generator().manual_seed(cfg.seed * 100003 + 7919 * round_index + epoch)
+        order = torch.randperm(n, generator=gen)
+        model.train()
+        set_frozen_bn(model, frozen_bn)
+        tot_loss, tot_ok, seen = 0.0, 0, 0
+        bar = range(steps_per_epoch)
+        if tqdm is not None:
+            bar = tqdm(bar, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
+                       disable=not sys.stderr.isatty())  # fmt: skip
+        lr = cfg.lr
+        for b in bar:
+            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            x = augment(x_all[idx][:, None].float(), aug, gen)
+            y = y_all[idx]
+            keep = y >= 0
+            x, y = normalise(x[keep].to(device), data.spec), y[keep].to(device)
+            if len(y) == 0:
+                continue
+            lr = lr_at(step, total, warmup, cfg.lr)
+            for g in opt.param_groups:
+                g["lr"] = lr
+            logits = model(x)
+            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            if post_step is not None:
+                post_step()
+            step += 1
+            tot_loss += float(loss.detach()) * len(y)
+            tot_ok += int((logits.argmax(1) == y).sum())
+            seen += len(y)
+            if tqdm is not None and hasattr(bar, "set_postfix") and b % 10 == 0:
+                bar.set_postfix(loss=f"{tot_loss / max(seen, 1):.3f}")
+        rep = evaluate_torch(model, data, device)
+        improved = rep["accuracy"] > best["acc"]
+        if improved:
+            best = {"acc": rep["accuracy"], "epoch": epoch + 1,
+                    "state": copy.deepcopy(model.state_dict())}  # fmt: skip
+        row = {"round": round_index, "epoch": epoch + 1, "lr": lr,
+               "train_loss": tot_loss / max(seen, 1), "train_acc": tot_ok / max(seen, 1),
+               "val_acc": rep["accuracy"], "val_top2": rep["top2_accuracy"],
+               "val_macro_f1": rep["macro_f1"], "seconds": time.time() - t0}  # fmt: skip
+        if log is not None:
+            log.append(row)
+        print(f"{desc} epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
+              f"{data.val_name} acc {rep['accuracy']:.4f} (start {start['accuracy']:.4f})  "
+              f"lr {lr:.3g}  {row['seconds']:.0f}s" + ("  *" if improved else ""),
+              file=sys.stderr, flush=True)  # fmt: skip
+    model.load_state_dict(best["state"])
+    if post_step is not None:
+        post_step()
+    model.eval()
+    return {"best_acc": best["acc"], "best_epoch": best["epoch"], "start_acc": start["accuracy"],
+            "epochs": cfg.epochs, "seconds": time.time() - t_start}  # fmt: skip
+
+
+@torch.no_grad()
+def renormalize_bn(model, faces_x: np.ndarray, spec: PreprocessSpec, batch: int = 128) -> int:
+    """Turn the identity batch norms of a model rebuilt from ONNX back into real ones.
+
+    For every Conv2d followed by a BatchNorm2d, measure the mean mu and variance var of the
+    conv's output channels on `faces_x` (uint8), then set running_mean = mu, running_var = var,
+    weight = sqrt(var + eps), bias = old bias + mu: the same function as before (exactly), but
+    batch norms that normalise again, so the model fine-tunes with batch norms in training mode
+    like the training recipe (the folded net without normalisation diverges at SGD learning rates
+    that suit it). Returns the number of batch norms changed."""
+    from torch import nn
+
+    pairs: list[tuple[nn.Conv2d, nn.BatchNorm2d]] = []
+    last = None
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            last = m
+        elif isinstance(m, nn.BatchNorm2d) and last is not None:
+            if m.num_features == last.out_channels:
+                pairs.append((last, m))
+            last = None
+    if not pairs:
+        return 0
+    sums = {id(c): [0.0, 0.0, 0] for c, _ in pairs}
+
+    def hook(mod, inp, out):
+        o = out.double()
+        s = sums[id(mod)]
+        s[0] = s[0] + o.sum((0, 2, 3))
+        s[1] = s[1] + (o * o).sum((0, 2, 3))
+        s[2] += o.numel() // o.shape[1]
+
+    handles = [c.register_forward_hook(hook) for c, _ in pairs]
+    was = model.training
+    model.eval()
+    try:
+        device = next(model.parameters()).device
+        for i in range(0, len(faces_x), batch):
+            x = torch.from_numpy(faces_x[i : i + batch])[:, None].float().to(device)
+            model(normalise(x, spec))
+    finally:
+        for h in handles:
+            h.remove()
+        model.train(was)
+    for conv, bn in pairs:
+        s0, s1, n = sums[id(conv)]
+        mu = s0 / n
+        var = (s1 / n - mu * mu).clamp_min(0)
+        # old BN: y = scale (z - m) + b; the new one normalises with the measured statistics
+        # and gives the same y for every z: new_w / sqrt(var + eps) = scale
+        scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        new_w = scale * torch.sqrt(var + bn.eps)
+        new_b = scale * (mu - bn.running_mean.double()) + bn.bias.double()
+        bn.running_mean.copy_(mu.to(bn.running_mean.dtype))
+        bn.running_var.copy_(var.to(bn.running_var.dtype))
+        bn.weight.copy_(new_w.to(bn.weight.dtype))
+        bn.bias.copy_(new_b.to(bn.bias.dtype))
+    return len(pairs)

@@ -1,0 +1,140 @@
+"""Loading the model to compress, writing checkpoints, ONNX metadata and reports atomically."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import edge_fer.compress.arch  # noqa: F401  (registers "pruned" for load_trained)
+from edge_fer.errors import UserError
+from edge_fer.preprocess import PreprocessSpec
+
+
+@dataclass
+class SourceModel:
+    """The model a compression run starts from."""
+
+    model: object  # torch.nn.Module in eval mode
+    spec: PreprocessSpec
+    state: dict  # checkpoint-style state: config (arch, arch_kwargs, ...), params, macs, ...
+    path: Path
+    kind: str  # "onnx" or "checkpoint"
+    tta: str = "none"  # the ONNX file's test-time augmentation ("flip" for the bundled model)
+    bn_folded: bool = False  # rebuilt from ONNX: identity batch norms to keep frozen
+    meta: dict = field(default_factory=dict)  # ONNX metadata_props (ONNX inputs)
+    eval_tta: str = "none"  # the TTA `edge-fer eval` applies by default (edge_fer.tta_default)
+
+    @property
+    def arch(self) -> str:
+        return str((self.state.get("config") or {}).get("arch", "?"))
+
+    @property
+    def arch_kwargs(self) -> dict:
+        return dict((self.state.get("config") or {}).get("arch_kwargs") or {})
+
+
+def is_safetensors(path: Path) -> bool:
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(9)
+    except OSError:
+        return False
+    return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 27
+
+
+def load_source(path: str | os.PathLike | None) -> SourceModel:
+    """An edge-fer training checkpoint (.safetensors) or FP32 edge-fer ONNX (default: the
+    bundled model) -> SourceModel. Bad files raise UserError."""
+    from edge_fer.classify import default_model_path
+
+    p = Path(path) if path is not None else default_model_path()
+    if not p.exists():
+        raise UserError(f"{p}: no such model file")
+    if p.is_dir():
+        raise UserError(f"{p}: is a folder, not a model file")
+    if p.stat().st_size == 0:
+        raise UserError(f"{p}: empty file, not a model")
+    if is_safetensors(p):
+        from edge_fer.onnx_export import load_trained
+        from edge_fer.train.checkpoint import read_state
+
+        if read_state(p).get("quantization"):
+            raise UserError(f"{p}: is a quantization-aware (QAT) checkpoint; start from the "
+                            "FP32 model")  # fmt: skip
+        model, spec, state = load_trained(p)
+        return SourceModel(model, spec, state, p, "checkpoint", "none",
+                           bool(state.get("bn_folded")))  # fmt: skip
+    from edge_fer.onnx_import import checkpoint_from_onnx, torch_model_from_onnx
+
+    model, spec, meta = torch_model_from_onnx(p)
+    # the checkpoint-style state (config, provenance) exactly as checkpoint_from_onnx builds it
+    with tempfile.TemporaryDirectory(prefix="edge-fer-src-") as tmp:
+        from edge_fer.train.checkpoint import read_state
+
+        state = read_state(checkpoint_from_onnx(p, Path(tmp) / "src.safetensors"))
+    return SourceModel(model, spec, state, p, "onnx", meta.get("edge_fer.tta", "none") or "none",
+                       True, meta, meta.get("edge_fer.tta_default", "none") or "none")  # fmt: skip
+
+
+def check_out_dir(out: Path, force: bool) -> None:
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out}: exists and is not a folder")
+    if (out / "report.json").exists() and not force:
+        raise UserError(f"--out {out}: already holds a finished run (report.json); "
+                        "pick another folder or pass --force")  # fmt: skip
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text)
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_json_atomic(path: Path, obj) -> None:
+    write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
+
+
+def _jsonable(o):
+    import numpy as np
+
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def add_onnx_metadata(path: Path, entries: dict[str, str]) -> None:
+    """Add (or replace) metadata_props of an ONNX file, writing through a temporary file."""
+    import onnx
+
+    proto = onnx.load(str(path))
+    keep = [(m.key, m.value) for m in proto.metadata_props if m.key not in entries]
+    del proto.metadata_props[:]
+    for k, v in keep + list(entries.items()):
+        e = proto.metadata_props.add()
+        e.key, e.value = k, v
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        onnx.save(proto, str(tmp))
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def parity_faces_for(data: str, spec: PreprocessSpec, n: int = 64):
+    """Real faces for parity checks: an even sample of the validation split of `data`."""
+    from edge_fer.onnx_export import parity_faces
+
+    return parity_faces({}, spec, n=n, data=data)[0]
