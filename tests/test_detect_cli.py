@@ -32,11 +32,31 @@ def run_cli(capsys, *argv: str) -> tuple[int, str, str]:
     return rc, out, err
 
 
-def test_cascade_is_required_for_now(capsys) -> None:
-    rc, _, err = run_cli(capsys, "whatever.jpg")
-    assert rc == 2
-    assert "no default face cascade is bundled yet; pass --cascade FILE" in err
-    assert len(err.strip().splitlines()) == 1
+def test_bundled_cascade_is_the_default(capsys, tmp_path) -> None:
+    from edge_fer.detect import cascade_settings, default_cascade_path, default_threshold
+
+    path = default_cascade_path()
+    assert path is not None and path.name == "face_default.pico"
+    settings = cascade_settings(path)
+    assert default_threshold(path) == settings["threshold"]
+    assert default_threshold(path, pooled=True) == settings["memory_threshold"]
+    # no --cascade: the bundled one runs; a missing input is still a one-line error
+    rc, _, err = run_cli(capsys, tmp_path / "whatever.jpg")
+    assert rc == 2 and "no such file" in err and len(err.strip().splitlines()) == 1
+    img = tmp_path / "gray.png"
+    cv2.imwrite(str(img), np.full((120, 160), 128, np.uint8))
+    rc, out, err = run_cli(capsys, img, "--json")
+    assert rc == 0, err
+    (rec,) = [json.loads(line) for line in out.splitlines()]
+    assert rec["faces"] == []  # a flat image has no face
+
+
+@needs_shared
+def test_bundled_cascade_finds_faces(capsys) -> None:
+    rc, out, err = run_cli(capsys, IMG1, "--min-size", "0.1", "--json")
+    assert rc == 0, err
+    (rec,) = [json.loads(line) for line in out.splitlines()]
+    assert len(rec["faces"]) >= 1
 
 
 @needs_shared

@@ -154,6 +154,19 @@ def test_demo_writes_every_output(tmp_path, tiny_model, cascade, capsys):
     assert len(read_jsonl(d / "events.jsonl")) == s["frames_with_faces"]
 
 
+def test_demo_on_bundled_defaults(tmp_path, capsys):
+    """The README's main command: no cascade, no model given; the bundled ones run."""
+    pytest.importorskip("matplotlib", reason="the demo photo comes from matplotlib")
+    d = tmp_path / "demo"
+    rc, _out, err = _run(["run", "--demo", "--demo-dir", str(d), "--quiet"], capsys)
+    assert rc == 0, err
+    s = json.loads((d / "summary.json").read_text())
+    assert s["frames"] == 100 and s["frames_with_faces"] >= 90
+    steady = [t for t in s["tracks"] if t["frames"] >= 90]
+    assert len(steady) == 2
+    assert all(t["dominant"] in s["classes"] for t in steady)
+
+
 def test_mjpeg_preview_serves_frames_on_localhost():
     from edge_fer.runtime.sinks import MJPEGPreview
 

@@ -1,0 +1,76 @@
+"""Degraded copies of annotated training images, for cascades that must work on low-resolution,
+noisy video (the bundled cascade was learned with them).
+
+    python -m edge_fer.cascade_train.lowres ../shared/data/webfaces runs/lowres [--seed 0]
+    edge-fer train-cascade --webfaces ../shared/data/webfaces --boxes runs/lowres/boxes.txt ...
+
+Each WebFaces *training* image (the validation split is left out, as `train-cascade` does) is
+shrunk by a random factor in [1.8, 3.5], gets Gaussian sensor noise (sigma 2-6, added at the low
+resolution) and is enlarged back to its size: what an upscaled 160x120 camera frame looks like.
+The faces keep their boxes; `boxes.txt` lists them in the `path x y w h` box-file format. The
+copies serve as positives and, while `train-cascade` mines annotated images, as negatives.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+
+def make_lowres(webfaces: str | Path, out: str | Path, seed: int = 0,
+                val_fraction: float = 0.1) -> tuple[int, int]:  # fmt: skip
+    """Write the degraded copies and boxes.txt into `out`; returns (images, faces)."""
+    import cv2
+
+    from edge_fer.cascade_train.annotations import read_webfaces, split_images
+
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    images, _ = read_webfaces(webfaces)
+    rng = np.random.default_rng(seed)
+    lines, n = [], 0
+    for im in split_images(images, "train", val_fraction):
+        g = cv2.imread(str(im.path), cv2.IMREAD_GRAYSCALE)
+        if g is None:
+            continue
+        h, w = g.shape
+        f = rng.uniform(1.8, 3.5)
+        small = cv2.resize(g, (max(8, round(w / f)), max(8, round(h / f))),
+                           interpolation=cv2.INTER_AREA)  # fmt: skip
+        noisy = small + rng.normal(0.0, rng.uniform(2.0, 6.0), small.shape)
+        up = cv2.resize(np.clip(noisy, 0, 255).astype(np.uint8), (w, h),
+                        interpolation=cv2.INTER_LINEAR)  # fmt: skip
+        name = f"lr_{im.path.stem}.png"
+        cv2.imwrite(str(out / name), up)
+        n += 1
+        for fc in im.faces:
+            x, y = fc.col - fc.size / 2, fc.row - fc.size / 2
+            lines.append(f"{name} {x:.2f} {y:.2f} {fc.size:.2f} {fc.size:.2f}")
+    (out / "boxes.txt").write_text("\n".join(lines) + "\n")
+    return n, len(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("webfaces", help="WebFaces folder (images/ + WebFaces_GroundThruth.txt)")
+    ap.add_argument("out", help="output folder for the copies and boxes.txt")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--val-fraction", type=float, default=0.1,
+                    help="the held-out share of images (as train-cascade --val-fraction)")
+    args = ap.parse_args(argv)
+    from edge_fer.errors import UserError
+
+    try:
+        n, k = make_lowres(args.webfaces, args.out, args.seed, args.val_fraction)
+    except UserError as exc:
+        print(f"lowres: error: {exc}", file=sys.stderr)
+        return 2
+    print(f"{n} images, {k} faces -> {args.out}/boxes.txt")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
