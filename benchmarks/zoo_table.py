@@ -124,14 +124,14 @@ def markdown(rows: list[dict], env: dict) -> str:
     lines = [
         head,
         (
-            "| arch | params | MACs | accuracy | top-2 | macro-F1 | ms/face (1 thread) "
+            "| model | arch | params | MACs | accuracy | top-2 | macro-F1 | ms/face (1 thread) "
             "| ms/face (default threads) | TTA |"
         ),
-        "|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['arch']} | {r['params'] / 1e6:.2f}M | {r['macs'] / 1e6:.1f}M "
+            f"| {Path(r['run']).name} | {r['arch']} | {r['params'] / 1e6:.2f}M | {r['macs'] / 1e6:.1f}M "
             f"| {100 * r['accuracy']:.2f}% | {100 * r['top2_accuracy']:.2f}% "
             f"| {r['macro_f1']:.3f} | {_fmt(r['ms_per_face_1thread'], '.3f')} "
             f"| {_fmt(r['ms_per_face_default_threads'], '.3f')} | {r['tta']} |"
