@@ -35,7 +35,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         metavar="PX|FRACTION",
         help="largest face (default 1.0)",
     )
-    g.add_argument("--scale-factor", type=float, default=1.1, help="window growth per scale")
+    g.add_argument("--scale-factor", type=float, default=None,
+                   help="window growth per scale (default 1.1; 1.05 on frames upscaled for "
+                   "detection, see --upscale-to)")
     g.add_argument(
         "--stride-factor", type=float, default=0.1, help="window step as a fraction of its size"
     )

@@ -19,11 +19,17 @@ NO_CASCADE = (
 )
 
 
+SCALE_FACTOR = 1.1
+# upscaled low-resolution frames (160x120 cameras) are blurry and cheap to scan: a finer scale
+# step finds their faces on many more frames (01-2.avi: 55% -> 96% of frames)
+LOWRES_SCALE_FACTOR = 1.05
+
+
 @dataclass
 class DetectorOptions:
     min_size: float = 0.1  # pixels, or a fraction of the frame's shorter side when <= 1
     max_size: float = 1.0
-    scale_factor: float = 1.1
+    scale_factor: float | None = None  # None: 1.1, or 1.05 on frames upscaled for detection
     stride_factor: float = 0.1
     angle: float = 0.0
     threshold: float | None = None  # on the score pooled over `memory` frames; None: the
@@ -91,7 +97,8 @@ def load_detector(cascade: str | os.PathLike | None, opts: DetectorOptions):
     if thr is None:
         thr = default_threshold(path, pooled=opts.memory > 1)
     det = Detector(
-        casc, min_size=opts.min_size, max_size=opts.max_size, scale_factor=opts.scale_factor,
+        casc, min_size=opts.min_size, max_size=opts.max_size,
+        scale_factor=opts.scale_factor or SCALE_FACTOR,
         stride_factor=opts.stride_factor, angle=opts.angle, threshold=thr,
         memory=opts.memory,
     )  # fmt: skip
@@ -177,6 +184,9 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
     sinks = Sinks(summary_path=opts.summary)
     try:
         source = open_source(spec, warn=warn, reconnect_timeout=opts.reconnect_timeout)
+        short = min(source.width or 0, source.height or 0)
+        if opts.detector.scale_factor is None and 0 < short < opts.detector.upscale_to:
+            detector.scale_factor = LOWRES_SCALE_FACTOR
         startup = warm_up(
             detector, classifier, source.width, source.height, opts.detector.upscale_to
         )
