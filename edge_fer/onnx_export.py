@@ -123,34 +123,39 @@ def build_metadata(state: dict, spec: PreprocessSpec, ckpt_path: Path, tta: str 
     return meta
 
 
+def sample_faces(data: str | os.PathLike, size: int, n: int = 64) -> tuple[np.ndarray, str]:
+    """An even sample of n faces of `data` (its PublicTest split for FER2013, else all of it),
+    with a description: the real faces of a parity check."""
+    from edge_fer.data import load_dataset
+    from edge_fer.data.loaders import detect_layout
+
+    layout = detect_layout(Path(data))
+    split = "public-test" if layout.startswith("fer2013") else "all"
+    fs = load_dataset(data, split, size=size)
+    idx = np.linspace(0, len(fs) - 1, min(n, len(fs))).round().astype(int)
+    return fs.images[idx], f"{data} ({split}, {len(idx)} faces)"
+
+
+def random_faces(size: int, n: int = 64) -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (n, size, size), dtype=np.uint8)
+
+
 def parity_faces(
     state: dict, spec: PreprocessSpec, n: int = 64, data: str | None = None
 ) -> tuple[np.ndarray, str]:
     """Real faces for the parity check: an even sample of `data` or else of the checkpoint's
     validation data. Falls back to random images (said so in the source string) when the
     checkpoint's data is gone; a given `data` that cannot be loaded is an error."""
-    from edge_fer.data import load_dataset
-    from edge_fer.data.loaders import detect_layout
-
     if data is not None:
-        layout = detect_layout(Path(data))
-        split = "public-test" if layout.startswith("fer2013") else "all"
-        fs = load_dataset(data, split, size=spec.input_size)
-        idx = np.linspace(0, len(fs) - 1, min(n, len(fs))).round().astype(int)
-        return fs.images[idx], f"{data} ({split}, {len(idx)} faces)"
+        return sample_faces(data, spec.input_size, n)
     data = (state.get("config") or {}).get("data")
     if data and Path(data).exists():
         try:
-            layout = detect_layout(Path(data))
-            split = "public-test" if layout.startswith("fer2013") else "all"
-            fs = load_dataset(data, split, size=spec.input_size)
-            idx = np.linspace(0, len(fs) - 1, min(n, len(fs))).round().astype(int)
-            return fs.images[idx], f"{data} ({split}, {len(idx)} faces)"
+            return sample_faces(data, spec.input_size, n)
         except UserError:
             pass
-    rng = np.random.default_rng(0)
-    imgs = rng.integers(0, 256, (n, spec.input_size, spec.input_size), dtype=np.uint8)
-    return imgs, "random images (the training data was not found)"
+    return random_faces(spec.input_size, n), "random images (the training data was not found)"
 
 
 def export_checkpoint(

@@ -566,18 +566,11 @@ def build_keras_metadata(
 def check_faces_from(spec: PreprocessSpec, data: str | None, n: int = 64):
     """(uint8 faces, description) for the parity check: an even sample of `data` (its
     public-test split for FER2013, else all), or random images when no data is given."""
-    if data is not None:
-        from edge_fer.data import load_dataset
-        from edge_fer.data.loaders import detect_layout
+    from edge_fer.onnx_export import random_faces, sample_faces
 
-        layout = detect_layout(Path(data))
-        split = "public-test" if layout.startswith("fer2013") else "all"
-        fs = load_dataset(data, split, size=spec.input_size)
-        idx = np.linspace(0, len(fs) - 1, min(n, len(fs))).round().astype(int)
-        return fs.images[idx], f"{data} ({split}, {len(idx)} faces)"
-    rng = np.random.default_rng(0)
-    imgs = rng.integers(0, 256, (n, spec.input_size, spec.input_size), dtype=np.uint8)
-    return imgs, "random images (no --check-data given)"
+    if data is not None:
+        return sample_faces(data, spec.input_size, n)
+    return random_faces(spec.input_size, n), "random images (no --check-data given)"
 
 
 def predict_keras(model, x_nchw: np.ndarray, batch_size: int = 256) -> np.ndarray:
