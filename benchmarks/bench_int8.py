@@ -30,21 +30,13 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_fer.machine import cpu_name
+
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 FER = SHARED / "data" / "fer2013"
 CALIB_IDS = ROOT / "calibration" / "fer_default" / "calib_ids.txt"
 DEFAULT_JSON = ROOT / "benchmarks" / "results" / "int8.json"
-
-
-def cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "?"
 
 
 def with_metadata(path: Path, ref: Path, tmp: Path) -> Path:

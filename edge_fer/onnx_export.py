@@ -58,23 +58,18 @@ def probs_module(model, tta: str | None = None):
     return Probs(model, tta == "flip").eval()
 
 
-def load_trained(ckpt_path: str | os.PathLike):
-    """Rebuild the zoo model of a checkpoint: (model in eval mode, spec, state)."""
+def model_from_state(state: dict, where: str | os.PathLike):
+    """The untrained model a checkpoint's state describes: (model, spec). `where` names the
+    checkpoint in errors."""
     from edge_fer.models import create_model
-    from edge_fer.train.checkpoint import load_checkpoint, read_state
-
-    p = Path(ckpt_path)
-    if not p.is_file():
-        raise UserError(f"{p}: no such checkpoint file")
-    state = read_state(p)
-    cfg = state.get("config") or {}
-    if "arch" not in cfg or "spec" not in state:
-        raise UserError(f"{p}: not an edge-fer training checkpoint (no config/spec metadata)")
-    spec = PreprocessSpec.from_metadata(state["spec"])
-    if not spec.classes:
-        raise UserError(f"{p}: checkpoint metadata names no classes")
     from edge_fer.train.trainer import TrainConfig, arch_kwargs_for
 
+    cfg = state.get("config") or {}
+    if "arch" not in cfg or "spec" not in state:
+        raise UserError(f"{where}: not an edge-fer training checkpoint (no config/spec metadata)")
+    spec = PreprocessSpec.from_metadata(state["spec"])
+    if not spec.classes:
+        raise UserError(f"{where}: checkpoint metadata names no classes")
     known = {"data": "", **{k: v for k, v in cfg.items() if k in TrainConfig.__dataclass_fields__}}
     model = create_model(
         cfg["arch"],
@@ -82,6 +77,18 @@ def load_trained(ckpt_path: str | os.PathLike):
         in_channels=spec.channels,
         **arch_kwargs_for(TrainConfig(**known)),
     )
+    return model, spec
+
+
+def load_trained(ckpt_path: str | os.PathLike):
+    """Rebuild the zoo model of a checkpoint: (model in eval mode, spec, state)."""
+    from edge_fer.train.checkpoint import load_checkpoint, read_state
+
+    p = Path(ckpt_path)
+    if not p.is_file():
+        raise UserError(f"{p}: no such checkpoint file")
+    state = read_state(p)
+    model, spec = model_from_state(state, p)
     load_checkpoint(p, model)
     model.eval()
     return model, spec, state

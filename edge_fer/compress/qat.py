@@ -400,22 +400,17 @@ def build_qat_model(model: nn.Module, target: str) -> tuple[nn.Module, int]:
 def load_qat_checkpoint(path: str | os.PathLike):
     """Rebuild the fake-quant model of a qat.safetensors: (model, spec, state)."""
     import edge_fer.compress.arch  # noqa: F401  (a pruned base)
-    from edge_fer.models import create_model
+    from edge_fer.onnx_export import model_from_state
     from edge_fer.train.checkpoint import load_checkpoint, read_state
-    from edge_fer.train.trainer import TrainConfig, arch_kwargs_for
 
     p = Path(path)
     if not p.is_file():
         raise UserError(f"{p}: no such checkpoint file")
     state = read_state(p)
     quant = state.get("quantization") or {}
-    cfg = state.get("config") or {}
-    if not quant or "arch" not in cfg:
+    if not quant or "arch" not in (state.get("config") or {}):
         raise UserError(f"{p}: not an edge-fer QAT checkpoint")
-    spec = PreprocessSpec.from_metadata(state["spec"])
-    known = {k: v for k, v in cfg.items() if k in TrainConfig.__dataclass_fields__}
-    model = create_model(cfg["arch"], num_classes=len(spec.classes), in_channels=spec.channels,
-                         **arch_kwargs_for(TrainConfig(**known)))  # fmt: skip
+    model, spec = model_from_state(state, p)
     qmodel, _ = build_qat_model(model, quant["target"])
     load_checkpoint(p, qmodel)
     return qmodel.eval(), spec, state

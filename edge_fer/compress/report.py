@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_fer.errors import UserError
+from edge_fer.machine import cpu_name
 
 COLUMNS = [
     ("model", "model"),
@@ -249,7 +250,7 @@ def compare_models(
         "n": len(faces),
         "threads": threads,
         "onnxruntime": ort.__version__,
-        "cpu": _cpu_name(),
+        "cpu": cpu_name(),
         "tta": tta,
         "extra_tta": list(extra_tta),
         "latency": "ONNX Runtime CPU, inference only (prepared input), median over interleaved "
@@ -257,18 +258,6 @@ def compare_models(
         "macs": "per forward pass per face, from the graph (x2 per face with flip TTA)",
     }
     return {"rows": results, "setup": setup}
-
-
-def _cpu_name() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    import platform
-
-    return platform.processor() or platform.machine()
 
 
 def _fmt(key: str, v) -> str:

@@ -25,7 +25,7 @@ import numpy as np
 from edge_fer import labels as L
 from edge_fer.errors import UserError
 from edge_fer.keras_import import _tf
-from edge_fer.keras_import.convert import SOURCE_ATTR, _first_line, ensure_probs, io_shape
+from edge_fer.keras_import.convert import SOURCE_ATTR, _first_line, check_io, ensure_probs
 from edge_fer.preprocess import PreprocessSpec
 
 PRUNABLE = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
@@ -76,14 +76,7 @@ def training_arrays(
 
 
 def _prepare_model(model, spec: PreprocessSpec, add_softmax: str):
-    side, channels, n = io_shape(model)
-    if channels != spec.channels or (side is not None and side != spec.input_size):
-        raise UserError(
-            f"the model takes {side or 'any'}x{side or 'any'}x{channels} input but the "
-            f"preprocessing makes {spec.input_size}x{spec.input_size}x{spec.channels}"
-        )
-    if n != len(spec.classes):
-        raise UserError(f"the model has {n} outputs but {len(spec.classes)} class names")
+    check_io(model, spec)
     model, _ = ensure_probs(model, add_softmax)
     return model
 

@@ -363,14 +363,7 @@ def keras_to_onnx(
 
     if not 13 <= int(opset) <= 21:
         raise UserError(f"--opset {opset} is outside 13..21 (what tf2onnx writes)")
-    side, channels, n = io_shape(model)
-    if channels != spec.channels or (side is not None and side != spec.input_size):
-        raise UserError(
-            f"the model takes {side or 'any'}x{side or 'any'}x{channels} input but the "
-            f"preprocessing makes {spec.input_size}x{spec.input_size}x{spec.channels}"
-        )
-    if n != len(spec.classes):
-        raise UserError(f"the model has {n} outputs but {len(spec.classes)} class names")
+    check_io(model, spec)
     model, softmax_added = ensure_probs(model, add_softmax)
     src = Path(source) if source is not None else _source_of(model)
     arch_name = name or (src.stem if src is not None else model.name)
@@ -561,6 +554,18 @@ def build_keras_metadata(
         }
     )
     return meta
+
+
+def check_io(model, spec: PreprocessSpec) -> None:
+    """The model's input and output must fit the preprocessing and the class names."""
+    side, channels, n = io_shape(model)
+    if channels != spec.channels or (side is not None and side != spec.input_size):
+        raise UserError(
+            f"the model takes {side or 'any'}x{side or 'any'}x{channels} input but the "
+            f"preprocessing makes {spec.input_size}x{spec.input_size}x{spec.channels}"
+        )
+    if n != len(spec.classes):
+        raise UserError(f"the model has {n} outputs but {len(spec.classes)} class names")
 
 
 def check_faces_from(spec: PreprocessSpec, data: str | None, n: int = 64):
