@@ -396,3 +396,29 @@ def test_renormalized_batch_norms_keep_the_function(setup) -> None:
         bns = [b for b in m.modules() if isinstance(b, torch.nn.BatchNorm2d)]
         assert all(float(b.running_var.mean()) > 0 for b in bns)
     assert float(bns[0].running_mean.abs().sum()) > 0  # statistics measured, not identity
+
+
+def test_distillation_uses_the_teacher(setup) -> None:
+    """distill=1 trains on the teacher's softened outputs only: a student that starts as an exact
+    copy of the teacher has (almost) nothing to learn, while the label loss of the same copy is
+    large. Without a teacher the distill weight has no effect."""
+    import copy
+
+    from edge_fer.compress.finetune import FinetuneConfig, finetune
+
+    src, data, _ = setup
+    base = dict(epochs=1, batch_size=16, max_batches=3, threads=1, lr=1e-4, augment=False)
+
+    def train_loss(cfg, teacher) -> float:
+        log: list = []
+        finetune(copy.deepcopy(src.model), data, cfg, teacher=teacher, log=log)
+        return log[0]["train_loss"]
+
+    teacher = copy.deepcopy(src.model).eval()
+    kd = train_loss(FinetuneConfig(**base, distill=1.0, distill_temperature=2.0), teacher)
+    labels = train_loss(FinetuneConfig(**base, label_smoothing=0.0), None)
+    no_teacher = train_loss(FinetuneConfig(**base, label_smoothing=0.0, distill=1.0), None)
+    assert kd < 0.05 * labels, (kd, labels)
+    assert no_teacher == pytest.approx(labels, rel=0.1)  # dropout draws differ run to run
+    with pytest.raises(UserError):
+        FinetuneConfig(distill=1.5).validate()

@@ -57,6 +57,12 @@ def _common(p, default_epochs: int, default_lr: float) -> None:
     f.add_argument("--batch-size", type=int, default=128, help="fine-tuning batch size")
     f.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
     f.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing")
+    f.add_argument("--distill", type=float, default=0.0, metavar="WEIGHT",
+                   help="knowledge distillation: weight (0-1) of the loss on the uncompressed "
+                   "model's softened outputs (0: labels only, the default; see docs/compress.md "
+                   "for a measured run)")  # fmt: skip
+    f.add_argument("--distill-temperature", type=float, default=4.0,
+                   help="softmax temperature of the distillation targets")  # fmt: skip
     f.add_argument(
         "--train-fraction",
         type=float,
@@ -222,7 +228,8 @@ def _configs(args):
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
         train_fraction=args.train_fraction, val_limit=args.val_limit,
         max_batches=args.max_batches, seed=args.seed, augment=not args.no_augment,
-        device=args.device, threads=args.threads,
+        device=args.device, threads=args.threads, distill=args.distill,
+        distill_temperature=args.distill_temperature,
     )  # fmt: skip
     fcfg.validate()
     return fcfg

@@ -294,7 +294,7 @@ def _taylor_grads(model, data: FinetuneData, batches: int, batch_size: int, seed
 
 
 def prune_structured(model, data: FinetuneData, pcfg: PruneConfig, fcfg: FinetuneConfig,
-                     frozen_bn: bool, log: list) -> dict:  # fmt: skip
+                     frozen_bn: bool, log: list, teacher=None) -> dict:  # fmt: skip
     spec = data.spec
     base = info_of(model, spec)
     ratio = ratio_for_target(model, spec, pcfg.target_macs_reduction, pcfg.steps, pcfg.round_to)
@@ -314,7 +314,7 @@ def prune_structured(model, data: FinetuneData, pcfg: PruneConfig, fcfg: Finetun
         model.zero_grad(set_to_none=True)
         inf = info_of(model, spec)
         ft = finetune(model, data, fcfg, frozen_bn=frozen_bn, desc=f"prune {k + 1}/{pcfg.steps}",
-                      round_index=k, log=log)  # fmt: skip
+                      round_index=k, log=log, teacher=teacher)  # fmt: skip
         rounds.append({"step": k + 1, **inf, "macs_reduction": 1 - inf["macs"] / base["macs"],
                        "val_acc_pruned": ft["start_acc"], "val_acc_finetuned": ft["best_acc"],
                        "best_epoch": ft["best_epoch"]})  # fmt: skip
@@ -334,7 +334,7 @@ def prune_structured(model, data: FinetuneData, pcfg: PruneConfig, fcfg: Finetun
 
 
 def prune_masked(model, data: FinetuneData, pcfg: PruneConfig, fcfg: FinetuneConfig,
-                 frozen_bn: bool, log: list) -> dict:  # fmt: skip
+                 frozen_bn: bool, log: list, teacher=None) -> dict:  # fmt: skip
     """2:4 (one shot, then fine-tuning) or unstructured (gradual, `steps` rounds)."""
     rounds, masks, dense = [], None, []
     steps = 1 if pcfg.method == "2:4" else pcfg.steps
@@ -346,7 +346,8 @@ def prune_masked(model, data: FinetuneData, pcfg: PruneConfig, fcfg: FinetuneCon
         else:
             masks = magnitude_masks(model, pcfg.sparsity * (k + 1) / steps)
         ft = finetune(model, data, fcfg, frozen_bn=frozen_bn, post_step=masks.apply,
-                      desc=f"{pcfg.method} {k + 1}/{steps}", round_index=k, log=log)  # fmt: skip
+                      desc=f"{pcfg.method} {k + 1}/{steps}", round_index=k, log=log,
+                      teacher=teacher)  # fmt: skip
         rounds.append({"step": k + 1, "sparsity": masks.sparsity(),
                        "val_acc_pruned": ft["start_acc"], "val_acc_finetuned": ft["best_acc"],
                        "best_epoch": ft["best_epoch"]})  # fmt: skip
@@ -399,10 +400,12 @@ def run_prune(src, data: FinetuneData, pcfg: PruneConfig, fcfg: FinetuneConfig, 
             file=sys.stderr,
             flush=True,
         )
+    # the teacher: the source model as it is now (batch norms renormalized, nothing pruned)
+    teacher = copy.deepcopy(model).eval() if fcfg.distill > 0 else None
     if pcfg.method == "structured":
-        res = prune_structured(model, data, pcfg, fcfg, frozen, log)
+        res = prune_structured(model, data, pcfg, fcfg, frozen, log, teacher)
     else:
-        res = prune_masked(model, data, pcfg, fcfg, frozen, log)
+        res = prune_masked(model, data, pcfg, fcfg, frozen, log, teacher)
     res["bn"] = ("renormalized" if renormalized else "frozen") if src.bn_folded else "trained"
     model.cpu().eval()
     model = model.to(memory_format=torch.contiguous_format)

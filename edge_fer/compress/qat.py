@@ -463,7 +463,8 @@ def run_qat(src, data: FinetuneData, qcfg: QatConfig, fcfg: FinetuneConfig, out:
 
     set_learn_ranges(qmodel, qcfg.ranges == "learn")
     log: list = []
-    ft = finetune(qmodel, data, fcfg, frozen_bn=True, desc="qat", log=log)
+    teacher = copy.deepcopy(src.model).eval() if fcfg.distill > 0 else None
+    ft = finetune(qmodel, data, fcfg, frozen_bn=True, desc="qat", log=log, teacher=teacher)
     set_learn_ranges(qmodel, False)
     final_ranges = {n: {"scale": float(q.effective_scale()), "zero_point": int(q.zero_point)}
                     for n, q in act_quantizers(qmodel)}  # fmt: skip
