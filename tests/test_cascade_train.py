@@ -380,3 +380,25 @@ def test_truncate_stages():
         truncate_stages(c, 4)
     if FACEFINDER.is_file():
         assert len(stage_ends(Cascade.load(FACEFINDER))) == 24
+
+
+def test_fer_faces_box_file(tmp_path):
+    """Only Training_* images, the fixed FER box, absolute paths the box-file reader accepts."""
+    from edge_fer.cascade_train.annotations import read_box_file
+    from edge_fer.cascade_train.fer_faces import FER_BOX, write_fer_boxes
+
+    fer = tmp_path / "fer"
+    rng = np.random.default_rng(0)
+    for split, cls, name in (("train", "happy", "Training_1.jpg"), ("train", "sad", "Training_2.jpg"),
+                             ("train", "sad", "PublicTest_3.jpg"), ("test", "sad", "PrivateTest_4.jpg")):  # fmt: skip
+        (fer / split / cls).mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(fer / split / cls / name), rng.integers(0, 255, (48, 48), np.uint8))
+    assert write_fer_boxes(fer, tmp_path / "out", count=10, seed=0) == 2
+    images, report = read_box_file(tmp_path / "out" / "boxes.txt")
+    assert sorted(im.path.name for im in images) == ["Training_1.jpg", "Training_2.jpg"]
+    assert all(im.path.is_absolute() for im in images)
+    face = images[0].faces[0]
+    assert face.size == pytest.approx(FER_BOX[2]) and face.col == pytest.approx(FER_BOX[0] + 22.5)
+    assert write_fer_boxes(fer, tmp_path / "one", count=1, seed=0) == 1
+    with pytest.raises(UserError):
+        write_fer_boxes(tmp_path / "out", tmp_path / "x")

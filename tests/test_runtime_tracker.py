@@ -127,3 +127,93 @@ def test_ema_smoothing_and_time_shares():
     assert s["share"]["b"] >= 0.8
     sm.drop(1)
     assert sm.update(1, [1.0, 0.0], frame=20, t=2.0).tolist() == [1.0, 0.0]  # a fresh average
+
+
+def _settle(tr: IoUTracker, box, n: int = 12) -> int:
+    """Feed the same face n frames; returns its id (established after 10 hits)."""
+    for _ in range(n):
+        out = tr.update([box])
+    return out[0].id
+
+
+def test_established_face_keeps_its_id_through_a_jump_beyond_iou():
+    """A nod at 20 fps: a still face's box drops by half its size at once (IoU 0.33, below the
+    gate of 0.4). An established track follows it; a young one loses it."""
+    tr = IoUTracker(iou_threshold=0.4, min_hits=2, reach=0.6)
+    fid = _settle(tr, [100, 100, 50, 50])
+    assert [t.id for t in tr.update([[100, 125, 50, 50]])] == [fid]
+    young = IoUTracker(iou_threshold=0.4, min_hits=2, reach=0.6)
+    _settle(young, [100, 100, 50, 50], n=3)
+    assert young.update([[100, 125, 50, 50]]) == []
+    # beyond the reach (centre moved by 0.7 x the size), even an established track lets go
+    tr2 = IoUTracker(iou_threshold=0.4, min_hits=2, reach=0.6)
+    _settle(tr2, [100, 100, 50, 50])
+    assert tr2.update([[100, 135, 50, 50]]) == []
+
+
+def test_no_track_is_born_on_a_chin_box_beside_an_established_face():
+    tr = IoUTracker(min_hits=2, part_overlap=0.3)
+    fid = _settle(tr, [100, 100, 60, 60])
+    for _ in range(5):  # the face and a chin box overlapping its lower part
+        out = tr.update([[100, 100, 60, 60], [115, 140, 30, 30]])
+    assert [t.id for t in out] == [fid] and tr.births == 1
+    # a second face beside it (no overlap) is born as usual
+    for _ in range(3):
+        out = tr.update([[100, 100, 60, 60], [200, 100, 60, 60]])
+    assert len(out) == 2 and tr.births == 2
+
+
+def test_established_face_is_held_longer_than_a_young_track():
+    tr = IoUTracker(min_hits=2, max_misses=5, max_misses_established=30)
+    fid = _settle(tr, [100, 100, 60, 60])
+    for _ in range(25):  # hands over the face for 25 frames
+        assert tr.update(np.zeros((0, 4))) == []
+    assert [t.id for t in tr.update([[102, 101, 60, 60]])] == [fid]
+    young = IoUTracker(min_hits=2, max_misses=5, max_misses_established=30)
+    _settle(young, [100, 100, 60, 60], n=3)
+    for _ in range(6):
+        young.update(np.zeros((0, 4)))
+    assert young.active() == [] and young.deaths == 1
+
+
+def test_tracker_rejects_bad_settings():
+    with pytest.raises(ValueError):
+        IoUTracker(max_misses=10, max_misses_established=5)
+    with pytest.raises(ValueError):
+        IoUTracker(part_overlap=1.5)
+
+
+def test_score_single_face_counts_finds_switches_and_other_boxes():
+    from edge_fer.runtime.track_eval import score_single_face
+
+    ref = np.array([[10, 10, 40, 40]] * 6, float)
+    events = [
+        {"frame": 0, "faces": [{"box": [11, 10, 40, 40], "track": 1}]},
+        {"frame": 1, "faces": [{"box": [12, 11, 40, 40], "track": 1},
+                               {"box": [100, 100, 20, 20], "track": 2}]},  # fmt: skip
+        {"frame": 2, "faces": [{"box": [100, 100, 20, 20], "track": 2}]},  # face missed
+        {"frame": 4, "faces": [{"box": [10, 12, 40, 40], "track": 3}]},  # a new id: a switch
+        {"frame": 5, "faces": [{"box": [40, 40, 40, 40], "track": 3}]},  # IoU 0.06: not the face
+    ]
+    r = score_single_face(events, ref)
+    assert r["found"] == 3 and r["found_rate"] == pytest.approx(0.5)
+    assert r["face_track_ids"] == [1, 3] and r["id_switches"] == 1
+    assert r["other_boxes"] == 3
+
+
+def test_min_score_hides_a_steady_weak_false_positive_and_keeps_the_face():
+    """Averaged scores: a face scoring 40-60 is reported from its second frame; a steady
+    background box scoring 12-20 never gets an id; a face whose score dips for a few frames stays
+    reported (the average moves slowly)."""
+    rng = np.random.default_rng(0)
+    tr = IoUTracker(min_hits=2, min_score=25.0, score_smoothing=0.05)
+    seen: set[int] = set()
+    for i in range(120):
+        face_score = 8.0 if 60 <= i < 66 else rng.uniform(40, 60)
+        out = tr.update([[50, 40, 60, 60, face_score], [200, 20, 40, 40, rng.uniform(12, 20)]])
+        seen |= {t.id for t in out}
+        if i >= 1:
+            assert [t.box[0] < 150 for t in out] == [True], i
+    assert seen == {1} and tr.births == 1
+    with pytest.raises(ValueError):
+        IoUTracker(score_smoothing=0)

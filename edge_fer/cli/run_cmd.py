@@ -24,9 +24,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--min-size",
         type=parse_size,
-        default=0.1,
+        default=None,
         metavar="PX|FRACTION",
-        help="smallest face: pixels or a fraction of the frame's shorter side (default 0.1)",
+        help="smallest face: pixels or a fraction of the frame's shorter side (default 0.1, and "
+        "never below the smallest face the cascade learned, from its .json settings)",
     )
     g.add_argument(
         "--max-size",
@@ -59,10 +60,17 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--upscale-to",
         type=int,
-        default=240,
+        default=None,
         metavar="PX",
-        help="detect on an upscaled copy of frames whose shorter side is below PX "
-        "(default 240: small faces in low-resolution video; 0: never)",
+        help="detect on an upscaled copy of frames whose shorter side is below PX (0: never; "
+        "default: the cascade's recommendation from its .json settings, else 240)",
+    )
+    g.add_argument(
+        "--upscale-interpolation",
+        choices=("auto", "nearest", "linear", "cubic"),
+        default="auto",
+        help="how --upscale-to enlarges a frame (default auto: the cascade's recommendation "
+        "from its .json settings, else linear)",
     )
     g = p.add_argument_group("tracker and smoothing")
     g.add_argument("--iou", type=float, default=0.2, help="IoU to continue a track (0.2)")
@@ -74,6 +82,22 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         type=int,
         default=15,
         help="frames without a detection before a track dies (15)",
+    )
+    g.add_argument(
+        "--min-track-score",
+        type=float,
+        default=None,
+        metavar="S",
+        help="report a track only while the moving average of its detection scores is at least "
+        "S (default: the cascade's track_min_score setting, else no such gate)",
+    )
+    g.add_argument(
+        "--hold",
+        type=int,
+        default=45,
+        metavar="N",
+        help="frames without a detection before an established track (seen on 10 or more "
+        "frames: a face) dies (45)",
     )
     g.add_argument(
         "--smoothing",
@@ -201,8 +225,10 @@ def options_from_args(args, source: str):
             threshold=args.threshold,
             memory=args.memory,
             upscale_to=args.upscale_to,
+            upscale_interpolation=args.upscale_interpolation,
         ),
-        tracker=TrackerOptions(iou=args.iou, min_hits=args.min_hits, max_misses=args.max_misses),
+        tracker=TrackerOptions(iou=args.iou, min_hits=args.min_hits, max_misses=args.max_misses,
+                               hold=args.hold, min_score=args.min_track_score),
     )
 
 

@@ -21,6 +21,7 @@ __all__ = [
     "cluster",
     "cascade_settings",
     "default_cascade_path",
+    "lowres_cascade_path",
     "default_threshold",
     "warmup",
 ]
@@ -28,6 +29,10 @@ __all__ = [
 
 ASSETS = Path(__file__).resolve().parent.parent / "assets"
 DEFAULT_CASCADE = "face_default.pico"
+# for frames whose shorter side is below LOWRES_MAX_SIDE (160x120 cameras): slower per window,
+# but such frames have few windows, and it finds small, washed-out webcam faces far more often
+LOWRES_CASCADE = "face_lowres.pico"
+LOWRES_MAX_SIDE = 240
 # facefinder's customary threshold: the fallback for cascades without a settings file
 FALLBACK_THRESHOLD = 5.0
 
@@ -35,6 +40,12 @@ FALLBACK_THRESHOLD = 5.0
 def default_cascade_path() -> Path | None:
     """The face cascade bundled with edge-fer (`edge_fer/assets/face_default.pico`)."""
     p = ASSETS / DEFAULT_CASCADE
+    return p if p.is_file() else None
+
+
+def lowres_cascade_path() -> Path | None:
+    """The bundled cascade for low-resolution frames (`edge_fer/assets/face_lowres.pico`)."""
+    p = ASSETS / LOWRES_CASCADE
     return p if p.is_file() else None
 
 

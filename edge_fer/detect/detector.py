@@ -126,7 +126,9 @@ class Detector:
     """Scan grayscale frames with a pico cascade.
 
     min_size / max_size: ints and floats > 1 are pixels; floats in (0, 1] are fractions of the
-    frame's shorter side (its height for landscape frames). scale_factor > 1 grows the window,
+    frame's shorter side (its height for landscape frames); min_pixels floors the smallest window
+    (a cascade is blind, and fires at random, below the face size it learned). scale_factor > 1
+    grows the window,
     stride_factor moves it by that fraction of its size. angle in turns (0..1, counter-clockwise;
     the reference quantises it to 1/32 turn). threshold applies to clustered scores (summed over
     the pooled frames when memory > 1). iou is the overlap above which windows are grouped.
@@ -147,6 +149,7 @@ class Detector:
         iou: float = 0.3,
         max_detections: int = 8192,
         threads: int | None = None,
+        min_pixels: float = 1.0,
     ) -> None:
         if not isinstance(cascade, Cascade):
             raise UserError(f"cascade must be an edge_fer.detect.Cascade, got {type(cascade)}")
@@ -166,10 +169,13 @@ class Detector:
             raise UserError(f"iou must be in [0, 1), got {iou}")
         if not _is_int(max_detections) or max_detections < 1:
             raise UserError(f"max_detections must be >= 1, got {max_detections}")
+        if not (math.isfinite(min_pixels) and min_pixels >= 1.0):
+            raise UserError(f"min_pixels must be >= 1, got {min_pixels}")
         if threads is not None and (not _is_int(threads) or not 1 <= threads <= 256):
             raise UserError(f"threads must be an integer in 1..256, got {threads}")
         self.cascade = cascade
         self.min_size = min_size
+        self.min_pixels = float(min_pixels)
         self.max_size = max_size
         self.scale_factor = float(scale_factor)
         self.stride_factor = float(stride_factor)
@@ -214,7 +220,7 @@ class Detector:
 
     def sizes(self, nrows: int, ncols: int) -> tuple[float, float]:
         """(min, max) window size in pixels for a frame of this shape."""
-        lo = max(resolve_size(self.min_size, nrows, ncols), 1.0)
+        lo = max(resolve_size(self.min_size, nrows, ncols), self.min_pixels)
         hi = resolve_size(self.max_size, nrows, ncols)
         return lo, hi
 

@@ -98,7 +98,6 @@ def bench(source: str, *, backends: list[str] | None = None, model=None, cascade
         DetectorOptions,
         RunOptions,
         TrackerOptions,
-        load_detector,
         run_video,
     )  # fmt: skip
 
@@ -128,7 +127,6 @@ def bench(source: str, *, backends: list[str] | None = None, model=None, cascade
             if avail[b] is not None:
                 report["results"].append({"backend": b, "available": False, "reason": avail[b]})
                 continue
-            detector, cascade_path = load_detector(cascade, dopts)
             ev = Path(keep_events or tmp) / f"{Path(str(source)).stem}_{b}.jsonl"
             opts = RunOptions(
                 source=str(source), events=str(ev) if events else None,
@@ -136,16 +134,17 @@ def bench(source: str, *, backends: list[str] | None = None, model=None, cascade
                 threads=threads, queue_size=queue_size, detector=dopts,
                 tracker=tracker_options or TrackerOptions(),
             )  # fmt: skip
-            res = run_video(opts, detector=detector, warn=warn)
+            # run_video builds the detector: the same cascade choice as `edge-fer run` (the
+            # low-resolution cascade for small frames)
+            res = run_video(opts, warn=warn)
             s = res.summary
             paced = None
             rate = (s.get("source") or {}).get("fps") or 30.0
             if latency_frames > 0:
-                detector.reset()
                 opts.events, opts.pace = None, rate
                 opts.max_frames = min(latency_frames, max_frames or latency_frames)
-                paced = run_video(opts, detector=detector, warn=warn).summary
-            report["cascade"] = str(cascade_path)
+                paced = run_video(opts, warn=warn).summary
+            report["cascade"] = s.get("cascade")
             report["model"] = s.get("model")
             report["source_info"] = s.get("source")
             report["results"].append({

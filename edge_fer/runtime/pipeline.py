@@ -93,12 +93,17 @@ def percentiles(values) -> dict:
     }
 
 
+UPSCALE_INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR,
+                         "cubic": cv2.INTER_CUBIC}  # fmt: skip
+
+
 class Pipeline:
     def __init__(self, source: Source, detector, classifier=None, sinks: Sinks | None = None, *,
                  tracker: IoUTracker | None = None, smoothing: float = 0.3,
                  max_frames: int | None = None, queue_size: int | None = None,
                  max_batch_frames: int = 8, handle_signals: bool = True,
                  detect_min_side: int = 0, detect_threads: int | None = None,
+                 detect_upscale: str = "nearest",
                  nested_overlap: float = 0.5, pace: float | None = None,
                  stills: bool = False,
                  info: dict | None = None) -> None:  # fmt: skip
@@ -116,6 +121,9 @@ class Pipeline:
         self.q_out: queue.Queue = queue.Queue(qs)
         self.max_batch_frames = max(1, int(max_batch_frames))
         self.detect_min_side = max(0, int(detect_min_side or 0))
+        if detect_upscale not in UPSCALE_INTERPOLATION:
+            raise ValueError(f"detect_upscale must be one of {sorted(UPSCALE_INTERPOLATION)}")
+        self.detect_upscale = UPSCALE_INTERPOLATION[detect_upscale]
         self.detect_threads = detect_threads
         self.nested_overlap = float(nested_overlap)
         self.pace = float(pace) if pace else None  # feed frames at this rate (live emulation)
@@ -230,7 +238,7 @@ class Pipeline:
             short = min(gray.shape)
             if short < self.detect_min_side:  # small frames: detect on an upscaled copy
                 scale = self.detect_min_side / short
-                gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=cv2.INTER_LINEAR)
+                gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=self.detect_upscale)
             dets = self.detector.detect(gray)
             t1 = time.perf_counter()
             boxes = np.array([[d.x, d.y, d.w, d.h, d.score] for d in dets], np.float64).reshape(

@@ -27,7 +27,9 @@ LOWRES_SCALE_FACTOR = 1.05
 
 @dataclass
 class DetectorOptions:
-    min_size: float = 0.1  # pixels, or a fraction of the frame's shorter side when <= 1
+    min_size: float | None = None  # pixels, or a fraction of the frame's shorter side when <= 1;
+    # None: 0.1 of it, and never below the cascade's `min_face` setting (the smallest face it
+    # learned; below that it fires at random: 81% of the false boxes on 01-2.avi were smaller)
     max_size: float = 1.0
     scale_factor: float | None = None  # None: 1.1, or 1.05 on frames upscaled for detection
     stride_factor: float = 0.1
@@ -35,7 +37,12 @@ class DetectorOptions:
     threshold: float | None = None  # on the score pooled over `memory` frames; None: the
     # cascade's recommendation (edge_fer.detect.default_threshold)
     memory: int = 5
-    upscale_to: int = 240  # frames whose shorter side is smaller are upscaled for detection
+    # frames whose shorter side is smaller are upscaled for detection; None: the cascade's
+    # `upscale_to` setting, else 240
+    upscale_to: int | None = None
+    # auto: the cascade's recommendation (its .json settings), else linear. Cascades differ:
+    # facefinder finds more on a smooth enlargement, the bundled one on blocky pixels
+    upscale_interpolation: str = "auto"
 
 
 @dataclass
@@ -43,6 +50,10 @@ class TrackerOptions:
     iou: float = 0.2
     min_hits: int = 2
     max_misses: int = 15
+    hold: int = 45  # missed frames an established face track survives (hands, a turn away)
+    # report a track only while the moving average of its scores is at least this; None: the
+    # cascade's `track_min_score` setting, else no such gate
+    min_score: float | None = None
 
 
 @dataclass
@@ -89,20 +100,55 @@ def resolve_cascade(path: str | os.PathLike | None) -> Path:
 def load_detector(cascade: str | os.PathLike | None, opts: DetectorOptions):
     from edge_fer.detect import Cascade, Detector
 
-    from edge_fer.detect import default_threshold
+    from edge_fer.detect import cascade_settings, default_threshold
 
     path = resolve_cascade(cascade)
     casc = Cascade.load(path)
+    min_pixels = 1.0
+    if opts.min_size is None:
+        v = cascade_settings(path).get("min_face")
+        min_pixels = float(v) if isinstance(v, (int, float)) and v >= 1 else 1.0
     thr = opts.threshold
     if thr is None:
         thr = default_threshold(path, pooled=opts.memory > 1)
     det = Detector(
-        casc, min_size=opts.min_size, max_size=opts.max_size,
+        casc, min_size=0.1 if opts.min_size is None else opts.min_size,
+        min_pixels=min_pixels, max_size=opts.max_size,
         scale_factor=opts.scale_factor or SCALE_FACTOR,
         stride_factor=opts.stride_factor, angle=opts.angle, threshold=thr,
         memory=opts.memory,
     )  # fmt: skip
     return det, path
+
+
+def upscale_to(choice: int | None, cascade_path) -> int:
+    """None -> the cascade's `upscale_to` setting (0: never), else 240."""
+    if choice is not None:
+        return max(0, int(choice))
+    from edge_fer.detect import cascade_settings
+
+    v = cascade_settings(cascade_path).get("upscale_to")
+    return int(v) if isinstance(v, int) and v >= 0 else 240
+
+
+def track_min_score(choice: float | None, cascade_path) -> float | None:
+    """None -> the cascade's `track_min_score` setting, else no gate."""
+    if choice is not None:
+        return float(choice)
+    from edge_fer.detect import cascade_settings
+
+    v = cascade_settings(cascade_path).get("track_min_score")
+    return float(v) if isinstance(v, (int, float)) else None
+
+
+def upscale_interpolation(choice: str, cascade_path) -> str:
+    """'auto' -> the cascade's `upscale_interpolation` setting, else 'linear'."""
+    if choice != "auto":
+        return choice
+    from edge_fer.detect import cascade_settings
+
+    v = cascade_settings(cascade_path).get("upscale_interpolation")
+    return v if v in ("nearest", "linear", "cubic") else "linear"
 
 
 def load_classifier(model: str | os.PathLike | None, backend: str = "onnxruntime",
@@ -174,21 +220,36 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
         if why:
             raise UserError(f"--show: {why}")
     cascade_path = None
+    own_detector = detector is None
     if detector is None:
         detector, cascade_path = load_detector(opts.cascade, opts.detector)
+    else:  # a detector built by the caller (bench) from opts.cascade: its settings still apply
+        try:
+            cascade_path = resolve_cascade(opts.cascade)
+        except UserError:
+            cascade_path = None
     own_classifier = classifier is None
     if classifier is None:
         classifier = load_classifier(opts.model, opts.backend, opts.threads,
                                      precision=opts.precision)
     source = None
+    upscale = upscale_to(opts.detector.upscale_to, cascade_path)
+    interp = upscale_interpolation(opts.detector.upscale_interpolation, cascade_path)
     sinks = Sinks(summary_path=opts.summary)
     try:
         source = open_source(spec, warn=warn, reconnect_timeout=opts.reconnect_timeout)
         short = min(source.width or 0, source.height or 0)
-        if opts.detector.scale_factor is None and 0 < short < opts.detector.upscale_to:
+        if own_detector and opts.cascade is None:
+            from edge_fer.detect import LOWRES_MAX_SIDE, lowres_cascade_path
+
+            if 0 < short < LOWRES_MAX_SIDE and lowres_cascade_path() is not None:
+                detector, cascade_path = load_detector(lowres_cascade_path(), opts.detector)
+                upscale = upscale_to(opts.detector.upscale_to, cascade_path)
+                interp = upscale_interpolation(opts.detector.upscale_interpolation, cascade_path)
+        if opts.detector.scale_factor is None and 0 < short < upscale:
             detector.scale_factor = LOWRES_SCALE_FACTOR
         startup = warm_up(
-            detector, classifier, source.width, source.height, opts.detector.upscale_to
+            detector, classifier, source.width, source.height, upscale
         )
         if opts.out:
             sinks.video = VideoSink(opts.out, source.fps or 25.0, (source.width, source.height))
@@ -214,8 +275,12 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
         "model": _model_info(classifier),
         "backend": getattr(getattr(classifier, "backend", None), "name", opts.backend),
         "cascade": str(cascade_path) if cascade_path else None,
-        "detector": asdict(opts.detector),
-        "tracker": asdict(opts.tracker),
+        # as resolved (None = "the cascade's recommendation" becomes the value used)
+        "detector": {**asdict(opts.detector), "upscale_to": upscale, "upscale_interpolation": interp,
+                     "threshold": getattr(detector, "threshold", opts.detector.threshold),
+                     "scale_factor": getattr(detector, "scale_factor", opts.detector.scale_factor)},
+        "tracker": {**asdict(opts.tracker),
+                    "min_score": track_min_score(opts.tracker.min_score, cascade_path)},
         "smoothing": opts.smoothing,
         "startup_s": round(startup, 3),
     }
@@ -224,13 +289,16 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
     tracker = IoUTracker(
         iou_threshold=opts.tracker.iou, min_hits=1 if stills else opts.tracker.min_hits,
         max_misses=opts.tracker.max_misses,
+        max_misses_established=max(opts.tracker.hold, opts.tracker.max_misses),
+        min_score=track_min_score(opts.tracker.min_score, cascade_path),
     )  # fmt: skip
     pipe = Pipeline(
         source, detector, classifier, sinks, tracker=tracker, smoothing=opts.smoothing,
         max_frames=opts.max_frames, queue_size=opts.queue_size,
         max_batch_frames=opts.max_batch_frames, handle_signals=handle_signals,
         pace=opts.pace, stills=stills,
-        detect_min_side=opts.detector.upscale_to, info=info,
+        detect_min_side=upscale, info=info,
+        detect_upscale=interp,
         detect_threads=opts.detect_threads or max(1, (os.cpu_count() or 2) - 1),
     )  # fmt: skip
     try:
