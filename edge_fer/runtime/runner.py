@@ -97,17 +97,26 @@ def resolve_cascade(path: str | os.PathLike | None) -> Path:
     return p
 
 
-def load_detector(cascade: str | os.PathLike | None, opts: DetectorOptions):
-    from edge_fer.detect import Cascade, Detector
+def cascade_setting(cascade_path, key: str, valid, default):
+    """The cascade's `key` setting (its .json settings file) when `valid(value)`, else default."""
+    from edge_fer.detect import cascade_settings
 
-    from edge_fer.detect import cascade_settings, default_threshold
+    v = cascade_settings(cascade_path).get(key)
+    return v if v is not None and valid(v) else default
+
+
+def _number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def load_detector(cascade: str | os.PathLike | None, opts: DetectorOptions):
+    from edge_fer.detect import Cascade, Detector, default_threshold
 
     path = resolve_cascade(cascade)
     casc = Cascade.load(path)
     min_pixels = 1.0
-    if opts.min_size is None:
-        v = cascade_settings(path).get("min_face")
-        min_pixels = float(v) if isinstance(v, (int, float)) and v >= 1 else 1.0
+    if opts.min_size is None:  # 0.1 of the frame, but no window smaller than the faces it learned
+        min_pixels = float(cascade_setting(path, "min_face", lambda v: _number(v) and v >= 1, 1.0))
     thr = opts.threshold
     if thr is None:
         thr = default_threshold(path, pooled=opts.memory > 1)
@@ -125,30 +134,23 @@ def upscale_to(choice: int | None, cascade_path) -> int:
     """None -> the cascade's `upscale_to` setting (0: never), else 240."""
     if choice is not None:
         return max(0, int(choice))
-    from edge_fer.detect import cascade_settings
-
-    v = cascade_settings(cascade_path).get("upscale_to")
-    return int(v) if isinstance(v, int) and v >= 0 else 240
+    return int(cascade_setting(cascade_path, "upscale_to", lambda v: _number(v) and v >= 0, 240))
 
 
 def track_min_score(choice: float | None, cascade_path) -> float | None:
     """None -> the cascade's `track_min_score` setting, else no gate."""
     if choice is not None:
         return float(choice)
-    from edge_fer.detect import cascade_settings
-
-    v = cascade_settings(cascade_path).get("track_min_score")
-    return float(v) if isinstance(v, (int, float)) else None
+    v = cascade_setting(cascade_path, "track_min_score", _number, None)
+    return None if v is None else float(v)
 
 
 def upscale_interpolation(choice: str, cascade_path) -> str:
     """'auto' -> the cascade's `upscale_interpolation` setting, else 'linear'."""
     if choice != "auto":
         return choice
-    from edge_fer.detect import cascade_settings
-
-    v = cascade_settings(cascade_path).get("upscale_interpolation")
-    return v if v in ("nearest", "linear", "cubic") else "linear"
+    return cascade_setting(cascade_path, "upscale_interpolation",
+                           lambda v: v in ("nearest", "linear", "cubic"), "linear")  # fmt: skip
 
 
 def load_classifier(model: str | os.PathLike | None, backend: str = "onnxruntime",
