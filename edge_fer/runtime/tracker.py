@@ -73,7 +73,7 @@ class Track:
     id: int  # 0 while tentative, then a positive id that never changes
     box: np.ndarray  # x, y, w, h (smoothed)
     score: float = 0.0  # detection score of the last match
-    score_avg: float = -1.0  # moving average of the match scores (-1: not yet set)
+    score_avg: float = 0.0  # moving average of the match scores (the first score at birth)
     hits: int = 1  # matches in total
     streak: int = 1  # consecutive matches (for birth)
     misses: int = 0  # consecutive frames without a match
@@ -230,8 +230,7 @@ class IoUTracker:
         a = self.box_alpha
         t.box = a * box + (1 - a) * (t.box + np.r_[t.velocity * min(steps, 2), 0, 0])
         t.score = score
-        t.score_avg = score if t.score_avg < 0 else (
-            (1 - self.score_alpha) * t.score_avg + self.score_alpha * score)
+        t.score_avg = (1 - self.score_alpha) * t.score_avg + self.score_alpha * score
         t.hits += 1
         t.streak += 1
         t.misses = 0
