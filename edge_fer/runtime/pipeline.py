@@ -103,7 +103,7 @@ class Pipeline:
                  max_frames: int | None = None, queue_size: int | None = None,
                  max_batch_frames: int = 8, handle_signals: bool = True,
                  detect_min_side: int = 0, detect_threads: int | None = None,
-                 detect_upscale: str = "nearest",
+                 detect_upscale: str = "linear",
                  nested_overlap: float = 0.5, pace: float | None = None,
                  stills: bool = False,
                  info: dict | None = None) -> None:  # fmt: skip
