@@ -309,3 +309,12 @@ def test_single_photo_and_folder_are_stills(tmp_path, tiny_model, cascade, capsy
     assert rc == 0 and [ln["frame"] for ln in lines] == [0, 1, 2]
     ids = [f["track"] for ln in lines for f in ln["faces"]]
     assert len(ids) == len(set(ids))  # a new id in every photo
+
+
+@pytest.mark.parametrize("flag,value", [("--max-misses", "-1"), ("--min-hits", "0"),
+                                        ("--iou", "1.5"), ("--hold", "-3")])  # fmt: skip
+def test_bad_tracker_options_are_one_line_errors(flag, value, tiny_model, cascade, capsys):
+    rc, _, err = _run(["run", str(shared("data/videos/00-1.avi")), "--model", str(tiny_model),
+                       "--cascade", str(cascade), flag, value], capsys)  # fmt: skip
+    assert rc == 2 and err.startswith("edge-fer run: error: tracker:"), err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

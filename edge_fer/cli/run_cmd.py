@@ -18,7 +18,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="which bundled model, when --model is not given: auto = INT8 on ONNX "
                    "Runtime (same accuracy, ~3x faster on CPU), FP32 on TensorRT (default: auto)")
     p.add_argument(
-        "--cascade", metavar="C", help="pico face cascade (default: the bundled one)"
+        "--cascade", metavar="C", help="pico face cascade (default: the bundled face_default.pico, "
+        "or face_lowres.pico for sources whose shorter side is under 240 px)"
     )
     g = p.add_argument_group("detector")
     g.add_argument(

@@ -207,6 +207,10 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
 
     if opts.max_frames is not None and opts.max_frames < 0:
         raise UserError(f"--max-frames must be >= 0, got {opts.max_frames}")
+    t = opts.tracker
+    if t.min_hits < 1 or t.max_misses < 0 or t.hold < 0 or not 0.0 <= t.iou < 1.0:
+        raise UserError("tracker: --min-hits must be >= 1, --max-misses and --hold >= 0, "
+                        f"--iou in [0, 1); got {t.min_hits}, {t.max_misses}, {t.hold}, {t.iou}")
     if not 0.0 < opts.smoothing <= 1.0:
         raise UserError(f"--smoothing must be in (0, 1], got {opts.smoothing}")
     # cheap checks first, so a typo fails before anything is loaded or opened
