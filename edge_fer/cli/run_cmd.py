@@ -38,8 +38,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="largest face (default 1.0)",
     )
     g.add_argument("--scale-factor", type=float, default=None,
-                   help="window growth per scale (default 1.1; 1.05 on frames upscaled for "
-                   "detection, see --upscale-to)")
+                   help="window growth per scale (default: the cascade's scale_factor setting, "
+                   "else 1.1; 1.05 on frames upscaled for detection, see --upscale-to)")
     g.add_argument(
         "--stride-factor", type=float, default=0.1, help="window step as a fraction of its size"
     )

@@ -31,7 +31,8 @@ class DetectorOptions:
     # None: 0.1 of it, and never below the cascade's `min_face` setting (the smallest face it
     # learned; below that it fires at random: 81% of the false boxes on 01-2.avi were smaller)
     max_size: float = 1.0
-    scale_factor: float | None = None  # None: 1.1, or 1.05 on frames upscaled for detection
+    scale_factor: float | None = None  # None: the cascade's setting, else 1.1 (1.05 on frames
+    # upscaled for detection)
     stride_factor: float = 0.1
     angle: float = 0.0
     threshold: float | None = None  # on the score pooled over `memory` frames; None: the
@@ -123,7 +124,8 @@ def load_detector(cascade: str | os.PathLike | None, opts: DetectorOptions):
     det = Detector(
         casc, min_size=0.1 if opts.min_size is None else opts.min_size,
         min_pixels=min_pixels, max_size=opts.max_size,
-        scale_factor=opts.scale_factor or SCALE_FACTOR,
+        scale_factor=opts.scale_factor or cascade_setting(
+            path, "scale_factor", lambda v: _number(v) and 1.001 <= v <= 10, SCALE_FACTOR),
         stride_factor=opts.stride_factor, angle=opts.angle, threshold=thr,
         memory=opts.memory,
     )  # fmt: skip
