@@ -41,8 +41,8 @@ class DetectorOptions:
     # frames whose shorter side is smaller are upscaled for detection; None: the cascade's
     # `upscale_to` setting, else 240
     upscale_to: int | None = None
-    # auto: the cascade's recommendation (its .json settings), else linear. Cascades differ:
-    # facefinder finds more on a smooth enlargement, the bundled one on blocky pixels
+    # auto: the cascade's recommendation (its .json settings), else linear (cascades differ:
+    # on 01-2.avi facefinder found more on a smooth enlargement, face_default.pico on blocky pixels)
     upscale_interpolation: str = "auto"
 
 
@@ -279,6 +279,7 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
         if own_classifier:
             classifier.close()
         raise
+    min_score = track_min_score(opts.tracker.min_score, cascade_path)
     info = {
         "model": _model_info(classifier),
         "backend": getattr(getattr(classifier, "backend", None), "name", opts.backend),
@@ -287,8 +288,7 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
         "detector": {**asdict(opts.detector), "upscale_to": upscale, "upscale_interpolation": interp,
                      "threshold": getattr(detector, "threshold", opts.detector.threshold),
                      "scale_factor": getattr(detector, "scale_factor", opts.detector.scale_factor)},
-        "tracker": {**asdict(opts.tracker),
-                    "min_score": track_min_score(opts.tracker.min_score, cascade_path)},
+        "tracker": {**asdict(opts.tracker), "min_score": min_score},
         "smoothing": opts.smoothing,
         "startup_s": round(startup, 3),
     }
@@ -298,7 +298,7 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
         iou_threshold=opts.tracker.iou, min_hits=1 if stills else opts.tracker.min_hits,
         max_misses=opts.tracker.max_misses,
         max_misses_established=max(opts.tracker.hold, opts.tracker.max_misses),
-        min_score=track_min_score(opts.tracker.min_score, cascade_path),
+        min_score=min_score,
     )  # fmt: skip
     pipe = Pipeline(
         source, detector, classifier, sinks, tracker=tracker, smoothing=opts.smoothing,
