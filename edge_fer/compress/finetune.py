@@ -144,7 +144,7 @@ def finetune(
     round_index: varies the shuffling of repeated calls (iterative pruning rounds).
     log: per-epoch rows are appended here.
     teacher: the uncompressed model; with cfg.distill > 0 its temperature-softened outputs are
-    part of the loss, which recovers more of its accuracy than the labels alone.
+    part of the loss (in the one pruning run measured it did not help: docs/compress.md).
     Returns {"best_acc", "best_epoch", "start_acc", "epochs", "seconds"}.
     """
     cfg.validate()

@@ -37,16 +37,19 @@ LOWRES_MAX_SIDE = 240
 FALLBACK_THRESHOLD = 5.0
 
 
+def _asset(name: str) -> Path | None:
+    p = ASSETS / name
+    return p if p.is_file() else None
+
+
 def default_cascade_path() -> Path | None:
     """The face cascade bundled with edge-fer (`edge_fer/assets/face_default.pico`)."""
-    p = ASSETS / DEFAULT_CASCADE
-    return p if p.is_file() else None
+    return _asset(DEFAULT_CASCADE)
 
 
 def lowres_cascade_path() -> Path | None:
     """The bundled cascade for low-resolution frames (`edge_fer/assets/face_lowres.pico`)."""
-    p = ASSETS / LOWRES_CASCADE
-    return p if p.is_file() else None
+    return _asset(LOWRES_CASCADE)
 
 
 def cascade_settings(path: str | Path | None) -> dict:
