@@ -37,12 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--memory", type=int, default=5, help="as edge-fer run --memory")
     ap.add_argument("--min-track-score", type=float, default=None,
                     help="as edge-fer run --min-track-score (default: the cascade's setting)")
+    ap.add_argument("--angle", dest="angles", default=None,
+                    help="scan angle(s) in turns, as edge-fer run --angle (default: upright)")
     ap.add_argument("--label", default="defaults", help="name of this configuration in the JSON")
     ap.add_argument("--no-save", action="store_true", help="print only")
     args = ap.parse_args(argv)
     if not (SHARED / "data" / "videos").is_dir():
         print(f"bench_tracking: {SHARED}/data/videos not found", file=sys.stderr)
         return 2
+    from edge_fer.detect import parse_angles
     from edge_fer.runtime.runner import RunOptions, run_video
     from edge_fer.runtime.track_eval import load_reference, score_single_face
 
@@ -57,6 +60,8 @@ def main(argv: list[str] | None = None) -> int:
             opts.detector.upscale_to = args.upscale_to
             opts.detector.memory = args.memory
             opts.tracker.min_score = args.min_track_score
+            if args.angles:
+                opts.detector.angle = parse_angles(args.angles)
             s = run_video(opts, handle_signals=False).summary
             lines = [json.loads(x) for x in events.read_text().splitlines() if x.strip()]
             r = score_single_face(lines, boxes)
@@ -74,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
         old[args.label] = {"cascade": args.cascade, "threshold": args.threshold,
                            "upscale_to": args.upscale_to, "memory": args.memory,
-                           "min_track_score": args.min_track_score,
+                           "min_track_score": args.min_track_score, "angle": args.angles,
                            "clips": rows}  # fmt: skip
         RESULTS.write_text(json.dumps(old, indent=2) + "\n")
         print(f"saved {RESULTS.relative_to(ROOT)}")

@@ -166,7 +166,6 @@ def test_user_errors_are_one_line(capsys, tmp_path: Path) -> None:
         ((truncated, "--cascade", FACEFINDER), "not a valid image"),
         ((IMG1, "--cascade", bad), "truncated"),
         ((IMG1, "--cascade", tmp_path / "nope"), "cascade file not found"),
-        ((IMG1, "--cascade", FACEFINDER, "--angle", "3"), "angle"),
         ((IMG1, "--cascade", FACEFINDER, "--scale-factor", "1"), "scale_factor"),
         ((IMG1, "--cascade", FACEFINDER, "--memory", "0"), "memory"),
         ((IMG1, "--cascade", FACEFINDER, "--threads", "0"), "threads"),
@@ -182,11 +181,16 @@ def test_user_errors_are_one_line(capsys, tmp_path: Path) -> None:
     assert rc == 0 and json.loads(out)["faces"] == []
 
 
-def test_bad_size_option_is_a_usage_error(capsys) -> None:
+@pytest.mark.parametrize(
+    "option, value, words",
+    [("--min-size", "big", "fraction"), ("--angle", "3", "within -1..1 turn"),
+     ("--angle", "0,x", "not a number of turns")],
+)
+def test_bad_option_values_are_usage_errors(capsys, option: str, value: str, words: str) -> None:
     with pytest.raises(SystemExit) as exc:
-        main(["detect", "x.jpg", "--min-size", "big"])
+        main(["detect", "x.jpg", option, value])
     assert exc.value.code == 2
-    assert "fraction" in capsys.readouterr().err
+    assert words in capsys.readouterr().err
 
 
 @needs_shared

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edge_fer.detect import Cascade, Detection, Detector, cluster
+from edge_fer.detect import Cascade, Detection, Detector, cluster, parse_angles
 from edge_fer.detect.grid import build_grid
 from edge_fer.errors import UserError
 
@@ -120,6 +120,9 @@ def test_min_size_larger_than_frame(cascade: Cascade, gray: np.ndarray) -> None:
         ({"stride_factor": 0}, "stride_factor"),
         ({"angle": 1.5}, "angle"),
         ({"angle": -0.1}, "angle"),
+        ({"angle": (0.0, 2.0)}, "angle"),
+        ({"angle": ()}, "angles"),
+        ({"angle": (0.0, "x")}, "angle"),
         ({"threshold": float("inf")}, "threshold"),
         ({"memory": 0}, "memory"),
         ({"iou": 1.0}, "iou"),
@@ -143,6 +146,35 @@ def test_angle_is_symmetric_for_half_turn(cascade: Cascade, gray: np.ndarray) ->
     """A cascade rotated by half a turn finds the faces of the upside-down image."""
     up = Detector(cascade, min_size=48, angle=0.5).detect(np.ascontiguousarray(gray[::-1, ::-1]))
     assert len(up) >= 3
+
+
+def test_several_angles_scan_each_and_cluster_together(cascade: Cascade, gray: np.ndarray) -> None:
+    """Windows of every angle, in order; a face rolled by 1/16 turn is found only with that
+    angle in the scan, where the upright scan misses it."""
+    angles = (0.0, 1 / 16, 15 / 16)
+    multi = Detector(cascade, min_size=48, angle=angles)
+    singles = [Detector(cascade, min_size=48, angle=a).raw(gray) for a in angles]
+    assert np.array_equal(multi.raw(gray), np.concatenate(singles))
+    h, w = gray.shape
+    m = cv2.getRotationMatrix2D((w / 2, h / 2), 22.5, 1.0)  # counter-clockwise, as pico turns
+    rolled = cv2.warpAffine(gray, m, (w, h), borderMode=cv2.BORDER_REPLICATE)
+    upright = Detector(cascade, min_size=48, threshold=20.0).detect(rolled)
+    both = Detector(cascade, min_size=48, threshold=20.0, angle=(0.0, 1 / 16)).detect(rolled)
+    assert len(upright) <= 1 and len(both) >= 3  # the photo's faces, rolled
+
+
+@pytest.mark.parametrize(
+    "text, turns",
+    [("0", (0.0,)), ("0.25", (0.25,)), ("0,1/32,-1/32", (0.0, 0.03125, 0.96875)), ("-0.5", (0.5,))],
+)
+def test_parse_angles(text: str, turns: tuple) -> None:
+    assert parse_angles(text) == turns
+
+
+@pytest.mark.parametrize("text", ["", "x", "1/0", "0,2", ",".join(["0"] * 33)])
+def test_parse_angles_rejects(text: str) -> None:
+    with pytest.raises(ValueError):
+        parse_angles(text)
 
 
 def test_cluster_groups_overlaps() -> None:

@@ -40,6 +40,16 @@ def parse_size(text: str) -> float:
     return v
 
 
+def parse_angles(text: str) -> tuple[float, ...]:
+    """--angle: '0', '0.25' or '0,1/32,-1/32' turns."""
+    from edge_fer.detect import parse_angles as parse
+
+    try:
+        return parse(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(f"{e} (turns, e.g. 0 or 0,1/32,-1/32)") from None
+
+
 def register(subparsers: argparse._SubParsersAction) -> None:
     p = subparsers.add_parser(
         "detect",
@@ -75,10 +85,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument(
         "--angle",
-        type=float,
-        default=0.0,
-        metavar="A",
-        help="in-plane rotation of the cascade in turns, 0..1 counter-clockwise",
+        type=parse_angles,
+        default=(0.0,),
+        metavar="A[,A...]",
+        help="in-plane rotation(s) of the cascade in turns, counter-clockwise (1/32 = 11.25 "
+        "deg; several, e.g. 0,1/32,-1/32: windows of every angle are clustered together)",
     )
     p.add_argument("--scale-factor", type=float, default=1.1, help="window growth per scale")
     p.add_argument(

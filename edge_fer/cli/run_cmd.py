@@ -7,7 +7,8 @@ import json
 import sys
 from pathlib import Path
 
-from edge_fer.cli.detect_cmd import parse_size  # one parser for --min-size everywhere
+# one parser for --min-size and --angle everywhere
+from edge_fer.cli.detect_cmd import parse_angles, parse_size
 from edge_fer.errors import UserError
 
 
@@ -43,7 +44,10 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument(
         "--stride-factor", type=float, default=0.1, help="window step as a fraction of its size"
     )
-    g.add_argument("--angle", type=float, default=0.0, help="cascade rotation in turns")
+    g.add_argument("--angle", type=parse_angles, default=(0.0,), metavar="A[,A...]",
+                   help="scan angle(s) in turns, counter-clockwise (1/32 = 11.25 deg, e.g. "
+                   "0,1/32,-1/32 for heads rolled either way; each angle costs a scan, a rotated "
+                   "one ~2.5x an upright one; see docs/runtime.md) (default: upright)")
     g.add_argument(
         "--threshold",
         type=float,

@@ -18,11 +18,12 @@ __all__ = [
     "CascadeError",
     "Detection",
     "Detector",
-    "cluster",
     "cascade_settings",
+    "cluster",
     "default_cascade_path",
-    "lowres_cascade_path",
     "default_threshold",
+    "lowres_cascade_path",
+    "parse_angles",
     "warmup",
 ]
 
@@ -73,3 +74,21 @@ def default_threshold(path: str | Path | None, pooled: bool = False) -> float:
     s = cascade_settings(path)
     v = s.get("memory_threshold" if pooled else "threshold", s.get("threshold"))
     return float(v) if isinstance(v, (int, float)) else FALLBACK_THRESHOLD
+
+
+def parse_angles(text: str) -> tuple[float, ...]:
+    """'0', '0.03125' or '0,1/32,-1/32': turns (1/32 turn = 11.25 degrees; negative angles
+    are clockwise). Raises ValueError with a message for anything else (an argparse type)."""
+    out = []
+    for part in str(text).split(","):
+        num, slash, den = part.strip().partition("/")
+        try:
+            v = float(num) / (float(den) if slash else 1.0)
+        except (ValueError, ZeroDivisionError):
+            raise ValueError(f"{part.strip()!r} is not a number of turns") from None
+        if not -1.0 <= v <= 1.0:
+            raise ValueError(f"{part.strip()} is not within -1..1 turn")
+        out.append(v % 1.0)
+    if not out or len(out) > 32:
+        raise ValueError("give 1 to 32 angles")
+    return tuple(out)

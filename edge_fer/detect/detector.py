@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -59,6 +60,19 @@ def _check_size(name: str, v: float) -> None:
         raise UserError(f"{name} must be a number, got {v!r}")
     if not math.isfinite(v) or v <= 0:
         raise UserError(f"{name} must be > 0 (pixels, or a fraction in (0, 1]), got {v}")
+
+
+def _angles(angle: float | Sequence[float]) -> tuple[float, ...]:
+    many = isinstance(angle, (list, tuple, np.ndarray))
+    angles = tuple(angle) if many else (angle,)  # type: ignore[arg-type]
+    if not angles or len(angles) > 32:
+        raise UserError(f"give 1 to 32 angles, got {len(angles)}")
+    for a in angles:
+        if isinstance(a, bool) or not isinstance(a, (int, float, np.integer, np.floating)):
+            raise UserError(f"angle must be a number of turns, got {a!r}")
+        if not (0.0 <= a <= 1.0):
+            raise UserError(f"angle is in turns and must be in [0, 1], got {a}")
+    return tuple(float(a) for a in angles)
 
 
 def _is_int(v: object) -> bool:
@@ -130,7 +144,9 @@ class Detector:
     (a cascade is blind, and fires at random, below the face size it learned). scale_factor > 1
     grows the window,
     stride_factor moves it by that fraction of its size. angle in turns (0..1, counter-clockwise;
-    the reference quantises it to 1/32 turn). threshold applies to clustered scores (summed over
+    the reference quantises it to 1/32 turn), or a sequence of angles: the frame is scanned at
+    each and their windows are clustered together (rolled heads; each angle costs a scan).
+    threshold applies to clustered scores (summed over
     the pooled frames when memory > 1). iou is the overlap above which windows are grouped.
     threads: None uses numba.get_num_threads() threads (all cores unless set lower) for large
     frames and one for small ones; an int forces that many.
@@ -143,7 +159,7 @@ class Detector:
         max_size: float = 1.0,
         scale_factor: float = 1.1,
         stride_factor: float = 0.1,
-        angle: float = 0.0,
+        angle: float | Sequence[float] = 0.0,
         threshold: float = 5.0,
         memory: int = 1,
         iou: float = 0.3,
@@ -159,8 +175,7 @@ class Detector:
             raise UserError(f"scale_factor must be in [1.001, 10], got {scale_factor}")
         if not (0 < stride_factor <= 1):
             raise UserError(f"stride_factor must be in (0, 1], got {stride_factor}")
-        if not (0.0 <= angle <= 1.0):
-            raise UserError(f"angle is in turns and must be in [0, 1], got {angle}")
+        angles = _angles(angle)
         if not math.isfinite(threshold):
             raise UserError(f"threshold must be a finite number, got {threshold}")
         if not _is_int(memory) or not 1 <= memory <= 256:
@@ -179,7 +194,8 @@ class Detector:
         self.max_size = max_size
         self.scale_factor = float(scale_factor)
         self.stride_factor = float(stride_factor)
-        self.angle = float(angle)
+        self.angles = angles
+        self.angle = angles[0]
         self.threshold = float(threshold)
         self.iou = float(iou)
         self.max_detections = int(max_detections)
@@ -191,6 +207,15 @@ class Detector:
         self._shape: tuple[int, int] | None = None
         # tests run the kernels as plain Python, where numpy raises on any out-of-range index
         self._interpreted = False
+        # one scanner per further angle: a plan's offsets are built for one rotation
+        self._other_angles = [
+            Detector(
+                cascade, min_size=min_size, max_size=max_size, scale_factor=scale_factor,
+                stride_factor=stride_factor, angle=a, threshold=threshold, iou=iou,
+                max_detections=max_detections, threads=threads, min_pixels=min_pixels,
+            )
+            for a in angles[1:]
+        ]
 
     # ---- public API ----------------------------------------------------------------------
     def detect(self, gray: np.ndarray) -> list[Detection]:
@@ -206,8 +231,13 @@ class Detector:
         return [Detection(*map(float, keep[i])) for i in order]
 
     def raw(self, gray: np.ndarray) -> np.ndarray:
-        """Every accepted window, unclustered: (n, 4) float32 [row, col, size, score]."""
-        return self._scan(self._check_frame(gray))
+        """Every accepted window, unclustered: (n, 4) float32 [row, col, size, score]; windows
+        of every scan angle together (a face rolled between two angles fires at both, and its
+        cluster sums them)."""
+        frame = self._check_frame(gray)
+        parts = [self._scan(frame)] + [o._scan(frame) for o in self._other_angles]
+        raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
+        return raw[: self.max_detections]
 
     def reset(self) -> None:
         """Forget the temporal memory (call between unrelated clips)."""

@@ -34,7 +34,8 @@ class DetectorOptions:
     scale_factor: float | None = None  # None: the cascade's setting, else 1.1 (1.05 on frames
     # upscaled for detection)
     stride_factor: float = 0.1
-    angle: float = 0.0
+    # turns (1/32 = 11.25 deg), or several: windows from every angle are clustered together
+    angle: float | tuple[float, ...] = 0.0
     threshold: float | None = None  # on the score pooled over `memory` frames; None: the
     # cascade's recommendation (edge_fer.detect.default_threshold)
     memory: int = 5
