@@ -52,6 +52,26 @@ def test_bundled_cascade_is_the_default(capsys, tmp_path) -> None:
 
 
 @needs_shared
+def test_small_frames_get_the_lowres_cascade(capsys) -> None:
+    """Without --cascade a 160x120 video is scanned with face_lowres.pico and its settings,
+    as edge-fer run does; a 640x480 photo with face_default.pico."""
+    from edge_fer.detect import default_cascade_path, lowres_cascade_path
+
+    small = SHARED / "data/videos/01-2.avi"
+    runs = {}
+    for name, extra in [("auto", ()), ("lowres", ("--cascade", lowres_cascade_path())),
+                        ("default", ("--cascade", default_cascade_path()))]:  # fmt: skip
+        rc, out, err = run_cli(capsys, small, "--json", *extra)
+        assert rc == 0, err
+        runs[name] = [json.loads(line)["faces"] for line in out.splitlines()]
+    assert runs["auto"] == runs["lowres"] != runs["default"]
+    assert sum(map(bool, runs["lowres"])) > 2 * sum(map(bool, runs["default"]))
+    rc, out, _ = run_cli(capsys, IMG1, "--json")
+    rc2, out2, _ = run_cli(capsys, IMG1, "--json", "--cascade", default_cascade_path())
+    assert rc == rc2 == 0 and out == out2
+
+
+@needs_shared
 def test_bundled_cascade_finds_faces(capsys) -> None:
     rc, out, err = run_cli(capsys, IMG1, "--min-size", "0.1", "--json")
     assert rc == 0, err
@@ -165,7 +185,7 @@ def test_user_errors_are_one_line(capsys, tmp_path: Path) -> None:
         ((notimg, "--cascade", FACEFINDER), "cannot decode"),
         ((truncated, "--cascade", FACEFINDER), "not a valid image"),
         ((IMG1, "--cascade", bad), "truncated"),
-        ((IMG1, "--cascade", tmp_path / "nope"), "cascade file not found"),
+        ((IMG1, "--cascade", tmp_path / "nope"), "nope: no such file"),
         ((IMG1, "--cascade", FACEFINDER, "--scale-factor", "1"), "scale_factor"),
         ((IMG1, "--cascade", FACEFINDER, "--memory", "0"), "memory"),
         ((IMG1, "--cascade", FACEFINDER, "--threads", "0"), "threads"),

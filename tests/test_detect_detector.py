@@ -155,6 +155,12 @@ def test_several_angles_scan_each_and_cluster_together(cascade: Cascade, gray: n
     multi = Detector(cascade, min_size=48, angle=angles)
     singles = [Detector(cascade, min_size=48, angle=a).raw(gray) for a in angles]
     assert np.array_equal(multi.raw(gray), np.concatenate(singles))
+    # a setting changed after construction (as the runner changes scale_factor) reaches every
+    # angle's scan
+    late = Detector(cascade, min_size=48, angle=angles)
+    late.scale_factor = 1.2
+    singles = [Detector(cascade, min_size=48, scale_factor=1.2, angle=a).raw(gray) for a in angles]
+    assert np.array_equal(late.raw(gray), np.concatenate(singles))
     h, w = gray.shape
     m = cv2.getRotationMatrix2D((w / 2, h / 2), 22.5, 1.0)  # counter-clockwise, as pico turns
     rolled = cv2.warpAffine(gray, m, (w, h), borderMode=cv2.BORDER_REPLICATE)

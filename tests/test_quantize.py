@@ -505,6 +505,9 @@ def test_faces_from_a_video_with_the_detector(tiny_path, tmp_path):
     few = from_source(VIDEO_FEW, FACEFINDER, size=SIZE, samples=500)
     with pytest.raises(UserError, match=r"has \d+ faces; at least 100 .*--min-size"):
         check_faces(few)
+    # no cascade given: a 160x120 video gets the low-resolution cascade, as in edge-fer run
+    auto = from_source(VIDEO, None, size=SIZE, samples=120, seed=0)
+    assert auto.notes[-1].endswith("cascade face_lowres.pico") and len(auto) == 120
 
 
 CALIB = ROOT / "calibration" / "fer_default"

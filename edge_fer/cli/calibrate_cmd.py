@@ -71,14 +71,16 @@ def register(sub) -> None:
     det.add_argument(
         "--cascade",
         metavar="FILE",
-        help="pico face cascade (default: the bundled one)",
+        help="pico face cascade (default: the bundled face_default.pico, and face_lowres.pico "
+        "for frames whose shorter side is under 240 px)",
     )
     det.add_argument(
         "--min-size",
         type=parse_size,
-        default=0.1,
+        default=None,
         metavar="PX|FRACTION",
-        help="smallest face: pixels or a fraction of the frame's shorter side",
+        help="smallest face: pixels or a fraction of the frame's shorter side (default 0.1, and "
+        "never below the cascade's min_face setting)",
     )
     det.add_argument(
         "--max-size",

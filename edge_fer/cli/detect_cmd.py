@@ -59,14 +59,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         '"score"}]} (plus "frame" for videos).',
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_VIDEO")
-    p.add_argument("--cascade", metavar="FILE", help="pico cascade file (required for now)")
+    p.add_argument("--cascade", metavar="FILE",
+                   help="pico cascade file (default: the bundled face_default.pico, and "
+                   "face_lowres.pico for images and videos whose shorter side is under 240 px)")
     p.add_argument(
         "--min-size",
         type=parse_size,
-        default=0.1,
+        default=None,
         metavar="PX|FRACTION",
         help="smallest face: pixels (48) or a fraction of the frame's shorter side (0.1, 10%%); "
-        "default 0.1",
+        "default 0.1, and never below the cascade's min_face setting",
     )
     p.add_argument(
         "--max-size",
@@ -91,7 +93,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="in-plane rotation(s) of the cascade in turns, counter-clockwise (1/32 = 11.25 "
         "deg; several, e.g. 0,1/32,-1/32: windows of every angle are clustered together)",
     )
-    p.add_argument("--scale-factor", type=float, default=1.1, help="window growth per scale")
+    p.add_argument("--scale-factor", type=float, default=None,
+                   help="window growth per scale (default: the cascade's setting, else 1.1)")
     p.add_argument(
         "--stride-factor", type=float, default=0.1, help="window step as a fraction of its size"
     )
@@ -119,7 +122,13 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2  # noqa: F401  (imported here so `edge-fer --help` stays fast)
 
-    from edge_fer.detect import Cascade, Detector, default_cascade_path, default_threshold
+    from edge_fer.detect import (
+        LOWRES_MAX_SIDE,
+        Detector,
+        default_cascade_path,
+        lowres_cascade_path,
+    )
+    from edge_fer.runtime.runner import DetectorOptions, load_detector
 
     cascade_path = args.cascade or default_cascade_path()
     if cascade_path is None:
@@ -130,26 +139,34 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"no such file: {p}")
         if not p.is_file():
             raise UserError(f"not a file: {p}")
-    cascade = Cascade.load(cascade_path)
-    det = Detector(
-        cascade,
-        min_size=args.min_size,
-        max_size=args.max_size,
-        scale_factor=args.scale_factor,
-        stride_factor=args.stride_factor,
-        angle=args.angle,
-        threshold=(args.threshold if args.threshold is not None
-                   else default_threshold(cascade_path, pooled=args.memory > 1)),
+    # as edge-fer run: the cascade's .json settings fill what the options leave unset
+    opts = DetectorOptions(
+        min_size=args.min_size, max_size=args.max_size, scale_factor=args.scale_factor,
+        stride_factor=args.stride_factor, angle=args.angle, threshold=args.threshold,
         memory=args.memory,
-        threads=args.threads,
-    )
+    )  # fmt: skip
+    detectors: dict[str, Detector] = {}
+
+    def pick(shape: tuple[int, ...]) -> Detector:
+        """The detector for a frame of this shape: without --cascade, small frames (160x120
+        cameras) get the low-resolution cascade, as in edge-fer run."""
+        path = cascade_path
+        if args.cascade is None and min(shape[:2]) < LOWRES_MAX_SIDE:
+            path = lowres_cascade_path() or cascade_path
+        key = str(path)
+        if key not in detectors:
+            detectors[key] = load_detector(path, opts, threads=args.threads)[0]
+        return detectors[key]
+
+    pick((LOWRES_MAX_SIDE, LOWRES_MAX_SIDE))  # a bad option fails before any input is read
     draw_dir = _draw_target(args.draw, len(paths))
     for path in paths:
         if _is_video(path):
-            _run_video(det, path, args, draw_dir)
+            _run_video(pick, path, args, draw_dir)
         else:
-            _run_image(det, path, args, draw_dir)
-        det.reset()
+            _run_image(pick, path, args, draw_dir)
+        for det in detectors.values():
+            det.reset()
     return 0
 
 
@@ -257,7 +274,7 @@ def _emit(record: dict) -> None:
     print(json.dumps(record))
 
 
-def _run_image(det, path: Path, args: argparse.Namespace, draw_dir: Path | None) -> None:
+def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None) -> None:
     import cv2
 
     gray = _read_image(path, cv2.IMREAD_GRAYSCALE)
@@ -266,10 +283,10 @@ def _run_image(det, path: Path, args: argparse.Namespace, draw_dir: Path | None)
         if path.suffix.lower() in IMAGE_EXTS:
             raise UserError(f"cannot decode {path}: not a valid image (truncated or corrupt?)")
         if cv2.VideoCapture(str(path)).isOpened():
-            _run_video(det, path, args, draw_dir)
+            _run_video(pick, path, args, draw_dir)
             return
         raise UserError(f"cannot decode {path}: not an image or video OpenCV can read")
-    faces = det.detect(gray)
+    faces = pick(gray.shape).detect(gray)
     if args.json:
         _emit({"path": str(path), "faces": _faces_json(faces)})
     else:
@@ -287,14 +304,17 @@ def _run_image(det, path: Path, args: argparse.Namespace, draw_dir: Path | None)
             raise UserError(f"cannot write {out} (unknown image extension or unwritable path)")
 
 
-def _run_video(det, path: Path, args: argparse.Namespace, draw_dir: Path | None) -> None:
+def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None) -> None:
     import cv2
 
     writer = None
     nframes = nwith = 0
     try:
+        det = None
         for i, frame in enumerate(_frames(path)):
-            faces = det.detect(_to_gray(frame))
+            gray = _to_gray(frame)
+            det = det or pick(gray.shape)  # one detector per video: its memory spans frames
+            faces = det.detect(gray)
             nframes += 1
             nwith += bool(faces)
             if args.json:

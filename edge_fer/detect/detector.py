@@ -207,15 +207,8 @@ class Detector:
         self._shape: tuple[int, int] | None = None
         # tests run the kernels as plain Python, where numpy raises on any out-of-range index
         self._interpreted = False
-        # one scanner per further angle: a plan's offsets are built for one rotation
-        self._other_angles = [
-            Detector(
-                cascade, min_size=min_size, max_size=max_size, scale_factor=scale_factor,
-                stride_factor=stride_factor, angle=a, threshold=threshold, iou=iou,
-                max_detections=max_detections, threads=threads, min_pixels=min_pixels,
-            )
-            for a in angles[1:]
-        ]
+        self._others: list[Detector] = []
+        self._others_key: tuple | None = None
 
     # ---- public API ----------------------------------------------------------------------
     def detect(self, gray: np.ndarray) -> list[Detection]:
@@ -235,7 +228,7 @@ class Detector:
         of every scan angle together (a face rolled between two angles fires at both, and its
         cluster sums them)."""
         frame = self._check_frame(gray)
-        parts = [self._scan(frame)] + [o._scan(frame) for o in self._other_angles]
+        parts = [self._scan(frame)] + [o._scan(frame) for o in self._other_angles()]
         raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return raw[: self.max_detections]
 
@@ -259,6 +252,24 @@ class Detector:
         return self._plan(nrows, ncols).grid
 
     # ---- internals -----------------------------------------------------------------------
+    def _other_angles(self) -> list[Detector]:
+        """One scanner per further angle (a plan's offsets are built for one rotation), made
+        again when a scan setting was changed after construction (the runner does)."""
+        key = (self.min_size, self.max_size, self.scale_factor, self.stride_factor,
+               self.min_pixels, self.threads, self.max_detections)  # fmt: skip
+        if key != self._others_key:
+            self._others = [
+                Detector(
+                    self.cascade, min_size=self.min_size, max_size=self.max_size,
+                    scale_factor=self.scale_factor, stride_factor=self.stride_factor, angle=a,
+                    max_detections=self.max_detections, threads=self.threads,
+                    min_pixels=self.min_pixels,
+                )
+                for a in self.angles[1:]
+            ]
+            self._others_key = key
+        return self._others
+
     @staticmethod
     def _check_frame(gray: np.ndarray) -> np.ndarray:
         if not isinstance(gray, np.ndarray):

@@ -156,10 +156,10 @@ def from_dataset(
 class DetectOptions:
     """PICO detector settings for calibration crops (those of `edge-fer detect`)."""
 
-    min_size: float = 0.1
+    min_size: float | None = None  # None: 0.1, never below the cascade's min_face setting
     max_size: float = 1.0
     threshold: float | None = None  # None: the cascade's recommended threshold
-    scale_factor: float = 1.1
+    scale_factor: float | None = None  # None: the cascade's setting, else 1.1
     stride_factor: float = 0.1
     angle: float = 0.0
     every: int = 1  # videos: look at every n-th frame
@@ -209,8 +209,9 @@ def from_source(
     """
     import cv2
 
-    from edge_fer.detect import Cascade, Detector, default_threshold
+    from edge_fer.detect import LOWRES_MAX_SIDE, Detector, lowres_cascade_path
     from edge_fer.runtime.crops import crop_face
+    from edge_fer.runtime.runner import DetectorOptions, load_detector
     from edge_fer.runtime.sources import open_source, parse_source
 
     opts = detect or DetectOptions()
@@ -220,11 +221,25 @@ def from_source(
         raise UserError("--every must be at least 1")
     spec = parse_source(str(source))
     cpath = resolve_cascade(cascade)
-    det = Detector(
-        Cascade.load(cpath), min_size=opts.min_size, max_size=opts.max_size,
-        scale_factor=opts.scale_factor, stride_factor=opts.stride_factor, angle=opts.angle,
-        threshold=opts.threshold if opts.threshold is not None else default_threshold(cpath),
+    dopts = DetectorOptions(
+        min_size=opts.min_size, max_size=opts.max_size, scale_factor=opts.scale_factor,
+        stride_factor=opts.stride_factor, angle=opts.angle, threshold=opts.threshold, memory=1,
     )  # fmt: skip
+    detectors: dict[Path, Detector] = {}
+    used: set[str] = set()
+
+    def pick(shape: tuple[int, ...]) -> Detector:
+        # as edge-fer run: without --cascade, small frames get the low-resolution cascade
+        path = cpath
+        if cascade is None and min(shape[:2]) < LOWRES_MAX_SIDE:
+            path = lowres_cascade_path() or cpath
+        if path not in detectors:
+            detectors[path] = load_detector(path, dopts)[0]
+        used.add(path.name)
+        return detectors[path]
+
+    pick((LOWRES_MAX_SIDE, LOWRES_MAX_SIDE))  # bad options fail before the source is opened
+    used.clear()
     rng = np.random.default_rng(seed)
     keep_img: list[np.ndarray] = []
     keep_id: list[str] = []
@@ -251,7 +266,7 @@ def from_source(
                 name, fidx = str(files[fr.index]), None
             else:
                 name, fidx = str(spec.target), fr.index
-            for d in det.detect(gray):
+            for d in pick(gray.shape).detect(gray):
                 box = (d.x, d.y, d.w, d.h)
                 crop = crop_face(gray, box, margin, size)
                 ident = _box_id(name, fidx, box)
@@ -269,9 +284,10 @@ def from_source(
     finally:
         src.close()
     images = np.stack(keep_img) if keep_img else np.zeros((0, size, size), np.uint8)
+    names = ", ".join(sorted(used)) or cpath.name
     return CalibFaces(
         images=images, ids=keep_id, source=str(source), seen=seen,
-        notes=notes + [f"{frames} frames looked at, {seen} faces found, cascade {cpath.name}"],
+        notes=notes + [f"{frames} frames looked at, {seen} faces found, cascade {names}"],
     )  # fmt: skip
 
 

@@ -111,7 +111,8 @@ def _number(v) -> bool:
     return isinstance(v, (int, float)) and not isinstance(v, bool)
 
 
-def load_detector(cascade: str | os.PathLike | None, opts: DetectorOptions):
+def load_detector(cascade: str | os.PathLike | None, opts: DetectorOptions,
+                  threads: int | None = None):
     from edge_fer.detect import Cascade, Detector, default_threshold
 
     path = resolve_cascade(cascade)
@@ -128,7 +129,7 @@ def load_detector(cascade: str | os.PathLike | None, opts: DetectorOptions):
         scale_factor=opts.scale_factor or cascade_setting(
             path, "scale_factor", lambda v: _number(v) and 1.001 <= v <= 10, SCALE_FACTOR),
         stride_factor=opts.stride_factor, angle=opts.angle, threshold=thr,
-        memory=opts.memory,
+        memory=opts.memory, threads=threads,
     )  # fmt: skip
     return det, path
 
