@@ -122,16 +122,10 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     import cv2  # noqa: F401  (imported here so `edge-fer --help` stays fast)
 
-    from edge_fer.detect import (
-        LOWRES_MAX_SIDE,
-        Detector,
-        default_cascade_path,
-        lowres_cascade_path,
-    )
-    from edge_fer.runtime.runner import DetectorOptions, load_detector
+    from edge_fer.detect import default_cascade_path
+    from edge_fer.runtime.runner import DetectorOptions, DetectorPicker
 
-    cascade_path = args.cascade or default_cascade_path()
-    if cascade_path is None:
+    if args.cascade is None and default_cascade_path() is None:
         raise UserError(NO_CASCADE)
     paths = [Path(p) for p in args.inputs]
     for p in paths:
@@ -139,34 +133,20 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"no such file: {p}")
         if not p.is_file():
             raise UserError(f"not a file: {p}")
-    # as edge-fer run: the cascade's .json settings fill what the options leave unset
-    opts = DetectorOptions(
+    # as edge-fer run: small frames get the low-resolution cascade, and a cascade's .json
+    # settings fill what the options leave unset
+    pick = DetectorPicker(args.cascade, DetectorOptions(
         min_size=args.min_size, max_size=args.max_size, scale_factor=args.scale_factor,
         stride_factor=args.stride_factor, angle=args.angle, threshold=args.threshold,
         memory=args.memory,
-    )  # fmt: skip
-    detectors: dict[str, Detector] = {}
-
-    def pick(shape: tuple[int, ...]) -> Detector:
-        """The detector for a frame of this shape: without --cascade, small frames (160x120
-        cameras) get the low-resolution cascade, as in edge-fer run."""
-        path = cascade_path
-        if args.cascade is None and min(shape[:2]) < LOWRES_MAX_SIDE:
-            path = lowres_cascade_path() or cascade_path
-        key = str(path)
-        if key not in detectors:
-            detectors[key] = load_detector(path, opts, threads=args.threads)[0]
-        return detectors[key]
-
-    pick((LOWRES_MAX_SIDE, LOWRES_MAX_SIDE))  # a bad option fails before any input is read
+    ), threads=args.threads)  # fmt: skip
     draw_dir = _draw_target(args.draw, len(paths))
     for path in paths:
         if _is_video(path):
             _run_video(pick, path, args, draw_dir)
         else:
             _run_image(pick, path, args, draw_dir)
-        for det in detectors.values():
-            det.reset()
+        pick.reset()
     return 0
 
 

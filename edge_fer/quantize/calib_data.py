@@ -209,9 +209,8 @@ def from_source(
     """
     import cv2
 
-    from edge_fer.detect import LOWRES_MAX_SIDE, Detector, lowres_cascade_path
     from edge_fer.runtime.crops import crop_face
-    from edge_fer.runtime.runner import DetectorOptions, load_detector
+    from edge_fer.runtime.runner import DetectorOptions, DetectorPicker
     from edge_fer.runtime.sources import open_source, parse_source
 
     opts = detect or DetectOptions()
@@ -221,25 +220,12 @@ def from_source(
         raise UserError("--every must be at least 1")
     spec = parse_source(str(source))
     cpath = resolve_cascade(cascade)
-    dopts = DetectorOptions(
+    # as edge-fer run: small frames get the low-resolution cascade, and a cascade's .json
+    # settings fill what the options leave unset
+    pick = DetectorPicker(None if cascade is None else cpath, DetectorOptions(
         min_size=opts.min_size, max_size=opts.max_size, scale_factor=opts.scale_factor,
         stride_factor=opts.stride_factor, angle=opts.angle, threshold=opts.threshold, memory=1,
-    )  # fmt: skip
-    detectors: dict[Path, Detector] = {}
-    used: set[str] = set()
-
-    def pick(shape: tuple[int, ...]) -> Detector:
-        # as edge-fer run: without --cascade, small frames get the low-resolution cascade
-        path = cpath
-        if cascade is None and min(shape[:2]) < LOWRES_MAX_SIDE:
-            path = lowres_cascade_path() or cpath
-        if path not in detectors:
-            detectors[path] = load_detector(path, dopts)[0]
-        used.add(path.name)
-        return detectors[path]
-
-    pick((LOWRES_MAX_SIDE, LOWRES_MAX_SIDE))  # bad options fail before the source is opened
-    used.clear()
+    ))  # fmt: skip
     rng = np.random.default_rng(seed)
     keep_img: list[np.ndarray] = []
     keep_id: list[str] = []
@@ -284,7 +270,7 @@ def from_source(
     finally:
         src.close()
     images = np.stack(keep_img) if keep_img else np.zeros((0, size, size), np.uint8)
-    names = ", ".join(sorted(used)) or cpath.name
+    names = ", ".join(sorted(pick.used)) or cpath.name
     return CalibFaces(
         images=images, ids=keep_id, source=str(source), seen=seen,
         notes=notes + [f"{frames} frames looked at, {seen} faces found, cascade {names}"],

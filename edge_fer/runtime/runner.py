@@ -134,6 +134,50 @@ def load_detector(cascade: str | os.PathLike | None, opts: DetectorOptions,
     return det, path
 
 
+def cascade_for_frame(cascade: str | os.PathLike | None, short_side: int) -> Path:
+    """The cascade to scan frames with: the one given; else face_lowres.pico for frames whose
+    shorter side is under LOWRES_MAX_SIDE (160x120 cameras), when installed; else the default."""
+    from edge_fer.detect import LOWRES_MAX_SIDE, lowres_cascade_path
+
+    low = lowres_cascade_path()
+    if cascade is None and 0 < short_side < LOWRES_MAX_SIDE and low is not None:
+        return Path(low)
+    return resolve_cascade(cascade)
+
+
+class DetectorPicker:
+    """Detectors for inputs of mixed sizes (`edge-fer detect`, `calibrate --source`): the one
+    for a frame's shape, per `cascade_for_frame`, built on first use and kept."""
+
+    def __init__(self, cascade: str | os.PathLike | None, opts: DetectorOptions,
+                 threads: int | None = None) -> None:  # fmt: skip
+        from edge_fer.detect import LOWRES_MAX_SIDE
+
+        self.cascade, self.opts, self.threads = cascade, opts, threads
+        self.small_side = LOWRES_MAX_SIDE
+        self._by_size: dict[bool, tuple[object, str]] = {}  # small frame? -> (detector, name)
+        self.used: set[str] = set()  # names of the cascades that scanned a frame
+        self._get(False)  # a bad option or cascade fails before any input is read
+
+    def _get(self, small: bool) -> tuple[object, str]:
+        if small not in self._by_size:
+            path = cascade_for_frame(self.cascade, self.small_side - (1 if small else 0))
+            same = [d for d in self._by_size.values() if d[1] == str(path)]
+            det = same[0][0] if same else load_detector(path, self.opts, self.threads)[0]
+            self._by_size[small] = (det, str(path))
+        return self._by_size[small]
+
+    def __call__(self, shape: tuple[int, ...]):
+        det, path = self._get(0 < min(shape[:2]) < self.small_side)
+        self.used.add(Path(path).name)
+        return det
+
+    def reset(self) -> None:
+        """Forget every detector's temporal memory (between unrelated inputs)."""
+        for det, _ in self._by_size.values():
+            det.reset()  # type: ignore[attr-defined]
+
+
 def upscale_to(choice: int | None, cascade_path) -> int:
     """None -> the cascade's `upscale_to` setting (0: never), else 240."""
     if choice is not None:
@@ -249,13 +293,11 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
     try:
         source = open_source(spec, warn=warn, reconnect_timeout=opts.reconnect_timeout)
         short = min(source.width or 0, source.height or 0)
-        if own_detector and opts.cascade is None:
-            from edge_fer.detect import LOWRES_MAX_SIDE, lowres_cascade_path
-
-            if 0 < short < LOWRES_MAX_SIDE and lowres_cascade_path() is not None:
-                detector, cascade_path = load_detector(lowres_cascade_path(), opts.detector)
-                upscale = upscale_to(opts.detector.upscale_to, cascade_path)
-                interp = upscale_interpolation(opts.detector.upscale_interpolation, cascade_path)
+        if own_detector and cascade_for_frame(opts.cascade, short) != cascade_path:
+            detector, cascade_path = load_detector(cascade_for_frame(opts.cascade, short),
+                                                   opts.detector)  # fmt: skip
+            upscale = upscale_to(opts.detector.upscale_to, cascade_path)
+            interp = upscale_interpolation(opts.detector.upscale_interpolation, cascade_path)
         if opts.detector.scale_factor is None and 0 < short < upscale:
             detector.scale_factor = LOWRES_SCALE_FACTOR
         startup = warm_up(
