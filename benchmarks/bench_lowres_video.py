@@ -58,14 +58,14 @@ def faces_and_backgrounds(n: int, rng: np.random.Generator):
         r1, c1 = int(f.row + f.size), int(f.col + f.size)
         if img is None or r0 < 0 or c0 < 0 or r1 > img.shape[0] or c1 > img.shape[1]:
             continue
-        patches.append((img[r0:r1, c0:c1].copy(), f.size))
+        patches.append(img[r0:r1, c0:c1].copy())  # the face box, doubled
         if len(patches) == n:
             break
     bgs = split_paths(list_images(SHARED / "data" / "backgrounds"), "val")
     return patches, bgs
 
 
-def make_clip(path: Path, patch, side: float, bg_path: Path, roll: float, frames: int,
+def make_clip(path: Path, patch, bg_path: Path, roll: float, frames: int,
               rng: np.random.Generator) -> np.ndarray:  # fmt: skip
     """Write a 160x120 clip; returns the true face box (x, y, w, h) per frame."""
     k = 4  # composite at 4x, then downscale: the blur of a small sensor
@@ -126,9 +126,9 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     with tempfile.TemporaryDirectory() as tmp:
         clips = []
-        for c, (patch, side) in enumerate(patches):
+        for c, patch in enumerate(patches):
             path = Path(tmp) / f"clip{c}.mp4"
-            truth = make_clip(path, patch, side, bgs[c % len(bgs)], args.roll, args.frames, rng)
+            truth = make_clip(path, patch, bgs[c % len(bgs)], args.roll, args.frames, rng)
             clips.append((path, truth))
         for name in args.config or list(CONFIGS):
             rows = []
