@@ -33,8 +33,12 @@ W, H, FPS = 160, 120, 20.0
 # named configurations: RunOptions.detector / .tracker fields (None: the runtime's default)
 CONFIGS = {
     "defaults": {},
-    "--angle=0,1/32,-1/32,2/32,-2/32 --threshold 25 --min-track-score 130": {
-        "angle": (0.0, 1 / 32, 31 / 32, 2 / 32, 30 / 32), "threshold": 25.0, "min_score": 130.0},
+    "--angle=0,1/32,-1/32,2/32,-2/32 --grouping chain --cluster-iou 0.3 --threshold 25 "
+    "--min-track-score 130": {
+        "angle": (0.0, 1 / 32, 31 / 32, 2 / 32, 30 / 32), "grouping": "chain",
+        "cluster_iou": 0.3, "threshold": 25.0, "min_score": 130.0},
+    "--grouping chain --cluster-iou 0.3 (the defaults until stop 10)": {
+        "grouping": "chain", "cluster_iou": 0.3},
 }
 
 

@@ -39,6 +39,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="as edge-fer run --min-track-score (default: the cascade's setting)")
     ap.add_argument("--angle", dest="angles", default=None,
                     help="scan angle(s) in turns, as edge-fer run --angle (default: upright)")
+    ap.add_argument("--grouping", choices=("chain", "greedy"), default=None,
+                    help="as edge-fer run --grouping (default: the cascade's setting)")
+    ap.add_argument("--cluster-iou", type=float, default=None,
+                    help="as edge-fer run --cluster-iou (default: the cascade's setting)")
     ap.add_argument("--label", default="defaults", help="name of this configuration in the JSON")
     ap.add_argument("--no-save", action="store_true", help="print only")
     args = ap.parse_args(argv)
@@ -60,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
             opts.detector.upscale_to = args.upscale_to
             opts.detector.memory = args.memory
             opts.tracker.min_score = args.min_track_score
+            opts.detector.grouping = args.grouping
+            opts.detector.cluster_iou = args.cluster_iou
             if args.angles:
                 opts.detector.angle = parse_angles(args.angles)
             s = run_video(opts, handle_signals=False).summary
@@ -80,6 +86,7 @@ def main(argv: list[str] | None = None) -> int:
         old[args.label] = {"cascade": args.cascade, "threshold": args.threshold,
                            "upscale_to": args.upscale_to, "memory": args.memory,
                            "min_track_score": args.min_track_score, "angle": args.angles,
+                           "grouping": args.grouping, "cluster_iou": args.cluster_iou,
                            "clips": rows}  # fmt: skip
         RESULTS.write_text(json.dumps(old, indent=2) + "\n")
         print(f"saved {RESULTS.relative_to(ROOT)}")

@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from edge_fer.detect import Cascade, Detection, Detector, cluster, parse_angles
+from edge_fer.detect.cluster import group_greedy
 from edge_fer.detect.grid import build_grid
 from edge_fer.errors import UserError
 
@@ -126,6 +127,7 @@ def test_min_size_larger_than_frame(cascade: Cascade, gray: np.ndarray) -> None:
         ({"threshold": float("inf")}, "threshold"),
         ({"memory": 0}, "memory"),
         ({"iou": 1.0}, "iou"),
+        ({"grouping": "mean-shift"}, "grouping"),
     ],
 )
 def test_bad_options(cascade: Cascade, kwargs: dict, words: str) -> None:
@@ -195,6 +197,30 @@ def test_cluster_groups_overlaps() -> None:
     # chains join: a-b and b-c overlap, a-c do not, still one component
     chain = np.array([[0, 0, 10, 1], [0, 4, 10, 1], [0, 8, 10, 1]], np.float32)
     assert cluster(chain).shape == (1, 4)
+
+
+def test_greedy_grouping_does_not_chain() -> None:
+    """The best window takes what overlaps it; a window overlapping only a taken one starts
+    its own group. Best group first; boxes are means, scores sums."""
+    chain = np.array([[0, 0, 10, 2], [0, 4, 10, 1], [0, 8, 10, 1.5]], np.float32)
+    out = group_greedy(chain)
+    np.testing.assert_allclose(out, [[0, 2, 10, 3], [0, 8, 10, 1.5]], rtol=1e-6)
+    # the middle window is best: it takes both ends
+    mid = np.array([[0, 0, 10, 1], [0, 4, 10, 2], [0, 8, 10, 1]], np.float32)
+    np.testing.assert_allclose(group_greedy(mid), [[0, 4, 10, 4]], rtol=1e-6)
+    # a lower overlap bar takes more
+    assert group_greedy(chain, iou=0.1).shape == (1, 4)
+    assert group_greedy(np.empty((0, 4), np.float32)).shape == (0, 4)
+
+
+def test_detector_groups_as_told(cascade: Cascade, gray: np.ndarray) -> None:
+    raw = Detector(cascade, min_size=48).raw(gray)
+    for grouping, fn in (("chain", cluster), ("greedy", group_greedy)):
+        det = Detector(cascade, min_size=48, grouping=grouping, iou=0.2, threshold=5.0)
+        want = fn(raw, 0.2)
+        want = want[want[:, 3] >= 5.0]
+        got = np.array([[d.row, d.col, d.size, d.score] for d in det.detect(gray)], np.float32)
+        np.testing.assert_allclose(np.sort(got, axis=0), np.sort(want, axis=0), rtol=1e-6)
 
 
 def test_memory_pools_last_frames(cascade: Cascade, gray: np.ndarray) -> None:

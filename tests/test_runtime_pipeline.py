@@ -127,11 +127,19 @@ def test_low_resolution_sources_get_the_lowres_cascade(tmp_path, tiny_model):
     assert Path(s["cascade"]).name == "face_lowres.pico"
     assert s["detector"]["upscale_to"] == 0 and s["detector"]["threshold"] == 10.0
     assert s["detector"]["scale_factor"] == 1.05 and s["tracker"]["min_score"] == 50.0
+    assert s["detector"]["grouping"] == "greedy" and s["detector"]["cluster_iou"] == 0.15
+    # options override the cascade's grouping settings
+    opts = RunOptions(source=str(shared("data/videos/00-1.avi")), model=str(tiny_model),
+                      max_frames=5)  # fmt: skip
+    opts.detector.grouping, opts.detector.cluster_iou = "chain", 0.3
+    s = run_video(opts, handle_signals=False).summary
+    assert s["detector"]["grouping"] == "chain" and s["detector"]["cluster_iou"] == 0.3
     # an explicit cascade is always kept
     ff = shared("reference/pico/facefinder")
     s = run_video(RunOptions(source=str(shared("data/videos/00-1.avi")), model=str(tiny_model),
                              cascade=str(ff), max_frames=5), handle_signals=False).summary  # fmt: skip
     assert Path(s["cascade"]) == ff and s["detector"]["upscale_to"] == 240
+    assert s["detector"]["grouping"] == "chain" and s["detector"]["cluster_iou"] == 0.3
 
 
 def test_unwritable_output_is_one_line_exit_2(tmp_path, tiny_model, cascade, capsys):

@@ -39,6 +39,7 @@ class ScanParams:
     scale_factor: float = 1.1
     stride_factor: float = 0.1
     cluster_iou: float = 0.3
+    grouping: str = "chain"  # or "greedy" (edge_fer.detect.cluster)
     angle: float = 0.0
     threads: int = 1  # one thread: timings comparable between cascades and machines
 
@@ -46,7 +47,8 @@ class ScanParams:
         return Detector(
             cascade, min_size=self.min_size, max_size=self.max_size,
             scale_factor=self.scale_factor, stride_factor=self.stride_factor, angle=self.angle,
-            threshold=-1e30, iou=self.cluster_iou, max_detections=1 << 20, threads=self.threads,
+            threshold=-1e30, iou=self.cluster_iou, grouping=self.grouping,
+            max_detections=1 << 20, threads=self.threads,
         )  # fmt: skip
 
 
@@ -162,14 +164,12 @@ def load_images(paths: list[Path]) -> tuple[list[np.ndarray], list[int]]:
 
 def scan_all(det: Detector, images: list[np.ndarray]) -> tuple[list[np.ndarray], float]:
     """Clustered detections of every image (n, 4) and the total scan+cluster seconds."""
-    from edge_fer.detect import cluster
-
     out = []
     total = 0.0
     for g in images:
         t = time.perf_counter()
         raw = det.raw(g)
-        cl = cluster(raw, det.iou)
+        cl = det.group(raw)
         total += time.perf_counter() - t
         out.append(cl)
     return out, total

@@ -93,6 +93,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="in-plane rotation(s) of the cascade in turns, counter-clockwise (1/32 = 11.25 "
         "deg; several, e.g. 0,1/32,-1/32: windows of every angle are clustered together)",
     )
+    p.add_argument("--grouping", choices=("chain", "greedy"), default=None,
+                   help="how overlapping windows become one face: chain (pico's) or greedy "
+                   "(around the best window) (default: the cascade's setting, else chain)")
+    p.add_argument("--cluster-iou", type=float, default=None, metavar="IOU",
+                   help="overlap above which windows are grouped (default: the cascade's "
+                   "cluster_iou setting, else 0.3)")
     p.add_argument("--scale-factor", type=float, default=None,
                    help="window growth per scale (default: the cascade's setting, else 1.1)")
     p.add_argument(
@@ -138,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
     pick = DetectorPicker(args.cascade, DetectorOptions(
         min_size=args.min_size, max_size=args.max_size, scale_factor=args.scale_factor,
         stride_factor=args.stride_factor, angle=args.angle, threshold=args.threshold,
-        memory=args.memory,
+        memory=args.memory, grouping=args.grouping, cluster_iou=args.cluster_iou,
     ), threads=args.threads)  # fmt: skip
     draw_dir = _draw_target(args.draw, len(paths))
     for path in paths:

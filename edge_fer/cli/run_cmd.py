@@ -48,6 +48,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                    help="scan angle(s) in turns, counter-clockwise (1/32 = 11.25 deg, e.g. "
                    "0,1/32,-1/32 for heads rolled either way; each angle costs a scan, a rotated "
                    "one ~2.5x an upright one; see docs/runtime.md) (default: upright)")
+    g.add_argument("--grouping", choices=("chain", "greedy"), default=None,
+                   help="how overlapping windows become one face: chain (pico's connected "
+                   "components) or greedy (around the best window) (default: the cascade's "
+                   "grouping setting, else chain)")
+    g.add_argument("--cluster-iou", type=float, default=None, metavar="IOU",
+                   help="overlap above which windows are grouped (default: the cascade's "
+                   "cluster_iou setting, else 0.3)")
     g.add_argument(
         "--threshold",
         type=float,
@@ -227,6 +234,8 @@ def options_from_args(args, source: str):
             scale_factor=args.scale_factor,
             stride_factor=args.stride_factor,
             angle=args.angle,
+            grouping=args.grouping,
+            cluster_iou=args.cluster_iou,
             threshold=args.threshold,
             memory=args.memory,
             upscale_to=args.upscale_to,

@@ -1,9 +1,16 @@
-"""Grouping overlapping windows, as the reference `cluster_detections` does.
+"""Grouping overlapping windows into detections.
 
-Windows are joined when their intersection-over-union exceeds `iou` (0.3 in the reference);
-each connected component becomes its mean row, col, size and summed score. All arithmetic is
-float32 step by step, and components come out in the order of their first window, so the output
-matches the reference bit for bit.
+`cluster` is the reference `cluster_detections`: windows are joined when their
+intersection-over-union exceeds `iou` (0.3 in the reference); each connected component becomes
+its mean row, col, size and summed score. All arithmetic is float32 step by step, and components
+come out in the order of their first window, so the output matches the reference bit for bit.
+
+`group_greedy` does not chain: the best-scoring window left takes every remaining window that
+overlaps it by more than `iou`, and that group becomes one detection (mean box, summed score).
+Chains let dense windows join a face to its neighbours (a forehead box, a shoulder), which
+misplaces the box; on held-out WebFaces photos at 320 px the low-resolution cascade found 0.905
+of the faces at 0.5 false positives per image grouped this way, against 0.857 chained
+(benchmarks/bench_grouping.py).
 """
 
 from __future__ import annotations
@@ -78,3 +85,44 @@ def cluster(dets: np.ndarray, iou: float = 0.3) -> np.ndarray:
     """Cluster (n, 4) [row, col, size, score] windows; returns (m, 4) float32."""
     d = np.ascontiguousarray(dets, dtype=np.float32).reshape(-1, 4)
     return cluster_kernel(d, np.float32(iou))
+
+
+@njit(cache=True, nogil=True)
+def greedy_kernel(dets, iou):
+    n = dets.shape[0]
+    order = np.argsort(-dets[:, 3], kind="mergesort")  # stable: ties keep their input order
+    used = np.zeros(n, np.bool_)
+    out = np.empty((n, 4), np.float32)
+    m = 0
+    for a in range(n):
+        i = order[a]
+        if used[i]:
+            continue
+        ri, ci, si = dets[i, 0], dets[i, 1], dets[i, 2]
+        acc = np.zeros(4, np.float32)
+        cnt = 0
+        for b in range(a, n):
+            j = order[b]
+            if used[j] or (j != i and _overlap(ri, ci, si, dets[j, 0], dets[j, 1], dets[j, 2]) <= iou):
+                continue
+            used[j] = True
+            for k in range(4):
+                acc[k] += dets[j, k]
+            cnt += 1
+        c = np.float32(cnt)
+        out[m, 0] = acc[0] / c
+        out[m, 1] = acc[1] / c
+        out[m, 2] = acc[2] / c
+        out[m, 3] = acc[3]
+        m += 1
+    return out[:m]
+
+
+def group_greedy(dets: np.ndarray, iou: float = 0.3) -> np.ndarray:
+    """Group (n, 4) [row, col, size, score] windows around the best ones (no chaining);
+    returns (m, 4) float32, best group first."""
+    d = np.ascontiguousarray(dets, dtype=np.float32).reshape(-1, 4)
+    return greedy_kernel(d, np.float32(iou))
+
+
+GROUPINGS = {"chain": cluster, "greedy": group_greedy}

@@ -14,7 +14,7 @@ import numpy as np
 
 from edge_fer.detect import scan
 from edge_fer.detect.cascade import Cascade
-from edge_fer.detect.cluster import cluster
+from edge_fer.detect.cluster import GROUPINGS
 from edge_fer.detect.grid import ScanGrid, build_grid
 from edge_fer.detect.lanes import run_lanes
 from edge_fer.detect.memory import DetectionMemory
@@ -131,7 +131,8 @@ def warmup() -> float:
         for angle in (0.0, 0.25):
             d = Detector(casc, min_size=8, max_size=16, angle=angle, threshold=0.0)
             d._scan(frame, warm=False)
-        cluster(np.array([[10, 10, 8, 1], [11, 11, 8, 1]], np.float32))
+        for group in GROUPINGS.values():
+            group(np.array([[10, 10, 8, 1], [11, 11, 8, 1]], np.float32), 0.3)
         _warm_seconds = time.perf_counter() - t0
         return _warm_seconds
 
@@ -147,7 +148,9 @@ class Detector:
     the reference quantises it to 1/32 turn), or a sequence of angles: the frame is scanned at
     each and their windows are clustered together (rolled heads; each angle costs a scan).
     threshold applies to clustered scores (summed over
-    the pooled frames when memory > 1). iou is the overlap above which windows are grouped.
+    the pooled frames when memory > 1). iou is the overlap above which windows are grouped:
+    `grouping` "chain" joins chains of overlapping windows (the reference), "greedy" groups
+    around the best-scoring windows (edge_fer.detect.cluster says when each does better).
     threads: None uses numba.get_num_threads() threads (all cores unless set lower) for large
     frames and one for small ones; an int forces that many.
     """
@@ -163,6 +166,7 @@ class Detector:
         threshold: float = 5.0,
         memory: int = 1,
         iou: float = 0.3,
+        grouping: str = "chain",
         max_detections: int = 8192,
         threads: int | None = None,
         min_pixels: float = 1.0,
@@ -181,7 +185,9 @@ class Detector:
         if not _is_int(memory) or not 1 <= memory <= 256:
             raise UserError(f"memory must be an integer number of frames in 1..256, got {memory}")
         if not (0.0 <= iou < 1.0):
-            raise UserError(f"iou must be in [0, 1), got {iou}")
+            raise UserError(f"iou (the overlap that groups windows) must be in [0, 1), got {iou}")
+        if grouping not in GROUPINGS:
+            raise UserError(f"grouping must be one of {', '.join(GROUPINGS)}, got {grouping!r}")
         if not _is_int(max_detections) or max_detections < 1:
             raise UserError(f"max_detections must be >= 1, got {max_detections}")
         if not (math.isfinite(min_pixels) and min_pixels >= 1.0):
@@ -198,6 +204,7 @@ class Detector:
         self.angle = angles[0]
         self.threshold = float(threshold)
         self.iou = float(iou)
+        self.grouping = grouping
         self.max_detections = int(max_detections)
         self.threads = None if threads is None else int(threads)
         self._memory = DetectionMemory(int(memory))
@@ -218,7 +225,7 @@ class Detector:
             self._memory.reset()
             self._shape = gray.shape
         pooled = self._memory.push(raw)
-        clustered = cluster(pooled, self.iou)
+        clustered = self.group(pooled)
         keep = clustered[clustered[:, 3] >= self.threshold]
         order = np.argsort(-keep[:, 3], kind="stable")
         return [Detection(*map(float, keep[i])) for i in order]
@@ -231,6 +238,10 @@ class Detector:
         parts = [self._scan(frame)] + [o._scan(frame) for o in self._other_angles()]
         raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return raw[: self.max_detections]
+
+    def group(self, raw: np.ndarray) -> np.ndarray:
+        """Windows (n, 4) grouped into detections (m, 4) [row, col, size, score], unthresholded."""
+        return GROUPINGS[self.grouping](raw, self.iou)
 
     def reset(self) -> None:
         """Forget the temporal memory (call between unrelated clips)."""

@@ -36,6 +36,10 @@ class DetectorOptions:
     stride_factor: float = 0.1
     # turns (1/32 = 11.25 deg), or several: windows from every angle are clustered together
     angle: float | tuple[float, ...] = 0.0
+    # how windows become detections: "chain" (pico's) or "greedy"; and the overlap that groups
+    # them; None: the cascade's `grouping` / `cluster_iou` settings, else chain and 0.3
+    grouping: str | None = None
+    cluster_iou: float | None = None
     threshold: float | None = None  # on the score pooled over `memory` frames; None: the
     # cascade's recommendation (edge_fer.detect.default_threshold)
     memory: int = 5
@@ -114,6 +118,7 @@ def _number(v) -> bool:
 def load_detector(cascade: str | os.PathLike | None, opts: DetectorOptions,
                   threads: int | None = None):
     from edge_fer.detect import Cascade, Detector, default_threshold
+    from edge_fer.detect.cluster import GROUPINGS
 
     path = resolve_cascade(cascade)
     casc = Cascade.load(path)
@@ -130,6 +135,10 @@ def load_detector(cascade: str | os.PathLike | None, opts: DetectorOptions,
             path, "scale_factor", lambda v: _number(v) and 1.001 <= v <= 10, SCALE_FACTOR),
         stride_factor=opts.stride_factor, angle=opts.angle, threshold=thr,
         memory=opts.memory, threads=threads,
+        grouping=opts.grouping or cascade_setting(
+            path, "grouping", lambda v: isinstance(v, str) and v in GROUPINGS, "chain"),
+        iou=opts.cluster_iou if opts.cluster_iou is not None else cascade_setting(
+            path, "cluster_iou", lambda v: _number(v) and 0 <= v < 1, 0.3),
     )  # fmt: skip
     return det, path
 
@@ -331,6 +340,8 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
         # as resolved (None = "the cascade's recommendation" becomes the value used)
         "detector": {**asdict(opts.detector), "upscale_to": upscale, "upscale_interpolation": interp,
                      "threshold": getattr(detector, "threshold", opts.detector.threshold),
+                     "grouping": getattr(detector, "grouping", opts.detector.grouping),
+                     "cluster_iou": getattr(detector, "iou", opts.detector.cluster_iou),
                      "scale_factor": getattr(detector, "scale_factor", opts.detector.scale_factor)},
         "tracker": {**asdict(opts.tracker), "min_score": min_score},
         "smoothing": opts.smoothing,
