@@ -166,24 +166,6 @@ class DetectOptions:
     max_frames: int | None = None  # stop after this many frames (live sources need it or N faces)
 
 
-def resolve_cascade(cascade: str | os.PathLike | None) -> Path:
-    """The cascade to detect with: the one given, else the bundled one once it ships."""
-    if cascade is None:
-        from edge_fer.detect import default_cascade_path
-
-        p = default_cascade_path()
-        if p is None:
-            raise UserError(
-                "finding faces in --source needs a face cascade and none is bundled yet; "
-                "pass --cascade FILE (e.g. the original pico facefinder)"
-            )
-        return Path(p)
-    p = Path(cascade)
-    if not p.is_file():
-        raise UserError(f"cascade {p}: no such file")
-    return p
-
-
 def _box_id(name: str, frame: int | None, box) -> str:
     x, y, w, h = (round(float(v)) for v in box)
     where = f"#{frame}" if frame is not None else ""
@@ -210,7 +192,7 @@ def from_source(
     import cv2
 
     from edge_fer.runtime.crops import crop_face
-    from edge_fer.runtime.runner import DetectorOptions, DetectorPicker
+    from edge_fer.runtime.runner import DetectorOptions, DetectorPicker, resolve_cascade
     from edge_fer.runtime.sources import open_source, parse_source
 
     opts = detect or DetectOptions()
@@ -222,7 +204,7 @@ def from_source(
     cpath = resolve_cascade(cascade)
     # as edge-fer run: small frames get the low-resolution cascade, and a cascade's .json
     # settings fill what the options leave unset
-    pick = DetectorPicker(None if cascade is None else cpath, DetectorOptions(
+    pick = DetectorPicker(cascade, DetectorOptions(
         min_size=opts.min_size, max_size=opts.max_size, scale_factor=opts.scale_factor,
         stride_factor=opts.stride_factor, angle=opts.angle, threshold=opts.threshold, memory=1,
     ))  # fmt: skip

@@ -302,9 +302,9 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
     try:
         source = open_source(spec, warn=warn, reconnect_timeout=opts.reconnect_timeout)
         short = min(source.width or 0, source.height or 0)
-        if own_detector and cascade_for_frame(opts.cascade, short) != cascade_path:
-            detector, cascade_path = load_detector(cascade_for_frame(opts.cascade, short),
-                                                   opts.detector)  # fmt: skip
+        wanted = cascade_for_frame(opts.cascade, short) if own_detector else cascade_path
+        if wanted != cascade_path:
+            detector, cascade_path = load_detector(wanted, opts.detector)
             upscale = upscale_to(opts.detector.upscale_to, cascade_path)
             interp = upscale_interpolation(opts.detector.upscale_interpolation, cascade_path)
         if opts.detector.scale_factor is None and 0 < short < upscale:
