@@ -39,6 +39,9 @@ CONFIGS = {
         "cluster_iou": 0.3, "threshold": 25.0, "min_score": 130.0},
     "--grouping chain --cluster-iou 0.3 (the defaults until stop 10)": {
         "grouping": "chain", "cluster_iou": 0.3},
+    "--verifier none (the defaults until stop 11: the track score gate, 50)": {"verifier": "none"},
+    "--verifier none --min-track-score 0 (the cascade alone)": {"verifier": "none",
+                                                                "min_score": 0.0},
 }
 
 

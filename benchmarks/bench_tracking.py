@@ -43,6 +43,10 @@ def main(argv: list[str] | None = None) -> int:
                     help="as edge-fer run --grouping (default: the cascade's setting)")
     ap.add_argument("--cluster-iou", type=float, default=None,
                     help="as edge-fer run --cluster-iou (default: the cascade's setting)")
+    ap.add_argument("--verifier", default=None,
+                    help="as edge-fer run --verifier (default: the cascade's setting; none: off)")
+    ap.add_argument("--verifier-min-prob", type=float, default=None,
+                    help="as edge-fer run --verifier-min-prob")
     ap.add_argument("--label", default="defaults", help="name of this configuration in the JSON")
     ap.add_argument("--no-save", action="store_true", help="print only")
     args = ap.parse_args(argv)
@@ -66,6 +70,8 @@ def main(argv: list[str] | None = None) -> int:
             opts.tracker.min_score = args.min_track_score
             opts.detector.grouping = args.grouping
             opts.detector.cluster_iou = args.cluster_iou
+            opts.detector.verifier = args.verifier
+            opts.detector.verifier_min_prob = args.verifier_min_prob
             if args.angles:
                 opts.detector.angle = parse_angles(args.angles)
             s = run_video(opts, handle_signals=False).summary
@@ -75,7 +81,8 @@ def main(argv: list[str] | None = None) -> int:
             rows[clip] = r
     print(f"{args.label}: cascade {args.cascade or 'bundled'}, threshold "
           f"{args.threshold or 'default'}, upscale-to {args.upscale_to}, memory {args.memory}, "
-          f"min track score {args.min_track_score}")  # fmt: skip
+          f"min track score {args.min_track_score}, verifier {args.verifier or 'default'} "
+          f"{args.verifier_min_prob or ''}")  # fmt: skip
     print("| clip | frames | found | face ids | id switches | other boxes / frame | tracks |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for clip, r in rows.items():
@@ -87,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
                            "upscale_to": args.upscale_to, "memory": args.memory,
                            "min_track_score": args.min_track_score, "angle": args.angles,
                            "grouping": args.grouping, "cluster_iou": args.cluster_iou,
+                           "verifier": args.verifier, "verifier_min_prob": args.verifier_min_prob,
                            "clips": rows}  # fmt: skip
         RESULTS.write_text(json.dumps(old, indent=2) + "\n")
         print(f"saved {RESULTS.relative_to(ROOT)}")

@@ -99,6 +99,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--cluster-iou", type=float, default=None, metavar="IOU",
                    help="overlap above which windows are grouped (default: the cascade's "
                    "cluster_iou setting, else 0.3)")
+    p.add_argument("--verifier", default=None, metavar="ONNX|none",
+                   help="face verifier behind the cascade, as edge-fer run --verifier (default: "
+                   "the cascade's verifier setting)")
+    p.add_argument("--verifier-min-prob", type=float, default=None, metavar="P",
+                   help="as edge-fer run --verifier-min-prob (default: the cascade's setting)")
     p.add_argument("--scale-factor", type=float, default=None,
                    help="window growth per scale (default: the cascade's setting, else 1.1)")
     p.add_argument(
@@ -145,6 +150,7 @@ def run(args: argparse.Namespace) -> int:
         min_size=args.min_size, max_size=args.max_size, scale_factor=args.scale_factor,
         stride_factor=args.stride_factor, angle=args.angle, threshold=args.threshold,
         memory=args.memory, grouping=args.grouping, cluster_iou=args.cluster_iou,
+        verifier=args.verifier, verifier_min_prob=args.verifier_min_prob,
     ), threads=args.threads)  # fmt: skip
     draw_dir = _draw_target(args.draw, len(paths))
     for path in paths:

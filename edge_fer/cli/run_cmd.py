@@ -84,6 +84,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         help="how --upscale-to enlarges a frame (default auto: the cascade's recommendation "
         "from its .json settings, else linear)",
     )
+    g.add_argument("--verifier", default=None, metavar="ONNX|none",
+                   help="face verifier behind the cascade: a small CNN that drops detections that "
+                   "are not faces and moves boxes onto the face (default: the cascade's verifier "
+                   "setting: face_verify.onnx for face_lowres.pico, none for face_default.pico)")
+    g.add_argument("--verifier-min-prob", type=float, default=None, metavar="P",
+                   help="drop detections the verifier gives a face probability under P "
+                   "(default: the cascade's verifier_min_prob setting, else 0.5)")
     g = p.add_argument_group("tracker and smoothing")
     g.add_argument("--iou", type=float, default=0.2, help="IoU to continue a track (0.2)")
     g.add_argument(
@@ -101,7 +108,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="S",
         help="report a track only while the moving average of its detection scores is at least "
-        "S (default: the cascade's track_min_score setting, else no such gate)",
+        "S (default: the cascade's track_min_score setting when no --verifier runs, else no "
+        "such gate)",
     )
     g.add_argument(
         "--hold",
@@ -240,6 +248,8 @@ def options_from_args(args, source: str):
             memory=args.memory,
             upscale_to=args.upscale_to,
             upscale_interpolation=args.upscale_interpolation,
+            verifier=args.verifier,
+            verifier_min_prob=args.verifier_min_prob,
         ),
         tracker=TrackerOptions(iou=args.iou, min_hits=args.min_hits, max_misses=args.max_misses,
                                hold=args.hold, min_score=args.min_track_score),

@@ -239,10 +239,11 @@ class Pipeline:
             if short < self.detect_min_side:  # small frames: detect on an upscaled copy
                 scale = self.detect_min_side / short
                 gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=self.detect_upscale)
-            dets = self.detector.detect(gray)
+            dets = np.array([d[:4] for d in self.detector.detect(gray)], np.float64).reshape(-1, 4)
             t1 = time.perf_counter()
-            boxes = np.array([[d.x, d.y, d.w, d.h, d.score] for d in dets], np.float64).reshape(
-                -1, 5
+            half = dets[:, 2] / 2  # rows, cols, sizes -> x, y, w, h boxes
+            boxes = np.column_stack(
+                [dets[:, 1] - half, dets[:, 0] - half, dets[:, 2], dets[:, 2], dets[:, 3]]
             )
             boxes[:, :4] /= scale
             if self.nested_overlap > 0:

@@ -49,6 +49,10 @@ class DetectorOptions:
     # auto: the cascade's recommendation (its .json settings), else linear (cascades differ:
     # on 01-2.avi facefinder found more on a smooth enlargement, face_default.pico on blocky pixels)
     upscale_interpolation: str = "auto"
+    # a face verifier (ONNX) behind the cascade: None: the cascade's `verifier` setting;
+    # "none": off; else a path. verifier_min_prob None: the cascade's `verifier_min_prob`, or 0.5
+    verifier: str | None = None
+    verifier_min_prob: float | None = None
 
 
 @dataclass
@@ -140,6 +144,11 @@ def load_detector(cascade: str | os.PathLike | None, opts: DetectorOptions,
         iou=opts.cluster_iou if opts.cluster_iou is not None else cascade_setting(
             path, "cluster_iou", lambda v: _number(v) and 0 <= v < 1, 0.3),
     )  # fmt: skip
+    verifier = load_verifier(opts.verifier, opts.verifier_min_prob, path)
+    if verifier is not None:
+        from edge_fer.detect.verifier import VerifiedDetector
+
+        return VerifiedDetector(det, verifier), path
     return det, path
 
 
@@ -187,6 +196,27 @@ class DetectorPicker:
             det.reset()  # type: ignore[attr-defined]
 
 
+def load_verifier(choice: str | None, min_prob: float | None, cascade_path):
+    """The face verifier to run behind `cascade_path`'s detections, or None: `choice` None takes
+    the cascade's `verifier` setting (a file next to the cascade), "none" turns it off."""
+    from edge_fer.detect.verifier import Verifier
+
+    if choice is not None and str(choice).lower() == "none":
+        return None
+    path: Path | None = Path(choice) if choice is not None else None
+    if path is None:
+        name = cascade_setting(cascade_path, "verifier", lambda v: isinstance(v, str) and v, None)
+        if name is None or cascade_path is None:
+            return None
+        path = Path(cascade_path).parent / name
+    if min_prob is None:
+        min_prob = float(cascade_setting(cascade_path, "verifier_min_prob",
+                                         lambda v: _number(v) and 0 <= v <= 1, 0.5))  # fmt: skip
+    elif not 0.0 <= min_prob <= 1.0:
+        raise UserError(f"--verifier-min-prob must be in [0, 1], got {min_prob}")
+    return Verifier.load(path, min_prob=min_prob)
+
+
 def upscale_to(choice: int | None, cascade_path) -> int:
     """None -> the cascade's `upscale_to` setting (0: never), else 240."""
     if choice is not None:
@@ -194,10 +224,14 @@ def upscale_to(choice: int | None, cascade_path) -> int:
     return int(cascade_setting(cascade_path, "upscale_to", lambda v: _number(v) and v >= 0, 240))
 
 
-def track_min_score(choice: float | None, cascade_path) -> float | None:
-    """None -> the cascade's `track_min_score` setting, else no gate."""
+def track_min_score(choice: float | None, cascade_path, verified: bool = False) -> float | None:
+    """None -> the cascade's `track_min_score` setting, else no gate. The setting gates the
+    cascade's own detections: behind a verifier (`verified`) there is none unless asked for, as
+    the verifier already turned away the steady background boxes the gate was for."""
     if choice is not None:
         return float(choice)
+    if verified:
+        return None
     v = cascade_setting(cascade_path, "track_min_score", _number, None)
     return None if v is None else float(v)
 
@@ -308,7 +342,7 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
             upscale = upscale_to(opts.detector.upscale_to, cascade_path)
             interp = upscale_interpolation(opts.detector.upscale_interpolation, cascade_path)
         if opts.detector.scale_factor is None and 0 < short < upscale:
-            detector.scale_factor = LOWRES_SCALE_FACTOR
+            getattr(detector, "detector", detector).scale_factor = LOWRES_SCALE_FACTOR
         startup = warm_up(
             detector, classifier, source.width, source.height, upscale
         )
@@ -332,7 +366,8 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
         if own_classifier:
             classifier.close()
         raise
-    min_score = track_min_score(opts.tracker.min_score, cascade_path)
+    min_score = track_min_score(opts.tracker.min_score, cascade_path,
+                                verified=getattr(detector, "verifier", None) is not None)  # fmt: skip
     info = {
         "model": _model_info(classifier),
         "backend": getattr(getattr(classifier, "backend", None), "name", opts.backend),
@@ -344,6 +379,7 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
                      "cluster_iou": getattr(detector, "iou", opts.detector.cluster_iou),
                      "scale_factor": getattr(detector, "scale_factor", opts.detector.scale_factor)},
         "tracker": {**asdict(opts.tracker), "min_score": min_score},
+        "verifier": _verifier_info(getattr(detector, "verifier", None)),
         "smoothing": opts.smoothing,
         "startup_s": round(startup, 3),
     }
@@ -370,6 +406,12 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
         source.close()
         if own_classifier:
             classifier.close()
+
+
+def _verifier_info(verifier) -> dict | None:
+    if verifier is None:
+        return None
+    return {"path": str(verifier.path), "min_prob": verifier.min_prob}
 
 
 def _model_info(classifier) -> dict:

@@ -1,0 +1,198 @@
+"""A second look at each detected face: a small CNN that scores every grouped detection as face or
+not and moves its box onto the face (the refinement stage of MTCNN-style cascades, Zhang et al.
+2016, behind a PICO first stage).
+
+    ver = Verifier.load("edge_fer/assets/face_verify.onnx")
+    prob, boxes = ver(gray, dets)      # dets (n, 4+) row, col, size[, score] -> prob (n,), (n, 3)
+    kept = ver.filter(gray, dets)      # refined, scored, thresholded and de-duplicated
+
+Why: a pico cascade on small, washed-out faces also fires on foreheads, hair and bookshelves,
+and its window clusters split one face into two (the forehead above, the face below); the
+cascade's score cannot tell those apart from a weak face. The verifier sees each detection with
+its surroundings (`CONTEXT` x the box), so a forehead box is moved down onto the face and
+merges with the face's own box, and a background box gets a low probability.
+
+The crops (`crop_windows`) and their normalisation (`normalize`) are shared by training
+(`edge_fer.train.verifier`) and the runtime, so both see the same pixels. Runtime needs only
+numpy, OpenCV and ONNX Runtime.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_fer.errors import UserError
+
+CONTEXT = 1.5  # crop side / box side: the forehead-or-face question needs what is around the box
+SIZE = 32  # crop side in pixels
+
+
+def crop_windows(gray: np.ndarray, dets: np.ndarray, context: float = CONTEXT,
+                 size: int = SIZE) -> np.ndarray:  # fmt: skip
+    """uint8 (n, size, size) crops centred on each detection (row, col, side), `context` x its
+    side, edges replicated where the crop leaves the frame."""
+    d = np.asarray(dets, np.float64).reshape(len(dets), -1) if len(dets) else np.zeros((0, 3))
+    out = np.empty((len(d), size, size), np.uint8)
+    h, w = gray.shape[:2]
+    for i, (r, c, s) in enumerate(d[:, :3]):
+        half = max(context * s / 2, 1.0)
+        y0, y1 = int(round(r - half)), int(round(r + half))
+        x0, x1 = int(round(c - half)), int(round(c + half))
+        y1, x1 = max(y1, y0 + 1), max(x1, x0 + 1)
+        roi = gray[max(y0, 0): min(y1, h), max(x0, 0): min(x1, w)]
+        if roi.size == 0:  # entirely outside: a flat crop scores as nothing
+            out[i] = 0
+            continue
+        pads = (max(0, -y0), max(0, y1 - h), max(0, -x0), max(0, x1 - w))
+        if any(pads):
+            roi = cv2.copyMakeBorder(roi, *pads, cv2.BORDER_REPLICATE)
+        interp = cv2.INTER_AREA if roi.shape[0] > size else cv2.INTER_LINEAR
+        out[i] = cv2.resize(roi, (size, size), interpolation=interp)
+    return out
+
+
+def normalize(crops: np.ndarray) -> np.ndarray:
+    """float32 (n, 1, size, size): each crop minus its mean, over its spread (floored, so flat
+    walls stay flat instead of becoming amplified noise)."""
+    x = np.asarray(crops, np.float32)
+    m = x.mean(axis=(1, 2), keepdims=True)
+    s = x.std(axis=(1, 2), keepdims=True)
+    return ((x - m) / (s + 10.0))[:, None]
+
+
+def apply_offsets(dets: np.ndarray, offsets: np.ndarray) -> np.ndarray:
+    """Boxes (n, 3) row, col, size moved by the network's offsets (drow, dcol in box sides,
+    log of the size ratio)."""
+    d = np.asarray(dets, np.float64)[:, :3]
+    o = np.asarray(offsets, np.float64)
+    s = d[:, 2]
+    return np.stack([d[:, 0] + o[:, 0] * s, d[:, 1] + o[:, 1] * s,
+                     s * np.exp(np.clip(o[:, 2], -1.0, 1.0))], axis=1)  # fmt: skip
+
+
+def offsets_to(dets: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """The offsets (n, 3) that move boxes `dets` onto `target` (both row, col, size): the
+    training targets of the box regression, the inverse of `apply_offsets`."""
+    d = np.asarray(dets, np.float64)[:, :3]
+    t = np.asarray(target, np.float64)[:, :3]
+    return np.stack([(t[:, 0] - d[:, 0]) / d[:, 2], (t[:, 1] - d[:, 1]) / d[:, 2],
+                     np.log(t[:, 2] / d[:, 2])], axis=1)  # fmt: skip
+
+
+def nms(dets: np.ndarray, iou: float) -> np.ndarray:
+    """Indices of rows (row, col, size, score...) kept by greedy non-maximum suppression on
+    the square boxes, best score (column 3) first."""
+    d = np.asarray(dets, np.float64)
+    order = np.argsort(-d[:, 3], kind="stable")
+    keep: list[int] = []
+    for i in order:
+        r, c, s = d[i, :3]
+        ok = True
+        for j in keep:
+            r2, c2, s2 = d[j, :3]
+            dr = min(r + s / 2, r2 + s2 / 2) - max(r - s / 2, r2 - s2 / 2)
+            dc = min(c + s / 2, c2 + s2 / 2) - max(c - s / 2, c2 - s2 / 2)
+            inter = max(dr, 0.0) * max(dc, 0.0)
+            if inter / (s * s + s2 * s2 - inter) > iou:
+                ok = False
+                break
+        if ok:
+            keep.append(int(i))
+    return np.array(keep, np.int64)
+
+
+class Verifier:
+    """The ONNX face verifier. `min_prob`: detections below it are dropped by `filter`;
+    `nms_iou`: refined boxes overlapping more than this are one face (the best-scoring kept)."""
+
+    def __init__(self, session, *, min_prob: float = 0.5, nms_iou: float = 0.3, passes: int = 2,
+                 context: float = CONTEXT, size: int = SIZE) -> None:  # fmt: skip
+        self.session = session
+        self.path: Path | None = None
+        self.input = session.get_inputs()[0].name
+        self.min_prob = float(min_prob)
+        self.nms_iou = float(nms_iou)
+        self.passes = max(1, int(passes))
+        self.context = float(context)
+        self.size = int(size)
+
+    @classmethod
+    def load(cls, path: str | Path, **kw) -> Verifier:
+        import onnxruntime as ort
+
+        p = Path(path)
+        if not p.is_file():
+            raise UserError(f"face verifier not found: {p}")
+        opts = ort.SessionOptions()
+        # a handful of 32x32 crops per frame: one thread, no pool to wake
+        opts.intra_op_num_threads = 1
+        opts.inter_op_num_threads = 1
+        try:
+            sess = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own types for bad files
+            raise UserError(f"{p}: not a loadable ONNX face verifier ({exc})") from None
+        meta = sess.get_modelmeta().custom_metadata_map
+        if "edge_fer_verifier" in meta:
+            cfg = json.loads(meta["edge_fer_verifier"])
+            kw.setdefault("context", cfg.get("context", CONTEXT))
+            kw.setdefault("size", cfg.get("size", SIZE))
+        ver = cls(sess, **kw)
+        ver.path = p
+        return ver
+
+    def __call__(self, gray: np.ndarray, dets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(probability of a face (n,), refined boxes (n, 3) row, col, size) for detections
+        (n, 3+) row, col, size."""
+        d = np.asarray(dets, np.float64).reshape(len(dets), -1) if len(dets) else np.zeros((0, 3))
+        if not len(d):
+            return np.zeros(0), np.zeros((0, 3))
+        boxes = d[:, :3]
+        for _ in range(self.passes):
+            # a box half on the face (IoU 0.3-0.5) is moved towards it first, then judged where
+            # it landed: its first crop shows mostly forehead or chin
+            x = normalize(crop_windows(gray, boxes, self.context, self.size))
+            out = self.session.run(None, {self.input: x})[0]
+            boxes = apply_offsets(boxes, out[:, 1:4])
+        prob = 1.0 / (1.0 + np.exp(-np.clip(out[:, 0].astype(np.float64), -50, 50)))
+        return prob, boxes
+
+    def filter(self, gray: np.ndarray, dets: np.ndarray) -> np.ndarray:
+        """Detections (row, col, size, score) refined, kept when the verifier's probability is
+        at least `min_prob`, de-duplicated (one face that the cascade split into two clusters
+        refines to one box); the score column is kept, the probability appended: (k, 5)."""
+        d = np.asarray(dets, np.float64).reshape(len(dets), -1) if len(dets) else np.zeros((0, 4))
+        if not len(d):
+            return np.zeros((0, 5))
+        prob, boxes = self(gray, d)
+        ok = prob >= self.min_prob
+        rows = np.column_stack([boxes[ok], d[ok, 3], prob[ok]])
+        if len(rows) > 1:
+            # duplicates: the better cascade score wins (the summed windows of the face itself)
+            rows = rows[nms(rows, self.nms_iou)]
+        return rows
+
+
+class VerifiedDetector:
+    """A `Detector` whose detections pass a `Verifier`: the same `detect(gray)` / `reset()`, the
+    boxes refined and the rejected ones gone; other attributes are the detector's."""
+
+    def __init__(self, detector, verifier: Verifier) -> None:
+        self.detector = detector
+        self.verifier = verifier
+
+    def detect(self, gray: np.ndarray) -> list:
+        from edge_fer.detect.detector import Detection
+
+        d = np.array([x[:4] for x in self.detector.detect(gray)], np.float64).reshape(-1, 4)
+        rows = self.verifier.filter(gray, d) if len(d) else np.zeros((0, 5))
+        return [Detection(*map(float, r[:4])) for r in rows[np.argsort(-rows[:, 3], kind="stable")]]
+
+    def reset(self) -> None:
+        self.detector.reset()
+
+    def __getattr__(self, name: str):
+        return getattr(self.__dict__["detector"], name)

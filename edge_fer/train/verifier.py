@@ -1,0 +1,211 @@
+"""Train the face verifier (`edge_fer.detect.verifier`) on crops mined by
+`edge_fer.cascade_train.verifier_data`, and export it to ONNX.
+
+    python -m edge_fer.train.verifier runs/verifier/data runs/verifier/model [--epochs 12]
+
+One small CNN, two heads: face-or-not (binary cross-entropy on faces and non-faces) and the box
+offsets onto the face (smooth L1 on faces and parts). The epoch kept is the one with the lowest
+loss on `sel.npz` (training images held out by name); the checkpoint (safetensors) is written
+every epoch and the run resumes from it. Output: `verifier.onnx` with its crop settings in the
+ONNX metadata, `train.json` with the per-epoch figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+REG_WEIGHT = 2.0  # offsets are ~0.05-0.3 box sides: their loss is small next to the class loss
+# web photos hold upright heads; cameras see them rolled: half the crops are turned by up to this
+ROLL_DEG = 30.0
+
+
+def build_model():
+    import torch.nn as nn
+
+    def block(i: int, o: int) -> list:
+        return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
+
+    return nn.Sequential(
+        *block(1, 16), nn.MaxPool2d(2),  # 16x16
+        *block(16, 32), nn.MaxPool2d(2),  # 8x8
+        *block(32, 64), nn.MaxPool2d(2),  # 4x4
+        *block(64, 64),
+        nn.Flatten(), nn.Linear(64 * 16, 128), nn.ReLU(inplace=True), nn.Linear(128, 4),
+    )  # fmt: skip
+
+
+def load_split(path: Path):
+    import torch
+
+    from edge_fer.detect.verifier import normalize
+
+    d = np.load(path)
+    x = torch.from_numpy(normalize(d["x"]))
+    return x, torch.from_numpy(d["y"].astype(np.int64)), torch.from_numpy(d["offsets"])
+
+
+def roll(x, off, max_deg: float, gen):
+    """Turn half the crops (n, 1, s, s) about their centre by up to `max_deg` degrees, the face
+    offsets (drow, dcol) with them; the size offset is unchanged."""
+    import torch
+    import torch.nn.functional as F
+
+    n = len(x)
+    ang = (torch.rand(n, generator=gen) * 2 - 1) * (max_deg * torch.pi / 180)
+    ang = ang * (torch.rand(n, generator=gen) < 0.5)
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    # affine_grid samples the input at R @ (x, y) of each output pixel: content at q moves to
+    # R^T q, and so does the face centre (normalised coordinates scale alike on a square crop)
+    theta = torch.stack([torch.stack([cos, -sin, torch.zeros(n)], 1),
+                         torch.stack([sin, cos, torch.zeros(n)], 1)], 1)  # fmt: skip
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
+    dc, dr = off[:, 1], off[:, 0]
+    off = torch.stack([-sin * dc + cos * dr, cos * dc + sin * dr, off[:, 2]], 1)
+    return x, off
+
+
+def losses(out, y, off):
+    import torch
+    import torch.nn.functional as F
+
+    cls = y >= 0
+    lc = F.binary_cross_entropy_with_logits(out[cls, 0], y[cls].float()) if cls.any() else out.sum() * 0
+    reg = y != 0
+    lr = (F.smooth_l1_loss(out[reg, 1:], off[reg], beta=0.05) if reg.any()
+          else out.sum() * 0)  # fmt: skip
+    return lc, lr
+
+
+def evaluate(model, x, y, off, batch: int = 2048) -> dict:
+    import torch
+
+    model.eval()
+    outs = []
+    with torch.no_grad():
+        for i in range(0, len(x), batch):
+            outs.append(model(x[i: i + batch]))
+    out = torch.cat(outs)
+    lc, lr = losses(out, y, off)
+    p = torch.sigmoid(out[:, 0])
+    pos, neg = y == 1, y == 0
+    reg = y != 0
+    err = (out[reg, 1:] - off[reg]).abs().mean(0).tolist() if reg.any() else [0, 0, 0]
+    return {"loss": float(lc + REG_WEIGHT * lr), "cls_loss": float(lc), "reg_loss": float(lr),
+            "face_recall@0.5": float((p[pos] >= 0.5).float().mean()),
+            "non_face_rejected@0.5": float((p[neg] < 0.5).float().mean()),
+            "offset_mae_before": off[reg].abs().mean(0).tolist(), "offset_mae_after": err}  # fmt: skip
+
+
+def train(data: Path, out: Path, epochs: int = 12, batch: int = 256, lr: float = 2e-3,
+          seed: int = 0, threads: int | None = None) -> dict:  # fmt: skip
+    import torch
+
+    from edge_fer.train.checkpoint import load_checkpoint, save_checkpoint
+
+    if threads:
+        torch.set_num_threads(threads)
+    torch.manual_seed(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    xt, yt, ot = load_split(data / "train.npz")
+    xs, ys, os_ = load_split(data / "sel.npz")
+    model = build_model()
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
+    steps = epochs * ((len(xt) + batch - 1) // batch)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
+    ckpt, best_path = out / "last.safetensors", out / "best.safetensors"
+    state = {"epoch": 0, "history": [], "best": None, "seed": seed, "epochs": epochs}
+    if ckpt.is_file():
+        state = load_checkpoint(ckpt, model, opt)
+        for _ in range(state["epoch"] * ((len(xt) + batch - 1) // batch)):
+            sched.step()
+        print(f"resumed after epoch {state['epoch']}", flush=True)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(state["epoch"]):
+        torch.randperm(len(xt), generator=gen)
+    for epoch in range(state["epoch"] + 1, epochs + 1):
+        model.train()
+        t0 = time.time()
+        perm = torch.randperm(len(xt), generator=gen)
+        tot = 0.0
+        for k, i in enumerate(range(0, len(xt), batch)):
+            idx = perm[i: i + batch]
+            x, y, o = xt[idx].clone(), yt[idx], ot[idx].clone()
+            flip = torch.rand(len(idx), generator=gen) < 0.5
+            x[flip] = x[flip].flip(-1)
+            o[flip, 1] = -o[flip, 1]  # a mirrored crop's face moves the other way
+            if ROLL_DEG:
+                x, o = roll(x, o, ROLL_DEG, gen)
+            x = x + 0.05 * torch.randn(x.shape, generator=gen)
+            lc, lr_ = losses(model(x), y, o)
+            loss = lc + REG_WEIGHT * lr_
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+            tot += float(loss.detach())
+            if k % 100 == 0:
+                print(f"epoch {epoch} batch {k}: loss {tot / (k + 1):.4f}", flush=True)
+        ev = evaluate(model, xs, ys, os_)
+        ev.update(epoch=epoch, train_loss=tot / (k + 1), seconds=round(time.time() - t0, 1))
+        state["history"].append(ev)
+        state["epoch"] = epoch
+        if state["best"] is None or ev["loss"] < state["history"][state["best"] - 1]["loss"]:
+            state["best"] = epoch
+            save_checkpoint(best_path, model, None, state)
+        save_checkpoint(ckpt, model, opt, state)
+        print(json.dumps(ev), flush=True)
+    load_checkpoint(best_path, model, None)
+    export_onnx(model, out / "verifier.onnx", {"epoch": state["best"], "seed": seed,
+                                               "sel": state["history"][state["best"] - 1]})
+    (out / "train.json").write_text(json.dumps(state, indent=2) + "\n")
+    return state
+
+
+def export_onnx(model, path: Path, info: dict) -> None:
+    import onnx
+    import torch
+
+    from edge_fer.detect.verifier import CONTEXT, SIZE
+
+    model.eval()
+    tmp = path.with_suffix(".tmp.onnx")
+    torch.onnx.export(model, torch.zeros(1, 1, SIZE, SIZE), str(tmp), input_names=["crops"],
+                      output_names=["logit_offsets"], opset_version=17,
+                      dynamic_axes={"crops": {0: "n"}, "logit_offsets": {0: "n"}}, dynamo=False)  # fmt: skip
+    proto = onnx.load(str(tmp))
+    entry = proto.metadata_props.add()
+    entry.key = "edge_fer_verifier"
+    entry.value = json.dumps({"context": CONTEXT, "size": SIZE, **info})
+    onnx.save(proto, str(path))
+    tmp.unlink()
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("data", help="folder with train.npz and sel.npz (verifier_data's output)")
+    ap.add_argument("out", help="output folder (checkpoints, verifier.onnx, train.json)")
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--batch", type=int, default=256)
+    ap.add_argument("--lr", type=float, default=2e-3)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=None)
+    args = ap.parse_args(argv)
+    data = Path(args.data)
+    for f in ("train.npz", "sel.npz"):
+        if not (data / f).is_file():
+            print(f"verifier: error: {data / f} not found (run edge_fer.cascade_train.verifier_data)",
+                  file=sys.stderr)  # fmt: skip
+            return 2
+    train(data, Path(args.out), args.epochs, args.batch, args.lr, args.seed, args.threads)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
