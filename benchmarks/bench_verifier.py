@@ -18,7 +18,6 @@ import sys
 import time
 from pathlib import Path
 
-import cv2
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -33,8 +32,12 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--verifier", default=str(ASSETS / "face_verify.onnx"))
     ap.add_argument("--images", type=int, default=0, help="validation images (0: all)")
-    ap.add_argument("--min-prob", type=float, default=None,
-                    help="verifier threshold (default: the cascade's verifier_min_prob)")
+    ap.add_argument(
+        "--min-prob",
+        type=float,
+        default=None,
+        help="verifier threshold (default: the cascade's verifier_min_prob)",
+    )
     ap.add_argument("--passes", type=int, default=2, help="verifier passes (default 2)")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
@@ -82,24 +85,42 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{side or 'full'} {name}: " + ", ".join(f"{o['recall']:.3f} @{o['fppi']}"
                                                          for o in at)
                   + f"; all kept: recall {rec:.3f} at {fppi:.3f} FP/image", flush=True)  # fmt: skip
-        print(f"  verifier: {1000 * t_ver / max(len(ims), 1):.2f} ms per image, "
-              f"{n_dets / max(len(ims), 1):.1f} detections per image", flush=True)
-    print(f"\n{len(images)} WebFaces validation images, min_prob {min_prob}; "
-          "recall at false positives per image (IoU >= 0.5)")
-    print("| size | detector | " + " | ".join(f"@{f}" for f in FPPI) + " | all kept: recall, FP/image |")
+        print(
+            f"  verifier: {1000 * t_ver / max(len(ims), 1):.2f} ms per image, "
+            f"{n_dets / max(len(ims), 1):.1f} detections per image",
+            flush=True,
+        )
+    print(
+        f"\n{len(images)} WebFaces validation images, min_prob {min_prob}; "
+        "recall at false positives per image (IoU >= 0.5)"
+    )
+    print(
+        "| size | detector | "
+        + " | ".join(f"@{f}" for f in FPPI)
+        + " | all kept: recall, FP/image |"
+    )
     print("|---|---|" + "---:|" * len(FPPI) + "---|")
     for r in rows:
         print(f"| {r['size']} | {r['detector']} | "
               + " | ".join(f"{o['recall']:.3f}" for o in r["at_fppi"])
               + f" | {r['all']['recall']:.3f}, {r['all']['fppi']:.3f} |")  # fmt: skip
     if not args.no_save:
-        RESULTS.write_text(json.dumps({"images": len(images), "verifier": args.verifier,
-                                       "min_prob": min_prob, "passes": args.passes,
-                                       "rows": rows}, indent=2) + "\n")
+        RESULTS.write_text(
+            json.dumps(
+                {
+                    "images": len(images),
+                    "verifier": args.verifier,
+                    "min_prob": min_prob,
+                    "passes": args.passes,
+                    "rows": rows,
+                },
+                indent=2,
+            )
+            + "\n"
+        )
         print(f"saved {RESULTS.relative_to(ROOT)}")
     return 0
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent))
     sys.exit(main())

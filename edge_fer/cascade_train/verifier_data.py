@@ -38,18 +38,6 @@ def degrade(gray: np.ndarray, side: int, rng: np.random.Generator) -> tuple[np.n
     return (cv2.imdecode(enc, cv2.IMREAD_GRAYSCALE) if ok else g), k
 
 
-def box_iou(dets: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """IoU (n, m) of square boxes row, col, size."""
-    if not len(dets) or not len(faces):
-        return np.zeros((len(dets), len(faces)))
-    r, c, s = (dets[:, i][:, None] for i in range(3))
-    fr, fc, fs = (faces[:, i][None] for i in range(3))
-    dr = np.minimum(r + s / 2, fr + fs / 2) - np.maximum(r - s / 2, fr - fs / 2)
-    dc = np.minimum(c + s / 2, fc + fs / 2) - np.maximum(c - s / 2, fc - fs / 2)
-    inter = np.clip(dr, 0, None) * np.clip(dc, 0, None)
-    return inter / (s * s + fs * fs - inter)
-
-
 class Miner:
     def __init__(self, cascade: str | Path, seed: int, variants: int = 2) -> None:
         from edge_fer.detect import Cascade, cascade_settings
@@ -69,14 +57,14 @@ class Miner:
         self.offsets: list[np.ndarray] = []
 
     def add(self, gray: np.ndarray, faces: np.ndarray, jitter: int = 2) -> None:
-        from edge_fer.detect.verifier import crop_windows, offsets_to
+        from edge_fer.detect.verifier import crop_windows, offsets_to, square_iou
 
         for _ in range(self.variants):
             side = int(self.rng.integers(160, 481))
             g, k = degrade(gray, side, self.rng)
             f = faces * k if len(faces) else np.zeros((0, 3))
             dets = self.det.group(self.det.raw(g))[:, :3].astype(np.float64)
-            ious = box_iou(dets, f)
+            ious = square_iou(dets, f)
             best = ious.argmax(axis=1) if f.size else np.zeros(len(dets), int)
             top = ious.max(axis=1) if f.size else np.zeros(len(dets))
             small = f[best, 2] < self.min_face if f.size else np.zeros(len(dets), bool)
@@ -95,7 +83,7 @@ class Miner:
                 jit = np.stack([j[:, 0] + self.rng.uniform(-1, 1, len(j)) * amp * s,
                                 j[:, 1] + self.rng.uniform(-1, 1, len(j)) * amp * s,
                                 s * np.exp(self.rng.uniform(-1.5, 1.5, len(j)) * amp)], axis=1)  # fmt: skip
-                ji = box_iou(jit, f)
+                ji = square_iou(jit, f)
                 top, tgt = ji.max(axis=1), f[ji.argmax(axis=1)]
                 jl = np.where(top >= POS_IOU, 1, np.where(top < NEG_IOU, 0, -1)).astype(np.int8)
                 jo = offsets_to(jit, tgt)
@@ -144,7 +132,9 @@ def mine(webfaces: str | Path, backgrounds: str | Path, out: str | Path, cascade
             g = cv2.imread(str(im.path), cv2.IMREAD_GRAYSCALE)
             if g is None:
                 continue
-            m.add(g, np.array([[f.row, f.col, f.size] for f in im.faces], np.float64).reshape(-1, 3))
+            m.add(
+                g, np.array([[f.row, f.col, f.size] for f in im.faces], np.float64).reshape(-1, 3)
+            )
             if i % 500 == 0:
                 print(f"{name}: {i}/{len(ims)} images, {time.time() - t0:.0f} s", flush=True)
         m.variants = 6  # few scenes, many scales: the cascade's false positives come from them

@@ -40,10 +40,10 @@ def crop_windows(gray: np.ndarray, dets: np.ndarray, context: float = CONTEXT,
     h, w = gray.shape[:2]
     for i, (r, c, s) in enumerate(d[:, :3]):
         half = max(context * s / 2, 1.0)
-        y0, y1 = int(round(r - half)), int(round(r + half))
-        x0, x1 = int(round(c - half)), int(round(c + half))
+        y0, y1 = round(r - half), round(r + half)
+        x0, x1 = round(c - half), round(c + half)
         y1, x1 = max(y1, y0 + 1), max(x1, x0 + 1)
-        roi = gray[max(y0, 0): min(y1, h), max(x0, 0): min(x1, w)]
+        roi = gray[max(y0, 0) : min(y1, h), max(x0, 0) : min(x1, w)]
         if roi.size == 0:  # entirely outside: a flat crop scores as nothing
             out[i] = 0
             continue
@@ -83,24 +83,28 @@ def offsets_to(dets: np.ndarray, target: np.ndarray) -> np.ndarray:
                      np.log(t[:, 2] / d[:, 2])], axis=1)  # fmt: skip
 
 
+def square_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """IoU (n, m) of square boxes given as rows (row, col, size, ...)."""
+    a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    if not len(a) or not len(b):
+        return np.zeros((len(a), len(b)))
+    r, c, s = (a[:, i][:, None] for i in range(3))
+    r2, c2, s2 = (b[:, i][None] for i in range(3))
+    dr = np.minimum(r + s / 2, r2 + s2 / 2) - np.maximum(r - s / 2, r2 - s2 / 2)
+    dc = np.minimum(c + s / 2, c2 + s2 / 2) - np.maximum(c - s / 2, c2 - s2 / 2)
+    inter = np.clip(dr, 0, None) * np.clip(dc, 0, None)
+    return inter / (s * s + s2 * s2 - inter)
+
+
 def nms(dets: np.ndarray, iou: float) -> np.ndarray:
     """Indices of rows (row, col, size, score...) kept by greedy non-maximum suppression on
     the square boxes, best score (column 3) first."""
     d = np.asarray(dets, np.float64)
     order = np.argsort(-d[:, 3], kind="stable")
+    over = square_iou(d, d) > iou
     keep: list[int] = []
     for i in order:
-        r, c, s = d[i, :3]
-        ok = True
-        for j in keep:
-            r2, c2, s2 = d[j, :3]
-            dr = min(r + s / 2, r2 + s2 / 2) - max(r - s / 2, r2 - s2 / 2)
-            dc = min(c + s / 2, c2 + s2 / 2) - max(c - s / 2, c2 - s2 / 2)
-            inter = max(dr, 0.0) * max(dc, 0.0)
-            if inter / (s * s + s2 * s2 - inter) > iou:
-                ok = False
-                break
-        if ok:
+        if not any(over[i, j] for j in keep):
             keep.append(int(i))
     return np.array(keep, np.int64)
 
@@ -133,7 +137,7 @@ class Verifier:
         opts.inter_op_num_threads = 1
         try:
             sess = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-        except Exception as exc:  # onnxruntime raises its own types for bad files
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for bad files
             raise UserError(f"{p}: not a loadable ONNX face verifier ({exc})") from None
         meta = sess.get_modelmeta().custom_metadata_map
         if "edge_fer_verifier" in meta:

@@ -26,7 +26,7 @@ ROLL_DEG = 30.0
 
 
 def build_model():
-    import torch.nn as nn
+    from torch import nn
 
     def block(i: int, o: int) -> list:
         return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
@@ -72,11 +72,14 @@ def roll(x, off, max_deg: float, gen):
 
 
 def losses(out, y, off):
-    import torch
     import torch.nn.functional as F
 
     cls = y >= 0
-    lc = F.binary_cross_entropy_with_logits(out[cls, 0], y[cls].float()) if cls.any() else out.sum() * 0
+    lc = (
+        F.binary_cross_entropy_with_logits(out[cls, 0], y[cls].float())
+        if cls.any()
+        else out.sum() * 0
+    )
     reg = y != 0
     lr = (F.smooth_l1_loss(out[reg, 1:], off[reg], beta=0.05) if reg.any()
           else out.sum() * 0)  # fmt: skip
@@ -90,7 +93,7 @@ def evaluate(model, x, y, off, batch: int = 2048) -> dict:
     outs = []
     with torch.no_grad():
         for i in range(0, len(x), batch):
-            outs.append(model(x[i: i + batch]))
+            outs.append(model(x[i : i + batch]))
     out = torch.cat(outs)
     lc, lr = losses(out, y, off)
     p = torch.sigmoid(out[:, 0])
@@ -135,7 +138,7 @@ def train(data: Path, out: Path, epochs: int = 12, batch: int = 256, lr: float =
         perm = torch.randperm(len(xt), generator=gen)
         tot = 0.0
         for k, i in enumerate(range(0, len(xt), batch)):
-            idx = perm[i: i + batch]
+            idx = perm[i : i + batch]
             x, y, o = xt[idx].clone(), yt[idx], ot[idx].clone()
             flip = torch.rand(len(idx), generator=gen) < 0.5
             x[flip] = x[flip].flip(-1)
@@ -162,8 +165,11 @@ def train(data: Path, out: Path, epochs: int = 12, batch: int = 256, lr: float =
         save_checkpoint(ckpt, model, opt, state)
         print(json.dumps(ev), flush=True)
     load_checkpoint(best_path, model, None)
-    export_onnx(model, out / "verifier.onnx", {"epoch": state["best"], "seed": seed,
-                                               "sel": state["history"][state["best"] - 1]})
+    export_onnx(
+        model,
+        out / "verifier.onnx",
+        {"epoch": state["best"], "seed": seed, "sel": state["history"][state["best"] - 1]},
+    )
     (out / "train.json").write_text(json.dumps(state, indent=2) + "\n")
     return state
 
