@@ -124,10 +124,37 @@ def test_run_uses_the_verifier_of_the_lowres_cascade_and_it_can_be_turned_off(tm
     s = summary()
     assert Path(s["verifier"]["path"]).name == "face_verify.onnx"
     assert s["verifier"]["min_prob"] == 0.5 and s["tracker"]["min_score"] is None
+    from edge_fer.runtime.runner import format_summary
+
+    assert "detector face_lowres.pico + face_verify.onnx (min prob 0.5)" in format_summary(s)
     s = summary(verifier="none", verifier_min_prob=0.9)
     assert s["verifier"] is None and s["tracker"]["min_score"] == 50.0
     s = summary(verifier_min_prob=0.9)
     assert s["verifier"]["min_prob"] == 0.9
+
+
+def test_larger_frames_get_the_default_cascade_with_the_verifier_too(tmp_path):
+    """A full-size WebFaces validation photo: face_default.pico scans it, the verifier behind
+    it; the annotated face is reported and nothing else."""
+    from edge_fer.runtime.runner import RunOptions, run_video
+
+    im = next(
+        i
+        for i in _webfaces_val(80)
+        if len(i.faces) == 1
+        and i.faces[0].size >= 60
+        and min(cv2.imread(str(i.path), cv2.IMREAD_GRAYSCALE).shape) >= 240
+    )
+    events = tmp_path / "e.jsonl"
+    s = run_video(RunOptions(source=str(im.path), events=str(events)), handle_signals=False).summary
+    assert Path(s["cascade"]).name == "face_default.pico"
+    assert Path(s["verifier"]["path"]).name == "face_verify.onnx"
+    faces = json.loads(events.read_text().splitlines()[0])["faces"]
+    f = im.faces[0]
+    x, y, w, _ = faces[0]["box"]
+    iou = f.iou(y + w / 2, x + w / 2, w)
+    print(im.path.name, faces, f"IoU {iou:.2f}")
+    assert len(faces) == 1 and iou >= 0.5
 
 
 @pytest.mark.parametrize("flags, message", [

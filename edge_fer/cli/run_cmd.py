@@ -86,8 +86,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     )
     g.add_argument("--verifier", default=None, metavar="ONNX|none",
                    help="face verifier behind the cascade: a small CNN that drops detections that "
-                   "are not faces and moves boxes onto the face (default: the cascade's verifier "
-                   "setting: face_verify.onnx for face_lowres.pico, none for face_default.pico)")
+                   "are not faces and moves boxes onto the face; none: off (default: the "
+                   "cascade's verifier setting: face_verify.onnx for both bundled cascades)")
     g.add_argument("--verifier-min-prob", type=float, default=None, metavar="P",
                    help="drop detections the verifier gives a face probability under P "
                    "(default: the cascade's verifier_min_prob setting, else 0.5)")

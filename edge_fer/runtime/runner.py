@@ -435,6 +435,11 @@ def format_summary(s: dict) -> str:
         f"source   {src.get('uri')}  ({src.get('width')}x{src.get('height')}, "
         f"{src.get('kind')}{', live' if src.get('live') else ''})  [{state}]"
     )
+    if s.get("cascade"):  # which detector ran: it differs by frame size
+        ver = s.get("verifier")
+        lines.append(f"detector {Path(s['cascade']).name}"
+                     + (f" + {Path(ver['path']).name} (min prob {ver['min_prob']:g})" if ver
+                        else ""))  # fmt: skip
     lines.append(
         f"frames   {s['frames']}  with faces {s['frames_with_faces']}  "
         f"(detections on {s['frames_with_detections']})  faces {s['faces']}  "
