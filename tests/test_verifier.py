@@ -169,13 +169,15 @@ def test_bad_verifier_options_are_one_line_errors(flags, message, tmp_path, caps
     assert rc == 2 and err.endswith(message) and "\n" not in err, err
 
 
-def test_not_an_onnx_file_is_a_clear_error(tmp_path):
+def test_not_an_onnx_file_or_another_model_is_a_clear_error(tmp_path):
     from edge_fer.errors import UserError
 
     bad = tmp_path / "v.onnx"
     bad.write_bytes(b"not a model")
     with pytest.raises(UserError, match="not a loadable ONNX face verifier"):
         Verifier.load(bad)
+    with pytest.raises(UserError, match="not a face verifier"):  # the expression classifier
+        Verifier.load(ASSETS / "fer_default.onnx")
 
 
 def test_mining_and_training_make_a_working_verifier(tmp_path):

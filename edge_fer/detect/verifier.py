@@ -146,6 +146,13 @@ class Verifier:
             kw.setdefault("size", cfg.get("size", SIZE))
         ver = cls(sess, **kw)
         ver.path = p
+        # a wrong model (a classifier, say) must fail here, in one line, not in the detect thread
+        try:
+            out = sess.run(None, {ver.input: np.zeros((2, 1, ver.size, ver.size), np.float32)})[0]
+        except Exception as exc:  # noqa: BLE001
+            raise UserError(f"{p}: not a face verifier ({str(exc).splitlines()[0][:160]})") from None
+        if np.shape(out) != (2, 4):
+            raise UserError(f"{p}: not a face verifier (outputs {np.shape(out)}, expected (n, 4))")
         return ver
 
     def __call__(self, gray: np.ndarray, dets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
