@@ -150,7 +150,9 @@ class Verifier:
         try:
             out = sess.run(None, {ver.input: np.zeros((2, 1, ver.size, ver.size), np.float32)})[0]
         except Exception as exc:  # noqa: BLE001
-            raise UserError(f"{p}: not a face verifier ({str(exc).splitlines()[0][:160]})") from None
+            raise UserError(
+                f"{p}: not a face verifier ({str(exc).splitlines()[0][:160]})"
+            ) from None
         if np.shape(out) != (2, 4):
             raise UserError(f"{p}: not a face verifier (outputs {np.shape(out)}, expected (n, 4))")
         return ver
