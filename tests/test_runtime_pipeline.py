@@ -226,7 +226,7 @@ def test_demo_on_bundled_defaults(tmp_path, capsys):
 
 
 def test_mjpeg_preview_serves_frames_on_localhost():
-    from edge_fer.runtime.sinks import MJPEGPreview
+    from edge_fer.runtime.preview import MJPEGPreview
 
     p = MJPEGPreview(0)
     try:

@@ -195,7 +195,7 @@ def test_gstreamer_without_support_is_a_clear_error():
 
 def test_network_stream_drop_reconnect_and_loss():
     """A real MJPEG-over-HTTP stream (our own preview server) that goes away and comes back."""
-    from edge_fer.runtime.sinks import MJPEGPreview
+    from edge_fer.runtime.preview import MJPEGPreview
 
     server = MJPEGPreview(0)
     port = server.port

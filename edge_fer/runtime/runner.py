@@ -286,13 +286,8 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
     output, a missing model or cascade, a full disk (raised after every output is closed).
     """
     from edge_fer.runtime.pipeline import Pipeline, Sinks
-    from edge_fer.runtime.sinks import (
-        EventsSink,
-        MJPEGPreview,
-        VideoSink,
-        WindowSink,
-        check_writable,
-    )  # fmt: skip
+    from edge_fer.runtime.preview import MJPEGPreview
+    from edge_fer.runtime.sinks import EventsSink, VideoSink, WindowSink, check_writable
     from edge_fer.runtime.sources import open_source, parse_source
     from edge_fer.runtime.tracker import IoUTracker
 

@@ -1,0 +1,142 @@
+"""Writing files without losing anything: one home for atomic writes, strict JSON and
+one-line error text.
+
+Rules every writer in edge-fer follows (issue #13):
+- a regular file (or a new name) is written to a temporary file beside it, flushed, fsynced and
+  renamed over it: readers see the old or the new content, never half of it; the temporary file
+  is removed on every exit path, Ctrl-C included;
+- a symlink is followed: its target is replaced atomically, the link stays a link;
+- a device, pipe or socket (``/dev/null``, ``/dev/stdout``, a FIFO) is written through, never
+  replaced by a regular file;
+- JSON is strict (no NaN or Infinity, which other parsers reject): a non-finite number is a
+  ValueError naming where it is.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import math
+import os
+import stat
+import threading
+from pathlib import Path
+from typing import Any, Union
+
+PathLike = Union[str, "os.PathLike[str]"]
+
+
+def first_line(exc: BaseException | str, limit: int = 200) -> str:
+    """The first non-empty line of an exception's text (or its type's name), at most `limit`."""
+    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
+    line = lines[0] if lines else (type(exc).__name__ if isinstance(exc, BaseException) else "")
+    return line if len(line) <= limit else line[: limit - 3] + "..."
+
+
+def os_error_reason(exc: OSError) -> str:
+    """A short human reason for an OSError (disk full, permission denied, ...)."""
+    if exc.errno == errno.ENOSPC:
+        return "the disk is full"
+    if exc.errno == errno.EDQUOT:
+        return "the disk quota is exceeded"
+    return exc.strerror or first_line(exc)
+
+
+def is_special(path: PathLike) -> bool:
+    """True when `path` exists and is not a regular file or folder (device, FIFO, socket)."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return False
+    return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
+
+
+def _target(path: PathLike) -> Path:
+    """The file a write to `path` should land in: a symlink's final target, else `path`."""
+    p = Path(path)
+    if p.is_symlink():
+        return Path(os.path.realpath(p))
+    return p
+
+
+def write_bytes(path: PathLike, data: bytes | memoryview) -> None:
+    """Write `data` to `path` atomically (regular files) or through (devices, pipes).
+
+    Raises OSError as the OS reports it; callers turn it into a UserError naming what was
+    written (see `os_error_reason`).
+    """
+    target = _target(path)
+    if is_special(target):
+        # write through: /dev/null stays a device, a FIFO's reader gets the bytes
+        with open(target, "wb", buffering=0) as fh:
+            view = memoryview(data)
+            while view:
+                n = fh.write(view)
+                view = view[n or len(view) :]
+        return
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    try:
+        with open(tmp, "wb") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        try:  # keep the permissions of the file being replaced
+            os.chmod(tmp, stat.S_IMODE(os.stat(target).st_mode))
+        except OSError:
+            pass
+        os.replace(tmp, target)
+    finally:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        except OSError:
+            pass
+
+
+def write_text(path: PathLike, text: str) -> None:
+    write_bytes(path, text.encode("utf-8"))
+
+
+def _default(o: Any) -> Any:
+    # numpy scalars and arrays, paths: what our reports hold besides plain Python values
+    if isinstance(o, os.PathLike):
+        return os.fspath(o)
+    if hasattr(o, "tolist"):
+        return o.tolist()
+    if hasattr(o, "item"):
+        return o.item()
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def _find_nonfinite(obj: Any, where: str = "$") -> str | None:
+    if isinstance(obj, float):
+        return None if math.isfinite(obj) else where
+    if isinstance(obj, dict):
+        for k, v in obj.items():
+            found = _find_nonfinite(v, f"{where}.{k}")
+            if found:
+                return found
+    elif isinstance(obj, (list, tuple)):
+        for i, v in enumerate(obj):
+            found = _find_nonfinite(v, f"{where}[{i}]")
+            if found:
+                return found
+    return None
+
+
+def dumps(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON text (no NaN/Infinity); numpy values and paths are converted."""
+    try:
+        if indent is None:
+            return json.dumps(obj, allow_nan=False, default=_default, separators=(",", ":"))
+        return json.dumps(obj, allow_nan=False, default=_default, indent=indent)
+    except ValueError:
+        plain = json.loads(json.dumps(obj, default=_default))  # NaN survives this round trip
+        where = _find_nonfinite(plain) or "a value"
+        raise ValueError(f"not a finite number at {where}: JSON cannot hold NaN or Infinity") from None
+
+
+def write_json(path: PathLike, obj: Any, indent: int | None = 2) -> None:
+    """Strict JSON, written as `write_bytes` does (atomic, or through to a device)."""
+    write_text(path, dumps(obj, indent) + "\n")
