@@ -6,7 +6,7 @@
 
 Each run folder holds a best.safetensors (a checkpoint file or an exported .onnx may be given
 instead). Every checkpoint is exported single-view to ONNX in a temporary folder
-(`edge_fer.onnx_export`, parity-checked), evaluated once per --tta mode (edge_fer.tta) with
+(`edge_fer.export.onnx`, parity-checked), evaluated once per --tta mode (edge_fer.tta) with
 the code behind `edge-fer eval` (`edge_fer.cli.eval_cmd.eval_dataset`, ONNX Runtime), and timed
 at batch 1 on this CPU with ONNX Runtime on 1 thread and on its default thread count
 (preprocessing + inference per face, median of --latency-samples faces after warm-up).
@@ -49,7 +49,7 @@ def bench_run(run: Path, data: Path, split: str, tta: str, samples: int, batch: 
     from edge_fer.cli.eval_cmd import eval_dataset
     from edge_fer.data import load_dataset
     from edge_fer.evaluate import batch1_latency
-    from edge_fer.onnx_export import export_checkpoint
+    from edge_fer.export.onnx import export_checkpoint
 
     if run.suffix == ".onnx":
         onnx_path, ck = run, None

@@ -19,6 +19,7 @@ import numpy as np
 
 from edge_fer.backends import Backend, create_backend
 from edge_fer.errors import UserError
+from edge_fer.fileio import first_line
 from edge_fer.preprocess import PreprocessSpec
 from edge_fer.tta import check_mode, merge, views
 
@@ -27,6 +28,8 @@ DEFAULT_MODEL = "fer_default.onnx"
 DEFAULT_CARD = "fer_default.md"
 # the bundled model quantized to INT8 for ONNX Runtime on CPU (edge-fer calibrate --target cpu)
 DEFAULT_INT8 = "fer_default.int8.onnx"
+# a fixed-batch model is fed whole padded batches, even for one face: bound what one costs
+MAX_FIXED_BATCH_VALUES = 1 << 26  # 256 MB of float32 input
 
 _IMAGE_MAGIC = (
     (b"\x89PNG", "a PNG image"),
@@ -56,8 +59,10 @@ def bundled_model_path(backend: str = "onnxruntime", precision: str = "auto") ->
     int8 = ASSETS / DEFAULT_INT8
     if precision == "int8" or (precision == "auto" and backend == "onnxruntime"):
         if backend != "onnxruntime" and precision == "int8":
-            raise UserError("the bundled INT8 model is for ONNX Runtime; TensorRT builds INT8 "
-                            "engines from the FP32 model (see export/README.md)")
+            raise UserError(
+                "the bundled INT8 model is for ONNX Runtime; TensorRT builds INT8 "
+                "engines from the FP32 model (see export/README.md)"
+            )
         if int8.is_file():
             return int8
         if precision == "int8":
@@ -132,13 +137,25 @@ class Classifier:
                     f"{p}: model input is (N, {', '.join(str(g) for g in got)}) but its "
                     f"metadata says (N, {c}, {s}, {s})"
                 )
+            fb = be.fixed_batch
+            if fb is not None and fb * c * s * s > MAX_FIXED_BATCH_VALUES:
+                raise UserError(
+                    f"{p}: model has a fixed batch size of {fb}, too large for {c}x{s}x{s} "
+                    "inputs; export it with a dynamic or smaller batch"
+                )
             n_out = be.num_outputs
-            if n_out is None:  # dynamic output shape: ask the model
-                n_out = int(be.infer(np.zeros((1, c, s, s), np.float32)).shape[1])
-            if n_out != len(spec.classes):
+            if n_out is not None and n_out != len(spec.classes):
                 raise UserError(
                     f"{p}: model outputs {n_out} values but its metadata names "
-                    f"{len(spec.classes)} classes ({', '.join(spec.classes)})"
+                    f"{len(spec.classes)} classes ({_names(spec.classes)})"
+                )
+            # one blank face through the model now, so that a model that cannot run at this
+            # size or outputs NaN/inf (NaN weights) fails here, before eval or run do any work
+            probe = _probe(be, p, c, s)
+            if probe.shape != (1, len(spec.classes)):
+                raise UserError(
+                    f"{p}: model outputs {probe.shape[-1] if probe.ndim else 0} values but its "
+                    f"metadata names {len(spec.classes)} classes ({_names(spec.classes)})"
                 )
         except BaseException:
             be.close()
@@ -174,11 +191,12 @@ class Classifier:
 
     # -- inference ----------------------------------------------------------------------
     def infer(self, x: np.ndarray) -> np.ndarray:
-        """Prepared float32 (N, C, H, W) -> (N, K) probabilities, averaged over the TTA views."""
+        """Prepared float32 (N, C, H, W) -> (N, K) probabilities, averaged over the TTA views.
+        A non-finite output is a UserError: NaN must never become a label or a JSON value."""
         if self.tta == "none" or len(x) == 0:
-            return self.backend.infer(x)
+            return _finite(self.backend.infer(x), self.path)
         v = views(x, self.tta, graph_flips=self.graph_tta == "flip")
-        return merge(self.backend.infer(v), len(x))
+        return merge(_finite(self.backend.infer(v), self.path), len(x))
 
     def predict(self, faces, batch_size: int = 256) -> np.ndarray:
         """uint8 face crops (list or array; gray HxW or BGR HxWx3, any size) -> (N, C) probs."""
@@ -211,7 +229,7 @@ class Classifier:
     def info(self) -> dict:
         import json
 
-        d = {
+        d: dict = {
             "path": str(self.path),
             "arch": self.arch,
             "classes": list(self.classes),
@@ -228,14 +246,14 @@ class Classifier:
         if prov:
             try:
                 d["provenance"] = json.loads(prov)
-            except ValueError:
+            except (ValueError, RecursionError):
                 pass
         return d
 
     def close(self) -> None:
         self.backend.close()
 
-    def __enter__(self) -> Classifier:
+    def __enter__(self) -> Classifier:  # noqa: PYI034 - Python 3.8 has no typing.Self
         return self
 
     def __exit__(self, *exc) -> None:
@@ -257,9 +275,30 @@ def _spec_of(be: Backend, path: Path) -> PreprocessSpec:
         raise UserError(f"{path}: {exc}") from None
     if not spec.classes:
         raise UserError(f"{path}: model metadata names no classes")
-    if spec.channels not in (1, 3) or spec.input_size < 8:
-        raise UserError(
-            f"{path}: model metadata has an unusable input ({spec.channels} channels, "
-            f"{spec.input_size} px)"
-        )
     return spec
+
+
+def _names(classes: tuple[str, ...], limit: int = 10) -> str:
+    more = f", ... ({len(classes)} in all)" if len(classes) > limit else ""
+    return ", ".join(classes[:limit]) + more
+
+
+def _finite(probs: np.ndarray, path: Path) -> np.ndarray:
+    if not np.isfinite(probs).all():
+        raise UserError(
+            f"{path}: model outputs non-finite values (NaN or inf); its weights are broken"
+        )
+    return probs
+
+
+def _probe(be: Backend, path: Path, c: int, s: int) -> np.ndarray:
+    """The model's output for one blank (mid-grey, i.e. zero after normalisation) face."""
+    try:
+        y = np.asarray(be.infer(np.zeros((1, c, s, s), np.float32)))
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - engines raise their own types for bad models
+        raise UserError(
+            f"{path}: model fails on a blank {c}x{s}x{s} input ({first_line(exc)})"
+        ) from None
+    return _finite(y, path)

@@ -16,6 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_fer import fileio
 from edge_fer import labels as L
 from edge_fer.data import FaceSet
 from edge_fer.errors import UserError
@@ -265,11 +266,9 @@ def write_png(img: np.ndarray, path: str | os.PathLike) -> None:
         raise UserError(f"{p}: cannot encode PNG")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        tmp.write_bytes(buf.tobytes())
-        os.replace(tmp, p)
+        fileio.write_bytes(p, buf.tobytes())
     except OSError as exc:
-        raise UserError(f"{p}: cannot write ({exc.strerror or exc})") from None
+        raise UserError(f"{p}: cannot write ({fileio.os_error_reason(exc)})") from None
 
 
 def summary_text(rep: dict) -> str:

@@ -7,12 +7,22 @@ crops exactly as the training did: grayscale, optional CLAHE, resize, scale, nor
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import asdict, dataclass, field
 
 import cv2
 import numpy as np
 
 from edge_fer.errors import UserError
+from edge_fer.fileio import first_line
+
+# limits of what a model's metadata may ask for: a face is at most 512x512 (memory per face is
+# bounded: a hostile 60000 would allocate gigabytes), normalisation within sane numbers
+MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 512
+MAX_NORM = 1000.0  # |mean| and std on the 0..1 pixel scale
+MIN_STD = 1e-6  # 1 / (255 * std) must stay finite in float32
+MAX_CLASSES = 10000
+MAX_METADATA_CHARS = 1 << 20
 
 
 @dataclass
@@ -32,16 +42,30 @@ class PreprocessSpec:
 
     @classmethod
     def from_metadata(cls, meta: dict[str, str]) -> PreprocessSpec:
+        """The spec in a model's metadata, every key checked for type and range (a model file
+        is input: a bad value is a one-line UserError naming the key, never a crash later)."""
         raw = meta.get("edge_fer.preprocess")
         if raw is None:
             raise UserError("model has no edge_fer preprocessing metadata")
+        if not isinstance(raw, str) or len(raw) > MAX_METADATA_CHARS:
+            raise UserError("model preprocessing metadata (edge_fer.preprocess) is malformed")
         try:
             d = json.loads(raw)
-            d["classes"] = tuple(d.get("classes", ()))
-            known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
-            return cls(**known)
-        except (ValueError, TypeError) as exc:
-            raise UserError(f"model preprocessing metadata is malformed: {exc}") from None
+        except (ValueError, RecursionError) as exc:
+            raise UserError(
+                f"model preprocessing metadata (edge_fer.preprocess) is not JSON ({first_line(exc)})"
+            ) from None
+        if not isinstance(d, dict):
+            raise UserError(
+                "model preprocessing metadata (edge_fer.preprocess) is not a JSON object"
+            )
+        # unknown keys are ignored: newer exporters may add some
+        known = {k: d[k] for k in cls.__dataclass_fields__ if k in d}
+        for k, v in known.items():
+            _check_key(k, v)
+        if "classes" in known:
+            known["classes"] = tuple(known["classes"])
+        return cls(**known)
 
     def prepare(self, faces: list[np.ndarray] | np.ndarray) -> np.ndarray:
         """uint8 face crops (grayscale HxW or BGR HxWx3) -> float32 NCHW model input."""
@@ -85,3 +109,49 @@ def apply_clahe(images: np.ndarray) -> np.ndarray:
     """CLAHE over a (N, H, W) uint8 stack, with the same settings as `PreprocessSpec.prepare`."""
     c = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4))
     return np.stack([c.apply(im) for im in images]) if len(images) else images
+
+
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float)):
+        return False
+    return isinstance(v, int) or math.isfinite(v)  # (an int may be too big for a float)
+
+
+def _short(v) -> str:
+    r = json.dumps(v) if not isinstance(v, (tuple, set)) else repr(v)
+    return r if len(r) <= 40 else r[:37] + "..."
+
+
+def _check_key(key: str, v) -> None:
+    """One key of the preprocessing metadata: UserError naming the key unless usable."""
+    if key == "input_size":
+        ok = _is_int(v) and MIN_INPUT_SIZE <= v <= MAX_INPUT_SIZE
+        want = f"an integer in {MIN_INPUT_SIZE}..{MAX_INPUT_SIZE}"
+    elif key == "channels":
+        ok, want = _is_int(v) and v in (1, 3), "1 or 3"
+    elif key == "clahe":
+        ok, want = isinstance(v, bool), "true or false"
+    elif key == "mean":
+        ok = _is_number(v) and abs(v) <= MAX_NORM
+        want = f"a finite number in -{MAX_NORM:g}..{MAX_NORM:g}"
+    elif key == "std":
+        ok = _is_number(v) and MIN_STD <= v <= MAX_NORM
+        want = f"a finite number in {MIN_STD:g}..{MAX_NORM:g}"
+    elif key == "crop_margin":
+        ok, want = _is_number(v) and 0 <= v <= 1, "a number in 0..1"
+    elif key == "classes":
+        ok = (
+            isinstance(v, list)
+            and 0 < len(v) <= MAX_CLASSES
+            and all(isinstance(c, str) and c.strip() and len(c) <= 200 for c in v)
+            and len(set(v)) == len(v)
+        )
+        want = "a list of unique, non-empty class names"
+    else:  # pragma: no cover - every dataclass field has a rule above
+        ok, want = True, ""
+    if not ok:
+        raise UserError(f"model preprocessing metadata: {key!r} must be {want}, got {_short(v)}")

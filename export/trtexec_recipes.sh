@@ -22,11 +22,11 @@
 # CALIB_CACHE  INT8 calibration cache for int8-calib (TensorRT <= 10 only)
 # QDQ_MODEL    the Q/DQ (explicitly quantized) ONNX model for int8-qdq
 # DLA_CORE     DLA core for dla (default 0)
-# BUILD_ONLY   flag that skips the timing run after the build: --skipInference (8.6+, the
-#              default) or --buildOnly (8.5 and older, JetPack 5)
+# BUILD_ONLY   flag that skips the timing run after the build (default: --skipInference when
+#              this trtexec knows it, i.e. 8.6 and later; --buildOnly on 8.5 and older, JetPack 5)
 # EXTRA        more trtexec flags, appended as they are (e.g. "--verbose")
 # DRY_RUN=1    print the commands instead of running them
-# PYTHON       python with edge-fer importable, for the sidecar step (default: python3)
+# EDGE_FER     the edge-fer command, for the sidecar step (default: edge-fer)
 #
 # TensorRT 11 removed --fp16, --int8, --best and --calib (networks are strongly typed): there
 # only fp32 (of an FP16-converted model, if wanted) and int8-qdq apply, and int8-qdq drops
@@ -43,18 +43,25 @@ OPT_BATCH=${OPT_BATCH:-8}
 MAX_BATCH=${MAX_BATCH:-32}
 WORKSPACE_MB=${WORKSPACE_MB:-1024}
 DLA_CORE=${DLA_CORE:-0}
-BUILD_ONLY=${BUILD_ONLY:---skipInference}
 EXTRA=${EXTRA:-}
 DRY_RUN=${DRY_RUN:-0}
 TRT11=${TRT11:-0}
-PYTHON=${PYTHON:-python3}
-HERE=$(cd -- "$(dirname -- "${BASH_SOURCE[0]}")" && pwd)
+EDGE_FER=${EDGE_FER:-edge-fer}
 
 if [[ -z "${TRTEXEC:-}" ]]; then
   if command -v trtexec >/dev/null 2>&1; then
     TRTEXEC=$(command -v trtexec)
   else
     TRTEXEC=/usr/src/tensorrt/bin/trtexec  # where JetPack installs it
+  fi
+fi
+
+if [[ -z "${BUILD_ONLY:-}" ]]; then
+  # --skipInference arrived in TensorRT 8.6; JetPack 5's trtexec (8.5) only has --buildOnly
+  if [[ "$DRY_RUN" != 1 ]] && ! "$TRTEXEC" --help 2>&1 | grep -q -- --skipInference; then
+    BUILD_ONLY=--buildOnly
+  else
+    BUILD_ONLY=--skipInference
   fi
 fi
 
@@ -78,11 +85,16 @@ run() {
 build() {
   local onnx=$1 engine=$2
   shift 2
+  local s=("${shapes[@]}")
+  if [[ "${STATIC:-0}" == 1 ]]; then  # DLA: min = opt = max, else every layer goes to the GPU
+    s=("--minShapes=${INPUT_NAME}:${OPT_BATCH}x${CHW}" "--optShapes=${INPUT_NAME}:${OPT_BATCH}x${CHW}"
+       "--maxShapes=${INPUT_NAME}:${OPT_BATCH}x${CHW}")
+  fi
   # shellcheck disable=SC2086  # EXTRA is a list of flags on purpose
-  run "$TRTEXEC" "--onnx=$onnx" "--saveEngine=$engine" "${shapes[@]}" \
+  run "$TRTEXEC" "--onnx=$onnx" "--saveEngine=$engine" "${s[@]}" \
     "--memPoolSize=workspace:${WORKSPACE_MB}" "$BUILD_ONLY" "$@" $EXTRA
   # the sidecar always takes the metadata of the exported FP32 model (same classes/spec)
-  run "$PYTHON" "$HERE/build_engine.py" "$MODEL" --sidecar-for "$engine"
+  run $EDGE_FER build-engine "$MODEL" --sidecar-for "$engine"
 }
 
 recipe() {
@@ -117,7 +129,7 @@ recipe() {
     dla)
       # Jetson Xavier / AGX Orin / Orin NX: DLA runs FP16 or INT8; layers it cannot run fall
       # back to the GPU. Orin Nano has no DLA.
-      build "$MODEL" "$OUT_DIR/$stem.fp16-dla${DLA_CORE}.engine" --fp16 \
+      STATIC=1 build "$MODEL" "$OUT_DIR/$stem.fp16-dla${DLA_CORE}.engine" --fp16 \
         "--useDLACore=${DLA_CORE}" --allowGPUFallback
       ;;
     *)

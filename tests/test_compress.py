@@ -131,8 +131,8 @@ def test_structured_pruning_reaches_target_and_exports(setup, tmp_path) -> None:
     pytest.importorskip("torch_pruning")
     from edge_fer.compress.prune import PruneConfig, run_prune
     from edge_fer.compress.report import onnx_stats
-    from edge_fer.onnx_export import load_trained
-    from edge_fer.onnx_import import torch_model_from_onnx
+    from edge_fer.export.onnx import load_trained
+    from edge_fer.export.onnx_import import torch_model_from_onnx
 
     src, data, fcfg = setup
     pcfg = PruneConfig(method="structured", target_macs_reduction=0.4, steps=2, round_to=4,
@@ -175,7 +175,7 @@ def test_2to4_survives_fine_tuning(setup, tmp_path) -> None:
     res = run_prune(src, data, PruneConfig(method="2:4"), fcfg, tmp_path)
     assert res["rounds"][0]["sparsity"] == 0.5
     assert res["dense_layers"] == ["features.0.0"]  # 1 input channel: left dense
-    model, _, _ = __import__("edge_fer.onnx_export", fromlist=["x"]).load_trained(res["checkpoint"])
+    model, _, _ = __import__("edge_fer.export.onnx", fromlist=["x"]).load_trained(res["checkpoint"])
     for name, mod in model.named_modules():
         if isinstance(mod, (torch.nn.Conv2d, torch.nn.Linear)) and name != "features.0.0":
             g = mod.weight.detach().movedim(1, -1).reshape(-1, 4)
@@ -197,7 +197,7 @@ def test_unstructured_sparsity(setup, tmp_path) -> None:
     res = run_prune(src, data, PruneConfig(method="unstructured", sparsity=0.6, steps=2), fcfg,
                     tmp_path)  # fmt: skip
     assert [round(r["sparsity"], 3) for r in res["rounds"]] == [0.3, 0.6]
-    model = __import__("edge_fer.onnx_export", fromlist=["x"]).load_trained(res["checkpoint"])[0]
+    model = __import__("edge_fer.export.onnx", fromlist=["x"]).load_trained(res["checkpoint"])[0]
     w = torch.cat([mod.weight.detach().flatten() for _, mod in weighted_layers(model)])
     assert float((w == 0).float().mean()) >= 0.6 - 1e-3
     stats = onnx_stats(res["onnx"])

@@ -203,8 +203,11 @@ def test_user_errors_are_one_line(capsys, tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "option, value, words",
-    [("--min-size", "big", "fraction"), ("--angle", "3", "within -1..1 turn"),
-     ("--angle", "0,x", "not a number of turns")],
+    [
+        ("--min-size", "big", "fraction"),
+        ("--angle", "3", "within -1..1 turn"),
+        ("--angle", "0,x", "not a number of turns"),
+    ],
 )
 def test_bad_option_values_are_usage_errors(capsys, option: str, value: str, words: str) -> None:
     with pytest.raises(SystemExit) as exc:
@@ -266,4 +269,69 @@ def test_subprocess_bad_video_is_one_line(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"edge-fer detect: error: cannot decode {fake}: not an image or video OpenCV can read"
+    ]
+
+
+def _mjpg_avi(path: Path, n: int = 40) -> Path:
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 20, (160, 120))
+    for i in range(n):
+        f = np.full((120, 160, 3), i * 5, np.uint8)
+        cv2.circle(f, (80, 60), 20 + i % 10, (0, 0, 255), -1)
+        w.write(f)
+    w.release()
+    return path
+
+
+def test_truncated_avi_warns_counts_and_exits_1(capsys, tmp_path: Path) -> None:
+    """A video cut in half: the frames that decode are processed, one warning says the file
+    ends early, the lost frames are counted, and the exit code is 1 (as edge-fer run)."""
+    whole = _mjpg_avi(tmp_path / "whole.avi")
+    data = whole.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])
+    rc, out, err = run_cli(capsys, whole)
+    assert rc == 0 and err == "" and out.strip() == f"{whole}: 40 frames, faces in 0"
+    rc, out, err = run_cli(capsys, cut, "--json")
+    assert rc == 1
+    frames = [json.loads(line)["frame"] for line in out.splitlines()]
+    assert 0 < len(frames) < 40 and frames == list(range(len(frames)))
+    (warning,) = err.strip().splitlines()
+    assert warning.startswith(f"edge-fer detect: warning: {cut}: the file ends after frame ")
+    assert "of the 40 its header declares" in warning
+    rc, out, err = run_cli(capsys, cut, whole)  # every input is still processed
+    assert rc == 1 and len(err.strip().splitlines()) == 1
+    lines = out.strip().splitlines()
+    n = len(frames)
+    assert lines == [
+        f"{cut}: {n} frames, faces in 0, {40 - n} undecodable",
+        f"{whole}: 40 frames, faces in 0",
+    ]
+
+
+def test_video_with_no_decodable_frame_is_one_line(capsys, tmp_path: Path) -> None:
+    data = _mjpg_avi(tmp_path / "whole.avi").read_bytes()
+    head = tmp_path / "head.avi"
+    head.write_bytes(data[: data.index(b"movi") + 200])  # the headers, part of frame 0
+    rc, out, err = run_cli(capsys, head)
+    assert rc == 2 and out == ""
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"edge-fer detect: error: cannot decode {head}: ")
+
+
+def test_oversized_image_is_refused_from_its_header(capsys, tmp_path: Path) -> None:
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    big = tmp_path / "big.png"  # a few hundred bytes declaring 20000x20000 pixels
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    big.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
+                    + chunk(b"IDAT", zlib.compress(b"\0" * 20001)) + chunk(b"IEND", b""))  # fmt: skip
+    rc, out, err = run_cli(capsys, big)
+    assert rc == 2 and out == ""
+    assert err.strip().splitlines() == [
+        f"edge-fer detect: error: {big}: 20000x20000 pixels is over the 100 Mpx limit for images"
     ]

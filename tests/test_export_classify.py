@@ -78,7 +78,7 @@ def run_dir(tmp_path_factory, env) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(run_dir, tmp_path_factory) -> dict:
-    from edge_fer.onnx_export import export_checkpoint
+    from edge_fer.export.onnx import export_checkpoint
 
     d = tmp_path_factory.mktemp("onnx")
     plain = export_checkpoint(run_dir / "best.safetensors", d / "cnn4.onnx")
@@ -161,7 +161,7 @@ def test_metadata_round_trip(run_dir, exported) -> None:
 
 def test_classifier_matches_torch(exported) -> None:
     from edge_fer.classify import Classifier
-    from edge_fer.onnx_export import load_trained
+    from edge_fer.export.onnx import load_trained
 
     model, spec, _ = load_trained(exported["plain"]["checkpoint"])
     faces = [cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in fer_files("fear", "PrivateTest", 9)]
@@ -270,7 +270,7 @@ def test_bad_model_files(exported, run_dir, tmp_path) -> None:
 
 
 def test_export_bad_checkpoint_and_options(exported, tmp_path) -> None:
-    from edge_fer.onnx_export import export_checkpoint
+    from edge_fer.export.onnx import export_checkpoint
 
     bad = tmp_path / "bad.safetensors"
     bad.write_bytes(b"not a checkpoint at all")

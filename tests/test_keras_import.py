@@ -113,6 +113,58 @@ def test_cli_bad_files_one_line(tmp_path):
     assert r.returncode == 2 and "scale range" in r.stderr
 
 
+def test_model_code_reads_configs_without_tensorflow(tmp_path):
+    """What counts as code in a config; an HDF5 file whose config holds a Lambda is refused
+    by the CLI before TensorFlow is imported (the check only reads JSON)."""
+    from edge_fer.keras_import.convert import model_code
+
+    def layer(cls, **cfg):
+        return {"class_name": cls, "config": cfg}
+
+    def model(*layers):
+        return {"class_name": "Functional", "config": {"layers": list(layers)}}
+
+    builtin = {"Functional", "Sequential", "InputLayer", "Dense", "TFOpLambda"}
+    assert model_code(model(layer("InputLayer"), layer("Dense")), builtin) == []
+    assert model_code(model(layer("Lambda", function=["4wEA"])), None) == [
+        "a Lambda layer (Python code)"
+    ]
+    act = {"module": "keras.activations", "class_name": "__lambda__", "config": {"code": "x"}}
+    assert "Lambda" in model_code(model(layer("Dense", activation=act)))[0]
+    nested = model(model(layer("Doubler")))  # a custom class inside a nested model
+    assert model_code(nested, builtin) == ["layer class Doubler (not a built-in Keras layer)"]
+    foreign = {"module": "os", "class_name": "system", "config": {}}
+    assert model_code(model(layer("Dense", kernel_initializer=foreign))) == [
+        "system from module 'os'"
+    ]
+    py = {"module": "builtins", "class_name": "function", "config": "eval"}
+    assert model_code(model(layer("Dense", activation=py))) == ["Python builtin 'eval'"]
+    ok = {"module": "builtins", "class_name": "function", "config": "relu"}
+    assert model_code(model(layer("Dense", activation=ok)), builtin) == []
+    io = layer("TFOpLambda", function="io.write_file")
+    assert "'io.write_file'" in model_code(model(io), builtin)[0]
+    assert model_code(model(layer("TFOpLambda", function="nn.relu6")), builtin) == []
+
+    h5py = pytest.importorskip("h5py", reason="the keras extra is not installed (h5py)")
+    path = tmp_path / "lambda.h5"
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = json.dumps(model(layer("Lambda", function=["4wEA"])))
+    code = (
+        "import sys; from edge_fer.cli.main import main; rc = main(['keras', 'import', "
+        f"{str(path)!r}, '--out', {str(tmp_path / 'o.onnx')!r}]); "
+        "print('tensorflow' in sys.modules); sys.exit(rc)"
+    )
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                       check=False, cwd=ROOT, env=ENV, timeout=60)  # fmt: skip
+    assert r.returncode == 2 and r.stdout.strip() == "False", r.stderr
+    assert "has a Lambda layer (Python code); model files from others are code" in r.stderr
+    deep = "[" * 100_000 + "]" * 100_000
+    with h5py.File(path, "w") as f:
+        f.attrs["model_config"] = deep
+    r = cli("keras", "import", path, "--out", tmp_path / "o.onnx")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr[-2000:]
+
+
 # -- with TensorFlow --------------------------------------------------------------------------
 
 
@@ -154,9 +206,9 @@ def test_mini_xception_import_parity_metadata(tfk, tmp_path):
     import onnx
 
     from edge_fer.classify import Classifier
+    from edge_fer.export.onnx import build_metadata
     from edge_fer.keras_import import keras_spec, keras_to_onnx, load_keras
     from edge_fer.keras_import.convert import predict_keras
-    from edge_fer.onnx_export import build_metadata
 
     model = load_keras(MINI_XCEPTION)
     spec = keras_spec(model)  # defaults: [-1, 1] scaling, FER2013 classes for 7 outputs
@@ -320,3 +372,89 @@ def test_cli_import_then_eval(tfk, tmp_path):
             "--no-progress", env=env)  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)["n"] == 21
+
+
+# -- model files are code ---------------------------------------------------------------------
+
+
+def _lambda_model(keras, marker: Path):
+    """A real model whose Lambda layer, when deserialised and called, creates `marker`."""
+    i = keras.layers.Input((24, 24, 1))
+    x = keras.layers.Lambda(lambda t, p=str(marker): (open(p, "w").close(), t)[1])(i)
+    x = keras.layers.Conv2D(4, 3, padding="same")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(i, keras.layers.Dense(7, activation="softmax")(x), name="trojan")
+
+
+def test_lambda_model_refused_unless_trusted(tfk, tmp_path):
+    _, keras = tfk
+    marker = tmp_path / "ran.txt"
+    model_file = tmp_path / "trojan.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        _lambda_model(keras, marker).save(str(model_file))
+    marker.unlink()  # building the model ran the lambda once; from here on only loading can
+
+    out = tmp_path / "m.onnx"
+    r = cli("keras", "import", model_file, "--out", out)
+    assert r.returncode == 2, r.stderr[-2000:]
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "a Lambda layer (Python code)" in lines[0], r.stderr
+    assert "model files from others are code" in lines[0] and "--trust-model-code" in lines[0]
+    assert not marker.exists() and not out.exists()
+
+    r = cli("keras", "import", model_file, "--out", out, "--trust-model-code", "--threads", "1",
+            "--scale", "0,1")  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert marker.exists() and out.is_file()  # trusted: its code ran, and it converted
+    assert json.loads(r.stdout.strip().splitlines()[-1])["parity_max_abs_diff"] <= 1e-4
+
+
+def test_custom_layers_keras_archives_and_savedmodels_refused(tfk, tmp_path):
+    from edge_fer.keras_import import load_keras
+
+    _, keras = tfk
+
+    class Doubler(keras.layers.Layer):
+        def call(self, t):
+            return t * 2.0
+
+    custom = tiny_model(keras, act="softmax", extra=Doubler())
+    h5 = tmp_path / "custom.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        custom.save(str(h5))
+    with pytest.raises(UserError, match="layer class Doubler .not a built-in Keras layer"):
+        load_keras(h5)
+
+    marker = tmp_path / "ran.txt"
+    archive = tmp_path / "trojan.keras"
+    _lambda_model(keras, marker).save(str(archive))
+    marker.unlink()
+    with pytest.raises(UserError, match="Lambda layer"):
+        load_keras(archive)
+    assert not marker.exists()
+    assert load_keras(archive, trust_code=True).name == "trojan"
+
+    saved = tmp_path / "saved"
+    saved.mkdir()
+    (saved / "saved_model.pb").write_bytes(b"\x08\x01")
+    with pytest.raises(UserError, match="SavedModel folder is code"):
+        load_keras(saved)
+
+    plain = tmp_path / "plain.keras"
+    tiny_model(keras, act="softmax").save(str(plain))  # built-in layers only: loads
+    assert load_keras(plain).name == "tiny"
+
+    # tf-keras imports whatever module a .keras config names: a crafted archive is refused
+    import zipfile
+
+    crafted = tmp_path / "crafted.keras"
+    with zipfile.ZipFile(plain) as src, zipfile.ZipFile(crafted, "w") as dst:
+        for item in src.infolist():
+            data = src.read(item)
+            if item.filename == "config.json":
+                data = data.replace(b'"module": "keras.layers"', b'"module": "antigravity"', 1)
+            dst.writestr(item, data)
+    with pytest.raises(UserError, match="from module 'antigravity'"):
+        load_keras(crafted)

@@ -166,9 +166,10 @@ def test_entropy_threshold_clips_a_sparse_tail_and_ignores_the_relu_zero_spike()
     x = np.abs(rng.standard_normal(200_000))
     x[:50] = 40.0  # a few outliers far out
     data = np.concatenate([x, np.zeros(200_000)])  # half exact zeros, as after a ReLU
-    h = R._Histogram(2048)
+    hist = R.Histogram(2048)
     for part in np.array_split(data, 7):  # streamed in batches
-        h.update(part)
+        hist.update(part)
+    h = hist.stats()
     a = h.amax("entropy", None)
     assert 2.5 < a < 15.0, a  # clips the outliers, keeps the bulk (|N(0,1)| up to ~4.5)
     assert h.amax("minmax", None) == pytest.approx(40.0)
@@ -182,14 +183,19 @@ def test_entropy_threshold_clips_a_sparse_tail_and_ignores_the_relu_zero_spike()
 def test_collect_ranges_of_every_float_tensor(tiny_path):
     spec = PreprocessSpec(input_size=SIZE, channels=1, classes=CLASSES)
     faces = synthetic_faces(64).images
-    rs = R.collect(tiny_path, FaceBatchReader(faces, spec, "input", 16).batches(), "minmax")
+    seen = R.collect(tiny_path, FaceBatchReader(faces, spec, "input", 16).batches())
+    rs = R.compute(seen, "minmax")
     assert next(iter(rs.tensors)) == "input" and rs.n_faces == 64
     assert set(rs.tensors) == {"input", "c1", "r1", "p1", "c2", "r2", "g", "f", "logits", "probs"}
     x = spec.prepare(faces)
     assert rs.tensors["input"].amax == pytest.approx(np.abs(x).max())
     assert rs.tensors["r1"].min == 0.0 and rs.tensors["probs"].amax <= 1.0
     with pytest.raises(UserError, match="unknown calibration method"):
-        R.collect(tiny_path, [], "kl")
+        R.compute(seen, "kl")
+    with pytest.raises(UserError, match=r"percentile must be in \(50, 100\], got 40"):
+        R.compute(seen, "percentile", 40)
+    with pytest.raises(UserError, match="no calibration faces"):
+        R.collect(tiny_path, [])
 
 
 # -- the TensorRT calibration cache -------------------------------------------------------------

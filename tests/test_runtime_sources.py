@@ -64,6 +64,21 @@ def test_parse_csi_pipeline():
     assert "width=(int)640" in s.target and "15/1" in s.target and "flip-method=4" in s.target
 
 
+@pytest.mark.parametrize("flip, out", [
+    ("none", (1920, 1080)), ("rotate-180", (1920, 1080)), ("horizontal", (1920, 1080)),
+    ("counterclockwise", (1080, 1920)), ("clockwise", (1080, 1920)), ("1", (1080, 1920)),
+    ("upper-right-diagonal", (1080, 1920)), ("upper-left-diagonal", (1080, 1920)),
+])  # fmt: skip
+def test_csi_rotations_transpose_the_output_caps(flip, out):
+    """nvvidconv rotates by 90 degrees into a portrait frame: the caps after it must say so,
+    or it scales the rotated picture back to landscape (the sensor mode keeps its own caps)."""
+    s = parse_source(f"csi://0?width=1920&height=1080&flip={flip}")
+    sensor, after = s.target.split(" ! nvvidconv ")
+    assert "width=(int)1920, height=(int)1080" in sensor
+    caps = after.split(" ! ")[1]
+    assert caps == f"video/x-raw, width=(int){out[0]}, height=(int){out[1]}, format=(string)BGRx"
+
+
 def test_parse_gstreamer_pipeline():
     s = parse_source("videotestsrc ! videoconvert ! appsink")
     assert s.kind == "gstreamer" and s.target == "videotestsrc ! videoconvert ! appsink"
@@ -240,3 +255,85 @@ def test_network_stream_drop_reconnect_and_loss():
         stop.set()
         src.close()
         box["server"].close()
+
+
+def _mjpg_avi(path, n=40):
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 20, (160, 120))
+    for i in range(n):
+        f = np.full((120, 160, 3), i * 5, np.uint8)
+        cv2.circle(f, (80, 60), 20 + i % 10, (0, 0, 255), -1)
+        w.write(f)
+    w.release()
+    return path
+
+
+def test_ffmpeg_log_lines_stay_off_stderr(tmp_path):
+    """A truncated AVI, read in a fresh process: FFmpeg's own "[mjpeg @ 0x...]" complaints do
+    not reach stderr (only our warning does), unless the user asks for them by environment."""
+    import os
+    import subprocess
+    import sys
+
+    data = _mjpg_avi(tmp_path / "ok.avi").read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2 + 37])  # ends inside a frame's quantisation table
+    ours = (
+        "import sys; from edge_fer.runtime.sources import open_source\n"
+        "src = open_source(sys.argv[1])\n"
+        "while src.read() is not None: pass\n"
+    )
+    plain = (  # the control: OpenCV alone, FFmpeg at its default level
+        "import sys, cv2\n"
+        "cap = cv2.VideoCapture(sys.argv[1], cv2.CAP_FFMPEG)\n"
+        "while cap.read()[0]: pass\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
+
+    def run(code):
+        proc = subprocess.run([sys.executable, "-c", code, str(cut)], env=env,
+                              capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+        return proc.stdout + proc.stderr
+
+    assert "[mjpeg @" in run(plain)
+    (line,) = run(ours).strip().splitlines()
+    assert line.startswith("edge-fer: warning: ") and "truncated" in line
+
+
+def test_outage_in_progress_at_interrupt_is_a_gap():
+    """The stream goes away and the run stops before it comes back: the outage is in `gaps`,
+    marked ongoing, without waiting for the reader thread's reconnect attempts."""
+    from edge_fer.runtime.preview import MJPEGPreview
+
+    server = MJPEGPreview(0)
+    stop = threading.Event()
+
+    def feed():
+        i = 0
+        while not stop.is_set():
+            server.write(np.full((48, 64, 3), i % 255, np.uint8))
+            i += 1
+            time.sleep(0.02)
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    warnings = []
+    src = open_source(f"http://127.0.0.1:{server.port}/stream", warn=warnings.append,
+                      reconnect_timeout=60)  # fmt: skip
+    try:
+        assert src.read(timeout=5) is not None
+        server.close()
+        deadline = time.monotonic() + 10
+        while not any("reconnecting" in w for w in warnings) and time.monotonic() < deadline:
+            src.read(timeout=0.5)
+        assert any("reconnecting" in w for w in warnings)
+        time.sleep(0.3)
+        assert src.gaps == []  # still in the outage
+        src.interrupt()
+        assert len(src.gaps) == 1
+        gap = src.gaps[0]
+        assert gap["ongoing"] is True and not gap.get("end") and gap["seconds"] >= 0.3
+    finally:
+        stop.set()
+        src.close()
+    assert len(src.gaps) == 1  # the reader thread does not record it a second time
+    assert not src.incomplete

@@ -85,10 +85,10 @@ def test_bundled_model_recommends_its_eval_tta() -> None:
 def test_rebuild_bundled_model_and_reexport(tmp_path) -> None:
     pytest.importorskip("torch")
     pytest.importorskip("onnx")
-    from edge_fer.onnx_export import export_checkpoint
-    from edge_fer.onnx_import import checkpoint_from_onnx, torch_model_from_onnx
+    from edge_fer.export.onnx import export_checkpoint
+    from edge_fer.export.onnx_import import checkpoint_from_onnx, torch_model_from_onnx
 
-    model, spec, meta = torch_model_from_onnx(default_model_path())  # checks parity itself
+    _model, spec, meta = torch_model_from_onnx(default_model_path())  # checks parity itself
     assert spec.classes and meta["edge_fer.arch"] == "vgg"
     ckpt = checkpoint_from_onnx(default_model_path(), tmp_path / "rebuilt.safetensors")
     out = tmp_path / "again.onnx"
@@ -106,7 +106,7 @@ def test_rebuild_bundled_model_and_reexport(tmp_path) -> None:
 
 def test_rebuild_rejects_non_zoo_models(tmp_path) -> None:
     pytest.importorskip("torch")
-    from edge_fer.onnx_import import torch_model_from_onnx
+    from edge_fer.export.onnx_import import torch_model_from_onnx
 
     with pytest.raises(UserError, match="no such model file"):
         torch_model_from_onnx(tmp_path / "missing.onnx")

@@ -39,7 +39,7 @@ class Backend(ABC):
         """The one batch size the model accepts, or None when any batch size works."""
         return self.input_shape[0]
 
-    def __enter__(self) -> Backend:
+    def __enter__(self) -> Backend:  # noqa: PYI034 - Python 3.8 has no typing.Self
         return self
 
     def __exit__(self, *exc) -> None:

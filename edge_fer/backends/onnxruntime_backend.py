@@ -57,7 +57,7 @@ class OnnxRuntimeBackend(Backend):
             self._sess = ort.InferenceSession(
                 self.path, sess_options=so, providers=providers or ["CPUExecutionProvider"]
             )
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
             raise UserError(
                 f"{self.path}: not a loadable ONNX model ({_first_line(exc)})"
             ) from None
@@ -112,8 +112,12 @@ class OnnxRuntimeBackend(Backend):
         return np.concatenate(outs)
 
     def _run(self, x: np.ndarray) -> np.ndarray:
-        y = self._sess.run([self._out_name], {self._in_name: x})[0]
-        return np.asarray(y, dtype=np.float32).reshape(x.shape[0], -1)
+        try:
+            y = self._sess.run([self._out_name], {self._in_name: x})[0]
+            # a model is input: an output that is not a number per class is its fault, one line
+            return np.asarray(y, dtype=np.float32).reshape(x.shape[0], -1)
+        except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+            raise UserError(f"{self.path}: inference failed ({_first_line(exc)})") from None
 
     def close(self) -> None:
         self._sess = None

@@ -4,26 +4,31 @@
     be = create_backend("tensorrt", "fer.fp16.engine")      # or "fer.onnx": build + cache
     probs = be.infer(x)                                      # float32 (N, 1, 48, 48) -> (N, C)
 
-`TensorRTBackend(path, device=0, max_batch=None, ...)` opens
+`TensorRTBackend(path, device=0, max_batch=None, precision=None, ...)` opens
 
 - a serialized engine (`.engine`, `.plan`, any name but `.onnx`), built on this device with this
-  TensorRT version (engines are not portable across TensorRT versions or GPU models), or
-- an exported `.onnx` model: it looks for an engine built from exactly that file (same SHA-256,
-  same TensorRT version, same GPU, same precision and batch limit) next to the model or in the
+  TensorRT version (engines are not portable across TensorRT versions or GPU models); its
+  sidecar's TensorRT version and GPU compute capability are checked before deserialising, or
+- an exported `.onnx` model: it looks for an engine built from exactly that file with exactly
+  these build options (`edge_fer.export.engine.cached_engine_name`) next to the model or in the
   cache folder (`$EDGE_FER_CACHE/tensorrt`, default `~/.cache/edge-fer/tensorrt`), and builds one
-  with `edge_fer.trt_build.build_engine` when there is none (once; minutes on a Jetson).
+  with `edge_fer.export.engine.build_engine` when there is none (once; minutes on a Jetson).
+  precision: "fp32", "fp16" or "int8" (default: fp16 on a Jetson, fp32 elsewhere); int8 takes
+  a Q/DQ model as it is, a plain model with `calib_cache` (the bundled model: the committed
+  calibration/fer_default/calib.cache of a source checkout).
 
 An engine file carries no ONNX metadata, so the preprocessing spec and class names travel in a
-sidecar `<engine>.json` written next to it by the builder (`read_sidecar`, `write_sidecar`); for
-an engine without one, the metadata of a sibling `.onnx` of the same stem is used.
+sidecar `<engine>.json` written next to it by the builder; for an engine without one, the
+metadata of a sibling `.onnx` of the same stem is used.
 
 TensorRT's Python API changed in 10.0: 8.x engines are driven through the binding API
 (`execute_async_v2` with a list of device pointers), 10.x and later through the named-tensor API
-(`set_tensor_address` + `execute_async_v3`); TensorRT 11 removed the binding API. The version is
+(`set_tensor_address` + `execute_async_v3`); the binding API was removed in 10.0. The version is
 read at run time (`trt_features`) and one of two small adapters (`_BindingIO`, `_TensorIO`) hides
 the difference. Memory is pycuda's: page-locked host buffers and device buffers sized for the
 largest batch of the engine's optimization profile, allocated once and reused, one CUDA stream,
-asynchronous copies around the execution and one synchronisation per chunk.
+asynchronous copies around the execution and one synchronisation per chunk. `close()` frees all
+of it, the execution context, the engine and the runtime inside the CUDA context.
 
 `tensorrt` and `pycuda` are imported inside functions only, so importing this module never fails;
 without them the backend raises a one-line `UserError`.
@@ -31,298 +36,68 @@ without them the backend raises a one-line `UserError`.
 
 from __future__ import annotations
 
-import hashlib
-import importlib
-import json
+import argparse
 import os
-import re
 import sys
 import threading
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from edge_fer.backends.base import Backend
+from edge_fer.backends.trt_common import (
+    REBUILD_HINT,
+    TrtFeatures,
+    TrtLog,
+    cache_dir,
+    check_engine_facts,
+    dims,
+    engine_metadata,
+    file_sha256,
+    is_jetson,
+    make_logger,
+    onnx_metadata,
+    platform_facts,
+    read_sidecar,
+    require_pycuda,
+    require_tensorrt,
+    trt_features,
+)
 from edge_fer.errors import UserError
+from edge_fer.fileio import first_line
 
 if TYPE_CHECKING:  # annotations only: never imported at run time from here
     import pycuda.driver as cuda
     import tensorrt as trt
 
-NOT_AVAILABLE = (
-    "TensorRT backend not available: install TensorRT (JetPack on Jetson, or NVIDIA's pip index) "
-    "and pycuda"
-)
 ENGINE_SUFFIXES = (".engine", ".plan", ".trt")
-SIDECAR_FORMAT = "edge-fer/tensorrt-engine"
-SIDECAR_VERSION = 1
 DEFAULT_MAX_BATCH = 32
 DEFAULT_OPT_BATCH = 8
-
-# ILogger.Severity values, stable across TensorRT 8, 10 and 11
-_SEV_ERROR = 1
-_SEV_WARNING = 2
+TRT_PRECISIONS = ("fp32", "fp16", "int8")
 
 
-# -- versions -----------------------------------------------------------------------------------
+def default_precision() -> str:
+    """fp16 on a Jetson (its GPU runs FP16 at twice the FP32 rate), fp32 elsewhere."""
+    return "fp16" if is_jetson() else "fp32"
 
 
-@dataclass(frozen=True)
-class TrtFeatures:
-    """What a TensorRT version offers, from its version string alone (no TensorRT needed).
-
-    api                 "bindings": 8.x, engine I/O by binding index (get_binding_index,
-                        binding_is_input, set_binding_shape, execute_async_v2);
-                        "tensors": 9 and later, I/O by tensor name (num_io_tensors,
-                        get_tensor_name/mode, set_input_shape, set_tensor_address,
-                        execute_async_v3). 8.5/8.6 have both; 8.x uses bindings so that one code
-                        path covers 8.0-8.6 (JetPack 4.6-5.1).
-    explicit_batch_flag create_network needs NetworkDefinitionCreationFlag.EXPLICIT_BATCH (8.x;
-                        deprecated and ignored from 10.0 on, gone in 11)
-    memory_pool_api     IBuilderConfig.set_memory_pool_limit (8.4+); older: max_workspace_size
-    precision_flags     BuilderFlag.FP16 / INT8 exist (weakly typed networks; removed in 11)
-    implicit_int8       INT8 calibrators (IInt8EntropyCalibrator2...; removed in 11: Q/DQ only)
-    """
-
-    version: str
-    major: int
-    minor: int
-    api: str
-    explicit_batch_flag: bool
-    memory_pool_api: bool
-    precision_flags: bool
-    implicit_int8: bool
-
-
-def trt_features(version: str) -> TrtFeatures:
-    """'8.5.2.2' / '10.3.0' / '11.0.0' -> TrtFeatures. UserError for an unusable version."""
-    m = re.match(r"\s*(\d+)\.(\d+)", str(version))
-    if not m:
-        raise UserError(f"cannot read the TensorRT version {version!r}")
-    major, minor = int(m.group(1)), int(m.group(2))
-    if major < 8:
-        raise UserError(
-            f"TensorRT {version} is too old: edge-fer needs TensorRT 8.0 or later (JetPack 4.6+)"
-        )
-    return TrtFeatures(
-        version=str(version).strip(),
-        major=major,
-        minor=minor,
-        api="bindings" if major == 8 else "tensors",
-        explicit_batch_flag=major < 10,
-        memory_pool_api=(major, minor) >= (8, 4),
-        precision_flags=major < 11,
-        implicit_int8=major < 11,
+def add_trt_args(parser: argparse.ArgumentParser) -> None:
+    """The TensorRT runtime options of `run` and `bench` (dest: trt_precision, calib_cache)."""
+    g = parser.add_argument_group("TensorRT (--backend tensorrt)")
+    g.add_argument(
+        "--trt-precision",
+        choices=TRT_PRECISIONS,
+        default=None,
+        help="precision of the engine built from an ONNX model (default: fp16 on a "
+        "Jetson, fp32 elsewhere); int8 takes a Q/DQ model, or a calibration cache "
+        "(--calib-cache; the bundled model: calibration/fer_default/calib.cache)",
     )
-
-
-def api_flavour(version: str) -> str:
-    """The engine I/O API used with this TensorRT version: "bindings" (8.x) or "tensors"."""
-    return trt_features(version).api
-
-
-# -- imports ------------------------------------------------------------------------------------
-
-
-def _first_line(exc: BaseException | str, limit: int = 200) -> str:
-    text = str(exc).strip().splitlines()
-    line = text[0].strip() if text else (type(exc).__name__ if isinstance(exc, BaseException) else "")
-    return line if len(line) <= limit else line[: limit - 3] + "..."
-
-
-def require_tensorrt() -> str:
-    """Check that the real TensorRT Python package is importable; returns its version.
-
-    A bare `tensorrt/` folder of type stubs (what `pip install --no-deps tensorrt-stubs` leaves)
-    imports as an empty namespace package, so the check looks for the API, not just the name.
-    """
-    try:
-        mod = importlib.import_module("tensorrt")
-    except Exception as exc:  # noqa: BLE001  ImportError, or OSError from a missing libnvinfer
-        raise UserError(f"{NOT_AVAILABLE} (cannot import tensorrt: {_first_line(exc)})") from None
-    version = getattr(mod, "__version__", None)
-    if not isinstance(version, str) or not hasattr(mod, "Runtime"):
-        raise UserError(f"{NOT_AVAILABLE} (the tensorrt found here is only type stubs)")
-    return version
-
-
-def require_pycuda() -> None:
-    """Check that pycuda's driver module is importable (it needs the CUDA driver library)."""
-    try:
-        mod = importlib.import_module("pycuda.driver")
-    except Exception as exc:  # noqa: BLE001  ImportError, or a CUDA driver library error
-        raise UserError(f"{NOT_AVAILABLE} (cannot import pycuda: {_first_line(exc)})") from None
-    if not hasattr(mod, "mem_alloc"):
-        raise UserError(f"{NOT_AVAILABLE} (the pycuda found here is only type stubs)")
-
-
-class TrtLog:
-    """Collects TensorRT's log: errors are kept for our one-line messages (and printed when
-    verbose), warnings printed when verbose, the rest dropped."""
-
-    def __init__(self, verbose: bool = False):
-        self.verbose = verbose
-        self.errors: list[str] = []
-
-    def add(self, severity: int, msg: str) -> None:
-        if severity <= _SEV_ERROR:
-            self.errors.append(msg.strip())
-        if self.verbose and severity <= _SEV_WARNING:
-            print(f"TensorRT: {msg.strip()}", file=sys.stderr)
-
-    def last_error(self) -> str:
-        return _first_line(self.errors[-1]) if self.errors else ""
-
-    def print_errors(self, prefix: str = "TensorRT: ") -> None:
-        if self.verbose:  # already printed as they came
-            return
-        for e in self.errors:
-            for line in e.splitlines():
-                if line.strip():
-                    print(f"{prefix}{line.strip()}", file=sys.stderr)
-
-
-def make_logger(log: TrtLog) -> trt.ILogger:
-    """A trt.ILogger that forwards to `log`. Keep a reference while TensorRT objects live."""
-    import tensorrt as trt
-
-    class _Logger(trt.ILogger):
-        def __init__(self) -> None:
-            trt.ILogger.__init__(self)  # the pybind11 trampoline needs the explicit call
-
-        def log(self, severity: trt.ILogger.Severity, msg: str) -> None:
-            log.add(int(severity), msg)
-
-    return _Logger()
-
-
-# -- files: hashes, sidecars, cache -------------------------------------------------------------
-
-
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
-def atomic_write(path: str | os.PathLike[str], data: bytes | memoryview) -> None:
-    """Write `data` to a temporary file beside `path`, then rename it over `path`."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.{threading.get_ident()}.tmp")
-    try:
-        with open(tmp, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-def sidecar_path(engine_path: str | os.PathLike[str]) -> Path:
-    """`fer.fp16.engine` -> `fer.fp16.engine.json`."""
-    p = Path(engine_path)
-    return p.with_name(p.name + ".json")
-
-
-def write_sidecar(
-    engine_path: str | os.PathLike[str], metadata: dict[str, str], **info: Any
-) -> Path:
-    """Write `<engine>.json`: the ONNX metadata_props (`metadata`) plus build facts (`info`:
-    tensorrt version, precision, profile, source ONNX and its sha256...). Returns its path."""
-    doc: dict[str, Any] = {"format": SIDECAR_FORMAT, "version": SIDECAR_VERSION}
-    doc.update({k: v for k, v in info.items() if k not in ("format", "version", "metadata")})
-    doc["metadata"] = {str(k): str(v) for k, v in metadata.items()}
-    out = sidecar_path(engine_path)
-    atomic_write(out, (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode())
-    return out
-
-
-def read_sidecar(engine_path: str | os.PathLike[str]) -> dict[str, Any] | None:
-    """The sidecar of an engine as a dict (its "metadata" a str -> str dict), or None when the
-    engine has none. UserError for a sidecar that is not ours or is malformed."""
-    sp = sidecar_path(engine_path)
-    if not sp.is_file():
-        return None
-    try:
-        doc = json.loads(sp.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError) as exc:
-        raise UserError(f"{sp}: unreadable engine sidecar ({_first_line(exc)})") from None
-    if not isinstance(doc, dict) or doc.get("format") != SIDECAR_FORMAT:
-        raise UserError(f"{sp}: not an edge-fer engine sidecar (no \"format\": \"{SIDECAR_FORMAT}\")")
-    meta = doc.get("metadata")
-    if not isinstance(meta, dict) or not all(
-        isinstance(k, str) and isinstance(v, str) for k, v in meta.items()
-    ):
-        raise UserError(f"{sp}: engine sidecar has no str -> str \"metadata\" object")
-    return doc
-
-
-def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
-    """metadata_props of an ONNX model (with the onnx package when installed, else ONNX Runtime)."""
-    p = Path(path)
-    try:
-        import onnx
-    except ImportError:
-        onnx = None  # type: ignore[assignment]
-    try:
-        if onnx is not None:
-            model = onnx.load(str(p), load_external_data=False)
-            return {e.key: e.value for e in model.metadata_props}
-        import onnxruntime as ort
-
-        sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
-        return dict(sess.get_modelmeta().custom_metadata_map or {})
-    except Exception as exc:  # noqa: BLE001  onnx/onnxruntime raise many kinds
-        raise UserError(f"{p}: not a loadable ONNX model ({_first_line(exc)})") from None
-
-
-def engine_metadata(engine_path: str | os.PathLike[str]) -> dict[str, str]:
-    """Metadata for an engine: its sidecar's, else that of a sibling ONNX of the same stem
-    (`fer.fp16.engine` -> `fer.fp16.onnx`, `fer.onnx`), else {}."""
-    doc = read_sidecar(engine_path)
-    if doc is not None:
-        return dict(doc["metadata"])
-    p = Path(engine_path)
-    parts = p.name.split(".")
-    for k in range(len(parts) - 1, 0, -1):
-        cand = p.with_name(".".join(parts[:k]) + ".onnx")
-        if cand.is_file():
-            try:
-                return onnx_metadata(cand)
-            except UserError:
-                return {}
-    return {}
-
-
-def cache_dir() -> Path:
-    """Where engines built from ONNX models go when the model's folder is not writable."""
-    base = os.environ.get("EDGE_FER_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "edge-fer"
-    )
-    return Path(base) / "tensorrt"
-
-
-def cached_engine_name(
-    onnx_path: str | os.PathLike[str],
-    onnx_sha256: str,
-    trt_version: str,
-    gpu_tag: str,
-    precision: str,
-    max_batch: int,
-    dla_core: int | None = None,
-) -> str:
-    """`fer.onnx` -> `fer.1a2b3c4d.trt10.3.0.sm87.fp16.b32.engine` (ONNX content, TensorRT
-    version, GPU, precision and batch limit all in the name: engines are built for exactly one)."""
-    dla = f".dla{dla_core}" if dla_core is not None else ""
-    return (
-        f"{Path(onnx_path).stem}.{onnx_sha256[:8]}.trt{trt_version}.{gpu_tag}.{precision}"
-        f".b{max_batch}{dla}.engine"
+    g.add_argument(
+        "--calib-cache",
+        metavar="FILE",
+        default=None,
+        help="TensorRT calibration cache for --trt-precision int8 (TensorRT <= 10)",
     )
 
 
@@ -335,11 +110,6 @@ def _writable_dir(d: Path) -> bool:
 
 
 # -- I/O adapters -------------------------------------------------------------------------------
-
-
-def _dims(d: Any) -> tuple[int, ...]:
-    """trt.Dims (or a tuple) -> tuple of ints. Dims has __len__/__getitem__ but no __iter__."""
-    return tuple(int(d[i]) for i in range(len(d)))
 
 
 class _EngineIO:
@@ -359,7 +129,9 @@ class _EngineIO:
         """(min, opt, max) shapes of input `name` in optimization profile 0."""
         raise NotImplementedError
 
-    def set_input_shape(self, ctx: trt.IExecutionContext, name: str, shape: tuple[int, ...]) -> bool:
+    def set_input_shape(
+        self, ctx: trt.IExecutionContext, name: str, shape: tuple[int, ...]
+    ) -> bool:
         raise NotImplementedError
 
     def context_shape(self, ctx: trt.IExecutionContext, name: str) -> tuple[int, ...]:
@@ -386,7 +158,7 @@ class _TensorIO(_EngineIO):
         self.outputs = [n for n in names if engine.get_tensor_mode(n) == trt.TensorIOMode.OUTPUT]
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return _dims(self.engine.get_tensor_shape(name))
+        return dims(self.engine.get_tensor_shape(name))
 
     def dtype(self, name: str) -> np.dtype[Any]:
         import tensorrt as trt
@@ -395,13 +167,15 @@ class _TensorIO(_EngineIO):
 
     def profile(self, name: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         lo, opt, hi = self.engine.get_tensor_profile_shape(name, 0)
-        return _dims(lo), _dims(opt), _dims(hi)
+        return dims(lo), dims(opt), dims(hi)
 
-    def set_input_shape(self, ctx: trt.IExecutionContext, name: str, shape: tuple[int, ...]) -> bool:
+    def set_input_shape(
+        self, ctx: trt.IExecutionContext, name: str, shape: tuple[int, ...]
+    ) -> bool:
         return bool(ctx.set_input_shape(name, shape))
 
     def context_shape(self, ctx: trt.IExecutionContext, name: str) -> tuple[int, ...]:
-        return _dims(ctx.get_tensor_shape(name))
+        return dims(ctx.get_tensor_shape(name))
 
     def bind(self, ctx: trt.IExecutionContext, addresses: dict[str, int]) -> None:
         for name, addr in addresses.items():
@@ -441,7 +215,7 @@ class _BindingIO(_EngineIO):
         self.bindings: list[int] = [0] * self.num_bindings
 
     def shape(self, name: str) -> tuple[int, ...]:
-        return _dims(self.engine.get_binding_shape(self.index[name]))
+        return dims(self.engine.get_binding_shape(self.index[name]))
 
     def dtype(self, name: str) -> np.dtype[Any]:
         import tensorrt as trt
@@ -450,15 +224,17 @@ class _BindingIO(_EngineIO):
 
     def profile(self, name: str) -> tuple[tuple[int, ...], tuple[int, ...], tuple[int, ...]]:
         lo, opt, hi = self.engine.get_profile_shape(0, self.index[name])
-        return _dims(lo), _dims(opt), _dims(hi)
+        return dims(lo), dims(opt), dims(hi)
 
-    def set_input_shape(self, ctx: trt.IExecutionContext, name: str, shape: tuple[int, ...]) -> bool:
+    def set_input_shape(
+        self, ctx: trt.IExecutionContext, name: str, shape: tuple[int, ...]
+    ) -> bool:
         c: Any = ctx
         return bool(c.set_binding_shape(self.index[name], shape))
 
     def context_shape(self, ctx: trt.IExecutionContext, name: str) -> tuple[int, ...]:
         c: Any = ctx
-        return _dims(c.get_binding_shape(self.index[name]))
+        return dims(c.get_binding_shape(self.index[name]))
 
     def bind(self, ctx: trt.IExecutionContext, addresses: dict[str, int]) -> None:
         for name, addr in addresses.items():
@@ -484,8 +260,10 @@ class TensorRTBackend(Backend):
     max_batch   largest batch per execution (default: the engine's profile maximum; for an ONNX
                 model, the profile maximum of the engine built, default 32). Larger inputs are
                 split; smaller ones below the profile minimum are zero-padded.
-    fp16, int8, calib_cache, dla_core, sparse, workspace_mb
-                build options when model_path is an .onnx (see edge_fer.trt_build.build_engine)
+    precision   "fp32", "fp16" or "int8" for an engine built from an .onnx (default: fp16 on a
+                Jetson, fp32 elsewhere); ignored for an engine file (it has its own)
+    calib_cache, dla_core, sparse, workspace_mb, timing_cache
+                the other build options for an .onnx (edge_fer.export.engine.BuildConfig)
     rebuild     build the engine from the .onnx even when a cached one matches
     verbose     print TensorRT's warnings (errors always end up in the UserError raised)
     threads     accepted for interface compatibility with the CPU backends; unused
@@ -498,12 +276,12 @@ class TensorRTBackend(Backend):
         model_path: str | os.PathLike[str],
         device: int = 0,
         max_batch: int | None = None,
-        fp16: bool = False,
-        int8: bool = False,
+        precision: str | None = None,
         calib_cache: str | os.PathLike[str] | None = None,
         dla_core: int | None = None,
         sparse: bool = False,
         workspace_mb: int = 1024,
+        timing_cache: str | os.PathLike[str] | None = None,
         rebuild: bool = False,
         verbose: bool = False,
         threads: int | None = None,
@@ -518,12 +296,19 @@ class TensorRTBackend(Backend):
         self._engine: trt.ICudaEngine | None = None
         self._runtime: trt.Runtime | None = None
         self._stream: cuda.Stream | None = None
+        self._io: _EngineIO | None = None
         self.path = Path(model_path)
         self.metadata = {}
         version = require_tensorrt()  # first: without TensorRT nothing else matters
         require_pycuda()
         self.features = trt_features(version)
         self.trt_version = version
+        precision = precision or default_precision()
+        if precision not in TRT_PRECISIONS:
+            raise UserError(
+                f"precision must be one of {', '.join(TRT_PRECISIONS)}, got {precision!r}"
+            )
+        self.precision = precision
         if max_batch is not None and int(max_batch) < 1:
             raise UserError(f"max_batch must be at least 1, got {max_batch}")
         if not self.path.is_file():
@@ -535,7 +320,7 @@ class TensorRTBackend(Backend):
             cuda.init()
             count = cuda.Device.count()
         except cuda.Error as exc:
-            raise UserError(f"no usable CUDA GPU ({_first_line(exc)})") from None
+            raise UserError(f"no usable CUDA GPU ({first_line(exc)})") from None
         if count < 1:
             raise UserError("no CUDA GPU found")
         if not 0 <= int(device) < count:
@@ -545,16 +330,18 @@ class TensorRTBackend(Backend):
         self.gpu_name = dev.name()
         cc = dev.compute_capability()
         self.gpu_tag = f"sm{cc[0]}{cc[1]}"
+        self.here = platform_facts(version, self.device)
+        self.here.update(gpu=self.gpu_name, compute_capability=f"{cc[0]}.{cc[1]}")
         self._cuctx = dev.retain_primary_context()  # the context TensorRT's runtime API uses
         self._cuctx.push()
         try:
-            self._open(
-                max_batch, fp16=fp16, int8=int8, calib_cache=calib_cache, dla_core=dla_core,
-                sparse=sparse, workspace_mb=workspace_mb, rebuild=rebuild, verbose=verbose,
-            )  # fmt: skip
+            self._open(max_batch, rebuild=rebuild, verbose=verbose, build={
+                "calib_cache": calib_cache, "dla_core": dla_core, "sparse": sparse,
+                "workspace_mb": workspace_mb, "timing_cache": timing_cache,
+            })  # fmt: skip
         except cuda.Error as exc:
             self._release(pushed=True)
-            raise UserError(f"{self.path}: CUDA error ({_first_line(exc)})") from None
+            raise UserError(f"{self.path}: CUDA error ({first_line(exc)})") from None
         except BaseException:
             self._release(pushed=True)
             raise
@@ -563,17 +350,7 @@ class TensorRTBackend(Backend):
 
     # -- setup ----------------------------------------------------------------------------------
     def _open(
-        self,
-        max_batch: int | None,
-        *,
-        fp16: bool,
-        int8: bool,
-        calib_cache: str | os.PathLike[str] | None,
-        dla_core: int | None,
-        sparse: bool,
-        workspace_mb: int,
-        rebuild: bool,
-        verbose: bool,
+        self, max_batch: int | None, *, rebuild: bool, verbose: bool, build: dict[str, Any]
     ) -> None:
         import pycuda.driver as cuda
         import tensorrt as trt
@@ -581,10 +358,8 @@ class TensorRTBackend(Backend):
         from_onnx = self.path.suffix.lower() == ".onnx"
         if from_onnx:
             self.engine_path = self._engine_for_onnx(
-                max_batch or DEFAULT_MAX_BATCH, fp16=fp16, int8=int8, calib_cache=calib_cache,
-                dla_core=dla_core, sparse=sparse, workspace_mb=workspace_mb, rebuild=rebuild,
-                verbose=verbose,
-            )  # fmt: skip
+                max_batch or DEFAULT_MAX_BATCH, rebuild=rebuild, verbose=verbose, build=build
+            )
         else:
             self.engine_path = self.path
         sidecar = read_sidecar(self.engine_path)
@@ -595,6 +370,9 @@ class TensorRTBackend(Backend):
         else:
             self.metadata = engine_metadata(self.engine_path)
         self.sidecar = sidecar or {}
+        # the engine's TensorRT and GPU are checked before TensorRT sees the bytes
+        for warning in check_engine_facts(self.engine_path, self.sidecar, self.here):
+            print(f"warning: {warning}", file=sys.stderr)
 
         data = self.engine_path.read_bytes()
         if not data:
@@ -602,7 +380,7 @@ class TensorRTBackend(Backend):
         self._log = TrtLog(verbose)
         self._logger = make_logger(self._log)  # must outlive the runtime and engine
         self._runtime = trt.Runtime(self._logger)
-        dla = dla_core if dla_core is not None else self.sidecar.get("dla_core")
+        dla = self.sidecar.get("dla_core")
         if dla is not None:  # a DLA engine deserialises on the DLA core it is told
             self._runtime.DLA_core = int(dla)
         engine = self._runtime.deserialize_cuda_engine(data)
@@ -690,26 +468,42 @@ class TensorRTBackend(Backend):
         self._stream = cuda.Stream()
 
     def _engine_for_onnx(
-        self,
-        max_batch: int,
-        *,
-        fp16: bool,
-        int8: bool,
-        calib_cache: str | os.PathLike[str] | None,
-        dla_core: int | None,
-        sparse: bool,
-        workspace_mb: int,
-        rebuild: bool,
-        verbose: bool,
+        self, max_batch: int, *, rebuild: bool, verbose: bool, build: dict[str, Any]
     ) -> Path:
-        """A cached engine built from exactly this ONNX here, or a fresh build."""
-        from edge_fer.trt_build import build_engine
-
-        digest = file_sha256(self.path)
-        precision = "int8" if int8 else "fp16" if fp16 else "fp32"
-        name = cached_engine_name(
-            self.path, digest, self.trt_version, self.gpu_tag, precision, max_batch, dla_core
+        """A cached engine built from exactly this ONNX with these options here, or a build."""
+        from edge_fer.export.engine import (
+            BuildConfig,
+            build_engine,
+            cached_engine_name,
+            default_calib_cache,
+            refuse_cpu_layout,
         )
+
+        calib = build["calib_cache"]
+        if self.precision == "int8" and calib is None and refuse_cpu_layout(self.path) is None:
+            calib = default_calib_cache(self.path)
+            if calib is None:
+                raise UserError(
+                    f"{self.path}: TensorRT INT8 needs the Q/DQ model (model.int8.qdq.onnx from "
+                    "`edge-fer export --int8`) or a calibration cache (--calib-cache FILE)"
+                )
+        config = BuildConfig(
+            precision=self.precision,
+            min_batch=1,
+            opt_batch=min(DEFAULT_OPT_BATCH, max_batch),
+            max_batch=max_batch,
+            workspace_mb=int(build["workspace_mb"]),
+            dla_core=build["dla_core"],
+            sparse=bool(build["sparse"]),
+            calib_cache=None if calib is None else os.fspath(calib),
+            timing_cache=None
+            if build["timing_cache"] is None
+            else os.fspath(build["timing_cache"]),
+            verbose=verbose,
+        )
+        config.check()
+        digest = file_sha256(self.path)
+        name = cached_engine_name(self.path, digest, self.trt_version, self.gpu_tag, config)
         places = [self.path.parent / name, cache_dir() / name]
         if not rebuild:
             for cand in places:
@@ -732,39 +526,21 @@ class TensorRTBackend(Backend):
                 "set EDGE_FER_CACHE to a writable folder"
             )
         print(
-            f"edge-fer: building a TensorRT {precision} engine for {self.path.name} on "
+            f"edge-fer: building a TensorRT {self.precision} engine for {self.path.name} on "
             f"{self.gpu_name} (once; can take minutes) -> {target}",
             file=sys.stderr,
         )
-        build_engine(
-            self.path, target, fp16=fp16, int8=int8, calib_cache=calib_cache, min_batch=1,
-            opt_batch=min(DEFAULT_OPT_BATCH, max_batch), max_batch=max_batch,
-            workspace_mb=workspace_mb, dla_core=dla_core, sparse=sparse, verbose=verbose,
-            info={"gpu": self.gpu_name, "gpu_tag": self.gpu_tag},
-        )  # fmt: skip
+        build_engine(self.path, target, config,
+                     info={"gpu": self.gpu_name, "gpu_tag": self.gpu_tag,
+                           "compute_capability": self.here["compute_capability"]})  # fmt: skip
         return target
 
     def _load_error(self) -> str:
-        p = self.engine_path
-        built = self.sidecar.get("tensorrt")
-        here = f"TensorRT {self.trt_version} on {self.gpu_name}"
-        if built and built != self.trt_version:
-            return (
-                f"{p}: engine built with TensorRT {built}, this is {here}; rebuild it here from "
-                "the ONNX model (python export/build_engine.py MODEL.onnx)"
-            )
-        gpu = self.sidecar.get("gpu_tag")
-        if gpu and gpu != self.gpu_tag:
-            return (
-                f"{p}: engine built for another GPU ({self.sidecar.get('gpu', gpu)}), this is "
-                f"{here}; rebuild it here from the ONNX model "
-                "(python export/build_engine.py MODEL.onnx)"
-            )
         why = self._log.last_error()
         return (
-            f"{p}: not a TensorRT engine for {here}: not an engine file, or built by another "
-            f"TensorRT version or for another GPU; rebuild it here from the ONNX model "
-            f"(python export/build_engine.py MODEL.onnx)" + (f" [TensorRT: {why}]" if why else "")
+            f"{self.engine_path}: not a TensorRT engine for TensorRT {self.trt_version} on "
+            f"{self.gpu_name}: a truncated or foreign file, or built by another TensorRT version "
+            f"or for another GPU; {REBUILD_HINT}" + (f" [TensorRT: {why}]" if why else "")
         )
 
     # -- inference ------------------------------------------------------------------------------
@@ -799,7 +575,7 @@ class TensorRTBackend(Backend):
         import pycuda.driver as cuda
 
         assert self._host_in is not None and self._host_out is not None
-        assert self._context is not None and self._stream is not None
+        assert self._context is not None and self._stream is not None and self._io is not None
         k = int(chunk.shape[0])
         m = max(k, self.profile[0]) if self.input_shape[0] is None else self.batch_limit
         self._host_in[:k] = chunk  # casts to the engine's input dtype when that is not float32
@@ -822,7 +598,9 @@ class TensorRTBackend(Backend):
 
     # -- teardown -------------------------------------------------------------------------------
     def _release(self, pushed: bool = False) -> None:
-        """Free GPU objects in dependency order inside our CUDA context, then let it go."""
+        """Free GPU objects in dependency order inside our CUDA context, then let it go: device
+        and page-locked buffers, stream, execution context, engine, runtime. Nothing is left for
+        the garbage collector to destroy later outside the context."""
         if self._cuctx is None:
             return
         import pycuda.driver as cuda
@@ -830,15 +608,29 @@ class TensorRTBackend(Backend):
         try:
             if not pushed:
                 self._cuctx.push()
+            if self._stream is not None:
+                try:
+                    self._stream.synchronize()  # no copy in flight into what is freed next
+                except cuda.Error:
+                    pass
             for a in self._allocs:
                 try:
                     a.free()
                 except cuda.Error:
                     pass
             self._allocs = []
-            self._host_in = self._host_out = None  # page-locked memory is freed in-context
+            for host in (self._host_in, self._host_out):
+                base: Any = getattr(host, "base", None)  # pycuda's HostAllocation
+                if base is not None and hasattr(base, "free"):
+                    try:
+                        base.free()
+                    except cuda.Error:
+                        pass
+            self._host_in = self._host_out = None
             self._stream = None
+            # the last references to the TensorRT objects: destroyed here, in this context
             self._context = None
+            self._io = None
             self._engine = None
             self._runtime = None
         finally:
@@ -876,17 +668,10 @@ def create(model_path: str | os.PathLike[str], **opts: Any) -> TensorRTBackend:
 
 
 __all__ = [
-    "NOT_AVAILABLE",
+    "TRT_PRECISIONS",
     "TensorRTBackend",
-    "TrtFeatures",
-    "api_flavour",
+    "add_trt_args",
     "create",
-    "engine_metadata",
-    "onnx_metadata",
-    "read_sidecar",
-    "require_pycuda",
-    "require_tensorrt",
-    "sidecar_path",
-    "trt_features",
-    "write_sidecar",
+    "default_precision",
+    "make_io",
 ]

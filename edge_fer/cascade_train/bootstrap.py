@@ -24,8 +24,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
 
+from edge_fer.cache import njit_cached
 from edge_fer.cascade_train.learner import run_batch
 from edge_fer.cascade_train.samples import Windows
 
@@ -36,7 +37,7 @@ RUNS_PER_BATCH = 16  # runs evaluated together, tree by tree
 U64 = np.uint64
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit_cached(nogil=True, inline="always")
 def _next(state, lane):
     x = state[lane]
     x ^= x >> U64(12)
@@ -46,18 +47,18 @@ def _next(state, lane):
     return x * U64(2685821657736338717)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit_cached(nogil=True, inline="always")
 def _uniform(state, lane):
     return np.float64(_next(state, lane) >> U64(11)) * (1.0 / 9007199254740992.0)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit_cached(nogil=True, inline="always")
 def _below(state, lane, n):
     """Uniform integer in [0, n) for 0 < n < 2^32 (multiply-shift, no division)."""
     return np.int64(((_next(state, lane) >> U64(32)) * U64(n)) >> U64(32))
 
 
-@njit(cache=True, parallel=True, nogil=True)
+@njit_cached(parallel=True, nogil=True)
 def mine(pix, off, H, W, neg_img, neg_hi, ex_start, ex_box, smin, scan_share, state, quota,
          max_draws, burst, tdepth, codes, leaves, thr, ntrees,
          out_r, out_c, out_s, out_img, out_sgn, out_score, out_count, out_draws):  # fmt: skip

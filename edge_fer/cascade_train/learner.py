@@ -19,13 +19,15 @@ threads.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit, prange
+from numba import prange
+
+from edge_fer.cache import njit_cached
 
 NCHUNKS = 16  # fixed: makes the floating-point sums independent of the thread count
 SKIP_THRESHOLD = np.float32(-1337.0)  # thresholds of trees inside a stage (never reject)
 
 
-@njit(cache=True, nogil=True, inline="always")
+@njit_cached(nogil=True, inline="always")
 def _bintest(pix, base, h, w, r, c, s, sgn, codes, a, b):
     # codes[a, b] is the node's (r1, c1, r2, c2); scalar indexing only: slicing a view out of
     # `codes` here would cost a reference-count update per pixel test
@@ -43,7 +45,7 @@ def _bintest(pix, base, h, w, r, c, s, sgn, codes, a, b):
 BATCH = 256  # windows evaluated together, tree by tree
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def run_batch(pix, off, H, W, wr, wc, ws, wimg, wsgn, act, na, scores, ntr, tdepth, codes,
               leaves, thr, ntrees):  # fmt: skip
     """Run the cascade on the windows act[:na] (indices into the window arrays), tree by tree
@@ -79,7 +81,7 @@ def run_batch(pix, off, H, W, wr, wc, ws, wimg, wsgn, act, na, scores, ntr, tdep
     return na
 
 
-@njit(cache=True, parallel=True, nogil=True)
+@njit_cached(parallel=True, nogil=True)
 def _eval_all(pix, off, H, W, wr, wc, ws, wimg, wsgn, tdepth, codes, leaves, thr, ntrees,
               out_pass, out_score, out_trees):  # fmt: skip
     n = wr.shape[0]
@@ -117,7 +119,7 @@ def count_trees(pix, off, H, W, wr, wc, ws, wimg, wsgn, tdepth, codes, leaves, t
               ok, sc, out_trees)  # fmt: skip
 
 
-@njit(cache=True, parallel=True, nogil=True)
+@njit_cached(parallel=True, nogil=True)
 def level_stats(pix, off, H, W, wr, wc, ws, wimg, wsgn, ispos, wt, node, tests, out):
     """out[chunk, j, 0/1, k]: weight of positives / negatives in node j that test k sends right.
 
@@ -148,7 +150,7 @@ def level_stats(pix, off, H, W, wr, wc, ws, wimg, wsgn, ispos, wt, node, tests, 
                 out[ch, j, cls, t] += wi * _bintest(pix, base, h, w, r, c, s, sg, tests, j, t)
 
 
-@njit(cache=True, parallel=True, nogil=True)
+@njit_cached(parallel=True, nogil=True)
 def apply_level(pix, off, H, W, wr, wc, ws, wimg, wsgn, node, level_codes):
     """node[i] <- 2*node[i] + test(level_codes[0, node[i]]) for every window.
 

@@ -28,6 +28,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_fer import fileio
 from edge_fer.cascade_train import bootstrap, learner
 from edge_fer.cascade_train.annotations import (
     InputReport,
@@ -260,12 +261,6 @@ class _CascadeBuilder:
         return b
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def _eval(data: TrainData, win: Windows, casc) -> tuple[np.ndarray, np.ndarray]:
     pix, off, H, W = data.store.arrays()
     depth, codes, leaves, thr, ntrees = casc
@@ -412,9 +407,9 @@ def train(
         state["rng"] = rng.bit_generator.state
         state["lanes"] = [int(x) for x in lanes]
         state["elapsed_s"] = round(time.perf_counter() - t_start, 2)
-        if builder.ntrees:
-            _atomic_write(casc_path, builder.cascade().to_bytes())
-        _atomic_write(state_path, (json.dumps(state, indent=1) + "\n").encode())
+        if builder.ntrees:  # atomic (edge_fer.fileio): a resume finds the old or the new
+            fileio.write_bytes(casc_path, builder.cascade().to_bytes())
+        fileio.write_json(state_path, state, indent=1)
 
     while True:
         stage = int(state["stage"])

@@ -6,12 +6,19 @@ run` does). Writes, into --out: the Q/DQ INT8 ONNX model for TensorRT (model.int
 the one for ONNX Runtime on CPU (model.int8.cpu.onnx), the TensorRT calibration cache
 (calib.cache), the JSON report of per-tensor ranges (calib_report.json) and the ids of the
 faces used (calib_ids.txt). Needs the `onnx` package (extra `quantize`).
+
+Ctrl-C and SIGTERM stop it cleanly: SIGTERM is raised as an interrupt like Ctrl-C, so every
+temporary file is removed and --out keeps what it held; one line, exit code 130 (Ctrl-C) or
+143 (SIGTERM).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import signal
 import sys
+import threading
 
 from edge_fer.cli.eval_cmd import HelpFormatter
 
@@ -67,6 +74,11 @@ def register(sub) -> None:
     src.add_argument(
         "--min-faces", type=int, default=100, help="refuse a calibration set with fewer faces"
     )
+    src.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="--data: skip (and count) unreadable images instead of refusing the dataset",
+    )
     det = p.add_argument_group("face detection (--source)")
     det.add_argument(
         "--cascade",
@@ -89,8 +101,12 @@ def register(sub) -> None:
         metavar="PX|FRACTION",
         help="largest face, same units",
     )
-    det.add_argument("--threshold", type=float, default=None,
-                     help="minimum detection score (default: the cascade's recommended one)")
+    det.add_argument(
+        "--threshold",
+        type=float,
+        default=None,
+        help="minimum detection score (default: the cascade's recommended one)",
+    )
     det.add_argument(
         "--every", type=int, default=1, metavar="N", help="videos: look at every N-th frame"
     )
@@ -113,7 +129,8 @@ def register(sub) -> None:
         "--percentile",
         type=float,
         default=99.99,
-        help="--method percentile: the percentile of |x| kept",
+        help="--method percentile: the percentile of |x| kept (and the one the report's "
+        "comparison of the methods uses)",
     )
     q.add_argument(
         "--target",
@@ -136,6 +153,13 @@ def register(sub) -> None:
         type=int,
         default=0,
         help="ONNX Runtime threads (default 0: its default, one per core)",
+    )
+    q.add_argument(
+        "--keep-histograms",
+        action="store_true",
+        help="also write calib_histograms.npz: every tensor's histogram, from which the ranges "
+        "of any --method can be computed again without another pass "
+        "(edge_fer.quantize.ranges.Collection.load)",
     )
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -196,10 +220,14 @@ def _faces(args, spec_size: int, margin: float):
                 raise UserError(f"--ids {args.ids}: cannot read ({exc.strerror or exc})") from None
             if not ids:
                 raise UserError(f"--ids {args.ids}: no ids in the file")
-        return from_dataset(args.data, args.split, args.samples, args.seed, size=spec_size,
-                            ids=ids)  # fmt: skip
+        kw = {"size": spec_size, "ids": ids, "skip_bad": args.skip_bad}
+        return from_dataset(args.data, args.split, args.samples, args.seed, **kw)
     if args.ids:
         raise UserError("--ids applies to --data (a labelled dataset), not to --source")
+    if args.skip_bad:
+        raise UserError("--skip-bad applies to --data; --source skips unreadable images itself")
+    if args.every < 1:
+        raise UserError("--every must be at least 1")
     opts = DetectOptions(
         min_size=args.min_size, max_size=args.max_size, threshold=args.threshold,
         every=args.every, max_frames=args.max_frames,
@@ -215,15 +243,73 @@ def _faces(args, spec_size: int, margin: float):
         bar.close()
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, as Ctrl-C is: every finally-block runs (the
+    temporary files go) before the process ends."""
+
+
+@contextlib.contextmanager
+def _sigterm_as_interrupt():
+    """Turn the first SIGTERM into `_Terminated` (later ones are ignored, so a second signal
+    cannot cut the clean-up short). Yields a list that holds the signal once one came.
+    Signals can only be handled on the main thread; elsewhere this does nothing."""
+    fired: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield fired
+        return
+
+    def on_term(signum, frame):
+        if not fired:
+            fired.append(signum)
+            raise _Terminated()
+
+    try:
+        old = signal.signal(signal.SIGTERM, on_term)
+    except (ValueError, OSError):  # no signals here (an embedding interpreter)
+        yield fired
+        return
+    try:
+        yield fired
+    finally:
+        # once terminated, later SIGTERMs are ignored until the process has ended (Python
+        # puts its own handlers back to the default while it shuts down; SIG_IGN stays)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN if fired else old)
+
+
 def run(args) -> int:
+    done: list[bool] = []
+    with _sigterm_as_interrupt() as fired:
+        try:
+            return _run(args, done)
+        except BaseException as exc:
+            # a C extension interrupted in its import or call may re-raise the interrupt as
+            # another error (onnxruntime: ImportError "initialization failed"): the signal wins
+            term = bool(fired)
+            if not (term or isinstance(exc, KeyboardInterrupt)):
+                raise
+            what = "terminated (SIGTERM)" if term else "interrupted"
+            left = "" if done else f"; {args.out} was left as it was"
+            print(f"edge-fer calibrate: {what}{left}", file=sys.stderr, flush=True)
+            return 128 + (signal.SIGTERM if term else signal.SIGINT)
+
+
+def _run(args, done: list) -> int:
     import os
+    from pathlib import Path
 
     os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
     from edge_fer.classify import Classifier, default_model_path
     from edge_fer.errors import UserError
 
+    # flags checked before any work (the library names its parameters, not these flags)
     if args.threads < 0:
         raise UserError("--threads must be >= 0")
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    if not 50.0 < args.percentile <= 100.0:  # also the report's comparison uses it
+        raise UserError(f"--percentile must be in (50, 100], got {args.percentile}")
+    if Path(args.out).exists() and not Path(args.out).is_dir():
+        raise UserError(f"--out {args.out}: exists and is not a folder")
     try:
         import onnx  # noqa: F401
     except ImportError as exc:
@@ -242,9 +328,11 @@ def run(args) -> int:
             model, faces, args.out, method=args.method, percentile=args.percentile,
             target=args.target, trt_version=args.trt_version, batch_size=args.batch_size,
             threads=args.threads or 0, min_faces=args.min_faces, progress=bar.update,
+            keep_histograms=args.keep_histograms,
         )  # fmt: skip
     finally:
         bar.close()
+    done.append(True)
     if args.json:
         print(json.dumps(info, indent=2))
         return 0
@@ -254,8 +342,10 @@ def run(args) -> int:
         f"method {info['method']}, {info['tensors']} tensors, {info['seconds']:.1f} s"
     )
     for k, v in info["files"].items():
-        print(f"  {k:<9} {v}")
+        print(f"  {k:<10} {v}")
     print(f"  cache header {info['trt_cache_header']}")
     if agree:
         print(f"  top-1 agreement with FP32 on the calibration faces: {agree}")
+    for note in faces.notes:
+        print(f"  note: {note}")
     return 0

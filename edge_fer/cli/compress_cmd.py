@@ -271,7 +271,7 @@ def _source_onnx(src, out: Path, faces) -> Path:
     """The FP32 ONNX of the source (itself, or exported from the checkpoint)."""
     if src.kind == "onnx":
         return src.path
-    from edge_fer.onnx_export import export_checkpoint
+    from edge_fer.export.onnx import export_checkpoint
 
     path = out / "source_fp32.onnx"
     export_checkpoint(src.path, path, check_faces=faces, eval_tta=src.eval_tta)

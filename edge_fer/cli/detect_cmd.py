@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -59,9 +57,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         '"score"}]} (plus "frame" for videos).',
     )
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_VIDEO")
-    p.add_argument("--cascade", metavar="FILE",
-                   help="pico cascade file (default: the bundled face_default.pico, and "
-                   "face_lowres.pico for images and videos whose shorter side is under 240 px)")
+    p.add_argument(
+        "--cascade",
+        metavar="FILE",
+        help="pico cascade file (default: the bundled face_default.pico, and "
+        "face_lowres.pico for images and videos whose shorter side is under 240 px)",
+    )
     p.add_argument(
         "--min-size",
         type=parse_size,
@@ -93,19 +94,41 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         help="in-plane rotation(s) of the cascade in turns, counter-clockwise (1/32 = 11.25 "
         "deg; several, e.g. 0,1/32,-1/32: windows of every angle are clustered together)",
     )
-    p.add_argument("--grouping", choices=("chain", "greedy"), default=None,
-                   help="how overlapping windows become one face: chain (pico's) or greedy "
-                   "(around the best window) (default: the cascade's setting, else chain)")
-    p.add_argument("--cluster-iou", type=float, default=None, metavar="IOU",
-                   help="overlap above which windows are grouped (default: the cascade's "
-                   "cluster_iou setting, else 0.3)")
-    p.add_argument("--verifier", default=None, metavar="ONNX|none",
-                   help="face verifier behind the cascade, as edge-fer run --verifier (default: "
-                   "the cascade's verifier setting)")
-    p.add_argument("--verifier-min-prob", type=float, default=None, metavar="P",
-                   help="as edge-fer run --verifier-min-prob (default: the cascade's setting)")
-    p.add_argument("--scale-factor", type=float, default=None,
-                   help="window growth per scale (default: the cascade's setting, else 1.1)")
+    p.add_argument(
+        "--grouping",
+        choices=("chain", "greedy"),
+        default=None,
+        help="how overlapping windows become one face: chain (pico's) or greedy "
+        "(around the best window) (default: the cascade's setting, else chain)",
+    )
+    p.add_argument(
+        "--cluster-iou",
+        type=float,
+        default=None,
+        metavar="IOU",
+        help="overlap above which windows are grouped (default: the cascade's "
+        "cluster_iou setting, else 0.3)",
+    )
+    p.add_argument(
+        "--verifier",
+        default=None,
+        metavar="ONNX|none",
+        help="face verifier behind the cascade, as edge-fer run --verifier (default: "
+        "the cascade's verifier setting)",
+    )
+    p.add_argument(
+        "--verifier-min-prob",
+        type=float,
+        default=None,
+        metavar="P",
+        help="as edge-fer run --verifier-min-prob (default: the cascade's setting)",
+    )
+    p.add_argument(
+        "--scale-factor",
+        type=float,
+        default=None,
+        help="window growth per scale (default: the cascade's setting, else 1.1)",
+    )
     p.add_argument(
         "--stride-factor", type=float, default=0.1, help="window step as a fraction of its size"
     )
@@ -129,10 +152,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    # FFmpeg writes its own decoder complaints to stderr; ours is the one line that matters
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
-    import cv2  # noqa: F401  (imported here so `edge-fer --help` stays fast)
+    # imported here so `edge-fer --help` stays fast; importing the sources also keeps FFmpeg's
+    # own decoder complaints off stderr (ours are the lines that matter)
+    from edge_fer.runtime.sources import quiet_opencv
 
+    quiet_opencv()
     from edge_fer.detect import default_cascade_path
     from edge_fer.runtime.runner import DetectorOptions, DetectorPicker
 
@@ -153,13 +177,16 @@ def run(args: argparse.Namespace) -> int:
         verifier=args.verifier, verifier_min_prob=args.verifier_min_prob,
     ), threads=args.threads)  # fmt: skip
     draw_dir = _draw_target(args.draw, len(paths))
+    truncated = False
     for path in paths:
         if _is_video(path):
-            _run_video(pick, path, args, draw_dir)
+            truncated |= _run_video(pick, path, args, draw_dir)
         else:
-            _run_image(pick, path, args, draw_dir)
+            truncated |= _run_image(pick, path, args, draw_dir)
         pick.reset()
-    return 0
+    # as edge-fer run: a video that ends before the frames its header declares is exit 1,
+    # after every input has been processed (the warning said which and how many frames)
+    return 1 if truncated else 0
 
 
 # ---- inputs ---------------------------------------------------------------------------------
@@ -170,10 +197,17 @@ def _is_video(path: Path) -> bool:
 def _read_image(path: Path, flags: int) -> np.ndarray | None:
     import cv2
 
+    from edge_fer.runtime.sources import MAX_IMAGE_PIXELS, image_size
+
     try:
+        # the size from the header first: decoding allocates it all before anything is checked
+        size = image_size(str(path))
         buf = np.fromfile(path, dtype=np.uint8)  # imdecode copes with non-ASCII paths
     except OSError as exc:
         raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        raise UserError(f"{path}: {size[0]}x{size[1]} pixels is over the "
+                        f"{MAX_IMAGE_PIXELS // 1_000_000} Mpx limit for images")  # fmt: skip
     if buf.size == 0:
         return None
     try:
@@ -182,20 +216,18 @@ def _read_image(path: Path, flags: int) -> np.ndarray | None:
         return None
 
 
-def _frames(path: Path) -> Iterator[np.ndarray]:
-    import cv2
+def _open_video(path: Path, warn):
+    """A FileSource: every frame that decodes, skipping (and reporting) the ones that don't."""
+    from edge_fer.runtime.sources import FileSource, SourceSpec
 
-    cap = cv2.VideoCapture(str(path))
-    if not cap.isOpened():
-        raise UserError(f"cannot decode {path}: not an image or video OpenCV can read")
-    try:
-        while True:
-            ok, frame = cap.read()
-            if not ok:
-                break
-            yield frame
-    finally:
-        cap.release()
+    try:  # the spec is built here: a file name is never read as a URI, glob or camera
+        return FileSource(SourceSpec(str(path), "file", str(path), False, "ffmpeg"), warn)
+    except UserError as exc:
+        if "cannot decode" in str(exc):
+            raise UserError(
+                f"cannot decode {path}: not an image or video OpenCV can read"
+            ) from None
+        raise
 
 
 def _to_gray(frame: np.ndarray) -> np.ndarray:
@@ -266,7 +298,8 @@ def _emit(record: dict) -> None:
     print(json.dumps(record))
 
 
-def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None) -> None:
+def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None) -> bool:
+    """Detect on one image; True when it turned out to be a truncated video."""
     import cv2
 
     gray = _read_image(path, cv2.IMREAD_GRAYSCALE)
@@ -274,10 +307,7 @@ def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
         # not an image: maybe a video with an unusual extension
         if path.suffix.lower() in IMAGE_EXTS:
             raise UserError(f"cannot decode {path}: not a valid image (truncated or corrupt?)")
-        if cv2.VideoCapture(str(path)).isOpened():
-            _run_video(pick, path, args, draw_dir)
-            return
-        raise UserError(f"cannot decode {path}: not an image or video OpenCV can read")
+        return _run_video(pick, path, args, draw_dir)
     faces = pick(gray.shape).detect(gray)
     if args.json:
         _emit({"path": str(path), "faces": _faces_json(faces)})
@@ -294,38 +324,54 @@ def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
             ok = False
         if not ok:
             raise UserError(f"cannot write {out} (unknown image extension or unwritable path)")
+    return False
 
 
-def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None) -> None:
+def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None) -> bool:
+    """Detect on every frame that decodes; True when the video is truncated.
+
+    Frames the decoder rejects are skipped and counted, and the file is checked against the
+    frame count its header declares: each problem is one warning line on stderr.
+    """
     import cv2
 
+    warnings: list[str] = []  # printed once the video is done, unless nothing decoded at all
+    src = _open_video(path, warnings.append)
     writer = None
     nframes = nwith = 0
     try:
         det = None
-        for i, frame in enumerate(_frames(path)):
+        while (fr := src.read()) is not None:
+            frame = fr.image
             gray = _to_gray(frame)
             det = det or pick(gray.shape)  # one detector per video: its memory spans frames
             faces = det.detect(gray)
             nframes += 1
             nwith += bool(faces)
             if args.json:
-                _emit({"path": str(path), "frame": i, "faces": _faces_json(faces)})
+                _emit({"path": str(path), "frame": fr.index, "faces": _faces_json(faces)})
             if args.draw:
                 if writer is None:
                     out = _draw_path(args, draw_dir, path, video=True)
                     fourcc = "mp4v" if out.suffix.lower() in {".mp4", ".m4v", ".mov"} else "MJPG"
-                    fps = cv2.VideoCapture(str(path)).get(cv2.CAP_PROP_FPS) or 25.0
                     h, w = frame.shape[:2]
-                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*fourcc), fps, (w, h))
+                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*fourcc),
+                                             src.fps or 25.0, (w, h))  # fmt: skip
                     if not writer.isOpened():
                         raise UserError(f"cannot write video {out}")
                 writer.write(_draw(frame, faces))
     finally:
         if writer is not None:
             writer.release()
+        src.close()
     if nframes == 0:
         raise UserError(f"cannot decode {path}: no frames could be read")
-    if not args.json:
-        print(f"{path}: {nframes} frames, faces in {nwith}")
     sys.stdout.flush()
+    for msg in warnings:
+        print(f"edge-fer detect: warning: {msg}", file=sys.stderr, flush=True)
+    lost = src.undecodable
+    if not args.json:
+        print(f"{path}: {nframes} frames, faces in {nwith}"
+              + (f", {lost} undecodable" if lost else ""))  # fmt: skip
+    sys.stdout.flush()
+    return src.incomplete

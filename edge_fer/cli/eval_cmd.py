@@ -8,8 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
+
+from edge_fer import fileio
 
 SPLIT_CHOICES = ("train", "public-test", "private-test", "test", "all")
 
@@ -184,10 +187,41 @@ def _target(args):
     return None
 
 
+def _check_outputs(args, png: str | None) -> None:
+    """--json and --png must not overwrite the model, the dataset (a file, or an image in the
+    dataset's folder) or each other: checked before the evaluation runs."""
+    from edge_fer.classify import default_model_path
+    from edge_fer.errors import UserError
+    from edge_fer.runtime.sinks import check_collisions
+    from edge_fer.runtime.sources import IMAGE_EXTS
+
+    outputs = [("--json", args.json_out if args.json_out != "-" else None), ("--png", png)]
+    inputs = [("--data", args.data)]
+    try:
+        inputs.append(("--model", args.model) if args.model else
+                      ("the bundled model", str(default_model_path())))  # fmt: skip
+    except UserError:
+        pass
+    check_collisions(outputs, inputs)
+    data = Path(args.data)
+    if data.is_dir():
+        root = os.path.realpath(data)
+        for name, out in outputs:
+            real = os.path.realpath(out) if out else ""
+            if real.startswith(root + os.sep) and Path(real).suffix.lower() in IMAGE_EXTS:
+                raise UserError(f"{name} {out} is inside --data {args.data} and named like an "
+                                "image: an output must not overwrite the dataset")  # fmt: skip
+
+
 def run_eval(args) -> int:
+    from edge_fer.errors import UserError
     from edge_fer.evaluate import draw_confusion, summary_text, write_png
 
     target = _target(args)
+    png = args.png
+    if png is None and args.json_out and args.json_out != "-":
+        png = str(Path(args.json_out).with_suffix(".png"))
+    _check_outputs(args, png)
     clf = load_classifier(args)
     try:
         rep = eval_dataset(
@@ -196,9 +230,6 @@ def run_eval(args) -> int:
         )  # fmt: skip
     finally:
         clf.close()
-    png = args.png
-    if png is None and args.json_out and args.json_out != "-":
-        png = str(Path(args.json_out).with_suffix(".png"))
     if png:
         title = (f"{Path(rep['model']).name} on {Path(rep['data']).name} {rep['split']}: "
                  f"acc {rep['accuracy']:.3f}  macro-F1 {rep['macro_f1']:.3f}  n {rep['n']}")
@@ -207,7 +238,10 @@ def run_eval(args) -> int:
     text = summary_text(rep)
     if args.json_out == "-":
         print(text, file=sys.stderr)
-        print(json.dumps(rep, indent=2))
+        try:
+            print(fileio.dumps(rep))
+        except ValueError as exc:
+            raise UserError(f"--json -: {fileio.first_line(exc)}") from None
     else:
         if args.json_out:
             _write_json(rep, Path(args.json_out))
@@ -220,17 +254,17 @@ def run_eval(args) -> int:
 
 
 def _write_json(obj, path: Path) -> None:
-    import os
-
+    """Strict JSON (edge_fer.fileio: atomic for a file, written through to a device, a
+    symlink's target replaced); a failure is one line naming the file."""
     from edge_fer.errors import UserError
 
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, path)
+        fileio.write_json(path, obj)
     except OSError as exc:
-        raise UserError(f"{path}: cannot write ({exc.strerror or exc})") from None
+        raise UserError(f"{path}: cannot write ({fileio.os_error_reason(exc)})") from None
+    except ValueError as exc:  # NaN or Infinity in the report: strict JSON cannot hold it
+        raise UserError(f"{path}: {fileio.first_line(exc)}") from None
 
 
 # -- classify -----------------------------------------------------------------------------
@@ -292,7 +326,12 @@ def run_classify(args) -> int:
                 if args.json:
                     rec = {"path": str(p), "label": label,
                            "probs": {c: round(float(v), 6) for c, v in zip(clf.classes, pr)}}
-                    print(json.dumps(rec))
+                    try:  # strict JSON Lines: no NaN/Infinity
+                        print(fileio.dumps(rec, indent=None))
+                    except ValueError as exc:
+                        from edge_fer.errors import UserError
+
+                        raise UserError(f"{p}: {fileio.first_line(exc)}") from None
                 else:
                     rest = ", ".join(f"{clf.classes[k]} {pr[k]:.2f}"
                                      for k in order[1 : max(args.top, 1)])

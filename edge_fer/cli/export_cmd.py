@@ -3,7 +3,7 @@
 FP32 ONNX with softmax probabilities inside the graph, optional flip test-time augmentation,
 metadata (preprocessing, classes, provenance) and a torch-vs-ONNX Runtime parity check. With
 `--int8` it goes on, in the same command, to INT8: calibration, the accuracy check against FP32
-and the compression report (edge_fer.export_int8), starting from the FP32 model just exported
+and the compression report (edge_fer.export.int8), starting from the FP32 model just exported
 or from `--model` (an exported .onnx; the bundled model when neither is given).
 """
 
@@ -90,7 +90,7 @@ def export_onnx(args) -> dict:
     from edge_fer.errors import UserError
 
     try:
-        from edge_fer.onnx_export import export_checkpoint
+        from edge_fer.export.onnx import export_checkpoint
     except ImportError as exc:
         raise UserError(
             f"export needs the train extra: pip install 'edge-fer[train]' ({exc})"
@@ -132,7 +132,7 @@ def _int8(args, model) -> int:
     from edge_fer.classify import Classifier
     from edge_fer.cli.calibrate_cmd import _Progress
     from edge_fer.errors import UserError
-    from edge_fer.export_int8 import default_out_dir, export_int8
+    from edge_fer.export.int8 import default_out_dir, export_int8
 
     try:
         import onnx  # noqa: F401

@@ -28,6 +28,13 @@ def _common(p, data_required: bool) -> None:
     p.add_argument("model", metavar="MODEL", help="Keras model: .h5/.hdf5, .keras or a "
                    "SavedModel folder")  # fmt: skip
     p.add_argument("--out", required=True, help="output model file (.onnx)")
+    p.add_argument(
+        "--trust-model-code",
+        action="store_true",
+        help="load a model that holds code: Lambda layers (Python bytecode that loading "
+        "runs), custom layer classes, SavedModel folders. Model files from others are code: "
+        "use this only for a file whose source you trust [default: such models are refused]",
+    )
     if data_required:
         p.add_argument("--data", required=True,
                        help="labelled faces for fine-tuning: FER2013 folders or csv (its "
@@ -174,7 +181,7 @@ def _load(args):
     scale = parse_scale(args.scale)
     sniff_keras(Path(args.model))  # a wrong file is reported before TensorFlow loads
     _tf.set_threads(args.threads)
-    model = load_keras(args.model)
+    model = load_keras(args.model, trust_code=args.trust_model_code)
     spec = keras_spec(model, classes=args.classes, scale=scale, input_size=args.input_size,
                       crop_margin=args.crop_margin, clahe=args.clahe)  # fmt: skip
     return model, spec
@@ -206,26 +213,26 @@ def _print(report: dict, what: str) -> None:
 def _save_keras(model, path: str | None) -> None:
     if not path:
         return
-    import os
+    import tempfile
     import warnings
 
     from edge_fer.errors import UserError
+    from edge_fer.fileio import os_error_reason, write_bytes
 
     p = Path(path)
     if p.suffix.lower() not in (".h5", ".hdf5", ".keras"):
         raise UserError(f"--save-keras {p}: use a .h5, .hdf5 or .keras file name")
-    tmp = p.with_name(f".{p.stem}.{os.getpid()}.tmp{p.suffix}")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        with warnings.catch_warnings():  # "HDF5 is a legacy format": the user chose it
-            warnings.simplefilter("ignore")
-            model.save(str(tmp))
-        os.replace(tmp, p)
+        # tf-keras writes by name: into a private folder, then one atomic write of the bytes
+        with tempfile.TemporaryDirectory(prefix="edge-fer-keras-") as tmp_dir:
+            tmp = Path(tmp_dir) / f"model{p.suffix.lower()}"
+            with warnings.catch_warnings():  # "HDF5 is a legacy format": the user chose it
+                warnings.simplefilter("ignore")
+                model.save(str(tmp))
+            write_bytes(p, tmp.read_bytes())
     except OSError as exc:
-        raise UserError(f"{p}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+        raise UserError(f"{p}: cannot write ({os_error_reason(exc)})") from None
 
 
 def run_import(args) -> int:

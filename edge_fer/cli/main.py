@@ -26,6 +26,8 @@ COMMANDS: list[str] = [
     "calibrate_cmd",
     "keras_cmd",
     "compress_cmd",
+    "build_engine_cmd",
+    "deploy_cmd",
 ]
 
 

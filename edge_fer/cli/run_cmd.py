@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
+
+from edge_fer import fileio
 
 # one parser for --min-size and --angle everywhere
 from edge_fer.cli.detect_cmd import parse_angles, parse_size
@@ -145,7 +146,8 @@ def register(subparsers) -> None:
         "v4l2:///dev/video0), a stream (rtsp://, http://), a Jetson CSI camera (csi://0) or a "
         "GStreamer pipeline. `edge-fer run --demo` makes a clip and runs on it. Exit codes: 0 "
         "done, 1 the source ended early (truncated file, stream lost), 2 a usage or input "
-        "problem, 130 interrupted (outputs are still complete and valid).",
+        "problem, 130 / 143 interrupted by SIGINT / SIGTERM (outputs are still complete and "
+        "valid).",
     )
     p.add_argument("source", nargs="?", metavar="SOURCE", help="file, folder, glob, or URI")
     p.add_argument(
@@ -205,6 +207,9 @@ def register(subparsers) -> None:
         help="live sources: keep reconnecting a lost stream for S seconds (30)",
     )
     add_model_args(p)
+    from edge_fer.backends.tensorrt_backend import add_trt_args
+
+    add_trt_args(p)
     p.set_defaults(func=run)
 
 
@@ -227,6 +232,8 @@ def options_from_args(args, source: str):
         precision=getattr(args, "precision", "auto"),
         cascade=args.cascade,
         backend=getattr(args, "backend", "onnxruntime"),
+        trt_precision=getattr(args, "trt_precision", None),
+        calib_cache=getattr(args, "calib_cache", None),
         threads=args.threads,
         detect_threads=getattr(args, "detect_threads", None),
         show=getattr(args, "show", False),
@@ -257,19 +264,30 @@ def options_from_args(args, source: str):
 
 
 def quiet_opencv() -> None:
-    """OpenCV's own WARN lines (a camera index that does not open...) would repeat our errors."""
-    try:
-        import cv2
+    """OpenCV's and FFmpeg's own lines (a camera index that does not open...) would repeat our
+    errors; one policy for every command, in edge_fer.runtime.sources."""
+    from edge_fer.runtime.sources import quiet_opencv as quiet
 
-        cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_ERROR)
-    except (ImportError, AttributeError):
-        pass
+    quiet()
 
 
 def run(args) -> int:
-    from edge_fer.runtime.runner import format_summary, run_video
+    from edge_fer.runtime.pipeline import Interrupted, SignalGuard
 
     quiet_opencv()
+    # SIGINT / SIGTERM from here on: during start-up (the demo clip, loading, compiling) they
+    # stop it and drop what was opened; while running they stop the pipeline (exit 128 + N)
+    with SignalGuard() as guard:
+        try:
+            return _run(args, guard)
+        except Interrupted as exc:  # before run_video took over: the demo clip being made
+            return _interrupted(args, exc.signum)
+        finally:
+            guard.on_signal = SignalGuard.record_only
+
+
+def _run(args, guard) -> int:
+    from edge_fer.runtime.runner import format_summary, run_video
 
     if args.demo and args.source:
         raise UserError("give either SOURCE or --demo, not both")
@@ -277,35 +295,61 @@ def run(args) -> int:
         raise UserError("no SOURCE: give a file, folder, glob, camera or URI (or --demo)")
     if args.demo:
         from edge_fer.runtime.runner import resolve_cascade
+        from edge_fer.runtime.sinks import check_collisions
 
         resolve_cascade(args.cascade)  # fail before making the clip
         out_dir = Path(args.demo_dir)
+        clip_path = out_dir / "demo_input.mp4"
+        args.out = args.out or str(out_dir / "annotated.mp4")
+        args.events = args.events or str(out_dir / "events.jsonl")
+        args.summary = args.summary or str(out_dir / "summary.json")
+        check_collisions([("--out", args.out), ("--events", args.events),
+                          ("--summary", args.summary)], [("the demo clip", clip_path)])  # fmt: skip
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise UserError(f"--demo-dir {out_dir}: cannot create it ({exc.strerror})") from None
         from edge_fer.runtime.demo import write_demo_clip
 
-        clip = write_demo_clip(out_dir / "demo_input.mp4")
+        clip = write_demo_clip(clip_path)
         print(f"edge-fer run: demo clip {clip['path']} ({clip['frames']} frames, "
               f"{clip['size'][0]}x{clip['size'][1]}; photo: {clip['photo']})",
-              file=sys.stderr)  # fmt: skip
-        args.out = args.out or str(out_dir / "annotated.mp4")
-        args.events = args.events or str(out_dir / "events.jsonl")
-        args.summary = args.summary or str(out_dir / "summary.json")
+              file=sys.stderr, flush=True)  # fmt: skip
         source = clip["path"]
     else:
         source = args.source
     opts = options_from_args(args, source)
-    result = run_video(opts)
+    result = run_video(opts, signals=guard)
     s = result.summary
     if args.json:
-        print(json.dumps(s, indent=2))
+        print(fileio.dumps(s))
     elif not args.quiet:
         print(format_summary(s))
-    if result.exit_code == 130:
-        print("edge-fer run: interrupted; outputs are closed and valid", file=sys.stderr)
+    if s.get("interrupted") and not s.get("started", True):
+        print(f"edge-fer run: interrupted ({s.get('signal')}) during start-up; existing "
+              "outputs are untouched" + (f", summary in {args.summary}" if args.summary else ""),
+              file=sys.stderr)  # fmt: skip
+    elif s.get("interrupted"):
+        print(f"edge-fer run: interrupted ({s.get('signal') or 'SIGINT'}); outputs are closed "
+              "and valid", file=sys.stderr)  # fmt: skip
     elif result.exit_code == 1:
         print("edge-fer run: error: the source ended early: "
               + "; ".join(s.get("source_errors", [])[-2:]), file=sys.stderr)  # fmt: skip
     return result.exit_code
+
+
+def _interrupted(args, signum: int) -> int:
+    """A signal before the pipeline's start-up began (the demo clip): the summary, one line."""
+    from edge_fer.runtime.pipeline import exit_code_for, signal_name, startup_summary
+    from edge_fer.runtime.sinks import write_json_atomic
+
+    where = ""
+    if args.summary:
+        desc = {"uri": args.source or "demo", "kind": "file", "live": False, "width": 0,
+                "height": 0}  # fmt: skip
+        write_json_atomic(args.summary, startup_summary(desc, signum,
+                                                        {"summary": str(args.summary)}))  # fmt: skip
+        where = f", summary in {args.summary}"
+    print(f"edge-fer run: interrupted ({signal_name(signum)}) during start-up; existing outputs "
+          f"are untouched{where}", file=sys.stderr)  # fmt: skip
+    return exit_code_for(signum)

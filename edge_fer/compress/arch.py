@@ -9,9 +9,9 @@ architecture's options can express. A pruned model is therefore stored as
 where `layers` gives, for every Conv2d, BatchNorm2d and Linear of the base model (by module
 name), its pruned shape: Conv2d [in, out, groups], BatchNorm2d [features], Linear [in, out].
 The factory builds the base model and swaps those modules for ones of the recorded shape, so
-`edge_fer.models.create_model("pruned", ...)`, `edge_fer.onnx_export.load_trained` and
-`edge_fer.onnx_import.torch_model_from_onnx` rebuild pruned checkpoints and ONNX files like any
-zoo model, once this module is imported (importing `edge_fer.compress` does it).
+`edge_fer.models.create_model("pruned", ...)`, `edge_fer.export.onnx.load_trained` and
+`edge_fer.export.onnx_import.torch_model_from_onnx` rebuild pruned checkpoints and ONNX files like
+any zoo model, once this module is imported (importing `edge_fer.compress` does it).
 """
 
 from __future__ import annotations

@@ -121,7 +121,7 @@ def evaluate_torch(model, data: FinetuneData, device=None) -> dict:
 
 def set_frozen_bn(model, frozen: bool) -> None:
     if frozen:
-        from edge_fer.onnx_import import freeze_bn
+        from edge_fer.export.onnx_import import freeze_bn
 
         freeze_bn(model)
 

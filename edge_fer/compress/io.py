@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import os
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import edge_fer.compress.arch  # noqa: F401  (registers "pruned" for load_trained)
+from edge_fer import fileio
 from edge_fer.errors import UserError
 from edge_fer.preprocess import PreprocessSpec
 
@@ -58,7 +58,7 @@ def load_source(path: str | os.PathLike | None) -> SourceModel:
     if p.stat().st_size == 0:
         raise UserError(f"{p}: empty file, not a model")
     if is_safetensors(p):
-        from edge_fer.onnx_export import load_trained
+        from edge_fer.export.onnx import load_trained
         from edge_fer.train.checkpoint import read_state
 
         if read_state(p).get("quantization"):
@@ -67,7 +67,7 @@ def load_source(path: str | os.PathLike | None) -> SourceModel:
         model, spec, state = load_trained(p)
         return SourceModel(model, spec, state, p, "checkpoint", "none",
                            bool(state.get("bn_folded")))  # fmt: skip
-    from edge_fer.onnx_import import checkpoint_from_onnx, torch_model_from_onnx
+    from edge_fer.export.onnx_import import checkpoint_from_onnx, torch_model_from_onnx
 
     model, spec, meta = torch_model_from_onnx(p)
     # the checkpoint-style state (config, provenance) exactly as checkpoint_from_onnx builds it
@@ -88,30 +88,15 @@ def check_out_dir(out: Path, force: bool) -> None:
 
 
 def write_text_atomic(path: Path, text: str) -> None:
+    """edge_fer.fileio.write_text, creating the folder first."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    fileio.write_text(path, text)
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2, default=_jsonable) + "\n")
-
-
-def _jsonable(o):
-    import numpy as np
-
-    if isinstance(o, (np.integer,)):
-        return int(o)
-    if isinstance(o, (np.floating,)):
-        return float(o)
-    if isinstance(o, Path):
-        return str(o)
-    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+    """Strict JSON (no NaN/Infinity: a ValueError naming where) through edge_fer.fileio."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fileio.write_json(path, obj)
 
 
 def add_onnx_metadata(path: Path, entries: dict[str, str]) -> None:
@@ -124,17 +109,11 @@ def add_onnx_metadata(path: Path, entries: dict[str, str]) -> None:
     for k, v in keep + list(entries.items()):
         e = proto.metadata_props.add()
         e.key, e.value = k, v
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        onnx.save(proto, str(tmp))
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
+    fileio.write_bytes(path, proto.SerializeToString())
 
 
 def parity_faces_for(data: str, spec: PreprocessSpec, n: int = 64):
     """Real faces for parity checks: an even sample of the validation split of `data`."""
-    from edge_fer.onnx_export import parity_faces
+    from edge_fer.export.onnx import parity_faces
 
     return parity_faces({}, spec, n=n, data=data)[0]

@@ -26,7 +26,7 @@ faces (the same function, exactly) and trains like in the training recipe. `bn="
 them fixed (and then wants a learning rate of about 0.001).
 
 The fine-tuned model is written as a checkpoint (`pruned.safetensors`, rebuildable by
-`edge-fer export` like any checkpoint) and exported to ONNX through `edge_fer.onnx_export`
+`edge-fer export` like any checkpoint) and exported to ONNX through `edge_fer.export.onnx`
 (metadata, ONNX Runtime parity check), with `edge_fer.compression` metadata describing the run.
 """
 
@@ -374,7 +374,7 @@ def run_prune(src, data: FinetuneData, pcfg: PruneConfig, fcfg: FinetuneConfig, 
     """Prune + fine-tune `src` (edge_fer.compress.io.SourceModel); write pruned.safetensors and
     pruned.onnx into `out`; returns the run's description (method, rounds, export report)."""
     from edge_fer.compress.io import add_onnx_metadata
-    from edge_fer.onnx_export import export_checkpoint
+    from edge_fer.export.onnx import export_checkpoint
     from edge_fer.train.checkpoint import save_checkpoint
     from edge_fer.train.trainer import TrainConfig, arch_kwargs_for
 

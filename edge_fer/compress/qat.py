@@ -29,10 +29,10 @@ from __future__ import annotations
 
 import copy
 import itertools
-import json
 import math
 import os
 import sys
+import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from edge_fer import fileio
 from edge_fer.compress.finetune import FinetuneConfig, FinetuneData, evaluate_torch, finetune
 from edge_fer.errors import UserError
 from edge_fer.models import model_info
@@ -318,7 +319,7 @@ def export_qdq(qmodel: nn.Module, spec: PreprocessSpec, state: dict, provenance_
     import onnx
 
     from edge_fer import __version__
-    from edge_fer.onnx_export import _export, _opset_of, build_metadata, probs_module
+    from edge_fer.export.onnx import _export, _opset_of, build_metadata, probs_module
 
     if opset < 13:
         raise UserError("QDQ export needs --opset >= 13")
@@ -328,13 +329,14 @@ def export_qdq(qmodel: nn.Module, spec: PreprocessSpec, state: dict, provenance_
         qmodel(torch.zeros(1, c, s, s))  # refresh the weight scales the export stores
     net = probs_module(qmodel, graph_tta)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
-    try:
+    # exported and checked in a private folder; `out` gets the bytes once they pass (fileio)
+    with tempfile.TemporaryDirectory(prefix="edge-fer-qdq-") as tmpdir:
+        tmp = Path(tmpdir) / "model.onnx"
         _export(torch, net, torch.zeros(2, c, s, s), tmp, opset, "classic")
         proto = onnx.load(str(tmp))
         folded = fold_weight_quantizers(proto)
         meta = build_metadata(state, spec, provenance_file, graph_tta)
-        meta[META_KEY] = json.dumps(state.get("quantization") or {})
+        meta[META_KEY] = fileio.dumps(state.get("quantization") or {}, indent=None)
         if eval_tta != "none":
             meta["edge_fer.tta_default"] = eval_tta
         del proto.metadata_props[:]
@@ -378,11 +380,9 @@ def export_qdq(qmodel: nn.Module, spec: PreprocessSpec, state: dict, provenance_
             "parity_optimized_mean_abs_diff": float(np.abs(fused - ref).mean()),
             "parity_optimized_top1_agreement": float((fused.argmax(1) == ref.argmax(1)).mean()),
         }  # fmt: skip
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    report["bytes"] = out.stat().st_size
+        data = tmp.read_bytes()
+    fileio.write_bytes(out, data)
+    report["bytes"] = len(data)
     return report
 
 
@@ -400,7 +400,7 @@ def build_qat_model(model: nn.Module, target: str) -> tuple[nn.Module, int]:
 def load_qat_checkpoint(path: str | os.PathLike):
     """Rebuild the fake-quant model of a qat.safetensors: (model, spec, state)."""
     import edge_fer.compress.arch  # noqa: F401  (a pruned base)
-    from edge_fer.onnx_export import model_from_state
+    from edge_fer.export.onnx import model_from_state
     from edge_fer.train.checkpoint import load_checkpoint, read_state
 
     p = Path(path)

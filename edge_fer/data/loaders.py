@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import io
 import os
 import re
 from pathlib import Path
@@ -21,6 +22,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_fer import fileio
 from edge_fer import labels as L
 from edge_fer.data.faceset import SPLITS, FaceSet
 from edge_fer.errors import UserError
@@ -101,16 +103,16 @@ def load_dataset(
     if cache:
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
-            tmp = cache_file.with_suffix(".tmp.npz")
+            buf = io.BytesIO()
             np.savez(
-                tmp,
+                buf,
                 images=fs.images,
                 labels=fs.labels,
                 classes=np.array(fs.classes),
                 ids=np.array(fs.ids),
                 skipped=np.array(fs.skipped),
             )
-            os.replace(tmp, cache_file)
+            fileio.write_bytes(cache_file, buf.getbuffer())  # atomic: never half a cache
         except OSError:
             pass
     return fs

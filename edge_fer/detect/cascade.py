@@ -9,9 +9,9 @@ Every check happens before any array is built, so a hostile file can only raise 
 from __future__ import annotations
 
 import os
+import stat
 import struct
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -21,6 +21,10 @@ HEADER_BYTES = 16
 MAX_TDEPTH = 16  # pico cascades use 5-6; 2^16 leaves per tree is already absurd
 MAX_NTREES = 1 << 20
 MAX_FILE_BYTES = 64 << 20  # facefinder is 240 KB; the kernels precompute 2x this per size
+# the largest score a window may reach (the sum over trees of each tree's largest |leaf|):
+# pooled clusters add up to ~1e7 float32 window scores (frames x windows), which must stay far
+# below float32's 3.4e38; real cascades reach a few hundred
+MAX_SCORE = 1e24
 
 
 class CascadeError(UserError):
@@ -68,18 +72,23 @@ class Cascade:
     def load(cls, path: str | os.PathLike) -> Cascade:
         """Read and validate a pico cascade file; raises CascadeError with a one-line reason."""
         name = str(path)
-        p = Path(path)
-        if not p.exists():
-            raise CascadeError(f"cascade file not found: {name}")
-        if not p.is_file():
-            raise CascadeError(f"cascade path is not a file: {name}")
-        size = p.stat().st_size
-        if size > MAX_FILE_BYTES:
-            raise CascadeError(f"{name}: {size} bytes is too large for a pico cascade")
         try:
-            data = p.read_bytes()
+            st = os.stat(path)
+        except FileNotFoundError:
+            raise CascadeError(f"cascade file not found: {name}") from None
+        except (OSError, ValueError) as exc:  # a NUL byte in the name, a name too long, ...
+            raise CascadeError(f"cannot read cascade {name}: {_reason(exc)}") from None
+        if not stat.S_ISREG(st.st_mode):
+            raise CascadeError(f"cascade path is not a file: {name}")
+        if st.st_size > MAX_FILE_BYTES:
+            raise CascadeError(f"{name}: {st.st_size} bytes is too large for a pico cascade")
+        try:
+            with open(path, "rb") as fh:  # bounded: the file may grow after the stat
+                data = fh.read(MAX_FILE_BYTES + 1)
         except OSError as exc:
-            raise CascadeError(f"cannot read cascade {name}: {exc.strerror or exc}") from None
+            raise CascadeError(f"cannot read cascade {name}: {_reason(exc)}") from None
+        if len(data) > MAX_FILE_BYTES:
+            raise CascadeError(f"{name}: too large for a pico cascade")
         return cls.from_bytes(data, source=name)
 
     @classmethod
@@ -140,10 +149,12 @@ class Cascade:
         return self.header + struct.pack("<ii", self.tdepth, self.ntrees) + trees.tobytes()
 
     def save(self, path: str | os.PathLike) -> None:
+        from edge_fer.fileio import write_bytes
+
         try:
-            Path(path).write_bytes(self.to_bytes())
+            write_bytes(path, self.to_bytes())
         except OSError as exc:
-            raise CascadeError(f"cannot write cascade {path}: {exc.strerror or exc}") from None
+            raise CascadeError(f"cannot write cascade {path}: {_reason(exc)}") from None
 
     def __repr__(self) -> str:
         return f"Cascade(source={self.source!r}, tdepth={self.tdepth}, ntrees={self.ntrees})"
@@ -172,3 +183,18 @@ def _check_arrays(
     if bad_thr.any():
         t = int(np.flatnonzero(bad_thr)[0])
         raise CascadeError(f"{source}: tree {t} has a non-finite threshold ({thr[t]})")
+    # a window's score is a float32 sum of one leaf per tree, and clustering and the frame
+    # memory add up to millions of those: bound the largest possible score so no sum overflows
+    # into inf (which would end up in JSON and break the tracker)
+    reach = float(np.abs(leaves.astype(np.float64)).max(axis=1).sum())
+    if reach > MAX_SCORE:
+        raise CascadeError(
+            f"{source}: leaf values can sum to {reach:.3g}, beyond the {MAX_SCORE:g} a window "
+            "score may reach (float32 sums would overflow)"
+        )
+
+
+def _reason(exc: BaseException) -> str:
+    from edge_fer.fileio import first_line, os_error_reason
+
+    return os_error_reason(exc) if isinstance(exc, OSError) else first_line(exc)

@@ -16,10 +16,11 @@ of the faces at 0.5 false positives per image grouped this way, against 0.857 ch
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from edge_fer.cache import njit_cached
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _overlap(r1, c1, s1, r2, c2, s2):
     two = np.float32(2.0)
     zero = np.float32(0.0)
@@ -32,7 +33,7 @@ def _overlap(r1, c1, s1, r2, c2, s2):
     return inter / union
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _find(parent, i):
     while parent[i] != i:
         parent[i] = parent[parent[i]]
@@ -40,7 +41,7 @@ def _find(parent, i):
     return i
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def cluster_kernel(dets, iou):
     n = dets.shape[0]
     parent = np.arange(n)
@@ -87,7 +88,7 @@ def cluster(dets: np.ndarray, iou: float = 0.3) -> np.ndarray:
     return cluster_kernel(d, np.float32(iou))
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def greedy_kernel(dets, iou):
     n = dets.shape[0]
     order = np.argsort(-dets[:, 3], kind="mergesort")  # stable: ties keep their input order

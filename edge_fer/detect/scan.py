@@ -17,7 +17,8 @@ scale-row-column order.
 from __future__ import annotations
 
 import numpy as np
-from numba import njit
+
+from edge_fer.cache import njit_cached
 
 # the reference's tables: trunc(256*cos(2*pi*k/32)), same for sin, k = 0..32 (so the angle is
 # quantised to 1/32 turn); computed here, checked against the published values in the tests
@@ -44,7 +45,7 @@ def rotated_offsets(codes: np.ndarray, sizes_i: np.ndarray, angle: float) -> np.
     return _rotated_offsets(codes.reshape(-1, 4), sizes_i.astype(np.int64), QCOS[k], QSIN[k])
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _upright_offsets(codes, sizes, ldim):
     n = codes.shape[0]
     out = np.empty((sizes.shape[0], 2 * n), np.int32)
@@ -57,7 +58,7 @@ def _upright_offsets(codes, sizes, ldim):
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _rotated_offsets(codes, sizes, qcos1, qsin1):
     n = codes.shape[0]
     out = np.empty((sizes.shape[0], 4 * n), np.int32)
@@ -74,7 +75,7 @@ def _rotated_offsets(codes, sizes, qcos1, qsin1):
     return out
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def _max_cols(col_start):
     m = 0
     for k in range(col_start.shape[0] - 1):
@@ -82,7 +83,7 @@ def _max_cols(col_start):
     return m
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def scan_upright(
     pix,
     nrows,
@@ -168,7 +169,7 @@ def scan_upright(
             out_count[it] = n
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def scan_rotated(
     pix,
     nrows,
@@ -255,7 +256,7 @@ def scan_rotated(
             out_count[it] = n
 
 
-@njit(cache=True, nogil=True)
+@njit_cached(nogil=True)
 def gather(
     item_scale,
     item_rowpos,

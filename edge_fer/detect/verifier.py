@@ -26,9 +26,14 @@ import cv2
 import numpy as np
 
 from edge_fer.errors import UserError
+from edge_fer.fileio import first_line
 
 CONTEXT = 1.5  # crop side / box side: the forehead-or-face question needs what is around the box
 SIZE = 32  # crop side in pixels
+# what a verifier's metadata may ask for (a model file is input): crops of at most 256x256 keep
+# the memory per detection small; a context outside 0.5..8 box sides is no second look
+MIN_SIZE, MAX_SIZE = 8, 256
+MIN_CONTEXT, MAX_CONTEXT = 0.5, 8.0
 
 
 def crop_windows(gray: np.ndarray, dets: np.ndarray, context: float = CONTEXT,
@@ -109,18 +114,93 @@ def nms(dets: np.ndarray, iou: float) -> np.ndarray:
     return np.array(keep, np.int64)
 
 
+def _number(v) -> bool:
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return False
+    return isinstance(v, (int, np.integer)) or bool(np.isfinite(v))  # a big int is no float
+
+
+def _integer(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, bool)
+
+
+def _metadata(path: Path, meta: dict) -> dict:
+    """The verifier's `edge_fer_verifier` metadata ({} when absent), checked: a JSON object whose
+    `context` and `size`, when present, are numbers in range (other keys are training notes)."""
+    raw = meta.get("edge_fer_verifier")
+    if raw is None:
+        return {}
+    try:
+        cfg = json.loads(raw) if len(raw) <= 1 << 20 else None
+    except (ValueError, RecursionError):
+        cfg = None
+    if not isinstance(cfg, dict):
+        raise UserError(f"{path}: face verifier metadata (edge_fer_verifier) is not a JSON object")
+    out = {}
+    checks = (
+        ("context", _number, MIN_CONTEXT, MAX_CONTEXT, "a number"),
+        ("size", _integer, MIN_SIZE, MAX_SIZE, "an integer"),
+    )
+    for key, kind, lo, hi, what in checks:
+        if key in cfg:
+            v = cfg[key]
+            if not kind(v) or not lo <= v <= hi:
+                shown = json.dumps(v)
+                shown = shown if len(shown) <= 40 else shown[:37] + "..."
+                raise UserError(
+                    f"{path}: face verifier metadata {key!r} must be {what} in {lo:g}..{hi:g}, "
+                    f"got {shown}"
+                )
+            out[key] = v
+    return out
+
+
+def resolve_verifier_path(value, cascade_path: str | Path) -> Path:
+    """The verifier file a cascade's settings name (`verifier`): a relative path that stays
+    inside the cascade's folder (no absolute path, no `..`, no symlink leading out), so that a
+    cascade handed over by someone else cannot make edge-fer open an arbitrary file. An
+    explicit `--verifier FILE` is the user's own choice and does not come through here."""
+    settings = Path(cascade_path).with_suffix(".json")
+    if not isinstance(value, str) or not value.strip() or "\0" in value:
+        raise UserError(f"{settings}: 'verifier' must be a file name next to the cascade")
+    rel = Path(value)
+    if rel.is_absolute() or ".." in rel.parts or value.startswith("~"):
+        raise UserError(
+            f"{settings}: 'verifier' must be a file inside the cascade's folder, got {value!r}"
+        )
+    folder = Path(cascade_path).parent
+    try:
+        inside = (folder / rel).resolve().relative_to(folder.resolve())
+    except (ValueError, OSError, RuntimeError):
+        inside = None
+    if inside is None:
+        raise UserError(
+            f"{settings}: 'verifier' {value!r} leads outside the cascade's folder (a symlink)"
+        )
+    return folder / rel
+
+
 class Verifier:
     """The ONNX face verifier. `min_prob`: detections below it are dropped by `filter`;
     `nms_iou`: refined boxes overlapping more than this are one face (the best-scoring kept)."""
 
     def __init__(self, session, *, min_prob: float = 0.5, nms_iou: float = 0.3, passes: int = 2,
                  context: float = CONTEXT, size: int = SIZE) -> None:  # fmt: skip
+        for name, v, lo, hi in (("min_prob", min_prob, 0.0, 1.0), ("nms_iou", nms_iou, 0.0, 1.0),
+                                ("context", context, MIN_CONTEXT, MAX_CONTEXT)):  # fmt: skip
+            if not _number(v) or not lo <= v <= hi:
+                raise UserError(
+                    f"face verifier {name} must be a number in {lo:g}..{hi:g}, got {v!r}"
+                )
+        for name, v, lo, hi in (("passes", passes, 1, 8), ("size", size, MIN_SIZE, MAX_SIZE)):
+            if not _integer(v) or not lo <= v <= hi:
+                raise UserError(f"face verifier {name} must be an integer in {lo}..{hi}, got {v!r}")
         self.session = session
         self.path: Path | None = None
         self.input = session.get_inputs()[0].name
         self.min_prob = float(min_prob)
         self.nms_iou = float(nms_iou)
-        self.passes = max(1, int(passes))
+        self.passes = int(passes)
         self.context = float(context)
         self.size = int(size)
 
@@ -138,24 +218,47 @@ class Verifier:
         try:
             sess = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for bad files
-            raise UserError(f"{p}: not a loadable ONNX face verifier ({exc})") from None
-        meta = sess.get_modelmeta().custom_metadata_map
-        if "edge_fer_verifier" in meta:
-            cfg = json.loads(meta["edge_fer_verifier"])
-            kw.setdefault("context", cfg.get("context", CONTEXT))
-            kw.setdefault("size", cfg.get("size", SIZE))
+            raise UserError(
+                f"{p}: not a loadable ONNX face verifier ({first_line(exc, 160)})"
+            ) from None
+        cfg = _metadata(p, sess.get_modelmeta().custom_metadata_map)
+        kw.setdefault("context", cfg.get("context", CONTEXT))
+        kw.setdefault("size", cfg.get("size", SIZE))
+        inputs = sess.get_inputs()
+        if len(inputs) != 1 or len(inputs[0].shape) != 4:
+            raise UserError(f"{p}: not a face verifier (expected one (n, 1, H, W) input)")
+        batch = inputs[0].shape[0]
+        if isinstance(batch, int) and batch > 0:  # frames have any number of detections
+            raise UserError(
+                f"{p}: not a face verifier (fixed batch of {batch}; it must take any number of "
+                "crops)"
+            )
+        want = (1, kw["size"], kw["size"])
+        got = inputs[0].shape[1:]
+        if any(isinstance(g, int) and g > 0 and g != w for g, w in zip(got, want)):
+            raise UserError(
+                f"{p}: not a face verifier (input (n, {', '.join(map(str, got))}), but "
+                f"(n, 1, {kw['size']}, {kw['size']}) crops expected)"
+            )
         ver = cls(sess, **kw)
         ver.path = p
         # a wrong model (a classifier, say) must fail here, in one line, not in the detect thread
         try:
             out = sess.run(None, {ver.input: np.zeros((2, 1, ver.size, ver.size), np.float32)})[0]
         except Exception as exc:  # noqa: BLE001
-            raise UserError(
-                f"{p}: not a face verifier ({str(exc).splitlines()[0][:160]})"
-            ) from None
+            raise UserError(f"{p}: not a face verifier ({first_line(exc, 160)})") from None
         if np.shape(out) != (2, 4):
             raise UserError(f"{p}: not a face verifier (outputs {np.shape(out)}, expected (n, 4))")
+        ver._check_finite(out)
         return ver
+
+    def _check_finite(self, out: np.ndarray) -> None:
+        # NaN/inf would drop every face or, worse, put NaN boxes into tracks and JSON
+        if not np.isfinite(out).all():
+            raise UserError(
+                f"{self.path or 'face verifier'}: face verifier outputs non-finite values "
+                "(NaN or inf); its weights are broken"
+            )
 
     def __call__(self, gray: np.ndarray, dets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probability of a face (n,), refined boxes (n, 3) row, col, size) for detections
@@ -168,7 +271,18 @@ class Verifier:
             # a box half on the face (IoU 0.3-0.5) is moved towards it first, then judged where
             # it landed: its first crop shows mostly forehead or chin
             x = normalize(crop_windows(gray, boxes, self.context, self.size))
-            out = self.session.run(None, {self.input: x})[0]
+            try:
+                out = self.session.run(None, {self.input: x})[0]
+            except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
+                raise UserError(
+                    f"{self.path or 'face verifier'}: face verifier failed ({first_line(exc, 160)})"
+                ) from None
+            if np.shape(out) != (len(x), 4):  # a model may answer the probe and nothing else
+                raise UserError(
+                    f"{self.path or 'face verifier'}: face verifier output {np.shape(out)} for "
+                    f"{len(x)} crops, expected ({len(x)}, 4)"
+                )
+            self._check_finite(out)
             boxes = apply_offsets(boxes, out[:, 1:4])
         prob = 1.0 / (1.0 + np.exp(-np.clip(out[:, 0].astype(np.float64), -50, 50)))
         return prob, boxes

@@ -24,8 +24,9 @@ import numpy as np
 
 from edge_fer import labels as L
 from edge_fer.errors import UserError
+from edge_fer.fileio import first_line
 from edge_fer.keras_import import _tf
-from edge_fer.keras_import.convert import SOURCE_ATTR, _first_line, check_io, ensure_probs
+from edge_fer.keras_import.convert import SOURCE_ATTR, check_io, ensure_probs
 from edge_fer.preprocess import PreprocessSpec
 
 PRUNABLE = ("Conv2D", "DepthwiseConv2D", "SeparableConv2D", "Dense")
@@ -107,7 +108,7 @@ def _clone(model, rename: str | None = None):
         except Exception as exc:  # noqa: BLE001
             raise UserError(
                 "quantisation needs to rebuild the model from its config and cannot "
-                f"({_first_line(exc)})"
+                f"({first_line(exc)})"
             ) from None
     clone.set_weights(model.get_weights())
     if hasattr(model, SOURCE_ATTR):
@@ -191,7 +192,7 @@ def prune_keras(
         pruned = mot.sparsity.keras.prune_low_magnitude(base, pruning_schedule=schedule)
     except Exception as exc:  # noqa: BLE001
         raise UserError(
-            f"tensorflow-model-optimization cannot prune this model ({_first_line(exc)})"
+            f"tensorflow-model-optimization cannot prune this model ({first_line(exc)})"
         ) from None
     fit = _fit(pruned, x, y, epochs, batch_size, lr,
                [mot.sparsity.keras.UpdatePruningStep()], verbose, seed)  # fmt: skip
@@ -263,14 +264,14 @@ def quantize_keras(
         q = qk.quantize_model(base)
         mode = "quantize_model"
     except Exception as exc:  # noqa: BLE001 - tfmot raises ValueError/RuntimeError/...
-        first = _first_line(exc)
+        first = first_line(exc)
         try:
             q, float_layers = _quantize_supported(keras, qk, base)
             mode = "quantize_annotate_layer (supported layers only)"
         except Exception as exc2:  # noqa: BLE001
             raise UserError(
                 "tensorflow-model-optimization cannot quantize this model "
-                f"(quantize_model: {first}; supported layers only: {_first_line(exc2)})"
+                f"(quantize_model: {first}; supported layers only: {first_line(exc2)})"
             ) from None
     fit = _fit(q, x, y, epochs, batch_size, lr, [], verbose, seed)
     if hasattr(model, SOURCE_ATTR):

@@ -3,20 +3,26 @@
 The ONNX file follows the runtime's convention, the same as `edge-fer export` writes: one
 float32 input "input" of shape (N, C, H, W) with a dynamic batch (the Keras model is NHWC;
 tf2onnx's `inputs_as_nchw` puts the transpose into the graph), one output "probs" with softmax
-probabilities, and the metadata of `edge_fer.onnx_export.build_metadata` (PreprocessSpec,
+probabilities, and the metadata of `edge_fer.export.onnx.build_metadata` (PreprocessSpec,
 arch "keras:<name>", params, MACs, provenance with the source file's sha256, tta "none").
-The file is written under a temporary name, checked (ONNX checker, Keras vs ONNX Runtime
-parity on real faces) and only then renamed into place: a failure leaves nothing behind.
+The graph is checked first (ONNX checker, Keras vs ONNX Runtime parity on real faces, run on a
+private temporary copy) and only then written, with `edge_fer.fileio.write_bytes`: a failure
+leaves the target as it was.
+
+Model files are code (a Lambda layer is Python bytecode): `load_keras` reads the config and
+refuses such models unless told to trust them (see `model_code`).
 """
 
 from __future__ import annotations
 
+import builtins
 import datetime as _dt
 import gzip
 import hashlib
 import json
 import os
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +31,7 @@ import numpy as np
 from edge_fer import __version__
 from edge_fer import labels as L
 from edge_fer.errors import UserError
+from edge_fer.fileio import first_line, os_error_reason, write_bytes
 from edge_fer.keras_import import _tf
 from edge_fer.preprocess import PreprocessSpec
 
@@ -88,23 +95,41 @@ def sniff_keras(path: Path) -> str:
     raise UserError(f"{path}: not a Keras model ({expected})")
 
 
-def load_keras(path: str | os.PathLike):
+def load_keras(path: str | os.PathLike, trust_code: bool = False):
     """Load a Keras classifier (HDF5 .h5/.hdf5, .keras, or a SavedModel folder) with tf-keras
     (Keras 2), without its training configuration. UserError for a missing file, a file that
     is not a Keras model, an HDF5 file that holds only weights, or a model tf-keras cannot
-    rebuild."""
+    rebuild.
+
+    A model file is code: a `Lambda` layer holds Python bytecode that loading runs, a custom
+    layer class needs code from elsewhere, a SavedModel holds TensorFlow graphs that may run any
+    operation. Unless `trust_code`, the model's config is read first and such a model is
+    refused (UserError) before anything of it is deserialised, and `.keras` archives load in
+    tf-keras's safe mode."""
     p = Path(path)
     kind = sniff_keras(p)
-    if kind == "hdf5":
+    config = None
+    if not trust_code:
+        if kind == "savedmodel":
+            raise UserError(
+                f"{p}: a SavedModel folder is code (TensorFlow graphs that may run any "
+                f"operation, file access included); {TRUST_HINT}"
+            )
+        config = read_model_config(p, kind)
+        _refuse_code(p, config, None)  # Lambda layers: before TensorFlow is even imported
+    elif kind == "hdf5":
         _check_hdf5_has_model(p)
     _, keras = _tf.tf_keras()
+    if config is not None:
+        _refuse_code(p, config, _builtin_layers(keras))
     try:
-        model = keras.models.load_model(str(p), compile=False)
+        with _safe_mode(not trust_code):
+            model = _load_model(keras, p, kind, trust_code)
     except Exception as exc:  # noqa: BLE001 - anything tf-keras raises is about this file
-        model = _load_quantized(keras, p)  # a model saved after `keras qat`?
+        model = _load_quantized(keras, p, kind, trust_code)  # a model saved after `keras qat`?
         if model is None:
             raise UserError(
-                f"{p}: tf-keras {keras.__version__} cannot load this model ({_first_line(exc)})"
+                f"{p}: tf-keras {keras.__version__} cannot load this model ({first_line(exc)})"
             ) from None
     if not isinstance(model, keras.Model):
         raise UserError(f"{p}: holds a {type(model).__name__}, not a Keras model")
@@ -112,12 +137,32 @@ def load_keras(path: str | os.PathLike):
     return model
 
 
-def _load_quantized(keras, p: Path):
+def _load_model(keras, p: Path, kind: str, trust_code: bool):
+    if kind == "keras":
+        return keras.models.load_model(str(p), compile=False, safe_mode=not trust_code)
+    return keras.models.load_model(str(p), compile=False)
+
+
+def _safe_mode(on: bool):
+    """tf-keras's safe mode (no Python lambdas deserialised) for the legacy HDF5 loader too,
+    which ignores `safe_mode=`: a second guard behind `_refuse_code`."""
+    import contextlib
+
+    if not on:
+        return contextlib.nullcontext()
+    try:
+        from tf_keras.src.saving.serialization_lib import SafeModeScope
+    except ImportError:  # another tf-keras layout: `_refuse_code` already checked
+        return contextlib.nullcontext()
+    return SafeModeScope(True)
+
+
+def _load_quantized(keras, p: Path, kind: str, trust_code: bool):
     """A model saved with tfmot's quantisation layers loads only inside its scope."""
     try:
         mot = _tf.tfmot()
-        with mot.quantization.keras.quantize_scope():
-            return keras.models.load_model(str(p), compile=False)
+        with mot.quantization.keras.quantize_scope(), _safe_mode(not trust_code):
+            return _load_model(keras, p, kind, trust_code)
     except Exception:  # noqa: BLE001 - not such a model: report the first error
         return None
 
@@ -127,16 +172,164 @@ def _check_hdf5_has_model(p: Path) -> None:
         import h5py
     except ImportError:  # tensorflow depends on h5py; let tf-keras complain if it is gone
         return
+    _hdf5_config(h5py, p)
+
+
+def _hdf5_config(h5py, p: Path):
     try:
         with h5py.File(p, "r") as f:
-            has = "model_config" in f.attrs
-    except OSError as exc:
-        raise UserError(f"{p}: damaged HDF5 file ({_first_line(exc)})") from None
-    if not has:
+            raw = f.attrs.get("model_config")
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        raise UserError(f"{p}: damaged HDF5 file ({first_line(exc)})") from None
+    if raw is None:
         raise UserError(
             f"{p}: HDF5 file without a model config (weights only?); build the model in "
             "Keras, load these weights and save the whole model"
         )
+    return raw
+
+
+# -- what loading a model file would run ------------------------------------------------------
+
+TRUST_HINT = (
+    "model files from others are code: pass trust_code=True (--trust-model-code) only for a "
+    "file whose source you trust"
+)
+# model classes and tfmot's wrappers (saved by `keras prune/qat --save-keras`), besides the
+# layers of tf_keras.layers; a wrapper's inner layer is checked as a layer
+_MODEL_CLASSES = {"Functional", "Sequential", "Model"}
+# the modules whose objects a config may name (tfmot's: quantisers of a saved QAT model)
+_MODULES = ("keras.", "tf_keras.", "tensorflow_model_optimization.")
+_TFMOT_LAYERS = {"QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate",
+                 "PruneLowMagnitude"}  # fmt: skip
+# what tf-keras records for raw TensorFlow calls in a functional model (`x + 1`,
+# `tf.nn.relu6(x)`): the TensorFlow function by name. Only names from these math/array
+# namespaces are taken (not tf.io, tf.raw_ops, tf.py_function, ...).
+_TF_OP_LAYERS = {"TFOpLambda", "SlicingOpLambda"}
+_TF_OP_PREFIXES = ("math.", "nn.", "__operators__.", "linalg.", "image.resize", "clip_by_")
+_TF_OP_NAMES = {
+    "abs", "add", "argmax", "argmin", "broadcast_to", "cast", "clip_by_value", "concat",
+    "divide", "einsum", "exp", "expand_dims", "fill", "gather", "identity", "matmul",
+    "maximum", "minimum", "multiply", "ones_like", "pad", "pow", "reduce_max", "reduce_mean",
+    "reduce_min", "reduce_sum", "reshape", "rank", "shape", "sigmoid", "sign", "split", "sqrt",
+    "square", "squeeze", "stack", "subtract", "tanh", "tile", "transpose", "truediv",
+    "unstack", "where", "zeros_like", "compat.v1.transpose", "compat.v1.gather",
+}  # fmt: skip
+
+
+def read_model_config(p: Path, kind: str) -> dict:
+    """The model config stored in an HDF5 file (its `model_config` attribute) or a .keras
+    archive (config.json), read as JSON without deserialising anything."""
+    if kind == "hdf5":
+        try:
+            import h5py
+        except ImportError as exc:
+            raise UserError(f"{_tf.EXTRA_HINT} (h5py cannot be imported: {exc})") from None
+        raw = _hdf5_config(h5py, p)
+    else:
+        import zipfile
+
+        try:
+            with zipfile.ZipFile(p) as z:
+                raw = z.read("config.json")
+        except (OSError, KeyError, zipfile.BadZipFile) as exc:
+            raise UserError(f"{p}: damaged .keras archive ({first_line(exc)})") from None
+    try:
+        if isinstance(raw, bytes):
+            raw = raw.decode("utf-8")
+        config = json.loads(raw)
+    except (UnicodeDecodeError, ValueError, TypeError, RecursionError) as exc:
+        raise UserError(f"{p}: the model config is not JSON ({first_line(exc)})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{p}: the model config is not a JSON object")
+    return config
+
+
+def _builtin_layers(keras) -> set[str]:
+    import inspect
+
+    names = {
+        n
+        for n in dir(keras.layers)
+        if inspect.isclass(getattr(keras.layers, n, None))
+        and issubclass(getattr(keras.layers, n), keras.layers.Layer)
+    }
+    return (names | _MODEL_CLASSES | _TFMOT_LAYERS | _TF_OP_LAYERS) - {"Lambda"}
+
+
+def _layer_entries(entry: Any):
+    """Every layer entry ({"class_name": ..., "config": {...}}) of a model config: the model,
+    the layers of (nested) models, the inner layers of wrappers and RNN cells."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("class_name"), str):
+        return
+    yield entry
+    cfg = entry.get("config")
+    if not isinstance(cfg, dict):
+        return
+    for key in ("layers", "cells"):
+        if isinstance(cfg.get(key), list):
+            for sub in cfg[key]:
+                yield from _layer_entries(sub)
+    for key in ("layer", "backward_layer", "forward_layer", "cell"):
+        yield from _layer_entries(cfg.get(key))
+
+
+def _code_objects(obj: Any):
+    """What anywhere in a config carries or reaches code: Lambda ("__lambda__" in .keras
+    archives) objects, and objects of modules other than Keras's and tfmot's (tf-keras imports
+    the module a .keras config names, and looks functions of "builtins" up among Python's
+    builtins)."""
+    if isinstance(obj, dict):
+        name = obj.get("class_name")
+        module = obj.get("module")
+        if name in ("Lambda", "__lambda__"):
+            yield "a Lambda layer (Python code)"
+        elif isinstance(name, str) and module is not None:
+            if not isinstance(module, str) or not (
+                module in ("keras", "tf_keras", "builtins") or module.startswith(_MODULES)
+            ):
+                yield f"{name} from module {module!r}"
+            elif module == "builtins":
+                fn = obj.get("config") if name == "function" else name
+                if not isinstance(fn, str) or fn in vars(builtins):
+                    yield f"Python builtin {fn!r}"
+        for v in obj.values():
+            yield from _code_objects(v)
+    elif isinstance(obj, list):
+        for v in obj:
+            yield from _code_objects(v)
+
+
+def model_code(config: dict, builtin: set[str] | None = None) -> list[str]:
+    """What in a model config is code rather than data: Lambda layers (Python bytecode),
+    objects of other modules than Keras's, and, given the names of the built-in layer classes,
+    layers of other classes (custom objects) and TensorFlow calls outside the math and array
+    functions. Empty for a model of built-in layers."""
+    found = list(_code_objects(config))
+    if builtin is not None:
+        for entry in _layer_entries(config):
+            name = entry["class_name"]
+            cfg = entry.get("config")
+            if name in ("Lambda", "__lambda__"):
+                continue
+            if name not in builtin:
+                found.append(f"layer class {name} (not a built-in Keras layer)")
+            elif name in _TF_OP_LAYERS:
+                fn = cfg.get("function") if isinstance(cfg, dict) else None
+                if not (
+                    isinstance(fn, str) and (fn in _TF_OP_NAMES or fn.startswith(_TF_OP_PREFIXES))
+                ):
+                    found.append(f"TensorFlow call {fn!r} (not a math or array function)")
+    return list(dict.fromkeys(found))
+
+
+def _refuse_code(p: Path, config: dict, builtin: set[str] | None) -> None:
+    try:
+        found = model_code(config, builtin)
+    except RecursionError:
+        found = ["a config nested too deeply to check"]
+    if found:
+        raise UserError(f"{p}: has {', '.join(found[:3])}; {TRUST_HINT}")
 
 
 # -- inspection -------------------------------------------------------------------------------
@@ -368,60 +561,57 @@ def keras_to_onnx(
     src = Path(source) if source is not None else _source_of(model)
     arch_name = name or (src.stem if src is not None else model.name)
     out_p = Path(out)
-    tmp = out_p.with_name(f".{out_p.name}.{os.getpid()}.tmp")
     try:
         out_p.parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise UserError(f"{out_p.parent}: cannot create ({exc.strerror or exc})") from None
+    proto = _convert(t2o, model, spec, int(opset))
+    quantized = any(nd.op_type == "QuantizeLinear" for nd in proto.graph.node)
+    stats = stats_model if stats_model is not None else model
+    params, macs = count_params(stats), count_macs(stats)
+    meta = build_keras_metadata(
+        spec, arch_name, params, macs, src, int(opset), compression, softmax_added
+    )
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    proto.producer_name = "edge-fer"
+    proto.producer_version = __version__
+    c, s = spec.channels, spec.input_size
+    proto.doc_string = (
+        f"edge-fer {meta['edge_fer.arch']} FER classifier (converted from Keras with "
+        f"tf2onnx): input float32 (N,{c},{s},{s}) prepared by edge_fer.preprocess; output "
+        f"softmax probs over {','.join(spec.classes)}"
+    )
     try:
-        proto = _convert(t2o, model, spec, int(opset))
-        quantized = any(nd.op_type == "QuantizeLinear" for nd in proto.graph.node)
-        stats = stats_model if stats_model is not None else model
-        params, macs = count_params(stats), count_macs(stats)
-        meta = build_keras_metadata(
-            spec, arch_name, params, macs, src, int(opset), compression, softmax_added
-        )
-        for k, v in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = k, v
-        proto.producer_name = "edge-fer"
-        proto.producer_version = __version__
-        c, s = spec.channels, spec.input_size
-        proto.doc_string = (
-            f"edge-fer {meta['edge_fer.arch']} FER classifier (converted from Keras with "
-            f"tf2onnx): input float32 (N,{c},{s},{s}) prepared by edge_fer.preprocess; output "
-            f"softmax probs over {','.join(spec.classes)}"
-        )
-        try:
-            onnx.checker.check_model(proto, full_check=True)
-        except Exception as exc:  # noqa: BLE001
-            raise UserError(f"the converted graph is not valid ONNX ({_first_line(exc)})") from None
-        try:
-            onnx.save(proto, str(tmp))
-        except OSError as exc:
-            raise UserError(f"{out_p}: cannot write ({exc.strerror or exc})") from None
-        report: dict[str, Any] = {
-            "out": str(out_p),
-            "source": str(src) if src is not None else None,
-            "arch": meta["edge_fer.arch"],
-            "classes": list(spec.classes),
-            "input": [c, s, s],
-            "opset": int(opset),
-            "converter": f"tf2onnx {t2o.__version__}",
-            "params": params,
-            "macs": macs,
-            "softmax_added": softmax_added,
-            "quantized_qdq": quantized,
-        }
-        if compression:
-            report["compression"] = compression
-        if check:
+        onnx.checker.check_model(proto, full_check=True)
+    except Exception as exc:  # noqa: BLE001
+        raise UserError(f"the converted graph is not valid ONNX ({first_line(exc)})") from None
+    raw = proto.SerializeToString()
+    report: dict[str, Any] = {
+        "out": str(out_p),
+        "source": str(src) if src is not None else None,
+        "arch": meta["edge_fer.arch"],
+        "classes": list(spec.classes),
+        "input": [c, s, s],
+        "opset": int(opset),
+        "converter": f"tf2onnx {t2o.__version__}",
+        "params": params,
+        "macs": macs,
+        "softmax_added": softmax_added,
+        "quantized_qdq": quantized,
+    }
+    if compression:
+        report["compression"] = compression
+    if check:  # ONNX Runtime reads a file: a private copy, away from the output's folder
+        with tempfile.TemporaryDirectory(prefix="edge-fer-keras-") as tmp_dir:
+            tmp = Path(tmp_dir) / "model.onnx"
+            tmp.write_bytes(raw)
             report.update(_parity(model, tmp, spec, check_faces, check_data, quantized))
-        os.replace(tmp, out_p)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    raw = out_p.read_bytes()
+    try:
+        write_bytes(out_p, raw)
+    except OSError as exc:
+        raise UserError(f"{out_p}: cannot write ({os_error_reason(exc)})") from None
     report["bytes"] = len(raw)
     report["gzip_bytes"] = len(gzip.compress(raw, 9))
     return report
@@ -438,7 +628,7 @@ def _convert(t2o, model, spec: PreprocessSpec, opset: int):
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - tf2onnx raises anything
-        raise UserError(f"tf2onnx cannot convert this model ({_first_line(exc)})") from None
+        raise UserError(f"tf2onnx cannot convert this model ({first_line(exc)})") from None
     _reject_unconverted(proto, opset)
     g = proto.graph
     if len(g.input) != 1 or len(g.output) != 1:
@@ -479,7 +669,7 @@ def _reject_unconverted(proto, opset: int) -> None:
             try:
                 onnx.defs.get_schema(node.op_type, opset, "")
                 continue
-            except Exception:  # noqa: BLE001 - SchemaError: no such op at this opset
+            except Exception:  # noqa: BLE001, S110 - SchemaError: no such op at this opset
                 pass
         elif dom in ("com.microsoft", "ai.onnx.ml"):
             continue
@@ -525,7 +715,7 @@ def build_keras_metadata(
     compression: dict | None = None,
     softmax_added: bool = False,
 ) -> dict[str, str]:
-    """The metadata keys of `edge_fer.onnx_export.build_metadata`, for a Keras model."""
+    """The metadata keys of `edge_fer.export.onnx.build_metadata`, for a Keras model."""
     provenance: dict[str, Any] = {
         "framework": "keras",
         "checkpoint": source.name if source is not None else None,
@@ -571,7 +761,7 @@ def check_io(model, spec: PreprocessSpec) -> None:
 def check_faces_from(spec: PreprocessSpec, data: str | None, n: int = 64):
     """(uint8 faces, description) for the parity check: an even sample of `data` (its
     public-test split for FER2013, else all), or random images when no data is given."""
-    from edge_fer.onnx_export import random_faces, sample_faces
+    from edge_fer.export.onnx import random_faces, sample_faces
 
     if data is not None:
         return sample_faces(data, spec.input_size, n)
@@ -640,9 +830,3 @@ def _sha256(path: Path) -> str:
         for chunk in iter(lambda: fh.read(1 << 20), b""):
             h.update(chunk)
     return h.hexdigest()
-
-
-def _first_line(exc: BaseException, limit: int = 200) -> str:
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    line = lines[0] if lines else type(exc).__name__
-    return line if len(line) <= limit else line[: limit - 3] + "..."

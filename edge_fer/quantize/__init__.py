@@ -6,9 +6,14 @@
     info = calibrate("model.onnx", faces, out_dir="int8/", method="entropy")
 
 Modules, one job each: `calib_data` (calibration faces and the batches the model sees),
-`ranges` (per-tensor activation ranges: entropy, percentile, min-max), `qdq` (the Q/DQ ONNX
-model), `trt_cache` (TensorRT calibration caches), `report` (the JSON report), `pipeline`
-(all of it, written atomically). Needs the `onnx` package (extra `quantize`).
+`ranges` (one pass that keeps every tensor's histogram, `collect`; the per-tensor ranges of
+any method from it, `compute`: entropy, percentile, min-max), `qdq` (the Q/DQ ONNX model),
+`trt_cache` (TensorRT calibration caches), `report` (the JSON report), `pipeline` (all of it,
+written atomically). Needs the `onnx` package (extra `quantize`).
+
+    from edge_fer.quantize import ranges
+    seen = ranges.collect("model.onnx", batches)         # one pass; seen.save("h.npz")
+    rs = {m: ranges.compute(seen, m) for m in ranges.METHODS}
 """
 
 from __future__ import annotations

@@ -122,14 +122,16 @@ def from_dataset(
     layout: str | None = None,
     cache: bool = True,
     ids: list[str] | None = None,
+    skip_bad: bool = False,
 ) -> CalibFaces:
     """A seeded class-stratified sample of `samples` faces of a labelled dataset split, or the
-    faces named by `ids` (an ids file of an earlier calibration, to reproduce it)."""
+    faces named by `ids` (an ids file of an earlier calibration, to reproduce it).
+    skip_bad: skip (and count) unreadable images instead of refusing the dataset."""
     from edge_fer.data import load_dataset
 
     if samples < 1:
-        raise UserError("--samples must be at least 1")
-    fs = load_dataset(path, split, size=size, layout=layout, cache=cache)
+        raise UserError("samples must be >= 1")
+    fs = load_dataset(path, split, size=size, layout=layout, skip_bad=skip_bad, cache=cache)
     if ids is not None:  # an earlier calibration set, by its ids
         where = {i: k for k, i in enumerate(fs.ids)}
         unknown = [i for i in ids if i not in where]
@@ -142,6 +144,7 @@ def from_dataset(
     else:
         idx = stratified_sample(fs.labels, samples, seed)
     ids = [fs.ids[i] for i in idx] if fs.ids else [f"{split}:{i}" for i in idx]
+    n = int(fs.skipped)
     return CalibFaces(
         images=fs.images[idx],
         ids=ids,
@@ -149,6 +152,7 @@ def from_dataset(
         labels=fs.labels[idx],
         classes=tuple(fs.classes),
         seen=len(fs),
+        notes=[f"{n} unreadable {'entry' if n == 1 else 'entries'} skipped"] if n else [],
     )
 
 
@@ -197,9 +201,9 @@ def from_source(
 
     opts = detect or DetectOptions()
     if samples < 1:
-        raise UserError("--samples must be at least 1")
+        raise UserError("samples must be >= 1")
     if opts.every < 1:
-        raise UserError("--every must be at least 1")
+        raise UserError("detect.every must be >= 1")
     spec = parse_source(str(source))
     cpath = resolve_cascade(cascade)
     # as edge-fer run: small frames get the low-resolution cascade, and a cascade's .json
@@ -275,7 +279,7 @@ class FaceBatchReader:
         limit: int | None = None,
     ) -> None:
         if batch_size < 1:
-            raise UserError("batch size must be at least 1")
+            raise UserError("batch_size must be >= 1")
         self.faces = faces if limit is None else faces[:limit]
         self.spec = spec
         self.input_name = input_name

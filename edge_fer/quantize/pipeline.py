@@ -5,19 +5,27 @@
     info = calibrate("model.onnx", faces, method="entropy", out_dir="int8/")
 
 Outputs (in out_dir): model.int8.qdq.onnx (TensorRT layout), model.int8.cpu.onnx (ONNX Runtime
-CPU layout), calib.cache (TensorRT calibration cache), calib_report.json, calib_ids.txt. Every
-file is written under a temporary name and renamed only once all of them are complete, so an
-error leaves nothing half-written behind (and no out_dir, if it did not exist before).
+CPU layout), calib.cache (TensorRT calibration cache), calib_report.json, calib_ids.txt, and
+with keep_histograms calib_histograms.npz (the kept histograms: `ranges.Collection.load`).
+
+One pass over the faces (`ranges.collect`) keeps every tensor's histogram; the chosen method's
+ranges and the report's comparison of all methods are computed from it (`ranges.compute`).
+Nothing in out_dir is touched until every output is complete (the Q/DQ models are made in a
+temporary folder, removed on every exit path); the outputs are then written with
+`edge_fer.fileio` (each atomically), and if that fails or is interrupted, what was there
+before is put back: out_dir holds the previous outputs or all the new ones (and no out_dir is
+left behind if it did not exist).
 """
 
 from __future__ import annotations
 
-import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
 
+from edge_fer import fileio
 from edge_fer.errors import UserError
 from edge_fer.quantize import qdq, ranges, report, trt_cache
 from edge_fer.quantize.calib_data import MIN_FACES, CalibFaces, FaceBatchReader, check_faces
@@ -27,12 +35,13 @@ CPU_NAME = "model.int8.cpu.onnx"
 CACHE_NAME = "calib.cache"
 REPORT_NAME = "calib_report.json"
 IDS_NAME = "calib_ids.txt"
+HIST_NAME = "calib_histograms.npz"
 TARGET_CHOICES = ("tensorrt", "cpu", "both")
 
 
 def _targets(target: str) -> list[str]:
     if target not in TARGET_CHOICES:
-        raise UserError(f"unknown --target {target!r}; choose {', '.join(TARGET_CHOICES)}")
+        raise UserError(f"unknown target {target!r}; choose {', '.join(TARGET_CHOICES)}")
     return ["tensorrt", "cpu"] if target == "both" else [target]
 
 
@@ -49,6 +58,7 @@ def calibrate(
     min_faces: int = MIN_FACES,
     check_agreement: bool = True,
     progress: Callable[[int], None] | None = None,
+    keep_histograms: bool = False,
 ) -> dict:
     """Calibrate `model_path` (default: the bundled model) on `faces`; write the outputs to
     `out_dir`. Returns a summary dict (paths, sizes, method, agreement with FP32 on the
@@ -61,14 +71,18 @@ def calibrate(
     targets = _targets(target)
     trt_code = trt_cache.version_code(trt_version)
     if batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
+        raise UserError("batch_size must be >= 1")
+    # checked before the pass, not after: the percentile also serves the report's comparison
+    percentile_used = ranges.check_method(method, percentile)
+    compare_at = ranges.check_method("percentile", percentile)
     mpath = Path(model_path) if model_path is not None else default_model_path()
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
-    for name in (QDQ_NAME, CPU_NAME, CACHE_NAME, REPORT_NAME, IDS_NAME):
+        raise UserError(f"{out}: exists and is not a folder")
+    names = [QDQ_NAME, CPU_NAME, CACHE_NAME, REPORT_NAME, IDS_NAME, HIST_NAME]
+    for name in names:
         if (out / name).is_dir():
-            raise UserError(f"--out {out}: {name} is a folder; cannot write the output there")
+            raise UserError(f"{out}: {name} is a folder; cannot write the output there")
     check_faces(faces, min_faces)
     sniff_model_file(mpath)
     try:
@@ -81,74 +95,65 @@ def calibrate(
         spec = clf.spec
         input_name = model.graph.input[0].name
         reader = FaceBatchReader(faces.images, spec, input_name, batch_size)
-        rs = ranges.collect(
-            model, reader.batches(), method=method, percentile=percentile, threads=threads,
-            progress=progress,
-        )  # fmt: skip
+        seen = ranges.collect(model, reader.batches(), threads=threads, progress=progress)
         ref = clf.predict(faces.images) if check_agreement else None
+    rs = ranges.compute(seen, method, percentile_used)
 
-    created = not out.exists()
-    tmp: dict[str, Path] = {}
-    final: dict[str, Path] = {}
-    done = False
-
-    def stage(name: str) -> Path:
-        p = out / f".{name}.{os.getpid()}.tmp"
-        tmp[name] = p
-        final[name] = out / name
-        return p
-
+    data: dict[str, bytes] = {}  # output name -> its complete content
+    qinfo = {
+        "method": rs.method,
+        "percentile": rs.percentile,
+        "calibration_faces": len(faces),
+        "calibration_source": faces.source,
+    }
+    summaries = {}
+    agreement = {}
     try:
-        out.mkdir(parents=True, exist_ok=True)
-        qinfo = {
-            "method": rs.method,
-            "percentile": rs.percentile,
-            "calibration_faces": len(faces),
-            "calibration_source": faces.source,
-        }
-        summaries = {}
-        agreement = {}
-        for tg in targets:
-            name = QDQ_NAME if tg == "tensorrt" else CPU_NAME
-            p = stage(name)
-            one = FaceBatchReader(faces.images, spec, input_name, batch_size=8, limit=8)
-            summaries[tg] = qdq.quantize(mpath, rs, p, one, target=tg, info=qinfo)
-            if ref is not None:
-                with Classifier.load(p, threads=threads, tta="none") as qclf:
-                    got = qclf.predict(faces.images)
-                agreement[tg] = float((got.argmax(1) == ref.argmax(1)).mean())
-        cache = trt_cache.format_cache(rs.amax(), trt_code)
-        stage(CACHE_NAME).write_bytes(cache)
-        files = {tg: str(final[QDQ_NAME if tg == "tensorrt" else CPU_NAME]) for tg in targets}
-        files["trt_cache"] = str(final[CACHE_NAME])
-        files["ids"] = str(out / IDS_NAME)
-        rep = report.build(
-            rs, faces, mpath,
-            extra={
-                "trt_cache": {"file": CACHE_NAME, "header": cache.split(b"\n", 1)[0].decode(),
-                              "tensorrt_version": trt_cache.version_text(trt_code)},
-                "qdq_models": {tg: {"file": Path(files[tg]).name, **summaries[tg]}
-                               for tg in targets},
-                "agreement_with_fp32_on_calibration_faces": agreement,
-            },
-        )  # fmt: skip
-        rep["calibration_set"]["ids_file"] = IDS_NAME
-        stage(REPORT_NAME).write_text(json.dumps(rep, indent=2) + "\n")
-        stage(IDS_NAME).write_text(report.ids_text(faces))
-        for name, p in tmp.items():  # everything is complete: publish
-            os.replace(p, final[name])
-        done = True
+        with tempfile.TemporaryDirectory(prefix="edge-fer-calibrate-") as work:
+            for tg in targets:
+                name = QDQ_NAME if tg == "tensorrt" else CPU_NAME
+                p = Path(work) / name
+                one = FaceBatchReader(faces.images, spec, input_name, batch_size=8, limit=8)
+                summaries[tg] = qdq.quantize(mpath, rs, p, one, target=tg, info=qinfo)
+                if ref is not None:
+                    with Classifier.load(p, threads=threads, tta="none") as qclf:
+                        got = qclf.predict(faces.images)
+                    agreement[tg] = float((got.argmax(1) == ref.argmax(1)).mean())
+                data[name] = p.read_bytes()
     except OSError as exc:
-        raise UserError(f"{out}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        if not done:
-            for p in tmp.values():
-                try:
-                    p.unlink()
-                except OSError:
-                    pass
-            if created and out.is_dir() and not any(out.iterdir()):
-                out.rmdir()
+        reason = fileio.os_error_reason(exc)
+        raise UserError(f"cannot write the temporary Q/DQ models ({reason})") from None
+    cache = trt_cache.format_cache(rs.amax(), trt_code)
+    data[CACHE_NAME] = cache
+    files = {tg: str(out / (QDQ_NAME if tg == "tensorrt" else CPU_NAME)) for tg in targets}
+    files["trt_cache"] = str(out / CACHE_NAME)
+    files["ids"] = str(out / IDS_NAME)
+    header = cache.split(b"\n", 1)[0].decode()
+    rep = report.build(
+        rs,
+        faces,
+        mpath,
+        extra={
+            "trt_cache": {
+                "file": CACHE_NAME,
+                "header": header,
+                "tensorrt_version": trt_cache.version_text(trt_code),
+            },
+            "qdq_models": {tg: {"file": Path(files[tg]).name, **summaries[tg]} for tg in targets},
+            "agreement_with_fp32_on_calibration_faces": agreement,
+        },
+    )
+    rep["calibration_set"]["ids_file"] = IDS_NAME
+    rep["methods_compared"] = report.compare(seen, compare_at)
+    data[REPORT_NAME] = (fileio.dumps(rep, indent=2) + "\n").encode()
+    data[IDS_NAME] = report.ids_text(faces).encode()
+    if keep_histograms:
+        data[HIST_NAME] = seen.to_npz()
+        files["histograms"] = str(out / HIST_NAME)
+    try:
+        _publish(out, data)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write ({fileio.os_error_reason(exc)})") from None
     return {
         "model": str(mpath),
         "out": str(out),
@@ -157,8 +162,41 @@ def calibrate(
         "percentile": rs.percentile,
         "faces": len(faces),
         "tensors": len(rs.tensors),
-        "trt_cache_header": rep["trt_cache"]["header"],
+        "trt_cache_header": header,
         "quantized_ops": {tg: s["quantized_ops"] for tg, s in summaries.items()},
         "agreement_with_fp32": agreement,
         "seconds": round(time.perf_counter() - t0, 2),
     }
+
+
+def _publish(out: Path, data: dict[str, bytes]) -> None:
+    """Write every output (edge_fer.fileio: each atomically, its temporary file removed on
+    every exit path). When one fails, or an interrupt arrives meanwhile, the files already
+    written get their previous content back (or are removed when they are new), and a folder
+    this call created is removed again. Devices and pipes are written through and left alone."""
+    created = not out.exists()
+    written: list[tuple[Path, bytes | None]] = []  # regular files, with what they held before
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, content in data.items():
+            path = Path(os.path.realpath(out / name))  # a symlink's target is what changes
+            special = fileio.is_special(path)
+            old = path.read_bytes() if path.is_file() else None
+            fileio.write_bytes(path, content)
+            if not special:
+                written.append((path, old))
+    except BaseException:
+        for path, old in reversed(written):
+            try:
+                if old is None:
+                    path.unlink()
+                else:
+                    fileio.write_bytes(path, old)
+            except OSError:
+                pass
+        if created:
+            try:
+                out.rmdir()  # only when empty
+            except OSError:
+                pass
+        raise

@@ -1,8 +1,8 @@
 """The INT8 Q/DQ (explicitly quantized) ONNX model, built with ONNX Runtime's `quantize_static`.
 
-The activation ranges come from `ranges.collect` (the same numbers the TensorRT cache holds):
-they are handed to the quantizer as per-tensor overrides, so its own calibration pass only has
-to see one small batch. Two layouts:
+The activation ranges come from `ranges.compute` over the histograms `ranges.collect` kept
+(the same numbers the TensorRT cache holds): they are handed to the quantizer as per-tensor
+overrides, so its own calibration pass only has to see one small batch. Two layouts:
 
 - ``tensorrt``: what TensorRT fuses. INT8 symmetric activations (zero point 0, scale
   amax / 127) and per-channel symmetric INT8 weights; Q/DQ pairs only on the inputs of the
@@ -166,8 +166,11 @@ def quantize(
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - any quantizer failure is reported as one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"{model_path}: the ONNX Runtime quantizer failed ({first})") from None
+        from edge_fer.fileio import first_line
+
+        raise UserError(
+            f"{model_path}: the ONNX Runtime quantizer failed ({first_line(exc)})"
+        ) from None
     q = onnx.load(os.fspath(out_path))
     summary = summarize(q)
     _check_scales(q, ranges, target)

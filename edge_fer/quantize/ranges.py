@@ -1,9 +1,13 @@
-"""Per-tensor activation ranges of an FP32 ONNX model over calibration batches.
+"""Per-tensor activation ranges of an FP32 ONNX model over calibration batches, in two steps
+(as ONNX Runtime's calibrators split `collect_data` from `compute_data`):
 
-Every float tensor the graph computes (and the network input) is made a graph output, the
-model runs on the calibration batches in ONNX Runtime, and each tensor gets a histogram of its
-absolute values plus its exact min, max and |max|. From those, one symmetric range (amax) per
-tensor, by one of three methods:
+1. ``collect(model, batches) -> Collection``: every float tensor the graph computes (and the
+   network input) is made a graph output, the model runs on the calibration batches in ONNX
+   Runtime, and each tensor keeps a histogram of its absolute values plus its exact min, max
+   and |max|. One pass over the data; the collection can be saved (.npz or .json) and loaded
+   again.
+2. ``compute(collection, method, percentile) -> RangeSet``: one symmetric range (amax) per
+   tensor, by one of three methods, from the kept histograms (no new pass):
 
 - ``entropy``: the threshold that minimises the KL divergence between the tensor's |x|
   distribution and its 128-level quantized version (TensorRT's EntropyCalibration2 algorithm,
@@ -17,10 +21,14 @@ TensorRT calibration cache and the Q/DQ model store.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from zipfile import BadZipFile
 
 import numpy as np
 
@@ -31,6 +39,8 @@ DEFAULT_PERCENTILE = 99.99
 NUM_BINS = 2048  # histogram resolution the entropy search works on
 QUANT_LEVELS = 128  # 2^(8-1): the levels of |x| an int8 tensor can take
 _MAX_STREAM_BINS = NUM_BINS * 32  # finer while collecting; rebinned to NUM_BINS for entropy
+COLLECTION_FORMAT = "edge-fer-calibration-histograms"
+COLLECTION_VERSION = 1
 
 
 @dataclass
@@ -64,8 +74,9 @@ class RangeSet:
         return {k: v.amax for k, v in self.tensors.items()}
 
 
-class _Histogram:
-    """Streaming histogram of |x| with a fixed bin width that grows its range as needed."""
+class Histogram:
+    """Streaming histogram of |x| with a fixed bin width that grows its range as needed (the
+    collecting side: `stats()` is what is kept)."""
 
     def __init__(self, num_bins: int) -> None:
         self.num_bins = num_bins
@@ -108,9 +119,27 @@ class _Histogram:
         idx = np.minimum((a / self.width).astype(np.int64), len(self.counts) - 1)
         self.counts += np.bincount(idx, minlength=len(self.counts))
 
-    # -- thresholds ------------------------------------------------------------------------
-    def amax(self, method: str, percentile: float | None) -> float:
-        if self.width is None or self.absmax == 0.0:
+    def stats(self) -> TensorStats:
+        w = float(self.width or 0.0)
+        return TensorStats(self.counts.copy(), w, self.min, self.max, self.absmax, self.n)
+
+
+@dataclass
+class TensorStats:
+    """What calibration saw of one tensor, kept: the |x| histogram (bin i holds
+    i*width <= |x| < (i+1)*width, the last bin also what lies beyond), exact min/max/|max| and
+    the number of values. width 0: every value seen was 0 (no histogram)."""
+
+    counts: np.ndarray
+    width: float
+    min: float
+    max: float
+    absmax: float
+    n: int
+
+    # -- thresholds (the computing side) -----------------------------------------------------
+    def amax(self, method: str, percentile: float | None, num_bins: int = NUM_BINS) -> float:
+        if self.width == 0.0 or self.absmax == 0.0:
             return 0.0
         if method == "minmax":
             return self.absmax
@@ -120,12 +149,12 @@ class _Histogram:
             i = int(np.searchsorted(cdf, p / 100.0))
             return float(min((i + 1) * self.width, self.absmax))
         if method == "entropy":
-            counts, width = self._rebinned(self.num_bins)
+            counts, width = self._rebinned(num_bins)
             return float(min(entropy_threshold(counts) * width, self.absmax))
         raise ValueError(method)
 
     def _rebinned(self, num_bins: int) -> tuple[np.ndarray, float]:
-        c, w = self.counts, float(self.width or 0.0)
+        c, w = self.counts, float(self.width)
         f = math.ceil(len(c) / num_bins)
         if f > 1:
             pad = (-len(c)) % f
@@ -134,7 +163,8 @@ class _Histogram:
         return c, w
 
     def clipped(self, amax: float) -> float:
-        if self.width is None or self.n == 0:
+        """The fraction of the values with |x| beyond the bin that holds amax."""
+        if self.width == 0.0 or self.n == 0:
             return 0.0
         i = math.floor(amax / self.width)
         return float(self.counts[i + 1 :].sum() / self.n) if i + 1 < len(self.counts) else 0.0
@@ -235,27 +265,17 @@ def _augmented(model, names: list[str]):
 def collect(
     model,
     batches: Iterable[np.ndarray],
-    method: str = "entropy",
-    percentile: float | None = None,
     num_bins: int = NUM_BINS,
     threads: int = 1,
     progress: Callable[[int], None] | None = None,
-) -> RangeSet:
-    """Run the FP32 model (onnx.ModelProto or path) on the batches; one range per tensor.
-
-    progress(faces) is called after each batch.
-    """
+) -> Collection:
+    """Run the FP32 model (onnx.ModelProto or path) on the batches once; keep what every float
+    tensor showed (histogram, min, max). progress(faces) is called after each batch."""
     import onnx
     import onnxruntime as ort
 
-    if method not in METHODS:
-        raise UserError(f"unknown calibration method {method!r}; choose {', '.join(METHODS)}")
-    if method == "percentile":
-        percentile = DEFAULT_PERCENTILE if percentile is None else float(percentile)
-        if not 50.0 < percentile <= 100.0:
-            raise UserError(f"--percentile must be in (50, 100], got {percentile}")
-    else:
-        percentile = None
+    from edge_fer.fileio import first_line
+
     if isinstance(model, (str, os.PathLike)):
         model = onnx.load(os.fspath(model))
     names, skipped = float_tensors(model)
@@ -273,10 +293,11 @@ def collect(
             aug.SerializeToString(), sess_options=so, providers=["CPUExecutionProvider"]
         )
     except Exception as exc:  # noqa: BLE001 - reported as one line
-        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0][:200]
-        raise UserError(f"ONNX Runtime cannot run the model for calibration ({first})") from None
+        raise UserError(
+            f"ONNX Runtime cannot run the model for calibration ({first_line(exc)})"
+        ) from None
     out_names = [o.name for o in sess.get_outputs()]
-    hists = {n: _Histogram(num_bins) for n in names}
+    hists = {n: Histogram(num_bins) for n in names}
     wanted = [n for n in out_names if n in hists]
     n_faces = 0
     for x in batches:
@@ -294,13 +315,147 @@ def collect(
             progress(len(x))
     if n_faces == 0:
         raise UserError("no calibration faces")
+    kept = {n: hists[n].stats() for n in names if n in hists and hists[n].n > 0}
+    return Collection(kept, n_faces, input_name, num_bins, skipped)
+
+
+def check_method(method: str, percentile: float | None = None) -> float | None:
+    """The percentile `method` uses (None unless it is ``percentile``); UserError for an
+    unknown method or a percentile outside (50, 100]."""
+    if method not in METHODS:
+        raise UserError(f"unknown calibration method {method!r}; choose {', '.join(METHODS)}")
+    if method != "percentile":
+        return None
+    p = DEFAULT_PERCENTILE if percentile is None else float(percentile)
+    if not 50.0 < p <= 100.0:
+        raise UserError(f"percentile must be in (50, 100], got {p}")
+    return p
+
+
+def compute(
+    collection: Collection, method: str = "entropy", percentile: float | None = None
+) -> RangeSet:
+    """One range per collected tensor, by `method` (see the module's text)."""
+    percentile = check_method(method, percentile)
     tensors: dict[str, TensorRange] = {}
-    for n in names:
-        h = hists.get(n)
-        if h is None or h.n == 0:
-            continue
-        a = h.amax(method, percentile)
+    for n, st in collection.tensors.items():
+        a = st.amax(method, percentile, collection.num_bins)
         tensors[n] = TensorRange(
-            amax=a, min=h.min, max=h.max, absmax=h.absmax, clipped=h.clipped(a)
+            amax=a, min=st.min, max=st.max, absmax=st.absmax, clipped=st.clipped(a)
         )
-    return RangeSet(tensors, method, percentile, n_faces, input_name, num_bins, skipped)
+    c = collection
+    return RangeSet(
+        tensors, method, percentile, c.n_faces, c.input_name, c.num_bins, list(c.skipped)
+    )
+
+
+# -- the collection, kept --------------------------------------------------------------------
+
+
+@dataclass
+class Collection:
+    """What one calibration pass saw: per-tensor `TensorStats` in graph order (network input
+    first), from which `compute` derives the ranges of any method.
+
+    `save(path)` writes ``.npz`` (compact: the histograms as arrays) or ``.json`` (strict JSON,
+    trailing empty bins trimmed); `Collection.load(path)` reads either back exactly (the bin
+    width and the min/max are kept as float64), so the ranges computed from a loaded
+    collection are those of the pass that made it.
+    """
+
+    tensors: dict[str, TensorStats]
+    n_faces: int
+    input_name: str
+    num_bins: int = NUM_BINS
+    skipped: list[str] = field(default_factory=list)
+
+    def _header(self) -> dict:
+        return {
+            "format": COLLECTION_FORMAT,
+            "version": COLLECTION_VERSION,
+            "n_faces": int(self.n_faces),
+            "input_name": self.input_name,
+            "num_bins": int(self.num_bins),
+            "skipped": list(self.skipped),
+            "tensors": [_tensor_header(n, t) for n, t in self.tensors.items()],
+        }
+
+    def to_json(self) -> dict:
+        head = self._header()
+        for d, t in zip(head["tensors"], self.tensors.values()):
+            nz = np.flatnonzero(t.counts)
+            d["counts"] = t.counts[: int(nz[-1]) + 1 if len(nz) else 0].tolist()
+        return head
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write to `path` (.npz or .json), atomically (edge_fer.fileio)."""
+        from edge_fer import fileio
+
+        if Path(path).suffix.lower() == ".json":
+            fileio.write_json(path, self.to_json())
+            return
+        fileio.write_bytes(path, self.to_npz())
+
+    def to_npz(self) -> bytes:
+        """The .npz file's bytes: the header as JSON text, one int64 array per histogram."""
+        import io
+
+        buf = io.BytesIO()
+        arrays: dict[str, Any] = {"header": np.array(json.dumps(self._header()))}
+        arrays.update((f"counts_{i}", t.counts) for i, t in enumerate(self.tensors.values()))
+        np.savez_compressed(buf, **arrays)
+        return buf.getvalue()
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> Collection:
+        """A collection saved by `save` (.npz or .json); UserError when it is not one."""
+        p = Path(path)
+        try:
+            if p.suffix.lower() == ".json":
+                head = json.loads(p.read_text())
+                counts = [
+                    _padded(d.get("counts", []), int(d["bins"])) for d in head.get("tensors", [])
+                ]
+            else:
+                with np.load(p, allow_pickle=False) as z:
+                    head = json.loads(str(z["header"]))
+                    counts = [
+                        np.asarray(z[f"counts_{i}"], np.int64)
+                        for i in range(len(head.get("tensors", [])))
+                    ]
+            if head.get("format") != COLLECTION_FORMAT:
+                raise ValueError("not a calibration histogram file")
+            if int(head.get("version", 0)) > COLLECTION_VERSION:
+                raise ValueError(f"written by a newer edge-fer (version {head['version']})")
+            tensors = {d["name"]: _stats(d, c) for d, c in zip(head["tensors"], counts)}
+            skipped = [str(s) for s in head.get("skipped", [])]
+            n, name, bins = int(head["n_faces"]), str(head["input_name"]), int(head["num_bins"])
+            return cls(tensors, n, name, bins, skipped)
+        except OSError as exc:
+            from edge_fer.fileio import os_error_reason
+
+            raise UserError(f"{p}: cannot read ({os_error_reason(exc)})") from None
+        except (ValueError, KeyError, TypeError, AttributeError, EOFError, BadZipFile) as exc:
+            from edge_fer.fileio import first_line
+
+            raise UserError(f"{p}: not a calibration histogram file ({first_line(exc)})") from None
+
+
+def _tensor_header(name: str, t: TensorStats) -> dict:
+    head = {"name": name, "bins": len(t.counts), "width": float(t.width), "min": float(t.min)}
+    head.update(max=float(t.max), absmax=float(t.absmax), n=int(t.n))
+    return head
+
+
+def _stats(d: dict, counts: np.ndarray) -> TensorStats:
+    vals = [float(d[k]) for k in ("width", "min", "max", "absmax")]
+    if not all(math.isfinite(v) for v in vals) or vals[0] < 0:
+        raise ValueError(f"bad statistics for tensor {d['name']!r}")
+    return TensorStats(counts, vals[0], vals[1], vals[2], vals[3], int(d["n"]))
+
+
+def _padded(values: list, bins: int) -> np.ndarray:
+    c = np.asarray(values, np.int64)
+    if c.ndim != 1 or len(c) > bins or (len(c) and c.min() < 0):
+        raise ValueError("bad histogram counts")
+    return np.concatenate([c, np.zeros(bins - len(c), np.int64)])

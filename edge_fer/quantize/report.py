@@ -6,11 +6,14 @@
       "method": "entropy", "percentile": null, "num_bins": 2048,
       "calibration_set": {"source", "faces", "seen", "class_counts", "ids_file"},
       "tensors": {name: {"amax", "scale", "scale_hex", "min", "max", "absmax", "clipped"}},
-      "skipped_tensors": [...], "outputs": {...}, "edge_fer_version": ...
+      "skipped_tensors": [...], "outputs": {...}, "edge_fer_version": ...,
+      "methods_compared": {method: {"percentile", "tensors": {name: {"amax", "clipped"}}}}
     }
 
 scale = amax / 127 (symmetric INT8), scale_hex its float32 bits as the TensorRT cache writes
-them; clipped is the fraction of the calibration values with |x| > amax.
+them; clipped is the fraction of the calibration values with |x| > amax. `methods_compared`
+holds the ranges every method gives on the same calibration pass (`compare`: computed from the
+kept histograms, no second run), the chosen one included.
 """
 
 from __future__ import annotations
@@ -73,6 +76,19 @@ def build(ranges, faces, model_path: str | os.PathLike, extra: dict | None = Non
     if extra:
         rep.update(extra)
     return rep
+
+
+def compare(collection, percentile: float | None = None) -> dict:
+    """{method: {"percentile", "tensors": {name: {"amax", "clipped"}}}} for every method, from
+    one `ranges.Collection` (`percentile`: the one the percentile method uses; default 99.99)."""
+    from edge_fer.quantize import ranges as R
+
+    out = {}
+    for method in R.METHODS:
+        rs = R.compute(collection, method, percentile if method == "percentile" else None)
+        tensors = {n: {"amax": _f(r.amax), "clipped": _f(r.clipped)} for n, r in rs.tensors.items()}
+        out[method] = {"percentile": rs.percentile, "tensors": tensors}
+    return out
 
 
 def _f(v: float) -> float:

@@ -32,6 +32,7 @@ from edge_fer.errors import UserError
 
 ALGORITHM = "EntropyCalibration2"
 DEFAULT_TRT_VERSION = "10.3.0"  # JetPack 6.1 / 6.2 and DeepStream 7.1
+MIN_SCALE = 1.1754943508222875e-38  # smallest normal float32
 _HEADER = re.compile(r"^TRT-(\d+)-([A-Za-z0-9]+)$")
 _HEX = re.compile(r"^[0-9a-fA-F]{1,8}$")
 
@@ -94,7 +95,9 @@ def format_cache(amax: dict[str, float], version: str | int = DEFAULT_TRT_VERSIO
             raise UserError(f"tensor name {name!r} cannot be written to a calibration cache")
         if not a >= 0.0 or a == float("inf"):
             raise UserError(f"tensor {name}: range {a} is not a finite number >= 0")
-        lines.append(f"{name}: {scale_hex(a / 127.0)}")
+        # a tensor that was always 0 gets the smallest normal float32 scale, not 0: TensorRT
+        # divides by the scale (and parse_cache refuses 0)
+        lines.append(f"{name}: {scale_hex(max(a / 127.0, MIN_SCALE))}")
     return ("\n".join(lines) + "\n").encode()
 
 
@@ -122,8 +125,32 @@ def parse_cache(data: bytes, where: str = "calibration cache") -> CalibCache:
             raise UserError(f"{where}:{no}: expected 'tensor: <8 hex digits>', got {line[:80]!r}")
         if name in scales:
             raise UserError(f"{where}:{no}: tensor {name!r} appears twice")
-        scales[name] = hex_scale(value)
+        scale = hex_scale(value)
+        # TensorRT divides by the scale: NaN, infinity, zero or a negative one is no range
+        if not (0.0 < scale < float("inf")):
+            raise UserError(
+                f"{where}:{no}: tensor {name!r} has scale {scale} (must be a finite number > 0)"
+            )
+        scales[name] = scale
     return CalibCache(int(m.group(1)), m.group(2), scales)
+
+
+def retarget_cache(data: bytes, version: str | int, where: str = "calibration cache") -> bytes:
+    """The cache `data` with its header rewritten for TensorRT `version` (the ranges do not
+    depend on the version; TensorRT ignores a cache whose header names another one). The body is
+    validated first; UserError for a cache another calibrator wrote (its header names the
+    calibrator class that must read it, and edge-fer's is IInt8EntropyCalibrator2)."""
+    cache = parse_cache(data, where)
+    if cache.algorithm != ALGORITHM:
+        raise UserError(
+            f"{where}: a {cache.algorithm} cache; edge-fer reads {ALGORITHM} caches only "
+            "(recalibrate with `edge-fer calibrate`)"
+        )
+    if not cache.scales:
+        raise UserError(f"{where}: the calibration cache holds no tensor")
+    code = version_code(version)
+    body = data.decode("utf-8").split("\n", 1)[1] if b"\n" in data else ""
+    return f"TRT-{code}-{ALGORITHM}\n".encode() + body.encode()
 
 
 def read_cache(path: str | os.PathLike) -> CalibCache:

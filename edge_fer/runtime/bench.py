@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import os
 import platform
+import signal
 import tempfile
 from pathlib import Path
 
@@ -53,8 +54,10 @@ def synthetic_clip(path: str | os.PathLike, width: int, height: int, faces: int 
                 cy = height / 2 + 0.05 * height * np.sin(2 * np.pi * t / 4 + phase[k])
                 _paste(f, img, cx, cy, ph[k])
             sink.write(f)
-    finally:
-        sink.close()
+    except BaseException:  # Ctrl-C included: no partial clip, no temporary file
+        sink.abort()
+        raise
+    sink.close()
     return {"path": str(path), "size": [width, height], "faces": faces, "frames": frames,
             "fps": fps, "photo": credit}  # fmt: skip
 
@@ -138,12 +141,14 @@ def bench(source: str, *, backends: list[str] | None = None, model=None, cascade
             # low-resolution cascade for small frames)
             res = run_video(opts, warn=warn)
             s = res.summary
+            _stop_if_interrupted(s)
             paced = None
             rate = (s.get("source") or {}).get("fps") or 30.0
             if latency_frames > 0:
                 opts.events, opts.pace = None, rate
                 opts.max_frames = min(latency_frames, max_frames or latency_frames)
                 paced = run_video(opts, warn=warn).summary
+                _stop_if_interrupted(paced)
             report["cascade"] = s.get("cascade")
             report["model"] = s.get("model")
             report["source_info"] = s.get("source")
@@ -164,6 +169,14 @@ def bench(source: str, *, backends: list[str] | None = None, model=None, cascade
                 **({"events": str(ev)} if events and keep_events else {}),
             })  # fmt: skip
     return report
+
+
+def _stop_if_interrupted(summary: dict) -> None:
+    """Ctrl-C / SIGTERM stopped a run cleanly: stop the bench too (no half-measured table)."""
+    if summary.get("interrupted"):
+        from edge_fer.runtime.pipeline import Interrupted
+
+        raise Interrupted(signal.Signals[summary.get("signal") or "SIGINT"])
 
 
 def format_table(report: dict) -> str:

@@ -112,12 +112,14 @@ def write_demo_clip(path: str | os.PathLike, **kw) -> dict:
     photo, credit = load_face_photo()
     size = kw.get("size", DEMO_SIZE)
     fps = kw.get("fps", DEMO_FPS)
-    sink = VideoSink(path, fps, size)
+    sink = VideoSink(path, fps, size)  # a temporary file, renamed over `path` when complete
     n = 0
     try:
         for frame in demo_frames(photo, **kw):
             sink.write(frame)
             n += 1
-    finally:
-        sink.close()
+    except BaseException:  # Ctrl-C / SIGTERM included: no partial clip, an old one untouched
+        sink.abort()
+        raise
+    sink.close()
     return {"path": str(path), "frames": n, "fps": fps, "size": list(size), "photo": credit}

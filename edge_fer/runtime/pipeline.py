@@ -12,15 +12,21 @@ frames instead); a file is processed losslessly.
 
 Stopping: the end of the source, `max_frames`, Ctrl-C / SIGTERM (run from the main thread), a
 closed --show window, or an error in any stage. Every path joins the threads and closes every
-sink, so the video is finalised and the events file ends on a complete line.
+sink, so the video is finalised and the events file ends on a complete line. `SignalGuard`
+covers the whole of a run, start-up included: before the first frame a signal raises
+`Interrupted` (the caller drops what it opened, see runner.run_video); while the pipeline runs
+it stops the threads; the exit code is 128 + the signal's number (130 SIGINT, 143 SIGTERM).
 """
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import signal
+import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import cv2
@@ -53,6 +59,99 @@ _END = object()
 
 class _Stop(Exception):
     pass
+
+
+# ---- signals ---------------------------------------------------------------------------------
+
+SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+def signal_name(signum: int) -> str:
+    try:
+        return signal.Signals(signum).name
+    except ValueError:
+        return f"signal {signum}"
+
+
+def exit_code_for(signum: int | None) -> int:
+    """The shell's convention: 128 + the signal's number (130 SIGINT, 143 SIGTERM)."""
+    return 128 + int(signum) if signum else 130
+
+
+class Interrupted(KeyboardInterrupt):
+    """SIGINT or SIGTERM before the pipeline started (raised by SignalGuard in the main thread).
+
+    A KeyboardInterrupt, so `except Exception` in library code (model loading, compiling) does
+    not swallow it."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal_name(signum))
+        self.signum = signum
+
+
+class SignalGuard:
+    """SIGINT and SIGTERM for one run, start-up included (a context manager; main thread only,
+    elsewhere it does nothing).
+
+    Until `on_signal` is set, the first signal raises `Interrupted` wherever the main thread
+    is, so start-up (a model loading, a kernel compiling) stops at once; inside `hold()` it
+    waits for the block's end instead (cleanup, a rename). While a pipeline runs, `on_signal`
+    is called instead (it stops the threads). Later signals never raise: they are recorded.
+    `signum` is the first signal received.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.on_signal: Callable[[int], None] | None = None
+        self._held = 0
+        self._pending = False
+        self._old: dict = {}
+
+    def __enter__(self) -> SignalGuard:  # noqa: PYI034 - no typing.Self on Python 3.8
+        if threading.current_thread() is threading.main_thread():
+            for sig in SIGNALS:
+                try:
+                    self._old[sig] = signal.signal(sig, self._handler)
+                except (ValueError, OSError):
+                    pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        old, self._old = self._old, {}
+        for sig, h in old.items():
+            try:
+                signal.signal(sig, h)
+            except (ValueError, OSError, TypeError):
+                pass
+
+    @staticmethod
+    def record_only(signum: int) -> None:
+        """An `on_signal` for after the run: outputs are complete, nothing more to stop."""
+
+    def _handler(self, signum, frame) -> None:
+        first = self.signum is None
+        if first:
+            self.signum = signum
+        if self.on_signal is not None:
+            self.on_signal(signum)
+        elif first:
+            if self._held:
+                self._pending = True
+            else:
+                raise Interrupted(signum)
+
+    @contextlib.contextmanager
+    def hold(self):
+        """A block a signal must not cut short; one that arrived in it is raised at its end."""
+        self._held += 1
+        try:
+            yield
+        finally:
+            self._held -= 1
+            if not self._held and self._pending:
+                self._pending = False
+                if self.on_signal is None:
+                    raise Interrupted(self.signum or signal.SIGINT)
 
 
 @dataclass
@@ -93,6 +192,25 @@ def percentiles(values) -> dict:
     }
 
 
+def startup_summary(source: dict, signum: int, outputs: dict, info: dict | None = None) -> dict:
+    """The summary of a run a signal stopped before its first frame (`"started": false`): the
+    same keys as `Pipeline.summary`, nothing processed, no output but this summary written."""
+    empty = percentiles([])
+    d = {
+        "source": source,
+        "frames": 0, "frames_with_detections": 0, "frames_with_faces": 0, "faces": 0,
+        "detections": 0, "track_count": 0, "tracks": [], "classes": [],
+        "seconds": 0.0, "fps": 0.0,
+        "stage_ms": {k: dict(empty) for k in STAGES},
+        "busy_ms": dict(empty), "latency_ms": dict(empty), "classify_batches": 0,
+        "dropped_frames": 0, "skipped_frames": 0, "gaps": [], "source_errors": [],
+        "complete": False, "interrupted": True, "signal": signal_name(signum), "started": False,
+        "nonfinite_dropped": 0, "events_dropped": 0, "outputs": dict(outputs),
+    }  # fmt: skip
+    d.update(info or {})
+    return d
+
+
 UPSCALE_INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR,
                          "cubic": cv2.INTER_CUBIC}  # fmt: skip
 
@@ -105,7 +223,7 @@ class Pipeline:
                  detect_min_side: int = 0, detect_threads: int | None = None,
                  detect_upscale: str = "linear",
                  nested_overlap: float = 0.5, pace: float | None = None,
-                 stills: bool = False,
+                 stills: bool = False, signals: SignalGuard | None = None, warn=None,
                  info: dict | None = None) -> None:  # fmt: skip
         self.source = source
         self.detector = detector
@@ -130,6 +248,10 @@ class Pipeline:
         # stills: unrelated photos; no temporal memory, no tracking across them, no smoothing
         self.stills = bool(stills)
         self.handle_signals = handle_signals
+        self.signals = signals  # the caller's guard (start-up was under it); None: our own
+        self.signum: int | None = None
+        self._warn = warn
+        self.nonfinite = 0  # detections / probability vectors with NaN or Infinity, left out
         self.info = dict(info or {})
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
@@ -240,6 +362,10 @@ class Pipeline:
                 scale = self.detect_min_side / short
                 gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=self.detect_upscale)
             dets = np.array([d[:4] for d in self.detector.detect(gray)], np.float64).reshape(-1, 4)
+            finite = np.isfinite(dets).all(axis=1)
+            if not finite.all():  # JSON has no NaN/Infinity, the tracker no use for them
+                self._nonfinite(int((~finite).sum()), "detections")
+                dets = dets[finite]
             t1 = time.perf_counter()
             half = dets[:, 2] / 2  # rows, cols, sizes -> x, y, w, h boxes
             boxes = np.column_stack(
@@ -299,6 +425,9 @@ class Pipeline:
                         "score": round(float(score), 2),
                     }
                     p = p_of.get((k, j))
+                    if p is not None and not np.isfinite(p).all():
+                        self._nonfinite(1, "classifier outputs")
+                        p = None  # the face is reported, unclassified on this frame
                     if p is not None:
                         s = self.smoother.update(tid, p, item.index, item.t)
                         top = int(np.argmax(s))
@@ -347,8 +476,21 @@ class Pipeline:
         self.latency.append((t1 - item.t_in) * 1000)
         self._wall1 = time.perf_counter()
 
+    def _nonfinite(self, n: int, what: str) -> None:
+        first = self.nonfinite == 0
+        self.nonfinite += n
+        if first:
+            msg = (f"{what} with NaN or Infinity were left out (a broken model or cascade?); "
+                   "counted in the summary as nonfinite_dropped")  # fmt: skip
+            if self._warn is not None:
+                self._warn(msg)
+            else:
+                print(f"edge-fer: warning: {msg}", file=sys.stderr, flush=True)
+
     # ---- run --------------------------------------------------------------------------------
-    def _on_signal(self, signum, frame) -> None:
+    def _on_signal(self, signum, frame=None) -> None:
+        if self.signum is None:
+            self.signum = signum
         if self.interrupted:  # a second Ctrl-C: stop waiting for the threads (sinks still close)
             self._force = True
             return
@@ -362,13 +504,19 @@ class Pipeline:
             fn()
 
     def run(self) -> RunResult:
-        old = {}
-        if self.handle_signals and threading.current_thread() is threading.main_thread():
-            for sig in (signal.SIGINT, signal.SIGTERM):
-                try:
-                    old[sig] = signal.signal(sig, self._on_signal)
-                except (ValueError, OSError):
-                    pass
+        guard, own = self.signals, None
+        if guard is None and self.handle_signals:
+            guard = own = SignalGuard().__enter__()
+        if guard is not None:
+            guard.on_signal = self._on_signal
+        try:
+            self._start_sinks()
+        except BaseException:
+            if guard is not None:
+                guard.on_signal = SignalGuard.record_only
+            if own is not None:
+                own.__exit__(None, None, None)
+            raise
         threads = [
             threading.Thread(target=self._stage, args=("decode", self._decode, self.q_det),
                              name="edge-fer-decode", daemon=True),
@@ -399,8 +547,10 @@ class Pipeline:
                     sink_error = exc
                     self.stop.set()
                     break
-        except KeyboardInterrupt:
+        except KeyboardInterrupt as exc:
             self.interrupted = True
+            if self.signum is None:
+                self.signum = getattr(exc, "signum", signal.SIGINT)
             self.stop.set()
         finally:
             self.stop.set()
@@ -411,28 +561,45 @@ class Pipeline:
                     t.join(timeout=0.1)
             self.tracker.finish()
             close_errors = self._close_sinks()
-            for sig, h in old.items():
-                try:
-                    signal.signal(sig, h)
-                except (ValueError, OSError):
-                    pass
-        error = sink_error or (self.errors[0] if self.errors else None)
-        if error is None and close_errors:
-            error = close_errors[0]
-        summary = self.summary(error)
-        if self.sinks.summary_path:
-            from edge_fer.runtime.sinks import write_json_atomic
+            error = sink_error or (self.errors[0] if self.errors else None)
+            if error is None and close_errors:
+                error = close_errors[0]
+            summary = self.summary(error)
+            try:
+                if self.sinks.summary_path:
+                    from edge_fer.runtime.sinks import write_json_atomic
 
-            write_json_atomic(self.sinks.summary_path, summary)
+                    write_json_atomic(self.sinks.summary_path, summary)
+            finally:  # the outputs are complete: a signal from here on is only recorded
+                if guard is not None:
+                    guard.on_signal = SignalGuard.record_only
+                if own is not None:
+                    own.__exit__(None, None, None)
         if error is not None:
             raise error
         if self.interrupted:
-            code = 130
+            code = exit_code_for(self.signum)
         elif self.source.incomplete:
             code = 1
         else:
             code = 0
         return RunResult(summary, code)
+
+    def _start_sinks(self) -> None:
+        """The run begins: sinks that wait for it (the events file) open now. If one cannot,
+        the others are dropped as at a start-up failure: nothing existing is touched."""
+        try:
+            for s in self.sinks.all():
+                start = getattr(s, "start", None)
+                if start is not None:
+                    start()
+        except BaseException:
+            for s in self.sinks.all():
+                try:
+                    getattr(s, "abort", s.close)()
+                except Exception:  # noqa: BLE001, S110 - the error being raised matters more
+                    pass
+            raise
 
     def _close_sinks(self) -> list[BaseException]:
         errs = []
@@ -487,6 +654,10 @@ class Pipeline:
                 or self.source.incomplete
             ),
             "interrupted": self.interrupted,
+            "signal": signal_name(self.signum) if self.interrupted and self.signum else None,
+            "started": True,
+            "nonfinite_dropped": self.nonfinite,
+            "events_dropped": getattr(s.events, "dropped", 0),
             "outputs": out_paths,
         }
         if error is not None:

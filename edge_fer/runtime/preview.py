@@ -1,7 +1,19 @@
-"""The MJPEG preview: a small HTTP server in a thread that shows the annotated frames."""
+"""The MJPEG preview: a small HTTP server in a thread that shows the annotated frames.
+
+It has no authentication, so it defends itself in three ways:
+  * the Host header must name this server: loopback names (localhost, 127.0.0.1, [::1]) and the
+    host it was told to bind to. A DNS-rebinding page (evil.example resolving to 127.0.0.1) sends
+    its own name and gets 421, so it cannot read frames from a browser on this machine.
+  * a request line and headers must arrive within `request_timeout` seconds (in total, so a
+    client trickling a byte at a time is dropped too); a stream client that stops reading for
+    that long is dropped. Watching clients stay as long as they read.
+  * at most `max_clients` connections at once; the next gets 503 at once, with no thread.
+"""
 
 from __future__ import annotations
 
+import ipaddress
+import re
 import socket
 import threading
 import time
@@ -12,11 +24,84 @@ import numpy as np
 
 from edge_fer.errors import UserError
 
-# ---- MJPEG preview over HTTP -----------------------------------------------------------------
-
 _PAGE = b"""<!doctype html><html><head><title>edge-fer</title>
 <style>body{margin:0;background:#111;color:#ccc;font:14px sans-serif}img{max-width:100%}</style>
 </head><body><img src="/stream" alt="edge-fer live preview"></body></html>"""
+
+WILDCARD_HOSTS = ("0.0.0.0", "::")
+
+
+def host_of(header: str) -> str | None:
+    """The host name of a Host header, lower-case, without port or brackets: 'LocalHost:8090'
+    -> 'localhost', '[::1]:80' -> '::1'. None when it is not a well-formed Host value."""
+    h = header.strip().lower()
+    if h.startswith("["):
+        end = h.find("]")
+        if end < 0 or not re.fullmatch(r"(:\d*)?", h[end + 1 :]):
+            return None
+        return h[1:end]
+    host, _, port = h.partition(":")
+    if not host or not re.fullmatch(r"\d*", port):
+        return None
+    return host.rstrip(".")  # the absolute form "localhost." is the same name
+
+
+def _ip(name: str):
+    try:
+        return ipaddress.ip_address(name)
+    except ValueError:
+        return None
+
+
+def allowed_hosts(bound: str) -> tuple[set[str], bool]:
+    """The Host names a server bound to `bound` answers, and whether any IP literal is fine.
+
+    Loopback names always. A server bound to a name or address also answers to that; one bound
+    to every interface (0.0.0.0, ::) answers to this machine's names and to any IP address:
+    DNS rebinding needs a name under the attacker's control, never an address.
+    """
+    names = {"localhost", "127.0.0.1", "::1"}
+    b = bound.strip().lower().strip("[]")
+    any_ip = b in WILDCARD_HOSTS
+    if any_ip:
+        for n in (socket.gethostname(), socket.getfqdn()):
+            if n:
+                n = n.lower()
+                names.update({n, n.split(".")[0], n.split(".")[0] + ".local"})
+    else:
+        names.add(b.rstrip("."))
+    return names, any_ip
+
+
+def host_allowed(header: str | None, names: set[str], any_ip: bool) -> bool:
+    if header is None:  # HTTP/1.0 tools may omit it; every browser sends one
+        return True
+    host = host_of(header)
+    if host is None:
+        return False
+    if host in names:
+        return True
+    ip = _ip(host)
+    return ip is not None and (ip.is_loopback or any_ip)
+
+
+class _DeadlineReader:
+    """The request's input stream, giving up `timeout` seconds after the connection opened."""
+
+    def __init__(self, raw, sock: socket.socket, timeout: float) -> None:
+        self._raw, self._sock = raw, sock
+        self._deadline = time.monotonic() + timeout
+
+    def readline(self, size: int = -1) -> bytes:
+        left = self._deadline - time.monotonic()
+        if left <= 0:
+            # socket.timeout, not TimeoutError: only the former is what 3.8's http.server catches
+            raise socket.timeout("request line and headers took too long")  # noqa: UP041
+        self._sock.settimeout(left)
+        return self._raw.readline(size)
+
+    def __getattr__(self, name):
+        return getattr(self._raw, name)
 
 
 class MJPEGPreview:
@@ -28,28 +113,57 @@ class MJPEGPreview:
 
     BOUNDARY = "edgeferframe"
 
-    def __init__(self, port: int = 8090, host: str = "127.0.0.1", quality: int = 80,
-                 max_fps: float = 30.0) -> None:  # fmt: skip
+    def __init__(self, port: int = 8090, host: str | None = "127.0.0.1", quality: int = 80,
+                 max_fps: float = 30.0, *, max_clients: int = 8,
+                 request_timeout: float = 10.0) -> None:  # fmt: skip
+        if host is None:
+            host = "127.0.0.1"
+        if not str(host).strip():
+            raise UserError(
+                "--preview-host is empty: give the address to listen on (127.0.0.1, the "
+                "default, for this machine only; 0.0.0.0 for every interface)"
+            )
+        host = str(host).strip()
         if not 0 <= int(port) <= 65535:
             raise UserError(f"--preview-port must be in 0..65535, got {port}")
+        if max_clients < 1 or not request_timeout > 0:
+            raise UserError(f"max_clients must be >= 1 and request_timeout > 0, got "
+                            f"{max_clients} and {request_timeout}")  # fmt: skip
         self.quality = int(quality)
         self.min_interval = 1.0 / max_fps if max_fps > 0 else 0.0
+        self.max_clients = int(max_clients)
+        self.request_timeout = float(request_timeout)
         self._cond = threading.Condition()
         self._jpeg: bytes | None = None
         self._seq = 0
         self._last_encode = 0.0
         self._closed = False
-        self.clients = 0
+        self.clients = 0  # stream clients now (frames are encoded only for someone)
+        self.connections = 0  # open connections, all kinds (at most max_clients)
+        self.refused = 0  # connections turned away with 503
         self.wants_frame = threading.Event()  # a client asked for a snapshot
+        self._names, self._any_ip = allowed_hosts(host)
         preview = self
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.0"
+            timeout = self.request_timeout  # socket timeout: every read and write
+
+            def setup(self):
+                super().setup()
+                self.rfile = _DeadlineReader(  # type: ignore[assignment]
+                    self.rfile, self.connection, preview.request_timeout
+                )
 
             def log_message(self, *a):  # quiet
                 pass
 
             def do_GET(self):
+                self.connection.settimeout(preview.request_timeout)  # for the writes now
+                if not host_allowed(self.headers.get("Host"), preview._names, preview._any_ip):
+                    self._send(421, "text/plain", b"this server does not answer to that host "
+                               b"name; use the address edge-fer printed\n")  # fmt: skip
+                    return
                 path = self.path.split("?", 1)[0]
                 if path in ("/", "/index.html"):
                     self._send(200, "text/html; charset=utf-8", _PAGE)
@@ -96,23 +210,53 @@ class MJPEGPreview:
                             + b"\r\n"
                         )
                         self.wfile.flush()
-                except (TimeoutError, BrokenPipeError, ConnectionResetError, OSError):
+                except OSError:  # the client went away, or stopped reading (socket timeout)
                     pass
                 finally:
                     with preview._cond:
                         preview.clients -= 1
 
+        family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
+
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             allow_reuse_address = True
+            address_family = family
+
+            def process_request(self, request, client_address):
+                with preview._cond:
+                    full = preview.connections >= preview.max_clients
+                    if not full:
+                        preview.connections += 1
+                if full:  # answered here, in the accepting thread: no thread per extra client
+                    preview.refused += 1
+                    _refuse(request)
+                    self.shutdown_request(request)
+                    return
+                try:
+                    super().process_request(request, client_address)
+                except BaseException:
+                    self._release()
+                    raise
+
+            def process_request_thread(self, request, client_address):
+                try:
+                    super().process_request_thread(request, client_address)
+                finally:
+                    self._release()
+
+            def _release(self):
+                with preview._cond:
+                    preview.connections -= 1
 
         try:
-            self.server = Server((host, int(port)), Handler)
+            self.server = Server((host.strip("[]"), int(port)), Handler)
         except OSError as exc:
             raise UserError(
-                f"--preview-port: cannot listen on {host}:{port} ({exc.strerror})"
+                f"--preview-port: cannot listen on {host}:{port} ({exc.strerror or exc})"
             ) from None
-        self.host, self.port = self.server.server_address[:2]
+        bound = self.server.server_address
+        self.host, self.port = str(bound[0]), int(bound[1])
         self._thread = threading.Thread(
             target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
             name="edge-fer-preview", daemon=True,
@@ -121,8 +265,8 @@ class MJPEGPreview:
 
     @property
     def url(self) -> str:
-        host = self.host if self.host not in ("0.0.0.0", "::") else socket.gethostname()
-        return f"http://{host}:{self.port}/"
+        host = self.host if self.host not in WILDCARD_HOSTS else socket.gethostname()
+        return f"http://[{host}]:{self.port}/" if ":" in host else f"http://{host}:{self.port}/"
 
     def wait_frame(self, after_seq: int, timeout: float, snapshot: bool = False):
         with self._cond:
@@ -161,3 +305,25 @@ class MJPEGPreview:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=2.0)
+
+
+_BUSY = b"too many preview clients; try again later\n"
+
+
+def _refuse(sock: socket.socket) -> None:
+    """503 on a connection over the cap. The request is read first (briefly): closing a socket
+    with unread data resets it, and the client would see a reset instead of the answer."""
+    try:
+        sock.settimeout(0.2)
+        try:
+            sock.recv(65536)
+        except socket.timeout:  # noqa: UP041 - TimeoutError is not it on Python 3.8
+            pass
+        sock.sendall(
+            b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+            b"Retry-After: 5\r\nConnection: close\r\n"
+            + f"Content-Length: {len(_BUSY)}\r\n\r\n".encode()
+            + _BUSY
+        )
+    except OSError:
+        pass

@@ -5,6 +5,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sys
 import time
@@ -77,6 +78,8 @@ class RunOptions:
     precision: str = "auto"  # of the bundled model: auto (INT8 on ONNX Runtime), fp32, int8
     cascade: str | None = None  # None: the bundled default cascade
     backend: str = "onnxruntime"
+    trt_precision: str | None = None  # TensorRT engine: fp32, fp16, int8; None: fp16 on Jetson
+    calib_cache: str | None = None  # TensorRT INT8 from a calibration cache
     threads: int = 1  # classifier threads
     detect_threads: int | None = None  # numba threads for detection; None: cores - 1 (>= 1)
     show: bool = False
@@ -120,7 +123,7 @@ def _number(v) -> bool:
 
 
 def load_detector(cascade: str | os.PathLike | None, opts: DetectorOptions,
-                  threads: int | None = None):
+                  threads: int | None = None):  # fmt: skip
     from edge_fer.detect import Cascade, Detector, default_threshold
     from edge_fer.detect.cluster import GROUPINGS
 
@@ -199,7 +202,7 @@ class DetectorPicker:
 def load_verifier(choice: str | None, min_prob: float | None, cascade_path):
     """The face verifier to run behind `cascade_path`'s detections, or None: `choice` None takes
     the cascade's `verifier` setting (a file next to the cascade), "none" turns it off."""
-    from edge_fer.detect.verifier import Verifier
+    from edge_fer.detect.verifier import Verifier, resolve_verifier_path
 
     if choice is not None and str(choice).lower() == "none":
         return None
@@ -208,7 +211,7 @@ def load_verifier(choice: str | None, min_prob: float | None, cascade_path):
         name = cascade_setting(cascade_path, "verifier", lambda v: isinstance(v, str) and v, None)
         if name is None or cascade_path is None:
             return None
-        path = Path(cascade_path).parent / name
+        path = resolve_verifier_path(name, cascade_path)
     if min_prob is None:
         min_prob = float(cascade_setting(cascade_path, "verifier_min_prob",
                                          lambda v: _number(v) and 0 <= v <= 1, 0.5))  # fmt: skip
@@ -246,7 +249,8 @@ def upscale_interpolation(choice: str, cascade_path) -> str:
 
 def load_classifier(model: str | os.PathLike | None, backend: str = "onnxruntime",
                     threads: int | None = 1, tta: str = "none",
-                    precision: str = "auto"):  # fmt: skip
+                    precision: str = "auto", trt_precision: str | None = None,
+                    calib_cache: str | None = None):  # fmt: skip
     """The runtime's classifier. No test-time augmentation by default: on video the per-track
     smoothing averages many frames of the same face, at no extra cost. Without a model, the
     bundled one in `precision` (edge_fer.classify.bundled_model_path)."""
@@ -255,10 +259,12 @@ def load_classifier(model: str | os.PathLike | None, backend: str = "onnxruntime
     if model is None:
         model = bundled_model_path(backend, precision)
 
-    try:
-        return Classifier.load(model, backend=backend, threads=threads, tta=tta)
-    except TypeError:  # a backend that takes no thread count
-        return Classifier.load(model, backend=backend, tta=tta)
+    trt: dict = {}
+    if backend in ("tensorrt", "trt"):  # engine precision and INT8 calibration (TensorRT only)
+        trt = {"precision": trt_precision, "calib_cache": calib_cache}
+    elif trt_precision is not None or calib_cache is not None:
+        raise UserError("--trt-precision and --calib-cache need --backend tensorrt")
+    return Classifier.load(model, backend=backend, threads=threads, tta=tta, **trt)
 
 
 def warm_up(detector, classifier, width: int, height: int, upscale_to: int = 0) -> float:
@@ -278,16 +284,87 @@ def warm_up(detector, classifier, width: int, height: int, upscale_to: int = 0) 
     return time.perf_counter() - t0
 
 
+def run_inputs(opts: RunOptions, spec) -> list[tuple[str, str]]:
+    """The files a run reads, as (name, path): the source when it is a file (or, for an output
+    named like an image, the images of a folder or glob), the model, the cascade and its
+    settings file, the verifier. Outputs are checked against these before anything is opened;
+    a default that cannot be resolved is left to the loader to report."""
+    from edge_fer.runtime.sources import IMAGE_EXTS, list_images
+
+    ins: list[tuple[str, str]] = []
+    target = spec.target
+    if spec.kind == "file" or (spec.kind == "camera" and isinstance(target, str)):
+        ins.append(("SOURCE", str(target)))
+    elif spec.kind == "images":
+        if os.path.isfile(str(target)):
+            ins.append(("SOURCE", str(target)))
+        elif any(o and Path(o).suffix.lower() in IMAGE_EXTS
+                 for o in (opts.out, opts.events, opts.summary)):  # fmt: skip
+            try:
+                ins += [("SOURCE", f) for f in list_images(spec)]
+            except UserError:
+                pass
+    if opts.model:
+        ins.append(("--model", str(opts.model)))
+    else:
+        try:
+            from edge_fer.classify import bundled_model_path
+
+            ins.append(("the bundled model", str(bundled_model_path(opts.backend, opts.precision))))
+        except UserError:
+            pass
+    if opts.cascade:
+        cascades = [("--cascade", Path(opts.cascade))]
+    else:
+        from edge_fer.detect import default_cascade_path, lowres_cascade_path
+
+        cascades = [("the bundled cascade", Path(p)) for p in
+                    (default_cascade_path(), lowres_cascade_path()) if p is not None]  # fmt: skip
+    verifier = opts.detector.verifier
+    for name, c in cascades:
+        ins += [(name, str(c)), (f"{name}'s settings", str(c.with_suffix(".json")))]
+        if verifier is None:
+            try:
+                v = cascade_setting(c, "verifier", lambda v: isinstance(v, str) and v, None)
+            except UserError:
+                v = None
+            if v:
+                ins.append((f"{name}'s verifier", str(c.parent / v)))
+    if verifier is not None and str(verifier).lower() != "none":
+        ins.append(("--verifier", str(verifier)))
+    return ins
+
+
 def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
-              handle_signals: bool = True):  # fmt: skip
+              handle_signals: bool = True, signals=None):  # fmt: skip
     """Run the whole pipeline on opts.source; returns a RunResult (summary, exit code).
 
     UserError for anything the user can fix: a source that does not open, an unwritable
-    output, a missing model or cascade, a full disk (raised after every output is closed).
+    output, an output that is also an input or another output, a missing model or cascade, a
+    full disk (raised after every output is closed). A start-up failure leaves existing outputs
+    untouched and nothing partial. SIGINT/SIGTERM (when `handle_signals`, in the main thread; or
+    under the caller's `signals` guard) stop the run at any moment: during start-up the result
+    has `"started": false`, exit code 128 + the signal, and only the summary is written.
     """
-    from edge_fer.runtime.pipeline import Pipeline, Sinks
+    from edge_fer.runtime.pipeline import SignalGuard
+
+    if signals is None and handle_signals:
+        with SignalGuard() as guard:
+            return run_video(opts, detector=detector, classifier=classifier, warn=warn,
+                             handle_signals=True, signals=guard)  # fmt: skip
+    return _run_video(opts, detector, classifier, warn, handle_signals, signals)
+
+
+def _run_video(opts: RunOptions, detector, classifier, warn, handle_signals: bool, signals):
+    from edge_fer.runtime.pipeline import Interrupted, Pipeline, Sinks
     from edge_fer.runtime.preview import MJPEGPreview
-    from edge_fer.runtime.sinks import EventsSink, VideoSink, WindowSink, check_writable
+    from edge_fer.runtime.sinks import (
+        EventsSink,
+        VideoSink,
+        WindowSink,
+        check_collisions,
+        check_writable,
+    )
     from edge_fer.runtime.sources import open_source, parse_source
     from edge_fer.runtime.tracker import IoUTracker
 
@@ -296,15 +373,24 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
     t = opts.tracker
     if t.min_hits < 1 or t.max_misses < 0 or t.hold < 0 or not 0.0 <= t.iou < 1.0:
         raise UserError("tracker: --min-hits must be >= 1, --max-misses and --hold >= 0, "
-                        f"--iou in [0, 1); got {t.min_hits}, {t.max_misses}, {t.hold}, {t.iou}")
+                        f"--iou in [0, 1); got {t.min_hits}, {t.max_misses}, {t.hold}, {t.iou}")  # fmt: skip
     if not 0.0 < opts.smoothing <= 1.0:
         raise UserError(f"--smoothing must be in (0, 1], got {opts.smoothing}")
+    if opts.preview_port is not None:
+        if not 0 <= int(opts.preview_port) <= 65535:
+            raise UserError(f"--preview-port must be in 0..65535, got {opts.preview_port}")
+        if not str(opts.preview_host or "").strip():
+            raise UserError("--preview-host is empty: give the address to listen on "
+                            "(127.0.0.1, the default, for this machine only)")  # fmt: skip
+    if opts.backend not in ("tensorrt", "trt") and (opts.trt_precision or opts.calib_cache):
+        raise UserError("--trt-precision and --calib-cache need --backend tensorrt")
     # cheap checks first, so a typo fails before anything is loaded or opened
     spec = parse_source(opts.source, **opts.source_options)
-    for path, what in ((opts.out, "video"), (opts.events, "events file"),
-                       (opts.summary, "summary")):  # fmt: skip
+    outputs = [("--out", opts.out), ("--events", opts.events), ("--summary", opts.summary)]
+    for (_, path), what in zip(outputs, ("video", "events file", "summary")):
         if path:
             check_writable(path, what)
+    check_collisions(outputs, run_inputs(opts, spec))
     if opts.show:
         from edge_fer.runtime.sinks import gui_available
 
@@ -313,22 +399,24 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
             raise UserError(f"--show: {why}")
     cascade_path = None
     own_detector = detector is None
-    if detector is None:
-        detector, cascade_path = load_detector(opts.cascade, opts.detector)
-    else:  # a detector built by the caller (bench) from opts.cascade: its settings still apply
-        try:
-            cascade_path = resolve_cascade(opts.cascade)
-        except UserError:
-            cascade_path = None
     own_classifier = classifier is None
-    if classifier is None:
-        classifier = load_classifier(opts.model, opts.backend, opts.threads,
-                                     precision=opts.precision)
     source = None
-    upscale = upscale_to(opts.detector.upscale_to, cascade_path)
-    interp = upscale_interpolation(opts.detector.upscale_interpolation, cascade_path)
     sinks = Sinks(summary_path=opts.summary)
     try:
+        if detector is None:
+            detector, cascade_path = load_detector(opts.cascade, opts.detector)
+        else:  # a detector built by the caller (bench) from opts.cascade: its settings apply
+            try:
+                cascade_path = resolve_cascade(opts.cascade)
+            except UserError:
+                cascade_path = None
+        if classifier is None:
+            classifier = load_classifier(opts.model, opts.backend, opts.threads,
+                                         precision=opts.precision,
+                                         trt_precision=opts.trt_precision,
+                                         calib_cache=opts.calib_cache)  # fmt: skip
+        upscale = upscale_to(opts.detector.upscale_to, cascade_path)
+        interp = upscale_interpolation(opts.detector.upscale_interpolation, cascade_path)
         source = open_source(spec, warn=warn, reconnect_timeout=opts.reconnect_timeout)
         short = min(source.width or 0, source.height or 0)
         wanted = cascade_for_frame(opts.cascade, short) if own_detector else cascade_path
@@ -338,69 +426,96 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
             interp = upscale_interpolation(opts.detector.upscale_interpolation, cascade_path)
         if opts.detector.scale_factor is None and 0 < short < upscale:
             getattr(detector, "detector", detector).scale_factor = LOWRES_SCALE_FACTOR
-        startup = warm_up(
-            detector, classifier, source.width, source.height, upscale
-        )
-        if opts.out:
+        startup = warm_up(detector, classifier, source.width, source.height, upscale)
+        if opts.out:  # a temporary file until the run ends (VideoSink)
             sinks.video = VideoSink(opts.out, source.fps or 25.0, (source.width, source.height))
-        if opts.events:
-            sinks.events = EventsSink(opts.events)
+        if opts.events:  # opened when the run starts (EventsSink.start)
+            sinks.events = EventsSink(opts.events, warn=warn)
         if opts.preview_port is not None:
             sinks.preview = MJPEGPreview(opts.preview_port, opts.preview_host)
             print(f"edge-fer run: preview at {sinks.preview.url}", file=sys.stderr, flush=True)
         if opts.show:
             sinks.window = WindowSink()
-    except BaseException:
-        for s in sinks.all():
-            try:
-                s.close()
-            except Exception:  # noqa: BLE001, S110 - the error being raised matters more
-                pass
-        if source is not None:
-            source.close()
-        if own_classifier:
-            classifier.close()
-        raise
-    min_score = track_min_score(opts.tracker.min_score, cascade_path,
-                                verified=getattr(detector, "verifier", None) is not None)  # fmt: skip
-    info = {
-        "model": _model_info(classifier),
-        "backend": getattr(getattr(classifier, "backend", None), "name", opts.backend),
-        "cascade": str(cascade_path) if cascade_path else None,
-        # as resolved (None = "the cascade's recommendation" becomes the value used)
-        "detector": {**asdict(opts.detector), "upscale_to": upscale, "upscale_interpolation": interp,
-                     "threshold": getattr(detector, "threshold", opts.detector.threshold),
-                     "grouping": getattr(detector, "grouping", opts.detector.grouping),
-                     "cluster_iou": getattr(detector, "iou", opts.detector.cluster_iou),
-                     "scale_factor": getattr(detector, "scale_factor", opts.detector.scale_factor)},
-        "tracker": {**asdict(opts.tracker), "min_score": min_score},
-        "verifier": _verifier_info(getattr(detector, "verifier", None)),
-        "smoothing": opts.smoothing,
-        "startup_s": round(startup, 3),
-    }
-    stills = spec.kind == "images" if opts.stills is None else bool(opts.stills)
-    info["stills"] = stills
-    tracker = IoUTracker(
-        iou_threshold=opts.tracker.iou, min_hits=1 if stills else opts.tracker.min_hits,
-        max_misses=opts.tracker.max_misses,
-        max_misses_established=max(opts.tracker.hold, opts.tracker.max_misses),
-        min_score=min_score,
-    )  # fmt: skip
-    pipe = Pipeline(
-        source, detector, classifier, sinks, tracker=tracker, smoothing=opts.smoothing,
-        max_frames=opts.max_frames, queue_size=opts.queue_size,
-        max_batch_frames=opts.max_batch_frames, handle_signals=handle_signals,
-        pace=opts.pace, stills=stills,
-        detect_min_side=upscale, info=info,
-        detect_upscale=interp,
-        detect_threads=opts.detect_threads or max(1, (os.cpu_count() or 2) - 1),
-    )  # fmt: skip
+        min_score = track_min_score(opts.tracker.min_score, cascade_path,
+                                    verified=getattr(detector, "verifier", None) is not None)  # fmt: skip
+        info = {
+            "model": _model_info(classifier),
+            "backend": getattr(getattr(classifier, "backend", None), "name", opts.backend),
+            "cascade": str(cascade_path) if cascade_path else None,
+            # as resolved (None = "the cascade's recommendation" becomes the value used)
+            "detector": {**asdict(opts.detector), "upscale_to": upscale,
+                         "upscale_interpolation": interp,
+                         "threshold": getattr(detector, "threshold", opts.detector.threshold),
+                         "grouping": getattr(detector, "grouping", opts.detector.grouping),
+                         "cluster_iou": getattr(detector, "iou", opts.detector.cluster_iou),
+                         "scale_factor": getattr(detector, "scale_factor",
+                                                 opts.detector.scale_factor)},
+            "tracker": {**asdict(opts.tracker), "min_score": min_score},
+            "verifier": _verifier_info(getattr(detector, "verifier", None)),
+            "smoothing": opts.smoothing,
+            "startup_s": round(startup, 3),
+        }  # fmt: skip
+        stills = spec.kind == "images" if opts.stills is None else bool(opts.stills)
+        info["stills"] = stills
+        tracker = IoUTracker(
+            iou_threshold=opts.tracker.iou, min_hits=1 if stills else opts.tracker.min_hits,
+            max_misses=opts.tracker.max_misses,
+            max_misses_established=max(opts.tracker.hold, opts.tracker.max_misses),
+            min_score=min_score,
+        )  # fmt: skip
+        pipe = Pipeline(
+            source, detector, classifier, sinks, tracker=tracker, smoothing=opts.smoothing,
+            max_frames=opts.max_frames, queue_size=opts.queue_size,
+            max_batch_frames=opts.max_batch_frames, handle_signals=handle_signals,
+            pace=opts.pace, stills=stills,
+            detect_min_side=upscale, info=info,
+            detect_upscale=interp, signals=signals, warn=warn,
+            detect_threads=opts.detect_threads or max(1, (os.cpu_count() or 2) - 1),
+        )  # fmt: skip
+    except BaseException as exc:
+        # start-up failed or was interrupted: drop what was opened, touch nothing that exists
+        hold = signals.hold() if signals is not None else contextlib.nullcontext()
+        with hold:
+            _abandon(sinks, source, classifier if own_classifier else None)
+            if not isinstance(exc, Interrupted):
+                raise
+            return _interrupted_at_startup(opts, spec, source, exc.signum)
     try:
         return pipe.run()
     finally:
         source.close()
         if own_classifier:
             classifier.close()
+
+
+def _abandon(sinks, source, classifier) -> None:
+    for s in sinks.all():
+        try:
+            getattr(s, "abort", s.close)()
+        except Exception:  # noqa: BLE001, S110 - the error being raised matters more
+            pass
+    for thing in (source, classifier):
+        if thing is not None:
+            try:
+                thing.close()
+            except Exception:  # noqa: BLE001, S110
+                pass
+
+
+def _interrupted_at_startup(opts: RunOptions, spec, source, signum: int):
+    """A signal before the first frame: nothing was written; the summary, when asked for."""
+    from edge_fer.runtime.pipeline import RunResult, exit_code_for, startup_summary
+    from edge_fer.runtime.sinks import write_json_atomic
+
+    if source is not None:
+        desc = source.describe()
+    else:
+        desc = {"uri": spec.uri, "kind": spec.kind, "live": spec.live, "width": 0, "height": 0}
+    outputs = {"summary": str(opts.summary)} if opts.summary else {}
+    summary = startup_summary(desc, signum, outputs)
+    if opts.summary:
+        write_json_atomic(opts.summary, summary)
+    return RunResult(summary, exit_code_for(signum))
 
 
 def _verifier_info(verifier) -> dict | None:
@@ -452,10 +567,13 @@ def format_summary(s: dict) -> str:
     if s.get("dropped_frames"):
         lines.append(f"dropped  {s['dropped_frames']} stale frames (live source)")
     if s.get("skipped_frames"):
-        lines.append(f"skipped  {s['skipped_frames']} undecodable frames")
+        skipped_files = (s.get("source") or {}).get("skipped_files")
+        what = "unusable image files" if skipped_files else "undecodable frames"
+        lines.append(f"skipped  {s['skipped_frames']} {what}")
     for g in s.get("gaps", []):
-        lines.append(f"gap      at {g['start']:.1f} s for {g['seconds']:.1f} s"
-                     + (" (not recovered)" if g.get("end") else ""))  # fmt: skip
+        mark = " (ongoing when the run stopped)" if g.get("ongoing") else (
+            " (not recovered)" if g.get("end") else "")
+        lines.append(f"gap      at {g['start']:.1f} s for {g['seconds']:.1f} s{mark}")
     for t in s.get("tracks", []):
         share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in
                           sorted(t["share"].items(), key=lambda kv: -kv[1])[:3])  # fmt: skip

@@ -1,22 +1,34 @@
 """Where the results go: annotated video, JSON Lines events, summary, a window, an MJPEG preview.
 
-Every sink is opened before the first frame (so a bad path fails at once, with one line) and
-closed on every exit path. The events file is written one complete line at a time and flushed,
-so whatever stops the run (Ctrl-C, a crash, a full disk) leaves valid JSON Lines behind.
+Nothing the user already has is lost (issue #13):
+- every output path is compared with every input and every other output before anything is
+  opened (`check_collisions`);
+- nothing that exists is truncated before the run starts: the video is written to a temporary
+  file beside its target and renamed over it when it is finalised (`abort` on a start-up
+  failure removes it instead); the events file is opened when the first frame is about to be
+  processed (`start`); the summary is written at the end through `edge_fer.fileio`;
+- devices and pipes are written through (events to /dev/stdout or a FIFO) or refused with one
+  line (a video needs a file it can seek in); a symlink stays a link, its target gets the data.
+
+The events file is written one complete line at a time and flushed, so whatever stops the run
+(Ctrl-C, a crash, a full disk) leaves valid JSON Lines behind.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
 import shutil
+import stat
+import sys
 from pathlib import Path
+from typing import TextIO
 
 import cv2
 import numpy as np
 
+from edge_fer import fileio
 from edge_fer.errors import UserError
 
 # ---- paths -----------------------------------------------------------------------------------
@@ -40,13 +52,45 @@ def check_writable(path: str | os.PathLike, what: str) -> Path:
 
 
 def _os_error(what: str, path, exc: OSError) -> UserError:
-    if exc.errno == errno.ENOSPC:
-        reason = "the disk is full"
-    elif exc.errno == errno.EDQUOT:
-        reason = "the disk quota is exceeded"
-    else:
-        reason = exc.strerror or str(exc)
-    return UserError(f"cannot write {what} {path}: {reason}")
+    return UserError(f"cannot write {what} {path}: {fileio.os_error_reason(exc)}")
+
+
+def _identity(path) -> tuple[str, tuple[int, int] | None, bool]:
+    """(resolved path, (device, inode) when it exists, whether it is a device/pipe/socket)."""
+    p = os.fspath(path)
+    real = os.path.realpath(p)
+    try:
+        st = os.stat(p)
+    except (OSError, ValueError):
+        return real, None, False
+    special = not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode))
+    return real, (st.st_dev, st.st_ino), special
+
+
+def _same(a: tuple, b: tuple) -> bool:
+    # the resolved names catch symlinks and other spellings; device and inode catch hard links
+    return a[0] == b[0] or (a[1] is not None and a[1] == b[1])
+
+
+def check_collisions(outputs, inputs=()) -> None:
+    """One-line UserError when an output would overwrite an input or another output.
+
+    `outputs`, `inputs`: (name, path) pairs such as ("--events", "e.jsonl"); a None or empty
+    path is skipped. Two outputs may share a device or pipe (/dev/null, /dev/stdout): those are
+    written through, nothing is replaced.
+    """
+    outs = [(n, p, _identity(p)) for n, p in outputs if p]
+    ins = [(n, p, _identity(p)) for n, p in inputs if p]
+    for i, (name, path, ident) in enumerate(outs):
+        for n2, p2, ident2 in ins:
+            if _same(ident, ident2):
+                same = "" if os.fspath(p2) == os.fspath(path) else f" ({p2})"
+                raise UserError(f"{name} {path} is the same file as {n2}{same}: an output must "
+                                "not overwrite an input; give it another name")  # fmt: skip
+        for n2, p2, ident2 in outs[:i]:
+            if _same(ident, ident2) and not (ident[2] and ident2[2]):
+                raise UserError(f"{n2} {p2} and {name} {path} are the same file: give each "
+                                "output its own")  # fmt: skip
 
 
 # ---- drawing ---------------------------------------------------------------------------------
@@ -97,48 +141,91 @@ _CODECS = {
 }
 
 
+def _open_writer(path: Path, codecs: list[str], fps: float, size: tuple[int, int]):
+    """(writer, fourcc) for the first codec that opens, else (None, None)."""
+    for fourcc in codecs:
+        w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+        if w.isOpened():
+            return w, fourcc
+        w.release()
+    return None, None
+
+
+def _unlink(path: Path | None) -> None:
+    if path is None:
+        return
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
 class VideoSink:
     """Annotated frames to a video file (mp4v in .mp4/.mov, MJPG in .avi, XVID in .mkv).
 
-    Frames of another size than the first are letterboxed to it. The writer is always released
-    on close, so an interrupted run leaves a playable file. Free disk space is checked every
-    `disk_check_every` frames, because OpenCV's writer does not report write errors.
+    The frames go to a temporary file beside the target (`.NAME.PID.tmp.EXT`): `close()`
+    finalises it and renames it over the target (a symlink's target; the link stays), `abort()`
+    removes it, so a run that fails to start leaves an existing video untouched and no partial
+    file. Frames of another size than the first are letterboxed to it. Free disk space is
+    checked every `disk_check_every` frames, because OpenCV's writer does not report write
+    errors.
     """
 
     MIN_FREE_BYTES = 16 << 20
 
     def __init__(self, path, fps: float, size: tuple[int, int], disk_check_every: int = 50) -> None:
         self.path = check_writable(path, "video")
+        self.writer = None
+        self.codec = None
+        self._tmp: Path | None = None
         ext = self.path.suffix.lower()
         if ext not in _CODECS:
             raise UserError(
                 f"video {self.path}: unsupported container {ext or '(none)'}; "
                 f"use one of {', '.join(_CODECS)}"
             )
+        if fileio.is_special(self.path):
+            raise UserError(f"video {self.path}: is a device or pipe, not a file; a video needs "
+                            "a file (leave --out out to write none)")  # fmt: skip
+        self.target = Path(os.path.realpath(self.path)) if self.path.is_symlink() else self.path
         self.fps = float(fps) if fps and fps > 0 else 25.0
         self.size = (int(size[0]), int(size[1]))
+        if self.size[0] <= 0 or self.size[1] <= 0:
+            raise UserError(f"video {self.path}: the source reports no frame size "
+                            f"({self.size[0]}x{self.size[1]}), so no video can be made of it")  # fmt: skip
         self.frames = 0
         self._check_every = max(1, disk_check_every)
-        self.writer = None
-        self.codec = None
-        for fourcc in _CODECS[ext]:
-            w = cv2.VideoWriter(
-                str(self.path), cv2.VideoWriter_fourcc(*fourcc), self.fps, self.size
-            )
-            if w.isOpened():
-                self.writer, self.codec = w, fourcc
-                break
+        self._tmp = self.target.with_name(f".{self.target.name}.{os.getpid()}.tmp{ext}")
+        try:
+            try:  # OpenCV only says "not opened": find out first whether the folder takes a file
+                with open(self._tmp, "wb"):
+                    pass
+            except OSError as exc:
+                raise _os_error("video", self.path, exc) from None
+            self.writer, self.codec = _open_writer(self._tmp, _CODECS[ext], self.fps, self.size)
+            if self.writer is None:
+                raise UserError(self._why_not_opened(ext))
+            self._check_disk()
+        except BaseException:  # a signal included: no temporary file is left
+            self.abort()
+            raise
+
+    def _why_not_opened(self, ext: str) -> str:
+        codecs = "/".join(_CODECS[ext])
+        probe = self.target.with_name(f".{self.target.name}.{os.getpid()}.probe{ext}")
+        w, _ = _open_writer(probe, _CODECS[ext], 25.0, (64, 64))
+        if w is not None:
             w.release()
-        if self.writer is None:
-            raise UserError(
-                f"video {self.path}: no {'/'.join(_CODECS[ext])} encoder in this OpenCV build; "
-                "try .avi (MJPG) or .mp4 (mp4v)"
-            )
-        self._check_disk()
+        _unlink(probe)
+        if w is not None:  # the encoder is there: it is the frame size it refuses
+            return (f"video {self.path}: the {codecs} encoder does not take "
+                    f"{self.size[0]}x{self.size[1]} frames")  # fmt: skip
+        return (f"video {self.path}: no {codecs} encoder in this OpenCV build; "
+                "try .avi (MJPG) or .mp4 (mp4v)")  # fmt: skip
 
     def _check_disk(self) -> None:
         try:
-            free = shutil.disk_usage(self.path.parent).free
+            free = shutil.disk_usage(self.target.parent).free
         except OSError:
             return
         if free < self.MIN_FREE_BYTES:
@@ -157,9 +244,36 @@ class VideoSink:
             self._check_disk()
 
     def close(self) -> None:
-        if self.writer is not None:
-            self.writer.release()
-            self.writer = None
+        """Finalise the video and put it in place of the target."""
+        tmp, self._tmp = self._tmp, None
+        try:
+            if self.writer is not None:
+                w, self.writer = self.writer, None
+                w.release()
+            if tmp is None:
+                return
+            with open(tmp, "rb") as fh:  # on disk before the rename: never an empty video
+                os.fsync(fh.fileno())
+            try:  # keep the permissions of the video being replaced
+                os.chmod(tmp, stat.S_IMODE(os.stat(self.target).st_mode))
+            except OSError:
+                pass
+            os.replace(tmp, self.target)
+        except BaseException as exc:  # a signal included: no temporary file is left
+            _unlink(tmp)
+            if isinstance(exc, OSError):
+                raise _os_error("video", self.path, exc) from None
+            raise
+
+    def abort(self) -> None:
+        """Drop the video: the target stays as it was, no temporary file is left."""
+        tmp, self._tmp = self._tmp, None
+        try:
+            if self.writer is not None:
+                w, self.writer = self.writer, None
+                w.release()
+        finally:
+            _unlink(tmp)
 
 
 def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -182,26 +296,64 @@ def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 class EventsSink:
     """JSON Lines, one object a line, each line written whole and flushed.
 
-    If a write fails (a full disk), the file is cut back to the end of the last complete line,
-    so it stays valid JSON Lines, and a UserError says why.
+    A regular file is opened (and an existing one truncated) only by `start()`, when the run
+    begins, or by the first `write`: a run that fails to start leaves it untouched. A device or
+    pipe (/dev/stdout, a FIFO) is opened at once: there is nothing to truncate, and a FIFO
+    waits for its reader here, during start-up, where a signal still stops the run. A symlink
+    stays a link; its target gets the lines.
+
+    A record holding a non-finite number (JSON has no NaN or Infinity) is left out with one
+    warning and counted in `dropped`: the run goes on. If a write fails (a full disk), the file
+    is cut back to the end of the last complete line, so it stays valid JSON Lines, and a
+    UserError says why.
     """
 
-    def __init__(self, path) -> None:
+    def __init__(self, path, warn=None) -> None:
         self.path = check_writable(path, "events file")
-        try:
-            self._f = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
-        except OSError as exc:
-            raise _os_error("events file", self.path, exc) from None
+        self._f: TextIO | None = None
+        self._done = False  # closed, or failed: write nothing more
         self._good = 0  # byte offset after the last complete line
         self.lines = 0
+        self.dropped = 0
+        self._warn = warn
+        if fileio.is_special(self.path):
+            self._open()
+
+    def _open(self) -> TextIO:
+        try:
+            f = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+        except OSError as exc:
+            self._done = True
+            raise _os_error("events file", self.path, exc) from None
+        self._f = f
+        return f
+
+    def start(self) -> None:
+        """The run begins: from here on the file is ours (an existing one is truncated)."""
+        if self._f is None and not self._done:
+            self._open()
 
     def write(self, record: dict) -> None:
-        if self._f is None:
-            return
-        line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
+        f = self._f
+        if f is None:
+            if self._done:
+                return
+            f = self._open()
         try:
-            self._f.write(line)
-            self._f.flush()
+            line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
+        except ValueError:
+            self.dropped += 1
+            if self.dropped == 1:
+                msg = (f"events {self.path}: a record with NaN or Infinity was left out (JSON "
+                       "cannot hold them); later ones are counted in the summary")  # fmt: skip
+                if self._warn is not None:
+                    self._warn(msg)
+                else:
+                    print(f"edge-fer: warning: {msg}", file=sys.stderr, flush=True)
+            return
+        try:
+            f.write(line)
+            f.flush()
         except OSError as exc:
             self._rollback()
             raise _os_error("events file", self.path, exc) from None
@@ -210,10 +362,14 @@ class EventsSink:
 
     def _rollback(self) -> None:
         f, self._f = self._f, None
+        self._done = True
         try:
-            f.close()
+            if f is not None:
+                f.close()
         except OSError:
             pass
+        if fileio.is_special(self.path):
+            return
         try:
             with open(self.path, "r+b") as g:
                 g.truncate(self._good)
@@ -221,6 +377,7 @@ class EventsSink:
             pass
 
     def close(self) -> None:
+        self._done = True
         if self._f is None:
             return
         f, self._f = self._f, None
@@ -235,22 +392,17 @@ class EventsSink:
             except OSError:
                 pass
 
+    # a start-up failure: nothing was written, so closing is all there is to it
+    abort = close
 
-def write_json_atomic(path, obj: dict) -> None:
-    """Write JSON to a temporary name beside `path`, then rename: never a half-written file."""
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp{os.getpid()}")
+
+def write_json_atomic(path, obj: dict, what: str = "summary") -> None:
+    """Strict JSON through `edge_fer.fileio.write_json` (atomic for a file, written through to
+    a device or pipe, a symlink's target replaced); a failure is a UserError naming `what`."""
     try:
-        with open(tmp, "w", encoding="utf-8") as f:
-            json.dump(obj, f, indent=2)
-            f.write("\n")
-        os.replace(tmp, p)
+        fileio.write_json(path, obj)
     except OSError as exc:
-        try:
-            tmp.unlink()
-        except OSError:
-            pass
-        raise _os_error("summary", p, exc) from None
+        raise _os_error(what, path, exc) from None
 
 
 # ---- on-screen window ------------------------------------------------------------------------
@@ -297,5 +449,3 @@ class WindowSink:
             cv2.waitKey(1)
         except cv2.error:
             pass
-
-

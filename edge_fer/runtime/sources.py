@@ -19,7 +19,10 @@ or as keyword arguments of `parse_source`. Live sources read in a thread that ke
 newest frame, so a slow consumer sees fresh frames (the stale ones are counted as dropped);
 files are read losslessly. A live source that stops delivering frames (a network stream that
 drops, a camera that is unplugged) is reopened with exponential backoff until
-`reconnect_timeout` seconds have passed; each outage is reported as a gap.
+`reconnect_timeout` seconds have passed; each outage is reported as a gap (one still in
+progress when the run stops included). In folders and globs, a file that cannot be used
+(unreadable, not an image, over MAX_IMAGE_PIXELS by its header) is skipped and counted; a
+source with no usable image at all is a UserError when it is opened.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from __future__ import annotations
 import glob as _glob
 import os
 import re
+import struct
 import sys
 import threading
 import time
@@ -39,6 +43,7 @@ import cv2
 import numpy as np
 
 from edge_fer.errors import UserError
+from edge_fer.fileio import first_line, os_error_reason
 
 VIDEO_EXTS = {
     ".avi", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
@@ -56,7 +61,30 @@ CSI_FLIPS = {
     "vertical": 6,
     "upper-left-diagonal": 7,
 }  # fmt: skip  (nvvidconv flip-method values)
+CSI_TRANSPOSING_FLIPS = {1, 3, 5, 7}  # rotations by 90/270 degrees and the diagonal flips
 IMAGE_SEQUENCE_FPS = 25.0  # nominal rate for timestamps of image folders and globs
+# Photos above this are skipped unread: decoding one allocates width x height x 3 bytes before
+# anything can be checked (a 40000x40000 PNG of a few KB would take 4.8 GB). 100 Mpx is above
+# every camera's normal output.
+MAX_IMAGE_PIXELS = 100_000_000
+
+
+def quiet_opencv() -> None:
+    """Keep FFmpeg's and OpenCV's own log lines off stderr: our one-line warnings say it all.
+
+    OpenCV reads OPENCV_FFMPEG_LOGLEVEL once, when its first FFmpeg capture or writer opens, so
+    this runs when this module is imported (before any source opens) and again in
+    `_open_capture`. A level the user set in the environment is kept.
+    """
+    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")  # AV_LOG_QUIET
+    if "OPENCV_LOG_LEVEL" not in os.environ:
+        try:  # its ERROR lines too ("TIFF_Error ...") repeat what our warning says of a file
+            cv2.utils.logging.setLogLevel(cv2.utils.logging.LOG_LEVEL_SILENT)
+        except AttributeError:  # an OpenCV build without the logging module
+            pass
+
+
+quiet_opencv()
 
 
 @dataclass(frozen=True)
@@ -134,14 +162,21 @@ def _options(uri: str, query: str, **kw) -> dict:
 
 def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: float = 30,
                  flip: int = 0) -> str:  # fmt: skip
-    """The GStreamer pipeline for a Jetson CSI camera (nvarguscamerasrc), ending in BGR appsink."""
+    """The GStreamer pipeline for a Jetson CSI camera (nvarguscamerasrc), ending in BGR appsink.
+
+    `width` x `height` is the sensor mode. The frames delivered are that size, except that a
+    90-degree rotation or a diagonal flip (flip-method 1, 3, 5, 7) transposes them: the caps
+    after nvvidconv then say height x width, or nvvidconv would scale the rotated picture back
+    into a landscape frame.
+    """
     rate = f"{round(fps)}/1" if float(fps).is_integer() else f"{round(fps * 1000)}/1000"
+    out_w, out_h = (height, width) if flip in CSI_TRANSPOSING_FLIPS else (width, height)
     return (
         f"nvarguscamerasrc sensor-id={sensor_id} ! "
         f"video/x-raw(memory:NVMM), width=(int){width}, height=(int){height}, "
         f"framerate=(fraction){rate}, format=(string)NV12 ! "
         f"nvvidconv flip-method={flip} ! "
-        f"video/x-raw, width=(int){width}, height=(int){height}, format=(string)BGRx ! "
+        f"video/x-raw, width=(int){out_w}, height=(int){out_h}, format=(string)BGRx ! "
         "videoconvert ! video/x-raw, format=(string)BGR ! "
         "appsink drop=true max-buffers=1 sync=false"
     )
@@ -275,7 +310,9 @@ class Source:
         self.warn = warn or _warn_stderr
         self.dropped = 0  # live: frames overwritten before anyone read them
         self.errors: list[str] = []  # problems with the input (corrupt frames, truncation, loss)
-        self.gaps: list[dict] = []  # live: outages {"start": t, "seconds": d, "frames_lost"?}
+        # live: outages {"start": t, "seconds": d}, with "end": true when the source never came
+        # back, "ongoing": true when the run stopped during the outage
+        self.gaps: list[dict] = []
         self.incomplete = False  # the source ended before its natural end
         self.skipped: list[int] = []  # indices of frames that could not be decoded
 
@@ -310,38 +347,204 @@ class Source:
         }
 
 
+# ---- image headers: the size before decoding ----------------------------------------------
+
+_JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF}
+
+
+def _jpeg_size(f) -> tuple[int, int] | None:
+    f.seek(2)
+    for _ in range(4096):  # segments before the frame header (EXIF, ICC...): few in practice
+        b = f.read(1)
+        if b != b"\xff":  # not at a marker: let the decoder judge the file
+            return None
+        while b == b"\xff":  # fill bytes
+            b = f.read(1)
+        if not b:
+            return None
+        m = b[0]
+        if m == 0x01 or 0xD0 <= m <= 0xD8:  # markers without a length
+            continue
+        if m in (0xD9, 0xDA):  # end of image, or the scan, before any frame header
+            return None
+        seg = f.read(2)
+        if len(seg) < 2:
+            return None
+        n = struct.unpack(">H", seg)[0]
+        if m in _JPEG_SOF:
+            d = f.read(5)
+            if len(d) < 5:
+                return None
+            h, w = struct.unpack(">HH", d[1:5])
+            return w, h
+        if n < 2:
+            return None
+        f.seek(n - 2, 1)
+    return None
+
+
+def _tiff_size(f, head: bytes) -> tuple[int, int] | None:
+    e = "<" if head[:2] == b"II" else ">"
+    magic = struct.unpack(e + "H", head[2:4])[0]
+    if magic == 42:
+        f.seek(struct.unpack(e + "I", head[4:8])[0])
+        count_fmt, entry_fmt, entry_size = "H", "HHI4s", 12
+    elif magic == 43:  # BigTIFF
+        f.seek(struct.unpack(e + "Q", head[8:16])[0])
+        count_fmt, entry_fmt, entry_size = "Q", "HHQ8s", 20
+    else:
+        return None
+    raw = f.read(struct.calcsize(e + count_fmt))
+    if len(raw) < struct.calcsize(e + count_fmt):
+        return None
+    n = min(struct.unpack(e + count_fmt, raw)[0], 4096)
+    size: dict[int, int] = {}
+    for _ in range(n):
+        entry = f.read(entry_size)
+        if len(entry) < entry_size:
+            break
+        tag, typ, _count, value = struct.unpack(e + entry_fmt, entry)
+        if tag in (256, 257):  # ImageWidth, ImageLength: SHORT, LONG or LONG8
+            fmt = {3: "H", 4: "I", 16: "Q"}.get(typ)
+            if fmt is None:
+                return None
+            size[tag] = struct.unpack(e + fmt, value[: struct.calcsize(fmt)])[0]
+    if 256 in size and 257 in size:
+        return size[256], size[257]
+    return None
+
+
+def _pnm_size(head: bytes) -> tuple[int, int] | None:
+    text = re.sub(rb"#[^\n]*", b" ", head[2:])
+    if head[1:2] == b"7":  # PAM: WIDTH and HEIGHT lines
+        w = re.search(rb"\bWIDTH\s+(\d+)", text)
+        h = re.search(rb"\bHEIGHT\s+(\d+)", text)
+        return (int(w.group(1)), int(h.group(1))) if w and h else None
+    tokens = text.split()
+    if len(tokens) >= 2 and tokens[0].isdigit() and tokens[1].isdigit():
+        return int(tokens[0]), int(tokens[1])
+    return None
+
+
+def image_size(path: str) -> tuple[int, int] | None:
+    """(width, height) from an image file's header without decoding it; None when the format
+    is not recognised (PNG, JPEG, BMP, TIFF, WebP and PNM are) or the header is mangled.
+    OSError when the file cannot be read."""
+    with open(path, "rb") as f:
+        try:
+            return _header_size(f)
+        except (struct.error, ValueError, IndexError, OverflowError):
+            return None  # offsets past any file, short fields: the decoder will judge it
+
+
+def _header_size(f) -> tuple[int, int] | None:
+    head = f.read(4096)
+    if head[:8] == b"\x89PNG\r\n\x1a\n" and head[12:16] == b"IHDR":
+        return struct.unpack(">II", head[16:24])
+    if head[:3] == b"\xff\xd8\xff":
+        return _jpeg_size(f)
+    if head[:2] == b"BM" and len(head) >= 26:
+        if struct.unpack("<I", head[14:18])[0] == 12:  # OS/2 header: 16-bit sizes
+            return struct.unpack("<HH", head[18:22])
+        w, h = struct.unpack("<ii", head[18:26])
+        return abs(w), abs(h)
+    if head[:4] in (b"II*\x00", b"MM\x00*", b"II+\x00", b"MM\x00+") and len(head) >= 16:
+        return _tiff_size(f, head)
+    if head[:4] == b"RIFF" and head[8:12] == b"WEBP" and len(head) >= 30:
+        chunk = head[12:16]
+        if chunk == b"VP8 " and head[23:26] == b"\x9d\x01\x2a":
+            w, h = struct.unpack("<HH", head[26:30])
+            return w & 0x3FFF, h & 0x3FFF
+        if chunk == b"VP8L" and head[20] == 0x2F:
+            bits = struct.unpack("<I", head[21:25])[0]
+            return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
+        if chunk == b"VP8X":
+            return (int.from_bytes(head[24:27], "little") + 1,
+                    int.from_bytes(head[27:30], "little") + 1)  # fmt: skip
+        return None
+    if re.match(rb"P[1-7]\s", head[:3]):
+        return _pnm_size(head)
+    return None
+
+
+def load_image(path: str) -> tuple[np.ndarray | None, str]:
+    """Decode one image file as BGR: (image, "") or (None, why it was not decoded).
+
+    Never raises for a bad file: an unreadable file, a header over MAX_IMAGE_PIXELS (checked
+    before decoding), a decoder error or a failed allocation are all reasons.
+    """
+    try:
+        size = image_size(path)
+    except OSError as exc:
+        return None, f"cannot read it ({os_error_reason(exc)})"
+    if size is not None:
+        w, h = size
+        if w * h > MAX_IMAGE_PIXELS:
+            return None, (f"{w}x{h} pixels is over the {MAX_IMAGE_PIXELS // 1_000_000} Mpx "
+                          "limit for images")  # fmt: skip
+    try:
+        img = cv2.imread(path, cv2.IMREAD_COLOR)
+    except cv2.error as exc:  # e.g. OpenCV's own size limit (validateInputImageSize)
+        return None, f"cannot decode it ({first_line(exc)})"
+    except MemoryError:
+        return None, "too large to decode in the memory available"
+    if img is None or img.size == 0:
+        return None, "not a readable image (corrupt, or not an image)"
+    return img, ""
+
+
 class ImageSource(Source):
-    """A still image, a folder of images or a glob, read one by one (unreadable files skipped)."""
+    """A still image, a folder of images or a glob, read one by one.
+
+    A file that cannot be used (unreadable, not an image, corrupt, over MAX_IMAGE_PIXELS) is
+    skipped, warned about and counted (`skipped`, `skipped_files`), whatever the number of
+    files. Opening looks for the first usable image (its size is the source's size) and raises
+    UserError, in one line, when there is none; so a run that opens has at least one image.
+    """
 
     def __init__(self, spec: SourceSpec, warn=None) -> None:
         super().__init__(spec, warn)
         self.files = list_images(spec)
         self.frame_count = len(self.files)
         self.fps = float(spec.options.get("fps", IMAGE_SEQUENCE_FPS))
+        self.processed = 0  # images returned by read()
+        self.skipped_files: list[dict] = []  # {"path", "reason"} in file order
         self._i = 0
-        first = None
-        for f in self.files[:8]:  # the first readable image gives the nominal size
-            first = cv2.imread(f, cv2.IMREAD_COLOR)
-            if first is not None:
+        # the files tried while looking for the first usable one: each decoded once only
+        self._tried: dict[int, tuple[np.ndarray | None, str]] = {}
+        for i, f in enumerate(self.files):
+            img, why = load_image(f)
+            self._tried[i] = (img, why)
+            if img is not None:
+                self.height, self.width = img.shape[:2]
                 break
-        if first is None and len(self.files) <= 8:
-            raise UserError(f"source {spec.uri}: no readable image among {len(self.files)} file(s)")
-        if first is not None:
-            self.height, self.width = first.shape[:2]
+        else:
+            n = len(self.files)
+            first, why = self.files[0], self._tried[0][1]
+            if n == 1:
+                raise UserError(f"source {first}: {why}")
+            raise UserError(f"source {spec.uri}: none of its {n} image files can be used "
+                            f"(the first, {first}: {why})")  # fmt: skip
 
     def read(self) -> Frame | None:
         while self._i < len(self.files):
             i = self._i
             self._i += 1
-            img = cv2.imread(self.files[i], cv2.IMREAD_COLOR)
+            img, why = self._tried.pop(i) if i in self._tried else load_image(self.files[i])
             if img is None:
                 self.skipped.append(i)
-                msg = f"{self.files[i]}: not a readable image, skipped"
+                self.skipped_files.append({"path": self.files[i], "reason": why})
+                msg = f"{self.files[i]}: {why}; skipped"
                 self.errors.append(msg)
                 self.warn(msg)
                 continue
-            return Frame(i, i / self.fps, img)
+            self.processed += 1
+            return Frame(i, i / (self.fps or IMAGE_SEQUENCE_FPS), img)
         return None
+
+    def describe(self) -> dict:
+        return {**super().describe(), "files": len(self.files),
+                "skipped_files": len(self.skipped_files)}  # fmt: skip
 
 
 def _check_gstreamer(spec: SourceSpec) -> None:
@@ -356,6 +559,7 @@ def _check_gstreamer(spec: SourceSpec) -> None:
 
 
 def _open_capture(spec: SourceSpec, open_timeout_s: float = 10.0) -> cv2.VideoCapture:
+    quiet_opencv()
     api = {
         "ffmpeg": cv2.CAP_FFMPEG,
         "v4l2": cv2.CAP_V4L2,
@@ -427,10 +631,10 @@ class FileSource(Source):
             if ok and img is not None:
                 break
             failures += 1
-            if self.frame_count is not None and self._next >= self.frame_count:
-                return self._end()
-            if failures >= self.MAX_CONSECUTIVE_FAILURES:
-                return self._end()
+            at_end = self.frame_count is not None and self._next >= self.frame_count
+            if at_end or failures >= self.MAX_CONSECUTIVE_FAILURES:
+                self._end()
+                return None
         idx = self._next
         if self.fps:
             ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)
@@ -450,6 +654,14 @@ class FileSource(Source):
         self._decoded += 1
         t = idx / self.fps if self.fps else self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
         return Frame(idx, float(t), img)
+
+    @property
+    def undecodable(self) -> int:
+        """Frames lost so far: skipped in the middle, and the ones a truncated file never had."""
+        tail = 0
+        if self._ended and self.frame_count is not None and self._next < self.frame_count:
+            tail = self.frame_count - self._next
+        return len(self.skipped) + tail
 
     def _end(self) -> None:
         self._ended = True
@@ -503,6 +715,7 @@ class LiveSource(Source):
         self._count = 1
         self._returned = -1
         self._done = False
+        self._outage_start: float | None = None  # monotonic time the current outage began
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="edge-fer-source", daemon=True)
         self._thread.start()
@@ -539,9 +752,25 @@ class LiveSource(Source):
                 self._done = True
                 self._cond.notify_all()
 
+    def _end_outage(self, **marks) -> dict | None:
+        """Record the outage in progress as a gap (once); None when there is none."""
+        with self._cond:
+            if self._outage_start is None:
+                return None
+            now = time.monotonic()
+            gap = {
+                "start": round(self._outage_start - self._t0, 3),
+                "seconds": round(now - self._outage_start, 3),
+                **marks,
+            }
+            self._outage_start = None
+            self.gaps.append(gap)
+            return gap
+
     def _reconnect(self) -> bool:
         start = time.monotonic()
-        t_start = start - self._t0
+        with self._cond:
+            self._outage_start = start
         self.warn(f"{self.spec.uri}: {self._what()} stopped delivering frames; reconnecting")
         delay = 0.25
         while not self._stop.is_set():
@@ -552,30 +781,28 @@ class LiveSource(Source):
             if time.monotonic() - start > self.reconnect_timeout:
                 break
             if self._stop.wait(delay):
-                return False
+                break
             delay = min(delay * 2, 4.0)
             cap = _open_capture(self.spec, min(self.open_timeout, self.reconnect_timeout))
             if cap.isOpened():
                 ok, img = cap.read()
-                if ok and img is not None:
+                if ok and img is not None and not self._stop.is_set():
                     self.cap = cap
-                    gap = {
-                        "start": round(t_start, 3),
-                        "seconds": round(time.monotonic() - start, 3),
-                    }
-                    self.gaps.append(gap)
-                    self.warn(
-                        f"{self.spec.uri}: reconnected after a gap of {gap['seconds']:.1f} s "
-                        f"(at t={gap['start']:.1f} s)"
-                    )
+                    gap = self._end_outage()
+                    if gap is not None:
+                        self.warn(
+                            f"{self.spec.uri}: reconnected after a gap of {gap['seconds']:.1f} s "
+                            f"(at t={gap['start']:.1f} s)"
+                        )
                     self._publish(img)
                     return True
             cap.release()
-        if self._stop.is_set():
+        if self._stop.is_set():  # the run stopped during the outage: it is a gap all the same
+            self._end_outage(ongoing=True)
             return False
         self.incomplete = True
-        seconds = time.monotonic() - start
-        self.gaps.append({"start": round(t_start, 3), "seconds": round(seconds, 3), "end": True})
+        gap = self._end_outage(end=True)
+        seconds = gap["seconds"] if gap else time.monotonic() - start
         hint = " (unplugged?)" if self.spec.kind in ("camera", "csi") else ""
         msg = f"{self.spec.uri}: {self._what()} was lost{hint} and did not come back in {seconds:.0f} s"
         self.errors.append(msg)
@@ -604,13 +831,14 @@ class LiveSource(Source):
 
     def interrupt(self) -> None:
         self._stop.set()
+        # an outage still in progress is a gap now: the summary is made before the reader
+        # thread (maybe blocked in a reconnect attempt) gets to record it
+        self._end_outage(ongoing=True)
         with self._cond:
             self._cond.notify_all()
 
     def close(self) -> None:
-        self._stop.set()
-        with self._cond:
-            self._cond.notify_all()
+        self.interrupt()
         self._thread.join(timeout=5.0)
         try:
             self.cap.release()

@@ -65,10 +65,14 @@ def export_int8(
                        "max_drop_points": max_drop, "ok": drop <= max_drop,
                        "speedup_b32": round(speed, 3) if speed else None})  # fmt: skip
     notes = [
-        f"calibration: {info['faces']} faces, method {info['method']}; "
-        f"TensorRT cache header {info['trt_cache_header']}",
-        "the TensorRT Q/DQ model is laid out for TensorRT's fusions; ONNX Runtime on CPU runs it "
-        "slower than FP32 (its integer kernels need the CPU layout)",
+        (
+            f"calibration: {info['faces']} faces, method {info['method']}; "
+            f"TensorRT cache header {info['trt_cache_header']}"
+        ),
+        (
+            "the TensorRT Q/DQ model is laid out for TensorRT's fusions; ONNX Runtime on CPU runs "
+            "it slower than FP32 (its integer kernels need the CPU layout)"
+        ),
     ]
     notes += [
         f"check {c['model']}: accuracy {-c['accuracy_drop_points']:+.2f} points vs FP32 "

@@ -1,0 +1,155 @@
+"""`edge-fer build-engine`: ONNX -> TensorRT engine + sidecar, on the device that will run it.
+
+All options go into one `edge_fer.export.engine.BuildConfig`; errors (unknown target, INT8 on a
+Nano, DLA on an Orin Nano, a cache for another model, the CPU INT8 layout...) are one line,
+exit 2, before anything is built, and nothing is written unless the build succeeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+PROG = "edge-fer build-engine"
+
+
+def _targets_help() -> str:
+    from edge_fer.export.targets import TARGETS
+
+    rows = []
+    for name, t in TARGETS.items():
+        caps = ["int8" if t["int8"] else "no int8"]
+        caps.append(f"{t['dla_cores']} DLA" if t["dla_cores"] else "no DLA")
+        if t["sparsity"]:
+            caps.append("2:4 sparsity")
+        rows.append(f"  {name:<12} {t['description']}: {', '.join(caps)}")
+    return "targets:\n" + "\n".join(rows)
+
+
+def register(sub: Any) -> None:
+    p = sub.add_parser(
+        "build-engine",
+        help="build a TensorRT engine (+ sidecar) from an ONNX model, on the device",
+        description="Build a TensorRT engine from an edge-fer ONNX model, with a <engine>.json "
+        "sidecar holding the model's metadata and what the engine is tied to (TensorRT, CUDA, "
+        "L4T, GPU). Run it on the device that will run the engine.",
+        epilog="examples:\n"
+        "  edge-fer build-engine fer.onnx --precision fp16\n"
+        "  edge-fer build-engine model.int8.qdq.onnx --precision int8 --target orin-nano\n"
+        "  edge-fer build-engine edge_fer/assets/fer_default.onnx --precision int8 "
+        "--calib-cache calibration/fer_default/calib.cache\n"
+        "  edge-fer build-engine fer.onnx --precision fp16 --target orin-agx --dla-core 0\n"
+        "  edge-fer build-engine fer.onnx --sidecar-for fer.fp16.engine   # trtexec's engine\n\n"
+        + _targets_help(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("onnx", metavar="MODEL.onnx", help="model exported by `edge-fer export`")
+    p.add_argument(
+        "--out",
+        metavar="ENGINE",
+        help="engine file (default: MODEL.<precision>.engine beside the model)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        default="fp32",
+        help="fp32 (default), fp16, or int8: a Q/DQ model (explicit quantization, "
+        "every TensorRT; the only INT8 on 11) or a plain one with --calib-cache "
+        "(TensorRT <= 10)",
+    )
+    p.add_argument(
+        "--calib-cache",
+        metavar="FILE",
+        help="TensorRT INT8 calibration cache (header rewritten for this TensorRT)",
+    )
+    p.add_argument(
+        "--target",
+        metavar="NAME",
+        help="the board or GPU the engine is for: checked before building (below)",
+    )
+    b = p.add_argument_group("batch profile")
+    b.add_argument("--min-batch", type=int, default=1, metavar="N", help="default 1")
+    b.add_argument(
+        "--opt-batch",
+        type=int,
+        default=8,
+        metavar="N",
+        help="batch TensorRT tunes for (default 8); with --dla-core the profile is "
+        "static at this batch",
+    )
+    b.add_argument("--max-batch", type=int, default=32, metavar="N", help="default 32")
+    o = p.add_argument_group("other")
+    o.add_argument(
+        "--workspace-mb",
+        type=int,
+        default=1024,
+        metavar="MB",
+        help="builder workspace limit (default 1024)",
+    )
+    o.add_argument(
+        "--dla-core",
+        type=int,
+        metavar="N",
+        help="build for DLA core N (Xavier, Orin NX, AGX Orin), GPU fallback on; the "
+        "layers that fall back are reported",
+    )
+    o.add_argument("--sparse", action="store_true", help="allow 2:4 structured-sparse kernels")
+    o.add_argument(
+        "--timing-cache",
+        metavar="FILE",
+        help="load tactic timings from FILE when it exists and save them back",
+    )
+    o.add_argument("--verbose", action="store_true", help="print TensorRT's warnings")
+    o.add_argument("--json", action="store_true", help="print the build report as JSON")
+    o.add_argument(
+        "--sidecar-for",
+        metavar="ENGINE",
+        help="only write ENGINE.json from MODEL.onnx's metadata (an engine built with trtexec)",
+    )
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from edge_fer.export.engine import (
+        BuildConfig,
+        build_engine,
+        default_engine_path,
+        write_sidecar_for,
+    )
+
+    if args.sidecar_for:
+        side = write_sidecar_for(args.sidecar_for, args.onnx)
+        print(f"{PROG}: wrote {side}", file=sys.stderr)
+        return 0
+    config = BuildConfig(
+        precision=args.precision,
+        target=args.target,
+        min_batch=args.min_batch,
+        opt_batch=args.opt_batch,
+        max_batch=args.max_batch,
+        workspace_mb=args.workspace_mb,
+        dla_core=args.dla_core,
+        sparse=args.sparse,
+        calib_cache=args.calib_cache,
+        timing_cache=args.timing_cache,
+        verbose=args.verbose,
+    )
+    out = Path(args.out) if args.out else default_engine_path(args.onnx, args.precision)
+    report = build_engine(args.onnx, out, config)
+    if args.json:
+        print(json.dumps(report, indent=2))
+    b = report["batch"]
+    print(f"{PROG}: TensorRT {report['tensorrt']} {report['precision']} engine, batch "
+          f"{b['min']}..{b['max']} (opt {b['opt']}), {report['bytes']:,} bytes in "
+          f"{report['seconds']} s -> {report['engine']}", file=sys.stderr)  # fmt: skip
+    fallback = report.get("dla_gpu_fallback_layers")
+    if fallback is not None:
+        if fallback:
+            print(f"{PROG}: {len(fallback)} layer(s) run on the GPU, not DLA core "
+                  f"{report['dla_core']}: {', '.join(fallback)}", file=sys.stderr)  # fmt: skip
+        else:
+            print(f"{PROG}: every layer runs on DLA core {report['dla_core']}", file=sys.stderr)
+    return 0

@@ -1,0 +1,215 @@
+"""Deployment targets for TensorRT engines, held as data: what each board or GPU can build.
+
+`TARGETS[name]` is a plain dict (other tools read it: `edge-fer deploy`, jetson/ scripts):
+
+    description          the boards it covers
+    gpu_arch             GPU architecture
+    compute_capability   (major, minor) of the GPU; None for a family of discrete GPUs
+                         (`min_compute_capability` then bounds it)
+    jetson               True for a Jetson module (JetPack, /etc/nv_tegra_release)
+    fp16, int8           fast FP16 / INT8 kernels (TensorRT's platform_has_fast_fp16/int8)
+    dla_cores            Deep Learning Accelerator cores (0: none)
+    sparsity             2:4 structured-sparse tensor cores (Ampere and later)
+    jetpack              JetPack releases that support the module, oldest first
+    tensorrt             TensorRT release of each of those JetPacks (same order); for discrete
+                         GPUs the releases edge-fer is checked against
+    default_tensorrt     the release to write calibration-cache headers for when the device's
+                         own is unknown (the newest JetPack's)
+
+Precision names used everywhere (CLI, sidecar, engine names): PRECISIONS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from edge_fer.errors import UserError
+
+PRECISIONS = ("fp32", "fp16", "int8")
+
+TARGETS: dict[str, dict[str, Any]] = {
+    "nano": {
+        "description": "Jetson Nano (4 GB / 2 GB)",
+        "gpu_arch": "Maxwell",
+        "compute_capability": (5, 3),
+        "jetson": True,
+        "fp16": True,
+        "int8": False,
+        "dla_cores": 0,
+        "sparsity": False,
+        "jetpack": ["4.6.4"],
+        "tensorrt": ["8.2.1"],
+        "default_tensorrt": "8.2.1",
+    },
+    "tx2": {
+        "description": "Jetson TX2 / TX2 NX",
+        "gpu_arch": "Pascal",
+        "compute_capability": (6, 2),
+        "jetson": True,
+        "fp16": True,
+        "int8": False,
+        "dla_cores": 0,
+        "sparsity": False,
+        "jetpack": ["4.6.4"],
+        "tensorrt": ["8.2.1"],
+        "default_tensorrt": "8.2.1",
+    },
+    "xavier-nx": {
+        "description": "Jetson Xavier NX",
+        "gpu_arch": "Volta",
+        "compute_capability": (7, 2),
+        "jetson": True,
+        "fp16": True,
+        "int8": True,
+        "dla_cores": 2,
+        "sparsity": False,
+        "jetpack": ["5.1.3"],
+        "tensorrt": ["8.5.2"],
+        "default_tensorrt": "8.5.2",
+    },
+    "xavier-agx": {
+        "description": "Jetson AGX Xavier",
+        "gpu_arch": "Volta",
+        "compute_capability": (7, 2),
+        "jetson": True,
+        "fp16": True,
+        "int8": True,
+        "dla_cores": 2,
+        "sparsity": False,
+        "jetpack": ["5.1.3"],
+        "tensorrt": ["8.5.2"],
+        "default_tensorrt": "8.5.2",
+    },
+    "orin-nano": {
+        "description": "Jetson Orin Nano (4 GB / 8 GB, Super included)",
+        "gpu_arch": "Ampere",
+        "compute_capability": (8, 7),
+        "jetson": True,
+        "fp16": True,
+        "int8": True,
+        "dla_cores": 0,
+        "sparsity": True,
+        "jetpack": ["5.1.3", "6.0", "6.1", "6.2"],
+        "tensorrt": ["8.5.2", "8.6.2", "10.3.0", "10.3.0"],
+        "default_tensorrt": "10.3.0",
+    },
+    "orin-nx": {
+        "description": "Jetson Orin NX 16 GB (the 8 GB module has one DLA core)",
+        "gpu_arch": "Ampere",
+        "compute_capability": (8, 7),
+        "jetson": True,
+        "fp16": True,
+        "int8": True,
+        "dla_cores": 2,
+        "sparsity": True,
+        "jetpack": ["5.1.3", "6.0", "6.1", "6.2"],
+        "tensorrt": ["8.5.2", "8.6.2", "10.3.0", "10.3.0"],
+        "default_tensorrt": "10.3.0",
+    },
+    "orin-agx": {
+        "description": "Jetson AGX Orin (32 GB / 64 GB)",
+        "gpu_arch": "Ampere",
+        "compute_capability": (8, 7),
+        "jetson": True,
+        "fp16": True,
+        "int8": True,
+        "dla_cores": 2,
+        "sparsity": True,
+        "jetpack": ["5.1.3", "6.0", "6.1", "6.2"],
+        "tensorrt": ["8.5.2", "8.6.2", "10.3.0", "10.3.0"],
+        "default_tensorrt": "10.3.0",
+    },
+    "laptop-rtx": {
+        "description": "laptop GeForce RTX (20, 30, 40, 50 series)",
+        "gpu_arch": "Turing or later",
+        "compute_capability": None,
+        "min_compute_capability": (7, 5),
+        "jetson": False,
+        "fp16": True,
+        "int8": True,
+        "dla_cores": 0,
+        "sparsity": True,  # Ampere (8.0) and later only: checked against the GPU at build time
+        "jetpack": [],
+        "tensorrt": ["8.6.1", "10.3.0", "10.13.0", "11.0.0"],
+        "default_tensorrt": "10.3.0",
+    },
+    "desktop-rtx": {
+        "description": "desktop / workstation RTX (20, 30, 40, 50 series, RTX A/Ada)",
+        "gpu_arch": "Turing or later",
+        "compute_capability": None,
+        "min_compute_capability": (7, 5),
+        "jetson": False,
+        "fp16": True,
+        "int8": True,
+        "dla_cores": 0,
+        "sparsity": True,  # Ampere (8.0) and later only: checked against the GPU at build time
+        "jetpack": [],
+        "tensorrt": ["8.6.1", "10.3.0", "10.13.0", "11.0.0"],
+        "default_tensorrt": "10.3.0",
+    },
+}
+
+# 2:4 sparse tensor cores arrived with Ampere
+SPARSITY_MIN_COMPUTE_CAPABILITY = (8, 0)
+
+
+def target_names() -> list[str]:
+    return list(TARGETS)
+
+
+def get_target(name: str) -> dict[str, Any]:
+    """The table row of `name` (case-insensitive, '_' = '-'); UserError naming the choices."""
+    key = str(name).strip().lower().replace("_", "-")
+    if key not in TARGETS:
+        raise UserError(f"unknown target {name!r}; choose one of {', '.join(TARGETS)}")
+    return TARGETS[key]
+
+
+def target_problem(
+    name: str,
+    precision: str = "fp32",
+    dla_core: int | None = None,
+    sparse: bool = False,
+) -> str | None:
+    """Why a build of `precision` (with `dla_core`, `sparse`) cannot run on target `name`, as
+    one sentence, or None when it can. UserError for an unknown target or precision."""
+    t = get_target(name)
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    desc = t["description"]
+    if precision == "int8" and not t["int8"]:
+        return f"{desc} ({t['gpu_arch']}) has no INT8 kernels: build fp16 for it"
+    if precision == "fp16" and not t["fp16"]:
+        return f"{desc} ({t['gpu_arch']}) has no fast FP16 kernels: build fp32 for it"
+    if dla_core is not None:
+        cores = int(t["dla_cores"])
+        if cores == 0:
+            return f"{desc} has no DLA (Deep Learning Accelerator): build without a DLA core"
+        if not 0 <= dla_core < cores:
+            return f"{desc} has {cores} DLA cores (0..{cores - 1}), not core {dla_core}"
+        if precision == "fp32":
+            return "DLA runs FP16 or INT8 only: choose --precision fp16 or int8 with a DLA core"
+    if sparse and not t["sparsity"]:
+        return f"{desc} ({t['gpu_arch']}) has no 2:4 sparse tensor cores (Ampere and later)"
+    return None
+
+
+def check_target(
+    name: str, precision: str = "fp32", dla_core: int | None = None, sparse: bool = False
+) -> dict[str, Any]:
+    """The row of `name`; UserError with the reason when the build cannot run there."""
+    why = target_problem(name, precision, dla_core, sparse)
+    if why:
+        raise UserError(f"target {name}: {why}")
+    return get_target(name)
+
+
+__all__ = [
+    "PRECISIONS",
+    "SPARSITY_MIN_COMPUTE_CAPABILITY",
+    "TARGETS",
+    "check_target",
+    "get_target",
+    "target_names",
+    "target_problem",
+]

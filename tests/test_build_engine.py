@@ -1,0 +1,395 @@
+"""`edge-fer build-engine` and edge_fer.export.engine against the TensorRT fakes of each
+version (8.2, 8.5, 8.6, 10.3, 11; tests/trt_fakes.py): precision paths, DLA static profile and
+fallback report, calibration-cache header rewriting, target refusals, sidecar facts, engine
+cache names, timing cache, and that a refused or failed build leaves no file behind.
+The fakes check names, flags and call order, not TensorRT's numerics; a real engine needs a GPU.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import struct
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_fer.backends import tensorrt_backend as tb
+from edge_fer.backends import trt_common as tc
+from edge_fer.errors import UserError
+from edge_fer.export import targets as T
+from edge_fer.export.engine import (
+    BuildConfig,
+    build_engine,
+    cached_engine_name,
+    default_engine_path,
+    quant_layout,
+)
+from edge_fer.quantize import trt_cache
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from trt_fakes import installer, metadata, tiny_onnx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def fake(monkeypatch, tmp_path):
+    """install(version, jetson=False, **gpu): the TensorRT/pycuda fakes (tests/trt_fakes.py)."""
+    return installer(monkeypatch, tmp_path)
+
+
+BUNDLED_CPU_INT8 = ROOT / "edge_fer" / "assets" / "fer_default.int8.onnx"
+VERSIONS = ["8.5.2.2", "8.6.1", "10.3.0", "11.0.0"]
+CODES = {"8.5.2.2": 8502, "8.6.1": 8601, "10.3.0": 100300}
+
+
+def cli(args: list[str], capsys) -> tuple[int, list[str], str]:
+    from edge_fer.cli.main import main
+
+    rc = main(["build-engine", *args])
+    cap = capsys.readouterr()
+    return rc, [ln for ln in cap.err.splitlines() if ln.strip()], cap.out
+
+
+def calib_cache(path: Path, version: str = "10.3.0", names=("input", "logits")) -> Path:
+    path.write_bytes(trt_cache.format_cache({n: 2.0 for n in names}, version))
+    return path
+
+
+def files(d: Path) -> set[str]:
+    return {p.name for p in d.iterdir()}
+
+
+# -- the target table ---------------------------------------------------------------------
+
+
+def test_target_table_is_data_with_every_field():
+    keys = {"description", "gpu_arch", "compute_capability", "jetson", "fp16", "int8",
+            "dla_cores", "sparsity", "jetpack", "tensorrt", "default_tensorrt"}  # fmt: skip
+    for name, row in T.TARGETS.items():
+        assert keys <= set(row), name
+        assert len(row["jetpack"]) in (0, len(row["tensorrt"])), name
+        trt_cache.version_code(row["default_tensorrt"])  # a real version
+    assert not T.TARGETS["nano"]["int8"] and not T.TARGETS["tx2"]["int8"]
+    assert T.TARGETS["xavier-nx"]["dla_cores"] == T.TARGETS["xavier-agx"]["dla_cores"] == 2
+    assert T.TARGETS["orin-nano"]["dla_cores"] == 0
+    assert all(
+        T.TARGETS[n]["sparsity"] and T.TARGETS[n]["dla_cores"] for n in ("orin-nx", "orin-agx")
+    )
+    assert T.target_problem("orin-agx", "int8", dla_core=1, sparse=True) is None
+    assert "no INT8" in T.target_problem("nano", "int8")
+    assert "no DLA" in T.target_problem("orin-nano", "fp16", dla_core=0)
+    assert "2:4 sparse" in T.target_problem("xavier-nx", "fp16", sparse=True)
+    with pytest.raises(UserError, match="unknown target 'jetson-tk1'; choose one of nano"):
+        T.get_target("jetson-tk1")
+
+
+# -- refusals before building: one line, exit 2, nothing written ---------------------------
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--target", "jetson-tk1"], "unknown target 'jetson-tk1'"),
+        (["--target", "nano", "--precision", "int8"], "Jetson Nano .* has no INT8 kernels"),
+        (["--target", "orin-nano", "--precision", "fp16", "--dla-core", "0"], "has no DLA"),
+        (["--target", "xavier-nx", "--precision", "fp16", "--dla-core", "2"], "not core 2"),
+        (["--precision", "fp32", "--dla-core", "0"], "DLA runs FP16 or INT8 only"),
+        (["--precision", "int8"], "INT8 needs a model with Q/DQ nodes or a calibration cache"),
+        (["--calib-cache", "x.cache"], "only used with precision int8"),
+        (["--min-batch", "8", "--max-batch", "4"], "max_batch 4 is below min_batch 8"),
+        (["--workspace-mb", "0"], "workspace_mb must be an integer >= 1"),
+    ],
+)
+def test_cli_refusals_are_one_line(fake, tmp_path, capsys, args, message):
+    gpu = fake("10.3.0")
+    model = tiny_onnx(tmp_path / "fer.onnx")
+    before = files(tmp_path)
+    rc, err, _ = cli([str(model), *args], capsys)
+    assert rc == 2 and len(err) == 1, err
+    assert err[0].startswith("edge-fer build-engine: error: ")
+    import re
+
+    assert re.search(message, err[0]), err[0]
+    assert gpu.builds == 0 and files(tmp_path) == before
+
+
+def test_missing_model_and_no_tensorrt(tmp_path, capsys):
+    rc, err, _ = cli([str(tmp_path / "missing.onnx"), "--precision", "fp16"], capsys)
+    assert rc == 2 and len(err) == 1 and "no such ONNX model" in err[0]
+    model = tiny_onnx(tmp_path / "fer.onnx")
+    try:
+        tc.require_tensorrt()
+    except UserError:
+        rc, err, _ = cli([str(model)], capsys)
+        assert rc == 2 and len(err) == 1 and "TensorRT backend not available" in err[0]
+
+
+def test_cpu_int8_layout_is_refused_naming_the_tensorrt_file(fake, tmp_path, capsys):
+    fake("10.3.0")
+    # the bundled INT8 model is ONNX Runtime's CPU layout: uint8 activations, non-zero zps
+    assert quant_layout(BUNDLED_CPU_INT8) == "cpu"
+    rc, err, _ = cli([str(BUNDLED_CPU_INT8), "--precision", "int8",
+                      "--out", str(tmp_path / "x.engine")], capsys)  # fmt: skip
+    assert rc == 2 and len(err) == 1
+    assert "ONNX Runtime on CPU" in err[0] and "model.int8.qdq.onnx" in err[0]
+    assert not (tmp_path / "x.engine").exists()
+    assert quant_layout(tiny_onnx(tmp_path / "q.onnx", qdq="tensorrt")) == "tensorrt"
+    assert quant_layout(tiny_onnx(tmp_path / "f.onnx")) is None
+
+
+def test_qdq_model_counts_as_int8_for_the_target(fake, tmp_path, capsys):
+    fake("8.2.1.8")
+    qdq = tiny_onnx(tmp_path / "model.int8.qdq.onnx", qdq="tensorrt")
+    rc, err, _ = cli([str(qdq), "--target", "nano"], capsys)
+    assert rc == 2 and "no INT8 kernels" in err[0]
+
+
+def test_int8_on_a_gpu_without_int8_is_refused(fake, tmp_path, capsys):
+    gpu = fake("8.2.1.8", jetson="R32 (release), REVISION: 7.4", cc=(5, 3), name="NVIDIA Tegra X1")
+    qdq = tiny_onnx(tmp_path / "model.int8.qdq.onnx", qdq="tensorrt")
+    rc, err, _ = cli([str(qdq), "--precision", "int8"], capsys)  # no --target: the GPU says so
+    assert rc == 2 and len(err) == 1 and "(NVIDIA Tegra X1) has no INT8 kernels" in err[0]
+    assert gpu.builds == 0 and not list(tmp_path.glob("*.engine*"))
+
+
+def test_target_of_another_gpu_is_refused(fake, tmp_path, capsys):
+    fake("10.3.0", cc=(8, 6), name="RTX 3060")
+    model = tiny_onnx(tmp_path / "fer.onnx")
+    rc, err, _ = cli([str(model), "--precision", "fp16", "--target", "orin-agx"], capsys)
+    assert rc == 2 and "compute capability 8.7, this GPU (RTX 3060) is 8.6" in err[0]
+    rc, _, _ = cli([str(model), "--precision", "fp16", "--target", "desktop-rtx"], capsys)
+    assert rc == 0
+
+
+# -- precision per TensorRT version ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_fp32_and_fp16(fake, tmp_path, version):
+    gpu = fake(version)
+    model = tiny_onnx(tmp_path / "fer.onnx")
+    rep = build_engine(model, tmp_path / "a.engine", BuildConfig(workspace_mb=256))
+    assert gpu.network_flags == (1 if version.startswith("8.") else 0)  # EXPLICIT_BATCH on 8.x
+    assert gpu.config.flags == set() and gpu.config.pool == ("WORKSPACE", 256 << 20)
+    assert rep["precision"] == "fp32" and rep["int8"] is None
+    if version.startswith("11."):
+        with pytest.raises(UserError, match="no FP16 builder flag.*ModelOpt AutoCast"):
+            build_engine(model, tmp_path / "b.engine", BuildConfig(precision="fp16"))
+        assert not (tmp_path / "b.engine").exists()
+    else:
+        rep = build_engine(
+            model, tmp_path / "b.engine", BuildConfig(precision="fp16", opt_batch=64)
+        )
+        assert gpu.config.flags == {"FP16"} and rep["precision"] == "fp16"
+        assert gpu.config.profiles[0].shapes == ("input", (1, 1, 48, 48), (32, 1, 48, 48),
+                                                 (32, 1, 48, 48))  # fmt: skip
+
+
+def test_tensorrt_8_2_uses_max_workspace_size(fake, tmp_path):
+    gpu = fake("8.2.1.8")  # JetPack 4.6: before set_memory_pool_limit
+    build_engine(
+        tiny_onnx(tmp_path / "fer.onnx"), tmp_path / "a.engine", BuildConfig(workspace_mb=64)
+    )
+    assert gpu.config.pool is None and gpu.config.max_workspace_size == 64 << 20
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_int8_from_qdq_model(fake, tmp_path, version):
+    gpu = fake(version)
+    gpu.qdq = True
+    qdq = tiny_onnx(tmp_path / "model.int8.qdq.onnx", qdq="tensorrt")
+    rep = build_engine(qdq, tmp_path / "q.engine", BuildConfig(precision="int8"))
+    want = set() if version.startswith("11.") else {"INT8"}  # 11: strongly typed, no flag
+    assert gpu.config.flags == want and rep["int8"] == "qdq" and rep["precision"] == "int8"
+    if not version.startswith("11."):
+        assert gpu.config.int8_calibrator is None
+    cache = calib_cache(tmp_path / "c.cache")
+    with pytest.raises(UserError, match="has Q/DQ nodes.*leave out --calib-cache"):
+        build_engine(
+            qdq, tmp_path / "x.engine", BuildConfig(precision="int8", calib_cache=str(cache))
+        )
+
+
+@pytest.mark.parametrize("version", VERSIONS)
+def test_int8_from_calibration_cache_header_rewritten(fake, tmp_path, version):
+    gpu = fake(version)
+    model = tiny_onnx(tmp_path / "fer.onnx")
+    cache = calib_cache(tmp_path / "fer.calib", "10.3.0")  # as committed: TRT-100300
+    cfg = BuildConfig(precision="int8", calib_cache=str(cache))
+    if version.startswith("11."):
+        with pytest.raises(UserError, match="no calibration-cache INT8.*Q/DQ model"):
+            build_engine(model, tmp_path / "c.engine", cfg)
+        assert gpu.builds == 0 and not (tmp_path / "c.engine").exists()
+        return
+    rep = build_engine(model, tmp_path / "c.engine", cfg)
+    cal = gpu.config.int8_calibrator
+    data = cal.read_calibration_cache()
+    assert data.split(b"\n", 1)[0] == f"TRT-{CODES[version]}-EntropyCalibration2".encode()
+    assert data.split(b"\n", 1)[1] == cache.read_bytes().split(b"\n", 1)[1]  # ranges kept
+    assert cal.get_batch(["input"]) is None and cal.get_batch_size() == 8
+    assert gpu.config.flags == {"INT8"} and gpu.config.calib_profile is gpu.config.profiles[0]
+    assert rep["int8"] == "calibration-cache"
+    assert rep["calib_cache_sha256"] == tc.file_sha256(cache)
+    assert cache.read_bytes().startswith(b"TRT-100300-")  # the file itself is untouched
+
+
+def test_calibration_cache_refusals(fake, tmp_path, capsys):
+    gpu = fake("8.6.1")
+    model = tiny_onnx(tmp_path / "fer.onnx")
+    other = calib_cache(tmp_path / "other.cache", names=("input", "/net/conv9/Relu_output_0"))
+    rc, err, _ = cli([str(model), "--precision", "int8", "--calib-cache", str(other)], capsys)
+    assert rc == 2 and len(err) == 1 and "does not match the model" in err[0]
+    assert "/net/conv9/Relu_output_0" in err[0]
+    minmax = tmp_path / "minmax.cache"
+    minmax.write_bytes(b"TRT-8601-MinMaxCalibration\ninput: 3c010204\n")
+    rc, err, _ = cli([str(model), "--precision", "int8", "--calib-cache", str(minmax)], capsys)
+    assert rc == 2 and "MinMaxCalibration cache" in err[0]
+    nan = tmp_path / "nan.cache"
+    nan.write_bytes(b"TRT-8601-EntropyCalibration2\ninput: 7fc00000\n")
+    rc, err, _ = cli([str(model), "--precision", "int8", "--calib-cache", str(nan)], capsys)
+    assert rc == 2 and "scale nan" in err[0]
+    assert gpu.builds == 0 and not list(tmp_path.glob("*.engine*"))
+
+
+@pytest.mark.parametrize("bits", ["7fc00000", "7f800000", "ff800000", "00000000", "bf800000"])
+def test_parse_cache_refuses_nan_inf_zero_and_negative_scales(bits):
+    data = f"TRT-8601-EntropyCalibration2\ninput: 3c010204\nx: {bits}\n".encode()
+    with pytest.raises(UserError, match=r"c:3: tensor 'x' has scale"):
+        trt_cache.parse_cache(data, "c")
+    ok = trt_cache.parse_cache(b"TRT-8601-EntropyCalibration2\ninput: 3c010204\n", "c")
+    assert math.isclose(ok.scales["input"], struct.unpack(">f", bytes.fromhex("3c010204"))[0])
+
+
+def test_retarget_cache():
+    src = trt_cache.format_cache({"input": 1.0, "a:b": 2.0}, "10.3.0")
+    out = trt_cache.retarget_cache(src, "8.5.2.2")
+    assert out.startswith(b"TRT-8502-EntropyCalibration2\n")
+    assert trt_cache.parse_cache(out).scales == trt_cache.parse_cache(src).scales
+    with pytest.raises(UserError, match="holds no tensor"):
+        trt_cache.retarget_cache(b"TRT-8601-EntropyCalibration2\n", "10.3.0")
+
+
+# -- DLA --------------------------------------------------------------------------------------
+
+
+def test_dla_static_profile_and_fallback_report(fake, tmp_path, capsys):
+    gpu = fake("8.5.2.2", jetson="R35 (release), REVISION: 5.0", cc=(7, 2), name="Xavier")
+    model = tiny_onnx(tmp_path / "fer.onnx")
+    eng = tmp_path / "fer.dla.engine"
+    rc, err, _ = cli([str(model), "--precision", "fp16", "--dla-core", "1", "--out", str(eng)],
+                     capsys)  # fmt: skip
+    assert rc == 2 and "no DLA core 1 on this device (0 DLA cores" in err[0]
+    gpu.dla_cores = 2
+    rc, err, _ = cli([str(model), "--precision", "fp16", "--target", "xavier-nx", "--dla-core",
+                      "1", "--opt-batch", "4", "--out", str(eng)], capsys)  # fmt: skip
+    assert rc == 0, err
+    cfg = gpu.config
+    assert cfg.default_device_type == "DLA" and cfg.DLA_core == 1
+    assert cfg.flags == {"FP16", "GPU_FALLBACK"}
+    # DLA: min = opt = max, else TensorRT sends every layer to the GPU
+    assert cfg.profiles[0].shapes[1:] == ((4, 1, 48, 48),) * 3
+    assert any("1 layer(s) run on the GPU, not DLA core 1: layer2_softmax (SOFTMAX)" in e
+               for e in err)  # fmt: skip
+    doc = tc.read_sidecar(eng)
+    assert doc["dla_core"] == 1 and doc["batch"] == {"min": 4, "opt": 4, "max": 4}
+    assert doc["dla_gpu_fallback_layers"] == ["layer2_softmax (SOFTMAX)"]
+    assert doc["l4t"] == "35.5.0" and doc["jetpack"] == "5.1.3" and doc["target"] == "xavier-nx"
+    # the backend deserialises it on that DLA core and pads batches to the static 4
+    gpu.profile = (4, 4, 4)
+    with tb.TensorRTBackend(eng) as be:
+        assert gpu.runtime.DLA_core == 1 and be.profile == (4, 4, 4)
+
+
+# -- sidecar, names, timing cache, failures ---------------------------------------------------
+
+
+def test_sidecar_records_every_fact(fake, tmp_path):
+    fake("10.3.0", jetson=True)
+    model = tiny_onnx(tmp_path / "fer.onnx")
+    cache = calib_cache(tmp_path / "c.cache")
+    rep = build_engine(model, tmp_path / "e.engine",
+                       BuildConfig(precision="int8", calib_cache=str(cache), sparse=True))  # fmt: skip
+    doc = json.loads(Path(rep["sidecar"]).read_text())
+    assert doc["version"] == 2 and doc["metadata"] == metadata()
+    assert (doc["tensorrt"], doc["cuda"], doc["l4t"], doc["jetpack"]) == (
+        "10.3.0",
+        "12.6",
+        "36.4.3",
+        "6.1/6.2",
+    )
+    assert (doc["gpu"], doc["compute_capability"]) == ("Fake Orin", "8.7")
+    assert doc["precision"] == "int8" and doc["batch"] == {"min": 1, "opt": 8, "max": 32}
+    assert doc["onnx_sha256"] == tc.file_sha256(model)
+    assert doc["calib_cache_sha256"] == tc.file_sha256(cache)
+    assert doc["build_options"]["sparse"] is True and doc["build_options"]["workspace_mb"] == 1024
+
+
+def test_engine_cache_name_covers_every_build_input(tmp_path):
+    a = tmp_path / "a.cache"
+    b = tmp_path / "b.cache"
+    a.write_bytes(b"TRT-100300-EntropyCalibration2\ninput: 3c010204\n")
+    b.write_bytes(b"TRT-100300-EntropyCalibration2\ninput: 3c010205\n")
+
+    def name(**kw):
+        return cached_engine_name("m/fer.onnx", "ab" * 32, "10.3.0", "sm87", BuildConfig(**kw))
+
+    base = name(precision="int8", calib_cache=str(a))
+    assert base.startswith("fer.abababab.trt10.3.0.sm87.int8.b32.") and base.endswith(".engine")
+    assert name(precision="int8", calib_cache=str(a)) == base
+    assert name(precision="int8", calib_cache=str(a), timing_cache="t.bin") == base
+    others = [
+        name(precision="int8", calib_cache=str(b)),  # another calibration cache
+        name(precision="int8", calib_cache=str(a), sparse=True),
+        name(precision="int8", calib_cache=str(a), workspace_mb=512),
+        name(precision="int8", calib_cache=str(a), opt_batch=4),
+        name(precision="int8", calib_cache=str(a), dla_core=0),
+        name(precision="int8", calib_cache=str(a), target="orin-agx"),
+        name(precision="fp16"),
+    ]
+    assert len({base, *others}) == len(others) + 1
+
+
+def test_timing_cache_is_loaded_and_saved(fake, tmp_path, capsys):
+    gpu = fake("10.3.0")
+    model = tiny_onnx(tmp_path / "fer.onnx")
+    tcache = tmp_path / "timing.cache"
+    rc, _, _ = cli([str(model), "--timing-cache", str(tcache)], capsys)
+    assert rc == 0 and tcache.read_bytes() == b"TIMING+"
+    rc, _, _ = cli([str(model), "--timing-cache", str(tcache)], capsys)
+    assert rc == 0 and gpu.config.timing.data == b"TIMING+" and tcache.read_bytes() == b"TIMING++"
+    tcache.write_bytes(b"garbage")
+    rc, err, _ = cli([str(model), "--timing-cache", str(tcache)], capsys)
+    assert rc == 2 and "not a TensorRT timing cache" in err[0]
+
+
+def test_failed_build_leaves_nothing(fake, tmp_path, capsys):
+    gpu = fake("10.3.0")
+    model = tiny_onnx(tmp_path / "fer.onnx")
+    gpu.fail_build = True
+    before = files(tmp_path)
+    rc, err, _ = cli([str(model), "--precision", "fp16"], capsys)
+    assert rc == 2 and "could not build the engine (no implementation for layer 2)" in err[-1]
+    assert files(tmp_path) == before  # no engine, no sidecar, no temporary file
+    gpu.fail_build = False
+    gpu.parse_errors = ["node 3 (Foo): unsupported op", "node 7: bad attribute"]
+    rc, err, _ = cli([str(model)], capsys)
+    assert rc == 2 and len(err) == 3 and "unsupported op" in err[0] and "2 errors" in err[2]
+    assert files(tmp_path) == before
+
+
+def test_cli_build_and_sidecar_for(fake, tmp_path, capsys):
+    fake("10.3.0")
+    model = tiny_onnx(tmp_path / "fer.onnx")
+    rc, err, out = cli([str(model), "--precision", "fp16", "--json"], capsys)
+    assert rc == 0 and "TensorRT 10.3.0 fp16 engine" in err[-1]
+    assert json.loads(out)["engine"] == str(default_engine_path(model, "fp16"))
+    assert default_engine_path("a/fer.onnx", "int8") == Path("a/fer.int8.engine")
+    trtexec = tmp_path / "fer.trtexec.engine"
+    trtexec.write_bytes(b"from trtexec")
+    rc, _, _ = cli([str(model), "--sidecar-for", str(trtexec)], capsys)
+    doc = tc.read_sidecar(trtexec)
+    assert rc == 0 and doc["metadata"] == metadata() and doc["built_by"].startswith("trtexec")
+    assert doc["tensorrt"] == "10.3.0"  # TensorRT was importable: its facts are recorded

@@ -1,0 +1,550 @@
+"""Calibration in two steps (`ranges.collect` keeps histograms, `ranges.compute` picks ranges):
+the same ranges as the fused code gave, kept histograms that save and load exactly, a report
+that compares every method from one pass, and `edge-fer calibrate` stopped by SIGTERM/SIGINT
+(a real child process) leaving no temporary file and --out as it was.
+
+OLD_RANGES were computed once with the code before the split (`collect(model, batches,
+method, percentile)`, which built the histograms and chose the ranges in one call) on the
+bundled model and `fer_like_faces()`, batches of 16, one ONNX Runtime thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_fer.errors import UserError
+
+pytest.importorskip("onnx")
+pytest.importorskip("onnxruntime.quantization")
+
+from edge_fer.quantize import CalibFaces, calibrate
+from edge_fer.quantize import ranges as R
+from edge_fer.quantize.calib_data import FaceBatchReader
+
+ROOT = Path(__file__).resolve().parents[1]
+FER = ROOT.parent / "shared" / "data" / "fer2013"
+CALIB = ROOT / "calibration" / "fer_default"
+CLASSES = ("angry", "happy", "sad")
+
+
+def fer_like_faces(n: int = 48, size: int = 48, seed: int = 7) -> np.ndarray:
+    """Seeded FER2013-like 48x48 gray faces: a lit oval head, eyes, brows and a mouth whose
+    curve changes with the expression, on a gradient background, with sensor noise."""
+    import cv2
+
+    rng = np.random.default_rng(seed)
+    out = []
+    for _ in range(n):
+        img = np.tile(np.linspace(40, 90 + 40 * rng.random(), size, dtype=np.float32), (size, 1))
+        c = (size // 2 + int(rng.integers(-2, 3)), size // 2 + int(rng.integers(-1, 3)))
+        axes = (int(rng.integers(15, 19)), int(rng.integers(19, 23)))
+        cv2.ellipse(img, c, axes, 0, 0, 360, float(rng.integers(150, 210)), -1)
+        for dx in (-8, 8):  # eyes and brows
+            eye = (c[0] + dx, c[1] - 5)
+            cv2.circle(img, eye, 2, float(rng.integers(20, 60)), -1)
+            tilt = int(rng.integers(-3, 4))
+            brow = ((eye[0] - 4, eye[1] - 5 + tilt), (eye[0] + 4, eye[1] - 5 - tilt))
+            cv2.line(img, brow[0], brow[1], 70.0, 1)
+        smile = int(rng.integers(-6, 7))  # mouth: frown .. smile
+        start, end = (0, 180) if smile >= 0 else (180, 360)
+        cv2.ellipse(img, (c[0], c[1] + 9), (8, abs(smile) + 1), 0, start, end, 40.0, 2)
+        img += rng.normal(0, 6, img.shape).astype(np.float32)
+        img = cv2.GaussianBlur(img, (3, 3), 0.8)
+        out.append(np.clip(img, 0, 255).astype(np.uint8))
+    return np.stack(out)
+
+
+OLD_NAMES = [
+    "input",
+    "/net/features/features.0/features.0.0/Conv_output_0",
+    "/net/features/features.0/features.0.2/Relu_output_0",
+    "/net/features/features.1/features.1.0/Conv_output_0",
+    "/net/features/features.1/features.1.2/Relu_output_0",
+    "/net/features/features.2/MaxPool_output_0",
+    "/net/features/features.3/features.3.0/Conv_output_0",
+    "/net/features/features.3/features.3.2/Relu_output_0",
+    "/net/features/features.4/features.4.0/Conv_output_0",
+    "/net/features/features.4/features.4.2/Relu_output_0",
+    "/net/features/features.5/MaxPool_output_0",
+    "/net/features/features.6/features.6.0/Conv_output_0",
+    "/net/features/features.6/features.6.2/Relu_output_0",
+    "/net/features/features.7/features.7.0/Conv_output_0",
+    "/net/features/features.7/features.7.2/Relu_output_0",
+    "/net/features/features.8/MaxPool_output_0",
+    "/net/features/features.9/features.9.0/Conv_output_0",
+    "/net/features/features.9/features.9.2/Relu_output_0",
+    "/net/features/features.10/features.10.0/Conv_output_0",
+    "/net/features/features.10/features.10.2/Relu_output_0",
+    "/net/head/head.0/GlobalAveragePool_output_0",
+    "/net/head/head.1/Flatten_output_0",
+    "/net/head/head.3/Gemm_output_0",
+    "probs",
+]
+# method -> [(amax, clipped)] per tensor, as the fused collect() computed them
+OLD_RANGES = {
+    "entropy": [
+        (1.7176470756530762, 0.0),
+        (5.412433845922351, 1.9779911747685184e-06),
+        (5.147118461318314, 1.1585376880787038e-05),
+        (7.6180147007107735, 5.933973524305556e-06),
+        (4.819748714566231, 1.9779911747685184e-06),
+        (4.834022402763367, 5.651403356481481e-06),
+        (6.542123626917601, 1.1302806712962962e-06),
+        (4.633618991356343, 2.8257016782407406e-06),
+        (5.933100823312998, 3.955982349537037e-06),
+        (5.65782362036407, 9.607385706018519e-06),
+        (6.418586756568402, 2.2605613425925925e-06),
+        (5.506744044832885, 3.3908420138888887e-06),
+        (5.172397871967405, 4.521122685185185e-06),
+        (5.763959262520075, 3.3908420138888887e-06),
+        (5.760753930080682, 1.1302806712962962e-06),
+        (5.6449875831604, 9.04224537037037e-06),
+        (5.0563388261944056, 1.808449074074074e-05),
+        (4.73143352009356, 9.04224537037037e-06),
+        (4.537515163421631, 1.1302806712962962e-05),
+        (4.701103687286377, 0.0),
+        (0.8086495810421184, 0.000244140625),
+        (0.8086495810421184, 0.000244140625),
+        (2.2901919884607196, 0.002976190476190476),
+        (0.6473085284233093, 0.002976190476190476),
+    ],
+    "percentile": [
+        (1.5922794304788113, 9.04224537037037e-05),
+        (4.5448525382671505, 9.918212890625e-05),
+        (4.536893076729029, 9.80518482349537e-05),
+        (6.04936748277396, 9.833441840277778e-05),
+        (3.3376640900969505, 9.918212890625e-05),
+        (3.8943379297852516, 9.946469907407407e-05),
+        (5.223003331571817, 9.889955873842593e-05),
+        (3.9458506158553064, 9.889955873842593e-05),
+        (4.936339884996414, 9.607385706018519e-05),
+        (4.857613506726921, 9.833441840277778e-05),
+        (5.31407138844952, 9.946469907407407e-05),
+        (4.771988547872752, 9.833441840277778e-05),
+        (4.26189123513177, 9.720413773148148e-05),
+        (4.836392983561382, 9.720413773148148e-05),
+        (4.3191872767638415, 9.946469907407407e-05),
+        (5.052374140592292, 9.946469907407407e-05),
+        (4.574057512450963, 9.720413773148148e-05),
+        (4.025779808405787, 9.946469907407407e-05),
+        (3.8595465891994536, 9.720413773148148e-05),
+        (3.8130193341057748, 9.946469907407407e-05),
+        (0.8243878954090178, 8.138020833333333e-05),
+        (0.8243878954090178, 8.138020833333333e-05),
+        (2.343984603881836, 0.0),
+        (0.6628199219703674, 0.0),
+    ],
+    "percentile99.9": [
+        (1.4511604030849412, 0.0007685908564814815),
+        (3.8152352306060493, 0.0009918212890625),
+        (3.7887036921456456, 0.0009904084382233796),
+        (4.63086785748601, 0.0009923864293981482),
+        (2.633495472371578, 0.0009856047453703704),
+        (2.9594113528728485, 0.000987865306712963),
+        (4.096997493878007, 0.0009935167100694445),
+        (3.083935760660097, 0.0009912561487268518),
+        (3.9573782491497695, 0.0009935167100694445),
+        (3.7446452148724347, 0.0009946469907407408),
+        (4.3532557238359, 0.0009901258680555555),
+        (3.8672718149609864, 0.0009901258680555555),
+        (3.2845112294889987, 0.0009901258680555555),
+        (3.9031535163521767, 0.0009765625),
+        (3.161523807561025, 0.0009935167100694445),
+        (3.800995057215914, 0.0009946469907407408),
+        (3.688182888785377, 0.0009969075520833333),
+        (3.0561405355110765, 0.0009923864293981482),
+        (3.0552897511515766, 0.0009923864293981482),
+        (2.9467261559329927, 0.0009946469907407408),
+        (0.7292085656663403, 0.0009765625),
+        (0.7292085656663403, 0.0009765625),
+        (2.343984603881836, 0.0),
+        (0.6628199219703674, 0.0),
+    ],
+    "minmax": [
+        (1.7176470756530762, 0.0),
+        (5.646078586578369, 0.0),
+        (5.646078586578369, 0.0),
+        (8.092164993286133, 0.0),
+        (5.430557727813721, 0.0),
+        (5.430557727813721, 0.0),
+        (6.659380912780762, 0.0),
+        (5.254098892211914, 0.0),
+        (6.444369792938232, 0.0),
+        (6.444369792938232, 0.0),
+        (6.444369792938232, 0.0),
+        (5.967323303222656, 0.0),
+        (5.267563819885254, 0.0),
+        (5.908798694610596, 0.0),
+        (5.824028491973877, 0.0),
+        (5.824028491973877, 0.0),
+        (5.626040458679199, 0.0),
+        (5.198484897613525, 0.0),
+        (4.701103687286377, 0.0),
+        (4.701103687286377, 0.0),
+        (0.8782333135604858, 0.0),
+        (0.8782333135604858, 0.0),
+        (2.343984603881836, 0.0),
+        (0.6628199219703674, 0.0),
+    ],
+}
+OLD_STATS = [  # (min, max, absmax) per tensor
+    (-1.7176470756530762, 1.4039218425750732, 1.7176470756530762),
+    (-5.084465503692627, 5.646078586578369, 5.646078586578369),
+    (0.0, 5.646078586578369, 5.646078586578369),
+    (-8.092164993286133, 5.430557727813721, 8.092164993286133),
+    (0.0, 5.430557727813721, 5.430557727813721),
+    (0.0, 5.430557727813721, 5.430557727813721),
+    (-6.659380912780762, 5.254098892211914, 6.659380912780762),
+    (0.0, 5.254098892211914, 5.254098892211914),
+    (-6.07549524307251, 6.444369792938232, 6.444369792938232),
+    (0.0, 6.444369792938232, 6.444369792938232),
+    (0.0, 6.444369792938232, 6.444369792938232),
+    (-5.967323303222656, 5.267563819885254, 5.967323303222656),
+    (0.0, 5.267563819885254, 5.267563819885254),
+    (-5.908798694610596, 5.824028491973877, 5.908798694610596),
+    (0.0, 5.824028491973877, 5.824028491973877),
+    (0.0, 5.824028491973877, 5.824028491973877),
+    (-5.626040458679199, 5.198484897613525, 5.626040458679199),
+    (0.0, 5.198484897613525, 5.198484897613525),
+    (-4.619847297668457, 4.701103687286377, 4.701103687286377),
+    (0.0, 4.701103687286377, 4.701103687286377),
+    (0.0, 0.8782333135604858, 0.8782333135604858),
+    (0.0, 0.8782333135604858, 0.8782333135604858),
+    (-1.795487642288208, 2.343984603881836, 2.343984603881836),
+    (0.011801068671047688, 0.6628199219703674, 0.6628199219703674),
+]
+METHODS = [  # key in OLD_RANGES, method, percentile
+    ("entropy", "entropy", None),
+    ("percentile", "percentile", None),
+    ("percentile99.9", "percentile", 99.9),
+    ("minmax", "minmax", None),
+]
+
+
+def _bundled():
+    from edge_fer.classify import Classifier, default_model_path
+
+    model = default_model_path()
+    with Classifier.load(model, threads=1, tta="none") as clf:
+        return model, clf.spec
+
+
+@pytest.fixture(scope="module")
+def collection():
+    model, spec = _bundled()
+    batches = FaceBatchReader(fer_like_faces(), spec, "input", batch_size=16).batches()
+    return R.collect(model, batches, threads=1)
+
+
+def _numbers(rs) -> dict:
+    return {n: (t.amax, t.clipped, t.min, t.max, t.absmax) for n, t in rs.tensors.items()}
+
+
+# -- collect once, compute any method --------------------------------------------------------
+
+
+def test_split_gives_the_ranges_of_the_fused_code(collection, tmp_path):
+    assert collection.n_faces == 48 and collection.input_name == "input"
+    assert list(collection.tensors) == OLD_NAMES and collection.skipped == []
+    saved = []
+    for name in ("hist.npz", "hist.json"):
+        collection.save(tmp_path / name)
+        saved.append(R.Collection.load(tmp_path / name))
+    for key, method, p in METHODS:
+        rs = R.compute(collection, method, p)
+        assert rs.method == method and rs.n_faces == 48
+        assert rs.percentile == (None if method != "percentile" else p or R.DEFAULT_PERCENTILE)
+        assert list(rs.tensors) == OLD_NAMES
+        for name, (amax, clipped), stats in zip(OLD_NAMES, OLD_RANGES[key], OLD_STATS):
+            t = rs.tensors[name]
+            assert t.amax == pytest.approx(amax, rel=1e-6, abs=1e-9), (key, name)
+            assert t.clipped == pytest.approx(clipped, rel=1e-6, abs=1e-9), (key, name)
+            assert (t.min, t.max, t.absmax) == pytest.approx(stats, rel=1e-6, abs=1e-9), name
+        for again in saved:  # a saved collection gives exactly the same ranges
+            assert _numbers(R.compute(again, method, p)) == _numbers(rs)
+
+
+def test_collection_files_that_are_not_one_are_refused(collection, tmp_path):
+    np.savez(tmp_path / "other.npz", header=np.array("{}"), counts_0=np.zeros(3))
+    (tmp_path / "other.json").write_text('{"format": "something else"}')
+    (tmp_path / "cut.npz").write_bytes(collection.to_npz()[:200])
+    doc = collection.to_json()
+    doc["tensors"][1]["width"] = float("nan")  # json.dumps writes NaN; load must refuse it
+    (tmp_path / "nan.json").write_text(json.dumps(doc))
+    doc = collection.to_json()
+    doc["tensors"][0]["counts"] = [1] * (doc["tensors"][0]["bins"] + 1)
+    (tmp_path / "long.json").write_text(json.dumps(doc))
+    for name in ("other.npz", "other.json", "cut.npz", "nan.json", "long.json"):
+        with pytest.raises(UserError, match="not a calibration histogram file") as e:
+            R.Collection.load(tmp_path / name)
+        assert "\n" not in str(e.value)
+    with pytest.raises(UserError, match="cannot read"):
+        R.Collection.load(tmp_path / "none.npz")
+
+
+def test_report_compares_every_method_from_the_one_pass(tmp_path):
+    from edge_fer.quantize import report
+
+    model, _ = _bundled()
+    faces = _faces(40)
+    seen: list[int] = []
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match=r"percentile must be in \(50, 100\], got 40"):
+        calibrate(model, faces, out, method="entropy", percentile=40, progress=seen.append)
+    assert seen == [] and not out.exists()  # refused before the pass (it serves the comparison)
+    info = calibrate(
+        model,
+        faces,
+        out,
+        method="percentile",
+        percentile=99.9,
+        target="cpu",
+        threads=1,
+        min_faces=20,
+        batch_size=16,
+        check_agreement=False,
+        progress=seen.append,
+        keep_histograms=True,
+    )
+    assert seen == [16, 16, 8]  # one pass over the faces, for every method
+    assert info["files"]["histograms"] == str(out / "calib_histograms.npz")
+    rep = json.loads((out / "calib_report.json").read_text())
+    kept = R.Collection.load(out / "calib_histograms.npz")
+    compared = rep["methods_compared"]
+    assert list(compared) == list(R.METHODS) and compared["percentile"]["percentile"] == 99.9
+    assert compared == report.compare(kept, 99.9)  # the same numbers from the kept histograms
+    for method in R.METHODS:
+        rs = R.compute(kept, method, 99.9 if method == "percentile" else None)
+        got = compared[method]["tensors"]
+        assert list(got) == list(rep["tensors"])
+        for name, t in rs.tensors.items():
+            assert got[name]["amax"] == pytest.approx(t.amax, rel=1e-6)
+            assert got[name]["clipped"] == pytest.approx(t.clipped, rel=1e-6, abs=1e-12)
+    for name, t in rep["tensors"].items():  # the chosen method is the one the outputs hold
+        assert compared["percentile"]["tensors"][name]["amax"] == t["amax"]
+    assert compared["minmax"]["tensors"]["input"]["amax"] == rep["tensors"]["input"]["absmax"]
+
+
+# -- writing the outputs ---------------------------------------------------------------------
+
+
+def _faces(n: int) -> CalibFaces:
+    labels = np.arange(n) % len(CLASSES)
+    ids = [f"f{k:03d}" for k in range(n)]
+    return CalibFaces(fer_like_faces(n, seed=3), ids, "fer-like", labels, CLASSES, n)
+
+
+def test_a_failed_write_puts_the_previous_outputs_back(tmp_path):
+    model, _ = _bundled()
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "calib.cache").write_bytes(b"TRT-8601-EntropyCalibration2\ninput: 3c010204\n")
+    (out / "notes.txt").write_text("mine")
+    # the ids file links into a folder that does not exist: written after the model, the
+    # cache and the report, it fails
+    (out / "calib_ids.txt").symlink_to(tmp_path / "gone" / "ids.txt")
+    with pytest.raises(UserError, match=r"cannot write \(No such file or directory\)"):
+        calibrate(
+            model, _faces(30), out, target="cpu", threads=1, min_faces=20, check_agreement=False
+        )
+    assert sorted(p.name for p in out.iterdir()) == ["calib.cache", "calib_ids.txt", "notes.txt"]
+    assert (out / "calib.cache").read_bytes().startswith(b"TRT-8601-")
+    assert (out / "calib_ids.txt").is_symlink() and not (tmp_path / "gone").exists()
+
+
+# -- SIGTERM / SIGINT from a real child process ----------------------------------------------
+
+
+def _png_dataset(root: Path, n: int) -> Path:
+    import cv2
+
+    for k, img in enumerate(fer_like_faces(n, seed=5)):
+        d = root / CLASSES[k % len(CLASSES)]
+        d.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(d / f"f{k:03d}.png"), img)
+    return root
+
+
+def _start(tmp_path: Path, out: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
+    tmp = tmp_path / "tmp"  # the child's temporary folder: must be empty at the end
+    tmp.mkdir(exist_ok=True)
+    data = _png_dataset(tmp_path / "data", 40)
+    env = dict(os.environ, TMPDIR=str(tmp), EDGE_FER_CACHE=str(tmp_path / "cache"))
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_fer.cli.main",
+        "calibrate",
+        "--data",
+        str(data),
+        "--split",
+        "all",
+        "--samples",
+        "40",
+        "--min-faces",
+        "20",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        str(out),
+        *extra,
+    ]
+    child = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+    return child, tmp
+
+
+def _wait_for(child: subprocess.Popen, ready, what: str) -> None:
+    deadline = time.monotonic() + 120
+    while not ready():
+        if child.poll() is not None:
+            pytest.fail(
+                f"calibrate ended (rc {child.returncode}) before {what}: {child.stderr.read()}"
+            )
+        if time.monotonic() > deadline:
+            child.kill()
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.001)
+
+
+def _ours(tmp: Path) -> list[str]:
+    """What is in the child's temporary folder, but ONNX Runtime's `.ses` (a session id file
+    its import writes there and keeps)."""
+    return [p.name for p in tmp.iterdir() if p.name != ".ses"]
+
+
+def _leftovers(*folders: Path) -> list[str]:
+    return [str(p) for f in folders if f.exists() for p in f.rglob("*") if "tmp" in p.name]
+
+
+def test_sigterm_while_quantizing_removes_every_temporary_file(tmp_path):
+    out = tmp_path / "out"
+    child, tmp = _start(tmp_path, out)
+    # the Q/DQ models are being made in a temporary folder: stop it there
+    _wait_for(child, lambda: _ours(tmp), "the temporary folder appeared")
+    child.send_signal(signal.SIGTERM)
+    time.sleep(0.05)
+    child.send_signal(signal.SIGTERM)  # a second one (impatient supervisor): ignored
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 143, err
+    assert err.strip().splitlines() == [
+        f"edge-fer calibrate: terminated (SIGTERM); {out} was left as it was"
+    ]
+    assert not out.exists() and _ours(tmp) == []
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
+def test_sigint_while_publishing_puts_the_previous_outputs_back(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    old_cache = b"TRT-8601-EntropyCalibration2\ninput: 3c010204\n"
+    (out / "calib.cache").write_bytes(old_cache)
+    (out / "notes.txt").write_text("mine")
+    # the ids file is a named pipe nobody reads: written through, it blocks after the models,
+    # the cache and the report are written, so the interrupt lands mid-publishing
+    os.mkfifo(out / "calib_ids.txt")
+    child, tmp = _start(tmp_path, out, "--target", "cpu")
+    _wait_for(child, (out / "calib_report.json").exists, "the report was written")
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=120)
+    assert child.returncode == 130, err
+    assert err.strip().splitlines() == [
+        f"edge-fer calibrate: interrupted; {out} was left as it was"
+    ]
+    assert sorted(p.name for p in out.iterdir()) == ["calib.cache", "calib_ids.txt", "notes.txt"]
+    assert (out / "calib.cache").read_bytes() == old_cache
+    assert stat.S_ISFIFO(os.stat(out / "calib_ids.txt").st_mode)
+    assert _ours(tmp) == [] and _leftovers(out) == []
+
+
+# -- --skip-bad ----------------------------------------------------------------------------------
+
+
+def test_skip_bad_skips_unreadable_images(tmp_path, monkeypatch, capsys):
+    from edge_fer.cli.main import main
+    from edge_fer.quantize import from_dataset
+
+    monkeypatch.setenv("EDGE_FER_CACHE", str(tmp_path / "cache"))
+    data = _png_dataset(tmp_path / "data", 40)
+    (data / "sad" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    faces = from_dataset(data, "all", samples=40, skip_bad=True)
+    assert len(faces) == 40 and faces.notes == ["1 unreadable entry skipped"]
+    args = [
+        "calibrate",
+        "--data",
+        str(data),
+        "--split",
+        "all",
+        "--samples",
+        "40",
+        "--min-faces",
+        "41",
+        "--out",
+        str(tmp_path / "out"),
+    ]
+    assert main(args) == 2  # the loader's advice names a flag calibrate takes
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "broken.png" in err[0] and "--skip-bad" in err[0], err
+    assert main([*args, "--skip-bad"]) == 2  # taken: the 40 readable faces are too few
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "has 40 faces; at least 41" in err[0], err
+    assert main(["calibrate", "--source", str(data), "--skip-bad", "--out", "x"]) == 2
+    assert "--skip-bad applies to --data" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()
+
+
+# -- the committed calibration --------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not (FER / "train").is_dir(), reason=f"../shared is absent ({FER})")
+@pytest.mark.skipif(not (CALIB / "calib.cache").is_file(), reason="no committed calibration")
+def test_committed_calibration_is_reproduced_byte_for_byte(tmp_path, monkeypatch, capsys):
+    """The command in calibration/README.md, with the committed ids, on the split code."""
+    from edge_fer.cli.main import main
+
+    monkeypatch.chdir(ROOT)  # the report records the model path as given
+    out = tmp_path / "fer_default"
+    args = [
+        "calibrate",
+        "--model",
+        "edge_fer/assets/fer_default.onnx",
+        "--data",
+        os.path.relpath(FER, ROOT),
+        "--split",
+        "train",
+        "--ids",
+        str(CALIB / "calib_ids.txt"),
+        "--method",
+        "entropy",
+        "--target",
+        "both",
+        "--trt-version",
+        "10.3.0",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--out",
+        str(out),
+    ]
+    assert main(args) == 0, capsys.readouterr().err
+    assert (out / "calib.cache").read_bytes() == (CALIB / "calib.cache").read_bytes()
+    assert (out / "calib_ids.txt").read_bytes() == (CALIB / "calib_ids.txt").read_bytes()
+    new = json.loads((out / "calib_report.json").read_text())
+    old = json.loads((CALIB / "calib_report.json").read_text())
+    if "methods_compared" not in old:  # committed before the report compared the methods
+        new.pop("methods_compared")
+    for rep in (new, old):
+        rep.pop("edge_fer_version")
+    assert new == old

@@ -1,0 +1,192 @@
+"""Folders and globs of images: bad files are skipped and counted the same way at any folder
+size, image sizes are read from headers before decoding, and the exit codes of `edge-fer run`."""
+
+from __future__ import annotations
+
+import json
+import struct
+import zlib
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from runtime_helpers import make_tiny_model
+
+from edge_fer.cli.main import main
+from edge_fer.errors import UserError
+from edge_fer.runtime.sources import MAX_IMAGE_PIXELS, ImageSource, image_size, open_source
+
+
+def _png_header_only(path: Path, w: int, h: int) -> Path:
+    """A small PNG file whose header declares w x h (its data is far too short)."""
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 2, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 3001)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+    return path
+
+
+def _photo(path: Path, seed: int, size=(48, 64)) -> Path:
+    img = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+    assert cv2.imwrite(str(path), img)
+    return path
+
+
+def _bad_files(folder: Path, n: int) -> list[Path]:
+    """n unusable files of every kind: not an image, empty, garbage JPEG, oversized PNGs."""
+    makers = [
+        lambda p: p.with_suffix(".jpg").write_bytes(b"\xff\xd8\xff garbage, not a jpeg"),
+        lambda p: _png_header_only(p.with_suffix(".png"), 12000, 9000),  # 108 Mpx: over ours
+        lambda p: p.with_suffix(".png").write_bytes(b""),
+        lambda p: _png_header_only(p.with_suffix(".png"), 40000, 40000),  # over OpenCV's own
+        lambda p: p.with_suffix(".bmp").write_text("hello"),
+    ]
+    out = []
+    for i in range(n):
+        p = folder / f"bad{i:02d}"
+        makers[i % len(makers)](p)
+        out.append(next(folder.glob(f"bad{i:02d}.*")))
+    return out
+
+
+# ---- image headers ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("ext, params", [
+    (".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), (".bmp", []),
+    (".tif", []), (".webp", []), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]), (".ppm", []),
+    (".pgm", []),
+])  # fmt: skip
+def test_image_size_reads_headers(tmp_path, ext, params):
+    img = np.random.default_rng(1).integers(0, 256, (23, 37, 3), dtype=np.uint8)
+    if ext == ".pgm":
+        img = img[:, :, 0]
+    path = tmp_path / f"x{ext}"
+    assert cv2.imwrite(str(path), img, params)
+    assert image_size(str(path)) == (37, 23)
+
+
+def test_image_size_unknown_and_hostile(tmp_path):
+    (tmp_path / "a.jpg").write_bytes(b"\xff\xd8\xff" + b"\xe1\xff\xff")  # segment past the end
+    (tmp_path / "b.png").write_text("plain text")
+    (tmp_path / "c.tif").write_bytes(b"II*\x00\xff\xff\xff\x7f" + b"\0" * 8)  # IFD past the end
+    big_offset = struct.pack("<Q", 2**63 + 5)  # past what a file offset can hold
+    (tmp_path / "d.tif").write_bytes(b"II+\x00\x08\x00\x00\x00" + big_offset + b"\0" * 16)
+    (tmp_path / "e.png").write_bytes(b"\x89PNG\r\n\x1a\n\0\0\0\x0dIHDR\0\0")  # cut short
+    for name in ("a.jpg", "b.png", "c.tif", "d.tif", "e.png"):
+        assert image_size(str(tmp_path / name)) is None
+    assert image_size(str(_png_header_only(tmp_path / "big.png", 40000, 30000))) == (40000, 30000)
+
+
+# ---- the source -----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("nbad", [2, 11])  # under and over the 8 files the old code looked at
+def test_bad_files_are_skipped_and_counted_at_any_folder_size(tmp_path, nbad):
+    bad = _bad_files(tmp_path, nbad)
+    good = [_photo(tmp_path / "good1.png", 1), _photo(tmp_path / "zgood2.jpg", 2)]
+    warnings: list[str] = []
+    src = open_source(str(tmp_path), warn=warnings.append)
+    assert isinstance(src, ImageSource) and (src.width, src.height) == (64, 48)
+    got = []
+    while (f := src.read()) is not None:
+        got.append(Path(src.files[f.index]).name)
+    src.close()
+    assert got == [p.name for p in good]
+    assert src.processed == 2 and len(src.skipped) == nbad == len(src.skipped_files)
+    assert sorted(Path(s["path"]).name for s in src.skipped_files) == sorted(p.name for p in bad)
+    assert len(warnings) == nbad and all("skipped" in w for w in warnings)
+    assert not src.incomplete
+    d = src.describe()
+    assert d["files"] == nbad + 2 and d["skipped_files"] == nbad
+    reasons = {Path(s["path"]).name: s["reason"] for s in src.skipped_files}
+    # the 108 Mpx PNG is refused from its header, before any decoding
+    assert any(f"over the {MAX_IMAGE_PIXELS // 1_000_000} Mpx limit" in r for r in reasons.values())
+
+
+@pytest.mark.parametrize("nbad", [1, 3, 12])
+def test_no_usable_image_is_one_line_at_any_folder_size(tmp_path, nbad):
+    _bad_files(tmp_path, nbad)
+    with pytest.raises(UserError) as exc:
+        open_source(str(tmp_path))
+    msg = str(exc.value)
+    assert len(msg.splitlines()) == 1
+    if nbad == 1:
+        assert "bad00.jpg" in msg
+    else:
+        assert f"none of its {nbad} image files can be used" in msg
+
+
+def test_single_oversized_photo_is_one_line(tmp_path):
+    big = _png_header_only(tmp_path / "huge.png", 20000, 20000)
+    with pytest.raises(UserError, match="20000x20000 pixels is over the 100 Mpx limit"):
+        open_source(str(big))
+
+
+def test_each_file_is_decoded_once(tmp_path):
+    """Looking for the first usable image does not decode the files again in read()."""
+    _bad_files(tmp_path, 3)
+    _photo(tmp_path / "good.png", 1)
+    src = open_source(str(tmp_path))
+    tried = dict(src._tried)
+    assert len(tried) == 4 and tried[3][0] is not None  # bad00..02, then good
+    first = src.read()
+    assert first is not None and first.image is tried[3][0]
+
+
+# ---- exit codes of `edge-fer run` ------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+@pytest.mark.parametrize("nbad", [2, 11])
+def test_run_exits_0_when_any_image_was_processed(tmp_path, tiny_model, capsys, nbad):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    _bad_files(folder, nbad)
+    _photo(folder / "good.png", 3)
+    summary = tmp_path / "s.json"
+    rc = main(["run", str(folder), "--model", str(tiny_model), "--summary", str(summary)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    s = json.loads(summary.read_text())
+    assert s["frames"] == 1 and s["skipped_frames"] == nbad and s["complete"]
+    assert s["source"]["files"] == nbad + 1 and s["source"]["skipped_files"] == nbad
+    assert len(s["source_errors"]) == nbad
+    assert sum("skipped" in line for line in err.splitlines()) == nbad
+
+
+@pytest.mark.parametrize("nbad", [3, 11])
+def test_run_exits_2_in_one_line_when_no_image_is_usable(tmp_path, tiny_model, capsys, nbad):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    _bad_files(folder, nbad)
+    summary = tmp_path / "s.json"
+    rc = main(["run", str(folder), "--model", str(tiny_model), "--summary", str(summary)])
+    err = capsys.readouterr().err
+    assert rc == 2
+    expected = (
+        f"edge-fer run: error: source {folder}: none of its {nbad} image files can be used "
+        f"(the first, {folder / 'bad00.jpg'}: not a readable image (corrupt, or not an image))"
+    )
+    assert err.strip().splitlines() == [expected]
+    assert not summary.exists()
+
+
+def test_decoder_errors_are_reasons_not_crashes(tmp_path, monkeypatch):
+    """Past our header check (raised here), OpenCV's own size assertion is a skip reason too."""
+    from edge_fer.runtime import sources
+
+    monkeypatch.setattr(sources, "MAX_IMAGE_PIXELS", 10**13)
+    img, why = sources.load_image(str(_png_header_only(tmp_path / "x.png", 40000, 40000)))
+    assert img is None and why.startswith("cannot decode it (") and len(why.splitlines()) == 1

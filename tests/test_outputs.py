@@ -1,0 +1,360 @@
+"""Outputs of `edge-fer run` / `eval`: nothing lost, nothing clobbered (issue #13).
+
+Real files, the bundled model and cascade, a clip made from the demo portrait, real child
+processes for the signal tests.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from runtime_helpers import ROOT, count_frames
+
+from edge_fer.cli.main import main
+from edge_fer.errors import UserError
+
+ASSETS = ROOT / "edge_fer" / "assets"
+
+
+def _strict(text: str):
+    """json.loads that rejects NaN / Infinity, as other parsers do."""
+
+    def bad(name):
+        raise ValueError(f"non-strict JSON constant {name}")
+
+    return json.loads(text, parse_constant=bad)
+
+
+def _read_jsonl(path: Path) -> list[dict]:
+    text = path.read_text()
+    assert text == "" or text.endswith("\n"), "the last line is incomplete"
+    return [_strict(line) for line in text.splitlines()]
+
+
+def _digest(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def _leftovers(folder: Path) -> list[str]:
+    return [p.name for p in folder.rglob("*") if ".tmp" in p.name or ".probe" in p.name]
+
+
+def _write_clip(path: Path, frames: int, size=(320, 240), fps: float = 25.0) -> Path:
+    """A clip of the demo portraits (two faces), made with cv2.VideoWriter."""
+    pytest.importorskip("matplotlib", reason="the demo portrait comes from matplotlib")
+    from edge_fer.runtime.demo import demo_frames, load_face_photo
+
+    photo, _ = load_face_photo()
+    distinct = list(demo_frames(photo, size=size, fps=fps, seconds=2.0))
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    assert w.isOpened()
+    for i in range(frames):
+        w.write(distinct[i % len(distinct)])
+    w.release()
+    return path
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return _write_clip(tmp_path_factory.mktemp("clip") / "in.avi", 20)
+
+
+def _run(argv, capsys) -> tuple[int, str, str]:
+    rc = main(argv)
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+# ---- collisions -------------------------------------------------------------------------------
+
+
+def _collision_cases(d: Path, src: Path) -> list[tuple[list[str], str, str, Path | None]]:
+    """(extra argv, first flag named, second name, input that must stay untouched)."""
+    os.symlink(src, d / "link.avi")
+    os.link(src, d / "hard.avi")
+    (d / "sub").mkdir()
+    model = shutil.copy(ASSETS / "fer_default.int8.onnx", d / "m.onnx")
+    casc = shutil.copy(ASSETS / "face_default.pico", d / "c.pico")
+    shutil.copy(ASSETS / "face_default.json", d / "c.json")
+    ver = shutil.copy(ASSETS / "face_verify.onnx", d / "v.onnx")
+    spelled = str(d / "sub" / ".." / "in.avi")
+    return [
+        # every output against the source: same name, a symlink, another spelling, a hard link
+        (["--out", str(src)], "--out", "SOURCE", src),
+        (["--events", str(d / "link.avi")], "--events", "SOURCE", src),
+        (["--summary", spelled], "--summary", "SOURCE", src),
+        (["--events", str(d / "hard.avi")], "--events", "SOURCE", src),
+        # every pair of outputs
+        (["--out", str(d / "x.avi"), "--events", str(d / "x.avi")], "--out", "--events", None),
+        (["--out", str(d / "x.avi"), "--summary", str(d / "sub/../x.avi")], "--out", "--summary",
+         None),
+        (["--events", str(d / "e.jsonl"), "--summary", str(d / "e.jsonl")], "--events",
+         "--summary", None),
+        # outputs against the model, the cascade, its settings and the verifier
+        (["--model", str(model), "--summary", str(model)], "--summary", "--model", Path(model)),
+        (["--cascade", str(casc), "--events", str(casc)], "--events", "--cascade", Path(casc)),
+        (["--cascade", str(casc), "--summary", str(d / "c.json")], "--summary", "settings",
+         d / "c.json"),
+        (["--verifier", str(ver), "--events", str(ver)], "--events", "--verifier", Path(ver)),
+        (["--summary", str(ASSETS / "face_default.json")], "--summary", "bundled cascade",
+         ASSETS / "face_default.json"),
+    ]  # fmt: skip
+
+
+def test_collision_matrix_one_line_exit_2_inputs_untouched(tmp_path, capsys):
+    d = tmp_path
+    src = shutil.copy(_write_clip(d / "clip.avi", 5), d / "in.avi")
+    src = Path(src)
+    for extra, first, second, kept in _collision_cases(d, src):
+        before = {p.name: _digest(p) for p in d.iterdir() if p.is_file()}
+        digest = _digest(kept) if kept else None
+        rc, _out, err = _run(["run", str(src), *extra], capsys)
+        assert rc == 2, (extra, err)
+        lines = err.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("edge-fer run: error:"), err
+        assert first in lines[0] and second in lines[0], (extra, err)
+        after = {p.name: _digest(p) for p in d.iterdir() if p.is_file()}
+        assert after == before, f"{extra}: files changed"
+        if kept:
+            assert _digest(kept) == digest
+
+
+def test_outputs_may_share_a_device(clip, tmp_path, capsys):
+    rc, _, err = _run(["run", str(clip), "--events", "/dev/null", "--summary", "/dev/null",
+                       "--quiet"], capsys)  # fmt: skip
+    assert rc == 0, err
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+
+
+def test_demo_outputs_must_not_overwrite_the_demo_clip(tmp_path, capsys):
+    d = tmp_path / "demo"
+    rc, _, err = _run(["run", "--demo", "--demo-dir", str(d), "--events",
+                       str(d / "demo_input.mp4")], capsys)  # fmt: skip
+    assert rc == 2 and "the demo clip" in err and len(err.strip().splitlines()) == 1
+    assert not d.exists() or not any(d.iterdir())
+
+
+def test_eval_json_and_png_must_not_overwrite_inputs(tmp_path, capsys):
+    data = tmp_path / "fer2013.csv"
+    data.write_text("emotion,pixels,Usage\n")
+    model = Path(shutil.copy(ASSETS / "fer_default.onnx", tmp_path / "m.onnx"))
+    for argv, named in (
+        (["--json", str(data)], "--data"),
+        (["--model", str(model), "--json", str(model)], "--model"),
+        (["--model", str(model), "--json", str(tmp_path / "r.json"), "--png", str(model)],
+         "--model"),
+        (["--json", str(tmp_path / "r.png")], "--png"),  # the .png next to --json is itself
+    ):  # fmt: skip
+        rc, _, err = _run(["eval", "--data", str(data), "--no-progress", *argv], capsys)
+        assert rc == 2 and named in err and len(err.strip().splitlines()) == 1, (argv, err)
+    assert data.read_text() == "emotion,pixels,Usage\n"
+    assert _digest(model) == _digest(ASSETS / "fer_default.onnx")
+    folder = tmp_path / "faces" / "happy"
+    folder.mkdir(parents=True)
+    cv2.imwrite(str(folder / "a.png"), np.zeros((48, 48), np.uint8))
+    before = _digest(folder / "a.png")
+    rc, _, err = _run(["eval", "--data", str(tmp_path / "faces"), "--json",
+                       str(tmp_path / "r.json"), "--png", str(folder / "a.png")], capsys)  # fmt: skip
+    assert rc == 2 and "--data" in err and _digest(folder / "a.png") == before
+
+
+# ---- start-up failures leave everything as it was -------------------------------------------
+
+
+def test_existing_outputs_untouched_when_startup_fails(clip, tmp_path, capsys):
+    out, events, summary = tmp_path / "a.avi", tmp_path / "e.jsonl", tmp_path / "s.json"
+    shutil.copy(clip, out)
+    events.write_text('{"old": 1}\n')
+    summary.write_text('{"old": 2}\n')
+    before = {p: _digest(p) for p in (out, events, summary)}
+    busy = socket.socket()
+    busy.bind(("127.0.0.1", 0))
+    busy.listen(1)
+    try:
+        rc, _, err = _run(["run", str(clip), "--out", str(out), "--events", str(events),
+                           "--summary", str(summary), "--preview-port",
+                           str(busy.getsockname()[1])], capsys)  # fmt: skip
+    finally:
+        busy.close()
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "preview" in err, err
+    assert {p: _digest(p) for p in before} == before
+    assert _leftovers(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
+        "a.avi", "e.jsonl", "s.json"]  # fmt: skip
+
+
+def test_video_sink_says_why_it_cannot_start(tmp_path):
+    from edge_fer.runtime.sinks import VideoSink
+
+    old = tmp_path / "v.mp4"
+    old.write_bytes(b"old video")
+    with pytest.raises(UserError, match=r"no frame size \(0x0\)") as e:
+        VideoSink(old, 25.0, (0, 0))
+    assert "encoder" not in str(e.value)
+    if os.path.isdir("/sys") and os.access("/sys", os.W_OK):
+        # root: writable by its mode bits, yet no file can be made in it
+        with pytest.raises(UserError) as e:
+            VideoSink("/sys/edge-fer-test.avi", 25.0, (64, 64))
+        assert "encoder" not in str(e.value) and "cannot write video" in str(e.value)
+    assert old.read_bytes() == b"old video" and _leftovers(tmp_path) == []
+
+
+def test_video_is_replaced_only_when_complete(tmp_path):
+    from edge_fer.runtime.sinks import VideoSink
+
+    target = tmp_path / "v.avi"
+    target.write_bytes(b"old video")
+    link = tmp_path / "link.avi"
+    link.symlink_to(target)
+    sink = VideoSink(link, 25.0, (64, 48))
+    sink.write(np.zeros((48, 64, 3), np.uint8))
+    assert target.read_bytes() == b"old video"  # not touched while the run goes on
+    sink.abort()
+    assert target.read_bytes() == b"old video" and _leftovers(tmp_path) == []
+    sink = VideoSink(link, 25.0, (64, 48))
+    for _ in range(3):
+        sink.write(np.zeros((48, 64, 3), np.uint8))
+    sink.close()
+    assert link.is_symlink() and count_frames(target) == 3 and _leftovers(tmp_path) == []
+
+
+# ---- devices, links, strict JSON --------------------------------------------------------------
+
+
+def test_summary_to_dev_null_and_a_symlink_stay_what_they_are(clip, tmp_path, capsys):
+    rc, _, err = _run(["run", str(clip), "--summary", "/dev/null", "--quiet"], capsys)
+    assert rc == 0, err
+    assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
+    real = tmp_path / "real.json"
+    real.write_text("{}")
+    link = tmp_path / "s.json"
+    link.symlink_to(real)
+    rc, _, err = _run(["run", str(clip), "--summary", str(link), "--quiet"], capsys)
+    assert rc == 0, err
+    assert link.is_symlink() and os.readlink(link) == str(real)
+    s = _strict(real.read_text())
+    assert s["frames"] == 20 and s["complete"] and s["started"]
+    assert _leftovers(tmp_path) == []
+
+
+def test_events_write_through_a_fifo_and_everything_is_strict_json(clip, tmp_path, capsys):
+    fifo = tmp_path / "events.fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+
+    def reader():
+        with open(fifo, "rb") as fh:
+            got.append(fh.read())
+
+    t = threading.Thread(target=reader, daemon=True)
+    t.start()
+    summary = tmp_path / "s.json"
+    rc, out, err = _run(["run", str(clip), "--events", str(fifo), "--summary", str(summary),
+                         "--json"], capsys)  # fmt: skip
+    t.join(10)
+    assert rc == 0, err
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # still a FIFO
+    lines = [_strict(x) for x in got[0].decode().splitlines()]
+    s = _strict(summary.read_text())
+    assert _strict(out) == s
+    assert len(lines) == s["frames_with_faces"] > 0
+    assert s["nonfinite_dropped"] == 0 and s["events_dropped"] == 0
+
+
+def test_events_leave_out_a_non_finite_record_and_go_on(tmp_path):
+    from edge_fer.runtime.sinks import EventsSink
+
+    path = tmp_path / "e.jsonl"
+    path.write_text("old\n")
+    warnings: list[str] = []
+    sink = EventsSink(path, warn=warnings.append)
+    assert path.read_text() == "old\n"  # untouched until the run starts
+    sink.start()
+    sink.write({"frame": 1, "faces": [{"score": 1.5}]})
+    sink.write({"frame": 2, "faces": [{"score": float("nan")}]})
+    sink.write({"frame": 3, "faces": [{"score": float("inf")}]})
+    sink.write({"frame": 4, "faces": []})
+    sink.close()
+    assert [r["frame"] for r in _read_jsonl(path)] == [1, 4]
+    assert sink.dropped == 2 and len(warnings) == 1 and "NaN" in warnings[0]
+
+
+# ---- signals, from a real child process -------------------------------------------------------
+
+
+def _spawn(args: list[str], cwd: Path) -> subprocess.Popen:
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.Popen([sys.executable, "-m", "edge_fer.cli.main", "run", *args], cwd=cwd,
+                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_during_startup(sig, code, tmp_path):
+    """The demo clip is made, then the models load and compile: the signal lands there."""
+    pytest.importorskip("matplotlib", reason="the demo portrait comes from matplotlib")
+    d = tmp_path / "demo"
+    d.mkdir()
+    (d / "events.jsonl").write_text('{"old": 1}\n')
+    (d / "annotated.mp4").write_bytes(b"old video")
+    proc = _spawn(["--demo", "--demo-dir", str(d)], tmp_path)
+    try:
+        first = proc.stderr.readline()
+        assert "demo clip" in first, first + proc.stderr.read()
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "interrupted" in lines[0] and "start-up" in lines[0], err
+    s = _strict((d / "summary.json").read_text())
+    assert s["interrupted"] and not s["started"] and s["frames"] == 0
+    assert s["signal"] == sig.name
+    assert (d / "events.jsonl").read_text() == '{"old": 1}\n'  # untouched
+    assert (d / "annotated.mp4").read_bytes() == b"old video"
+    assert _leftovers(d) == []
+
+
+@pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_signal_mid_run(sig, code, tmp_path):
+    total = 1500
+    src = _write_clip(tmp_path / "long.avi", total)
+    out, events, summary = tmp_path / "a.avi", tmp_path / "e.jsonl", tmp_path / "s.json"
+    proc = _spawn([str(src), "--out", str(out), "--events", str(events), "--summary",
+                   str(summary), "--quiet"], tmp_path)  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and proc.poll() is None:
+            if events.exists() and events.stat().st_size > 0:
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, "finished before it could be interrupted"
+        proc.send_signal(sig)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == code, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "interrupted" in lines[0], err
+    s = _strict(summary.read_text())
+    assert s["interrupted"] and s["started"] and not s["complete"] and s["signal"] == sig.name
+    assert 0 < s["frames"] < total
+    assert len(_read_jsonl(events)) == s["frames_with_faces"] > 0
+    assert count_frames(out) == s["frames"]  # finalised, every frame in it
+    assert _leftovers(tmp_path) == []

@@ -1,0 +1,221 @@
+"""The MJPEG preview server, over real HTTP connections: Host header check, idle timeouts, the
+client cap, and the bind address."""
+
+from __future__ import annotations
+
+import http.client
+import socket
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from edge_fer.errors import UserError
+from edge_fer.runtime.preview import MJPEGPreview, allowed_hosts, host_allowed, host_of
+
+
+def _get(port: int, path: str = "/", host: str | None = None, addr: str = "127.0.0.1"):
+    """(status, body) of one GET with the given Host header (None: none at all)."""
+    with socket.create_connection((addr, port), timeout=5) as s:
+        req = f"GET {path} HTTP/1.0\r\n" + (f"Host: {host}\r\n" if host is not None else "")
+        s.sendall((req + "\r\n").encode())
+        data = b""
+        while True:
+            chunk = s.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    head, _, body = data.partition(b"\r\n\r\n")
+    return int(head.split()[1]), body
+
+
+def _wait(cond, timeout: float = 5.0) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
+
+
+@pytest.fixture
+def preview():
+    made = []
+
+    def make(*a, **kw):
+        p = MJPEGPreview(*a, **kw)
+        made.append(p)
+        return p
+
+    yield make
+    for p in made:
+        p.close()
+
+
+# ---- Host header --------------------------------------------------------------------------------
+
+
+def test_host_parsing():
+    assert host_of("LocalHost:8090") == "localhost"
+    assert host_of("[::1]:80") == "::1" and host_of("[::1]") == "::1"
+    assert host_of("localhost.") == "localhost"
+    for bad in ("", ":80", "a:b:c", "[::1", "[::1]x", "host:port"):
+        assert host_of(bad) is None, bad
+
+
+def test_allowed_hosts_for_bind_addresses():
+    names, any_ip = allowed_hosts("127.0.0.1")
+    assert names == {"localhost", "127.0.0.1", "::1"} and not any_ip
+    names, any_ip = allowed_hosts("192.168.1.5")
+    assert "192.168.1.5" in names and not any_ip
+    assert host_allowed("192.168.1.5:8090", names, any_ip)
+    assert not host_allowed("192.168.1.6:8090", names, any_ip)
+    names, any_ip = allowed_hosts("Jetson.Local")
+    assert host_allowed("jetson.local:8090", names, any_ip)
+    names, any_ip = allowed_hosts("0.0.0.0")
+    assert any_ip and socket.gethostname().lower() in names
+    assert host_allowed("10.1.2.3:8090", names, any_ip) and host_allowed("[fe80::1]", names, any_ip)
+    assert not host_allowed("evil.example", names, any_ip)
+
+
+def test_loopback_server_answers_loopback_names_only(preview):
+    p = preview(0)
+    port = p.port
+    p.write(np.full((40, 60, 3), 128, np.uint8))
+    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "localhost",
+                 f"LOCALHOST:{port}", f"127.0.0.2:{port}", None):  # fmt: skip
+        assert _get(port, "/", host)[0] == 200, host
+    assert _get(port, "/frame.jpg", f"localhost:{port}")[0] == 200
+    # a DNS-rebinding page sends its own name; malformed values are refused as well
+    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}",
+                 f"localhost:{port}:1", "", f"192.168.1.5:{port}"):  # fmt: skip
+        for path in ("/", "/frame.jpg", "/stream"):
+            status, body = _get(port, path, host)
+            assert status == 421 and b"jpeg" not in body.lower(), (host, path)
+
+
+def test_http_client_sees_421_for_a_foreign_host(preview):
+    p = preview(0)
+    conn = http.client.HTTPConnection("127.0.0.1", p.port, timeout=5)
+    conn.request("GET", "/frame.jpg", headers={"Host": "attacker.example"})
+    assert conn.getresponse().status == 421
+    conn.close()
+
+
+def test_server_bound_to_a_name_answers_to_it(preview):
+    name = socket.gethostname()
+    try:
+        addr = socket.gethostbyname(name)
+        p = preview(0, name)
+    except (OSError, UserError):
+        pytest.skip(f"this machine's name {name!r} does not resolve to an address to bind")
+    assert _get(p.port, "/", f"{name}:{p.port}", addr=addr)[0] == 200
+    assert _get(p.port, "/", f"evil.example:{p.port}", addr=addr)[0] == 421
+
+
+def test_wildcard_bind_answers_ip_addresses_and_this_machines_name(preview):
+    p = preview(0, "0.0.0.0")
+    assert _get(p.port, "/", f"10.20.30.40:{p.port}")[0] == 200
+    assert _get(p.port, "/", f"{socket.gethostname()}:{p.port}")[0] == 200
+    assert _get(p.port, "/", f"evil.example:{p.port}")[0] == 421
+
+
+@pytest.mark.parametrize("host", ["", "   "])
+def test_empty_host_is_refused(host):
+    with pytest.raises(UserError, match="--preview-host is empty") as exc:
+        MJPEGPreview(0, host)
+    assert len(str(exc.value).splitlines()) == 1
+
+
+# ---- timeouts and the client cap ----------------------------------------------------------------
+
+
+def test_idle_connection_is_dropped(preview):
+    p = preview(0, request_timeout=0.5)
+    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+        assert _wait(lambda: p.connections == 1)
+        t0 = time.monotonic()
+        assert s.recv(100) == b""  # the server closed it: no request line in time
+        assert 0.3 < time.monotonic() - t0 < 3.0
+    assert _wait(lambda: p.connections == 0)
+
+
+def test_trickled_headers_are_dropped_at_the_deadline(preview):
+    """A byte every 0.1 s never trips a per-read timeout; the total deadline still applies."""
+    p = preview(0, request_timeout=0.6)
+    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+        t0 = time.monotonic()
+        s.sendall(b"GET / HTTP/1.0\r\n")
+        closed = False
+        for _ in range(50):
+            try:
+                s.sendall(b"X-A: b\r\n")
+            except OSError:
+                closed = True
+                break
+            s.settimeout(0.1)
+            try:
+                if s.recv(100) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                pass
+        assert closed and time.monotonic() - t0 < 2.5
+    assert _wait(lambda: p.connections == 0)
+
+
+def test_stream_client_stays_while_it_reads(preview):
+    p = preview(0, request_timeout=0.5, max_fps=100)
+    stop = threading.Event()
+
+    def feed():
+        i = 0
+        while not stop.is_set():
+            p.write(np.full((24, 32, 3), i % 255, np.uint8))
+            i += 1
+            time.sleep(0.02)
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    try:
+        with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+            s.sendall(f"GET /stream HTTP/1.0\r\nHost: 127.0.0.1:{p.port}\r\n\r\n".encode())
+            t0 = time.monotonic()
+            got = b""
+            while time.monotonic() - t0 < 2.0:  # four times the timeout
+                chunk = s.recv(65536)
+                assert chunk, "the server dropped a client that was reading"
+                got += chunk
+            assert got.count(b"Content-Type: image/jpeg") > 20
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_client_cap_answers_503_beyond_it(preview):
+    p = preview(0, max_clients=2, request_timeout=5)
+    idle = [socket.create_connection(("127.0.0.1", p.port), timeout=5) for _ in range(2)]
+    try:
+        assert _wait(lambda: p.connections == 2)
+        status, body = _get(p.port, "/", f"127.0.0.1:{p.port}")
+        assert status == 503 and b"too many" in body and p.refused == 1
+        assert p.connections == 2  # no thread was started for it
+    finally:
+        for s in idle:
+            s.close()
+    assert _wait(lambda: p.connections == 0)
+    assert _get(p.port, "/", f"127.0.0.1:{p.port}")[0] == 200
+
+
+def test_run_with_an_empty_preview_host_is_one_line_exit_2(tmp_path, capsys):
+    import cv2
+
+    from edge_fer.cli.main import main
+
+    cv2.imwrite(str(tmp_path / "a.png"), np.full((48, 64, 3), 100, np.uint8))
+    rc = main(["run", str(tmp_path / "a.png"), "--preview-port", "0", "--preview-host", ""])
+    err = capsys.readouterr().err
+    assert rc == 2
+    (line,) = err.strip().splitlines()
+    assert line.startswith("edge-fer run: error: --preview-host is empty")
