@@ -1,0 +1,446 @@
+"""`edge-fer deploy deepstream|triton` and the jetson/ kit: the generated files of the bundled
+model parsed key by key, the preprocessing they encode checked numerically against edge-fer's,
+the refusals (one line, exit 2, no partial folder), and the shell scripts' syntax."""
+
+from __future__ import annotations
+
+import configparser
+import importlib.util
+import os
+import py_compile
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_fer.classify import default_model_path
+from edge_fer.cli.main import main
+from edge_fer.preprocess import PreprocessSpec
+from edge_fer.runtime.crops import crop_face, square_box
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = default_model_path()
+CACHE = ROOT / "calibration" / "fer_default" / "calib.cache"
+
+
+def _deploy(capsys, *argv) -> tuple[int, str, str]:
+    rc = main(["deploy", *map(str, argv)])
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _ini(path: Path) -> configparser.ConfigParser:
+    cp = configparser.ConfigParser(interpolation=None, strict=True)
+    with open(path, encoding="utf-8") as fh:
+        cp.read_file(fh)
+    return cp
+
+
+def _spec() -> PreprocessSpec:
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(MODEL), providers=["CPUExecutionProvider"])
+    return PreprocessSpec.from_metadata(dict(sess.get_modelmeta().custom_metadata_map))
+
+
+def _graph_io() -> tuple[list[str], list[str]]:
+    onnx = pytest.importorskip("onnx")
+    g = onnx.load(str(MODEL), load_external_data=False).graph
+    inits = {i.name for i in g.initializer}
+    return [i.name for i in g.input if i.name not in inits], [o.name for o in g.output]
+
+
+def _load(path: Path, name: str):
+    spec = importlib.util.spec_from_file_location(name, path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _no_partial(parent: Path) -> None:
+    left = [p.name for p in parent.iterdir() if p.name.startswith(".")]
+    assert not left, f"partial folders left behind: {left}"
+
+
+@pytest.fixture(scope="module")
+def ds_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("ds") / "kit"
+    assert main(["deploy", "deepstream", "--out", str(out), "--target", "orin-nano"]) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def triton_dir(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("triton") / "repo"
+    assert main(["deploy", "triton", "--out", str(out), "--target", "orin-agx"]) == 0
+    return out
+
+
+# -- DeepStream -------------------------------------------------------------------------------
+
+
+def test_nvinfer_secondary_config(ds_dir: Path) -> None:
+    spec = _spec()
+    inputs, outputs = _graph_io()
+    p = _ini(ds_dir / "config_infer_secondary_fer.txt")["property"]
+    assert p["process-mode"] == "2" and p["network-type"] == "1"
+    assert p["gie-unique-id"] == "2" and p["operate-on-gie-id"] == "1"
+    assert p["operate-on-class-ids"] == "0"
+    assert float(p["classifier-threshold"]) == 0.0
+    assert p["model-color-format"] == "2"  # GRAY
+    assert p["network-mode"] == "2"  # fp16 default
+    assert "int8-calib-file" not in p
+    assert p["batch-size"] == "16"
+    assert p["input-object-min-width"] == p["input-object-min-height"] == "32"
+    assert p["infer-dims"] == f"1;{spec.input_size};{spec.input_size}"
+    assert p["output-blob-names"].split(";") == outputs
+    assert inputs == ["input"]
+    assert (ds_dir / p["onnx-file"]).read_bytes() == MODEL.read_bytes()
+    assert p["model-engine-file"] == f"{MODEL.name}_b16_gpu0_fp16.engine"
+    # nvinfer: y = k * (x - offset) must equal edge-fer's (x/255 - mean)/std on every pixel value
+    k, offset = float(p["net-scale-factor"]), float(p["offsets"])
+    x = np.arange(256, dtype=np.float64)
+    np.testing.assert_allclose(k * (x - offset), (x / 255.0 - spec.mean) / spec.std, atol=1e-9)
+    # and the whole prepared tensor of a real crop matches PreprocessSpec.prepare
+    face = (np.arange(spec.input_size**2) % 251).astype(np.uint8).reshape(spec.input_size, -1)
+    np.testing.assert_allclose(
+        (k * (face.astype(np.float64) - offset))[None, None], spec.prepare([face]), atol=1e-5
+    )
+    # the label file: ONE line, the classes in output order, ';'-separated
+    labels = (ds_dir / p["labelfile-path"]).read_text()
+    assert labels.count("\n") == 1
+    assert tuple(labels.strip().split(";")) == spec.classes
+
+
+def test_deepstream_app_config(ds_dir: Path) -> None:
+    cp = _ini(ds_dir / "deepstream_app_fer.txt")
+    for group in ("application", "source0", "streammux", "primary-gie", "tracker",
+                  "secondary-gie0", "osd", "sink0"):  # fmt: skip
+        assert cp.has_section(group), group
+    src = cp["source0"]
+    assert src["type"] == "5" and src["camera-csi-sensor-id"] == "0"  # csi://0 default
+    sg = cp["secondary-gie0"]
+    assert sg["enable"] == "1" and sg["operate-on-gie-id"] == cp["primary-gie"]["gie-unique-id"]
+    assert sg["gie-unique-id"] == "2"
+    assert (ds_dir / sg["config-file"]).is_file()
+    prim = _ini(ds_dir / cp["primary-gie"]["config-file"])["property"]
+    assert "REPLACE_WITH_YOUR_FACE_DETECTOR" in prim["onnx-file"]  # the user's detector
+    assert prim["process-mode"] == "1" and prim["gie-unique-id"] == "1"
+    readme = (ds_dir / "README.md").read_text()
+    assert "crop margin" in readme and "box expansion (chosen)" in readme
+
+
+@pytest.mark.parametrize("source, kind, key, value", [
+    ("/dev/video1", "1", "camera-v4l2-dev-node", "1"),
+    ("rtsp://cam.local/stream", "4", "uri", "rtsp://cam.local/stream"),
+    ("file:///data/clip.mp4", "3", "uri", "file:///data/clip.mp4"),
+])  # fmt: skip
+def test_deepstream_sources(tmp_path, capsys, source, kind, key, value) -> None:
+    out = tmp_path / "ds"
+    rc, _, err = _deploy(capsys, "deepstream", "--out", out, "--source", source, "--sink", "none")
+    assert rc == 0, err
+    cp = _ini(out / "deepstream_app_fer.txt")
+    assert cp["source0"]["type"] == kind and cp["source0"][key] == value
+    assert cp["sink0"]["type"] == "1"  # fakesink
+    assert cp["streammux"]["live-source"] == ("0" if source.startswith("file:") else "1")
+
+
+def test_probe_script_reproduces_the_crop(ds_dir: Path) -> None:
+    path = ds_dir / "fer_probe.py"
+    assert os.access(path, os.X_OK)
+    py_compile.compile(str(path), doraise=True)
+    probe = _load(path, "fer_probe_generated")  # gi/pyds are imported only in main()
+    spec = _spec()
+    assert probe.MARGIN == spec.crop_margin and probe.CLASSES == spec.classes
+    assert probe.SECONDARY_ID == 2 and probe.PRIMARY_ID == 1
+    rng = np.random.default_rng(0)
+    inside = 0
+    for _ in range(300):  # a square inside the frame: exactly edge-fer's square
+        w, h = rng.uniform(20, 200, 2)
+        x, y = rng.uniform(0, 1280 - w), rng.uniform(0, 720 - h)
+        x0, y0, s = square_box(x, y, w, h, spec.crop_margin)
+        if x0 >= 0 and y0 >= 0 and x0 + s <= 1280 and y0 + s <= 720:
+            inside += 1
+            assert probe.expand_box(x, y, w, h) == (x0, y0, s, s)
+    assert inside > 100
+    # at the edge: clamped to the frame (DeepStream cannot pad): square (-15, 695, 60, 60)
+    assert probe.expand_box(-10.0, 700.0, 50.0, 50.0) == (0.0, 695.0, 45.0, 25.0)
+    usb = probe.pipeline_description(probe.parse_source("/dev/video0"), "none", 640, 480, 30)
+    assert "nvv4l2decoder mjpeg=1" in usb and "image/jpeg" in usb
+    rtsp = probe.pipeline_description(probe.parse_source("rtsp://h/s"), "none", 640, 480, 30)
+    assert "rtspsrc" in rtsp and "nvv4l2decoder" in rtsp
+    csi = probe.source_description(probe.SOURCE, 1280, 720, 30)
+    assert csi.startswith("nvarguscamerasrc sensor-id=0")
+
+
+@pytest.mark.skipif(not CACHE.is_file(), reason=f"{CACHE} is absent (not a source checkout)")
+def test_deepstream_int8_cache_header(tmp_path, capsys) -> None:
+    out = tmp_path / "ds8"
+    rc, _, err = _deploy(capsys, "deepstream", "--out", out, "--precision", "int8",
+                         "--target", "xavier-nx")  # fmt: skip
+    assert rc == 0, err
+    p = _ini(out / "config_infer_secondary_fer.txt")["property"]
+    assert p["network-mode"] == "1" and p["int8-calib-file"] == "calib.cache"
+    head, _, body = (out / "calib.cache").read_text().partition("\n")
+    assert head == "TRT-8502-EntropyCalibration2"  # Xavier NX: JetPack 5.1, TensorRT 8.5.2
+    assert body == CACHE.read_text().partition("\n")[2]  # the ranges are unchanged
+    out2 = tmp_path / "ds9"
+    rc, _, err = _deploy(capsys, "deepstream", "--out", out2, "--precision", "int8",
+                         "--trt-version", "8.6.2")  # fmt: skip
+    assert rc == 0, err
+    assert (out2 / "calib.cache").read_text().startswith("TRT-8602-EntropyCalibration2\n")
+
+
+# -- Triton -----------------------------------------------------------------------------------
+
+
+def _pbtxt(text: str) -> dict:
+    """A small parser of the protobuf text format Triton's config.pbtxt uses."""
+    tokens = re.findall(r'"(?:[^"\\]|\\.)*"|[{}\[\]:,]|[^\s{}\[\]:,"]+', re.sub(r"#.*", "", text))
+    pos = 0
+
+    def value():
+        nonlocal pos
+        tok = tokens[pos]
+        pos += 1
+        if tok == "{":
+            return message("}")
+        if tok == "[":
+            items = []
+            while tokens[pos] != "]":
+                if tokens[pos] == ",":
+                    pos += 1
+                    continue
+                items.append(value())
+            pos += 1
+            return items
+        if tok.startswith('"'):
+            return tok[1:-1]
+        return int(tok) if re.fullmatch(r"-?\d+", tok) else tok
+
+    def message(end):
+        nonlocal pos
+        out: dict = {}
+        while pos < len(tokens) and tokens[pos] != end:
+            key = tokens[pos]
+            pos += 1
+            if tokens[pos] == ":":
+                pos += 1
+            out[key] = value()
+        pos += 1
+        return out
+
+    return message(None)
+
+
+def test_triton_repository(triton_dir: Path) -> None:
+    spec = _spec()
+    inputs, outputs = _graph_io()
+    for name, platform in (("fer_onnx", "onnxruntime_onnx"), ("fer_trt", "tensorrt_plan")):
+        cfg = _pbtxt((triton_dir / name / "config.pbtxt").read_text())
+        assert cfg["name"] == name and cfg["platform"] == platform
+        assert cfg["max_batch_size"] == 32
+        (inp,) = cfg["input"]
+        (out,) = cfg["output"]
+        assert inp["name"] == inputs[0] and out["name"] == outputs[0]
+        assert inp["data_type"] == out["data_type"] == "TYPE_FP32"
+        assert inp["dims"] == [1, spec.input_size, spec.input_size]  # no batch dimension
+        assert out["dims"] == [len(spec.classes)]
+        assert out["label_filename"] == "labels.txt"
+        labels = (triton_dir / name / "labels.txt").read_text().splitlines()
+        assert tuple(labels) == spec.classes
+        assert cfg["dynamic_batching"]["max_queue_delay_microseconds"] == 500
+        assert cfg["instance_group"] == [{"kind": "KIND_GPU", "count": 1}]
+    assert (triton_dir / "fer_onnx" / "1" / "model.onnx").read_bytes() == MODEL.read_bytes()
+    assert (triton_dir / "fer_trt" / "1").is_dir()
+    assert not (triton_dir / "fer_trt" / "1" / "model.plan").exists()  # built on the target
+    readme = (triton_dir / "README.md").read_text()
+    assert ("edge-fer build-engine fer.onnx --precision fp16 --target orin-agx --opt-batch 8 "
+            "--max-batch 32 --out fer_trt/1/model.plan") in readme  # fmt: skip
+    assert (triton_dir / "fer.onnx").read_bytes() == MODEL.read_bytes()
+
+
+def test_build_command_matches_build_engine_cli(triton_dir: Path) -> None:
+    """The README's command parses with `edge-fer build-engine`'s own parser."""
+    from edge_fer.cli.main import build_parser
+
+    readme = (triton_dir / "README.md").read_text()
+    cmd = next(ln for ln in readme.splitlines() if ln.startswith("edge-fer build-engine"))
+    args = build_parser().parse_args(cmd.split()[1:])
+    assert args.command == "build-engine" and args.precision == "fp16"
+    assert args.target == "orin-agx" and args.max_batch == 32
+
+
+def test_triton_client_prepares_like_edge_fer(triton_dir: Path) -> None:
+    path = triton_dir / "triton_client.py"
+    py_compile.compile(str(path), doraise=True)
+    client = _load(path, "triton_client_generated")  # tritonclient is imported only in main()
+    spec = _spec()
+    assert client.CLASSES == spec.classes and client.MODEL_NAME == "fer_onnx"
+    rng = np.random.default_rng(1)
+    faces = [rng.integers(0, 256, (96, 96, 3), np.uint8), rng.integers(0, 256, (30, 40), np.uint8),
+             rng.integers(0, 256, (48, 48), np.uint8)]  # fmt: skip
+    np.testing.assert_allclose(client.prepare(faces), spec.prepare(faces), atol=1e-6)
+    frame = rng.integers(0, 256, (120, 160), np.uint8)
+    for box in ((10, 10, 40, 50), (-5, 90, 40, 40), (140, 2, 30, 30)):
+        np.testing.assert_array_equal(client.crop_face(frame, box),
+                                      crop_face(frame, box, spec.crop_margin))  # fmt: skip
+    assert client.parse_classification(b"0.81:3:happy") == ("happy", 3, 0.81)
+    assert client.parse_classification("0.5:6") == ("neutral", 6, 0.5)
+
+
+# -- refusals: one line, exit 2, nothing left behind --------------------------------------------
+
+
+def test_refuses_non_empty_out_without_force(tmp_path, capsys) -> None:
+    out = tmp_path / "kit"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    rc, _, err = _deploy(capsys, "deepstream", "--out", out)
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "--force" in err
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    _no_partial(tmp_path)
+    rc, _, err = _deploy(capsys, "triton", "--out", out, "--force", "--platform", "onnxruntime")
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == ["README.md", "fer_onnx", "triton_client.py"]
+    _no_partial(tmp_path)
+
+
+@pytest.mark.parametrize("argv, words", [
+    (("deepstream", "--target", "jetson-9000"), "unknown target"),
+    (("deepstream", "--target", "nano", "--precision", "int8"), "no INT8"),
+    (("triton", "--target", "tx2", "--precision", "int8"), "no INT8"),
+    (("deepstream", "--model", "{fake}"), "not a loadable ONNX model"),
+    (("deepstream", "--model", "{verify}"), "not an edge-fer expression model"),
+    (("triton", "--model", "{int8cpu}"), "TensorRT cannot build"),
+    (("deepstream", "--precision", "int8", "--calib-cache", "{fake}"), "calib"),
+    (("deepstream", "--precision", "int8", "--calib-cache", "{foreign}"), "does not match"),
+    (("triton", "--precision", "int8", "--calib-cache", "{foreign}"), "does not match"),
+    (("deepstream", "--batch-size", "0"), "batch_size must be >= 1"),
+    (("deepstream", "--source", "csi://front"), "csi://N"),
+])  # fmt: skip
+def test_refusals(tmp_path, capsys, argv, words) -> None:
+    fake = tmp_path / "fake.onnx"
+    fake.write_bytes(b"\x08\x07garbage" * 10)
+    foreign = tmp_path / "other.cache"  # a cache made for another model
+    foreign.write_text("TRT-100300-EntropyCalibration2\ninput: 3c810204\nconv9_out: 3d89a406\n")
+    paths = {"fake": fake, "verify": MODEL.parent / "face_verify.onnx",
+             "int8cpu": MODEL.parent / "fer_default.int8.onnx", "foreign": foreign}  # fmt: skip
+    argv = [a.format(**paths) for a in argv]
+    out = tmp_path / "sub" / "kit"
+    rc, _, err = _deploy(capsys, argv[0], "--out", out, *argv[1:])
+    assert rc == 2, err
+    assert len(err.strip().splitlines()) == 1 and words in err, err
+    assert not out.exists() and not (tmp_path / "sub").exists()
+    _no_partial(tmp_path)
+
+
+# -- jetson/ -----------------------------------------------------------------------------------
+
+
+def test_jetson_shell_scripts_parse() -> None:
+    scripts = sorted((ROOT / "jetson").glob("*.sh"))
+    assert scripts, "jetson/*.sh missing"
+    for s in scripts:
+        r = subprocess.run(["bash", "-n", str(s)], check=False, capture_output=True, text=True)
+        assert r.returncode == 0, f"{s.name}: {r.stderr}"
+    if shutil.which("shellcheck"):
+        r = subprocess.run(
+            ["shellcheck", *map(str, scripts)], check=False, capture_output=True, text=True
+        )
+        assert r.returncode == 0, r.stdout
+
+
+def test_jetson_camera_presets() -> None:
+    """Every preset of jetson/cameras.json is a source `edge-fer run` accepts."""
+    import json
+
+    from edge_fer.runtime.sources import parse_source
+
+    presets = json.loads((ROOT / "jetson" / "cameras.json").read_text())
+    kinds = {}
+    for name, p in presets.items():
+        src = p["source"].format(**p.get("defaults", {}))
+        kinds[name] = parse_source(src).kind
+    assert kinds["imx219-1080p30"] == kinds["imx477-4k30"] == "csi"
+    assert kinds["usb-mjpeg-720p30"] == kinds["rtsp-h264"] == "gstreamer"
+    assert "nvv4l2decoder mjpeg=1" in presets["usb-mjpeg-720p30"]["source"]
+    assert "nvv4l2decoder" in presets["rtsp-h265"]["source"]
+
+
+def test_tegrastats_lines() -> None:
+    from edge_fer.deploy.tegrastats import parse_line, summarize
+
+    orin_nx = ("12-02-2026 18:30:00 RAM 2450/7620MB (lfb 2x4MB) SWAP 0/3810MB (cached 0MB) "
+               "CPU [2%@729,1%@729,off,off] EMC_FREQ 3%@2133 GR3D_FREQ 40%@[612] "
+               "NVDLA0_FREQ @1600 NVDLA1_FREQ off VIC_FREQ 0%@115 APE 200 cpu@45.5C "
+               "gpu@42.2C tj@46C VDD_IN 6723mW/5723mW VDD_CPU_GPU_CV 1479mW/479mW "
+               "VDD_SOC 1435mW/1435mW")  # fmt: skip
+    nano = ("RAM 1766/3964MB (lfb 197x4MB) SWAP 0/2048MB (cached 0MB) "
+            "CPU [24%@1224,15%@1224,13%@1224,10%@1224] EMC_FREQ 0% GR3D_FREQ 60%@921 PLL@21C "
+            "CPU@25C GPU@23.5C POM_5V_IN 4545/2547 POM_5V_GPU 1200/0 POM_5V_CPU 549/529")  # fmt: skip
+    a, b = parse_line(orin_nx), parse_line(nano)
+    assert a["gpu_load"] == 40 and a["gpu_mhz"] == 612 and a["emc_load"] == 3
+    assert a["cpu_load"] == [2, 1] and a["power_mw"] == 6723 and a["power_rail"] == "VDD_IN"
+    assert a["dla"]["0"] == {"on": True, "load": None, "mhz": 1600}
+    assert a["dla"]["1"]["on"] is False
+    assert a["temp_c"] == {"cpu": 45.5, "gpu": 42.2, "tj": 46.0}
+    assert b["power_mw"] == 4545 and b["rails_mw"]["POM_5V_GPU"] == 1200 and b["gpu_load"] == 60
+    assert parse_line("some other text") is None
+    s = summarize([a, a, parse_line(orin_nx.replace("NVDLA0_FREQ @1600", "NVDLA0_FREQ off"))])
+    assert s["samples"] == 3 and s["dla"]["0"]["active_share"] == pytest.approx(0.667)
+    assert s["gpu_load_pct"] == {"mean": 40.0, "max": 40} and s["temp_c_max"]["tj"] == 46.0
+
+
+def test_tegrastats_summary_cli(tmp_path) -> None:
+    """What jetson/benchmark.sh runs: a tegrastats log plus an `edge-fer bench` report -> JSON."""
+    import json
+
+    from edge_fer.deploy.tegrastats import _main
+
+    log = tmp_path / "tegrastats.log"
+    log.write_text("RAM 2450/7620MB (lfb 2x4MB) CPU [20%@1420,10%@1420] EMC_FREQ 7%@2133 "
+                   "GR3D_FREQ 35%@[612] tj@46C VDD_IN 6000mW/5723mW\n" * 3 + "garbage\n")  # fmt: skip
+    bench = tmp_path / "bench.json"
+    bench.write_text(json.dumps({"results": [
+        {"backend": "tensorrt", "available": True, "frames": 300, "fps": 88.5,
+         "latency_ms": {"p50": 11.0, "p99": 15.5}},
+        {"backend": "onnxruntime", "available": False},
+    ]}))  # fmt: skip
+    part = tmp_path / "part.json"
+    assert _main(["summarize", str(log), "--bench", str(bench), "--mode", "15W", "--mode-id",
+                  "1", "-o", str(part)]) == 0  # fmt: skip
+    out = tmp_path / "all.json"
+    assert _main(["merge", "-o", str(out), str(part)]) == 0
+    (mode,) = json.loads(out.read_text())["modes"]
+    assert mode["nvpmodel"] == {"id": 1, "name": "15W"}
+    assert mode["bench"] == [{"backend": "tensorrt", "frames": 300, "fps": 88.5,
+                              "latency_p50_ms": 11.0, "latency_p99_ms": 15.5}]  # fmt: skip
+    ts = mode["tegrastats"]
+    assert ts["samples"] == 3 and ts["power_mw"] == {"mean": 6000.0, "max": 6000}
+    assert ts["cpu_load_pct"]["mean"] == 15.0 and ts["emc_load_pct"]["max"] == 7
+
+
+def test_failure_mid_write_leaves_the_old_folder(tmp_path, capsys) -> None:
+    """An error after some files are written (a class name nvinfer's label file cannot hold):
+    the staging folder goes, the existing --out folder is untouched, even with --force."""
+    import json
+
+    onnx = pytest.importorskip("onnx")
+    m = onnx.load(str(MODEL))
+    props = {p.key: p for p in m.metadata_props}
+    pre = json.loads(props["edge_fer.preprocess"].value)
+    pre["classes"] = ["angry;mad", *pre["classes"][1:]]
+    props["edge_fer.preprocess"].value = json.dumps(pre)
+    bad = tmp_path / "semicolon.onnx"
+    onnx.save(m, str(bad))
+    out = tmp_path / "kit"
+    out.mkdir()
+    (out / "mine.txt").write_text("keep me")
+    rc, _, err = _deploy(capsys, "deepstream", "--model", bad, "--out", out, "--force")
+    assert rc == 2 and "angry;mad" in err and len(err.strip().splitlines()) == 1
+    assert [p.name for p in out.iterdir()] == ["mine.txt"]
+    _no_partial(tmp_path)
