@@ -64,7 +64,10 @@ def model_from_state(state: dict, where: str | os.PathLike):
     from edge_fer.models import create_model
     from edge_fer.train.trainer import TrainConfig, arch_kwargs_for
 
-    cfg = state.get("config") or {}
+    cfg = dict(state.get("config") or {})
+    for key in ("data", "out"):  # a folder name, never this machine's absolute path
+        if isinstance(cfg.get(key), str):
+            cfg[key] = Path(cfg[key]).name or cfg[key]
     if "arch" not in cfg or "spec" not in state:
         raise UserError(f"{where}: not an edge-fer training checkpoint (no config/spec metadata)")
     spec = PreprocessSpec.from_metadata(state["spec"])
@@ -95,7 +98,10 @@ def load_trained(ckpt_path: str | os.PathLike):
 
 
 def build_metadata(state: dict, spec: PreprocessSpec, ckpt_path: Path, tta: str | None) -> dict:
-    cfg = state.get("config") or {}
+    cfg = dict(state.get("config") or {})
+    for key in ("data", "out"):  # a folder name, never this machine's absolute path
+        if isinstance(cfg.get(key), str):
+            cfg[key] = Path(cfg[key]).name or cfg[key]
     provenance = {
         "checkpoint": ckpt_path.name,
         "checkpoint_sha256": _sha256(ckpt_path),
