@@ -53,10 +53,7 @@ HAND = {
 def gray_frames(path: Path) -> list[np.ndarray]:
     cap = cv2.VideoCapture(str(path))
     frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
+    while (f := cap.read()[1]) is not None:  # None once the video ends
         frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY))
     cap.release()
     return frames

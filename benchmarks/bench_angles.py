@@ -12,13 +12,13 @@ benchmarks/results/angles.json and a table on stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import cv2
 import numpy as np
+from common import save_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -101,11 +101,8 @@ def main(argv: list[str] | None = None) -> int:
         r = {x["scan"]: x["recall"] for x in rows if x["roll_deg"] == deg}
         print(f"| {deg} deg | {r['upright']:.3f} | {r['multi-angle']:.3f} |")
     if not args.no_save:
-        RESULTS.parent.mkdir(parents=True, exist_ok=True)
-        RESULTS.write_text(json.dumps({"cascade": Path(args.cascade).name, "images": len(small),
-                                       "max_side": args.max_side, "fppi": args.fppi,
-                                       "rows": rows}, indent=2) + "\n")  # fmt: skip
-        print(f"saved {RESULTS.relative_to(ROOT)}")
+        save_json(RESULTS, {"cascade": Path(args.cascade).name, "images": len(small),
+                            "max_side": args.max_side, "fppi": args.fppi, "rows": rows})  # fmt: skip
     return 0
 
 

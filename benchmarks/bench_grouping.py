@@ -13,11 +13,11 @@ Results: benchmarks/results/grouping.json and a table on stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 import cv2
+from common import save_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -90,8 +90,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {r['cascade']} | {r['size']} | {r['grouping']} {r['iou']} | "
               + " | ".join(f"{o['recall']:.3f}" for o in r["at_fppi"]) + " |")  # fmt: skip
     if not args.no_save:
-        RESULTS.write_text(json.dumps({"images": len(images), "rows": rows}, indent=2) + "\n")
-        print(f"saved {RESULTS.relative_to(ROOT)}")
+        save_json(RESULTS, {"images": len(images), "rows": rows})
     return 0
 
 

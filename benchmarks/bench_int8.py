@@ -90,24 +90,15 @@ def main(argv=None) -> int:
     ap.add_argument("--model", default=None, help="FP32 model (default: the bundled one)")
     ap.add_argument("--data", default=str(FER), help="FER2013 folder")
     ap.add_argument("--split", default="private-test")
-    ap.add_argument(
-        "--calib-dir",
-        default=None,
-        help="output folder of `edge-fer calibrate` (default: calibrate now)",
-    )
-    ap.add_argument(
-        "--extra",
-        action="append",
-        default=[],
-        metavar="NAME=PATH",
-        help="another INT8 model to measure (repeatable)",
-    )
+    # fmt: off
+    ap.add_argument("--calib-dir", default=None,
+                    help="output folder of `edge-fer calibrate` (default: calibrate now)")
+    ap.add_argument("--extra", action="append", default=[], metavar="NAME=PATH",
+                    help="another INT8 model to measure (repeatable)")
     ap.add_argument("--threads", default="1", help="comma-separated ONNX Runtime thread counts")
-    ap.add_argument(
-        "--tta",
-        default="none,auto",
-        help="test-time augmentation modes to evaluate (auto: the model's default)",
-    )
+    ap.add_argument("--tta", default="none,auto",
+                    help="test-time augmentation modes to evaluate (auto: the model's default)")
+    # fmt: on
     ap.add_argument("--rounds", type=int, default=5, help="timing rounds")
     ap.add_argument("--batch1-faces", type=int, default=100, help="faces timed at batch 1")
     ap.add_argument("--batch32-faces", type=int, default=512, help="faces timed at batch 32")

@@ -24,6 +24,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from common import feathered_disc, save_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -81,13 +82,11 @@ def make_clip(path: Path, patch, bg_path: Path, roll: float, frames: int,
     face = H * rng.uniform(0.33, 0.45)  # 40-54 px, as on the NRC-IIT clips
     psz = round(2 * face * k)
     p = cv2.resize(patch, (psz, psz), interpolation=cv2.INTER_AREA).astype(np.float32)
-    yy, xx = np.mgrid[0:psz, 0:psz]
-    rad = np.hypot(yy - psz / 2, xx - psz / 2) / (psz / 2)
-    alpha = np.clip((1.0 - rad) / 0.35, 0, 1).astype(np.float32)
+    alpha = feathered_disc(psz)
     ph = rng.uniform(0, 2 * np.pi, 3)
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), FPS, (W, H))
-    if not writer.isOpened():
-        raise SystemExit("cannot write mp4v video here")
+    from edge_fer.runtime.sinks import VideoSink  # mp4v, complete or not there at all
+
+    writer = VideoSink(path, FPS, (W, H))
     truth = []
     for i in range(frames):
         t = i / FPS
@@ -108,7 +107,7 @@ def make_clip(path: Path, patch, bg_path: Path, roll: float, frames: int,
         _, jpg = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 60])
         writer.write(cv2.cvtColor(cv2.imdecode(jpg, cv2.IMREAD_GRAYSCALE), cv2.COLOR_GRAY2BGR))
         truth.append((cx - face / 2, cy - face / 2, face, face))
-    writer.release()
+    writer.close()
     return np.array(truth)
 
 
@@ -161,10 +160,8 @@ def main(argv: list[str] | None = None) -> int:
                   f"{r['other_per_frame']:.2f} other boxes/frame  {r['per_clip_found']}",
                   flush=True)  # fmt: skip
     if not args.no_save:
-        RESULTS.write_text(json.dumps({"clips": len(patches), "frames": args.frames,
-                                       "roll_deg": args.roll, "seed": args.seed,
-                                       "configs": results}, indent=2) + "\n")  # fmt: skip
-        print(f"saved {RESULTS.relative_to(ROOT)}")
+        save_json(RESULTS, {"clips": len(patches), "frames": args.frames, "roll_deg": args.roll,
+                            "seed": args.seed, "configs": results})  # fmt: skip
     return 0
 
 

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from common import feathered_disc, save_json
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -85,16 +86,14 @@ def make_clip(path: Path, size, n_faces: int, frames: int, fps: float, seed: int
         p = cv2.resize(
             patch, (psz, psz), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_CUBIC
         )
-        yy, xx = np.mgrid[0:psz, 0:psz]
-        r = np.hypot(yy - psz / 2, xx - psz / 2) / (psz / 2)
-        alpha = np.clip((1.0 - r) / 0.35, 0, 1)[..., None].astype(np.float32)  # feathered disc
+        alpha = feathered_disc(psz)[..., None]
         amp_x = max(0.0, slot / 2 - psz / 2) * 0.6
         plan.append({"p": p.astype(np.float32), "a": alpha, "psz": psz, "face": face_px,
                          "cx": slot * (k + 0.5), "amp_x": amp_x, "amp_y": 0.08 * h,
                          "ph": rng.uniform(0, 2 * np.pi)})  # fmt: skip
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (w, h))
-    if not writer.isOpened():
-        raise SystemExit("cannot write mp4v video here")
+    from edge_fer.runtime.sinks import VideoSink  # mp4v, complete or not there at all
+
+    writer = VideoSink(path, fps, (w, h))
     truth = []
     for i in range(frames):
         t = i / fps
@@ -113,7 +112,7 @@ def make_clip(path: Path, size, n_faces: int, frames: int, fps: float, seed: int
             boxes.append((x0 + q["psz"] / 2 - s / 2, y0 + q["psz"] / 2 - s / 2, s, s))
         writer.write(np.clip(f, 0, 255).astype(np.uint8))
         truth.append(boxes)
-    writer.release()
+    writer.close()
     return truth
 
 
@@ -167,6 +166,7 @@ def main() -> int:
         return 0
     from edge_fer.detect import default_cascade_path
     from edge_fer.runtime.bench import bench, format_table
+    from edge_fer.runtime.runner import RunOptions
 
     cascade = (
         args.cascade or default_cascade_path() or (FACEFINDER if FACEFINDER.exists() else None)
@@ -181,8 +181,8 @@ def main() -> int:
             for n in args.faces:
                 clip = Path(tmp) / f"{size[0]}x{size[1]}_{n}faces.mp4"
                 truth = make_clip(clip, size, n, args.frames, args.fps, seed=n)
-                r = bench(str(clip), backends=args.backend, model=args.model,
-                          cascade=str(cascade), events=True, keep_events=tmp)  # fmt: skip
+                opts = RunOptions(str(clip), model=args.model, cascade=str(cascade), queue_size=1)
+                r = bench(opts, backends=args.backend, events=True, keep_events=tmp)
                 for res in r["results"]:
                     if res.get("available"):
                         res["accuracy"] = score_events(Path(res.pop("events")), truth)
@@ -192,10 +192,7 @@ def main() -> int:
                     if res.get("available"):
                         print(f"  {res['backend']}: {res['accuracy']}")
                 report["clips"].append(r)
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(report, indent=2) + "\n")
-    print(f"saved {out}")
+    save_json(args.out, report)
     return 0
 
 

@@ -21,6 +21,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import save_json
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
@@ -96,8 +98,7 @@ def main(argv: list[str] | None = None) -> int:
                            "grouping": args.grouping, "cluster_iou": args.cluster_iou,
                            "verifier": args.verifier, "verifier_min_prob": args.verifier_min_prob,
                            "clips": rows}  # fmt: skip
-        RESULTS.write_text(json.dumps(old, indent=2) + "\n")
-        print(f"saved {RESULTS.relative_to(ROOT)}")
+        save_json(RESULTS, old)
     return 0
 
 

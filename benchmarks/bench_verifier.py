@@ -15,12 +15,12 @@ Results: benchmarks/results/verifier.json (or --out) and a table on stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
+from common import save_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -112,21 +112,9 @@ def main(argv: list[str] | None = None) -> int:
               + " | ".join(f"{o['recall']:.3f}" for o in r["at_fppi"])
               + f" | {r['all']['recall']:.3f}, {r['all']['fppi']:.3f} |")  # fmt: skip
     if not args.no_save:
-        Path(args.out).write_text(
-            json.dumps(
-                {
-                    "images": len(images),
-                    "cascade": Path(args.cascade).name,
-                    "verifier": Path(args.verifier).name,
-                    "min_prob": min_prob,
-                    "passes": args.passes,
-                    "rows": rows,
-                },
-                indent=2,
-            )
-            + "\n"
-        )
-        print(f"saved {args.out}")
+        save_json(args.out, {"images": len(images), "cascade": Path(args.cascade).name,
+                             "verifier": Path(args.verifier).name, "min_prob": min_prob,
+                             "passes": args.passes, "rows": rows})  # fmt: skip
     return 0
 
 

@@ -159,7 +159,7 @@ def evaluate(
 ) -> dict:
     """Evaluate `clf` (an edge_fer.classify.Classifier) on `faces`; returns the report dict."""
     if batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
+        raise UserError("must be at least 1", param="batch_size")
     plan = plan_vocabulary(faces.classes, clf.classes, target, faces.counts())
     lab = plan.label_index[faces.labels]
     keep = lab >= 0

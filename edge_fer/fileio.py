@@ -15,6 +15,7 @@ Rules every writer in edge-fer follows (issue #13):
 from __future__ import annotations
 
 import errno
+import hashlib
 import json
 import math
 import os
@@ -40,6 +41,15 @@ def os_error_reason(exc: OSError) -> str:
     if exc.errno == errno.EDQUOT:
         return "the disk quota is exceeded"
     return exc.strerror or first_line(exc)
+
+
+def sha256_file(path: PathLike) -> str:
+    """The SHA-256 of a file's bytes, as hex (read in 1 MiB blocks)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def is_special(path: PathLike) -> bool:

@@ -1,26 +1,18 @@
-"""Shared pieces of the runtime tests: ../shared paths and a tiny real ONNX classifier."""
+"""Shared pieces of the runtime tests: a tiny real ONNX classifier, JSONL and frame counts
+(paths, and `shared` for ../shared, come from paths.py)."""
 
 from __future__ import annotations
 
 import json
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import FACEFINDER, ROOT, SHARED, VIDEOS, shared  # noqa: F401 (re-exported)
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-VIDEOS = SHARED / "data" / "videos"
-FACEFINDER = SHARED / "reference" / "pico" / "facefinder"
 CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
-
-
-def shared(rel: str) -> Path:
-    """A path under ../shared, or skip the test with the reason."""
-    p = SHARED / rel
-    if not p.exists():
-        pytest.skip(f"needs ../shared/{rel} (the shared data folder is not beside this checkout)")
-    return p
 
 
 def make_tiny_model(path: Path, seed: int = 0) -> Path:
@@ -80,3 +72,45 @@ def count_frames(path: Path) -> int:
         n += 1
     cap.release()
     return n
+
+
+def feed_frames(write, shape: tuple[int, ...], interval: float = 0.02):
+    """A daemon thread writing frames of rising grey level through `write` every `interval` s
+    until the returned Event is set; returns (stop, thread)."""
+    stop = threading.Event()
+
+    def feed():
+        i = 0
+        while not stop.is_set():
+            write(np.full(shape, i % 255, np.uint8))
+            i += 1
+            time.sleep(interval)
+
+    t = threading.Thread(target=feed, daemon=True)
+    t.start()
+    return stop, t
+
+
+def mjpg_avi(path: Path, n: int = 40) -> Path:
+    """A real MJPG .avi of `n` 160x120 frames (a pulsing red disc on a brightening ground)."""
+    import cv2
+
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 20, (160, 120))
+    for i in range(n):
+        f = np.full((120, 160, 3), i * 5, np.uint8)
+        cv2.circle(f, (80, 60), 20 + i % 10, (0, 0, 255), -1)
+        w.write(f)
+    w.release()
+    return path
+
+
+def gray_frames(path: Path) -> list[np.ndarray]:
+    """Every frame of a video as OpenCV decodes it, in grayscale."""
+    import cv2
+
+    cap = cv2.VideoCapture(str(path))
+    frames = []
+    while (f := cap.read()[1]) is not None:
+        frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY))
+    cap.release()
+    return frames

@@ -3,9 +3,10 @@ the same ranges as the fused code gave, kept histograms that save and load exact
 that compares every method from one pass, and `edge-fer calibrate` stopped by SIGTERM/SIGINT
 (a real child process) leaving no temporary file and --out as it was.
 
-OLD_RANGES were computed once with the code before the split (`collect(model, batches,
-method, percentile)`, which built the histograms and chose the ranges in one call) on the
-bundled model and `fer_like_faces()`, batches of 16, one ONNX Runtime thread.
+The OLD_* figures (tests/data/calibration_before_split.json) were computed once with the code
+before the split (`collect(model, batches, method, percentile)`, which built the histograms and
+chose the ranges in one call) on the bundled model and `fer_like_faces()`, batches of 16, one
+ONNX Runtime thread.
 """
 
 from __future__ import annotations
@@ -27,13 +28,12 @@ from edge_fer.errors import UserError
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 
+from paths import CALIB, FER, ROOT
+
 from edge_fer.quantize import CalibFaces, calibrate
 from edge_fer.quantize import ranges as R
 from edge_fer.quantize.calib_data import FaceBatchReader
 
-ROOT = Path(__file__).resolve().parents[1]
-FER = ROOT.parent / "shared" / "data" / "fer2013"
-CALIB = ROOT / "calibration" / "fer_default"
 CLASSES = ("angry", "happy", "sad")
 
 
@@ -64,165 +64,12 @@ def fer_like_faces(n: int = 48, size: int = 48, seed: int = 7) -> np.ndarray:
     return np.stack(out)
 
 
-OLD_NAMES = [
-    "input",
-    "/net/features/features.0/features.0.0/Conv_output_0",
-    "/net/features/features.0/features.0.2/Relu_output_0",
-    "/net/features/features.1/features.1.0/Conv_output_0",
-    "/net/features/features.1/features.1.2/Relu_output_0",
-    "/net/features/features.2/MaxPool_output_0",
-    "/net/features/features.3/features.3.0/Conv_output_0",
-    "/net/features/features.3/features.3.2/Relu_output_0",
-    "/net/features/features.4/features.4.0/Conv_output_0",
-    "/net/features/features.4/features.4.2/Relu_output_0",
-    "/net/features/features.5/MaxPool_output_0",
-    "/net/features/features.6/features.6.0/Conv_output_0",
-    "/net/features/features.6/features.6.2/Relu_output_0",
-    "/net/features/features.7/features.7.0/Conv_output_0",
-    "/net/features/features.7/features.7.2/Relu_output_0",
-    "/net/features/features.8/MaxPool_output_0",
-    "/net/features/features.9/features.9.0/Conv_output_0",
-    "/net/features/features.9/features.9.2/Relu_output_0",
-    "/net/features/features.10/features.10.0/Conv_output_0",
-    "/net/features/features.10/features.10.2/Relu_output_0",
-    "/net/head/head.0/GlobalAveragePool_output_0",
-    "/net/head/head.1/Flatten_output_0",
-    "/net/head/head.3/Gemm_output_0",
-    "probs",
-]
-# method -> [(amax, clipped)] per tensor, as the fused collect() computed them
-OLD_RANGES = {
-    "entropy": [
-        (1.7176470756530762, 0.0),
-        (5.412433845922351, 1.9779911747685184e-06),
-        (5.147118461318314, 1.1585376880787038e-05),
-        (7.6180147007107735, 5.933973524305556e-06),
-        (4.819748714566231, 1.9779911747685184e-06),
-        (4.834022402763367, 5.651403356481481e-06),
-        (6.542123626917601, 1.1302806712962962e-06),
-        (4.633618991356343, 2.8257016782407406e-06),
-        (5.933100823312998, 3.955982349537037e-06),
-        (5.65782362036407, 9.607385706018519e-06),
-        (6.418586756568402, 2.2605613425925925e-06),
-        (5.506744044832885, 3.3908420138888887e-06),
-        (5.172397871967405, 4.521122685185185e-06),
-        (5.763959262520075, 3.3908420138888887e-06),
-        (5.760753930080682, 1.1302806712962962e-06),
-        (5.6449875831604, 9.04224537037037e-06),
-        (5.0563388261944056, 1.808449074074074e-05),
-        (4.73143352009356, 9.04224537037037e-06),
-        (4.537515163421631, 1.1302806712962962e-05),
-        (4.701103687286377, 0.0),
-        (0.8086495810421184, 0.000244140625),
-        (0.8086495810421184, 0.000244140625),
-        (2.2901919884607196, 0.002976190476190476),
-        (0.6473085284233093, 0.002976190476190476),
-    ],
-    "percentile": [
-        (1.5922794304788113, 9.04224537037037e-05),
-        (4.5448525382671505, 9.918212890625e-05),
-        (4.536893076729029, 9.80518482349537e-05),
-        (6.04936748277396, 9.833441840277778e-05),
-        (3.3376640900969505, 9.918212890625e-05),
-        (3.8943379297852516, 9.946469907407407e-05),
-        (5.223003331571817, 9.889955873842593e-05),
-        (3.9458506158553064, 9.889955873842593e-05),
-        (4.936339884996414, 9.607385706018519e-05),
-        (4.857613506726921, 9.833441840277778e-05),
-        (5.31407138844952, 9.946469907407407e-05),
-        (4.771988547872752, 9.833441840277778e-05),
-        (4.26189123513177, 9.720413773148148e-05),
-        (4.836392983561382, 9.720413773148148e-05),
-        (4.3191872767638415, 9.946469907407407e-05),
-        (5.052374140592292, 9.946469907407407e-05),
-        (4.574057512450963, 9.720413773148148e-05),
-        (4.025779808405787, 9.946469907407407e-05),
-        (3.8595465891994536, 9.720413773148148e-05),
-        (3.8130193341057748, 9.946469907407407e-05),
-        (0.8243878954090178, 8.138020833333333e-05),
-        (0.8243878954090178, 8.138020833333333e-05),
-        (2.343984603881836, 0.0),
-        (0.6628199219703674, 0.0),
-    ],
-    "percentile99.9": [
-        (1.4511604030849412, 0.0007685908564814815),
-        (3.8152352306060493, 0.0009918212890625),
-        (3.7887036921456456, 0.0009904084382233796),
-        (4.63086785748601, 0.0009923864293981482),
-        (2.633495472371578, 0.0009856047453703704),
-        (2.9594113528728485, 0.000987865306712963),
-        (4.096997493878007, 0.0009935167100694445),
-        (3.083935760660097, 0.0009912561487268518),
-        (3.9573782491497695, 0.0009935167100694445),
-        (3.7446452148724347, 0.0009946469907407408),
-        (4.3532557238359, 0.0009901258680555555),
-        (3.8672718149609864, 0.0009901258680555555),
-        (3.2845112294889987, 0.0009901258680555555),
-        (3.9031535163521767, 0.0009765625),
-        (3.161523807561025, 0.0009935167100694445),
-        (3.800995057215914, 0.0009946469907407408),
-        (3.688182888785377, 0.0009969075520833333),
-        (3.0561405355110765, 0.0009923864293981482),
-        (3.0552897511515766, 0.0009923864293981482),
-        (2.9467261559329927, 0.0009946469907407408),
-        (0.7292085656663403, 0.0009765625),
-        (0.7292085656663403, 0.0009765625),
-        (2.343984603881836, 0.0),
-        (0.6628199219703674, 0.0),
-    ],
-    "minmax": [
-        (1.7176470756530762, 0.0),
-        (5.646078586578369, 0.0),
-        (5.646078586578369, 0.0),
-        (8.092164993286133, 0.0),
-        (5.430557727813721, 0.0),
-        (5.430557727813721, 0.0),
-        (6.659380912780762, 0.0),
-        (5.254098892211914, 0.0),
-        (6.444369792938232, 0.0),
-        (6.444369792938232, 0.0),
-        (6.444369792938232, 0.0),
-        (5.967323303222656, 0.0),
-        (5.267563819885254, 0.0),
-        (5.908798694610596, 0.0),
-        (5.824028491973877, 0.0),
-        (5.824028491973877, 0.0),
-        (5.626040458679199, 0.0),
-        (5.198484897613525, 0.0),
-        (4.701103687286377, 0.0),
-        (4.701103687286377, 0.0),
-        (0.8782333135604858, 0.0),
-        (0.8782333135604858, 0.0),
-        (2.343984603881836, 0.0),
-        (0.6628199219703674, 0.0),
-    ],
-}
-OLD_STATS = [  # (min, max, absmax) per tensor
-    (-1.7176470756530762, 1.4039218425750732, 1.7176470756530762),
-    (-5.084465503692627, 5.646078586578369, 5.646078586578369),
-    (0.0, 5.646078586578369, 5.646078586578369),
-    (-8.092164993286133, 5.430557727813721, 8.092164993286133),
-    (0.0, 5.430557727813721, 5.430557727813721),
-    (0.0, 5.430557727813721, 5.430557727813721),
-    (-6.659380912780762, 5.254098892211914, 6.659380912780762),
-    (0.0, 5.254098892211914, 5.254098892211914),
-    (-6.07549524307251, 6.444369792938232, 6.444369792938232),
-    (0.0, 6.444369792938232, 6.444369792938232),
-    (0.0, 6.444369792938232, 6.444369792938232),
-    (-5.967323303222656, 5.267563819885254, 5.967323303222656),
-    (0.0, 5.267563819885254, 5.267563819885254),
-    (-5.908798694610596, 5.824028491973877, 5.908798694610596),
-    (0.0, 5.824028491973877, 5.824028491973877),
-    (0.0, 5.824028491973877, 5.824028491973877),
-    (-5.626040458679199, 5.198484897613525, 5.626040458679199),
-    (0.0, 5.198484897613525, 5.198484897613525),
-    (-4.619847297668457, 4.701103687286377, 4.701103687286377),
-    (0.0, 4.701103687286377, 4.701103687286377),
-    (0.0, 0.8782333135604858, 0.8782333135604858),
-    (0.0, 0.8782333135604858, 0.8782333135604858),
-    (-1.795487642288208, 2.343984603881836, 2.343984603881836),
-    (0.011801068671047688, 0.6628199219703674, 0.6628199219703674),
-]
+# the calibration by the code before the split: tensor names, per method [(amax, clipped)] per
+# tensor, and (min, max, absmax) per tensor
+_BEFORE = json.loads((Path(__file__).parent / "data" / "calibration_before_split.json").read_text())
+OLD_NAMES = _BEFORE["names"]
+OLD_RANGES = {method: [tuple(r) for r in rows] for method, rows in _BEFORE["ranges"].items()}
+OLD_STATS = [tuple(r) for r in _BEFORE["stats"]]
 METHODS = [  # key in OLD_RANGES, method, percentile
     ("entropy", "entropy", None),
     ("percentile", "percentile", None),
@@ -375,31 +222,19 @@ def _png_dataset(root: Path, n: int) -> Path:
     return root
 
 
+def _calibrate_argv(data: Path, min_faces: int, out: Path, *extra: str) -> list[str]:
+    """`edge-fer calibrate` on all 40 faces of a _png_dataset folder."""
+    return ["calibrate", "--data", str(data), "--split", "all", "--samples", "40",
+            "--min-faces", str(min_faces), "--out", str(out), *extra]  # fmt: skip
+
+
 def _start(tmp_path: Path, out: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
     tmp = tmp_path / "tmp"  # the child's temporary folder: must be empty at the end
     tmp.mkdir(exist_ok=True)
     data = _png_dataset(tmp_path / "data", 40)
     env = dict(os.environ, TMPDIR=str(tmp), EDGE_FER_CACHE=str(tmp_path / "cache"))
-    cmd = [
-        sys.executable,
-        "-m",
-        "edge_fer.cli.main",
-        "calibrate",
-        "--data",
-        str(data),
-        "--split",
-        "all",
-        "--samples",
-        "40",
-        "--min-faces",
-        "20",
-        "--threads",
-        "1",
-        "--no-progress",
-        "--out",
-        str(out),
-        *extra,
-    ]
+    cmd = [sys.executable, "-m", "edge_fer.cli.main",
+           *_calibrate_argv(data, 20, out, "--threads", "1", "--no-progress", *extra)]  # fmt: skip
     child = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )
@@ -481,19 +316,7 @@ def test_skip_bad_skips_unreadable_images(tmp_path, monkeypatch, capsys):
     (data / "sad" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
     faces = from_dataset(data, "all", samples=40, skip_bad=True)
     assert len(faces) == 40 and faces.notes == ["1 unreadable entry skipped"]
-    args = [
-        "calibrate",
-        "--data",
-        str(data),
-        "--split",
-        "all",
-        "--samples",
-        "40",
-        "--min-faces",
-        "41",
-        "--out",
-        str(tmp_path / "out"),
-    ]
+    args = _calibrate_argv(data, 41, tmp_path / "out")
     assert main(args) == 2  # the loader's advice names a flag calibrate takes
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "broken.png" in err[0] and "--skip-bad" in err[0], err
@@ -508,7 +331,7 @@ def test_skip_bad_skips_unreadable_images(tmp_path, monkeypatch, capsys):
 # -- the committed calibration --------------------------------------------------------------------
 
 
-@pytest.mark.skipif(not (FER / "train").is_dir(), reason=f"../shared is absent ({FER})")
+@pytest.mark.shared("data/fer2013/train")
 @pytest.mark.skipif(not (CALIB / "calib.cache").is_file(), reason="no committed calibration")
 def test_committed_calibration_is_reproduced_byte_for_byte(tmp_path, monkeypatch, capsys):
     """The command in calibration/README.md, with the committed ids, on the split code."""

@@ -13,6 +13,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from paths import BACKGROUNDS, FACEFINDER, WEBFACES, shared
 
 from edge_fer.cascade_train import bootstrap, learner
 from edge_fer.cascade_train.annotations import (
@@ -23,22 +24,14 @@ from edge_fer.cascade_train.annotations import (
     split_images,
     webfaces_box,
 )
-from edge_fer.cascade_train.evaluate import curve, match_image
+from edge_fer.cascade_train.evaluate import curve, grid_windows, match_image
 from edge_fer.cascade_train.samples import ImageStore, Windows, jittered_positives, load_annotated
 from edge_fer.cascade_train.trainer import TrainConfig, parse_list, train
 from edge_fer.cli.main import main
 from edge_fer.detect import Cascade, Detector
 from edge_fer.errors import UserError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-WEBFACES = SHARED / "data" / "webfaces"
-BACKGROUNDS = SHARED / "data" / "backgrounds"
-FACEFINDER = SHARED / "reference" / "pico" / "facefinder"
-
-needs_shared = pytest.mark.skipif(
-    not (WEBFACES.is_dir() and BACKGROUNDS.is_dir() and FACEFINDER.is_file()),
-    reason="../shared (WebFaces, backgrounds, facefinder) is not available",
-)
+needs_shared = pytest.mark.shared("data/webfaces", "data/backgrounds", "reference/pico/facefinder")
 
 
 def _random_cascade(rng, depth=3, ntrees=5):
@@ -239,18 +232,9 @@ def test_kernel_agrees_with_runtime_on_facefinder():
     g = read_gray(WEBFACES / "images" / "pic00001.jpg")
     det = Detector(c, min_size=40, max_size=120, threshold=-1e9)
     raw = det.raw(g)
-    grid = det.grid(*g.shape)
-    rs, cs, ss = [], [], []
-    for k in range(grid.nscales):
-        r = grid.rows_f[grid.row_start[k] : grid.row_start[k + 1]].astype(np.int32)
-        cc = grid.cols_f[grid.col_start[k] : grid.col_start[k + 1]].astype(np.int32)
-        R, C = np.meshgrid(r, cc, indexing="ij")
-        rs.append(R.ravel())
-        cs.append(C.ravel())
-        ss.append(np.full(R.size, grid.sizes_i[k], np.int32))
-    n = sum(len(x) for x in rs)
-    win = Windows(np.concatenate(rs), np.concatenate(cs), np.concatenate(ss),
-                  np.zeros(n, np.int32), np.ones(n, np.int32))  # fmt: skip
+    r, cc, s = grid_windows(det.grid(*g.shape))
+    n = len(r)
+    win = Windows(r, cc, s, np.zeros(n, np.int32), np.ones(n, np.int32))
     store = ImageStore()
     store.add(g)
     ok, sc = _eval(store, win, c)
@@ -260,8 +244,7 @@ def test_kernel_agrees_with_runtime_on_facefinder():
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    if not (WEBFACES.is_dir() and BACKGROUNDS.is_dir()):
-        pytest.skip("../shared (WebFaces, backgrounds) is not available")
+    shared("data/webfaces"), shared("data/backgrounds")
     out = tmp_path_factory.mktemp("cascade")
     cfg = TrainConfig(
         out=str(out), webfaces=[str(WEBFACES)], backgrounds=[str(BACKGROUNDS)], max_images=300,

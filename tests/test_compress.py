@@ -17,11 +17,11 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
+from paths import FER
+
 from edge_fer import labels as L
 from edge_fer.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
-FER = ROOT.parent / "shared" / "data" / "fer2013"
 WIDTHS = [8, 16, 16, 32]
 
 

@@ -8,25 +8,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from paths import FER, fer_files
 
 from edge_fer import labels as L
 from edge_fer.data import SPLITS, FaceSet, load_dataset
 from edge_fer.data.loaders import detect_layout
 from edge_fer.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-FER = SHARED / "data" / "fer2013"
-
-needs_fer = pytest.mark.skipif(
-    not (FER / "train").is_dir(), reason=f"../shared is absent ({FER} not found)"
-)
-
-
-def fer_files(cls: str, prefix: str, k: int, folder: str = "test") -> list[Path]:
-    files = sorted((FER / folder / cls).glob(f"{prefix}_*.jpg"))
-    assert len(files) >= k, f"not enough {prefix} {cls} faces in {FER}"
-    return files[:k]
+needs_fer = pytest.mark.shared("data/fer2013/train")
 
 
 def copy_faces(dst: Path, per_class: dict[str, int], keep_names: bool = False) -> None:
@@ -95,9 +84,9 @@ def test_fer2013_folder_unknown_class_folder(tmp_path) -> None:
 
 def _csv_rows(n_per_usage: int = 3) -> list[tuple[int, np.ndarray, str]]:
     rows = []
-    for usage, folder in (("Training", "train"), ("PublicTest", "test"), ("PrivateTest", "test")):
+    for usage in ("Training", "PublicTest", "PrivateTest"):
         for cls in ("angry", "happy", "surprise")[:n_per_usage]:
-            f = fer_files(cls, usage, 1, folder)[0]
+            f = fer_files(cls, usage, 1)[0]
             rows.append((L.FER2013.index(cls), cv2.imread(str(f), cv2.IMREAD_GRAYSCALE), usage))
     return rows
 

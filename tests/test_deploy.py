@@ -15,15 +15,15 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import CALIB, ROOT
 
 from edge_fer.classify import default_model_path
 from edge_fer.cli.main import main
 from edge_fer.preprocess import PreprocessSpec
 from edge_fer.runtime.crops import crop_face, square_box
 
-ROOT = Path(__file__).resolve().parents[1]
 MODEL = default_model_path()
-CACHE = ROOT / "calibration" / "fer_default" / "calib.cache"
+CACHE = CALIB / "calib.cache"
 
 
 def _deploy(capsys, *argv) -> tuple[int, str, str]:

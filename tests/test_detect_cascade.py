@@ -7,16 +7,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import FACEFINDER
 
 from edge_fer.detect import Cascade, CascadeError, Detector
 from edge_fer.detect.cascade import HEADER_BYTES, tree_bytes
 from edge_fer.errors import UserError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FACEFINDER = SHARED / "reference/pico/facefinder"
-needs_shared = pytest.mark.skipif(
-    not FACEFINDER.exists(), reason=f"../shared is absent ({FACEFINDER} not found)"
-)
+needs_shared = pytest.mark.shared("reference/pico/facefinder")
 
 
 def make_bytes(tdepth: int, ntrees: int, seed: int = 0, thr: float = -1.0) -> bytes:

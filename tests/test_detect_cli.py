@@ -10,18 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import FACEFINDER, ROOT, SHARED
+from runtime_helpers import mjpg_avi
 
 from edge_fer.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-FACEFINDER = SHARED / "reference/pico/facefinder"
 IMG1 = SHARED / "data/webfaces/images/pic04478.jpg"
 IMG2 = SHARED / "data/webfaces/images/pic00001.jpg"
 VIDEO = SHARED / "data/videos/00-1.avi"
 
-needs_shared = pytest.mark.skipif(
-    not FACEFINDER.exists(), reason=f"../shared is absent ({FACEFINDER} not found)"
+needs_shared = pytest.mark.shared(
+    "reference/pico/facefinder", "data/webfaces/images", "data/videos/00-1.avi",
+    "data/videos/01-2.avi",
 )
 cv2 = pytest.importorskip("cv2")
 
@@ -272,20 +272,10 @@ def test_subprocess_bad_video_is_one_line(tmp_path: Path) -> None:
     ]
 
 
-def _mjpg_avi(path: Path, n: int = 40) -> Path:
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 20, (160, 120))
-    for i in range(n):
-        f = np.full((120, 160, 3), i * 5, np.uint8)
-        cv2.circle(f, (80, 60), 20 + i % 10, (0, 0, 255), -1)
-        w.write(f)
-    w.release()
-    return path
-
-
 def test_truncated_avi_warns_counts_and_exits_1(capsys, tmp_path: Path) -> None:
     """A video cut in half: the frames that decode are processed, one warning says the file
     ends early, the lost frames are counted, and the exit code is 1 (as edge-fer run)."""
-    whole = _mjpg_avi(tmp_path / "whole.avi")
+    whole = mjpg_avi(tmp_path / "whole.avi")
     data = whole.read_bytes()
     cut = tmp_path / "cut.avi"
     cut.write_bytes(data[: len(data) // 2])
@@ -309,7 +299,7 @@ def test_truncated_avi_warns_counts_and_exits_1(capsys, tmp_path: Path) -> None:
 
 
 def test_video_with_no_decodable_frame_is_one_line(capsys, tmp_path: Path) -> None:
-    data = _mjpg_avi(tmp_path / "whole.avi").read_bytes()
+    data = mjpg_avi(tmp_path / "whole.avi").read_bytes()
     head = tmp_path / "head.avi"
     head.write_bytes(data[: data.index(b"movi") + 200])  # the headers, part of frame 0
     rc, out, err = run_cli(capsys, head)

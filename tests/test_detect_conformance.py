@@ -3,18 +3,14 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import SHARED, shared
 
 from edge_fer.detect import Cascade, Detector, cluster
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-EXPECTED = SHARED / "reference/pico/expected_detections.json"
-
-if not EXPECTED.exists():
-    pytest.skip(f"../shared is absent ({EXPECTED} not found)", allow_module_level=True)
+EXPECTED = shared("reference/pico/expected_detections.json")  # skips the module when absent
 
 cv2 = pytest.importorskip("cv2")
 

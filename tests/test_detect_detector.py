@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import itertools
-from pathlib import Path
 
 import numpy as np
 import pytest
+from paths import SHARED, shared
+from runtime_helpers import gray_frames
 
 from edge_fer.detect import Cascade, Detection, Detector, cluster, parse_angles
 from edge_fer.detect.cluster import group_greedy
 from edge_fer.detect.grid import build_grid
 from edge_fer.errors import UserError
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-FACEFINDER = SHARED / "reference/pico/facefinder"
+FACEFINDER = shared("reference/pico/facefinder")  # skips the module when absent
 IMAGE = SHARED / "data/webfaces/images/pic04478.jpg"  # 640x480, several faces
 VIDEO = SHARED / "data/videos/00-1.avi"
-
-if not FACEFINDER.exists():
-    pytest.skip(f"../shared is absent ({FACEFINDER} not found)", allow_module_level=True)
 
 cv2 = pytest.importorskip("cv2")
 
@@ -36,14 +33,7 @@ def gray() -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def clip() -> list[np.ndarray]:
-    cap = cv2.VideoCapture(str(VIDEO))
-    frames = []
-    while True:
-        ok, f = cap.read()
-        if not ok:
-            break
-        frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY))
-    return frames
+    return gray_frames(VIDEO)
 
 
 def test_finds_faces_and_boxes(cascade: Cascade, gray: np.ndarray) -> None:

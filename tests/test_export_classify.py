@@ -16,25 +16,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from paths import FER_MODEL, ROOT, fer_files
 
 from edge_fer import labels as L
 from edge_fer.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-FER = SHARED / "data" / "fer2013"
-
-pytestmark = pytest.mark.skipif(
-    not (FER / "train").is_dir(), reason=f"../shared is absent ({FER} not found)"
-)
+pytestmark = pytest.mark.shared("data/fer2013/train")
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
-
-
-def fer_files(cls: str, prefix: str, k: int, start: int = 0) -> list[Path]:
-    folder = "train" if prefix == "Training" else "test"
-    files = sorted((FER / folder / cls).glob(f"{prefix}_*.jpg"))
-    return files[start : start + k]
 
 
 def class_folder_dataset(dst: Path, prefix: str, per_class: int,
@@ -212,9 +201,9 @@ def test_fixed_batch_model_is_fed_in_chunks(exported, tmp_path) -> None:
 
 
 def test_tensorrt_backend_absent_is_a_user_error(exported) -> None:
-    from edge_fer.backends import create_backend
-
     import importlib.util
+
+    from edge_fer.backends import create_backend
 
     if importlib.util.find_spec("tensorrt") is not None:
         pytest.skip("TensorRT is installed here: the backend is available")
@@ -261,7 +250,7 @@ def test_bad_model_files(exported, run_dir, tmp_path) -> None:
             Classifier.load(path)
         msg = str(ei.value)
         assert why in msg and str(path) in msg and "\n" not in msg, msg
-    bundled = ROOT / "edge_fer" / "assets" / "fer_default.onnx"
+    bundled = FER_MODEL
     if bundled.exists():
         assert default_model_path() == bundled
     else:

@@ -4,16 +4,13 @@ bundled model and real FER2013 faces."""
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import pytest
+from paths import FER
 
 from edge_fer.cli.main import main
 
-ROOT = Path(__file__).resolve().parents[1]
-FER = ROOT.parent / "shared" / "data" / "fer2013"
-needs_fer = pytest.mark.skipif(not (FER / "train").is_dir(),
-                               reason=f"../shared is absent ({FER} not found)")  # fmt: skip
+needs_fer = pytest.mark.shared("data/fer2013/train")
 pytest.importorskip("onnx")
 
 

@@ -21,12 +21,9 @@ from edge_fer.errors import UserError
 
 onnx = pytest.importorskip("onnx")
 from onnx import helper, numpy_helper
+from paths import ASSETS, PICO, ROOT, VERIFIER
+from paths import FER_MODEL as FER
 
-ROOT = Path(__file__).resolve().parents[1]
-ASSETS = ROOT / "edge_fer" / "assets"
-FER = ASSETS / "fer_default.onnx"
-VERIFIER = ASSETS / "face_verify.onnx"
-PICO = ASSETS / "face_default.pico"
 FUZZ_SECONDS = 3.0
 
 

@@ -19,20 +19,15 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from paths import FER_MODEL, ROOT, SHARED, fer_faces, shared
 
 from edge_fer import labels as L
 from edge_fer.errors import UserError
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
 MINI_XCEPTION = SHARED / "models" / "fer2013_mini_XCEPTION.102-0.66.hdf5"
 MINI_XCEPTION_SHA256 = "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed916799ea0e"
-FER = SHARED / "data" / "fer2013"
 
-needs_shared = pytest.mark.skipif(
-    not (MINI_XCEPTION.is_file() and (FER / "test").is_dir()),
-    reason=f"../shared is absent ({MINI_XCEPTION} or {FER} not found)",
-)
+needs_shared = pytest.mark.shared("models/fer2013_mini_XCEPTION.102-0.66.hdf5", "data/fer2013/test")
 
 ENV = dict(
     os.environ, OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
@@ -45,18 +40,6 @@ def cli(*args, env=None, timeout=120):
         [sys.executable, "-m", "edge_fer.cli.main", *map(str, args)],
         capture_output=True, text=True, check=False, cwd=ROOT, env=env or ENV, timeout=timeout,
     )  # fmt: skip
-
-
-def fer_faces(prefix: str, per_class: int) -> tuple[np.ndarray, np.ndarray, list[Path]]:
-    """Real 48x48 FER2013 faces, `per_class` of each class, labels in FER2013 order."""
-    folder = "train" if prefix == "Training" else "test"
-    imgs, labs, files = [], [], []
-    for i, cls in enumerate(L.FER2013):
-        for f in sorted((FER / folder / cls).glob(f"{prefix}_*.jpg"))[:per_class]:
-            imgs.append(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE))
-            labs.append(i)
-            files.append(f)
-    return np.stack(imgs), np.array(labs), files
 
 
 # -- without TensorFlow -----------------------------------------------------------------------
@@ -186,7 +169,7 @@ def test_load_keras_bad_input(tfk, tmp_path):
 
     with pytest.raises(UserError, match="no such Keras model file"):
         load_keras(tmp_path / "nope.h5")
-    onnx_file = ROOT / "edge_fer" / "assets" / "fer_default.onnx"
+    onnx_file = FER_MODEL
     if onnx_file.is_file():
         with pytest.raises(UserError, match="is an ONNX model, not a Keras model"):
             load_keras(onnx_file)
@@ -265,8 +248,7 @@ def tiny_model(keras, act=None, extra=None):
 
 @pytest.fixture(scope="module")
 def train_faces():
-    if not (FER / "train").is_dir():
-        pytest.skip(f"../shared is absent ({FER} not found)")
+    shared("data/fer2013/train")
     faces, labels, _ = fer_faces("Training", per_class=24)
     return np.stack([cv2.resize(f, (24, 24), interpolation=cv2.INTER_AREA) for f in faces]), labels
 

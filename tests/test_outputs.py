@@ -22,12 +22,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from runtime_helpers import ROOT, count_frames
+from paths import ASSETS, ROOT
+from runtime_helpers import count_frames
 
 from edge_fer.cli.main import main
 from edge_fer.errors import UserError
-
-ASSETS = ROOT / "edge_fer" / "assets"
 
 
 def _strict(text: str):

@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import http.client
 import socket
-import threading
 import time
 
 import numpy as np
 import pytest
+from runtime_helpers import feed_frames
 
 from edge_fer.errors import UserError
 from edge_fer.runtime.preview import MJPEGPreview, allowed_hosts, host_allowed, host_of
@@ -167,17 +167,7 @@ def test_trickled_headers_are_dropped_at_the_deadline(preview):
 
 def test_stream_client_stays_while_it_reads(preview):
     p = preview(0, request_timeout=0.5, max_fps=100)
-    stop = threading.Event()
-
-    def feed():
-        i = 0
-        while not stop.is_set():
-            p.write(np.full((24, 32, 3), i % 255, np.uint8))
-            i += 1
-            time.sleep(0.02)
-
-    t = threading.Thread(target=feed, daemon=True)
-    t.start()
+    stop, t = feed_frames(p.write, (24, 32, 3))
     try:
         with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
             s.sendall(f"GET /stream HTTP/1.0\r\nHost: 127.0.0.1:{p.port}\r\n\r\n".encode())

@@ -18,9 +18,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from paths import ROOT, VIDEOS, shared
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED_CLIP = ROOT.parent / "shared" / "data" / "videos" / "01-2.avi"
+SHARED_CLIP = VIDEOS / "01-2.avi"
 
 # what the device side imports (cli/main imports every command module to build its parser)
 DEVICE_SIDE = [
@@ -108,8 +108,7 @@ def test_device_commands_run_on_python_3_8(tmp_path):
     r = run("deploy", "triton", "--out", str(tmp_path / "triton"))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "triton").is_dir()
-    if not SHARED_CLIP.is_file():
-        pytest.skip(f"{SHARED_CLIP} is absent: the video part needs ../shared")
+    shared("data/videos/01-2.avi")  # the video part needs ../shared
     r = run("detect", str(SHARED_CLIP))
     assert r.returncode == 0, r.stderr
     assert "faces in" in r.stdout

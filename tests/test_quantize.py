@@ -23,6 +23,7 @@ onnx = pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 
 from onnx import TensorProto, helper, numpy_helper
+from paths import CALIB, FACEFINDER, FER, VIDEOS, fer_faces
 
 from edge_fer.quantize import CalibFaces, calibrate, check_faces
 from edge_fer.quantize import ranges as R
@@ -30,16 +31,10 @@ from edge_fer.quantize import trt_cache as T
 from edge_fer.quantize.calib_data import FaceBatchReader, stratified_sample
 from edge_fer.quantize.qdq import check_supported, summarize
 
-ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared"
-FER = SHARED / "data" / "fer2013"
-VIDEO = SHARED / "data" / "videos" / "00-1.avi"
-VIDEO_FEW = SHARED / "data" / "videos" / "01-2.avi"
-FACEFINDER = SHARED / "reference" / "pico" / "facefinder"
-needs_fer = pytest.mark.skipif(not (FER / "train").is_dir(), reason=f"../shared is absent ({FER})")
-needs_video = pytest.mark.skipif(
-    not (VIDEO.is_file() and FACEFINDER.is_file()), reason="../shared is absent (videos, pico)"
-)
+VIDEO = VIDEOS / "00-1.avi"
+VIDEO_FEW = VIDEOS / "01-2.avi"
+needs_fer = pytest.mark.shared("data/fer2013/train")
+needs_video = pytest.mark.shared("data/videos/00-1.avi", "reference/pico/facefinder")
 CLASSES = ("angry", "happy", "sad")
 SIZE = 16
 
@@ -458,20 +453,9 @@ def test_cli_calibrate(tiny_path, tmp_path, capsys):
 
 
 def _fer_faces(prefix: str, per_class: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """The first `per_class` FER2013 faces of each class with this file-name prefix (read
-    directly: decoding the whole split would take longer than the test)."""
-    import cv2
-
-    from edge_fer import labels as L
-
-    folder = "train" if prefix == "Training" else "test"
-    imgs, labels, ids = [], [], []
-    for k, cls in enumerate(L.FER2013):
-        for f in sorted((FER / folder / cls).glob(f"{prefix}_*.jpg"))[:per_class]:
-            imgs.append(cv2.imread(str(f), cv2.IMREAD_GRAYSCALE))
-            labels.append(k)
-            ids.append(f"{folder}/{cls}/{f.name}")
-    return np.stack(imgs), np.array(labels), ids
+    """`fer_faces` with ids as the calibration report writes them (train/<class>/<file>)."""
+    imgs, labels, files = fer_faces(prefix, per_class)
+    return imgs, labels, [f.relative_to(FER).as_posix() for f in files]
 
 
 @needs_fer
@@ -516,7 +500,6 @@ def test_faces_from_a_video_with_the_detector(tiny_path, tmp_path):
     assert auto.notes[-1].endswith("cascade face_lowres.pico") and len(auto) == 120
 
 
-CALIB = ROOT / "calibration" / "fer_default"
 
 
 @pytest.mark.skipif(

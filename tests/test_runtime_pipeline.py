@@ -327,5 +327,5 @@ def test_single_photo_and_folder_are_stills(tmp_path, tiny_model, cascade, capsy
 def test_bad_tracker_options_are_one_line_errors(flag, value, tiny_model, cascade, capsys):
     rc, _, err = _run(["run", str(shared("data/videos/00-1.avi")), "--model", str(tiny_model),
                        "--cascade", str(cascade), flag, value], capsys)  # fmt: skip
-    assert rc == 2 and err.startswith("edge-fer run: error: tracker:"), err
+    assert rc == 2 and err.startswith(f"edge-fer run: error: {flag} must be "), err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

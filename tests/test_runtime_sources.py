@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import threading
 import time
 
 import cv2
 import numpy as np
 import pytest
-from runtime_helpers import shared
+from runtime_helpers import feed_frames, mjpg_avi, shared
 
 from edge_fer.errors import UserError
 from edge_fer.runtime.sources import (
@@ -214,18 +213,8 @@ def test_network_stream_drop_reconnect_and_loss():
 
     server = MJPEGPreview(0)
     port = server.port
-    stop = threading.Event()
     box = {"server": server}
-
-    def feed():
-        i = 0
-        while not stop.is_set():
-            box["server"].write(np.full((48, 64, 3), i % 255, np.uint8))
-            i += 1
-            time.sleep(0.02)
-
-    t = threading.Thread(target=feed, daemon=True)
-    t.start()
+    stop, _ = feed_frames(lambda f: box["server"].write(f), (48, 64, 3))
     warnings = []
     src = open_source(f"http://127.0.0.1:{port}/stream", warn=warnings.append,
                       reconnect_timeout=1.5)  # fmt: skip
@@ -257,16 +246,6 @@ def test_network_stream_drop_reconnect_and_loss():
         box["server"].close()
 
 
-def _mjpg_avi(path, n=40):
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 20, (160, 120))
-    for i in range(n):
-        f = np.full((120, 160, 3), i * 5, np.uint8)
-        cv2.circle(f, (80, 60), 20 + i % 10, (0, 0, 255), -1)
-        w.write(f)
-    w.release()
-    return path
-
-
 def test_ffmpeg_log_lines_stay_off_stderr(tmp_path):
     """A truncated AVI, read in a fresh process: FFmpeg's own "[mjpeg @ 0x...]" complaints do
     not reach stderr (only our warning does), unless the user asks for them by environment."""
@@ -274,7 +253,7 @@ def test_ffmpeg_log_lines_stay_off_stderr(tmp_path):
     import subprocess
     import sys
 
-    data = _mjpg_avi(tmp_path / "ok.avi").read_bytes()
+    data = mjpg_avi(tmp_path / "ok.avi").read_bytes()
     cut = tmp_path / "cut.avi"
     cut.write_bytes(data[: len(data) // 2 + 37])  # ends inside a frame's quantisation table
     ours = (
@@ -305,17 +284,7 @@ def test_outage_in_progress_at_interrupt_is_a_gap():
     from edge_fer.runtime.preview import MJPEGPreview
 
     server = MJPEGPreview(0)
-    stop = threading.Event()
-
-    def feed():
-        i = 0
-        while not stop.is_set():
-            server.write(np.full((48, 64, 3), i % 255, np.uint8))
-            i += 1
-            time.sleep(0.02)
-
-    t = threading.Thread(target=feed, daemon=True)
-    t.start()
+    stop, _ = feed_frames(server.write, (48, 64, 3))
     warnings = []
     src = open_source(f"http://127.0.0.1:{server.port}/stream", warn=warnings.append,
                       reconnect_timeout=60)  # fmt: skip

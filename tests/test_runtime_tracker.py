@@ -189,8 +189,13 @@ def test_score_single_face_counts_finds_switches_and_other_boxes():
     ref = np.array([[10, 10, 40, 40]] * 6, float)
     events = [
         {"frame": 0, "faces": [{"box": [11, 10, 40, 40], "track": 1}]},
-        {"frame": 1, "faces": [{"box": [12, 11, 40, 40], "track": 1},
-                               {"box": [100, 100, 20, 20], "track": 2}]},  # fmt: skip
+        {
+            "frame": 1,
+            "faces": [
+                {"box": [12, 11, 40, 40], "track": 1},
+                {"box": [100, 100, 20, 20], "track": 2},
+            ],
+        },
         {"frame": 2, "faces": [{"box": [100, 100, 20, 20], "track": 2}]},  # face missed
         {"frame": 4, "faces": [{"box": [10, 12, 40, 40], "track": 3}]},  # a new id: a switch
         {"frame": 5, "faces": [{"box": [40, 40, 40, 40], "track": 3}]},  # IoU 0.06: not the face
@@ -217,3 +222,28 @@ def test_min_score_hides_a_steady_weak_false_positive_and_keeps_the_face():
     assert seen == {1} and tr.births == 1
     with pytest.raises(ValueError):
         IoUTracker(score_smoothing=0)
+
+
+def test_finish_at_a_cut_gives_new_ids_after_it():
+    tr = IoUTracker(min_hits=2)
+    first = _settle(tr, [50, 50, 40, 40])
+    tr.update([[200, 50, 10, 10]])  # a tentative track too
+    ended = tr.finish()  # a scene cut
+    assert [t.id for t in ended] == [first] and tr.tracks == []
+    tr.update([[50, 50, 40, 40]])
+    out = tr.update([[50, 50, 40, 40]])  # the same place after the cut: someone new
+    assert [t.id for t in out] == [first + 1]
+
+
+def test_smoother_keeps_the_latest_ended_tracks_only():
+    sm = TrackSmoother(("a", "b"), keep_ended=2)
+    for tid in range(1, 6):
+        sm.update(tid, [1.0, 0.0], frame=tid, t=tid * 0.1)
+    sm.update(9, [0.0, 1.0], frame=9, t=0.9)  # live throughout
+    for tid in range(1, 6):
+        sm.drop(tid)
+    assert [s["id"] for s in sm.summary()] == [4, 5, 9] and sm.omitted == 3
+    sm.drop(77)  # never classified: nothing to keep or count
+    assert sm.omitted == 3 and len(sm.stats) == 3 and len(sm._state) == 1
+    with pytest.raises(ValueError):
+        TrackSmoother(("a",), keep_ended=-1)

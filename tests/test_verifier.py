@@ -9,7 +9,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from runtime_helpers import shared
+from paths import ASSETS, VERIFIER, shared
 
 from edge_fer.detect.verifier import (
     Verifier,
@@ -19,9 +19,6 @@ from edge_fer.detect.verifier import (
     normalize,
     offsets_to,
 )
-
-ASSETS = Path(__file__).resolve().parents[1] / "edge_fer" / "assets"
-VERIFIER = ASSETS / "face_verify.onnx"
 
 
 def test_crops_centre_on_the_box_and_replicate_edges():

@@ -245,14 +245,9 @@ def mine_negatives(
     quota = max(1, -(-count // NLANES))
     per_lane_draws = max(1, -(-max_draws // NLANES))
     shape = (NLANES, quota)
-    o_r = np.zeros(shape, np.int32)
-    o_c = np.zeros(shape, np.int32)
-    o_s = np.zeros(shape, np.int32)
-    o_i = np.zeros(shape, np.int32)
-    o_g = np.zeros(shape, np.int32)
+    o_r, o_c, o_s, o_i, o_g = (np.zeros(shape, np.int32) for _ in range(5))  # row col size img sgn
     o_sc = np.zeros(shape, np.float32)
-    cnt = np.zeros(NLANES, np.int64)
-    drw = np.zeros(NLANES, np.int64)
+    cnt, drw = np.zeros(NLANES, np.int64), np.zeros(NLANES, np.int64)
     hi = np.minimum(np.minimum(H[source.img], W[source.img]).astype(np.int64) - 3, int(smax))
     if len(source) == 0 or hi.min() < smin:
         raise ValueError("every negative image must take a window of the smallest size")

@@ -26,6 +26,7 @@ from edge_fer.cascade_train import learner
 from edge_fer.cascade_train.annotations import AnnotatedImage, Face
 from edge_fer.cascade_train.samples import read_gray
 from edge_fer.detect import Cascade, Detector
+from edge_fer.detect.grid import ScanGrid
 from edge_fer.errors import UserError
 
 DEFAULT_THRESHOLDS = (0.0, 1.0, 2.5, 5.0, 10.0, 20.0, 40.0)
@@ -175,6 +176,19 @@ def scan_all(det: Detector, images: list[np.ndarray]) -> tuple[list[np.ndarray],
     return out, total
 
 
+def grid_windows(grid: ScanGrid) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Every window of a scan grid (`Detector.grid`) as contiguous int32 (rows, cols, sizes)."""
+    rs, cs, ss = [], [], []
+    for k in range(grid.nscales):
+        r = grid.rows_f[grid.row_start[k] : grid.row_start[k + 1]].astype(np.int32)
+        c = grid.cols_f[grid.col_start[k] : grid.col_start[k + 1]].astype(np.int32)
+        R, C = np.meshgrid(r, c, indexing="ij")
+        rs.append(R.ravel())
+        cs.append(C.ravel())
+        ss.append(np.full(R.size, grid.sizes_i[k], np.int32))
+    return tuple(np.ascontiguousarray(np.concatenate(x), np.int32) for x in (rs, cs, ss))
+
+
 def trees_per_window(cascade: Cascade, params: ScanParams, images: list[np.ndarray]) -> dict:
     """Mean trees evaluated per scanned window over `images` (the scan's cost model)."""
     det = params.detector(cascade)
@@ -184,17 +198,7 @@ def trees_per_window(cascade: Cascade, params: ScanParams, images: list[np.ndarr
         grid = det.grid(*g.shape)
         if grid.windows == 0:
             continue
-        rs, cs, ss = [], [], []
-        for k in range(grid.nscales):
-            r = grid.rows_f[grid.row_start[k] : grid.row_start[k + 1]].astype(np.int32)
-            c = grid.cols_f[grid.col_start[k] : grid.col_start[k + 1]].astype(np.int32)
-            R, C = np.meshgrid(r, c, indexing="ij")
-            rs.append(R.ravel())
-            cs.append(C.ravel())
-            ss.append(np.full(R.size, grid.sizes_i[k], np.int32))
-        r = np.ascontiguousarray(np.concatenate(rs), np.int32)
-        c = np.ascontiguousarray(np.concatenate(cs), np.int32)
-        s = np.ascontiguousarray(np.concatenate(ss), np.int32)
+        r, c, s = grid_windows(grid)
         n = r.shape[0]
         pix = np.ascontiguousarray(g).reshape(-1)
         out = np.zeros(n, np.int32)

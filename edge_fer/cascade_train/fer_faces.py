@@ -48,15 +48,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--count", type=int, default=8000, help="faces to draw (default 8000)")
     ap.add_argument("--seed", type=int, default=0)
     args = ap.parse_args(argv)
-    from edge_fer.errors import UserError
+    from edge_fer.cascade_train.script import run_tool
 
-    try:
+    def work() -> str:
         n = write_fer_boxes(args.fer, args.out, args.count, args.seed)
-    except UserError as exc:
-        print(f"fer_faces: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{n} faces -> {args.out}/boxes.txt")
-    return 0
+        return f"{n} faces -> {args.out}/boxes.txt"
+
+    return run_tool("fer_faces", work)
 
 
 if __name__ == "__main__":

@@ -61,15 +61,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--val-fraction", type=float, default=0.1,
                     help="the held-out share of images (as train-cascade --val-fraction)")
     args = ap.parse_args(argv)
-    from edge_fer.errors import UserError
+    from edge_fer.cascade_train.script import run_tool
 
-    try:
+    def work() -> str:
         n, k = make_lowres(args.webfaces, args.out, args.seed, args.val_fraction)
-    except UserError as exc:
-        print(f"lowres: error: {exc}", file=sys.stderr)
-        return 2
-    print(f"{n} images, {k} faces -> {args.out}/boxes.txt")
-    return 0
+        return f"{n} images, {k} faces -> {args.out}/boxes.txt"
+
+    return run_tool("lowres", work)
 
 
 if __name__ == "__main__":

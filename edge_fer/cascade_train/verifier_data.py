@@ -157,16 +157,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sel-fraction", type=float, default=0.1)
     ap.add_argument("--limit", type=int, default=0, help="first N training images only (tests)")
     args = ap.parse_args(argv)
+    from edge_fer.cascade_train.script import run_tool
     from edge_fer.detect import lowres_cascade_path
-    from edge_fer.errors import UserError
 
-    try:
+    def work() -> None:
         mine(args.webfaces, args.backgrounds, args.out, args.cascade or lowres_cascade_path(),
              args.seed, args.sel_fraction, args.limit)  # fmt: skip
-    except UserError as exc:
-        print(f"verifier_data: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+
+    return run_tool("verifier_data", work)
 
 
 if __name__ == "__main__":

@@ -7,55 +7,40 @@ import sys
 import tempfile
 from pathlib import Path
 
+from edge_fer.cli.common import quiet_opencv
+from edge_fer.cli.options import DetectorArgs, ModelArgs, SourceArgs, TrackerArgs, run_options
 from edge_fer.errors import UserError
 
 DEFAULT_JSON = "benchmarks/results/bench_run.json"
+# the options `run` shares with `bench`, from the same groups (no outputs: bench writes its own)
+GROUPS = (SourceArgs(), ModelArgs(backend="many", trt=False), DetectorArgs(memory=5),
+          TrackerArgs())  # fmt: skip
 
 
 def register(subparsers) -> None:
-    from edge_fer.cli.run_cmd import add_model_args
-
-    p = subparsers.add_parser(
-        "bench",
-        help="throughput and latency of `edge-fer run` for each available backend",
-        description="Run the whole pipeline on SOURCE (or a synthetic clip) once per available "
-        "backend and report frames/s, per-frame latency and per-stage times (p50/p99), as a "
-        "table and as JSON.",
-    )
+    # fmt: off
+    p = subparsers.add_parser("bench",
+                              help="throughput and latency of `edge-fer run` for each available "
+                              "backend",
+                              description="Run the whole pipeline on SOURCE (or a synthetic clip) "
+                              "once per available backend and report frames/s, per-frame latency "
+                              "and per-stage times (p50/p99), as a table and as JSON.")
     p.add_argument("source", nargs="?", metavar="SOURCE", help="video file, folder or URI")
-    p.add_argument(
-        "--synthetic",
-        metavar="WxH",
-        help="bench on a generated clip of this size (e.g. 640x480) instead",
-    )
+    p.add_argument("--synthetic", metavar="WxH",
+                   help="bench on a generated clip of this size (e.g. 640x480) instead")
     p.add_argument("--faces", type=int, default=2, help="--synthetic: faces in the clip (2)")
     p.add_argument("--frames", type=int, default=300, help="--synthetic: clip length (300)")
-    p.add_argument("--max-frames", type=int, metavar="N", help="stop each run after N frames")
-    p.add_argument(
-        "--backend",
-        action="append",
-        choices=("onnxruntime", "tensorrt"),
-        help="only this backend (repeatable; default: every available one)",
-    )
-    p.add_argument(
-        "--queue-size",
-        type=int,
-        default=1,
-        help="frames each queue between stages holds (default 1: lowest latency)",
-    )
-    p.add_argument(
-        "--json",
-        dest="json_out",
-        default=DEFAULT_JSON,
-        metavar="OUT",
-        help=f"where to save the results (default {DEFAULT_JSON})",
-    )
-    add_model_args(p)
+    p.add_argument("--queue-size", type=int, default=1,
+                   help="frames each queue between stages holds (default 1: lowest latency)")
+    p.add_argument("--json", dest="json_out", default=DEFAULT_JSON, metavar="OUT",
+                   help=f"where to save the results (default {DEFAULT_JSON})")
+    # fmt: on
+    for g in GROUPS:
+        g.add_to(p)
     p.set_defaults(func=run)
 
 
 def run(args) -> int:
-    from edge_fer.cli.run_cmd import options_from_args, quiet_opencv
     from edge_fer.runtime.bench import bench, format_table, synthetic_clip
     from edge_fer.runtime.sinks import check_writable, write_json_atomic
 
@@ -66,10 +51,10 @@ def run(args) -> int:
     if str(out) == DEFAULT_JSON:
         out.parent.mkdir(parents=True, exist_ok=True)
     check_writable(out, "--json")
-    base = options_from_args(args, args.source or "")
+    opts = run_options(args, args.source or "", GROUPS)
+    opts.queue_size = args.queue_size
     with tempfile.TemporaryDirectory(prefix="edge-fer-bench-") as tmp:
         clip = None
-        source = args.source
         if args.synthetic:
             m = re.fullmatch(r"(\d+)[xX](\d+)", args.synthetic.strip())
             if not m:
@@ -78,12 +63,8 @@ def run(args) -> int:
             if not (32 <= w <= 7680 and 32 <= h <= 4320):
                 raise UserError(f"--synthetic size {w}x{h} is out of range")
             clip = synthetic_clip(Path(tmp) / "synthetic.mp4", w, h, args.faces, args.frames)
-            source = clip["path"]
-        report = bench(
-            source, backends=args.backend, model=args.model, cascade=args.cascade,
-            max_frames=args.max_frames, queue_size=args.queue_size, threads=args.threads,
-            detector_options=base.detector, tracker_options=base.tracker,
-        )  # fmt: skip
+            opts.source = clip["path"]
+        report = bench(opts, backends=args.backend)
         if clip:
             report["synthetic"] = {k: v for k, v in clip.items() if k != "path"}
             report["source"] = f"synthetic {args.synthetic} ({args.faces} faces)"

@@ -20,193 +20,85 @@ import signal
 import sys
 import threading
 
-from edge_fer.cli.eval_cmd import HelpFormatter
+from edge_fer.cli.common import HelpFormatter, Progress
+from edge_fer.cli.options import FaceFinderArgs
+
+DETECTOR = FaceFinderArgs()  # `run`'s detector options that finding faces here takes
 
 
 def register(sub) -> None:
-    from edge_fer.cli.detect_cmd import parse_size
-
-    p = sub.add_parser(
-        "calibrate",
-        help="INT8 calibration: Q/DQ ONNX models, TensorRT calibration cache, ranges report",
-        description="Calibrate an exported FP32 model on face crops and write an INT8 Q/DQ "
-        "ONNX model for TensorRT (symmetric INT8, per-channel weights, Q/DQ on the inputs of "
-        "Conv/Gemm/MatMul), one for ONNX Runtime on CPU, a TensorRT calibration cache for "
-        "implicit INT8 (TensorRT <= 10, DeepStream's int8-calib-file) and a JSON report of "
-        "the per-tensor ranges.",
-        epilog="Calibrate on faces like the ones the model will see: --source with the "
-        "deployment camera's recordings is the best set, a dataset's training split the "
-        "next best. At least --min-faces faces are needed; a labelled set must hold more "
-        "than one class. The TensorRT cache's header names the TensorRT version that reads "
-        "it (--trt-version): TensorRT ignores a cache made for another version.",
-        formatter_class=HelpFormatter,
-    )
-    p.add_argument(
-        "--model",
-        default=None,
-        help="FP32 .onnx model exported by edge-fer (default: the bundled model)",
-    )
+    # fmt: off
+    p = sub.add_parser("calibrate",
+                       help="INT8 calibration: Q/DQ ONNX models, TensorRT calibration cache, "
+                       "ranges report",
+                       description="Calibrate an exported FP32 model on face crops and write an "
+                       "INT8 Q/DQ ONNX model for TensorRT (symmetric INT8, per-channel weights, "
+                       "Q/DQ on the inputs of Conv/Gemm/MatMul), one for ONNX Runtime on CPU, a "
+                       "TensorRT calibration cache for implicit INT8 (TensorRT <= 10, DeepStream's "
+                       "int8-calib-file) and a JSON report of the per-tensor ranges.",
+                       epilog="Calibrate on faces like the ones the model will see: --source with "
+                       "the deployment camera's recordings is the best set, a dataset's training "
+                       "split the next best. At least --min-faces faces are needed; a labelled set "
+                       "must hold more than one class. The TensorRT cache's header names the "
+                       "TensorRT version that reads it (--trt-version): TensorRT ignores a cache "
+                       "made for another version.", formatter_class=HelpFormatter)
+    p.add_argument("--model", default=None,
+                   help="FP32 .onnx model exported by edge-fer (default: the bundled model)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     src = p.add_argument_group("calibration faces (one of --data, --source)")
     one = src.add_mutually_exclusive_group(required=True)
-    one.add_argument(
-        "--data", metavar="DIR", help="labelled dataset (FER2013 folders or csv, class folders)"
-    )
-    one.add_argument(
-        "--source",
-        metavar="VIDEO_OR_IMAGES",
-        help="video file, image, folder or glob: faces found by the PICO detector",
-    )
-    src.add_argument(
-        "--split",
-        default="train",
-        choices=("train", "public-test", "private-test", "test", "all"),
-        help="--data: the split to sample (never the one you report)",
-    )
-    src.add_argument(
-        "--ids",
-        metavar="FILE",
-        help="--data: use exactly the faces listed in this ids file (a "
-        "calib_ids.txt of an earlier run) instead of sampling",
-    )
+    one.add_argument("--data", metavar="DIR",
+                     help="labelled dataset (FER2013 folders or csv, class folders)")
+    one.add_argument("--source", metavar="VIDEO_OR_IMAGES",
+                     help="video file, image, folder or glob: faces found by the PICO detector")
+    src.add_argument("--split", default="train",
+                     choices=("train", "public-test", "private-test", "test", "all"),
+                     help="--data: the split to sample (never the one you report)")
+    src.add_argument("--ids", metavar="FILE",
+                     help="--data: use exactly the faces listed in this ids file (a calib_ids.txt "
+                     "of an earlier run) instead of sampling")
     src.add_argument("--samples", type=int, default=512, help="faces in the calibration set")
     src.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
-    src.add_argument(
-        "--min-faces", type=int, default=100, help="refuse a calibration set with fewer faces"
-    )
-    src.add_argument(
-        "--skip-bad",
-        action="store_true",
-        help="--data: skip (and count) unreadable images instead of refusing the dataset",
-    )
-    det = p.add_argument_group("face detection (--source)")
-    det.add_argument(
-        "--cascade",
-        metavar="FILE",
-        help="pico face cascade (default: the bundled face_default.pico, and face_lowres.pico "
-        "for frames whose shorter side is under 240 px)",
-    )
-    det.add_argument(
-        "--min-size",
-        type=parse_size,
-        default=None,
-        metavar="PX|FRACTION",
-        help="smallest face: pixels or a fraction of the frame's shorter side (default 0.1, and "
-        "never below the cascade's min_face setting)",
-    )
-    det.add_argument(
-        "--max-size",
-        type=parse_size,
-        default=1.0,
-        metavar="PX|FRACTION",
-        help="largest face, same units",
-    )
-    det.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        help="minimum detection score (default: the cascade's recommended one)",
-    )
-    det.add_argument(
-        "--every", type=int, default=1, metavar="N", help="videos: look at every N-th frame"
-    )
-    det.add_argument(
-        "--max-frames",
-        type=int,
-        default=None,
-        metavar="N",
-        help="stop after N frames (cameras and streams stop at --samples faces)",
-    )
+    src.add_argument("--min-faces", type=int, default=100,
+                     help="refuse a calibration set with fewer faces")
+    src.add_argument("--skip-bad", action="store_true",
+                     help="--data: skip (and count) unreadable images instead of refusing the "
+                     "dataset")
+    det = DETECTOR.add_to(p)
+    det.add_argument("--every", type=int, default=1, metavar="N",
+                     help="videos: look at every N-th frame")
+    det.add_argument("--max-frames", type=int, default=None, metavar="N",
+                     help="stop after N frames (cameras and streams stop at --samples faces)")
     q = p.add_argument_group("quantization")
-    q.add_argument(
-        "--method",
-        default="entropy",
-        choices=("entropy", "percentile", "minmax"),
-        help="how each tensor's range is chosen: KL divergence (TensorRT's "
-        "EntropyCalibration2), a percentile of |x|, or the largest |x|",
-    )
-    q.add_argument(
-        "--percentile",
-        type=float,
-        default=99.99,
-        help="--method percentile: the percentile of |x| kept (and the one the report's "
-        "comparison of the methods uses)",
-    )
-    q.add_argument(
-        "--target",
-        default="both",
-        choices=("tensorrt", "cpu", "both"),
-        help="Q/DQ models to write: tensorrt (model.int8.qdq.onnx: INT8 symmetric, "
-        "what TensorRT fuses), cpu (model.int8.cpu.onnx: UINT8 activations, what "
-        "ONNX Runtime's CPU kernels fuse), or both",
-    )
-    q.add_argument(
-        "--trt-version",
-        default="10.3.0",
-        metavar="X.Y.Z",
-        help="TensorRT version written in the calibration cache's header "
-        "(JetPack 6.1/6.2: 10.3.0; 6.0: 8.6.2; 5.1: 8.5.2; 4.6.1-4.6.6: 8.2.1)",
-    )
+    q.add_argument("--method", default="entropy", choices=("entropy", "percentile", "minmax"),
+                   help="how each tensor's range is chosen: KL divergence (TensorRT's "
+                   "EntropyCalibration2), a percentile of |x|, or the largest |x|")
+    q.add_argument("--percentile", type=float, default=99.99,
+                   help="--method percentile: the percentile of |x| kept (and the one the report's "
+                   "comparison of the methods uses)")
+    q.add_argument("--target", default="both", choices=("tensorrt", "cpu", "both"),
+                   help="Q/DQ models to write: tensorrt (model.int8.qdq.onnx: INT8 symmetric, what "
+                   "TensorRT fuses), cpu (model.int8.cpu.onnx: UINT8 activations, what ONNX "
+                   "Runtime's CPU kernels fuse), or both")
+    q.add_argument("--trt-version", default="10.3.0", metavar="X.Y.Z",
+                   help="TensorRT version written in the calibration cache's header (JetPack "
+                   "6.1/6.2: 10.3.0; 6.0: 8.6.2; 5.1: 8.5.2; 4.6.1-4.6.6: 8.2.1)")
     q.add_argument("--batch-size", type=int, default=32, help="faces per calibration batch")
-    q.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="ONNX Runtime threads (default 0: its default, one per core)",
-    )
-    q.add_argument(
-        "--keep-histograms",
-        action="store_true",
-        help="also write calib_histograms.npz: every tensor's histogram, from which the ranges "
-        "of any --method can be computed again without another pass "
-        "(edge_fer.quantize.ranges.Collection.load)",
-    )
+    q.add_argument("--threads", type=int, default=0,
+                   help="ONNX Runtime threads (default 0: its default, one per core)")
+    q.add_argument("--keep-histograms", action="store_true",
+                   help="also write calib_histograms.npz: every tensor's histogram, from which the "
+                   "ranges of any --method can be computed again without another pass "
+                   "(edge_fer.quantize.ranges.Collection.load)")
+    # fmt: on
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)
 
 
-class _Progress:
-    """tqdm on a terminal when installed; else a line every 25% (or nothing)."""
-
-    def __init__(self, total: int | None, desc: str, unit: str, enabled: bool) -> None:
-        self.total, self.desc, self.unit = total, desc, unit
-        self.n = 0
-        self._bar = None
-        self._next = 0.25
-        self.enabled = enabled
-        if enabled and sys.stderr.isatty():
-            try:
-                from tqdm import tqdm
-
-                self._bar = tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)
-            except ImportError:
-                pass
-
-    def update(self, k: int = 1) -> None:
-        self.n += k
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.update(k)
-        elif self.total and self.n / self.total >= self._next:
-            print(f"{self.desc}: {self.n}/{self.total} {self.unit}s", file=sys.stderr, flush=True)
-            while self._next <= self.n / self.total:
-                self._next += 0.25
-
-    def set(self, n: int, postfix: str = "") -> None:
-        self.update(n - self.n)
-        if self._bar is not None and postfix:
-            self._bar.set_postfix_str(postfix, refresh=False)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
-
-
 def _faces(args, spec_size: int, margin: float):
     from edge_fer.errors import UserError
-    from edge_fer.quantize import DetectOptions, from_dataset, from_source
+    from edge_fer.quantize import from_dataset, from_source
     from edge_fer.quantize.report import read_ids
 
     if args.samples < 1:
@@ -228,11 +120,8 @@ def _faces(args, spec_size: int, margin: float):
         raise UserError("--skip-bad applies to --data; --source skips unreadable images itself")
     if args.every < 1:
         raise UserError("--every must be at least 1")
-    opts = DetectOptions(
-        min_size=args.min_size, max_size=args.max_size, threshold=args.threshold,
-        every=args.every, max_frames=args.max_frames,
-    )  # fmt: skip
-    bar = _Progress(None, "finding faces", "frame", not args.no_progress)
+    opts = DETECTOR.detect_options(args, every=args.every, max_frames=args.max_frames)
+    bar = Progress(None, "finding faces", "frame", not args.no_progress)
     try:
         return from_source(
             args.source, args.cascade, margin=margin, size=spec_size, samples=args.samples,
@@ -322,7 +211,7 @@ def _run(args, done: list) -> int:
     with Classifier.load(model, threads=1, tta="none") as clf:  # fail early on a bad model
         size, margin = clf.spec.input_size, clf.spec.crop_margin
     faces = _faces(args, size, margin)
-    bar = _Progress(len(faces), "calibrating", "face", not args.no_progress)
+    bar = Progress(len(faces), "calibrating", "face", not args.no_progress)
     try:
         info = calibrate(
             model, faces, args.out, method=args.method, percentile=args.percentile,

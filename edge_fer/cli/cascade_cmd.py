@@ -13,18 +13,17 @@ SHARED_BACKGROUNDS = Path("../shared/data/backgrounds")
 
 def register(sub) -> None:
     d = argparse.ArgumentDefaultsHelpFormatter
-    p = sub.add_parser(
-        "train-cascade",
-        help="learn a pico face cascade (Markus et al. 2013)",
-        description="Learn a pico cascade of boosted pixel-comparison trees from annotated faces "
-        "and face-free images, stage by stage with hard-negative bootstrapping. Writes "
-        "OUT/cascade.pico (pico binary format) and OUT/state.json after every stage; --resume "
-        "continues an interrupted run. See docs/cascade.md.",
-        formatter_class=d,
-    )
+    # fmt: off
+    p = sub.add_parser("train-cascade", help="learn a pico face cascade (Markus et al. 2013)",
+                       description="Learn a pico cascade of boosted pixel-comparison trees from "
+                       "annotated faces and face-free images, stage by stage with hard-negative "
+                       "bootstrapping. Writes OUT/cascade.pico (pico binary format) and "
+                       "OUT/state.json after every stage; --resume continues an interrupted run. "
+                       "See docs/cascade.md.", formatter_class=d)
     p.add_argument("--webfaces", action="append", default=[], metavar="DIR",
                    help="WebFaces folder (images/ + WebFaces_GroundThruth.txt); the last "
-                   "--val-fraction of its images in name order is held out")  # fmt: skip
+                   "--val-fraction of its images in name order is held out")
+    # fmt: on
     p.add_argument("--boxes", action="append", default=[], metavar="FILE",
                    help="box file, one face per line: path x y w h (all used for training)")
     p.add_argument("--backgrounds", action="append", default=[], metavar="DIR",
@@ -75,16 +74,16 @@ def register(sub) -> None:
     p.add_argument("--verbose", action="store_true", help="a line per tree")
     p.set_defaults(func=run_train)
 
-    e = sub.add_parser(
-        "eval-detector",
-        help="recall / false positives of a cascade on annotated images",
-        description="Scan the images of a WebFaces folder (or a box file) with a cascade and "
-        "report recall and false positives per image at several score thresholds (a face is "
-        "found when a detection's square overlaps its box with IoU >= --iou), the recall at "
-        "fixed false-positive rates, false positives per megapixel on face-free images, speed, "
-        "and the same for a reference cascade.",
-        formatter_class=d,
-    )
+    # fmt: off
+    e = sub.add_parser("eval-detector",
+                       help="recall / false positives of a cascade on annotated images",
+                       description="Scan the images of a WebFaces folder (or a box file) with a "
+                       "cascade and report recall and false positives per image at several score "
+                       "thresholds (a face is found when a detection's square overlaps its box "
+                       "with IoU >= --iou), the recall at fixed false-positive rates, false "
+                       "positives per megapixel on face-free images, speed, and the same for a "
+                       "reference cascade.", formatter_class=d)
+    # fmt: on
     e.add_argument("--cascade", default=None, help="pico cascade (default: the bundled one)")
     e.add_argument("--stages", type=int, default=0,
                    help="evaluate only the cascade's first N stages (0: all)")

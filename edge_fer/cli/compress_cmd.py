@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from edge_fer.cli.eval_cmd import HelpFormatter
+from edge_fer.cli.common import HelpFormatter
 
 NOTE_24 = ("2:4 sparsity: ONNX Runtime on a CPU runs the weights dense (no speed-up, none "
            "expected); TensorRT uses the sparse tensor cores of Ampere GPUs (Jetson Orin): "
@@ -28,186 +28,116 @@ NOTE_TRT = ("target tensorrt: ONNX Runtime's CPU kernels run this Q/DQ layout in
 
 
 def _common(p, default_epochs: int, default_lr: float) -> None:
+    # fmt: off
     p.add_argument("--model", default=None,
                    help="model to compress: an edge-fer training checkpoint (best.safetensors) "
-                   "or FP32 edge-fer ONNX [default: the bundled model]")  # fmt: skip
-    p.add_argument(
-        "--data",
-        required=True,
-        help="dataset for fine-tuning and the report (FER2013 folder or csv: "
-        "Training to fine-tune, PublicTest to select, PrivateTest to report)",
-    )
+                   "or FP32 edge-fer ONNX [default: the bundled model]")
+    p.add_argument("--data", required=True,
+                   help="dataset for fine-tuning and the report (FER2013 folder or csv: Training "
+                   "to fine-tune, PublicTest to select, PrivateTest to report)")
     p.add_argument("--out", required=True, help="output folder (models, report.md, report.json)")
-    p.add_argument(
-        "--force", action="store_true", help="write into an --out that already holds a finished run"
-    )
+    p.add_argument("--force", action="store_true",
+                   help="write into an --out that already holds a finished run")
     f = p.add_argument_group("fine-tuning")
-    f.add_argument(
-        "--epochs",
-        type=int,
-        default=default_epochs,
-        help="fine-tuning epochs (per pruning step for iterative pruning)",
-    )
-    f.add_argument(
-        "--lr",
-        type=float,
-        default=default_lr,
-        help="initial SGD learning rate (cosine decay to 0 over each fine-tuning)",
-    )
+    f.add_argument("--epochs", type=int, default=default_epochs,
+                   help="fine-tuning epochs (per pruning step for iterative pruning)")
+    f.add_argument("--lr", type=float, default=default_lr,
+                   help="initial SGD learning rate (cosine decay to 0 over each fine-tuning)")
     f.add_argument("--batch-size", type=int, default=128, help="fine-tuning batch size")
     f.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
     f.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing")
     f.add_argument("--distill", type=float, default=0.0, metavar="WEIGHT",
                    help="knowledge distillation: weight (0-1) of the loss on the uncompressed "
                    "model's softened outputs (0: labels only, the default; see docs/compress.md "
-                   "for a measured run)")  # fmt: skip
+                   "for a measured run)")
     f.add_argument("--distill-temperature", type=float, default=4.0,
-                   help="softmax temperature of the distillation targets")  # fmt: skip
-    f.add_argument(
-        "--train-fraction",
-        type=float,
-        default=1.0,
-        help="fine-tune on this fraction of the Training split (quick runs)",
-    )
-    f.add_argument(
-        "--val-limit",
-        type=int,
-        default=0,
-        help="select on at most this many PublicTest faces (0: all; quick runs)",
-    )
+                   help="softmax temperature of the distillation targets")
+    f.add_argument("--train-fraction", type=float, default=1.0,
+                   help="fine-tune on this fraction of the Training split (quick runs)")
+    f.add_argument("--val-limit", type=int, default=0,
+                   help="select on at most this many PublicTest faces (0: all; quick runs)")
     f.add_argument("--no-augment", action="store_true", help="no training augmentation")
     f.add_argument("--seed", type=int, default=0, help="seed of sampling and augmentation")
-    f.add_argument(
-        "--threads",
-        type=int,
-        default=0,
-        help="torch CPU threads for fine-tuning (0: torch's default)",
-    )
+    f.add_argument("--threads", type=int, default=0,
+                   help="torch CPU threads for fine-tuning (0: torch's default)")
     f.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     f.add_argument("--max-batches", type=int, default=0, help=argparse.SUPPRESS)
     r = p.add_argument_group("report")
-    r.add_argument(
-        "--eval-split",
-        default="private-test",
-        choices=("private-test", "public-test", "test"),
-        help="FER2013 split of the report (other layouts: all their images)",
-    )
-    r.add_argument(
-        "--eval-limit",
-        type=int,
-        default=0,
-        help="evaluate on an even sample of this many faces (0: all; quick runs)",
-    )
-    r.add_argument(
-        "--eval-tta",
-        default="auto",
-        choices=("auto", "none", "flip", "zoom-flip"),
-        help="test-time augmentation of extra accuracy columns (the main columns "
-        "are one view); auto: the source model's default (edge_fer.tta_default)",
-    )
-    r.add_argument(
-        "--bench-threads", type=int, default=1, help="ONNX Runtime threads for the latency columns"
-    )
+    r.add_argument("--eval-split", default="private-test",
+                   choices=("private-test", "public-test", "test"),
+                   help="FER2013 split of the report (other layouts: all their images)")
+    r.add_argument("--eval-limit", type=int, default=0,
+                   help="evaluate on an even sample of this many faces (0: all; quick runs)")
+    r.add_argument("--eval-tta", default="auto", choices=("auto", "none", "flip", "zoom-flip"),
+                   help="test-time augmentation of extra accuracy columns (the main columns are "
+                   "one view); auto: the source model's default (edge_fer.tta_default)")
+    r.add_argument("--bench-threads", type=int, default=1,
+                   help="ONNX Runtime threads for the latency columns")
+    # fmt: on
     r.add_argument("--bench-rounds", type=int, default=5, help=argparse.SUPPRESS)
     r.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "prune",
-        help="prune a classifier with fine-tuning (needs edge-fer[train,compress])",
-        description="Prune a classifier, fine-tune it, export ONNX and compare it with the "
-        "original: structured channel pruning to a MAC target (torch-pruning), 2:4 "
-        "semi-structured sparsity (TensorRT on Ampere GPUs), or unstructured magnitude pruning "
-        "(compressed size). Writes pruned.onnx, pruned.safetensors, report.md, report.json.",
-        formatter_class=HelpFormatter,
-    )
+    # fmt: off
+    p = sub.add_parser("prune",
+                       help="prune a classifier with fine-tuning (needs edge-fer[train,compress])",
+                       description="Prune a classifier, fine-tune it, export ONNX and compare it "
+                       "with the original: structured channel pruning to a MAC target "
+                       "(torch-pruning), 2:4 semi-structured sparsity (TensorRT on Ampere GPUs), "
+                       "or unstructured magnitude pruning (compressed size). Writes pruned.onnx, "
+                       "pruned.safetensors, report.md, report.json.", formatter_class=HelpFormatter)
     _common(p, default_epochs=2, default_lr=0.01)
     g = p.add_argument_group("pruning")
-    g.add_argument(
-        "--method",
-        default="structured",
-        choices=("structured", "2:4", "unstructured"),
-        help="structured: remove channels; 2:4: 2 zeros in every 4 weights along "
-        "the input channels; unstructured: zero the smallest weights globally",
-    )
+    g.add_argument("--method", default="structured", choices=("structured", "2:4", "unstructured"),
+                   help="structured: remove channels; 2:4: 2 zeros in every 4 weights along the "
+                   "input channels; unstructured: zero the smallest weights globally")
     g.add_argument("--importance", default="l2", choices=("l1", "l2", "taylor"),
                    help="structured: channel ranking (weight L1/L2 norm, or first-order Taylor "
-                   "|w * grad|)")  # fmt: skip
-    g.add_argument(
-        "--target-macs-reduction",
-        type=float,
-        default=0.5,
-        help="structured: remove at least this fraction of the MACs (0-0.95)",
-    )
-    g.add_argument(
-        "--steps",
-        type=int,
-        default=3,
-        help="structured/unstructured: prune + fine-tune rounds to reach the target",
-    )
+                   "|w * grad|)")
+    g.add_argument("--target-macs-reduction", type=float, default=0.5,
+                   help="structured: remove at least this fraction of the MACs (0-0.95)")
+    g.add_argument("--steps", type=int, default=3,
+                   help="structured/unstructured: prune + fine-tune rounds to reach the target")
     g.add_argument("--round-to", type=int, default=16,
                    help="structured: keep a multiple of this many channels per layer (16 fits "
-                   "AVX-512 and tensor cores; 0: any count)")  # fmt: skip
-    g.add_argument(
-        "--sparsity",
-        type=float,
-        default=0.5,
-        help="unstructured: fraction of the weights set to zero",
-    )
-    g.add_argument(
-        "--taylor-batches",
-        type=int,
-        default=4,
-        help="taylor: training batches whose gradients rank the channels",
-    )
-    g.add_argument(
-        "--bn",
-        default="renormalize",
-        choices=("renormalize", "frozen"),
-        help="batch norms of a model rebuilt from ONNX (folded into the convs): renormalize "
-        "(give them their statistics back, the same function, then train them as in training) "
-        "or frozen (then use --lr 0.001)",
-    )
+                   "AVX-512 and tensor cores; 0: any count)")
+    g.add_argument("--sparsity", type=float, default=0.5,
+                   help="unstructured: fraction of the weights set to zero")
+    g.add_argument("--taylor-batches", type=int, default=4,
+                   help="taylor: training batches whose gradients rank the channels")
+    g.add_argument("--bn", default="renormalize", choices=("renormalize", "frozen"),
+                   help="batch norms of a model rebuilt from ONNX (folded into the convs): "
+                   "renormalize (give them their statistics back, the same function, then train "
+                   "them as in training) or frozen (then use --lr 0.001)")
+    # fmt: on
     p.set_defaults(func=run_prune)
 
-    q = sub.add_parser(
-        "qat",
-        help="quantization-aware training to INT8 QDQ ONNX (needs edge-fer[train])",
-        description="Fake-quantize a classifier (per-channel INT8 weights, per-tensor "
-        "activations at every Conv/Gemm input), calibrate it on Training faces, fine-tune it "
-        "and export QDQ ONNX; the calibrated model before fine-tuning is exported too "
-        "(post-training quantization) and both are compared with the FP32 model. Writes "
-        "qat.onnx, ptq.onnx, qat.safetensors, report.md, report.json.",
-        formatter_class=HelpFormatter,
-    )
+    # fmt: off
+    q = sub.add_parser("qat",
+                       help="quantization-aware training to INT8 QDQ ONNX (needs edge-fer[train])",
+                       description="Fake-quantize a classifier (per-channel INT8 weights, "
+                       "per-tensor activations at every Conv/Gemm input), calibrate it on Training "
+                       "faces, fine-tune it and export QDQ ONNX; the calibrated model before "
+                       "fine-tuning is exported too (post-training quantization) and both are "
+                       "compared with the FP32 model. Writes qat.onnx, ptq.onnx, qat.safetensors, "
+                       "report.md, report.json.", formatter_class=HelpFormatter)
     _common(q, default_epochs=2, default_lr=0.001)
     g = q.add_argument_group("quantization")
-    g.add_argument(
-        "--target",
-        default="tensorrt",
-        choices=("tensorrt", "cpu"),
-        help="tensorrt: INT8 symmetric activations (what TensorRT fuses); cpu: UINT8 "
-        "activations that ONNX Runtime's CPU kernels fuse into QLinearConv",
-    )
-    g.add_argument(
-        "--calib-method",
-        default="percentile",
-        choices=("percentile", "max"),
-        help="how calibration sets the activation ranges",
-    )
-    g.add_argument(
-        "--percentile",
-        type=float,
-        default=99.99,
-        help="percentile of the activations that sets their range",
-    )
-    g.add_argument(
-        "--calib-faces", type=int, default=512, help="Training faces the calibration runs on"
-    )
+    g.add_argument("--target", default="tensorrt", choices=("tensorrt", "cpu"),
+                   help="tensorrt: INT8 symmetric activations (what TensorRT fuses); cpu: UINT8 "
+                   "activations that ONNX Runtime's CPU kernels fuse into QLinearConv")
+    g.add_argument("--calib-method", default="percentile", choices=("percentile", "max"),
+                   help="how calibration sets the activation ranges")
+    g.add_argument("--percentile", type=float, default=99.99,
+                   help="percentile of the activations that sets their range")
+    g.add_argument("--calib-faces", type=int, default=512,
+                   help="Training faces the calibration runs on")
+    # fmt: off
     g.add_argument("--ranges", default="learn", choices=("learn", "fixed"),
-                   help="activation ranges during fine-tuning: learned (LSQ) or kept as "
-                   "calibrated")  # fmt: skip
+                   help="activation ranges during fine-tuning: learned (LSQ) or kept as calibrated")
+    # fmt: on
+    # fmt: on
     g.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 13)")
     q.set_defaults(func=run_qat)
 

@@ -9,156 +9,43 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_fer.cli.common import quiet_opencv
+from edge_fer.cli.options import DetectorArgs
 from edge_fer.errors import UserError
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm", ".pbm"}
-VIDEO_EXTS = {".avi", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv"}
 NO_CASCADE = (
     "the bundled face cascade is missing from this installation; pass --cascade FILE "
     "(a pico cascade)"
 )
-
-
-def parse_size(text: str) -> float:
-    """'48' -> 48 px, '48.5' -> 48.5 px, '0.1' or '10%' -> a fraction of the shorter side."""
-    t = text.strip()
-    try:
-        if t.endswith("%"):
-            v: float = float(t[:-1]) / 100.0
-            if not 0 < v <= 1:
-                raise ValueError
-            return v
-        v = int(t) if t.isdigit() else float(t)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"expected pixels (48) or a fraction of the frame (0.1 or 10%), got {text!r}"
-        ) from None
-    if not 0 < v < float("inf"):  # also rejects nan
-        raise argparse.ArgumentTypeError(f"size must be > 0, got {text!r}")
-    return v
-
-
-def parse_angles(text: str) -> tuple[float, ...]:
-    """--angle: '0', '0.25' or '0,1/32,-1/32' turns."""
-    from edge_fer.detect import parse_angles as parse
-
-    try:
-        return parse(text)
-    except ValueError as e:
-        raise argparse.ArgumentTypeError(f"{e} (turns, e.g. 0 or 0,1/32,-1/32)") from None
+# the detector's options, as `run` declares them; detect keeps one frame of memory by default
+# and does not upscale small frames
+DETECTOR = DetectorArgs(memory=1, upscale=False)
+GREEN = (0, 255, 0)
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    p = subparsers.add_parser(
-        "detect",
-        help="find faces in images or videos (pico cascade)",
-        description="Find faces with a pico cascade. Prints one line per image (per frame for "
-        'a video); with --json, JSON Lines {"path", "faces": [{"x","y","w","h",'
-        '"score"}]} (plus "frame" for videos).',
-    )
+    # fmt: off
+    p = subparsers.add_parser("detect", help="find faces in images or videos (pico cascade)",
+                              description="Find faces with a pico cascade. Prints one line per "
+                              'image (per frame for a video); with --json, JSON Lines {"path", '
+                              '"faces": [{"x","y","w","h","score"}]} (plus "frame" for videos).')
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_VIDEO")
-    p.add_argument(
-        "--cascade",
-        metavar="FILE",
-        help="pico cascade file (default: the bundled face_default.pico, and "
-        "face_lowres.pico for images and videos whose shorter side is under 240 px)",
-    )
-    p.add_argument(
-        "--min-size",
-        type=parse_size,
-        default=None,
-        metavar="PX|FRACTION",
-        help="smallest face: pixels (48) or a fraction of the frame's shorter side (0.1, 10%%); "
-        "default 0.1, and never below the cascade's min_face setting",
-    )
-    p.add_argument(
-        "--max-size",
-        type=parse_size,
-        default=1.0,
-        metavar="PX|FRACTION",
-        help="largest face, same units; default 1.0 (the whole shorter side)",
-    )
-    p.add_argument(
-        "--threshold",
-        type=float,
-        default=None,
-        metavar="Q",
-        help="minimum clustered score; higher = fewer false positives (default: the cascade's "
-        "recommended threshold from its .json settings file, else 5.0, facefinder's usual)",
-    )
-    p.add_argument(
-        "--angle",
-        type=parse_angles,
-        default=(0.0,),
-        metavar="A[,A...]",
-        help="in-plane rotation(s) of the cascade in turns, counter-clockwise (1/32 = 11.25 "
-        "deg; several, e.g. 0,1/32,-1/32: windows of every angle are clustered together)",
-    )
-    p.add_argument(
-        "--grouping",
-        choices=("chain", "greedy"),
-        default=None,
-        help="how overlapping windows become one face: chain (pico's) or greedy "
-        "(around the best window) (default: the cascade's setting, else chain)",
-    )
-    p.add_argument(
-        "--cluster-iou",
-        type=float,
-        default=None,
-        metavar="IOU",
-        help="overlap above which windows are grouped (default: the cascade's "
-        "cluster_iou setting, else 0.3)",
-    )
-    p.add_argument(
-        "--verifier",
-        default=None,
-        metavar="ONNX|none",
-        help="face verifier behind the cascade, as edge-fer run --verifier (default: "
-        "the cascade's verifier setting)",
-    )
-    p.add_argument(
-        "--verifier-min-prob",
-        type=float,
-        default=None,
-        metavar="P",
-        help="as edge-fer run --verifier-min-prob (default: the cascade's setting)",
-    )
-    p.add_argument(
-        "--scale-factor",
-        type=float,
-        default=None,
-        help="window growth per scale (default: the cascade's setting, else 1.1)",
-    )
-    p.add_argument(
-        "--stride-factor", type=float, default=0.1, help="window step as a fraction of its size"
-    )
-    p.add_argument(
-        "--memory",
-        type=int,
-        default=1,
-        metavar="N",
-        help="videos: pool the detections of the last N frames before clustering "
-        "(the threshold then applies to the pooled score)",
-    )
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON Lines")
-    p.add_argument(
-        "--draw",
-        metavar="OUT",
-        help="save images with boxes: a file for one input, else a directory; "
-        "videos are written as annotated .avi/.mp4",
-    )
+    p.add_argument("--draw", metavar="OUT",
+                   help="save images with boxes: a file for one input, else a directory; "
+                   "videos are written as annotated .avi/.mp4")
+    # fmt: on
+    DETECTOR.add_to(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     # imported here so `edge-fer --help` stays fast; importing the sources also keeps FFmpeg's
     # own decoder complaints off stderr (ours are the lines that matter)
-    from edge_fer.runtime.sources import quiet_opencv
-
     quiet_opencv()
     from edge_fer.detect import default_cascade_path
-    from edge_fer.runtime.runner import DetectorOptions, DetectorPicker
+    from edge_fer.detect.factory import DetectorPicker
 
     if args.cascade is None and default_cascade_path() is None:
         raise UserError(NO_CASCADE)
@@ -170,12 +57,7 @@ def run(args: argparse.Namespace) -> int:
             raise UserError(f"not a file: {p}")
     # as edge-fer run: small frames get the low-resolution cascade, and a cascade's .json
     # settings fill what the options leave unset
-    pick = DetectorPicker(args.cascade, DetectorOptions(
-        min_size=args.min_size, max_size=args.max_size, scale_factor=args.scale_factor,
-        stride_factor=args.stride_factor, angle=args.angle, threshold=args.threshold,
-        memory=args.memory, grouping=args.grouping, cluster_iou=args.cluster_iou,
-        verifier=args.verifier, verifier_min_prob=args.verifier_min_prob,
-    ), threads=args.threads)  # fmt: skip
+    pick = DetectorPicker(args.cascade, DETECTOR.parse(args), threads=args.threads)
     draw_dir = _draw_target(args.draw, len(paths))
     truncated = False
     for path in paths:
@@ -191,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
 
 # ---- inputs ---------------------------------------------------------------------------------
 def _is_video(path: Path) -> bool:
+    from edge_fer.runtime.sources import VIDEO_EXTS
+
     return path.suffix.lower() in VIDEO_EXTS
 
 
@@ -254,24 +138,11 @@ def _faces_json(faces) -> list[dict]:
 
 
 def _draw(img: np.ndarray, faces) -> np.ndarray:
-    import cv2
+    """The frame with each face's box and score, drawn as `edge-fer run` draws its faces."""
+    from edge_fer.runtime.sinks import annotate
 
-    out = img if img.ndim == 3 else cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-    thick = max(1, round(min(out.shape[:2]) / 300))
-    for f in faces:
-        x0, y0 = round(f.x), round(f.y)
-        x1, y1 = round(f.x + f.w), round(f.y + f.h)
-        cv2.rectangle(out, (x0, y0), (x1, y1), (0, 255, 0), thick)
-        cv2.putText(
-            out,
-            f"{f.score:.1f}",
-            (x0, max(y0 - 3, 10)),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.4 * thick,
-            (0, 255, 0),
-            thick,
-        )
-    return out
+    return annotate(img, [{"box": (f.x, f.y, f.w, f.h), "color": GREEN, "text": f"{f.score:.1f}"}
+                          for f in faces])  # fmt: skip
 
 
 def _draw_target(out: str | None, ninputs: int) -> Path | None:
@@ -305,6 +176,8 @@ def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
     gray = _read_image(path, cv2.IMREAD_GRAYSCALE)
     if gray is None:
         # not an image: maybe a video with an unusual extension
+        from edge_fer.runtime.sources import IMAGE_EXTS
+
         if path.suffix.lower() in IMAGE_EXTS:
             raise UserError(f"cannot decode {path}: not a valid image (truncated or corrupt?)")
         return _run_video(pick, path, args, draw_dir)
@@ -316,7 +189,9 @@ def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
         for f in faces:
             print(f"  x={f.x:.0f} y={f.y:.0f} w={f.w:.0f} h={f.h:.0f} score={f.score:.2f}")
     if args.draw:
-        color = _read_image(path, cv2.IMREAD_COLOR)
+        from edge_fer.runtime.sources import load_image
+
+        color, _ = load_image(str(path))
         out = _draw_path(args, draw_dir, path, video=False)
         try:
             ok = cv2.imwrite(str(out), _draw(color if color is not None else gray, faces))
@@ -333,11 +208,11 @@ def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
     Frames the decoder rejects are skipped and counted, and the file is checked against the
     frame count its header declares: each problem is one warning line on stderr.
     """
-    import cv2
+    from edge_fer.runtime.sinks import VideoSink
 
     warnings: list[str] = []  # printed once the video is done, unless nothing decoded at all
     src = _open_video(path, warnings.append)
-    writer = None
+    sink = None
     nframes = nwith = 0
     try:
         det = None
@@ -351,19 +226,19 @@ def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
             if args.json:
                 _emit({"path": str(path), "frame": fr.index, "faces": _faces_json(faces)})
             if args.draw:
-                if writer is None:
-                    out = _draw_path(args, draw_dir, path, video=True)
-                    fourcc = "mp4v" if out.suffix.lower() in {".mp4", ".m4v", ".mov"} else "MJPG"
+                if sink is None:  # written beside its target, put in place when complete
                     h, w = frame.shape[:2]
-                    writer = cv2.VideoWriter(str(out), cv2.VideoWriter.fourcc(*fourcc),
-                                             src.fps or 25.0, (w, h))  # fmt: skip
-                    if not writer.isOpened():
-                        raise UserError(f"cannot write video {out}")
-                writer.write(_draw(frame, faces))
+                    sink = VideoSink(_draw_path(args, draw_dir, path, video=True),
+                                     src.fps or 25.0, (w, h))  # fmt: skip
+                sink.write(_draw(frame, faces))
+    except BaseException:
+        if sink is not None:
+            sink.abort()
+        raise
     finally:
-        if writer is not None:
-            writer.release()
         src.close()
+    if sink is not None:
+        sink.close()
     if nframes == 0:
         raise UserError(f"cannot decode {path}: no frames could be read")
     sys.stdout.flush()

@@ -6,29 +6,15 @@ default model is the one bundled in edge_fer/assets. `models` lists the training
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
 from pathlib import Path
 
 from edge_fer import fileio
+from edge_fer.cli.common import HelpFormatter
 
 SPLIT_CHOICES = ("train", "public-test", "private-test", "test", "all")
-
-
-class HelpFormatter(argparse.HelpFormatter):
-    """Shows an option's default unless it is None/False or the help already names it."""
-
-    def _get_help_string(self, action):
-        text = action.help or ""
-        if (
-            "default" in text
-            or not action.option_strings
-            or action.default in (None, False, argparse.SUPPRESS)
-        ):
-            return text
-        return f"{text} (default: %(default)s)" if text else "default: %(default)s"
 
 
 def _model_args(p) -> None:
@@ -47,26 +33,27 @@ def _model_args(p) -> None:
 
 def register(sub) -> None:
     fmt = HelpFormatter
-    p = sub.add_parser(
-        "eval",
-        help="evaluate a model on a labelled dataset",
-        description="Accuracy, top-2 accuracy, macro-F1, per-class metrics, confusion matrix "
-        "and latency of an exported model on a dataset: fer2013.csv, FER2013 image folders "
-        "(split by file-name prefix), one folder per class, or JAFFE file names.",
-        epilog="Labels: by default every dataset class must exist in the model's vocabulary. "
-        "--label-set/--classes evaluate in another vocabulary instead: dataset classes and "
-        "model outputs are mapped onto it (edge_fer.labels.mapping; model probabilities of "
-        "classes that merge are summed), dataset samples with no counterpart are dropped and "
-        "counted, model classes with no counterpart lose their probability mass.",
-        formatter_class=fmt,
-    )
+    # fmt: off
+    p = sub.add_parser("eval", help="evaluate a model on a labelled dataset",
+                       description="Accuracy, top-2 accuracy, macro-F1, per-class metrics, "
+                       "confusion matrix and latency of an exported model on a dataset: "
+                       "fer2013.csv, FER2013 image folders (split by file-name prefix), one folder "
+                       "per class, or JAFFE file names.",
+                       epilog="Labels: by default every dataset class must exist in the model's "
+                       "vocabulary. --label-set/--classes evaluate in another vocabulary instead: "
+                       "dataset classes and model outputs are mapped onto it "
+                       "(edge_fer.labels.mapping; model probabilities of classes that merge are "
+                       "summed), dataset samples with no counterpart are dropped and counted, "
+                       "model classes with no counterpart lose their probability mass.",
+                       formatter_class=fmt)
     p.add_argument("--data", required=True, help="dataset folder or fer2013.csv")
     p.add_argument("--split", default=None, choices=SPLIT_CHOICES,
                    help="FER2013 split (test = public + private); other layouts evaluate all "
-                   "their images [default: private-test]")  # fmt: skip
+                   "their images [default: private-test]")
     _model_args(p)
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT",
-                   help="write the full report as JSON here ('-': stdout)")  # fmt: skip
+                   help="write the full report as JSON here ('-': stdout)")
+    # fmt: on
     p.add_argument("--png", default=None,
                    help="confusion-matrix image [default: OUT with .png when --json is a file]")
     voc = p.add_mutually_exclusive_group()
@@ -86,15 +73,14 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_eval)
 
-    c = sub.add_parser(
-        "classify",
-        help="classify already-cropped face images",
-        description="Print the expression of each face image (an already-cropped face; "
-        "folders are expanded to the images inside).",
-        epilog="An image that cannot be read gets an error line on stderr naming it; the "
-        "others are still classified and printed, and the exit code is then 2.",
-        formatter_class=fmt,
-    )
+    # fmt: off
+    c = sub.add_parser("classify", help="classify already-cropped face images",
+                       description="Print the expression of each face image (an already-cropped "
+                       "face; folders are expanded to the images inside).",
+                       epilog="An image that cannot be read gets an error line on stderr naming "
+                       "it; the others are still classified and printed, and the exit code is then "
+                       "2.", formatter_class=fmt)
+    # fmt: on
     c.add_argument("images", nargs="+", metavar="FACE_IMAGE")
     _model_args(c)
     c.add_argument("--json", action="store_true",
@@ -102,13 +88,12 @@ def register(sub) -> None:
     c.add_argument("--top", type=int, default=3, help="classes shown per line without --json")
     c.set_defaults(func=run_classify)
 
-    m = sub.add_parser(
-        "models",
-        help="list the model zoo (params, MACs) and the bundled model",
-        description="The architectures `edge-fer train --arch` accepts, with parameters and "
-        "multiply-accumulates per face (needs the train extra for torch).",
-        formatter_class=fmt,
-    )
+    # fmt: off
+    m = sub.add_parser("models", help="list the model zoo (params, MACs) and the bundled model",
+                       description="The architectures `edge-fer train --arch` accepts, with "
+                       "parameters and multiply-accumulates per face (needs the train extra for "
+                       "torch).", formatter_class=fmt)
+    # fmt: on
     m.add_argument("--input-size", type=int, default=48, help="input side for the MACs")
     m.add_argument("--num-classes", type=int, default=7, help="classes of the head")
     m.add_argument("--json", action="store_true", help="print JSON")

@@ -12,7 +12,10 @@ from __future__ import annotations
 import json
 import sys
 
-from edge_fer.cli.eval_cmd import HelpFormatter  # one help style for both
+from edge_fer.cli.common import HelpFormatter
+from edge_fer.cli.options import FaceFinderArgs
+
+DETECTOR = FaceFinderArgs()  # as `calibrate --source` finds its faces
 
 
 def register(sub) -> None:
@@ -62,7 +65,6 @@ def register(sub) -> None:
     one.add_argument("--source", metavar="VIDEO_OR_IMAGES",
                      help="calibrate on faces the PICO detector finds here (the deployment "
                      "camera's footage is the best calibration set)")
-    q.add_argument("--cascade", default=None, help="--source: face cascade (default: bundled)")
     q.add_argument("--samples", type=int, default=512, help="calibration faces")
     q.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
     q.add_argument("--method", default="entropy", choices=("entropy", "percentile", "minmax"),
@@ -83,6 +85,7 @@ def register(sub) -> None:
                    "(exit code 1)")
     q.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads")
     q.add_argument("--int8-out", default=None, metavar="DIR", help="folder of the INT8 outputs")
+    DETECTOR.add_to(p)
     p.set_defaults(func=run)
 
 
@@ -130,14 +133,14 @@ def _int8(args, model) -> int:
     from pathlib import Path
 
     from edge_fer.classify import Classifier
-    from edge_fer.cli.calibrate_cmd import _Progress
+    from edge_fer.cli.common import Progress
     from edge_fer.errors import UserError
     from edge_fer.export.int8 import default_out_dir, export_int8
 
     try:
         import onnx  # noqa: F401
 
-        from edge_fer.quantize import DetectOptions, from_dataset, from_source
+        from edge_fer.quantize import from_dataset, from_source
     except ImportError as exc:
         raise UserError(f"--int8 needs the quantize extra: pip install 'edge-fer[quantize]' "
                         f"({exc})") from None
@@ -150,9 +153,10 @@ def _int8(args, model) -> int:
         faces = from_dataset(args.data, "train", args.samples, args.seed, size=size)
     else:
         faces = from_source(args.source, args.cascade, margin=margin, size=size,
-                            samples=args.samples, seed=args.seed, detect=DetectOptions())
+                            samples=args.samples, seed=args.seed,
+                            detect=DETECTOR.detect_options(args))
     eval_data = args.eval_data or args.data
-    bar = _Progress(len(faces), "calibrating", "face", sys.stderr.isatty())
+    bar = Progress(len(faces), "calibrating", "face", sys.stderr.isatty())
     try:
         res = export_int8(
             model, out, faces, eval_data=eval_data, eval_split=args.eval_split,

@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from edge_fer.cli.eval_cmd import HelpFormatter
+from edge_fer.cli.common import HelpFormatter
 
 EPILOG = (
     "The ONNX file takes float32 NCHW 'input' (any batch) and returns softmax 'probs', with "
@@ -28,13 +28,13 @@ def _common(p, data_required: bool) -> None:
     p.add_argument("model", metavar="MODEL", help="Keras model: .h5/.hdf5, .keras or a "
                    "SavedModel folder")  # fmt: skip
     p.add_argument("--out", required=True, help="output model file (.onnx)")
-    p.add_argument(
-        "--trust-model-code",
-        action="store_true",
-        help="load a model that holds code: Lambda layers (Python bytecode that loading "
-        "runs), custom layer classes, SavedModel folders. Model files from others are code: "
-        "use this only for a file whose source you trust [default: such models are refused]",
-    )
+    # fmt: off
+    p.add_argument("--trust-model-code", action="store_true",
+                   help="load a model that holds code: Lambda layers (Python bytecode that loading "
+                   "runs), custom layer classes, SavedModel folders. Model files from others are "
+                   "code: use this only for a file whose source you trust [default: such models "
+                   "are refused]")
+    # fmt: on
     if data_required:
         p.add_argument("--data", required=True,
                        help="labelled faces for fine-tuning: FER2013 folders or csv (its "
@@ -49,36 +49,27 @@ def _common(p, data_required: bool) -> None:
     g.add_argument("--classes", default=None,
                    help="class names in output order: a label set (fer2013, affectnet8, ...) "
                    "or comma-separated names [default: fer2013 for 7 outputs]")  # fmt: skip
-    g.add_argument(
-        "--crop-margin",
-        type=float,
-        default=0.1,
-        help="border the runtime adds around a detected face, fraction of its size",
-    )
+    # fmt: off
+    g.add_argument("--crop-margin", type=float, default=0.1,
+                   help="border the runtime adds around a detected face, fraction of its size")
     g.add_argument("--clahe", action="store_true", help="the model was trained on CLAHE faces")
-    g.add_argument(
-        "--add-softmax",
-        default="auto",
-        choices=("auto", "yes", "no"),
-        help="auto: add a softmax when the last layer outputs logits",
-    )
+    g.add_argument("--add-softmax", default="auto", choices=("auto", "yes", "no"),
+                   help="auto: add a softmax when the last layer outputs logits")
     c = p.add_argument_group("conversion")
     c.add_argument("--opset", type=int, default=17, help="ONNX opset")
-    c.add_argument(
-        "--name",
-        default=None,
-        help="arch name in the metadata, keras:NAME [default: the file's stem]",
-    )
-    c.add_argument(
-        "--no-check", action="store_true", help="skip the Keras vs ONNX Runtime parity check"
-    )
+    c.add_argument("--name", default=None,
+                   help="arch name in the metadata, keras:NAME [default: the file's stem]")
+    c.add_argument("--no-check", action="store_true",
+                   help="skip the Keras vs ONNX Runtime parity check")
+    # fmt: on
     if not data_required:
         c.add_argument("--check-data", default=None,
                        help="dataset whose faces the parity check uses (its validation split) "
                        "[default: random images, with a warning]")  # fmt: skip
-    c.add_argument(
-        "--threads", type=int, default=0, help="TensorFlow threads (0: TensorFlow's default)"
-    )
+    # fmt: off
+    c.add_argument("--threads", type=int, default=0,
+                   help="TensorFlow threads (0: TensorFlow's default)")
+    # fmt: on
 
 
 def _training(p, lr: float) -> None:
@@ -86,77 +77,59 @@ def _training(p, lr: float) -> None:
     t.add_argument("--epochs", type=int, default=1, help="passes over the training faces")
     t.add_argument("--batch-size", type=int, default=64, help="faces per step")
     t.add_argument("--lr", type=float, default=lr, help="Adam learning rate")
-    t.add_argument(
-        "--limit",
-        type=int,
-        default=None,
-        help="fine-tune on this many faces (a random subset) [default: all]",
-    )
+    # fmt: off
+    t.add_argument("--limit", type=int, default=None,
+                   help="fine-tune on this many faces (a random subset) [default: all]")
     t.add_argument("--seed", type=int, default=0, help="seed of the subset and the training")
-    t.add_argument(
-        "--save-keras",
-        default=None,
-        metavar="PATH",
-        help="also save the compressed Keras model here (.h5 or .keras)",
-    )
+    t.add_argument("--save-keras", default=None, metavar="PATH",
+                   help="also save the compressed Keras model here (.h5 or .keras)")
+    # fmt: on
     t.add_argument("--quiet", action="store_true", help="no per-epoch training lines")
 
 
 def register(sub) -> None:
     fmt = HelpFormatter
-    p = sub.add_parser(
-        "keras",
-        help="import, prune or quantise a Keras classifier into ONNX (needs edge-fer[keras])",
-        description="Bring a Keras/HDF5 expression classifier into edge-fer: convert it to "
-        "ONNX (tf2onnx), optionally after pruning or quantisation-aware training with "
-        "tensorflow-model-optimization.",
-        epilog=EPILOG,
-        formatter_class=fmt,
-    )
+    # fmt: off
+    p = sub.add_parser("keras",
+                       help="import, prune or quantise a Keras classifier into ONNX (needs "
+                       "edge-fer[keras])",
+                       description="Bring a Keras/HDF5 expression classifier into edge-fer: "
+                       "convert it to ONNX (tf2onnx), optionally after pruning or "
+                       "quantisation-aware training with tensorflow-model-optimization.",
+                       epilog=EPILOG, formatter_class=fmt)
     ks = p.add_subparsers(dest="keras_command", metavar="ACTION")
-    imp = ks.add_parser(
-        "import",
-        help="convert a Keras model to an edge-fer ONNX model",
-        description="Convert a Keras classifier to ONNX with the edge-fer metadata, check "
-        "ONNX Runtime against Keras on faces (max |dp| <= 1e-4) and write it atomically.",
-        epilog=EPILOG,
-        formatter_class=fmt,
-    )
+    imp = ks.add_parser("import", help="convert a Keras model to an edge-fer ONNX model",
+                        description="Convert a Keras classifier to ONNX with the edge-fer "
+                        "metadata, check ONNX Runtime against Keras on faces (max |dp| <= 1e-4) "
+                        "and write it atomically.", epilog=EPILOG, formatter_class=fmt)
+    # fmt: on
     _common(imp, data_required=False)
     imp.set_defaults(func=run_import)
 
-    pr = ks.add_parser(
-        "prune",
-        help="magnitude-prune while fine-tuning, then convert",
-        description="Prune the conv/dense kernels to --sparsity with tfmot's "
-        "prune_low_magnitude (polynomial schedule over the first 3/4 of the steps, "
-        "UpdatePruningStep) while fine-tuning on --data, strip the pruning wrappers and "
-        "convert to ONNX. Zeros make the file compress better; dense kernels run as fast "
-        "as before.",
-        epilog=EPILOG,
-        formatter_class=fmt,
-    )
+    # fmt: off
+    pr = ks.add_parser("prune", help="magnitude-prune while fine-tuning, then convert",
+                       description="Prune the conv/dense kernels to --sparsity with tfmot's "
+                       "prune_low_magnitude (polynomial schedule over the first 3/4 of the steps, "
+                       "UpdatePruningStep) while fine-tuning on --data, strip the pruning wrappers "
+                       "and convert to ONNX. Zeros make the file compress better; dense kernels "
+                       "run as fast as before.", epilog=EPILOG, formatter_class=fmt)
     _common(pr, data_required=True)
     pr.add_argument("--sparsity", type=float, default=0.5,
-                    help="fraction of each pruned kernel set to zero")  # fmt: skip
-    pr.add_argument(
-        "--freeze-bn",
-        action="store_true",
-        help="keep the batch-norm statistics fixed during fine-tuning",
-    )
+                    help="fraction of each pruned kernel set to zero")
+    pr.add_argument("--freeze-bn", action="store_true",
+                    help="keep the batch-norm statistics fixed during fine-tuning")
+    # fmt: on
     _training(pr, lr=1e-4)
     pr.set_defaults(func=run_prune)
 
-    q = ks.add_parser(
-        "qat",
-        help="quantisation-aware training, then convert to a Q/DQ ONNX model",
-        description="Quantisation-aware training with tfmot's quantize_model (8-bit default "
-        "scheme; when it rejects a layer, only the supported layers are quantised) on "
-        "--data, then conversion: tf2onnx writes the fake-quantisation as "
-        "QuantizeLinear/DequantizeLinear pairs that ONNX Runtime runs in int8.",
-        epilog=EPILOG,
-        formatter_class=fmt,
-    )
+    # fmt: off
+    q = ks.add_parser("qat", help="quantisation-aware training, then convert to a Q/DQ ONNX model",
+                      description="Quantisation-aware training with tfmot's quantize_model (8-bit "
+                      "default scheme; when it rejects a layer, only the supported layers are "
+                      "quantised) on --data, then conversion: tf2onnx writes the fake-quantisation "
+                      "as QuantizeLinear/DequantizeLinear pairs that ONNX Runtime runs in int8.",
+                      epilog=EPILOG, formatter_class=fmt)
+    # fmt: on
     _common(q, data_required=True)
     _training(q, lr=1e-5)
     q.set_defaults(func=run_qat)

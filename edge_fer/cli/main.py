@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
+import threading
 
 from edge_fer import __version__
 from edge_fer.errors import UserError
@@ -50,22 +52,72 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser | None:
+    """The parser of the sub-command that ran: the one whose defaults hold `args.func` (nested
+    sub-commands included), else the top sub-command's."""
+    stack = [a.choices.get(args.command) for a in parser._actions
+             if isinstance(a, argparse._SubParsersAction)]  # fmt: skip
+    top = stack[0] if stack else None
+    while stack:
+        p = stack.pop()
+        if p is None:
+            continue
+        if p._defaults.get("func") is args.func:
+            return p
+        stack += [c for a in p._actions if isinstance(a, argparse._SubParsersAction)
+                  for c in a.choices.values()]  # fmt: skip
+    return top
+
+
+def flag_for(parser: argparse.ArgumentParser, args, param: str) -> str | None:
+    """The flag (`--batch-size`) of the running sub-command whose dest is `param`, if any."""
+    p = _command_parser(parser, args)
+    for a in p._actions if p is not None else ():
+        if a.dest == param and a.option_strings:
+            return max(a.option_strings, key=len)  # the long form
+    return None
+
+
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM before a command installs its own handling (importing, building the parser)."""
+
+    signum = signal.SIGTERM
+
+
+def _on_sigterm(signum, frame) -> None:
+    raise _Terminated()
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
-        return 2
+    # SIGTERM's default action kills the process without a word; from here on it is an
+    # interrupt with one line and exit 143 (commands that run pipelines refine this)
+    old = None
+    if threading.current_thread() is threading.main_thread():
+        old = signal.signal(signal.SIGTERM, _on_sigterm)
+    given = sys.argv[1:] if argv is None else argv
+    command = next((a for a in given if not a.startswith("-")), "COMMAND")  # until parsed
     try:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        command = args.command or command
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
         return int(args.func(args) or 0)
     except UserError as exc:
-        print(f"edge-fer {args.command}: error: {exc}", file=sys.stderr)
+        flag = flag_for(parser, args, exc.param) if exc.param else None
+        print(f"edge-fer {command}: error: {exc.render(flag)}", file=sys.stderr)
         return exc.exit_code
-    except KeyboardInterrupt:
-        print(f"edge-fer {args.command}: interrupted", file=sys.stderr)
-        return 130
+    except KeyboardInterrupt as exc:
+        signum = int(getattr(exc, "signum", signal.SIGINT))
+        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+        print(f"edge-fer {command}: interrupted ({name})", file=sys.stderr)
+        return 128 + signum
     except BrokenPipeError:
         return 1
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":

@@ -7,13 +7,12 @@ import json
 
 
 def register(sub) -> None:
-    p = sub.add_parser(
-        "train",
-        help="train a classifier (needs edge-fer[train])",
-        description="Train a zoo architecture on FER2013 (csv or image folders) or a "
-        "one-folder-per-class dataset. Trains on the Training split, selects on PublicTest.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
+    # fmt: off
+    p = sub.add_parser("train", help="train a classifier (needs edge-fer[train])",
+                       description="Train a zoo architecture on FER2013 (csv or image folders) or "
+                       "a one-folder-per-class dataset. Trains on the Training split, selects on "
+                       "PublicTest.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # fmt: on
     p.add_argument("--arch", required=True, help="architecture name (see `edge-fer models`)")
     p.add_argument("--data", required=True, help="dataset folder or fer2013.csv")
     p.add_argument("--out", default="runs/train", help="run folder (checkpoints, logs)")

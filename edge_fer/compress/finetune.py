@@ -50,19 +50,19 @@ class FinetuneConfig:
 
     def validate(self) -> None:
         if self.epochs < 0:
-            raise UserError("--epochs must be >= 0")
+            raise UserError("must be >= 0", param="epochs")
         if not self.lr > 0:
-            raise UserError("--lr must be > 0")
+            raise UserError("must be > 0", param="lr")
         if self.batch_size < 1:
-            raise UserError("--batch-size must be at least 1")
+            raise UserError("must be at least 1", param="batch_size")
         if not 0 < self.train_fraction <= 1:
-            raise UserError("--train-fraction must be in (0, 1]")
+            raise UserError("must be in (0, 1]", param="train_fraction")
         if self.threads < 0:
-            raise UserError("--threads must be >= 0")
+            raise UserError("must be >= 0", param="threads")
         if not 0.0 <= self.distill <= 1.0:
-            raise UserError("--distill must be in [0, 1]")
+            raise UserError("must be in [0, 1]", param="distill")
         if not self.distill_temperature > 0:
-            raise UserError("--distill-temperature must be > 0")
+            raise UserError("must be > 0", param="distill_temperature")
 
 
 @dataclass

@@ -81,10 +81,10 @@ def load_source(path: str | os.PathLike | None) -> SourceModel:
 
 def check_out_dir(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
-        raise UserError(f"--out {out}: exists and is not a folder")
+        raise UserError(f"{out}: exists and is not a folder", param="out")
     if (out / "report.json").exists() and not force:
-        raise UserError(f"--out {out}: already holds a finished run (report.json); "
-                        "pick another folder or pass --force")  # fmt: skip
+        raise UserError(f"{out}: already holds a finished run (report.json); "
+                        "pick another folder or pass --force", param="out")  # fmt: skip
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -68,23 +68,23 @@ class PruneConfig:
 
     def validate(self) -> None:
         if self.method not in METHODS:
-            raise UserError(f"unknown --method {self.method!r}; choose {', '.join(METHODS)}")
+            raise UserError(f"{self.method!r} is unknown; choose {', '.join(METHODS)}", param="method")
         if self.importance not in IMPORTANCES:
-            raise UserError(f"unknown --importance {self.importance!r}; choose "
-                            f"{', '.join(IMPORTANCES)}")  # fmt: skip
+            raise UserError(f"{self.importance!r} is unknown; choose "
+                            f"{', '.join(IMPORTANCES)}", param="importance")  # fmt: skip
         if not 0 < self.target_macs_reduction <= MAX_REDUCTION:
-            raise UserError(f"--target-macs-reduction must be in (0, {MAX_REDUCTION}] "
-                            f"(a fraction of the MACs), got {self.target_macs_reduction:g}")  # fmt: skip
+            raise UserError(f"must be in (0, {MAX_REDUCTION}] (a fraction of the MACs), "
+                            f"got {self.target_macs_reduction:g}", param="target_macs_reduction")  # fmt: skip
         if not 0 < self.sparsity < 1:
-            raise UserError(f"--sparsity must be in (0, 1), got {self.sparsity:g}")
+            raise UserError(f"must be in (0, 1), got {self.sparsity:g}", param="sparsity")
         if self.steps < 1:
-            raise UserError("--steps must be at least 1")
+            raise UserError("must be at least 1", param="steps")
         if self.round_to < 0:
-            raise UserError("--round-to must be >= 0")
+            raise UserError("must be >= 0", param="round_to")
         if self.taylor_batches < 1:
-            raise UserError("--taylor-batches must be at least 1")
+            raise UserError("must be at least 1", param="taylor_batches")
         if self.bn not in BN_MODES:
-            raise UserError(f"unknown --bn {self.bn!r}; choose {', '.join(BN_MODES)}")
+            raise UserError(f"{self.bn!r} is unknown; choose {', '.join(BN_MODES)}", param="bn")
 
 
 def _tp():

@@ -65,16 +65,16 @@ class QatConfig:
 
     def validate(self) -> None:
         if self.target not in TARGETS:
-            raise UserError(f"unknown --target {self.target!r}; choose {', '.join(TARGETS)}")
+            raise UserError(f"{self.target!r} is unknown; choose {', '.join(TARGETS)}", param="target")
         if self.calib_method not in CALIB_METHODS:
-            raise UserError(f"unknown --calib-method {self.calib_method!r}; choose "
-                            f"{', '.join(CALIB_METHODS)}")  # fmt: skip
+            raise UserError(f"{self.calib_method!r} is unknown; choose "
+                            f"{', '.join(CALIB_METHODS)}", param="calib_method")  # fmt: skip
         if not 50 < self.percentile <= 100:
-            raise UserError("--percentile must be in (50, 100]")
+            raise UserError("must be in (50, 100]", param="percentile")
         if self.calib_faces < 16:
-            raise UserError("--calib-faces must be at least 16")
+            raise UserError("must be at least 16", param="calib_faces")
         if self.ranges not in RANGES:
-            raise UserError(f"unknown --ranges {self.ranges!r}; choose {', '.join(RANGES)}")
+            raise UserError(f"{self.ranges!r} is unknown; choose {', '.join(RANGES)}", param="ranges")
 
 
 def fake_quant(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int) -> torch.Tensor:
@@ -318,11 +318,10 @@ def export_qdq(qmodel: nn.Module, spec: PreprocessSpec, state: dict, provenance_
     check it against torch on `faces` (uint8), write through a temporary file."""
     import onnx
 
-    from edge_fer import __version__
-    from edge_fer.export.onnx import _export, _opset_of, build_metadata, probs_module
+    from edge_fer.export.onnx import _export, _opset_of, build_metadata, probs_module, stamp
 
     if opset < 13:
-        raise UserError("QDQ export needs --opset >= 13")
+        raise UserError("must be >= 13 for a QDQ export", param="opset")
     qmodel.eval()
     c, s = spec.channels, spec.input_size
     with torch.no_grad():
@@ -339,11 +338,7 @@ def export_qdq(qmodel: nn.Module, spec: PreprocessSpec, state: dict, provenance_
         meta[META_KEY] = fileio.dumps(state.get("quantization") or {}, indent=None)
         if eval_tta != "none":
             meta["edge_fer.tta_default"] = eval_tta
-        del proto.metadata_props[:]
-        for k, v in meta.items():
-            e = proto.metadata_props.add()
-            e.key, e.value = k, v
-        proto.producer_name, proto.producer_version = "edge-fer", __version__
+        stamp(proto, meta)
         proto.doc_string = (f"edge-fer {meta['edge_fer.arch']} FER classifier, INT8 QDQ "
                             f"({(state.get('quantization') or {}).get('target', '?')}): input "
                             f"float32 (N,{c},{s},{s}); output softmax probs over "

@@ -152,20 +152,45 @@ def _read_gray(path: Path, size: int | None) -> np.ndarray | None:
     return img
 
 
-def _size_mismatch(img: np.ndarray, images: list[np.ndarray], size) -> str | None:
-    """Without a target size every image must have the first one's size."""
-    if size is None and images and img.shape != images[0].shape:
-        h, w = img.shape
-        return f"image is {w}x{h} but the first one is {images[0].shape[1]}x{images[0].shape[0]}"
-    return None
+class _Faces:
+    """What a loader collects (images, labels, ids); a bad entry is skipped and counted when
+    `skip_bad`, else a UserError."""
 
+    def __init__(self, size, skip_bad: bool) -> None:
+        self.size, self.skip_bad = size, skip_bad
+        self.images: list[np.ndarray] = []
+        self.lab: list[int] = []
+        self.ids: list[str] = []
+        self.skipped = 0
 
-def _finish(images: list[np.ndarray], lab: list[int], classes, ids, skipped, size) -> FaceSet:
-    if images:
-        arr = np.stack(images)
-    else:
-        arr = np.zeros((0, size or 48, size or 48), np.uint8)
-    return FaceSet(arr, np.asarray(lab, dtype=np.int64), tuple(classes), ids, skipped)
+    def bad(self, message: str) -> None:
+        if not self.skip_bad:
+            raise UserError(message) from None
+        self.skipped += 1
+
+    def problem(self, img: np.ndarray | None) -> str | None:
+        """Why a decoded image cannot join: unreadable, or (without a target size) not the
+        first one's size."""
+        if img is None:
+            return "cannot decode image"
+        if self.size is None and self.images and img.shape != self.images[0].shape:
+            h, w = img.shape
+            first = self.images[0].shape
+            return f"image is {w}x{h} but the first one is {first[1]}x{first[0]}"
+        return None
+
+    def add(self, img: np.ndarray, label: int, face_id: str) -> None:
+        self.images.append(img)
+        self.lab.append(label)
+        self.ids.append(face_id)
+
+    def finish(self, classes) -> FaceSet:
+        if self.images:
+            arr = np.stack(self.images)
+        else:
+            arr = np.zeros((0, self.size or 48, self.size or 48), np.uint8)
+        lab = np.asarray(self.lab, dtype=np.int64)
+        return FaceSet(arr, lab, tuple(classes), self.ids, self.skipped)
 
 
 def _load_folder(p: Path, size, skip_bad, classes, split_prefixes) -> FaceSet:
@@ -181,39 +206,28 @@ def _load_folder(p: Path, size, skip_bad, classes, split_prefixes) -> FaceSet:
         else:
             classes = tuple(found)
     index = {c: i for i, c in enumerate(classes)}
-    images, lab, ids, skipped = [], [], [], 0
+    out = _Faces(size, skip_bad)
     for f in files:
         if split_prefixes is not None and not f.name.startswith(split_prefixes):
             continue
         if f.parent == p:
-            if skip_bad:
-                skipped += 1
-                continue
-            raise UserError(f"{f}: not inside a class folder (expected {p}/<class>/<image>)")
+            out.bad(f"{f}: not inside a class folder (expected {p}/<class>/<image>)")
+            continue
         cls = L.canonical(f.parent.name)
         if cls not in index:
-            if skip_bad:
-                skipped += 1
-                continue
-            raise UserError(
-                f"{f}: unknown class folder {f.parent.name!r} (known: {', '.join(classes)})"
-            )
+            out.bad(f"{f}: unknown class folder {f.parent.name!r} (known: {', '.join(classes)})")
+            continue
         img = _read_gray(f, size)
-        why = "cannot decode image" if img is None else _size_mismatch(img, images, size)
+        why = out.problem(img)
         if why:
-            if skip_bad:
-                skipped += 1
-                continue
-            raise UserError(f"{f}: {why} (use --skip-bad to skip such files)")
-        images.append(img)
-        lab.append(index[cls])
-        ids.append(str(f.relative_to(p)))
-    return _finish(images, lab, classes, ids, skipped, size)
+            out.bad(f"{f}: {why} (use --skip-bad to skip such files)")
+            continue
+        out.add(img, index[cls], str(f.relative_to(p)))
+    return out.finish(classes)
 
 
 def _load_jaffe(p: Path, size, skip_bad) -> FaceSet:
-    classes = L.FER2013
-    images, lab, ids, skipped = [], [], [], 0
+    out = _Faces(size, skip_bad)
     for f in sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS):
         m = _JAFFE_RE.match(f.name)
         code = m.group(1).upper() if m else None
@@ -223,21 +237,17 @@ def _load_jaffe(p: Path, size, skip_bad) -> FaceSet:
         elif code not in JAFFE_CODES:
             why = f"unknown JAFFE expression code {code!r} (known: {', '.join(JAFFE_CODES)})"
         else:
-            why = "cannot decode image" if img is None else _size_mismatch(img, images, size)
+            why = out.problem(img)
         if why:
-            if skip_bad:
-                skipped += 1
-                continue
-            raise UserError(f"{f}: {why}")
-        images.append(img)
-        lab.append(classes.index(JAFFE_CODES[code]))
-        ids.append(f.name)
-    return _finish(images, lab, classes, ids, skipped, size)
+            out.bad(f"{f}: {why}")
+            continue
+        out.add(img, L.FER2013.index(JAFFE_CODES[code]), f.name)
+    return out.finish(L.FER2013)
 
 
 def _load_csv(p: Path, split: str, size, skip_bad) -> FaceSet:
     usages = SPLITS[split]
-    images, lab, ids, skipped = [], [], [], 0
+    out = _Faces(size, skip_bad)
     with open(p, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
@@ -259,18 +269,14 @@ def _load_csv(p: Path, split: str, size, skip_bad) -> FaceSet:
                     raise ValueError(f"{px.size} pixels is not a square image")
                 if px.min() < 0 or px.max() > 255:
                     raise ValueError("pixel values outside 0..255")
-                if size is None and images and images[0].shape != (side, side):
-                    raise ValueError(f"{side}x{side} image, the first one is "
-                                     f"{images[0].shape[1]}x{images[0].shape[0]}")
+                first = out.images[0].shape if out.images else None
+                if size is None and first is not None and first != (side, side):
+                    raise ValueError(f"{side}x{side} image, the first one is {first[1]}x{first[0]}")
             except (ValueError, IndexError) as exc:
-                if skip_bad:
-                    skipped += 1
-                    continue
-                raise UserError(f"{p}:{lineno}: malformed row ({exc})") from None
+                out.bad(f"{p}:{lineno}: malformed row ({exc})")
+                continue
             img = px.astype(np.uint8).reshape(side, side)
             if size is not None and side != size:
                 img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-            images.append(img)
-            lab.append(emotion)
-            ids.append(f"{p.name}:{lineno}")
-    return _finish(images, lab, L.FER2013, ids, skipped, size)
+            out.add(img, emotion, f"{p.name}:{lineno}")
+    return out.finish(L.FER2013)

@@ -42,7 +42,7 @@ def export_int8(
     from edge_fer.quantize import calibrate
 
     if max_drop < 0:
-        raise UserError("--max-drop must be >= 0 (accuracy points)")
+        raise UserError("must be >= 0 (accuracy points)", param="max_drop")
     info = calibrate(model_path, faces, out_dir, method=method, target=target,
                      trt_version=trt_version, threads=threads, progress=progress)  # fmt: skip
     result: dict = {"calibration": info, "report": None, "checks": [], "ok": True}

@@ -10,7 +10,6 @@ but the file.
 from __future__ import annotations
 
 import datetime as _dt
-import hashlib
 import json
 import os
 import sys
@@ -21,6 +20,7 @@ import numpy as np
 
 from edge_fer import __version__
 from edge_fer.errors import UserError
+from edge_fer.fileio import sha256_file
 from edge_fer.preprocess import PreprocessSpec
 
 PARITY_TOL = 1e-4
@@ -104,7 +104,7 @@ def build_metadata(state: dict, spec: PreprocessSpec, ckpt_path: Path, tta: str 
             cfg[key] = Path(cfg[key]).name or cfg[key]
     provenance = {
         "checkpoint": ckpt_path.name,
-        "checkpoint_sha256": _sha256(ckpt_path),
+        "checkpoint_sha256": sha256_file(ckpt_path),
         "config": cfg,
         "seed": cfg.get("seed"),
         "best_epoch": state.get("best_epoch"),
@@ -134,6 +134,15 @@ def build_metadata(state: dict, spec: PreprocessSpec, ckpt_path: Path, tta: str 
         }
     )
     return meta
+
+
+def stamp(proto, meta: dict[str, str]) -> None:
+    """Give an exported ONNX model edge-fer's metadata (replacing what it had) and producer."""
+    del proto.metadata_props[:]
+    for k, v in meta.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = k, v
+    proto.producer_name, proto.producer_version = "edge-fer", __version__
 
 
 def sample_faces(data: str | os.PathLike, size: int, n: int = 64) -> tuple[np.ndarray, str]:
@@ -203,7 +212,7 @@ def export_checkpoint(
         raise UserError(f"unknown --tta {tta!r}; choose flip or none")
     tta = None if tta in (None, "none") else tta
     if not 7 <= int(opset) <= 23:
-        raise UserError(f"--opset {opset} is outside the supported 7..23")
+        raise UserError(f"{opset} is outside the supported 7..23", param="opset")
     ckpt = Path(ckpt_path)
     out = Path(out_path)
     model, spec, state = load_trained(ckpt)
@@ -219,12 +228,7 @@ def export_checkpoint(
         meta = build_metadata(state, spec, ckpt, tta)
         if eval_tta != "none":
             meta["edge_fer.tta_default"] = eval_tta
-        del proto.metadata_props[:]
-        for k, v in meta.items():
-            entry = proto.metadata_props.add()
-            entry.key, entry.value = k, v
-        proto.producer_name = "edge-fer"
-        proto.producer_version = __version__
+        stamp(proto, meta)
         proto.doc_string = (
             f"edge-fer {meta['edge_fer.arch']} FER classifier: input float32 (N,{c},{s},{s}) "
             f"prepared by edge_fer.preprocess; output softmax probs over "
@@ -320,11 +324,3 @@ def _parity(torch, net, path: Path, spec, state, faces, data=None) -> dict:
         )
     agree = float((got.argmax(1) == ref.argmax(1)).mean())
     return {"parity_max_abs_diff": diff, "parity_top1_agreement": agree, "parity_faces": source}
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

@@ -27,130 +27,84 @@ from edge_fer.errors import UserError
 
 PRECISIONS = ("fp32", "fp16", "int8")
 
-TARGETS: dict[str, dict[str, Any]] = {
-    "nano": {
-        "description": "Jetson Nano (4 GB / 2 GB)",
-        "gpu_arch": "Maxwell",
-        "compute_capability": (5, 3),
-        "jetson": True,
-        "fp16": True,
-        "int8": False,
-        "dla_cores": 0,
-        "sparsity": False,
-        "jetpack": ["4.6.4"],
-        "tensorrt": ["8.2.1"],
-        "default_tensorrt": "8.2.1",
-    },
-    "tx2": {
-        "description": "Jetson TX2 / TX2 NX",
-        "gpu_arch": "Pascal",
-        "compute_capability": (6, 2),
-        "jetson": True,
-        "fp16": True,
-        "int8": False,
-        "dla_cores": 0,
-        "sparsity": False,
-        "jetpack": ["4.6.4"],
-        "tensorrt": ["8.2.1"],
-        "default_tensorrt": "8.2.1",
-    },
-    "xavier-nx": {
-        "description": "Jetson Xavier NX",
-        "gpu_arch": "Volta",
-        "compute_capability": (7, 2),
-        "jetson": True,
-        "fp16": True,
-        "int8": True,
-        "dla_cores": 2,
-        "sparsity": False,
-        "jetpack": ["5.1.3"],
-        "tensorrt": ["8.5.2"],
-        "default_tensorrt": "8.5.2",
-    },
-    "xavier-agx": {
-        "description": "Jetson AGX Xavier",
-        "gpu_arch": "Volta",
-        "compute_capability": (7, 2),
-        "jetson": True,
-        "fp16": True,
-        "int8": True,
-        "dla_cores": 2,
-        "sparsity": False,
-        "jetpack": ["5.1.3"],
-        "tensorrt": ["8.5.2"],
-        "default_tensorrt": "8.5.2",
-    },
-    "orin-nano": {
-        "description": "Jetson Orin Nano (4 GB / 8 GB, Super included)",
-        "gpu_arch": "Ampere",
-        "compute_capability": (8, 7),
-        "jetson": True,
-        "fp16": True,
-        "int8": True,
-        "dla_cores": 0,
-        "sparsity": True,
-        "jetpack": ["5.1.3", "6.0", "6.1", "6.2"],
-        "tensorrt": ["8.5.2", "8.6.2", "10.3.0", "10.3.0"],
-        "default_tensorrt": "10.3.0",
-    },
-    "orin-nx": {
-        "description": "Jetson Orin NX 16 GB (the 8 GB module has one DLA core)",
-        "gpu_arch": "Ampere",
-        "compute_capability": (8, 7),
-        "jetson": True,
-        "fp16": True,
-        "int8": True,
-        "dla_cores": 2,
-        "sparsity": True,
-        "jetpack": ["5.1.3", "6.0", "6.1", "6.2"],
-        "tensorrt": ["8.5.2", "8.6.2", "10.3.0", "10.3.0"],
-        "default_tensorrt": "10.3.0",
-    },
-    "orin-agx": {
-        "description": "Jetson AGX Orin (32 GB / 64 GB)",
-        "gpu_arch": "Ampere",
-        "compute_capability": (8, 7),
-        "jetson": True,
-        "fp16": True,
-        "int8": True,
-        "dla_cores": 2,
-        "sparsity": True,
-        "jetpack": ["5.1.3", "6.0", "6.1", "6.2"],
-        "tensorrt": ["8.5.2", "8.6.2", "10.3.0", "10.3.0"],
-        "default_tensorrt": "10.3.0",
-    },
-    "laptop-rtx": {
-        "description": "laptop GeForce RTX (20, 30, 40, 50 series)",
-        "gpu_arch": "Turing or later",
-        "compute_capability": None,
-        "min_compute_capability": (7, 5),
-        "jetson": False,
-        "fp16": True,
-        "int8": True,
-        "dla_cores": 0,
-        "sparsity": True,  # Ampere (8.0) and later only: checked against the GPU at build time
-        "jetpack": [],
-        "tensorrt": ["8.6.1", "10.3.0", "10.13.0", "11.0.0"],
-        "default_tensorrt": "10.3.0",
-    },
-    "desktop-rtx": {
-        "description": "desktop / workstation RTX (20, 30, 40, 50 series, RTX A/Ada)",
-        "gpu_arch": "Turing or later",
-        "compute_capability": None,
-        "min_compute_capability": (7, 5),
-        "jetson": False,
-        "fp16": True,
-        "int8": True,
-        "dla_cores": 0,
-        "sparsity": True,  # Ampere (8.0) and later only: checked against the GPU at build time
-        "jetpack": [],
-        "tensorrt": ["8.6.1", "10.3.0", "10.13.0", "11.0.0"],
-        "default_tensorrt": "10.3.0",
-    },
-}
-
 # 2:4 sparse tensor cores arrived with Ampere
 SPARSITY_MIN_COMPUTE_CAPABILITY = (8, 0)
+
+# (JetPack releases, the TensorRT release of each): what a module generation can run
+_JETPACK_4 = (("4.6.4",), ("8.2.1",))
+_JETPACK_5 = (("5.1.3",), ("8.5.2",))
+_JETPACK_ORIN = (("5.1.3", "6.0", "6.1", "6.2"), ("8.5.2", "8.6.2", "10.3.0", "10.3.0"))
+# discrete GPUs: the TensorRT releases edge-fer is checked against, and the default
+_DISCRETE_TENSORRT = ("8.6.1", "10.3.0", "10.13.0", "11.0.0")
+_DISCRETE_DEFAULT = "10.3.0"
+
+# name: (description, GPU architecture, compute capability, INT8 kernels, DLA cores, JetPacks).
+# Every Jetson has fast FP16; sparsity follows the compute capability.
+# fmt: off
+_JETSONS = {
+    "nano": ("Jetson Nano (4 GB / 2 GB)", "Maxwell", (5, 3), False, 0, _JETPACK_4),
+    "tx2": ("Jetson TX2 / TX2 NX", "Pascal", (6, 2), False, 0, _JETPACK_4),
+    "xavier-nx": ("Jetson Xavier NX", "Volta", (7, 2), True, 2, _JETPACK_5),
+    "xavier-agx": ("Jetson AGX Xavier", "Volta", (7, 2), True, 2, _JETPACK_5),
+    "orin-nano": ("Jetson Orin Nano (4 GB / 8 GB, Super included)",
+                  "Ampere", (8, 7), True, 0, _JETPACK_ORIN),
+    "orin-nx": ("Jetson Orin NX 16 GB (the 8 GB module has one DLA core)",
+                "Ampere", (8, 7), True, 2, _JETPACK_ORIN),
+    "orin-agx": ("Jetson AGX Orin (32 GB / 64 GB)", "Ampere", (8, 7), True, 2, _JETPACK_ORIN),
+}
+# fmt: on
+# name: description; Turing (7.5) or later, FP16 and INT8, no DLA
+_DISCRETE = {
+    "laptop-rtx": "laptop GeForce RTX (20, 30, 40, 50 series)",
+    "desktop-rtx": "desktop / workstation RTX (20, 30, 40, 50 series, RTX A/Ada)",
+}
+
+
+def _jetson_row(
+    description: str,
+    gpu_arch: str,
+    cc: tuple[int, int],
+    int8: bool,
+    dla_cores: int,
+    releases: tuple[tuple[str, ...], tuple[str, ...]],
+) -> dict[str, Any]:
+    jetpack, tensorrt = releases
+    return {
+        "description": description,
+        "gpu_arch": gpu_arch,
+        "compute_capability": cc,
+        "jetson": True,
+        "fp16": True,
+        "int8": int8,
+        "dla_cores": dla_cores,
+        "sparsity": cc >= SPARSITY_MIN_COMPUTE_CAPABILITY,
+        "jetpack": list(jetpack),
+        "tensorrt": list(tensorrt),
+        "default_tensorrt": tensorrt[-1],  # the newest JetPack's
+    }
+
+
+def _discrete_row(description: str) -> dict[str, Any]:
+    return {
+        "description": description,
+        "gpu_arch": "Turing or later",
+        "compute_capability": None,
+        "min_compute_capability": (7, 5),
+        "jetson": False,
+        "fp16": True,
+        "int8": True,
+        "dla_cores": 0,
+        "sparsity": True,  # Ampere (8.0) and later only: checked against the GPU at build time
+        "jetpack": [],
+        "tensorrt": list(_DISCRETE_TENSORRT),
+        "default_tensorrt": _DISCRETE_DEFAULT,
+    }
+
+
+TARGETS: dict[str, dict[str, Any]] = {
+    **{name: _jetson_row(*row) for name, row in _JETSONS.items()},
+    **{name: _discrete_row(desc) for name, desc in _DISCRETE.items()},
+}
 
 
 def target_names() -> list[str]:

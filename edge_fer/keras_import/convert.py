@@ -18,7 +18,6 @@ from __future__ import annotations
 import builtins
 import datetime as _dt
 import gzip
-import hashlib
 import json
 import os
 import sys
@@ -31,7 +30,7 @@ import numpy as np
 from edge_fer import __version__
 from edge_fer import labels as L
 from edge_fer.errors import UserError
-from edge_fer.fileio import first_line, os_error_reason, write_bytes
+from edge_fer.fileio import first_line, os_error_reason, sha256_file, write_bytes
 from edge_fer.keras_import import _tf
 from edge_fer.preprocess import PreprocessSpec
 
@@ -716,10 +715,11 @@ def build_keras_metadata(
     softmax_added: bool = False,
 ) -> dict[str, str]:
     """The metadata keys of `edge_fer.export.onnx.build_metadata`, for a Keras model."""
+    hashable = source is not None and source.is_file()
     provenance: dict[str, Any] = {
         "framework": "keras",
         "checkpoint": source.name if source is not None else None,
-        "checkpoint_sha256": _sha256(source) if source is not None and source.is_file() else None,
+        "checkpoint_sha256": sha256_file(source) if hashable else None,
         "config": {"source": "keras", "opset": opset, "softmax_added": softmax_added},
         "seed": (compression or {}).get("seed"),
         "best_epoch": None,
@@ -789,12 +789,8 @@ def _parity(model, path: Path, spec, faces, data, quantized: bool) -> dict:
         print(f"edge-fer keras: warning: parity checked on {source}", file=sys.stderr)
     x = spec.prepare(faces)
     ref = predict_keras(model, x)
-    be = OnnxRuntimeBackend(path, threads=1)
-    try:
-        got = be.infer(x)
-        one = be.infer(x[:1])  # the batch axis must really be dynamic
-    finally:
-        be.close()
+    with OnnxRuntimeBackend(path, threads=1) as be:
+        got, one = be.infer(x), be.infer(x[:1])  # one face: the batch axis must be dynamic
     if got.shape != ref.shape:
         raise UserError(f"ONNX Runtime outputs {got.shape}, Keras {ref.shape}")
     sums = float(np.abs(got.sum(1) - 1.0).max())
@@ -822,11 +818,3 @@ def _parity(model, path: Path, spec, faces, data, quantized: bool) -> dict:
         "parity_rule": rule,
         "parity_faces": source,
     }
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()

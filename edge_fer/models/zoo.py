@@ -25,6 +25,13 @@ class Head(nn.Sequential):
         )
 
 
+class FeaturesHead(nn.Module):
+    """A feature stack (`features`) then a `Head`: the shape of most of the zoo."""
+
+    def forward(self, x):
+        return self.head(self.features(x))
+
+
 @register_model("cnn4", input_size=48)
 class SmallCNN(nn.Module):
     """The small 4-conv CNN: 16-32-64-64 filters, a 256-unit dense layer (36x36 or 48x48)."""
@@ -61,7 +68,7 @@ class HalfTanh(nn.Module):
 
 
 @register_model("cnn8_tanh", input_size=48)
-class TanhCNN8(nn.Module):
+class TanhCNN8(FeaturesHead):
     """8 convolutions with tanh(x/2) activations, local response normalisation, 3 max-pools."""
 
     def __init__(self, num_classes=7, in_channels=1, width=32, dropout=0.4):
@@ -80,9 +87,6 @@ class TanhCNN8(nn.Module):
             nn.LocalResponseNorm(5), nn.MaxPool2d(2),
         )  # fmt: skip
         self.head = Head(4 * w, num_classes, dropout)
-
-    def forward(self, x):
-        return self.head(self.features(x))
 
 
 class BasicBlock(nn.Module):
@@ -107,7 +111,7 @@ class BasicBlock(nn.Module):
 
 
 @register_model("resnet", input_size=48)
-class ResNetFER(nn.Module):
+class ResNetFER(FeaturesHead):
     """ResNet-style: a 3x3 stem and four stages of basic blocks (~2.6M parameters at width 32)."""
 
     def __init__(self, num_classes=7, in_channels=1, width=32, blocks=(2, 2, 2, 2), dropout=0.3):
@@ -123,9 +127,6 @@ class ResNetFER(nn.Module):
         self.features = nn.Sequential(*layers)
         self.head = Head(cin, num_classes, dropout)
 
-    def forward(self, x):
-        return self.head(self.features(x))
-
 
 class DWSep(nn.Sequential):
     def __init__(self, cin, cout, stride):
@@ -133,7 +134,7 @@ class DWSep(nn.Sequential):
 
 
 @register_model("mobilenet", input_size=48)
-class MobileNetFER(nn.Module):
+class MobileNetFER(FeaturesHead):
     """MobileNet(v1)-style depthwise-separable network with a width multiplier `alpha`."""
 
     # (out channels, stride) at alpha = 1
@@ -149,9 +150,6 @@ class MobileNetFER(nn.Module):
             c = cout
         self.features = nn.Sequential(*layers)
         self.head = Head(c, num_classes, dropout)
-
-    def forward(self, x):
-        return self.head(self.features(x))
 
 
 class XceptionModule(nn.Module):
@@ -194,7 +192,7 @@ class MiniXception(nn.Module):
 
 
 @register_model("vgg", input_size=48)
-class VGGFER(nn.Module):
+class VGGFER(FeaturesHead):
     """VGG-style plain net with batch norm: four stages of two 3x3 convs, then global pooling.
     The default bundled model: plain 3x3 convs are what CPUs, TensorRT and INT8 run best."""
 
@@ -209,6 +207,3 @@ class VGGFER(nn.Module):
             cin = w
         self.features = nn.Sequential(*layers)
         self.head = Head(cin, num_classes, dropout)
-
-    def forward(self, x):
-        return self.head(self.features(x))

@@ -148,7 +148,7 @@ def from_dataset(
     return CalibFaces(
         images=fs.images[idx],
         ids=ids,
-        source=f"{Path(path)} ({split})",
+        source=f"{Path(path).name} ({split})",  # no local absolute path in metadata
         labels=fs.labels[idx],
         classes=tuple(fs.classes),
         seen=len(fs),
@@ -195,8 +195,9 @@ def from_source(
     """
     import cv2
 
+    from edge_fer.detect.config import DetectorOptions, resolve_cascade
+    from edge_fer.detect.factory import DetectorPicker
     from edge_fer.runtime.crops import crop_face
-    from edge_fer.runtime.runner import DetectorOptions, DetectorPicker, resolve_cascade
     from edge_fer.runtime.sources import open_source, parse_source
 
     opts = detect or DetectOptions()

@@ -129,7 +129,7 @@ def quantize(
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
     if target not in TARGETS:
-        raise UserError(f"unknown --target {target!r}; choose {', '.join(TARGETS)}")
+        raise UserError(f"{target!r} is unknown; choose {', '.join(TARGETS)}", param="target")
     model = onnx.load(os.fspath(model_path))
     check_supported(model)
     names = {i.name for i in model.graph.input}

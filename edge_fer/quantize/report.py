@@ -18,22 +18,14 @@ kept histograms, no second run), the chosen one included.
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 
+from edge_fer.fileio import sha256_file
 from edge_fer.quantize.trt_cache import scale_hex
 
 FORMAT = "edge-fer-calibration"
 VERSION = 1
-
-
-def sha256_file(path: str | os.PathLike) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def build(ranges, faces, model_path: str | os.PathLike, extra: dict | None = None) -> dict:

@@ -1,6 +1,6 @@
 """End-to-end and per-stage throughput and latency of the runtime, per available backend.
 
-    results = bench(source, backends=None, model=None, cascade=..., max_frames=300)
+    results = bench(RunOptions(source, cascade=..., max_frames=300, queue_size=1))
     print(format_table(results))
 
 Each backend runs the whole pipeline (decode -> detect -> track -> classify -> smooth -> events)
@@ -10,6 +10,7 @@ its events line) and every stage's time, as p50 / p99.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import platform
 import signal
@@ -32,7 +33,7 @@ def synthetic_clip(path: str | os.PathLike, width: int, height: int, faces: int 
     from edge_fer.runtime.sinks import VideoSink
 
     if not 1 <= faces <= 8:
-        raise UserError(f"--faces must be in 1..8, got {faces}")
+        raise UserError(f"must be in 1..8, got {faces}", param="faces")
     photo, credit = load_face_photo()
     rng = np.random.default_rng(seed)
     bg = _background(width, height, rng)
@@ -82,13 +83,14 @@ def available_backends(model=None, threads: int = 1) -> dict[str, str | None]:
     return out
 
 
-def bench(source: str, *, backends: list[str] | None = None, model=None, cascade=None,
-          max_frames: int | None = None, queue_size: int | None = 1, threads: int = 1,
-          detector_options=None, tracker_options=None, events: bool = True,
+def bench(opts, *, backends: list[str] | None = None, events: bool = True,
           keep_events: str | None = None, latency_frames: int = 150,
           warn=None) -> dict:  # fmt: skip
-    """Run the pipeline on `source` twice per backend; returns a JSON-able report.
+    """Run the pipeline with `opts` (a RunOptions: source, model, cascade, detector, tracker,
+    threads, queue size...) twice per backend; returns a JSON-able report.
 
+    Each run is `opts` with its backend and events file set; the outputs it names (video,
+    summary, window, preview) are left out: a bench measures the pipeline and its events.
     Throughput: the file as fast as the pipeline goes (frames/s, stage times; its latency,
     `saturated_latency_ms`, is mostly queueing behind the frames already in flight). Latency:
     the first `latency_frames` frames fed at the source's own frame rate, as a camera would
@@ -97,14 +99,10 @@ def bench(source: str, *, backends: list[str] | None = None, model=None, cascade
     keep_events: a folder to keep each backend's events file in (its path goes in the result
     as "events"); by default they are written to a temporary folder and deleted.
     """
-    from edge_fer.runtime.runner import (
-        DetectorOptions,
-        RunOptions,
-        TrackerOptions,
-        run_video,
-    )  # fmt: skip
+    from edge_fer.runtime.runner import run_video
 
-    avail = available_backends(model, threads)
+    source, max_frames = opts.source, opts.max_frames
+    avail = available_backends(opts.model, opts.threads)
     wanted = backends or list(avail)
     unknown = [b for b in wanted if b not in avail]
     if unknown:
@@ -112,7 +110,6 @@ def bench(source: str, *, backends: list[str] | None = None, model=None, cascade
     if all(avail[b] is not None for b in wanted):
         raise UserError("no backend could load the model: " + "; ".join(
             f"{b}: {avail[b]}" for b in wanted))  # fmt: skip
-    dopts = detector_options or DetectorOptions()
     report = {
         "source": str(source),
         "machine": {
@@ -121,8 +118,8 @@ def bench(source: str, *, backends: list[str] | None = None, model=None, cascade
             "python": platform.python_version(),
             "opencv": cv2.__version__,
         },
-        "detector": vars(dopts).copy(),
-        "queue_size": queue_size,
+        "detector": vars(opts.detector).copy(),
+        "queue_size": opts.queue_size,
         "results": [],
     }
     with tempfile.TemporaryDirectory(prefix="edge-fer-bench-") as tmp:
@@ -131,23 +128,23 @@ def bench(source: str, *, backends: list[str] | None = None, model=None, cascade
                 report["results"].append({"backend": b, "available": False, "reason": avail[b]})
                 continue
             ev = Path(keep_events or tmp) / f"{Path(str(source)).stem}_{b}.jsonl"
-            opts = RunOptions(
-                source=str(source), events=str(ev) if events else None,
-                max_frames=max_frames, model=model, cascade=cascade, backend=b,
-                threads=threads, queue_size=queue_size, detector=dopts,
-                tracker=tracker_options or TrackerOptions(),
+            run = dataclasses.replace(
+                opts, backend=b, events=str(ev) if events else None, out=None, summary=None,
+                show=False, preview_port=None, pace=None,
             )  # fmt: skip
+            if b != "tensorrt":  # TensorRT's own options apply to its runs only
+                run.trt_precision = run.calib_cache = None
             # run_video builds the detector: the same cascade choice as `edge-fer run` (the
             # low-resolution cascade for small frames)
-            res = run_video(opts, warn=warn)
+            res = run_video(run, warn=warn)
             s = res.summary
             _stop_if_interrupted(s)
             paced = None
             rate = (s.get("source") or {}).get("fps") or 30.0
             if latency_frames > 0:
-                opts.events, opts.pace = None, rate
-                opts.max_frames = min(latency_frames, max_frames or latency_frames)
-                paced = run_video(opts, warn=warn).summary
+                run.events, run.pace = None, rate
+                run.max_frames = min(latency_frames, max_frames or latency_frames)
+                paced = run_video(run, warn=warn).summary
                 _stop_if_interrupted(paced)
             report["cascade"] = s.get("cascade")
             report["model"] = s.get("model")
@@ -192,7 +189,7 @@ def format_table(report: dict) -> str:
             rows.append(f"{r['backend']:<12} unavailable: {r['reason']}")
             continue
         lat = r["latency_ms"] or {}
-        line = (f"{r['backend']:<12} {r['frames']:>6} {r['fps']:>7.1f} {_f(lat.get('p50')):>8} "
+        line = (f"{r['backend']:<12} {r['frames']:>6} {_f(r['fps']):>7} {_f(lat.get('p50')):>8} "
                 f"{_f(lat.get('p99')):>8}")  # fmt: skip
         for s in stages:
             v = r["stage_ms"].get(s, {})

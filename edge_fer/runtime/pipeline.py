@@ -6,9 +6,15 @@
 Threads: `decode` reads frames and converts them to gray; `detect` runs PICO (with its temporal
 memory) and the IoU tracker; `classify` crops every confirmed face, classifies all the faces of
 the frames waiting for it in one batch, and smooths the probabilities per track; the calling
-(main) thread feeds the sinks. Each stage's time per frame is recorded. The queues between them
+(main) thread feeds the sinks. Each stage's time per frame goes into bounded streaming statistics
+(`runtime/stats.py`): a run of any length keeps constant memory. The queues between them
 hold a few frames (one for a live source, so latency stays low: the live reader drops stale
 frames instead); a file is processed losslessly.
+
+Scene cuts (`runtime/scenecut.py`, tested in the decode thread on a thumbnail of the gray frame):
+at a cut the detect thread clears the detector's memory and ends every track, so faces after the
+cut get new ids and no smoothed label carries over. Photos (`stills`) are each a scene of their
+own already.
 
 Stopping: the end of the source, `max_frames`, Ctrl-C / SIGTERM (run from the main thread), a
 closed --show window, or an error in any stage. Every path joins the threads and closes every
@@ -20,6 +26,7 @@ it stops the threads; the exit code is 128 + the signal's number (130 SIGINT, 14
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import queue
 import signal
@@ -33,11 +40,18 @@ import cv2
 import numpy as np
 
 from edge_fer.runtime.crops import crop_face
-from edge_fer.runtime.smoothing import TrackSmoother
+from edge_fer.runtime.scenecut import SCENE_CUT_THRESHOLD, SceneCutDetector
+from edge_fer.runtime.smoothing import KEEP_ENDED, TrackSmoother
 from edge_fer.runtime.sources import Source
+from edge_fer.runtime.stats import StreamingStats
 from edge_fer.runtime.tracker import IoUTracker, suppress_nested
 
 STAGES = ("decode", "detect", "track", "crop", "classify", "sinks")
+# a rate needs this many frames (from the first frame's output to the last): with fewer, the
+# classify thread's batches (up to 8 frames at once) and the start make it a guess
+MIN_RATE_FRAMES = 20
+MAX_LISTED_FILES = 10000  # per-file results of an image source kept in the summary
+MAX_LISTED = 100  # scene cut frames, source errors and gaps kept in the summary (the latest)
 
 
 @dataclass
@@ -52,6 +66,8 @@ class _Item:
     tracks: list = field(default_factory=list)  # confirmed tracks matched in this frame
     dead: list = field(default_factory=list)  # ids of tracks that died at this frame
     faces: list = field(default_factory=list)  # output records
+    cut: bool = False  # the first frame of a new scene
+    path: str | None = None  # the file it came from (image sources)
 
 
 _END = object()
@@ -179,8 +195,10 @@ class RunResult:
 
 
 def percentiles(values) -> dict:
+    """{"n", "mean", "p50", "p90", "p99", "max"} of a list (the pipeline itself streams its
+    timings into StreamingStats, whose summary has the same keys)."""
     if not len(values):
-        return {"n": 0, "mean": None, "p50": None, "p90": None, "p99": None, "max": None}
+        return StreamingStats().summary()
     a = np.asarray(values, np.float64)
     return {
         "n": int(a.size),
@@ -200,12 +218,15 @@ def startup_summary(source: dict, signum: int, outputs: dict, info: dict | None 
         "source": source,
         "frames": 0, "frames_with_detections": 0, "frames_with_faces": 0, "faces": 0,
         "detections": 0, "track_count": 0, "tracks": [], "classes": [],
-        "seconds": 0.0, "fps": 0.0,
+        "seconds": 0.0, "fps": None, "fps_seconds": 0.0, "time_to_first_frame_s": None,
+        "scene_cuts": 0, "scene_cut_frames": [], "tracks_omitted": 0,
         "stage_ms": {k: dict(empty) for k in STAGES},
         "busy_ms": dict(empty), "latency_ms": dict(empty), "classify_batches": 0,
-        "dropped_frames": 0, "skipped_frames": 0, "gaps": [], "source_errors": [],
+        "dropped_frames": 0, "skipped_frames": 0, "gaps": [], "gaps_omitted": 0,
+        "source_errors": [], "source_errors_omitted": 0,
         "complete": False, "interrupted": True, "signal": signal_name(signum), "started": False,
         "nonfinite_dropped": 0, "events_dropped": 0, "outputs": dict(outputs),
+        "running": False,
     }  # fmt: skip
     d.update(info or {})
     return d
@@ -224,14 +245,22 @@ class Pipeline:
                  detect_upscale: str = "linear",
                  nested_overlap: float = 0.5, pace: float | None = None,
                  stills: bool = False, signals: SignalGuard | None = None, warn=None,
-                 info: dict | None = None) -> None:  # fmt: skip
+                 info: dict | None = None, scene_cut: float | None = SCENE_CUT_THRESHOLD,
+                 summary_every: float | None = None, t_start: float | None = None,
+                 keep_tracks: int = KEEP_ENDED) -> None:  # fmt: skip
+        """`scene_cut`: the threshold of the scene cut test (runtime/scenecut.py); None or 0
+        turns it off. `summary_every`: seconds between rewrites of the summary file while the
+        run goes on (a live source's summary is then never older than that); None: only at
+        the end. `t_start`: `time.perf_counter()` when the run began (before the models were
+        loaded), for `time_to_first_frame_s`; None: when `run()` is called. `keep_tracks`: the
+        summary lists the statistics of that many ended tracks (the latest) and every live one."""
         self.source = source
         self.detector = detector
         self.classifier = classifier
         self.sinks = sinks or Sinks()
         self.tracker = tracker or IoUTracker()
         classes = classifier.classes if classifier is not None else ()
-        self.smoother = TrackSmoother(classes, alpha=smoothing)
+        self.smoother = TrackSmoother(classes, alpha=smoothing, keep_ended=keep_tracks)
         self.max_frames = max_frames if max_frames and max_frames > 0 else None
         qs = queue_size or (1 if source.live else 4)
         self.q_det: queue.Queue = queue.Queue(qs)
@@ -247,6 +276,17 @@ class Pipeline:
         self.pace = float(pace) if pace else None  # feed frames at this rate (live emulation)
         # stills: unrelated photos; no temporal memory, no tracking across them, no smoothing
         self.stills = bool(stills)
+        if scene_cut is not None and scene_cut < 0:
+            raise ValueError("scene_cut must be >= 0 (0 or None: off)")
+        # photos are each a scene of their own already
+        self.cuts = SceneCutDetector(scene_cut) if scene_cut and not self.stills else None
+        if summary_every is not None and not summary_every > 0:
+            raise ValueError("summary_every must be > 0 seconds")
+        self.summary_every = float(summary_every) if summary_every else None
+        self._t_start = t_start
+        self._t_first: float | None = None  # perf_counter when the first frame was output
+        self._next_summary = 0.0
+        self._summary_failed = False
         self.handle_signals = handle_signals
         self.signals = signals  # the caller's guard (start-up was under it); None: our own
         self.signum: int | None = None
@@ -258,9 +298,16 @@ class Pipeline:
         self.interrupted = False
         self._force = False
         self.stopped_by_user = False
-        self.times: dict[str, list[float]] = {s: [] for s in STAGES}
-        self.latency: list[float] = []
-        self.busy: list[float] = []  # per frame: the sum of its stages' times
+        # bounded, whatever the length of the run (runtime/stats.py)
+        self.times: dict[str, StreamingStats] = {s: StreamingStats() for s in STAGES}
+        self.latency = StreamingStats()
+        self.busy = StreamingStats()  # per frame: the sum of its stages' times
+        self.scene_cuts = 0
+        self.cut_frames: collections.deque = collections.deque(maxlen=MAX_LISTED)
+        # image sources: per file, {"path", "faces", "labels"} for the first MAX_LISTED_FILES
+        self.images = getattr(getattr(source, "spec", None), "kind", None) == "images"
+        self.files: list[dict] = []
+        self.files_omitted = 0
         self.frames = 0
         self.frames_with_detections = 0
         self.frames_with_faces = 0
@@ -332,14 +379,25 @@ class Pipeline:
                 img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
             else:
                 gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+            cut = self.cuts.update(gray) if self.cuts is not None else False
             t2 = time.perf_counter()
             # a live source's read() waits for the camera; that is not decoding work
             dec = (t2 - t1) if self.source.live else (t2 - t0)
-            item = _Item(f.index, f.t, img, gray, t_in=t1 if self.source.live else t0)
+            item = _Item(f.index, f.t, img, gray, t_in=t1 if self.source.live else t0, cut=cut,
+                         path=self._path_of(f) if self.images else None)  # fmt: skip
             item.ms["decode"] = dec * 1000
             n += 1
             self.read_count = n
             self._put(self.q_det, item)
+
+    def _path_of(self, frame) -> str | None:
+        """The image file a frame of an image source came from."""
+        path = getattr(frame, "path", None)
+        if path is None:
+            files = getattr(self.source, "files", None)
+            if files is not None and 0 <= frame.index < len(files):
+                path = files[frame.index]
+        return None if path is None else str(path)
 
     def _detect(self) -> None:
         if self.detect_threads:  # numba's thread count is per calling thread
@@ -352,9 +410,10 @@ class Pipeline:
             item = self._get(self.q_det)
             if item is _END:
                 return
-            if self.stills:
+            ended: list[int] = []
+            if self.stills or item.cut:  # a new scene: nothing carries over from the last one
                 self.detector.reset()
-                self.tracker.reset()
+                ended = [t.id for t in self.tracker.finish()]
             t0 = time.perf_counter()
             gray, scale = item.gray, 1.0
             short = min(gray.shape)
@@ -378,7 +437,7 @@ class Pipeline:
             item.tracks = [
                 (t.id, t.box.copy(), t.score) for t in self.tracker.update(boxes, frame=item.index)
             ]
-            item.dead = [t.id for t in self.tracker.dead]
+            item.dead = ended + [t.id for t in self.tracker.dead]
             t2 = time.perf_counter()
             item.ms["detect"] = (t1 - t0) * 1000
             item.ms["track"] = (t2 - t1) * 1000
@@ -446,7 +505,11 @@ class Pipeline:
         t0 = time.perf_counter()
         s = self.sinks
         if item.faces and s.events is not None:
-            s.events.write({"frame": item.index, "t": round(item.t, 4), "faces": item.faces})
+            rec: dict = {"frame": item.index, "t": round(item.t, 4)}
+            if item.path is not None:
+                rec["path"] = item.path
+            rec["faces"] = item.faces
+            s.events.write(rec)
         if s.needs_annotation:
             from edge_fer.runtime.sinks import annotate
 
@@ -469,12 +532,23 @@ class Pipeline:
         if item.faces:
             self.frames_with_faces += 1
             self.faces += len(item.faces)
+        if item.cut:
+            self.scene_cuts += 1
+            self.cut_frames.append(item.index)
+        if self.images:
+            if len(self.files) < MAX_LISTED_FILES:
+                self.files.append({"path": item.path, "faces": len(item.faces),
+                                   "labels": [f.get("label") for f in item.faces]})  # fmt: skip
+            else:
+                self.files_omitted += 1
         for k in STAGES:
             if k in item.ms:
-                self.times[k].append(item.ms[k])
-        self.busy.append(sum(item.ms.values()))
-        self.latency.append((t1 - item.t_in) * 1000)
+                self.times[k].add(item.ms[k])
+        self.busy.add(sum(item.ms.values()))
+        self.latency.add((t1 - item.t_in) * 1000)
         self._wall1 = time.perf_counter()
+        if self._t_first is None:
+            self._t_first = self._wall1
 
     def _nonfinite(self, n: int, what: str) -> None:
         first = self.nonfinite == 0
@@ -504,6 +578,8 @@ class Pipeline:
             fn()
 
     def run(self) -> RunResult:
+        if self._t_start is None:
+            self._t_start = time.perf_counter()
         guard, own = self.signals, None
         if guard is None and self.handle_signals:
             guard = own = SignalGuard().__enter__()
@@ -527,10 +603,14 @@ class Pipeline:
         ]  # fmt: skip
         sink_error: BaseException | None = None
         self._wall0 = self._wall1 = time.perf_counter()
+        if self.summary_every:
+            self._next_summary = self._wall0 + self.summary_every
         try:
             for t in threads:
                 t.start()
             while True:
+                if self.summary_every and time.perf_counter() >= self._next_summary:
+                    self._periodic_summary()
                 try:
                     item = self.q_out.get(timeout=0.05)
                 except queue.Empty:
@@ -585,6 +665,28 @@ class Pipeline:
             code = 0
         return RunResult(summary, code)
 
+    def _periodic_summary(self) -> None:
+        """Rewrite the summary file (atomically) with the run so far: `"running": true`. A
+        failure (a full disk) is warned about once and the run goes on; the final summary
+        reports it."""
+        self._next_summary = time.perf_counter() + float(self.summary_every or 0)
+        if not self.sinks.summary_path:
+            return
+        from edge_fer.runtime.sinks import write_json_atomic
+
+        try:
+            write_json_atomic(self.sinks.summary_path, self.summary(running=True))
+        except Exception as exc:  # noqa: BLE001 - the frames matter more than this copy
+            if not self._summary_failed:
+                self._summary_failed = True
+                msg = f"{exc}; the summary is written again at the next interval"
+                if self._warn is not None:
+                    self._warn(msg)
+                else:
+                    print(f"edge-fer: warning: {msg}", file=sys.stderr, flush=True)
+            return
+        self._summary_failed = False
+
     def _start_sinks(self) -> None:
         """The run begins: sinks that wait for it (the events file) open now. If one cannot,
         the others are dropped as at a start-up failure: nothing existing is touched."""
@@ -610,8 +712,20 @@ class Pipeline:
                 errs.append(exc)
         return errs
 
-    def summary(self, error: BaseException | None = None) -> dict:
-        wall = max(self._wall1 - self._wall0, 1e-9)
+    def summary(self, error: BaseException | None = None, running: bool = False) -> dict:
+        """The run's summary: at the end, or (`running`) so far, for a periodic rewrite."""
+        last = time.perf_counter() if running else self._wall1
+        wall = max(last - self._wall0, 1e-9)
+        # the rate from the first frame's output to the last's: the start (threads, queues
+        # filling, the first batch) is not throughput; too few frames give no rate at all
+        first = self._t_first
+        span = (self._wall1 - first) if first is not None else 0.0
+        fps = None
+        if self.frames >= MIN_RATE_FRAMES and span > 0:
+            fps = round((self.frames - 1) / span, 2)
+        ttff = None
+        if first is not None and self._t_start is not None:
+            ttff = round(first - self._t_start, 3)
         fps_src = self.source.fps or 0.0
         interval = 1.0 / fps_src if fps_src else 0.0
         out_paths = {}
@@ -637,22 +751,29 @@ class Pipeline:
             "track_count": self.tracker.births,
             "tracks": tracks,
             "classes": list(self.smoother.classes),
+            "tracks_omitted": self.smoother.omitted,
             "seconds": round(wall, 3),
-            "fps": round(self.frames / wall, 2) if self.frames else 0.0,
-            "stage_ms": {k: percentiles(v) for k, v in self.times.items()},
-            "busy_ms": percentiles(self.busy),
-            "latency_ms": percentiles(self.latency),
+            "fps": fps,
+            "fps_seconds": round(span, 3),
+            "time_to_first_frame_s": ttff,
+            "stage_ms": {k: v.summary() for k, v in self.times.items()},
+            "busy_ms": self.busy.summary(),
+            "latency_ms": self.latency.summary(),
             "classify_batches": self.batches,
+            "scene_cuts": self.scene_cuts,
+            "scene_cut_frames": list(self.cut_frames),
             "dropped_frames": self.source.dropped,
             "skipped_frames": len(self.source.skipped),
-            "gaps": list(self.source.gaps),
-            "source_errors": list(self.source.errors),
+            **_latest("gaps", self.source.gaps),
+            **_latest("source_errors", self.source.errors),
             "complete": not (
-                self.interrupted
+                running
+                or self.interrupted
                 or self.stopped_by_user
                 or error is not None
                 or self.source.incomplete
             ),
+            "running": running,
             "interrupted": self.interrupted,
             "signal": signal_name(self.signum) if self.interrupted and self.signum else None,
             "started": True,
@@ -660,7 +781,16 @@ class Pipeline:
             "events_dropped": getattr(s.events, "dropped", 0),
             "outputs": out_paths,
         }
+        if self.images:  # per file, in the order read; skipped files are in source_errors
+            d["images"] = list(self.files)
+            d["images_omitted"] = self.files_omitted
         if error is not None:
             d["error"] = str(error) or type(error).__name__
         d.update(self.info)
         return d
+
+
+def _latest(key: str, items) -> dict:
+    """{key: the MAX_LISTED latest items, key_omitted: how many earlier ones are left out}."""
+    items = list(items)
+    return {key: items[-MAX_LISTED:], f"{key}_omitted": max(0, len(items) - MAX_LISTED)}

@@ -125,7 +125,7 @@ class MJPEGPreview:
             )
         host = str(host).strip()
         if not 0 <= int(port) <= 65535:
-            raise UserError(f"--preview-port must be in 0..65535, got {port}")
+            raise UserError(f"must be in 0..65535, got {port}", param="port")
         if max_clients < 1 or not request_timeout > 0:
             raise UserError(f"max_clients must be >= 1 and request_timeout > 0, got "
                             f"{max_clients} and {request_timeout}")  # fmt: skip

@@ -113,9 +113,9 @@ def annotate(image: np.ndarray, faces: list[dict], info: str | None = None) -> n
     thick = 1 if h < 600 else 2
     for f in faces:
         x, y, w, hh = (round(v) for v in f["box"])
-        color = track_color(int(f.get("track", 0)))
+        color = f.get("color") or track_color(int(f.get("track", 0)))  # "color", "text": detect's
         cv2.rectangle(out, (x, y), (x + w, y + hh), color, thick, cv2.LINE_AA)
-        text = f"#{f.get('track', '?')}"
+        text = f.get("text") or f"#{f.get('track', '?')}"
         if f.get("label") is not None:
             text += f" {f['label']} {100 * f.get('conf', 0):.0f}%"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)

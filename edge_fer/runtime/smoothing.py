@@ -8,10 +8,17 @@
 A track's first observation is taken as is. Time shares count the frames on which each label
 was the smoothed top-1, weighted by the time to the track's next frame (so dropped frames of a
 live source do not skew them).
+
+Memory stays bounded on a run of any length: a dead track's running average is dropped
+(`drop`), and the statistics of at most `keep_ended` (1000) ended tracks are kept for the
+summary, the most recently ended ones; older ones are counted in `omitted`. `update`, `drop`
+and `summary` may be called from different threads (a periodic summary while frames flow).
 """
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -33,19 +40,34 @@ class TrackStats:
     extra: dict = field(default_factory=dict)
 
 
+KEEP_ENDED = 1000
+
+
 class TrackSmoother:
-    def __init__(self, classes, alpha: float = 0.3, forget_after: int | None = None) -> None:
+    def __init__(self, classes, alpha: float = 0.3, keep_ended: int = KEEP_ENDED) -> None:
         if not 0.0 < alpha <= 1.0:
             raise ValueError("alpha must be in (0, 1]")
+        if keep_ended < 0:
+            raise ValueError("keep_ended must be >= 0")
         self.classes = tuple(classes)
         self.alpha = float(alpha)
+        self.keep_ended = int(keep_ended)
         self._state: dict[int, np.ndarray] = {}
         self.stats: dict[int, TrackStats] = {}
+        self._ended: OrderedDict[int, None] = OrderedDict()  # ids of ended tracks, oldest first
+        self.omitted = 0  # ended tracks whose statistics were let go (beyond keep_ended)
+        self._lock = threading.Lock()
 
     def update(
         self, track_id: int, probs: np.ndarray, frame: int = 0, t: float = 0.0
     ) -> np.ndarray:
+        with self._lock:
+            return self._update(track_id, probs, frame, t)
+
+    def _update(self, track_id: int, probs, frame: int, t: float) -> np.ndarray:
         p = np.asarray(probs, np.float64)
+        if track_id in self._ended:  # seen again after drop(): live, not ended
+            del self._ended[track_id]
         prev = self._state.get(track_id)
         s = p.copy() if prev is None else self.alpha * p + (1.0 - self.alpha) * prev
         self._state[track_id] = s
@@ -68,11 +90,24 @@ class TrackSmoother:
         return s.astype(np.float32)
 
     def drop(self, track_id: int) -> None:
-        """Forget a dead track's running average (its statistics stay for the summary)."""
-        self._state.pop(track_id, None)
+        """A track died: forget its running average; its statistics stay for the summary,
+        for the `keep_ended` most recently ended tracks."""
+        with self._lock:
+            self._state.pop(track_id, None)
+            if track_id not in self.stats:
+                return  # never classified
+            self._ended[track_id] = None
+            while len(self._ended) > self.keep_ended:
+                old, _ = self._ended.popitem(last=False)
+                self.stats.pop(old, None)
+                self.omitted += 1
 
     def summary(self, frame_interval: float = 0.0) -> list[dict]:
         """Per track: frames, seconds, dominant label, and the share of time of each label."""
+        with self._lock:
+            return self._summary(frame_interval)
+
+    def _summary(self, frame_interval: float) -> list[dict]:
         out = []
         for tid in sorted(self.stats):
             st = self.stats[tid]

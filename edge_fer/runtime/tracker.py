@@ -32,6 +32,19 @@ from dataclasses import dataclass, field
 import numpy as np
 
 
+@dataclass
+class TrackerOptions:
+    """The tracker's settings as a user gives them (`edge-fer run`'s tracker flags)."""
+
+    iou: float = 0.2
+    min_hits: int = 2
+    max_misses: int = 15
+    hold: int = 45  # missed frames an established face track survives (hands, a turn away)
+    # report a track only while the moving average of its scores is at least this; None: the
+    # cascade's `track_min_score` setting, else no such gate
+    min_score: float | None = None
+
+
 def suppress_nested(boxes: np.ndarray, overlap: float = 0.5) -> np.ndarray:
     """Drop every box that lies at least `overlap` inside a larger one (rows x, y, w, h, ...).
 
@@ -96,7 +109,9 @@ class Track:
         return p
 
 
-def centre_affinity(a: np.ndarray, b: np.ndarray, reach: float, max_ratio: float = 1.6) -> np.ndarray:
+def centre_affinity(
+    a: np.ndarray, b: np.ndarray, reach: float, max_ratio: float = 1.6
+) -> np.ndarray:
     """(n, m) in [0, 1]: 1 - centre distance / (reach x size of a), where the sizes of a and b
     differ by at most max_ratio; 0 elsewhere. Boxes are x, y, w, h."""
     if len(a) == 0 or len(b) == 0 or reach <= 0:
@@ -266,7 +281,9 @@ class IoUTracker:
         return [t for t in self.tracks if t.confirmed]
 
     def finish(self) -> list[Track]:
-        """End of stream: every confirmed track still alive dies now; returns them."""
+        """End of stream, a scene cut or the next photo: every confirmed track still alive
+        (matched or coasting) dies now, the tentative ones are dropped; returns the confirmed.
+        Ids keep counting up, so a face after a cut gets a new one."""
         ended = self.active()
         self.deaths += len(ended)
         self.tracks = []

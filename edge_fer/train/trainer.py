@@ -60,7 +60,7 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda asked for, but torch sees no CUDA device")
+        raise UserError("cuda asked for, but torch sees no CUDA device", param="device")
     return torch.device(name)
 
 

@@ -1,0 +1,343 @@
+"""Argument groups: each set of command-line options declared once, with one help text.
+
+A group (in the spirit of Polygraphy's argument groups) does two things: `add_to(parser)` adds
+its options to a command's parser, and `parse(args)` / `run_fields(args)` turn the parsed
+values into the library's options object (`DetectorOptions`, `TrackerOptions`, the fields of
+`RunOptions`). Every command that takes detector, tracker, source, model or output options
+uses these groups, so a flag means the same and reads the same everywhere; where a command's
+default differs (`detect --memory` 1, `run --memory` 5) the group takes it as a parameter and
+the help shows it.
+
+    groups = [SourceArgs(), OutputArgs(), ModelArgs(), DetectorArgs(), TrackerArgs()]
+    for g in groups:
+        g.add_to(parser)
+    ...
+    opts = run_options(args, source, groups)   # a RunOptions
+"""
+
+from __future__ import annotations
+
+import argparse
+from collections.abc import Sequence
+from typing import Any
+
+from edge_fer.cli.common import parse_angles, parse_size
+
+BACKENDS = ("onnxruntime", "tensorrt")
+
+
+class ArgGroup:
+    """Options added to a parser once (`add_to`) and read back as library options."""
+
+    title: str | None = None
+
+    def add_to(self, parser: argparse.ArgumentParser):
+        """Add the options; returns their argument group (a command may add its own to it)."""
+        g = parser.add_argument_group(self.title) if self.title else parser
+        self._add(g)
+        return g
+
+    def _add(self, g) -> None:
+        raise NotImplementedError
+
+    def run_fields(self, args: argparse.Namespace) -> dict[str, Any]:
+        """The `RunOptions` fields this group decides."""
+        return {}
+
+
+def run_options(args: argparse.Namespace, source: str, groups: Sequence[ArgGroup]):
+    """A `RunOptions` for `source` from the groups a command declared (the rest: defaults)."""
+    from edge_fer.runtime.runner import RunOptions
+
+    fields: dict[str, Any] = {}
+    for g in groups:
+        fields.update(g.run_fields(args))
+    return RunOptions(source=source, **fields)
+
+
+# ---- detector -------------------------------------------------------------------------------
+
+# (dest, flags, add_argument keywords); "%(memory)s" and "%(scale)s" are filled per command
+_DETECTOR: list[tuple[str, str, dict[str, Any]]] = [
+    ("cascade", "--cascade", {
+        "metavar": "FILE", "help": "pico face cascade (default: the bundled face_default.pico, and "
+        "face_lowres.pico for frames whose shorter side is under 240 px)"}),
+    ("min_size", "--min-size", {
+        "type": parse_size, "default": None, "metavar": "PX|FRACTION",
+        "help": "smallest face: pixels (48) or a fraction of the frame's shorter side (0.1, 10%%) "
+        "(default 0.1, and never below the smallest face the cascade learned: its min_face "
+        "setting)"}),
+    ("max_size", "--max-size", {
+        "type": parse_size, "default": 1.0, "metavar": "PX|FRACTION",
+        "help": "largest face, same units (default 1.0: the whole shorter side)"}),
+    ("scale_factor", "--scale-factor", {
+        "type": float, "default": None, "metavar": "F",
+        "help": "window growth per scale (default: the cascade's scale_factor setting, else "
+        "1.1%(scale)s)"}),
+    ("stride_factor", "--stride-factor", {
+        "type": float, "default": 0.1, "metavar": "F",
+        "help": "window step as a fraction of its size (default 0.1)"}),
+    ("angle", "--angle", {
+        "type": parse_angles, "default": (0.0,), "metavar": "A[,A...]",
+        "help": "scan angle(s) in turns, counter-clockwise (1/32 = 11.25 deg, e.g. 0,1/32,-1/32 "
+        "for heads rolled either way: windows of every angle are grouped together; each angle "
+        "costs a scan, a rotated one ~2.5x an upright one; see docs/runtime.md) "
+        "(default: upright)"}),
+    ("grouping", "--grouping", {
+        "choices": ("chain", "greedy"), "default": None,
+        "help": "how overlapping windows become one face: chain (pico's connected components) or "
+        "greedy (around the best window) (default: the cascade's grouping setting, else "
+        "chain)"}),
+    ("cluster_iou", "--cluster-iou", {
+        "type": float, "default": None, "metavar": "IOU",
+        "help": "overlap above which windows are grouped (default: the cascade's cluster_iou "
+        "setting, else 0.3)"}),
+    ("threshold", "--threshold", {
+        "type": float, "default": None, "metavar": "Q",
+        "help": "minimum score of a face (on videos: its score pooled over the detector's "
+        "memory); higher = fewer false positives (default: the cascade's recommended threshold "
+        "from its .json settings, else 5.0)"}),
+    ("memory", "--memory", {
+        "type": int, "metavar": "N",
+        "help": "videos and streams: pool the detections of the last N frames before grouping "
+        "them; --threshold applies to the pooled score (default %(memory)s)"}),
+    ("upscale_to", "--upscale-to", {
+        "type": int, "default": None, "metavar": "PX",
+        "help": "detect on an upscaled copy of frames whose shorter side is below PX (0: never; "
+        "default: the cascade's upscale_to setting, else 240)"}),
+    ("upscale_interpolation", "--upscale-interpolation", {
+        "choices": ("auto", "nearest", "linear", "cubic"), "default": "auto",
+        "help": "how --upscale-to enlarges a frame (default auto: the cascade's "
+        "upscale_interpolation setting, else linear)"}),
+    ("verifier", "--verifier", {
+        "default": None, "metavar": "ONNX|none",
+        "help": "face verifier behind the cascade: a small CNN that drops detections that are "
+        "not faces and moves boxes onto the face; none: off (default: the cascade's verifier "
+        "setting: face_verify.onnx for both bundled cascades)"}),
+    ("verifier_min_prob", "--verifier-min-prob", {
+        "type": float, "default": None, "metavar": "P",
+        "help": "drop detections the verifier gives a face probability under P (default: the "
+        "cascade's verifier_min_prob setting, else 0.5)"}),
+]  # fmt: skip
+DETECTOR_DESTS = tuple(d for d, _, _ in _DETECTOR)
+_UPSCALE = ("upscale_to", "upscale_interpolation")
+
+
+class DetectorArgs(ArgGroup):
+    """The face detector: cascade, sizes, angles, grouping, threshold, memory, verifier.
+
+    memory: this command's default --memory. upscale: the command upscales small frames for
+    detection (--upscale-to, --upscale-interpolation). only: the dests this command takes
+    (default: all that apply).
+    """
+
+    title = "detector"
+
+    def __init__(self, memory: int = 5, upscale: bool = True,
+                 only: Sequence[str] | None = None, title: str | None = None) -> None:  # fmt: skip
+        self.memory = memory
+        self.upscale = upscale
+        wanted = DETECTOR_DESTS if only is None else tuple(only)
+        unknown = set(wanted) - set(DETECTOR_DESTS)
+        if unknown:
+            raise ValueError(f"unknown detector options: {sorted(unknown)}")
+        self.dests = [d for d in DETECTOR_DESTS if d in wanted and (upscale or d not in _UPSCALE)]
+        if title:
+            self.title = title
+
+    def _add(self, g) -> None:
+        scale = "; 1.05 on frames upscaled for detection, see --upscale-to" if self.upscale else ""
+        for dest, flag, kw in _DETECTOR:
+            if dest not in self.dests:
+                continue
+            kw = dict(kw)
+            kw["help"] = kw["help"].replace("%(memory)s", str(self.memory)).replace(
+                "%(scale)s", scale)  # fmt: skip
+            if dest == "memory":
+                kw["default"] = self.memory
+            g.add_argument(flag, **kw)
+
+    def parse(self, args: argparse.Namespace):
+        """A `DetectorOptions` of the values given (the options this command lacks: defaults)."""
+        from edge_fer.detect.config import DetectorOptions
+
+        return DetectorOptions(**{d: getattr(args, d) for d in self.dests if d != "cascade"})
+
+    def run_fields(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {"cascade": args.cascade, "detector": self.parse(args)}
+
+
+class FaceFinderArgs(DetectorArgs):
+    """The detector options of calibration's face finding (`calibrate --source`, `export --int8
+    --source`): cascade, sizes and threshold, read into an `edge_fer.quantize.DetectOptions`."""
+
+    def __init__(self) -> None:
+        super().__init__(only=("cascade", "min_size", "max_size", "threshold"),
+                         title="face detection (--source)")  # fmt: skip
+
+    def detect_options(self, args: argparse.Namespace, **extra: Any):
+        from edge_fer.quantize import DetectOptions
+
+        d = self.parse(args)
+        return DetectOptions(min_size=d.min_size, max_size=d.max_size, threshold=d.threshold,
+                             **extra)  # fmt: skip
+
+
+# ---- tracker and smoothing ------------------------------------------------------------------
+
+
+class TrackerArgs(ArgGroup):
+    """Tracks from detections, and the per-track moving average of the expressions."""
+
+    title = "tracker and smoothing"
+
+    def _add(self, g) -> None:
+        # fmt: off
+        g.add_argument("--iou", type=float, default=0.2,
+                       help="IoU to continue a track (default 0.2)")
+        g.add_argument("--min-hits", type=int, default=2, metavar="N",
+                       help="consecutive detections before a track is born (default 2)")
+        g.add_argument("--max-misses", type=int, default=15, metavar="N",
+                       help="frames without a detection before a track dies (default 15)")
+        g.add_argument("--min-track-score", type=float, default=None, metavar="S",
+                       help="report a track only while the moving average of its detection "
+                       "scores is at least S (default: the cascade's track_min_score setting "
+                       "when no --verifier runs, else no such gate)")
+        g.add_argument("--hold", type=int, default=45, metavar="N",
+                       help="frames without a detection before an established track (seen on "
+                       "10 or more frames: a face) dies (default 45)")
+        g.add_argument("--smoothing", type=float, default=0.3, metavar="ALPHA",
+                       help="weight of the newest frame in the per-track moving average "
+                       "(1 = none; default 0.3)")
+        # fmt: on
+
+    def parse(self, args: argparse.Namespace):
+        from edge_fer.runtime.tracker import TrackerOptions
+
+        return TrackerOptions(iou=args.iou, min_hits=args.min_hits, max_misses=args.max_misses,
+                              hold=args.hold, min_score=args.min_track_score)  # fmt: skip
+
+    def run_fields(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {"tracker": self.parse(args), "smoothing": args.smoothing}
+
+
+# ---- source ---------------------------------------------------------------------------------
+
+
+class SourceArgs(ArgGroup):
+    """How the source is opened and read: capture size and rate, images as a sequence,
+    reconnecting, and where to stop."""
+
+    title = "source"
+
+    def _add(self, g) -> None:
+        # fmt: off
+        g.add_argument("--input-width", type=int, metavar="W", help="camera / CSI capture width")
+        g.add_argument("--input-height", type=int, metavar="H",
+                       help="camera / CSI capture height")
+        g.add_argument("--input-rate", type=float, metavar="FPS",
+                       help="camera / CSI frame rate; the nominal rate of an image sequence")
+        g.add_argument("--input-flip", metavar="FLIP", help="CSI flip method (e.g. rotate-180)")
+        g.add_argument("--sequence", action="store_true",
+                       help="images are consecutive frames of one scene (track faces across "
+                       "them); by default each image is a separate photo")
+        g.add_argument("--reconnect-timeout", type=float, default=30.0, metavar="S",
+                       help="live sources: keep reconnecting a lost stream for S seconds "
+                       "(default 30)")
+        g.add_argument("--max-frames", type=int, metavar="N",
+                       help="stop after N frames (bench: in each run)")
+        # fmt: on
+
+    def run_fields(self, args: argparse.Namespace) -> dict[str, Any]:
+        given = (("width", args.input_width), ("height", args.input_height),
+                 ("fps", args.input_rate), ("flip", args.input_flip))  # fmt: skip
+        return {
+            "source_options": {k: v for k, v in given if v is not None},
+            "stills": False if args.sequence else None,
+            "reconnect_timeout": args.reconnect_timeout,
+            "max_frames": args.max_frames,
+        }
+
+
+# ---- model and backend ----------------------------------------------------------------------
+
+
+class ModelArgs(ArgGroup):
+    """The classifier: model, precision, backend, threads (and TensorRT's options).
+
+    backend: "one" (--backend NAME), "many" (--backend repeatable, for bench: a list in
+    args.backend, not a RunOptions field) or None (no --backend). trt: add TensorRT's
+    --trt-precision and --calib-cache.
+    """
+
+    title = "model and backend"
+
+    def __init__(self, backend: str | None = "one", trt: bool = True) -> None:
+        if backend not in ("one", "many", None):
+            raise ValueError(f"backend must be 'one', 'many' or None, got {backend!r}")
+        self.backend, self.trt = backend, trt
+
+    def add_to(self, parser: argparse.ArgumentParser):
+        g = super().add_to(parser)
+        if self.trt:
+            from edge_fer.backends.tensorrt_backend import add_trt_args
+
+            add_trt_args(parser)
+        return g
+
+    def _add(self, g) -> None:
+        # fmt: off
+        g.add_argument("--model", metavar="M", help="classifier .onnx (default: the bundled model)")
+        g.add_argument("--precision", default="auto", choices=("auto", "fp32", "int8"),
+                       help="which bundled model, when --model is not given: auto = INT8 on ONNX "
+                       "Runtime (same accuracy, ~3x faster on CPU), FP32 on TensorRT "
+                       "(default: auto)")
+        if self.backend == "one":
+            g.add_argument("--backend", default="onnxruntime", choices=BACKENDS,
+                           help="inference engine (default: onnxruntime)")
+        elif self.backend == "many":
+            g.add_argument("--backend", action="append", choices=BACKENDS,
+                           help="only this backend (repeatable; default: every available one)")
+        g.add_argument("--threads", type=int, default=1, metavar="N",
+                       help="classifier threads (default 1)")
+        g.add_argument("--detect-threads", type=int, metavar="N",
+                       help="detector threads (default: CPU cores - 1, at least 1; the other "
+                       "core decodes and classifies)")
+        # fmt: on
+
+    def run_fields(self, args: argparse.Namespace) -> dict[str, Any]:
+        out = {"model": args.model, "precision": args.precision, "threads": args.threads,
+               "detect_threads": args.detect_threads}  # fmt: skip
+        if self.backend == "one":
+            out["backend"] = args.backend
+        if self.trt:
+            out.update(trt_precision=args.trt_precision, calib_cache=args.calib_cache)
+        return out
+
+
+# ---- outputs --------------------------------------------------------------------------------
+
+
+class OutputArgs(ArgGroup):
+    """Where the results go: annotated video, events, summary, a window, an MJPEG preview."""
+
+    title = "outputs"
+
+    def _add(self, g) -> None:
+        # fmt: off
+        g.add_argument("--out", metavar="VIDEO", help="annotated video (.mp4 or .avi)")
+        g.add_argument("--events", metavar="FILE.jsonl",
+                       help="JSON Lines, one line per frame with faces")
+        g.add_argument("--summary", metavar="FILE.json", help="write the summary as JSON")
+        g.add_argument("--show", action="store_true",
+                       help="show the annotated video in a window")
+        g.add_argument("--preview-port", type=int, metavar="P",
+                       help="serve an MJPEG preview at http://HOST:P/ (0: any free port)")
+        g.add_argument("--preview-host", default="127.0.0.1", metavar="HOST",
+                       help="address the preview binds to (default 127.0.0.1; 0.0.0.0 for all)")
+        # fmt: on
+
+    def run_fields(self, args: argparse.Namespace) -> dict[str, Any]:
+        return {"out": args.out, "events": args.events, "summary": args.summary,
+                "show": args.show, "preview_port": args.preview_port,
+                "preview_host": args.preview_host}  # fmt: skip

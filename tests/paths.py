@@ -1,0 +1,70 @@
+"""Where the tests find their inputs: the checkout, the bundled models and ../shared.
+
+The shared data folder is ../shared beside the checkout; EDGE_FER_SHARED names another one
+(point it at an empty folder to see every test that needs it skip with its reason). Tests say
+what they need with the `shared` marker (see conftest.py) or, inside a test or at module level
+before reading a file, with `shared(rel)`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("EDGE_FER_SHARED") or ROOT.parent / "shared")
+
+# Under SHARED.
+FER = SHARED / "data" / "fer2013"
+VIDEOS = SHARED / "data" / "videos"
+WEBFACES = SHARED / "data" / "webfaces"
+BACKGROUNDS = SHARED / "data" / "backgrounds"
+FACEFINDER = SHARED / "reference" / "pico" / "facefinder"
+
+# Bundled with the package.
+ASSETS = ROOT / "edge_fer" / "assets"
+FER_MODEL = ASSETS / "fer_default.onnx"
+VERIFIER = ASSETS / "face_verify.onnx"
+PICO = ASSETS / "face_default.pico"
+CALIB = ROOT / "calibration" / "fer_default"
+
+
+def missing_reason(*rels: str) -> str | None:
+    """Why a test needing these paths under SHARED cannot run, or None when all exist."""
+    missing = [rel for rel in rels if not (SHARED / rel).exists()]
+    if not missing:
+        return None
+    where = "EDGE_FER_SHARED" if os.environ.get("EDGE_FER_SHARED") else "../shared"
+    return f"{where} is absent or incomplete: needs " + ", ".join(str(SHARED / r) for r in missing)
+
+
+def shared(rel: str) -> Path:
+    """SHARED / rel, or skip the test (or, at module level, the module) with the reason."""
+    reason = missing_reason(rel)
+    if reason:
+        pytest.skip(reason, allow_module_level=True)
+    return SHARED / rel
+
+
+def fer_files(cls: str, prefix: str, k: int) -> list[Path]:
+    """The first `k` FER2013 faces of class `cls` whose names start with `prefix` (Training,
+    PublicTest or PrivateTest), in name order."""
+    folder = "train" if prefix == "Training" else "test"
+    files = sorted((FER / folder / cls).glob(f"{prefix}_*.jpg"))
+    assert len(files) >= k, f"not enough {prefix} {cls} faces in {FER}"
+    return files[:k]
+
+
+def fer_faces(prefix: str, per_class: int):
+    """(gray 48x48 faces, labels in FER2013 order, files): `fer_files` of every class, read
+    directly (decoding a whole split would take longer than the tests)."""
+    import cv2
+    import numpy as np
+
+    from edge_fer import labels as L
+
+    picked = [(k, f) for k, cls in enumerate(L.FER2013) for f in fer_files(cls, prefix, per_class)]
+    imgs = np.stack([cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for _, f in picked])
+    return imgs, np.array([k for k, _ in picked]), [f for _, f in picked]

@@ -1,0 +1,246 @@
+"""Long runs keep constant memory: streaming timing statistics, bounded track and file lists,
+a periodic summary; and the summary's rates are honest for short runs.
+
+The soak test runs the real pipeline (bundled cascade, a tiny real ONNX classifier) on tens of
+thousands of small real frames from an in-process source and samples the process's resident
+memory as it goes. `EDGE_FER_SOAK_FRAMES` sets the number of frames (default 30000, about 35 s
+on 2 busy cores; 100000 took too long for a test here).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+
+import cv2
+import numpy as np
+import pytest
+from runtime_helpers import make_tiny_model, read_jsonl, shared
+
+from edge_fer.runtime import pipeline as pipeline_mod
+from edge_fer.runtime.demo import demo_frames, load_face_photo
+from edge_fer.runtime.pipeline import Pipeline, Sinks
+from edge_fer.runtime.runner import RunOptions, run_video
+from edge_fer.runtime.sinks import EventsSink
+from edge_fer.runtime.sources import Frame, Source, SourceSpec
+from edge_fer.runtime.stats import ABS_ERROR, REL_ERROR, StreamingStats
+from edge_fer.runtime.tracker import IoUTracker
+
+SOAK_FRAMES = int(os.environ.get("EDGE_FER_SOAK_FRAMES", "30000"))
+_PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
+
+
+def _rss() -> int:
+    with open("/proc/self/statm") as f:
+        return int(f.read().split()[1]) * _PAGE
+
+
+# ---- streaming statistics ----------------------------------------------------------------------
+
+
+def _check(st: StreamingStats, values) -> None:
+    a = np.asarray(values, np.float64)
+    assert st.n == a.size and st.mean == pytest.approx(a.mean()) and st.max == a.max()
+    for q in (0, 1, 50, 90, 99, 99.9, 100):
+        ref = float(np.percentile(a, q))
+        assert abs(st.percentile(q) - ref) <= (REL_ERROR * ref + ABS_ERROR) * (1 + 1e-9), q
+    s = st.summary()
+    assert set(s) == {"n", "mean", "p50", "p90", "p99", "max"}
+    assert s["p50"] <= s["p90"] <= s["p99"] <= s["max"]
+
+
+def test_streaming_percentiles_match_numpy_on_real_timings():
+    """Real timings (ms): gray conversion, thumbnail and resize of the demo clip's frames, which
+    jitter as a busy machine does; within the documented bound of numpy's percentiles."""
+    from edge_fer.runtime.scenecut import thumbnail
+
+    photo, _ = load_face_photo()
+    frames = list(demo_frames(photo, seconds=1.0))
+    times = []
+    for i in range(3000):
+        f = frames[i % len(frames)]
+        t0 = time.perf_counter()
+        g = cv2.cvtColor(f, cv2.COLOR_BGR2GRAY)
+        thumbnail(g)
+        if i % 7 == 0:
+            cv2.resize(g, None, fx=1.5, fy=1.5)
+        times.append((time.perf_counter() - t0) * 1000)
+    st = StreamingStats()
+    for v in times:
+        st.add(v)
+    _check(st, times)
+    # and across the whole range: sub-microsecond to hours, zeros, heavy tails
+    rng = np.random.default_rng(0)
+    wide = np.concatenate([rng.lognormal(-9, 3, 2000), np.zeros(50), rng.pareto(1.2, 2000) * 5,
+                           [3.6e6, 1e-7]])  # fmt: skip
+    st = StreamingStats()
+    for v in wide:
+        st.add(v)
+    _check(st, wide)
+    st.add(float("nan"))  # never from a clock; not counted
+    assert st.n == wide.size and StreamingStats().summary()["p50"] is None
+    assert st.nbytes() < 16 * 1024
+
+
+# ---- the soak test -----------------------------------------------------------------------------
+
+
+class LoopSource(Source):
+    """Real frames, in process: 64x48 frames of two scenes (the demo's portraits, and the same
+    upside down on another backdrop) alternating every `every` frames, so there is a scene
+    cut, and new tracks, every `every` frames; RSS sampled every 500 frames."""
+
+    def __init__(self, n: int, every: int, on_read=None) -> None:
+        super().__init__(SourceSpec("soak://", "file", "soak", False, "test"))
+        photo, _ = load_face_photo()
+        crop = (slice(60, 300), slice(20, 340))  # the left face, large enough at 64x48
+
+        def small(frames):
+            return [cv2.resize(f[crop], (64, 48), interpolation=cv2.INTER_AREA) for f in frames]
+
+        self.scenes = [small(demo_frames(photo, seed=0)),
+                       small(demo_frames(np.ascontiguousarray(photo[::-1]), seed=1))]  # fmt: skip
+        self.n, self.every, self.on_read = n, every, on_read
+        self.fps, self.frame_count = 25.0, n
+        self.height, self.width = self.scenes[0][0].shape[:2]
+        self.i = 0
+        self.rss: list[tuple[int, int]] = []
+
+    def read(self) -> Frame | None:
+        i = self.i
+        if i >= self.n:
+            return None
+        self.i += 1
+        if i % 500 == 0:
+            self.rss.append((i, _rss()))
+            if self.on_read is not None:
+                self.on_read(i)
+        seg = i // self.every
+        scene = self.scenes[seg % 2]
+        return Frame(i, i / self.fps, scene[(seg * 7 + i % self.every) % len(scene)])
+
+
+def test_soak_memory_stays_flat(tmp_path):
+    from edge_fer.classify import Classifier
+    from edge_fer.detect import Cascade, Detector, lowres_cascade_path
+
+    n, every = SOAK_FRAMES, 25
+    summary_path = tmp_path / "summary.json"
+    seen_running = []
+
+    def peek(i: int) -> None:  # a periodic summary is there while the run goes on
+        if i >= n // 2 and not seen_running and summary_path.exists():
+            seen_running.append(json.loads(summary_path.read_text()))
+
+    src = LoopSource(n, every, peek)
+    det = Detector(Cascade.load(lowres_cascade_path()), min_size=0.1, min_pixels=12,
+                   scale_factor=1.1, threshold=10.0, memory=5, grouping="greedy", iou=0.15,
+                   threads=1)  # fmt: skip
+    clf = Classifier.load(make_tiny_model(tmp_path / "tiny.onnx"))
+    events = EventsSink(tmp_path / "events.jsonl")
+    pipe = Pipeline(src, det, clf, Sinks(events=events, summary_path=str(summary_path)),
+                    tracker=IoUTracker(max_misses=15, max_misses_established=45),
+                    handle_signals=False, detect_threads=1, summary_every=1.0,
+                    keep_tracks=100)  # fmt: skip
+    t0 = time.perf_counter()
+    try:
+        s = pipe.run().summary
+    finally:
+        clf.close()
+    seconds = time.perf_counter() - t0
+    assert s["frames"] == n and s["complete"] and not s["running"]
+    assert s["scene_cuts"] == n // every - 1 and len(s["scene_cut_frames"]) == 100
+    assert s["scene_cut_frames"][-1] == (n // every - 1) * every
+    assert s["track_count"] >= n // every  # a new track in every scene, at the least
+    listed = len(s["tracks"])  # the 100 latest ended tracks, and the live ones
+    assert listed <= 100 + 5 and s["tracks_omitted"] == s["track_count"] - listed
+    for k, v in s["stage_ms"].items():
+        assert v["n"] == n and v["p50"] <= v["p99"] <= v["max"], k
+    assert s["latency_ms"]["n"] == n and s["fps"] > 0
+    assert seen_running and seen_running[0]["running"] and not seen_running[0]["complete"]
+    assert 0 < seen_running[0]["frames"] < n
+    assert json.loads(summary_path.read_text())["frames"] == n  # the final one replaced it
+    # resident memory after warm-up (20% of the run) stays flat to the end
+    after = [(i, r) for i, r in src.rss if i >= n // 5]
+    base = after[0][1]
+    growth = max(r for _, r in after) - base
+    print(f"{n} frames in {seconds:.1f} s, RSS {base / 2**20:.1f} MiB at {after[0][0]}, "
+          f"growth {growth / 2**20:.2f} MiB after")  # fmt: skip
+    assert growth < 3 * 2**20, f"RSS grew {growth / 2**20:.1f} MiB over {n - after[0][0]} frames"
+
+
+# ---- photos: events name their file, the summary lists the files (bounded) ---------------------
+
+
+@pytest.mark.shared("data/webfaces/images/pic00001.jpg", "data/webfaces/images/pic00002.jpg")
+def test_photo_events_carry_their_path_and_summary_lists_files(tmp_path, monkeypatch):
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    for i, name in enumerate(("pic00001.jpg", "pic00002.jpg", "pic00001.jpg")):
+        (folder / f"p{i}.jpg").write_bytes(shared(f"data/webfaces/images/{name}").read_bytes())
+    (folder / "p3.jpg").write_bytes(b"not an image")
+    events = tmp_path / "e.jsonl"
+    r = run_video(RunOptions(source=str(folder), events=str(events)), handle_signals=False)
+    s = r.summary
+    lines = read_jsonl(events)
+    paths = [str(folder / f"p{i}.jpg") for i in range(3)]
+    assert lines and all(ln["path"] == paths[ln["frame"]] for ln in lines)
+    assert [f["path"] for f in s["images"]] == paths and s["images_omitted"] == 0
+    by_path = {ln["path"]: ln["faces"] for ln in lines}
+    for f in s["images"]:
+        faces = by_path.get(f["path"], [])
+        assert f["faces"] == len(faces) and f["labels"] == [x["label"] for x in faces]
+    assert s["images"][0]["faces"] >= 1 and s["images"][0] == {**s["images"][2],
+                                                                "path": paths[0]}  # fmt: skip
+    assert s["skipped_frames"] == 1 and "p3.jpg" in s["source_errors"][0]
+    assert s["scene_cuts"] == 0 and s["fps"] is None  # 3 photos: too few for a rate
+    monkeypatch.setattr(pipeline_mod, "MAX_LISTED_FILES", 2)
+    s = run_video(RunOptions(source=str(folder)), handle_signals=False).summary
+    assert [f["path"] for f in s["images"]] == paths[:2] and s["images_omitted"] == 1
+
+
+# ---- rates and start-up ------------------------------------------------------------------------
+
+
+@pytest.mark.shared("data/videos/00-1.avi")
+def test_rate_is_measured_after_the_first_frame():
+    t_start = time.perf_counter()
+    r = run_video(RunOptions(source=str(shared("data/videos/00-1.avi"))), handle_signals=False)
+    s = r.summary
+    assert s["frames"] == 228 and s["fps"] is not None and s["fps"] > 0
+    assert 0 < s["fps_seconds"] < s["seconds"]
+    assert s["fps"] == pytest.approx(227 / s["fps_seconds"], rel=0.02)
+    elapsed = time.perf_counter() - t_start
+    assert 0 < s["time_to_first_frame_s"] < elapsed
+
+
+def test_short_run_gives_no_rate(tmp_path):
+    photo, _ = load_face_photo()
+    path = tmp_path / "one.png"
+    cv2.imwrite(str(path), next(iter(demo_frames(photo, seconds=0.04))))
+    s = run_video(RunOptions(source=str(path)), handle_signals=False).summary
+    assert s["frames"] == 1 and s["fps"] is None and s["fps_seconds"] == 0.0
+    assert s["time_to_first_frame_s"] is not None and s["time_to_first_frame_s"] >= 0
+    assert [(f["path"], f["faces"], len(f["labels"])) for f in s["images"]] == [
+        (str(path), s["faces"], s["faces"])
+    ]
+
+
+def test_summary_every_must_be_positive():
+    with pytest.raises(ValueError, match="summary_every"):
+        Pipeline(LoopSource(1, 1), None, summary_every=0)
+
+
+def test_paths_only_for_image_sources(tmp_path):
+    """A video's events have no "path", and its summary no "images"."""
+    src = LoopSource(30, 30)
+    from edge_fer.detect import Cascade, Detector, lowres_cascade_path
+
+    det = Detector(Cascade.load(lowres_cascade_path()), min_pixels=12, threshold=10.0, memory=5)
+    events = tmp_path / "e.jsonl"
+    s = Pipeline(src, det, None, Sinks(events=EventsSink(events)),
+                 handle_signals=False).run().summary  # fmt: skip
+    lines = read_jsonl(events)
+    assert "images" not in s and s["frames"] == 30
+    assert lines and all("path" not in ln for ln in lines)
