@@ -40,13 +40,20 @@ CLIPS = ("00-1", "01-2")
 OUT = ROOT / "benchmarks" / "data" / "nrc_iit_faces.json"
 # step 4: frame -> x, y, w, h set by hand (None: keep the automatic box as an anchor)
 HAND = {
-    "00-1": [{178: None, 182: [0, 40, 64, 64], 186: [0, 45, 60, 60], 190: [5, 42, 62, 62],
-              196: None}],  # fmt: skip
-    "01-2": [{153: None, 162: None},
-             {206: None, 208: [110, 36, 46, 46], 212: [108, 40, 50, 50],
-              216: [106, 42, 46, 46], 220: None},
-             {230: None, 232: [40, 32, 46, 46], 238: [40, 36, 50, 50], 240: [38, 38, 50, 50],
-              242: None}],  # fmt: skip
+    "00-1": [
+        {178: None, 182: [0, 40, 64, 64], 186: [0, 45, 60, 60], 190: [5, 42, 62, 62], 196: None}
+    ],
+    "01-2": [
+        {153: None, 162: None},
+        {
+            206: None,
+            208: [110, 36, 46, 46],
+            212: [108, 40, 50, 50],
+            216: [106, 42, 46, 46],
+            220: None,
+        },
+        {230: None, 232: [40, 32, 46, 46], 238: [40, 36, 50, 50], 240: [38, 38, 50, 50], 242: None},
+    ],
 }
 
 
@@ -62,8 +69,14 @@ def gray_frames(path: Path) -> list[np.ndarray]:
 def candidates(frames: list[np.ndarray]) -> list[list[tuple]]:
     out: list[list[tuple]] = [[] for _ in frames]
     for cpath in (default_cascade_path(), SHARED / "reference/pico/facefinder"):
-        det = Detector(Cascade.load(cpath), min_size=64, scale_factor=1.03, stride_factor=0.05,
-                       threshold=0.0, memory=1)  # fmt: skip
+        det = Detector(
+            Cascade.load(cpath),
+            min_size=64,
+            scale_factor=1.03,
+            stride_factor=0.05,
+            threshold=0.0,
+            memory=1,
+        )
         per = [det.detect(cv2.resize(g, None, fx=2, fy=2)) for g in frames]
         norm = np.percentile([d.score for p in per for d in p], 90)
         for i, p in enumerate(per):
@@ -100,7 +113,7 @@ def clean(path: list, win: int = 9, min_iou: float = 0.4) -> np.ndarray:
     for k in range(4):
         ok = ~np.isnan(arr[:, k])
         arr[:, k] = np.interp(np.arange(n), np.flatnonzero(ok), arr[ok, k])
-    med = np.array([np.median(arr[max(0, i - win // 2): i + win // 2 + 1], 0) for i in range(n)])
+    med = np.array([np.median(arr[max(0, i - win // 2) : i + win // 2 + 1], 0) for i in range(n)])
     for i in range(n):
         if iou_matrix(arr[i : i + 1], med[i : i + 1])[0, 0] < min_iou:
             arr[i] = med[i]
@@ -133,7 +146,7 @@ def main() -> None:
         out["clips"][f"{name}.avi"] = [[round(float(v), 1) for v in b] for b in arr]
         print(f"{name}.avi: {len(arr)} frames")
     OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(out, indent=None).replace('], [', '],\n ['))
+    OUT.write_text(json.dumps(out, indent=None).replace("], [", "],\n ["))
     print(f"wrote {OUT.relative_to(ROOT)}")
 
 

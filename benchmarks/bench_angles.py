@@ -51,11 +51,18 @@ def turns(text: str) -> tuple[float, ...]:
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cascade", default=str(ROOT / "edge_fer" / "assets" / "face_lowres.pico"))
-    ap.add_argument("--angles", default="0,1/32,-1/32,2/32,-2/32",
-                    help="the multi-angle scan, in turns (default: 0, +-11.25, +-22.5 degrees)")
+    ap.add_argument(
+        "--angles",
+        default="0,1/32,-1/32,2/32,-2/32",
+        help="the multi-angle scan, in turns (default: 0, +-11.25, +-22.5 degrees)",
+    )
     ap.add_argument("--images", type=int, default=300, help="validation images to use (0: all)")
-    ap.add_argument("--max-side", type=int, default=320,
-                    help="images are downscaled to this longer side first (low-resolution faces)")
+    ap.add_argument(
+        "--max-side",
+        type=int,
+        default=320,
+        help="images are downscaled to this longer side first (low-resolution faces)",
+    )
     ap.add_argument("--fppi", type=float, default=0.5, help="false positives per image")
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
@@ -80,29 +87,59 @@ def main(argv: list[str] | None = None) -> int:
     scans = {"upright": (0.0,), "multi-angle": turns(args.angles)}
     rows = []
     for deg in (0, 10, 20):
-        rolled = [roll(g, fs, deg if i % 2 else -deg) for i, (g, fs) in enumerate(zip(small, sfaces))]
+        rolled = [
+            roll(g, fs, deg if i % 2 else -deg) for i, (g, fs) in enumerate(zip(small, sfaces))
+        ]
         ims, fcs = [r[0] for r in rolled], [r[1] for r in rolled]
         for name, angles in scans.items():
-            det = Detector(casc, min_size=20, max_size=1.0, scale_factor=1.05, angle=angles,
-                           threshold=-1e30, max_detections=1 << 20, threads=1)  # fmt: skip
+            det = Detector(
+                casc,
+                min_size=20,
+                max_size=1.0,
+                scale_factor=1.05,
+                angle=angles,
+                threshold=-1e30,
+                max_detections=1 << 20,
+                threads=1,
+            )
             t0 = time.perf_counter()
             dets, _ = scan_all(det, ims)
             secs = time.perf_counter() - t0
             rec, thr = curve(dets, fcs, 20.0, 0.4).at_fppi(args.fppi)
-            rows.append({"roll_deg": deg, "scan": name, "angles": list(angles),
-                         "recall": round(rec, 4), "threshold": thr,
-                         "ms_per_image": round(1000 * secs / len(ims), 2)})  # fmt: skip
-            print(f"roll {deg:2d} deg  {name:11s}  recall@{args.fppi} FPPI {rec:.3f}  "
-                  f"{1000 * secs / len(ims):.1f} ms/image", flush=True)  # fmt: skip
-    print(f"\n{len(small)} WebFaces validation images ({sum(map(len, sfaces))} faces), "
-          f"longer side <= {args.max_side} px, cascade {Path(args.cascade).name}")
+            rows.append(
+                {
+                    "roll_deg": deg,
+                    "scan": name,
+                    "angles": list(angles),
+                    "recall": round(rec, 4),
+                    "threshold": thr,
+                    "ms_per_image": round(1000 * secs / len(ims), 2),
+                }
+            )
+            print(
+                f"roll {deg:2d} deg  {name:11s}  recall@{args.fppi} FPPI {rec:.3f}  "
+                f"{1000 * secs / len(ims):.1f} ms/image",
+                flush=True,
+            )
+    print(
+        f"\n{len(small)} WebFaces validation images ({sum(map(len, sfaces))} faces), "
+        f"longer side <= {args.max_side} px, cascade {Path(args.cascade).name}"
+    )
     print("| roll | upright scan | multi-angle scan |\n|---:|---:|---:|")
     for deg in (0, 10, 20):
         r = {x["scan"]: x["recall"] for x in rows if x["roll_deg"] == deg}
         print(f"| {deg} deg | {r['upright']:.3f} | {r['multi-angle']:.3f} |")
     if not args.no_save:
-        save_json(RESULTS, {"cascade": Path(args.cascade).name, "images": len(small),
-                            "max_side": args.max_side, "fppi": args.fppi, "rows": rows})  # fmt: skip
+        save_json(
+            RESULTS,
+            {
+                "cascade": Path(args.cascade).name,
+                "images": len(small),
+                "max_side": args.max_side,
+                "fppi": args.fppi,
+                "rows": rows,
+            },
+        )
     return 0
 
 

@@ -64,8 +64,10 @@ def main(argv: list[str] | None = None) -> int:
     if args.images:
         val = val[: args.images]
     images, faces, _ = load_eval_set(val)
-    bgs = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
-           for p in split_paths(list_images(SHARED / "data" / "backgrounds"), "val")]  # fmt: skip
+    bgs = [
+        cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+        for p in split_paths(list_images(SHARED / "data" / "backgrounds"), "val")
+    ]
     bgs = [b for b in bgs if b is not None]
     rows = []
     for name, cfg in CASCADES.items():
@@ -74,21 +76,36 @@ def main(argv: list[str] | None = None) -> int:
             ims, fcs = (images, faces) if not side else shrink(images, faces, side)
             bg = bgs if not side else shrink(bgs, [[] for _ in bgs], side)[0]
             for grouping, iou in (("chain", 0.3), ("greedy", cfg["greedy_iou"])):
-                params = ScanParams(min_size=cfg["min_size"], scale_factor=cfg["scale_factor"],
-                                    grouping=grouping, cluster_iou=iou)  # fmt: skip
+                params = ScanParams(
+                    min_size=cfg["min_size"],
+                    scale_factor=cfg["scale_factor"],
+                    grouping=grouping,
+                    cluster_iou=iou,
+                )
                 r = evaluate_cascade(casc, ims, fcs, bg, params, fppis=FPPI)
-                row = {"cascade": name, "size": side or "full", "grouping": grouping, "iou": iou,
-                       "faces": r["faces"], "at_fppi": r["at_fppi"]}  # fmt: skip
+                row = {
+                    "cascade": name,
+                    "size": side or "full",
+                    "grouping": grouping,
+                    "iou": iou,
+                    "faces": r["faces"],
+                    "at_fppi": r["at_fppi"],
+                }
                 rows.append(row)
-                print(f"{name} {side or 'full'} {grouping} {iou}: "
-                      + ", ".join(f"{o['recall']:.3f} @{o['fppi']}" for o in r["at_fppi"]),
-                      flush=True)  # fmt: skip
+                print(
+                    f"{name} {side or 'full'} {grouping} {iou}: "
+                    + ", ".join(f"{o['recall']:.3f} @{o['fppi']}" for o in r["at_fppi"]),
+                    flush=True,
+                )
     print(f"\n{len(images)} WebFaces validation images; recall at false positives per image")
     print("| cascade | size | grouping | " + " | ".join(f"@{f}" for f in FPPI) + " |")
     print("|---|---|---|" + "---:|" * len(FPPI))
     for r in rows:
-        print(f"| {r['cascade']} | {r['size']} | {r['grouping']} {r['iou']} | "
-              + " | ".join(f"{o['recall']:.3f}" for o in r["at_fppi"]) + " |")  # fmt: skip
+        print(
+            f"| {r['cascade']} | {r['size']} | {r['grouping']} {r['iou']} | "
+            + " | ".join(f"{o['recall']:.3f}" for o in r["at_fppi"])
+            + " |"
+        )
     if not args.no_save:
         save_json(RESULTS, {"images": len(images), "rows": rows})
     return 0

@@ -66,8 +66,7 @@ def make_int8(model: Path, data: Path, tmp: Path, threads: int) -> tuple[Path, d
     else:
         faces = from_dataset(data, "train", samples=512, seed=0)
     out = tmp / "int8"
-    info = calibrate(model, faces, out, method="entropy", threads=threads,
-                     check_agreement=False)  # fmt: skip
+    info = calibrate(model, faces, out, method="entropy", threads=threads, check_agreement=False)
     return out, info
 
 
@@ -113,8 +112,10 @@ def main(argv=None) -> int:
 
     data = Path(args.data)
     if not data.is_dir():
-        print(f"bench_int8: {data} not found (../shared is absent); nothing to measure",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"bench_int8: {data} not found (../shared is absent); nothing to measure",
+            file=sys.stderr,
+        )
         return 2
     threads = [int(t) for t in args.threads.split(",")]
     model = Path(args.model) if args.model else default_model_path()
@@ -142,8 +143,12 @@ def main(argv=None) -> int:
     results: dict[str, dict] = {}
     preds: dict[str, dict[str, np.ndarray]] = {}
     for name, path in models.items():
-        results[name] = {"path": str(path), "size_bytes": path.stat().st_size, "by_tta": {},
-                         "timing": {}}  # fmt: skip
+        results[name] = {
+            "path": str(path),
+            "size_bytes": path.stat().st_size,
+            "by_tta": {},
+            "timing": {},
+        }
         preds[name] = {}
         for tta in ttas:
             print(f"evaluating {name} (tta {tta}) ...", file=sys.stderr, flush=True)
@@ -188,8 +193,11 @@ def main(argv=None) -> int:
                 time_model(c, x1[:5], x32[:64])
             samples: dict[str, list[tuple[float, float]]] = {n: [] for n in clfs}
             for r in range(args.rounds):
-                print(f"timing, {t} thread(s), round {r + 1}/{args.rounds} ...",
-                      file=sys.stderr, flush=True)  # fmt: skip
+                print(
+                    f"timing, {t} thread(s), round {r + 1}/{args.rounds} ...",
+                    file=sys.stderr,
+                    flush=True,
+                )
                 for name, c in clfs.items():
                     samples[name].append(time_model(c, x1, x32))
         finally:
@@ -214,12 +222,16 @@ def main(argv=None) -> int:
         "data": str(data),
         "split": args.split,
         "calibration": calib_info or {"dir": str(cdir)},
-        "machine": {"cpu": cpu_name(), "cores": os.cpu_count(), "python": platform.python_version(),
-                    "onnxruntime": ort.__version__},
+        "machine": {
+            "cpu": cpu_name(),
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "onnxruntime": ort.__version__,
+        },
         "timing": f"inference only (prepared float32 input), median of {args.rounds} rounds, "
-                  f"{args.batch1_faces} faces at batch 1 and {args.batch32_faces} at batch 32",
+        f"{args.batch1_faces} faces at batch 1 and {args.batch32_faces} at batch 32",
         "results": results,
-    }  # fmt: skip
+    }
     for tta in ttas:
         mode = results["fp32"]["by_tta"][tta]["tta"]
         print(
@@ -230,19 +242,27 @@ def main(argv=None) -> int:
         )
         for name, r in results.items():
             a = r["by_tta"][tta]
-            print(f"{name:<16} {a['accuracy']:7.4f} {100 * a['accuracy_minus_fp32']:+7.2f} "
-                  f"{a['top2_accuracy']:7.4f} {a['macro_f1']:7.4f} {a['agreement_with_fp32']:7.4f} "
-                  f"{r['size_bytes'] / 1e6:6.2f}")  # fmt: skip
+            print(
+                f"{name:<16} {a['accuracy']:7.4f} {100 * a['accuracy_minus_fp32']:+7.2f} "
+                f"{a['top2_accuracy']:7.4f} {a['macro_f1']:7.4f} {a['agreement_with_fp32']:7.4f} "
+                f"{r['size_bytes'] / 1e6:6.2f}"
+            )
     print("\nmodel time per face (one view, inference only, median of rounds)")
-    print(f"{'model':<16}" + "".join(f" {'b1 ms':>8} {'b32 ms':>8} {'x b1':>6} {'x b32':>6}"
-                                      for _ in threads)
-          + "   (" + ", ".join(f"{t} thread(s)" for t in threads) + ")")  # fmt: skip
+    print(
+        f"{'model':<16}"
+        + "".join(f" {'b1 ms':>8} {'b32 ms':>8} {'x b1':>6} {'x b32':>6}" for _ in threads)
+        + "   ("
+        + ", ".join(f"{t} thread(s)" for t in threads)
+        + ")"
+    )
     for name, r in results.items():
         row = f"{name:<16}"
         for t in threads:
             tt = r["timing"][str(t)]
-            row += (f" {tt['batch1_ms_per_face']:8.3f} {tt['batch32_ms_per_face']:8.3f} "
-                    f"{tt['speedup_batch1']:6.2f} {tt['speedup_batch32']:6.2f}")  # fmt: skip
+            row += (
+                f" {tt['batch1_ms_per_face']:8.3f} {tt['batch32_ms_per_face']:8.3f} "
+                f"{tt['speedup_batch1']:6.2f} {tt['speedup_batch32']:6.2f}"
+            )
         print(row)
     if args.json:
         p = Path(args.json)

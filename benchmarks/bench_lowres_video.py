@@ -36,13 +36,21 @@ CONFIGS = {
     "defaults": {},
     "--angle=0,1/32,-1/32,2/32,-2/32 --grouping chain --cluster-iou 0.3 --threshold 25 "
     "--min-track-score 130": {
-        "angle": (0.0, 1 / 32, 31 / 32, 2 / 32, 30 / 32), "grouping": "chain",
-        "cluster_iou": 0.3, "threshold": 25.0, "min_score": 130.0},
+        "angle": (0.0, 1 / 32, 31 / 32, 2 / 32, 30 / 32),
+        "grouping": "chain",
+        "cluster_iou": 0.3,
+        "threshold": 25.0,
+        "min_score": 130.0,
+    },
     "--grouping chain --cluster-iou 0.3 (the defaults until stop 10)": {
-        "grouping": "chain", "cluster_iou": 0.3},
+        "grouping": "chain",
+        "cluster_iou": 0.3,
+    },
     "--verifier none (the defaults until stop 11: the track score gate, 50)": {"verifier": "none"},
-    "--verifier none --min-track-score 0 (the cascade alone)": {"verifier": "none",
-                                                                "min_score": 0.0},
+    "--verifier none --min-track-score 0 (the cascade alone)": {
+        "verifier": "none",
+        "min_score": 0.0,
+    },
 }
 
 
@@ -73,8 +81,9 @@ def faces_and_backgrounds(n: int, rng: np.random.Generator):
     return patches, bgs
 
 
-def make_clip(path: Path, patch, bg_path: Path, roll: float, frames: int,
-              rng: np.random.Generator) -> np.ndarray:  # fmt: skip
+def make_clip(
+    path: Path, patch, bg_path: Path, roll: float, frames: int, rng: np.random.Generator
+) -> np.ndarray:
     """Write a 160x120 clip; returns the true face box (x, y, w, h) per frame."""
     k = 4  # composite at 4x, then downscale: the blur of a small sensor
     bg = cv2.imread(str(bg_path), cv2.IMREAD_GRAYSCALE)
@@ -94,8 +103,9 @@ def make_clip(path: Path, patch, bg_path: Path, roll: float, frames: int,
         cy = H / 2 + 0.08 * H * np.sin(2 * np.pi * t / 3 + ph[1])
         ang = roll * np.sin(2 * np.pi * t / 4 + ph[2])
         m = cv2.getRotationMatrix2D((psz / 2, psz / 2), ang, 1.0)
-        pr = cv2.warpAffine(p, m, (psz, psz), flags=cv2.INTER_LINEAR,
-                            borderMode=cv2.BORDER_REPLICATE)  # fmt: skip
+        pr = cv2.warpAffine(
+            p, m, (psz, psz), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+        )
         f = bg.copy()
         x0, y0 = round(cx * k - psz / 2), round(cy * k - psz / 2)
         xa, ya = max(x0, 0), max(y0, 0)
@@ -117,8 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=160)
     ap.add_argument("--roll", type=float, default=20.0, help="largest roll of the head, degrees")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--config", action="append", choices=sorted(CONFIGS),
-                    help="configurations to run (default: all)")
+    ap.add_argument(
+        "--config",
+        action="append",
+        choices=sorted(CONFIGS),
+        help="configurations to run (default: all)",
+    )
     ap.add_argument("--no-save", action="store_true")
     args = ap.parse_args(argv)
     if not (SHARED / "data" / "webfaces").is_dir():
@@ -155,13 +169,23 @@ def main(argv: list[str] | None = None) -> int:
                 "per_clip_found": [round(r["found_rate"], 3) for r in rows],
             }
             r = results[name]
-            print(f"{name}: found {r['found_rate']:.3f}, one id on {r['clips_with_one_id']}/"
-                  f"{len(rows)} clips, {r['id_switches']} id switches, "
-                  f"{r['other_per_frame']:.2f} other boxes/frame  {r['per_clip_found']}",
-                  flush=True)  # fmt: skip
+            print(
+                f"{name}: found {r['found_rate']:.3f}, one id on {r['clips_with_one_id']}/"
+                f"{len(rows)} clips, {r['id_switches']} id switches, "
+                f"{r['other_per_frame']:.2f} other boxes/frame  {r['per_clip_found']}",
+                flush=True,
+            )
     if not args.no_save:
-        save_json(RESULTS, {"clips": len(patches), "frames": args.frames, "roll_deg": args.roll,
-                            "seed": args.seed, "configs": results})  # fmt: skip
+        save_json(
+            RESULTS,
+            {
+                "clips": len(patches),
+                "frames": args.frames,
+                "roll_deg": args.roll,
+                "seed": args.seed,
+                "configs": results,
+            },
+        )
     return 0
 
 

@@ -88,9 +88,18 @@ def make_clip(path: Path, size, n_faces: int, frames: int, fps: float, seed: int
         )
         alpha = feathered_disc(psz)[..., None]
         amp_x = max(0.0, slot / 2 - psz / 2) * 0.6
-        plan.append({"p": p.astype(np.float32), "a": alpha, "psz": psz, "face": face_px,
-                         "cx": slot * (k + 0.5), "amp_x": amp_x, "amp_y": 0.08 * h,
-                         "ph": rng.uniform(0, 2 * np.pi)})  # fmt: skip
+        plan.append(
+            {
+                "p": p.astype(np.float32),
+                "a": alpha,
+                "psz": psz,
+                "face": face_px,
+                "cx": slot * (k + 0.5),
+                "amp_x": amp_x,
+                "amp_y": 0.08 * h,
+                "ph": rng.uniform(0, 2 * np.pi),
+            }
+        )
     from edge_fer.runtime.sinks import VideoSink  # mp4v, complete or not there at all
 
     writer = VideoSink(path, fps, (w, h))
@@ -174,8 +183,12 @@ def main() -> int:
     if cascade is None:
         print("no cascade: pass --cascade", file=sys.stderr)
         return 2
-    report = {"date": time.strftime("%Y-%m-%d %H:%M:%S"), "cascade": str(cascade),
-              "load_average": os.getloadavg(), "clips": []}  # fmt: skip
+    report = {
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+        "cascade": str(cascade),
+        "load_average": os.getloadavg(),
+        "clips": [],
+    }
     with tempfile.TemporaryDirectory(prefix="edge-fer-bench-") as tmp:
         for size in SIZES:
             for n in args.faces:

@@ -34,21 +34,45 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cascade", default=None, help="pico cascade (default: the bundled one)")
     ap.add_argument("--threshold", type=float, default=None, help="detection threshold")
-    ap.add_argument("--upscale-to", type=int, default=None,
-                    help="as edge-fer run --upscale-to (default: the cascade's setting)")
+    ap.add_argument(
+        "--upscale-to",
+        type=int,
+        default=None,
+        help="as edge-fer run --upscale-to (default: the cascade's setting)",
+    )
     ap.add_argument("--memory", type=int, default=5, help="as edge-fer run --memory")
-    ap.add_argument("--min-track-score", type=float, default=None,
-                    help="as edge-fer run --min-track-score (default: the cascade's setting)")
-    ap.add_argument("--angle", dest="angles", default=None,
-                    help="scan angle(s) in turns, as edge-fer run --angle (default: upright)")
-    ap.add_argument("--grouping", choices=("chain", "greedy"), default=None,
-                    help="as edge-fer run --grouping (default: the cascade's setting)")
-    ap.add_argument("--cluster-iou", type=float, default=None,
-                    help="as edge-fer run --cluster-iou (default: the cascade's setting)")
-    ap.add_argument("--verifier", default=None,
-                    help="as edge-fer run --verifier (default: the cascade's setting; none: off)")
-    ap.add_argument("--verifier-min-prob", type=float, default=None,
-                    help="as edge-fer run --verifier-min-prob")
+    ap.add_argument(
+        "--min-track-score",
+        type=float,
+        default=None,
+        help="as edge-fer run --min-track-score (default: the cascade's setting)",
+    )
+    ap.add_argument(
+        "--angle",
+        dest="angles",
+        default=None,
+        help="scan angle(s) in turns, as edge-fer run --angle (default: upright)",
+    )
+    ap.add_argument(
+        "--grouping",
+        choices=("chain", "greedy"),
+        default=None,
+        help="as edge-fer run --grouping (default: the cascade's setting)",
+    )
+    ap.add_argument(
+        "--cluster-iou",
+        type=float,
+        default=None,
+        help="as edge-fer run --cluster-iou (default: the cascade's setting)",
+    )
+    ap.add_argument(
+        "--verifier",
+        default=None,
+        help="as edge-fer run --verifier (default: the cascade's setting; none: off)",
+    )
+    ap.add_argument(
+        "--verifier-min-prob", type=float, default=None, help="as edge-fer run --verifier-min-prob"
+    )
     ap.add_argument("--label", default="defaults", help="name of this configuration in the JSON")
     ap.add_argument("--no-save", action="store_true", help="print only")
     args = ap.parse_args(argv)
@@ -64,8 +88,11 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory() as tmp:
         for clip, boxes in ref.items():
             events = Path(tmp) / f"{clip}.jsonl"
-            opts = RunOptions(source=str(SHARED / "data" / "videos" / clip), events=str(events),
-                              cascade=args.cascade)  # fmt: skip
+            opts = RunOptions(
+                source=str(SHARED / "data" / "videos" / clip),
+                events=str(events),
+                cascade=args.cascade,
+            )
             opts.detector.threshold = args.threshold
             opts.detector.upscale_to = args.upscale_to
             opts.detector.memory = args.memory
@@ -81,23 +108,34 @@ def main(argv: list[str] | None = None) -> int:
             r = score_single_face(lines, boxes)
             r["tracks"] = s["track_count"]
             rows[clip] = r
-    print(f"{args.label}: cascade {args.cascade or 'bundled'}, threshold "
-          f"{args.threshold or 'default'}, upscale-to {args.upscale_to}, memory {args.memory}, "
-          f"min track score {args.min_track_score}, verifier {args.verifier or 'default'} "
-          f"{args.verifier_min_prob or ''}")  # fmt: skip
+    print(
+        f"{args.label}: cascade {args.cascade or 'bundled'}, threshold "
+        f"{args.threshold or 'default'}, upscale-to {args.upscale_to}, memory {args.memory}, "
+        f"min track score {args.min_track_score}, verifier {args.verifier or 'default'} "
+        f"{args.verifier_min_prob or ''}"
+    )
     print("| clip | frames | found | face ids | id switches | other boxes / frame | tracks |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for clip, r in rows.items():
-        print(f"| {clip} | {r['frames']} | {r['found_rate']:.3f} | {len(r['face_track_ids'])} | "
-              f"{r['id_switches']} | {r['other_per_frame']:.2f} | {r['tracks']} |")  # fmt: skip
+        print(
+            f"| {clip} | {r['frames']} | {r['found_rate']:.3f} | {len(r['face_track_ids'])} | "
+            f"{r['id_switches']} | {r['other_per_frame']:.2f} | {r['tracks']} |"
+        )
     if not args.no_save:
         old = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
-        old[args.label] = {"cascade": args.cascade, "threshold": args.threshold,
-                           "upscale_to": args.upscale_to, "memory": args.memory,
-                           "min_track_score": args.min_track_score, "angle": args.angles,
-                           "grouping": args.grouping, "cluster_iou": args.cluster_iou,
-                           "verifier": args.verifier, "verifier_min_prob": args.verifier_min_prob,
-                           "clips": rows}  # fmt: skip
+        old[args.label] = {
+            "cascade": args.cascade,
+            "threshold": args.threshold,
+            "upscale_to": args.upscale_to,
+            "memory": args.memory,
+            "min_track_score": args.min_track_score,
+            "angle": args.angles,
+            "grouping": args.grouping,
+            "cluster_iou": args.cluster_iou,
+            "verifier": args.verifier,
+            "verifier_min_prob": args.verifier_min_prob,
+            "clips": rows,
+        }
         save_json(RESULTS, old)
     return 0
 

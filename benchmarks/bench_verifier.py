@@ -33,8 +33,11 @@ FPPI = (0.1, 0.25, 0.5, 1.0)
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--verifier", default=str(ASSETS / "face_verify.onnx"))
-    ap.add_argument("--cascade", default=str(ASSETS / "face_lowres.pico"),
-                    help="the cascade in front (its .json settings are used)")
+    ap.add_argument(
+        "--cascade",
+        default=str(ASSETS / "face_lowres.pico"),
+        help="the cascade in front (its .json settings are used)",
+    )
     ap.add_argument("--images", type=int, default=0, help="validation images (0: all)")
     ap.add_argument(
         "--min-prob",
@@ -60,10 +63,12 @@ def main(argv: list[str] | None = None) -> int:
     min_face = cfg.get("min_face", 24)
     min_prob = args.min_prob if args.min_prob is not None else cfg.get("verifier_min_prob", 0.5)
     ver = Verifier.load(args.verifier, min_prob=min_prob, passes=args.passes)
-    det = ScanParams(min_size=min_face, scale_factor=cfg.get("scale_factor", 1.1),
-                     grouping=cfg.get("grouping", "chain"),
-                     cluster_iou=cfg.get("cluster_iou", 0.3)).detector(
-        Cascade.load(args.cascade))  # fmt: skip
+    det = ScanParams(
+        min_size=min_face,
+        scale_factor=cfg.get("scale_factor", 1.1),
+        grouping=cfg.get("grouping", "chain"),
+        cluster_iou=cfg.get("cluster_iou", 0.3),
+    ).detector(Cascade.load(args.cascade))
     val = split_images(read_webfaces(SHARED / "data" / "webfaces")[0], "val")
     if args.images:
         val = val[: args.images]
@@ -82,16 +87,29 @@ def main(argv: list[str] | None = None) -> int:
             n_dets += len(d)
             checked.append(kept[:, :4])
             by_prob.append(kept[:, [0, 1, 2, 4]])
-        for name, dets in (("cascade", plain), ("cascade + verifier", checked),
-                           ("cascade + verifier, by probability", by_prob)):  # fmt: skip
+        for name, dets in (
+            ("cascade", plain),
+            ("cascade + verifier", checked),
+            ("cascade + verifier, by probability", by_prob),
+        ):
             c = curve(dets, fcs, min_face, 0.5)
             at = [{"fppi": f, "recall": round(c.at_fppi(f)[0], 4)} for f in FPPI]
             rec, fppi = c.at_threshold(-np.inf)  # everything reported
-            rows.append({"size": side or "full", "detector": name, "faces": c.nfaces, "at_fppi": at,
-                         "all": {"recall": round(rec, 4), "fppi": round(fppi, 4)}})  # fmt: skip
-            print(f"{side or 'full'} {name}: " + ", ".join(f"{o['recall']:.3f} @{o['fppi']}"
-                                                         for o in at)
-                  + f"; all kept: recall {rec:.3f} at {fppi:.3f} FP/image", flush=True)  # fmt: skip
+            rows.append(
+                {
+                    "size": side or "full",
+                    "detector": name,
+                    "faces": c.nfaces,
+                    "at_fppi": at,
+                    "all": {"recall": round(rec, 4), "fppi": round(fppi, 4)},
+                }
+            )
+            print(
+                f"{side or 'full'} {name}: "
+                + ", ".join(f"{o['recall']:.3f} @{o['fppi']}" for o in at)
+                + f"; all kept: recall {rec:.3f} at {fppi:.3f} FP/image",
+                flush=True,
+            )
         print(
             f"  verifier: {1000 * t_ver / max(len(ims), 1):.2f} ms per image, "
             f"{n_dets / max(len(ims), 1):.1f} detections per image",
@@ -108,13 +126,23 @@ def main(argv: list[str] | None = None) -> int:
     )
     print("|---|---|" + "---:|" * len(FPPI) + "---|")
     for r in rows:
-        print(f"| {r['size']} | {r['detector']} | "
-              + " | ".join(f"{o['recall']:.3f}" for o in r["at_fppi"])
-              + f" | {r['all']['recall']:.3f}, {r['all']['fppi']:.3f} |")  # fmt: skip
+        print(
+            f"| {r['size']} | {r['detector']} | "
+            + " | ".join(f"{o['recall']:.3f}" for o in r["at_fppi"])
+            + f" | {r['all']['recall']:.3f}, {r['all']['fppi']:.3f} |"
+        )
     if not args.no_save:
-        save_json(args.out, {"images": len(images), "cascade": Path(args.cascade).name,
-                             "verifier": Path(args.verifier).name, "min_prob": min_prob,
-                             "passes": args.passes, "rows": rows})  # fmt: skip
+        save_json(
+            args.out,
+            {
+                "images": len(images),
+                "cascade": Path(args.cascade).name,
+                "verifier": Path(args.verifier).name,
+                "min_prob": min_prob,
+                "passes": args.passes,
+                "rows": rows,
+            },
+        )
     return 0
 
 

@@ -43,8 +43,9 @@ def find_checkpoint(run: Path) -> Path:
     return ck
 
 
-def bench_run(run: Path, data: Path, split: str, tta: str, samples: int, batch: int,
-              tmp: Path) -> dict:  # fmt: skip
+def bench_run(
+    run: Path, data: Path, split: str, tta: str, samples: int, batch: int, tmp: Path
+) -> dict:
     from edge_fer.classify import Classifier
     from edge_fer.cli.eval_cmd import eval_dataset
     from edge_fer.data import load_dataset
@@ -55,15 +56,19 @@ def bench_run(run: Path, data: Path, split: str, tta: str, samples: int, batch: 
         onnx_path, ck = run, None
         with Classifier.load(onnx_path) as c:
             md = c.metadata
-        exp = {"arch": md.get("edge_fer.arch", "?"), "params": int(md.get("edge_fer.params", 0)),
-               "macs": int(md.get("edge_fer.macs", 0))}  # fmt: skip
+        exp = {
+            "arch": md.get("edge_fer.arch", "?"),
+            "params": int(md.get("edge_fer.params", 0)),
+            "macs": int(md.get("edge_fer.macs", 0)),
+        }
     else:
         ck = find_checkpoint(run)
         onnx_path = tmp / f"{run.name or 'model'}.onnx"
         exp = export_checkpoint(ck, onnx_path)
     with Classifier.load(onnx_path, tta=tta) as clf:  # ONNX Runtime's default thread count
-        rep = eval_dataset(clf, str(data), split, batch_size=batch, latency_samples=samples,
-                           progress=False)  # fmt: skip
+        rep = eval_dataset(
+            clf, str(data), split, batch_size=batch, latency_samples=samples, progress=False
+        )
     faces = load_dataset(data, rep["split"], size=clf.input_size)
     with Classifier.load(onnx_path, threads=1, tta=tta) as clf1:
         lat1 = batch1_latency(clf1, faces.images, samples)
@@ -131,14 +136,17 @@ def markdown(rows: list[dict], env: dict) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.ArgumentDefaultsHelpFormatter
+    )
     ap.add_argument("runs", nargs="+", help="run folders (with best.safetensors) or checkpoints")
     ap.add_argument("--data", default=str(DEFAULT_DATA), help="FER2013 folder or fer2013.csv")
     ap.add_argument("--split", default="private-test")
-    ap.add_argument("--tta", default="none",
-                    help="comma-separated test-time augmentations, one row each: none, flip, "
-                    "zoom-flip")  # fmt: skip
+    ap.add_argument(
+        "--tta",
+        default="none",
+        help="comma-separated test-time augmentations, one row each: none, flip, zoom-flip",
+    )
     ap.add_argument("--latency-samples", type=int, default=200)
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
@@ -154,8 +162,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     data = Path(args.data)
     if not data.exists():
-        print(f"zoo_table: error: no FER2013 data at {data} (../shared is absent?); pass --data",
-              file=sys.stderr)  # fmt: skip
+        print(
+            f"zoo_table: error: no FER2013 data at {data} (../shared is absent?); pass --data",
+            file=sys.stderr,
+        )
         return 2
     try:
         import onnxruntime
@@ -171,10 +181,20 @@ def main(argv: list[str] | None = None) -> int:
             for run in args.runs:
                 for mode in modes:
                     print(f"zoo_table: {run} (tta {mode}) ...", file=sys.stderr, flush=True)
-                    r = bench_run(Path(run), data, args.split, mode, args.latency_samples,
-                                  args.batch_size, Path(tmp))  # fmt: skip
-                    print(f"zoo_table: {r['arch']}: accuracy {r['accuracy']:.4f}, "
-                          f"{r['ms_per_face_1thread']:.3f} ms/face (1 thread)", file=sys.stderr)
+                    r = bench_run(
+                        Path(run),
+                        data,
+                        args.split,
+                        mode,
+                        args.latency_samples,
+                        args.batch_size,
+                        Path(tmp),
+                    )
+                    print(
+                        f"zoo_table: {r['arch']}: accuracy {r['accuracy']:.4f}, "
+                        f"{r['ms_per_face_1thread']:.3f} ms/face (1 thread)",
+                        file=sys.stderr,
+                    )
                     rows.append(r)
     except UserError as exc:
         print(f"zoo_table: error: {exc}", file=sys.stderr)
@@ -195,12 +215,15 @@ def main(argv: list[str] | None = None) -> int:
     md = markdown(rows, env)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(json.dumps({"env": env, "results": rows}, indent=2)
-                                           + "\n")  # fmt: skip
+    (out / f"{args.name}.json").write_text(
+        json.dumps({"env": env, "results": rows}, indent=2) + "\n"
+    )
     (out / f"{args.name}.md").write_text(md)
     print(md)
-    print(f"zoo_table: wrote {out / (args.name + '.json')} and {out / (args.name + '.md')}",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"zoo_table: wrote {out / (args.name + '.json')} and {out / (args.name + '.md')}",
+        file=sys.stderr,
+    )
     return 0
 
 

@@ -234,12 +234,25 @@ def draw_confusion(cm, classes, title: str = "", cell: int = 72) -> np.ndarray:
     _put(img, "predicted", left + c * cell // 2, 44, 0.5, (60, 60, 60))
     lo, hi = np.array([255, 255, 255], float), np.array([120, 48, 8], float)  # white -> dark blue
     for j, name in enumerate(classes):
-        _put(img, name, left + j * cell + cell // 2, top - 18, _fit_scale(name, cell - 6, 0.45),
-             (0, 0, 0))  # fmt: skip
+        _put(
+            img,
+            name,
+            left + j * cell + cell // 2,
+            top - 18,
+            _fit_scale(name, cell - 6, 0.45),
+            (0, 0, 0),
+        )
     for i, name in enumerate(classes):
         y0 = top + i * cell
-        _put(img, name, left - 8, y0 + cell // 2, _fit_scale(name, left - 30, 0.45), (0, 0, 0),
-             align="right")  # fmt: skip
+        _put(
+            img,
+            name,
+            left - 8,
+            y0 + cell // 2,
+            _fit_scale(name, left - 30, 0.45),
+            (0, 0, 0),
+            align="right",
+        )
         for j in range(c):
             x0 = left + j * cell
             f = float(frac[i, j])

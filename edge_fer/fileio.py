@@ -144,7 +144,9 @@ def dumps(obj: Any, indent: int | None = 2) -> str:
     except ValueError:
         plain = json.loads(json.dumps(obj, default=_default))  # NaN survives this round trip
         where = _find_nonfinite(plain) or "a value"
-        raise ValueError(f"not a finite number at {where}: JSON cannot hold NaN or Infinity") from None
+        raise ValueError(
+            f"not a finite number at {where}: JSON cannot hold NaN or Infinity"
+        ) from None
 
 
 def write_json(path: PathLike, obj: Any, indent: int | None = 2) -> None:

@@ -37,11 +37,12 @@ def make_tiny_model(path: Path, seed: int = 0) -> Path:
         helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
     ]
     graph = helper.make_graph(
-        nodes, "tiny_fer",
+        nodes,
+        "tiny_fer",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 48, 48])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", 7])],
         initializer=[w, b, shape],
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     spec = PreprocessSpec(input_size=48, channels=1, crop_margin=0.1, classes=CLASSES)

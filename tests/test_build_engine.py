@@ -66,8 +66,19 @@ def files(d: Path) -> set[str]:
 
 
 def test_target_table_is_data_with_every_field():
-    keys = {"description", "gpu_arch", "compute_capability", "jetson", "fp16", "int8",
-            "dla_cores", "sparsity", "jetpack", "tensorrt", "default_tensorrt"}  # fmt: skip
+    keys = {
+        "description",
+        "gpu_arch",
+        "compute_capability",
+        "jetson",
+        "fp16",
+        "int8",
+        "dla_cores",
+        "sparsity",
+        "jetpack",
+        "tensorrt",
+        "default_tensorrt",
+    }
     for name, row in T.TARGETS.items():
         assert keys <= set(row), name
         assert len(row["jetpack"]) in (0, len(row["tensorrt"])), name
@@ -131,8 +142,9 @@ def test_cpu_int8_layout_is_refused_naming_the_tensorrt_file(fake, tmp_path, cap
     fake("10.3.0")
     # the bundled INT8 model is ONNX Runtime's CPU layout: uint8 activations, non-zero zps
     assert quant_layout(BUNDLED_CPU_INT8) == "cpu"
-    rc, err, _ = cli([str(BUNDLED_CPU_INT8), "--precision", "int8",
-                      "--out", str(tmp_path / "x.engine")], capsys)  # fmt: skip
+    rc, err, _ = cli(
+        [str(BUNDLED_CPU_INT8), "--precision", "int8", "--out", str(tmp_path / "x.engine")], capsys
+    )
     assert rc == 2 and len(err) == 1
     assert "ONNX Runtime on CPU" in err[0] and "model.int8.qdq.onnx" in err[0]
     assert not (tmp_path / "x.engine").exists()
@@ -184,8 +196,12 @@ def test_fp32_and_fp16(fake, tmp_path, version):
             model, tmp_path / "b.engine", BuildConfig(precision="fp16", opt_batch=64)
         )
         assert gpu.config.flags == {"FP16"} and rep["precision"] == "fp16"
-        assert gpu.config.profiles[0].shapes == ("input", (1, 1, 48, 48), (32, 1, 48, 48),
-                                                 (32, 1, 48, 48))  # fmt: skip
+        assert gpu.config.profiles[0].shapes == (
+            "input",
+            (1, 1, 48, 48),
+            (32, 1, 48, 48),
+            (32, 1, 48, 48),
+        )
 
 
 def test_tensorrt_8_2_uses_max_workspace_size(fake, tmp_path):
@@ -279,20 +295,36 @@ def test_dla_static_profile_and_fallback_report(fake, tmp_path, capsys):
     gpu = fake("8.5.2.2", jetson="R35 (release), REVISION: 5.0", cc=(7, 2), name="Xavier")
     model = tiny_onnx(tmp_path / "fer.onnx")
     eng = tmp_path / "fer.dla.engine"
-    rc, err, _ = cli([str(model), "--precision", "fp16", "--dla-core", "1", "--out", str(eng)],
-                     capsys)  # fmt: skip
+    rc, err, _ = cli(
+        [str(model), "--precision", "fp16", "--dla-core", "1", "--out", str(eng)], capsys
+    )
     assert rc == 2 and "no DLA core 1 on this device (0 DLA cores" in err[0]
     gpu.dla_cores = 2
-    rc, err, _ = cli([str(model), "--precision", "fp16", "--target", "xavier-nx", "--dla-core",
-                      "1", "--opt-batch", "4", "--out", str(eng)], capsys)  # fmt: skip
+    rc, err, _ = cli(
+        [
+            str(model),
+            "--precision",
+            "fp16",
+            "--target",
+            "xavier-nx",
+            "--dla-core",
+            "1",
+            "--opt-batch",
+            "4",
+            "--out",
+            str(eng),
+        ],
+        capsys,
+    )
     assert rc == 0, err
     cfg = gpu.config
     assert cfg.default_device_type == "DLA" and cfg.DLA_core == 1
     assert cfg.flags == {"FP16", "GPU_FALLBACK"}
     # DLA: min = opt = max, else TensorRT sends every layer to the GPU
     assert cfg.profiles[0].shapes[1:] == ((4, 1, 48, 48),) * 3
-    assert any("1 layer(s) run on the GPU, not DLA core 1: layer2_softmax (SOFTMAX)" in e
-               for e in err)  # fmt: skip
+    assert any(
+        "1 layer(s) run on the GPU, not DLA core 1: layer2_softmax (SOFTMAX)" in e for e in err
+    )
     doc = tc.read_sidecar(eng)
     assert doc["dla_core"] == 1 and doc["batch"] == {"min": 4, "opt": 4, "max": 4}
     assert doc["dla_gpu_fallback_layers"] == ["layer2_softmax (SOFTMAX)"]
@@ -310,8 +342,11 @@ def test_sidecar_records_every_fact(fake, tmp_path):
     fake("10.3.0", jetson=True)
     model = tiny_onnx(tmp_path / "fer.onnx")
     cache = calib_cache(tmp_path / "c.cache")
-    rep = build_engine(model, tmp_path / "e.engine",
-                       BuildConfig(precision="int8", calib_cache=str(cache), sparse=True))  # fmt: skip
+    rep = build_engine(
+        model,
+        tmp_path / "e.engine",
+        BuildConfig(precision="int8", calib_cache=str(cache), sparse=True),
+    )
     doc = json.loads(Path(rep["sidecar"]).read_text())
     assert doc["version"] == 2 and doc["metadata"] == metadata()
     assert (doc["tensorrt"], doc["cuda"], doc["l4t"], doc["jetpack"]) == (

@@ -224,8 +224,20 @@ def _png_dataset(root: Path, n: int) -> Path:
 
 def _calibrate_argv(data: Path, min_faces: int, out: Path, *extra: str) -> list[str]:
     """`edge-fer calibrate` on all 40 faces of a _png_dataset folder."""
-    return ["calibrate", "--data", str(data), "--split", "all", "--samples", "40",
-            "--min-faces", str(min_faces), "--out", str(out), *extra]  # fmt: skip
+    return [
+        "calibrate",
+        "--data",
+        str(data),
+        "--split",
+        "all",
+        "--samples",
+        "40",
+        "--min-faces",
+        str(min_faces),
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _start(tmp_path: Path, out: Path, *extra: str) -> tuple[subprocess.Popen, Path]:
@@ -233,8 +245,12 @@ def _start(tmp_path: Path, out: Path, *extra: str) -> tuple[subprocess.Popen, Pa
     tmp.mkdir(exist_ok=True)
     data = _png_dataset(tmp_path / "data", 40)
     env = dict(os.environ, TMPDIR=str(tmp), EDGE_FER_CACHE=str(tmp_path / "cache"))
-    cmd = [sys.executable, "-m", "edge_fer.cli.main",
-           *_calibrate_argv(data, 20, out, "--threads", "1", "--no-progress", *extra)]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "edge_fer.cli.main",
+        *_calibrate_argv(data, 20, out, "--threads", "1", "--no-progress", *extra),
+    ]
     child = subprocess.Popen(
         cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
     )

@@ -47,8 +47,24 @@ def _eval(store, win, c: Cascade):
     pix, off, H, W = store.arrays()
     ok = np.zeros(len(win), np.bool_)
     sc = np.zeros(len(win), np.float32)
-    learner.eval_windows(pix, off, H, W, win.r, win.c, win.s, win.img, win.sgn, c.tdepth,
-                         c.codes, c.leaves, c.thresholds, c.ntrees, ok, sc)  # fmt: skip
+    learner.eval_windows(
+        pix,
+        off,
+        H,
+        W,
+        win.r,
+        win.c,
+        win.s,
+        win.img,
+        win.sgn,
+        c.tdepth,
+        c.codes,
+        c.leaves,
+        c.thresholds,
+        c.ntrees,
+        ok,
+        sc,
+    )
     return ok, sc
 
 
@@ -148,10 +164,12 @@ def test_grown_tree_matches_cascade_evaluation():
     pix, off, H, W = store.arrays()
     n = 3000
     win = Windows(
-        rng.integers(10, 70, n).astype(np.int32), rng.integers(10, 90, n).astype(np.int32),
-        rng.integers(16, 40, n).astype(np.int32), rng.integers(0, 3, n).astype(np.int32),
+        rng.integers(10, 70, n).astype(np.int32),
+        rng.integers(10, 90, n).astype(np.int32),
+        rng.integers(16, 40, n).astype(np.int32),
+        rng.integers(0, 3, n).astype(np.int32),
         np.where(rng.random(n) < 0.5, 1, -1).astype(np.int32),
-    )  # fmt: skip
+    )
     pos = win.img == 0
     wt = learner.boost_weights(pos, np.zeros(n, np.float32))
     assert wt.sum() == pytest.approx(1.0)
@@ -180,15 +198,19 @@ def test_mining_is_independent_of_threads():
     for threads in sorted({1, numba.config.NUMBA_NUM_THREADS}):
         numba.set_num_threads(threads)
         lanes = bootstrap.seed_lanes(np.random.default_rng(5))
-        win, sc, draws = bootstrap.mine_negatives(store.arrays(), src, arrs, lanes, 400, 16,
-                                                  1 << 20, 10**6)  # fmt: skip
+        win, sc, draws = bootstrap.mine_negatives(
+            store.arrays(), src, arrs, lanes, 400, 16, 1 << 20, 10**6
+        )
         res.append((win.r.copy(), win.s.copy(), sc.copy(), draws))
         # the windows pass the cascade and stay clear of the face in image 2
         ok, sc2 = _eval(store, win, c)
         assert ok.all() and np.array_equal(sc2, sc)
         on2 = win.img == 2
-        assert not np.any(on2 & (np.abs(win.r - 50) < (win.s / 2 + 1.25 * 15))
-                          & (np.abs(win.c - 60) < (win.s / 2 + 1.25 * 15)))  # fmt: skip
+        assert not np.any(
+            on2
+            & (np.abs(win.r - 50) < (win.s / 2 + 1.25 * 15))
+            & (np.abs(win.c - 60) < (win.s / 2 + 1.25 * 15))
+        )
     numba.set_num_threads(numba.config.NUMBA_NUM_THREADS)
     assert all(np.array_equal(a, b) for a, b in zip(res[0][:3], res[-1][:3]))
     assert len(res[0][0]) == 400 and res[0][3] >= 400
@@ -197,8 +219,12 @@ def test_mining_is_independent_of_threads():
 def test_jitter_and_mirror():
     from edge_fer.cascade_train.samples import FaceTable
 
-    faces = FaceTable(np.array([0, 1], np.int32), np.array([50.0, 60.0]), np.array([40.0, 70.0]),
-                      np.array([40.0, 100.0]))  # fmt: skip
+    faces = FaceTable(
+        np.array([0, 1], np.int32),
+        np.array([50.0, 60.0]),
+        np.array([40.0, 70.0]),
+        np.array([40.0, 100.0]),
+    )
     w = jittered_positives(faces, np.random.default_rng(0), 4, 0.05, 0.1, 20)
     assert len(w) == 8
     assert sorted(w.sgn[:4]) == [-1, -1, 1, 1]
@@ -207,12 +233,15 @@ def test_jitter_and_mirror():
 
 def test_matching_and_curve():
     faces = [Face(50, 50, 40), Face(150, 150, 10)]  # the second is below min_face
-    dets = np.array([
-        [52, 50, 42, 9.0],  # true positive
-        [50, 52, 40, 8.0],  # duplicate: false positive
-        [150, 150, 11, 7.0],  # on the small face: ignored
-        [300, 300, 40, 6.0],  # false positive
-    ], np.float32)  # fmt: skip
+    dets = np.array(
+        [
+            [52, 50, 42, 9.0],  # true positive
+            [50, 52, 40, 8.0],  # duplicate: false positive
+            [150, 150, 11, 7.0],  # on the small face: ignored
+            [300, 300, 40, 6.0],  # false positive
+        ],
+        np.float32,
+    )
     assert list(match_image(dets, faces, 20, 0.4)) == [1, 0, -1, 0]
     cv = curve([dets, np.zeros((0, 4), np.float32)], [faces, [Face(10, 10, 30)]], 20, 0.4)
     assert cv.nfaces == 2 and cv.nimages == 2
@@ -247,10 +276,18 @@ def tiny_run(tmp_path_factory):
     shared("data/webfaces"), shared("data/backgrounds")
     out = tmp_path_factory.mktemp("cascade")
     cfg = TrainConfig(
-        out=str(out), webfaces=[str(WEBFACES)], backgrounds=[str(BACKGROUNDS)], max_images=300,
-        depth=5, tests=128, stage_trees=[2, 4], min_tpr=[0.98, 0.99], max_stages=2, jitter=2,
+        out=str(out),
+        webfaces=[str(WEBFACES)],
+        backgrounds=[str(BACKGROUNDS)],
+        max_images=300,
+        depth=5,
+        tests=128,
+        stage_trees=[2, 4],
+        min_tpr=[0.98, 0.99],
+        max_stages=2,
+        jitter=2,
         seed=3,
-    )  # fmt: skip
+    )
     logs: list[str] = []
     state = train(cfg, log=logs.append)
     return out, state, logs
@@ -275,17 +312,29 @@ def test_tiny_cascade_learns_and_saves_in_pico_format(tiny_run):
     store = ImageStore()
     report = InputReport()
     faces, _, _ = load_annotated(val, store, report, min_face=24)
-    fw = Windows(np.rint(faces.row).astype(np.int32), np.rint(faces.col).astype(np.int32),
-                 np.rint(faces.size).astype(np.int32), faces.img, np.ones(len(faces), np.int32))
+    fw = Windows(
+        np.rint(faces.row).astype(np.int32),
+        np.rint(faces.col).astype(np.int32),
+        np.rint(faces.size).astype(np.int32),
+        faces.img,
+        np.ones(len(faces), np.int32),
+    )
     tpr = _eval(store, fw, c)[0].mean()
     bg = [p for p in sorted(BACKGROUNDS.iterdir())][-30:]  # held-out backgrounds
     k0 = len(store)
     idx = [k for k in store.add_paths(bg, report) if k >= 0]
     src = bootstrap.NegativeSource.build(idx, [], [], 0.0)
     arrs = (c.tdepth, c.codes, c.leaves, c.thresholds, 0)  # ntrees 0: accept all, count draws
-    neg, _, _ = bootstrap.mine_negatives(store.arrays(), src, arrs,
-                                         bootstrap.seed_lanes(np.random.default_rng(0)), 4000,
-                                         24, 1 << 20, 10**6)  # fmt: skip
+    neg, _, _ = bootstrap.mine_negatives(
+        store.arrays(),
+        src,
+        arrs,
+        bootstrap.seed_lanes(np.random.default_rng(0)),
+        4000,
+        24,
+        1 << 20,
+        10**6,
+    )
     assert neg.img.min() >= k0
     fpr = _eval(store, neg, c)[0].mean()
     assert tpr >= 0.8 and fpr <= 0.5 * tpr, (tpr, fpr)
@@ -297,8 +346,17 @@ def test_tiny_cascade_learns_and_saves_in_pico_format(tiny_run):
 
 @needs_shared
 def test_resume_gives_the_same_cascade(tmp_path):
-    kw = {"webfaces": [str(WEBFACES)], "backgrounds": [str(BACKGROUNDS)], "max_images": 120,
-          "depth": 4, "tests": 32, "stage_trees": [1, 2, 2], "jitter": 1, "seed": 7}
+    kw = {
+        "webfaces": [str(WEBFACES)],
+        "backgrounds": [str(BACKGROUNDS)],
+        "max_images": 120,
+        "depth": 4,
+        "tests": 32,
+        "stage_trees": [1, 2, 2],
+        "jitter": 1,
+        "seed": 7,
+    }
+
     def quiet(msg: str) -> None:
         pass
 
@@ -323,8 +381,17 @@ def test_no_positives_is_a_user_error(tmp_path, capsys):
     bg = tmp_path / "bg"
     bg.mkdir()
     _write_img(bg / "x.png")
-    rc = main(["train-cascade", "--boxes", str(tmp_path / "boxes.txt"), "--backgrounds", str(bg),
-               "--out", str(tmp_path / "run")])  # fmt: skip
+    rc = main(
+        [
+            "train-cascade",
+            "--boxes",
+            str(tmp_path / "boxes.txt"),
+            "--backgrounds",
+            str(bg),
+            "--out",
+            str(tmp_path / "run"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2
     assert err.startswith("edge-fer train-cascade: error: no positives") and err.count("\n") == 1
@@ -335,9 +402,26 @@ def test_no_positives_is_a_user_error(tmp_path, capsys):
 def test_eval_detector_cli(tiny_run, tmp_path, capsys):
     out, _, _ = tiny_run
     res_path = tmp_path / "eval.json"
-    rc = main(["eval-detector", "--cascade", str(out / "cascade.pico"), "--data", str(WEBFACES),
-               "--limit", "12", "--backgrounds", "none", "--reference", str(FACEFINDER),
-               "--speed-images", "2", "--json", "--out", str(res_path)])  # fmt: skip
+    rc = main(
+        [
+            "eval-detector",
+            "--cascade",
+            str(out / "cascade.pico"),
+            "--data",
+            str(WEBFACES),
+            "--limit",
+            "12",
+            "--backgrounds",
+            "none",
+            "--reference",
+            str(FACEFINDER),
+            "--speed-images",
+            "2",
+            "--json",
+            "--out",
+            str(res_path),
+        ]
+    )
     assert rc == 0
     res = json.loads(capsys.readouterr().out)
     assert res == json.loads(res_path.read_text())
@@ -372,8 +456,12 @@ def test_fer_faces_box_file(tmp_path):
 
     fer = tmp_path / "fer"
     rng = np.random.default_rng(0)
-    for split, cls, name in (("train", "happy", "Training_1.jpg"), ("train", "sad", "Training_2.jpg"),
-                             ("train", "sad", "PublicTest_3.jpg"), ("test", "sad", "PrivateTest_4.jpg")):  # fmt: skip
+    for split, cls, name in (
+        ("train", "happy", "Training_1.jpg"),
+        ("train", "sad", "Training_2.jpg"),
+        ("train", "sad", "PublicTest_3.jpg"),
+        ("test", "sad", "PrivateTest_4.jpg"),
+    ):
         (fer / split / cls).mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(fer / split / cls / name), rng.integers(0, 255, (48, 48), np.uint8))
     assert write_fer_boxes(fer, tmp_path / "out", count=10, seed=0) == 2

@@ -73,9 +73,22 @@ def test_detector_options_read_the_same_in_every_command() -> None:
 def test_run_and_bench_share_model_source_and_tracker_options() -> None:
     cmds = _commands()
     run, bench = _options(cmds["run"]), _options(cmds["bench"])
-    shared = ("--model", "--precision", "--threads", "--detect-threads", "--iou", "--min-hits",
-              "--max-misses", "--hold", "--min-track-score", "--smoothing", "--input-width",
-              "--sequence", "--reconnect-timeout", "--max-frames")  # fmt: skip
+    shared = (
+        "--model",
+        "--precision",
+        "--threads",
+        "--detect-threads",
+        "--iou",
+        "--min-hits",
+        "--max-misses",
+        "--hold",
+        "--min-track-score",
+        "--smoothing",
+        "--input-width",
+        "--sequence",
+        "--reconnect-timeout",
+        "--max-frames",
+    )
     for flag in shared:
         assert run[flag].help == bench[flag].help and run[flag].default == bench[flag].default
     assert run["--backend"].default == "onnxruntime" and bench["--backend"].default is None
@@ -95,7 +108,8 @@ def test_defaults_are_the_library_defaults() -> None:
     groups = [OutputArgs(), SourceArgs(), ModelArgs(), DetectorArgs(), TrackerArgs()]
     args = _parse(groups, [])
     assert run_options(args, "clip.mp4", groups) == RunOptions(
-        source="clip.mp4", detector=DetectorOptions(angle=(0.0,)))  # fmt: skip
+        source="clip.mp4", detector=DetectorOptions(angle=(0.0,))
+    )
     assert DetectorArgs(memory=1).parse(_parse([DetectorArgs(memory=1)], [])).memory == 1
 
 
@@ -111,22 +125,46 @@ def test_groups_round_trip_into_options() -> None:
         "--grouping greedy --cluster-iou 0.4 --threshold 7 --memory 3 --upscale-to 0 "
         "--upscale-interpolation cubic --verifier none --verifier-min-prob 0.7 --iou 0.3 "
         "--min-hits 1 --max-misses 4 --min-track-score 50 --hold 9 --smoothing 1"
-    )  # fmt: skip
+    )
     opts = run_options(_parse(groups, argv), "cam", groups)
     assert opts == RunOptions(
-        source="cam", out="a.mp4", events="e.jsonl", summary="s.json", show=True,
-        preview_port=0, preview_host="0.0.0.0", max_frames=9, reconnect_timeout=5.0,
+        source="cam",
+        out="a.mp4",
+        events="e.jsonl",
+        summary="s.json",
+        show=True,
+        preview_port=0,
+        preview_host="0.0.0.0",
+        max_frames=9,
+        reconnect_timeout=5.0,
         source_options={"width": 640, "height": 480, "fps": 15.0, "flip": "rotate-180"},
-        stills=False, model="m.onnx", precision="fp32", backend="tensorrt", threads=3,
-        detect_threads=2, trt_precision="fp16", calib_cache="c.cache", cascade="c.pico",
+        stills=False,
+        model="m.onnx",
+        precision="fp32",
+        backend="tensorrt",
+        threads=3,
+        detect_threads=2,
+        trt_precision="fp16",
+        calib_cache="c.cache",
+        cascade="c.pico",
         smoothing=1.0,
         detector=DetectorOptions(
-            min_size=0.1, max_size=300, scale_factor=1.2, stride_factor=0.05,
-            angle=(0.0, 1 / 32), grouping="greedy", cluster_iou=0.4, threshold=7.0, memory=3,
-            upscale_to=0, upscale_interpolation="cubic", verifier="none",
-            verifier_min_prob=0.7),
+            min_size=0.1,
+            max_size=300,
+            scale_factor=1.2,
+            stride_factor=0.05,
+            angle=(0.0, 1 / 32),
+            grouping="greedy",
+            cluster_iou=0.4,
+            threshold=7.0,
+            memory=3,
+            upscale_to=0,
+            upscale_interpolation="cubic",
+            verifier="none",
+            verifier_min_prob=0.7,
+        ),
         tracker=TrackerOptions(iou=0.3, min_hits=1, max_misses=4, hold=9, min_score=50.0),
-    )  # fmt: skip
+    )
 
 
 def test_a_group_limited_to_some_options() -> None:
@@ -156,8 +194,7 @@ def test_the_cli_shows_the_flag_of_the_parameter() -> None:
 
 def test_a_library_error_reaches_the_user_with_the_flag(capsys, tmp_path) -> None:
     # synthetic_clip (edge_fer.runtime.bench) refuses faces=9 naming its parameter `faces`
-    rc = main(["bench", "--synthetic", "64x64", "--faces", "9", "--json",
-               str(tmp_path / "b.json")])  # fmt: skip
+    rc = main(["bench", "--synthetic", "64x64", "--faces", "9", "--json", str(tmp_path / "b.json")])
     err = capsys.readouterr().err
     assert rc == 2
     assert err.strip() == "edge-fer bench: error: --faces must be in 1..8, got 9"

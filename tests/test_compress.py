@@ -78,10 +78,13 @@ def ckpt(tmp_path_factory) -> Path:
                 m.running_mean.normal_(0, 0.1)
                 m.running_var.uniform_(0.5, 2.0)
     spec = PreprocessSpec(classes=L.FER2013)
-    state = {"config": {"arch": "vgg", "arch_kwargs": {"widths": WIDTHS}, "seed": 0,
-                        "data": ""},
-             "spec": spec.to_metadata(), **model_info(model), "best_acc": 0.0,
-             "val_split": "held-out 10%"}  # fmt: skip
+    state = {
+        "config": {"arch": "vgg", "arch_kwargs": {"widths": WIDTHS}, "seed": 0, "data": ""},
+        "spec": spec.to_metadata(),
+        **model_info(model),
+        "best_acc": 0.0,
+        "val_split": "held-out 10%",
+    }
     p = tmp_path_factory.mktemp("ckpt") / "best.safetensors"
     save_checkpoint(p, model, None, state)
     return p
@@ -113,9 +116,13 @@ def test_pruned_arch_round_trip() -> None:
 
     tp = pytest.importorskip("torch_pruning")
     m = create_model("vgg", widths=WIDTHS).eval()
-    pruner = tp.pruner.MetaPruner(m, torch.zeros(1, 1, 48, 48),
-                                  importance=tp.importance.MagnitudeImportance(p=2),
-                                  pruning_ratio=0.4, ignored_layers=[m.head[3]])  # fmt: skip
+    pruner = tp.pruner.MetaPruner(
+        m,
+        torch.zeros(1, 1, 48, 48),
+        importance=tp.importance.MagnitudeImportance(p=2),
+        pruning_ratio=0.4,
+        ignored_layers=[m.head[3]],
+    )
     pruner.step()
     kw = pruned_kwargs("vgg", {"widths": WIDTHS}, m)
     rebuilt = create_model("pruned", **json.loads(json.dumps(kw))).eval()
@@ -135,8 +142,14 @@ def test_structured_pruning_reaches_target_and_exports(setup, tmp_path) -> None:
     from edge_fer.export.onnx_import import torch_model_from_onnx
 
     src, data, fcfg = setup
-    pcfg = PruneConfig(method="structured", target_macs_reduction=0.4, steps=2, round_to=4,
-                       importance="taylor", taylor_batches=1)  # fmt: skip
+    pcfg = PruneConfig(
+        method="structured",
+        target_macs_reduction=0.4,
+        steps=2,
+        round_to=4,
+        importance="taylor",
+        taylor_batches=1,
+    )
     res = run_prune(src, data, pcfg, fcfg, tmp_path)
     assert res["macs_reduction"] >= 0.4
     assert res["after"]["macs"] <= 0.6 * res["before"]["macs"]
@@ -194,8 +207,9 @@ def test_unstructured_sparsity(setup, tmp_path) -> None:
     assert abs(masks.sparsity() - 0.7) < 1e-3
     masks.remove()
     src, data, fcfg = setup
-    res = run_prune(src, data, PruneConfig(method="unstructured", sparsity=0.6, steps=2), fcfg,
-                    tmp_path)  # fmt: skip
+    res = run_prune(
+        src, data, PruneConfig(method="unstructured", sparsity=0.6, steps=2), fcfg, tmp_path
+    )
     assert [round(r["sparsity"], 3) for r in res["rounds"]] == [0.3, 0.6]
     model = __import__("edge_fer.export.onnx", fromlist=["x"]).load_trained(res["checkpoint"])[0]
     w = torch.cat([mod.weight.detach().flatten() for _, mod in weighted_layers(model)])
@@ -249,8 +263,11 @@ def test_tensorrt_layout_is_symmetric_int8(setup, tmp_path) -> None:
 
     proto = onnx.load(tmp_path / "trt.onnx")
     inits = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
-    consts = {n.output[0]: numpy_helper.to_array(n.attribute[0].t)
-              for n in proto.graph.node if n.op_type == "Constant"}  # fmt: skip
+    consts = {
+        n.output[0]: numpy_helper.to_array(n.attribute[0].t)
+        for n in proto.graph.node
+        if n.op_type == "Constant"
+    }
     for n in proto.graph.node:
         if n.op_type == "QuantizeLinear":
             zp = inits.get(n.input[2], consts.get(n.input[2]))
@@ -261,8 +278,14 @@ def test_report_table(setup, tmp_path, data_dir) -> None:
     from edge_fer.classify import default_model_path
     from edge_fer.compress.report import compare_models, markdown_table, write_report
 
-    comp = compare_models([("FP32", default_model_path())], data_dir, threads=1, rounds=1,
-                          progress=False, extra_tta=("flip",))  # fmt: skip
+    comp = compare_models(
+        [("FP32", default_model_path())],
+        data_dir,
+        threads=1,
+        rounds=1,
+        progress=False,
+        extra_tta=("flip",),
+    )
     row = comp["rows"][0]
     for k in (
         "accuracy",
@@ -296,10 +319,34 @@ def _cli(*argv) -> int:
 def test_cli_prune_end_to_end(ckpt, data_dir, tmp_path, capsys) -> None:
     pytest.importorskip("torch_pruning")
     out = tmp_path / "run"
-    rc = _cli("prune", "--model", ckpt, "--data", data_dir, "--out", out, "--epochs", 1,
-              "--steps", 1, "--max-batches", 1, "--batch-size", 16, "--round-to", 4,
-              "--target-macs-reduction", 0.45, "--threads", 1, "--bench-rounds", 1,
-              "--no-progress", "--eval-tta", "none")  # fmt: skip
+    rc = _cli(
+        "prune",
+        "--model",
+        ckpt,
+        "--data",
+        data_dir,
+        "--out",
+        out,
+        "--epochs",
+        1,
+        "--steps",
+        1,
+        "--max-batches",
+        1,
+        "--batch-size",
+        16,
+        "--round-to",
+        4,
+        "--target-macs-reduction",
+        0.45,
+        "--threads",
+        1,
+        "--bench-rounds",
+        1,
+        "--no-progress",
+        "--eval-tta",
+        "none",
+    )
     assert rc == 0
     rep = json.loads((out / "report.json").read_text())
     assert [r["model"] for r in rep["rows"]] == ["FP32", "pruned (structured)"]
@@ -317,17 +364,20 @@ def test_cli_prune_end_to_end(ckpt, data_dir, tmp_path, capsys) -> None:
     assert rc == 2
 
 
-@pytest.mark.parametrize("argv,needle", [
-    (["prune", "--model", "{tmp}/missing.onnx"], "no such model file"),
-    (["prune", "--model", "{qdq}"], "quantized (QDQ)"),
-    (["prune", "--target-macs-reduction", "1.5"], "--target-macs-reduction"),
-    (["prune", "--target-macs-reduction", "0"], "--target-macs-reduction"),
-    (["prune", "--method", "unstructured", "--sparsity", "1"], "--sparsity"),
-    (["qat", "--model", "{tmp}/missing.safetensors"], "no such model file"),
-    (["qat", "--model", "{data}"], "folder"),
-    (["qat", "--percentile", "20"], "--percentile"),
-    (["prune", "--data", "{tmp}/nodata"], "no such file or folder"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv,needle",
+    [
+        (["prune", "--model", "{tmp}/missing.onnx"], "no such model file"),
+        (["prune", "--model", "{qdq}"], "quantized (QDQ)"),
+        (["prune", "--target-macs-reduction", "1.5"], "--target-macs-reduction"),
+        (["prune", "--target-macs-reduction", "0"], "--target-macs-reduction"),
+        (["prune", "--method", "unstructured", "--sparsity", "1"], "--sparsity"),
+        (["qat", "--model", "{tmp}/missing.safetensors"], "no such model file"),
+        (["qat", "--model", "{data}"], "folder"),
+        (["qat", "--percentile", "20"], "--percentile"),
+        (["prune", "--data", "{tmp}/nodata"], "no such file or folder"),
+    ],
+)
 def test_cli_bad_input(argv, needle, data_dir, tmp_path, capsys) -> None:
     qdq = tmp_path / "q.onnx"
     if "{qdq}" in argv:  # a QDQ model: the bundled model through ONNX Runtime's quantizer
@@ -342,8 +392,7 @@ def test_cli_bad_input(argv, needle, data_dir, tmp_path, capsys) -> None:
             def get_next(self):
                 return next(self.it, None)
 
-        quantize_static(str(default_model_path()), str(qdq), Reader(),
-                        quant_format=QuantFormat.QDQ)  # fmt: skip
+        quantize_static(str(default_model_path()), str(qdq), Reader(), quant_format=QuantFormat.QDQ)
         meta = {m.key: m.value for m in onnx.load(default_model_path()).metadata_props}
         from edge_fer.compress.io import add_onnx_metadata
 
@@ -364,9 +413,30 @@ def test_cli_bad_input(argv, needle, data_dir, tmp_path, capsys) -> None:
 
 def test_cli_qat_end_to_end(ckpt, data_dir, tmp_path, capsys) -> None:
     out = tmp_path / "qat"
-    rc = _cli("qat", "--model", ckpt, "--data", data_dir, "--out", out, "--epochs", 1,
-              "--max-batches", 1, "--batch-size", 16, "--calib-faces", 16, "--threads", 1,
-              "--bench-rounds", 1, "--no-progress", "--target", "cpu")  # fmt: skip
+    rc = _cli(
+        "qat",
+        "--model",
+        ckpt,
+        "--data",
+        data_dir,
+        "--out",
+        out,
+        "--epochs",
+        1,
+        "--max-batches",
+        1,
+        "--batch-size",
+        16,
+        "--calib-faces",
+        16,
+        "--threads",
+        1,
+        "--bench-rounds",
+        1,
+        "--no-progress",
+        "--target",
+        "cpu",
+    )
     assert rc == 0, capsys.readouterr().err
     rep = json.loads((out / "report.json").read_text())
     names = [r["model"] for r in rep["rows"]]
@@ -375,8 +445,9 @@ def test_cli_qat_end_to_end(ckpt, data_dir, tmp_path, capsys) -> None:
     assert rep["rows"][2]["mb"] < 0.5 * rep["rows"][0]["mb"]  # INT8 weights
     capsys.readouterr()
     # a QAT checkpoint is not a model to compress again
-    rc = _cli("prune", "--model", out / "qat.safetensors", "--data", data_dir,
-              "--out", tmp_path / "again")  # fmt: skip
+    rc = _cli(
+        "prune", "--model", out / "qat.safetensors", "--data", data_dir, "--out", tmp_path / "again"
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "quantization-aware" in err and not (tmp_path / "again").exists()
 

@@ -30,6 +30,7 @@ def copy_faces(dst: Path, per_class: dict[str, int], keep_names: bool = False) -
 
 # -- FER2013 image folders ------------------------------------------------------------------
 
+
 @needs_fer
 def test_fer2013_folder_split_counts() -> None:
     assert detect_layout(FER) == "fer2013-folder"
@@ -81,6 +82,7 @@ def test_fer2013_folder_unknown_class_folder(tmp_path) -> None:
 
 
 # -- fer2013.csv -------------------------------------------------------------------------------
+
 
 def _csv_rows(n_per_usage: int = 3) -> list[tuple[int, np.ndarray, str]]:
     rows = []
@@ -156,14 +158,17 @@ def test_csv_bad_header_and_bom(tmp_path) -> None:
 
 def test_csv_mixed_sizes_without_resize(tmp_path) -> None:
     p = tmp_path / "mixed.csv"
-    p.write_text("emotion,pixels,Usage\n1," + " ".join(["1"] * 16) + ",Training\n"
-                 "2," + " ".join(["1"] * 25) + ",Training\n")  # fmt: skip
+    p.write_text(
+        "emotion,pixels,Usage\n1," + " ".join(["1"] * 16) + ",Training\n"
+        "2," + " ".join(["1"] * 25) + ",Training\n"
+    )
     with pytest.raises(UserError, match=r"mixed\.csv:3: .*5x5 image, the first one is 4x4"):
         load_dataset(p, size=None, cache=False)
     assert load_dataset(p, size=8, cache=False).images.shape == (2, 8, 8)
 
 
 # -- generic class folders ---------------------------------------------------------------------
+
 
 @needs_fer
 def test_class_folders_layout(tmp_path) -> None:
@@ -252,10 +257,16 @@ def test_cache_is_invalidated_by_a_new_file(tmp_path, monkeypatch) -> None:
 
 # -- JAFFE -------------------------------------------------------------------------------------
 
+
 @needs_fer
 def test_jaffe_names(tmp_path) -> None:
-    names = {"KA.AN1.39.tiff": "angry", "KL.HA2.30.tiff": "happy", "NA.SU1.79.tiff": "surprise",
-             "YM.NE3.51.tiff": "neutral", "TM.DI1.123.tiff": "disgust"}  # fmt: skip
+    names = {
+        "KA.AN1.39.tiff": "angry",
+        "KL.HA2.30.tiff": "happy",
+        "NA.SU1.79.tiff": "surprise",
+        "YM.NE3.51.tiff": "neutral",
+        "TM.DI1.123.tiff": "disgust",
+    }
     for i, (name, cls) in enumerate(names.items()):
         src = fer_files(cls, "PrivateTest", i + 1)[i]
         img = cv2.resize(cv2.imread(str(src), cv2.IMREAD_GRAYSCALE), (256, 256))
@@ -277,6 +288,7 @@ def test_jaffe_names(tmp_path) -> None:
 
 # -- label vocabularies ------------------------------------------------------------------------
 
+
 def test_vocabularies_and_synonyms() -> None:
     assert L.vocabulary("FER2013") == L.FER2013
     assert len(L.AFFECTNET8) == 8 and "contempt" in L.AFFECTNET8
@@ -289,9 +301,15 @@ def test_vocabularies_and_synonyms() -> None:
 
 def test_mappings() -> None:
     g3 = L.mapping(L.FER2013, L.GROUPED3)
-    assert g3 == {"angry": "negative", "disgust": "negative", "fear": "negative",
-                  "happy": "positive", "sad": "negative", "surprise": "neutral",
-                  "neutral": "neutral"}  # fmt: skip
+    assert g3 == {
+        "angry": "negative",
+        "disgust": "negative",
+        "fear": "negative",
+        "happy": "positive",
+        "sad": "negative",
+        "surprise": "neutral",
+        "neutral": "neutral",
+    }
     assert L.mapping(L.GROUPED3, L.GROUPED3) == {c: c for c in L.GROUPED3}
     assert all(v is not None for v in L.mapping(L.AFFECTNET8, L.GROUPED3).values())
     a2f = L.mapping(L.AFFECTNET8, L.FER2013)
@@ -307,10 +325,12 @@ def test_mappings() -> None:
 
 # -- class weights -----------------------------------------------------------------------------
 
+
 def _faceset(counts: list[int]) -> FaceSet:
     labels = np.repeat(np.arange(len(counts)), counts)
-    return FaceSet(np.zeros((len(labels), 4, 4), np.uint8), labels,
-                   tuple(f"c{i}" for i in range(len(counts))))  # fmt: skip
+    return FaceSet(
+        np.zeros((len(labels), 4, 4), np.uint8), labels, tuple(f"c{i}" for i in range(len(counts)))
+    )
 
 
 def test_class_weights_formula() -> None:

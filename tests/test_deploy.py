@@ -117,8 +117,16 @@ def test_nvinfer_secondary_config(ds_dir: Path) -> None:
 
 def test_deepstream_app_config(ds_dir: Path) -> None:
     cp = _ini(ds_dir / "deepstream_app_fer.txt")
-    for group in ("application", "source0", "streammux", "primary-gie", "tracker",
-                  "secondary-gie0", "osd", "sink0"):  # fmt: skip
+    for group in (
+        "application",
+        "source0",
+        "streammux",
+        "primary-gie",
+        "tracker",
+        "secondary-gie0",
+        "osd",
+        "sink0",
+    ):
         assert cp.has_section(group), group
     src = cp["source0"]
     assert src["type"] == "5" and src["camera-csi-sensor-id"] == "0"  # csi://0 default
@@ -133,11 +141,14 @@ def test_deepstream_app_config(ds_dir: Path) -> None:
     assert "crop margin" in readme and "box expansion (chosen)" in readme
 
 
-@pytest.mark.parametrize("source, kind, key, value", [
-    ("/dev/video1", "1", "camera-v4l2-dev-node", "1"),
-    ("rtsp://cam.local/stream", "4", "uri", "rtsp://cam.local/stream"),
-    ("file:///data/clip.mp4", "3", "uri", "file:///data/clip.mp4"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "source, kind, key, value",
+    [
+        ("/dev/video1", "1", "camera-v4l2-dev-node", "1"),
+        ("rtsp://cam.local/stream", "4", "uri", "rtsp://cam.local/stream"),
+        ("file:///data/clip.mp4", "3", "uri", "file:///data/clip.mp4"),
+    ],
+)
 def test_deepstream_sources(tmp_path, capsys, source, kind, key, value) -> None:
     out = tmp_path / "ds"
     rc, _, err = _deploy(capsys, "deepstream", "--out", out, "--source", source, "--sink", "none")
@@ -179,8 +190,9 @@ def test_probe_script_reproduces_the_crop(ds_dir: Path) -> None:
 @pytest.mark.skipif(not CACHE.is_file(), reason=f"{CACHE} is absent (not a source checkout)")
 def test_deepstream_int8_cache_header(tmp_path, capsys) -> None:
     out = tmp_path / "ds8"
-    rc, _, err = _deploy(capsys, "deepstream", "--out", out, "--precision", "int8",
-                         "--target", "xavier-nx")  # fmt: skip
+    rc, _, err = _deploy(
+        capsys, "deepstream", "--out", out, "--precision", "int8", "--target", "xavier-nx"
+    )
     assert rc == 0, err
     p = _ini(out / "config_infer_secondary_fer.txt")["property"]
     assert p["network-mode"] == "1" and p["int8-calib-file"] == "calib.cache"
@@ -188,8 +200,9 @@ def test_deepstream_int8_cache_header(tmp_path, capsys) -> None:
     assert head == "TRT-8502-EntropyCalibration2"  # Xavier NX: JetPack 5.1, TensorRT 8.5.2
     assert body == CACHE.read_text().partition("\n")[2]  # the ranges are unchanged
     out2 = tmp_path / "ds9"
-    rc, _, err = _deploy(capsys, "deepstream", "--out", out2, "--precision", "int8",
-                         "--trt-version", "8.6.2")  # fmt: skip
+    rc, _, err = _deploy(
+        capsys, "deepstream", "--out", out2, "--precision", "int8", "--trt-version", "8.6.2"
+    )
     assert rc == 0, err
     assert (out2 / "calib.cache").read_text().startswith("TRT-8602-EntropyCalibration2\n")
 
@@ -258,8 +271,10 @@ def test_triton_repository(triton_dir: Path) -> None:
     assert (triton_dir / "fer_trt" / "1").is_dir()
     assert not (triton_dir / "fer_trt" / "1" / "model.plan").exists()  # built on the target
     readme = (triton_dir / "README.md").read_text()
-    assert ("edge-fer build-engine fer.onnx --precision fp16 --target orin-agx --opt-batch 8 "
-            "--max-batch 32 --out fer_trt/1/model.plan") in readme  # fmt: skip
+    assert (
+        "edge-fer build-engine fer.onnx --precision fp16 --target orin-agx --opt-batch 8 "
+        "--max-batch 32 --out fer_trt/1/model.plan"
+    ) in readme
     assert (triton_dir / "fer.onnx").read_bytes() == MODEL.read_bytes()
 
 
@@ -281,13 +296,17 @@ def test_triton_client_prepares_like_edge_fer(triton_dir: Path) -> None:
     spec = _spec()
     assert client.CLASSES == spec.classes and client.MODEL_NAME == "fer_onnx"
     rng = np.random.default_rng(1)
-    faces = [rng.integers(0, 256, (96, 96, 3), np.uint8), rng.integers(0, 256, (30, 40), np.uint8),
-             rng.integers(0, 256, (48, 48), np.uint8)]  # fmt: skip
+    faces = [
+        rng.integers(0, 256, (96, 96, 3), np.uint8),
+        rng.integers(0, 256, (30, 40), np.uint8),
+        rng.integers(0, 256, (48, 48), np.uint8),
+    ]
     np.testing.assert_allclose(client.prepare(faces), spec.prepare(faces), atol=1e-6)
     frame = rng.integers(0, 256, (120, 160), np.uint8)
     for box in ((10, 10, 40, 50), (-5, 90, 40, 40), (140, 2, 30, 30)):
-        np.testing.assert_array_equal(client.crop_face(frame, box),
-                                      crop_face(frame, box, spec.crop_margin))  # fmt: skip
+        np.testing.assert_array_equal(
+            client.crop_face(frame, box), crop_face(frame, box, spec.crop_margin)
+        )
     assert client.parse_classification(b"0.81:3:happy") == ("happy", 3, 0.81)
     assert client.parse_classification("0.5:6") == ("neutral", 6, 0.5)
 
@@ -309,26 +328,33 @@ def test_refuses_non_empty_out_without_force(tmp_path, capsys) -> None:
     _no_partial(tmp_path)
 
 
-@pytest.mark.parametrize("argv, words", [
-    (("deepstream", "--target", "jetson-9000"), "unknown target"),
-    (("deepstream", "--target", "nano", "--precision", "int8"), "no INT8"),
-    (("triton", "--target", "tx2", "--precision", "int8"), "no INT8"),
-    (("deepstream", "--model", "{fake}"), "not a loadable ONNX model"),
-    (("deepstream", "--model", "{verify}"), "not an edge-fer expression model"),
-    (("triton", "--model", "{int8cpu}"), "TensorRT cannot build"),
-    (("deepstream", "--precision", "int8", "--calib-cache", "{fake}"), "calib"),
-    (("deepstream", "--precision", "int8", "--calib-cache", "{foreign}"), "does not match"),
-    (("triton", "--precision", "int8", "--calib-cache", "{foreign}"), "does not match"),
-    (("deepstream", "--batch-size", "0"), "batch_size must be >= 1"),
-    (("deepstream", "--source", "csi://front"), "csi://N"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (("deepstream", "--target", "jetson-9000"), "unknown target"),
+        (("deepstream", "--target", "nano", "--precision", "int8"), "no INT8"),
+        (("triton", "--target", "tx2", "--precision", "int8"), "no INT8"),
+        (("deepstream", "--model", "{fake}"), "not a loadable ONNX model"),
+        (("deepstream", "--model", "{verify}"), "not an edge-fer expression model"),
+        (("triton", "--model", "{int8cpu}"), "TensorRT cannot build"),
+        (("deepstream", "--precision", "int8", "--calib-cache", "{fake}"), "calib"),
+        (("deepstream", "--precision", "int8", "--calib-cache", "{foreign}"), "does not match"),
+        (("triton", "--precision", "int8", "--calib-cache", "{foreign}"), "does not match"),
+        (("deepstream", "--batch-size", "0"), "batch_size must be >= 1"),
+        (("deepstream", "--source", "csi://front"), "csi://N"),
+    ],
+)
 def test_refusals(tmp_path, capsys, argv, words) -> None:
     fake = tmp_path / "fake.onnx"
     fake.write_bytes(b"\x08\x07garbage" * 10)
     foreign = tmp_path / "other.cache"  # a cache made for another model
     foreign.write_text("TRT-100300-EntropyCalibration2\ninput: 3c810204\nconv9_out: 3d89a406\n")
-    paths = {"fake": fake, "verify": MODEL.parent / "face_verify.onnx",
-             "int8cpu": MODEL.parent / "fer_default.int8.onnx", "foreign": foreign}  # fmt: skip
+    paths = {
+        "fake": fake,
+        "verify": MODEL.parent / "face_verify.onnx",
+        "int8cpu": MODEL.parent / "fer_default.int8.onnx",
+        "foreign": foreign,
+    }
     argv = [a.format(**paths) for a in argv]
     out = tmp_path / "sub" / "kit"
     rc, _, err = _deploy(capsys, argv[0], "--out", out, *argv[1:])
@@ -374,14 +400,18 @@ def test_jetson_camera_presets() -> None:
 def test_tegrastats_lines() -> None:
     from edge_fer.deploy.tegrastats import parse_line, summarize
 
-    orin_nx = ("12-02-2026 18:30:00 RAM 2450/7620MB (lfb 2x4MB) SWAP 0/3810MB (cached 0MB) "
-               "CPU [2%@729,1%@729,off,off] EMC_FREQ 3%@2133 GR3D_FREQ 40%@[612] "
-               "NVDLA0_FREQ @1600 NVDLA1_FREQ off VIC_FREQ 0%@115 APE 200 cpu@45.5C "
-               "gpu@42.2C tj@46C VDD_IN 6723mW/5723mW VDD_CPU_GPU_CV 1479mW/479mW "
-               "VDD_SOC 1435mW/1435mW")  # fmt: skip
-    nano = ("RAM 1766/3964MB (lfb 197x4MB) SWAP 0/2048MB (cached 0MB) "
-            "CPU [24%@1224,15%@1224,13%@1224,10%@1224] EMC_FREQ 0% GR3D_FREQ 60%@921 PLL@21C "
-            "CPU@25C GPU@23.5C POM_5V_IN 4545/2547 POM_5V_GPU 1200/0 POM_5V_CPU 549/529")  # fmt: skip
+    orin_nx = (
+        "12-02-2026 18:30:00 RAM 2450/7620MB (lfb 2x4MB) SWAP 0/3810MB (cached 0MB) "
+        "CPU [2%@729,1%@729,off,off] EMC_FREQ 3%@2133 GR3D_FREQ 40%@[612] "
+        "NVDLA0_FREQ @1600 NVDLA1_FREQ off VIC_FREQ 0%@115 APE 200 cpu@45.5C "
+        "gpu@42.2C tj@46C VDD_IN 6723mW/5723mW VDD_CPU_GPU_CV 1479mW/479mW "
+        "VDD_SOC 1435mW/1435mW"
+    )
+    nano = (
+        "RAM 1766/3964MB (lfb 197x4MB) SWAP 0/2048MB (cached 0MB) "
+        "CPU [24%@1224,15%@1224,13%@1224,10%@1224] EMC_FREQ 0% GR3D_FREQ 60%@921 PLL@21C "
+        "CPU@25C GPU@23.5C POM_5V_IN 4545/2547 POM_5V_GPU 1200/0 POM_5V_CPU 549/529"
+    )
     a, b = parse_line(orin_nx), parse_line(nano)
     assert a["gpu_load"] == 40 and a["gpu_mhz"] == 612 and a["emc_load"] == 3
     assert a["cpu_load"] == [2, 1] and a["power_mw"] == 6723 and a["power_rail"] == "VDD_IN"
@@ -402,23 +432,58 @@ def test_tegrastats_summary_cli(tmp_path) -> None:
     from edge_fer.deploy.tegrastats import _main
 
     log = tmp_path / "tegrastats.log"
-    log.write_text("RAM 2450/7620MB (lfb 2x4MB) CPU [20%@1420,10%@1420] EMC_FREQ 7%@2133 "
-                   "GR3D_FREQ 35%@[612] tj@46C VDD_IN 6000mW/5723mW\n" * 3 + "garbage\n")  # fmt: skip
+    log.write_text(
+        "RAM 2450/7620MB (lfb 2x4MB) CPU [20%@1420,10%@1420] EMC_FREQ 7%@2133 "
+        "GR3D_FREQ 35%@[612] tj@46C VDD_IN 6000mW/5723mW\n" * 3 + "garbage\n"
+    )
     bench = tmp_path / "bench.json"
-    bench.write_text(json.dumps({"results": [
-        {"backend": "tensorrt", "available": True, "frames": 300, "fps": 88.5,
-         "latency_ms": {"p50": 11.0, "p99": 15.5}},
-        {"backend": "onnxruntime", "available": False},
-    ]}))  # fmt: skip
+    bench.write_text(
+        json.dumps(
+            {
+                "results": [
+                    {
+                        "backend": "tensorrt",
+                        "available": True,
+                        "frames": 300,
+                        "fps": 88.5,
+                        "latency_ms": {"p50": 11.0, "p99": 15.5},
+                    },
+                    {"backend": "onnxruntime", "available": False},
+                ]
+            }
+        )
+    )
     part = tmp_path / "part.json"
-    assert _main(["summarize", str(log), "--bench", str(bench), "--mode", "15W", "--mode-id",
-                  "1", "-o", str(part)]) == 0  # fmt: skip
+    assert (
+        _main(
+            [
+                "summarize",
+                str(log),
+                "--bench",
+                str(bench),
+                "--mode",
+                "15W",
+                "--mode-id",
+                "1",
+                "-o",
+                str(part),
+            ]
+        )
+        == 0
+    )
     out = tmp_path / "all.json"
     assert _main(["merge", "-o", str(out), str(part)]) == 0
     (mode,) = json.loads(out.read_text())["modes"]
     assert mode["nvpmodel"] == {"id": 1, "name": "15W"}
-    assert mode["bench"] == [{"backend": "tensorrt", "frames": 300, "fps": 88.5,
-                              "latency_p50_ms": 11.0, "latency_p99_ms": 15.5}]  # fmt: skip
+    assert mode["bench"] == [
+        {
+            "backend": "tensorrt",
+            "frames": 300,
+            "fps": 88.5,
+            "latency_p50_ms": 11.0,
+            "latency_p99_ms": 15.5,
+        }
+    ]
     ts = mode["tegrastats"]
     assert ts["samples"] == 3 and ts["power_mw"] == {"mean": 6000.0, "max": 6000}
     assert ts["cpu_load_pct"]["mean"] == 15.0 and ts["emc_load_pct"]["max"] == 7

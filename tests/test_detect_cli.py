@@ -20,7 +20,9 @@ IMG2 = SHARED / "data/webfaces/images/pic00001.jpg"
 VIDEO = SHARED / "data/videos/00-1.avi"
 
 needs_shared = pytest.mark.shared(
-    "reference/pico/facefinder", "data/webfaces/images", "data/videos/00-1.avi",
+    "reference/pico/facefinder",
+    "data/webfaces/images",
+    "data/videos/00-1.avi",
     "data/videos/01-2.avi",
 )
 cv2 = pytest.importorskip("cv2")
@@ -59,8 +61,11 @@ def test_small_frames_get_the_lowres_cascade(capsys) -> None:
 
     small = SHARED / "data/videos/01-2.avi"
     runs = {}
-    for name, extra in [("auto", ()), ("lowres", ("--cascade", lowres_cascade_path())),
-                        ("default", ("--cascade", default_cascade_path()))]:  # fmt: skip
+    for name, extra in [
+        ("auto", ()),
+        ("lowres", ("--cascade", lowres_cascade_path())),
+        ("default", ("--cascade", default_cascade_path())),
+    ]:
         rc, out, err = run_cli(capsys, small, "--json", *extra)
         assert rc == 0, err
         runs[name] = [json.loads(line)["faces"] for line in out.splitlines()]
@@ -318,8 +323,12 @@ def test_oversized_image_is_refused_from_its_header(capsys, tmp_path: Path) -> N
 
     big = tmp_path / "big.png"  # a few hundred bytes declaring 20000x20000 pixels
     ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
-    big.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-                    + chunk(b"IDAT", zlib.compress(b"\0" * 20001)) + chunk(b"IEND", b""))  # fmt: skip
+    big.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 20001))
+        + chunk(b"IEND", b"")
+    )
     rc, out, err = run_cli(capsys, big)
     assert rc == 2 and out == ""
     assert err.strip().splitlines() == [

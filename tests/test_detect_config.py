@@ -17,16 +17,32 @@ VGA, QQVGA = (480, 640), (120, 160)
 
 # the bundled cascades with default options (both run face_verify.onnx behind them)
 DEFAULT = {
-    "cascade": "face_default.pico", "min_size": 0.1, "min_pixels": 1.0, "max_size": 1.0,
-    "scale_factor": 1.1, "stride_factor": 0.1, "angles": (0.0,), "grouping": "chain",
-    "cluster_iou": 0.3, "threshold": 10.0, "memory": 5, "upscale_to": 240,
-    "upscale_interpolation": "linear", "verifier": "face_verify.onnx", "verifier_min_prob": 0.5,
+    "cascade": "face_default.pico",
+    "min_size": 0.1,
+    "min_pixels": 1.0,
+    "max_size": 1.0,
+    "scale_factor": 1.1,
+    "stride_factor": 0.1,
+    "angles": (0.0,),
+    "grouping": "chain",
+    "cluster_iou": 0.3,
+    "threshold": 10.0,
+    "memory": 5,
+    "upscale_to": 240,
+    "upscale_interpolation": "linear",
+    "verifier": "face_verify.onnx",
+    "verifier_min_prob": 0.5,
     "track_min_score": None,
-}  # fmt: skip
+}
 LOWRES = {
-    **DEFAULT, "cascade": "face_lowres.pico", "min_pixels": 20.0, "scale_factor": 1.05,
-    "grouping": "greedy", "cluster_iou": 0.15, "upscale_to": 0,
-}  # fmt: skip
+    **DEFAULT,
+    "cascade": "face_lowres.pico",
+    "min_pixels": 20.0,
+    "scale_factor": 1.05,
+    "grouping": "greedy",
+    "cluster_iou": 0.15,
+    "upscale_to": 0,
+}
 
 # (frame shape, --cascade, options (tracker_min_score: the tracker's), changes from the base)
 CASES = [
@@ -58,23 +74,39 @@ CASES = [
     (VGA, None, {"upscale_to": 200}, {"upscale_to": 200}),
     (VGA, None, {"upscale_to": 0}, {"upscale_to": 0}),
     (QQVGA, None, {"upscale_to": 200}, {"upscale_to": 200}),
-    (QQVGA, "face_default.pico", {"upscale_to": 0},
-     {**DEFAULT, "upscale_to": 0, "scale_factor": 1.1}),  # not upscaled: its own 1.1
+    (
+        QQVGA,
+        "face_default.pico",
+        {"upscale_to": 0},
+        {**DEFAULT, "upscale_to": 0, "scale_factor": 1.1},
+    ),  # not upscaled: its own 1.1
     (VGA, None, {"upscale_interpolation": "cubic"}, {"upscale_interpolation": "cubic"}),
     (QQVGA, None, {"upscale_interpolation": "cubic"}, {"upscale_interpolation": "cubic"}),
     (VGA, None, {"verifier": "none"}, {"verifier": None, "verifier_min_prob": None}),
     # --verifier none: the low-resolution cascade's track score gate comes back
-    (QQVGA, None, {"verifier": "none"},
-     {"verifier": None, "verifier_min_prob": None, "track_min_score": 50.0}),
+    (
+        QQVGA,
+        None,
+        {"verifier": "none"},
+        {"verifier": None, "verifier_min_prob": None, "track_min_score": 50.0},
+    ),
     (VGA, None, {"verifier_min_prob": 0.8}, {"verifier_min_prob": 0.8}),
     (QQVGA, None, {"verifier_min_prob": 0.8}, {"verifier_min_prob": 0.8}),
     (VGA, None, {"tracker_min_score": 20.0}, {"track_min_score": 20.0}),
     (QQVGA, None, {"tracker_min_score": 20.0}, {"track_min_score": 20.0}),
-    (QQVGA, None, {"verifier": "none", "tracker_min_score": 20.0},
-     {"verifier": None, "verifier_min_prob": None, "track_min_score": 20.0}),
-    (QQVGA, None, {"verifier": str(ASSETS / "face_verify.onnx"), "verifier_min_prob": 0.7},
-     {"verifier_min_prob": 0.7}),
-]  # fmt: skip
+    (
+        QQVGA,
+        None,
+        {"verifier": "none", "tracker_min_score": 20.0},
+        {"verifier": None, "verifier_min_prob": None, "track_min_score": 20.0},
+    ),
+    (
+        QQVGA,
+        None,
+        {"verifier": str(ASSETS / "face_verify.onnx"), "verifier_min_prob": 0.7},
+        {"verifier_min_prob": 0.7},
+    ),
+]
 
 
 def _resolved(shape, cascade, tracker_min_score=None, **options) -> dict:
@@ -83,29 +115,44 @@ def _resolved(shape, cascade, tracker_min_score=None, **options) -> dict:
     from edge_fer.detect.config import DetectorOptions
     from edge_fer.detect.factory import DetectorPicker
 
-    pick = DetectorPicker(cascade, DetectorOptions(**options), upscaling=True,
-                          track_min_score=tracker_min_score)  # fmt: skip
+    pick = DetectorPicker(
+        cascade, DetectorOptions(**options), upscaling=True, track_min_score=tracker_min_score
+    )
     r, det = pick.get(shape)
     inner = getattr(det, "detector", det)
-    built = {"min_size": inner.min_size, "min_pixels": inner.min_pixels,
-             "max_size": inner.max_size, "scale_factor": inner.scale_factor,
-             "stride_factor": inner.stride_factor, "grouping": inner.grouping,
-             "cluster_iou": inner.iou, "threshold": inner.threshold}  # fmt: skip
+    built = {
+        "min_size": inner.min_size,
+        "min_pixels": inner.min_pixels,
+        "max_size": inner.max_size,
+        "scale_factor": inner.scale_factor,
+        "stride_factor": inner.stride_factor,
+        "grouping": inner.grouping,
+        "cluster_iou": inner.iou,
+        "threshold": inner.threshold,
+    }
     assert built == {k: getattr(r, k) for k in built}
     assert inner.angles == (r.angle if isinstance(r.angle, tuple) else (r.angle,))
     ver = getattr(det, "verifier", None)
     got = (Path(ver.path), ver.min_prob) if ver else (None, None)
     assert got == (r.verifier, r.verifier_min_prob)
     return {
-        "cascade": r.cascade.name, "min_size": r.min_size, "min_pixels": r.min_pixels,
-        "max_size": r.max_size, "scale_factor": r.scale_factor,
-        "stride_factor": r.stride_factor, "angles": tuple(inner.angles),
-        "grouping": r.grouping, "cluster_iou": r.cluster_iou, "threshold": r.threshold,
-        "memory": r.memory, "upscale_to": r.upscale_to,
+        "cascade": r.cascade.name,
+        "min_size": r.min_size,
+        "min_pixels": r.min_pixels,
+        "max_size": r.max_size,
+        "scale_factor": r.scale_factor,
+        "stride_factor": r.stride_factor,
+        "angles": tuple(inner.angles),
+        "grouping": r.grouping,
+        "cluster_iou": r.cluster_iou,
+        "threshold": r.threshold,
+        "memory": r.memory,
+        "upscale_to": r.upscale_to,
         "upscale_interpolation": r.upscale_interpolation,
         "verifier": r.verifier.name if r.verifier else None,
-        "verifier_min_prob": r.verifier_min_prob, "track_min_score": r.track_min_score,
-    }  # fmt: skip
+        "verifier_min_prob": r.verifier_min_prob,
+        "track_min_score": r.track_min_score,
+    }
 
 
 @pytest.mark.parametrize("shape, cascade, options, changes", CASES)

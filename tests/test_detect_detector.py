@@ -274,11 +274,48 @@ def test_threads_and_batches_do_not_change_results(
 def test_rotation_tables_match_the_reference() -> None:
     from edge_fer.detect import scan
 
-    published_cos = [256, 251, 236, 212, 181, 142, 97, 49, 0, -49, -97, -142, -181, -212, -236,
-                     -251, -256, -251, -236, -212, -181, -142, -97, -49, 0, 49, 97, 142, 181,
-                     212, 236, 251, 256]  # fmt: skip
+    published_cos = [
+        256,
+        251,
+        236,
+        212,
+        181,
+        142,
+        97,
+        49,
+        0,
+        -49,
+        -97,
+        -142,
+        -181,
+        -212,
+        -236,
+        -251,
+        -256,
+        -251,
+        -236,
+        -212,
+        -181,
+        -142,
+        -97,
+        -49,
+        0,
+        49,
+        97,
+        142,
+        181,
+        212,
+        236,
+        251,
+        256,
+    ]
     assert scan.QCOS.tolist() == published_cos
     assert scan.QSIN.tolist() == published_cos[24:32] + published_cos[:25]  # sin = cos - 1/4 turn
     assert [scan.angle_index(a) for a in (0.0, 0.03, 0.031249, 0.03125, 0.5, 1.0)] == [
-        0, 0, 0, 1, 16, 32
-    ]  # fmt: skip
+        0,
+        0,
+        0,
+        1,
+        16,
+        32,
+    ]

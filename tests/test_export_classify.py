@@ -26,8 +26,7 @@ torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
 
-def class_folder_dataset(dst: Path, prefix: str, per_class: int,
-                         classes=L.FER2013) -> Path:  # fmt: skip
+def class_folder_dataset(dst: Path, prefix: str, per_class: int, classes=L.FER2013) -> Path:
     for cls in classes:
         (dst / cls).mkdir(parents=True, exist_ok=True)
         for i, f in enumerate(fer_files(cls, prefix, per_class)):
@@ -58,8 +57,16 @@ def run_dir(tmp_path_factory, env) -> Path:
     data = class_folder_dataset(base / "data", "Training", 25)
     out = base / "run"
     torch.set_num_threads(1)
-    cfg = TrainConfig(arch="cnn4", data=str(data), out=str(out), epochs=2, batch_size=32,
-                      threads=1, max_batches=3, seed=3)  # fmt: skip
+    cfg = TrainConfig(
+        arch="cnn4",
+        data=str(data),
+        out=str(out),
+        epochs=2,
+        batch_size=32,
+        threads=1,
+        max_batches=3,
+        seed=3,
+    )
     train(cfg)
     assert (out / "best.safetensors").is_file()
     return out
@@ -82,8 +89,14 @@ def eval_data(tmp_path_factory) -> Path:
 
 
 def cli(env, *argv, check_rc: int | None = None) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "edge_fer.cli.main", *map(str, argv)],
-                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)  # fmt: skip
+    p = subprocess.run(
+        [sys.executable, "-m", "edge_fer.cli.main", *map(str, argv)],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
     if check_rc is not None:
         assert p.returncode == check_rc, (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
     return p
@@ -100,6 +113,7 @@ def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> str:
 
 
 # -- export ------------------------------------------------------------------------------------
+
 
 def test_export_graph_and_parity(exported) -> None:
     for key, tta in (("plain", "none"), ("flip", "flip")):
@@ -166,8 +180,10 @@ def test_classifier_matches_torch(exported) -> None:
         np.testing.assert_allclose(clf.predict_array(x.numpy()), ref, atol=1e-4)
         assert clf.predict([]).shape == (0, 7)
         # BGR crops of another size are prepared like the gray 48x48 ones
-        bgr = [cv2.cvtColor(cv2.resize(f, (96, 96), interpolation=cv2.INTER_CUBIC),
-                            cv2.COLOR_GRAY2BGR) for f in faces[:2]]  # fmt: skip
+        bgr = [
+            cv2.cvtColor(cv2.resize(f, (96, 96), interpolation=cv2.INTER_CUBIC), cv2.COLOR_GRAY2BGR)
+            for f in faces[:2]
+        ]
         gray_big = [cv2.cvtColor(b, cv2.COLOR_BGR2GRAY) for b in bgr]
         np.testing.assert_allclose(clf.predict(bgr), clf.predict(gray_big), atol=1e-6)
         # wrong shapes and channel counts are user errors
@@ -192,8 +208,10 @@ def test_fixed_batch_model_is_fed_in_chunks(exported, tmp_path) -> None:
     fixed = tmp_path / "fixed4.onnx"
     onnx.save(m, str(fixed))
     x = np.random.default_rng(0).normal(size=(10, 1, 48, 48)).astype(np.float32)
-    with create_backend("onnxruntime", exported["plain"]["out"], threads=1) as dyn, \
-            create_backend("onnxruntime", fixed, threads=1) as fb:  # fmt: skip
+    with (
+        create_backend("onnxruntime", exported["plain"]["out"], threads=1) as dyn,
+        create_backend("onnxruntime", fixed, threads=1) as fb,
+    ):
         assert dyn.fixed_batch is None and fb.fixed_batch == 4 and fb.name == "onnxruntime"
         assert fb.input_shape == (4, 1, 48, 48) and fb.num_outputs == 7
         np.testing.assert_allclose(fb.infer(x), dyn.infer(x), atol=1e-6)
@@ -274,14 +292,41 @@ def test_export_bad_checkpoint_and_options(exported, tmp_path) -> None:
 
 # -- CLI ---------------------------------------------------------------------------------------
 
+
 def test_eval_cli_end_to_end(env, exported, eval_data, tmp_path) -> None:
     out = tmp_path / "reports" / "eval.json"
-    p = cli(env, "eval", "--data", eval_data, "--model", exported["plain"]["out"], "--json", out,
-            "--threads", "1", "--batch-size", "16", "--latency-samples", "20", check_rc=0)
+    p = cli(
+        env,
+        "eval",
+        "--data",
+        eval_data,
+        "--model",
+        exported["plain"]["out"],
+        "--json",
+        out,
+        "--threads",
+        "1",
+        "--batch-size",
+        "16",
+        "--latency-samples",
+        "20",
+        check_rc=0,
+    )
     assert "accuracy" in p.stdout and "macro-F1" in p.stdout
     rep = json.loads(out.read_text())
-    for k in ("accuracy", "top2_accuracy", "macro_f1", "labels", "per_class", "confusion_matrix",
-              "n", "model", "split", "latency", "latency_ms_per_face"):
+    for k in (
+        "accuracy",
+        "top2_accuracy",
+        "macro_f1",
+        "labels",
+        "per_class",
+        "confusion_matrix",
+        "n",
+        "model",
+        "split",
+        "latency",
+        "latency_ms_per_face",
+    ):
         assert k in rep, k
     assert rep["n"] == 70 and rep["labels"] == list(L.FER2013) and rep["split"] == "all"
     assert rep["layout"] == "class-folders" and rep["skipped"] == 0 and rep["dropped"] == 0
@@ -312,8 +357,21 @@ def test_eval_cli_end_to_end(env, exported, eval_data, tmp_path) -> None:
 def test_eval_cli_label_sets(env, exported, eval_data, tmp_path) -> None:
     model = exported["plain"]["out"]
     out = tmp_path / "g3.json"
-    cli(env, "eval", "--data", eval_data, "--model", model, "--label-set", "grouped3",
-        "--json", out, "--latency-samples", "0", check_rc=0)  # fmt: skip
+    cli(
+        env,
+        "eval",
+        "--data",
+        eval_data,
+        "--model",
+        model,
+        "--label-set",
+        "grouped3",
+        "--json",
+        out,
+        "--latency-samples",
+        "0",
+        check_rc=0,
+    )
     rep = json.loads(out.read_text())
     assert rep["labels"] == list(L.GROUPED3) and rep["n"] == 70
     assert [rep["per_class"][c]["support"] for c in L.GROUPED3] == [40, 20, 10]
@@ -326,15 +384,40 @@ def test_eval_cli_label_sets(env, exported, eval_data, tmp_path) -> None:
     p = cli(env, "eval", "--data", extra, "--model", model, "--latency-samples", "0")
     assert_one_line_error(p, "dataset classes contempt have no counterpart", "--label-set")
     out = tmp_path / "dropped.json"
-    cli(env, "eval", "--data", extra, "--model", model, "--label-set", "fer2013",
-        "--json", out, "--latency-samples", "0", check_rc=0)  # fmt: skip
+    cli(
+        env,
+        "eval",
+        "--data",
+        extra,
+        "--model",
+        model,
+        "--label-set",
+        "fer2013",
+        "--json",
+        out,
+        "--latency-samples",
+        "0",
+        check_rc=0,
+    )
     rep = json.loads(out.read_text())
     assert rep["n"] == 70 and rep["dropped"] == 3 and rep["dropped_by_class"] == {"contempt": 3}
     # an explicit class list: no disgust; its samples dropped, its probability mass removed
     out = tmp_path / "six.json"
-    cli(env, "eval", "--data", eval_data, "--model", model, "--classes",
-        "angry,fear,happy,sad,surprise,neutral", "--json", out, "--latency-samples", "0",
-        check_rc=0)  # fmt: skip
+    cli(
+        env,
+        "eval",
+        "--data",
+        eval_data,
+        "--model",
+        model,
+        "--classes",
+        "angry,fear,happy,sad,surprise,neutral",
+        "--json",
+        out,
+        "--latency-samples",
+        "0",
+        check_rc=0,
+    )
     rep = json.loads(out.read_text())
     assert rep["n"] == 60 and rep["dropped_by_class"] == {"disgust": 10}
     assert rep["model_mapping"]["disgust"] is None
@@ -353,34 +436,68 @@ def test_eval_cli_csv_skip_bad(env, exported, tmp_path) -> None:
     p = cli(env, "eval", "--data", csv_path, "--model", model)
     assert_one_line_error(p, f"{csv_path}:4: malformed row", "3 pixels is not a square image")
     out = tmp_path / "csv.json"
-    cli(env, "eval", "--data", csv_path, "--model", model, "--skip-bad", "--json", out,
-        "--latency-samples", "5", check_rc=0)  # fmt: skip
+    cli(
+        env,
+        "eval",
+        "--data",
+        csv_path,
+        "--model",
+        model,
+        "--skip-bad",
+        "--json",
+        out,
+        "--latency-samples",
+        "5",
+        check_rc=0,
+    )
     rep = json.loads(out.read_text())
     assert rep["n"] == 6 and rep["skipped"] == 1 and rep["split"] == "private-test"
-    assert "skipped 1" in cli(env, "eval", "--data", csv_path, "--model", model, "--skip-bad",
-                              "--split", "private-test", "--latency-samples", "0").stdout
+    assert (
+        "skipped 1"
+        in cli(
+            env,
+            "eval",
+            "--data",
+            csv_path,
+            "--model",
+            model,
+            "--skip-bad",
+            "--split",
+            "private-test",
+            "--latency-samples",
+            "0",
+        ).stdout
+    )
 
 
 def test_eval_cli_bad_inputs(env, exported, tmp_path) -> None:
     model = exported["plain"]["out"]
-    assert_one_line_error(cli(env, "eval", "--data", tmp_path / "nope", "--model", model),
-                          "no such file or folder")  # fmt: skip
+    assert_one_line_error(
+        cli(env, "eval", "--data", tmp_path / "nope", "--model", model), "no such file or folder"
+    )
     (tmp_path / "empty").mkdir()
-    assert_one_line_error(cli(env, "eval", "--data", tmp_path / "empty", "--model", model),
-                          "no images found")  # fmt: skip
+    assert_one_line_error(
+        cli(env, "eval", "--data", tmp_path / "empty", "--model", model), "no images found"
+    )
     garbage = tmp_path / "garbage.onnx"
     garbage.write_bytes(os.urandom(2048))
-    assert_one_line_error(cli(env, "eval", "--data", tmp_path / "empty", "--model", garbage),
-                          str(garbage), "not a loadable ONNX model")  # fmt: skip
+    assert_one_line_error(
+        cli(env, "eval", "--data", tmp_path / "empty", "--model", garbage),
+        str(garbage),
+        "not a loadable ONNX model",
+    )
     pets = tmp_path / "pets"
     for cls, src in (("cat", "happy"), ("dog", "sad")):
         (pets / cls).mkdir(parents=True)
         for i, f in enumerate(fer_files(src, "PrivateTest", 2)):
             shutil.copy(f, pets / cls / f"{i}.jpg")
-    assert_one_line_error(cli(env, "eval", "--data", pets, "--model", model),
-                          "vocabulary mismatch", "cat, dog")  # fmt: skip
-    assert_one_line_error(cli(env, "eval", "--data", pets, "--model", model, "--label-set",
-                              "emotions"), "unknown label set 'emotions'")  # fmt: skip
+    assert_one_line_error(
+        cli(env, "eval", "--data", pets, "--model", model), "vocabulary mismatch", "cat, dog"
+    )
+    assert_one_line_error(
+        cli(env, "eval", "--data", pets, "--model", model, "--label-set", "emotions"),
+        "unknown label set 'emotions'",
+    )
 
 
 def test_classify_cli(env, exported, tmp_path) -> None:
@@ -402,8 +519,17 @@ def test_classify_cli(env, exported, tmp_path) -> None:
     broken.write_bytes(b"not an image")
     tiny = tmp_path / "tiny.png"
     cv2.imwrite(str(tiny), np.zeros((4, 4), np.uint8))
-    p = cli(env, "classify", "--model", exported["plain"]["out"], faces[0], broken,
-            tmp_path / "missing.jpg", tiny, faces[1])  # fmt: skip
+    p = cli(
+        env,
+        "classify",
+        "--model",
+        exported["plain"]["out"],
+        faces[0],
+        broken,
+        tmp_path / "missing.jpg",
+        tiny,
+        faces[1],
+    )
     assert p.returncode == 2 and "Traceback" not in p.stderr
     err = p.stderr.strip().splitlines()
     assert len(err) == 3
@@ -413,22 +539,43 @@ def test_classify_cli(env, exported, tmp_path) -> None:
     out = p.stdout.strip().splitlines()
     assert len(out) == 2 and out[0].startswith(f"{faces[0]}: ")
     # a folder is expanded to its images
-    p = cli(env, "classify", "--json", "--model", exported["plain"]["out"], faces[0].parent,
-            "--batch-size", "500", check_rc=0)  # fmt: skip
+    p = cli(
+        env,
+        "classify",
+        "--json",
+        "--model",
+        exported["plain"]["out"],
+        faces[0].parent,
+        "--batch-size",
+        "500",
+        check_rc=0,
+    )
     assert len(p.stdout.splitlines()) == len(list(faces[0].parent.glob("*.jpg")))
 
 
 def test_export_and_models_cli(env, run_dir, tmp_path) -> None:
     out = tmp_path / "m" / "flip.onnx"
-    p = cli(env, "export", "--checkpoint", run_dir / "best.safetensors", "--out", out, "--tta",
-            "flip", "--opset", "17", check_rc=0)  # fmt: skip
+    p = cli(
+        env,
+        "export",
+        "--checkpoint",
+        run_dir / "best.safetensors",
+        "--out",
+        out,
+        "--tta",
+        "flip",
+        "--opset",
+        "17",
+        check_rc=0,
+    )
     rep = json.loads(p.stdout)
     assert rep["tta"] == "flip" and rep["opset"] == 17 and out.is_file()
     assert rep["parity_max_abs_diff"] <= 1e-4
     bad = tmp_path / "bad.safetensors"
     bad.write_text("{}")
-    assert_one_line_error(cli(env, "export", "--checkpoint", bad, "--out", tmp_path / "b.onnx"),
-                          str(bad))  # fmt: skip
+    assert_one_line_error(
+        cli(env, "export", "--checkpoint", bad, "--out", tmp_path / "b.onnx"), str(bad)
+    )
     p = cli(env, "models", check_rc=0)
     for arch in ("cnn4", "cnn8_tanh", "resnet", "mobilenet", "mini_xception", "vgg"):
         assert arch in p.stdout
@@ -450,21 +597,38 @@ sys.exit(rc)
 
 
 def test_runtime_without_torch(env, exported, eval_data, tmp_path) -> None:
-    code = ("import sys, edge_fer.classify, edge_fer.evaluate, edge_fer.backends, "
-            "edge_fer.cli.eval_cmd; assert 'torch' not in sys.modules, 'torch imported'")
+    code = (
+        "import sys, edge_fer.classify, edge_fer.evaluate, edge_fer.backends, "
+        "edge_fer.cli.eval_cmd; assert 'torch' not in sys.modules, 'torch imported'"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, env=env, cwd=ROOT, timeout=60)
     face = fer_files("happy", "PrivateTest", 1)[0]
 
     def blocked(*argv):
-        return subprocess.run([sys.executable, "-c", TORCH_BLOCKER, *map(str, argv)],
-                              capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)
+        return subprocess.run(
+            [sys.executable, "-c", TORCH_BLOCKER, *map(str, argv)],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=ROOT,
+            timeout=120,
+        )
 
     p = blocked("classify", "--json", "--model", exported["plain"]["out"], face)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["path"] == str(face)
     out = tmp_path / "e.json"
-    p = blocked("eval", "--data", eval_data, "--model", exported["plain"]["out"], "--json", out,
-                "--latency-samples", "5")  # fmt: skip
+    p = blocked(
+        "eval",
+        "--data",
+        eval_data,
+        "--model",
+        exported["plain"]["out"],
+        "--json",
+        out,
+        "--latency-samples",
+        "5",
+    )
     assert p.returncode == 0, p.stderr
     assert json.loads(out.read_text())["n"] == 70 and out.with_suffix(".png").is_file()
     p = blocked("models")
@@ -472,9 +636,24 @@ def test_runtime_without_torch(env, exported, eval_data, tmp_path) -> None:
 
 
 def test_zoo_table_smoke(env, run_dir, eval_data, tmp_path) -> None:
-    p = subprocess.run([sys.executable, "benchmarks/zoo_table.py", str(run_dir), "--data",
-                        str(eval_data), "--out-dir", str(tmp_path), "--latency-samples", "10"],
-                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=120)  # fmt: skip
+    p = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/zoo_table.py",
+            str(run_dir),
+            "--data",
+            str(eval_data),
+            "--out-dir",
+            str(tmp_path),
+            "--latency-samples",
+            "10",
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert p.returncode == 0, p.stderr
     assert "| cnn4 | 0.65M |" in p.stdout
     res = json.loads((tmp_path / "zoo.json").read_text())

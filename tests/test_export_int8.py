@@ -23,11 +23,19 @@ def _run(capsys, *argv) -> tuple[int, str, str]:
 @needs_fer
 def test_int8_one_line_flow(tmp_path, capsys) -> None:
     out = tmp_path / "int8"
-    rc, stdout, err = _run(capsys, "--int8", "--data", FER, "--samples", 128,
-                           "--eval-limit", 200, "--int8-out", out)  # fmt: skip
+    rc, stdout, err = _run(
+        capsys, "--int8", "--data", FER, "--samples", 128, "--eval-limit", 200, "--int8-out", out
+    )
     assert rc == 0, err
-    for name in ("model.int8.qdq.onnx", "model.int8.cpu.onnx", "calib.cache", "calib_ids.txt",
-                 "calib_report.json", "report.md", "report.json"):  # fmt: skip
+    for name in (
+        "model.int8.qdq.onnx",
+        "model.int8.cpu.onnx",
+        "calib.cache",
+        "calib_ids.txt",
+        "calib_report.json",
+        "report.md",
+        "report.json",
+    ):
         assert (out / name).is_file(), name
     rep = json.loads((out / "report.json").read_text())
     names = [r["model"] for r in rep["rows"]]

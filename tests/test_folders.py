@@ -59,11 +59,20 @@ def _bad_files(folder: Path, n: int) -> list[Path]:
 # ---- image headers ------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("ext, params", [
-    (".png", []), (".jpg", []), (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]), (".bmp", []),
-    (".tif", []), (".webp", []), (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]), (".ppm", []),
-    (".pgm", []),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "ext, params",
+    [
+        (".png", []),
+        (".jpg", []),
+        (".jpg", [cv2.IMWRITE_JPEG_PROGRESSIVE, 1]),
+        (".bmp", []),
+        (".tif", []),
+        (".webp", []),
+        (".webp", [cv2.IMWRITE_WEBP_QUALITY, 101]),
+        (".ppm", []),
+        (".pgm", []),
+    ],
+)
 def test_image_size_reads_headers(tmp_path, ext, params):
     img = np.random.default_rng(1).integers(0, 256, (23, 37, 3), dtype=np.uint8)
     if ext == ".pgm":

@@ -159,8 +159,15 @@ def test_good_cascade_settings_and_the_verifier_path(cascade_dir, tmp_path) -> N
 
     casc = cascade_dir / "c.pico"
     assert cascade_settings(casc) == {}  # no settings file
-    s = {"threshold": 3, "upscale_to": 0, "verifier": "v.onnx", "grouping": "greedy",
-         "track_min_score": None, "about": "notes", "future_key": [1, {"x": 2}]}  # fmt: skip
+    s = {
+        "threshold": 3,
+        "upscale_to": 0,
+        "verifier": "v.onnx",
+        "grouping": "greedy",
+        "track_min_score": None,
+        "about": "notes",
+        "future_key": [1, {"x": 2}],
+    }
     (cascade_dir / "c.json").write_text(json.dumps(s))
     got = cascade_settings(casc)
     assert got["threshold"] == 3 and got["verifier"] == "v.onnx" and "track_min_score" not in got
@@ -196,15 +203,47 @@ def test_detect_refuses_a_settings_file_pointing_outside(cascade_dir, tmp_path, 
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "inside the cascade's folder" in err
 
 
-HOSTILE_VALUES = [None, True, 0, -1, 7, 2**70, 10**400, 1.5, -0.0, 1e308, float("nan"),
-                  float("inf"), "", "48", "x" * 300, [], [1, 2], ["a"], {}, {"a": 1},
-                  [[[[]]]]]  # fmt: skip
+HOSTILE_VALUES = [
+    None,
+    True,
+    0,
+    -1,
+    7,
+    2**70,
+    10**400,
+    1.5,
+    -0.0,
+    1e308,
+    float("nan"),
+    float("inf"),
+    "",
+    "48",
+    "x" * 300,
+    [],
+    [1, 2],
+    ["a"],
+    {},
+    {"a": 1},
+    [[[[]]]],
+]
 
 
 def test_fuzzed_cascade_settings_are_a_dict_or_a_user_error(cascade_dir) -> None:
-    keys = ["threshold", "memory_threshold", "track_min_score", "min_face", "scale_factor",
-            "cluster_iou", "grouping", "upscale_to", "upscale_interpolation", "verifier",
-            "verifier_min_prob", "about", "other"]  # fmt: skip
+    keys = [
+        "threshold",
+        "memory_threshold",
+        "track_min_score",
+        "min_face",
+        "scale_factor",
+        "cluster_iou",
+        "grouping",
+        "upscale_to",
+        "upscale_interpolation",
+        "verifier",
+        "verifier_min_prob",
+        "about",
+        "other",
+    ]
     rng = np.random.default_rng(7)
     side = cascade_dir / "c.json"
     ok = bad = 0
@@ -230,8 +269,9 @@ def fer_proto():
     return onnx.load(str(FER))
 
 
-def _with_meta(proto, path: Path, spec: dict | str | None = None, dynamic: bool = False,
-               **extra: str) -> Path:  # fmt: skip
+def _with_meta(
+    proto, path: Path, spec: dict | str | None = None, dynamic: bool = False, **extra: str
+) -> Path:
     m = onnx.ModelProto()
     m.CopyFrom(proto)
     if dynamic:  # the bundled net ends in global pooling, so it runs at any H x W
@@ -249,24 +289,46 @@ def _with_meta(proto, path: Path, spec: dict | str | None = None, dynamic: bool 
 
 
 def _spec(**kw) -> dict:
-    d = {"input_size": 48, "channels": 1, "clahe": False, "mean": 0.5, "std": 0.25,
-         "crop_margin": 0.1,
-         "classes": ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"]}  # fmt: skip
+    d = {
+        "input_size": 48,
+        "channels": 1,
+        "clahe": False,
+        "mean": 0.5,
+        "std": 0.25,
+        "crop_margin": 0.1,
+        "classes": ["angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"],
+    }
     d.update(kw)
     return d
 
 
 @pytest.mark.parametrize(
     "key, value",
-    [("input_size", "48"), ("input_size", [1, 2]), ("input_size", 48.0), ("input_size", 60000),
-     ("input_size", 4), ("input_size", True), ("std", 0), ("std", -0.25), ("std", "0.25"),
-     ("mean", float("nan")), ("mean", None), ("channels", 2), ("clahe", "yes"),
-     ("crop_margin", -1), ("classes", "angry,happy"), ("classes", ["a", "a", "b", "c", "d", "e",
-     "f"]), ("classes", ["", "b", "c", "d", "e", "f", "g"]), ("classes", [1, 2, 3, 4, 5, 6, 7]),
-     ("classes", ["a", "b"])],
-)  # fmt: skip
-def test_bad_preprocessing_metadata_is_one_line_naming_file_and_key(fer_proto, tmp_path, key,
-                                                                    value) -> None:  # fmt: skip
+    [
+        ("input_size", "48"),
+        ("input_size", [1, 2]),
+        ("input_size", 48.0),
+        ("input_size", 60000),
+        ("input_size", 4),
+        ("input_size", True),
+        ("std", 0),
+        ("std", -0.25),
+        ("std", "0.25"),
+        ("mean", float("nan")),
+        ("mean", None),
+        ("channels", 2),
+        ("clahe", "yes"),
+        ("crop_margin", -1),
+        ("classes", "angry,happy"),
+        ("classes", ["a", "a", "b", "c", "d", "e", "f"]),
+        ("classes", ["", "b", "c", "d", "e", "f", "g"]),
+        ("classes", [1, 2, 3, 4, 5, 6, 7]),
+        ("classes", ["a", "b"]),
+    ],
+)
+def test_bad_preprocessing_metadata_is_one_line_naming_file_and_key(
+    fer_proto, tmp_path, key, value
+) -> None:
     from edge_fer.classify import Classifier
 
     p = _with_meta(fer_proto, tmp_path / "m.onnx", _spec(**{key: value}), dynamic=True)
@@ -277,8 +339,9 @@ def test_bad_preprocessing_metadata_is_one_line_naming_file_and_key(fer_proto, t
     assert key in text or (key == "classes" and "classes" in text), text
 
 
-def test_dynamic_model_runs_at_a_valid_size_and_static_shape_must_agree(fer_proto,
-                                                                        tmp_path) -> None:  # fmt: skip
+def test_dynamic_model_runs_at_a_valid_size_and_static_shape_must_agree(
+    fer_proto, tmp_path
+) -> None:
     from edge_fer.classify import Classifier
 
     p = _with_meta(fer_proto, tmp_path / "dyn.onnx", _spec(input_size=64), dynamic=True)
@@ -324,8 +387,9 @@ def _random_spec(rng: np.random.Generator) -> dict | str:
     return d
 
 
-def test_fuzzed_preprocessing_metadata_loads_a_working_model_or_a_user_error(fer_proto,
-                                                                              tmp_path) -> None:  # fmt: skip
+def test_fuzzed_preprocessing_metadata_loads_a_working_model_or_a_user_error(
+    fer_proto, tmp_path
+) -> None:
     from edge_fer.classify import Classifier
 
     rng = np.random.default_rng(2026)
@@ -333,8 +397,12 @@ def test_fuzzed_preprocessing_metadata_loads_a_working_model_or_a_user_error(fer
     ok = bad = 0
     end = time.monotonic() + FUZZ_SECONDS
     while time.monotonic() < end or ok + bad < 8:
-        p = _with_meta(fer_proto, tmp_path / f"f{(ok + bad) % 2}.onnx", _random_spec(rng),
-                       dynamic=bool(rng.random() < 0.7))  # fmt: skip
+        p = _with_meta(
+            fer_proto,
+            tmp_path / f"f{(ok + bad) % 2}.onnx",
+            _random_spec(rng),
+            dynamic=bool(rng.random() < 0.7),
+        )
         try:
             clf = Classifier.load(p, threads=1, tta=str(rng.choice(["auto", "none", "flip"])))
         except UserError as exc:
@@ -387,14 +455,18 @@ def test_nan_for_some_faces_only_is_a_user_error_at_inference(tmp_path) -> None:
     k = 3
     w = numpy_helper.from_array(np.ones((1, k), np.float32), "w")
     g = helper.make_graph(
-        [helper.make_node("Sqrt", ["input"], ["r"]),
-         helper.make_node("GlobalAveragePool", ["r"], ["p"]),
-         helper.make_node("Flatten", ["p"], ["f"]),
-         helper.make_node("MatMul", ["f", "w"], ["z"]),
-         helper.make_node("Softmax", ["z"], ["probs"], axis=1)],
-        "sqrt", [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 1, 16, 16])],
-        [helper.make_tensor_value_info("probs", onnx.TensorProto.FLOAT, ["N", k])], [w],
-    )  # fmt: skip
+        [
+            helper.make_node("Sqrt", ["input"], ["r"]),
+            helper.make_node("GlobalAveragePool", ["r"], ["p"]),
+            helper.make_node("Flatten", ["p"], ["f"]),
+            helper.make_node("MatMul", ["f", "w"], ["z"]),
+            helper.make_node("Softmax", ["z"], ["probs"], axis=1),
+        ],
+        "sqrt",
+        [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 1, 16, 16])],
+        [helper.make_tensor_value_info("probs", onnx.TensorProto.FLOAT, ["N", k])],
+        [w],
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     spec = PreprocessSpec(input_size=16, classes=("a", "b", "c"))
@@ -439,8 +511,14 @@ def test_hostile_input_size_is_refused_without_allocating(fer_proto, tmp_path) -
     is refused from the metadata, and peak memory grows by little more than a model load."""
     good = _with_meta(fer_proto, tmp_path / "good.onnx", _spec(input_size=48), dynamic=True)
     hostile = _with_meta(fer_proto, tmp_path / "bad.onnx", _spec(input_size=60000), dynamic=True)
-    r = subprocess.run([sys.executable, "-c", MEMORY_SCRIPT, str(good), str(hostile)],
-                       capture_output=True, text=True, timeout=120, cwd=ROOT, check=False)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", MEMORY_SCRIPT, str(good), str(hostile)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     res = json.loads(r.stdout.strip().splitlines()[-1])
     assert res["error"] and "input_size" in res["error"] and "\n" not in res["error"]
@@ -460,11 +538,17 @@ def _verifier_copy(tmp_path: Path, meta: str | None) -> Path:
 
 @pytest.mark.parametrize(
     "meta, words",
-    [("not json", "not a JSON object"), ("[1]", "not a JSON object"),
-     ('{"size": "32"}', "'size'"), ('{"size": 60000}', "'size'"), ('{"size": 32.0}', "'size'"),
-     ('{"context": NaN}', "'context'"), ('{"context": 0}', "'context'"),
-     ('{"size": 16}', "not a face verifier")],
-)  # fmt: skip
+    [
+        ("not json", "not a JSON object"),
+        ("[1]", "not a JSON object"),
+        ('{"size": "32"}', "'size'"),
+        ('{"size": 60000}', "'size'"),
+        ('{"size": 32.0}', "'size'"),
+        ('{"context": NaN}', "'context'"),
+        ('{"context": 0}', "'context'"),
+        ('{"size": 16}', "not a face verifier"),
+    ],
+)
 def test_bad_verifier_metadata_is_one_line_naming_the_file(tmp_path, meta, words) -> None:
     from edge_fer.detect.verifier import Verifier
 

@@ -62,8 +62,15 @@ KERNEL = (
 
 
 def _kernel(env: dict) -> list[str]:
-    r = subprocess.run([sys.executable, "-c", KERNEL], capture_output=True, text=True,
-                       cwd=ROOT, env=env, timeout=120, check=False)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", KERNEL],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        env=env,
+        timeout=120,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout.split()
 
@@ -99,8 +106,9 @@ def test_unwritable_cache_folder_compiles_without_cache(tmp_path):
 
 
 def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 1200) -> str:
-    r = subprocess.run(cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout,
-                       check=False)  # fmt: skip
+    r = subprocess.run(
+        cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout, check=False
+    )
     assert r.returncode == 0, (
         f"{' '.join(cmd)} -> {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     )
@@ -109,9 +117,14 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 1200) -> str:
 
 def _index_reachable(py: str, env: dict, dest: Path) -> bool:
     # the build backend itself comes from the index (build isolation): without it, nothing works
-    r = subprocess.run([py, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dest),
-                        "setuptools>=64"], capture_output=True, text=True, env=env,
-                       timeout=300, check=False)  # fmt: skip
+    r = subprocess.run(
+        [py, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dest), "setuptools>=64"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+        check=False,
+    )
     return r.returncode == 0
 
 
@@ -126,8 +139,12 @@ def test_readme_setup_commands_in_order(tmp_path):
         pytest.skip("not a git checkout: the tracked files cannot be listed")
     repo = tmp_path / "edge-fer"
     # the files of a clone (tracked, plus new ones not yet committed; nothing ignored)
-    listed = subprocess.run(["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-                            cwd=ROOT, capture_output=True, check=True).stdout.decode()  # fmt: skip
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
     tracked = listed.split("\0")
     for name in filter(None, tracked):
         src = ROOT / name
@@ -139,14 +156,22 @@ def test_readme_setup_commands_in_order(tmp_path):
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
         bindir = venv / ("Scripts" if os.name == "nt" else "bin")
         py = str(bindir / "python3")
-        env = _env(PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
-                   VIRTUAL_ENV=str(venv), PIP_DISABLE_PIP_VERSION_CHECK="1")  # fmt: skip
+        env = _env(
+            PATH=f"{bindir}{os.pathsep}{os.environ.get('PATH', '')}",
+            VIRTUAL_ENV=str(venv),
+            PIP_DISABLE_PIP_VERSION_CHECK="1",
+        )
         env.pop("PYTHONPATH", None)
         if not _index_reachable(py, env, tmp_path / "probe"):
             pytest.skip("no package index reachable: pip cannot download setuptools")
         user = dict(env, XDG_CACHE_HOME=str(tmp_path / "user-cache"))
-        site = Path(_run([py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-                         tmp_path, env).strip())  # fmt: skip
+        site = Path(
+            _run(
+                [py, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+                tmp_path,
+                env,
+            ).strip()
+        )
 
         # 1. python3 -m pip install '.[demo]' && edge-fer run --demo
         _run([py, "-m", "pip", "install", "-q", ".[demo]"], repo, env)
@@ -163,12 +188,16 @@ def test_readme_setup_commands_in_order(tmp_path):
         # (as .ci/run does: torch pinned first to the build this machine has, else pip would
         # resolve a multi-GB CUDA build)
         try:
-            _run([py, "-m", "pip", "install", "-q", f"torch=={metadata.version('torch')}"],
-                 repo, env)  # fmt: skip
+            _run(
+                [py, "-m", "pip", "install", "-q", f"torch=={metadata.version('torch')}"], repo, env
+            )
         except metadata.PackageNotFoundError:
             pass
-        _run([py, "-m", "pip", "install", "-q", "-e", ".[train,compress,quantize,keras,test]"],
-             repo, env)  # fmt: skip
+        _run(
+            [py, "-m", "pip", "install", "-q", "-e", ".[train,compress,quantize,keras,test]"],
+            repo,
+            env,
+        )
 
         assert not (site / "edge_fer").exists(), sorted((site / "edge_fer").rglob("*"))
         out = _run(["edge-fer", "--version"], work, user)

@@ -30,16 +30,24 @@ MINI_XCEPTION_SHA256 = "59534287fdfb125e30a94400296c25ea9f5d706fca93dd8adbbbed91
 needs_shared = pytest.mark.shared("models/fer2013_mini_XCEPTION.102-0.66.hdf5", "data/fer2013/test")
 
 ENV = dict(
-    os.environ, OMP_NUM_THREADS="1", TF_NUM_INTRAOP_THREADS="1", TF_NUM_INTEROP_THREADS="1",
+    os.environ,
+    OMP_NUM_THREADS="1",
+    TF_NUM_INTRAOP_THREADS="1",
+    TF_NUM_INTEROP_THREADS="1",
     PYTHONWARNINGS="ignore",
-)  # fmt: skip
+)
 
 
 def cli(*args, env=None, timeout=120):
     return subprocess.run(
         [sys.executable, "-m", "edge_fer.cli.main", *map(str, args)],
-        capture_output=True, text=True, check=False, cwd=ROOT, env=env or ENV, timeout=timeout,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env=env or ENV,
+        timeout=timeout,
+    )
 
 
 # -- without TensorFlow -----------------------------------------------------------------------
@@ -51,8 +59,15 @@ def test_tensorflow_is_imported_lazily():
         "from edge_fer.cli.main import build_parser; build_parser(); "
         "print('tensorflow' in sys.modules)"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       check=False, cwd=ROOT, env=ENV, timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env=ENV,
+        timeout=60,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
 
@@ -66,8 +81,15 @@ def test_missing_extra_says_which(tmp_path):
         "from edge_fer.cli.main import main; "
         f"sys.exit(main(['keras', 'import', {str(MINI_XCEPTION)!r}, '--out', {str(out)!r}]))"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       check=False, cwd=ROOT, env=ENV, timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env=ENV,
+        timeout=60,
+    )
     assert r.returncode == 2
     assert "needs the keras extra: pip install 'edge-fer[keras]'" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
@@ -137,8 +159,15 @@ def test_model_code_reads_configs_without_tensorflow(tmp_path):
         f"{str(path)!r}, '--out', {str(tmp_path / 'o.onnx')!r}]); "
         "print('tensorflow' in sys.modules); sys.exit(rc)"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                       check=False, cwd=ROOT, env=ENV, timeout=60)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=ROOT,
+        env=ENV,
+        timeout=60,
+    )
     assert r.returncode == 2 and r.stdout.strip() == "False", r.stderr
     assert "has a Lambda layer (Python code); model files from others are code" in r.stderr
     deep = "[" * 100_000 + "]" * 100_000
@@ -156,8 +185,9 @@ def tfk():
     pytest.importorskip("tensorflow", reason="the keras extra is not installed")
     pytest.importorskip("tf_keras", reason="the keras extra is not installed (tf-keras)")
     pytest.importorskip("tf2onnx", reason="the keras extra is not installed (tf2onnx)")
-    pytest.importorskip("tensorflow_model_optimization",
-                        reason="the keras extra is not installed (tfmot)")  # fmt: skip
+    pytest.importorskip(
+        "tensorflow_model_optimization", reason="the keras extra is not installed (tfmot)"
+    )
     from edge_fer.keras_import import _tf
 
     _tf.set_threads(1)
@@ -263,8 +293,9 @@ def test_prune_round_trip(tfk, tmp_path, train_faces):
     keras.utils.set_random_seed(0)
     model = tiny_model(keras)  # outputs logits: a softmax is added
     spec = keras_spec(model, scale=(0, 1))
-    pruned, rep = prune_keras(model, train_faces, spec, target_sparsity=0.5, epochs=2,
-                              batch_size=32)  # fmt: skip
+    pruned, rep = prune_keras(
+        model, train_faces, spec, target_sparsity=0.5, epochs=2, batch_size=32
+    )
     assert rep["sparsity"] == pytest.approx(0.5, abs=0.02) and rep["zero_weights"] > 0
     assert model.layers[1].get_weights()[0].all()  # the original is untouched
     saved = tmp_path / "pruned.h5"
@@ -303,8 +334,9 @@ def test_qat_round_trip_qdq(tfk, tmp_path, train_faces):
         q.save(str(saved))
     q = load_keras(saved)  # reloads inside tfmot's quantize_scope
     out = tmp_path / "qat.onnx"
-    r = keras_to_onnx(q, out, spec, check_faces=train_faces[0][:48], stats_model=model,
-                      compression=rep)  # fmt: skip
+    r = keras_to_onnx(
+        q, out, spec, check_faces=train_faces[0][:48], stats_model=model, compression=rep
+    )
     assert r["quantized_qdq"] and r["parity_top1_agreement"] >= 0.9
     ops = {n.op_type for n in onnx.load(str(out)).graph.node}
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
@@ -321,8 +353,9 @@ def test_unconvertible_operator_leaves_nothing(tfk, tmp_path):
     from edge_fer.keras_import import keras_spec, keras_to_onnx
 
     tf, keras = tfk
-    model = tiny_model(keras, act="softmax",
-                       extra=keras.layers.Lambda(lambda t: tf.math.lgamma(t + 1.0)))  # fmt: skip
+    model = tiny_model(
+        keras, act="softmax", extra=keras.layers.Lambda(lambda t: tf.math.lgamma(t + 1.0))
+    )
     spec = keras_spec(model, scale=(0, 1))
     out = tmp_path / "bad.onnx"
     out.write_bytes(b"an older model")  # an existing file stays as it was
@@ -344,14 +377,35 @@ def test_cli_import_then_eval(tfk, tmp_path):
         shutil.copy(f, data / f.parent.name / f"face_{i:02d}.jpg")
     out = tmp_path / "mx.onnx"
     env = dict(ENV, EDGE_FER_CACHE=str(tmp_path / "cache"))
-    r = cli("keras", "import", MINI_XCEPTION, "--out", out, "--check-data", data, "--threads",
-            "1", env=env)  # fmt: skip
+    r = cli(
+        "keras",
+        "import",
+        MINI_XCEPTION,
+        "--out",
+        out,
+        "--check-data",
+        data,
+        "--threads",
+        "1",
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     rep = json.loads(r.stdout.strip().splitlines()[-1])
     assert rep["parity_max_abs_diff"] <= 1e-4 and rep["input"] == [1, 64, 64]
     assert "21 faces" in rep["parity_faces"] and out.is_file()
-    r = cli("eval", "--data", data, "--model", out, "--json", "-", "--latency-samples", "0",
-            "--no-progress", env=env)  # fmt: skip
+    r = cli(
+        "eval",
+        "--data",
+        data,
+        "--model",
+        out,
+        "--json",
+        "-",
+        "--latency-samples",
+        "0",
+        "--no-progress",
+        env=env,
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert json.loads(r.stdout)["n"] == 21
 
@@ -385,8 +439,18 @@ def test_lambda_model_refused_unless_trusted(tfk, tmp_path):
     assert "model files from others are code" in lines[0] and "--trust-model-code" in lines[0]
     assert not marker.exists() and not out.exists()
 
-    r = cli("keras", "import", model_file, "--out", out, "--trust-model-code", "--threads", "1",
-            "--scale", "0,1")  # fmt: skip
+    r = cli(
+        "keras",
+        "import",
+        model_file,
+        "--out",
+        out,
+        "--trust-model-code",
+        "--threads",
+        "1",
+        "--scale",
+        "0,1",
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     assert marker.exists() and out.is_file()  # trusted: its code ran, and it converted
     assert json.loads(r.stdout.strip().splitlines()[-1])["parity_max_abs_diff"] <= 1e-4

@@ -72,8 +72,9 @@ def test_streaming_percentiles_match_numpy_on_real_timings():
     _check(st, times)
     # and across the whole range: sub-microsecond to hours, zeros, heavy tails
     rng = np.random.default_rng(0)
-    wide = np.concatenate([rng.lognormal(-9, 3, 2000), np.zeros(50), rng.pareto(1.2, 2000) * 5,
-                           [3.6e6, 1e-7]])  # fmt: skip
+    wide = np.concatenate(
+        [rng.lognormal(-9, 3, 2000), np.zeros(50), rng.pareto(1.2, 2000) * 5, [3.6e6, 1e-7]]
+    )
     st = StreamingStats()
     for v in wide:
         st.add(v)
@@ -99,8 +100,10 @@ class LoopSource(Source):
         def small(frames):
             return [cv2.resize(f[crop], (64, 48), interpolation=cv2.INTER_AREA) for f in frames]
 
-        self.scenes = [small(demo_frames(photo, seed=0)),
-                       small(demo_frames(np.ascontiguousarray(photo[::-1]), seed=1))]  # fmt: skip
+        self.scenes = [
+            small(demo_frames(photo, seed=0)),
+            small(demo_frames(np.ascontiguousarray(photo[::-1]), seed=1)),
+        ]
         self.n, self.every, self.on_read = n, every, on_read
         self.fps, self.frame_count = 25.0, n
         self.height, self.width = self.scenes[0][0].shape[:2]
@@ -134,15 +137,30 @@ def test_soak_memory_stays_flat(tmp_path):
             seen_running.append(json.loads(summary_path.read_text()))
 
     src = LoopSource(n, every, peek)
-    det = Detector(Cascade.load(lowres_cascade_path()), min_size=0.1, min_pixels=12,
-                   scale_factor=1.1, threshold=10.0, memory=5, grouping="greedy", iou=0.15,
-                   threads=1)  # fmt: skip
+    det = Detector(
+        Cascade.load(lowres_cascade_path()),
+        min_size=0.1,
+        min_pixels=12,
+        scale_factor=1.1,
+        threshold=10.0,
+        memory=5,
+        grouping="greedy",
+        iou=0.15,
+        threads=1,
+    )
     clf = Classifier.load(make_tiny_model(tmp_path / "tiny.onnx"))
     events = EventsSink(tmp_path / "events.jsonl")
-    pipe = Pipeline(src, det, clf, Sinks(events=events, summary_path=str(summary_path)),
-                    tracker=IoUTracker(max_misses=15, max_misses_established=45),
-                    handle_signals=False, detect_threads=1, summary_every=1.0,
-                    keep_tracks=100)  # fmt: skip
+    pipe = Pipeline(
+        src,
+        det,
+        clf,
+        Sinks(events=events, summary_path=str(summary_path)),
+        tracker=IoUTracker(max_misses=15, max_misses_established=45),
+        handle_signals=False,
+        detect_threads=1,
+        summary_every=1.0,
+        keep_tracks=100,
+    )
     t0 = time.perf_counter()
     try:
         s = pipe.run().summary
@@ -165,8 +183,10 @@ def test_soak_memory_stays_flat(tmp_path):
     after = [(i, r) for i, r in src.rss if i >= n // 5]
     base = after[0][1]
     growth = max(r for _, r in after) - base
-    print(f"{n} frames in {seconds:.1f} s, RSS {base / 2**20:.1f} MiB at {after[0][0]}, "
-          f"growth {growth / 2**20:.2f} MiB after")  # fmt: skip
+    print(
+        f"{n} frames in {seconds:.1f} s, RSS {base / 2**20:.1f} MiB at {after[0][0]}, "
+        f"growth {growth / 2**20:.2f} MiB after"
+    )
     assert growth < 3 * 2**20, f"RSS grew {growth / 2**20:.1f} MiB over {n - after[0][0]} frames"
 
 
@@ -191,8 +211,7 @@ def test_photo_events_carry_their_path_and_summary_lists_files(tmp_path, monkeyp
     for f in s["images"]:
         faces = by_path.get(f["path"], [])
         assert f["faces"] == len(faces) and f["labels"] == [x["label"] for x in faces]
-    assert s["images"][0]["faces"] >= 1 and s["images"][0] == {**s["images"][2],
-                                                                "path": paths[0]}  # fmt: skip
+    assert s["images"][0]["faces"] >= 1 and s["images"][0] == {**s["images"][2], "path": paths[0]}
     assert s["skipped_frames"] == 1 and "p3.jpg" in s["source_errors"][0]
     assert s["scene_cuts"] == 0 and s["fps"] is None  # 3 photos: too few for a rate
     monkeypatch.setattr(pipeline_mod, "MAX_LISTED_FILES", 2)
@@ -239,8 +258,11 @@ def test_paths_only_for_image_sources(tmp_path):
 
     det = Detector(Cascade.load(lowres_cascade_path()), min_pixels=12, threshold=10.0, memory=5)
     events = tmp_path / "e.jsonl"
-    s = Pipeline(src, det, None, Sinks(events=EventsSink(events)),
-                 handle_signals=False).run().summary  # fmt: skip
+    s = (
+        Pipeline(src, det, None, Sinks(events=EventsSink(events)), handle_signals=False)
+        .run()
+        .summary
+    )
     lines = read_jsonl(events)
     assert "images" not in s and s["frames"] == 30
     assert lines and all("path" not in ln for ln in lines)

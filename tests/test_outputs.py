@@ -99,19 +99,35 @@ def _collision_cases(d: Path, src: Path) -> list[tuple[list[str], str, str, Path
         (["--events", str(d / "hard.avi")], "--events", "SOURCE", src),
         # every pair of outputs
         (["--out", str(d / "x.avi"), "--events", str(d / "x.avi")], "--out", "--events", None),
-        (["--out", str(d / "x.avi"), "--summary", str(d / "sub/../x.avi")], "--out", "--summary",
-         None),
-        (["--events", str(d / "e.jsonl"), "--summary", str(d / "e.jsonl")], "--events",
-         "--summary", None),
+        (
+            ["--out", str(d / "x.avi"), "--summary", str(d / "sub/../x.avi")],
+            "--out",
+            "--summary",
+            None,
+        ),
+        (
+            ["--events", str(d / "e.jsonl"), "--summary", str(d / "e.jsonl")],
+            "--events",
+            "--summary",
+            None,
+        ),
         # outputs against the model, the cascade, its settings and the verifier
         (["--model", str(model), "--summary", str(model)], "--summary", "--model", Path(model)),
         (["--cascade", str(casc), "--events", str(casc)], "--events", "--cascade", Path(casc)),
-        (["--cascade", str(casc), "--summary", str(d / "c.json")], "--summary", "settings",
-         d / "c.json"),
+        (
+            ["--cascade", str(casc), "--summary", str(d / "c.json")],
+            "--summary",
+            "settings",
+            d / "c.json",
+        ),
         (["--verifier", str(ver), "--events", str(ver)], "--events", "--verifier", Path(ver)),
-        (["--summary", str(ASSETS / "face_default.json")], "--summary", "bundled cascade",
-         ASSETS / "face_default.json"),
-    ]  # fmt: skip
+        (
+            ["--summary", str(ASSETS / "face_default.json")],
+            "--summary",
+            "bundled cascade",
+            ASSETS / "face_default.json",
+        ),
+    ]
 
 
 def test_collision_matrix_one_line_exit_2_inputs_untouched(tmp_path, capsys):
@@ -133,16 +149,18 @@ def test_collision_matrix_one_line_exit_2_inputs_untouched(tmp_path, capsys):
 
 
 def test_outputs_may_share_a_device(clip, tmp_path, capsys):
-    rc, _, err = _run(["run", str(clip), "--events", "/dev/null", "--summary", "/dev/null",
-                       "--quiet"], capsys)  # fmt: skip
+    rc, _, err = _run(
+        ["run", str(clip), "--events", "/dev/null", "--summary", "/dev/null", "--quiet"], capsys
+    )
     assert rc == 0, err
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
 
 def test_demo_outputs_must_not_overwrite_the_demo_clip(tmp_path, capsys):
     d = tmp_path / "demo"
-    rc, _, err = _run(["run", "--demo", "--demo-dir", str(d), "--events",
-                       str(d / "demo_input.mp4")], capsys)  # fmt: skip
+    rc, _, err = _run(
+        ["run", "--demo", "--demo-dir", str(d), "--events", str(d / "demo_input.mp4")], capsys
+    )
     assert rc == 2 and "the demo clip" in err and len(err.strip().splitlines()) == 1
     assert not d.exists() or not any(d.iterdir())
 
@@ -154,10 +172,12 @@ def test_eval_json_and_png_must_not_overwrite_inputs(tmp_path, capsys):
     for argv, named in (
         (["--json", str(data)], "--data"),
         (["--model", str(model), "--json", str(model)], "--model"),
-        (["--model", str(model), "--json", str(tmp_path / "r.json"), "--png", str(model)],
-         "--model"),
+        (
+            ["--model", str(model), "--json", str(tmp_path / "r.json"), "--png", str(model)],
+            "--model",
+        ),
         (["--json", str(tmp_path / "r.png")], "--png"),  # the .png next to --json is itself
-    ):  # fmt: skip
+    ):
         rc, _, err = _run(["eval", "--data", str(data), "--no-progress", *argv], capsys)
         assert rc == 2 and named in err and len(err.strip().splitlines()) == 1, (argv, err)
     assert data.read_text() == "emotion,pixels,Usage\n"
@@ -166,8 +186,18 @@ def test_eval_json_and_png_must_not_overwrite_inputs(tmp_path, capsys):
     folder.mkdir(parents=True)
     cv2.imwrite(str(folder / "a.png"), np.zeros((48, 48), np.uint8))
     before = _digest(folder / "a.png")
-    rc, _, err = _run(["eval", "--data", str(tmp_path / "faces"), "--json",
-                       str(tmp_path / "r.json"), "--png", str(folder / "a.png")], capsys)  # fmt: skip
+    rc, _, err = _run(
+        [
+            "eval",
+            "--data",
+            str(tmp_path / "faces"),
+            "--json",
+            str(tmp_path / "r.json"),
+            "--png",
+            str(folder / "a.png"),
+        ],
+        capsys,
+    )
     assert rc == 2 and "--data" in err and _digest(folder / "a.png") == before
 
 
@@ -184,15 +214,30 @@ def test_existing_outputs_untouched_when_startup_fails(clip, tmp_path, capsys):
     busy.bind(("127.0.0.1", 0))
     busy.listen(1)
     try:
-        rc, _, err = _run(["run", str(clip), "--out", str(out), "--events", str(events),
-                           "--summary", str(summary), "--preview-port",
-                           str(busy.getsockname()[1])], capsys)  # fmt: skip
+        rc, _, err = _run(
+            [
+                "run",
+                str(clip),
+                "--out",
+                str(out),
+                "--events",
+                str(events),
+                "--summary",
+                str(summary),
+                "--preview-port",
+                str(busy.getsockname()[1]),
+            ],
+            capsys,
+        )
     finally:
         busy.close()
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "preview" in err, err
     assert {p: _digest(p) for p in before} == before
     assert _leftovers(tmp_path) == [] and sorted(p.name for p in tmp_path.iterdir()) == [
-        "a.avi", "e.jsonl", "s.json"]  # fmt: skip
+        "a.avi",
+        "e.jsonl",
+        "s.json",
+    ]
 
 
 def test_video_sink_says_why_it_cannot_start(tmp_path):
@@ -261,8 +306,9 @@ def test_events_write_through_a_fifo_and_everything_is_strict_json(clip, tmp_pat
     t = threading.Thread(target=reader, daemon=True)
     t.start()
     summary = tmp_path / "s.json"
-    rc, out, err = _run(["run", str(clip), "--events", str(fifo), "--summary", str(summary),
-                         "--json"], capsys)  # fmt: skip
+    rc, out, err = _run(
+        ["run", str(clip), "--events", str(fifo), "--summary", str(summary), "--json"], capsys
+    )
     t.join(10)
     assert rc == 0, err
     assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # still a FIFO
@@ -297,8 +343,14 @@ def test_events_leave_out_a_non_finite_record_and_go_on(tmp_path):
 def _spawn(args: list[str], cwd: Path) -> subprocess.Popen:
     env = dict(os.environ, PYTHONUNBUFFERED="1")
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.Popen([sys.executable, "-m", "edge_fer.cli.main", "run", *args], cwd=cwd,
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)  # fmt: skip
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge_fer.cli.main", "run", *args],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
 
 
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -334,8 +386,19 @@ def test_signal_mid_run(sig, code, tmp_path):
     total = 1500
     src = _write_clip(tmp_path / "long.avi", total)
     out, events, summary = tmp_path / "a.avi", tmp_path / "e.jsonl", tmp_path / "s.json"
-    proc = _spawn([str(src), "--out", str(out), "--events", str(events), "--summary",
-                   str(summary), "--quiet"], tmp_path)  # fmt: skip
+    proc = _spawn(
+        [
+            str(src),
+            "--out",
+            str(out),
+            "--events",
+            str(events),
+            "--summary",
+            str(summary),
+            "--quiet",
+        ],
+        tmp_path,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:

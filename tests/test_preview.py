@@ -83,13 +83,26 @@ def test_loopback_server_answers_loopback_names_only(preview):
     p = preview(0)
     port = p.port
     p.write(np.full((40, 60, 3), 128, np.uint8))
-    for host in (f"localhost:{port}", f"127.0.0.1:{port}", f"[::1]:{port}", "localhost",
-                 f"LOCALHOST:{port}", f"127.0.0.2:{port}", None):  # fmt: skip
+    for host in (
+        f"localhost:{port}",
+        f"127.0.0.1:{port}",
+        f"[::1]:{port}",
+        "localhost",
+        f"LOCALHOST:{port}",
+        f"127.0.0.2:{port}",
+        None,
+    ):
         assert _get(port, "/", host)[0] == 200, host
     assert _get(port, "/frame.jpg", f"localhost:{port}")[0] == 200
     # a DNS-rebinding page sends its own name; malformed values are refused as well
-    for host in (f"evil.example:{port}", "evil.example", f"127.0.0.1.evil.example:{port}",
-                 f"localhost:{port}:1", "", f"192.168.1.5:{port}"):  # fmt: skip
+    for host in (
+        f"evil.example:{port}",
+        "evil.example",
+        f"127.0.0.1.evil.example:{port}",
+        f"localhost:{port}:1",
+        "",
+        f"192.168.1.5:{port}",
+    ):
         for path in ("/", "/frame.jpg", "/stream"):
             status, body = _get(port, path, host)
             assert status == 421 and b"jpeg" not in body.lower(), (host, path)

@@ -24,11 +24,22 @@ SHARED_CLIP = VIDEOS / "01-2.avi"
 
 # what the device side imports (cli/main imports every command module to build its parser)
 DEVICE_SIDE = [
-    "edge_fer/__init__.py", "edge_fer/errors.py", "edge_fer/fileio.py", "edge_fer/cache.py",
-    "edge_fer/classify.py", "edge_fer/preprocess.py", "edge_fer/labels.py", "edge_fer/tta.py",
-    "edge_fer/cli", "edge_fer/detect", "edge_fer/runtime", "edge_fer/backends",
-    "edge_fer/deploy", "edge_fer/export/engine.py", "edge_fer/export/targets.py",
-]  # fmt: skip
+    "edge_fer/__init__.py",
+    "edge_fer/errors.py",
+    "edge_fer/fileio.py",
+    "edge_fer/cache.py",
+    "edge_fer/classify.py",
+    "edge_fer/preprocess.py",
+    "edge_fer/labels.py",
+    "edge_fer/tta.py",
+    "edge_fer/cli",
+    "edge_fer/detect",
+    "edge_fer/runtime",
+    "edge_fer/backends",
+    "edge_fer/deploy",
+    "edge_fer/export/engine.py",
+    "edge_fer/export/targets.py",
+]
 
 
 def test_device_side_needs_no_newer_python_than_3_8():
@@ -38,8 +49,11 @@ def test_device_side_needs_no_newer_python_than_3_8():
     paths = [str(ROOT / p) for p in DEVICE_SIDE]
     r = subprocess.run(
         [vermin, "-t=3.8-", "--no-tips", "--violations", "-q", *paths],
-        capture_output=True, text=True, timeout=300, check=False,
-    )  # fmt: skip
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert r.returncode == 0, f"needs a newer Python than 3.8:\n{r.stdout}{r.stderr}"
 
 
@@ -47,18 +61,31 @@ def _python38() -> str | None:
     """A working Python 3.8 (a pyenv shim may exist for a version that is not selected)."""
     pyenv = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.8*/bin/python")))
     for exe in [*pyenv, shutil.which("python3.8")]:
-        if exe and subprocess.run([exe, "-c", "import sys; assert sys.version_info[:2] == (3, 8)"],
-                                  capture_output=True, check=False).returncode == 0:  # fmt: skip
+        if (
+            exe
+            and subprocess.run(
+                [exe, "-c", "import sys; assert sys.version_info[:2] == (3, 8)"],
+                capture_output=True,
+                check=False,
+            ).returncode
+            == 0
+        ):
             return exe
     return None
 
 
 def _repo_copy(dst: Path) -> Path:
     """The tracked and new (not ignored) files: an install must not write into the checkout."""
-    files = subprocess.run(
-        ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, capture_output=True,
-        check=True,
-    ).stdout.decode().split("\0")  # fmt: skip
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"],
+            cwd=ROOT,
+            capture_output=True,
+            check=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for f in filter(None, files):
         src = ROOT / f
         if src.is_file():
@@ -75,24 +102,36 @@ def test_device_commands_run_on_python_3_8(tmp_path):
     subprocess.run([py38, "-m", "venv", str(venv)], check=True, timeout=120)
     pip = [str(venv / "bin" / "python"), "-m", "pip", "install", "-q"]
     # JetPack 5's oldest: what `jetson/setup.sh` installs next to the system cv2
-    deps = ["numpy==1.24.*", "numba==0.58.*", "onnxruntime==1.16.*",
-            "opencv-python-headless>=4.7,<4.11"]  # fmt: skip
+    deps = [
+        "numpy==1.24.*",
+        "numba==0.58.*",
+        "onnxruntime==1.16.*",
+        "opencv-python-headless>=4.7,<4.11",
+    ]
     r = subprocess.run(pip + deps, capture_output=True, text=True, timeout=900, check=False)
     if r.returncode != 0:
         if "No matching distribution" in r.stderr or "Could not" in r.stderr:
             pytest.skip(f"cannot install the Python 3.8 dependencies here: {r.stderr[-300:]}")
         raise AssertionError(r.stderr[-2000:])
     src = _repo_copy(tmp_path / "src")
-    r = subprocess.run(pip + ["--no-deps", str(src)], capture_output=True, text=True,
-                       timeout=600, check=False)  # fmt: skip
+    r = subprocess.run(
+        pip + ["--no-deps", str(src)], capture_output=True, text=True, timeout=600, check=False
+    )
     assert r.returncode == 0, r.stderr[-2000:]
     exe = str(venv / "bin" / "edge-fer")
     env = {**os.environ, "EDGE_FER_CACHE": str(tmp_path / "cache")}
     env.pop("NUMBA_CACHE_DIR", None)
 
     def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run([exe, *args], capture_output=True, text=True, env=env,
-                              cwd=tmp_path, timeout=600, check=False)  # fmt: skip
+        return subprocess.run(
+            [exe, *args],
+            capture_output=True,
+            text=True,
+            env=env,
+            cwd=tmp_path,
+            timeout=600,
+            check=False,
+        )
 
     r = run("--version")
     assert r.returncode == 0 and r.stdout.startswith("edge-fer"), r.stderr
@@ -112,8 +151,9 @@ def test_device_commands_run_on_python_3_8(tmp_path):
     r = run("detect", str(SHARED_CLIP))
     assert r.returncode == 0, r.stderr
     assert "faces in" in r.stdout
-    r = run("run", str(SHARED_CLIP), "--max-frames", "60", "--summary", "s.json",
-            "--events", "e.jsonl")  # fmt: skip
+    r = run(
+        "run", str(SHARED_CLIP), "--max-frames", "60", "--summary", "s.json", "--events", "e.jsonl"
+    )
     assert r.returncode == 0, r.stderr
     summary = json.loads((tmp_path / "s.json").read_text())
     assert summary["frames"] == 60 and summary["frames_with_faces"] >= 50

@@ -52,10 +52,13 @@ def tiny_model(extra_node=None, seed: int = 0) -> onnx.ModelProto:
         )
 
     inits = [
-        init("w1", (4, 1, 3, 3), 0.5), init("b1", (4,), 0.1),
-        init("w2", (8, 4, 3, 3), 0.3), init("b2", (8,), 0.1),
-        init("wf", (3, 8), 0.8), init("bf", (3,), 0.1),
-    ]  # fmt: skip
+        init("w1", (4, 1, 3, 3), 0.5),
+        init("b1", (4,), 0.1),
+        init("w2", (8, 4, 3, 3), 0.3),
+        init("b2", (8,), 0.1),
+        init("wf", (3, 8), 0.8),
+        init("bf", (3,), 0.1),
+    ]
     nodes = [
         helper.make_node("Conv", ["input", "w1", "b1"], ["c1"], pads=[1, 1, 1, 1], name="conv1"),
         helper.make_node("Relu", ["c1"], ["r1"], name="relu1"),
@@ -72,11 +75,12 @@ def tiny_model(extra_node=None, seed: int = 0) -> onnx.ModelProto:
         last = "x"
     nodes.append(helper.make_node("Softmax", [last], ["probs"], axis=1))
     g = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, SIZE, SIZE])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", len(CLASSES)])],
         inits,
-    )  # fmt: skip
+    )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
     m.ir_version = 8
     spec = PreprocessSpec(input_size=SIZE, channels=1, classes=CLASSES)
@@ -105,10 +109,13 @@ def synthetic_faces(n: int = 160, classes: int = 3, seed: int = 0) -> CalibFaces
         img = cv2.GaussianBlur(noise, (5, 5), 1.5) * 0.6 + labels[k] * 40 + np.linspace(0, 60, SIZE)
         imgs.append(np.clip(img, 0, 255).astype(np.uint8))
     return CalibFaces(
-        images=np.stack(imgs), ids=[f"syn_{k:04d}" for k in range(n)], source="synthetic",
-        labels=labels.astype(np.int64), classes=CLASSES[:classes] if classes <= 3 else (),
+        images=np.stack(imgs),
+        ids=[f"syn_{k:04d}" for k in range(n)],
+        source="synthetic",
+        labels=labels.astype(np.int64),
+        classes=CLASSES[:classes] if classes <= 3 else (),
         seen=n,
-    )  # fmt: skip
+    )
 
 
 @pytest.fixture(scope="module")
@@ -239,8 +246,11 @@ def test_cache_of_another_model_is_refused(calibrated, tiny_path):
     out, _ = calibrated
     cache = T.read_cache(out / "calib.cache")
     T.check_cache(cache, tiny_path)  # its own model: fine
-    other = T.parse_cache(T.format_cache({"input": 1.0, "/stem/conv/Conv_output_0": 2.0,
-                                          "/head/fc/Gemm_output_0": 3.0}))  # fmt: skip
+    other = T.parse_cache(
+        T.format_cache(
+            {"input": 1.0, "/stem/conv/Conv_output_0": 2.0, "/head/fc/Gemm_output_0": 3.0}
+        )
+    )
     with pytest.raises(UserError, match="does not match the model: 2 of its 3 tensors") as e:
         T.check_cache(other, tiny_path)
     assert "/stem/conv/Conv_output_0" in str(e.value)
@@ -259,8 +269,13 @@ def _inits(m):
 def test_outputs_are_written(calibrated):
     out, info = calibrated
     names = sorted(p.name for p in out.iterdir())
-    assert names == ["calib.cache", "calib_ids.txt", "calib_report.json", "model.int8.cpu.onnx",
-                     "model.int8.qdq.onnx"]  # fmt: skip
+    assert names == [
+        "calib.cache",
+        "calib_ids.txt",
+        "calib_report.json",
+        "model.int8.cpu.onnx",
+        "model.int8.qdq.onnx",
+    ]
     assert info["faces"] == 160 and info["method"] == "entropy"
     ids = (out / "calib_ids.txt").read_text().splitlines()
     assert ids[0].startswith("#") and ids[1:] == [f"syn_{k:04d}" for k in range(160)]
@@ -317,9 +332,11 @@ def test_cpu_qdq_graph_uses_uint8_activations_and_runs(calibrated, tiny_path):
     assert qs and all(inits[n.input[2]].dtype == np.uint8 for n in qs)
     assert summarize(m)["quantized_ops"] == {"Conv": 2, "Gemm": 1}
     faces = synthetic_faces(60, seed=5).images
-    with Classifier.load(tiny_path, threads=1, tta="none") as f, \
-            Classifier.load(out / "model.int8.cpu.onnx", threads=1, tta="none") as c, \
-            Classifier.load(out / "model.int8.qdq.onnx", threads=1, tta="none") as t:  # fmt: skip
+    with (
+        Classifier.load(tiny_path, threads=1, tta="none") as f,
+        Classifier.load(out / "model.int8.cpu.onnx", threads=1, tta="none") as c,
+        Classifier.load(out / "model.int8.qdq.onnx", threads=1, tta="none") as t,
+    ):
         p32, pc, pt = f.predict(faces), c.predict(faces), t.predict(faces)
     assert np.abs(pc - p32).max() < 0.1 and np.abs(pt - p32).max() < 0.1
     assert info["agreement_with_fp32"]["tensorrt"] >= 0.9
@@ -369,12 +386,16 @@ def test_errors_leave_nothing_behind(tiny_path, tmp_path):
 @pytest.mark.parametrize(
     "node,why",
     [
-        (lambda i, o: helper.make_node("Swish", [i], [o], domain="com.example"),
-         "operator com.example::Swish"),
-        (lambda i, o: helper.make_node("FancyActivation", [i], [o]),
-         "operator FancyActivation .*not an ONNX operator"),
+        (
+            lambda i, o: helper.make_node("Swish", [i], [o], domain="com.example"),
+            "operator com.example::Swish",
+        ),
+        (
+            lambda i, o: helper.make_node("FancyActivation", [i], [o]),
+            "operator FancyActivation .*not an ONNX operator",
+        ),
     ],
-)  # fmt: skip
+)
 def test_unsupported_operator_is_named(tmp_path, node, why):
     m = tiny_model(extra_node=node)
     p = tmp_path / "odd.onnx"
@@ -432,8 +453,12 @@ def test_cli_calibrate(tiny_path, tmp_path, capsys):
     info = json.loads(capsys.readouterr().out)
     assert info["faces"] == 110 and info["method"] == "percentile"
     assert info["trt_cache_header"] == "TRT-8601-EntropyCalibration2"
-    assert _left(out) == ["calib.cache", "calib_ids.txt", "calib_report.json",
-                          "model.int8.qdq.onnx"]  # fmt: skip
+    assert _left(out) == [
+        "calib.cache",
+        "calib_ids.txt",
+        "calib_report.json",
+        "model.int8.qdq.onnx",
+    ]
     # the ids file reproduces the same set
     out2 = tmp_path / "again"
     assert main(args[:-3] + ["--ids", str(out / "calib_ids.txt"), "--out", str(out2)]) == 0
@@ -469,8 +494,11 @@ def test_bundled_model_int8_close_to_fp32_on_fer2013(tmp_path):
     info = calibrate(model, faces, tmp_path / "int8", threads=1, check_agreement=False)
     test, truth, _ = _fer_faces("PrivateTest", 30)
     acc, preds = {}, {}
-    for name, path in [("fp32", model), ("tensorrt", info["files"]["tensorrt"]),
-                       ("cpu", info["files"]["cpu"])]:  # fmt: skip
+    for name, path in [
+        ("fp32", model),
+        ("tensorrt", info["files"]["tensorrt"]),
+        ("cpu", info["files"]["cpu"]),
+    ]:
         with Classifier.load(path, threads=1, tta="none") as clf:
             preds[name] = clf.predict(test).argmax(1)
         acc[name] = float((preds[name] == truth).mean())
@@ -498,8 +526,6 @@ def test_faces_from_a_video_with_the_detector(tiny_path, tmp_path):
     # no cascade given: a 160x120 video gets the low-resolution cascade, as in edge-fer run
     auto = from_source(VIDEO, None, size=SIZE, samples=120, seed=0)
     assert auto.notes[-1].endswith("cascade face_lowres.pico") and len(auto) == 120
-
-
 
 
 @pytest.mark.skipif(

@@ -41,10 +41,22 @@ def test_run_end_to_end_on_shared_video(tmp_path, tiny_model, cascade, capsys):
     video = shared("data/videos/00-1.avi")
     out, events, summary = tmp_path / "a.mp4", tmp_path / "e.jsonl", tmp_path / "s.json"
     rc, stdout, _ = _run(
-        ["run", str(video), "--cascade", str(cascade), "--model", str(tiny_model),
-         "--out", str(out), "--events", str(events), "--summary", str(summary)],
+        [
+            "run",
+            str(video),
+            "--cascade",
+            str(cascade),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--events",
+            str(events),
+            "--summary",
+            str(summary),
+        ],
         capsys,
-    )  # fmt: skip
+    )
     assert rc == 0
     assert "frames   228" in stdout and "track 1" in stdout
     lines = read_jsonl(events)
@@ -123,23 +135,33 @@ def test_low_resolution_sources_get_the_lowres_cascade(tmp_path, tiny_model):
 
     low = lowres_cascade_path()
     assert low is not None and cascade_settings(low)["upscale_to"] == 0
-    s = run_video(RunOptions(source=str(shared("data/videos/00-1.avi")), model=str(tiny_model),
-                             max_frames=5), handle_signals=False).summary  # fmt: skip
+    s = run_video(
+        RunOptions(source=str(shared("data/videos/00-1.avi")), model=str(tiny_model), max_frames=5),
+        handle_signals=False,
+    ).summary
     assert Path(s["cascade"]).name == "face_lowres.pico"
     assert s["detector"]["upscale_to"] == 0 and s["detector"]["threshold"] == 10.0
     assert s["detector"]["scale_factor"] == 1.05 and s["tracker"]["min_score"] is None
     assert Path(s["verifier"]["path"]).name == "face_verify.onnx"  # in place of the score gate
     assert s["detector"]["grouping"] == "greedy" and s["detector"]["cluster_iou"] == 0.15
     # options override the cascade's grouping settings
-    opts = RunOptions(source=str(shared("data/videos/00-1.avi")), model=str(tiny_model),
-                      max_frames=5)  # fmt: skip
+    opts = RunOptions(
+        source=str(shared("data/videos/00-1.avi")), model=str(tiny_model), max_frames=5
+    )
     opts.detector.grouping, opts.detector.cluster_iou = "chain", 0.3
     s = run_video(opts, handle_signals=False).summary
     assert s["detector"]["grouping"] == "chain" and s["detector"]["cluster_iou"] == 0.3
     # an explicit cascade is always kept
     ff = shared("reference/pico/facefinder")
-    s = run_video(RunOptions(source=str(shared("data/videos/00-1.avi")), model=str(tiny_model),
-                             cascade=str(ff), max_frames=5), handle_signals=False).summary  # fmt: skip
+    s = run_video(
+        RunOptions(
+            source=str(shared("data/videos/00-1.avi")),
+            model=str(tiny_model),
+            cascade=str(ff),
+            max_frames=5,
+        ),
+        handle_signals=False,
+    ).summary
     assert Path(s["cascade"]) == ff and s["detector"]["upscale_to"] == 240
     assert s["detector"]["grouping"] == "chain" and s["detector"]["cluster_iou"] == 0.3
 
@@ -147,14 +169,24 @@ def test_low_resolution_sources_get_the_lowres_cascade(tmp_path, tiny_model):
 def test_unwritable_output_is_one_line_exit_2(tmp_path, tiny_model, cascade, capsys):
     video = shared("data/videos/00-1.avi")
     (tmp_path / "afile").write_text("x")
-    for flag, path in (("--out", tmp_path / "no" / "such" / "dir" / "a.mp4"),
-                       ("--events", tmp_path / "afile" / "e.jsonl"),
-                       ("--out", tmp_path / "a.xyz")):  # fmt: skip
+    for flag, path in (
+        ("--out", tmp_path / "no" / "such" / "dir" / "a.mp4"),
+        ("--events", tmp_path / "afile" / "e.jsonl"),
+        ("--out", tmp_path / "a.xyz"),
+    ):
         rc, _out, err = _run(
-            ["run", str(video), "--cascade", str(cascade), "--model", str(tiny_model),
-             flag, str(path)],
+            [
+                "run",
+                str(video),
+                "--cascade",
+                str(cascade),
+                "--model",
+                str(tiny_model),
+                flag,
+                str(path),
+            ],
             capsys,
-        )  # fmt: skip
+        )
         assert rc == 2, err
         assert len(err.strip().splitlines()) == 1 and err.startswith("edge-fer run: error:")
         assert "Traceback" not in err
@@ -164,25 +196,50 @@ def test_unwritable_output_is_one_line_exit_2(tmp_path, tiny_model, cascade, cap
 def test_full_disk_is_a_clear_error(tiny_model, cascade, capsys):
     video = shared("data/videos/00-1.avi")
     rc, _, err = _run(
-        ["run", str(video), "--cascade", str(cascade), "--model", str(tiny_model),
-         "--events", "/dev/full"],
+        [
+            "run",
+            str(video),
+            "--cascade",
+            str(cascade),
+            "--model",
+            str(tiny_model),
+            "--events",
+            "/dev/full",
+        ],
         capsys,
-    )  # fmt: skip
+    )
     assert rc == 2 and "the disk is full" in err and len(err.strip().splitlines()) == 1
 
 
 def test_missing_source_and_cascade_messages(tmp_path, tiny_model, capsys):
-    rc, _, err = _run(["run", str(tmp_path / "nope.mp4"), "--cascade", str(tmp_path / "c"),
-                       "--model", str(tiny_model)], capsys)  # fmt: skip
+    rc, _, err = _run(
+        [
+            "run",
+            str(tmp_path / "nope.mp4"),
+            "--cascade",
+            str(tmp_path / "c"),
+            "--model",
+            str(tiny_model),
+        ],
+        capsys,
+    )
     assert rc == 2 and "cascade" in err
     from edge_fer.detect import default_cascade_path
 
     if default_cascade_path() is None:
         rc, _, err = _run(["run", "--demo", "--demo-dir", str(tmp_path / "d")], capsys)
         assert rc == 2 and "pass --cascade" in err and len(err.strip().splitlines()) == 1
-    rc, _, err = _run(["run", str(tmp_path / "nope.mp4"), "--cascade",
-                       str(shared("reference/pico/facefinder")), "--model", str(tiny_model)],
-                      capsys)  # fmt: skip
+    rc, _, err = _run(
+        [
+            "run",
+            str(tmp_path / "nope.mp4"),
+            "--cascade",
+            str(shared("reference/pico/facefinder")),
+            "--model",
+            str(tiny_model),
+        ],
+        capsys,
+    )
     assert rc == 2 and "no such file" in err
 
 
@@ -191,8 +248,20 @@ def test_truncated_video_processes_what_decodes_and_exits_1(tmp_path, tiny_model
     bad = tmp_path / "cut.avi"
     bad.write_bytes(data[: len(data) // 2])
     events = tmp_path / "e.jsonl"
-    rc, _, err = _run(["run", str(bad), "--cascade", str(cascade), "--model", str(tiny_model),
-                       "--events", str(events), "--quiet"], capsys)  # fmt: skip
+    rc, _, err = _run(
+        [
+            "run",
+            str(bad),
+            "--cascade",
+            str(cascade),
+            "--model",
+            str(tiny_model),
+            "--events",
+            str(events),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert rc == 1 and "truncated" in err
     lines = read_jsonl(events)
     assert lines and lines[-1]["frame"] < 228
@@ -201,8 +270,19 @@ def test_truncated_video_processes_what_decodes_and_exits_1(tmp_path, tiny_model
 def test_demo_writes_every_output(tmp_path, tiny_model, cascade, capsys):
     pytest.importorskip("matplotlib", reason="the demo photo comes from matplotlib")
     d = tmp_path / "demo"
-    rc, _out, err = _run(["run", "--demo", "--demo-dir", str(d), "--cascade", str(cascade),
-                         "--model", str(tiny_model)], capsys)  # fmt: skip
+    rc, _out, err = _run(
+        [
+            "run",
+            "--demo",
+            "--demo-dir",
+            str(d),
+            "--cascade",
+            str(cascade),
+            "--model",
+            str(tiny_model),
+        ],
+        capsys,
+    )
     assert rc == 0, err
     assert count_frames(d / "demo_input.mp4") == 100 == count_frames(d / "annotated.mp4")
     s = json.loads((d / "summary.json").read_text())
@@ -257,11 +337,30 @@ def test_sigint_leaves_valid_closed_outputs(tmp_path, tiny_model, cascade):
     out, events, summary = tmp_path / "a.avi", tmp_path / "e.jsonl", tmp_path / "s.json"
     env = dict(os.environ, NUMBA_NUM_THREADS="1", PYTHONUNBUFFERED="1")
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_fer.cli.main", "run", str(long_clip), "--cascade",
-         str(cascade), "--model", str(tiny_model), "--out", str(out), "--events", str(events),
-         "--summary", str(summary), "--scale-factor", "1.05"],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-    )  # fmt: skip
+        [
+            sys.executable,
+            "-m",
+            "edge_fer.cli.main",
+            "run",
+            str(long_clip),
+            "--cascade",
+            str(cascade),
+            "--model",
+            str(tiny_model),
+            "--out",
+            str(out),
+            "--events",
+            str(events),
+            "--summary",
+            str(summary),
+            "--scale-factor",
+            "1.05",
+        ],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     try:
         deadline = time.monotonic() + 60
         while time.monotonic() < deadline and proc.poll() is None:
@@ -286,10 +385,23 @@ def test_bench_synthetic_table_and_json(tmp_path, tiny_model, cascade, capsys):
     pytest.importorskip("matplotlib", reason="the synthetic clip's faces come from matplotlib")
     out = tmp_path / "bench.json"
     rc, stdout, _ = _run(
-        ["bench", "--synthetic", "320x240", "--frames", "30", "--faces", "1",
-         "--cascade", str(cascade), "--model", str(tiny_model), "--json", str(out)],
+        [
+            "bench",
+            "--synthetic",
+            "320x240",
+            "--frames",
+            "30",
+            "--faces",
+            "1",
+            "--cascade",
+            str(cascade),
+            "--model",
+            str(tiny_model),
+            "--json",
+            str(out),
+        ],
         capsys,
-    )  # fmt: skip
+    )
     assert rc == 0 and "onnxruntime" in stdout and "lat p99" in stdout
     r = json.loads(out.read_text())
     ort = next(x for x in r["results"] if x["backend"] == "onnxruntime")
@@ -303,8 +415,20 @@ def test_single_photo_and_folder_are_stills(tmp_path, tiny_model, cascade, capsy
     """A photo gives its faces at once (no memory, no track birth delay); ids are per photo."""
     photo = shared("data/webfaces/images/pic00001.jpg")
     events = tmp_path / "one.jsonl"
-    rc, _, err = _run(["run", str(photo), "--cascade", str(cascade), "--model", str(tiny_model),
-                       "--events", str(events), "--quiet"], capsys)  # fmt: skip
+    rc, _, err = _run(
+        [
+            "run",
+            str(photo),
+            "--cascade",
+            str(cascade),
+            "--model",
+            str(tiny_model),
+            "--events",
+            str(events),
+            "--quiet",
+        ],
+        capsys,
+    )
     assert rc == 0, err
     lines = read_jsonl(events)
     assert len(lines) == 1 and lines[0]["frame"] == 0 and len(lines[0]["faces"]) >= 1
@@ -314,18 +438,42 @@ def test_single_photo_and_folder_are_stills(tmp_path, tiny_model, cascade, capsy
     for i in range(3):
         cv2.imwrite(str(folder / f"p{i}.png"), img)
     events = tmp_path / "three.jsonl"
-    rc, _, _ = _run(["run", str(folder), "--cascade", str(cascade), "--model", str(tiny_model),
-                     "--events", str(events), "--quiet"], capsys)  # fmt: skip
+    rc, _, _ = _run(
+        [
+            "run",
+            str(folder),
+            "--cascade",
+            str(cascade),
+            "--model",
+            str(tiny_model),
+            "--events",
+            str(events),
+            "--quiet",
+        ],
+        capsys,
+    )
     lines = read_jsonl(events)
     assert rc == 0 and [ln["frame"] for ln in lines] == [0, 1, 2]
     ids = [f["track"] for ln in lines for f in ln["faces"]]
     assert len(ids) == len(set(ids))  # a new id in every photo
 
 
-@pytest.mark.parametrize("flag,value", [("--max-misses", "-1"), ("--min-hits", "0"),
-                                        ("--iou", "1.5"), ("--hold", "-3")])  # fmt: skip
+@pytest.mark.parametrize(
+    "flag,value", [("--max-misses", "-1"), ("--min-hits", "0"), ("--iou", "1.5"), ("--hold", "-3")]
+)
 def test_bad_tracker_options_are_one_line_errors(flag, value, tiny_model, cascade, capsys):
-    rc, _, err = _run(["run", str(shared("data/videos/00-1.avi")), "--model", str(tiny_model),
-                       "--cascade", str(cascade), flag, value], capsys)  # fmt: skip
+    rc, _, err = _run(
+        [
+            "run",
+            str(shared("data/videos/00-1.avi")),
+            "--model",
+            str(tiny_model),
+            "--cascade",
+            str(cascade),
+            flag,
+            value,
+        ],
+        capsys,
+    )
     assert rc == 2 and err.startswith(f"edge-fer run: error: {flag} must be "), err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

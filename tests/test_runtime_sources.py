@@ -16,7 +16,7 @@ from edge_fer.runtime.sources import (
     csi_pipeline,
     open_source,
     parse_source,
-)  # fmt: skip
+)
 
 # ---- parsing (pure) ----------------------------------------------------------------------------
 
@@ -63,11 +63,19 @@ def test_parse_csi_pipeline():
     assert "width=(int)640" in s.target and "15/1" in s.target and "flip-method=4" in s.target
 
 
-@pytest.mark.parametrize("flip, out", [
-    ("none", (1920, 1080)), ("rotate-180", (1920, 1080)), ("horizontal", (1920, 1080)),
-    ("counterclockwise", (1080, 1920)), ("clockwise", (1080, 1920)), ("1", (1080, 1920)),
-    ("upper-right-diagonal", (1080, 1920)), ("upper-left-diagonal", (1080, 1920)),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flip, out",
+    [
+        ("none", (1920, 1080)),
+        ("rotate-180", (1920, 1080)),
+        ("horizontal", (1920, 1080)),
+        ("counterclockwise", (1080, 1920)),
+        ("clockwise", (1080, 1920)),
+        ("1", (1080, 1920)),
+        ("upper-right-diagonal", (1080, 1920)),
+        ("upper-left-diagonal", (1080, 1920)),
+    ],
+)
 def test_csi_rotations_transpose_the_output_caps(flip, out):
     """nvvidconv rotates by 90 degrees into a portrait frame: the caps after it must say so,
     or it scales the rotated picture back to landscape (the sensor mode keeps its own caps)."""
@@ -216,8 +224,9 @@ def test_network_stream_drop_reconnect_and_loss():
     box = {"server": server}
     stop, _ = feed_frames(lambda f: box["server"].write(f), (48, 64, 3))
     warnings = []
-    src = open_source(f"http://127.0.0.1:{port}/stream", warn=warnings.append,
-                      reconnect_timeout=1.5)  # fmt: skip
+    src = open_source(
+        f"http://127.0.0.1:{port}/stream", warn=warnings.append, reconnect_timeout=1.5
+    )
     try:
         assert src.live and (src.width, src.height) == (64, 48)
         first = [src.read(timeout=5) for _ in range(3)]
@@ -269,8 +278,14 @@ def test_ffmpeg_log_lines_stay_off_stderr(tmp_path):
     env = {k: v for k, v in os.environ.items() if not k.startswith("OPENCV_")}
 
     def run(code):
-        proc = subprocess.run([sys.executable, "-c", code, str(cut)], env=env,
-                              capture_output=True, text=True, timeout=120, check=True)  # fmt: skip
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(cut)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=True,
+        )
         return proc.stdout + proc.stderr
 
     assert "[mjpeg @" in run(plain)
@@ -286,8 +301,9 @@ def test_outage_in_progress_at_interrupt_is_a_gap():
     server = MJPEGPreview(0)
     stop, _ = feed_frames(server.write, (48, 64, 3))
     warnings = []
-    src = open_source(f"http://127.0.0.1:{server.port}/stream", warn=warnings.append,
-                      reconnect_timeout=60)  # fmt: skip
+    src = open_source(
+        f"http://127.0.0.1:{server.port}/stream", warn=warnings.append, reconnect_timeout=60
+    )
     try:
         assert src.read(timeout=5) is not None
         server.close()

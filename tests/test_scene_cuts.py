@@ -42,8 +42,9 @@ def _decode(path: Path, n: int | None = None) -> list[np.ndarray]:
 def _write(path: Path, frames, fps: float) -> Path:
     """A lossless FFV1 .avi: a frame decodes the same in every clip it is cut into (MJPG's
     rate control makes a frame's quality depend on the frames before it)."""
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps,
-                        (frames[0].shape[1], frames[0].shape[0]))  # fmt: skip
+    w = cv2.VideoWriter(
+        str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, (frames[0].shape[1], frames[0].shape[0])
+    )
     if not w.isOpened():
         pytest.skip("this OpenCV build has no FFV1 encoder")
     for f in frames:
@@ -120,8 +121,12 @@ def test_synthetic_motion_exposure_and_cuts():
     pan = [tex[:, 16 * i : 16 * i + 320] for i in range(20)]  # 16 of 320 px a frame
     assert _scores(pan).max() < SCENE_CUT_THRESHOLD * 0.8
     g = _gray(demo[:1])[0].astype(np.float32)
-    assert cut_score(thumbnail(g.astype(np.uint8)), thumbnail(np.clip(g * 1.2 + 10, 0, 255)
-                                                                 .astype(np.uint8))) < 0.15  # fmt: skip
+    assert (
+        cut_score(
+            thumbnail(g.astype(np.uint8)), thumbnail(np.clip(g * 1.2 + 10, 0, 255).astype(np.uint8))
+        )
+        < 0.15
+    )
     det = SceneCutDetector()
     seq = _gray(demo[:10]) + _gray(pan[:10])
     flags = [det.update(f) for f in seq]
@@ -183,8 +188,10 @@ def _scene_b(photo: np.ndarray, n: int, size=(320, 240)) -> list[np.ndarray]:
 def test_cut_in_synthetic_clip_ends_every_track(tmp_path):
     """No shared data: the demo's portraits (scene A), then scene B, at 320x240 and 25 fps."""
     photo, _ = load_face_photo()
-    a = [cv2.resize(f, (320, 240), interpolation=cv2.INTER_AREA)
-         for f in demo_frames(photo, seconds=1.6)]  # fmt: skip
+    a = [
+        cv2.resize(f, (320, 240), interpolation=cv2.INTER_AREA)
+        for f in demo_frames(photo, seconds=1.6)
+    ]
     b = _scene_b(photo, 40)
     cut = _write(tmp_path / "cut.avi", a + b, 25.0)
     s, lines = _run(cut, tmp_path, "cut")

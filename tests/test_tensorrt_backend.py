@@ -77,8 +77,14 @@ def test_modules_import_without_tensorrt():
         "print(callable(b.create), hasattr(b, 'TensorRTBackend'), callable(t.build_engine), "
         "'tensorrt' in sys.modules, 'pycuda' in sys.modules)"
     )
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT,
-                       timeout=300, check=False)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=300,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["True", "True", "True", "False", "False"]
 
@@ -165,8 +171,9 @@ def test_sidecar_round_trip(tmp_path):
     eng.write_bytes(b"engine bytes")
     assert tc.sidecar_path(eng) == tmp_path / "fer.fp16.engine.json"
     assert tc.read_sidecar(eng) is None
-    side = tc.write_sidecar(eng, metadata(), tensorrt="10.3.0", precision="fp16",
-                            batch={"min": 1, "opt": 8, "max": 32})  # fmt: skip
+    side = tc.write_sidecar(
+        eng, metadata(), tensorrt="10.3.0", precision="fp16", batch={"min": 1, "opt": 8, "max": 32}
+    )
     assert side == tc.sidecar_path(eng)
     doc = tc.read_sidecar(eng)
     assert doc["format"] == tc.SIDECAR_FORMAT and doc["tensorrt"] == "10.3.0"
@@ -210,9 +217,16 @@ def test_sidecar_for_trtexec_engine_and_onnx_fallback(tmp_path, monkeypatch):
 # -- backend against the fakes ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("version, flavour", [("8.2.1.8", "bindings"), ("8.5.2.2", "bindings"),
-                                             ("8.6.1", "bindings"), ("10.3.0", "tensors"),
-                                             ("11.0.0", "tensors")])  # fmt: skip
+@pytest.mark.parametrize(
+    "version, flavour",
+    [
+        ("8.2.1.8", "bindings"),
+        ("8.5.2.2", "bindings"),
+        ("8.6.1", "bindings"),
+        ("10.3.0", "tensors"),
+        ("11.0.0", "tensors"),
+    ],
+)
 def test_backend_runs_engine(fake, tmp_path, version, flavour):
     gpu = fake(version)
     eng = fake_engine(tmp_path)
@@ -276,8 +290,9 @@ def test_backend_load_errors_are_one_line(fake, tmp_path):
     old = fake_engine(tmp_path, "old.engine", tensorrt="8.5.2.2")
     with pytest.raises(UserError, match=r"TensorRT 8\.5\.2\.2, this is TensorRT 10\.3\.0"):
         tb.TensorRTBackend(old)
-    other = fake_engine(tmp_path, "x86.engine", tensorrt="10.3.0", compute_capability="8.6",
-                        gpu="RTX 3060")  # fmt: skip
+    other = fake_engine(
+        tmp_path, "x86.engine", tensorrt="10.3.0", compute_capability="8.6", gpu="RTX 3060"
+    )
     with pytest.raises(UserError, match=r"compute capability 8\.6 \(RTX 3060\), this is 8\.7"):
         tb.TensorRTBackend(other)
     v1 = fake_engine(tmp_path, "v1.engine", tensorrt="10.3.0", gpu_tag="sm72", gpu="Xavier")
@@ -295,8 +310,9 @@ def test_backend_load_errors_are_one_line(fake, tmp_path):
 
 def test_engine_from_another_board_of_the_same_gpu_warns(fake, tmp_path, capsys):
     fake("10.3.0", jetson="R36 (release), REVISION: 4.3")
-    eng = fake_engine(tmp_path, tensorrt="10.3.0", compute_capability="8.7",
-                      gpu="Orin (nvgpu)", l4t="36.3.0")  # fmt: skip
+    eng = fake_engine(
+        tmp_path, tensorrt="10.3.0", compute_capability="8.7", gpu="Orin (nvgpu)", l4t="36.3.0"
+    )
     with tb.TensorRTBackend(eng):
         pass
     err = capsys.readouterr().err
@@ -406,8 +422,7 @@ def test_backend_builds_and_caches_engine_for_onnx(fake, tmp_path, capsys):
         assert gpu.builds == 2
     with tb.TensorRTBackend(model, precision="fp16", max_batch=4) as be:
         assert gpu.builds == 3 and ".fp16.b4." in be.engine_path.name
-        assert gpu.config.profiles[0].shapes[1:] == ((1, 1, 48, 48), (4, 1, 48, 48),
-                                                     (4, 1, 48, 48))  # fmt: skip
+        assert gpu.config.profiles[0].shapes[1:] == ((1, 1, 48, 48), (4, 1, 48, 48), (4, 1, 48, 48))
 
 
 # -- type stubs and mypy ----------------------------------------------------------------------
@@ -447,20 +462,45 @@ def test_mypy_passes(tmp_path):
     env = dict(os.environ)
     if not (ROOT / "typings" / "_tensorrt" / "tensorrt" / "__init__.pyi").is_file():
         out = tmp_path / "trt-stubs"
-        r = subprocess.run([sys.executable, "typings/get_tensorrt_stubs.py", "--no-download",
-                            "--out", str(out)], cwd=ROOT, capture_output=True, text=True, check=False)  # fmt: skip
+        r = subprocess.run(
+            [sys.executable, "typings/get_tensorrt_stubs.py", "--no-download", "--out", str(out)],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        )
         assert r.returncode == 0, r.stderr
         env["MYPYPATH"] = str(out)
-    r = subprocess.run([sys.executable, "-m", "mypy"], cwd=ROOT, env=env, capture_output=True,
-                       text=True, timeout=1800, check=False)  # fmt: skip
+    r = subprocess.run(
+        [sys.executable, "-m", "mypy"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=1800,
+        check=False,
+    )
     assert r.returncode == 0, r.stdout + r.stderr
 
 
 def test_trtexec_recipes_dry_run(tmp_path):
-    env = dict(os.environ, MODEL=str(tmp_path / "fer.onnx"), RECIPE="all", DRY_RUN="1",
-               CALIB_CACHE="fer.calib", QDQ_MODEL="fer.qdq.onnx", TRTEXEC="trtexec")  # fmt: skip
-    r = subprocess.run(["bash", str(ROOT / "export" / "trtexec_recipes.sh")], env=env,
-                       capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    env = dict(
+        os.environ,
+        MODEL=str(tmp_path / "fer.onnx"),
+        RECIPE="all",
+        DRY_RUN="1",
+        CALIB_CACHE="fer.calib",
+        QDQ_MODEL="fer.qdq.onnx",
+        TRTEXEC="trtexec",
+    )
+    r = subprocess.run(
+        ["bash", str(ROOT / "export" / "trtexec_recipes.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     builds = [ln for ln in lines if ln.startswith("+ trtexec ")]
@@ -480,8 +520,14 @@ def test_trtexec_recipes_dry_run(tmp_path):
     assert any("--int8" in b and "--calib=fer.calib" in b for b in builds)
     assert any("--sparsity=enable" in b for b in builds)
     env["RECIPE"] = "nope"
-    r = subprocess.run(["bash", str(ROOT / "export" / "trtexec_recipes.sh")], env=env,
-                       capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    r = subprocess.run(
+        ["bash", str(ROOT / "export" / "trtexec_recipes.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
 
 
@@ -499,8 +545,14 @@ def test_trtexec_recipes_use_build_only_on_tensorrt_8_5(tmp_path):
     model = tmp_path / "fer.onnx"
     model.write_bytes(b"onnx")
     env = dict(os.environ, MODEL=str(model), RECIPE="fp16", TRTEXEC=str(trtexec), EDGE_FER="true")
-    r = subprocess.run(["bash", str(ROOT / "export" / "trtexec_recipes.sh")], env=env,
-                       capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+    r = subprocess.run(
+        ["bash", str(ROOT / "export" / "trtexec_recipes.sh")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     call = log.read_text()
     assert "--buildOnly" in call and "--skipInference" not in call and "--fp16" in call

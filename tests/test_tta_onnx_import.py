@@ -17,7 +17,7 @@ def _faces(n: int = 16) -> np.ndarray:
     from pathlib import Path
 
     fer = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "fer2013" / "test"
-    files = sorted(fer.glob("*/PublicTest_*.jpg"))[:: 97][:n] if fer.is_dir() else []
+    files = sorted(fer.glob("*/PublicTest_*.jpg"))[::97][:n] if fer.is_dir() else []
     if len(files) >= n:
         import cv2
 
@@ -37,8 +37,9 @@ def test_zoom_matches_torch_grid_sample() -> None:
     th = torch.zeros(3, 2, 3)
     th[:, 0, 0] = th[:, 1, 1] = 0.9
     grid = F.affine_grid(th, [3, 1, 48, 48], align_corners=False)
-    ref = F.grid_sample(torch.from_numpy(x), grid, mode="bilinear", padding_mode="border",
-                        align_corners=False).numpy()  # fmt: skip
+    ref = F.grid_sample(
+        torch.from_numpy(x), grid, mode="bilinear", padding_mode="border", align_corners=False
+    ).numpy()
     assert np.abs(got - ref).max() < 1e-4
     # rows are interpolation weights
     assert np.allclose(a.sum(1), 1.0)
@@ -95,8 +96,10 @@ def test_rebuild_bundled_model_and_reexport(tmp_path) -> None:
     rep = export_checkpoint(ckpt, out, check_faces=_faces(), eval_tta="zoom-flip")
     assert rep["parity_max_abs_diff"] <= 1e-4
     faces = _faces()
-    with Classifier.load(out, tta="none", threads=1) as a, \
-            Classifier.load(default_model_path(), tta="none", threads=1) as b:  # fmt: skip
+    with (
+        Classifier.load(out, tta="none", threads=1) as a,
+        Classifier.load(default_model_path(), tta="none", threads=1) as b,
+    ):
         assert a.recommended_tta == "zoom-flip"
         want = b.predict(faces)
         if b.graph_tta == "flip":  # the old bundled graph averaged the mirror image itself

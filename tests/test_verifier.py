@@ -39,8 +39,9 @@ def test_crops_centre_on_the_box_and_replicate_edges():
 def test_offsets_round_trip_and_nms_keeps_the_best_of_each_face():
     rng = np.random.default_rng(0)
     a = np.column_stack([rng.uniform(20, 80, 5), rng.uniform(20, 80, 5), rng.uniform(10, 40, 5)])
-    b = np.column_stack([rng.uniform(20, 80, 5), rng.uniform(20, 80, 5),
-                         a[:, 2] * rng.uniform(0.5, 2.0, 5)])  # fmt: skip
+    b = np.column_stack(
+        [rng.uniform(20, 80, 5), rng.uniform(20, 80, 5), a[:, 2] * rng.uniform(0.5, 2.0, 5)]
+    )
     assert np.allclose(apply_offsets(a, offsets_to(a, b)), b)
     # a wild size offset is clipped: a box grows or shrinks by e at most
     assert np.isclose(apply_offsets(a[:1], np.array([[0.0, 0.0, 5.0]]))[0, 2], a[0, 2] * np.e)
@@ -81,9 +82,11 @@ def test_bundled_verifier_accepts_held_out_faces_and_moves_shifted_boxes_back(ve
             probs.append(p[0])
             before.append(abs(up[0, 0] - box[0, 0]) / box[0, 2])
             after.append(abs(moved[0, 0] - box[0, 0]) / box[0, 2])
-    print(f"{len(probs)} faces: median p {np.median(probs):.3f}, share >= 0.5 "
-          f"{np.mean(np.array(probs) >= 0.5):.3f}, row error {np.mean(before):.3f} -> "
-          f"{np.mean(after):.3f} of the face")  # fmt: skip
+    print(
+        f"{len(probs)} faces: median p {np.median(probs):.3f}, share >= 0.5 "
+        f"{np.mean(np.array(probs) >= 0.5):.3f}, row error {np.mean(before):.3f} -> "
+        f"{np.mean(after):.3f} of the face"
+    )
     assert len(probs) >= 30
     assert np.mean(np.array(probs) >= 0.5) >= 0.85
     assert np.mean(after) < 0.6 * np.mean(before)
@@ -95,8 +98,15 @@ def test_bundled_verifier_rejects_most_cascade_boxes_on_held_out_scenes(verifier
     from edge_fer.cascade_train.annotations import list_images, split_paths
     from edge_fer.detect import Cascade, Detector, lowres_cascade_path
 
-    det = Detector(Cascade.load(lowres_cascade_path()), min_size=20, scale_factor=1.05,
-                   threshold=0.0, grouping="greedy", iou=0.15, threads=1)  # fmt: skip
+    det = Detector(
+        Cascade.load(lowres_cascade_path()),
+        min_size=20,
+        scale_factor=1.05,
+        threshold=0.0,
+        grouping="greedy",
+        iou=0.15,
+        threads=1,
+    )
     n = kept = 0
     for p in split_paths(list_images(shared("data/backgrounds")), "val")[:15]:
         g = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
@@ -114,8 +124,11 @@ def test_run_uses_the_verifier_of_the_lowres_cascade_and_it_can_be_turned_off(tm
     from edge_fer.runtime.runner import DetectorOptions, RunOptions, run_video
 
     def summary(**detector):
-        opts = RunOptions(source=str(shared("data/videos/01-2.avi")), max_frames=5,
-                          detector=DetectorOptions(**detector))  # fmt: skip
+        opts = RunOptions(
+            source=str(shared("data/videos/01-2.avi")),
+            max_frames=5,
+            detector=DetectorOptions(**detector),
+        )
         return run_video(opts, handle_signals=False).summary
 
     s = summary()
@@ -154,10 +167,13 @@ def test_larger_frames_get_the_default_cascade_with_the_verifier_too(tmp_path):
     assert len(faces) == 1 and iou >= 0.5
 
 
-@pytest.mark.parametrize("flags, message", [
-    (["--verifier", "nope.onnx"], "face verifier not found: nope.onnx"),
-    (["--verifier-min-prob", "1.5"], "--verifier-min-prob must be in [0, 1], got 1.5"),
-])  # fmt: skip
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--verifier", "nope.onnx"], "face verifier not found: nope.onnx"),
+        (["--verifier-min-prob", "1.5"], "--verifier-min-prob must be in [0, 1], got 1.5"),
+    ],
+)
 def test_bad_verifier_options_are_one_line_errors(flags, message, tmp_path, capsys):
     from edge_fer.cli.main import main
 
@@ -186,8 +202,14 @@ def test_mining_and_training_make_a_working_verifier(tmp_path):
     from edge_fer.detect import lowres_cascade_path
     from edge_fer.train.verifier import train
 
-    rep = mine(shared("data/webfaces"), shared("data/backgrounds"), tmp_path / "data",
-               lowres_cascade_path(), seed=0, limit=40)  # fmt: skip
+    rep = mine(
+        shared("data/webfaces"),
+        shared("data/backgrounds"),
+        tmp_path / "data",
+        lowres_cascade_path(),
+        seed=0,
+        limit=40,
+    )
     assert rep["train"]["faces"] > 20 and rep["train"]["non_faces"] > 20 and rep["sel"]["crops"]
     d = np.load(tmp_path / "data" / "train.npz")
     assert d["x"].shape[1:] == (32, 32) and d["x"].dtype == np.uint8

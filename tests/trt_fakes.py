@@ -58,10 +58,14 @@ def tiny_onnx(path: Path, qdq: str | None = None) -> Path:
     nodes = []
     if qdq:
         zp = np.array(0, np.int8) if qdq == "tensorrt" else np.array(128, np.uint8)
-        inits += [numpy_helper.from_array(np.array(0.02, np.float32), "s"),
-                  numpy_helper.from_array(zp, "zp")]  # fmt: skip
-        nodes += [helper.make_node("QuantizeLinear", ["input", "s", "zp"], ["q"]),
-                  helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["dq"])]  # fmt: skip
+        inits += [
+            numpy_helper.from_array(np.array(0.02, np.float32), "s"),
+            numpy_helper.from_array(zp, "zp"),
+        ]
+        nodes += [
+            helper.make_node("QuantizeLinear", ["input", "s", "zp"], ["q"]),
+            helper.make_node("DequantizeLinear", ["q", "s", "zp"], ["dq"]),
+        ]
         first = "dq"
     nodes += [
         helper.make_node("Reshape", [first, "shape"], ["flat"]),
@@ -69,11 +73,12 @@ def tiny_onnx(path: Path, qdq: str | None = None) -> Path:
         helper.make_node("Softmax", ["logits"], ["probs"], axis=1),
     ]
     graph = helper.make_graph(
-        nodes, "tiny",
+        nodes,
+        "tiny",
         [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 48, 48])],
         [helper.make_tensor_value_info("probs", TensorProto.FLOAT, ["N", C])],
         inits,
-    )  # fmt: skip
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
     model.ir_version = 8
     for k, v in metadata().items():
@@ -336,10 +341,23 @@ def make_fake_trt(version: str, gpu: FakeGPU) -> types.ModuleType:
             return [(p, 1, 48, 48) for p in gpu.profile]
 
     if (major, minor) < (8, 5):  # the tensor API arrived in 8.5
-        for name in ("num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_shape",
-                     "get_tensor_dtype", "get_tensor_profile_shape"):  # fmt: skip
-            setattr(BindingEngine, name, property(lambda self: (_ for _ in ()).throw(
-                AttributeError("no tensor API before TensorRT 8.5"))))  # fmt: skip
+        for name in (
+            "num_io_tensors",
+            "get_tensor_name",
+            "get_tensor_mode",
+            "get_tensor_shape",
+            "get_tensor_dtype",
+            "get_tensor_profile_shape",
+        ):
+            setattr(
+                BindingEngine,
+                name,
+                property(
+                    lambda self: (_ for _ in ()).throw(
+                        AttributeError("no tensor API before TensorRT 8.5")
+                    )
+                ),
+            )
 
     class BindingContext(TensorContext):
         def set_binding_shape(self, i, shape):
@@ -407,8 +425,15 @@ def make_fake_trt(version: str, gpu: FakeGPU) -> types.ModuleType:
         def serialize(self):
             return memoryview(self.data + b"+")
 
-    config_attrs = {"flags", "pool", "profiles", "calib_profile", "default_device_type",
-                    "DLA_core", "timing"}  # fmt: skip
+    config_attrs = {
+        "flags",
+        "pool",
+        "profiles",
+        "calib_profile",
+        "default_device_type",
+        "DLA_core",
+        "timing",
+    }
 
     class Config:
         def __init__(self):

@@ -144,13 +144,26 @@ def _from_wheel(wheel: Path) -> dict[str, bytes]:
 
 
 def _download(tmp: Path) -> Path:
-    cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary", ":all:",
-           "-d", str(tmp), f"tensorrt-stubs=={PIN}"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "-q",
+        "--no-deps",
+        "--only-binary",
+        ":all:",
+        "-d",
+        str(tmp),
+        f"tensorrt-stubs=={PIN}",
+    ]
     r = subprocess.run(cmd, check=False, capture_output=True, text=True)
     wheels = sorted(tmp.glob("tensorrt_stubs-*.whl"))
     if r.returncode != 0 or not wheels:
         last = (r.stderr or r.stdout).strip().splitlines()
-        raise RuntimeError(f"pip download tensorrt-stubs=={PIN} failed: {last[-1] if last else '?'}")
+        raise RuntimeError(
+            f"pip download tensorrt-stubs=={PIN} failed: {last[-1] if last else '?'}"
+        )
     return wheels[0]
 
 
@@ -158,8 +171,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="prepare patched TensorRT type stubs for mypy")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT, help="output folder")
     ap.add_argument("--wheel", type=Path, help="a tensorrt_stubs-*.whl to take the stubs from")
-    ap.add_argument("--no-download", action="store_true",
-                    help="fail instead of downloading the wheel when tensorrt-stubs is not installed")
+    ap.add_argument(
+        "--no-download",
+        action="store_true",
+        help="fail instead of downloading the wheel when tensorrt-stubs is not installed",
+    )
     args = ap.parse_args(argv)
     try:
         if args.wheel:

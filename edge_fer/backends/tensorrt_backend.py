@@ -335,10 +335,18 @@ class TensorRTBackend(Backend):
         self._cuctx = dev.retain_primary_context()  # the context TensorRT's runtime API uses
         self._cuctx.push()
         try:
-            self._open(max_batch, rebuild=rebuild, verbose=verbose, build={
-                "calib_cache": calib_cache, "dla_core": dla_core, "sparse": sparse,
-                "workspace_mb": workspace_mb, "timing_cache": timing_cache,
-            })  # fmt: skip
+            self._open(
+                max_batch,
+                rebuild=rebuild,
+                verbose=verbose,
+                build={
+                    "calib_cache": calib_cache,
+                    "dla_core": dla_core,
+                    "sparse": sparse,
+                    "workspace_mb": workspace_mb,
+                    "timing_cache": timing_cache,
+                },
+            )
         except cuda.Error as exc:
             self._release(pushed=True)
             raise UserError(f"{self.path}: CUDA error ({first_line(exc)})") from None
@@ -530,9 +538,16 @@ class TensorRTBackend(Backend):
             f"{self.gpu_name} (once; can take minutes) -> {target}",
             file=sys.stderr,
         )
-        build_engine(self.path, target, config,
-                     info={"gpu": self.gpu_name, "gpu_tag": self.gpu_tag,
-                           "compute_capability": self.here["compute_capability"]})  # fmt: skip
+        build_engine(
+            self.path,
+            target,
+            config,
+            info={
+                "gpu": self.gpu_name,
+                "gpu_tag": self.gpu_tag,
+                "compute_capability": self.here["compute_capability"],
+            },
+        )
         return target
 
     def _load_error(self) -> str:

@@ -175,9 +175,17 @@ def dims(d: Any) -> tuple[int, ...]:
 
 # L4T release (major.minor) -> JetPack
 _JETPACK = {
-    "32.7": "4.6.x", "35.1": "5.0.2", "35.2": "5.1", "35.3": "5.1.1", "35.4": "5.1.2",
-    "35.5": "5.1.3", "35.6": "5.1.4", "36.2": "6.0 DP", "36.3": "6.0", "36.4": "6.1/6.2",
-}  # fmt: skip
+    "32.7": "4.6.x",
+    "35.1": "5.0.2",
+    "35.2": "5.1",
+    "35.3": "5.1.1",
+    "35.4": "5.1.2",
+    "35.5": "5.1.3",
+    "35.6": "5.1.4",
+    "36.2": "6.0 DP",
+    "36.3": "6.0",
+    "36.4": "6.1/6.2",
+}
 
 
 def l4t_release(path: str | None = None) -> str | None:
@@ -231,8 +239,12 @@ def gpu_facts(device: int = 0) -> dict[str, Any]:
 def platform_facts(trt_version: str, device: int = 0) -> dict[str, Any]:
     """What an engine built here is tied to, for the sidecar."""
     l4t = l4t_release()
-    facts = {"tensorrt": trt_version, "l4t": l4t, "jetpack": jetpack_release(l4t),
-             "board": board_model() if l4t else None}  # fmt: skip
+    facts = {
+        "tensorrt": trt_version,
+        "l4t": l4t,
+        "jetpack": jetpack_release(l4t),
+        "board": board_model() if l4t else None,
+    }
     facts.update(gpu_facts(device))
     return facts
 

@@ -59,9 +59,35 @@ def _below(state, lane, n):
 
 
 @njit_cached(parallel=True, nogil=True)
-def mine(pix, off, H, W, neg_img, neg_hi, ex_start, ex_box, smin, scan_share, state, quota,
-         max_draws, burst, tdepth, codes, leaves, thr, ntrees,
-         out_r, out_c, out_s, out_img, out_sgn, out_score, out_count, out_draws):  # fmt: skip
+def mine(
+    pix,
+    off,
+    H,
+    W,
+    neg_img,
+    neg_hi,
+    ex_start,
+    ex_box,
+    smin,
+    scan_share,
+    state,
+    quota,
+    max_draws,
+    burst,
+    tdepth,
+    codes,
+    leaves,
+    thr,
+    ntrees,
+    out_r,
+    out_c,
+    out_s,
+    out_img,
+    out_sgn,
+    out_score,
+    out_count,
+    out_draws,
+):
     """Each lane draws windows until it has `quota` that pass the cascade or `max_draws` draws.
 
     neg_img: store indices of negative images, neg_hi their largest window size (>= smin);
@@ -133,8 +159,12 @@ def mine(pix, off, H, W, neg_img, neg_hi, ex_start, ex_box, smin, scan_share, st
                     c0 = c - s * 0.5
                     c1 = c + s * 0.5
                     for e in range(ex_start[j], ex_start[j + 1]):
-                        if (r0 < ex_box[e, 2] and ex_box[e, 0] < r1
-                                and c0 < ex_box[e, 3] and ex_box[e, 1] < c1):  # fmt: skip
+                        if (
+                            r0 < ex_box[e, 2]
+                            and ex_box[e, 0] < r1
+                            and c0 < ex_box[e, 3]
+                            and ex_box[e, 1] < c1
+                        ):
                             clash = True
                             break
                     if not clash:
@@ -147,8 +177,26 @@ def mine(pix, off, H, W, neg_img, neg_hi, ex_start, ex_box, smin, scan_share, st
                         bsc[m] = 0.0
                         m += 1
             draws += m
-            na = run_batch(pix, off, H, W, br, bc, bs, bk, bg, act, m, bsc, btr, tdepth, codes,
-                           leaves, thr, ntrees)  # fmt: skip
+            na = run_batch(
+                pix,
+                off,
+                H,
+                W,
+                br,
+                bc,
+                bs,
+                bk,
+                bg,
+                act,
+                m,
+                bsc,
+                btr,
+                tdepth,
+                codes,
+                leaves,
+                thr,
+                ntrees,
+            )
             for q in range(na):
                 if n == quota:
                     break
@@ -207,9 +255,16 @@ class NegativeSource:
             for k, bx in zip(an, boxes):
                 imgs.append(k)
                 regions.append(
-                    [(r - margin * s / 2, c - margin * s / 2, r + margin * s / 2,
-                      c + margin * s / 2) for r, c, s in bx]
-                )  # fmt: skip
+                    [
+                        (
+                            r - margin * s / 2,
+                            c - margin * s / 2,
+                            r + margin * s / 2,
+                            c + margin * s / 2,
+                        )
+                        for r, c, s in bx
+                    ]
+                )
         start = np.zeros(len(imgs) + 1, np.int64)
         start[1:] = np.cumsum([len(x) for x in regions])
         flat = [b for x in regions for b in x]
@@ -233,9 +288,17 @@ def seed_lanes(rng: np.random.Generator) -> np.ndarray:
 
 
 def mine_negatives(
-    store_arrays, source: NegativeSource, cascade_arrays, state: np.ndarray, count: int,
-    smin: int, smax: int, max_draws: int, scan_share: float = 0.5, burst: int = 4,
-) -> tuple[Windows, np.ndarray, int]:  # fmt: skip
+    store_arrays,
+    source: NegativeSource,
+    cascade_arrays,
+    state: np.ndarray,
+    count: int,
+    smin: int,
+    smax: int,
+    max_draws: int,
+    scan_share: float = 0.5,
+    burst: int = 4,
+) -> tuple[Windows, np.ndarray, int]:
     """Up to `count` windows that pass the cascade; returns (windows, their scores, draws).
 
     `state` (uint64 per lane) is advanced in place.
@@ -251,15 +314,41 @@ def mine_negatives(
     hi = np.minimum(np.minimum(H[source.img], W[source.img]).astype(np.int64) - 3, int(smax))
     if len(source) == 0 or hi.min() < smin:
         raise ValueError("every negative image must take a window of the smallest size")
-    mine(pix, off, H, W, source.img, hi, source.ex_start, source.ex_box, int(smin),
-         float(scan_share), state, quota, per_lane_draws, int(max(1, burst)), tdepth, codes,
-         leaves, thr, ntrees,
-         o_r, o_c, o_s, o_i, o_g, o_sc, cnt, drw)  # fmt: skip
+    mine(
+        pix,
+        off,
+        H,
+        W,
+        source.img,
+        hi,
+        source.ex_start,
+        source.ex_box,
+        int(smin),
+        float(scan_share),
+        state,
+        quota,
+        per_lane_draws,
+        int(max(1, burst)),
+        tdepth,
+        codes,
+        leaves,
+        thr,
+        ntrees,
+        o_r,
+        o_c,
+        o_s,
+        o_i,
+        o_g,
+        o_sc,
+        cnt,
+        drw,
+    )
     parts, scores = [], []
     for lane in range(NLANES):
         m = int(cnt[lane])
-        parts.append(Windows(o_r[lane, :m], o_c[lane, :m], o_s[lane, :m], o_i[lane, :m],
-                             o_g[lane, :m]))  # fmt: skip
+        parts.append(
+            Windows(o_r[lane, :m], o_c[lane, :m], o_s[lane, :m], o_i[lane, :m], o_g[lane, :m])
+        )
         scores.append(o_sc[lane, :m])
     win = Windows.concat(parts)
     sc = np.concatenate(scores) if scores else np.zeros(0, np.float32)

@@ -46,11 +46,18 @@ class ScanParams:
 
     def detector(self, cascade: Cascade) -> Detector:
         return Detector(
-            cascade, min_size=self.min_size, max_size=self.max_size,
-            scale_factor=self.scale_factor, stride_factor=self.stride_factor, angle=self.angle,
-            threshold=-1e30, iou=self.cluster_iou, grouping=self.grouping,
-            max_detections=1 << 20, threads=self.threads,
-        )  # fmt: skip
+            cascade,
+            min_size=self.min_size,
+            max_size=self.max_size,
+            scale_factor=self.scale_factor,
+            stride_factor=self.stride_factor,
+            angle=self.angle,
+            threshold=-1e30,
+            iou=self.cluster_iou,
+            grouping=self.grouping,
+            max_detections=1 << 20,
+            threads=self.threads,
+        )
 
 
 def stage_ends(cascade: Cascade) -> np.ndarray:
@@ -71,9 +78,14 @@ def truncate_stages(cascade: Cascade, stages: int) -> Cascade:
     if not 1 <= stages <= len(ends):
         raise UserError(f"--stages must be in 1..{len(ends)} for {cascade.source}")
     n = int(ends[stages - 1]) + 1
-    return Cascade(tdepth=cascade.tdepth, codes=cascade.codes[:n], leaves=cascade.leaves[:n],
-                   thresholds=cascade.thresholds[:n], header=cascade.header,
-                   source=f"{cascade.source}[:{stages} stages]")  # fmt: skip
+    return Cascade(
+        tdepth=cascade.tdepth,
+        codes=cascade.codes[:n],
+        leaves=cascade.leaves[:n],
+        thresholds=cascade.thresholds[:n],
+        header=cascade.header,
+        source=f"{cascade.source}[:{stages} stages]",
+    )
 
 
 def match_image(dets: np.ndarray, faces: list[Face], min_face: float, iou: float) -> np.ndarray:
@@ -133,8 +145,9 @@ class Curve:
         return float(self.tp[k]) / max(self.nfaces, 1), float(self.scores[k])
 
 
-def curve(all_dets: list[np.ndarray], all_faces: list[list[Face]], min_face: float,
-          iou: float) -> Curve:  # fmt: skip
+def curve(
+    all_dets: list[np.ndarray], all_faces: list[list[Face]], min_face: float, iou: float
+) -> Curve:
     scores, labels = [], []
     nfaces = 0
     for dets, faces in zip(all_dets, all_faces):
@@ -203,11 +216,22 @@ def trees_per_window(cascade: Cascade, params: ScanParams, images: list[np.ndarr
         pix = np.ascontiguousarray(g).reshape(-1)
         out = np.zeros(n, np.int32)
         learner.count_trees(
-            pix, np.zeros(1, np.int64), np.array([g.shape[0]], np.int32),
-            np.array([g.shape[1]], np.int32), r, c, s, np.zeros(n, np.int32),
-            np.ones(n, np.int32), cascade.tdepth, cascade.codes, cascade.leaves,
-            cascade.thresholds, cascade.ntrees, out,
-        )  # fmt: skip
+            pix,
+            np.zeros(1, np.int64),
+            np.array([g.shape[0]], np.int32),
+            np.array([g.shape[1]], np.int32),
+            r,
+            c,
+            s,
+            np.zeros(n, np.int32),
+            np.ones(n, np.int32),
+            cascade.tdepth,
+            cascade.codes,
+            cascade.leaves,
+            cascade.thresholds,
+            cascade.ntrees,
+            out,
+        )
         total_trees += int(out.sum())
         total_windows += n
     return {
@@ -245,13 +269,25 @@ def evaluate_cascade(
     table = []
     for t in thresholds:
         rec, fppi = cv.at_threshold(t)
-        table.append({"threshold": t, "recall": round(rec, 4), "fp_per_image": round(fppi, 4),
-                      "bg_fp_per_mp": _r(bg_fp_per_mp(t))})  # fmt: skip
+        table.append(
+            {
+                "threshold": t,
+                "recall": round(rec, 4),
+                "fp_per_image": round(fppi, 4),
+                "bg_fp_per_mp": _r(bg_fp_per_mp(t)),
+            }
+        )
     ops = []
     for f in fppis:
         rec, t = cv.at_fppi(f)
-        ops.append({"fppi": f, "recall": round(rec, 4), "threshold": _r(t),
-                    "bg_fp_per_mp": _r(bg_fp_per_mp(t))})  # fmt: skip
+        ops.append(
+            {
+                "fppi": f,
+                "recall": round(rec, 4),
+                "threshold": _r(t),
+                "bg_fp_per_mp": _r(bg_fp_per_mp(t)),
+            }
+        )
     res = {
         "source": cascade.source,
         "tdepth": cascade.tdepth,
@@ -284,6 +320,7 @@ def load_eval_set(images: list[AnnotatedImage]) -> tuple[list[np.ndarray], list[
 
 def compare(cand: dict, ref: dict, fppi: float = 0.5) -> dict:
     """The issue's targets: recall ratio at `fppi`, background FP/Mpx and speed ratios."""
+
     def op(r):
         return next(o for o in r["at_fppi"] if o["fppi"] == fppi)
 
@@ -296,7 +333,8 @@ def compare(cand: dict, ref: dict, fppi: float = 0.5) -> dict:
         "reference_bg_fp_per_mp": b["bg_fp_per_mp"],
         "time_ratio": (
             round(cand["speed"]["ms_per_image"] / ref["speed"]["ms_per_image"], 3)
-            if ref["speed"]["ms_per_image"] else None
+            if ref["speed"]["ms_per_image"]
+            else None
         ),
     }
     if "trees_per_window" in cand["speed"] and "trees_per_window" in ref["speed"]:
@@ -350,14 +388,23 @@ def model_card(state: dict, result: dict, command: str, name: str = "face cascad
         r = result.get(key)
         if r is None:
             continue
-        lines += [f"### {key}: `{Path(r['source']).name}` ({r['ntrees']} trees)", "",
-                  "| FP/image | recall | threshold | background FP/Mpx |", "|---|---|---|---|"]
+        lines += [
+            f"### {key}: `{Path(r['source']).name}` ({r['ntrees']} trees)",
+            "",
+            "| FP/image | recall | threshold | background FP/Mpx |",
+            "|---|---|---|---|",
+        ]
         for o in r["at_fppi"]:
-            lines.append(f"| {o['fppi']} | {o['recall']} | {o['threshold']} | "
-                         f"{o['bg_fp_per_mp']} |")
+            lines.append(
+                f"| {o['fppi']} | {o['recall']} | {o['threshold']} | {o['bg_fp_per_mp']} |"
+            )
         sp = r["speed"]
-        lines += ["", f"Speed: {sp['ms_per_image']} ms/image (one thread), "
-                  f"{sp.get('trees_per_window', '-')} trees per window.", ""]
+        lines += [
+            "",
+            f"Speed: {sp['ms_per_image']} ms/image (one thread), "
+            f"{sp.get('trees_per_window', '-')} trees per window.",
+            "",
+        ]
     if "comparison" in result:
         lines += ["## Targets", "", "```", json.dumps(result["comparison"], indent=1), "```", ""]
     return "\n".join(lines)

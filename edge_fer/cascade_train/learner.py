@@ -46,8 +46,9 @@ BATCH = 256  # windows evaluated together, tree by tree
 
 
 @njit_cached(nogil=True)
-def run_batch(pix, off, H, W, wr, wc, ws, wimg, wsgn, act, na, scores, ntr, tdepth, codes,
-              leaves, thr, ntrees):  # fmt: skip
+def run_batch(
+    pix, off, H, W, wr, wc, ws, wimg, wsgn, act, na, scores, ntr, tdepth, codes, leaves, thr, ntrees
+):
     """Run the cascade on the windows act[:na] (indices into the window arrays), tree by tree
     over all surviving windows: the windows are independent, so the core overlaps their chains
     of dependent pixel loads (one window at a time runs ~6x slower). scores[i] must start at
@@ -82,8 +83,25 @@ def run_batch(pix, off, H, W, wr, wc, ws, wimg, wsgn, act, na, scores, ntr, tdep
 
 
 @njit_cached(parallel=True, nogil=True)
-def _eval_all(pix, off, H, W, wr, wc, ws, wimg, wsgn, tdepth, codes, leaves, thr, ntrees,
-              out_pass, out_score, out_trees):  # fmt: skip
+def _eval_all(
+    pix,
+    off,
+    H,
+    W,
+    wr,
+    wc,
+    ws,
+    wimg,
+    wsgn,
+    tdepth,
+    codes,
+    leaves,
+    thr,
+    ntrees,
+    out_pass,
+    out_score,
+    out_trees,
+):
     n = wr.shape[0]
     nb = (n + BATCH - 1) // BATCH
     for b in prange(nb):
@@ -95,28 +113,82 @@ def _eval_all(pix, off, H, W, wr, wc, ws, wimg, wsgn, tdepth, codes, leaves, thr
             out_score[lo + q] = 0.0
             out_trees[lo + q] = 0
             out_pass[lo + q] = False
-        m = run_batch(pix, off, H, W, wr, wc, ws, wimg, wsgn, act, hi - lo, out_score,
-                      out_trees, tdepth, codes, leaves, thr, ntrees)  # fmt: skip
+        m = run_batch(
+            pix,
+            off,
+            H,
+            W,
+            wr,
+            wc,
+            ws,
+            wimg,
+            wsgn,
+            act,
+            hi - lo,
+            out_score,
+            out_trees,
+            tdepth,
+            codes,
+            leaves,
+            thr,
+            ntrees,
+        )
         for q in range(m):
             out_pass[act[q]] = True
 
 
-def eval_windows(pix, off, H, W, wr, wc, ws, wimg, wsgn, tdepth, codes, leaves, thr, ntrees,
-                 out_pass, out_score):  # fmt: skip
+def eval_windows(
+    pix, off, H, W, wr, wc, ws, wimg, wsgn, tdepth, codes, leaves, thr, ntrees, out_pass, out_score
+):
     """Run the first `ntrees` trees on every window (early rejection as in the runtime);
     out_pass: accepted, out_score: the score (where rejected, the running sum there)."""
     ntr = np.empty(wr.shape[0], np.int32)
-    _eval_all(pix, off, H, W, wr, wc, ws, wimg, wsgn, tdepth, codes, leaves, thr, ntrees,
-              out_pass, out_score, ntr)  # fmt: skip
+    _eval_all(
+        pix,
+        off,
+        H,
+        W,
+        wr,
+        wc,
+        ws,
+        wimg,
+        wsgn,
+        tdepth,
+        codes,
+        leaves,
+        thr,
+        ntrees,
+        out_pass,
+        out_score,
+        ntr,
+    )
 
 
-def count_trees(pix, off, H, W, wr, wc, ws, wimg, wsgn, tdepth, codes, leaves, thr, ntrees,
-                out_trees):  # fmt: skip
+def count_trees(
+    pix, off, H, W, wr, wc, ws, wimg, wsgn, tdepth, codes, leaves, thr, ntrees, out_trees
+):
     """How many trees each window evaluates before it is rejected (the scan's cost model)."""
     ok = np.empty(wr.shape[0], np.bool_)
     sc = np.empty(wr.shape[0], np.float32)
-    _eval_all(pix, off, H, W, wr, wc, ws, wimg, wsgn, tdepth, codes, leaves, thr, ntrees,
-              ok, sc, out_trees)  # fmt: skip
+    _eval_all(
+        pix,
+        off,
+        H,
+        W,
+        wr,
+        wc,
+        ws,
+        wimg,
+        wsgn,
+        tdepth,
+        codes,
+        leaves,
+        thr,
+        ntrees,
+        ok,
+        sc,
+        out_trees,
+    )
 
 
 @njit_cached(parallel=True, nogil=True)
@@ -158,8 +230,9 @@ def apply_level(pix, off, H, W, wr, wc, ws, wimg, wsgn, node, level_codes):
     for i in prange(wr.shape[0]):
         k = wimg[i]
         j = node[i]
-        node[i] = 2 * j + _bintest(pix, off[k], H[k], W[k], wr[i], wc[i], ws[i], wsgn[i],
-                                   level_codes, 0, j)  # fmt: skip
+        node[i] = 2 * j + _bintest(
+            pix, off[k], H[k], W[k], wr[i], wc[i], ws[i], wsgn[i], level_codes, 0, j
+        )
 
 
 def best_tests(stats: np.ndarray, wpos: np.ndarray, wneg: np.ndarray) -> np.ndarray:
@@ -176,9 +249,17 @@ def best_tests(stats: np.ndarray, wpos: np.ndarray, wneg: np.ndarray) -> np.ndar
 
 
 def grow_tree(
-    pix, off, H, W, win, ispos: np.ndarray, wt: np.ndarray, tdepth: int, ntests: int,
+    pix,
+    off,
+    H,
+    W,
+    win,
+    ispos: np.ndarray,
+    wt: np.ndarray,
+    tdepth: int,
+    ntests: int,
     rng: np.random.Generator,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:  # fmt: skip
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One regression tree fitted to the +-1 targets under weights `wt`.
 
     Returns (codes int8 (2^d - 1, 4), leaves float32 (2^d,), leaf index of every window).

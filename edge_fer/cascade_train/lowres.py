@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 
 
-def make_lowres(webfaces: str | Path, out: str | Path, seed: int = 0,
-                val_fraction: float = 0.1) -> tuple[int, int]:  # fmt: skip
+def make_lowres(
+    webfaces: str | Path, out: str | Path, seed: int = 0, val_fraction: float = 0.1
+) -> tuple[int, int]:
     """Write the degraded copies and boxes.txt into `out`; returns (images, faces)."""
     import cv2
 
@@ -38,11 +39,13 @@ def make_lowres(webfaces: str | Path, out: str | Path, seed: int = 0,
             continue
         h, w = g.shape
         f = rng.uniform(1.8, 3.5)
-        small = cv2.resize(g, (max(8, round(w / f)), max(8, round(h / f))),
-                           interpolation=cv2.INTER_AREA)  # fmt: skip
+        small = cv2.resize(
+            g, (max(8, round(w / f)), max(8, round(h / f))), interpolation=cv2.INTER_AREA
+        )
         noisy = small + rng.normal(0.0, rng.uniform(2.0, 6.0), small.shape)
-        up = cv2.resize(np.clip(noisy, 0, 255).astype(np.uint8), (w, h),
-                        interpolation=cv2.INTER_LINEAR)  # fmt: skip
+        up = cv2.resize(
+            np.clip(noisy, 0, 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR
+        )
         name = f"lr_{im.path.stem}.png"
         cv2.imwrite(str(out / name), up)
         n += 1
@@ -58,8 +61,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("webfaces", help="WebFaces folder (images/ + WebFaces_GroundThruth.txt)")
     ap.add_argument("out", help="output folder for the copies and boxes.txt")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--val-fraction", type=float, default=0.1,
-                    help="the held-out share of images (as train-cascade --val-fraction)")
+    ap.add_argument(
+        "--val-fraction",
+        type=float,
+        default=0.1,
+        help="the held-out share of images (as train-cascade --val-fraction)",
+    )
     args = ap.parse_args(argv)
     from edge_fer.cascade_train.script import run_tool
 

@@ -195,9 +195,11 @@ def load_annotated(
         kept_imgs.append(k)
         kept_boxes.append(boxes)
     table = FaceTable(
-        np.array(fi, np.int32), np.array(fr, np.float64), np.array(fc, np.float64),
+        np.array(fi, np.int32),
+        np.array(fr, np.float64),
+        np.array(fc, np.float64),
         np.array(fs, np.float64),
-    )  # fmt: skip
+    )
     return table, kept_imgs, kept_boxes
 
 
@@ -225,6 +227,9 @@ def jittered_positives(
     sgn = 1 - 2 * ((np.repeat(first, k) + np.tile(np.arange(k), n)) % 2)
     si = np.maximum(np.rint(s), min_size).astype(np.int32)
     return Windows(
-        np.rint(r).astype(np.int32), np.rint(c).astype(np.int32), si,
-        np.repeat(faces.img, k).astype(np.int32), sgn.astype(np.int32),
-    )  # fmt: skip
+        np.rint(r).astype(np.int32),
+        np.rint(c).astype(np.int32),
+        si,
+        np.repeat(faces.img, k).astype(np.int32),
+        sgn.astype(np.int32),
+    )

@@ -54,12 +54,30 @@ FORMAT_VERSION = 1
 
 # options that define the learning problem: a resumed run must use the same ones
 LEARNING_KEYS = (
-    "webfaces", "boxes", "backgrounds", "val_fraction", "bg_val_fraction", "min_face",
-    "max_faces", "max_images", "depth", "tests", "stage_trees", "min_tpr", "max_fpr",
-    "jitter", "pos_jitter", "scale_jitter", "neg_ratio", "neg_annotated_share",
-    "neg_annotated_min_fpr", "scan_share",
-    "max_draws", "threshold_on", "seed",
-)  # fmt: skip
+    "webfaces",
+    "boxes",
+    "backgrounds",
+    "val_fraction",
+    "bg_val_fraction",
+    "min_face",
+    "max_faces",
+    "max_images",
+    "depth",
+    "tests",
+    "stage_trees",
+    "min_tpr",
+    "max_fpr",
+    "jitter",
+    "pos_jitter",
+    "scale_jitter",
+    "neg_ratio",
+    "neg_annotated_share",
+    "neg_annotated_min_fpr",
+    "scan_share",
+    "max_draws",
+    "threshold_on",
+    "seed",
+)
 
 
 @dataclass
@@ -76,8 +94,28 @@ class TrainConfig:
     depth: int = 6
     tests: int = 1024  # random pixel tests tried per node
     stage_trees: list[int] = field(
-        default_factory=lambda: [1, 1, 1, 1, 2, 3, 4, 5, 10, 20, 20, 20, 20, 20, 20, 30, 30,
-                                 30, 30, 40]
+        default_factory=lambda: [
+            1,
+            1,
+            1,
+            1,
+            2,
+            3,
+            4,
+            5,
+            10,
+            20,
+            20,
+            20,
+            20,
+            20,
+            20,
+            30,
+            30,
+            30,
+            30,
+            40,
+        ]
     )  # tree budget of stage i (the last value repeats)
     min_tpr: list[float] = field(default_factory=lambda: [0.98, 0.985, 0.99, 0.995, 0.997])
     max_fpr: float = 0.5
@@ -183,6 +221,7 @@ def load_data(cfg: TrainConfig, log: Callable[[str], None]) -> TrainData:
     for d in cfg.backgrounds:
         bg_paths += split_paths(list_images(d), "train", cfg.bg_val_fraction)
     bg_idx = [k for k in store.add_paths(bg_paths, report, threads) if k >= 0]
+
     def usable(k: int) -> bool:
         return min(store.shape(k)) - 3 >= cfg.min_face
 
@@ -244,13 +283,17 @@ class _CascadeBuilder:
         # the kernels want at least one tree slot; ntrees = 0 means "accept everything"
         if self.ntrees == 0:
             nn, nl = (1 << self.depth) - 1, 1 << self.depth
-            return (self.depth, np.zeros((1, nn, 4), np.int8), np.zeros((1, nl), np.float32),
-                    np.zeros(1, np.float32), 0)  # fmt: skip
+            return (
+                self.depth,
+                np.zeros((1, nn, 4), np.int8),
+                np.zeros((1, nl), np.float32),
+                np.zeros(1, np.float32),
+                0,
+            )
         return self.depth, self.codes, self.leaves, self.thr, self.ntrees
 
     def cascade(self) -> Cascade:
-        return Cascade(tdepth=self.depth, codes=self.codes, leaves=self.leaves,
-                       thresholds=self.thr)  # fmt: skip
+        return Cascade(tdepth=self.depth, codes=self.codes, leaves=self.leaves, thresholds=self.thr)
 
     @classmethod
     def from_cascade(cls, c: Cascade, ntrees: int) -> _CascadeBuilder:
@@ -267,15 +310,37 @@ def _eval(data: TrainData, win: Windows, casc) -> tuple[np.ndarray, np.ndarray]:
     ok = np.zeros(len(win), np.bool_)
     sc = np.zeros(len(win), np.float32)
     if len(win):
-        learner.eval_windows(pix, off, H, W, win.r, win.c, win.s, win.img, win.sgn, depth,
-                             codes, leaves, thr, ntrees, ok, sc)  # fmt: skip
+        learner.eval_windows(
+            pix,
+            off,
+            H,
+            W,
+            win.r,
+            win.c,
+            win.s,
+            win.img,
+            win.sgn,
+            depth,
+            codes,
+            leaves,
+            thr,
+            ntrees,
+            ok,
+            sc,
+        )
     return ok, sc
 
 
-def _tree_output(data: TrainData, win: Windows, codes: np.ndarray, leaves: np.ndarray,
-                 depth: int) -> np.ndarray:  # fmt: skip
-    one = (depth, codes[None], leaves[None][:, :].astype(np.float32),
-           np.array([-np.inf], np.float32), 1)  # fmt: skip
+def _tree_output(
+    data: TrainData, win: Windows, codes: np.ndarray, leaves: np.ndarray, depth: int
+) -> np.ndarray:
+    one = (
+        depth,
+        codes[None],
+        leaves[None][:, :].astype(np.float32),
+        np.array([-np.inf], np.float32),
+        1,
+    )
     return _eval(data, win, one)[1]
 
 
@@ -309,13 +374,17 @@ def _fmt_time(s: float) -> str:
 
 
 def train(
-    cfg: TrainConfig, resume: bool = False, log: Callable[[str], None] | None = None,
+    cfg: TrainConfig,
+    resume: bool = False,
+    log: Callable[[str], None] | None = None,
     command: str | None = None,
-) -> dict:  # fmt: skip
+) -> dict:
     """Learn a cascade into cfg.out; returns the final state (also in cfg.out/state.json)."""
     if log is None:
+
         def log(msg: str) -> None:
             print(msg, flush=True)
+
     cfg.check()
     out = Path(cfg.out)
     state_path = out / STATE_FILE
@@ -383,9 +452,10 @@ def train(
         if casc is not None and casc.ntrees < state["ntrees"]:
             raise UserError(f"{casc_path} has fewer trees than {state_path} records")
         builder = (
-            _CascadeBuilder.from_cascade(casc, state["ntrees"]) if casc else
-            _CascadeBuilder(cfg.depth)
-        )  # fmt: skip
+            _CascadeBuilder.from_cascade(casc, state["ntrees"])
+            if casc
+            else _CascadeBuilder(cfg.depth)
+        )
         log(f"resuming at stage {state['stage'] + 1} with {builder.ntrees} trees")
         reason = state.get("stop_reason")
         if state.get("done") and (
@@ -422,15 +492,17 @@ def train(
         ts = time.perf_counter()
         casc = builder.arrays()
         # 1. positives
-        pos = jittered_positives(data.faces, rng, cfg.jitter, cfg.pos_jitter, cfg.scale_jitter,
-                                 smin)  # fmt: skip
+        pos = jittered_positives(
+            data.faces, rng, cfg.jitter, cfg.pos_jitter, cfg.scale_jitter, smin
+        )
         ok, psc = _eval(data, pos, casc)
         cascade_tpr = float(ok.mean()) if len(pos) else 0.0
         pos, psc = pos.take(np.flatnonzero(ok)), psc[ok]
         cal, csc = Windows.empty(), np.zeros(0, np.float32)
         if cfg.threshold_on == "fresh":
-            cal = jittered_positives(data.faces, rng, cfg.jitter, cfg.pos_jitter,
-                                     cfg.scale_jitter, smin)  # fmt: skip
+            cal = jittered_positives(
+                data.faces, rng, cfg.jitter, cfg.pos_jitter, cfg.scale_jitter, smin
+            )
             okc, csc = _eval(data, cal, casc)
             cal, csc = cal.take(np.flatnonzero(okc)), csc[okc]
         if len(pos) == 0 or (cfg.threshold_on == "fresh" and len(cal) == 0):
@@ -450,9 +522,17 @@ def train(
             limit = min(limit, int(math.ceil(want / cfg.target_fpr)))
         tm = time.perf_counter()
         neg, nsc, draws = bootstrap.mine_negatives(
-            (pix, off, H, W), source, casc, lanes, want, smin, smax, limit,
-            cfg.scan_share, burst,
-        )  # fmt: skip
+            (pix, off, H, W),
+            source,
+            casc,
+            lanes,
+            want,
+            smin,
+            smax,
+            limit,
+            cfg.scan_share,
+            burst,
+        )
         mine_s = time.perf_counter() - tm
         cascade_fpr = len(neg) / max(draws, 1)
         if cfg.verbose and len(neg):
@@ -496,8 +576,10 @@ def train(
             builder.add(codes, leaves, float(learner.SKIP_THRESHOLD))
             new += 1
             if cfg.verbose:
-                log(f"  tree {builder.ntrees}: stage TPR {tpr:.4f} (training positives "
-                    f"{tpr_train:.4f}) FPR {fpr:.4f} thr {thr:.4f}")
+                log(
+                    f"  tree {builder.ntrees}: stage TPR {tpr:.4f} (training positives "
+                    f"{tpr_train:.4f}) FPR {fpr:.4f} thr {thr:.4f}"
+                )
             if fpr <= cfg.max_fpr:
                 break
         builder.thr[-1] = thr

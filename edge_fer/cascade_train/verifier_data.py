@@ -46,10 +46,15 @@ class Miner:
         cfg = cascade_settings(cascade)
         self.min_face = float(cfg.get("min_face", 20))
         self.det = Detector(
-            Cascade.load(cascade), min_size=self.min_face, scale_factor=cfg.get("scale_factor", 1.1),
-            threshold=0.0, grouping=cfg.get("grouping", "chain"), iou=cfg.get("cluster_iou", 0.3),
-            max_detections=4096, threads=1,
-        )  # fmt: skip
+            Cascade.load(cascade),
+            min_size=self.min_face,
+            scale_factor=cfg.get("scale_factor", 1.1),
+            threshold=0.0,
+            grouping=cfg.get("grouping", "chain"),
+            iou=cfg.get("cluster_iou", 0.3),
+            max_detections=4096,
+            threads=1,
+        )
         self.rng = np.random.default_rng(seed)
         self.variants = variants
         self.crops: list[np.ndarray] = []
@@ -80,9 +85,14 @@ class Miner:
                 j = np.repeat(big, 2 * jitter, axis=0)
                 s = j[:, 2]
                 amp = np.tile(np.r_[np.full(jitter, 0.1), np.full(jitter, 0.4)], len(big))
-                jit = np.stack([j[:, 0] + self.rng.uniform(-1, 1, len(j)) * amp * s,
-                                j[:, 1] + self.rng.uniform(-1, 1, len(j)) * amp * s,
-                                s * np.exp(self.rng.uniform(-1.5, 1.5, len(j)) * amp)], axis=1)  # fmt: skip
+                jit = np.stack(
+                    [
+                        j[:, 0] + self.rng.uniform(-1, 1, len(j)) * amp * s,
+                        j[:, 1] + self.rng.uniform(-1, 1, len(j)) * amp * s,
+                        s * np.exp(self.rng.uniform(-1.5, 1.5, len(j)) * amp),
+                    ],
+                    axis=1,
+                )
                 ji = square_iou(jit, f)
                 top, tgt = ji.max(axis=1), f[ji.argmax(axis=1)]
                 jl = np.where(top >= POS_IOU, 1, np.where(top < NEG_IOU, 0, -1)).astype(np.int8)
@@ -101,12 +111,23 @@ class Miner:
         y = np.concatenate(self.labels) if self.labels else np.zeros(0, np.int8)
         o = np.concatenate(self.offsets) if self.offsets else np.zeros((0, 3), np.float32)
         np.savez_compressed(path, x=x, y=y, offsets=o)
-        return {"crops": len(y), "faces": int((y == 1).sum()), "parts": int((y == -1).sum()),
-                "non_faces": int((y == 0).sum())}  # fmt: skip
+        return {
+            "crops": len(y),
+            "faces": int((y == 1).sum()),
+            "parts": int((y == -1).sum()),
+            "non_faces": int((y == 0).sum()),
+        }
 
 
-def mine(webfaces: str | Path, backgrounds: str | Path, out: str | Path, cascade: str | Path,
-         seed: int = 0, sel_fraction: float = 0.1, limit: int = 0) -> dict:  # fmt: skip
+def mine(
+    webfaces: str | Path,
+    backgrounds: str | Path,
+    out: str | Path,
+    cascade: str | Path,
+    seed: int = 0,
+    sel_fraction: float = 0.1,
+    limit: int = 0,
+) -> dict:
     from edge_fer.cascade_train.annotations import (
         list_images,
         read_webfaces,
@@ -121,9 +142,12 @@ def mine(webfaces: str | Path, backgrounds: str | Path, out: str | Path, cascade
     if limit:
         train, bgs = train[:limit], bgs[: max(1, limit // 20)]
     parts = {
-        "train": (split_images(train, "train", sel_fraction), split_paths(bgs, "train", sel_fraction)),
+        "train": (
+            split_images(train, "train", sel_fraction),
+            split_paths(bgs, "train", sel_fraction),
+        ),
         "sel": (split_images(train, "val", sel_fraction), split_paths(bgs, "val", sel_fraction)),
-    }  # fmt: skip
+    }
     report = {}
     for name, (ims, bg) in parts.items():
         m = Miner(cascade, seed + (name == "sel"))
@@ -161,8 +185,15 @@ def main(argv: list[str] | None = None) -> int:
     from edge_fer.detect import lowres_cascade_path
 
     def work() -> None:
-        mine(args.webfaces, args.backgrounds, args.out, args.cascade or lowres_cascade_path(),
-             args.seed, args.sel_fraction, args.limit)  # fmt: skip
+        mine(
+            args.webfaces,
+            args.backgrounds,
+            args.out,
+            args.cascade or lowres_cascade_path(),
+            args.seed,
+            args.sel_fraction,
+            args.limit,
+        )
 
     return run_tool("verifier_data", work)
 

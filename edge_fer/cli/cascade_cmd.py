@@ -24,48 +24,107 @@ def register(sub) -> None:
                    help="WebFaces folder (images/ + WebFaces_GroundThruth.txt); the last "
                    "--val-fraction of its images in name order is held out")
     # fmt: on
-    p.add_argument("--boxes", action="append", default=[], metavar="FILE",
-                   help="box file, one face per line: path x y w h (all used for training)")
-    p.add_argument("--backgrounds", action="append", default=[], metavar="DIR",
-                   help="folder of face-free images (the last --bg-val-fraction held out)")
+    p.add_argument(
+        "--boxes",
+        action="append",
+        default=[],
+        metavar="FILE",
+        help="box file, one face per line: path x y w h (all used for training)",
+    )
+    p.add_argument(
+        "--backgrounds",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="folder of face-free images (the last --bg-val-fraction held out)",
+    )
     p.add_argument("--out", required=True, help="run folder (cascade.pico, state.json)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--depth", type=int, default=6, help="tree depth")
     p.add_argument("--tests", type=int, default=1024, help="random pixel tests tried per node")
-    p.add_argument("--stage-trees", default="1x4,2,3,4,5,10,20x6,30x4,40",
-                   help="tree budget per stage; NxK repeats N K times; the last value repeats")
-    p.add_argument("--min-tpr", default="0.98,0.985,0.99,0.995,0.997",
-                   help="per-stage true-positive rate to keep (the last value repeats)")
-    p.add_argument("--max-fpr", type=float, default=0.5,
-                   help="a stage ends once its false-positive rate is at most this")
-    p.add_argument("--target-fpr", type=float, default=1e-6,
-                   help="stop when the cascade accepts at most this fraction of mined windows")
+    p.add_argument(
+        "--stage-trees",
+        default="1x4,2,3,4,5,10,20x6,30x4,40",
+        help="tree budget per stage; NxK repeats N K times; the last value repeats",
+    )
+    p.add_argument(
+        "--min-tpr",
+        default="0.98,0.985,0.99,0.995,0.997",
+        help="per-stage true-positive rate to keep (the last value repeats)",
+    )
+    p.add_argument(
+        "--max-fpr",
+        type=float,
+        default=0.5,
+        help="a stage ends once its false-positive rate is at most this",
+    )
+    p.add_argument(
+        "--target-fpr",
+        type=float,
+        default=1e-6,
+        help="stop when the cascade accepts at most this fraction of mined windows",
+    )
     p.add_argument("--max-stages", type=int, default=30)
-    p.add_argument("--time-budget", type=float, default=0.0, metavar="HOURS",
-                   help="start no new stage after this many hours (0: no limit)")
-    p.add_argument("--min-face", type=int, default=20,
-                   help="smallest face used (pixels); also the smallest negative window")
-    p.add_argument("--jitter", type=int, default=6,
-                   help="jittered windows per face per stage (alternately mirrored)")
-    p.add_argument("--pos-jitter", type=float, default=0.05,
-                   help="centre jitter, fraction of the face size")
-    p.add_argument("--scale-jitter", type=float, default=0.08,
-                   help="size jitter: factor in [1/(1+x), 1+x]")
+    p.add_argument(
+        "--time-budget",
+        type=float,
+        default=0.0,
+        metavar="HOURS",
+        help="start no new stage after this many hours (0: no limit)",
+    )
+    p.add_argument(
+        "--min-face",
+        type=int,
+        default=20,
+        help="smallest face used (pixels); also the smallest negative window",
+    )
+    p.add_argument(
+        "--jitter",
+        type=int,
+        default=6,
+        help="jittered windows per face per stage (alternately mirrored)",
+    )
+    p.add_argument(
+        "--pos-jitter", type=float, default=0.05, help="centre jitter, fraction of the face size"
+    )
+    p.add_argument(
+        "--scale-jitter", type=float, default=0.08, help="size jitter: factor in [1/(1+x), 1+x]"
+    )
     p.add_argument("--neg-ratio", type=float, default=0.5, help="negatives per positive")
-    p.add_argument("--neg-annotated-share", type=float, default=0.5,
-                   help="share of negative windows drawn from annotated images (off faces)")
-    p.add_argument("--neg-annotated-min-fpr", type=float, default=1e-3,
-                   help="draw from annotated images only while the cascade accepts more than "
-                   "this fraction of windows (later, unannotated faces dominate what passes)")
-    p.add_argument("--scan-share", type=float, default=0.5,
-                   help="share of negative sizes drawn like a multi-scale scan (else log-uniform)")
-    p.add_argument("--threshold-on", choices=("fresh", "train"), default="train",
-                   help="set stage thresholds on the stage's own training positives (the "
-                   "reference learner) or on a fresh jitter of the faces (an honest TPR, but "
-                   "stages then reject little)")
-    p.add_argument("--max-draws", type=float, default=2e10,
-                   help="windows tried per stage when mining negatives")
+    p.add_argument(
+        "--neg-annotated-share",
+        type=float,
+        default=0.5,
+        help="share of negative windows drawn from annotated images (off faces)",
+    )
+    p.add_argument(
+        "--neg-annotated-min-fpr",
+        type=float,
+        default=1e-3,
+        help="draw from annotated images only while the cascade accepts more than "
+        "this fraction of windows (later, unannotated faces dominate what passes)",
+    )
+    p.add_argument(
+        "--scan-share",
+        type=float,
+        default=0.5,
+        help="share of negative sizes drawn like a multi-scale scan (else log-uniform)",
+    )
+    p.add_argument(
+        "--threshold-on",
+        choices=("fresh", "train"),
+        default="train",
+        help="set stage thresholds on the stage's own training positives (the "
+        "reference learner) or on a fresh jitter of the faces (an honest TPR, but "
+        "stages then reject little)",
+    )
+    p.add_argument(
+        "--max-draws",
+        type=float,
+        default=2e10,
+        help="windows tried per stage when mining negatives",
+    )
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--bg-val-fraction", type=float, default=0.1)
     p.add_argument("--max-faces", type=int, default=0, help="use a seeded subset of faces")
@@ -85,8 +144,9 @@ def register(sub) -> None:
                        "reference cascade.", formatter_class=d)
     # fmt: on
     e.add_argument("--cascade", default=None, help="pico cascade (default: the bundled one)")
-    e.add_argument("--stages", type=int, default=0,
-                   help="evaluate only the cascade's first N stages (0: all)")
+    e.add_argument(
+        "--stages", type=int, default=0, help="evaluate only the cascade's first N stages (0: all)"
+    )
     e.add_argument("--data", default=None, metavar="WEBFACES_DIR", help="WebFaces folder")
     e.add_argument("--boxes", default=None, metavar="FILE", help="box file instead of --data")
     e.add_argument("--split", choices=("val", "train", "all"), default="val")
@@ -99,23 +159,39 @@ def register(sub) -> None:
                    "../shared/data/backgrounds if present; 'none')")  # fmt: skip
     e.add_argument("--bg-split", choices=("val", "train", "all"), default="all")
     e.add_argument("--min-size", type=float, default=24.0, help="smallest window (pixels)")
-    e.add_argument("--max-size", type=float, default=1.0,
-                   help="largest window (pixels, or fraction of the shorter side if <= 1)")
+    e.add_argument(
+        "--max-size",
+        type=float,
+        default=1.0,
+        help="largest window (pixels, or fraction of the shorter side if <= 1)",
+    )
     e.add_argument("--scale-factor", type=float, default=1.1)
     e.add_argument("--stride-factor", type=float, default=0.1)
     e.add_argument("--iou", type=float, default=0.4, help="overlap for a face to count found")
     e.add_argument("--thresholds", default=",".join(str(t) for t in (0, 1, 2.5, 5, 10, 20, 40)))
-    e.add_argument("--fppi", default="0.1,0.25,0.5,1,2",
-                   help="false positives per image at which to report recall")
+    e.add_argument(
+        "--fppi",
+        default="0.1,0.25,0.5,1,2",
+        help="false positives per image at which to report recall",
+    )
     e.add_argument("--limit", type=int, default=0, help="evaluate the first N images only")
-    e.add_argument("--speed-images", type=int, default=50,
-                   help="images on which to count trees per window (0: skip)")
+    e.add_argument(
+        "--speed-images",
+        type=int,
+        default=50,
+        help="images on which to count trees per window (0: skip)",
+    )
     e.add_argument("--json", action="store_true", help="print JSON")
     e.add_argument("--out", default=None, help="also write the JSON here")
-    e.add_argument("--card", default=None, metavar="FILE",
-                   help="write a markdown model card (needs --run)")
-    e.add_argument("--run", default=None, metavar="DIR",
-                   help="the train-cascade folder of the cascade (state.json), for --card")
+    e.add_argument(
+        "--card", default=None, metavar="FILE", help="write a markdown model card (needs --run)"
+    )
+    e.add_argument(
+        "--run",
+        default=None,
+        metavar="DIR",
+        help="the train-cascade folder of the cascade (state.json), for --card",
+    )
     e.set_defaults(func=run_eval)
 
 
@@ -201,8 +277,12 @@ def run_eval(args) -> int:
     fppis = parse_list(args.fppi, float)
     if 0.5 not in fppis:
         fppis.append(0.5)
-    kw = {"thresholds": thresholds, "fppis": fppis, "iou": args.iou,
-          "speed_images": args.speed_images}
+    kw = {
+        "thresholds": thresholds,
+        "fppis": fppis,
+        "iou": args.iou,
+        "speed_images": args.speed_images,
+    }
     result = {
         "data": args.data or args.boxes,
         "split": args.split if args.data else "all",

@@ -20,15 +20,23 @@ SPLIT_CHOICES = ("train", "public-test", "private-test", "test", "all")
 def _model_args(p) -> None:
     p.add_argument("--model", default=None,
                    help="exported .onnx model (default: the bundled model)")  # fmt: skip
-    p.add_argument("--backend", default="onnxruntime", choices=("onnxruntime", "tensorrt"),
-                   help="inference engine")
+    p.add_argument(
+        "--backend",
+        default="onnxruntime",
+        choices=("onnxruntime", "tensorrt"),
+        help="inference engine",
+    )
     p.add_argument("--threads", type=int, default=0,
                    help="inference threads (0: the backend's default)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=64, help="faces per inference call")
-    p.add_argument("--tta", default="auto", choices=("auto", "none", "flip", "zoom-flip"),
-                   help="test-time augmentation: average the probabilities of the face's mirror "
-                   "image (flip) and of a 10%% zoom (zoom-flip: 4 views, 4x the work); auto: "
-                   "what the model's metadata recommends (the bundled model: zoom-flip)")
+    p.add_argument(
+        "--tta",
+        default="auto",
+        choices=("auto", "none", "flip", "zoom-flip"),
+        help="test-time augmentation: average the probabilities of the face's mirror "
+        "image (flip) and of a 10%% zoom (zoom-flip: 4 views, 4x the work); auto: "
+        "what the model's metadata recommends (the bundled model: zoom-flip)",
+    )
 
 
 def register(sub) -> None:
@@ -54,21 +62,32 @@ def register(sub) -> None:
     p.add_argument("--json", dest="json_out", default=None, metavar="OUT",
                    help="write the full report as JSON here ('-': stdout)")
     # fmt: on
-    p.add_argument("--png", default=None,
-                   help="confusion-matrix image [default: OUT with .png when --json is a file]")
+    p.add_argument(
+        "--png",
+        default=None,
+        help="confusion-matrix image [default: OUT with .png when --json is a file]",
+    )
     voc = p.add_mutually_exclusive_group()
     voc.add_argument("--label-set", default=None,
                      help="evaluate in this named vocabulary: fer2013, affectnet8, multipie6, "
                      "grouped6, grouped3")  # fmt: skip
-    voc.add_argument("--classes", default=None,
-                     help="evaluate in this vocabulary, comma-separated class names")
-    p.add_argument("--skip-bad", action="store_true",
-                   help="skip (and count) unreadable images, malformed rows, unknown classes")
+    voc.add_argument(
+        "--classes", default=None, help="evaluate in this vocabulary, comma-separated class names"
+    )
+    p.add_argument(
+        "--skip-bad",
+        action="store_true",
+        help="skip (and count) unreadable images, malformed rows, unknown classes",
+    )
     p.add_argument("--layout", default=None,
                    choices=("fer2013-csv", "fer2013-folder", "class-folders", "jaffe"),
                    help="dataset layout [default: detected]")  # fmt: skip
-    p.add_argument("--latency-samples", type=int, default=200,
-                   help="faces timed one at a time for the batch-1 latency (0: skip)")
+    p.add_argument(
+        "--latency-samples",
+        type=int,
+        default=200,
+        help="faces timed one at a time for the batch-1 latency (0: skip)",
+    )
     p.add_argument("--no-cache", action="store_true", help="do not cache the decoded dataset")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_eval)
@@ -83,8 +102,11 @@ def register(sub) -> None:
     # fmt: on
     c.add_argument("images", nargs="+", metavar="FACE_IMAGE")
     _model_args(c)
-    c.add_argument("--json", action="store_true",
-                   help='one JSON object per line: {"path", "label", "probs": {class: p}}')
+    c.add_argument(
+        "--json",
+        action="store_true",
+        help='one JSON object per line: {"path", "label", "probs": {class: p}}',
+    )
     c.add_argument("--top", type=int, default=3, help="classes shown per line without --json")
     c.set_defaults(func=run_classify)
 
@@ -102,6 +124,7 @@ def register(sub) -> None:
 
 # -- eval ---------------------------------------------------------------------------------
 
+
 def load_classifier(args):
     from edge_fer.classify import Classifier
     from edge_fer.errors import UserError
@@ -110,8 +133,9 @@ def load_classifier(args):
         raise UserError("--threads must be >= 0")
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
-    return Classifier.load(args.model, backend=args.backend, threads=args.threads or None,
-                           tta=args.tta)
+    return Classifier.load(
+        args.model, backend=args.backend, threads=args.threads or None, tta=args.tta
+    )
 
 
 def eval_dataset(
@@ -216,8 +240,10 @@ def run_eval(args) -> int:
     finally:
         clf.close()
     if png:
-        title = (f"{Path(rep['model']).name} on {Path(rep['data']).name} {rep['split']}: "
-                 f"acc {rep['accuracy']:.3f}  macro-F1 {rep['macro_f1']:.3f}  n {rep['n']}")
+        title = (
+            f"{Path(rep['model']).name} on {Path(rep['data']).name} {rep['split']}: "
+            f"acc {rep['accuracy']:.3f}  macro-F1 {rep['macro_f1']:.3f}  n {rep['n']}"
+        )
         write_png(draw_confusion(rep["confusion_matrix"], rep["labels"], title), png)
         rep["confusion_png"] = str(png)
     text = summary_text(rep)
@@ -309,8 +335,11 @@ def run_classify(args) -> int:
                 order = pr.argsort()[::-1]
                 label = clf.classes[order[0]]
                 if args.json:
-                    rec = {"path": str(p), "label": label,
-                           "probs": {c: round(float(v), 6) for c, v in zip(clf.classes, pr)}}
+                    rec = {
+                        "path": str(p),
+                        "label": label,
+                        "probs": {c: round(float(v), 6) for c, v in zip(clf.classes, pr)},
+                    }
                     try:  # strict JSON Lines: no NaN/Infinity
                         print(fileio.dumps(rec, indent=None))
                     except ValueError as exc:
@@ -318,8 +347,9 @@ def run_classify(args) -> int:
 
                         raise UserError(f"{p}: {fileio.first_line(exc)}") from None
                 else:
-                    rest = ", ".join(f"{clf.classes[k]} {pr[k]:.2f}"
-                                     for k in order[1 : max(args.top, 1)])
+                    rest = ", ".join(
+                        f"{clf.classes[k]} {pr[k]:.2f}" for k in order[1 : max(args.top, 1)]
+                    )
                     print(f"{p}: {label} {pr[order[0]]:.2f}" + (f"  ({rest})" if rest else ""))
             sys.stdout.flush()
     finally:
@@ -328,6 +358,7 @@ def run_classify(args) -> int:
 
 
 # -- models -------------------------------------------------------------------------------
+
 
 def run_models(args) -> int:
     from edge_fer.errors import UserError

@@ -35,54 +35,105 @@ def register(sub) -> None:
     )
     src = p.add_mutually_exclusive_group()
     src.add_argument("--checkpoint", help="best.safetensors of a training run")
-    src.add_argument("--model", help="--int8: an exported FP32 .onnx to start from "
-                     "(default: the bundled model)")
-    p.add_argument("--out", default=None,
-                   help="--checkpoint: the output model file (.onnx); --int8 outputs go to "
-                   "OUT's name without .onnx + _int8/ (or --int8-out)")
+    src.add_argument(
+        "--model", help="--int8: an exported FP32 .onnx to start from (default: the bundled model)"
+    )
+    p.add_argument(
+        "--out",
+        default=None,
+        help="--checkpoint: the output model file (.onnx); --int8 outputs go to "
+        "OUT's name without .onnx + _int8/ (or --int8-out)",
+    )
     g = p.add_argument_group("ONNX (FP32)")
     g.add_argument("--opset", type=int, default=17, help="ONNX opset")
-    g.add_argument("--tta", default="none", choices=("none", "flip"),
-                   help="flip: average the softmax of the face and of its mirror image")
-    g.add_argument("--eval-tta", default="none", choices=("none", "flip", "zoom-flip"),
-                   help="test-time augmentation that eval/classify apply by default, stored in "
-                   "the metadata (the graph stays single-view; the video runtime never uses it)")
-    g.add_argument("--exporter", default="auto", choices=("auto", "classic", "dynamo"),
-                   help="torch ONNX exporter (auto: the TorchScript one when available)")
-    g.add_argument("--no-check", action="store_true",
-                   help="skip the ONNX Runtime vs torch parity check")
+    g.add_argument(
+        "--tta",
+        default="none",
+        choices=("none", "flip"),
+        help="flip: average the softmax of the face and of its mirror image",
+    )
+    g.add_argument(
+        "--eval-tta",
+        default="none",
+        choices=("none", "flip", "zoom-flip"),
+        help="test-time augmentation that eval/classify apply by default, stored in "
+        "the metadata (the graph stays single-view; the video runtime never uses it)",
+    )
+    g.add_argument(
+        "--exporter",
+        default="auto",
+        choices=("auto", "classic", "dynamo"),
+        help="torch ONNX exporter (auto: the TorchScript one when available)",
+    )
+    g.add_argument(
+        "--no-check", action="store_true", help="skip the ONNX Runtime vs torch parity check"
+    )
     g.add_argument("--check-data", default=None,
                    help="dataset whose faces the parity check uses [default: the training data "
                    "named in the checkpoint]")  # fmt: skip
     q = p.add_argument_group("INT8 (one line: calibrate, check against FP32, report)")
-    q.add_argument("--int8", action="store_true",
-                   help="calibrate to INT8 and write Q/DQ models, the TensorRT calibration "
-                   "cache and a compression report (needs edge-fer[quantize])")
+    q.add_argument(
+        "--int8",
+        action="store_true",
+        help="calibrate to INT8 and write Q/DQ models, the TensorRT calibration "
+        "cache and a compression report (needs edge-fer[quantize])",
+    )
     one = q.add_mutually_exclusive_group()
-    one.add_argument("--data", metavar="DIR",
-                     help="labelled dataset: calibration faces from its training split, the "
-                     "accuracy check on --eval-split")
-    one.add_argument("--source", metavar="VIDEO_OR_IMAGES",
-                     help="calibrate on faces the PICO detector finds here (the deployment "
-                     "camera's footage is the best calibration set)")
+    one.add_argument(
+        "--data",
+        metavar="DIR",
+        help="labelled dataset: calibration faces from its training split, the "
+        "accuracy check on --eval-split",
+    )
+    one.add_argument(
+        "--source",
+        metavar="VIDEO_OR_IMAGES",
+        help="calibrate on faces the PICO detector finds here (the deployment "
+        "camera's footage is the best calibration set)",
+    )
     q.add_argument("--samples", type=int, default=512, help="calibration faces")
     q.add_argument("--seed", type=int, default=0, help="seed of the calibration sample")
-    q.add_argument("--method", default="entropy", choices=("entropy", "percentile", "minmax"),
-                   help="range calibration (entropy = TensorRT's EntropyCalibration2)")
-    q.add_argument("--target", default="both", choices=("tensorrt", "cpu", "both"),
-                   help="Q/DQ layouts to write")
-    q.add_argument("--trt-version", default="10.3.0", metavar="X.Y.Z",
-                   help="TensorRT version in the calibration cache header")
-    q.add_argument("--eval-data", default=None, metavar="DIR",
-                   help="labelled data for the accuracy check [default: --data]")
-    q.add_argument("--eval-split", default=None,
-                   help="split of the accuracy check [default: private-test for FER2013, "
-                   "else all images]")
-    q.add_argument("--eval-limit", type=int, default=0,
-                   help="check on an even sample of this many faces (0: all)")
-    q.add_argument("--max-drop", type=float, default=0.5,
-                   help="accuracy points INT8 may lose against FP32 before the check fails "
-                   "(exit code 1)")
+    q.add_argument(
+        "--method",
+        default="entropy",
+        choices=("entropy", "percentile", "minmax"),
+        help="range calibration (entropy = TensorRT's EntropyCalibration2)",
+    )
+    q.add_argument(
+        "--target",
+        default="both",
+        choices=("tensorrt", "cpu", "both"),
+        help="Q/DQ layouts to write",
+    )
+    q.add_argument(
+        "--trt-version",
+        default="10.3.0",
+        metavar="X.Y.Z",
+        help="TensorRT version in the calibration cache header",
+    )
+    q.add_argument(
+        "--eval-data",
+        default=None,
+        metavar="DIR",
+        help="labelled data for the accuracy check [default: --data]",
+    )
+    q.add_argument(
+        "--eval-split",
+        default=None,
+        help="split of the accuracy check [default: private-test for FER2013, else all images]",
+    )
+    q.add_argument(
+        "--eval-limit",
+        type=int,
+        default=0,
+        help="check on an even sample of this many faces (0: all)",
+    )
+    q.add_argument(
+        "--max-drop",
+        type=float,
+        default=0.5,
+        help="accuracy points INT8 may lose against FP32 before the check fails (exit code 1)",
+    )
     q.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads")
     q.add_argument("--int8-out", default=None, metavar="DIR", help="folder of the INT8 outputs")
     DETECTOR.add_to(p)
@@ -109,14 +160,18 @@ def run(args) -> int:
 
     if not args.int8:
         if args.model or args.data or args.source:
-            raise UserError("--model/--data/--source belong to --int8; plain export takes "
-                            "--checkpoint and --out")
+            raise UserError(
+                "--model/--data/--source belong to --int8; plain export takes "
+                "--checkpoint and --out"
+            )
         if not args.checkpoint or not args.out:
             raise UserError("give --checkpoint CKPT --out MODEL.onnx (or --int8)")
         _export_fp32(args)
         return 0
     if not (args.data or args.source):
-        raise UserError("--int8 needs calibration faces: --data DATASET or --source VIDEO_OR_IMAGES")
+        raise UserError(
+            "--int8 needs calibration faces: --data DATASET or --source VIDEO_OR_IMAGES"
+        )
     if args.checkpoint:
         if not args.out:
             raise UserError("--checkpoint needs --out MODEL.onnx")
@@ -142,8 +197,9 @@ def _int8(args, model) -> int:
 
         from edge_fer.quantize import from_dataset, from_source
     except ImportError as exc:
-        raise UserError(f"--int8 needs the quantize extra: pip install 'edge-fer[quantize]' "
-                        f"({exc})") from None
+        raise UserError(
+            f"--int8 needs the quantize extra: pip install 'edge-fer[quantize]' ({exc})"
+        ) from None
     if args.threads < 1:
         raise UserError("--threads must be >= 1")
     out = Path(args.int8_out) if args.int8_out else default_out_dir(model)
@@ -152,9 +208,15 @@ def _int8(args, model) -> int:
     if args.data:
         faces = from_dataset(args.data, "train", args.samples, args.seed, size=size)
     else:
-        faces = from_source(args.source, args.cascade, margin=margin, size=size,
-                            samples=args.samples, seed=args.seed,
-                            detect=DETECTOR.detect_options(args))
+        faces = from_source(
+            args.source,
+            args.cascade,
+            margin=margin,
+            size=size,
+            samples=args.samples,
+            seed=args.seed,
+            detect=DETECTOR.detect_options(args),
+        )
     eval_data = args.eval_data or args.data
     bar = Progress(len(faces), "calibrating", "face", sys.stderr.isatty())
     try:
@@ -175,15 +237,22 @@ def _int8(args, model) -> int:
         return 0
     print(f"  report    {res['report']['markdown']}")
     for row in res["report"]["rows"]:
-        print(f"  {row['model']:<32} accuracy {row['accuracy']:.4f}  "
-              f"{row.get('ms_b32', float('nan')):.3f} ms/face at batch 32")
+        print(
+            f"  {row['model']:<32} accuracy {row['accuracy']:.4f}  "
+            f"{row.get('ms_b32', float('nan')):.3f} ms/face at batch 32"
+        )
     for c in res["checks"]:
         verdict = "ok" if c["ok"] else "FAILED"
-        print(f"  check {c['model']}: {-c['accuracy_drop_points']:+.2f} accuracy points vs FP32 "
-              f"(limit -{c['max_drop_points']}): {verdict}")
+        print(
+            f"  check {c['model']}: {-c['accuracy_drop_points']:+.2f} accuracy points vs FP32 "
+            f"(limit -{c['max_drop_points']}): {verdict}"
+        )
     if not res["ok"]:
-        print("edge-fer export: INT8 accuracy check failed (see the report; try --method "
-              "percentile, more --samples, or QAT: edge-fer qat)", file=sys.stderr)
+        print(
+            "edge-fer export: INT8 accuracy check failed (see the report; try --method "
+            "percentile, more --samples, or QAT: edge-fer qat)",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -193,5 +262,8 @@ def _export_fp32(args) -> None:
     print(json.dumps(report))
     check = (f", parity max |dp| {report['parity_max_abs_diff']:.2g}"
              if "parity_max_abs_diff" in report else ", parity not checked")  # fmt: skip
-    print(f"exported {report['arch']} ({report['params']:,} params, tta {report['tta']}) "
-          f"-> {report['out']}{check}", file=sys.stderr)
+    print(
+        f"exported {report['arch']} ({report['params']:,} params, tta {report['tta']}) "
+        f"-> {report['out']}{check}",
+        file=sys.stderr,
+    )

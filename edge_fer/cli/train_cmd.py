@@ -16,8 +16,12 @@ def register(sub) -> None:
     p.add_argument("--arch", required=True, help="architecture name (see `edge-fer models`)")
     p.add_argument("--data", required=True, help="dataset folder or fer2013.csv")
     p.add_argument("--out", default="runs/train", help="run folder (checkpoints, logs)")
-    p.add_argument("--epochs", type=int, default=None,
-                   help="epochs (default 40; with --resume: a new total for the run)")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=None,
+        help="epochs (default 40; with --resume: a new total for the run)",
+    )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate")
     p.add_argument("--weight-decay", type=float, default=5e-4)
@@ -50,13 +54,26 @@ def run(args) -> int:
     except ValueError:
         raise UserError(f"--arch-kwargs is not JSON: {args.arch_kwargs!r}") from None
     cfg = TrainConfig(
-        arch=args.arch, data=args.data, out=args.out, epochs=args.epochs or 40,
-        batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-        label_smoothing=args.label_smoothing, class_weights=args.class_weights,
-        balanced_sampling=args.balanced_sampling, augment=not args.no_augment,
-        clahe=args.clahe, channels=args.channels, input_size=args.input_size,
-        patience=args.patience, seed=args.seed, device=args.device, threads=args.threads,
-        arch_kwargs=kw, max_batches=args.max_batches,
+        arch=args.arch,
+        data=args.data,
+        out=args.out,
+        epochs=args.epochs or 40,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        weight_decay=args.weight_decay,
+        label_smoothing=args.label_smoothing,
+        class_weights=args.class_weights,
+        balanced_sampling=args.balanced_sampling,
+        augment=not args.no_augment,
+        clahe=args.clahe,
+        channels=args.channels,
+        input_size=args.input_size,
+        patience=args.patience,
+        seed=args.seed,
+        device=args.device,
+        threads=args.threads,
+        arch_kwargs=kw,
+        max_batches=args.max_batches,
     )
     result = train(cfg, resume=args.resume, epochs_override=args.epochs)
     print(json.dumps(result))

@@ -43,8 +43,17 @@ def _resized(m: nn.Module, shape: list[int]) -> nn.Module:
         cin, cout, groups = (int(v) for v in shape)
         if (cin, cout, groups) == (m.in_channels, m.out_channels, m.groups):
             return m
-        return nn.Conv2d(cin, cout, m.kernel_size, m.stride, m.padding, m.dilation, groups,
-                         m.bias is not None, m.padding_mode)  # fmt: skip
+        return nn.Conv2d(
+            cin,
+            cout,
+            m.kernel_size,
+            m.stride,
+            m.padding,
+            m.dilation,
+            groups,
+            m.bias is not None,
+            m.padding_mode,
+        )
     if isinstance(m, nn.BatchNorm2d):
         (n,) = (int(v) for v in shape)
         if n == m.num_features:
@@ -86,15 +95,17 @@ def base_arch(arch: str, arch_kwargs: dict) -> str:
 
 
 @register_model(ARCH, input_size=48)
-def pruned(num_classes: int = 7, in_channels: int = 1, base: str = "", base_kwargs=None,
-           layers=None) -> nn.Module:  # fmt: skip
+def pruned(
+    num_classes: int = 7, in_channels: int = 1, base: str = "", base_kwargs=None, layers=None
+) -> nn.Module:
     """A structurally pruned zoo model (edge-fer prune): a base zoo architecture with the
     per-layer widths recorded in `layers`."""
     if not base or base == ARCH or layers is None:
         raise UserError(
             "the `pruned` architecture needs base= and layers= (made by edge-fer prune)"
         )
-    model = create_model(base, num_classes=num_classes, in_channels=in_channels,
-                         **dict(base_kwargs or {}))  # fmt: skip
+    model = create_model(
+        base, num_classes=num_classes, in_channels=in_channels, **dict(base_kwargs or {})
+    )
     with torch.no_grad():
         return apply_layer_shapes(model, dict(layers))

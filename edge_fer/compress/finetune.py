@@ -85,17 +85,22 @@ def load_finetune_data(data: str, spec: PreprocessSpec, cfg: FinetuneConfig) -> 
     """Training and selection faces of `data` (FER2013: Training / PublicTest; other layouts:
     a held-out 10%, as `edge-fer train` does), labels mapped onto the model's classes."""
     cfg.validate()
-    tcfg = TrainConfig(arch="-", data=str(data), input_size=spec.input_size, seed=cfg.seed,
-                       clahe=spec.clahe)  # fmt: skip
+    tcfg = TrainConfig(
+        arch="-", data=str(data), input_size=spec.input_size, seed=cfg.seed, clahe=spec.clahe
+    )
     train, val, val_name = load_splits(tcfg)
     model_classes = tuple(spec.classes)
     missing = [c for c in train.classes if c not in model_classes]
-    if missing and (np.isin(train.counts().nonzero()[0],
-                            [train.classes.index(c) for c in missing]).any()):  # fmt: skip
-        raise UserError(f"{data}: classes {', '.join(missing)} are not among the model's "
-                        f"({', '.join(model_classes)})")  # fmt: skip
-    remap = np.array([model_classes.index(c) if c in model_classes else -1
-                      for c in train.classes], np.int64)  # fmt: skip
+    if missing and (
+        np.isin(train.counts().nonzero()[0], [train.classes.index(c) for c in missing]).any()
+    ):
+        raise UserError(
+            f"{data}: classes {', '.join(missing)} are not among the model's "
+            f"({', '.join(model_classes)})"
+        )
+    remap = np.array(
+        [model_classes.index(c) if c in model_classes else -1 for c in train.classes], np.int64
+    )
     tx, ty = train.images, remap[train.labels]
     vx, vy = val.images, remap[val.labels]
     if cfg.train_fraction < 1:
@@ -156,16 +161,26 @@ def finetune(
     start = evaluate_torch(model, data, device)
     best = {"acc": start["accuracy"], "epoch": 0, "state": copy.deepcopy(model.state_dict())}
     if cfg.epochs == 0:
-        return {"best_acc": start["accuracy"], "best_epoch": 0, "start_acc": start["accuracy"],
-                "epochs": 0, "seconds": time.time() - t_start}  # fmt: skip
+        return {
+            "best_acc": start["accuracy"],
+            "best_epoch": 0,
+            "start_acc": start["accuracy"],
+            "epochs": 0,
+            "seconds": time.time() - t_start,
+        }
     decay, no_decay = [], []
     for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim <= 1 else decay).append(p)
     opt = torch.optim.SGD(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0}],
-        lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
-    )  # fmt: skip
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0},
+        ],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=True,
+    )
     n = len(data.train_x)
     steps_per_epoch = math.ceil(n / cfg.batch_size)
     if cfg.max_batches:
@@ -195,8 +210,13 @@ def finetune(
         tot_loss, tot_ok, seen = 0.0, 0, 0
         bar = range(steps_per_epoch)
         if tqdm is not None:
-            bar = tqdm(bar, desc=f"{desc} {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
-                       disable=not sys.stderr.isatty())  # fmt: skip
+            bar = tqdm(
+                bar,
+                desc=f"{desc} {epoch + 1}/{cfg.epochs}",
+                leave=False,
+                file=sys.stderr,
+                disable=not sys.stderr.isatty(),
+            )
         lr = cfg.lr
         for b in bar:
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
@@ -231,24 +251,42 @@ def finetune(
         rep = evaluate_torch(model, data, device)
         improved = rep["accuracy"] > best["acc"]
         if improved:
-            best = {"acc": rep["accuracy"], "epoch": epoch + 1,
-                    "state": copy.deepcopy(model.state_dict())}  # fmt: skip
-        row = {"round": round_index, "epoch": epoch + 1, "lr": lr,
-               "train_loss": tot_loss / max(seen, 1), "train_acc": tot_ok / max(seen, 1),
-               "val_acc": rep["accuracy"], "val_top2": rep["top2_accuracy"],
-               "val_macro_f1": rep["macro_f1"], "seconds": time.time() - t0}  # fmt: skip
+            best = {
+                "acc": rep["accuracy"],
+                "epoch": epoch + 1,
+                "state": copy.deepcopy(model.state_dict()),
+            }
+        row = {
+            "round": round_index,
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": tot_loss / max(seen, 1),
+            "train_acc": tot_ok / max(seen, 1),
+            "val_acc": rep["accuracy"],
+            "val_top2": rep["top2_accuracy"],
+            "val_macro_f1": rep["macro_f1"],
+            "seconds": time.time() - t0,
+        }
         if log is not None:
             log.append(row)
-        print(f"{desc} epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
-              f"{data.val_name} acc {rep['accuracy']:.4f} (start {start['accuracy']:.4f})  "
-              f"lr {lr:.3g}  {row['seconds']:.0f}s" + ("  *" if improved else ""),
-              file=sys.stderr, flush=True)  # fmt: skip
+        print(
+            f"{desc} epoch {epoch + 1}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
+            f"{data.val_name} acc {rep['accuracy']:.4f} (start {start['accuracy']:.4f})  "
+            f"lr {lr:.3g}  {row['seconds']:.0f}s" + ("  *" if improved else ""),
+            file=sys.stderr,
+            flush=True,
+        )
     model.load_state_dict(best["state"])
     if post_step is not None:
         post_step()
     model.eval()
-    return {"best_acc": best["acc"], "best_epoch": best["epoch"], "start_acc": start["accuracy"],
-            "epochs": cfg.epochs, "seconds": time.time() - t_start}  # fmt: skip
+    return {
+        "best_acc": best["acc"],
+        "best_epoch": best["epoch"],
+        "start_acc": start["accuracy"],
+        "epochs": cfg.epochs,
+        "seconds": time.time() - t_start,
+    }
 
 
 @torch.no_grad()

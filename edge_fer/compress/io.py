@@ -62,11 +62,13 @@ def load_source(path: str | os.PathLike | None) -> SourceModel:
         from edge_fer.train.checkpoint import read_state
 
         if read_state(p).get("quantization"):
-            raise UserError(f"{p}: is a quantization-aware (QAT) checkpoint; start from the "
-                            "FP32 model")  # fmt: skip
+            raise UserError(
+                f"{p}: is a quantization-aware (QAT) checkpoint; start from the FP32 model"
+            )
         model, spec, state = load_trained(p)
-        return SourceModel(model, spec, state, p, "checkpoint", "none",
-                           bool(state.get("bn_folded")))  # fmt: skip
+        return SourceModel(
+            model, spec, state, p, "checkpoint", "none", bool(state.get("bn_folded"))
+        )
     from edge_fer.export.onnx_import import checkpoint_from_onnx, torch_model_from_onnx
 
     model, spec, meta = torch_model_from_onnx(p)
@@ -75,16 +77,28 @@ def load_source(path: str | os.PathLike | None) -> SourceModel:
         from edge_fer.train.checkpoint import read_state
 
         state = read_state(checkpoint_from_onnx(p, Path(tmp) / "src.safetensors"))
-    return SourceModel(model, spec, state, p, "onnx", meta.get("edge_fer.tta", "none") or "none",
-                       True, meta, meta.get("edge_fer.tta_default", "none") or "none")  # fmt: skip
+    return SourceModel(
+        model,
+        spec,
+        state,
+        p,
+        "onnx",
+        meta.get("edge_fer.tta", "none") or "none",
+        True,
+        meta,
+        meta.get("edge_fer.tta_default", "none") or "none",
+    )
 
 
 def check_out_dir(out: Path, force: bool) -> None:
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder", param="out")
     if (out / "report.json").exists() and not force:
-        raise UserError(f"{out}: already holds a finished run (report.json); "
-                        "pick another folder or pass --force", param="out")  # fmt: skip
+        raise UserError(
+            f"{out}: already holds a finished run (report.json); "
+            "pick another folder or pass --force",
+            param="out",
+        )
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -68,13 +68,20 @@ class PruneConfig:
 
     def validate(self) -> None:
         if self.method not in METHODS:
-            raise UserError(f"{self.method!r} is unknown; choose {', '.join(METHODS)}", param="method")
+            raise UserError(
+                f"{self.method!r} is unknown; choose {', '.join(METHODS)}", param="method"
+            )
         if self.importance not in IMPORTANCES:
-            raise UserError(f"{self.importance!r} is unknown; choose "
-                            f"{', '.join(IMPORTANCES)}", param="importance")  # fmt: skip
+            raise UserError(
+                f"{self.importance!r} is unknown; choose {', '.join(IMPORTANCES)}",
+                param="importance",
+            )
         if not 0 < self.target_macs_reduction <= MAX_REDUCTION:
-            raise UserError(f"must be in (0, {MAX_REDUCTION}] (a fraction of the MACs), "
-                            f"got {self.target_macs_reduction:g}", param="target_macs_reduction")  # fmt: skip
+            raise UserError(
+                f"must be in (0, {MAX_REDUCTION}] (a fraction of the MACs), "
+                f"got {self.target_macs_reduction:g}",
+                param="target_macs_reduction",
+            )
         if not 0 < self.sparsity < 1:
             raise UserError(f"must be in (0, 1), got {self.sparsity:g}", param="sparsity")
         if self.steps < 1:
@@ -91,8 +98,10 @@ def _tp():
     try:
         import torch_pruning as tp
     except ImportError as exc:
-        raise UserError(f"structured pruning needs torch-pruning: pip install torch-pruning "
-                        f"(or 'edge-fer[compress]') ({exc})") from None  # fmt: skip
+        raise UserError(
+            f"structured pruning needs torch-pruning: pip install torch-pruning "
+            f"(or 'edge-fer[compress]') ({exc})"
+        ) from None
     return tp
 
 
@@ -109,8 +118,11 @@ def classifier_layer(model: nn.Module) -> nn.Module:
 
 def weighted_layers(model: nn.Module, with_classifier: bool = False) -> list[tuple[str, nn.Module]]:
     head = classifier_layer(model)
-    return [(n, m) for n, m in model.named_modules()
-            if isinstance(m, (nn.Conv2d, nn.Linear)) and (with_classifier or m is not head)]  # fmt: skip
+    return [
+        (n, m)
+        for n, m in model.named_modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear)) and (with_classifier or m is not head)
+    ]
 
 
 def info_of(model: nn.Module, spec) -> dict:
@@ -126,8 +138,7 @@ class Masks:
 
     def __init__(self, masks: dict[str, tuple[nn.Parameter, torch.Tensor]]):
         self.masks = masks
-        self._hooks = [p.register_hook(lambda g, m=m: g * m.to(g.dtype))
-                       for p, m in masks.values()]  # fmt: skip
+        self._hooks = [p.register_hook(lambda g, m=m: g * m.to(g.dtype)) for p, m in masks.values()]
         self.apply()
 
     @torch.no_grad()
@@ -204,8 +215,10 @@ def check_nm_onnx(path: str | Path, n: int = 2, m: int = 4) -> dict:
         if node.op_type not in ("Conv", "Gemm", "MatMul") or node.input[1] not in inits:
             continue
         w = inits[node.input[1]]
-        if node.op_type == "MatMul" or (node.op_type == "Gemm" and not next(
-                (a.i for a in node.attribute if a.name == "transB"), 0)):  # fmt: skip
+        if node.op_type == "MatMul" or (
+            node.op_type == "Gemm"
+            and not next((a.i for a in node.attribute if a.name == "transB"), 0)
+        ):
             w = w.T
         groups = next((a.i for a in node.attribute if a.name == "group"), 1)
         if w.ndim < 2 or w.shape[1] % m or groups != 1:
@@ -213,8 +226,12 @@ def check_nm_onnx(path: str | Path, n: int = 2, m: int = 4) -> dict:
         g = np.moveaxis(w, 1, -1).reshape(-1, m)
         layers[node.input[1]] = float(((g == 0).sum(1) >= m - n).mean())
     ok = sum(1 for v in layers.values() if v == 1.0)
-    return {"layers_checked": len(layers), "layers_2to4": ok,
-            "all_2to4": bool(layers) and ok == len(layers), "per_layer": layers}  # fmt: skip
+    return {
+        "layers_checked": len(layers),
+        "layers_2to4": ok,
+        "all_2to4": bool(layers) and ok == len(layers),
+        "per_layer": layers,
+    }
 
 
 # -- structured -------------------------------------------------------------------------------
@@ -232,8 +249,12 @@ def _importance(name: str):
 def make_pruner(model, example, importance, ratio: float, steps: int, round_to: int):
     tp = _tp()
     cls = getattr(tp.pruner, "MetaPruner", None) or tp.pruner.BasePruner
-    kw = {"importance": importance, "iterative_steps": steps,
-              "ignored_layers": [classifier_layer(model)], "round_to": round_to or None}  # fmt: skip
+    kw = {
+        "importance": importance,
+        "iterative_steps": steps,
+        "ignored_layers": [classifier_layer(model)],
+        "round_to": round_to or None,
+    }
     try:
         return cls(model, example, pruning_ratio=ratio, **kw)
     except TypeError:  # torch-pruning < 1.3 calls it ch_sparsity
@@ -256,11 +277,19 @@ def ratio_for_target(model, spec, target: float, steps: int, round_to: int) -> f
     alone, so the MACs are not monotonic in the fraction near its end."""
     base = info_of(model, spec)["macs"]
     grid = np.arange(0.02, 0.91, 0.02)
-    hi = next((float(p) for p in grid
-               if _reduction_after(model, spec, float(p), 1, round_to, base) >= target), None)  # fmt: skip
+    hi = next(
+        (
+            float(p)
+            for p in grid
+            if _reduction_after(model, spec, float(p), 1, round_to, base) >= target
+        ),
+        None,
+    )
     if hi is None:
-        raise UserError(f"--target-macs-reduction {target:g} cannot be reached on this model "
-                        f"(with --round-to {round_to}; the classifier is never pruned)")  # fmt: skip
+        raise UserError(
+            f"--target-macs-reduction {target:g} cannot be reached on this model "
+            f"(with --round-to {round_to}; the classifier is never pruned)"
+        )
     lo = hi - 0.02
     for _ in range(8):
         mid = 0.5 * (lo + hi)
@@ -272,8 +301,10 @@ def ratio_for_target(model, spec, target: float, steps: int, round_to: int) -> f
     while _reduction_after(model, spec, ratio, steps, round_to, base) < target:
         ratio += 0.005  # the rounding of the intermediate steps fell short: a little more
         if ratio > 0.95:
-            raise UserError(f"--target-macs-reduction {target:g} cannot be reached in "
-                            f"{steps} steps with --round-to {round_to}")  # fmt: skip
+            raise UserError(
+                f"--target-macs-reduction {target:g} cannot be reached in "
+                f"{steps} steps with --round-to {round_to}"
+            )
     return ratio
 
 
@@ -293,18 +324,30 @@ def _taylor_grads(model, data: FinetuneData, batches: int, batch_size: int, seed
         F.cross_entropy(model(x), y).backward()
 
 
-def prune_structured(model, data: FinetuneData, pcfg: PruneConfig, fcfg: FinetuneConfig,
-                     frozen_bn: bool, log: list, teacher=None) -> dict:  # fmt: skip
+def prune_structured(
+    model,
+    data: FinetuneData,
+    pcfg: PruneConfig,
+    fcfg: FinetuneConfig,
+    frozen_bn: bool,
+    log: list,
+    teacher=None,
+) -> dict:
     spec = data.spec
     base = info_of(model, spec)
     ratio = ratio_for_target(model, spec, pcfg.target_macs_reduction, pcfg.steps, pcfg.round_to)
-    print(f"structured: pruning {ratio:.3f} of each layer's channels (then rounding the rest "
-          f"down to a multiple of {pcfg.round_to or 1}) for >= {pcfg.target_macs_reduction:.0%} "
-          f"fewer MACs, {pcfg.steps} step(s)", file=sys.stderr, flush=True)  # fmt: skip
+    print(
+        f"structured: pruning {ratio:.3f} of each layer's channels (then rounding the rest "
+        f"down to a multiple of {pcfg.round_to or 1}) for >= {pcfg.target_macs_reduction:.0%} "
+        f"fewer MACs, {pcfg.steps} step(s)",
+        file=sys.stderr,
+        flush=True,
+    )
     model.cpu()
     ex = torch.zeros(1, spec.channels, spec.input_size, spec.input_size)
-    pruner = make_pruner(model.eval(), ex, _importance(pcfg.importance), ratio, pcfg.steps,
-                         pcfg.round_to)  # fmt: skip
+    pruner = make_pruner(
+        model.eval(), ex, _importance(pcfg.importance), ratio, pcfg.steps, pcfg.round_to
+    )
     rounds = []
     for k in range(pcfg.steps):
         if pcfg.importance == "taylor":
@@ -313,15 +356,33 @@ def prune_structured(model, data: FinetuneData, pcfg: PruneConfig, fcfg: Finetun
         pruner.step()
         model.zero_grad(set_to_none=True)
         inf = info_of(model, spec)
-        ft = finetune(model, data, fcfg, frozen_bn=frozen_bn, desc=f"prune {k + 1}/{pcfg.steps}",
-                      round_index=k, log=log, teacher=teacher)  # fmt: skip
-        rounds.append({"step": k + 1, **inf, "macs_reduction": 1 - inf["macs"] / base["macs"],
-                       "val_acc_pruned": ft["start_acc"], "val_acc_finetuned": ft["best_acc"],
-                       "best_epoch": ft["best_epoch"]})  # fmt: skip
-        print(f"step {k + 1}/{pcfg.steps}: {inf['macs'] / 1e6:.1f}M MACs "
-              f"(-{rounds[-1]['macs_reduction']:.1%}), {inf['params']:,} params, "
-              f"{data.val_name} acc {ft['start_acc']:.4f} -> {ft['best_acc']:.4f}",
-              file=sys.stderr, flush=True)  # fmt: skip
+        ft = finetune(
+            model,
+            data,
+            fcfg,
+            frozen_bn=frozen_bn,
+            desc=f"prune {k + 1}/{pcfg.steps}",
+            round_index=k,
+            log=log,
+            teacher=teacher,
+        )
+        rounds.append(
+            {
+                "step": k + 1,
+                **inf,
+                "macs_reduction": 1 - inf["macs"] / base["macs"],
+                "val_acc_pruned": ft["start_acc"],
+                "val_acc_finetuned": ft["best_acc"],
+                "best_epoch": ft["best_epoch"],
+            }
+        )
+        print(
+            f"step {k + 1}/{pcfg.steps}: {inf['macs'] / 1e6:.1f}M MACs "
+            f"(-{rounds[-1]['macs_reduction']:.1%}), {inf['params']:,} params, "
+            f"{data.val_name} acc {ft['start_acc']:.4f} -> {ft['best_acc']:.4f}",
+            file=sys.stderr,
+            flush=True,
+        )
     model.cpu()
     final = info_of(model, spec)
     reduction = 1 - final["macs"] / base["macs"]
@@ -329,12 +390,24 @@ def prune_structured(model, data: FinetuneData, pcfg: PruneConfig, fcfg: Finetun
         raise UserError(f"pruning removed {reduction:.1%} of the MACs, short of the target")
     widths = [m.out_channels for _, m in weighted_layers(model) if isinstance(m, nn.Conv2d)]
     print(f"conv widths {widths}", file=sys.stderr, flush=True)
-    return {"channel_ratio_pruned": ratio, "rounds": rounds, "macs_reduction": reduction,
-            "conv_widths": widths, "val_acc": rounds[-1]["val_acc_finetuned"]}  # fmt: skip
+    return {
+        "channel_ratio_pruned": ratio,
+        "rounds": rounds,
+        "macs_reduction": reduction,
+        "conv_widths": widths,
+        "val_acc": rounds[-1]["val_acc_finetuned"],
+    }
 
 
-def prune_masked(model, data: FinetuneData, pcfg: PruneConfig, fcfg: FinetuneConfig,
-                 frozen_bn: bool, log: list, teacher=None) -> dict:  # fmt: skip
+def prune_masked(
+    model,
+    data: FinetuneData,
+    pcfg: PruneConfig,
+    fcfg: FinetuneConfig,
+    frozen_bn: bool,
+    log: list,
+    teacher=None,
+) -> dict:
     """2:4 (one shot, then fine-tuning) or unstructured (gradual, `steps` rounds)."""
     rounds, masks, dense = [], None, []
     steps = 1 if pcfg.method == "2:4" else pcfg.steps
@@ -345,22 +418,43 @@ def prune_masked(model, data: FinetuneData, pcfg: PruneConfig, fcfg: FinetuneCon
             masks, dense = nm_masks(model)
         else:
             masks = magnitude_masks(model, pcfg.sparsity * (k + 1) / steps)
-        ft = finetune(model, data, fcfg, frozen_bn=frozen_bn, post_step=masks.apply,
-                      desc=f"{pcfg.method} {k + 1}/{steps}", round_index=k, log=log,
-                      teacher=teacher)  # fmt: skip
-        rounds.append({"step": k + 1, "sparsity": masks.sparsity(),
-                       "val_acc_pruned": ft["start_acc"], "val_acc_finetuned": ft["best_acc"],
-                       "best_epoch": ft["best_epoch"]})  # fmt: skip
-        print(f"step {k + 1}/{steps}: sparsity {masks.sparsity():.1%} of the masked weights, "
-              f"{data.val_name} acc {ft['start_acc']:.4f} -> {ft['best_acc']:.4f}",
-              file=sys.stderr, flush=True)  # fmt: skip
+        ft = finetune(
+            model,
+            data,
+            fcfg,
+            frozen_bn=frozen_bn,
+            post_step=masks.apply,
+            desc=f"{pcfg.method} {k + 1}/{steps}",
+            round_index=k,
+            log=log,
+            teacher=teacher,
+        )
+        rounds.append(
+            {
+                "step": k + 1,
+                "sparsity": masks.sparsity(),
+                "val_acc_pruned": ft["start_acc"],
+                "val_acc_finetuned": ft["best_acc"],
+                "best_epoch": ft["best_epoch"],
+            }
+        )
+        print(
+            f"step {k + 1}/{steps}: sparsity {masks.sparsity():.1%} of the masked weights, "
+            f"{data.val_name} acc {ft['start_acc']:.4f} -> {ft['best_acc']:.4f}",
+            file=sys.stderr,
+            flush=True,
+        )
     masks.apply()
     masks.remove()
     total = sum(m.weight.numel() for _, m in weighted_layers(model, True))
     zeros = sum(int((m.weight == 0).sum()) for _, m in weighted_layers(model, True))
-    out = {"rounds": rounds, "masked_sparsity": masks.sparsity(),
-           "weight_sparsity": zeros / total, "masked_layers": list(masks.masks),
-           "val_acc": rounds[-1]["val_acc_finetuned"]}  # fmt: skip
+    out = {
+        "rounds": rounds,
+        "masked_sparsity": masks.sparsity(),
+        "weight_sparsity": zeros / total,
+        "masked_layers": list(masks.masks),
+        "val_acc": rounds[-1]["val_acc_finetuned"],
+    }
     if pcfg.method == "2:4":
         out["dense_layers"] = dense
     return out
@@ -369,8 +463,14 @@ def prune_masked(model, data: FinetuneData, pcfg: PruneConfig, fcfg: FinetuneCon
 # -- the whole run ----------------------------------------------------------------------------
 
 
-def run_prune(src, data: FinetuneData, pcfg: PruneConfig, fcfg: FinetuneConfig, out: Path,
-              check_faces: np.ndarray | None = None) -> dict:  # fmt: skip
+def run_prune(
+    src,
+    data: FinetuneData,
+    pcfg: PruneConfig,
+    fcfg: FinetuneConfig,
+    out: Path,
+    check_faces: np.ndarray | None = None,
+) -> dict:
     """Prune + fine-tune `src` (edge_fer.compress.io.SourceModel); write pruned.safetensors and
     pruned.onnx into `out`; returns the run's description (method, rounds, export report)."""
     from edge_fer.compress.io import add_onnx_metadata
@@ -416,16 +516,29 @@ def run_prune(src, data: FinetuneData, pcfg: PruneConfig, fcfg: FinetuneConfig, 
     if pcfg.method == "structured":
         base_kw = src.arch_kwargs
         if src.arch != ARCH:
-            base_kw = arch_kwargs_for(TrainConfig(arch=src.arch, data="-", arch_kwargs=base_kw,
-                                                  input_size=spec.input_size))  # fmt: skip
+            base_kw = arch_kwargs_for(
+                TrainConfig(
+                    arch=src.arch, data="-", arch_kwargs=base_kw, input_size=spec.input_size
+                )
+            )
         cfg["arch_kwargs"] = pruned_kwargs(src.arch, base_kw, model)
         cfg["arch"] = ARCH
-    compression = {"method": pcfg.method, **asdict(pcfg), "finetune": asdict(fcfg),
-                   "source": src.path.name, "source_arch": base_arch(src.arch, src.arch_kwargs),
-                   "macs_before": before["macs"], "macs_after": after["macs"],
-                   "params_before": before["params"], "params_after": after["params"],
-                   **{k: v for k, v in res.items() if k in ("macs_reduction", "weight_sparsity",
-                                                            "masked_sparsity", "conv_widths")}}  # fmt: skip
+    compression = {
+        "method": pcfg.method,
+        **asdict(pcfg),
+        "finetune": asdict(fcfg),
+        "source": src.path.name,
+        "source_arch": base_arch(src.arch, src.arch_kwargs),
+        "macs_before": before["macs"],
+        "macs_after": after["macs"],
+        "params_before": before["params"],
+        "params_after": after["params"],
+        **{
+            k: v
+            for k, v in res.items()
+            if k in ("macs_reduction", "weight_sparsity", "masked_sparsity", "conv_widths")
+        },
+    }
     compression["batch_norms"] = res.pop("bn")
     compression.pop("bn", None)
     if pcfg.method == "2:4":
@@ -436,21 +549,39 @@ def run_prune(src, data: FinetuneData, pcfg: PruneConfig, fcfg: FinetuneConfig, 
     if pcfg.method != "unstructured":
         compression.pop("sparsity", None)
     state = {
-        "config": cfg, "spec": spec.to_metadata(), **after,
-        "best_acc": res["val_acc"], "best_epoch": (res["rounds"][-1] or {}).get("best_epoch"),
-        "val_split": data.val_name, "epoch": fcfg.epochs * len(res["rounds"]),
-        "bn_folded": frozen, "compression": compression,
+        "config": cfg,
+        "spec": spec.to_metadata(),
+        **after,
+        "best_acc": res["val_acc"],
+        "best_epoch": (res["rounds"][-1] or {}).get("best_epoch"),
+        "val_split": data.val_name,
+        "epoch": fcfg.epochs * len(res["rounds"]),
+        "bn_folded": frozen,
+        "compression": compression,
         "rebuilt_from_onnx": src.state.get("rebuilt_from_onnx"),
-    }  # fmt: skip
+    }
     out.mkdir(parents=True, exist_ok=True)
     ckpt = out / "pruned.safetensors"
     save_checkpoint(ckpt, model, None, state)
     onnx_path = out / "pruned.onnx"
-    exp = export_checkpoint(ckpt, onnx_path, tta=src.tta if src.tta == "flip" else None,
-                            check_faces=check_faces, eval_tta=src.eval_tta)  # fmt: skip
+    exp = export_checkpoint(
+        ckpt,
+        onnx_path,
+        tta=src.tta if src.tta == "flip" else None,
+        check_faces=check_faces,
+        eval_tta=src.eval_tta,
+    )
     add_onnx_metadata(onnx_path, {"edge_fer.compression": json.dumps(compression)})
-    result = {**res, "compression": compression, "export": exp, "checkpoint": str(ckpt),
-              "onnx": str(onnx_path), "finetune_log": log, "before": before, "after": after}  # fmt: skip
+    result = {
+        **res,
+        "compression": compression,
+        "export": exp,
+        "checkpoint": str(ckpt),
+        "onnx": str(onnx_path),
+        "finetune_log": log,
+        "before": before,
+        "after": after,
+    }
     if pcfg.method == "2:4":
         result["onnx_2to4"] = {
             k: v for k, v in check_nm_onnx(onnx_path).items() if k != "per_layer"

@@ -65,16 +65,22 @@ class QatConfig:
 
     def validate(self) -> None:
         if self.target not in TARGETS:
-            raise UserError(f"{self.target!r} is unknown; choose {', '.join(TARGETS)}", param="target")
+            raise UserError(
+                f"{self.target!r} is unknown; choose {', '.join(TARGETS)}", param="target"
+            )
         if self.calib_method not in CALIB_METHODS:
-            raise UserError(f"{self.calib_method!r} is unknown; choose "
-                            f"{', '.join(CALIB_METHODS)}", param="calib_method")  # fmt: skip
+            raise UserError(
+                f"{self.calib_method!r} is unknown; choose {', '.join(CALIB_METHODS)}",
+                param="calib_method",
+            )
         if not 50 < self.percentile <= 100:
             raise UserError("must be in (50, 100]", param="percentile")
         if self.calib_faces < 16:
             raise UserError("must be at least 16", param="calib_faces")
         if self.ranges not in RANGES:
-            raise UserError(f"{self.ranges!r} is unknown; choose {', '.join(RANGES)}", param="ranges")
+            raise UserError(
+                f"{self.ranges!r} is unknown; choose {', '.join(RANGES)}", param="ranges"
+            )
 
 
 def fake_quant(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int) -> torch.Tensor:
@@ -112,7 +118,8 @@ class ActQuant(nn.Module):
         s = self.effective_scale()
         if torch.onnx.is_in_onnx_export():
             return torch.fake_quantize_per_tensor_affine(
-                x, float(s), int(self.zero_point), self.qmin, self.qmax)  # fmt: skip
+                x, float(s), int(self.zero_point), self.qmin, self.qmax
+            )
         if self.training and self.scale.requires_grad:
             s = _grad_scaled(s, 1.0 / math.sqrt(x[0].numel() * self.qmax))
         return fake_quant(x, s, self.zero_point, self.qmin, self.qmax)
@@ -200,8 +207,11 @@ def fold_bn(model: nn.Module) -> int:
     for parent in list(model.modules()):
         kids = list(parent.named_children())
         for (na, a), (nb, b) in itertools.pairwise(kids):
-            if (isinstance(a, nn.Conv2d) and isinstance(b, nn.BatchNorm2d)
-                    and b.num_features == a.out_channels):  # fmt: skip
+            if (
+                isinstance(a, nn.Conv2d)
+                and isinstance(b, nn.BatchNorm2d)
+                and b.num_features == a.out_channels
+            ):
                 setattr(parent, na, fuse_conv_bn_eval(a, b))
                 setattr(parent, nb, nn.Identity())
                 n += 1
@@ -304,16 +314,27 @@ def _ort_run(path: Path, x: np.ndarray, optimize: bool) -> np.ndarray:
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.log_severity_level = 3
-    so.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_ENABLE_ALL if optimize
-                                   else ort.GraphOptimizationLevel.ORT_DISABLE_ALL)  # fmt: skip
+    so.graph_optimization_level = (
+        ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if optimize
+        else ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    )
     sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
     name = sess.get_inputs()[0].name
     return np.concatenate([sess.run(None, {name: x[i : i + 32]})[0] for i in range(0, len(x), 32)])
 
 
-def export_qdq(qmodel: nn.Module, spec: PreprocessSpec, state: dict, provenance_file: Path,
-               out: Path, faces: np.ndarray, graph_tta: str | None = None,
-               eval_tta: str = "none", opset: int = 17) -> dict:  # fmt: skip
+def export_qdq(
+    qmodel: nn.Module,
+    spec: PreprocessSpec,
+    state: dict,
+    provenance_file: Path,
+    out: Path,
+    faces: np.ndarray,
+    graph_tta: str | None = None,
+    eval_tta: str = "none",
+    opset: int = 17,
+) -> dict:
     """Export the fake-quant model as QDQ ONNX (edge-fer metadata + edge_fer.quantization),
     check it against torch on `faces` (uint8), write through a temporary file."""
     import onnx
@@ -339,10 +360,12 @@ def export_qdq(qmodel: nn.Module, spec: PreprocessSpec, state: dict, provenance_
         if eval_tta != "none":
             meta["edge_fer.tta_default"] = eval_tta
         stamp(proto, meta)
-        proto.doc_string = (f"edge-fer {meta['edge_fer.arch']} FER classifier, INT8 QDQ "
-                            f"({(state.get('quantization') or {}).get('target', '?')}): input "
-                            f"float32 (N,{c},{s},{s}); output softmax probs over "
-                            f"{','.join(spec.classes)}")  # fmt: skip
+        proto.doc_string = (
+            f"edge-fer {meta['edge_fer.arch']} FER classifier, INT8 QDQ "
+            f"({(state.get('quantization') or {}).get('target', '?')}): input "
+            f"float32 (N,{c},{s},{s}); output softmax probs over "
+            f"{','.join(spec.classes)}"
+        )
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, str(tmp))
         x = spec.prepare(faces)
@@ -364,9 +387,12 @@ def export_qdq(qmodel: nn.Module, spec: PreprocessSpec, state: dict, provenance_
         if one.shape != (1, len(spec.classes)):
             raise UserError("the exported QDQ model does not take a batch of 1")
         report = {
-            "out": str(out), "opset": _opset_of(proto), "weight_quantizers_folded": folded,
-            "qdq_nodes": sum(n.op_type in ("QuantizeLinear", "DequantizeLinear")
-                             for n in proto.graph.node),
+            "out": str(out),
+            "opset": _opset_of(proto),
+            "weight_quantizers_folded": folded,
+            "qdq_nodes": sum(
+                n.op_type in ("QuantizeLinear", "DequantizeLinear") for n in proto.graph.node
+            ),
             "parity_faces": len(x),
             "parity_max_abs_diff": diff,
             "parity_mean_abs_diff": mean,
@@ -374,7 +400,7 @@ def export_qdq(qmodel: nn.Module, spec: PreprocessSpec, state: dict, provenance_
             "parity_optimized_max_abs_diff": float(np.abs(fused - ref).max()),
             "parity_optimized_mean_abs_diff": float(np.abs(fused - ref).mean()),
             "parity_optimized_top1_agreement": float((fused.argmax(1) == ref.argmax(1)).mean()),
-        }  # fmt: skip
+        }
         data = tmp.read_bytes()
     fileio.write_bytes(out, data)
     report["bytes"] = len(data)
@@ -411,8 +437,15 @@ def load_qat_checkpoint(path: str | os.PathLike):
     return qmodel.eval(), spec, state
 
 
-def run_qat(src, data: FinetuneData, qcfg: QatConfig, fcfg: FinetuneConfig, out: Path,
-            check_faces: np.ndarray | None = None, opset: int = 17) -> dict:  # fmt: skip
+def run_qat(
+    src,
+    data: FinetuneData,
+    qcfg: QatConfig,
+    fcfg: FinetuneConfig,
+    out: Path,
+    check_faces: np.ndarray | None = None,
+    opset: int = 17,
+) -> dict:
     """Calibrate (-> ptq.onnx), fine-tune with fake quantization (-> qat.safetensors,
     qat.onnx) the SourceModel `src`; returns the run's description."""
     from edge_fer.train.checkpoint import save_checkpoint
@@ -425,56 +458,99 @@ def run_qat(src, data: FinetuneData, qcfg: QatConfig, fcfg: FinetuneConfig, out:
     calib = data.calibration_faces(qcfg.calib_faces, fcfg.seed)
     ranges = calibrate(qmodel, spec.prepare(calib), qcfg)
     faces = check_faces if check_faces is not None else data.val_x[:64]
-    act = ("UINT8 per tensor, zero point 0 after ReLU, asymmetric elsewhere"
-           if qcfg.target == "cpu" else "INT8 symmetric per tensor (zero point 0)")  # fmt: skip
+    act = (
+        "UINT8 per tensor, zero point 0 after ReLU, asymmetric elsewhere"
+        if qcfg.target == "cpu"
+        else "INT8 symmetric per tensor (zero point 0)"
+    )
     quant = {
-        "target": qcfg.target, "format": "QDQ", "opset": opset,
+        "target": qcfg.target,
+        "format": "QDQ",
+        "opset": opset,
         "weights": "INT8 symmetric per output channel (scale max|w|/127), stored as INT8",
-        "activations": act, "placement": "inputs of every Conv and Gemm",
-        "calibration": {"method": qcfg.calib_method, "percentile": qcfg.percentile,
-                        "faces": len(calib), "source": "Training split (random sample)",
-                        "seed": fcfg.seed},
+        "activations": act,
+        "placement": "inputs of every Conv and Gemm",
+        "calibration": {
+            "method": qcfg.calib_method,
+            "percentile": qcfg.percentile,
+            "faces": len(calib),
+            "source": "Training split (random sample)",
+            "seed": fcfg.seed,
+        },
         "batch_norms_folded": n_folded,
-    }  # fmt: skip
+    }
     cfg = dict(src.state.get("config") or {})
     cfg.setdefault("data", "")
-    base_state = {"config": cfg, "spec": spec.to_metadata(), **info,
-                  "val_split": data.val_name, "bn_folded": True,
-                  "rebuilt_from_onnx": src.state.get("rebuilt_from_onnx")}  # fmt: skip
+    base_state = {
+        "config": cfg,
+        "spec": spec.to_metadata(),
+        **info,
+        "val_split": data.val_name,
+        "bn_folded": True,
+        "rebuilt_from_onnx": src.state.get("rebuilt_from_onnx"),
+    }
     graph_tta = src.tta if src.tta == "flip" else None
     out.mkdir(parents=True, exist_ok=True)
 
     ptq_val = evaluate_torch(qmodel, data)
-    ptq_state = {**base_state, "best_acc": ptq_val["accuracy"], "epoch": 0,
-                 "quantization": {**quant, "method": "ptq (calibration only)"}}  # fmt: skip
+    ptq_state = {
+        **base_state,
+        "best_acc": ptq_val["accuracy"],
+        "epoch": 0,
+        "quantization": {**quant, "method": "ptq (calibration only)"},
+    }
     print(
         f"calibrated on {len(calib)} Training faces ({qcfg.calib_method}); "
         f"{data.val_name} acc {ptq_val['accuracy']:.4f}",
         file=sys.stderr,
         flush=True,
     )
-    ptq_exp = export_qdq(qmodel, spec, ptq_state, src.path, out / "ptq.onnx", faces, graph_tta,
-                         src.eval_tta, opset)  # fmt: skip
+    ptq_exp = export_qdq(
+        qmodel, spec, ptq_state, src.path, out / "ptq.onnx", faces, graph_tta, src.eval_tta, opset
+    )
 
     set_learn_ranges(qmodel, qcfg.ranges == "learn")
     log: list = []
     teacher = copy.deepcopy(src.model).eval() if fcfg.distill > 0 else None
     ft = finetune(qmodel, data, fcfg, frozen_bn=True, desc="qat", log=log, teacher=teacher)
     set_learn_ranges(qmodel, False)
-    final_ranges = {n: {"scale": float(q.effective_scale()), "zero_point": int(q.zero_point)}
-                    for n, q in act_quantizers(qmodel)}  # fmt: skip
-    qat_quant = {**quant, "method": "qat", "ranges": qcfg.ranges,
-                 "finetune": {k: v for k, v in asdict(fcfg).items()
-                              if k in ("epochs", "lr", "batch_size", "train_fraction", "seed")},
-                 "best_epoch": ft["best_epoch"]}  # fmt: skip
-    qat_state = {**base_state, "best_acc": ft["best_acc"], "best_epoch": ft["best_epoch"],
-                 "epoch": fcfg.epochs, "quantization": qat_quant}  # fmt: skip
+    final_ranges = {
+        n: {"scale": float(q.effective_scale()), "zero_point": int(q.zero_point)}
+        for n, q in act_quantizers(qmodel)
+    }
+    qat_quant = {
+        **quant,
+        "method": "qat",
+        "ranges": qcfg.ranges,
+        "finetune": {
+            k: v
+            for k, v in asdict(fcfg).items()
+            if k in ("epochs", "lr", "batch_size", "train_fraction", "seed")
+        },
+        "best_epoch": ft["best_epoch"],
+    }
+    qat_state = {
+        **base_state,
+        "best_acc": ft["best_acc"],
+        "best_epoch": ft["best_epoch"],
+        "epoch": fcfg.epochs,
+        "quantization": qat_quant,
+    }
     ckpt = out / "qat.safetensors"
     save_checkpoint(ckpt, qmodel, None, qat_state)
-    qat_exp = export_qdq(qmodel, spec, qat_state, ckpt, out / "qat.onnx", faces, graph_tta,
-                         src.eval_tta, opset)  # fmt: skip
-    return {"quantization": qat_quant, "calibrated_ranges": ranges, "final_ranges": final_ranges,
-            "val_acc_ptq": ptq_val["accuracy"], "val_acc_qat": ft["best_acc"],
-            "ptq_export": ptq_exp, "qat_export": qat_exp, "checkpoint": str(ckpt),
-            "ptq_onnx": str(out / "ptq.onnx"), "qat_onnx": str(out / "qat.onnx"),
-            "finetune_log": log}  # fmt: skip
+    qat_exp = export_qdq(
+        qmodel, spec, qat_state, ckpt, out / "qat.onnx", faces, graph_tta, src.eval_tta, opset
+    )
+    return {
+        "quantization": qat_quant,
+        "calibrated_ranges": ranges,
+        "final_ranges": final_ranges,
+        "val_acc_ptq": ptq_val["accuracy"],
+        "val_acc_qat": ft["best_acc"],
+        "ptq_export": ptq_exp,
+        "qat_export": qat_exp,
+        "checkpoint": str(ckpt),
+        "ptq_onnx": str(out / "ptq.onnx"),
+        "qat_onnx": str(out / "qat.onnx"),
+        "finetune_log": log,
+    }

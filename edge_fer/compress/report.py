@@ -172,8 +172,9 @@ def measure_latency(
 # -- accuracy + everything --------------------------------------------------------------------
 
 
-def load_eval_faces(data: str | os.PathLike, split: str | None = None, limit: int = 0,
-                    size: int = 48):  # fmt: skip
+def load_eval_faces(
+    data: str | os.PathLike, split: str | None = None, limit: int = 0, size: int = 48
+):
     """The evaluation faces: FER2013 PrivateTest by default (other layouts: all their images);
     `limit` takes an even sample (quick runs)."""
     from edge_fer.data import load_dataset
@@ -226,9 +227,12 @@ def compare_models(
         with Classifier.load(p, threads=threads, tta=tta) as clf:
             rep = evaluate(clf, faces, batch_size=64, latency_samples=0, progress=progress)
             specs.append(clf.spec)
-            row = {"model": name, "path": str(p),
-                   **{k: rep[k] for k in ("accuracy", "top2_accuracy", "macro_f1", "n")},
-                   **onnx_stats(p)}  # fmt: skip
+            row = {
+                "model": name,
+                "path": str(p),
+                **{k: rep[k] for k in ("accuracy", "top2_accuracy", "macro_f1", "n")},
+                **onnx_stats(p),
+            }
             for m in extra_tta:
                 clf.set_tta(m)
                 r2 = evaluate(clf, faces, batch_size=64, latency_samples=0, progress=progress)
@@ -287,8 +291,7 @@ def markdown_table(results: list[dict]) -> str:
     for k in reversed(extra):
         mode = k[len("macro_f1_") :] if k.startswith("macro") else k[len("accuracy_") :]
         cols.insert(at, (k, f"{'macro-F1' if k.startswith('macro') else 'accuracy'} ({mode})"))
-    lines = ["| " + " | ".join(h for _, h in cols) + " |",
-             "|---|" + "---:|" * (len(cols) - 1)]  # fmt: skip
+    lines = ["| " + " | ".join(h for _, h in cols) + " |", "|---|" + "---:|" * (len(cols) - 1)]
     for r in results:
         name = r["model"] + (" (flip in graph)" if r.get("tta") == "flip" else "")
         cells = [name] + [_fmt(k, r.get(k)) for k, _ in cols[1:]]
@@ -298,18 +301,31 @@ def markdown_table(results: list[dict]) -> str:
 
 def report_markdown(title: str, comparison: dict, notes: list[str] | None = None) -> str:
     s = comparison["setup"]
-    out = [f"# {title}", "",
-           (f"{s['data']} {s['split']} ({s['n']} faces); ONNX Runtime {s['onnxruntime']}, "
-           f"{s['threads']} thread(s), {s['cpu']}. Accuracy columns: test-time augmentation "
-           f"{s.get('tta', 'none')!r} unless the column names another."), "",
-           markdown_table(comparison["rows"]), "",
-           f"- latency: {s['latency']}", f"- MACs: {s['macs']}"]  # fmt: skip
+    out = [
+        f"# {title}",
+        "",
+        (
+            f"{s['data']} {s['split']} ({s['n']} faces); ONNX Runtime {s['onnxruntime']}, "
+            f"{s['threads']} thread(s), {s['cpu']}. Accuracy columns: test-time augmentation "
+            f"{s.get('tta', 'none')!r} unless the column names another."
+        ),
+        "",
+        markdown_table(comparison["rows"]),
+        "",
+        f"- latency: {s['latency']}",
+        f"- MACs: {s['macs']}",
+    ]
     out += [f"- {n}" for n in notes or []]
     return "\n".join(out) + "\n"
 
 
-def write_report(out_dir: str | os.PathLike, comparison: dict, title: str,
-                 extra: dict | None = None, notes: list[str] | None = None) -> tuple[Path, Path]:  # fmt: skip
+def write_report(
+    out_dir: str | os.PathLike,
+    comparison: dict,
+    title: str,
+    extra: dict | None = None,
+    notes: list[str] | None = None,
+) -> tuple[Path, Path]:
     """Write report.md and report.json (through temporary files) into out_dir."""
     from edge_fer.compress.io import write_json_atomic, write_text_atomic
 
@@ -320,9 +336,13 @@ def write_report(out_dir: str | os.PathLike, comparison: dict, title: str,
     return md, js
 
 
-def compression_report(rows: list[tuple[str, str | os.PathLike]], data: str | os.PathLike,
-                       out_dir: str | os.PathLike, title: str = "Compression report",
-                       **kwargs) -> dict:  # fmt: skip
+def compression_report(
+    rows: list[tuple[str, str | os.PathLike]],
+    data: str | os.PathLike,
+    out_dir: str | os.PathLike,
+    title: str = "Compression report",
+    **kwargs,
+) -> dict:
     """compare_models + write_report: the one-table report of the issue."""
     comp = compare_models(rows, data, **kwargs)
     write_report(out_dir, comp, title)
@@ -333,8 +353,9 @@ def main(argv: list[str] | None = None) -> int:
     """python -m edge_fer.compress.report --data FER --out DIR name=model.onnx ..."""
     import argparse
 
-    ap = argparse.ArgumentParser(description="One table comparing ONNX models "
-                                 "(accuracy, size, MACs, latency).")  # fmt: skip
+    ap = argparse.ArgumentParser(
+        description="One table comparing ONNX models (accuracy, size, MACs, latency)."
+    )
     ap.add_argument("rows", nargs="+", metavar="NAME=MODEL.onnx", help="a table row")
     ap.add_argument("--data", required=True, help="dataset (FER2013 folder or csv)")
     ap.add_argument("--split", default=None, help="FER2013 split [default: private-test]")
@@ -355,9 +376,16 @@ def main(argv: list[str] | None = None) -> int:
             ap.error(f"row {r!r} is not NAME=MODEL.onnx")
         rows.append((name, path))
     try:
-        comp = compression_report(rows, args.data, args.out, args.title, split=args.split,
-                                  threads=args.threads, eval_limit=args.eval_limit,
-                                  extra_tta=tuple(m for m in args.extra_tta.split(",") if m))  # fmt: skip
+        comp = compression_report(
+            rows,
+            args.data,
+            args.out,
+            args.title,
+            split=args.split,
+            threads=args.threads,
+            eval_limit=args.eval_limit,
+            extra_tta=tuple(m for m in args.extra_tta.split(",") if m),
+        )
     except UserError as exc:
         print(f"edge-fer report: error: {exc}", file=sys.stderr)
         return 2

@@ -156,13 +156,15 @@ def bench_numbers(report: dict[str, Any]) -> list[dict[str, Any]]:
         if not r.get("available", True):
             continue
         lat = r.get("latency_ms") or r.get("saturated_latency_ms") or {}
-        rows.append({
-            "backend": r.get("backend"),
-            "frames": r.get("frames"),
-            "fps": r.get("fps"),
-            "latency_p50_ms": lat.get("p50"),
-            "latency_p99_ms": lat.get("p99"),
-        })  # fmt: skip
+        rows.append(
+            {
+                "backend": r.get("backend"),
+                "frames": r.get("frames"),
+                "fps": r.get("fps"),
+                "latency_p50_ms": lat.get("p50"),
+                "latency_p99_ms": lat.get("p99"),
+            }
+        )
     return rows
 
 

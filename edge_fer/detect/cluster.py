@@ -104,7 +104,9 @@ def greedy_kernel(dets, iou):
         cnt = 0
         for b in range(a, n):
             j = order[b]
-            if used[j] or (j != i and _overlap(ri, ci, si, dets[j, 0], dets[j, 1], dets[j, 2]) <= iou):
+            if used[j] or (
+                j != i and _overlap(ri, ci, si, dets[j, 0], dets[j, 1], dets[j, 2]) <= iou
+            ):
                 continue
             used[j] = True
             for k in range(4):

@@ -301,11 +301,17 @@ class ResolvedDetector:
     def detector_args(self) -> dict:
         """`edge_fer.detect.Detector`'s keywords."""
         return {
-            "min_size": self.min_size, "min_pixels": self.min_pixels, "max_size": self.max_size,
-            "scale_factor": self.scale_factor, "stride_factor": self.stride_factor,
-            "angle": self.angle, "threshold": self.threshold, "memory": self.memory,
-            "grouping": self.grouping, "iou": self.cluster_iou,
-        }  # fmt: skip
+            "min_size": self.min_size,
+            "min_pixels": self.min_pixels,
+            "max_size": self.max_size,
+            "scale_factor": self.scale_factor,
+            "stride_factor": self.stride_factor,
+            "angle": self.angle,
+            "threshold": self.threshold,
+            "memory": self.memory,
+            "grouping": self.grouping,
+            "iou": self.cluster_iou,
+        }
 
     def summary(self) -> dict:
         """The values used, for summary.json (file names, not paths)."""
@@ -316,9 +322,14 @@ class ResolvedDetector:
         return d
 
 
-def resolve(options: DetectorOptions, settings: CascadeSettings, frame_shape=(0, 0), *,
-            track_min_score: float | None = None,
-            upscaling: bool = False) -> ResolvedDetector:  # fmt: skip
+def resolve(
+    options: DetectorOptions,
+    settings: CascadeSettings,
+    frame_shape=(0, 0),
+    *,
+    track_min_score: float | None = None,
+    upscaling: bool = False,
+) -> ResolvedDetector:
     """The values to scan frames of `frame_shape` (rows, cols; 0: unknown) with, per the
     precedence of this module's table. `track_min_score`: the tracker's option. `upscaling`:
     the caller detects on an upscaled copy of frames under `upscale_to` (edge-fer run);
@@ -355,8 +366,9 @@ def resolve(options: DetectorOptions, settings: CascadeSettings, frame_shape=(0,
         if o.verifier_min_prob is None:
             min_prob = VERIFIER_MIN_PROB if s.verifier_min_prob is None else s.verifier_min_prob
         elif not 0.0 <= o.verifier_min_prob <= 1.0:
-            raise UserError(f"must be in [0, 1], got {o.verifier_min_prob}",
-                            param="verifier_min_prob")
+            raise UserError(
+                f"must be in [0, 1], got {o.verifier_min_prob}", param="verifier_min_prob"
+            )
         else:
             min_prob = o.verifier_min_prob
     # the cascade's gate is for its own detections: behind a verifier there is none unless asked
@@ -372,12 +384,21 @@ def resolve(options: DetectorOptions, settings: CascadeSettings, frame_shape=(0,
         cascade=s.cascade,
         min_size=MIN_SIZE if o.min_size is None else o.min_size,
         min_pixels=float(s.min_face or 1.0) if o.min_size is None else 1.0,
-        max_size=o.max_size, scale_factor=scale, stride_factor=o.stride_factor, angle=angle,
+        max_size=o.max_size,
+        scale_factor=scale,
+        stride_factor=o.stride_factor,
+        angle=angle,
         grouping=o.grouping or s.grouping or GROUPING,
-        cluster_iou=o.cluster_iou if o.cluster_iou is not None else (
-            CLUSTER_IOU if s.cluster_iou is None else s.cluster_iou),
-        threshold=threshold, memory=o.memory, upscale_to=up,
-        upscale_interpolation=o.upscale_interpolation if o.upscale_interpolation != "auto"
+        cluster_iou=o.cluster_iou
+        if o.cluster_iou is not None
+        else (CLUSTER_IOU if s.cluster_iou is None else s.cluster_iou),
+        threshold=threshold,
+        memory=o.memory,
+        upscale_to=up,
+        upscale_interpolation=o.upscale_interpolation
+        if o.upscale_interpolation != "auto"
         else (s.upscale_interpolation or UPSCALE_INTERPOLATION),
-        verifier=verifier, verifier_min_prob=min_prob, track_min_score=gate,
-    )  # fmt: skip
+        verifier=verifier,
+        verifier_min_prob=min_prob,
+        track_min_score=gate,
+    )

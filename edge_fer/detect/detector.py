@@ -266,14 +266,26 @@ class Detector:
     def _other_angles(self) -> list[Detector]:
         """One scanner per further angle (a plan's offsets are built for one rotation), made
         again when a scan setting was changed after construction (the runner does)."""
-        key = (self.min_size, self.max_size, self.scale_factor, self.stride_factor,
-               self.min_pixels, self.threads, self.max_detections)  # fmt: skip
+        key = (
+            self.min_size,
+            self.max_size,
+            self.scale_factor,
+            self.stride_factor,
+            self.min_pixels,
+            self.threads,
+            self.max_detections,
+        )
         if key != self._others_key:
             self._others = [
                 Detector(
-                    self.cascade, min_size=self.min_size, max_size=self.max_size,
-                    scale_factor=self.scale_factor, stride_factor=self.stride_factor, angle=a,
-                    max_detections=self.max_detections, threads=self.threads,
+                    self.cascade,
+                    min_size=self.min_size,
+                    max_size=self.max_size,
+                    scale_factor=self.scale_factor,
+                    stride_factor=self.stride_factor,
+                    angle=a,
+                    max_detections=self.max_detections,
+                    threads=self.threads,
                     min_pixels=self.min_pixels,
                 )
                 for a in self.angles[1:]

@@ -32,9 +32,15 @@ class DetectorPicker:
     A bad option, cascade, settings file or verifier fails here, before any input is read.
     """
 
-    def __init__(self, cascade: str | Path | None, opts: DetectorOptions,
-                 threads: int | None = None, *, upscaling: bool = False,
-                 track_min_score: float | None = None) -> None:  # fmt: skip
+    def __init__(
+        self,
+        cascade: str | Path | None,
+        opts: DetectorOptions,
+        threads: int | None = None,
+        *,
+        upscaling: bool = False,
+        track_min_score: float | None = None,
+    ) -> None:
         self.cascade, self.opts, self.threads = cascade, opts, threads
         self.upscaling, self.track_min_score = upscaling, track_min_score
         self._loaded: dict[Path, tuple[object, CascadeSettings]] = {}  # cascade, its settings
@@ -55,12 +61,18 @@ class DetectorPicker:
         if hit is None:
             path = cascade_for_frame(self.cascade, side)
             casc, settings = self._load(path)
-            r = resolve(self.opts, settings, tuple(shape)[:2], upscaling=self.upscaling,
-                        track_min_score=self.track_min_score)  # fmt: skip
+            r = resolve(
+                self.opts,
+                settings,
+                tuple(shape)[:2],
+                upscaling=self.upscaling,
+                track_min_score=self.track_min_score,
+            )
             key = _detector_key(r)
             if key not in self._built:
-                self._built[key] = build_detector(r, self.threads, cascade=casc,
-                                                  verifiers=self._verifiers)  # fmt: skip
+                self._built[key] = build_detector(
+                    r, self.threads, cascade=casc, verifiers=self._verifiers
+                )
             hit = self._by_side[side] = (r, self._built[key])
         return hit
 
@@ -89,8 +101,13 @@ def _detector_key(r: ResolvedDetector) -> tuple:
     return (r.cascade, tuple(sorted(r.detector_args().items())), r.verifier, r.verifier_min_prob)
 
 
-def build_detector(resolved: ResolvedDetector, threads: int | None = None, *,
-                   cascade=None, verifiers: dict | None = None):  # fmt: skip
+def build_detector(
+    resolved: ResolvedDetector,
+    threads: int | None = None,
+    *,
+    cascade=None,
+    verifiers: dict | None = None,
+):
     """One detector, behind its verifier when one is set, from resolved settings. cascade: the
     loaded `Cascade` (default: loaded from `resolved.cascade`); verifiers: loaded verifiers,
     by (path, min_prob), shared between builds (filled here)."""

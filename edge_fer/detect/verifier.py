@@ -36,8 +36,9 @@ MIN_SIZE, MAX_SIZE = 8, 256
 MIN_CONTEXT, MAX_CONTEXT = 0.5, 8.0
 
 
-def crop_windows(gray: np.ndarray, dets: np.ndarray, context: float = CONTEXT,
-                 size: int = SIZE) -> np.ndarray:  # fmt: skip
+def crop_windows(
+    gray: np.ndarray, dets: np.ndarray, context: float = CONTEXT, size: int = SIZE
+) -> np.ndarray:
     """uint8 (n, size, size) crops centred on each detection (row, col, side), `context` x its
     side, edges replicated where the crop leaves the frame."""
     d = np.asarray(dets, np.float64).reshape(len(dets), -1) if len(dets) else np.zeros((0, 3))
@@ -75,8 +76,10 @@ def apply_offsets(dets: np.ndarray, offsets: np.ndarray) -> np.ndarray:
     d = np.asarray(dets, np.float64)[:, :3]
     o = np.asarray(offsets, np.float64)
     s = d[:, 2]
-    return np.stack([d[:, 0] + o[:, 0] * s, d[:, 1] + o[:, 1] * s,
-                     s * np.exp(np.clip(o[:, 2], -1.0, 1.0))], axis=1)  # fmt: skip
+    return np.stack(
+        [d[:, 0] + o[:, 0] * s, d[:, 1] + o[:, 1] * s, s * np.exp(np.clip(o[:, 2], -1.0, 1.0))],
+        axis=1,
+    )
 
 
 def offsets_to(dets: np.ndarray, target: np.ndarray) -> np.ndarray:
@@ -84,8 +87,10 @@ def offsets_to(dets: np.ndarray, target: np.ndarray) -> np.ndarray:
     training targets of the box regression, the inverse of `apply_offsets`."""
     d = np.asarray(dets, np.float64)[:, :3]
     t = np.asarray(target, np.float64)[:, :3]
-    return np.stack([(t[:, 0] - d[:, 0]) / d[:, 2], (t[:, 1] - d[:, 1]) / d[:, 2],
-                     np.log(t[:, 2] / d[:, 2])], axis=1)  # fmt: skip
+    return np.stack(
+        [(t[:, 0] - d[:, 0]) / d[:, 2], (t[:, 1] - d[:, 1]) / d[:, 2], np.log(t[:, 2] / d[:, 2])],
+        axis=1,
+    )
 
 
 def square_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -184,10 +189,21 @@ class Verifier:
     """The ONNX face verifier. `min_prob`: detections below it are dropped by `filter`;
     `nms_iou`: refined boxes overlapping more than this are one face (the best-scoring kept)."""
 
-    def __init__(self, session, *, min_prob: float = 0.5, nms_iou: float = 0.3, passes: int = 2,
-                 context: float = CONTEXT, size: int = SIZE) -> None:  # fmt: skip
-        for name, v, lo, hi in (("min_prob", min_prob, 0.0, 1.0), ("nms_iou", nms_iou, 0.0, 1.0),
-                                ("context", context, MIN_CONTEXT, MAX_CONTEXT)):  # fmt: skip
+    def __init__(
+        self,
+        session,
+        *,
+        min_prob: float = 0.5,
+        nms_iou: float = 0.3,
+        passes: int = 2,
+        context: float = CONTEXT,
+        size: int = SIZE,
+    ) -> None:
+        for name, v, lo, hi in (
+            ("min_prob", min_prob, 0.0, 1.0),
+            ("nms_iou", nms_iou, 0.0, 1.0),
+            ("context", context, MIN_CONTEXT, MAX_CONTEXT),
+        ):
             if not _number(v) or not lo <= v <= hi:
                 raise UserError(
                     f"face verifier {name} must be a number in {lo:g}..{hi:g}, got {v!r}"

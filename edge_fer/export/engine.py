@@ -423,8 +423,10 @@ def build_engine(
     if not parser.parse_from_file(str(src)):
         n = parser.num_errors
         for i in range(n):
-            print(f"{src}: TensorRT ONNX parser: {first_line(str(parser.get_error(i)), 400)}",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"{src}: TensorRT ONNX parser: {first_line(str(parser.get_error(i)), 400)}",
+                file=sys.stderr,
+            )
         raise UserError(
             f"{src}: TensorRT {version} could not parse this ONNX model "
             f"({n} error{'s' if n != 1 else ''}, printed above)"
@@ -451,8 +453,9 @@ def build_engine(
     if shape[0] < 0:
         chw = list(shape[1:])
         profile = builder.create_optimization_profile()
-        profile.set_shape(inp.name, trt.Dims([lo] + chw), trt.Dims([opt] + chw),
-                          trt.Dims([hi] + chw))  # fmt: skip
+        profile.set_shape(
+            inp.name, trt.Dims([lo] + chw), trt.Dims([opt] + chw), trt.Dims([hi] + chw)
+        )
         tcfg.add_optimization_profile(profile)
         batches = {"min": lo, "opt": opt, "max": hi}
     else:
@@ -500,25 +503,27 @@ def build_engine(
 
     precision = "int8" if int8_mode is not None else cfg.precision
     facts: dict[str, Any] = dict(here)
-    facts.update({
-        "engine": dst.name,
-        "source_onnx": src.name,
-        "onnx_sha256": file_sha256(src),
-        "calib_cache_sha256": cfg.calib_sha256(),
-        "precision": precision,
-        "fp16": cfg.precision == "fp16",
-        "int8": int8_mode,
-        "input": inp.name,
-        "input_shape": list(shape),
-        "batch": batches,
-        "dla_core": cfg.dla_core,
-        "dla_gpu_fallback_layers": fallback,
-        "sparse": bool(cfg.sparse),
-        "workspace_mb": int(cfg.workspace_mb),
-        "target": cfg.target,
-        "build_options": cfg.options(),
-        "built_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
-    })  # fmt: skip
+    facts.update(
+        {
+            "engine": dst.name,
+            "source_onnx": src.name,
+            "onnx_sha256": file_sha256(src),
+            "calib_cache_sha256": cfg.calib_sha256(),
+            "precision": precision,
+            "fp16": cfg.precision == "fp16",
+            "int8": int8_mode,
+            "input": inp.name,
+            "input_shape": list(shape),
+            "batch": batches,
+            "dla_core": cfg.dla_core,
+            "dla_gpu_fallback_layers": fallback,
+            "sparse": bool(cfg.sparse),
+            "workspace_mb": int(cfg.workspace_mb),
+            "target": cfg.target,
+            "build_options": cfg.options(),
+            "built_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        }
+    )
     facts.update(info or {})
     side_doc = sidecar_bytes(onnx_metadata(src), **facts)
     # write only now, engine first; a failed sidecar takes the engine with it
@@ -537,16 +542,20 @@ def build_engine(
         try:
             write_bytes(cfg.timing_cache, memoryview(tcfg.get_timing_cache().serialize()))
         except OSError as exc:
-            print(f"warning: {cfg.timing_cache}: timing cache not saved ({os_error_reason(exc)})",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"warning: {cfg.timing_cache}: timing cache not saved ({os_error_reason(exc)})",
+                file=sys.stderr,
+            )
     report = dict(facts)
-    report.update({
-        "engine": str(dst),
-        "sidecar": str(side),
-        "bytes": dst.stat().st_size,
-        "seconds": round(seconds, 1),
-        "tensorrt_errors": [first_line(e) for e in log.errors],
-    })  # fmt: skip
+    report.update(
+        {
+            "engine": str(dst),
+            "sidecar": str(side),
+            "bytes": dst.stat().st_size,
+            "seconds": round(seconds, 1),
+            "tensorrt_errors": [first_line(e) for e in log.errors],
+        }
+    )
     return report
 
 
@@ -569,12 +578,14 @@ def write_sidecar_for(
         facts.update(platform_facts(require_tensorrt()))
     except UserError:  # written off the device: the TensorRT version is unknown here
         pass
-    facts.update({
-        "engine": eng.name,
-        "source_onnx": src.name,
-        "onnx_sha256": file_sha256(src),
-        "built_by": "trtexec or another tool",
-    })  # fmt: skip
+    facts.update(
+        {
+            "engine": eng.name,
+            "source_onnx": src.name,
+            "onnx_sha256": file_sha256(src),
+            "built_by": "trtexec or another tool",
+        }
+    )
     facts.update(info)
     return write_sidecar(eng, onnx_metadata(src), **facts)
 

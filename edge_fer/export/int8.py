@@ -43,8 +43,16 @@ def export_int8(
 
     if max_drop < 0:
         raise UserError("must be >= 0 (accuracy points)", param="max_drop")
-    info = calibrate(model_path, faces, out_dir, method=method, target=target,
-                     trt_version=trt_version, threads=threads, progress=progress)  # fmt: skip
+    info = calibrate(
+        model_path,
+        faces,
+        out_dir,
+        method=method,
+        target=target,
+        trt_version=trt_version,
+        threads=threads,
+        progress=progress,
+    )
     result: dict = {"calibration": info, "report": None, "checks": [], "ok": True}
     if eval_data is None:
         return result
@@ -54,16 +62,28 @@ def export_int8(
         raise UserError(f"the compression report is unavailable ({exc})") from None
     rows = [("FP32", str(model_path))]
     rows += [(ROW_NAMES[t], info["files"][t]) for t in ("tensorrt", "cpu") if t in info["files"]]
-    comp = compare_models(rows, eval_data, split=eval_split, threads=threads,
-                          eval_limit=eval_limit, progress=show_progress)  # fmt: skip
+    comp = compare_models(
+        rows,
+        eval_data,
+        split=eval_split,
+        threads=threads,
+        eval_limit=eval_limit,
+        progress=show_progress,
+    )
     fp32 = comp["rows"][0]
     checks = []
     for row in comp["rows"][1:]:
         drop = 100.0 * (fp32["accuracy"] - row["accuracy"])
         speed = (fp32.get("ms_b32") or 0) / row["ms_b32"] if row.get("ms_b32") else None
-        checks.append({"model": row["model"], "accuracy_drop_points": round(drop, 3),
-                       "max_drop_points": max_drop, "ok": drop <= max_drop,
-                       "speedup_b32": round(speed, 3) if speed else None})  # fmt: skip
+        checks.append(
+            {
+                "model": row["model"],
+                "accuracy_drop_points": round(drop, 3),
+                "max_drop_points": max_drop,
+                "ok": drop <= max_drop,
+                "speedup_b32": round(speed, 3) if speed else None,
+            }
+        )
     notes = [
         (
             f"calibration: {info['faces']} faces, method {info['method']}; "
@@ -79,10 +99,14 @@ def export_int8(
         f"(limit -{max_drop}): {'ok' if c['ok'] else 'FAILED'}"
         for c in checks
     ]
-    md, js = write_report(out_dir, comp, "INT8 export report", extra={"calibration": info},
-                          notes=notes)  # fmt: skip
-    result.update(report={"markdown": str(md), "json": str(js), **comp}, checks=checks,
-                  ok=all(c["ok"] for c in checks))  # fmt: skip
+    md, js = write_report(
+        out_dir, comp, "INT8 export report", extra={"calibration": info}, notes=notes
+    )
+    result.update(
+        report={"markdown": str(md), "json": str(js), **comp},
+        checks=checks,
+        ok=all(c["ok"] for c in checks),
+    )
     return result
 
 

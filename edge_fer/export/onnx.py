@@ -266,10 +266,15 @@ def _export(torch, net, dummy, path: Path, opset: int, exporter: str) -> str:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 torch.onnx.export(
-                    net, (dummy,), str(path), dynamo=False, opset_version=opset,
+                    net,
+                    (dummy,),
+                    str(path),
+                    dynamo=False,
+                    opset_version=opset,
                     dynamic_axes={"input": {0: "N"}, "probs": {0: "N"}},
-                    do_constant_folding=True, **names,
-                )  # fmt: skip
+                    do_constant_folding=True,
+                    **names,
+                )
             return "classic"
         except TypeError:  # a torch without the TorchScript exporter
             if exporter == "classic":
@@ -284,9 +289,13 @@ def _export(torch, net, dummy, path: Path, opset: int, exporter: str) -> str:
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()):
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(
-            net, (dummy,), dynamo=True, opset_version=opset,
-            dynamic_shapes={"x": {0: torch.export.Dim("N")}}, **names,
-        )  # fmt: skip
+            net,
+            (dummy,),
+            dynamo=True,
+            opset_version=opset,
+            dynamic_shapes={"x": {0: torch.export.Dim("N")}},
+            **names,
+        )
         prog.save(str(path))
     return "dynamo"
 

@@ -135,9 +135,14 @@ def _fit(model, x, y, epochs, batch_size, lr, callbacks, verbose, seed) -> dict:
     )
     t0 = time.perf_counter()
     hist = model.fit(
-        x, y, batch_size=batch_size, epochs=epochs, shuffle=True, callbacks=callbacks,
+        x,
+        y,
+        batch_size=batch_size,
+        epochs=epochs,
+        shuffle=True,
+        callbacks=callbacks,
         verbose=verbose,
-    )  # fmt: skip
+    )
     h = {k: [float(v) for v in vals] for k, vals in hist.history.items()}
     return {"history": h, "train_seconds": round(time.perf_counter() - t0, 1)}
 
@@ -183,9 +188,12 @@ def prune_keras(
     freq = max(1, min(100, steps // 10))
     end = max(freq, (int(steps * 0.75) // freq) * freq)
     schedule = mot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=float(target_sparsity), begin_step=0,
-        end_step=end, frequency=freq,
-    )  # fmt: skip
+        initial_sparsity=0.0,
+        final_sparsity=float(target_sparsity),
+        begin_step=0,
+        end_step=end,
+        frequency=freq,
+    )
     base = _clone(model)
     frozen = _freeze_bn(base) if freeze_bn else 0
     try:
@@ -194,8 +202,17 @@ def prune_keras(
         raise UserError(
             f"tensorflow-model-optimization cannot prune this model ({first_line(exc)})"
         ) from None
-    fit = _fit(pruned, x, y, epochs, batch_size, lr,
-               [mot.sparsity.keras.UpdatePruningStep()], verbose, seed)  # fmt: skip
+    fit = _fit(
+        pruned,
+        x,
+        y,
+        epochs,
+        batch_size,
+        lr,
+        [mot.sparsity.keras.UpdatePruningStep()],
+        verbose,
+        seed,
+    )
     zeros = total = 0
     per_layer = {}
     for layer in pruned.layers:

@@ -199,21 +199,66 @@ TRUST_HINT = (
 _MODEL_CLASSES = {"Functional", "Sequential", "Model"}
 # the modules whose objects a config may name (tfmot's: quantisers of a saved QAT model)
 _MODULES = ("keras.", "tf_keras.", "tensorflow_model_optimization.")
-_TFMOT_LAYERS = {"QuantizeLayer", "QuantizeWrapper", "QuantizeWrapperV2", "QuantizeAnnotate",
-                 "PruneLowMagnitude"}  # fmt: skip
+_TFMOT_LAYERS = {
+    "QuantizeLayer",
+    "QuantizeWrapper",
+    "QuantizeWrapperV2",
+    "QuantizeAnnotate",
+    "PruneLowMagnitude",
+}
 # what tf-keras records for raw TensorFlow calls in a functional model (`x + 1`,
 # `tf.nn.relu6(x)`): the TensorFlow function by name. Only names from these math/array
 # namespaces are taken (not tf.io, tf.raw_ops, tf.py_function, ...).
 _TF_OP_LAYERS = {"TFOpLambda", "SlicingOpLambda"}
 _TF_OP_PREFIXES = ("math.", "nn.", "__operators__.", "linalg.", "image.resize", "clip_by_")
 _TF_OP_NAMES = {
-    "abs", "add", "argmax", "argmin", "broadcast_to", "cast", "clip_by_value", "concat",
-    "divide", "einsum", "exp", "expand_dims", "fill", "gather", "identity", "matmul",
-    "maximum", "minimum", "multiply", "ones_like", "pad", "pow", "reduce_max", "reduce_mean",
-    "reduce_min", "reduce_sum", "reshape", "rank", "shape", "sigmoid", "sign", "split", "sqrt",
-    "square", "squeeze", "stack", "subtract", "tanh", "tile", "transpose", "truediv",
-    "unstack", "where", "zeros_like", "compat.v1.transpose", "compat.v1.gather",
-}  # fmt: skip
+    "abs",
+    "add",
+    "argmax",
+    "argmin",
+    "broadcast_to",
+    "cast",
+    "clip_by_value",
+    "concat",
+    "divide",
+    "einsum",
+    "exp",
+    "expand_dims",
+    "fill",
+    "gather",
+    "identity",
+    "matmul",
+    "maximum",
+    "minimum",
+    "multiply",
+    "ones_like",
+    "pad",
+    "pow",
+    "reduce_max",
+    "reduce_mean",
+    "reduce_min",
+    "reduce_sum",
+    "reshape",
+    "rank",
+    "shape",
+    "sigmoid",
+    "sign",
+    "split",
+    "sqrt",
+    "square",
+    "squeeze",
+    "stack",
+    "subtract",
+    "tanh",
+    "tile",
+    "transpose",
+    "truediv",
+    "unstack",
+    "where",
+    "zeros_like",
+    "compat.v1.transpose",
+    "compat.v1.gather",
+}
 
 
 def read_model_config(p: Path, kind: str) -> dict:
@@ -515,9 +560,14 @@ def keras_spec(
     if not 0 <= crop_margin <= 1:
         raise UserError(f"crop margin {crop_margin} must be in 0..1")
     return PreprocessSpec(
-        input_size=size, channels=channels, clahe=bool(clahe), mean=float(mean), std=float(std),
-        crop_margin=float(crop_margin), classes=tuple(names),
-    )  # fmt: skip
+        input_size=size,
+        channels=channels,
+        clahe=bool(clahe),
+        mean=float(mean),
+        std=float(std),
+        crop_margin=float(crop_margin),
+        classes=tuple(names),
+    )
 
 
 # -- conversion -------------------------------------------------------------------------------
@@ -672,8 +722,9 @@ def _reject_unconverted(proto, opset: int) -> None:
                 pass
         elif dom in ("com.microsoft", "ai.onnx.ml"):
             continue
-        bad.setdefault(node.op_type if dom in ("", "ai.onnx") else f"{dom}:{node.op_type}",
-                       node.name)  # fmt: skip
+        bad.setdefault(
+            node.op_type if dom in ("", "ai.onnx") else f"{dom}:{node.op_type}", node.name
+        )
     if bad:
         ops = ", ".join(f"{op} (at {where})" for op, where in sorted(bad.items()))
         raise UserError(

@@ -79,13 +79,21 @@ class TanhCNN8(FeaturesHead):
             return [nn.Conv2d(cin, cout, 3, padding=1), HalfTanh()]
 
         self.features = nn.Sequential(
-            *block(in_channels, w), *block(w, w),
-            nn.LocalResponseNorm(5), nn.MaxPool2d(2),
-            *block(w, 2 * w), *block(2 * w, 2 * w), *block(2 * w, 2 * w),
-            nn.LocalResponseNorm(5), nn.MaxPool2d(2),
-            *block(2 * w, 4 * w), *block(4 * w, 4 * w), *block(4 * w, 4 * w),
-            nn.LocalResponseNorm(5), nn.MaxPool2d(2),
-        )  # fmt: skip
+            *block(in_channels, w),
+            *block(w, w),
+            nn.LocalResponseNorm(5),
+            nn.MaxPool2d(2),
+            *block(w, 2 * w),
+            *block(2 * w, 2 * w),
+            *block(2 * w, 2 * w),
+            nn.LocalResponseNorm(5),
+            nn.MaxPool2d(2),
+            *block(2 * w, 4 * w),
+            *block(4 * w, 4 * w),
+            *block(4 * w, 4 * w),
+            nn.LocalResponseNorm(5),
+            nn.MaxPool2d(2),
+        )
         self.head = Head(4 * w, num_classes, dropout)
 
 
@@ -179,11 +187,16 @@ class MiniXception(nn.Module):
     def __init__(self, num_classes=7, in_channels=1):
         super().__init__()
         self.stem = nn.Sequential(
-            nn.Conv2d(in_channels, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
-            nn.Conv2d(8, 8, 3, bias=False), nn.BatchNorm2d(8), nn.ReLU(inplace=True),
-        )  # fmt: skip
-        self.modules_ = nn.Sequential(*[XceptionModule(a, b) for a, b in
-                                        [(8, 16), (16, 32), (32, 64), (64, 128)]])  # fmt: skip
+            nn.Conv2d(in_channels, 8, 3, bias=False),
+            nn.BatchNorm2d(8),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(8, 8, 3, bias=False),
+            nn.BatchNorm2d(8),
+            nn.ReLU(inplace=True),
+        )
+        self.modules_ = nn.Sequential(
+            *[XceptionModule(a, b) for a, b in [(8, 16), (16, 32), (32, 64), (64, 128)]]
+        )
         self.out = nn.Conv2d(128, num_classes, 3, padding=1)
         self.pool = nn.Sequential(nn.AdaptiveAvgPool2d(1), nn.Flatten())
 

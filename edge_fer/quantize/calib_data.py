@@ -209,10 +209,18 @@ def from_source(
     cpath = resolve_cascade(cascade)
     # as edge-fer run: small frames get the low-resolution cascade, and a cascade's .json
     # settings fill what the options leave unset
-    pick = DetectorPicker(cascade, DetectorOptions(
-        min_size=opts.min_size, max_size=opts.max_size, scale_factor=opts.scale_factor,
-        stride_factor=opts.stride_factor, angle=opts.angle, threshold=opts.threshold, memory=1,
-    ))  # fmt: skip
+    pick = DetectorPicker(
+        cascade,
+        DetectorOptions(
+            min_size=opts.min_size,
+            max_size=opts.max_size,
+            scale_factor=opts.scale_factor,
+            stride_factor=opts.stride_factor,
+            angle=opts.angle,
+            threshold=opts.threshold,
+            memory=1,
+        ),
+    )
     rng = np.random.default_rng(seed)
     keep_img: list[np.ndarray] = []
     keep_id: list[str] = []
@@ -259,9 +267,12 @@ def from_source(
     images = np.stack(keep_img) if keep_img else np.zeros((0, size, size), np.uint8)
     names = ", ".join(sorted(pick.used)) or cpath.name
     return CalibFaces(
-        images=images, ids=keep_id, source=str(source), seen=seen,
+        images=images,
+        ids=keep_id,
+        source=str(source),
+        seen=seen,
         notes=notes + [f"{frames} frames looked at, {seen} faces found, cascade {names}"],
-    )  # fmt: skip
+    )
 
 
 class FaceBatchReader:

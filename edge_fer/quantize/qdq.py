@@ -38,9 +38,16 @@ WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 # or leaves in float around the Q/DQ pairs
 _CONTROL_FLOW = {"If", "Loop", "Scan"}
 _QUANTIZED = {
-    "QuantizeLinear", "DequantizeLinear", "QLinearConv", "QLinearMatMul", "ConvInteger",
-    "MatMulInteger", "DynamicQuantizeLinear", "QLinearAdd", "QLinearMul",
-}  # fmt: skip
+    "QuantizeLinear",
+    "DequantizeLinear",
+    "QLinearConv",
+    "QLinearMatMul",
+    "ConvInteger",
+    "MatMulInteger",
+    "DynamicQuantizeLinear",
+    "QLinearAdd",
+    "QLinearMul",
+}
 META_KEY = "edge_fer.quantization"
 
 
@@ -159,10 +166,16 @@ def quantize(
     try:
         with _quiet():
             quantize_static(
-                work, os.fspath(out_path), reader, quant_format=QuantFormat.QDQ,
-                per_channel=True, weight_type=QuantType.QInt8,
-                calibrate_method=CalibrationMethod.MinMax, extra_options=extra, **kw,
-            )  # fmt: skip
+                work,
+                os.fspath(out_path),
+                reader,
+                quant_format=QuantFormat.QDQ,
+                per_channel=True,
+                weight_type=QuantType.QInt8,
+                calibrate_method=CalibrationMethod.MinMax,
+                extra_options=extra,
+                **kw,
+            )
     except UserError:
         raise
     except Exception as exc:  # noqa: BLE001 - any quantizer failure is reported as one line

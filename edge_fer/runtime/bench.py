@@ -23,8 +23,15 @@ import numpy as np
 from edge_fer.errors import UserError
 
 
-def synthetic_clip(path: str | os.PathLike, width: int, height: int, faces: int = 2,
-                   frames: int = 300, fps: float = 30.0, seed: int = 0) -> dict:  # fmt: skip
+def synthetic_clip(
+    path: str | os.PathLike,
+    width: int,
+    height: int,
+    faces: int = 2,
+    frames: int = 300,
+    fps: float = 30.0,
+    seed: int = 0,
+) -> dict:
     """A clip of `faces` portraits (the demo photo) drifting over a textured background.
 
     Each face is 15-25% of the frame height (the photo is scaled so that its face is).
@@ -59,8 +66,14 @@ def synthetic_clip(path: str | os.PathLike, width: int, height: int, faces: int 
         sink.abort()
         raise
     sink.close()
-    return {"path": str(path), "size": [width, height], "faces": faces, "frames": frames,
-            "fps": fps, "photo": credit}  # fmt: skip
+    return {
+        "path": str(path),
+        "size": [width, height],
+        "faces": faces,
+        "frames": frames,
+        "fps": fps,
+        "photo": credit,
+    }
 
 
 def available_backends(model=None, threads: int = 1) -> dict[str, str | None]:
@@ -83,9 +96,15 @@ def available_backends(model=None, threads: int = 1) -> dict[str, str | None]:
     return out
 
 
-def bench(opts, *, backends: list[str] | None = None, events: bool = True,
-          keep_events: str | None = None, latency_frames: int = 150,
-          warn=None) -> dict:  # fmt: skip
+def bench(
+    opts,
+    *,
+    backends: list[str] | None = None,
+    events: bool = True,
+    keep_events: str | None = None,
+    latency_frames: int = 150,
+    warn=None,
+) -> dict:
     """Run the pipeline with `opts` (a RunOptions: source, model, cascade, detector, tracker,
     threads, queue size...) twice per backend; returns a JSON-able report.
 
@@ -108,8 +127,9 @@ def bench(opts, *, backends: list[str] | None = None, events: bool = True,
     if unknown:
         raise UserError(f"unknown backend(s) {', '.join(unknown)}; known: {', '.join(avail)}")
     if all(avail[b] is not None for b in wanted):
-        raise UserError("no backend could load the model: " + "; ".join(
-            f"{b}: {avail[b]}" for b in wanted))  # fmt: skip
+        raise UserError(
+            "no backend could load the model: " + "; ".join(f"{b}: {avail[b]}" for b in wanted)
+        )
     report = {
         "source": str(source),
         "machine": {
@@ -129,9 +149,15 @@ def bench(opts, *, backends: list[str] | None = None, events: bool = True,
                 continue
             ev = Path(keep_events or tmp) / f"{Path(str(source)).stem}_{b}.jsonl"
             run = dataclasses.replace(
-                opts, backend=b, events=str(ev) if events else None, out=None, summary=None,
-                show=False, preview_port=None, pace=None,
-            )  # fmt: skip
+                opts,
+                backend=b,
+                events=str(ev) if events else None,
+                out=None,
+                summary=None,
+                show=False,
+                preview_port=None,
+                pace=None,
+            )
             if b != "tensorrt":  # TensorRT's own options apply to its runs only
                 run.trt_precision = run.calib_cache = None
             # run_video builds the detector: the same cascade choice as `edge-fer run` (the
@@ -149,22 +175,24 @@ def bench(opts, *, backends: list[str] | None = None, events: bool = True,
             report["cascade"] = s.get("cascade")
             report["model"] = s.get("model")
             report["source_info"] = s.get("source")
-            report["results"].append({
-                "backend": b,
-                "available": True,
-                "frames": s["frames"],
-                "fps": s["fps"],
-                "latency_ms": paced["latency_ms"] if paced else None,
-                "latency_at_fps": rate if paced else None,
-                "saturated_latency_ms": s["latency_ms"],
-                "busy_ms": s["busy_ms"],
-                "stage_ms": s["stage_ms"],
-                "frames_with_faces": s["frames_with_faces"],
-                "frames_with_detections": s["frames_with_detections"],
-                "track_count": s["track_count"],
-                "exit_code": res.exit_code,
-                **({"events": str(ev)} if events and keep_events else {}),
-            })  # fmt: skip
+            report["results"].append(
+                {
+                    "backend": b,
+                    "available": True,
+                    "frames": s["frames"],
+                    "fps": s["fps"],
+                    "latency_ms": paced["latency_ms"] if paced else None,
+                    "latency_at_fps": rate if paced else None,
+                    "saturated_latency_ms": s["latency_ms"],
+                    "busy_ms": s["busy_ms"],
+                    "stage_ms": s["stage_ms"],
+                    "frames_with_faces": s["frames_with_faces"],
+                    "frames_with_detections": s["frames_with_detections"],
+                    "track_count": s["track_count"],
+                    "exit_code": res.exit_code,
+                    **({"events": str(ev)} if events and keep_events else {}),
+                }
+            )
     return report
 
 
@@ -189,8 +217,10 @@ def format_table(report: dict) -> str:
             rows.append(f"{r['backend']:<12} unavailable: {r['reason']}")
             continue
         lat = r["latency_ms"] or {}
-        line = (f"{r['backend']:<12} {r['frames']:>6} {_f(r['fps']):>7} {_f(lat.get('p50')):>8} "
-                f"{_f(lat.get('p99')):>8}")  # fmt: skip
+        line = (
+            f"{r['backend']:<12} {r['frames']:>6} {_f(r['fps']):>7} {_f(lat.get('p50')):>8} "
+            f"{_f(lat.get('p99')):>8}"
+        )
         for s in stages:
             v = r["stage_ms"].get(s, {})
             line += f" {_f(v.get('p50')) + '/' + _f(v.get('p99')):>17}"

@@ -26,10 +26,17 @@ DEMO_SECONDS = 4.0
 
 # (package, path under the package folder, credit)
 FACE_PHOTOS = (
-    ("skimage", "data/astronaut.png", "scikit-image astronaut (Eileen Collins, NASA, public domain)"),
-    ("matplotlib", "mpl-data/sample_data/grace_hopper.jpg",
-     "matplotlib sample data: Grace Hopper (US Navy, public domain)"),
-)  # fmt: skip
+    (
+        "skimage",
+        "data/astronaut.png",
+        "scikit-image astronaut (Eileen Collins, NASA, public domain)",
+    ),
+    (
+        "matplotlib",
+        "mpl-data/sample_data/grace_hopper.jpg",
+        "matplotlib sample data: Grace Hopper (US Navy, public domain)",
+    ),
+)
 
 
 def _package_dir(name: str) -> Path | None:
@@ -86,8 +93,13 @@ def _paste(canvas: np.ndarray, img: np.ndarray, cx: float, cy: float, height: fl
     canvas[ay0:ay1, ax0:ax1] = r[ay0 - y0 : ay1 - y0, ax0 - x0 : ax1 - x0]
 
 
-def demo_frames(photo: np.ndarray, size=DEMO_SIZE, fps: float = DEMO_FPS,
-                seconds: float = DEMO_SECONDS, seed: int = 0):  # fmt: skip
+def demo_frames(
+    photo: np.ndarray,
+    size=DEMO_SIZE,
+    fps: float = DEMO_FPS,
+    seconds: float = DEMO_SECONDS,
+    seed: int = 0,
+):
     """Yield BGR frames: the portrait and its mirror image panning and zooming."""
     w, h = size
     rng = np.random.default_rng(seed)
@@ -98,10 +110,20 @@ def demo_frames(photo: np.ndarray, size=DEMO_SIZE, fps: float = DEMO_FPS,
         t = i / fps
         frame = bg.copy()
         # left: drifts right and back, gentle zoom; right (mirrored): zooms in and out
-        _paste(frame, photo, w * 0.28 + 40 * np.sin(2 * np.pi * t / seconds),
-               h * 0.5 + 15 * np.sin(2 * np.pi * t / 2.0), h * (0.62 + 0.05 * np.sin(t)))  # fmt: skip
-        _paste(frame, mirrored, w * 0.74 - 20 * np.sin(2 * np.pi * t / seconds),
-               h * 0.52, h * (0.55 + 0.12 * np.sin(2 * np.pi * t / seconds)))  # fmt: skip
+        _paste(
+            frame,
+            photo,
+            w * 0.28 + 40 * np.sin(2 * np.pi * t / seconds),
+            h * 0.5 + 15 * np.sin(2 * np.pi * t / 2.0),
+            h * (0.62 + 0.05 * np.sin(t)),
+        )
+        _paste(
+            frame,
+            mirrored,
+            w * 0.74 - 20 * np.sin(2 * np.pi * t / seconds),
+            h * 0.52,
+            h * (0.55 + 0.12 * np.sin(2 * np.pi * t / seconds)),
+        )
         yield frame
 
 

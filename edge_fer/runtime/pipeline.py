@@ -216,38 +216,79 @@ def startup_summary(source: dict, signum: int, outputs: dict, info: dict | None 
     empty = percentiles([])
     d = {
         "source": source,
-        "frames": 0, "frames_with_detections": 0, "frames_with_faces": 0, "faces": 0,
-        "detections": 0, "track_count": 0, "tracks": [], "classes": [],
-        "seconds": 0.0, "fps": None, "fps_seconds": 0.0, "time_to_first_frame_s": None,
-        "scene_cuts": 0, "scene_cut_frames": [], "tracks_omitted": 0,
+        "frames": 0,
+        "frames_with_detections": 0,
+        "frames_with_faces": 0,
+        "faces": 0,
+        "detections": 0,
+        "track_count": 0,
+        "tracks": [],
+        "classes": [],
+        "seconds": 0.0,
+        "fps": None,
+        "fps_seconds": 0.0,
+        "time_to_first_frame_s": None,
+        "scene_cuts": 0,
+        "scene_cut_frames": [],
+        "tracks_omitted": 0,
         "stage_ms": {k: dict(empty) for k in STAGES},
-        "busy_ms": dict(empty), "latency_ms": dict(empty), "classify_batches": 0,
-        "dropped_frames": 0, "skipped_frames": 0, "gaps": [], "gaps_omitted": 0,
-        "source_errors": [], "source_errors_omitted": 0,
-        "complete": False, "interrupted": True, "signal": signal_name(signum), "started": False,
-        "nonfinite_dropped": 0, "events_dropped": 0, "outputs": dict(outputs),
+        "busy_ms": dict(empty),
+        "latency_ms": dict(empty),
+        "classify_batches": 0,
+        "dropped_frames": 0,
+        "skipped_frames": 0,
+        "gaps": [],
+        "gaps_omitted": 0,
+        "source_errors": [],
+        "source_errors_omitted": 0,
+        "complete": False,
+        "interrupted": True,
+        "signal": signal_name(signum),
+        "started": False,
+        "nonfinite_dropped": 0,
+        "events_dropped": 0,
+        "outputs": dict(outputs),
         "running": False,
-    }  # fmt: skip
+    }
     d.update(info or {})
     return d
 
 
-UPSCALE_INTERPOLATION = {"nearest": cv2.INTER_NEAREST, "linear": cv2.INTER_LINEAR,
-                         "cubic": cv2.INTER_CUBIC}  # fmt: skip
+UPSCALE_INTERPOLATION = {
+    "nearest": cv2.INTER_NEAREST,
+    "linear": cv2.INTER_LINEAR,
+    "cubic": cv2.INTER_CUBIC,
+}
 
 
 class Pipeline:
-    def __init__(self, source: Source, detector, classifier=None, sinks: Sinks | None = None, *,
-                 tracker: IoUTracker | None = None, smoothing: float = 0.3,
-                 max_frames: int | None = None, queue_size: int | None = None,
-                 max_batch_frames: int = 8, handle_signals: bool = True,
-                 detect_min_side: int = 0, detect_threads: int | None = None,
-                 detect_upscale: str = "linear",
-                 nested_overlap: float = 0.5, pace: float | None = None,
-                 stills: bool = False, signals: SignalGuard | None = None, warn=None,
-                 info: dict | None = None, scene_cut: float | None = SCENE_CUT_THRESHOLD,
-                 summary_every: float | None = None, t_start: float | None = None,
-                 keep_tracks: int = KEEP_ENDED) -> None:  # fmt: skip
+    def __init__(
+        self,
+        source: Source,
+        detector,
+        classifier=None,
+        sinks: Sinks | None = None,
+        *,
+        tracker: IoUTracker | None = None,
+        smoothing: float = 0.3,
+        max_frames: int | None = None,
+        queue_size: int | None = None,
+        max_batch_frames: int = 8,
+        handle_signals: bool = True,
+        detect_min_side: int = 0,
+        detect_threads: int | None = None,
+        detect_upscale: str = "linear",
+        nested_overlap: float = 0.5,
+        pace: float | None = None,
+        stills: bool = False,
+        signals: SignalGuard | None = None,
+        warn=None,
+        info: dict | None = None,
+        scene_cut: float | None = SCENE_CUT_THRESHOLD,
+        summary_every: float | None = None,
+        t_start: float | None = None,
+        keep_tracks: int = KEEP_ENDED,
+    ) -> None:
         """`scene_cut`: the threshold of the scene cut test (runtime/scenecut.py); None or 0
         turns it off. `summary_every`: seconds between rewrites of the summary file while the
         run goes on (a live source's summary is then never older than that); None: only at
@@ -383,8 +424,15 @@ class Pipeline:
             t2 = time.perf_counter()
             # a live source's read() waits for the camera; that is not decoding work
             dec = (t2 - t1) if self.source.live else (t2 - t0)
-            item = _Item(f.index, f.t, img, gray, t_in=t1 if self.source.live else t0, cut=cut,
-                         path=self._path_of(f) if self.images else None)  # fmt: skip
+            item = _Item(
+                f.index,
+                f.t,
+                img,
+                gray,
+                t_in=t1 if self.source.live else t0,
+                cut=cut,
+                path=self._path_of(f) if self.images else None,
+            )
             item.ms["decode"] = dec * 1000
             n += 1
             self.read_count = n
@@ -537,8 +585,13 @@ class Pipeline:
             self.cut_frames.append(item.index)
         if self.images:
             if len(self.files) < MAX_LISTED_FILES:
-                self.files.append({"path": item.path, "faces": len(item.faces),
-                                   "labels": [f.get("label") for f in item.faces]})  # fmt: skip
+                self.files.append(
+                    {
+                        "path": item.path,
+                        "faces": len(item.faces),
+                        "labels": [f.get("label") for f in item.faces],
+                    }
+                )
             else:
                 self.files_omitted += 1
         for k in STAGES:
@@ -554,8 +607,10 @@ class Pipeline:
         first = self.nonfinite == 0
         self.nonfinite += n
         if first:
-            msg = (f"{what} with NaN or Infinity were left out (a broken model or cascade?); "
-                   "counted in the summary as nonfinite_dropped")  # fmt: skip
+            msg = (
+                f"{what} with NaN or Infinity were left out (a broken model or cascade?); "
+                "counted in the summary as nonfinite_dropped"
+            )
             if self._warn is not None:
                 self._warn(msg)
             else:
@@ -594,13 +649,25 @@ class Pipeline:
                 own.__exit__(None, None, None)
             raise
         threads = [
-            threading.Thread(target=self._stage, args=("decode", self._decode, self.q_det),
-                             name="edge-fer-decode", daemon=True),
-            threading.Thread(target=self._stage, args=("detect", self._detect, self.q_cls),
-                             name="edge-fer-detect", daemon=True),
-            threading.Thread(target=self._stage, args=("classify", self._classify, self.q_out),
-                             name="edge-fer-classify", daemon=True),
-        ]  # fmt: skip
+            threading.Thread(
+                target=self._stage,
+                args=("decode", self._decode, self.q_det),
+                name="edge-fer-decode",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._stage,
+                args=("detect", self._detect, self.q_cls),
+                name="edge-fer-detect",
+                daemon=True,
+            ),
+            threading.Thread(
+                target=self._stage,
+                args=("classify", self._classify, self.q_out),
+                name="edge-fer-classify",
+                daemon=True,
+            ),
+        ]
         sink_error: BaseException | None = None
         self._wall0 = self._wall1 = time.perf_counter()
         if self.summary_every:

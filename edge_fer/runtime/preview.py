@@ -113,9 +113,16 @@ class MJPEGPreview:
 
     BOUNDARY = "edgeferframe"
 
-    def __init__(self, port: int = 8090, host: str | None = "127.0.0.1", quality: int = 80,
-                 max_fps: float = 30.0, *, max_clients: int = 8,
-                 request_timeout: float = 10.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        port: int = 8090,
+        host: str | None = "127.0.0.1",
+        quality: int = 80,
+        max_fps: float = 30.0,
+        *,
+        max_clients: int = 8,
+        request_timeout: float = 10.0,
+    ) -> None:
         if host is None:
             host = "127.0.0.1"
         if not str(host).strip():
@@ -127,8 +134,10 @@ class MJPEGPreview:
         if not 0 <= int(port) <= 65535:
             raise UserError(f"must be in 0..65535, got {port}", param="port")
         if max_clients < 1 or not request_timeout > 0:
-            raise UserError(f"max_clients must be >= 1 and request_timeout > 0, got "
-                            f"{max_clients} and {request_timeout}")  # fmt: skip
+            raise UserError(
+                f"max_clients must be >= 1 and request_timeout > 0, got "
+                f"{max_clients} and {request_timeout}"
+            )
         self.quality = int(quality)
         self.min_interval = 1.0 / max_fps if max_fps > 0 else 0.0
         self.max_clients = int(max_clients)
@@ -161,8 +170,12 @@ class MJPEGPreview:
             def do_GET(self):
                 self.connection.settimeout(preview.request_timeout)  # for the writes now
                 if not host_allowed(self.headers.get("Host"), preview._names, preview._any_ip):
-                    self._send(421, "text/plain", b"this server does not answer to that host "
-                               b"name; use the address edge-fer printed\n")  # fmt: skip
+                    self._send(
+                        421,
+                        "text/plain",
+                        b"this server does not answer to that host "
+                        b"name; use the address edge-fer printed\n",
+                    )
                     return
                 path = self.path.split("?", 1)[0]
                 if path in ("/", "/index.html"):
@@ -258,9 +271,11 @@ class MJPEGPreview:
         bound = self.server.server_address
         self.host, self.port = str(bound[0]), int(bound[1])
         self._thread = threading.Thread(
-            target=self.server.serve_forever, kwargs={"poll_interval": 0.2},
-            name="edge-fer-preview", daemon=True,
-        )  # fmt: skip
+            target=self.server.serve_forever,
+            kwargs={"poll_interval": 0.2},
+            name="edge-fer-preview",
+            daemon=True,
+        )
         self._thread.start()
 
     @property

@@ -49,10 +49,15 @@ class RunOptions:
     tracker: TrackerOptions = field(default_factory=TrackerOptions)
 
 
-def load_classifier(model: str | os.PathLike | None, backend: str = "onnxruntime",
-                    threads: int | None = 1, tta: str = "none",
-                    precision: str = "auto", trt_precision: str | None = None,
-                    calib_cache: str | None = None):  # fmt: skip
+def load_classifier(
+    model: str | os.PathLike | None,
+    backend: str = "onnxruntime",
+    threads: int | None = 1,
+    tta: str = "none",
+    precision: str = "auto",
+    trt_precision: str | None = None,
+    calib_cache: str | None = None,
+):
     """The runtime's classifier. No test-time augmentation by default: on video the per-track
     smoothing averages many frames of the same face, at no extra cost. Without a model, the
     bundled one in `precision` (edge_fer.classify.bundled_model_path)."""
@@ -65,8 +70,10 @@ def load_classifier(model: str | os.PathLike | None, backend: str = "onnxruntime
     if backend in ("tensorrt", "trt"):  # engine precision and INT8 calibration (TensorRT only)
         trt = {"precision": trt_precision, "calib_cache": calib_cache}
     elif trt_precision is not None or calib_cache is not None:
-        raise UserError("needs the TensorRT backend",
-                        param="trt_precision" if trt_precision is not None else "calib_cache")
+        raise UserError(
+            "needs the TensorRT backend",
+            param="trt_precision" if trt_precision is not None else "calib_cache",
+        )
     return Classifier.load(model, backend=backend, threads=threads, tta=tta, **trt)
 
 
@@ -102,8 +109,10 @@ def run_inputs(opts: RunOptions, spec) -> list[tuple[str, str]]:
     elif spec.kind == "images":
         if os.path.isfile(str(target)):
             ins.append(("SOURCE", str(target)))
-        elif any(o and Path(o).suffix.lower() in IMAGE_EXTS
-                 for o in (opts.out, opts.events, opts.summary)):  # fmt: skip
+        elif any(
+            o and Path(o).suffix.lower() in IMAGE_EXTS
+            for o in (opts.out, opts.events, opts.summary)
+        ):
             try:
                 ins += [("SOURCE", f) for f in list_images(spec)]
             except UserError:
@@ -122,8 +131,11 @@ def run_inputs(opts: RunOptions, spec) -> list[tuple[str, str]]:
     else:
         from edge_fer.detect import default_cascade_path, lowres_cascade_path
 
-        cascades = [("the bundled cascade", Path(p)) for p in
-                    (default_cascade_path(), lowres_cascade_path()) if p is not None]  # fmt: skip
+        cascades = [
+            ("the bundled cascade", Path(p))
+            for p in (default_cascade_path(), lowres_cascade_path())
+            if p is not None
+        ]
     verifier = opts.detector.verifier
     for name, c in cascades:
         ins += [(name, str(c)), (f"{name}'s settings", str(c.with_suffix(".json")))]
@@ -139,8 +151,15 @@ def run_inputs(opts: RunOptions, spec) -> list[tuple[str, str]]:
     return ins
 
 
-def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
-              handle_signals: bool = True, signals=None):  # fmt: skip
+def run_video(
+    opts: RunOptions,
+    *,
+    detector=None,
+    classifier=None,
+    warn=None,
+    handle_signals: bool = True,
+    signals=None,
+):
     """Run the whole pipeline on opts.source; returns a RunResult (summary, exit code).
 
     UserError for anything the user can fix: a source that does not open, an unwritable
@@ -154,8 +173,14 @@ def run_video(opts: RunOptions, *, detector=None, classifier=None, warn=None,
 
     if signals is None and handle_signals:
         with SignalGuard() as guard:
-            return run_video(opts, detector=detector, classifier=classifier, warn=warn,
-                             handle_signals=True, signals=guard)  # fmt: skip
+            return run_video(
+                opts,
+                detector=detector,
+                classifier=classifier,
+                warn=warn,
+                handle_signals=True,
+                signals=guard,
+            )
     return _run_video(opts, detector, classifier, warn, handle_signals, signals)
 
 
@@ -175,9 +200,12 @@ def _run_video(opts: RunOptions, detector, classifier, warn, handle_signals: boo
     if opts.max_frames is not None and opts.max_frames < 0:
         raise UserError(f"must be >= 0, got {opts.max_frames}", param="max_frames")
     t = opts.tracker
-    for name, ok, rule in (("min_hits", t.min_hits >= 1, ">= 1"),
-                           ("max_misses", t.max_misses >= 0, ">= 0"),
-                           ("hold", t.hold >= 0, ">= 0"), ("iou", 0.0 <= t.iou < 1.0, "in [0, 1)")):
+    for name, ok, rule in (
+        ("min_hits", t.min_hits >= 1, ">= 1"),
+        ("max_misses", t.max_misses >= 0, ">= 0"),
+        ("hold", t.hold >= 0, ">= 0"),
+        ("iou", 0.0 <= t.iou < 1.0, "in [0, 1)"),
+    ):
         if not ok:
             raise UserError(f"must be {rule}, got {getattr(t, name)}", param=name)
     if not 0.0 < opts.smoothing <= 1.0:
@@ -186,11 +214,16 @@ def _run_video(opts: RunOptions, detector, classifier, warn, handle_signals: boo
         if not 0 <= int(opts.preview_port) <= 65535:
             raise UserError(f"must be in 0..65535, got {opts.preview_port}", param="preview_port")
         if not str(opts.preview_host or "").strip():
-            raise UserError("is empty: give the address to listen on (127.0.0.1, the default, "
-                            "for this machine only)", param="preview_host")  # fmt: skip
+            raise UserError(
+                "is empty: give the address to listen on (127.0.0.1, the default, "
+                "for this machine only)",
+                param="preview_host",
+            )
     if opts.backend not in ("tensorrt", "trt") and (opts.trt_precision or opts.calib_cache):
-        raise UserError("needs the TensorRT backend",
-                        param="trt_precision" if opts.trt_precision else "calib_cache")
+        raise UserError(
+            "needs the TensorRT backend",
+            param="trt_precision" if opts.trt_precision else "calib_cache",
+        )
     # cheap checks first, so a typo fails before anything is loaded or opened
     spec = parse_source(opts.source, **opts.source_options)
     outputs = [("--out", opts.out), ("--events", opts.events), ("--summary", opts.summary)]
@@ -210,13 +243,18 @@ def _run_video(opts: RunOptions, detector, classifier, warn, handle_signals: boo
     try:
         # the options, cascades and verifier are checked before the source is opened; the
         # detector for its frames is picked once their size is known
-        picker = DetectorPicker(opts.cascade, opts.detector, upscaling=True,
-                                track_min_score=opts.tracker.min_score)  # fmt: skip
+        picker = DetectorPicker(
+            opts.cascade, opts.detector, upscaling=True, track_min_score=opts.tracker.min_score
+        )
         if classifier is None:
-            classifier = load_classifier(opts.model, opts.backend, opts.threads,
-                                         precision=opts.precision,
-                                         trt_precision=opts.trt_precision,
-                                         calib_cache=opts.calib_cache)  # fmt: skip
+            classifier = load_classifier(
+                opts.model,
+                opts.backend,
+                opts.threads,
+                precision=opts.precision,
+                trt_precision=opts.trt_precision,
+                calib_cache=opts.calib_cache,
+            )
         source = open_source(spec, warn=warn, reconnect_timeout=opts.reconnect_timeout)
         shape = (source.height or 0, source.width or 0)
         settings, picked = picker.get(shape)
@@ -243,24 +281,36 @@ def _run_video(opts: RunOptions, detector, classifier, warn, handle_signals: boo
             "verifier": _verifier_info(settings),
             "smoothing": opts.smoothing,
             "startup_s": round(startup, 3),
-        }  # fmt: skip
+        }
         stills = spec.kind == "images" if opts.stills is None else bool(opts.stills)
         info["stills"] = stills
         tracker = IoUTracker(
-            iou_threshold=opts.tracker.iou, min_hits=1 if stills else opts.tracker.min_hits,
+            iou_threshold=opts.tracker.iou,
+            min_hits=1 if stills else opts.tracker.min_hits,
             max_misses=opts.tracker.max_misses,
             max_misses_established=max(opts.tracker.hold, opts.tracker.max_misses),
             min_score=min_score,
-        )  # fmt: skip
+        )
         pipe = Pipeline(
-            source, detector, classifier, sinks, tracker=tracker, smoothing=opts.smoothing,
-            max_frames=opts.max_frames, queue_size=opts.queue_size,
-            max_batch_frames=opts.max_batch_frames, handle_signals=handle_signals,
-            pace=opts.pace, stills=stills,
-            detect_min_side=upscale, info=info,
-            detect_upscale=settings.upscale_interpolation, signals=signals, warn=warn,
+            source,
+            detector,
+            classifier,
+            sinks,
+            tracker=tracker,
+            smoothing=opts.smoothing,
+            max_frames=opts.max_frames,
+            queue_size=opts.queue_size,
+            max_batch_frames=opts.max_batch_frames,
+            handle_signals=handle_signals,
+            pace=opts.pace,
+            stills=stills,
+            detect_min_side=upscale,
+            info=info,
+            detect_upscale=settings.upscale_interpolation,
+            signals=signals,
+            warn=warn,
             detect_threads=opts.detect_threads or max(1, (os.cpu_count() or 2) - 1),
-        )  # fmt: skip
+        )
     except BaseException as exc:
         # start-up failed or was interrupted: drop what was opened, touch nothing that exists
         hold = signals.hold() if signals is not None else contextlib.nullcontext()
@@ -336,17 +386,21 @@ def format_summary(s: dict) -> str:
     )
     if s.get("cascade"):  # which detector ran: it differs by frame size
         ver = s.get("verifier")
-        lines.append(f"detector {Path(s['cascade']).name}"
-                     + (f" + {Path(ver['path']).name} (min prob {ver['min_prob']:g})" if ver
-                        else ""))  # fmt: skip
+        lines.append(
+            f"detector {Path(s['cascade']).name}"
+            + (f" + {Path(ver['path']).name} (min prob {ver['min_prob']:g})" if ver else "")
+        )
     lines.append(
         f"frames   {s['frames']}  with faces {s['frames_with_faces']}  "
         f"(detections on {s['frames_with_detections']})  faces {s['faces']}  "
         f"tracks {s['track_count']}"
     )
     lat = s["latency_ms"]
-    rate = (f"{s['fps']:.1f} frames/s over {s.get('fps_seconds', s['seconds']):.2f} s"
-            if s.get("fps") is not None else f"{s['frames']} frames: too few for a rate")  # fmt: skip
+    rate = (
+        f"{s['fps']:.1f} frames/s over {s.get('fps_seconds', s['seconds']):.2f} s"
+        if s.get("fps") is not None
+        else f"{s['frames']} frames: too few for a rate"
+    )
     lines.append(f"speed    {rate}   latency p50 {_ms(lat['p50'])} p99 {_ms(lat['p99'])} ms")
     if s.get("time_to_first_frame_s") is not None:
         lines.append(f"start    first frame {s['time_to_first_frame_s']:.2f} s after the start")
@@ -368,8 +422,9 @@ def format_summary(s: dict) -> str:
         )
         lines.append(f"gap      at {g['start']:.1f} s for {g['seconds']:.1f} s{mark}")
     for t in s.get("tracks", []):
-        share = ", ".join(f"{k} {100 * v:.0f}%" for k, v in
-                          sorted(t["share"].items(), key=lambda kv: -kv[1])[:3])  # fmt: skip
+        share = ", ".join(
+            f"{k} {100 * v:.0f}%" for k, v in sorted(t["share"].items(), key=lambda kv: -kv[1])[:3]
+        )
         lines.append(
             f"track {t['id']:<3} frames {t['first_frame']}-{t['last_frame']} "
             f"({t['seconds']:.1f} s): {t['dominant']}  [{share}]"

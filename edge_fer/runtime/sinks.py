@@ -85,20 +85,31 @@ def check_collisions(outputs, inputs=()) -> None:
         for n2, p2, ident2 in ins:
             if _same(ident, ident2):
                 same = "" if os.fspath(p2) == os.fspath(path) else f" ({p2})"
-                raise UserError(f"{name} {path} is the same file as {n2}{same}: an output must "
-                                "not overwrite an input; give it another name")  # fmt: skip
+                raise UserError(
+                    f"{name} {path} is the same file as {n2}{same}: an output must "
+                    "not overwrite an input; give it another name"
+                )
         for n2, p2, ident2 in outs[:i]:
             if _same(ident, ident2) and not (ident[2] and ident2[2]):
-                raise UserError(f"{n2} {p2} and {name} {path} are the same file: give each "
-                                "output its own")  # fmt: skip
+                raise UserError(
+                    f"{n2} {p2} and {name} {path} are the same file: give each output its own"
+                )
 
 
 # ---- drawing ---------------------------------------------------------------------------------
 
 _PALETTE = [
-    (66, 135, 245), (80, 200, 120), (245, 170, 66), (200, 90, 220), (70, 220, 230),
-    (240, 90, 90), (150, 150, 255), (120, 240, 200), (255, 200, 120), (180, 120, 80),
-]  # fmt: skip
+    (66, 135, 245),
+    (80, 200, 120),
+    (245, 170, 66),
+    (200, 90, 220),
+    (70, 220, 230),
+    (240, 90, 90),
+    (150, 150, 255),
+    (120, 240, 200),
+    (255, 200, 120),
+    (180, 120, 80),
+]
 
 
 def track_color(track_id: int) -> tuple[int, int, int]:
@@ -121,11 +132,20 @@ def annotate(image: np.ndarray, faces: list[dict], info: str | None = None) -> n
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         ty = y - 3 if y - th - base - 3 >= 0 else y + hh + th + 3
         cv2.rectangle(out, (x, ty - th - 2), (x + tw + 2, ty + base - 1), color, -1)
-        cv2.putText(out, text, (x + 1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1,
-                    cv2.LINE_AA)  # fmt: skip
+        cv2.putText(
+            out, text, (x + 1, ty - 1), cv2.FONT_HERSHEY_SIMPLEX, scale, (0, 0, 0), 1, cv2.LINE_AA
+        )
     if info:
-        cv2.putText(out, info, (4, int(14 * scale / 0.5)), cv2.FONT_HERSHEY_SIMPLEX, scale,
-                    (255, 255, 255), 1, cv2.LINE_AA)  # fmt: skip
+        cv2.putText(
+            out,
+            info,
+            (4, int(14 * scale / 0.5)),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            scale,
+            (255, 255, 255),
+            1,
+            cv2.LINE_AA,
+        )
     return out
 
 
@@ -185,14 +205,18 @@ class VideoSink:
                 f"use one of {', '.join(_CODECS)}"
             )
         if fileio.is_special(self.path):
-            raise UserError(f"video {self.path}: is a device or pipe, not a file; a video needs "
-                            "a file (leave --out out to write none)")  # fmt: skip
+            raise UserError(
+                f"video {self.path}: is a device or pipe, not a file; a video needs "
+                "a file (leave --out out to write none)"
+            )
         self.target = Path(os.path.realpath(self.path)) if self.path.is_symlink() else self.path
         self.fps = float(fps) if fps and fps > 0 else 25.0
         self.size = (int(size[0]), int(size[1]))
         if self.size[0] <= 0 or self.size[1] <= 0:
-            raise UserError(f"video {self.path}: the source reports no frame size "
-                            f"({self.size[0]}x{self.size[1]}), so no video can be made of it")  # fmt: skip
+            raise UserError(
+                f"video {self.path}: the source reports no frame size "
+                f"({self.size[0]}x{self.size[1]}), so no video can be made of it"
+            )
         self.frames = 0
         self._check_every = max(1, disk_check_every)
         self._tmp = self.target.with_name(f".{self.target.name}.{os.getpid()}.tmp{ext}")
@@ -218,10 +242,14 @@ class VideoSink:
             w.release()
         _unlink(probe)
         if w is not None:  # the encoder is there: it is the frame size it refuses
-            return (f"video {self.path}: the {codecs} encoder does not take "
-                    f"{self.size[0]}x{self.size[1]} frames")  # fmt: skip
-        return (f"video {self.path}: no {codecs} encoder in this OpenCV build; "
-                "try .avi (MJPG) or .mp4 (mp4v)")  # fmt: skip
+            return (
+                f"video {self.path}: the {codecs} encoder does not take "
+                f"{self.size[0]}x{self.size[1]} frames"
+            )
+        return (
+            f"video {self.path}: no {codecs} encoder in this OpenCV build; "
+            "try .avi (MJPG) or .mp4 (mp4v)"
+        )
 
     def _check_disk(self) -> None:
         try:
@@ -344,8 +372,10 @@ class EventsSink:
         except ValueError:
             self.dropped += 1
             if self.dropped == 1:
-                msg = (f"events {self.path}: a record with NaN or Infinity was left out (JSON "
-                       "cannot hold them); later ones are counted in the summary")  # fmt: skip
+                msg = (
+                    f"events {self.path}: a record with NaN or Infinity was left out (JSON "
+                    "cannot hold them); later ones are counted in the summary"
+                )
                 if self._warn is not None:
                     self._warn(msg)
                 else:

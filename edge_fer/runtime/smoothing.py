@@ -74,8 +74,16 @@ class TrackSmoother:
         c = len(s)
         st = self.stats.get(track_id)
         if st is None:
-            st = TrackStats(track_id, frame, frame, t, t, label_frames=np.zeros(c, np.int64),
-                            label_time=np.zeros(c), prob_sum=np.zeros(c))  # fmt: skip
+            st = TrackStats(
+                track_id,
+                frame,
+                frame,
+                t,
+                t,
+                label_frames=np.zeros(c, np.int64),
+                label_time=np.zeros(c),
+                prob_sum=np.zeros(c),
+            )
             self.stats[track_id] = st
         elif st._last_top >= 0:
             st.label_time[st._last_top] += max(t - st._last_t, 0.0)

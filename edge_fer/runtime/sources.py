@@ -46,9 +46,27 @@ from edge_fer.errors import UserError
 from edge_fer.fileio import first_line, os_error_reason
 
 VIDEO_EXTS = {
-    ".avi", ".mp4", ".m4v", ".mov", ".mkv", ".webm", ".mpg", ".mpeg", ".wmv", ".flv",
-    ".ts", ".mts", ".m2ts", ".3gp", ".ogv", ".h264", ".h265", ".mjpeg", ".mjpg", ".y4m",
-}  # fmt: skip
+    ".avi",
+    ".mp4",
+    ".m4v",
+    ".mov",
+    ".mkv",
+    ".webm",
+    ".mpg",
+    ".mpeg",
+    ".wmv",
+    ".flv",
+    ".ts",
+    ".mts",
+    ".m2ts",
+    ".3gp",
+    ".ogv",
+    ".h264",
+    ".h265",
+    ".mjpeg",
+    ".mjpg",
+    ".y4m",
+}
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pnm", ".tif", ".tiff", ".webp"}
 NETWORK_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "rtp", "tcp", "srt"}
 CSI_FLIPS = {
@@ -160,8 +178,9 @@ def _options(uri: str, query: str, **kw) -> dict:
     return out
 
 
-def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: float = 30,
-                 flip: int = 0) -> str:  # fmt: skip
+def csi_pipeline(
+    sensor_id: int = 0, width: int = 1280, height: int = 720, fps: float = 30, flip: int = 0
+) -> str:
     """The GStreamer pipeline for a Jetson CSI camera (nvarguscamerasrc), ending in BGR appsink.
 
     `width` x `height` is the sensor mode. The frames delivered are that size, except that a
@@ -182,9 +201,14 @@ def csi_pipeline(sensor_id: int = 0, width: int = 1280, height: int = 720, fps: 
     )
 
 
-def parse_source(uri: str | int | os.PathLike, *, width: int | None = None,
-                 height: int | None = None, fps: float | None = None,
-                 flip: str | int | None = None) -> SourceSpec:  # fmt: skip
+def parse_source(
+    uri: str | int | os.PathLike,
+    *,
+    width: int | None = None,
+    height: int | None = None,
+    fps: float | None = None,
+    flip: str | int | None = None,
+) -> SourceSpec:
     """Classify a source URI. Pure: opens nothing (a path is only checked for being a folder)."""
     if isinstance(uri, int) and not isinstance(uri, bool):
         uri = str(uri)
@@ -270,15 +294,17 @@ def list_images(spec: SourceSpec) -> list[str]:
     target = str(spec.target)
     if os.path.isdir(target):
         files = [
-            os.path.join(target, f) for f in os.listdir(target)
+            os.path.join(target, f)
+            for f in os.listdir(target)
             if Path(f).suffix.lower() in IMAGE_EXTS and os.path.isfile(os.path.join(target, f))
-        ]  # fmt: skip
+        ]
         what = f"folder {target}"
     elif _has_glob(target) and not os.path.exists(target):
         files = [
-            f for f in _glob.glob(target, recursive=True)
+            f
+            for f in _glob.glob(target, recursive=True)
             if os.path.isfile(f) and Path(f).suffix.lower() in IMAGE_EXTS
-        ]  # fmt: skip
+        ]
         what = f"pattern {target!r}"
     else:
         if not os.path.isfile(target):
@@ -459,8 +485,10 @@ def _header_size(f) -> tuple[int, int] | None:
             bits = struct.unpack("<I", head[21:25])[0]
             return (bits & 0x3FFF) + 1, ((bits >> 14) & 0x3FFF) + 1
         if chunk == b"VP8X":
-            return (int.from_bytes(head[24:27], "little") + 1,
-                    int.from_bytes(head[27:30], "little") + 1)  # fmt: skip
+            return (
+                int.from_bytes(head[24:27], "little") + 1,
+                int.from_bytes(head[27:30], "little") + 1,
+            )
         return None
     if re.match(rb"P[1-7]\s", head[:3]):
         return _pnm_size(head)
@@ -480,8 +508,9 @@ def load_image(path: str) -> tuple[np.ndarray | None, str]:
     if size is not None:
         w, h = size
         if w * h > MAX_IMAGE_PIXELS:
-            return None, (f"{w}x{h} pixels is over the {MAX_IMAGE_PIXELS // 1_000_000} Mpx "
-                          "limit for images")  # fmt: skip
+            return None, (
+                f"{w}x{h} pixels is over the {MAX_IMAGE_PIXELS // 1_000_000} Mpx limit for images"
+            )
     try:
         img = cv2.imread(path, cv2.IMREAD_COLOR)
     except cv2.error as exc:  # e.g. OpenCV's own size limit (validateInputImageSize)
@@ -523,8 +552,10 @@ class ImageSource(Source):
             first, why = self.files[0], self._tried[0][1]
             if n == 1:
                 raise UserError(f"source {first}: {why}")
-            raise UserError(f"source {spec.uri}: none of its {n} image files can be used "
-                            f"(the first, {first}: {why})")  # fmt: skip
+            raise UserError(
+                f"source {spec.uri}: none of its {n} image files can be used "
+                f"(the first, {first}: {why})"
+            )
 
     def read(self) -> Frame | None:
         while self._i < len(self.files):
@@ -543,8 +574,11 @@ class ImageSource(Source):
         return None
 
     def describe(self) -> dict:
-        return {**super().describe(), "files": len(self.files),
-                "skipped_files": len(self.skipped_files)}  # fmt: skip
+        return {
+            **super().describe(),
+            "files": len(self.files),
+            "skipped_files": len(self.skipped_files),
+        }
 
 
 def _check_gstreamer(spec: SourceSpec) -> None:
@@ -569,9 +603,11 @@ def _open_capture(spec: SourceSpec, open_timeout_s: float = 10.0) -> cv2.VideoCa
     params: list[int] = []
     if spec.kind == "network":
         params = [
-            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, int(open_timeout_s * 1000),
-            cv2.CAP_PROP_READ_TIMEOUT_MSEC, int(open_timeout_s * 1000),
-        ]  # fmt: skip
+            cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
+            int(open_timeout_s * 1000),
+            cv2.CAP_PROP_READ_TIMEOUT_MSEC,
+            int(open_timeout_s * 1000),
+        ]
     cap = (
         cv2.VideoCapture(spec.target, api, params) if params else cv2.VideoCapture(spec.target, api)
     )
@@ -691,8 +727,13 @@ class LiveSource(Source):
     up to `reconnect_timeout` seconds; each outage becomes an entry in `gaps`.
     """
 
-    def __init__(self, spec: SourceSpec, warn=None, reconnect_timeout: float = 30.0,
-                 open_timeout: float = 10.0) -> None:  # fmt: skip
+    def __init__(
+        self,
+        spec: SourceSpec,
+        warn=None,
+        reconnect_timeout: float = 30.0,
+        open_timeout: float = 10.0,
+    ) -> None:
         super().__init__(spec, warn)
         if spec.api == "gstreamer":
             _check_gstreamer(spec)
@@ -846,8 +887,13 @@ class LiveSource(Source):
             pass
 
 
-def open_source(source: str | SourceSpec, *, warn: Callable[[str], None] | None = None,
-                reconnect_timeout: float = 30.0, **kw) -> Source:  # fmt: skip
+def open_source(
+    source: str | SourceSpec,
+    *,
+    warn: Callable[[str], None] | None = None,
+    reconnect_timeout: float = 30.0,
+    **kw,
+) -> Source:
     """Open a URI or a parsed SourceSpec; UserError when it cannot be opened."""
     spec = source if isinstance(source, SourceSpec) else parse_source(source, **kw)
     if spec.kind == "images":

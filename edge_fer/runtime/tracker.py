@@ -127,11 +127,20 @@ def centre_affinity(
 
 
 class IoUTracker:
-    def __init__(self, iou_threshold: float = 0.2, min_hits: int = 2, max_misses: int = 10,
-                 box_smoothing: float = 0.5, velocity_smoothing: float = 0.5,
-                 established_hits: int = 10, max_misses_established: int | None = None,
-                 reach: float = 0.6, part_overlap: float = 0.2,
-                 min_score: float | None = None, score_smoothing: float = 0.05) -> None:  # fmt: skip
+    def __init__(
+        self,
+        iou_threshold: float = 0.2,
+        min_hits: int = 2,
+        max_misses: int = 10,
+        box_smoothing: float = 0.5,
+        velocity_smoothing: float = 0.5,
+        established_hits: int = 10,
+        max_misses_established: int | None = None,
+        reach: float = 0.6,
+        part_overlap: float = 0.2,
+        min_score: float | None = None,
+        score_smoothing: float = 0.05,
+    ) -> None:
         if not 0.0 <= iou_threshold < 1.0:
             raise ValueError("iou_threshold must be in [0, 1)")
         if min_hits < 1 or max_misses < 0:
@@ -139,8 +148,9 @@ class IoUTracker:
         if max_misses_established is None:
             max_misses_established = 3 * max_misses
         if established_hits < 1 or max_misses_established < max_misses:
-            raise ValueError("established_hits must be >= 1 and max_misses_established >= "
-                             "max_misses")  # fmt: skip
+            raise ValueError(
+                "established_hits must be >= 1 and max_misses_established >= max_misses"
+            )
         if reach < 0 or not 0.0 <= part_overlap <= 1.0:
             raise ValueError("reach must be >= 0 and part_overlap in [0, 1]")
         if not 0.0 < score_smoothing <= 1.0:
@@ -188,8 +198,10 @@ class IoUTracker:
         # affinity in [0, 1]: IoU where it passes, else (established tracks) closeness of centres
         aff = np.where(ok, iou, 0.0)
         if est.any() and len(det):
-            near = np.maximum(centre_affinity(preds[est], det, self.reach),
-                              centre_affinity(last[est], det, self.reach))  # fmt: skip
+            near = np.maximum(
+                centre_affinity(preds[est], det, self.reach),
+                centre_affinity(last[est], det, self.reach),
+            )
             aff[est] = np.where(ok[est], aff[est], near * self.iou_threshold)
             ok[est] |= near > 0
         # greedy: established tracks first, then confirmed, then tentative; by affinity within
@@ -216,8 +228,9 @@ class IoUTracker:
                 t.age += 1
                 if not t.confirmed:
                     continue  # a tentative track dies at its first miss
-                if t.misses > (self.max_misses_established if self._established(t)
-                               else self.max_misses):  # fmt: skip
+                if t.misses > (
+                    self.max_misses_established if self._established(t) else self.max_misses
+                ):
                     self.deaths += 1
                     self.dead.append(t)
                     continue
@@ -226,9 +239,16 @@ class IoUTracker:
         holders = np.array([t.box for t in survivors if self._established(t)]).reshape(-1, 4)
         for di in range(len(det)):
             if di not in matched_d and not self._part_of(det[di], holders):
-                t = Track(0, det[di].copy(), float(scores[di]), score_avg=float(scores[di]),
-                          first_frame=self.frame,
-                          last_frame=self.frame, det_index=di, _tmp_key=self._next_tmp)  # fmt: skip
+                t = Track(
+                    0,
+                    det[di].copy(),
+                    float(scores[di]),
+                    score_avg=float(scores[di]),
+                    first_frame=self.frame,
+                    last_frame=self.frame,
+                    det_index=di,
+                    _tmp_key=self._next_tmp,
+                )
                 self._next_tmp += 1
                 survivors.append(t)
                 self._maybe_confirm(t)

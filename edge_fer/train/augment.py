@@ -39,8 +39,8 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.
     l, r, t, b = (rand(n) * cfg.crop for _ in range(4))
     sx = 1.0 - l - r
     sy = 1.0 - t - b
-    cx = (l - r)  # centre shift in [-1, 1] coordinates = (l - r) / 2 * 2
-    cy = (t - b)
+    cx = l - r  # centre shift in [-1, 1] coordinates = (l - r) / 2 * 2
+    cy = t - b
     ang = (rand(n) * 2 - 1) * math.radians(cfg.rotate_deg)
     cos, sin = torch.cos(ang), torch.sin(ang)
     flip = torch.where(rand(n) < 0.5, -1.0, 1.0) if cfg.flip else torch.ones(n, device=dev)

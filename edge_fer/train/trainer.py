@@ -115,7 +115,9 @@ def normalise(x: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
 
 
 @torch.no_grad()
-def predict(model, images: np.ndarray, spec: PreprocessSpec, device, batch: int = 512) -> np.ndarray:
+def predict(
+    model, images: np.ndarray, spec: PreprocessSpec, device, batch: int = 512
+) -> np.ndarray:
     model.eval()
     out = []
     for i in range(0, len(images), batch):
@@ -154,22 +156,30 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
     if cfg.clahe:
         tr_imgs, va_imgs = apply_clahe(tr_imgs), apply_clahe(va_imgs)
 
-    model = create_model(cfg.arch, num_classes=len(classes), in_channels=cfg.channels,
-                         **arch_kwargs_for(cfg))
+    model = create_model(
+        cfg.arch, num_classes=len(classes), in_channels=cfg.channels, **arch_kwargs_for(cfg)
+    )
     info = model_info(model, size, cfg.channels)
     model = model.to(device).to(memory_format=torch.channels_last)
     decay, no_decay = [], []
     for p in model.parameters():
         (no_decay if p.ndim <= 1 else decay).append(p)
     opt = torch.optim.SGD(
-        [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0}],
-        lr=cfg.lr, momentum=cfg.momentum, nesterov=True,
+        [
+            {"params": decay, "weight_decay": cfg.weight_decay},
+            {"params": no_decay, "weight_decay": 0},
+        ],
+        lr=cfg.lr,
+        momentum=cfg.momentum,
+        nesterov=True,
     )
     state = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_epoch": -1, "bad_epochs": 0}
     if resume and last.exists():
         state.update(load_checkpoint(last, model, opt))
-        print(f"resuming {out} at epoch {state['epoch']} (best {state['best_acc']:.4f})",
-              file=sys.stderr)
+        print(
+            f"resuming {out} at epoch {state['epoch']} (best {state['best_acc']:.4f})",
+            file=sys.stderr,
+        )
 
     weights = torch.tensor(train_set.class_weights(), device=device) if cfg.class_weights else None
     steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
@@ -181,10 +191,21 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
     x_all = torch.from_numpy(tr_imgs)
     y_all = torch.from_numpy(train_set.labels)
     sample_p = train_set.balanced_sample_weights() if cfg.balanced_sampling else None
-    (out / "config.json").write_text(json.dumps({**asdict(cfg), **info, "classes": classes}, indent=2))
+    (out / "config.json").write_text(
+        json.dumps({**asdict(cfg), **info, "classes": classes}, indent=2)
+    )
     log_path = out / "log.csv"
-    fields = ["epoch", "lr", "train_loss", "train_acc", "val_loss", "val_acc", "val_top2",
-              "val_macro_f1", "seconds"]
+    fields = [
+        "epoch",
+        "lr",
+        "train_loss",
+        "train_acc",
+        "val_loss",
+        "val_acc",
+        "val_top2",
+        "val_macro_f1",
+        "seconds",
+    ]
     if not log_path.exists():
         with open(log_path, "w", newline="") as fh:
             csv.writer(fh).writerow(fields)
@@ -207,8 +228,13 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
         tot_loss, tot_ok, seen = 0.0, 0, 0
         bar = range(steps_per_epoch)
         if tqdm is not None:
-            bar = tqdm(bar, desc=f"epoch {epoch + 1}/{cfg.epochs}", leave=False, file=sys.stderr,
-                       disable=not sys.stderr.isatty())
+            bar = tqdm(
+                bar,
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                leave=False,
+                file=sys.stderr,
+                disable=not sys.stderr.isatty(),
+            )
         for b in bar:
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             x = x_all[idx][:, None].float()
@@ -231,36 +257,59 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
                 bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{tot_ok / seen:.3f}")
         probs = predict(model, va_imgs, spec, device)
         rep = classification_report(probs, val_set.labels, classes)
-        val_loss = float(-np.log(np.clip(probs[np.arange(len(probs)), val_set.labels], 1e-7, 1)).mean())
+        val_loss = float(
+            -np.log(np.clip(probs[np.arange(len(probs)), val_set.labels], 1e-7, 1)).mean()
+        )
         row = {
-            "epoch": epoch + 1, "lr": lr, "train_loss": tot_loss / seen, "train_acc": tot_ok / seen,
-            "val_loss": val_loss, "val_acc": rep["accuracy"], "val_top2": rep["top2_accuracy"],
-            "val_macro_f1": rep["macro_f1"], "seconds": time.time() - t0,
+            "epoch": epoch + 1,
+            "lr": lr,
+            "train_loss": tot_loss / seen,
+            "train_acc": tot_ok / seen,
+            "val_loss": val_loss,
+            "val_acc": rep["accuracy"],
+            "val_top2": rep["top2_accuracy"],
+            "val_macro_f1": rep["macro_f1"],
+            "seconds": time.time() - t0,
         }
         with open(log_path, "a", newline="") as fh:
-            csv.writer(fh).writerow([f"{row[k]:.6g}" if isinstance(row[k], float) else row[k]
-                                     for k in fields])
+            csv.writer(fh).writerow(
+                [f"{row[k]:.6g}" if isinstance(row[k], float) else row[k] for k in fields]
+            )
         state["epoch"] = epoch + 1
         improved = rep["accuracy"] > state["best_acc"]
         if improved:
             state.update(best_acc=rep["accuracy"], best_epoch=epoch + 1, bad_epochs=0)
         else:
             state["bad_epochs"] += 1
-        ck_state = {**state, "config": asdict(cfg), "spec": spec.to_metadata(), **info,
-                    "val_split": val_name}
+        ck_state = {
+            **state,
+            "config": asdict(cfg),
+            "spec": spec.to_metadata(),
+            **info,
+            "val_split": val_name,
+        }
         if improved:
             save_checkpoint(out / "best.safetensors", model, None, ck_state)
         save_checkpoint(last, model, opt, ck_state)
-        print(f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
-              f"train acc {row['train_acc']:.4f}  {val_name} acc {rep['accuracy']:.4f}  "
-              f"macro-F1 {rep['macro_f1']:.4f}  lr {lr:.4g}  {row['seconds']:.0f}s"
-              + ("  *" if improved else ""), file=sys.stderr, flush=True)
+        print(
+            f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
+            f"train acc {row['train_acc']:.4f}  {val_name} acc {rep['accuracy']:.4f}  "
+            f"macro-F1 {rep['macro_f1']:.4f}  lr {lr:.4g}  {row['seconds']:.0f}s"
+            + ("  *" if improved else ""),
+            file=sys.stderr,
+            flush=True,
+        )
         if cfg.patience and state["bad_epochs"] >= cfg.patience:
-            print(f"early stop: no {val_name} improvement for {cfg.patience} epochs",
-                  file=sys.stderr)
+            print(
+                f"early stop: no {val_name} improvement for {cfg.patience} epochs", file=sys.stderr
+            )
             break
-    result = {"best_val_acc": state["best_acc"], "best_epoch": state["best_epoch"],
-              "out": str(out), **info}
+    result = {
+        "best_val_acc": state["best_acc"],
+        "best_epoch": state["best_epoch"],
+        "out": str(out),
+        **info,
+    }
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return result
 

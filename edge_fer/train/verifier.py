@@ -32,12 +32,18 @@ def build_model():
         return [nn.Conv2d(i, o, 3, padding=1, bias=False), nn.BatchNorm2d(o), nn.ReLU(inplace=True)]
 
     return nn.Sequential(
-        *block(1, 16), nn.MaxPool2d(2),  # 16x16
-        *block(16, 32), nn.MaxPool2d(2),  # 8x8
-        *block(32, 64), nn.MaxPool2d(2),  # 4x4
+        *block(1, 16),
+        nn.MaxPool2d(2),  # 16x16
+        *block(16, 32),
+        nn.MaxPool2d(2),  # 8x8
+        *block(32, 64),
+        nn.MaxPool2d(2),  # 4x4
         *block(64, 64),
-        nn.Flatten(), nn.Linear(64 * 16, 128), nn.ReLU(inplace=True), nn.Linear(128, 4),
-    )  # fmt: skip
+        nn.Flatten(),
+        nn.Linear(64 * 16, 128),
+        nn.ReLU(inplace=True),
+        nn.Linear(128, 4),
+    )
 
 
 def load_split(path: Path):
@@ -62,8 +68,9 @@ def roll(x, off, max_deg: float, gen):
     cos, sin = torch.cos(ang), torch.sin(ang)
     # affine_grid samples the input at R @ (x, y) of each output pixel: content at q moves to
     # R^T q, and so does the face centre (normalised coordinates scale alike on a square crop)
-    theta = torch.stack([torch.stack([cos, -sin, torch.zeros(n)], 1),
-                         torch.stack([sin, cos, torch.zeros(n)], 1)], 1)  # fmt: skip
+    theta = torch.stack(
+        [torch.stack([cos, -sin, torch.zeros(n)], 1), torch.stack([sin, cos, torch.zeros(n)], 1)], 1
+    )
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, padding_mode="border", align_corners=False)
     dc, dr = off[:, 1], off[:, 0]
@@ -81,8 +88,7 @@ def losses(out, y, off):
         else out.sum() * 0
     )
     reg = y != 0
-    lr = (F.smooth_l1_loss(out[reg, 1:], off[reg], beta=0.05) if reg.any()
-          else out.sum() * 0)  # fmt: skip
+    lr = F.smooth_l1_loss(out[reg, 1:], off[reg], beta=0.05) if reg.any() else out.sum() * 0
     return lc, lr
 
 
@@ -100,14 +106,26 @@ def evaluate(model, x, y, off, batch: int = 2048) -> dict:
     pos, neg = y == 1, y == 0
     reg = y != 0
     err = (out[reg, 1:] - off[reg]).abs().mean(0).tolist() if reg.any() else [0, 0, 0]
-    return {"loss": float(lc + REG_WEIGHT * lr), "cls_loss": float(lc), "reg_loss": float(lr),
-            "face_recall@0.5": float((p[pos] >= 0.5).float().mean()),
-            "non_face_rejected@0.5": float((p[neg] < 0.5).float().mean()),
-            "offset_mae_before": off[reg].abs().mean(0).tolist(), "offset_mae_after": err}  # fmt: skip
+    return {
+        "loss": float(lc + REG_WEIGHT * lr),
+        "cls_loss": float(lc),
+        "reg_loss": float(lr),
+        "face_recall@0.5": float((p[pos] >= 0.5).float().mean()),
+        "non_face_rejected@0.5": float((p[neg] < 0.5).float().mean()),
+        "offset_mae_before": off[reg].abs().mean(0).tolist(),
+        "offset_mae_after": err,
+    }
 
 
-def train(data: Path, out: Path, epochs: int = 12, batch: int = 256, lr: float = 2e-3,
-          seed: int = 0, threads: int | None = None) -> dict:  # fmt: skip
+def train(
+    data: Path,
+    out: Path,
+    epochs: int = 12,
+    batch: int = 256,
+    lr: float = 2e-3,
+    seed: int = 0,
+    threads: int | None = None,
+) -> dict:
     import torch
 
     from edge_fer.train.checkpoint import load_checkpoint, save_checkpoint
@@ -182,9 +200,16 @@ def export_onnx(model, path: Path, info: dict) -> None:
 
     model.eval()
     tmp = path.with_suffix(".tmp.onnx")
-    torch.onnx.export(model, torch.zeros(1, 1, SIZE, SIZE), str(tmp), input_names=["crops"],
-                      output_names=["logit_offsets"], opset_version=17,
-                      dynamic_axes={"crops": {0: "n"}, "logit_offsets": {0: "n"}}, dynamo=False)  # fmt: skip
+    torch.onnx.export(
+        model,
+        torch.zeros(1, 1, SIZE, SIZE),
+        str(tmp),
+        input_names=["crops"],
+        output_names=["logit_offsets"],
+        opset_version=17,
+        dynamic_axes={"crops": {0: "n"}, "logit_offsets": {0: "n"}},
+        dynamo=False,
+    )
     proto = onnx.load(str(tmp))
     entry = proto.metadata_props.add()
     entry.key = "edge_fer_verifier"
@@ -206,8 +231,10 @@ def main(argv: list[str] | None = None) -> int:
     data = Path(args.data)
     for f in ("train.npz", "sel.npz"):
         if not (data / f).is_file():
-            print(f"verifier: error: {data / f} not found (run edge_fer.cascade_train.verifier_data)",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"verifier: error: {data / f} not found (run edge_fer.cascade_train.verifier_data)",
+                file=sys.stderr,
+            )
             return 2
     train(data, Path(args.out), args.epochs, args.batch, args.lr, args.seed, args.threads)
     return 0
