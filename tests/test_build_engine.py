@@ -428,3 +428,20 @@ def test_cli_build_and_sidecar_for(fake, tmp_path, capsys):
     doc = tc.read_sidecar(trtexec)
     assert rc == 0 and doc["metadata"] == metadata() and doc["built_by"].startswith("trtexec")
     assert doc["tensorrt"] == "10.3.0"  # TensorRT was importable: its facts are recorded
+
+
+def test_bundled_model_brings_its_calibration_cache(fake, tmp_path, capsys):
+    """A pip install has no calibration/ folder: the bundled model's cache ships in the package
+    (a byte-identical copy of the committed one) and INT8 builds of it use it unasked."""
+    from edge_fer.export.engine import BUNDLED_CALIB_CACHE, BUNDLED_MODEL
+
+    committed = ROOT / "calibration" / "fer_default" / "calib.cache"
+    assert BUNDLED_CALIB_CACHE.read_bytes() == committed.read_bytes()
+    gpu = fake("8.5.2.2")
+    rc, err, _ = cli([str(BUNDLED_MODEL), "--precision", "int8", "--out",
+                      str(tmp_path / "fer.int8.engine")], capsys)  # fmt: skip
+    assert rc == 0, err
+    side = json.loads((tmp_path / "fer.int8.engine.json").read_text())
+    assert side["calib_cache_sha256"] == tc.file_sha256(committed)
+    data = gpu.config.int8_calibrator.read_calibration_cache()
+    assert data.startswith(b"TRT-8502-EntropyCalibration2\n")

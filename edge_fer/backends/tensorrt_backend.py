@@ -15,7 +15,7 @@
   with `edge_fer.export.engine.build_engine` when there is none (once; minutes on a Jetson).
   precision: "fp32", "fp16" or "int8" (default: fp16 on a Jetson, fp32 elsewhere); int8 takes
   a Q/DQ model as it is, a plain model with `calib_cache` (the bundled model: the committed
-  calibration/fer_default/calib.cache of a source checkout).
+  edge_fer/assets/fer_default.calib.cache, shipped in the package).
 
 An engine file carries no ONNX metadata, so the preprocessing spec and class names travel in a
 sidecar `<engine>.json` written next to it by the builder; for an engine without one, the
@@ -91,7 +91,7 @@ def add_trt_args(parser: argparse.ArgumentParser) -> None:
         default=None,
         help="precision of the engine built from an ONNX model (default: fp16 on a "
         "Jetson, fp32 elsewhere); int8 takes a Q/DQ model, or a calibration cache "
-        "(--calib-cache; the bundled model: calibration/fer_default/calib.cache)",
+        "(--calib-cache; the bundled model has its cache built in)",
     )
     g.add_argument(
         "--calib-cache",

@@ -39,8 +39,7 @@ def register(sub: Any) -> None:
         epilog="examples:\n"
         "  edge-fer build-engine fer.onnx --precision fp16\n"
         "  edge-fer build-engine model.int8.qdq.onnx --precision int8 --target orin-nano\n"
-        "  edge-fer build-engine edge_fer/assets/fer_default.onnx --precision int8 "
-        "--calib-cache calibration/fer_default/calib.cache\n"
+        "  edge-fer build-engine fer.onnx --precision int8 --calib-cache calib.cache\n"
         "  edge-fer build-engine fer.onnx --precision fp16 --target orin-agx --dla-core 0\n"
         "  edge-fer build-engine fer.onnx --sidecar-for fer.fp16.engine   # trtexec's engine\n\n"
         + _targets_help(),

@@ -54,7 +54,7 @@ def register(sub: Any) -> None:
                     help="nvinfer network-mode (default fp16)")  # fmt: skip
     ds.add_argument("--calib-cache", metavar="FILE",
                     help="int8 from an FP32 model: its TensorRT calibration cache (default for "
-                    "the bundled model: calibration/fer_default/calib.cache)")  # fmt: skip
+                    "the bundled model: its cache built in)")  # fmt: skip
     ds.add_argument("--trt-version", metavar="X.Y.Z",
                     help="TensorRT that reads the cache (default: the target's newest JetPack's, "
                     "else 10.3.0)")  # fmt: skip

@@ -29,6 +29,7 @@ supplies the GPU name, compute capability and CUDA version for the sidecar).
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import hashlib
 import json
@@ -64,10 +65,10 @@ QDQ_HINT = (
     f"use the TensorRT Q/DQ model ({QDQ_FILE}, written by `edge-fer export --int8` or "
     "`edge-fer calibrate`)"
 )
-REPO_ROOT = Path(__file__).resolve().parents[2]
 BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "fer_default.onnx"
-# the committed cache of the bundled model (a source checkout has it; a wheel does not)
-BUNDLED_CALIB_CACHE = REPO_ROOT / "calibration" / "fer_default" / "calib.cache"
+# the bundled model's calibration cache, shipped in the package (a copy of the committed
+# calibration/fer_default/calib.cache; tests/test_build_engine.py keeps the two identical)
+BUNDLED_CALIB_CACHE = BUNDLED_MODEL.with_name("fer_default.calib.cache")
 
 
 @dataclass
@@ -241,8 +242,7 @@ def refuse_cpu_layout(onnx_path: str | os.PathLike[str]) -> str | None:
 
 
 def default_calib_cache(onnx_path: str | os.PathLike[str]) -> Path | None:
-    """The committed calibration cache when `onnx_path` is the bundled model and the cache is
-    there (a source checkout), else None."""
+    """The bundled calibration cache when `onnx_path` is the bundled model, else None."""
     if Path(onnx_path).resolve() == BUNDLED_MODEL and BUNDLED_CALIB_CACHE.is_file():
         return BUNDLED_CALIB_CACHE
     return None
@@ -358,6 +358,10 @@ def build_engine(
         raise UserError(f"{dst}: give the engine file name, not its sidecar's")
     cfg.check()
     layout = refuse_cpu_layout(src)
+    if cfg.precision == "int8" and layout != "tensorrt" and cfg.calib_cache is None:
+        bundled = default_calib_cache(src)  # the bundled model brings its own cache
+        if bundled is not None:
+            cfg = dataclasses.replace(cfg, calib_cache=str(bundled))
     if layout == "tensorrt" and cfg.target is not None:  # a Q/DQ model builds INT8 whatever asked
         check_target(cfg.target, "int8", cfg.dla_core, cfg.sparse)
     version = require_tensorrt()
