@@ -20,6 +20,8 @@ import cv2
 import numpy as np
 from common import save_json
 
+from edge_fer.detect import parse_angles
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
@@ -40,19 +42,12 @@ def roll(img: np.ndarray, faces, degrees: float):
     return out, moved
 
 
-def turns(text: str) -> tuple[float, ...]:
-    out = []
-    for a in text.split(","):
-        num, _, den = a.partition("/")
-        out.append((float(num) / float(den or 1)) % 1.0)
-    return tuple(out)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--cascade", default=str(ROOT / "edge_fer" / "assets" / "face_lowres.pico"))
     ap.add_argument(
         "--angles",
+        type=parse_angles,
         default="0,1/32,-1/32,2/32,-2/32",
         help="the multi-angle scan, in turns (default: 0, +-11.25, +-22.5 degrees)",
     )
@@ -84,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         small.append(cv2.resize(g, None, fx=k, fy=k, interpolation=cv2.INTER_AREA) if k < 1 else g)
         sfaces.append([Face(row=f.row * k, col=f.col * k, size=f.size * k) for f in fs])
     casc = Cascade.load(args.cascade)
-    scans = {"upright": (0.0,), "multi-angle": turns(args.angles)}
+    scans = {"upright": (0.0,), "multi-angle": args.angles}
     rows = []
     for deg in (0, 10, 20):
         rolled = [

@@ -29,6 +29,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from common import fail
 
 from edge_fer.machine import cpu_name
 
@@ -112,11 +113,7 @@ def main(argv=None) -> int:
 
     data = Path(args.data)
     if not data.is_dir():
-        print(
-            f"bench_int8: {data} not found (../shared is absent); nothing to measure",
-            file=sys.stderr,
-        )
-        return 2
+        return fail(f"bench_int8: {data} not found (../shared is absent); nothing to measure")
     threads = [int(t) for t in args.threads.split(",")]
     model = Path(args.model) if args.model else default_model_path()
     tmp_dir = tempfile.TemporaryDirectory(prefix="bench_int8.")

@@ -1,5 +1,5 @@
-"""What the benchmark scripts share: saving results as JSON and the feathered face disc of their
-synthetic clips. Scripts run as `python benchmarks/<name>.py`, so
+"""What the benchmark scripts share: saving results as JSON, failing in one line and the
+feathered face disc of their synthetic clips. Scripts run as `python benchmarks/<name>.py`, so
 this folder is on sys.path and `from common import ...` finds this file."""
 
 from __future__ import annotations
@@ -25,6 +25,12 @@ def save_json(path: str | Path, obj) -> None:
     write_text(path, json.dumps(obj, indent=2) + "\n")
     shown = path.relative_to(ROOT) if path.is_absolute() and path.is_relative_to(ROOT) else path
     print(f"saved {shown}")
+
+
+def fail(msg: str) -> int:
+    """Say why the benchmark cannot run (one line on stderr); its exit code, 2."""
+    print(msg, file=sys.stderr)
+    return 2
 
 
 def feathered_disc(size: int) -> np.ndarray:

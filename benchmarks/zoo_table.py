@@ -26,6 +26,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from common import fail
+
 from edge_fer.machine import cpu_name
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -158,23 +160,19 @@ def main(argv: list[str] | None = None) -> int:
     modes = [m.strip() for m in args.tta.split(",") if m.strip()]
     bad = [m for m in modes if m not in ("none", "flip", "zoom-flip")]
     if bad or not modes:
-        print(f"zoo_table: error: unknown --tta {','.join(bad) or args.tta!r}", file=sys.stderr)
-        return 2
+        return fail(f"zoo_table: error: unknown --tta {','.join(bad) or args.tta!r}")
     data = Path(args.data)
     if not data.exists():
-        print(
-            f"zoo_table: error: no FER2013 data at {data} (../shared is absent?); pass --data",
-            file=sys.stderr,
+        return fail(
+            f"zoo_table: error: no FER2013 data at {data} (../shared is absent?); pass --data"
         )
-        return 2
     try:
         import onnxruntime
         import torch
 
         torch.set_num_threads(1)
     except ImportError as exc:
-        print(f"zoo_table: error: needs the train extra ({exc})", file=sys.stderr)
-        return 2
+        return fail(f"zoo_table: error: needs the train extra ({exc})")
     rows = []
     try:
         with tempfile.TemporaryDirectory(prefix="edge-fer-zoo-") as tmp:
@@ -197,8 +195,7 @@ def main(argv: list[str] | None = None) -> int:
                     )
                     rows.append(r)
     except UserError as exc:
-        print(f"zoo_table: error: {exc}", file=sys.stderr)
-        return 2
+        return fail(f"zoo_table: error: {exc}")
     rows.sort(key=lambda r: -r["accuracy"])
     env = {
         "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),

@@ -86,3 +86,19 @@ def njit_cached(**options: Any) -> Callable:
                 vars(config)["CACHE_DIR"] = before
 
     return decorate
+
+
+def compiled_on_disk(kernel: Any) -> bool:
+    """Whether a numba kernel of ours has a cache index on disk (so the next call loads rather
+    than compiles). True when that cannot be told (no disk cache, another numba): the answer
+    only decides whether to say that compiling may take a while."""
+    index = getattr(
+        getattr(getattr(kernel, "_cache", None), "_cache_file", None), "_index_path", None
+    )
+    return not isinstance(index, str) or os.path.exists(index)
+
+
+def kernel_cache_folder() -> str | None:
+    """The folder our compiled kernels are kept in, or None when nothing is kept on disk."""
+    folder = numba_cache_dir()
+    return folder if folder is not None and _writable(folder) else None

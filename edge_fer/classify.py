@@ -18,8 +18,9 @@ from pathlib import Path
 import numpy as np
 
 from edge_fer.backends import Backend, create_backend
-from edge_fer.errors import UserError
-from edge_fer.fileio import first_line
+from edge_fer.backends.base import Closing
+from edge_fer.errors import UserError, reported
+from edge_fer.fileio import read_head
 from edge_fer.preprocess import PreprocessSpec
 from edge_fer.tta import check_mode, merge, views
 
@@ -77,17 +78,9 @@ def default_model_card_path() -> Path | None:
 
 def sniff_model_file(path: Path) -> None:
     """Reject files that are clearly not a model with a message saying what they are."""
-    if not path.exists():
-        raise UserError(f"{path}: no such model file")
     if path.is_dir():
         raise UserError(f"{path}: is a folder, not a model file")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(16)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if not head:
-        raise UserError(f"{path}: empty file, not a model")
+    head = read_head(path, 16, "model")
     for magic, what in _IMAGE_MAGIC:
         if head.startswith(magic):
             raise UserError(f"{path}: is {what}, not an ONNX model")
@@ -98,7 +91,7 @@ def sniff_model_file(path: Path) -> None:
         )
 
 
-class Classifier:
+class Classifier(Closing):
     """An exported FER model plus the preprocessing it was trained with."""
 
     def __init__(self, backend: Backend, spec: PreprocessSpec, path: Path, tta: str = "none"):
@@ -253,12 +246,6 @@ class Classifier:
     def close(self) -> None:
         self.backend.close()
 
-    def __enter__(self) -> Classifier:  # noqa: PYI034 - Python 3.8 has no typing.Self
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
     def __repr__(self) -> str:
         return f"<Classifier {self.path} {self.arch} {len(self.classes)} classes>"
 
@@ -293,12 +280,6 @@ def _finite(probs: np.ndarray, path: Path) -> np.ndarray:
 
 def _probe(be: Backend, path: Path, c: int, s: int) -> np.ndarray:
     """The model's output for one blank (mid-grey, i.e. zero after normalisation) face."""
-    try:
+    with reported(f"{path}: model fails on a blank {c}x{s}x{s} input"):
         y = np.asarray(be.infer(np.zeros((1, c, s, s), np.float32)))
-    except UserError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - engines raise their own types for bad models
-        raise UserError(
-            f"{path}: model fails on a blank {c}x{s}x{s} input ({first_line(exc)})"
-        ) from None
     return _finite(y, path)

@@ -24,14 +24,24 @@ import threading
 from pathlib import Path
 from typing import Any, Union
 
+from edge_fer.errors import UserError, first_line
+
 PathLike = Union[str, "os.PathLike[str]"]
 
 
-def first_line(exc: BaseException | str, limit: int = 200) -> str:
-    """The first non-empty line of an exception's text (or its type's name), at most `limit`."""
-    lines = [ln.strip() for ln in str(exc).strip().splitlines() if ln.strip()]
-    line = lines[0] if lines else (type(exc).__name__ if isinstance(exc, BaseException) else "")
-    return line if len(line) <= limit else line[: limit - 3] + "..."
+def read_head(path: Path, n: int, what: str) -> bytes:
+    """The first `n` bytes of the file at `path`, to tell what it is; a UserError when it is
+    missing ("no such WHAT file"), unreadable or empty ("empty file, not a WHAT")."""
+    if not path.exists():
+        raise UserError(f"{path}: no such {what} file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(n)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if not head:
+        raise UserError(f"{path}: empty file, not a {what}")
+    return head
 
 
 def os_error_reason(exc: OSError) -> str:

@@ -56,6 +56,15 @@ def make_tiny_model(path: Path, seed: int = 0) -> Path:
     return path
 
 
+def lowres_detector(**settings):
+    """A Detector on the bundled low-resolution cascade with its grouping (greedy, IoU 0.15)
+    on one thread; `settings`: the rest of Detector's keywords."""
+    from edge_fer.detect import Cascade, Detector, lowres_cascade_path
+
+    cascade = Cascade.load(lowres_cascade_path())
+    return Detector(cascade, grouping="greedy", iou=0.15, threads=1, **settings)
+
+
 def read_jsonl(path: Path) -> list[dict]:
     """Every line must be one complete JSON object (raises otherwise)."""
     text = Path(path).read_text(encoding="utf-8")

@@ -44,28 +44,7 @@ def _random_cascade(rng, depth=3, ntrees=5):
 
 
 def _eval(store, win, c: Cascade):
-    pix, off, H, W = store.arrays()
-    ok = np.zeros(len(win), np.bool_)
-    sc = np.zeros(len(win), np.float32)
-    learner.eval_windows(
-        pix,
-        off,
-        H,
-        W,
-        win.r,
-        win.c,
-        win.s,
-        win.img,
-        win.sgn,
-        c.tdepth,
-        c.codes,
-        c.leaves,
-        c.thresholds,
-        c.ntrees,
-        ok,
-        sc,
-    )
-    return ok, sc
+    return learner.score_windows(store, win, c.tdepth, c.codes, c.leaves, c.thresholds, c.ntrees)
 
 
 # ---- annotations ---------------------------------------------------------------------------

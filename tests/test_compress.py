@@ -316,37 +316,20 @@ def _cli(*argv) -> int:
     return main([str(a) for a in argv])
 
 
+# one short epoch on one thread, timed once
+QUICK = ["--epochs", 1, "--max-batches", 1, "--batch-size", 16, "--threads", 1, "--bench-rounds", 1]
+
+
+def _quick(cmd: str, ckpt, data, out, *flags) -> int:
+    """`edge-fer CMD --model CKPT --data DATA --out OUT`, QUICK, without progress bars."""
+    return _cli(cmd, "--model", ckpt, "--data", data, "--out", out, *QUICK, "--no-progress", *flags)
+
+
 def test_cli_prune_end_to_end(ckpt, data_dir, tmp_path, capsys) -> None:
     pytest.importorskip("torch_pruning")
     out = tmp_path / "run"
-    rc = _cli(
-        "prune",
-        "--model",
-        ckpt,
-        "--data",
-        data_dir,
-        "--out",
-        out,
-        "--epochs",
-        1,
-        "--steps",
-        1,
-        "--max-batches",
-        1,
-        "--batch-size",
-        16,
-        "--round-to",
-        4,
-        "--target-macs-reduction",
-        0.45,
-        "--threads",
-        1,
-        "--bench-rounds",
-        1,
-        "--no-progress",
-        "--eval-tta",
-        "none",
-    )
+    flags = ["--steps", 1, "--round-to", 4, "--target-macs-reduction", 0.45, "--eval-tta", "none"]
+    rc = _quick("prune", ckpt, data_dir, out, *flags)
     assert rc == 0
     rep = json.loads((out / "report.json").read_text())
     assert [r["model"] for r in rep["rows"]] == ["FP32", "pruned (structured)"]
@@ -413,30 +396,7 @@ def test_cli_bad_input(argv, needle, data_dir, tmp_path, capsys) -> None:
 
 def test_cli_qat_end_to_end(ckpt, data_dir, tmp_path, capsys) -> None:
     out = tmp_path / "qat"
-    rc = _cli(
-        "qat",
-        "--model",
-        ckpt,
-        "--data",
-        data_dir,
-        "--out",
-        out,
-        "--epochs",
-        1,
-        "--max-batches",
-        1,
-        "--batch-size",
-        16,
-        "--calib-faces",
-        16,
-        "--threads",
-        1,
-        "--bench-rounds",
-        1,
-        "--no-progress",
-        "--target",
-        "cpu",
-    )
+    rc = _quick("qat", ckpt, data_dir, out, "--calib-faces", 16, "--target", "cpu")
     assert rc == 0, capsys.readouterr().err
     rep = json.loads((out / "report.json").read_text())
     names = [r["model"] for r in rep["rows"]]

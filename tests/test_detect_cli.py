@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
+import processes
 import pytest
 from paths import FACEFINDER, ROOT, SHARED
 from runtime_helpers import mjpg_avi
@@ -224,22 +223,8 @@ def test_bad_option_values_are_usage_errors(capsys, option: str, value: str, wor
 @needs_shared
 def test_subprocess_exit_code_on_missing_file(tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_fer.cli.main",
-            "detect",
-            str(tmp_path / "missing.jpg"),
-            "--cascade",
-            str(FACEFINDER),
-            "--json",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
+    proc = processes.run_cli(
+        "detect", tmp_path / "missing.jpg", "--cascade", FACEFINDER, "--json", env=env
     )
     assert proc.returncode == 2
     assert proc.stdout == ""
@@ -255,22 +240,7 @@ def test_subprocess_bad_video_is_one_line(tmp_path: Path) -> None:
     fake.write_bytes(b"not a video at all")
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop("OPENCV_FFMPEG_LOGLEVEL", None)
-    proc = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "edge_fer.cli.main",
-            "detect",
-            str(fake),
-            "--cascade",
-            str(FACEFINDER),
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    proc = processes.run_cli("detect", fake, "--cascade", FACEFINDER, env=env)
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [
         f"edge-fer detect: error: cannot decode {fake}: not an image or video OpenCV can read"

@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 import pytest
 from paths import FER_MODEL, ROOT, fer_files
+from processes import run_cli, run_python
 
 from edge_fer import labels as L
 from edge_fer.errors import UserError
@@ -89,17 +90,15 @@ def eval_data(tmp_path_factory) -> Path:
 
 
 def cli(env, *argv, check_rc: int | None = None) -> subprocess.CompletedProcess:
-    p = subprocess.run(
-        [sys.executable, "-m", "edge_fer.cli.main", *map(str, argv)],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-    )
+    p = run_cli(*argv, env=env)
     if check_rc is not None:
         assert p.returncode == check_rc, (p.returncode, p.stdout[-2000:], p.stderr[-2000:])
     return p
+
+
+def eval_cli(env, data, model, *flags, check_rc: int | None = None):
+    """`edge-fer eval --data DATA --model MODEL FLAGS...` in a child process."""
+    return cli(env, "eval", "--data", data, "--model", model, *flags, check_rc=check_rc)
 
 
 def assert_one_line_error(p: subprocess.CompletedProcess, *needles: str) -> str:
@@ -295,23 +294,8 @@ def test_export_bad_checkpoint_and_options(exported, tmp_path) -> None:
 
 def test_eval_cli_end_to_end(env, exported, eval_data, tmp_path) -> None:
     out = tmp_path / "reports" / "eval.json"
-    p = cli(
-        env,
-        "eval",
-        "--data",
-        eval_data,
-        "--model",
-        exported["plain"]["out"],
-        "--json",
-        out,
-        "--threads",
-        "1",
-        "--batch-size",
-        "16",
-        "--latency-samples",
-        "20",
-        check_rc=0,
-    )
+    flags = ["--json", out, "--threads", 1, "--batch-size", 16, "--latency-samples", 20]
+    p = eval_cli(env, eval_data, exported["plain"]["out"], *flags, check_rc=0)
     assert "accuracy" in p.stdout and "macro-F1" in p.stdout
     rep = json.loads(out.read_text())
     for k in (
@@ -356,23 +340,13 @@ def test_eval_cli_end_to_end(env, exported, eval_data, tmp_path) -> None:
 
 def test_eval_cli_label_sets(env, exported, eval_data, tmp_path) -> None:
     model = exported["plain"]["out"]
-    out = tmp_path / "g3.json"
-    cli(
-        env,
-        "eval",
-        "--data",
-        eval_data,
-        "--model",
-        model,
-        "--label-set",
-        "grouped3",
-        "--json",
-        out,
-        "--latency-samples",
-        "0",
-        check_rc=0,
-    )
-    rep = json.loads(out.read_text())
+
+    def report(data, *flags) -> dict:
+        out = tmp_path / "eval.json"
+        eval_cli(env, data, model, *flags, "--json", out, "--latency-samples", "0", check_rc=0)
+        return json.loads(out.read_text())
+
+    rep = report(eval_data, "--label-set", "grouped3")
     assert rep["labels"] == list(L.GROUPED3) and rep["n"] == 70
     assert [rep["per_class"][c]["support"] for c in L.GROUPED3] == [40, 20, 10]
     # a dataset class the model does not know: an error unless a vocabulary is chosen
@@ -383,42 +357,10 @@ def test_eval_cli_label_sets(env, exported, eval_data, tmp_path) -> None:
         shutil.copy(f, extra / "contempt" / f"c{i}.jpg")
     p = cli(env, "eval", "--data", extra, "--model", model, "--latency-samples", "0")
     assert_one_line_error(p, "dataset classes contempt have no counterpart", "--label-set")
-    out = tmp_path / "dropped.json"
-    cli(
-        env,
-        "eval",
-        "--data",
-        extra,
-        "--model",
-        model,
-        "--label-set",
-        "fer2013",
-        "--json",
-        out,
-        "--latency-samples",
-        "0",
-        check_rc=0,
-    )
-    rep = json.loads(out.read_text())
+    rep = report(extra, "--label-set", "fer2013")
     assert rep["n"] == 70 and rep["dropped"] == 3 and rep["dropped_by_class"] == {"contempt": 3}
     # an explicit class list: no disgust; its samples dropped, its probability mass removed
-    out = tmp_path / "six.json"
-    cli(
-        env,
-        "eval",
-        "--data",
-        eval_data,
-        "--model",
-        model,
-        "--classes",
-        "angry,fear,happy,sad,surprise,neutral",
-        "--json",
-        out,
-        "--latency-samples",
-        "0",
-        check_rc=0,
-    )
-    rep = json.loads(out.read_text())
+    rep = report(eval_data, "--classes", "angry,fear,happy,sad,surprise,neutral")
     assert rep["n"] == 60 and rep["dropped_by_class"] == {"disgust": 10}
     assert rep["model_mapping"]["disgust"] is None
 
@@ -436,36 +378,15 @@ def test_eval_cli_csv_skip_bad(env, exported, tmp_path) -> None:
     p = cli(env, "eval", "--data", csv_path, "--model", model)
     assert_one_line_error(p, f"{csv_path}:4: malformed row", "3 pixels is not a square image")
     out = tmp_path / "csv.json"
-    cli(
-        env,
-        "eval",
-        "--data",
-        csv_path,
-        "--model",
-        model,
-        "--skip-bad",
-        "--json",
-        out,
-        "--latency-samples",
-        "5",
-        check_rc=0,
+    eval_cli(
+        env, csv_path, model, "--skip-bad", "--json", out, "--latency-samples", "5", check_rc=0
     )
     rep = json.loads(out.read_text())
     assert rep["n"] == 6 and rep["skipped"] == 1 and rep["split"] == "private-test"
     assert (
         "skipped 1"
-        in cli(
-            env,
-            "eval",
-            "--data",
-            csv_path,
-            "--model",
-            model,
-            "--skip-bad",
-            "--split",
-            "private-test",
-            "--latency-samples",
-            "0",
+        in eval_cli(
+            env, csv_path, model, "--skip-bad", "--split", "private-test", "--latency-samples", "0"
         ).stdout
     )
 
@@ -605,29 +526,15 @@ def test_runtime_without_torch(env, exported, eval_data, tmp_path) -> None:
     face = fer_files("happy", "PrivateTest", 1)[0]
 
     def blocked(*argv):
-        return subprocess.run(
-            [sys.executable, "-c", TORCH_BLOCKER, *map(str, argv)],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=ROOT,
-            timeout=120,
-        )
+        return run_python("-c", TORCH_BLOCKER, *argv, env=env)
 
     p = blocked("classify", "--json", "--model", exported["plain"]["out"], face)
     assert p.returncode == 0, p.stderr
     assert json.loads(p.stdout)["path"] == str(face)
     out = tmp_path / "e.json"
+    model = exported["plain"]["out"]
     p = blocked(
-        "eval",
-        "--data",
-        eval_data,
-        "--model",
-        exported["plain"]["out"],
-        "--json",
-        out,
-        "--latency-samples",
-        "5",
+        "eval", "--data", eval_data, "--model", model, "--json", out, "--latency-samples", 5
     )
     assert p.returncode == 0, p.stderr
     assert json.loads(out.read_text())["n"] == 70 and out.with_suffix(".png").is_file()
@@ -636,24 +543,8 @@ def test_runtime_without_torch(env, exported, eval_data, tmp_path) -> None:
 
 
 def test_zoo_table_smoke(env, run_dir, eval_data, tmp_path) -> None:
-    p = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/zoo_table.py",
-            str(run_dir),
-            "--data",
-            str(eval_data),
-            "--out-dir",
-            str(tmp_path),
-            "--latency-samples",
-            "10",
-        ],
-        capture_output=True,
-        text=True,
-        env=env,
-        cwd=ROOT,
-        timeout=120,
-    )
+    args = [run_dir, "--data", eval_data, "--out-dir", tmp_path, "--latency-samples", 10]
+    p = run_python("benchmarks/zoo_table.py", *args, env=env)
     assert p.returncode == 0, p.stderr
     assert "| cnn4 | 0.65M |" in p.stdout
     res = json.loads((tmp_path / "zoo.json").read_text())

@@ -17,10 +17,11 @@ from importlib import metadata
 from pathlib import Path
 
 import pytest
+from paths import ROOT
+from processes import repo_copy, run, run_python
 
 from edge_fer import __version__, cache
 
-ROOT = Path(__file__).resolve().parents[1]
 NO_CACHE_VARS = ("EDGE_FER_CACHE", "NUMBA_CACHE_DIR", "XDG_CACHE_HOME")
 
 
@@ -62,15 +63,7 @@ KERNEL = (
 
 
 def _kernel(env: dict) -> list[str]:
-    r = subprocess.run(
-        [sys.executable, "-c", KERNEL],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        env=env,
-        timeout=120,
-        check=False,
-    )
+    r = run_python("-c", KERNEL, env=env)
     assert r.returncode == 0, r.stderr[-2000:]
     return r.stdout.split()
 
@@ -106,9 +99,7 @@ def test_unwritable_cache_folder_compiles_without_cache(tmp_path):
 
 
 def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 1200) -> str:
-    r = subprocess.run(
-        cmd, capture_output=True, text=True, cwd=cwd, env=env, timeout=timeout, check=False
-    )
+    r = run(cmd, cwd=cwd, env=env, timeout=timeout)
     assert r.returncode == 0, (
         f"{' '.join(cmd)} -> {r.returncode}\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}"
     )
@@ -117,13 +108,10 @@ def _run(cmd: list[str], cwd: Path, env: dict, timeout: int = 1200) -> str:
 
 def _index_reachable(py: str, env: dict, dest: Path) -> bool:
     # the build backend itself comes from the index (build isolation): without it, nothing works
-    r = subprocess.run(
-        [py, "-m", "pip", "download", "-q", "--no-deps", "-d", str(dest), "setuptools>=64"],
-        capture_output=True,
-        text=True,
+    r = run(
+        [py, "-m", "pip", "download", "-q", "--no-deps", "-d", dest, "setuptools>=64"],
         env=env,
         timeout=300,
-        check=False,
     )
     return r.returncode == 0
 
@@ -137,20 +125,7 @@ def _recorded(site: Path) -> set[Path]:
 def test_readme_setup_commands_in_order(tmp_path):
     if shutil.which("git") is None or not (ROOT / ".git").exists():
         pytest.skip("not a git checkout: the tracked files cannot be listed")
-    repo = tmp_path / "edge-fer"
-    # the files of a clone (tracked, plus new ones not yet committed; nothing ignored)
-    listed = subprocess.run(
-        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
-        cwd=ROOT,
-        capture_output=True,
-        check=True,
-    ).stdout.decode()
-    tracked = listed.split("\0")
-    for name in filter(None, tracked):
-        src = ROOT / name
-        if src.is_file():
-            (repo / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, repo / name)
+    repo = repo_copy(tmp_path / "edge-fer")
     venv = tmp_path / "venv"
     try:
         subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)

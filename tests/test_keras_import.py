@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import subprocess
-import sys
 import warnings
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from paths import FER_MODEL, ROOT, SHARED, fer_faces, shared
+from paths import FER_MODEL, SHARED, fer_faces, shared
+from processes import run_cli, run_python
 
 from edge_fer import labels as L
 from edge_fer.errors import UserError
@@ -39,15 +38,7 @@ ENV = dict(
 
 
 def cli(*args, env=None, timeout=120):
-    return subprocess.run(
-        [sys.executable, "-m", "edge_fer.cli.main", *map(str, args)],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-        env=env or ENV,
-        timeout=timeout,
-    )
+    return run_cli(*args, env=env or ENV, timeout=timeout)
 
 
 # -- without TensorFlow -----------------------------------------------------------------------
@@ -59,15 +50,7 @@ def test_tensorflow_is_imported_lazily():
         "from edge_fer.cli.main import build_parser; build_parser(); "
         "print('tensorflow' in sys.modules)"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-        env=ENV,
-        timeout=60,
-    )
+    r = run_python("-c", code, env=ENV, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == "False"
 
@@ -81,15 +64,7 @@ def test_missing_extra_says_which(tmp_path):
         "from edge_fer.cli.main import main; "
         f"sys.exit(main(['keras', 'import', {str(MINI_XCEPTION)!r}, '--out', {str(out)!r}]))"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-        env=ENV,
-        timeout=60,
-    )
+    r = run_python("-c", code, env=ENV, timeout=60)
     assert r.returncode == 2
     assert "needs the keras extra: pip install 'edge-fer[keras]'" in r.stderr
     assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
@@ -159,15 +134,7 @@ def test_model_code_reads_configs_without_tensorflow(tmp_path):
         f"{str(path)!r}, '--out', {str(tmp_path / 'o.onnx')!r}]); "
         "print('tensorflow' in sys.modules); sys.exit(rc)"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-        env=ENV,
-        timeout=60,
-    )
+    r = run_python("-c", code, env=ENV, timeout=60)
     assert r.returncode == 2 and r.stdout.strip() == "False", r.stderr
     assert "has a Lambda layer (Python code); model files from others are code" in r.stderr
     deep = "[" * 100_000 + "]" * 100_000

@@ -16,14 +16,14 @@ import time
 import cv2
 import numpy as np
 import pytest
-from runtime_helpers import make_tiny_model, read_jsonl, shared
+from runtime_helpers import lowres_detector, make_tiny_model, read_jsonl, shared
 
 from edge_fer.runtime import pipeline as pipeline_mod
 from edge_fer.runtime.demo import demo_frames, load_face_photo
 from edge_fer.runtime.pipeline import Pipeline, Sinks
-from edge_fer.runtime.runner import RunOptions, run_video
+from edge_fer.runtime.runner import RunOptions, format_summary, run_video
 from edge_fer.runtime.sinks import EventsSink
-from edge_fer.runtime.sources import Frame, Source, SourceSpec
+from edge_fer.runtime.sources import KEEP_LATEST, Frame, Source, SourceSpec, open_source
 from edge_fer.runtime.stats import ABS_ERROR, REL_ERROR, StreamingStats
 from edge_fer.runtime.tracker import IoUTracker
 
@@ -126,7 +126,6 @@ class LoopSource(Source):
 
 def test_soak_memory_stays_flat(tmp_path):
     from edge_fer.classify import Classifier
-    from edge_fer.detect import Cascade, Detector, lowres_cascade_path
 
     n, every = SOAK_FRAMES, 25
     summary_path = tmp_path / "summary.json"
@@ -137,17 +136,7 @@ def test_soak_memory_stays_flat(tmp_path):
             seen_running.append(json.loads(summary_path.read_text()))
 
     src = LoopSource(n, every, peek)
-    det = Detector(
-        Cascade.load(lowres_cascade_path()),
-        min_size=0.1,
-        min_pixels=12,
-        scale_factor=1.1,
-        threshold=10.0,
-        memory=5,
-        grouping="greedy",
-        iou=0.15,
-        threads=1,
-    )
+    det = lowres_detector(min_size=0.1, min_pixels=12, scale_factor=1.1, threshold=10.0, memory=5)
     clf = Classifier.load(make_tiny_model(tmp_path / "tiny.onnx"))
     events = EventsSink(tmp_path / "events.jsonl")
     pipe = Pipeline(
@@ -232,6 +221,11 @@ def test_rate_is_measured_after_the_first_frame():
     assert s["fps"] == pytest.approx(227 / s["fps_seconds"], rel=0.02)
     elapsed = time.perf_counter() - t_start
     assert 0 < s["time_to_first_frame_s"] < elapsed
+    # counted from run_video's start: the warm-up (kernels, plans) and loading are in it
+    assert s["time_to_first_frame_s"] > s["startup_s"] > 0
+    text = format_summary(s).splitlines()
+    assert f"speed    {s['fps']:.1f} frames/s over {s['fps_seconds']:.2f} s" in text[3]
+    assert text[4] == f"start    first frame {s['time_to_first_frame_s']:.2f} s after the start"
 
 
 def test_short_run_gives_no_rate(tmp_path):
@@ -240,7 +234,10 @@ def test_short_run_gives_no_rate(tmp_path):
     cv2.imwrite(str(path), next(iter(demo_frames(photo, seconds=0.04))))
     s = run_video(RunOptions(source=str(path)), handle_signals=False).summary
     assert s["frames"] == 1 and s["fps"] is None and s["fps_seconds"] == 0.0
-    assert s["time_to_first_frame_s"] is not None and s["time_to_first_frame_s"] >= 0
+    assert s["time_to_first_frame_s"] > s["startup_s"] > 0
+    text = format_summary(s)
+    assert "speed    1 frame: too few for a rate" in text and "frames/s" not in text
+    assert f"start    first frame {s['time_to_first_frame_s']:.2f} s after the start" in text
     assert [(f["path"], f["faces"], len(f["labels"])) for f in s["images"]] == [
         (str(path), s["faces"], s["faces"])
     ]
@@ -266,3 +263,100 @@ def test_paths_only_for_image_sources(tmp_path):
     lines = read_jsonl(events)
     assert "images" not in s and s["frames"] == 30
     assert lines and all("path" not in ln for ln in lines)
+
+
+# ---- a flapping source: what it keeps per event is bounded -------------------------------------
+
+
+def _flapping_avi(path, n: int = 330):
+    """A real MJPG .avi of n 64x48 frames whose every other frame (1, 3, ..., n - 3) has its
+    JPEG data zeroed: n / 2 - 1 separate undecodable frames, each its own error message."""
+    import struct
+
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 20, (64, 48))
+    for i in range(n):
+        f = np.full((48, 64, 3), (i * 3) % 256, np.uint8)
+        cv2.circle(f, (32, 24), 5 + i % 10, (0, 0, 255), -1)
+        w.write(f)
+    w.release()
+    data = bytearray(path.read_bytes())
+    i, k = data.index(b"movi") + 4, 0
+    while data[i : i + 4] == b"00dc":  # the AVI's frame chunks, in order
+        size = struct.unpack("<I", data[i + 4 : i + 8])[0]
+        if k % 2 == 1 and k < n - 2:
+            data[i + 8 : i + 8 + size] = bytes(size)
+        i, k = i + 8 + size + (size & 1), k + 1
+    assert k == n, "not the AVI layout this test expects"
+    path.write_bytes(bytes(data))
+    return path
+
+
+def test_flapping_source_keeps_the_latest_events_and_counts_all(tmp_path):
+    clip = _flapping_avi(tmp_path / "flap.avi")
+    lost = list(range(1, 328, 2))  # 164 frames, each a run of its own
+    assert len(lost) > KEEP_LATEST
+    src = open_source(str(clip), warn=lambda msg: None)
+    read = []
+    while (f := src.read()) is not None:
+        read.append(f.index)
+    src.close()
+    assert sorted(read + lost) == list(range(330))
+    assert src.skipped.total == len(lost) == src.undecodable and src.errors.total == len(lost)
+    assert list(src.skipped) == lost[-KEEP_LATEST:] and len(src.errors) == KEEP_LATEST
+    assert src.errors.omitted == len(lost) - KEEP_LATEST
+    assert f"frame {lost[-1]} could not" in src.errors[-1]
+    assert f"frame {lost[-KEEP_LATEST]} could not" in src.errors[0]
+    # the summary: the count of them all, the latest listed, the rest counted as omitted
+    s = run_video(RunOptions(source=str(clip)), handle_signals=False, warn=lambda m: None).summary
+    assert s["frames"] == 330 - len(lost) and s["skipped_frames"] == len(lost)
+    assert s["source_errors"] == list(src.errors)
+    assert s["source_errors_omitted"] == len(lost) - KEEP_LATEST
+    assert s["gaps"] == [] and s["gaps_omitted"] == 0
+
+
+# ---- the periodic summary through run_video and the CLI ----------------------------------------
+
+
+@pytest.mark.shared("data/videos/00-1.avi")
+def test_summary_every_rewrites_the_summary_while_the_run_goes_on(tmp_path, capsys):
+    from edge_fer.cli.main import main
+    from edge_fer.errors import UserError
+
+    clip = str(shared("data/videos/00-1.avi"))
+    summary = tmp_path / "s.json"
+    seen: list[dict] = []
+
+    def watch(stop):
+        while not stop.is_set():
+            if summary.exists() and not seen:
+                seen.append(json.loads(summary.read_text()))
+            time.sleep(0.02)
+
+    import threading
+
+    stop = threading.Event()
+    t = threading.Thread(target=watch, args=(stop,), daemon=True)
+    t.start()
+    # paced as a camera: 60 frames at 40 fps take 1.5 s, the summary is rewritten every 0.2 s
+    opts = RunOptions(source=clip, summary=str(summary), summary_every=0.2, max_frames=60, pace=40)
+    try:
+        s = run_video(opts, handle_signals=False).summary
+    finally:
+        stop.set()
+        t.join()
+    assert seen and seen[0]["running"] and not seen[0]["complete"] and seen[0]["frames"] < 60
+    assert s["frames"] == 60 and not s["running"]
+    assert json.loads(summary.read_text())["frames"] == 60
+    for bad in (0.0, -1.0, float("nan")):
+        with pytest.raises(UserError) as e:
+            run_video(RunOptions(source=clip, summary=str(summary), summary_every=bad))
+        assert e.value.param == "summary_every"
+    # the CLI: the flag, and that it needs --summary, each in one line
+    assert main(["run", clip, "--summary-every", "0"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "edge-fer run: error: --summary-every must be > 0 seconds, got 0.0"
+    )
+    assert main(["run", clip, "--summary-every", "5"]) == 2
+    assert capsys.readouterr().err.strip() == (
+        "edge-fer run: error: --summary-every needs a summary file to rewrite (--summary)"
+    )

@@ -13,16 +13,14 @@ import shutil
 import signal
 import socket
 import stat
-import subprocess
-import sys
 import threading
-import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from paths import ASSETS, ROOT
+from paths import ASSETS
+from processes import interrupt, spawn_cli
 from runtime_helpers import count_frames
 
 from edge_fer.cli.main import main
@@ -340,19 +338,6 @@ def test_events_leave_out_a_non_finite_record_and_go_on(tmp_path):
 # ---- signals, from a real child process -------------------------------------------------------
 
 
-def _spawn(args: list[str], cwd: Path) -> subprocess.Popen:
-    env = dict(os.environ, PYTHONUNBUFFERED="1")
-    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
-    return subprocess.Popen(
-        [sys.executable, "-m", "edge_fer.cli.main", "run", *args],
-        cwd=cwd,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_during_startup(sig, code, tmp_path):
     """The demo clip is made, then the models load and compile: the signal lands there."""
@@ -361,15 +346,14 @@ def test_signal_during_startup(sig, code, tmp_path):
     d.mkdir()
     (d / "events.jsonl").write_text('{"old": 1}\n')
     (d / "annotated.mp4").write_bytes(b"old video")
-    proc = _spawn(["--demo", "--demo-dir", str(d)], tmp_path)
-    try:
+    proc = spawn_cli("run", "--demo", "--demo-dir", d, cwd=tmp_path)
+
+    def clip_made() -> bool:
         first = proc.stderr.readline()
         assert "demo clip" in first, first + proc.stderr.read()
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+        return True
+
+    err = interrupt(proc, sig, clip_made)
     assert proc.returncode == code, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted" in lines[0] and "start-up" in lines[0], err
@@ -386,31 +370,10 @@ def test_signal_mid_run(sig, code, tmp_path):
     total = 1500
     src = _write_clip(tmp_path / "long.avi", total)
     out, events, summary = tmp_path / "a.avi", tmp_path / "e.jsonl", tmp_path / "s.json"
-    proc = _spawn(
-        [
-            str(src),
-            "--out",
-            str(out),
-            "--events",
-            str(events),
-            "--summary",
-            str(summary),
-            "--quiet",
-        ],
-        tmp_path,
+    proc = spawn_cli(
+        "run", src, "--out", out, "--events", events, "--summary", summary, "--quiet", cwd=tmp_path
     )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if events.exists() and events.stat().st_size > 0:
-                break
-            time.sleep(0.02)
-        assert proc.poll() is None, "finished before it could be interrupted"
-        proc.send_signal(sig)
-        _, err = proc.communicate(timeout=60)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
+    err = interrupt(proc, sig, lambda: events.exists() and events.stat().st_size > 0)
     assert proc.returncode == code, err
     lines = err.strip().splitlines()
     assert len(lines) == 1 and "interrupted" in lines[0], err

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pytest
 from paths import ROOT, VIDEOS, shared
+from processes import repo_copy, run
 
 SHARED_CLIP = VIDEOS / "01-2.avi"
 
@@ -47,51 +48,18 @@ def test_device_side_needs_no_newer_python_than_3_8():
     if not Path(vermin).exists():
         pytest.skip("vermin is not installed (it is in the test extra)")
     paths = [str(ROOT / p) for p in DEVICE_SIDE]
-    r = subprocess.run(
-        [vermin, "-t=3.8-", "--no-tips", "--violations", "-q", *paths],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=False,
-    )
+    r = run([vermin, "-t=3.8-", "--no-tips", "--violations", "-q", *paths], timeout=300)
     assert r.returncode == 0, f"needs a newer Python than 3.8:\n{r.stdout}{r.stderr}"
 
 
 def _python38() -> str | None:
     """A working Python 3.8 (a pyenv shim may exist for a version that is not selected)."""
     pyenv = sorted(glob.glob(os.path.expanduser("~/.pyenv/versions/3.8*/bin/python")))
+    is_38 = "import sys; assert sys.version_info[:2] == (3, 8)"
     for exe in [*pyenv, shutil.which("python3.8")]:
-        if (
-            exe
-            and subprocess.run(
-                [exe, "-c", "import sys; assert sys.version_info[:2] == (3, 8)"],
-                capture_output=True,
-                check=False,
-            ).returncode
-            == 0
-        ):
+        if exe and run([exe, "-c", is_38]).returncode == 0:
             return exe
     return None
-
-
-def _repo_copy(dst: Path) -> Path:
-    """The tracked and new (not ignored) files: an install must not write into the checkout."""
-    files = (
-        subprocess.run(
-            ["git", "ls-files", "-co", "--exclude-standard", "-z"],
-            cwd=ROOT,
-            capture_output=True,
-            check=True,
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for f in filter(None, files):
-        src = ROOT / f
-        if src.is_file():
-            (dst / f).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dst / f)
-    return dst
 
 
 def test_device_commands_run_on_python_3_8(tmp_path):
@@ -108,32 +76,22 @@ def test_device_commands_run_on_python_3_8(tmp_path):
         "onnxruntime==1.16.*",
         "opencv-python-headless>=4.7,<4.11",
     ]
-    r = subprocess.run(pip + deps, capture_output=True, text=True, timeout=900, check=False)
+    r = run(pip + deps, timeout=900)
     if r.returncode != 0:
         if "No matching distribution" in r.stderr or "Could not" in r.stderr:
             pytest.skip(f"cannot install the Python 3.8 dependencies here: {r.stderr[-300:]}")
         raise AssertionError(r.stderr[-2000:])
-    src = _repo_copy(tmp_path / "src")
-    r = subprocess.run(
-        pip + ["--no-deps", str(src)], capture_output=True, text=True, timeout=600, check=False
-    )
+    src = repo_copy(tmp_path / "src")
+    r = run(pip + ["--no-deps", src], timeout=600)
     assert r.returncode == 0, r.stderr[-2000:]
     exe = str(venv / "bin" / "edge-fer")
     env = {**os.environ, "EDGE_FER_CACHE": str(tmp_path / "cache")}
     env.pop("NUMBA_CACHE_DIR", None)
 
-    def run(*args: str) -> subprocess.CompletedProcess:
-        return subprocess.run(
-            [exe, *args],
-            capture_output=True,
-            text=True,
-            env=env,
-            cwd=tmp_path,
-            timeout=600,
-            check=False,
-        )
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        return run([exe, *args], env=env, cwd=tmp_path, timeout=600)
 
-    r = run("--version")
+    r = cli("--version")
     assert r.returncode == 0 and r.stdout.startswith("edge-fer"), r.stderr
     # a real face-sized image through the bundled INT8 model
     import cv2
@@ -141,17 +99,17 @@ def test_device_commands_run_on_python_3_8(tmp_path):
 
     face = (np.indices((48, 48)).sum(0) * 2 % 256).astype(np.uint8)
     cv2.imwrite(str(tmp_path / "face.png"), face)
-    r = run("classify", str(tmp_path / "face.png"), "--json")
+    r = cli("classify", str(tmp_path / "face.png"), "--json")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout.splitlines()[0])
-    r = run("deploy", "triton", "--out", str(tmp_path / "triton"))
+    r = cli("deploy", "triton", "--out", str(tmp_path / "triton"))
     assert r.returncode == 0, r.stderr
     assert (tmp_path / "triton").is_dir()
     shared("data/videos/01-2.avi")  # the video part needs ../shared
-    r = run("detect", str(SHARED_CLIP))
+    r = cli("detect", str(SHARED_CLIP))
     assert r.returncode == 0, r.stderr
     assert "faces in" in r.stdout
-    r = run(
+    r = cli(
         "run", str(SHARED_CLIP), "--max-frames", "60", "--summary", "s.json", "--events", "e.jsonl"
     )
     assert r.returncode == 0, r.stderr

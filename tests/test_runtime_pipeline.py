@@ -5,15 +5,13 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
+from processes import interrupt, spawn_cli
 from runtime_helpers import ROOT, count_frames, make_tiny_model, read_jsonl, shared
 
 from edge_fer.cli.main import main
@@ -30,33 +28,25 @@ def cascade() -> Path:
 
 
 def _run(argv, capsys=None) -> tuple[int, str, str]:
-    rc = main(argv)
+    """`edge-fer ARGV` (paths or strings) in this process: (exit code, stdout, stderr)."""
+    rc = main([str(a) for a in argv])
     if capsys is None:
         return rc, "", ""
     cap = capsys.readouterr()
     return rc, cap.out, cap.err
 
 
+def _run_on(source, cascade, model, *flags, capsys=None) -> tuple[int, str, str]:
+    """`edge-fer run SOURCE --cascade CASCADE --model MODEL FLAGS...` (paths or strings)."""
+    argv = ["run", source, "--cascade", cascade, "--model", model, *flags]
+    return _run(argv, capsys)
+
+
 def test_run_end_to_end_on_shared_video(tmp_path, tiny_model, cascade, capsys):
     video = shared("data/videos/00-1.avi")
     out, events, summary = tmp_path / "a.mp4", tmp_path / "e.jsonl", tmp_path / "s.json"
-    rc, stdout, _ = _run(
-        [
-            "run",
-            str(video),
-            "--cascade",
-            str(cascade),
-            "--model",
-            str(tiny_model),
-            "--out",
-            str(out),
-            "--events",
-            str(events),
-            "--summary",
-            str(summary),
-        ],
-        capsys,
-    )
+    outputs = ["--out", out, "--events", events, "--summary", summary]
+    rc, stdout, _ = _run_on(video, cascade, tiny_model, *outputs, capsys=capsys)
     assert rc == 0
     assert "frames   228" in stdout and "track 1" in stdout
     lines = read_jsonl(events)
@@ -174,19 +164,7 @@ def test_unwritable_output_is_one_line_exit_2(tmp_path, tiny_model, cascade, cap
         ("--events", tmp_path / "afile" / "e.jsonl"),
         ("--out", tmp_path / "a.xyz"),
     ):
-        rc, _out, err = _run(
-            [
-                "run",
-                str(video),
-                "--cascade",
-                str(cascade),
-                "--model",
-                str(tiny_model),
-                flag,
-                str(path),
-            ],
-            capsys,
-        )
+        rc, _out, err = _run_on(video, cascade, tiny_model, flag, path, capsys=capsys)
         assert rc == 2, err
         assert len(err.strip().splitlines()) == 1 and err.startswith("edge-fer run: error:")
         assert "Traceback" not in err
@@ -195,50 +173,20 @@ def test_unwritable_output_is_one_line_exit_2(tmp_path, tiny_model, cascade, cap
 @pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
 def test_full_disk_is_a_clear_error(tiny_model, cascade, capsys):
     video = shared("data/videos/00-1.avi")
-    rc, _, err = _run(
-        [
-            "run",
-            str(video),
-            "--cascade",
-            str(cascade),
-            "--model",
-            str(tiny_model),
-            "--events",
-            "/dev/full",
-        ],
-        capsys,
-    )
+    rc, _, err = _run_on(video, cascade, tiny_model, "--events", "/dev/full", capsys=capsys)
     assert rc == 2 and "the disk is full" in err and len(err.strip().splitlines()) == 1
 
 
 def test_missing_source_and_cascade_messages(tmp_path, tiny_model, capsys):
-    rc, _, err = _run(
-        [
-            "run",
-            str(tmp_path / "nope.mp4"),
-            "--cascade",
-            str(tmp_path / "c"),
-            "--model",
-            str(tiny_model),
-        ],
-        capsys,
-    )
+    rc, _, err = _run_on(tmp_path / "nope.mp4", tmp_path / "c", tiny_model, capsys=capsys)
     assert rc == 2 and "cascade" in err
     from edge_fer.detect import default_cascade_path
 
     if default_cascade_path() is None:
         rc, _, err = _run(["run", "--demo", "--demo-dir", str(tmp_path / "d")], capsys)
         assert rc == 2 and "pass --cascade" in err and len(err.strip().splitlines()) == 1
-    rc, _, err = _run(
-        [
-            "run",
-            str(tmp_path / "nope.mp4"),
-            "--cascade",
-            str(shared("reference/pico/facefinder")),
-            "--model",
-            str(tiny_model),
-        ],
-        capsys,
+    rc, _, err = _run_on(
+        tmp_path / "nope.mp4", shared("reference/pico/facefinder"), tiny_model, capsys=capsys
     )
     assert rc == 2 and "no such file" in err
 
@@ -248,20 +196,7 @@ def test_truncated_video_processes_what_decodes_and_exits_1(tmp_path, tiny_model
     bad = tmp_path / "cut.avi"
     bad.write_bytes(data[: len(data) // 2])
     events = tmp_path / "e.jsonl"
-    rc, _, err = _run(
-        [
-            "run",
-            str(bad),
-            "--cascade",
-            str(cascade),
-            "--model",
-            str(tiny_model),
-            "--events",
-            str(events),
-            "--quiet",
-        ],
-        capsys,
-    )
+    rc, _, err = _run_on(bad, cascade, tiny_model, "--events", events, "--quiet", capsys=capsys)
     assert rc == 1 and "truncated" in err
     lines = read_jsonl(events)
     assert lines and lines[-1]["frame"] < 228
@@ -270,19 +205,8 @@ def test_truncated_video_processes_what_decodes_and_exits_1(tmp_path, tiny_model
 def test_demo_writes_every_output(tmp_path, tiny_model, cascade, capsys):
     pytest.importorskip("matplotlib", reason="the demo photo comes from matplotlib")
     d = tmp_path / "demo"
-    rc, _out, err = _run(
-        [
-            "run",
-            "--demo",
-            "--demo-dir",
-            str(d),
-            "--cascade",
-            str(cascade),
-            "--model",
-            str(tiny_model),
-        ],
-        capsys,
-    )
+    argv = ["run", "--demo", "--demo-dir", d, "--cascade", cascade, "--model", tiny_model]
+    rc, _out, err = _run(argv, capsys)
     assert rc == 0, err
     assert count_frames(d / "demo_input.mp4") == 100 == count_frames(d / "annotated.mp4")
     s = json.loads((d / "summary.json").read_text())
@@ -335,45 +259,11 @@ def test_sigint_leaves_valid_closed_outputs(tmp_path, tiny_model, cascade):
             w.write(f)
     w.release()
     out, events, summary = tmp_path / "a.avi", tmp_path / "e.jsonl", tmp_path / "s.json"
-    env = dict(os.environ, NUMBA_NUM_THREADS="1", PYTHONUNBUFFERED="1")
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge_fer.cli.main",
-            "run",
-            str(long_clip),
-            "--cascade",
-            str(cascade),
-            "--model",
-            str(tiny_model),
-            "--out",
-            str(out),
-            "--events",
-            str(events),
-            "--summary",
-            str(summary),
-            "--scale-factor",
-            "1.05",
-        ],
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
-    try:
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline and proc.poll() is None:
-            if events.exists() and events.stat().st_size > 2000:
-                break
-            time.sleep(0.05)
-        assert proc.poll() is None, "finished before it could be interrupted"
-        proc.send_signal(signal.SIGINT)
-        _, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-    assert proc.returncode == 130, err.decode()
+    argv = ["run", long_clip, "--cascade", cascade, "--model", tiny_model, "--scale-factor", "1.05"]
+    argv += ["--out", out, "--events", events, "--summary", summary]
+    proc = spawn_cli(*argv, NUMBA_NUM_THREADS="1")
+    err = interrupt(proc, signal.SIGINT, lambda: events.exists() and events.stat().st_size > 2000)
+    assert proc.returncode == 130, err
     s = json.loads(summary.read_text())
     assert s["interrupted"] and not s["complete"] and 0 < s["frames"] < 6 * 228
     lines = read_jsonl(events)  # every line complete JSON
@@ -384,24 +274,9 @@ def test_sigint_leaves_valid_closed_outputs(tmp_path, tiny_model, cascade):
 def test_bench_synthetic_table_and_json(tmp_path, tiny_model, cascade, capsys):
     pytest.importorskip("matplotlib", reason="the synthetic clip's faces come from matplotlib")
     out = tmp_path / "bench.json"
-    rc, stdout, _ = _run(
-        [
-            "bench",
-            "--synthetic",
-            "320x240",
-            "--frames",
-            "30",
-            "--faces",
-            "1",
-            "--cascade",
-            str(cascade),
-            "--model",
-            str(tiny_model),
-            "--json",
-            str(out),
-        ],
-        capsys,
-    )
+    argv = ["bench", "--synthetic", "320x240", "--frames", "30", "--faces", "1"]
+    argv += ["--cascade", cascade, "--model", tiny_model, "--json", out]
+    rc, stdout, _ = _run(argv, capsys)
     assert rc == 0 and "onnxruntime" in stdout and "lat p99" in stdout
     r = json.loads(out.read_text())
     ort = next(x for x in r["results"] if x["backend"] == "onnxruntime")
@@ -415,20 +290,7 @@ def test_single_photo_and_folder_are_stills(tmp_path, tiny_model, cascade, capsy
     """A photo gives its faces at once (no memory, no track birth delay); ids are per photo."""
     photo = shared("data/webfaces/images/pic00001.jpg")
     events = tmp_path / "one.jsonl"
-    rc, _, err = _run(
-        [
-            "run",
-            str(photo),
-            "--cascade",
-            str(cascade),
-            "--model",
-            str(tiny_model),
-            "--events",
-            str(events),
-            "--quiet",
-        ],
-        capsys,
-    )
+    rc, _, err = _run_on(photo, cascade, tiny_model, "--events", events, "--quiet", capsys=capsys)
     assert rc == 0, err
     lines = read_jsonl(events)
     assert len(lines) == 1 and lines[0]["frame"] == 0 and len(lines[0]["faces"]) >= 1
@@ -438,20 +300,7 @@ def test_single_photo_and_folder_are_stills(tmp_path, tiny_model, cascade, capsy
     for i in range(3):
         cv2.imwrite(str(folder / f"p{i}.png"), img)
     events = tmp_path / "three.jsonl"
-    rc, _, _ = _run(
-        [
-            "run",
-            str(folder),
-            "--cascade",
-            str(cascade),
-            "--model",
-            str(tiny_model),
-            "--events",
-            str(events),
-            "--quiet",
-        ],
-        capsys,
-    )
+    rc, _, _ = _run_on(folder, cascade, tiny_model, "--events", events, "--quiet", capsys=capsys)
     lines = read_jsonl(events)
     assert rc == 0 and [ln["frame"] for ln in lines] == [0, 1, 2]
     ids = [f["track"] for ln in lines for f in ln["faces"]]
@@ -462,18 +311,8 @@ def test_single_photo_and_folder_are_stills(tmp_path, tiny_model, cascade, capsy
     "flag,value", [("--max-misses", "-1"), ("--min-hits", "0"), ("--iou", "1.5"), ("--hold", "-3")]
 )
 def test_bad_tracker_options_are_one_line_errors(flag, value, tiny_model, cascade, capsys):
-    rc, _, err = _run(
-        [
-            "run",
-            str(shared("data/videos/00-1.avi")),
-            "--model",
-            str(tiny_model),
-            "--cascade",
-            str(cascade),
-            flag,
-            value,
-        ],
-        capsys,
+    rc, _, err = _run_on(
+        shared("data/videos/00-1.avi"), cascade, tiny_model, flag, value, capsys=capsys
     )
     assert rc == 2 and err.startswith(f"edge-fer run: error: {flag} must be "), err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err

@@ -153,7 +153,11 @@ def test_image_folder_and_glob(tmp_path):
         got.append(f)
     assert [f.index for f in got] == [0, 1, 3]  # img0, img5, (img7 unreadable), img10
     assert np.array_equal(got[0].image, frames[0])
-    assert src.skipped == [2] and "img7.jpg" in warnings[0]
+    assert list(src.skipped) == [2] and "img7.jpg" in warnings[0]
+    # each frame names its file (the events' "path")
+    assert [f.path for f in got] == [str(tmp_path / f"img{i}.png") for i in (0, 5, 10)]
+    assert [s["path"] for s in src.skipped_files] == [str(tmp_path / "img7.jpg")]
+    assert src.describe()["skipped_files"] == 1 and src.skipped.total == 1
     src = open_source(str(tmp_path / "img*.png"))
     assert src.frame_count == 3 and [src.read().index for _ in range(3)] == [0, 1, 2]
 
@@ -312,7 +316,7 @@ def test_outage_in_progress_at_interrupt_is_a_gap():
             src.read(timeout=0.5)
         assert any("reconnecting" in w for w in warnings)
         time.sleep(0.3)
-        assert src.gaps == []  # still in the outage
+        assert len(src.gaps) == 0 and src.gaps.total == 0  # still in the outage
         src.interrupt()
         assert len(src.gaps) == 1
         gap = src.gaps[0]

@@ -205,3 +205,39 @@ def test_cut_in_synthetic_clip_ends_every_track(tmp_path):
     s3, lines3 = _run(_write(tmp_path / "a.avi", a + a[::-1], 25.0), tmp_path, "a")
     assert s3["scene_cuts"] == 0 and _ids(lines3, 0, 10**9) == {1, 2}
     assert json.loads(json.dumps(s3))["scene_cut_frames"] == []
+
+
+def test_scene_cut_option_turns_the_test_off_and_is_checked(tmp_path, capsys):
+    """--scene-cut (RunOptions.scene_cut) reaches the run: 0 is off; a negative one is a
+    one-line error naming the flag."""
+    from edge_fer.cli.main import main
+    from edge_fer.errors import UserError
+
+    photo, _ = load_face_photo()
+    a = [
+        cv2.resize(f, (320, 240), interpolation=cv2.INTER_AREA)
+        for f in demo_frames(photo, seconds=0.8)
+    ]
+    cut = _write(tmp_path / "cut.avi", a + _scene_b(photo, 20), 25.0)
+    s, _ = _run(cut, tmp_path, "on")
+    assert s["scene_cuts"] == 1 and s["scene_cut"] == SCENE_CUT_THRESHOLD
+    summary, events = tmp_path / "off.json", tmp_path / "off.jsonl"
+    argv = ["run", str(cut), "--scene-cut", "0", "--summary", str(summary)]
+    assert main([*argv, "--events", str(events), "--quiet"]) == 0
+    off = json.loads(summary.read_text())
+    assert off["scene_cuts"] == 0 and off["scene_cut_frames"] == [] and off["scene_cut"] is None
+    # without the test, the left face's track runs on into the second scene
+    lines = read_jsonl(events)
+    assert _ids(lines, 0, len(a)) & _ids(lines, len(a), 10**9)
+    capsys.readouterr()
+    assert main(["run", str(cut), "--scene-cut", "-1"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == "edge-fer run: error: --scene-cut must be >= 0 (0: off), got -1.0"
+    with pytest.raises(UserError) as e:
+        run_video(RunOptions(source=str(cut), scene_cut=float("nan")), handle_signals=False)
+    assert e.value.param == "scene_cut"
+    # the help's default is the library's
+    with pytest.raises(SystemExit):
+        main(["run", "--help"])
+    help_text = " ".join(capsys.readouterr().out.split())
+    assert f"0: off (default {SCENE_CUT_THRESHOLD:g})" in help_text

@@ -15,7 +15,6 @@ import importlib
 import importlib.util
 import json
 import os
-import subprocess
 import sys
 import types
 from pathlib import Path
@@ -30,6 +29,8 @@ from edge_fer.errors import UserError
 from edge_fer.preprocess import PreprocessSpec
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from paths import ROOT
+from processes import run, run_python
 from trt_fakes import (
     CLASSES,
     C,
@@ -41,8 +42,6 @@ from trt_fakes import (
     reference,
     tiny_onnx,
 )
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture
@@ -77,14 +76,7 @@ def test_modules_import_without_tensorrt():
         "print(callable(b.create), hasattr(b, 'TensorRTBackend'), callable(t.build_engine), "
         "'tensorrt' in sys.modules, 'pycuda' in sys.modules)"
     )
-    r = subprocess.run(
-        [sys.executable, "-c", code],
-        capture_output=True,
-        text=True,
-        cwd=ROOT,
-        timeout=300,
-        check=False,
-    )
+    r = run_python("-c", code, timeout=300)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["True", "True", "True", "False", "False"]
 
@@ -462,25 +454,15 @@ def test_mypy_passes(tmp_path):
     env = dict(os.environ)
     if not (ROOT / "typings" / "_tensorrt" / "tensorrt" / "__init__.pyi").is_file():
         out = tmp_path / "trt-stubs"
-        r = subprocess.run(
-            [sys.executable, "typings/get_tensorrt_stubs.py", "--no-download", "--out", str(out)],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        r = run_python("typings/get_tensorrt_stubs.py", "--no-download", "--out", out)
         assert r.returncode == 0, r.stderr
         env["MYPYPATH"] = str(out)
-    r = subprocess.run(
-        [sys.executable, "-m", "mypy"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=1800,
-        check=False,
-    )
+    r = run_python("-m", "mypy", env=env, timeout=1800)
     assert r.returncode == 0, r.stdout + r.stderr
+
+
+def _recipes(env: dict):
+    return run(["bash", ROOT / "export" / "trtexec_recipes.sh"], env=env, timeout=60)
 
 
 def test_trtexec_recipes_dry_run(tmp_path):
@@ -493,14 +475,7 @@ def test_trtexec_recipes_dry_run(tmp_path):
         QDQ_MODEL="fer.qdq.onnx",
         TRTEXEC="trtexec",
     )
-    r = subprocess.run(
-        ["bash", str(ROOT / "export" / "trtexec_recipes.sh")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    r = _recipes(env)
     assert r.returncode == 0, r.stderr
     lines = r.stdout.splitlines()
     builds = [ln for ln in lines if ln.startswith("+ trtexec ")]
@@ -520,14 +495,7 @@ def test_trtexec_recipes_dry_run(tmp_path):
     assert any("--int8" in b and "--calib=fer.calib" in b for b in builds)
     assert any("--sparsity=enable" in b for b in builds)
     env["RECIPE"] = "nope"
-    r = subprocess.run(
-        ["bash", str(ROOT / "export" / "trtexec_recipes.sh")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    r = _recipes(env)
     assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1
 
 
@@ -545,14 +513,7 @@ def test_trtexec_recipes_use_build_only_on_tensorrt_8_5(tmp_path):
     model = tmp_path / "fer.onnx"
     model.write_bytes(b"onnx")
     env = dict(os.environ, MODEL=str(model), RECIPE="fp16", TRTEXEC=str(trtexec), EDGE_FER="true")
-    r = subprocess.run(
-        ["bash", str(ROOT / "export" / "trtexec_recipes.sh")],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    r = _recipes(env)
     assert r.returncode == 0, r.stderr
     call = log.read_text()
     assert "--buildOnly" in call and "--skipInference" not in call and "--fp16" in call

@@ -10,6 +10,7 @@ import cv2
 import numpy as np
 import pytest
 from paths import ASSETS, VERIFIER, shared
+from runtime_helpers import lowres_detector
 
 from edge_fer.detect.verifier import (
     Verifier,
@@ -96,17 +97,8 @@ def test_bundled_verifier_rejects_most_cascade_boxes_on_held_out_scenes(verifier
     """Face-free held-out backgrounds at 160x120-camera scale: face_lowres.pico still fires on
     them at a low threshold; the verifier turns most of those boxes away."""
     from edge_fer.cascade_train.annotations import list_images, split_paths
-    from edge_fer.detect import Cascade, Detector, lowres_cascade_path
 
-    det = Detector(
-        Cascade.load(lowres_cascade_path()),
-        min_size=20,
-        scale_factor=1.05,
-        threshold=0.0,
-        grouping="greedy",
-        iou=0.15,
-        threads=1,
-    )
+    det = lowres_detector(min_size=20, scale_factor=1.05, threshold=0.0)
     n = kept = 0
     for p in split_paths(list_images(shared("data/backgrounds")), "val")[:15]:
         g = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)

@@ -8,11 +8,27 @@ labels or preprocessing; `edge_fer.classify.Classifier` puts those around it.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from typing import TypeVar
 
 import numpy as np
 
+_C = TypeVar("_C", bound="Closing")
 
-class Backend(ABC):
+
+class Closing:
+    """`with obj:` closes it at the end (a backend, a classifier)."""
+
+    def close(self) -> None:
+        """Release the resources. Safe to call twice."""
+
+    def __enter__(self: _C) -> _C:  # noqa: PYI019 - Python 3.8 has no typing.Self
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+class Backend(Closing, ABC):
     """A loaded model on one inference engine.
 
     Attributes (set by implementations):
@@ -38,12 +54,6 @@ class Backend(ABC):
     def fixed_batch(self) -> int | None:
         """The one batch size the model accepts, or None when any batch size works."""
         return self.input_shape[0]
-
-    def __enter__(self) -> Backend:  # noqa: PYI034 - Python 3.8 has no typing.Self
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name} input {self.input_shape}>"

@@ -266,28 +266,17 @@ def evaluate_cascade(
             return None
         return float((bg_scores >= t).sum()) / bg_mp
 
+    def point(t: float | None, **row) -> dict:  # an operating point at threshold t
+        return {**row, "bg_fp_per_mp": _r(bg_fp_per_mp(t))}
+
     table = []
     for t in thresholds:
         rec, fppi = cv.at_threshold(t)
-        table.append(
-            {
-                "threshold": t,
-                "recall": round(rec, 4),
-                "fp_per_image": round(fppi, 4),
-                "bg_fp_per_mp": _r(bg_fp_per_mp(t)),
-            }
-        )
+        table.append(point(t, threshold=t, recall=round(rec, 4), fp_per_image=round(fppi, 4)))
     ops = []
     for f in fppis:
         rec, t = cv.at_fppi(f)
-        ops.append(
-            {
-                "fppi": f,
-                "recall": round(rec, 4),
-                "threshold": _r(t),
-                "bg_fp_per_mp": _r(bg_fp_per_mp(t)),
-            }
-        )
+        ops.append(point(t, fppi=f, recall=round(rec, 4), threshold=_r(t)))
     res = {
         "source": cascade.source,
         "tdepth": cascade.tdepth,

@@ -164,6 +164,16 @@ def eval_windows(
     )
 
 
+def score_windows(store, win, tdepth, codes, leaves, thr, ntrees) -> tuple[np.ndarray, np.ndarray]:
+    """`eval_windows` on `win` (samples.Windows into `store`): (accepted, score) per window."""
+    ok = np.zeros(len(win), np.bool_)
+    sc = np.zeros(len(win), np.float32)
+    if len(win):
+        windows = (*store.arrays(), win.r, win.c, win.s, win.img, win.sgn)
+        eval_windows(*windows, tdepth, codes, leaves, thr, ntrees, ok, sc)
+    return ok, sc
+
+
 def count_trees(
     pix, off, H, W, wr, wc, ws, wimg, wsgn, tdepth, codes, leaves, thr, ntrees, out_trees
 ):

@@ -305,30 +305,7 @@ class _CascadeBuilder:
 
 
 def _eval(data: TrainData, win: Windows, casc) -> tuple[np.ndarray, np.ndarray]:
-    pix, off, H, W = data.store.arrays()
-    depth, codes, leaves, thr, ntrees = casc
-    ok = np.zeros(len(win), np.bool_)
-    sc = np.zeros(len(win), np.float32)
-    if len(win):
-        learner.eval_windows(
-            pix,
-            off,
-            H,
-            W,
-            win.r,
-            win.c,
-            win.s,
-            win.img,
-            win.sgn,
-            depth,
-            codes,
-            leaves,
-            thr,
-            ntrees,
-            ok,
-            sc,
-        )
-    return ok, sc
+    return learner.score_windows(data.store, win, *casc)
 
 
 def _tree_output(

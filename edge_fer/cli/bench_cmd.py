@@ -13,8 +13,7 @@ from edge_fer.errors import UserError
 
 DEFAULT_JSON = "benchmarks/results/bench_run.json"
 # the options `run` shares with `bench`, from the same groups (no outputs: bench writes its own)
-GROUPS = (SourceArgs(), ModelArgs(backend="many", trt=False), DetectorArgs(memory=5),
-          TrackerArgs())  # fmt: skip
+GROUPS = (SourceArgs(), ModelArgs(backend="many", trt=False), DetectorArgs(), TrackerArgs())
 
 
 def register(subparsers) -> None:

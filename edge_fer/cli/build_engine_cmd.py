@@ -46,38 +46,68 @@ def register(sub: Any) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("onnx", metavar="MODEL.onnx", help="model exported by `edge-fer export`")
-    # fmt: off
-    p.add_argument("--out", metavar="ENGINE",
-                   help="engine file (default: MODEL.<precision>.engine beside the model)")
-    p.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32",
-                   help="fp32 (default), fp16, or int8: a Q/DQ model (explicit quantization, every "
-                   "TensorRT; the only INT8 on 11) or a plain one with --calib-cache (TensorRT <= "
-                   "10)")
-    p.add_argument("--calib-cache", metavar="FILE",
-                   help="TensorRT INT8 calibration cache (header rewritten for this TensorRT)")
-    p.add_argument("--target", metavar="NAME",
-                   help="the board or GPU the engine is for: checked before building (below)")
+    p.add_argument(
+        "--out",
+        metavar="ENGINE",
+        help="engine file (default: MODEL.<precision>.engine beside the model)",
+    )
+    p.add_argument(
+        "--precision",
+        choices=("fp32", "fp16", "int8"),
+        default="fp32",
+        help="fp32 (default), fp16, or int8: a Q/DQ model (explicit quantization, every "
+        "TensorRT; the only INT8 on 11) or a plain one with --calib-cache (TensorRT <= "
+        "10)",
+    )
+    p.add_argument(
+        "--calib-cache",
+        metavar="FILE",
+        help="TensorRT INT8 calibration cache (header rewritten for this TensorRT)",
+    )
+    p.add_argument(
+        "--target",
+        metavar="NAME",
+        help="the board or GPU the engine is for: checked before building (below)",
+    )
     b = p.add_argument_group("batch profile")
     b.add_argument("--min-batch", type=int, default=1, metavar="N", help="default 1")
-    b.add_argument("--opt-batch", type=int, default=8, metavar="N",
-                   help="batch TensorRT tunes for (default 8); with --dla-core the profile is "
-                   "static at this batch")
+    b.add_argument(
+        "--opt-batch",
+        type=int,
+        default=8,
+        metavar="N",
+        help="batch TensorRT tunes for (default 8); with --dla-core the profile is "
+        "static at this batch",
+    )
     b.add_argument("--max-batch", type=int, default=32, metavar="N", help="default 32")
     o = p.add_argument_group("other")
-    o.add_argument("--workspace-mb", type=int, default=1024, metavar="MB",
-                   help="builder workspace limit (default 1024)")
-    o.add_argument("--dla-core", type=int, metavar="N",
-                   help="build for DLA core N (Xavier, Orin NX, AGX Orin), GPU fallback on; the "
-                   "layers that fall back are reported")
+    o.add_argument(
+        "--workspace-mb",
+        type=int,
+        default=1024,
+        metavar="MB",
+        help="builder workspace limit (default 1024)",
+    )
+    o.add_argument(
+        "--dla-core",
+        type=int,
+        metavar="N",
+        help="build for DLA core N (Xavier, Orin NX, AGX Orin), GPU fallback on; the "
+        "layers that fall back are reported",
+    )
     o.add_argument("--sparse", action="store_true", help="allow 2:4 structured-sparse kernels")
-    o.add_argument("--timing-cache", metavar="FILE",
-                   help="load tactic timings from FILE when it exists and save them back")
+    o.add_argument(
+        "--timing-cache",
+        metavar="FILE",
+        help="load tactic timings from FILE when it exists and save them back",
+    )
     o.add_argument("--verbose", action="store_true", help="print TensorRT's warnings")
     o.add_argument("--json", action="store_true", help="print the build report as JSON")
-    o.add_argument("--sidecar-for", metavar="ENGINE",
-                   help="only write ENGINE.json from MODEL.onnx's metadata (an engine built with "
-                   "trtexec)")
-    # fmt: on
+    o.add_argument(
+        "--sidecar-for",
+        metavar="ENGINE",
+        help="only write ENGINE.json from MODEL.onnx's metadata (an engine built with trtexec)",
+    )
     p.set_defaults(func=run)
 
 
@@ -103,14 +133,20 @@ def run(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=2))
     b = report["batch"]
-    print(f"{PROG}: TensorRT {report['tensorrt']} {report['precision']} engine, batch "
-          f"{b['min']}..{b['max']} (opt {b['opt']}), {report['bytes']:,} bytes in "
-          f"{report['seconds']} s -> {report['engine']}", file=sys.stderr)  # fmt: skip
+    print(
+        f"{PROG}: TensorRT {report['tensorrt']} {report['precision']} engine, batch "
+        f"{b['min']}..{b['max']} (opt {b['opt']}), {report['bytes']:,} bytes in "
+        f"{report['seconds']} s -> {report['engine']}",
+        file=sys.stderr,
+    )
     fallback = report.get("dla_gpu_fallback_layers")
     if fallback is not None:
         if fallback:
-            print(f"{PROG}: {len(fallback)} layer(s) run on the GPU, not DLA core "
-                  f"{report['dla_core']}: {', '.join(fallback)}", file=sys.stderr)  # fmt: skip
+            print(
+                f"{PROG}: {len(fallback)} layer(s) run on the GPU, not DLA core "
+                f"{report['dla_core']}: {', '.join(fallback)}",
+                file=sys.stderr,
+            )
         else:
             print(f"{PROG}: every layer runs on DLA core {report['dla_core']}", file=sys.stderr)
     return 0

@@ -214,11 +214,19 @@ def _run(args, done: list) -> int:
     bar = Progress(len(faces), "calibrating", "face", not args.no_progress)
     try:
         info = calibrate(
-            model, faces, args.out, method=args.method, percentile=args.percentile,
-            target=args.target, trt_version=args.trt_version, batch_size=args.batch_size,
-            threads=args.threads or 0, min_faces=args.min_faces, progress=bar.update,
+            model,
+            faces,
+            args.out,
+            method=args.method,
+            percentile=args.percentile,
+            target=args.target,
+            trt_version=args.trt_version,
+            batch_size=args.batch_size,
+            threads=args.threads or 0,
+            min_faces=args.min_faces,
+            progress=bar.update,
             keep_histograms=args.keep_histograms,
-        )  # fmt: skip
+        )
     finally:
         bar.close()
     done.append(True)

@@ -13,17 +13,24 @@ SHARED_BACKGROUNDS = Path("../shared/data/backgrounds")
 
 def register(sub) -> None:
     d = argparse.ArgumentDefaultsHelpFormatter
-    # fmt: off
-    p = sub.add_parser("train-cascade", help="learn a pico face cascade (Markus et al. 2013)",
-                       description="Learn a pico cascade of boosted pixel-comparison trees from "
-                       "annotated faces and face-free images, stage by stage with hard-negative "
-                       "bootstrapping. Writes OUT/cascade.pico (pico binary format) and "
-                       "OUT/state.json after every stage; --resume continues an interrupted run. "
-                       "See docs/cascade.md.", formatter_class=d)
-    p.add_argument("--webfaces", action="append", default=[], metavar="DIR",
-                   help="WebFaces folder (images/ + WebFaces_GroundThruth.txt); the last "
-                   "--val-fraction of its images in name order is held out")
-    # fmt: on
+    p = sub.add_parser(
+        "train-cascade",
+        help="learn a pico face cascade (Markus et al. 2013)",
+        description="Learn a pico cascade of boosted pixel-comparison trees from "
+        "annotated faces and face-free images, stage by stage with hard-negative "
+        "bootstrapping. Writes OUT/cascade.pico (pico binary format) and "
+        "OUT/state.json after every stage; --resume continues an interrupted run. "
+        "See docs/cascade.md.",
+        formatter_class=d,
+    )
+    p.add_argument(
+        "--webfaces",
+        action="append",
+        default=[],
+        metavar="DIR",
+        help="WebFaces folder (images/ + WebFaces_GroundThruth.txt); the last "
+        "--val-fraction of its images in name order is held out",
+    )
     p.add_argument(
         "--boxes",
         action="append",
@@ -133,16 +140,17 @@ def register(sub) -> None:
     p.add_argument("--verbose", action="store_true", help="a line per tree")
     p.set_defaults(func=run_train)
 
-    # fmt: off
-    e = sub.add_parser("eval-detector",
-                       help="recall / false positives of a cascade on annotated images",
-                       description="Scan the images of a WebFaces folder (or a box file) with a "
-                       "cascade and report recall and false positives per image at several score "
-                       "thresholds (a face is found when a detection's square overlaps its box "
-                       "with IoU >= --iou), the recall at fixed false-positive rates, false "
-                       "positives per megapixel on face-free images, speed, and the same for a "
-                       "reference cascade.", formatter_class=d)
-    # fmt: on
+    e = sub.add_parser(
+        "eval-detector",
+        help="recall / false positives of a cascade on annotated images",
+        description="Scan the images of a WebFaces folder (or a box file) with a "
+        "cascade and report recall and false positives per image at several score "
+        "thresholds (a face is found when a detection's square overlaps its box "
+        "with IoU >= --iou), the recall at fixed false-positive rates, false "
+        "positives per megapixel on face-free images, speed, and the same for a "
+        "reference cascade.",
+        formatter_class=d,
+    )
     e.add_argument("--cascade", default=None, help="pico cascade (default: the bundled one)")
     e.add_argument(
         "--stages", type=int, default=0, help="evaluate only the cascade's first N stages (0: all)"
@@ -151,12 +159,17 @@ def register(sub) -> None:
     e.add_argument("--boxes", default=None, metavar="FILE", help="box file instead of --data")
     e.add_argument("--split", choices=("val", "train", "all"), default="val")
     e.add_argument("--val-fraction", type=float, default=0.1)
-    e.add_argument("--reference", default="auto",
-                   help="reference cascade ('auto': ../shared/reference/pico/facefinder if "
-                   "present; 'none')")  # fmt: skip
-    e.add_argument("--backgrounds", default="auto",
-                   help="face-free images for false positives per megapixel ('auto': "
-                   "../shared/data/backgrounds if present; 'none')")  # fmt: skip
+    e.add_argument(
+        "--reference",
+        default="auto",
+        help="reference cascade ('auto': ../shared/reference/pico/facefinder if present; 'none')",
+    )
+    e.add_argument(
+        "--backgrounds",
+        default="auto",
+        help="face-free images for false positives per megapixel ('auto': "
+        "../shared/data/backgrounds if present; 'none')",
+    )
     e.add_argument("--bg-split", choices=("val", "train", "all"), default="all")
     e.add_argument("--min-size", type=float, default=24.0, help="smallest window (pixels)")
     e.add_argument(
@@ -199,19 +212,36 @@ def run_train(args) -> int:
     from edge_fer.cascade_train.trainer import TrainConfig, parse_list, train
 
     cfg = TrainConfig(
-        out=args.out, webfaces=args.webfaces, boxes=args.boxes, backgrounds=args.backgrounds,
-        val_fraction=args.val_fraction, bg_val_fraction=args.bg_val_fraction,
-        min_face=args.min_face, max_faces=args.max_faces, max_images=args.max_images,
-        depth=args.depth, tests=args.tests, stage_trees=parse_list(args.stage_trees, int),
-        min_tpr=parse_list(args.min_tpr, float), max_fpr=args.max_fpr,
-        target_fpr=args.target_fpr, max_stages=args.max_stages, jitter=args.jitter,
-        pos_jitter=args.pos_jitter, scale_jitter=args.scale_jitter, neg_ratio=args.neg_ratio,
+        out=args.out,
+        webfaces=args.webfaces,
+        boxes=args.boxes,
+        backgrounds=args.backgrounds,
+        val_fraction=args.val_fraction,
+        bg_val_fraction=args.bg_val_fraction,
+        min_face=args.min_face,
+        max_faces=args.max_faces,
+        max_images=args.max_images,
+        depth=args.depth,
+        tests=args.tests,
+        stage_trees=parse_list(args.stage_trees, int),
+        min_tpr=parse_list(args.min_tpr, float),
+        max_fpr=args.max_fpr,
+        target_fpr=args.target_fpr,
+        max_stages=args.max_stages,
+        jitter=args.jitter,
+        pos_jitter=args.pos_jitter,
+        scale_jitter=args.scale_jitter,
+        neg_ratio=args.neg_ratio,
         neg_annotated_share=args.neg_annotated_share,
-        neg_annotated_min_fpr=args.neg_annotated_min_fpr, scan_share=args.scan_share,
-        max_draws=int(args.max_draws), threshold_on=args.threshold_on,
-        time_budget_h=args.time_budget, seed=args.seed, threads=args.threads,
+        neg_annotated_min_fpr=args.neg_annotated_min_fpr,
+        scan_share=args.scan_share,
+        max_draws=int(args.max_draws),
+        threshold_on=args.threshold_on,
+        time_budget_h=args.time_budget,
+        seed=args.seed,
+        threads=args.threads,
         verbose=args.verbose,
-    )  # fmt: skip
+    )
     state = train(cfg, resume=args.resume, command="edge-fer " + " ".join(sys.argv[1:]))
     summary = {k: state[k] for k in ("stage", "ntrees", "elapsed_s", "stop_reason")}
     summary["cascade"] = str(Path(args.out) / "cascade.pico")
@@ -289,12 +319,15 @@ def run_eval(args) -> int:
         "images": len(imgs),
         "undecodable": undecodable,
         "bad_annotations": report.to_json(),
-        "backgrounds": {"folder": str(bg_dir) if bg_dir else None, "images": len(bgs),
-                        "megapixels": round(sum(g.size for g in bgs) / 1e6, 2)},
+        "backgrounds": {
+            "folder": str(bg_dir) if bg_dir else None,
+            "images": len(bgs),
+            "megapixels": round(sum(g.size for g in bgs) / 1e6, 2),
+        },
         "scan": vars(params),
         "match_iou": args.iou,
         "cascade": ev.evaluate_cascade(cand, imgs, faces, bgs, params, **kw),
-    }  # fmt: skip
+    }
     if ref is not None:
         result["reference"] = ev.evaluate_cascade(ref, imgs, faces, bgs, params, **kw)
         result["comparison"] = ev.compare(result["cascade"], result["reference"], 0.5)
@@ -318,9 +351,12 @@ def run_eval(args) -> int:
 
 
 def _print_table(res: dict, f) -> None:
-    print(f"{res['images']} images, {res['cascade']['faces']} faces "
-          f"(split {res['split']}); backgrounds: {res['backgrounds']['images']} images, "
-          f"{res['backgrounds']['megapixels']} Mpx", file=f)  # fmt: skip
+    print(
+        f"{res['images']} images, {res['cascade']['faces']} faces "
+        f"(split {res['split']}); backgrounds: {res['backgrounds']['images']} images, "
+        f"{res['backgrounds']['megapixels']} Mpx",
+        file=f,
+    )
     for key in ("cascade", "reference"):
         r = res.get(key)
         if r is None:
@@ -329,13 +365,19 @@ def _print_table(res: dict, f) -> None:
         print(f"  {'threshold':>9} {'recall':>7} {'FP/img':>7} {'bgFP/Mpx':>9}", file=f)
         for row in r["table"]:
             bg = "-" if row["bg_fp_per_mp"] is None else f"{row['bg_fp_per_mp']:.3f}"
-            print(f"  {row['threshold']:9.2f} {row['recall']:7.4f} {row['fp_per_image']:7.3f} "
-                  f"{bg:>9}", file=f)  # fmt: skip
+            print(
+                f"  {row['threshold']:9.2f} {row['recall']:7.4f} {row['fp_per_image']:7.3f} "
+                f"{bg:>9}",
+                file=f,
+            )
         for o in r["at_fppi"]:
             thr = "-" if o["threshold"] is None else f"{o['threshold']:.3f}"
             bg = "-" if o["bg_fp_per_mp"] is None else f"{o['bg_fp_per_mp']:.3f}"
-            print(f"  at {o['fppi']:g} FP/img: recall {o['recall']:.4f} (threshold {thr}, "
-                  f"bg {bg} FP/Mpx)", file=f)  # fmt: skip
+            print(
+                f"  at {o['fppi']:g} FP/img: recall {o['recall']:.4f} (threshold {thr}, "
+                f"bg {bg} FP/Mpx)",
+                file=f,
+            )
         sp = r["speed"]
         extra = f", {sp['trees_per_window']:.2f} trees/window" if "trees_per_window" in sp else ""
         print(f"  speed: {sp['ms_per_image']} ms/image{extra}", file=f)

@@ -17,14 +17,20 @@ from pathlib import Path
 
 from edge_fer.cli.common import HelpFormatter
 
-NOTE_24 = ("2:4 sparsity: ONNX Runtime on a CPU runs the weights dense (no speed-up, none "
-           "expected); TensorRT uses the sparse tensor cores of Ampere GPUs (Jetson Orin): "
-           "`trtexec --onnx=pruned.onnx --sparsity=enable --fp16` (or --int8)")  # fmt: skip
-NOTE_UNSTRUCTURED = ("unstructured sparsity: the ONNX file stores the zeros densely (same MB, "
-                     "same latency); the gzip column shows the compressed size it buys")  # fmt: skip
-NOTE_TRT = ("target tensorrt: ONNX Runtime's CPU kernels run this Q/DQ layout in float with "
-            "extra Dequantize ops, so its CPU latency is not what TensorRT gives; use "
-            "--target cpu for INT8 speed on ONNX Runtime")  # fmt: skip
+NOTE_24 = (
+    "2:4 sparsity: ONNX Runtime on a CPU runs the weights dense (no speed-up, none "
+    "expected); TensorRT uses the sparse tensor cores of Ampere GPUs (Jetson Orin): "
+    "`trtexec --onnx=pruned.onnx --sparsity=enable --fp16` (or --int8)"
+)
+NOTE_UNSTRUCTURED = (
+    "unstructured sparsity: the ONNX file stores the zeros densely (same MB, "
+    "same latency); the gzip column shows the compressed size it buys"
+)
+NOTE_TRT = (
+    "target tensorrt: ONNX Runtime's CPU kernels run this Q/DQ layout in float with "
+    "extra Dequantize ops, so its CPU latency is not what TensorRT gives; use "
+    "--target cpu for INT8 speed on ONNX Runtime"
+)
 
 
 def _common(p, default_epochs: int, default_lr: float) -> None:
@@ -173,8 +179,9 @@ def _imports():
 
         import edge_fer.compress  # noqa: F401
     except ImportError as exc:
-        raise UserError(f"compression needs the train extra: pip install 'edge-fer[train]' "
-                        f"({exc})") from None  # fmt: skip
+        raise UserError(
+            f"compression needs the train extra: pip install 'edge-fer[train]' ({exc})"
+        ) from None
 
 
 def _prepare(args, fcfg):
@@ -214,17 +221,30 @@ def _compare(args, src, rows, out: Path, title: str, extra: dict, notes: list[st
     eval_tta = src.eval_tta if args.eval_tta == "auto" else args.eval_tta
     extra_tta = (eval_tta,) if eval_tta != "none" else ()
     print("measuring ...", file=sys.stderr, flush=True)
-    comp = compare_models(rows, args.data, split=args.eval_split, threads=args.bench_threads,
-                          eval_limit=args.eval_limit, progress=not args.no_progress,
-                          rounds=args.bench_rounds, tta="none", extra_tta=extra_tta)  # fmt: skip
+    comp = compare_models(
+        rows,
+        args.data,
+        split=args.eval_split,
+        threads=args.bench_threads,
+        eval_limit=args.eval_limit,
+        progress=not args.no_progress,
+        rounds=args.bench_rounds,
+        tta="none",
+        extra_tta=extra_tta,
+    )
     base = comp["rows"][0]
     deltas = []
     for r in comp["rows"][1:]:
-        d = {"model": r["model"], "accuracy_delta": r["accuracy"] - base["accuracy"],
-             "speedup_b1": base.get("ms_b1", 0) / r["ms_b1"] if r.get("ms_b1") else None,
-             "speedup_b32": base.get("ms_b32", 0) / r["ms_b32"] if r.get("ms_b32") else None,
-             "macs_reduction": (1 - r["macs"] / base["macs"]) if r.get("macs") and base.get("macs")
-             else None, "size_ratio": r["mb"] / base["mb"]}  # fmt: skip
+        d = {
+            "model": r["model"],
+            "accuracy_delta": r["accuracy"] - base["accuracy"],
+            "speedup_b1": base.get("ms_b1", 0) / r["ms_b1"] if r.get("ms_b1") else None,
+            "speedup_b32": base.get("ms_b32", 0) / r["ms_b32"] if r.get("ms_b32") else None,
+            "macs_reduction": (1 - r["macs"] / base["macs"])
+            if r.get("macs") and base.get("macs")
+            else None,
+            "size_ratio": r["mb"] / base["mb"],
+        }
         deltas.append(d)
     comp["deltas"] = deltas
     md, js = write_report(out, comp, title, extra={**extra, "deltas": deltas}, notes=notes)

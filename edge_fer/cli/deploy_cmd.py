@@ -11,6 +11,7 @@ unknown target or a precision the target cannot run: one line, exit 2, nothing w
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from typing import Any
@@ -50,14 +51,23 @@ def register(sub: Any) -> None:
     )
     _common(ds)
     ds.add_argument("--target", metavar="T", help=_target_help())
-    ds.add_argument("--precision", choices=("fp16", "int8", "fp32"), default="fp16",
-                    help="nvinfer network-mode (default fp16)")  # fmt: skip
-    ds.add_argument("--calib-cache", metavar="FILE",
-                    help="int8 from an FP32 model: its TensorRT calibration cache (default for "
-                    "the bundled model: its cache built in)")  # fmt: skip
-    ds.add_argument("--trt-version", metavar="X.Y.Z",
-                    help="TensorRT that reads the cache (default: the target's newest JetPack's, "
-                    "else 10.3.0)")  # fmt: skip
+    ds.add_argument(
+        "--precision",
+        choices=("fp16", "int8", "fp32"),
+        default="fp16",
+        help="nvinfer network-mode (default fp16)",
+    )
+    ds.add_argument(
+        "--calib-cache",
+        metavar="FILE",
+        help="int8 from an FP32 model: its TensorRT calibration cache (default for "
+        "the bundled model: its cache built in)",
+    )
+    ds.add_argument(
+        "--trt-version",
+        metavar="X.Y.Z",
+        help="TensorRT that reads the cache (default: the target's newest JetPack's, else 10.3.0)",
+    )
     ds.add_argument(
         "--source",
         default="csi://0",
@@ -68,8 +78,12 @@ def register(sub: Any) -> None:
     ds.add_argument("--fps", type=int, default=30, help="camera frame rate")
     ds.add_argument("--sink", choices=("display", "none"), default="display")
     ds.add_argument("--batch-size", type=int, default=16, help="faces per secondary batch")
-    ds.add_argument("--threshold", type=float, default=0.0,
-                    help="classifier-threshold: label only above this probability")  # fmt: skip
+    ds.add_argument(
+        "--threshold",
+        type=float,
+        default=0.0,
+        help="classifier-threshold: label only above this probability",
+    )
     ds.add_argument(
         "--min-face",
         type=int,
@@ -77,11 +91,16 @@ def register(sub: Any) -> None:
         metavar="PX",
         help="input-object-min-width/height: smaller faces are not classified",
     )
-    ds.add_argument("--face-class-id", type=int, default=0,
-                    help="class id of faces in the detector's output")  # fmt: skip
-    ds.add_argument("--reinfer-interval", type=int, default=5, metavar="FRAMES",
-                    help="secondary-reinfer-interval: classify a tracked face again every N "
-                    "frames")  # fmt: skip
+    ds.add_argument(
+        "--face-class-id", type=int, default=0, help="class id of faces in the detector's output"
+    )
+    ds.add_argument(
+        "--reinfer-interval",
+        type=int,
+        default=5,
+        metavar="FRAMES",
+        help="secondary-reinfer-interval: classify a tracked face again every N frames",
+    )
     ds.add_argument("--gpu-id", type=int, default=0)
     ds.set_defaults(func=run_deepstream)
 
@@ -120,31 +139,24 @@ def register(sub: Any) -> None:
 def _report(args: argparse.Namespace, result: dict) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
-    print(f"edge-fer deploy {args.deploy_kind}: wrote {len(result['files'])} files to "
-          f"{result['out']}", file=sys.stderr)  # fmt: skip
+    print(
+        f"edge-fer deploy {args.deploy_kind}: wrote {len(result['files'])} files to "
+        f"{result['out']}",
+        file=sys.stderr,
+    )
     return 0
+
+
+def _options(cls, args: argparse.Namespace, **given):
+    """An options dataclass from the flags named as its fields, and `given` for the others."""
+    names = [f.name for f in dataclasses.fields(cls)]
+    return cls(**{k: given[k] if k in given else getattr(args, k) for k in names})
 
 
 def run_deepstream(args: argparse.Namespace) -> int:
     from edge_fer.deploy.deepstream import DeepStreamOptions, generate
 
-    o = DeepStreamOptions(
-        target=args.target,
-        precision=args.precision,
-        calib_cache=args.calib_cache,
-        trt_version=args.trt_version,
-        batch_size=args.batch_size,
-        threshold=args.threshold,
-        min_face=args.min_face,
-        face_class_id=args.face_class_id,
-        reinfer_interval=args.reinfer_interval,
-        source=args.source,
-        width=args.width,
-        height=args.height,
-        fps=args.fps,
-        sink=args.sink,
-        gpu_id=args.gpu_id,
-    )
+    o = _options(DeepStreamOptions, args)
     return _report(args, generate(args.out, args.model, o, force=args.force))
 
 
@@ -152,15 +164,5 @@ def run_triton(args: argparse.Namespace) -> int:
     from edge_fer.deploy.triton import TritonOptions, generate
 
     platforms = ("onnxruntime", "tensorrt") if args.platform == "both" else (args.platform,)
-    o = TritonOptions(
-        name=args.name,
-        platforms=platforms,
-        max_batch=args.max_batch,
-        queue_delay_us=args.queue_delay_us,
-        instances=args.instances,
-        kind=args.instance_kind,
-        target=args.target,
-        precision=args.precision,
-        calib_cache=args.calib_cache,
-    )
+    o = _options(TritonOptions, args, platforms=platforms, kind=args.instance_kind)
     return _report(args, generate(args.out, args.model, o, force=args.force))

@@ -59,6 +59,11 @@ def run(args: argparse.Namespace) -> int:
     # settings fill what the options leave unset
     pick = DetectorPicker(args.cascade, DETECTOR.parse(args), threads=args.threads)
     draw_dir = _draw_target(args.draw, len(paths))
+    from edge_fer.detect.scan import first_run_notice
+
+    notice = first_run_notice()
+    if notice:  # else seconds of silence on the first run after an install
+        print(f"edge-fer detect: {notice}", file=sys.stderr, flush=True)
     truncated = False
     for path in paths:
         if _is_video(path):

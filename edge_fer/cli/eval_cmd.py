@@ -18,8 +18,9 @@ SPLIT_CHOICES = ("train", "public-test", "private-test", "test", "all")
 
 
 def _model_args(p) -> None:
-    p.add_argument("--model", default=None,
-                   help="exported .onnx model (default: the bundled model)")  # fmt: skip
+    p.add_argument(
+        "--model", default=None, help="exported .onnx model (default: the bundled model)"
+    )
     p.add_argument(
         "--backend",
         default="onnxruntime",
@@ -41,36 +42,49 @@ def _model_args(p) -> None:
 
 def register(sub) -> None:
     fmt = HelpFormatter
-    # fmt: off
-    p = sub.add_parser("eval", help="evaluate a model on a labelled dataset",
-                       description="Accuracy, top-2 accuracy, macro-F1, per-class metrics, "
-                       "confusion matrix and latency of an exported model on a dataset: "
-                       "fer2013.csv, FER2013 image folders (split by file-name prefix), one folder "
-                       "per class, or JAFFE file names.",
-                       epilog="Labels: by default every dataset class must exist in the model's "
-                       "vocabulary. --label-set/--classes evaluate in another vocabulary instead: "
-                       "dataset classes and model outputs are mapped onto it "
-                       "(edge_fer.labels.mapping; model probabilities of classes that merge are "
-                       "summed), dataset samples with no counterpart are dropped and counted, "
-                       "model classes with no counterpart lose their probability mass.",
-                       formatter_class=fmt)
+    p = sub.add_parser(
+        "eval",
+        help="evaluate a model on a labelled dataset",
+        description="Accuracy, top-2 accuracy, macro-F1, per-class metrics, "
+        "confusion matrix and latency of an exported model on a dataset: "
+        "fer2013.csv, FER2013 image folders (split by file-name prefix), one folder "
+        "per class, or JAFFE file names.",
+        epilog="Labels: by default every dataset class must exist in the model's "
+        "vocabulary. --label-set/--classes evaluate in another vocabulary instead: "
+        "dataset classes and model outputs are mapped onto it "
+        "(edge_fer.labels.mapping; model probabilities of classes that merge are "
+        "summed), dataset samples with no counterpart are dropped and counted, "
+        "model classes with no counterpart lose their probability mass.",
+        formatter_class=fmt,
+    )
     p.add_argument("--data", required=True, help="dataset folder or fer2013.csv")
-    p.add_argument("--split", default=None, choices=SPLIT_CHOICES,
-                   help="FER2013 split (test = public + private); other layouts evaluate all "
-                   "their images [default: private-test]")
+    p.add_argument(
+        "--split",
+        default=None,
+        choices=SPLIT_CHOICES,
+        help="FER2013 split (test = public + private); other layouts evaluate all "
+        "their images [default: private-test]",
+    )
     _model_args(p)
-    p.add_argument("--json", dest="json_out", default=None, metavar="OUT",
-                   help="write the full report as JSON here ('-': stdout)")
-    # fmt: on
+    p.add_argument(
+        "--json",
+        dest="json_out",
+        default=None,
+        metavar="OUT",
+        help="write the full report as JSON here ('-': stdout)",
+    )
     p.add_argument(
         "--png",
         default=None,
         help="confusion-matrix image [default: OUT with .png when --json is a file]",
     )
     voc = p.add_mutually_exclusive_group()
-    voc.add_argument("--label-set", default=None,
-                     help="evaluate in this named vocabulary: fer2013, affectnet8, multipie6, "
-                     "grouped6, grouped3")  # fmt: skip
+    voc.add_argument(
+        "--label-set",
+        default=None,
+        help="evaluate in this named vocabulary: fer2013, affectnet8, multipie6, "
+        "grouped6, grouped3",
+    )
     voc.add_argument(
         "--classes", default=None, help="evaluate in this vocabulary, comma-separated class names"
     )
@@ -79,9 +93,12 @@ def register(sub) -> None:
         action="store_true",
         help="skip (and count) unreadable images, malformed rows, unknown classes",
     )
-    p.add_argument("--layout", default=None,
-                   choices=("fer2013-csv", "fer2013-folder", "class-folders", "jaffe"),
-                   help="dataset layout [default: detected]")  # fmt: skip
+    p.add_argument(
+        "--layout",
+        default=None,
+        choices=("fer2013-csv", "fer2013-folder", "class-folders", "jaffe"),
+        help="dataset layout [default: detected]",
+    )
     p.add_argument(
         "--latency-samples",
         type=int,
@@ -92,14 +109,16 @@ def register(sub) -> None:
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run_eval)
 
-    # fmt: off
-    c = sub.add_parser("classify", help="classify already-cropped face images",
-                       description="Print the expression of each face image (an already-cropped "
-                       "face; folders are expanded to the images inside).",
-                       epilog="An image that cannot be read gets an error line on stderr naming "
-                       "it; the others are still classified and printed, and the exit code is then "
-                       "2.", formatter_class=fmt)
-    # fmt: on
+    c = sub.add_parser(
+        "classify",
+        help="classify already-cropped face images",
+        description="Print the expression of each face image (an already-cropped "
+        "face; folders are expanded to the images inside).",
+        epilog="An image that cannot be read gets an error line on stderr naming "
+        "it; the others are still classified and printed, and the exit code is then "
+        "2.",
+        formatter_class=fmt,
+    )
     c.add_argument("images", nargs="+", metavar="FACE_IMAGE")
     _model_args(c)
     c.add_argument(
@@ -162,13 +181,22 @@ def eval_dataset(
         split = split or "private-test"
     else:
         if split not in (None, "all"):
-            print(f"note: a {layout} dataset has no {split} split; evaluating all its images",
-                  file=sys.stderr)  # fmt: skip
+            print(
+                f"note: a {layout} dataset has no {split} split; evaluating all its images",
+                file=sys.stderr,
+            )
         split = "all"
-    faces = load_dataset(path, split, size=clf.input_size, layout=layout, skip_bad=skip_bad,
-                         cache=cache)  # fmt: skip
-    rep = evaluate(clf, faces, target=target, batch_size=batch_size,
-                   latency_samples=latency_samples, progress=progress)  # fmt: skip
+    faces = load_dataset(
+        path, split, size=clf.input_size, layout=layout, skip_bad=skip_bad, cache=cache
+    )
+    rep = evaluate(
+        clf,
+        faces,
+        target=target,
+        batch_size=batch_size,
+        latency_samples=latency_samples,
+        progress=progress,
+    )
     info = clf.info()
     info.pop("provenance", None)
     head = {
@@ -207,8 +235,11 @@ def _check_outputs(args, png: str | None) -> None:
     outputs = [("--json", args.json_out if args.json_out != "-" else None), ("--png", png)]
     inputs = [("--data", args.data)]
     try:
-        inputs.append(("--model", args.model) if args.model else
-                      ("the bundled model", str(default_model_path())))  # fmt: skip
+        inputs.append(
+            ("--model", args.model)
+            if args.model
+            else ("the bundled model", str(default_model_path()))
+        )
     except UserError:
         pass
     check_collisions(outputs, inputs)
@@ -218,8 +249,10 @@ def _check_outputs(args, png: str | None) -> None:
         for name, out in outputs:
             real = os.path.realpath(out) if out else ""
             if real.startswith(root + os.sep) and Path(real).suffix.lower() in IMAGE_EXTS:
-                raise UserError(f"{name} {out} is inside --data {args.data} and named like an "
-                                "image: an output must not overwrite the dataset")  # fmt: skip
+                raise UserError(
+                    f"{name} {out} is inside --data {args.data} and named like an "
+                    "image: an output must not overwrite the dataset"
+                )
 
 
 def run_eval(args) -> int:
@@ -234,9 +267,17 @@ def run_eval(args) -> int:
     clf = load_classifier(args)
     try:
         rep = eval_dataset(
-            clf, args.data, args.split, args.layout, args.skip_bad, target, args.batch_size,
-            args.latency_samples, cache=not args.no_cache, progress=not args.no_progress,
-        )  # fmt: skip
+            clf,
+            args.data,
+            args.split,
+            args.layout,
+            args.skip_bad,
+            target,
+            args.batch_size,
+            args.latency_samples,
+            cache=not args.no_cache,
+            progress=not args.no_progress,
+        )
     finally:
         clf.close()
     if png:
@@ -383,13 +424,17 @@ def run_models(args) -> int:
     if args.json:
         print(json.dumps({"zoo": rows, "bundled": bundled}, indent=2))
         return 0
-    print(f"{'arch':<14} {'params':>10} {'MMACs':>9}  about  (input 1x{args.input_size}x"
-          f"{args.input_size}, {args.num_classes} classes)")  # fmt: skip
+    print(
+        f"{'arch':<14} {'params':>10} {'MMACs':>9}  about  (input 1x{args.input_size}x"
+        f"{args.input_size}, {args.num_classes} classes)"
+    )
     for r in rows:
         print(f"{r['arch']:<14} {r['params']:>10,} {r['macs'] / 1e6:>9.1f}  {r['about']}")
     if bundled:
-        print(f"\nbundled default model: {bundled['path']} ({bundled.get('arch', '?')}, "
-              f"{len(bundled['classes'])} classes)")  # fmt: skip
+        print(
+            f"\nbundled default model: {bundled['path']} ({bundled.get('arch', '?')}, "
+            f"{len(bundled['classes'])} classes)"
+        )
     else:
         print("\nno bundled default model in this install")
     return 0

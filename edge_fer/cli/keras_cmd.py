@@ -25,30 +25,42 @@ EPILOG = (
 
 
 def _common(p, data_required: bool) -> None:
-    p.add_argument("model", metavar="MODEL", help="Keras model: .h5/.hdf5, .keras or a "
-                   "SavedModel folder")  # fmt: skip
+    p.add_argument(
+        "model", metavar="MODEL", help="Keras model: .h5/.hdf5, .keras or a SavedModel folder"
+    )
     p.add_argument("--out", required=True, help="output model file (.onnx)")
-    # fmt: off
-    p.add_argument("--trust-model-code", action="store_true",
-                   help="load a model that holds code: Lambda layers (Python bytecode that loading "
-                   "runs), custom layer classes, SavedModel folders. Model files from others are "
-                   "code: use this only for a file whose source you trust [default: such models "
-                   "are refused]")
-    # fmt: on
+    p.add_argument(
+        "--trust-model-code",
+        action="store_true",
+        help="load a model that holds code: Lambda layers (Python bytecode that loading "
+        "runs), custom layer classes, SavedModel folders. Model files from others are "
+        "code: use this only for a file whose source you trust [default: such models "
+        "are refused]",
+    )
     if data_required:
-        p.add_argument("--data", required=True,
-                       help="labelled faces for fine-tuning: FER2013 folders or csv (its "
-                       "Training split) or one folder per class; its validation split (or a "
-                       "sample of it) also serves the parity check")  # fmt: skip
+        p.add_argument(
+            "--data",
+            required=True,
+            help="labelled faces for fine-tuning: FER2013 folders or csv (its "
+            "Training split) or one folder per class; its validation split (or a "
+            "sample of it) also serves the parity check",
+        )
     g = p.add_argument_group("model description (the preprocessing stored in the ONNX)")
-    g.add_argument("--input-size", type=int, default=None,
-                   help="input side in pixels [default: the model's]")  # fmt: skip
-    g.add_argument("--scale", default="-1,1",
-                   help="LO,HI: pixel values the model wants (-1,1: x/127.5-1, as the "
-                   "mini-Xception; 0,1: x/255)")  # fmt: skip
-    g.add_argument("--classes", default=None,
-                   help="class names in output order: a label set (fer2013, affectnet8, ...) "
-                   "or comma-separated names [default: fer2013 for 7 outputs]")  # fmt: skip
+    g.add_argument(
+        "--input-size", type=int, default=None, help="input side in pixels [default: the model's]"
+    )
+    g.add_argument(
+        "--scale",
+        default="-1,1",
+        help="LO,HI: pixel values the model wants (-1,1: x/127.5-1, as the "
+        "mini-Xception; 0,1: x/255)",
+    )
+    g.add_argument(
+        "--classes",
+        default=None,
+        help="class names in output order: a label set (fer2013, affectnet8, ...) "
+        "or comma-separated names [default: fer2013 for 7 outputs]",
+    )
     # fmt: off
     g.add_argument("--crop-margin", type=float, default=0.1,
                    help="border the runtime adds around a detected face, fraction of its size")
@@ -63,13 +75,15 @@ def _common(p, data_required: bool) -> None:
                    help="skip the Keras vs ONNX Runtime parity check")
     # fmt: on
     if not data_required:
-        c.add_argument("--check-data", default=None,
-                       help="dataset whose faces the parity check uses (its validation split) "
-                       "[default: random images, with a warning]")  # fmt: skip
-    # fmt: off
-    c.add_argument("--threads", type=int, default=0,
-                   help="TensorFlow threads (0: TensorFlow's default)")
-    # fmt: on
+        c.add_argument(
+            "--check-data",
+            default=None,
+            help="dataset whose faces the parity check uses (its validation split) "
+            "[default: random images, with a warning]",
+        )
+    c.add_argument(
+        "--threads", type=int, default=0, help="TensorFlow threads (0: TensorFlow's default)"
+    )
 
 
 def _training(p, lr: float) -> None:
@@ -155,8 +169,14 @@ def _load(args):
     sniff_keras(Path(args.model))  # a wrong file is reported before TensorFlow loads
     _tf.set_threads(args.threads)
     model = load_keras(args.model, trust_code=args.trust_model_code)
-    spec = keras_spec(model, classes=args.classes, scale=scale, input_size=args.input_size,
-                      crop_margin=args.crop_margin, clahe=args.clahe)  # fmt: skip
+    spec = keras_spec(
+        model,
+        classes=args.classes,
+        scale=scale,
+        input_size=args.input_size,
+        crop_margin=args.crop_margin,
+        clahe=args.clahe,
+    )
     return model, spec
 
 
@@ -164,10 +184,18 @@ def _convert(args, model, spec, check_data, compression=None, stats_model=None) 
     from edge_fer.keras_import.convert import keras_to_onnx
 
     return keras_to_onnx(
-        model, args.out, spec, source=args.model, name=args.name, opset=args.opset,
-        add_softmax=args.add_softmax, check=not args.no_check, check_data=check_data,
-        compression=compression, stats_model=stats_model,
-    )  # fmt: skip
+        model,
+        args.out,
+        spec,
+        source=args.model,
+        name=args.name,
+        opset=args.opset,
+        add_softmax=args.add_softmax,
+        check=not args.no_check,
+        check_data=check_data,
+        compression=compression,
+        stats_model=stats_model,
+    )
 
 
 def _print(report: dict, what: str) -> None:
@@ -178,9 +206,11 @@ def _print(report: dict, what: str) -> None:
         if "parity_max_abs_diff" in report
         else ", parity not checked"
     )
-    print(f"{what} {report['arch']} ({report['params']:,} params, "
-          f"{report['macs'] / 1e6:.1f} MMACs) -> {report['out']}{check}",
-          file=sys.stderr)  # fmt: skip
+    print(
+        f"{what} {report['arch']} ({report['params']:,} params, "
+        f"{report['macs'] / 1e6:.1f} MMACs) -> {report['out']}{check}",
+        file=sys.stderr,
+    )
 
 
 def _save_keras(model, path: str | None) -> None:

@@ -55,8 +55,11 @@ def build_parser() -> argparse.ArgumentParser:
 def _command_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentParser | None:
     """The parser of the sub-command that ran: the one whose defaults hold `args.func` (nested
     sub-commands included), else the top sub-command's."""
-    stack = [a.choices.get(args.command) for a in parser._actions
-             if isinstance(a, argparse._SubParsersAction)]  # fmt: skip
+    stack = [
+        a.choices.get(args.command)
+        for a in parser._actions
+        if isinstance(a, argparse._SubParsersAction)
+    ]
     top = stack[0] if stack else None
     while stack:
         p = stack.pop()
@@ -64,8 +67,12 @@ def _command_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentP
             continue
         if p._defaults.get("func") is args.func:
             return p
-        stack += [c for a in p._actions if isinstance(a, argparse._SubParsersAction)
-                  for c in a.choices.values()]  # fmt: skip
+        stack += [
+            c
+            for a in p._actions
+            if isinstance(a, argparse._SubParsersAction)
+            for c in a.choices.values()
+        ]
     return top
 
 

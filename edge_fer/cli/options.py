@@ -98,7 +98,7 @@ _DETECTOR: list[tuple[str, str, dict[str, Any]]] = [
         "memory); higher = fewer false positives (default: the cascade's recommended threshold "
         "from its .json settings, else 5.0)"}),
     ("memory", "--memory", {
-        "type": int, "metavar": "N",
+        "type": int, "default": None, "metavar": "N",
         "help": "videos and streams: pool the detections of the last N frames before grouping "
         "them; --threshold applies to the pooled score (default %(memory)s)"}),
     ("upscale_to", "--upscale-to", {
@@ -126,14 +126,15 @@ _UPSCALE = ("upscale_to", "upscale_interpolation")
 class DetectorArgs(ArgGroup):
     """The face detector: cascade, sizes, angles, grouping, threshold, memory, verifier.
 
-    memory: this command's default --memory. upscale: the command upscales small frames for
+    memory: this command's default --memory; None: the library decides (5 frames, 1 for
+    photos: `edge_fer.detect.config.resolve`). upscale: the command upscales small frames for
     detection (--upscale-to, --upscale-interpolation). only: the dests this command takes
     (default: all that apply).
     """
 
     title = "detector"
 
-    def __init__(self, memory: int = 5, upscale: bool = True,
+    def __init__(self, memory: int | None = None, upscale: bool = True,
                  only: Sequence[str] | None = None, title: str | None = None) -> None:  # fmt: skip
         self.memory = memory
         self.upscale = upscale
@@ -147,11 +148,14 @@ class DetectorArgs(ArgGroup):
 
     def _add(self, g) -> None:
         scale = "; 1.05 on frames upscaled for detection, see --upscale-to" if self.upscale else ""
+        # None: config.MEMORY (not imported here: it would load the detector for --help)
+        memory = str(self.memory) if self.memory is not None else (
+            "5; 1 for photos, which then get the cascade's single-image threshold")  # fmt: skip
         for dest, flag, kw in _DETECTOR:
             if dest not in self.dests:
                 continue
             kw = dict(kw)
-            kw["help"] = kw["help"].replace("%(memory)s", str(self.memory)).replace(
+            kw["help"] = kw["help"].replace("%(memory)s", memory).replace(
                 "%(scale)s", scale)  # fmt: skip
             if dest == "memory":
                 kw["default"] = self.memory
@@ -209,6 +213,12 @@ class TrackerArgs(ArgGroup):
         g.add_argument("--smoothing", type=float, default=0.3, metavar="ALPHA",
                        help="weight of the newest frame in the per-track moving average "
                        "(1 = none; default 0.3)")
+        # default None: RunOptions.scene_cut (runtime/scenecut.py's SCENE_CUT_THRESHOLD)
+        g.add_argument("--scene-cut", type=float, default=None, metavar="T",
+                       help="end every track at a hard scene cut, so a face after it gets a new "
+                       "id and no label carries over: T is the difference between consecutive "
+                       "frames above which they are two scenes (two unrelated pictures score "
+                       "about 1; lower finds more cuts); 0: off (default 0.45)")
         # fmt: on
 
     def parse(self, args: argparse.Namespace):
@@ -218,7 +228,10 @@ class TrackerArgs(ArgGroup):
                               hold=args.hold, min_score=args.min_track_score)  # fmt: skip
 
     def run_fields(self, args: argparse.Namespace) -> dict[str, Any]:
-        return {"tracker": self.parse(args), "smoothing": args.smoothing}
+        out = {"tracker": self.parse(args), "smoothing": args.smoothing}
+        if args.scene_cut is not None:
+            out["scene_cut"] = args.scene_cut
+        return out
 
 
 # ---- source ---------------------------------------------------------------------------------
@@ -329,6 +342,10 @@ class OutputArgs(ArgGroup):
         g.add_argument("--events", metavar="FILE.jsonl",
                        help="JSON Lines, one line per frame with faces")
         g.add_argument("--summary", metavar="FILE.json", help="write the summary as JSON")
+        g.add_argument("--summary-every", type=float, metavar="S",
+                       help="with --summary: rewrite the summary file every S seconds while the "
+                       "run goes on (\"running\": true), so a camera's summary is never older "
+                       "than S (default: written at the end only)")
         g.add_argument("--show", action="store_true",
                        help="show the annotated video in a window")
         g.add_argument("--preview-port", type=int, metavar="P",
@@ -339,5 +356,5 @@ class OutputArgs(ArgGroup):
 
     def run_fields(self, args: argparse.Namespace) -> dict[str, Any]:
         return {"out": args.out, "events": args.events, "summary": args.summary,
-                "show": args.show, "preview_port": args.preview_port,
-                "preview_host": args.preview_host}  # fmt: skip
+                "summary_every": args.summary_every, "show": args.show,
+                "preview_port": args.preview_port, "preview_host": args.preview_host}  # fmt: skip

@@ -12,7 +12,7 @@ from edge_fer.errors import UserError
 
 # the options of `run`, each group declared once in edge_fer.cli.options
 GROUPS = (options.OutputArgs(), options.SourceArgs(), options.ModelArgs(),
-          options.DetectorArgs(memory=5), options.TrackerArgs())  # fmt: skip
+          options.DetectorArgs(), options.TrackerArgs())  # fmt: skip
 
 
 def register(subparsers) -> None:

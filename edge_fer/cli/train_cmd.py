@@ -53,27 +53,15 @@ def run(args) -> int:
         kw = json.loads(args.arch_kwargs)
     except ValueError:
         raise UserError(f"--arch-kwargs is not JSON: {args.arch_kwargs!r}") from None
+    # the flags named as TrainConfig's fields
+    same = ["arch", "data", "out", "batch_size", "lr", "weight_decay", "label_smoothing"]
+    same += ["class_weights", "balanced_sampling", "clahe", "channels", "input_size", "patience"]
+    same += ["seed", "device", "threads", "max_batches"]
     cfg = TrainConfig(
-        arch=args.arch,
-        data=args.data,
-        out=args.out,
+        **{k: getattr(args, k) for k in same},
         epochs=args.epochs or 40,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        weight_decay=args.weight_decay,
-        label_smoothing=args.label_smoothing,
-        class_weights=args.class_weights,
-        balanced_sampling=args.balanced_sampling,
         augment=not args.no_augment,
-        clahe=args.clahe,
-        channels=args.channels,
-        input_size=args.input_size,
-        patience=args.patience,
-        seed=args.seed,
-        device=args.device,
-        threads=args.threads,
         arch_kwargs=kw,
-        max_batches=args.max_batches,
     )
     result = train(cfg, resume=args.resume, epochs_override=args.epochs)
     print(json.dumps(result))

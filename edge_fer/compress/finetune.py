@@ -10,7 +10,6 @@ epoch's weights kept. Masks (2:4, unstructured) are re-applied after every optim
 from __future__ import annotations
 
 import copy
-import math
 import sys
 import time
 from collections.abc import Callable
@@ -24,7 +23,17 @@ from edge_fer.errors import UserError
 from edge_fer.metrics import classification_report
 from edge_fer.preprocess import PreprocessSpec, apply_clahe
 from edge_fer.train.augment import AugmentConfig, augment
-from edge_fer.train.trainer import TrainConfig, load_splits, lr_at, normalise, pick_device, predict
+from edge_fer.train.trainer import (
+    TrainConfig,
+    load_splits,
+    lr_at,
+    normalise,
+    pick_device,
+    predict,
+    progress,
+    schedule,
+    sgd,
+)
 
 
 @dataclass
@@ -168,32 +177,12 @@ def finetune(
             "epochs": 0,
             "seconds": time.time() - t_start,
         }
-    decay, no_decay = [], []
-    for p in model.parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.SGD(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0},
-        ],
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=True,
-    )
+    opt = sgd(model, cfg)
     n = len(data.train_x)
-    steps_per_epoch = math.ceil(n / cfg.batch_size)
-    if cfg.max_batches:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_batches)
-    total = steps_per_epoch * cfg.epochs
-    warmup = int(steps_per_epoch * cfg.warmup_epochs)
+    steps_per_epoch, total, warmup = schedule(n, cfg)
     aug = AugmentConfig(enabled=cfg.augment)
     x_all = torch.from_numpy(data.train_x)
     y_all = torch.from_numpy(data.train_y)
-    try:
-        from tqdm import tqdm
-    except ImportError:  # progress bars are a nicety
-        tqdm = None
     if cfg.distill > 0 and teacher is not None:
         teacher = teacher.to(device, memory_format=torch.channels_last).eval()
         for p in teacher.parameters():
@@ -208,15 +197,7 @@ def finetune(
         model.train()
         set_frozen_bn(model, frozen_bn)
         tot_loss, tot_ok, seen = 0.0, 0, 0
-        bar = range(steps_per_epoch)
-        if tqdm is not None:
-            bar = tqdm(
-                bar,
-                desc=f"{desc} {epoch + 1}/{cfg.epochs}",
-                leave=False,
-                file=sys.stderr,
-                disable=not sys.stderr.isatty(),
-            )
+        bar = progress(steps_per_epoch, f"{desc} {epoch + 1}/{cfg.epochs}")
         lr = cfg.lr
         for b in bar:
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
@@ -246,7 +227,7 @@ def finetune(
             tot_loss += float(loss.detach()) * len(y)
             tot_ok += int((logits.argmax(1) == y).sum())
             seen += len(y)
-            if tqdm is not None and hasattr(bar, "set_postfix") and b % 10 == 0:
+            if hasattr(bar, "set_postfix") and b % 10 == 0:
                 bar.set_postfix(loss=f"{tot_loss / max(seen, 1):.3f}")
         rep = evaluate_torch(model, data, device)
         improved = rep["accuracy"] > best["acc"]

@@ -33,8 +33,10 @@ The fine-tuned model is written as a checkpoint (`pruned.safetensors`, rebuildab
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import sys
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -44,7 +46,7 @@ from torch import nn
 
 from edge_fer.compress.arch import ARCH, base_arch, pruned_kwargs
 from edge_fer.compress.finetune import FinetuneConfig, FinetuneData, finetune, renormalize_bn
-from edge_fer.errors import UserError
+from edge_fer.errors import UserError, check_choice
 from edge_fer.models import model_info
 from edge_fer.train.augment import AugmentConfig  # noqa: F401  (documented reuse)
 from edge_fer.train.trainer import normalise
@@ -67,15 +69,8 @@ class PruneConfig:
     bn: str = "renormalize"  # models rebuilt from ONNX: renormalize or frozen batch norms
 
     def validate(self) -> None:
-        if self.method not in METHODS:
-            raise UserError(
-                f"{self.method!r} is unknown; choose {', '.join(METHODS)}", param="method"
-            )
-        if self.importance not in IMPORTANCES:
-            raise UserError(
-                f"{self.importance!r} is unknown; choose {', '.join(IMPORTANCES)}",
-                param="importance",
-            )
+        check_choice(self.method, METHODS, "method")
+        check_choice(self.importance, IMPORTANCES, "importance")
         if not 0 < self.target_macs_reduction <= MAX_REDUCTION:
             raise UserError(
                 f"must be in (0, {MAX_REDUCTION}] (a fraction of the MACs), "
@@ -90,8 +85,7 @@ class PruneConfig:
             raise UserError("must be >= 0", param="round_to")
         if self.taylor_batches < 1:
             raise UserError("must be at least 1", param="taylor_batches")
-        if self.bn not in BN_MODES:
-            raise UserError(f"{self.bn!r} is unknown; choose {', '.join(BN_MODES)}", param="bn")
+        check_choice(self.bn, BN_MODES, "bn")
 
 
 def _tp():
@@ -325,14 +319,9 @@ def _taylor_grads(model, data: FinetuneData, batches: int, batch_size: int, seed
 
 
 def prune_structured(
-    model,
-    data: FinetuneData,
-    pcfg: PruneConfig,
-    fcfg: FinetuneConfig,
-    frozen_bn: bool,
-    log: list,
-    teacher=None,
+    model, data: FinetuneData, pcfg: PruneConfig, fcfg: FinetuneConfig, tune: Callable
 ) -> dict:
+    """Structured pruning in `steps` rounds, each fine-tuned by `tune` (`finetune`'s keywords)."""
     spec = data.spec
     base = info_of(model, spec)
     ratio = ratio_for_target(model, spec, pcfg.target_macs_reduction, pcfg.steps, pcfg.round_to)
@@ -356,16 +345,7 @@ def prune_structured(
         pruner.step()
         model.zero_grad(set_to_none=True)
         inf = info_of(model, spec)
-        ft = finetune(
-            model,
-            data,
-            fcfg,
-            frozen_bn=frozen_bn,
-            desc=f"prune {k + 1}/{pcfg.steps}",
-            round_index=k,
-            log=log,
-            teacher=teacher,
-        )
+        ft = tune(model, desc=f"prune {k + 1}/{pcfg.steps}", round_index=k)
         rounds.append(
             {
                 "step": k + 1,
@@ -399,16 +379,9 @@ def prune_structured(
     }
 
 
-def prune_masked(
-    model,
-    data: FinetuneData,
-    pcfg: PruneConfig,
-    fcfg: FinetuneConfig,
-    frozen_bn: bool,
-    log: list,
-    teacher=None,
-) -> dict:
-    """2:4 (one shot, then fine-tuning) or unstructured (gradual, `steps` rounds)."""
+def prune_masked(model, data: FinetuneData, pcfg: PruneConfig, tune: Callable) -> dict:
+    """2:4 (one shot, then fine-tuning) or unstructured (gradual, `steps` rounds), fine-tuned
+    by `tune` (`finetune`'s keywords)."""
     rounds, masks, dense = [], None, []
     steps = 1 if pcfg.method == "2:4" else pcfg.steps
     for k in range(steps):
@@ -418,17 +391,8 @@ def prune_masked(
             masks, dense = nm_masks(model)
         else:
             masks = magnitude_masks(model, pcfg.sparsity * (k + 1) / steps)
-        ft = finetune(
-            model,
-            data,
-            fcfg,
-            frozen_bn=frozen_bn,
-            post_step=masks.apply,
-            desc=f"{pcfg.method} {k + 1}/{steps}",
-            round_index=k,
-            log=log,
-            teacher=teacher,
-        )
+        desc = f"{pcfg.method} {k + 1}/{steps}"
+        ft = tune(model, desc=desc, round_index=k, post_step=masks.apply)
         rounds.append(
             {
                 "step": k + 1,
@@ -502,10 +466,14 @@ def run_prune(
         )
     # the teacher: the source model as it is now (batch norms renormalized, nothing pruned)
     teacher = copy.deepcopy(model).eval() if fcfg.distill > 0 else None
+
+    # every round fine-tunes the same way: tune(model, desc=..., round_index=..., post_step=...)
+    same = {"frozen_bn": frozen, "log": log, "teacher": teacher}
+    tune = functools.partial(finetune, data=data, cfg=fcfg, **same)
     if pcfg.method == "structured":
-        res = prune_structured(model, data, pcfg, fcfg, frozen, log, teacher)
+        res = prune_structured(model, data, pcfg, fcfg, tune)
     else:
-        res = prune_masked(model, data, pcfg, fcfg, frozen, log, teacher)
+        res = prune_masked(model, data, pcfg, tune)
     res["bn"] = ("renormalized" if renormalized else "frozen") if src.bn_folded else "trained"
     model.cpu().eval()
     model = model.to(memory_format=torch.contiguous_format)

@@ -43,7 +43,7 @@ from torch import nn
 
 from edge_fer import fileio
 from edge_fer.compress.finetune import FinetuneConfig, FinetuneData, evaluate_torch, finetune
-from edge_fer.errors import UserError
+from edge_fer.errors import UserError, check_choice
 from edge_fer.models import model_info
 from edge_fer.preprocess import PreprocessSpec
 
@@ -64,23 +64,13 @@ class QatConfig:
     ranges: str = "learn"
 
     def validate(self) -> None:
-        if self.target not in TARGETS:
-            raise UserError(
-                f"{self.target!r} is unknown; choose {', '.join(TARGETS)}", param="target"
-            )
-        if self.calib_method not in CALIB_METHODS:
-            raise UserError(
-                f"{self.calib_method!r} is unknown; choose {', '.join(CALIB_METHODS)}",
-                param="calib_method",
-            )
+        check_choice(self.target, TARGETS, "target")
+        check_choice(self.calib_method, CALIB_METHODS, "calib_method")
         if not 50 < self.percentile <= 100:
             raise UserError("must be in (50, 100]", param="percentile")
         if self.calib_faces < 16:
             raise UserError("must be at least 16", param="calib_faces")
-        if self.ranges not in RANGES:
-            raise UserError(
-                f"{self.ranges!r} is unknown; choose {', '.join(RANGES)}", param="ranges"
-            )
+        check_choice(self.ranges, RANGES, "ranges")
 
 
 def fake_quant(x: torch.Tensor, scale, zero_point, qmin: int, qmax: int) -> torch.Tensor:
@@ -339,7 +329,14 @@ def export_qdq(
     check it against torch on `faces` (uint8), write through a temporary file."""
     import onnx
 
-    from edge_fer.export.onnx import _export, _opset_of, build_metadata, probs_module, stamp
+    from edge_fer.export.onnx import (
+        _export,
+        _opset_of,
+        build_metadata,
+        model_doc,
+        probs_module,
+        stamp,
+    )
 
     if opset < 13:
         raise UserError("must be >= 13 for a QDQ export", param="opset")
@@ -355,17 +352,10 @@ def export_qdq(
         _export(torch, net, torch.zeros(2, c, s, s), tmp, opset, "classic")
         proto = onnx.load(str(tmp))
         folded = fold_weight_quantizers(proto)
-        meta = build_metadata(state, spec, provenance_file, graph_tta)
+        meta = build_metadata(state, spec, provenance_file, graph_tta, eval_tta)
         meta[META_KEY] = fileio.dumps(state.get("quantization") or {}, indent=None)
-        if eval_tta != "none":
-            meta["edge_fer.tta_default"] = eval_tta
-        stamp(proto, meta)
-        proto.doc_string = (
-            f"edge-fer {meta['edge_fer.arch']} FER classifier, INT8 QDQ "
-            f"({(state.get('quantization') or {}).get('target', '?')}): input "
-            f"float32 (N,{c},{s},{s}); output softmax probs over "
-            f"{','.join(spec.classes)}"
-        )
+        target = (state.get("quantization") or {}).get("target", "?")
+        stamp(proto, meta, model_doc(meta, spec, kind=f", INT8 QDQ ({target})"))
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, str(tmp))
         x = spec.prepare(faces)

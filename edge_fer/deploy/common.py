@@ -10,7 +10,6 @@ file is written, so a failure leaves no partial config folder behind.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import shutil
@@ -21,7 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edge_fer.errors import UserError
-from edge_fer.fileio import first_line, os_error_reason, write_bytes, write_text
+from edge_fer.fileio import first_line, os_error_reason, sha256_file, write_bytes, write_text
 from edge_fer.preprocess import PreprocessSpec
 
 
@@ -51,14 +50,6 @@ def default_model() -> Path:
     from edge_fer.classify import default_model_path
 
     return default_model_path()
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _dim(d) -> int | None:
@@ -117,7 +108,7 @@ def read_model(path: str | os.PathLike[str] | None) -> ModelInfo:
         input_name=ins[0].name,
         output_name=outs[0].name,
         batch=_dim(ishape[0]),
-        sha256=_sha256(p),
+        sha256=sha256_file(p),
         quantized=_quant_layout(p, meta),
         metadata=meta,
     )

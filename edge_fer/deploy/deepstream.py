@@ -292,6 +292,13 @@ def app_config(info: ModelInfo, o: DeepStreamOptions) -> str:
     sink: list[tuple[str, Any]] = [("enable", 1)]
     sink.append(("# type: 1=FakeSink 2=EglSink (display) 3=File 4=RTSP", None))
     sink += [("type", 2 if o.sink == "display" else 1), ("sync", 0), ("gpu-id", o.gpu_id)]
+
+    def gie(uid: int, batch: int, config: str, *more: tuple[str, Any]) -> list[tuple[str, Any]]:
+        """An nvinfer group (primary or secondary GIE): the keys both have, in their order."""
+        head = [("enable", 1), ("gpu-id", o.gpu_id), ("gie-unique-id", uid)]
+        return [*head, *more, ("batch-size", batch), ("config-file", config)]
+
+    on_faces = [("operate-on-gie-id", PRIMARY_ID), ("operate-on-class-ids", o.face_class_id)]
     groups: list[tuple[str, list[tuple[str, Any]]]] = [
         ("application", [("enable-perf-measurement", 1), ("perf-measurement-interval-sec", 5)]),
         ("tiled-display", [("enable", 0)]),
@@ -308,16 +315,7 @@ def app_config(info: ModelInfo, o: DeepStreamOptions) -> str:
                 ("enable-padding", 0),
             ],
         ),
-        (
-            "primary-gie",
-            [
-                ("enable", 1),
-                ("gpu-id", o.gpu_id),
-                ("gie-unique-id", PRIMARY_ID),
-                ("batch-size", 1),
-                ("config-file", PRIMARY),
-            ],
-        ),
+        ("primary-gie", gie(PRIMARY_ID, 1, PRIMARY)),
         (
             "tracker",
             [
@@ -330,18 +328,7 @@ def app_config(info: ModelInfo, o: DeepStreamOptions) -> str:
                 ("display-tracking-id", 1),
             ],
         ),
-        (
-            "secondary-gie0",
-            [
-                ("enable", 1),
-                ("gpu-id", o.gpu_id),
-                ("gie-unique-id", SECONDARY_ID),
-                ("operate-on-gie-id", PRIMARY_ID),
-                ("operate-on-class-ids", o.face_class_id),
-                ("batch-size", o.batch_size),
-                ("config-file", SECONDARY),
-            ],
-        ),
+        ("secondary-gie0", gie(SECONDARY_ID, o.batch_size, SECONDARY, *on_faces)),
         (
             "osd",
             [

@@ -17,7 +17,7 @@ constant here. `resolve` is the only place that decides it:
 | grouping              | --grouping              | grouping                  | chain        |
 | cluster_iou           | --cluster-iou           | cluster_iou               | 0.3          |
 | threshold             | --threshold             | memory_threshold (memory > 1), threshold | 5.0 |
-| memory                | --memory                | -                         | 5 (detect: 1) |
+| memory                | --memory                | -                         | 5; 1 for stills (detect: 1) |
 | upscale_to            | --upscale-to            | upscale_to                | 240 (**)     |
 | upscale_interpolation | --upscale-interpolation | upscale_interpolation     | linear       |
 | verifier              | --verifier (none: off)  | verifier (in its folder)  | none         |
@@ -61,6 +61,9 @@ GROUPING = "chain"
 CLUSTER_IOU = 0.3
 # facefinder's customary threshold: the fallback for cascades without a settings file
 FALLBACK_THRESHOLD = 5.0
+# frames pooled on video; stills (unrelated photos) have one frame each: memory 1, so the
+# cascade's single-image `threshold` applies to them, as in `edge-fer detect`
+MEMORY = 5
 UPSCALE_TO = 240
 UPSCALE_INTERPOLATION = "linear"
 INTERPOLATIONS = ("nearest", "linear", "cubic")
@@ -84,7 +87,7 @@ class DetectorOptions:
     cluster_iou: float | None = None
     threshold: float | None = None  # on the score pooled over `memory` frames; None: the
     # cascade's recommendation (memory_threshold, or threshold for one frame)
-    memory: int = 5
+    memory: int | None = None  # None: MEMORY (5) frames, 1 for stills (photos)
     # frames whose shorter side is smaller are upscaled for detection; None: the cascade's
     # `upscale_to` setting, else 240
     upscale_to: int | None = None
@@ -329,11 +332,14 @@ def resolve(
     *,
     track_min_score: float | None = None,
     upscaling: bool = False,
+    stills: bool = False,
 ) -> ResolvedDetector:
     """The values to scan frames of `frame_shape` (rows, cols; 0: unknown) with, per the
     precedence of this module's table. `track_min_score`: the tracker's option. `upscaling`:
     the caller detects on an upscaled copy of frames under `upscale_to` (edge-fer run);
     without it nothing is upscaled (upscale_to 0) and frames keep the cascade's scale step.
+    `stills`: the frames are unrelated photos, each scanned on its own: memory 1 and the
+    cascade's single-image threshold unless the options set them.
     UserError for a verifier_min_prob outside [0, 1] when a verifier runs."""
     o, s = options, settings
     short = min(int(v or 0) for v in tuple(frame_shape)[:2]) if len(frame_shape) >= 2 else 0
@@ -350,7 +356,8 @@ def resolve(
         scale = LOWRES_SCALE_FACTOR
     else:
         scale = s.scale_factor or SCALE_FACTOR
-    pooled = o.memory > 1
+    memory = o.memory if o.memory is not None else (1 if stills else MEMORY)
+    pooled = memory > 1
     if o.threshold is not None:
         threshold = float(o.threshold)
     else:
@@ -393,7 +400,7 @@ def resolve(
         if o.cluster_iou is not None
         else (CLUSTER_IOU if s.cluster_iou is None else s.cluster_iou),
         threshold=threshold,
-        memory=o.memory,
+        memory=memory,
         upscale_to=up,
         upscale_interpolation=o.upscale_interpolation
         if o.upscale_interpolation != "auto"

@@ -137,6 +137,18 @@ def warmup() -> float:
         return _warm_seconds
 
 
+# what a scanner for a further angle copies (and is rebuilt on when one changes)
+_SCAN_SETTINGS = (
+    "min_size",
+    "max_size",
+    "scale_factor",
+    "stride_factor",
+    "min_pixels",
+    "threads",
+    "max_detections",
+)
+
+
 class Detector:
     """Scan grayscale frames with a pico cascade.
 
@@ -266,30 +278,10 @@ class Detector:
     def _other_angles(self) -> list[Detector]:
         """One scanner per further angle (a plan's offsets are built for one rotation), made
         again when a scan setting was changed after construction (the runner does)."""
-        key = (
-            self.min_size,
-            self.max_size,
-            self.scale_factor,
-            self.stride_factor,
-            self.min_pixels,
-            self.threads,
-            self.max_detections,
-        )
+        scan = {k: getattr(self, k) for k in _SCAN_SETTINGS}
+        key = tuple(scan.values())
         if key != self._others_key:
-            self._others = [
-                Detector(
-                    self.cascade,
-                    min_size=self.min_size,
-                    max_size=self.max_size,
-                    scale_factor=self.scale_factor,
-                    stride_factor=self.stride_factor,
-                    angle=a,
-                    max_detections=self.max_detections,
-                    threads=self.threads,
-                    min_pixels=self.min_pixels,
-                )
-                for a in self.angles[1:]
-            ]
+            self._others = [Detector(self.cascade, angle=a, **scan) for a in self.angles[1:]]
             self._others_key = key
         return self._others
 

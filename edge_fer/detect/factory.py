@@ -29,6 +29,8 @@ class DetectorPicker:
     upscaling: the caller detects on an upscaled copy of frames under `upscale_to` (edge-fer
     run), which also sets their scale factor; without it nothing is upscaled (edge-fer detect,
     calibration). track_min_score: the tracker's option (`TrackerOptions.min_score`).
+    stills: the frames are unrelated photos (one frame of memory and the cascade's
+    single-image threshold, unless the options say otherwise; see `config.resolve`).
     A bad option, cascade, settings file or verifier fails here, before any input is read.
     """
 
@@ -40,9 +42,11 @@ class DetectorPicker:
         *,
         upscaling: bool = False,
         track_min_score: float | None = None,
+        stills: bool = False,
     ) -> None:
         self.cascade, self.opts, self.threads = cascade, opts, threads
         self.upscaling, self.track_min_score = upscaling, track_min_score
+        self.stills = stills
         self._loaded: dict[Path, tuple[object, CascadeSettings]] = {}  # cascade, its settings
         self._verifiers: dict = {}  # (path, min_prob) -> Verifier, shared by the detectors
         self._built: dict[tuple, object] = {}  # _detector_key(settings) -> detector
@@ -67,6 +71,7 @@ class DetectorPicker:
                 tuple(shape)[:2],
                 upscaling=self.upscaling,
                 track_min_score=self.track_min_score,
+                stills=self.stills,
             )
             key = _detector_key(r)
             if key not in self._built:

@@ -286,3 +286,15 @@ def gather(
             res[n, 3] = out_score[b + i]
             n += 1
     return res
+
+
+def first_run_notice() -> str | None:
+    """A line to print before the detector's kernels compile for the first time after an
+    install (4-10 s on a 2-core CPU, silent otherwise), or None when they are cached."""
+    from edge_fer.cache import compiled_on_disk, kernel_cache_folder
+
+    if compiled_on_disk(scan_upright):
+        return None
+    where = kernel_cache_folder()
+    kept = f"; kept in {where} for next time" if where else ""
+    return f"compiling the detector's kernels (once after an install: a few seconds{kept})"

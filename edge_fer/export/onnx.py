@@ -97,7 +97,9 @@ def load_trained(ckpt_path: str | os.PathLike):
     return model, spec, state
 
 
-def build_metadata(state: dict, spec: PreprocessSpec, ckpt_path: Path, tta: str | None) -> dict:
+def build_metadata(
+    state: dict, spec: PreprocessSpec, ckpt_path: Path, tta: str | None, eval_tta: str = "none"
+) -> dict:
     cfg = dict(state.get("config") or {})
     for key in ("data", "out"):  # a folder name, never this machine's absolute path
         if isinstance(cfg.get(key), str):
@@ -133,16 +135,30 @@ def build_metadata(state: dict, spec: PreprocessSpec, ckpt_path: Path, tta: str 
             "edge_fer.version": __version__,
         }
     )
+    if eval_tta != "none":
+        meta["edge_fer.tta_default"] = eval_tta
     return meta
 
 
-def stamp(proto, meta: dict[str, str]) -> None:
-    """Give an exported ONNX model edge-fer's metadata (replacing what it had) and producer."""
+def stamp(proto, meta: dict[str, str], doc: str) -> None:
+    """Give an exported ONNX model edge-fer's metadata (replacing what it had), producer and
+    doc string."""
     del proto.metadata_props[:]
     for k, v in meta.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = k, v
     proto.producer_name, proto.producer_version = "edge-fer", __version__
+    proto.doc_string = doc
+
+
+def model_doc(meta: dict[str, str], spec: PreprocessSpec, kind: str = "", note: str = "") -> str:
+    """The doc string of an exported classifier: "edge-fer ARCH FER classifier{kind}: input
+    float32 (N,C,S,S){note}; output softmax probs over CLASSES"."""
+    c, s = spec.channels, spec.input_size
+    return (
+        f"edge-fer {meta['edge_fer.arch']} FER classifier{kind}: input float32 (N,{c},{s},{s})"
+        f"{note}; output softmax probs over {','.join(spec.classes)}"
+    )
 
 
 def sample_faces(data: str | os.PathLike, size: int, n: int = 64) -> tuple[np.ndarray, str]:
@@ -225,15 +241,8 @@ def export_checkpoint(
     try:
         used = _export(torch, net, dummy, tmp, int(opset), exporter)
         proto = onnx.load(str(tmp))
-        meta = build_metadata(state, spec, ckpt, tta)
-        if eval_tta != "none":
-            meta["edge_fer.tta_default"] = eval_tta
-        stamp(proto, meta)
-        proto.doc_string = (
-            f"edge-fer {meta['edge_fer.arch']} FER classifier: input float32 (N,{c},{s},{s}) "
-            f"prepared by edge_fer.preprocess; output softmax probs over "
-            f"{','.join(spec.classes)}"
-        )
+        meta = build_metadata(state, spec, ckpt, tta, eval_tta)
+        stamp(proto, meta, model_doc(meta, spec, note=" prepared by edge_fer.preprocess"))
         onnx.checker.check_model(proto, full_check=True)
         onnx.save(proto, str(tmp))
         report = {

@@ -29,8 +29,8 @@ import numpy as np
 
 from edge_fer import __version__
 from edge_fer import labels as L
-from edge_fer.errors import UserError
-from edge_fer.fileio import first_line, os_error_reason, sha256_file, write_bytes
+from edge_fer.errors import UserError, reported
+from edge_fer.fileio import first_line, os_error_reason, read_head, sha256_file, write_bytes
 from edge_fer.keras_import import _tf
 from edge_fer.preprocess import PreprocessSpec
 
@@ -54,19 +54,11 @@ SOURCE_ATTR = "_edge_fer_source"  # set on models returned by load_keras
 def sniff_keras(path: Path) -> str:
     """The kind of Keras file at `path`: "hdf5", "keras" (zip archive) or "savedmodel";
     UserError when it is missing or clearly something else."""
-    if not path.exists():
-        raise UserError(f"{path}: no such Keras model file")
     if path.is_dir():
         if (path / "saved_model.pb").is_file():
             return "savedmodel"
         raise UserError(f"{path}: is a folder, not a Keras model (no saved_model.pb inside)")
-    try:
-        with open(path, "rb") as fh:
-            head = fh.read(8)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if not head:
-        raise UserError(f"{path}: empty file, not a Keras model")
+    head = read_head(path, 8, "Keras model")
     if head.startswith(HDF5_MAGIC):
         return "hdf5"
     if head.startswith(ZIP_MAGIC):
@@ -670,14 +662,10 @@ def _convert(t2o, model, spec: PreprocessSpec, opset: int):
     tf, _ = _tf.tf_keras()
     s, c = spec.input_size, spec.channels
     sig = (tf.TensorSpec((None, s, s, c), tf.float32, name="input"),)
-    try:
+    with reported("tf2onnx cannot convert this model"):  # tf2onnx raises anything
         proto, _ = t2o.convert.from_keras(
             model, input_signature=sig, opset=opset, inputs_as_nchw=["input"]
         )
-    except UserError:
-        raise
-    except Exception as exc:  # noqa: BLE001 - tf2onnx raises anything
-        raise UserError(f"tf2onnx cannot convert this model ({first_line(exc)})") from None
     _reject_unconverted(proto, opset)
     g = proto.graph
     if len(g.input) != 1 or len(g.output) != 1:

@@ -70,6 +70,17 @@ def model_info(model, input_size: int = 48, in_channels: int = 1) -> dict:
     return {"params": int(params), "macs": int(macs)}
 
 
+PLUGIN_GROUP = "edge_fer.models"  # entry points of packages that add architectures
+
+
 def _load_zoo() -> None:
-    from edge_fer.models import zoo  # noqa: F401  (registers on import)
-    from edge_fer.compress import arch  # noqa: F401  (registers "pruned")
+    """The zoo registers on import; other packages register theirs through the entry points
+    of PLUGIN_GROUP (edge-fer's own compression package declares "pruned" there, in
+    pyproject.toml), so the zoo never imports what builds on it."""
+    from importlib.metadata import entry_points
+
+    from edge_fer.models import zoo  # noqa: F401
+
+    for ep in entry_points(group=PLUGIN_GROUP):
+        if ep.name not in _REGISTRY:
+            ep.load()

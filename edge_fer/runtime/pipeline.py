@@ -830,7 +830,7 @@ class Pipeline:
             "scene_cuts": self.scene_cuts,
             "scene_cut_frames": list(self.cut_frames),
             "dropped_frames": self.source.dropped,
-            "skipped_frames": len(self.source.skipped),
+            "skipped_frames": _total(self.source.skipped),
             **_latest("gaps", self.source.gaps),
             **_latest("source_errors", self.source.errors),
             "complete": not (
@@ -858,6 +858,13 @@ class Pipeline:
 
 
 def _latest(key: str, items) -> dict:
-    """{key: the MAX_LISTED latest items, key_omitted: how many earlier ones are left out}."""
-    items = list(items)
-    return {key: items[-MAX_LISTED:], f"{key}_omitted": max(0, len(items) - MAX_LISTED)}
+    """{key: the MAX_LISTED latest items, key_omitted: how many earlier ones are left out}; a
+    source's `Latest` (runtime/sources.py) has already dropped the oldest and counted them."""
+    kept, total = items.snapshot() if hasattr(items, "snapshot") else (list(items), len(items))
+    shown = kept[-MAX_LISTED:]
+    return {key: shown, f"{key}_omitted": max(0, total - len(shown))}
+
+
+def _total(items) -> int:
+    """How many events a source counted (a `Latest` keeps only the latest)."""
+    return int(getattr(items, "total", len(items)))

@@ -12,11 +12,13 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 # DetectorPicker, resolve_cascade: imported from here by callers of earlier versions
 from edge_fer.detect.config import DetectorOptions, resolve_cascade  # noqa: F401
 from edge_fer.detect.factory import DetectorPicker
 from edge_fer.errors import UserError
+from edge_fer.runtime.scenecut import SCENE_CUT_THRESHOLD
 from edge_fer.runtime.tracker import TrackerOptions
 
 
@@ -26,6 +28,7 @@ class RunOptions:
     out: str | None = None  # annotated video
     events: str | None = None  # JSON Lines
     summary: str | None = None  # summary JSON
+    summary_every: float | None = None  # seconds between rewrites of it; None: at the end only
     max_frames: int | None = None
     model: str | None = None  # None: the bundled default model
     precision: str = "auto"  # of the bundled model: auto (INT8 on ONNX Runtime), fp32, int8
@@ -44,6 +47,7 @@ class RunOptions:
     max_batch_frames: int = 8
     pace: float | None = None  # feed a file at this frame rate, as a camera would (bench)
     stills: bool | None = None  # images are unrelated photos; None: yes for image sources
+    scene_cut: float = SCENE_CUT_THRESHOLD  # a hard cut ends every track (scenecut.py); 0: off
     source_options: dict = field(default_factory=dict)  # width, height, fps, flip
     detector: DetectorOptions = field(default_factory=DetectorOptions)
     tracker: TrackerOptions = field(default_factory=TrackerOptions)
@@ -75,6 +79,12 @@ def load_classifier(
             param="trt_precision" if trt_precision is not None else "calib_cache",
         )
     return Classifier.load(model, backend=backend, threads=threads, tta=tta, **trt)
+
+
+def classifier_for(opts: RunOptions):
+    """The classifier a run's options ask for (model, backend, threads, precisions)."""
+    trt: dict[str, Any] = {"trt_precision": opts.trt_precision, "calib_cache": opts.calib_cache}
+    return load_classifier(opts.model, opts.backend, opts.threads, precision=opts.precision, **trt)
 
 
 def warm_up(detector, classifier, width: int, height: int, upscale_to: int = 0) -> float:
@@ -171,20 +181,17 @@ def run_video(
     """
     from edge_fer.runtime.pipeline import SignalGuard
 
+    # time_to_first_frame_s counts from here: loading the models and compiling the kernels too
+    t_start = time.perf_counter()
     if signals is None and handle_signals:
         with SignalGuard() as guard:
-            return run_video(
-                opts,
-                detector=detector,
-                classifier=classifier,
-                warn=warn,
-                handle_signals=True,
-                signals=guard,
-            )
-    return _run_video(opts, detector, classifier, warn, handle_signals, signals)
+            return _run_video(opts, detector, classifier, warn, True, guard, t_start)
+    return _run_video(opts, detector, classifier, warn, handle_signals, signals, t_start)
 
 
-def _run_video(opts: RunOptions, detector, classifier, warn, handle_signals: bool, signals):
+def _run_video(
+    opts: RunOptions, detector, classifier, warn, handle_signals: bool, signals, t_start: float
+):
     from edge_fer.runtime.pipeline import Interrupted, Pipeline, Sinks
     from edge_fer.runtime.preview import MJPEGPreview
     from edge_fer.runtime.sinks import (
@@ -210,6 +217,13 @@ def _run_video(opts: RunOptions, detector, classifier, warn, handle_signals: boo
             raise UserError(f"must be {rule}, got {getattr(t, name)}", param=name)
     if not 0.0 < opts.smoothing <= 1.0:
         raise UserError(f"must be in (0, 1], got {opts.smoothing}", param="smoothing")
+    if opts.scene_cut is not None and not opts.scene_cut >= 0:
+        raise UserError(f"must be >= 0 (0: off), got {opts.scene_cut}", param="scene_cut")
+    if opts.summary_every is not None:
+        if not opts.summary_every > 0:
+            raise UserError(f"must be > 0 seconds, got {opts.summary_every}", param="summary_every")
+        if not opts.summary:
+            raise UserError("needs a summary file to rewrite (--summary)", param="summary_every")
     if opts.preview_port is not None:
         if not 0 <= int(opts.preview_port) <= 65535:
             raise UserError(f"must be in 0..65535, got {opts.preview_port}", param="preview_port")
@@ -240,27 +254,31 @@ def _run_video(opts: RunOptions, detector, classifier, warn, handle_signals: boo
     own_classifier = classifier is None
     source = None
     sinks = Sinks(summary_path=opts.summary)
+    # photos: each on its own, at the cascade's single-image threshold (config.resolve)
+    stills = spec.kind == "images" if opts.stills is None else bool(opts.stills)
     try:
         # the options, cascades and verifier are checked before the source is opened; the
         # detector for its frames is picked once their size is known
         picker = DetectorPicker(
-            opts.cascade, opts.detector, upscaling=True, track_min_score=opts.tracker.min_score
+            opts.cascade,
+            opts.detector,
+            upscaling=True,
+            track_min_score=opts.tracker.min_score,
+            stills=stills,
         )
         if classifier is None:
-            classifier = load_classifier(
-                opts.model,
-                opts.backend,
-                opts.threads,
-                precision=opts.precision,
-                trt_precision=opts.trt_precision,
-                calib_cache=opts.calib_cache,
-            )
+            classifier = classifier_for(opts)
         source = open_source(spec, warn=warn, reconnect_timeout=opts.reconnect_timeout)
         shape = (source.height or 0, source.width or 0)
         settings, picked = picker.get(shape)
         if detector is None:  # else one the caller built for these options, used as it is
             detector = picked
         upscale = settings.upscale_to
+        from edge_fer.detect.scan import first_run_notice
+
+        notice = first_run_notice()
+        if notice:  # else 6-10 s of silence on the first run after an install
+            print(f"edge-fer run: {notice}", file=sys.stderr, flush=True)
         startup = warm_up(detector, classifier, source.width, source.height, upscale)
         if opts.out:  # a temporary file until the run ends (VideoSink)
             sinks.video = VideoSink(opts.out, source.fps or 25.0, (source.width, source.height))
@@ -280,10 +298,11 @@ def _run_video(opts: RunOptions, detector, classifier, warn, handle_signals: boo
             "tracker": {**asdict(opts.tracker), "min_score": min_score},
             "verifier": _verifier_info(settings),
             "smoothing": opts.smoothing,
+            # the threshold used; null: off (photos are each a scene of their own)
+            "scene_cut": None if stills or not opts.scene_cut else opts.scene_cut,
             "startup_s": round(startup, 3),
+            "stills": stills,
         }
-        stills = spec.kind == "images" if opts.stills is None else bool(opts.stills)
-        info["stills"] = stills
         tracker = IoUTracker(
             iou_threshold=opts.tracker.iou,
             min_hits=1 if stills else opts.tracker.min_hits,
@@ -310,6 +329,9 @@ def _run_video(opts: RunOptions, detector, classifier, warn, handle_signals: boo
             signals=signals,
             warn=warn,
             detect_threads=opts.detect_threads or max(1, (os.cpu_count() or 2) - 1),
+            scene_cut=opts.scene_cut,
+            summary_every=opts.summary_every,
+            t_start=t_start,
         )
     except BaseException as exc:
         # start-up failed or was interrupted: drop what was opened, touch nothing that exists
@@ -399,11 +421,14 @@ def format_summary(s: dict) -> str:
     rate = (
         f"{s['fps']:.1f} frames/s over {s.get('fps_seconds', s['seconds']):.2f} s"
         if s.get("fps") is not None
-        else f"{s['frames']} frames: too few for a rate"
+        else f"{s['frames']} frame{'' if s['frames'] == 1 else 's'}: too few for a rate"
     )
     lines.append(f"speed    {rate}   latency p50 {_ms(lat['p50'])} p99 {_ms(lat['p99'])} ms")
     if s.get("time_to_first_frame_s") is not None:
         lines.append(f"start    first frame {s['time_to_first_frame_s']:.2f} s after the start")
+    if s.get("scene_cuts"):
+        n = s["scene_cuts"]
+        lines.append(f"cuts     {n} scene cut{'s' if n > 1 else ''}: every track ended at each")
     stages = "  ".join(
         f"{k} {_ms(v['p50'])}/{_ms(v['p99'])}" for k, v in s["stage_ms"].items() if v["n"]
     )

@@ -21,14 +21,13 @@ import os
 import re
 import shutil
 import stat
-import sys
 from pathlib import Path
 from typing import TextIO
 
 import cv2
 import numpy as np
 
-from edge_fer import fileio
+from edge_fer import errors, fileio
 from edge_fer.errors import UserError
 
 # ---- paths -----------------------------------------------------------------------------------
@@ -271,13 +270,17 @@ class VideoSink:
         if self.frames % self._check_every == 0:
             self._check_disk()
 
+    def _release(self) -> None:
+        """Stop writing (once): the writer finishes the temporary file."""
+        if self.writer is not None:
+            w, self.writer = self.writer, None
+            w.release()
+
     def close(self) -> None:
         """Finalise the video and put it in place of the target."""
         tmp, self._tmp = self._tmp, None
         try:
-            if self.writer is not None:
-                w, self.writer = self.writer, None
-                w.release()
+            self._release()
             if tmp is None:
                 return
             with open(tmp, "rb") as fh:  # on disk before the rename: never an empty video
@@ -297,9 +300,7 @@ class VideoSink:
         """Drop the video: the target stays as it was, no temporary file is left."""
         tmp, self._tmp = self._tmp, None
         try:
-            if self.writer is not None:
-                w, self.writer = self.writer, None
-                w.release()
+            self._release()
         finally:
             _unlink(tmp)
 
@@ -343,7 +344,7 @@ class EventsSink:
         self._good = 0  # byte offset after the last complete line
         self.lines = 0
         self.dropped = 0
-        self._warn = warn
+        self._warn = warn or errors.warn
         if fileio.is_special(self.path):
             self._open()
 
@@ -376,10 +377,7 @@ class EventsSink:
                     f"events {self.path}: a record with NaN or Infinity was left out (JSON "
                     "cannot hold them); later ones are counted in the summary"
                 )
-                if self._warn is not None:
-                    self._warn(msg)
-                else:
-                    print(f"edge-fer: warning: {msg}", file=sys.stderr, flush=True)
+                self._warn(msg)
             return
         try:
             f.write(line)

@@ -22,11 +22,14 @@ drops, a camera that is unplugged) is reopened with exponential backoff until
 `reconnect_timeout` seconds have passed; each outage is reported as a gap (one still in
 progress when the run stops included). In folders and globs, a file that cannot be used
 (unreadable, not an image, over MAX_IMAGE_PIXELS by its header) is skipped and counted; a
-source with no usable image at all is a UserError when it is opened.
+source with no usable image at all is a UserError when it is opened. What a source keeps per
+event (gaps, error messages, undecodable frame numbers, skipped files) is bounded: the latest
+KEEP_LATEST of each, and a count of them all (`Latest`), however long a stream flaps.
 """
 
 from __future__ import annotations
 
+import collections
 import glob as _glob
 import os
 import re
@@ -34,7 +37,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import parse_qsl, unquote, urlsplit
@@ -85,6 +88,8 @@ IMAGE_SEQUENCE_FPS = 25.0  # nominal rate for timestamps of image folders and gl
 # anything can be checked (a 40000x40000 PNG of a few KB would take 4.8 GB). 100 Mpx is above
 # every camera's normal output.
 MAX_IMAGE_PIXELS = 100_000_000
+# gaps, error messages, undecodable frame numbers, skipped files: the latest kept of each kind
+KEEP_LATEST = 100
 
 
 def quiet_opencv() -> None:
@@ -126,6 +131,54 @@ class Frame:
     index: int  # position in the source (files: the frame number in the file)
     t: float  # seconds: the frame's timestamp in a file, time since the start for live sources
     image: np.ndarray  # BGR uint8
+    path: str | None = None  # the file it was read from (image sources)
+
+
+class Latest:
+    """The latest `keep` items of a stream of events and how many there were in all (`total`),
+    so what a source keeps per outage, error or undecodable frame stays bounded on a stream
+    that flaps for weeks. len, iteration and indexing see the kept items. Thread-safe: a live
+    source's reader thread appends while the pipeline reads (`snapshot`)."""
+
+    def __init__(self, keep: int = KEEP_LATEST) -> None:
+        self._items: collections.deque = collections.deque(maxlen=keep)
+        self._lock = threading.Lock()
+        self.total = 0
+
+    def append(self, item) -> None:
+        with self._lock:
+            self._items.append(item)
+            self.total += 1
+
+    def extend(self, items: Sequence) -> None:
+        """Count every one of `items`, keep the last (a range of frame numbers stays a range)."""
+        with self._lock:
+            self._items.extend(items[-(self._items.maxlen or 1) :])
+            self.total += len(items)
+
+    def snapshot(self) -> tuple[list, int]:
+        """(the kept items, oldest first; the total), read together."""
+        with self._lock:
+            return list(self._items), self.total
+
+    @property
+    def omitted(self) -> int:
+        """Items counted but no longer kept."""
+        items, total = self.snapshot()
+        return total - len(items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __iter__(self):
+        return iter(self.snapshot()[0])
+
+    def __getitem__(self, i):
+        return self.snapshot()[0][i]
+
+    def __repr__(self) -> str:
+        items, total = self.snapshot()
+        return f"Latest({items!r}, total={total})"
 
 
 def _has_glob(s: str) -> bool:
@@ -335,12 +388,13 @@ class Source:
         self.spec = spec
         self.warn = warn or _warn_stderr
         self.dropped = 0  # live: frames overwritten before anyone read them
-        self.errors: list[str] = []  # problems with the input (corrupt frames, truncation, loss)
+        # the latest of each kind of event, and their counts (Latest: bounded)
+        self.errors = Latest()  # problems with the input (corrupt frames, truncation, loss)
         # live: outages {"start": t, "seconds": d}, with "end": true when the source never came
         # back, "ongoing": true when the run stopped during the outage
-        self.gaps: list[dict] = []
+        self.gaps = Latest()
         self.incomplete = False  # the source ended before its natural end
-        self.skipped: list[int] = []  # indices of frames that could not be decoded
+        self.skipped = Latest()  # indices of frames that could not be decoded
 
     @property
     def live(self) -> bool:
@@ -537,7 +591,7 @@ class ImageSource(Source):
         self.frame_count = len(self.files)
         self.fps = float(spec.options.get("fps", IMAGE_SEQUENCE_FPS))
         self.processed = 0  # images returned by read()
-        self.skipped_files: list[dict] = []  # {"path", "reason"} in file order
+        self.skipped_files = Latest()  # {"path", "reason"} in file order (the latest)
         self._i = 0
         # the files tried while looking for the first usable one: each decoded once only
         self._tried: dict[int, tuple[np.ndarray | None, str]] = {}
@@ -570,14 +624,14 @@ class ImageSource(Source):
                 self.warn(msg)
                 continue
             self.processed += 1
-            return Frame(i, i / (self.fps or IMAGE_SEQUENCE_FPS), img)
+            return Frame(i, i / (self.fps or IMAGE_SEQUENCE_FPS), img, path=self.files[i])
         return None
 
     def describe(self) -> dict:
         return {
             **super().describe(),
             "files": len(self.files),
-            "skipped_files": len(self.skipped_files),
+            "skipped_files": self.skipped_files.total,
         }
 
 
@@ -677,7 +731,7 @@ class FileSource(Source):
             if ms and np.isfinite(ms) and ms > 0:
                 idx = max(round(ms * self.fps / 1000.0), self._next)
         if idx > self._next:
-            lost = list(range(self._next, idx))
+            lost = range(self._next, idx)  # a jump in the timestamps may skip millions
             self.skipped.extend(lost)
             msg = (
                 f"{self.spec.target}: frame{'s' if len(lost) > 1 else ''} "
@@ -697,7 +751,7 @@ class FileSource(Source):
         tail = 0
         if self._ended and self.frame_count is not None and self._next < self.frame_count:
             tail = self.frame_count - self._next
-        return len(self.skipped) + tail
+        return self.skipped.total + tail
 
     def _end(self) -> None:
         self._ended = True

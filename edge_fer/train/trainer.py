@@ -103,6 +103,41 @@ def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     return base * 0.5 * (1 + math.cos(math.pi * min(1.0, t)))
 
 
+def sgd(model: torch.nn.Module, cfg) -> torch.optim.SGD:
+    """Nesterov SGD from cfg (lr, momentum, weight_decay; a TrainConfig or the fine-tuning
+    one), with weight decay on weights only, not on biases and norm scales; frozen parameters
+    are left out."""
+    decay, no_decay = [], []
+    for p in model.parameters():
+        if p.requires_grad:
+            (no_decay if p.ndim <= 1 else decay).append(p)
+    groups = [
+        {"params": decay, "weight_decay": cfg.weight_decay},
+        {"params": no_decay, "weight_decay": 0},
+    ]
+    return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=True)
+
+
+def schedule(n: int, cfg) -> tuple[int, int, int]:
+    """(steps per epoch, total steps, warm-up steps) for n training samples under cfg
+    (batch_size, max_batches, epochs, warmup_epochs)."""
+    steps_per_epoch = math.ceil(n / cfg.batch_size)
+    if cfg.max_batches:
+        steps_per_epoch = min(steps_per_epoch, cfg.max_batches)
+    return steps_per_epoch, steps_per_epoch * cfg.epochs, int(steps_per_epoch * cfg.warmup_epochs)
+
+
+def progress(steps: int, desc: str):
+    """range(steps), shown as a progress bar on a terminal (tqdm is optional: a nicety)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        return range(steps)
+    return tqdm(
+        range(steps), desc=desc, leave=False, file=sys.stderr, disable=not sys.stderr.isatty()
+    )
+
+
 def to_input(x_u8: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
     return x_u8.float()
 
@@ -161,18 +196,7 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
     )
     info = model_info(model, size, cfg.channels)
     model = model.to(device).to(memory_format=torch.channels_last)
-    decay, no_decay = [], []
-    for p in model.parameters():
-        (no_decay if p.ndim <= 1 else decay).append(p)
-    opt = torch.optim.SGD(
-        [
-            {"params": decay, "weight_decay": cfg.weight_decay},
-            {"params": no_decay, "weight_decay": 0},
-        ],
-        lr=cfg.lr,
-        momentum=cfg.momentum,
-        nesterov=True,
-    )
+    opt = sgd(model, cfg)
     state = {"epoch": 0, "step": 0, "best_acc": -1.0, "best_epoch": -1, "bad_epochs": 0}
     if resume and last.exists():
         state.update(load_checkpoint(last, model, opt))
@@ -182,11 +206,7 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
         )
 
     weights = torch.tensor(train_set.class_weights(), device=device) if cfg.class_weights else None
-    steps_per_epoch = math.ceil(len(train_set) / cfg.batch_size)
-    if cfg.max_batches:
-        steps_per_epoch = min(steps_per_epoch, cfg.max_batches)
-    total = steps_per_epoch * cfg.epochs
-    warmup = int(steps_per_epoch * cfg.warmup_epochs)
+    steps_per_epoch, total, warmup = schedule(len(train_set), cfg)
     aug = AugmentConfig(enabled=cfg.augment)
     x_all = torch.from_numpy(tr_imgs)
     y_all = torch.from_numpy(train_set.labels)
@@ -210,11 +230,6 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
         with open(log_path, "w", newline="") as fh:
             csv.writer(fh).writerow(fields)
 
-    try:
-        from tqdm import tqdm
-    except ImportError:  # progress bars are a nicety, not a requirement
-        tqdm = None
-
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
         t0 = time.time()
@@ -226,15 +241,7 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
             order = torch.randperm(len(train_set), generator=gen)
         model.train()
         tot_loss, tot_ok, seen = 0.0, 0, 0
-        bar = range(steps_per_epoch)
-        if tqdm is not None:
-            bar = tqdm(
-                bar,
-                desc=f"epoch {epoch + 1}/{cfg.epochs}",
-                leave=False,
-                file=sys.stderr,
-                disable=not sys.stderr.isatty(),
-            )
+        bar = progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
         for b in bar:
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             x = x_all[idx][:, None].float()
@@ -253,7 +260,7 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
             tot_loss += float(loss.detach()) * len(y)
             tot_ok += int((logits.argmax(1) == y).sum())
             seen += len(y)
-            if tqdm is not None and hasattr(bar, "set_postfix") and b % 10 == 0:
+            if hasattr(bar, "set_postfix") and b % 10 == 0:
                 bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{tot_ok / seen:.3f}")
         probs = predict(model, va_imgs, spec, device)
         rep = classification_report(probs, val_set.labels, classes)

@@ -1,0 +1,85 @@
+"""Child processes for the tests: run a command, Python or `edge-fer` and read what it printed;
+start `edge-fer` and interrupt it; copy the checkout for an install."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from paths import ROOT
+
+CLI = ("-m", "edge_fer.cli.main")
+
+
+def run(cmd, *, cwd=ROOT, env=None, timeout: float = 120) -> subprocess.CompletedProcess:
+    """Run `cmd` (paths allowed) to its end; text output captured; any exit code returns."""
+    return subprocess.run(
+        [str(a) for a in cmd],
+        capture_output=True,
+        text=True,
+        check=False,
+        cwd=cwd,
+        env=env,
+        timeout=timeout,
+    )
+
+
+def run_python(*args, **kw) -> subprocess.CompletedProcess:
+    """`python ARGS` with this interpreter (`run`'s keywords)."""
+    return run([sys.executable, *args], **kw)
+
+
+def run_cli(*argv, **kw) -> subprocess.CompletedProcess:
+    """`edge-fer ARGV` from the checkout in a child process (`run`'s keywords)."""
+    return run_python(*CLI, *argv, **kw)
+
+
+def spawn_cli(*argv, cwd=ROOT, text: bool = True, **env: str) -> subprocess.Popen:
+    """`edge-fer ARGV` started from the checkout (unbuffered, stdout and stderr piped), with
+    these variables added to the environment."""
+    env = dict(os.environ, PYTHONUNBUFFERED="1", **env)
+    env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
+    return subprocess.Popen(
+        [sys.executable, *CLI, *map(str, argv)],
+        cwd=cwd,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=text,
+    )
+
+
+def interrupt(proc: subprocess.Popen, sig, ready, timeout: float = 60):
+    """Send `sig` to `proc` as soon as `ready()` is true (the test fails if `proc` ends first)
+    and wait for it to exit; its stderr. It is killed if anything goes wrong."""
+    try:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline and proc.poll() is None and not ready():
+            time.sleep(0.02)
+        assert proc.poll() is None, "finished before it could be interrupted"
+        proc.send_signal(sig)
+        return proc.communicate(timeout=timeout)[1]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def repo_copy(dst: Path) -> Path:
+    """The checkout's tracked and new (not ignored) files copied to `dst`, as a clone with the
+    uncommitted work would hold them: an install from there writes nothing into the checkout."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT,
+        capture_output=True,
+        check=True,
+    ).stdout.decode()
+    for name in filter(None, listed.split("\0")):
+        src = ROOT / name
+        if src.is_file():
+            (dst / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst / name)
+    return dst

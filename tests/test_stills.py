@@ -1,0 +1,78 @@
+"""Photos are stills: a folder, glob or single image is detected one frame at a time, at the
+cascade's single-image threshold, as `edge-fer detect` does (issue 17, item 5); explicit
+--memory / --threshold still win, and --sequence keeps the video settings."""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import pytest
+from paths import PICO, WEBFACES
+
+from edge_fer.cli.main import main
+from edge_fer.detect.config import MEMORY, CascadeSettings, DetectorOptions, resolve
+
+# pic00060..pic00099 that exist: 4 of them have a face that a 5-frame pooled threshold missed
+GLOB = "pic000[6-9]*.jpg"
+
+
+def test_resolve_gives_stills_one_frame_and_the_single_image_threshold() -> None:
+    s = CascadeSettings.for_cascade(PICO)
+    assert s.threshold is not None and s.memory_threshold is not None
+    assert s.threshold != s.memory_threshold
+    video = resolve(DetectorOptions(), s, (480, 640), upscaling=True)
+    stills = resolve(DetectorOptions(), s, (480, 640), upscaling=True, stills=True)
+    assert (video.memory, video.threshold) == (MEMORY, s.memory_threshold)
+    assert (stills.memory, stills.threshold) == (1, s.threshold)
+    # what the user sets wins: a memory (its threshold follows it), a threshold
+    pooled = resolve(DetectorOptions(memory=5), s, (480, 640), stills=True)
+    assert (pooled.memory, pooled.threshold) == (5, s.memory_threshold)
+    fixed = resolve(DetectorOptions(threshold=7.0), s, (480, 640), stills=True)
+    assert (fixed.memory, fixed.threshold) == (1, 7.0)
+    one = resolve(DetectorOptions(memory=1), s, (480, 640))
+    assert (one.memory, one.threshold) == (1, s.threshold)
+
+
+def _run(tmp_path, name: str, *flags: str) -> tuple[dict, dict]:
+    """`edge-fer run GLOB FLAGS`: (summary, {file name: faces})."""
+    summary = tmp_path / f"{name}.json"
+    argv = ["run", str(WEBFACES / "images" / GLOB), "--summary", str(summary), "--quiet"]
+    assert main([*argv, *flags]) == 0
+    s = json.loads(summary.read_text())
+    return s, {f["path"].rsplit("/", 1)[-1]: f["faces"] for f in s["images"]}
+
+
+@pytest.mark.shared("data/webfaces/images/pic00066.jpg", "data/webfaces/images/pic00099.jpg")
+def test_photos_are_found_as_edge_fer_detect_finds_them(tmp_path, capsys) -> None:
+    files = sorted((WEBFACES / "images").glob(GLOB))
+    s, run = _run(tmp_path, "stills")
+    settings = CascadeSettings.for_cascade(PICO)
+    assert s["stills"] and s["detector"]["memory"] == 1
+    assert s["detector"]["threshold"] == settings.threshold
+    assert len(run) == len(files) and s["faces"] == sum(run.values())
+
+    assert main(["detect", "--json", *map(str, files)]) == 0
+    lines = [json.loads(ln) for ln in capsys.readouterr().out.splitlines()]
+    detect = {ln["path"].rsplit("/", 1)[-1]: len(ln["faces"]) for ln in lines}
+    # the same cascade scans both where the photo is 240 px or more on its shorter side;
+    # smaller ones: detect takes face_lowres.pico per photo, run keeps the cascade it picked
+    # for the first photo's size (face_default.pico) on an upscaled copy
+    big = [f.name for f in files if min(cv2.imread(str(f)).shape[:2]) >= 240]
+    assert len(big) >= 10
+    assert {n: run[n] for n in big} == {n: detect[n] for n in big}
+
+    # the 5-frame pooled threshold, as run used for photos before (memory cleared per photo):
+    # an explicit --memory wins, and it misses faces the single-image threshold finds
+    old, old_run = _run(tmp_path, "pooled", "--memory", "5")
+    assert old["detector"]["memory"] == 5
+    assert old["detector"]["threshold"] == settings.memory_threshold
+    assert old["faces"] < s["faces"]
+    assert all(old_run[n] <= run[n] for n in run)
+    # an explicit --threshold wins too
+    high, _ = _run(tmp_path, "high", "--threshold", str(settings.memory_threshold))
+    assert high["detector"]["memory"] == 1 and high["faces"] == old["faces"]
+    # --sequence: frames of one scene, the video settings
+    seq, _ = _run(tmp_path, "sequence", "--sequence", "--scene-cut", "0")
+    assert not seq["stills"] and seq["detector"]["memory"] == MEMORY
+    assert seq["detector"]["threshold"] == settings.memory_threshold
