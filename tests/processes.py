@@ -13,6 +13,11 @@ from pathlib import Path
 from paths import ROOT
 
 CLI = ("-m", "edge_fer.cli.main")
+# `edge-fer` with Ctrl-C as a terminal delivers it: a shell starts background jobs (`cmd &`,
+# some CI runners) with SIGINT ignored, and Python then never raises KeyboardInterrupt, so a
+# test that sends it would hang
+_BOOT = "import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+CLI_INTERRUPTIBLE = ("-c", _BOOT + "runpy.run_module('edge_fer.cli.main', run_name='__main__')")
 
 
 def run(cmd, *, cwd=ROOT, env=None, timeout: float = 120) -> subprocess.CompletedProcess:
@@ -44,7 +49,7 @@ def spawn_cli(*argv, cwd=ROOT, text: bool = True, **env: str) -> subprocess.Pope
     env = dict(os.environ, PYTHONUNBUFFERED="1", **env)
     env["PYTHONPATH"] = str(ROOT) + os.pathsep + env.get("PYTHONPATH", "")
     return subprocess.Popen(
-        [sys.executable, *CLI, *map(str, argv)],
+        [sys.executable, *CLI_INTERRUPTIBLE, *map(str, argv)],
         cwd=cwd,
         env=env,
         stdout=subprocess.PIPE,

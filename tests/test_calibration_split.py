@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from processes import CLI_INTERRUPTIBLE
 
 from edge_fer.errors import UserError
 
@@ -247,12 +248,16 @@ def _start(tmp_path: Path, out: Path, *extra: str) -> tuple[subprocess.Popen, Pa
     env = dict(os.environ, TMPDIR=str(tmp), EDGE_FER_CACHE=str(tmp_path / "cache"))
     cmd = [
         sys.executable,
-        "-m",
-        "edge_fer.cli.main",
+        *CLI_INTERRUPTIBLE,
         *_calibrate_argv(data, 20, out, "--threads", "1", "--no-progress", *extra),
     ]
     child = subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     return child, tmp
 
