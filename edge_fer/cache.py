@@ -5,10 +5,11 @@ site-packages. That fails on read-only installs (system packages, containers), a
 only the files it installed: a leftover `edge_fer/detect/__pycache__` then shadows a later
 editable install as a namespace package and every `edge-fer` command fails to import.
 
-The cache folder is `$EDGE_FER_CACHE`, else `$XDG_CACHE_HOME/edge-fer`, else
-`~/.cache/edge-fer`; the kernels go into its `numba/` subfolder. A `NUMBA_CACHE_DIR` the user
-set (numba's own setting) wins. When the folder cannot be created or written, the kernels are
-compiled in every process and nothing is written to disk.
+The cache folder is `$EDGE_FER_CACHE`, else (Windows) `%LOCALAPPDATA%\\edge-fer\\Cache`, else
+`$XDG_CACHE_HOME/edge-fer` (an absolute one), else `~/.cache/edge-fer`; the kernels go into
+its `numba/` subfolder. A `NUMBA_CACHE_DIR` the user set (numba's own setting) wins. When the
+folder cannot be created or written, the kernels are compiled in every process and nothing is
+written to disk.
 """
 
 from __future__ import annotations

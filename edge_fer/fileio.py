@@ -106,10 +106,8 @@ def write_bytes(path: PathLike, data: bytes | memoryview) -> None:
             pass
         os.replace(tmp, target)
     finally:
-        try:
+        try:  # gone after the rename; else a leftover of a failed write
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         except OSError:
             pass
 

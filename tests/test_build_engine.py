@@ -138,6 +138,15 @@ def test_missing_model_and_no_tensorrt(tmp_path, capsys):
         assert rc == 2 and len(err) == 1 and "TensorRT backend not available" in err[0]
 
 
+def test_a_file_that_is_not_onnx_is_one_line(fake, tmp_path, capsys):
+    gpu = fake("10.3.0")
+    bad = tmp_path / "fer.onnx"
+    bad.write_bytes(b"not an ONNX model")
+    rc, err, _ = cli([str(bad), "--precision", "fp16"], capsys)
+    assert rc == 2 and len(err) == 1 and "not a loadable ONNX model" in err[0], err
+    assert gpu.builds == 0 and files(tmp_path) == {"fer.onnx"}
+
+
 def test_cpu_int8_layout_is_refused_naming_the_tensorrt_file(fake, tmp_path, capsys):
     fake("10.3.0")
     # the bundled INT8 model is ONNX Runtime's CPU layout: uint8 activations, non-zero zps
@@ -227,6 +236,29 @@ def test_int8_from_qdq_model(fake, tmp_path, version):
         build_engine(
             qdq, tmp_path / "x.engine", BuildConfig(precision="int8", calib_cache=str(cache))
         )
+
+
+def test_int8_qdq_without_the_onnx_package(fake, tmp_path, monkeypatch, capsys):
+    """A Jetson's runtime install has no onnx package: the Q/DQ model is recognised from
+    TensorRT's parse (backend and CLI), and a plain model is still refused, after the parse."""
+    gpu = fake("10.3.0")
+    qdq = tiny_onnx(tmp_path / "model.int8.qdq.onnx", qdq="tensorrt")
+    plain = tiny_onnx(tmp_path / "fer.onnx")
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    assert quant_layout(qdq) is None  # the layout cannot be read here
+    gpu.qdq = True
+    rc, err, _ = cli([str(qdq), "--precision", "int8", "--out", str(tmp_path / "q.engine")], capsys)
+    assert rc == 0, err
+    assert json.loads((tmp_path / "q.engine.json").read_text())["int8"] == "qdq"
+    with tb.TensorRTBackend(qdq, precision="int8") as be:
+        assert be.sidecar["int8"] == "qdq" and gpu.config.flags == {"INT8"}
+    capsys.readouterr()
+    gpu.qdq = False
+    rc, err, _ = cli(
+        [str(plain), "--precision", "int8", "--out", str(tmp_path / "p.engine")], capsys
+    )
+    assert rc == 2 and len(err) == 1 and "Q/DQ nodes or a calibration cache" in err[0]
+    assert not (tmp_path / "p.engine").exists()
 
 
 @pytest.mark.parametrize("version", VERSIONS)

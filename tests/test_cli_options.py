@@ -109,9 +109,7 @@ def test_defaults_are_the_library_defaults() -> None:
     defaults in the CLI)."""
     groups = [OutputArgs(), SourceArgs(), ModelArgs(), DetectorArgs(), TrackerArgs()]
     args = _parse(groups, [])
-    assert run_options(args, "clip.mp4", groups) == RunOptions(
-        source="clip.mp4", detector=DetectorOptions(angle=(0.0,))
-    )
+    assert run_options(args, "clip.mp4", groups) == RunOptions(source="clip.mp4")
     assert DetectorArgs(memory=1).parse(_parse([DetectorArgs(memory=1)], [])).memory == 1
 
 

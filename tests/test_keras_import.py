@@ -93,6 +93,30 @@ def test_cli_bad_files_one_line(tmp_path):
     assert r.returncode == 2 and "scale range" in r.stderr
 
 
+def test_library_errors_name_parameters_and_the_cli_its_flags(tmp_path, capsys):
+    """The library's messages name its parameters; `edge-fer keras` shows the flag instead."""
+    from edge_fer.cli.main import build_parser, flag_for, main
+    from edge_fer.keras_import import parse_classes, parse_scale
+
+    with pytest.raises(UserError) as e:
+        parse_scale("x")
+    assert str(e.value) == "scale 'x': expected LO,HI such as -1,1 or 0,1"
+    with pytest.raises(UserError) as e:
+        parse_classes("happy,sad", 3)
+    assert str(e.value) == "classes names 2 classes but the model has 3 outputs"
+    with pytest.raises(UserError, match="^classes must name the model's 8 classes"):
+        parse_classes(None, 8)
+    rc = main(["keras", "import", str(tmp_path / "m.h5"), "--out", "o.onnx", "--scale", "x"])
+    err = capsys.readouterr().err.strip()
+    assert rc == 2
+    assert err == "edge-fer keras: error: --scale 'x': expected LO,HI such as -1,1 or 0,1"
+    parser = build_parser()
+    args = parser.parse_args(["keras", "prune", "m.h5", "--data", "d", "--out", "o.onnx"])
+    for param, flag in (("target_sparsity", "--sparsity"), ("batch_size", "--batch-size"),
+                        ("limit", "--limit"), ("input_size", "--input-size")):  # fmt: skip
+        assert flag_for(parser, args, param) == flag
+
+
 def test_model_code_reads_configs_without_tensorflow(tmp_path):
     """What counts as code in a config; an HDF5 file whose config holds a Lambda is refused
     by the CLI before TensorFlow is imported (the check only reads JSON)."""

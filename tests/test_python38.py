@@ -40,6 +40,8 @@ DEVICE_SIDE = [
     "edge_fer/deploy",
     "edge_fer/export/engine.py",
     "edge_fer/export/targets.py",
+    "edge_fer/quantize/__init__.py",  # build-engine --precision int8 reads calibration caches
+    "edge_fer/quantize/trt_cache.py",
 ]
 
 

@@ -414,6 +414,24 @@ def test_quantized_model_is_refused(calibrated, tmp_path):
         calibrate(out / "model.int8.qdq.onnx", synthetic_faces(), tmp_path / "o", threads=1)
 
 
+def test_library_errors_reach_the_cli_with_its_flags(tiny_path, tmp_path, capsys):
+    """The calibration library names its parameters; a command shows its own flag instead."""
+    from edge_fer.cli.main import main
+    from edge_fer.quantize import from_dataset
+
+    with pytest.raises(UserError) as e:
+        from_dataset(tmp_path, "train", 0)
+    assert str(e.value) == "samples must be >= 1"
+    args = ["export", "--int8", "--model", str(tiny_path), "--data", str(tmp_path)]
+    assert main([*args, "--samples", "0"]) == 2
+    assert capsys.readouterr().err.strip() == "edge-fer export: error: --samples must be >= 1"
+    out = tmp_path / "out"
+    args = ["calibrate", "--model", str(tiny_path), "--data", str(tmp_path), "--out", str(out)]
+    assert main([*args, "--samples", "0", "--no-progress"]) == 2
+    assert capsys.readouterr().err.strip() == "edge-fer calibrate: error: --samples must be >= 1"
+    assert not out.exists()
+
+
 def test_cli_calibrate(tiny_path, tmp_path, capsys):
     import cv2
 

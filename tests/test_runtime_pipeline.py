@@ -316,3 +316,17 @@ def test_bad_tracker_options_are_one_line_errors(flag, value, tiny_model, cascad
     )
     assert rc == 2 and err.startswith(f"edge-fer run: error: {flag} must be "), err
     assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+
+
+@pytest.mark.parametrize("field", ["trt_precision", "calib_cache"])
+def test_tensorrt_only_options_need_the_tensorrt_backend(field, tmp_path):
+    from edge_fer.errors import UserError
+    from edge_fer.runtime.runner import RunOptions, load_classifier, run_video
+
+    value = "fp16" if field == "trt_precision" else str(tmp_path / "c.cache")
+    # checked before the source is looked at (it does not exist) or a model is loaded
+    opts = RunOptions(source=str(tmp_path / "missing.avi"), **{field: value})
+    with pytest.raises(UserError, match=f"^{field} needs the TensorRT backend$"):
+        run_video(opts, handle_signals=False)
+    with pytest.raises(UserError, match=f"^{field} needs the TensorRT backend$"):
+        load_classifier(None, "onnxruntime", **{field: value})

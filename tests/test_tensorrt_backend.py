@@ -334,7 +334,7 @@ def test_backend_int8_from_bundled_cache_and_qdq(fake, tmp_path):
     from edge_fer.export.engine import BUNDLED_CALIB_CACHE
 
     if not BUNDLED_CALIB_CACHE.is_file():
-        pytest.skip("calibration/fer_default/calib.cache is not in this checkout")
+        pytest.skip("edge_fer/assets/fer_default.calib.cache is not in this checkout")
     gpu = fake("8.5.2.2")  # JetPack 5: the committed 10.3 cache gets an 8.5 header
     cache_dir = tmp_path / "cache"
     os.environ["EDGE_FER_CACHE"] = str(cache_dir)
@@ -356,6 +356,17 @@ def test_backend_int8_from_bundled_cache_and_qdq(fake, tmp_path):
     cpu = tiny_onnx(tmp_path / "model.int8.cpu.onnx", qdq="cpu")
     with pytest.raises(UserError, match=r"ONNX Runtime on CPU.*model\.int8\.qdq\.onnx"):
         tb.TensorRTBackend(cpu, precision="int8")
+
+
+def test_engine_cache_is_in_edge_fer_cache_folder(monkeypatch, tmp_path):
+    """The engine cache follows edge_fer.cache's rules (one helper): ~ expanded, a relative
+    XDG_CACHE_HOME ignored."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("EDGE_FER_CACHE", "~/c")
+    assert tc.cache_dir() == tmp_path / "c" / "tensorrt"
+    monkeypatch.delenv("EDGE_FER_CACHE")
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")
+    assert tc.cache_dir() == tmp_path / ".cache" / "edge-fer" / "tensorrt"
 
 
 def test_add_trt_args():

@@ -113,7 +113,8 @@ def test_bundled_verifier_rejects_most_cascade_boxes_on_held_out_scenes(verifier
 def test_run_uses_the_verifier_of_the_lowres_cascade_and_it_can_be_turned_off(tmp_path):
     """face_lowres.pico names the verifier in its settings; behind it no track score gate runs
     (the verifier turns away what the gate was for); without it the cascade's gate is back."""
-    from edge_fer.runtime.runner import DetectorOptions, RunOptions, run_video
+    from edge_fer.detect.config import DetectorOptions
+    from edge_fer.runtime.runner import RunOptions, run_video
 
     def summary(**detector):
         opts = RunOptions(

@@ -145,7 +145,7 @@ class _EngineIO:
 
 
 class _TensorIO(_EngineIO):
-    """TensorRT >= 10 (and 9): tensors by name; execute_async_v3 on the addresses set."""
+    """TensorRT >= 10: tensors by name; execute_async_v3 on the addresses set."""
 
     flavour = "tensors"
 
@@ -484,13 +484,14 @@ class TensorRTBackend(Backend):
             build_engine,
             cached_engine_name,
             default_calib_cache,
+            onnx_missing,
             refuse_cpu_layout,
         )
 
         calib = build["calib_cache"]
         if self.precision == "int8" and calib is None and refuse_cpu_layout(self.path) is None:
             calib = default_calib_cache(self.path)
-            if calib is None:
+            if calib is None and not onnx_missing():  # without onnx: TensorRT's parse tells
                 raise UserError(
                     f"{self.path}: TensorRT INT8 needs the Q/DQ model (model.int8.qdq.onnx from "
                     "`edge-fer export --int8`) or a calibration cache (--calib-cache FILE)"

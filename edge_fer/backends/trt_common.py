@@ -7,7 +7,6 @@ Neither tensorrt nor pycuda is imported at module level: importing this never fa
 
 from __future__ import annotations
 
-import hashlib
 import importlib
 import json
 import os
@@ -18,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_fer.errors import UserError
-from edge_fer.fileio import first_line, os_error_reason, write_bytes
+from edge_fer.fileio import first_line, os_error_reason, sha256_file, write_bytes
 
 if TYPE_CHECKING:  # annotations only
     import tensorrt as trt
@@ -284,12 +283,7 @@ def check_engine_facts(
 # -- files: hashes, sidecars --------------------------------------------------------------------
 
 
-def file_sha256(path: str | os.PathLike[str]) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
+file_sha256 = sha256_file  # one helper (edge_fer.fileio); the name the TensorRT code uses
 
 
 def sidecar_path(engine_path: str | os.PathLike[str]) -> Path:
@@ -378,11 +372,11 @@ def engine_metadata(engine_path: str | os.PathLike[str]) -> dict[str, str]:
 
 
 def cache_dir() -> Path:
-    """Where engines built from ONNX models go when the model's folder is not writable."""
-    base = os.environ.get("EDGE_FER_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "edge-fer"
-    )
-    return Path(base) / "tensorrt"
+    """Where engines built from ONNX models go when the model's folder is not writable:
+    `tensorrt/` in edge-fer's cache folder (`edge_fer.cache.cache_dir`)."""
+    from edge_fer.cache import cache_dir as root
+
+    return Path(root() or os.path.expanduser("~/.cache/edge-fer")) / "tensorrt"
 
 
 __all__ = [

@@ -68,6 +68,6 @@ def run(args) -> int:
             report["synthetic"] = {k: v for k, v in clip.items() if k != "path"}
             report["source"] = f"synthetic {args.synthetic} ({args.faces} faces)"
     print(format_table(report))
-    write_json_atomic(out, report)
+    write_json_atomic(out, report, "--json")
     print(f"saved {out}", file=sys.stderr)
     return 0

@@ -101,8 +101,6 @@ def _faces(args, spec_size: int, margin: float):
     from edge_fer.quantize import from_dataset, from_source
     from edge_fer.quantize.report import read_ids
 
-    if args.samples < 1:
-        raise UserError("--samples must be at least 1")
     if args.data:
         ids = None
         if args.ids:
@@ -183,10 +181,9 @@ def run(args) -> int:
 
 
 def _run(args, done: list) -> int:
-    import os
     from pathlib import Path
 
-    os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
+    # FFmpeg's own log lines: quiet once --source imports edge_fer.runtime.sources (its policy)
     from edge_fer.classify import Classifier, default_model_path
     from edge_fer.errors import UserError
 

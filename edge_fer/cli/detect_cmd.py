@@ -13,10 +13,6 @@ from edge_fer.cli.common import quiet_opencv
 from edge_fer.cli.options import DetectorArgs
 from edge_fer.errors import UserError
 
-NO_CASCADE = (
-    "the bundled face cascade is missing from this installation; pass --cascade FILE "
-    "(a pico cascade)"
-)
 # the detector's options, as `run` declares them; detect keeps one frame of memory by default
 # and does not upscale small frames
 DETECTOR = DetectorArgs(memory=1, upscale=False)
@@ -44,7 +40,7 @@ def run(args: argparse.Namespace) -> int:
     # imported here so `edge-fer --help` stays fast; importing the sources also keeps FFmpeg's
     # own decoder complaints off stderr (ours are the lines that matter)
     quiet_opencv()
-    from edge_fer.detect import default_cascade_path
+    from edge_fer.detect.config import NO_CASCADE, default_cascade_path
     from edge_fer.detect.factory import DetectorPicker
 
     if args.cascade is None and default_cascade_path() is None:

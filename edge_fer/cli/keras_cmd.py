@@ -128,7 +128,7 @@ def register(sub) -> None:
                        "and convert to ONNX. Zeros make the file compress better; dense kernels "
                        "run as fast as before.", epilog=EPILOG, formatter_class=fmt)
     _common(pr, data_required=True)
-    pr.add_argument("--sparsity", type=float, default=0.5,
+    pr.add_argument("--sparsity", dest="target_sparsity", type=float, default=0.5,
                     help="fraction of each pruned kernel set to zero")
     pr.add_argument("--freeze-bn", action="store_true",
                     help="keep the batch-norm statistics fixed during fine-tuning")
@@ -250,7 +250,7 @@ def run_prune(args) -> int:
 
     model, spec = _load(args)
     pruned, rep = prune_keras(
-        model, args.data, spec, target_sparsity=args.sparsity, epochs=args.epochs,
+        model, args.data, spec, target_sparsity=args.target_sparsity, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, limit=args.limit, seed=args.seed,
         freeze_bn=args.freeze_bn, add_softmax=args.add_softmax,
         verbose=0 if args.quiet else 2,

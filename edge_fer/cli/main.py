@@ -105,6 +105,7 @@ def main(argv: list[str] | None = None) -> int:
         old = signal.signal(signal.SIGTERM, _on_sigterm)
     given = sys.argv[1:] if argv is None else argv
     command = next((a for a in given if not a.startswith("-")), "COMMAND")  # until parsed
+    parser = args = None
     try:
         parser = build_parser()
         args = parser.parse_args(argv)
@@ -114,7 +115,9 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         return int(args.func(args) or 0)
     except UserError as exc:
-        flag = flag_for(parser, args, exc.param) if exc.param else None
+        flag = None
+        if exc.param and parser is not None and args is not None:
+            flag = flag_for(parser, args, exc.param)
         print(f"edge-fer {command}: error: {exc.render(flag)}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt as exc:
@@ -125,7 +128,9 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:
         return 1
     finally:
-        if old is not None:
+        # put the caller's handler back unless a SIGTERM came: then it stays ignored (SIG_IGN,
+        # set by whoever handled it) so a second one cannot kill the clean-up at exit
+        if old is not None and signal.getsignal(signal.SIGTERM) is _on_sigterm:
             signal.signal(signal.SIGTERM, old)
 
 

@@ -78,7 +78,7 @@ _DETECTOR: list[tuple[str, str, dict[str, Any]]] = [
         "type": float, "default": 0.1, "metavar": "F",
         "help": "window step as a fraction of its size (default 0.1)"}),
     ("angle", "--angle", {
-        "type": parse_angles, "default": (0.0,), "metavar": "A[,A...]",
+        "type": parse_angles, "default": 0.0, "metavar": "A[,A...]",
         "help": "scan angle(s) in turns, counter-clockwise (1/32 = 11.25 deg, e.g. 0,1/32,-1/32 "
         "for heads rolled either way: windows of every angle are grouped together; each angle "
         "costs a scan, a rotated one ~2.5x an upright one; see docs/runtime.md) "

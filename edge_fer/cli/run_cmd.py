@@ -64,7 +64,7 @@ def _run(args, guard) -> int:
     if not args.demo and not args.source:
         raise UserError("no SOURCE: give a file, folder, glob, camera or URI (or --demo)")
     if args.demo:
-        from edge_fer.runtime.runner import resolve_cascade
+        from edge_fer.detect.config import resolve_cascade
         from edge_fer.runtime.sinks import check_collisions
 
         resolve_cascade(args.cascade)  # fail before making the clip

@@ -56,9 +56,11 @@ def cascade_settings(path: str | Path | None) -> dict:
 def default_threshold(path: str | Path | None, pooled: bool = False) -> float:
     """The cascade's recommended threshold: for the score pooled over the runtime's frame
     memory (`memory_threshold`), or for one image (`threshold`); else FALLBACK_THRESHOLD."""
-    s = CascadeSettings.for_cascade(path)
-    v = s.memory_threshold if pooled and s.memory_threshold is not None else s.threshold
-    return FALLBACK_THRESHOLD if v is None else v
+    from edge_fer.detect.config import MEMORY, DetectorOptions, resolve
+
+    # the precedence is config.resolve's alone: no option given, so the cascade's settings
+    opts = DetectorOptions(memory=MEMORY if pooled else 1)
+    return resolve(opts, CascadeSettings.for_cascade(path)).threshold
 
 
 def parse_angles(text: str) -> tuple[float, ...]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from edge_fer.detect.config import _reason  # the one-line reason, as for its settings
 from edge_fer.errors import UserError
 
 HEADER_BYTES = 16
@@ -192,9 +193,3 @@ def _check_arrays(
             f"{source}: leaf values can sum to {reach:.3g}, beyond the {MAX_SCORE:g} a window "
             "score may reach (float32 sums would overflow)"
         )
-
-
-def _reason(exc: BaseException) -> str:
-    from edge_fer.fileio import first_line, os_error_reason
-
-    return os_error_reason(exc) if isinstance(exc, OSError) else first_line(exc)

@@ -277,7 +277,7 @@ class Detector:
     # ---- internals -----------------------------------------------------------------------
     def _other_angles(self) -> list[Detector]:
         """One scanner per further angle (a plan's offsets are built for one rotation), made
-        again when a scan setting was changed after construction (the runner does)."""
+        again when a scan setting was changed after construction."""
         scan = {k: getattr(self, k) for k in _SCAN_SETTINGS}
         key = tuple(scan.values())
         if key != self._others_key:

@@ -195,13 +195,17 @@ def cached_engine_name(
 def quant_layout(onnx_path: str | os.PathLike[str]) -> str | None:
     """None (no QuantizeLinear), "tensorrt" (symmetric int8, zero points 0) or "cpu" (uint8
     activations or non-zero zero points: ONNX Runtime's CPU layout, which TensorRT rejects).
-    Needs the onnx package; without it, None (TensorRT's parser then decides)."""
+    Needs the onnx package; without it, None (TensorRT's parser then decides). UserError for
+    a file onnx cannot load."""
     try:
         import onnx
         from onnx import numpy_helper
     except ImportError:
         return None
-    model = onnx.load(str(onnx_path), load_external_data=False)
+    try:
+        model = onnx.load(str(onnx_path), load_external_data=False)
+    except Exception as exc:  # noqa: BLE001  DecodeError, OSError...: a user's file, one line
+        raise UserError(f"{onnx_path}: not a loadable ONNX model ({first_line(exc)})") from None
     inits = {i.name: i for i in model.graph.initializer}
     consts = {n.output[0]: n for n in model.graph.node if n.op_type == "Constant" and n.output}
     found = False
@@ -227,6 +231,16 @@ def quant_layout(onnx_path: str | os.PathLike[str]) -> str | None:
                 return "cpu"
         return "tensorrt"
     return None
+
+
+def onnx_missing() -> bool:
+    """True without the onnx package (a Jetson's runtime install): the graph's layout is then
+    unknown until TensorRT has parsed it."""
+    try:
+        import onnx  # noqa: F401
+    except ImportError:
+        return True
+    return False
 
 
 def refuse_cpu_layout(onnx_path: str | os.PathLike[str]) -> str | None:
@@ -383,12 +397,15 @@ def build_engine(
         )
     calib: bytes | None = None
     int8_mode = "qdq" if layout == "tensorrt" else None
-    if cfg.precision == "int8" and layout != "tensorrt":
-        if cfg.calib_cache is None:
-            raise UserError(
-                f"{src}: INT8 needs a model with Q/DQ nodes or a calibration cache "
-                f"(--calib-cache FILE); {QDQ_HINT}"
-            )
+    no_int8 = (
+        f"{src}: INT8 needs a model with Q/DQ nodes or a calibration cache "
+        f"(--calib-cache FILE); {QDQ_HINT}"
+    )
+    if cfg.precision == "int8" and layout != "tensorrt" and cfg.calib_cache is None:
+        if not (layout is None and onnx_missing()):  # else: TensorRT's parse tells, below
+            raise UserError(no_int8)
+    elif cfg.precision == "int8" and layout != "tensorrt":
+        assert cfg.calib_cache is not None
         if not feats.implicit_int8:
             raise UserError(
                 f"{src}: TensorRT {version} has no calibration-cache INT8 (removed in TensorRT "
@@ -411,7 +428,7 @@ def build_engine(
     # INT8 on a GPU without INT8 kernels (Jetson Nano, TX2) fails late or runs FP32: say so now.
     # platform_has_fast_int8 exists up to 10.x (deprecated in 10.5, removed in 11)
     fast_int8 = getattr(builder, "platform_has_fast_int8", None)
-    if int8_mode is not None and fast_int8 is False:
+    if (int8_mode is not None or cfg.precision == "int8") and fast_int8 is False:
         raise UserError(
             f"this GPU ({here.get('gpu') or 'compute capability ' + str(here.get('compute_capability'))}"
             ") has no INT8 kernels (Jetson Nano and TX2 have none): build fp16 for it"
@@ -444,6 +461,8 @@ def build_engine(
     qdq = has_qdq(network)
     if qdq and int8_mode is None:
         int8_mode = "qdq"  # the onnx package was missing: TensorRT's view of the graph
+    if cfg.precision == "int8" and int8_mode is None:
+        raise UserError(no_int8)
 
     tcfg = builder.create_builder_config()
     pool = int(cfg.workspace_mb) << 20

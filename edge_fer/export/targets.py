@@ -94,7 +94,7 @@ def _discrete_row(description: str) -> dict[str, Any]:
         "fp16": True,
         "int8": True,
         "dla_cores": 0,
-        "sparsity": True,  # Ampere (8.0) and later only: checked against the GPU at build time
+        "sparsity": True,  # Ampere (8.0) and later only (not checked: Turing builds dense)
         "jetpack": [],
         "tensorrt": list(_DISCRETE_TENSORRT),
         "default_tensorrt": _DISCRETE_DEFAULT,

@@ -67,7 +67,7 @@ def training_arrays(
         raise UserError(f"no faces of the model's classes ({', '.join(spec.classes)}) in {desc}")
     if limit is not None:
         if limit < 1:
-            raise UserError("--limit must be at least 1")
+            raise UserError("must be at least 1", param="limit")
         if limit < len(labels):
             pick = np.sort(np.random.default_rng(seed).choice(len(labels), limit, replace=False))
             images, labels = images[pick], labels[pick]
@@ -149,11 +149,11 @@ def _fit(model, x, y, epochs, batch_size, lr, callbacks, verbose, seed) -> dict:
 
 def _check_training_args(epochs: int, batch_size: int, lr: float) -> None:
     if epochs < 1:
-        raise UserError("--epochs must be at least 1")
+        raise UserError("must be at least 1", param="epochs")
     if batch_size < 1:
-        raise UserError("--batch-size must be at least 1")
+        raise UserError("must be at least 1", param="batch_size")
     if not lr > 0:
-        raise UserError("--lr must be positive")
+        raise UserError("must be positive", param="lr")
 
 
 def prune_keras(
@@ -179,7 +179,9 @@ def prune_keras(
     _, keras = _tf.tf_keras()
     mot = _tf.tfmot()
     if not 0.0 < float(target_sparsity) < 1.0:
-        raise UserError(f"--sparsity {target_sparsity} must lie strictly between 0 and 1")
+        raise UserError(
+            f"must lie strictly between 0 and 1, got {target_sparsity}", param="target_sparsity"
+        )
     _check_training_args(epochs, batch_size, lr)
     model = _prepare_model(model, spec, add_softmax)
     x, y, desc = training_arrays(data, spec, limit=limit, seed=seed)

@@ -503,7 +503,7 @@ def parse_scale(text: str) -> tuple[float, float]:
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise UserError(f"--scale {text!r}: expected LO,HI such as -1,1 or 0,1") from None
+        raise UserError(f"{text!r}: expected LO,HI such as -1,1 or 0,1", param="scale") from None
     scale_to_mean_std(lo, hi)
     return lo, hi
 
@@ -514,15 +514,20 @@ def parse_classes(text: str | None, n: int) -> tuple[str, ...]:
     if text is None:
         if n == len(L.FER2013):
             return L.FER2013
-        raise UserError(f"the model has {n} outputs; name its classes with --classes")
+        raise UserError(
+            f"must name the model's {n} classes (only 7 outputs default to FER2013's)",
+            param="classes",
+        )
     if text.lower() in L.VOCABULARIES:
         names = L.vocabulary(text)
     else:
         names = tuple(L.canonical(c) for c in text.split(",") if c.strip())
     if len(names) != n:
-        raise UserError(f"--classes names {len(names)} classes but the model has {n} outputs")
+        raise UserError(
+            f"names {len(names)} classes but the model has {n} outputs", param="classes"
+        )
     if len(set(names)) != len(names):
-        raise UserError(f"--classes repeats a class: {', '.join(names)}")
+        raise UserError(f"repeats a class: {', '.join(names)}", param="classes")
     return tuple(names)
 
 
@@ -539,9 +544,9 @@ def keras_spec(
     FER2013's order for 7 outputs)."""
     side, channels, n = io_shape(model)
     if side is None and input_size is None:
-        raise UserError("the model accepts any input size; choose one with --input-size")
+        raise UserError("must be given: the model accepts any input size", param="input_size")
     if side is not None and input_size is not None and input_size != side:
-        raise UserError(f"--input-size {input_size} but the model's input is {side}x{side}")
+        raise UserError(f"{input_size} but the model's input is {side}x{side}", param="input_size")
     size = int(side or input_size)  # type: ignore[arg-type]
     if size < 8:
         raise UserError(f"input size {size} is too small (at least 8)")
@@ -596,7 +601,7 @@ def keras_to_onnx(
     import onnx
 
     if not 13 <= int(opset) <= 21:
-        raise UserError(f"--opset {opset} is outside 13..21 (what tf2onnx writes)")
+        raise UserError(f"{opset} is outside 13..21 (what tf2onnx writes)", param="opset")
     check_io(model, spec)
     model, softmax_added = ensure_probs(model, add_softmax)
     src = Path(source) if source is not None else _source_of(model)

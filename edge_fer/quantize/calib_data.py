@@ -130,7 +130,7 @@ def from_dataset(
     from edge_fer.data import load_dataset
 
     if samples < 1:
-        raise UserError("samples must be >= 1")
+        raise UserError("must be >= 1", param="samples")
     fs = load_dataset(path, split, size=size, layout=layout, skip_bad=skip_bad, cache=cache)
     if ids is not None:  # an earlier calibration set, by its ids
         where = {i: k for k, i in enumerate(fs.ids)}
@@ -202,7 +202,7 @@ def from_source(
 
     opts = detect or DetectOptions()
     if samples < 1:
-        raise UserError("samples must be >= 1")
+        raise UserError("must be >= 1", param="samples")
     if opts.every < 1:
         raise UserError("detect.every must be >= 1")
     spec = parse_source(str(source))
@@ -291,7 +291,7 @@ class FaceBatchReader:
         limit: int | None = None,
     ) -> None:
         if batch_size < 1:
-            raise UserError("batch_size must be >= 1")
+            raise UserError("must be >= 1", param="batch_size")
         self.faces = faces if limit is None else faces[:limit]
         self.spec = spec
         self.input_name = input_name

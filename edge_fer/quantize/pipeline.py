@@ -71,7 +71,7 @@ def calibrate(
     targets = _targets(target)
     trt_code = trt_cache.version_code(trt_version)
     if batch_size < 1:
-        raise UserError("batch_size must be >= 1")
+        raise UserError("must be >= 1", param="batch_size")
     # checked before the pass, not after: the percentile also serves the report's comparison
     percentile_used = ranges.check_method(method, percentile)
     compare_at = ranges.check_method("percentile", percentile)

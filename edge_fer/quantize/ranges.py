@@ -328,7 +328,7 @@ def check_method(method: str, percentile: float | None = None) -> float | None:
         return None
     p = DEFAULT_PERCENTILE if percentile is None else float(percentile)
     if not 50.0 < p <= 100.0:
-        raise UserError(f"percentile must be in (50, 100], got {p}")
+        raise UserError(f"must be in (50, 100], got {p}", param="percentile")
     return p
 
 

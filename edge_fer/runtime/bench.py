@@ -20,7 +20,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge_fer.errors import UserError
+from edge_fer.errors import UserError, first_line
 
 
 def synthetic_clip(
@@ -89,7 +89,7 @@ def available_backends(model=None, threads: int = 1) -> dict[str, str | None]:
             out[b] = str(exc)
             continue
         except Exception as exc:  # noqa: BLE001 - an engine that is installed but broken
-            out[b] = f"{type(exc).__name__}: {exc}"
+            out[b] = f"{type(exc).__name__}: {first_line(exc)}"  # a table cell
             continue
         clf.close()
         out[b] = None

@@ -30,7 +30,6 @@ import collections
 import contextlib
 import queue
 import signal
-import sys
 import threading
 import time
 from collections.abc import Callable
@@ -39,6 +38,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from edge_fer import errors
 from edge_fer.runtime.crops import crop_face
 from edge_fer.runtime.scenecut import SCENE_CUT_THRESHOLD, SceneCutDetector
 from edge_fer.runtime.smoothing import KEEP_ENDED, TrackSmoother
@@ -194,26 +194,10 @@ class RunResult:
     exit_code: int
 
 
-def percentiles(values) -> dict:
-    """{"n", "mean", "p50", "p90", "p99", "max"} of a list (the pipeline itself streams its
-    timings into StreamingStats, whose summary has the same keys)."""
-    if not len(values):
-        return StreamingStats().summary()
-    a = np.asarray(values, np.float64)
-    return {
-        "n": int(a.size),
-        "mean": round(float(a.mean()), 3),
-        "p50": round(float(np.percentile(a, 50)), 3),
-        "p90": round(float(np.percentile(a, 90)), 3),
-        "p99": round(float(np.percentile(a, 99)), 3),
-        "max": round(float(a.max()), 3),
-    }
-
-
 def startup_summary(source: dict, signum: int, outputs: dict, info: dict | None = None) -> dict:
     """The summary of a run a signal stopped before its first frame (`"started": false`): the
     same keys as `Pipeline.summary`, nothing processed, no output but this summary written."""
-    empty = percentiles([])
+    empty = StreamingStats().summary()
     d = {
         "source": source,
         "frames": 0,
@@ -331,7 +315,7 @@ class Pipeline:
         self.handle_signals = handle_signals
         self.signals = signals  # the caller's guard (start-up was under it); None: our own
         self.signum: int | None = None
-        self._warn = warn
+        self._warn = warn or errors.warn
         self.nonfinite = 0  # detections / probability vectors with NaN or Infinity, left out
         self.info = dict(info or {})
         self.stop = threading.Event()
@@ -611,10 +595,7 @@ class Pipeline:
                 f"{what} with NaN or Infinity were left out (a broken model or cascade?); "
                 "counted in the summary as nonfinite_dropped"
             )
-            if self._warn is not None:
-                self._warn(msg)
-            else:
-                print(f"edge-fer: warning: {msg}", file=sys.stderr, flush=True)
+            self._warn(msg)
 
     # ---- run --------------------------------------------------------------------------------
     def _on_signal(self, signum, frame=None) -> None:
@@ -747,10 +728,7 @@ class Pipeline:
             if not self._summary_failed:
                 self._summary_failed = True
                 msg = f"{exc}; the summary is written again at the next interval"
-                if self._warn is not None:
-                    self._warn(msg)
-                else:
-                    print(f"edge-fer: warning: {msg}", file=sys.stderr, flush=True)
+                self._warn(msg)
             return
         self._summary_failed = False
 

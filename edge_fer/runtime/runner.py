@@ -14,12 +14,13 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-# DetectorPicker, resolve_cascade: imported from here by callers of earlier versions
-from edge_fer.detect.config import DetectorOptions, resolve_cascade  # noqa: F401
+from edge_fer.detect.config import DetectorOptions
 from edge_fer.detect.factory import DetectorPicker
 from edge_fer.errors import UserError
 from edge_fer.runtime.scenecut import SCENE_CUT_THRESHOLD
 from edge_fer.runtime.tracker import TrackerOptions
+
+TRT_BACKENDS = ("tensorrt", "trt")
 
 
 @dataclass
@@ -70,15 +71,20 @@ def load_classifier(
     if model is None:
         model = bundled_model_path(backend, precision)
 
+    _check_trt_options(backend, trt_precision, calib_cache)
     trt: dict = {}
-    if backend in ("tensorrt", "trt"):  # engine precision and INT8 calibration (TensorRT only)
+    if backend in TRT_BACKENDS:  # engine precision and INT8 calibration (TensorRT only)
         trt = {"precision": trt_precision, "calib_cache": calib_cache}
-    elif trt_precision is not None or calib_cache is not None:
+    return Classifier.load(model, backend=backend, threads=threads, tta=tta, **trt)
+
+
+def _check_trt_options(backend: str, trt_precision, calib_cache) -> None:
+    """UserError when a TensorRT-only option is given for another backend."""
+    if backend not in TRT_BACKENDS and (trt_precision is not None or calib_cache is not None):
         raise UserError(
             "needs the TensorRT backend",
             param="trt_precision" if trt_precision is not None else "calib_cache",
         )
-    return Classifier.load(model, backend=backend, threads=threads, tta=tta, **trt)
 
 
 def classifier_for(opts: RunOptions):
@@ -233,11 +239,7 @@ def _run_video(
                 "for this machine only)",
                 param="preview_host",
             )
-    if opts.backend not in ("tensorrt", "trt") and (opts.trt_precision or opts.calib_cache):
-        raise UserError(
-            "needs the TensorRT backend",
-            param="trt_precision" if opts.trt_precision else "calib_cache",
-        )
+    _check_trt_options(opts.backend, opts.trt_precision, opts.calib_cache)
     # cheap checks first, so a typo fails before anything is loaded or opened
     spec = parse_source(opts.source, **opts.source_options)
     outputs = [("--out", opts.out), ("--events", opts.events), ("--summary", opts.summary)]

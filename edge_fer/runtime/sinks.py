@@ -462,7 +462,7 @@ class WindowSink:
         try:
             cv2.namedWindow(self.title, cv2.WINDOW_NORMAL)
         except cv2.error as exc:
-            raise UserError(f"--show: cannot open a window ({exc})") from None
+            raise UserError(f"--show: cannot open a window ({errors.first_line(exc)})") from None
 
     def write(self, image: np.ndarray) -> None:
         cv2.imshow(self.title, image)

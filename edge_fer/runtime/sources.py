@@ -34,7 +34,6 @@ import glob as _glob
 import os
 import re
 import struct
-import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -45,6 +44,7 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import cv2
 import numpy as np
 
+from edge_fer import errors
 from edge_fer.errors import UserError
 from edge_fer.fileio import first_line, os_error_reason
 
@@ -371,10 +371,6 @@ def list_images(spec: SourceSpec) -> list[str]:
 # ---- sources ---------------------------------------------------------------------------------
 
 
-def _warn_stderr(msg: str) -> None:
-    print(f"edge-fer: warning: {msg}", file=sys.stderr, flush=True)
-
-
 class Source:
     """Common interface: read() -> Frame | None at the end; close(); a few facts and stats."""
 
@@ -386,7 +382,7 @@ class Source:
 
     def __init__(self, spec: SourceSpec, warn: Callable[[str], None] | None = None) -> None:
         self.spec = spec
-        self.warn = warn or _warn_stderr
+        self.warn = warn or errors.warn
         self.dropped = 0  # live: frames overwritten before anyone read them
         # the latest of each kind of event, and their counts (Latest: bounded)
         self.errors = Latest()  # problems with the input (corrupt frames, truncation, loss)
