@@ -160,3 +160,14 @@ def dumps(obj: Any, indent: int | None = 2) -> str:
 def write_json(path: PathLike, obj: Any, indent: int | None = 2) -> None:
     """Strict JSON, written as `write_bytes` does (atomic, or through to a device)."""
     write_text(path, dumps(obj, indent) + "\n")
+
+
+def save_json(path: PathLike, obj: Any, what: str, indent: int | None = 2) -> None:
+    """`write_json` for a user-named output: a failure (a full disk, a folder that is not
+    there, NaN in the data) is one UserError line naming `what` and the path."""
+    try:
+        write_json(path, obj, indent)
+    except OSError as exc:
+        raise UserError(f"cannot write {what} {os.fspath(path)}: {os_error_reason(exc)}") from None
+    except ValueError as exc:  # NaN or Infinity: strict JSON cannot hold it
+        raise UserError(f"cannot write {what} {os.fspath(path)}: {first_line(exc)}") from None

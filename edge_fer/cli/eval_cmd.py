@@ -296,27 +296,17 @@ def run_eval(args) -> int:
             raise UserError(f"--json -: {fileio.first_line(exc)}") from None
     else:
         if args.json_out:
-            _write_json(rep, Path(args.json_out))
+            try:
+                Path(args.json_out).parent.mkdir(parents=True, exist_ok=True)
+            except OSError:
+                pass  # save_json says what is wrong with the path, in one line
+            fileio.save_json(args.json_out, rep, "--json")
         print(text)
         if args.json_out:
             print(f"report    {args.json_out}" + (f"  confusion matrix {png}" if png else ""))
         elif png:
             print(f"confusion matrix {png}")
     return 0
-
-
-def _write_json(obj, path: Path) -> None:
-    """Strict JSON (edge_fer.fileio: atomic for a file, written through to a device, a
-    symlink's target replaced); a failure is one line naming the file."""
-    from edge_fer.errors import UserError
-
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fileio.write_json(path, obj)
-    except OSError as exc:
-        raise UserError(f"{path}: cannot write ({fileio.os_error_reason(exc)})") from None
-    except ValueError as exc:  # NaN or Infinity in the report: strict JSON cannot hold it
-        raise UserError(f"{path}: {fileio.first_line(exc)}") from None
 
 
 # -- classify -----------------------------------------------------------------------------

@@ -427,10 +427,7 @@ class EventsSink:
 def write_json_atomic(path, obj: dict, what: str = "summary") -> None:
     """Strict JSON through `edge_fer.fileio.write_json` (atomic for a file, written through to
     a device or pipe, a symlink's target replaced); a failure is a UserError naming `what`."""
-    try:
-        fileio.write_json(path, obj)
-    except OSError as exc:
-        raise _os_error(what, path, exc) from None
+    fileio.save_json(path, obj, what)
 
 
 # ---- on-screen window ------------------------------------------------------------------------
