@@ -40,6 +40,28 @@ class VocabPlan:
         s = p.sum(1, keepdims=True)
         return np.where(s > 0, p / np.where(s > 0, s, 1), 1.0 / p.shape[1]).astype(np.float32)
 
+    def describe(self, dropped_by_class: dict[str, int]) -> dict:
+        """Which classes were compared, what became of the model's classes (dropped, merged,
+        renamed) and of the dataset's (mapped, or without counterpart: faces excluded)."""
+        into: dict[str, list[str]] = {}
+        for m, t in self.model_map.items():
+            if t is not None:
+                into.setdefault(t, []).append(m)
+        return {
+            "compared": list(self.classes),
+            "model_classes_dropped": [m for m, t in self.model_map.items() if t is None],
+            "model_classes_merged": {t: ms for t, ms in into.items() if len(ms) > 1},
+            "model_classes_renamed": {
+                m: t for m, t in self.model_map.items() if t and t != m and len(into[t]) == 1
+            },
+            "compared_without_model_class": [c for c in self.classes if c not in into],
+            "dataset_classes_mapped": {c: t for c, t in self.data_map.items() if t and t != c},
+            "dataset_classes_without_counterpart": {
+                c: int(dropped_by_class.get(c, 0)) for c, t in self.data_map.items() if t is None
+            },
+            "excluded_faces": int(sum(dropped_by_class.values())),
+        }
+
 
 def plan_vocabulary(
     data_classes: tuple[str, ...],
@@ -79,8 +101,9 @@ def plan_vocabulary(
     if unmapped and not explicit:
         raise UserError(
             f"dataset classes {', '.join(unmapped)} have no counterpart in the model's classes "
-            f"({', '.join(model_classes)}); pass --label-set or --classes to evaluate on a "
-            "shared vocabulary (samples of unmapped classes are then dropped and counted)"
+            f"({', '.join(model_classes)}); pass --label-set dataset (the dataset's classes), "
+            "--label-set NAME or --classes to evaluate on a shared vocabulary (samples of "
+            "unmapped classes are then dropped and counted)"
         )
     label_index = np.array(
         [ev.index(data_map[c]) if data_map[c] is not None else -1 for c in data_classes],
@@ -149,17 +172,36 @@ def batch1_latency(clf, images: np.ndarray, samples: int = 200, warmup: int = 5)
     }
 
 
+def dataset_target(faces: FaceSet, model_classes) -> tuple[str, ...]:
+    """--label-set dataset: the dataset's own classes that the model's classes map onto
+    (edge_fer.labels: synonyms, groups); the other dataset classes are excluded and counted."""
+    present = [c for c, n in zip(faces.classes, faces.counts()) if n]
+    target = L.shared_vocabulary(present, tuple(model_classes))
+    if not target:
+        raise UserError(
+            f"vocabulary mismatch: no class of the dataset ({', '.join(present)}) has a "
+            f"counterpart among the model's ({', '.join(model_classes)})"
+        )
+    return target
+
+
 def evaluate(
     clf,
     faces: FaceSet,
-    target: tuple[str, ...] | None = None,
+    target: tuple[str, ...] | str | None = None,
     batch_size: int = 64,
     latency_samples: int = 200,
     progress: bool = True,
 ) -> dict:
-    """Evaluate `clf` (an edge_fer.classify.Classifier) on `faces`; returns the report dict."""
+    """Evaluate `clf` (an edge_fer.classify.Classifier) on `faces`; returns the report dict.
+
+    target: None (the model's vocabulary), "dataset" (the dataset's classes the model can
+    answer, see `dataset_target`) or a tuple of class names."""
     if batch_size < 1:
         raise UserError("must be at least 1", param="batch_size")
+    mode = "model" if target is None else "dataset" if target == "dataset" else "explicit"
+    if target == "dataset":
+        target = dataset_target(faces, clf.classes)
     plan = plan_vocabulary(faces.classes, clf.classes, target, faces.counts())
     lab = plan.label_index[faces.labels]
     keep = lab >= 0
@@ -196,6 +238,7 @@ def evaluate(
             "skipped": int(faces.skipped),
             "dropped": len(dropped),
             "dropped_by_class": dropped_by_class,
+            "vocabulary": {"mode": mode, **plan.describe(dropped_by_class)},
         }
     )
     return rep
@@ -284,6 +327,39 @@ def write_png(img: np.ndarray, path: str | os.PathLike) -> None:
         raise UserError(f"{p}: cannot write ({fileio.os_error_reason(exc)})") from None
 
 
+def vocabulary_text(v: dict) -> list[str]:
+    """What the label mapping did, for the summary; nothing when the dataset and the model
+    share one vocabulary untouched."""
+    if not v:
+        return []
+    dropped = v.get("model_classes_dropped") or []
+    merged = v.get("model_classes_merged") or {}
+    renamed = v.get("model_classes_renamed") or {}
+    unmatched = v.get("dataset_classes_without_counterpart") or {}
+    mapped = v.get("dataset_classes_mapped") or {}
+    if v.get("mode") == "model" and not (dropped or merged or renamed or unmatched or mapped):
+        return []
+    whose = {"model": "the model's", "dataset": "the dataset's", "explicit": "the chosen"}
+    n = len(v["compared"])
+    mode = whose.get(v.get("mode"), "the chosen")
+    out = [f"compared  {', '.join(v['compared'])} ({n} classes, {mode} vocabulary)"]
+    model = [f"{t} <- {' + '.join(ms)} (merged)" for t, ms in merged.items()]
+    model += [f"{m} -> {t}" for m, t in renamed.items()]
+    if dropped:
+        model.append(f"{', '.join(dropped)} dropped (probability removed, rest renormalised)")
+    if model:
+        out.append("model     " + "; ".join(model))
+    data = [f"{c} -> {t}" for c, t in mapped.items()]
+    data += [f"{c}: no counterpart, {n} faces excluded" for c, n in unmatched.items()]
+    if data:
+        out.append("dataset   " + "; ".join(data))
+    if v.get("compared_without_model_class"):
+        out.append(
+            f"note      no model class answers {', '.join(v['compared_without_model_class'])}"
+        )
+    return out
+
+
 def summary_text(rep: dict) -> str:
     """A short human summary of an evaluation report."""
     lines = [
@@ -296,6 +372,7 @@ def summary_text(rep: dict) -> str:
             f"macro-F1 {rep['macro_f1']:.4f}"
         ),
     ]
+    lines += vocabulary_text(rep.get("vocabulary") or {})
     lat = rep.get("latency") or {}
     if lat:
         s = f"latency   {lat['ms_per_face']:.3f} ms/face at batch {lat['batch_size']}"

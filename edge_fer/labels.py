@@ -71,22 +71,46 @@ def vocabulary(name: str) -> tuple[str, ...]:
         ) from None
 
 
+def is_grouped(vocab) -> bool:
+    """A vocabulary of valence groups (all or some of GROUPED3, with a group that is not also an
+    emotion name)."""
+    names = set(vocab)
+    return bool(names) and names <= set(GROUPED3) and bool(names & {"negative", "positive"})
+
+
 def mapping(src: tuple[str, ...], dst: tuple[str, ...]) -> dict[str, str | None]:
-    """Map each class of `src` to a class of `dst` (None: no counterpart, drop the sample)."""
+    """Map each class of `src` to a class of `dst` (None: no counterpart, drop the sample).
+
+    Names are compared after `canonical` (synonyms such as anger/angry); a group vocabulary
+    (GROUPED3 or part of it) receives every class through its valence group; happy and smile
+    stand for each other."""
     out: dict[str, str | None] = {}
     dst_set = set(dst)
+    grouped = is_grouped(dst)
     for name in src:
+        key = canonical(name)
         if name in dst_set:
             out[name] = name
-        elif tuple(dst) == GROUPED3:
-            out[name] = _TO_GROUPED3.get(name)
-        elif name == "smile" and "happy" in dst_set:
+        elif key in dst_set:
+            out[name] = key
+        elif grouped:
+            group = _TO_GROUPED3.get(key)
+            out[name] = group if group in dst_set else None
+        elif key == "smile" and "happy" in dst_set:
             out[name] = "happy"
-        elif name == "happy" and "smile" in dst_set:
+        elif key == "happy" and "smile" in dst_set:
             out[name] = "smile"
         else:
             out[name] = None
     return out
+
+
+def shared_vocabulary(data_classes, model_classes) -> tuple[str, ...]:
+    """The dataset's classes (in its order) that at least one model class maps onto: the
+    classes a cross-dataset evaluation can compare."""
+    data = tuple(canonical(c) for c in data_classes)
+    reached = {t for t in mapping(tuple(model_classes), data).values() if t is not None}
+    return tuple(c for c in data if c in reached)
 
 
 def index_map(src: tuple[str, ...], dst: tuple[str, ...]) -> list[int]:

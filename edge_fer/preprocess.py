@@ -33,6 +33,12 @@ class PreprocessSpec:
     mean: float = 0.5  # on the 0..1 pixel scale
     std: float = 0.25
     crop_margin: float = 0.1  # extra border around a detected face box, fraction of its size
+    # eye alignment (edge_fer.align, docs/align.md): faces levelled and framed on their eyes,
+    # align_frame eye distances outwards from each eye, above and below the eye line (default:
+    # FER2013's own framing, measured; a pre-cropped FER2013 face holds no more). The crop's
+    # job, not prepare's: the runtime and the trainer align before this spec sees the face.
+    align: bool = False
+    align_frame: tuple[float, float, float] = (0.83, 1.09, 1.58)
     classes: tuple[str, ...] = field(default_factory=tuple)
 
     def to_metadata(self) -> dict[str, str]:
@@ -65,6 +71,8 @@ class PreprocessSpec:
             _check_key(k, v)
         if "classes" in known:
             known["classes"] = tuple(known["classes"])
+        if "align_frame" in known:
+            known["align_frame"] = tuple(float(v) for v in known["align_frame"])
         return cls(**known)
 
     def prepare(self, faces: list[np.ndarray] | np.ndarray) -> np.ndarray:
@@ -133,8 +141,12 @@ def _check_key(key: str, v) -> None:
         want = f"an integer in {MIN_INPUT_SIZE}..{MAX_INPUT_SIZE}"
     elif key == "channels":
         ok, want = _is_int(v) and v in (1, 3), "1 or 3"
-    elif key == "clahe":
+    elif key in ("clahe", "align"):
         ok, want = isinstance(v, bool), "true or false"
+    elif key == "align_frame":
+        ok = isinstance(v, list) and len(v) == 3 and all(_is_number(x) and 0 <= x <= 20 for x in v)
+        ok = ok and v[1] + v[2] > 0
+        want = "three numbers in 0..20 (side, top, bottom)"
     elif key == "mean":
         ok = _is_number(v) and abs(v) <= MAX_NORM
         want = f"a finite number in -{MAX_NORM:g}..{MAX_NORM:g}"

@@ -13,12 +13,12 @@ from paths import ASSETS
 
 from edge_fer.detect import lowres_cascade_path
 
-VGA, QQVGA = (480, 640), (120, 160)
+VGA, QQVGA, HD = (480, 640), (120, 160), (720, 1280)
 
 # the bundled cascades with default options (both run face_verify.onnx behind them)
 DEFAULT = {
     "cascade": "face_default.pico",
-    "min_size": 0.1,
+    "min_size": 24,  # issue 17: was 0.1 of the shorter side; frames under 240 px keep 0.1
     "min_pixels": 1.0,
     "max_size": 1.0,
     "scale_factor": 1.1,
@@ -31,17 +31,23 @@ DEFAULT = {
     "upscale_to": 240,
     "upscale_interpolation": "linear",
     "verifier": "face_verify.onnx",
-    "verifier_min_prob": 0.5,
+    "verifier_min_prob": 0.8,  # issue 17: face_default.json, chosen by bench_yunet.py (was 0.5)
     "track_min_score": None,
+    # issue 17 (new): video scans its fine scales in a rotation, ~200k windows a frame (frames
+    # over 640x480: the detector's schedule.MIN_PIXELS); one frame of memory: every scale
+    "fine_budget": 200000,
+    "fine_span": 4.0,
 }
 LOWRES = {
     **DEFAULT,
     "cascade": "face_lowres.pico",
+    "min_size": 0.1,  # its frames are under 240 px: 0.1 of them is under 24 px
     "min_pixels": 20.0,
     "scale_factor": 1.05,
     "grouping": "greedy",
     "cluster_iou": 0.15,
     "upscale_to": 0,
+    "verifier_min_prob": 0.5,
 }
 
 # (frame shape, --cascade, options (tracker_min_score: the tracker's), changes from the base)
@@ -49,9 +55,11 @@ CASES = [
     (VGA, None, {}, {}),
     (QQVGA, None, {}, {}),
     ((0, 0), None, {}, {}),  # a source that does not say its size: the default cascade
+    (HD, None, {}, {}),
+    (HD, None, {"fine_budget": 0, "fine_span": 3.0}, {"fine_budget": 0, "fine_span": 3.0}),
     # an explicit cascade is kept; face_default upscales 160x120 to 240, scanned at 1.05
     (QQVGA, "face_default.pico", {}, {**DEFAULT, "scale_factor": 1.05}),
-    (VGA, "face_lowres.pico", {}, {**LOWRES}),
+    (VGA, "face_lowres.pico", {}, {**LOWRES, "min_size": 24}),
     # every option overrides the cascade's setting
     (VGA, None, {"min_size": 30}, {"min_size": 30}),
     (QQVGA, None, {"min_size": 30}, {"min_size": 30, "min_pixels": 1.0}),
@@ -69,8 +77,8 @@ CASES = [
     (VGA, None, {"threshold": 7.0}, {"threshold": 7.0}),
     (QQVGA, None, {"threshold": 7.0}, {"threshold": 7.0}),
     # one frame, no pooling: the cascade's single-image threshold
-    (VGA, None, {"memory": 1}, {"memory": 1, "threshold": 3.0}),
-    (QQVGA, None, {"memory": 1}, {"memory": 1, "threshold": 17.5}),
+    (VGA, None, {"memory": 1}, {"memory": 1, "threshold": 0.0, "fine_budget": 0}),
+    (QQVGA, None, {"memory": 1}, {"memory": 1, "threshold": 17.5, "fine_budget": 0}),
     (VGA, None, {"upscale_to": 200}, {"upscale_to": 200}),
     (VGA, None, {"upscale_to": 0}, {"upscale_to": 0}),
     (QQVGA, None, {"upscale_to": 200}, {"upscale_to": 200}),
@@ -90,7 +98,7 @@ CASES = [
         {"verifier": "none"},
         {"verifier": None, "verifier_min_prob": None, "track_min_score": 50.0},
     ),
-    (VGA, None, {"verifier_min_prob": 0.8}, {"verifier_min_prob": 0.8}),
+    (VGA, None, {"verifier_min_prob": 0.6}, {"verifier_min_prob": 0.6}),
     (QQVGA, None, {"verifier_min_prob": 0.8}, {"verifier_min_prob": 0.8}),
     (VGA, None, {"tracker_min_score": 20.0}, {"track_min_score": 20.0}),
     (QQVGA, None, {"tracker_min_score": 20.0}, {"track_min_score": 20.0}),
@@ -129,6 +137,8 @@ def _resolved(shape, cascade, tracker_min_score=None, **options) -> dict:
         "grouping": inner.grouping,
         "cluster_iou": inner.iou,
         "threshold": inner.threshold,
+        "fine_budget": inner.fine_budget,
+        "fine_span": inner.fine_span,
     }
     assert built == {k: getattr(r, k) for k in built}
     assert inner.angles == (r.angle if isinstance(r.angle, tuple) else (r.angle,))
@@ -152,6 +162,8 @@ def _resolved(shape, cascade, tracker_min_score=None, **options) -> dict:
         "verifier": r.verifier.name if r.verifier else None,
         "verifier_min_prob": r.verifier_min_prob,
         "track_min_score": r.track_min_score,
+        "fine_budget": r.fine_budget,
+        "fine_span": r.fine_span,
     }
 
 
@@ -161,6 +173,8 @@ def test_settings_resolve_as_before(shape, cascade, options, changes) -> None:
         pytest.skip("the bundled low-resolution cascade is not installed")
     small = 0 < min(shape) < 240 and cascade is None
     want = {**(LOWRES if small else DEFAULT), **changes}
+    if 0 < min(shape) < 240 and "min_size" not in options:  # 0.1 of it is under 24 px
+        want["min_size"] = 0.1
     got = _resolved(shape, str(ASSETS / cascade) if cascade else None, **options)
     assert got == want
 
@@ -231,7 +245,8 @@ def test_picker_loads_each_file_once() -> None:
     big, small = pick(VGA), pick(QQVGA)
     assert pick(VGA) is big and pick((0, 0)) is big and pick((100, 100)) is small
     assert big.detector.cascade is not small.detector.cascade
-    assert big.verifier is small.verifier  # one face_verify.onnx session for both
+    # face_verify.onnx behind both; their min_prob differs (0.8, 0.5), so one Verifier each
+    assert big.verifier.path == small.verifier.path
     assert pick.used == {"face_default.pico", "face_lowres.pico"}
 
 

@@ -71,7 +71,9 @@ def test_photos_are_found_as_edge_fer_detect_finds_them(tmp_path, capsys) -> Non
     assert all(old_run[n] <= run[n] for n in run)
     # an explicit --threshold wins too
     high, _ = _run(tmp_path, "high", "--threshold", str(settings.memory_threshold))
-    assert high["detector"]["memory"] == 1 and high["faces"] == old["faces"]
+    # (issue 17: a memory cleared per photo holds each photo, its first frame, to
+    # threshold x 1/5, so --memory 5 finds at least what one frame at the full threshold does)
+    assert high["detector"]["memory"] == 1 and high["faces"] <= old["faces"]
     # --sequence: frames of one scene, the video settings
     seq, _ = _run(tmp_path, "sequence", "--sequence", "--scene-cut", "0")
     assert not seq["stills"] and seq["detector"]["memory"] == MEMORY

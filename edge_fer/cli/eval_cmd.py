@@ -54,7 +54,11 @@ def register(sub) -> None:
         "dataset classes and model outputs are mapped onto it "
         "(edge_fer.labels.mapping; model probabilities of classes that merge are "
         "summed), dataset samples with no counterpart are dropped and counted, "
-        "model classes with no counterpart lose their probability mass.",
+        "model classes with no counterpart lose their probability mass. "
+        "--label-set dataset compares on the dataset's vocabulary (e.g. a dataset with "
+        "contempt and no neutral, or 3 valence groups); the summary and the JSON "
+        "('vocabulary') say which classes were compared, which model classes were "
+        "dropped or merged, and which dataset classes had no counterpart.",
         formatter_class=fmt,
     )
     p.add_argument("--data", required=True, help="dataset folder or fer2013.csv")
@@ -83,7 +87,8 @@ def register(sub) -> None:
         "--label-set",
         default=None,
         help="evaluate in this named vocabulary: fer2013, affectnet8, multipie6, "
-        "grouped6, grouped3",
+        "grouped6, grouped3; or 'dataset': the dataset's own classes that the model's "
+        "classes map onto (cross-dataset evaluation)",
     )
     voc.add_argument(
         "--classes", default=None, help="evaluate in this vocabulary, comma-separated class names"
@@ -215,6 +220,8 @@ def _target(args):
     from edge_fer.errors import UserError
 
     if args.label_set:
+        if args.label_set.strip().lower() == "dataset":
+            return "dataset"
         return L.vocabulary(args.label_set)
     if args.classes:
         names = tuple(L.canonical(c) for c in args.classes.split(",") if c.strip())

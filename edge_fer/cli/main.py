@@ -30,6 +30,8 @@ COMMANDS: list[str] = [
     "compress_cmd",
     "build_engine_cmd",
     "deploy_cmd",
+    "eyes_cmd",
+    "experiment_cmd",
 ]
 
 

@@ -65,8 +65,8 @@ _DETECTOR: list[tuple[str, str, dict[str, Any]]] = [
     ("min_size", "--min-size", {
         "type": parse_size, "default": None, "metavar": "PX|FRACTION",
         "help": "smallest face: pixels (48) or a fraction of the frame's shorter side (0.1, 10%%) "
-        "(default 0.1, and never below the smallest face the cascade learned: its min_face "
-        "setting)"}),
+        "(default 24 px; 0.1 of the shorter side on frames under 240 px, where that is smaller; "
+        "never below the smallest face the cascade learned: its min_face setting)"}),
     ("max_size", "--max-size", {
         "type": parse_size, "default": 1.0, "metavar": "PX|FRACTION",
         "help": "largest face, same units (default 1.0: the whole shorter side)"}),
@@ -210,6 +210,16 @@ class TrackerArgs(ArgGroup):
         g.add_argument("--hold", type=int, default=45, metavar="N",
                        help="frames without a detection before an established track (seen on "
                        "10 or more frames: a face) dies (default 45)")
+        g.add_argument("--follow", type=int, default=40, metavar="N",
+                       help="when an established face is no longer detected (a turned head, a "
+                       "look down), follow it by appearance and report it as held (\"held\": "
+                       "true, its label kept) for at most N frames after its last detection; "
+                       "0: off (default 40)")
+        g.add_argument("--follow-seconds", type=float, default=2.0, metavar="S",
+                       help="... and at most S seconds (default 2)")
+        g.add_argument("--follow-match", type=float, default=0.6, metavar="R",
+                       help="... while its appearance matches with a normalised correlation of "
+                       "at least R (default 0.6)")
         g.add_argument("--smoothing", type=float, default=0.3, metavar="ALPHA",
                        help="weight of the newest frame in the per-track moving average "
                        "(1 = none; default 0.3)")
@@ -225,7 +235,9 @@ class TrackerArgs(ArgGroup):
         from edge_fer.runtime.tracker import TrackerOptions
 
         return TrackerOptions(iou=args.iou, min_hits=args.min_hits, max_misses=args.max_misses,
-                              hold=args.hold, min_score=args.min_track_score)  # fmt: skip
+                              hold=args.hold, min_score=args.min_track_score,
+                              follow=args.follow, follow_seconds=args.follow_seconds,
+                              follow_match=args.follow_match)  # fmt: skip
 
     def run_fields(self, args: argparse.Namespace) -> dict[str, Any]:
         out = {"tracker": self.parse(args), "smoothing": args.smoothing}
@@ -313,6 +325,10 @@ class ModelArgs(ArgGroup):
                            help="only this backend (repeatable; default: every available one)")
         g.add_argument("--threads", type=int, default=1, metavar="N",
                        help="classifier threads (default 1)")
+        g.add_argument("--align", action="store_true",
+                       help="classify eye-aligned crops (bundled eye model; docs/align.md) even "
+                       "if the model was not trained on them (a model trained with --align "
+                       "gets them anyway)")
         g.add_argument("--detect-threads", type=int, metavar="N",
                        help="detector threads (default: CPU cores - 1, at least 1; the other "
                        "core decodes and classifies)")
@@ -320,7 +336,7 @@ class ModelArgs(ArgGroup):
 
     def run_fields(self, args: argparse.Namespace) -> dict[str, Any]:
         out = {"model": args.model, "precision": args.precision, "threads": args.threads,
-               "detect_threads": args.detect_threads}  # fmt: skip
+               "detect_threads": args.detect_threads, "align": args.align}  # fmt: skip
         if self.backend == "one":
             out["backend"] = args.backend
         if self.trt:

@@ -98,6 +98,11 @@ def _check(info: ModelInfo, o: DeepStreamOptions) -> None:
             f"{info.path}: the model expects CLAHE-equalised faces, which nvinfer cannot do; "
             "deploy a model trained without --clahe (or use `edge-fer deploy triton`)"
         )
+    if spec.align:
+        raise UserError(
+            f"{info.path}: the model expects eye-aligned faces (trained with --align), which "
+            "nvinfer's box crops are not; deploy a model trained without --align"
+        )
     if spec.channels != 1:
         raise UserError(
             f"{info.path}: the model takes grayscale replicated to {spec.channels} channels; "

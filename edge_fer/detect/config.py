@@ -8,7 +8,7 @@ constant here. `resolve` is the only place that decides it:
 | value                 | option (flag)           | cascade setting           | else         |
 |-----------------------|-------------------------|---------------------------|--------------|
 | cascade               | --cascade               | -                         | bundled (****) |
-| min_size              | --min-size              | -                         | 0.1 (of the frame) |
+| min_size              | --min-size              | -                         | 24 px (*****) |
 | min_pixels            | (1 with --min-size)     | min_face                  | 1            |
 | max_size              | --max-size              | -                         | 1.0          |
 | scale_factor          | --scale-factor          | 1.05 if upscaled (*), else scale_factor | 1.1 |
@@ -23,11 +23,22 @@ constant here. `resolve` is the only place that decides it:
 | verifier              | --verifier (none: off)  | verifier (in its folder)  | none         |
 | verifier_min_prob     | --verifier-min-prob     | verifier_min_prob         | 0.5          |
 | track_min_score       | --min-track-score       | track_min_score (***)     | no gate      |
+| fine_budget           | (library option)        | -                         | 200000 (******) |
+| fine_span             | (library option)        | -                         | 4.0          |
 
 (*) LOWRES_SCALE_FACTOR, on frames upscaled for detection. (**) 0 (never) for callers that do
 not upscale (`edge-fer detect`, calibration). (***) only when no verifier runs: the verifier
 already turns away the steady background boxes the gate is for. (****) face_lowres.pico for
 frames whose shorter side is under LOWRES_MAX_SIDE (240 px), else face_default.pico.
+(*****) 0.1 of the shorter side on frames whose shorter side is under 240 px (where that is
+smaller than 24 px: 160x120 cameras keep the window they had), and never below the cascade's
+min_face. (******) video is frames pooled over time (memory > 1, not stills): the scales under
+fine_span x the smallest window ("fine") are scanned in a rotation of frames, about
+fine_budget windows a frame, while the coarse scales, the first frame after a reset and the
+regions around live faces are scanned every frame (`edge_fer.detect.schedule`); frames of
+640x480 or fewer pixels scan every scale anyway (schedule.MIN_PIXELS: ~6 ms on one core).
+Photos, `edge-fer detect` (memory 1) and stills scan every scale of every frame (budget 0).
+The budget is 0 unless the frames are video.
 """
 
 from __future__ import annotations
@@ -52,7 +63,16 @@ NO_CASCADE = (
 )
 
 # the constants, last in the precedence
-MIN_SIZE = 0.1
+# the smallest face, in pixels: retail and security cameras see faces of 24-80 px. Frames whose
+# shorter side is under MIN_SIZE / MIN_SIZE_FRACTION (240 px) keep 0.1 of it, which is smaller
+MIN_SIZE = 24
+MIN_SIZE_FRACTION = 0.1
+# video: the scales under FINE_SPAN x the smallest window are scanned in a rotation, about
+# FINE_BUDGET of their windows a frame (~5-8 ms on one core); they are most of the work: at
+# 1080p the scales from 24 to 96 px are 95% of the 1.9 million windows, a rotation of 10
+# frames (see edge_fer.detect.schedule)
+FINE_BUDGET = 200_000
+FINE_SPAN = 4.0
 SCALE_FACTOR = 1.1
 # upscaled low-resolution frames (160x120 cameras) are blurry and cheap to scan: a finer scale
 # step finds their faces on many more frames (01-2.avi: 55% -> 96% of frames)
@@ -73,8 +93,9 @@ VERIFIER_MIN_PROB = 0.5
 @dataclass
 class DetectorOptions:
     min_size: float | None = None  # pixels, or a fraction of the frame's shorter side when <= 1;
-    # None: 0.1 of it, and never below the cascade's `min_face` setting (the smallest face it
-    # learned; below that it fires at random: 81% of the false boxes on 01-2.avi were smaller)
+    # None: 24 px (0.1 of the shorter side when that is smaller), and never below the cascade's
+    # `min_face` setting (the smallest face it learned; below that it fires at random: 81% of
+    # the false boxes on 01-2.avi were smaller)
     max_size: float = 1.0
     scale_factor: float | None = None  # None: the cascade's setting, else 1.1 (1.05 on frames
     # upscaled for detection)
@@ -98,6 +119,11 @@ class DetectorOptions:
     # "none": off; else a path. verifier_min_prob None: the cascade's `verifier_min_prob`, or 0.5
     verifier: str | None = None
     verifier_min_prob: float | None = None
+    # video (memory > 1, not stills): the fine scales (under fine_span x the smallest window)
+    # are scanned in a rotation, about fine_budget windows a frame; None: FINE_BUDGET on
+    # video, 0 (every scale every frame) otherwise. fine_span None: FINE_SPAN
+    fine_budget: int | None = None
+    fine_span: float | None = None
 
 
 # ---- which cascade --------------------------------------------------------------------------
@@ -300,6 +326,8 @@ class ResolvedDetector:
     verifier: Path | None  # None: no verifier
     verifier_min_prob: float | None  # None when no verifier runs
     track_min_score: float | None  # None: no gate
+    fine_budget: int = 0  # 0: every scale every frame
+    fine_span: float = FINE_SPAN
 
     def detector_args(self) -> dict:
         """`edge_fer.detect.Detector`'s keywords."""
@@ -314,6 +342,8 @@ class ResolvedDetector:
             "memory": self.memory,
             "grouping": self.grouping,
             "iou": self.cluster_iou,
+            "fine_budget": self.fine_budget,
+            "fine_span": self.fine_span,
         }
 
     def summary(self) -> dict:
@@ -387,9 +417,25 @@ def resolve(
     angle = o.angle
     if isinstance(angle, (list, tuple)):
         angle = tuple(angle)
+    if o.min_size is not None:
+        min_size: float = o.min_size
+    elif 0 < short < MIN_SIZE / MIN_SIZE_FRACTION:
+        min_size = MIN_SIZE_FRACTION
+    else:
+        min_size = MIN_SIZE
+    # the schedule is for video (frames pooled over time); photos scan every scale every time
+    if o.fine_budget is not None:
+        fine_budget = int(o.fine_budget)
+    else:
+        fine_budget = FINE_BUDGET if memory > 1 and not stills else 0
+    if fine_budget < 0:
+        raise UserError(f"must be >= 0 windows, got {fine_budget}", param="fine_budget")
+    fine_span = FINE_SPAN if o.fine_span is None else float(o.fine_span)
+    if not (math.isfinite(fine_span) and fine_span >= 1.0):
+        raise UserError(f"must be >= 1, got {fine_span}", param="fine_span")
     return ResolvedDetector(
         cascade=s.cascade,
-        min_size=MIN_SIZE if o.min_size is None else o.min_size,
+        min_size=min_size,
         min_pixels=float(s.min_face or 1.0) if o.min_size is None else 1.0,
         max_size=o.max_size,
         scale_factor=scale,
@@ -408,4 +454,6 @@ def resolve(
         verifier=verifier,
         verifier_min_prob=min_prob,
         track_min_score=gate,
+        fine_budget=fine_budget,
+        fine_span=fine_span,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import os
 import threading
 import time
 from collections.abc import Sequence
@@ -15,9 +16,10 @@ import numpy as np
 from edge_fer.detect import scan
 from edge_fer.detect.cascade import Cascade
 from edge_fer.detect.cluster import GROUPINGS
-from edge_fer.detect.grid import ScanGrid, build_grid
+from edge_fer.detect.grid import ScanGrid, build_grid, crop
 from edge_fer.detect.lanes import run_lanes
 from edge_fer.detect.memory import DetectionMemory
+from edge_fer.detect.schedule import HOT_SHARE, ScheduleState, inside, regions
 from edge_fer.errors import UserError
 
 MAX_SIDE = 16384
@@ -94,6 +96,7 @@ class _Batch:
     sc_hi: int  # exclusive
     nbuf: int
     offs: np.ndarray | None  # None: computed at call time (cascade too big to cache per shape)
+    omap: np.ndarray  # int64 per grid scale: its row in offs
 
 
 @dataclass
@@ -107,6 +110,7 @@ class _Plan:
     item_buf: np.ndarray
     cols_i: np.ndarray
     batches: list[_Batch]
+    table: np.ndarray | None = None  # offsets of every scale (full plans that fit the cache)
 
 
 _warm_lock = threading.Lock()
@@ -146,6 +150,8 @@ _SCAN_SETTINGS = (
     "min_pixels",
     "threads",
     "max_detections",
+    "fine_budget",
+    "fine_span",
 )
 
 
@@ -165,6 +171,10 @@ class Detector:
     around the best-scoring windows (edge_fer.detect.cluster says when each does better).
     threads: None uses numba.get_num_threads() threads (all cores unless set lower) for large
     frames and one for small ones; an int forces that many.
+    fine_budget > 0 (video, memory > 1): the scales under fine_span x the smallest window are
+    scanned in a rotation of frames, about fine_budget of their windows a frame, and at the
+    sizes of live faces around them on every frame, and every scale on the first frame after a
+    reset (`edge_fer.detect.schedule`); 0: every scale of every frame.
     """
 
     def __init__(
@@ -182,6 +192,8 @@ class Detector:
         max_detections: int = 8192,
         threads: int | None = None,
         min_pixels: float = 1.0,
+        fine_budget: int = 0,
+        fine_span: float = 4.0,
     ) -> None:
         if not isinstance(cascade, Cascade):
             raise UserError(f"cascade must be an edge_fer.detect.Cascade, got {type(cascade)}")
@@ -206,6 +218,12 @@ class Detector:
             raise UserError(f"min_pixels must be >= 1, got {min_pixels}")
         if threads is not None and (not _is_int(threads) or not 1 <= threads <= 256):
             raise UserError(f"threads must be an integer in 1..256, got {threads}")
+        if not _is_int(fine_budget) or fine_budget < 0:
+            raise UserError(
+                f"fine_budget must be a whole number of windows >= 0, got {fine_budget}"
+            )
+        if not (math.isfinite(fine_span) and fine_span >= 1.0):
+            raise UserError(f"fine_span must be >= 1, got {fine_span}")
         self.cascade = cascade
         self.min_size = min_size
         self.min_pixels = float(min_pixels)
@@ -219,6 +237,12 @@ class Detector:
         self.grouping = grouping
         self.max_detections = int(max_detections)
         self.threads = None if threads is None else int(threads)
+        self.fine_budget = int(fine_budget)
+        self.fine_span = float(fine_span)
+        self._sched: ScheduleState | None = None  # the rotation of the current frame shape
+        self._focus: np.ndarray | None = None  # boxes the caller asked to look at next frame
+        self._focused = False  # the caller gives the live faces (focus): ours are not needed
+        self._hot = np.empty((0, 4), np.float32)  # last frame's faces and near-faces
         self._memory = DetectionMemory(int(memory))
         self._leaves = np.ascontiguousarray(cascade.leaves.reshape(-1))
         self._thr = cascade.thresholds
@@ -231,33 +255,62 @@ class Detector:
 
     # ---- public API ----------------------------------------------------------------------
     def detect(self, gray: np.ndarray) -> list[Detection]:
-        """Faces in a frame, best score first; pools the last `memory` frames when > 1."""
+        """Faces in a frame, best score first; pools the last `memory` frames when > 1.
+
+        Until the memory holds `memory` frames (after a reset), the threshold is scaled by the
+        frames it holds: a face is then reported from the first frame, at the per-frame bar
+        the pooled threshold stands for, instead of once enough frames have added up."""
+        if getattr(gray, "shape", None) != self._shape:  # positions mean nothing across sizes
+            self.reset()
+            self._shape = getattr(gray, "shape", None)
         raw = self.raw(gray)
-        if self._shape != gray.shape:  # memory positions mean nothing across frame sizes
-            self._memory.reset()
-            self._shape = gray.shape
         pooled = self._memory.push(raw)
         clustered = self.group(pooled)
-        keep = clustered[clustered[:, 3] >= self.threshold]
+        held = self._memory.filled
+        bar = self.threshold * held / self._memory.slots
+        keep = clustered[clustered[:, 3] >= bar]
+        if self._schedule_on():  # unless the caller gives its faces: look around these next frame
+            self._hot = clustered[clustered[:, 3] >= HOT_SHARE * bar]
         order = np.argsort(-keep[:, 3], kind="stable")
         return [Detection(*map(float, keep[i])) for i in order]
 
     def raw(self, gray: np.ndarray) -> np.ndarray:
         """Every accepted window, unclustered: (n, 4) float32 [row, col, size, score]; windows
         of every scan angle together (a face rolled between two angles fires at both, and its
-        cluster sums them)."""
+        cluster sums them). On a schedule (fine_budget > 0), the fine scales' windows as each
+        part of them was last scanned (see `edge_fer.detect.schedule`)."""
         frame = self._check_frame(gray)
-        parts = [self._scan(frame)] + [o._scan(frame) for o in self._other_angles()]
+        rects = self._regions(*frame.shape)
+        on = self._schedule_on()  # the other angles' scanners follow this one's memory
+        parts = [self._scan(frame, rects=rects, schedule=on)]
+        parts += [o._scan(frame, rects=rects, schedule=on) for o in self._other_angles()]
         raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
         return raw[: self.max_detections]
+
+    def focus(self, boxes) -> None:
+        """Scan around these boxes ((n, 3+) [row, col, size, ...] in this frame's pixels, e.g.
+        live tracks) at the fine scales near their sizes on the next frame; no effect when every
+        scale is scanned on every frame anyway (fine_budget 0, memory 1, small frames). A
+        detector that is given focus boxes (even none) looks only there; one that is not looks
+        around its own last detections (which a verifier behind it may still reject)."""
+        b = np.asarray(boxes, np.float64)
+        self._focus = b.reshape(-1, b.shape[-1]) if b.size and b.ndim >= 1 else None
+        self._focused = True
 
     def group(self, raw: np.ndarray) -> np.ndarray:
         """Windows (n, 4) grouped into detections (m, 4) [row, col, size, score], unthresholded."""
         return GROUPINGS[self.grouping](raw, self.iou)
 
     def reset(self) -> None:
-        """Forget the temporal memory (call between unrelated clips)."""
+        """Forget the temporal memory and the scan rotation (call between unrelated clips):
+        the next frame is scanned at every scale."""
         self._memory.reset()
+        self._sched = None
+        self._hot = np.empty((0, 4), np.float32)
+        self._focus = None
+        self._focused = False
+        for o in self._others:
+            o.reset()
 
     @property
     def memory(self) -> int:
@@ -275,6 +328,22 @@ class Detector:
         return self._plan(nrows, ncols).grid
 
     # ---- internals -----------------------------------------------------------------------
+    def _schedule_on(self) -> bool:
+        return self.fine_budget > 0 and self._memory.slots > 1
+
+    def _regions(self, nrows: int, ncols: int) -> np.ndarray | None:
+        """This frame's regions of interest (rects), from the last frame's faces and the
+        caller's focus boxes; None when the schedule is off or has not started."""
+        st = self._sched
+        focus, self._focus = self._focus, None
+        if not self._schedule_on() or st is None or not st.active or st.tick == 0:
+            return None
+        boxes = [] if self._focused else [self._hot[:, :4].astype(np.float64)]
+        if focus is not None and focus.shape[-1] >= 3:  # the caller's boxes first
+            boxes.append(np.column_stack([focus[:, :3], np.full(len(focus), np.inf)]))
+        b = np.concatenate(boxes) if boxes else np.empty((0, 4))
+        return regions(b, st.fine_limit, nrows, ncols) if len(b) else None
+
     def _other_angles(self) -> list[Detector]:
         """One scanner per further angle (a plan's offsets are built for one rotation), made
         again when a scan setting was changed after construction."""
@@ -310,21 +379,31 @@ class Detector:
         return np.ascontiguousarray(gray)
 
     def _plan(self, nrows: int, ncols: int) -> _Plan:
+        """The plan of every scale of frames of this shape, built once."""
         plan = self._plans.get((nrows, ncols))
         if plan is None:
             if len(self._plans) >= 8:  # a stream has one shape; do not grow without bound
                 self._plans.clear()
-            plan = self._build_plan(nrows, ncols)
+            plan = self._build_plan(self._full_grid(nrows, ncols))
             self._plans[(nrows, ncols)] = plan
         return plan
 
-    def _build_plan(self, nrows: int, ncols: int) -> _Plan:
+    def _full_grid(self, nrows: int, ncols: int) -> ScanGrid:
         lo, hi = self.sizes(nrows, ncols)
         g = build_grid(nrows, ncols, lo, hi, self.scale_factor, self.stride_factor)
         if g.windows > MAX_WINDOWS:
             raise UserError(
                 f"{g.windows} windows per frame is too many to scan; raise the minimum size"
             )
+        return g
+
+    def _build_plan(
+        self, g: ScanGrid, real: np.ndarray | None = None, table: np.ndarray | None = None
+    ) -> _Plan:
+        """Work items and buffers for grid `g`. real / table: the offsets of g's scales are rows
+        `real` of `table` (a sub-grid of the full one); else they are computed here (and kept
+        as the plan's table when they fit OFFSET_CACHE_BYTES)."""
+        ncols = g.ncols
         nr = np.diff(g.row_start)
         nc = np.diff(g.col_start)
         item_scale = np.repeat(np.arange(g.nscales, dtype=np.int32), nr)
@@ -334,18 +413,39 @@ class Detector:
         per_scale_offs = self.cascade.codes.size * (2 if self.angle == 0.0 else 4)
         cache_offs = per_scale_offs * g.nscales <= OFFSET_CACHE_BYTES
         max_scales = max(1, OFFSET_CACHE_BYTES // max(per_scale_offs, 1))
+        if table is not None:  # the offsets exist already: batches only bound the buffers
+            max_scales = g.nscales
         nitems = item_scale.shape[0]
         if g.windows <= WINDOW_BUFFER and g.nscales <= max_scales:  # the usual case: one call
             need = np.repeat(nc, nr)
             item_buf = np.concatenate([[0], np.cumsum(need)[:-1]]).astype(np.int64)
-            batches = [_Batch(0, nitems, 0, g.nscales, g.windows, None)] if nitems else []
+            batches = (
+                [_Batch(0, nitems, 0, g.nscales, g.windows, None, np.empty(0, np.int64))]
+                if nitems
+                else []
+            )
         else:
             item_buf, batches = self._split(g, item_scale, max_scales)
-        if cache_offs:
-            for b in batches:
-                b.offs = self._offsets(g, b.sc_lo, b.sc_hi, ncols)
+        full_table = None
+        for bt in batches:
+            if table is not None:
+                bt.offs, bt.omap = table, real
+            else:
+                bt.omap = np.arange(g.nscales, dtype=np.int64) - bt.sc_lo
+                if cache_offs:
+                    bt.offs = self._offsets(g, bt.sc_lo, bt.sc_hi, ncols)
+        if table is None and cache_offs:  # every scale's offsets in one table, for sub-grids
+            one = len(batches) == 1 and batches[0].sc_lo == 0 and batches[0].sc_hi == g.nscales
+            full_table = batches[0].offs if one else self._offsets(g, 0, g.nscales, ncols)
         return _Plan(
-            g, item_scale, item_row, item_rowpos, item_buf, g.cols_f.astype(np.int32), batches
+            g,
+            item_scale,
+            item_row,
+            item_rowpos,
+            item_buf,
+            g.cols_f.astype(np.int32),
+            batches,
+            full_table,
         )
 
     @staticmethod
@@ -357,16 +457,18 @@ class Detector:
         item_buf = np.zeros(item_scale.shape[0], np.int64)
         batches: list[_Batch] = []
         lo_it, lo_sc, used = 0, 0, 0
+        none = np.empty(0, np.int64)
         for k in range(g.nscales):
             for i in range(int(g.row_start[k]), int(g.row_start[k + 1])):
                 need = int(nc[k])
                 if i > lo_it and (used + need > WINDOW_BUFFER or k - lo_sc >= max_scales):
-                    batches.append(_Batch(lo_it, i, lo_sc, int(item_scale[i - 1]) + 1, used, None))
+                    hi_sc = int(item_scale[i - 1]) + 1
+                    batches.append(_Batch(lo_it, i, lo_sc, hi_sc, used, None, none))
                     lo_it, lo_sc, used = i, k, 0
                 item_buf[i] = used
                 used += need
         if item_scale.shape[0] > lo_it:
-            batches.append(_Batch(lo_it, item_scale.shape[0], lo_sc, g.nscales, used, None))
+            batches.append(_Batch(lo_it, item_scale.shape[0], lo_sc, g.nscales, used, None, none))
         return item_buf, batches
 
     def _offsets(self, g: ScanGrid, sc_lo: int, sc_hi: int, ldim: int) -> np.ndarray:
@@ -375,9 +477,68 @@ class Detector:
             return scan.upright_offsets(self.cascade.codes, sizes, ldim)
         return scan.rotated_offsets(self.cascade.codes, sizes, self.angle)
 
-    def _scan(self, frame: np.ndarray, warm: bool = True) -> np.ndarray:
+    def _scan(
+        self,
+        frame: np.ndarray,
+        warm: bool = True,
+        rects: np.ndarray | None = None,
+        schedule: bool | None = None,
+    ) -> np.ndarray:
+        """The frame's windows: every scale, or (schedule, video) the coarse scales, one phase
+        of the fine ones, the other phases' carried windows, and fresh ones in `rects`."""
         nrows, ncols = frame.shape
-        plan = self._plan(nrows, ncols)
+        full = self._plan(nrows, ncols)
+        if schedule is None:
+            schedule = self._schedule_on()
+        st = self._sched
+        if schedule and full.table is not None:
+            if st is None or st.grid is not full.grid:
+                st = self._sched = ScheduleState(full.grid, self.fine_budget, self.fine_span)
+        else:
+            st = None
+        if st is None or not st.active:
+            return self._run(full, frame, warm)
+        coarse = self._run(self._sub_plan(st, "coarse"), frame, warm)
+        if st.tick == 0:  # the first frame since the reset: every phase (every scale), on
+            # every core unless told otherwise (a frame of several frames' work, once)
+            many = self.threads or max(1, os.cpu_count() or 1)
+            for q in range(st.every):
+                st.carry[q] = self._run(self._sub_plan(st, q), frame, warm, threads=many)
+        else:
+            p = st.phase()
+            st.carry[p] = self._run(self._sub_plan(st, p), frame, warm)
+        st.tick += 1
+        fine = [c for c in st.carry if len(c)]
+        parts = [coarse]
+        if fine:
+            f = np.concatenate(fine)
+            if rects is not None and len(rects):  # stale (and this frame's) windows there
+                f = f[~inside(f, rects)]  # give way to the fresh scan of the rects
+            parts.append(f)
+        if rects is not None and len(rects):
+            g, real = crop(full.grid, st.fine_scales, rects)
+            if g.nscales:
+                plan = self._build_plan(g, real, full.table)
+                parts.append(self._run(plan, frame, warm, threads=1))
+        raw = np.concatenate(parts) if len(parts) > 1 else parts[0]
+        return raw[: self.max_detections]
+
+    def _sub_plan(self, st: ScheduleState, which) -> _Plan:
+        """The plan of the coarse scales ("coarse") or of fine phase `which`, built once."""
+        plan = st.plans.get(which)
+        if plan is None:
+            full = self._plan(st.grid.nrows, st.grid.ncols)
+            if which == "coarse":
+                g, real = st.coarse, st.coarse_real
+            else:
+                g, real = st.phases[which], np.arange(st.nfine, dtype=np.int64)
+            plan = st.plans[which] = self._build_plan(g, real, full.table)
+        return plan
+
+    def _run(
+        self, plan: _Plan, frame: np.ndarray, warm: bool = True, threads: int | None = None
+    ) -> np.ndarray:
+        """Scan one plan's windows of the frame: (n, 4) float32 [row, col, size, score]."""
         if not plan.batches:
             return np.empty((0, 4), np.float32)
         if warm and _warm_seconds is None:
@@ -387,8 +548,10 @@ class Detector:
         kernel: Any = scan.scan_upright if self.angle == 0.0 else scan.scan_rotated
         if self._interpreted:
             kernel = kernel.py_func
-        threads = self.threads or (
-            numba.get_num_threads() if g.windows >= PARALLEL_MIN_WINDOWS else 1
+        threads = (
+            threads
+            or self.threads
+            or (numba.get_num_threads() if g.windows >= PARALLEL_MIN_WINDOWS else 1)
         )
         parts = self._run_batches(plan, pix, kernel, threads)
         raw = parts[0] if len(parts) == 1 else np.concatenate(parts)
@@ -415,7 +578,7 @@ class Detector:
                 self._leaves,
                 self._thr,
                 offs,
-                b.sc_lo,
+                b.omap,
                 plan.item_scale[sl],
                 plan.item_row[sl],
                 plan.item_buf[sl],

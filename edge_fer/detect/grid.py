@@ -88,3 +88,57 @@ def build_grid(
         cols_f=np.concatenate(cols) if cols else np.empty(0, np.float32),
         col_start=np.concatenate([[0], np.cumsum([len(c) for c in cols])]).astype(np.int64),
     )
+
+
+def subset(g: ScanGrid, scales) -> ScanGrid:
+    """The grid's windows at the given scales (indices, ascending), on the same lattice."""
+    idx = [int(k) for k in scales]
+    rows = [g.rows_f[g.row_start[k] : g.row_start[k + 1]] for k in idx]
+    cols = [g.cols_f[g.col_start[k] : g.col_start[k + 1]] for k in idx]
+    sizes_f = g.sizes_f[idx] if idx else np.empty(0, np.float32)
+    return assemble(g.nrows, g.ncols, sizes_f, rows, cols)
+
+
+def assemble(nrows: int, ncols: int, sizes_f: np.ndarray, rows, cols) -> ScanGrid:
+    def flat(parts) -> tuple[np.ndarray, np.ndarray]:
+        start = np.concatenate([[0], np.cumsum([len(p) for p in parts])]).astype(np.int64)
+        data = np.concatenate(parts).astype(np.float32) if parts else np.empty(0, np.float32)
+        return data, start
+
+    rows_f, row_start = flat(rows)
+    cols_f, col_start = flat(cols)
+    sizes_f = np.asarray(sizes_f, np.float32)
+    return ScanGrid(
+        nrows=nrows,
+        ncols=ncols,
+        sizes_f=sizes_f,
+        sizes_i=sizes_f.astype(np.int32),
+        rows_f=rows_f,
+        row_start=row_start,
+        cols_f=cols_f,
+        col_start=col_start,
+    )
+
+
+def crop(g: ScanGrid, scales, rects: np.ndarray) -> tuple[ScanGrid, np.ndarray]:
+    """The grid's windows at `scales` whose centres lie in a rect of `rects` ((n, 6) float
+    [r0, c0, r1, c1, lo, hi], inclusive) and whose sizes lie in its lo..hi, on the same
+    lattice; rects must not overlap, or windows repeat. Returns a grid of one pseudo-scale per
+    (rect, scale) with windows, and the grid scale index of each (for its offsets)."""
+    sizes, rows, cols, real = [], [], [], []
+    for r0, c0, r1, c1, lo, hi in np.asarray(rects, np.float64).reshape(-1, 6):
+        for k in scales:
+            k = int(k)
+            if not lo <= float(g.sizes_f[k]) <= hi:
+                continue
+            rk = g.rows_f[g.row_start[k] : g.row_start[k + 1]]
+            ck = g.cols_f[g.col_start[k] : g.col_start[k + 1]]
+            ra, rb = np.searchsorted(rk, r0, "left"), np.searchsorted(rk, r1, "right")
+            ca, cb = np.searchsorted(ck, c0, "left"), np.searchsorted(ck, c1, "right")
+            if rb > ra and cb > ca:
+                sizes.append(g.sizes_f[k])
+                rows.append(rk[ra:rb])
+                cols.append(ck[ca:cb])
+                real.append(k)
+    sub = assemble(g.nrows, g.ncols, np.array(sizes, np.float32), rows, cols)
+    return sub, np.array(real, np.int64)

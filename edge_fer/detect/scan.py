@@ -7,7 +7,9 @@ a node costs two loads and a compare. The rotated cascade clamps to the frame (i
 ~0.707*s, and the reference's bounds check is written for that), so no read can leave the frame
 whatever the codes are.
 
-Work items are (scale, row) pairs, dealt to `nlanes` lanes round-robin; a call runs lanes
+`omap[k]` is the row of `offs` that holds scale k's offsets (a plan of a few scales, or of
+regions of interest, shares the frame's table). Work items are (scale, row) pairs, dealt to
+`nlanes` lanes round-robin; a call runs lanes
 [lane_lo, lane_hi) with the GIL released, so threads can run different lanes at once (see
 lanes.py). Each item writes accepted windows into its own slice of a preallocated buffer
 (column index + score): threads never share output, and the gather keeps the reference's
@@ -93,7 +95,7 @@ def scan_upright(
     leaves,
     thr,
     offs,
-    scale0,
+    omap,
     item_scale,
     item_row,
     item_buf,
@@ -125,7 +127,7 @@ def scan_upright(
             # the reference rejects windows whose reach (s/2) leaves the frame; we also reject
             # 2r < s, which the grid never produces, so the floored offsets are exact and safe
             if 2 * r >= s and 2 * r + s < 2 * nrows:
-                o = offs[k - scale0]
+                o = offs[omap[k]]
                 c0 = col_start[k]
                 na = 0
                 for j in range(col_start[k + 1] - c0):
@@ -179,7 +181,7 @@ def scan_rotated(
     leaves,
     thr,
     offs,
-    scale0,
+    omap,
     item_scale,
     item_row,
     item_buf,
@@ -210,7 +212,7 @@ def scan_rotated(
             n = 0
             reach = ROT_REACH * s  # the reference's bounds check, in 16.16 fixed point
             if r * 65536 + reach < 65536 * nrows and r * 65536 - reach > -65536:
-                o = offs[k - scale0]
+                o = offs[omap[k]]
                 c0 = col_start[k]
                 na = 0
                 for j in range(col_start[k + 1] - c0):

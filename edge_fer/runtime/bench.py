@@ -173,6 +173,8 @@ def bench(
                 paced = run_video(run, warn=warn).summary
                 _stop_if_interrupted(paced)
             report["cascade"] = s.get("cascade")
+            # the values the detector ran with (the options resolved: min_size, the schedule)
+            report["detector_used"] = s.get("detector")
             report["model"] = s.get("model")
             report["source_info"] = s.get("source")
             report["results"].append(

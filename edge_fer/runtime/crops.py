@@ -5,9 +5,16 @@ The crop is the detection's square grown by `margin` of its side on every side (
 falls outside the frame is filled by replicating the border, so a face at the edge keeps its
 place in the crop. The crop is resized straight to the model's input side, so the classifier's
 `spec.prepare` has nothing left to resize.
+
+A model trained on eye-aligned faces (`spec.align`, `edge-fer train --align`), or a run given
+`--align`, gets the aligned crop instead (edge_fer.align: eye line levelled, face framed on the
+eyes by `spec.align_frame`); a face whose eyes are not found gets the plain crop above.
+`face_cropper` picks one of the two for a model.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -28,7 +35,7 @@ def crop_face(gray: np.ndarray, box, margin: float = 0.1, size: int | None = Non
     x1, y1 = x0 + s, y0 + s
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w_img), min(y1, h_img)
     if cx1 <= cx0 or cy1 <= cy0:  # entirely outside: a blank crop rather than an error
-        crop = np.zeros((s, s), np.uint8)
+        crop: np.ndarray = np.zeros((s, s), np.uint8)
     else:
         crop = gray[cy0:cy1, cx0:cx1]
         pad = (cy0 - y0, y1 - cy1, cx0 - x0, x1 - cx1)
@@ -44,3 +51,25 @@ def crop_faces(
     gray: np.ndarray, boxes, margin: float = 0.1, size: int | None = None
 ) -> list[np.ndarray]:
     return [crop_face(gray, b, margin, size) for b in boxes]
+
+
+def face_cropper(spec=None, align: bool = False) -> Callable[[np.ndarray, object], np.ndarray]:
+    """`crop(gray, box)` for a model with PreprocessSpec `spec` (None: margin 0.1, no resize):
+    aligned on the eyes when the spec says so or `align` is given, else the plain crop."""
+    margin = spec.crop_margin if spec is not None else 0.1
+    size = spec.input_size if spec is not None else None
+    if not (align or (spec is not None and spec.align)):
+        return lambda gray, box: crop_face(gray, box, margin, size)
+    from edge_fer.align import Frame, load_aligner
+
+    frame = Frame(*spec.align_frame) if spec is not None else Frame()
+    aligner = load_aligner(frame=frame, margin=margin)
+    aligner.eyes(np.zeros((16, 16), np.uint8), (0, 0, 16, 16))  # compile / load the kernel now
+    if size is None:  # the aligned crop needs a side: the plain crop's, at most 256
+        return lambda gray, box: aligner.crop(gray, box, _side(box, margin))[0]
+    return lambda gray, box: aligner.crop(gray, box, size)[0]
+
+
+def _side(box, margin: float) -> int:
+    x, y, w, h = (float(v) for v in box[:4])
+    return int(min(256, square_box(x, y, w, h, margin)[2]))

@@ -39,7 +39,7 @@ import cv2
 import numpy as np
 
 from edge_fer import errors
-from edge_fer.runtime.crops import crop_face
+from edge_fer.runtime.crops import face_cropper
 from edge_fer.runtime.scenecut import SCENE_CUT_THRESHOLD, SceneCutDetector
 from edge_fer.runtime.smoothing import KEEP_ENDED, TrackSmoother
 from edge_fer.runtime.sources import Source
@@ -204,6 +204,7 @@ def startup_summary(source: dict, signum: int, outputs: dict, info: dict | None 
         "frames_with_detections": 0,
         "frames_with_faces": 0,
         "faces": 0,
+        "held_faces": 0,
         "detections": 0,
         "track_count": 0,
         "tracks": [],
@@ -337,13 +338,14 @@ class Pipeline:
         self.frames_with_detections = 0
         self.frames_with_faces = 0
         self.faces = 0
+        self.held_faces = 0  # faces reported held (followed by the tracker, not detected)
         self.detections = 0
         self.batches = 0
         self.read_count = 0
         self._wall0 = 0.0
         self._wall1 = 0.0
-        self._margin = classifier.spec.crop_margin if classifier is not None else 0.1
-        self._size = classifier.spec.input_size if classifier is not None else None
+        # plain or eye-aligned crops, as the model's spec asks (runtime/crops.py)
+        self._crop = face_cropper(classifier.spec if classifier is not None else None)
 
     # ---- queue helpers --------------------------------------------------------------------
     def _put(self, q: queue.Queue, item) -> None:
@@ -452,6 +454,11 @@ class Pipeline:
             if short < self.detect_min_side:  # small frames: detect on an upscaled copy
                 scale = self.detect_min_side / short
                 gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=self.detect_upscale)
+            focus = getattr(self.detector, "focus", None)
+            if focus is not None:  # a scheduled scan looks at the live faces at their sizes
+                b = np.array([t.box[:4] for t in self.tracker.tracks], np.float64).reshape(-1, 4)
+                b *= scale
+                focus(np.column_stack([b[:, 1] + b[:, 3] / 2, b[:, 0] + b[:, 2] / 2, b[:, 2]]))
             dets = np.array([d[:4] for d in self.detector.detect(gray)], np.float64).reshape(-1, 4)
             finite = np.isfinite(dets).all(axis=1)
             if not finite.all():  # JSON has no NaN/Infinity, the tracker no use for them
@@ -466,8 +473,9 @@ class Pipeline:
             if self.nested_overlap > 0:
                 boxes = suppress_nested(boxes, self.nested_overlap)
             item.detections = len(boxes)
-            item.tracks = [
-                (t.id, t.box.copy(), t.score) for t in self.tracker.update(boxes, frame=item.index)
+            item.tracks = [  # (id, box, score, match of a held track or None)
+                (t.id, t.box.copy(), t.score, t.match if t.held else None)
+                for t in self.tracker.update(boxes, frame=item.index, gray=item.gray, t=item.t)
             ]
             item.dead = ended + [t.id for t in self.tracker.dead]
             t2 = time.perf_counter()
@@ -495,9 +503,10 @@ class Pipeline:
             crops, owners = [], []
             if self.classifier is not None:
                 for k, item in enumerate(batch):
-                    for j, (_tid, box, _s) in enumerate(item.tracks):
-                        crops.append(crop_face(item.gray, box, self._margin, self._size))
-                        owners.append((k, j))
+                    for j, tr in enumerate(item.tracks):
+                        if _held(tr) is None:  # a held face keeps its label: not classified
+                            crops.append(self._crop(item.gray, tr[1]))
+                            owners.append((k, j))
             t1 = time.perf_counter()
             probs = self.classifier.predict(crops) if crops else None
             t2 = time.perf_counter()
@@ -509,18 +518,27 @@ class Pipeline:
             for k, item in enumerate(batch):
                 item.ms["crop"] = per_crop
                 item.ms["classify"] = per_cls
-                for j, (tid, box, score) in enumerate(item.tracks):
+                for j, tr in enumerate(item.tracks):
+                    tid, box, score = tr[:3]
+                    match = _held(tr)
                     face = {
                         "track": int(tid),
                         "box": [round(float(v), 1) for v in box],
                         "score": round(float(score), 2),
                     }
+                    if match is not None:  # followed, not detected: the label is held
+                        face["held"] = True
+                        face["match"] = round(float(match), 3)
                     p = p_of.get((k, j))
                     if p is not None and not np.isfinite(p).all():
                         self._nonfinite(1, "classifier outputs")
                         p = None  # the face is reported, unclassified on this frame
+                    s = None
                     if p is not None:
                         s = self.smoother.update(tid, p, item.index, item.t)
+                    elif match is not None and self.classifier is not None:
+                        s = self.smoother.hold(tid, item.index, item.t)
+                    if s is not None:
                         top = int(np.argmax(s))
                         face["label"] = self.smoother._name(top)
                         face["conf"] = round(float(s[top]), 4)
@@ -564,6 +582,7 @@ class Pipeline:
         if item.faces:
             self.frames_with_faces += 1
             self.faces += len(item.faces)
+            self.held_faces += sum(bool(f.get("held")) for f in item.faces)
         if item.cut:
             self.scene_cuts += 1
             self.cut_frames.append(item.index)
@@ -792,6 +811,7 @@ class Pipeline:
             "frames_with_detections": self.frames_with_detections,
             "frames_with_faces": self.frames_with_faces,
             "faces": self.faces,
+            "held_faces": self.held_faces,
             "detections": self.detections,
             "track_count": self.tracker.births,
             "tracks": tracks,
@@ -833,6 +853,11 @@ class Pipeline:
             d["error"] = str(error) or type(error).__name__
         d.update(self.info)
         return d
+
+
+def _held(track: tuple) -> float | None:
+    """The match score of a track the tracker followed without a detection, else None."""
+    return track[3] if len(track) > 3 else None
 
 
 def _latest(key: str, items) -> dict:

@@ -10,7 +10,7 @@ import contextlib
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +38,7 @@ class RunOptions:
     trt_precision: str | None = None  # TensorRT engine: fp32, fp16, int8; None: fp16 on Jetson
     calib_cache: str | None = None  # TensorRT INT8 from a calibration cache
     threads: int = 1  # classifier threads
+    align: bool = False  # eye-aligned crops even when the model's metadata does not ask
     detect_threads: int | None = None  # numba threads for detection; None: cores - 1 (>= 1)
     show: bool = False
     preview_port: int | None = None
@@ -90,7 +91,10 @@ def _check_trt_options(backend: str, trt_precision, calib_cache) -> None:
 def classifier_for(opts: RunOptions):
     """The classifier a run's options ask for (model, backend, threads, precisions)."""
     trt: dict[str, Any] = {"trt_precision": opts.trt_precision, "calib_cache": opts.calib_cache}
-    return load_classifier(opts.model, opts.backend, opts.threads, precision=opts.precision, **trt)
+    clf = load_classifier(opts.model, opts.backend, opts.threads, precision=opts.precision, **trt)
+    if opts.align:  # the pipeline crops as the spec says (runtime/crops.face_cropper)
+        clf.spec = replace(clf.spec, align=True)
+    return clf
 
 
 def warm_up(detector, classifier, width: int, height: int, upscale_to: int = 0) -> float:
@@ -311,6 +315,7 @@ def _run_video(
             max_misses=opts.tracker.max_misses,
             max_misses_established=max(opts.tracker.hold, opts.tracker.max_misses),
             min_score=min_score,
+            **opts.tracker.follow_kwargs(),
         )
         pipe = Pipeline(
             source,

@@ -116,7 +116,8 @@ def track_color(track_id: int) -> tuple[int, int, int]:
 
 
 def annotate(image: np.ndarray, faces: list[dict], info: str | None = None) -> np.ndarray:
-    """Draw each face's box, track id, label and confidence on a copy of a BGR frame."""
+    """Draw each face's box, track id, label and confidence on a copy of a BGR frame; a held
+    face (followed by the tracker, not detected: `"held": true`) gets a thin box and "held"."""
     out = image.copy() if image.ndim == 3 else cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
     h = out.shape[0]
     scale = max(0.35, min(1.0, h / 720.0))
@@ -124,10 +125,13 @@ def annotate(image: np.ndarray, faces: list[dict], info: str | None = None) -> n
     for f in faces:
         x, y, w, hh = (round(v) for v in f["box"])
         color = f.get("color") or track_color(int(f.get("track", 0)))  # "color", "text": detect's
-        cv2.rectangle(out, (x, y), (x + w, y + hh), color, thick, cv2.LINE_AA)
+        held = bool(f.get("held"))
+        cv2.rectangle(out, (x, y), (x + w, y + hh), color, 1 if held else thick, cv2.LINE_AA)
         text = f.get("text") or f"#{f.get('track', '?')}"
         if f.get("label") is not None:
             text += f" {f['label']} {100 * f.get('conf', 0):.0f}%"
+        if held:
+            text += " held"
         (tw, th), base = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, scale, 1)
         ty = y - 3 if y - th - base - 3 >= 0 else y + hh + th + 3
         cv2.rectangle(out, (x, ty - th - 2), (x + tw + 2, ty + base - 1), color, -1)

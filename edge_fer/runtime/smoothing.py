@@ -9,10 +9,14 @@ A track's first observation is taken as is. Time shares count the frames on whic
 was the smoothed top-1, weighted by the time to the track's next frame (so dropped frames of a
 live source do not skew them).
 
+A frame where the tracker holds a face it no longer detects (a turned head) goes through
+`hold` instead of `update`: the running average is not changed, the frame counts with the
+label held (and in `held_frames`), and `hold` returns the probabilities held.
+
 Memory stays bounded on a run of any length: a dead track's running average is dropped
 (`drop`), and the statistics of at most `keep_ended` (1000) ended tracks are kept for the
-summary, the most recently ended ones; older ones are counted in `omitted`. `update`, `drop`
-and `summary` may be called from different threads (a periodic summary while frames flow).
+summary, the most recently ended ones; older ones are counted in `omitted`. `update`, `hold`,
+`drop` and `summary` may be called from different threads (a periodic summary while frames flow).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ class TrackStats:
     label_frames: np.ndarray | None = None  # frames with each label on top
     label_time: np.ndarray | None = None  # seconds with each label on top
     prob_sum: np.ndarray | None = None
+    held_frames: int = 0  # frames reported with the label held (tracker following, `hold`)
     _last_top: int = -1
     _last_t: float = 0.0
     extra: dict = field(default_factory=dict)
@@ -64,12 +69,26 @@ class TrackSmoother:
         with self._lock:
             return self._update(track_id, probs, frame, t)
 
-    def _update(self, track_id: int, probs, frame: int, t: float) -> np.ndarray:
+    def hold(self, track_id: int, frame: int = 0, t: float = 0.0) -> np.ndarray | None:
+        """A frame of the track without a new observation: its smoothed probabilities as they
+        are (None when it was never classified), counted as a frame with its label held."""
+        with self._lock:
+            prev = self._state.get(track_id)
+            if prev is None:
+                return None
+            s = self._update(track_id, prev, frame, t, held=True)
+            self.stats[track_id].held_frames += 1
+            return s
+
+    def _update(self, track_id: int, probs, frame: int, t: float, held: bool = False):
         p = np.asarray(probs, np.float64)
         if track_id in self._ended:  # seen again after drop(): live, not ended
             del self._ended[track_id]
         prev = self._state.get(track_id)
-        s = p.copy() if prev is None else self.alpha * p + (1.0 - self.alpha) * prev
+        if held:
+            s = p
+        else:
+            s = p.copy() if prev is None else self.alpha * p + (1.0 - self.alpha) * prev
         self._state[track_id] = s
         c = len(s)
         st = self.stats.get(track_id)
@@ -134,6 +153,7 @@ class TrackSmoother:
                     "first_frame": st.first_frame,
                     "last_frame": st.last_frame,
                     "frames": st.frames,
+                    "held_frames": st.held_frames,
                     "seconds": round(st.last_t - st.first_t + frame_interval, 3),
                     "dominant": self._name(dom),
                     "dominant_share": round(float(share[dom]), 4),

@@ -23,13 +23,42 @@ With `min_score`, a track is confirmed, and reported, only while the moving aver
 detection scores (weight `score_smoothing` for the newest) clears it: faces score far higher
 than the steady false positives a background can hold for minutes (a bookshelf, a poster), and
 one frame's score says less than many frames' average.
+
+Following (`follow_frames` > 0 and `update(..., gray=frame)`): a face that turns away or looks
+down stops being detected long before it leaves. When an established track's detection is
+missed, the track is followed by appearance instead: a gray patch of the face, at TEMPLATE x
+TEMPLATE pixels, is matched by normalised cross-correlation (`cv2.matchTemplate`,
+TM_CCOEFF_NORMED) in a window around the predicted box (nearer the prediction preferred), and
+the box moves to the best match (its size is kept). The patch it starts from is the newest of
+the last LAG + 1 detected ones that looks like the ones before it (the detector pools its
+last frames and reports a vanished face's box for a frame or two more: that background must not
+become the template, and a turning face changes only a little from frame to frame); it adapts to
+what it follows (a turning face changes), but a match must still resemble that detected patch.
+Such a track is *held*: reported with `held` True and `match` (the correlation) for at most
+`follow_frames` frames and `follow_seconds` seconds after its last detection, while the match
+stays at least `follow_match`. When a limit is reached or the match drops, the track is no
+longer reported and coasts as before (a detection may still take it up again with its id,
+until it has missed `max_misses_established` frames); it is not followed again before it is
+detected again. Tentative and young tracks are never followed: a false positive seen on a few
+frames must not be extended. Cost: well under a millisecond a frame per face at any size (the
+patch and the window are scaled to the template's size).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
+
+TEMPLATE = 24  # px: the side a followed face's patch is matched at (cost ~ the square of it)
+SEARCH = 0.5  # the search window reaches this x the box's size beyond the predicted box
+LAG = 4  # detections kept before the last one, to start following from (_last_steady)
+ADAPT = 0.15  # weight of the newest followed patch in the adaptive template
+STEADY = 0.5  # a detected patch that correlates less with the one before is left out
+START_MARGIN = 0.1  # the first followed frame's match must clear follow_match by this much
+ANCHOR_SLACK = 0.2  # a followed patch may match the detected template this much less
+MOTION = 0.5  # penalty on the correlation per (distance from the prediction / box size)^2
 
 
 @dataclass
@@ -43,6 +72,29 @@ class TrackerOptions:
     # report a track only while the moving average of its scores is at least this; None: the
     # cascade's `track_min_score` setting, else no such gate
     min_score: float | None = None
+    # an established face whose detection is missed is followed by appearance and reported as
+    # held for at most this many frames and seconds after its last detection (0: never)
+    follow: int = 40
+    follow_seconds: float = 2.0
+    follow_match: float = 0.6  # ... while the normalised correlation of the match is at least this
+
+    def follow_kwargs(self) -> dict:
+        """The following options as IoUTracker's keyword arguments (UserError naming the
+        option when one is out of range)."""
+        from edge_fer.errors import UserError
+
+        for name, ok, rule in (
+            ("follow", self.follow >= 0, ">= 0 frames (0: off)"),
+            ("follow_seconds", self.follow_seconds >= 0, ">= 0 seconds"),
+            ("follow_match", -1.0 <= self.follow_match <= 1.0, "in [-1, 1]"),
+        ):
+            if not ok:
+                raise UserError(f"must be {rule}, got {getattr(self, name)}", param=name)
+        return {
+            "follow_frames": self.follow,
+            "follow_seconds": self.follow_seconds,
+            "follow_match": self.follow_match,
+        }
 
 
 def suppress_nested(boxes: np.ndarray, overlap: float = 0.5) -> np.ndarray:
@@ -96,6 +148,15 @@ class Track:
     velocity: np.ndarray = field(default_factory=lambda: np.zeros(2))
     det_index: int = -1  # index of the detection it matched in the last update (-1: none)
     _tmp_key: int = 0
+    since_box: int = 0  # frames since the box was last set (by a detection or by following)
+    held: bool = False  # followed by appearance in the last update (not detected)
+    match: float = 0.0  # the correlation of that match
+    held_frames: int = 0  # frames it was held, in all
+    last_t: float | None = None  # timestamp of its last detection
+    # float32 TEMPLATE x TEMPLATE patches of its last LAG + 1 detections, oldest first
+    patches: list = field(default_factory=list)
+    anchor: np.ndarray | None = None  # the detected patch following started from
+    template: np.ndarray | None = None  # what following matches: adapted as it goes
 
     @property
     def confirmed(self) -> bool:
@@ -105,7 +166,7 @@ class Track:
         """Where the box should be now: moved by its velocity, for at most 2 frames (a coasting
         track's velocity is a guess that grows stale)."""
         p = self.box.copy()
-        p[:2] += self.velocity * min(self.misses + 1, 2)
+        p[:2] += self.velocity * min(self.since_box + 1, 2)
         return p
 
 
@@ -140,6 +201,9 @@ class IoUTracker:
         part_overlap: float = 0.2,
         min_score: float | None = None,
         score_smoothing: float = 0.05,
+        follow_frames: int = 0,
+        follow_seconds: float | None = None,
+        follow_match: float = 0.6,
     ) -> None:
         if not 0.0 <= iou_threshold < 1.0:
             raise ValueError("iou_threshold must be in [0, 1)")
@@ -155,6 +219,14 @@ class IoUTracker:
             raise ValueError("reach must be >= 0 and part_overlap in [0, 1]")
         if not 0.0 < score_smoothing <= 1.0:
             raise ValueError("score_smoothing must be in (0, 1]")
+        if follow_frames < 0 or (follow_seconds is not None and follow_seconds < 0):
+            raise ValueError("follow_frames and follow_seconds must be >= 0")
+        if not -1.0 <= follow_match <= 1.0:
+            raise ValueError("follow_match must be in [-1, 1]")
+        self.follow_frames = int(follow_frames)
+        self.follow_seconds = None if follow_seconds is None else float(follow_seconds)
+        self.follow_match = float(follow_match)
+        self.held_total = 0  # track-frames reported as held, in all
         self.min_score = None if min_score is None else float(min_score)
         self.score_alpha = float(score_smoothing)
         self.established_hits = int(established_hits)
@@ -181,20 +253,30 @@ class IoUTracker:
         self.tracks = []
         self.dead = []
 
-    def update(self, boxes, scores=None, frame: int | None = None) -> list[Track]:
-        """Advance one frame with its detections; returns the confirmed tracks matched now."""
+    def update(
+        self,
+        boxes,
+        scores=None,
+        frame: int | None = None,
+        gray: np.ndarray | None = None,
+        t: float | None = None,
+    ) -> list[Track]:
+        """Advance one frame with its detections; returns the confirmed tracks matched now and,
+        given the frame (`gray`, 2-D uint8, the coordinates of the boxes), the ones followed
+        in it (`held`). `t`: the frame's timestamp in seconds, for `follow_seconds`."""
         self.frame = self.frame + 1 if frame is None else int(frame)
+        follow = gray is not None and self.follow_frames > 0
         det = np.asarray(boxes, np.float64).reshape(-1, np.shape(boxes)[-1] if len(boxes) else 4)
         if scores is None:
             scores = det[:, 4] if det.shape[1] > 4 else np.zeros(len(det))
         det = det[:, :4]
-        for t in self.tracks:
-            t.det_index = -1
-        preds = np.array([t.predicted() for t in self.tracks]).reshape(-1, 4)
-        last = np.array([t.box for t in self.tracks]).reshape(-1, 4)
+        for tr in self.tracks:
+            tr.det_index = -1
+        preds = np.array([tr.predicted() for tr in self.tracks]).reshape(-1, 4)
+        last = np.array([tr.box for tr in self.tracks]).reshape(-1, 4)
         iou = np.maximum(iou_matrix(preds, det), iou_matrix(last, det))
         ok = (iou >= self.iou_threshold) & (iou > 0)
-        est = np.array([self._established(t) for t in self.tracks], bool)
+        est = np.array([self._established(tr) for tr in self.tracks], bool)
         # affinity in [0, 1]: IoU where it passes, else (established tracks) closeness of centres
         aff = np.where(ok, iou, 0.0)
         if est.any() and len(det):
@@ -208,7 +290,7 @@ class IoUTracker:
         matched_t: set[int] = set()
         matched_d: set[int] = set()
         if iou.size:
-            conf = np.array([t.confirmed for t in self.tracks], float)
+            conf = np.array([tr.confirmed for tr in self.tracks], float)
             rank = np.where(ok, aff + 2.0 * conf[:, None] + 4.0 * est[:, None], -1.0)
             for flat in np.argsort(-rank, axis=None):
                 ti, di = divmod(int(flat), iou.shape[1])
@@ -221,25 +303,34 @@ class IoUTracker:
                 self._hit(self.tracks[ti], det[di], float(scores[di]), di)
         survivors: list[Track] = []
         self.dead = []
-        for i, t in enumerate(self.tracks):
-            if i not in matched_t:
-                t.misses += 1
-                t.streak = 0
-                t.age += 1
-                if not t.confirmed:
+        for i, tr in enumerate(self.tracks):
+            if i in matched_t:
+                tr.last_t = t
+                if follow and tr.confirmed:
+                    self._refresh_template(tr, gray)
+            else:
+                tr.misses += 1
+                tr.streak = 0
+                tr.age += 1
+                if not tr.confirmed:
                     continue  # a tentative track dies at its first miss
-                if t.misses > (
-                    self.max_misses_established if self._established(t) else self.max_misses
+                was_held, tr.held = tr.held, False
+                if follow and self._follow(tr, gray, t, was_held):
+                    survivors.append(tr)  # followed: alive whatever its misses
+                    continue
+                tr.since_box += 1
+                if tr.misses > (
+                    self.max_misses_established if self._established(tr) else self.max_misses
                 ):
                     self.deaths += 1
-                    self.dead.append(t)
+                    self.dead.append(tr)
                     continue
-            survivors.append(t)
+            survivors.append(tr)
         # no birth on a part of an established face (chin, forehead boxes beside it)
-        holders = np.array([t.box for t in survivors if self._established(t)]).reshape(-1, 4)
+        holders = np.array([tr.box for tr in survivors if self._established(tr)]).reshape(-1, 4)
         for di in range(len(det)):
             if di not in matched_d and not self._part_of(det[di], holders):
-                t = Track(
+                nt = Track(
                     0,
                     det[di].copy(),
                     float(scores[di]),
@@ -248,19 +339,84 @@ class IoUTracker:
                     last_frame=self.frame,
                     det_index=di,
                     _tmp_key=self._next_tmp,
+                    last_t=t,
                 )
                 self._next_tmp += 1
-                survivors.append(t)
-                self._maybe_confirm(t)
+                survivors.append(nt)
+                self._maybe_confirm(nt)
         self.tracks = survivors
-        out = [t for t in self.tracks if t.confirmed and t.det_index >= 0 and self._strong(t)]
-        out.sort(key=lambda t: t.id)
+        out = [
+            tr
+            for tr in self.tracks
+            if tr.confirmed and (tr.det_index >= 0 or tr.held) and self._strong(tr)
+        ]
+        out.sort(key=lambda tr: tr.id)
+        self.held_total += sum(tr.held for tr in out)
         return out
+
+    # ---- following by appearance ------------------------------------------------------------
+    def _refresh_template(self, tr: Track, gray: np.ndarray) -> None:
+        """Keep the patch of the box just detected (the last LAG + 1), for following it when
+        detection misses it. Not simply the last one: the detector pools its last frames, so
+        for a few frames after a face vanished it still reports a box where the face was, and
+        a template of that background would be followed with a near-perfect match."""
+        patch = _patch(gray, tr.box)
+        if patch is not None:
+            tr.patches = [*tr.patches[-LAG:], patch]
+
+    def _last_steady(self, patches: list) -> np.ndarray:
+        """The newest patch that looks like the ones before it: each is compared with the last
+        one kept (the oldest is kept), and one that correlates with it below STEADY is left
+        out. A face changes a little from frame to frame as it turns or moves; the background
+        the detector still reports for a frame or two after a face vanished does not look like
+        the face before it."""
+        kept = patches[0]
+        for p in patches[1:]:
+            if _ncc(p, kept) >= STEADY:
+                kept = p
+        return kept
+
+    def _follow(self, tr: Track, gray: np.ndarray, t: float | None, was_held: bool) -> bool:
+        """Move a missed established track's box to its best template match; True (and
+        `tr.held`) while the match holds within the time limits."""
+        if not tr.patches or not self._established(tr) or not self._strong(tr):
+            return False
+        if not was_held and tr.misses != 1:  # lost once: only a detection brings it back
+            return False
+        if tr.misses > self.follow_frames:
+            return False
+        limit = self.follow_seconds
+        if limit is not None and t is not None and tr.last_t is not None and t - tr.last_t > limit:
+            return False
+        if not was_held:
+            tr.template = tr.anchor = self._last_steady(tr.patches)
+        found = _match(gray, tr.template, tr.predicted())
+        # starting takes a clearer match than going on: a face just missed has barely changed,
+        # while the window where a face vanished can hold a chance match as good as the bar
+        bar = self.follow_match + (0.0 if was_held else START_MARGIN)
+        if found is None or found[1] < bar:
+            return False
+        box, score, patch = found
+        # the adaptive template follows a face that changes as it turns; the detected one keeps
+        # it from drifting off the face (onto hair, a shoulder, the background)
+        if _ncc(patch, tr.anchor) < self.follow_match - ANCHOR_SLACK:
+            return False
+        tr.template = (1 - ADAPT) * tr.template + ADAPT * patch
+        c_old = tr.box[:2] + tr.box[2:] / 2
+        c_new = box[:2] + box[2:] / 2
+        steps = tr.since_box + 1
+        tr.velocity = (1 - self.vel_alpha) * tr.velocity + self.vel_alpha * (c_new - c_old) / steps
+        tr.box = box
+        tr.since_box = 0
+        tr.held = True
+        tr.match = score
+        tr.held_frames += 1
+        return True
 
     def _hit(self, t: Track, box: np.ndarray, score: float, di: int) -> None:
         old_c = t.box[:2] + t.box[2:] / 2
         new_c = box[:2] + box[2:] / 2
-        steps = t.misses + 1
+        steps = t.since_box + 1
         t.velocity = (1 - self.vel_alpha) * t.velocity + self.vel_alpha * (new_c - old_c) / steps
         a = self.box_alpha
         t.box = a * box + (1 - a) * (t.box + np.r_[t.velocity * min(steps, 2), 0, 0])
@@ -269,6 +425,8 @@ class IoUTracker:
         t.hits += 1
         t.streak += 1
         t.misses = 0
+        t.since_box = 0
+        t.held = False
         t.age += 1
         t.last_frame = self.frame
         t.det_index = di
@@ -308,3 +466,50 @@ class IoUTracker:
         self.deaths += len(ended)
         self.tracks = []
         return ended
+
+
+def _patch(gray: np.ndarray, box: np.ndarray) -> np.ndarray | None:
+    """The box's pixels at TEMPLATE x TEMPLATE (float32); None when it is not wholly inside."""
+    x, y, w, h = (int(v) for v in np.rint(box[:4]))
+    if w < 4 or h < 4 or x < 0 or y < 0 or x + w > gray.shape[1] or y + h > gray.shape[0]:
+        return None
+    return cv2.resize(
+        gray[y : y + h, x : x + w], (TEMPLATE, TEMPLATE), interpolation=cv2.INTER_AREA
+    ).astype(np.float32)
+
+
+def _ncc(a: np.ndarray, b: np.ndarray) -> float:
+    """Normalised cross-correlation of two patches of the same size."""
+    r = float(cv2.matchTemplate(a, b, cv2.TM_CCOEFF_NORMED)[0, 0])
+    return r if np.isfinite(r) else 0.0
+
+
+def _match(gray: np.ndarray, template: np.ndarray, box: np.ndarray):
+    """(box, correlation, patch) of the template's best match in a window SEARCH x the box's
+    size around `box`, at the template's scale (nearer `box` preferred, see MOTION); None
+    when the window leaves no room to search."""
+    x, y, w, h = (float(v) for v in box[:4])
+    if w < 4 or h < 4:
+        return None
+    kx, ky = TEMPLATE / w, TEMPLATE / h
+    x0 = max(int(np.floor(x - SEARCH * w)), 0)
+    y0 = max(int(np.floor(y - SEARCH * h)), 0)
+    x1 = min(int(np.ceil(x + w + SEARCH * w)), gray.shape[1])
+    y1 = min(int(np.ceil(y + h + SEARCH * h)), gray.shape[0])
+    sw, sh = round((x1 - x0) * kx), round((y1 - y0) * ky)
+    if sw <= TEMPLATE or sh <= TEMPLATE:
+        return None
+    region = cv2.resize(gray[y0:y1, x0:x1], (sw, sh), interpolation=cv2.INTER_AREA)
+    region = region.astype(np.float32)
+    res = cv2.matchTemplate(region, template, cv2.TM_CCOEFF_NORMED)
+    # prefer the prediction: a face moves little in a frame, a look-alike spot further off
+    # (hair, a shoulder) must match clearly better to win
+    px, py = (x - x0) * kx, (y - y0) * ky  # the prediction in the result map
+    yy, xx = np.ogrid[: res.shape[0], : res.shape[1]]
+    d2 = ((xx - px) / TEMPLATE) ** 2 + ((yy - py) / TEMPLATE) ** 2
+    _, _, _, (bx, by) = cv2.minMaxLoc(np.nan_to_num(res, nan=-1.0) - MOTION * d2)
+    best = float(res[by, bx])
+    if not np.isfinite(best):
+        return None
+    patch = region[by : by + TEMPLATE, bx : bx + TEMPLATE]
+    return np.array([x0 + bx / kx, y0 + by / ky, w, h]), best, patch

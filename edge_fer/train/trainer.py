@@ -45,6 +45,8 @@ class TrainConfig:
     balanced_sampling: bool = False
     augment: bool = True
     clahe: bool = False
+    align: bool = False  # eye-aligned faces (edge_fer.align), once at load, before CLAHE
+    align_frame: tuple | None = None  # (side, top, bottom) eye distances; None: FER2013's
     channels: int = 1
     input_size: int | None = None
     patience: int = 10
@@ -186,8 +188,16 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
     train_set, val_set, val_name = load_splits(cfg)
     classes = train_set.classes
     size = cfg.input_size or 48
-    spec = PreprocessSpec(input_size=size, channels=cfg.channels, clahe=cfg.clahe, classes=classes)
+    spec = PreprocessSpec(
+        input_size=size, channels=cfg.channels, clahe=cfg.clahe, align=cfg.align, classes=classes
+    )
+    if cfg.align_frame is not None:
+        spec.align_frame = tuple(float(v) for v in cfg.align_frame)
     tr_imgs, va_imgs = train_set.images, val_set.images
+    if cfg.align:  # once, before CLAHE, as the runtime does it (crop, then prepare)
+        from edge_fer.align import align_images
+
+        tr_imgs, va_imgs = align_images(tr_imgs, spec), align_images(va_imgs, spec)
     if cfg.clahe:
         tr_imgs, va_imgs = apply_clahe(tr_imgs), apply_clahe(va_imgs)
 

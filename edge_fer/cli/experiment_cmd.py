@@ -1,0 +1,157 @@
+"""`edge-fer experiment STUDY`: research studies with a Markdown report (extra `train`)."""
+
+from __future__ import annotations
+
+import argparse
+
+from edge_fer.cli.common import HelpFormatter
+
+STUDY_HELP = (
+    "architectures (the zoo: accuracy, macro-F1, per-class recall, size, MACs, FP32 and INT8 "
+    "ms/face), preprocessing (plain / CLAHE / CLAHE + alignment), grouping (7 / 6 / 3 "
+    "classes), channels (1 vs 3 channels; colour data), compression (FP32 / pruned / INT8)"
+)
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "experiment",
+        help="run a named study and write its report (needs edge-fer[train])",
+        description="Train the variants of a study (resumable run folders under --work), "
+        "measure them on one held-out test split and write README.md with tables and PNG "
+        "figures into --out. Studies: " + STUDY_HELP + ".",
+        epilog="Budget: --epochs, --max-train-faces and --max-test-faces keep a study to "
+        "minutes on a CPU; the report states the budget. Start the same command again to "
+        "continue an interrupted study. See docs/experiments.md.",
+        formatter_class=HelpFormatter,
+    )
+    p.add_argument("study", metavar="STUDY", help="architectures, preprocessing, grouping, "
+                   "channels or compression")  # fmt: skip
+    p.add_argument("--data", required=True, help="image-folder dataset (FER2013 or class folders)")
+    p.add_argument("--out", required=True, help="report folder (README.md and PNGs)")
+    p.add_argument(
+        "--work", default=None, help="run folders, links, ONNX files [default: OUT/work]"
+    )
+    p.add_argument("--epochs", type=int, default=3, help="epochs per variant")
+    p.add_argument(
+        "--max-train-faces",
+        type=int,
+        default=3000,
+        help="class-stratified training sample (0: all)",
+    )
+    p.add_argument(
+        "--max-test-faces", type=int, default=1000, help="class-stratified test sample (0: all)"
+    )
+    p.add_argument("--batch-size", type=int, default=64, help="training batch")
+    p.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate")
+    p.add_argument("--seed", type=int, default=0, help="seed of samples, splits and training")
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.add_argument("--arch", default="cnn4", help="architecture of the other studies")
+    p.add_argument(
+        "--archs",
+        default=None,
+        help="architectures: comma-separated subset of the zoo [default: all]",
+    )
+    p.add_argument(
+        "--runs",
+        default=None,
+        help="architectures: evaluate finished run folders RUNS/<arch>/ instead of training",
+    )
+    p.add_argument(
+        "--no-bundled", action="store_true", help="architectures: leave the bundled vgg model out"
+    )
+    p.add_argument(
+        "--variants",
+        default=None,
+        help="comma-separated subset of the study's variants: grouping 7,6,3; "
+        "preprocessing plain,clahe,clahe+align; channels gray1,gray3,colour3",
+    )
+    p.add_argument(
+        "--test-fraction",
+        type=float,
+        default=0.2,
+        help="non-FER2013 data: share of the faces held out (by clip) for the test",
+    )
+    p.add_argument("--calib-faces", type=int, default=256, help="INT8 calibration faces")
+    p.add_argument("--latency-threads", type=int, default=1, help="ONNX Runtime threads timed")
+    p.add_argument("--max-batches", type=int, default=0, help=argparse.SUPPRESS)  # tests
+    p.set_defaults(func=run, _parser=p)
+
+
+def _names(text: str | None) -> tuple[str, ...]:
+    return tuple(s.strip() for s in (text or "").split(",") if s.strip())
+
+
+def command_of(args) -> str:
+    """The command as typed, rebuilt from the parsed options (flags left at their defaults
+    are omitted): the report's exact command also when called in-process."""
+    import shlex
+
+    parser = args._parser
+    words = ["edge-fer", "experiment", args.study]
+    for a in parser._actions:
+        if not a.option_strings or a.dest in ("help", "study"):
+            continue
+        v = getattr(args, a.dest, None)
+        if v == a.default or a.help == argparse.SUPPRESS and not v:
+            continue
+        flag = max(a.option_strings, key=len)
+        words += [flag] if isinstance(a, argparse._StoreTrueAction) else [flag, str(v)]
+    return " ".join(shlex.quote(w) for w in words)
+
+
+def run(args) -> int:
+    from pathlib import Path
+
+    from edge_fer.errors import UserError
+
+    try:
+        from edge_fer.experiment.runs import Budget
+        from edge_fer.experiment.studies import ZOO, Options, check_study, run_study
+    except ImportError as exc:
+        raise UserError(f"experiments need the train extra: pip install 'edge-fer[train]' ({exc})")
+    check_study(args.study)
+    if args.calib_faces < 100:
+        raise UserError("--calib-faces must be at least 100")
+    if args.latency_threads < 1:
+        raise UserError("--latency-threads must be at least 1")
+    archs = _names(args.archs) or ZOO
+    bad = [a for a in archs if a not in ZOO]
+    if bad:
+        raise UserError(f"--archs: {', '.join(bad)} not in the zoo ({', '.join(ZOO)})")
+    from edge_fer.models import list_models
+
+    if args.arch not in list_models():
+        raise UserError(f"--arch {args.arch!r} is not in the zoo ({', '.join(list_models())})")
+    if args.runs is not None and args.study != "architectures":
+        raise UserError("--runs is for the architectures study")
+    if args.runs is not None and not Path(args.runs).is_dir():
+        raise UserError(f"--runs {args.runs}: no such folder")
+    opts = Options(
+        study=args.study,
+        data=args.data,
+        out=Path(args.out),
+        work=Path(args.work) if args.work else None,
+        budget=Budget(
+            epochs=args.epochs,
+            max_train_faces=args.max_train_faces,
+            max_test_faces=args.max_test_faces,
+            batch_size=args.batch_size,
+            lr=args.lr,
+            threads=args.threads,
+            seed=args.seed,
+            max_batches=args.max_batches,
+        ),
+        arch=args.arch,
+        archs=archs,
+        runs=Path(args.runs) if args.runs else None,
+        vgg_onnx=None if args.no_bundled else "bundled",
+        test_fraction=args.test_fraction,
+        variants=_names(args.variants),
+        calib_faces=args.calib_faces,
+        latency_threads=args.latency_threads,
+        command=command_of(args),
+    )
+    path = run_study(opts)
+    print(f"experiment {args.study}: report {path}")
+    return 0

@@ -1,0 +1,71 @@
+"""The Markdown report of a study: what was run (data, split, seed, command, budget, machine),
+the tables, the figures, and what the numbers say."""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import platform
+from pathlib import Path
+
+from edge_fer import fileio
+
+
+def environment() -> dict:
+    from edge_fer import __version__
+    from edge_fer.machine import cpu_name
+
+    env = {
+        "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "edge_fer": __version__,
+        "python": platform.python_version(),
+        "cpu": f"{cpu_name()} ({os.cpu_count()} logical CPUs)",
+    }
+    for mod in ("torch", "onnxruntime"):
+        try:
+            env[mod] = __import__(mod).__version__
+        except ImportError:
+            pass
+    return env
+
+
+def table(header: list[str], rows: list[list], align: str | None = None) -> str:
+    align = align or ("l" + "r" * (len(header) - 1))
+    sep = ["---" if a == "l" else "---:" for a in align]
+    out = ["| " + " | ".join(header) + " |", "| " + " | ".join(sep) + " |"]
+    out += ["| " + " | ".join("–" if c is None else str(c) for c in r) + " |" for r in rows]
+    return "\n".join(out)
+
+
+def f3(v) -> str | None:
+    return None if v is None else f"{v:.3f}"
+
+
+def f4(v) -> str | None:
+    return None if v is None else f"{v:.4f}"
+
+
+def setup_block(
+    study: str, data: str, split: str, seed, command: str, budget: str, extra: list[str]
+) -> str:
+    env = environment()
+    lines = [
+        f"- **study**: `{study}`",
+        f"- **data**: `{data}`",
+        f"- **split**: {split}",
+        f"- **seed**: {seed}",
+        f"- **budget**: {budget}",
+        *[f"- {e}" for e in extra],
+        f"- **command**: `{command}`",
+        "- **machine**: "
+        + ", ".join(f"{k} {v}" for k, v in env.items() if k != "date_utc")
+        + f"; run {env['date_utc']}",
+    ]
+    return "\n".join(lines)
+
+
+def write(out: Path, text: str) -> Path:
+    out.mkdir(parents=True, exist_ok=True)
+    p = out / "README.md"
+    fileio.write_text(p, text)
+    return p

@@ -1,0 +1,128 @@
+"""One variant of a study = one run folder, trained by `edge_fer.train.trainer.train`.
+
+The run folder is resumable: a study that is interrupted and started again continues every
+unfinished run where its last checkpoint left it, and skips the finished ones. A `study.json`
+beside the checkpoints records what the run was made from; a run folder made with other
+settings (data, budget, variant) is refused rather than silently mixed.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_fer.errors import UserError
+
+STUDY_FILE = "study.json"
+
+
+@dataclass
+class Budget:
+    epochs: int = 3
+    max_train_faces: int = 3000
+    max_test_faces: int = 1000
+    batch_size: int = 64
+    lr: float = 0.05  # the trainer's peak learning rate
+    threads: int = 0
+    seed: int = 0
+    max_batches: int = 0  # tests: stop each epoch after this many batches
+
+    def validate(self) -> None:
+        if self.epochs < 1:
+            raise UserError("must be at least 1", param="epochs")
+        for name in ("max_train_faces", "max_test_faces", "threads", "max_batches"):
+            if getattr(self, name) < 0:
+                raise UserError("must be >= 0 (0: no limit)", param=name)
+        if self.batch_size < 1:
+            raise UserError("must be at least 1", param="batch_size")
+        if not self.lr > 0:
+            raise UserError("must be > 0", param="lr")
+
+    def text(self) -> str:
+        lim = self.max_train_faces or "all"
+        test = self.max_test_faces or "all"
+        extra = f", at most {self.max_batches} batches per epoch" if self.max_batches else ""
+        return (
+            f"{self.epochs} epoch(s), at most {lim} training faces, at most {test} test faces, "
+            f"batch {self.batch_size}, peak learning rate {self.lr:g}, seed {self.seed}{extra}"
+        )
+
+
+def claim(run: Path, key: dict) -> None:
+    """Record what `run` is made from; UserError when it already holds another variant."""
+    f = run / STUDY_FILE
+    if f.is_file():
+        try:
+            old = json.loads(f.read_text())
+        except ValueError:
+            old = None
+        if isinstance(old, dict) and isinstance(old.get("budget"), dict):
+            # budget fields added since the run was made hold their defaults
+            old["budget"] = {**Budget().__dict__, **old["budget"]}
+        if old != key:
+            raise UserError(
+                f"{run} holds a run made with other settings ({STUDY_FILE} differs); "
+                "pick another --work folder or delete that run"
+            )
+        return
+    run.mkdir(parents=True, exist_ok=True)
+    f.write_text(json.dumps(key, indent=2))
+
+
+def epochs_done(run: Path) -> int:
+    """Epochs a run folder's log.csv holds (0 when none)."""
+    log = run / "log.csv"
+    if not log.is_file():
+        return 0
+    with open(log, newline="") as fh:
+        return sum(1 for r in csv.DictReader(fh) if r.get("epoch"))
+
+
+def read_log(run: Path) -> list[dict]:
+    log = run / "log.csv"
+    if not log.is_file():
+        return []
+    rows = []
+    with open(log, newline="") as fh:
+        for r in csv.DictReader(fh):
+            try:
+                rows.append({k: float(v) for k, v in r.items() if v not in (None, "")})
+            except ValueError:
+                continue
+    return rows
+
+
+def warmup_for(epochs: int) -> float:
+    """The trainer's 2 warm-up epochs, shortened to a fifth of a short budget (2 warm-up
+    epochs of a 1-epoch run would never reach the peak learning rate)."""
+    return min(2.0, 0.2 * epochs)
+
+
+def train_variant(run: Path, tree: Path, arch: str, budget: Budget, key: dict, **options) -> Path:
+    """Train (or continue, or skip when finished) the variant in `run` on the folders of
+    links `tree`; `options` are further TrainConfig fields (clahe, align, channels, ...)."""
+    from edge_fer.train.trainer import TrainConfig, train
+
+    claim(run, {"arch": arch, **key, **options, "budget": budget.__dict__})
+    if epochs_done(run) >= budget.epochs and (run / "best.safetensors").is_file():
+        print(f"experiment: {run.name}: finished earlier, reusing it", file=sys.stderr)
+        return run
+    cfg = TrainConfig(
+        arch=arch,
+        data=str(tree),
+        out=str(run),
+        epochs=budget.epochs,
+        batch_size=budget.batch_size,
+        lr=budget.lr,
+        patience=0,
+        seed=budget.seed,
+        threads=budget.threads,
+        max_batches=budget.max_batches,
+        **{"warmup_epochs": warmup_for(budget.epochs), **options},
+    )
+    print(f"experiment: training {run.name} ({arch}, {budget.text()})", file=sys.stderr)
+    train(cfg, resume=True, epochs_override=budget.epochs)
+    return run

@@ -1,0 +1,520 @@
+"""The studies on exported models: `architectures` (the zoo side by side) and `compression`
+(FP32 / structured-pruned / INT8 of one model).
+
+Every model is measured the way it ships: exported to ONNX (`edge_fer.export.onnx`), INT8 by
+the calibration behind `edge-fer calibrate` (`edge_fer.quantize.calibrate`, ONNX Runtime CPU
+Q/DQ, entropy ranges on a class-stratified sample of training faces), scored one view per face
+with `edge_fer.evaluate.evaluate` (the code of `edge-fer eval`), sized and timed with
+`edge_fer.compress.report` (the code of the compression reports).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+
+from edge_fer.errors import UserError
+from edge_fer.experiment import plots
+from edge_fer.experiment import report as R
+from edge_fer.experiment.data import StudyData, load_study_data
+from edge_fer.experiment.runs import claim, epochs_done, read_log, train_variant
+
+NO_REPORT: dict = {"per_class": {}}  # an INT8 row that could not be made
+
+
+def _calib_faces(sd: StudyData, n: int, seed: int):
+    from edge_fer.quantize.calib_data import CalibFaces, stratified_sample
+
+    idx = stratified_sample(sd.train.labels, min(n, len(sd.train)), seed)
+    return CalibFaces(
+        images=sd.train.images[idx],
+        ids=[sd.train.ids[i] for i in idx],
+        source=f"{sd.root.name} (training part)",
+        labels=sd.train.labels[idx],
+        classes=tuple(sd.classes),
+        seen=len(sd.train),
+    )
+
+
+def int8_of(fp32: Path, faces, out_dir: Path) -> Path:
+    """The ONNX Runtime CPU INT8 model of `fp32` (reused when newer than it)."""
+    from edge_fer.quantize import calibrate
+    from edge_fer.quantize.pipeline import CPU_NAME
+
+    q = out_dir / CPU_NAME
+    if q.is_file() and q.stat().st_mtime >= fp32.stat().st_mtime:
+        return q
+    info = calibrate(fp32, faces, out_dir, target="cpu", threads=1, check_agreement=False)
+    return Path(info["files"]["cpu"])
+
+
+def eval_onnx(path: Path, sd: StudyData) -> dict:
+    from edge_fer.classify import Classifier
+    from edge_fer.evaluate import evaluate
+
+    with Classifier.load(path, threads=1, tta="none") as clf:
+        return evaluate(clf, sd.test, batch_size=64, latency_samples=0, progress=False)
+
+
+def _load(opts) -> StudyData:
+    b = opts.budget
+    return load_study_data(
+        opts.data, b.seed, b.max_train_faces, b.max_test_faces, opts.test_fraction
+    )
+
+
+def _trained_entries(opts, sd: StudyData, archs) -> list[dict]:
+    """Train (at the study's budget) each architecture; entries for the table."""
+    from edge_fer.experiment.studies import _tree_for, mapped_variant
+
+    vocab = tuple(c for c, n in zip(sd.classes, sd.train.counts()) if n)
+    variants = [mapped_variant(sd, a, a, vocab, arch=a) for a in archs]
+    out = []
+    for v in variants:
+        run = opts.workdir / "runs" / v.name
+        key = {
+            "study": opts.study,
+            "variant": v.name,
+            "data": str(sd.root.resolve()),
+            "classes": list(vocab),
+            "test_fraction": opts.test_fraction,
+        }
+        train_variant(run, _tree_for(opts, sd, v), v.arch, opts.budget, key)
+        out.append({"name": v.name, "arch": v.arch, "run": run})
+    return out
+
+
+def _run_entries(runs: Path, archs) -> tuple[list[dict], list[str]]:
+    out, notes = [], []
+    for a in archs:
+        run = runs / a
+        if not (run / "best.safetensors").is_file():
+            notes.append(f"{a}: no best.safetensors in {run} (not trained, or no epoch yet)")
+            continue
+        out.append({"name": a, "arch": a, "run": run})
+    return out, notes
+
+
+def _epochs_of(e: dict) -> str:
+    return e.get("epochs") or _epochs_text(e)
+
+
+def _epochs_text(e: dict) -> str:
+    if e.get("bundled"):
+        return "bundled (36, per its card)"
+    run = e["run"]
+    planned = None
+    try:
+        planned = json.loads((run / "config.json").read_text()).get("epochs")
+    except (OSError, ValueError):
+        pass
+    done = epochs_done(run)
+    return f"{done} of {planned}" if planned else str(done)
+
+
+def _measure(opts, sd: StudyData, entries: list[dict]) -> list[dict]:
+    from edge_fer.experiment.measure import export_run, onnx_rows
+
+    faces = _calib_faces(sd, opts.calib_faces, opts.budget.seed)
+    for e in entries:
+        w = opts.workdir / "onnx" / re.sub(r"[^\w.-]+", "_", e["name"])
+        if e.get("onnx") is None:
+            print(f"experiment: exporting {e['name']}", file=sys.stderr, flush=True)
+            e["onnx"] = w / "model.onnx"
+            export_run(e["run"], e["onnx"], sd.test.images[:64])
+        print(f"experiment: INT8 calibration of {e['name']}", file=sys.stderr, flush=True)
+        try:
+            e["int8"] = int8_of(e["onnx"], faces, w / "int8")
+        except UserError as exc:  # e.g. a graph the quantizer cannot take: FP32 row only
+            e["int8"], e["int8_error"] = None, str(exc)
+            print(f"experiment: {e['name']}: no INT8 model ({exc})", file=sys.stderr)
+        e["fp32_rep"] = eval_onnx(e["onnx"], sd)
+        e["int8_rep"] = eval_onnx(e["int8"], sd) if e["int8"] else NO_REPORT
+        e["log"] = read_log(e["run"]) if e.get("run") else []
+        print(
+            f"experiment: {e['name']}: accuracy FP32 {e['fp32_rep']['accuracy']:.4f}, "
+            f"INT8 {e['int8_rep'].get('accuracy', float('nan')):.4f}",
+            file=sys.stderr,
+            flush=True,
+        )
+    paths = [p for e in entries for p in (e["onnx"], e["int8"]) if p]
+    stats = iter(onnx_rows(paths, opts.latency_threads))
+    for e in entries:
+        e["fp32_stats"] = next(stats)
+        e["int8_stats"] = next(stats) if e["int8"] else {}
+    return entries
+
+
+def _main_table(entries: list[dict], first: str = "model") -> str:
+    head = [
+        first,
+        "epochs",
+        "acc FP32",
+        "macro-F1 FP32",
+        "acc INT8",
+        "macro-F1 INT8",
+        "params",
+        "MMACs",
+        "MB FP32",
+        "MB INT8",
+        "ms b1 FP32",
+        "ms b32 FP32",
+        "ms b1 INT8",
+        "ms b32 INT8",
+    ]
+    rows = []
+    for e in entries:
+        f, q, fs, qs = e["fp32_rep"], e["int8_rep"], e["fp32_stats"], e["int8_stats"]
+        rows.append(
+            [
+                e["name"],
+                e.get("epochs") or _epochs_text(e),
+                R.f4(f["accuracy"]),
+                R.f4(f["macro_f1"]),
+                R.f4(q.get("accuracy")),
+                R.f4(q.get("macro_f1")),
+                f"{fs['params']:,}",
+                f"{(fs['macs'] or 0) / 1e6:.1f}",
+                f"{fs['mb']:.2f}",
+                f"{qs['mb']:.2f}" if qs else None,
+                R.f3(fs.get("ms_b1")),
+                R.f3(fs.get("ms_b32")),
+                R.f3(qs.get("ms_b1")),
+                R.f3(qs.get("ms_b32")),
+            ]
+        )
+    return R.table(head, rows, "ll" + "r" * 12)
+
+
+def _recall_table(entries: list[dict]) -> str:
+    classes = entries[0]["fp32_rep"]["labels"]
+    rows = []
+    for e in entries:
+        for prec in ("fp32", "int8"):
+            rep = e[f"{prec}_rep"]
+            if not rep["per_class"]:
+                continue
+            rows.append(
+                [f"{e['name']} {prec.upper()}"]
+                + [R.f3(rep["per_class"][c]["recall"]) for c in classes]
+            )
+    return R.table(["model", *classes], rows)
+
+
+def _figures(opts, entries: list[dict]) -> list[str]:
+    out = opts.out
+    figs = [
+        plots.confusion_grid(
+            [(f"{e['name']} FP32", e["fp32_rep"]) for e in entries], out / "confusion.png"
+        ),
+    ]
+    logs = [(e["name"], e["log"]) for e in entries if e.get("log")]
+    if logs:
+        figs.append(plots.curves(logs, out / "curves.png"))
+    pts = []
+    for e in entries:
+        for prec in ("fp32", "int8"):
+            ms = e[f"{prec}_stats"].get("ms_b1")
+            if ms:
+                pts.append((f"{e['name']} {prec.upper()}", ms, e[f"{prec}_rep"]["accuracy"]))
+    figs.append(
+        plots.acc_vs_ms(pts, out / "accuracy_vs_ms.png", "ms/face at batch 1 (ONNX Runtime CPU)")
+    )
+    figs.append(
+        plots.recall_bars([(e["name"], e["fp32_rep"]) for e in entries], out / "recall.png")
+    )
+    return figs
+
+
+def _findings(entries: list[dict]) -> list[str]:
+    best = max(entries, key=lambda e: e["fp32_rep"]["accuracy"])
+    fastest = min(entries, key=lambda e: e["int8_stats"].get("ms_b1") or 1e9)
+    if not fastest["int8_stats"]:
+        fastest = min(entries, key=lambda e: e["fp32_stats"].get("ms_b1") or 1e9)
+    lines = [
+        (
+            f"- most accurate (FP32): {best['name']} ({best['fp32_rep']['accuracy']:.4f}, "
+            f"macro-F1 {best['fp32_rep']['macro_f1']:.4f}, epochs {_epochs_of(best)})."
+        ),
+        (
+            f"- fastest at batch 1 INT8: {fastest['name']} "
+            f"({fastest['int8_stats'].get('ms_b1', 0):.3f} ms/face, accuracy "
+            f"{fastest['int8_rep'].get('accuracy', 0):.4f})."
+        ),
+    ]
+    for e in entries:
+        if e.get("int8_error"):
+            lines.append(f"- {e['name']}: no INT8 model ({e['int8_error']}).")
+            continue
+        d = 100 * (e["int8_rep"]["accuracy"] - e["fp32_rep"]["accuracy"])
+        f, q = e["fp32_stats"].get("ms_b1"), e["int8_stats"].get("ms_b1")
+        sp = f"; batch-1 speed-up x{f / q:.2f}" if f and q else ""
+        lines.append(f"- {e['name']}: INT8 {d:+.2f} accuracy points vs FP32{sp}.")
+    from edge_fer.experiment.studies import noise_line
+
+    lines.append(noise_line(best["fp32_rep"]["n"], best["fp32_rep"]["accuracy"]))
+    return lines
+
+
+def study_architectures(opts) -> Path:
+    from edge_fer.classify import default_model_path
+
+    sd = _load(opts)
+    notes = []
+    if opts.runs is not None:
+        entries, notes = _run_entries(opts.runs, opts.archs)
+        source = f"finished run folders `{opts.runs}/<arch>/` (best.safetensors), not retrained"
+    else:
+        entries = _trained_entries(opts, sd, opts.archs)
+        source = "trained here at the budget below"
+    if opts.vgg_onnx:
+        notes = [
+            "vgg: no run folder; the bundled model (vgg_bundled) stands for it"
+            if n.startswith("vgg:")
+            else n
+            for n in notes
+        ]
+        entries.append(
+            {
+                "name": "vgg_bundled",
+                "arch": "vgg",
+                "bundled": True,
+                "onnx": default_model_path(),
+                "run": None,
+            }
+        )
+    if not entries:
+        raise UserError("no model to measure: " + "; ".join(notes))
+    entries = _measure(opts, sd, entries)
+    figs = _figures(opts, entries)
+    budget = opts.budget.text()
+    split = sd.split + f"; {sd.describe()}"
+    if opts.runs is not None:
+        split = sd.split + f"; {sd.describe_test()}; INT8 calibration faces from the training part"
+        budget = (
+            "the runs' own training (epochs column: epochs in each log.csv of the epochs its "
+            "config.json planned; a run still training was measured at its best epoch so far); "
+            f"this study: test faces at most {opts.budget.max_test_faces or 'all'}, "
+            f"{opts.calib_faces} calibration faces"
+        )
+    lines = [
+        "# Study: architectures",
+        "",
+        (
+            "The model zoo side by side, each model exported to ONNX and to INT8 (ONNX Runtime CPU "
+            f"Q/DQ, entropy calibration on {opts.calib_faces} class-stratified training faces), "
+            "scored with one view per face (no test-time augmentation: what the video runtime "
+            f"runs). Models: {source}."
+        ),
+        "",
+        R.setup_block(
+            "architectures",
+            str(opts.data),
+            split,
+            opts.budget.seed,
+            opts.command,
+            budget,
+            [f"**models**: {', '.join(e['name'] for e in entries)}"],
+        ),
+        "",
+        _main_table(entries),
+        "",
+        "Per-class recall on the test split:",
+        "",
+        _recall_table(entries),
+        "",
+    ]
+    lines += [f"- not measured: {n}" for n in notes] + ([""] if notes else [])
+    if opts.runs is None and (opts.budget.epochs < 20 or opts.budget.max_train_faces):
+        lines += ["**Short budget**: not converged models; compare them at this budget only.", ""]
+    lines += ["## Findings", "", *_findings(entries), ""]
+    lines += [
+        (
+            "- MACs and parameters are read from the ONNX graph (batch norms folded); MB is the "
+            "file size."
+        ),
+        (
+            "- ms/face: ONNX Runtime CPU, "
+            f"{opts.latency_threads} thread(s), inference on a prepared input, median over "
+            "interleaved rounds after warm-up, at batch 1 and 32; measured while other jobs shared "
+            "the 2 cores: preliminary (batch-32 calls last tens of ms and suffer most from the "
+            "sharing), rerun the command in a quiet window for final figures."
+        ),
+        "",
+        "## Figures",
+        "",
+        "\n\n".join(f"![{Path(f).stem}]({f})" for f in figs),
+        "",
+    ]
+    return R.write(opts.out, "\n".join(lines))
+
+
+def study_compression(opts) -> Path:
+    from edge_fer.compress.finetune import FinetuneConfig, load_finetune_data
+    from edge_fer.compress.io import load_source
+    from edge_fer.compress.prune import PruneConfig, run_prune
+    from edge_fer.experiment.measure import export_run
+    from edge_fer.experiment.studies import _tree_for, mapped_variant
+
+    sd = _load(opts)
+    vocab = tuple(c for c, n in zip(sd.classes, sd.train.counts()) if n)
+    v = mapped_variant(sd, f"base-{opts.arch}", opts.arch, vocab, arch=opts.arch)
+    tree = _tree_for(opts, sd, v)
+    run = opts.workdir / "runs" / v.name
+    key = {
+        "study": "compression",
+        "variant": v.name,
+        "data": str(sd.root.resolve()),
+        "classes": list(vocab),
+        "test_fraction": opts.test_fraction,
+    }
+    train_variant(run, tree, opts.arch, opts.budget, key)
+    w = opts.workdir / "onnx"
+    fp32 = w / "base" / "model.onnx"
+    export_run(run, fp32, sd.test.images[:64])
+    pdir = opts.workdir / "pruned"
+    pcfg = PruneConfig(method="structured", target_macs_reduction=0.5, steps=1)
+    b = opts.budget
+    fcfg = FinetuneConfig(
+        epochs=b.epochs,
+        batch_size=b.batch_size,
+        seed=b.seed,
+        threads=b.threads,
+        max_batches=b.max_batches,
+        device="cpu",
+    )
+    pruned = pdir / "pruned.onnx"
+    pkey = {"base": str(run), "prune": pcfg.__dict__, "finetune": fcfg.__dict__}
+    claim(pdir, pkey)
+    if not (pruned.is_file() and pruned.stat().st_mtime >= fp32.stat().st_mtime):
+        src = load_source(run / "best.safetensors")
+        data = load_finetune_data(str(tree), src.spec, fcfg)
+        print("experiment: structured pruning (50% of the MACs) + fine-tuning", file=sys.stderr)
+        run_prune(src, data, pcfg, fcfg, pdir, check_faces=sd.test.images[:64])
+    base_log = read_log(run)
+    entries = [
+        {"name": f"{opts.arch} FP32", "onnx": fp32, "run": run, "epochs": str(len(base_log))},
+        {
+            "name": f"{opts.arch} pruned",
+            "onnx": pruned,
+            "run": None,
+            "epochs": f"{len(base_log)} + {b.epochs} fine-tuning",
+        },
+    ]
+    entries = _measure(opts, sd, entries)
+    # the table's rows: FP32, INT8, pruned, pruned + INT8, each its own line
+    rows = []
+    for e in entries:
+        for prec in ("fp32", "int8"):
+            name = e["name"] if prec == "fp32" else e["name"].replace(" FP32", "") + " INT8"
+            rows.append(
+                {
+                    "name": name,
+                    "rep": e[f"{prec}_rep"],
+                    "st": e[f"{prec}_stats"],
+                    "epochs": e["epochs"],
+                }
+            )
+    table = R.table(
+        [
+            "model",
+            "epochs",
+            "test acc",
+            "macro-F1",
+            "top-2",
+            "params",
+            "MMACs",
+            "MB",
+            "gzip MB",
+            "ms b1",
+            "ms b32",
+        ],
+        [
+            [
+                r["name"],
+                r["epochs"],
+                R.f4(r["rep"]["accuracy"]),
+                R.f4(r["rep"]["macro_f1"]),
+                R.f4(r["rep"]["top2_accuracy"]),
+                f"{r['st']['params']:,}",
+                f"{(r['st']['macs'] or 0) / 1e6:.1f}",
+                f"{r['st']['mb']:.2f}",
+                f"{r['st']['gzip_mb']:.2f}",
+                R.f3(r["st"].get("ms_b1")),
+                R.f3(r["st"].get("ms_b32")),
+            ]
+            for r in rows
+        ],
+        "ll" + "r" * 9,
+    )
+    figs = [
+        plots.confusion_grid([(r["name"], r["rep"]) for r in rows], opts.out / "confusion.png"),
+        plots.curves([(f"{opts.arch} base", base_log)], opts.out / "curves.png"),
+        plots.acc_vs_ms(
+            [
+                (r["name"], r["st"]["ms_b1"], r["rep"]["accuracy"])
+                for r in rows
+                if r["st"].get("ms_b1")
+            ],
+            opts.out / "accuracy_vs_ms.png",
+            "ms/face at batch 1 (ONNX Runtime CPU)",
+        ),
+    ]
+    base = rows[0]
+    lines = [
+        "# Study: compression",
+        "",
+        (
+            f"One `{opts.arch}` trained at the budget below, then: INT8 (ONNX Runtime CPU Q/DQ, "
+            f"entropy calibration on {opts.calib_faces} training faces), structured pruning of "
+            "50% of the MACs (torch-pruning, L2 importance, one round, fine-tuned for the same "
+            "number of epochs as the base; `edge-fer prune`), and the pruned model in INT8."
+        ),
+        "",
+        R.setup_block(
+            "compression",
+            str(opts.data),
+            sd.split + f"; {sd.describe()}",
+            b.seed,
+            opts.command,
+            b.text(),
+            [f"**architecture**: `{opts.arch}`"],
+        ),
+        "",
+        table,
+        "",
+    ]
+    if b.epochs < 20 or b.max_train_faces:
+        lines += ["**Short budget**: not converged; compare the rows with each other only.", ""]
+    lines += ["## Findings", ""]
+    for r in rows[1:]:
+        d = 100 * (r["rep"]["accuracy"] - base["rep"]["accuracy"])
+        f, q = base["st"].get("ms_b1"), r["st"].get("ms_b1")
+        sp = f", batch-1 speed-up x{f / q:.2f}" if f and q else ""
+        lines.append(
+            f"- {r['name']}: {d:+.2f} accuracy points vs FP32{sp}, "
+            f"{r['st']['mb']:.2f} MB vs {base['st']['mb']:.2f}."
+        )
+    lines.append(
+        f"- the pruned rows trained {b.epochs} more epochs (the fine-tuning after pruning) than "
+        "the base: at a short budget that extra training, not the pruning, can explain a gain "
+        "over the base; compare the pruned rows with each other and the MACs, size and latency "
+        "columns."
+    )
+    from edge_fer.experiment.studies import noise_line
+
+    lines.append(noise_line(base["rep"]["n"], base["rep"]["accuracy"]))
+    lines += [
+        (
+            "- ms/face: ONNX Runtime CPU, inference on a prepared input, median of interleaved "
+            "rounds; measured on a shared CPU: preliminary, rerun the command in a quiet window."
+        ),
+        "",
+        "## Figures",
+        "",
+        "\n\n".join(f"![{Path(f).stem}]({f})" for f in figs),
+        "",
+    ]
+    return R.write(opts.out, "\n".join(lines))

@@ -1,0 +1,186 @@
+"""`edge-fer experiment`: refusals before any training, and tiny real studies (1 epoch of 1
+batch on a few real faces) that write their report and resume."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+from paths import SHARED, fer_files
+
+pytest.importorskip("torch")
+pytest.importorskip("matplotlib")
+
+SFEW = SHARED / "data" / "sfew_train"
+TINY = ["--epochs", "1", "--max-batches", "1", "--batch-size", "16", "--threads", "1"]
+
+
+def run(capsys, *argv) -> tuple[int, str, str]:
+    from edge_fer.cli.main import main
+
+    rc = main(["experiment", *map(str, argv)])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def one_line_error(rc: int, err: str, *needles: str) -> None:
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1, err
+    for n in needles:
+        assert n in lines[0], lines[0]
+
+
+def gray_folders(root: Path, classes: tuple[str, ...], per_class: int) -> Path:
+    """A one-folder-per-class dataset of real FER2013 faces (grayscale), without the FER2013
+    file names (so it is not read as FER2013)."""
+    for cls in classes:
+        (root / cls).mkdir(parents=True)
+        for i, f in enumerate(fer_files(cls, "Training", per_class)):
+            shutil.copy(f, root / cls / f"face_{i}.jpg")
+    return root
+
+
+def test_unknown_study_and_bad_flags(tmp_path, capsys) -> None:
+    rc, _, err = run(capsys, "nonsense", "--data", tmp_path, "--out", tmp_path / "o")
+    one_line_error(rc, err, "unknown study 'nonsense'", "architectures", "compression")
+    rc, _, err = run(capsys, "grouping", "--data", tmp_path, "--out", tmp_path / "o", "--arch", "x")
+    one_line_error(rc, err, "--arch 'x' is not in the zoo")
+    rc, _, err = run(capsys, "grouping", "--data", tmp_path / "nope", "--out", tmp_path / "o")
+    one_line_error(rc, err, "no such file or folder")
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.shared("data/fer2013/train")
+def test_refusals_before_training(tmp_path, capsys) -> None:
+    gray = gray_folders(tmp_path / "gray", ("angry", "happy", "sad", "neutral"), 6)
+    out = tmp_path / "out"
+    # colour study on grayscale data
+    rc, _, err = run(capsys, "channels", "--data", gray, "--out", out, *TINY)
+    one_line_error(rc, err, "grayscale only", "colour")
+    # a grouping that leaves a class empty: no disgust, fear or surprise faces for 7 classes
+    rc, _, err = run(capsys, "grouping", "--data", gray, "--out", out, "--variants", "7", *TINY)
+    one_line_error(rc, err, "7 classes: class", "disgust", "no training faces")
+    # no happy face: the positive group is empty
+    nohappy = gray_folders(tmp_path / "nohappy", ("angry", "sad", "neutral"), 6)
+    rc, _, err = run(capsys, "grouping", "--data", nohappy, "--out", out, "--variants", "3", *TINY)
+    one_line_error(rc, err, "class positive would have no training faces")
+    rc, _, err = run(capsys, "grouping", "--data", gray, "--out", out, "--variants", "5", *TINY)
+    one_line_error(rc, err, "unknown grouping 5")
+    assert not (out / "work" / "runs").exists()  # nothing trained
+
+
+@pytest.mark.shared("data/sfew_train")
+def test_channels_study_on_colour_faces(tmp_path, capsys) -> None:
+    out, work = tmp_path / "report", tmp_path / "work"
+    argv = ["channels", "--data", SFEW, "--out", out, "--work", work, "--variants", "gray1,colour3",
+            "--max-train-faces", "70", "--max-test-faces", "35", *TINY]  # fmt: skip
+    rc, _, err = run(capsys, *argv)
+    assert rc == 0, err
+    text = (out / "README.md").read_text()
+    for needle in ("# Study: input channels", "whole clips", "**budget**: 1 epoch(s)",
+                   "at most 70 training faces", "--max-test-faces 35", "| gray1 |",
+                   "| colour3 |", "Short budget", "colour check"):  # fmt: skip
+        assert needle in text, needle
+    for png in ("confusion.png", "curves.png", "accuracy_vs_ms.png"):
+        data = (out / png).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) < 200_000
+        assert f"]({png})" in text
+    for v in ("gray1", "colour3"):
+        run_dir = work / "runs" / v
+        assert (run_dir / "best.safetensors").is_file()
+        assert len((run_dir / "log.csv").read_text().splitlines()) == 2  # header + 1 epoch
+    # the colour model really has a 3-channel stem
+    from edge_fer.export.onnx import load_trained
+
+    _, spec, state = load_trained(work / "runs" / "colour3" / "best.safetensors")
+    assert spec.channels == 3 and state["colour"] == "bgr"
+    # a second start reuses the finished runs; another budget in the same work folder is refused
+    rc, _, err = run(capsys, *argv)
+    assert rc == 0 and err.count("finished earlier") == 2, err
+    rc, _, err = run(capsys, *argv, "--epochs", "2")  # the last --epochs wins
+    one_line_error(rc, err, "holds a run made with other settings")
+
+
+@pytest.mark.shared("data/sfew_train")
+def test_grouping_study(tmp_path, capsys) -> None:
+    out = tmp_path / "report"
+    rc, _, err = run(capsys, "grouping", "--data", SFEW, "--out", out, "--variants", "7,3",
+                     "--max-train-faces", "70", "--max-test-faces", "35", *TINY)  # fmt: skip
+    assert rc == 0, err
+    text = (out / "README.md").read_text()
+    assert "| classes7 |" in text and "| classes3 |" in text
+    assert "classes7 merged" in text  # the 7-class model scored on the 3 groups
+    assert "neg " in text and "pos " in text  # per-class recall of the groups
+
+
+def tiny_fer(root: Path) -> Path:
+    """A FER2013-layout dataset of real faces: 16 Training faces per class (enough for INT8
+    calibration), 4 PrivateTest and 2 PublicTest."""
+    for cls in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"):
+        for split, prefix, k in (
+            ("train", "Training", 16),
+            ("test", "PrivateTest", 4),
+            ("test", "PublicTest", 2),
+        ):
+            d = root / split / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for f in fer_files(cls, prefix, k):
+                shutil.copy(f, d / f.name)
+    return root
+
+
+@pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
+def test_architectures_from_run_folders(tmp_path, capsys) -> None:
+    from edge_fer.train.trainer import TrainConfig, train
+
+    fer = tiny_fer(tmp_path / "fer")
+    runs = tmp_path / "runs"
+    train(TrainConfig(arch="cnn4", data=str(fer), out=str(runs / "cnn4"), epochs=1,
+                      batch_size=16, max_batches=2, threads=1))  # fmt: skip
+    out = tmp_path / "report"
+    rc, _, err = run(capsys, "architectures", "--runs", runs, "--archs", "cnn4,resnet",
+                     "--no-bundled", "--data", fer, "--out", out, "--calib-faces", "100",
+                     "--max-test-faces", "0")  # fmt: skip
+    assert rc == 0, err
+    text = (out / "README.md").read_text()
+    assert "| cnn4 | 1 of 1 |" in text
+    assert "resnet: no best.safetensors" in text  # missing runs are named, not fatal
+    assert "test 28 of 28 faces" in text
+    assert "cnn4 INT8" in text and (out / "recall.png").is_file()
+    assert not list(runs.glob("cnn4/*.onnx"))  # the run folder is only read
+    rc, _, err = run(capsys, "grouping", "--runs", runs, "--data", fer, "--out", out)
+    one_line_error(rc, err, "--runs is for the architectures study")
+
+
+@pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
+def test_compression_study(tmp_path, capsys) -> None:
+    pytest.importorskip("torch_pruning")
+    fer = tiny_fer(tmp_path / "fer")
+    out = tmp_path / "report"
+    rc, _, err = run(capsys, "compression", "--data", fer, "--out", out, "--calib-faces", "100",
+                     "--max-train-faces", "0", "--max-test-faces", "0", *TINY)  # fmt: skip
+    assert rc == 0, err
+    text = (out / "README.md").read_text()
+    for row in ("| cnn4 FP32 |", "| cnn4 INT8 |", "| cnn4 pruned |", "| cnn4 pruned INT8 |"):
+        assert row in text, row
+    # the pruned model is smaller than the base (structured: 50% of the MACs asked for)
+    rows = {ln.split("|")[1].strip(): ln.split("|") for ln in text.splitlines() if "| cnn4" in ln}
+    assert float(rows["cnn4 pruned"][7]) < float(rows["cnn4 FP32"][7])  # MMACs
+
+
+@pytest.mark.shared("data/fer2013/train")
+def test_preprocessing_with_alignment(tmp_path, capsys) -> None:
+    from edge_fer.experiment.studies import _align_available
+
+    why = _align_available()
+    if why:
+        pytest.skip(f"alignment unavailable: {why}")
+    gray = gray_folders(tmp_path / "gray", ("angry", "happy", "sad", "neutral"), 10)
+    out = tmp_path / "report"
+    rc, _, err = run(capsys, "preprocessing", "--data", gray, "--out", out, "--variants",
+                     "plain,clahe+align", "--test-fraction", "0.3", *TINY)  # fmt: skip
+    assert rc == 0, err
+    text = (out / "README.md").read_text()
+    assert "| plain |" in text and "| clahe+align |" in text
+    assert "the bundled eye model found the eyes of" in text
