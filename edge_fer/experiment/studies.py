@@ -488,13 +488,18 @@ def study_preprocessing(opts: Options) -> Path:
             "",
         ]
     lines += [f"- not run: {s}" for s in skipped] + ([""] if skipped else [])
+    return _finish(opts, lines, rows, best, figs, "about")
+
+
+def _finish(opts: Options, lines: list, rows: list, best: dict, figs, key: str) -> Path:
+    """The part every variant study ends with: budget note, findings, figures; writes it."""
     note = _budget_note(opts, rows)
     lines += [note, ""] if note else []
     lines += [
         "## Findings",
         "",
         f"- best test accuracy: {best['variant'].about} ({best['report']['accuracy']:.4f}); "
-        + _vs_best(rows, best, "about")
+        + _vs_best(rows, best, key)
         + ".",
         noise_line(best["report"]["n"], best["report"]["accuracy"]),
         "",
@@ -560,24 +565,7 @@ def study_channels(opts: Options) -> Path:
         variant_table(rows),
         "",
     ]
-    note = _budget_note(opts, rows)
-    lines += [note, ""] if note else []
-    lines += [
-        "## Findings",
-        "",
-        f"- best test accuracy: {best['variant'].about} ({best['report']['accuracy']:.4f}); "
-        + _vs_best(rows, best, "name")
-        + ".",
-        noise_line(best["report"]["n"], best["report"]["accuracy"]),
-        "",
-        _latency_line(opts),
-        "",
-        "## Figures",
-        "",
-        _fig_md(figs),
-        "",
-    ]
-    return R.write(opts.out, "\n".join(lines))
+    return _finish(opts, lines, rows, best, figs, "name")
 
 
 STUDY_FUNCS = {
