@@ -18,19 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_fer.experiment.data import read_colour
-from edge_fer.experiment.runs import Budget, claim, warmup_for
-
-FIELDS = [
-    "epoch",
-    "lr",
-    "train_loss",
-    "train_acc",
-    "val_loss",
-    "val_acc",
-    "val_top2",
-    "val_macro_f1",
-    "seconds",
-]
+from edge_fer.experiment.runs import Budget, claim, study_config
 
 
 def _normalise(x, spec):
@@ -64,7 +52,7 @@ def train_colour(run: Path, tree: Path, arch: str, budget: Budget, key: dict) ->
     from edge_fer.train.augment import AugmentConfig, augment
     from edge_fer.train.checkpoint import load_checkpoint, save_checkpoint
     from edge_fer.train.trainer import (
-        TrainConfig,
+        LOG_FIELDS,
         arch_kwargs_for,
         load_splits,
         lr_at,
@@ -73,20 +61,7 @@ def train_colour(run: Path, tree: Path, arch: str, budget: Budget, key: dict) ->
     )
 
     claim(run, {"arch": arch, **key, "colour": "bgr", "budget": budget.__dict__})
-    cfg = TrainConfig(
-        arch=arch,
-        data=str(tree),
-        out=str(run),
-        epochs=budget.epochs,
-        batch_size=budget.batch_size,
-        lr=budget.lr,
-        patience=0,
-        seed=budget.seed,
-        threads=budget.threads,
-        max_batches=budget.max_batches,
-        channels=3,
-        warmup_epochs=warmup_for(budget.epochs),
-    )
+    cfg = study_config(arch, tree, run, budget, channels=3)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
@@ -116,7 +91,7 @@ def train_colour(run: Path, tree: Path, arch: str, budget: Budget, key: dict) ->
     log = run / "log.csv"
     if not log.exists():
         with open(log, "w", newline="") as fh:
-            csv.writer(fh).writerow(FIELDS)
+            csv.writer(fh).writerow(LOG_FIELDS)
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
         t0 = time.time()

@@ -104,13 +104,23 @@ def warmup_for(epochs: int) -> float:
 def train_variant(run: Path, tree: Path, arch: str, budget: Budget, key: dict, **options) -> Path:
     """Train (or continue, or skip when finished) the variant in `run` on the folders of
     links `tree`; `options` are further TrainConfig fields (clahe, align, channels, ...)."""
-    from edge_fer.train.trainer import TrainConfig, train
+    from edge_fer.train.trainer import train
 
     claim(run, {"arch": arch, **key, **options, "budget": budget.__dict__})
     if epochs_done(run) >= budget.epochs and (run / "best.safetensors").is_file():
         print(f"experiment: {run.name}: finished earlier, reusing it", file=sys.stderr)
         return run
-    cfg = TrainConfig(
+    cfg = study_config(arch, tree, run, budget, **options)
+    print(f"experiment: training {run.name} ({arch}, {budget.text()})", file=sys.stderr)
+    train(cfg, resume=True, epochs_override=budget.epochs)
+    return run
+
+
+def study_config(arch: str, tree, run: Path, budget: Budget, **options):
+    """The trainer settings of one study run: the budget's, no early stopping, plus `options`."""
+    from edge_fer.train.trainer import TrainConfig
+
+    return TrainConfig(
         arch=arch,
         data=str(tree),
         out=str(run),
@@ -123,6 +133,3 @@ def train_variant(run: Path, tree: Path, arch: str, budget: Budget, key: dict, *
         max_batches=budget.max_batches,
         **{"warmup_epochs": warmup_for(budget.epochs), **options},
     )
-    print(f"experiment: training {run.name} ({arch}, {budget.text()})", file=sys.stderr)
-    train(cfg, resume=True, epochs_override=budget.epochs)
-    return run

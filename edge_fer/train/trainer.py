@@ -28,6 +28,19 @@ from edge_fer.preprocess import PreprocessSpec, apply_clahe
 from edge_fer.train.augment import AugmentConfig, augment
 from edge_fer.train.checkpoint import load_checkpoint, read_state, save_checkpoint
 
+# the columns of a run's log.csv (the experiment studies write the same file)
+LOG_FIELDS = [
+    "epoch",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "val_loss",
+    "val_acc",
+    "val_top2",
+    "val_macro_f1",
+    "seconds",
+]
+
 
 @dataclass
 class TrainConfig:
@@ -225,17 +238,7 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
         json.dumps({**asdict(cfg), **info, "classes": classes}, indent=2)
     )
     log_path = out / "log.csv"
-    fields = [
-        "epoch",
-        "lr",
-        "train_loss",
-        "train_acc",
-        "val_loss",
-        "val_acc",
-        "val_top2",
-        "val_macro_f1",
-        "seconds",
-    ]
+    fields = LOG_FIELDS
     if not log_path.exists():
         with open(log_path, "w", newline="") as fh:
             csv.writer(fh).writerow(fields)
