@@ -41,7 +41,7 @@ PAD = 100  # pixels of repeated border around each SFEW crop before detection
 def eye_rows(limit: int) -> dict:
     from edge_fer.align.aligner import BUNDLED
     from edge_fer.align.config import LearnConfig
-    from edge_fer.align.learn import evaluate, read_faces
+    from edge_fer.align.learn import evaluate, jittered_box, read_faces
     from edge_fer.align.model import EyeModel
 
     model = EyeModel.load(BUNDLED)
@@ -58,11 +58,7 @@ def eye_rows(limit: int) -> dict:
         rng = np.random.default_rng(1)  # evaluate()'s draws, in its order
         errs, worst = [], []
         for i in range(n):
-            cx, cy, side = faces.boxes[i]
-            if jitter:
-                cx += rng.normal(0, cfg.box_shift) * side
-                cy += rng.normal(0, cfg.box_shift) * side
-                side *= math.exp(rng.normal(0, cfg.box_scale))
+            cx, cy, side = jittered_box(faces.boxes[i], cfg, rng) if jitter else faces.boxes[i]
             gl = (cx + model.init[1] * side, cy + model.init[0] * side)
             gr = (cx - model.init[1] * side, gl[1])
             d = float(np.hypot(*(faces.right[i] - faces.left[i])))
@@ -112,7 +108,7 @@ def sfew_faces(limit: int) -> dict:
     if limit:
         files = files[:: max(1, len(files) // limit)][:limit]
     picker = DetectorPicker(None, DetectorOptions(), stills=True)
-    grays, boxes, names = [], [], []
+    grays, boxes, names, kept = [], [], [], []
     for p, cls in files:
         gray = cv2.cvtColor(cv2.imread(str(p)), cv2.COLOR_BGR2GRAY)
         # the face fills the crop; the detector's window for it (~210 px) is larger than the
@@ -126,7 +122,14 @@ def sfew_faces(limit: int) -> dict:
             grays.append(gray)
             boxes.append((d[1] - d[2] / 2, d[0] - d[2] / 2, d[2], d[2]))
             names.append(cls)
-    return {"images": len(files), "grays": grays, "boxes": boxes, "names": names}
+            kept.append(p.name)
+    return {
+        "images": len(files),
+        "grays": grays,
+        "boxes": boxes,
+        "names": names,
+        "files": kept,
+    }
 
 
 def sfew_scores(clf, faces: dict, crop) -> dict:
@@ -273,18 +276,16 @@ def main(argv: list[str] | None = None) -> int:
         ("aligned_default", "aligned, frame 1.7/1.3/3.2"),
         ("aligned_fer2013", "aligned, FER2013 frame"),
     )
+
+    def row(label: str, on_sfew: dict, on_fer: dict) -> None:
+        scores = [d[k] for d in (on_sfew, on_fer) for k in ("accuracy", "macro_f1")]
+        print(f"{label:32s} " + " ".join(f"{v:8.4f}" for v in scores))
+
     for k, label in rows:
-        print(
-            f"{label:32s} {s[k]['accuracy']:8.4f} {s[k]['macro_f1']:8.4f} "
-            f"{f[k]['accuracy']:8.4f} {f[k]['macro_f1']:8.4f}"
-        )
+        row(label, s[k], f[k])
     for m in res["models"]:
         how = "aligned" if m["align"] else "plain"
-        print(
-            f"{Path(m['model']).name + ' (' + how + ')':32s} {m['sfew']['accuracy']:8.4f} "
-            f"{m['sfew']['macro_f1']:8.4f} {m['fer2013_private']['accuracy']:8.4f} "
-            f"{m['fer2013_private']['macro_f1']:8.4f}"
-        )
+        row(f"{Path(m['model']).name} ({how})", m["sfew"], m["fer2013_private"])
     print(
         f"SFEW: {len(sfew['boxes'])}/{sfew['images']} crops with a face, eyes found in "
         f"{s['eyes_found']:.1%}; crop {s['plain']['ms_per_crop']:.3f} ms plain, "

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from common import save_json
+from common import save_json, shrink, webfaces_val
 
 from edge_fer.detect import parse_angles
 
@@ -65,19 +65,10 @@ def main(argv: list[str] | None = None) -> int:
     if not wf.is_dir():
         print(f"bench_angles: {wf} not found", file=sys.stderr)
         return 2
-    from edge_fer.cascade_train.annotations import Face, read_webfaces, split_images
-    from edge_fer.cascade_train.evaluate import curve, load_eval_set, scan_all
+    from edge_fer.cascade_train.evaluate import curve, scan_all
     from edge_fer.detect import Cascade, Detector
 
-    val = split_images(read_webfaces(wf)[0], "val")
-    if args.images:
-        val = val[: args.images]
-    imgs, faces, _ = load_eval_set(val)
-    small, sfaces = [], []
-    for g, fs in zip(imgs, faces):
-        k = min(1.0, args.max_side / max(g.shape))
-        small.append(cv2.resize(g, None, fx=k, fy=k, interpolation=cv2.INTER_AREA) if k < 1 else g)
-        sfaces.append([Face(row=f.row * k, col=f.col * k, size=f.size * k) for f in fs])
+    small, sfaces = shrink(*webfaces_val(wf, args.images), args.max_side)
     casc = Cascade.load(args.cascade)
     scans = {"upright": (0.0,), "multi-angle": args.angles}
     rows = []

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import cv2
-from common import save_json
+from common import save_json, shrink, webfaces_val
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -32,17 +32,6 @@ CASCADES = {
 FPPI = (0.25, 0.5, 1.0)
 
 
-def shrink(images, faces, side: int):
-    from edge_fer.cascade_train.annotations import Face
-
-    out_i, out_f = [], []
-    for g, fs in zip(images, faces):
-        k = min(1.0, side / max(g.shape))
-        out_i.append(cv2.resize(g, None, fx=k, fy=k, interpolation=cv2.INTER_AREA) if k < 1 else g)
-        out_f.append([Face(row=f.row * k, col=f.col * k, size=f.size * k) for f in fs])
-    return out_i, out_f
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--images", type=int, default=0, help="validation images (0: all)")
@@ -51,19 +40,11 @@ def main(argv: list[str] | None = None) -> int:
     if not (SHARED / "data" / "webfaces").is_dir():
         print(f"bench_grouping: {SHARED}/data/webfaces not found", file=sys.stderr)
         return 2
-    from edge_fer.cascade_train.annotations import (
-        list_images,
-        read_webfaces,
-        split_images,
-        split_paths,
-    )
-    from edge_fer.cascade_train.evaluate import ScanParams, evaluate_cascade, load_eval_set
+    from edge_fer.cascade_train.annotations import list_images, split_paths
+    from edge_fer.cascade_train.evaluate import ScanParams, evaluate_cascade
     from edge_fer.detect import Cascade
 
-    val = split_images(read_webfaces(SHARED / "data" / "webfaces")[0], "val")
-    if args.images:
-        val = val[: args.images]
-    images, faces, _ = load_eval_set(val)
+    images, faces = webfaces_val(SHARED / "data" / "webfaces", args.images)
     bgs = [
         cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
         for p in split_paths(list_images(SHARED / "data" / "backgrounds"), "val")

@@ -17,14 +17,13 @@ Results: benchmarks/results/lowres_video.json and a table on stdout.
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import tempfile
 from pathlib import Path
 
 import cv2
 import numpy as np
-from common import feathered_disc, save_json
+from common import feathered_disc, paste, read_events, save_json
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -107,11 +106,7 @@ def make_clip(
             p, m, (psz, psz), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
         )
         f = bg.copy()
-        x0, y0 = round(cx * k - psz / 2), round(cy * k - psz / 2)
-        xa, ya = max(x0, 0), max(y0, 0)
-        xb, yb = min(x0 + psz, W * k), min(y0 + psz, H * k)
-        a = alpha[ya - y0 : yb - y0, xa - x0 : xb - x0]
-        f[ya:yb, xa:xb] = a * pr[ya - y0 : yb - y0, xa - x0 : xb - x0] + (1 - a) * f[ya:yb, xa:xb]
+        paste(f, pr, alpha, round(cx * k - psz / 2), round(cy * k - psz / 2))
         small = cv2.resize(f, (W, H), interpolation=cv2.INTER_AREA)
         small = np.clip(small + rng.normal(0, 3.0, small.shape), 0, 255).astype(np.uint8)
         _, jpg = cv2.imencode(".jpg", small, [cv2.IMWRITE_JPEG_QUALITY, 60])
@@ -158,7 +153,7 @@ def main(argv: list[str] | None = None) -> int:
                 for key, v in CONFIGS[name].items():
                     setattr(opts.tracker if key == "min_score" else opts.detector, key, v)
                 run_video(opts, handle_signals=False)
-                lines = [json.loads(x) for x in events.read_text().splitlines() if x.strip()]
+                lines = read_events(events)
                 rows.append(score_single_face(lines, truth))
             n = sum(r["frames"] for r in rows)
             results[name] = {

@@ -17,7 +17,7 @@ Results: benchmarks/results/bench_runtime.json (and a table on stdout).
 from __future__ import annotations
 
 import argparse
-import json
+import itertools
 import os
 import sys
 import tempfile
@@ -26,7 +26,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from common import feathered_disc, save_json
+from common import drifting_clip, feathered_disc, read_events, save_json, webfaces_patches
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
@@ -39,34 +39,10 @@ SIZES = ((640, 480), (1280, 720))
 
 def load_faces(n: int, rng: np.random.Generator) -> list[tuple[np.ndarray, float]]:
     """n (patch, face_side_in_patch) pairs: a square patch 2x the face box around each face."""
-    gt = (WEBFACES / "WebFaces_GroundThruth.txt").read_text().splitlines()
-    rows = []
-    for line in gt:
-        p = line.split()
-        if len(p) != 9:
-            continue
-        le, re_, mouth = np.array(p[1:3], float), np.array(p[3:5], float), np.array(p[7:9], float)
-        if np.linalg.norm(re_ - le) >= FACE_MIN_EYES:
-            rows.append((p[0], le, re_, mouth))
-    rng.shuffle(rows)
-    faces = []
-    for name, le, re_, mouth in rows:
-        img = cv2.imread(str(WEBFACES / "images" / name), cv2.IMREAD_COLOR)
-        if img is None:
-            continue
-        d = float(np.linalg.norm(re_ - le))
-        eyes = (le + re_) / 2
-        centre = eyes + 0.45 * (mouth - eyes)  # between the eyes and the mouth, a bit up
-        side = 2.4 * d  # the face box
-        half = side  # patch = 2 x face box
-        x0, y0 = int(centre[0] - half), int(centre[1] - half)
-        x1, y1 = int(centre[0] + half), int(centre[1] + half)
-        if x0 < 0 or y0 < 0 or x1 > img.shape[1] or y1 > img.shape[0]:
-            continue
-        faces.append((img[y0:y1, x0:x1].copy(), side))
-        if len(faces) == n:
-            return faces
-    raise SystemExit(f"only {len(faces)} usable faces in {WEBFACES}")
+    faces = list(itertools.islice(webfaces_patches(WEBFACES, FACE_MIN_EYES, rng), n))
+    if len(faces) < n:
+        raise SystemExit(f"only {len(faces)} usable faces in {WEBFACES}")
+    return faces
 
 
 def make_clip(path: Path, size, n_faces: int, frames: int, fps: float, seed: int) -> list:
@@ -100,39 +76,20 @@ def make_clip(path: Path, size, n_faces: int, frames: int, fps: float, seed: int
                 "ph": rng.uniform(0, 2 * np.pi),
             }
         )
-    from edge_fer.runtime.sinks import VideoSink  # mp4v, complete or not there at all
 
-    writer = VideoSink(path, fps, (w, h))
-    truth = []
-    for i in range(frames):
-        t = i / fps
-        f = bg.astype(np.float32)
-        boxes = []
-        for q in plan:
-            cx = q["cx"] + q["amp_x"] * np.sin(2 * np.pi * t / 8 + q["ph"])
-            cy = h / 2 + q["amp_y"] * np.sin(2 * np.pi * t / 5 + q["ph"])
-            x0, y0 = round(cx - q["psz"] / 2), round(cy - q["psz"] / 2)
-            xa, ya = max(x0, 0), max(y0, 0)
-            xb, yb = min(x0 + q["psz"], w), min(y0 + q["psz"], h)
-            pp = q["p"][ya - y0 : yb - y0, xa - x0 : xb - x0]
-            aa = q["a"][ya - y0 : yb - y0, xa - x0 : xb - x0]
-            f[ya:yb, xa:xb] = aa * pp + (1 - aa) * f[ya:yb, xa:xb]
-            s = q["face"]
-            boxes.append((x0 + q["psz"] / 2 - s / 2, y0 + q["psz"] / 2 - s / 2, s, s))
-        writer.write(np.clip(f, 0, 255).astype(np.uint8))
-        truth.append(boxes)
-    writer.close()
-    return truth
+    def centre(q: dict, t: float) -> tuple[float, float]:
+        cx = q["cx"] + q["amp_x"] * np.sin(2 * np.pi * t / 8 + q["ph"])
+        cy = h / 2 + q["amp_y"] * np.sin(2 * np.pi * t / 5 + q["ph"])
+        return cx, cy
+
+    return drifting_clip(path, fps, bg, plan, frames, centre)
 
 
 def score_events(events_path: Path, truth: list) -> dict:
     """Found rate (face-frames with an event box of IoU >= 0.3) and ids per true face."""
     from edge_fer.runtime.tracker import iou_matrix
 
-    by_frame = {}
-    for line in events_path.read_text().splitlines():
-        e = json.loads(line)
-        by_frame[e["frame"]] = e["faces"]
+    by_frame = {e["frame"]: e["faces"] for e in read_events(events_path)}
     n_faces = len(truth[0])
     found = 0
     ids = [set() for _ in range(n_faces)]

@@ -38,7 +38,6 @@ else runs on the machine: the JSON records the load average before and after.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import tempfile
@@ -47,7 +46,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from common import ROOT, feathered_disc, save_json
+from common import ROOT, drifting_clip, feathered_disc, read_events, save_json
 
 SHARED = Path(os.environ.get("EDGE_FER_SHARED") or ROOT.parent / "shared")
 WEBFACES = SHARED / "data" / "webfaces"
@@ -101,8 +100,6 @@ def load_faces(n: int, rng: np.random.Generator) -> list[tuple[np.ndarray, float
 
 def make_clip(path: Path, w: int, h: int, fps: float, seed: int, sizes, frames: int) -> list:
     """Write the clip; returns per frame the true boxes (x, y, w, h), one per face."""
-    from edge_fer.runtime.sinks import VideoSink
-
     rng = np.random.default_rng(seed)
     bgs = sorted(BACKGROUNDS.glob("*.jpg"))
     bg = cv2.imread(str(bgs[int(rng.integers(len(bgs)))]), cv2.IMREAD_COLOR)
@@ -130,37 +127,20 @@ def make_clip(path: Path, w: int, h: int, fps: float, seed: int, sizes, frames: 
                 "ph": rng.uniform(0, 2 * np.pi),
             }
         )
-    sink = VideoSink(path, fps, (w, h))
-    truth = []
-    for i in range(frames):
-        t = i / fps
-        f = bg.copy()
-        boxes = []
-        for q in plan:
-            cx = q["cx"] + q["ax"] * np.sin(2 * np.pi * t / q["px"] + q["ph"])
-            cy = q["cy"] + q["ay"] * np.sin(2 * np.pi * t / q["py"] + q["ph"])
-            x0, y0 = round(cx - q["psz"] / 2), round(cy - q["psz"] / 2)
-            xa, ya = max(x0, 0), max(y0, 0)
-            xb, yb = min(x0 + q["psz"], w), min(y0 + q["psz"], h)
-            a = q["a"][ya - y0 : yb - y0, xa - x0 : xb - x0]
-            pp = q["p"][ya - y0 : yb - y0, xa - x0 : xb - x0]
-            f[ya:yb, xa:xb] = a * pp + (1 - a) * f[ya:yb, xa:xb]
-            s = q["face"]
-            boxes.append((x0 + q["psz"] / 2 - s / 2, y0 + q["psz"] / 2 - s / 2, s, s))
-        sink.write(np.clip(f, 0, 255).astype(np.uint8))
-        truth.append(boxes)
-    sink.close()
-    return truth
+
+    def centre(q: dict, t: float) -> tuple[float, float]:
+        cx = q["cx"] + q["ax"] * np.sin(2 * np.pi * t / q["px"] + q["ph"])
+        cy = q["cy"] + q["ay"] * np.sin(2 * np.pi * t / q["py"] + q["ph"])
+        return cx, cy
+
+    return drifting_clip(path, fps, bg, plan, frames, centre)
 
 
 def recall(events: Path, truth: list) -> dict:
     """Found / present face-frames per size band, and event boxes that match no face."""
     from edge_fer.runtime.tracker import iou_matrix
 
-    by_frame = {}
-    for line in events.read_text().splitlines():
-        e = json.loads(line)
-        by_frame[e["frame"]] = [f["box"] for f in e.get("faces", [])]
+    by_frame = {e["frame"]: [f["box"] for f in e.get("faces", [])] for e in read_events(events)}
     present = {b: 0 for b in BANDS}
     found = {b: 0 for b in BANDS}
     first = [None] * len(truth[0])
@@ -268,12 +248,7 @@ def real_clip(path: Path, settings, tmp: str) -> dict:
         det = {k: v for k, v in det.items() if k != "min_size"}  # 0.1, floored at min_face
     opts = RunOptions(str(path), detector=DetectorOptions(**det), events=str(ev), **run)
     s = run_video(opts, handle_signals=False).summary
-    first = None
-    for line in ev.read_text().splitlines():
-        e = json.loads(line)
-        if e.get("faces"):
-            first = e["frame"]
-            break
+    first = next((e["frame"] for e in read_events(ev) if e.get("faces")), None)
     keys = ("frames", "frames_with_faces", "detections", "track_count", "fps")
     return {**{k: s.get(k) for k in keys}, "first_frame_with_face": first}
 

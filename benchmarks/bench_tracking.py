@@ -21,26 +21,23 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import save_json
+from common import read_events, save_json
+
+from edge_fer.cli.options import DetectorArgs
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 SHARED = ROOT.parent / "shared"
 REFERENCE = ROOT / "benchmarks" / "data" / "nrc_iit_faces.json"
 RESULTS = ROOT / "benchmarks" / "results" / "tracking.json"
+# `edge-fer run`'s own detector flags (the same names, meaning and help), --memory 5 as there
+DETECTOR = DetectorArgs(memory=5, only=("cascade", "threshold", "upscale_to", "memory", "grouping",
+                                        "cluster_iou", "verifier", "verifier_min_prob"))  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--cascade", default=None, help="pico cascade (default: the bundled one)")
-    ap.add_argument("--threshold", type=float, default=None, help="detection threshold")
-    ap.add_argument(
-        "--upscale-to",
-        type=int,
-        default=None,
-        help="as edge-fer run --upscale-to (default: the cascade's setting)",
-    )
-    ap.add_argument("--memory", type=int, default=5, help="as edge-fer run --memory")
+    DETECTOR.add_to(ap)
     ap.add_argument(
         "--min-track-score",
         type=float,
@@ -52,26 +49,6 @@ def main(argv: list[str] | None = None) -> int:
         dest="angles",
         default=None,
         help="scan angle(s) in turns, as edge-fer run --angle (default: upright)",
-    )
-    ap.add_argument(
-        "--grouping",
-        choices=("chain", "greedy"),
-        default=None,
-        help="as edge-fer run --grouping (default: the cascade's setting)",
-    )
-    ap.add_argument(
-        "--cluster-iou",
-        type=float,
-        default=None,
-        help="as edge-fer run --cluster-iou (default: the cascade's setting)",
-    )
-    ap.add_argument(
-        "--verifier",
-        default=None,
-        help="as edge-fer run --verifier (default: the cascade's setting; none: off)",
-    )
-    ap.add_argument(
-        "--verifier-min-prob", type=float, default=None, help="as edge-fer run --verifier-min-prob"
     )
     ap.add_argument("--label", default="defaults", help="name of this configuration in the JSON")
     ap.add_argument("--no-save", action="store_true", help="print only")
@@ -91,20 +68,13 @@ def main(argv: list[str] | None = None) -> int:
             opts = RunOptions(
                 source=str(SHARED / "data" / "videos" / clip),
                 events=str(events),
-                cascade=args.cascade,
+                **DETECTOR.run_fields(args),  # cascade and detector options
             )
-            opts.detector.threshold = args.threshold
-            opts.detector.upscale_to = args.upscale_to
-            opts.detector.memory = args.memory
             opts.tracker.min_score = args.min_track_score
-            opts.detector.grouping = args.grouping
-            opts.detector.cluster_iou = args.cluster_iou
-            opts.detector.verifier = args.verifier
-            opts.detector.verifier_min_prob = args.verifier_min_prob
             if args.angles:
                 opts.detector.angle = parse_angles(args.angles)
             s = run_video(opts, handle_signals=False).summary
-            lines = [json.loads(x) for x in events.read_text().splitlines() if x.strip()]
+            lines = read_events(events)
             r = score_single_face(lines, boxes)
             r["tracks"] = s["track_count"]
             rows[clip] = r

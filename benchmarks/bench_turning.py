@@ -40,7 +40,7 @@ from pathlib import Path
 
 import cv2
 import numpy as np
-from common import ROOT, fail, feathered_disc, save_json
+from common import ROOT, fail, feathered_disc, paste, read_events, save_json, webfaces_patches
 
 SHARED = Path(os.environ.get("EDGE_FER_SHARED") or ROOT.parent / "shared")
 VIDEOS = SHARED / "data" / "videos"
@@ -59,43 +59,6 @@ CONFIGS = {  # label: (edge-fer run flags, the follow match they mean; None: off
     "follow on, --follow-match 0.5": (["--follow-match", "0.5"], 0.5),
     "follow on, --follow-match 0.7": (["--follow-match", "0.7"], 0.7),
 }
-
-
-def load_faces(rng: np.random.Generator):
-    """(patch, face side) pairs, in random order: a square patch 2x the face box around each
-    face."""
-    rows = []
-    for line in (WEBFACES / "WebFaces_GroundThruth.txt").read_text().splitlines():
-        p = line.split()
-        if len(p) != 9:
-            continue
-        le, re_, mouth = (np.array(p[k : k + 2], float) for k in (1, 3, 7))
-        if np.linalg.norm(re_ - le) >= FACE_MIN_EYES:
-            rows.append((p[0], le, re_, mouth))
-    rng.shuffle(rows)
-    for name, le, re_, mouth in rows:
-        img = cv2.imread(str(WEBFACES / "images" / name), cv2.IMREAD_COLOR)
-        if img is None:
-            continue
-        d = float(np.linalg.norm(re_ - le))
-        eyes = (le + re_) / 2
-        c = eyes + 0.45 * (mouth - eyes)
-        side = 2.4 * d
-        x0, y0, x1, y1 = (int(v) for v in (c[0] - side, c[1] - side, c[0] + side, c[1] + side))
-        if x0 < 0 or y0 < 0 or x1 > img.shape[1] or y1 > img.shape[0]:
-            continue
-        yield img[y0:y1, x0:x1].copy(), side
-
-
-def paste(f: np.ndarray, patch: np.ndarray, alpha: np.ndarray, x0: int, y0: int) -> None:
-    """Blend the patch into the float frame f with its top-left corner at (x0, y0)."""
-    h, w = f.shape[:2]
-    psz = patch.shape[0]
-    xa, ya, xb, yb = max(x0, 0), max(y0, 0), min(x0 + psz, w), min(y0 + psz, h)
-    if xb > xa and yb > ya:
-        pp = patch[ya - y0 : yb - y0, xa - x0 : xb - x0].astype(np.float32)
-        aa = alpha[ya - y0 : yb - y0, xa - x0 : xb - x0]
-        f[ya:yb, xa:xb] = aa * pp + (1 - aa) * f[ya:yb, xa:xb]
 
 
 def frontal_found(picker, frame: np.ndarray, box) -> bool:
@@ -140,7 +103,7 @@ def make_clip(path: Path, people: int, seed: int) -> dict:
     bg = cv2.imread(str(bgs[int(rng.integers(len(bgs)))]), cv2.IMREAD_COLOR)
     bg = cv2.resize(bg, (w, h), interpolation=cv2.INTER_AREA).astype(np.float32)
     picker = DetectorPicker(None, DetectorOptions(), stills=True)
-    faces = load_faces(rng)
+    faces = webfaces_patches(WEBFACES, FACE_MIN_EYES, rng)
     writer = VideoSink(path, FPS, (w, h))
     ref, who, groups = [], [], []
     try:
@@ -197,7 +160,7 @@ def run(source: Path, flags: list[str], events: Path) -> dict:
     rc = cli(["run", str(source), "--events", str(events), "--summary", str(summary), *flags])
     if rc != 0:
         raise SystemExit(f"edge-fer run {source} exited with {rc}")
-    lines = [json.loads(x) for x in events.read_text().splitlines() if x.strip()]
+    lines = read_events(events)
     return {"events": lines, "summary": json.loads(summary.read_text())}
 
 

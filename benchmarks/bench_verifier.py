@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import save_json
+from common import save_json, shrink, webfaces_val
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -52,10 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     if not (SHARED / "data" / "webfaces").is_dir():
         print(f"bench_verifier: {SHARED}/data/webfaces not found", file=sys.stderr)
         return 2
-    from bench_grouping import shrink
-
-    from edge_fer.cascade_train.annotations import read_webfaces, split_images
-    from edge_fer.cascade_train.evaluate import ScanParams, curve, load_eval_set
+    from edge_fer.cascade_train.evaluate import ScanParams, curve
     from edge_fer.detect import Cascade, cascade_settings
     from edge_fer.detect.verifier import Verifier
 
@@ -69,10 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         grouping=cfg.get("grouping", "chain"),
         cluster_iou=cfg.get("cluster_iou", 0.3),
     ).detector(Cascade.load(args.cascade))
-    val = split_images(read_webfaces(SHARED / "data" / "webfaces")[0], "val")
-    if args.images:
-        val = val[: args.images]
-    images, faces, _ = load_eval_set(val)
+    images, faces = webfaces_val(SHARED / "data" / "webfaces", args.images)
     rows = []
     for side in (320, 0):
         ims, fcs = (images, faces) if not side else shrink(images, faces, side)

@@ -201,6 +201,18 @@ class Classifier(Closing):
             out.append(self.infer(self.spec.prepare(faces[i : i + batch_size])))
         return np.concatenate(out)
 
+    def predict_faces(self, faces, batch_size: int = 256) -> np.ndarray:
+        """Already-cropped face images (a dataset's faces, `edge-fer classify`'s files; gray
+        HxW or BGR HxWx3 uint8, any size) -> (N, C) probs. As `predict`, except that for a model
+        trained on eye-aligned faces (`spec.align`) each face is first aligned the way training
+        aligned its dataset (`edge_fer.align.as_trained_faces`); `predict` takes the runtime's
+        crops, which are cut aligned already."""
+        if self.spec.align and len(faces):
+            from edge_fer.align import as_trained_faces
+
+            faces = as_trained_faces(faces, self.spec)
+        return self.predict(faces, batch_size)
+
     def predict_array(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Already prepared float32 (N, C, H, W) input -> (N, C) probs."""
         x = np.asarray(x)

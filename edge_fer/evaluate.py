@@ -196,7 +196,9 @@ def evaluate(
     """Evaluate `clf` (an edge_fer.classify.Classifier) on `faces`; returns the report dict.
 
     target: None (the model's vocabulary), "dataset" (the dataset's classes the model can
-    answer, see `dataset_target`) or a tuple of class names."""
+    answer, see `dataset_target`) or a tuple of class names. A model trained on eye-aligned
+    faces (`spec.align`) gets the faces aligned as its training aligned them (report key
+    "alignment")."""
     if batch_size < 1:
         raise UserError("must be at least 1", param="batch_size")
     mode = "model" if target is None else "dataset" if target == "dataset" else "explicit"
@@ -212,6 +214,7 @@ def evaluate(
     lab = lab[keep]
     if len(images) == 0:
         raise UserError("no faces left to evaluate after mapping the labels")
+    images, alignment = align_as_trained(clf.spec, images, log=False)  # the summary says it
     probs, t_prep, t_inf = run_inference(clf, images, batch_size, progress)
     rep = classification_report(plan.map_probs(probs), lab, plan.classes)
     n = len(images)
@@ -226,6 +229,9 @@ def evaluate(
         "includes": "preprocessing (PreprocessSpec.prepare) and inference"
         + (f" of every test-time augmentation view ({clf.tta})" if clf.tta != "none" else ""),
     }
+    if alignment:
+        latency["alignment_ms_per_face"] = alignment["seconds"] * 1e3 / n
+        latency["includes"] += "; eye alignment ran once before (alignment_ms_per_face)"
     latency.update(batch1_latency(clf, images, latency_samples))
     rep.update(
         {
@@ -241,7 +247,29 @@ def evaluate(
             "vocabulary": {"mode": mode, **plan.describe(dropped_by_class)},
         }
     )
+    if alignment:
+        rep["alignment"] = alignment
     return rep
+
+
+def align_as_trained(spec, images: np.ndarray, log: bool = True) -> tuple[np.ndarray, dict]:
+    """The evaluation faces as the model's training saw them: for a model trained on
+    eye-aligned faces (`spec.align`), aligned with `edge_fer.align.as_trained` (the trainer's
+    function; CLAHE stays with `spec.prepare`); returns (faces, what the alignment did: {} when
+    the model does not align)."""
+    if not spec.align:
+        return images, {}
+    from edge_fer.align import as_trained
+
+    found = np.zeros(len(images), bool)
+    t0 = time.perf_counter()
+    images = as_trained(images, spec, log=log, found=found)
+    return images, {
+        "eyes_found": int(found.sum()),
+        "faces": len(images),
+        "frame": [float(v) for v in spec.align_frame],
+        "seconds": time.perf_counter() - t0,
+    }
 
 
 # -- confusion matrix image -------------------------------------------------------------------
@@ -373,6 +401,12 @@ def summary_text(rep: dict) -> str:
         ),
     ]
     lines += vocabulary_text(rep.get("vocabulary") or {})
+    al = rep.get("alignment") or {}
+    if al:
+        lines.append(
+            f"aligned   {al['eyes_found']}/{al['faces']} faces on their eyes, as the model was "
+            "trained (the rest as cropped)"
+        )
     lat = rep.get("latency") or {}
     if lat:
         s = f"latency   {lat['ms_per_face']:.3f} ms/face at batch {lat['batch_size']}"

@@ -39,6 +39,16 @@ def run_eval(capsys, *argv) -> tuple[int, str, str]:
     return rc, cap.out, cap.err
 
 
+def eval_dataset_vocabulary(capsys, data: Path, out_json: Path) -> tuple[dict, str]:
+    """`edge-fer eval --label-set dataset` on `data`, which must succeed: its JSON report and
+    stdout."""
+    rc, out, err = run_eval(
+        capsys, "--data", str(data), "--label-set", "dataset", "--json", str(out_json)
+    )
+    assert rc == 0, err
+    return json.loads(out_json.read_text()), out
+
+
 def test_mapping_synonyms_and_partial_groups() -> None:
     assert L.mapping(("Anger", "joy", "scared"), L.FER2013) == {
         "Anger": "angry",
@@ -65,12 +75,7 @@ def test_contempt_no_neutral(tmp_path, capsys) -> None:
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert "contempt have no counterpart" in err and "--label-set dataset" in err
 
-    out_json = tmp_path / "rep.json"
-    rc, out, err = run_eval(
-        capsys, "--data", str(data), "--label-set", "dataset", "--json", str(out_json)
-    )
-    assert rc == 0, err
-    rep = json.loads(out_json.read_text())
+    rep, out = eval_dataset_vocabulary(capsys, data, tmp_path / "rep.json")
     v = rep["vocabulary"]
     assert v["mode"] == "dataset"
     assert v["compared"] == ["angry", "fear", "happy", "sad", "surprise"]  # FER2013 order
@@ -102,12 +107,7 @@ def test_three_groups(tmp_path, capsys) -> None:
     groups = {"happy": "positive", "neutral": "neutral", "surprise": "neutral",
               "angry": "negative", "sad": "negative"}  # fmt: skip
     build(data, groups, per_class=4)
-    out_json = tmp_path / "rep.json"
-    rc, out, err = run_eval(
-        capsys, "--data", str(data), "--label-set", "dataset", "--json", str(out_json)
-    )
-    assert rc == 0, err
-    rep = json.loads(out_json.read_text())
+    rep, out = eval_dataset_vocabulary(capsys, data, tmp_path / "rep.json")
     v = rep["vocabulary"]
     assert v["compared"] == ["negative", "neutral", "positive"]
     assert v["model_classes_merged"] == {

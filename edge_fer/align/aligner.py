@@ -293,15 +293,19 @@ def load_aligner(
     return Aligner(model, frame, margin)
 
 
-def align_images(images: np.ndarray, spec=None, log: bool = True) -> np.ndarray:
+def align_images(
+    images: np.ndarray, spec=None, log: bool = True, found: np.ndarray | None = None
+) -> np.ndarray:
     """Pre-cropped faces (N, H, W) uint8 aligned with the bundled eye model and the frame of
     `spec` (a PreprocessSpec; None: the default frame), for training and evaluating a model
-    whose spec says `align`; faces whose eyes are not found stay as they are."""
+    whose spec says `align`; faces whose eyes are not found stay as they are. `found`, a bool
+    (N,) array, receives which were aligned."""
     import sys
     import time
 
     frame = Frame(*spec.align_frame) if spec is not None else Frame()
-    found = np.zeros(len(images), bool)
+    if found is None:
+        found = np.zeros(len(images), bool)
     t0 = time.time()
     out = load_aligner(frame=frame).align_faces(images, found)
     if log:

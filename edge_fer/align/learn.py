@@ -90,6 +90,16 @@ def read_gray(path: Path, cache: dict) -> np.ndarray:
     return g
 
 
+def jittered_box(box, cfg: LearnConfig, rng) -> tuple[float, float, float]:
+    """A face box (cx, cy, side) shifted and scaled at random as in training (a detector's box
+    is not the annotation's): three draws from `rng`, centre x, centre y, then the scale."""
+    cx, cy, side = box
+    cx += rng.normal(0, cfg.box_shift) * side
+    cy += rng.normal(0, cfg.box_shift) * side
+    side *= math.exp(rng.normal(0, cfg.box_scale))
+    return cx, cy, side
+
+
 def make_patches(faces: Faces, cfg: LearnConfig, rng, jitter: bool, log=None):
     """Patches (n, P, P) uint8 and eyes in patch coordinates (n, 2, 2): [left, right] x (r, c)."""
     n, P = len(faces.paths), cfg.patch_px
@@ -98,11 +108,7 @@ def make_patches(faces: Faces, cfg: LearnConfig, rng, jitter: bool, log=None):
     cache: dict = {}
     t0 = time.time()
     for i in range(n):
-        cx, cy, side = faces.boxes[i]
-        if jitter:
-            cx += rng.normal(0, cfg.box_shift) * side
-            cy += rng.normal(0, cfg.box_shift) * side
-            side *= math.exp(rng.normal(0, cfg.box_scale))
+        cx, cy, side = jittered_box(faces.boxes[i], cfg, rng) if jitter else faces.boxes[i]
         m = patch_matrix(cx, cy, side, cfg.face_px, P)
         patches[i] = extract_patch(read_gray(faces.paths[i], cache), m, P)
         for j, (x, y) in enumerate((faces.left[i], faces.right[i])):
@@ -216,11 +222,7 @@ def evaluate(model: EyeModel, data: str | Path, split: str = "val", val_fraction
     errs, worst, found, times = [], [], [], []
     for i in range(n):
         gray = read_gray(faces.paths[i], cache)
-        cx, cy, side = faces.boxes[i]
-        if jitter:
-            cx += rng.normal(0, cfg.box_shift) * side
-            cy += rng.normal(0, cfg.box_shift) * side
-            side *= math.exp(rng.normal(0, cfg.box_scale))
+        cx, cy, side = jittered_box(faces.boxes[i], cfg, rng) if jitter else faces.boxes[i]
         t0 = time.perf_counter()
         e = al.eyes(gray, (cx - side / 2, cy - side / 2, side, side))
         times.append(time.perf_counter() - t0)

@@ -2,7 +2,8 @@
 
 Calibration faces come from a labelled dataset split (--data) or from the user's own video,
 image folder or glob (--source; faces found by the PICO detector and cropped like `edge-fer
-run` does). Writes, into --out: the Q/DQ INT8 ONNX model for TensorRT (model.int8.qdq.onnx),
+run` does); a model trained with --align gets them aligned on the eyes, as its training faces
+were. Writes, into --out: the Q/DQ INT8 ONNX model for TensorRT (model.int8.qdq.onnx),
 the one for ONNX Runtime on CPU (model.int8.cpu.onnx), the TensorRT calibration cache
 (calib.cache), the JSON report of per-tensor ranges (calib_report.json) and the ids of the
 faces used (calib_ids.txt). Needs the `onnx` package (extra `quantize`).
@@ -96,7 +97,9 @@ def register(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _faces(args, spec_size: int, margin: float):
+def _faces(args, spec):
+    """The calibration faces: a dataset's (aligned later by `calibrate` for a model trained
+    with --align) or the detector's, cut as `edge-fer run` cuts them for this model."""
     from edge_fer.errors import UserError
     from edge_fer.quantize import from_dataset, from_source
     from edge_fer.quantize.report import read_ids
@@ -110,7 +113,7 @@ def _faces(args, spec_size: int, margin: float):
                 raise UserError(f"--ids {args.ids}: cannot read ({exc.strerror or exc})") from None
             if not ids:
                 raise UserError(f"--ids {args.ids}: no ids in the file")
-        kw = {"size": spec_size, "ids": ids, "skip_bad": args.skip_bad}
+        kw = {"size": spec.input_size, "ids": ids, "skip_bad": args.skip_bad}
         return from_dataset(args.data, args.split, args.samples, args.seed, **kw)
     if args.ids:
         raise UserError("--ids applies to --data (a labelled dataset), not to --source")
@@ -122,9 +125,9 @@ def _faces(args, spec_size: int, margin: float):
     bar = Progress(None, "finding faces", "frame", not args.no_progress)
     try:
         return from_source(
-            args.source, args.cascade, margin=margin, size=spec_size, samples=args.samples,
-            seed=args.seed, detect=opts,
-            progress=lambda frames, faces: bar.set(frames, f"{faces} faces"),
+            args.source, args.cascade, margin=spec.crop_margin, size=spec.input_size,
+            samples=args.samples, seed=args.seed, detect=opts,
+            progress=lambda frames, faces: bar.set(frames, f"{faces} faces"), spec=spec,
         )  # fmt: skip
     finally:
         bar.close()
@@ -206,8 +209,8 @@ def _run(args, done: list) -> int:
 
     model = args.model or default_model_path()
     with Classifier.load(model, threads=1, tta="none") as clf:  # fail early on a bad model
-        size, margin = clf.spec.input_size, clf.spec.crop_margin
-    faces = _faces(args, size, margin)
+        spec = clf.spec
+    faces = _faces(args, spec)
     bar = Progress(len(faces), "calibrating", "face", not args.no_progress)
     try:
         info = calibrate(
@@ -240,6 +243,6 @@ def _run(args, done: list) -> int:
     print(f"  cache header {info['trt_cache_header']}")
     if agree:
         print(f"  top-1 agreement with FP32 on the calibration faces: {agree}")
-    for note in faces.notes:
+    for note in info["notes"]:
         print(f"  note: {note}")
     return 0

@@ -209,39 +209,19 @@ def register(sub) -> None:
 
 
 def run_train(args) -> int:
+    from dataclasses import fields
+
     from edge_fer.cascade_train.trainer import TrainConfig, parse_list, train
 
-    cfg = TrainConfig(
-        out=args.out,
-        webfaces=args.webfaces,
-        boxes=args.boxes,
-        backgrounds=args.backgrounds,
-        val_fraction=args.val_fraction,
-        bg_val_fraction=args.bg_val_fraction,
-        min_face=args.min_face,
-        max_faces=args.max_faces,
-        max_images=args.max_images,
-        depth=args.depth,
-        tests=args.tests,
+    # a flag named like a TrainConfig field sets that field, converted here where it needs it
+    given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    given.update(
         stage_trees=parse_list(args.stage_trees, int),
         min_tpr=parse_list(args.min_tpr, float),
-        max_fpr=args.max_fpr,
-        target_fpr=args.target_fpr,
-        max_stages=args.max_stages,
-        jitter=args.jitter,
-        pos_jitter=args.pos_jitter,
-        scale_jitter=args.scale_jitter,
-        neg_ratio=args.neg_ratio,
-        neg_annotated_share=args.neg_annotated_share,
-        neg_annotated_min_fpr=args.neg_annotated_min_fpr,
-        scan_share=args.scan_share,
         max_draws=int(args.max_draws),
-        threshold_on=args.threshold_on,
         time_budget_h=args.time_budget,
-        seed=args.seed,
-        threads=args.threads,
-        verbose=args.verbose,
     )
+    cfg = TrainConfig(**given)
     state = train(cfg, resume=args.resume, command="edge-fer " + " ".join(sys.argv[1:]))
     summary = {k: state[k] for k in ("stage", "ntrees", "elapsed_s", "stop_reason")}
     summary["cascade"] = str(Path(args.out) / "cascade.pico")

@@ -48,7 +48,8 @@ def register(sub) -> None:
         description="Accuracy, top-2 accuracy, macro-F1, per-class metrics, "
         "confusion matrix and latency of an exported model on a dataset: "
         "fer2013.csv, FER2013 image folders (split by file-name prefix), one folder "
-        "per class, or JAFFE file names.",
+        "per class, or JAFFE file names. A model trained with --align gets the faces "
+        "aligned on their eyes first, as its training faces were.",
         epilog="Labels: by default every dataset class must exist in the model's "
         "vocabulary. --label-set/--classes evaluate in another vocabulary instead: "
         "dataset classes and model outputs are mapped onto it "
@@ -118,7 +119,8 @@ def register(sub) -> None:
         "classify",
         help="classify already-cropped face images",
         description="Print the expression of each face image (an already-cropped "
-        "face; folders are expanded to the images inside).",
+        "face; folders are expanded to the images inside). A model trained with --align "
+        "gets each face aligned on its eyes first, as its training faces were.",
         epilog="An image that cannot be read gets an error line on stderr naming "
         "it; the others are still classified and printed, and the exit code is then "
         "2.",
@@ -368,7 +370,7 @@ def run_classify(args) -> int:
                 else:
                     ok_paths.append(p)
                     faces.append(img)
-            probs = clf.predict(faces)
+            probs = clf.predict_faces(faces)  # aligned first when the model was trained so
             for p, pr in zip(ok_paths, probs):
                 order = pr.argsort()[::-1]
                 label = clf.classes[order[0]]

@@ -13,7 +13,16 @@ STUDY_HELP = (
 )
 
 
+def _field_flag(p, owner: type, name: str, text: str) -> None:
+    """The flag of a field of the study's `Budget` or `Options` (edge_fer.experiment.runs): its
+    type and default are the field's, and `run` passes it back under the same name."""
+    default = getattr(owner, name)
+    p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=text)
+
+
 def register(sub) -> None:
+    from edge_fer.experiment.runs import Budget, Options  # light: no torch, no numpy
+
     p = sub.add_parser(
         "experiment",
         help="run a named study and write its report (needs edge-fer[train])",
@@ -32,21 +41,14 @@ def register(sub) -> None:
     p.add_argument(
         "--work", default=None, help="run folders, links, ONNX files [default: OUT/work]"
     )
-    p.add_argument("--epochs", type=int, default=3, help="epochs per variant")
-    p.add_argument(
-        "--max-train-faces",
-        type=int,
-        default=3000,
-        help="class-stratified training sample (0: all)",
-    )
-    p.add_argument(
-        "--max-test-faces", type=int, default=1000, help="class-stratified test sample (0: all)"
-    )
-    p.add_argument("--batch-size", type=int, default=64, help="training batch")
-    p.add_argument("--lr", type=float, default=0.05, help="peak SGD learning rate")
-    p.add_argument("--seed", type=int, default=0, help="seed of samples, splits and training")
-    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
-    p.add_argument("--arch", default="cnn4", help="architecture of the other studies")
+    _field_flag(p, Budget, "epochs", "epochs per variant")
+    _field_flag(p, Budget, "max_train_faces", "class-stratified training sample (0: all)")
+    _field_flag(p, Budget, "max_test_faces", "class-stratified test sample (0: all)")
+    _field_flag(p, Budget, "batch_size", "training batch")
+    _field_flag(p, Budget, "lr", "peak SGD learning rate")
+    _field_flag(p, Budget, "seed", "seed of samples, splits and training")
+    _field_flag(p, Budget, "threads", "torch threads (0: torch's default)")
+    _field_flag(p, Options, "arch", "architecture of the other studies")
     p.add_argument(
         "--archs",
         default=None,
@@ -66,15 +68,11 @@ def register(sub) -> None:
         help="comma-separated subset of the study's variants: grouping 7,6,3; "
         "preprocessing plain,clahe,clahe+align; channels gray1,gray3,colour3",
     )
-    p.add_argument(
-        "--test-fraction",
-        type=float,
-        default=0.2,
-        help="non-FER2013 data: share of the faces held out (by clip) for the test",
-    )
-    p.add_argument("--calib-faces", type=int, default=256, help="INT8 calibration faces")
-    p.add_argument("--latency-threads", type=int, default=1, help="ONNX Runtime threads timed")
-    p.add_argument("--max-batches", type=int, default=0, help=argparse.SUPPRESS)  # tests
+    held_out = "non-FER2013 data: share of the faces held out (by clip) for the test"
+    _field_flag(p, Options, "test_fraction", held_out)
+    _field_flag(p, Options, "calib_faces", "INT8 calibration faces")
+    _field_flag(p, Options, "latency_threads", "ONNX Runtime threads timed")
+    _field_flag(p, Budget, "max_batches", argparse.SUPPRESS)  # tests
     p.set_defaults(func=run, _parser=p)
 
 
@@ -101,13 +99,14 @@ def command_of(args) -> str:
 
 
 def run(args) -> int:
+    from dataclasses import fields
     from pathlib import Path
 
     from edge_fer.errors import UserError
 
     try:
-        from edge_fer.experiment.runs import Budget
-        from edge_fer.experiment.studies import ZOO, Options, check_study, run_study
+        from edge_fer.experiment.runs import ZOO, Budget, Options
+        from edge_fer.experiment.studies import check_study, run_study
     except ImportError as exc:
         raise UserError(f"experiments need the train extra: pip install 'edge-fer[train]' ({exc})")
     check_study(args.study)
@@ -132,16 +131,7 @@ def run(args) -> int:
         data=args.data,
         out=Path(args.out),
         work=Path(args.work) if args.work else None,
-        budget=Budget(
-            epochs=args.epochs,
-            max_train_faces=args.max_train_faces,
-            max_test_faces=args.max_test_faces,
-            batch_size=args.batch_size,
-            lr=args.lr,
-            threads=args.threads,
-            seed=args.seed,
-            max_batches=args.max_batches,
-        ),
+        budget=Budget(**{f.name: getattr(args, f.name) for f in fields(Budget)}),
         arch=args.arch,
         archs=archs,
         runs=Path(args.runs) if args.runs else None,

@@ -205,6 +205,7 @@ def _int8(args, model) -> int:
     out = Path(args.int8_out) if args.int8_out else default_out_dir(model)
     with Classifier.load(model, threads=1, tta="none") as clf:  # fail early on a bad model
         size, margin = clf.spec.input_size, clf.spec.crop_margin
+        spec = clf.spec  # a model trained with --align: source faces are cut aligned
     if args.data:
         faces = from_dataset(args.data, "train", args.samples, args.seed, size=size)
     else:
@@ -216,6 +217,7 @@ def _int8(args, model) -> int:
             samples=args.samples,
             seed=args.seed,
             detect=DETECTOR.detect_options(args),
+            spec=spec,
         )
     eval_data = args.eval_data or args.data
     bar = Progress(len(faces), "calibrating", "face", sys.stderr.isatty())

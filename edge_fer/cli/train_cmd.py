@@ -44,6 +44,43 @@ def register(sub) -> None:
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
     p.add_argument("--arch-kwargs", default="{}", help="JSON of architecture options")
+    p.add_argument(
+        "--init",
+        metavar="MODEL",
+        default=None,
+        help="start from these weights (an edge-fer checkpoint or FP32 ONNX of the "
+        "same architecture, e.g. the bundled model) instead of random ones",
+    )
+    p.add_argument(
+        "--teacher",
+        metavar="ONNX",
+        action="append",
+        default=[],
+        help="distil from this model (repeat for an ensemble); its probabilities "
+        "with its own test-time augmentation are computed once per run",
+    )
+    p.add_argument(
+        "--teacher-tta",
+        default="auto",
+        help="the teachers' test-time augmentation (auto: each model's default)",
+    )
+    p.add_argument(
+        "--distill",
+        type=float,
+        default=None,
+        help="weight of the teacher term in the loss, 0-1 (default: 0.7 with --teacher, else 0)",
+    )
+    p.add_argument("--distill-temperature", type=float, default=2.0)
+    p.add_argument(
+        "--extra-train",
+        metavar="DIR",
+        default=None,
+        help="one folder per class of extra training faces (e.g. in-domain crops); selection "
+        "stays on --data's held-out part",
+    )
+    p.add_argument(
+        "--extra-repeat", type=int, default=1, help="use each --extra-train face N times per epoch"
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--max-batches", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
@@ -65,6 +102,8 @@ def run(args) -> int:
     same += ["class_weights", "balanced_sampling", "clahe", "align", "channels", "input_size"]
     same += ["patience"]
     same += ["seed", "device", "threads", "max_batches"]
+    same += ["init", "teacher", "teacher_tta", "distill_temperature"]
+    same += ["extra_train", "extra_repeat"]
     frame = None
     if args.align_frame is not None:
         from edge_fer.align.aligner import parse_frame
@@ -74,6 +113,7 @@ def run(args) -> int:
         **{k: getattr(args, k) for k in same},
         align_frame=frame,
         epochs=args.epochs or 40,
+        distill=args.distill if args.distill is not None else (0.7 if args.teacher else 0.0),
         augment=not args.no_augment,
         arch_kwargs=kw,
     )

@@ -19,9 +19,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edge_fer.align.dataset import as_trained
 from edge_fer.errors import UserError
 from edge_fer.metrics import classification_report
-from edge_fer.preprocess import PreprocessSpec, apply_clahe
+from edge_fer.preprocess import PreprocessSpec
 from edge_fer.train.augment import AugmentConfig, augment
 from edge_fer.train.trainer import (
     TrainConfig,
@@ -76,7 +77,7 @@ class FinetuneConfig:
 
 @dataclass
 class FinetuneData:
-    train_x: np.ndarray  # (N, H, W) uint8 (CLAHE applied when the model uses it)
+    train_x: np.ndarray  # (N, H, W) uint8 as trained: eye-aligned, CLAHE, as the spec says
     train_y: np.ndarray
     val_x: np.ndarray
     val_y: np.ndarray
@@ -92,7 +93,9 @@ class FinetuneData:
 
 def load_finetune_data(data: str, spec: PreprocessSpec, cfg: FinetuneConfig) -> FinetuneData:
     """Training and selection faces of `data` (FER2013: Training / PublicTest; other layouts:
-    a held-out 10%, as `edge-fer train` does), labels mapped onto the model's classes."""
+    a held-out 10%, as `edge-fer train` does), labels mapped onto the model's classes, the faces
+    prepared as the trainer prepared them (`edge_fer.align.as_trained`: eye alignment when the
+    spec says `align`, then CLAHE when it says `clahe`)."""
     cfg.validate()
     tcfg = TrainConfig(
         arch="-", data=str(data), input_size=spec.input_size, seed=cfg.seed, clahe=spec.clahe
@@ -120,8 +123,8 @@ def load_finetune_data(data: str, spec: PreprocessSpec, cfg: FinetuneConfig) -> 
     if cfg.val_limit and len(vx) > cfg.val_limit:
         idx = np.linspace(0, len(vx) - 1, cfg.val_limit).round().astype(int)
         vx, vy = vx[idx], vy[idx]
-    if spec.clahe:
-        tx, vx = apply_clahe(tx), apply_clahe(vx)
+    # as the trainer fed the model: aligned on the eyes (spec.align), then CLAHE (spec.clahe)
+    tx, vx = as_trained(tx, spec, clahe=True), as_trained(vx, spec, clahe=True)
     return FinetuneData(tx, ty, vx, vy, val_name, spec)
 
 

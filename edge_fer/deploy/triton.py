@@ -12,7 +12,8 @@
       README.md
 
 Dims in config.pbtxt exclude the batch (max_batch_size > 0 makes Triton add it): the input is
-[C, S, S], the output [classes].
+[C, S, S], the output [classes]. A model trained on eye-aligned faces (--align) is refused: the
+client crops by the box alone (CLAHE it does itself; the eye localiser does not travel with it).
 """
 
 from __future__ import annotations
@@ -51,6 +52,11 @@ def _check(info: ModelInfo, o: TritonOptions) -> None:
     if not o.platforms or any(p not in PLATFORMS for p in o.platforms):
         raise UserError(f"platforms must be some of {', '.join(PLATFORMS)}, got {o.platforms}")
     check_batch(info, o.max_batch, "max_batch")
+    if info.spec.align:  # the client crops by the box alone; the eye model does not travel
+        raise UserError(
+            f"{info.path}: the model expects eye-aligned faces (trained with --align), which "
+            "the Triton client's box crops are not; deploy a model trained without --align"
+        )
     if info.batch is not None:
         raise UserError(
             f"{info.path}: the model's batch is fixed at {info.batch}; Triton's batching needs "

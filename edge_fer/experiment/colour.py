@@ -8,8 +8,6 @@ The run folder looks and resumes like a trainer run.
 
 from __future__ import annotations
 
-import csv
-import json
 import sys
 import time
 from dataclasses import asdict
@@ -52,12 +50,14 @@ def train_colour(run: Path, tree: Path, arch: str, budget: Budget, key: dict) ->
     from edge_fer.train.augment import AugmentConfig, augment
     from edge_fer.train.checkpoint import load_checkpoint, save_checkpoint
     from edge_fer.train.trainer import (
-        LOG_FIELDS,
+        append_log,
         arch_kwargs_for,
         load_splits,
+        log_row,
         lr_at,
         schedule,
         sgd,
+        start_run_files,
     )
 
     claim(run, {"arch": arch, **key, "colour": "bgr", "budget": budget.__dict__})
@@ -85,13 +85,7 @@ def train_colour(run: Path, tree: Path, arch: str, budget: Budget, key: dict) ->
     print(f"experiment: training {run.name} ({arch}, colour, {budget.text()})", file=sys.stderr)
     steps_per_epoch, total, warmup = schedule(len(train_set), cfg)
     aug = AugmentConfig(enabled=cfg.augment)
-    (run / "config.json").write_text(
-        json.dumps({**asdict(cfg), **info, "classes": classes, "colour": "bgr"}, indent=2)
-    )
-    log = run / "log.csv"
-    if not log.exists():
-        with open(log, "w", newline="") as fh:
-            csv.writer(fh).writerow(LOG_FIELDS)
+    log = start_run_files(run, {**asdict(cfg), **info, "classes": classes, "colour": "bgr"})
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
         t0 = time.time()
@@ -118,19 +112,8 @@ def train_colour(run: Path, tree: Path, arch: str, budget: Budget, key: dict) ->
         probs = predict_colour(model, va_x, spec)
         rep = classification_report(probs, val_set.labels, classes)
         p_true = probs[np.arange(len(probs)), val_set.labels]
-        row = [
-            epoch + 1,
-            lr,
-            tot_loss / seen,
-            tot_ok / seen,
-            float(-np.log(np.clip(p_true, 1e-7, 1)).mean()),
-            rep["accuracy"],
-            rep["top2_accuracy"],
-            rep["macro_f1"],
-            time.time() - t0,
-        ]
-        with open(log, "a", newline="") as fh:
-            csv.writer(fh).writerow([f"{v:.6g}" if isinstance(v, float) else v for v in row])
+        val_loss = float(-np.log(np.clip(p_true, 1e-7, 1)).mean())
+        append_log(log, log_row(epoch + 1, lr, tot_loss / seen, tot_ok / seen, val_loss, rep, t0))
         state["epoch"] = epoch + 1
         improved = rep["accuracy"] > state["best_acc"]
         if improved:

@@ -46,6 +46,11 @@ class StudyData:
     def classes(self) -> tuple[str, ...]:
         return self.train.classes
 
+    @property
+    def trained_classes(self) -> tuple[str, ...]:
+        """The classes with training faces, in the data's order: a study's full vocabulary."""
+        return tuple(c for c, n in zip(self.classes, self.train.counts()) if n)
+
     def describe(self) -> str:
         return (
             f"train {len(self.train)} of {self.train_available} faces ({_counts(self.train)}); "
@@ -136,6 +141,15 @@ def load_study_data(
     train = subsample(train, max_train, seed)
     test = subsample(test, max_test, seed)
     return StudyData(p, layout, train, test, split, n_train, n_test)
+
+
+def study_data(opts) -> StudyData:
+    """`load_study_data` with a study's options: its data, budget (seed, sample sizes) and test
+    fraction."""
+    b = opts.budget
+    return load_study_data(
+        opts.data, b.seed, b.max_train_faces, b.max_test_faces, opts.test_fraction
+    )
 
 
 def colour_check(root: Path, ids: list[str], samples: int = 32) -> tuple[int, int]:

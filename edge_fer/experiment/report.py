@@ -69,3 +69,9 @@ def write(out: Path, text: str) -> Path:
     p = out / "README.md"
     fileio.write_text(p, text)
     return p
+
+
+def write_with_figures(out: Path, lines: list[str], figs: list[str]) -> Path:
+    """The report: `lines`, then the figures section (one Markdown image per PNG); written."""
+    figures = "\n\n".join(f"![{Path(f).stem}]({f})" for f in figs)
+    return write(out, "\n".join([*lines, "## Figures", "", figures, ""]))

@@ -4,6 +4,9 @@ The run folder is resumable: a study that is interrupted and started again conti
 unfinished run where its last checkpoint left it, and skips the finished ones. A `study.json`
 beside the checkpoints records what the run was made from; a run folder made with other
 settings (data, budget, variant) is refused rather than silently mixed.
+
+`Budget` and `Options` (what a study is asked to run) live here, in a module light enough for
+the command line to read their defaults.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_fer.errors import UserError
@@ -49,6 +52,31 @@ class Budget:
             f"{self.epochs} epoch(s), at most {lim} training faces, at most {test} test faces, "
             f"batch {self.batch_size}, peak learning rate {self.lr:g}, seed {self.seed}{extra}"
         )
+
+
+ZOO = ("cnn4", "cnn8_tanh", "resnet", "mobilenet", "mini_xception", "vgg")
+
+
+@dataclass
+class Options:
+    study: str
+    data: str
+    out: Path
+    work: Path | None = None
+    budget: Budget = field(default_factory=Budget)
+    arch: str = "cnn4"
+    archs: tuple[str, ...] = ZOO
+    runs: Path | None = None
+    vgg_onnx: str | None = "bundled"  # architectures: the bundled vgg; None: leave it out
+    test_fraction: float = 0.2
+    variants: tuple[str, ...] = ()  # a subset of the study's variants (default: all)
+    calib_faces: int = 256
+    latency_threads: int = 1
+    command: str = ""
+
+    @property
+    def workdir(self) -> Path:
+        return self.work or (self.out / "work")
 
 
 def claim(run: Path, key: dict) -> None:

@@ -14,10 +14,9 @@ from edge_fer import labels as L
 from edge_fer.errors import UserError
 from edge_fer.experiment import STUDIES, plots
 from edge_fer.experiment import report as R
-from edge_fer.experiment.data import StudyData, colour_check, link_tree, load_study_data
-from edge_fer.experiment.runs import Budget, epochs_done, read_log, train_variant
+from edge_fer.experiment.data import StudyData, colour_check, link_tree, study_data
+from edge_fer.experiment.runs import Options, epochs_done, read_log, train_variant, warmup_for
 
-ZOO = ("cnn4", "cnn8_tanh", "resnet", "mobilenet", "mini_xception", "vgg")
 GROUPINGS = {
     "7": ("7 classes", L.FER2013),
     "6": ("6 classes (no disgust)", L.GROUPED6),
@@ -33,28 +32,6 @@ CHANNELS = {
     "gray3": "3 channels: grayscale copied to each (the trainer's --channels 3)",
     "colour3": "3 channels: colour (BGR)",
 }
-
-
-@dataclass
-class Options:
-    study: str
-    data: str
-    out: Path
-    work: Path | None = None
-    budget: Budget = field(default_factory=Budget)
-    arch: str = "cnn4"
-    archs: tuple[str, ...] = ZOO
-    runs: Path | None = None
-    vgg_onnx: str | None = "bundled"  # architectures: the bundled vgg; None: leave it out
-    test_fraction: float = 0.2
-    variants: tuple[str, ...] = ()  # a subset of the study's variants (default: all)
-    calib_faces: int = 256
-    latency_threads: int = 1
-    command: str = ""
-
-    @property
-    def workdir(self) -> Path:
-        return self.work or (self.out / "work")
 
 
 @dataclass
@@ -252,10 +229,6 @@ def figures(opts: Options, rows: list[dict], ms_label: str) -> list[str]:
     return figs
 
 
-def _fig_md(figs: list[str]) -> str:
-    return "\n\n".join(f"![{Path(f).stem}]({f})" for f in figs)
-
-
 def _setup(opts: Options, sd: StudyData, extra: list[str]) -> str:
     return R.setup_block(
         opts.study,
@@ -265,7 +238,7 @@ def _setup(opts: Options, sd: StudyData, extra: list[str]) -> str:
         opts.budget.seed,
         opts.command,
         opts.budget.text()
-        + f"; warm-up {min(2.0, 0.2 * opts.budget.epochs):g} epochs, cosine schedule, "
+        + f"; warm-up {warmup_for(opts.budget.epochs):g} epochs, cosine schedule, "
         "trainer defaults otherwise (Nesterov SGD, label smoothing 0.1, 5-step augmentation)",
         extra,
     )
@@ -308,13 +281,7 @@ def _best(rows: list[dict], key: str = "accuracy") -> dict:
 
 
 def study_grouping(opts: Options) -> Path:
-    sd = load_study_data(
-        opts.data,
-        opts.budget.seed,
-        opts.budget.max_train_faces,
-        opts.budget.max_test_faces,
-        opts.test_fraction,
-    )
+    sd = study_data(opts)
     chosen = _pick(GROUPINGS, opts.variants, "grouping")
     variants = [mapped_variant(sd, f"classes{k}", GROUPINGS[k][0], GROUPINGS[k][1]) for k in chosen]
     runs = train_all(opts, sd, variants)
@@ -386,8 +353,7 @@ def study_grouping(opts: Options) -> Path:
     top = rows[0]["report"]
     lines += ["## Findings", "", *_grouping_findings(rows, merged)]
     lines += [noise_line(top["n"], top["accuracy"]), "", _latency_line(opts), ""]
-    lines += ["## Figures", "", _fig_md(figs), ""]
-    return R.write(opts.out, "\n".join(lines))
+    return R.write_with_figures(opts.out, lines, figs)
 
 
 def _grouping_findings(rows, merged) -> list[str]:
@@ -442,14 +408,8 @@ def study_preprocessing(opts: Options) -> Path:
             chosen.remove("clahe+align")
     if not chosen:
         raise UserError("no preprocessing variant left to run")
-    sd = load_study_data(
-        opts.data,
-        opts.budget.seed,
-        opts.budget.max_train_faces,
-        opts.budget.max_test_faces,
-        opts.test_fraction,
-    )
-    vocab = tuple(c for c, n in zip(sd.classes, sd.train.counts()) if n)
+    sd = study_data(opts)
+    vocab = sd.trained_classes
     variants = [
         mapped_variant(sd, k, PREPROCESSING[k][0], vocab, options=dict(PREPROCESSING[k][1]))
         for k in chosen
@@ -505,23 +465,13 @@ def _finish(opts: Options, lines: list, rows: list, best: dict, figs, key: str) 
         "",
         _latency_line(opts),
         "",
-        "## Figures",
-        "",
-        _fig_md(figs),
-        "",
     ]
-    return R.write(opts.out, "\n".join(lines))
+    return R.write_with_figures(opts.out, lines, figs)
 
 
 def study_channels(opts: Options) -> Path:
     chosen = _pick(CHANNELS, opts.variants, "channels variant")
-    sd = load_study_data(
-        opts.data,
-        opts.budget.seed,
-        opts.budget.max_train_faces,
-        opts.budget.max_test_faces,
-        opts.test_fraction,
-    )
+    sd = study_data(opts)
     colour, seen = colour_check(sd.root, sd.train.ids)
     if colour == 0:
         raise UserError(
@@ -529,7 +479,7 @@ def study_channels(opts: Options) -> Path:
             "the channels study needs colour images such as ../shared/data/sfew_train",
             param="data",
         )
-    vocab = tuple(c for c, n in zip(sd.classes, sd.train.counts()) if n)
+    vocab = sd.trained_classes
     variants = []
     for k in chosen:
         opt = {"channels": 3} if k == "gray3" else {}

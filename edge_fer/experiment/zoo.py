@@ -18,7 +18,7 @@ from pathlib import Path
 from edge_fer.errors import UserError
 from edge_fer.experiment import plots
 from edge_fer.experiment import report as R
-from edge_fer.experiment.data import StudyData, load_study_data
+from edge_fer.experiment.data import StudyData, study_data
 from edge_fer.experiment.runs import claim, epochs_done, read_log, train_variant
 
 NO_REPORT: dict = {"per_class": {}}  # an INT8 row that could not be made
@@ -58,30 +58,15 @@ def eval_onnx(path: Path, sd: StudyData) -> dict:
         return evaluate(clf, sd.test, batch_size=64, latency_samples=0, progress=False)
 
 
-def _load(opts) -> StudyData:
-    b = opts.budget
-    return load_study_data(
-        opts.data, b.seed, b.max_train_faces, b.max_test_faces, opts.test_fraction
-    )
-
-
 def _trained_entries(opts, sd: StudyData, archs) -> list[dict]:
     """Train (at the study's budget) each architecture; entries for the table."""
-    from edge_fer.experiment.studies import _tree_for, mapped_variant
+    from edge_fer.experiment.studies import _run_key, _tree_for, mapped_variant
 
-    vocab = tuple(c for c, n in zip(sd.classes, sd.train.counts()) if n)
-    variants = [mapped_variant(sd, a, a, vocab, arch=a) for a in archs]
+    variants = [mapped_variant(sd, a, a, sd.trained_classes, arch=a) for a in archs]
     out = []
     for v in variants:
         run = opts.workdir / "runs" / v.name
-        key = {
-            "study": opts.study,
-            "variant": v.name,
-            "data": str(sd.root.resolve()),
-            "classes": list(vocab),
-            "test_fraction": opts.test_fraction,
-        }
-        train_variant(run, _tree_for(opts, sd, v), v.arch, opts.budget, key)
+        train_variant(run, _tree_for(opts, sd, v), v.arch, opts.budget, _run_key(opts, sd, v))
         out.append({"name": v.name, "arch": v.arch, "run": run})
     return out
 
@@ -261,7 +246,7 @@ def _findings(entries: list[dict]) -> list[str]:
 def study_architectures(opts) -> Path:
     from edge_fer.classify import default_model_path
 
-    sd = _load(opts)
+    sd = study_data(opts)
     notes = []
     if opts.runs is not None:
         entries, notes = _run_entries(opts.runs, opts.archs)
@@ -343,12 +328,8 @@ def study_architectures(opts) -> Path:
             "sharing), rerun the command in a quiet window for final figures."
         ),
         "",
-        "## Figures",
-        "",
-        "\n\n".join(f"![{Path(f).stem}]({f})" for f in figs),
-        "",
     ]
-    return R.write(opts.out, "\n".join(lines))
+    return R.write_with_figures(opts.out, lines, figs)
 
 
 def study_compression(opts) -> Path:
@@ -356,21 +337,13 @@ def study_compression(opts) -> Path:
     from edge_fer.compress.io import load_source
     from edge_fer.compress.prune import PruneConfig, run_prune
     from edge_fer.experiment.measure import export_run
-    from edge_fer.experiment.studies import _tree_for, mapped_variant
+    from edge_fer.experiment.studies import _run_key, _tree_for, mapped_variant
 
-    sd = _load(opts)
-    vocab = tuple(c for c, n in zip(sd.classes, sd.train.counts()) if n)
-    v = mapped_variant(sd, f"base-{opts.arch}", opts.arch, vocab, arch=opts.arch)
+    sd = study_data(opts)
+    v = mapped_variant(sd, f"base-{opts.arch}", opts.arch, sd.trained_classes, arch=opts.arch)
     tree = _tree_for(opts, sd, v)
     run = opts.workdir / "runs" / v.name
-    key = {
-        "study": "compression",
-        "variant": v.name,
-        "data": str(sd.root.resolve()),
-        "classes": list(vocab),
-        "test_fraction": opts.test_fraction,
-    }
-    train_variant(run, tree, opts.arch, opts.budget, key)
+    train_variant(run, tree, opts.arch, opts.budget, _run_key(opts, sd, v))
     w = opts.workdir / "onnx"
     fp32 = w / "base" / "model.onnx"
     export_run(run, fp32, sd.test.images[:64])
@@ -512,9 +485,5 @@ def study_compression(opts) -> Path:
             "rounds; measured on a shared CPU: preliminary, rerun the command in a quiet window."
         ),
         "",
-        "## Figures",
-        "",
-        "\n\n".join(f"![{Path(f).stem}]({f})" for f in figs),
-        "",
     ]
-    return R.write(opts.out, "\n".join(lines))
+    return R.write_with_figures(opts.out, lines, figs)

@@ -58,16 +58,25 @@ def probs_module(model, tta: str | None = None):
     return Probs(model, tta == "flip").eval()
 
 
+def portable_config(state: dict) -> dict:
+    """A checkpoint's training config with its paths cut to file or folder names: metadata
+    never records this machine's absolute paths."""
+    cfg = dict(state.get("config") or {})
+    for key in ("data", "out", "init", "extra_train"):
+        if isinstance(cfg.get(key), str):
+            cfg[key] = Path(cfg[key]).name or cfg[key]
+    if isinstance(cfg.get("teacher"), list):
+        cfg["teacher"] = [Path(str(t)).name for t in cfg["teacher"]]
+    return cfg
+
+
 def model_from_state(state: dict, where: str | os.PathLike):
     """The untrained model a checkpoint's state describes: (model, spec). `where` names the
     checkpoint in errors."""
     from edge_fer.models import create_model
     from edge_fer.train.trainer import TrainConfig, arch_kwargs_for
 
-    cfg = dict(state.get("config") or {})
-    for key in ("data", "out"):  # a folder name, never this machine's absolute path
-        if isinstance(cfg.get(key), str):
-            cfg[key] = Path(cfg[key]).name or cfg[key]
+    cfg = portable_config(state)
     if "arch" not in cfg or "spec" not in state:
         raise UserError(f"{where}: not an edge-fer training checkpoint (no config/spec metadata)")
     spec = PreprocessSpec.from_metadata(state["spec"])
@@ -100,10 +109,7 @@ def load_trained(ckpt_path: str | os.PathLike):
 def build_metadata(
     state: dict, spec: PreprocessSpec, ckpt_path: Path, tta: str | None, eval_tta: str = "none"
 ) -> dict:
-    cfg = dict(state.get("config") or {})
-    for key in ("data", "out"):  # a folder name, never this machine's absolute path
-        if isinstance(cfg.get(key), str):
-            cfg[key] = Path(cfg[key]).name or cfg[key]
+    cfg = portable_config(state)
     provenance = {
         "checkpoint": ckpt_path.name,
         "checkpoint_sha256": sha256_file(ckpt_path),

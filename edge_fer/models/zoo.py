@@ -67,6 +67,22 @@ class HalfTanh(nn.Module):
         return torch.tanh(0.5 * x)
 
 
+class LRN(nn.Module):
+    """Local response normalisation across channels (as nn.LocalResponseNorm) for 4-D inputs,
+    written without the branches on the input rank that torch's version has: those export as an
+    ONNX `If`, which the INT8 quantizer and TensorRT's parser refuse."""
+
+    def __init__(self, size: int = 5, alpha: float = 1e-4, beta: float = 0.75, k: float = 1.0):
+        super().__init__()
+        self.size, self.alpha, self.beta, self.k = size, alpha, beta, k
+
+    def forward(self, x):
+        sq = (x * x).unsqueeze(1)  # (N, 1, C, H, W): pool over the channel axis
+        sq = nn.functional.pad(sq, (0, 0, 0, 0, self.size // 2, (self.size - 1) // 2))
+        div = nn.functional.avg_pool3d(sq, (self.size, 1, 1), stride=1)[:, 0]
+        return x / (self.k + self.alpha * div).pow(self.beta)
+
+
 @register_model("cnn8_tanh", input_size=48)
 class TanhCNN8(FeaturesHead):
     """8 convolutions with tanh(x/2) activations, local response normalisation, 3 max-pools."""
@@ -81,17 +97,17 @@ class TanhCNN8(FeaturesHead):
         self.features = nn.Sequential(
             *block(in_channels, w),
             *block(w, w),
-            nn.LocalResponseNorm(5),
+            LRN(5),
             nn.MaxPool2d(2),
             *block(w, 2 * w),
             *block(2 * w, 2 * w),
             *block(2 * w, 2 * w),
-            nn.LocalResponseNorm(5),
+            LRN(5),
             nn.MaxPool2d(2),
             *block(2 * w, 4 * w),
             *block(4 * w, 4 * w),
             *block(4 * w, 4 * w),
-            nn.LocalResponseNorm(5),
+            LRN(5),
             nn.MaxPool2d(2),
         )
         self.head = Head(4 * w, num_classes, dropout)

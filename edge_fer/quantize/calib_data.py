@@ -9,6 +9,10 @@ Two sources, both ending in the same `CalibFaces` (uint8 grayscale crops, one id
   calibrating on the deployment camera's faces is the point. A seeded reservoir sample keeps N
   of all the faces found, so a long video does not fill the memory.
 
+For a model trained on eye-aligned faces (`spec.align`), the faces are aligned as the model
+sees them: `from_source(spec=...)` cuts them aligned as `edge-fer run` does, and `aligned_for`
+(which `calibrate` applies) aligns a dataset's pre-cropped faces as the training aligned its own.
+
 `FaceBatchReader` is ONNX Runtime's CalibrationDataReader over those faces, prepared with the
 model's own `PreprocessSpec` (the same float32 NCHW input `Classifier.predict` feeds).
 """
@@ -17,7 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -40,6 +44,9 @@ class CalibFaces:
     classes: tuple[str, ...] = ()
     seen: int = 0  # faces available before sampling
     notes: list[str] = field(default_factory=list)
+    # eye-aligned already (from_source for a model trained with --align); otherwise the
+    # calibration aligns them for such a model, as its training aligned its faces
+    aligned: bool = False
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -156,6 +163,24 @@ def from_dataset(
     )
 
 
+def aligned_for(faces: CalibFaces, spec: PreprocessSpec) -> CalibFaces:
+    """The calibration faces as a model with `spec` sees them: for a model trained on
+    eye-aligned faces (`spec.align`), faces not aligned yet (a dataset's, pre-cropped) are
+    aligned as its training aligned its own (`edge_fer.align.as_trained`; CLAHE stays with
+    `spec.prepare`), with a note for the report. Others are returned as they are."""
+    if not spec.align or faces.aligned:
+        return faces
+    from edge_fer.align import as_trained
+
+    found = np.zeros(len(faces), bool)
+    images = as_trained(faces.images, spec, log=False, found=found)
+    note = (
+        f"faces aligned on their eyes as the model's training faces were "
+        f"({int(found.sum())}/{len(faces)} eyes found, the rest as cropped)"
+    )
+    return replace(faces, images=images, aligned=True, notes=faces.notes + [note])
+
+
 @dataclass
 class DetectOptions:
     """PICO detector settings for calibration crops (those of `edge-fer detect`)."""
@@ -185,19 +210,22 @@ def from_source(
     seed: int = 0,
     detect: DetectOptions | None = None,
     progress: Callable[[int, int], None] | None = None,
+    spec: PreprocessSpec | None = None,
 ) -> CalibFaces:
     """Faces the PICO detector finds in a video file, an image, a folder or a glob.
 
     Every face found is a candidate; a seeded reservoir sample keeps `samples` of them. Ids
     are `file#frame:x,y,w,h` for videos and `file:x,y,w,h` for images. A live source (camera,
     stream) stops once `samples` faces are collected or after `detect.max_frames` frames.
-    progress(frames, faces) is called after every frame looked at.
+    progress(frames, faces) is called after every frame looked at. `spec`: the model's; when it
+    says `align`, each face is cut aligned on its eyes as `edge-fer run` cuts it for that model
+    (`runtime.crops.face_cropper`, with this `margin` and `size`).
     """
     import cv2
 
     from edge_fer.detect.config import DetectorOptions, resolve_cascade
     from edge_fer.detect.factory import DetectorPicker
-    from edge_fer.runtime.crops import crop_face
+    from edge_fer.runtime.crops import crop_face, face_cropper
     from edge_fer.runtime.sources import open_source, parse_source
 
     opts = detect or DetectOptions()
@@ -205,7 +233,7 @@ def from_source(
         raise UserError("must be >= 1", param="samples")
     if opts.every < 1:
         raise UserError("detect.every must be >= 1")
-    spec = parse_source(str(source))
+    where = parse_source(str(source))
     cpath = resolve_cascade(cascade)
     # as edge-fer run: small frames get the low-resolution cascade, and a cascade's .json
     # settings fill what the options leave unset
@@ -221,24 +249,33 @@ def from_source(
             memory=1,
         ),
     )
+    align = False
+    if spec is not None and spec.align:
+        align = True
+        cut = face_cropper(replace(spec, crop_margin=margin, input_size=size))
+    else:
+
+        def cut(gray, box):
+            return crop_face(gray, box, margin, size)
+
     rng = np.random.default_rng(seed)
     keep_img: list[np.ndarray] = []
     keep_id: list[str] = []
     seen = 0
     frames = 0
     notes: list[str] = []
-    src = open_source(spec, warn=notes.append)
+    src = open_source(where, warn=notes.append)
     try:
         files = getattr(src, "files", None)
         while True:
             if opts.max_frames is not None and frames >= opts.max_frames:
                 break
-            if spec.live and seen >= samples:
+            if where.live and seen >= samples:
                 break
             fr = src.read()
             if fr is None:
                 break
-            if spec.kind == "file" and fr.index % opts.every:
+            if where.kind == "file" and fr.index % opts.every:
                 continue
             frames += 1
             img = fr.image
@@ -246,10 +283,10 @@ def from_source(
             if files is not None:  # an image source: name the file, not a frame number
                 name, fidx = str(files[fr.index]), None
             else:
-                name, fidx = str(spec.target), fr.index
+                name, fidx = str(where.target), fr.index
             for d in pick(gray.shape).detect(gray):
                 box = (d.x, d.y, d.w, d.h)
-                crop = crop_face(gray, box, margin, size)
+                crop = cut(gray, box)
                 ident = _box_id(name, fidx, box)
                 if len(keep_img) < samples:  # reservoir sampling (Algorithm R)
                     keep_img.append(crop)
@@ -266,12 +303,16 @@ def from_source(
         src.close()
     images = np.stack(keep_img) if keep_img else np.zeros((0, size, size), np.uint8)
     names = ", ".join(sorted(pick.used)) or cpath.name
+    notes.append(f"{frames} frames looked at, {seen} faces found, cascade {names}")
+    if align:
+        notes.append("faces cut aligned on their eyes, as edge-fer run cuts them for this model")
     return CalibFaces(
         images=images,
         ids=keep_id,
         source=str(source),
         seen=seen,
-        notes=notes + [f"{frames} frames looked at, {seen} faces found, cascade {names}"],
+        notes=notes,
+        aligned=align,
     )
 
 

@@ -28,7 +28,13 @@ from pathlib import Path
 from edge_fer import fileio
 from edge_fer.errors import UserError
 from edge_fer.quantize import qdq, ranges, report, trt_cache
-from edge_fer.quantize.calib_data import MIN_FACES, CalibFaces, FaceBatchReader, check_faces
+from edge_fer.quantize.calib_data import (
+    MIN_FACES,
+    CalibFaces,
+    FaceBatchReader,
+    aligned_for,
+    check_faces,
+)
 
 QDQ_NAME = "model.int8.qdq.onnx"
 CPU_NAME = "model.int8.cpu.onnx"
@@ -62,7 +68,8 @@ def calibrate(
 ) -> dict:
     """Calibrate `model_path` (default: the bundled model) on `faces`; write the outputs to
     `out_dir`. Returns a summary dict (paths, sizes, method, agreement with FP32 on the
-    calibration faces). UserError for bad input; nothing is left behind then."""
+    calibration faces). UserError for bad input; nothing is left behind then. For a model
+    trained on eye-aligned faces, faces not aligned yet are aligned first (`aligned_for`)."""
     import onnx
 
     from edge_fer.classify import Classifier, default_model_path, sniff_model_file
@@ -93,6 +100,7 @@ def calibrate(
     # validates model + metadata; one view per face (no test-time augmentation) throughout
     with Classifier.load(mpath, threads=threads, tta="none") as clf:
         spec = clf.spec
+        faces = aligned_for(faces, spec)  # a model trained on eye-aligned faces
         input_name = model.graph.input[0].name
         reader = FaceBatchReader(faces.images, spec, input_name, batch_size)
         seen = ranges.collect(model, reader.batches(), threads=threads, progress=progress)
@@ -165,6 +173,7 @@ def calibrate(
         "trt_cache_header": header,
         "quantized_ops": {tg: s["quantized_ops"] for tg, s in summaries.items()},
         "agreement_with_fp32": agreement,
+        "notes": list(faces.notes),  # the calibration set's, eye alignment included
         "seconds": round(time.perf_counter() - t0, 2),
     }
 

@@ -29,6 +29,15 @@ def load_reference(path: str | Path) -> dict[str, np.ndarray]:
     return {k: np.asarray(v, np.float64).reshape(-1, 4) for k, v in d["clips"].items()}
 
 
+def _match(box, faces: list[dict], min_iou: float) -> int | None:
+    """Index of the reported face whose box overlaps `box` (x, y, w, h) most, if that overlap
+    is IoU >= min_iou; else None."""
+    boxes = np.array([f["box"] for f in faces], np.float64).reshape(-1, 4)
+    iou = iou_matrix(np.asarray(box, np.float64)[None], boxes)[0]
+    j = int(iou.argmax())
+    return j if iou[j] >= min_iou else None
+
+
 def score_single_face(events: list[dict], ref: np.ndarray, min_iou: float = 0.3) -> dict:
     """events: rows of `edge-fer run --events` (frame, faces[box, track]); frames with no row
     had no faces. Returns counts and rates over the reference's frames."""
@@ -40,10 +49,8 @@ def score_single_face(events: list[dict], ref: np.ndarray, min_iou: float = 0.3)
         faces = by_frame.get(i, [])
         if not faces:
             continue
-        boxes = np.array([f["box"] for f in faces], np.float64).reshape(-1, 4)
-        iou = iou_matrix(box[None], boxes)[0]
-        j = int(iou.argmax())
-        if iou[j] >= min_iou:
+        j = _match(box, faces, min_iou)
+        if j is not None:
             found += 1
             tid = faces[j].get("track")
             if tid not in ids:
@@ -92,7 +99,6 @@ def score_clip(
             continue
         faces = by_frame.get(i, [])
         g = by_group.setdefault(groups[i], [0, 0, 0]) if groups is not None else [0, 0, 0]
-        boxes = np.array([f["box"] for f in faces], np.float64).reshape(-1, 4)
         if box is None:
             bg_frames += 1
             false_bg += len(faces)
@@ -103,9 +109,8 @@ def score_clip(
         g[0] += 1
         if not faces:
             continue
-        iou = iou_matrix(np.asarray(box, np.float64)[None], boxes)[0]
-        j = int(iou.argmax())
-        if iou[j] < min_iou:
+        j = _match(box, faces, min_iou)
+        if j is None:
             other += len(faces)
             held_wrong += sum(bool(f.get("held")) for f in faces)
             continue

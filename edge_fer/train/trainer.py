@@ -68,7 +68,38 @@ class TrainConfig:
     threads: int = 0
     val_fraction: float = 0.1  # layouts without a PublicTest split hold this much out
     arch_kwargs: dict = field(default_factory=dict)
+    init: str | None = None  # warm start: a checkpoint or FP32 ONNX of the same architecture
+    teacher: list = field(default_factory=list)  # ONNX teachers (edge_fer.train.distill)
+    teacher_tta: str = "auto"  # the teachers' test-time augmentation (auto: each model's own)
+    distill: float = 0.0  # weight of the teacher term in the loss (0: labels only)
+    distill_temperature: float = 2.0
+    extra_train: str | None = None  # class folders whose faces join the training split
+    extra_repeat: int = 1  # each extra face this many times per epoch (small in-domain sets)
     max_batches: int = 0  # for smoke tests: stop each epoch after this many batches
+
+
+def check_config(cfg: TrainConfig) -> None:
+    if cfg.epochs < 1:
+        raise UserError("must be >= 1", param="epochs")
+    if cfg.batch_size < 1:
+        raise UserError("must be >= 1", param="batch_size")
+    if not cfg.lr > 0:
+        raise UserError("must be > 0", param="lr")
+    if not 0.0 <= cfg.distill <= 1.0:
+        raise UserError("must be in [0, 1]", param="distill")
+    if cfg.distill > 0 and not cfg.teacher:
+        raise UserError("needs at least one teacher model", param="teacher")
+    if cfg.extra_repeat < 1:
+        raise UserError("must be >= 1", param="extra_repeat")
+    if cfg.extra_train and not Path(cfg.extra_train).is_dir():
+        raise UserError(f"{cfg.extra_train}: no such folder", param="extra_train")
+    if not cfg.distill_temperature > 0:
+        raise UserError("must be > 0", param="distill_temperature")
+    for t in list(cfg.teacher) + ([cfg.init] if cfg.init else []):
+        if not Path(t).is_file():
+            raise UserError(
+                f"{t}: no such model file", param="teacher" if t != cfg.init else "init"
+            )
 
 
 def pick_device(name: str) -> torch.device:
@@ -87,14 +118,45 @@ def load_splits(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, str]:
     if layout in ("fer2013-folder", "fer2013-csv"):
         train = load_dataset(cfg.data, "train", size=size)
         val = load_dataset(cfg.data, "public-test", size=size)
-        return train, val, "public-test"
+        return with_extra(train, cfg), val, "public-test"
     full = load_dataset(cfg.data, "all", size=size)
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(full))
     n_val = max(1, int(len(full) * cfg.val_fraction))
     mask = np.zeros(len(full), bool)
     mask[order[:n_val]] = True
-    return full.subset(~mask), full.subset(mask), f"held-out {cfg.val_fraction:.0%}"
+    train = with_extra(full.subset(~mask), cfg)
+    return train, full.subset(mask), f"held-out {cfg.val_fraction:.0%}"
+
+
+def extra_count(cfg: TrainConfig) -> int:
+    """How many training faces with_extra adds (they come last)."""
+    if not cfg.extra_train:
+        return 0
+    return cfg.extra_repeat * len(load_dataset(cfg.extra_train, "all", size=cfg.input_size or 48))
+
+
+def with_extra(train: FaceSet, cfg: TrainConfig) -> FaceSet:
+    """`train` plus cfg.extra_train's faces (all of them, cfg.extra_repeat times), their labels
+    mapped by class name; selection stays on the main dataset's held-out part."""
+    if not cfg.extra_train:
+        return train
+    extra = load_dataset(cfg.extra_train, "all", size=train.images.shape[1])
+    unknown = [c for c, n in zip(extra.classes, extra.counts()) if n and c not in train.classes]
+    if unknown:
+        raise UserError(
+            f"{cfg.extra_train}: classes {', '.join(unknown)} are not among the training "
+            f"data's ({', '.join(train.classes)})",
+            param="extra_train",
+        )
+    remap = np.array([train.classes.index(c) if c in train.classes else -1 for c in extra.classes])
+    k = cfg.extra_repeat
+    return FaceSet(
+        np.concatenate([train.images] + [extra.images] * k),
+        np.concatenate([train.labels] + [remap[extra.labels]] * k).astype(np.int64),
+        train.classes,
+        list(train.ids) + list(extra.ids) * k if train.ids else [],
+    )
 
 
 def arch_kwargs_for(cfg: TrainConfig) -> dict:
@@ -109,6 +171,38 @@ def arch_kwargs_for(cfg: TrainConfig) -> dict:
     if fn is not None and cfg.input_size and "input_size" in inspect.signature(fn).parameters:
         kw.setdefault("input_size", cfg.input_size)
     return kw
+
+
+def start_run_files(out: Path, config: dict) -> Path:
+    """Write the run's config.json and, unless resuming one, the header of its log.csv."""
+    (out / "config.json").write_text(json.dumps(config, indent=2))
+    log_path = out / "log.csv"
+    if not log_path.exists():
+        with open(log_path, "w", newline="") as fh:
+            csv.writer(fh).writerow(LOG_FIELDS)
+    return log_path
+
+
+def log_row(epoch: int, lr, train_loss, train_acc, val_loss, rep: dict, t0: float) -> dict:
+    """One epoch's log.csv row (LOG_FIELDS) from the selection split's report."""
+    return {
+        "epoch": epoch,
+        "lr": lr,
+        "train_loss": train_loss,
+        "train_acc": train_acc,
+        "val_loss": val_loss,
+        "val_acc": rep["accuracy"],
+        "val_top2": rep["top2_accuracy"],
+        "val_macro_f1": rep["macro_f1"],
+        "seconds": time.time() - t0,
+    }
+
+
+def append_log(log_path: Path, row: dict) -> None:
+    with open(log_path, "a", newline="") as fh:
+        csv.writer(fh).writerow(
+            [f"{row[k]:.6g}" if isinstance(row[k], float) else row[k] for k in LOG_FIELDS]
+        )
 
 
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
@@ -192,6 +286,7 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
                 cfg.epochs = epochs_override
     elif last.exists() and not resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or pick --out")
+    check_config(cfg)
     out.mkdir(parents=True, exist_ok=True)
 
     device = pick_device(cfg.device)
@@ -227,6 +322,27 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
             f"resuming {out} at epoch {state['epoch']} (best {state['best_acc']:.4f})",
             file=sys.stderr,
         )
+    elif cfg.init:
+        from edge_fer.train.warm_start import warm_start
+
+        warm_start(model, cfg.init, cfg.arch, arch_kwargs_for(cfg), tr_imgs, spec)
+    soft_all = None
+    if cfg.distill > 0:
+        from edge_fer.train.distill import TARGETS_FILE, distill_loss, teacher_targets
+
+        # the teachers speak for the main dataset; --extra-train faces keep their own labels
+        n_extra = extra_count(cfg)
+        n_main = len(train_set) - n_extra
+        soft = teacher_targets(
+            list(cfg.teacher),
+            train_set.images[:n_main],
+            tuple(classes),
+            cfg.teacher_tta,
+            cfg.threads,
+            out / TARGETS_FILE,
+        )
+        own = np.eye(len(classes), dtype=np.float32)[train_set.labels[n_main:]]
+        soft_all = torch.from_numpy(np.concatenate([soft, own]))
 
     weights = torch.tensor(train_set.class_weights(), device=device) if cfg.class_weights else None
     steps_per_epoch, total, warmup = schedule(len(train_set), cfg)
@@ -234,14 +350,7 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
     x_all = torch.from_numpy(tr_imgs)
     y_all = torch.from_numpy(train_set.labels)
     sample_p = train_set.balanced_sample_weights() if cfg.balanced_sampling else None
-    (out / "config.json").write_text(
-        json.dumps({**asdict(cfg), **info, "classes": classes}, indent=2)
-    )
-    log_path = out / "log.csv"
-    fields = LOG_FIELDS
-    if not log_path.exists():
-        with open(log_path, "w", newline="") as fh:
-            csv.writer(fh).writerow(fields)
+    log_path = start_run_files(out, {**asdict(cfg), **info, "classes": classes})
 
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
@@ -266,6 +375,9 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
                 g["lr"] = lr
             logits = model(x)
             loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=cfg.label_smoothing)
+            if soft_all is not None:
+                kd = distill_loss(logits, soft_all[idx].to(device), cfg.distill_temperature)
+                loss = (1 - cfg.distill) * loss + cfg.distill * kd
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -280,21 +392,8 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
         val_loss = float(
             -np.log(np.clip(probs[np.arange(len(probs)), val_set.labels], 1e-7, 1)).mean()
         )
-        row = {
-            "epoch": epoch + 1,
-            "lr": lr,
-            "train_loss": tot_loss / seen,
-            "train_acc": tot_ok / seen,
-            "val_loss": val_loss,
-            "val_acc": rep["accuracy"],
-            "val_top2": rep["top2_accuracy"],
-            "val_macro_f1": rep["macro_f1"],
-            "seconds": time.time() - t0,
-        }
-        with open(log_path, "a", newline="") as fh:
-            csv.writer(fh).writerow(
-                [f"{row[k]:.6g}" if isinstance(row[k], float) else row[k] for k in fields]
-            )
+        row = log_row(epoch + 1, lr, tot_loss / seen, tot_ok / seen, val_loss, rep, t0)
+        append_log(log_path, row)
         state["epoch"] = epoch + 1
         improved = rep["accuracy"] > state["best_acc"]
         if improved:

@@ -1,0 +1,38 @@
+"""Every zoo architecture exports to a plain ONNX graph (no control flow) that ONNX Runtime runs
+with the torch model's outputs: an `If` or `Loop` node is refused by the INT8 quantizer and by
+TensorRT's parser (cnn8_tanh's LocalResponseNorm exported one)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+from edge_fer.models.registry import _REGISTRY, _load_zoo, default_input_size  # noqa: E402
+
+_load_zoo()
+
+
+# "pruned" is made by `edge-fer prune` from another architecture
+@pytest.mark.parametrize("arch", sorted(set(_REGISTRY) - {"pruned"}))
+def test_zoo_exports_without_control_flow(arch, tmp_path) -> None:
+    import onnxruntime as ort
+
+    from edge_fer.export.onnx import _export, probs_module
+    from edge_fer.models import create_model
+
+    torch.manual_seed(0)
+    size = default_input_size(arch)
+    net = probs_module(create_model(arch, num_classes=7, in_channels=1)).eval()
+    path = tmp_path / f"{arch}.onnx"
+    _export(torch, net, torch.zeros(1, 1, size, size), path, 17, "auto")
+    ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+    assert not ops & {"If", "Loop", "Scan"}, ops
+    x = np.random.default_rng(0).standard_normal((2, 1, size, size)).astype(np.float32)
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = sess.run(None, {"input": x})[0]
+    with torch.no_grad():
+        want = net(torch.from_numpy(x)).numpy()
+    assert np.abs(got - want).max() < 1e-4
