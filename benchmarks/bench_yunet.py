@@ -6,7 +6,12 @@ only, `pip install -e '.[bench]'`), side by side with edge-fer's shipped default
                                                 # tuning halves are too small to choose by)
 
 `--at T,P` adds a candidate (cascade threshold, verifier min_prob) of face_default.pico (3.0,0.5:
-the settings before issue 17). The full run takes about 10 min on 2 busy cores.
+the settings before issue 17). The full run takes 3 min at load 4 on the 2 cores, 10 at load 10.
+Other candidates (write them elsewhere with `--out`): `--verifier ONNX` behind face_default.pico
+(`--verifier-lowres`: behind face_lowres.pico too), `--lowres-at T,P` for face_lowres.pico, and
+`--scale-factor` / `--stride-factor` for a denser face_default.pico scan. `lowres_grid` in the
+results holds WebFaces recall over face_lowres.pico's threshold and the one its tuning half picks
+(at its own min_prob, which is also its video setting).
 
 Two sets, each cut in a tuning half and a report half:
 - **WebFaces validation split** (the last 10% of images in name order, which no bundled model
@@ -86,20 +91,42 @@ class EdgeFer:
     """edge-fer's detectors as `edge-fer detect` builds them (the picker, stills, one frame),
     at the shipped settings or at a candidate (threshold, min_prob) of face_default.pico."""
 
-    def __init__(self, min_size: float, threads: int) -> None:
+    def __init__(
+        self,
+        min_size: float,
+        threads: int,
+        verifier: str | None = None,
+        lowres_too: bool = False,
+        lowres_at: tuple | None = None,
+        scan: dict | None = None,
+    ) -> None:
         from edge_fer.detect.config import DetectorOptions, default_cascade_path
         from edge_fer.detect.factory import DetectorPicker
 
         self.min_size, self.threads = min_size, threads
+        # a candidate verifier behind face_default.pico (None: its own), and face_lowres.pico
+        self.verifier, self.lowres_too = verifier, lowres_too and verifier is not None
         self.default = default_cascade_path()
+        # scan options (scale_factor, stride_factor) for face_default.pico only: denser scans
+        self.scan = {k: v for k, v in (scan or {}).items() if v is not None}
         self._opts = DetectorOptions
         self._picker = DetectorPicker
-        self.auto = self.picker(None)  # the shipped path: lowres under 240 px
+        # the shipped path: lowres under 240 px
+        self.auto = self.picker(None, verifier=verifier if self.lowres_too else None)
+        # face_lowres.pico (photos under 240 px) at its own settings, or at `lowres_at`
+        self.low = self.auto
+        if lowres_at is not None:
+            self.low = self.picker(None, *lowres_at, verifier if self.lowres_too else None)
         self._forced: dict = {}
 
-    def picker(self, cascade, threshold=None, min_prob=None):
+    def picker(self, cascade, threshold=None, min_prob=None, verifier=None):
         opts = self._opts(
-            min_size=self.min_size, memory=1, threshold=threshold, verifier_min_prob=min_prob
+            min_size=self.min_size,
+            memory=1,
+            threshold=threshold,
+            verifier_min_prob=min_prob,
+            verifier=verifier,
+            **(self.scan if cascade == self.default else {}),
         )
         return self._picker(cascade, opts, threads=self.threads, stills=True)
 
@@ -111,18 +138,19 @@ class EdgeFer:
     def detector(self, shape, at=None, everywhere: bool = False):
         """The detector for a frame: shipped (at None), or face_default.pico at `at` =
         (threshold, min_prob); small frames keep face_lowres.pico unless `everywhere`."""
-        if at is None and not everywhere:
-            return self.auto(shape)
         if not everywhere and self.lowres(shape):
+            return self.low(shape)
+        own = self.verifier is None or self.lowres_too
+        if at is None and not everywhere and own and not self.scan:
             return self.auto(shape)
         key = at
         if key not in self._forced:
             t, p = at if at is not None else (None, None)
-            self._forced[key] = self.picker(self.default, t, p)
+            self._forced[key] = self.picker(self.default, t, p, self.verifier)
         return self._forced[key](shape)
 
     def settings(self, shape):
-        return self.auto.resolved(shape)
+        return (self.low if self.lowres(shape) else self.auto).resolved(shape)
 
 
 def analyse(vdet, gray: np.ndarray) -> dict:
@@ -386,6 +414,44 @@ def by_size(dets_per_image, faces_per_image, args) -> dict:
 
 
 GRID_T = (0.0, 1.0, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0)
+LOWRES_T = (0.0, 2.5, 5.0, 7.5, 10.0, 12.5, 15.0, 17.5, 20.0)
+
+
+def lowres_grid(results, args, at) -> dict:
+    """WebFaces (the only set with photos under 240 px) with face_default.pico at `at` and
+    face_lowres.pico at each (threshold, min_prob): per half; and its threshold with the best
+    recall on the tuning half at <= args.tune_fppi_webfaces false positives per image (ties:
+    the fewest), at its own min_prob (one setting for photos and video: the clips chose it)."""
+    lows = [r for part in ("tune", "report") for r in results[("webfaces", part)] if r["lowres"]]
+    own_p = lows[0]["auto_at"][1] if lows else None
+    out: dict = {"face_default_at": {"threshold": at[0], "min_prob": at[1]}, "min_prob": own_p}
+    for part in ("tune", "report"):
+        recs = results[("webfaces", part)]
+        faces = [r["faces"] for r in recs]
+        rows = {}
+        for p in PROBS:
+            for t in LOWRES_T:
+                dets = []
+                for r in recs:
+                    d = select(
+                        r["auto"] if r["lowres"] else r["forced"], *((t, p) if r["lowres"] else at)
+                    )
+                    dets.append(d)
+                rows[f"{t:g},{p:g}"] = point(curve_of(dets, faces, args), NO_THRESHOLD)
+        out[part] = rows
+    ok = [
+        (v["recall"], -v["fppi"], k)
+        for k, v in out["tune"].items()
+        if v["fppi"] <= args.tune_fppi_webfaces and float(k.split(",")[1]) == own_p
+    ]
+    if ok:
+        best = max(ok)[1:]
+        out["chosen"] = {
+            "at": best[1],
+            "tune": out["tune"][best[1]],
+            "report": out["report"][best[1]],
+        }
+    return out
 
 
 def grid(results, args) -> dict:
@@ -495,6 +561,37 @@ def main(argv: list[str] | None = None) -> int:
         metavar="T,P",
         help="also a candidate cascade threshold,verifier min_prob for face_default.pico",
     )
+    ap.add_argument(
+        "--verifier",
+        default=None,
+        metavar="ONNX",
+        help="a candidate verifier behind face_default.pico (default: the one its .json names; "
+        "face_lowres.pico keeps its own)",
+    )
+    ap.add_argument(
+        "--verifier-lowres",
+        action="store_true",
+        help="--verifier behind face_lowres.pico too (as if shipped in face_verify.onnx's place)",
+    )
+    ap.add_argument(
+        "--lowres-at",
+        default=None,
+        metavar="T,P",
+        help="face_lowres.pico (photos under 240 px) at this threshold,verifier min_prob "
+        "instead of its .json's",
+    )
+    ap.add_argument(
+        "--scale-factor",
+        type=float,
+        default=None,
+        help="face_default.pico's scale step (default: its own, 1.1): a denser scan",
+    )
+    ap.add_argument(
+        "--stride-factor",
+        type=float,
+        default=None,
+        help="face_default.pico's stride in window sides (default 0.1): a denser scan",
+    )
     ap.add_argument("--no-timing", action="store_true")
     ap.add_argument("--out", default=None)
     ap.add_argument("--no-save", action="store_true")
@@ -511,7 +608,9 @@ def main(argv: list[str] | None = None) -> int:
         return fail("bench_yunet: needs the yuface wheel: pip install -e '.[bench]'")
     import onnxruntime
 
-    ef = EdgeFer(args.min_size, args.threads)
+    lowres_at = tuple(float(v) for v in args.lowres_at.split(",")) if args.lowres_at else None
+    scan = {"scale_factor": args.scale_factor, "stride_factor": args.stride_factor}
+    ef = EdgeFer(args.min_size, args.threads, args.verifier, args.verifier_lowres, lowres_at, scan)
     s = ef.settings((480, 640))
     shipped = (s.threshold, s.verifier_min_prob)
     t0 = time.perf_counter()
@@ -525,6 +624,8 @@ def main(argv: list[str] | None = None) -> int:
         t, p = (float(v) for v in a.split(","))
         ops[f"at {t:g},{p:g}"] = (t, p)
     qual = quality(results, args, ops)
+    low = lowres_grid(results, args, ops.get("tuned", shipped))
+    print(f"face_lowres.pico on WebFaces, best on the tuning half: {low.get('chosen')}")
     speed = None if args.no_timing else timing(sets, ef, ops, args, results)
     elapsed = time.perf_counter() - t0
 
@@ -563,6 +664,10 @@ def main(argv: list[str] | None = None) -> int:
             "seed": args.seed,
             "quick": args.quick,
             "shipped": {"threshold": shipped[0], "min_prob": shipped[1]},
+            "verifier": _verifier_name(args.verifier, ef),
+            "verifier_lowres_too": ef.lowres_too,
+            "lowres_at": lowres_at,
+            "face_default_scan": ef.scan,
             "operating_points": {k: {"threshold": t, "min_prob": p} for k, (t, p) in ops.items()},
             "sets": {
                 name: {part: len(ims) for part, ims in parts.items()}
@@ -571,11 +676,20 @@ def main(argv: list[str] | None = None) -> int:
             "tuning": tuned,
             "quality": qual,
             "grid": grid(results, args),
+            "lowres_grid": low,
             "speed": speed,
             "seconds": round(elapsed, 1),
         },
     )
     return 0
+
+
+def _verifier_name(path: str | None, ef) -> str | None:
+    """The verifier behind face_default.pico, as a file name (no local paths in results)."""
+    if path:
+        return Path(path).name
+    v = ef.settings((480, 640)).verifier
+    return None if v is None else Path(v).name
 
 
 def _version(dist: str) -> str | None:

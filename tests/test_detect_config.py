@@ -78,7 +78,7 @@ CASES = [
     (QQVGA, None, {"threshold": 7.0}, {"threshold": 7.0}),
     # one frame, no pooling: the cascade's single-image threshold
     (VGA, None, {"memory": 1}, {"memory": 1, "threshold": 0.0, "fine_budget": 0}),
-    (QQVGA, None, {"memory": 1}, {"memory": 1, "threshold": 17.5, "fine_budget": 0}),
+    (QQVGA, None, {"memory": 1}, {"memory": 1, "threshold": 5.0, "fine_budget": 0}),
     (VGA, None, {"upscale_to": 200}, {"upscale_to": 200}),
     (VGA, None, {"upscale_to": 0}, {"upscale_to": 0}),
     (QQVGA, None, {"upscale_to": 200}, {"upscale_to": 200}),

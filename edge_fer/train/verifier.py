@@ -2,12 +2,18 @@
 `edge_fer.cascade_train.verifier_data`, and export it to ONNX.
 
     python -m edge_fer.train.verifier runs/verifier/data runs/verifier/model [--epochs 12]
+    python -m edge_fer.train.verifier DATA1 DATA2 --out MODEL --init face_verify.onnx --lr 5e-4
 
 One small CNN, two heads: face-or-not (binary cross-entropy on faces and non-faces) and the box
 offsets onto the face (smooth L1 on faces and parts). The epoch kept is the one with the lowest
 loss on `sel.npz` (training images held out by name); the checkpoint (safetensors) is written
 every epoch and the run resumes from it. Output: `verifier.onnx` with its crop settings in the
 ONNX metadata, `train.json` with the per-epoch figures.
+
+Several data folders (`--out` then names the output) are trained on together, e.g. crops mined
+behind each bundled cascade. `--init` starts from an exported verifier (fine-tuning): its
+convolutions come with their batch norms folded in, so the batch norms start as identities
+and keep those statistics (frozen) while the rest learns.
 """
 
 from __future__ import annotations
@@ -46,14 +52,68 @@ def build_model():
     )
 
 
-def load_split(path: Path):
+def load_split(paths):
+    """One split (e.g. train.npz) of one or several data folders' files, concatenated."""
     import torch
 
     from edge_fer.detect.verifier import normalize
 
-    d = np.load(path)
-    x = torch.from_numpy(normalize(d["x"]))
-    return x, torch.from_numpy(d["y"].astype(np.int64)), torch.from_numpy(d["offsets"])
+    paths = [paths] if isinstance(paths, (str, Path)) else list(paths)
+    ds = [np.load(p) for p in paths]
+    x = torch.from_numpy(normalize(np.concatenate([d["x"] for d in ds])))
+    y = torch.from_numpy(np.concatenate([d["y"] for d in ds]).astype(np.int64))
+    return x, y, torch.from_numpy(np.concatenate([d["offsets"] for d in ds]))
+
+
+def init_from_onnx(model, path: Path) -> None:
+    """Load an exported verifier's weights into `model` (`build_model`). The export folded each
+    batch norm into its convolution: the convolution takes the folded weights and the batch
+    norm becomes the identity plus the folded bias (running mean 0, variance 1 - eps)."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+    from torch import nn
+
+    from edge_fer.errors import UserError
+
+    try:
+        proto = onnx.load(str(path))
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input
+        raise UserError(f"init: {path} is not an ONNX verifier ({exc})") from None
+    init = {i.name: numpy_helper.to_array(i) for i in proto.graph.initializer}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    gemms = [n for n in proto.graph.node if n.op_type == "Gemm"]
+    mods = list(model)
+    tconv = [i for i, m in enumerate(mods) if isinstance(m, nn.Conv2d)]
+    tlin = [m for m in mods if isinstance(m, nn.Linear)]
+    if len(convs) != len(tconv) or len(gemms) != len(tlin):
+        raise UserError(f"init: {path} does not have this verifier's layers")
+    with torch.no_grad():
+        for node, i in zip(convs, tconv):
+            w, b = (torch.from_numpy(init[k].copy()) for k in node.input[1:3])
+            conv, bn = mods[i], mods[i + 1]
+            if conv.weight.shape != w.shape:
+                raise UserError(f"init: {path} does not have this verifier's layers")
+            conv.weight.copy_(w)
+            bn.weight.fill_(1.0)
+            bn.bias.copy_(b)
+            bn.running_mean.zero_()
+            bn.running_var.fill_(1.0 - bn.eps)
+        for node, lin in zip(gemms, tlin):
+            w, b = (torch.from_numpy(init[k].copy()) for k in node.input[1:3])
+            if lin.weight.shape != w.shape:
+                raise UserError(f"init: {path} does not have this verifier's layers")
+            lin.weight.copy_(w)
+            lin.bias.copy_(b)
+
+
+def freeze_batch_norms(model) -> None:
+    """Batch norms in eval mode: their running statistics stay as loaded."""
+    from torch import nn
+
+    for m in model.modules():
+        if isinstance(m, nn.BatchNorm2d):
+            m.eval()
 
 
 def roll(x, off, max_deg: float, gen):
@@ -118,14 +178,16 @@ def evaluate(model, x, y, off, batch: int = 2048) -> dict:
 
 
 def train(
-    data: Path,
+    data,
     out: Path,
     epochs: int = 12,
     batch: int = 256,
     lr: float = 2e-3,
     seed: int = 0,
     threads: int | None = None,
+    init: Path | None = None,
 ) -> dict:
+    """data: a folder with train.npz and sel.npz, or a list of such folders (pooled)."""
     import torch
 
     from edge_fer.train.checkpoint import load_checkpoint, save_checkpoint
@@ -134,14 +196,19 @@ def train(
         torch.set_num_threads(threads)
     torch.manual_seed(seed)
     out.mkdir(parents=True, exist_ok=True)
-    xt, yt, ot = load_split(data / "train.npz")
-    xs, ys, os_ = load_split(data / "sel.npz")
+    folders = [Path(data)] if isinstance(data, (str, Path)) else [Path(d) for d in data]
+    xt, yt, ot = load_split([d / "train.npz" for d in folders])
+    xs, ys, os_ = load_split([d / "sel.npz" for d in folders])
     model = build_model()
+    if init is not None:
+        init_from_onnx(model, Path(init))
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=1e-4)
     steps = epochs * ((len(xt) + batch - 1) // batch)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=lr, total_steps=steps, pct_start=0.15)
     ckpt, best_path = out / "last.safetensors", out / "best.safetensors"
     state = {"epoch": 0, "history": [], "best": None, "seed": seed, "epochs": epochs}
+    if init is not None:  # the starting point, scored as epoch 0 (no local paths recorded)
+        state["init"] = {"model": Path(init).name, "sel": evaluate(model, xs, ys, os_)}
     if ckpt.is_file():
         state = load_checkpoint(ckpt, model, opt)
         for _ in range(state["epoch"] * ((len(xt) + batch - 1) // batch)):
@@ -152,6 +219,8 @@ def train(
         torch.randperm(len(xt), generator=gen)
     for epoch in range(state["epoch"] + 1, epochs + 1):
         model.train()
+        if init is not None:
+            freeze_batch_norms(model)
         t0 = time.time()
         perm = torch.randperm(len(xt), generator=gen)
         tot = 0.0
@@ -186,7 +255,12 @@ def train(
     export_onnx(
         model,
         out / "verifier.onnx",
-        {"epoch": state["best"], "seed": seed, "sel": state["history"][state["best"] - 1]},
+        {
+            "epoch": state["best"],
+            "seed": seed,
+            "sel": state["history"][state["best"] - 1],
+            **({"init": Path(init).name} if init is not None else {}),
+        },
     )
     (out / "train.json").write_text(json.dumps(state, indent=2) + "\n")
     return state
@@ -220,23 +294,48 @@ def export_onnx(model, path: Path, info: dict) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("data", help="folder with train.npz and sel.npz (verifier_data's output)")
-    ap.add_argument("out", help="output folder (checkpoints, verifier.onnx, train.json)")
+    ap.add_argument(
+        "data",
+        nargs="+",
+        help="folder(s) with train.npz and sel.npz (verifier_data's output); without --out the "
+        "last one is the output folder",
+    )
+    ap.add_argument("--out", default=None, help="output folder (checkpoints, verifier.onnx, ...)")
+    ap.add_argument(
+        "--init", default=None, help="start from this exported verifier (ONNX): fine-tuning"
+    )
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--batch", type=int, default=256)
     ap.add_argument("--lr", type=float, default=2e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=None)
     args = ap.parse_args(argv)
-    data = Path(args.data)
-    for f in ("train.npz", "sel.npz"):
-        if not (data / f).is_file():
-            print(
-                f"verifier: error: {data / f} not found (run edge_fer.cascade_train.verifier_data)",
-                file=sys.stderr,
-            )
-            return 2
-    train(data, Path(args.out), args.epochs, args.batch, args.lr, args.seed, args.threads)
+    folders = [Path(d) for d in args.data]
+    if args.out is None:
+        if len(folders) < 2:
+            ap.error("give the output folder after the data folder, or --out")
+        folders, out = folders[:-1], folders[-1]
+    else:
+        out = Path(args.out)
+    for data in folders:
+        for f in ("train.npz", "sel.npz"):
+            if not (data / f).is_file():
+                print(
+                    f"verifier: error: {data / f} not found "
+                    "(run edge_fer.cascade_train.verifier_data)",
+                    file=sys.stderr,
+                )
+                return 2
+    if args.init is not None and not Path(args.init).is_file():
+        print(f"verifier: error: --init {args.init} not found", file=sys.stderr)
+        return 2
+    from edge_fer.errors import UserError
+
+    try:
+        train(folders, out, args.epochs, args.batch, args.lr, args.seed, args.threads, args.init)
+    except UserError as exc:
+        print(f"verifier: error: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
