@@ -51,11 +51,8 @@ def fer_rows(clf, faces) -> dict:
 
     imgs, y, classes = faces
     y = np.array([clf.classes.index(c) for c in classes])[y]
-    if clf.spec.align:
-        from edge_fer.align import align_images
-
-        imgs = align_images(imgs, clf.spec)
-    rep = classification_report(clf.predict(list(imgs)), y, clf.classes)
+    # aligned on the eyes first for a model trained so (Classifier.predict_faces)
+    rep = classification_report(clf.predict_faces(list(imgs)), y, clf.classes)
     return {
         "accuracy": round(rep["accuracy"], 4),
         "macro_f1": round(rep["macro_f1"], 4),

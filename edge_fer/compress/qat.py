@@ -33,7 +33,7 @@ import math
 import os
 import sys
 import tempfile
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -446,7 +446,8 @@ def run_qat(
     info = model_info(src.model, spec.input_size, spec.channels)
     qmodel, n_folded = build_qat_model(src.model, qcfg.target)
     calib = data.calibration_faces(qcfg.calib_faces, fcfg.seed)
-    ranges = calibrate(qmodel, spec.prepare(calib), qcfg)
+    # the fine-tuning faces are CLAHE'd already (load_finetune_data): normalise them only
+    ranges = calibrate(qmodel, replace(spec, clahe=False).prepare(calib), qcfg)
     faces = check_faces if check_faces is not None else data.val_x[:64]
     act = (
         "UINT8 per tensor, zero point 0 after ReLU, asymmetric elsewhere"
