@@ -107,8 +107,14 @@ def test_distill_loss_is_zero_at_the_teacher() -> None:
     from edge_fer.train.distill import distill_loss
 
     p = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.1, 0.8]])
-    assert float(distill_loss(p.log(), p, 2.0)) == pytest.approx(0.0, abs=1e-6)
-    assert float(distill_loss(torch.zeros(2, 3), p, 2.0)) > 0.01
+    assert float(distill_loss(p.log(), p.log(), 2.0)) == pytest.approx(0.0, abs=1e-6)
+    assert float(distill_loss(torch.zeros(2, 3), p.log(), 2.0)) > 0.01
+    # teacher logits soften as its log-probabilities do (the constant log Z cancels)
+    z = torch.tensor([[2.0, -1.0, 0.5], [0.0, 3.0, 1.0]])
+    s = torch.randn(2, 3)
+    assert float(distill_loss(s, z, 3.0)) == pytest.approx(
+        float(distill_loss(s, torch.log_softmax(z, 1), 3.0)), rel=1e-5
+    )
 
 
 @pytest.mark.parametrize(

@@ -24,6 +24,7 @@ from edge_fer.errors import UserError
 from edge_fer.metrics import classification_report
 from edge_fer.preprocess import PreprocessSpec
 from edge_fer.train.augment import AugmentConfig, augment
+from edge_fer.train.distill import distill_loss
 from edge_fer.train.trainer import (
     TrainConfig,
     load_splits,
@@ -34,6 +35,7 @@ from edge_fer.train.trainer import (
     progress,
     schedule,
     sgd,
+    train_step,
 )
 
 
@@ -211,19 +213,17 @@ def finetune(
             if len(y) == 0:
                 continue
             lr = lr_at(step, total, warmup, cfg.lr)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            if teacher is not None:
-                t = cfg.distill_temperature
+
+            def loss_of(logits, x=x, y=y):
+                loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+                if teacher is None:
+                    return loss
                 with torch.no_grad():
-                    soft = F.softmax(teacher(x) / t, dim=1)
-                kd = F.kl_div(F.log_softmax(logits / t, dim=1), soft, reduction="batchmean")
-                loss = (1 - cfg.distill) * loss + cfg.distill * t * t * kd
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+                    t_logits = teacher(x)
+                kd = distill_loss(logits, t_logits, cfg.distill_temperature)
+                return (1 - cfg.distill) * loss + cfg.distill * kd
+
+            logits, loss = train_step(model, opt, x, lr, loss_of)
             if post_step is not None:
                 post_step()
             step += 1

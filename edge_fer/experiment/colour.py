@@ -55,9 +55,11 @@ def train_colour(run: Path, tree: Path, arch: str, budget: Budget, key: dict) ->
         load_splits,
         log_row,
         lr_at,
+        mean_nll,
         schedule,
         sgd,
         start_run_files,
+        train_step,
     )
 
     claim(run, {"arch": arch, **key, "colour": "bgr", "budget": budget.__dict__})
@@ -98,21 +100,18 @@ def train_colour(run: Path, tree: Path, arch: str, budget: Budget, key: dict) ->
             x = augment(tr_x[idx].float(), aug, gen)
             y = y_all[idx]
             lr = lr_at(state["step"], total, warmup, cfg.lr)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            logits = model(_normalise(x, spec))
-            loss = F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+
+            def loss_of(logits, y=y):
+                return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
+
+            logits, loss = train_step(model, opt, _normalise(x, spec), lr, loss_of)
             state["step"] += 1
             tot_loss += float(loss.detach()) * len(y)
             tot_ok += int((logits.argmax(1) == y).sum())
             seen += len(y)
         probs = predict_colour(model, va_x, spec)
         rep = classification_report(probs, val_set.labels, classes)
-        p_true = probs[np.arange(len(probs)), val_set.labels]
-        val_loss = float(-np.log(np.clip(p_true, 1e-7, 1)).mean())
+        val_loss = mean_nll(probs, val_set.labels)
         append_log(log, log_row(epoch + 1, lr, tot_loss / seen, tot_ok / seen, val_loss, rep, t0))
         state["epoch"] = epoch + 1
         improved = rep["accuracy"] > state["best_acc"]

@@ -64,10 +64,16 @@ def teacher_targets(
     return out
 
 
-def distill_loss(logits: torch.Tensor, soft: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T^2 KL(teacher_T || student_T); teacher probabilities are softened as p^(1/T)
-    (the same as dividing the teacher's logits by T)."""
+def distill_loss(
+    logits: torch.Tensor, teacher_log: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """T^2 KL(teacher_T || student_T). `teacher_log`: the teacher's log-probabilities (or its
+    logits: softmax(log_softmax(z) / T) = softmax(z / T), so both soften the same way)."""
     t = temperature
-    q = soft.clamp_min(1e-8).log() / t
-    q = F.softmax(q, dim=1)
+    q = F.softmax(teacher_log / t, dim=1)
     return t * t * F.kl_div(F.log_softmax(logits / t, dim=1), q, reduction="batchmean")
+
+
+def log_targets(probs: np.ndarray) -> torch.Tensor:
+    """Teacher probabilities (N, C) as the log-probabilities distill_loss takes."""
+    return torch.from_numpy(np.log(np.clip(probs, 1e-8, None)).astype(np.float32))

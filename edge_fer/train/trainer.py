@@ -205,6 +205,23 @@ def append_log(log_path: Path, row: dict) -> None:
         )
 
 
+def train_step(model, opt, x: torch.Tensor, lr: float, loss_of) -> tuple:
+    """One SGD step at learning rate `lr` on the loss `loss_of(logits)`: (logits, loss)."""
+    for g in opt.param_groups:
+        g["lr"] = lr
+    logits = model(x)
+    loss = loss_of(logits)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    return logits, loss
+
+
+def mean_nll(probs: np.ndarray, labels: np.ndarray) -> float:
+    """Mean negative log-likelihood of the true classes (the log's val_loss)."""
+    return float(-np.log(np.clip(probs[np.arange(len(probs)), labels], 1e-7, 1)).mean())
+
+
 def lr_at(step: int, total: int, warmup: int, base: float) -> float:
     if step < warmup:
         return base * (step + 1) / warmup
@@ -328,7 +345,7 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
         warm_start(model, cfg.init, cfg.arch, arch_kwargs_for(cfg), tr_imgs, spec)
     soft_all = None
     if cfg.distill > 0:
-        from edge_fer.train.distill import TARGETS_FILE, distill_loss, teacher_targets
+        from edge_fer.train.distill import TARGETS_FILE, distill_loss, log_targets, teacher_targets
 
         # the teachers speak for the main dataset; --extra-train faces keep their own labels
         n_extra = extra_count(cfg)
@@ -342,7 +359,7 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
             out / TARGETS_FILE,
         )
         own = np.eye(len(classes), dtype=np.float32)[train_set.labels[n_main:]]
-        soft_all = torch.from_numpy(np.concatenate([soft, own]))
+        soft_all = log_targets(np.concatenate([soft, own]))
 
     weights = torch.tensor(train_set.class_weights(), device=device) if cfg.class_weights else None
     steps_per_epoch, total, warmup = schedule(len(train_set), cfg)
@@ -371,16 +388,17 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
             x = augment(x, aug, gen)
             x, y = normalise(x.to(device), spec), y.to(device)
             lr = lr_at(state["step"], total, warmup, cfg.lr)
-            for g in opt.param_groups:
-                g["lr"] = lr
-            logits = model(x)
-            loss = F.cross_entropy(logits, y, weight=weights, label_smoothing=cfg.label_smoothing)
-            if soft_all is not None:
+
+            def loss_of(logits, y=y, idx=idx):
+                loss = F.cross_entropy(
+                    logits, y, weight=weights, label_smoothing=cfg.label_smoothing
+                )
+                if soft_all is None:
+                    return loss
                 kd = distill_loss(logits, soft_all[idx].to(device), cfg.distill_temperature)
-                loss = (1 - cfg.distill) * loss + cfg.distill * kd
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+                return (1 - cfg.distill) * loss + cfg.distill * kd
+
+            logits, loss = train_step(model, opt, x, lr, loss_of)
             state["step"] += 1
             tot_loss += float(loss.detach()) * len(y)
             tot_ok += int((logits.argmax(1) == y).sum())
@@ -389,9 +407,7 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
                 bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{tot_ok / seen:.3f}")
         probs = predict(model, va_imgs, spec, device)
         rep = classification_report(probs, val_set.labels, classes)
-        val_loss = float(
-            -np.log(np.clip(probs[np.arange(len(probs)), val_set.labels], 1e-7, 1)).mean()
-        )
+        val_loss = mean_nll(probs, val_set.labels)
         row = log_row(epoch + 1, lr, tot_loss / seen, tot_ok / seen, val_loss, rep, t0)
         append_log(log_path, row)
         state["epoch"] = epoch + 1
