@@ -78,7 +78,14 @@ CASES = [
     (QQVGA, None, {"threshold": 7.0}, {"threshold": 7.0}),
     # one frame, no pooling: the cascade's single-image threshold
     (VGA, None, {"memory": 1}, {"memory": 1, "threshold": 0.0, "fine_budget": 0}),
-    (QQVGA, None, {"memory": 1}, {"memory": 1, "threshold": 5.0, "fine_budget": 0}),
+    # face_lowres.json: one photo gets its own threshold and scale step (scale_factor), video
+    # the pooled ones (memory_threshold, memory_scale_factor)
+    (
+        QQVGA,
+        None,
+        {"memory": 1},
+        {"memory": 1, "threshold": 2.5, "scale_factor": 1.1, "fine_budget": 0},
+    ),
     (VGA, None, {"upscale_to": 200}, {"upscale_to": 200}),
     (VGA, None, {"upscale_to": 0}, {"upscale_to": 0}),
     (QQVGA, None, {"upscale_to": 200}, {"upscale_to": 200}),
@@ -203,7 +210,7 @@ def test_every_bundled_setting_is_a_typed_field() -> None:
 
 
 def test_settings_file_read_directly(tmp_path) -> None:
-    from edge_fer.detect.config import CascadeSettings
+    from edge_fer.detect.config import CascadeSettings, DetectorOptions, resolve
     from edge_fer.errors import UserError
 
     side = tmp_path / "c.json"
@@ -211,6 +218,18 @@ def test_settings_file_read_directly(tmp_path) -> None:
     s = CascadeSettings.from_json(side)
     assert (s.threshold, s.upscale_to, s.grouping, s.scale_factor) == (3.0, 0, "greedy", None)
     assert isinstance(s.threshold, float) and s.raw["other"] == 1
+    # scale steps for one image and for frames pooled over the memory, as thresholds are
+    side.write_text('{"scale_factor": 1.2, "memory_scale_factor": 1.05}')
+    s = CascadeSettings.from_json(side)
+    assert resolve(DetectorOptions(memory=1), s, VGA).scale_factor == 1.2
+    assert resolve(DetectorOptions(), s, VGA).scale_factor == 1.05
+    assert resolve(DetectorOptions(), s, VGA, stills=True).scale_factor == 1.2
+    assert resolve(DetectorOptions(scale_factor=1.3), s, VGA).scale_factor == 1.3
+    side.write_text('{"scale_factor": 1.2}')  # no memory_scale_factor: one step for both
+    assert resolve(DetectorOptions(), CascadeSettings.from_json(side), VGA).scale_factor == 1.2
+    side.write_text('{"memory_scale_factor": 1.0}')
+    with pytest.raises(UserError, match="'memory_scale_factor' must be a number in 1.001..10"):
+        CascadeSettings.from_json(side)
     side.write_text('{"threshold": 1e999999}')  # JSON's Infinity spelled as a number
     with pytest.raises(UserError, match="'threshold' must be a finite number"):
         CascadeSettings.from_json(side)

@@ -235,6 +235,7 @@ def test_fuzzed_cascade_settings_are_a_dict_or_a_user_error(cascade_dir) -> None
         "track_min_score",
         "min_face",
         "scale_factor",
+        "memory_scale_factor",
         "cluster_iou",
         "grouping",
         "upscale_to",

@@ -72,8 +72,8 @@ _DETECTOR: list[tuple[str, str, dict[str, Any]]] = [
         "help": "largest face, same units (default 1.0: the whole shorter side)"}),
     ("scale_factor", "--scale-factor", {
         "type": float, "default": None, "metavar": "F",
-        "help": "window growth per scale (default: the cascade's scale_factor setting, else "
-        "1.1%(scale)s)"}),
+        "help": "window growth per scale (default: the cascade's scale_factor setting for one "
+        "image, memory_scale_factor for frames pooled over --memory, else 1.1%(scale)s)"}),
     ("stride_factor", "--stride-factor", {
         "type": float, "default": 0.1, "metavar": "F",
         "help": "window step as a fraction of its size (default 0.1)"}),

@@ -11,7 +11,7 @@ constant here. `resolve` is the only place that decides it:
 | min_size              | --min-size              | -                         | 24 px (*****) |
 | min_pixels            | (1 with --min-size)     | min_face                  | 1            |
 | max_size              | --max-size              | -                         | 1.0          |
-| scale_factor          | --scale-factor          | 1.05 if upscaled (*), else scale_factor | 1.1 |
+| scale_factor          | --scale-factor          | 1.05 if upscaled (*), else memory_scale_factor (memory > 1), scale_factor | 1.1 |
 | stride_factor         | --stride-factor         | -                         | 0.1          |
 | angle                 | --angle                 | -                         | 0 (upright)  |
 | grouping              | --grouping              | grouping                  | chain        |
@@ -197,6 +197,7 @@ _SETTINGS = {
     "track_min_score": (_num(), "a finite number"),
     "min_face": (_num(1, 100000), "a number of pixels in 1..100000"),
     "scale_factor": (_num(1.001, 10), "a number in 1.001..10"),
+    "memory_scale_factor": (_num(1.001, 10), "a number in 1.001..10"),
     "cluster_iou": (_num(0, 1, hi_open=True), "a number in 0..1 (below 1)"),
     "grouping": (_grouping, '"chain" or "greedy"'),
     "upscale_to": (_whole(0, 4096), "a whole number of pixels in 0..4096"),
@@ -214,7 +215,9 @@ class CascadeSettings:
     """The recommended settings shipped next to a cascade (`X.pico` -> `X.json`), every key
     checked once: scores are not comparable between cascades, so each carries its own
     thresholds. `threshold` is for one image (the operating point of its model card),
-    `memory_threshold` for the score pooled over the runtime's frame memory. `verifier` is
+    `memory_threshold` for the score pooled over the runtime's frame memory; `scale_factor` and
+    `memory_scale_factor` likewise (video frames are many chances at a face, so a coarser step
+    costs more on one photo than on video, or the other way round). `verifier` is
     resolved to a file inside the cascade's folder. None: not set."""
 
     cascade: Path | None = None  # the cascade these settings belong to
@@ -223,6 +226,7 @@ class CascadeSettings:
     track_min_score: float | None = None
     min_face: float | None = None
     scale_factor: float | None = None
+    memory_scale_factor: float | None = None
     cluster_iou: float | None = None
     grouping: str | None = None
     upscale_to: int | None = None
@@ -379,15 +383,17 @@ def resolve(
         up = max(0, int(o.upscale_to))
     else:
         up = UPSCALE_TO if s.upscale_to is None else s.upscale_to
+    memory = o.memory if o.memory is not None else (1 if stills else MEMORY)
+    pooled = memory > 1
     # a scale_factor of 0 counts as unset, as a grouping of "" does
     if o.scale_factor:
         scale = float(o.scale_factor)
     elif o.scale_factor is None and 0 < short < up:
         scale = LOWRES_SCALE_FACTOR
+    elif pooled and s.memory_scale_factor:
+        scale = s.memory_scale_factor
     else:
         scale = s.scale_factor or SCALE_FACTOR
-    memory = o.memory if o.memory is not None else (1 if stills else MEMORY)
-    pooled = memory > 1
     if o.threshold is not None:
         threshold = float(o.threshold)
     else:
