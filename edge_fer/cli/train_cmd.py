@@ -81,6 +81,15 @@ def register(sub) -> None:
     p.add_argument(
         "--extra-repeat", type=int, default=1, help="use each --extra-train face N times per epoch"
     )
+    p.add_argument(
+        "--precise-bn",
+        type=int,
+        default=2048,
+        metavar="N",
+        help="before each evaluation, measure the batch norms' statistics on N un-augmented "
+        "training faces instead of keeping their running averages over augmented ones "
+        "(0: off; default 2048)",
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--max-batches", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
@@ -103,7 +112,7 @@ def run(args) -> int:
     same += ["patience"]
     same += ["seed", "device", "threads", "max_batches"]
     same += ["init", "teacher", "teacher_tta", "distill_temperature"]
-    same += ["extra_train", "extra_repeat"]
+    same += ["extra_train", "extra_repeat", "precise_bn"]
     frame = None
     if args.align_frame is not None:
         from edge_fer.align.aligner import parse_frame

@@ -27,6 +27,7 @@ from edge_fer.models import create_model, model_info
 from edge_fer.preprocess import PreprocessSpec, apply_clahe
 from edge_fer.train.augment import AugmentConfig, augment
 from edge_fer.train.checkpoint import load_checkpoint, read_state, save_checkpoint
+from edge_fer.train.precise_bn import precise_bn
 
 # the columns of a run's log.csv (the experiment studies write the same file)
 LOG_FIELDS = [
@@ -75,6 +76,9 @@ class TrainConfig:
     distill_temperature: float = 2.0
     extra_train: str | None = None  # class folders whose faces join the training split
     extra_repeat: int = 1  # each extra face this many times per epoch (small in-domain sets)
+    # batch-norm statistics re-measured on this many un-augmented training faces before each
+    # evaluation (edge_fer.train.precise_bn); 0: the running averages of training
+    precise_bn: int = 2048
     max_batches: int = 0  # for smoke tests: stop each epoch after this many batches
 
 
@@ -91,6 +95,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError("needs at least one teacher model", param="teacher")
     if cfg.extra_repeat < 1:
         raise UserError("must be >= 1", param="extra_repeat")
+    if cfg.precise_bn < 0:
+        raise UserError("must be >= 0 faces", param="precise_bn")
     if cfg.extra_train and not Path(cfg.extra_train).is_dir():
         raise UserError(f"{cfg.extra_train}: no such folder", param="extra_train")
     if not cfg.distill_temperature > 0:
@@ -405,6 +411,8 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
             seen += len(y)
             if hasattr(bar, "set_postfix") and b % 10 == 0:
                 bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{tot_ok / seen:.3f}")
+        if cfg.precise_bn:
+            precise_bn(model, tr_imgs, spec, device, cfg.precise_bn, cfg.seed)
         probs = predict(model, va_imgs, spec, device)
         rep = classification_report(probs, val_set.labels, classes)
         val_loss = mean_nll(probs, val_set.labels)
