@@ -88,11 +88,55 @@ def register(sub) -> None:
         metavar="N",
         help="before each evaluation, measure the batch norms' statistics on N un-augmented "
         "training faces instead of keeping their running averages over augmented ones "
-        "(0: off; default 2048)",
+        "(0: off)",
+    )
+    p.add_argument(
+        "--average-last",
+        type=int,
+        default=0,
+        metavar="K",
+        help="also average the weights of the last K epochs (kept in OUT/snapshots), measure "
+        "their batch-norm statistics and save averaged.safetensors beside best.safetensors, "
+        "with its held-out score (0: off)",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument("--max-batches", type=int, default=0, help=argparse.SUPPRESS)
     p.set_defaults(func=run)
+
+    # fmt: off
+    a = sub.add_parser("average", help="average the weights of a run's checkpoints (needs "
+                       "edge-fer[train])",
+                       description="Average the weights of checkpoints of one run (e.g. its "
+                       "last epochs: stochastic weight averaging), measure the batch norms' "
+                       "statistics on its un-augmented training faces, score its held-out split "
+                       "and save a checkpoint that `edge-fer export` takes.",
+                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    # fmt: on
+    a.add_argument("checkpoints", nargs="+", help="checkpoints (.safetensors) of one run")
+    a.add_argument("--out", required=True, help="the averaged checkpoint (.safetensors)")
+    a.add_argument("--data", default=None, help="the run's dataset, if not where its config says")
+    a.add_argument(
+        "--faces",
+        type=int,
+        default=2048,
+        help="un-augmented training faces the batch-norm statistics are measured on",
+    )
+    a.add_argument("--threads", type=int, default=0, help="torch threads (0: its default)")
+    a.set_defaults(func=run_average)
+
+
+def run_average(args) -> int:
+    from edge_fer.errors import UserError
+
+    try:
+        from edge_fer.train.average import average_checkpoints
+    except ImportError as exc:
+        raise UserError(f"averaging needs the train extra: pip install 'edge-fer[train]' ({exc})")
+    rep = average_checkpoints(
+        args.checkpoints, args.out, data=args.data, faces=args.faces, threads=args.threads
+    )
+    print(json.dumps(rep))
+    return 0
 
 
 def run(args) -> int:
@@ -112,7 +156,7 @@ def run(args) -> int:
     same += ["patience"]
     same += ["seed", "device", "threads", "max_batches"]
     same += ["init", "teacher", "teacher_tta", "distill_temperature"]
-    same += ["extra_train", "extra_repeat", "precise_bn"]
+    same += ["extra_train", "extra_repeat", "precise_bn", "average_last"]
     frame = None
     if args.align_frame is not None:
         from edge_fer.align.aligner import parse_frame

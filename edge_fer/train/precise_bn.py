@@ -21,7 +21,9 @@ def batch_norms(model) -> list:
 
 
 @torch.no_grad()
-def precise_bn(model, faces: np.ndarray, spec, device, n: int, seed: int = 0, batch: int = 256) -> int:
+def precise_bn(
+    model, faces: np.ndarray, spec, device, n: int, seed: int = 0, batch: int = 256
+) -> int:
     """Re-measure every batch norm's running mean and variance on `n` of `faces` (uint8, N x H
     x W, prepared as the run trains: aligned, CLAHE'd), the same sample each call (`seed`).
     Everything else runs in eval mode (no dropout). Returns the number of batch norms set."""

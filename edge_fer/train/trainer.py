@@ -26,8 +26,9 @@ from edge_fer.metrics import classification_report
 from edge_fer.models import create_model, model_info
 from edge_fer.preprocess import PreprocessSpec, apply_clahe
 from edge_fer.train.augment import AugmentConfig, augment
+from edge_fer.train.average import average_checkpoints, snapshot_path, snapshots_after
 from edge_fer.train.checkpoint import load_checkpoint, read_state, save_checkpoint
-from edge_fer.train.precise_bn import precise_bn
+from edge_fer.train.precise_bn import DEFAULT_FACES, precise_bn
 
 # the columns of a run's log.csv (the experiment studies write the same file)
 LOG_FIELDS = [
@@ -79,6 +80,9 @@ class TrainConfig:
     # batch-norm statistics re-measured on this many un-augmented training faces before each
     # evaluation (edge_fer.train.precise_bn); 0: the running averages of training
     precise_bn: int = 2048
+    # the weights of the last K epochs averaged at the end (edge_fer.train.average):
+    # averaged.safetensors beside best/last; 0: off
+    average_last: int = 0
     max_batches: int = 0  # for smoke tests: stop each epoch after this many batches
 
 
@@ -97,6 +101,8 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError("must be >= 1", param="extra_repeat")
     if cfg.precise_bn < 0:
         raise UserError("must be >= 0 faces", param="precise_bn")
+    if not 0 <= cfg.average_last <= cfg.epochs:
+        raise UserError(f"must be in 0..{cfg.epochs} (--epochs)", param="average_last")
     if cfg.extra_train and not Path(cfg.extra_train).is_dir():
         raise UserError(f"{cfg.extra_train}: no such folder", param="extra_train")
     if not cfg.distill_temperature > 0:
@@ -133,6 +139,16 @@ def load_splits(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, str]:
     mask[order[:n_val]] = True
     train = with_extra(full.subset(~mask), cfg)
     return train, full.subset(mask), f"held-out {cfg.val_fraction:.0%}"
+
+
+def prepare_faces(images: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
+    """Faces as the run trains on them, once at load: aligned on the eyes, then CLAHE (the
+    runtime's order: crop, then prepare)."""
+    if spec.align:
+        from edge_fer.align import align_images
+
+        images = align_images(images, spec)
+    return apply_clahe(images) if spec.clahe else images
 
 
 def extra_count(cfg: TrainConfig) -> int:
@@ -324,13 +340,7 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
     )
     if cfg.align_frame is not None:
         spec.align_frame = tuple(float(v) for v in cfg.align_frame)
-    tr_imgs, va_imgs = train_set.images, val_set.images
-    if cfg.align:  # once, before CLAHE, as the runtime does it (crop, then prepare)
-        from edge_fer.align import align_images
-
-        tr_imgs, va_imgs = align_images(tr_imgs, spec), align_images(va_imgs, spec)
-    if cfg.clahe:
-        tr_imgs, va_imgs = apply_clahe(tr_imgs), apply_clahe(va_imgs)
+    tr_imgs, va_imgs = prepare_faces(train_set.images, spec), prepare_faces(val_set.images, spec)
 
     model = create_model(
         cfg.arch, num_classes=len(classes), in_channels=cfg.channels, **arch_kwargs_for(cfg)
@@ -433,6 +443,9 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
         }
         if improved:
             save_checkpoint(out / "best.safetensors", model, None, ck_state)
+        if epoch + 1 > cfg.epochs - cfg.average_last:
+            snapshot_path(out, epoch + 1).parent.mkdir(exist_ok=True)
+            save_checkpoint(snapshot_path(out, epoch + 1), model, None, ck_state)
         save_checkpoint(last, model, opt, ck_state)
         print(
             f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
@@ -453,6 +466,15 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
         "out": str(out),
         **info,
     }
+    # the run's snapshots of the last K epochs (of this total: --epochs may have changed)
+    snaps = snapshots_after(out, cfg.epochs - cfg.average_last) if cfg.average_last else []
+    if snaps:
+        result["averaged"] = average_checkpoints(
+            snaps,
+            out / "averaged.safetensors",
+            data=cfg.data,
+            faces=cfg.precise_bn or DEFAULT_FACES,
+        )
     (out / "result.json").write_text(json.dumps(result, indent=2))
     return result
 

@@ -1,0 +1,131 @@
+"""Weight averaging over a run's last epochs (stochastic weight averaging, Izmailov et al. 2018).
+
+The weights of several checkpoints of one run are averaged, and the batch norms then get
+statistics measured on the run's un-augmented training faces (edge_fer.train.precise_bn): no
+epoch's running statistics belong to the averaged weights. The result is scored on the run's
+held-out split and saved as a checkpoint that `edge-fer export` takes. `edge-fer train
+--average-last K` does this with the last K epochs; `edge-fer average` with any checkpoints.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from pathlib import Path
+
+import torch
+
+from edge_fer.errors import UserError
+from edge_fer.train.precise_bn import DEFAULT_FACES
+
+SNAPSHOTS = "snapshots"  # the run folder's per-epoch weights for --average-last
+
+
+def snapshot_path(out: Path, epoch: int) -> Path:
+    return Path(out) / SNAPSHOTS / f"epoch_{epoch:03d}.safetensors"
+
+
+def snapshots_after(out: Path, epoch: int) -> list[Path]:
+    """The run's snapshots of epochs after `epoch`, in epoch order."""
+    found = []
+    for p in sorted((Path(out) / SNAPSHOTS).glob("epoch_*.safetensors")):
+        try:
+            n = int(p.stem.split("_", 1)[1])
+        except ValueError:
+            continue
+        if n > epoch:
+            found.append(p)
+    return found
+
+
+def _weights(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    try:
+        tensors = load_file(str(path))
+    except Exception as exc:
+        raise UserError(f"{path}: not a safetensors checkpoint ({exc})") from None
+    return {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+
+
+def average_checkpoints(
+    paths: list[str | Path],
+    out: str | Path,
+    *,
+    data: str | None = None,
+    faces: int = DEFAULT_FACES,
+    threads: int = 0,
+) -> dict:
+    """Average the weights of `paths` (checkpoints of one architecture and preprocessing),
+    measure batch-norm statistics on `faces` training faces of the run's data (`data` instead
+    of the one in the checkpoints' config), score the held-out split and save to `out`.
+    UserError naming the file for anything that does not fit."""
+    from edge_fer.export.onnx import load_trained
+    from edge_fer.metrics import classification_report
+    from edge_fer.train.checkpoint import read_state, save_checkpoint
+    from edge_fer.train.precise_bn import precise_bn
+    from edge_fer.train.trainer import TrainConfig, load_splits, predict, prepare_faces
+
+    paths = [Path(p) for p in paths]
+    if not paths:
+        raise UserError("needs at least one checkpoint", param="checkpoints")
+    if faces < 2:
+        raise UserError("must be >= 2 faces: averaged weights need measured statistics",
+                        param="faces")  # fmt: skip
+    if threads:
+        torch.set_num_threads(threads)
+    model, spec, state = load_trained(paths[-1])
+    first = state.get("config") or {}
+    keys = ("arch", "arch_kwargs", "channels", "input_size", "clahe", "align", "align_frame")
+    total: dict[str, torch.Tensor] = {}
+    for p in paths:
+        if not p.is_file():
+            raise UserError(f"{p}: no such checkpoint file", param="checkpoints")
+        cfg = read_state(p).get("config") or {}
+        if not cfg:
+            raise UserError(f"{p}: not an edge-fer training checkpoint", param="checkpoints")
+        if any(cfg.get(k) != first.get(k) for k in keys):
+            raise UserError(
+                f"{p}: another architecture or preprocessing than {paths[-1].name}",
+                param="checkpoints",
+            )
+        w = _weights(p)
+        if total and (w.keys() != total.keys() or any(w[k].shape != total[k].shape for k in w)):
+            raise UserError(f"{p}: weights do not fit {paths[-1].name}", param="checkpoints")
+        for k, v in w.items():
+            if v.is_floating_point():
+                total[k] = total[k] + v.double() if k in total else v.double()
+            else:
+                total[k] = v
+    own = model.state_dict()
+    model.load_state_dict({k: total[k].div(len(paths)).to(own[k].dtype)
+                           if total[k].is_floating_point() else total[k] for k in own})  # fmt: skip
+    known = {k: v for k, v in first.items() if k in TrainConfig.__dataclass_fields__}
+    cfg = TrainConfig(**known)
+    if data is not None:
+        cfg = dataclasses.replace(cfg, data=str(data))
+    for what, p in (("data", cfg.data), ("extra_train", cfg.extra_train)):
+        if p and not Path(p).exists():
+            raise UserError(f"{p}: the run's {what} is not here (pass --data)", param="data")
+    train_set, val_set, val_name = load_splits(cfg)
+    n = precise_bn(model, prepare_faces(train_set.images, spec), spec, "cpu", faces, cfg.seed)
+    model.eval()
+    probs = predict(model, prepare_faces(val_set.images, spec), spec, torch.device("cpu"))
+    rep = classification_report(probs, val_set.labels, val_set.classes)
+    report = {
+        "out": str(out),
+        "checkpoints": [p.name for p in paths],
+        "batch_norms_measured": n,
+        "val_split": val_name,
+        "val_acc": round(float(rep["accuracy"]), 4),
+        "val_macro_f1": round(float(rep["macro_f1"]), 4),
+    }
+    saved = {**state, "averaged_from": report["checkpoints"], "val_acc": report["val_acc"]}
+    Path(out).parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(Path(out), model, None, saved)
+    print(
+        f"averaged {len(paths)} checkpoints: {val_name} acc {report['val_acc']:.4f}  "
+        f"macro-F1 {report['val_macro_f1']:.4f} -> {out}",
+        file=sys.stderr,
+    )
+    return report

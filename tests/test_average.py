@@ -1,0 +1,125 @@
+"""Weight averaging over a run's last epochs (`edge-fer train --average-last`, `edge-fer
+average`): real faces from ../shared, real training for a few batches on one thread."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from paths import fer_files
+from processes import run_cli
+
+from edge_fer import labels as L
+
+pytestmark = pytest.mark.shared("data/fer2013/train")
+torch = pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory) -> Path:
+    """5 real Training faces per class, in class folders."""
+    dst = tmp_path_factory.mktemp("avg") / "faces"
+    for cls in L.FER2013:
+        (dst / cls).mkdir(parents=True)
+        for i, f in enumerate(fer_files(cls, "Training", 5)):
+            shutil.copy(f, dst / cls / f"face_{i:03d}.jpg")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def run(data, tmp_path_factory) -> tuple[Path, dict]:
+    from edge_fer.train.trainer import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("avg") / "run"
+    cfg = TrainConfig(
+        arch="vgg", data=str(data), out=str(out), epochs=3, batch_size=8, threads=1,
+        max_batches=2, lr=0.01, average_last=2, precise_bn=16,
+    )  # fmt: skip
+    return out, train(cfg)
+
+
+def _weights(path: Path) -> dict:
+    from safetensors.torch import load_file
+
+    return {k[6:]: v for k, v in load_file(str(path)).items() if k.startswith("model.")}
+
+
+STATS = ("running_mean", "running_var", "num_batches_tracked")
+
+
+def test_the_last_epochs_are_averaged_and_measured(run) -> None:
+    from edge_fer.export.onnx import load_trained
+    from edge_fer.train.precise_bn import batch_norms, precise_bn
+    from edge_fer.train.trainer import TrainConfig, load_splits
+
+    out, result = run
+    snaps = sorted((out / "snapshots").glob("*.safetensors"))
+    assert [p.name for p in snaps] == ["epoch_002.safetensors", "epoch_003.safetensors"]
+    avg = result["averaged"]
+    assert avg["checkpoints"] == [p.name for p in snaps] and 0 <= avg["val_acc"] <= 1
+    got = _weights(out / "averaged.safetensors")
+    a, b = _weights(snaps[0]), _weights(snaps[1])
+    moved = 0
+    for k, v in got.items():
+        if not k.endswith(STATS):
+            want = (a[k].double() + b[k].double()) / 2
+            assert torch.allclose(v.double(), want, atol=1e-6), k
+            moved += int(not torch.equal(a[k], b[k]))
+    assert moved > 0  # the two epochs' weights differ, so the average is a third model
+    # its batch norms were measured on the run's training faces (16, as --precise-bn asked)
+    model, spec, state = load_trained(out / "averaged.safetensors")
+    assert state["averaged_from"] == avg["checkpoints"]
+    saved = [b.running_mean.clone() for b in batch_norms(model)]
+    cfg = TrainConfig(**state["config"])
+    precise_bn(model, load_splits(cfg)[0].images, spec, "cpu", 16, cfg.seed)
+    for s, bn in zip(saved, batch_norms(model)):
+        assert torch.allclose(s, bn.running_mean, atol=1e-5)
+    # and it exports like any checkpoint
+    from edge_fer.classify import Classifier
+    from edge_fer.export.onnx import export_checkpoint
+
+    onnx_path = export_checkpoint(out / "averaged.safetensors", out / "avg.onnx")["out"]
+    clf = Classifier.load(onnx_path, tta="none", threads=1)
+    assert clf.infer(np.zeros((1, 1, 48, 48), np.float32)).shape == (1, 7)
+    clf.close()
+
+
+def test_average_command_matches_the_run(run, tmp_path) -> None:
+    out, _ = run
+    snaps = sorted((out / "snapshots").glob("*.safetensors"))
+    p = run_cli("average", *map(str, snaps), "--out", str(tmp_path / "a.safetensors"),
+                "--faces", "16", "--threads", "1")  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    rep = json.loads(p.stdout.strip().splitlines()[-1])
+    assert rep["checkpoints"] == [s.name for s in snaps]
+    mine, run_avg = _weights(tmp_path / "a.safetensors"), _weights(out / "averaged.safetensors")
+    assert all(torch.allclose(mine[k], run_avg[k], atol=1e-6) for k in mine)
+
+
+def test_bad_input_is_one_line(run, data, tmp_path) -> None:
+    from edge_fer.train.trainer import TrainConfig, train
+
+    out, _ = run
+    other = tmp_path / "cnn4"
+    train(TrainConfig(arch="cnn4", data=str(data), out=str(other), epochs=1, batch_size=8,
+                      threads=1, max_batches=1, precise_bn=0))  # fmt: skip
+    snap = out / "snapshots" / "epoch_003.safetensors"
+    cases = [
+        (["average", str(snap), str(other / "best.safetensors"), "--out", str(tmp_path / "x")],
+         "another architecture"),
+        (["average", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "x")],
+         "no such checkpoint"),
+        (["average", str(snap), "--out", str(tmp_path / "x"), "--faces", "1"], "--faces"),
+        (["train", "--arch", "vgg", "--data", str(data), "--out", str(tmp_path / "r"),
+          "--epochs", "2", "--average-last", "3", "--max-batches", "1"], "--average-last"),
+    ]  # fmt: skip
+    for argv, needle in cases:
+        p = run_cli(*argv)
+        assert p.returncode == 2, (argv, p.returncode, p.stderr[-2000:])
+        lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        assert len(lines) == 1 and needle in lines[0] and "Traceback" not in p.stderr, p.stderr
+    assert not (tmp_path / "x").exists()
