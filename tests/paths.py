@@ -57,6 +57,20 @@ def fer_files(cls: str, prefix: str, k: int) -> list[Path]:
     return files[:k]
 
 
+def fer_class_folders(dst: Path, per_class: int) -> Path:
+    """`per_class` real Training faces of every FER2013 class copied into `dst/<class>/`: a
+    small one-folder-per-class dataset for training runs."""
+    import shutil
+
+    from edge_fer import labels as L
+
+    for cls in L.FER2013:
+        (dst / cls).mkdir(parents=True)
+        for i, f in enumerate(fer_files(cls, "Training", per_class)):
+            shutil.copy(f, dst / cls / f"face_{i:03d}.jpg")
+    return dst
+
+
 def fer_faces(prefix: str, per_class: int):
     """(gray 48x48 faces, labels in FER2013 order, files): `fer_files` of every class, read
     directly (decoding a whole split would take longer than the tests)."""

@@ -4,15 +4,12 @@ average`): real faces from ../shared, real training for a few batches on one thr
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from paths import fer_files
+from paths import fer_class_folders
 from processes import run_cli
-
-from edge_fer import labels as L
 
 pytestmark = pytest.mark.shared("data/fer2013/train")
 torch = pytest.importorskip("torch")
@@ -22,12 +19,7 @@ pytest.importorskip("safetensors")
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """5 real Training faces per class, in class folders."""
-    dst = tmp_path_factory.mktemp("avg") / "faces"
-    for cls in L.FER2013:
-        (dst / cls).mkdir(parents=True)
-        for i, f in enumerate(fer_files(cls, "Training", 5)):
-            shutil.copy(f, dst / cls / f"face_{i:03d}.jpg")
-    return dst
+    return fer_class_folders(tmp_path_factory.mktemp("avg") / "faces", 5)
 
 
 @pytest.fixture(scope="module")

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from paths import FER_MODEL, fer_files
+from paths import FER_MODEL, fer_class_folders, fer_files
 from processes import run_cli
 
 from edge_fer import labels as L
@@ -24,12 +24,7 @@ pytest.importorskip("onnx")
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """8 real Training faces per class, in class folders."""
-    dst = tmp_path_factory.mktemp("kd") / "faces"
-    for cls in L.FER2013:
-        (dst / cls).mkdir(parents=True)
-        for i, f in enumerate(fer_files(cls, "Training", 8)):
-            shutil.copy(f, dst / cls / f"face_{i:03d}.jpg")
-    return dst
+    return fer_class_folders(tmp_path_factory.mktemp("kd") / "faces", 8)
 
 
 def test_warm_start_keeps_the_function(data) -> None:

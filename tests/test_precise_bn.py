@@ -6,12 +6,11 @@ thread.
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from paths import FER_MODEL, fer_files
+from paths import FER_MODEL, fer_class_folders
 from processes import run_cli
 
 from edge_fer import labels as L
@@ -24,12 +23,7 @@ pytest.importorskip("onnx")
 @pytest.fixture(scope="module")
 def data(tmp_path_factory) -> Path:
     """6 real Training faces per class, in class folders."""
-    dst = tmp_path_factory.mktemp("pbn") / "faces"
-    for cls in L.FER2013:
-        (dst / cls).mkdir(parents=True)
-        for i, f in enumerate(fer_files(cls, "Training", 6)):
-            shutil.copy(f, dst / cls / f"face_{i:03d}.jpg")
-    return dst
+    return fer_class_folders(tmp_path_factory.mktemp("pbn") / "faces", 6)
 
 
 def _bn_stats(model) -> list[np.ndarray]:

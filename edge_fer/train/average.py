@@ -38,16 +38,6 @@ def snapshots_after(out: Path, epoch: int) -> list[Path]:
     return found
 
 
-def _weights(path: Path) -> dict[str, torch.Tensor]:
-    from safetensors.torch import load_file
-
-    try:
-        tensors = load_file(str(path))
-    except Exception as exc:
-        raise UserError(f"{path}: not a safetensors checkpoint ({exc})") from None
-    return {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
-
-
 def average_checkpoints(
     paths: list[str | Path],
     out: str | Path,
@@ -62,7 +52,7 @@ def average_checkpoints(
     UserError naming the file for anything that does not fit."""
     from edge_fer.export.onnx import load_trained
     from edge_fer.metrics import classification_report
-    from edge_fer.train.checkpoint import read_state, save_checkpoint
+    from edge_fer.train.checkpoint import read_state, read_weights, save_checkpoint
     from edge_fer.train.precise_bn import precise_bn
     from edge_fer.train.trainer import TrainConfig, load_splits, predict, prepare_faces
 
@@ -89,7 +79,7 @@ def average_checkpoints(
                 f"{p}: another architecture or preprocessing than {paths[-1].name}",
                 param="checkpoints",
             )
-        w = _weights(p)
+        w = read_weights(p)
         if total and (w.keys() != total.keys() or any(w[k].shape != total[k].shape for k in w)):
             raise UserError(f"{p}: weights do not fit {paths[-1].name}", param="checkpoints")
         for k, v in w.items():

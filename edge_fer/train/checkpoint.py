@@ -41,11 +41,20 @@ def read_state(path: Path) -> dict:
         raise UserError(f"{path}: not an edge-fer checkpoint ({exc})") from None
 
 
-def load_checkpoint(path: Path, model, optimizer=None) -> dict:
+def read_tensors(path: Path) -> dict:
     try:
-        tensors = load_file(str(path))
+        return load_file(str(path))
     except Exception as exc:
         raise UserError(f"{path}: not a safetensors checkpoint ({exc})") from None
+
+
+def read_weights(path: Path) -> dict:
+    """The model's tensors of a checkpoint (state-dict names), without the optimizer's."""
+    return {k[6:]: v for k, v in read_tensors(path).items() if k.startswith("model.")}
+
+
+def load_checkpoint(path: Path, model, optimizer=None) -> dict:
+    tensors = read_tensors(path)
     sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
     try:
         model.load_state_dict(sd)
