@@ -48,14 +48,18 @@ def read_tensors(path: Path) -> dict:
         raise UserError(f"{path}: not a safetensors checkpoint ({exc})") from None
 
 
+def model_part(tensors: dict) -> dict:
+    """The model's tensors of a checkpoint's (state-dict names), without the optimizer's."""
+    return {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+
+
 def read_weights(path: Path) -> dict:
-    """The model's tensors of a checkpoint (state-dict names), without the optimizer's."""
-    return {k[6:]: v for k, v in read_tensors(path).items() if k.startswith("model.")}
+    return model_part(read_tensors(path))
 
 
 def load_checkpoint(path: Path, model, optimizer=None) -> dict:
     tensors = read_tensors(path)
-    sd = {k[6:]: v for k, v in tensors.items() if k.startswith("model.")}
+    sd = model_part(tensors)
     try:
         model.load_state_dict(sd)
     except RuntimeError as exc:

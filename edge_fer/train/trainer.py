@@ -79,7 +79,7 @@ class TrainConfig:
     extra_repeat: int = 1  # each extra face this many times per epoch (small in-domain sets)
     # batch-norm statistics re-measured on this many un-augmented training faces before each
     # evaluation (edge_fer.train.precise_bn); 0: the running averages of training
-    precise_bn: int = 2048
+    precise_bn: int = DEFAULT_FACES
     # the weights of the last K epochs averaged at the end (edge_fer.train.average):
     # averaged.safetensors beside best/last; 0: off
     average_last: int = 0
