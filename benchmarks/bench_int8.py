@@ -20,7 +20,6 @@ Results: benchmarks/results/int8.json (and a table on stdout).
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import platform
 import sys
@@ -29,7 +28,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from common import fail
+from common import fail, save_json
 
 from edge_fer.machine import cpu_name
 
@@ -262,12 +261,8 @@ def main(argv=None) -> int:
             )
         print(row)
     if args.json:
-        p = Path(args.json)
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmpf = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-        tmpf.write_text(json.dumps(out, indent=2) + "\n")
-        os.replace(tmpf, p)
-        print(f"\nsaved {p}")
+        print()
+        save_json(args.json, out)
     tmp_dir.cleanup()
     return 0
 

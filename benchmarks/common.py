@@ -17,14 +17,30 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def portable(obj):
+    """`obj` with every string that is an absolute path inside the checkout made relative to
+    it, and one inside the shared data folder beside it written as `../shared/...`: committed
+    results must not record this machine's layout."""
+    if isinstance(obj, dict):
+        return {k: portable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [portable(v) for v in obj]
+    if isinstance(obj, str) and obj.startswith("/"):
+        p = Path(obj)
+        for base, shown in ((ROOT, Path()), (ROOT.parent / "shared", Path("../shared"))):
+            if p.is_relative_to(base):
+                return str(shown / p.relative_to(base)) if p != base else str(shown)
+    return obj
+
+
 def save_json(path: str | Path, obj) -> None:
-    """`obj` as indented JSON plus a newline (written atomically), then `saved <path>` (relative
-    to the checkout when it lies inside it)."""
+    """`obj` as indented JSON plus a newline (written atomically; paths made `portable`), then
+    `saved <path>` (relative to the checkout when it lies inside it)."""
     from edge_fer.fileio import write_text
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    write_text(path, json.dumps(obj, indent=2) + "\n")
+    write_text(path, json.dumps(portable(obj), indent=2) + "\n")
     shown = path.relative_to(ROOT) if path.is_absolute() and path.is_relative_to(ROOT) else path
     print(f"saved {shown}")
 

@@ -26,7 +26,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import fail
+from common import fail, save_json
 
 from edge_fer.machine import cpu_name
 
@@ -212,9 +212,7 @@ def main(argv: list[str] | None = None) -> int:
     md = markdown(rows, env)
     out = Path(args.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{args.name}.json").write_text(
-        json.dumps({"env": env, "results": rows}, indent=2) + "\n"
-    )
+    save_json(out / f"{args.name}.json", {"env": env, "results": rows})
     (out / f"{args.name}.md").write_text(md)
     print(md)
     print(
