@@ -36,3 +36,19 @@ def test_zoo_exports_without_control_flow(arch, tmp_path) -> None:
     with torch.no_grad():
         want = net(torch.from_numpy(x)).numpy()
     assert np.abs(got - want).max() < 1e-4
+
+
+
+@pytest.mark.parametrize("arch", sorted(set(_REGISTRY) - {"pruned"}))
+def test_a_fresh_zoo_model_tells_faces_apart(arch) -> None:
+    """At initialisation, in training mode (what the optimiser sees), the signal must reach the
+    logits: a net whose logits are the same for every face trains into the majority class
+    (cnn8_tanh did with torch's default init: logits std 2e-6 across faces)."""
+    from edge_fer.models import create_model
+
+    torch.manual_seed(0)
+    size = default_input_size(arch)
+    net = create_model(arch, num_classes=7, in_channels=1).train()
+    with torch.no_grad():
+        logits = net(torch.randn(32, 1, size, size))
+    assert float(logits.std(0).mean()) > 0.05, arch
