@@ -184,3 +184,22 @@ def test_preprocessing_with_alignment(tmp_path, capsys) -> None:
     text = (out / "README.md").read_text()
     assert "| plain |" in text and "| clahe+align |" in text
     assert "the bundled eye model found the eyes of" in text
+
+
+def test_the_bundled_models_epochs_come_from_its_own_metadata(tmp_path):
+    """The architectures report's epochs column for the bundled model reads the export's
+    provenance (chosen epoch of the planned schedule), so it follows the weights."""
+    import json
+
+    import onnx
+
+    from edge_fer.classify import default_model_path
+    from edge_fer.experiment.zoo import _bundled_epochs
+
+    model = onnx.load(str(default_model_path()))
+    meta = {p.key: p.value for p in model.metadata_props}
+    prov = json.loads(meta["edge_fer.provenance"])
+    want = f"bundled (epoch {prov['best_epoch']} of {prov['config']['epochs']})"
+    assert _bundled_epochs(default_model_path()) == want
+    (tmp_path / "x.onnx").write_bytes(b"not a model")
+    assert _bundled_epochs(tmp_path / "x.onnx") == "bundled (see its card)"

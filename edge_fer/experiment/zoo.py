@@ -86,9 +86,25 @@ def _epochs_of(e: dict) -> str:
     return e.get("epochs") or _epochs_text(e)
 
 
+def _bundled_epochs(path) -> str:
+    """"bundled (epoch B of E)" from the model's own provenance metadata (the export records
+    the chosen epoch and the planned schedule), so it cannot go stale when the weights change."""
+    try:
+        import onnx
+
+        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+        prov = json.loads(meta.get("edge_fer.provenance", "{}"))
+        best, planned = prov.get("best_epoch"), (prov.get("config") or {}).get("epochs")
+    except Exception:  # noqa: BLE001 - onnx raises protobuf's own errors; the card still says
+        best = planned = None
+    if best and planned:
+        return f"bundled (epoch {best} of {planned})"
+    return "bundled (see its card)"
+
+
 def _epochs_text(e: dict) -> str:
     if e.get("bundled"):
-        return "bundled (36, per its card)"
+        return _bundled_epochs(e["onnx"])
     run = e["run"]
     planned = None
     try:
