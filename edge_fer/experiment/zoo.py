@@ -89,13 +89,12 @@ def _epochs_of(e: dict) -> str:
 def _bundled_epochs(path) -> str:
     """"bundled (epoch B of E)" from the model's own provenance metadata (the export records
     the chosen epoch and the planned schedule), so it cannot go stale when the weights change."""
-    try:
-        import onnx
+    from edge_fer.backends.trt_common import onnx_metadata
 
-        meta = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
-        prov = json.loads(meta.get("edge_fer.provenance", "{}"))
+    try:
+        prov = json.loads(onnx_metadata(path).get("edge_fer.provenance") or "{}")
         best, planned = prov.get("best_epoch"), (prov.get("config") or {}).get("epochs")
-    except Exception:  # noqa: BLE001 - onnx raises protobuf's own errors; the card still says
+    except (UserError, ValueError, AttributeError):  # unreadable: the card still says
         best = planned = None
     if best and planned:
         return f"bundled (epoch {best} of {planned})"
