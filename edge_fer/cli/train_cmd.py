@@ -29,6 +29,14 @@ def register(sub) -> None:
     p.add_argument("--class-weights", action="store_true", help="weight the loss max(R)/(C n_i)")
     p.add_argument("--balanced-sampling", action="store_true", help="sample classes equally")
     p.add_argument("--no-augment", action="store_true")
+    p.add_argument(
+        "--crop-aug",
+        default="0,0.1",
+        metavar="LO,HI",
+        help="random crop per side, fractions of the side (negative LO: zoom out, border "
+        "repeated); the average view keeps 1-(LO+HI) of the side, so -0.05,0.05 centres it on "
+        "the plain face (write it --crop-aug=-0.05,0.05)",
+    )
     p.add_argument("--clahe", action="store_true", help="CLAHE on every face (train and infer)")
     p.add_argument("--align", action="store_true",
                    help="align every face on its eyes (bundled eye model; train and infer: "
@@ -62,7 +70,8 @@ def register(sub) -> None:
     p.add_argument(
         "--teacher-tta",
         default="auto",
-        help="the teachers' test-time augmentation (auto: each model's default)",
+        help="the teachers' test-time augmentation (auto: each model's default; "
+        "with --distill-online: flip)",
     )
     p.add_argument(
         "--distill",
@@ -71,6 +80,29 @@ def register(sub) -> None:
         help="weight of the teacher term in the loss, 0-1 (default: 0.7 with --teacher, else 0)",
     )
     p.add_argument("--distill-temperature", type=float, default=2.0)
+    p.add_argument(
+        "--distill-online",
+        action="store_true",
+        help="run the teachers on every training batch as the student sees it (augmented, "
+        "mixed) instead of once on the clean faces; a teacher must share the student's "
+        "preprocessing",
+    )
+    p.add_argument(
+        "--mixup",
+        type=float,
+        default=0.0,
+        metavar="ALPHA",
+        help="mix each batch with a shuffled copy of itself, weights from Beta(ALPHA, ALPHA) "
+        "(0.2-1 is usual; 0: off)",
+    )
+    p.add_argument(
+        "--cutmix",
+        type=float,
+        default=0.0,
+        metavar="ALPHA",
+        help="paste a box of another face of the batch into each face, its area from "
+        "Beta(ALPHA, ALPHA) (1 is usual; 0: off; with --mixup each batch takes one of the two)",
+    )
     p.add_argument(
         "--extra-train",
         metavar="DIR",
@@ -139,6 +171,18 @@ def run_average(args) -> int:
     return 0
 
 
+def _pair(text: str) -> tuple[float, float]:
+    from edge_fer.errors import UserError
+
+    try:
+        lo, hi = (float(v) for v in text.split(","))
+    except ValueError:
+        raise UserError(
+            f"takes LO,HI (e.g. --crop-aug=-0.05,0.05), not {text!r}", param="crop_aug"
+        ) from None
+    return lo, hi
+
+
 def run(args) -> int:
     from edge_fer.errors import UserError
 
@@ -155,7 +199,8 @@ def run(args) -> int:
     same += ["class_weights", "balanced_sampling", "clahe", "align", "channels", "input_size"]
     same += ["patience"]
     same += ["seed", "device", "threads", "max_batches"]
-    same += ["init", "teacher", "teacher_tta", "distill_temperature"]
+    same += ["init", "teacher", "teacher_tta", "distill_temperature", "distill_online"]
+    same += ["mixup", "cutmix"]
     same += ["extra_train", "extra_repeat", "precise_bn", "average_last"]
     frame = None
     if args.align_frame is not None:
@@ -168,6 +213,7 @@ def run(args) -> int:
         epochs=args.epochs or 40,
         distill=args.distill if args.distill is not None else (0.7 if args.teacher else 0.0),
         augment=not args.no_augment,
+        crop_aug=_pair(args.crop_aug),
         arch_kwargs=kw,
     )
     result = train(cfg, resume=args.resume, epochs_override=args.epochs)

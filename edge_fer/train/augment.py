@@ -2,7 +2,9 @@
 
 The five steps of the FER recipe: coarse dropout (blocks of 2-25% of the image side, 0-2% of
 pixels), rotation of +-15 degrees, horizontal flip, Gaussian noise of sigma 0-15 (pixel units),
-random crop of 0-10% per side (resized back). Crop, rotation and flip are one affine warp.
+random crop of 0-10% per side (resized back; `crop_min` < 0 lets it zoom out too, the border
+repeated, so that the average view can be the plain face the model meets at test time). Crop,
+rotation and flip are one affine warp.
 """
 
 from __future__ import annotations
@@ -18,7 +20,8 @@ import torch.nn.functional as F
 class AugmentConfig:
     rotate_deg: float = 15.0
     flip: bool = True
-    crop: float = 0.10
+    crop: float = 0.10  # the most cut from each side, a fraction of the side
+    crop_min: float = 0.0  # the least (negative: a border added, repeating the edge pixels)
     noise_sigma: float = 15.0
     dropout_pixels: float = 0.02
     dropout_block: tuple[float, float] = (0.02, 0.25)
@@ -35,8 +38,9 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.
     def rand(*shape):
         return torch.rand(*shape, generator=gen, device=dev)
 
-    # crop 0..crop of each side: new box [l, 1-r] x [t, 1-b] in unit coordinates.
-    l, r, t, b = (rand(n) * cfg.crop for _ in range(4))
+    # crop crop_min..crop of each side: new box [l, 1-r] x [t, 1-b] in unit coordinates.
+    lo, span = cfg.crop_min, cfg.crop - cfg.crop_min
+    l, r, t, b = (lo + rand(n) * span for _ in range(4))
     sx = 1.0 - l - r
     sy = 1.0 - t - b
     cx = l - r  # centre shift in [-1, 1] coordinates = (l - r) / 2 * 2

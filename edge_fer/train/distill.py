@@ -77,3 +77,61 @@ def distill_loss(
 def log_targets(probs: np.ndarray) -> torch.Tensor:
     """Teacher probabilities (N, C) as the log-probabilities distill_loss takes."""
     return torch.from_numpy(np.log(np.clip(probs, 1e-8, None)).astype(np.float32))
+
+
+class OnlineTeachers:
+    """Teachers asked about every training batch as the student sees it (augmented, mixed):
+    "consistent" distillation (Beyer et al. 2022). Unlike the targets computed once on clean
+    faces, which mostly repeat labels the teachers were trained on, these describe faces no
+    teacher has seen. Each ONNX teacher is rebuilt as a torch model (eval mode, frozen); its
+    preprocessing must be the student's, since it reads the student's input tensor.
+    `tta`: "none", or "flip" (each teacher also sees the mirrored batch; "auto" means flip
+    here, since zooming an already cropped, mixed batch is not the view the models know)."""
+
+    def __init__(self, paths: list[str], spec, device, tta: str = "auto") -> None:
+        from edge_fer.export.onnx_import import torch_model_from_onnx
+
+        if tta not in ("auto", "none", "flip"):
+            raise UserError(
+                f"online teachers take none or flip views, not {tta!r}", param="teacher_tta"
+            )
+        self.flip = tta != "none"
+        self.models, self.cols = [], []
+        for p in paths:
+            model, t_spec, _ = torch_model_from_onnx(p)
+            mine = (spec.input_size, spec.channels, spec.clahe, spec.align, spec.mean, spec.std)
+            theirs = (t_spec.input_size, t_spec.channels, t_spec.clahe, t_spec.align,
+                      t_spec.mean, t_spec.std)  # fmt: skip
+            if mine != theirs:
+                raise UserError(
+                    f"{p}: an online teacher must read the student's input (size, channels, "
+                    f"CLAHE, alignment, normalisation); it has {theirs}, the run {mine}",
+                    param="teacher",
+                )
+            missing = [c for c in spec.classes if c not in t_spec.classes]
+            if missing:
+                raise UserError(
+                    f"{p}: teacher has no class {', '.join(missing)} (it knows "
+                    f"{', '.join(t_spec.classes)})",
+                    param="teacher",
+                )
+            model = model.to(device, memory_format=torch.channels_last).eval()
+            for q in model.parameters():
+                q.requires_grad_(False)
+            self.models.append(model)
+            self.cols.append(torch.tensor([list(t_spec.classes).index(c) for c in spec.classes]))
+
+    @torch.no_grad()
+    def log_probs(self, x: torch.Tensor) -> torch.Tensor:
+        """The teachers' mean probabilities on the normalised batch x, as log-probabilities."""
+        total = None
+        n = len(x)
+        xx = torch.cat([x, x.flip(3)]) if self.flip else x  # one pass for both views
+        for model, cols in zip(self.models, self.cols):
+            p = F.softmax(model(xx), 1)
+            p = (p[:n] + p[n:]) / 2 if self.flip else p
+            p = p[:, cols.to(x.device)]
+            p = p / p.sum(1, keepdim=True).clamp_min(1e-12)
+            total = p if total is None else total + p
+        assert total is not None
+        return torch.log((total / len(self.models)).clamp_min(1e-8))

@@ -28,6 +28,7 @@ from edge_fer.preprocess import PreprocessSpec, apply_clahe
 from edge_fer.train.augment import AugmentConfig, augment
 from edge_fer.train.average import average_checkpoints, snapshot_path, snapshots_after
 from edge_fer.train.checkpoint import load_checkpoint, read_state, save_checkpoint
+from edge_fer.train.mix import draw_mix
 from edge_fer.train.precise_bn import DEFAULT_FACES, precise_bn
 
 # the columns of a run's log.csv (the experiment studies write the same file)
@@ -59,6 +60,9 @@ class TrainConfig:
     class_weights: bool = False
     balanced_sampling: bool = False
     augment: bool = True
+    # random crop per side, (least, most) as fractions of the side; the mean view keeps
+    # 1 - (least + most) of the side: (0, 0.1) trains on faces about 10% larger than plain
+    crop_aug: tuple = (0.0, 0.1)
     clahe: bool = False
     align: bool = False  # eye-aligned faces (edge_fer.align), once at load, before CLAHE
     align_frame: tuple | None = None  # (side, top, bottom) eye distances; None: FER2013's
@@ -75,6 +79,10 @@ class TrainConfig:
     teacher_tta: str = "auto"  # the teachers' test-time augmentation (auto: each model's own)
     distill: float = 0.0  # weight of the teacher term in the loss (0: labels only)
     distill_temperature: float = 2.0
+    # teachers run on each augmented (and mixed) batch instead of once on clean faces
+    distill_online: bool = False
+    mixup: float = 0.0  # Beta(a, a) alpha of mixup (edge_fer.train.mix); 0: off
+    cutmix: float = 0.0  # Beta(a, a) alpha of CutMix; with mixup too, each batch takes one
     extra_train: str | None = None  # class folders whose faces join the training split
     extra_repeat: int = 1  # each extra face this many times per epoch (small in-domain sets)
     # batch-norm statistics re-measured on this many un-augmented training faces before each
@@ -97,6 +105,17 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError("must be in [0, 1]", param="distill")
     if cfg.distill > 0 and not cfg.teacher:
         raise UserError("needs at least one teacher model", param="teacher")
+    lo_hi = tuple(cfg.crop_aug)
+    if len(lo_hi) != 2 or not -0.25 <= lo_hi[0] <= lo_hi[1] < 0.5:
+        raise UserError("must be LO,HI with -0.25 <= LO <= HI < 0.5", param="crop_aug")
+    if cfg.mixup < 0:
+        raise UserError("must be >= 0", param="mixup")
+    if cfg.cutmix < 0:
+        raise UserError("must be >= 0", param="cutmix")
+    if cfg.distill_online and not cfg.teacher:
+        raise UserError("needs at least one teacher model", param="distill_online")
+    if cfg.distill_online and cfg.teacher_tta not in ("auto", "none", "flip"):
+        raise UserError("online teachers take none or flip views", param="teacher_tta")
     if cfg.extra_repeat < 1:
         raise UserError("must be >= 1", param="extra_repeat")
     if cfg.precise_bn < 0:
@@ -359,10 +378,18 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
         from edge_fer.train.warm_start import warm_start
 
         warm_start(model, cfg.init, cfg.arch, arch_kwargs_for(cfg), tr_imgs, spec)
-    soft_all = None
+    soft_all = online = None
     if cfg.distill > 0:
-        from edge_fer.train.distill import TARGETS_FILE, distill_loss, log_targets, teacher_targets
-
+        from edge_fer.train.distill import (
+            TARGETS_FILE,
+            OnlineTeachers,
+            distill_loss,
+            log_targets,
+            teacher_targets,
+        )
+    if cfg.distill > 0 and cfg.distill_online:
+        online = OnlineTeachers(list(cfg.teacher), spec, device, cfg.teacher_tta)
+    elif cfg.distill > 0:
         # the teachers speak for the main dataset; --extra-train faces keep their own labels
         n_extra = extra_count(cfg)
         n_main = len(train_set) - n_extra
@@ -379,7 +406,7 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
 
     weights = torch.tensor(train_set.class_weights(), device=device) if cfg.class_weights else None
     steps_per_epoch, total, warmup = schedule(len(train_set), cfg)
-    aug = AugmentConfig(enabled=cfg.augment)
+    aug = AugmentConfig(enabled=cfg.augment, crop=cfg.crop_aug[1], crop_min=cfg.crop_aug[0])
     x_all = torch.from_numpy(tr_imgs)
     y_all = torch.from_numpy(train_set.labels)
     sample_p = train_set.balanced_sample_weights() if cfg.balanced_sampling else None
@@ -402,16 +429,30 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
             x = x_all[idx][:, None].float()
             y = y_all[idx]
             x = augment(x, aug, gen)
+            mix = draw_mix(len(idx), size, size, cfg.mixup, cfg.cutmix, gen)
+            if mix is not None:
+                x = mix.images(x)
             x, y = normalise(x.to(device), spec), y.to(device)
+            if mix is not None:
+                mix.perm = mix.perm.to(device)
             lr = lr_at(state["step"], total, warmup, cfg.lr)
 
-            def loss_of(logits, y=y, idx=idx):
-                loss = F.cross_entropy(
-                    logits, y, weight=weights, label_smoothing=cfg.label_smoothing
-                )
-                if soft_all is None:
+            def loss_of(logits, x=x, y=y, idx=idx, mix=mix):
+                if mix is None:
+                    loss = F.cross_entropy(
+                        logits, y, weight=weights, label_smoothing=cfg.label_smoothing
+                    )
+                else:
+                    loss = mix.cross_entropy(logits, y, weights, cfg.label_smoothing)
+                if online is not None:
+                    target = online.log_probs(x)  # the teachers see the mixed faces too
+                elif soft_all is not None:
+                    target = soft_all[idx].to(device)
+                    if mix is not None:
+                        target = torch.log(mix.probs(target.exp()).clamp_min(1e-8))
+                else:
                     return loss
-                kd = distill_loss(logits, soft_all[idx].to(device), cfg.distill_temperature)
+                kd = distill_loss(logits, target, cfg.distill_temperature)
                 return (1 - cfg.distill) * loss + cfg.distill * kd
 
             logits, loss = train_step(model, opt, x, lr, loss_of)
