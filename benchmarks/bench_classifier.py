@@ -75,6 +75,7 @@ def row(path: Path, fer, sfew, threads: int) -> dict:
             "params": int(clf.metadata.get("edge_fer.params", "0") or 0),
             "input": clf.spec.input_size,
             "align": clf.spec.align,
+            "crop_margin": clf.spec.crop_margin,  # how the SFEW faces were cut for it
             "fer2013": fer_rows(clf, fer),
             "sfew": sfew_scores(clf, sfew, face_cropper(clf.spec)),
             "batch1_ms_per_face": round(lat["batch1_ms_per_face"], 3),

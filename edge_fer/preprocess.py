@@ -25,6 +25,11 @@ MAX_CLASSES = 10000
 MAX_METADATA_CHARS = 1 << 20
 
 
+# extra border around a detected face box, a fraction of its side per side, for models that do
+# not say. 0: the PICO box already frames a face as FER2013 does (benchmarks/bench_framing.py)
+DEFAULT_CROP_MARGIN = 0.0
+
+
 @dataclass
 class PreprocessSpec:
     input_size: int = 48
@@ -32,7 +37,7 @@ class PreprocessSpec:
     clahe: bool = False
     mean: float = 0.5  # on the 0..1 pixel scale
     std: float = 0.25
-    crop_margin: float = 0.1  # extra border around a detected face box, fraction of its size
+    crop_margin: float = DEFAULT_CROP_MARGIN
     # eye alignment (edge_fer.align, docs/align.md): faces levelled and framed on their eyes,
     # align_frame eye distances outwards from each eye, above and below the eye line (default:
     # FER2013's own framing, measured; a pre-cropped FER2013 face holds no more). The crop's

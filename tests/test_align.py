@@ -18,7 +18,7 @@ from edge_fer.align import Frame, load_aligner, warp_eyes
 from edge_fer.align.aligner import BUNDLED
 from edge_fer.align.model import EyeModel
 from edge_fer.errors import UserError
-from edge_fer.preprocess import PreprocessSpec
+from edge_fer.preprocess import DEFAULT_CROP_MARGIN, PreprocessSpec
 from edge_fer.runtime.crops import crop_face, face_cropper
 
 needs_webfaces = pytest.mark.shared("data/webfaces/WebFaces_GroundThruth.txt")
@@ -154,7 +154,7 @@ def test_fallback_is_the_plain_crop_when_no_eyes():
         box = (40, 20, 80, 80)
         crop, ok = al.crop(gray, box, 48)
         assert not ok
-        assert np.array_equal(crop, crop_face(gray, box, 0.1, 48))
+        assert np.array_equal(crop, crop_face(gray, box, DEFAULT_CROP_MARGIN, 48))
 
 
 def test_align_faces_keeps_shape_and_unfound_faces():
@@ -172,7 +172,10 @@ def test_runtime_cropper_follows_the_spec():
     gray = np.random.default_rng(1).integers(0, 256, (200, 200), np.uint8)
     box = (50, 50, 100, 100)
     plain = PreprocessSpec(input_size=48, classes=("a", "b"))
-    assert np.array_equal(face_cropper(plain)(gray, box), crop_face(gray, box, 0.1, 48))
+    assert plain.crop_margin == DEFAULT_CROP_MARGIN == 0.0  # FER2013's framing is the box's
+    assert np.array_equal(face_cropper(plain)(gray, box), crop_face(gray, box, 0.0, 48))
+    wide = PreprocessSpec(input_size=48, crop_margin=0.2, classes=("a", "b"))
+    assert np.array_equal(face_cropper(wide)(gray, box), crop_face(gray, box, 0.2, 48))
     aligned = PreprocessSpec(input_size=48, align=True, classes=("a", "b"))
     al = load_aligner(frame=Frame(*aligned.align_frame))
     assert np.array_equal(face_cropper(aligned)(gray, box), al.crop(gray, box, 48)[0])

@@ -177,8 +177,13 @@ def test_probe_script_reproduces_the_crop(ds_dir: Path) -> None:
             inside += 1
             assert probe.expand_box(x, y, w, h) == (x0, y0, s, s)
     assert inside > 100
-    # at the edge: clamped to the frame (DeepStream cannot pad): square (-15, 695, 60, 60)
-    assert probe.expand_box(-10.0, 700.0, 50.0, 50.0) == (0.0, 695.0, 45.0, 25.0)
+    # at the edge: clamped to the frame (DeepStream cannot pad); the bundled margin is 0,
+    # so the wider margin of a model that asks for one is checked here too
+    x0, y0, s = square_box(-10.0, 700.0, 50.0, 50.0, spec.crop_margin)
+    want = (0.0, float(y0), float(x0 + s), float(720 - y0))
+    assert probe.expand_box(-10.0, 700.0, 50.0, 50.0) == want
+    # margin 0.1: the square (-15, 695, 60, 60)
+    assert probe.expand_box(-10.0, 700.0, 50.0, 50.0, 0.1) == (0.0, 695.0, 45.0, 25.0)
     usb = probe.pipeline_description(probe.parse_source("/dev/video0"), "none", 640, 480, 30)
     assert "nvv4l2decoder mjpeg=1" in usb and "image/jpeg" in usb
     rtsp = probe.pipeline_description(probe.parse_source("rtsp://h/s"), "none", 640, 480, 30)

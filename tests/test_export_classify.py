@@ -497,6 +497,21 @@ def test_export_and_models_cli(env, run_dir, tmp_path) -> None:
     assert_one_line_error(
         cli(env, "export", "--checkpoint", bad, "--out", tmp_path / "b.onnx"), str(bad)
     )
+    # the runtime's crop margin is the exporter's to set; the checkpoint's stays otherwise
+    from edge_fer.classify import Classifier
+
+    wide = tmp_path / "m" / "wide.onnx"
+    cli(env, "export", "--checkpoint", run_dir / "best.safetensors", "--out", wide,
+        "--crop-margin", "0.15", "--no-check", check_rc=0)  # fmt: skip
+    with Classifier.load(wide, threads=1) as clf, Classifier.load(out, threads=1) as plain:
+        assert clf.spec.crop_margin == 0.15 and plain.spec.crop_margin == 0.0
+    for flags, needle in (
+        (["--checkpoint", run_dir / "best.safetensors", "--out", tmp_path / "c.onnx",
+          "--crop-margin", "1.5"], "--crop-margin"),
+        (["--int8", "--data", run_dir, "--crop-margin", "0.1"], "--crop-margin"),
+    ):  # fmt: skip
+        assert_one_line_error(cli(env, "export", *flags), needle)
+    assert not (tmp_path / "c.onnx").exists()
     p = cli(env, "models", check_rc=0)
     for arch in ("cnn4", "cnn8_tanh", "resnet", "mobilenet", "mini_xception", "vgg"):
         assert arch in p.stdout

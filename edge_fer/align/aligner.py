@@ -24,6 +24,7 @@ import numpy as np
 from edge_fer.align import kernels
 from edge_fer.align.model import EyeModel
 from edge_fer.errors import UserError
+from edge_fer.preprocess import DEFAULT_CROP_MARGIN
 
 BUNDLED = Path(__file__).resolve().parent.parent / "assets" / "eyes_default.eyes"
 FER2013_FRAME = (0.83, 1.09, 1.58)  # side, top, bottom: measured, see Frame.fer2013
@@ -157,7 +158,9 @@ def _check_gray(gray) -> np.ndarray:
 class Aligner:
     """An eye model plus a frame: `eyes`, `crop`, `align_faces`."""
 
-    def __init__(self, model: EyeModel, frame: Frame | None = None, margin: float = 0.1):
+    def __init__(
+        self, model: EyeModel, frame: Frame | None = None, margin: float = DEFAULT_CROP_MARGIN
+    ):
         if not 0 <= margin <= 1:
             raise UserError(f"must be in 0..1, got {margin}", param="margin")
         self.model = model
@@ -278,7 +281,9 @@ _CACHE: dict = {}
 
 
 def load_aligner(
-    path: str | os.PathLike | None = None, frame: Frame | None = None, margin: float = 0.1
+    path: str | os.PathLike | None = None,
+    frame: Frame | None = None,
+    margin: float = DEFAULT_CROP_MARGIN,
 ) -> Aligner:
     """An Aligner from an eye model file (None: the bundled eyes_default.eyes)."""
     p = Path(path) if path is not None else BUNDLED

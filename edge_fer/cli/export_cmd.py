@@ -60,6 +60,15 @@ def register(sub) -> None:
         "the metadata (the graph stays single-view; the video runtime never uses it)",
     )
     g.add_argument(
+        "--crop-margin",
+        type=float,
+        default=None,
+        metavar="M",
+        help="border the runtime adds around a detected face, a fraction of the box side per "
+        "side, stored in the model [default: the checkpoint's; 0 reproduces FER2013's "
+        "framing: benchmarks/bench_framing.py]",
+    )
+    g.add_argument(
         "--exporter",
         default="auto",
         choices=("auto", "classic", "dynamo"),
@@ -152,12 +161,15 @@ def export_onnx(args) -> dict:
     return export_checkpoint(
         args.checkpoint, args.out, opset=args.opset, tta=args.tta, check=not args.no_check,
         check_data=args.check_data, exporter=args.exporter, eval_tta=args.eval_tta,
+        crop_margin=args.crop_margin,
     )  # fmt: skip
 
 
 def run(args) -> int:
     from edge_fer.errors import UserError
 
+    if args.crop_margin is not None and not args.checkpoint:
+        raise UserError("--crop-margin is set when exporting a --checkpoint")
     if not args.int8:
         if args.model or args.data or args.source:
             raise UserError(

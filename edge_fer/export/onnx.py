@@ -9,6 +9,7 @@ but the file.
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
 import os
@@ -212,6 +213,7 @@ def export_checkpoint(
     exporter: str = "auto",
     check_data: str | None = None,
     eval_tta: str = "none",
+    crop_margin: float | None = None,
 ) -> dict:
     """Export `ckpt_path` (a best.safetensors) to `out_path` (.onnx); returns a report dict.
 
@@ -223,6 +225,9 @@ def export_checkpoint(
     when this torch still has it).
     eval_tta: the test-time augmentation `eval`/`classify` apply by default (edge_fer.tta),
     stored as metadata `edge_fer.tta_default`; the graph itself stays single-view.
+    crop_margin: the border the runtime adds around a detector box for this model (a fraction
+    of the box side per side, 0..1; default: the checkpoint's), stored in the preprocessing
+    metadata (docs/runtime.md, "Crop margin").
     """
     from edge_fer.tta import check_mode
 
@@ -238,6 +243,10 @@ def export_checkpoint(
     ckpt = Path(ckpt_path)
     out = Path(out_path)
     model, spec, state = load_trained(ckpt)
+    if crop_margin is not None:
+        if not 0.0 <= float(crop_margin) <= 1.0:
+            raise UserError(f"{crop_margin} is outside 0..1", param="crop_margin")
+        spec = dataclasses.replace(spec, crop_margin=float(crop_margin))
     net = probs_module(model, tta)
     c, s = spec.channels, spec.input_size
     dummy = torch.zeros(2, c, s, s)

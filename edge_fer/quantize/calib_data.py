@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_fer.errors import UserError
-from edge_fer.preprocess import PreprocessSpec
+from edge_fer.preprocess import DEFAULT_CROP_MARGIN, PreprocessSpec
 
 MIN_FACES = 100
 DEFAULT_SAMPLES = 512
@@ -204,7 +204,7 @@ def _box_id(name: str, frame: int | None, box) -> str:
 def from_source(
     source: str | os.PathLike,
     cascade: str | os.PathLike | None = None,
-    margin: float = 0.1,
+    margin: float = DEFAULT_CROP_MARGIN,
     size: int = 48,
     samples: int = DEFAULT_SAMPLES,
     seed: int = 0,

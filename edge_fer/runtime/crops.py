@@ -19,6 +19,8 @@ from collections.abc import Callable
 import cv2
 import numpy as np
 
+from edge_fer.preprocess import DEFAULT_CROP_MARGIN
+
 
 def square_box(x: float, y: float, w: float, h: float, margin: float) -> tuple[int, int, int]:
     """(x0, y0, side) of the square crop for box x, y, w, h grown by `margin` per side."""
@@ -28,7 +30,9 @@ def square_box(x: float, y: float, w: float, h: float, margin: float) -> tuple[i
     return round(cx - s / 2.0), round(cy - s / 2.0), s
 
 
-def crop_face(gray: np.ndarray, box, margin: float = 0.1, size: int | None = None) -> np.ndarray:
+def crop_face(
+    gray: np.ndarray, box, margin: float = DEFAULT_CROP_MARGIN, size: int | None = None
+) -> np.ndarray:
     """Square uint8 crop of a grayscale frame around box (x, y, w, h); resized to size x size."""
     h_img, w_img = gray.shape[:2]
     x0, y0, s = square_box(float(box[0]), float(box[1]), float(box[2]), float(box[3]), margin)
@@ -48,15 +52,15 @@ def crop_face(gray: np.ndarray, box, margin: float = 0.1, size: int | None = Non
 
 
 def crop_faces(
-    gray: np.ndarray, boxes, margin: float = 0.1, size: int | None = None
+    gray: np.ndarray, boxes, margin: float = DEFAULT_CROP_MARGIN, size: int | None = None
 ) -> list[np.ndarray]:
     return [crop_face(gray, b, margin, size) for b in boxes]
 
 
 def face_cropper(spec=None, align: bool = False) -> Callable[[np.ndarray, object], np.ndarray]:
-    """`crop(gray, box)` for a model with PreprocessSpec `spec` (None: margin 0.1, no resize):
+    """`crop(gray, box)` for a model with PreprocessSpec `spec` (None: the default margin, no resize):
     aligned on the eyes when the spec says so or `align` is given, else the plain crop."""
-    margin = spec.crop_margin if spec is not None else 0.1
+    margin = spec.crop_margin if spec is not None else DEFAULT_CROP_MARGIN
     size = spec.input_size if spec is not None else None
     if not (align or (spec is not None and spec.align)):
         return lambda gray, box: crop_face(gray, box, margin, size)
