@@ -155,3 +155,12 @@ def test_bad_mix_options_are_one_line(tmp_path, flags, needle) -> None:
     assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in p.stderr, p.stderr
+
+
+def test_teacher_columns_follow_the_students_classes() -> None:
+    from edge_fer.errors import UserError
+    from edge_fer.train.distill import teacher_columns
+
+    assert teacher_columns("t.onnx", ("a", "b", "c"), ("c", "a")) == [2, 0]
+    with pytest.raises(UserError, match=r"t.onnx: teacher has no class contempt \(it knows a, b"):
+        teacher_columns("t.onnx", ("a", "b"), ("a", "contempt"))

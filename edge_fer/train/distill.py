@@ -21,6 +21,18 @@ from edge_fer.errors import UserError
 TARGETS_FILE = "teacher_probs.npy"
 
 
+def teacher_columns(path, have, want) -> list[int]:
+    """The teacher's output column of each class the student learns (`want`), or a one-line
+    error naming the classes the teacher (`have`) lacks."""
+    missing = [c for c in want if c not in have]
+    if missing:
+        raise UserError(
+            f"{path}: teacher has no class {', '.join(missing)} (it knows {', '.join(have)})",
+            param="teacher",
+        )
+    return [list(have).index(c) for c in want]
+
+
 def teacher_targets(
     paths: list[str],
     images: np.ndarray,
@@ -41,17 +53,10 @@ def teacher_targets(
     for p in paths:
         clf = Classifier.load(p, tta=tta, threads=threads or None)
         try:
-            missing = [c for c in classes if c not in clf.classes]
-            if missing:
-                raise UserError(
-                    f"{p}: teacher has no class {', '.join(missing)} (it knows "
-                    f"{', '.join(clf.classes)})",
-                    param="teacher",
-                )
+            cols = teacher_columns(p, clf.classes, classes)
             print(f"teacher {Path(p).name} ({clf.tta} views) on {len(images)} faces",
                   file=sys.stderr, flush=True)  # fmt: skip
             probs, _, _ = run_inference(clf, images, batch_size=256)
-            cols = [list(clf.classes).index(c) for c in classes]
             sub = probs[:, cols]
             total += sub / np.clip(sub.sum(1, keepdims=True), 1e-12, None)
         finally:
@@ -108,18 +113,12 @@ class OnlineTeachers:
                     f"CLAHE, alignment, normalisation); it has {theirs}, the run {mine}",
                     param="teacher",
                 )
-            missing = [c for c in spec.classes if c not in t_spec.classes]
-            if missing:
-                raise UserError(
-                    f"{p}: teacher has no class {', '.join(missing)} (it knows "
-                    f"{', '.join(t_spec.classes)})",
-                    param="teacher",
-                )
+            cols = teacher_columns(p, t_spec.classes, spec.classes)
             model = model.to(device, memory_format=torch.channels_last).eval()
             for q in model.parameters():
                 q.requires_grad_(False)
             self.models.append(model)
-            self.cols.append(torch.tensor([list(t_spec.classes).index(c) for c in spec.classes]))
+            self.cols.append(torch.tensor(cols))
 
     @torch.no_grad()
     def log_probs(self, x: torch.Tensor) -> torch.Tensor:
