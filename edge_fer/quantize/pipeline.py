@@ -20,6 +20,7 @@ left behind if it did not exist).
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 import time
 from collections.abc import Callable
@@ -116,21 +117,26 @@ def calibrate(
     }
     summaries = {}
     agreement = {}
+    # the folder's name is decided before it is made, so an interrupt (SIGTERM, Ctrl-C) that
+    # lands just after mkdir still finds it in `finally`; TemporaryDirectory has a window there
+    work = Path(tempfile.gettempdir()) / f"edge-fer-calibrate-{os.getpid()}-{os.urandom(4).hex()}"
     try:
-        with tempfile.TemporaryDirectory(prefix="edge-fer-calibrate-") as work:
-            for tg in targets:
-                name = QDQ_NAME if tg == "tensorrt" else CPU_NAME
-                p = Path(work) / name
-                one = FaceBatchReader(faces.images, spec, input_name, batch_size=8, limit=8)
-                summaries[tg] = qdq.quantize(mpath, rs, p, one, target=tg, info=qinfo)
-                if ref is not None:
-                    with Classifier.load(p, threads=threads, tta="none") as qclf:
-                        got = qclf.predict(faces.images)
-                    agreement[tg] = float((got.argmax(1) == ref.argmax(1)).mean())
-                data[name] = p.read_bytes()
+        work.mkdir(mode=0o700)
+        for tg in targets:
+            name = QDQ_NAME if tg == "tensorrt" else CPU_NAME
+            p = work / name
+            one = FaceBatchReader(faces.images, spec, input_name, batch_size=8, limit=8)
+            summaries[tg] = qdq.quantize(mpath, rs, p, one, target=tg, info=qinfo)
+            if ref is not None:
+                with Classifier.load(p, threads=threads, tta="none") as qclf:
+                    got = qclf.predict(faces.images)
+                agreement[tg] = float((got.argmax(1) == ref.argmax(1)).mean())
+            data[name] = p.read_bytes()
     except OSError as exc:
         reason = fileio.os_error_reason(exc)
         raise UserError(f"cannot write the temporary Q/DQ models ({reason})") from None
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
     cache = trt_cache.format_cache(rs.amax(), trt_code)
     data[CACHE_NAME] = cache
     files = {tg: str(out / (QDQ_NAME if tg == "tensorrt" else CPU_NAME)) for tg in targets}
