@@ -135,7 +135,7 @@ def webfaces_frame() -> dict:
 
 def sfew_by_margin(models: list[Path]) -> dict:
     """One-view accuracy on the held-out SFEW movies' detected faces, per model and margin."""
-    from bench_align import sfew_faces
+    from bench_align import sfew_faces, sfew_scores
     from sfew_crops import held_out
 
     from edge_fer.classify import Classifier
@@ -143,18 +143,16 @@ def sfew_by_margin(models: list[Path]) -> dict:
 
     faces = sfew_faces(0)
     held = held_out(0.3, 0)
-    keep = [i for i, f in enumerate(faces["files"]) if f in held]
-    out: dict = {"faces": len(keep), "margins": list(MARGINS), "models": {}}
+    keep = [f in held for f in faces["files"]]
+    test = {k: [v for v, t in zip(faces[k], keep) if t] for k in ("grays", "boxes", "names")}
+    out: dict = {"faces": sum(keep), "margins": list(MARGINS), "models": {}}
     for path in models:
         with Classifier.load(path, tta="none", threads=1) as clf:
-            y = np.array([clf.classes.index(faces["names"][i]) for i in keep])
-            accs = []
-            for m in MARGINS:
-                crops = [
-                    crop_face(faces["grays"][i], faces["boxes"][i], m, clf.spec.input_size)
-                    for i in keep
-                ]
-                accs.append(round(float((clf.predict(crops).argmax(1) == y).mean()), 4))
+            size = clf.spec.input_size
+            accs = [
+                sfew_scores(clf, test, lambda g, b, m=m, s=size: crop_face(g, b, m, s))["accuracy"]
+                for m in MARGINS
+            ]
             out["models"][path.name] = {"own_margin": clf.spec.crop_margin, "accuracy": accs}
     return out
 

@@ -2,9 +2,10 @@
 
 The runtime's detector finds the face in each SFEW crop (as in bench_align.py: the crop set in
 a border of repeated edge pixels); the face is cut as the runtime cuts it for the bundled model
-(plain crop, its crop margin unless --margin says otherwise, 48x48 gray) and written as PNG into OUT/train/<class>/ or OUT/test/<class>/. Whole movies
-are held out for the test part (the file name less its last two `_<digits>` fields, as the
-experiment studies group SFEW), so no movie sits on both sides.
+(plain crop, its crop margin unless --margin says otherwise, 48x48 gray) and written as PNG
+into OUT/train/<class>/ or OUT/test/<class>/. Whole movies are held out for the test part (the
+file name less its last two `_<digits>` fields, as the experiment studies group SFEW), so no
+movie sits on both sides.
 
     python benchmarks/sfew_crops.py [--out runs/sfew_crops] [--test-fraction 0.3] [--seed 0]
         [--margin M]
