@@ -247,3 +247,22 @@ def test_smoother_keeps_the_latest_ended_tracks_only():
     assert sm.omitted == 3 and len(sm.stats) == 3 and len(sm._state) == 1
     with pytest.raises(ValueError):
         TrackSmoother(("a",), keep_ended=-1)
+
+
+def test_a_scenes_first_frame_confirms_at_once_with_min_hits_first():
+    """Faces on a stream's first frame, and on the first frame after a cut (finish), are
+    reported at once; a face that appears later still needs min_hits frames."""
+    tr = IoUTracker(min_hits=3, min_hits_first=1)
+    assert [t.id for t in tr.update([[10, 10, 40, 40]])] == [1]
+    assert tr.update([[10, 10, 40, 40], [300, 300, 40, 40]])[0].id == 1
+    assert [t.id for t in tr.update([[10, 10, 40, 40], [300, 300, 40, 40]])] == [1]  # 2 hits
+    assert [t.id for t in tr.update([[10, 10, 40, 40], [300, 300, 40, 40]])] == [1, 2]
+    assert [t.id for t in tr.finish()] == [1, 2]
+    assert [t.id for t in tr.update([[500, 10, 40, 40]])] == [3]  # the cut's first frame
+    assert tr.update([[500, 10, 40, 40], [10, 300, 40, 40]])[0].id == 3
+    # without it the first frame waits like any other
+    plain = IoUTracker(min_hits=2)
+    assert plain.update([[10, 10, 40, 40]]) == []
+    assert [t.id for t in plain.update([[10, 10, 40, 40]])] == [1]
+    with pytest.raises(ValueError, match="min_hits_first"):
+        IoUTracker(min_hits=2, min_hits_first=3)

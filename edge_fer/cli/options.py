@@ -200,7 +200,8 @@ class TrackerArgs(ArgGroup):
         g.add_argument("--iou", type=float, default=0.2,
                        help="IoU to continue a track (default 0.2)")
         g.add_argument("--min-hits", type=int, default=2, metavar="N",
-                       help="consecutive detections before a track is born (default 2)")
+                       help="consecutive detections before a track is born (default 2; faces on a "
+                       "scene's first frame are born at once)")
         g.add_argument("--max-misses", type=int, default=15, metavar="N",
                        help="frames without a detection before a track dies (default 15)")
         g.add_argument("--min-track-score", type=float, default=None, metavar="S",

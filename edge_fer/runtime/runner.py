@@ -312,6 +312,8 @@ def _run_video(
         tracker = IoUTracker(
             iou_threshold=opts.tracker.iou,
             min_hits=1 if stills else opts.tracker.min_hits,
+            # a scene's first frame is judged as a photo is: faces there are reported at once
+            min_hits_first=1,
             max_misses=opts.tracker.max_misses,
             max_misses_established=max(opts.tracker.hold, opts.tracker.max_misses),
             min_score=min_score,

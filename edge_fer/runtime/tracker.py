@@ -19,6 +19,11 @@ moves a small face further than IoU allows), it survives `max_misses_established
 mostly (`part_overlap`) inside it: detectors fire on chins and foreheads next to a face, and
 those part-of-face boxes must not steal the face's id when it reappears.
 
+A scene's first frame (a stream's, or the first after `finish()`: a cut) has no frame before it
+to confirm anything, and every face already in the scene is born there; with `min_hits_first`
+= 1 the tracks born on it are confirmed at once, as a photo's are (the detector holds that frame
+to its one-frame bar, since its memory was reset with the tracker).
+
 With `min_score`, a track is confirmed, and reported, only while the moving average of its
 detection scores (weight `score_smoothing` for the newest) clears it: faces score far higher
 than the steady false positives a background can hold for minutes (a bookshelf, a poster), and
@@ -204,11 +209,14 @@ class IoUTracker:
         follow_frames: int = 0,
         follow_seconds: float | None = None,
         follow_match: float = 0.6,
+        min_hits_first: int | None = None,
     ) -> None:
         if not 0.0 <= iou_threshold < 1.0:
             raise ValueError("iou_threshold must be in [0, 1)")
         if min_hits < 1 or max_misses < 0:
             raise ValueError("min_hits must be >= 1 and max_misses >= 0")
+        if min_hits_first is not None and not 1 <= min_hits_first <= min_hits:
+            raise ValueError("min_hits_first must be in 1..min_hits")
         if max_misses_established is None:
             max_misses_established = 3 * max_misses
         if established_hits < 1 or max_misses_established < max_misses:
@@ -237,6 +245,9 @@ class IoUTracker:
             raise ValueError("smoothing factors must be in (0, 1]")
         self.iou_threshold = float(iou_threshold)
         self.min_hits = int(min_hits)
+        # for tracks born on a scene's first frame (None: min_hits)
+        self.min_hits_first = self.min_hits if min_hits_first is None else int(min_hits_first)
+        self._scene_start = True  # the next frame is a scene's first
         self.max_misses = int(max_misses)
         self.box_alpha = float(box_smoothing)
         self.vel_alpha = float(velocity_smoothing)
@@ -252,6 +263,7 @@ class IoUTracker:
         """Forget every track (ids keep counting up: an id is never given twice)."""
         self.tracks = []
         self.dead = []
+        self._scene_start = True
 
     def update(
         self,
@@ -265,6 +277,7 @@ class IoUTracker:
         given the frame (`gray`, 2-D uint8, the coordinates of the boxes), the ones followed
         in it (`held`). `t`: the frame's timestamp in seconds, for `follow_seconds`."""
         self.frame = self.frame + 1 if frame is None else int(frame)
+        first, self._scene_start = self._scene_start, False
         follow = gray is not None and self.follow_frames > 0
         det = np.asarray(boxes, np.float64).reshape(-1, np.shape(boxes)[-1] if len(boxes) else 4)
         if scores is None:
@@ -343,7 +356,7 @@ class IoUTracker:
                 )
                 self._next_tmp += 1
                 survivors.append(nt)
-                self._maybe_confirm(nt)
+                self._maybe_confirm(nt, self.min_hits_first if first else self.min_hits)
         self.tracks = survivors
         out = [
             tr
@@ -448,8 +461,9 @@ class IoUTracker:
         """Its average match score clears min_score (always, without one)."""
         return self.min_score is None or t.score_avg >= self.min_score
 
-    def _maybe_confirm(self, t: Track) -> None:
-        if not t.confirmed and t.streak >= self.min_hits and self._strong(t):
+    def _maybe_confirm(self, t: Track, need: int | None = None) -> None:
+        need = self.min_hits if need is None else need
+        if not t.confirmed and t.streak >= need and self._strong(t):
             t.id = self._next_id
             self._next_id += 1
             self.births += 1
@@ -465,6 +479,7 @@ class IoUTracker:
         ended = self.active()
         self.deaths += len(ended)
         self.tracks = []
+        self._scene_start = True
         return ended
 
 
