@@ -65,3 +65,43 @@ def test_the_default_only_zooms_in() -> None:
     assert float((row > 127.5).float().sum(1).min()) >= 24
     out = augment(x, _crop_only(-0.1, 0.0), torch.Generator().manual_seed(5))[:, 0, 24]
     assert float((out > 127.5).float().sum(1).max()) <= 24
+
+
+def _exposure_only(lo: float, hi: float):
+    from edge_fer.train.augment import AugmentConfig
+
+    return AugmentConfig(
+        rotate_deg=0.0, flip=False, noise_sigma=0.0, dropout_pixels=0.0, crop=0.0,
+        exposure=(lo, hi),
+    )  # fmt: skip
+
+
+def test_exposure_darkens_half_the_faces_within_its_range() -> None:
+    """Half the faces keep their brightness; the others are scaled by a gain inside the range,
+    log-uniformly (geometric mean near sqrt(lo * hi)); bright pixels clip at 255."""
+    from edge_fer.train.augment import augment
+
+    x = torch.full((4000, 1, 48, 48), 128.0)
+    y = augment(x, _exposure_only(0.25, 1.25), torch.Generator().manual_seed(0))
+    gain = y.mean((1, 2, 3)) / 128.0
+    kept = gain == 1.0
+    assert 0.45 < float(kept.float().mean()) < 0.55
+    changed = gain[~kept]
+    assert float(changed.min()) >= 0.25 - 1e-4 and float(changed.max()) <= 1.25 + 1e-4
+    assert float(changed.log().mean().exp()) == pytest.approx((0.25 * 1.25) ** 0.5, rel=0.05)
+    bright = augment(torch.full((64, 1, 8, 8), 250.0), _exposure_only(1.2, 1.25),
+                     torch.Generator().manual_seed(1))  # fmt: skip
+    assert float(bright.max()) == 255.0
+
+
+def test_exposure_off_leaves_the_augmentation_as_it_was() -> None:
+    """(1, 1) draws nothing: a run without it gets the same views from the same seed as before
+    the option existed (resumed runs and the shipped recipe stay reproducible)."""
+    from edge_fer.train.augment import AugmentConfig, augment
+
+    x = _square().repeat(8, 1, 1, 1)
+    a = augment(x, AugmentConfig(), torch.Generator().manual_seed(3))
+    b = augment(x, AugmentConfig(exposure=(1.0, 1.0)), torch.Generator().manual_seed(3))
+    c = augment(x, AugmentConfig(exposure=(0.5, 0.5)), torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    assert not torch.equal(a, c)

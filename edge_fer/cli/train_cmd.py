@@ -37,6 +37,13 @@ def register(sub) -> None:
         "repeated); the average view keeps 1-(LO+HI) of the side, so -0.05,0.05 centres it on "
         "the plain face (write it --crop-aug=-0.05,0.05)",
     )
+    p.add_argument(
+        "--exposure-aug",
+        default="1,1",
+        metavar="LO,HI",
+        help="camera exposure: half the training faces are multiplied by a gain drawn "
+        "log-uniformly from LO..HI (default 1,1: off; 0.25,1.25 spans movie and camera faces)",
+    )
     p.add_argument("--clahe", action="store_true", help="CLAHE on every face (train and infer)")
     p.add_argument("--align", action="store_true",
                    help="align every face on its eyes (bundled eye model; train and infer: "
@@ -171,15 +178,13 @@ def run_average(args) -> int:
     return 0
 
 
-def _pair(text: str) -> tuple[float, float]:
+def _pair(text: str, param: str, example: str) -> tuple[float, float]:
     from edge_fer.errors import UserError
 
     try:
         lo, hi = (float(v) for v in text.split(","))
     except ValueError:
-        raise UserError(
-            f"takes LO,HI (e.g. --crop-aug=-0.05,0.05), not {text!r}", param="crop_aug"
-        ) from None
+        raise UserError(f"takes LO,HI (e.g. {example}), not {text!r}", param=param) from None
     return lo, hi
 
 
@@ -213,7 +218,8 @@ def run(args) -> int:
         epochs=args.epochs or 40,
         distill=args.distill if args.distill is not None else (0.7 if args.teacher else 0.0),
         augment=not args.no_augment,
-        crop_aug=_pair(args.crop_aug),
+        crop_aug=_pair(args.crop_aug, "crop_aug", "--crop-aug=-0.05,0.05"),
+        exposure_aug=_pair(args.exposure_aug, "exposure_aug", "--exposure-aug 0.25,1.25"),
         arch_kwargs=kw,
     )
     result = train(cfg, resume=args.resume, epochs_override=args.epochs)

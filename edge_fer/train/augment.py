@@ -5,6 +5,11 @@ pixels), rotation of +-15 degrees, horizontal flip, Gaussian noise of sigma 0-15
 random crop of 0-10% per side (resized back; `crop_min` < 0 lets it zoom out too, the border
 repeated, so that the average view can be the plain face the model meets at test time). Crop,
 rotation and flip are one affine warp.
+
+Off by default, one photometric step: camera exposure. Half the faces are multiplied by a gain
+drawn log-uniformly from `exposure` (clipped at 255), before the noise. FER2013's faces are well
+lit (median face mean 130 of 255); movie and camera faces often are not (SFEW's training movies:
+median 65, contrast 0.58x), and a model that never saw a dark face reads darkness as expression.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ class AugmentConfig:
     noise_sigma: float = 15.0
     dropout_pixels: float = 0.02
     dropout_block: tuple[float, float] = (0.02, 0.25)
+    exposure: tuple[float, float] = (1.0, 1.0)  # gain range for half the faces; (1, 1): off
     enabled: bool = True
 
 
@@ -57,6 +63,12 @@ def augment(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.
     theta[:, 1, 2] = cy
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     x = F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+    lo_g, hi_g = cfg.exposure
+    if (lo_g, hi_g) != (1.0, 1.0):  # draws only when on: runs without it keep their streams
+        log_gain = math.log(lo_g) + rand(n, 1, 1, 1) * (math.log(hi_g) - math.log(lo_g))
+        gain = torch.where(rand(n, 1, 1, 1) < 0.5, torch.exp(log_gain), torch.ones_like(log_gain))
+        x = (x * gain).clamp_(0, 255)
 
     if cfg.noise_sigma > 0:
         sigma = rand(n, 1, 1, 1) * cfg.noise_sigma

@@ -63,6 +63,9 @@ class TrainConfig:
     # random crop per side, (least, most) as fractions of the side; the mean view keeps
     # 1 - (least + most) of the side: (0, 0.1) trains on faces about 10% larger than plain
     crop_aug: tuple = (0.0, 0.1)
+    # camera exposure: half the training faces times a gain from this range (log-uniform);
+    # (1, 1): off (edge_fer.train.augment)
+    exposure_aug: tuple = (1.0, 1.0)
     clahe: bool = False
     align: bool = False  # eye-aligned faces (edge_fer.align), once at load, before CLAHE
     align_frame: tuple | None = None  # (side, top, bottom) eye distances; None: FER2013's
@@ -108,6 +111,9 @@ def check_config(cfg: TrainConfig) -> None:
     lo_hi = tuple(cfg.crop_aug)
     if len(lo_hi) != 2 or not -0.25 <= lo_hi[0] <= lo_hi[1] < 0.5:
         raise UserError("must be LO,HI with -0.25 <= LO <= HI < 0.5", param="crop_aug")
+    lo_hi = tuple(cfg.exposure_aug)
+    if len(lo_hi) != 2 or not 0.05 <= lo_hi[0] <= lo_hi[1] <= 4.0:
+        raise UserError("must be LO,HI with 0.05 <= LO <= HI <= 4", param="exposure_aug")
     if cfg.mixup < 0:
         raise UserError("must be >= 0", param="mixup")
     if cfg.cutmix < 0:
@@ -406,7 +412,12 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
 
     weights = torch.tensor(train_set.class_weights(), device=device) if cfg.class_weights else None
     steps_per_epoch, total, warmup = schedule(len(train_set), cfg)
-    aug = AugmentConfig(enabled=cfg.augment, crop=cfg.crop_aug[1], crop_min=cfg.crop_aug[0])
+    aug = AugmentConfig(
+        enabled=cfg.augment,
+        crop=cfg.crop_aug[1],
+        crop_min=cfg.crop_aug[0],
+        exposure=(float(cfg.exposure_aug[0]), float(cfg.exposure_aug[1])),
+    )
     x_all = torch.from_numpy(tr_imgs)
     y_all = torch.from_numpy(train_set.labels)
     sample_p = train_set.balanced_sample_weights() if cfg.balanced_sampling else None
