@@ -331,8 +331,8 @@ class ModelArgs(ArgGroup):
                        "if the model was not trained on them (a model trained with --align "
                        "gets them anyway)")
         g.add_argument("--detect-threads", type=int, metavar="N",
-                       help="detector threads (default: CPU cores - 1, at least 1; the other "
-                       "core decodes and classifies)")
+                       help="detector threads (default: CPU cores - 1, leaving one core to decode "
+                       "and classify; both cores of a 2-core machine)")
         # fmt: on
 
     def run_fields(self, args: argparse.Namespace) -> dict[str, Any]:
