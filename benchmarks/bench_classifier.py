@@ -112,14 +112,7 @@ def main(argv: list[str] | None = None) -> int:
     fer = (ds.images, ds.labels, ds.classes)
     if a.limit:
         fer = (ds.images[: a.limit], ds.labels[: a.limit], ds.classes)
-    sfew = sfew_faces(a.limit)
-    if a.sfew_part == "test":
-        from sfew_crops import held_out
-
-        held = held_out()
-        keep = [f in held for f in sfew["files"]]
-        for k in ("grays", "boxes", "names", "files"):
-            sfew[k] = [v for v, t in zip(sfew[k], keep) if t]
+    sfew = sfew_faces(a.limit, a.sfew_part)
     paths = [Path(p) for p in a.models.split(",") if p]
     if not a.no_reference:
         paths.append(mini_xception())

@@ -136,16 +136,12 @@ def webfaces_frame() -> dict:
 def sfew_by_margin(models: list[Path]) -> dict:
     """One-view accuracy on the held-out SFEW movies' detected faces, per model and margin."""
     from bench_align import sfew_faces, sfew_scores
-    from sfew_crops import held_out
 
     from edge_fer.classify import Classifier
     from edge_fer.runtime.crops import crop_face
 
-    faces = sfew_faces(0)
-    held = held_out(0.3, 0)
-    keep = [f in held for f in faces["files"]]
-    test = {k: [v for v, t in zip(faces[k], keep) if t] for k in ("grays", "boxes", "names")}
-    out: dict = {"faces": sum(keep), "margins": list(MARGINS), "models": {}}
+    test = sfew_faces(0, "test")
+    out: dict = {"faces": len(test["names"]), "margins": list(MARGINS), "models": {}}
     for path in models:
         with Classifier.load(path, tta="none", threads=1) as clf:
             size = clf.spec.input_size
