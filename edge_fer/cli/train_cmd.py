@@ -42,7 +42,7 @@ def register(sub) -> None:
         default="1,1",
         metavar="LO,HI",
         help="camera exposure: half the training faces are multiplied by a gain drawn "
-        "log-uniformly from LO..HI (default 1,1: off; 0.25,1.25 spans movie and camera faces)",
+        "log-uniformly from LO..HI (1,1: off; 0.25,1.25 spans movie and camera faces)",
     )
     p.add_argument("--clahe", action="store_true", help="CLAHE on every face (train and infer)")
     p.add_argument("--align", action="store_true",
