@@ -23,13 +23,13 @@ from edge_fer.runtime.tracker import TrackerOptions
 TRT_BACKENDS = ("tensorrt", "trt")
 
 
-
 def default_detect_threads(cores: int | None = None) -> int:
     """Detector threads when not given: cores - 1, leaving one for decoding, classifying and
     the sinks, but both of two. On 2 quiet cores, 2 threads were faster than 1 on every clip of
     bench_small_faces.py (1080p p99 34 against 50 ms: docs/runtime.md)."""
     cores = cores or os.cpu_count() or 1
     return cores if cores <= 2 else cores - 1
+
 
 @dataclass
 class RunOptions:
