@@ -198,3 +198,11 @@ def test_a_library_error_reaches_the_user_with_the_flag(capsys, tmp_path) -> Non
     err = capsys.readouterr().err
     assert rc == 2
     assert err.strip() == "edge-fer bench: error: --faces must be in 1..8, got 9"
+
+
+def test_default_detector_threads_leave_a_core_above_two() -> None:
+    """cores - 1 (one core decodes and classifies), but both cores of a 2-core machine, where
+    two threads measured faster (docs/runtime.md); never 0."""
+    from edge_fer.runtime.runner import default_detect_threads
+
+    assert [default_detect_threads(c) for c in (1, 2, 3, 4, 8)] == [1, 2, 2, 3, 7]
