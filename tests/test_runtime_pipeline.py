@@ -61,6 +61,9 @@ def test_run_end_to_end_on_shared_video(tmp_path, tiny_model, cascade, capsys):
     assert count_frames(out) == 228
     s = json.loads(summary.read_text())
     assert s["frames"] == 228 and s["complete"] and not s["interrupted"]
+    from edge_fer.runtime.runner import default_detect_threads
+
+    assert s["detect_threads"] == default_detect_threads()  # the threads used, recorded
     assert s["source"]["fps"] == 20.0 and s["frames_with_faces"] == len(lines)
     assert s["faces"] == sum(len(ln["faces"]) for ln in lines)
     assert s["track_count"] >= 1 and s["tracks"][0]["dominant"] in s["classes"]

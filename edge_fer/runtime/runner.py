@@ -304,6 +304,7 @@ def _run_video(
         if opts.show:
             sinks.window = WindowSink()
         min_score = settings.track_min_score
+        detect_threads = opts.detect_threads or default_detect_threads()
         info = {
             "model": _model_info(classifier),
             "backend": getattr(getattr(classifier, "backend", None), "name", opts.backend),
@@ -315,6 +316,7 @@ def _run_video(
             # the threshold used; null: off (photos are each a scene of their own)
             "scene_cut": None if stills or not opts.scene_cut else opts.scene_cut,
             "startup_s": round(startup, 3),
+            "detect_threads": detect_threads,
             "stills": stills,
         }
         tracker = IoUTracker(
@@ -345,7 +347,7 @@ def _run_video(
             detect_upscale=settings.upscale_interpolation,
             signals=signals,
             warn=warn,
-            detect_threads=opts.detect_threads or default_detect_threads(),
+            detect_threads=detect_threads,
             scene_cut=opts.scene_cut,
             summary_every=opts.summary_every,
             t_start=t_start,
