@@ -28,6 +28,13 @@ face included) is a false positive: with one face per crop, the false positives 
 only say the detectors do not fire on these frames; the calibrated false positive rates are
 WebFaces' and the backgrounds' in results/yunet.json.
 
+The control (`control` in the results): how much of the proxy is its setting. The SFEW crops are
+tight (cut inside the detectors' boxes at the sides), so the WebFaces validation faces of 48 px
+and up (frontal, never learned from) are cut out the same way (width = the annotated box / 1.45,
+height 181/143 of that, resized to 143x181, the same border and found rule) and run through both
+detectors. And per stage, on both sets: edge-fer at the verifier's min_prob 0 (every cluster
+kept; the boxes still moved by the verifier), 0.5 and 0.8 (the default).
+
 Speed: one thread each (OMP_NUM_THREADS for YuNet, numba's for the scan; the verifier runs on
 one), called alternately crop by crop on the same padded BGR frame (edge-fer's time includes its
 grayscale conversion), the best of `--repeat` calls, in milliseconds per megapixel of padded
@@ -136,6 +143,71 @@ def run(files, args) -> dict:
     return {"per": per, "time": tot, "mp": mp, "names": names, "cascades": sorted(cascades)}
 
 
+MIN_PROBS = (0.0, 0.5, 0.8)  # the control's verifier stages (0.8: the photo default)
+CUT_WIDTH = 1 / 1.45  # the SFEW crops' width, in detector boxes (both detectors' median)
+SFEW_HW = (181, 143)
+
+
+def frontal_cutouts(limit: int) -> list:
+    """WebFaces validation faces of 48 px and up, cut out as the SFEW crops are (BGR 143x181)."""
+    import cv2
+    from bench_yunet import load_webfaces_val
+
+    out = []
+    for im in load_webfaces_val():
+        bgr = cv2.imread(str(im.path), cv2.IMREAD_COLOR)
+        if bgr is None:
+            continue
+        for f in (f for f in im.faces if f.size >= 48):
+            w = f.size * CUT_WIDTH
+            h = w * SFEW_HW[0] / SFEW_HW[1]
+            r0, c0 = round(f.row - h / 2), round(f.col - w / 2)
+            if r0 < 0 or c0 < 0 or r0 + int(h) > bgr.shape[0] or c0 + int(w) > bgr.shape[1]:
+                continue  # no part of the face may come from outside the photo
+            cut = bgr[r0 : r0 + int(h), c0 : c0 + int(w)]
+            shrink = cut.shape[1] > SFEW_HW[1]
+            out.append(cv2.resize(cut, SFEW_HW[::-1], interpolation=cv2.INTER_AREA if shrink
+                                  else cv2.INTER_LINEAR))  # fmt: skip
+    return out[:: max(1, len(out) // limit)][:limit] if limit else out
+
+
+def control(sfew_files_: list, cutouts: list, threads: int) -> dict:
+    """Recall (the first found rule) of edge-fer at each verifier stage on the SFEW crops and the
+    frontal cut-outs, and of YuNet at 0.64 on the cut-outs."""
+    import cv2
+    import yuface
+    from bench_align import PAD
+    from bench_yunet import yunet_boxes
+
+    from edge_fer.detect.config import DetectorOptions
+    from edge_fer.detect.factory import DetectorPicker
+
+    side = next(iter(SIDES.values()))
+    sfew = [cv2.imread(str(p), cv2.IMREAD_COLOR) for p, _ in sfew_files_]
+    sets = {"sfew": [c for c in sfew if c is not None], "frontal_cutouts": cutouts}
+    out: dict = {name: {"crops": len(crops)} for name, crops in sets.items()}
+    for mp in MIN_PROBS:
+        picker = DetectorPicker(None, DetectorOptions(verifier_min_prob=mp), threads, stills=True)
+        for name, crops in sets.items():
+            found = 0
+            for crop in crops:
+                bgr = cv2.copyMakeBorder(crop, *(PAD,) * 4, cv2.BORDER_REPLICATE)
+                det = picker(bgr.shape[:2])
+                det.reset()
+                boxes = det.detect(cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY))
+                b = np.array([d[:4] for d in boxes], np.float64).reshape(-1, 4)
+                found += split(b, crop.shape[:2], PAD, side)[0]
+            out[name][f"edge-fer min_prob {mp}"] = round(found / max(len(crops), 1), 4)
+    t = YUNET_AT["yunet 0.64 (0.1 FP on WebFaces)"]
+    found = 0
+    for crop in cutouts:
+        bgr = cv2.copyMakeBorder(crop, *(PAD,) * 4, cv2.BORDER_REPLICATE)
+        yl, _ = yunet_boxes(yuface.c_detect(bgr))
+        found += split(yl[yl[:, 3] >= t], crop.shape[:2], PAD, side)[0]
+    out["frontal_cutouts"][f"yunet {t}"] = round(found / max(len(cutouts), 1), 4)
+    return out
+
+
 def summarise(per: dict, n: int) -> dict:
     """Recall, false positives and disagreements of each detector under one rule."""
     ours = np.array(per["edge-fer"]["found"], bool)
@@ -204,6 +276,10 @@ def main(argv: list[str] | None = None) -> int:
         )
     for k, q in list(quality.items())[1:]:
         print(f"{k}: " + ", ".join(f"{lab} {v['recall']:.3f}" for lab, v in q.items()))
+    ctrl = control(files, frontal_cutouts(args.limit), args.threads)
+    print(f"\ncontrol ({rule}): recall by verifier stage, and frontal faces cut out the same way")
+    for name, row in ctrl.items():
+        print(f"{name}: " + ", ".join(f"{k} {v}" for k, v in row.items()))
     ratio = round(ms["edge-fer"] / ms["yunet"], 3) if ms["yunet"] else None
     print(
         f"\nms per megapixel ({args.threads} thread(s), best of {args.repeat}): "
@@ -242,6 +318,12 @@ def main(argv: list[str] | None = None) -> int:
             "fp_note": "one face per crop: every other detection counts as a false positive; "
             "the calibrated FP/image figures are WebFaces' and the backgrounds' in yunet.json",
             "speed": {"megapixels": round(r["mp"], 3), "ms_per_mp": ms, "ratio_to_yunet": ratio},
+            "control": {
+                "what": "WebFaces validation faces >= 48 px (frontal) cut out as the SFEW crops "
+                "are (width = annotated box / 1.45, 143x181, same border and rule), and edge-fer "
+                "by verifier min_prob on both sets",
+                **ctrl,
+            },
             "seconds": round(elapsed, 1),
         },
     )

@@ -174,19 +174,21 @@ def select(a: dict, threshold: float, min_prob: float) -> np.ndarray:
 
 
 # ---- data -----------------------------------------------------------------------------------
+def load_webfaces_val() -> list:
+    """The WebFaces validation split's annotated images (the last 10% in name order)."""
+    from edge_fer.cascade_train.annotations import read_webfaces, split_images
+
+    return split_images(read_webfaces(SHARED / "data" / "webfaces")[0], "val")
+
+
 def load_sets(args) -> dict:
     """{name: {"tune": [(bgr, faces, name)], "report": [...]}} for webfaces and composed."""
     import cv2
     from compose_group import compose, face_sources
 
-    from edge_fer.cascade_train.annotations import (
-        list_images,
-        read_webfaces,
-        split_images,
-        split_paths,
-    )
+    from edge_fer.cascade_train.annotations import list_images, split_paths
 
-    val = split_images(read_webfaces(SHARED / "data" / "webfaces")[0], "val")
+    val = load_webfaces_val()
     half = len(val) // 2
     halves = {"tune": val[:half], "report": val[half:]}
     bgs = split_paths(list_images(SHARED / "data" / "backgrounds"), "val")
