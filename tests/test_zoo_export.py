@@ -38,7 +38,6 @@ def test_zoo_exports_without_control_flow(arch, tmp_path) -> None:
     assert np.abs(got - want).max() < 1e-4
 
 
-
 @pytest.mark.parametrize("arch", sorted(set(_REGISTRY) - {"pruned"}))
 def test_a_fresh_zoo_model_tells_faces_apart(arch) -> None:
     """At initialisation, in training mode (what the optimiser sees), the signal must reach the

@@ -87,7 +87,7 @@ def _epochs_of(e: dict) -> str:
 
 
 def _bundled_epochs(path) -> str:
-    """"bundled (epoch B of E)" from the model's own provenance metadata (the export records
+    """ "bundled (epoch B of E)" from the model's own provenance metadata (the export records
     the chosen epoch and the planned schedule), so it cannot go stale when the weights change."""
     from edge_fer.backends.trt_common import onnx_metadata
 
