@@ -34,11 +34,8 @@ SMALL = (20.0, 60.0)  # face box sides, px: three faces in four
 LARGE = (60.0, 120.0)
 SMALL_SHARE = 0.75
 FACES_PER_PHOTO = (4, 12)
-MIN_SOURCE = 40.0
-TILE = (
-    240,
-    320,
-)  # rows, cols of each background in the 2x2 mosaic  # faces smaller than this in their photo are too blurry to paste
+MIN_SOURCE = 40.0  # faces smaller than this in their photo are too blurry to paste
+TILE = (240, 320)  # rows, cols of each background in the 2x2 mosaic
 
 
 @dataclass
