@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -17,17 +18,25 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 
+def _bases() -> tuple:
+    """(folder, how it is written) for the places `portable` rewrites, most specific first."""
+    out = [(ROOT, Path()), (ROOT.parent / "shared", Path("../shared"))]
+    out += [(Path(tempfile.gettempdir()), Path("$TMPDIR")), (Path.home(), Path("~"))]
+    return tuple((b, s) for b, s in out if b != Path(b.anchor))  # never a bare root folder
+
+
 def portable(obj):
     """`obj` with every string that is an absolute path inside the checkout made relative to
-    it, and one inside the shared data folder beside it written as `../shared/...`: committed
-    results must not record this machine's layout."""
+    it, one inside the shared data folder beside it written as `../shared/...`, and one in the
+    temporary folder or the home folder as `$TMPDIR/...` or `~/...`: committed results must not
+    record this machine's layout."""
     if isinstance(obj, dict):
         return {k: portable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
         return [portable(v) for v in obj]
     if isinstance(obj, str) and obj.startswith("/"):
         p = Path(obj)
-        for base, shown in ((ROOT, Path()), (ROOT.parent / "shared", Path("../shared"))):
+        for base, shown in _bases():
             if p.is_relative_to(base):
                 return str(shown / p.relative_to(base)) if p != base else str(shown)
     return obj
