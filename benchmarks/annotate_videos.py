@@ -22,6 +22,7 @@ The boxes are square (the detector's shape), eyebrows to chin; they are rough to
 
 from __future__ import annotations
 
+import itertools
 import json
 import sys
 from pathlib import Path
@@ -32,8 +33,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge_fer.detect import Cascade, Detector, default_cascade_path  # noqa: E402
-from edge_fer.runtime.tracker import iou_matrix  # noqa: E402
+from edge_fer.detect import Cascade, Detector, default_cascade_path
+from edge_fer.runtime.tracker import iou_matrix
 
 SHARED = ROOT.parent / "shared"
 CLIPS = ("00-1", "01-2")
@@ -122,7 +123,7 @@ def clean(path: list, win: int = 9, min_iou: float = 0.4) -> np.ndarray:
 
 def apply_hand(arr: np.ndarray, keys: dict) -> None:
     ks = sorted(keys)
-    for a, b in zip(ks, ks[1:]):
+    for a, b in itertools.pairwise(ks):
         ba = np.array(keys[a] if keys[a] is not None else arr[a], float)
         bb = np.array(keys[b] if keys[b] is not None else arr[b], float)
         for i in range(a, b + 1):

@@ -11,7 +11,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from common import portable, save_json  # noqa: E402
+from common import portable, save_json
 
 
 def test_paths_in_the_checkout_and_the_shared_data_become_relative(tmp_path, capsys):

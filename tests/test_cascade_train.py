@@ -444,7 +444,7 @@ def test_fer_faces_box_file(tmp_path):
         (fer / split / cls).mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(fer / split / cls / name), rng.integers(0, 255, (48, 48), np.uint8))
     assert write_fer_boxes(fer, tmp_path / "out", count=10, seed=0) == 2
-    images, report = read_box_file(tmp_path / "out" / "boxes.txt")
+    images, _report = read_box_file(tmp_path / "out" / "boxes.txt")
     assert sorted(im.path.name for im in images) == ["Training_1.jpg", "Training_2.jpg"]
     assert all(im.path.is_absolute() for im in images)
     face = images[0].faces[0]

@@ -438,7 +438,14 @@ def test_distillation_uses_the_teacher(setup) -> None:
     from edge_fer.compress.finetune import FinetuneConfig, finetune
 
     src, data, _ = setup
-    base = dict(epochs=1, batch_size=16, max_batches=3, threads=1, lr=1e-4, augment=False)
+    base = {
+        "epochs": 1,
+        "batch_size": 16,
+        "max_batches": 3,
+        "threads": 1,
+        "lr": 1e-4,
+        "augment": False,
+    }
 
     def train_loss(cfg, teacher) -> float:
         log: list = []

@@ -10,7 +10,7 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from edge_fer.models.registry import _REGISTRY, _load_zoo, default_input_size  # noqa: E402
+from edge_fer.models.registry import _REGISTRY, _load_zoo, default_input_size
 
 _load_zoo()
 

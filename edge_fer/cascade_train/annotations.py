@@ -101,11 +101,11 @@ class InputReport:
 
     def lines(self) -> list[str]:
         out = []
-        for reason in REASONS:
+        for reason, what in REASONS.items():
             n = self.counts.get(reason, 0)
             if n:
                 ex = "; ".join(self.examples.get(reason, []))
-                out.append(f"skipped {n} x {REASONS[reason]} (e.g. {ex})")
+                out.append(f"skipped {n} x {what} (e.g. {ex})")
         return out
 
     def to_json(self) -> dict:

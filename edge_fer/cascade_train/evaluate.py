@@ -341,18 +341,24 @@ def model_card(state: dict, result: dict, command: str, name: str = "face cascad
     lines = [
         f"# {name}",
         "",
-        f"A pico cascade (depth {c['tdepth']}, {c['ntrees']} trees in {state.get('stage')} "
-        "stages) learned with `edge-fer train-cascade` (Markus et al. 2013, arXiv 1305.4537).",
+        (
+            f"A pico cascade (depth {c['tdepth']}, {c['ntrees']} trees in {state.get('stage')} "
+            "stages) learned with `edge-fer train-cascade` (Markus et al. 2013, arXiv 1305.4537)."
+        ),
         "",
         "## Training",
         "",
         f"- command: `{command}`",
-        f"- seed: {opts.get('seed')}; stop: {state.get('stop_reason')}; training time: "
-        f"{state.get('elapsed_s', 0) / 3600:.2f} h",
-        f"- data: WebFaces {opts.get('webfaces')} without its last {opts.get('val_fraction')} "
-        f"of images in name order; {data.get('faces')} faces, {data.get('annotated_images')} "
-        f"annotated images; backgrounds {opts.get('backgrounds')} without the last "
-        f"{opts.get('bg_val_fraction')} ({data.get('background_images')} images)",
+        (
+            f"- seed: {opts.get('seed')}; stop: {state.get('stop_reason')}; training time: "
+            f"{state.get('elapsed_s', 0) / 3600:.2f} h"
+        ),
+        (
+            f"- data: WebFaces {opts.get('webfaces')} without its last {opts.get('val_fraction')} "
+            f"of images in name order; {data.get('faces')} faces, {data.get('annotated_images')} "
+            f"annotated images; backgrounds {opts.get('backgrounds')} without the last "
+            f"{opts.get('bg_val_fraction')} ({data.get('background_images')} images)"
+        ),
         f"- bad input skipped: {data.get('bad_input') or 'none'}",
         "",
         "| stage | trees | total | stage TPR | stage FPR | cascade FPR before | negatives | s |",
@@ -366,9 +372,11 @@ def model_card(state: dict, result: dict, command: str, name: str = "face cascad
         )
     lines += [
         "",
-        f"## Evaluation ({result['split']} split: {result['images']} images, {c['faces']} faces; "
-        f"backgrounds: {result['backgrounds']['images']} images, "
-        f"{result['backgrounds']['megapixels']} Mpx)",
+        (
+            f"## Evaluation ({result['split']} split: {result['images']} images, {c['faces']} faces; "
+            f"backgrounds: {result['backgrounds']['images']} images, "
+            f"{result['backgrounds']['megapixels']} Mpx)"
+        ),
         "",
         f"Scan: {result['scan']}; a face is found at IoU >= {result['match_iou']}.",
         "",
@@ -390,8 +398,10 @@ def model_card(state: dict, result: dict, command: str, name: str = "face cascad
         sp = r["speed"]
         lines += [
             "",
-            f"Speed: {sp['ms_per_image']} ms/image (one thread), "
-            f"{sp.get('trees_per_window', '-')} trees per window.",
+            (
+                f"Speed: {sp['ms_per_image']} ms/image (one thread), "
+                f"{sp.get('trees_per_window', '-')} trees per window."
+            ),
             "",
         ]
     if "comparison" in result:

@@ -496,7 +496,7 @@ def train(
         # no need to draw more than it takes to show that the FPR is below the target
         limit = cfg.max_draws
         if cfg.target_fpr > 0:
-            limit = min(limit, int(math.ceil(want / cfg.target_fpr)))
+            limit = min(limit, math.ceil(want / cfg.target_fpr))
         tm = time.perf_counter()
         neg, nsc, draws = bootstrap.mine_negatives(
             (pix, off, H, W),

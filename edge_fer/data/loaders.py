@@ -15,6 +15,7 @@ from __future__ import annotations
 import csv
 import hashlib
 import io
+import math
 import os
 import re
 from pathlib import Path
@@ -85,7 +86,7 @@ def load_dataset(
                     [str(i) for i in z["ids"]],
                     int(z["skipped"]),
                 )
-        except Exception:  # a broken cache is rebuilt, never fatal
+        except Exception:  # noqa: BLE001, S110 - a broken cache of any kind is rebuilt, never fatal
             pass
     if layout == "fer2013-csv":
         fs = _load_csv(p, split, size, skip_bad)
@@ -264,7 +265,7 @@ def _load_csv(p: Path, split: str, size, skip_bad) -> FaceSet:
                 if usage not in usages:
                     continue
                 px = np.array(row[1].split(), dtype=np.int32)
-                side = int(round(np.sqrt(px.size)))
+                side = math.isqrt(px.size)
                 if side * side != px.size or side == 0:
                     raise ValueError(f"{px.size} pixels is not a square image")
                 if px.min() < 0 or px.max() > 255:

@@ -175,7 +175,7 @@ class MobileNetFER(FeaturesHead):
     """MobileNet(v1)-style depthwise-separable network with a width multiplier `alpha`."""
 
     # (out channels, stride) at alpha = 1
-    CFG = [(64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (1024, 2)]
+    CFG = ((64, 1), (128, 2), (128, 1), (256, 2), (256, 1), (512, 2), (512, 1), (512, 1), (1024, 2))
 
     def __init__(self, num_classes=7, in_channels=1, alpha=0.5, dropout=0.3):
         super().__init__()

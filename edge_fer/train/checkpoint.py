@@ -37,14 +37,14 @@ def read_state(path: Path) -> dict:
     try:
         with safe_open(str(path), framework="pt") as f:
             return json.loads((f.metadata() or {}).get("edge_fer.state", "{}"))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds on a bad file
         raise UserError(f"{path}: not an edge-fer checkpoint ({exc})") from None
 
 
 def read_tensors(path: Path) -> dict:
     try:
         return load_file(str(path))
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - as above
         raise UserError(f"{path}: not a safetensors checkpoint ({exc})") from None
 
 
