@@ -21,11 +21,14 @@ CLI_INTERRUPTIBLE = ("-c", _BOOT + "runpy.run_module('edge_fer.cli.main', run_na
 
 
 def run(cmd, *, cwd=ROOT, env=None, timeout: float = 120) -> subprocess.CompletedProcess:
-    """Run `cmd` (paths allowed) to its end; text output captured; any exit code returns."""
+    """Run `cmd` (paths allowed) to its end; text output captured (bytes that are not UTF-8,
+    such as file names, as surrogate escapes, the way Python names such files); any exit code
+    returns."""
     return subprocess.run(
         [str(a) for a in cmd],
         capture_output=True,
         text=True,
+        errors="surrogateescape",
         check=False,
         cwd=cwd,
         env=env,

@@ -171,8 +171,9 @@ def test_draw_one_file_and_a_directory(capsys, tmp_path: Path) -> None:
     rc, _, err = run_cli(capsys, IMG1, IMG2, "--cascade", FACEFINDER, "--draw", outdir)
     assert rc == 0, err
     assert sorted(p.name for p in outdir.iterdir()) == [IMG2.name, IMG1.name]
-    rc, _, err = run_cli(capsys, IMG1, "--cascade", FACEFINDER, "--draw", tmp_path / "x.nope")
-    assert rc == 2 and "cannot write" in err
+    rc, out, err = run_cli(capsys, IMG1, "--cascade", FACEFINDER, "--draw", tmp_path / "x.nope")
+    assert rc == 2 and "no image encoder for the extension '.nope'" in err
+    assert out == ""  # refused before any detection
 
 
 @needs_shared
@@ -189,7 +190,7 @@ def test_user_errors_are_one_line(capsys, tmp_path: Path) -> None:
         ((tmp_path / "missing.jpg", "--cascade", FACEFINDER), "no such file"),
         ((tmp_path, "--cascade", FACEFINDER), "not a file"),
         ((notimg, "--cascade", FACEFINDER), "cannot decode"),
-        ((truncated, "--cascade", FACEFINDER), "not a valid image"),
+        ((truncated, "--cascade", FACEFINDER), "not a readable image"),
         ((IMG1, "--cascade", bad), "truncated"),
         ((IMG1, "--cascade", tmp_path / "nope"), "nope: no such file"),
         ((IMG1, "--cascade", FACEFINDER, "--scale-factor", "1"), "scale_factor"),

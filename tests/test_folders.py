@@ -197,5 +197,6 @@ def test_decoder_errors_are_reasons_not_crashes(tmp_path, monkeypatch):
     from edge_fer.runtime import sources
 
     monkeypatch.setattr(sources, "MAX_IMAGE_PIXELS", 10**13)
+    monkeypatch.setattr(sources, "MAX_FRAME_SIDE", 10**6)
     img, why = sources.load_image(str(_png_header_only(tmp_path / "x.png", 40000, 40000)))
     assert img is None and why.startswith("cannot decode it (") and len(why.splitlines()) == 1

@@ -26,6 +26,7 @@ from edge_fer.align.aligner import Aligner, extract_patch, patch_matrix
 from edge_fer.align.config import LearnConfig
 from edge_fer.align.model import EyeModel
 from edge_fer.errors import UserError
+from edge_fer.imageio import read_or_none
 
 
 @dataclass
@@ -82,7 +83,7 @@ def read_faces(root: str | Path, split: str, val_fraction: float = 0.1) -> Faces
 def read_gray(path: Path, cache: dict) -> np.ndarray:
     g = cache.get(path)
     if g is None:
-        g = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
+        g = read_or_none(path, cv2.IMREAD_GRAYSCALE)
         if g is None:
             raise UserError(f"{path}: does not decode as an image", param="data")
         cache.clear()  # faces of one image are consecutive: keep one image

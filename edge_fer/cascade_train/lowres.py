@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 
+from edge_fer.imageio import imwrite, read_or_none
+
 
 def make_lowres(
     webfaces: str | Path, out: str | Path, seed: int = 0, val_fraction: float = 0.1
@@ -34,7 +36,7 @@ def make_lowres(
     rng = np.random.default_rng(seed)
     lines, n = [], 0
     for im in split_images(images, "train", val_fraction):
-        g = cv2.imread(str(im.path), cv2.IMREAD_GRAYSCALE)
+        g = read_or_none(im.path, cv2.IMREAD_GRAYSCALE)
         if g is None:
             continue
         h, w = g.shape
@@ -47,7 +49,7 @@ def make_lowres(
             np.clip(noisy, 0, 255).astype(np.uint8), (w, h), interpolation=cv2.INTER_LINEAR
         )
         name = f"lr_{im.path.stem}.png"
-        cv2.imwrite(str(out / name), up)
+        imwrite(out / name, up)
         n += 1
         for fc in im.faces:
             x, y = fc.col - fc.size / 2, fc.row - fc.size / 2

@@ -47,6 +47,7 @@ from edge_fer.cascade_train.samples import (
 )
 from edge_fer.detect.cascade import Cascade
 from edge_fer.errors import UserError
+from edge_fer.imageio import imwrite
 
 STATE_FILE = "state.json"
 CASCADE_FILE = "cascade.pico"
@@ -342,7 +343,7 @@ def _mosaic(path: Path, data: TrainData, win: Windows, side: int) -> None:
             np.ascontiguousarray(crop), (tile, tile)
         )
     path.parent.mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(path), canvas)
+    imwrite(path, canvas)
 
 
 def _fmt_time(s: float) -> str:

@@ -32,6 +32,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edge_fer.imageio import read_or_none
+
 POS_IOU, NEG_IOU = 0.55, 0.3
 
 
@@ -222,7 +224,7 @@ def mine(
         m = Miner(cascade, seed + (name == "sel"), profile=profile)
         t0 = time.time()
         for i, im in enumerate(ims):
-            g = cv2.imread(str(im.path), cv2.IMREAD_GRAYSCALE)
+            g = read_or_none(im.path, cv2.IMREAD_GRAYSCALE)
             if g is None:
                 continue
             m.add(
@@ -234,13 +236,13 @@ def mine(
         if profile == "default":
             # the frames are composed from the scenes as given (`scene`), then only noise/JPEG
             m.variants, m.profile = 1, "scene"
-            imgs = [cv2.imread(str(p), cv2.IMREAD_GRAYSCALE) for p in bg]
+            imgs = [read_or_none(p, cv2.IMREAD_GRAYSCALE) for p in bg]
             imgs = [g for g in imgs if g is not None]
             for _ in range(scenes * len(imgs) if imgs else 0):
                 m.add(scene(imgs, m.rng), np.zeros((0, 3)))
         else:
             for p in bg:
-                g = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
+                g = read_or_none(p, cv2.IMREAD_GRAYSCALE)
                 if g is not None:
                     m.add(g, np.zeros((0, 3)))
         report[name] = m.save(out / f"{name}.npz")

@@ -41,17 +41,24 @@ def register(subparsers) -> None:
 
 def run(args) -> int:
     from edge_fer.runtime.bench import bench, format_table, synthetic_clip
-    from edge_fer.runtime.sinks import check_writable, write_json_atomic
+    from edge_fer.runtime.runner import run_inputs
+    from edge_fer.runtime.sinks import check_collisions, check_writable, write_json_atomic
+    from edge_fer.runtime.sources import parse_source
 
     quiet_opencv()
     if bool(args.source) == bool(args.synthetic):
         raise UserError("give either SOURCE or --synthetic WxH")
+    for name, value, low in (("--frames", args.frames, 1), ("--queue-size", args.queue_size, 1)):
+        if value < low:
+            raise UserError(f"{name} must be >= {low}, got {value}")
     out = Path(args.json_out)
     if str(out) == DEFAULT_JSON:
         out.parent.mkdir(parents=True, exist_ok=True)
     check_writable(out, "--json")
     opts = run_options(args, args.source or "", GROUPS)
     opts.queue_size = args.queue_size
+    spec = parse_source(opts.source, **opts.source_options) if args.source else None
+    check_collisions([("--json", out)], run_inputs(opts, spec))  # never over the source or model
     with tempfile.TemporaryDirectory(prefix="edge-fer-bench-") as tmp:
         clip = None
         if args.synthetic:
@@ -70,4 +77,7 @@ def run(args) -> int:
     print(format_table(report))
     write_json_atomic(out, report, "--json")
     print(f"saved {out}", file=sys.stderr)
-    return 0
+    # as edge-fer run: 1 when a run met a problem it went past (a truncated file), after saving
+    return max(
+        (r.get("exit_code") or 0 for r in report["results"] if r.get("available")), default=0
+    )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -55,21 +56,32 @@ def run(args: argparse.Namespace) -> int:
     # settings fill what the options leave unset
     pick = DetectorPicker(args.cascade, DETECTOR.parse(args), threads=args.threads)
     draw_dir = _draw_target(args.draw, len(paths))
+    if args.draw:
+        _check_draw_outputs(args, draw_dir, paths)
     from edge_fer.detect.scan import first_run_notice
 
     notice = first_run_notice()
     if notice:  # else seconds of silence on the first run after an install
         print(f"edge-fer detect: {notice}", file=sys.stderr, flush=True)
-    truncated = False
+    truncated = failed = False
     for path in paths:
-        if _is_video(path):
-            truncated |= _run_video(pick, path, args, draw_dir)
-        else:
-            truncated |= _run_image(pick, path, args, draw_dir)
+        try:
+            if _is_video(path):
+                truncated |= _run_video(pick, path, args, draw_dir)
+            else:
+                truncated |= _run_image(pick, path, args, draw_dir)
+        except _BadInput as exc:  # as classify: said in one line, the other inputs still run
+            print(f"edge-fer detect: error: {exc}", file=sys.stderr, flush=True)
+            failed = True
         pick.reset()
     # as edge-fer run: a video that ends before the frames its header declares is exit 1,
-    # after every input has been processed (the warning said which and how many frames)
-    return 1 if truncated else 0
+    # after every input has been processed (the warning said which and how many frames); an
+    # input that could not be used at all is exit 2, after the others
+    return 2 if failed else 1 if truncated else 0
+
+
+class _BadInput(UserError):
+    """An input that cannot be used (undecodable, over the size limits): reported, skipped."""
 
 
 # ---- inputs ---------------------------------------------------------------------------------
@@ -79,26 +91,25 @@ def _is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTS
 
 
-def _read_image(path: Path, flags: int) -> np.ndarray | None:
-    import cv2
+def _read_image(path: Path) -> tuple[np.ndarray | None, str]:
+    """(BGR image, "") or (None, why), with `edge-fer run`'s checks: the header's size before
+    decoding, the frame limits, any file name."""
+    from edge_fer.runtime.sources import load_image
 
-    from edge_fer.runtime.sources import MAX_IMAGE_PIXELS, image_size
+    return load_image(str(path))
 
+
+def _is_image_file(path: Path) -> bool:
+    """An image by its extension or its header (an unreadable file counts: it is reported as
+    such rather than tried as a video)."""
+    from edge_fer.runtime.sources import IMAGE_EXTS, image_size
+
+    if path.suffix.lower() in IMAGE_EXTS:
+        return True
     try:
-        # the size from the header first: decoding allocates it all before anything is checked
-        size = image_size(str(path))
-        buf = np.fromfile(path, dtype=np.uint8)  # imdecode copes with non-ASCII paths
-    except OSError as exc:
-        raise UserError(f"cannot read {path}: {exc.strerror or exc}") from None
-    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
-        raise UserError(f"{path}: {size[0]}x{size[1]} pixels is over the "
-                        f"{MAX_IMAGE_PIXELS // 1_000_000} Mpx limit for images")  # fmt: skip
-    if buf.size == 0:
-        return None
-    try:
-        return cv2.imdecode(buf, flags)
-    except cv2.error:
-        return None
+        return image_size(str(path)) is not None
+    except OSError:
+        return True
 
 
 def _open_video(path: Path, warn):
@@ -109,7 +120,7 @@ def _open_video(path: Path, warn):
         return FileSource(SourceSpec(str(path), "file", str(path), False, "ffmpeg"), warn)
     except UserError as exc:
         if "cannot decode" in str(exc):
-            raise UserError(
+            raise _BadInput(
                 f"cannot decode {path}: not an image or video OpenCV can read"
             ) from None
         raise
@@ -166,22 +177,58 @@ def _draw_path(args: argparse.Namespace, draw_dir: Path | None, src: Path, video
     return Path(args.draw)
 
 
+def _check_draw_outputs(args: argparse.Namespace, draw_dir: Path | None, paths) -> None:
+    """Before any work: no drawing may replace an input or another input's drawing, and a
+    single file target must be writable."""
+    from edge_fer.runtime.sinks import check_collisions, check_writable
+    from edge_fer.runtime.sources import IMAGE_EXTS
+
+    if draw_dir is None:
+        check_writable(args.draw, "--draw")
+    drawn: dict[str, Path] = {}
+    outputs = []
+    for src in paths:
+        # an unknown extension is tried as an image, then as a video: either name may be used
+        ext = src.suffix.lower()
+        kinds = [False] if ext in IMAGE_EXTS else [True] if _is_video(src) else [False, True]
+        for video in kinds:
+            out = _draw_path(args, draw_dir, src, video)
+            key = os.path.realpath(out)
+            if key in drawn:
+                if drawn[key] == src:
+                    continue
+                raise UserError(
+                    f"--draw {out}: {drawn[key]} and {src} would both be drawn there; "
+                    "draw them into separate folders, or rename one"
+                )
+            drawn[key] = src
+            outputs.append(("--draw", out))
+            if not video and not _has_encoder(out):
+                raise UserError(f"--draw {out}: no image encoder for the extension "
+                                f"{out.suffix or '(none)'!r}; use .png or .jpg")  # fmt: skip
+    check_collisions(outputs, [("input", p) for p in paths])
+
+
+def _has_encoder(path: Path) -> bool:
+    import cv2
+
+    return bool(cv2.haveImageWriter("x" + path.suffix))  # the extension only: any name works
+
+
 def _emit(record: dict) -> None:
     print(json.dumps(record))
 
 
 def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None) -> bool:
     """Detect on one image; True when it turned out to be a truncated video."""
-    import cv2
+    from edge_fer.imageio import imwrite
 
-    gray = _read_image(path, cv2.IMREAD_GRAYSCALE)
-    if gray is None:
-        # not an image: maybe a video with an unusual extension
-        from edge_fer.runtime.sources import IMAGE_EXTS
-
-        if path.suffix.lower() in IMAGE_EXTS:
-            raise UserError(f"cannot decode {path}: not a valid image (truncated or corrupt?)")
-        return _run_video(pick, path, args, draw_dir)
+    color, why = _read_image(path)
+    if color is None:
+        if not _is_image_file(path):  # maybe a video with an unusual extension
+            return _run_video(pick, path, args, draw_dir)
+        raise _BadInput(f"{path}: {why}")
+    gray = _to_gray(color)
     faces = pick(gray.shape).detect(gray)
     if args.json:
         _emit({"path": str(path), "faces": _faces_json(faces)})
@@ -190,16 +237,15 @@ def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
         for f in faces:
             print(f"  x={f.x:.0f} y={f.y:.0f} w={f.w:.0f} h={f.h:.0f} score={f.score:.2f}")
     if args.draw:
-        from edge_fer.runtime.sources import load_image
-
-        color, _ = load_image(str(path))
         out = _draw_path(args, draw_dir, path, video=False)
-        try:
-            ok = cv2.imwrite(str(out), _draw(color if color is not None else gray, faces))
-        except cv2.error:
-            ok = False
-        if not ok:
-            raise UserError(f"cannot write {out} (unknown image extension or unwritable path)")
+        try:  # encoded in memory and saved atomically: any file name, no half-written image
+            imwrite(out, _draw(color, faces))
+        except ValueError as exc:
+            raise UserError(f"--draw {out}: {exc}") from None
+        except OSError as exc:
+            from edge_fer.fileio import os_error_reason
+
+            raise UserError(f"cannot write {out}: {os_error_reason(exc)}") from None
     return False
 
 
@@ -241,7 +287,7 @@ def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
     if sink is not None:
         sink.close()
     if nframes == 0:
-        raise UserError(f"cannot decode {path}: no frames could be read")
+        raise _BadInput(f"cannot decode {path}: no frames could be read")
     sys.stdout.flush()
     for msg in warnings:
         print(f"edge-fer detect: warning: {msg}", file=sys.stderr, flush=True)

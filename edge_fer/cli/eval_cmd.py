@@ -345,8 +345,10 @@ def _read_face(p: Path):
         return None, "no images in this folder"
     if not p.exists():
         return None, "no such file"
-    img = cv2.imread(str(p), cv2.IMREAD_GRAYSCALE)
-    if img is None or img.size == 0:
+    from edge_fer.imageio import read_or_none
+
+    img = read_or_none(p, cv2.IMREAD_GRAYSCALE)  # from memory: any file name works
+    if img is None:
         return None, "cannot read image"
     if min(img.shape[:2]) < MIN_SIDE:
         h, w = img.shape[:2]

@@ -99,12 +99,25 @@ def _on_sigterm(signum, frame) -> None:
     raise _Terminated()
 
 
+def _names_print_as_given() -> None:
+    """File names that are not valid UTF-8 (POSIX allows them; Python keeps their bytes as
+    surrogate escapes) print as their own bytes, as `ls` shows them, instead of raising
+    UnicodeEncodeError under a strict UTF-8 locale. stderr already escapes them."""
+    out = sys.stdout
+    if getattr(out, "errors", None) == "strict" and hasattr(out, "reconfigure"):
+        try:
+            out.reconfigure(errors="surrogateescape")
+        except (ValueError, OSError):  # a stream that cannot change: leave it
+            pass
+
+
 def main(argv: list[str] | None = None) -> int:
     # SIGTERM's default action kills the process without a word; from here on it is an
     # interrupt with one line and exit 143 (commands that run pipelines refine this)
     old = None
     if threading.current_thread() is threading.main_thread():
         old = signal.signal(signal.SIGTERM, _on_sigterm)
+    _names_print_as_given()
     given = sys.argv[1:] if argv is None else argv
     command = next((a for a in given if not a.startswith("-")), "COMMAND")  # until parsed
     parser = args = None

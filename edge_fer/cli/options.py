@@ -204,7 +204,7 @@ class TrackerArgs(ArgGroup):
                        "scene's first frame are born at once)")
         g.add_argument("--max-misses", type=int, default=15, metavar="N",
                        help="frames without a detection before a track dies (default 15)")
-        g.add_argument("--min-track-score", type=float, default=None, metavar="S",
+        g.add_argument("--min-track-score", dest="min_score", type=float, default=None, metavar="S",
                        help="report a track only while the moving average of its detection "
                        "scores is at least S (default: the cascade's track_min_score setting "
                        "when no --verifier runs, else no such gate)")
@@ -236,7 +236,7 @@ class TrackerArgs(ArgGroup):
         from edge_fer.runtime.tracker import TrackerOptions
 
         return TrackerOptions(iou=args.iou, min_hits=args.min_hits, max_misses=args.max_misses,
-                              hold=args.hold, min_score=args.min_track_score,
+                              hold=args.hold, min_score=args.min_score,
                               follow=args.follow, follow_seconds=args.follow_seconds,
                               follow_match=args.follow_match)  # fmt: skip
 

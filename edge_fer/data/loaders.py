@@ -27,6 +27,7 @@ from edge_fer import fileio
 from edge_fer import labels as L
 from edge_fer.data.faceset import SPLITS, FaceSet
 from edge_fer.errors import UserError
+from edge_fer.imageio import read_or_none
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".pgm", ".webp"}
 JAFFE_CODES = {
@@ -144,8 +145,8 @@ def _stamp(p: Path) -> str:
 
 
 def _read_gray(path: Path, size: int | None) -> np.ndarray | None:
-    img = cv2.imread(str(path), cv2.IMREAD_GRAYSCALE)
-    if img is None or img.size == 0:
+    img = read_or_none(path, cv2.IMREAD_GRAYSCALE)
+    if img is None:
         return None
     if size is not None and img.shape != (size, size):
         interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR

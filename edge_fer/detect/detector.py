@@ -21,9 +21,9 @@ from edge_fer.detect.lanes import run_lanes
 from edge_fer.detect.memory import DetectionMemory
 from edge_fer.detect.schedule import HOT_SHARE, ScheduleState, inside, regions
 from edge_fer.errors import UserError
+from edge_fer.limits import MAX_FRAME_PIXELS as MAX_PIXELS
+from edge_fer.limits import MAX_FRAME_SIDE as MAX_SIDE
 
-MAX_SIDE = 16384
-MAX_PIXELS = 1 << 27  # 134 Mpx: beyond this a frame is a mistake, not a photo
 WINDOW_BUFFER = 1 << 22  # windows per kernel call: bounds the output buffers to ~32 MB
 OFFSET_CACHE_BYTES = 64 << 20
 MAX_WINDOWS = 1 << 30  # ~a minute of scanning on one core

@@ -27,6 +27,7 @@ import numpy as np
 from edge_fer.data import FaceSet, load_dataset
 from edge_fer.data.loaders import detect_layout
 from edge_fer.errors import UserError
+from edge_fer.imageio import read_or_none
 
 _GROUP_RE = re.compile(r"(_\d+){2}$")
 TREE_MANIFEST = "tree.json"
@@ -160,7 +161,7 @@ def colour_check(root: Path, ids: list[str], samples: int = 32) -> tuple[int, in
     idx = np.linspace(0, len(ids) - 1, min(samples, len(ids))).round().astype(int)
     colour = seen = 0
     for i in sorted(set(idx.tolist())):
-        img = cv2.imread(str(root / ids[i]), cv2.IMREAD_UNCHANGED)
+        img = read_or_none(root / ids[i], cv2.IMREAD_UNCHANGED)
         if img is None:
             continue
         seen += 1
@@ -175,7 +176,7 @@ def read_colour(root: Path, ids: list[str], size: int = 48) -> np.ndarray:
     """(N, 3, size, size) uint8 BGR faces (the colour variant's input)."""
     out = np.empty((len(ids), 3, size, size), np.uint8)
     for k, i in enumerate(ids):
-        img = cv2.imread(str(root / i), cv2.IMREAD_COLOR)
+        img = read_or_none(root / i, cv2.IMREAD_COLOR)
         if img is None:
             raise UserError(f"{root / i}: cannot decode image")
         if img.shape[:2] != (size, size):

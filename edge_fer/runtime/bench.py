@@ -118,7 +118,17 @@ def bench(
     keep_events: a folder to keep each backend's events file in (its path goes in the result
     as "events"); by default they are written to a temporary folder and deleted.
     """
+    from edge_fer import errors
     from edge_fer.runtime.runner import run_video
+
+    # every backend runs the same file twice: say each of its problems once
+    said: set[str] = set()
+    say = warn or errors.warn
+
+    def say_once(msg: str) -> None:
+        if msg not in said:
+            said.add(msg)
+            say(msg)
 
     source, max_frames = opts.source, opts.max_frames
     avail = available_backends(opts.model, opts.threads)
@@ -162,7 +172,7 @@ def bench(
                 run.trt_precision = run.calib_cache = None
             # run_video builds the detector: the same cascade choice as `edge-fer run` (the
             # low-resolution cascade for small frames)
-            res = run_video(run, warn=warn)
+            res = run_video(run, warn=say_once)
             s = res.summary
             _stop_if_interrupted(s)
             paced = None
@@ -170,7 +180,7 @@ def bench(
             if latency_frames > 0:
                 run.events, run.pace = None, rate
                 run.max_frames = min(latency_frames, max_frames or latency_frames)
-                paced = run_video(run, warn=warn).summary
+                paced = run_video(run, warn=say_once).summary
                 _stop_if_interrupted(paced)
             report["cascade"] = s.get("cascade")
             # the values the detector ran with (the options resolved: min_size, the schedule)

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import math
 import queue
 import signal
 import threading
@@ -39,6 +40,7 @@ import cv2
 import numpy as np
 
 from edge_fer import errors
+from edge_fer.limits import MAX_FRAME_PIXELS, MAX_FRAME_SIDE
 from edge_fer.runtime.crops import face_cropper
 from edge_fer.runtime.scenecut import SCENE_CUT_THRESHOLD, SceneCutDetector
 from edge_fer.runtime.smoothing import KEEP_ENDED, TrackSmoother
@@ -452,8 +454,14 @@ class Pipeline:
             gray, scale = item.gray, 1.0
             short = min(gray.shape)
             if short < self.detect_min_side:  # small frames: detect on an upscaled copy
-                scale = self.detect_min_side / short
-                gray = cv2.resize(gray, None, fx=scale, fy=scale, interpolation=self.detect_upscale)
+                # ... within the frame limits: a 50x5000 photo would become 240x24000
+                up = min(self.detect_min_side / short, (MAX_FRAME_SIDE - 1) / max(gray.shape))
+                up = min(up, math.sqrt(MAX_FRAME_PIXELS / gray.size))
+                if up > 1.0:
+                    scale = up
+                    gray = cv2.resize(
+                        gray, None, fx=scale, fy=scale, interpolation=self.detect_upscale
+                    )
             focus = getattr(self.detector, "focus", None)
             if focus is not None:  # a scheduled scan looks at the live faces at their sizes
                 b = np.array([t.box[:4] for t in self.tracker.tracks], np.float64).reshape(-1, 4)

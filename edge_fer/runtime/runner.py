@@ -7,6 +7,7 @@ sinks -> Pipeline.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
 import time
@@ -126,13 +127,16 @@ def run_inputs(opts: RunOptions, spec) -> list[tuple[str, str]]:
     """The files a run reads, as (name, path): the source when it is a file (or, for an output
     named like an image, the images of a folder or glob), the model, the cascade and its
     settings file, the verifier. Outputs are checked against these before anything is opened;
-    a default that cannot be resolved is left to the loader to report."""
+    a default that cannot be resolved is left to the loader to report. `spec` None: no source
+    yet (a clip the caller makes)."""
     from edge_fer.detect.config import CascadeSettings
     from edge_fer.runtime.sources import IMAGE_EXTS, list_images
 
     ins: list[tuple[str, str]] = []
-    target = spec.target
-    if spec.kind == "file" or (spec.kind == "camera" and isinstance(target, str)):
+    target = spec.target if spec is not None else None
+    if spec is None:
+        pass
+    elif spec.kind == "file" or (spec.kind == "camera" and isinstance(target, str)):
         ins.append(("SOURCE", str(target)))
     elif spec.kind == "images":
         if os.path.isfile(str(target)):
@@ -230,16 +234,24 @@ def _run_video(
         ("max_misses", t.max_misses >= 0, ">= 0"),
         ("hold", t.hold >= 0, ">= 0"),
         ("iou", 0.0 <= t.iou < 1.0, "in [0, 1)"),
+        # NaN would report nothing, and the summary (strict JSON) could not record it
+        ("min_score", t.min_score is None or math.isfinite(t.min_score), "a finite number"),
     ):
         if not ok:
             raise UserError(f"must be {rule}, got {getattr(t, name)}", param=name)
     if not 0.0 < opts.smoothing <= 1.0:
         raise UserError(f"must be in (0, 1], got {opts.smoothing}", param="smoothing")
-    if opts.scene_cut is not None and not opts.scene_cut >= 0:
-        raise UserError(f"must be >= 0 (0: off), got {opts.scene_cut}", param="scene_cut")
+    if opts.scene_cut is not None and not 0 <= opts.scene_cut < math.inf:
+        raise UserError(
+            f"must be >= 0 and finite (0: off), got {opts.scene_cut}", param="scene_cut"
+        )
+    if opts.detect_threads is not None and opts.detect_threads < 1:
+        raise UserError(f"must be >= 1, got {opts.detect_threads}", param="detect_threads")
     if opts.summary_every is not None:
-        if not opts.summary_every > 0:
-            raise UserError(f"must be > 0 seconds, got {opts.summary_every}", param="summary_every")
+        if not 0 < opts.summary_every < math.inf:
+            raise UserError(
+                f"must be > 0 seconds and finite, got {opts.summary_every}", param="summary_every"
+            )
         if not opts.summary:
             raise UserError("needs a summary file to rewrite (--summary)", param="summary_every")
     if opts.preview_port is not None:

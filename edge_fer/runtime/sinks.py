@@ -27,7 +27,7 @@ from typing import TextIO
 import cv2
 import numpy as np
 
-from edge_fer import errors, fileio
+from edge_fer import errors, fileio, imageio
 from edge_fer.errors import UserError
 
 # ---- paths -----------------------------------------------------------------------------------
@@ -222,7 +222,11 @@ class VideoSink:
             )
         self.frames = 0
         self._check_every = max(1, disk_check_every)
-        self._tmp = self.target.with_name(f".{self.target.name}.{os.getpid()}.tmp{ext}")
+        # OpenCV opens the temporary file by name, which must be UTF-8 (edge_fer.imageio); the
+        # rename to the target takes any name
+        name = self.target.name if imageio.utf8_name(self.target.name) else "edge-fer-video"
+        self._tmp = self.target.with_name(f".{name}.{os.getpid()}.tmp{ext}")
+        imageio.cv_name(self._tmp.parent, "video folder")
         try:
             try:  # OpenCV only says "not opened": find out first whether the folder takes a file
                 with open(self._tmp, "wb"):

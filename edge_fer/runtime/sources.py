@@ -44,9 +44,11 @@ from urllib.parse import parse_qsl, unquote, urlsplit
 import cv2
 import numpy as np
 
-from edge_fer import errors
+from edge_fer import errors, imageio
 from edge_fer.errors import UserError
 from edge_fer.fileio import first_line, os_error_reason
+from edge_fer.imageio import cv_name
+from edge_fer.limits import MAX_FRAME_SIDE, MAX_IMAGE_PIXELS  # photos beyond them are skipped
 
 VIDEO_EXTS = {
     ".avi",
@@ -84,10 +86,6 @@ CSI_FLIPS = {
 }  # fmt: skip  (nvvidconv flip-method values)
 CSI_TRANSPOSING_FLIPS = {1, 3, 5, 7}  # rotations by 90/270 degrees and the diagonal flips
 IMAGE_SEQUENCE_FPS = 25.0  # nominal rate for timestamps of image folders and globs
-# Photos above this are skipped unread: decoding one allocates width x height x 3 bytes before
-# anything can be checked (a 40000x40000 PNG of a few KB would take 4.8 GB). 100 Mpx is above
-# every camera's normal output.
-MAX_IMAGE_PIXELS = 100_000_000
 # gaps, error messages, undecodable frame numbers, skipped files: the latest kept of each kind
 KEEP_LATEST = 100
 
@@ -549,7 +547,8 @@ def load_image(path: str) -> tuple[np.ndarray | None, str]:
     """Decode one image file as BGR: (image, "") or (None, why it was not decoded).
 
     Never raises for a bad file: an unreadable file, a header over MAX_IMAGE_PIXELS (checked
-    before decoding), a decoder error or a failed allocation are all reasons.
+    before decoding), a side over MAX_FRAME_SIDE (no frame that long can be scanned), a decoder
+    error or a failed allocation are all reasons.
     """
     try:
         size = image_size(path)
@@ -561,21 +560,31 @@ def load_image(path: str) -> tuple[np.ndarray | None, str]:
             return None, (
                 f"{w}x{h} pixels is over the {MAX_IMAGE_PIXELS // 1_000_000} Mpx limit for images"
             )
+        if max(w, h) > MAX_FRAME_SIDE:
+            return None, _too_long(w, h)
     try:
-        img = cv2.imread(path, cv2.IMREAD_COLOR)
+        img = imageio.imread(path, cv2.IMREAD_COLOR)  # from memory: any file name works
+    except OSError as exc:
+        return None, f"cannot read it ({os_error_reason(exc)})"
     except cv2.error as exc:  # e.g. OpenCV's own size limit (validateInputImageSize)
         return None, f"cannot decode it ({first_line(exc)})"
     except MemoryError:
         return None, "too large to decode in the memory available"
-    if img is None or img.size == 0:
+    if img is None:
         return None, "not a readable image (corrupt, or not an image)"
+    if max(img.shape[:2]) > MAX_FRAME_SIDE:  # a format whose header image_size cannot read
+        return None, _too_long(img.shape[1], img.shape[0])
     return img, ""
+
+
+def _too_long(w: int, h: int) -> str:
+    return f"{w}x{h} pixels is over the {MAX_FRAME_SIDE} px a side that a frame can be scanned at"
 
 
 class ImageSource(Source):
     """A still image, a folder of images or a glob, read one by one.
 
-    A file that cannot be used (unreadable, not an image, corrupt, over MAX_IMAGE_PIXELS) is
+    A file that cannot be used (unreadable, not an image, corrupt, over the size limits) is
     skipped, warned about and counted (`skipped`, `skipped_files`), whatever the number of
     files. Opening looks for the first usable image (its size is the source's size) and raises
     UserError, in one line, when there is none; so a run that opens has at least one image.
@@ -658,9 +667,8 @@ def _open_capture(spec: SourceSpec, open_timeout_s: float = 10.0) -> cv2.VideoCa
             cv2.CAP_PROP_READ_TIMEOUT_MSEC,
             int(open_timeout_s * 1000),
         ]
-    cap = (
-        cv2.VideoCapture(spec.target, api, params) if params else cv2.VideoCapture(spec.target, api)
-    )
+    target = cv_name(spec.target, "source") if spec.kind == "file" else spec.target
+    cap = cv2.VideoCapture(target, api, params) if params else cv2.VideoCapture(target, api)
     if cap.isOpened() and spec.kind == "camera":
         o = spec.options
         if "width" in o:

@@ -51,6 +51,7 @@ patch and the window are scaled to the template's size).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import cv2
@@ -90,7 +91,7 @@ class TrackerOptions:
 
         for name, ok, rule in (
             ("follow", self.follow >= 0, ">= 0 frames (0: off)"),
-            ("follow_seconds", self.follow_seconds >= 0, ">= 0 seconds"),
+            ("follow_seconds", 0 <= self.follow_seconds < math.inf, ">= 0 seconds, finite"),
             ("follow_match", -1.0 <= self.follow_match <= 1.0, "in [-1, 1]"),
         ):
             if not ok:

@@ -1,0 +1,76 @@
+"""Image and video files for OpenCV, by any name the file system allows.
+
+OpenCV's Python bindings kill the process (a segmentation fault, no message) when a file name
+is not valid UTF-8, which POSIX file systems allow (Latin-1 names copied from old cameras or
+archives; Python hands them over with surrogate escapes). So images never reach OpenCV by
+name: they are read with numpy and decoded from memory, and encoded in memory and saved
+through `edge_fer.fileio`. A video, which OpenCV must open by name, is refused in one line
+(`cv_name`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge_fer import fileio
+from edge_fer.errors import UserError
+
+
+def utf8_name(path: str | os.PathLike) -> bool:
+    """Whether OpenCV can be given this name (it is valid UTF-8)."""
+    try:
+        os.fspath(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def shown(path: str | os.PathLike) -> str:
+    """The name as a message can print it: bytes that are not UTF-8 as \\xNN."""
+    raw = os.fsencode(path)
+    return raw.decode("utf-8", errors="backslashreplace")
+
+
+def cv_name(path: str | os.PathLike, what: str) -> str:
+    """`path` as the str OpenCV opens by name; a one-line UserError when it cannot be."""
+    if not utf8_name(path):
+        raise UserError(
+            f"{what} {shown(path)}: the file name is not valid UTF-8, which OpenCV cannot "
+            "open; rename the file"
+        )
+    return os.fspath(path)
+
+
+def imread(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
+    """The decoded image, or None for an empty file or one OpenCV cannot decode. OSError when
+    the file cannot be read; cv2.error and MemoryError pass through (a decoder's own limits)."""
+    buf = np.fromfile(os.fspath(path), dtype=np.uint8)
+    if buf.size == 0:
+        return None
+    img = cv2.imdecode(buf, flags)
+    return None if img is None or img.size == 0 else img
+
+
+def imwrite(path: str | os.PathLike, image: np.ndarray, params: tuple = ()) -> None:
+    """Encode `image` by the name's extension and save it atomically (edge_fer.fileio).
+    ValueError when OpenCV has no encoder for the extension; OSError when writing fails."""
+    ext = Path(os.fspath(path)).suffix
+    try:
+        ok, buf = cv2.imencode(ext, image, list(params))
+    except cv2.error:
+        ok = False
+    if not ok:
+        raise ValueError(f"no image encoder for the extension {ext or '(none)'!r}")
+    fileio.write_bytes(path, buf.tobytes())
+
+
+def read_or_none(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
+    """`imread`, with None for any file that cannot be read or decoded (datasets skip them)."""
+    try:
+        return imread(path, flags)
+    except (OSError, cv2.error, MemoryError):
+        return None

@@ -1,0 +1,197 @@
+"""Inputs a user can have that the happy path never meets: file names that are not UTF-8,
+outputs named like inputs, photos too long to scan, a bad file among good ones, non-finite
+option values. Each is handled in one line or processed; none may crash or overwrite a file.
+
+The file-name cases run in child processes: before the fix OpenCV killed the process."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+import processes
+import pytest
+from runtime_helpers import make_tiny_model
+
+from edge_fer.cli.main import main
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> Path:
+    return make_tiny_model(tmp_path_factory.mktemp("model") / "tiny.onnx")
+
+
+def _photo(path: Path, seed: int = 0, size=(64, 80)) -> Path:
+    img = np.random.default_rng(seed).integers(0, 256, (*size, 3), dtype=np.uint8)
+    ok, buf = cv2.imencode(Path(os.fsdecode(path)).suffix, img)
+    assert ok
+    with open(path, "wb") as fh:  # by bytes: the name may not be UTF-8
+        fh.write(buf.tobytes())
+    return path
+
+
+def _clip(path: Path, frames: int = 6) -> Path:
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (96, 72))
+    assert w.isOpened()
+    for i in range(frames):
+        w.write(np.full((72, 96, 3), 40 + 10 * i, np.uint8))
+    w.release()
+    return path
+
+
+def _latin1(folder: Path, name: bytes) -> Path:
+    """A path in `folder` whose last part is `name` (bytes that are not UTF-8), as Python
+    names it (surrogate escapes); skips where the file system refuses such names."""
+    p = Path(os.fsdecode(os.path.join(os.fsencode(folder), name)))
+    try:
+        with open(p, "wb"):
+            pass
+        os.unlink(p)
+    except (OSError, UnicodeError):
+        pytest.skip("this file system does not take names that are not UTF-8")
+    return p
+
+
+# ---- file names that are not UTF-8 -----------------------------------------------------------
+
+
+def test_images_with_non_utf8_names_are_read(tmp_path, tiny_model):
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    odd = _photo(_latin1(folder, b"caf\xe9.jpg"), 1)
+    _photo(folder / "plain.jpg", 2)
+    summary = tmp_path / "s.json"
+    proc = processes.run_cli("run", folder, "--model", tiny_model, "--summary", summary)
+    assert proc.returncode == 0, proc.stderr
+    s = json.loads(summary.read_text())
+    assert s["frames"] == 2 and s["skipped_frames"] == 0
+    proc = processes.run_cli("detect", odd, "--json")
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(proc.stdout)["faces"] == []
+    drawn = _latin1(tmp_path, b"boxes\xff.png")
+    proc = processes.run_cli("detect", folder / "plain.jpg", "--draw", drawn)
+    assert proc.returncode == 0, proc.stderr
+    assert cv2.imdecode(np.fromfile(drawn, np.uint8), cv2.IMREAD_COLOR).shape == (64, 80, 3)
+
+
+def test_video_with_non_utf8_name_is_one_line(tmp_path, tiny_model):
+    clip = _latin1(tmp_path, b"clip\xff.avi")
+    os.replace(_clip(tmp_path / "c.avi"), clip)
+    for cmd in (("run", clip, "--model", tiny_model), ("detect", clip)):
+        proc = processes.run_cli(*cmd)
+        assert proc.returncode == 2, (cmd, proc.returncode, proc.stderr)
+        (line,) = proc.stderr.strip().splitlines()
+        assert "clip\\xff.avi: the file name is not valid UTF-8" in line
+
+
+def test_annotated_video_may_have_a_non_utf8_name(tmp_path, tiny_model):
+    clip = _clip(tmp_path / "c.avi")
+    out = _latin1(tmp_path, b"out\xe9.avi")
+    proc = processes.run_cli("run", clip, "--model", tiny_model, "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    os.replace(out, tmp_path / "check.avi")  # OpenCV reads it back under a UTF-8 name
+    cap = cv2.VideoCapture(str(tmp_path / "check.avi"))
+    assert int(cap.get(cv2.CAP_PROP_FRAME_COUNT)) == 6
+    cap.release()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["c.avi", "check.avi"]  # no leftovers
+
+
+# ---- outputs that would replace inputs -------------------------------------------------------
+
+
+def test_detect_never_draws_over_an_input(tmp_path, capsys):
+    a = _photo(tmp_path / "a.jpg", 1)
+    before = a.read_bytes()
+    assert main(["detect", str(a), "--draw", str(a)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "must not overwrite an input" in err[0]
+    (tmp_path / "x").mkdir()
+    (tmp_path / "y").mkdir()
+    b1, b2 = _photo(tmp_path / "x" / "p.jpg", 2), _photo(tmp_path / "y" / "p.jpg", 3)
+    out = tmp_path / "drawn"
+    assert main(["detect", str(b1), str(b2), "--draw", str(out)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "would both be drawn there" in err[0]
+    assert main(["detect", str(a), str(b1), "--draw", str(tmp_path)]) == 2  # a.jpg itself
+    assert "must not overwrite an input" in capsys.readouterr().err
+    assert a.read_bytes() == before and list(out.iterdir()) == []
+    assert main(["detect", str(a), "--draw", str(tmp_path / "none" / "d.png")]) == 2
+    assert "does not exist" in capsys.readouterr().err  # before any detection
+
+
+def test_bench_never_saves_over_its_inputs(tmp_path, tiny_model, capsys):
+    clip = _clip(tmp_path / "c.avi")
+    before = clip.read_bytes()
+    for target, words in ((clip, "SOURCE"), (tiny_model, "--model")):
+        rc = main(["bench", str(clip), "--model", str(tiny_model), "--json", str(target)])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and words in err[0], err
+    assert clip.read_bytes() == before
+    for flag in ("--frames", "--queue-size"):
+        rc = main(["bench", "--synthetic", "160x120", flag, "0", "--json", str(tmp_path / "b")])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and err == [f"edge-fer bench: error: {flag} must be >= 1, got 0"]
+
+
+# ---- one bad input among good ones -----------------------------------------------------------
+
+
+def test_detect_reports_a_bad_image_and_goes_on(tmp_path, capsys):
+    good1, good2 = _photo(tmp_path / "g1.png", 1), _photo(tmp_path / "g2.png", 2)
+    bad = tmp_path / "bad.jpg"
+    bad.write_bytes(b"")
+    rc = main(["detect", str(good1), str(bad), str(good2), "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert [json.loads(x)["path"] for x in out.splitlines()] == [str(good1), str(good2)]
+    (line,) = err.strip().splitlines()
+    assert line.startswith(f"edge-fer detect: error: {bad}: ")
+
+
+def test_photos_too_long_to_scan(tmp_path, tiny_model, capsys):
+    """A 17000 px panorama is skipped and reported; a 50x5000 strip is scanned (its upscale for
+    detection is held within the frame limits, which once stopped the whole folder)."""
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    _photo(folder / "a_normal.png", 1)
+    cv2.imwrite(str(folder / "b_panorama.png"), np.zeros((40, 17000), np.uint8))
+    cv2.imwrite(str(folder / "c_strip.png"), np.zeros((5000, 50), np.uint8))
+    _photo(folder / "d_normal.png", 2)
+    summary = tmp_path / "s.json"
+    rc = main(["run", str(folder), "--model", str(tiny_model), "--summary", str(summary)])
+    err = capsys.readouterr().err
+    assert rc == 0, err
+    s = json.loads(summary.read_text())
+    assert s["frames"] == 3 and s["source"]["skipped_files"] == 1
+    (skip,) = s["source_errors"]
+    assert "b_panorama.png" in json.dumps(skip) and "17000x40" in json.dumps(skip)
+    rc = main(["detect", str(folder / "b_panorama.png"), str(folder / "c_strip.png"), "--json"])
+    out, err = capsys.readouterr()
+    assert rc == 2 and len(out.splitlines()) == 1 and "16384 px a side" in err
+
+
+# ---- option values ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "flag, value",
+    [
+        ("--min-track-score", "nan"),
+        ("--min-track-score", "inf"),
+        ("--follow-seconds", "inf"),
+        ("--scene-cut", "inf"),
+        ("--summary-every", "inf"),
+        ("--detect-threads", "-1"),
+    ],
+)
+def test_non_finite_and_negative_options_are_one_line(tmp_path, tiny_model, capsys, flag, value):
+    clip = _clip(tmp_path / "c.avi")
+    summary = tmp_path / "s.json"
+    argv = ["run", str(clip), "--model", str(tiny_model), "--summary", str(summary), flag, value]
+    assert main(argv) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert line.startswith(f"edge-fer run: error: {flag} must be"), line
+    assert not summary.exists()
