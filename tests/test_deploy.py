@@ -333,6 +333,25 @@ def test_refuses_non_empty_out_without_force(tmp_path, capsys) -> None:
     _no_partial(tmp_path)
 
 
+@pytest.mark.parametrize("kind", ["deepstream", "triton"])
+def test_force_never_deletes_the_model_or_cache_it_deploys(tmp_path, capsys, kind) -> None:
+    """--force replaces the --out folder: one that holds an input (here or deeper) is refused."""
+    out = tmp_path / "kit"
+    (out / "sub").mkdir(parents=True)
+    model = out / "sub" / "m.onnx"
+    model.write_bytes(MODEL.read_bytes())
+    rc, _, err = _deploy(capsys, kind, "--model", model, "--out", out, "--force")
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "which replacing the folder would delete" in err
+    assert model.read_bytes() == MODEL.read_bytes()
+    cache = out / "calib.cache"
+    cache.write_bytes(CACHE.read_bytes())
+    argv = ["--model", MODEL, "--precision", "int8", "--calib-cache", cache, "--out", out]
+    rc, _, err = _deploy(capsys, kind, *argv, "--force")
+    assert rc == 2 and "calibration cache" in err and cache.exists()
+    _no_partial(tmp_path)
+
+
 @pytest.mark.parametrize(
     "argv, words",
     [

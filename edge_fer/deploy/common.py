@@ -15,9 +15,10 @@ import os
 import shutil
 import stat
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge_fer.errors import UserError
 from edge_fer.fileio import first_line, os_error_reason, sha256_file, write_bytes, write_text
@@ -191,13 +192,25 @@ def _umask() -> int:
 
 
 @contextlib.contextmanager
-def staged_folder(out: str | os.PathLike[str], force: bool = False) -> Iterator[Writer]:
+def staged_folder(
+    out: str | os.PathLike[str], force: bool = False, inputs: Sequence[tuple[str, Any]] = ()
+) -> Iterator[Writer]:
     """Yield a Writer on a hidden folder beside `out`; on success it becomes `out` (replacing an
     empty folder, or a non-empty one with `force`), on any error it is removed and nothing of
-    `out` changes. UserError for a non-empty `out` without `force`, or `out` being a file."""
+    `out` changes. UserError for a non-empty `out` without `force`, `out` being a file, or `out`
+    holding one of `inputs` ((what, path) pairs: the model, the calibration cache), which
+    replacing the folder would delete."""
     dest = Path(out)
     if dest.exists() and not dest.is_dir():
         raise UserError(f"{dest}: exists and is not a folder")
+    if dest.is_dir():
+        inside = os.path.realpath(dest).rstrip(os.sep) + os.sep
+        for what, path in inputs:
+            if path and (os.path.realpath(path) + os.sep).startswith(inside):
+                raise UserError(
+                    f"{dest}: holds the {what} {path}, which replacing the folder would delete; "
+                    "write the deployment to another folder"
+                )
     if dest.is_dir() and any(dest.iterdir()) and not force:
         raise UserError(f"{dest}: folder is not empty; pass --force to replace it")
     parent = dest.absolute().parent

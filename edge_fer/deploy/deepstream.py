@@ -382,7 +382,8 @@ def generate(
     parse_source(o.source)
     cache = _calib_cache(info, o)
     model_file = info.path.name
-    with staged_folder(out, force) as w:
+    inputs = [("model", info.path), ("calibration cache", o.calib_cache)]
+    with staged_folder(out, force, inputs) as w:
         w.copy(model_file, info.path)
         if cache is not None:
             w.bytes(CACHE, cache[0])

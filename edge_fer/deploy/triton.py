@@ -183,7 +183,8 @@ def generate(
     build_cmd = None
     cache = _calib_cache(info, o)
     src_onnx = f"{o.name}.onnx"
-    with staged_folder(out, force) as w:
+    inputs = [("model", info.path), ("calibration cache", cache)]
+    with staged_folder(out, force, inputs) as w:
         if "onnxruntime" in o.platforms:
             dirs[onnx_name] = PLATFORMS["onnxruntime"]
             w.copy(f"{onnx_name}/1/model.onnx", info.path)
