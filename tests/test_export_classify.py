@@ -287,6 +287,16 @@ def test_export_bad_checkpoint_and_options(exported, tmp_path) -> None:
     with pytest.raises(UserError, match="unknown --tta"):
         export_checkpoint(exported["plain"]["checkpoint"], tmp_path / "x.onnx", tta="rotate")
     assert not (tmp_path / "x.onnx").exists()
+    # the output may not be the checkpoint (by any spelling) or a folder: said before exporting
+    ckpt = tmp_path / "run.safetensors"
+    shutil.copy(exported["plain"]["checkpoint"], ckpt)
+    before = ckpt.read_bytes()
+    for out in (ckpt, tmp_path / "." / "run.safetensors"):
+        with pytest.raises(UserError, match="must not overwrite an input"):
+            export_checkpoint(ckpt, out)
+    with pytest.raises(UserError, match="is a folder") as e:
+        export_checkpoint(ckpt, tmp_path)
+    assert e.value.param == "out" and ckpt.read_bytes() == before
 
 
 # -- CLI ---------------------------------------------------------------------------------------
@@ -419,6 +429,17 @@ def test_eval_cli_bad_inputs(env, exported, tmp_path) -> None:
         cli(env, "eval", "--data", pets, "--model", model, "--label-set", "emotions"),
         "unknown label set 'emotions'",
     )
+    # outputs that cannot be written are said before the evaluation runs
+    (tmp_path / "adir").mkdir()
+    assert_one_line_error(
+        cli(env, "eval", "--data", pets, "--model", model, "--json", tmp_path / "adir"),
+        "is a folder",
+    )
+    assert not (tmp_path / "adir.png").exists()
+    assert_one_line_error(
+        cli(env, "eval", "--data", pets, "--model", model, "--latency-samples", "-1"),
+        "--latency-samples must be >= 0",
+    )
 
 
 def test_classify_cli(env, exported, tmp_path) -> None:
@@ -516,6 +537,8 @@ def test_export_and_models_cli(env, run_dir, tmp_path) -> None:
     for arch in ("cnn4", "cnn8_tanh", "resnet", "mobilenet", "mini_xception", "vgg"):
         assert arch in p.stdout
     assert "652,535" in p.stdout  # cnn4's parameter count
+    assert_one_line_error(cli(env, "models", "--input-size", "0"), "--input-size must be in")
+    assert_one_line_error(cli(env, "models", "--num-classes", "1"), "--num-classes must be in")
 
 
 TORCH_BLOCKER = """

@@ -10,6 +10,7 @@ and faces are found by the PICO detector in a real video. One ONNX Runtime threa
 from __future__ import annotations
 
 import json
+import os
 import struct
 from pathlib import Path
 
@@ -381,6 +382,31 @@ def test_errors_leave_nothing_behind(tiny_path, tmp_path):
     with pytest.raises(UserError, match="calib.cache is a folder"):
         calibrate(tiny_path, synthetic_faces(), kept, threads=1)
     assert _left(kept) == ["calib.cache", "notes.txt"]
+
+
+def test_outputs_never_replace_the_model(tiny_path, tmp_path):
+    """Re-calibrating a model kept under one of the output names in the output folder."""
+    from edge_fer.export.int8 import export_int8
+
+    out = tmp_path / "cal"
+    out.mkdir()
+    model = out / "model.int8.cpu.onnx"
+    model.write_bytes(tiny_path.read_bytes())
+    with pytest.raises(UserError, match="must not overwrite an input"):
+        calibrate(model, synthetic_faces(), out, threads=1)
+    assert model.read_bytes() == tiny_path.read_bytes() and _left(out) == [model.name]
+    report = out / "report.md"
+    os.replace(model, report)  # a model named like the export's report
+    with pytest.raises(UserError, match="must not overwrite an input"):
+        export_int8(report, out, synthetic_faces(), threads=1)
+    assert report.read_bytes() == tiny_path.read_bytes()
+    for kw, words in (({"max_drop": float("nan")}, "max_drop"), ({"eval_limit": -1}, "eval_limit")):
+        with pytest.raises(UserError) as e:
+            export_int8(tiny_path, tmp_path / "o", synthetic_faces(), threads=1, **kw)
+        assert e.value.param == words
+    with pytest.raises(UserError) as e:
+        calibrate(tiny_path, synthetic_faces(), tmp_path / "o", threads=1, min_faces=0)
+    assert e.value.param == "min_faces" and not (tmp_path / "o").exists()
 
 
 @pytest.mark.parametrize(

@@ -238,10 +238,17 @@ def _check_outputs(args, png: str | None) -> None:
     dataset's folder) or each other: checked before the evaluation runs."""
     from edge_fer.classify import default_model_path
     from edge_fer.errors import UserError
-    from edge_fer.runtime.sinks import check_collisions
+    from edge_fer.runtime.sinks import check_collisions, check_writable
     from edge_fer.runtime.sources import IMAGE_EXTS
 
     outputs = [("--json", args.json_out if args.json_out != "-" else None), ("--png", png)]
+    for name, path in outputs:  # a folder or a missing folder: said now, not after the work
+        if path:
+            check_writable(path, name)
+    if args.latency_samples < 0:
+        raise UserError(
+            f"--latency-samples must be >= 0 (0: no timing), got {args.latency_samples}"
+        )
     inputs = [("--data", args.data)]
     try:
         inputs.append(
@@ -406,6 +413,10 @@ def run_models(args) -> int:
     from edge_fer.errors import UserError
 
     rows = []
+    if not 16 <= args.input_size <= 512:
+        raise UserError(f"--input-size must be in 16..512 px, got {args.input_size}")
+    if not 2 <= args.num_classes <= 1000:
+        raise UserError(f"--num-classes must be in 2..1000, got {args.num_classes}")
     try:
         import torch  # noqa: F401
     except ImportError:
@@ -417,8 +428,14 @@ def run_models(args) -> int:
 
     for name in list_models():
         kw = {"input_size": args.input_size} if name == "cnn4" else {}
-        model = create_model(name, num_classes=args.num_classes, **kw)
-        info = model_info(model, args.input_size, 1)
+        try:
+            model = create_model(name, num_classes=args.num_classes, **kw)
+            info = model_info(model, args.input_size, 1)
+        except (RuntimeError, ValueError) as exc:  # a side too small for its downsampling
+            raise UserError(
+                f"{name} cannot take {args.input_size}x{args.input_size} inputs "
+                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+            ) from None
         doc = (type(model).__doc__ or "").strip().splitlines()
         rows.append({"arch": name, **info, "about": doc[0] if doc else ""})
     bundled = _bundled_info()

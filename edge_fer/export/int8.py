@@ -14,10 +14,12 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
 from edge_fer.errors import UserError
+from edge_fer.fileio import check_collisions
 
 ROW_NAMES = {"tensorrt": "INT8 PTQ, TensorRT Q/DQ", "cpu": "INT8 PTQ, ONNX Runtime CPU Q/DQ"}
 
@@ -41,8 +43,17 @@ def export_int8(
     compare FP32 and INT8 on `eval_data`. Returns {"calibration", "report", "checks", "ok"}."""
     from edge_fer.quantize import calibrate
 
-    if max_drop < 0:
-        raise UserError("must be >= 0 (accuracy points)", param="max_drop")
+    if not 0 <= max_drop < math.inf:
+        raise UserError(
+            f"must be >= 0 and finite (accuracy points), got {max_drop}", param="max_drop"
+        )
+    if eval_limit < 0:
+        raise UserError(f"must be >= 0 (0: every face), got {eval_limit}", param="eval_limit")
+    # the report lands beside the calibration outputs: it may not replace the model either
+    check_collisions(
+        [("the report", Path(out_dir) / n) for n in ("report.md", "report.json")],
+        [("the model", model_path)],
+    )
     info = calibrate(
         model_path,
         faces,

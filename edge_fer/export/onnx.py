@@ -21,7 +21,7 @@ import numpy as np
 
 from edge_fer import __version__
 from edge_fer.errors import UserError
-from edge_fer.fileio import sha256_file
+from edge_fer.fileio import check_collisions, sha256_file
 from edge_fer.preprocess import PreprocessSpec
 
 PARITY_TOL = 1e-4
@@ -242,6 +242,9 @@ def export_checkpoint(
         raise UserError(f"{opset} is outside the supported 7..23", param="opset")
     ckpt = Path(ckpt_path)
     out = Path(out_path)
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; give the model's file name (MODEL.onnx)", param="out")
+    check_collisions([("the output", out)], [("the checkpoint", ckpt)])
     model, spec, state = load_trained(ckpt)
     if crop_margin is not None:
         if not 0.0 <= float(crop_margin) <= 1.0:

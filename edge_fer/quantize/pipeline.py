@@ -28,6 +28,7 @@ from pathlib import Path
 
 from edge_fer import fileio
 from edge_fer.errors import UserError
+from edge_fer.fileio import check_collisions
 from edge_fer.quantize import qdq, ranges, report, trt_cache
 from edge_fer.quantize.calib_data import (
     MIN_FACES,
@@ -80,6 +81,8 @@ def calibrate(
     trt_code = trt_cache.version_code(trt_version)
     if batch_size < 1:
         raise UserError("must be >= 1", param="batch_size")
+    if min_faces < 1:
+        raise UserError(f"must be >= 1, got {min_faces}", param="min_faces")
     # checked before the pass, not after: the percentile also serves the report's comparison
     percentile_used = ranges.check_method(method, percentile)
     compare_at = ranges.check_method("percentile", percentile)
@@ -91,6 +94,8 @@ def calibrate(
     for name in names:
         if (out / name).is_dir():
             raise UserError(f"{out}: {name} is a folder; cannot write the output there")
+    # the model may lie in the output folder under one of these names (a re-calibration)
+    check_collisions([("the output", out / n) for n in names], [("the model", mpath)])
     check_faces(faces, min_faces)
     sniff_model_file(mpath)
     try:

@@ -29,6 +29,7 @@ import numpy as np
 
 from edge_fer import errors, fileio, imageio
 from edge_fer.errors import UserError
+from edge_fer.fileio import check_collisions  # noqa: F401 - where callers import it from
 
 # ---- paths -----------------------------------------------------------------------------------
 
@@ -52,47 +53,6 @@ def check_writable(path: str | os.PathLike, what: str) -> Path:
 
 def _os_error(what: str, path, exc: OSError) -> UserError:
     return UserError(f"cannot write {what} {path}: {fileio.os_error_reason(exc)}")
-
-
-def _identity(path) -> tuple[str, tuple[int, int] | None, bool]:
-    """(resolved path, (device, inode) when it exists, whether it is a device/pipe/socket)."""
-    p = os.fspath(path)
-    real = os.path.realpath(p)
-    try:
-        st = os.stat(p)
-    except (OSError, ValueError):
-        return real, None, False
-    special = not (stat.S_ISREG(st.st_mode) or stat.S_ISDIR(st.st_mode))
-    return real, (st.st_dev, st.st_ino), special
-
-
-def _same(a: tuple, b: tuple) -> bool:
-    # the resolved names catch symlinks and other spellings; device and inode catch hard links
-    return a[0] == b[0] or (a[1] is not None and a[1] == b[1])
-
-
-def check_collisions(outputs, inputs=()) -> None:
-    """One-line UserError when an output would overwrite an input or another output.
-
-    `outputs`, `inputs`: (name, path) pairs such as ("--events", "e.jsonl"); a None or empty
-    path is skipped. Two outputs may share a device or pipe (/dev/null, /dev/stdout): those are
-    written through, nothing is replaced.
-    """
-    outs = [(n, p, _identity(p)) for n, p in outputs if p]
-    ins = [(n, p, _identity(p)) for n, p in inputs if p]
-    for i, (name, path, ident) in enumerate(outs):
-        for n2, p2, ident2 in ins:
-            if _same(ident, ident2):
-                same = "" if os.fspath(p2) == os.fspath(path) else f" ({p2})"
-                raise UserError(
-                    f"{name} {path} is the same file as {n2}{same}: an output must "
-                    "not overwrite an input; give it another name"
-                )
-        for n2, p2, ident2 in outs[:i]:
-            if _same(ident, ident2) and not (ident[2] and ident2[2]):
-                raise UserError(
-                    f"{n2} {p2} and {name} {path} are the same file: give each output its own"
-                )
 
 
 # ---- drawing ---------------------------------------------------------------------------------
