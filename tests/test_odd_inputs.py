@@ -195,3 +195,19 @@ def test_non_finite_and_negative_options_are_one_line(tmp_path, tiny_model, caps
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert line.startswith(f"edge-fer run: error: {flag} must be"), line
     assert not summary.exists()
+
+
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        (["run", "x.mp4", "--hold", "zz"], "argument --hold: invalid int value: 'zz'"),
+        (["frobnicate"], "invalid choice: 'frobnicate'"),
+        (["detect"], "the following arguments are required"),
+    ],
+)
+def test_usage_mistakes_are_one_line(capsys, argv, words):
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert words in line and line.endswith("--help)")

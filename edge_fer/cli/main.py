@@ -11,6 +11,7 @@ import importlib
 import signal
 import sys
 import threading
+from typing import NoReturn
 
 from edge_fer import __version__
 from edge_fer.errors import UserError
@@ -35,8 +36,17 @@ COMMANDS: list[str] = [
 ]
 
 
+class _Parser(argparse.ArgumentParser):
+    """A usage mistake is one line, as every other user error (argparse prints its whole usage
+    block first): `edge-fer run: error: argument --hold: invalid int value: 'x' (see edge-fer
+    run --help)`. Sub-command parsers are made of the same class."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="edge-fer",
         description="Facial expression recognition on edge devices: detect, classify, "
         "train, compress and export.",
