@@ -364,6 +364,10 @@ def _read_face(p: Path):
 
 
 def run_classify(args) -> int:
+    if args.top < 1:
+        from edge_fer.errors import UserError
+
+        raise UserError(f"--top must be >= 1, got {args.top}")
     clf = load_classifier(args)
     failed = 0
     paths = _expand(args.images)
@@ -396,9 +400,7 @@ def run_classify(args) -> int:
 
                         raise UserError(f"{p}: {fileio.first_line(exc)}") from None
                 else:
-                    rest = ", ".join(
-                        f"{clf.classes[k]} {pr[k]:.2f}" for k in order[1 : max(args.top, 1)]
-                    )
+                    rest = ", ".join(f"{clf.classes[k]} {pr[k]:.2f}" for k in order[1 : args.top])
                     print(f"{p}: {label} {pr[order[0]]:.2f}" + (f"  ({rest})" if rest else ""))
             sys.stdout.flush()
     finally:
