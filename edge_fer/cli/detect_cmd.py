@@ -57,7 +57,9 @@ def run(args: argparse.Namespace) -> int:
     pick = DetectorPicker(args.cascade, DETECTOR.parse(args), threads=args.threads)
     draw_dir = _draw_target(args.draw, len(paths))
     if args.draw:
-        _check_draw_outputs(args, draw_dir, paths)
+        _check_draw_outputs(args, draw_dir, paths)  # before the folder is made
+    if draw_dir is not None:
+        _make_draw_dir(draw_dir)
     from edge_fer.detect.scan import first_run_notice
 
     notice = first_run_notice()
@@ -162,13 +164,14 @@ def _draw_target(out: str | None, ninputs: int) -> Path | None:
     if out is None:
         return None
     p = Path(out)
-    if ninputs > 1 or p.is_dir():
-        try:
-            p.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise UserError(f"cannot create --draw directory {p}: {exc.strerror or exc}") from None
-        return p
-    return None
+    return p if ninputs > 1 or p.is_dir() else None
+
+
+def _make_draw_dir(p: Path) -> None:
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"cannot create --draw directory {p}: {exc.strerror or exc}") from None
 
 
 def _draw_path(args: argparse.Namespace, draw_dir: Path | None, src: Path, video: bool) -> Path:
