@@ -106,6 +106,8 @@ def test_bad_input_is_one_line(run, data, tmp_path) -> None:
         (["average", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "x")],
          "no such checkpoint"),
         (["average", str(snap), "--out", str(tmp_path / "x"), "--faces", "1"], "--faces"),
+        (["average", str(snap), "--out", str(tmp_path / "x"), "--extra-train", str(data)],
+         "--extra-train the run was trained without extra training faces"),
         (["train", "--arch", "vgg", "--data", str(data), "--out", str(tmp_path / "r"),
           "--epochs", "2", "--average-last", "3", "--max-batches", "1"], "--average-last"),
     ]  # fmt: skip
@@ -115,3 +117,68 @@ def test_bad_input_is_one_line(run, data, tmp_path) -> None:
         lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
         assert len(lines) == 1 and needle in lines[0] and "Traceback" not in p.stderr, p.stderr
     assert not (tmp_path / "x").exists()
+
+
+def test_out_never_overwrites_a_checkpoint_nor_lands_on_a_folder(run, tmp_path) -> None:
+    out, _ = run
+    a, b = tmp_path / "a.safetensors", tmp_path / "b.safetensors"
+    a.write_bytes((out / "snapshots" / "epoch_002.safetensors").read_bytes())
+    b.write_bytes((out / "snapshots" / "epoch_003.safetensors").read_bytes())
+    (tmp_path / "link.safetensors").symlink_to(a)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "afile").write_text("keep")
+    before = a.read_bytes()
+    cases = [
+        ("a.safetensors", "--out a.safetensors is the same file as a checkpoint"),
+        ("link.safetensors", "is the same file as a checkpoint (a.safetensors)"),
+        ("folder", "--out folder: is a folder"),
+        ("afile/x.safetensors", "--out afile/x.safetensors: afile is not a folder"),
+    ]
+    for name, needle in cases:
+        p = run_cli("average", "a.safetensors", "b.safetensors", "--out", name, "--faces", "16",
+                    "--threads", "1", cwd=tmp_path)  # fmt: skip
+        lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+        assert p.returncode == 2 and len(lines) == 1 and needle in lines[0], (name, p.stderr)
+    p = run_cli("average", str(a), "--out", str(tmp_path / "y.safetensors"), "--threads", "-1")
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and "--threads must be >= 0" in lines[0], lines
+    assert a.read_bytes() == before
+    assert sorted(f.name for f in tmp_path.iterdir()) == [
+        "a.safetensors",
+        "afile",
+        "b.safetensors",
+        "folder",
+        "link.safetensors",
+    ]  # no temporary file left anywhere
+    assert not any((tmp_path / "folder").iterdir())
+
+
+def test_a_runs_relative_folders_are_found_from_elsewhere(data, tmp_path, monkeypatch) -> None:
+    """A run trained from its project folder with relative --data and --extra-train: `average`
+    run from another folder finds them above the checkpoints; --extra-train gives a moved one."""
+    import shutil
+
+    from edge_fer.train.trainer import TrainConfig, train
+
+    proj = tmp_path / "proj"
+    shutil.copytree(data, proj / "data" / "faces")
+    for cls in ("happy", "sad"):
+        (proj / "data" / "extra" / cls).mkdir(parents=True)
+        for f in sorted((data / cls).iterdir())[:2]:
+            shutil.copy(f, proj / "data" / "extra" / cls / f.name)
+    monkeypatch.chdir(proj)
+    train(TrainConfig(arch="cnn4", data="data/faces", extra_train="data/extra", out="runs/r",
+                      epochs=2, batch_size=8, threads=1, max_batches=1, average_last=2,
+                      precise_bn=16))  # fmt: skip
+    snaps = [f"proj/runs/r/snapshots/epoch_00{e}.safetensors" for e in (1, 2)]
+    avg = ["average", *snaps, "--faces", "16", "--threads", "1", "--out"]
+    p = run_cli(*avg, "avg.safetensors", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert json.loads(p.stdout.strip().splitlines()[-1])["batch_norms_measured"] > 0
+    (proj / "data" / "extra").rename(tmp_path / "moved")
+    p = run_cli(*avg, "avg2.safetensors", cwd=tmp_path)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert lines[0].startswith("edge-fer average: error: --extra-train data/extra: "), lines
+    p = run_cli(*avg, "avg2.safetensors", "--extra-train", "moved", cwd=tmp_path)
+    assert p.returncode == 0, p.stderr[-2000:]

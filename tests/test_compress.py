@@ -359,6 +359,16 @@ def test_cli_prune_end_to_end(ckpt, data_dir, tmp_path, capsys) -> None:
         (["qat", "--model", "{data}"], "folder"),
         (["qat", "--percentile", "20"], "--percentile"),
         (["prune", "--data", "{tmp}/nodata"], "no such file or folder"),
+        # numbers: checked (finite, in range) before any fine-tuning, not after the files
+        (["prune", "--lr", "inf"], "--lr must be a finite number > 0"),
+        (["prune", "--weight-decay", "nan"], "--weight-decay must be a finite number"),
+        (["prune", "--label-smoothing", "5"], "--label-smoothing must be a finite number in"),
+        (["prune", "--distill-temperature", "inf"], "--distill-temperature"),
+        (["prune", "--train-fraction", "nan"], "--train-fraction"),
+        (["prune", "--seed", "-1"], "--seed must be >= 0"),
+        (["qat", "--lr", "nan"], "--lr must be a finite number > 0"),
+        (["qat", "--label-smoothing", "-0.1"], "--label-smoothing"),
+        (["qat", "--out", "{afile}/sub"], "is not a folder"),
     ],
 )
 def test_cli_bad_input(argv, needle, data_dir, tmp_path, capsys) -> None:
@@ -381,17 +391,47 @@ def test_cli_bad_input(argv, needle, data_dir, tmp_path, capsys) -> None:
 
         add_onnx_metadata(qdq, meta)
         capsys.readouterr()  # the quantizer's own log lines
-    sub = {"{tmp}": str(tmp_path), "{qdq}": str(qdq), "{data}": str(data_dir)}
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    sub = {
+        "{tmp}": str(tmp_path),
+        "{qdq}": str(qdq),
+        "{data}": str(data_dir),
+        "{afile}": str(afile),
+    }
     argv = [next((a.replace(k, v) for k, v in sub.items() if k in a), a) for a in argv]
     if "--data" not in argv:
         argv += ["--data", str(data_dir)]
     out = tmp_path / "out"
-    rc = _cli(*argv, "--out", out)
+    if "--out" not in argv:
+        argv += ["--out", str(out)]
+    rc = _cli(*argv)
     err = capsys.readouterr().err
     lines = [ln for ln in err.splitlines() if ln.strip() and not ln.startswith("source:")]
     assert rc == 2, err
     assert len(lines) == 1 and needle in lines[0] and "Traceback" not in err, err
     assert not out.exists()  # nothing written
+
+
+@pytest.mark.parametrize(
+    "cmd, name",
+    [("prune", "pruned.safetensors"), ("prune", "source_fp32.onnx"), ("qat", "qat.safetensors")],
+)
+def test_cli_out_never_overwrites_the_model(cmd, name, ckpt, data_dir, tmp_path, capsys) -> None:
+    """The model to compress inside --out under a name the command writes there: refused
+    before any work, --force or not (the report would measure the output as the source)."""
+    out = tmp_path / "run"
+    out.mkdir()
+    model = out / name
+    model.write_bytes(ckpt.read_bytes())
+    before = model.read_bytes()
+    for force in ([], ["--force"]):
+        rc = _cli(cmd, "--model", model, "--data", data_dir, "--out", out, *QUICK, *force)
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert rc == 2 and len(lines) == 1, err
+        assert f"--out {model} is the same file as --model" in lines[0], err
+    assert model.read_bytes() == before and [p.name for p in out.iterdir()] == [name]
 
 
 def test_cli_qat_end_to_end(ckpt, data_dir, tmp_path, capsys) -> None:

@@ -51,6 +51,25 @@ def test_unknown_study_and_bad_flags(tmp_path, capsys) -> None:
     assert not (tmp_path / "o").exists()
 
 
+def test_out_work_and_numbers_are_checked_before_any_study(tmp_path, capsys) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    data = tmp_path / "nodata"  # never reached: every refusal comes first
+    cases = [
+        (["architectures", "--out", afile], "--out", "exists and is not a folder"),
+        (["architectures", "--out", afile / "sub"], "--out", "is not a folder"),
+        (["grouping", "--out", tmp_path / "o", "--work", afile], "--work", "not a folder"),
+        (["grouping", "--out", tmp_path / "o", "--lr", "inf"], "--lr must be a finite number"),
+        (["grouping", "--out", tmp_path / "o", "--lr", "nan"], "--lr must be a finite number"),
+        (["grouping", "--out", tmp_path / "o", "--seed", "-1"], "--seed must be >= 0"),
+        (["grouping", "--out", tmp_path / "o", "--test-fraction", "nan"], "--test-fraction"),
+    ]
+    for argv, *needles in cases:
+        rc, _, err = run(capsys, *argv, "--data", data)
+        one_line_error(rc, err, *needles)
+    assert afile.read_text() == "keep" and not (tmp_path / "o").exists()
+
+
 @pytest.mark.shared("data/fer2013/train")
 def test_refusals_before_training(tmp_path, capsys) -> None:
     gray = gray_folders(tmp_path / "gray", ("angry", "happy", "sad", "neutral"), 6)

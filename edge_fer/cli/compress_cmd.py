@@ -159,6 +159,8 @@ def _configs(args):
         raise UserError("--eval-limit and --val-limit must be >= 0")
     if args.bench_threads < 1:
         raise UserError("--bench-threads must be at least 1")
+    if args.bench_rounds < 1:
+        raise UserError("must be at least 1", param="bench_rounds")
     fcfg = FinetuneConfig(
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
@@ -188,11 +190,13 @@ def _prepare(args, fcfg):
     """Out folder check, source model, fine-tuning data, parity faces (all before any write)."""
     import numpy as np
 
+    from edge_fer.classify import default_model_path
     from edge_fer.compress.finetune import load_finetune_data
     from edge_fer.compress.io import check_out_dir, load_source
 
     out = Path(args.out)
-    check_out_dir(out, args.force)
+    model = args.model if args.model is not None else default_model_path()
+    check_out_dir(out, args.force, args.command, [("--model", model), ("--data", args.data)])
     if fcfg.threads:
         import torch
 

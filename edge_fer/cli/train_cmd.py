@@ -153,7 +153,19 @@ def register(sub) -> None:
     # fmt: on
     a.add_argument("checkpoints", nargs="+", help="checkpoints (.safetensors) of one run")
     a.add_argument("--out", required=True, help="the averaged checkpoint (.safetensors)")
-    a.add_argument("--data", default=None, help="the run's dataset, if not where its config says")
+    a.add_argument(
+        "--data",
+        default=None,
+        help="the run's dataset, if not where its config says (a relative one is looked for "
+        "from here and from each folder above the checkpoints)",
+    )
+    a.add_argument(
+        "--extra-train",
+        metavar="DIR",
+        default=None,
+        help="the run's --extra-train folder, if not where its config says (looked for as "
+        "--data is)",
+    )
     a.add_argument(
         "--faces",
         type=int,
@@ -172,7 +184,12 @@ def run_average(args) -> int:
     except ImportError as exc:
         raise UserError(f"averaging needs the train extra: pip install 'edge-fer[train]' ({exc})")
     rep = average_checkpoints(
-        args.checkpoints, args.out, data=args.data, faces=args.faces, threads=args.threads
+        args.checkpoints,
+        args.out,
+        data=args.data,
+        extra_train=args.extra_train,
+        faces=args.faces,
+        threads=args.threads,
     )
     print(json.dumps(rep))
     return 0
@@ -198,7 +215,13 @@ def run(args) -> int:
     try:
         kw = json.loads(args.arch_kwargs)
     except ValueError:
-        raise UserError(f"--arch-kwargs is not JSON: {args.arch_kwargs!r}") from None
+        raise UserError(f"is not JSON: {args.arch_kwargs!r}", param="arch_kwargs") from None
+    if not isinstance(kw, dict):
+        raise UserError(
+            f"takes a JSON object of options (e.g. '{{\"widths\": [16, 32]}}'), not "
+            f"{args.arch_kwargs!r}",
+            param="arch_kwargs",
+        )
     # the flags named as TrainConfig's fields
     same = ["arch", "data", "out", "batch_size", "lr", "weight_decay", "label_smoothing"]
     same += ["class_weights", "balanced_sampling", "clahe", "align", "channels", "input_size"]
@@ -215,7 +238,8 @@ def run(args) -> int:
     cfg = TrainConfig(
         **{k: getattr(args, k) for k in same},
         align_frame=frame,
-        epochs=args.epochs or 40,
+        # --epochs left out: TrainConfig's default (0 is refused, not taken for "default")
+        **({} if args.epochs is None else {"epochs": args.epochs}),
         distill=args.distill if args.distill is not None else (0.7 if args.teacher else 0.0),
         augment=not args.no_augment,
         crop_aug=_pair(args.crop_aug, "crop_aug", "--crop-aug=-0.05,0.05"),

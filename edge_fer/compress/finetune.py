@@ -27,6 +27,7 @@ from edge_fer.train.augment import AugmentConfig, augment
 from edge_fer.train.distill import distill_loss
 from edge_fer.train.trainer import (
     TrainConfig,
+    check_number,
     load_splits,
     lr_at,
     normalise,
@@ -61,20 +62,25 @@ class FinetuneConfig:
     distill_temperature: float = 4.0
 
     def validate(self) -> None:
+        """A UserError naming the first setting that does not fit, non-finite numbers
+        included (before any fine-tuning, and so before any file is written)."""
         if self.epochs < 0:
             raise UserError("must be >= 0", param="epochs")
-        if not self.lr > 0:
-            raise UserError("must be > 0", param="lr")
+        check_number(self.lr, "lr", lo_open=True)
         if self.batch_size < 1:
             raise UserError("must be at least 1", param="batch_size")
-        if not 0 < self.train_fraction <= 1:
-            raise UserError("must be in (0, 1]", param="train_fraction")
+        check_number(self.weight_decay, "weight_decay")
+        check_number(self.momentum, "momentum", 0, 1, hi_open=True)
+        check_number(self.label_smoothing, "label_smoothing", 0, 1, hi_open=True)
+        check_number(self.warmup_epochs, "warmup_epochs")
+        check_number(self.train_fraction, "train_fraction", 0, 1, lo_open=True)
+        for name in ("val_limit", "max_batches", "seed"):
+            if getattr(self, name) < 0:
+                raise UserError("must be >= 0", param=name)
         if self.threads < 0:
             raise UserError("must be >= 0", param="threads")
-        if not 0.0 <= self.distill <= 1.0:
-            raise UserError("must be in [0, 1]", param="distill")
-        if not self.distill_temperature > 0:
-            raise UserError("must be > 0", param="distill_temperature")
+        check_number(self.distill, "distill", 0, 1)
+        check_number(self.distill_temperature, "distill_temperature", lo_open=True)
 
 
 @dataclass

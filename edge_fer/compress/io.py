@@ -90,9 +90,30 @@ def load_source(path: str | os.PathLike | None) -> SourceModel:
     )
 
 
-def check_out_dir(out: Path, force: bool) -> None:
-    if out.exists() and not out.is_dir():
-        raise UserError(f"{out}: exists and is not a folder", param="out")
+# what `edge-fer prune` and `edge-fer qat` write into --out (report.* from compress.report)
+OUT_FILES = {
+    "prune": ("pruned.onnx", "pruned.safetensors", "source_fp32.onnx", "report.md", "report.json"),
+    "qat": (
+        "qat.onnx",
+        "ptq.onnx",
+        "qat.safetensors",
+        "source_fp32.onnx",
+        "report.md",
+        "report.json",
+    ),
+}
+
+
+def check_out_dir(out: Path, force: bool, command: str | None = None, inputs=()) -> None:
+    """--out can be made a folder, holds no finished run (unless `force`) and, for `command`
+    (prune or qat), none of the files it will write there is one of `inputs` ((name, path)
+    pairs: the model, the data): never an output over an input, --force or not."""
+    from edge_fer.fileio import check_collisions
+    from edge_fer.train.trainer import check_folder
+
+    check_folder(out, "out")
+    if command is not None:
+        check_collisions([("--out", out / name) for name in OUT_FILES[command]], inputs)
     if (out / "report.json").exists() and not force:
         raise UserError(
             f"{out}: already holds a finished run (report.json); "

@@ -154,6 +154,19 @@ def _read_gray(path: Path, size: int | None) -> np.ndarray | None:
     return img
 
 
+class BadEntry(UserError):
+    """A dataset entry that `skip_bad=True` would skip (an unreadable image, a malformed row,
+    an image outside the class folders). Its parameter is skip_bad: on the command line the
+    hint "use --skip-bad to skip such files" follows the message only where the running
+    command has that flag (edge_fer.cli.main.flag_for); `str()` is the message alone."""
+
+    def __init__(self, message: str = "", *, param: str | None = "skip_bad") -> None:
+        super().__init__(message, param=param)
+
+    def render(self, name: str | None = None) -> str:
+        return f"{self.message} (use {name} to skip such files)" if name else self.message
+
+
 class _Faces:
     """What a loader collects (images, labels, ids); a bad entry is skipped and counted when
     `skip_bad`, else a UserError."""
@@ -167,7 +180,7 @@ class _Faces:
 
     def bad(self, message: str) -> None:
         if not self.skip_bad:
-            raise UserError(message) from None
+            raise BadEntry(message) from None
         self.skipped += 1
 
     def problem(self, img: np.ndarray | None) -> str | None:
@@ -222,7 +235,7 @@ def _load_folder(p: Path, size, skip_bad, classes, split_prefixes) -> FaceSet:
         img = _read_gray(f, size)
         why = out.problem(img)
         if why:
-            out.bad(f"{f}: {why} (use --skip-bad to skip such files)")
+            out.bad(f"{f}: {why}")
             continue
         out.add(img, index[cls], str(f.relative_to(p)))
     return out.finish(classes)

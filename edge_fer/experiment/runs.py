@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,8 +42,10 @@ class Budget:
                 raise UserError("must be >= 0 (0: no limit)", param=name)
         if self.batch_size < 1:
             raise UserError("must be at least 1", param="batch_size")
-        if not self.lr > 0:
-            raise UserError("must be > 0", param="lr")
+        if not (math.isfinite(self.lr) and self.lr > 0):
+            raise UserError(f"must be a finite number > 0, got {self.lr!r}", param="lr")
+        if self.seed < 0:
+            raise UserError("must be >= 0", param="seed")
 
     def text(self) -> str:
         lim = self.max_train_faces or "all"

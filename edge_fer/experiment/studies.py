@@ -526,8 +526,16 @@ STUDY_FUNCS = {
 
 
 def run_study(opts: Options) -> Path:
+    from edge_fer.train.trainer import check_folder
+
     check_study(opts.study)
     opts.budget.validate()
+    if not 0 < opts.test_fraction < 1:  # NaN too
+        raise UserError(f"must be in (0, 1), got {opts.test_fraction:g}", param="test_fraction")
+    # --out and --work must be folders or become ones (a file there: one line, not a traceback
+    # half-way through the first variant)
+    check_folder(opts.out, "out")
+    check_folder(opts.workdir, "work" if opts.work else "out")
     if opts.study in ("architectures", "compression"):
         from edge_fer.experiment import zoo
 

@@ -38,30 +38,61 @@ def snapshots_after(out: Path, epoch: int) -> list[Path]:
     return found
 
 
+def find_recorded(recorded: str, checkpoint: Path) -> Path | None:
+    """The folder or file a run recorded (`recorded`, as it was given to `edge-fer train`):
+    from here, else, for a relative path, from each folder above the checkpoint (the run was
+    started from one of them, e.g. the project holding runs/); None when neither has it."""
+    p = Path(recorded)
+    if p.exists():
+        return p
+    if not p.is_absolute():
+        for up in Path(checkpoint).resolve().parents:
+            if (up / p).exists():
+                return up / p
+    return None
+
+
 def average_checkpoints(
     paths: list[str | Path],
     out: str | Path,
     *,
     data: str | None = None,
+    extra_train: str | None = None,
     faces: int = DEFAULT_FACES,
     threads: int = 0,
 ) -> dict:
     """Average the weights of `paths` (checkpoints of one architecture and preprocessing),
-    measure batch-norm statistics on `faces` training faces of the run's data (`data` instead
-    of the one in the checkpoints' config), score the held-out split and save to `out`.
-    UserError naming the file for anything that does not fit."""
+    measure batch-norm statistics on `faces` training faces of the run's data, score the
+    held-out split and save to `out`. The run's dataset and extra training folder are the ones
+    in the checkpoints' config (relative ones looked for from here and from the folders above
+    the checkpoint, `find_recorded`), or `data` and `extra_train` instead. UserError naming the
+    file or parameter for anything that does not fit, before anything is written."""
     from edge_fer.export.onnx import load_trained
+    from edge_fer.fileio import check_collisions
     from edge_fer.metrics import classification_report
     from edge_fer.train.checkpoint import read_state, read_weights, save_checkpoint
     from edge_fer.train.precise_bn import precise_bn
     from edge_fer.train.trainer import TrainConfig, load_splits, predict, prepare_faces
 
     paths = [Path(p) for p in paths]
+    out = Path(out)
     if not paths:
         raise UserError("needs at least one checkpoint", param="checkpoints")
     if faces < 2:
         raise UserError("must be >= 2 faces: averaged weights need measured statistics",
                         param="faces")  # fmt: skip
+    if threads < 0:
+        raise UserError("must be >= 0 (0: torch's default)", param="threads")
+    if out.is_dir():
+        raise UserError(f"{out}: is a folder; give the averaged checkpoint's file name",
+                        param="out")  # fmt: skip
+    up = next((q for q in out.parents if q.exists()), None)
+    if up is not None and not up.is_dir():
+        raise UserError(f"{out}: {up} is not a folder", param="out")
+    check_collisions([("--out", out)], [("a checkpoint", p) for p in paths])
+    for p in paths:
+        if not p.is_file():
+            raise UserError(f"{p}: no such checkpoint file", param="checkpoints")
     if threads:
         torch.set_num_threads(threads)
     model, spec, state = load_trained(paths[-1])
@@ -69,8 +100,6 @@ def average_checkpoints(
     keys = ("arch", "arch_kwargs", "channels", "input_size", "clahe", "align", "align_frame")
     total: dict[str, torch.Tensor] = {}
     for p in paths:
-        if not p.is_file():
-            raise UserError(f"{p}: no such checkpoint file", param="checkpoints")
         cfg = read_state(p).get("config") or {}
         if not cfg:
             raise UserError(f"{p}: not an edge-fer training checkpoint", param="checkpoints")
@@ -92,11 +121,27 @@ def average_checkpoints(
                            if total[k].is_floating_point() else total[k] for k in own})  # fmt: skip
     known = {k: v for k, v in first.items() if k in TrainConfig.__dataclass_fields__}
     cfg = TrainConfig(**known)
-    if data is not None:
-        cfg = dataclasses.replace(cfg, data=str(data))
-    for what, p in (("data", cfg.data), ("extra_train", cfg.extra_train)):
-        if p and not Path(p).exists():
-            raise UserError(f"{p}: the run's {what} is not here (pass --data)", param="data")
+    if extra_train is not None and not cfg.extra_train:
+        raise UserError("the run was trained without extra training faces",
+                        param="extra_train")  # fmt: skip
+    given = {"data": data, "extra_train": extra_train}
+    for what, about in (("data", "dataset"), ("extra_train", "extra training folder")):
+        recorded = getattr(cfg, what)
+        if given[what] is not None:
+            found = Path(given[what])
+            if not found.exists():
+                raise UserError(f"{found}: no such file or folder", param=what)
+        elif recorded:
+            found = find_recorded(recorded, paths[-1])
+            if found is None:
+                raise UserError(
+                    f"{recorded}: the run's {about} is neither here nor above "
+                    f"{paths[-1].parent}; give its place",
+                    param=what,
+                )
+        else:
+            continue
+        cfg = dataclasses.replace(cfg, **{what: str(found)})
     train_set, val_set, val_name = load_splits(cfg)
     n = precise_bn(model, prepare_faces(train_set.images, spec), spec, "cpu", faces, cfg.seed)
     model.eval()
@@ -111,8 +156,8 @@ def average_checkpoints(
         "val_macro_f1": round(float(rep["macro_f1"]), 4),
     }
     saved = {**state, "averaged_from": report["checkpoints"], "val_acc": report["val_acc"]}
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    save_checkpoint(Path(out), model, None, saved)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    save_checkpoint(out, model, None, saved)
     print(
         f"averaged {len(paths)} checkpoints: {val_name} acc {report['val_acc']:.4f}  "
         f"macro-F1 {report['val_macro_f1']:.4f} -> {out}",

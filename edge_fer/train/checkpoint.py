@@ -6,12 +6,12 @@ No pickles: a checkpoint can be opened safely from anyone.
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, safe_open, save_file
+from safetensors.torch import load_file, safe_open, save
 
+from edge_fer import fileio
 from edge_fer.errors import UserError
 
 
@@ -23,9 +23,9 @@ def save_checkpoint(path: Path, model, optimizer=None, state: dict | None = None
                 if torch.is_tensor(v):
                     tensors[f"optim.{i}.{k}"] = v.detach().contiguous().cpu()
     meta = {"edge_fer.state": json.dumps(state or {})}
-    tmp = Path(str(path) + ".tmp")
-    save_file(tensors, str(tmp), metadata=meta)
-    os.replace(tmp, path)  # never leave a half-written checkpoint behind
+    # through edge_fer.fileio: atomic (never half a checkpoint), no temporary file left behind
+    # on any failure (a folder in the way, a full disk), a symlink keeps pointing at it
+    fileio.write_bytes(path, save(tensors, metadata=meta))
 
 
 def _opt_states(optimizer):

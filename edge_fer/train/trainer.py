@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import numbers
 import os
 import sys
 import time
@@ -20,14 +21,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edge_fer import labels as L
 from edge_fer.data import FaceSet, load_dataset
-from edge_fer.errors import UserError
+from edge_fer.errors import UserError, first_line
+from edge_fer.fileio import check_collisions
 from edge_fer.metrics import classification_report
 from edge_fer.models import create_model, model_info
 from edge_fer.preprocess import PreprocessSpec, apply_clahe
 from edge_fer.train.augment import AugmentConfig, augment
 from edge_fer.train.average import average_checkpoints, snapshot_path, snapshots_after
 from edge_fer.train.checkpoint import load_checkpoint, read_state, save_checkpoint
+from edge_fer.train.distill import TARGETS_FILE
 from edge_fer.train.mix import draw_mix
 from edge_fer.train.precise_bn import DEFAULT_FACES, precise_bn
 
@@ -97,15 +101,79 @@ class TrainConfig:
     max_batches: int = 0  # for smoke tests: stop each epoch after this many batches
 
 
+# what a run writes into its folder (besides snapshots/): never one of its inputs
+RUN_FILES = (
+    "best.safetensors",
+    "last.safetensors",
+    "averaged.safetensors",
+    "config.json",
+    "log.csv",
+    "result.json",
+    TARGETS_FILE,
+)
+
+
+def check_number(
+    value,
+    param: str,
+    lo: float = 0.0,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
+    """UserError naming `param` unless `value` is a finite number within lo..hi (`lo_open`,
+    `hi_open`: the bound itself excluded). NaN and infinities fail every such test."""
+    ok = isinstance(value, numbers.Real) and math.isfinite(value)
+    ok = ok and (value > lo if lo_open else value >= lo)
+    if hi is not None:
+        ok = ok and (value < hi if hi_open else value <= hi)
+    if not ok:
+        if hi is None:
+            rng = f"> {lo:g}" if lo_open else f">= {lo:g}"
+        else:
+            rng = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise UserError(f"must be a finite number {rng}, got {value!r}", param=param)
+
+
+def check_folder(path: str | os.PathLike, param: str) -> None:
+    """UserError naming `param` unless `path` is a folder or can be made one (no file where
+    it or one of its parents would be)."""
+    p = Path(path)
+    for q in (p, *p.parents):
+        if q.exists() or q.is_symlink():
+            if not q.is_dir():
+                why = "exists and is not a folder" if q == p else f"{q} is not a folder"
+                raise UserError(f"{p}: {why}", param=param)
+            return
+
+
 def check_config(cfg: TrainConfig) -> None:
+    """Every setting of a run, before anything is loaded or written: a UserError naming the
+    first one that does not fit (non-finite numbers included)."""
     if cfg.epochs < 1:
         raise UserError("must be >= 1", param="epochs")
     if cfg.batch_size < 1:
         raise UserError("must be >= 1", param="batch_size")
-    if not cfg.lr > 0:
-        raise UserError("must be > 0", param="lr")
-    if not 0.0 <= cfg.distill <= 1.0:
-        raise UserError("must be in [0, 1]", param="distill")
+    check_number(cfg.lr, "lr", lo_open=True)
+    check_number(cfg.weight_decay, "weight_decay")
+    check_number(cfg.momentum, "momentum", 0, 1, hi_open=True)
+    check_number(cfg.warmup_epochs, "warmup_epochs")
+    check_number(cfg.label_smoothing, "label_smoothing", 0, 1, hi_open=True)
+    check_number(cfg.val_fraction, "val_fraction", 0, 1, lo_open=True, hi_open=True)
+    if cfg.patience < 0:
+        raise UserError("must be >= 0 epochs (0: no early stopping)", param="patience")
+    if cfg.seed < 0:
+        raise UserError("must be >= 0", param="seed")
+    if cfg.threads < 0:
+        raise UserError("must be >= 0 (0: torch's default)", param="threads")
+    if cfg.max_batches < 0:
+        raise UserError("must be >= 0", param="max_batches")
+    if cfg.channels not in (1, 3):
+        raise UserError(f"must be 1 or 3, got {cfg.channels}", param="channels")
+    if cfg.input_size is not None and cfg.input_size < 1:
+        raise UserError(f"must be >= 1 pixels, got {cfg.input_size}", param="input_size")
+    check_number(cfg.distill, "distill", 0, 1)
     if cfg.distill > 0 and not cfg.teacher:
         raise UserError("needs at least one teacher model", param="teacher")
     lo_hi = tuple(cfg.crop_aug)
@@ -114,10 +182,8 @@ def check_config(cfg: TrainConfig) -> None:
     lo_hi = tuple(cfg.exposure_aug)
     if len(lo_hi) != 2 or not 0.05 <= lo_hi[0] <= lo_hi[1] <= 4.0:
         raise UserError("must be LO,HI with 0.05 <= LO <= HI <= 4", param="exposure_aug")
-    if cfg.mixup < 0:
-        raise UserError("must be >= 0", param="mixup")
-    if cfg.cutmix < 0:
-        raise UserError("must be >= 0", param="cutmix")
+    check_number(cfg.mixup, "mixup")
+    check_number(cfg.cutmix, "cutmix")
     if cfg.distill_online and not cfg.teacher:
         raise UserError("needs at least one teacher model", param="distill_online")
     if cfg.distill_online and cfg.teacher_tta not in ("auto", "none", "flip"):
@@ -130,13 +196,38 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"must be in 0..{cfg.epochs} (--epochs)", param="average_last")
     if cfg.extra_train and not Path(cfg.extra_train).is_dir():
         raise UserError(f"{cfg.extra_train}: no such folder", param="extra_train")
-    if not cfg.distill_temperature > 0:
-        raise UserError("must be > 0", param="distill_temperature")
+    check_number(cfg.distill_temperature, "distill_temperature", lo_open=True)
     for t in list(cfg.teacher) + ([cfg.init] if cfg.init else []):
         if not Path(t).is_file():
             raise UserError(
                 f"{t}: no such model file", param="teacher" if t != cfg.init else "init"
             )
+    if not isinstance(cfg.arch_kwargs, dict):
+        raise UserError("must be a JSON object of architecture options", param="arch_kwargs")
+    build_model(cfg, len(L.FER2013))  # the architecture takes its options and input size
+
+
+def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
+    """The run's untrained model; options the architecture does not take (--arch-kwargs), or
+    an input it cannot shrink to one pixel (--input-size), are a UserError naming them."""
+    import warnings
+
+    kw = arch_kwargs_for(cfg)
+    try:
+        with warnings.catch_warnings():  # a dense head sized for too small an input says so
+            warnings.filterwarnings("ignore", "Initializing zero-element tensors")
+            model = create_model(cfg.arch, num_classes=num_classes, in_channels=cfg.channels, **kw)
+    except (TypeError, ValueError) as exc:
+        raise UserError(f"{kw} do not fit {cfg.arch} ({first_line(exc)})",
+                        param="arch_kwargs") from None  # fmt: skip
+    size = cfg.input_size or 48
+    try:
+        model_info(model, size, cfg.channels)
+    except RuntimeError as exc:
+        param = "input_size" if cfg.input_size else "arch_kwargs"
+        raise UserError(f"{cfg.arch} cannot take {size}x{size} faces ({first_line(exc)})",
+                        param=param) from None  # fmt: skip
+    return model
 
 
 def pick_device(name: str) -> torch.device:
@@ -341,17 +432,21 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
     the new total from the current step on), e.g. to finish sooner on a busy machine.
     """
     out = Path(cfg.out)
+    check_folder(out, "out")
     last = out / "last.safetensors"
     if resume and last.exists():
         saved = read_state(last).get("config")
         if saved:
             cfg = TrainConfig(**saved)  # the original run's settings win on resume
-            if epochs_override:
+            if epochs_override is not None:
                 cfg.epochs = epochs_override
     elif last.exists() and not resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or pick --out")
     check_config(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    check_collisions(
+        [("--out", out / name) for name in RUN_FILES],
+        [("--init", cfg.init), ("--data", cfg.data)] + [("--teacher", t) for t in cfg.teacher],
+    )
 
     device = pick_device(cfg.device)
     if cfg.threads:
@@ -367,9 +462,7 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
         spec.align_frame = tuple(float(v) for v in cfg.align_frame)
     tr_imgs, va_imgs = prepare_faces(train_set.images, spec), prepare_faces(val_set.images, spec)
 
-    model = create_model(
-        cfg.arch, num_classes=len(classes), in_channels=cfg.channels, **arch_kwargs_for(cfg)
-    )
+    model = build_model(cfg, len(classes))
     info = model_info(model, size, cfg.channels)
     model = model.to(device).to(memory_format=torch.channels_last)
     opt = sgd(model, cfg)
@@ -384,6 +477,7 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
         from edge_fer.train.warm_start import warm_start
 
         warm_start(model, cfg.init, cfg.arch, arch_kwargs_for(cfg), tr_imgs, spec)
+    out.mkdir(parents=True, exist_ok=True)  # after the data, the model and --init fit
     soft_all = online = None
     if cfg.distill > 0:
         from edge_fer.train.distill import (

@@ -1,0 +1,108 @@
+"""`edge-fer train`: every option is checked before anything is loaded or written (one line,
+exit 2, no run folder); a run folder never takes the place of a file or of one of its inputs.
+Tiny synthetic faces, in-process, no training unless a run is meant to happen."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_fer import labels as L
+
+pytest.importorskip("torch")
+pytest.importorskip("safetensors")
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    """4 synthetic 48x48 faces per class, in class folders."""
+    import cv2
+
+    root = tmp_path_factory.mktemp("train_opts") / "faces"
+    rng = np.random.default_rng(0)
+    for k, cls in enumerate(L.FER2013):
+        (root / cls).mkdir(parents=True)
+        for i in range(4):
+            img = rng.integers(0, 80, (48, 48)).astype(np.uint8)
+            img[k * 6 : k * 6 + 6] += 150
+            cv2.imwrite(str(root / cls / f"f{i}.png"), img)
+    return root
+
+
+@pytest.fixture(autouse=True)
+def _own_cache(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("EDGE_FER_CACHE", str(tmp_path / "cache"))
+
+
+def _train(capsys, faces: Path, out: Path, *flags) -> tuple[int, list[str]]:
+    from edge_fer.cli.main import main
+
+    argv = ["train", "--arch", "cnn4", "--data", str(faces), "--out", str(out)]
+    argv += ["--max-batches", "1", "--batch-size", "8", "--threads", "1", "--precise-bn", "0"]
+    rc = main([*argv, *map(str, flags)])
+    err = capsys.readouterr().err
+    return rc, [ln for ln in err.splitlines() if ln.strip()]
+
+
+@pytest.mark.parametrize(
+    "flags, needle",
+    [
+        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--lr", "inf"], "--lr must be a finite number"),
+        (["--lr", "nan"], "--lr must be a finite number"),
+        (["--weight-decay", "nan"], "--weight-decay must be a finite number"),
+        (["--weight-decay", "-1"], "--weight-decay"),
+        (["--label-smoothing", "5"], "--label-smoothing must be a finite number in [0, 1)"),
+        (["--cutmix", "nan"], "--cutmix must be a finite number >= 0"),
+        (["--mixup", "inf"], "--mixup"),
+        (["--distill-temperature", "inf"], "--distill-temperature"),
+        (["--patience", "-1"], "--patience must be >= 0"),
+        (["--seed", "-1"], "--seed must be >= 0"),
+        (["--threads", "-1"], "--threads must be >= 0"),
+        (["--input-size", "0"], "--input-size must be >= 1"),
+        (["--input-size", "4"], "--input-size cnn4 cannot take 4x4 faces"),
+        (["--arch-kwargs", '{"nope": 1}'], "--arch-kwargs {'nope': 1} do not fit cnn4"),
+        (["--arch-kwargs", "[1]"], "--arch-kwargs takes a JSON object"),
+        (["--arch-kwargs", "{"], "--arch-kwargs is not JSON"),
+    ],
+)
+def test_bad_options_are_one_line_before_anything(capsys, faces, tmp_path, flags, needle):
+    out = tmp_path / "run"
+    rc, lines = _train(capsys, faces, out, "--epochs", 1, *flags)
+    assert rc == 2 and len(lines) == 1 and needle in lines[0], lines
+    assert not out.exists()  # nothing made
+
+
+def test_epochs_zero_is_refused_also_on_resume(capsys, faces, tmp_path) -> None:
+    out = tmp_path / "run"
+    rc, lines = _train(capsys, faces, out, "--epochs", 1)
+    assert rc == 0, lines
+    rc, lines = _train(capsys, faces, out, "--resume", "--epochs", 0)
+    assert rc == 2 and len(lines) == 1 and "--epochs must be >= 1" in lines[0], lines
+    rc, lines = _train(capsys, faces, out, "--resume", "--epochs", 2)
+    assert rc == 0 and sum(ln.startswith("epoch ") for ln in lines) == 1, lines
+
+
+def test_out_must_be_a_folder_and_never_an_input(capsys, faces, tmp_path) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("keep")
+    for out, needle in ((afile, "exists and is not a folder"), (afile / "run", "is not a folder")):
+        rc, lines = _train(capsys, faces, out, "--epochs", 1)
+        assert rc == 2 and len(lines) == 1 and f"--out {out}: " in lines[0], lines
+        assert needle in lines[0], lines
+    assert afile.read_text() == "keep"
+    # --init the run folder's best.safetensors (a run without last.safetensors): the first
+    # epoch would write over it
+    done = tmp_path / "done"
+    assert _train(capsys, faces, done, "--epochs", 1)[0] == 0
+    again = tmp_path / "again"
+    again.mkdir()
+    init = again / "best.safetensors"
+    init.write_bytes((done / "best.safetensors").read_bytes())
+    before = init.read_bytes()
+    rc, lines = _train(capsys, faces, again, "--epochs", 1, "--init", init)
+    assert rc == 2 and len(lines) == 1, lines
+    assert "is the same file as --init" in lines[0], lines
+    assert init.read_bytes() == before and not (again / "log.csv").exists()
