@@ -238,13 +238,17 @@ def _check_outputs(args, png: str | None) -> None:
     dataset's folder) or each other: checked before the evaluation runs."""
     from edge_fer.classify import default_model_path
     from edge_fer.errors import UserError
-    from edge_fer.runtime.sinks import check_collisions, check_writable
+    from edge_fer.runtime.sinks import check_collisions
     from edge_fer.runtime.sources import IMAGE_EXTS
 
     outputs = [("--json", args.json_out if args.json_out != "-" else None), ("--png", png)]
-    for name, path in outputs:  # a folder or a missing folder: said now, not after the work
-        if path:
-            check_writable(path, name)
+    for name, path in outputs:  # said now, not after the work (missing folders are made)
+        p = Path(path) if path else None
+        if p is not None and p.is_dir():
+            raise UserError(f"{name} {p}: is a folder, expected a file name")
+        for q in p.parents if p is not None else ():
+            if q.exists() and not q.is_dir():
+                raise UserError(f"{name} {p}: {q} is not a folder")
     if args.latency_samples < 0:
         raise UserError(
             f"--latency-samples must be >= 0 (0: no timing), got {args.latency_samples}"
