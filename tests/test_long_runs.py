@@ -347,14 +347,14 @@ def test_summary_every_rewrites_the_summary_while_the_run_goes_on(tmp_path, caps
     assert seen and seen[0]["running"] and not seen[0]["complete"] and seen[0]["frames"] < 60
     assert s["frames"] == 60 and not s["running"]
     assert json.loads(summary.read_text())["frames"] == 60
-    for bad in (0.0, -1.0, float("nan")):
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(UserError) as e:
             run_video(RunOptions(source=clip, summary=str(summary), summary_every=bad))
         assert e.value.param == "summary_every"
     # the CLI: the flag, and that it needs --summary, each in one line
     assert main(["run", clip, "--summary-every", "0"]) == 2
     assert capsys.readouterr().err.strip() == (
-        "edge-fer run: error: --summary-every must be > 0 seconds, got 0.0"
+        "edge-fer run: error: --summary-every must be > 0 seconds and finite, got 0.0"
     )
     assert main(["run", clip, "--summary-every", "5"]) == 2
     assert capsys.readouterr().err.strip() == (

@@ -232,7 +232,7 @@ def test_scene_cut_option_turns_the_test_off_and_is_checked(tmp_path, capsys):
     capsys.readouterr()
     assert main(["run", str(cut), "--scene-cut", "-1"]) == 2
     err = capsys.readouterr().err.strip()
-    assert err == "edge-fer run: error: --scene-cut must be >= 0 (0: off), got -1.0"
+    assert err == "edge-fer run: error: --scene-cut must be >= 0 and finite (0: off), got -1.0"
     with pytest.raises(UserError) as e:
         run_video(RunOptions(source=str(cut), scene_cut=float("nan")), handle_signals=False)
     assert e.value.param == "scene_cut"
