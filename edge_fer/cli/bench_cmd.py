@@ -40,9 +40,10 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
+    from edge_fer.fileio import check_collisions
     from edge_fer.runtime.bench import bench, format_table, synthetic_clip
     from edge_fer.runtime.runner import run_inputs
-    from edge_fer.runtime.sinks import check_collisions, check_writable, write_json_atomic
+    from edge_fer.runtime.sinks import check_writable, write_json_atomic
     from edge_fer.runtime.sources import parse_source
 
     quiet_opencv()

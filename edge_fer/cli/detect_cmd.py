@@ -183,7 +183,8 @@ def _draw_path(args: argparse.Namespace, draw_dir: Path | None, src: Path, video
 def _check_draw_outputs(args: argparse.Namespace, draw_dir: Path | None, paths) -> None:
     """Before any work: no drawing may replace an input or another input's drawing, and a
     single file target must be writable."""
-    from edge_fer.runtime.sinks import check_collisions, check_writable
+    from edge_fer.fileio import check_collisions
+    from edge_fer.runtime.sinks import check_writable
     from edge_fer.runtime.sources import IMAGE_EXTS
 
     if draw_dir is None:

@@ -238,7 +238,7 @@ def _check_outputs(args, png: str | None) -> None:
     dataset's folder) or each other: checked before the evaluation runs."""
     from edge_fer.classify import default_model_path
     from edge_fer.errors import UserError
-    from edge_fer.runtime.sinks import check_collisions
+    from edge_fer.fileio import check_collisions
     from edge_fer.runtime.sources import IMAGE_EXTS
 
     outputs = [("--json", args.json_out if args.json_out != "-" else None), ("--png", png)]

@@ -65,7 +65,7 @@ def _run(args, guard) -> int:
         raise UserError("no SOURCE: give a file, folder, glob, camera or URI (or --demo)")
     if args.demo:
         from edge_fer.detect.config import resolve_cascade
-        from edge_fer.runtime.sinks import check_collisions
+        from edge_fer.fileio import check_collisions
 
         resolve_cascade(args.cascade)  # fail before making the clip
         out_dir = Path(args.demo_dir)

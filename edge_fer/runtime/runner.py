@@ -214,15 +214,10 @@ def run_video(
 def _run_video(
     opts: RunOptions, detector, classifier, warn, handle_signals: bool, signals, t_start: float
 ):
+    from edge_fer.fileio import check_collisions
     from edge_fer.runtime.pipeline import Interrupted, Pipeline, Sinks
     from edge_fer.runtime.preview import MJPEGPreview
-    from edge_fer.runtime.sinks import (
-        EventsSink,
-        VideoSink,
-        WindowSink,
-        check_collisions,
-        check_writable,
-    )
+    from edge_fer.runtime.sinks import EventsSink, VideoSink, WindowSink, check_writable
     from edge_fer.runtime.sources import open_source, parse_source
     from edge_fer.runtime.tracker import IoUTracker
 

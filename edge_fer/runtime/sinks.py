@@ -2,7 +2,7 @@
 
 Nothing the user already has is lost (issue #13):
 - every output path is compared with every input and every other output before anything is
-  opened (`check_collisions`);
+  opened (`edge_fer.fileio.check_collisions`);
 - nothing that exists is truncated before the run starts: the video is written to a temporary
   file beside its target and renamed over it when it is finalised (`abort` on a start-up
   failure removes it instead); the events file is opened when the first frame is about to be
@@ -29,7 +29,6 @@ import numpy as np
 
 from edge_fer import errors, fileio, imageio
 from edge_fer.errors import UserError
-from edge_fer.fileio import check_collisions  # noqa: F401 - where callers import it from
 
 # ---- paths -----------------------------------------------------------------------------------
 
