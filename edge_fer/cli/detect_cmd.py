@@ -93,14 +93,6 @@ def _is_video(path: Path) -> bool:
     return path.suffix.lower() in VIDEO_EXTS
 
 
-def _read_image(path: Path) -> tuple[np.ndarray | None, str]:
-    """(BGR image, "") or (None, why), with `edge-fer run`'s checks: the header's size before
-    decoding, the frame limits, any file name."""
-    from edge_fer.runtime.sources import load_image
-
-    return load_image(str(path))
-
-
 def _is_image_file(path: Path) -> bool:
     """An image by its extension or its header (an unreadable file counts: it is reported as
     such rather than tried as a video)."""
@@ -226,8 +218,9 @@ def _emit(record: dict) -> None:
 def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None) -> bool:
     """Detect on one image; True when it turned out to be a truncated video."""
     from edge_fer.imageio import imwrite
+    from edge_fer.runtime.sources import load_image  # run's checks: header size, limits, any name
 
-    color, why = _read_image(path)
+    color, why = load_image(str(path))
     if color is None:
         if not _is_image_file(path):  # maybe a video with an unusual extension
             return _run_video(pick, path, args, draw_dir)

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import csv
 import json
-import math
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,8 +41,9 @@ class Budget:
                 raise UserError("must be >= 0 (0: no limit)", param=name)
         if self.batch_size < 1:
             raise UserError("must be at least 1", param="batch_size")
-        if not (math.isfinite(self.lr) and self.lr > 0):
-            raise UserError(f"must be a finite number > 0, got {self.lr!r}", param="lr")
+        from edge_fer.train.trainer import check_number  # the trainer's own rule
+
+        check_number(self.lr, "lr", lo_open=True)
         if self.seed < 0:
             raise UserError("must be >= 0", param="seed")
 
