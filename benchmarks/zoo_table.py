@@ -113,26 +113,34 @@ def _fmt(v, spec: str) -> str:
 
 def markdown(rows: list[dict], env: dict) -> str:
     split = rows[0]["split"] if rows else env["split"]
+    mixed = len({r.get("cpu", env["cpu"]) for r in rows}) > 1
+    where = (
+        "each row's CPU (last column)" if mixed else f"{env['cpu']} ({env['cpus']} logical CPUs)"
+    )
     head = (
         f"{Path(env['data']).name} {split} ({rows[0]['n'] if rows else 0} faces), ONNX Runtime "
-        f"{env['onnxruntime']} on {env['cpu']} ({env['cpus']} logical CPUs).\n"
+        f"{env['onnxruntime']} on {where}.\n"
         "ms/face: preprocessing + inference at batch 1, median over "
         f"{env['latency_samples']} faces, 1 thread and ONNX Runtime's default threads.\n"
     )
+    # Merged tables can hold rows timed on different machines: then each row names its CPU
+    # and date, since their ms/face do not compare across machines.
+    extra_head, extra_rule = (" CPU, date |", "---|") if mixed else ("", "")
     lines = [
         head,
         (
             "| model | arch | params | MACs | accuracy | top-2 | macro-F1 | ms/face (1 thread) "
-            "| ms/face (default threads) | TTA |"
+            "| ms/face (default threads) | TTA |" + extra_head
         ),
-        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|",
+        "|---|---|---:|---:|---:|---:|---:|---:|---:|---|" + extra_rule,
     ]
     for r in rows:
+        extra = f" {r.get('cpu', env['cpu'])}, {str(r.get('date_utc', ''))[:10]} |" if mixed else ""
         lines.append(
             f"| {Path(r['run']).name} | {r['arch']} | {r['params'] / 1e6:.2f}M | {r['macs'] / 1e6:.1f}M "
             f"| {100 * r['accuracy']:.2f}% | {100 * r['top2_accuracy']:.2f}% "
             f"| {r['macro_f1']:.3f} | {_fmt(r['ms_per_face_1thread'], '.3f')} "
-            f"| {_fmt(r['ms_per_face_default_threads'], '.3f')} | {r['tta']} |"
+            f"| {_fmt(r['ms_per_face_default_threads'], '.3f')} | {r['tta']} |" + extra
         )
     return "\n".join(lines) + "\n"
 
@@ -153,6 +161,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--out-dir", default=str(ROOT / "benchmarks" / "results"))
     ap.add_argument("--name", default="zoo", help="output file stem: NAME.json and NAME.md")
+    ap.add_argument(
+        "--merge",
+        action="store_true",
+        help="keep NAME.json's other rows (and NAME.md's text below the table); rows of the "
+        "same run and TTA are replaced",
+    )
     args = ap.parse_args(argv)
 
     from edge_fer.errors import UserError
@@ -193,9 +207,27 @@ def main(argv: list[str] | None = None) -> int:
                         f"{r['ms_per_face_1thread']:.3f} ms/face (1 thread)",
                         file=sys.stderr,
                     )
+                    r["date_utc"] = dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+                    r["cpu"] = cpu_name()
                     rows.append(r)
     except UserError as exc:
         return fail(f"zoo_table: error: {exc}")
+    out = Path(args.out_dir)
+    footer = ""
+    if args.merge and (out / f"{args.name}.json").is_file():
+        old = json.loads((out / f"{args.name}.json").read_text())
+        new_keys = {(r["run"], r["tta"]) for r in rows}
+        for r in old.get("results", []):
+            if (r["run"], r["tta"]) not in new_keys:
+                r.setdefault("date_utc", old.get("env", {}).get("date_utc"))
+                r.setdefault("cpu", old.get("env", {}).get("cpu"))
+                rows.append(r)
+        old_md = out / f"{args.name}.md"
+        if old_md.is_file():
+            # The hand-written text under the table (commands, budgets) stays.
+            lines = old_md.read_text().splitlines()
+            last = max((i for i, ln in enumerate(lines) if ln.startswith("|")), default=-1)
+            footer = "\n".join(lines[last + 1 :]).strip("\n")
     rows.sort(key=lambda r: -r["accuracy"])
     env = {
         "date_utc": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
@@ -210,7 +242,8 @@ def main(argv: list[str] | None = None) -> int:
         "batch_size": args.batch_size,
     }
     md = markdown(rows, env)
-    out = Path(args.out_dir)
+    if footer:
+        md += "\n" + footer + "\n"
     out.mkdir(parents=True, exist_ok=True)
     save_json(out / f"{args.name}.json", {"env": env, "results": rows})
     (out / f"{args.name}.md").write_text(md)

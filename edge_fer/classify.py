@@ -53,12 +53,16 @@ def default_model_path() -> Path:
 
 def bundled_model_path(backend: str = "onnxruntime", precision: str = "auto") -> Path:
     """The bundled model for a backend. precision "auto": the INT8 model on ONNX Runtime (CPU;
-    same accuracy, about 3x faster, see its model card), FP32 elsewhere (TensorRT builds its own
-    INT8 engine from the FP32 graph and the calibration cache)."""
+    same accuracy, about 3x faster with VNNI, see its model card) except on x86 CPUs without
+    VNNI, where it was measured no faster than FP32 (docs/quantize.md); FP32 elsewhere (TensorRT
+    builds its own INT8 engine from the FP32 graph and the calibration cache)."""
+    from edge_fer.machine import x86_without_vnni
+
     if precision not in ("auto", "fp32", "int8"):
         raise UserError(f"unknown precision {precision!r}; choose auto, fp32 or int8")
     int8 = ASSETS / DEFAULT_INT8
-    if precision == "int8" or (precision == "auto" and backend == "onnxruntime"):
+    auto_int8 = precision == "auto" and backend == "onnxruntime" and not x86_without_vnni()
+    if precision == "int8" or auto_int8:
         if backend != "onnxruntime" and precision == "int8":
             raise UserError(
                 "the bundled INT8 model is for ONNX Runtime; TensorRT builds INT8 "

@@ -15,3 +15,34 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+# x86 flags (Linux /proc/cpuinfo) of an int8 dot product that does not saturate: AVX-512 VNNI
+# (Cascade Lake and later Xeons, Ice Lake, Zen 4), AVX-VNNI (Alder Lake and later), AMX.
+_VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
+
+
+def cpu_flags(cpuinfo: str | None = None) -> set[str]:
+    """The CPU feature flags of the first processor in /proc/cpuinfo (x86 `flags`, ARM
+    `Features`); empty when they cannot be read (another OS)."""
+    if cpuinfo is None:
+        try:
+            cpuinfo = Path("/proc/cpuinfo").read_text()
+        except OSError:
+            return set()
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in ("flags", "Features"):
+            return set(value.split())
+    return set()
+
+
+def x86_without_vnni(cpuinfo: str | None = None, machine: str | None = None) -> bool:
+    """True on an x86 CPU whose flags are known and name no VNNI-class int8 instruction. There
+    ONNX Runtime's int8 convolutions either saturate or, made exact, ran no faster than FP32
+    (docs/quantize.md); False where unknown (other OSes, ARM)."""
+    machine = (machine or platform.machine()).lower()
+    if machine not in ("x86_64", "amd64", "i686", "i386"):
+        return False
+    flags = cpu_flags(cpuinfo)
+    return bool(flags) and not flags & _VNNI_FLAGS

@@ -316,8 +316,8 @@ class ModelArgs(ArgGroup):
         g.add_argument("--model", metavar="M", help="classifier .onnx (default: the bundled model)")
         g.add_argument("--precision", default="auto", choices=("auto", "fp32", "int8"),
                        help="which bundled model, when --model is not given: auto = INT8 on ONNX "
-                       "Runtime (same accuracy, ~3x faster on CPU), FP32 on TensorRT "
-                       "(default: auto)")
+                       "Runtime (same accuracy, ~3x faster on CPUs with VNNI), FP32 on x86 CPUs "
+                       "without VNNI (INT8 no faster there) and on TensorRT (default: auto)")
         if self.backend == "one":
             g.add_argument("--backend", default="onnxruntime", choices=BACKENDS,
                            help="inference engine (default: onnxruntime)")

@@ -301,9 +301,12 @@ def fold_weight_quantizers(proto) -> int:
 def _ort_run(path: Path, x: np.ndarray, optimize: bool) -> np.ndarray:
     import onnxruntime as ort
 
+    from edge_fer.backends.onnxruntime_backend import exact_int8
+
     so = ort.SessionOptions()
     so.intra_op_num_threads = 1
     so.log_severity_level = 3
+    exact_int8(so)
     so.graph_optimization_level = (
         ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if optimize
