@@ -462,6 +462,32 @@ def test_cli_build_and_sidecar_for(fake, tmp_path, capsys):
     assert doc["tensorrt"] == "10.3.0"  # TensorRT was importable: its facts are recorded
 
 
+def test_sidecar_for_refuses_what_is_not_an_engine_and_keeps_user_files(fake, tmp_path, capsys):
+    fake("10.3.0")
+    model = tiny_onnx(tmp_path / "fer.onnx")
+    before = model.read_bytes()
+    # The ONNX model itself, a sidecar, an empty file: refused, nothing written.
+    empty = tmp_path / "fer.engine"
+    empty.write_bytes(b"")
+    for wrong, why in ((model, "not a TensorRT engine"), (empty, "is empty")):
+        rc, err, _ = cli([str(model), "--sidecar-for", str(wrong)], capsys)
+        assert rc == 2 and len(err) == 1 and why in err[0], err
+    assert model.read_bytes() == before and not (tmp_path / "fer.onnx.json").exists()
+    # A user's own NAME.json is not an edge-fer sidecar: never overwritten.
+    eng = tmp_path / "notes"
+    eng.write_bytes(b"engine bytes")
+    theirs = tmp_path / "notes.json"
+    theirs.write_text('{"mine": true}')
+    rc, err, _ = cli([str(model), "--sidecar-for", str(eng)], capsys)
+    assert rc == 2 and "not an edge-fer engine sidecar; not overwriting" in err[0]
+    assert theirs.read_text() == '{"mine": true}'
+    # An edge-fer sidecar of that name is replaced as before.
+    theirs.unlink()
+    assert cli([str(model), "--sidecar-for", str(eng)], capsys)[0] == 0
+    assert cli([str(model), "--sidecar-for", str(eng)], capsys)[0] == 0
+    assert tc.read_sidecar(eng)["built_by"].startswith("trtexec")
+
+
 def test_bundled_model_brings_its_calibration_cache(fake, tmp_path, capsys):
     """A pip install has no calibration/ folder: the bundled model's cache ships in the package
     (a byte-identical copy of the committed one) and INT8 builds of it use it unasked."""

@@ -63,9 +63,14 @@ def test_out_work_and_numbers_are_checked_before_any_study(tmp_path, capsys) -> 
         (["grouping", "--out", tmp_path / "o", "--lr", "nan"], "--lr must be a finite number"),
         (["grouping", "--out", tmp_path / "o", "--seed", "-1"], "--seed must be >= 0"),
         (["grouping", "--out", tmp_path / "o", "--test-fraction", "nan"], "--test-fraction"),
+        (["grouping", "--out", tmp_path / "d" / "o", "--data", tmp_path / "d"], "--out", "inside"),
+        (["grouping", "--out", tmp_path / "o", "--work", tmp_path / "d"], "--work", "inside"),
     ]
+    (tmp_path / "d").mkdir()
     for argv, *needles in cases:
-        rc, _, err = run(capsys, *argv, "--data", data)
+        if "--data" not in argv:
+            argv = [*argv, "--data", data if "--work" not in argv else tmp_path / "d"]
+        rc, _, err = run(capsys, *argv)
         one_line_error(rc, err, *needles)
     assert afile.read_text() == "keep" and not (tmp_path / "o").exists()
 

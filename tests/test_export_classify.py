@@ -297,6 +297,20 @@ def test_export_bad_checkpoint_and_options(exported, tmp_path) -> None:
     with pytest.raises(UserError, match="is a folder") as e:
         export_checkpoint(ckpt, tmp_path)
     assert e.value.param == "out" and ckpt.read_bytes() == before
+    # a diverged run's weights: said as such (the parity check used to fail "by nan")
+    from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
+
+    with safe_open(str(ckpt), "pt") as f:
+        meta = f.metadata()
+    tensors = load_file(str(ckpt))
+    name = next(n for n, t in tensors.items() if t.is_floating_point() and t.numel() > 1)
+    tensors[name].view(-1)[0] = float("nan")
+    nan = tmp_path / "nan.safetensors"
+    save_file(tensors, str(nan), metadata=meta)
+    with pytest.raises(UserError, match="non-finite weights .* diverged"):
+        export_checkpoint(nan, tmp_path / "nan.onnx")
+    assert not (tmp_path / "nan.onnx").exists()
 
 
 # -- CLI ---------------------------------------------------------------------------------------

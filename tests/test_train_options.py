@@ -85,6 +85,15 @@ def test_epochs_zero_is_refused_also_on_resume(capsys, faces, tmp_path) -> None:
     assert rc == 0 and sum(ln.startswith("epoch ") for ln in lines) == 1, lines
 
 
+def test_a_run_shortened_on_resume_averages_what_it_has(capsys, faces, tmp_path) -> None:
+    out = tmp_path / "run"
+    rc, lines = _train(capsys, faces, out, "--epochs", 2, "--average-last", 2)
+    assert rc == 0, lines
+    # --average-last 2 no longer fits in --epochs 1: it used to refuse the resume
+    rc, lines = _train(capsys, faces, out, "--resume", "--epochs", 1)
+    assert rc == 0 and any("averaging the last 1 epochs" in ln for ln in lines), lines
+
+
 def test_out_must_be_a_folder_and_never_an_input(capsys, faces, tmp_path) -> None:
     afile = tmp_path / "afile"
     afile.write_text("keep")
@@ -106,3 +115,15 @@ def test_out_must_be_a_folder_and_never_an_input(capsys, faces, tmp_path) -> Non
     assert rc == 2 and len(lines) == 1, lines
     assert "is the same file as --init" in lines[0], lines
     assert init.read_bytes() == before and not (again / "log.csv").exists()
+
+
+def test_one_class_folder_is_refused(faces, tmp_path, capsys):
+    """A dataset of one class folder used to train and report accuracy 1.0."""
+    import shutil
+
+    one = tmp_path / "one"
+    shutil.copytree(faces / "happy", one / "happy")
+    rc, err = _train(capsys, one, tmp_path / "run")
+    assert rc == 2 and len(err) == 1, err
+    assert "--data" in err[0] and "at least two" in err[0], err[0]
+    assert not (tmp_path / "run").exists()

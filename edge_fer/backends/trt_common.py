@@ -303,8 +303,17 @@ def sidecar_bytes(metadata: dict[str, str], **info: Any) -> bytes:
 def write_sidecar(
     engine_path: str | os.PathLike[str], metadata: dict[str, str], **info: Any
 ) -> Path:
-    """Write `<engine>.json` (atomically); returns its path."""
+    """Write `<engine>.json` (atomically); returns its path. A file of that name that is not
+    an edge-fer sidecar is the user's: UserError rather than overwrite it."""
     out = sidecar_path(engine_path)
+    if out.exists():
+        try:
+            read_sidecar(engine_path)
+        except UserError:
+            raise UserError(
+                f"{out}: exists and is not an edge-fer engine sidecar; not overwriting it "
+                "(move it, or name the engine differently)"
+            ) from None
     try:
         write_bytes(out, sidecar_bytes(metadata, **info))
     except OSError as exc:

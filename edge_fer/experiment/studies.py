@@ -536,6 +536,18 @@ def run_study(opts: Options) -> Path:
     # half-way through the first variant)
     check_folder(opts.out, "out")
     check_folder(opts.workdir, "work" if opts.work else "out")
+    # Work copies (linked trees, runs) inside a dataset folder would be read back as part of
+    # the dataset the next time it is loaded.
+    data = Path(opts.data).resolve()
+    if data.is_dir():
+        for path, param in ((opts.out, "out"), (opts.workdir, "work" if opts.work else "out")):
+            p = Path(path).resolve()
+            if p == data or data in p.parents:
+                raise UserError(
+                    f"{path} is inside the dataset {opts.data}; its work files would become "
+                    "part of the data: choose a folder outside it",
+                    param=param,
+                )
     if opts.study in ("architectures", "compression"):
         from edge_fer.experiment import zoo
 

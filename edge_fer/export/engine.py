@@ -582,6 +582,9 @@ def build_engine(
     return report
 
 
+_NOT_ENGINE_SUFFIXES = (".onnx", ".json", ".safetensors", ".cache", ".pico", ".md", ".txt")
+
+
 def write_sidecar_for(
     engine_path: str | os.PathLike[str],
     onnx_path: str | os.PathLike[str],
@@ -596,6 +599,13 @@ def write_sidecar_for(
         raise UserError(f"{eng}: no such engine file")
     if not src.is_file():
         raise UserError(f"{src}: no such ONNX model")
+    # A serialized engine has no documented magic to check; what it clearly is not is refused.
+    if eng.samefile(src) or eng.suffix.lower() in _NOT_ENGINE_SUFFIXES:
+        raise UserError(
+            f"{eng}: is not a TensorRT engine (give the file trtexec wrote with --saveEngine)"
+        )
+    if eng.stat().st_size == 0:
+        raise UserError(f"{eng}: is empty, not a TensorRT engine")
     facts: dict[str, Any] = {}
     try:
         facts.update(platform_facts(require_tensorrt()))

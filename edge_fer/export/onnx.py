@@ -104,6 +104,18 @@ def load_trained(ckpt_path: str | os.PathLike):
     model, spec = model_from_state(state, p)
     load_checkpoint(p, model)
     model.eval()
+    import torch
+
+    bad = [
+        n
+        for n, t in model.state_dict().items()
+        if t.is_floating_point() and not torch.isfinite(t).all()
+    ]
+    if bad:  # a diverged run: say so, rather than fail a parity check "by nan" later
+        raise UserError(
+            f"{p}: holds non-finite weights (NaN or inf) in {len(bad)} tensor"
+            f"{'s' if len(bad) != 1 else ''} ({bad[0]}...); the run that wrote it diverged"
+        )
     return model, spec, state
 
 

@@ -239,6 +239,21 @@ def pick_device(name: str) -> torch.device:
 
 
 def load_splits(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, str]:
+    train, val, val_name = _load_splits(cfg)
+    # One class (a single class folder passed as the dataset) trains a model that can only
+    # answer that class, and reports accuracy 1.0 for it.
+    present = [c for c, n in zip(train.classes, train.counts()) if n]
+    if len(present) < 2:
+        raise UserError(
+            f"{cfg.data}: training faces of {len(present)} class"
+            f"{'' if len(present) == 1 else 'es'} ({', '.join(present) or 'none'}); a classifier "
+            "needs at least two (pass the folder that holds one folder per class)",
+            param="data",
+        )
+    return train, val, val_name
+
+
+def _load_splits(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, str]:
     from edge_fer.data.loaders import detect_layout
 
     layout = detect_layout(Path(cfg.data))
@@ -440,6 +455,11 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
             cfg = TrainConfig(**saved)  # the original run's settings win on resume
             if epochs_override is not None:
                 cfg.epochs = epochs_override
+                if cfg.average_last > cfg.epochs:  # a run shortened on resume averages what it has
+                    print(f"edge-fer train: averaging the last {cfg.epochs} epochs (the run's "
+                          f"--average-last {cfg.average_last} is longer than the new --epochs)",
+                          file=sys.stderr)  # fmt: skip
+                    cfg.average_last = cfg.epochs
     elif last.exists() and not resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or pick --out")
     check_config(cfg)
