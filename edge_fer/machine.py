@@ -1,20 +1,33 @@
-"""What machine a measurement ran on, for benchmark reports."""
+"""What machine this is: for benchmark reports, and for the bundled model's precision."""
 
 from __future__ import annotations
 
+import functools
 import platform
 from pathlib import Path
 
 
+@functools.lru_cache(maxsize=1)
+def _cpuinfo() -> str:
+    """/proc/cpuinfo once per process ("" where there is none: another OS)."""
+    try:
+        return Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+
+
+def _first(cpuinfo: str, *keys: str) -> str | None:
+    """The value of the first line of /proc/cpuinfo text whose key is one of `keys`."""
+    for line in cpuinfo.splitlines():
+        key, _, value = line.partition(":")
+        if key.strip() in keys:
+            return value.strip()
+    return None
+
+
 def cpu_name() -> str:
     """The CPU model from /proc/cpuinfo, else what the platform module knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
+    return _first(_cpuinfo(), "model name") or platform.processor() or platform.machine()
 
 
 # x86 flags (Linux /proc/cpuinfo) of an int8 dot product that does not saturate: AVX-512 VNNI
@@ -25,16 +38,8 @@ _VNNI_FLAGS = {"avx512_vnni", "avx_vnni", "amx_int8"}
 def cpu_flags(cpuinfo: str | None = None) -> set[str]:
     """The CPU feature flags of the first processor in /proc/cpuinfo (x86 `flags`, ARM
     `Features`); empty when they cannot be read (another OS)."""
-    if cpuinfo is None:
-        try:
-            cpuinfo = Path("/proc/cpuinfo").read_text()
-        except OSError:
-            return set()
-    for line in cpuinfo.splitlines():
-        key, _, value = line.partition(":")
-        if key.strip() in ("flags", "Features"):
-            return set(value.split())
-    return set()
+    value = _first(_cpuinfo() if cpuinfo is None else cpuinfo, "flags", "Features")
+    return set(value.split()) if value else set()
 
 
 def x86_without_vnni(cpuinfo: str | None = None, machine: str | None = None) -> bool:
