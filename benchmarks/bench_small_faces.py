@@ -48,6 +48,8 @@ import cv2
 import numpy as np
 from common import ROOT, drifting_clip, feathered_disc, read_events, save_json
 
+from edge_fer.machine import cpu_name
+
 SHARED = Path(os.environ.get("EDGE_FER_SHARED") or ROOT.parent / "shared")
 WEBFACES = SHARED / "data" / "webfaces"
 BACKGROUNDS = SHARED / "data" / "backgrounds"
@@ -68,6 +70,8 @@ SETTINGS = {
     "after": ({}, {}),
     # the same, detecting on 2 threads (the default is cores - 1: 1 here)
     "after-2t": ({}, {"detect_threads": 2}),
+    # the defaults, each face classified on one frame in 3 (--classify-every 3)
+    "every-3": ({}, {"classify_every": 3}),
 }
 
 
@@ -268,6 +272,7 @@ def main() -> int:
     report: dict = {
         "date": time.strftime("%Y-%m-%d %H:%M:%S"),
         "cores": os.cpu_count(),
+        "cpu": cpu_name(),
         "load_average_before": os.getloadavg(),
         "settings": {
             k: {"detector": d, "run": r} for k, (d, r) in SETTINGS.items() if k in args.settings

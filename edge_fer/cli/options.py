@@ -224,6 +224,11 @@ class TrackerArgs(ArgGroup):
         g.add_argument("--smoothing", type=float, default=0.3, metavar="ALPHA",
                        help="weight of the newest frame in the per-track moving average "
                        "(1 = none; default 0.3)")
+        g.add_argument("--classify-every", type=int, default=1, metavar="N",
+                       help="classify each face on one frame in N, faces taking turns; between, "
+                       "its smoothed label carries over (ALPHA stays the weight of a frame). N "
+                       "times less classifier work per face, for slower CPUs or many faces; "
+                       "a new face is classified on its first frame (default 1: every frame)")
         # default None: RunOptions.scene_cut (runtime/scenecut.py's SCENE_CUT_THRESHOLD)
         g.add_argument("--scene-cut", type=float, default=None, metavar="T",
                        help="end every track at a hard scene cut, so a face after it gets a new "
@@ -241,7 +246,8 @@ class TrackerArgs(ArgGroup):
                               follow_match=args.follow_match)  # fmt: skip
 
     def run_fields(self, args: argparse.Namespace) -> dict[str, Any]:
-        out = {"tracker": self.parse(args), "smoothing": args.smoothing}
+        out = {"tracker": self.parse(args), "smoothing": args.smoothing,
+               "classify_every": args.classify_every}  # fmt: skip
         if args.scene_cut is not None:
             out["scene_cut"] = args.scene_cut
         return out

@@ -57,7 +57,7 @@ def run(args) -> int:
 
 
 def _run(args, guard) -> int:
-    from edge_fer.runtime.runner import format_summary, run_video
+    from edge_fer.runtime.runner import check_run_options, format_summary, run_video
 
     if args.demo and args.source:
         raise UserError("give either SOURCE or --demo, not both")
@@ -73,6 +73,7 @@ def _run(args, guard) -> int:
         args.out = args.out or str(out_dir / "annotated.mp4")
         args.events = args.events or str(out_dir / "events.jsonl")
         args.summary = args.summary or str(out_dir / "summary.json")
+        check_run_options(options.run_options(args, str(clip_path), GROUPS))
         check_collisions([("--out", args.out), ("--events", args.events),
                           ("--summary", args.summary)], [("the demo clip", clip_path)])  # fmt: skip
         try:

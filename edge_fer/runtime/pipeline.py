@@ -222,6 +222,7 @@ def startup_summary(source: dict, signum: int, outputs: dict, info: dict | None 
         "busy_ms": dict(empty),
         "latency_ms": dict(empty),
         "classify_batches": 0,
+        "classified_faces": 0,
         "dropped_frames": 0,
         "skipped_frames": 0,
         "gaps": [],
@@ -275,20 +276,30 @@ class Pipeline:
         summary_every: float | None = None,
         t_start: float | None = None,
         keep_tracks: int = KEEP_ENDED,
+        classify_every: int = 1,
     ) -> None:
         """`scene_cut`: the threshold of the scene cut test (runtime/scenecut.py); None or 0
         turns it off. `summary_every`: seconds between rewrites of the summary file while the
         run goes on (a live source's summary is then never older than that); None: only at
         the end. `t_start`: `time.perf_counter()` when the run began (before the models were
         loaded), for `time_to_first_frame_s`; None: when `run()` is called. `keep_tracks`: the
-        summary lists the statistics of that many ended tracks (the latest) and every live one."""
+        summary lists the statistics of that many ended tracks (the latest) and every live one.
+        `classify_every`: classify each face on one frame in that many (a track's first frame
+        always; tracks staggered by id, so the work spreads over the frames); in between its
+        smoothed label carries over. `smoothing` stays the weight of one frame: an observation
+        every N frames weighs 1 - (1 - smoothing)**N, so labels settle in the same time."""
         self.source = source
         self.detector = detector
         self.classifier = classifier
         self.sinks = sinks or Sinks()
         self.tracker = tracker or IoUTracker()
         classes = classifier.classes if classifier is not None else ()
-        self.smoother = TrackSmoother(classes, alpha=smoothing, keep_ended=keep_tracks)
+        if int(classify_every) != classify_every or classify_every < 1:
+            raise ValueError(f"classify_every must be an integer >= 1, got {classify_every}")
+        self.classify_every = int(classify_every)
+        alpha = 1.0 - (1.0 - smoothing) ** self.classify_every
+        self.smoother = TrackSmoother(classes, alpha=alpha, keep_ended=keep_tracks)
+        self._due: dict[int, int] = {}  # track id -> the frame from which it is classified again
         self.max_frames = max_frames if max_frames and max_frames > 0 else None
         qs = queue_size or (1 if source.live else 4)
         self.q_det: queue.Queue = queue.Queue(qs)
@@ -343,6 +354,7 @@ class Pipeline:
         self.held_faces = 0  # faces reported held (followed by the tracker, not detected)
         self.detections = 0
         self.batches = 0
+        self.classified = 0  # faces the classifier ran on (classify_every: fewer than faces)
         self.read_count = 0
         self._wall0 = 0.0
         self._wall1 = 0.0
@@ -512,14 +524,18 @@ class Pipeline:
             if self.classifier is not None:
                 for k, item in enumerate(batch):
                     for j, tr in enumerate(item.tracks):
-                        if _held(tr) is None:  # a held face keeps its label: not classified
+                        # a held face keeps its label; others on their frames (classify_every)
+                        if _held(tr) is None and self._classify_now(int(tr[0]), item.index):
                             crops.append(self._crop(item.gray, tr[1]))
                             owners.append((k, j))
+                    for tid in item.dead:
+                        self._due.pop(tid, None)
             t1 = time.perf_counter()
             probs = self.classifier.predict(crops) if crops else None
             t2 = time.perf_counter()
             if crops:
                 self.batches += 1
+                self.classified += len(crops)
             per_crop = (t1 - t0) * 1000 / len(batch)
             per_cls = (t2 - t1) * 1000 / len(batch)
             p_of = {own: probs[i] for i, own in enumerate(owners)} if crops else {}
@@ -538,14 +554,15 @@ class Pipeline:
                         face["held"] = True
                         face["match"] = round(float(match), 3)
                     p = p_of.get((k, j))
+                    s = None
                     if p is not None and not np.isfinite(p).all():
                         self._nonfinite(1, "classifier outputs")
-                        p = None  # the face is reported, unclassified on this frame
-                    s = None
-                    if p is not None:
+                        # the face is reported, unclassified on this frame
+                    elif p is not None:
                         s = self.smoother.update(tid, p, item.index, item.t)
-                    elif match is not None and self.classifier is not None:
-                        s = self.smoother.hold(tid, item.index, item.t)
+                    elif self.classifier is not None:  # held, or not this face's frame
+                        held = match is not None
+                        s = self.smoother.carry(tid, item.index, item.t, held=held)
                     if s is not None:
                         top = int(np.argmax(s))
                         face["label"] = self.smoother._name(top)
@@ -557,6 +574,16 @@ class Pipeline:
                 for tid in item.dead:
                     self.smoother.drop(tid)
                 self._put(self.q_out, item)
+
+    def _classify_now(self, tid: int, frame: int) -> bool:
+        """Whether track `tid` is classified on `frame` (and, if so, when it is next)."""
+        n = self.classify_every
+        due = self._due.get(tid)
+        if due is not None and frame < due:
+            return False
+        # the first time: next after n - (tid % n) frames, so faces born together take turns
+        self._due[tid] = frame + (n if due is not None else n - tid % n)
+        return True
 
     # ---- sinks (main thread) ----------------------------------------------------------------
     def _emit(self, item: _Item) -> None:
@@ -833,6 +860,7 @@ class Pipeline:
             "busy_ms": self.busy.summary(),
             "latency_ms": self.latency.summary(),
             "classify_batches": self.batches,
+            "classified_faces": self.classified,
             "scene_cuts": self.scene_cuts,
             "scene_cut_frames": list(self.cut_frames),
             "dropped_frames": self.source.dropped,

@@ -53,6 +53,7 @@ class RunOptions:
     preview_port: int | None = None
     preview_host: str = "127.0.0.1"
     smoothing: float = 0.3
+    classify_every: int = 1  # classify each face on one frame in N (label carried between)
     reconnect_timeout: float = 30.0
     queue_size: int | None = None
     max_batch_frames: int = 8
@@ -183,6 +184,52 @@ def run_inputs(opts: RunOptions, spec) -> list[tuple[str, str]]:
     return ins
 
 
+def check_run_options(opts: RunOptions) -> None:
+    """UserError (naming the parameter) for a value no run can use; nothing is opened. Called
+    by `run_video`, and by `run --demo` before it makes its clip."""
+    if opts.max_frames is not None and opts.max_frames < 0:
+        raise UserError(f"must be >= 0, got {opts.max_frames}", param="max_frames")
+    t = opts.tracker
+    for name, ok, rule in (
+        ("min_hits", t.min_hits >= 1, ">= 1"),
+        ("max_misses", t.max_misses >= 0, ">= 0"),
+        ("hold", t.hold >= 0, ">= 0"),
+        ("iou", 0.0 <= t.iou < 1.0, "in [0, 1)"),
+        # NaN would report nothing, and the summary (strict JSON) could not record it
+        ("min_score", t.min_score is None or math.isfinite(t.min_score), "a finite number"),
+    ):
+        if not ok:
+            raise UserError(f"must be {rule}, got {getattr(t, name)}", param=name)
+    if not 0.0 < opts.smoothing <= 1.0:
+        raise UserError(f"must be in (0, 1], got {opts.smoothing}", param="smoothing")
+    ce = opts.classify_every
+    if isinstance(ce, bool) or not isinstance(ce, int) or ce < 1:
+        raise UserError(f"must be an integer >= 1, got {ce}", param="classify_every")
+    if opts.scene_cut is not None and not 0 <= opts.scene_cut < math.inf:
+        raise UserError(
+            f"must be >= 0 and finite (0: off), got {opts.scene_cut}", param="scene_cut"
+        )
+    if opts.detect_threads is not None and opts.detect_threads < 1:
+        raise UserError(f"must be >= 1, got {opts.detect_threads}", param="detect_threads")
+    if opts.summary_every is not None:
+        if not 0 < opts.summary_every < math.inf:
+            raise UserError(
+                f"must be > 0 seconds and finite, got {opts.summary_every}", param="summary_every"
+            )
+        if not opts.summary:
+            raise UserError("needs a summary file to rewrite (--summary)", param="summary_every")
+    if opts.preview_port is not None:
+        if not 0 <= int(opts.preview_port) <= 65535:
+            raise UserError(f"must be in 0..65535, got {opts.preview_port}", param="preview_port")
+        if not str(opts.preview_host or "").strip():
+            raise UserError(
+                "is empty: give the address to listen on (127.0.0.1, the default, "
+                "for this machine only)",
+                param="preview_host",
+            )
+    _check_trt_options(opts.backend, opts.trt_precision, opts.calib_cache)
+
+
 def run_video(
     opts: RunOptions,
     *,
@@ -221,44 +268,7 @@ def _run_video(
     from edge_fer.runtime.sources import open_source, parse_source
     from edge_fer.runtime.tracker import IoUTracker
 
-    if opts.max_frames is not None and opts.max_frames < 0:
-        raise UserError(f"must be >= 0, got {opts.max_frames}", param="max_frames")
-    t = opts.tracker
-    for name, ok, rule in (
-        ("min_hits", t.min_hits >= 1, ">= 1"),
-        ("max_misses", t.max_misses >= 0, ">= 0"),
-        ("hold", t.hold >= 0, ">= 0"),
-        ("iou", 0.0 <= t.iou < 1.0, "in [0, 1)"),
-        # NaN would report nothing, and the summary (strict JSON) could not record it
-        ("min_score", t.min_score is None or math.isfinite(t.min_score), "a finite number"),
-    ):
-        if not ok:
-            raise UserError(f"must be {rule}, got {getattr(t, name)}", param=name)
-    if not 0.0 < opts.smoothing <= 1.0:
-        raise UserError(f"must be in (0, 1], got {opts.smoothing}", param="smoothing")
-    if opts.scene_cut is not None and not 0 <= opts.scene_cut < math.inf:
-        raise UserError(
-            f"must be >= 0 and finite (0: off), got {opts.scene_cut}", param="scene_cut"
-        )
-    if opts.detect_threads is not None and opts.detect_threads < 1:
-        raise UserError(f"must be >= 1, got {opts.detect_threads}", param="detect_threads")
-    if opts.summary_every is not None:
-        if not 0 < opts.summary_every < math.inf:
-            raise UserError(
-                f"must be > 0 seconds and finite, got {opts.summary_every}", param="summary_every"
-            )
-        if not opts.summary:
-            raise UserError("needs a summary file to rewrite (--summary)", param="summary_every")
-    if opts.preview_port is not None:
-        if not 0 <= int(opts.preview_port) <= 65535:
-            raise UserError(f"must be in 0..65535, got {opts.preview_port}", param="preview_port")
-        if not str(opts.preview_host or "").strip():
-            raise UserError(
-                "is empty: give the address to listen on (127.0.0.1, the default, "
-                "for this machine only)",
-                param="preview_host",
-            )
-    _check_trt_options(opts.backend, opts.trt_precision, opts.calib_cache)
+    check_run_options(opts)
     # cheap checks first, so a typo fails before anything is loaded or opened
     spec = parse_source(opts.source, **opts.source_options)
     outputs = [("--out", opts.out), ("--events", opts.events), ("--summary", opts.summary)]
@@ -320,6 +330,7 @@ def _run_video(
             "tracker": {**asdict(opts.tracker), "min_score": min_score},
             "verifier": _verifier_info(settings),
             "smoothing": opts.smoothing,
+            "classify_every": opts.classify_every,
             # the threshold used; null: off (photos are each a scene of their own)
             "scene_cut": None if stills or not opts.scene_cut else opts.scene_cut,
             "startup_s": round(startup, 3),
@@ -343,6 +354,7 @@ def _run_video(
             sinks,
             tracker=tracker,
             smoothing=opts.smoothing,
+            classify_every=opts.classify_every,
             max_frames=opts.max_frames,
             queue_size=opts.queue_size,
             max_batch_frames=opts.max_batch_frames,
@@ -443,6 +455,11 @@ def format_summary(s: dict) -> str:
         f"(detections on {s['frames_with_detections']})  faces {s['faces']}  "
         f"tracks {s['track_count']}"
     )
+    if (s.get("classify_every") or 1) > 1:
+        lines.append(
+            f"classify each face on one frame in {s['classify_every']}: "
+            f"{s.get('classified_faces', 0)} of {s['faces']} faces classified"
+        )
     lat = s["latency_ms"]
     rate = (
         f"{s['fps']:.1f} frames/s over {s.get('fps_seconds', s['seconds']):.2f} s"
@@ -461,6 +478,9 @@ def format_summary(s: dict) -> str:
     lines.append(f"stage ms (p50/p99)  {stages}")
     if s.get("dropped_frames"):
         lines.append(f"dropped  {s['dropped_frames']} stale frames (live source)")
+        hint = _classify_hint(s)
+        if hint:
+            lines.append(f"         {hint}")
     if s.get("skipped_frames"):
         skipped_files = (s.get("source") or {}).get("skipped_files")
         what = "unusable image files" if skipped_files else "undecodable frames"
@@ -483,6 +503,20 @@ def format_summary(s: dict) -> str:
     for k, v in s.get("outputs", {}).items():
         lines.append(f"{k:<8} {v}")
     return "\n".join(lines)
+
+
+def _classify_hint(s: dict) -> str | None:
+    """When a live source dropped frames and the classifier was the slowest stage: the option
+    that takes most of its work away."""
+    st = s.get("stage_ms") or {}
+    cls = (st.get("classify") or {}).get("p50")
+    det = (st.get("detect") or {}).get("p50")
+    if cls is None or det is None or cls <= det or (s.get("classify_every") or 1) > 1:
+        return None
+    return (
+        f"the classifier was the slowest stage ({cls:.1f} ms a frame, p50): --classify-every 2 "
+        "or 3 classifies each face on one frame in 2 or 3"
+    )
 
 
 def _ms(v) -> str:

@@ -11,7 +11,9 @@ live source do not skew them).
 
 A frame where the tracker holds a face it no longer detects (a turned head) goes through
 `hold` instead of `update`: the running average is not changed, the frame counts with the
-label held (and in `held_frames`), and `hold` returns the probabilities held.
+label held (and in `held_frames`), and `hold` returns the probabilities held. A frame on which
+the face was detected but not classified (the pipeline's `classify_every`) goes through
+`carry`: the same, without counting as held.
 
 Memory stays bounded on a run of any length: a dead track's running average is dropped
 (`drop`), and the statistics of at most `keep_ended` (1000) ended tracks are kept for the
@@ -72,12 +74,20 @@ class TrackSmoother:
     def hold(self, track_id: int, frame: int = 0, t: float = 0.0) -> np.ndarray | None:
         """A frame of the track without a new observation: its smoothed probabilities as they
         are (None when it was never classified), counted as a frame with its label held."""
+        return self.carry(track_id, frame, t, held=True)
+
+    def carry(
+        self, track_id: int, frame: int = 0, t: float = 0.0, held: bool = False
+    ) -> np.ndarray | None:
+        """A frame of the track that was not classified: its smoothed probabilities as they
+        are (None when it was never classified); `held`: counted in `held_frames` too."""
         with self._lock:
             prev = self._state.get(track_id)
             if prev is None:
                 return None
             s = self._update(track_id, prev, frame, t, held=True)
-            self.stats[track_id].held_frames += 1
+            if held:
+                self.stats[track_id].held_frames += 1
             return s
 
     def _update(self, track_id: int, probs, frame: int, t: float, held: bool = False):
