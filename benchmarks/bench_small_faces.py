@@ -72,6 +72,9 @@ SETTINGS = {
     "after-2t": ({}, {"detect_threads": 2}),
     # the defaults, each face classified on one frame in 3 (--classify-every 3)
     "every-3": ({}, {"classify_every": 3}),
+    # a smaller scan budget for the small sizes (a longer rotation), for slower CPUs
+    "budget-100k": ({"fine_budget": 100_000}, {}),
+    "budget-50k": ({"fine_budget": 50_000}, {}),
 }
 
 
