@@ -1,11 +1,12 @@
-"""Small helpers every `edge-fer` command may use: the help style, a progress bar, the value
-parsers of --min-size and --angle, and OpenCV's quiet mode. Commands import these from here,
-never from a sibling command."""
+"""Small helpers every `edge-fer` command may use: the help style, a progress bar (from
+`edge_fer.progress`), the value parsers of --min-size and --angle, and OpenCV's quiet mode.
+Commands import these from here, never from a sibling command."""
 
 from __future__ import annotations
 
 import argparse
-import sys
+
+from edge_fer.progress import Progress  # noqa: F401 - the commands' progress bar, re-exported
 
 
 class HelpFormatter(argparse.HelpFormatter):
@@ -20,44 +21,6 @@ class HelpFormatter(argparse.HelpFormatter):
         ):
             return text
         return f"{text} (default: %(default)s)" if text else "default: %(default)s"
-
-
-class Progress:
-    """tqdm on a terminal when installed; else a line every 25% (or nothing)."""
-
-    def __init__(self, total: int | None, desc: str, unit: str, enabled: bool) -> None:
-        self.total, self.desc, self.unit = total, desc, unit
-        self.n = 0
-        self._bar = None
-        self._next = 0.25
-        self.enabled = enabled
-        if enabled and sys.stderr.isatty():
-            try:
-                from tqdm import tqdm
-
-                self._bar = tqdm(total=total, desc=desc, unit=unit, leave=False, file=sys.stderr)
-            except ImportError:
-                pass
-
-    def update(self, k: int = 1) -> None:
-        self.n += k
-        if not self.enabled:
-            return
-        if self._bar is not None:
-            self._bar.update(k)
-        elif self.total and self.n / self.total >= self._next:
-            print(f"{self.desc}: {self.n}/{self.total} {self.unit}s", file=sys.stderr, flush=True)
-            while self._next <= self.n / self.total:
-                self._next += 0.25
-
-    def set(self, n: int, postfix: str = "") -> None:
-        self.update(n - self.n)
-        if self._bar is not None and postfix:
-            self._bar.set_postfix_str(postfix, refresh=False)
-
-    def close(self) -> None:
-        if self._bar is not None:
-            self._bar.close()
 
 
 def parse_size(text: str) -> float:

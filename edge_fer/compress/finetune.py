@@ -23,6 +23,7 @@ from edge_fer.align.dataset import as_trained
 from edge_fer.errors import UserError
 from edge_fer.metrics import classification_report
 from edge_fer.preprocess import PreprocessSpec
+from edge_fer.progress import Progress
 from edge_fer.train.augment import AugmentConfig, augment
 from edge_fer.train.distill import distill_loss
 from edge_fer.train.trainer import (
@@ -33,7 +34,6 @@ from edge_fer.train.trainer import (
     normalise,
     pick_device,
     predict,
-    progress,
     schedule,
     sgd,
     train_step,
@@ -208,15 +208,16 @@ def finetune(
         model.train()
         set_frozen_bn(model, frozen_bn)
         tot_loss, tot_ok, seen = 0.0, 0, 0
-        bar = progress(steps_per_epoch, f"{desc} {epoch + 1}/{cfg.epochs}")
+        bar = Progress(steps_per_epoch, f"{desc} {epoch + 1}/{cfg.epochs}", "batch", True)
         lr = cfg.lr
-        for b in bar:
+        for b in range(steps_per_epoch):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             x = augment(x_all[idx][:, None].float(), aug, gen)
             y = y_all[idx]
             keep = y >= 0
             x, y = normalise(x[keep].to(device), data.spec), y[keep].to(device)
             if len(y) == 0:
+                bar.update()
                 continue
             lr = lr_at(step, total, warmup, cfg.lr)
 
@@ -236,8 +237,9 @@ def finetune(
             tot_loss += float(loss.detach()) * len(y)
             tot_ok += int((logits.argmax(1) == y).sum())
             seen += len(y)
-            if hasattr(bar, "set_postfix") and b % 10 == 0:
-                bar.set_postfix(loss=f"{tot_loss / max(seen, 1):.3f}")
+            bar.postfix(f"loss {tot_loss / max(seen, 1):.3f}")
+            bar.update()
+        bar.close()
         rep = evaluate_torch(model, data, device)
         improved = rep["accuracy"] > best["acc"]
         if improved:

@@ -28,6 +28,7 @@ from edge_fer.fileio import check_collisions
 from edge_fer.metrics import classification_report
 from edge_fer.models import create_model, model_info
 from edge_fer.preprocess import PreprocessSpec, apply_clahe
+from edge_fer.progress import Progress
 from edge_fer.train.augment import AugmentConfig, augment
 from edge_fer.train.average import average_checkpoints, snapshot_path, snapshots_after
 from edge_fer.train.checkpoint import load_checkpoint, read_state, save_checkpoint
@@ -406,17 +407,6 @@ def schedule(n: int, cfg) -> tuple[int, int, int]:
     return steps_per_epoch, steps_per_epoch * cfg.epochs, int(steps_per_epoch * cfg.warmup_epochs)
 
 
-def progress(steps: int, desc: str):
-    """range(steps), shown as a progress bar on a terminal (tqdm is optional: a nicety)."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return range(steps)
-    return tqdm(
-        range(steps), desc=desc, leave=False, file=sys.stderr, disable=not sys.stderr.isatty()
-    )
-
-
 def to_input(x_u8: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
     return x_u8.float()
 
@@ -536,6 +526,14 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
     y_all = torch.from_numpy(train_set.labels)
     sample_p = train_set.balanced_sample_weights() if cfg.balanced_sampling else None
     log_path = start_run_files(out, {**asdict(cfg), **info, "classes": classes})
+    if state["epoch"] < cfg.epochs:
+        print(
+            f"training {cfg.arch} ({info['params'] / 1e6:.2f}M parameters) on {len(train_set)} "
+            f"faces, selecting on {val_name} ({len(val_set)}): epochs {state['epoch'] + 1}-"
+            f"{cfg.epochs} of {steps_per_epoch} batches",
+            file=sys.stderr,
+            flush=True,
+        )
 
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
@@ -548,8 +546,9 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
             order = torch.randperm(len(train_set), generator=gen)
         model.train()
         tot_loss, tot_ok, seen = 0.0, 0, 0
-        bar = progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}")
-        for b in bar:
+        # a bar on a terminal; in a log (nohup) a line at each quarter of the epoch
+        bar = Progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", "batch", True)
+        for b in range(steps_per_epoch):
             idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
             x = x_all[idx][:, None].float()
             y = y_all[idx]
@@ -585,8 +584,9 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
             tot_loss += float(loss.detach()) * len(y)
             tot_ok += int((logits.argmax(1) == y).sum())
             seen += len(y)
-            if hasattr(bar, "set_postfix") and b % 10 == 0:
-                bar.set_postfix(loss=f"{tot_loss / seen:.3f}", acc=f"{tot_ok / seen:.3f}")
+            bar.postfix(f"loss {tot_loss / seen:.3f}, acc {tot_ok / seen:.3f}")
+            bar.update()
+        bar.close()
         if cfg.precise_bn:
             precise_bn(model, tr_imgs, spec, device, cfg.precise_bn, cfg.seed)
         probs = predict(model, va_imgs, spec, device)
