@@ -33,3 +33,21 @@ def test_a_training_log_says_where_it_is(tmp_path) -> None:
     p = run_cli(*argv, "--epochs", "3", "--resume")
     assert p.returncode == 0, p.stderr[-2000:]
     assert any(ln.endswith("epochs 3-3 of 4 batches") for ln in p.stderr.splitlines())
+
+
+def test_fer2013_training_files_alone_train_on_a_held_out_part(tmp_path) -> None:
+    """A subset of FER2013's train/ (Training_* files, no PublicTest ones) is the FER2013 layout
+    without its selection split: the run holds 10% of the faces out instead of failing."""
+    import shutil
+
+    from paths import fer_files
+
+    for cls in ("happy", "sad"):
+        (tmp_path / "faces" / cls).mkdir(parents=True)
+        for f in fer_files(cls, "Training", 10):
+            shutil.copy(f, tmp_path / "faces" / cls / f.name)
+    argv = ["train", "--arch", "cnn4", "--data", str(tmp_path / "faces")]
+    p = run_cli(*argv, "--out", str(tmp_path / "run"), "--epochs", "1", "--max-batches", "1",
+                "--threads", "1", "--precise-bn", "0")  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "on 18 faces, selecting on held-out 10% (2)" in p.stderr.splitlines()[0]

@@ -43,6 +43,26 @@ _JAFFE_RE = re.compile(r"^[A-Z]{2}\.([A-Z]{2})\d*\.\d+\.tiff?$", re.IGNORECASE)
 _FER_PREFIXES = ("Training", "PublicTest", "PrivateTest")
 
 
+class EmptySplit(UserError):
+    """The dataset has no faces in the split asked for (others may have some)."""
+
+
+def split_counts(path: str | os.PathLike) -> dict[str, int]:
+    """A FER2013 image-folder layout's images per split, from the file names alone (no
+    decoding): {"train": n, "public-test": n, "private-test": n}."""
+    n = dict.fromkeys(_FER_PREFIXES, 0)
+    for f in Path(path).rglob("*"):
+        if f.suffix.lower() in IMAGE_EXTS:
+            for k in _FER_PREFIXES:
+                if f.name.startswith(k):
+                    n[k] += 1
+    return {
+        "train": n["Training"],
+        "public-test": n["PublicTest"],
+        "private-test": n["PrivateTest"],
+    }
+
+
 def detect_layout(path: Path) -> str:
     if path.is_file():
         if path.suffix.lower() == ".csv":
@@ -101,7 +121,11 @@ def load_dataset(
         raise UserError(f"unknown dataset layout {layout!r}")
     if len(fs) == 0:
         why = f" ({fs.skipped} bad entries skipped)" if fs.skipped else ""
-        raise UserError(f"{p}: no faces in split {split!r}{why}")
+        if not why and layout == "fer2013-folder":  # say which splits it does have
+            have = [f"{k} ({n})" for k, n in split_counts(p).items() if n]
+            if have:
+                why = f"; its file names are of {', '.join(have)} only"
+        raise EmptySplit(f"{p}: no faces in split {split!r}{why}")
     if cache:
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)

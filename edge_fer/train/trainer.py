@@ -255,15 +255,19 @@ def load_splits(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, str]:
 
 
 def _load_splits(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, str]:
-    from edge_fer.data.loaders import detect_layout
+    from edge_fer.data.loaders import EmptySplit, detect_layout
 
     layout = detect_layout(Path(cfg.data))
     size = cfg.input_size or 48
+    whole = "all"
     if layout in ("fer2013-folder", "fer2013-csv"):
         train = load_dataset(cfg.data, "train", size=size)
-        val = load_dataset(cfg.data, "public-test", size=size)
-        return with_extra(train, cfg), val, "public-test"
-    full = load_dataset(cfg.data, "all", size=size)
+        try:
+            val = load_dataset(cfg.data, "public-test", size=size)
+            return with_extra(train, cfg), val, "public-test"
+        except EmptySplit:  # FER2013's Training_* files alone (a subset): hold part of them out
+            whole = "train"
+    full = load_dataset(cfg.data, whole, size=size)
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(full))
     n_val = max(1, int(len(full) * cfg.val_fraction))
