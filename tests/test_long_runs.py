@@ -176,7 +176,10 @@ def test_soak_memory_stays_flat(tmp_path):
         f"{n} frames in {seconds:.1f} s, RSS {base / 2**20:.1f} MiB at {after[0][0]}, "
         f"growth {growth / 2**20:.2f} MiB after"
     )
-    assert growth < 3 * 2**20, f"RSS grew {growth / 2**20:.1f} MiB over {n - after[0][0]} frames"
+    trace = " ".join(f"{i}:{r / 2**20:.1f}" for i, r in after)  # to tell a step from a slope
+    assert growth < 3 * 2**20, (
+        f"RSS grew {growth / 2**20:.1f} MiB over {n - after[0][0]} frames (frame:MiB {trace})"
+    )
 
 
 # ---- photos: events name their file, the summary lists the files (bounded) ---------------------
