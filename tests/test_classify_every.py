@@ -70,7 +70,9 @@ def test_one_frame_in_three_classified_and_labels_carried_between(runs):
             if a["probs"] != b["probs"] and b["frame"] == a["frame"] + 1
         ]
         assert changes, "the label never updated"
-        assert all(b - a == 3 for a, b in itertools.pairwise(changes))
+        # (a multiple of 3: a classification that left the rounded probabilities as they were
+        # shows no change)
+        assert all((b - a) % 3 == 0 for a, b in itertools.pairwise(changes))
 
 
 def test_faces_born_together_take_turns(runs):
