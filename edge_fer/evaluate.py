@@ -8,7 +8,6 @@ face, and a confusion-matrix PNG drawn with OpenCV (matplotlib is not a runtime 
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +20,7 @@ from edge_fer import labels as L
 from edge_fer.data import FaceSet
 from edge_fer.errors import UserError
 from edge_fer.metrics import classification_report
+from edge_fer.progress import Progress
 
 
 @dataclass
@@ -119,19 +119,12 @@ def plan_vocabulary(
     return VocabPlan(ev, data_map, model_map, label_index, mat)
 
 
-def _progress(total: int, desc: str):
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return None
-    if not sys.stderr.isatty():
-        return None
-    return tqdm(total=total, desc=desc, unit="face", leave=False, file=sys.stderr)
-
-
-def run_inference(clf, images: np.ndarray, batch_size: int = 64, progress: bool = True):
+def run_inference(
+    clf, images: np.ndarray, batch_size: int = 64, progress: bool = True, desc: str = "eval"
+):
     """Probabilities for all images plus timing: (probs, seconds preprocessing, seconds infer)."""
-    bar = _progress(len(images), "eval") if progress else None
+    # a bar on a terminal; in a log, a line at each quarter
+    bar = Progress(len(images), desc, "face", progress)
     out, t_prep, t_inf = [], 0.0, 0.0
     try:
         for i in range(0, len(images), batch_size):
@@ -142,11 +135,9 @@ def run_inference(clf, images: np.ndarray, batch_size: int = 64, progress: bool 
             t2 = time.perf_counter()
             t_prep += t1 - t0
             t_inf += t2 - t1
-            if bar is not None:
-                bar.update(len(x))
+            bar.update(len(x))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     probs = np.concatenate(out) if out else np.zeros((0, len(clf.classes)), np.float32)
     return probs, t_prep, t_inf
 

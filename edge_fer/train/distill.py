@@ -56,7 +56,7 @@ def teacher_targets(
             cols = teacher_columns(p, clf.classes, classes)
             print(f"teacher {Path(p).name} ({clf.tta} views) on {len(images)} faces",
                   file=sys.stderr, flush=True)  # fmt: skip
-            probs, _, _ = run_inference(clf, images, batch_size=256)
+            probs, _, _ = run_inference(clf, images, batch_size=256, desc="teacher")
             sub = probs[:, cols]
             total += sub / np.clip(sub.sum(1, keepdims=True), 1e-12, None)
         finally:
