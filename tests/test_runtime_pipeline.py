@@ -287,6 +287,10 @@ def test_bench_synthetic_table_and_json(tmp_path, tiny_model, cascade, capsys):
     assert ort["latency_ms"]["p99"] is not None and ort["latency_at_fps"] == 30.0
     assert set(ort["stage_ms"]) == {"decode", "detect", "track", "crop", "classify", "sinks"}
     assert {x["backend"] for x in r["results"]} == {"onnxruntime", "tensorrt"}
+    from edge_fer.machine import cpu_name
+
+    # the CPU the figures belong to, by its model name (not just "x86_64")
+    assert r["machine"]["cpu"] == cpu_name() and f"cpu    {cpu_name()}, " in stdout
 
 
 def test_single_photo_and_folder_are_stills(tmp_path, tiny_model, cascade, capsys):

@@ -74,7 +74,9 @@ def run(args) -> int:
         report = bench(opts, backends=args.backend)
         if clip:
             report["synthetic"] = {k: v for k, v in clip.items() if k != "path"}
-            report["source"] = f"synthetic {args.synthetic} ({args.faces} faces)"
+            report["source"] = (
+                f"synthetic {args.synthetic} ({args.faces} face{'' if args.faces == 1 else 's'})"
+            )
     print(format_table(report))
     write_json_atomic(out, report, "--json")
     print(f"saved {out}", file=sys.stderr)

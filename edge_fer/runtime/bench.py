@@ -21,6 +21,7 @@ import cv2
 import numpy as np
 
 from edge_fer.errors import UserError, first_line
+from edge_fer.machine import cpu_name
 
 
 def synthetic_clip(
@@ -143,7 +144,7 @@ def bench(
     report = {
         "source": str(source),
         "machine": {
-            "cpu": platform.processor() or platform.machine(),
+            "cpu": cpu_name(),  # the model name: these figures differ 2-3x between CPUs
             "cores": os.cpu_count(),
             "python": platform.python_version(),
             "opencv": cv2.__version__,
@@ -220,6 +221,9 @@ def format_table(report: dict) -> str:
     rows = []
     src = report.get("source_info") or {}
     rows.append(f"source {report['source']}  {src.get('width')}x{src.get('height')}")
+    m = report.get("machine") or {}
+    if m.get("cpu"):
+        rows.append(f"cpu    {m['cpu']}, {m.get('cores')} cores")
     head = f"{'backend':<12} {'frames':>6} {'fps':>7} {'lat p50':>8} {'lat p99':>8}"
     stages = ("decode", "detect", "track", "crop", "classify", "sinks")
     head += "".join(f" {s + ' p50/p99':>17}" for s in stages)
