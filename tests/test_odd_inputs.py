@@ -87,6 +87,16 @@ def test_video_with_non_utf8_name_is_one_line(tmp_path, tiny_model):
         assert "clip\\xff.avi: the file name is not valid UTF-8" in line
 
 
+def test_error_lines_show_a_names_bytes_as_escapes(tmp_path):
+    # before: Python's stderr wrote the surrogate escape, "bad\\udcffname.jpg"
+    bad = _latin1(tmp_path, b"bad\xffname.jpg")
+    bad.write_bytes(b"not an image")
+    proc = processes.run_cli("detect", bad)
+    assert proc.returncode == 2, proc.stderr
+    (line,) = proc.stderr.strip().splitlines()
+    assert "bad\\xffname.jpg: not a readable image" in line, line
+
+
 def test_annotated_video_may_have_a_non_utf8_name(tmp_path, tiny_model):
     clip = _clip(tmp_path / "c.avi")
     out = _latin1(tmp_path, b"out\xe9.avi")

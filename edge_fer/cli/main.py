@@ -7,6 +7,7 @@ Each command module exposes `register(subparsers)` which adds its parser and set
 from __future__ import annotations
 
 import argparse
+import codecs
 import importlib
 import signal
 import sys
@@ -109,16 +110,40 @@ def _on_sigterm(signum, frame) -> None:
     raise _Terminated()
 
 
+def _escape_name_bytes(exc: UnicodeError) -> tuple[str, int]:
+    """Error handler for stderr: a file name's undecodable byte (surrogate escape U+DC80-DCFF)
+    shows as that byte, `\\xff`, as the messages show it elsewhere; anything else that cannot
+    be encoded gets Python's usual backslash escape. Never raises, so an error line always
+    prints."""
+    if not isinstance(exc, UnicodeEncodeError):
+        raise exc
+    parts = []
+    for ch in exc.object[exc.start : exc.end]:
+        code = ord(ch)
+        if 0xDC80 <= code <= 0xDCFF:
+            parts.append(f"\\x{code - 0xDC00:02x}")
+        else:
+            parts.append(ch.encode("ascii", "backslashreplace").decode("ascii"))
+    return "".join(parts), exc.end
+
+
+codecs.register_error("edge_fer_names", _escape_name_bytes)
+
+
 def _names_print_as_given() -> None:
     """File names that are not valid UTF-8 (POSIX allows them; Python keeps their bytes as
-    surrogate escapes) print as their own bytes, as `ls` shows them, instead of raising
-    UnicodeEncodeError under a strict UTF-8 locale. stderr already escapes them."""
-    out = sys.stdout
-    if getattr(out, "errors", None) == "strict" and hasattr(out, "reconfigure"):
-        try:
-            out.reconfigure(errors="surrogateescape")
-        except (ValueError, OSError):  # a stream that cannot change: leave it
-            pass
+    surrogate escapes) print as their own bytes on stdout, as `ls` shows them, instead of
+    raising UnicodeEncodeError under a strict UTF-8 locale; on stderr, in messages, as `\\xff`
+    rather than Python's `\\udcff`."""
+    for stream, was, errors in (
+        (sys.stdout, "strict", "surrogateescape"),
+        (sys.stderr, "backslashreplace", "edge_fer_names"),
+    ):
+        if getattr(stream, "errors", None) == was and hasattr(stream, "reconfigure"):
+            try:
+                stream.reconfigure(errors=errors)
+            except (ValueError, OSError):  # a stream that cannot change: leave it
+                pass
 
 
 def main(argv: list[str] | None = None) -> int:
