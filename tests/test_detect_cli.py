@@ -177,6 +177,29 @@ def test_draw_one_file_and_a_directory(capsys, tmp_path: Path) -> None:
 
 
 @needs_shared
+def test_a_folder_or_quoted_glob_is_its_images(capsys, tmp_path: Path) -> None:
+    # before: "not a file" for a folder, "no such file" for a quoted glob
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for i, src in ((10, IMG1), (9, IMG2)):
+        (shots / f"p{i}.jpg").write_bytes(src.read_bytes())
+    (shots / "notes.txt").write_text("not an image")
+    rc, out, err = run_cli(capsys, shots, "--cascade", FACEFINDER, "--json")
+    assert rc == 0, err
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [Path(d["path"]).name for d in lines] == ["p9.jpg", "p10.jpg"]  # natural order
+    assert all(d["faces"] for d in lines)
+    rc, out2, err = run_cli(capsys, str(shots / "p*.jpg"), "--cascade", FACEFINDER, "--json")
+    assert rc == 0 and out2 == out, err
+    # a folder's drawings go into a folder, even for a folder of one image
+    (shots / "p10.jpg").unlink()
+    drawn = tmp_path / "drawn"
+    rc, _, err = run_cli(capsys, shots, "--cascade", FACEFINDER, "--draw", drawn)
+    assert rc == 0, err
+    assert [p.name for p in drawn.iterdir()] == ["p9.jpg"]
+
+
+@needs_shared
 def test_user_errors_are_one_line(capsys, tmp_path: Path) -> None:
     notimg = tmp_path / "notes.txt"
     notimg.write_text("hello")
@@ -186,9 +209,12 @@ def test_user_errors_are_one_line(capsys, tmp_path: Path) -> None:
     truncated.write_bytes(IMG1.read_bytes()[:3000])
     gray_png = tmp_path / "tiny.png"
     cv2.imwrite(str(gray_png), np.zeros((4, 4), np.uint8))
+    (tmp_path / "empty").mkdir()
+    (tmp_path / "empty" / "notes.txt").write_text("no image here")
     cases = [
         ((tmp_path / "missing.jpg", "--cascade", FACEFINDER), "no such file"),
-        ((tmp_path, "--cascade", FACEFINDER), "not a file"),
+        (("/dev/null", "--cascade", FACEFINDER), "not a file"),
+        ((tmp_path / "empty", "--cascade", FACEFINDER), "no images"),
         ((notimg, "--cascade", FACEFINDER), "cannot decode"),
         ((truncated, "--cascade", FACEFINDER), "not a readable image"),
         ((IMG1, "--cascade", bad), "truncated"),

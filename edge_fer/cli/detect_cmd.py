@@ -26,11 +26,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               description="Find faces with a pico cascade. Prints one line per "
                               'image (per frame for a video); with --json, JSON Lines {"path", '
                               '"faces": [{"x","y","w","h","score"}]} (plus "frame" for videos).')
-    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_VIDEO")
+    p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_VIDEO",
+                   help="image or video files; a folder or a quoted glob stands for its images")
     p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON Lines")
     p.add_argument("--draw", metavar="OUT",
-                   help="save images with boxes: a file for one input, else a directory; "
+                   help="save images with boxes: a file for one input file, else a directory; "
                    "videos are written as annotated .avi/.mp4")
     # fmt: on
     DETECTOR.add_to(p)
@@ -46,16 +47,11 @@ def run(args: argparse.Namespace) -> int:
 
     if args.cascade is None and default_cascade_path() is None:
         raise UserError(NO_CASCADE)
-    paths = [Path(p) for p in args.inputs]
-    for p in paths:
-        if not p.exists():
-            raise UserError(f"no such file: {p}")
-        if not p.is_file():
-            raise UserError(f"not a file: {p}")
+    paths, many = _expand_inputs(args.inputs)
     # as edge-fer run: small frames get the low-resolution cascade, and a cascade's .json
     # settings fill what the options leave unset
     pick = DetectorPicker(args.cascade, DETECTOR.parse(args), threads=args.threads)
-    draw_dir = _draw_target(args.draw, len(paths))
+    draw_dir = _draw_target(args.draw, len(paths) if not many else 2)
     if args.draw:
         _check_draw_outputs(args, draw_dir, paths)  # before the folder is made
     if draw_dir is not None:
@@ -87,6 +83,29 @@ class _BadInput(UserError):
 
 
 # ---- inputs ---------------------------------------------------------------------------------
+def _expand_inputs(given: list[str]) -> tuple[list[Path], bool]:
+    """Files as given; a folder or a quoted glob stands for its images in natural name order,
+    as `edge-fer run` reads them. Also whether one did (then --draw is a folder, however many
+    images it held)."""
+    from edge_fer.runtime.sources import SourceSpec, has_glob, list_images
+
+    paths: list[Path] = []
+    many = False
+    for name in given:
+        p = Path(name)
+        if p.is_dir() or (has_glob(name) and not p.exists()):
+            spec = SourceSpec(name, "images", name, False, "images")
+            paths.extend(Path(f) for f in list_images(spec))
+            many = True
+        elif not p.exists():
+            raise UserError(f"no such file: {p}")
+        elif not p.is_file():
+            raise UserError(f"not a file: {p}")
+        else:
+            paths.append(p)
+    return paths, many
+
+
 def _is_video(path: Path) -> bool:
     from edge_fer.runtime.sources import VIDEO_EXTS
 

@@ -179,7 +179,7 @@ class Latest:
         return f"Latest({items!r}, total={total})"
 
 
-def _has_glob(s: str) -> bool:
+def has_glob(s: str) -> bool:
     return any(ch in s for ch in "*?[")
 
 
@@ -327,7 +327,7 @@ def _path_spec(uri: str, path: str, kw: dict) -> SourceSpec:
     opts = _options(uri, "", **kw)
     if path.startswith("/dev/video"):
         return SourceSpec(uri, "camera", path, True, "v4l2", opts)
-    if _has_glob(path) and not os.path.exists(path):
+    if has_glob(path) and not os.path.exists(path):
         return SourceSpec(uri, "images", path, False, "images", opts)
     if os.path.isdir(path):
         return SourceSpec(uri, "images", path, False, "images", opts)
@@ -350,7 +350,7 @@ def list_images(spec: SourceSpec) -> list[str]:
             if Path(f).suffix.lower() in IMAGE_EXTS and os.path.isfile(os.path.join(target, f))
         ]
         what = f"folder {target}"
-    elif _has_glob(target) and not os.path.exists(target):
+    elif has_glob(target) and not os.path.exists(target):
         files = [
             f
             for f in _glob.glob(target, recursive=True)
