@@ -7,3 +7,24 @@ MAX_FRAME_PIXELS = 1 << 27  # 134 Mpx: beyond this a frame is a mistake, not a p
 # anything can be checked (a 40000x40000 PNG of a few KB would take 4.8 GB). 100 Mpx is above
 # every camera's normal output.
 MAX_IMAGE_PIXELS = 100_000_000
+
+# Threads any one pool may get: more than this is a typo (10000 threads for an eval drove the
+# load average to 5000 on 2 cores), not a machine
+MAX_THREADS = 256
+
+
+def check_threads(value, param: str = "threads", *, zero: str | None = "the default") -> int:
+    """`value` as a thread count in 1..MAX_THREADS, or 0 where `zero` says what 0 means (None:
+    0 is not allowed); a UserError naming `param` otherwise."""
+    from numbers import Integral
+
+    from edge_fer.errors import UserError
+
+    lo = 0 if zero else 1
+    ok = not isinstance(value, bool) and isinstance(value, Integral)
+    if not ok or not lo <= int(value) <= MAX_THREADS:
+        what = f" (0: {zero})" if zero else ""
+        raise UserError(
+            f"must be an integer in {lo}..{MAX_THREADS}{what}, got {value}", param=param
+        )
+    return int(value)

@@ -194,7 +194,6 @@ def test_photos_too_long_to_scan(tmp_path, tiny_model, capsys):
         ("--follow-seconds", "inf"),
         ("--scene-cut", "inf"),
         ("--summary-every", "inf"),
-        ("--detect-threads", "-1"),
     ],
 )
 def test_non_finite_and_negative_options_are_one_line(tmp_path, tiny_model, capsys, flag, value):
@@ -214,6 +213,10 @@ def test_non_finite_and_negative_options_are_one_line(tmp_path, tiny_model, caps
         (["frobnicate"], "invalid choice: 'frobnicate'"),
         (["detect"], "the following arguments are required"),
         (["classify", "x.png", "--top", "0"], "--top must be >= 1, got 0"),
+        (["run", "x.mp4", "--detect-threads", "-1"], "--detect-threads: expected a number of"),
+        # before: 10000 threads were started (an eval drove the load average to 5000)
+        (["eval", "--threads", "10000"], "--threads: expected a number of threads in 0..256"),
+        (["run", "x.mp4", "--threads", "x"], "--threads: expected a number of threads"),
     ],
 )
 def test_usage_mistakes_are_one_line(capsys, argv, words):
@@ -224,3 +227,13 @@ def test_usage_mistakes_are_one_line(capsys, argv, words):
     assert rc == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert words in line
+
+
+def test_library_thread_counts_are_bounded(tiny_model):
+    from edge_fer.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from edge_fer.errors import UserError
+
+    for bad in (10_000, -1, 2.5):
+        with pytest.raises(UserError, match="threads must be an integer in 0..256"):
+            OnnxRuntimeBackend(tiny_model, threads=bad)
+    OnnxRuntimeBackend(tiny_model, threads=np.int64(1)).close()

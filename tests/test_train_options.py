@@ -42,7 +42,10 @@ def _train(capsys, faces: Path, out: Path, *flags) -> tuple[int, list[str]]:
 
     argv = ["train", "--arch", "cnn4", "--data", str(faces), "--out", str(out)]
     argv += ["--max-batches", "1", "--batch-size", "8", "--threads", "1", "--precise-bn", "0"]
-    rc = main([*argv, *map(str, flags)])
+    try:
+        rc = main([*argv, *map(str, flags)])
+    except SystemExit as exc:  # argparse's own checks (--threads)
+        rc = exc.code
     err = capsys.readouterr().err
     return rc, [ln for ln in err.splitlines() if ln.strip()]
 
@@ -61,7 +64,8 @@ def _train(capsys, faces: Path, out: Path, *flags) -> tuple[int, list[str]]:
         (["--distill-temperature", "inf"], "--distill-temperature"),
         (["--patience", "-1"], "--patience must be >= 0"),
         (["--seed", "-1"], "--seed must be >= 0"),
-        (["--threads", "-1"], "--threads must be >= 0"),
+        (["--threads", "-1"], "--threads: expected a number of threads in 0..256"),
+        (["--threads", "10000"], "--threads: expected a number of threads in 0..256"),
         (["--input-size", "0"], "--input-size must be >= 1"),
         (["--input-size", "4"], "--input-size cnn4 cannot take 4x4 faces"),
         (["--arch-kwargs", '{"nope": 1}'], "--arch-kwargs {'nope': 1} do not fit cnn4"),

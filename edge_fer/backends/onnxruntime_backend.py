@@ -8,6 +8,7 @@ import numpy as np
 
 from edge_fer.backends.base import Backend
 from edge_fer.errors import UserError
+from edge_fer.limits import check_threads
 
 
 def _first_line(exc: BaseException, limit: int = 160) -> str:
@@ -54,6 +55,7 @@ class OnnxRuntimeBackend(Backend):
             raise UserError(
                 f"onnxruntime is not installed: pip install onnxruntime ({exc})"
             ) from None
+        threads = check_threads(threads or 0, zero="one per physical core")
         self.path = str(model_path)
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL

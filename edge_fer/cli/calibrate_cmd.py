@@ -21,7 +21,7 @@ import signal
 import sys
 import threading
 
-from edge_fer.cli.common import HelpFormatter, Progress
+from edge_fer.cli.common import HelpFormatter, Progress, thread_count
 from edge_fer.cli.options import FaceFinderArgs
 
 DETECTOR = FaceFinderArgs()  # `run`'s detector options that finding faces here takes
@@ -85,7 +85,7 @@ def register(sub) -> None:
                    help="TensorRT version written in the calibration cache's header (JetPack "
                    "6.1/6.2: 10.3.0; 6.0: 8.6.2; 5.1: 8.5.2; 4.6.1-4.6.6: 8.2.1)")
     q.add_argument("--batch-size", type=int, default=32, help="faces per calibration batch")
-    q.add_argument("--threads", type=int, default=0,
+    q.add_argument("--threads", type=thread_count, default=0,
                    help="ONNX Runtime threads (default 0: its default, one per core)")
     q.add_argument("--keep-histograms", action="store_true",
                    help="also write calib_histograms.npz: every tensor's histogram, from which the "

@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+from edge_fer.cli.common import thread_count
+
 SHARED_FACEFINDER = Path("../shared/reference/pico/facefinder")
 SHARED_BACKGROUNDS = Path("../shared/data/backgrounds")
 
@@ -136,7 +138,7 @@ def register(sub) -> None:
     p.add_argument("--bg-val-fraction", type=float, default=0.1)
     p.add_argument("--max-faces", type=int, default=0, help="use a seeded subset of faces")
     p.add_argument("--max-images", type=int, default=0, help="use the first N annotated images")
-    p.add_argument("--threads", type=int, default=0, help="numba threads (0: default)")
+    p.add_argument("--threads", type=thread_count, default=0, help="numba threads (0: default)")
     p.add_argument("--verbose", action="store_true", help="a line per tree")
     p.set_defaults(func=run_train)
 

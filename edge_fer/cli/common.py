@@ -1,6 +1,6 @@
 """Small helpers every `edge-fer` command may use: the help style, a progress bar (from
-`edge_fer.progress`), the value parsers of --min-size and --angle, and OpenCV's quiet mode.
-Commands import these from here, never from a sibling command."""
+`edge_fer.progress`), the value parsers of --min-size, --angle and --threads, and OpenCV's
+quiet mode. Commands import these from here, never from a sibling command."""
 
 from __future__ import annotations
 
@@ -39,6 +39,31 @@ def parse_size(text: str) -> float:
         ) from None
     if not 0 < v < float("inf"):  # also rejects nan
         raise argparse.ArgumentTypeError(f"size must be > 0, got {text!r}")
+    return v
+
+
+def thread_count(text: str) -> int:
+    """--threads and the like: 0 (the tool's default) or 1..MAX_THREADS."""
+    return _threads(text, zero=True)
+
+
+def positive_thread_count(text: str) -> int:
+    """Thread flags where 0 has no meaning: 1..MAX_THREADS."""
+    return _threads(text, zero=False)
+
+
+def _threads(text: str, zero: bool) -> int:
+    from edge_fer.limits import MAX_THREADS
+
+    lo = 0 if zero else 1
+    try:
+        v = int(text.strip())
+    except ValueError:
+        v = -1
+    if not lo <= v <= MAX_THREADS:
+        raise argparse.ArgumentTypeError(
+            f"expected a number of threads in {lo}..{MAX_THREADS}, got {text!r}"
+        )
     return v
 
 

@@ -15,7 +15,7 @@ import json
 import sys
 from pathlib import Path
 
-from edge_fer.cli.common import HelpFormatter
+from edge_fer.cli.common import HelpFormatter, positive_thread_count, thread_count
 
 NOTE_24 = (
     "2:4 sparsity: ONNX Runtime on a CPU runs the weights dense (no speed-up, none "
@@ -64,7 +64,7 @@ def _common(p, default_epochs: int, default_lr: float) -> None:
                    help="select on at most this many PublicTest faces (0: all; quick runs)")
     f.add_argument("--no-augment", action="store_true", help="no training augmentation")
     f.add_argument("--seed", type=int, default=0, help="seed of sampling and augmentation")
-    f.add_argument("--threads", type=int, default=0,
+    f.add_argument("--threads", type=thread_count, default=0,
                    help="torch CPU threads for fine-tuning (0: torch's default)")
     f.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     f.add_argument("--max-batches", type=int, default=0, help=argparse.SUPPRESS)
@@ -77,7 +77,7 @@ def _common(p, default_epochs: int, default_lr: float) -> None:
     r.add_argument("--eval-tta", default="auto", choices=("auto", "none", "flip", "zoom-flip"),
                    help="test-time augmentation of extra accuracy columns (the main columns are "
                    "one view); auto: the source model's default (edge_fer.tta_default)")
-    r.add_argument("--bench-threads", type=int, default=1,
+    r.add_argument("--bench-threads", type=positive_thread_count, default=1,
                    help="ONNX Runtime threads for the latency columns")
     # fmt: on
     r.add_argument("--bench-rounds", type=int, default=5, help=argparse.SUPPRESS)

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_fer.cli.common import quiet_opencv
+from edge_fer.cli.common import positive_thread_count, quiet_opencv
 from edge_fer.cli.options import DetectorArgs
 from edge_fer.errors import UserError
 
@@ -28,7 +28,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               '"faces": [{"x","y","w","h","score"}]} (plus "frame" for videos).')
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_VIDEO",
                    help="image or video files; a folder or a quoted glob stands for its images")
-    p.add_argument("--threads", type=int, metavar="N", help="CPU threads (default: all)")
+    p.add_argument("--threads", type=positive_thread_count, metavar="N", help="CPU threads (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON Lines")
     p.add_argument("--draw", metavar="OUT",
                    help="save images with boxes: a file for one input file, else a directory; "

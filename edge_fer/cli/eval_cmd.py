@@ -12,7 +12,7 @@ import sys
 from pathlib import Path
 
 from edge_fer import fileio
-from edge_fer.cli.common import HelpFormatter
+from edge_fer.cli.common import HelpFormatter, thread_count
 
 SPLIT_CHOICES = ("train", "public-test", "private-test", "test", "all")
 
@@ -27,7 +27,7 @@ def _model_args(p) -> None:
         choices=("onnxruntime", "tensorrt"),
         help="inference engine",
     )
-    p.add_argument("--threads", type=int, default=0,
+    p.add_argument("--threads", type=thread_count, default=0,
                    help="inference threads (0: the backend's default)")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=64, help="faces per inference call")
     p.add_argument(

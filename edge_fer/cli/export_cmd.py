@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
-from edge_fer.cli.common import HelpFormatter
+from edge_fer.cli.common import HelpFormatter, positive_thread_count
 from edge_fer.cli.options import FaceFinderArgs
 
 DETECTOR = FaceFinderArgs()  # as `calibrate --source` finds its faces
@@ -143,7 +143,7 @@ def register(sub) -> None:
         default=0.5,
         help="accuracy points INT8 may lose against FP32 before the check fails (exit code 1)",
     )
-    q.add_argument("--threads", type=int, default=1, help="ONNX Runtime threads")
+    q.add_argument("--threads", type=positive_thread_count, default=1, help="ONNX Runtime threads")
     q.add_argument("--int8-out", default=None, metavar="DIR", help="folder of the INT8 outputs")
     DETECTOR.add_to(p)
     p.set_defaults(func=run)

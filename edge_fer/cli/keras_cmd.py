@@ -13,7 +13,7 @@ import json
 import sys
 from pathlib import Path
 
-from edge_fer.cli.common import HelpFormatter
+from edge_fer.cli.common import HelpFormatter, thread_count
 
 EPILOG = (
     "The ONNX file takes float32 NCHW 'input' (any batch) and returns softmax 'probs', with "
@@ -82,7 +82,10 @@ def _common(p, data_required: bool) -> None:
             "[default: random images, with a warning]",
         )
     c.add_argument(
-        "--threads", type=int, default=0, help="TensorFlow threads (0: TensorFlow's default)"
+        "--threads",
+        type=thread_count,
+        default=0,
+        help="TensorFlow threads (0: TensorFlow's default)",
     )
 
 

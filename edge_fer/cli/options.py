@@ -21,7 +21,7 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
-from edge_fer.cli.common import parse_angles, parse_size
+from edge_fer.cli.common import parse_angles, parse_size, positive_thread_count, thread_count
 
 BACKENDS = ("onnxruntime", "tensorrt")
 
@@ -330,13 +330,13 @@ class ModelArgs(ArgGroup):
         elif self.backend == "many":
             g.add_argument("--backend", action="append", choices=BACKENDS,
                            help="only this backend (repeatable; default: every available one)")
-        g.add_argument("--threads", type=int, default=1, metavar="N",
+        g.add_argument("--threads", type=thread_count, default=1, metavar="N",
                        help="classifier threads (default 1)")
         g.add_argument("--align", action="store_true",
                        help="classify eye-aligned crops (bundled eye model; docs/align.md) even "
                        "if the model was not trained on them (a model trained with --align "
                        "gets them anyway)")
-        g.add_argument("--detect-threads", type=int, metavar="N",
+        g.add_argument("--detect-threads", type=positive_thread_count, metavar="N",
                        help="detector threads (default: CPU cores - 1, leaving one core to decode "
                        "and classify; both cores of a 2-core machine)")
         # fmt: on

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from edge_fer.cli.common import thread_count
+
 
 def register(sub) -> None:
     # fmt: off
@@ -57,7 +59,9 @@ def register(sub) -> None:
     p.add_argument("--patience", type=int, default=10, help="early-stopping patience (0: off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    p.add_argument("--threads", type=int, default=0, help="torch CPU threads (0: torch default)")
+    p.add_argument(
+        "--threads", type=thread_count, default=0, help="torch CPU threads (0: torch default)"
+    )
     p.add_argument("--arch-kwargs", default="{}", help="JSON of architecture options")
     p.add_argument(
         "--init",
@@ -172,7 +176,7 @@ def register(sub) -> None:
         default=2048,
         help="un-augmented training faces the batch-norm statistics are measured on",
     )
-    a.add_argument("--threads", type=int, default=0, help="torch threads (0: its default)")
+    a.add_argument("--threads", type=thread_count, default=0, help="torch threads (0: its default)")
     a.set_defaults(func=run_average)
 
 

@@ -23,6 +23,7 @@ from edge_fer.detect.schedule import HOT_SHARE, ScheduleState, inside, regions
 from edge_fer.errors import UserError
 from edge_fer.limits import MAX_FRAME_PIXELS as MAX_PIXELS
 from edge_fer.limits import MAX_FRAME_SIDE as MAX_SIDE
+from edge_fer.limits import check_threads
 
 WINDOW_BUFFER = 1 << 22  # windows per kernel call: bounds the output buffers to ~32 MB
 OFFSET_CACHE_BYTES = 64 << 20
@@ -216,8 +217,8 @@ class Detector:
             raise UserError(f"max_detections must be >= 1, got {max_detections}")
         if not (math.isfinite(min_pixels) and min_pixels >= 1.0):
             raise UserError(f"min_pixels must be >= 1, got {min_pixels}")
-        if threads is not None and (not _is_int(threads) or not 1 <= threads <= 256):
-            raise UserError(f"threads must be an integer in 1..256, got {threads}")
+        if threads is not None:
+            check_threads(threads, zero=None)
         if not _is_int(fine_budget) or fine_budget < 0:
             raise UserError(
                 f"fine_budget must be a whole number of windows >= 0, got {fine_budget}"

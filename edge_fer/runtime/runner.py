@@ -18,6 +18,7 @@ from typing import Any
 from edge_fer.detect.config import DetectorOptions
 from edge_fer.detect.factory import DetectorPicker
 from edge_fer.errors import UserError
+from edge_fer.limits import check_threads
 from edge_fer.runtime.scenecut import SCENE_CUT_THRESHOLD
 from edge_fer.runtime.tracker import TrackerOptions
 
@@ -209,8 +210,9 @@ def check_run_options(opts: RunOptions) -> None:
         raise UserError(
             f"must be >= 0 and finite (0: off), got {opts.scene_cut}", param="scene_cut"
         )
-    if opts.detect_threads is not None and opts.detect_threads < 1:
-        raise UserError(f"must be >= 1, got {opts.detect_threads}", param="detect_threads")
+    check_threads(opts.threads, zero="one per physical core")
+    if opts.detect_threads is not None:
+        check_threads(opts.detect_threads, "detect_threads", zero=None)
     if opts.summary_every is not None:
         if not 0 < opts.summary_every < math.inf:
             raise UserError(

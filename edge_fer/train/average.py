@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from edge_fer.errors import UserError
+from edge_fer.limits import check_threads
 from edge_fer.train.precise_bn import DEFAULT_FACES
 
 SNAPSHOTS = "snapshots"  # the run folder's per-epoch weights for --average-last
@@ -81,8 +82,7 @@ def average_checkpoints(
     if faces < 2:
         raise UserError("must be >= 2 faces: averaged weights need measured statistics",
                         param="faces")  # fmt: skip
-    if threads < 0:
-        raise UserError("must be >= 0 (0: torch's default)", param="threads")
+    check_threads(threads, zero="torch's default")
     if out.is_dir():
         raise UserError(f"{out}: is a folder; give the averaged checkpoint's file name",
                         param="out")  # fmt: skip

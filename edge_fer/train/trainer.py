@@ -25,6 +25,7 @@ from edge_fer import labels as L
 from edge_fer.data import FaceSet, load_dataset
 from edge_fer.errors import UserError, first_line
 from edge_fer.fileio import check_collisions
+from edge_fer.limits import check_threads
 from edge_fer.metrics import classification_report
 from edge_fer.models import create_model, model_info
 from edge_fer.preprocess import PreprocessSpec, apply_clahe
@@ -166,8 +167,7 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError("must be >= 0 epochs (0: no early stopping)", param="patience")
     if cfg.seed < 0:
         raise UserError("must be >= 0", param="seed")
-    if cfg.threads < 0:
-        raise UserError("must be >= 0 (0: torch's default)", param="threads")
+    check_threads(cfg.threads, zero="torch's default")
     if cfg.max_batches < 0:
         raise UserError("must be >= 0", param="max_batches")
     if cfg.channels not in (1, 3):
