@@ -215,3 +215,26 @@ def check_collisions(outputs, inputs=()) -> None:
                 raise UserError(
                     f"{n2} {p2} and {name} {path} are the same file: give each output its own"
                 )
+
+
+def inside(path: PathLike, folder: PathLike) -> bool:
+    """Whether `path` is `folder` or lies within it, spelled as given or with its links
+    resolved: a symlink inside a dataset is part of it even when it points elsewhere, and
+    writing through it would replace what it points to."""
+    base = {os.path.realpath(folder), os.path.abspath(folder)}
+    here = {os.path.realpath(path), os.path.abspath(path)}
+    return any(h == b or h.startswith(b.rstrip(os.sep) + os.sep) for h in here for b in base)
+
+
+def check_outside(outputs, folder: PathLike | None, folder_name: str, why: str) -> None:
+    """One-line UserError naming an output that would lie in the input folder `folder`.
+
+    `outputs`: (name, path) pairs as for `check_collisions`; `why` ends the message ("its
+    files would become part of the dataset")."""
+    if not folder or not os.path.isdir(folder):
+        return
+    for name, path in outputs:
+        if path and inside(path, folder):
+            raise UserError(
+                f"{name} {path} is inside {folder_name} {folder}: {why}; choose a place outside it"
+            )

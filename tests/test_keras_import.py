@@ -91,6 +91,15 @@ def test_cli_bad_files_one_line(tmp_path):
         assert not out.exists()
     r = cli("keras", "import", png, "--out", tmp_path / "o.onnx", "--scale", "1,0")
     assert r.returncode == 2 and "scale range" in r.stderr
+    # before: --out naming the Keras file itself replaced it with the ONNX model
+    model = tmp_path / "m.hdf5"
+    model.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(100))
+    for sub in ("import", "prune"):
+        r = cli(
+            "keras", sub, model, "--out", model, *(["--data", tmp_path] if sub == "prune" else [])
+        )
+        assert r.returncode == 2 and "must not overwrite an input" in r.stderr, r.stderr
+    assert model.read_bytes() == b"\x89HDF\r\n\x1a\n" + bytes(100)
 
 
 def test_library_errors_name_parameters_and_the_cli_its_flags(tmp_path, capsys):

@@ -197,6 +197,18 @@ def test_eval_json_and_png_must_not_overwrite_inputs(tmp_path, capsys):
         capsys,
     )
     assert rc == 2 and "--data" in err and _digest(folder / "a.png") == before
+    # a dataset of symlinks (a subset linked from elsewhere) is still the dataset: before,
+    # --json through the link replaced the image it points to
+    elsewhere = tmp_path / "originals"
+    elsewhere.mkdir()
+    cv2.imwrite(str(elsewhere / "b.png"), np.full((48, 48), 9, np.uint8))
+    original = _digest(elsewhere / "b.png")
+    (folder / "b.png").symlink_to(elsewhere / "b.png")
+    for flag, other in (("--json", "--png"), ("--png", "--json")):
+        argv = ["eval", "--data", str(tmp_path / "faces"), flag, str(folder / "b.png")]
+        rc, _, err = _run([*argv, other, str(tmp_path / f"r{flag[2:]}")], capsys)
+        assert rc == 2 and "is inside --data" in err, (flag, err)
+    assert _digest(elsewhere / "b.png") == original
 
 
 # ---- start-up failures leave everything as it was -------------------------------------------

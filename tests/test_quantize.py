@@ -451,11 +451,19 @@ def test_library_errors_reach_the_cli_with_its_flags(tiny_path, tmp_path, capsys
     args = ["export", "--int8", "--model", str(tiny_path), "--data", str(tmp_path)]
     assert main([*args, "--samples", "0"]) == 2
     assert capsys.readouterr().err.strip() == "edge-fer export: error: --samples must be >= 1"
+    data = tmp_path / "data"
+    data.mkdir()
     out = tmp_path / "out"
-    args = ["calibrate", "--model", str(tiny_path), "--data", str(tmp_path), "--out", str(out)]
+    args = ["calibrate", "--model", str(tiny_path), "--data", str(data), "--out", str(out)]
     assert main([*args, "--samples", "0", "--no-progress"]) == 2
     assert capsys.readouterr().err.strip() == "edge-fer calibrate: error: --samples must be >= 1"
     assert not out.exists()
+    # before: the models and the report were written among the faces
+    args[-1] = str(data / "calibrated")
+    assert main([*args, "--no-progress"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--out" in err[0] and "is inside --data" in err[0], err
+    assert not (data / "calibrated").exists()
 
 
 def test_cli_calibrate(tiny_path, tmp_path, capsys):

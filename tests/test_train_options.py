@@ -133,3 +133,33 @@ def test_one_class_folder_is_refused(faces, tmp_path, capsys):
     assert rc == 2 and len(err) == 1, err
     assert "--data" in err[0] and "at least two" in err[0], err[0]
     assert not (tmp_path / "run").exists()
+
+
+def test_resume_needs_a_run_folder_and_out_stays_outside_the_data(capsys, faces, tmp_path):
+    # before: --resume on a folder of data started a fresh run there, and --out inside --data
+    # wrote the run's files among the faces
+    data_like = tmp_path / "shots"
+    (data_like / "happy").mkdir(parents=True)
+    rc, lines = _train(capsys, faces, data_like, "--epochs", 1, "--resume")
+    assert rc == 2 and len(lines) == 1 and "is not a run folder" in lines[0], lines
+    assert "--out" in lines[0] and sorted(p.name for p in data_like.iterdir()) == ["happy"]
+    for out in (faces, faces / "happy", faces / "new_run"):
+        rc, lines = _train(capsys, faces, out, "--epochs", 1)
+        assert rc == 2 and len(lines) == 1 and "is inside --data" in lines[0], lines
+    assert not (faces / "new_run").exists() and not (faces / "config.json").exists()
+    # a symlink in the dataset that points elsewhere is still inside it
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (faces / "link").symlink_to(elsewhere)
+    try:
+        rc, lines = _train(capsys, faces, faces / "link", "--epochs", 1)
+        assert rc == 2 and "is inside --data" in lines[0], lines
+    finally:
+        (faces / "link").unlink()
+    # nothing saved yet (a log beside it is fine): --resume starts the run and says so
+    fresh = tmp_path / "fresh"
+    fresh.mkdir()
+    (fresh / "train.log").write_text("")
+    rc, lines = _train(capsys, faces, fresh, "--epochs", 1, "--resume")
+    assert rc == 0 and any("nothing to resume" in ln for ln in lines), lines
+    assert (fresh / "last.safetensors").exists()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import sys
 import threading
@@ -191,14 +192,18 @@ def _run(args, done: list) -> int:
     from edge_fer.errors import UserError
 
     # flags checked before any work (the library names its parameters, not these flags)
-    if args.threads < 0:
-        raise UserError("--threads must be >= 0")
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     if not 50.0 < args.percentile <= 100.0:  # also the report's comparison uses it
         raise UserError(f"--percentile must be in (50, 100], got {args.percentile}")
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out}: exists and is not a folder")
+    from edge_fer.fileio import check_outside
+
+    why = "its models and report would become part of the data"
+    check_outside([("--out", args.out)], args.data, "--data", why)
+    if args.source and os.path.isdir(args.source):
+        check_outside([("--out", args.out)], args.source, "--source", why)
     try:
         import onnx  # noqa: F401
     except ImportError as exc:

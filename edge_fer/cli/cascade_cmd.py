@@ -259,6 +259,8 @@ def run_eval(args) -> int:
         if path is None:
             raise UserError("no bundled cascade yet: give --cascade FILE")
         args.cascade = str(path)
+    if not 0.0 < args.iou <= 1.0:  # NaN too: recall 0 at every rate otherwise
+        raise UserError(f"--iou must be in (0, 1], got {args.iou}")
     cand = Cascade.load(args.cascade)
     if args.stages:
         cand = ev.truncate_stages(cand, args.stages)

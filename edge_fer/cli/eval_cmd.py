@@ -7,7 +7,6 @@ default model is the one bundled in edge_fer/assets. `models` lists the training
 from __future__ import annotations
 
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -238,7 +237,7 @@ def _check_outputs(args, png: str | None) -> None:
     dataset's folder) or each other: checked before the evaluation runs."""
     from edge_fer.classify import default_model_path
     from edge_fer.errors import UserError
-    from edge_fer.fileio import check_collisions
+    from edge_fer.fileio import check_collisions, inside
     from edge_fer.runtime.sources import IMAGE_EXTS
 
     outputs = [("--json", args.json_out if args.json_out != "-" else None), ("--png", png)]
@@ -263,12 +262,9 @@ def _check_outputs(args, png: str | None) -> None:
     except UserError:
         pass
     check_collisions(outputs, inputs)
-    data = Path(args.data)
-    if data.is_dir():
-        root = os.path.realpath(data)
-        for name, out in outputs:
-            real = os.path.realpath(out) if out else ""
-            if real.startswith(root + os.sep) and Path(real).suffix.lower() in IMAGE_EXTS:
+    if Path(args.data).is_dir():
+        for name, out in outputs:  # as given and resolved: a symlink in it is part of it
+            if out and inside(out, args.data) and Path(out).suffix.lower() in IMAGE_EXTS:
                 raise UserError(
                     f"{name} {out} is inside --data {args.data} and named like an "
                     "image: an output must not overwrite the dataset"

@@ -162,12 +162,13 @@ def register(sub) -> None:
 
 
 def _load(args):
-    from edge_fer.errors import UserError
+    from edge_fer.fileio import check_collisions
     from edge_fer.keras_import import _tf
     from edge_fer.keras_import.convert import keras_spec, load_keras, parse_scale, sniff_keras
 
-    if args.threads < 0:
-        raise UserError("--threads must be >= 0")
+    # before: `keras import m.hdf5 --out m.hdf5` replaced the Keras model with the ONNX one
+    outputs = [("--out", args.out), ("--save-keras", getattr(args, "save_keras", None))]
+    check_collisions(outputs, [("MODEL", args.model)])
     scale = parse_scale(args.scale)
     sniff_keras(Path(args.model))  # a wrong file is reported before TensorFlow loads
     _tf.set_threads(args.threads)

@@ -538,11 +538,11 @@ def run_study(opts: Options) -> Path:
     check_folder(opts.workdir, "work" if opts.work else "out")
     # Work copies (linked trees, runs) inside a dataset folder would be read back as part of
     # the dataset the next time it is loaded.
-    data = Path(opts.data).resolve()
-    if data.is_dir():
+    from edge_fer.fileio import inside
+
+    if Path(opts.data).is_dir():
         for path, param in ((opts.out, "out"), (opts.workdir, "work" if opts.work else "out")):
-            p = Path(path).resolve()
-            if p == data or data in p.parents:
+            if inside(path, opts.data):
                 raise UserError(
                     f"{path} is inside the dataset {opts.data}; its work files would become "
                     "part of the data: choose a folder outside it",

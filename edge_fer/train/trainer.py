@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from edge_fer import labels as L
 from edge_fer.data import FaceSet, load_dataset
 from edge_fer.errors import UserError, first_line
-from edge_fer.fileio import check_collisions
+from edge_fer.fileio import check_collisions, check_outside
 from edge_fer.limits import check_threads
 from edge_fer.metrics import classification_report
 from edge_fer.models import create_model, model_info
@@ -456,7 +456,28 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
                     cfg.average_last = cfg.epochs
     elif last.exists() and not resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it or pick --out")
+    elif resume:
+        # nothing saved yet: a run stopped in its first epoch starts again (a log beside it is
+        # fine); a folder of images or subfolders is data, not a run
+        from edge_fer.runtime.sources import IMAGE_EXTS
+        from edge_fer.train.average import SNAPSHOTS
+
+        found = sorted(out.iterdir()) if out.is_dir() else []
+        others = [
+            p.name
+            for p in found
+            if (p.is_dir() and p.name != SNAPSHOTS) or p.suffix.lower() in IMAGE_EXTS
+        ]
+        if others:
+            shown = ", ".join(others[:3]) + (", ..." if len(others) > 3 else "")
+            raise UserError(
+                f"{out} is not a run folder (no last.safetensors; it holds {shown}): "
+                "--resume continues a run in the folder it was written to",
+                param="out",
+            )
+        print(f"edge-fer train: nothing to resume in {out}: starting the run", file=sys.stderr)
     check_config(cfg)
+    check_outside([("--out", out)], cfg.data, "--data", "the run's files would mix with the faces")
     check_collisions(
         [("--out", out / name) for name in RUN_FILES],
         [("--init", cfg.init), ("--data", cfg.data)] + [("--teacher", t) for t in cfg.teacher],
