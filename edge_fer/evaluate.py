@@ -226,6 +226,7 @@ def evaluate(
     latency.update(batch1_latency(clf, images, latency_samples))
     rep.update(
         {
+            "tta": clf.tta,
             "latency_ms_per_face": latency["ms_per_face"],
             "latency": latency,
             "dataset_classes": list(faces.classes),
@@ -391,6 +392,12 @@ def summary_text(rep: dict) -> str:
             f"macro-F1 {rep['macro_f1']:.4f}"
         ),
     ]
+    tta = rep.get("tta")
+    if tta:  # accuracy and ms/face are of these views; the runtime classifies one
+        from edge_fer.tta import n_views
+
+        k = n_views(tta)
+        lines.append(f"views     {tta} ({k} view{'s' if k != 1 else ''} a face; --tta)")
     lines += vocabulary_text(rep.get("vocabulary") or {})
     al = rep.get("alignment") or {}
     if al:

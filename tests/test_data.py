@@ -84,6 +84,23 @@ def test_fer2013_folder_unknown_class_folder(tmp_path) -> None:
     assert len(fs) == 2 and fs.skipped == 1
 
 
+@needs_fer
+def test_fer2013_folder_images_without_a_split_prefix(tmp_path, capsys) -> None:
+    # before: an image a user added without a Training_/PublicTest_/PrivateTest_ name was
+    # left out of every split, 'all' included, without a word (a broken one too)
+    copy_faces(tmp_path / "test", {"happy": 3}, keep_names=True)
+    mine = tmp_path / "test" / "happy" / "mine.jpg"
+    shutil.copy(fer_files("happy", "PrivateTest", 1)[0], mine)
+    assert len(load_dataset(tmp_path, "all", cache=False)) == 4
+    assert capsys.readouterr().err == ""
+    assert len(load_dataset(tmp_path, "private-test", cache=False)) == 3
+    err = capsys.readouterr().err
+    assert "1 image(s) without a FER2013 split prefix" in err and "mine.jpg" in err
+    mine.write_bytes(b"broken")
+    with pytest.raises(UserError, match="mine.jpg: cannot decode"):
+        load_dataset(tmp_path, "all", cache=False)
+
+
 # -- fer2013.csv -------------------------------------------------------------------------------
 
 

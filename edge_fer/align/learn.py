@@ -51,7 +51,7 @@ def read_faces(root: str | Path, split: str, val_fraction: float = 0.1) -> Faces
     p = Path(root)
     f = p / WEBFACES_FILE if p.is_dir() else p
     if not f.is_file():
-        raise UserError(f"no WebFaces landmark file at {f}", param="data")
+        raise UserError(f"holds no WebFaces landmark file ({f})", param="data")
     img_root = f.parent / "images" if (f.parent / "images").is_dir() else f.parent
     rows: dict[str, list] = {}
     for line in f.read_text(encoding="utf-8", errors="replace").splitlines():

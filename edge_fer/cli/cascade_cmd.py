@@ -2,19 +2,18 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
-from edge_fer.cli.common import thread_count
+from edge_fer.cli.common import HelpFormatter, thread_count
 
 SHARED_FACEFINDER = Path("../shared/reference/pico/facefinder")
 SHARED_BACKGROUNDS = Path("../shared/data/backgrounds")
 
 
 def register(sub) -> None:
-    d = argparse.ArgumentDefaultsHelpFormatter
+    d = HelpFormatter
     p = sub.add_parser(
         "train-cascade",
         help="learn a pico face cascade (Markus et al. 2013)",

@@ -5,22 +5,32 @@ quiet mode. Commands import these from here, never from a sibling command."""
 from __future__ import annotations
 
 import argparse
+import copy
 
 from edge_fer.progress import Progress  # noqa: F401 - the commands' progress bar, re-exported
 
 
 class HelpFormatter(argparse.HelpFormatter):
-    """Shows an option's default unless it is None/False or the help already names it."""
+    """Shows an option's default unless it is None/False or the help already names it (also
+    for an option without help text, which argparse would otherwise list bare)."""
+
+    def _format_action(self, action):
+        if not action.help and action.option_strings and _has_default(action):
+            action = copy.copy(action)
+            action.help = "default: %(default)s"
+        return super()._format_action(action)
 
     def _get_help_string(self, action):
         text = action.help or ""
-        if (
-            "default" in text
-            or not action.option_strings
-            or action.default in (None, False, argparse.SUPPRESS)
-        ):
+        if "default" in text or not action.option_strings or not _has_default(action):
             return text
         return f"{text} (default: %(default)s)" if text else "default: %(default)s"
+
+
+def _has_default(action: argparse.Action) -> bool:
+    # by identity: a default of 0 is worth showing, and 0 == False
+    d = action.default
+    return not (d is None or d is False or d is argparse.SUPPRESS)
 
 
 def parse_size(text: str) -> float:

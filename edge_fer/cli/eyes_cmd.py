@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-import argparse
 import sys
 import time
+
+from edge_fer.cli.common import HelpFormatter
 
 
 def register(sub) -> None:
@@ -16,9 +17,9 @@ def register(sub) -> None:
         "train-eyes", help="learn the eye localiser used by face alignment (--align)",
         description="Learn a pico-style eye localiser (cascades of pixel-comparison regression "
         "trees, docs/align.md) from the eye landmarks of Caltech WebFaces: trains on the first "
-        "90%% of the images in name order, reports the eye error on the rest. About a minute "
+        "90% of the images in name order, reports the eye error on the rest. About a minute "
         "on 2 cores. With --evaluate, only measures an existing model.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+        formatter_class=HelpFormatter)
     p.add_argument("--data", required=True, metavar="DIR",
                    help="WebFaces folder (WebFaces_GroundThruth.txt and images/)")
     p.add_argument("--out", default="eyes.eyes", metavar="FILE", help="model file to write")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from edge_fer.cli.common import thread_count
+from edge_fer.cli.common import HelpFormatter, thread_count
 
 
 def register(sub) -> None:
@@ -13,7 +13,7 @@ def register(sub) -> None:
     p = sub.add_parser("train", help="train a classifier (needs edge-fer[train])",
                        description="Train a zoo architecture on FER2013 (csv or image folders) or "
                        "a one-folder-per-class dataset. Trains on the Training split, selects on "
-                       "PublicTest.", formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       "PublicTest.", formatter_class=HelpFormatter)
     # fmt: on
     p.add_argument("--arch", required=True, help="architecture name (see `edge-fer models`)")
     p.add_argument("--data", required=True, help="dataset folder or fer2013.csv")
@@ -153,7 +153,7 @@ def register(sub) -> None:
                        "last epochs: stochastic weight averaging), measure the batch norms' "
                        "statistics on its un-augmented training faces, score its held-out split "
                        "and save a checkpoint that `edge-fer export` takes.",
-                       formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+                       formatter_class=HelpFormatter)
     # fmt: on
     a.add_argument("checkpoints", nargs="+", help="checkpoints (.safetensors) of one run")
     a.add_argument("--out", required=True, help="the averaged checkpoint (.safetensors)")

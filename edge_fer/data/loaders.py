@@ -26,7 +26,7 @@ import numpy as np
 from edge_fer import fileio
 from edge_fer import labels as L
 from edge_fer.data.faceset import SPLITS, FaceSet
-from edge_fer.errors import UserError
+from edge_fer.errors import UserError, warn
 from edge_fer.imageio import read_or_none
 
 IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".pgm", ".webp"}
@@ -246,6 +246,18 @@ def _load_folder(p: Path, size, skip_bad, classes, split_prefixes) -> FaceSet:
             classes = tuple(found)
     index = {c: i for i, c in enumerate(classes)}
     out = _Faces(size, skip_bad)
+    if split_prefixes is not None:
+        # an image without a split prefix (one a user added) belongs to no split: "all" takes
+        # it, the others leave it out and say so (before: left out of every split, silently)
+        unsplit = [f for f in files if not f.name.startswith(_FER_PREFIXES)]
+        if unsplit and set(split_prefixes) == set(_FER_PREFIXES):
+            split_prefixes = None
+        elif unsplit:
+            prefixes = ", ".join(f"{k}_" for k in _FER_PREFIXES)
+            warn(
+                f"{p}: {len(unsplit)} image(s) without a FER2013 split prefix ({prefixes}), "
+                f"e.g. {unsplit[0].relative_to(p)}, are in no split: only split 'all' reads them"
+            )
     for f in files:
         if split_prefixes is not None and not f.name.startswith(split_prefixes):
             continue
