@@ -364,7 +364,7 @@ def test_force_never_deletes_the_model_or_cache_it_deploys(tmp_path, capsys, kin
         (("deepstream", "--precision", "int8", "--calib-cache", "{fake}"), "calib"),
         (("deepstream", "--precision", "int8", "--calib-cache", "{foreign}"), "does not match"),
         (("triton", "--precision", "int8", "--calib-cache", "{foreign}"), "does not match"),
-        (("deepstream", "--batch-size", "0"), "batch_size must be >= 1"),
+        (("deepstream", "--batch-size", "0"), "--batch-size must be >= 1"),
         (("deepstream", "--source", "csi://front"), "csi://N"),
     ],
 )

@@ -144,11 +144,12 @@ def number(x: float) -> str:
 
 def check_batch(info: ModelInfo, batch: int, what: str = "batch size") -> None:
     if batch < 1:
-        raise UserError(f"{what} must be >= 1, got {batch}")
+        raise UserError(f"must be >= 1, got {batch}", param=what)
     if info.batch is not None and batch > info.batch:
         raise UserError(
-            f"{info.path}: the model's batch is fixed at {info.batch}; {what} {batch} needs a "
-            "model exported with a dynamic batch (`edge-fer export` makes one)"
+            f"{batch} needs a model exported with a dynamic batch (`edge-fer export` makes "
+            f"one): {info.path}'s batch is fixed at {info.batch}",
+            param=what,
         )
 
 

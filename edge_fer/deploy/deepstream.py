@@ -82,14 +82,14 @@ def _check(info: ModelInfo, o: DeepStreamOptions) -> None:
         check_target(o.target, o.precision)
     check_batch(info, o.batch_size, "batch_size")
     if not 0.0 <= o.threshold <= 1.0:
-        raise UserError(f"threshold must be in 0..1, got {o.threshold}")
+        raise UserError(f"must be in 0..1, got {o.threshold}", param="threshold")
     for name in ("min_face", "face_class_id", "reinfer_interval", "gpu_id"):
         if getattr(o, name) < 0:
-            raise UserError(f"{name} must be >= 0, got {getattr(o, name)}")
+            raise UserError(f"must be >= 0, got {getattr(o, name)}", param=name)
     if not (32 <= o.width <= 7680 and 32 <= o.height <= 4320):
         raise UserError(f"width x height {o.width}x{o.height} is out of range")
     if not 1 <= o.fps <= 240:
-        raise UserError(f"fps must be in 1..240, got {o.fps}")
+        raise UserError(f"must be in 1..240, got {o.fps}", param="fps")
     if o.sink not in ("display", "none"):
         raise UserError(f"unknown sink {o.sink!r}; choose display or none")
     spec = info.spec

@@ -63,9 +63,9 @@ def _check(info: ModelInfo, o: TritonOptions) -> None:
             "a dynamic batch dimension (`edge-fer export` makes one)"
         )
     if o.queue_delay_us < 0:
-        raise UserError(f"queue_delay_us must be >= 0, got {o.queue_delay_us}")
+        raise UserError(f"must be >= 0, got {o.queue_delay_us}", param="queue_delay_us")
     if o.instances < 1:
-        raise UserError(f"instances must be >= 1, got {o.instances}")
+        raise UserError(f"must be >= 1, got {o.instances}", param="instances")
     if o.kind not in ("gpu", "cpu"):
         raise UserError(f"instance kind must be gpu or cpu, got {o.kind!r}")
     if o.precision not in PRECISIONS:
