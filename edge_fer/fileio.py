@@ -7,7 +7,9 @@ Rules every writer in edge-fer follows (issue #13):
   is removed on every exit path, Ctrl-C included;
 - a symlink is followed: its target is replaced atomically, the link stays a link;
 - a device, pipe or socket (``/dev/null``, ``/dev/stdout``, a FIFO) is written through, never
-  replaced by a regular file;
+  replaced by a regular file; the process's own streams (``/dev/stdout``, ``/dev/fd/N``) are
+  appended to, whatever they were redirected to;
+- nothing is written into edge-fer's bundled assets (`check_collisions`);
 - JSON is strict (no NaN or Infinity, which other parsers reject): a non-finite number is a
   ValueError naming where it is.
 """
@@ -71,6 +73,17 @@ def is_special(path: PathLike) -> bool:
     return not (stat.S_ISREG(mode) or stat.S_ISDIR(mode))
 
 
+# the process's own streams by name: written through (appended), never replaced; as links they
+# resolve to names such as /proc/123/fd/pipe:[456] that cannot be opened or renamed over, and a
+# rename over the file a shell redirected stdout to would drop what was printed before
+_STREAM_PREFIXES = ("/dev/stdout", "/dev/stderr", "/dev/fd/", "/proc/self/fd/")
+
+
+def _is_stream(path: PathLike) -> bool:
+    p = os.fspath(path)
+    return p.startswith(_STREAM_PREFIXES) or is_special(p)
+
+
 def _target(path: PathLike) -> Path:
     """The file a write to `path` should land in: a symlink's final target, else `path`."""
     p = Path(path)
@@ -85,9 +98,17 @@ def write_bytes(path: PathLike, data: bytes | memoryview) -> None:
     Raises OSError as the OS reports it; callers turn it into a UserError naming what was
     written (see `os_error_reason`).
     """
+    if _is_stream(path):
+        # write through: /dev/null stays a device, a FIFO's reader gets the bytes, stdout
+        # keeps what was printed before
+        with open(path, "ab", buffering=0) as fh:
+            view = memoryview(data)
+            while view:
+                n = fh.write(view)
+                view = view[n or len(view) :]
+        return
     target = _target(path)
     if is_special(target):
-        # write through: /dev/null stays a device, a FIFO's reader gets the bytes
         with open(target, "wb", buffering=0) as fh:
             view = memoryview(data)
             while view:
@@ -215,6 +236,15 @@ def check_collisions(outputs, inputs=()) -> None:
                 raise UserError(
                     f"{n2} {p2} and {name} {path} are the same file: give each output its own"
                 )
+    assets = Path(__file__).resolve().parent / "assets"
+    for name, path, ident in outs:
+        # not only the ones this run reads: a bench JSON over fer_default.int8.onnx broke every
+        # later run that picked INT8
+        if not ident[2] and inside(path, assets):
+            raise UserError(
+                f"{name} {path} is in edge-fer's bundled assets ({assets}): an output must not "
+                "replace them; give it another name"
+            )
 
 
 def inside(path: PathLike, folder: PathLike) -> bool:

@@ -13,13 +13,15 @@ import shutil
 import signal
 import socket
 import stat
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
 import cv2
 import numpy as np
 import pytest
-from paths import ASSETS
+from paths import ASSETS, ROOT
 from processes import interrupt, spawn_cli
 from runtime_helpers import count_frames
 
@@ -286,6 +288,40 @@ def test_video_is_replaced_only_when_complete(tmp_path):
 
 
 # ---- devices, links, strict JSON --------------------------------------------------------------
+
+
+def test_summary_to_stdout_through_a_pipe_and_a_file(clip, tmp_path):
+    # before: /dev/stdout resolved to /proc/PID/fd/pipe:[N]: "No such file or directory" at
+    # the end of the run and the summary lost; redirected to a file, it was renamed over
+    import processes
+
+    proc = processes.run_cli("run", clip, "--summary", "/dev/stdout")  # stdout is a pipe
+    assert proc.returncode == 0, proc.stderr
+    first = json.JSONDecoder().raw_decode  # the summary, then the text summary after it
+    assert first(proc.stdout)[0]["frames"] > 0 and "summary  /dev/stdout" in proc.stdout
+    out = tmp_path / "out.txt"
+    out.write_text("")
+    inode = out.stat().st_ino
+    with open(out, "a") as fh:
+        argv = [sys.executable, *processes.CLI, "run", str(clip), "--summary", "/dev/stdout"]
+        done = subprocess.run(argv, check=False, stdout=fh, stderr=subprocess.DEVNULL, cwd=ROOT)
+    assert done.returncode == 0
+    kept = out.read_text()
+    assert out.stat().st_ino == inode and first(kept)[0]["frames"] > 0
+    assert "summary  /dev/stdout" in kept  # printed after the summary was written: kept
+
+
+def test_outputs_never_replace_bundled_assets(clip, tmp_path, capsys):
+    # before: bench --json over fer_default.int8.onnx, which an FP32 run does not read, was
+    # written, and every later INT8 run failed
+    for asset in ("fer_default.int8.onnx", "eyes_default.eyes", "new.json"):
+        before = _digest(ASSETS / asset) if (ASSETS / asset).exists() else None
+        rc, _, err = _run(
+            ["run", str(clip), "--precision", "fp32", "--summary", str(ASSETS / asset)], capsys
+        )
+        assert rc == 2 and "bundled assets" in err and len(err.strip().splitlines()) == 1, err
+        after = _digest(ASSETS / asset) if before else (ASSETS / asset).exists()
+        assert after == (before or False)
 
 
 def test_summary_to_dev_null_and_a_symlink_stay_what_they_are(clip, tmp_path, capsys):
