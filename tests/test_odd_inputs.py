@@ -194,6 +194,8 @@ def test_photos_too_long_to_scan(tmp_path, tiny_model, capsys):
         ("--follow-seconds", "inf"),
         ("--scene-cut", "inf"),
         ("--summary-every", "inf"),
+        ("--reconnect-timeout", "nan"),  # before: reconnected forever
+        ("--reconnect-timeout", "-1"),
     ],
 )
 def test_non_finite_and_negative_options_are_one_line(tmp_path, tiny_model, capsys, flag, value):
@@ -237,3 +239,18 @@ def test_library_thread_counts_are_bounded(tiny_model):
         with pytest.raises(UserError, match="threads must be an integer in 0..256"):
             OnnxRuntimeBackend(tiny_model, threads=bad)
     OnnxRuntimeBackend(tiny_model, threads=np.int64(1)).close()
+
+
+def test_classify_refuses_an_oversized_image_from_its_header(tmp_path, capsys):
+    # before: decoded whatever its size (a 30000x30000 PNG took 1.9 GB), and a header alone
+    # gave libpng's own "Not enough image data"
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 0, 0, 0, 0)
+    chunk = struct.pack(">I", 13) + b"IHDR" + ihdr + struct.pack(">I", zlib.crc32(b"IHDR" + ihdr))
+    huge = tmp_path / "huge.png"
+    huge.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk)
+    assert main(["classify", str(huge)]) == 2
+    (line,) = capsys.readouterr().err.strip().splitlines()
+    assert "20000x20000 pixels is over the 100 Mpx limit" in line, line

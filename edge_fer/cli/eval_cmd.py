@@ -353,7 +353,16 @@ def _read_face(p: Path):
     if not p.exists():
         return None, "no such file"
     from edge_fer.imageio import read_or_none
+    from edge_fer.limits import MAX_IMAGE_PIXELS
+    from edge_fer.runtime.sources import image_size
 
+    try:  # from the header, as run and detect do: decoding allocates the whole image first
+        size = image_size(str(p))
+    except OSError:
+        size = None
+    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
+        w, h = size
+        return None, f"{w}x{h} pixels is over the {MAX_IMAGE_PIXELS // 1_000_000} Mpx limit"
     img = read_or_none(p, cv2.IMREAD_GRAYSCALE)  # from memory: any file name works
     if img is None:
         return None, "cannot read image"

@@ -210,6 +210,11 @@ def check_run_options(opts: RunOptions) -> None:
         raise UserError(
             f"must be >= 0 and finite (0: off), got {opts.scene_cut}", param="scene_cut"
         )
+    if not 0 <= opts.reconnect_timeout < math.inf:  # NaN too: it reconnected forever
+        raise UserError(
+            f"must be >= 0 seconds and finite (0: give up at once), got {opts.reconnect_timeout}",
+            param="reconnect_timeout",
+        )
     check_threads(opts.threads, zero="one per physical core")
     if opts.detect_threads is not None:
         check_threads(opts.detect_threads, "detect_threads", zero=None)
