@@ -277,8 +277,12 @@ class Pipeline:
         t_start: float | None = None,
         keep_tracks: int = KEEP_ENDED,
         classify_every: int = 1,
+        detector_for=None,
     ) -> None:
-        """`scene_cut`: the threshold of the scene cut test (runtime/scenecut.py); None or 0
+        """`detector_for`: with `stills`, (settings, detector) for a frame's shape, so each
+        photo of a folder gets the cascade, settings and upscaling of its own size (as
+        `edge-fer detect` gives it), not the first photo's; `detector` is the first one's.
+        `scene_cut`: the threshold of the scene cut test (runtime/scenecut.py); None or 0
         turns it off. `summary_every`: seconds between rewrites of the summary file while the
         run goes on (a live source's summary is then never older than that); None: only at
         the end. `t_start`: `time.perf_counter()` when the run began (before the models were
@@ -290,6 +294,7 @@ class Pipeline:
         every N frames weighs 1 - (1 - smoothing)**N, so labels settle in the same time."""
         self.source = source
         self.detector = detector
+        self.detector_for = detector_for if stills else None
         self.classifier = classifier
         self.sinks = sinks or Sinks()
         self.tracker = tracker or IoUTracker()
@@ -459,6 +464,10 @@ class Pipeline:
             if item is _END:
                 return
             ended: list[int] = []
+            if self.detector_for is not None:
+                settings, self.detector = self.detector_for(item.gray.shape)
+                self.detect_min_side = settings.upscale_to or 0
+                self.detect_upscale = UPSCALE_INTERPOLATION[settings.upscale_interpolation]
             if self.stills or item.cut:  # a new scene: nothing carries over from the last one
                 self.detector.reset()
                 ended = [t.id for t in self.tracker.finish()]

@@ -344,6 +344,17 @@ def _run_video(
             "detect_threads": detect_threads,
             "stills": stills,
         }
+        detector_for = None
+        if stills and detector is picked:  # each photo gets the cascade of its own size
+
+            def detector_for(shape):
+                r, det = picker.get(shape)
+                name = str(r.cascade) if r.cascade else None
+                if name and name not in info["cascades"]:
+                    info["cascades"].append(name)
+                return r, det
+
+            info["cascades"] = []  # those that scanned a photo
         tracker = IoUTracker(
             iou_threshold=opts.tracker.iou,
             min_hits=1 if stills else opts.tracker.min_hits,
@@ -377,6 +388,7 @@ def _run_video(
             scene_cut=opts.scene_cut,
             summary_every=opts.summary_every,
             t_start=t_start,
+            detector_for=detector_for,
         )
     except BaseException as exc:
         # start-up failed or was interrupted: drop what was opened, touch nothing that exists
