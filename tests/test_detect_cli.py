@@ -333,3 +333,19 @@ def test_oversized_image_is_refused_from_its_header(capsys, tmp_path: Path) -> N
     assert err.strip().splitlines() == [
         f"edge-fer detect: error: {big}: 20000x20000 pixels is over the 100 Mpx limit for images"
     ]
+
+
+@pytest.mark.parametrize(
+    "flags, words",
+    [
+        # before: each found nothing, with exit 0 and no word ("1" is one pixel, "1.0" the side)
+        (("--max-size", "1"), "--max-size 1 is 1 px, smaller than any face"),
+        (("--min-size", "50", "--max-size", "10"), "--max-size 10 is below the smallest size"),
+        (("--min-size", "0.5", "--max-size", "0.2"), "--max-size 0.2 is below the smallest"),
+    ],
+)
+def test_sizes_that_can_find_nothing_are_one_line(capsys, tmp_path: Path, flags, words) -> None:
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.zeros((64, 64), np.uint8))
+    rc, out, err = run_cli(capsys, img, *flags)
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and words in err, err

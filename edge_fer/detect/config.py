@@ -359,6 +359,28 @@ class ResolvedDetector:
         return d
 
 
+def _in_pixels(v) -> bool:
+    # the sizes' rule: a whole number is pixels, a value <= 1 otherwise a fraction of the side
+    return (isinstance(v, int) and not isinstance(v, bool)) or v > 1
+
+
+def _check_sizes(min_size, max_size) -> None:
+    """Sizes that can find nothing, said instead of an empty result: `max_size` 1 (one
+    pixel, where 1.0 is the whole side) or below `min_size` in the same unit."""
+    if _in_pixels(max_size) and max_size < 8:
+        raise UserError(
+            f"{max_size} is {max_size} px, smaller than any face; for a fraction of the frame's "
+            f"side write {float(max_size)} or {max_size * 100:g}%",
+            param="max_size",
+        )
+    same_unit = min_size is not None and _in_pixels(min_size) == _in_pixels(max_size)
+    if same_unit and max_size < min_size:
+        raise UserError(
+            f"{max_size} is below the smallest size asked for ({min_size}): no face fits",
+            param="max_size",
+        )
+
+
 def resolve(
     options: DetectorOptions,
     settings: CascadeSettings,
@@ -423,6 +445,7 @@ def resolve(
     angle = o.angle
     if isinstance(angle, (list, tuple)):
         angle = tuple(angle)
+    _check_sizes(o.min_size, o.max_size)
     if o.min_size is not None:
         min_size: float = o.min_size
     elif 0 < short < MIN_SIZE / MIN_SIZE_FRACTION:
