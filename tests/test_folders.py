@@ -200,3 +200,26 @@ def test_decoder_errors_are_reasons_not_crashes(tmp_path, monkeypatch):
     monkeypatch.setattr(sources, "MAX_FRAME_SIDE", 10**6)
     img, why = sources.load_image(str(_png_header_only(tmp_path / "x.png", 40000, 40000)))
     assert img is None and why.startswith("cannot decode it (") and len(why.splitlines()) == 1
+
+
+def test_hidden_files_are_skipped_and_classify_takes_a_quoted_glob(tmp_path, capsys):
+    # before: macOS's ._NAME.jpg metadata files were tried as photos (run warned, detect and
+    # classify exited 2), and classify took "shots/*.jpg" for a file name
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    for i in range(2):
+        _photo(shots / f"p{i}.jpg", i, size=(64, 64))
+    (shots / "._p0.jpg").write_bytes(b"\x00\x05\x16\x07 AppleDouble")
+    summary = tmp_path / "s.json"
+    assert main(["run", str(shots), "--summary", str(summary), "--quiet"]) == 0
+    s = json.loads(summary.read_text())
+    assert s["frames"] == 2 and s["skipped_frames"] == 0
+    assert main(["detect", str(shots)]) == 0
+    for given in (str(shots), str(shots / "p*.jpg")):
+        capsys.readouterr()
+        assert main(["classify", given]) == 0, capsys.readouterr().err
+        out = capsys.readouterr().out
+        assert [ln.split(":")[0].rsplit("/", 1)[-1] for ln in out.splitlines()] == [
+            "p0.jpg",
+            "p1.jpg",
+        ]

@@ -6,6 +6,7 @@ default model is the one bundled in edge_fer/assets. `models` lists the training
 
 from __future__ import annotations
 
+import glob
 import json
 import sys
 from pathlib import Path
@@ -332,13 +333,23 @@ MIN_SIDE = 8
 
 def _expand(paths: list[str]) -> list[Path]:
     from edge_fer.data.loaders import IMAGE_EXTS
+    from edge_fer.runtime.sources import has_glob
 
     out: list[Path] = []
     for s in paths:
         p = Path(s)
         if p.is_dir():
-            found = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS)
+            # hidden files are not faces: macOS leaves ._NAME.jpg metadata beside each photo
+            found = sorted(
+                f
+                for f in p.rglob("*")
+                if f.suffix.lower() in IMAGE_EXTS
+                and not any(part.startswith(".") for part in f.relative_to(p).parts)
+            )
             out.extend(found if found else [p])  # an empty folder reports itself as an error
+        elif has_glob(s) and not p.exists():  # a quoted pattern, as run and detect take it
+            found = sorted(Path(f) for f in glob.glob(s, recursive=True) if Path(f).is_file())
+            out.extend(found if found else [p])  # no match reports itself as "no such file"
         else:
             out.append(p)
     return out

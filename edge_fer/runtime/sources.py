@@ -344,10 +344,12 @@ def list_images(spec: SourceSpec) -> list[str]:
     """The image files of an images source, in natural name order."""
     target = str(spec.target)
     if os.path.isdir(target):
-        files = [
+        files = [  # not hidden files: macOS leaves ._NAME.jpg metadata beside each photo
             os.path.join(target, f)
             for f in os.listdir(target)
-            if Path(f).suffix.lower() in IMAGE_EXTS and os.path.isfile(os.path.join(target, f))
+            if Path(f).suffix.lower() in IMAGE_EXTS
+            and not f.startswith(".")
+            and os.path.isfile(os.path.join(target, f))
         ]
         what = f"folder {target}"
     elif has_glob(target) and not os.path.exists(target):
