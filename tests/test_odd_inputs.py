@@ -219,6 +219,9 @@ def test_non_finite_and_negative_options_are_one_line(tmp_path, tiny_model, caps
         # before: 10000 threads were started (an eval drove the load average to 5000)
         (["eval", "--threads", "10000"], "--threads: expected a number of threads in 0..256"),
         (["run", "x.mp4", "--threads", "x"], "--threads: expected a number of threads"),
+        # before: "edge-fer: error: unrecognized arguments: b.jpg c.jpg"
+        (["run", "a.jpg", "b.jpg", "c.jpg"], "takes one SOURCE, and 2 more were given (b.jpg"),
+        (["run", "a.jpg", "--bogus"], "unrecognized arguments: --bogus"),
     ],
 )
 def test_usage_mistakes_are_one_line(capsys, argv, words):

@@ -146,6 +146,18 @@ def _names_print_as_given() -> None:
                 pass
 
 
+def _unrecognized(parser: argparse.ArgumentParser, command: str, extra: list[str]) -> NoReturn:
+    """argparse's "unrecognized arguments", with the likely cause where there is one: the
+    shell expanded an unquoted glob into many files for a command that takes one source."""
+    if command == "run" and not any(a.startswith("-") for a in extra):
+        raise UserError(
+            f"takes one SOURCE, and {len(extra)} more {'was' if len(extra) == 1 else 'were'} "
+            f"given ({extra[0]} ...): the shell "
+            'expands an unquoted glob into files; quote it ("shots/*.jpg") or give the folder'
+        )
+    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+
+
 def main(argv: list[str] | None = None) -> int:
     # SIGTERM's default action kills the process without a word; from here on it is an
     # interrupt with one line and exit 143 (commands that run pipelines refine this)
@@ -158,8 +170,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = args = None
     try:
         parser = build_parser()
-        args = parser.parse_args(argv)
+        args, extra = parser.parse_known_args(argv)
         command = args.command or command
+        if extra:
+            _unrecognized(parser, command, extra)
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
