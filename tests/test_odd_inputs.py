@@ -196,6 +196,7 @@ def test_photos_too_long_to_scan(tmp_path, tiny_model, capsys):
         ("--summary-every", "inf"),
         ("--reconnect-timeout", "nan"),  # before: reconnected forever
         ("--reconnect-timeout", "-1"),
+        ("--upscale-to", "-1"),  # before: taken as 0
     ],
 )
 def test_non_finite_and_negative_options_are_one_line(tmp_path, tiny_model, capsys, flag, value):

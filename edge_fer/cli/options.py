@@ -277,7 +277,7 @@ class SourceArgs(ArgGroup):
                        help="live sources: keep reconnecting a lost stream for S seconds "
                        "(default 30)")
         g.add_argument("--max-frames", type=int, metavar="N",
-                       help="stop after N frames (bench: in each run)")
+                       help="stop after N frames (0: no limit; bench: in each run)")
         # fmt: on
 
     def run_fields(self, args: argparse.Namespace) -> dict[str, Any]:

@@ -402,7 +402,11 @@ def resolve(
     if not upscaling:
         up = 0
     elif o.upscale_to is not None:
-        up = max(0, int(o.upscale_to))
+        if not 0 <= o.upscale_to <= 4096:  # as the settings file allows
+            raise UserError(
+                f"must be in 0..4096 px (0: never), got {o.upscale_to}", param="upscale_to"
+            )
+        up = int(o.upscale_to)
     else:
         up = UPSCALE_TO if s.upscale_to is None else s.upscale_to
     memory = o.memory if o.memory is not None else (1 if stills else MEMORY)
