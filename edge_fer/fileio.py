@@ -80,6 +80,7 @@ _STREAM_PREFIXES = ("/dev/stdout", "/dev/stderr", "/dev/fd/", "/proc/self/fd/")
 
 
 def _is_stream(path: PathLike) -> bool:
+    # a device, FIFO or socket, directly or through links, or one of the process's streams
     p = os.fspath(path)
     return p.startswith(_STREAM_PREFIXES) or is_special(p)
 
@@ -108,13 +109,6 @@ def write_bytes(path: PathLike, data: bytes | memoryview) -> None:
                 view = view[n or len(view) :]
         return
     target = _target(path)
-    if is_special(target):
-        with open(target, "wb", buffering=0) as fh:
-            view = memoryview(data)
-            while view:
-                n = fh.write(view)
-                view = view[n or len(view) :]
-        return
     tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         with open(tmp, "wb") as fh:
