@@ -88,6 +88,11 @@ def sniff_model_file(path: Path) -> None:
     for magic, what in _IMAGE_MAGIC:
         if head.startswith(magic):
             raise UserError(f"{path}: is {what}, not an ONNX model")
+    if head.startswith(b"\x89HDF\r\n\x1a\n"):
+        raise UserError(
+            f"{path}: is an HDF5 file (a Keras model?), not an ONNX model; convert a Keras "
+            f"classifier with `edge-fer keras import {path} --out MODEL.onnx`"
+        )
     if len(head) >= 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 27:
         raise UserError(
             f"{path}: is a safetensors training checkpoint, not an ONNX model; "

@@ -252,6 +252,8 @@ def test_bad_model_files(exported, run_dir, tmp_path) -> None:
             p.value = json.dumps(d)
     wrong_n = tmp_path / "three_names.onnx"
     onnx.save(m, str(wrong_n))
+    keras = tmp_path / "model.hdf5"  # the signature is all the check reads
+    keras.write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
     cases = [
         (tmp_path / "missing.onnx", "no such model file"),
         (tmp_path, "is a folder"),
@@ -259,6 +261,7 @@ def test_bad_model_files(exported, run_dir, tmp_path) -> None:
         (image, "is a JPEG image, not an ONNX model"),
         (empty, "empty file"),
         (run_dir / "best.safetensors", "safetensors training checkpoint"),
+        (keras, "is an HDF5 file (a Keras model?), not an ONNX model; convert a Keras"),
         (nometa, "has no edge-fer metadata"),
         (wrong_n, "model outputs 7 values but its metadata names 3 classes"),
     ]
@@ -284,6 +287,10 @@ def test_export_bad_checkpoint_and_options(exported, tmp_path) -> None:
         export_checkpoint(bad, tmp_path / "x.onnx")
     with pytest.raises(UserError, match="no such checkpoint"):
         export_checkpoint(tmp_path / "nope.safetensors", tmp_path / "x.onnx")
+    # before: a run folder was "no such checkpoint file"
+    run = Path(exported["plain"]["checkpoint"]).parent
+    with pytest.raises(UserError, match=r"is a folder; give one of its .safetensors checkpoints"):
+        export_checkpoint(run, tmp_path / "x.onnx")
     with pytest.raises(UserError, match="unknown --tta"):
         export_checkpoint(exported["plain"]["checkpoint"], tmp_path / "x.onnx", tta="rotate")
     assert not (tmp_path / "x.onnx").exists()

@@ -98,6 +98,10 @@ def load_trained(ckpt_path: str | os.PathLike):
     from edge_fer.train.checkpoint import load_checkpoint, read_state
 
     p = Path(ckpt_path)
+    if p.is_dir():
+        found = sorted(f.name for f in p.glob("*.safetensors"))
+        hint = f", e.g. {p / found[0]}" if found else " (it holds none)"
+        raise UserError(f"{p}: is a folder; give one of its .safetensors checkpoints{hint}")
     if not p.is_file():
         raise UserError(f"{p}: no such checkpoint file")
     state = read_state(p)
