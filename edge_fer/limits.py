@@ -1,5 +1,8 @@
 """Size limits on frames and photos, decided once: the detector refuses frames beyond the
-frame limits, and the image readers skip photos that could not be scanned within them."""
+frame limits, and the image readers skip photos that could not be scanned within them; and
+the bound on thread counts."""
+
+from __future__ import annotations
 
 MAX_FRAME_SIDE = 16384  # px, either side of a frame the detector scans
 MAX_FRAME_PIXELS = 1 << 27  # 134 Mpx: beyond this a frame is a mistake, not a photo

@@ -313,15 +313,25 @@ def test_summary_to_stdout_through_a_pipe_and_a_file(clip, tmp_path):
 
 def test_outputs_never_replace_bundled_assets(clip, tmp_path, capsys):
     # before: bench --json over fer_default.int8.onnx, which an FP32 run does not read, was
-    # written, and every later INT8 run failed
-    for asset in ("fer_default.int8.onnx", "eyes_default.eyes", "new.json"):
-        before = _digest(ASSETS / asset) if (ASSETS / asset).exists() else None
-        rc, _, err = _run(
-            ["run", str(clip), "--precision", "fp32", "--summary", str(ASSETS / asset)], capsys
-        )
-        assert rc == 2 and "bundled assets" in err and len(err.strip().splitlines()) == 1, err
-        after = _digest(ASSETS / asset) if before else (ASSETS / asset).exists()
-        assert after == (before or False)
+    # written, and every later INT8 run failed. Without the guard this test would do the same
+    # to the checkout's assets, so it puts back whatever it finds changed.
+    names = ("fer_default.int8.onnx", "eyes_default.eyes", "new.json")
+    saved = {n: (ASSETS / n).read_bytes() for n in names if (ASSETS / n).exists()}
+    try:
+        for name in names:
+            argv = ["run", str(clip), "--precision", "fp32", "--summary", str(ASSETS / name)]
+            rc, _, err = _run(argv, capsys)
+            assert rc == 2 and "bundled assets" in err and len(err.strip().splitlines()) == 1, err
+            if name in saved:
+                assert (ASSETS / name).read_bytes() == saved[name]
+            else:
+                assert not (ASSETS / name).exists()
+    finally:
+        for name in names:
+            if name in saved and (ASSETS / name).read_bytes() != saved[name]:
+                (ASSETS / name).write_bytes(saved[name])
+            elif name not in saved and (ASSETS / name).exists():
+                (ASSETS / name).unlink()
 
 
 def test_summary_to_dev_null_and_a_symlink_stay_what_they_are(clip, tmp_path, capsys):
