@@ -339,7 +339,8 @@ def test_oversized_image_is_refused_from_its_header(capsys, tmp_path: Path) -> N
     "flags, words",
     [
         # before: each found nothing, with exit 0 and no word ("1" is one pixel, "1.0" the side)
-        (("--max-size", "1"), "--max-size 1 is 1 px, smaller than any face"),
+        (("--max-size", "1"), "--max-size 1 is 1 px, smaller than any face; for the whole"),
+        (("--max-size", "1.5"), "--max-size 1.5 is 1.5 px, smaller than any face"),
         (("--min-size", "50", "--max-size", "10"), "--max-size 10 is below the smallest size"),
         (("--min-size", "0.5", "--max-size", "0.2"), "--max-size 0.2 is below the smallest"),
     ],

@@ -368,10 +368,10 @@ def _check_sizes(min_size, max_size) -> None:
     """Sizes that can find nothing, said instead of an empty result: `max_size` 1 (one
     pixel, where 1.0 is the whole side) or below `min_size` in the same unit."""
     if _in_pixels(max_size) and max_size < 8:
+        # "1" reads like the default 1.0 (the whole side): say how to write that
+        hint = "; for the whole side write 1.0 or 100%" if max_size == 1 else ""
         raise UserError(
-            f"{max_size} is {max_size} px, smaller than any face; for a fraction of the frame's "
-            f"side write {float(max_size)} or {max_size * 100:g}%",
-            param="max_size",
+            f"{max_size} is {max_size} px, smaller than any face{hint}", param="max_size"
         )
     same_unit = min_size is not None and _in_pixels(min_size) == _in_pixels(max_size)
     if same_unit and max_size < min_size:
