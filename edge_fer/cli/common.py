@@ -63,18 +63,15 @@ def positive_thread_count(text: str) -> int:
 
 
 def _threads(text: str, zero: bool) -> int:
-    from edge_fer.limits import MAX_THREADS
+    # the bound is the library's (limits.check_threads); argparse wants its own error type
+    from edge_fer.errors import UserError
+    from edge_fer.limits import MAX_THREADS, check_threads
 
-    lo = 0 if zero else 1
+    why = f"expected a number of threads in {0 if zero else 1}..{MAX_THREADS}, got {text!r}"
     try:
-        v = int(text.strip())
-    except ValueError:
-        v = -1
-    if not lo <= v <= MAX_THREADS:
-        raise argparse.ArgumentTypeError(
-            f"expected a number of threads in {lo}..{MAX_THREADS}, got {text!r}"
-        )
-    return v
+        return check_threads(int(text.strip()), zero="default" if zero else None)
+    except (ValueError, UserError):
+        raise argparse.ArgumentTypeError(why) from None
 
 
 def parse_angles(text: str) -> tuple[float, ...]:
