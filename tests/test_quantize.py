@@ -516,6 +516,16 @@ def test_cli_calibrate(tiny_path, tmp_path, capsys):
     assert main(args[:-3] + ["--ids", str(out / "calib_ids.txt"), "--out", str(out2)]) == 0
     assert (out2 / "calib.cache").read_bytes() == (out / "calib.cache").read_bytes()
     capsys.readouterr()
+    # an earlier calibration is replaced only with --force (before: silently, every file)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    again = args[:-3] + ["--method", "minmax", "--out", str(out)]
+    assert main(again) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "holds an earlier calibration" in err[0] and "--force" in err[0], err
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    assert main(again + ["--force", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["method"] == "minmax"
+    assert (out / "calib_report.json").read_bytes() != before["calib_report.json"]
     # a bad request: one line, exit code 2, nothing written
     bad = tmp_path / "bad"
     assert main(args[:-3] + ["--samples", "50", "--out", str(bad)]) == 2

@@ -6,7 +6,7 @@ run` does); a model trained with --align gets them aligned on the eyes, as its t
 were. Writes, into --out: the Q/DQ INT8 ONNX model for TensorRT (model.int8.qdq.onnx),
 the one for ONNX Runtime on CPU (model.int8.cpu.onnx), the TensorRT calibration cache
 (calib.cache), the JSON report of per-tensor ranges (calib_report.json) and the ids of the
-faces used (calib_ids.txt). Needs the `onnx` package (extra `quantize`).
+faces used (calib_ids.txt). An earlier calibration's files there are replaced only with --force. Needs the `onnx` package (extra `quantize`).
 
 Ctrl-C and SIGTERM stop it cleanly: SIGTERM is raised as an interrupt like Ctrl-C, so every
 temporary file is removed and --out keeps what it held; one line, exit code 130 (Ctrl-C) or
@@ -47,6 +47,8 @@ def register(sub) -> None:
     p.add_argument("--model", default=None,
                    help="FP32 .onnx model exported by edge-fer (default: the bundled model)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
+    p.add_argument("--force", action="store_true",
+                   help="replace the outputs of an earlier calibration in --out")
     src = p.add_argument_group("calibration faces (one of --data, --source)")
     one = src.add_mutually_exclusive_group(required=True)
     one.add_argument("--data", metavar="DIR",
@@ -134,6 +136,20 @@ def _faces(args, spec):
         bar.close()
 
 
+def _check_earlier_outputs(out, force: bool) -> None:
+    """An earlier calibration's files in --out (a cache a deployment reads, a model already
+    benchmarked) are replaced only with --force, as prune, qat and deploy do."""
+    from edge_fer.errors import UserError
+    from edge_fer.quantize.pipeline import OUT_NAMES
+
+    there = [n for n in OUT_NAMES if (out / n).is_file()]
+    if there and not force:
+        raise UserError(
+            f"--out {out}: holds an earlier calibration ({', '.join(there)}); "
+            "pick another folder or pass --force to replace it"
+        )
+
+
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, as Ctrl-C is: every finally-block runs (the
     temporary files go) before the process ends."""
@@ -202,6 +218,7 @@ def _run(args, done: list) -> int:
 
     why = "its models and report would become part of the data"
     check_outside([("--out", args.out)], args.data, "--data", why)
+    _check_earlier_outputs(Path(args.out), args.force)
     if args.source and os.path.isdir(args.source):
         check_outside([("--out", args.out)], args.source, "--source", why)
     try:

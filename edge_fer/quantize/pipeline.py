@@ -44,6 +44,7 @@ CACHE_NAME = "calib.cache"
 REPORT_NAME = "calib_report.json"
 IDS_NAME = "calib_ids.txt"
 HIST_NAME = "calib_histograms.npz"
+OUT_NAMES = (QDQ_NAME, CPU_NAME, CACHE_NAME, REPORT_NAME, IDS_NAME, HIST_NAME)  # all it may write
 TARGET_CHOICES = ("tensorrt", "cpu", "both")
 
 
@@ -90,7 +91,7 @@ def calibrate(
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise UserError(f"{out}: exists and is not a folder")
-    names = [QDQ_NAME, CPU_NAME, CACHE_NAME, REPORT_NAME, IDS_NAME, HIST_NAME]
+    names = list(OUT_NAMES)
     for name in names:
         if (out / name).is_dir():
             raise UserError(f"{out}: {name} is a folder; cannot write the output there")
