@@ -79,8 +79,10 @@ def is_special(path: PathLike) -> bool:
 _STREAM_PREFIXES = ("/dev/stdout", "/dev/stderr", "/dev/fd/", "/proc/self/fd/")
 
 
-def _is_stream(path: PathLike) -> bool:
-    # a device, FIFO or socket, directly or through links, or one of the process's streams
+def is_stream(path: PathLike) -> bool:
+    """A device, FIFO or socket, directly or through links, or one of the process's own streams
+    (/dev/stdout even where the shell redirected it to a regular file): written through,
+    appended, never truncated or renamed over."""
     p = os.fspath(path)
     return p.startswith(_STREAM_PREFIXES) or is_special(p)
 
@@ -99,7 +101,7 @@ def write_bytes(path: PathLike, data: bytes | memoryview) -> None:
     Raises OSError as the OS reports it; callers turn it into a UserError naming what was
     written (see `os_error_reason`).
     """
-    if _is_stream(path):
+    if is_stream(path):
         # write through: /dev/null stays a device, a FIFO's reader gets the bytes, stdout
         # keeps what was printed before
         with open(path, "ab", buffering=0) as fh:
@@ -262,3 +264,11 @@ def check_outside(outputs, folder: PathLike | None, folder_name: str, why: str) 
             raise UserError(
                 f"{name} {path} is inside {folder_name} {folder}: {why}; choose a place outside it"
             )
+
+
+STDOUT_NAMES = ("-", "/dev/stdout", "/dev/fd/1", "/proc/self/fd/1")
+
+
+def is_stdout(path: PathLike | None) -> bool:
+    """`path` names standard output ("-" included, where the caller maps it to /dev/stdout)."""
+    return path is not None and os.fspath(path) in STDOUT_NAMES

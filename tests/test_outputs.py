@@ -297,18 +297,44 @@ def test_summary_to_stdout_through_a_pipe_and_a_file(clip, tmp_path):
 
     proc = processes.run_cli("run", clip, "--summary", "/dev/stdout")  # stdout is a pipe
     assert proc.returncode == 0, proc.stderr
-    first = json.JSONDecoder().raw_decode  # the summary, then the text summary after it
-    assert first(proc.stdout)[0]["frames"] > 0 and "summary  /dev/stdout" in proc.stdout
+    assert json.loads(proc.stdout)["frames"] > 0  # the summary alone: the text went to stderr
+    assert "summary  /dev/stdout" in proc.stderr
     out = tmp_path / "out.txt"
-    out.write_text("")
+    out.write_text("kept\n")
     inode = out.stat().st_ino
-    with open(out, "a") as fh:
+    with open(out, "a") as fh:  # `>> out.txt`
         argv = [sys.executable, *processes.CLI, "run", str(clip), "--summary", "/dev/stdout"]
         done = subprocess.run(argv, check=False, stdout=fh, stderr=subprocess.DEVNULL, cwd=ROOT)
     assert done.returncode == 0
     kept = out.read_text()
-    assert out.stat().st_ino == inode and first(kept)[0]["frames"] > 0
-    assert "summary  /dev/stdout" in kept  # printed after the summary was written: kept
+    assert out.stat().st_ino == inode and kept.startswith("kept\n")
+    assert json.loads(kept[5:])["frames"] > 0
+
+
+def test_events_to_standard_output(clip, tmp_path):
+    # before: `--events -` wrote a file named "-", and `--events /dev/stdout >> f` truncated f
+    import processes
+
+    proc = processes.run_cli("run", clip, "--events", "-", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    lines = [json.loads(line) for line in proc.stdout.splitlines()]  # JSON Lines, nothing else
+    assert len(lines) == 20 and all(r["faces"] for r in lines)
+    assert "frames/s" in proc.stderr and not (tmp_path / "-").exists()
+    out = tmp_path / "all.jsonl"
+    out.write_text('{"earlier":1}\n')
+    for name in ("-", "/dev/stdout"):
+        with open(out, "a") as fh:  # `>> all.jsonl`
+            argv = [sys.executable, *processes.CLI, "run", str(clip), "--events", name, "--quiet"]
+            done = subprocess.run(argv, check=False, stdout=fh, stderr=subprocess.PIPE, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines[0] == {"earlier": 1} and len(lines) == 41
+    proc = processes.run_cli("run", clip, "--events", "-", "--json", cwd=tmp_path)
+    assert proc.returncode == 2 and proc.stdout == ""
+    assert proc.stderr.strip() == (
+        "edge-fer run: error: --json and --events - both write to standard output; "
+        "give --events a file, or leave --json out"
+    )
 
 
 def test_outputs_never_replace_bundled_assets(clip, tmp_path, capsys):

@@ -354,6 +354,11 @@ class ModelArgs(ArgGroup):
 # ---- outputs --------------------------------------------------------------------------------
 
 
+def stdout_path(path: str | None) -> str | None:
+    # "-" is standard output, written through as /dev/stdout is (never a file named "-")
+    return "/dev/stdout" if path == "-" else path
+
+
 class OutputArgs(ArgGroup):
     """Where the results go: annotated video, events, summary, a window, an MJPEG preview."""
 
@@ -363,8 +368,10 @@ class OutputArgs(ArgGroup):
         # fmt: off
         g.add_argument("--out", metavar="VIDEO", help="annotated video (.mp4 or .avi)")
         g.add_argument("--events", metavar="FILE.jsonl",
-                       help="JSON Lines, one line per frame with faces")
-        g.add_argument("--summary", metavar="FILE.json", help="write the summary as JSON")
+                       help="JSON Lines, one line per frame with faces (-: standard output; "
+                       "the text summary then goes to standard error)")
+        g.add_argument("--summary", metavar="FILE.json",
+                       help="write the summary as JSON (-: standard output)")
         g.add_argument("--summary-every", type=float, metavar="S",
                        help="with --summary: rewrite the summary file every S seconds while the "
                        "run goes on (\"running\": true), so a camera's summary is never older "
@@ -378,6 +385,6 @@ class OutputArgs(ArgGroup):
         # fmt: on
 
     def run_fields(self, args: argparse.Namespace) -> dict[str, Any]:
-        return {"out": args.out, "events": args.events, "summary": args.summary,
+        return {"out": args.out, "events": stdout_path(args.events), "summary": stdout_path(args.summary),
                 "summary_every": args.summary_every, "show": args.show,
                 "preview_port": args.preview_port, "preview_host": args.preview_host}  # fmt: skip

@@ -90,12 +90,18 @@ def _run(args, guard) -> int:
     else:
         source = args.source
     opts = options.run_options(args, source, GROUPS)
+    # standard output carries the events or the summary JSON: the text summary goes to stderr
+    taken = [f for f, p in (("--events", opts.events), ("--summary", opts.summary))
+             if fileio.is_stdout(p)]  # fmt: skip
+    if args.json and taken:
+        raise UserError(f"--json and {taken[0]} - both write to standard output; give "
+                        f"{taken[0]} a file, or leave --json out")  # fmt: skip
     result = run_video(opts, signals=guard)
     s = result.summary
     if args.json:
         print(fileio.dumps(s))
     elif not args.quiet:
-        print(format_summary(s))
+        print(format_summary(s), file=sys.stderr if taken else sys.stdout)
     if s.get("interrupted") and not s.get("started", True):
         print(f"edge-fer run: interrupted ({s.get('signal')}) during start-up; existing "
               "outputs are untouched" + (f", summary in {args.summary}" if args.summary else ""),
@@ -115,6 +121,7 @@ def _interrupted(args, signum: int) -> int:
     from edge_fer.runtime.sinks import write_json_atomic
 
     where = ""
+    args.summary = options.stdout_path(args.summary)
     if args.summary:
         desc = {"uri": args.source or "demo", "kind": "file", "live": False, "width": 0,
                 "height": 0}  # fmt: skip

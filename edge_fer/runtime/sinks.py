@@ -166,9 +166,9 @@ class VideoSink:
                 f"video {self.path}: unsupported container {ext or '(none)'}; "
                 f"use one of {', '.join(_CODECS)}"
             )
-        if fileio.is_special(self.path):
+        if fileio.is_stream(self.path):
             raise UserError(
-                f"video {self.path}: is a device or pipe, not a file; a video needs "
+                f"video {self.path}: is a device, pipe or standard output, not a file; a video needs "
                 "a file (leave --out out to write none)"
             )
         self.target = Path(os.path.realpath(self.path)) if self.path.is_symlink() else self.path
@@ -294,8 +294,9 @@ class EventsSink:
 
     A regular file is opened (and an existing one truncated) only by `start()`, when the run
     begins, or by the first `write`: a run that fails to start leaves it untouched. A device or
-    pipe (/dev/stdout, a FIFO) is opened at once: there is nothing to truncate, and a FIFO
-    waits for its reader here, during start-up, where a signal still stops the run. A symlink
+    pipe (/dev/stdout, a FIFO) is opened at once and appended to, never truncated (stdout
+    redirected with `>>` keeps what the file held), and a FIFO waits for its reader here,
+    during start-up, where a signal still stops the run. A symlink
     stays a link; its target gets the lines.
 
     A record holding a non-finite number (JSON has no NaN or Infinity) is left out with one
@@ -312,12 +313,15 @@ class EventsSink:
         self.lines = 0
         self.dropped = 0
         self._warn = warn or errors.warn
-        if fileio.is_special(self.path):
+        # /dev/stdout redirected with `>>` to a file is a regular file: appended, not truncated
+        self._stream = fileio.is_stream(self.path)
+        if self._stream:
             self._open()
 
     def _open(self) -> TextIO:
+        mode = "a" if self._stream else "w"
         try:
-            f = open(self.path, "w", encoding="utf-8")  # noqa: SIM115 - closed in close()
+            f = open(self.path, mode, encoding="utf-8")  # noqa: SIM115 - closed in close()
         except OSError as exc:
             self._done = True
             raise _os_error("events file", self.path, exc) from None
@@ -363,7 +367,7 @@ class EventsSink:
                 f.close()
         except OSError:
             pass
-        if fileio.is_special(self.path):
+        if self._stream:
             return
         try:
             with open(self.path, "r+b") as g:
