@@ -223,6 +223,10 @@ def test_non_finite_and_negative_options_are_one_line(tmp_path, tiny_model, caps
         # before: "edge-fer: error: unrecognized arguments: b.jpg c.jpg"
         (["run", "a.jpg", "b.jpg", "c.jpg"], "takes one SOURCE, and 2 more were given (b.jpg"),
         (["run", "a.jpg", "--bogus"], "unrecognized arguments: --bogus"),
+        # before: "source 'x.mp4': fps must be in (0, 1000], got 0.0" (not the flag's name)
+        (["run", "x.mp4", "--input-rate", "0"], "argument --input-rate: must be in (0, 1000]"),
+        (["bench", "x.mp4", "--input-width", "0"], "argument --input-width: must be in 1..16384"),
+        (["run", "x.mp4", "--input-flip", "up"], "argument --input-flip: must be one of none,"),
     ],
 )
 def test_usage_mistakes_are_one_line(capsys, argv, words):
@@ -233,6 +237,21 @@ def test_usage_mistakes_are_one_line(capsys, argv, words):
     assert rc == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert words in line
+
+
+def test_input_flags_a_video_file_does_not_read_are_said_to_be_ignored(tmp_path, tiny_model,
+                                                                       capsys):  # fmt: skip
+    # before: --input-rate / --input-width on a video file were dropped without a word
+    clip = _clip(tmp_path / "c.avi")
+    argv = ["run", str(clip), "--model", str(tiny_model), "--quiet", "--max-frames", "2"]
+    assert main([*argv, "--input-rate", "10", "--input-width", "640"]) == 0
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"edge-fer: warning: {f} does not apply to a video file (it plays at its own size and "
+        "rate); ignored"
+        for f in ("--input-width", "--input-rate")
+    ]
+    assert main([*argv]) == 0 and capsys.readouterr().err == ""
 
 
 def test_library_thread_counts_are_bounded(tiny_model):

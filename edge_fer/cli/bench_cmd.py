@@ -9,11 +9,12 @@ from pathlib import Path
 
 from edge_fer.cli.common import quiet_opencv
 from edge_fer.cli.options import DetectorArgs, ModelArgs, SourceArgs, TrackerArgs, run_options
-from edge_fer.errors import UserError
+from edge_fer.errors import UserError, warn
 
 DEFAULT_JSON = "benchmarks/results/bench_run.json"
 # the options `run` shares with `bench`, from the same groups (no outputs: bench writes its own)
-GROUPS = (SourceArgs(), ModelArgs(backend="many", trt=False), DetectorArgs(), TrackerArgs())
+SOURCE = SourceArgs()
+GROUPS = (SOURCE, ModelArgs(backend="many", trt=False), DetectorArgs(), TrackerArgs())
 
 
 def register(subparsers) -> None:
@@ -60,6 +61,8 @@ def run(args) -> int:
     opts.queue_size = args.queue_size
     spec = parse_source(opts.source, **opts.source_options) if args.source else None
     check_collisions([("--json", out)], run_inputs(opts, spec))  # never over the source or model
+    for line in SOURCE.ignored(args, args.source) if args.source else ():
+        warn(line)
     with tempfile.TemporaryDirectory(prefix="edge-fer-bench-") as tmp:
         clip = None
         if args.synthetic:

@@ -22,6 +22,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from edge_fer.cli.common import parse_angles, parse_size, positive_thread_count, thread_count
+from edge_fer.errors import UserError
 
 BACKENDS = ("onnxruntime", "tensorrt")
 
@@ -256,6 +257,31 @@ class TrackerArgs(ArgGroup):
 # ---- source ---------------------------------------------------------------------------------
 
 
+def _source_option(name: str):
+    """An argparse type for one source option, range-checked by the sources' own rule."""
+
+    def parse(text: str):
+        from edge_fer.runtime.sources import check_option
+
+        try:
+            return check_option(name, text)
+        except UserError as exc:
+            raise argparse.ArgumentTypeError(exc.message) from None
+
+    parse.__name__ = name  # argparse names the type in some messages
+    return parse
+
+
+_SOURCE_FLAGS = {"width": "--input-width", "height": "--input-height", "fps": "--input-rate",
+                 "flip": "--input-flip"}  # fmt: skip
+# what each kind of source is, in the line saying an --input-* flag does not apply to it
+_SOURCE_KINDS = {"file": "a video file (it plays at its own size and rate)",
+                 "network": "a network stream (the sender sets size and rate)",
+                 "gstreamer": "a GStreamer pipeline (set it in the pipeline's caps)",
+                 "images": "images (each is read at its own size)",
+                 "camera": "a camera"}  # fmt: skip
+
+
 class SourceArgs(ArgGroup):
     """How the source is opened and read: capture size and rate, images as a sequence,
     reconnecting, and where to stop."""
@@ -264,12 +290,14 @@ class SourceArgs(ArgGroup):
 
     def _add(self, g) -> None:
         # fmt: off
-        g.add_argument("--input-width", type=int, metavar="W", help="camera / CSI capture width")
-        g.add_argument("--input-height", type=int, metavar="H",
+        g.add_argument("--input-width", type=_source_option("width"), metavar="W",
+                       help="camera / CSI capture width")
+        g.add_argument("--input-height", type=_source_option("height"), metavar="H",
                        help="camera / CSI capture height")
-        g.add_argument("--input-rate", type=float, metavar="FPS",
+        g.add_argument("--input-rate", type=_source_option("fps"), metavar="FPS",
                        help="camera / CSI frame rate; the nominal rate of an image sequence")
-        g.add_argument("--input-flip", metavar="FLIP", help="CSI flip method (e.g. rotate-180)")
+        g.add_argument("--input-flip", type=_source_option("flip"), metavar="FLIP",
+                       help="CSI flip method (e.g. rotate-180)")
         g.add_argument("--sequence", action="store_true",
                        help="images are consecutive frames of one scene (track faces across "
                        "them); by default each image is a separate photo")
@@ -279,6 +307,20 @@ class SourceArgs(ArgGroup):
         g.add_argument("--max-frames", type=int, metavar="N",
                        help="stop after N frames (0: no limit; bench: in each run)")
         # fmt: on
+
+    def ignored(self, args: argparse.Namespace, source: str) -> list[str]:
+        """One line for each --input-* flag given that SOURCE does not read (a video file's
+        size and rate are its own): said, not silently dropped."""
+        from edge_fer.runtime.sources import parse_source
+
+        fields = self.run_fields(args)["source_options"]
+        try:
+            spec = parse_source(source, **fields)
+        except UserError:
+            return []  # the run says what is wrong with it
+        kind = _SOURCE_KINDS.get(spec.kind, spec.kind)
+        return [f"{_SOURCE_FLAGS[k]} does not apply to {kind}; ignored"
+                for k in spec.ignored_options() if k in fields]  # fmt: skip
 
     def run_fields(self, args: argparse.Namespace) -> dict[str, Any]:
         given = (("width", args.input_width), ("height", args.input_height),

@@ -8,11 +8,12 @@ from pathlib import Path
 from edge_fer import fileio
 from edge_fer.cli import options
 from edge_fer.cli.common import quiet_opencv
-from edge_fer.errors import UserError
+from edge_fer.errors import UserError, warn
 
 # the options of `run`, each group declared once in edge_fer.cli.options
-GROUPS = (options.OutputArgs(), options.SourceArgs(), options.ModelArgs(),
-          options.DetectorArgs(), options.TrackerArgs())  # fmt: skip
+SOURCE = options.SourceArgs()
+GROUPS = (options.OutputArgs(), SOURCE, options.ModelArgs(), options.DetectorArgs(),
+          options.TrackerArgs())  # fmt: skip
 
 
 def register(subparsers) -> None:
@@ -90,6 +91,8 @@ def _run(args, guard) -> int:
     else:
         source = args.source
     opts = options.run_options(args, source, GROUPS)
+    for line in SOURCE.ignored(args, source):
+        warn(line)
     # standard output carries the events or the summary JSON: the text summary goes to stderr
     taken = [f for f, p in (("--events", opts.events), ("--summary", opts.summary))
              if fileio.is_stdout(p)]  # fmt: skip

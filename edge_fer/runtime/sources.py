@@ -123,6 +123,11 @@ class SourceSpec:
     def network(self) -> bool:
         return self.kind == "network"
 
+    def ignored_options(self) -> list[str]:
+        """The options given that this kind of source does not read (a video file's size and
+        rate are its own)."""
+        return [k for k in self.options if k not in USED_OPTIONS.get(self.kind, ())]
+
 
 @dataclass
 class Frame:
@@ -183,14 +188,41 @@ def has_glob(s: str) -> bool:
     return any(ch in s for ch in "*?[")
 
 
-def _int_opt(name: str, v, uri: str, lo: int = 1, hi: int = 16384) -> int:
-    try:
-        i = int(v)
-    except (TypeError, ValueError):
-        raise UserError(f"source {uri!r}: {name} must be an integer, got {v!r}") from None
-    if not lo <= i <= hi:
-        raise UserError(f"source {uri!r}: {name} must be in {lo}..{hi}, got {i}")
-    return i
+def check_option(name: str, v):
+    """One source option (width, height, fps, flip), parsed and range-checked; a UserError
+    naming it (`param`) otherwise: the one rule for URI queries, keywords and --input-* flags."""
+    if name in ("width", "height"):
+        try:
+            i = int(v)
+        except (TypeError, ValueError):
+            raise UserError(f"must be an integer, got {v!r}", param=name) from None
+        if not 1 <= i <= 16384:
+            raise UserError(f"must be in 1..16384, got {i}", param=name)
+        return i
+    if name == "fps":
+        try:
+            fps = float(v)
+        except (TypeError, ValueError):
+            raise UserError(f"must be a number, got {v!r}", param=name) from None
+        if not 0 < fps <= 1000:
+            raise UserError(f"must be in (0, 1000], got {fps}", param=name)
+        return fps
+    if name == "flip":
+        f = str(v)
+        if f not in CSI_FLIPS and not (f.isdigit() and int(f) in CSI_FLIPS.values()):
+            raise UserError(
+                f"must be one of {', '.join(CSI_FLIPS)} (or 0..7), got {f!r}", param=name
+            )
+        return CSI_FLIPS.get(f, int(f) if f.isdigit() else 0)
+    raise UserError(f"unknown option {name} (known: width, height, fps, flip)")
+
+
+# the options each kind of source reads (a file plays at its own size and rate)
+USED_OPTIONS = {
+    "camera": ("width", "height", "fps"),
+    "csi": ("width", "height", "fps", "flip"),
+    "images": ("fps",),
+}
 
 
 def _options(uri: str, query: str, **kw) -> dict:
@@ -207,25 +239,12 @@ def _options(uri: str, query: str, **kw) -> dict:
         if v is not None:
             opts[k] = v
     out: dict = {}
-    if "width" in opts:
-        out["width"] = _int_opt("width", opts["width"], uri)
-    if "height" in opts:
-        out["height"] = _int_opt("height", opts["height"], uri)
-    if "fps" in opts:
-        try:
-            fps = float(opts["fps"])
-        except (TypeError, ValueError):
-            raise UserError(f"source {uri!r}: fps must be a number, got {opts['fps']!r}") from None
-        if not 0 < fps <= 1000:
-            raise UserError(f"source {uri!r}: fps must be in (0, 1000], got {fps}")
-        out["fps"] = fps
-    if "flip" in opts:
-        f = str(opts["flip"])
-        if f not in CSI_FLIPS and not (f.isdigit() and int(f) in CSI_FLIPS.values()):
-            raise UserError(
-                f"source {uri!r}: flip must be one of {', '.join(CSI_FLIPS)} (or 0..7), got {f!r}"
-            )
-        out["flip"] = CSI_FLIPS.get(f, int(f) if f.isdigit() else 0)
+    for name in ("width", "height", "fps", "flip"):
+        if name in opts:
+            try:
+                out[name] = check_option(name, opts[name])
+            except UserError as exc:
+                raise UserError(f"source {uri!r}: {exc}") from None
     return out
 
 
