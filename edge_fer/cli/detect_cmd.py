@@ -238,6 +238,7 @@ def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
     """Detect on one image; True when it turned out to be a truncated video."""
     from edge_fer.imageio import imwrite
     from edge_fer.runtime.sources import load_image  # run's checks: header size, limits, any name
+    from edge_fer.runtime.tracker import outermost
 
     color, why = load_image(str(path))
     if color is None:
@@ -245,7 +246,7 @@ def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
             return _run_video(pick, path, args, draw_dir)
         raise _BadInput(f"{path}: {why}")
     gray = _to_gray(color)
-    faces = pick(gray.shape).detect(gray)
+    faces = outermost(pick(gray.shape).detect(gray))  # as `run`: no box inside a larger one
     if args.json:
         _emit({"path": str(path), "faces": _faces_json(faces)})
     else:
@@ -272,6 +273,7 @@ def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
     frame count its header declares: each problem is one warning line on stderr.
     """
     from edge_fer.runtime.sinks import VideoSink
+    from edge_fer.runtime.tracker import outermost
 
     warnings: list[str] = []  # printed once the video is done, unless nothing decoded at all
     src = _open_video(path, warnings.append)
@@ -283,7 +285,7 @@ def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
             frame = fr.image
             gray = _to_gray(frame)
             det = det or pick(gray.shape)  # one detector per video: its memory spans frames
-            faces = det.detect(gray)
+            faces = outermost(det.detect(gray))
             nframes += 1
             nwith += bool(faces)
             if args.json:

@@ -46,7 +46,7 @@ from edge_fer.runtime.scenecut import SCENE_CUT_THRESHOLD, SceneCutDetector
 from edge_fer.runtime.smoothing import KEEP_ENDED, TrackSmoother
 from edge_fer.runtime.sources import Source
 from edge_fer.runtime.stats import StreamingStats
-from edge_fer.runtime.tracker import IoUTracker, suppress_nested
+from edge_fer.runtime.tracker import NESTED_OVERLAP, IoUTracker, suppress_nested
 
 STAGES = ("decode", "detect", "track", "crop", "classify", "sinks")
 # a rate needs this many frames (from the first frame's output to the last): with fewer, the
@@ -266,7 +266,7 @@ class Pipeline:
         detect_min_side: int = 0,
         detect_threads: int | None = None,
         detect_upscale: str = "linear",
-        nested_overlap: float = 0.5,
+        nested_overlap: float = NESTED_OVERLAP,
         pace: float | None = None,
         stills: bool = False,
         signals: SignalGuard | None = None,
