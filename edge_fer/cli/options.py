@@ -264,9 +264,10 @@ def _source_option(name: str):
         from edge_fer.runtime.sources import check_option
 
         try:
-            return check_option(name, text)
+            value = check_option(name, text)
         except UserError as exc:
             raise argparse.ArgumentTypeError(exc.message) from None
+        return text if name == "flip" else value  # a flip keeps its name (rotate-180)
 
     parse.__name__ = name  # argparse names the type in some messages
     return parse
@@ -408,7 +409,10 @@ class OutputArgs(ArgGroup):
 
     def _add(self, g) -> None:
         # fmt: off
-        g.add_argument("--out", metavar="VIDEO", help="annotated video (.mp4 or .avi)")
+        g.add_argument("--out", metavar="VIDEO|IMAGE|DIR/",
+                       help="annotated video (.mp4 or .avi); or annotated images: IMAGE (.jpg, "
+                       ".png) for one photo, a folder (DIR/) for a folder of photos, each at its "
+                       "own size, or a video's frames")
         g.add_argument("--events", metavar="FILE.jsonl",
                        help="JSON Lines, one line per frame with faces (-: standard output; "
                        "the text summary then goes to standard error)")

@@ -176,7 +176,7 @@ class SignalGuard:
 class Sinks:
     """The outputs of a run; every one is optional. Each has write(...) and close()."""
 
-    video: object | None = None  # VideoSink
+    video: object | None = None  # VideoSink or image_out.AnnotatedImages
     events: object | None = None  # EventsSink
     window: object | None = None  # WindowSink
     preview: object | None = None  # MJPEGPreview
@@ -609,7 +609,7 @@ class Pipeline:
 
             frame = annotate(item.image, item.faces)
             if s.video is not None:
-                s.video.write(frame)
+                s.video.write(frame, item.path, item.index)
             if s.preview is not None:
                 s.preview.write(frame)
             if s.window is not None:
@@ -838,8 +838,11 @@ class Pipeline:
         interval = 1.0 / fps_src if fps_src else 0.0
         out_paths = {}
         s = self.sinks
-        if s.video is not None:
-            out_paths["video"] = str(s.video.path)
+        if s.video is not None:  # a video, or annotated images (image_out)
+            from edge_fer.runtime.image_out import AnnotatedImages
+
+            key = "annotated" if isinstance(s.video, AnnotatedImages) else "video"
+            out_paths[key] = str(s.video.path)
         if s.events is not None:
             out_paths["events"] = str(s.events.path)
         if s.summary_path:

@@ -125,6 +125,26 @@ def warm_up(detector, classifier, width: int, height: int, upscale_to: int = 0) 
     return time.perf_counter() - t0
 
 
+def _annotated_output(opts: RunOptions, spec) -> tuple[str | None, dict]:
+    """What --out is (image_out.out_kind) and, for a folder of annotated photos, where each
+    goes; UserError for an image name given to more than one frame."""
+    from edge_fer.runtime import image_out
+    from edge_fer.runtime.sources import list_images
+
+    kind = image_out.out_kind(opts.out)
+    if kind == "folder":
+        image_out.check_folder(opts.out)
+        photos = list_images(spec) if spec.kind == "images" else []
+        return kind, image_out.planned_names(photos, opts.out)
+    if kind == "image" and (spec.kind != "images" or len(list_images(spec)) != 1):
+        what = "photos" if spec.kind == "images" else "frames"
+        raise UserError(
+            f"--out {opts.out}: one image holds one photo's faces; for the {what} of "
+            f"{opts.source} give a folder (--out {Path(opts.out).stem}/) or a video (.mp4)"
+        )
+    return kind, {}
+
+
 def run_inputs(opts: RunOptions, spec) -> list[tuple[str, str]]:
     """The files a run reads, as (name, path): the source when it is a file (or, for an output
     named like an image, the images of a folder or glob), the model, the cascade and its
@@ -132,6 +152,7 @@ def run_inputs(opts: RunOptions, spec) -> list[tuple[str, str]]:
     a default that cannot be resolved is left to the loader to report. `spec` None: no source
     yet (a clip the caller makes)."""
     from edge_fer.detect.config import CascadeSettings
+    from edge_fer.runtime.image_out import out_kind
     from edge_fer.runtime.sources import IMAGE_EXTS, list_images
 
     ins: list[tuple[str, str]] = []
@@ -143,7 +164,7 @@ def run_inputs(opts: RunOptions, spec) -> list[tuple[str, str]]:
     elif spec.kind == "images":
         if os.path.isfile(str(target)):
             ins.append(("SOURCE", str(target)))
-        elif any(
+        elif out_kind(opts.out) == "folder" or any(
             o and Path(o).suffix.lower() in IMAGE_EXTS
             for o in (opts.out, opts.events, opts.summary)
         ):
@@ -269,6 +290,7 @@ def _run_video(
     opts: RunOptions, detector, classifier, warn, handle_signals: bool, signals, t_start: float
 ):
     from edge_fer.fileio import check_collisions
+    from edge_fer.runtime.image_out import AnnotatedImages
     from edge_fer.runtime.pipeline import Interrupted, Pipeline, Sinks
     from edge_fer.runtime.preview import MJPEGPreview
     from edge_fer.runtime.sinks import EventsSink, VideoSink, WindowSink, check_writable
@@ -278,10 +300,13 @@ def _run_video(
     check_run_options(opts)
     # cheap checks first, so a typo fails before anything is loaded or opened
     spec = parse_source(opts.source, **opts.source_options)
+    out_kind, out_names = _annotated_output(opts, spec)
     outputs = [("--out", opts.out), ("--events", opts.events), ("--summary", opts.summary)]
     for (_, path), what in zip(outputs, ("video", "events file", "summary")):
-        if path:
+        if path and not (what == "video" and out_kind == "folder"):
             check_writable(path, what)
+    if out_kind == "folder":  # each annotated photo against every input
+        outputs = outputs[1:] + [("--out", p) for p in out_names.values()]
     check_collisions(outputs, run_inputs(opts, spec))
     if opts.show:
         from edge_fer.runtime.sinks import gui_available
@@ -318,8 +343,12 @@ def _run_video(
         if notice:  # else 6-10 s of silence on the first run after an install
             print(f"edge-fer run: {notice}", file=sys.stderr, flush=True)
         startup = warm_up(detector, classifier, source.width, source.height, upscale)
-        if opts.out:  # a temporary file until the run ends (VideoSink)
+        if out_kind == "video":  # a temporary file until the run ends (VideoSink)
             sinks.video = VideoSink(opts.out, source.fps or 25.0, (source.width, source.height))
+        elif out_kind == "folder":
+            sinks.video = AnnotatedImages(folder=opts.out, names=out_names)
+        elif out_kind == "image":
+            sinks.video = AnnotatedImages(single=opts.out)
         if opts.events:  # opened when the run starts (EventsSink.start)
             sinks.events = EventsSink(opts.events, warn=warn)
         if opts.preview_port is not None:

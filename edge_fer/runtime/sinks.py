@@ -162,14 +162,15 @@ class VideoSink:
         self._tmp: Path | None = None
         ext = self.path.suffix.lower()
         if ext not in _CODECS:
+            folder = "" if ext else f", or {self.path}/ for a folder of annotated images"
             raise UserError(
                 f"video {self.path}: unsupported container {ext or '(none)'}; "
-                f"use one of {', '.join(_CODECS)}"
+                f"use one of {', '.join(_CODECS)}{folder}"
             )
         if fileio.is_stream(self.path):
             raise UserError(
-                f"video {self.path}: is a device, pipe or standard output, not a file; a video needs "
-                "a file (leave --out out to write none)"
+                f"video {self.path}: is a device, pipe or standard output, not a file; a "
+                "video needs a file (leave --out out to write none)"
             )
         self.target = Path(os.path.realpath(self.path)) if self.path.is_symlink() else self.path
         self.fps = float(fps) if fps and fps > 0 else 25.0
@@ -227,7 +228,8 @@ class VideoSink:
                 f"cannot write video {self.path}: the disk is full ({free >> 20} MiB free)"
             )
 
-    def write(self, image: np.ndarray) -> None:
+    def write(self, image: np.ndarray, path: str | None = None, index: int = 0) -> None:
+        """One annotated frame (`path`, `index`: where it came from; a video needs neither)."""
         if self.writer is None:
             return
         if (image.shape[1], image.shape[0]) != self.size:

@@ -1,0 +1,138 @@
+"""`run --out` as annotated images: one photo's annotated copy (`--out shot.jpg`), or a folder of
+them (`--out annotated/`) for a folder or glob of photos, or for a video's frames.
+
+A folder of photos of different sizes made into one video was letterboxed to the first photo's
+size; as images each keeps its own. What `--out` is follows from its name: a video extension is
+a video (`sinks.VideoSink`), an image extension one image, a folder (existing, or written with a
+trailing slash) a folder of images.
+
+A folder is written only when it is new, empty, or holds an earlier run's annotated images (its
+marker file, `MARKER`, says so): a folder of the user's own files is refused, so no photo of
+theirs is replaced by one of the same name. Each image is written atomically
+(`edge_fer.imageio.imwrite`): an interrupted run leaves complete images only.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from edge_fer import imageio
+from edge_fer.errors import UserError
+from edge_fer.fileio import os_error_reason
+
+MARKER = ".edge-fer-annotated"  # in a folder this module wrote: a later run may write there again
+# the extensions a photo keeps in its annotated copy; others (.pgm, .ppm, .pnm) become .png
+_KEEP_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
+
+
+def out_kind(out: str | os.PathLike | None) -> str | None:
+    """ "image", "folder" or "video" (anything else: `VideoSink` names what is wrong with it)."""
+    from edge_fer.runtime.sources import IMAGE_EXTS
+
+    if not out:
+        return None
+    s = os.fspath(out)
+    if s.endswith(("/", os.sep)) or os.path.isdir(s):
+        return "folder"
+    if Path(s).suffix.lower() in IMAGE_EXTS:
+        return "image"
+    return "video"
+
+
+def planned_names(photos: Sequence[str], folder: str | os.PathLike) -> dict[str, Path]:
+    """Where each photo's annotated copy goes in `folder`: its own name, with _2, _3 ... for
+    names that repeat (a recursive glob's `a/x.jpg` and `b/x.jpg`)."""
+    taken: set[str] = set()
+    out: dict[str, Path] = {}
+    for p in photos:
+        stem, ext = Path(p).stem, Path(p).suffix.lower()
+        ext = Path(p).suffix if ext in _KEEP_EXTS else ".png"
+        name, k = f"{stem}{ext}", 1
+        while name.lower() in taken:
+            k += 1
+            name = f"{stem}_{k}{ext}"
+        taken.add(name.lower())
+        out[p] = Path(folder) / name
+    return out
+
+
+def check_folder(folder: str | os.PathLike) -> Path:
+    """UserError unless `folder` can hold the annotated images: new (its parent exists), empty,
+    or an earlier run's (its marker)."""
+    f = Path(folder)
+    if f.exists() and not f.is_dir():
+        raise UserError(f"{f}: exists and is not a folder", param="out")
+    if not f.exists():
+        parent = f.parent if str(f.parent) else Path(".")
+        if not parent.is_dir():
+            raise UserError(f"{f}: folder {parent} does not exist", param="out")
+        if not os.access(parent, os.W_OK | os.X_OK):
+            raise UserError(
+                f"{f}: folder {parent} is not writable (permission denied)", param="out"
+            )
+        return f
+    if not os.access(f, os.W_OK | os.X_OK):
+        raise UserError(f"{f}: not writable (permission denied)", param="out")
+    if not (f / MARKER).exists() and any(f.iterdir()):
+        raise UserError(
+            f"{f}: holds other files; give a new or empty folder for the annotated images (an "
+            "earlier run's folder is reused)",
+            param="out",
+        )
+    return f
+
+
+class AnnotatedImages:
+    """The annotated frames as images: into `folder` (each photo under its own name, from
+    `names`; a video's frames as frame_000123.jpg), or to the one file `single`."""
+
+    def __init__(
+        self,
+        *,
+        folder: str | os.PathLike | None = None,
+        single: str | os.PathLike | None = None,
+        names: dict[str, Path] | None = None,
+    ) -> None:
+        if (folder is None) == (single is None):
+            raise ValueError("give folder or single")
+        self.path = Path(folder if folder is not None else single)  # type: ignore[arg-type]
+        self.folder = folder is not None
+        self.names = dict(names or {})
+        self.frames = 0
+        if self.folder:
+            check_folder(self.path)
+            try:
+                self.path.mkdir(exist_ok=True)
+                (self.path / MARKER).touch()
+            except OSError as exc:
+                raise UserError(
+                    f"cannot create --out folder {self.path}: {os_error_reason(exc)}"
+                ) from None
+
+    def _target(self, source_path: str | None, index: int) -> Path:
+        if not self.folder:
+            return self.path
+        if source_path is not None:
+            if source_path not in self.names:  # a photo the plan did not list: its own name
+                self.names.update(planned_names([source_path], self.path))
+            return self.names[source_path]
+        return self.path / f"frame_{index:06d}.jpg"
+
+    def write(self, image: np.ndarray, path: str | None = None, index: int = 0) -> None:
+        out = self._target(path, index)
+        try:
+            imageio.imwrite(out, image)
+        except ValueError as exc:  # no encoder for the name's extension
+            raise UserError(f"--out {out}: {exc}") from None
+        except OSError as exc:
+            raise UserError(f"cannot write --out {out}: {os_error_reason(exc)}") from None
+        self.frames += 1
+
+    def close(self) -> None:
+        """Every image was complete when written: nothing to finalise."""
+
+    abort = close

@@ -1,0 +1,107 @@
+"""`run --out` as annotated images (edge_fer.runtime.image_out): a folder of photos of different
+sizes keeps each photo's size (a video letterboxed them to the first one's), one photo gives one
+image, and no file of the user's is replaced.
+
+Real photos: the demo portrait (matplotlib's sample) at two sizes, the bundled models.
+"""
+
+from __future__ import annotations
+
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from edge_fer.cli.main import main
+from edge_fer.runtime.image_out import MARKER, planned_names
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Three photos of the demo portrait: 320x240, 640x480 and a .pgm 400x300."""
+    pytest.importorskip("matplotlib", reason="the demo portrait comes from matplotlib")
+    from edge_fer.runtime.demo import demo_frames, load_face_photo
+
+    face, _ = load_face_photo()
+    d = tmp_path_factory.mktemp("photos")
+    for name, size in (("a.jpg", (320, 240)), ("b.png", (640, 480)), ("c.pgm", (400, 300))):
+        frame = next(iter(demo_frames(face, size=size, fps=25.0, seconds=0.2)))
+        if name.endswith(".pgm"):
+            frame = cv2.cvtColor(frame, cv2.COLOR_BGR2GRAY)
+        assert cv2.imwrite(str(d / name), frame)
+    return d
+
+
+def _run(argv, capsys):
+    rc = main(argv)
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
+
+
+def test_a_folder_of_photos_is_annotated_photo_by_photo(photos, tmp_path, capsys):
+    out = tmp_path / "annotated"
+    summary = tmp_path / "s.json"
+    argv = ["run", str(photos), "--out", f"{out}/", "--summary", str(summary), "--quiet"]
+    rc, _, err = _run(argv, capsys)
+    assert rc == 0, err
+    made = sorted(p.name for p in out.iterdir())
+    assert made == [MARKER, "a.jpg", "b.png", "c.png"]  # .pgm: a colour copy as .png
+    for src, dst in (("a.jpg", "a.jpg"), ("b.png", "b.png"), ("c.pgm", "c.png")):
+        shape = cv2.imread(str(photos / src)).shape[:2]
+        annotated = cv2.imread(str(out / dst))
+        assert annotated.shape[:2] == shape  # its own size: not letterboxed to the first photo
+        assert not np.array_equal(annotated, cv2.imread(str(photos / src)))  # boxes drawn
+    s = json.loads(summary.read_text())
+    assert s["outputs"]["annotated"] == str(out) and s["faces"] >= 3
+    # an earlier run's folder (its marker) is written again
+    rc, _, err = _run(argv, capsys)
+    assert rc == 0, err
+
+
+def test_one_photo_gives_one_image_and_a_video_needs_a_folder(photos, tmp_path, capsys):
+    one = tmp_path / "one.png"
+    rc, _, err = _run(["run", str(photos / "b.png"), "--out", str(one), "--quiet"], capsys)
+    assert rc == 0, err
+    assert cv2.imread(str(one)).shape[:2] == (480, 640)
+    clip = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 10.0, (320, 240))
+    for _ in range(4):
+        w.write(cv2.imread(str(photos / "a.jpg")))
+    w.release()
+    for source, what in ((photos, "photos"), (clip, "frames")):
+        rc, _, err = _run(["run", str(source), "--out", str(tmp_path / "x.jpg")], capsys)
+        assert rc == 2 and err.count("\n") == 1, err
+        assert f"one image holds one photo's faces; for the {what} of" in err
+        assert not (tmp_path / "x.jpg").exists()
+    frames = tmp_path / "frames"
+    rc, _, err = _run(["run", str(clip), "--out", f"{frames}/", "--quiet"], capsys)
+    assert rc == 0, err
+    assert sorted(p.name for p in frames.iterdir()) == [MARKER] + [
+        f"frame_{i:06d}.jpg" for i in range(4)
+    ]
+
+
+def test_annotated_images_never_replace_the_users_files(photos, tmp_path, capsys):
+    # the photos' own folder, and a folder of other files: refused before any work
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    rc, _, err = _run(["run", str(photos), "--out", str(photos), "--quiet"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "--out" in err, err
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == before
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "a.jpg").write_bytes(b"my own photo")
+    rc, _, err = _run(["run", str(photos), "--out", str(mine), "--quiet"], capsys)
+    assert rc == 2 and "holds other files; give a new or empty folder" in err, err
+    assert (mine / "a.jpg").read_bytes() == b"my own photo"
+    assert sorted(p.name for p in mine.iterdir()) == ["a.jpg"]
+
+
+def test_names_that_repeat_get_a_number():
+    names = planned_names(["p/x.jpg", "q/x.jpg", "q/X.JPG", "r/y.ppm"], "out")
+    assert [str(v) for v in names.values()] == [
+        "out/x.jpg",
+        "out/x_2.jpg",
+        "out/X_3.JPG",
+        "out/y.png",
+    ]
