@@ -393,6 +393,9 @@ def test_cli_import_then_eval(tfk, tmp_path):
     rep = json.loads(r.stdout.strip().splitlines()[-1])
     assert rep["parity_max_abs_diff"] <= 1e-4 and rep["input"] == [1, 64, 64]
     assert "21 faces" in rep["parity_faces"] and out.is_file()
+    # before: TensorFlow's native start-up lines on a machine without a GPU came through
+    for noise in ("absl::InitializeLog", "cudart_stub", "cuInit", "cpu_feature_guard"):
+        assert noise not in r.stderr, r.stderr
     r = cli(
         "eval",
         "--data",

@@ -121,7 +121,7 @@ def register(sub) -> None:
                         "and write it atomically.", epilog=EPILOG, formatter_class=fmt)
     # fmt: on
     _common(imp, data_required=False)
-    imp.set_defaults(func=run_import)
+    imp.set_defaults(func=_filtered(run_import))
 
     # fmt: off
     pr = ks.add_parser("prune", help="magnitude-prune while fine-tuning, then convert",
@@ -137,7 +137,7 @@ def register(sub) -> None:
                     help="keep the batch-norm statistics fixed during fine-tuning")
     # fmt: on
     _training(pr, lr=1e-4)
-    pr.set_defaults(func=run_prune)
+    pr.set_defaults(func=_filtered(run_prune))
 
     # fmt: off
     q = ks.add_parser("qat", help="quantisation-aware training, then convert to a Q/DQ ONNX model",
@@ -149,7 +149,7 @@ def register(sub) -> None:
     # fmt: on
     _common(q, data_required=True)
     _training(q, lr=1e-5)
-    q.set_defaults(func=run_qat)
+    q.set_defaults(func=_filtered(run_qat))
 
     def no_action(args) -> int:
         p.print_help(sys.stderr)
@@ -159,6 +159,19 @@ def register(sub) -> None:
 
 
 # -- actions ----------------------------------------------------------------------------------
+
+
+def _filtered(action):
+    """The action with TensorFlow's native start-up lines (CUDA probing, absl) kept off
+    stderr; everything else printed there passes."""
+
+    def run(args) -> int:
+        from edge_fer.keras_import._tf import native_noise_filtered
+
+        with native_noise_filtered():
+            return action(args)
+
+    return run
 
 
 def _load(args):

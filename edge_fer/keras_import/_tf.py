@@ -11,13 +11,21 @@ caller already set them):
   residual shortcut has (the shared mini-Xception included). Inference is unaffected either
   way; training (prune, QAT) needs it off.
 - `TF_CPP_MIN_LOG_LEVEL=2`: TensorFlow's C++ info and warning lines are noise here.
+
+TensorFlow 2.16+ logs through absl before that variable takes effect ("All log messages before
+absl::InitializeLog() ...", "Could not find cuda drivers", "failed call to cuInit" on a machine
+without a GPU): `native_noise_filtered` drops those lines from the process's stderr.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import re
 import sys
+import threading
+from collections.abc import Iterator
 
 from edge_fer.errors import UserError
 
@@ -97,3 +105,46 @@ def versions() -> dict[str, str]:
         if m is not None:
             out[key] = str(getattr(m, "__version__", "?"))
     return out
+
+
+# absl's C++ log lines (I1204 10:15:42.123456  1348 file.cc:31] ...) at info or warning level,
+# CUDA's at any level (no GPU is used), and the continuation of cpu_feature_guard's
+_NOISE = re.compile(
+    rb"^(WARNING: All log messages before absl::InitializeLog\(\) is called"
+    rb"|[IW]\d{4} [\d:. ]+\d+ [\w.]+\.cc:\d+\]"
+    rb"|[EF]\d{4} [\d:. ]+\d+ cud\w*\.cc:\d+\]"
+    rb"|To enable the following instructions: )"
+)
+
+
+@contextlib.contextmanager
+def native_noise_filtered() -> Iterator[None]:
+    """Pass everything written to file descriptor 2 inside (Python's and native code's) on to
+    the real stderr, except TensorFlow's start-up noise (`_NOISE`). Lines keep their order."""
+    try:
+        saved = os.dup(2)
+    except OSError:  # no stderr at all: nothing to filter
+        yield
+        return
+    read_end, write_end = os.pipe()
+
+    def forward() -> None:
+        with os.fdopen(read_end, "rb") as pipe:
+            for line in pipe:
+                if not _NOISE.match(line):
+                    with contextlib.suppress(OSError):
+                        os.write(saved, line)
+
+    pump = threading.Thread(target=forward, name="stderr-filter", daemon=True)
+    pump.start()
+    sys.stderr.flush()
+    os.dup2(write_end, 2)
+    os.close(write_end)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(Exception):
+            sys.stderr.flush()
+        os.dup2(saved, 2)  # the pipe's last writer is gone: the pump reads to its end
+        pump.join(timeout=5)
+        os.close(saved)
