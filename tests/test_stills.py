@@ -89,7 +89,8 @@ def test_photos_are_found_as_edge_fer_detect_finds_them(tmp_path, capsys) -> Non
 @pytest.mark.shared("data/webfaces/images/pic11288.jpg")
 def test_detect_drops_a_box_inside_a_larger_one_as_run_does(tmp_path, capsys) -> None:
     # before: run dropped a box lying mostly inside a larger one (a chin or mouth; its rule
-    # against duplicates) and detect kept it, so the two disagreed on this photo (1 vs 2: a 23 px box inside a 58 px face)
+    # against duplicates) and detect kept it, so the two disagreed on this photo (1 vs 2: a
+    # 23 px box inside a 58 px face)
     photo = WEBFACES / "images" / "pic11288.jpg"
     summary = tmp_path / "s.json"
     assert main(["run", str(photo), "--summary", str(summary), "--quiet"]) == 0

@@ -6,7 +6,8 @@ run` does); a model trained with --align gets them aligned on the eyes, as its t
 were. Writes, into --out: the Q/DQ INT8 ONNX model for TensorRT (model.int8.qdq.onnx),
 the one for ONNX Runtime on CPU (model.int8.cpu.onnx), the TensorRT calibration cache
 (calib.cache), the JSON report of per-tensor ranges (calib_report.json) and the ids of the
-faces used (calib_ids.txt). An earlier calibration's files there are replaced only with --force. Needs the `onnx` package (extra `quantize`).
+faces used (calib_ids.txt). An earlier calibration's files there are replaced only with
+--force. Needs the `onnx` package (extra `quantize`).
 
 Ctrl-C and SIGTERM stop it cleanly: SIGTERM is raised as an interrupt like Ctrl-C, so every
 temporary file is removed and --out keeps what it held; one line, exit code 130 (Ctrl-C) or

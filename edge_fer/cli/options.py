@@ -431,6 +431,7 @@ class OutputArgs(ArgGroup):
         # fmt: on
 
     def run_fields(self, args: argparse.Namespace) -> dict[str, Any]:
-        return {"out": args.out, "events": stdout_path(args.events), "summary": stdout_path(args.summary),
-                "summary_every": args.summary_every, "show": args.show,
+        return {"out": args.out, "events": stdout_path(args.events),
+                "summary": stdout_path(args.summary), "summary_every": args.summary_every,
+                "show": args.show,
                 "preview_port": args.preview_port, "preview_host": args.preview_host}  # fmt: skip
