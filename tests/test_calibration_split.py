@@ -203,7 +203,14 @@ def test_a_failed_write_puts_the_previous_outputs_back(tmp_path):
     (out / "calib_ids.txt").symlink_to(tmp_path / "gone" / "ids.txt")
     with pytest.raises(UserError, match=r"cannot write \(No such file or directory\)"):
         calibrate(
-            model, _faces(30), out, target="cpu", threads=1, min_faces=20, check_agreement=False
+            model,
+            _faces(30),
+            out,
+            target="cpu",
+            threads=1,
+            min_faces=20,
+            check_agreement=False,
+            force=True,
         )
     assert sorted(p.name for p in out.iterdir()) == ["calib.cache", "calib_ids.txt", "notes.txt"]
     assert (out / "calib.cache").read_bytes().startswith(b"TRT-8601-")
@@ -311,7 +318,7 @@ def test_sigint_while_publishing_puts_the_previous_outputs_back(tmp_path):
     # the ids file is a named pipe nobody reads: written through, it blocks after the models,
     # the cache and the report are written, so the interrupt lands mid-publishing
     os.mkfifo(out / "calib_ids.txt")
-    child, tmp = _start(tmp_path, out, "--target", "cpu")
+    child, tmp = _start(tmp_path, out, "--target", "cpu", "--force")
     _wait_for(child, (out / "calib_report.json").exists, "the report was written")
     child.send_signal(signal.SIGINT)
     _, err = child.communicate(timeout=120)

@@ -134,6 +134,17 @@ def test_grid_matches_readme_rules() -> None:
     assert g.windows == int(np.sum(np.diff(g.row_start) * np.diff(g.col_start)))
 
 
+def test_a_huge_max_size_scans_what_the_frame_holds(cascade: Cascade, gray: np.ndarray) -> None:
+    """1e39 is inf in float32: the scale loop never ended (detect --max-size 1e39 hung)."""
+    huge, framed = (
+        build_grid(120, 160, 24.0, 1e39, 1.1, 0.1),
+        build_grid(120, 160, 24.0, 160, 1.1, 0.1),
+    )
+    assert np.array_equal(huge.sizes_f, framed.sizes_f) and huge.windows == framed.windows
+    found = Detector(cascade, min_size=48, max_size=1e39).detect(gray)
+    assert found == Detector(cascade, min_size=48, max_size=max(gray.shape)).detect(gray)
+
+
 def test_angle_is_symmetric_for_half_turn(cascade: Cascade, gray: np.ndarray) -> None:
     """A cascade rotated by half a turn finds the faces of the upside-down image."""
     up = Detector(cascade, min_size=48, angle=0.5).detect(np.ascontiguousarray(gray[::-1, ::-1]))

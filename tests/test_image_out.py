@@ -8,6 +8,7 @@ Real photos: the demo portrait (matplotlib's sample) at two sizes, the bundled m
 from __future__ import annotations
 
 import json
+import os
 
 import cv2
 import numpy as np
@@ -95,6 +96,18 @@ def test_annotated_images_never_replace_the_users_files(photos, tmp_path, capsys
     assert rc == 2 and "holds other files; give a new or empty folder" in err, err
     assert (mine / "a.jpg").read_bytes() == b"my own photo"
     assert sorted(p.name for p in mine.iterdir()) == ["a.jpg"]
+
+
+def test_no_output_named_like_anything_replaces_a_photo_through_a_link(photos, tmp_path, capsys):
+    """A summary or events file linked (symbolic or hard) to one of the photos: the photos were
+    listed for the collision check only when an output was named like an image."""
+    before = {p.name: p.read_bytes() for p in photos.iterdir()}
+    (tmp_path / "s.json").symlink_to(photos / "a.jpg")
+    os.link(photos / "b.png", tmp_path / "e.jsonl")
+    for flag, out in (("--summary", "s.json"), ("--events", "e.jsonl")):
+        rc, _, err = _run(["run", str(photos), flag, str(tmp_path / out), "--quiet"], capsys)
+        assert rc == 2 and err.count("\n") == 1 and flag in err and "SOURCE" in err, err
+    assert {p.name: p.read_bytes() for p in photos.iterdir()} == before
 
 
 def test_names_that_repeat_get_a_number():

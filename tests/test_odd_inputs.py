@@ -277,3 +277,19 @@ def test_classify_refuses_an_oversized_image_from_its_header(tmp_path, capsys):
     assert main(["classify", str(huge)]) == 2
     (line,) = capsys.readouterr().err.strip().splitlines()
     assert "20000x20000 pixels is over the 100 Mpx limit" in line, line
+
+
+def test_run_options_no_run_can_use_are_named():
+    """pace=1e-9 waited ~31 years between frames; max_frames=2.5 or NaN ran unbounded."""
+    from edge_fer.errors import UserError
+    from edge_fer.runtime.runner import RunOptions, check_run_options
+
+    for name, bad in (("pace", 1e-9), ("pace", -5.0), ("pace", float("nan")), ("pace", 1e6)):
+        with pytest.raises(UserError, match=r"must be in \[0.01, 1000\]") as e:
+            check_run_options(RunOptions(source="x.mp4", **{name: bad}))
+        assert e.value.param == "pace"
+    for bad in (2.5, float("nan"), True, -1):
+        with pytest.raises(UserError, match="must be an integer >= 0") as e:
+            check_run_options(RunOptions(source="x.mp4", max_frames=bad))
+        assert e.value.param == "max_frames"
+    check_run_options(RunOptions(source="x.mp4", pace=30.0, max_frames=0))

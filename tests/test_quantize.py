@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import struct
 from pathlib import Path
 
@@ -440,6 +441,19 @@ def test_quantized_model_is_refused(calibrated, tmp_path):
         calibrate(out / "model.int8.qdq.onnx", synthetic_faces(), tmp_path / "o", threads=1)
 
 
+def test_an_earlier_calibration_is_replaced_only_with_force(calibrated, tiny_path, tmp_path):
+    """From Python too, not only `calibrate --out` (a deployment's cache was silently replaced)."""
+    out = tmp_path / "again"
+    shutil.copytree(calibrated[0], out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    with pytest.raises(UserError, match="is needed to replace the earlier calibration") as e:
+        calibrate(tiny_path, synthetic_faces(), out, method="percentile", threads=1)
+    assert e.value.param == "force"
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+    info = calibrate(tiny_path, synthetic_faces(), out, method="percentile", threads=1, force=True)
+    assert info["method"] == "percentile"
+
+
 def test_library_errors_reach_the_cli_with_its_flags(tiny_path, tmp_path, capsys):
     """The calibration library names its parameters; a command shows its own flag instead."""
     from edge_fer.cli.main import main
@@ -521,7 +535,7 @@ def test_cli_calibrate(tiny_path, tmp_path, capsys):
     again = args[:-3] + ["--method", "minmax", "--out", str(out)]
     assert main(again) == 2
     err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "holds an earlier calibration" in err[0] and "--force" in err[0], err
+    assert len(err) == 1 and "--force is needed to replace the earlier calibration" in err[0], err
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
     assert main(again + ["--force", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["method"] == "minmax"

@@ -137,20 +137,6 @@ def _faces(args, spec):
         bar.close()
 
 
-def _check_earlier_outputs(out, force: bool) -> None:
-    """An earlier calibration's files in --out (a cache a deployment reads, a model already
-    benchmarked) are replaced only with --force, as prune, qat and deploy do."""
-    from edge_fer.errors import UserError
-    from edge_fer.quantize.pipeline import OUT_NAMES
-
-    there = [n for n in OUT_NAMES if (out / n).is_file()]
-    if there and not force:
-        raise UserError(
-            f"--out {out}: holds an earlier calibration ({', '.join(there)}); "
-            "pick another folder or pass --force to replace it"
-        )
-
-
 class _Terminated(KeyboardInterrupt):
     """SIGTERM, raised where the program is, as Ctrl-C is: every finally-block runs (the
     temporary files go) before the process ends."""
@@ -216,10 +202,11 @@ def _run(args, done: list) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out}: exists and is not a folder")
     from edge_fer.fileio import check_outside
+    from edge_fer.quantize.pipeline import check_earlier_outputs
 
     why = "its models and report would become part of the data"
     check_outside([("--out", args.out)], args.data, "--data", why)
-    _check_earlier_outputs(Path(args.out), args.force)
+    check_earlier_outputs(args.out, args.force)  # before the faces are collected (minutes)
     if args.source and os.path.isdir(args.source):
         check_outside([("--out", args.out)], args.source, "--source", why)
     try:
@@ -249,6 +236,7 @@ def _run(args, done: list) -> int:
             min_faces=args.min_faces,
             progress=bar.update,
             keep_histograms=args.keep_histograms,
+            force=args.force,
         )
     finally:
         bar.close()

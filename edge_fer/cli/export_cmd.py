@@ -145,6 +145,9 @@ def register(sub) -> None:
     )
     q.add_argument("--threads", type=positive_thread_count, default=1, help="ONNX Runtime threads")
     q.add_argument("--int8-out", default=None, metavar="DIR", help="folder of the INT8 outputs")
+    q.add_argument(
+        "--force", action="store_true", help="replace an earlier calibration in the INT8 folder"
+    )
     DETECTOR.add_to(p)
     p.set_defaults(func=run)
 
@@ -238,6 +241,7 @@ def _int8(args, model) -> int:
             model, out, faces, eval_data=eval_data, eval_split=args.eval_split,
             method=args.method, target=args.target, trt_version=args.trt_version,
             threads=args.threads, max_drop=args.max_drop, eval_limit=args.eval_limit,
+            force=args.force,
             progress=bar.update,
         )  # fmt: skip
     finally:

@@ -46,7 +46,9 @@ def int8_of(fp32: Path, faces, out_dir: Path) -> Path:
     q = out_dir / CPU_NAME
     if q.is_file() and q.stat().st_mtime >= fp32.stat().st_mtime:
         return q
-    info = calibrate(fp32, faces, out_dir, target="cpu", threads=1, check_agreement=False)
+    info = calibrate(
+        fp32, faces, out_dir, target="cpu", threads=1, check_agreement=False, force=True
+    )  # a stale cache of our own
     return Path(info["files"]["cpu"])
 
 

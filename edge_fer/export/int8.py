@@ -38,6 +38,7 @@ def export_int8(
     eval_limit: int = 0,
     progress=None,
     show_progress: bool = True,
+    force: bool = False,
 ) -> dict:
     """Calibrate `model_path` on `faces` (edge_fer.quantize.CalibFaces) into out_dir, then
     compare FP32 and INT8 on `eval_data`. Returns {"calibration", "report", "checks", "ok"}."""
@@ -63,6 +64,7 @@ def export_int8(
         trt_version=trt_version,
         threads=threads,
         progress=progress,
+        force=force,  # an earlier calibration there is replaced only when asked
     )
     result: dict = {"calibration": info, "report": None, "checks": [], "ok": True}
     if eval_data is None:

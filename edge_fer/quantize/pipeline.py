@@ -48,6 +48,18 @@ OUT_NAMES = (QDQ_NAME, CPU_NAME, CACHE_NAME, REPORT_NAME, IDS_NAME, HIST_NAME)  
 TARGET_CHOICES = ("tensorrt", "cpu", "both")
 
 
+def check_earlier_outputs(out_dir: str | os.PathLike, force: bool) -> None:
+    """UserError (param `force`) when `out_dir` holds an earlier calibration's files (a cache a
+    deployment reads, a model already benchmarked) and `force` is off."""
+    there = [n for n in OUT_NAMES if (Path(out_dir) / n).is_file()]
+    if there and not force:
+        raise UserError(
+            f"is needed to replace the earlier calibration in {out_dir} ({', '.join(there)}); "
+            "or pick another folder",
+            param="force",
+        )
+
+
 def _targets(target: str) -> list[str]:
     if target not in TARGET_CHOICES:
         raise UserError(f"unknown target {target!r}; choose {', '.join(TARGET_CHOICES)}")
@@ -68,9 +80,10 @@ def calibrate(
     check_agreement: bool = True,
     progress: Callable[[int], None] | None = None,
     keep_histograms: bool = False,
+    force: bool = False,
 ) -> dict:
     """Calibrate `model_path` (default: the bundled model) on `faces`; write the outputs to
-    `out_dir`. Returns a summary dict (paths, sizes, method, agreement with FP32 on the
+    `out_dir`; an earlier calibration's files there are replaced only with `force`. Returns a summary dict (paths, sizes, method, agreement with FP32 on the
     calibration faces). UserError for bad input; nothing is left behind then. For a model
     trained on eye-aligned faces, faces not aligned yet are aligned first (`aligned_for`)."""
     import onnx
@@ -97,6 +110,7 @@ def calibrate(
             raise UserError(f"{out}: {name} is a folder; cannot write the output there")
     # the model may lie in the output folder under one of these names (a re-calibration)
     check_collisions([("the output", out / n) for n in names], [("the model", mpath)])
+    check_earlier_outputs(out, force)
     check_faces(faces, min_faces)
     sniff_model_file(mpath)
     try:

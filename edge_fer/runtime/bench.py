@@ -178,6 +178,8 @@ def bench(
             _stop_if_interrupted(s)
             paced = None
             rate = (s.get("source") or {}).get("fps") or 30.0
+            if not 0.01 <= rate <= 1000:  # a container's broken rate: feed at a camera's
+                rate = 30.0
             if latency_frames > 0:
                 run.events, run.pace = None, rate
                 run.max_frames = min(latency_frames, max_frames or latency_frames)

@@ -146,14 +146,13 @@ def _annotated_output(opts: RunOptions, spec) -> tuple[str | None, dict]:
 
 
 def run_inputs(opts: RunOptions, spec) -> list[tuple[str, str]]:
-    """The files a run reads, as (name, path): the source when it is a file (or, for an output
-    named like an image, the images of a folder or glob), the model, the cascade and its
+    """The files a run reads, as (name, path): the source when it is a file (or the images of a
+    folder or glob), the model, the cascade and its
     settings file, the verifier. Outputs are checked against these before anything is opened;
     a default that cannot be resolved is left to the loader to report. `spec` None: no source
     yet (a clip the caller makes)."""
     from edge_fer.detect.config import CascadeSettings
-    from edge_fer.runtime.image_out import out_kind
-    from edge_fer.runtime.sources import IMAGE_EXTS, list_images
+    from edge_fer.runtime.sources import list_images
 
     ins: list[tuple[str, str]] = []
     target = spec.target if spec is not None else None
@@ -164,10 +163,7 @@ def run_inputs(opts: RunOptions, spec) -> list[tuple[str, str]]:
     elif spec.kind == "images":
         if os.path.isfile(str(target)):
             ins.append(("SOURCE", str(target)))
-        elif out_kind(opts.out) == "folder" or any(
-            o and Path(o).suffix.lower() in IMAGE_EXTS
-            for o in (opts.out, opts.events, opts.summary)
-        ):
+        else:  # every photo: an output of any name may be a link to one of them
             try:
                 ins += [("SOURCE", f) for f in list_images(spec)]
             except UserError:
@@ -209,8 +205,11 @@ def run_inputs(opts: RunOptions, spec) -> list[tuple[str, str]]:
 def check_run_options(opts: RunOptions) -> None:
     """UserError (naming the parameter) for a value no run can use; nothing is opened. Called
     by `run_video`, and by `run --demo` before it makes its clip."""
-    if opts.max_frames is not None and opts.max_frames < 0:
-        raise UserError(f"must be >= 0, got {opts.max_frames}", param="max_frames")
+    mf = opts.max_frames
+    if mf is not None and (isinstance(mf, bool) or not isinstance(mf, int) or mf < 0):
+        raise UserError(f"must be an integer >= 0, got {mf}", param="max_frames")
+    if opts.pace is not None and not 0.01 <= opts.pace <= 1000:  # NaN too; 1e-9 waited for ever
+        raise UserError(f"must be in [0.01, 1000] frames a second, got {opts.pace}", param="pace")
     t = opts.tracker
     for name, ok, rule in (
         ("min_hits", t.min_hits >= 1, ">= 1"),
