@@ -22,6 +22,7 @@ The boxes are square (the detector's shape), eyebrows to chin; they are rough to
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import json
 import sys
@@ -131,7 +132,17 @@ def apply_hand(arr: np.ndarray, keys: dict) -> None:
             arr[i] = (1 - t) * ba + t * bb
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(
+        description=__doc__.split("\n\n")[0], formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=OUT,
+        help="where the boxes go [default: benchmarks/data/nrc_iit_faces.json, the committed file]",
+    )
+    out_path = ap.parse_args(argv).out
     if not SHARED.is_dir():
         sys.exit(f"annotate_videos: {SHARED} not found (the shared data folder beside the repo)")
     out = {
@@ -146,9 +157,9 @@ def main() -> None:
             apply_hand(arr, keys)
         out["clips"][f"{name}.avi"] = [[round(float(v), 1) for v in b] for b in arr]
         print(f"{name}.avi: {len(arr)} frames")
-    OUT.parent.mkdir(parents=True, exist_ok=True)
-    OUT.write_text(json.dumps(out, indent=None).replace("], [", "],\n ["))
-    print(f"wrote {OUT.relative_to(ROOT)}")
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    out_path.write_text(json.dumps(out, indent=None).replace("], [", "],\n ["))
+    print(f"wrote {out_path}")
 
 
 if __name__ == "__main__":
