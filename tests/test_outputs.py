@@ -287,6 +287,23 @@ def test_video_is_replaced_only_when_complete(tmp_path):
     assert link.is_symlink() and count_frames(target) == 3 and _leftovers(tmp_path) == []
 
 
+
+def test_video_takes_gray_and_bgra_frames(tmp_path):
+    """Frames at the video's size that were not BGR were counted but dropped by the writer."""
+    from edge_fer.runtime.sinks import VideoSink
+
+    sink = VideoSink(tmp_path / "v.avi", 25.0, (64, 48))
+    gray = np.full((48, 64), 200, np.uint8)
+    for frame in (gray, gray[..., None], np.dstack([gray] * 4), np.zeros((24, 32), np.uint8)):
+        sink.write(frame)
+    sink.close()
+    assert sink.frames == count_frames(tmp_path / "v.avi") == 4
+    cap = cv2.VideoCapture(str(tmp_path / "v.avi"))
+    ok, first = cap.read()
+    cap.release()
+    assert ok and abs(float(first.mean()) - 200) < 8  # the frame, not black
+
+
 # ---- devices, links, strict JSON --------------------------------------------------------------
 
 

@@ -232,6 +232,7 @@ class VideoSink:
         """One annotated frame (`path`, `index`: where it came from; a video needs neither)."""
         if self.writer is None:
             return
+        image = _bgr(image)  # the writer is opened for colour: it drops other frames silently
         if (image.shape[1], image.shape[0]) != self.size:
             image = letterbox(image, self.size)
         self.writer.write(image)
@@ -272,6 +273,15 @@ class VideoSink:
             self._release()
         finally:
             _unlink(tmp)
+
+
+def _bgr(image: np.ndarray) -> np.ndarray:
+    """A gray (2-D or one-channel) or BGRA frame as BGR; BGR as it is."""
+    if image.ndim == 2 or image.shape[2] == 1:
+        return cv2.cvtColor(image, cv2.COLOR_GRAY2BGR)
+    if image.shape[2] == 4:
+        return cv2.cvtColor(image, cv2.COLOR_BGRA2BGR)
+    return image
 
 
 def letterbox(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
