@@ -100,6 +100,16 @@ def sniff_model_file(path: Path) -> None:
         )
 
 
+def check_batch_size(batch_size) -> None:
+    """UserError naming `batch_size` unless it is an integer >= 1 (0 looped for ever)."""
+    if (
+        isinstance(batch_size, bool)
+        or not isinstance(batch_size, (int, np.integer))
+        or batch_size < 1
+    ):
+        raise UserError(f"must be an integer >= 1, got {batch_size!r}", param="batch_size")
+
+
 class Classifier(Closing):
     """An exported FER model plus the preprocessing it was trained with."""
 
@@ -201,7 +211,13 @@ class Classifier(Closing):
         return merge(_finite(self.backend.infer(v), self.path), len(x))
 
     def predict(self, faces, batch_size: int = 256) -> np.ndarray:
-        """uint8 face crops (list or array; gray HxW or BGR HxWx3, any size) -> (N, C) probs."""
+        """uint8 face crops (list or array; gray HxW or BGR HxWx3, any size) -> (N, C) probs.
+        One crop alone (a 2-D array, or HxWx3/4) is one face: (1, C)."""
+        check_batch_size(batch_size)
+        if isinstance(faces, np.ndarray) and (
+            faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (3, 4))
+        ):  # iterating it would make a "face" of each row
+            faces = faces[None]
         n = len(faces)
         if n == 0:
             return np.zeros((0, len(self.classes)), np.float32)
@@ -230,6 +246,7 @@ class Classifier(Closing):
             raise UserError(
                 f"input of shape {tuple(x.shape)} does not fit the model's (N, {c}, {s}, {s})"
             )
+        check_batch_size(batch_size)
         if x.shape[0] == 0:
             return np.zeros((0, len(self.classes)), np.float32)
         x = x.astype(np.float32, copy=False)

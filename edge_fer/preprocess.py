@@ -111,9 +111,20 @@ def to_gray(img: np.ndarray) -> np.ndarray:
         raise UserError(f"expected a grayscale or BGR image, got an array of shape {img.shape}")
     if g.size == 0:
         raise UserError("empty image")
-    if g.dtype != np.uint8:
-        if np.issubdtype(g.dtype, np.floating) and g.max(initial=0) <= 1.0:
-            g = g * 255.0
+    if g.dtype != np.uint8:  # a wrong scale would be clipped into a white or black face
+        if np.issubdtype(g.dtype, np.floating):
+            if not np.isfinite(g).all():
+                raise UserError("image has NaN or infinite pixels")
+            if g.max(initial=0) <= 1.0:
+                g = g * 255.0
+        elif np.issubdtype(g.dtype, np.integer) and g.dtype != np.bool_:
+            lo, hi = int(g.min()), int(g.max())
+            if lo < 0 or hi > 255:
+                raise UserError(
+                    f"{g.dtype} pixels span {lo}..{hi}, outside 0..255: scale them to uint8"
+                )
+        else:
+            raise UserError(f"expected uint8 pixels, got {g.dtype}")
         g = np.clip(g, 0, 255).astype(np.uint8)
     return g
 

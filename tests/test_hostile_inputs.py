@@ -608,3 +608,29 @@ def test_bundled_model_metadata_records_no_local_paths(name) -> None:
     texts += [p.value for p in m.metadata_props]
     found = [s for t in texts for s in _strings(t) if _ABSOLUTE.search(s)]
     assert not found, f"{name} metadata records local paths: {found}"
+
+
+def test_predict_takes_one_crop_alone_and_refuses_pixels_it_would_clip() -> None:
+    """One BGR crop was iterated row by row (a face per row); uint16, bool and NaN pixels were
+    clipped into a white, black or arbitrary face; batch_size 0 looped for ever."""
+    from edge_fer.classify import Classifier
+
+    face = np.random.default_rng(0).integers(1, 256, (48, 48), dtype=np.uint8)
+    with Classifier.load(FER, tta="none") as clf:
+        ref = clf.predict([face])
+        assert ref.shape == (1, len(clf.classes))
+        for one in (face, np.dstack([face] * 3), np.dstack([face] * 4)):
+            assert np.allclose(clf.predict(one), ref, atol=1e-5)
+        assert np.allclose(clf.predict([face / 255.0]), ref, atol=1e-3)  # floats in 0..1 scale
+        bad = (
+            (face.astype(np.uint16) * 256, "uint16 pixels span 256..65280, outside 0..255"),
+            (face > 128, "expected uint8 pixels, got bool"),
+            (np.where(face > 128, np.nan, 0.5).astype(np.float32), "NaN or infinite"),
+        )
+        for crop, words in bad:
+            with pytest.raises(UserError, match=words):
+                clf.predict([crop])
+        for size in (0, -1, 2.5):
+            with pytest.raises(UserError) as e:
+                clf.predict([face], batch_size=size)
+            assert e.value.param == "batch_size"
