@@ -252,6 +252,10 @@ def test_resolve_without_upscaling_and_bad_min_prob() -> None:
     with pytest.raises(UserError, match=r"verifier_min_prob must be in \[0, 1\], got 1.5"):
         resolve(DetectorOptions(verifier_min_prob=1.5), s, VGA)
     assert resolve(DetectorOptions(verifier="none", verifier_min_prob=1.5), s, VGA).verifier is None
+    # before: accepted here, then a KeyError on the first frame that needed upscaling
+    with pytest.raises(UserError, match="upscale_interpolation must be auto, nearest") as e:
+        resolve(DetectorOptions(upscale_interpolation="bogus"), s, QQVGA, upscaling=True)
+    assert e.value.param == "upscale_interpolation"
 
 
 def test_picker_loads_each_file_once() -> None:

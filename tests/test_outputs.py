@@ -287,7 +287,6 @@ def test_video_is_replaced_only_when_complete(tmp_path):
     assert link.is_symlink() and count_frames(target) == 3 and _leftovers(tmp_path) == []
 
 
-
 def test_video_takes_gray_and_bgra_frames(tmp_path):
     """Frames at the video's size that were not BGR were counted but dropped by the writer."""
     from edge_fer.runtime.sinks import VideoSink

@@ -461,16 +461,35 @@ def test_library_errors_reach_the_cli_with_its_flags(tiny_path, tmp_path, capsys
 
     with pytest.raises(UserError) as e:
         from_dataset(tmp_path, "train", 0)
-    assert str(e.value) == "samples must be >= 1"
+    assert str(e.value) == "samples must be an integer >= 1, got 0"
+    # before: NaN sampled nothing later, size 0 and a negative margin were OpenCV tracebacks
+    from edge_fer.quantize import DetectOptions, from_source
+
+    for call, param in (
+        (lambda: from_dataset(tmp_path, "train", float("nan")), "samples"),
+        (lambda: from_dataset(tmp_path, "train", 8, size=0), "size"),
+        (lambda: from_source(tmp_path, margin=-0.5), "margin"),
+        (lambda: from_source(tmp_path, detect=DetectOptions(every=float("nan"))), "every"),
+        (lambda: from_source(tmp_path, detect=DetectOptions(max_frames=-1)), "max_frames"),
+    ):
+        with pytest.raises(UserError) as e:
+            call()
+        assert e.value.param == param
     args = ["export", "--int8", "--model", str(tiny_path), "--data", str(tmp_path)]
     assert main([*args, "--samples", "0"]) == 2
-    assert capsys.readouterr().err.strip() == "edge-fer export: error: --samples must be >= 1"
+    assert (
+        capsys.readouterr().err.strip()
+        == "edge-fer export: error: --samples must be an integer >= 1, got 0"
+    )
     data = tmp_path / "data"
     data.mkdir()
     out = tmp_path / "out"
     args = ["calibrate", "--model", str(tiny_path), "--data", str(data), "--out", str(out)]
     assert main([*args, "--samples", "0", "--no-progress"]) == 2
-    assert capsys.readouterr().err.strip() == "edge-fer calibrate: error: --samples must be >= 1"
+    assert (
+        capsys.readouterr().err.strip()
+        == "edge-fer calibrate: error: --samples must be an integer >= 1, got 0"
+    )
     assert not out.exists()
     # before: the models and the report were written among the faces
     args[-1] = str(data / "calibrated")

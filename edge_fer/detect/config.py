@@ -450,6 +450,11 @@ def resolve(
     if isinstance(angle, (list, tuple)):
         angle = tuple(angle)
     _check_sizes(o.min_size, o.max_size)
+    if o.upscale_interpolation not in ("auto", *INTERPOLATIONS):  # else it failed on a frame
+        raise UserError(
+            f"must be auto, {', '.join(INTERPOLATIONS)}; got {o.upscale_interpolation!r}",
+            param="upscale_interpolation",
+        )
     if o.min_size is not None:
         min_size: float = o.min_size
     elif 0 < short < MIN_SIZE / MIN_SIZE_FRACTION:

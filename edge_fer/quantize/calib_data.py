@@ -19,6 +19,7 @@ model's own `PreprocessSpec` (the same float32 NCHW input `Classifier.predict` f
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -136,8 +137,7 @@ def from_dataset(
     skip_bad: skip (and count) unreadable images instead of refusing the dataset."""
     from edge_fer.data import load_dataset
 
-    if samples < 1:
-        raise UserError("must be >= 1", param="samples")
+    _check_counts(samples=samples, size=size)
     fs = load_dataset(path, split, size=size, layout=layout, skip_bad=skip_bad, cache=cache)
     if ids is not None:  # an earlier calibration set, by its ids
         where = {i: k for k, i in enumerate(fs.ids)}
@@ -179,6 +179,14 @@ def aligned_for(faces: CalibFaces, spec: PreprocessSpec) -> CalibFaces:
         f"({int(found.sum())}/{len(faces)} eyes found, the rest as cropped)"
     )
     return replace(faces, images=images, aligned=True, notes=faces.notes + [note])
+
+
+def _check_counts(lowest: int = 1, **values) -> None:
+    """UserError naming the parameter unless each value is an integer >= `lowest` (NaN or 2.5
+    samples, frames or pixels failed later, in OpenCV or numpy, with their tracebacks)."""
+    for name, v in values.items():
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lowest:
+            raise UserError(f"must be an integer >= {lowest}, got {v!r}", param=name)
 
 
 @dataclass
@@ -229,10 +237,12 @@ def from_source(
     from edge_fer.runtime.sources import open_source, parse_source
 
     opts = detect or DetectOptions()
-    if samples < 1:
-        raise UserError("must be >= 1", param="samples")
-    if opts.every < 1:
-        raise UserError("detect.every must be >= 1")
+    _check_counts(samples=samples, size=size)
+    _check_counts(every=opts.every)
+    if opts.max_frames is not None:
+        _check_counts(lowest=0, max_frames=opts.max_frames)
+    if not 0 <= margin < math.inf:  # NaN too
+        raise UserError(f"must be >= 0 and finite, got {margin}", param="margin")
     where = parse_source(str(source))
     cpath = resolve_cascade(cascade)
     # as edge-fer run: small frames get the low-resolution cascade, and a cascade's .json
