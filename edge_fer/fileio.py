@@ -36,6 +36,9 @@ def read_head(path: Path, n: int, what: str) -> bytes:
     missing ("no such WHAT file"), unreadable or empty ("empty file, not a WHAT")."""
     if not path.exists():
         raise UserError(f"{path}: no such {what} file")
+    if not path.is_file():  # a pipe would block the open for ever, a device read for ever
+        kind = "a folder" if path.is_dir() else "not a regular file"
+        raise UserError(f"{path}: {kind}, not a {what} file")
     try:
         with open(path, "rb") as fh:
             head = fh.read(n)

@@ -634,3 +634,20 @@ def test_predict_takes_one_crop_alone_and_refuses_pixels_it_would_clip() -> None
             with pytest.raises(UserError) as e:
                 clf.predict([face], batch_size=size)
             assert e.value.param == "batch_size"
+
+
+def test_a_named_pipe_as_a_model_file_is_one_line_not_a_hang(tmp_path, capsys) -> None:
+    """Opening a pipe for reading waits for a writer: `run --model fifo` never started."""
+    from edge_fer.align.model import EyeModel
+    from edge_fer.classify import Classifier
+    from edge_fer.cli.main import main
+    from edge_fer.detect.verifier import Verifier
+
+    fifo = tmp_path / "m.onnx"
+    os.mkfifo(fifo)
+    for load in (Classifier.load, EyeModel.load, Verifier.load):
+        with pytest.raises(UserError, match="not a regular file"):
+            load(fifo)
+    assert main(["classify", str(ASSETS / "face_default.json"), "--model", str(fifo)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "not a regular file" in err[0], err

@@ -91,6 +91,8 @@ class EyeModel:
         try:
             if p.is_dir():
                 raise UserError(f"{p}: a folder, not an eye model file")
+            if p.exists() and not p.is_file():  # a pipe: the open would wait for a writer
+                raise UserError(f"{p}: not a regular file, not an eye model file")
             with open(p, "rb") as fh:
                 data = fh.read(MAX_FILE + 1)
         except FileNotFoundError:

@@ -226,7 +226,8 @@ class Verifier:
 
         p = Path(path)
         if not p.is_file():
-            raise UserError(f"face verifier not found: {p}")
+            what = "not a regular file" if p.exists() else "not found"
+            raise UserError(f"face verifier {what}: {p}")
         opts = ort.SessionOptions()
         # a handful of 32x32 crops per frame: one thread, no pool to wake
         opts.intra_op_num_threads = 1
