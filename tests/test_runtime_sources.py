@@ -104,6 +104,8 @@ def test_parse_gstreamer_pipeline():
         ("csi://0?flip=sideways", "flip must be one of"),
         ("v4l2://camera", "v4l2:///dev/videoN"),
         ("rtsp://", "no host"),
+        (None, "source must be a file, .* got NoneType"),  # before: "empty source"
+        (1.5, "source must be a file, .* got float"),
     ],
 )
 def test_parse_errors(uri, msg):

@@ -284,7 +284,14 @@ def parse_source(
         uri = str(uri)
     if isinstance(uri, os.PathLike):
         uri = os.fspath(uri)
-    if not isinstance(uri, str) or not uri.strip():
+    if isinstance(uri, bytes):  # a name that is not UTF-8, as os.listdir(b".") gives it
+        uri = os.fsdecode(uri)
+    if not isinstance(uri, str):
+        raise UserError(
+            f"must be a file, folder, glob, camera index or URI (a str), got {type(uri).__name__}",
+            param="source",
+        )
+    if not uri.strip():
         raise UserError("empty source: give a file, folder, glob, camera index or URI")
     uri = uri.strip()
     kw = {"width": width, "height": height, "fps": fps, "flip": flip}
