@@ -60,21 +60,21 @@ class Detection(NamedTuple):
 
 def _check_size(name: str, v: float) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
-        raise UserError(f"{name} must be a number, got {v!r}")
+        raise UserError(f"must be a number, got {v!r}", param=name)
     if not math.isfinite(v) or v <= 0:
-        raise UserError(f"{name} must be > 0 (pixels, or a fraction in (0, 1]), got {v}")
+        raise UserError(f"must be > 0 (pixels, or a fraction in (0, 1]), got {v}", param=name)
 
 
 def _angles(angle: float | Sequence[float]) -> tuple[float, ...]:
     many = isinstance(angle, (list, tuple, np.ndarray))
     angles = tuple(angle) if many else (angle,)  # type: ignore[arg-type]
     if not angles or len(angles) > 32:
-        raise UserError(f"give 1 to 32 angles, got {len(angles)}")
+        raise UserError(f"must be 1 to 32 angles, got {len(angles)}", param="angle")
     for a in angles:
         if isinstance(a, bool) or not isinstance(a, (int, float, np.integer, np.floating)):
-            raise UserError(f"angle must be a number of turns, got {a!r}")
+            raise UserError(f"must be a number of turns, got {a!r}", param="angle")
         if not (0.0 <= a <= 1.0):
-            raise UserError(f"angle is in turns and must be in [0, 1], got {a}")
+            raise UserError(f"is in turns and must be in [0, 1], got {a}", param="angle")
     return tuple(float(a) for a in angles)
 
 
@@ -197,34 +197,40 @@ class Detector:
         fine_span: float = 4.0,
     ) -> None:
         if not isinstance(cascade, Cascade):
-            raise UserError(f"cascade must be an edge_fer.detect.Cascade, got {type(cascade)}")
+            raise UserError(
+                f"must be an edge_fer.detect.Cascade, got {type(cascade)}", param="cascade"
+            )
         _check_size("min_size", min_size)
         _check_size("max_size", max_size)
         if not (1.001 <= scale_factor <= 10):
-            raise UserError(f"scale_factor must be in [1.001, 10], got {scale_factor}")
+            raise UserError(f"must be in [1.001, 10], got {scale_factor}", param="scale_factor")
         if not (0 < stride_factor <= 1):
-            raise UserError(f"stride_factor must be in (0, 1], got {stride_factor}")
+            raise UserError(f"must be in (0, 1], got {stride_factor}", param="stride_factor")
         angles = _angles(angle)
         if not math.isfinite(threshold):
-            raise UserError(f"threshold must be a finite number, got {threshold}")
+            raise UserError(f"must be a finite number, got {threshold}", param="threshold")
         if not _is_int(memory) or not 1 <= memory <= 256:
-            raise UserError(f"memory must be an integer number of frames in 1..256, got {memory}")
+            raise UserError(
+                f"must be an integer number of frames in 1..256, got {memory}", param="memory"
+            )
         if not (0.0 <= iou < 1.0):
             raise UserError(f"iou (the overlap that groups windows) must be in [0, 1), got {iou}")
         if grouping not in GROUPINGS:
-            raise UserError(f"grouping must be one of {', '.join(GROUPINGS)}, got {grouping!r}")
+            raise UserError(
+                f"must be one of {', '.join(GROUPINGS)}, got {grouping!r}", param="grouping"
+            )
         if not _is_int(max_detections) or max_detections < 1:
-            raise UserError(f"max_detections must be >= 1, got {max_detections}")
+            raise UserError(f"must be >= 1, got {max_detections}", param="max_detections")
         if not (math.isfinite(min_pixels) and min_pixels >= 1.0):
-            raise UserError(f"min_pixels must be >= 1, got {min_pixels}")
+            raise UserError(f"must be >= 1, got {min_pixels}", param="min_pixels")
         if threads is not None:
             check_threads(threads, zero=None)
         if not _is_int(fine_budget) or fine_budget < 0:
             raise UserError(
-                f"fine_budget must be a whole number of windows >= 0, got {fine_budget}"
+                f"must be a whole number of windows >= 0, got {fine_budget}", param="fine_budget"
             )
         if not (math.isfinite(fine_span) and fine_span >= 1.0):
-            raise UserError(f"fine_span must be >= 1, got {fine_span}")
+            raise UserError(f"must be >= 1, got {fine_span}", param="fine_span")
         self.cascade = cascade
         self.min_size = min_size
         self.min_pixels = float(min_pixels)
