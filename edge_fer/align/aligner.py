@@ -45,7 +45,9 @@ class Frame:
             if not (isinstance(v, (int, float)) and math.isfinite(v) and 0 <= v <= 20):
                 raise UserError(f"must be a number in 0..20, got {v!r}", param=f"align_{k}")
         if self.top + self.bottom <= 0:
-            raise UserError("align frame: top + bottom must be > 0", param="align_top")
+            raise UserError(
+                "plus align_bottom must be > 0 (the frame around the eyes)", param="align_top"
+            )
 
     @classmethod
     def fer2013(cls) -> Frame:
@@ -149,9 +151,9 @@ def resample(gray: np.ndarray, inv: np.ndarray, w: int, h: int, f: int = 1) -> n
 
 def _check_gray(gray) -> np.ndarray:
     if not isinstance(gray, np.ndarray) or gray.ndim != 2 or gray.size == 0:
-        raise UserError("expected a non-empty 2-D grayscale image", param="gray")
+        raise UserError("must be a non-empty 2-D grayscale image", param="gray")
     if gray.dtype != np.uint8:
-        raise UserError(f"expected a uint8 image, got {gray.dtype}", param="gray")
+        raise UserError(f"must be a uint8 image, got {gray.dtype}", param="gray")
     return gray
 
 
@@ -200,7 +202,7 @@ class Aligner:
         m = self.model
         cx, cy, side = face_square(box)
         if not (side > 0 and math.isfinite(side) and math.isfinite(cx) and math.isfinite(cy)):
-            raise UserError(f"box must have a positive finite size, got {tuple(box)}", param="box")
+            raise UserError(f"must have a positive finite size, got {tuple(box)}", param="box")
         mat = patch_matrix(cx, cy, side, m.face_px, m.patch_px)
         patch = extract_patch(gray, mat, m.patch_px)
         lp, rp, ls, rs = self.patch_eyes(patch)
