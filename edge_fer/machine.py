@@ -25,9 +25,19 @@ def _first(cpuinfo: str, *keys: str) -> str | None:
     return None
 
 
+@functools.lru_cache(maxsize=1)
 def cpu_name() -> str:
-    """The CPU model from /proc/cpuinfo, else what the platform module knows."""
-    return _first(_cpuinfo(), "model name") or platform.processor() or platform.machine()
+    """The CPU model from /proc/cpuinfo, else what the platform module knows, with the
+    microarchitecture LLVM compiles the detector for: a VM's model name can be as bare as
+    "AMD EPYC", which named both a Zen 1 without VNNI and a Zen 4 with it (timings 2-3x apart)."""
+    name = _first(_cpuinfo(), "model name") or platform.processor() or platform.machine()
+    try:
+        import llvmlite.binding as llvm  # numba's compiler: installed with edge-fer
+
+        arch = llvm.get_host_cpu_name()
+    except Exception:  # noqa: BLE001 - optional detail; any failure leaves the name alone
+        arch = ""
+    return f"{name} ({arch})" if arch and arch not in ("generic", name) else name
 
 
 # x86 flags (Linux /proc/cpuinfo) of an int8 dot product that does not saturate: AVX-512 VNNI
