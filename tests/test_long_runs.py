@@ -228,6 +228,8 @@ def test_rate_is_measured_after_the_first_frame():
     assert s["time_to_first_frame_s"] > s["startup_s"] > 0
     text = format_summary(s).splitlines()
     assert f"speed    {s['fps']:.1f} frames/s over {s['fps_seconds']:.2f} s" in text[3]
+    # the p99 of the frames read a second or more after the first, when there are any
+    assert ("(after the first second " in text[3]) == (s["latency_warm_ms"]["n"] > 0)
     assert text[4] == f"start    first frame {s['time_to_first_frame_s']:.2f} s after the start"
 
 

@@ -513,7 +513,9 @@ def format_summary(s: dict) -> str:
         if s.get("fps") is not None
         else f"{s['frames']} frame{'' if s['frames'] == 1 else 's'}: too few for a rate"
     )
-    lines.append(f"speed    {rate}   latency p50 {_ms(lat['p50'])} p99 {_ms(lat['p99'])} ms")
+    warm = s.get("latency_warm_ms") or {}
+    after = f" (after the first second {_ms(warm['p99'])})" if warm.get("n") else ""
+    lines.append(f"speed    {rate}   latency p50 {_ms(lat['p50'])} p99 {_ms(lat['p99'])}{after} ms")
     if s.get("time_to_first_frame_s") is not None:
         lines.append(f"start    first frame {s['time_to_first_frame_s']:.2f} s after the start")
     if s.get("scene_cuts"):
