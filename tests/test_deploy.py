@@ -352,6 +352,31 @@ def test_force_never_deletes_the_model_or_cache_it_deploys(tmp_path, capsys, kin
     _no_partial(tmp_path)
 
 
+def test_force_never_deletes_the_working_folder_and_writes_through_a_link(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    """`deploy --out . --force` (or a folder above the working one) deleted the user's working
+    folder and everything in it; a symlinked --out became a real folder beside a leftover."""
+    work = tmp_path / "work" / "project"
+    work.mkdir(parents=True)
+    (work / "data.txt").write_text("mine")
+    monkeypatch.chdir(work)
+    for out in (".", str(work), str(tmp_path / "work"), ".."):
+        rc, _, err = _deploy(capsys, "triton", "--out", out, "--force", "--platform", "onnxruntime")
+        assert rc == 2 and len(err.strip().splitlines()) == 1, err
+        assert "is or holds the current folder" in err, err
+    assert (work / "data.txt").read_text() == "mine"
+    real = tmp_path / "real"
+    real.mkdir()
+    (real / "old.txt").write_text("an earlier kit")
+    link = tmp_path / "link"
+    link.symlink_to(real)
+    rc, _, err = _deploy(capsys, "triton", "--out", link, "--force", "--platform", "onnxruntime")
+    assert rc == 0, err
+    assert link.is_symlink() and (real / "README.md").is_file() and not (real / "old.txt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["link", "real", "work"]  # no leftover
+
+
 @pytest.mark.parametrize(
     "argv, words",
     [

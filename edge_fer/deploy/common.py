@@ -202,10 +202,20 @@ def staged_folder(
     holding one of `inputs` ((what, path) pairs: the model, the calibration cache), which
     replacing the folder would delete."""
     dest = Path(out)
+    if dest.is_symlink() and dest.is_dir():  # written through: the link stays a link
+        dest = Path(os.path.realpath(dest))
     if dest.exists() and not dest.is_dir():
         raise UserError(f"{dest}: exists and is not a folder")
     if dest.is_dir():
         inside = os.path.realpath(dest).rstrip(os.sep) + os.sep
+        # replacing the folder deletes what is in it: never the folder a user works in, their
+        # home or anything above them (`--out . --force` deleted the working folder)
+        for what, kept in (("the current folder", Path.cwd()), ("your home folder", Path.home())):
+            if (os.path.realpath(kept).rstrip(os.sep) + os.sep).startswith(inside):
+                raise UserError(
+                    f"{out}: is or holds {what}, which replacing the folder would delete; "
+                    "write the deployment to a folder of its own"
+                )
         for what, path in inputs:
             if path and (os.path.realpath(path) + os.sep).startswith(inside):
                 raise UserError(
