@@ -413,6 +413,30 @@ def test_eval_detector_cli(tiny_run, tmp_path, capsys):
     assert all(math.isfinite(r["recall"]) for r in res["cascade"]["table"])
 
 
+def test_eval_detector_never_writes_over_its_inputs(tmp_path, capsys):
+    """--out replaced the cascade, the box file or the ground truth with its JSON (rc 0)."""
+    from paths import ASSETS
+
+    casc = tmp_path / "c.pico"
+    casc.write_bytes((ASSETS / "face_default.pico").read_bytes())
+    boxes = tmp_path / "boxes.txt"
+    boxes.write_text("a.jpg 10 10 40 40\n")
+    data = tmp_path / "webfaces"
+    data.mkdir()
+    base = ["eval-detector", "--cascade", str(casc), "--reference", "none", "--backgrounds", "none"]
+    for extra, words in (
+        (["--boxes", str(boxes), "--out", str(casc)], "--out"),
+        (["--boxes", str(boxes), "--out", str(boxes)], "--boxes"),
+        (["--data", str(data), "--out", str(data / "WebFaces_GroundThruth.txt")], "inside --data"),
+        (["--boxes", str(boxes), "--card", str(casc)], "--card"),
+    ):
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, err
+    assert casc.read_bytes() == (ASSETS / "face_default.pico").read_bytes()
+    assert boxes.read_text() == "a.jpg 10 10 40 40\n" and not any(data.iterdir())
+
+
 def test_truncate_stages():
     from edge_fer.cascade_train.evaluate import stage_ends, truncate_stages
 

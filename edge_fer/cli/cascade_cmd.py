@@ -260,10 +260,23 @@ def run_eval(args) -> int:
         args.cascade = str(path)
     if not 0.0 < args.iou <= 1.0:  # NaN too: recall 0 at every rate otherwise
         raise UserError(f"--iou must be in (0, 1], got {args.iou}")
+    ref_path = _resolve(args.reference, SHARED_FACEFINDER)
+    bg_dir = _resolve(args.backgrounds, SHARED_BACKGROUNDS)
+    # the JSON and the card were written over whatever they named: the ground truth, a photo,
+    # the cascade itself
+    from edge_fer.fileio import check_collisions, check_outside
+
+    outs = [("--out", args.out), ("--card", args.card)]
+    check_collisions(
+        outs,
+        [("--cascade", args.cascade), ("--reference", ref_path), ("--boxes", args.boxes)],
+    )
+    why = "it would replace or join the annotated images"
+    check_outside(outs, args.data, "--data", why)
+    check_outside(outs, bg_dir, "--backgrounds", "it would join the face-free images")
     cand = Cascade.load(args.cascade)
     if args.stages:
         cand = ev.truncate_stages(cand, args.stages)
-    ref_path = _resolve(args.reference, SHARED_FACEFINDER)
     ref = Cascade.load(ref_path) if ref_path else None
     if args.data is None and args.boxes is None:
         raise UserError("give --data WEBFACES_DIR or --boxes FILE")
@@ -282,7 +295,6 @@ def run_eval(args) -> int:
     except UserError as exc:
         raise UserError(f"scan options: {exc}") from None
     imgs, faces, undecodable = ev.load_eval_set(ims)
-    bg_dir = _resolve(args.backgrounds, SHARED_BACKGROUNDS)
     bgs: list = []
     if bg_dir is not None:
         bgs, _ = ev.load_images(split_paths(list_images(bg_dir), args.bg_split, 0.1))
