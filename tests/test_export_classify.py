@@ -554,6 +554,15 @@ def test_export_and_models_cli(env, run_dir, tmp_path) -> None:
     ):  # fmt: skip
         assert_one_line_error(cli(env, "export", *flags), needle)
     assert not (tmp_path / "c.onnx").exists()
+    # --checkpoint --int8 onto an INT8 folder holding an earlier calibration: refused before
+    # the FP32 model is written (it replaced --out, then refused the INT8 part)
+    (tmp_path / "m" / "wide_int8").mkdir()
+    (tmp_path / "m" / "wide_int8" / "calib.cache").write_text("an earlier cache")
+    before = wide.read_bytes()
+    p = cli(env, "export", "--checkpoint", run_dir / "best.safetensors", "--out", wide,
+            "--int8", "--data", run_dir, "--no-check")  # fmt: skip
+    assert_one_line_error(p, "--force is needed to replace the earlier calibration")
+    assert wide.read_bytes() == before
     p = cli(env, "models", check_rc=0)
     for arch in ("cnn4", "cnn8_tanh", "resnet", "mobilenet", "mini_xception", "vgg"):
         assert arch in p.stdout

@@ -70,3 +70,25 @@ def test_int8_bad_input_is_one_line(tmp_path, capsys) -> None:
     assert rc == 2 and "--checkpoint" in err
     rc, _, err = _run(capsys, "--model", tmp_path / "m.onnx", "--out", tmp_path / "x.onnx")
     assert rc == 2 and "--int8" in err
+
+
+def test_int8_refuses_before_any_work(tmp_path, capsys) -> None:
+    """Refusals that came after the calibration (or never): an existing report replaced
+    without --force, an unknown --eval-split leaving a calibrated folder, --out ignored."""
+    from paths import FER_MODEL
+
+    data = tmp_path / "data"
+    data.mkdir()
+    out = tmp_path / "pruned"
+    out.mkdir()
+    (out / "report.md").write_text("# edge-fer prune report")
+    base = ["--model", FER_MODEL, "--int8", "--data", data]
+    rc, _, err = _run(capsys, *base, "--int8-out", out)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "--force is needed to replace the report in" in err
+    assert (out / "report.md").read_text() == "# edge-fer prune report"
+    rc, _, err = _run(capsys, *base, "--int8-out", tmp_path / "new", "--eval-split", "bogus")
+    assert rc == 2 and "--eval-split" in err and "unknown split" in err, err
+    rc, _, err = _run(capsys, *base, "--out", tmp_path / "foo.onnx")
+    assert rc == 2 and "--int8-out" in err, err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "pruned"]

@@ -190,13 +190,29 @@ def run(args) -> int:
     if args.checkpoint:
         if not args.out:
             raise UserError("--checkpoint needs --out MODEL.onnx")
+        # before the FP32 model is written: a refusal after it replaced --out lost a model
+        _check_int8_out(args, args.out)
         _export_fp32(args)
         model = args.out
     else:
         from edge_fer.classify import default_model_path
 
+        if args.out:  # it was ignored: the outputs went beside --model
+            raise UserError(
+                "--out names the FP32 model that --checkpoint exports; give the folder of the "
+                "INT8 outputs with --int8-out"
+            )
         model = args.model or str(default_model_path())
     return _int8(args, model)
+
+
+def _check_int8_out(args, model) -> None:
+    from pathlib import Path
+
+    from edge_fer.export.int8 import check_int8_out, default_out_dir
+
+    out = Path(args.int8_out) if args.int8_out else default_out_dir(model)
+    check_int8_out(out, args.force, args.eval_data or args.data, args.eval_split)
 
 
 def _int8(args, model) -> int:
@@ -218,6 +234,7 @@ def _int8(args, model) -> int:
     if args.threads < 1:
         raise UserError("--threads must be >= 1")
     out = Path(args.int8_out) if args.int8_out else default_out_dir(model)
+    _check_int8_out(args, model)  # before the faces are collected
     with Classifier.load(model, threads=1, tta="none") as clf:  # fail early on a bad model
         size, margin = clf.spec.input_size, clf.spec.crop_margin
         spec = clf.spec  # a model trained with --align: source faces are cut aligned

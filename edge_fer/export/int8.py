@@ -52,9 +52,10 @@ def export_int8(
         raise UserError(f"must be >= 0 (0: every face), got {eval_limit}", param="eval_limit")
     # the report lands beside the calibration outputs: it may not replace the model either
     check_collisions(
-        [("the report", Path(out_dir) / n) for n in ("report.md", "report.json")],
+        [("the report", Path(out_dir) / n) for n in REPORT_NAMES],
         [("the model", model_path)],
     )
+    check_int8_out(out_dir, force, eval_data, eval_split)
     info = calibrate(
         model_path,
         faces,
@@ -121,6 +122,37 @@ def export_int8(
         ok=all(c["ok"] for c in checks),
     )
     return result
+
+
+REPORT_NAMES = ("report.md", "report.json")  # beside the calibration outputs
+
+
+def check_int8_out(
+    out_dir: str | os.PathLike,
+    force: bool,
+    eval_data: str | os.PathLike | None = None,
+    eval_split: str | None = None,
+) -> None:
+    """What `export_int8` would refuse after minutes of work, checked first: an earlier
+    calibration or report in `out_dir` without `force` (a pruning run's report was replaced),
+    an evaluation split or dataset that cannot be read (the calibration was left behind)."""
+    from edge_fer.data.faceset import SPLITS
+    from edge_fer.quantize.pipeline import check_earlier_outputs
+
+    check_earlier_outputs(out_dir, force)
+    there = [n for n in REPORT_NAMES if (Path(out_dir) / n).is_file()]
+    if there and not force:
+        raise UserError(
+            f"is needed to replace the report in {out_dir} ({', '.join(there)}); "
+            "or pick another folder",
+            param="force",
+        )
+    if eval_split is not None and eval_split not in SPLITS:
+        raise UserError(
+            f"unknown split {eval_split!r}; choose one of {', '.join(SPLITS)}", param="eval_split"
+        )
+    if eval_data is not None and not Path(eval_data).exists():
+        raise UserError(f"{eval_data}: no such dataset", param="eval_data")
 
 
 def default_out_dir(model_path: str | os.PathLike) -> Path:
