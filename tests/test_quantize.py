@@ -450,8 +450,13 @@ def test_an_earlier_calibration_is_replaced_only_with_force(calibrated, tiny_pat
         calibrate(tiny_path, synthetic_faces(), out, method="percentile", threads=1)
     assert e.value.param == "force"
     assert {p.name: p.read_bytes() for p in out.iterdir()} == before
-    info = calibrate(tiny_path, synthetic_faces(), out, method="percentile", threads=1, force=True)
+    assert (out / "model.int8.qdq.onnx").is_file()
+    info = calibrate(
+        tiny_path, synthetic_faces(), out, method="percentile", target="cpu", threads=1, force=True
+    )
     assert info["method"] == "percentile"
+    # the earlier TensorRT model is not this calibration's: it went (it stayed, as if it were)
+    assert not (out / "model.int8.qdq.onnx").exists() and (out / "model.int8.cpu.onnx").is_file()
 
 
 def test_library_errors_reach_the_cli_with_its_flags(tiny_path, tmp_path, capsys):

@@ -220,6 +220,15 @@ def _publish(out: Path, data: dict[str, bytes]) -> None:
             fileio.write_bytes(path, content)
             if not special:
                 written.append((path, old))
+        # an earlier calibration's outputs this one does not write (another --target, no
+        # histograms) would sit beside the new ones as if they were of this model
+        for name in OUT_NAMES:
+            stale = out / name
+            if name not in data and (stale.is_symlink() or stale.is_file()):
+                try:
+                    stale.unlink()
+                except OSError:
+                    pass
     except BaseException:
         for path, old in reversed(written):
             try:
