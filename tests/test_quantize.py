@@ -473,6 +473,8 @@ def test_library_errors_reach_the_cli_with_its_flags(tiny_path, tmp_path, capsys
     for call, param in (
         (lambda: from_dataset(tmp_path, "train", float("nan")), "samples"),
         (lambda: from_dataset(tmp_path, "train", 8, size=0), "size"),
+        (lambda: from_dataset(tmp_path, "train", 8, seed=-1), "seed"),
+        (lambda: from_source(tmp_path, seed=-1), "seed"),
         (lambda: from_source(tmp_path, margin=-0.5), "margin"),
         (lambda: from_source(tmp_path, detect=DetectOptions(every=float("nan"))), "every"),
         (lambda: from_source(tmp_path, detect=DetectOptions(max_frames=-1)), "max_frames"),

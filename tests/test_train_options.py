@@ -71,6 +71,7 @@ def _train(capsys, faces: Path, out: Path, *flags) -> tuple[int, list[str]]:
         (["--arch-kwargs", '{"nope": 1}'], "--arch-kwargs {'nope': 1} do not fit cnn4"),
         (["--arch-kwargs", "[1]"], "--arch-kwargs takes a JSON object"),
         (["--arch-kwargs", "{"], "--arch-kwargs is not JSON"),
+        (["--device", "bogus"], "--device must be auto, cpu, cuda or cuda:N"),  # a traceback
     ],
 )
 def test_bad_options_are_one_line_before_anything(capsys, faces, tmp_path, flags, needle):

@@ -138,6 +138,7 @@ def from_dataset(
     from edge_fer.data import load_dataset
 
     _check_counts(samples=samples, size=size)
+    _check_counts(lowest=0, seed=seed)  # numpy's generator takes no negative seed
     fs = load_dataset(path, split, size=size, layout=layout, skip_bad=skip_bad, cache=cache)
     if ids is not None:  # an earlier calibration set, by its ids
         where = {i: k for k, i in enumerate(fs.ids)}
@@ -238,6 +239,7 @@ def from_source(
 
     opts = detect or DetectOptions()
     _check_counts(samples=samples, size=size)
+    _check_counts(lowest=0, seed=seed)  # numpy's generator takes no negative seed
     _check_counts(every=opts.every)
     if opts.max_frames is not None:
         _check_counts(lowest=0, max_frames=opts.max_frames)

@@ -234,9 +234,16 @@ def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("cuda asked for, but torch sees no CUDA device", param="device")
-    return torch.device(name)
+    try:
+        device = torch.device(name)
+    except (RuntimeError, TypeError, ValueError):
+        raise UserError(
+            f"must be auto, cpu, cuda or cuda:N (a device torch knows), got {name!r}",
+            param="device",
+        ) from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"is {name}, but torch sees no CUDA device", param="device")
+    return device
 
 
 def load_splits(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, str]:
