@@ -353,6 +353,31 @@ def test_events_to_standard_output(clip, tmp_path):
     )
 
 
+def test_standard_output_onto_the_source_is_refused(clip, tmp_path):
+    """`run clip --json 1<> clip` (or the text summary) wrote over the video's header."""
+    import processes
+
+    src = tmp_path / "in.avi"
+    src.write_bytes(Path(clip).read_bytes())
+    before = src.read_bytes()
+    for extra in (["--json"], []):
+        with open(src, "r+b") as fh:  # `1<> in.avi`
+            argv = [sys.executable, *processes.CLI, "run", str(src), *extra]
+            done = subprocess.run(argv, check=False, stdout=fh, stderr=subprocess.PIPE, cwd=ROOT)
+        err = done.stderr.decode()
+        assert done.returncode == 2 and err.count("\n") == 1, err
+        assert "standard output" in err and "SOURCE" in err
+    assert src.read_bytes() == before
+    if os.path.exists("/dev/full"):  # `--json > /dev/full`: a traceback and exit 1 before
+        with open("/dev/full", "w") as fh:
+            argv = [sys.executable, *processes.CLI, "run", str(src), "--json"]
+            done = subprocess.run(argv, check=False, stdout=fh, stderr=subprocess.PIPE, cwd=ROOT)
+        err = done.stderr.decode()
+        assert (
+            done.returncode == 2 and err == "edge-fer run: error: cannot write (the disk is full)\n"
+        )
+
+
 def test_outputs_never_replace_bundled_assets(clip, tmp_path, capsys):
     # before: bench --json over fer_default.int8.onnx, which an FP32 run does not read, was
     # written, and every later INT8 run failed. Without the guard this test would do the same

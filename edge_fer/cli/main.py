@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import codecs
+import errno
 import importlib
+import os
 import signal
 import sys
 import threading
@@ -191,6 +193,19 @@ def main(argv: list[str] | None = None) -> int:
         return 128 + signum
     except BrokenPipeError:
         return 1
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+            raise
+        # a full disk under standard output (`--json > f`): one line, not a traceback; what is
+        # still buffered goes to /dev/null, or the flush at exit would print one
+        from edge_fer.fileio import os_error_reason
+
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        print(f"edge-fer {command}: error: cannot write ({os_error_reason(exc)})", file=sys.stderr)
+        return 2
     finally:
         # put the caller's handler back unless a SIGTERM came: then it stays ignored (SIG_IGN,
         # set by whoever handled it) so a second one cannot kill the clean-up at exit

@@ -99,6 +99,8 @@ def _run(args, guard) -> int:
     if args.json and taken:
         raise UserError(f"--json and {taken[0]} - both write to standard output; give "
                         f"{taken[0]} a file, or leave --json out")  # fmt: skip
+    if args.json or not (args.quiet or taken):
+        _check_stdout_is_no_input(opts)
     result = run_video(opts, signals=guard)
     s = result.summary
     if args.json:
@@ -116,6 +118,19 @@ def _run(args, guard) -> int:
         print("edge-fer run: error: the source ended early: "
               + "; ".join(s.get("source_errors", [])[-2:]), file=sys.stderr)  # fmt: skip
     return result.exit_code
+
+
+def _check_stdout_is_no_input(opts) -> None:
+    """Standard output redirected onto an input (`run clip.avi --json 1<> clip.avi`) wrote the
+    summary over it; --events - and --summary - are checked by the run itself."""
+    from edge_fer.runtime.runner import run_inputs
+    from edge_fer.runtime.sources import parse_source
+
+    try:
+        spec = parse_source(opts.source)
+    except UserError:
+        return  # the run reports it
+    fileio.check_collisions([("standard output", "/dev/stdout")], run_inputs(opts, spec))
 
 
 def _interrupted(args, signum: int) -> int:
