@@ -55,6 +55,8 @@ def os_error_reason(exc: OSError) -> str:
         return "the disk is full"
     if exc.errno == errno.EDQUOT:
         return "the disk quota is exceeded"
+    if exc.errno == errno.ENXIO:  # open_stream on a named pipe
+        return "no process reads the pipe"
     return exc.strerror or first_line(exc)
 
 
@@ -90,6 +92,27 @@ def is_stream(path: PathLike) -> bool:
     return p.startswith(_STREAM_PREFIXES) or is_special(p)
 
 
+def open_stream(path: PathLike, mode: str = "ab", **kw):
+    """`open(path, mode)` for appending to a device or a stream; a named pipe that no process
+    reads is an OSError (ENXIO) at once instead of an open that waits for a reader for ever,
+    where Ctrl-C and SIGTERM (handled as flags by the pipeline) could not end it."""
+    try:
+        fifo = stat.S_ISFIFO(os.stat(path).st_mode)
+    except OSError:
+        fifo = False
+    if not fifo:
+        return open(path, mode, **kw)
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_NONBLOCK)
+    try:
+        import fcntl
+
+        fcntl.fcntl(fd, fcntl.F_SETFL, fcntl.fcntl(fd, fcntl.F_GETFL) & ~os.O_NONBLOCK)
+        return open(fd, mode, closefd=True, **kw)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _target(path: PathLike) -> Path:
     """The file a write to `path` should land in: a symlink's final target, else `path`."""
     p = Path(path)
@@ -107,7 +130,7 @@ def write_bytes(path: PathLike, data: bytes | memoryview) -> None:
     if is_stream(path):
         # write through: /dev/null stays a device, a FIFO's reader gets the bytes, stdout
         # keeps what was printed before
-        with open(path, "ab", buffering=0) as fh:
+        with open_stream(path, "ab", buffering=0) as fh:
             view = memoryview(data)
             while view:
                 n = fh.write(view)

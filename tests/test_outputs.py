@@ -378,6 +378,24 @@ def test_standard_output_onto_the_source_is_refused(clip, tmp_path):
         )
 
 
+def test_a_named_pipe_nobody_reads_is_one_line_not_a_hang(clip, tmp_path, capsys):
+    """--summary or --events on a FIFO with no reader waited in open() for ever, deaf to Ctrl-C
+    and SIGTERM; --out IMAGE on one waited in cv2.imwrite."""
+    import processes
+
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)
+    for flag in ("--summary", "--events", "--out"):
+        argv = ["run", str(clip), "--max-frames", "3", flag, str(fifo), "--quiet"]
+        if flag == "--out":
+            photo = tmp_path / "p.png"
+            cv2.imwrite(str(photo), np.full((120, 160, 3), 90, np.uint8))
+            argv[1] = str(photo)
+        done = processes.run_cli(*argv, timeout=60)  # before: killed here
+        assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+        assert "no process reads the pipe" in done.stderr or "device or pipe" in done.stderr
+
+
 def test_outputs_never_replace_bundled_assets(clip, tmp_path, capsys):
     # before: bench --json over fer_default.int8.onnx, which an FP32 run does not read, was
     # written, and every later INT8 run failed. Without the guard this test would do the same

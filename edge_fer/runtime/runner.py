@@ -15,6 +15,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from edge_fer import fileio
 from edge_fer.detect.config import DetectorOptions
 from edge_fer.detect.factory import DetectorPicker
 from edge_fer.errors import UserError
@@ -132,6 +133,8 @@ def _annotated_output(opts: RunOptions, spec) -> tuple[str | None, dict]:
     from edge_fer.runtime.sources import list_images
 
     kind = image_out.out_kind(opts.out)
+    if kind == "image" and fileio.is_stream(opts.out):  # cv2.imwrite on a pipe waited for ever
+        raise UserError(f"--out {opts.out}: is a device or pipe; an annotated image needs a file")
     if kind == "folder":
         image_out.check_folder(opts.out)
         photos = list_images(spec) if spec.kind == "images" else []

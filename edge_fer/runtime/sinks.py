@@ -333,7 +333,9 @@ class EventsSink:
     def _open(self) -> TextIO:
         mode = "a" if self._stream else "w"
         try:
-            f = open(self.path, mode, encoding="utf-8")  # noqa: SIM115 - closed in close()
+            # a named pipe nobody reads: an error now, not an open that waits for ever
+            opener = fileio.open_stream if self._stream else open
+            f = opener(self.path, mode, encoding="utf-8")  # closed in close()
         except OSError as exc:
             self._done = True
             raise _os_error("events file", self.path, exc) from None
