@@ -13,6 +13,7 @@ from paths import FACEFINDER, ROOT, SHARED
 from runtime_helpers import mjpg_avi
 
 from edge_fer.cli.main import main
+from edge_fer.runtime.image_out import MARKER
 
 IMG1 = SHARED / "data/webfaces/images/pic04478.jpg"
 IMG2 = SHARED / "data/webfaces/images/pic00001.jpg"
@@ -170,7 +171,16 @@ def test_draw_one_file_and_a_directory(capsys, tmp_path: Path) -> None:
     outdir = tmp_path / "many"
     rc, _, err = run_cli(capsys, IMG1, IMG2, "--cascade", FACEFINDER, "--draw", outdir)
     assert rc == 0, err
-    assert sorted(p.name for p in outdir.iterdir()) == [IMG2.name, IMG1.name]
+    assert sorted(p.name for p in outdir.iterdir()) == [MARKER, IMG2.name, IMG1.name]
+    rc, _, err = run_cli(capsys, IMG1, IMG2, "--cascade", FACEFINDER, "--draw", outdir)
+    assert rc == 0, err  # its own folder (the marker): drawn again
+    # a folder of the user's files: refused, as run --out DIR/ refuses it (it was overwritten)
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / IMG1.name).write_bytes(b"my own photo")
+    rc, _, err = run_cli(capsys, IMG1, IMG2, "--cascade", FACEFINDER, "--draw", mine)
+    assert rc == 2 and err.count("\n") == 1 and "--draw" in err and "holds other files" in err
+    assert (mine / IMG1.name).read_bytes() == b"my own photo"
     rc, out, err = run_cli(capsys, IMG1, "--cascade", FACEFINDER, "--draw", tmp_path / "x.nope")
     assert rc == 2 and "no image encoder for the extension '.nope'" in err
     assert out == ""  # refused before any detection

@@ -179,8 +179,11 @@ def _draw_target(out: str | None, ninputs: int) -> Path | None:
 
 
 def _make_draw_dir(p: Path) -> None:
+    from edge_fer.runtime.image_out import MARKER
+
     try:
         p.mkdir(parents=True, exist_ok=True)
+        (p / MARKER).touch()  # ours: a later detect or run may draw here again
     except OSError as exc:
         raise UserError(f"cannot create --draw directory {p}: {exc.strerror or exc}") from None
 
@@ -222,6 +225,13 @@ def _check_draw_outputs(args: argparse.Namespace, draw_dir: Path | None, paths) 
                 raise UserError(f"--draw {out}: no image encoder for the extension "
                                 f"{out.suffix or '(none)'!r}; use .png or .jpg")  # fmt: skip
     check_collisions(outputs, [("input", p) for p in paths])
+    if draw_dir is not None:  # as run --out DIR/: a folder of the user's own files is refused
+        from edge_fer.runtime.image_out import check_folder
+
+        try:
+            check_folder(draw_dir)
+        except UserError as exc:
+            raise UserError(f"--draw {exc.message}") from None
 
 
 def _has_encoder(path: Path) -> bool:
