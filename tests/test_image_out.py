@@ -81,6 +81,11 @@ def test_one_photo_gives_one_image_and_a_video_needs_a_folder(photos, tmp_path, 
     assert sorted(p.name for p in frames.iterdir()) == [MARKER] + [
         f"frame_{i:06d}.jpg" for i in range(4)
     ]
+    # an events or summary file under a frame's name was written over (or wrote over it)
+    for flag in ("--events", "--summary"):
+        argv = ["run", str(clip), "--out", f"{frames}/", flag, str(frames / "frame_000002.jpg")]
+        rc, _, err = _run(argv, capsys)
+        assert rc == 2 and err.count("\n") == 1 and "writes the video's frames" in err, err
 
 
 def test_annotated_images_never_replace_the_users_files(photos, tmp_path, capsys):

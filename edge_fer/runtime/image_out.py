@@ -15,6 +15,7 @@ theirs is replaced by one of the same name. Each image is written atomically
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -84,6 +85,16 @@ def check_folder(folder: str | os.PathLike) -> Path:
             param="out",
         )
     return f
+
+
+FRAME_NAME = re.compile(r"frame_\d{6,}\.jpg")  # a video's annotated frames (_target)
+
+
+def is_frame_name(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether `path` lies in `folder` under a name its video frames may take."""
+    p = Path(path)
+    same = os.path.realpath(p.parent) == os.path.realpath(folder)
+    return same and FRAME_NAME.fullmatch(p.name) is not None
 
 
 class AnnotatedImages:

@@ -309,6 +309,15 @@ def _run_video(
             check_writable(path, what)
     if out_kind == "folder":  # each annotated photo against every input
         outputs = outputs[1:] + [("--out", p) for p in out_names.values()]
+        if spec.kind != "images":  # a video's frames: names known only as they come
+            from edge_fer.runtime.image_out import is_frame_name
+
+            for flag, path in outputs[:2]:
+                if path and is_frame_name(path, opts.out):
+                    raise UserError(
+                        f"{flag} {path}: --out {opts.out} writes the video's frames under "
+                        "such names; give it another name"
+                    )
     check_collisions(outputs, run_inputs(opts, spec))
     if opts.show:
         from edge_fer.runtime.sinks import gui_available
