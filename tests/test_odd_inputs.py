@@ -293,3 +293,7 @@ def test_run_options_no_run_can_use_are_named():
             check_run_options(RunOptions(source="x.mp4", max_frames=bad))
         assert e.value.param == "max_frames"
     check_run_options(RunOptions(source="x.mp4", pace=30.0, max_frames=0))
+    # rewritten into standard output, the summary became several JSON documents in a row
+    with pytest.raises(UserError, match="needs a file to rewrite") as e:
+        check_run_options(RunOptions(source="x.mp4", summary="/dev/stdout", summary_every=1.0))
+    assert e.value.param == "summary_every"

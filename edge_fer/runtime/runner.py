@@ -248,6 +248,12 @@ def check_run_options(opts: RunOptions) -> None:
             )
         if not opts.summary:
             raise UserError("needs a summary file to rewrite (--summary)", param="summary_every")
+        if fileio.is_stream(opts.summary):  # a reader would get one summary after another
+            raise UserError(
+                f"needs a file to rewrite; --summary {opts.summary} is standard output, a device "
+                "or a pipe (the summary is written there once, at the end)",
+                param="summary_every",
+            )
     if opts.preview_port is not None:
         if not 0 <= int(opts.preview_port) <= 65535:
             raise UserError(f"must be in 0..65535, got {opts.preview_port}", param="preview_port")
