@@ -227,6 +227,13 @@ def test_non_finite_and_negative_options_are_one_line(tmp_path, tiny_model, caps
         (["run", "x.mp4", "--input-rate", "0"], "argument --input-rate: must be in (0, 1000]"),
         (["bench", "x.mp4", "--input-width", "0"], "argument --input-width: must be in 1..16384"),
         (["run", "x.mp4", "--input-flip", "up"], "argument --input-flip: must be one of none,"),
+        # before: an empty output name wrote nothing, silently; classify "" read the whole cwd;
+        # bench --json - made a file named "-", --frames had no bound (a clip filling the disk)
+        (["run", "x.mp4", "--events", ""], "argument --events: is empty"),
+        (["run", "x.mp4", "--out", " "], "argument --out: is empty"),
+        (["classify", ""], "an empty IMAGE name"),
+        (["bench", "--synthetic", "64x48", "--json", "-"], "--json -: the table goes to"),
+        (["bench", "--synthetic", "64x48", "--frames", "99999999"], "--frames must be <= 100,000"),
     ],
 )
 def test_usage_mistakes_are_one_line(capsys, argv, words):

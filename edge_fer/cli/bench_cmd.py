@@ -8,7 +8,14 @@ import tempfile
 from pathlib import Path
 
 from edge_fer.cli.common import quiet_opencv
-from edge_fer.cli.options import DetectorArgs, ModelArgs, SourceArgs, TrackerArgs, run_options
+from edge_fer.cli.options import (
+    DetectorArgs,
+    ModelArgs,
+    SourceArgs,
+    TrackerArgs,
+    output_path,
+    run_options,
+)
 from edge_fer.errors import UserError, warn
 
 DEFAULT_JSON = "benchmarks/results/bench_run.json"
@@ -32,12 +39,15 @@ def register(subparsers) -> None:
     p.add_argument("--frames", type=int, default=300, help="--synthetic: clip length (300)")
     p.add_argument("--queue-size", type=int, default=1,
                    help="frames each queue between stages holds (default 1: lowest latency)")
-    p.add_argument("--json", dest="json_out", default=DEFAULT_JSON, metavar="OUT",
+    p.add_argument("--json", dest="json_out", default=DEFAULT_JSON, metavar="OUT", type=output_path,
                    help=f"where to save the results (default {DEFAULT_JSON})")
     # fmt: on
     for g in GROUPS:
         g.add_to(p)
     p.set_defaults(func=run)
+
+
+MAX_SYNTHETIC_FRAMES = 100_000  # a synthetic clip of 1080p frames this long is gigabytes
 
 
 def run(args) -> int:
@@ -53,6 +63,10 @@ def run(args) -> int:
     for name, value, low in (("--frames", args.frames, 1), ("--queue-size", args.queue_size, 1)):
         if value < low:
             raise UserError(f"{name} must be >= {low}, got {value}")
+    if args.synthetic and args.frames > MAX_SYNTHETIC_FRAMES:  # the clip is written to disk
+        raise UserError(f"--frames must be <= {MAX_SYNTHETIC_FRAMES:,}, got {args.frames}")
+    if args.json_out == "-":  # it made a file named "-"
+        raise UserError("--json -: the table goes to standard output; give --json a file")
     out = Path(args.json_out)
     if str(out) == DEFAULT_JSON:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -333,10 +333,13 @@ MIN_SIDE = 8
 
 def _expand(paths: list[str]) -> list[Path]:
     from edge_fer.data.loaders import IMAGE_EXTS
+    from edge_fer.errors import UserError
     from edge_fer.runtime.sources import has_glob
 
     out: list[Path] = []
     for s in paths:
+        if not s.strip():  # Path("") is ".": the whole working folder was classified
+            raise UserError("an empty IMAGE name; give a file, folder or quoted glob")
         p = Path(s)
         if p.is_dir():
             # hidden files are not faces: macOS leaves ._NAME.jpg metadata beside each photo
@@ -388,9 +391,9 @@ def run_classify(args) -> int:
         from edge_fer.errors import UserError
 
         raise UserError(f"--top must be >= 1, got {args.top}")
+    paths = _expand(args.images)  # a mistake in the names fails before the model loads
     clf = load_classifier(args)
     failed = 0
-    paths = _expand(args.images)
     try:
         for i in range(0, len(paths), args.batch_size):
             chunk = paths[i : i + args.batch_size]

@@ -402,6 +402,14 @@ def stdout_path(path: str | None) -> str | None:
     return "/dev/stdout" if path == "-" else path
 
 
+def output_path(text: str) -> str:
+    """An output's name as argparse type: an empty one was taken as not given (nothing
+    written, no word)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give a file name (or leave the flag out)")
+    return text
+
+
 class OutputArgs(ArgGroup):
     """Where the results go: annotated video, events, summary, a window, an MJPEG preview."""
 
@@ -409,14 +417,14 @@ class OutputArgs(ArgGroup):
 
     def _add(self, g) -> None:
         # fmt: off
-        g.add_argument("--out", metavar="VIDEO|IMAGE|DIR/",
+        g.add_argument("--out", metavar="VIDEO|IMAGE|DIR/", type=output_path,
                        help="annotated video (.mp4 or .avi); or annotated images: IMAGE (.jpg, "
                        ".png) for one photo, a folder (DIR/) for a folder of photos, each at its "
                        "own size, or a video's frames")
-        g.add_argument("--events", metavar="FILE.jsonl",
+        g.add_argument("--events", metavar="FILE.jsonl", type=output_path,
                        help="JSON Lines, one line per frame with faces (-: standard output; "
                        "the text summary then goes to standard error)")
-        g.add_argument("--summary", metavar="FILE.json",
+        g.add_argument("--summary", metavar="FILE.json", type=output_path,
                        help="write the summary as JSON (-: standard output)")
         g.add_argument("--summary-every", type=float, metavar="S",
                        help="with --summary: rewrite the summary file every S seconds while the "
