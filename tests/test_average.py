@@ -133,6 +133,8 @@ def test_out_never_overwrites_a_checkpoint_nor_lands_on_a_folder(run, tmp_path) 
         ("link.safetensors", "is the same file as a checkpoint (a.safetensors)"),
         ("folder", "--out folder: is a folder"),
         ("afile/x.safetensors", "--out afile/x.safetensors: afile is not a folder"),
+        # before: replaced silently (a run's best.safetensors)
+        ("afile", "--out afile: exists; pass --force to replace it"),
     ]
     for name, needle in cases:
         p = run_cli("average", "a.safetensors", "b.safetensors", "--out", name, "--faces", "16",

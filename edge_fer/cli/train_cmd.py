@@ -177,6 +177,7 @@ def register(sub) -> None:
         help="un-augmented training faces the batch-norm statistics are measured on",
     )
     a.add_argument("--threads", type=thread_count, default=0, help="torch threads (0: its default)")
+    a.add_argument("--force", action="store_true", help="replace an existing --out file")
     a.set_defaults(func=run_average)
 
 
@@ -187,6 +188,15 @@ def run_average(args) -> int:
         from edge_fer.train.average import average_checkpoints
     except ImportError as exc:
         raise UserError(f"averaging needs the train extra: pip install 'edge-fer[train]' ({exc})")
+    from pathlib import Path
+
+    from edge_fer.fileio import check_collisions
+
+    check_collisions([("--out", args.out)], [("a checkpoint", c) for c in args.checkpoints])
+    if Path(args.out).is_file() and not args.force:  # a run's best.safetensors was replaced
+        raise UserError(
+            f"--out {args.out}: exists; pass --force to replace it, or give another name"
+        )
     rep = average_checkpoints(
         args.checkpoints,
         args.out,
