@@ -234,6 +234,9 @@ def test_non_finite_and_negative_options_are_one_line(tmp_path, tiny_model, caps
         (["classify", ""], "an empty IMAGE name"),
         (["bench", "--synthetic", "64x48", "--json", "-"], "--json -: the table goes to"),
         (["bench", "--synthetic", "64x48", "--frames", "99999999"], "--frames must be <= 100,000"),
+        # before: an IsADirectoryError traceback, and an opset refused only after the training
+        (["eval", "--data", "/", "--layout", "fer2013-csv"], "/: a folder; the fer2013-csv"),
+        (["qat", "--data", "/", "--out", "/nonexistent/q", "--opset", "999"], "--opset must be in"),
     ],
 )
 def test_usage_mistakes_are_one_line(capsys, argv, words):

@@ -315,8 +315,10 @@ def run_qat(args) -> int:
     fcfg = _configs(args)
     from edge_fer.errors import UserError
 
-    if args.opset < 13:
-        raise UserError("--opset must be >= 13 for QuantizeLinear/DequantizeLinear")
+    if not 13 <= args.opset <= 23:  # checked before the fine-tuning, not by the export after it
+        raise UserError(
+            f"--opset must be in 13..23 (QuantizeLinear/DequantizeLinear need 13), got {args.opset}"
+        )
     out, src, data, faces = _prepare(args, fcfg)
     res = qat(src, data, qcfg, fcfg, out, check_faces=faces, opset=args.opset)
     base = _source_onnx(src, out, faces)

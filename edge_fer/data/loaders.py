@@ -299,6 +299,9 @@ def _load_jaffe(p: Path, size, skip_bad) -> FaceSet:
 def _load_csv(p: Path, split: str, size, skip_bad) -> FaceSet:
     usages = SPLITS[split]
     out = _Faces(size, skip_bad)
+    if not p.is_file():  # --layout fer2013-csv forced on a folder (or a missing file)
+        what = "a folder" if p.is_dir() else "no such file"
+        raise UserError(f"{p}: {what}; the fer2013-csv layout reads one CSV file (fer2013.csv)")
     with open(p, newline="", encoding="utf-8-sig") as fh:
         reader = csv.reader(fh)
         header = next(reader, None)
