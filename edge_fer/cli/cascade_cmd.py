@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import sys
 from pathlib import Path
 
@@ -260,6 +261,15 @@ def run_eval(args) -> int:
         args.cascade = str(path)
     if not 0.0 < args.iou <= 1.0:  # NaN too: recall 0 at every rate otherwise
         raise UserError(f"--iou must be in (0, 1], got {args.iou}")
+    if not 0.0 < args.val_fraction < 1.0:
+        raise UserError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
+    if args.limit < 0:  # -1 dropped the last image
+        raise UserError(f"--limit must be >= 0 (0: all), got {args.limit}")
+    if args.speed_images < 0:
+        raise UserError(f"--speed-images must be >= 0 (0: skip), got {args.speed_images}")
+    bad = [v for v in parse_list(args.fppi, float) if not 0 < v < math.inf]
+    if bad:  # a row "at -1 FP/img" was printed
+        raise UserError(f"--fppi rates must be > 0 and finite, got {bad[0]}")
     ref_path = _resolve(args.reference, SHARED_FACEFINDER)
     bg_dir = _resolve(args.backgrounds, SHARED_BACKGROUNDS)
     # the JSON and the card were written over whatever they named: the ground truth, a photo,
