@@ -250,6 +250,8 @@ class Classifier(Closing):
         if x.shape[0] == 0:
             return np.zeros((0, len(self.classes)), np.float32)
         x = x.astype(np.float32, copy=False)
+        if not np.isfinite(x).all():  # else the model's NaN output was blamed on its weights
+            raise UserError("input has NaN or infinite values", param="x")
         return np.concatenate(
             [self.infer(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         )

@@ -99,6 +99,11 @@ class PreprocessSpec:
 
 
 def to_gray(img: np.ndarray) -> np.ndarray:
+    if not isinstance(img, np.ndarray):  # a file name given for a crop: AttributeError before
+        raise UserError(
+            f"expected an image as a numpy array, got {type(img).__name__}; read files first "
+            "(cv2.imread)"
+        )
     if img.ndim == 2:
         g = img
     elif img.ndim == 3 and img.shape[2] == 1:

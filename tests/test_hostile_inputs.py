@@ -634,6 +634,10 @@ def test_predict_takes_one_crop_alone_and_refuses_pixels_it_would_clip() -> None
             with pytest.raises(UserError) as e:
                 clf.predict([face], batch_size=size)
             assert e.value.param == "batch_size"
+        with pytest.raises(UserError, match="expected an image as a numpy array, got str"):
+            clf.predict(["face.jpg"])  # an AttributeError before
+        with pytest.raises(UserError, match="input has NaN"):  # not "its weights are broken"
+            clf.predict_array(np.full((2, 1, 48, 48), np.nan, np.float32))
 
 
 def test_a_named_pipe_as_a_model_file_is_one_line_not_a_hang(tmp_path, capsys) -> None:
