@@ -81,6 +81,15 @@ def test_bad_options_are_one_line_before_anything(capsys, faces, tmp_path, flags
     assert not out.exists()  # nothing made
 
 
+def test_a_diverging_run_stops_with_one_line(capsys, faces, tmp_path) -> None:
+    """--lr 1e30: the loss became NaN, the run went on and saved NaN weights as its best."""
+    out = tmp_path / "run"
+    rc, lines = _train(capsys, faces, out, "--epochs", 2, "--lr", "1e30")
+    err = [ln for ln in lines if "error" in ln]
+    assert rc == 2 and len(err) == 1 and "the training diverged in epoch 1" in err[0], lines
+    assert not (out / "best.safetensors").exists()
+
+
 def test_epochs_zero_is_refused_also_on_resume(capsys, faces, tmp_path) -> None:
     out = tmp_path / "run"
     rc, lines = _train(capsys, faces, out, "--epochs", 1)

@@ -441,6 +441,13 @@ def predict(
     return np.concatenate(out) if out else np.zeros((0, len(spec.classes)), np.float32)
 
 
+def _diverged(epoch: int, cfg: TrainConfig, what: str) -> UserError:
+    return UserError(
+        f"the training diverged in epoch {epoch + 1} ({what}); lower the learning rate "
+        f"(--lr {cfg.lr:g}) and start again; the checkpoints saved before this epoch are kept"
+    )
+
+
 def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = None) -> dict:
     """Train; with `resume`, continue the run in cfg.out with its saved settings.
 
@@ -613,7 +620,11 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
 
             logits, loss = train_step(model, opt, x, lr, loss_of)
             state["step"] += 1
-            tot_loss += float(loss.detach()) * len(y)
+            step_loss = float(loss.detach())
+            if not math.isfinite(step_loss):  # the weights are NaN from here: nothing to save
+                bar.close()
+                raise _diverged(epoch, cfg, f"loss {step_loss}")
+            tot_loss += step_loss * len(y)
             tot_ok += int((logits.argmax(1) == y).sum())
             seen += len(y)
             bar.postfix(f"loss {tot_loss / seen:.3f}, acc {tot_ok / seen:.3f}")
@@ -622,6 +633,8 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
         if cfg.precise_bn:
             precise_bn(model, tr_imgs, spec, device, cfg.precise_bn, cfg.seed)
         probs = predict(model, va_imgs, spec, device)
+        if not np.isfinite(probs).all():  # the last step's update broke the weights
+            raise _diverged(epoch, cfg, "the held-out predictions are NaN")
         rep = classification_report(probs, val_set.labels, classes)
         val_loss = mean_nll(probs, val_set.labels)
         row = log_row(epoch + 1, lr, tot_loss / seen, tot_ok / seen, val_loss, rep, t0)
