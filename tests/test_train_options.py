@@ -96,6 +96,12 @@ def test_epochs_zero_is_refused_also_on_resume(capsys, faces, tmp_path) -> None:
     assert rc == 0, lines
     rc, lines = _train(capsys, faces, out, "--resume", "--epochs", 0)
     assert rc == 2 and len(lines) == 1 and "--epochs must be >= 1" in lines[0], lines
+    argv = ["train", "--arch", "vgg", "--data", str(faces), "--out", str(out), "--resume"]
+    from edge_fer.cli.main import main
+
+    assert main(argv) == 2  # before: "resuming" the cnn4 run, the --arch given ignored
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "--arch is 'vgg', but the run in" in lines[0], lines
     rc, lines = _train(capsys, faces, out, "--resume", "--epochs", 2)
     ends = [ln for ln in lines if re.match(r"epoch +\d+/\d+  loss", ln)]  # an epoch's result
     assert rc == 0 and len(ends) == 1, lines

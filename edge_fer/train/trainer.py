@@ -460,6 +460,12 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
     if resume and last.exists():
         saved = read_state(last).get("config")
         if saved:
+            if saved.get("arch") and cfg.arch and cfg.arch != saved["arch"]:  # it was ignored
+                raise UserError(
+                    f"is {cfg.arch!r}, but the run in {out} trains {saved['arch']!r}; resume it "
+                    f"with --arch {saved['arch']}, or start another run with another --out",
+                    param="arch",
+                )
             cfg = TrainConfig(**saved)  # the original run's settings win on resume
             if epochs_override is not None:
                 cfg.epochs = epochs_override
