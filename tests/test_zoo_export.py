@@ -51,3 +51,28 @@ def test_a_fresh_zoo_model_tells_faces_apart(arch) -> None:
     with torch.no_grad():
         logits = net(torch.randn(32, 1, size, size))
     assert float(logits.std(0).mean()) > 0.05, arch
+
+
+@pytest.mark.parametrize("arch", ["mini_xception", "mobilenet"])
+def test_an_exported_model_is_rebuilt_in_torch(arch, tmp_path) -> None:
+    """`prune`/`qat --model X.onnx` rebuild the torch model from the graph. mini_xception's
+    blocks define their shortcut before their main path, and the weights were matched in the
+    module tree's order: "conv weight ... is (8, 1, 3, 3), the layer expects (16, 8, 1, 1)"."""
+    import cv2
+
+    from edge_fer.export.onnx import export_checkpoint
+    from edge_fer.export.onnx_import import torch_model_from_onnx
+    from edge_fer.train.trainer import TrainConfig, train
+
+    rng = np.random.default_rng(0)
+    data = tmp_path / "faces"
+    for cls in ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral"):
+        (data / cls).mkdir(parents=True)
+        for i in range(3):
+            cv2.imwrite(str(data / cls / f"f{i}.png"), rng.integers(0, 255, (48, 48), np.uint8))
+    run = tmp_path / "run"
+    train(TrainConfig(arch=arch, data=str(data), out=str(run), epochs=1, batch_size=8,
+                      threads=1, max_batches=1, precise_bn=0))  # fmt: skip
+    export_checkpoint(run / "best.safetensors", tmp_path / "m.onnx", check=False)
+    _model, spec, meta = torch_model_from_onnx(tmp_path / "m.onnx")  # checks parity itself
+    assert meta["edge_fer.arch"] == arch and spec.input_size == 48

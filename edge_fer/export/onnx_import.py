@@ -56,8 +56,7 @@ def torch_model_from_onnx(path: str | os.PathLike, check: bool = True):
     nodes = [n for n in proto.graph.node if n.op_type in ("Conv", "Gemm", "MatMul")]
     convs = [n for n in nodes if n.op_type == "Conv"]
     fcs = [n for n in nodes if n.op_type != "Conv"]
-    t_convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-    t_fcs = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    t_convs, t_fcs = _layers_in_call_order(model, spec)
     if len(convs) != len(t_convs) or len(fcs) != len(t_fcs):
         raise UserError(
             f"{p}: graph has {len(convs)} convolutions and {len(fcs)} dense layers, "
@@ -112,6 +111,35 @@ def torch_model_from_onnx(path: str | os.PathLike, check: bool = True):
     if check:
         _check_parity(model, p, spec, meta)
     return model, spec, meta
+
+
+def _layers_in_call_order(model, spec: PreprocessSpec) -> tuple[list, list]:
+    """The model's convolutions and dense layers in the order a forward pass calls them, which
+    is the order of the exported graph's nodes. The module tree's order differs where a block
+    defines its shortcut before its main path (mini_xception), and the weights went to the
+    wrong layers (refused: shapes differ)."""
+    import torch
+
+    called: list = []
+    hooks = [
+        m.register_forward_hook(lambda mod, _i, _o: called.append(mod))
+        for m in model.modules()
+        if isinstance(m, (torch.nn.Conv2d, torch.nn.Linear))
+    ]
+    try:
+        was = model.training
+        model.eval()
+        with torch.no_grad():
+            model(torch.zeros(1, spec.channels, spec.input_size, spec.input_size))
+        model.train(was)
+    finally:
+        for h in hooks:
+            h.remove()
+    seen: set = set()
+    order = [m for m in called if not (id(m) in seen or seen.add(id(m)))]
+    convs = [m for m in order if isinstance(m, torch.nn.Conv2d)]
+    fcs = [m for m in order if isinstance(m, torch.nn.Linear)]
+    return convs, fcs
 
 
 def _with_input_size(arch: str, kwargs: dict, size: int) -> dict:
