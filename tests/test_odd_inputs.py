@@ -236,6 +236,8 @@ def test_non_finite_and_negative_options_are_one_line(tmp_path, tiny_model, caps
         (["bench", "--synthetic", "64x48", "--frames", "99999999"], "--frames must be <= 100,000"),
         # before: an IsADirectoryError traceback, and an opset refused only after the training
         (["eval", "--data", "/", "--layout", "fer2013-csv"], "/: a folder; the fer2013-csv"),
+        # before: "iou (the overlap that groups windows) must be ...", not the flag
+        (["run", "/dev/null", "--cluster-iou", "nan"], "--cluster-iou must be in [0, 1), got nan"),
         (["eval-detector", "--boxes", "b.txt", "--fppi", "-1"], "--fppi rates must be > 0"),
         (["eval-detector", "--boxes", "b.txt", "--limit", "-1"], "--limit must be >= 0"),
         (["eval-detector", "--data", "d", "--val-fraction", "2"], "--val-fraction must be in"),

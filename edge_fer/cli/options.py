@@ -279,7 +279,7 @@ _SOURCE_FLAGS = {"width": "--input-width", "height": "--input-height", "fps": "-
 _SOURCE_KINDS = {"file": "a video file (it plays at its own size and rate)",
                  "network": "a network stream (the sender sets size and rate)",
                  "gstreamer": "a GStreamer pipeline (set it in the pipeline's caps)",
-                 "images": "images (each is read at its own size)",
+                 "images": "images (each is read as it is: its own size, not flipped)",
                  "camera": "a camera"}  # fmt: skip
 
 

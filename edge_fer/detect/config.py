@@ -450,6 +450,8 @@ def resolve(
     if isinstance(angle, (list, tuple)):
         angle = tuple(angle)
     _check_sizes(o.min_size, o.max_size)
+    if o.cluster_iou is not None and not 0.0 <= o.cluster_iou < 1.0:  # NaN too
+        raise UserError(f"must be in [0, 1), got {o.cluster_iou}", param="cluster_iou")
     if o.upscale_interpolation not in ("auto", *INTERPOLATIONS):  # else it failed on a frame
         raise UserError(
             f"must be auto, {', '.join(INTERPOLATIONS)}; got {o.upscale_interpolation!r}",
