@@ -63,7 +63,7 @@ def build_grid(
     s = F32(min_size)
     # No window wider than the frame has a position; stopping there keeps a huge (or inf in
     # float32) max_size from looping forever while leaving the scanned sizes unchanged.
-    smax = min(F32(max_size), F32(max(nrows, ncols)))
+    smax = F32(min(float(max_size), float(max(nrows, ncols))))
     sf = F32(scale_factor)
     st = F32(stride_factor)
     sizes: list[np.float32] = []
