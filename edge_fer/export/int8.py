@@ -140,13 +140,7 @@ def check_int8_out(
     from edge_fer.quantize.pipeline import check_earlier_outputs
 
     check_earlier_outputs(out_dir, force)
-    there = [n for n in REPORT_NAMES if (Path(out_dir) / n).is_file()]
-    if there and not force:
-        raise UserError(
-            f"is needed to replace the report in {out_dir} ({', '.join(there)}); "
-            "or pick another folder",
-            param="force",
-        )
+    check_earlier_outputs(out_dir, force, REPORT_NAMES, "the report")
     if eval_split is not None and eval_split not in SPLITS:
         raise UserError(
             f"unknown split {eval_split!r}; choose one of {', '.join(SPLITS)}", param="eval_split"

@@ -48,13 +48,19 @@ OUT_NAMES = (QDQ_NAME, CPU_NAME, CACHE_NAME, REPORT_NAME, IDS_NAME, HIST_NAME)  
 TARGET_CHOICES = ("tensorrt", "cpu", "both")
 
 
-def check_earlier_outputs(out_dir: str | os.PathLike, force: bool) -> None:
-    """UserError (param `force`) when `out_dir` holds an earlier calibration's files (a cache a
-    deployment reads, a model already benchmarked) and `force` is off."""
-    there = [n for n in OUT_NAMES if (Path(out_dir) / n).is_file()]
+def check_earlier_outputs(
+    out_dir: str | os.PathLike,
+    force: bool,
+    names: tuple[str, ...] = OUT_NAMES,
+    what: str = "the earlier calibration",
+) -> None:
+    """UserError (param `force`) when `out_dir` holds files of `names` (by default an earlier
+    calibration's: a cache a deployment reads, a model already benchmarked) and `force` is
+    off."""
+    there = [n for n in names if (Path(out_dir) / n).is_file()]
     if there and not force:
         raise UserError(
-            f"is needed to replace the earlier calibration in {out_dir} ({', '.join(there)}); "
+            f"is needed to replace {what} in {out_dir} ({', '.join(there)}); "
             "or pick another folder",
             param="force",
         )
