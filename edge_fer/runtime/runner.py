@@ -150,10 +150,9 @@ def _annotated_output(opts: RunOptions, spec) -> tuple[str | None, dict]:
 
 def run_inputs(opts: RunOptions, spec) -> list[tuple[str, str]]:
     """The files a run reads, as (name, path): the source when it is a file (or the images of a
-    folder or glob), the model, the cascade and its
-    settings file, the verifier. Outputs are checked against these before anything is opened;
-    a default that cannot be resolved is left to the loader to report. `spec` None: no source
-    yet (a clip the caller makes)."""
+    folder or glob), the model, the cascade and its settings file, the verifier. Outputs are
+    checked against these before anything is opened; a default that cannot be resolved is left
+    to the loader to report. `spec` None: no source yet (a clip the caller makes)."""
     from edge_fer.detect.config import CascadeSettings
     from edge_fer.runtime.sources import list_images
 
