@@ -21,6 +21,7 @@ from edge_fer.backends import Backend, create_backend
 from edge_fer.backends.base import Closing
 from edge_fer.errors import UserError, reported
 from edge_fer.fileio import read_head
+from edge_fer.limits import check_count
 from edge_fer.preprocess import PreprocessSpec
 from edge_fer.tta import check_mode, merge, views
 
@@ -98,16 +99,6 @@ def sniff_model_file(path: Path) -> None:
             f"{path}: is a safetensors training checkpoint, not an ONNX model; "
             f"convert it with `edge-fer export --checkpoint {path} --out MODEL.onnx`"
         )
-
-
-def check_batch_size(batch_size) -> None:
-    """UserError naming `batch_size` unless it is an integer >= 1 (0 looped for ever)."""
-    if (
-        isinstance(batch_size, bool)
-        or not isinstance(batch_size, (int, np.integer))
-        or batch_size < 1
-    ):
-        raise UserError(f"must be an integer >= 1, got {batch_size!r}", param="batch_size")
 
 
 class Classifier(Closing):
@@ -213,7 +204,7 @@ class Classifier(Closing):
     def predict(self, faces, batch_size: int = 256) -> np.ndarray:
         """uint8 face crops (list or array; gray HxW or BGR HxWx3, any size) -> (N, C) probs.
         One crop alone (a 2-D array, or HxWx3/4) is one face: (1, C)."""
-        check_batch_size(batch_size)
+        check_count(batch_size, "batch_size")  # 0 looped for ever
         if isinstance(faces, np.ndarray) and (
             faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (3, 4))
         ):  # iterating it would make a "face" of each row
@@ -246,7 +237,7 @@ class Classifier(Closing):
             raise UserError(
                 f"input of shape {tuple(x.shape)} does not fit the model's (N, {c}, {s}, {s})"
             )
-        check_batch_size(batch_size)
+        check_count(batch_size, "batch_size")  # 0 looped for ever
         if x.shape[0] == 0:
             return np.zeros((0, len(self.classes)), np.float32)
         x = x.astype(np.float32, copy=False)

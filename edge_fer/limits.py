@@ -16,6 +16,18 @@ MAX_IMAGE_PIXELS = 100_000_000
 MAX_THREADS = 256
 
 
+def check_count(value, param: str, lowest: int = 1) -> int:
+    """`value` as an integer >= `lowest` (a count of frames, faces, samples; a seed); a
+    UserError naming `param` otherwise (NaN, 2.5 or True failed later, in numpy or OpenCV)."""
+    from numbers import Integral
+
+    from edge_fer.errors import UserError
+
+    if isinstance(value, bool) or not isinstance(value, Integral) or value < lowest:
+        raise UserError(f"must be an integer >= {lowest}, got {value!r}", param=param)
+    return int(value)
+
+
 def check_threads(value, param: str = "threads", *, zero: str | None = "the default") -> int:
     """`value` as a thread count in 1..MAX_THREADS, or 0 where `zero` says what 0 means (None:
     0 is not allowed); a UserError naming `param` otherwise."""

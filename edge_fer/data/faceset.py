@@ -16,6 +16,15 @@ SPLITS = {
 }
 
 
+def check_split(split, param: str | None = None) -> None:
+    """UserError unless `split` is one of SPLITS (checked where a command starts, before any
+    work, and where a dataset is loaded)."""
+    from edge_fer.errors import UserError
+
+    if split not in SPLITS:
+        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}", param=param)
+
+
 @dataclass
 class FaceSet:
     """Grayscale faces: images (N, H, W) uint8, labels (N,) int64 into `classes`."""

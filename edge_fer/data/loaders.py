@@ -25,7 +25,7 @@ import numpy as np
 
 from edge_fer import fileio
 from edge_fer import labels as L
-from edge_fer.data.faceset import SPLITS, FaceSet
+from edge_fer.data.faceset import SPLITS, FaceSet, check_split
 from edge_fer.errors import UserError, warn
 from edge_fer.imageio import read_or_none
 
@@ -92,8 +92,7 @@ def load_dataset(
 ) -> FaceSet:
     """Load a dataset; `split` selects FER2013 splits (other layouts: all images)."""
     p = Path(path)
-    if split not in SPLITS:
-        raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    check_split(split)
     layout = layout or detect_layout(p)
     key = f"{p.resolve()}|{split}|{size}|{layout}|{skip_bad}|{classes}|{_stamp(p)}"
     cache_file = _cache_dir() / (hashlib.sha1(key.encode()).hexdigest()[:16] + ".npz")

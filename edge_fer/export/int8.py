@@ -136,15 +136,13 @@ def check_int8_out(
     """What `export_int8` would refuse after minutes of work, checked first: an earlier
     calibration or report in `out_dir` without `force` (a pruning run's report was replaced),
     an evaluation split or dataset that cannot be read (the calibration was left behind)."""
-    from edge_fer.data.faceset import SPLITS
+    from edge_fer.data.faceset import check_split
     from edge_fer.quantize.pipeline import check_earlier_outputs
 
     check_earlier_outputs(out_dir, force)
     check_earlier_outputs(out_dir, force, REPORT_NAMES, "the report")
-    if eval_split is not None and eval_split not in SPLITS:
-        raise UserError(
-            f"unknown split {eval_split!r}; choose one of {', '.join(SPLITS)}", param="eval_split"
-        )
+    if eval_split is not None:
+        check_split(eval_split, "eval_split")
     if eval_data is not None and not Path(eval_data).exists():
         raise UserError(f"{eval_data}: no such dataset", param="eval_data")
 

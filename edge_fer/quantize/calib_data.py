@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_fer.errors import UserError
+from edge_fer.limits import check_count
 from edge_fer.preprocess import DEFAULT_CROP_MARGIN, PreprocessSpec
 
 MIN_FACES = 100
@@ -137,8 +138,9 @@ def from_dataset(
     skip_bad: skip (and count) unreadable images instead of refusing the dataset."""
     from edge_fer.data import load_dataset
 
-    _check_counts(samples=samples, size=size)
-    _check_counts(lowest=0, seed=seed)  # numpy's generator takes no negative seed
+    check_count(samples, "samples")
+    check_count(size, "size")
+    check_count(seed, "seed", lowest=0)  # numpy's generator takes no negative seed
     fs = load_dataset(path, split, size=size, layout=layout, skip_bad=skip_bad, cache=cache)
     if ids is not None:  # an earlier calibration set, by its ids
         where = {i: k for k, i in enumerate(fs.ids)}
@@ -180,14 +182,6 @@ def aligned_for(faces: CalibFaces, spec: PreprocessSpec) -> CalibFaces:
         f"({int(found.sum())}/{len(faces)} eyes found, the rest as cropped)"
     )
     return replace(faces, images=images, aligned=True, notes=faces.notes + [note])
-
-
-def _check_counts(lowest: int = 1, **values) -> None:
-    """UserError naming the parameter unless each value is an integer >= `lowest` (NaN or 2.5
-    samples, frames or pixels failed later, in OpenCV or numpy, with their tracebacks)."""
-    for name, v in values.items():
-        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < lowest:
-            raise UserError(f"must be an integer >= {lowest}, got {v!r}", param=name)
 
 
 @dataclass
@@ -238,11 +232,12 @@ def from_source(
     from edge_fer.runtime.sources import open_source, parse_source
 
     opts = detect or DetectOptions()
-    _check_counts(samples=samples, size=size)
-    _check_counts(lowest=0, seed=seed)  # numpy's generator takes no negative seed
-    _check_counts(every=opts.every)
+    check_count(samples, "samples")
+    check_count(size, "size")
+    check_count(seed, "seed", lowest=0)  # numpy's generator takes no negative seed
+    check_count(opts.every, "every")
     if opts.max_frames is not None:
-        _check_counts(lowest=0, max_frames=opts.max_frames)
+        check_count(opts.max_frames, "max_frames", lowest=0)
     if not 0 <= margin < math.inf:  # NaN too
         raise UserError(f"must be >= 0 and finite, got {margin}", param="margin")
     where = parse_source(str(source))

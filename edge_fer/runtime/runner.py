@@ -19,7 +19,7 @@ from edge_fer import fileio
 from edge_fer.detect.config import DetectorOptions
 from edge_fer.detect.factory import DetectorPicker
 from edge_fer.errors import UserError
-from edge_fer.limits import check_threads
+from edge_fer.limits import check_count, check_threads
 from edge_fer.runtime.scenecut import SCENE_CUT_THRESHOLD
 from edge_fer.runtime.tracker import TrackerOptions
 
@@ -207,9 +207,8 @@ def run_inputs(opts: RunOptions, spec) -> list[tuple[str, str]]:
 def check_run_options(opts: RunOptions) -> None:
     """UserError (naming the parameter) for a value no run can use; nothing is opened. Called
     by `run_video`, and by `run --demo` before it makes its clip."""
-    mf = opts.max_frames
-    if mf is not None and (isinstance(mf, bool) or not isinstance(mf, int) or mf < 0):
-        raise UserError(f"must be an integer >= 0, got {mf}", param="max_frames")
+    if opts.max_frames is not None:
+        check_count(opts.max_frames, "max_frames", lowest=0)
     if opts.pace is not None and not 0.01 <= opts.pace <= 1000:  # NaN too; 1e-9 waited for ever
         raise UserError(f"must be in [0.01, 1000] frames a second, got {opts.pace}", param="pace")
     t = opts.tracker
@@ -225,9 +224,7 @@ def check_run_options(opts: RunOptions) -> None:
             raise UserError(f"must be {rule}, got {getattr(t, name)}", param=name)
     if not 0.0 < opts.smoothing <= 1.0:
         raise UserError(f"must be in (0, 1], got {opts.smoothing}", param="smoothing")
-    ce = opts.classify_every
-    if isinstance(ce, bool) or not isinstance(ce, int) or ce < 1:
-        raise UserError(f"must be an integer >= 1, got {ce}", param="classify_every")
+    check_count(opts.classify_every, "classify_every")
     if opts.scene_cut is not None and not 0 <= opts.scene_cut < math.inf:
         raise UserError(
             f"must be >= 0 and finite (0: off), got {opts.scene_cut}", param="scene_cut"
