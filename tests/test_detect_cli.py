@@ -174,6 +174,10 @@ def test_draw_one_file_and_a_directory(capsys, tmp_path: Path) -> None:
     assert sorted(p.name for p in outdir.iterdir()) == [MARKER, IMG2.name, IMG1.name]
     rc, _, err = run_cli(capsys, IMG1, IMG2, "--cascade", FACEFINDER, "--draw", outdir)
     assert rc == 0, err  # its own folder (the marker): drawn again
+    (outdir / "mine.jpg").write_bytes(b"my own photo")  # put into it since: refused
+    rc, _, err = run_cli(capsys, IMG1, IMG2, "--cascade", FACEFINDER, "--draw", outdir)
+    assert rc == 2 and err.count("\n") == 1 and "mine.jpg came from elsewhere or" in err, err
+    (outdir / "mine.jpg").unlink()
     # a folder of the user's files: refused, as run --out DIR/ refuses it (it was overwritten)
     mine = tmp_path / "mine"
     mine.mkdir()

@@ -103,6 +103,28 @@ def test_annotated_images_never_replace_the_users_files(photos, tmp_path, capsys
     assert sorted(p.name for p in mine.iterdir()) == ["a.jpg"]
 
 
+def test_an_earlier_runs_folder_with_a_file_put_into_it_is_refused(photos, tmp_path, capsys):
+    # the marker lists what runs wrote; before, any file in a marked folder was written over
+    out = tmp_path / "annotated"
+    events, summary = out / "events.jsonl", out / "summary.json"
+    argv = ["run", str(photos), "--out", f"{out}/", "--quiet"]
+    rc, _, err = _run(argv, capsys)
+    assert rc == 0, err
+    # the run's own events and summary in the folder are its own too: the folder stays reusable
+    more = argv + ["--events", str(events), "--summary", str(summary)]
+    for _ in range(2):
+        rc, _, err = _run(more, capsys)
+        assert rc == 0, err
+    assert events.stat().st_size > 0 and summary.stat().st_size > 0
+    (out / "b.png").unlink()
+    (out / "b.png").write_bytes(b"my own picture")  # the user's, under a name a run writes
+    (out / "notes.txt").write_text("mine")
+    rc, _, err = _run(argv, capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "b.png, notes.txt came from elsewhere or changed since" in err, err
+    assert (out / "b.png").read_bytes() == b"my own picture"
+
+
 def test_no_output_named_like_anything_replaces_a_photo_through_a_link(photos, tmp_path, capsys):
     """A summary or events file linked (symbolic or hard) to one of the photos: the photos were
     listed for the collision check only when an output was named like an image."""

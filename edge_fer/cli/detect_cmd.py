@@ -179,11 +179,11 @@ def _draw_target(out: str | None, ninputs: int) -> Path | None:
 
 
 def _make_draw_dir(p: Path) -> None:
-    from edge_fer.runtime.image_out import MARKER
+    from edge_fer.runtime.image_out import claim
 
     try:
         p.mkdir(parents=True, exist_ok=True)
-        (p / MARKER).touch()  # ours: a later detect or run may draw here again
+        claim(p, "")  # ours: a later detect or run may draw here again
     except OSError as exc:
         raise UserError(f"cannot create --draw directory {p}: {exc.strerror or exc}") from None
 
@@ -247,6 +247,7 @@ def _emit(record: dict) -> None:
 def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None) -> bool:
     """Detect on one image; True when it turned out to be a truncated video."""
     from edge_fer.imageio import imwrite
+    from edge_fer.runtime.image_out import claim
     from edge_fer.runtime.sources import load_image  # run's checks: header size, limits, any name
     from edge_fer.runtime.tracker import outermost
 
@@ -266,7 +267,11 @@ def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
     if args.draw:
         out = _draw_path(args, draw_dir, path, video=False)
         try:  # encoded in memory and saved atomically: any file name, no half-written image
+            if draw_dir is not None:
+                claim(draw_dir, out.name)
             imwrite(out, _draw(color, faces))
+            if draw_dir is not None:
+                claim(draw_dir, out.name, written=True)
         except ValueError as exc:
             raise UserError(f"--draw {out}: {exc}") from None
         except OSError as exc:
@@ -282,6 +287,7 @@ def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
     Frames the decoder rejects are skipped and counted, and the file is checked against the
     frame count its header declares: each problem is one warning line on stderr.
     """
+    from edge_fer.runtime.image_out import claim
     from edge_fer.runtime.sinks import VideoSink
     from edge_fer.runtime.tracker import outermost
 
@@ -303,8 +309,10 @@ def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
             if args.draw:
                 if sink is None:  # written beside its target, put in place when complete
                     h, w = frame.shape[:2]
-                    sink = VideoSink(_draw_path(args, draw_dir, path, video=True),
-                                     src.fps or 25.0, (w, h))  # fmt: skip
+                    target = _draw_path(args, draw_dir, path, video=True)
+                    if draw_dir is not None:
+                        claim(draw_dir, target.name)
+                    sink = VideoSink(target, src.fps or 25.0, (w, h))
                 sink.write(_draw(frame, faces))
     except BaseException:
         if sink is not None:

@@ -6,9 +6,10 @@ size; as images each keeps its own. What `--out` is follows from its name: a vid
 a video (`sinks.VideoSink`), an image extension one image, a folder (existing, or written with a
 trailing slash) a folder of images.
 
-A folder is written only when it is new, empty, or holds an earlier run's annotated images (its
-marker file, `MARKER`, says so): a folder of the user's own files is refused, so no photo of
-theirs is replaced by one of the same name. Each image is written atomically
+A folder is written only when it is new, empty, or holds an earlier run's annotated images and
+nothing else: its marker file, `MARKER`, lists every name a run wrote there, and a file the
+list does not name (a photo the user put there) makes the folder refused, so no file of theirs is
+replaced by one of the same name. Each image is written atomically
 (`edge_fer.imageio.imwrite`): an interrupted run leaves complete images only.
 """
 
@@ -61,9 +62,64 @@ def planned_names(photos: Sequence[str], folder: str | os.PathLike) -> dict[str,
     return out
 
 
+def written_names(folder: str | os.PathLike) -> dict[str, tuple[int, int] | None] | None:
+    """What the marker of `folder` lists (None: no marker): each name a run wrote there, with
+    the size and modification time (ns) it left the file with, where it recorded them."""
+    try:
+        text = (Path(folder) / MARKER).read_text(encoding="utf-8", errors="replace")
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        raise UserError(f"{folder}: cannot read {MARKER}: {os_error_reason(exc)}") from None
+    out: dict[str, tuple[int, int] | None] = {}
+    for line in text.splitlines():
+        name, *stat = line.split("\t")
+        if not name:
+            continue
+        try:  # the last line for a name holds its latest write
+            out[name] = (int(stat[0]), int(stat[1])) if len(stat) == 2 else out.get(name)
+        except ValueError:
+            out[name] = None
+    return out
+
+
+def claim(folder: str | os.PathLike, name: str, written: bool = False) -> None:
+    """Mark `folder` as written by edge-fer and list `name` in its marker: before the file is
+    written (a run that stops between the two leaves a name without a file, which is harmless),
+    and with `written` once it is, with its size and time, so that a file put there under the
+    same name since is not taken for ours."""
+    line = name
+    if name and written:
+        st = (Path(folder) / name).stat()
+        line = f"{name}\t{st.st_size}\t{st.st_mtime_ns}"
+    with open(Path(folder) / MARKER, "a", encoding="utf-8") as f:
+        if line:
+            f.write(line + "\n")
+
+
+def _foreign(folder: Path, ours: dict[str, tuple[int, int] | None]) -> list[str]:
+    """The files of `folder` that no run wrote, or that changed since one did."""
+    out = []
+    for p in folder.iterdir():
+        if p.name == MARKER:
+            continue
+        if p.name not in ours:
+            out.append(p.name)
+            continue
+        stat = ours[p.name]
+        if stat is not None:
+            try:
+                st = p.stat()
+            except OSError:
+                continue
+            if (st.st_size, st.st_mtime_ns) != stat:
+                out.append(p.name)
+    return sorted(out)
+
+
 def check_folder(folder: str | os.PathLike) -> Path:
     """UserError unless `folder` can hold the annotated images: new (its parent exists), empty,
-    or an earlier run's (its marker)."""
+    or an earlier run's holding only what its marker lists."""
     f = Path(folder)
     if f.exists() and not f.is_dir():
         raise UserError(f"{f}: exists and is not a folder", param="out")
@@ -78,10 +134,21 @@ def check_folder(folder: str | os.PathLike) -> Path:
         return f
     if not os.access(f, os.W_OK | os.X_OK):
         raise UserError(f"{f}: not writable (permission denied)", param="out")
-    if not (f / MARKER).exists() and any(f.iterdir()):
+    ours = written_names(f)
+    if ours is None and any(f.iterdir()):
         raise UserError(
             f"{f}: holds other files; give a new or empty folder for the annotated images (an "
             "earlier run's folder is reused)",
+            param="out",
+        )
+    foreign = _foreign(f, ours or {})
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (
+            f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
+        )
+        raise UserError(
+            f"{f}: an earlier run's folder, but {shown} came from elsewhere or changed since; "
+            f"move {'it' if len(foreign) == 1 else 'them'} out or give a new or empty folder",
             param="out",
         )
     return f
@@ -107,18 +174,28 @@ class AnnotatedImages:
         folder: str | os.PathLike | None = None,
         single: str | os.PathLike | None = None,
         names: dict[str, Path] | None = None,
+        also: Sequence[str | os.PathLike | None] = (),
     ) -> None:
+        """also: the run's other outputs (events, summary); those it writes into `folder` are
+        listed in the marker too, so that a later run may write the folder again."""
         if (folder is None) == (single is None):
             raise ValueError("give folder or single")
         self.path = Path(folder if folder is not None else single)  # type: ignore[arg-type]
         self.folder = folder is not None
         self.names = dict(names or {})
         self.frames = 0
+        self._claimed: set[str] = set()
         if self.folder:
             check_folder(self.path)
             try:
                 self.path.mkdir(exist_ok=True)
-                (self.path / MARKER).touch()
+                claim(self.path, "")
+                self._claimed = set(written_names(self.path) or ())
+                for other in also:
+                    if other and os.path.realpath(Path(other).parent) == os.path.realpath(
+                        self.path
+                    ):
+                        self._claim(Path(other).name)
             except OSError as exc:
                 raise UserError(
                     f"cannot create --out folder {self.path}: {os_error_reason(exc)}"
@@ -133,10 +210,19 @@ class AnnotatedImages:
             return self.names[source_path]
         return self.path / f"frame_{index:06d}.jpg"
 
+    def _claim(self, name: str) -> None:
+        if name not in self._claimed:
+            claim(self.path, name)
+            self._claimed.add(name)
+
     def write(self, image: np.ndarray, path: str | None = None, index: int = 0) -> None:
         out = self._target(path, index)
         try:
+            if self.folder:
+                self._claim(out.name)
             imageio.imwrite(out, image)
+            if self.folder:
+                claim(self.path, out.name, written=True)
         except ValueError as exc:  # no encoder for the name's extension
             raise UserError(f"--out {out}: {exc}") from None
         except OSError as exc:

@@ -359,7 +359,8 @@ def _run_video(
         if out_kind == "video":  # a temporary file until the run ends (VideoSink)
             sinks.video = VideoSink(opts.out, source.fps or 25.0, (source.width, source.height))
         elif out_kind == "folder":
-            sinks.video = AnnotatedImages(folder=opts.out, names=out_names)
+            also = (opts.events, opts.summary)
+            sinks.video = AnnotatedImages(folder=opts.out, names=out_names, also=also)
         elif out_kind == "image":
             sinks.video = AnnotatedImages(single=opts.out)
         if opts.events:  # opened when the run starts (EventsSink.start)
