@@ -32,7 +32,8 @@ def cpu_name() -> str:
     "AMD EPYC", which named both a Zen 1 without VNNI and a Zen 4 with it (timings 2-3x apart)."""
     name = _first(_cpuinfo(), "model name") or platform.processor() or platform.machine()
     try:
-        import llvmlite.binding as llvm  # numba's compiler: installed with edge-fer
+        # numba's compiler, installed with edge-fer (no type stubs)
+        import llvmlite.binding as llvm  # type: ignore[import-untyped]
 
         arch = llvm.get_host_cpu_name()
     except Exception:  # noqa: BLE001 - optional detail; any failure leaves the name alone
