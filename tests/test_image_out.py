@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -55,6 +56,10 @@ def test_a_folder_of_photos_is_annotated_photo_by_photo(photos, tmp_path, capsys
         assert not np.array_equal(annotated, cv2.imread(str(photos / src)))  # boxes drawn
     s = json.loads(summary.read_text())
     assert s["outputs"]["annotated"] == str(out) and s["faces"] >= 3
+    # which annotated file is which photo's (names may gain _2 or another extension)
+    made_from = {Path(f["path"]).name: Path(f["annotated"]).name for f in s["images"]}
+    assert made_from == {"a.jpg": "a.jpg", "b.png": "b.png", "c.pgm": "c.png"}
+    assert all(Path(f["annotated"]).parent == out for f in s["images"])
     # an earlier run's folder (its marker) is written again
     rc, _, err = _run(argv, capsys)
     assert rc == 0, err

@@ -215,7 +215,8 @@ class AnnotatedImages:
             claim(self.path, name)
             self._claimed.add(name)
 
-    def write(self, image: np.ndarray, path: str | None = None, index: int = 0) -> None:
+    def write(self, image: np.ndarray, path: str | None = None, index: int = 0) -> Path:
+        """Write one annotated frame (the photo `path`, or frame `index`); returns its file."""
         out = self._target(path, index)
         try:
             if self.folder:
@@ -228,6 +229,7 @@ class AnnotatedImages:
         except OSError as exc:
             raise UserError(f"cannot write --out {out}: {os_error_reason(exc)}") from None
         self.frames += 1
+        return out
 
     def close(self) -> None:
         """Every image was complete when written: nothing to finalise."""

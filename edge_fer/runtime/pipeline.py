@@ -611,12 +611,13 @@ class Pipeline:
                 rec["path"] = item.path
             rec["faces"] = item.faces
             s.events.write(rec)
+        annotated = None  # the annotated copy's file, for a photo written as an image
         if s.needs_annotation:
             from edge_fer.runtime.sinks import annotate
 
             frame = annotate(item.image, item.faces)
             if s.video is not None:
-                s.video.write(frame, item.path, item.index)
+                annotated = s.video.write(frame, item.path, item.index)
             if s.preview is not None:
                 s.preview.write(frame)
             if s.window is not None:
@@ -644,6 +645,7 @@ class Pipeline:
                         "path": item.path,
                         "faces": len(item.faces),
                         "labels": [f.get("label") for f in item.faces],
+                        **({"annotated": str(annotated)} if annotated is not None else {}),
                     }
                 )
             else:
