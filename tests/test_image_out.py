@@ -150,3 +150,11 @@ def test_names_that_repeat_get_a_number():
         "out/X_3.JPG",
         "out/y.png",
     ]
+
+
+def test_annotated_frames_to_standard_output_or_a_device(photos, capsys):
+    # before: "unsupported container (none); use ... or -/ for a folder", a folder named "-"
+    for out in ("-", "/dev/null"):
+        rc, _, err = _run(["run", str(photos), "--out", out, "--quiet"], capsys)
+        assert rc == 2 and err.count("\n") == 1, err
+        assert "is a device, pipe or standard output" in err and f"{out}/" not in err, err

@@ -161,16 +161,17 @@ class VideoSink:
         self.codec = None
         self._tmp: Path | None = None
         ext = self.path.suffix.lower()
+        # before the container check, which would suggest "/dev/null/" or "-/" as a folder
+        if fileio.is_stream(self.path) or os.fspath(path) == "-":
+            raise UserError(
+                f"video {self.path}: is a device, pipe or standard output; annotated frames "
+                "need a video file or a folder (DIR/); leave --out out to write none"
+            )
         if ext not in _CODECS:
             folder = "" if ext else f", or {self.path}/ for a folder of annotated images"
             raise UserError(
                 f"video {self.path}: unsupported container {ext or '(none)'}; "
                 f"use one of {', '.join(_CODECS)}{folder}"
-            )
-        if fileio.is_stream(self.path):
-            raise UserError(
-                f"video {self.path}: is a device, pipe or standard output, not a file; a "
-                "video needs a file (leave --out out to write none)"
             )
         self.target = Path(os.path.realpath(self.path)) if self.path.is_symlink() else self.path
         self.fps = float(fps) if fps and fps > 0 else 25.0
