@@ -367,3 +367,30 @@ def test_sizes_that_can_find_nothing_are_one_line(capsys, tmp_path: Path, flags,
     cv2.imwrite(str(img), np.zeros((64, 64), np.uint8))
     rc, out, err = run_cli(capsys, img, *flags)
     assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1 and words in err, err
+
+
+@needs_shared
+def test_draw_gray_formats_as_png_and_a_trailing_slash_is_a_folder(capsys, tmp_path: Path) -> None:
+    # before: a .pgm photo stopped the run after it was scanned ("no image encoder"), and
+    # --draw d/ for one video was refused as a video without a container
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    cv2.imwrite(str(shots / "a.pgm"), cv2.imread(str(IMG1), cv2.IMREAD_GRAYSCALE))
+    (shots / "b.jpg").write_bytes(IMG2.read_bytes())
+    drawn = tmp_path / "drawn"
+    rc, _, err = run_cli(capsys, shots, "--cascade", FACEFINDER, "--draw", drawn)
+    assert rc == 0, err
+    assert sorted(p.name for p in drawn.iterdir()) == [MARKER, "a.png", "b.jpg"]
+    assert cv2.imread(str(drawn / "a.png")).shape[2] == 3
+    rc, _, err = run_cli(capsys, IMG1, "--cascade", FACEFINDER, "--draw", tmp_path / "x.pgm")
+    assert rc == 2 and err.count("\n") == 1 and ".pgm holds gray only" in err, err
+    clips = tmp_path / "clips"
+    rc, _, err = run_cli(capsys, VIDEO, "--cascade", FACEFINDER, "--draw", f"{clips}/")
+    assert rc == 0, err
+    assert sorted(p.name for p in clips.iterdir()) == [MARKER, VIDEO.stem + ".avi"]
+    # the video is listed with its size and time: a file put there under its name since is not
+    # taken for ours (before, it was written over)
+    (clips / (VIDEO.stem + ".avi")).write_bytes(b"my own video")
+    rc, _, err = run_cli(capsys, VIDEO, "--cascade", FACEFINDER, "--draw", f"{clips}/")
+    assert rc == 2 and "changed since" in err, err
+    assert (clips / (VIDEO.stem + ".avi")).read_bytes() == b"my own video"

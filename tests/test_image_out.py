@@ -158,3 +158,39 @@ def test_annotated_frames_to_standard_output_or_a_device(photos, capsys):
         rc, _, err = _run(["run", str(photos), "--out", out, "--quiet"], capsys)
         assert rc == 2 and err.count("\n") == 1, err
         assert "is a device, pipe or standard output" in err and f"{out}/" not in err, err
+
+
+def test_the_marker_is_never_written_through_a_link_nor_named_as_an_output(
+    photos, tmp_path, capsys
+):
+    # before: a marker linked to a file outside had the run's names appended to that file
+    precious = tmp_path / "precious.txt"
+    precious.write_text("my notes\n")
+    linked = tmp_path / "linked"
+    linked.mkdir()
+    (linked / MARKER).symlink_to(precious)
+    rc, _, err = _run(["run", str(photos), "--out", f"{linked}/", "--quiet"], capsys)
+    assert rc == 2 and err.count("\n") == 1 and "is a link or not a plain file" in err, err
+    assert precious.read_text() == "my notes\n" and sorted(os.listdir(linked)) == [MARKER]
+    # before: the summary replaced the marker, and the next run refused the folder
+    out = tmp_path / "out"
+    out.mkdir()
+    for flag in ("--summary", "--events"):
+        argv = ["run", str(photos), "--out", f"{out}/", flag, str(out / MARKER), "--quiet"]
+        rc, _, err = _run(argv, capsys)
+        assert rc == 2 and err.count("\n") == 1 and f"{flag} " in err and "lists what" in err
+
+
+def test_a_photo_whose_name_is_not_utf8_is_annotated(photos, tmp_path, capsys):
+    # before: the whole run stopped ("'utf-8' codec can't encode") when listing it
+    src = tmp_path / "odd"
+    src.mkdir()
+    odd = os.fsdecode(b"bad\xff.jpg")
+    (src / odd).write_bytes((photos / "a.jpg").read_bytes())
+    (src / "ok.jpg").write_bytes((photos / "a.jpg").read_bytes())
+    out = tmp_path / "annotated"
+    argv = ["run", str(src), "--out", f"{out}/", "--quiet"]
+    for _ in range(2):  # and the folder is reused
+        rc, _, err = _run(argv, capsys)
+        assert rc == 0, err
+    assert sorted(os.listdir(out)) == sorted([MARKER, odd, "ok.jpg"])

@@ -27,6 +27,7 @@ from runtime_helpers import count_frames
 
 from edge_fer.cli.main import main
 from edge_fer.errors import UserError
+from edge_fer.runtime.image_out import MARKER
 
 
 def _strict(text: str):
@@ -478,6 +479,18 @@ def test_events_leave_out_a_non_finite_record_and_go_on(tmp_path):
     assert sink.dropped == 2 and len(warnings) == 1 and "NaN" in warnings[0]
 
 
+def test_demo_dir_of_the_users_files_is_refused(tmp_path, capsys):
+    # before: the demo's summary, events, video and clip replaced same-named files of the user's
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "summary.json").write_text("USER")
+    rc = main(["run", "--demo", "--demo-dir", str(d), "--max-frames", "2", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and err.count("\n") == 1 and "--demo-dir" in err and "holds other" in err
+    assert [p.name for p in d.iterdir()] == ["summary.json"]
+    assert (d / "summary.json").read_text() == "USER"
+
+
 # ---- signals, from a real child process -------------------------------------------------------
 
 
@@ -489,6 +502,7 @@ def test_signal_during_startup(sig, code, tmp_path):
     d.mkdir()
     (d / "events.jsonl").write_text('{"old": 1}\n')
     (d / "annotated.mp4").write_bytes(b"old video")
+    (d / MARKER).write_text("events.jsonl\nannotated.mp4\n")  # an earlier demo's folder
     proc = spawn_cli("run", "--demo", "--demo-dir", d, cwd=tmp_path)
 
     def clip_made() -> bool:
@@ -526,3 +540,7 @@ def test_signal_mid_run(sig, code, tmp_path):
     assert len(_read_jsonl(events)) == s["frames_with_faces"] > 0
     assert count_frames(out) == s["frames"]  # finalised, every frame in it
     assert _leftovers(tmp_path) == []
+    # the tracks hold the frames output, no more (before: the frames still in flight too)
+    last = max(e["frame"] for e in _read_jsonl(events))
+    assert s["tracks"] and max(t["last_frame"] for t in s["tracks"]) <= last
+    assert s["track_count"] == len(s["tracks"]) + s["tracks_omitted"]

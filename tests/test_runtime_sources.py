@@ -106,6 +106,13 @@ def test_parse_gstreamer_pipeline():
         ("rtsp://", "no host"),
         (None, "source must be a file, .* got NoneType"),  # before: "empty source"
         (1.5, "source must be a file, .* got float"),
+        # before: tracebacks from OpenCV (a C int) and from urllib
+        ("2147483648", r"camera index 2147483648 is out of range .*write \./2147483648"),
+        ("v4l2://9999999999999", "camera index 9999999999999 is out of range"),
+        ("csi://99999", "camera index 99999 is out of range"),
+        ("http://[::1", "not a valid URI"),
+        ("rtsp://[zz]/x", "not a valid URI"),
+        ("http://h:99999/x", "not a valid URI"),
     ],
 )
 def test_parse_errors(uri, msg):

@@ -175,7 +175,9 @@ def _draw_target(out: str | None, ninputs: int) -> Path | None:
     if out is None:
         return None
     p = Path(out)
-    return p if ninputs > 1 or p.is_dir() else None
+    # a trailing slash names a folder, as for run --out DIR/ (before, a video "DIR" was refused)
+    folder = str(out).endswith(("/", os.sep))
+    return p if ninputs > 1 or p.is_dir() or folder else None
 
 
 def _make_draw_dir(p: Path) -> None:
@@ -189,8 +191,10 @@ def _make_draw_dir(p: Path) -> None:
 
 
 def _draw_path(args: argparse.Namespace, draw_dir: Path | None, src: Path, video: bool) -> Path:
+    from edge_fer.runtime.image_out import annotated_name
+
     if draw_dir is not None:
-        return draw_dir / (src.stem + (".avi" if video else src.suffix or ".png"))
+        return draw_dir / (src.stem + ".avi" if video else annotated_name(src))
     return Path(args.draw)
 
 
@@ -221,6 +225,10 @@ def _check_draw_outputs(args: argparse.Namespace, draw_dir: Path | None, paths) 
                 )
             drawn[key] = src
             outputs.append(("--draw", out))
+            if not video:
+                from edge_fer.runtime.image_out import check_colour_name
+
+                check_colour_name(out, "--draw")
             if not video and not _has_encoder(out):
                 raise UserError(f"--draw {out}: no image encoder for the extension "
                                 f"{out.suffix or '(none)'!r}; use .png or .jpg")  # fmt: skip
@@ -322,6 +330,8 @@ def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
         src.close()
     if sink is not None:
         sink.close()
+        if draw_dir is not None:  # its size and time: a file put there since is not ours
+            claim(draw_dir, sink.path.name, written=True)
     if nframes == 0:
         raise _BadInput(f"cannot decode {path}: no frames could be read")
     sys.stdout.flush()

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -77,8 +78,22 @@ def _run(args, guard) -> int:
         check_run_options(options.run_options(args, str(clip_path), GROUPS))
         check_collisions([("--out", args.out), ("--events", args.events),
                           ("--summary", args.summary)], [("the demo clip", clip_path)])  # fmt: skip
+        # as run --out DIR/: new, empty or an earlier demo's, so no file of the user's is
+        # replaced by one of the demo's (its marker lists what the demos wrote there)
+        from edge_fer.runtime import image_out
+
+        try:
+            if out_dir.exists():  # else made with its parents below
+                image_out.check_folder(out_dir, "the demo's clip and outputs")
+        except UserError as exc:
+            raise UserError(f"--demo-dir {exc.message}") from None
+        ours = [clip_path] + [Path(p) for p in (args.out, args.events, args.summary)]
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
+            listed = image_out.written_names(out_dir) or {}
+            for p in ours:
+                if p.name not in listed and os.path.realpath(p.parent) == os.path.realpath(out_dir):
+                    image_out.claim(out_dir, p.name)
         except OSError as exc:
             raise UserError(f"--demo-dir {out_dir}: cannot create it ({exc.strerror})") from None
         from edge_fer.runtime.demo import write_demo_clip

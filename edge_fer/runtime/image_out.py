@@ -45,15 +45,32 @@ def out_kind(out: str | os.PathLike | None) -> str | None:
     return "video"
 
 
+def annotated_name(photo: str | os.PathLike) -> str:
+    """The name of a photo's annotated (colour) copy: its own, or .png for a format that holds
+    no colour image (.pgm, .pbm) or has no encoder (.pnm, .ppm)."""
+    p = Path(photo)
+    return p.stem + (p.suffix if p.suffix.lower() in _KEEP_EXTS else ".png")
+
+
+def check_colour_name(path: str | os.PathLike, flag: str) -> None:
+    """UserError for an annotated image named with an extension that cannot hold colour."""
+    ext = Path(path).suffix.lower()
+    if ext in (".pgm", ".pbm"):
+        raise UserError(
+            f"{flag} {path}: annotated images are in colour, and {ext} holds gray only; "
+            "use .png or .jpg"
+        )
+
+
 def planned_names(photos: Sequence[str], folder: str | os.PathLike) -> dict[str, Path]:
     """Where each photo's annotated copy goes in `folder`: its own name, with _2, _3 ... for
     names that repeat (a recursive glob's `a/x.jpg` and `b/x.jpg`)."""
     taken: set[str] = set()
     out: dict[str, Path] = {}
     for p in photos:
-        stem, ext = Path(p).stem, Path(p).suffix.lower()
-        ext = Path(p).suffix if ext in _KEEP_EXTS else ".png"
-        name, k = f"{stem}{ext}", 1
+        name = annotated_name(p)
+        stem, ext = Path(name).stem, Path(name).suffix
+        k = 1
         while name.lower() in taken:
             k += 1
             name = f"{stem}_{k}{ext}"
@@ -65,8 +82,13 @@ def planned_names(photos: Sequence[str], folder: str | os.PathLike) -> dict[str,
 def written_names(folder: str | os.PathLike) -> dict[str, tuple[int, int] | None] | None:
     """What the marker of `folder` lists (None: no marker): each name a run wrote there, with
     the size and modification time (ns) it left the file with, where it recorded them."""
+    marker = Path(folder) / MARKER
+    if marker.is_symlink() or (marker.exists() and not marker.is_file()):
+        # a run appends to it: through a link it would write into some other file
+        raise UserError(f"{marker}: is a link or not a plain file; not a folder a run wrote")
     try:
-        text = (Path(folder) / MARKER).read_text(encoding="utf-8", errors="replace")
+        # names as the file system gives them (undecodable bytes kept as surrogates)
+        text = marker.read_text(encoding="utf-8", errors="surrogateescape")
     except FileNotFoundError:
         return None
     except OSError as exc:
@@ -92,7 +114,9 @@ def claim(folder: str | os.PathLike, name: str, written: bool = False) -> None:
     if name and written:
         st = (Path(folder) / name).stat()
         line = f"{name}\t{st.st_size}\t{st.st_mtime_ns}"
-    with open(Path(folder) / MARKER, "a", encoding="utf-8") as f:
+    flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(Path(folder) / MARKER, flags, 0o644)  # never through a link
+    with open(fd, "a", encoding="utf-8", errors="surrogateescape") as f:
         if line:
             f.write(line + "\n")
 
@@ -117,9 +141,9 @@ def _foreign(folder: Path, ours: dict[str, tuple[int, int] | None]) -> list[str]
     return sorted(out)
 
 
-def check_folder(folder: str | os.PathLike) -> Path:
-    """UserError unless `folder` can hold the annotated images: new (its parent exists), empty,
-    or an earlier run's holding only what its marker lists."""
+def check_folder(folder: str | os.PathLike, what: str = "the annotated images") -> Path:
+    """UserError unless `folder` can hold `what`: new (its parent exists), empty, or an
+    earlier run's holding only what its marker lists."""
     f = Path(folder)
     if f.exists() and not f.is_dir():
         raise UserError(f"{f}: exists and is not a folder", param="out")
@@ -137,7 +161,7 @@ def check_folder(folder: str | os.PathLike) -> Path:
     ours = written_names(f)
     if ours is None and any(f.iterdir()):
         raise UserError(
-            f"{f}: holds other files; give a new or empty folder for the annotated images (an "
+            f"{f}: holds other files; give a new or empty folder for {what} (an "
             "earlier run's folder is reused)",
             param="out",
         )
@@ -155,6 +179,12 @@ def check_folder(folder: str | os.PathLike) -> Path:
 
 
 FRAME_NAME = re.compile(r"frame_\d{6,}\.jpg")  # a video's annotated frames (_target)
+
+
+def is_marker(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether `path` is (or would be) the marker of `folder`."""
+    p = Path(path)
+    return p.name == MARKER and os.path.realpath(p.parent) == os.path.realpath(folder)
 
 
 def is_frame_name(path: str | os.PathLike, folder: str | os.PathLike) -> bool:

@@ -68,7 +68,8 @@ class _Item:
     detections: int = 0
     tracks: list = field(default_factory=list)  # confirmed tracks matched in this frame
     dead: list = field(default_factory=list)  # ids of tracks that died at this frame
-    faces: list = field(default_factory=list)  # output records
+    probs: dict = field(default_factory=dict)  # track index -> the classifier's output
+    faces: list = field(default_factory=list)  # output records (made when it is emitted)
     cut: bool = False  # the first frame of a new scene
     path: str | None = None  # the file it came from (image sources)
 
@@ -359,6 +360,8 @@ class Pipeline:
         self.images = getattr(getattr(source, "spec", None), "kind", None) == "images"
         self.files: list[dict] = []
         self.files_omitted = 0
+        self.track_count = 0  # tracks reported (the tracker's may include frames not emitted)
+        self._live_ids: set[int] = set()  # the reported tracks not yet ended
         self.frames = 0
         self.frames_with_detections = 0
         self.frames_with_faces = 0
@@ -558,37 +561,7 @@ class Pipeline:
             for k, item in enumerate(batch):
                 item.ms["crop"] = per_crop
                 item.ms["classify"] = per_cls
-                for j, tr in enumerate(item.tracks):
-                    tid, box, score = tr[:3]
-                    match = _held(tr)
-                    face = {
-                        "track": int(tid),
-                        "box": [round(float(v), 1) for v in box],
-                        "score": round(float(score), 2),
-                    }
-                    if match is not None:  # followed, not detected: the label is held
-                        face["held"] = True
-                        face["match"] = round(float(match), 3)
-                    p = p_of.get((k, j))
-                    s = None
-                    if p is not None and not np.isfinite(p).all():
-                        self._nonfinite(1, "classifier outputs")
-                        # the face is reported, unclassified on this frame
-                    elif p is not None:
-                        s = self.smoother.update(tid, p, item.index, item.t)
-                    elif self.classifier is not None:  # held, or not this face's frame
-                        held = match is not None
-                        s = self.smoother.carry(tid, item.index, item.t, held=held)
-                    if s is not None:
-                        top = int(np.argmax(s))
-                        face["label"] = self.smoother._name(top)
-                        face["conf"] = round(float(s[top]), 4)
-                        face["probs"] = {
-                            self.smoother._name(c): round(float(v), 4) for c, v in enumerate(s)
-                        }
-                    item.faces.append(face)
-                for tid in item.dead:
-                    self.smoother.drop(tid)
+                item.probs = {j: p for (kk, j), p in p_of.items() if kk == k}
                 self._put(self.q_out, item)
 
     def _classify_now(self, tid: int, frame: int) -> bool:
@@ -602,8 +575,48 @@ class Pipeline:
         return True
 
     # ---- sinks (main thread) ----------------------------------------------------------------
+    def _faces(self, item: _Item) -> None:
+        """The item's output records, its tracks' labels smoothed over the frames. Done as it
+        is emitted, so that the summary's tracks count only frames that were output (a run
+        stopped by a signal drops the frames still in flight)."""
+        for j, tr in enumerate(item.tracks):
+            tid, box, score = tr[:3]
+            if int(tid) not in self._live_ids:
+                self._live_ids.add(int(tid))
+                self.track_count += 1
+            match = _held(tr)
+            face = {
+                "track": int(tid),
+                "box": [round(float(v), 1) for v in box],
+                "score": round(float(score), 2),
+            }
+            if match is not None:  # followed, not detected: the label is held
+                face["held"] = True
+                face["match"] = round(float(match), 3)
+            p = item.probs.get(j)
+            sm = None
+            if p is not None and not np.isfinite(p).all():
+                self._nonfinite(1, "classifier outputs")
+                # the face is reported, unclassified on this frame
+            elif p is not None:
+                sm = self.smoother.update(tid, p, item.index, item.t)
+            elif self.classifier is not None:  # held, or not this face's frame
+                sm = self.smoother.carry(tid, item.index, item.t, held=match is not None)
+            if sm is not None:
+                top = int(np.argmax(sm))
+                face["label"] = self.smoother._name(top)
+                face["conf"] = round(float(sm[top]), 4)
+                face["probs"] = {
+                    self.smoother._name(c): round(float(v), 4) for c, v in enumerate(sm)
+                }
+            item.faces.append(face)
+        for tid in item.dead:
+            self.smoother.drop(tid)
+            self._live_ids.discard(int(tid))
+
     def _emit(self, item: _Item) -> None:
         t0 = time.perf_counter()
+        self._faces(item)
         s = self.sinks
         if item.faces and s.events is not None:
             rec: dict = {"frame": item.index, "t": round(item.t, 4)}
@@ -873,7 +886,7 @@ class Pipeline:
             "faces": self.faces,
             "held_faces": self.held_faces,
             "detections": self.detections,
-            "track_count": self.tracker.births,
+            "track_count": self.track_count,
             "tracks": tracks,
             "classes": list(self.smoother.classes),
             "tracks_omitted": self.smoother.omitted,

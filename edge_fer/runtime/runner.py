@@ -139,6 +139,8 @@ def _annotated_output(opts: RunOptions, spec) -> tuple[str | None, dict]:
         image_out.check_folder(opts.out)
         photos = list_images(spec) if spec.kind == "images" else []
         return kind, image_out.planned_names(photos, opts.out)
+    if kind == "image":
+        image_out.check_colour_name(opts.out, "--out")
     if kind == "image" and (spec.kind != "images" or len(list_images(spec)) != 1):
         what = "photos" if spec.kind == "images" else "frames"
         raise UserError(
@@ -310,16 +312,21 @@ def _run_video(
         if path and not (what == "video" and out_kind == "folder"):
             check_writable(path, what)
     if out_kind == "folder":  # each annotated photo against every input
-        outputs = outputs[1:] + [("--out", p) for p in out_names.values()]
-        if spec.kind != "images":  # a video's frames: names known only as they come
-            from edge_fer.runtime.image_out import is_frame_name
+        from edge_fer.runtime.image_out import is_frame_name, is_marker
 
-            for flag, path in outputs[:2]:
-                if path and is_frame_name(path, opts.out):
-                    raise UserError(
-                        f"{flag} {path}: --out {opts.out} writes the video's frames under "
-                        "such names; give it another name"
-                    )
+        outputs = outputs[1:] + [("--out", p) for p in out_names.values()]
+        for flag, path in outputs[:2]:
+            if path and is_marker(path, opts.out):
+                raise UserError(
+                    f"{flag} {path}: is the file in which --out {opts.out} lists what runs "
+                    "wrote there; give it another name"
+                )
+            if path and spec.kind != "images" and is_frame_name(path, opts.out):
+                # a video's frames: names known only as they come
+                raise UserError(
+                    f"{flag} {path}: --out {opts.out} writes the video's frames under "
+                    "such names; give it another name"
+                )
     check_collisions(outputs, run_inputs(opts, spec))
     if opts.show:
         from edge_fer.runtime.sinks import gui_available

@@ -271,6 +271,21 @@ def csi_pipeline(
     )
 
 
+MAX_CAMERA_INDEX = 1023  # far above any real device; OpenCV takes a C int
+
+
+def _index(uri: str, digits: str) -> int:
+    """A camera index or sensor id from its digits; UserError past MAX_CAMERA_INDEX (OpenCV
+    raised a traceback for one past a C int)."""
+    n = int(digits)
+    if n > MAX_CAMERA_INDEX:
+        hint = f"; for a file of that name write ./{digits}" if uri == digits else ""
+        raise UserError(
+            f"source {uri!r}: camera index {digits} is out of range (0-{MAX_CAMERA_INDEX}){hint}"
+        )
+    return n
+
+
 def parse_source(
     uri: str | int | os.PathLike,
     *,
@@ -302,12 +317,16 @@ def parse_source(
         return SourceSpec(uri, "gstreamer", pipe, True, "gstreamer", _options(uri, "", **kw))
 
     if re.fullmatch(r"\d+", uri):
-        return SourceSpec(uri, "camera", int(uri), True, "any", _options(uri, "", **kw))
+        return SourceSpec(uri, "camera", _index(uri, uri), True, "any", _options(uri, "", **kw))
 
     m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*)://(.*)$", uri)
     if m and len(m.group(1)) > 1:  # (a one-letter "scheme" is a Windows drive: C://...)
         scheme = m.group(1).lower()
-        parts = urlsplit(uri)
+        try:
+            parts = urlsplit(uri)
+            parts.port  # noqa: B018 - parsed lazily: a bad port or IPv6 address raises here
+        except ValueError as exc:
+            raise UserError(f"source {uri!r}: not a valid URI ({exc})") from None
         if scheme == "file":
             path = unquote(m.group(2).split("?", 1)[0])
             return _path_spec(uri, path, kw)
@@ -315,7 +334,7 @@ def parse_source(
             rest = unquote(m.group(2).split("?", 1)[0])
             opts = _options(uri, parts.query, **kw)
             if re.fullmatch(r"\d+", rest):
-                return SourceSpec(uri, "camera", int(rest), True, "v4l2", opts)
+                return SourceSpec(uri, "camera", _index(uri, rest), True, "v4l2", opts)
             if not rest.startswith("/dev/"):
                 raise UserError(
                     f"source {uri!r}: expected v4l2:///dev/videoN or v4l2://N (a camera index)"
@@ -332,7 +351,9 @@ def parse_source(
             opts.setdefault("height", 720)
             opts.setdefault("fps", 30.0)
             opts.setdefault("flip", 0)
-            pipe = csi_pipeline(int(rest), opts["width"], opts["height"], opts["fps"], opts["flip"])
+            pipe = csi_pipeline(
+                _index(uri, rest), opts["width"], opts["height"], opts["fps"], opts["flip"]
+            )
             return SourceSpec(uri, "csi", pipe, True, "gstreamer", opts)
         if scheme in NETWORK_SCHEMES:
             if not parts.netloc and scheme not in ("udp", "rtp", "srt"):
