@@ -66,8 +66,10 @@ def _train(capsys, faces: Path, out: Path, *flags) -> tuple[int, list[str]]:
         (["--seed", "-1"], "--seed must be >= 0"),
         (["--threads", "-1"], "--threads: expected a number of threads in 0..256"),
         (["--threads", "10000"], "--threads: expected a number of threads in 0..256"),
-        (["--input-size", "0"], "--input-size must be >= 1"),
-        (["--input-size", "4"], "--input-size cnn4 cannot take 4x4 faces"),
+        (["--input-size", "0"], "--input-size must be in 16..512 px"),
+        (["--input-size", "4"], "--input-size must be in 16..512 px"),
+        # before: a 1G-parameter net, ended by the out-of-memory killer after 23 GB
+        (["--input-size", "2000"], "--input-size must be in 16..512 px"),
         (["--arch-kwargs", '{"nope": 1}'], "--arch-kwargs {'nope': 1} do not fit cnn4"),
         (["--arch-kwargs", "[1]"], "--arch-kwargs takes a JSON object"),
         (["--arch-kwargs", "{"], "--arch-kwargs is not JSON"),
