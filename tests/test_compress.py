@@ -500,3 +500,17 @@ def test_distillation_uses_the_teacher(setup) -> None:
     assert no_teacher == pytest.approx(labels, rel=0.1)  # dropout draws differ run to run
     with pytest.raises(UserError):
         FinetuneConfig(distill=1.5).validate()
+
+
+@pytest.mark.parametrize("cmd, name", [("prune", "pruned.onnx"), ("qat", "report.md")])
+def test_cli_out_with_files_of_those_names_needs_force(cmd, name, ckpt, data_dir, tmp_path, capsys):
+    """Before: only a finished run's report.json was protected; a model or notes of the user's
+    under a name the command writes were replaced silently."""
+    out = tmp_path / "misc"
+    out.mkdir()
+    (out / name).write_text("mine")
+    rc = _cli(cmd, "--model", ckpt, "--data", data_dir, "--out", out, *QUICK)
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and f"already holds {name}" in lines[0], lines
+    assert "--force" in lines[0] and [p.name for p in out.iterdir()] == [name]
+    assert (out / name).read_text() == "mine"

@@ -66,6 +66,15 @@ def test_out_work_and_numbers_are_checked_before_any_study(tmp_path, capsys) -> 
         (["grouping", "--out", tmp_path / "d" / "o", "--data", tmp_path / "d"], "--out", "inside"),
         (["grouping", "--out", tmp_path / "o", "--work", tmp_path / "d"], "--work", "inside"),
     ]
+    # another study's report, or a README of the user's (before: replaced with its figures)
+    other, mine = tmp_path / "other", tmp_path / "mine"
+    for folder, text in ((other, "# Study: label grouping\n"), (mine, "# My notes\n")):
+        folder.mkdir()
+        (folder / "README.md").write_text(text)
+    cases += [
+        (["architectures", "--out", other], "--out", "holds the report of the grouping study"),
+        (["compression", "--out", mine], "--out", "a README.md that is not this study's"),
+    ]
     (tmp_path / "d").mkdir()
     for argv, *needles in cases:
         if "--data" not in argv:
@@ -73,6 +82,8 @@ def test_out_work_and_numbers_are_checked_before_any_study(tmp_path, capsys) -> 
         rc, _, err = run(capsys, *argv)
         one_line_error(rc, err, *needles)
     assert afile.read_text() == "keep" and not (tmp_path / "o").exists()
+    assert [p.name for p in other.iterdir()] == ["README.md"] == [p.name for p in mine.iterdir()]
+    assert (mine / "README.md").read_text() == "# My notes\n"
 
 
 @pytest.mark.shared("data/fer2013/train")
@@ -191,6 +202,16 @@ def test_compression_study(tmp_path, capsys) -> None:
     # the pruned model is smaller than the base (structured: 50% of the MACs asked for)
     rows = {ln.split("|")[1].strip(): ln.split("|") for ln in text.splitlines() if "| cnn4" in ln}
     assert float(rows["cnn4 pruned"][7]) < float(rows["cnn4 FP32"][7])  # MMACs
+    # too few faces to calibrate: the FP32 rows and a line saying why (before: a KeyError
+    # traceback, and no report)
+    few = tmp_path / "few"
+    rc, _, err = run(capsys, "compression", "--data", fer, "--out", few,
+                     "--max-train-faces", "50", "--max-test-faces", "0", *TINY)  # fmt: skip
+    assert rc == 0, err
+    text = (few / "README.md").read_text()
+    assert "| cnn4 FP32 |" in text and "| cnn4 pruned |" in text and "INT8 |" not in text
+    assert "no INT8 model (50 training faces to calibrate on" in text
+    assert "--max-train-faces" in text and "--samples" not in text
 
 
 @pytest.mark.shared("data/fer2013/train")

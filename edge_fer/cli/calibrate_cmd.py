@@ -115,6 +115,10 @@ def _faces(args, spec):
                 ids = read_ids(args.ids)
             except OSError as exc:
                 raise UserError(f"--ids {args.ids}: cannot read ({exc.strerror or exc})") from None
+            except UnicodeDecodeError:  # e.g. a model given by mistake: was a traceback
+                raise UserError(
+                    f"--ids {args.ids}: not a text file of ids (one per line, as calib_ids.txt)"
+                ) from None
             if not ids:
                 raise UserError(f"--ids {args.ids}: no ids in the file")
         kw = {"size": spec.input_size, "ids": ids, "skip_bad": args.skip_bad}

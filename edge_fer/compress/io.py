@@ -114,9 +114,21 @@ def check_out_dir(out: Path, force: bool, command: str | None = None, inputs=())
     check_folder(out, "out")
     if command is not None:
         check_collisions([("--out", out / name) for name in OUT_FILES[command]], inputs)
-    if (out / "report.json").exists() and not force:
+    if force:
+        return
+    if (out / "report.json").exists():
         raise UserError(
             f"{out}: already holds a finished run (report.json); "
+            "pick another folder or pass --force",
+            param="out",
+        )
+    # any file the command writes, not only a finished run's report: a model or notes of the
+    # user's under one of those names were replaced silently
+    names = OUT_FILES[command] if command is not None else ()
+    taken = [n for n in names if (out / n).exists() or (out / n).is_symlink()]
+    if taken:
+        raise UserError(
+            f"{out}: already holds {', '.join(taken)}, which this run would replace; "
             "pick another folder or pass --force",
             param="out",
         )

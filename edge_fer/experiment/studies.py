@@ -525,6 +525,29 @@ STUDY_FUNCS = {
 }
 
 
+def _check_report_is_this_studys(out: Path, study: str) -> None:
+    """A study rewrites its own report (a rerun resumes and updates it), never another
+    study's or a README of the user's: before, a second study in the same --out replaced the
+    first one's report and figures."""
+    readme = Path(out) / "README.md"
+    if not readme.is_file():
+        return
+    try:
+        with open(readme, encoding="utf-8", errors="replace") as f:
+            first = f.readline().strip()
+    except OSError:
+        return  # the write reports it
+    titles = {"grouping": "label grouping", "channels": "input channels"}  # their headings
+    if first != f"# Study: {titles.get(study, study)}":
+        names = {f"# Study: {titles.get(k, k)}": k for k in STUDIES}
+        what = (
+            f"the report of the {names[first]} study"
+            if first in names
+            else "a README.md that is not this study's report"
+        )
+        raise UserError(f"{out} holds {what}; give this study another folder", param="out")
+
+
 def run_study(opts: Options) -> Path:
     from edge_fer.train.trainer import check_folder
 
@@ -536,6 +559,7 @@ def run_study(opts: Options) -> Path:
     # half-way through the first variant)
     check_folder(opts.out, "out")
     check_folder(opts.workdir, "work" if opts.work else "out")
+    _check_report_is_this_studys(opts.out, opts.study)
     # Work copies (linked trees, runs) inside a dataset folder would be read back as part of
     # the dataset the next time it is loaded.
     from edge_fer.fileio import inside

@@ -41,8 +41,14 @@ def _calib_faces(sd: StudyData, n: int, seed: int):
 def int8_of(fp32: Path, faces, out_dir: Path) -> Path:
     """The ONNX Runtime CPU INT8 model of `fp32` (reused when newer than it)."""
     from edge_fer.quantize import calibrate
+    from edge_fer.quantize.calib_data import MIN_FACES
     from edge_fer.quantize.pipeline import CPU_NAME
 
+    if len(faces) < MIN_FACES:  # in the study's own terms (calibrate's names --samples)
+        raise UserError(
+            f"{len(faces)} training faces to calibrate on; at least {MIN_FACES} are needed "
+            "(a larger --max-train-faces)"
+        )
     q = out_dir / CPU_NAME
     if q.is_file() and q.stat().st_mtime >= fp32.stat().st_mtime:
         return q
@@ -398,6 +404,8 @@ def study_compression(opts) -> Path:
     rows = []
     for e in entries:
         for prec in ("fp32", "int8"):
+            if prec == "int8" and not e["int8"]:  # too few faces to calibrate: said below
+                continue
             name = e["name"] if prec == "fp32" else e["name"].replace(" FP32", "") + " INT8"
             rows.append(
                 {
@@ -487,6 +495,9 @@ def study_compression(opts) -> Path:
             f"- {r['name']}: {d:+.2f} accuracy points vs FP32{sp}, "
             f"{r['st']['mb']:.2f} MB vs {base['st']['mb']:.2f}."
         )
+    for e in entries:
+        if not e["int8"]:
+            lines.append(f"- {e['name']}: no INT8 model ({e.get('int8_error')}).")
     lines.append(
         f"- the pruned rows trained {b.epochs} more epochs (the fine-tuning after pruning) than "
         "the base: at a short budget that extra training, not the pruning, can explain a gain "

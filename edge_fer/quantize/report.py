@@ -96,7 +96,7 @@ def ids_text(faces) -> str:
 def read_ids(path: str | os.PathLike) -> list[str]:
     """The ids of an ids file (comments and blank lines skipped)."""
     out = []
-    for line in Path(path).read_text().splitlines():
+    for line in Path(path).read_text(encoding="utf-8").splitlines():
         s = line.strip()
         if s and not s.startswith("#"):
             out.append(s)
