@@ -101,8 +101,9 @@ def test_bad_input_is_one_line(run, data, tmp_path) -> None:
                       threads=1, max_batches=1, precise_bn=0))  # fmt: skip
     snap = out / "snapshots" / "epoch_003.safetensors"
     cases = [
+        # the other file named in full (before: a bare "best.safetensors", often itself)
         (["average", str(snap), str(other / "best.safetensors"), "--out", str(tmp_path / "x")],
-         "another architecture"),
+         f"another architecture or preprocessing than {other / 'best.safetensors'}"),
         (["average", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "x")],
          "no such checkpoint"),
         (["average", str(snap), "--out", str(tmp_path / "x"), "--faces", "1"], "--faces"),

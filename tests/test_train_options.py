@@ -107,6 +107,13 @@ def test_epochs_zero_is_refused_also_on_resume(capsys, faces, tmp_path) -> None:
     rc, lines = _train(capsys, faces, out, "--resume", "--epochs", 2)
     ends = [ln for ln in lines if re.match(r"epoch +\d+/\d+  loss", ln)]  # an epoch's result
     assert rc == 0 and len(ends) == 1, lines
+    # settings the resume does not apply are named (before: silently ignored), and a run with
+    # nothing left to train says so
+    rc, lines = _train(capsys, faces, out, "--resume", "--lr", "0.01", "--seed", "7")
+    notes = [ln for ln in lines if "keeps the run's own settings" in ln]
+    assert rc == 0 and len(notes) == 1, lines
+    assert "--lr 0.01 (the run's: 0.05)" in notes[0] and "--seed 7 (the run's: 0)" in notes[0]
+    assert any("has done 2 epochs, its --epochs is 2: nothing to train" in ln for ln in lines)
 
 
 def test_a_run_shortened_on_resume_averages_what_it_has(capsys, faces, tmp_path) -> None:

@@ -105,12 +105,13 @@ def average_checkpoints(
             raise UserError(f"{p}: not an edge-fer training checkpoint", param="checkpoints")
         if any(cfg.get(k) != first.get(k) for k in keys):
             raise UserError(
-                f"{p}: another architecture or preprocessing than {paths[-1].name}",
+                f"{p}: another architecture or preprocessing than {paths[-1]}",
                 param="checkpoints",
             )
         w = read_weights(p)
         if total and (w.keys() != total.keys() or any(w[k].shape != total[k].shape for k in w)):
-            raise UserError(f"{p}: weights do not fit {paths[-1].name}", param="checkpoints")
+            # (the sum so far began with the first checkpoint: name it in full)
+            raise UserError(f"{p}: weights do not fit those of {paths[0]}", param="checkpoints")
         for k, v in w.items():
             if v.is_floating_point():
                 total[k] = total[k] + v.double() if k in total else v.double()

@@ -450,6 +450,31 @@ def _diverged(epoch: int, cfg: TrainConfig, what: str) -> UserError:
     )
 
 
+def _plain(v):
+    """A setting as the run's JSON holds it (tuples are lists there)."""
+    return list(v) if isinstance(v, tuple) else v
+
+
+def _ignored_on_resume(cfg: TrainConfig, saved: dict) -> list[str]:
+    """The settings of `cfg` that differ from the run's (`saved`) and from the defaults, i.e.
+    that were asked for and that a resume does not apply, as "--flag VALUE (the run's: V)"."""
+    from dataclasses import MISSING, fields
+
+    out = []
+    for f in fields(TrainConfig):
+        if f.name in ("arch", "out", "epochs") or f.name not in saved:
+            continue
+        mine = getattr(cfg, f.name)
+        default = f.default if f.default is not MISSING else None
+        if f.default_factory is not MISSING:
+            default = f.default_factory()
+        theirs = saved[f.name]
+        if _plain(mine) == _plain(theirs) or _plain(mine) == _plain(default):
+            continue
+        out.append(f"--{f.name.replace('_', '-')} {mine} (the run's: {theirs})")
+    return out
+
+
 def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = None) -> dict:
     """Train; with `resume`, continue the run in cfg.out with its saved settings.
 
@@ -460,7 +485,8 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
     check_folder(out, "out")
     last = out / "last.safetensors"
     if resume and last.exists():
-        saved = read_state(last).get("config")
+        st = read_state(last)
+        saved = st.get("config")
         if saved:
             if saved.get("arch") and cfg.arch and cfg.arch != saved["arch"]:  # it was ignored
                 raise UserError(
@@ -468,6 +494,10 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
                     f"with --arch {saved['arch']}, or start another run with another --out",
                     param="arch",
                 )
+            ignored = _ignored_on_resume(cfg, saved)
+            if ignored:  # the run's own settings win: say so, as a changed --arch is refused
+                print(f"edge-fer train: --resume keeps the run's own settings; not applied: "
+                      f"{'; '.join(ignored)}", file=sys.stderr)  # fmt: skip
             cfg = TrainConfig(**saved)  # the original run's settings win on resume
             if epochs_override is not None:
                 cfg.epochs = epochs_override
@@ -573,6 +603,10 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
     y_all = torch.from_numpy(train_set.labels)
     sample_p = train_set.balanced_sample_weights() if cfg.balanced_sampling else None
     log_path = start_run_files(out, {**asdict(cfg), **info, "classes": classes})
+    if state["epoch"] >= cfg.epochs:  # (before: silence, and exit 0)
+        print(f"edge-fer train: the run in {out} has done {state['epoch']} epochs, its "
+              f"--epochs is {cfg.epochs}: nothing to train (--resume --epochs N with a larger "
+              "N goes on)", file=sys.stderr)  # fmt: skip
     if state["epoch"] < cfg.epochs:
         print(
             f"training {cfg.arch} ({info['params'] / 1e6:.2f}M parameters) on {len(train_set)} "
