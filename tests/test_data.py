@@ -397,3 +397,20 @@ def test_class_weights_on_fer2013_train() -> None:
     assert w[L.FER2013.index("happy")] == pytest.approx(1 / 7)  # the largest class
     assert w[L.FER2013.index("disgust")] == pytest.approx(n.max() / (7 * n[1]), rel=1e-5)
     assert w.argmax() == L.FER2013.index("disgust")
+
+
+@needs_fer
+def test_fer2013_faces_under_another_vocabulary_are_class_folders(tmp_path) -> None:
+    # before: read as FER2013's layout for their file names, then refused ("unknown class
+    # folder 'contempt'"), and `train` had no --layout to get round it
+    d = tmp_path / "other"
+    copy_faces(d, {"happy": 3, "sad": 3}, keep_names=True)
+    (d / "contempt").mkdir()
+    for f in (d / "sad").iterdir():
+        shutil.copy(f, d / "contempt" / f.name)
+    assert detect_layout(d) == "class-folders"
+    fs = load_dataset(d, "all", cache=False)
+    assert fs.classes == ("contempt", "happy", "sad") and len(fs) == 9
+    # FER2013's own classes keep FER2013's layout
+    shutil.rmtree(d / "contempt")
+    assert detect_layout(d) == "fer2013-folder"

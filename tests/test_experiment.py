@@ -186,6 +186,12 @@ def test_architectures_from_run_folders(tmp_path, capsys) -> None:
     assert not list(runs.glob("cnn4/*.onnx"))  # the run folder is only read
     rc, _, err = run(capsys, "grouping", "--runs", runs, "--data", fer, "--out", out)
     one_line_error(rc, err, "--runs is for the architectures study")
+    # a run of another net under an architecture's name: refused (before: reported under that
+    # name with the other net's figures)
+    shutil.copytree(runs / "cnn4", runs / "mobilenet")
+    rc, _, err = run(capsys, "architectures", "--runs", runs, "--archs", "mobilenet",
+                     "--no-bundled", "--data", fer, "--out", tmp_path / "r2")  # fmt: skip
+    one_line_error(rc, err, "--runs", "holds a 'cnn4' run, not 'mobilenet'")
 
 
 @pytest.mark.shared("data/fer2013/train", "data/fer2013/test")

@@ -74,7 +74,16 @@ def detect_layout(path: Path) -> str:
     if not files:
         raise UserError(f"{path}: no images found")
     names = [p.name for p in files[:200]]
-    if any(n.startswith(_FER_PREFIXES) for n in names):
+    # FER2013 file names, in split folders (train/happy/...) or in folders of FER2013's
+    # classes; FER2013 faces filed directly under another vocabulary (contempt/, ...) are a
+    # dataset of class folders (before: refused as FER2013 with an unknown class folder, and
+    # `train` had no way round it)
+    fer_classes = {L.canonical(c) for c in L.FER2013}
+    folders = {L.canonical(q.parent.name) for q in files[:200] if q.parent != path}
+    split_folders = any(len(q.relative_to(path).parts) >= 3 for q in files[:200])
+    if any(n.startswith(_FER_PREFIXES) for n in names) and (
+        split_folders or folders <= fer_classes
+    ):
         return "fer2013-folder"
     if all(_JAFFE_RE.match(n) for n in names):
         return "jaffe"

@@ -86,6 +86,14 @@ def _run_entries(runs: Path, archs) -> tuple[list[dict], list[str]]:
         if not (run / "best.safetensors").is_file():
             notes.append(f"{a}: no best.safetensors in {run} (not trained, or no epoch yet)")
             continue
+        from edge_fer.train.checkpoint import read_state
+
+        trained = (read_state(run / "best.safetensors").get("config") or {}).get("arch")
+        if trained and trained != a:  # before: reported as `a`, with the other net's figures
+            raise UserError(
+                f"{run} holds a {trained!r} run, not {a!r}: the study reads <runs>/<arch>/",
+                param="runs",
+            )
         out.append({"name": a, "arch": a, "run": run})
     return out, notes
 
