@@ -489,6 +489,17 @@ def test_demo_dir_of_the_users_files_is_refused(tmp_path, capsys):
     assert rc == 2 and err.count("\n") == 1 and "--demo-dir" in err and "holds other" in err
     assert [p.name for p in d.iterdir()] == ["summary.json"]
     assert (d / "summary.json").read_text() == "USER"
+    # a demo's own folder is reused, until a file in it is not the one the demo left
+    demo = tmp_path / "demo"
+    argv = ["run", "--demo", "--demo-dir", str(demo), "--max-frames", "2", "--quiet"]
+    for _ in range(2):
+        assert main(argv) == 0, capsys.readouterr().err
+    capsys.readouterr()
+    (demo / "summary.json").write_text("USER")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "summary.json came from elsewhere or changed since" in err
+    assert (demo / "summary.json").read_text() == "USER"
 
 
 # ---- signals, from a real child process -------------------------------------------------------

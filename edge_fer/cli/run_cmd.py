@@ -88,11 +88,12 @@ def _run(args, guard) -> int:
         except UserError as exc:
             raise UserError(f"--demo-dir {exc.message}") from None
         ours = [clip_path] + [Path(p) for p in (args.out, args.events, args.summary)]
+        in_dir = [p for p in ours if os.path.realpath(p.parent) == os.path.realpath(out_dir)]
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             listed = image_out.written_names(out_dir) or {}
-            for p in ours:
-                if p.name not in listed and os.path.realpath(p.parent) == os.path.realpath(out_dir):
+            for p in in_dir:
+                if p.name not in listed:
                     image_out.claim(out_dir, p.name)
         except OSError as exc:
             raise UserError(f"--demo-dir {out_dir}: cannot create it ({exc.strerror})") from None
@@ -103,6 +104,7 @@ def _run(args, guard) -> int:
               f"{clip['size'][0]}x{clip['size'][1]}; photo: {clip['photo']})",
               file=sys.stderr, flush=True)  # fmt: skip
         source = clip["path"]
+        demo_files = in_dir
     else:
         source = args.source
     opts = options.run_options(args, source, GROUPS)
@@ -117,6 +119,10 @@ def _run(args, guard) -> int:
     if args.json or not (args.quiet or taken):
         _check_stdout_is_no_input(opts)
     result = run_video(opts, signals=guard)
+    if args.demo:  # the demo's files with their size and time: one put there since is not ours
+        for f in demo_files:
+            if f.is_file():
+                image_out.claim(out_dir, f.name, written=True)
     s = result.summary
     if args.json:
         print(fileio.dumps(s))
