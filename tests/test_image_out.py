@@ -194,3 +194,18 @@ def test_a_photo_whose_name_is_not_utf8_is_annotated(photos, tmp_path, capsys):
         rc, _, err = _run(argv, capsys)
         assert rc == 0, err
     assert sorted(os.listdir(out)) == sorted([MARKER, odd, "ok.jpg"])
+
+
+def test_a_write_begun_keeps_the_file_ours(tmp_path):
+    # a run stopped between writing a file and recording its size and time: the bare name
+    # (written before the file) keeps it ours; a recorded write that no longer matches does not
+    from edge_fer.errors import UserError
+    from edge_fer.runtime.image_out import check_folder, written_names
+
+    (tmp_path / "a.jpg").write_bytes(b"new annotation")
+    (tmp_path / MARKER).write_text("a.jpg\t3\t1\na.jpg\n")
+    assert written_names(tmp_path) == {"a.jpg": None}
+    check_folder(tmp_path)
+    (tmp_path / MARKER).write_text("a.jpg\n" + "a.jpg\t3\t1\n")
+    with pytest.raises(UserError, match="a.jpg came from elsewhere or changed since"):
+        check_folder(tmp_path)

@@ -91,10 +91,8 @@ def _run(args, guard) -> int:
         in_dir = [p for p in ours if os.path.realpath(p.parent) == os.path.realpath(out_dir)]
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
-            listed = image_out.written_names(out_dir) or {}
-            for p in in_dir:
-                if p.name not in listed:
-                    image_out.claim(out_dir, p.name)
+            for p in in_dir:  # by name while the demo writes them (a stop mid-way keeps
+                image_out.claim(out_dir, p.name)  # them ours), with size and time after
         except OSError as exc:
             raise UserError(f"--demo-dir {out_dir}: cannot create it ({exc.strerror})") from None
         from edge_fer.runtime.demo import write_demo_clip

@@ -98,8 +98,9 @@ def written_names(folder: str | os.PathLike) -> dict[str, tuple[int, int] | None
         name, *stat = line.split("\t")
         if not name:
             continue
-        try:  # the last line for a name holds its latest write
-            out[name] = (int(stat[0]), int(stat[1])) if len(stat) == 2 else out.get(name)
+        try:  # the last line for a name holds its latest write: a bare name (a write
+            # begun) trusts the file by its name until the write's size and time follow
+            out[name] = (int(stat[0]), int(stat[1])) if len(stat) == 2 else None
         except ValueError:
             out[name] = None
     return out
@@ -214,18 +215,16 @@ class AnnotatedImages:
         self.folder = folder is not None
         self.names = dict(names or {})
         self.frames = 0
-        self._claimed: set[str] = set()
         if self.folder:
             check_folder(self.path)
             try:
                 self.path.mkdir(exist_ok=True)
                 claim(self.path, "")
-                self._claimed = set(written_names(self.path) or ())
-                for other in also:
-                    if other and os.path.realpath(Path(other).parent) == os.path.realpath(
-                        self.path
-                    ):
-                        self._claim(Path(other).name)
+                listed = written_names(self.path) or {}
+                here = os.path.realpath(self.path)
+                for other in (Path(o) for o in also if o):
+                    if os.path.realpath(other.parent) == here and other.name not in listed:
+                        claim(self.path, other.name)
             except OSError as exc:
                 raise UserError(
                     f"cannot create --out folder {self.path}: {os_error_reason(exc)}"
@@ -240,17 +239,12 @@ class AnnotatedImages:
             return self.names[source_path]
         return self.path / f"frame_{index:06d}.jpg"
 
-    def _claim(self, name: str) -> None:
-        if name not in self._claimed:
-            claim(self.path, name)
-            self._claimed.add(name)
-
     def write(self, image: np.ndarray, path: str | None = None, index: int = 0) -> Path:
         """Write one annotated frame (the photo `path`, or frame `index`); returns its file."""
         out = self._target(path, index)
         try:
-            if self.folder:
-                self._claim(out.name)
+            if self.folder:  # before each write: a run stopped within it leaves ours
+                claim(self.path, out.name)
             imageio.imwrite(out, image)
             if self.folder:
                 claim(self.path, out.name, written=True)
