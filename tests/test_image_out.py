@@ -209,3 +209,11 @@ def test_a_write_begun_keeps_the_file_ours(tmp_path):
     (tmp_path / MARKER).write_text("a.jpg\n" + "a.jpg\t3\t1\n")
     with pytest.raises(UserError, match="a.jpg came from elsewhere or changed since"):
         check_folder(tmp_path)
+
+
+def test_an_image_out_is_named_as_one(photos, tmp_path, capsys):
+    # before: "video .../pic.jpg: folder ... does not exist" for an annotated image
+    out = tmp_path / "nodir" / "pic.jpg"
+    rc, _, err = _run(["run", str(photos / "a.jpg"), "--out", str(out), "--quiet"], capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"annotated image {out}: folder" in err and "video" not in err, err

@@ -27,6 +27,8 @@ from edge_fer.runtime.sources import (
         ("clip.mp4", "file", "clip.mp4", False, "ffmpeg"),
         ("file:///data/clip.avi", "file", "/data/clip.avi", False, "ffmpeg"),
         ("file://rel/clip.avi", "file", "rel/clip.avi", False, "ffmpeg"),
+        # RFC 8089's host (before: read as a relative folder "localhost")
+        ("file://localhost/data/clip.avi", "file", "/data/clip.avi", False, "ffmpeg"),
         ("0", "camera", 0, True, "any"),
         ("2", "camera", 2, True, "any"),
         ("v4l2:///dev/video0", "camera", "/dev/video0", True, "v4l2"),

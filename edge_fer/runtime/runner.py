@@ -308,7 +308,8 @@ def _run_video(
     spec = parse_source(opts.source, **opts.source_options)
     out_kind, out_names = _annotated_output(opts, spec)
     outputs = [("--out", opts.out), ("--events", opts.events), ("--summary", opts.summary)]
-    for (_, path), what in zip(outputs, ("video", "events file", "summary")):
+    out_what = "annotated image" if out_kind == "image" else "video"  # (was "video" for both)
+    for (_, path), what in zip(outputs, (out_what, "events file", "summary")):
         if path and not (what == "video" and out_kind == "folder"):
             check_writable(path, what)
     if out_kind == "folder":  # each annotated photo against every input

@@ -329,6 +329,8 @@ def parse_source(
             raise UserError(f"source {uri!r}: not a valid URI ({exc})") from None
         if scheme == "file":
             path = unquote(m.group(2).split("?", 1)[0])
+            if path.lower().startswith("localhost/"):  # file://localhost/abs: RFC 8089's host
+                path = path[len("localhost") :]
             return _path_spec(uri, path, kw)
         if scheme in ("v4l2", "webcam", "camera"):
             rest = unquote(m.group(2).split("?", 1)[0])
