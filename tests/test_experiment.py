@@ -48,6 +48,15 @@ def test_unknown_study_and_bad_flags(tmp_path, capsys) -> None:
     one_line_error(rc, err, "--arch 'x' is not in the zoo")
     rc, _, err = run(capsys, "grouping", "--data", tmp_path / "nope", "--out", tmp_path / "o")
     one_line_error(rc, err, "no such file or folder")
+    # an option of another study (before: ignored without a word)
+    for argv, needle in (
+        (["grouping", "--archs", "cnn4"], "--archs is for the architectures study"),
+        (["compression", "--no-bundled"], "--no-bundled is for the architectures study"),
+        (["architectures", "--variants", "7"], "--variants is for the grouping, preprocessing"),
+        (["architectures", "--arch", "vgg"], "--arch is for the other studies"),
+    ):
+        rc, _, err = run(capsys, *argv, "--data", tmp_path, "--out", tmp_path / "o")
+        one_line_error(rc, err, needle)
     assert not (tmp_path / "o").exists()
 
 

@@ -124,6 +124,15 @@ def run(args) -> int:
         raise UserError(f"--arch {args.arch!r} is not in the zoo ({', '.join(list_models())})")
     if args.runs is not None and args.study != "architectures":
         raise UserError("--runs is for the architectures study")
+    # the other options one study reads and the others would ignore without a word
+    if args.study != "architectures":
+        for flag, given in (("--archs", args.archs), ("--no-bundled", args.no_bundled)):
+            if given:
+                raise UserError(f"{flag} is for the architectures study")
+    if args.variants and args.study not in ("grouping", "preprocessing", "channels"):
+        raise UserError("--variants is for the grouping, preprocessing and channels studies")
+    if args.study == "architectures" and args.arch != args._parser.get_default("arch"):
+        raise UserError("--arch is for the other studies; the architectures study takes --archs")
     if args.runs is not None and not Path(args.runs).is_dir():
         raise UserError(f"--runs {args.runs}: no such folder")
     opts = Options(
