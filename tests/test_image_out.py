@@ -217,3 +217,22 @@ def test_an_image_out_is_named_as_one(photos, tmp_path, capsys):
     rc, _, err = _run(["run", str(photos / "a.jpg"), "--out", str(out), "--quiet"], capsys)
     assert rc == 2 and err.count("\n") == 1, err
     assert f"annotated image {out}: folder" in err and "video" not in err, err
+
+
+def test_links_to_nothing_and_pipes_named_like_photos_are_reported(photos, tmp_path, capsys):
+    # before: left out of the folder's files without a word; a single one was "no such file"
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "ok.jpg").write_bytes((photos / "a.jpg").read_bytes())
+    (src / "dead.jpg").symlink_to(tmp_path / "nothing")
+    (src / "loop.jpg").symlink_to("loop.jpg")
+    os.mkfifo(src / "pipe.jpg")
+    summary = tmp_path / "s.json"
+    rc, _, err = _run(["run", str(src), "--summary", str(summary), "--quiet"], capsys)
+    assert rc == 0, err
+    errors = json.loads(summary.read_text())["source_errors"]
+    assert len(errors) == 3 and all(e.endswith("; skipped") for e in errors), errors
+    assert any("pipe.jpg: not a regular file" in e for e in errors), errors
+    for name, why in (("pipe.jpg", "not a regular file"), ("dead.jpg", "a link to nothing")):
+        rc, _, err = _run(["run", str(src / name), "--quiet"], capsys)
+        assert rc == 2 and err.count("\n") == 1 and why in err, err

@@ -33,6 +33,7 @@ import collections
 import glob as _glob
 import os
 import re
+import stat as _stat
 import struct
 import threading
 import time
@@ -393,12 +394,13 @@ def list_images(spec: SourceSpec) -> list[str]:
     """The image files of an images source, in natural name order."""
     target = str(spec.target)
     if os.path.isdir(target):
-        files = [  # not hidden files: macOS leaves ._NAME.jpg metadata beside each photo
+        files = [  # not hidden files: macOS leaves ._NAME.jpg metadata beside each photo;
+            # a broken link or a pipe named like a photo is listed, then skipped and reported
             os.path.join(target, f)
             for f in os.listdir(target)
             if Path(f).suffix.lower() in IMAGE_EXTS
             and not f.startswith(".")
-            and os.path.isfile(os.path.join(target, f))
+            and not os.path.isdir(os.path.join(target, f))
         ]
         what = f"folder {target}"
     elif has_glob(target) and not os.path.exists(target):
@@ -409,6 +411,9 @@ def list_images(spec: SourceSpec) -> list[str]:
         ]
         what = f"pattern {target!r}"
     else:
+        if os.path.lexists(target) and not os.path.isfile(target):
+            why = "a link to nothing" if not os.path.exists(target) else "not a regular file"
+            raise UserError(f"source {target}: {why}")
         if not os.path.isfile(target):
             raise UserError(f"source {target}: no such file")
         return [target]
@@ -601,6 +606,12 @@ def load_image(path: str) -> tuple[np.ndarray | None, str]:
     before decoding), a side over MAX_FRAME_SIDE (no frame that long can be scanned), a decoder
     error or a failed allocation are all reasons.
     """
+    try:
+        st = os.stat(path)  # a broken link or a loop fails here
+    except OSError as exc:
+        return None, f"cannot read it ({os_error_reason(exc)})"
+    if not _stat.S_ISREG(st.st_mode):  # a pipe would block the read for ever
+        return None, "not a regular file (a pipe, device or socket)"
     try:
         size = image_size(path)
     except OSError as exc:
