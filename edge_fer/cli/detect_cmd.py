@@ -255,7 +255,7 @@ def _emit(record: dict) -> None:
 def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None) -> bool:
     """Detect on one image; True when it turned out to be a truncated video."""
     from edge_fer.imageio import imwrite
-    from edge_fer.runtime.image_out import claim
+    from edge_fer.runtime.image_out import write_listed
     from edge_fer.runtime.sources import load_image  # run's checks: header size, limits, any name
     from edge_fer.runtime.tracker import outermost
 
@@ -276,10 +276,9 @@ def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
         out = _draw_path(args, draw_dir, path, video=False)
         try:  # encoded in memory and saved atomically: any file name, no half-written image
             if draw_dir is not None:
-                claim(draw_dir, out.name)
-            imwrite(out, _draw(color, faces))
-            if draw_dir is not None:
-                claim(draw_dir, out.name, written=True)
+                write_listed(draw_dir, out, _draw(color, faces))
+            else:
+                imwrite(out, _draw(color, faces))
         except ValueError as exc:
             raise UserError(f"--draw {out}: {exc}") from None
         except OSError as exc:

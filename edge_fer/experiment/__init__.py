@@ -12,3 +12,10 @@ held-out split and write a Markdown report with tables and plots.
 """
 
 STUDIES = ("architectures", "preprocessing", "grouping", "channels", "compression")
+
+
+def heading(study: str) -> str:
+    """The first line of a study's report (a rerun in the same --out checks it)."""
+    return "# Study: " + {"grouping": "label grouping", "channels": "input channels"}.get(
+        study, study
+    )

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from edge_fer import labels as L
 from edge_fer.errors import UserError
-from edge_fer.experiment import STUDIES, plots
+from edge_fer.experiment import STUDIES, heading, plots
 from edge_fer.experiment import report as R
 from edge_fer.experiment.data import StudyData, colour_check, link_tree, study_data
 from edge_fer.experiment.runs import Options, epochs_done, read_log, train_variant, warmup_for
@@ -298,7 +298,7 @@ def study_grouping(opts: Options) -> Path:
         merged.append((fine["variant"].name, r, rep))
     figs = figures(opts, rows, "ms/face at batch 1 (ONNX Runtime)")
     lines = [
-        "# Study: label grouping",
+        heading("grouping"),
         "",
         (
             "Does a classifier learn the coarser tasks better when it is trained on them? The same "
@@ -422,7 +422,7 @@ def study_preprocessing(opts: Options) -> Path:
     )
     best = _best(rows)
     lines = [
-        "# Study: preprocessing",
+        heading("preprocessing"),
         "",
         (
             "Plain crops vs CLAHE vs CLAHE after eye alignment, same architecture "
@@ -491,7 +491,7 @@ def study_channels(opts: Options) -> Path:
     figs = figures(opts, rows, "ms/face at batch 1 (ONNX Runtime)")
     best = _best(rows)
     lines = [
-        "# Study: input channels",
+        heading("channels"),
         "",
         (
             f"One grayscale channel (what the runtime feeds) vs three channels, same architecture "
@@ -537,9 +537,8 @@ def _check_report_is_this_studys(out: Path, study: str) -> None:
             first = f.readline().strip()
     except OSError:
         return  # the write reports it
-    titles = {"grouping": "label grouping", "channels": "input channels"}  # their headings
-    if first != f"# Study: {titles.get(study, study)}":
-        names = {f"# Study: {titles.get(k, k)}": k for k in STUDIES}
+    if first != heading(study):
+        names = {heading(k): k for k in STUDIES}
         what = (
             f"the report of the {names[first]} study"
             if first in names

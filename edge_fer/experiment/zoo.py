@@ -16,7 +16,7 @@ import sys
 from pathlib import Path
 
 from edge_fer.errors import UserError
-from edge_fer.experiment import plots
+from edge_fer.experiment import heading, plots
 from edge_fer.experiment import report as R
 from edge_fer.experiment.data import StudyData, study_data
 from edge_fer.experiment.runs import claim, epochs_done, read_log, train_variant
@@ -316,7 +316,7 @@ def study_architectures(opts) -> Path:
             f"{opts.calib_faces} calibration faces"
         )
     lines = [
-        "# Study: architectures",
+        heading("architectures"),
         "",
         (
             "The model zoo side by side, each model exported to ONNX and to INT8 (ONNX Runtime CPU "
@@ -470,7 +470,7 @@ def study_compression(opts) -> Path:
     ]
     base = rows[0]
     lines = [
-        "# Study: compression",
+        heading("compression"),
         "",
         (
             f"One `{opts.arch}` trained at the budget below, then: INT8 (ONNX Runtime CPU Q/DQ, "

@@ -122,6 +122,14 @@ def claim(folder: str | os.PathLike, name: str, written: bool = False) -> None:
             f.write(line + "\n")
 
 
+def write_listed(folder: str | os.PathLike, path: Path, image: np.ndarray) -> None:
+    """Write an image into a marked `folder`, listed in its marker before (a run stopped within
+    the write leaves a file that is still ours) and after, with its size and time."""
+    claim(folder, path.name)
+    imageio.imwrite(path, image)
+    claim(folder, path.name, written=True)
+
+
 def _foreign(folder: Path, ours: dict[str, tuple[int, int] | None]) -> list[str]:
     """The files of `folder` that no run wrote, or that changed since one did."""
     out = []
@@ -243,11 +251,10 @@ class AnnotatedImages:
         """Write one annotated frame (the photo `path`, or frame `index`); returns its file."""
         out = self._target(path, index)
         try:
-            if self.folder:  # before each write: a run stopped within it leaves ours
-                claim(self.path, out.name)
-            imageio.imwrite(out, image)
             if self.folder:
-                claim(self.path, out.name, written=True)
+                write_listed(self.path, out, image)
+            else:
+                imageio.imwrite(out, image)
         except ValueError as exc:  # no encoder for the name's extension
             raise UserError(f"--out {out}: {exc}") from None
         except OSError as exc:
