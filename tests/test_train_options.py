@@ -188,3 +188,13 @@ def test_resume_needs_a_run_folder_and_out_stays_outside_the_data(capsys, faces,
     rc, lines = _train(capsys, faces, fresh, "--epochs", 1, "--resume")
     assert rc == 0 and any("nothing to resume" in ln for ln in lines), lines
     assert (fresh / "last.safetensors").exists()
+
+
+def test_extra_faces_from_inside_the_dataset_are_refused(capsys, faces, tmp_path) -> None:
+    # before: --data D --extra-train D/<part> trained on D's own held-out faces without a word
+    sub = next(p for p in Path(faces).iterdir() if p.is_dir())
+    for extra in (faces, sub):
+        out = tmp_path / "run"
+        rc, lines = _train(capsys, faces, out, "--epochs", 1, "--extra-train", extra)
+        assert rc == 2 and len(lines) == 1 and "--extra-train" in lines[0], lines
+        assert "overlap" in lines[0] and not out.exists(), lines

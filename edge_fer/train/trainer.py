@@ -199,6 +199,17 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError(f"must be in 0..{cfg.epochs} (--epochs)", param="average_last")
     if cfg.extra_train and not Path(cfg.extra_train).is_dir():
         raise UserError(f"{cfg.extra_train}: no such folder", param="extra_train")
+    if cfg.extra_train and cfg.data and Path(cfg.data).is_dir():
+        from edge_fer.fileio import inside
+
+        # its faces are part of --data's: held-out ones trained on, or training ones twice
+        # (before: accepted without a word, e.g. --data fer --extra-train fer/test)
+        if inside(cfg.extra_train, cfg.data) or inside(cfg.data, cfg.extra_train):
+            raise UserError(
+                f"{cfg.extra_train} and --data {cfg.data} overlap: extra faces must come from "
+                "outside the dataset (its test and selection faces would be trained on)",
+                param="extra_train",
+            )
     check_number(cfg.distill_temperature, "distill_temperature", lo_open=True)
     for t in list(cfg.teacher) + ([cfg.init] if cfg.init else []):
         if not Path(t).is_file():
