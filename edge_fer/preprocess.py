@@ -19,10 +19,22 @@ from edge_fer.fileio import first_line
 # limits of what a model's metadata may ask for: a face is at most 512x512 (memory per face is
 # bounded: a hostile 60000 would allocate gigabytes), normalisation within sane numbers
 MIN_INPUT_SIZE, MAX_INPUT_SIZE = 8, 512
+# what `train` and `models` build: every zoo architecture takes 16 px; 512 bounds the memory
+# (a 2000 px input made a 1G-parameter net that the out-of-memory killer ended)
+MIN_TRAIN_SIZE = 16
 MAX_NORM = 1000.0  # |mean| and std on the 0..1 pixel scale
 MIN_STD = 1e-6  # 1 / (255 * std) must stay finite in float32
 MAX_CLASSES = 10000
 MAX_METADATA_CHARS = 1 << 20
+
+
+def check_train_size(size: int, param: str = "input_size") -> int:
+    """UserError naming `param` unless `size` is a face side a model may be built for."""
+    if not MIN_TRAIN_SIZE <= size <= MAX_INPUT_SIZE:
+        raise UserError(
+            f"must be in {MIN_TRAIN_SIZE}..{MAX_INPUT_SIZE} px, got {size}", param=param
+        )
+    return size
 
 
 # extra border around a detected face box, a fraction of its side per side, for models that do

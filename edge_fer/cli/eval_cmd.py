@@ -436,10 +436,10 @@ def run_classify(args) -> int:
 
 def run_models(args) -> int:
     from edge_fer.errors import UserError
+    from edge_fer.preprocess import check_train_size
 
     rows = []
-    if not 16 <= args.input_size <= 512:
-        raise UserError(f"--input-size must be in 16..512 px, got {args.input_size}")
+    check_train_size(args.input_size)
     if not 2 <= args.num_classes <= 1000:
         raise UserError(f"--num-classes must be in 2..1000, got {args.num_classes}")
     try:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 from pathlib import Path
 
@@ -88,7 +87,7 @@ def _run(args, guard) -> int:
         except UserError as exc:
             raise UserError(f"--demo-dir {exc.message}") from None
         ours = [clip_path] + [Path(p) for p in (args.out, args.events, args.summary)]
-        in_dir = [p for p in ours if os.path.realpath(p.parent) == os.path.realpath(out_dir)]
+        in_dir = [p for p in ours if image_out.in_folder(p, out_dir)]
         try:
             out_dir.mkdir(parents=True, exist_ok=True)
             for p in in_dir:  # by name while the demo writes them (a stop mid-way keeps

@@ -190,17 +190,19 @@ def check_folder(folder: str | os.PathLike, what: str = "the annotated images") 
 FRAME_NAME = re.compile(r"frame_\d{6,}\.jpg")  # a video's annotated frames (_target)
 
 
+def in_folder(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
+    """Whether `path` lies directly in `folder` (links resolved)."""
+    return os.path.realpath(Path(path).parent) == os.path.realpath(folder)
+
+
 def is_marker(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     """Whether `path` is (or would be) the marker of `folder`."""
-    p = Path(path)
-    return p.name == MARKER and os.path.realpath(p.parent) == os.path.realpath(folder)
+    return Path(path).name == MARKER and in_folder(path, folder)
 
 
 def is_frame_name(path: str | os.PathLike, folder: str | os.PathLike) -> bool:
     """Whether `path` lies in `folder` under a name its video frames may take."""
-    p = Path(path)
-    same = os.path.realpath(p.parent) == os.path.realpath(folder)
-    return same and FRAME_NAME.fullmatch(p.name) is not None
+    return in_folder(path, folder) and FRAME_NAME.fullmatch(Path(path).name) is not None
 
 
 class AnnotatedImages:
@@ -229,9 +231,8 @@ class AnnotatedImages:
                 self.path.mkdir(exist_ok=True)
                 claim(self.path, "")
                 listed = written_names(self.path) or {}
-                here = os.path.realpath(self.path)
                 for other in (Path(o) for o in also if o):
-                    if os.path.realpath(other.parent) == here and other.name not in listed:
+                    if in_folder(other, self.path) and other.name not in listed:
                         claim(self.path, other.name)
             except OSError as exc:
                 raise UserError(

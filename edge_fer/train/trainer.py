@@ -172,10 +172,10 @@ def check_config(cfg: TrainConfig) -> None:
         raise UserError("must be >= 0", param="max_batches")
     if cfg.channels not in (1, 3):
         raise UserError(f"must be 1 or 3, got {cfg.channels}", param="channels")
-    if cfg.input_size is not None and not 16 <= cfg.input_size <= 512:
-        # as `edge-fer models`: a 2000 px input made a 1G-parameter net that the kernel's
-        # out-of-memory killer ended (and took 23 GB first)
-        raise UserError(f"must be in 16..512 px, got {cfg.input_size}", param="input_size")
+    if cfg.input_size is not None:
+        from edge_fer.preprocess import check_train_size
+
+        check_train_size(cfg.input_size)
     check_number(cfg.distill, "distill", 0, 1)
     if cfg.distill > 0 and not cfg.teacher:
         raise UserError("needs at least one teacher model", param="teacher")
