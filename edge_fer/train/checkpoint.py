@@ -68,7 +68,13 @@ def load_checkpoint(path: Path, model, optimizer=None) -> dict:
     if optimizer is not None:
         params = [p for g in optimizer.param_groups for p in g["params"]]
         for i, p in enumerate(params):
-            st = {k.split(".", 2)[2]: v for k, v in tensors.items() if k.startswith(f"optim.{i}.")}
+            # buffers follow their parameter, as torch's own load_state_dict does: a run saved
+            # on the CPU resumes on a GPU (and the other way round)
+            st = {
+                k.split(".", 2)[2]: v.to(p.device, p.dtype) if v.is_floating_point() else v
+                for k, v in tensors.items()
+                if k.startswith(f"optim.{i}.")
+            }
             if st:
                 optimizer.state[p] = st
     return read_state(path)
