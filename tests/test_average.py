@@ -77,7 +77,15 @@ def test_the_last_epochs_are_averaged_and_measured(run) -> None:
     onnx_path = export_checkpoint(out / "averaged.safetensors", out / "avg.onnx")["out"]
     clf = Classifier.load(onnx_path, tta="none", threads=1)
     assert clf.infer(np.zeros((1, 1, 48, 48), np.float32)).shape == (1, 7)
+    # its provenance is the average's, not the run's best epoch (another checkpoint)
+    prov = json.loads(clf.metadata["edge_fer.provenance"])
     clf.close()
+    assert prov["averaged_from"] == avg["checkpoints"] and prov["best_epoch"] is None
+    assert prov["val_acc"] == avg["val_acc"] and "best_acc" not in state
+
+    from edge_fer.experiment.zoo import _bundled_epochs
+
+    assert _bundled_epochs(onnx_path) == "bundled (epochs 2-3 of 3 averaged)"
 
 
 def test_average_command_matches_the_run(run, tmp_path) -> None:

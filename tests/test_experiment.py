@@ -263,3 +263,18 @@ def test_the_bundled_models_epochs_come_from_its_own_metadata(tmp_path):
     assert _bundled_epochs(default_model_path()) == want
     (tmp_path / "x.onnx").write_bytes(b"not a model")
     assert _bundled_epochs(tmp_path / "x.onnx") == "bundled (see its card)"
+
+
+def test_the_latency_line_says_preliminary_only_under_load() -> None:
+    """The reports once called every timing preliminary, "measured while other jobs shared the
+    2 cores", also on an idle machine: the line now states the load it saw."""
+    import os
+
+    from edge_fer.experiment.report import latency_line
+
+    cpus = os.cpu_count() or 1
+    busy, idle = latency_line(1, cpus + 2.0), latency_line(1, 0.4)
+    assert "preliminary" in busy and f"{cpus + 2.0:.1f} on {cpus} logical CPUs" in busy
+    assert "preliminary" not in idle and "no more work than cores" in idle
+    assert "could not be read" in latency_line(2, None) and "2 thread(s)" in latency_line(2, None)
+    assert "load average" in latency_line(1)  # read from the machine itself

@@ -75,3 +75,29 @@ def write_with_figures(out: Path, lines: list[str], figs: list[str]) -> Path:
     """The report: `lines`, then the figures section (one Markdown image per PNG); written."""
     figures = "\n\n".join(f"![{Path(f).stem}]({f})" for f in figs)
     return write(out, "\n".join([*lines, "## Figures", "", figures, ""]))
+
+
+def latency_line(threads: int, load: float | None = -1.0) -> str:
+    """How the ms/face columns were measured, with the machine's load as it was when the report
+    was written (right after the timing), instead of a fixed claim either way: the figures are
+    preliminary only where more work than cores was running. `load` -1: read it now."""
+    cpus = os.cpu_count() or 1
+    if load == -1.0:
+        try:
+            load = os.getloadavg()[0]
+        except (OSError, AttributeError):  # no load average on this platform
+            load = None
+    text = (
+        f"ms/face: ONNX Runtime CPU, {threads} thread(s), inference on a prepared input (no "
+        "decoding, no preprocessing), median over interleaved rounds after warm-up, per face at "
+        "batch 1 and 32"
+    )
+    if load is None:
+        return text + "; the machine's load could not be read, so compare with care"
+    text += f"; 1-minute load average {load:.1f} on {cpus} logical CPUs after the timing"
+    if load > cpus + 0.5:  # the timing's own thread counts: more than that is other work
+        return text + (
+            ": other jobs shared the CPU, so preliminary (batch-32 calls last tens of ms and "
+            "suffer most from the sharing); rerun the command in a quiet window for final figures"
+        )
+    return text + ": no more work than cores"

@@ -255,13 +255,7 @@ def noise_line(n: int, acc: float) -> str:
 
 
 def _latency_line(opts: Options) -> str:
-    return (
-        f"ms/face: ONNX Runtime CPU, {opts.latency_threads} thread(s), inference on a prepared "
-        "input (no decoding, no preprocessing), median over interleaved rounds after warm-up, "
-        "per face at batch 1 and 32; measured while other jobs shared the CPU, so preliminary "
-        "(batch-32 calls last tens of ms and suffer most from the sharing): "
-        "rerun the command in a quiet window for final figures"
-    )
+    return R.latency_line(opts.latency_threads)
 
 
 def _vs_best(rows: list[dict], best: dict, label: str) -> str:

@@ -110,8 +110,12 @@ def _bundled_epochs(path) -> str:
     try:
         prov = json.loads(onnx_metadata(path).get("edge_fer.provenance") or "{}")
         best, planned = prov.get("best_epoch"), (prov.get("config") or {}).get("epochs")
-    except (UserError, ValueError, AttributeError):  # unreadable: the card still says
+        averaged = [int(re.sub(r"\D", "", n)) for n in prov.get("averaged_from") or []]
+    except (UserError, ValueError, AttributeError, TypeError):  # unreadable: the card says
         best = planned = None
+        averaged = []
+    if averaged and planned:
+        return f"bundled (epochs {min(averaged)}-{max(averaged)} of {planned} averaged)"
     if best and planned:
         return f"bundled (epoch {best} of {planned})"
     return "bundled (see its card)"
@@ -351,13 +355,7 @@ def study_architectures(opts) -> Path:
             "- MACs and parameters are read from the ONNX graph (batch norms folded); MB is the "
             "file size."
         ),
-        (
-            "- ms/face: ONNX Runtime CPU, "
-            f"{opts.latency_threads} thread(s), inference on a prepared input, median over "
-            "interleaved rounds after warm-up, at batch 1 and 32; measured while other jobs shared "
-            "the 2 cores: preliminary (batch-32 calls last tens of ms and suffer most from the "
-            "sharing), rerun the command in a quiet window for final figures."
-        ),
+        f"- {R.latency_line(opts.latency_threads)}.",
         "",
     ]
     return R.write_with_figures(opts.out, lines, figs)

@@ -127,16 +127,21 @@ def build_metadata(
     state: dict, spec: PreprocessSpec, ckpt_path: Path, tta: str | None, eval_tta: str = "none"
 ) -> dict:
     cfg = portable_config(state)
+    averaged = state.get("averaged_from")
     provenance = {
         "checkpoint": ckpt_path.name,
         "checkpoint_sha256": sha256_file(ckpt_path),
         "config": cfg,
         "seed": cfg.get("seed"),
-        "best_epoch": state.get("best_epoch"),
-        "val_acc": state.get("best_acc"),
+        # an average of epochs (edge_fer.train.average) is no epoch of the run: it names its
+        # snapshots and its own held-out accuracy (averages saved before 2026-12-04 still carry
+        # the run's best epoch and accuracy, which describe another checkpoint)
+        "best_epoch": None if averaged else state.get("best_epoch"),
+        "val_acc": state.get("val_acc") if averaged else state.get("best_acc"),
         "val_split": state.get("val_split"),
         "epochs_run": state.get("epoch"),
         "rebuilt_from_onnx": state.get("rebuilt_from_onnx"),
+        **({"averaged_from": list(averaged)} if averaged else {}),
         "exported_utc": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
     }
     try:

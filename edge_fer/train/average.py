@@ -156,7 +156,11 @@ def average_checkpoints(
         "val_acc": round(float(rep["accuracy"]), 4),
         "val_macro_f1": round(float(rep["macro_f1"]), 4),
     }
-    saved = {**state, "averaged_from": report["checkpoints"], "val_acc": report["val_acc"]}
+    # the run's best epoch and its accuracy describe another checkpoint: the average has its own
+    run_best = ("best_acc", "best_epoch", "bad_epochs")
+    saved = {k: v for k, v in state.items() if k not in run_best}
+    saved.update(averaged_from=report["checkpoints"], val_acc=report["val_acc"],
+                 val_macro_f1=report["val_macro_f1"])  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, model, None, saved)
     print(
