@@ -556,19 +556,48 @@ def test_export_and_models_cli(env, run_dir, tmp_path) -> None:
     assert not (tmp_path / "c.onnx").exists()
     # --checkpoint --int8 onto an INT8 folder holding an earlier calibration: refused before
     # the FP32 model is written (it replaced --out, then refused the INT8 part)
-    (tmp_path / "m" / "wide_int8").mkdir()
-    (tmp_path / "m" / "wide_int8" / "calib.cache").write_text("an earlier cache")
-    before = wide.read_bytes()
-    p = cli(env, "export", "--checkpoint", run_dir / "best.safetensors", "--out", wide,
+    fresh = tmp_path / "m" / "fresh.onnx"
+    (tmp_path / "m" / "fresh_int8").mkdir()
+    (tmp_path / "m" / "fresh_int8" / "calib.cache").write_text("an earlier cache")
+    p = cli(env, "export", "--checkpoint", run_dir / "best.safetensors", "--out", fresh,
             "--int8", "--data", run_dir, "--no-check")  # fmt: skip
     assert_one_line_error(p, "--force is needed to replace the earlier calibration")
-    assert wide.read_bytes() == before
+    assert not fresh.exists()
     p = cli(env, "models", check_rc=0)
     for arch in ("cnn4", "cnn8_tanh", "resnet", "mobilenet", "mini_xception", "vgg"):
         assert arch in p.stdout
     assert "652,535" in p.stdout  # cnn4's parameter count
     assert_one_line_error(cli(env, "models", "--input-size", "0"), "--input-size must be in")
     assert_one_line_error(cli(env, "models", "--num-classes", "1"), "--num-classes must be in")
+
+
+def test_export_never_replaces_a_file_without_force(env, run_dir, tmp_path) -> None:
+    """--out replaced any file (a dataset image, a run's last.safetensors, notes.md), wrote a
+    file named DIR for --out DIR/, and --int8-out could lie inside --data."""
+    ck = run_dir / "best.safetensors"
+    notes = tmp_path / "notes.md"
+    notes.write_text("mine")
+    data = tmp_path / "faces"
+    (data / "angry").mkdir(parents=True)
+    face = data / "angry" / "a.png"
+    face.write_bytes(b"not really a png")
+    for out, needle in (
+        (notes, f"--out {notes} already exists; pass --force"),
+        (run_dir / "last.safetensors", "already exists"),
+        (str(tmp_path / "newdir") + "/", "is a folder"),
+        (data / "angry" / "m.onnx", f"--out {data / 'angry' / 'm.onnx'} is inside --check-data"),
+    ):
+        before = {p: p.read_bytes() for p in (notes, face, run_dir / "last.safetensors")}
+        p = cli(env, "export", "--checkpoint", ck, "--out", out, "--check-data", data)
+        assert_one_line_error(p, needle)
+        assert {q: q.read_bytes() for q in before} == before
+    assert not (tmp_path / "newdir").exists() and not (data / "angry" / "m.onnx").exists()
+    p = cli(env, "export", "--checkpoint", ck, "--out", tmp_path / "m.onnx", "--int8",
+            "--data", data, "--int8-out", data / "q", "--no-check")  # fmt: skip
+    assert_one_line_error(p, "--int8-out")
+    assert not (data / "q").exists() and not (tmp_path / "m.onnx").exists()
+    cli(env, "export", "--checkpoint", ck, "--out", notes, "--force", "--no-check", check_rc=0)
+    assert notes.read_bytes()[:2] != b"mi"  # replaced, as asked
 
 
 TORCH_BLOCKER = """

@@ -146,7 +146,9 @@ def register(sub) -> None:
     q.add_argument("--threads", type=positive_thread_count, default=1, help="ONNX Runtime threads")
     q.add_argument("--int8-out", default=None, metavar="DIR", help="folder of the INT8 outputs")
     q.add_argument(
-        "--force", action="store_true", help="replace an earlier calibration in the INT8 folder"
+        "--force",
+        action="store_true",
+        help="replace an existing --out model and an earlier calibration in the INT8 folder",
     )
     DETECTOR.add_to(p)
     p.set_defaults(func=run)
@@ -181,6 +183,7 @@ def run(args) -> int:
             )
         if not args.checkpoint or not args.out:
             raise UserError("give --checkpoint CKPT --out MODEL.onnx (or --int8)")
+        _check_fp32_out(args)
         _export_fp32(args)
         return 0
     if not (args.data or args.source):
@@ -191,6 +194,7 @@ def run(args) -> int:
         if not args.out:
             raise UserError("--checkpoint needs --out MODEL.onnx")
         # before the FP32 model is written: a refusal after it replaced --out lost a model
+        _check_fp32_out(args)
         _check_int8_out(args, args.out)
         _export_fp32(args)
         model = args.out
@@ -210,9 +214,34 @@ def _check_int8_out(args, model) -> None:
     from pathlib import Path
 
     from edge_fer.export.int8 import check_int8_out, default_out_dir
+    from edge_fer.fileio import check_outside
 
     out = Path(args.int8_out) if args.int8_out else default_out_dir(model)
     check_int8_out(out, args.force, args.eval_data or args.data, args.eval_split)
+    why = "the models and reports would become part of the dataset"
+    for flag in ("data", "eval_data", "check_data"):
+        check_outside(
+            [("--int8-out", out)], getattr(args, flag), f"--{flag.replace('_', '-')}", why
+        )
+
+
+def _check_fp32_out(args) -> None:
+    """Before anything is written: --out names a new file (an existing one, whatever it holds,
+    is replaced only with --force), not a folder, and not a file of the data it is checked on."""
+    import os
+    from pathlib import Path
+
+    from edge_fer.errors import UserError
+    from edge_fer.fileio import check_outside
+
+    out = Path(args.out)
+    if args.out.endswith(("/", os.sep)) or out.is_dir():
+        raise UserError(f"--out {args.out}: is a folder; give the model's file name (MODEL.onnx)")
+    if (out.exists() or out.is_symlink()) and not args.force:
+        raise UserError(f"--out {args.out} already exists; pass --force to replace it")
+    why = "the model would become part of the dataset"
+    for flag in ("check_data", "data", "eval_data"):
+        check_outside([("--out", out)], getattr(args, flag), f"--{flag.replace('_', '-')}", why)
 
 
 def _int8(args, model) -> int:
