@@ -220,3 +220,31 @@ def test_training_with_align_reaches_the_runtime(tmp_path, monkeypatch):
     box = (40, 40, 48, 48)
     al = load_aligner(frame=Frame(*clf.spec.align_frame))
     assert np.array_equal(face_cropper(clf.spec)(big, box), al.crop(big, box, 48)[0])
+
+
+def test_train_eyes_never_writes_over_its_inputs(tmp_path):
+    """`train-eyes --out` (and --report) replaced the landmark file, an image of the dataset,
+    the model given to --evaluate, or each other: now one line, exit 2, before any learning."""
+    data = tmp_path / "wf"
+    (data / "images").mkdir(parents=True)
+    truth = data / "WebFaces_GroundThruth.txt"
+    truth.write_text("pic00001.jpg 1 2 3 4 5 6 7 8\n")
+    model = tmp_path / "m.eyes"
+    model.write_bytes(b"a model")
+    cases = (
+        (["--out", truth], "inside --data"),
+        (["--out", tmp_path / "a.eyes", "--report", tmp_path / "a.eyes"], "--report"),
+        (["--evaluate", model, "--report", model], "--evaluate"),
+        (["--out", str(tmp_path / "newdir") + "/"], "is a folder"),
+    )
+    for flags, needle in cases:
+        r = subprocess.run(
+            [sys.executable, "-m", "edge_fer.cli.main", "train-eyes", "--data", str(data),
+             *map(str, flags)],
+            check=False, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], (flags, r.stderr)
+    assert truth.read_text() == "pic00001.jpg 1 2 3 4 5 6 7 8\n"
+    assert model.read_bytes() == b"a model" and not (tmp_path / "a.eyes").exists()
+    assert not (tmp_path / "newdir").exists()

@@ -56,6 +56,18 @@ def _check(args) -> None:
     for name in ("max_faces", "eval_limit"):
         if getattr(args, name) < 0:
             raise UserError("must be >= 0", param=name)
+    # before anything is learned or written: the model and the report never replace the
+    # dataset's files, the model measured, or each other (the landmark file was overwritten)
+    import os
+
+    from edge_fer.fileio import check_collisions, check_outside
+
+    outputs = [("--report", args.report)] + ([] if args.evaluate else [("--out", args.out)])
+    for flag, path in outputs:
+        if path and (path.endswith(("/", os.sep)) or os.path.isdir(path)):
+            raise UserError(f"{flag} {path}: is a folder; give a file name")
+    check_collisions(outputs, [("--evaluate", args.evaluate)])
+    check_outside(outputs, args.data, "--data", "it would replace the dataset's files")
 
 
 def run(args) -> int:
