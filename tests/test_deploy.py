@@ -352,6 +352,19 @@ def test_force_never_deletes_the_model_or_cache_it_deploys(tmp_path, capsys, kin
     _no_partial(tmp_path)
 
 
+def test_force_never_deletes_the_source_clip(tmp_path, capsys) -> None:
+    """`deploy deepstream --out kit --force --source kit/clip.avi` deleted the clip."""
+    out = tmp_path / "kit"
+    out.mkdir()
+    clip = out / "clip.avi"
+    clip.write_bytes(b"a clip")
+    for src in (clip, clip.as_uri()):
+        rc, _, err = _deploy(capsys, "deepstream", "--out", out, "--force", "--source", src)
+        assert rc == 2 and len(err.strip().splitlines()) == 1, err
+        assert "holds the source" in err and clip.read_bytes() == b"a clip"
+    _no_partial(tmp_path)
+
+
 def test_force_never_deletes_the_working_folder_and_writes_through_a_link(
     tmp_path, capsys, monkeypatch
 ) -> None:

@@ -246,6 +246,20 @@ def primary_config(o: DeepStreamOptions) -> str:
     return _ini([("property", items), ("class-attrs-all", attrs)], header)
 
 
+def _source_file(source: str) -> str | None:
+    """The local file a source names (a path or a file:// URI), else None: a folder replaced
+    with --force must not take the user's clip with it."""
+    s = str(source).strip()
+    if s.startswith("file://"):
+        from urllib.parse import unquote, urlparse
+
+        u = urlparse(s)
+        s = unquote(u.path) if u.netloc in ("", "localhost") else ""
+    elif "://" in s:
+        return None
+    return s if s and os.path.exists(s) else None
+
+
 def parse_source(source: str) -> dict[str, Any]:
     """What a source names, for both the deepstream-app [source0] group and the pyds app:
     {"kind": csi|v4l2|rtsp|uri, ...}. csi://N, /dev/videoN, v4l2:///dev/videoN, v4l2://N or
@@ -382,7 +396,8 @@ def generate(
     parse_source(o.source)
     cache = _calib_cache(info, o)
     model_file = info.path.name
-    inputs = [("model", info.path), ("calibration cache", o.calib_cache)]
+    inputs = [("model", info.path), ("calibration cache", o.calib_cache),
+              ("source", _source_file(o.source))]  # fmt: skip
     with staged_folder(out, force, inputs) as w:
         w.copy(model_file, info.path)
         if cache is not None:
