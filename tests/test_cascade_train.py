@@ -435,6 +435,40 @@ def test_eval_detector_never_writes_over_its_inputs(tmp_path, capsys):
         assert err.count("\n") == 1 and words in err, err
     assert casc.read_bytes() == (ASSETS / "face_default.pico").read_bytes()
     assert boxes.read_text() == "a.jpg 10 10 40 40\n" and not any(data.iterdir())
+    # --card over the training run's state.json (what train-cascade --resume needs)
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "state.json").write_text("{}")
+    assert (
+        main(base + ["--boxes", str(boxes), "--run", str(run), "--card", str(run / "state.json")])
+        == 2
+    )
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "state.json" in err and (run / "state.json").read_text() == "{}"
+
+
+def test_train_cascade_takes_a_new_or_empty_folder_outside_its_data(tmp_path, capsys):
+    """--out wrote cascade.pico and state.json over a user's files, and into the WebFaces and
+    backgrounds folders."""
+    wf = tmp_path / "wf"
+    (wf / "images").mkdir(parents=True)
+    (wf / "WebFaces_GroundThruth.txt").write_text("")
+    bg = tmp_path / "bg"
+    bg.mkdir()
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "cascade.pico").write_bytes(b"my cascade")
+    base = ["train-cascade", "--webfaces", str(wf), "--backgrounds", str(bg), "--max-stages", "1"]
+    for out, words in (
+        (mine, "holds other files"),
+        (wf, "--webfaces"),
+        (bg / "run", "--backgrounds"),
+    ):
+        assert main(base + ["--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and words in err, err
+    assert (mine / "cascade.pico").read_bytes() == b"my cascade" and list(bg.iterdir()) == []
+    assert sorted(p.name for p in wf.iterdir()) == ["WebFaces_GroundThruth.txt", "images"]
 
 
 def test_truncate_stages():

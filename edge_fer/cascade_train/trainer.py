@@ -351,6 +351,24 @@ def _fmt_time(s: float) -> str:
     return f"{s // 3600}:{s % 3600 // 60:02d}:{s % 60:02d}"
 
 
+def _check_new_out(out: Path, cfg: TrainConfig) -> None:
+    """A new run goes into a new or empty folder, outside its data: it wrote cascade.pico and
+    state.json over a user's files, and into the WebFaces or backgrounds folders."""
+    from edge_fer.fileio import inside
+
+    for flag, paths in (("--webfaces", cfg.webfaces), ("--boxes", cfg.boxes),
+                        ("--backgrounds", cfg.backgrounds)):  # fmt: skip
+        for p in paths:
+            if inside(out, p) or inside(p, out):
+                raise UserError(f"--out {out} is, lies in or holds {flag} {p}; give the run a "
+                                "folder of its own")  # fmt: skip
+    if out.exists() and not out.is_dir():
+        raise UserError(f"--out {out} exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        raise UserError(f"--out {out} holds other files and no run ({STATE_FILE}); give the "
+                        "run a new or empty folder")  # fmt: skip
+
+
 def train(
     cfg: TrainConfig,
     resume: bool = False,
@@ -393,6 +411,8 @@ def train(
             )
     elif resume:
         raise UserError(f"nothing to resume in {out} (no {STATE_FILE})")
+    else:
+        _check_new_out(out, cfg)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:

@@ -277,9 +277,12 @@ def run_eval(args) -> int:
     from edge_fer.fileio import check_collisions, check_outside
 
     outs = [("--out", args.out), ("--card", args.card)]
+    run_files = [(f"--run's {n}", Path(args.run) / n) for n in ("state.json", "cascade.pico")
+                 if args.run]  # fmt: skip
     check_collisions(
         outs,
-        [("--cascade", args.cascade), ("--reference", ref_path), ("--boxes", args.boxes)],
+        [("--cascade", args.cascade), ("--reference", ref_path), ("--boxes", args.boxes)]
+        + run_files,
     )
     why = "it would replace or join the annotated images"
     check_outside(outs, args.data, "--data", why)
