@@ -168,3 +168,27 @@ def test_extra_training_faces(data, tmp_path) -> None:
     lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
     assert p.returncode == 2 and len(lines) == 1, p.stderr
     assert "--extra-train" in lines[0] and "contempt" in lines[0]
+
+
+def test_cached_targets_belong_to_their_teachers(data, tmp_path) -> None:
+    """The cache was keyed on its shape alone: a run begun again in the same folder with another
+    teacher trained on the first one's probabilities, and a damaged file was a traceback."""
+    from paths import ASSETS
+
+    from edge_fer.data import load_dataset
+    from edge_fer.train.distill import teacher_targets
+
+    faces = load_dataset(str(data), "all", size=48).images[:20]
+    cache = tmp_path / "teacher_probs.npy"
+    classes = tuple(L.FER2013)
+    first = teacher_targets([str(FER_MODEL)], faces, classes, "none", 1, cache)
+    stamp = cache.stat().st_mtime_ns
+    again = teacher_targets([str(FER_MODEL)], faces, classes, "none", 1, cache)
+    assert cache.stat().st_mtime_ns == stamp and np.array_equal(first, again)  # reused
+    other = str(ASSETS / "fer_default.int8.onnx")
+    mine = teacher_targets([other], faces, classes, "none", 1, cache)
+    assert cache.stat().st_mtime_ns != stamp and not np.array_equal(mine, first)  # recomputed
+    for damage in (b"", b"garbage"):
+        cache.write_bytes(damage)
+        got = teacher_targets([other], faces, classes, "none", 1, cache)
+        assert np.array_equal(got, mine)

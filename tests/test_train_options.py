@@ -116,13 +116,23 @@ def test_epochs_zero_is_refused_also_on_resume(capsys, faces, tmp_path) -> None:
     assert any("has done 2 epochs, its --epochs is 2: nothing to train" in ln for ln in lines)
 
 
-def test_a_run_shortened_on_resume_averages_what_it_has(capsys, faces, tmp_path) -> None:
+def test_a_run_is_never_shortened_below_what_it_has_done(capsys, faces, tmp_path) -> None:
+    """`--resume --epochs N` under the epochs done said "nothing to train", then averaged other
+    snapshots over the run's averaged.safetensors and rewrote its config.json; `--epochs 0`
+    printed an averaging notice before its error."""
     out = tmp_path / "run"
     rc, lines = _train(capsys, faces, out, "--epochs", 2, "--average-last", 2)
     assert rc == 0, lines
-    # --average-last 2 no longer fits in --epochs 1: it used to refuse the resume
-    rc, lines = _train(capsys, faces, out, "--resume", "--epochs", 1)
-    assert rc == 0 and any("averaging the last 1 epochs" in ln for ln in lines), lines
+    before = {n: (out / n).read_bytes() for n in ("averaged.safetensors", "config.json")}
+    for n, needle in ((1, "--epochs is 1, but the run in"), (0, "--epochs must be >= 1")):
+        rc, lines = _train(capsys, faces, out, "--resume", "--epochs", n)
+        assert rc == 2 and len(lines) == 1 and needle in lines[0], lines
+    assert {n: (out / n).read_bytes() for n in before} == before
+    # a new run into a folder that holds a trained run, even without last.safetensors
+    (out / "last.safetensors").unlink()
+    rc, lines = _train(capsys, faces, out, "--epochs", 1)
+    assert rc == 2 and len(lines) == 1 and "already holds a run (best.safetensors" in lines[0]
+    assert {n: (out / n).read_bytes() for n in before} == before
 
 
 def test_out_must_be_a_folder_and_never_an_input(capsys, faces, tmp_path) -> None:
@@ -144,7 +154,7 @@ def test_out_must_be_a_folder_and_never_an_input(capsys, faces, tmp_path) -> Non
     before = init.read_bytes()
     rc, lines = _train(capsys, faces, again, "--epochs", 1, "--init", init)
     assert rc == 2 and len(lines) == 1, lines
-    assert "is the same file as --init" in lines[0], lines
+    assert "already holds a run (best.safetensors)" in lines[0], lines
     assert init.read_bytes() == before and not (again / "log.csv").exists()
 
 
@@ -198,3 +208,23 @@ def test_extra_faces_from_inside_the_dataset_are_refused(capsys, faces, tmp_path
         rc, lines = _train(capsys, faces, out, "--epochs", 1, "--extra-train", extra)
         assert rc == 2 and len(lines) == 1 and "--extra-train" in lines[0], lines
         assert "overlap" in lines[0] and not out.exists(), lines
+
+
+def test_resume_takes_this_machines_settings_and_finds_its_data(capsys, faces, tmp_path,
+                                                                monkeypatch) -> None:  # fmt: skip
+    """--resume kept the run's --device and --threads (a CPU run could never go on on a GPU),
+    and from another folder it could not find a relative --data, refusing the right one given."""
+    import json
+    import shutil
+
+    shutil.copytree(faces, tmp_path / "faces")
+    monkeypatch.chdir(tmp_path)
+    rc, lines = _train(capsys, Path("faces"), Path("runs/r"), "--epochs", 1, "--device", "cpu")
+    assert rc == 0, lines
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    rc, lines = _train(capsys, Path("../faces"), Path("../runs/r"), "--resume", "--epochs", 2,
+                       "--threads", 2, "--device", "auto")  # fmt: skip
+    assert rc == 0 and not any("not applied" in ln for ln in lines), lines
+    saved = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
+    assert saved["threads"] == 2 and saved["device"] == "auto" and saved["epochs"] == 2

@@ -9,6 +9,8 @@ run does not pay for them again.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import sys
 from pathlib import Path
 
@@ -41,10 +43,20 @@ def teacher_targets(
     threads: int = 0,
     cache: Path | None = None,
 ) -> np.ndarray:
-    """(N, C) mean teacher probabilities for uint8 faces `images`, in `classes` order."""
-    if cache is not None and cache.is_file():
-        probs = np.load(cache, allow_pickle=False)
-        if probs.shape == (len(images), len(classes)):
+    """(N, C) mean teacher probabilities for uint8 faces `images`, in `classes` order.
+
+    `cache` keeps them for a resumed run, with a key beside it (the teachers' sha256, the views,
+    the classes, the faces): a cache of other teachers (a run begun again in the same folder) or
+    an unreadable one is computed again, never used."""
+    key = _cache_key(paths, images, classes, tta)
+    key_file = cache.with_suffix(".json") if cache is not None else None
+    if cache is not None and cache.is_file() and key_file is not None:
+        try:
+            same = json.loads(key_file.read_text()) == key
+            probs = np.load(cache, allow_pickle=False) if same else None
+        except (OSError, ValueError, EOFError):  # damaged: computed again below
+            probs = None
+        if probs is not None and probs.shape == (len(images), len(classes)):
             return probs
     from edge_fer.classify import Classifier
     from edge_fer.evaluate import run_inference
@@ -62,11 +74,28 @@ def teacher_targets(
         finally:
             clf.close()
     out = (total / len(paths)).astype(np.float32)
-    if cache is not None:
+    if cache is not None and key_file is not None:
         tmp = cache.with_suffix(".tmp.npy")
         np.save(tmp, out, allow_pickle=False)
         tmp.replace(cache)
+        key_file.write_text(json.dumps(key))
     return out
+
+
+def _cache_key(paths: list[str], images: np.ndarray, classes: tuple[str, ...], tta: str) -> dict:
+    def sha256_file(path) -> str:
+        h = hashlib.sha256()
+        with open(path, "rb") as fh:
+            for block in iter(lambda: fh.read(1 << 20), b""):
+                h.update(block)
+        return h.hexdigest()
+
+    return {
+        "teachers": [sha256_file(p) for p in paths],
+        "tta": tta,
+        "classes": list(classes),
+        "faces": [len(images), hashlib.sha256(np.ascontiguousarray(images)).hexdigest()],
+    }
 
 
 def distill_loss(

@@ -8,6 +8,7 @@ augmentation of epoch e depend only on (seed, e), so a resumed run matches an un
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import math
 import numbers
@@ -112,6 +113,7 @@ RUN_FILES = (
     "log.csv",
     "result.json",
     TARGETS_FILE,
+    Path(TARGETS_FILE).with_suffix(".json").name,  # the key of the cached targets
 )
 
 
@@ -457,13 +459,57 @@ def predict(
 def _diverged(epoch: int, cfg: TrainConfig, what: str) -> UserError:
     return UserError(
         f"the training diverged in epoch {epoch + 1} ({what}); lower the learning rate "
-        f"(--lr {cfg.lr:g}) and start again; the checkpoints saved before this epoch are kept"
+        f"(--lr {cfg.lr:g}) and start a new run (another --out); the checkpoints saved before "
+        "this epoch are kept"
     )
 
 
 def _plain(v):
     """A setting as the run's JSON holds it (tuples are lists there)."""
     return list(v) if isinstance(v, tuple) else v
+
+
+# settings of the machine, not of the run: a resume takes this invocation's (a run begun on a
+# CPU goes on on a GPU, with the new machine's thread count)
+MACHINE = ("device", "threads")
+
+
+def _run_files_present(out: Path) -> list[str]:
+    """The files of a trained run in `out` (weights, results, a log with epochs in it): a new
+    run there would mix with them (config.json, a bare log and the teachers' cached targets
+    are rewritten or checked, so they do not count)."""
+    from edge_fer.train.average import SNAPSHOTS
+
+    found = [n for n in ("best.safetensors", "averaged.safetensors", "result.json")
+             if (out / n).exists()]  # fmt: skip
+    snaps = out / SNAPSHOTS
+    if snaps.is_dir() and any(snaps.iterdir()):
+        found.append(f"{SNAPSHOTS}/")
+    log = out / "log.csv"
+    try:
+        if log.is_file() and len(log.read_text().splitlines()) > 1:
+            found.append("log.csv")
+    except (OSError, UnicodeDecodeError):
+        found.append("log.csv")
+    return found
+
+
+def _data_found(cfg: TrainConfig, checkpoint: Path, given: str | None) -> TrainConfig:
+    """A resumed run's folders as recorded, else found from the folders above the run (as
+    `edge-fer average` does: a relative --data given from elsewhere), else the --data given."""
+    from edge_fer.train.average import find_recorded
+
+    changes = {}
+    for what in ("data", "extra_train"):
+        recorded = getattr(cfg, what)
+        if not recorded or Path(recorded).exists():
+            continue
+        found = find_recorded(recorded, checkpoint)
+        if found is None and what == "data" and given and Path(given).exists():
+            found = Path(given)
+        if found is not None:
+            changes[what] = str(found)
+    return dataclasses.replace(cfg, **changes) if changes else cfg
 
 
 def _ignored_on_resume(cfg: TrainConfig, saved: dict) -> list[str]:
@@ -473,7 +519,7 @@ def _ignored_on_resume(cfg: TrainConfig, saved: dict) -> list[str]:
 
     out = []
     for f in fields(TrainConfig):
-        if f.name in ("arch", "out", "epochs") or f.name not in saved:
+        if f.name in ("arch", "out", "epochs", *MACHINE) or f.name not in saved:
             continue
         mine = getattr(cfg, f.name)
         default = f.default if f.default is not MISSING else None
@@ -495,6 +541,7 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
     out = Path(cfg.out)
     check_folder(out, "out")
     last = out / "last.safetensors"
+    here_data = cfg.data
     if resume and last.exists():
         st = read_state(last)
         saved = st.get("config")
@@ -505,11 +552,25 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
                     f"with --arch {saved['arch']}, or start another run with another --out",
                     param="arch",
                 )
+            if epochs_override is not None and epochs_override < 1:
+                raise UserError("must be >= 1", param="epochs")
+            done = int(st.get("epoch") or 0)
+            if epochs_override is not None and epochs_override < done:
+                # (it re-averaged other snapshots over the run's average and its config)
+                raise UserError(f"is {epochs_override}, but the run in {out} has done {done} "
+                                f"epochs; give {done} or more", param="epochs")  # fmt: skip
             ignored = _ignored_on_resume(cfg, saved)
+            found = _data_found(TrainConfig(**saved), last, given=here_data)
+            if here_data and os.path.realpath(found.data) == os.path.realpath(here_data):
+                # the run's data is the folder given, spelled from here: nothing is ignored
+                ignored = [x for x in ignored if not x.startswith("--data ")]
             if ignored:  # the run's own settings win: say so, as a changed --arch is refused
                 print(f"edge-fer train: --resume keeps the run's own settings; not applied: "
                       f"{'; '.join(ignored)}", file=sys.stderr)  # fmt: skip
+            here = {k: getattr(cfg, k) for k in MACHINE}
             cfg = TrainConfig(**saved)  # the original run's settings win on resume
+            cfg = dataclasses.replace(cfg, **here)
+            cfg = _data_found(cfg, last, given=here_data)
             if epochs_override is not None:
                 cfg.epochs = epochs_override
                 if cfg.average_last > cfg.epochs:  # a run shortened on resume averages what it has
@@ -517,8 +578,10 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
                           f"--average-last {cfg.average_last} is longer than the new --epochs)",
                           file=sys.stderr)  # fmt: skip
                     cfg.average_last = cfg.epochs
-    elif last.exists() and not resume:
-        raise UserError(f"{out} already holds a run; pass --resume to continue it or pick --out")
+    elif not resume and (last.exists() or _run_files_present(out)):
+        names = ["last.safetensors"] if last.exists() else _run_files_present(out)
+        raise UserError(f"{out} already holds a run ({', '.join(names)}); pass --resume to "
+                        "continue it or pick another --out")  # fmt: skip
     elif resume:
         # nothing saved yet: a run stopped in its first epoch starts again (a log beside it is
         # fine); a folder of images or subfolders is data, not a run
