@@ -312,3 +312,47 @@ def test_run_options_no_run_can_use_are_named():
     with pytest.raises(UserError, match="needs a file to rewrite") as e:
         check_run_options(RunOptions(source="x.mp4", summary="/dev/stdout", summary_every=1.0))
     assert e.value.param == "summary_every"
+
+
+def test_file_outputs_named_as_folders_and_a_zero_scale_step_are_refused(tmp_path, capsys,
+                                                                         monkeypatch):  # fmt: skip
+    """--events DIR/, --summary DIR/ and bench --json DIR/ wrote a file named DIR; --scale-factor
+    0 ran (with another step than unset) while 1 was refused; a failed bench made
+    benchmarks/results/ in the current folder."""
+    import cv2
+
+    monkeypatch.chdir(tmp_path)
+    cv2.imwrite("a.png", np.full((64, 64), 128, np.uint8))
+    for argv, words in (
+        (["run", "a.png", "--events", "newdir/"], "events file newdir/: names a folder"),
+        (["run", "a.png", "--summary", "newdir/"], "names a folder"),
+        (["bench", "a.png", "--json", "newdir/"], "--json newdir/: names a folder"),
+        (["run", "a.png", "--scale-factor", "0"], "--scale-factor must be in [1.001, 10], got 0"),
+        (["detect", "a.png", "--scale-factor", "0"], "--scale-factor must be in [1.001, 10]"),
+        (["bench", "nosuch.avi"], "nosuch.avi"),
+    ):
+        try:
+            rc = main(argv)
+        except SystemExit as exc:
+            rc = exc.code
+        assert rc == 2, argv
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert words in line, (argv, line)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.png"]
+
+
+def test_a_dataset_under_a_folder_whose_name_is_not_utf8_loads(tmp_path) -> None:
+    """The dataset cache's fingerprint encoded folder names as UTF-8: a folder named in other
+    bytes anywhere under --data was a UnicodeEncodeError traceback."""
+    import cv2
+
+    from edge_fer.data import load_dataset
+
+    root = tmp_path / "faces"
+    for cls in ("happy", "sad"):
+        (root / cls).mkdir(parents=True)
+        cv2.imwrite(str(root / cls / "a.png"), np.full((48, 48), 100, np.uint8))
+    odd = os.fsdecode(os.fsencode(str(root / "happy")) + b"/x\xff")
+    os.mkdir(odd)
+    faces = load_dataset(str(root), "all", size=48, cache=True)
+    assert len(faces) == 2

@@ -68,9 +68,9 @@ def run(args) -> int:
     if args.json_out == "-":  # it made a file named "-"
         raise UserError("--json -: the table goes to standard output; give --json a file")
     out = Path(args.json_out)
-    if str(out) == DEFAULT_JSON:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    check_writable(out, "--json")
+    default = args.json_out == DEFAULT_JSON  # its folder is made when there is a table to save
+    if not default:
+        check_writable(args.json_out, "--json")
     opts = run_options(args, args.source or "", GROUPS)
     opts.queue_size = args.queue_size
     spec = parse_source(opts.source, **opts.source_options) if args.source else None
@@ -95,6 +95,11 @@ def run(args) -> int:
                 f"synthetic {args.synthetic} ({args.faces} face{'' if args.faces == 1 else 's'})"
             )
     print(format_table(report))
+    if default:
+        try:
+            out.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise UserError(f"--json {out}: cannot create {out.parent} ({exc.strerror})") from None
     write_json_atomic(out, report, "--json")
     print(f"saved {out}", file=sys.stderr)
     # as edge-fer run: 1 when a run met a problem it went past (a truncated file), after saving

@@ -104,7 +104,9 @@ def load_dataset(
     check_split(split)
     layout = layout or detect_layout(p)
     key = f"{p.resolve()}|{split}|{size}|{layout}|{skip_bad}|{classes}|{_stamp(p)}"
-    cache_file = _cache_dir() / (hashlib.sha1(key.encode()).hexdigest()[:16] + ".npz")
+    # (surrogateescape: a folder name that is not UTF-8 was a UnicodeEncodeError traceback)
+    digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
+    cache_file = _cache_dir() / (digest[:16] + ".npz")
     if cache and cache_file.exists():
         try:
             with np.load(cache_file, allow_pickle=False) as z:
@@ -169,7 +171,8 @@ def _stamp(p: Path) -> str:
             h = hashlib.sha1()
             for root, dirs, files in os.walk(p):
                 dirs.sort()
-                h.update(f"{root}:{os.stat(root).st_mtime_ns}:{len(files)};".encode())
+                line = f"{root}:{os.stat(root).st_mtime_ns}:{len(files)};"
+                h.update(line.encode("utf-8", "surrogateescape"))
             return h.hexdigest()
         return f"{st.st_mtime_ns}:{st.st_size}"
     except OSError:

@@ -411,8 +411,9 @@ def resolve(
         up = UPSCALE_TO if s.upscale_to is None else s.upscale_to
     memory = o.memory if o.memory is not None else (1 if stills else MEMORY)
     pooled = memory > 1
-    # a scale_factor of 0 counts as unset, as a grouping of "" does
-    if o.scale_factor:
+    if o.scale_factor is not None:  # (0 passed as unset, and took another step than unset)
+        if not 1.001 <= float(o.scale_factor) <= 10:
+            raise UserError(f"must be in [1.001, 10], got {o.scale_factor}", param="scale_factor")
         scale = float(o.scale_factor)
     elif o.scale_factor is None and 0 < short < up:
         scale = LOWRES_SCALE_FACTOR
