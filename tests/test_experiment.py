@@ -278,3 +278,15 @@ def test_the_latency_line_says_preliminary_only_under_load() -> None:
     assert "preliminary" not in idle and "no more work than cores" in idle
     assert "could not be read" in latency_line(2, None) and "2 thread(s)" in latency_line(2, None)
     assert "load average" in latency_line(1)  # read from the machine itself
+
+
+def test_the_short_budget_note_reads_the_bundled_models_schedule() -> None:
+    """The note said "the bundled vgg trained 36 epochs on all 28,709 FER2013 Training faces"
+    whatever the bundled model was (120 epochs, SFEW faces, averaged)."""
+    from types import SimpleNamespace
+
+    from edge_fer.experiment.studies import _budget_note
+
+    opts = SimpleNamespace(budget=SimpleNamespace(epochs=2, max_train_faces=0, max_batches=0))
+    note = _budget_note(opts, [])
+    assert "36 epochs" not in note and "of 120" in note and "model card" in note

@@ -162,10 +162,15 @@ def _budget_note(opts: Options, rows: list[dict]) -> str:
     short = b.epochs < 20 or b.max_train_faces or b.max_batches
     if not short:
         return ""
+    from edge_fer.classify import default_model_path
+    from edge_fer.experiment.zoo import _bundled_epochs
+
+    # the bundled model's schedule from its own metadata (a fixed "36 epochs" went stale)
+    bundled = _bundled_epochs(default_model_path()).replace("bundled (", "").rstrip(")")
     return (
-        "**Short budget**: these are not converged models (the bundled vgg trained 36 epochs "
-        "on all 28,709 FER2013 Training faces). Compare the variants with each other, at this "
-        "budget only; differences of a few points are within the noise of a small test set."
+        f"**Short budget**: these are not converged models (the bundled vgg: {bundled}, "
+        "see its model card). Compare the variants with each other, at this budget only; "
+        "differences of a few points are within the noise of a small test set."
     )
 
 
