@@ -228,3 +228,19 @@ def test_resume_takes_this_machines_settings_and_finds_its_data(capsys, faces, t
     assert rc == 0 and not any("not applied" in ln for ln in lines), lines
     saved = json.loads((tmp_path / "runs" / "r" / "config.json").read_text())
     assert saved["threads"] == 2 and saved["device"] == "auto" and saved["epochs"] == 2
+
+
+def test_average_last_averages_the_last_epochs_of_a_run_that_stopped_early(capsys, faces,
+                                                                          tmp_path) -> None:  # fmt: skip
+    """Snapshots began only at epoch --epochs - K, so a run that early stopping ended before
+    then averaged nothing, without a word. A learning rate too small to change the held-out
+    accuracy makes --patience 1 stop it after epoch 2 of 8."""
+    import json
+
+    out = tmp_path / "run"
+    rc, lines = _train(capsys, faces, out, "--epochs", 8, "--patience", 1, "--average-last", 3,
+                       "--lr", "1e-12")  # fmt: skip
+    assert rc == 0 and any("early stop" in ln for ln in lines), lines
+    res = json.loads((out / "result.json").read_text())
+    assert res["averaged"]["checkpoints"] == ["epoch_001.safetensors", "epoch_002.safetensors"]
+    assert (out / "averaged.safetensors").is_file()

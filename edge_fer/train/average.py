@@ -26,15 +26,15 @@ def snapshot_path(out: Path, epoch: int) -> Path:
     return Path(out) / SNAPSHOTS / f"epoch_{epoch:03d}.safetensors"
 
 
-def snapshots_after(out: Path, epoch: int) -> list[Path]:
-    """The run's snapshots of epochs after `epoch`, in epoch order."""
+def snapshots_after(out: Path, epoch: int, last: int | None = None) -> list[Path]:
+    """The run's snapshots of epochs after `epoch` (and up to `last`), in epoch order."""
     found = []
     for p in sorted((Path(out) / SNAPSHOTS).glob("epoch_*.safetensors")):
         try:
             n = int(p.stem.split("_", 1)[1])
         except ValueError:
             continue
-        if n > epoch:
+        if n > epoch and (last is None or n <= last):
             found.append(p)
     return found
 

@@ -770,9 +770,13 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
         }
         if improved:
             save_checkpoint(out / "best.safetensors", model, None, ck_state)
-        if epoch + 1 > cfg.epochs - cfg.average_last:
+        # the last K epochs' weights; with early stopping on, any epoch may be one of the last
+        # K, so each is kept until K newer ones exist (a run that stopped early averaged none)
+        if cfg.average_last and (cfg.patience or epoch + 1 > cfg.epochs - cfg.average_last):
             snapshot_path(out, epoch + 1).parent.mkdir(exist_ok=True)
             save_checkpoint(snapshot_path(out, epoch + 1), model, None, ck_state)
+            for old in snapshots_after(out, 0, epoch + 1 - cfg.average_last):
+                old.unlink(missing_ok=True)
         save_checkpoint(last, model, opt, ck_state)
         print(
             f"epoch {epoch + 1:3d}/{cfg.epochs}  loss {row['train_loss']:.4f}  "
@@ -794,7 +798,8 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
         **info,
     }
     # the run's snapshots of the last K epochs (of this total: --epochs may have changed)
-    snaps = snapshots_after(out, cfg.epochs - cfg.average_last) if cfg.average_last else []
+    done = state["epoch"]  # fewer than --epochs when it stopped early
+    snaps = snapshots_after(out, done - cfg.average_last, done) if cfg.average_last else []
     if snaps:
         result["averaged"] = average_checkpoints(
             snaps,
