@@ -244,3 +244,22 @@ def test_average_last_averages_the_last_epochs_of_a_run_that_stopped_early(capsy
     res = json.loads((out / "result.json").read_text())
     assert res["averaged"]["checkpoints"] == ["epoch_001.safetensors", "epoch_002.safetensors"]
     assert (out / "averaged.safetensors").is_file()
+
+
+def test_flag_names_in_messages_and_no_folder_left_by_a_bad_teacher(capsys, faces,
+                                                                    tmp_path) -> None:  # fmt: skip
+    """ "unknown architecture 'nope'", "unknown test-time augmentation", "nope: no such file or
+    folder" named no flag; a teacher that is no model left an empty --out folder behind."""
+    garbage = tmp_path / "garb.onnx"
+    garbage.write_text("garbage")
+    out = tmp_path / "run"
+    for flags, words in (
+        (["--arch", "nope"], "--arch is 'nope'; choose one of"),
+        (["--teacher", garbage, "--distill", 0.3, "--teacher-tta", "bogus"], "--teacher-tta is"),
+        (["--teacher", garbage, "--distill", 0.3], f"--teacher {garbage}: not a loadable ONNX"),
+    ):
+        rc, lines = _train(capsys, faces, out, "--epochs", 1, *flags)
+        assert rc == 2 and len(lines) == 1 and words in lines[0], (flags, lines)
+        assert not out.exists()
+    rc, lines = _train(capsys, tmp_path / "nope", out, "--epochs", 1)
+    assert rc == 2 and lines[0].endswith(f"--data {tmp_path / 'nope'}: no such file or folder")

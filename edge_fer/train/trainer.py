@@ -7,6 +7,7 @@ augmentation of epoch e depend only on (seed, e), so a resumed run matches an un
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
@@ -220,6 +221,14 @@ def check_config(cfg: TrainConfig) -> None:
             )
     if not isinstance(cfg.arch_kwargs, dict):
         raise UserError("must be a JSON object of architecture options", param="arch_kwargs")
+    # said with the flag's name (the library's own messages name no flag)
+    from edge_fer.tta import TTA_MODES
+
+    if cfg.teacher_tta not in ("auto", *TTA_MODES):
+        raise UserError(f"is {cfg.teacher_tta!r}; choose auto, {', '.join(TTA_MODES)}",
+                        param="teacher_tta")  # fmt: skip
+    if cfg.data and not Path(cfg.data).exists():
+        raise UserError(f"{cfg.data}: no such file or folder", param="data")
     build_model(cfg, len(L.FER2013))  # the architecture takes its options and input size
 
 
@@ -233,6 +242,8 @@ def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
         with warnings.catch_warnings():  # a dense head sized for too small an input says so
             warnings.filterwarnings("ignore", "Initializing zero-element tensors")
             model = create_model(cfg.arch, num_classes=num_classes, in_channels=cfg.channels, **kw)
+    except UserError as exc:  # the registry's "unknown architecture", said with the flag
+        raise UserError(str(exc).replace("unknown architecture ", "is "), param="arch") from None
     except (TypeError, ValueError) as exc:
         raise UserError(f"{kw} do not fit {cfg.arch} ({first_line(exc)})",
                         param="arch_kwargs") from None  # fmt: skip
@@ -532,6 +543,35 @@ def _ignored_on_resume(cfg: TrainConfig, saved: dict) -> list[str]:
     return out
 
 
+def _teachers(cfg: TrainConfig, out: Path, train_set, classes, spec, device) -> tuple:
+    """(log-targets of every training face or None, online teachers or None) for --distill."""
+    soft_all = online = None
+    if cfg.distill > 0:
+        from edge_fer.train.distill import (
+            TARGETS_FILE,
+            OnlineTeachers,
+            log_targets,
+            teacher_targets,
+        )
+    if cfg.distill > 0 and cfg.distill_online:
+        online = OnlineTeachers(list(cfg.teacher), spec, device, cfg.teacher_tta)
+    elif cfg.distill > 0:
+        # the teachers speak for the main dataset; --extra-train faces keep their own labels
+        n_extra = extra_count(cfg)
+        n_main = len(train_set) - n_extra
+        soft = teacher_targets(
+            list(cfg.teacher),
+            train_set.images[:n_main],
+            tuple(classes),
+            cfg.teacher_tta,
+            cfg.threads,
+            out / TARGETS_FILE,
+        )
+        own = np.eye(len(classes), dtype=np.float32)[train_set.labels[n_main:]]
+        soft_all = log_targets(np.concatenate([soft, own]))
+    return soft_all, online
+
+
 def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = None) -> dict:
     """Train; with `resume`, continue the run in cfg.out with its saved settings.
 
@@ -638,32 +678,17 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
         from edge_fer.train.warm_start import warm_start
 
         warm_start(model, cfg.init, cfg.arch, arch_kwargs_for(cfg), tr_imgs, spec)
+    created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)  # after the data, the model and --init fit
-    soft_all = online = None
-    if cfg.distill > 0:
-        from edge_fer.train.distill import (
-            TARGETS_FILE,
-            OnlineTeachers,
-            distill_loss,
-            log_targets,
-            teacher_targets,
-        )
-    if cfg.distill > 0 and cfg.distill_online:
-        online = OnlineTeachers(list(cfg.teacher), spec, device, cfg.teacher_tta)
-    elif cfg.distill > 0:
-        # the teachers speak for the main dataset; --extra-train faces keep their own labels
-        n_extra = extra_count(cfg)
-        n_main = len(train_set) - n_extra
-        soft = teacher_targets(
-            list(cfg.teacher),
-            train_set.images[:n_main],
-            tuple(classes),
-            cfg.teacher_tta,
-            cfg.threads,
-            out / TARGETS_FILE,
-        )
-        own = np.eye(len(classes), dtype=np.float32)[train_set.labels[n_main:]]
-        soft_all = log_targets(np.concatenate([soft, own]))
+    try:
+        soft_all, online = _teachers(cfg, out, train_set, classes, spec, device)
+    except UserError as exc:  # a teacher that is no model: the folder made for the run goes
+        if created:
+            with contextlib.suppress(OSError):
+                out.rmdir()  # (only when empty)
+        if exc.param is None and cfg.teacher:
+            raise UserError(str(exc), param="teacher") from None
+        raise
 
     weights = torch.tensor(train_set.class_weights(), device=device) if cfg.class_weights else None
     steps_per_epoch, total, warmup = schedule(len(train_set), cfg)
@@ -731,6 +756,8 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
                         target = torch.log(mix.probs(target.exp()).clamp_min(1e-8))
                 else:
                     return loss
+                from edge_fer.train.distill import distill_loss
+
                 kd = distill_loss(logits, target, cfg.distill_temperature)
                 return (1 - cfg.distill) * loss + cfg.distill * kd
 
