@@ -115,6 +115,8 @@ def test_bad_input_is_one_line(run, data, tmp_path) -> None:
         (["average", str(tmp_path / "nope.safetensors"), "--out", str(tmp_path / "x")],
          "no such checkpoint"),
         (["average", str(snap), "--out", str(tmp_path / "x"), "--faces", "1"], "--faces"),
+        # before: --out DIR/ wrote a file named DIR
+        (["average", str(snap), "--out", str(tmp_path / "newdir") + "/"], "names a folder"),
         (["average", str(snap), "--out", str(tmp_path / "x"), "--extra-train", str(data)],
          "--extra-train the run was trained without extra training faces"),
         (["train", "--arch", "vgg", "--data", str(data), "--out", str(tmp_path / "r"),

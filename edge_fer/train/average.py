@@ -10,6 +10,7 @@ held-out split and saved as a checkpoint that `edge-fer export` takes. `edge-fer
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def average_checkpoints(
     from edge_fer.train.trainer import TrainConfig, load_splits, predict, prepare_faces
 
     paths = [Path(p) for p in paths]
+    if os.fspath(out).endswith(("/", os.sep)):  # Path() drops the slash: it wrote a file DIR
+        raise UserError(f"{os.fspath(out)}: names a folder (it ends in /); give the averaged "
+                        "checkpoint's file name", param="out")  # fmt: skip
     out = Path(out)
     if not paths:
         raise UserError("needs at least one checkpoint", param="checkpoints")
