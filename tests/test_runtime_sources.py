@@ -337,3 +337,34 @@ def test_outage_in_progress_at_interrupt_is_a_gap():
         src.close()
     assert len(src.gaps) == 1  # the reader thread does not record it a second time
     assert not src.incomplete
+
+
+def test_a_video_file_on_a_web_server_is_read_to_its_end_once(tmp_path):
+    """`run http://host/clip.avi` treated the file as a live stream: at its end it was reopened
+    and replayed, for ever, and most frames were dropped while the run was busy."""
+    import functools
+    import http.server
+    import threading
+
+    clip = tmp_path / "clip.avi"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"MJPG"), 20, (64, 48))
+    for i in range(30):
+        w.write(np.full((48, 64, 3), 8 * i, np.uint8))
+    w.release()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(tmp_path))
+    handler.log_message = lambda *a: None
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    warnings = []
+    try:
+        src = open_source(f"http://127.0.0.1:{server.server_address[1]}/clip.avi",
+                          warn=warnings.append, reconnect_timeout=2)  # fmt: skip
+        got = []
+        while (f := src.read(timeout=10)) is not None:
+            got.append(f.index)
+            time.sleep(0.01)  # a busy reader: a stream would drop frames meanwhile
+        src.close()
+    finally:
+        server.shutdown()
+    assert got == list(range(30)) and src.dropped == 0
+    assert not src.gaps and not src.incomplete and warnings == []

@@ -17,7 +17,8 @@ URIs:
 Options go in a query string (`csi://0?width=1280&height=720&framerate=30&flip=rotate-180`)
 or as keyword arguments of `parse_source`. Live sources read in a thread that keeps only the
 newest frame, so a slow consumer sees fresh frames (the stale ones are counted as dropped);
-files are read losslessly. A live source that stops delivering frames (a network stream that
+files are read losslessly, and so is a video file on a web server (http:// or https:// whose
+header counts its frames), which ends at its end instead of being reopened. A live source that stops delivering frames (a network stream that
 drops, a camera that is unplugged) is reopened with exponential backoff until
 `reconnect_timeout` seconds have passed; each outage is reported as a gap (one still in
 progress when the run stops included). In folders and globs, a file that cannot be used
@@ -870,6 +871,13 @@ class LiveSource(Source):
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else None
         self.height, self.width = img.shape[:2]
+        # a video file on a web server (its header counts its frames; a live HTTP stream's
+        # does not): read every frame, in order, and end at its end. As a stream it was
+        # replayed from the start at every end, for ever, and most frames were dropped.
+        n = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
+        self.frame_count = int(n) if n and np.isfinite(n) and n > 0 else None
+        self.remote_file = (spec.kind == "network" and self.frame_count is not None
+                            and str(spec.target).lower().startswith(("http://", "https://")))  # fmt: skip
         self._t0 = time.monotonic()
         self._cond = threading.Condition()
         self._latest: Frame | None = Frame(0, 0.0, img)
@@ -891,6 +899,9 @@ class LiveSource(Source):
 
     def _publish(self, img: np.ndarray) -> None:
         with self._cond:
+            while (self.remote_file and self._latest is not None
+                   and self._latest.index > self._returned and not self._stop.is_set()):  # fmt: skip
+                self._cond.wait(0.2)  # a file is read losslessly: wait for the reader
             if self._latest is not None and self._latest.index > self._returned:
                 self.dropped += 1  # nobody read the previous one: it is stale now
             self._latest = Frame(self._count, time.monotonic() - self._t0, img)
@@ -905,6 +916,14 @@ class LiveSource(Source):
                     self._publish(img)
                     continue
                 if self._stop.is_set():
+                    break
+                if self.remote_file:  # its end, not an outage
+                    if self._count < 0.9 * self.frame_count:  # (counts can be estimates)
+                        self.incomplete = True
+                        msg = (f"{self.spec.uri}: the file ended after {self._count} of its "
+                               f"{self.frame_count} frames")  # fmt: skip
+                        self.errors.append(msg)
+                        self.warn(msg)
                     break
                 if not self._reconnect():
                     break
