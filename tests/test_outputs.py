@@ -177,7 +177,8 @@ def test_eval_json_and_png_must_not_overwrite_inputs(tmp_path, capsys):
             ["--model", str(model), "--json", str(tmp_path / "r.json"), "--png", str(model)],
             "--model",
         ),
-        (["--json", str(tmp_path / "r.png")], "--png"),  # the .png next to --json is itself
+        # the .png made beside --json is itself (named as such: no --png was passed)
+        (["--json", str(tmp_path / "r.png")], "the confusion matrix beside --json"),
     ):
         rc, _, err = _run(["eval", "--data", str(data), "--no-progress", *argv], capsys)
         assert rc == 2 and named in err and len(err.strip().splitlines()) == 1, (argv, err)

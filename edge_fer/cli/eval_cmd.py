@@ -241,7 +241,10 @@ def _check_outputs(args, png: str | None) -> None:
     from edge_fer.fileio import check_collisions, inside
     from edge_fer.runtime.sources import IMAGE_EXTS
 
-    outputs = [("--json", args.json_out if args.json_out != "-" else None), ("--png", png)]
+    # the image made beside --json when --png is not given is named as such, not as a --png
+    # the user never passed
+    png_name = "--png" if args.png else "the confusion matrix beside --json,"
+    outputs = [("--json", args.json_out if args.json_out != "-" else None), (png_name, png)]
     for name, path in outputs:  # said now, not after the work (missing folders are made)
         p = Path(path) if path else None
         if p is not None and p.is_dir():
