@@ -60,6 +60,12 @@ def os_error_reason(exc: OSError) -> str:
     return exc.strerror or first_line(exc)
 
 
+def names_folder(path: PathLike) -> bool:
+    """Whether `path` is spelled as a folder (it ends in a separator: "out/"). Path() drops the
+    slash, so a file output given "DIR/" was written as a file named DIR."""
+    return os.fspath(path).endswith(("/", os.sep))
+
+
 def sha256_file(path: PathLike) -> str:
     """The SHA-256 of a file's bytes, as hex (read in 1 MiB blocks)."""
     h = hashlib.sha256()

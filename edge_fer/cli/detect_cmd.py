@@ -172,11 +172,13 @@ def _draw(img: np.ndarray, faces) -> np.ndarray:
 
 def _draw_target(out: str | None, ninputs: int) -> Path | None:
     """A directory to write into, or None (a single-file target is handled per input)."""
+    from edge_fer.fileio import names_folder
+
     if out is None:
         return None
     p = Path(out)
     # a trailing slash names a folder, as for run --out DIR/ (before, a video "DIR" was refused)
-    folder = str(out).endswith(("/", os.sep))
+    folder = names_folder(out)
     return p if ninputs > 1 or p.is_dir() or folder else None
 
 

@@ -228,14 +228,13 @@ def _check_int8_out(args, model) -> None:
 def _check_fp32_out(args) -> None:
     """Before anything is written: --out names a new file (an existing one, whatever it holds,
     is replaced only with --force), not a folder, and not a file of the data it is checked on."""
-    import os
     from pathlib import Path
 
     from edge_fer.errors import UserError
-    from edge_fer.fileio import check_outside
+    from edge_fer.fileio import check_outside, names_folder
 
     out = Path(args.out)
-    if args.out.endswith(("/", os.sep)) or out.is_dir():
+    if names_folder(args.out) or out.is_dir():
         raise UserError(f"--out {args.out}: is a folder; give the model's file name (MODEL.onnx)")
     if (out.exists() or out.is_symlink()) and not args.force:
         raise UserError(f"--out {args.out} already exists; pass --force to replace it")

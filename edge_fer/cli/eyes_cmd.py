@@ -60,11 +60,11 @@ def _check(args) -> None:
     # dataset's files, the model measured, or each other (the landmark file was overwritten)
     import os
 
-    from edge_fer.fileio import check_collisions, check_outside
+    from edge_fer.fileio import check_collisions, check_outside, names_folder
 
     outputs = [("--report", args.report)] + ([] if args.evaluate else [("--out", args.out)])
     for flag, path in outputs:
-        if path and (path.endswith(("/", os.sep)) or os.path.isdir(path)):
+        if path and (names_folder(path) or os.path.isdir(path)):
             raise UserError(f"{flag} {path}: is a folder; give a file name")
     check_collisions(outputs, [("--evaluate", args.evaluate)])
     check_outside(outputs, args.data, "--data", "it would replace the dataset's files")

@@ -24,7 +24,7 @@ import numpy as np
 
 from edge_fer import imageio
 from edge_fer.errors import UserError
-from edge_fer.fileio import os_error_reason
+from edge_fer.fileio import names_folder, os_error_reason
 
 MARKER = ".edge-fer-annotated"  # in a folder this module wrote: a later run may write there again
 # the extensions a photo keeps in its annotated copy; others (.pgm, .ppm, .pnm) become .png
@@ -38,7 +38,7 @@ def out_kind(out: str | os.PathLike | None) -> str | None:
     if not out:
         return None
     s = os.fspath(out)
-    if s.endswith(("/", os.sep)) or os.path.isdir(s):
+    if names_folder(s) or os.path.isdir(s):
         return "folder"
     if Path(s).suffix.lower() in IMAGE_EXTS:
         return "image"

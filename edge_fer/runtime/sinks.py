@@ -38,7 +38,7 @@ def check_writable(path: str | os.PathLike, what: str) -> Path:
     p = Path(path)
     if p.is_dir():
         raise UserError(f"{what} {p}: is a folder, expected a file name")
-    if os.fspath(path).endswith(("/", os.sep)):  # Path() drops the slash: it wrote a file DIR
+    if fileio.names_folder(path):
         raise UserError(f"{what} {os.fspath(path)}: names a folder (it ends in /), expected a "
                         "file name")  # fmt: skip
     parent = p.parent if str(p.parent) else Path(".")

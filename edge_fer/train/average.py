@@ -70,14 +70,14 @@ def average_checkpoints(
     the checkpoint, `find_recorded`), or `data` and `extra_train` instead. UserError naming the
     file or parameter for anything that does not fit, before anything is written."""
     from edge_fer.export.onnx import load_trained
-    from edge_fer.fileio import check_collisions
+    from edge_fer.fileio import check_collisions, names_folder
     from edge_fer.metrics import classification_report
     from edge_fer.train.checkpoint import read_state, read_weights, save_checkpoint
     from edge_fer.train.precise_bn import precise_bn
     from edge_fer.train.trainer import TrainConfig, load_splits, predict, prepare_faces
 
     paths = [Path(p) for p in paths]
-    if os.fspath(out).endswith(("/", os.sep)):  # Path() drops the slash: it wrote a file DIR
+    if names_folder(out):
         raise UserError(f"{os.fspath(out)}: names a folder (it ends in /); give the averaged "
                         "checkpoint's file name", param="out")  # fmt: skip
     out = Path(out)

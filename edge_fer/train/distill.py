@@ -83,12 +83,7 @@ def teacher_targets(
 
 
 def _cache_key(paths: list[str], images: np.ndarray, classes: tuple[str, ...], tta: str) -> dict:
-    def sha256_file(path) -> str:
-        h = hashlib.sha256()
-        with open(path, "rb") as fh:
-            for block in iter(lambda: fh.read(1 << 20), b""):
-                h.update(block)
-        return h.hexdigest()
+    from edge_fer.fileio import sha256_file
 
     return {
         "teachers": [sha256_file(p) for p in paths],
