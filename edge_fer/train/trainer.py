@@ -618,8 +618,9 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
                           f"--average-last {cfg.average_last} is longer than the new --epochs)",
                           file=sys.stderr)  # fmt: skip
                     cfg.average_last = cfg.epochs
-    elif not resume and (last.exists() or _run_files_present(out)):
-        names = ["last.safetensors"] if last.exists() else _run_files_present(out)
+    elif not resume and (
+        names := ["last.safetensors"] if last.exists() else _run_files_present(out)
+    ):
         raise UserError(f"{out} already holds a run ({', '.join(names)}); pass --resume to "
                         "continue it or pick another --out")  # fmt: skip
     elif resume:
