@@ -252,11 +252,15 @@ def test_flag_names_in_messages_and_no_folder_left_by_a_bad_teacher(capsys, face
     folder" named no flag; a teacher that is no model left an empty --out folder behind."""
     garbage = tmp_path / "garb.onnx"
     garbage.write_text("garbage")
+    empty = tmp_path / "empty"
+    empty.mkdir()
     out = tmp_path / "run"
     for flags, words in (
         (["--arch", "nope"], "--arch is 'nope'; choose one of"),
         (["--teacher", garbage, "--distill", 0.3, "--teacher-tta", "bogus"], "--teacher-tta is"),
         (["--teacher", garbage, "--distill", 0.3], f"--teacher {garbage}: not a loadable ONNX"),
+        (["--init", garbage], f"--init {garbage}: not an ONNX model"),
+        (["--extra-train", empty], f"--extra-train {empty}: no images found"),
     ):
         rc, lines = _train(capsys, faces, out, "--epochs", 1, *flags)
         assert rc == 2 and len(lines) == 1 and words in lines[0], (flags, lines)

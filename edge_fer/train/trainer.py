@@ -332,7 +332,10 @@ def with_extra(train: FaceSet, cfg: TrainConfig) -> FaceSet:
     mapped by class name; selection stays on the main dataset's held-out part."""
     if not cfg.extra_train:
         return train
-    extra = load_dataset(cfg.extra_train, "all", size=train.images.shape[1])
+    try:
+        extra = load_dataset(cfg.extra_train, "all", size=train.images.shape[1])
+    except UserError as exc:  # "no images found" and the like, said with the flag
+        raise (UserError(str(exc), param="extra_train") if exc.param is None else exc) from None
     unknown = [c for c, n in zip(extra.classes, extra.counts()) if n and c not in train.classes]
     if unknown:
         raise UserError(
@@ -678,7 +681,10 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
     elif cfg.init:
         from edge_fer.train.warm_start import warm_start
 
-        warm_start(model, cfg.init, cfg.arch, arch_kwargs_for(cfg), tr_imgs, spec)
+        try:
+            warm_start(model, cfg.init, cfg.arch, arch_kwargs_for(cfg), tr_imgs, spec)
+        except UserError as exc:  # "X: not an ONNX model" and the like, said with the flag
+            raise (UserError(str(exc), param="init") if exc.param is None else exc) from None
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)  # after the data, the model and --init fit
     try:
