@@ -617,6 +617,19 @@ class Pipeline:
     def _emit(self, item: _Item) -> None:
         t0 = time.perf_counter()
         self._faces(item)
+        # counted before its outputs are written: a write that fails (a full disk) leaves the
+        # summary agreeing with the tracks, which have seen this frame, and with what was written
+        self.frames += 1
+        self.detections += item.detections
+        if item.detections:
+            self.frames_with_detections += 1
+        if item.faces:
+            self.frames_with_faces += 1
+            self.faces += len(item.faces)
+            self.held_faces += sum(bool(f.get("held")) for f in item.faces)
+        if item.cut:
+            self.scene_cuts += 1
+            self.cut_frames.append(item.index)
         s = self.sinks
         if item.faces and s.events is not None:
             rec: dict = {"frame": item.index, "t": round(item.t, 4)}
@@ -640,17 +653,6 @@ class Pipeline:
                     self.stop.set()
         t1 = time.perf_counter()
         item.ms["sinks"] = (t1 - t0) * 1000
-        self.frames += 1
-        self.detections += item.detections
-        if item.detections:
-            self.frames_with_detections += 1
-        if item.faces:
-            self.frames_with_faces += 1
-            self.faces += len(item.faces)
-            self.held_faces += sum(bool(f.get("held")) for f in item.faces)
-        if item.cut:
-            self.scene_cuts += 1
-            self.cut_frames.append(item.index)
         if self.images:
             if len(self.files) < MAX_LISTED_FILES:
                 self.files.append(
