@@ -214,15 +214,10 @@ def _check_int8_out(args, model) -> None:
     from pathlib import Path
 
     from edge_fer.export.int8 import check_int8_out, default_out_dir
-    from edge_fer.fileio import check_outside
 
     out = Path(args.int8_out) if args.int8_out else default_out_dir(model)
     check_int8_out(out, args.force, args.eval_data or args.data, args.eval_split)
-    why = "the models and reports would become part of the dataset"
-    for flag in ("data", "eval_data", "check_data"):
-        check_outside(
-            [("--int8-out", out)], getattr(args, flag), f"--{flag.replace('_', '-')}", why
-        )
+    _outside_data(args, "--int8-out", out, "the models and reports")
 
 
 def _check_fp32_out(args) -> None:
@@ -231,16 +226,23 @@ def _check_fp32_out(args) -> None:
     from pathlib import Path
 
     from edge_fer.errors import UserError
-    from edge_fer.fileio import check_outside, names_folder
+    from edge_fer.fileio import names_folder
 
     out = Path(args.out)
     if names_folder(args.out) or out.is_dir():
         raise UserError(f"--out {args.out}: is a folder; give the model's file name (MODEL.onnx)")
     if (out.exists() or out.is_symlink()) and not args.force:
         raise UserError(f"--out {args.out} already exists; pass --force to replace it")
-    why = "the model would become part of the dataset"
-    for flag in ("check_data", "data", "eval_data"):
-        check_outside([("--out", out)], getattr(args, flag), f"--{flag.replace('_', '-')}", why)
+    _outside_data(args, "--out", out, "the model")
+
+
+def _outside_data(args, flag: str, out, what: str) -> None:
+    """`out` lies outside every dataset export reads (--data, --eval-data, --check-data)."""
+    from edge_fer.fileio import check_outside
+
+    for name in ("data", "eval_data", "check_data"):
+        check_outside([(flag, out)], getattr(args, name), f"--{name.replace('_', '-')}",
+                      f"{what} would become part of the dataset")  # fmt: skip
 
 
 def _int8(args, model) -> int:

@@ -18,8 +18,8 @@ Options go in a query string (`csi://0?width=1280&height=720&framerate=30&flip=r
 or as keyword arguments of `parse_source`. Live sources read in a thread that keeps only the
 newest frame, so a slow consumer sees fresh frames (the stale ones are counted as dropped);
 files are read losslessly, and so is a video file on a web server (http:// or https:// whose
-header counts its frames), which ends at its end instead of being reopened. A live source that stops delivering frames (a network stream that
-drops, a camera that is unplugged) is reopened with exponential backoff until
+header counts its frames), which ends at its end instead of being reopened. A live source that
+stops delivering frames (a network stream that drops, a camera that is unplugged) is reopened with exponential backoff until
 `reconnect_timeout` seconds have passed; each outage is reported as a gap (one still in
 progress when the run stops included). In folders and globs, a file that cannot be used
 (unreadable, not an image, over MAX_IMAGE_PIXELS by its header) is skipped and counted; a

@@ -48,9 +48,9 @@ def teacher_targets(
     `cache` keeps them for a resumed run, with a key beside it (the teachers' sha256, the views,
     the classes, the faces): a cache of other teachers (a run begun again in the same folder) or
     an unreadable one is computed again, never used."""
-    key = _cache_key(paths, images, classes, tta)
+    key = _cache_key(paths, images, classes, tta) if cache is not None else None
     key_file = cache.with_suffix(".json") if cache is not None else None
-    if cache is not None and cache.is_file() and key_file is not None:
+    if cache is not None and key_file is not None and cache.is_file():
         try:
             same = json.loads(key_file.read_text()) == key
             probs = np.load(cache, allow_pickle=False) if same else None

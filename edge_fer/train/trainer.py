@@ -610,10 +610,8 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
             if ignored:  # the run's own settings win: say so, as a changed --arch is refused
                 print(f"edge-fer train: --resume keeps the run's own settings; not applied: "
                       f"{'; '.join(ignored)}", file=sys.stderr)  # fmt: skip
-            here = {k: getattr(cfg, k) for k in MACHINE}
-            cfg = TrainConfig(**saved)  # the original run's settings win on resume
-            cfg = dataclasses.replace(cfg, **here)
-            cfg = _data_found(cfg, last, given=here_data)
+            # the original run's settings win on resume, with its data found from here
+            cfg = dataclasses.replace(found, **{k: getattr(cfg, k) for k in MACHINE})
             if epochs_override is not None:
                 cfg.epochs = epochs_override
                 if cfg.average_last > cfg.epochs:  # a run shortened on resume averages what it has
