@@ -40,9 +40,11 @@ class VocabPlan:
         s = p.sum(1, keepdims=True)
         return np.where(s > 0, p / np.where(s > 0, s, 1), 1.0 / p.shape[1]).astype(np.float32)
 
-    def describe(self, dropped_by_class: dict[str, int]) -> dict:
+    def describe(self, dropped_by_class: dict[str, int], faces: np.ndarray | None = None) -> dict:
         """Which classes were compared, what became of the model's classes (dropped, merged,
-        renamed) and of the dataset's (mapped, or without counterpart: faces excluded)."""
+        renamed) and of the dataset's (mapped, or without counterpart: faces excluded);
+        `faces`: the scored faces per evaluation class (classes without any are predicted but
+        not scored: macro-F1 leaves them out)."""
         into: dict[str, list[str]] = {}
         for m, t in self.model_map.items():
             if t is not None:
@@ -55,6 +57,9 @@ class VocabPlan:
                 m: t for m, t in self.model_map.items() if t and t != m and len(into[t]) == 1
             },
             "compared_without_model_class": [c for c in self.classes if c not in into],
+            "compared_without_faces": []
+            if faces is None
+            else [c for c, n in zip(self.classes, faces) if not n],
             "dataset_classes_mapped": {c: t for c, t in self.data_map.items() if t and t != c},
             "dataset_classes_without_counterpart": {
                 c: int(dropped_by_class.get(c, 0)) for c, t in self.data_map.items() if t is None
@@ -236,7 +241,10 @@ def evaluate(
             "skipped": int(faces.skipped),
             "dropped": len(dropped),
             "dropped_by_class": dropped_by_class,
-            "vocabulary": {"mode": mode, **plan.describe(dropped_by_class)},
+            "vocabulary": {
+                "mode": mode,
+                **plan.describe(dropped_by_class, np.bincount(lab, minlength=len(plan.classes))),
+            },
         }
     )
     if alignment:
@@ -357,12 +365,22 @@ def vocabulary_text(v: dict) -> list[str]:
     renamed = v.get("model_classes_renamed") or {}
     unmatched = v.get("dataset_classes_without_counterpart") or {}
     mapped = v.get("dataset_classes_mapped") or {}
-    if v.get("mode") == "model" and not (dropped or merged or renamed or unmatched or mapped):
+    faceless = v.get("compared_without_faces") or []
+    if v.get("mode") == "model" and not (
+        dropped or merged or renamed or unmatched or mapped or faceless
+    ):
         return []
     whose = {"model": "the model's", "dataset": "the dataset's", "explicit": "the chosen"}
     n = len(v["compared"])
     mode = whose.get(v.get("mode"), "the chosen")
     out = [f"compared  {', '.join(v['compared'])} ({n} classes, {mode} vocabulary)"]
+    if faceless:  # before: "compared" claimed all of them where one had faces
+        scored = [c for c in v["compared"] if c not in faceless]
+        out.append(
+            f"scored    {', '.join(scored)} ({len(scored)} of {n}: no test face of "
+            f"{', '.join(faceless)}; those are predicted, and count as errors, but get no "
+            "recall and no share of macro-F1)"
+        )
     model = [f"{t} <- {' + '.join(ms)} (merged)" for t, ms in merged.items()]
     model += [f"{m} -> {t}" for m, t in renamed.items()]
     if dropped:

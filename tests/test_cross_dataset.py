@@ -125,6 +125,27 @@ def test_three_groups(tmp_path, capsys) -> None:
     assert "negative <- angry + disgust + fear + sad (merged)" in out
 
 
+def test_the_classes_scored_are_told_apart_from_the_vocabulary(tmp_path, capsys) -> None:
+    """--label-set fer2013 on valence groups: only neutral maps onto FER2013's classes, so
+    only neutral faces are scored, and the summary says so (before: 'compared angry, ...
+    neutral (7 classes)' beside a macro-F1 that was neutral's F1 alone)."""
+    data = tmp_path / "valence"
+    build(data, {"happy": "positive", "neutral": "neutral", "sad": "negative"}, per_class=4)
+    rc, out, err = run_eval(capsys, "--data", str(data), "--label-set", "fer2013",
+                            "--json", str(tmp_path / "rep.json"))  # fmt: skip
+    assert rc == 0, err
+    rep = json.loads((tmp_path / "rep.json").read_text())
+    v = rep["vocabulary"]
+    assert v["compared"] == list(L.FER2013) and rep["n"] == 4
+    assert v["compared_without_faces"] == [c for c in L.FER2013 if c != "neutral"]
+    assert rep["macro_f1"] == pytest.approx(rep["per_class"]["neutral"]["f1"])
+    assert "scored    neutral (1 of 7: no test face of angry, disgust," in out
+    # every class with faces: no such line
+    build(tmp_path / "all", {c: c for c in L.FER2013}, per_class=2)
+    rep, out = eval_dataset_vocabulary(capsys, tmp_path / "all", tmp_path / "all.json")
+    assert rep["vocabulary"]["compared_without_faces"] == [] and "scored " not in out
+
+
 def test_no_shared_class(tmp_path, capsys) -> None:
     data = tmp_path / "pets"
     build(data, {"happy": "cat", "sad": "dog"}, per_class=2)

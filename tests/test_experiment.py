@@ -12,6 +12,8 @@ from paths import SHARED, fer_files
 pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
 
+from edge_fer.experiment.report import FIGURE_NAMES
+
 SFEW = SHARED / "data" / "sfew_train"
 TINY = ["--epochs", "1", "--max-batches", "1", "--batch-size", "16", "--threads", "1"]
 
@@ -84,6 +86,12 @@ def test_out_work_and_numbers_are_checked_before_any_study(tmp_path, capsys) -> 
         (["architectures", "--out", other], "--out", "holds the report of the grouping study"),
         (["compression", "--out", mine], "--out", "a README.md that is not this study's"),
     ]
+    # a user's figure of the name a study writes, with no report beside it (before: replaced)
+    pngs = tmp_path / "pngs"
+    pngs.mkdir()
+    (pngs / "confusion.png").write_bytes(b"mine")
+    (pngs / "notes.txt").write_text("mine")
+    cases += [(["grouping", "--out", pngs], "--out", "holds confusion.png but no report")]
     (tmp_path / "d").mkdir()
     for argv, *needles in cases:
         if "--data" not in argv:
@@ -93,6 +101,7 @@ def test_out_work_and_numbers_are_checked_before_any_study(tmp_path, capsys) -> 
     assert afile.read_text() == "keep" and not (tmp_path / "o").exists()
     assert [p.name for p in other.iterdir()] == ["README.md"] == [p.name for p in mine.iterdir()]
     assert (mine / "README.md").read_text() == "# My notes\n"
+    assert (pngs / "confusion.png").read_bytes() == b"mine" and len(list(pngs.iterdir())) == 2
 
 
 @pytest.mark.shared("data/fer2013/train")
@@ -112,6 +121,31 @@ def test_refusals_before_training(tmp_path, capsys) -> None:
     rc, _, err = run(capsys, "grouping", "--data", gray, "--out", out, "--variants", "5", *TINY)
     one_line_error(rc, err, "unknown grouping 5")
     assert not (out / "work" / "runs").exists()  # nothing trained
+    # faces of one class only (an empty folder beside it): before, the trainer refused it after
+    # the study had begun, naming the study's link tree as --data, and left files in --out
+    one = gray_folders(tmp_path / "one", ("happy",), 8)
+    (one / "sad").mkdir()
+    for study in ("preprocessing", "channels", "compression", "architectures"):
+        rc, _, err = run(capsys, study, "--data", one, "--out", tmp_path / "o1", *TINY)
+        one_line_error(rc, err, f"--data {one}: training faces of 1 class (happy)")
+    assert not (tmp_path / "o1").exists()
+
+
+@pytest.mark.shared("data/fer2013/train")
+def test_a_named_variant_that_cannot_run_is_one_line(tmp_path, capsys, monkeypatch) -> None:
+    """clahe+align asked for by name with no usable eye model: one line saying why (before:
+    a note that it was skipped, then 'no preprocessing variant left to run')."""
+    from edge_fer.align import aligner
+
+    gray = gray_folders(tmp_path / "gray", ("angry", "happy"), 6)
+    damaged = tmp_path / "eyes_default.eyes"  # the bundled model, cut short
+    damaged.write_bytes(aligner.BUNDLED.read_bytes()[:100])
+    monkeypatch.setattr(aligner, "BUNDLED", damaged)
+    out = tmp_path / "out"
+    rc, _, err = run(capsys, "preprocessing", "--data", gray, "--out", out,
+                     "--variants", "clahe+align", *TINY)  # fmt: skip
+    one_line_error(rc, err, "--variants clahe+align: no alignment model")
+    assert not out.exists()
 
 
 @pytest.mark.shared("data/sfew_train")
@@ -156,6 +190,14 @@ def test_grouping_study(tmp_path, capsys) -> None:
     assert "| classes7 |" in text and "| classes3 |" in text
     assert "classes7 merged" in text  # the 7-class model scored on the 3 groups
     assert "neg " in text and "pos " in text  # per-class recall of the groups
+    assert {p.name for p in out.glob("*.png")} <= set(FIGURE_NAMES)  # what --out guards
+    # another budget for classes3 while classes6 is new: refused before classes6 trains
+    # (before: classes6 trained to the end, then classes3's folder was refused)
+    rc, _, err = run(capsys, "grouping", "--data", SFEW, "--out", out, "--variants", "6,3",
+                     "--max-train-faces", "70", "--max-test-faces", "35", *TINY,
+                     "--lr", "0.04")  # fmt: skip
+    one_line_error(rc, err, "classes3 holds a run made with other settings")
+    assert not (out / "work" / "runs" / "classes6").exists()
 
 
 def tiny_fer(root: Path) -> Path:
@@ -201,6 +243,17 @@ def test_architectures_from_run_folders(tmp_path, capsys) -> None:
     rc, _, err = run(capsys, "architectures", "--runs", runs, "--archs", "mobilenet",
                      "--no-bundled", "--data", fer, "--out", tmp_path / "r2")  # fmt: skip
     one_line_error(rc, err, "--runs", "holds a 'cnn4' run, not 'mobilenet'")
+    # data with a class the bundled model or a finished run lacks: refused before anything is
+    # trained or exported (before: after the zoo trained, advising eval's --label-set)
+    contempt = gray_folders(tmp_path / "contempt", ("angry", "happy", "sad"), 8)
+    shutil.copytree(contempt / "sad", contempt / "contempt")
+    rc, _, err = run(capsys, "architectures", "--archs", "cnn4", "--data", contempt,
+                     "--out", tmp_path / "r3", "--test-fraction", "0.4", *TINY)  # fmt: skip
+    one_line_error(rc, err, "the bundled vgg model has no class contempt", "--no-bundled")
+    rc, _, err = run(capsys, "architectures", "--runs", runs, "--archs", "cnn4", "--no-bundled",
+                     "--data", contempt, "--out", tmp_path / "r3", "--test-fraction", "0.4")  # fmt: skip
+    one_line_error(rc, err, "has no class contempt")
+    assert not (tmp_path / "r3").exists()
 
 
 @pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
@@ -227,6 +280,13 @@ def test_compression_study(tmp_path, capsys) -> None:
     assert "| cnn4 FP32 |" in text and "| cnn4 pruned |" in text and "INT8 |" not in text
     assert "no INT8 model (50 training faces to calibrate on" in text
     assert "--max-train-faces" in text and "--samples" not in text
+    # all of a small training part already in the sample: a larger limit would not help
+    small = gray_folders(tmp_path / "small", ("angry", "happy", "sad"), 20)
+    rc, _, err = run(capsys, "compression", "--data", small, "--out", tmp_path / "small_out",
+                     *TINY)  # fmt: skip
+    assert rc == 0, err
+    text = (tmp_path / "small_out" / "README.md").read_text()
+    assert "training part has 48 faces in all" in text and "a larger --max-train-faces" not in text
 
 
 @pytest.mark.shared("data/fer2013/train")

@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_fer.experiment.data import read_colour
-from edge_fer.experiment.runs import Budget, claim, study_config
+from edge_fer.experiment.runs import Budget, claim, run_key, study_config
 
 
 def _normalise(x, spec):
@@ -38,6 +38,11 @@ def predict_colour(model, x_u8: np.ndarray, spec, batch: int = 512) -> np.ndarra
             x = torch.from_numpy(x_u8[i : i + batch]).float()
             out.append(F.softmax(model(_normalise(x, spec)), 1).numpy())
     return np.concatenate(out) if out else np.zeros((0, len(spec.classes)), np.float32)
+
+
+def colour_key(arch: str, key: dict, budget: Budget) -> dict:
+    """What a colour run folder records in `study.json`."""
+    return run_key(arch, key, budget, colour="bgr")
 
 
 def train_colour(run: Path, tree: Path, arch: str, budget: Budget, key: dict) -> Path:
@@ -62,7 +67,7 @@ def train_colour(run: Path, tree: Path, arch: str, budget: Budget, key: dict) ->
         train_step,
     )
 
-    claim(run, {"arch": arch, **key, "colour": "bgr", "budget": budget.__dict__})
+    claim(run, colour_key(arch, key, budget))
     cfg = study_config(arch, tree, run, budget, channels=3)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)

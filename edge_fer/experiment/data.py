@@ -141,6 +141,13 @@ def load_study_data(
     n_train, n_test = len(train), len(test)
     train = subsample(train, max_train, seed)
     test = subsample(test, max_test, seed)
+    have = [c for c, n in zip(train.classes, train.counts()) if n]
+    if len(have) < 2:  # before: the trainer said so after the study had begun, naming its links
+        raise UserError(
+            f"{p}: training faces of {len(have)} class{'' if len(have) == 1 else 'es'} "
+            f"({', '.join(have) or 'none'}); a classifier needs faces of at least two",
+            param="data",
+        )
     return StudyData(p, layout, train, test, split, n_train, n_test)
 
 

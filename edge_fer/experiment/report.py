@@ -64,6 +64,10 @@ def setup_block(
     return "\n".join(lines)
 
 
+# the figures the studies write beside README.md (their names are fixed: a rerun replaces them)
+FIGURE_NAMES = ("confusion.png", "curves.png", "accuracy_vs_ms.png", "recall.png")
+
+
 def write(out: Path, text: str) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     p = out / "README.md"

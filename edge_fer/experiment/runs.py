@@ -82,22 +82,37 @@ class Options:
         return self.work or (self.out / "work")
 
 
+def run_key(arch: str, key: dict, budget: Budget, **extra) -> dict:
+    """What a run folder records in `study.json` (and must match to be reused)."""
+    return {"arch": arch, **key, **extra, "budget": budget.__dict__}
+
+
+def check_claim(run: Path, key: dict) -> None:
+    """UserError when `run` already holds a run made from something else than `key`; a study
+    checks every variant's folder this way before it trains the first one (before, a conflict
+    in the last variant was found after the others had trained, hours at a real budget)."""
+    f = run / STUDY_FILE
+    if not f.is_file():
+        return
+    try:
+        old = json.loads(f.read_text())
+    except ValueError:
+        old = None
+    if isinstance(old, dict) and isinstance(old.get("budget"), dict):
+        # budget fields added since the run was made hold their defaults
+        old["budget"] = {**Budget().__dict__, **old["budget"]}
+    if old != key:
+        raise UserError(
+            f"{run} holds a run made with other settings ({STUDY_FILE} differs); "
+            "pick another --work folder or delete that run"
+        )
+
+
 def claim(run: Path, key: dict) -> None:
     """Record what `run` is made from; UserError when it already holds another variant."""
+    check_claim(run, key)
     f = run / STUDY_FILE
     if f.is_file():
-        try:
-            old = json.loads(f.read_text())
-        except ValueError:
-            old = None
-        if isinstance(old, dict) and isinstance(old.get("budget"), dict):
-            # budget fields added since the run was made hold their defaults
-            old["budget"] = {**Budget().__dict__, **old["budget"]}
-        if old != key:
-            raise UserError(
-                f"{run} holds a run made with other settings ({STUDY_FILE} differs); "
-                "pick another --work folder or delete that run"
-            )
         return
     run.mkdir(parents=True, exist_ok=True)
     f.write_text(json.dumps(key, indent=2))
@@ -137,7 +152,7 @@ def train_variant(run: Path, tree: Path, arch: str, budget: Budget, key: dict, *
     links `tree`; `options` are further TrainConfig fields (clahe, align, channels, ...)."""
     from edge_fer.train.trainer import train
 
-    claim(run, {"arch": arch, **key, **options, "budget": budget.__dict__})
+    claim(run, run_key(arch, key, budget, **options))
     if epochs_done(run) >= budget.epochs and (run / "best.safetensors").is_file():
         print(f"experiment: {run.name}: finished earlier, reusing it", file=sys.stderr)
         return run

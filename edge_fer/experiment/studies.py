@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,7 +16,15 @@ from edge_fer.errors import UserError
 from edge_fer.experiment import STUDIES, heading, plots
 from edge_fer.experiment import report as R
 from edge_fer.experiment.data import StudyData, colour_check, link_tree, study_data
-from edge_fer.experiment.runs import Options, epochs_done, read_log, train_variant, warmup_for
+from edge_fer.experiment.runs import (
+    Options,
+    check_claim,
+    epochs_done,
+    read_log,
+    run_key,
+    train_variant,
+    warmup_for,
+)
 
 GROUPINGS = {
     "7": ("7 classes", L.FER2013),
@@ -97,9 +106,30 @@ def _run_key(opts: Options, sd: StudyData, v: Variant) -> dict:
     }
 
 
+def variant_run(opts: Options, sd: StudyData, v: Variant) -> tuple[Path, dict]:
+    """The run folder of a variant and what its `study.json` must say."""
+    from edge_fer.experiment.colour import colour_key
+
+    key = _run_key(opts, sd, v)
+    arch = v.arch or opts.arch
+    full = (
+        colour_key(arch, key, opts.budget)
+        if v.colour
+        else run_key(arch, key, opts.budget, **v.options)
+    )
+    return opts.workdir / "runs" / v.name, full
+
+
+def check_runs(opts: Options, sd: StudyData, variants: list[Variant]) -> None:
+    """Every variant's run folder is new or holds this variant: checked before any training."""
+    for v in variants:
+        check_claim(*variant_run(opts, sd, v))
+
+
 def train_all(opts: Options, sd: StudyData, variants: list[Variant]) -> dict[str, Path]:
     from edge_fer.experiment.colour import train_colour
 
+    check_runs(opts, sd, variants)
     runs = {}
     for v in variants:
         tree = _tree_for(opts, sd, v)
@@ -401,6 +431,8 @@ def study_preprocessing(opts: Options) -> Path:
     skipped = []
     if "clahe+align" in chosen:
         why = _align_available()
+        if why and "clahe+align" in opts.variants:  # asked for by name: the one line is why
+            raise UserError(f"clahe+align: {why}", param="variants")
         if why:
             print(f"experiment: CLAHE + alignment unavailable: {why}", file=sys.stderr)
             skipped.append(f"CLAHE + alignment: unavailable ({why})")
@@ -529,7 +561,15 @@ def _check_report_is_this_studys(out: Path, study: str) -> None:
     study's or a README of the user's: before, a second study in the same --out replaced the
     first one's report and figures."""
     readme = Path(out) / "README.md"
-    if not readme.is_file():
+    if not readme.is_file():  # no report yet: the figures' names must be free (a user's
+        # confusion.png was replaced without a word)
+        taken = [n for n in R.FIGURE_NAMES if os.path.lexists(Path(out) / n)]
+        if taken:
+            raise UserError(
+                f"{out} holds {', '.join(taken)} but no report of this study: the study would "
+                "replace them; give it a new or empty folder",
+                param="out",
+            )
         return
     try:
         with open(readme, encoding="utf-8", errors="replace") as f:

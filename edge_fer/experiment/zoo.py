@@ -19,7 +19,7 @@ from edge_fer.errors import UserError
 from edge_fer.experiment import heading, plots
 from edge_fer.experiment import report as R
 from edge_fer.experiment.data import StudyData, study_data
-from edge_fer.experiment.runs import claim, epochs_done, read_log, train_variant
+from edge_fer.experiment.runs import check_claim, claim, epochs_done, read_log, train_variant
 
 NO_REPORT: dict = {"per_class": {}}  # an INT8 row that could not be made
 
@@ -38,16 +38,16 @@ def _calib_faces(sd: StudyData, n: int, seed: int):
     )
 
 
-def int8_of(fp32: Path, faces, out_dir: Path) -> Path:
-    """The ONNX Runtime CPU INT8 model of `fp32` (reused when newer than it)."""
+def int8_of(fp32: Path, faces, out_dir: Path, more: str = "a larger --max-train-faces") -> Path:
+    """The ONNX Runtime CPU INT8 model of `fp32` (reused when newer than it); `more`: what
+    would give more calibration faces, for the message when there are too few."""
     from edge_fer.quantize import calibrate
     from edge_fer.quantize.calib_data import MIN_FACES
     from edge_fer.quantize.pipeline import CPU_NAME
 
     if len(faces) < MIN_FACES:  # in the study's own terms (calibrate's names --samples)
         raise UserError(
-            f"{len(faces)} training faces to calibrate on; at least {MIN_FACES} are needed "
-            "(a larger --max-train-faces)"
+            f"{len(faces)} training faces to calibrate on; at least {MIN_FACES} are needed ({more})"
         )
     q = out_dir / CPU_NAME
     if q.is_file() and q.stat().st_mtime >= fp32.stat().st_mtime:
@@ -68,15 +68,47 @@ def eval_onnx(path: Path, sd: StudyData) -> dict:
 
 def _trained_entries(opts, sd: StudyData, archs) -> list[dict]:
     """Train (at the study's budget) each architecture; entries for the table."""
-    from edge_fer.experiment.studies import _run_key, _tree_for, mapped_variant
+    from edge_fer.experiment.studies import _run_key, _tree_for, check_runs, mapped_variant
 
     variants = [mapped_variant(sd, a, a, sd.trained_classes, arch=a) for a in archs]
+    check_runs(opts, sd, variants)
     out = []
     for v in variants:
         run = opts.workdir / "runs" / v.name
         train_variant(run, _tree_for(opts, sd, v), v.arch, opts.budget, _run_key(opts, sd, v))
         out.append({"name": v.name, "arch": v.arch, "run": run})
     return out
+
+
+def check_classes(name: str, model_classes, sd: StudyData, fix: str) -> None:
+    """A model scored on the study's test faces must answer every class they hold (the rule of
+    `edge-fer eval` without --label-set), checked before anything is trained: before, a bundled
+    model without the data's class failed after the whole zoo had trained, with eval's flags."""
+    from edge_fer import labels as L
+
+    present = tuple(c for c, n in zip(sd.test.classes, sd.test.counts()) if n)
+    ev = tuple(L.canonical(c) for c in model_classes)
+    m = L.mapping(present, ev)
+    missing = [c for c in present if m[c] is None]
+    if missing:
+        raise UserError(
+            f"{name} has no class {', '.join(missing)} of the test faces of --data (it knows "
+            f"{', '.join(model_classes)}); {fix}"
+        )
+
+
+def _bundled_classes(path) -> tuple[str, ...]:
+    from edge_fer.classify import Classifier
+
+    with Classifier.load(path, threads=1, tta="none") as clf:
+        return tuple(clf.classes)
+
+
+def _run_classes(run: Path) -> tuple[str, ...] | None:
+    from edge_fer.train.checkpoint import read_state
+
+    names = (read_state(run / "best.safetensors").get("spec") or {}).get("class_names")
+    return tuple(names.split(",")) if isinstance(names, str) and names else None
 
 
 def _run_entries(runs: Path, archs) -> tuple[list[dict], list[str]]:
@@ -138,6 +170,12 @@ def _measure(opts, sd: StudyData, entries: list[dict]) -> list[dict]:
     from edge_fer.experiment.measure import export_run, onnx_rows
 
     faces = _calib_faces(sd, opts.calib_faces, opts.budget.seed)
+    # what would give more: the sample's limit, or (all of the training part in it) more data
+    more = (
+        "a larger --max-train-faces"
+        if len(sd.train) < sd.train_available
+        else f"--data's training part has {sd.train_available} faces in all"
+    )
     for e in entries:
         w = opts.workdir / "onnx" / re.sub(r"[^\w.-]+", "_", e["name"])
         if e.get("onnx") is None:
@@ -146,7 +184,7 @@ def _measure(opts, sd: StudyData, entries: list[dict]) -> list[dict]:
             export_run(e["run"], e["onnx"], sd.test.images[:64])
         print(f"experiment: INT8 calibration of {e['name']}", file=sys.stderr, flush=True)
         try:
-            e["int8"] = int8_of(e["onnx"], faces, w / "int8")
+            e["int8"] = int8_of(e["onnx"], faces, w / "int8", more)
         except UserError as exc:  # e.g. a graph the quantizer cannot take: FP32 row only
             e["int8"], e["int8_error"] = None, str(exc)
             print(f"experiment: {e['name']}: no INT8 model ({exc})", file=sys.stderr)
@@ -283,8 +321,21 @@ def study_architectures(opts) -> Path:
 
     sd = study_data(opts)
     notes = []
+    if opts.vgg_onnx:
+        check_classes(
+            "the bundled vgg model",
+            _bundled_classes(default_model_path()),
+            sd,
+            "leave it out with --no-bundled",
+        )
     if opts.runs is not None:
         entries, notes = _run_entries(opts.runs, opts.archs)
+        for e in entries:
+            classes = _run_classes(e["run"])
+            if classes:
+                check_classes(
+                    str(e["run"]), classes, sd, "the study scores every model on --data's classes"
+                )
         source = f"finished run folders `{opts.runs}/<arch>/` (best.safetensors), not retrained"
     else:
         entries = _trained_entries(opts, sd, opts.archs)
@@ -366,16 +417,11 @@ def study_compression(opts) -> Path:
     from edge_fer.compress.io import load_source
     from edge_fer.compress.prune import PruneConfig, run_prune
     from edge_fer.experiment.measure import export_run
-    from edge_fer.experiment.studies import _run_key, _tree_for, mapped_variant
+    from edge_fer.experiment.studies import _run_key, _tree_for, check_runs, mapped_variant
 
     sd = study_data(opts)
     v = mapped_variant(sd, f"base-{opts.arch}", opts.arch, sd.trained_classes, arch=opts.arch)
-    tree = _tree_for(opts, sd, v)
     run = opts.workdir / "runs" / v.name
-    train_variant(run, tree, opts.arch, opts.budget, _run_key(opts, sd, v))
-    w = opts.workdir / "onnx"
-    fp32 = w / "base" / "model.onnx"
-    export_run(run, fp32, sd.test.images[:64])
     pdir = opts.workdir / "pruned"
     pcfg = PruneConfig(method="structured", target_macs_reduction=0.5, steps=1)
     b = opts.budget
@@ -387,8 +433,15 @@ def study_compression(opts) -> Path:
         max_batches=b.max_batches,
         device="cpu",
     )
-    pruned = pdir / "pruned.onnx"
     pkey = {"base": str(run), "prune": pcfg.__dict__, "finetune": fcfg.__dict__}
+    check_runs(opts, sd, [v])  # both folders, before the base model trains
+    check_claim(pdir, pkey)
+    tree = _tree_for(opts, sd, v)
+    train_variant(run, tree, opts.arch, opts.budget, _run_key(opts, sd, v))
+    w = opts.workdir / "onnx"
+    fp32 = w / "base" / "model.onnx"
+    export_run(run, fp32, sd.test.images[:64])
+    pruned = pdir / "pruned.onnx"
     claim(pdir, pkey)
     if not (pruned.is_file() and pruned.stat().st_mtime >= fp32.stat().st_mtime):
         src = load_source(run / "best.safetensors")
