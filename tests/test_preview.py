@@ -222,3 +222,9 @@ def test_run_with_an_empty_preview_host_is_one_line_exit_2(tmp_path, capsys):
     assert rc == 2
     (line,) = err.strip().splitlines()
     assert line.startswith("edge-fer run: error: --preview-host is empty")
+    # a host without the port it is for: no preview would be served (before: ignored, exit 0)
+    for host in ("", "0.0.0.0"):
+        rc = main(["run", str(tmp_path / "a.png"), "--preview-host", host])
+        (line,) = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and line.endswith("--preview-host needs --preview-port: without it no "
+                                         "preview is served"), line  # fmt: skip

@@ -261,6 +261,10 @@ def check_run_options(opts: RunOptions) -> None:
                 "for this machine only)",
                 param="preview_host",
             )
+    elif opts.preview_host != RunOptions.preview_host:  # before: ignored without a word
+        raise UserError(
+            "needs --preview-port: without it no preview is served", param="preview_host"
+        )
     _check_trt_options(opts.backend, opts.trt_precision, opts.calib_cache)
 
 
