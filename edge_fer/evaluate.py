@@ -195,8 +195,12 @@ def evaluate(
     answer, see `dataset_target`) or a tuple of class names. A model trained on eye-aligned
     faces (`spec.align`) gets the faces aligned as its training aligned them (report key
     "alignment")."""
-    if batch_size < 1:
-        raise UserError("must be at least 1", param="batch_size")
+    from edge_fer.limits import check_count
+
+    check_count(batch_size, "batch_size")  # 2.5 or NaN: a TypeError deep in range()
+    check_count(latency_samples, "latency_samples", lowest=0)
+    if isinstance(target, str) and target != "dataset":  # a label set's name (--label-set):
+        target = L.vocabulary(target)  # before, its letters became the classes
     mode = "model" if target is None else "dataset" if target == "dataset" else "explicit"
     if target == "dataset":
         target = dataset_target(faces, clf.classes)

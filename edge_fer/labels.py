@@ -83,23 +83,29 @@ def mapping(src: tuple[str, ...], dst: tuple[str, ...]) -> dict[str, str | None]
 
     Names are compared after `canonical` (synonyms such as anger/angry); a group vocabulary
     (GROUPED3 or part of it) receives every class through its valence group; happy and smile
-    stand for each other."""
+    stand for each other. The targets are `dst`'s own names (on both sides: a `dst` of
+    ("Happiness", "Anger") used to receive nothing)."""
+    for param, v in (("src", src), ("dst", dst)):
+        if isinstance(v, str):  # a string is iterable: its letters became the classes
+            raise TypeError(f"{param} must be a sequence of class names, not a string ({v!r})")
     out: dict[str, str | None] = {}
     dst_set = set(dst)
-    grouped = is_grouped(dst)
+    by_key: dict[str, str] = {}  # canonical name -> dst's own spelling (the first one)
+    for d in dst:
+        by_key.setdefault(canonical(d), d)
+    grouped = is_grouped(tuple(by_key))
     for name in src:
         key = canonical(name)
         if name in dst_set:
             out[name] = name
-        elif key in dst_set:
-            out[name] = key
+        elif key in by_key:
+            out[name] = by_key[key]
         elif grouped:
-            group = _TO_GROUPED3.get(key)
-            out[name] = group if group in dst_set else None
-        elif key == "smile" and "happy" in dst_set:
-            out[name] = "happy"
-        elif key == "happy" and "smile" in dst_set:
-            out[name] = "smile"
+            out[name] = by_key.get(_TO_GROUPED3.get(key, ""))
+        elif key == "smile":
+            out[name] = by_key.get("happy")
+        elif key == "happy":
+            out[name] = by_key.get("smile")
         else:
             out[name] = None
     return out

@@ -132,7 +132,15 @@ def to_gray(img: np.ndarray) -> np.ndarray:
         if np.issubdtype(g.dtype, np.floating):
             if not np.isfinite(g).all():
                 raise UserError("image has NaN or infinite pixels")
-            if g.max(initial=0) <= 1.0:
+            lo, hi = float(g.min()), float(g.max())
+            # (half a level of interpolation overshoot is rounding; beyond it a wrong scale was
+            # clipped silently: x257, the 16-bit scale, made a white face)
+            if lo < -0.5 or hi > 255.5:
+                raise UserError(
+                    f"{g.dtype} pixels span {lo:g}..{hi:g}, outside 0..1 and 0..255: scale "
+                    "them to uint8"
+                )
+            if hi <= 1.0:
                 g = g * 255.0
         elif np.issubdtype(g.dtype, np.integer) and g.dtype != np.bool_:
             lo, hi = int(g.min()), int(g.max())

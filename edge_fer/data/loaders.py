@@ -102,6 +102,18 @@ def load_dataset(
     """Load a dataset; `split` selects FER2013 splits (other layouts: all images)."""
     p = Path(path)
     check_split(split)
+    if size is not None:  # every face is decoded at size x size: 100000 was an OOM kill
+        from numbers import Integral
+
+        from edge_fer.preprocess import MAX_INPUT_SIZE, MIN_INPUT_SIZE
+
+        ok = isinstance(size, Integral) and not isinstance(size, bool)
+        if not ok or not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
+            raise UserError(
+                f"must be an integer in {MIN_INPUT_SIZE}..{MAX_INPUT_SIZE} px (a model's face "
+                f"side) or None, got {size!r}",
+                param="size",
+            )
     layout = layout or detect_layout(p)
     key = f"{p.resolve()}|{split}|{size}|{layout}|{skip_bad}|{classes}|{_stamp(p)}"
     # (surrogateescape: a folder name that is not UTF-8 was a UnicodeEncodeError traceback)

@@ -1,7 +1,7 @@
 """PICO face detection: cascade files, the compiled multi-scale scanner, clustering, memory.
 
-from edge_fer.detect import Cascade, Detector
-det = Detector(Cascade.load("facefinder"), min_size=0.1, threshold=5.0)
+from edge_fer.detect import Cascade, Detector, default_cascade_path
+det = Detector(Cascade.load(default_cascade_path()), min_size=0.1, threshold=5.0)
 faces = det.detect(gray)  # list[Detection(row, col, size, score)], .x .y .w .h
 
 Settings (options, each cascade's .json, their precedence) live in `edge_fer.detect.config`;

@@ -259,8 +259,18 @@ def export_checkpoint(
     if tta not in TTA_MODES:
         raise UserError(f"unknown --tta {tta!r}; choose flip or none")
     tta = None if tta in (None, "none") else tta
-    if not 7 <= int(opset) <= 23:
+    from edge_fer.limits import check_count
+
+    if not 7 <= check_count(opset, "opset") <= 23:
         raise UserError(f"{opset} is outside the supported 7..23", param="opset")
+    if check_faces is not None and (
+        not isinstance(check_faces, np.ndarray)
+        or check_faces.ndim not in (3, 4)
+        or not len(check_faces)
+    ):  # an empty array failed deep in numpy ("zero-size array to reduction")
+        shape = getattr(check_faces, "shape", type(check_faces).__name__)
+        raise UserError(f"must be a non-empty (N, H, W) array of faces, got {shape}",
+                        param="check_faces")  # fmt: skip
     ckpt = Path(ckpt_path)
     out = Path(out_path)
     if out.is_dir():

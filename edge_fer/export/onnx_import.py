@@ -193,11 +193,22 @@ def freeze_bn(model) -> None:
             m.eval()
 
 
-def checkpoint_from_onnx(path: str | os.PathLike, out: str | os.PathLike) -> Path:
+def checkpoint_from_onnx(
+    path: str | os.PathLike, out: str | os.PathLike, force: bool = False
+) -> Path:
     """Write an edge-fer training checkpoint (safetensors) rebuilt from an exported model, so
-    `edge-fer export`, `prune` and `qat` can start from it."""
+    `edge-fer export`, `prune` and `qat` can start from it. An existing `out` is replaced only
+    with `force`, and never when it is the model itself (that replaced the model, silently)."""
     from edge_fer.train.checkpoint import save_checkpoint
 
+    if os.path.lexists(out):
+        if Path(path).exists() and os.path.samefile(path, out):
+            raise UserError(f"{out}: is the input model; an output must not overwrite an input",
+                            param="out")  # fmt: skip
+        if not force:
+            raise UserError(f"{out}: exists (force=True replaces it)", param="out")
+        if Path(out).is_dir():
+            raise UserError(f"{out}: is a folder; give a file name", param="out")
     model, spec, meta = torch_model_from_onnx(path)
     prov = json.loads(meta.get("edge_fer.provenance") or "{}")
     cfg = dict(prov.get("config") or {})

@@ -2,7 +2,7 @@
 
     from edge_fer.quantize import calibrate, from_dataset, from_source
     faces = from_dataset("../shared/data/fer2013", "train", samples=512, seed=0)
-    # or: faces = from_source("lobby_camera.mp4", cascade="facefinder")
+    # or: faces = from_source("lobby_camera.mp4", cascade="path/to/cascade.pico")
     info = calibrate("model.onnx", faces, out_dir="int8/", method="entropy")
 
 Modules, one job each: `calib_data` (calibration faces and the batches the model sees),

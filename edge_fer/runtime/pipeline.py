@@ -40,7 +40,7 @@ import cv2
 import numpy as np
 
 from edge_fer import errors
-from edge_fer.limits import MAX_FRAME_PIXELS, MAX_FRAME_SIDE
+from edge_fer.limits import MAX_FRAME_PIXELS, MAX_FRAME_SIDE, check_count
 from edge_fer.runtime.crops import face_cropper
 from edge_fer.runtime.scenecut import SCENE_CUT_THRESHOLD, SceneCutDetector
 from edge_fer.runtime.smoothing import KEEP_ENDED, TrackSmoother
@@ -305,6 +305,15 @@ class Pipeline:
         if int(classify_every) != classify_every or classify_every < 1:
             raise ValueError(f"classify_every must be an integer >= 1, got {classify_every}")
         self.classify_every = int(classify_every)
+        if (
+            isinstance(smoothing, bool)
+            or not isinstance(smoothing, (int, float))
+            or not (0.0 < smoothing <= 1.0)
+        ):  # (NaN too) the smoother's own check named its alpha
+            raise ValueError(f"smoothing must be in (0, 1], got {smoothing!r}")
+        if queue_size is not None:  # a bounded queue keeps memory flat: -1 made it unbounded
+            check_count(queue_size, "queue_size")
+        check_count(max_batch_frames, "max_batch_frames")  # -3 became 1 silently
         alpha = 1.0 - (1.0 - smoothing) ** self.classify_every
         self.smoother = TrackSmoother(classes, alpha=alpha, keep_ended=keep_tracks)
         self._due: dict[int, int] = {}  # track id -> the frame from which it is classified again
@@ -313,7 +322,7 @@ class Pipeline:
         self.q_det: queue.Queue = queue.Queue(qs)
         self.q_cls: queue.Queue = queue.Queue(qs)
         self.q_out: queue.Queue = queue.Queue(qs)
-        self.max_batch_frames = max(1, int(max_batch_frames))
+        self.max_batch_frames = int(max_batch_frames)
         self.detect_min_side = max(0, int(detect_min_side or 0))
         if detect_upscale not in UPSCALE_INTERPOLATION:
             raise ValueError(f"detect_upscale must be one of {sorted(UPSCALE_INTERPOLATION)}")

@@ -213,7 +213,17 @@ def check_run_options(opts: RunOptions) -> None:
         check_count(opts.max_frames, "max_frames", lowest=0)
     if opts.pace is not None and not 0.01 <= opts.pace <= 1000:  # NaN too; 1e-9 waited for ever
         raise UserError(f"must be in [0.01, 1000] frames a second, got {opts.pace}", param="pace")
+    # bounded queues are what keeps a run's memory flat: -1 (or NaN) made them unbounded
+    if opts.queue_size is not None:
+        check_count(opts.queue_size, "queue_size")
+    check_count(opts.max_batch_frames, "max_batch_frames")
     t = opts.tracker
+    check_count(t.min_hits, "min_hits")  # integers: 1.5 hits was accepted
+    check_count(t.max_misses, "max_misses", lowest=0)
+    check_count(t.hold, "hold", lowest=0)
+    for name, v in (("iou", t.iou), ("smoothing", opts.smoothing), ("min_score", t.min_score)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+            raise UserError(f"must be a number, got {v!r}", param=name)  # (was a TypeError)
     for name, ok, rule in (
         ("min_hits", t.min_hits >= 1, ">= 1"),
         ("max_misses", t.max_misses >= 0, ">= 0"),
@@ -253,7 +263,7 @@ def check_run_options(opts: RunOptions) -> None:
                 param="summary_every",
             )
     if opts.preview_port is not None:
-        if not 0 <= int(opts.preview_port) <= 65535:
+        if not 0 <= check_count(opts.preview_port, "preview_port", lowest=0) <= 65535:
             raise UserError(f"must be in 0..65535, got {opts.preview_port}", param="preview_port")
         if not str(opts.preview_host or "").strip():
             raise UserError(

@@ -778,8 +778,11 @@ class FileSource(Source):
         self._next = 0  # index the next frame should have
         self._decoded = 0
         self._ended = False
+        self._closed = False
 
     def read(self) -> Frame | None:
+        if self._closed:  # before: the released capture read as a truncated file
+            raise RuntimeError("source is closed")
         if self._ended:
             return None
         failures = 0
@@ -837,6 +840,7 @@ class FileSource(Source):
             self.warn(msg)
 
     def close(self) -> None:
+        self._closed = True
         self.cap.release()
 
 
