@@ -205,6 +205,11 @@ class Classifier(Closing):
         """uint8 face crops (list or array; gray HxW or BGR HxWx3, any size) -> (N, C) probs.
         One crop alone (a 2-D array, or HxWx3/4) is one face: (1, C)."""
         check_count(batch_size, "batch_size")  # 0 looped for ever
+        if faces is None or isinstance(faces, (str, bytes)):  # (len() of None: a TypeError)
+            raise UserError(
+                f"expected face crops (an array or a list of arrays), got {type(faces).__name__}",
+                param="faces",
+            )
         if isinstance(faces, np.ndarray) and (
             faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (3, 4))
         ):  # iterating it would make a "face" of each row
@@ -248,7 +253,9 @@ class Classifier(Closing):
         )
 
     def labels_of(self, probs: np.ndarray) -> list[str]:
-        return [self.classes[i] for i in np.asarray(probs).argmax(1)]
+        """The top class of each row of (N, C) probabilities; one face's (C,) too."""
+        p = np.asarray(probs)
+        return [self.classes[i] for i in np.atleast_2d(p).argmax(1)]
 
     def info(self) -> dict:
         import json

@@ -171,3 +171,19 @@ def test_evaluate_takes_a_label_set_name_and_integer_batches() -> None:
             with pytest.raises(UserError) as e:
                 evaluate(clf, faces, progress=False, **kw)  # type: ignore[arg-type]
             assert e.value.param == next(iter(kw))
+
+
+def test_classifier_and_build_config_small_mistakes() -> None:
+    from edge_fer.classify import Classifier
+    from edge_fer.export.engine import BuildConfig
+
+    with Classifier.load(threads=1, tta="none") as clf:
+        probs = clf.predict(np.full((48, 48), 120, np.uint8))
+        assert clf.labels_of(probs[0]) == clf.labels_of(probs)  # one face's (C,): an AxisError
+        with pytest.raises(UserError, match="expected face crops") as e:
+            clf.predict(None)
+        assert e.value.param == "faces"
+    BuildConfig(precision="fp16", dla_core=0).check()
+    for kw in ({"dla_core": True}, {"sparse": "yes"}):  # True was DLA core 1; "no" was sparse
+        with pytest.raises(UserError, match=next(iter(kw))):
+            BuildConfig(precision="fp16", **kw).check()  # type: ignore[arg-type]

@@ -113,8 +113,11 @@ class BuildConfig:
                 raise UserError(f"{name} must be an integer >= 1, got {v!r}")
         if self.max_batch < self.min_batch:
             raise UserError(f"max_batch {self.max_batch} is below min_batch {self.min_batch}")
-        if self.dla_core is not None and (not isinstance(self.dla_core, int) or self.dla_core < 0):
+        bad_core = isinstance(self.dla_core, bool) or not isinstance(self.dla_core, int)
+        if self.dla_core is not None and (bad_core or self.dla_core < 0):  # True was core 1
             raise UserError(f"dla_core must be 0 or more, got {self.dla_core!r}")
+        if not isinstance(self.sparse, bool):  # "yes"/"no" both read as true
+            raise UserError(f"sparse must be True or False, got {self.sparse!r}")
         if self.dla_core is not None and self.precision == "fp32":
             raise UserError(
                 "DLA runs FP16 or INT8 only: precision must be fp16 or int8 with a DLA core"
