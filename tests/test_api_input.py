@@ -187,3 +187,15 @@ def test_classifier_and_build_config_small_mistakes() -> None:
     for kw in ({"dla_core": True}, {"sparse": "yes"}):  # True was DLA core 1; "no" was sparse
         with pytest.raises(UserError, match=next(iter(kw))):
             BuildConfig(precision="fp16", **kw).check()  # type: ignore[arg-type]
+
+
+def test_a_crop_box_far_beyond_the_frame_is_refused() -> None:
+    """A 1e9 px box asked OpenCV for 1e18 bytes (its padded crop was allocated whole)."""
+    from edge_fer.runtime.crops import crop_face
+
+    g = np.zeros((100, 120), np.uint8)
+    for box in ((0, 0, 1e9, 1e9), (0, 0, math.nan, 10), (0, 0, 10)):
+        with pytest.raises(UserError) as e:
+            crop_face(g, box, 0.1, 48)
+        assert e.value.param == "box"
+    assert crop_face(g, (-50, -50, 300, 300), 0.1, 48).shape == (48, 48)  # partly outside: padded

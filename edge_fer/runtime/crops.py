@@ -14,11 +14,13 @@ eyes by `spec.align_frame`); a face whose eyes are not found gets the plain crop
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable
 
 import cv2
 import numpy as np
 
+from edge_fer.errors import UserError
 from edge_fer.preprocess import DEFAULT_CROP_MARGIN
 
 
@@ -35,7 +37,20 @@ def crop_face(
 ) -> np.ndarray:
     """Square uint8 crop of a grayscale frame around box (x, y, w, h); resized to size x size."""
     h_img, w_img = gray.shape[:2]
-    x0, y0, s = square_box(float(box[0]), float(box[1]), float(box[2]), float(box[3]), margin)
+    v = [float(b) for b in box[:4]]
+    # a box far beyond the frame is a caller's mistake: its padded crop was allocated whole
+    # (a 1e9 box asked OpenCV for 1e18 bytes); the detector's boxes are inside the frame
+    if (
+        len(v) != 4
+        or not all(math.isfinite(b) for b in v)
+        or max(v[2], v[3]) > 8 * max(h_img, w_img)
+    ):
+        raise UserError(
+            f"must be 4 finite numbers (x, y, w, h) with a side at most 8x the frame's "
+            f"({max(h_img, w_img)} px), got {tuple(box)}",
+            param="box",
+        )
+    x0, y0, s = square_box(v[0], v[1], v[2], v[3], margin)
     x1, y1 = x0 + s, y0 + s
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w_img), min(y1, h_img)
     if cx1 <= cx0 or cy1 <= cy0:  # entirely outside: a blank crop rather than an error
