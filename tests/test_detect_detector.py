@@ -97,7 +97,9 @@ def test_tiny_frames_give_nothing(cascade: Cascade, shape: tuple[int, int]) -> N
 
 def test_min_size_larger_than_frame(cascade: Cascade, gray: np.ndarray) -> None:
     assert Detector(cascade, min_size=481).detect(gray) == []
-    assert Detector(cascade, min_size=100, max_size=50).raw(gray).shape == (0, 4)
+    # a smallest size over the largest finds nothing on any frame: refused as resolve() does
+    with pytest.raises(UserError, match="below the smallest size"):
+        Detector(cascade, min_size=100, max_size=50)
 
 
 @pytest.mark.parametrize(

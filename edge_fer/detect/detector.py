@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -16,6 +17,7 @@ import numpy as np
 from edge_fer.detect import scan
 from edge_fer.detect.cascade import Cascade
 from edge_fer.detect.cluster import GROUPINGS
+from edge_fer.detect.config import _check_sizes
 from edge_fer.detect.grid import ScanGrid, build_grid, crop
 from edge_fer.detect.lanes import run_lanes
 from edge_fer.detect.memory import DetectionMemory
@@ -58,10 +60,37 @@ class Detection(NamedTuple):
         return self.size
 
 
+def _is_number(v) -> bool:
+    # a finite real: no bool, no numeric string (its comparisons raised a bare TypeError), no
+    # int too big for a float
+    if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
+        return False
+    if isinstance(v, (int, np.integer)):
+        return abs(int(v)) <= sys.float_info.max
+    return math.isfinite(v)
+
+
+def _check_number(
+    name: str,
+    v,
+    lo: float = -math.inf,
+    hi: float = math.inf,
+    rule: str = "a finite number",
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
+    """UserError naming `name` unless `v` is a finite number in the range (an open end
+    excluded), as edge_fer.detect.config's rules for the same settings."""
+    ok = _is_number(v) and (lo < v if lo_open else lo <= v) and (v < hi if hi_open else v <= hi)
+    if not ok:
+        raise UserError(f"must be {rule}, got {v!r}", param=name)
+
+
 def _check_size(name: str, v: float) -> None:
     if isinstance(v, bool) or not isinstance(v, (int, float, np.integer, np.floating)):
         raise UserError(f"must be a number, got {v!r}", param=name)
-    if not math.isfinite(v) or v <= 0:
+    if not _is_number(v) or v <= 0:
         raise UserError(f"must be > 0 (pixels, or a fraction in (0, 1]), got {v}", param=name)
 
 
@@ -202,35 +231,33 @@ class Detector:
             )
         _check_size("min_size", min_size)
         _check_size("max_size", max_size)
-        if not (1.001 <= scale_factor <= 10):
-            raise UserError(f"must be in [1.001, 10], got {scale_factor}", param="scale_factor")
-        if not (0 < stride_factor <= 1):
-            raise UserError(f"must be in (0, 1], got {stride_factor}", param="stride_factor")
+        # sizes that can find nothing (max_size 1 px, or below min_size) are refused here as
+        # DetectorOptions are, instead of an empty result on every frame
+        _check_sizes(*(int(v) if isinstance(v, np.integer) else v for v in (min_size, max_size)))
+        _check_number("scale_factor", scale_factor, 1.001, 10, "a number in [1.001, 10]")
+        _check_number("stride_factor", stride_factor, 0, 1, "a number in (0, 1]", lo_open=True)
         angles = _angles(angle)
-        if not math.isfinite(threshold):
-            raise UserError(f"must be a finite number, got {threshold}", param="threshold")
+        _check_number("threshold", threshold)
         if not _is_int(memory) or not 1 <= memory <= 256:
             raise UserError(
                 f"must be an integer number of frames in 1..256, got {memory}", param="memory"
             )
-        if not (0.0 <= iou < 1.0):
-            raise UserError(f"iou (the overlap that groups windows) must be in [0, 1), got {iou}")
+        # the overlap above which windows are grouped
+        _check_number("iou", iou, 0.0, 1.0, "a number in [0, 1)", hi_open=True)
         if grouping not in GROUPINGS:
             raise UserError(
                 f"must be one of {', '.join(GROUPINGS)}, got {grouping!r}", param="grouping"
             )
         if not _is_int(max_detections) or max_detections < 1:
             raise UserError(f"must be >= 1, got {max_detections}", param="max_detections")
-        if not (math.isfinite(min_pixels) and min_pixels >= 1.0):
-            raise UserError(f"must be >= 1, got {min_pixels}", param="min_pixels")
+        _check_number("min_pixels", min_pixels, 1.0, rule="a number >= 1")
         if threads is not None:
             check_threads(threads, zero=None)
         if not _is_int(fine_budget) or fine_budget < 0:
             raise UserError(
                 f"must be a whole number of windows >= 0, got {fine_budget}", param="fine_budget"
             )
-        if not (math.isfinite(fine_span) and fine_span >= 1.0):
-            raise UserError(f"must be >= 1, got {fine_span}", param="fine_span")
+        _check_number("fine_span", fine_span, 1.0, rule="a number >= 1")
         self.cascade = cascade
         self.min_size = min_size
         self.min_pixels = float(min_pixels)
@@ -362,26 +389,35 @@ class Detector:
         return self._others
 
     @staticmethod
-    def _check_frame(gray: np.ndarray) -> np.ndarray:
+    def _check_frame(gray: np.ndarray, param: str = "gray") -> np.ndarray:
+        """The frame as a contiguous 2-D uint8 array; a UserError naming `param` otherwise (also
+        the check of `Verifier`, which is given the same frames)."""
         if not isinstance(gray, np.ndarray):
             raise UserError(
-                f"expected a 2-D grayscale uint8 numpy array, got {type(gray).__name__}"
+                f"must be a 2-D grayscale uint8 numpy array, got {type(gray).__name__}",
+                param=param,
             )
         if gray.ndim != 2:
             hint = " (convert colour frames with cv2.cvtColor(..., cv2.COLOR_BGR2GRAY))"
             raise UserError(
-                f"expected a 2-D grayscale uint8 frame, got shape {gray.shape}"
-                + (hint if gray.ndim == 3 else "")
+                f"must be a 2-D grayscale uint8 frame, got shape {gray.shape}"
+                + (hint if gray.ndim == 3 else ""),
+                param=param,
             )
         if gray.dtype != np.uint8:
-            raise UserError(f"expected a uint8 grayscale frame, got dtype {gray.dtype}")
+            # a float frame scaled 0..1 is not an error numpy would raise: it scans as black
+            hint = " (pixels 0..255)" if gray.dtype.kind == "f" else ""
+            raise UserError(
+                f"must be a uint8 grayscale frame{hint}, got dtype {gray.dtype}", param=param
+            )
         h, w = gray.shape
         if h == 0 or w == 0:
-            raise UserError(f"empty frame (shape {gray.shape})")
+            raise UserError(f"is an empty frame (shape {gray.shape})", param=param)
         if h > MAX_SIDE or w > MAX_SIDE or h * w > MAX_PIXELS:
             raise UserError(
-                f"frame of {w}x{h} is too large (at most {MAX_SIDE} px a side and "
-                f"{MAX_PIXELS // 1_000_000} Mpx); downscale it first"
+                f"is a frame of {w}x{h}, too large (at most {MAX_SIDE} px a side and "
+                f"{MAX_PIXELS // 1_000_000} Mpx); downscale it first",
+                param=param,
             )
         return np.ascontiguousarray(gray)
 

@@ -34,6 +34,9 @@ SIZE = 32  # crop side in pixels
 # the memory per detection small; a context outside 0.5..8 box sides is no second look
 MIN_SIZE, MAX_SIZE = 8, 256
 MIN_CONTEXT, MAX_CONTEXT = 0.5, 8.0
+# a box side at most this many times the frame's longer side: a crop is padded out to CONTEXT x
+# the box, so a wild size (1e12) would allocate without bound; no face outgrows its frame twice
+MAX_BOX_FRAMES = 2.0
 
 
 def crop_windows(
@@ -185,6 +188,47 @@ def resolve_verifier_path(value, cascade_path: str | Path) -> Path:
     return folder / rel
 
 
+def _check_frame(gray) -> None:
+    from edge_fer.detect.detector import Detector
+
+    Detector._check_frame(gray, "gray")  # the detector's frames are the verifier's
+
+
+def _check_rows(dets, shape: tuple[int, ...], cols: int) -> np.ndarray:
+    """`dets` as float64 (n, cols+) rows (row, col, size[, score]) for a frame of `shape`; a
+    UserError naming `dets` for rows the crops cannot be cut from (NaN, a size <= 0 or wildly
+    larger than the frame), which otherwise failed deep in numpy or OpenCV, or scored a box of
+    negative size."""
+    what = "row, col, size" + (", score" if cols > 3 else "")
+    try:
+        d = np.asarray(dets, np.float64)
+    except (TypeError, ValueError):
+        raise UserError(
+            f"must be an (n, {cols}+) array of {what} rows, got {type(dets).__name__}",
+            param="dets",
+        ) from None
+    if d.size == 0 and d.ndim <= 2:  # no detections: [] as well as (0, 4)
+        return np.zeros((0, max(cols, d.shape[-1] if d.ndim == 2 else 0)))
+    if d.ndim != 2 or d.shape[1] < cols:
+        raise UserError(
+            f"must be an (n, {cols}+) array of {what} rows, got shape {d.shape}", param="dets"
+        )
+    bad = ~np.isfinite(d).all(axis=1)
+    if bad.any():
+        raise UserError(f"row {int(np.argmax(bad))} holds NaN or infinity", param="dets")
+    size = d[:, 2]
+    limit = MAX_BOX_FRAMES * max(shape[:2])
+    bad = (size <= 0) | (size > limit)
+    if bad.any():
+        i = int(np.argmax(bad))
+        raise UserError(
+            f"row {i} has size {size[i]:g}; sizes (column 3) must be > 0 and at most "
+            f"{MAX_BOX_FRAMES:g}x the frame's longer side ({limit:g} px)",
+            param="dets",
+        )
+    return d
+
+
 class Verifier:
     """The ONNX face verifier. `min_prob`: detections below it are dropped by `filter`;
     `nms_iou`: refined boxes overlapping more than this are one face (the best-scoring kept)."""
@@ -279,8 +323,13 @@ class Verifier:
 
     def __call__(self, gray: np.ndarray, dets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(probability of a face (n,), refined boxes (n, 3) row, col, size) for detections
-        (n, 3+) row, col, size."""
-        d = np.asarray(dets, np.float64).reshape(len(dets), -1) if len(dets) else np.zeros((0, 3))
+        (n, 3+) row, col, size in `gray` (2-D uint8). UserError for another frame or bad rows."""
+        _check_frame(gray)
+        return self._score(gray, _check_rows(dets, gray.shape, 3))
+
+    def _score(self, gray: np.ndarray, d: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        # unchecked: `__call__` after its checks, and `VerifiedDetector`, whose detector has
+        # checked the frame and made the rows
         if not len(d):
             return np.zeros(0), np.zeros((0, 3))
         boxes = d[:, :3]
@@ -308,10 +357,14 @@ class Verifier:
         """Detections (row, col, size, score) refined, kept when the verifier's probability is
         at least `min_prob`, de-duplicated (one face that the cascade split into two clusters
         refines to one box); the score column is kept, the probability appended: (k, 5)."""
-        d = np.asarray(dets, np.float64).reshape(len(dets), -1) if len(dets) else np.zeros((0, 4))
+        _check_frame(gray)
+        return self._filter(gray, _check_rows(dets, gray.shape, 4))
+
+    def _filter(self, gray: np.ndarray, d: np.ndarray) -> np.ndarray:
+        # unchecked, as `_score`
         if not len(d):
             return np.zeros((0, 5))
-        prob, boxes = self(gray, d)
+        prob, boxes = self._score(gray, d)
         ok = prob >= self.min_prob
         rows = np.column_stack([boxes[ok], d[ok, 3], prob[ok]])
         if len(rows) > 1:
@@ -332,7 +385,8 @@ class VerifiedDetector:
         from edge_fer.detect.detector import Detection
 
         d = np.array([x[:4] for x in self.detector.detect(gray)], np.float64).reshape(-1, 4)
-        rows = self.verifier.filter(gray, d) if len(d) else np.zeros((0, 5))
+        # the detector checked the frame and made the rows: no second check per frame
+        rows = self.verifier._filter(gray, d) if len(d) else np.zeros((0, 5))
         return [Detection(*map(float, r[:4])) for r in rows[np.argsort(-rows[:, 3], kind="stable")]]
 
     def reset(self) -> None:

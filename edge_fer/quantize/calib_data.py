@@ -61,8 +61,28 @@ class CalibFaces:
 
 
 def check_faces(faces: CalibFaces, min_faces: int = MIN_FACES) -> None:
-    """UserError when the set is too small or (for labelled data) holds a single class."""
+    """UserError when the set is not a consistent `CalibFaces` (one id, and label, per image),
+    is too small or (for labelled data) holds a single class."""
+    check_count(min_faces, "min_faces")
+    if not isinstance(faces, CalibFaces):
+        raise UserError(
+            f"must be an edge_fer.quantize.CalibFaces, got {type(faces).__name__}", param="faces"
+        )
+    if not isinstance(faces.images, np.ndarray) or faces.images.ndim not in (3, 4):
+        shape = getattr(faces.images, "shape", None)
+        raise UserError(
+            f"images must be a numpy array of face crops (N, S, S), got "
+            f"{type(faces.images).__name__}" + (f" of shape {shape}" if shape else ""),
+            param="faces",
+        )
     n = len(faces)
+    # calib_ids.txt names the faces calibrated on: a list of another length misnames them
+    ids = faces.ids
+    if not isinstance(ids, (list, tuple, np.ndarray)) or len(ids) != n:
+        got = f"{len(ids)} ids" if isinstance(ids, (list, tuple, np.ndarray)) else repr(ids)
+        raise UserError(f"has {n} images but {got}; one id per image", param="faces")
+    if faces.labels is not None and len(faces.labels) != n:
+        raise UserError(f"has {n} images but {len(faces.labels)} labels", param="faces")
     if n < min_faces:
         hint = (
             "use more images or frames, a lower --min-size, or check --cascade"
@@ -338,8 +358,7 @@ class FaceBatchReader:
         batch_size: int = 32,
         limit: int | None = None,
     ) -> None:
-        if batch_size < 1:
-            raise UserError("must be >= 1", param="batch_size")
+        check_count(batch_size, "batch_size")
         self.faces = faces if limit is None else faces[:limit]
         self.spec = spec
         self.input_name = input_name

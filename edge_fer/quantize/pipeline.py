@@ -29,6 +29,7 @@ from pathlib import Path
 from edge_fer import fileio
 from edge_fer.errors import UserError
 from edge_fer.fileio import check_collisions
+from edge_fer.limits import check_count
 from edge_fer.quantize import qdq, ranges, report, trt_cache
 from edge_fer.quantize.calib_data import (
     MIN_FACES,
@@ -99,10 +100,9 @@ def calibrate(
     t0 = time.perf_counter()
     targets = _targets(target)
     trt_code = trt_cache.version_code(trt_version)
-    if batch_size < 1:
-        raise UserError("must be >= 1", param="batch_size")
-    if min_faces < 1:
-        raise UserError(f"must be >= 1, got {min_faces}", param="min_faces")
+    # integers, not only >= 1: NaN passed `min_faces < 1` and turned the size check off
+    check_count(batch_size, "batch_size")
+    check_count(min_faces, "min_faces")
     # checked before the pass, not after: the percentile also serves the report's comparison
     percentile_used = ranges.check_method(method, percentile)
     compare_at = ranges.check_method("percentile", percentile)

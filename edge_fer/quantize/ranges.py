@@ -262,6 +262,45 @@ def _augmented(model, names: list[str]):
     return m
 
 
+def _input_shape(model, name: str) -> list[int | None] | None:
+    """The dims of graph input `name` (None for a symbolic or unknown one), or None when the
+    model gives no shape."""
+    for i in model.graph.input:
+        if i.name == name and i.type.tensor_type.HasField("shape"):
+            dims = i.type.tensor_type.shape.dim
+            return [
+                d.dim_value if d.HasField("dim_value") and d.dim_value > 0 else None for d in dims
+            ]
+    return None
+
+
+def _check_batch(x, k: int, shape: list[int | None] | None) -> np.ndarray:
+    """Batch `k` as the float32 model input it must be; a UserError naming `batches` otherwise
+    (ONNX Runtime's own INVALID_ARGUMENT says neither which batch nor what was expected)."""
+    dims = ["?" if d is None else str(d) for d in shape or ()]
+    want = "(" + ", ".join(["B" if dims[0] == "?" else dims[0], *dims[1:]]) + ")" if dims else None
+    expected = f"float32 model inputs {want}" if want else "float32 model inputs"
+    if not isinstance(x, np.ndarray):
+        raise UserError(
+            f"must be numpy arrays, {expected}; batch {k} is a {type(x).__name__}",
+            param="batches",
+        )
+    if x.dtype.kind != "f":  # uint8 faces would calibrate on 0..255 instead of the model's input
+        raise UserError(
+            f"must be {expected}, faces prepared as the model prepares them (FaceBatchReader); "
+            f"batch {k} has dtype {x.dtype}",
+            param="batches",
+        )
+    fits = shape is None or (
+        x.ndim == len(shape) and all(d is None or d == g for d, g in zip(shape, x.shape))
+    )
+    if not fits:
+        raise UserError(f"must be {expected}; batch {k} has shape {x.shape}", param="batches")
+    if not np.isfinite(x).all():
+        raise UserError(f"must be finite; batch {k} holds NaN or infinity", param="batches")
+    return np.ascontiguousarray(x, np.float32)
+
+
 def collect(
     model,
     batches: Iterable[np.ndarray],
@@ -269,13 +308,30 @@ def collect(
     threads: int = 1,
     progress: Callable[[int], None] | None = None,
 ) -> Collection:
-    """Run the FP32 model (onnx.ModelProto or path) on the batches once; keep what every float
-    tensor showed (histogram, min, max). progress(faces) is called after each batch."""
+    """Run the FP32 model (onnx.ModelProto or path) on the batches (an iterable of float32
+    arrays shaped as the model's input) once; keep what every float tensor showed (histogram,
+    min, max). progress(faces) is called after each batch. threads 0: ONNX Runtime's default."""
     import onnx
     import onnxruntime as ort
 
     from edge_fer.fileio import first_line
+    from edge_fer.limits import check_count, check_threads
 
+    if check_count(num_bins, "num_bins") > _MAX_STREAM_BINS:
+        raise UserError(f"must be at most {_MAX_STREAM_BINS}, got {num_bins}", param="num_bins")
+    threads = check_threads(threads, zero="ONNX Runtime's default")
+    if isinstance(batches, np.ndarray):  # iterating it would feed single faces as batches
+        raise UserError(
+            f"must be an iterable of batches, got one array of shape {batches.shape}; "
+            "pass [array] for a single batch",
+            param="batches",
+        )
+    try:
+        batches = iter(batches)
+    except TypeError:
+        raise UserError(
+            f"must be an iterable of batches, got {type(batches).__name__}", param="batches"
+        ) from None
     if isinstance(model, (str, os.PathLike)):
         model = onnx.load(os.fspath(model))
     names, skipped = float_tensors(model)
@@ -284,7 +340,7 @@ def collect(
     input_name = names[0]
     aug = _augmented(model, names)
     so = ort.SessionOptions()
-    so.intra_op_num_threads = max(int(threads), 0)
+    so.intra_op_num_threads = threads
     so.inter_op_num_threads = 1
     so.log_severity_level = 3
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_BASIC
@@ -300,8 +356,10 @@ def collect(
     hists = {n: Histogram(num_bins) for n in names}
     wanted = [n for n in out_names if n in hists]
     n_faces = 0
-    for x in batches:
-        outs = sess.run(wanted, {input_name: np.ascontiguousarray(x, np.float32)})
+    shape = _input_shape(model, input_name)
+    for k, x in enumerate(batches):
+        x = _check_batch(x, k, shape)
+        outs = sess.run(wanted, {input_name: x})
         hists[input_name].update(x)
         for n, y in zip(wanted, outs):
             if n == input_name:
