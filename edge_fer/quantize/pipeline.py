@@ -100,9 +100,7 @@ def calibrate(
     t0 = time.perf_counter()
     targets = _targets(target)
     trt_code = trt_cache.version_code(trt_version)
-    # integers, not only >= 1: NaN passed `min_faces < 1` and turned the size check off
-    check_count(batch_size, "batch_size")
-    check_count(min_faces, "min_faces")
+    check_count(batch_size, "batch_size")  # (min_faces: check_faces below, before any work)
     # checked before the pass, not after: the percentile also serves the report's comparison
     percentile_used = ranges.check_method(method, percentile)
     compare_at = ranges.check_method("percentile", percentile)
