@@ -87,8 +87,7 @@ def check_classes(name: str, model_classes, sd: StudyData, fix: str) -> None:
     from edge_fer import labels as L
 
     present = tuple(c for c, n in zip(sd.test.classes, sd.test.counts()) if n)
-    ev = tuple(L.canonical(c) for c in model_classes)
-    m = L.mapping(present, ev)
+    m = L.mapping(present, tuple(model_classes))  # (both sides read canonically)
     missing = [c for c in present if m[c] is None]
     if missing:
         raise UserError(
