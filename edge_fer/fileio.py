@@ -66,6 +66,19 @@ def names_folder(path: PathLike) -> bool:
     return os.fspath(path).endswith(("/", os.sep))
 
 
+def portable_path(path: PathLike) -> str:
+    """`path` as reports and metadata that travel record it: a relative path as given, an
+    absolute one relative to the working folder when inside it, else by its name alone (no
+    local absolute path in what ships)."""
+    p = Path(path)
+    if not p.is_absolute():
+        return p.as_posix()
+    try:
+        return p.relative_to(Path.cwd()).as_posix()
+    except ValueError:
+        return p.name
+
+
 def sha256_file(path: PathLike) -> str:
     """The SHA-256 of a file's bytes, as hex (read in 1 MiB blocks)."""
     h = hashlib.sha256()

@@ -19,6 +19,12 @@ import numpy as np
 from edge_fer import fileio
 from edge_fer.errors import UserError
 
+# the image files edge-fer reads, everywhere (datasets, folder and glob sources, classify):
+# one list, so that a folder `run` reads is a folder `classify` and `train` read too
+IMAGE_EXTS = frozenset(
+    {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pnm", ".tif", ".tiff", ".webp"}
+)
+
 
 def utf8_name(path: str | os.PathLike) -> bool:
     """Whether OpenCV can be given this name (it is valid UTF-8)."""

@@ -4,11 +4,13 @@
 # input power and temperatures (from tegrastats).
 #
 #   jetson/benchmark.sh --synthetic 1280x720                 # the current power mode only
-#   sudo jetson/benchmark.sh --modes "0 1" clip.mp4          # each mode in turn, then restored
+#   sudo env PATH="$PATH" jetson/benchmark.sh --modes "0 1" clip.mp4   # each mode, then restored
 #   jetson/benchmark.sh clip.mp4 --out bench_orin.json -- --model fer.fp16.engine
 #
 # Options after `--` go to `edge-fer bench` (default: --backend tensorrt). Switching modes needs
 # root; without --modes nothing about the board is changed. Exit 2 on a usage mistake.
+# edge-fer is the one on the PATH, or EDGE_FER=/path/to/venv/bin/edge-fer. sudo resets the PATH
+# (secure_path, even with -E), so under sudo pass it on as above or give EDGE_FER.
 set -euo pipefail
 
 MODES=""
@@ -27,7 +29,7 @@ while [ $# -gt 0 ]; do
         --out) OUT="${2:?--out needs a file}"; shift 2 ;;
         --interval) INTERVAL_MS="${2:?--interval needs milliseconds}"; shift 2 ;;
         --) shift; BENCH_ARGS=("$@"); break ;;
-        -h|--help) sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,13p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         -*) die "unknown option $1 (see --help)" ;;
         *) SOURCE=("$1"); shift ;;
     esac
@@ -35,8 +37,9 @@ done
 [ ${#SOURCE[@]} -gt 0 ] || die "give a video file or --synthetic WxH"
 [ ${#BENCH_ARGS[@]} -gt 0 ] || BENCH_ARGS=(--backend tensorrt)
 command -v tegrastats >/dev/null 2>&1 || die "tegrastats not found: run this on a Jetson"
-command -v edge-fer >/dev/null 2>&1 || die "edge-fer not on the PATH (activate its venv)"
-PY="$(dirname "$(command -v edge-fer)")/python"
+EDGE_FER="$(command -v -- "${EDGE_FER:-edge-fer}" 2>/dev/null)" \
+    || die "${EDGE_FER:-edge-fer} not found: activate its venv; under sudo run sudo env PATH=\"\$PATH\" $0 ... or set EDGE_FER=/path/to/venv/bin/edge-fer"
+PY="$(dirname -- "$EDGE_FER")/python"
 [ -x "$PY" ] || PY=python3
 
 WORK="$(mktemp -d)"
@@ -58,7 +61,7 @@ mode_query() {  # prints "<id> <name>" of the current mode
 }
 
 if [ -n "$MODES" ]; then
-    [ "$(id -u)" = 0 ] || die "switching power modes needs root: sudo $0 ..."
+    [ "$(id -u)" = 0 ] || die "switching power modes needs root: sudo env PATH=\"\$PATH\" $0 ..."
     ORIGINAL_MODE="$(mode_query | cut -d' ' -f1)"
     [ -n "$ORIGINAL_MODE" ] || die "cannot read the current mode (nvpmodel -q)"
 fi
@@ -77,7 +80,7 @@ for MODE in ${MODES:-current}; do
     TS_PID=$!
     say "mode ${MODE_NAME:-?} (${MODE_ID:-?}): edge-fer bench ${SOURCE[*]} ${BENCH_ARGS[*]}"
     set +e
-    edge-fer bench "${SOURCE[@]}" --json "$BENCH" "${BENCH_ARGS[@]}"
+    "$EDGE_FER" bench "${SOURCE[@]}" --json "$BENCH" "${BENCH_ARGS[@]}"
     RC=$?
     set -e
     kill "$TS_PID" 2>/dev/null || true

@@ -133,13 +133,14 @@ if [ "$BUILD_ENGINES" = 1 ]; then
     mkdir -p "$ENGINES"
     TAG="l4t${L4T}.trt${TRT_VERSION}"
     say "building the FP16 engine for $TARGET (minutes)"
-    "$EF" build-engine "$MODEL" --precision fp16 --target "$TARGET" \
+    # --force: a rerun of setup rebuilds the engines it built (a file that is not one is kept)
+    "$EF" build-engine "$MODEL" --precision fp16 --target "$TARGET" --force \
         --timing-cache "$ENGINES/timing.cache" --out "$ENGINES/fer_default.$TAG.fp16.engine"
     CAN_INT8="$("$VPY" -c "from edge_fer.export.targets import target_problem as p; print(p('$TARGET', 'int8') or 'yes')")"
     if [ "$INT8" = 1 ] && [ "$CAN_INT8" = yes ] && [ -f "$CACHE" ]; then
         say "building the INT8 engine from $CACHE (its header is rewritten for TensorRT $TRT_VERSION)"
         "$EF" build-engine "$MODEL" --precision int8 --calib-cache "$CACHE" --target "$TARGET" \
-            --timing-cache "$ENGINES/timing.cache" --out "$ENGINES/fer_default.$TAG.int8.engine"
+            --force --timing-cache "$ENGINES/timing.cache" --out "$ENGINES/fer_default.$TAG.int8.engine"
     elif [ "$INT8" = 1 ]; then
         say "no INT8 engine: ${CAN_INT8/yes/no calibration cache at $CACHE}"
     fi

@@ -105,7 +105,9 @@ def test_eval_aligns_the_faces_as_training_did(tiny, tmp_path, capsys):
     assert rep["alignment"]["faces"] == len(faces) == rep["n"]
     assert f"aligned   {int(found.sum())}/{len(faces)} faces" in text
     assert rep["confusion_matrix"] == _confusion(aligned, labels, len(classes))
-    assert rep["confusion_matrix"] != _confusion(plain, labels, len(classes))
+    # the aligned faces are not the plain ones to the model (the top labels of a model this
+    # small may still agree on every face: the eyes count above says eval aligned them)
+    assert np.abs(aligned - plain).max() > 1e-3
 
     # the plain twin (same weights, metadata without align) is evaluated on plain faces
     out2 = tmp_path / "plain.json"
@@ -217,6 +219,7 @@ def test_calibration_crops_from_a_source_are_cut_aligned(tiny):
     plain = from_source(video, FACEFINDER, **kw)
     aligned = from_source(video, FACEFINDER, spec=spec, **kw)
     assert len(plain) > 0 and aligned.ids == plain.ids
+    assert plain.source == "00-1.avi"  # the name: a local absolute path went into the models
     assert aligned.aligned and not plain.aligned
     assert "cut aligned on their eyes" in aligned.notes[-1] and aligned.notes[:-1] == plain.notes
     assert not np.array_equal(aligned.images, plain.images)
@@ -234,7 +237,7 @@ def test_calibration_crops_from_a_source_are_cut_aligned(tiny):
     where = {i: k for k, i in enumerate(aligned.ids)}
     for box in boxes:
         x, y, w, h = (round(float(v)) for v in box)
-        k = where[f"{video}#0:{x},{y},{w},{h}"]
+        k = where[f"{video.name}#0:{x},{y},{w},{h}"]  # no local path in what ships
         assert np.array_equal(aligned.images[k], cut(gray, box))
         assert np.array_equal(plain.images[k], crop_face(gray, box, spec.crop_margin, 48))
 

@@ -104,3 +104,58 @@ def test_collect_checks_batches_against_the_model_input(faces, spec) -> None:
         assert e.value.param == next(iter(kw))
     seen = R.collect(FER_MODEL, [x[:8], x[8:].astype(np.float64)], threads=1)
     assert seen.n_faces == 14 and seen.input_name in seen.tensors
+
+
+# -- what ships names no local path and no password ----------------------------------------------
+
+
+def test_stream_passwords_are_redacted() -> None:
+    from edge_fer.runtime.sources import redacted
+
+    assert redacted("rtsp://admin:secret@10.0.0.2:554/s1") == "rtsp://admin:***@10.0.0.2:554/s1"
+    assert redacted("rtsp://u:p@ss@cam/s?a=b@c") == "rtsp://u:***@cam/s?a=b@c"  # last @ ends it
+    for same in ("rtsp://admin@cam/s", "http://cam/a@b", "/home/me/v.mp4", "0"):
+        assert redacted(same) == same
+
+
+def test_portable_paths(tmp_path, monkeypatch) -> None:
+    from edge_fer.fileio import portable_path
+
+    monkeypatch.chdir(tmp_path)
+    assert portable_path("models/m.onnx") == "models/m.onnx"
+    assert portable_path(tmp_path / "models" / "m.onnx") == "models/m.onnx"
+    assert portable_path("/somewhere/else/m.onnx") == "m.onnx"
+
+
+@pytest.mark.shared("data/webfaces/images")
+def test_a_calibration_from_photos_records_no_local_path(tmp_path) -> None:
+    """calibrate --source /abs/photos wrote the absolute folder into both Q/DQ models'
+    metadata, each face id and the report; the model's absolute path too."""
+    import json
+    import shutil
+
+    import onnx
+    from paths import WEBFACES
+
+    from edge_fer.quantize import DetectOptions, from_source
+
+    photos = tmp_path / "photos"
+    for k, name in enumerate(("pic00001.jpg", "pic00011.jpg", "pic00021.jpg")):
+        (photos / f"day{k % 2}").mkdir(parents=True, exist_ok=True)
+        shutil.copy(WEBFACES / "images" / name, photos / f"day{k % 2}" / name)
+    model = tmp_path / "m.onnx"  # an absolute path outside the working folder
+    shutil.copy(FER_MODEL, model)
+    faces = from_source(photos / "day0", detect=DetectOptions(min_size=20))
+    assert faces.source == "day0" and all(i.startswith("pic000") for i in faces.ids), faces.ids
+    faces = from_source(f"{photos}/*/*.jpg", detect=DetectOptions(min_size=20))
+    assert len(faces) >= 2, faces.notes
+    assert faces.source == "photos/*/*.jpg"
+    assert all(i.startswith(("day0/", "day1/")) for i in faces.ids), faces.ids
+    out = tmp_path / "calib"
+    calibrate(model, faces, out, target="both", min_faces=2)
+    shipped = [json.dumps(json.loads((out / "calib_report.json").read_text()))]
+    shipped += [(out / "calib_ids.txt").read_text()]
+    for name in ("model.int8.qdq.onnx", "model.int8.cpu.onnx"):
+        shipped += [p.value for p in onnx.load(str(out / name)).metadata_props]
+    assert not any(str(tmp_path) in text for text in shipped)
+    assert json.loads(shipped[0])["model"]["path"] == "m.onnx"

@@ -70,6 +70,7 @@ def test_target_table_is_data_with_every_field():
         "description",
         "gpu_arch",
         "compute_capability",
+        "min_compute_capability",
         "jetson",
         "fp16",
         "int8",
@@ -425,10 +426,10 @@ def test_timing_cache_is_loaded_and_saved(fake, tmp_path, capsys):
     tcache = tmp_path / "timing.cache"
     rc, _, _ = cli([str(model), "--timing-cache", str(tcache)], capsys)
     assert rc == 0 and tcache.read_bytes() == b"TIMING+"
-    rc, _, _ = cli([str(model), "--timing-cache", str(tcache)], capsys)
+    rc, _, _ = cli([str(model), "--timing-cache", str(tcache), "--force"], capsys)
     assert rc == 0 and gpu.config.timing.data == b"TIMING+" and tcache.read_bytes() == b"TIMING++"
     tcache.write_bytes(b"garbage")
-    rc, err, _ = cli([str(model), "--timing-cache", str(tcache)], capsys)
+    rc, err, _ = cli([str(model), "--timing-cache", str(tcache), "--force"], capsys)
     assert rc == 2 and "not a TensorRT timing cache" in err[0]
 
 
@@ -503,3 +504,214 @@ def test_bundled_model_brings_its_calibration_cache(fake, tmp_path, capsys):
     assert side["calib_cache_sha256"] == tc.file_sha256(committed)
     data = gpu.config.int8_calibrator.read_calibration_cache()
     assert data.startswith(b"TRT-8502-EntropyCalibration2\n")
+
+
+# -- outputs that must not replace anything (QA finding 1) -----------------------------------
+
+
+def test_existing_out_needs_force(fake, tmp_path, capsys):
+    gpu = fake("10.3.0")
+    model = tiny_onnx(tmp_path / "fer.onnx")
+    notes = tmp_path / "notes.txt"
+    notes.write_text("notes\n")
+    rc, err, _ = cli([str(model), "--out", str(notes)], capsys)
+    assert rc == 2 and len(err) == 1, err
+    assert f"error: --force is needed to replace {notes}, which exists" in err[0]
+    assert notes.read_text() == "notes\n" and gpu.builds == 0
+    assert cli([str(model), "--out", str(notes), "--force"], capsys)[0] == 0
+    assert notes.read_bytes().startswith(b"FAKE-ENGINE") and tc.read_sidecar(notes)
+    # the default name too: a second build of the same model is refused, then forced
+    assert cli([str(model)], capsys)[0] == 0
+    rc, err, _ = cli([str(model)], capsys)
+    assert rc == 2 and "--force is needed to replace" in err[0] and "fer.fp32.engine" in err[0]
+    assert cli([str(model), "--force"], capsys)[0] == 0 and gpu.builds == 3
+
+
+def test_a_json_that_is_not_an_edge_fer_sidecar_is_never_replaced(fake, tmp_path, capsys):
+    gpu = fake("10.3.0")
+    model = tiny_onnx(tmp_path / "fer.onnx")
+    theirs = tmp_path / "fer.engine.json"
+    theirs.write_text('{"mine": true}')
+    for force in ([], ["--force"]):  # --force replaces the engine, never the user's JSON
+        rc, err, _ = cli([str(model), "--out", str(tmp_path / "fer.engine"), *force], capsys)
+        assert rc == 2 and len(err) == 1, err
+        assert "--out" in err[0] and "not an edge-fer engine sidecar; not overwriting" in err[0]
+    assert theirs.read_text() == '{"mine": true}'
+    assert gpu.builds == 0 and not (tmp_path / "fer.engine").exists()
+    theirs.unlink()
+    theirs.mkdir()  # nor a folder of that name
+    rc, err, _ = cli([str(model), "--out", str(tmp_path / "fer.engine")], capsys)
+    assert rc == 2 and "not an edge-fer engine sidecar" in err[0] and gpu.builds == 0
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["--out", "t.engine", "--timing-cache", "t.engine"],
+         "--out t.engine and --timing-cache t.engine are the same file"),
+        (["--out", "t.engine", "--timing-cache", "t.engine.json"],
+         "the sidecar of --out t.engine.json and --timing-cache t.engine.json are the same file"),
+        (["--timing-cache", "fer.onnx"], "--timing-cache fer.onnx is the same file as MODEL.onnx"),
+        (["--precision", "int8", "--calib-cache", "c.cache", "--out", "c.cache", "--force"],
+         "--out c.cache is the same file as --calib-cache"),
+        (["--precision", "int8", "--calib-cache", "c.cache", "--timing-cache", "c.cache"],
+         "--timing-cache c.cache is the same file as --calib-cache"),
+    ],
+)  # fmt: skip
+def test_outputs_never_overwrite_inputs_or_each_other(
+    fake, tmp_path, capsys, monkeypatch, args, message
+):
+    gpu = fake("10.3.0")
+    monkeypatch.chdir(tmp_path)
+    tiny_onnx(tmp_path / "fer.onnx")
+    calib_cache(tmp_path / "c.cache")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
+    rc, err, _ = cli(["fer.onnx", *args], capsys)
+    assert rc == 2 and len(err) == 1, err
+    assert message in err[0], err[0]
+    assert gpu.builds == 0
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+
+
+def test_library_replaces_only_engines_it_built_unless_forced(fake, tmp_path, monkeypatch):
+    """build_engine's default (force=None) replaces an engine with an edge-fer sidecar (the
+    backend's rebuild of its cache), refuses anything else (UserError on the parameter
+    `force`); force=False refuses both, force=True replaces both. A bundled asset is never
+    replaced."""
+    gpu = fake("10.3.0")
+    model = tiny_onnx(tmp_path / "fer.onnx")
+    eng = tmp_path / "fer.engine"
+    build_engine(model, eng)
+    build_engine(model, eng)  # a rebuild
+    with pytest.raises(UserError) as e:
+        build_engine(model, eng, force=False)
+    assert e.value.param == "force" and str(e.value).startswith("force is needed to replace")
+    mine = tmp_path / "mine.bin"
+    mine.write_bytes(b"mine")
+    with pytest.raises(UserError, match="force is needed to replace .*mine.bin"):
+        build_engine(model, mine)
+    assert mine.read_bytes() == b"mine" and gpu.builds == 2
+    build_engine(model, mine, force=True)
+    assert mine.read_bytes().startswith(b"FAKE-ENGINE")
+    from edge_fer.export import engine as E
+
+    assets = tmp_path / "assets"
+    assets.mkdir()
+    (assets / "asset.bin").write_bytes(b"bundled")
+    monkeypatch.setattr(E, "BUNDLED_MODEL", assets / "fer_default.onnx")
+    with pytest.raises(UserError, match="is one of edge-fer's bundled files"):
+        build_engine(model, assets / "asset.bin", force=True)
+    assert (assets / "asset.bin").read_bytes() == b"bundled"
+    build_engine(model, assets / "new.engine")  # a new engine beside the bundled model is fine
+    build_engine(model, assets / "new.engine")
+
+
+# -- the target is this GPU (QA finding 7) ---------------------------------------------------
+
+
+def test_discrete_targets_check_the_compute_capability_and_refuse_a_jetson(fake, tmp_path, capsys):
+    assert T.device_problem("laptop-rtx", "7.5", jetson=False) is None
+    assert T.device_problem("desktop-rtx", None, jetson=False) is None  # unknown: no check
+    assert "and up" in T.device_problem("laptop-rtx", "6.1", jetson=False)
+    assert "is a discrete GPU and this is a Jetson" in T.device_problem(
+        "desktop-rtx", None, jetson=True
+    )
+    model = tiny_onnx(tmp_path / "fer.onnx")
+    out = ["--precision", "fp16", "--out", str(tmp_path / "a.engine")]
+    for cc, target in (((5, 2), "laptop-rtx"), ((6, 1), "desktop-rtx")):
+        gpu = fake("10.3.0", cc=cc, name="GeForce GTX")
+        rc, err, _ = cli([str(model), "--target", target, *out], capsys)
+        assert rc == 2 and len(err) == 1, err
+        want = f"7.5 and up (Turing or later), this GPU (GeForce GTX) is {cc[0]}.{cc[1]}"
+        assert want in err[0], err[0]
+        assert gpu.builds == 0 and not (tmp_path / "a.engine").exists()
+    gpu = fake("10.3.0", jetson=True, cc=(8, 7))
+    rc, err, _ = cli([str(model), "--target", "desktop-rtx", *out], capsys)
+    assert rc == 2 and "discrete GPU and this is a Jetson: choose its module" in err[0]
+    assert gpu.builds == 0
+    fake("10.3.0", cc=(7, 5), name="RTX 2060")
+    assert cli([str(model), "--target", "laptop-rtx", *out], capsys)[0] == 0
+
+
+# -- a model without edge-fer metadata (QA finding 12) ---------------------------------------
+
+
+def _edit_metadata(path: Path, drop=(), **spec) -> Path:
+    """Rewrite the model's metadata: drop keys, change fields of edge_fer.preprocess."""
+    onnx = pytest.importorskip("onnx")
+    model = onnx.load(str(path))
+    keep = [(p.key, p.value) for p in model.metadata_props if p.key not in drop]
+    del model.metadata_props[:]
+    for k, v in keep:
+        if k == "edge_fer.preprocess" and spec:
+            d = json.loads(v)
+            d.update(spec)
+            v = json.dumps({k2: v2 for k2, v2 in d.items() if v2 is not None})
+        e = model.metadata_props.add()
+        e.key, e.value = k, v
+    onnx.save(model, str(path))
+    return path
+
+
+def test_model_without_edge_fer_metadata_is_refused_first(fake, tmp_path, capsys):
+    gpu = fake("10.3.0")
+    keys = list(metadata())
+    bare = _edit_metadata(tiny_onnx(tmp_path / "bare.onnx"), drop=keys)
+    noclasses = _edit_metadata(tiny_onnx(tmp_path / "nocls.onnx"), classes=None)
+    eng = tmp_path / "x.engine"
+    eng.write_bytes(b"engine bytes")  # exists: the metadata is still what is reported
+    for model, why in ((bare, "no edge_fer preprocessing metadata"), (noclasses, "no classes")):
+        for args in (["--out", str(eng)], ["--sidecar-for", str(eng)]):
+            rc, err, _ = cli([str(model), *args], capsys)
+            assert rc == 2 and len(err) == 1, err
+            assert err[0].startswith(f"edge-fer build-engine: error: {model}: ") and why in err[0]
+            assert "could not be run" in err[0]
+    assert gpu.builds == 0 and not (tmp_path / "x.engine.json").exists()
+    with pytest.raises(UserError, match="bare.onnx: model has no edge_fer preprocessing"):
+        build_engine(bare, tmp_path / "y.engine")
+    # metadata that does not fit the graph's input: refused after the parse, before the build
+    big = _edit_metadata(tiny_onnx(tmp_path / "big.onnx"), input_size=64)
+    rc, err, _ = cli([str(big), "--out", str(tmp_path / "big.engine")], capsys)
+    assert rc == 2 and len(err) == 1, err
+    assert "has shape [-1, 1, 48, 48], but the model's metadata says (N, 1, 64, 64)" in err[0]
+    assert gpu.builds == 0 and not (tmp_path / "big.engine").exists()
+
+
+# -- a Q/DQ model is an INT8 engine, by name and in its sidecar (QA finding 13) ---------------
+
+
+def test_qdq_model_without_precision_int8_is_named_and_recorded_int8(
+    fake, tmp_path, capsys, monkeypatch
+):
+    gpu = fake("10.3.0")
+    qdq = tiny_onnx(tmp_path / "model.int8.qdq.onnx", qdq="tensorrt")
+    rc, err, _ = cli([str(qdq)], capsys)
+    assert rc == 0 and "TensorRT 10.3.0 int8 engine" in err[-1]
+    doc = tc.read_sidecar(tmp_path / "model.int8.qdq.int8.engine")
+    assert (doc["precision"], doc["build_options"]["precision"], doc["fp16"]) == (
+        "int8",
+        "int8",
+        False,
+    )
+    assert not list(tmp_path.glob("*.fp32.engine*"))
+    rc, err, _ = cli([str(qdq), "--precision", "fp16"], capsys)  # INT8 + FP16 for the rest
+    assert rc == 0 and "int8 (fp16 for the unquantized layers) engine" in err[-1]
+    doc = tc.read_sidecar(tmp_path / "model.int8.qdq.int8-fp16.engine")
+    assert (doc["precision"], doc["build_options"]["precision"], doc["fp16"]) == (
+        "int8",
+        "fp16",
+        True,
+    )
+    assert gpu.config.flags == {"INT8", "FP16"}
+    assert default_engine_path("m/q.onnx", "fp32", qdq=True) == Path("m/q.int8.engine")
+    # without the onnx package the layout shows only in TensorRT's parse: named after it
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    gpu.qdq = True
+    other = tmp_path / "sub"
+    other.mkdir()
+    qdq2 = other / "q.onnx"
+    qdq2.write_bytes(qdq.read_bytes())
+    rc, err, _ = cli([str(qdq2)], capsys)
+    assert rc == 0, err
+    assert tc.read_sidecar(other / "q.int8.engine")["build_options"]["precision"] == "int8"
+    assert files(other) == {"q.onnx", "q.int8.engine", "q.int8.engine.json"}

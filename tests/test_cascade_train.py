@@ -510,3 +510,159 @@ def test_fer_faces_box_file(tmp_path):
     assert write_fer_boxes(fer, tmp_path / "one", count=1, seed=0) == 1
     with pytest.raises(UserError):
         write_fer_boxes(tmp_path / "out", tmp_path / "x")
+
+
+# ---- few faces, option checks, resume spellings, eval-detector outputs (QA findings) --------
+
+
+def _one_face_data(tmp_path: Path, nbg: int = 3) -> tuple[Path, Path]:
+    """A box file with one real WebFaces face (its box from the landmarks, relative paths) and
+    a folder of `nbg` real backgrounds."""
+    shared("data/webfaces"), shared("data/backgrounds")
+    images, _ = read_webfaces(WEBFACES)
+    im = images[0]
+    (tmp_path / "images").mkdir()
+    img = tmp_path / "images" / im.path.name
+    img.write_bytes(im.path.read_bytes())
+    f = im.faces[0]
+    x, y = f.col - f.size / 2, f.row - f.size / 2
+    boxes = tmp_path / "boxes.txt"
+    boxes.write_text(f"images/{img.name} {x:.1f} {y:.1f} {f.size:.1f} {f.size:.1f}\n")
+    bg = tmp_path / "bg"
+    bg.mkdir()
+    for p in sorted(BACKGROUNDS.iterdir())[:nbg]:
+        (bg / p.name).write_bytes(p.read_bytes())
+    return boxes, bg
+
+
+def _tiny_cascade_argv(boxes: Path, bg, out: Path, *extra: str) -> list[str]:
+    return ["train-cascade", "--boxes", str(boxes), "--backgrounds", str(bg), "--out", str(out),
+            "--tests", "32", "--depth", "4", "--stage-trees", "2", "--max-stages", "2",
+            "--threads", "1", *extra]  # fmt: skip
+
+
+def test_train_cascade_learns_from_one_face(tmp_path, capsys):
+    """With fewer than 4 faces a stage wants fewer than 10 negatives: finding them all was
+    taken for "negatives exhausted", the run ended with 0 trees, no cascade.pico, exit 0."""
+    boxes, bg = _one_face_data(tmp_path)
+    out = tmp_path / "run"
+    assert main(_tiny_cascade_argv(boxes, bg, out)) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert summary["stop_reason"] == "max_stages" and summary["ntrees"] >= 2
+    assert Cascade.load(summary["cascade"]).ntrees == summary["ntrees"]
+
+
+def test_train_cascade_that_learns_no_tree_is_a_user_error(tmp_path, capsys):
+    """A run that ends before its first tree named a cascade.pico that did not exist (exit 0)
+    and left a 'complete' run behind: now one line, exit 2, and no run in --out."""
+    boxes, bg = _one_face_data(tmp_path)
+    out = tmp_path / "run"
+    assert main(_tiny_cascade_argv(boxes, bg, out, "--time-budget", "1e-12")) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "learned no tree" in err and "--time-budget" in err, err
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("flags", "words"),
+    [
+        (["--seed", "-1"], "--seed must be an integer >= 0"),
+        (["--neg-ratio", "nan"], "--neg-ratio must be a finite number"),
+        (["--max-draws", "nan"], "--max-draws must be an integer"),
+        (["--max-draws", "inf"], "--max-draws must be an integer"),
+        (["--bg-val-fraction", "nan"], "--bg-val-fraction must be a finite number in [0, 1)"),
+        (["--bg-val-fraction", "2"], "--bg-val-fraction must be a finite number in [0, 1)"),
+        (["--neg-annotated-min-fpr", "nan"], "--neg-annotated-min-fpr must be a finite number"),
+        (["--jitter", "1001"], "--jitter must be an integer in 1..1000"),
+        (["--max-images", "-30"], "--max-images must be an integer >= 0"),
+        (["--max-faces", "-40"], "--max-faces must be an integer >= 0"),
+        (["--time-budget", "-1"], "--time-budget must be a finite number >= 0"),
+    ],
+)
+def test_train_cascade_checks_its_options_before_making_out(tmp_path, capsys, flags, words):
+    """NaN passed `x <= 0` tests (tracebacks later, a folder neither resumable nor reusable),
+    a negative --max-images sliced data off without a word, --time-budget -1 learned nothing."""
+    boxes, bg = _one_face_data(tmp_path, nbg=1)
+    out = tmp_path / "run"
+    assert main(_tiny_cascade_argv(boxes, bg, out, *flags)) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and words in err, err
+    assert not out.exists()
+
+
+def test_train_cascade_resumes_with_the_data_spelled_another_way(tmp_path, monkeypatch, capsys):
+    """`--backgrounds bg` then `bg/` (or the absolute path) was refused as other options."""
+    boxes, bg = _one_face_data(tmp_path, nbg=2)
+    monkeypatch.chdir(tmp_path)
+    out = tmp_path / "run"
+    assert main(_tiny_cascade_argv(Path("boxes.txt"), "bg", out, "--max-stages", "1")) == 0
+    again = _tiny_cascade_argv(boxes, "bg/", out, "--max-stages", "2", "--resume")
+    assert main(again) == 0, capsys.readouterr().err
+    again = _tiny_cascade_argv(boxes, f"{bg}/", out, "--max-stages", "3", "--resume")
+    assert main(again) == 0, capsys.readouterr().err
+    state = json.loads((out / "state.json").read_text())
+    assert state["stage"] == 3
+    # the run keeps the spelling it was started with
+    assert state["options"]["backgrounds"] == ["bg"]
+    assert state["options"]["boxes"] == ["boxes.txt"]
+    capsys.readouterr()
+    # other data is still refused
+    other = tmp_path / "bg2"
+    other.mkdir()
+    argv = _tiny_cascade_argv(boxes, other, out, "--max-stages", "4", "--resume")
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "different options" in err and "backgrounds" in err
+
+
+def _eval_detector_argv(boxes: Path, *extra) -> list[str]:
+    return ["eval-detector", "--boxes", str(boxes), "--reference", "none", "--backgrounds",
+            "none", "--speed-images", "0", *map(str, extra)]  # fmt: skip
+
+
+def test_eval_detector_outputs_are_checked_before_the_scan(tmp_path, capsys):
+    """--out/--card into a missing folder, onto a folder, a malformed --run state.json: a
+    traceback after the whole evaluation; --thresholds nan: NaN in the JSON."""
+    boxes, _ = _one_face_data(tmp_path, nbg=0)
+    # missing folders are made
+    res = tmp_path / "new" / "deeper" / "res.json"
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "state.json").write_text(json.dumps({"command": "edge-fer train-cascade ..."}))
+    card = tmp_path / "cards" / "card.md"
+    assert main(_eval_detector_argv(boxes, "--out", res, "--card", card, "--run", run)) == 0
+    assert json.loads(res.read_text())["images"] == 1
+    assert "edge-fer train-cascade ..." in card.read_text()
+    capsys.readouterr()
+    (tmp_path / "odir").mkdir()
+    (tmp_path / "afile").write_text("mine")
+    (tmp_path / "listrun").mkdir()
+    (tmp_path / "listrun" / "state.json").write_text("[1, 2]")
+    for extra, words in (
+        (["--out", tmp_path / "odir"], "is a folder"),
+        (["--out", str(tmp_path / "newdir") + "/"], "is a folder"),
+        (["--out", tmp_path / "afile" / "x.json"], "afile is not a folder"),
+        (["--card", tmp_path / "odir"], "is a folder"),
+        (["--card", tmp_path / "c.md", "--run", tmp_path / "listrun"], "not a JSON object"),
+        (["--card", tmp_path / "c.md"], "--card needs --run"),
+        (["--thresholds", "nan,1", "--out", tmp_path / "thr.json"], "--thresholds must be finite"),
+        (["--thresholds", "inf", "--json"], "--thresholds must be finite"),
+    ):
+        assert main(_eval_detector_argv(boxes, *extra)) == 2, extra
+        cap = capsys.readouterr()
+        assert cap.err.count("\n") == 1 and words in cap.err, (extra, cap.err)
+        assert cap.out == ""  # nothing was evaluated
+    assert not (tmp_path / "thr.json").exists() and not (tmp_path / "newdir").exists()
+    assert not (tmp_path / "c.md").exists() and (tmp_path / "afile").read_text() == "mine"
+
+
+def test_eval_detector_skips_a_box_outside_its_image(tmp_path, capsys):
+    """train-cascade skips (and reports) a box whose centre lies outside the image; the
+    evaluation counted it as a face no scan could find."""
+    boxes, _ = _one_face_data(tmp_path, nbg=0)
+    line = boxes.read_text()
+    boxes.write_text(line + line.split()[0] + " 5000 5000 60 60\n")
+    assert main(_eval_detector_argv(boxes, "--json")) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["bad_annotations"] == {"outside_image": 1}
+    assert res["cascade"]["faces"] == 1

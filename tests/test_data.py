@@ -204,6 +204,32 @@ def test_class_folders_layout(tmp_path) -> None:
 
 
 @needs_fer
+def test_class_folders_with_sub_folders_keep_their_class(tmp_path) -> None:
+    """happy/2019/x.jpg is a happy face: the sub-folder names were taken for the classes (a
+    "2019 vs 2020" model was trained without a word)."""
+    for cls, k in (("happy", 3), ("sad", 2)):
+        for year in ("2019", "2020"):
+            copy_faces(tmp_path / cls, {year: k})
+    copy_faces(tmp_path, {"neutral": 1})  # and images directly in a class folder
+    (tmp_path / "sad" / "2020" / "deeper").mkdir()
+    shutil.copy(
+        fer_files("sad", "PrivateTest", 1)[0], tmp_path / "sad" / "2020" / "deeper" / "x.jpg"
+    )
+    assert detect_layout(tmp_path) == "class-folders"
+    fs = load_dataset(tmp_path, cache=False)
+    assert fs.classes == L.FER2013
+    counts = dict(zip(fs.classes, fs.counts().tolist()))
+    assert [counts[c] for c in ("happy", "sad", "neutral")] == [6, 5, 1]
+    assert sum(counts.values()) == 12
+    for i, label in zip(fs.ids, fs.labels):
+        assert fs.classes[label] == Path(i).parts[0]
+    # an unknown class is named by its class folder, not by a sub-folder
+    copy_faces(tmp_path / "pets", {"2019": 1})
+    with pytest.raises(UserError, match="unknown class folder 'pets'"):
+        load_dataset(tmp_path, classes=L.FER2013, cache=False)
+
+
+@needs_fer
 def test_class_folders_other_vocabulary_and_unknown_class(tmp_path) -> None:
     copy_faces(tmp_path, {"happy": 2, "contempt": 2, "neutral": 1})
     fs = load_dataset(tmp_path, cache=False)

@@ -11,6 +11,7 @@ import py_compile
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -440,6 +441,211 @@ def test_jetson_shell_scripts_parse() -> None:
             ["shellcheck", *map(str, scripts)], check=False, capture_output=True, text=True
         )
         assert r.returncode == 0, r.stdout
+
+
+def _script(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(0o755)
+    return path
+
+
+def _python_beside(bin_dir: Path, name: str = "python3") -> Path:
+    """bin_dir/name: this Python with the checkout importable (a venv's python, in short)."""
+    return _script(
+        bin_dir / name,
+        f'#!/bin/sh\nPYTHONPATH="{ROOT}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}" "$@"\n',
+    )
+
+
+def _bare_path(*dirs: Path) -> str:
+    """`dirs` then /usr/bin:/bin without the folders holding an edge-fer: sudo's secure_path."""
+    keep = [d for d in ("/usr/bin", "/bin") if not (Path(d) / "edge-fer").exists()]
+    return os.pathsep.join([*map(str, dirs), *keep])
+
+
+def _benchmark(tmp_path: Path, **env: str) -> subprocess.CompletedProcess:
+    """jetson/benchmark.sh --synthetic 64x64 with a tegrastats that writes one line, under
+    sudo's PATH (no venv on it)."""
+    fakebin = tmp_path / "fakebin"
+    _script(
+        fakebin / "tegrastats",
+        "#!/usr/bin/env bash\n"
+        'while [ $# -gt 0 ]; do case "$1" in --logfile) log=$2; shift 2 ;; *) shift ;; esac; done\n'
+        'echo "RAM 2450/7620MB (lfb 2x4MB) CPU [20%@1420,10%@1420] EMC_FREQ 7%@2133 '
+        'GR3D_FREQ 35%@[612] tj@46C VDD_IN 6000mW/5723mW" >> "$log"\n'
+        f'touch "{tmp_path}/ts-started"\n'
+        "exec sleep 60\n",
+    )
+    return subprocess.run(
+        ["bash", str(ROOT / "jetson" / "benchmark.sh"), "--synthetic", "64x64",
+         "--out", str(tmp_path / "bench_all.json")],
+        env={"PATH": _bare_path(fakebin), "TMPDIR": str(tmp_path), "HOME": str(tmp_path), **env},
+        cwd=tmp_path, capture_output=True, text=True, timeout=120, check=False,
+    )  # fmt: skip
+
+
+def test_benchmark_takes_edge_fer_from_EDGE_FER_under_sudo(tmp_path) -> None:
+    """`sudo` replaces the PATH (secure_path, even with -E): the venv's edge-fer is named by
+    EDGE_FER, and the summaries run with the python beside it."""
+    import json
+
+    venv = tmp_path / "venv" / "bin"
+    _script(
+        venv / "edge-fer",
+        "#!/usr/bin/env bash\n"
+        f'echo "$*" >> "{tmp_path}/edge-fer.txt"\n'
+        f'for i in $(seq 100); do [ -e "{tmp_path}/ts-started" ] && break; sleep 0.1; done\n'
+        'while [ $# -gt 0 ]; do case "$1" in --json) out=$2; shift 2 ;; *) shift ;; esac; done\n'
+        """echo '{"results": [{"backend": "tensorrt", "available": true, "frames": 300, """
+        """"fps": 88.5, "latency_ms": {"p50": 11.0, "p99": 15.5}}]}' > "$out"\n""",
+    )
+    _python_beside(venv, "python")
+    r = _benchmark(tmp_path, EDGE_FER=str(venv / "edge-fer"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "edge-fer.txt").read_text().startswith("bench --synthetic 64x64 --json ")
+    (mode,) = json.loads((tmp_path / "bench_all.json").read_text())["modes"]
+    assert mode["bench"][0]["fps"] == 88.5 and mode["tegrastats"]["samples"] >= 1
+
+
+def test_benchmark_says_how_to_run_under_sudo(tmp_path) -> None:
+    r = _benchmark(tmp_path)
+    assert r.returncode == 2
+    (line,) = r.stderr.strip().splitlines()
+    assert 'sudo env PATH="$PATH"' in line and "EDGE_FER=" in line
+
+
+def _systemd_argv(line: str, env: dict[str, str]) -> list[str]:
+    """An ExecStart= command line as systemd makes it: words split with quotes, then in each
+    word ${VAR} replaced and $$ made $; a word that is just $VAR becomes the value's words."""
+    import shlex
+
+    argv: list[str] = []
+    for word in shlex.split(line):
+        alone = re.fullmatch(r"\$(\w+)", word)
+        if alone:
+            argv += env.get(alone.group(1), "").split()
+            continue
+        argv.append(
+            re.sub(r"\$\$|\$\{(\w+)\}",
+                   lambda m: "$" if m.group(0) == "$$" else env.get(m.group(1), ""), word)
+        )  # fmt: skip
+    return argv
+
+
+_FAKE_RUN = (
+    "#!/usr/bin/env bash\n"
+    "# edge-fer run: one events line; a named --events file is truncated, as edge-fer does\n"
+    'events=""; model=""\n'
+    'while [ $# -gt 0 ]; do case "$1" in --events) events=$2; shift 2 ;; '
+    "--model) model=$2; shift 2 ;; *) shift ;; esac; done\n"
+    'line="{\\"start\\": \\"$START\\", \\"model\\": \\"$(basename "$model")\\"}"\n'
+    'if [ "$events" = - ]; then echo "$line"; else echo "$line" > "$events"; fi\n'
+)
+
+
+def test_systemd_unit_keeps_events_across_restarts(tmp_path) -> None:
+    """Each start of the unit (a restart after a failure, a reboot) appends its events to
+    /var/lib/edge-fer/events.jsonl: `edge-fer run --events FILE` truncates FILE when it starts."""
+    import json
+
+    venv, state = tmp_path / "venv", tmp_path / "state"
+    state.mkdir()
+    _script(
+        venv / "bin" / "edge-fer",
+        _FAKE_RUN.replace("#!/usr/bin/env bash\n",
+                          f'#!/usr/bin/env bash\nprintf "%s\\n" "$@" > "{tmp_path}/argv.txt"\n'),
+    )  # fmt: skip
+
+    def here(text: str) -> str:  # install-service.sh's venv, and the state folder moved here
+        return text.replace("/opt/edge-fer/venv", str(venv)).replace(
+            "/var/lib/edge-fer", str(state)
+        )
+
+    unit = here((ROOT / "jetson" / "edge-fer.service").read_text())
+    (exec_start,) = [ln[10:] for ln in unit.splitlines() if ln.startswith("ExecStart=")]
+    settings = dict(
+        ln.split("=", 1)
+        for ln in here((ROOT / "jetson" / "edge-fer.env").read_text()).splitlines()
+        if ln and not ln.startswith("#")
+    )
+    for start in ("1", "2", "3"):
+        env = {"PATH": os.environ["PATH"], **settings, "START": start}
+        r = subprocess.run(_systemd_argv(exec_start, env), env=env, cwd=state,
+                           capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert r.returncode == 0, r.stderr
+    events = [json.loads(ln) for ln in (state / "events.jsonl").read_text().splitlines()]
+    assert [e["start"] for e in events] == ["1", "2", "3"]
+    argv = (tmp_path / "argv.txt").read_text().splitlines()
+    assert argv[:2] == ["run", settings["EDGE_FER_SOURCE"]]  # one word, & and ? kept
+    assert argv[argv.index("--events") + 1] == "-"
+    assert settings["EDGE_FER_ARGS"].split() == argv[-len(settings["EDGE_FER_ARGS"].split()) :]
+
+
+def test_docker_entrypoint_keeps_events_and_rebuilds_for_new_weights(tmp_path) -> None:
+    """The engine cached in the volume is named after the model's content: new weights under
+    the same file name build a new engine. The default run appends to events.jsonl."""
+    import hashlib
+    import json
+
+    bin_dir, cache, pylib = tmp_path / "bin", tmp_path / "cache", tmp_path / "pylib"
+    _script(
+        bin_dir / "edge-fer",
+        "#!/usr/bin/env bash\n"
+        'if [ "$1" = build-engine ]; then\n'
+        f'  echo "$*" >> "{tmp_path}/builds.txt"\n'
+        '  while [ $# -gt 0 ]; do case "$1" in --out) out=$2; shift 2 ;; *) shift ;; esac; done\n'
+        '  echo engine > "$out"; exit 0\n'
+        "fi\n" + _FAKE_RUN.split("\n", 1)[1],
+    )
+    _python_beside(bin_dir)
+    pylib.mkdir()
+    (pylib / "tensorrt.py").write_text('__version__ = "10.3.0"\n')
+    model = tmp_path / "models" / "fer.onnx"
+    model.parent.mkdir()
+
+    def start(n: str, **env: str) -> None:
+        full = {
+            "PATH": f"{bin_dir}{os.pathsep}{os.environ['PATH']}",
+            "PYTHONPATH": str(pylib),
+            "EDGE_FER_CACHE": str(cache),
+            "EDGE_FER_MODEL": str(model),
+            "START": n,
+            **env,
+        }
+        r = subprocess.run(
+            ["bash", str(ROOT / "jetson" / "docker-entrypoint.sh")],
+            env=full,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert r.returncode == 0, r.stderr  # fmt: skip
+
+    def builds() -> list[str]:
+        f = tmp_path / "builds.txt"
+        return f.read_text().splitlines() if f.exists() else []
+
+    model.write_bytes(b"weights v1")
+    start("1")
+    start("2")  # same model: the cached engine
+    model.write_bytes(b"weights v2")  # new weights, same file name
+    start("3")
+    short = [hashlib.sha256(w).hexdigest()[:12] for w in (b"weights v1", b"weights v2")]
+    assert len(builds()) == 2 and short[1] in builds()[1]
+    events = [json.loads(ln) for ln in (cache / "events.jsonl").read_text().splitlines()]
+    assert [e["start"] for e in events] == ["1", "2", "3"]
+    assert short[0] in events[1]["model"] and short[1] in events[2]["model"]
+    assert events[2]["model"].endswith(".trt10.3.0.fp16.engine")
+
+    calib = tmp_path / "calib.cache"  # int8: the calibration cache is part of the engine too
+    calib.write_text("TRT-100300-EntropyCalibration2\ninput: 3c810204\n")
+    for n in ("4", "5"):
+        start(n, EDGE_FER_PRECISION="int8", EDGE_FER_CALIB_CACHE=str(calib))
+    calib.write_text("TRT-100300-EntropyCalibration2\ninput: 3c800000\n")
+    start("6", EDGE_FER_PRECISION="int8", EDGE_FER_CALIB_CACHE=str(calib))
+    assert len(builds()) == 4 and all("--calib-cache" in b for b in builds()[2:])
 
 
 def test_jetson_camera_presets() -> None:

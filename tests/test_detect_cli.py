@@ -394,3 +394,47 @@ def test_draw_gray_formats_as_png_and_a_trailing_slash_is_a_folder(capsys, tmp_p
     rc, _, err = run_cli(capsys, VIDEO, "--cascade", FACEFINDER, "--draw", f"{clips}/")
     assert rc == 2 and "changed since" in err, err
     assert (clips / (VIDEO.stem + ".avi")).read_bytes() == b"my own video"
+
+
+def test_a_video_too_wide_to_scan_is_skipped_and_the_other_inputs_still_run(capsys, tmp_path):
+    # before: "error: gray is a frame of 16400x32, too large" stopped the command there, and
+    # the inputs after it were never scanned
+    a, b = tmp_path / "a.png", tmp_path / "b.png"
+    for p in (a, b):
+        cv2.imwrite(str(p), np.full((48, 64), 128, np.uint8))
+    wide = tmp_path / "wide.avi"
+    w = cv2.VideoWriter(str(wide), cv2.VideoWriter_fourcc(*"MJPG"), 10, (16400, 32))
+    for _ in range(2):
+        w.write(np.zeros((32, 16400, 3), np.uint8))
+    w.release()
+    rc, out, err = run_cli(capsys, a, wide, b)
+    assert rc == 2
+    assert [line.split(":")[0] for line in out.splitlines()] == [str(a), str(b)]
+    why = "frames of 16400x32 pixels are over the 16384 px a side that can be scanned"
+    assert err.strip().splitlines() == [f"edge-fer detect: error: {wide}: {why}"]
+
+
+def test_a_video_drawn_to_an_image_name_is_refused_before_any_scan(capsys, tmp_path):
+    # before: frame 0 was scanned and printed, then "video x.png: unsupported container"
+    clip = mjpg_avi(tmp_path / "clip.avi", 5)
+    rc, out, err = run_cli(capsys, clip, "--json", "--draw", tmp_path / "x.png")
+    assert rc == 2 and out == "" and err.count("\n") == 1, err
+    assert f"--draw {tmp_path / 'x.png'}: {clip} is a video, drawn as a video" in err
+    assert ".avi" in err and not (tmp_path / "x.png").exists()
+    rc, _, err = run_cli(capsys, clip, "--draw", tmp_path / "x.mkv")  # a video name: drawn
+    assert rc == 0 and (tmp_path / "x.mkv").stat().st_size > 0, err
+
+
+def test_draw_does_not_replace_an_existing_image_without_force(capsys, tmp_path):
+    # before: the user's picture was replaced by the drawing without a word
+    img = tmp_path / "a.png"
+    cv2.imwrite(str(img), np.full((48, 64), 128, np.uint8))
+    mine = tmp_path / "mine.png"
+    mine.write_bytes(b"my own picture")
+    rc, out, err = run_cli(capsys, img, "--draw", mine)
+    assert rc == 2 and out == "" and err.count("\n") == 1, err
+    assert f"--draw {mine}: exists; pass --force to replace it" in err
+    assert mine.read_bytes() == b"my own picture"
+    rc, _, err = run_cli(capsys, img, "--draw", mine, "--force")
+    assert rc == 0, err
+    assert cv2.imread(str(mine)).shape == (48, 64, 3)

@@ -463,6 +463,27 @@ def test_eval_cli_bad_inputs(env, exported, tmp_path) -> None:
     )
 
 
+def test_eval_cli_json_and_png_names(env, tmp_path) -> None:
+    """`--json DIR/` wrote a file named DIR (and DIR.png); `--png x.jpg` wrote PNG bytes under
+    a JPEG name: both refused in one line before the evaluation (the bundled model)."""
+    data = class_folder_dataset(tmp_path / "faces", "PrivateTest", 1, classes=("happy", "sad"))
+    flags = ("--latency-samples", "0", "--no-progress", "--threads", "1")
+    for extra, needle in (
+        (["--json", str(tmp_path / "reports") + "/"], "names a folder"),
+        (["--json", tmp_path / "r.json", "--png", str(tmp_path / "pics") + "/"], "names a folder"),
+        (["--png", tmp_path / "conf.jpg"], "name it .png"),
+        (["--json", tmp_path / "r.json", "--png", tmp_path / "conf"], "name it .png"),
+    ):
+        assert_one_line_error(eval_cli(env, data, FER_MODEL, *flags, *extra), needle)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["faces"]
+    # a .png in any case is fine, and so is a device
+    eval_cli(env, data, FER_MODEL, *flags, "--png", tmp_path / "conf.PNG", check_rc=0)
+    assert (tmp_path / "conf.PNG").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    png = ("--png", os.devnull)
+    eval_cli(env, data, FER_MODEL, *flags, "--json", tmp_path / "r.json", *png, check_rc=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["conf.PNG", "faces", "r.json"]
+
+
 def test_classify_cli(env, exported, tmp_path) -> None:
     faces = fer_files("surprise", "PrivateTest", 3)
     p = cli(env, "classify", "--json", "--model", exported["flip"]["out"], *faces, check_rc=0)
@@ -563,6 +584,25 @@ def test_export_and_models_cli(env, run_dir, tmp_path) -> None:
             "--int8", "--data", run_dir, "--no-check")  # fmt: skip
     assert_one_line_error(p, "--force is needed to replace the earlier calibration")
     assert not fresh.exists()
+    # INT8 options refused only after the FP32 model was written made the corrected rerun
+    # fail on it ("--out already exists")
+    for flags, needle in (
+        (["--samples", "10"], "at least 100"),
+        (["--trt-version", "10"], "like 8.6.1"),
+        (["--max-drop", "-1"], "--max-drop"),
+        (["--eval-limit", "-1"], "--eval-limit"),
+    ):
+        p = cli(env, "export", "--checkpoint", run_dir / "best.safetensors", "--out", fresh,
+                "--int8", "--data", run_dir, "--int8-out", tmp_path / "q8", *flags)  # fmt: skip
+        assert_one_line_error(p, needle)
+        assert not fresh.exists() and not (tmp_path / "q8").exists()
+    # a failure of the INT8 step itself keeps the FP32 model and says how to retry
+    (tmp_path / "empty").mkdir()
+    p = cli(env, "export", "--checkpoint", run_dir / "best.safetensors", "--out", fresh,
+            "--int8", "--data", tmp_path / "empty", "--int8-out", tmp_path / "q8")  # fmt: skip
+    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
+    assert "no images found" in p.stderr and f"pass --model {fresh}" in p.stderr
+    assert fresh.is_file()
     p = cli(env, "models", check_rc=0)
     for arch in ("cnn4", "cnn8_tanh", "resnet", "mobilenet", "mini_xception", "vgg"):
         assert arch in p.stdout

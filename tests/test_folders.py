@@ -4,6 +4,7 @@ size, image sizes are read from headers before decoding, and the exit codes of `
 from __future__ import annotations
 
 import json
+import os
 import struct
 import zlib
 from pathlib import Path
@@ -223,3 +224,54 @@ def test_hidden_files_are_skipped_and_classify_takes_a_quoted_glob(tmp_path, cap
             "p0.jpg",
             "p1.jpg",
         ]
+
+
+def test_every_command_reads_the_same_image_files(tmp_path, capsys):
+    # before: classify FOLDER skipped .ppm and .pnm ("no images in this folder") that run and
+    # classify FILE read: datasets and sources had two lists of image extensions
+    import cv2
+
+    shots = tmp_path / "shots"
+    shots.mkdir()
+    _photo(shots / "p0.jpg", 0, size=(64, 64))
+    img = cv2.imread(str(shots / "p0.jpg"))
+    for ext in ("ppm", "pnm"):
+        assert cv2.imwrite(str(shots / f"q.{ext}"), img)
+    (shots / "p0.jpg").unlink()
+    summary = tmp_path / "s.json"
+    assert main(["run", str(shots), "--summary", str(summary), "--quiet"]) == 0
+    assert json.loads(summary.read_text())["frames"] == 2
+    capsys.readouterr()
+    assert main(["classify", str(shots)]) == 0, capsys.readouterr().err
+    names = [ln.split(":")[0].rsplit("/", 1)[-1] for ln in capsys.readouterr().out.splitlines()]
+    assert names == ["q.pnm", "q.ppm"]
+
+
+@pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="needs named pipes (POSIX)")
+def test_a_glob_reports_broken_links_and_pipes_as_a_folder_does(tmp_path, tiny_model, capsys):
+    # before: the glob dropped them silently (2 files, nothing skipped) where the folder
+    # counted and reported them; detect scanned the glob with exit 0
+    folder = tmp_path / "g"
+    folder.mkdir()
+    _photo(folder / "a.jpg", 1)
+    _photo(folder / "b.png", 2)
+    (folder / "broken.jpg").symlink_to(tmp_path / "nowhere.jpg")
+    os.mkfifo(folder / "pipe.png")
+    for source in (str(folder), str(folder / "*")):
+        summary = tmp_path / "s.json"
+        rc = main(["run", source, "--model", str(tiny_model), "--summary", str(summary), "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 0, err
+        s = json.loads(summary.read_text())
+        assert s["frames"] == 2 and s["skipped_frames"] == 2, source
+        assert s["source"]["files"] == 4 and s["source"]["skipped_files"] == 2, source
+        assert sum("skipped" in line for line in err.splitlines()) == 2, err
+    rc = main(["detect", str(folder / "*.jpg"), str(folder / "*.png")])
+    out, err = capsys.readouterr()
+    assert rc == 2
+    assert sorted(Path(line.split(":")[0]).name for line in out.splitlines() if ":" in line) == [
+        "a.jpg",
+        "b.png",
+    ]
+    bad = [line for line in err.splitlines() if line.startswith("edge-fer detect: error: ")]
+    assert len(bad) == 2 and "broken.jpg" in bad[0] and "pipe.png" in bad[1], err

@@ -236,3 +236,22 @@ def test_links_to_nothing_and_pipes_named_like_photos_are_reported(photos, tmp_p
     for name, why in (("pipe.jpg", "not a regular file"), ("dead.jpg", "a link to nothing")):
         rc, _, err = _run(["run", str(src / name), "--quiet"], capsys)
         assert rc == 2 and err.count("\n") == 1 and why in err, err
+
+
+def test_one_image_does_not_replace_an_existing_file_without_force(photos, tmp_path, capsys):
+    # before: --out shot.jpg replaced the user's photo of that name without a word (a folder
+    # refuses files it did not write; one image had no such check)
+    mine = tmp_path / "mine.jpg"
+    mine.write_bytes(b"my own photo")
+    argv = ["run", str(photos / "a.jpg"), "--out", str(mine), "--quiet"]
+    rc, _, err = _run(argv, capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert f"--out {mine}: exists; pass --force to replace it" in err
+    assert mine.read_bytes() == b"my own photo"
+    rc, _, err = _run([*argv, "--force"], capsys)
+    assert rc == 0, err
+    assert cv2.imread(str(mine)).shape[:2] == (240, 320)
+    # --force does not let an output replace an input
+    rc, _, err = _run(["run", str(photos / "a.jpg"), "--out", str(photos / "a.jpg"), "--force"],
+                      capsys)  # fmt: skip
+    assert rc == 2 and "an output must not overwrite an input" in err, err

@@ -100,6 +100,20 @@ def test_cli_bad_files_one_line(tmp_path):
         )
         assert r.returncode == 2 and "must not overwrite an input" in r.stderr, r.stderr
     assert model.read_bytes() == b"\x89HDF\r\n\x1a\n" + bytes(100)
+    # before: an existing --out (here a user's notes) was replaced without being asked
+    mine = tmp_path / "mine.onnx"
+    mine.write_text("do not delete")
+    for flags, needle in (
+        (["--out", mine], "--out"),
+        (["--out", tmp_path / "new.onnx", "--save-keras", mine], "--save-keras"),
+        (["--out", tmp_path], "is a folder"),
+    ):
+        sub = ["prune", "--data", tmp_path] if "--save-keras" in flags else ["import"]
+        r = cli("keras", *sub, model, *flags)
+        lines = r.stderr.strip().splitlines()
+        assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], r.stderr
+        assert "exists; pass --force" in lines[0] or "folder" in lines[0], lines[0]
+    assert mine.read_text() == "do not delete" and not (tmp_path / "new.onnx").exists()
 
 
 def test_library_errors_name_parameters_and_the_cli_its_flags(tmp_path, capsys):

@@ -289,6 +289,27 @@ def test_video_is_replaced_only_when_complete(tmp_path):
     assert link.is_symlink() and count_frames(target) == 3 and _leftovers(tmp_path) == []
 
 
+def test_a_source_of_no_frames_leaves_out_as_it_was(tmp_path, capsys):
+    """A video with no frame: --out was replaced by a 257-byte stub no player opens, and the
+    summary listed it under outputs.video."""
+    zero = tmp_path / "zero.avi"
+    cv2.VideoWriter(str(zero), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (64, 48)).release()
+    out, summary = tmp_path / "z.mp4", tmp_path / "s.json"
+    out.write_bytes(b"old video")
+    argv = ["run", str(zero), "--out", str(out), "--summary", str(summary), "--quiet"]
+    for existing in (True, False):
+        rc, _, err = _run(argv, capsys)
+        assert rc == 1 and "no frame could be decoded" in err, err
+        s = _strict(summary.read_text())
+        assert s["frames"] == 0 and s["outputs"] == {"summary": str(summary)}
+        assert _leftovers(tmp_path) == []
+        if existing:
+            assert out.read_bytes() == b"old video"
+            out.unlink()
+        else:  # and none is made
+            assert not out.exists()
+
+
 def test_video_takes_gray_and_bgra_frames(tmp_path):
     """Frames at the video's size that were not BGR were counted but dropped by the writer."""
     from edge_fer.runtime.sinks import VideoSink
@@ -556,6 +577,99 @@ def test_signal_mid_run(sig, code, tmp_path):
     last = max(e["frame"] for e in _read_jsonl(events))
     assert s["tracks"] and max(t["last_frame"] for t in s["tracks"]) <= last
     assert s["track_count"] == len(s["tracks"]) + s["tracks_omitted"]
+
+
+# A signal that lands inside a library's start-up: the child sends it to itself from an import
+# hook at the moment `TARGET` is imported, and does with the exception what the libraries did
+# (as QA saw them at random moments of the start-up, 0.4-0.75 s after the launch):
+#   chained  onnxruntime's pybind11 init: ImportError("initialization failed") caused by it
+#   printed  numba's C init: the exception printed (PyErr_Print), a new ImportError, no cause
+#   ignored  a weakref or ctypes callback (importlib's, llvmlite's): "Exception ignored", lost
+# The signal and every handler are the real ones; only the libraries' conduct is played.
+_STARTUP_CHILD = """
+import importlib.abc, runpy, signal, sys, weakref
+
+TARGET, MODE, SIG = sys.argv[1], sys.argv[2], getattr(signal, sys.argv[3])
+signal.signal(signal.SIGINT, signal.default_int_handler)  # as a terminal's job (processes.py)
+
+
+def deliver():
+    signal.raise_signal(SIG)  # the handler runs at once, in this frame
+
+
+class Hook(importlib.abc.MetaPathFinder):
+    fired = False
+
+    def find_spec(self, name, path=None, target=None):
+        if name != TARGET or Hook.fired:
+            return None
+        Hook.fired = True
+        if MODE == "chained":
+            try:
+                deliver()
+            except BaseException as exc:
+                raise ImportError("initialization failed") from exc
+        elif MODE == "printed":
+            failed = False
+            try:
+                deliver()
+            except BaseException:
+                sys.excepthook(*sys.exc_info())
+                failed = True
+            if failed:
+                raise ImportError(name + " failed to import")
+        else:
+            class Thing:
+                pass
+
+            thing = Thing()
+            ref = weakref.ref(thing, lambda _: deliver())
+            del thing
+        return None
+
+
+sys.meta_path.insert(0, Hook())
+sys.argv = ["edge-fer", *sys.argv[4:]]
+runpy.run_module("edge_fer.cli.main", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize(
+    "command, target, mode, sig",
+    [
+        # run: the models load under run's guard (traceback and exit 1; or no stop at all)
+        ("run", "onnxruntime", "chained", signal.SIGINT),
+        ("run", "onnxruntime", "ignored", signal.SIGTERM),
+        # run: its own imports, before the pipeline's start-up (a traceback, no summary)
+        ("run", "edge_fer.runtime.runner", "printed", signal.SIGINT),
+        # run: while the command line is parsed (exit 130, but no summary)
+        ("run", "edge_fer.cli.run_cmd", "chained", signal.SIGINT),
+        # detect and classify: no guard of their own
+        ("detect", "onnxruntime", "chained", signal.SIGINT),
+        ("detect", "onnxruntime", "ignored", signal.SIGINT),
+        ("classify", "onnxruntime", "chained", signal.SIGTERM),  # was "not installed", exit 2
+    ],
+)
+def test_a_signal_inside_a_library_start_up_is_an_interrupt(command, target, mode, sig, tmp_path):
+    from processes import run_python
+
+    photo = tmp_path / "photo.png"
+    cv2.imwrite(str(photo), np.full((120, 160, 3), 128, np.uint8))
+    child = tmp_path / "child.py"
+    child.write_text(_STARTUP_CHILD)
+    summary = tmp_path / "s.json"
+    extra = ["--summary", str(summary), "--quiet"] if command == "run" else []
+    env = dict(os.environ, PYTHONPATH=str(ROOT) + os.pathsep + os.environ.get("PYTHONPATH", ""))
+    proc = run_python(child, target, mode, sig.name, command, photo, *extra, cwd=tmp_path, env=env)
+    assert proc.returncode == 128 + sig, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and "interrupted" in lines[0], proc.stderr  # no traceback
+    assert proc.stdout == ""  # stopped before anything was scanned or classified
+    if command == "run":
+        assert "during start-up" in lines[0]
+        s = _strict(summary.read_text())
+        assert s["interrupted"] and not s["started"] and s["frames"] == 0
+        assert s["signal"] == sig.name
 
 
 @pytest.mark.shared("data/videos/01-2.avi")

@@ -95,7 +95,9 @@ def test_training_runs_save_measured_statistics(data, tmp_path, n) -> None:
     saved = _bn_stats(model)
     train_set, _, _ = load_splits(cfg)
     precise_bn(model, train_set.images, spec, "cpu", 32, cfg.seed)
-    same = all(np.allclose(a, b, atol=1e-5) for a, b in zip(saved, _bn_stats(model)))
+    # the run's model is channels-last, this one not: other conv kernels, float noise of
+    # about 2e-5 relative; the running averages of n = 0 differ by about 1
+    same = all(np.allclose(a, b, rtol=1e-4, atol=1e-5) for a, b in zip(saved, _bn_stats(model)))
     assert same == (n == 32)
 
 

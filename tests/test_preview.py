@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import http.client
 import socket
+import struct
 import time
 
 import numpy as np
@@ -228,3 +229,18 @@ def test_run_with_an_empty_preview_host_is_one_line_exit_2(tmp_path, capsys):
         (line,) = capsys.readouterr().err.strip().splitlines()
         assert rc == 2 and line.endswith("--preview-host needs --preview-port: without it no "
                                          "preview is served"), line  # fmt: skip
+
+
+def test_a_viewer_that_drops_its_connection_prints_nothing(preview, capfd):
+    """A browser tab closed while its request was on the way resets the connection:
+    socketserver printed a ConnectionResetError traceback on stderr, in the middle of a run."""
+    p = preview(0)
+    s = socket.create_connection(("127.0.0.1", p.port), timeout=5)
+    # the request line and part of the headers: the server waits for the rest
+    s.sendall(f"GET /frame.jpg HTTP/1.1\r\nHost: 127.0.0.1:{p.port}".encode())
+    assert _wait(lambda: p.connections == 1)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    s.close()  # with SO_LINGER 0: a reset, not a clean close
+    assert _wait(lambda: p.connections == 0)
+    assert _get(p.port, "/", f"127.0.0.1:{p.port}")[0] == 200  # still serving
+    assert capfd.readouterr().err == ""

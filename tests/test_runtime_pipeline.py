@@ -12,7 +12,7 @@ import cv2
 import numpy as np
 import pytest
 from processes import interrupt, spawn_cli
-from runtime_helpers import ROOT, count_frames, make_tiny_model, read_jsonl, shared
+from runtime_helpers import ROOT, count_frames, make_tiny_model, mjpg_avi, read_jsonl, shared
 
 from edge_fer.cli.main import main
 
@@ -340,3 +340,43 @@ def test_tensorrt_only_options_need_the_tensorrt_backend(field, tmp_path):
         run_video(opts, handle_signals=False)
     with pytest.raises(UserError, match=f"^{field} needs the TensorRT backend$"):
         load_classifier(None, "onnxruntime", **{field: value})
+
+
+def test_the_summary_records_the_detector_threads_used(tmp_path, tiny_model, capsys):
+    # before: "detect_threads" was the number asked for, while numba ran at most its pool's
+    import numba
+
+    pool = int(numba.config.NUMBA_NUM_THREADS)
+    summary = tmp_path / "s.json"
+    argv = ["run", mjpg_avi(tmp_path / "c.avi", 3), "--model", tiny_model, "--quiet",
+            "--detect-threads", pool + 1, "--summary", summary]  # fmt: skip
+    rc, _, err = _run(argv, capsys)
+    assert rc == 0, err
+    s = json.loads(summary.read_text())
+    assert s["detect_threads"] == pool and s["detect_threads_requested"] == pool + 1
+    assert f"--detect-threads {pool + 1}: numba runs at most {pool} threads" in err
+
+
+def test_a_signal_whose_exception_was_lost_in_start_up_stops_the_run(tmp_path, tiny_model):
+    """Raised inside a library's callback (numba's, importlib's), the guard's Interrupted was
+    swallowed there ("Exception ignored in ..."): the run then went on to the end, exit 0,
+    "interrupted": false. The guard recorded the signal; the run must not start."""
+    from edge_fer.runtime.pipeline import Interrupted, SignalGuard
+    from edge_fer.runtime.runner import RunOptions, run_video
+
+    out, summary = tmp_path / "a.avi", tmp_path / "s.json"
+    out.write_bytes(b"old video")
+    opts = RunOptions(source=str(mjpg_avi(tmp_path / "c.avi", 3)), model=str(tiny_model),
+                      out=str(out), summary=str(summary))  # fmt: skip
+    with SignalGuard() as guard:
+        try:
+            signal.raise_signal(signal.SIGTERM)  # a real signal, through the guard's handler
+        except Interrupted:
+            pass  # lost, as a callback's exception is
+        result = run_video(opts, signals=guard)
+    assert result.exit_code == 143
+    s = json.loads(summary.read_text())
+    assert s["interrupted"] and not s["started"] and s["signal"] == "SIGTERM"
+    assert s["frames"] == 0
+    assert out.read_bytes() == b"old video"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.avi", "c.avi", "s.json"]

@@ -503,7 +503,12 @@ def test_trtexec_recipes_dry_run(tmp_path):
     )
     assert all("--skipInference" in b for b in builds)  # dry run: the 8.6+ spelling
     assert all(s.startswith("+ edge-fer build-engine ") for s in sidecars)
-    assert any("--int8" in b and "--calib=fer.calib" in b for b in builds)
+    # int8-calib builds from the copy of the cache made for the trtexec's TensorRT; a dry run
+    # without a trtexec says so and writes nothing
+    calib = tmp_path / "fer.int8.engine.calib"
+    assert any("--int8" in b and f"--calib={calib}" in b for b in builds)
+    assert any(ln.startswith("# fer.calib -> ") and "TensorRT of trtexec" in ln for ln in lines)
+    assert not calib.exists()
     assert any("--sparsity=enable" in b for b in builds)
     env["RECIPE"] = "nope"
     r = _recipes(env)
@@ -528,3 +533,233 @@ def test_trtexec_recipes_use_build_only_on_tensorrt_8_5(tmp_path):
     assert r.returncode == 0, r.stderr
     call = log.read_text()
     assert "--buildOnly" in call and "--skipInference" not in call and "--fp16" in call
+
+
+_FAKE_TRTEXEC = r"""#!/usr/bin/env bash
+@BANNER@
+if [[ "$1" == --help ]]; then
+  for i in $(seq 1 200); do printf '  --option%03d=<x>   build option help text padding\n' $i; done
+@HELP@
+  for i in $(seq 201 420); do printf '  --option%03d=<x>   inference option help text\n' $i; done
+  exit 0
+fi
+for a in "$@"; do
+  case "$a" in
+@REJECT@
+  esac
+done
+echo "$*" >> "@LOG@"
+for a in "$@"; do case "$a" in --calib=*) head -n 1 "${a#--calib=}" >> "@LOG@" ;; esac; done
+"""
+
+
+def _fake_trtexec(
+    tmp_path: Path, banner: str | None, *, skip_inference: bool = True, build_only: bool = False
+) -> tuple[Path, Path]:
+    """A trtexec that prints its --help one line per write, as trtexec's std::endl does (its
+    --skipInference line is followed by 10 KB more), starts with the banner of `banner` (e.g.
+    "[TensorRT v8502]"), rejects the flags its version lacks, and logs each build (the
+    arguments, then the first line of the --calib file) to the file returned."""
+    log = tmp_path / "calls.txt"
+    flags = {"--skipInference": skip_inference, "--buildOnly": build_only}
+    text = (
+        _FAKE_TRTEXEC.replace(
+            "@BANNER@", f'echo "&&&& RUNNING TensorRT.trtexec {banner} # $0 $*"' if banner else ""
+        )
+        .replace(
+            "@HELP@", "\n".join(f"  echo '  {f}   Skip inference'" for f, k in flags.items() if k)
+        )
+        .replace(
+            "@REJECT@",
+            "\n".join(
+                f"    {f}) echo '[E] Unknown option: {f}' >&2; exit 1 ;;"
+                for f, k in flags.items()
+                if not k
+            ),
+        )
+        .replace("@LOG@", str(log))
+    )
+    trtexec = tmp_path / "trtexec"
+    trtexec.write_text(text)
+    trtexec.chmod(0o755)
+    return trtexec, log
+
+
+def _edge_fer_with_python(tmp_path: Path, python_works: bool = True) -> Path:
+    """bin/edge-fer (logs its arguments) beside bin/python3: this Python with the checkout on
+    its path, or (python_works=False) one without edge_fer (exit 3, as the import fails)."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "edge-fer"
+    exe.write_text(f'#!/bin/sh\necho "$*" >> "{tmp_path}/edge-fer.txt"\n')
+    py = bin_dir / "python3"
+    if python_works:
+        py.write_text(
+            f'#!/bin/sh\nPYTHONPATH="{ROOT}${{PYTHONPATH:+:$PYTHONPATH}}" exec "{sys.executable}" "$@"\n'
+        )
+    else:
+        py.write_text("#!/bin/sh\nexit 3\n")
+    exe.chmod(0o755)
+    py.chmod(0o755)
+    return exe
+
+
+def test_trtexec_recipes_pick_skip_inference_every_time_on_tensorrt_10(tmp_path):
+    """TensorRT 10 trtexec has --skipInference and no --buildOnly; its --help is long and written
+    a line at a time, so `trtexec --help | grep -q` under pipefail used to fail (SIGPIPE) and
+    pass --buildOnly, which this trtexec refuses."""
+    trtexec, log = _fake_trtexec(tmp_path, "[TensorRT v100300]")
+    model = tmp_path / "fer.onnx"
+    model.write_bytes(b"onnx")
+    env = dict(os.environ, MODEL=str(model), RECIPE="fp16", TRTEXEC=str(trtexec), EDGE_FER="true")
+    for _ in range(4):
+        r = _recipes(env)
+        assert r.returncode == 0, r.stdout + r.stderr
+        assert "--skipInference" in r.stdout and "--buildOnly" not in r.stdout
+    calls = log.read_text().splitlines()
+    assert len(calls) == 4 and all("--skipInference" in c for c in calls)
+
+
+@pytest.mark.parametrize(
+    "banner, header, version",
+    [
+        ("[TensorRT v8502]", "TRT-8502-EntropyCalibration2", "8.5.2"),  # JetPack 5
+        ("[TensorRT v8602]", "TRT-8602-EntropyCalibration2", "8.6.2"),  # JetPack 6.0
+        ("[TensorRT v101600] [b12]", "TRT-101600-EntropyCalibration2", "10.16.0"),
+    ],
+)
+def test_trtexec_recipes_int8_calib_cache_made_for_the_trtexec(tmp_path, banner, header, version):
+    """The committed cache (TRT-100300) would be skipped by another TensorRT, and trtexec would
+    calibrate on random data: the build gets a copy whose header names the trtexec's version."""
+    trtexec, log = _fake_trtexec(
+        tmp_path,
+        banner,
+        build_only=banner == "[TensorRT v8502]",
+        skip_inference=banner != "[TensorRT v8502]",
+    )
+    model = tmp_path / "fer.onnx"
+    model.write_bytes((ROOT / "edge_fer" / "assets" / "fer_default.onnx").read_bytes())
+    cache = ROOT / "calibration" / "fer_default" / "calib.cache"
+    original = cache.read_bytes()
+    assert original.startswith(b"TRT-100300-EntropyCalibration2\n")
+    env = dict(
+        os.environ,
+        MODEL=str(model),
+        RECIPE="int8-calib",
+        CALIB_CACHE=str(cache),
+        TRTEXEC=str(trtexec),
+        EDGE_FER=str(_edge_fer_with_python(tmp_path)),
+    )
+    r = _recipes(env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    copy = tmp_path / "fer.int8.engine.calib"
+    call, first = log.read_text().splitlines()
+    assert f"--calib={copy}" in call and "--int8" in call
+    assert first == header  # what trtexec read
+    assert copy.read_bytes() == original.replace(
+        b"TRT-100300-EntropyCalibration2", header.encode(), 1
+    )
+    assert cache.read_bytes() == original  # the committed cache is untouched
+    assert f"TensorRT {version}" in r.stdout
+    assert "note:" not in r.stderr  # edge-fer's Python made (and checked) the copy
+    assert "--sidecar-for" in (tmp_path / "edge-fer.txt").read_text()
+
+
+def test_trtexec_recipes_int8_calib_without_edge_fer_python(tmp_path):
+    """No Python with edge_fer: the header alone is rewritten, and a note says the tensor names
+    were not checked; a cache of another calibrator is refused."""
+    trtexec, log = _fake_trtexec(tmp_path, "[TensorRT v8602]")
+    exe = _edge_fer_with_python(tmp_path, python_works=False)
+    model = tmp_path / "fer.onnx"
+    model.write_bytes(b"onnx")
+    cache = tmp_path / "in.cache"
+    cache.write_text("TRT-100300-EntropyCalibration2\ninput: 3c810204\n")
+    env = dict(
+        os.environ,
+        MODEL=str(model),
+        RECIPE="int8-calib",
+        CALIB_CACHE=str(cache),
+        TRTEXEC=str(trtexec),
+        EDGE_FER=str(exe),
+        PATH=f"{exe.parent}{os.pathsep}{os.environ['PATH']}",
+    )
+    r = _recipes(env)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert (tmp_path / "fer.int8.engine.calib").read_text() == (
+        "TRT-8602-EntropyCalibration2\ninput: 3c810204\n"
+    )
+    assert "tensor names not checked" in r.stderr
+    assert log.read_text().splitlines()[1] == "TRT-8602-EntropyCalibration2"
+    log.unlink()
+    cache.write_text("TRT-100300-MinMaxCalibration\ninput: 3c810204\n")
+    r = _recipes(env)
+    assert r.returncode == 2 and "not an EntropyCalibration2" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and not log.exists()
+
+
+def test_trtexec_recipes_int8_calib_refusals(tmp_path):
+    """Refused in one line, exit 2, before any build: a trtexec whose version cannot be read (a
+    TRT_VERSION contradicting its banner too), a cache of another model, TensorRT 11."""
+    model = tmp_path / "fer.onnx"
+    model.write_bytes((ROOT / "edge_fer" / "assets" / "fer_default.onnx").read_bytes())
+    cache = ROOT / "calibration" / "fer_default" / "calib.cache"
+    exe = _edge_fer_with_python(tmp_path)
+    base = dict(
+        os.environ, MODEL=str(model), RECIPE="int8-calib", CALIB_CACHE=str(cache), EDGE_FER=str(exe)
+    )
+
+    def refused(env, words):
+        r = _recipes(env)
+        assert r.returncode == 2, r.stdout + r.stderr
+        assert len(r.stderr.strip().splitlines()) == 1 and words in r.stderr, r.stderr
+        assert not log.exists() and not (tmp_path / "fer.int8.engine.calib").exists()
+
+    trtexec, log = _fake_trtexec(tmp_path, None)  # no banner: version unknown
+    refused(dict(base, TRTEXEC=str(trtexec)), "cannot tell the TensorRT version")
+    # ... but TRT_VERSION names it; RECIPE=all refuses before the other builds
+    r = _recipes(dict(base, TRTEXEC=str(trtexec), TRT_VERSION="8.6.2", RECIPE="all"))
+    assert r.returncode == 0, r.stderr
+    assert (tmp_path / "fer.int8.engine.calib").read_text().startswith("TRT-8602-")
+    (tmp_path / "fer.int8.engine.calib").unlink()
+    log.unlink()
+    refused(dict(base, TRTEXEC=str(trtexec), TRT_VERSION="10"), "TRT_VERSION must look like")
+
+    trtexec, log = _fake_trtexec(tmp_path, "[TensorRT v8602]")
+    refused(dict(base, TRTEXEC=str(trtexec), TRT_VERSION="10.3.0"), "TRT_VERSION=10.3.0 but")
+    other = tmp_path / "other.cache"
+    other.write_text("TRT-100300-EntropyCalibration2\nsome_tensor: 3c810204\n")
+    refused(
+        dict(base, TRTEXEC=str(trtexec), CALIB_CACHE=str(other), RECIPE="all"),
+        "does not match the model",
+    )
+    refused(
+        dict(base, TRTEXEC=str(trtexec), CALIB_CACHE=str(tmp_path / "none.cache")),
+        "no such calibration cache",
+    )
+    trtexec, log = _fake_trtexec(tmp_path, "[TensorRT v110000] [b1]")
+    refused(dict(base, TRTEXEC=str(trtexec)), "use RECIPE=int8-qdq")
+
+
+def test_trtexec_recipes_int8_calib_dry_run_shows_the_copy(tmp_path):
+    trtexec, log = _fake_trtexec(
+        tmp_path, "[TensorRT v8502]", build_only=True, skip_inference=False
+    )
+    cache = ROOT / "calibration" / "fer_default" / "calib.cache"
+    env = dict(
+        os.environ,
+        MODEL=str(tmp_path / "fer.onnx"),
+        RECIPE="int8-calib",
+        CALIB_CACHE=str(cache),
+        TRTEXEC=str(trtexec),
+        DRY_RUN="1",
+    )
+    r = _recipes(env)
+    assert r.returncode == 0, r.stderr
+    copy = tmp_path / "fer.int8.engine.calib"
+    info, build, _sidecar = r.stdout.splitlines()
+    assert info == (
+        f"# {cache} (TRT-100300-EntropyCalibration2) -> {copy} "
+        "(TRT-8502-EntropyCalibration2, TensorRT 8.5.2 of this trtexec)"
+    )
+    assert f"--calib={copy}" in build and "--buildOnly" in build  # this trtexec is 8.5
+    assert not copy.exists() and not log.exists()

@@ -267,3 +267,126 @@ def test_flag_names_in_messages_and_no_folder_left_by_a_bad_teacher(capsys, face
         assert not out.exists()
     rc, lines = _train(capsys, tmp_path / "nope", out, "--epochs", 1)
     assert rc == 2 and lines[0].endswith(f"--data {tmp_path / 'nope'}: no such file or folder")
+
+
+def test_align_frame_needs_align(capsys, faces, tmp_path) -> None:
+    """--align-frame without --align was accepted and written into the model's metadata."""
+    out = tmp_path / "run"
+    rc, lines = _train(capsys, faces, out, "--epochs", 1, "--align-frame", "1.7,1.3,3.2")
+    assert rc == 2 and len(lines) == 1 and "--align-frame needs --align" in lines[0], lines
+    assert not out.exists()
+
+
+def test_a_new_run_keeps_off_files_that_are_not_a_runs(capsys, faces, tmp_path) -> None:
+    """A user's config.json was replaced by the run's, and a user's log.csv got epoch rows
+    appended under its own first line (no header: not a run log)."""
+    for name, text in (("config.json", '{"my": "settings"}'), ("log.csv", "my notes\n"),
+                       ("log.csv", "my notes\nmore notes\n")):  # fmt: skip
+        out = tmp_path / f"user_{name}_{len(text)}"
+        out.mkdir()
+        (out / name).write_text(text)
+        for resume in ((), ("--resume",)):
+            rc, lines = _train(capsys, faces, out, "--epochs", 1, *resume)
+            assert rc == 2 and len(lines) == 1, (name, resume, lines)
+            assert f"{name}" in lines[0] and "not a run's" in lines[0], lines
+            assert sorted(p.name for p in out.iterdir()) == [name]
+            assert (out / name).read_text() == text
+    # what a run writes before its first epoch ends (its config, the log's header) is its own
+    first = tmp_path / "first"
+    assert _train(capsys, faces, first, "--epochs", 1)[0] == 0
+    again = tmp_path / "again"
+    again.mkdir()
+    (again / "config.json").write_bytes((first / "config.json").read_bytes())
+    header = (first / "log.csv").read_text().splitlines()[0]
+    (again / "log.csv").write_text(header + "\n")
+    rc, lines = _train(capsys, faces, again, "--epochs", 1)
+    assert rc == 0, lines
+    assert [r.split(",")[0] for r in (again / "log.csv").read_text().splitlines()] == [
+        "epoch",
+        "1",
+    ]
+
+
+def test_no_training_batch_of_one_face(capsys, faces, tmp_path) -> None:
+    """26 training faces in batches of 25 left a last batch of one: mini_xception's batch norm
+    at 1x1 (--input-size 16) stopped the run mid-epoch with a traceback. It joins the batch
+    before it; --batch-size 1, where every batch is one face, is refused up front."""
+    small = ["--arch", "mini_xception", "--input-size", 16, "--max-batches", 0]
+    out = tmp_path / "run"
+    rc, lines = _train(capsys, faces, out, "--epochs", 1, *small, "--batch-size", 25)
+    assert rc == 0, lines
+    assert any(ln.endswith("epochs 1-1 of 1 batches") for ln in lines), lines
+    out1 = tmp_path / "run1"
+    rc, lines = _train(capsys, faces, out1, "--epochs", 1, *small, "--batch-size", 1)
+    assert rc == 2 and len(lines) == 1 and "error: --batch-size is 1, but" in lines[0], lines
+    assert "mini_xception" in lines[0] and not out1.exists(), lines
+
+
+def test_an_early_stopped_run_stays_stopped_on_resume(capsys, faces, tmp_path) -> None:
+    """Each --resume of a run that early stopping ended trained one more epoch and rewrote
+    its checkpoints and result; a run that ended at --epochs says there is nothing to train."""
+    import json
+
+    out = tmp_path / "run"
+    flags = ("--epochs", 8, "--patience", 1, "--average-last", 2, "--lr", "1e-12")
+    rc, lines = _train(capsys, faces, out, *flags)
+    assert rc == 0 and any("early stop" in ln for ln in lines), lines
+    done = len((out / "log.csv").read_text().splitlines()) - 1
+    kept = {n: (out / n).read_bytes() for n in ("last.safetensors", "best.safetensors")}
+    for _ in range(2):
+        rc, lines = _train(capsys, faces, out, *flags, "--resume")
+        assert rc == 0, lines
+        assert any(f"stopped early at epoch {done}" in ln and "nothing to train" in ln
+                   for ln in lines), lines  # fmt: skip
+        assert not any(re.match(r"epoch +\d+/\d+  loss", ln) for ln in lines), lines
+    assert len((out / "log.csv").read_text().splitlines()) - 1 == done
+    assert {n: (out / n).read_bytes() for n in kept} == kept
+    res = json.loads((out / "result.json").read_text())  # the ended run's steps are still done
+    assert len(res["averaged"]["checkpoints"]) == 2
+
+
+def test_resume_finds_the_runs_moved_inputs(capsys, faces, tmp_path, monkeypatch) -> None:
+    """--resume needed --init, --teacher and --extra-train where they were first given: a
+    moved one given by its new path was "not applied", then "no such model file" (exit 2),
+    so the run could not go on. A resume never reads --init (its weights are last's), and the
+    others are found as --data is: from the folders above the run, or as given now."""
+    import json
+    import shutil
+
+    from paths import FER_MODEL
+
+    monkeypatch.chdir(tmp_path)
+    assert _train(capsys, faces, Path("pre"), "--epochs", 1)[0] == 0
+    shutil.copy("pre/best.safetensors", "init.safetensors")
+    shutil.copy(FER_MODEL, "t.onnx")
+    (tmp_path / "ex" / "happy").mkdir(parents=True)
+    shutil.copy(next((faces / "happy").iterdir()), tmp_path / "ex" / "happy" / "x.png")
+    run = Path("runs/r")
+    given = ("--init", "init.safetensors", "--teacher", "t.onnx", "--distill", 0.3,
+             "--extra-train", "ex")  # fmt: skip
+    rc, lines = _train(capsys, faces, run, "--epochs", 1, *given)
+    assert rc == 0, lines
+    for a, b in (("init.safetensors", "init2.safetensors"), ("t.onnx", "t2.onnx"), ("ex", "ex2")):
+        Path(a).rename(b)
+    moved = ("--init", "init2.safetensors", "--teacher", "t2.onnx", "--distill", 0.3,
+             "--extra-train", "ex2")  # fmt: skip
+    rc, lines = _train(capsys, faces, run, "--epochs", 2, "--resume", *moved)
+    assert rc == 0 and not any("not applied" in ln for ln in lines), lines
+    note = next(ln for ln in lines if "moved" in ln)
+    for now in ("init2.safetensors", "t2.onnx", "ex2"):
+        assert now in note, note
+    saved = json.loads((run / "config.json").read_text())
+    assert (saved["teacher"], saved["extra_train"]) == (["t2.onnx"], "ex2"), saved
+    # from another folder, nothing given: found above the run (--init not needed at all)
+    Path("init2.safetensors").unlink()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    rc, lines = _train(capsys, faces, Path("../runs/r"), "--epochs", 3, "--resume")
+    assert rc == 0 and not any("not applied" in ln for ln in lines), lines
+    assert len((tmp_path / "runs/r/log.csv").read_text().splitlines()) == 4
+    # a teacher neither where recorded, nor above the run, nor given: one line, nothing done
+    (tmp_path / "t2.onnx").rename(tmp_path / "t3.onnx")
+    rc, lines = _train(capsys, faces, Path("../runs/r"), "--epochs", 4, "--resume")
+    assert rc == 2 and len(lines) == 1 and "--teacher " in lines[0], lines
+    assert "t2.onnx: no such model file" in lines[0], lines
+    assert len((tmp_path / "runs/r/log.csv").read_text().splitlines()) == 4

@@ -66,12 +66,18 @@ def read_faces(root: str | Path, split: str, val_fraction: float = 0.1) -> Faces
         if face is None:
             continue
         rows.setdefault(parts[0], []).append((v[0], v[1], v[2], v[3], face))
-    names = [n for n in rows if (img_root / n).is_file()]
-    chosen = split_images([AnnotatedImage(Path(n)) for n in names], split, val_fraction)
+    # keyed by the name as the file spells it: it may hold a sub-folder (sub/pic.jpg), and
+    # `im.name` is the base name alone (a KeyError); the split orders images as the cascade
+    # training's does (read_webfaces: AnnotatedImage(img_root / name))
+    by_path: dict[Path, list[str]] = {}
+    for n in rows:
+        if (img_root / n).is_file():
+            by_path.setdefault(img_root / n, []).append(n)  # "a.jpg" and "./a.jpg": one image
+    chosen = split_images([AnnotatedImage(q) for q in by_path], split, val_fraction)
     paths, left, right, boxes = [], [], [], []
     for im in chosen:
-        for xl, yl, xr, yr, face in rows[im.name]:
-            paths.append(img_root / im.name)
+        for xl, yl, xr, yr, face in (r for n in by_path[im.path] for r in rows[n]):
+            paths.append(im.path)
             left.append((xl, yl))
             right.append((xr, yr))
             boxes.append((face.col, face.row, face.size))

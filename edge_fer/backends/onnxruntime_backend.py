@@ -17,6 +17,18 @@ def _first_line(exc: BaseException, limit: int = 160) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def _interrupted(exc: BaseException) -> bool:
+    """Whether a KeyboardInterrupt is in `exc`'s chain (the caller reports the interrupt)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return True
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return False
+
+
 def _dim(d) -> int | None:
     return d if isinstance(d, int) and d > 0 else None
 
@@ -57,6 +69,8 @@ class OnnxRuntimeBackend(Backend):
         try:
             import onnxruntime as ort
         except ImportError as exc:  # a dependency, but keep the message friendly
+            if _interrupted(exc):  # Ctrl-C in its init: "initialization failed", caused by it
+                raise
             raise UserError(
                 f"onnxruntime is not installed: pip install onnxruntime ({exc})"
             ) from None

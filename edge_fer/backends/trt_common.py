@@ -300,20 +300,35 @@ def sidecar_bytes(metadata: dict[str, str], **info: Any) -> bytes:
     return (json.dumps(doc, indent=2, sort_keys=True) + "\n").encode()
 
 
+def is_our_sidecar(engine_path: str | os.PathLike[str]) -> bool:
+    """Whether `<engine>.json` exists and is an edge-fer engine sidecar."""
+    if not sidecar_path(engine_path).is_file():
+        return False
+    try:
+        return read_sidecar(engine_path) is not None
+    except UserError:
+        return False
+
+
+def check_sidecar_ours(engine_path: str | os.PathLike[str], name: str = "engine_path") -> Path:
+    """The sidecar path of `engine_path`; UserError when something of that name exists that is
+    not an edge-fer engine sidecar: it is the user's, never overwritten (force or not). `name`:
+    how the message names the engine (a flag in the CLI)."""
+    out = sidecar_path(engine_path)
+    if os.path.lexists(out) and not is_our_sidecar(engine_path):
+        raise UserError(
+            f"{name} {engine_path}: its sidecar {out} exists and is not an edge-fer engine "
+            "sidecar; not overwriting it (move it, or name the engine differently)"
+        )
+    return out
+
+
 def write_sidecar(
     engine_path: str | os.PathLike[str], metadata: dict[str, str], **info: Any
 ) -> Path:
     """Write `<engine>.json` (atomically); returns its path. A file of that name that is not
     an edge-fer sidecar is the user's: UserError rather than overwrite it."""
-    out = sidecar_path(engine_path)
-    if out.exists():
-        try:
-            read_sidecar(engine_path)
-        except UserError:
-            raise UserError(
-                f"{out}: exists and is not an edge-fer engine sidecar; not overwriting it "
-                "(move it, or name the engine differently)"
-            ) from None
+    out = check_sidecar_ours(engine_path)
     try:
         write_bytes(out, sidecar_bytes(metadata, **info))
     except OSError as exc:
@@ -396,10 +411,12 @@ __all__ = [
     "api_flavour",
     "cache_dir",
     "check_engine_facts",
+    "check_sidecar_ours",
     "dims",
     "engine_metadata",
     "file_sha256",
     "is_jetson",
+    "is_our_sidecar",
     "l4t_release",
     "make_logger",
     "onnx_metadata",

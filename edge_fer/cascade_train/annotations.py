@@ -27,9 +27,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edge_fer.errors import UserError
+from edge_fer.imageio import IMAGE_EXTS
 
 WEBFACES_FILE = "WebFaces_GroundThruth.txt"  # sic, as distributed
-IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".tif", ".tiff", ".webp")
 
 # Box from landmarks (calibrated on facefinder detections, see docs/cascade.md).
 # centre = eye_mid + CENTRE_T * (mouth - eye_mid)

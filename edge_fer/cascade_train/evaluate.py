@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_fer.cascade_train import learner
-from edge_fer.cascade_train.annotations import AnnotatedImage, Face
+from edge_fer.cascade_train.annotations import AnnotatedImage, Face, InputReport
 from edge_fer.cascade_train.samples import read_gray
 from edge_fer.detect import Cascade, Detector
 from edge_fer.detect.grid import ScanGrid
@@ -300,11 +300,26 @@ def _r(v: float | None, nd: int = 4) -> float | None:
     return None if v is None else round(float(v), nd)
 
 
-def load_eval_set(images: list[AnnotatedImage]) -> tuple[list[np.ndarray], list[list[Face]], int]:
+def load_eval_set(
+    images: list[AnnotatedImage], report: InputReport | None = None
+) -> tuple[list[np.ndarray], list[list[Face]], int]:
+    """Decoded images, their faces and how many did not decode. A face whose centre lies
+    outside its image is dropped and counted in `report` ('outside_image'), as training
+    (samples.load_annotated) does: it was counted as a face no scan could find."""
     imgs, ok = load_images([im.path for im in images])
     if not imgs:
         raise UserError("none of the evaluation images could be read")
-    return imgs, [images[i].faces for i in ok], len(images) - len(ok)
+    faces = []
+    for g, i in zip(imgs, ok):
+        h, w = g.shape[:2]
+        keep = []
+        for f in images[i].faces:
+            if 0 <= f.row < h and 0 <= f.col < w:
+                keep.append(f)
+            elif report is not None:
+                report.add("outside_image", f"{images[i].path.name} ({f.col:.0f},{f.row:.0f})")
+        faces.append(keep)
+    return imgs, faces, len(images) - len(ok)
 
 
 def compare(cand: dict, ref: dict, fppi: float = 0.5) -> dict:

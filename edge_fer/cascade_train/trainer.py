@@ -19,7 +19,9 @@ from __future__ import annotations
 
 import json
 import math
+import numbers
 import os
+import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -52,6 +54,14 @@ from edge_fer.imageio import imwrite
 STATE_FILE = "state.json"
 CASCADE_FILE = "cascade.pico"
 FORMAT_VERSION = 1
+
+# options that name data: a resume compares them by the place they resolve to
+PATH_KEYS = ("webfaces", "boxes", "backgrounds")
+
+# upper bounds of options that size arrays: beyond them a run only runs out of memory
+MAX_JITTER = 1000  # windows per face per stage (default 6)
+MAX_NEG_RATIO = 100.0  # negatives per positive (default 0.5)
+MAX_DRAWS = 10**15  # windows tried per stage (default 2e10; the kernels count in int64)
 
 # options that define the learning problem: a resumed run must use the same ones
 LEARNING_KEYS = (
@@ -148,6 +158,9 @@ class TrainConfig:
         return float(self.min_tpr[min(stage, len(self.min_tpr) - 1)])
 
     def check(self) -> None:
+        """Every option, before the output folder is made or any data is read: NaN slipped
+        through `x <= 0` tests (a traceback later), a negative --max-images sliced data off
+        without a word, a huge --jitter ran out of memory."""
         if not self.webfaces and not self.boxes:
             raise UserError("no annotated faces given (--webfaces DIR and/or --boxes FILE)")
         if not 1 <= self.depth <= 10:
@@ -164,20 +177,26 @@ class TrainConfig:
             raise UserError(f"--target-fpr must be in [0, 1), got {self.target_fpr}")
         if self.max_stages < 1:
             raise UserError(f"--max-stages must be >= 1, got {self.max_stages}")
-        if self.jitter < 1:
-            raise UserError(f"--jitter must be >= 1, got {self.jitter}")
+        _check_int(self.jitter, "jitter", 1, MAX_JITTER)
         if not 0 <= self.pos_jitter < 0.5 or not 0 <= self.scale_jitter < 1:
             raise UserError("--pos-jitter must be in [0, 0.5) and --scale-jitter in [0, 1)")
         if self.min_face < 8:
             raise UserError(f"--min-face must be >= 8 pixels, got {self.min_face}")
-        if self.neg_ratio <= 0:
-            raise UserError(f"--neg-ratio must be > 0, got {self.neg_ratio}")
+        _check_number(self.neg_ratio, "neg_ratio", 0.0, MAX_NEG_RATIO, lo_open=True)
+        _check_number(self.neg_annotated_min_fpr, "neg_annotated_min_fpr", 0.0, 1.0)
         if not 0.0 <= self.neg_annotated_share <= 1.0 or not 0.0 <= self.scan_share <= 1.0:
             raise UserError("--neg-annotated-share and --scan-share must be in [0, 1]")
-        if self.max_draws < 1:
-            raise UserError("--max-draws must be >= 1")
+        _check_int(self.max_draws, "max_draws", 1, MAX_DRAWS)
         if self.threshold_on not in ("fresh", "train"):
             raise UserError(f"--threshold-on must be fresh or train, got {self.threshold_on!r}")
+        # the last fraction of the images is held out: 1 (or more) would hold out everything
+        _check_number(self.val_fraction, "val_fraction", 0.0, 1.0, hi_open=True)
+        _check_number(self.bg_val_fraction, "bg_val_fraction", 0.0, 1.0, hi_open=True)
+        _check_int(self.seed, "seed", 0)  # numpy's generators take no negative seed
+        _check_int(self.max_images, "max_images", 0)  # 0: all; [:-N] dropped the last N
+        _check_int(self.max_faces, "max_faces", 0)
+        # 0: no limit; a negative budget ended the run before its first stage
+        _check_number(self.time_budget_h, "time_budget_h", 0.0)
 
     def learning_options(self) -> dict:
         d = asdict(self)
@@ -192,6 +211,32 @@ class TrainData:
     source_bg: bootstrap.NegativeSource  # backgrounds only (= source when there are none)
     report: InputReport
     summary: dict
+
+
+def _check_number(
+    value, param: str, lo: float, hi: float | None = None, *, lo_open=False, hi_open=False
+) -> None:
+    """UserError naming `param` unless `value` is a finite number in lo..hi (NaN fails): the
+    rule of edge_fer.train.trainer.check_number, which cannot be imported here (torch)."""
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    ok = ok and math.isfinite(value) and (value > lo if lo_open else value >= lo)
+    if hi is not None:
+        ok = ok and (value < hi if hi_open else value <= hi)
+    if not ok:
+        if hi is None:
+            rng = f"> {lo:g}" if lo_open else f">= {lo:g}"
+        else:
+            rng = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise UserError(f"must be a finite number {rng}, got {value!r}", param=param)
+
+
+def _check_int(value, param: str, lo: int, hi: int | None = None) -> None:
+    """UserError naming `param` unless `value` is an integer in lo..hi."""
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    ok = ok and value >= lo and (hi is None or value <= hi)
+    if not ok:
+        rng = f">= {lo}" if hi is None else f"in {lo}..{hi:g}"
+        raise UserError(f"must be an integer {rng}, got {value!r}", param=param)
 
 
 def load_data(cfg: TrainConfig, log: Callable[[str], None]) -> TrainData:
@@ -369,6 +414,31 @@ def _check_new_out(out: Path, cfg: TrainConfig) -> None:
                         "run a new or empty folder")  # fmt: skip
 
 
+def _same_option(key: str, saved, given) -> bool:
+    """Whether a resumed run's option is the run's own: the data folders and files by the
+    place they resolve to (wf, wf/ and /abs/wf are one folder), the rest as recorded."""
+    if key in PATH_KEYS and isinstance(saved, list) and isinstance(given, list):
+        return [os.path.realpath(str(p)) for p in saved] == [
+            os.path.realpath(str(p)) for p in given
+        ]
+    return json.dumps(saved) == json.dumps(given)
+
+
+def _no_tree_reason(state: dict, cfg: TrainConfig, exhausted) -> str:
+    """One line: why a run ended before its first tree."""
+    why = state.get("stop_reason")
+    if why == "negatives_exhausted" and exhausted:
+        got, want, draws = exhausted
+        return (
+            f"learned no tree: stage 1 found {got} of the {want} negative windows it needs in "
+            f"{draws} draws (--max-draws {cfg.max_draws}); give more or larger --backgrounds "
+            "images, or raise --max-draws"
+        )
+    if why == "time_budget":
+        return f"learned no tree: --time-budget {cfg.time_budget_h:g} h ran out before stage 1"
+    return f"learned no tree ({why}): not enough positives and negatives to learn a stage"
+
+
 def train(
     cfg: TrainConfig,
     resume: bool = False,
@@ -398,11 +468,11 @@ def train(
             state = json.loads(state_path.read_text())
         except (OSError, ValueError) as exc:
             raise UserError(f"cannot read {state_path}: {exc}") from None
-        if state.get("format") != FORMAT_VERSION:
+        if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
             raise UserError(f"{state_path} was written by another version of the trainer")
         saved = state["options"]
         mine = cfg.learning_options()
-        diff = [k for k in LEARNING_KEYS if json.dumps(saved.get(k)) != json.dumps(mine[k])]
+        diff = [k for k in LEARNING_KEYS if not _same_option(k, saved.get(k), mine[k])]
         if diff:
             k = diff[0]
             raise UserError(
@@ -413,6 +483,7 @@ def train(
         raise UserError(f"nothing to resume in {out} (no {STATE_FILE})")
     else:
         _check_new_out(out, cfg)
+    created = not out.exists()
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -466,6 +537,7 @@ def train(
             log(f"the run in {out} is complete ({state.get('stop_reason')})")
             return state
 
+    exhausted: tuple[int, int, int] | None = None
     t_start = time.perf_counter() - float(state["elapsed_s"])
     smin = int(cfg.min_face)
     smax = 1 << 20
@@ -540,10 +612,13 @@ def train(
             state["final_fpr_estimate"] = cascade_fpr
             log(f"cascade FPR {cascade_fpr:.2e} per window <= target {cfg.target_fpr:.1e}: done")
             break
-        if len(neg) < max(10, want // 100):
+        # too few to learn from; with few faces `want` itself is below 10, and all of them
+        # found is not "exhausted" (a run on 3 faces stopped at once with 0 trees)
+        if len(neg) < min(want, max(10, want // 100)):
             state["done"], state["stop_reason"] = True, "negatives_exhausted"
             state["final_fpr_estimate"] = cascade_fpr
-            log(f"only {len(neg)} negatives in {draws} draws (--max-draws): stopping")
+            log(f"only {len(neg)} of {want} negatives in {draws} draws (--max-draws): stopping")
+            exhausted = (len(neg), want, draws)
             break
         # 3. boost the stage
         win = Windows.concat([pos, neg])
@@ -610,6 +685,12 @@ def train(
             f"{rec['seconds']:.1f} s (mine {mine_s:.1f}) | elapsed "
             f"{_fmt_time(time.perf_counter() - t_start)}"
         )
+    if builder.ntrees == 0:
+        # no cascade to write: a run that "finished" with exit 0 named a cascade.pico that did
+        # not exist, and its state.json made the folder a complete run that --resume skipped
+        if created:
+            shutil.rmtree(out, ignore_errors=True)  # this run's own folder, nothing else in it
+        raise UserError(_no_tree_reason(state, cfg, exhausted))
     checkpoint()
     log(
         f"finished ({state['stop_reason']}): {builder.ntrees} trees in {state['stage']} stages, "

@@ -1,8 +1,9 @@
 """`edge-fer build-engine`: ONNX -> TensorRT engine + sidecar, on the device that will run it.
 
 All options go into one `edge_fer.export.engine.BuildConfig`; errors (unknown target, INT8 on a
-Nano, DLA on an Orin Nano, a cache for another model, the CPU INT8 layout...) are one line,
-exit 2, before anything is built, and nothing is written unless the build succeeded.
+Nano, DLA on an Orin Nano, a cache for another model, the CPU INT8 layout, a model without
+edge-fer metadata, an existing --out without --force...) are one line, exit 2, before anything
+is built, and nothing is written unless the build succeeded.
 """
 
 from __future__ import annotations
@@ -10,10 +11,16 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from pathlib import Path
 from typing import Any
 
 PROG = "edge-fer build-engine"
+# the flags in messages about paths (keys: edge_fer.export.engine.PATH_NAMES)
+FLAGS = {
+    "onnx_path": "MODEL.onnx",
+    "engine_path": "--out",
+    "timing_cache": "--timing-cache",
+    "calib_cache": "--calib-cache",
+}
 
 
 def _targets_help() -> str:
@@ -49,7 +56,14 @@ def register(sub: Any) -> None:
     p.add_argument(
         "--out",
         metavar="ENGINE",
-        help="engine file (default: MODEL.<precision>.engine beside the model)",
+        help="engine file (default: MODEL.<precision>.engine beside the model; for a Q/DQ "
+        "model, an INT8 engine whatever --precision: MODEL.int8.engine, MODEL.int8-fp16.engine "
+        "with --precision fp16)",
+    )
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="replace an existing --out (an ENGINE.json that is not an edge-fer sidecar never is)",
     )
     p.add_argument(
         "--precision",
@@ -99,7 +113,8 @@ def register(sub: Any) -> None:
     o.add_argument(
         "--timing-cache",
         metavar="FILE",
-        help="load tactic timings from FILE when it exists and save them back",
+        help="load tactic timings from FILE when it exists and save them back (not the "
+        "engine's nor the model's file)",
     )
     o.add_argument("--verbose", action="store_true", help="print TensorRT's warnings")
     o.add_argument("--json", action="store_true", help="print the build report as JSON")
@@ -112,15 +127,12 @@ def register(sub: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from edge_fer.export.engine import (
-        BuildConfig,
-        build_engine,
-        default_engine_path,
-        write_sidecar_for,
-    )
+    from edge_fer.export.engine import BuildConfig, build_engine, write_sidecar_for
 
     if args.sidecar_for:
-        side = write_sidecar_for(args.sidecar_for, args.onnx)
+        side = write_sidecar_for(
+            args.sidecar_for, args.onnx, names={**FLAGS, "engine_path": "--sidecar-for"}
+        )
         print(f"{PROG}: wrote {side}", file=sys.stderr)
         return 0
     config = BuildConfig(precision=args.precision, target=args.target, min_batch=args.min_batch,
@@ -128,13 +140,18 @@ def run(args: argparse.Namespace) -> int:
                          workspace_mb=args.workspace_mb, dla_core=args.dla_core, sparse=args.sparse,
                          calib_cache=args.calib_cache, timing_cache=args.timing_cache,
                          verbose=args.verbose)  # fmt: skip
-    out = Path(args.out) if args.out else default_engine_path(args.onnx, args.precision)
-    report = build_engine(args.onnx, out, config)
+    # without --out the name follows what is built (a Q/DQ model: int8); the library's default
+    # replaces an engine edge-fer built, the command only with --force
+    names = FLAGS if args.out is not None else {**FLAGS, "engine_path": "the engine"}
+    report = build_engine(args.onnx, args.out, config, force=args.force, names=names)
     if args.json:
         print(json.dumps(report, indent=2))
     b = report["batch"]
+    kind = report["precision"]
+    if kind == "int8" and report["fp16"]:  # a Q/DQ model built with --precision fp16
+        kind = "int8 (fp16 for the unquantized layers)"
     print(
-        f"{PROG}: TensorRT {report['tensorrt']} {report['precision']} engine, batch "
+        f"{PROG}: TensorRT {report['tensorrt']} {kind} engine, batch "
         f"{b['min']}..{b['max']} (opt {b['opt']}), {report['bytes']:,} bytes in "
         f"{report['seconds']} s -> {report['engine']}",
         file=sys.stderr,

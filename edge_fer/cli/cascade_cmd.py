@@ -7,6 +7,7 @@ import math
 import sys
 from pathlib import Path
 
+from edge_fer import fileio
 from edge_fer.cli.common import HelpFormatter, thread_count
 
 SHARED_FACEFINDER = Path("../shared/reference/pico/facefinder")
@@ -77,6 +78,7 @@ def register(sub) -> None:
     p.add_argument("--max-stages", type=int, default=30)
     p.add_argument(
         "--time-budget",
+        dest="time_budget_h",  # the TrainConfig field: its errors name this flag
         type=float,
         default=0.0,
         metavar="HOURS",
@@ -220,8 +222,8 @@ def run_train(args) -> int:
     given.update(
         stage_trees=parse_list(args.stage_trees, int),
         min_tpr=parse_list(args.min_tpr, float),
-        max_draws=int(args.max_draws),
-        time_budget_h=args.time_budget,
+        # int(nan) was a traceback: a value that is no count goes to TrainConfig.check as given
+        max_draws=int(args.max_draws) if 1 <= args.max_draws < math.inf else args.max_draws,
     )
     cfg = TrainConfig(**given)
     state = train(cfg, resume=args.resume, command="edge-fer " + " ".join(sys.argv[1:]))
@@ -270,6 +272,12 @@ def run_eval(args) -> int:
     bad = [v for v in parse_list(args.fppi, float) if not 0 < v < math.inf]
     if bad:  # a row "at -1 FP/img" was printed
         raise UserError(f"--fppi rates must be > 0 and finite, got {bad[0]}")
+    thresholds = parse_list(args.thresholds, float)
+    bad = [v for v in thresholds if not math.isfinite(v)]
+    if bad:  # NaN and Infinity went into the JSON, which strict parsers reject
+        raise UserError(f"--thresholds must be finite numbers, got {bad[0]}")
+    _check_eval_outputs(args)
+    state = _read_run_state(args.run) if args.card else None
     ref_path = _resolve(args.reference, SHARED_FACEFINDER)
     bg_dir = _resolve(args.backgrounds, SHARED_BACKGROUNDS)
     # the JSON and the card were written over whatever they named: the ground truth, a photo,
@@ -307,11 +315,10 @@ def run_eval(args) -> int:
         params.detector(cand)
     except UserError as exc:
         raise UserError(f"scan options: {exc}") from None
-    imgs, faces, undecodable = ev.load_eval_set(ims)
+    imgs, faces, undecodable = ev.load_eval_set(ims, report)
     bgs: list = []
     if bg_dir is not None:
         bgs, _ = ev.load_images(split_paths(list_images(bg_dir), args.bg_split, 0.1))
-    thresholds = parse_list(args.thresholds, float)
     fppis = parse_list(args.fppi, float)
     if 0.5 not in fppis:
         fppis.append(0.5)
@@ -339,23 +346,69 @@ def run_eval(args) -> int:
     if ref is not None:
         result["reference"] = ev.evaluate_cascade(ref, imgs, faces, bgs, params, **kw)
         result["comparison"] = ev.compare(result["cascade"], result["reference"], 0.5)
-    text = json.dumps(result, indent=1)
-    if args.card:
-        if not args.run:
-            raise UserError("--card needs --run DIR (the train-cascade output folder)")
-        try:
-            state = json.loads((Path(args.run) / "state.json").read_text())
-        except (OSError, ValueError) as exc:
-            raise UserError(f"cannot read {args.run}/state.json: {exc}") from None
+    if state is not None:
         cmd = state.get("command") or "(see docs/cascade.md)"
-        Path(args.card).write_text(ev.model_card(state, result, cmd) + "\n")
+        try:
+            card = ev.model_card(state, result, cmd)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited state
+            raise UserError(
+                f"--run {args.run}: its state.json is not a train-cascade state "
+                f"({type(exc).__name__}: {exc})"
+            ) from None
+        _write_output("--card", args.card, lambda path: fileio.write_text(path, card + "\n"))
     if args.out:
-        Path(args.out).write_text(text + "\n")
+        _write_output("--out", args.out, lambda path: fileio.save_json(path, result, "--out", 1))
     if args.json:
-        print(text)
+        try:
+            print(fileio.dumps(result, indent=1))
+        except ValueError as exc:
+            raise UserError(f"--json: {fileio.first_line(exc)}") from None
     else:
         _print_table(result, sys.stdout)
     return 0
+
+
+def _check_eval_outputs(args) -> None:
+    """--out and --card before the scan (a missing folder, a folder, a file in the way were a
+    traceback after the whole evaluation), and --card's --run."""
+    from edge_fer.errors import UserError
+    from edge_fer.fileio import names_folder
+
+    for flag, path in (("--out", args.out), ("--card", args.card)):
+        if not path:
+            continue
+        if names_folder(path) or Path(path).is_dir():
+            raise UserError(f"{flag} {path}: is a folder; give a file name")
+        up = next((q for q in Path(path).parents if q.exists()), None)
+        if up is not None and not up.is_dir():
+            raise UserError(f"{flag} {path}: {up} is not a folder")
+    if args.card and not args.run:
+        raise UserError("--card needs --run DIR (the train-cascade output folder)")
+
+
+def _read_run_state(run: str) -> dict:
+    """--run's state.json, which must be a JSON object (a list was an AttributeError)."""
+    from edge_fer.errors import UserError
+
+    path = Path(run) / "state.json"
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise UserError(f"--run {run}: cannot read {path} ({fileio.first_line(exc)})") from None
+    if not isinstance(state, dict):
+        raise UserError(f"--run {run}: {path} is not a train-cascade state (not a JSON object)")
+    return state
+
+
+def _write_output(flag: str, path: str, write) -> None:
+    """Make the missing folders of `path` and write it; an OSError is one line naming `flag`."""
+    from edge_fer.errors import UserError
+
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write(path)
+    except OSError as exc:
+        raise UserError(f"cannot write {flag} {path}: {fileio.os_error_reason(exc)}") from None
 
 
 def _print_table(res: dict, f) -> None:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import signal
 
 from edge_fer.progress import Progress  # noqa: F401 - the commands' progress bar, re-exported
 
@@ -90,3 +91,14 @@ def quiet_opencv() -> None:
     from edge_fer.runtime.sources import quiet_opencv as quiet
 
     quiet()
+
+
+def check_signal() -> None:
+    """Raise the interrupt of a signal whose exception was lost (swallowed by a callback in a
+    library's start-up): a command calls this between its steps (inputs, frames). The handler
+    edge_fer.cli.main installed (CommandSignals) recorded it; another handler (run's own) or
+    none: nothing to do."""
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        check = getattr(signal.getsignal(sig), "check", None)
+        if callable(check):
+            check()

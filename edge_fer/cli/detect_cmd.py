@@ -10,7 +10,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_fer.cli.common import positive_thread_count, quiet_opencv
+from edge_fer.cli.common import check_signal, positive_thread_count, quiet_opencv
 from edge_fer.cli.options import DetectorArgs
 from edge_fer.errors import UserError
 
@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--draw", metavar="OUT",
                    help="save images with boxes: a file for one input file, else a directory; "
                    "videos are written as annotated .avi/.mp4")
+    p.add_argument("--force", action="store_true",
+                   help="let --draw FILE replace an existing image (a directory is reused only "
+                   "when detect or run drew into it)")
     # fmt: on
     DETECTOR.add_to(p)
     p.set_defaults(func=run)
@@ -63,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"edge-fer detect: {notice}", file=sys.stderr, flush=True)
     truncated = failed = False
     for path in paths:
+        check_signal()  # a Ctrl-C that a library's start-up swallowed still stops the command
         try:
             if _is_video(path):
                 truncated |= _run_video(pick, path, args, draw_dir)
@@ -139,6 +143,18 @@ def _open_video(path: Path, warn):
         raise
 
 
+def _too_large(h: int, w: int) -> str | None:
+    """Why frames of h x w cannot be scanned (the detector's limits), or None."""
+    from edge_fer.limits import MAX_FRAME_PIXELS, MAX_FRAME_SIDE
+
+    if max(h, w) > MAX_FRAME_SIDE:
+        return f"{w}x{h} pixels are over the {MAX_FRAME_SIDE} px a side that can be scanned"
+    if h * w > MAX_FRAME_PIXELS:
+        mpx = MAX_FRAME_PIXELS // 1_000_000
+        return f"{w}x{h} pixels are over the {mpx} Mpx a frame can be scanned at"
+    return None
+
+
 def _to_gray(frame: np.ndarray) -> np.ndarray:
     import cv2
 
@@ -204,7 +220,7 @@ def _check_draw_outputs(args: argparse.Namespace, draw_dir: Path | None, paths) 
     """Before any work: no drawing may replace an input or another input's drawing, and a
     single file target must be writable."""
     from edge_fer.fileio import check_collisions
-    from edge_fer.runtime.sinks import check_writable
+    from edge_fer.runtime.sinks import VIDEO_CONTAINERS, check_writable
     from edge_fer.runtime.sources import IMAGE_EXTS
 
     if draw_dir is None:
@@ -227,6 +243,12 @@ def _check_draw_outputs(args: argparse.Namespace, draw_dir: Path | None, paths) 
                 )
             drawn[key] = src
             outputs.append(("--draw", out))
+            if video and draw_dir is None and out.suffix.lower() not in VIDEO_CONTAINERS:
+                # else found only when its first frame is drawn, after scanning has begun
+                raise UserError(
+                    f"--draw {out}: {src} is a video, drawn as a video; give OUT one of "
+                    f"the extensions {', '.join(VIDEO_CONTAINERS)}"
+                )
             if not video:
                 from edge_fer.runtime.image_out import check_colour_name
 
@@ -235,6 +257,13 @@ def _check_draw_outputs(args: argparse.Namespace, draw_dir: Path | None, paths) 
                 raise UserError(f"--draw {out}: no image encoder for the extension "
                                 f"{out.suffix or '(none)'!r}; use .png or .jpg")  # fmt: skip
     check_collisions(outputs, [("input", p) for p in paths])
+    # one image drawn to a file: one of the user's is not replaced unasked (a video is written
+    # over, as run --out VIDEO is)
+    force = getattr(args, "force", False)
+    if draw_dir is None and not force and not _is_video(paths[0]) and os.path.lexists(args.draw):
+        raise UserError(
+            f"--draw {args.draw}: exists; pass --force to replace it, or give another name"
+        )
     if draw_dir is not None:  # as run --out DIR/: a folder of the user's own files is refused
         from edge_fer.runtime.image_out import check_folder
 
@@ -307,7 +336,11 @@ def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
     try:
         det = None
         while (fr := src.read()) is not None:
+            check_signal()
             frame = fr.image
+            too_large = _too_large(*frame.shape[:2])
+            if too_large:  # as an image over the limits: reported, the other inputs still run
+                raise _BadInput(f"{path}: frames of {too_large}")
             gray = _to_gray(frame)
             det = det or pick(gray.shape)  # one detector per video: its memory spans frames
             faces = outermost(det.detect(gray))

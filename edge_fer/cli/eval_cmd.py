@@ -239,13 +239,16 @@ def _check_outputs(args, png: str | None) -> None:
     from edge_fer.classify import default_model_path
     from edge_fer.errors import UserError
     from edge_fer.fileio import check_collisions, inside
-    from edge_fer.runtime.sources import IMAGE_EXTS
+    from edge_fer.imageio import IMAGE_EXTS
 
     # the image made beside --json when --png is not given is named as such, not as a --png
     # the user never passed
     png_name = "--png" if args.png else "the confusion matrix beside --json,"
     outputs = [("--json", args.json_out if args.json_out != "-" else None), (png_name, png)]
     for name, path in outputs:  # said now, not after the work (missing folders are made)
+        # "reports/" named a folder, and a file "reports" (and "reports.png") was written
+        if path and fileio.names_folder(path):
+            raise UserError(f"{name} {path}: names a folder (it ends in /); give a file name")
         p = Path(path) if path else None
         if p is not None and p.is_dir():
             raise UserError(f"{name} {p}: is a folder, expected a file name")
@@ -273,6 +276,10 @@ def _check_outputs(args, png: str | None) -> None:
                     f"{name} {out} is inside --data {args.data} and named like an "
                     "image: an output must not overwrite the dataset"
                 )
+    # the image is always PNG: conf.jpg held PNG bytes under a JPEG name (a device such as
+    # /dev/null is written through, whatever its name)
+    if args.png and Path(args.png).suffix.lower() != ".png" and not fileio.is_stream(args.png):
+        raise UserError(f"--png {args.png}: the confusion matrix is a PNG image; name it .png")
 
 
 def run_eval(args) -> int:
@@ -335,8 +342,8 @@ MIN_SIDE = 8
 
 
 def _expand(paths: list[str]) -> list[Path]:
-    from edge_fer.data.loaders import IMAGE_EXTS
     from edge_fer.errors import UserError
+    from edge_fer.imageio import IMAGE_EXTS
     from edge_fer.runtime.sources import has_glob
 
     out: list[Path] = []

@@ -196,8 +196,18 @@ def run(args) -> int:
         # before the FP32 model is written: a refusal after it replaced --out lost a model
         _check_fp32_out(args)
         _check_int8_out(args, args.out)
+        _check_int8_args(args)
         _export_fp32(args)
-        model = args.out
+        try:
+            return _int8(args, args.out)
+        except UserError as exc:
+            # the FP32 model stays (it is good); a rerun of the same command would now be
+            # refused for it, so say how to retry only the INT8 step
+            exc.message += (
+                f" (the FP32 model is written to {args.out}: to retry only the INT8 step, "
+                f"pass --model {args.out} in place of --checkpoint and --out)"
+            )
+            raise
     else:
         from edge_fer.classify import default_model_path
 
@@ -208,6 +218,28 @@ def run(args) -> int:
             )
         model = args.model or str(default_model_path())
     return _int8(args, model)
+
+
+def _check_int8_args(args) -> None:
+    """The INT8 options that can be checked without the model or the faces, so that a mistake
+    in them is refused before `--checkpoint`'s FP32 model is written."""
+    import math
+
+    from edge_fer.errors import UserError
+    from edge_fer.limits import check_count
+    from edge_fer.quantize.calib_data import MIN_FACES
+    from edge_fer.quantize.trt_cache import version_code
+
+    check_count(args.seed, "seed", lowest=0)
+    if check_count(args.samples, "samples") < MIN_FACES:
+        raise UserError(f"--samples {args.samples}: calibration needs at least {MIN_FACES} faces")
+    version_code(args.trt_version)
+    if not 0 <= args.max_drop < math.inf:
+        raise UserError(
+            f"--max-drop must be >= 0 and finite (accuracy points), got {args.max_drop}"
+        )
+    if args.eval_limit < 0:
+        raise UserError(f"--eval-limit must be >= 0 (0: every face), got {args.eval_limit}")
 
 
 def _check_int8_out(args, model) -> None:

@@ -30,6 +30,9 @@ def _common(p, data_required: bool) -> None:
     )
     p.add_argument("--out", required=True, help="output model file (.onnx)")
     p.add_argument(
+        "--force", action="store_true", help="replace an existing --out (and --save-keras) file"
+    )
+    p.add_argument(
         "--trust-model-code",
         action="store_true",
         help="load a model that holds code: Lambda layers (Python bytecode that loading "
@@ -175,13 +178,22 @@ def _filtered(action):
 
 
 def _load(args):
-    from edge_fer.fileio import check_collisions
+    from edge_fer.errors import UserError
+    from edge_fer.fileio import check_collisions, is_stream, names_folder
     from edge_fer.keras_import import _tf
     from edge_fer.keras_import.convert import keras_spec, load_keras, parse_scale, sniff_keras
 
     # before: `keras import m.hdf5 --out m.hdf5` replaced the Keras model with the ONNX one
     outputs = [("--out", args.out), ("--save-keras", getattr(args, "save_keras", None))]
     check_collisions(outputs, [("MODEL", args.model)])
+    for flag, out in outputs:
+        # a device or pipe (/dev/stdout) is written through, never "replaced"
+        if out is None or is_stream(out):
+            continue
+        if names_folder(out) or Path(out).is_dir():
+            raise UserError(f"{flag} {out}: is a folder; give a file name")
+        if (Path(out).exists() or Path(out).is_symlink()) and not args.force:
+            raise UserError(f"{flag} {out}: exists; pass --force to replace it")
     scale = parse_scale(args.scale)
     sniff_keras(Path(args.model))  # a wrong file is reported before TensorFlow loads
     _tf.set_threads(args.threads)

@@ -100,16 +100,78 @@ def flag_for(parser: argparse.ArgumentParser, args, param: str) -> str | None:
     return None
 
 
-class _Terminated(KeyboardInterrupt):
-    """SIGTERM before a command installs its own handling (importing, building the parser)."""
+class Interrupt(KeyboardInterrupt):
+    """SIGINT or SIGTERM (`signum`), raised by `CommandSignals`."""
 
-    signum = signal.SIGTERM
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
 
 
-def _on_sigterm(signum, frame) -> None:
-    # once: a second SIGTERM must not break the clean-up the first one started
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    raise _Terminated()
+class CommandSignals:
+    """The SIGINT / SIGTERM handler of a whole command, installed by `main` (a command's own
+    handling, such as run's SignalGuard, replaces it for a while).
+
+    `signum` is the first signal received. While `defer` is set (the command line being parsed,
+    or a command that takes signals over starting), the first one is only recorded: raised
+    inside an import, it came out as an ImportError or was lost (an extension's init or a
+    callback swallows it). Otherwise each one raises `Interrupt` at once, so a long load or
+    compile stops; one whose exception was lost on the way is raised again by `check()`
+    (edge_fer.cli.common.check_signal). A second SIGTERM is ignored (it must not break the
+    clean-up the first one started); a second SIGINT raises even while deferred, a way out of
+    anything that hangs.
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self.defer = True
+
+    def __call__(self, signum, frame) -> None:
+        first = self.signum is None
+        if first:
+            self.signum = signum
+        if (first and self.defer) or (not first and signum == signal.SIGTERM):
+            return
+        raise Interrupt(signum)
+
+    def check(self) -> None:
+        if self.signum is not None:
+            raise Interrupt(self.signum)
+
+
+def _interrupt_signal(exc: BaseException, signals: CommandSignals) -> int | None:
+    """The signal `exc` stands for, or None: a KeyboardInterrupt anywhere in its chain (an
+    extension's init turns ours into an ImportError caused by it), or any exception once our
+    handler has recorded a signal (numba's init prints ours and raises a new ImportError)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return int(getattr(e, "signum", None) or signal.SIGINT)
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return signals.signum
+
+
+def _quiet_interrupts(hook):
+    """sys.excepthook / sys.unraisablehook, silent about our interrupt: raised by the signal
+    handler inside an extension's init or a callback, it was printed there as a traceback
+    (numba's init prints it, Python reports an exception in a callback as "ignored"), and the
+    command reports it in one line."""
+
+    def quiet(*args):
+        exc_type = getattr(args[0], "exc_type", args[0])  # unraisablehook: one argument
+        if isinstance(exc_type, type) and issubclass(exc_type, KeyboardInterrupt):
+            return
+        hook(*args)
+
+    return quiet
+
+
+def _report_interrupt(command: str, signum: int) -> int:
+    name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
+    print(f"edge-fer {command}: interrupted ({name})", file=sys.stderr)
+    return 128 + signum
 
 
 def _escape_name_bytes(exc: UnicodeError) -> tuple[str, int]:
@@ -161,11 +223,20 @@ def _unrecognized(parser: argparse.ArgumentParser, command: str, extra: list[str
 
 
 def main(argv: list[str] | None = None) -> int:
-    # SIGTERM's default action kills the process without a word; from here on it is an
-    # interrupt with one line and exit 143 (commands that run pipelines refine this)
-    old = None
-    if threading.current_thread() is threading.main_thread():
-        old = signal.signal(signal.SIGTERM, _on_sigterm)
+    # SIGTERM's default action kills the process without a word; from here on it and SIGINT
+    # are an interrupt with one line and exit 128 + N (commands that run pipelines refine
+    # this). While the command line is parsed (its modules imported) they are only recorded.
+    signals = CommandSignals()
+    old: dict = {}
+    hooks = (sys.excepthook, sys.unraisablehook)
+    in_main = threading.current_thread() is threading.main_thread()
+    if in_main:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            # an ignored SIGINT stays ignored (a background job started by a shell)
+            if sig != signal.SIGINT or signal.getsignal(sig) is not signal.SIG_IGN:
+                old[sig] = signal.signal(sig, signals)
+        sys.excepthook = _quiet_interrupts(sys.excepthook)
+        sys.unraisablehook = _quiet_interrupts(sys.unraisablehook)
     _names_print_as_given()
     given = sys.argv[1:] if argv is None else argv
     command = next((a for a in given if not a.startswith("-")), "COMMAND")  # until parsed
@@ -179,22 +250,51 @@ def main(argv: list[str] | None = None) -> int:
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
-        return int(args.func(args) or 0)
-    except UserError as exc:
+        # a command that installs its own handling takes a recorded signal over (SignalGuard);
+        # the others stop at once, whether the signal came during the parsing or comes later
+        takes_over = getattr(sys.modules.get(args.func.__module__), "HANDLES_SIGNALS", False)
+        signals.defer = bool(takes_over)
+        if not takes_over:
+            signals.check()
+        code = int(args.func(args) or 0)
+        if signals.signum is not None and not takes_over and code != 128 + signals.signum:
+            # its exception was lost on the way (swallowed in a callback): still an interrupt
+            return _report_interrupt(command, signals.signum)
+        return code
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001 - an interrupt, or what _failed makes of it
+        signum = _interrupt_signal(exc, signals)
+        if signum is None:
+            return _failed(exc, command, parser, args)
+        return _report_interrupt(command, signum)
+    finally:
+        # put the caller's handlers back, unless a SIGTERM came: SIGTERM then stays ignored
+        # (SIG_IGN, set here or by the command that handled it, as calibrate does) so that a
+        # second one cannot kill the clean-up at exit
+        terminated = signals.signum == signal.SIGTERM
+        for sig, h in old.items():
+            if signal.getsignal(sig) is not signals:
+                continue  # the command put its own there (SIG_IGN after its SIGTERM)
+            signal.signal(sig, signal.SIG_IGN if terminated and sig == signal.SIGTERM else h)
+        if in_main:
+            sys.excepthook, sys.unraisablehook = hooks
+
+
+def _failed(exc: BaseException, command: str, parser, args) -> int:
+    """The exit code of a command that raised `exc` (re-raised when it is not a user error)."""
+    try:
+        raise exc
+    except UserError as err:
         flag = None
-        if exc.param and parser is not None and args is not None:
-            flag = flag_for(parser, args, exc.param)
-        print(f"edge-fer {command}: error: {exc.render(flag)}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt as exc:
-        signum = int(getattr(exc, "signum", signal.SIGINT))
-        name = "SIGTERM" if signum == signal.SIGTERM else "Ctrl-C"
-        print(f"edge-fer {command}: interrupted ({name})", file=sys.stderr)
-        return 128 + signum
+        if err.param and parser is not None and args is not None:
+            flag = flag_for(parser, args, err.param)
+        print(f"edge-fer {command}: error: {err.render(flag)}", file=sys.stderr)
+        return err.exit_code
     except BrokenPipeError:
         return 1
-    except OSError as exc:
-        if exc.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+    except OSError as err:
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
             raise
         # a full disk under standard output (`--json > f`): one line, not a traceback; what is
         # still buffered goes to /dev/null, or the flush at exit would print one
@@ -204,13 +304,8 @@ def main(argv: list[str] | None = None) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except (OSError, ValueError):
             pass
-        print(f"edge-fer {command}: error: cannot write ({os_error_reason(exc)})", file=sys.stderr)
+        print(f"edge-fer {command}: error: cannot write ({os_error_reason(err)})", file=sys.stderr)
         return 2
-    finally:
-        # put the caller's handler back unless a SIGTERM came: then it stays ignored (SIG_IGN,
-        # set by whoever handled it) so a second one cannot kill the clean-up at exit
-        if old is not None and signal.getsignal(signal.SIGTERM) is _on_sigterm:
-            signal.signal(signal.SIGTERM, old)
 
 
 if __name__ == "__main__":

@@ -10,6 +10,10 @@ from edge_fer.cli import options
 from edge_fer.cli.common import quiet_opencv
 from edge_fer.errors import UserError, warn
 
+# `run` takes SIGINT / SIGTERM over itself (SignalGuard): until it does, edge_fer.cli.main only
+# records one, so an import cut short cannot turn it into an ImportError or lose it
+HANDLES_SIGNALS = True
+
 # the options of `run`, each group declared once in edge_fer.cli.options
 SOURCE = options.SourceArgs()
 GROUPS = (options.OutputArgs(), SOURCE, options.ModelArgs(), options.DetectorArgs(),
@@ -36,6 +40,8 @@ def register(subparsers) -> None:
                    help="--demo: output folder (default ./edge-fer-demo)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="print no summary")
+    p.add_argument("--force", action="store_true",
+                   help="let --out IMAGE replace an existing file (a video is replaced anyway)")
     for g in GROUPS:
         g.add_to(p)
     p.set_defaults(func=run)
@@ -43,16 +49,21 @@ def register(subparsers) -> None:
 
 
 def run(args) -> int:
-    from edge_fer.runtime.pipeline import Interrupted, SignalGuard
+    from edge_fer.runtime.pipeline import SignalGuard, interrupt_signal
 
     quiet_opencv()
     # SIGINT / SIGTERM from here on: during start-up (the demo clip, loading, compiling) they
     # stop it and drop what was opened; while running they stop the pipeline (exit 128 + N)
     with SignalGuard() as guard:
         try:
+            guard.check()  # one that came while the command line was parsed
             return _run(args, guard)
-        except Interrupted as exc:  # before run_video took over: the demo clip being made
-            return _interrupted(args, exc.signum)
+        except BaseException as exc:  # before run_video took over: imports, the demo clip
+            # (an import cut short by the signal may raise ImportError instead)
+            signum = interrupt_signal(exc, guard)
+            if signum is None:
+                raise
+            return _interrupted(args, signum)
         finally:
             guard.on_signal = SignalGuard.record_only
 
@@ -60,6 +71,7 @@ def run(args) -> int:
 def _run(args, guard) -> int:
     from edge_fer.runtime.runner import check_run_options, format_summary, run_video
 
+    guard.check()  # the signal of an import above, if the import lost its exception
     if args.demo and args.source:
         raise UserError("give either SOURCE or --demo, not both")
     if not args.demo and not args.source:
@@ -105,6 +117,7 @@ def _run(args, guard) -> int:
     else:
         source = args.source
     opts = options.run_options(args, source, GROUPS)
+    opts.force = bool(getattr(args, "force", False))
     for line in SOURCE.ignored(args, source):
         warn(line)
     # standard output carries the events or the summary JSON: the text summary goes to stderr
@@ -116,6 +129,7 @@ def _run(args, guard) -> int:
     if args.json or not (args.quiet or taken):
         _check_stdout_is_no_input(opts)
     result = run_video(opts, signals=guard)
+    guard.on_signal = guard.record_only  # the run is over: a signal now changes nothing
     if args.demo:  # the demo's files with their size and time: one put there since is not ours
         for f in demo_files:
             if f.is_file():

@@ -28,6 +28,7 @@ from edge_fer.train.augment import AugmentConfig, augment
 from edge_fer.train.distill import distill_loss
 from edge_fer.train.trainer import (
     TrainConfig,
+    batch_end,
     check_number,
     load_splits,
     lr_at,
@@ -211,7 +212,7 @@ def finetune(
         bar = Progress(steps_per_epoch, f"{desc} {epoch + 1}/{cfg.epochs}", "batch", True)
         lr = cfg.lr
         for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            idx = order[b * cfg.batch_size : batch_end(b, n, cfg.batch_size)]
             x = augment(x_all[idx][:, None].float(), aug, gen)
             y = y_all[idx]
             keep = y >= 0

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from edge_fer.errors import UserError
+from edge_fer.fileio import portable_path
 from edge_fer.machine import cpu_name
 
 COLUMNS = [
@@ -229,7 +230,7 @@ def compare_models(
             specs.append(clf.spec)
             row = {
                 "model": name,
-                "path": str(p),
+                "path": portable_path(p),
                 **{k: rep[k] for k in ("accuracy", "top2_accuracy", "macro_f1", "n")},
                 **onnx_stats(p),
             }

@@ -27,9 +27,8 @@ from edge_fer import fileio
 from edge_fer import labels as L
 from edge_fer.data.faceset import SPLITS, FaceSet, check_split
 from edge_fer.errors import UserError, warn
-from edge_fer.imageio import read_or_none
+from edge_fer.imageio import IMAGE_EXTS, read_or_none
 
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".pgm", ".webp"}
 JAFFE_CODES = {
     "AN": "angry",
     "DI": "disgust",
@@ -116,6 +115,8 @@ def load_dataset(
             )
     layout = layout or detect_layout(p)
     key = f"{p.resolve()}|{split}|{size}|{layout}|{skip_bad}|{classes}|{_stamp(p)}"
+    if layout == "class-folders":  # a cache made when sub-folders were classes is not reused
+        key += "|class=first-folder"
     # (surrogateescape: a folder name that is not UTF-8 was a UnicodeEncodeError traceback)
     digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
     cache_file = _cache_dir() / (digest[:16] + ".npz")
@@ -255,13 +256,23 @@ class _Faces:
         return FaceSet(arr, lab, tuple(classes), self.ids, self.skipped)
 
 
+def _class_folder(f: Path, p: Path, fer_layout: bool) -> str:
+    """The class folder of image `f` under the dataset root `p`. FER2013 folders hold train/
+    and test/ with the class folders inside: the image's own folder. A generic layout has the
+    class folders directly under the root and may sort a class into sub-folders of its own
+    (happy/2019/x.jpg): the first folder under the root (the sub-folder names were taken for
+    classes, and a "2019 vs 2020" model was trained without a word)."""
+    if fer_layout:
+        return f.parent.name
+    return f.relative_to(p).parts[0]
+
+
 def _load_folder(p: Path, size, skip_bad, classes, split_prefixes) -> FaceSet:
-    # FER2013 folders hold train/ and test/ with class folders inside; a generic layout has
-    # the class folders directly. Walk every image and take its class from the parent folder.
     # The FER2013 layout always has the FER2013 vocabulary (a stray class folder is an error);
     # a generic layout's vocabulary is its folders (FER2013's order when they are a subset).
+    fer_layout = split_prefixes is not None
     files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS)
-    found = sorted({L.canonical(f.parent.name) for f in files if f.parent != p})
+    found = sorted({L.canonical(_class_folder(f, p, fer_layout)) for f in files if f.parent != p})
     if classes is None:
         if split_prefixes is not None or set(found) <= set(L.FER2013):
             classes = L.FER2013
@@ -287,9 +298,10 @@ def _load_folder(p: Path, size, skip_bad, classes, split_prefixes) -> FaceSet:
         if f.parent == p:
             out.bad(f"{f}: not inside a class folder (expected {p}/<class>/<image>)")
             continue
-        cls = L.canonical(f.parent.name)
+        folder = _class_folder(f, p, fer_layout)
+        cls = L.canonical(folder)
         if cls not in index:
-            out.bad(f"{f}: unknown class folder {f.parent.name!r} (known: {', '.join(classes)})")
+            out.bad(f"{f}: unknown class folder {folder!r} (known: {', '.join(classes)})")
             continue
         img = _read_gray(f, size)
         why = out.problem(img)

@@ -57,6 +57,7 @@ def train_colour(run: Path, tree: Path, arch: str, budget: Budget, key: dict) ->
     from edge_fer.train.trainer import (
         append_log,
         arch_kwargs_for,
+        batch_end,
         load_splits,
         log_row,
         lr_at,
@@ -92,7 +93,9 @@ def train_colour(run: Path, tree: Path, arch: str, budget: Budget, key: dict) ->
     print(f"experiment: training {run.name} ({arch}, colour, {budget.text()})", file=sys.stderr)
     steps_per_epoch, total, warmup = schedule(len(train_set), cfg)
     aug = AugmentConfig(enabled=cfg.augment)
-    log = start_run_files(run, {**asdict(cfg), **info, "classes": classes, "colour": "bgr"})
+    log = start_run_files(
+        run, {**asdict(cfg), **info, "classes": classes, "colour": "bgr"}, done=state["epoch"]
+    )
     while state["epoch"] < cfg.epochs:
         epoch = state["epoch"]
         t0 = time.time()
@@ -101,7 +104,7 @@ def train_colour(run: Path, tree: Path, arch: str, budget: Budget, key: dict) ->
         model.train()
         tot_loss, tot_ok, seen, lr = 0.0, 0, 0, cfg.lr
         for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            idx = order[b * cfg.batch_size : batch_end(b, len(train_set), cfg.batch_size)]
             x = augment(tr_x[idx].float(), aug, gen)
             y = y_all[idx]
             lr = lr_at(state["step"], total, warmup, cfg.lr)

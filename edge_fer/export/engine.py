@@ -7,9 +7,11 @@ Every build option lives in one `BuildConfig` (as Polygraphy's CreateConfig): pr
 target, workspace, batch profile, DLA core, sparsity, timing cache, calibration cache. The
 engine gets one optimization profile over the batch dimension; with a DLA core it is static
 (min = opt = max: DLA has no dynamic shapes, and a dynamic profile would send every layer to
-the GPU). Nothing is written until the build succeeded: then the engine, its sidecar
-`<engine>.json` (the ONNX metadata plus what the engine is tied to: TensorRT, CUDA, L4T, GPU,
-compute capability, build options, hashes) and the timing cache.
+the GPU). Before anything is parsed or built: the model must carry edge-fer's preprocessing
+metadata (an engine without it cannot be run), and the outputs must replace nothing they
+must not (`check_engine_outputs`). Nothing is written until the build succeeded: then the
+engine, its sidecar `<engine>.json` (the ONNX metadata plus what the engine is tied to:
+TensorRT, CUDA, L4T, GPU, compute capability, build options, hashes) and the timing cache.
 
 Precision, by TensorRT version:
 
@@ -18,7 +20,9 @@ Precision, by TensorRT version:
   typed): convert the ONNX model to FP16 first (ModelOpt AutoCast) and build that as fp32.
 - int8 from a Q/DQ model (explicit quantization, the TensorRT layout `edge-fer export --int8`
   writes as model.int8.qdq.onnx): the INT8 flag on 8.x/10.x, nothing on 11 (the only INT8 route
-  there). The ONNX Runtime CPU layout (uint8 activations, non-zero zero points) is refused.
+  there). Such a model builds INT8 whatever was asked: fp32 is recorded (and named) int8, fp16
+  means INT8 with FP16 for the layers left unquantized. The ONNX Runtime CPU layout (uint8
+  activations, non-zero zero points) is refused.
 - int8 from a calibration cache (implicit quantization, TensorRT <= 10): the cache's header is
   rewritten in memory for the running TensorRT, its tensor names checked against the model; a
   calibrator that only replays it is attached.
@@ -36,6 +40,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -43,8 +48,11 @@ from typing import TYPE_CHECKING, Any
 from edge_fer.backends.trt_common import (
     REBUILD_HINT,
     TrtLog,
+    check_sidecar_ours,
     dims,
     file_sha256,
+    is_jetson,
+    is_our_sidecar,
     make_logger,
     onnx_metadata,
     platform_facts,
@@ -54,8 +62,15 @@ from edge_fer.backends.trt_common import (
     trt_features,
 )
 from edge_fer.errors import UserError
-from edge_fer.export.targets import PRECISIONS, check_target, get_target
-from edge_fer.fileio import first_line, os_error_reason, write_bytes
+from edge_fer.export.targets import PRECISIONS, check_target, device_problem
+from edge_fer.fileio import (
+    check_collisions,
+    first_line,
+    inside,
+    names_folder,
+    os_error_reason,
+    write_bytes,
+)
 
 if TYPE_CHECKING:
     import tensorrt as trt
@@ -69,6 +84,14 @@ BUNDLED_MODEL = Path(__file__).resolve().parents[1] / "assets" / "fer_default.on
 # the bundled model's calibration cache, shipped in the package (a copy of the committed
 # calibration/fer_default/calib.cache; tests/test_build_engine.py keeps the two identical)
 BUNDLED_CALIB_CACHE = BUNDLED_MODEL.with_name("fer_default.calib.cache")
+# how messages name the paths: the parameters of build_engine / BuildConfig; the CLI passes its
+# flags instead
+PATH_NAMES = {
+    "onnx_path": "onnx_path",
+    "engine_path": "engine_path",
+    "timing_cache": "timing_cache",
+    "calib_cache": "calib_cache",
+}
 
 
 @dataclass
@@ -168,10 +191,22 @@ class BuildConfig:
         return d
 
 
-def default_engine_path(onnx_path: str | os.PathLike[str], precision: str = "fp32") -> Path:
-    """`models/fer.onnx` -> `models/fer.fp16.engine` (the precision in the name)."""
+def default_engine_path(
+    onnx_path: str | os.PathLike[str], precision: str = "fp32", qdq: bool = False
+) -> Path:
+    """`models/fer.onnx` -> `models/fer.fp16.engine` (the precision in the name). `qdq`: a
+    Q/DQ model, whose engine is INT8 whatever was asked: `.int8.engine`, or `.int8-fp16.engine`
+    for fp16 (FP16 for the layers left unquantized)."""
     p = Path(onnx_path)
+    if qdq:
+        precision = "int8-fp16" if precision == "fp16" else "int8"
     return p.with_name(f"{p.stem}.{precision}.engine")
+
+
+def _as_qdq(cfg: BuildConfig) -> BuildConfig:
+    """The config of a Q/DQ model's build: its nodes make it INT8, so fp32 (the same engine as
+    int8) is recorded as int8; fp16 stays (it adds FP16 kernels for unquantized layers)."""
+    return dataclasses.replace(cfg, precision="int8") if cfg.precision == "fp32" else cfg
 
 
 def cached_engine_name(
@@ -234,6 +269,79 @@ def quant_layout(onnx_path: str | os.PathLike[str]) -> str | None:
                 return "cpu"
         return "tensorrt"
     return None
+
+
+def model_spec(onnx_path: str | os.PathLike[str], meta: dict[str, str] | None = None) -> Any:
+    """The model's PreprocessSpec (from `meta`, else read from the file); UserError naming the
+    model when its edge-fer metadata is missing or unusable: an engine of it could not be run
+    (the runtime takes the classes and the preprocessing from there)."""
+    from edge_fer.preprocess import PreprocessSpec
+
+    meta = onnx_metadata(onnx_path) if meta is None else meta
+    try:
+        spec = PreprocessSpec.from_metadata(meta)
+        if not spec.classes:
+            raise UserError("model metadata names no classes")
+    except UserError as exc:
+        raise UserError(
+            f"{onnx_path}: {exc}; an engine of it could not be run (export the model with "
+            "`edge-fer export`)"
+        ) from None
+    return spec
+
+
+def check_engine_outputs(
+    onnx_path: str | os.PathLike[str],
+    engine_path: str | os.PathLike[str],
+    *,
+    timing_cache: str | os.PathLike[str] | None = None,
+    calib_cache: str | os.PathLike[str] | None = None,
+    force: bool | None = None,
+    names: Mapping[str, str] | None = None,
+) -> None:
+    """UserError, before anything is parsed or built, when the build would replace what it
+    must not:
+
+    - an output (the engine, its sidecar, the timing cache) that is an input (the model, the
+      calibration cache) or another output; a timing cache that exists is read and updated, by
+      design;
+    - a `<engine>.json` that is not an edge-fer sidecar: the user's, never replaced, even with
+      `force`;
+    - an existing engine_path unless `force`; with None (the library's default) an engine
+      edge-fer built (with an edge-fer sidecar) is replaced: the backend's rebuild of its cache.
+
+    `names`: how the messages name the paths (PATH_NAMES' keys; the CLI passes its flags)."""
+    n = {**PATH_NAMES, **(names or {})}
+    eng = Path(engine_path)
+    if not eng.name or names_folder(engine_path) or eng.is_dir():
+        raise UserError(
+            f"{n['engine_path']} {engine_path}: is a folder; give the engine's file name"
+        )
+    outs = [
+        (n["engine_path"], eng),
+        (f"the sidecar of {n['engine_path']}", sidecar_path(eng)),
+        (n["timing_cache"], timing_cache),
+    ]
+    ins = [(n["onnx_path"], onnx_path), (n["calib_cache"], calib_cache)]
+    # check_collisions refuses any output in the bundled assets, but the backend caches the
+    # bundled model's engine beside it (a source checkout): there the engine and sidecar count
+    # as inputs of the others, and no file of the assets is replaced (below)
+    beside_bundled = [o for o in outs[:2] if o[1] and inside(o[1], BUNDLED_MODEL.parent)]
+    check_collisions([o for o in outs if o not in beside_bundled], ins + beside_bundled)
+    check_sidecar_ours(eng, n["engine_path"])
+    if os.path.lexists(eng):
+        ours = is_our_sidecar(eng)
+        if not ours and inside(eng, BUNDLED_MODEL.parent):
+            raise UserError(
+                f"{n['engine_path']} {eng}: is one of edge-fer's bundled files; give the "
+                "engine another name"
+            )
+        if not (force or (force is None and ours)):
+            raise UserError(
+                f"is needed to replace {eng}, which exists (or give {n['engine_path']} "
+                "another name)",
+                param="force",
+            )
 
 
 def onnx_missing() -> bool:
@@ -357,41 +465,73 @@ def _dla_fallback(network: trt.INetworkDefinition, tcfg: trt.IBuilderConfig) -> 
     return out
 
 
-def build_engine(
-    onnx_path: str | os.PathLike[str],
-    engine_path: str | os.PathLike[str],
-    config: BuildConfig | None = None,
-    info: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Build `engine_path` (+ `<engine_path>.json`) from `onnx_path` with `config`; returns a
-    report dict. `info`: extra facts recorded in the sidecar."""
-    cfg = config or BuildConfig()
-    src, dst = Path(onnx_path), Path(engine_path)
-    if not src.is_file():
-        raise UserError(f"{src}: no such ONNX model")
+def _engine_dst(
+    src: Path,
+    dst: Path,
+    cfg: BuildConfig,
+    force: bool | None,
+    names: Mapping[str, str] | None,
+) -> Path:
     if dst.resolve() == src.resolve():
         raise UserError(f"{dst}: the engine would overwrite the ONNX model")
     if dst.suffix.lower() == ".json":
         raise UserError(f"{dst}: give the engine file name, not its sidecar's")
+    check_engine_outputs(
+        src,
+        dst,
+        timing_cache=cfg.timing_cache,
+        calib_cache=cfg.calib_cache,
+        force=force,
+        names=names,
+    )
+    return dst
+
+
+def build_engine(
+    onnx_path: str | os.PathLike[str],
+    engine_path: str | os.PathLike[str] | None = None,
+    config: BuildConfig | None = None,
+    info: dict[str, Any] | None = None,
+    *,
+    force: bool | None = None,
+    names: Mapping[str, str] | None = None,
+) -> dict[str, Any]:
+    """Build `engine_path` (+ `<engine_path>.json`) from `onnx_path` with `config`; returns a
+    report dict. `engine_path` None: `default_engine_path` beside the model, named by what the
+    build makes (a Q/DQ model: int8). `info`: extra facts recorded in the sidecar. `force`,
+    `names`: what an existing engine_path may be, how messages name the paths
+    (`check_engine_outputs`)."""
+    cfg = config or BuildConfig()
+    src = Path(onnx_path)
+    if not src.is_file():
+        raise UserError(f"{src}: no such ONNX model")
+    meta = onnx_metadata(src)
+    spec = model_spec(src, meta)  # first: an engine without it is useless, after minutes
     cfg.check()
     layout = refuse_cpu_layout(src)
     if cfg.precision == "int8" and layout != "tensorrt" and cfg.calib_cache is None:
         bundled = default_calib_cache(src)  # the bundled model brings its own cache
         if bundled is not None:
             cfg = dataclasses.replace(cfg, calib_cache=str(bundled))
-    if layout == "tensorrt" and cfg.target is not None:  # a Q/DQ model builds INT8 whatever asked
-        check_target(cfg.target, "int8", cfg.dla_core, cfg.sparse)
+    if layout == "tensorrt":  # a Q/DQ model builds INT8 whatever asked
+        if cfg.target is not None:
+            check_target(cfg.target, "int8", cfg.dla_core, cfg.sparse)
+        cfg = _as_qdq(cfg)
+    dst: Path | None = None
+    if engine_path is not None:
+        dst = _engine_dst(src, Path(engine_path), cfg, force, names)
+    elif layout is not None or not onnx_missing():
+        named = default_engine_path(src, cfg.precision, layout == "tensorrt")
+        dst = _engine_dst(src, named, cfg, force, names)
+    # else: without the onnx package only TensorRT's parse tells a Q/DQ model: named after it
     version = require_tensorrt()
     feats = trt_features(version)
     here = platform_facts(version)
     if cfg.target is not None:
-        row = get_target(cfg.target)
-        want, have = row.get("compute_capability"), here.get("compute_capability")
-        if want and have and have != f"{want[0]}.{want[1]}":
-            raise UserError(
-                f"target {cfg.target} is compute capability {want[0]}.{want[1]}, this GPU "
-                f"({here.get('gpu')}) is {have}: build the engine on the target itself"
-            )
+        cc = here.get("compute_capability")
+        why = device_problem(cfg.target, cc, is_jetson(), here.get("gpu"))
+        if why:
+            raise UserError(f"target {cfg.target}: {why}")
     if cfg.precision == "fp16" and not feats.precision_flags:
         raise UserError(
             f"TensorRT {version} has no FP16 builder flag (removed in TensorRT 11: networks are "
@@ -461,11 +601,20 @@ def build_engine(
     shape = dims(inp.shape)
     if len(shape) != 4 or any(d < 1 for d in shape[1:]):
         raise UserError(f"{src}: expected an NCHW input with fixed C, H, W, got {shape}")
+    ch, px = spec.channels, spec.input_size
+    if tuple(shape[1:]) != (ch, px, px):  # the runtime feeds it what the metadata says
+        raise UserError(
+            f"{src}: input {inp.name!r} has shape {list(shape)}, but the model's metadata says "
+            f"(N, {ch}, {px}, {px}); re-export it with `edge-fer export`"
+        )
     qdq = has_qdq(network)
     if qdq and int8_mode is None:
         int8_mode = "qdq"  # the onnx package was missing: TensorRT's view of the graph
+        cfg = _as_qdq(cfg)
     if cfg.precision == "int8" and int8_mode is None:
         raise UserError(no_int8)
+    if dst is None:
+        dst = _engine_dst(src, default_engine_path(src, cfg.precision, qdq), cfg, force, names)
 
     tcfg = builder.create_builder_config()
     pool = int(cfg.workspace_mb) << 20
@@ -551,9 +700,10 @@ def build_engine(
         }
     )
     facts.update(info or {})
-    side_doc = sidecar_bytes(onnx_metadata(src), **facts)
-    # write only now, engine first; a failed sidecar takes the engine with it
-    side = sidecar_path(dst)
+    side_doc = sidecar_bytes(meta, **facts)
+    # write only now, engine first; a failed sidecar takes the engine with it. The sidecar
+    # check again: the user may have put a file there during the build
+    side = check_sidecar_ours(dst, {**PATH_NAMES, **(names or {})}["engine_path"])
     try:
         dst.parent.mkdir(parents=True, exist_ok=True)
         write_bytes(dst, memoryview(serialized))
@@ -591,17 +741,23 @@ _NOT_ENGINE_SUFFIXES = (".onnx", ".json", ".safetensors", ".cache", ".pico", ".m
 def write_sidecar_for(
     engine_path: str | os.PathLike[str],
     onnx_path: str | os.PathLike[str],
+    *,
+    names: Mapping[str, str] | None = None,
     **info: Any,
 ) -> Path:
     """Sidecar for an engine built elsewhere (trtexec): the ONNX model's metadata, this
-    machine's facts when TensorRT is here, plus `info`."""
+    machine's facts when TensorRT is here, plus `info`. An edge-fer sidecar there is replaced,
+    anything else of that name is refused; `names` as for `check_engine_outputs`."""
     from edge_fer.backends.trt_common import write_sidecar
 
+    n = {**PATH_NAMES, **(names or {})}
     eng, src = Path(engine_path), Path(onnx_path)
-    if not eng.is_file():
-        raise UserError(f"{eng}: no such engine file")
     if not src.is_file():
         raise UserError(f"{src}: no such ONNX model")
+    meta = onnx_metadata(src)
+    model_spec(src, meta)  # a sidecar without it serves no engine
+    if not eng.is_file():
+        raise UserError(f"{eng}: no such engine file")
     # A serialized engine has no documented magic to check; what it clearly is not is refused.
     if eng.samefile(src) or eng.suffix.lower() in _NOT_ENGINE_SUFFIXES:
         raise UserError(
@@ -609,6 +765,11 @@ def write_sidecar_for(
         )
     if eng.stat().st_size == 0:
         raise UserError(f"{eng}: is empty, not a TensorRT engine")
+    check_collisions(
+        [(f"the sidecar of {n['engine_path']}", sidecar_path(eng))],
+        [(n["onnx_path"], src), (n["engine_path"], eng)],
+    )
+    check_sidecar_ours(eng, n["engine_path"])
     facts: dict[str, Any] = {}
     try:
         facts.update(platform_facts(require_tensorrt()))
@@ -623,19 +784,22 @@ def write_sidecar_for(
         }
     )
     facts.update(info)
-    return write_sidecar(eng, onnx_metadata(src), **facts)
+    return write_sidecar(eng, meta, **facts)
 
 
 __all__ = [
     "BUNDLED_CALIB_CACHE",
+    "PATH_NAMES",
     "REBUILD_HINT",
     "BuildConfig",
     "build_engine",
     "cached_engine_name",
+    "check_engine_outputs",
     "default_calib_cache",
     "default_engine_path",
     "has_qdq",
     "make_cache_calibrator",
+    "model_spec",
     "prepare_calib_cache",
     "quant_layout",
     "refuse_cpu_layout",

@@ -6,6 +6,7 @@
     gpu_arch             GPU architecture
     compute_capability   (major, minor) of the GPU; None for a family of discrete GPUs
                          (`min_compute_capability` then bounds it)
+    min_compute_capability  the oldest (major, minor) of such a family; None for a Jetson
     jetson               True for a Jetson module (JetPack, /etc/nv_tegra_release)
     fp16, int8           fast FP16 / INT8 kernels (TensorRT's platform_has_fast_fp16/int8)
     dla_cores            Deep Learning Accelerator cores (0: none)
@@ -73,6 +74,7 @@ def _jetson_row(
         "description": description,
         "gpu_arch": gpu_arch,
         "compute_capability": cc,
+        "min_compute_capability": None,
         "jetson": True,
         "fp16": True,
         "int8": int8,
@@ -148,6 +150,38 @@ def target_problem(
     return None
 
 
+def device_problem(
+    name: str, compute_capability: str | None, jetson: bool, gpu: str | None = None
+) -> str | None:
+    """Why an engine for target `name` cannot be built here, on a GPU of `compute_capability`
+    ("8.6"; None: unknown, not checked) named `gpu`, on a Jetson or not, as one sentence, or
+    None. An engine runs only on the GPU that built it, so the target must be this device."""
+    t = get_target(name)
+    desc = t["description"]
+    if jetson and not t["jetson"]:
+        jetsons = ", ".join(k for k, v in TARGETS.items() if v["jetson"])
+        return f"{desc} is a discrete GPU and this is a Jetson: choose its module ({jetsons})"
+    try:
+        have = tuple(int(x) for x in str(compute_capability).split("."))
+    except ValueError:  # None or unreadable: pycuda was missing, nothing to compare
+        return None
+    here = (
+        f"this GPU ({gpu}) is {compute_capability}" if gpu else f"this GPU is {compute_capability}"
+    )
+    want, least = t["compute_capability"], t.get("min_compute_capability")
+    if want and have != tuple(want):
+        return (
+            f"{desc} is compute capability {want[0]}.{want[1]}, {here}: build the engine on the "
+            "target itself"
+        )
+    if least and have < tuple(least):
+        return (
+            f"{desc} is compute capability {least[0]}.{least[1]} and up ({t['gpu_arch']}), "
+            f"{here}: leave the target out"
+        )
+    return None
+
+
 def check_target(
     name: str, precision: str = "fp32", dla_core: int | None = None, sparse: bool = False
 ) -> dict[str, Any]:
@@ -163,6 +197,7 @@ __all__ = [
     "SPARSITY_MIN_COMPUTE_CAPABILITY",
     "TARGETS",
     "check_target",
+    "device_problem",
     "get_target",
     "target_names",
     "target_problem",

@@ -224,6 +224,35 @@ def _box_id(name: str, frame: int | None, box) -> str:
     return f"{name}{where}:{x},{y},{w},{h}"
 
 
+def source_label(where) -> str:
+    """How a calibration source is named in the files that ship (model metadata, reports, ids):
+    a file or folder by its name, a stream without its password, a camera by its index; never
+    a local absolute path (or a GStreamer pipeline, which holds paths and devices)."""
+    from edge_fer.runtime.sources import redacted
+
+    if where.kind in ("file", "images"):
+        from edge_fer.runtime.sources import has_glob
+
+        parts = Path(str(where.target)).parts
+        magic = next((k for k, q in enumerate(parts) if has_glob(q)), None)
+        if magic is None:  # a file or folder by its name
+            return parts[-1] if parts else str(where.target)
+        return "/".join(parts[max(magic - 1, 0) :])  # a glob from its folder: photos/*/*.jpg
+    if where.kind == "network":
+        return redacted(str(where.target))
+    if where.kind == "camera":
+        return f"camera {where.target}"
+    return f"a {where.kind} source"
+
+
+def _shared_folder(files) -> str | None:
+    """The folder an image source's files share (their names are given under it)."""
+    try:
+        return os.path.commonpath([os.path.dirname(os.path.abspath(str(f))) for f in files])
+    except ValueError:  # no files, or different drives (Windows)
+        return None
+
+
 def from_source(
     source: str | os.PathLike,
     cascade: str | os.PathLike | None = None,
@@ -292,8 +321,10 @@ def from_source(
     frames = 0
     notes: list[str] = []
     src = open_source(where, warn=notes.append)
+    label = source_label(where)
     try:
         files = getattr(src, "files", None)
+        base = _shared_folder(files) if files else None
         while True:
             if opts.max_frames is not None and frames >= opts.max_frames:
                 break
@@ -308,9 +339,11 @@ def from_source(
             img = fr.image
             gray = img if img.ndim == 2 else cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
             if files is not None:  # an image source: name the file, not a frame number
-                name, fidx = str(files[fr.index]), None
+                f = os.path.abspath(str(files[fr.index]))
+                name = os.path.relpath(f, base) if base else Path(f).name
+                fidx = None
             else:
-                name, fidx = str(where.target), fr.index
+                name, fidx = label, fr.index
             for d in pick(gray.shape).detect(gray):
                 box = (d.x, d.y, d.w, d.h)
                 crop = cut(gray, box)
@@ -336,7 +369,7 @@ def from_source(
     return CalibFaces(
         images=images,
         ids=keep_id,
-        source=str(source),
+        source=label,
         seen=seen,
         notes=notes,
         aligned=align,

@@ -21,7 +21,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from edge_fer.fileio import sha256_file
+from edge_fer.fileio import portable_path, sha256_file
 from edge_fer.quantize.trt_cache import scale_hex
 
 FORMAT = "edge-fer-calibration"
@@ -47,7 +47,7 @@ def build(ranges, faces, model_path: str | os.PathLike, extra: dict | None = Non
         "format": FORMAT,
         "version": VERSION,
         "model": {
-            "path": str(model_path),
+            "path": portable_path(model_path),
             "sha256": sha256_file(model_path),
             "input": ranges.input_name,
         },

@@ -40,12 +40,10 @@ _HEX = re.compile(r"^[0-9a-fA-F]{1,8}$")
 def version_code(version: str | int) -> int:
     """TensorRT's integer version: '8.6.1' -> 8601, '10.3.0' -> 100300, '100300' -> 100300."""
     if isinstance(version, int) and not isinstance(version, bool):
-        if version <= 0:
-            raise UserError(f"TensorRT version must be positive, got {version}")
-        return version
+        return _checked_code(version, version)
     s = str(version).strip()
     if s.isdigit():
-        return int(s)
+        return _checked_code(int(s), version)
     m = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?(?:\.\d+)*", s)
     if not m:
         raise UserError(f"TensorRT version must look like 8.6.1 or 10.3.0, got {version!r}")
@@ -57,6 +55,17 @@ def version_code(version: str | int) -> int:
     if minor > 9:
         raise UserError(f"TensorRT version {version!r}: minor must be < 10 before TensorRT 10")
     return major * 1000 + minor * 100 + patch
+
+
+def _checked_code(code: int, given: str | int) -> int:
+    # a bare "10" or "8" is a major version, not a code: TensorRT would skip a cache headed
+    # TRT-10-..., so it is refused rather than guessed (8.0.0 is the smallest code, 8000)
+    if code < 1000:
+        raise UserError(
+            f"TensorRT version must look like 8.6.1 or 10.3.0 (or a code such as 100300), "
+            f"got {given!r}"
+        )
+    return code
 
 
 def version_text(code: int) -> str:

@@ -134,6 +134,11 @@ class SignalGuard:
                     self._old[sig] = signal.signal(sig, self._handler)
                 except (ValueError, OSError):
                     pass
+                # a handler that recorded a signal without acting on it (edge_fer.cli.main's,
+                # while the command line was parsed) hands it over: `check()` raises it
+                taken = getattr(self._old.get(sig), "signum", None)
+                if self.signum is None and isinstance(taken, int):
+                    self.signum = taken
         return self
 
     def __exit__(self, *exc) -> None:
@@ -160,6 +165,14 @@ class SignalGuard:
             else:
                 raise Interrupted(signum)
 
+    def check(self) -> None:
+        """Raise `Interrupted` for a signal received during start-up whose exception was lost:
+        raised inside a C extension's init or a callback (an import of numba or onnxruntime),
+        it can be swallowed there. Called after each start-up step and before a pipeline
+        takes the signals over; nothing while one runs (`on_signal`) or inside `hold()`."""
+        if self.signum is not None and self.on_signal is None and not self._held:
+            raise Interrupted(self.signum)
+
     @contextlib.contextmanager
     def hold(self):
         """A block a signal must not cut short; one that arrived in it is raised at its end."""
@@ -172,6 +185,31 @@ class SignalGuard:
                 self._pending = False
                 if self.on_signal is None:
                     raise Interrupted(self.signum or signal.SIGINT)
+
+
+def interrupt_signal(exc: BaseException, guard: SignalGuard | None = None) -> int | None:
+    """The signal `exc` stands for, or None when it is a failure of its own: a KeyboardInterrupt
+    anywhere in its chain (an extension's init turns ours into an ImportError: onnxruntime's
+    "initialization failed" is caused by it), or any exception while `guard` holds a signal of
+    its start-up (numba's init prints ours and raises a new ImportError with no cause)."""
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return int(getattr(e, "signum", None) or signal.SIGINT)
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    if guard is not None and guard.on_signal is None and guard.signum is not None:
+        return int(guard.signum)
+    return None
+
+
+def detect_threads_used(requested: int) -> int:
+    """The detector's threads for `requested`: numba runs at most NUMBA_NUM_THREADS (its pool,
+    fixed when it starts: the cores, or the variable of that name)."""
+    import numba
+
+    return max(1, min(int(requested), int(numba.config.NUMBA_NUM_THREADS)))
 
 
 @dataclass
@@ -475,9 +513,7 @@ class Pipeline:
         if self.detect_threads:  # numba's thread count is per calling thread
             import numba
 
-            numba.set_num_threads(
-                max(1, min(int(self.detect_threads), numba.config.NUMBA_NUM_THREADS))
-            )
+            numba.set_num_threads(detect_threads_used(self.detect_threads))
         while True:
             item = self._get(self.q_det)
             if item is _END:
@@ -875,11 +911,14 @@ class Pipeline:
         interval = 1.0 / fps_src if fps_src else 0.0
         out_paths = {}
         s = self.sinks
-        if s.video is not None:  # a video, or annotated images (image_out)
+        # a video, or annotated images (image_out); not a video or image no frame went into
+        # (none is written: VideoSink.close), but a folder, made at the start
+        video = s.video
+        if video is not None and (getattr(video, "frames", 1) or getattr(video, "folder", False)):
             from edge_fer.runtime.image_out import AnnotatedImages
 
-            key = "annotated" if isinstance(s.video, AnnotatedImages) else "video"
-            out_paths[key] = str(s.video.path)
+            key = "annotated" if isinstance(video, AnnotatedImages) else "video"
+            out_paths[key] = str(getattr(video, "path", ""))
         if s.events is not None:
             out_paths["events"] = str(s.events.path)
         if s.summary_path:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import socket
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -192,20 +193,27 @@ class MJPEGPreview:
                     self._send(404, "text/plain", b"not found\n")
 
             def _send(self, code, ctype, body):
-                self.send_response(code)
-                self.send_header("Content-Type", ctype)
-                self.send_header("Content-Length", str(len(body)))
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
-                self.wfile.write(body)
+                try:
+                    self.send_response(code)
+                    self.send_header("Content-Type", ctype)
+                    self.send_header("Content-Length", str(len(body)))
+                    self.send_header("Cache-Control", "no-store")
+                    self.end_headers()
+                    self.wfile.write(body)
+                except OSError:  # the viewer went away (a closed tab): nothing to tell anyone
+                    self.close_connection = True
 
             def _stream(self):
-                self.send_response(200)
-                self.send_header(
-                    "Content-Type", f"multipart/x-mixed-replace; boundary={preview.BOUNDARY}"
-                )
-                self.send_header("Cache-Control", "no-store")
-                self.end_headers()
+                try:
+                    self.send_response(200)
+                    self.send_header(
+                        "Content-Type", f"multipart/x-mixed-replace; boundary={preview.BOUNDARY}"
+                    )
+                    self.send_header("Cache-Control", "no-store")
+                    self.end_headers()
+                except OSError:  # gone before the first frame
+                    self.close_connection = True
+                    return
                 with preview._cond:
                     preview.clients += 1
                 seq = -1
@@ -261,6 +269,13 @@ class MJPEGPreview:
             def _release(self):
                 with preview._cond:
                     preview.connections -= 1
+
+            def handle_error(self, request, client_address):
+                # a viewer that dropped the connection (reset, closed while its request was
+                # read) is normal: socketserver would print a traceback for it on stderr
+                if isinstance(sys.exc_info()[1], OSError):
+                    return
+                super().handle_error(request, client_address)
 
         try:
             self.server = Server((host.strip("[]"), int(port)), Handler)

@@ -38,6 +38,7 @@ def default_detect_threads(cores: int | None = None) -> int:
 class RunOptions:
     source: str = ""
     out: str | None = None  # annotated video
+    force: bool = False  # an --out image may replace an existing file
     events: str | None = None  # JSON Lines
     summary: str | None = None  # summary JSON
     summary_every: float | None = None  # seconds between rewrites of it; None: at the end only
@@ -311,7 +312,13 @@ def _run_video(
 ):
     from edge_fer.fileio import check_collisions
     from edge_fer.runtime.image_out import AnnotatedImages
-    from edge_fer.runtime.pipeline import Interrupted, Pipeline, Sinks
+    from edge_fer.runtime.pipeline import (
+        Interrupted,
+        Pipeline,
+        Sinks,
+        detect_threads_used,
+        interrupt_signal,
+    )
     from edge_fer.runtime.preview import MJPEGPreview
     from edge_fer.runtime.sinks import EventsSink, VideoSink, WindowSink, check_writable
     from edge_fer.runtime.sources import open_source, parse_source
@@ -343,6 +350,12 @@ def _run_video(
                     "such names; give it another name"
                 )
     check_collisions(outputs, run_inputs(opts, spec))
+    if out_kind == "image" and not opts.force and os.path.lexists(str(opts.out)):
+        # one annotated photo does not replace a picture of the user's unasked (a video, the
+        # events and the summary are documented as written over: docs/runtime.md "Outputs")
+        raise UserError(
+            f"--out {opts.out}: exists; pass --force to replace it, or give another name"
+        )
     if opts.show:
         from edge_fer.runtime.sinks import gui_available
 
@@ -354,7 +367,10 @@ def _run_video(
     sinks = Sinks(summary_path=opts.summary)
     # photos: each on its own, at the cascade's single-image threshold (config.resolve)
     stills = spec.kind == "images" if opts.stills is None else bool(opts.stills)
+    # a signal whose exception an import or a callback lost stops the start-up at the next step
+    check = signals.check if signals is not None else lambda: None
     try:
+        check()
         # the options, cascades and verifier are checked before the source is opened; the
         # detector for its frames is picked once their size is known
         picker = DetectorPicker(
@@ -364,9 +380,12 @@ def _run_video(
             track_min_score=opts.tracker.min_score,
             stills=stills,
         )
+        check()
         if classifier is None:
             classifier = classifier_for(opts)
+        check()
         source = open_source(spec, warn=warn, reconnect_timeout=opts.reconnect_timeout)
+        check()
         shape = (source.height or 0, source.width or 0)
         settings, picked = picker.get(shape)
         if detector is None:  # else one the caller built for these options, used as it is
@@ -378,6 +397,7 @@ def _run_video(
         if notice:  # else 6-10 s of silence on the first run after an install
             print(f"edge-fer run: {notice}", file=sys.stderr, flush=True)
         startup = warm_up(detector, classifier, source.width, source.height, upscale)
+        check()
         if out_kind == "video":  # a temporary file until the run ends (VideoSink)
             sinks.video = VideoSink(opts.out, source.fps or 25.0, (source.width, source.height))
         elif out_kind == "folder":
@@ -393,7 +413,9 @@ def _run_video(
         if opts.show:
             sinks.window = WindowSink()
         min_score = settings.track_min_score
-        detect_threads = opts.detect_threads or default_detect_threads()
+        # the summary says what ran: numba runs no more threads than its pool holds
+        asked = opts.detect_threads or default_detect_threads()
+        detect_threads = detect_threads_used(asked)
         info = {
             "model": _model_info(classifier),
             "backend": getattr(getattr(classifier, "backend", None), "name", opts.backend),
@@ -409,6 +431,15 @@ def _run_video(
             "detect_threads": detect_threads,
             "stills": stills,
         }
+        if detect_threads != asked:
+            info["detect_threads_requested"] = asked
+            if opts.detect_threads:  # given: say so (the default is only a wish)
+                from edge_fer.errors import warn as default_warn
+
+                (warn or default_warn)(
+                    f"--detect-threads {asked}: numba runs at most {detect_threads} threads "
+                    f"here (NUMBA_NUM_THREADS); the detector uses {detect_threads}"
+                )
         detector_for = None
         if stills and detector is picked:  # each photo gets the cascade of its own size
 
@@ -455,16 +486,26 @@ def _run_video(
             t_start=t_start,
             detector_for=detector_for,
         )
+        check()  # the last moment: from here the pipeline takes the signals over
     except BaseException as exc:
         # start-up failed or was interrupted: drop what was opened, touch nothing that exists
         hold = signals.hold() if signals is not None else contextlib.nullcontext()
         with hold:
             _abandon(sinks, source, classifier if own_classifier else None)
-            if not isinstance(exc, Interrupted):
+            # an extension may have turned the signal's exception into its own (ImportError)
+            signum = interrupt_signal(exc, signals) if signals is not None else None
+            if signum is None:
                 raise
-            return _interrupted_at_startup(opts, spec, source, exc.signum)
+            return _interrupted_at_startup(opts, spec, source, signum)
     try:
         return pipe.run()
+    except Interrupted as exc:
+        # only raised in the few steps before pipe.run() set the guard's on_signal: the
+        # pipeline never started, so this is still start-up (its sinks were not started)
+        hold = signals.hold() if signals is not None else contextlib.nullcontext()
+        with hold:
+            _abandon(sinks, None, None)
+            return _interrupted_at_startup(opts, spec, source, exc.signum)
     finally:
         source.close()
         if own_classifier:

@@ -126,6 +126,9 @@ _CODECS = {
 }
 
 
+VIDEO_CONTAINERS = tuple(_CODECS)  # the extensions a video output may have
+
+
 def _open_writer(path: Path, codecs: list[str], fps: float, size: tuple[int, int]):
     """(writer, fourcc) for the first codec that opens, else (None, None)."""
     for fourcc in codecs:
@@ -151,9 +154,9 @@ class VideoSink:
     The frames go to a temporary file beside the target (`.NAME.PID.tmp.EXT`): `close()`
     finalises it and renames it over the target (a symlink's target; the link stays), `abort()`
     removes it, so a run that fails to start leaves an existing video untouched and no partial
-    file. Frames of another size than the first are letterboxed to it. Free disk space is
-    checked every `disk_check_every` frames, because OpenCV's writer does not report write
-    errors.
+    file; so does `close()` when no frame was written (OpenCV's video of none does not play).
+    Frames of another size than the first are letterboxed to it. Free disk space is checked
+    every `disk_check_every` frames, because OpenCV's writer does not report write errors.
     """
 
     MIN_FREE_BYTES = 16 << 20
@@ -251,7 +254,10 @@ class VideoSink:
             w.release()
 
     def close(self) -> None:
-        """Finalise the video and put it in place of the target."""
+        """Finalise the video and put it in place of the target; with no frame, drop it."""
+        if self.frames == 0:  # OpenCV leaves a stub of a header that no player opens
+            self.abort()
+            return
         tmp, self._tmp = self._tmp, None
         try:
             self._release()

@@ -49,7 +49,7 @@ import numpy as np
 from edge_fer import errors, imageio
 from edge_fer.errors import UserError
 from edge_fer.fileio import first_line, os_error_reason
-from edge_fer.imageio import cv_name
+from edge_fer.imageio import IMAGE_EXTS, cv_name
 from edge_fer.limits import MAX_FRAME_SIDE, MAX_IMAGE_PIXELS  # photos beyond them are skipped
 
 VIDEO_EXTS = {
@@ -74,7 +74,6 @@ VIDEO_EXTS = {
     ".mjpg",
     ".y4m",
 }
-IMAGE_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".pgm", ".ppm", ".pnm", ".tif", ".tiff", ".webp"}
 NETWORK_SCHEMES = {"rtsp", "rtsps", "rtmp", "rtmps", "http", "https", "udp", "rtp", "tcp", "srt"}
 CSI_FLIPS = {
     "none": 0,
@@ -184,6 +183,18 @@ class Latest:
     def __repr__(self) -> str:
         items, total = self.snapshot()
         return f"Latest({items!r}, total={total})"
+
+
+def redacted(uri: str) -> str:
+    """`uri` with the password of a URL's user info replaced by *** (rtsp://user:***@cam/...),
+    for what is written to files (summaries, model metadata); anything else as it is."""
+    m = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*://)([^/?#\s]*)", uri)
+    if not m or "@" not in m.group(2):
+        return uri
+    info, host = m.group(2).rsplit("@", 1)  # the last @ ends the user info: p@ss is a password
+    if ":" not in info:
+        return uri
+    return f"{m.group(1)}{info.split(':', 1)[0]}:***@{host}{uri[m.end() :]}"
 
 
 def has_glob(s: str) -> bool:
@@ -405,10 +416,10 @@ def list_images(spec: SourceSpec) -> list[str]:
         ]
         what = f"folder {target}"
     elif has_glob(target) and not os.path.exists(target):
-        files = [
+        files = [  # as a folder's: a broken link or a pipe is listed, then skipped and reported
             f
             for f in _glob.glob(target, recursive=True)
-            if os.path.isfile(f) and Path(f).suffix.lower() in IMAGE_EXTS
+            if Path(f).suffix.lower() in IMAGE_EXTS and not os.path.isdir(f)
         ]
         what = f"pattern {target!r}"
     else:
@@ -468,7 +479,7 @@ class Source:
 
     def describe(self) -> dict:
         return {
-            "uri": self.spec.uri,
+            "uri": redacted(self.spec.uri),
             "kind": self.spec.kind,
             "live": self.live,
             "width": self.width,

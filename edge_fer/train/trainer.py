@@ -1,8 +1,8 @@
 """Supervised training of a zoo architecture on a face dataset.
 
 Trains on the Training split only, selects on PublicTest (early stopping), checkpoints every
-epoch in safetensors and resumes from the last one. Fixed seeds: the shuffling and
-augmentation of epoch e depend only on (seed, e), so a resumed run matches an uninterrupted one.
+epoch in safetensors and resumes from the last one. Fixed seeds: the shuffling, augmentation
+and dropout of epoch e depend only on (seed, e), so a resumed run matches an uninterrupted one.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from edge_fer import fileio
 from edge_fer import labels as L
 from edge_fer.data import FaceSet, load_dataset
 from edge_fer.errors import UserError, first_line
@@ -153,9 +154,10 @@ def check_folder(path: str | os.PathLike, param: str) -> None:
             return
 
 
-def check_config(cfg: TrainConfig) -> None:
+def check_config(cfg: TrainConfig, resuming: bool = False) -> None:
     """Every setting of a run, before anything is loaded or written: a UserError naming the
-    first one that does not fit (non-finite numbers included)."""
+    first one that does not fit (non-finite numbers included). `resuming` a saved run: its
+    --init is not read (the weights are last.safetensors'), so it need not exist."""
     if cfg.epochs < 1:
         raise UserError("must be >= 1", param="epochs")
     if cfg.batch_size < 1:
@@ -214,7 +216,7 @@ def check_config(cfg: TrainConfig) -> None:
                 param="extra_train",
             )
     check_number(cfg.distill_temperature, "distill_temperature", lo_open=True)
-    for t in list(cfg.teacher) + ([cfg.init] if cfg.init else []):
+    for t in list(cfg.teacher) + ([cfg.init] if cfg.init and not resuming else []):
         if not Path(t).is_file():
             raise UserError(
                 f"{t}: no such model file", param="teacher" if t != cfg.init else "init"
@@ -229,7 +231,16 @@ def check_config(cfg: TrainConfig) -> None:
                         param="teacher_tta")  # fmt: skip
     if cfg.data and not Path(cfg.data).exists():
         raise UserError(f"{cfg.data}: no such file or folder", param="data")
-    build_model(cfg, len(L.FER2013))  # the architecture takes its options and input size
+    model = build_model(cfg, len(L.FER2013))  # the architecture takes its options and size
+    if cfg.batch_size == 1:  # every batch one face: a batch norm over 1x1 cannot train on it
+        size = cfg.input_size or 48
+        try:
+            with torch.no_grad():
+                model.train()(torch.zeros(1, cfg.channels, size, size))
+        except ValueError:
+            raise UserError(f"is 1, but the batch norms of {cfg.arch} at {size}x{size} cannot "
+                            "train on one face a batch: give 2 or more",
+                            param="batch_size") from None  # fmt: skip
 
 
 def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
@@ -367,14 +378,37 @@ def arch_kwargs_for(cfg: TrainConfig) -> dict:
     return kw
 
 
-def start_run_files(out: Path, config: dict) -> Path:
-    """Write the run's config.json and, unless resuming one, the header of its log.csv."""
-    (out / "config.json").write_text(json.dumps(config, indent=2))
+def start_run_files(out: Path, config: dict, done: int | None = None) -> Path:
+    """Write the run's config.json and, unless resuming one, the header of its log.csv.
+    `done`: the epochs the run's checkpoint holds; rows of later epochs are dropped (an
+    interrupt between an epoch's row and its checkpoint: the epoch is trained again)."""
+    fileio.write_text(out / "config.json", json.dumps(config, indent=2))
     log_path = out / "log.csv"
-    if not log_path.exists():
-        with open(log_path, "w", newline="") as fh:
-            csv.writer(fh).writerow(LOG_FIELDS)
+    if not log_path.exists() or log_path.stat().st_size == 0:
+        fileio.write_text(log_path, _LOG_HEADER + "\r\n")  # (csv.writer's line ending)
+    elif done is not None:
+        _drop_rows_after(log_path, done)
     return log_path
+
+
+_LOG_HEADER = ",".join(LOG_FIELDS)
+
+
+def _drop_rows_after(log_path: Path, done: int) -> None:
+    """Rewrite log.csv (atomically) without the rows of epochs after `done`, and without a
+    last row cut short (no line end: the process was killed while writing it)."""
+    try:
+        lines = log_path.read_bytes().splitlines(keepends=True)
+    except OSError:
+        return  # (appending to it reports the problem)
+
+    def after(line: bytes) -> bool:
+        head = line.split(b",", 1)[0].strip()
+        return not line.endswith(b"\n") or (head.isdigit() and int(head) > done)
+
+    keep = lines[:1] + [ln for ln in lines[1:] if not after(ln)]
+    if len(keep) != len(lines):
+        fileio.write_bytes(log_path, b"".join(keep))
 
 
 def log_row(epoch: int, lr, train_loss, train_acc, val_loss, rep: dict, t0: float) -> dict:
@@ -440,11 +474,20 @@ def sgd(model: torch.nn.Module, cfg) -> torch.optim.SGD:
 
 def schedule(n: int, cfg) -> tuple[int, int, int]:
     """(steps per epoch, total steps, warm-up steps) for n training samples under cfg
-    (batch_size, max_batches, epochs, warmup_epochs)."""
+    (batch_size, max_batches, epochs, warmup_epochs). A last batch of one sample joins the
+    batch before it (`batch_end`): batch norm cannot train on one face at 1x1."""
     steps_per_epoch = math.ceil(n / cfg.batch_size)
+    if n % cfg.batch_size == 1 and n > 1:
+        steps_per_epoch -= 1
     if cfg.max_batches:
         steps_per_epoch = min(steps_per_epoch, cfg.max_batches)
     return steps_per_epoch, steps_per_epoch * cfg.epochs, int(steps_per_epoch * cfg.warmup_epochs)
+
+
+def batch_end(b: int, n: int, batch_size: int) -> int:
+    """Where batch `b` of an epoch of n samples ends: one sample left after it joins it."""
+    end = (b + 1) * batch_size
+    return n if n - end == 1 else end
 
 
 def to_input(x_u8: torch.Tensor, spec: PreprocessSpec) -> torch.Tensor:
@@ -508,34 +551,91 @@ def _run_files_present(out: Path) -> list[str]:
     return found
 
 
-def _data_found(cfg: TrainConfig, checkpoint: Path, given: str | None) -> TrainConfig:
-    """A resumed run's folders as recorded, else found from the folders above the run (as
-    `edge-fer average` does: a relative --data given from elsewhere), else the --data given."""
+def _not_run_files(out: Path) -> list[str]:
+    """config.json and log.csv in `out` that a run did not write (a run would replace the
+    one and append epochs to the other): a config without a run's settings, a log whose
+    first line is not LOG_FIELDS (an empty log is fine: the run writes its header)."""
+    found = []
+    try:
+        cfg = json.loads((out / "config.json").read_text())
+        if not isinstance(cfg, dict) or not _RUN_CONFIG_KEYS <= cfg.keys():
+            found.append("config.json")
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError):  # (UnicodeDecodeError too)
+        found.append("config.json")
+    log = out / "log.csv"
+    try:
+        head = log.read_bytes().splitlines()[:1] if log.exists() else []
+        if head and head[0].decode().strip() != _LOG_HEADER:
+            found.append("log.csv")
+    except (OSError, UnicodeDecodeError):
+        found.append("log.csv")
+    return found
+
+
+# settings every run's config.json has held
+_RUN_CONFIG_KEYS = {"arch", "data", "out", "epochs", "batch_size", "lr", "seed"}
+
+# a run's inputs, recorded as given: a resume finds moved ones (--data's way)
+_INPUTS = ("data", "extra_train", "init", "teacher")
+
+
+def _inputs_found(
+    cfg: TrainConfig, checkpoint: Path, given: TrainConfig
+) -> tuple[TrainConfig, list[str]]:
+    """A resumed run's inputs (`_INPUTS`) as recorded, else found from the folders above the
+    run (as `edge-fer average` does: a relative path given from elsewhere), else the path
+    given now (`given`; teachers by position); and what moved, as "--flag OLD -> NEW"."""
     from edge_fer.train.average import find_recorded
 
-    changes = {}
-    for what in ("data", "extra_train"):
-        recorded = getattr(cfg, what)
-        if not recorded or Path(recorded).exists():
-            continue
+    def locate(recorded: str, now) -> str:
+        if Path(recorded).exists():
+            return recorded
         found = find_recorded(recorded, checkpoint)
-        if found is None and what == "data" and given and Path(given).exists():
-            found = Path(given)
-        if found is not None:
-            changes[what] = str(found)
-    return dataclasses.replace(cfg, **changes) if changes else cfg
+        if found is None and now and Path(now).exists():
+            found = Path(now)
+        return recorded if found is None else str(found)
+
+    changes: dict = {}
+    moved = []
+    for what in _INPUTS:
+        recorded = getattr(cfg, what)
+        if not recorded:
+            continue
+        if what == "teacher":
+            now = list(given.teacher) if len(given.teacher) == len(recorded) else []
+            teachers = [locate(t, now[i] if now else None) for i, t in enumerate(recorded)]
+            pairs = [(t, n) for t, n in zip(recorded, teachers) if t != n]
+            new: str | list[str] = teachers
+        else:
+            new = locate(recorded, getattr(given, what))
+            pairs = [(recorded, new)] if new != recorded else []
+        if pairs:
+            changes[what] = new
+            moved += [f"--{what.replace('_', '-')} {a} -> {b}" for a, b in pairs]
+    return (dataclasses.replace(cfg, **changes) if changes else cfg), moved
 
 
-def _ignored_on_resume(cfg: TrainConfig, saved: dict) -> list[str]:
+def _ignored_on_resume(cfg: TrainConfig, saved: dict, found: TrainConfig) -> list[str]:
     """The settings of `cfg` that differ from the run's (`saved`) and from the defaults, i.e.
-    that were asked for and that a resume does not apply, as "--flag VALUE (the run's: V)"."""
+    that were asked for and that a resume does not apply, as "--flag VALUE (the run's: V)".
+    An input given where the run's was found (`found`, spelled from here) is applied."""
     from dataclasses import MISSING, fields
+
+    def same_place(a, b) -> bool:
+        a, b = (list(v) if isinstance(v, (list, tuple)) else [v] for v in (a, b))
+        return len(a) == len(b) and all(
+            x and y and os.path.realpath(x) == os.path.realpath(y) for x, y in zip(a, b)
+        )
 
     out = []
     for f in fields(TrainConfig):
         if f.name in ("arch", "out", "epochs", *MACHINE) or f.name not in saved:
             continue
         mine = getattr(cfg, f.name)
+        if f.name in _INPUTS and same_place(mine, getattr(found, f.name)):
+            continue
         default = f.default if f.default is not MISSING else None
         if f.default_factory is not MISSING:
             default = f.default_factory()
@@ -581,10 +681,12 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
     `epochs_override` changes the length of a resumed run (the cosine schedule is rescaled to
     the new total from the current step on), e.g. to finish sooner on a busy machine.
     """
+    if cfg.align_frame is not None and not cfg.align:  # (before: recorded, never used)
+        raise UserError("needs --align", param="align_frame")
     out = Path(cfg.out)
     check_folder(out, "out")
     last = out / "last.safetensors"
-    here_data = cfg.data
+    notes: list[str] = []  # said once the settings are checked (a mistake is one line)
     if resume and last.exists():
         st = read_state(last)
         saved = st.get("config")
@@ -602,14 +704,13 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
                 # (it re-averaged other snapshots over the run's average and its config)
                 raise UserError(f"is {epochs_override}, but the run in {out} has done {done} "
                                 f"epochs; give {done} or more", param="epochs")  # fmt: skip
-            ignored = _ignored_on_resume(cfg, saved)
-            found = _data_found(TrainConfig(**saved), last, given=here_data)
-            if here_data and os.path.realpath(found.data) == os.path.realpath(here_data):
-                # the run's data is the folder given, spelled from here: nothing is ignored
-                ignored = [x for x in ignored if not x.startswith("--data ")]
+            found, moved = _inputs_found(TrainConfig(**saved), last, given=cfg)
+            ignored = _ignored_on_resume(cfg, saved, found)
+            if moved:
+                notes.append(f"--resume found the run's moved inputs: {'; '.join(moved)}")
             if ignored:  # the run's own settings win: say so, as a changed --arch is refused
-                print(f"edge-fer train: --resume keeps the run's own settings; not applied: "
-                      f"{'; '.join(ignored)}", file=sys.stderr)  # fmt: skip
+                notes.append(f"--resume keeps the run's own settings; not applied: "
+                             f"{'; '.join(ignored)}")  # fmt: skip
             # the original run's settings win on resume, with its data found from here
             cfg = dataclasses.replace(found, **{k: getattr(cfg, k) for k in MACHINE})
             if epochs_override is not None:
@@ -619,6 +720,10 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
                           f"--average-last {cfg.average_last} is longer than the new --epochs)",
                           file=sys.stderr)  # fmt: skip
                     cfg.average_last = cfg.epochs
+    elif not last.exists() and (names := _not_run_files(out)):
+        # (before: a user's config.json replaced, rows appended under a user's log.csv)
+        raise UserError(f"{out} holds {' and '.join(names)}, not a run's; a run would "
+                        "overwrite them: pick another --out", param="out")  # fmt: skip
     elif not resume and (
         names := ["last.safetensors"] if last.exists() else _run_files_present(out)
     ):
@@ -644,17 +749,19 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
                 param="out",
             )
         print(f"edge-fer train: nothing to resume in {out}: starting the run", file=sys.stderr)
-    check_config(cfg)
+    check_config(cfg, resuming=resume and last.exists())
     check_outside([("--out", out)], cfg.data, "--data", "the run's files would mix with the faces")
     check_collisions(
         [("--out", out / name) for name in RUN_FILES],
         [("--init", cfg.init), ("--data", cfg.data)] + [("--teacher", t) for t in cfg.teacher],
     )
+    for note in notes:
+        print(f"edge-fer train: {note}", file=sys.stderr)
 
     device = pick_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    torch.manual_seed(cfg.seed)
+    torch.manual_seed(cfg.seed)  # the initial weights
     train_set, val_set, val_name = load_splits(cfg)
     classes = train_set.classes
     size = cfg.input_size or 48
@@ -706,12 +813,19 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
     x_all = torch.from_numpy(tr_imgs)
     y_all = torch.from_numpy(train_set.labels)
     sample_p = train_set.balanced_sample_weights() if cfg.balanced_sampling else None
-    log_path = start_run_files(out, {**asdict(cfg), **info, "classes": classes})
+    # log.csv's rows of epochs the checkpoint does not hold go (they are trained again)
+    config = {**asdict(cfg), **info, "classes": classes}
+    log_path = start_run_files(out, config, int(state["epoch"]))
+    stopped = bool(cfg.patience) and state["bad_epochs"] >= cfg.patience
     if state["epoch"] >= cfg.epochs:  # (before: silence, and exit 0)
         print(f"edge-fer train: the run in {out} has done {state['epoch']} epochs, its "
               f"--epochs is {cfg.epochs}: nothing to train (--resume --epochs N with a larger "
               "N goes on)", file=sys.stderr)  # fmt: skip
-    if state["epoch"] < cfg.epochs:
+    elif stopped:  # (before: each resume trained on past the early stop)
+        print(f"edge-fer train: the run in {out} stopped early at epoch {state['epoch']} (no "
+              f"improvement in {cfg.patience} epochs, --patience): nothing to train",
+              file=sys.stderr)  # fmt: skip
+    if state["epoch"] < cfg.epochs and not stopped:
         print(
             f"training {cfg.arch} ({info['params'] / 1e6:.2f}M parameters) on {len(train_set)} "
             f"faces, selecting on {val_name} ({len(val_set)}): epochs {state['epoch'] + 1}-"
@@ -720,9 +834,12 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
             flush=True,
         )
 
-    while state["epoch"] < cfg.epochs:
+    while state["epoch"] < cfg.epochs and not stopped:
         epoch = state["epoch"]
         t0 = time.time()
+        # dropout draws from torch's own generator: from (seed, epoch) too, not from where the
+        # process left it, so that a resumed run matches an uninterrupted one
+        torch.manual_seed(int(np.random.SeedSequence([cfg.seed, int(epoch)]).generate_state(1)[0]))
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + epoch)
         if sample_p is not None:
             rng = np.random.default_rng(cfg.seed * 100003 + epoch)
@@ -734,7 +851,7 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
         # a bar on a terminal; in a log (nohup) a line at each quarter of the epoch
         bar = Progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", "batch", True)
         for b in range(steps_per_epoch):
-            idx = order[b * cfg.batch_size : (b + 1) * cfg.batch_size]
+            idx = order[b * cfg.batch_size : batch_end(b, len(order), cfg.batch_size)]
             x = x_all[idx][:, None].float()
             y = y_all[idx]
             x = augment(x, aug, gen)
@@ -837,6 +954,7 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
             snaps,
             out / "averaged.safetensors",
             data=cfg.data,
+            extra_train=cfg.extra_train,  # (where this resume found it)
             faces=cfg.precise_bn or DEFAULT_FACES,
         )
     (out / "result.json").write_text(json.dumps(result, indent=2))
