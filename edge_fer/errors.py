@@ -44,6 +44,21 @@ def first_line(exc: BaseException | str, limit: int = 200) -> str:
     return line if len(line) <= limit else line[: limit - 3] + "..."
 
 
+def signal_in_chain(exc: BaseException) -> int | None:
+    """The signal number of a KeyboardInterrupt anywhere in `exc`'s cause/context chain (an
+    extension's init turns our interrupt into an ImportError caused by it), else None."""
+    import signal
+
+    seen: set[int] = set()
+    e: BaseException | None = exc
+    while e is not None and id(e) not in seen:
+        if isinstance(e, KeyboardInterrupt):
+            return int(getattr(e, "signum", None) or signal.SIGINT)
+        seen.add(id(e))
+        e = e.__cause__ or e.__context__
+    return None
+
+
 def check_choice(value, choices, param: str) -> None:
     """UserError naming `param` unless `value` is one of `choices`."""
     if value not in choices:

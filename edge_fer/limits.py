@@ -43,3 +43,31 @@ def check_threads(value, param: str = "threads", *, zero: str | None = "the defa
             f"must be an integer in {lo}..{MAX_THREADS}{what}, got {value}", param=param
         )
     return int(value)
+
+
+def check_number(
+    value,
+    param: str,
+    lo: float = 0.0,
+    hi: float | None = None,
+    *,
+    lo_open: bool = False,
+    hi_open: bool = False,
+) -> None:
+    """UserError naming `param` unless `value` is a finite number within lo..hi (`lo_open`,
+    `hi_open`: the bound itself excluded). NaN, infinities and booleans fail every such test."""
+    import math
+    from numbers import Real
+
+    from edge_fer.errors import UserError
+
+    ok = isinstance(value, Real) and not isinstance(value, bool) and math.isfinite(value)
+    ok = ok and (value > lo if lo_open else value >= lo)
+    if hi is not None:
+        ok = ok and (value < hi if hi_open else value <= hi)
+    if not ok:
+        if hi is None:
+            rng = f"> {lo:g}" if lo_open else f">= {lo:g}"
+        else:
+            rng = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
+        raise UserError(f"must be a finite number {rng}, got {value!r}", param=param)

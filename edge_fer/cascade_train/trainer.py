@@ -50,6 +50,7 @@ from edge_fer.cascade_train.samples import (
 from edge_fer.detect.cascade import Cascade
 from edge_fer.errors import UserError
 from edge_fer.imageio import imwrite
+from edge_fer.limits import check_number
 
 STATE_FILE = "state.json"
 CASCADE_FILE = "cascade.pico"
@@ -182,21 +183,21 @@ class TrainConfig:
             raise UserError("--pos-jitter must be in [0, 0.5) and --scale-jitter in [0, 1)")
         if self.min_face < 8:
             raise UserError(f"--min-face must be >= 8 pixels, got {self.min_face}")
-        _check_number(self.neg_ratio, "neg_ratio", 0.0, MAX_NEG_RATIO, lo_open=True)
-        _check_number(self.neg_annotated_min_fpr, "neg_annotated_min_fpr", 0.0, 1.0)
+        check_number(self.neg_ratio, "neg_ratio", 0.0, MAX_NEG_RATIO, lo_open=True)
+        check_number(self.neg_annotated_min_fpr, "neg_annotated_min_fpr", 0.0, 1.0)
         if not 0.0 <= self.neg_annotated_share <= 1.0 or not 0.0 <= self.scan_share <= 1.0:
             raise UserError("--neg-annotated-share and --scan-share must be in [0, 1]")
         _check_int(self.max_draws, "max_draws", 1, MAX_DRAWS)
         if self.threshold_on not in ("fresh", "train"):
             raise UserError(f"--threshold-on must be fresh or train, got {self.threshold_on!r}")
         # the last fraction of the images is held out: 1 (or more) would hold out everything
-        _check_number(self.val_fraction, "val_fraction", 0.0, 1.0, hi_open=True)
-        _check_number(self.bg_val_fraction, "bg_val_fraction", 0.0, 1.0, hi_open=True)
+        check_number(self.val_fraction, "val_fraction", 0.0, 1.0, hi_open=True)
+        check_number(self.bg_val_fraction, "bg_val_fraction", 0.0, 1.0, hi_open=True)
         _check_int(self.seed, "seed", 0)  # numpy's generators take no negative seed
         _check_int(self.max_images, "max_images", 0)  # 0: all; [:-N] dropped the last N
         _check_int(self.max_faces, "max_faces", 0)
         # 0: no limit; a negative budget ended the run before its first stage
-        _check_number(self.time_budget_h, "time_budget_h", 0.0)
+        check_number(self.time_budget_h, "time_budget_h", 0.0)
 
     def learning_options(self) -> dict:
         d = asdict(self)
@@ -211,23 +212,6 @@ class TrainData:
     source_bg: bootstrap.NegativeSource  # backgrounds only (= source when there are none)
     report: InputReport
     summary: dict
-
-
-def _check_number(
-    value, param: str, lo: float, hi: float | None = None, *, lo_open=False, hi_open=False
-) -> None:
-    """UserError naming `param` unless `value` is a finite number in lo..hi (NaN fails): the
-    rule of edge_fer.train.trainer.check_number, which cannot be imported here (torch)."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    ok = ok and math.isfinite(value) and (value > lo if lo_open else value >= lo)
-    if hi is not None:
-        ok = ok and (value < hi if hi_open else value <= hi)
-    if not ok:
-        if hi is None:
-            rng = f"> {lo:g}" if lo_open else f">= {lo:g}"
-        else:
-            rng = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-        raise UserError(f"must be a finite number {rng}, got {value!r}", param=param)
 
 
 def _check_int(value, param: str, lo: int, hi: int | None = None) -> None:

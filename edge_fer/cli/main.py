@@ -17,7 +17,7 @@ import threading
 from typing import NoReturn
 
 from edge_fer import __version__
-from edge_fer.errors import UserError
+from edge_fer.errors import UserError, signal_in_chain
 
 # name of the module under edge_fer.cli for each command group, imported lazily so that
 # `edge-fer detect` never pays for importing the training stack.
@@ -143,14 +143,8 @@ def _interrupt_signal(exc: BaseException, signals: CommandSignals) -> int | None
     """The signal `exc` stands for, or None: a KeyboardInterrupt anywhere in its chain (an
     extension's init turns ours into an ImportError caused by it), or any exception once our
     handler has recorded a signal (numba's init prints ours and raises a new ImportError)."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        if isinstance(e, KeyboardInterrupt):
-            return int(getattr(e, "signum", None) or signal.SIGINT)
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
-    return signals.signum
+    found = signal_in_chain(exc)
+    return found if found is not None else signals.signum
 
 
 def _quiet_interrupts(hook):

@@ -21,6 +21,7 @@ import torch.nn.functional as F
 
 from edge_fer.align.dataset import as_trained
 from edge_fer.errors import UserError
+from edge_fer.limits import check_number
 from edge_fer.metrics import classification_report
 from edge_fer.preprocess import PreprocessSpec
 from edge_fer.progress import Progress
@@ -29,7 +30,6 @@ from edge_fer.train.distill import distill_loss
 from edge_fer.train.trainer import (
     TrainConfig,
     batch_end,
-    check_number,
     load_splits,
     lr_at,
     normalise,

@@ -41,7 +41,7 @@ class Budget:
                 raise UserError("must be >= 0 (0: no limit)", param=name)
         if self.batch_size < 1:
             raise UserError("must be at least 1", param="batch_size")
-        from edge_fer.train.trainer import check_number  # the trainer's own rule
+        from edge_fer.limits import check_number  # the trainer's own rule
 
         check_number(self.lr, "lr", lo_open=True)
         if self.seed < 0:

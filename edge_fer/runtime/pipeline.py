@@ -192,13 +192,9 @@ def interrupt_signal(exc: BaseException, guard: SignalGuard | None = None) -> in
     anywhere in its chain (an extension's init turns ours into an ImportError: onnxruntime's
     "initialization failed" is caused by it), or any exception while `guard` holds a signal of
     its start-up (numba's init prints ours and raises a new ImportError with no cause)."""
-    seen: set[int] = set()
-    e: BaseException | None = exc
-    while e is not None and id(e) not in seen:
-        if isinstance(e, KeyboardInterrupt):
-            return int(getattr(e, "signum", None) or signal.SIGINT)
-        seen.add(id(e))
-        e = e.__cause__ or e.__context__
+    found = errors.signal_in_chain(exc)
+    if found is not None:
+        return found
     if guard is not None and guard.on_signal is None and guard.signum is not None:
         return int(guard.signum)
     return None

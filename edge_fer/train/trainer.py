@@ -12,7 +12,6 @@ import csv
 import dataclasses
 import json
 import math
-import numbers
 import os
 import sys
 import time
@@ -28,7 +27,7 @@ from edge_fer import labels as L
 from edge_fer.data import FaceSet, load_dataset
 from edge_fer.errors import UserError, first_line
 from edge_fer.fileio import check_collisions, check_outside
-from edge_fer.limits import check_threads
+from edge_fer.limits import check_number, check_threads
 from edge_fer.metrics import classification_report
 from edge_fer.models import create_model, model_info
 from edge_fer.preprocess import PreprocessSpec, apply_clahe
@@ -117,29 +116,6 @@ RUN_FILES = (
     TARGETS_FILE,
     Path(TARGETS_FILE).with_suffix(".json").name,  # the key of the cached targets
 )
-
-
-def check_number(
-    value,
-    param: str,
-    lo: float = 0.0,
-    hi: float | None = None,
-    *,
-    lo_open: bool = False,
-    hi_open: bool = False,
-) -> None:
-    """UserError naming `param` unless `value` is a finite number within lo..hi (`lo_open`,
-    `hi_open`: the bound itself excluded). NaN and infinities fail every such test."""
-    ok = isinstance(value, numbers.Real) and math.isfinite(value)
-    ok = ok and (value > lo if lo_open else value >= lo)
-    if hi is not None:
-        ok = ok and (value < hi if hi_open else value <= hi)
-    if not ok:
-        if hi is None:
-            rng = f"> {lo:g}" if lo_open else f">= {lo:g}"
-        else:
-            rng = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
-        raise UserError(f"must be a finite number {rng}, got {value!r}", param=param)
 
 
 def check_folder(path: str | os.PathLike, param: str) -> None:
