@@ -133,7 +133,8 @@ if [ "$BUILD_ENGINES" = 1 ]; then
     mkdir -p "$ENGINES"
     TAG="l4t${L4T}.trt${TRT_VERSION}"
     say "building the FP16 engine for $TARGET (minutes)"
-    # --force: a rerun of setup rebuilds the engines it built (a file that is not one is kept)
+    # --force: a rerun of setup rebuilds the engines (an ENGINE.json that is not an edge-fer
+    # sidecar is never replaced)
     "$EF" build-engine "$MODEL" --precision fp16 --target "$TARGET" --force \
         --timing-cache "$ENGINES/timing.cache" --out "$ENGINES/fer_default.$TAG.fp16.engine"
     CAN_INT8="$("$VPY" -c "from edge_fer.export.targets import target_problem as p; print(p('$TARGET', 'int8') or 'yes')")"

@@ -425,6 +425,20 @@ def test_a_video_drawn_to_an_image_name_is_refused_before_any_scan(capsys, tmp_p
     assert rc == 0 and (tmp_path / "x.mkv").stat().st_size > 0, err
 
 
+def test_a_file_of_unknown_kind_is_drawn_to_the_name_given(capsys, tmp_path):
+    # before: a video without an extension could not be drawn to any video name ("no image
+    # encoder for the extension '.mp4'"): it was checked as an image first
+    clip = mjpg_avi(tmp_path / "clip.avi", 5).rename(tmp_path / "clip")
+    rc, _, err = run_cli(capsys, clip, "--draw", tmp_path / "x.mp4")
+    assert rc == 0 and (tmp_path / "x.mp4").stat().st_size > 0, err
+    img = tmp_path / "shot"
+    img.write_bytes(cv2.imencode(".png", np.full((48, 64), 128, np.uint8))[1].tobytes())
+    rc, _, err = run_cli(capsys, img, "--draw", tmp_path / "y.png")
+    assert rc == 0 and cv2.imread(str(tmp_path / "y.png")).shape == (48, 64, 3), err
+    rc, _, err = run_cli(capsys, img, "--draw", tmp_path / "y.xyz")  # neither kind's name
+    assert rc == 2 and "no image encoder" in err and err.count("\n") == 1, err
+
+
 def test_draw_does_not_replace_an_existing_image_without_force(capsys, tmp_path):
     # before: the user's picture was replaced by the drawing without a word
     img = tmp_path / "a.png"

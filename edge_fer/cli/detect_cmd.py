@@ -32,7 +32,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--json", action="store_true", help="print JSON Lines")
     p.add_argument("--draw", metavar="OUT",
                    help="save images with boxes: a file for one input file, else a directory; "
-                   "videos are written as annotated .avi/.mp4")
+                   "a video is drawn as a video (NAME.avi in a directory; for one video, OUT's "
+                   "container: .avi, .mp4, .m4v, .mov or .mkv)")
     p.add_argument("--force", action="store_true",
                    help="let --draw FILE replace an existing image (a directory is reused only "
                    "when detect or run drew into it)")
@@ -243,7 +244,12 @@ def _check_draw_outputs(args: argparse.Namespace, draw_dir: Path | None, paths) 
                 )
             drawn[key] = src
             outputs.append(("--draw", out))
-            if video and draw_dir is None and out.suffix.lower() not in VIDEO_CONTAINERS:
+            if draw_dir is None and len(kinds) == 2:
+                # one file of unknown kind, drawn to one name: the name decides (a video
+                # container's extension for a video, else an image the encoder must know)
+                if video or out.suffix.lower() in VIDEO_CONTAINERS:
+                    continue
+            elif video and draw_dir is None and out.suffix.lower() not in VIDEO_CONTAINERS:
                 # else found only when its first frame is drawn, after scanning has begun
                 raise UserError(
                     f"--draw {out}: {src} is a video, drawn as a video; give OUT one of "

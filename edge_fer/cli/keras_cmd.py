@@ -30,7 +30,10 @@ def _common(p, data_required: bool) -> None:
     )
     p.add_argument("--out", required=True, help="output model file (.onnx)")
     p.add_argument(
-        "--force", action="store_true", help="replace an existing --out (and --save-keras) file"
+        "--force",
+        action="store_true",
+        help="replace an existing --out file"
+        + (" (and --save-keras file)" if data_required else ""),  # prune and qat have it
     )
     p.add_argument(
         "--trust-model-code",
