@@ -235,6 +235,23 @@ def save_json(path: PathLike, obj: Any, what: str, indent: int | None = 2) -> No
         raise UserError(f"cannot write {what} {os.fspath(path)}: {first_line(exc)}") from None
 
 
+def check_output_file(path: PathLike, lead: str, param: str | None = None) -> None:
+    """UserError ("LEAD: ...", naming `param`) unless `path` can be a file to write: not a
+    folder (nor spelled as one, "out/"), and no existing file where one of its folders should
+    be (found after the work, such an output was lost). Missing folders are fine: made later."""
+    p = Path(path)
+    if names_folder(path):
+        raise UserError(
+            f"{lead}: names a folder (it ends in /, so it is a folder name); give a file name",
+            param=param,
+        )
+    if p.is_dir():
+        raise UserError(f"{lead}: is a folder; give a file name", param=param)
+    up = next((q for q in p.parents if q.exists()), None)
+    if up is not None and not up.is_dir():
+        raise UserError(f"{lead}: {up} is not a folder", param=param)
+
+
 # ---- outputs against inputs -------------------------------------------------------------
 
 

@@ -476,6 +476,18 @@ def _recipes(env: dict):
     return run(["bash", ROOT / "export" / "trtexec_recipes.sh"], env=env, timeout=60)
 
 
+def _int8_calib_env(model: Path, cache: Path, exe: Path, **more) -> dict:
+    """The environment of `RECIPE=int8-calib` for MODEL, CALIB_CACHE and EDGE_FER (+ `more`)."""
+    return dict(
+        os.environ,
+        MODEL=str(model),
+        RECIPE="int8-calib",
+        CALIB_CACHE=str(cache),
+        EDGE_FER=str(exe),
+        **{k: str(v) for k, v in more.items()},
+    )
+
+
 def test_trtexec_recipes_dry_run(tmp_path):
     env = dict(
         os.environ,
@@ -642,15 +654,7 @@ def test_trtexec_recipes_int8_calib_cache_made_for_the_trtexec(tmp_path, banner,
     cache = ROOT / "calibration" / "fer_default" / "calib.cache"
     original = cache.read_bytes()
     assert original.startswith(b"TRT-100300-EntropyCalibration2\n")
-    env = dict(
-        os.environ,
-        MODEL=str(model),
-        RECIPE="int8-calib",
-        CALIB_CACHE=str(cache),
-        TRTEXEC=str(trtexec),
-        EDGE_FER=str(_edge_fer_with_python(tmp_path)),
-    )
-    r = _recipes(env)
+    r = _recipes(_int8_calib_env(model, cache, _edge_fer_with_python(tmp_path), TRTEXEC=trtexec))
     assert r.returncode == 0, r.stdout + r.stderr
     copy = tmp_path / "fer.int8.engine.calib"
     call, first = log.read_text().splitlines()
@@ -674,15 +678,8 @@ def test_trtexec_recipes_int8_calib_without_edge_fer_python(tmp_path):
     model.write_bytes(b"onnx")
     cache = tmp_path / "in.cache"
     cache.write_text("TRT-100300-EntropyCalibration2\ninput: 3c810204\n")
-    env = dict(
-        os.environ,
-        MODEL=str(model),
-        RECIPE="int8-calib",
-        CALIB_CACHE=str(cache),
-        TRTEXEC=str(trtexec),
-        EDGE_FER=str(exe),
-        PATH=f"{exe.parent}{os.pathsep}{os.environ['PATH']}",
-    )
+    path = f"{exe.parent}{os.pathsep}{os.environ['PATH']}"
+    env = _int8_calib_env(model, cache, exe, TRTEXEC=trtexec, PATH=path)
     r = _recipes(env)
     assert r.returncode == 0, r.stdout + r.stderr
     assert (tmp_path / "fer.int8.engine.calib").read_text() == (
@@ -704,9 +701,7 @@ def test_trtexec_recipes_int8_calib_refusals(tmp_path):
     model.write_bytes((ROOT / "edge_fer" / "assets" / "fer_default.onnx").read_bytes())
     cache = ROOT / "calibration" / "fer_default" / "calib.cache"
     exe = _edge_fer_with_python(tmp_path)
-    base = dict(
-        os.environ, MODEL=str(model), RECIPE="int8-calib", CALIB_CACHE=str(cache), EDGE_FER=str(exe)
-    )
+    base = _int8_calib_env(model, cache, exe)
 
     def refused(env, words):
         r = _recipes(env)

@@ -372,16 +372,11 @@ def _check_eval_outputs(args) -> None:
     """--out and --card before the scan (a missing folder, a folder, a file in the way were a
     traceback after the whole evaluation), and --card's --run."""
     from edge_fer.errors import UserError
-    from edge_fer.fileio import names_folder
 
     for flag, path in (("--out", args.out), ("--card", args.card)):
         if not path:
             continue
-        if names_folder(path) or Path(path).is_dir():
-            raise UserError(f"{flag} {path}: is a folder; give a file name")
-        up = next((q for q in Path(path).parents if q.exists()), None)
-        if up is not None and not up.is_dir():
-            raise UserError(f"{flag} {path}: {up} is not a folder")
+        fileio.check_output_file(path, f"{flag} {path}")
     if args.card and not args.run:
         raise UserError("--card needs --run DIR (the train-cascade output folder)")
 

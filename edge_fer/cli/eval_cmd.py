@@ -247,14 +247,8 @@ def _check_outputs(args, png: str | None) -> None:
     outputs = [("--json", args.json_out if args.json_out != "-" else None), (png_name, png)]
     for name, path in outputs:  # said now, not after the work (missing folders are made)
         # "reports/" named a folder, and a file "reports" (and "reports.png") was written
-        if path and fileio.names_folder(path):
-            raise UserError(f"{name} {path}: names a folder (it ends in /); give a file name")
-        p = Path(path) if path else None
-        if p is not None and p.is_dir():
-            raise UserError(f"{name} {p}: is a folder, expected a file name")
-        for q in p.parents if p is not None else ():
-            if q.exists() and not q.is_dir():
-                raise UserError(f"{name} {p}: {q} is not a folder")
+        if path:
+            fileio.check_output_file(path, f"{name} {path}")
     if args.latency_samples < 0:
         raise UserError(
             f"--latency-samples must be >= 0 (0: no timing), got {args.latency_samples}"

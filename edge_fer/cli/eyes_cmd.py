@@ -60,18 +60,12 @@ def _check(args) -> None:
             raise UserError("must be >= 0", param=name)
     # before anything is learned or written: the model and the report never replace the
     # dataset's files, the model measured, or each other (the landmark file was overwritten)
-    import os
-
-    from edge_fer.fileio import check_collisions, check_outside, names_folder
+    from edge_fer.fileio import check_collisions, check_output_file, check_outside
 
     outputs = [("--report", args.report)] + ([] if args.evaluate else [("--out", args.out)])
     for flag, path in outputs:
-        if path and (names_folder(path) or os.path.isdir(path)):
-            raise UserError(f"{flag} {path}: is a folder; give a file name")
-        # a file where a folder should be is said now: the model was learned, then lost
-        up = next((q for q in Path(path).parents if q.exists()), None) if path else None
-        if up is not None and not up.is_dir():
-            raise UserError(f"{flag} {path}: {up} is not a folder")
+        if path:  # (a file where a folder should be: the model was learned, then lost)
+            check_output_file(path, f"{flag} {path}")
     check_collisions(outputs, [("--evaluate", args.evaluate)])
     check_outside(outputs, args.data, "--data", "it would replace the dataset's files")
 

@@ -70,16 +70,14 @@ def average_checkpoints(
     the checkpoint, `find_recorded`), or `data` and `extra_train` instead. UserError naming the
     file or parameter for anything that does not fit, before anything is written."""
     from edge_fer.export.onnx import load_trained
-    from edge_fer.fileio import check_collisions, names_folder
+    from edge_fer.fileio import check_collisions, check_output_file
     from edge_fer.metrics import classification_report
     from edge_fer.train.checkpoint import read_state, read_weights, save_checkpoint
     from edge_fer.train.precise_bn import precise_bn
     from edge_fer.train.trainer import TrainConfig, load_splits, predict, prepare_faces
 
     paths = [Path(p) for p in paths]
-    if names_folder(out):
-        raise UserError(f"{os.fspath(out)}: names a folder (it ends in /); give the averaged "
-                        "checkpoint's file name", param="out")  # fmt: skip
+    check_output_file(out, os.fspath(out), param="out")  # (before Path() drops a final /)
     out = Path(out)
     if not paths:
         raise UserError("needs at least one checkpoint", param="checkpoints")
@@ -87,12 +85,6 @@ def average_checkpoints(
         raise UserError("must be >= 2 faces: averaged weights need measured statistics",
                         param="faces")  # fmt: skip
     check_threads(threads, zero="torch's default")
-    if out.is_dir():
-        raise UserError(f"{out}: is a folder; give the averaged checkpoint's file name",
-                        param="out")  # fmt: skip
-    up = next((q for q in out.parents if q.exists()), None)
-    if up is not None and not up.is_dir():
-        raise UserError(f"{out}: {up} is not a folder", param="out")
     check_collisions([("--out", out)], [("a checkpoint", p) for p in paths])
     for p in paths:
         if not p.is_file():
