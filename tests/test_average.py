@@ -4,6 +4,7 @@ average`): real faces from ../shared, real training for a few batches on one thr
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -199,3 +200,23 @@ def test_a_runs_relative_folders_are_found_from_elsewhere(data, tmp_path, monkey
     assert lines[0].startswith("edge-fer average: error: --extra-train data/extra: "), lines
     p = run_cli(*avg, "avg2.safetensors", "--extra-train", "moved", cwd=tmp_path)
     assert p.returncode == 0, p.stderr[-2000:]
+
+
+def test_average_names_same_named_checkpoints_apart(run, tmp_path) -> None:
+    """Checkpoints of one name from two folders (two runs' averaged.safetensors) were reported
+    as the same name twice; they are now told apart by their folders, and no local absolute
+    path is recorded."""
+    out, _ = run
+    snaps = sorted((out / "snapshots").glob("*.safetensors"))
+    for sub, snap in zip(("runA", "runB"), snaps):
+        (tmp_path / sub).mkdir()
+        shutil.copy(snap, tmp_path / sub / "averaged.safetensors")
+    srcs = [str(tmp_path / s / "averaged.safetensors") for s in ("runA", "runB")]
+    p = run_cli("average", *srcs, "--out", str(tmp_path / "a.safetensors"),
+                "--faces", "16", "--threads", "1")  # fmt: skip
+    assert p.returncode == 0, p.stderr[-2000:]
+    rep = json.loads(p.stdout.strip().splitlines()[-1])
+    assert rep["checkpoints"] == ["runA/averaged.safetensors", "runB/averaged.safetensors"]
+    from edge_fer.export.onnx import load_trained
+
+    assert load_trained(tmp_path / "a.safetensors")[2]["averaged_from"] == rep["checkpoints"]

@@ -656,6 +656,23 @@ def test_eval_detector_outputs_are_checked_before_the_scan(tmp_path, capsys):
     assert not (tmp_path / "c.md").exists() and (tmp_path / "afile").read_text() == "mine"
 
 
+def test_eval_detector_checks_a_hand_edited_state_before_reading_data(tmp_path, capsys):
+    """A --run state.json that is an object but not a train-cascade state (a stage row without
+    its fields, options that are not an object) was found only when the card was written,
+    after the whole scan; it is now refused first: here, before the (empty) box file."""
+    empty = tmp_path / "empty.txt"
+    empty.write_text("")
+    for i, state in enumerate(({"stages": [{"stage": 1}]}, {"options": [1]}, {"stages": 3})):
+        run = tmp_path / f"run{i}"
+        run.mkdir()
+        (run / "state.json").write_text(json.dumps(state))
+        argv = _eval_detector_argv(empty, "--card", tmp_path / "c.md", "--run", run)
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and "is not a train-cascade state" in err, (state, err)
+    assert not (tmp_path / "c.md").exists()
+
+
 def test_eval_detector_skips_a_box_outside_its_image(tmp_path, capsys):
     """train-cascade skips (and reports) a box whose centre lies outside the image; the
     evaluation counted it as a face no scan could find."""

@@ -348,19 +348,13 @@ def compare(cand: dict, ref: dict, fppi: float = 0.5) -> dict:
     return out
 
 
-def model_card(state: dict, result: dict, command: str, name: str = "face cascade") -> str:
-    """Markdown model card of a learned cascade: command, data, seed, time, metrics."""
+def training_lines(state: dict, command: str) -> list[str]:
+    """The card's training section, from train-cascade's state.json alone (so eval-detector
+    can check a hand-edited state before its scan: KeyError/TypeError/ValueError/AttributeError
+    mean the state is not one)."""
     opts = state.get("options", {})
     data = state.get("data", {})
-    c = result["cascade"]
     lines = [
-        f"# {name}",
-        "",
-        (
-            f"A pico cascade (depth {c['tdepth']}, {c['ntrees']} trees in {state.get('stage')} "
-            "stages) learned with `edge-fer train-cascade` (Markus et al. 2013, arXiv 1305.4537)."
-        ),
-        "",
         "## Training",
         "",
         f"- command: `{command}`",
@@ -385,6 +379,22 @@ def model_card(state: dict, result: dict, command: str, name: str = "face cascad
             f"{r['stage_fpr']:.3f} | {r['cascade_fpr_before']:.2e} | {r['negatives']} | "
             f"{r['seconds']:.0f} |"
         )
+    return lines
+
+
+def model_card(state: dict, result: dict, command: str, name: str = "face cascade") -> str:
+    """Markdown model card of a learned cascade: command, data, seed, time, metrics."""
+    c = result["cascade"]
+    lines = [
+        f"# {name}",
+        "",
+        (
+            f"A pico cascade (depth {c['tdepth']}, {c['ntrees']} trees in {state.get('stage')} "
+            "stages) learned with `edge-fer train-cascade` (Markus et al. 2013, arXiv 1305.4537)."
+        ),
+        "",
+        *training_lines(state, command),
+    ]
     lines += [
         "",
         (

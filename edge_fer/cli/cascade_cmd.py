@@ -347,14 +347,7 @@ def run_eval(args) -> int:
         result["reference"] = ev.evaluate_cascade(ref, imgs, faces, bgs, params, **kw)
         result["comparison"] = ev.compare(result["cascade"], result["reference"], 0.5)
     if state is not None:
-        cmd = state.get("command") or "(see docs/cascade.md)"
-        try:
-            card = ev.model_card(state, result, cmd)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited state
-            raise UserError(
-                f"--run {args.run}: its state.json is not a train-cascade state "
-                f"({type(exc).__name__}: {exc})"
-            ) from None
+        card = ev.model_card(state, result, _card_command(state))
         _write_output("--card", args.card, lambda path: fileio.write_text(path, card + "\n"))
     if args.out:
         _write_output("--out", args.out, lambda path: fileio.save_json(path, result, "--out", 1))
@@ -381,8 +374,14 @@ def _check_eval_outputs(args) -> None:
         raise UserError("--card needs --run DIR (the train-cascade output folder)")
 
 
+def _card_command(state: dict) -> str:
+    return state.get("command") or "(see docs/cascade.md)"
+
+
 def _read_run_state(run: str) -> dict:
-    """--run's state.json, which must be a JSON object (a list was an AttributeError)."""
+    """--run's state.json, which must be a JSON object (a list was an AttributeError) that
+    gives the card's training section (checked here, before the scan, not after it)."""
+    from edge_fer.cascade_train import evaluate as ev
     from edge_fer.errors import UserError
 
     path = Path(run) / "state.json"
@@ -392,6 +391,13 @@ def _read_run_state(run: str) -> dict:
         raise UserError(f"--run {run}: cannot read {path} ({fileio.first_line(exc)})") from None
     if not isinstance(state, dict):
         raise UserError(f"--run {run}: {path} is not a train-cascade state (not a JSON object)")
+    try:
+        ev.training_lines(state, _card_command(state))
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:  # a hand-edited state
+        raise UserError(
+            f"--run {run}: its state.json is not a train-cascade state "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
     return state
 
 

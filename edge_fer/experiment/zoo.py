@@ -141,7 +141,11 @@ def _bundled_epochs(path) -> str:
     try:
         prov = json.loads(onnx_metadata(path).get("edge_fer.provenance") or "{}")
         best, planned = prov.get("best_epoch"), (prov.get("config") or {}).get("epochs")
-        averaged = [int(re.sub(r"\D", "", n)) for n in prov.get("averaged_from") or []]
+        # a run's epochs ("epoch_101.safetensors"); an average of other checkpoints has none
+        found = [
+            re.fullmatch(r"epoch_(\d+)\.safetensors", n) for n in prov.get("averaged_from") or []
+        ]
+        averaged = [int(m.group(1)) for m in found] if all(found) else []
     except (UserError, ValueError, AttributeError, TypeError):  # unreadable: the card says
         best = planned = None
         averaged = []

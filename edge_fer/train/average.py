@@ -146,7 +146,7 @@ def average_checkpoints(
     rep = classification_report(probs, val_set.labels, val_set.classes)
     report = {
         "out": str(out),
-        "checkpoints": [p.name for p in paths],
+        "checkpoints": _names(paths),
         "batch_norms_measured": n,
         "val_split": val_name,
         "val_acc": round(float(rep["accuracy"]), 4),
@@ -165,3 +165,22 @@ def average_checkpoints(
         file=sys.stderr,
     )
     return report
+
+
+def _names(paths: list[Path]) -> list[str]:
+    """How the report and the averaged checkpoint name their sources: file names when they
+    share a folder (a run's epochs), else portable paths (two runs' averaged.safetensors were
+    the same name twice)."""
+    from edge_fer.fileio import portable_path
+
+    if len({p.resolve().parent for p in paths}) <= 1:
+        return [p.name for p in paths]
+    names = [portable_path(p) for p in paths]
+    # outside the working folder portable_path keeps the name alone: then as many trailing
+    # folders as tell them apart, never the whole local path (the same file twice stays twice)
+    full = [p.resolve().parts for p in paths]
+    for k in range(2, max(len(f) for f in full)):
+        if len(set(names)) == len(names):
+            break
+        names = ["/".join(f[-min(k, len(f) - 1) :]) for f in full]
+    return names
