@@ -91,3 +91,17 @@ def test_a_log_row_without_its_checkpoint_is_dropped_on_resume(tmp_path, faces) 
     _train(faces, out, 5, resume=True)
     assert [r[0] for r in _rows(out)] == ["1", "2", "3", "4", "5"]
     assert _rows(out)[:4] == before  # epoch 4 again, the same (a resume repeats it exactly)
+
+
+def test_weights_of_another_architecture_say_which_keys(tmp_path) -> None:
+    """A checkpoint that does not fit the model names what differs; the message was torch's
+    first line alone ("Error(s) in loading state_dict for Sequential:"), the same every time."""
+    from edge_fer.errors import UserError
+
+    path = tmp_path / "best.safetensors"
+    save_checkpoint(path, _net(torch.float32), None, {})
+    other = torch.nn.Sequential(torch.nn.Linear(4, 5))
+    with pytest.raises(UserError, match="weights do not fit") as err:
+        load_checkpoint(path, other)
+    msg = str(err.value)
+    assert "Unexpected key(s)" in msg and "1.running_mean" in msg and "\n" not in msg

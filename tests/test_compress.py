@@ -247,6 +247,12 @@ def test_qat_exports_qdq_close_to_torch(setup, tmp_path) -> None:
     sess = ort.InferenceSession(res["qat_onnx"], so, providers=["CPUExecutionProvider"])
     got = sess.run(None, {"input": x})[0]
     assert np.abs(got - ref).max() <= 1e-2
+    # export, average and the studies take FP32 checkpoints: a QAT one is named as such (it
+    # was "weights do not fit this architecture (Error(s) in loading state_dict for VGGFER:)")
+    from edge_fer.export.onnx import load_trained
+
+    with pytest.raises(UserError, match=r"quantization-aware \(QAT\) checkpoint.*qat\.onnx"):
+        load_trained(res["checkpoint"])
 
 
 def test_tensorrt_layout_is_symmetric_int8(setup, tmp_path) -> None:

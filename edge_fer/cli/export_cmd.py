@@ -341,7 +341,7 @@ def _int8(args, model) -> int:
     for c in res["checks"]:
         verdict = "ok" if c["ok"] else "FAILED"
         print(
-            f"  check {c['model']}: {-c['accuracy_drop_points']:+.2f} accuracy points vs FP32 "
+            f"  check {c['model']}: {0.0 - c['accuracy_drop_points'] + 0.0:+.2f} accuracy points vs FP32 "
             f"(limit -{c['max_drop_points']}): {verdict}"
         )
     if not res["ok"]:

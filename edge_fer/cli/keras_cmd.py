@@ -95,7 +95,7 @@ def _common(p, data_required: bool) -> None:
     )
 
 
-def _training(p, lr: float) -> None:
+def _training(p, lr: float, keras_formats: str) -> None:
     t = p.add_argument_group("fine-tuning")
     t.add_argument("--epochs", type=int, default=1, help="passes over the training faces")
     t.add_argument("--batch-size", type=int, default=64, help="faces per step")
@@ -105,7 +105,7 @@ def _training(p, lr: float) -> None:
                    help="fine-tune on this many faces (a random subset) [default: all]")
     t.add_argument("--seed", type=int, default=0, help="seed of the subset and the training")
     t.add_argument("--save-keras", default=None, metavar="PATH",
-                   help="also save the compressed Keras model here (.h5 or .keras)")
+                   help=f"also save the compressed Keras model here ({keras_formats})")
     # fmt: on
     t.add_argument("--quiet", action="store_true", help="no per-epoch training lines")
 
@@ -142,7 +142,7 @@ def register(sub) -> None:
     pr.add_argument("--freeze-bn", action="store_true",
                     help="keep the batch-norm statistics fixed during fine-tuning")
     # fmt: on
-    _training(pr, lr=1e-4)
+    _training(pr, lr=1e-4, keras_formats=".h5 or .keras")
     pr.set_defaults(func=_filtered(run_prune))
 
     # fmt: off
@@ -154,7 +154,9 @@ def register(sub) -> None:
                       epilog=EPILOG, formatter_class=fmt)
     # fmt: on
     _common(q, data_required=True)
-    _training(q, lr=1e-5)
+    _training(
+        q, lr=1e-5, keras_formats=".h5; tf-keras cannot load its quantize layers back from .keras"
+    )
     q.set_defaults(func=_filtered(run_qat))
 
     def no_action(args) -> int:

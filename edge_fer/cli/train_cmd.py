@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 
 from edge_fer.cli.common import HelpFormatter, thread_count
@@ -143,7 +142,13 @@ def register(sub) -> None:
         "with its held-out score (0: off)",
     )
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
-    p.add_argument("--max-batches", type=int, default=0, help=argparse.SUPPRESS)
+    p.add_argument(
+        "--max-batches",
+        type=int,
+        default=0,
+        metavar="N",
+        help="end each epoch after N batches: a quick check of a recipe (default 0: all)",
+    )
     p.set_defaults(func=run)
 
     # fmt: off

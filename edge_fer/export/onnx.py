@@ -105,6 +105,11 @@ def load_trained(ckpt_path: str | os.PathLike):
     if not p.is_file():
         raise UserError(f"{p}: no such checkpoint file")
     state = read_state(p)
+    if state.get("quantization"):  # fake-quant layers: not the zoo model its config names
+        raise UserError(
+            f"{p}: is a quantization-aware (QAT) checkpoint; its INT8 model is the qat.onnx "
+            "`edge-fer qat` wrote beside it; give the FP32 checkpoint it started from"
+        )
     model, spec = model_from_state(state, p)
     load_checkpoint(p, model)
     model.eval()

@@ -446,11 +446,23 @@ def count_params(model) -> int:
         if isinstance(inner, keras.Model):
             n += count_params(inner)
             continue
-        for w in inner.weights:
-            if "moving_mean" in w.name or "moving_variance" in w.name:
+        # a wrapper reloaded from .h5 (QuantizeWrapperV2) holds its layer's kernel itself and
+        # the layer none, so a wrapper's own variables are read, less its bookkeeping
+        wrapped = inner is not layer
+        names: set[str] = set()
+        for w in layer.weights if wrapped else inner.weights:
+            base = w.name.rsplit("/", 1)[-1].split(":")[0]
+            if base in ("moving_mean", "moving_variance") or w.name in names:
                 continue
+            if wrapped and (base in _WRAPPER_VARS or base.endswith(("_min", "_max"))):
+                continue
+            names.add(w.name)
             n += int(np.prod(w.shape))
     return n
+
+
+# tfmot's variables beside the wrapped layer's weights (quantizer ranges end in _min/_max)
+_WRAPPER_VARS = ("optimizer_step", "pruning_step", "mask", "threshold")
 
 
 def count_macs(model) -> int:

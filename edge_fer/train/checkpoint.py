@@ -57,14 +57,23 @@ def read_weights(path: Path) -> dict:
     return model_part(read_tensors(path))
 
 
+def _mismatch(exc: RuntimeError) -> str:
+    """torch's first reason, on one line: its first line only names the class ("Error(s) in
+    loading state_dict for VGGFER:"); the next says which keys are missing or differ."""
+    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+    why = lines[1] if len(lines) > 1 else (lines[0] if lines else type(exc).__name__)
+    return why if len(why) <= 200 else why[:197] + "..."
+
+
 def load_checkpoint(path: Path, model, optimizer=None) -> dict:
     tensors = read_tensors(path)
     sd = model_part(tensors)
     try:
         model.load_state_dict(sd)
     except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise UserError(f"{path}: weights do not fit this architecture ({first})") from None
+        raise UserError(
+            f"{path}: weights do not fit this architecture ({_mismatch(exc)})"
+        ) from None
     if optimizer is not None:
         params = [p for g in optimizer.param_groups for p in g["params"]]
         for i, p in enumerate(params):
