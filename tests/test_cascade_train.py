@@ -375,6 +375,7 @@ def test_no_positives_is_a_user_error(tmp_path, capsys):
     assert rc == 2
     assert err.startswith("edge-fer train-cascade: error: no positives") and err.count("\n") == 1
     assert "box of size zero" in err and "image file missing" in err
+    assert not (tmp_path / "run").exists()  # no run was started (an empty folder was left)
 
 
 @needs_shared

@@ -56,6 +56,8 @@ def test_unknown_study_and_bad_flags(tmp_path, capsys) -> None:
         (["compression", "--no-bundled"], "--no-bundled is for the architectures study"),
         (["architectures", "--variants", "7"], "--variants is for the grouping, preprocessing"),
         (["architectures", "--arch", "vgg"], "--arch is for the other studies"),
+        # at its default too (it trained the whole zoo without a word)
+        (["architectures", "--arch", "cnn4"], "--arch is for the other studies"),
     ):
         rc, _, err = run(capsys, *argv, "--data", tmp_path, "--out", tmp_path / "o")
         one_line_error(rc, err, needle)

@@ -65,6 +65,27 @@ def test_a_folder_of_photos_is_annotated_photo_by_photo(photos, tmp_path, capsys
     assert rc == 0, err
 
 
+def test_events_and_summary_may_go_into_the_new_out_folder(photos, tmp_path, capsys):
+    """`--out NEW/ --summary NEW/s.json` was refused ("folder NEW does not exist") though run
+    makes NEW first; another missing folder still is refused."""
+    out = tmp_path / "new"
+    argv = ["run", str(photos), "--out", f"{out}/", "--summary", str(out / "s.json"),
+            "--events", str(out / "e.jsonl"), "--quiet"]  # fmt: skip
+    rc, _, err = _run(argv, capsys)
+    assert rc == 0, err
+    assert json.loads((out / "s.json").read_text())["faces"] >= 3
+    assert len((out / "e.jsonl").read_text().splitlines()) == 3
+    # listed in the marker, so a second run may write the folder again
+    rc, _, err = _run(argv, capsys)
+    assert rc == 0, err
+    other = tmp_path / "other"
+    argv = ["run", str(photos), "--out", f"{tmp_path / 'new2'}/", "--summary",
+            str(other / "s.json"), "--quiet"]  # fmt: skip
+    rc, _, err = _run(argv, capsys)
+    assert rc == 2 and "does not exist" in err and not other.exists()
+    assert not (tmp_path / "new2").exists()
+
+
 def test_one_photo_gives_one_image_and_a_video_needs_a_folder(photos, tmp_path, capsys):
     one = tmp_path / "one.png"
     rc, _, err = _run(["run", str(photos / "b.png"), "--out", str(one), "--quiet"], capsys)

@@ -365,3 +365,7 @@ def test_summary_every_rewrites_the_summary_while_the_run_goes_on(tmp_path, caps
     assert capsys.readouterr().err.strip() == (
         "edge-fer run: error: --summary-every needs a summary file to rewrite (--summary)"
     )
+    # "-" was named by the path it stands for, which the user never typed
+    assert main(["run", clip, "--summary", "-", "--summary-every", "5"]) == 2
+    err = capsys.readouterr().err
+    assert "--summary is standard output" in err and "/dev/stdout" not in err, err

@@ -8,7 +8,7 @@ import json
 
 import cv2
 import pytest
-from paths import PICO, WEBFACES
+from paths import ASSETS, PICO, WEBFACES
 
 from edge_fer.cli.main import main
 from edge_fer.detect.config import MEMORY, CascadeSettings, DetectorOptions, resolve
@@ -65,6 +65,12 @@ def test_photos_are_found_as_edge_fer_detect_finds_them(tmp_path, capsys) -> Non
         "face_default.pico",
         "face_lowres.pico",
     ]
+    # with the values each used: the summary gave face_default.pico's for all of them
+    used = {d["cascade"].rsplit("/", 1)[-1]: d for d in s["detectors"]}
+    for name in ("face_default.pico", "face_lowres.pico"):
+        want = CascadeSettings.for_cascade(ASSETS / name)
+        assert used[name]["verifier"]["min_prob"] == want.verifier_min_prob
+        assert used[name]["detector"]["threshold"] == want.threshold
 
     # the 5-frame pooled threshold, as run used for photos before (memory cleared per photo):
     # an explicit --memory wins, and it misses faces the single-image threshold finds

@@ -322,6 +322,19 @@ def test_no_training_batch_of_one_face(capsys, faces, tmp_path) -> None:
     assert "mini_xception" in lines[0] and not out1.exists(), lines
 
 
+def test_odd_batches_train(faces, tmp_path) -> None:
+    """mini_xception in batches of 3 (channels-last on the CPU, as the trainer runs it) killed
+    the process in torch 2.13's oneDNN backward (SIGSEGV or "double free") with 2 threads; a child process,
+    so that a crash fails this test rather than the test run."""
+    from processes import run_cli
+
+    out = tmp_path / "run"
+    p = run_cli("train", "--arch", "mini_xception", "--data", str(faces), "--out", str(out),
+                "--epochs", "1", "--batch-size", "3", "--max-batches", "3", "--threads", "2")  # fmt: skip
+    assert p.returncode == 0, (p.returncode, p.stderr[-2000:])
+    assert (out / "best.safetensors").is_file()
+
+
 def test_an_early_stopped_run_stays_stopped_on_resume(capsys, faces, tmp_path) -> None:
     """Each --resume of a run that early stopping ended trained one more epoch and rewrote
     its checkpoints and result; a run that ended at --epochs says there is nothing to train."""

@@ -473,7 +473,12 @@ def train(
     except OSError as exc:
         raise UserError(f"cannot create {out}: {exc.strerror or exc}") from None
 
-    data = load_data(cfg, log)
+    try:
+        data = load_data(cfg, log)
+    except BaseException:  # no positives, Ctrl-C while reading: no run was started in OUT
+        if created:
+            shutil.rmtree(out, ignore_errors=True)  # this run's own folder, nothing in it yet
+        raise
     pix, off, H, W = data.store.arrays()
 
     if state is None:

@@ -134,7 +134,8 @@ def register(sub) -> None:
         "--max-draws",
         type=float,
         default=2e10,
-        help="windows tried per stage when mining negatives",
+        help="windows tried per stage when mining negatives; checked after each batch of "
+        "256 windows in each of the 16 lanes, so a stage may try up to 4,096 more",
     )
     p.add_argument("--val-fraction", type=float, default=0.1)
     p.add_argument("--bg-val-fraction", type=float, default=0.1)

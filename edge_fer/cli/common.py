@@ -31,6 +31,8 @@ class HelpFormatter(argparse.HelpFormatter):
 def _has_default(action: argparse.Action) -> bool:
     # by identity: a default of 0 is worth showing, and 0 == False
     d = action.default
+    if isinstance(d, (list, tuple)) and not d:  # an empty repeatable option: "(default: [])"
+        return False
     return not (d is None or d is False or d is argparse.SUPPRESS)
 
 

@@ -23,9 +23,11 @@ GREEN = (0, 255, 0)
 def register(subparsers: argparse._SubParsersAction) -> None:
     # fmt: off
     p = subparsers.add_parser("detect", help="find faces in images or videos (pico cascade)",
-                              description="Find faces with a pico cascade. Prints one line per "
-                              'image (per frame for a video); with --json, JSON Lines {"path", '
-                              '"faces": [{"x","y","w","h","score"}]} (plus "frame" for videos).')
+                              description="Find faces with a pico cascade. Prints, per image, a line "
+                              "with its face count and one line per face; per video, one line of "
+                              'frame counts. With --json, JSON Lines {"path", "faces": '
+                              '[{"x","y","w","h","score"}]}, one per image and per video frame '
+                              '(plus "frame").')
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_VIDEO",
                    help="image or video files; a folder or a quoted glob stands for its images")
     p.add_argument("--threads", type=positive_thread_count, metavar="N", help="CPU threads (default: all)")

@@ -13,11 +13,20 @@ STUDY_HELP = (
 )
 
 
-def _field_flag(p, owner: type, name: str, text: str) -> None:
+def _field_flag(p, owner: type, name: str, text: str, unset: bool = False) -> None:
     """The flag of a field of the study's `Budget` or `Options` (edge_fer.experiment.runs): its
-    type and default are the field's, and `run` passes it back under the same name."""
+    type and default are the field's, and `run` passes it back under the same name. unset:
+    the flag's value is None when not given (so a study it is not for can refuse it even at
+    the default value), and `run` puts the field's default in."""
     default = getattr(owner, name)
-    p.add_argument("--" + name.replace("_", "-"), type=type(default), default=default, help=text)
+    if unset:
+        text += f" [default: {default}]"
+    p.add_argument(
+        "--" + name.replace("_", "-"),
+        type=type(default),
+        default=None if unset else default,
+        help=text,
+    )
 
 
 def register(sub) -> None:
@@ -48,7 +57,7 @@ def register(sub) -> None:
     _field_flag(p, Budget, "lr", "peak SGD learning rate")
     _field_flag(p, Budget, "seed", "seed of samples, splits and training")
     _field_flag(p, Budget, "threads", "torch threads (0: torch's default)")
-    _field_flag(p, Options, "arch", "architecture of the other studies")
+    _field_flag(p, Options, "arch", "architecture of the other studies", unset=True)
     p.add_argument(
         "--archs",
         default=None,
@@ -120,6 +129,9 @@ def run(args) -> int:
         raise UserError(f"--archs: {', '.join(bad)} not in the zoo ({', '.join(ZOO)})")
     from edge_fer.models import list_models
 
+    if args.study == "architectures" and args.arch is not None:
+        raise UserError("--arch is for the other studies; the architectures study takes --archs")
+    args.arch = args.arch or Options.arch
     if args.arch not in list_models():
         raise UserError(f"--arch {args.arch!r} is not in the zoo ({', '.join(list_models())})")
     if args.runs is not None and args.study != "architectures":
@@ -131,8 +143,6 @@ def run(args) -> int:
                 raise UserError(f"{flag} is for the architectures study")
     if args.variants and args.study not in ("grouping", "preprocessing", "channels"):
         raise UserError("--variants is for the grouping, preprocessing and channels studies")
-    if args.study == "architectures" and args.arch != args._parser.get_default("arch"):
-        raise UserError("--arch is for the other studies; the architectures study takes --archs")
     if args.runs is not None and not Path(args.runs).is_dir():
         raise UserError(f"--runs {args.runs}: no such folder")
     opts = Options(

@@ -258,9 +258,13 @@ def check_run_options(opts: RunOptions) -> None:
         if not opts.summary:
             raise UserError("needs a summary file to rewrite (--summary)", param="summary_every")
         if fileio.is_stream(opts.summary):  # a reader would get one summary after another
+            what = (  # "-" was given as /dev/stdout (cli.options.stdout_path)
+                "--summary is standard output"
+                if opts.summary in fileio.STDOUT_NAMES
+                else f"--summary {opts.summary} is a device or a pipe"
+            )
             raise UserError(
-                f"needs a file to rewrite; --summary {opts.summary} is standard output, a device "
-                "or a pipe (the summary is written there once, at the end)",
+                f"needs a file to rewrite; {what} (the summary is written there once, at the end)",
                 param="summary_every",
             )
     if opts.preview_port is not None:
@@ -330,9 +334,10 @@ def _run_video(
     out_kind, out_names = _annotated_output(opts, spec)
     outputs = [("--out", opts.out), ("--events", opts.events), ("--summary", opts.summary)]
     out_what = "annotated image" if out_kind == "image" else "video"  # (was "video" for both)
+    made = opts.out if out_kind == "folder" else None  # a new --out folder may hold the others
     for (_, path), what in zip(outputs, (out_what, "events file", "summary")):
         if path and not (what == "video" and out_kind == "folder"):
-            check_writable(path, what)
+            check_writable(path, what, made)
     if out_kind == "folder":  # each annotated photo against every input
         from edge_fer.runtime.image_out import is_frame_name, is_marker
 
@@ -448,9 +453,15 @@ def _run_video(
                 name = str(r.cascade) if r.cascade else None
                 if name and name not in info["cascades"]:
                     info["cascades"].append(name)
+                    info["detectors"].append(
+                        {"cascade": name, "detector": r.summary(), "verifier": _verifier_info(r)}
+                    )
                 return r, det
 
-            info["cascades"] = []  # those that scanned a photo
+            # those that scanned a photo, and the values each used ("detector" and "verifier"
+            # above are the first photo's: a small photo gets face_lowres.pico at 0.5)
+            info["cascades"] = []
+            info["detectors"] = []
         tracker = IoUTracker(
             iou_threshold=opts.tracker.iou,
             min_hits=1 if stills else opts.tracker.min_hits,
@@ -569,12 +580,16 @@ def format_summary(s: dict) -> str:
         f"source   {src.get('uri')}  ({src.get('width')}x{src.get('height')}, "
         f"{src.get('kind')}{', live' if src.get('live') else ''})  [{state}]"
     )
-    if s.get("cascade"):  # which detector ran: it differs by frame size
-        ver = s.get("verifier")
-        lines.append(
-            f"detector {Path(s['cascade']).name}"
-            + (f" + {Path(ver['path']).name} (min prob {ver['min_prob']:g})" if ver else "")
-        )
+    if s.get("cascade"):  # which detector ran: it differs by frame size (photos: each its own)
+        used = s.get("detectors") or [s]
+
+        def named(d: dict) -> str:
+            ver = d.get("verifier")
+            return f"{Path(d['cascade']).name}" + (
+                f" + {Path(ver['path']).name} (min prob {ver['min_prob']:g})" if ver else ""
+            )
+
+        lines.append("detector " + "; ".join(named(d) for d in used))
     lines.append(
         f"frames   {s['frames']}  with faces {s['frames_with_faces']}  "
         f"(detections on {s['frames_with_detections']})  faces {s['faces']}  "

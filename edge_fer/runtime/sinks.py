@@ -33,9 +33,20 @@ from edge_fer.errors import UserError
 # ---- paths -----------------------------------------------------------------------------------
 
 
-def check_writable(path: str | os.PathLike, what: str) -> Path:
-    """UserError unless `path` can be created or overwritten as a file."""
+def check_writable(
+    path: str | os.PathLike, what: str, made: str | os.PathLike | None = None
+) -> Path:
+    """UserError unless `path` can be created or overwritten as a file. made: a folder the
+    run creates before it writes `path` (run --out NEW/), which may be `path`'s folder."""
     p = Path(path)
+    inside_new = (
+        made is not None
+        and not Path(made).exists()
+        and p.parent.absolute() == Path(made).absolute()
+        and not fileio.names_folder(path)
+    )
+    if inside_new:
+        return p  # the folder's own place was checked (image_out.check_folder)
     if p.is_dir():
         raise UserError(f"{what} {p}: is a folder, expected a file name")
     if fileio.names_folder(path):
