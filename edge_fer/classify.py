@@ -202,8 +202,9 @@ class Classifier(Closing):
         return merge(_finite(self.backend.infer(v), self.path), len(x))
 
     def predict(self, faces, batch_size: int = 256) -> np.ndarray:
-        """uint8 face crops (list or array; gray HxW or BGR HxWx3, any size) -> (N, C) probs.
-        One crop alone (a 2-D array, or HxWx3/4) is one face: (1, C)."""
+        """Face crops (a list, or an array of N crops; gray HxW or HxWx1, BGR HxWx3 or BGRA
+        HxWx4, any size; uint8, or floats in 0..1 or 0..255) -> (N, C) probs. One crop alone
+        (a 2-D array, or HxWx1/3/4) is one face: (1, C)."""
         check_count(batch_size, "batch_size")  # 0 looped for ever
         if faces is None or isinstance(faces, (str, bytes)):  # (len() of None: a TypeError)
             raise UserError(
@@ -211,7 +212,7 @@ class Classifier(Closing):
                 param="faces",
             )
         if isinstance(faces, np.ndarray) and (
-            faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (3, 4))
+            faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (1, 3, 4))
         ):  # iterating it would make a "face" of each row
             faces = faces[None]
         n = len(faces)

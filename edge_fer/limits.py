@@ -40,7 +40,7 @@ def check_threads(value, param: str = "threads", *, zero: str | None = "the defa
     if not ok or not lo <= int(value) <= MAX_THREADS:
         what = f" (0: {zero})" if zero else ""
         raise UserError(
-            f"must be an integer in {lo}..{MAX_THREADS}{what}, got {value}", param=param
+            f"must be an integer in {lo}..{MAX_THREADS}{what}, got {_shown(value)}", param=param
         )
     return int(value)
 
@@ -71,3 +71,8 @@ def check_number(
         else:
             rng = f"in {'(' if lo_open else '['}{lo:g}, {hi:g}{')' if hi_open else ']'}"
         raise UserError(f"must be a finite number {rng}, got {value!r}", param=param)
+
+
+def _shown(value) -> str:
+    """A value as a message quotes it: a string in quotes ("got 2" was the string '2')."""
+    return repr(value) if isinstance(value, (str, bytes)) else str(value)

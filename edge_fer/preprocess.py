@@ -116,42 +116,48 @@ def to_gray(img: np.ndarray) -> np.ndarray:
             f"expected an image as a numpy array, got {type(img).__name__}; read files first "
             "(cv2.imread)"
         )
-    if img.ndim == 2:
-        g = img
-    elif img.ndim == 3 and img.shape[2] == 1:
-        g = img[:, :, 0]
-    elif img.ndim == 3 and img.shape[2] == 3:
-        g = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    elif img.ndim == 3 and img.shape[2] == 4:
-        g = cv2.cvtColor(img, cv2.COLOR_BGRA2GRAY)
-    else:
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if not (img.ndim == 2 or (img.ndim == 3 and img.shape[2] in (3, 4))):
         raise UserError(f"expected a grayscale or BGR image, got an array of shape {img.shape}")
-    if g.size == 0:
+    if img.size == 0:
         raise UserError("empty image")
-    if g.dtype != np.uint8:  # a wrong scale would be clipped into a white or black face
-        if np.issubdtype(g.dtype, np.floating):
-            if not np.isfinite(g).all():
-                raise UserError("image has NaN or infinite pixels")
-            lo, hi = float(g.min()), float(g.max())
-            # (half a level of interpolation overshoot is rounding; beyond it a wrong scale was
-            # clipped silently: x257, the 16-bit scale, made a white face)
-            if lo < -0.5 or hi > 255.5:
-                raise UserError(
-                    f"{g.dtype} pixels span {lo:g}..{hi:g}, outside 0..1 and 0..255: scale "
-                    "them to uint8"
-                )
-            if hi <= 1.0:
-                g = g * 255.0
-        elif np.issubdtype(g.dtype, np.integer) and g.dtype != np.bool_:
-            lo, hi = int(g.min()), int(g.max())
-            if lo < 0 or hi > 255:
-                raise UserError(
-                    f"{g.dtype} pixels span {lo}..{hi}, outside 0..255: scale them to uint8"
-                )
-        else:
-            raise UserError(f"expected uint8 pixels, got {g.dtype}")
-        g = np.clip(g, 0, 255).astype(np.uint8)
-    return g
+    if img.dtype != np.uint8:  # before the colour conversion, which takes few dtypes
+        img = _to_uint8(img)
+    if img.ndim == 3:
+        code = cv2.COLOR_BGR2GRAY if img.shape[2] == 3 else cv2.COLOR_BGRA2GRAY
+        return cv2.cvtColor(np.ascontiguousarray(img), code)
+    return img
+
+
+def _to_uint8(g: np.ndarray) -> np.ndarray:
+    """Pixels of another dtype as uint8, or a UserError: a wrong scale would be clipped into a
+    white or black face."""
+    if np.issubdtype(g.dtype, np.floating):
+        if not np.isfinite(g).all():
+            raise UserError("image has NaN or infinite pixels")
+        lo, hi = float(g.min()), float(g.max())
+        # (half a level of interpolation overshoot is rounding; beyond it a wrong scale was
+        # clipped silently: x257, the 16-bit scale, made a white face)
+        if lo < -0.5 or hi > 255.5:
+            raise UserError(
+                f"{g.dtype} pixels span {lo:g}..{hi:g}, outside 0..1 and 0..255: scale "
+                "them to uint8"
+            )
+        # 0..1 faces overshoot 1 after a cubic resize or a brightness change (1.11 was taken
+        # for the 0..255 scale: a black face); a 0..255 face whose brightest pixel is 2 is black
+        # either way
+        if hi <= 2.0:
+            g = g * 255.0
+    elif np.issubdtype(g.dtype, np.integer) and g.dtype != np.bool_:
+        lo, hi = int(g.min()), int(g.max())
+        if lo < 0 or hi > 255:
+            raise UserError(
+                f"{g.dtype} pixels span {lo}..{hi}, outside 0..255: scale them to uint8"
+            )
+    else:
+        raise UserError(f"expected uint8 pixels, got {g.dtype}")
+    return np.clip(np.rint(g), 0, 255).astype(np.uint8)  # rounded: 0..1 * 255 is 254.99...
 
 
 def apply_clahe(images: np.ndarray) -> np.ndarray:

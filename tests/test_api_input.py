@@ -45,6 +45,30 @@ def test_a_float_crop_on_another_scale_is_refused() -> None:
     assert np.array_equal(to_gray(np.full((8, 8), 255.3, np.float32)), np.full((8, 8), 255))
 
 
+@pytest.mark.shared("data/fer2013/test")
+def test_crops_as_a_developer_passes_them_classify_as_the_uint8_crop() -> None:
+    """A 0..1 float crop resized with cubic interpolation (overshoot to 1.11) was taken for
+    the 0..255 scale (a black face: "angry"); one HxWx1 crop became H faces; a float or int
+    BGR crop was an OpenCV error."""
+    from edge_fer.classify import Classifier
+
+    g = cv2.imread(str(fer_files("happy", "PrivateTest", 1)[0]), cv2.IMREAD_GRAYSCALE)
+    clf = Classifier.load(None)
+    want = clf.predict(g)
+    # brightened past 1 at its brightest pixels, as a cubic resize or a gain leaves it
+    up = g.astype(np.float32) / float(g.max()) * 1.1
+    same = np.clip(np.rint(up * 255), 0, 255).astype(np.uint8)
+    assert np.allclose(clf.predict(up), clf.predict(same))
+    assert not np.allclose(clf.predict(same), clf.predict(np.zeros_like(g)), atol=0.05)
+    assert clf.predict(g[:, :, None]).shape == (1, len(clf.classes))
+    assert np.allclose(clf.predict(g[:, :, None]), want)
+    bgr = cv2.cvtColor(g, cv2.COLOR_GRAY2BGR)
+    for crop in (bgr.astype(np.float64), bgr.astype(np.int32), bgr.astype(np.float32) / 255):
+        assert np.abs(clf.predict(crop) - want).max() < 0.02, crop.dtype
+    with pytest.raises(UserError, match="empty image"):
+        clf.predict(np.zeros((0, 0, 3), np.float32))
+
+
 def test_checkpoint_from_onnx_never_replaces_the_model_or_an_existing_file(tmp_path) -> None:
     pytest.importorskip("torch")
     from edge_fer.export.onnx_import import checkpoint_from_onnx
@@ -199,3 +223,25 @@ def test_a_crop_box_far_beyond_the_frame_is_refused() -> None:
             crop_face(g, box, 0.1, 48)
         assert e.value.param == "box"
     assert crop_face(g, (-50, -50, 300, 300), 0.1, 48).shape == (48, 48)  # partly outside: padded
+
+
+def test_aligner_warp_checks_its_size_and_eye_centres() -> None:
+    """warp(g, (0, 10), (1e200, 10), 48) killed the process inside OpenCV (SIGSEGV); size 0
+    was a ZeroDivisionError, -5 a 77x58 crop, 100000 a 10 GB allocation."""
+    from edge_fer.align import load_aligner
+
+    al = load_aligner()
+    g = np.random.default_rng(0).integers(0, 255, (100, 100)).astype(np.uint8)
+    assert al.warp(g, (30, 40), (60, 40), 48).shape == (48, 48)
+    for args, param in (
+        (((0, 10), (1e200, 10), 48), "eyes"),
+        (((0, 10), (float("nan"), 10), 48), "eyes"),
+        (((0, 10), (20,), 48), "eyes"),
+        (((0, 10), (20, 10), 0), "w"),
+        (((0, 10), (20, 10), -5), "w"),
+        (((0, 10), (20, 10), 100_000), "w"),
+        (((0, 10), (20, 10), 48, 2.5), "h"),
+    ):
+        with pytest.raises(UserError) as e:
+            al.warp(g, *args)
+        assert e.value.param == param, args

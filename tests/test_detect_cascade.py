@@ -153,3 +153,13 @@ def test_random_valid_cascades_scan_safely() -> None:
         for angle in (0.0, 0.4):
             faces = Detector(casc, min_size=8, angle=angle, threshold=-1e9).detect(frame)
             assert all(0 <= f.row < 48 and 0 <= f.col < 64 for f in faces)
+
+
+def test_load_takes_names_not_descriptors(tmp_path) -> None:
+    """Cascade.load(f.fileno()) read through the caller's descriptor and closed it."""
+    with open(tmp_path / "notes.txt", "w") as f:
+        for bad in (f.fileno(), None, 3.5):
+            with pytest.raises(CascadeError, match="must be a file name"):
+                Cascade.load(bad)  # type: ignore[arg-type]
+        f.write("still open")
+    assert (tmp_path / "notes.txt").read_text() == "still open"

@@ -297,3 +297,34 @@ def test_summary_reports_the_values_used(tmp_path) -> None:
     s = run_video(opts, handle_signals=False).summary
     assert s["detector"]["verifier"] is None and s["verifier"] is None
     assert s["tracker"]["min_score"] == 50.0
+
+
+def test_options_of_the_wrong_type_are_named() -> None:
+    """A string for a number was a bare TypeError in resolve() ('0.3' < 0) or taken as the
+    number ('5'); 100.5 and 2.5 for integers were truncated; DetectorPicker(None, None) was an
+    AttributeError."""
+    import numpy as np
+
+    from edge_fer.detect.config import DetectorOptions
+    from edge_fer.detect.factory import DetectorPicker
+    from edge_fer.errors import UserError
+
+    for kw in (
+        {"memory": "5"},
+        {"min_size": "24"},
+        {"max_size": None},
+        {"cluster_iou": "0.3"},
+        {"threshold": "5"},
+        {"upscale_to": 100.5},
+        {"fine_budget": float("nan")},
+        {"fine_budget": 2.5},
+        {"verifier_min_prob": True},
+        {"grouping": 3},
+    ):
+        with pytest.raises(UserError) as e:
+            DetectorOptions(**kw)
+        assert e.value.param == next(iter(kw)), kw
+    assert DetectorOptions(min_size=np.float32(24), memory=np.int64(3)).memory == 3
+    with pytest.raises(UserError) as e:
+        DetectorPicker(None, None)  # type: ignore[arg-type]
+    assert e.value.param == "opts"

@@ -332,3 +332,21 @@ def test_rotation_tables_match_the_reference() -> None:
         16,
         32,
     ]
+
+
+def test_a_setting_changed_after_the_first_frame_applies(cascade: Cascade, gray) -> None:
+    """The scan plan was kept per frame shape only: min_size set after a frame was ignored
+    (a multi-angle detector's other scanners followed it, the upright one did not)."""
+    d = Detector(cascade, min_size=24)
+    d.detect(gray)
+    d.min_size = 100
+    fresh = Detector(cascade, min_size=100)
+    assert d.grid(*gray.shape).windows == fresh.grid(*gray.shape).windows
+    assert [(x.x, x.y, x.w) for x in d.detect(gray)] == [
+        (x.x, x.y, x.w) for x in fresh.detect(gray)
+    ]
+    d.scale_factor = 1.3
+    assert (
+        d.grid(*gray.shape).windows
+        == Detector(cascade, min_size=100, scale_factor=1.3).grid(*gray.shape).windows
+    )

@@ -257,8 +257,23 @@ class Aligner:
 def warp_eyes(gray: np.ndarray, left, right, frame: Frame, w: int, h: int) -> np.ndarray:
     """Rotate about the eye midpoint so the eye line is horizontal and cut `frame` around it,
     resampled to w x h (border replicated outside the image)."""
-    lx, ly = float(left[0]), float(left[1])
-    rx, ry = float(right[0]), float(right[1])
+    for name, v in (("w", w), ("h", h)):  # 0 divided by zero, -5 or 100000 made a crop
+        if not (isinstance(v, (int, np.integer)) and not isinstance(v, bool) and 1 <= v <= 4096):
+            raise UserError(f"must be an integer in 1..4096, got {v!r}", param=name)
+    try:
+        lx, ly = float(left[0]), float(left[1])
+        rx, ry = float(right[0]), float(right[1])
+    except (TypeError, ValueError, IndexError):
+        raise UserError(
+            f"eye centres must be (x, y) numbers, got {left!r} and {right!r}", param="eyes"
+        ) from None
+    # a centre far outside the frame (1e200) crashed OpenCV's warpAffine (SIGSEGV)
+    reach = 4 * max(gray.shape[:2])
+    if not all(math.isfinite(v) and abs(v) <= reach for v in (lx, ly, rx, ry)):
+        raise UserError(
+            f"eye centres must be finite and near the frame, got {left!r} and {right!r}",
+            param="eyes",
+        )
     d = math.hypot(rx - lx, ry - ly)
     if not d > 0:
         raise UserError("the two eyes coincide", param="eyes")

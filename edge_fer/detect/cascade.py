@@ -72,6 +72,9 @@ class Cascade:
     @classmethod
     def load(cls, path: str | os.PathLike) -> Cascade:
         """Read and validate a pico cascade file; raises CascadeError with a one-line reason."""
+        if not isinstance(path, (str, os.PathLike)):
+            # an int was taken for a file descriptor, and open() closed the caller's
+            raise CascadeError(f"cascade path must be a file name, got {type(path).__name__}")
         name = str(path)
         try:
             st = os.stat(path)

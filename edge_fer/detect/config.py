@@ -46,6 +46,7 @@ from __future__ import annotations
 import math
 import sys
 from dataclasses import asdict, dataclass, field
+from os import PathLike
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,39 @@ class DetectorOptions:
     # video, 0 (every scale every frame) otherwise. fine_span None: FINE_SPAN
     fine_budget: int | None = None
     fine_span: float | None = None
+
+    def __post_init__(self) -> None:
+        """Each option's type (its range is checked where it is resolved): a string for a
+        number was a bare TypeError in resolve(), or taken as the number ('5'), and 100.5 for
+        an integer was truncated."""
+        from numbers import Integral, Real
+
+        for name in _REAL_OPTIONS:
+            v = getattr(self, name)
+            if v is None and name not in ("max_size", "stride_factor"):
+                continue
+            if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v):
+                raise UserError(f"must be a finite number, got {v!r}", param=name)
+        for name in ("memory", "upscale_to", "fine_budget"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, Integral)):
+                raise UserError(f"must be an integer, got {v!r}", param=name)
+        for name in ("grouping", "upscale_interpolation", "verifier"):
+            v = getattr(self, name)
+            if v is not None and not isinstance(v, (str, PathLike)):
+                raise UserError(f"must be a string, got {v!r}", param=name)
+
+
+_REAL_OPTIONS = (
+    "min_size",
+    "max_size",
+    "scale_factor",
+    "stride_factor",
+    "cluster_iou",
+    "threshold",
+    "verifier_min_prob",
+    "fine_span",
+)
 
 
 # ---- which cascade --------------------------------------------------------------------------

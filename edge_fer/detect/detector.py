@@ -280,7 +280,7 @@ class Detector:
         self._memory = DetectionMemory(int(memory))
         self._leaves = np.ascontiguousarray(cascade.leaves.reshape(-1))
         self._thr = cascade.thresholds
-        self._plans: dict[tuple[int, int], _Plan] = {}
+        self._plans: dict[tuple, _Plan] = {}
         self._shape: tuple[int, int] | None = None
         # tests run the kernels as plain Python, where numpy raises on any out-of-range index
         self._interpreted = False
@@ -423,12 +423,15 @@ class Detector:
 
     def _plan(self, nrows: int, ncols: int) -> _Plan:
         """The plan of every scale of frames of this shape, built once."""
-        plan = self._plans.get((nrows, ncols))
+        # keyed by the scan settings too: a setting changed after the first frame was ignored
+        # (the scanners of the other angles followed it, this one did not)
+        key = (nrows, ncols, *(getattr(self, k) for k in _SCAN_SETTINGS))
+        plan = self._plans.get(key)
         if plan is None:
             if len(self._plans) >= 8:  # a stream has one shape; do not grow without bound
                 self._plans.clear()
             plan = self._build_plan(self._full_grid(nrows, ncols))
-            self._plans[(nrows, ncols)] = plan
+            self._plans[key] = plan
         return plan
 
     def _full_grid(self, nrows: int, ncols: int) -> ScanGrid:

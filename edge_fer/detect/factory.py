@@ -19,6 +19,7 @@ from edge_fer.detect.config import (
     cascade_for_frame,
     resolve,
 )
+from edge_fer.errors import UserError
 
 
 class DetectorPicker:
@@ -44,6 +45,8 @@ class DetectorPicker:
         track_min_score: float | None = None,
         stills: bool = False,
     ) -> None:
+        if not isinstance(opts, DetectorOptions):  # None was an AttributeError further in
+            raise UserError(f"must be a DetectorOptions, got {type(opts).__name__}", param="opts")
         self.cascade, self.opts, self.threads = cascade, opts, threads
         self.upscaling, self.track_min_score = upscaling, track_min_score
         self.stills = stills

@@ -17,6 +17,10 @@ from concurrent.futures import ThreadPoolExecutor
 _pool: ThreadPoolExecutor | None = None
 _pool_size = 0
 _pool_lock = threading.Lock()
+# a smaller pool replaced by a larger one is kept, never shut down: another thread (another
+# detector, another stream) may hold it and still submit to it ("cannot schedule new futures
+# after shutdown"); sizes only grow, so there are few, and their threads idle
+_retired: list[ThreadPoolExecutor] = []
 
 
 def _helpers(n: int) -> ThreadPoolExecutor:
@@ -24,7 +28,7 @@ def _helpers(n: int) -> ThreadPoolExecutor:
     with _pool_lock:
         if _pool is None or _pool_size < n:
             if _pool is not None:
-                _pool.shutdown(wait=False)
+                _retired.append(_pool)
             _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="edge-fer-detect")
             _pool_size = n
         return _pool
