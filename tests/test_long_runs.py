@@ -270,6 +270,39 @@ def test_paths_only_for_image_sources(tmp_path):
     assert lines and all("path" not in ln for ln in lines)
 
 
+class _ShapedSource(LoopSource):
+    """LoopSource's frames as another layout (a developer's own Source)."""
+
+    def __init__(self, n: int, shape) -> None:
+        super().__init__(n, n)
+        self.shape = shape
+
+    def read(self) -> Frame | None:
+        f = super().read()
+        return None if f is None else Frame(f.index, f.t, self.shape(f.image))
+
+
+def test_a_custom_sources_gray_and_bgra_frames_run_and_odd_ones_are_named(tmp_path):
+    """An HxWx1 frame from a custom Source was an OpenCV error ("Bad number of channels");
+    gray HxWx1 and BGRA now run as their BGR equivalent, and a float frame is a UserError."""
+    from edge_fer.detect import Cascade, Detector, lowres_cascade_path
+    from edge_fer.errors import UserError
+
+    def faces(shape) -> list:
+        det = Detector(Cascade.load(lowres_cascade_path()), min_pixels=12, memory=5)
+        events = tmp_path / "e.jsonl"
+        Pipeline(_ShapedSource(30, shape), det, None, Sinks(events=EventsSink(events)),
+                 handle_signals=False).run()  # fmt: skip
+        return [(e["frame"], f["box"]) for e in read_jsonl(events) for f in e["faces"]]
+
+    gray = faces(lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2GRAY))
+    assert gray and faces(lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2GRAY)[:, :, None]) == gray
+    bgr = faces(lambda im: im)
+    assert faces(lambda im: cv2.cvtColor(im, cv2.COLOR_BGR2BGRA)) == bgr
+    with pytest.raises(UserError, match="source frame 0 is a float32 array"):
+        faces(lambda im: im.astype(np.float32))
+
+
 # ---- a flapping source: what it keeps per event is bounded -------------------------------------
 
 

@@ -472,12 +472,8 @@ class Pipeline:
             if f is None:
                 break
             t1 = time.perf_counter()
-            img = f.image
-            if img.ndim == 2:
-                gray = img
-                img = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
-            else:
-                gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+            img = _bgr_frame(f.image, f.index)
+            gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
             cut = self.cuts.update(gray) if self.cuts is not None else False
             t2 = time.perf_counter()
             # a live source's read() waits for the camera; that is not decoding work
@@ -992,3 +988,28 @@ def _latest(key: str, items) -> dict:
 def _total(items) -> int:
     """How many events a source counted (a `Latest` keeps only the latest)."""
     return int(getattr(items, "total", len(items)))
+
+
+def _bgr_frame(img, index: int):
+    """A source's frame as BGR uint8: gray HxW or HxWx1 and BGRA are converted (a custom
+    Source's HxWx1 frame was an OpenCV error); anything else is a UserError naming it."""
+    from edge_fer.errors import UserError
+
+    ok = isinstance(img, np.ndarray) and img.dtype == np.uint8 and img.size > 0
+    if ok and img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if ok and img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if ok and img.ndim == 3 and img.shape[2] == 4:
+        return cv2.cvtColor(img, cv2.COLOR_BGRA2BGR)
+    if ok and img.ndim == 3 and img.shape[2] == 3:
+        return img
+    what = (
+        f"{img.dtype} array of shape {img.shape}"
+        if isinstance(img, np.ndarray)
+        else (type(img).__name__)
+    )
+    raise UserError(
+        f"source frame {index} is a {what}; frames must be uint8 gray (HxW) or BGR (HxWx3)",
+        param="source",
+    )
