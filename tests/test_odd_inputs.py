@@ -308,6 +308,12 @@ def test_run_options_no_run_can_use_are_named():
             check_run_options(RunOptions(source="x.mp4", max_frames=bad))
         assert e.value.param == "max_frames"
     check_run_options(RunOptions(source="x.mp4", pace=30.0, max_frames=0))
+    # strings and None where numbers and option objects go: bare TypeError / AttributeError
+    for name, bad in (("scene_cut", "0.5"), ("pace", "10"), ("summary_every", "1"),
+                      ("reconnect_timeout", None), ("detector", None), ("tracker", {})):  # fmt: skip
+        with pytest.raises(UserError) as e:
+            check_run_options(RunOptions(source="x.mp4", **{name: bad}))
+        assert e.value.param == name, name
     # rewritten into standard output, the summary became several JSON documents in a row
     with pytest.raises(UserError, match="needs a file to rewrite") as e:
         check_run_options(RunOptions(source="x.mp4", summary="/dev/stdout", summary_every=1.0))

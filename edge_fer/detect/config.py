@@ -136,8 +136,8 @@ class DetectorOptions:
             v = getattr(self, name)
             if v is None and name not in ("max_size", "stride_factor"):
                 continue
-            if isinstance(v, bool) or not isinstance(v, Real) or not math.isfinite(v):
-                raise UserError(f"must be a finite number, got {v!r}", param=name)
+            if isinstance(v, bool) or not isinstance(v, Real):  # (NaN: the range checks)
+                raise UserError(f"must be a number, got {v!r}", param=name)
         for name in ("memory", "upscale_to", "fine_budget"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, Integral)):

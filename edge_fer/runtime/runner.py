@@ -210,6 +210,19 @@ def run_inputs(opts: RunOptions, spec) -> list[tuple[str, str]]:
 def check_run_options(opts: RunOptions) -> None:
     """UserError (naming the parameter) for a value no run can use; nothing is opened. Called
     by `run_video`, and by `run --demo` before it makes its clip."""
+    from edge_fer.detect.config import DetectorOptions
+    from edge_fer.runtime.tracker import TrackerOptions
+
+    for name, kind in (("detector", DetectorOptions), ("tracker", TrackerOptions)):
+        if not isinstance(getattr(opts, name), kind):  # None was an AttributeError further in
+            got = type(getattr(opts, name)).__name__
+            raise UserError(f"must be a {kind.__name__}, got {got}", param=name)
+    for name in ("pace", "scene_cut", "summary_every", "reconnect_timeout"):
+        v = getattr(opts, name)  # a string was a bare TypeError in the range checks below
+        if (v is not None or name == "reconnect_timeout") and (
+            isinstance(v, bool) or not isinstance(v, (int, float))
+        ):
+            raise UserError(f"must be a number, got {v!r}", param=name)
     if opts.max_frames is not None:
         check_count(opts.max_frames, "max_frames", lowest=0)
     if opts.pace is not None and not 0.01 <= opts.pace <= 1000:  # NaN too; 1e-9 waited for ever
