@@ -10,7 +10,9 @@ through `edge_fer.fileio`. A video, which OpenCV must open by name, is refused i
 
 from __future__ import annotations
 
+import errno
 import os
+import stat
 from pathlib import Path
 
 import cv2
@@ -53,7 +55,10 @@ def cv_name(path: str | os.PathLike, what: str) -> str:
 
 def imread(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
     """The decoded image, or None for an empty file or one OpenCV cannot decode. OSError when
-    the file cannot be read; cv2.error and MemoryError pass through (a decoder's own limits)."""
+    the file cannot be read (also for a pipe, device or socket: reading a FIFO named like an
+    image waited for ever); cv2.error and MemoryError pass through (a decoder's own limits)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file (a pipe, device or socket)", str(path))
     buf = np.fromfile(os.fspath(path), dtype=np.uint8)
     if buf.size == 0:
         return None

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 from pathlib import Path
 
 import cv2
@@ -362,3 +363,32 @@ def test_a_dataset_under_a_folder_whose_name_is_not_utf8_loads(tmp_path) -> None
     os.mkdir(odd)
     faces = load_dataset(str(root), "all", size=48, cache=True)
     assert len(faces) == 2
+
+
+@pytest.mark.shared("data/fer2013/test/happy")
+def test_a_fifo_named_like_an_image_is_reported_not_waited_on(tmp_path) -> None:
+    """classify, eval and calibrate --data opened a FIFO named b.jpg and waited for ever; run
+    and detect already said "not a regular file". Child processes with a timeout, so that the
+    old behaviour fails this test instead of hanging the run."""
+    import subprocess
+
+    from paths import fer_files
+    from processes import run_cli
+
+    data = tmp_path / "data"
+    for cls in ("happy", "sad"):
+        (data / cls).mkdir(parents=True)
+        for i, f in enumerate(fer_files(cls, "PrivateTest", 2)):
+            shutil.copy(f, data / cls / f"PrivateTest_{i}.jpg")
+    os.mkfifo(data / "happy" / "PrivateTest_b.jpg")
+    try:
+        p = run_cli("classify", data / "happy", timeout=60)
+        assert p.returncode == 2 and "not a regular file" in p.stderr, p.stderr
+        assert p.stdout.count("happy") >= 2  # the other faces were classified
+        p = run_cli("eval", "--data", data, "--split", "private-test", timeout=60)
+        assert p.returncode == 2 and "PrivateTest_b.jpg" in p.stderr, p.stderr
+        p = run_cli("eval", "--data", data, "--split", "private-test", "--skip-bad",
+                    "--tta", "none", "--json", "-", timeout=60)  # fmt: skip
+        assert p.returncode == 0, p.stderr
+    except subprocess.TimeoutExpired:
+        pytest.fail("a command waited on the FIFO")

@@ -370,6 +370,8 @@ def _read_face(p: Path):
         return None, "no images in this folder"
     if not p.exists():
         return None, "no such file"
+    if not p.is_file():  # reading a FIFO named like an image waited for ever
+        return None, "not a regular file (a pipe, device or socket)"
     from edge_fer.imageio import read_or_none
     from edge_fer.limits import MAX_IMAGE_PIXELS
     from edge_fer.runtime.sources import image_size
