@@ -111,10 +111,27 @@ def is_stream(path: PathLike) -> bool:
     return p.startswith(_STREAM_PREFIXES) or is_special(p)
 
 
+def _own_fd(p: str) -> int | None:
+    """The descriptor a name of the process's own streams stands for (/dev/stdout: 1, ...)."""
+    named = {"/dev/stdin": 0, "/dev/stdout": 1, "/dev/stderr": 2}
+    if p in named:
+        return named[p]
+    for prefix in ("/dev/fd/", "/proc/self/fd/"):
+        if p.startswith(prefix) and p[len(prefix) :].isdigit():
+            return int(p[len(prefix) :])
+    return None
+
+
 def open_stream(path: PathLike, mode: str = "ab", **kw):
     """`open(path, mode)` for appending to a device or a stream; a named pipe that no process
     reads is an OSError (ENXIO) at once instead of an open that waits for a reader for ever,
     where Ctrl-C and SIGTERM (handled as flags by the pipeline) could not end it."""
+    own = _own_fd(os.fspath(path))
+    if own is not None:
+        # the descriptor itself, duplicated: reopening /dev/stdout made a second file offset, so
+        # with stdout redirected to a file (`> out.txt`) the events and what the shell or
+        # stderr wrote there overwrote each other; "w" on a descriptor truncates nothing
+        return open(os.dup(own), mode.replace("a", "w"), closefd=True, **kw)
     try:
         fifo = stat.S_ISFIFO(os.stat(path).st_mode)
     except OSError:

@@ -392,3 +392,35 @@ def test_a_fifo_named_like_an_image_is_reported_not_waited_on(tmp_path) -> None:
         assert p.returncode == 0, p.stderr
     except subprocess.TimeoutExpired:
         pytest.fail("a command waited on the FIFO")
+
+
+def test_events_to_a_redirected_stdout_keep_what_else_went_there(tmp_path) -> None:
+    """`{ echo HEADER; edge-fer run ... --events -; echo TRAILER; } > out.txt`: "-" was
+    reopened as /dev/stdout, a second offset into out.txt, so the trailer overwrote the
+    events and the events the header's neighbours. Now the descriptor itself is written."""
+    import json
+    import subprocess
+    import sys
+
+    from processes import CLI
+
+    pytest.importorskip("matplotlib", reason="the demo portrait comes from matplotlib")
+    from edge_fer.runtime.demo import demo_frames, load_face_photo
+
+    face, _ = load_face_photo()
+    photo = tmp_path / "p.jpg"
+    cv2.imwrite(str(photo), next(iter(demo_frames(face, size=(320, 240), fps=25.0, seconds=0.2))))
+    out = tmp_path / "out.txt"
+    with open(out, "w") as fh:
+        fh.write("HEADER\n")
+        fh.flush()
+        # 2>&1 as well: the text summary and notices share the file with the events
+        p = subprocess.run([sys.executable, *CLI, "run", str(photo), "--events", "-"],
+                           stdout=fh, stderr=fh, timeout=120, check=False)  # fmt: skip
+        assert p.returncode == 0, out.read_text()
+        fh.write("TRAILER\n")
+    lines = out.read_text().splitlines()
+    assert lines[0] == "HEADER" and lines[-1] == "TRAILER", lines
+    events = [json.loads(ln) for ln in lines if ln.startswith("{")]
+    assert len(events) == 1 and events[0]["frame"] == 0 and events[0]["faces"], lines
+    assert any(ln.startswith("frames") for ln in lines), lines  # the text summary, whole
