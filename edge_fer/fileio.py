@@ -149,6 +149,23 @@ def open_stream(path: PathLike, mode: str = "ab", **kw):
         raise
 
 
+def temp_name(target: Path) -> Path:
+    """The private file a write to `target` goes through (renamed over it when complete): a
+    hidden name beside it, per process and thread."""
+    return hidden_beside(target, f".{os.getpid()}.{threading.get_ident()}.tmp")
+
+
+def hidden_beside(target: Path, tail: str, name: str | None = None) -> Path:
+    """`.NAME{tail}` beside `target` (NAME: `name`, else the target's), shortened to a digest
+    when long: a 234-byte name plus the tail went over the 255 bytes a name may have, and the
+    write failed."""
+    base = target.name if name is None else name
+    hidden = f".{base}{tail}"
+    if len(os.fsencode(hidden)) > 200:
+        hidden = f".{hashlib.sha256(os.fsencode(base)).hexdigest()[:16]}{tail}"
+    return target.with_name(hidden)
+
+
 def _target(path: PathLike) -> Path:
     """The file a write to `path` should land in: a symlink's final target, else `path`."""
     p = Path(path)
@@ -173,7 +190,7 @@ def write_bytes(path: PathLike, data: bytes | memoryview) -> None:
                 view = view[n or len(view) :]
         return
     target = _target(path)
-    tmp = target.with_name(f".{target.name}.{os.getpid()}.{threading.get_ident()}.tmp")
+    tmp = temp_name(target)
     try:
         with open(tmp, "wb") as fh:
             fh.write(data)

@@ -21,7 +21,14 @@ from pathlib import Path
 from typing import Any
 
 from edge_fer.errors import UserError
-from edge_fer.fileio import first_line, os_error_reason, sha256_file, write_bytes, write_text
+from edge_fer.fileio import (
+    first_line,
+    hidden_beside,
+    os_error_reason,
+    sha256_file,
+    write_bytes,
+    write_text,
+)
 from edge_fer.preprocess import PreprocessSpec
 
 
@@ -239,7 +246,7 @@ def staged_folder(
         os.chmod(tmp, 0o777 & ~_umask())
         yield Writer(tmp)
         if dest.is_dir() and any(dest.iterdir()):
-            old = parent / f".{dest.name}.{os.getpid()}.old"
+            old = hidden_beside(dest, f".{os.getpid()}.old")
             os.rename(dest, old)
             try:
                 os.rename(tmp, dest)

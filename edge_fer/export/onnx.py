@@ -21,7 +21,7 @@ import numpy as np
 
 from edge_fer import __version__
 from edge_fer.errors import UserError
-from edge_fer.fileio import check_collisions, sha256_file
+from edge_fer.fileio import check_collisions, hidden_beside, sha256_file
 from edge_fer.preprocess import PreprocessSpec
 
 PARITY_TOL = 1e-4
@@ -291,7 +291,7 @@ def export_checkpoint(
     dummy = torch.zeros(2, c, s, s)
 
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp")
+    tmp = hidden_beside(out, f".{os.getpid()}.tmp")
     try:
         used = _export(torch, net, dummy, tmp, int(opset), exporter)
         proto = onnx.load(str(tmp))

@@ -203,7 +203,7 @@ class VideoSink:
         # OpenCV opens the temporary file by name, which must be UTF-8 (edge_fer.imageio); the
         # rename to the target takes any name
         name = self.target.name if imageio.utf8_name(self.target.name) else "edge-fer-video"
-        self._tmp = self.target.with_name(f".{name}.{os.getpid()}.tmp{ext}")
+        self._tmp = fileio.hidden_beside(self.target, f".{os.getpid()}.tmp{ext}", name)
         imageio.cv_name(self._tmp.parent, "video folder")
         try:
             try:  # OpenCV only says "not opened": find out first whether the folder takes a file
@@ -221,7 +221,7 @@ class VideoSink:
 
     def _why_not_opened(self, ext: str) -> str:
         codecs = "/".join(_CODECS[ext])
-        probe = self.target.with_name(f".{self.target.name}.{os.getpid()}.probe{ext}")
+        probe = fileio.hidden_beside(self.target, f".{os.getpid()}.probe{ext}")
         w, _ = _open_writer(probe, _CODECS[ext], 25.0, (64, 64))
         if w is not None:
             w.release()

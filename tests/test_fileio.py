@@ -1,0 +1,24 @@
+"""Atomic writes (edge_fer.fileio): the temporary file beside the target."""
+
+from __future__ import annotations
+
+from edge_fer import fileio
+
+
+def test_long_names_are_written(tmp_path) -> None:
+    """A 234-byte name (legal: a name may have 255) failed with "File name too long": the
+    temporary name beside it added ~30 bytes. Also an annotated video's temporary file."""
+    import cv2
+    import numpy as np
+
+    from edge_fer.runtime.sinks import VideoSink
+
+    name = "y" * 230 + ".bin"
+    fileio.write_bytes(tmp_path / name, b"data")
+    assert (tmp_path / name).read_bytes() == b"data"
+    assert [p.name for p in tmp_path.iterdir()] == [name]  # nothing else left beside it
+    video = tmp_path / ("v" * 240 + ".avi")
+    sink = VideoSink(str(video), 10.0, (64, 48))
+    sink.write(np.zeros((48, 64, 3), np.uint8))
+    sink.close()
+    assert cv2.VideoCapture(str(video)).read()[0]
