@@ -527,6 +527,11 @@ def test_cli_calibrate(tiny_path, tmp_path, capsys):
         d = data / CLASSES[lab]
         d.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(d / f"f{k:03d}.png"), img)
+    # names that are not UTF-8, or hold a newline: a UnicodeEncodeError after the work, and
+    # an ids file whose line broke in two
+    first = sorted(p for p in data.rglob("*.png"))[:2]
+    os.rename(os.fsencode(first[0]), os.fsencode(first[0].parent) + b"/lat\xe9.png")
+    first[1].rename(first[1].parent / "new\nline.png")
     out = tmp_path / "out"
     args = [
         "calibrate",

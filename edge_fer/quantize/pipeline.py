@@ -184,7 +184,8 @@ def calibrate(
     rep["calibration_set"]["ids_file"] = IDS_NAME
     rep["methods_compared"] = report.compare(seen, compare_at)
     data[REPORT_NAME] = (fileio.dumps(rep, indent=2) + "\n").encode()
-    data[IDS_NAME] = report.ids_text(faces).encode()
+    # surrogateescape: a file name that is not UTF-8 was a UnicodeEncodeError after the work
+    data[IDS_NAME] = report.ids_text(faces).encode("utf-8", "surrogateescape")
     if keep_histograms:
         data[HIST_NAME] = seen.to_npz()
         files["histograms"] = str(out / HIST_NAME)

@@ -88,16 +88,38 @@ def _f(v: float) -> float:
 
 
 def ids_text(faces) -> str:
-    """One face id per line (dataset file names, or file#frame:x,y,w,h), with a comment header."""
+    """One face id per line (dataset file names, or file#frame:x,y,w,h), with a comment header.
+    A backslash, newline or carriage return in a name is escaped (\\, \\n, \\r): a name
+    with a newline was two ids. Write it with `encoding="utf-8", errors="surrogateescape"`,
+    so a file name that is not UTF-8 keeps its bytes."""
     head = f"# {len(faces)} calibration faces from {faces.source}\n"
-    return head + "".join(f"{i}\n" for i in faces.ids)
+    return head + "".join(f"{_escape(str(i))}\n" for i in faces.ids)
 
 
 def read_ids(path: str | os.PathLike) -> list[str]:
-    """The ids of an ids file (comments and blank lines skipped)."""
+    """The ids of an ids file (comments and blank lines skipped). UnicodeDecodeError for a
+    file that is not text (NUL bytes: a model given by mistake); bytes of a file name that is
+    not UTF-8 come back as the surrogates Python names such a file with."""
     out = []
-    for line in Path(path).read_text(encoding="utf-8").splitlines():
+    raw = Path(path).read_bytes()
+    if b"\0" in raw:
+        raise UnicodeDecodeError("utf-8", raw[:1], 0, 1, "a NUL byte: not a text file")
+    text = raw.decode("utf-8", errors="surrogateescape")
+    for line in text.splitlines():
         s = line.strip()
         if s and not s.startswith("#"):
-            out.append(s)
+            out.append(_unescape(s))
     return out
+
+
+_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\r": "\\r"}
+
+
+def _escape(s: str) -> str:
+    return "".join(_ESCAPES.get(c, c) for c in s)
+
+
+def _unescape(s: str) -> str:
+    import re
+
+    return re.sub(r"\\(.)", lambda m: {"n": "\n", "r": "\r"}.get(m.group(1), m.group(1)), s)
