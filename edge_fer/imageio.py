@@ -53,6 +53,18 @@ def cv_name(path: str | os.PathLike, what: str) -> str:
     return os.fspath(path)
 
 
+def image_files(root: Path) -> list[Path]:
+    """The image files under folder `root`, at any depth, sorted; hidden ones (a part of the
+    path below `root` starting with ".") are left out: macOS leaves ._NAME.jpg metadata beside
+    each photo, and a .thumbs/ folder holds no dataset's faces."""
+    return sorted(
+        f
+        for f in Path(root).rglob("*")
+        if f.suffix.lower() in IMAGE_EXTS
+        and not any(part.startswith(".") for part in f.relative_to(root).parts)
+    )
+
+
 def imread(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
     """The decoded image, or None for an empty file or one OpenCV cannot decode. OSError when
     the file cannot be read (also for a pipe, device or socket: reading a FIFO named like an

@@ -424,3 +424,24 @@ def test_events_to_a_redirected_stdout_keep_what_else_went_there(tmp_path) -> No
     events = [json.loads(ln) for ln in lines if ln.startswith("{")]
     assert len(events) == 1 and events[0]["frame"] == 0 and events[0]["faces"], lines
     assert any(ln.startswith("frames") for ln in lines), lines  # the text summary, whole
+
+
+@pytest.mark.shared("data/fer2013/test/happy")
+def test_hidden_files_in_a_dataset_are_left_out(tmp_path) -> None:
+    """eval and calibrate --data read hidden files, which classify, detect and run skip: a
+    .thumbs/ folder was refused as an unknown class, and macOS's ._NAME.jpg stubs as
+    undecodable images (calibrate took a thumbnail as a face)."""
+    from paths import fer_files
+
+    from edge_fer.data import load_dataset
+
+    data = tmp_path / "data"
+    for cls in ("happy", "sad"):
+        (data / cls).mkdir(parents=True)
+        for i, f in enumerate(fer_files(cls, "PrivateTest", 3)):
+            shutil.copy(f, data / cls / f"img{i}.jpg")
+    (data / ".thumbs").mkdir()
+    shutil.copy(data / "happy" / "img0.jpg", data / ".thumbs" / "x.jpg")
+    (data / "happy" / "._img0.jpg").write_bytes(b"\0\5\26\7 AppleDouble")
+    fs = load_dataset(data, "all")
+    assert len(fs.ids) == 6 and not any("/." in f"/{i}" for i in fs.ids), fs.ids

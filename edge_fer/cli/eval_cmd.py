@@ -337,7 +337,7 @@ MIN_SIDE = 8
 
 def _expand(paths: list[str]) -> list[Path]:
     from edge_fer.errors import UserError
-    from edge_fer.imageio import IMAGE_EXTS
+    from edge_fer.imageio import image_files
     from edge_fer.runtime.sources import has_glob
 
     out: list[Path] = []
@@ -346,13 +346,7 @@ def _expand(paths: list[str]) -> list[Path]:
             raise UserError("an empty IMAGE name; give a file, folder or quoted glob")
         p = Path(s)
         if p.is_dir():
-            # hidden files are not faces: macOS leaves ._NAME.jpg metadata beside each photo
-            found = sorted(
-                f
-                for f in p.rglob("*")
-                if f.suffix.lower() in IMAGE_EXTS
-                and not any(part.startswith(".") for part in f.relative_to(p).parts)
-            )
+            found = image_files(p)
             out.extend(found if found else [p])  # an empty folder reports itself as an error
         elif has_glob(s) and not p.exists():  # a quoted pattern, as run and detect take it
             found = sorted(Path(f) for f in glob.glob(s, recursive=True) if Path(f).is_file())

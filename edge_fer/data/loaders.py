@@ -27,7 +27,7 @@ from edge_fer import fileio
 from edge_fer import labels as L
 from edge_fer.data.faceset import SPLITS, FaceSet, check_split
 from edge_fer.errors import UserError, warn
-from edge_fer.imageio import IMAGE_EXTS, read_or_none
+from edge_fer.imageio import image_files, read_or_none
 
 JAFFE_CODES = {
     "AN": "angry",
@@ -50,11 +50,10 @@ def split_counts(path: str | os.PathLike) -> dict[str, int]:
     """A FER2013 image-folder layout's images per split, from the file names alone (no
     decoding): {"train": n, "public-test": n, "private-test": n}."""
     n = dict.fromkeys(_FER_PREFIXES, 0)
-    for f in Path(path).rglob("*"):
-        if f.suffix.lower() in IMAGE_EXTS:
-            for k in _FER_PREFIXES:
-                if f.name.startswith(k):
-                    n[k] += 1
+    for f in image_files(Path(path)):
+        for k in _FER_PREFIXES:
+            if f.name.startswith(k):
+                n[k] += 1
     return {
         "train": n["Training"],
         "public-test": n["PublicTest"],
@@ -69,7 +68,7 @@ def detect_layout(path: Path) -> str:
         raise UserError(f"{path}: not a dataset (expected a folder or fer2013.csv)")
     if not path.is_dir():
         raise UserError(f"{path}: no such file or folder")
-    files = [p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTS]
+    files = image_files(path)
     if not files:
         raise UserError(f"{path}: no images found")
     names = [p.name for p in files[:200]]
@@ -271,7 +270,7 @@ def _load_folder(p: Path, size, skip_bad, classes, split_prefixes) -> FaceSet:
     # The FER2013 layout always has the FER2013 vocabulary (a stray class folder is an error);
     # a generic layout's vocabulary is its folders (FER2013's order when they are a subset).
     fer_layout = split_prefixes is not None
-    files = sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS)
+    files = image_files(p)
     found = sorted({L.canonical(_class_folder(f, p, fer_layout)) for f in files if f.parent != p})
     if classes is None:
         if split_prefixes is not None or set(found) <= set(L.FER2013):
@@ -314,7 +313,7 @@ def _load_folder(p: Path, size, skip_bad, classes, split_prefixes) -> FaceSet:
 
 def _load_jaffe(p: Path, size, skip_bad) -> FaceSet:
     out = _Faces(size, skip_bad)
-    for f in sorted(f for f in p.rglob("*") if f.suffix.lower() in IMAGE_EXTS):
+    for f in image_files(p):
         m = _JAFFE_RE.match(f.name)
         code = m.group(1).upper() if m else None
         img = _read_gray(f, size) if code in JAFFE_CODES else None
