@@ -62,6 +62,7 @@ def image_files(root: Path) -> list[Path]:
         for f in Path(root).rglob("*")
         if f.suffix.lower() in IMAGE_EXTS
         and not any(part.startswith(".") for part in f.relative_to(root).parts)
+        and not f.is_dir()  # a folder named x.jpg (a broken link stays, to be reported)
     )
 
 

@@ -445,3 +445,20 @@ def test_hidden_files_in_a_dataset_are_left_out(tmp_path) -> None:
     (data / "happy" / "._img0.jpg").write_bytes(b"\0\5\26\7 AppleDouble")
     fs = load_dataset(data, "all")
     assert len(fs.ids) == 6 and not any("/." in f"/{i}" for i in fs.ids), fs.ids
+
+
+@pytest.mark.shared("data/fer2013/test/happy")
+def test_a_folder_named_like_an_image_is_a_folder(tmp_path, capsys) -> None:
+    """classify DIR printed "DIR/a.jpg: no images in this folder" (exit 2) for a sub-folder
+    named a.jpg right after classifying the faces inside it."""
+    from paths import fer_files
+
+    from edge_fer.cli.main import main
+
+    inner = tmp_path / "faces" / "a.jpg"
+    inner.mkdir(parents=True)
+    for i, f in enumerate(fer_files("happy", "PrivateTest", 2)):
+        shutil.copy(f, inner / f"f{i}.jpg")
+    assert main(["classify", str(tmp_path / "faces")]) == 0
+    out, err = capsys.readouterr()
+    assert err == "" and out.count("\n") == 2, (out, err)
