@@ -57,12 +57,17 @@ def image_files(root: Path) -> list[Path]:
     """The image files under folder `root`, at any depth, sorted; hidden ones (a part of the
     path below `root` starting with ".") are left out: macOS leaves ._NAME.jpg metadata beside
     each photo, and a .thumbs/ folder holds no dataset's faces."""
-    return sorted(
-        f
-        for f in Path(root).rglob("*")
-        if f.suffix.lower() in IMAGE_EXTS
+    return sorted(f for f in Path(root).rglob("*") if visible_image(f, Path(root)))
+
+
+def visible_image(f: Path, root: Path) -> bool:
+    """Whether `f`, found under `root`, is listed as an image: an image extension, nothing
+    hidden below `root`, not a folder named x.jpg (a broken link or a pipe is listed, to be
+    skipped and reported)."""
+    return (
+        f.suffix.lower() in IMAGE_EXTS
         and not any(part.startswith(".") for part in f.relative_to(root).parts)
-        and not f.is_dir()  # a folder named x.jpg (a broken link stays, to be reported)
+        and not f.is_dir()
     )
 
 

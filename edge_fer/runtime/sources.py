@@ -49,7 +49,7 @@ import numpy as np
 from edge_fer import errors, imageio
 from edge_fer.errors import UserError
 from edge_fer.fileio import first_line, os_error_reason
-from edge_fer.imageio import IMAGE_EXTS, cv_name
+from edge_fer.imageio import IMAGE_EXTS, cv_name, visible_image
 from edge_fer.limits import MAX_FRAME_SIDE, MAX_IMAGE_PIXELS  # photos beyond them are skipped
 
 VIDEO_EXTS = {
@@ -410,9 +410,7 @@ def list_images(spec: SourceSpec) -> list[str]:
             # a broken link or a pipe named like a photo is listed, then skipped and reported
             os.path.join(target, f)
             for f in os.listdir(target)
-            if Path(f).suffix.lower() in IMAGE_EXTS
-            and not f.startswith(".")
-            and not os.path.isdir(os.path.join(target, f))
+            if visible_image(Path(target, f), Path(target))
         ]
         what = f"folder {target}"
     elif has_glob(target) and not os.path.exists(target):
