@@ -462,3 +462,24 @@ def test_a_folder_named_like_an_image_is_a_folder(tmp_path, capsys) -> None:
     assert main(["classify", str(tmp_path / "faces")]) == 0
     out, err = capsys.readouterr()
     assert err == "" and out.count("\n") == 2, (out, err)
+
+
+def test_pipeline_max_frames_events_numbers_and_source_sizes(tmp_path) -> None:
+    """Pipeline(max_frames=-5) ran without a bound and 2.5 read 3 frames; an events record
+    with a numpy score was a TypeError; open_source(width=inf) an OverflowError."""
+    from edge_fer.errors import UserError
+    from edge_fer.runtime.pipeline import Pipeline
+    from edge_fer.runtime.sinks import EventsSink
+    from edge_fer.runtime.sources import check_option
+
+    for bad in (-5, 2.5, True):
+        with pytest.raises(UserError) as e:
+            Pipeline(object(), None, max_frames=bad)  # type: ignore[arg-type]
+        assert e.value.param == "max_frames", bad
+    sink = EventsSink(tmp_path / "e.jsonl")
+    sink.write({"frame": np.int64(3), "score": np.float32(1.5)})
+    sink.close()
+    assert (tmp_path / "e.jsonl").read_text() == '{"frame":3,"score":1.5}\n'
+    with pytest.raises(UserError) as e:
+        check_option("width", float("inf"))
+    assert e.value.param == "width"

@@ -351,7 +351,9 @@ class Pipeline:
         alpha = 1.0 - (1.0 - smoothing) ** self.classify_every
         self.smoother = TrackSmoother(classes, alpha=alpha, keep_ended=keep_tracks)
         self._due: dict[int, int] = {}  # track id -> the frame from which it is classified again
-        self.max_frames = max_frames if max_frames and max_frames > 0 else None
+        if max_frames is not None:  # -5 ran without a bound, 2.5 read 3 frames
+            check_count(max_frames, "max_frames", lowest=0)
+        self.max_frames = max_frames or None  # 0: no bound, as run's --max-frames 0
         qs = queue_size or (1 if source.live else 4)
         self.q_det: queue.Queue = queue.Queue(qs)
         self.q_cls: queue.Queue = queue.Queue(qs)

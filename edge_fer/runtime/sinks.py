@@ -375,7 +375,13 @@ class EventsSink:
                 return
             f = self._open()
         try:
-            line = json.dumps(record, separators=(",", ":"), allow_nan=False) + "\n"
+            # numpy scalars and paths as JSON (a np.float32 score was a TypeError)
+            line = (
+                json.dumps(
+                    record, separators=(",", ":"), allow_nan=False, default=fileio.json_default
+                )
+                + "\n"
+            )
         except ValueError:
             self.dropped += 1
             if self.dropped == 1:

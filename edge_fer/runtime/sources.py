@@ -207,7 +207,7 @@ def check_option(name: str, v):
     if name in ("width", "height"):
         try:
             i = int(v)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):  # inf: OverflowError
             raise UserError(f"must be an integer, got {v!r}", param=name) from None
         if not 1 <= i <= 16384:
             raise UserError(f"must be in 1..16384, got {i}", param=name)
