@@ -212,7 +212,7 @@ def write_text(path: PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 
 
-def json_default(o: Any) -> Any:
+def _default(o: Any) -> Any:
     # numpy scalars and arrays, paths: what our reports hold besides plain Python values
     if isinstance(o, os.PathLike):
         return os.fspath(o)
@@ -243,10 +243,10 @@ def dumps(obj: Any, indent: int | None = 2) -> str:
     """Strict JSON text (no NaN/Infinity); numpy values and paths are converted."""
     try:
         if indent is None:
-            return json.dumps(obj, allow_nan=False, default=json_default, separators=(",", ":"))
-        return json.dumps(obj, allow_nan=False, default=json_default, indent=indent)
+            return json.dumps(obj, allow_nan=False, default=_default, separators=(",", ":"))
+        return json.dumps(obj, allow_nan=False, default=_default, indent=indent)
     except ValueError:
-        plain = json.loads(json.dumps(obj, default=json_default))  # NaN survives this round trip
+        plain = json.loads(json.dumps(obj, default=_default))  # NaN survives this round trip
         where = _find_nonfinite(plain) or "a value"
         raise ValueError(
             f"not a finite number at {where}: JSON cannot hold NaN or Infinity"

@@ -16,7 +16,6 @@ The events file is written one complete line at a time and flushed, so whatever 
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -375,13 +374,9 @@ class EventsSink:
                 return
             f = self._open()
         try:
-            # numpy scalars and paths as JSON (a np.float32 score was a TypeError)
-            line = (
-                json.dumps(
-                    record, separators=(",", ":"), allow_nan=False, default=fileio.json_default
-                )
-                + "\n"
-            )
+            # strict, compact, numpy scalars and paths converted, as the summary is written (a
+            # np.float32 score was a TypeError)
+            line = fileio.dumps(record, indent=None) + "\n"
         except ValueError:
             self.dropped += 1
             if self.dropped == 1:
