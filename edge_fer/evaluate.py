@@ -61,8 +61,12 @@ class VocabPlan:
             if faces is None
             else [c for c, n in zip(self.classes, faces) if not n],
             "dataset_classes_mapped": {c: t for c, t in self.data_map.items() if t and t != c},
+            # classes with faces: a loader pads its vocabulary with empty ones, which are
+            # no part of this dataset
             "dataset_classes_without_counterpart": {
-                c: int(dropped_by_class.get(c, 0)) for c, t in self.data_map.items() if t is None
+                c: int(dropped_by_class[c])
+                for c, t in self.data_map.items()
+                if t is None and dropped_by_class.get(c, 0)
             },
             "excluded_faces": int(sum(dropped_by_class.values())),
         }
@@ -85,6 +89,11 @@ def plan_vocabulary(
     ev = tuple(L.canonical(c) for c in (target if explicit else model_classes))
     if len(set(ev)) != len(ev) or not ev:
         raise UserError(f"evaluation classes must be distinct and non-empty: {', '.join(ev)}")
+    if len(ev) < 2:  # all the probability renormalised onto one class: every face "correct"
+        raise UserError(
+            f"only one class to compare ({ev[0]}): every face would count as correct; compare "
+            "two or more (--classes, or a dataset with two or more classes the model knows)"
+        )
     data_map = L.mapping(tuple(data_classes), ev)
     model_map = L.mapping(tuple(model_classes), ev)
     present = [

@@ -152,3 +152,29 @@ def test_no_shared_class(tmp_path, capsys) -> None:
     rc, _, err = run_eval(capsys, "--data", str(data), "--label-set", "dataset")
     assert rc == 2 and len(err.strip().splitlines()) == 1
     assert "vocabulary mismatch" in err and "cat, dog" in err
+
+
+def test_one_class_to_compare_is_refused(tmp_path, capsys) -> None:
+    """contempt and sad under --label-set dataset leave sad alone: every face's probability
+    renormalised onto it (before: accuracy and macro-F1 1.0000)."""
+    data = tmp_path / "ch"
+    build(data, {"disgust": "contempt", "sad": "sad"}, per_class=3)
+    rc, _, err = run_eval(capsys, "--data", str(data), "--label-set", "dataset")
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert "only one class to compare (sad)" in err
+    rc, _, err = run_eval(capsys, "--data", str(data), "--classes", "sad")
+    assert rc == 2 and "only one class to compare (sad)" in err
+
+
+def test_classes_the_dataset_lacks_are_not_reported_as_without_counterpart(
+    tmp_path, capsys
+) -> None:
+    """Folders of four FER2013 classes: disgust, fear and neutral are the model's classes
+    dropped, not dataset classes "with no counterpart, 0 faces excluded" (before: both)."""
+    data = tmp_path / "four"
+    build(data, {c: c for c in ("angry", "happy", "sad", "surprise")}, per_class=2)
+    rep, out = eval_dataset_vocabulary(capsys, data, tmp_path / "four.json")
+    v = rep["vocabulary"]
+    assert v["model_classes_dropped"] == ["disgust", "fear", "neutral"]
+    assert v["dataset_classes_without_counterpart"] == {}
+    assert "no counterpart" not in out

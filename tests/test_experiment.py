@@ -76,6 +76,15 @@ def test_out_work_and_numbers_are_checked_before_any_study(tmp_path, capsys) -> 
         (["grouping", "--out", tmp_path / "o", "--lr", "nan"], "--lr must be a finite number"),
         (["grouping", "--out", tmp_path / "o", "--seed", "-1"], "--seed must be >= 0"),
         (["grouping", "--out", tmp_path / "o", "--test-fraction", "nan"], "--test-fraction"),
+        # thread counts the trainer and the timing refuse: before, the first only after a
+        # run folder was claimed (the corrected command was then refused), the second after
+        # every variant trained, naming --threads
+        (["grouping", "--out", tmp_path / "o", "--threads", "99999"], "--threads", "0..256"),
+        (
+            ["grouping", "--out", tmp_path / "o", "--latency-threads", "100000"],
+            "--latency-threads",
+            "1..256",
+        ),
         (["grouping", "--out", tmp_path / "d" / "o", "--data", tmp_path / "d"], "--out", "inside"),
         (["grouping", "--out", tmp_path / "o", "--work", tmp_path / "d"], "--work", "inside"),
     ]
@@ -190,6 +199,9 @@ def test_grouping_study(tmp_path, capsys) -> None:
     assert rc == 0, err
     text = (out / "README.md").read_text()
     assert "| classes7 |" in text and "| classes3 |" in text
+    # the command as typed (before: with an --arch cnn4 nobody typed)
+    command = next(ln for ln in text.splitlines() if "edge-fer experiment grouping" in ln)
+    assert "--arch " not in command and "--variants 7,3" in command, command
     assert "classes7 merged" in text  # the 7-class model scored on the 3 groups
     assert "neg " in text and "pos " in text  # per-class recall of the groups
     assert {p.name for p in out.glob("*.png")} <= set(FIGURE_NAMES)  # what --out guards
@@ -233,6 +245,10 @@ def test_architectures_from_run_folders(tmp_path, capsys) -> None:
     assert rc == 0, err
     text = (out / "README.md").read_text()
     assert "| cnn4 | 1 of 1 |" in text
+    # the command as typed, which runs again (before: an untyped --arch cnn4 that this study
+    # refuses)
+    command = next(ln for ln in text.splitlines() if "edge-fer experiment architectures" in ln)
+    assert "--arch " not in command and "--archs cnn4,resnet" in command, command
     assert "resnet: no best.safetensors" in text  # missing runs are named, not fatal
     assert "test 28 of 28 faces" in text
     assert "cnn4 INT8" in text and (out / "recall.png").is_file()

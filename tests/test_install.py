@@ -95,6 +95,22 @@ def test_unwritable_cache_folder_compiles_without_cache(tmp_path):
     assert _in_tree_caches() <= before and blocker.read_text() == "not a folder\n"
 
 
+NOTICE = "from edge_fer.detect.scan import first_run_notice; print(first_run_notice())"
+
+
+def test_start_up_notice_says_when_the_kernels_compile(tmp_path):
+    """The line before the detector's kernels compile: once after an install with a cache,
+    on every run without one (before: silent, and every run stalled 8-10 s unexplained)."""
+    r = run_python("-c", NOTICE, env=_env(EDGE_FER_CACHE=str(tmp_path / "fresh")))
+    assert r.returncode == 0 and "once after an install" in r.stdout, r.stdout + r.stderr
+    assert str(tmp_path / "fresh") in r.stdout  # where they are kept
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder\n")
+    r = run_python("-c", NOTICE, env=_env(EDGE_FER_CACHE=str(blocker)))
+    assert r.returncode == 0 and "on every run" in r.stdout, r.stdout + r.stderr
+    assert "cannot be written" in r.stdout and "EDGE_FER_CACHE" in r.stdout
+
+
 # -- README's two commands in a fresh venv ----------------------------------------------------
 
 

@@ -121,8 +121,6 @@ def run(args) -> int:
     check_study(args.study)
     if args.calib_faces < 100:
         raise UserError("--calib-faces must be at least 100")
-    if args.latency_threads < 1:
-        raise UserError("--latency-threads must be at least 1")
     archs = _names(args.archs) or ZOO
     bad = [a for a in archs if a not in ZOO]
     if bad:
@@ -131,9 +129,11 @@ def run(args) -> int:
 
     if args.study == "architectures" and args.arch is not None:
         raise UserError("--arch is for the other studies; the architectures study takes --archs")
-    args.arch = args.arch or Options.arch
-    if args.arch not in list_models():
-        raise UserError(f"--arch {args.arch!r} is not in the zoo ({', '.join(list_models())})")
+    # the report's command is the one typed: computed before --arch gets its default
+    command = command_of(args)
+    arch = args.arch or Options.arch
+    if arch not in list_models():
+        raise UserError(f"--arch {arch!r} is not in the zoo ({', '.join(list_models())})")
     if args.runs is not None and args.study != "architectures":
         raise UserError("--runs is for the architectures study")
     # the other options one study reads and the others would ignore without a word
@@ -151,7 +151,7 @@ def run(args) -> int:
         out=Path(args.out),
         work=Path(args.work) if args.work else None,
         budget=Budget(**{f.name: getattr(args, f.name) for f in fields(Budget)}),
-        arch=args.arch,
+        arch=arch,
         archs=archs,
         runs=Path(args.runs) if args.runs else None,
         vgg_onnx=None if args.no_bundled else "bundled",
@@ -159,7 +159,7 @@ def run(args) -> int:
         variants=_names(args.variants),
         calib_faces=args.calib_faces,
         latency_threads=args.latency_threads,
-        command=command_of(args),
+        command=command,
     )
     path = run_study(opts)
     print(f"experiment {args.study}: report {path}")

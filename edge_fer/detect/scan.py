@@ -291,12 +291,24 @@ def gather(
 
 
 def first_run_notice() -> str | None:
-    """A line to print before the detector's kernels compile for the first time after an
-    install (4-10 s on a 2-core CPU, silent otherwise), or None when they are cached."""
-    from edge_fer.cache import compiled_on_disk, kernel_cache_folder
+    """A line to print before the detector's kernels compile: the first time after an install
+    (4-10 s on a 2-core CPU), or on every run when no cache folder can be written; None when
+    they are cached or already compiled in this process."""
+    from edge_fer.cache import compiled_on_disk, kernel_cache_folder, numba_cache_dir
 
-    if compiled_on_disk(scan_upright):
+    if scan_upright.signatures:  # compiled (or loaded) in this process already
         return None
     where = kernel_cache_folder()
-    kept = f"; kept in {where} for next time" if where else ""
-    return f"compiling the detector's kernels (once after an install: a few seconds{kept})"
+    if where is None:  # nothing kept: every process compiles them again
+        folder = numba_cache_dir()
+        why = f"{folder} cannot be written" if folder else "there is no home folder for a cache"
+        return (
+            f"compiling the detector's kernels (a few seconds, on every run: {why}; set "
+            "EDGE_FER_CACHE to a writable folder to keep them)"
+        )
+    if compiled_on_disk(scan_upright):
+        return None
+    return (
+        "compiling the detector's kernels (once after an install: a few seconds; kept in "
+        f"{where} for next time)"
+    )

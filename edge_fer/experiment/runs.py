@@ -36,13 +36,15 @@ class Budget:
     def validate(self) -> None:
         if self.epochs < 1:
             raise UserError("must be at least 1", param="epochs")
-        for name in ("max_train_faces", "max_test_faces", "threads", "max_batches"):
+        for name in ("max_train_faces", "max_test_faces", "max_batches"):
             if getattr(self, name) < 0:
                 raise UserError("must be >= 0 (0: no limit)", param=name)
+        from edge_fer.limits import check_number, check_threads  # the trainer's own rules
+
+        # here, not in the trainer: that is after the first variant's run folder is claimed
+        check_threads(self.threads, "threads", zero="torch's default")
         if self.batch_size < 1:
             raise UserError("must be at least 1", param="batch_size")
-        from edge_fer.limits import check_number  # the trainer's own rule
-
         check_number(self.lr, "lr", lo_open=True)
         if self.seed < 0:
             raise UserError("must be >= 0", param="seed")

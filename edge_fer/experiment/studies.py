@@ -591,6 +591,10 @@ def run_study(opts: Options) -> Path:
 
     check_study(opts.study)
     opts.budget.validate()
+    from edge_fer.limits import check_threads
+
+    # timed after every variant has trained: checked before the first one
+    check_threads(opts.latency_threads, "latency_threads", zero=None)
     if not 0 < opts.test_fraction < 1:  # NaN too
         raise UserError(f"must be in (0, 1), got {opts.test_fraction:g}", param="test_fraction")
     # --out and --work must be folders or become ones (a file there: one line, not a traceback
