@@ -49,6 +49,36 @@ def read_head(path: Path, n: int, what: str) -> bytes:
     return head
 
 
+def cannot_write_in(folder: str | os.PathLike) -> str | None:
+    """Why no file can be created in the existing `folder` (a probe file, made and removed at
+    once), or None when one can: os.access answers yes to root for /proc and for read-only
+    mounts, and a refusal found then came after the work."""
+    import tempfile
+
+    try:
+        tempfile.TemporaryFile(dir=folder).close()
+    except OSError as exc:
+        return os_error_reason(exc)
+    return None
+
+
+def check_file_can_be_made(path: str | os.PathLike, param: str) -> None:
+    """UserError naming `param` unless a file `path` can be made once its missing folders
+    are: no file where one of them would be, and files can be made in the nearest that
+    exists. For outputs written after long work (an export), checked before it."""
+    from edge_fer.errors import UserError
+
+    p = Path(path)
+    for q in p.absolute().parents:
+        if q.exists() or q.is_symlink():
+            if not q.is_dir():
+                raise UserError(f"{os.fspath(path)}: {q} is not a folder", param=param)
+            reason = cannot_write_in(q)
+            if reason is not None:
+                raise UserError(f"{os.fspath(path)}: cannot write in {q} ({reason})", param=param)
+            return
+
+
 def os_error_reason(exc: OSError) -> str:
     """A short human reason for an OSError (disk full, permission denied, ...)."""
     if exc.errno == errno.ENOSPC:

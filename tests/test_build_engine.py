@@ -527,6 +527,16 @@ def test_existing_out_needs_force(fake, tmp_path, capsys):
     assert cli([str(model), "--force"], capsys)[0] == 0 and gpu.builds == 3
 
 
+def test_out_naming_a_new_folder_is_refused(fake, tmp_path, capsys):
+    """--out newdir/ (before: an engine file named newdir and newdir.json, exit 0)."""
+    gpu = fake("10.3.0")
+    model = tiny_onnx(tmp_path / "fer.onnx")
+    rc, err, _ = cli([str(model), "--out", f"{tmp_path / 'newdir'}/"], capsys)
+    assert rc == 2 and len(err) == 1 and "is a folder; give the engine's file name" in err[0], err
+    assert not (tmp_path / "newdir").exists() and not (tmp_path / "newdir.json").exists()
+    assert gpu.builds == 0
+
+
 def test_a_json_that_is_not_an_edge_fer_sidecar_is_never_replaced(fake, tmp_path, capsys):
     gpu = fake("10.3.0")
     model = tiny_onnx(tmp_path / "fer.onnx")

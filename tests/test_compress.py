@@ -8,6 +8,7 @@ real FER2013 faces copied from ../shared when it exists, synthetic images otherw
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -375,6 +376,15 @@ def test_cli_prune_end_to_end(ckpt, data_dir, tmp_path, capsys) -> None:
         (["qat", "--lr", "nan"], "--lr must be a finite number > 0"),
         (["qat", "--label-smoothing", "-0.1"], "--label-smoothing"),
         (["qat", "--out", "{afile}/sub"], "is not a folder"),
+        # a folder that cannot be made (before: a traceback, for prune after its fine-tuning)
+        *[
+            pytest.param(
+                [cmd, "--out", f"/proc/edge-fer-{cmd}"],
+                "cannot write in /proc",
+                marks=pytest.mark.skipif(not os.path.isdir("/proc"), reason="no /proc"),
+            )
+            for cmd in ("prune", "qat")
+        ],
     ],
 )
 def test_cli_bad_input(argv, needle, data_dir, tmp_path, capsys) -> None:

@@ -625,6 +625,9 @@ def test_export_never_replaces_a_file_without_force(env, run_dir, tmp_path) -> N
         (notes, f"--out {notes} already exists; pass --force"),
         (run_dir / "last.safetensors", "already exists"),
         (str(tmp_path / "newdir") + "/", "is a folder"),
+        # a folder that cannot be made: before, a traceback (after the export for /proc)
+        (notes / "x.onnx", f"{notes} is not a folder"),
+        *([("/proc/x.onnx", "cannot write in /proc")] if os.path.isdir("/proc") else []),
         (data / "angry" / "m.onnx", f"--out {data / 'angry' / 'm.onnx'} is inside --check-data"),
     ):
         before = {p: p.read_bytes() for p in (notes, face, run_dir / "last.safetensors")}

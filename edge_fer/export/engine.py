@@ -467,11 +467,19 @@ def _dla_fallback(network: trt.INetworkDefinition, tcfg: trt.IBuilderConfig) -> 
 
 def _engine_dst(
     src: Path,
-    dst: Path,
+    given: str | os.PathLike[str],
     cfg: BuildConfig,
     force: bool | None,
     names: Mapping[str, str] | None,
 ) -> Path:
+    # `given` as passed: Path() drops the trailing slash of "DIR/", and the engine was then
+    # written as a file named DIR
+    dst = Path(given)
+    if names_folder(given) or dst.is_dir():
+        n = {**PATH_NAMES, **(names or {})}
+        raise UserError(
+            f"{n['engine_path']} {os.fspath(given)}: is a folder; give the engine's file name"
+        )
     if dst.resolve() == src.resolve():
         raise UserError(f"{dst}: the engine would overwrite the ONNX model")
     if dst.suffix.lower() == ".json":
@@ -519,7 +527,7 @@ def build_engine(
         cfg = _as_qdq(cfg)
     dst: Path | None = None
     if engine_path is not None:
-        dst = _engine_dst(src, Path(engine_path), cfg, force, names)
+        dst = _engine_dst(src, engine_path, cfg, force, names)
     elif layout is not None or not onnx_missing():
         named = default_engine_path(src, cfg.precision, layout == "tensorrt")
         dst = _engine_dst(src, named, cfg, force, names)

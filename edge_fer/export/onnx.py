@@ -281,6 +281,9 @@ def export_checkpoint(
     if out.is_dir():
         raise UserError(f"{out}: is a folder; give the model's file name (MODEL.onnx)", param="out")
     check_collisions([("the output", out)], [("the checkpoint", ckpt)])
+    from edge_fer.fileio import check_file_can_be_made
+
+    check_file_can_be_made(out, "out")  # before the export (after it: a traceback)
     model, spec, state = load_trained(ckpt)
     if crop_margin is not None:
         if not 0.0 <= float(crop_margin) <= 1.0:

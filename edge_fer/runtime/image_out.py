@@ -24,7 +24,7 @@ import numpy as np
 
 from edge_fer import imageio
 from edge_fer.errors import UserError
-from edge_fer.fileio import names_folder, os_error_reason
+from edge_fer.fileio import cannot_write_in, names_folder, os_error_reason
 
 MARKER = ".edge-fer-annotated"  # in a folder this module wrote: a later run may write there again
 # the extensions a photo keeps in its annotated copy; others (.pgm, .ppm, .pnm) become .png
@@ -160,13 +160,13 @@ def check_folder(folder: str | os.PathLike, what: str = "the annotated images") 
         parent = f.parent if str(f.parent) else Path(".")
         if not parent.is_dir():
             raise UserError(f"{f}: folder {parent} does not exist", param="out")
-        if not os.access(parent, os.W_OK | os.X_OK):
-            raise UserError(
-                f"{f}: folder {parent} is not writable (permission denied)", param="out"
-            )
+        reason = cannot_write_in(parent)  # os.access says yes to root on /proc
+        if reason is not None:
+            raise UserError(f"{f}: folder {parent} is not writable ({reason})", param="out")
         return f
-    if not os.access(f, os.W_OK | os.X_OK):
-        raise UserError(f"{f}: not writable (permission denied)", param="out")
+    reason = cannot_write_in(f)
+    if reason is not None:
+        raise UserError(f"{f}: not writable ({reason})", param="out")
     ours = written_names(f)
     if ours is None and any(f.iterdir()):
         raise UserError(

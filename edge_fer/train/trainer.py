@@ -120,13 +120,20 @@ RUN_FILES = (
 
 def check_folder(path: str | os.PathLike, param: str) -> None:
     """UserError naming `param` unless `path` is a folder or can be made one (no file where
-    it or one of its parents would be)."""
+    it or one of its parents would be, and files can be made in the nearest that exists)."""
+    from edge_fer.fileio import cannot_write_in
+
     p = Path(path)
     for q in (p, *p.parents):
         if q.exists() or q.is_symlink():
             if not q.is_dir():
                 why = "exists and is not a folder" if q == p else f"{q} is not a folder"
                 raise UserError(f"{p}: {why}", param=param)
+            # before the work: prune's refusal came after its fine-tuning, as a traceback
+            reason = cannot_write_in(q)
+            if reason is not None:
+                where = "" if q == p else f" in {q}"
+                raise UserError(f"{p}: cannot write{where} ({reason})", param=param)
             return
 
 
