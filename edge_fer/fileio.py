@@ -56,7 +56,7 @@ def cannot_write_in(folder: str | os.PathLike) -> str | None:
     import tempfile
 
     try:
-        tempfile.TemporaryFile(dir=folder).close()
+        tempfile.TemporaryFile(dir=os.fspath(folder)).close()
     except OSError as exc:
         return os_error_reason(exc)
     return None
