@@ -213,6 +213,33 @@ def test_deepstream_int8_cache_header(tmp_path, capsys) -> None:
     assert (out2 / "calib.cache").read_text().startswith("TRT-8602-EntropyCalibration2\n")
 
 
+def test_deepstream_qdq_int8_gets_a_calibration_file(tmp_path, capsys) -> None:
+    """nvinfer sets INT8 only with a readable int8-calib-file and builds FP16 without one, so a
+    Q/DQ model gets a header-only cache (before: none, and the "_int8.engine" it names was
+    never built)."""
+    qdq = CALIB / "model.int8.qdq.onnx"
+    out = tmp_path / "dsq"
+    rc, _, err = _deploy(
+        capsys, "deepstream", "--model", qdq, "--out", out, "--precision", "int8",
+        "--target", "orin-nx",
+    )  # fmt: skip
+    assert rc == 0, err
+    p = _ini(out / "config_infer_secondary_fer.txt")["property"]
+    assert p["network-mode"] == "1" and p["int8-calib-file"] == "calib.cache"
+    assert p["model-engine-file"].endswith("_int8.engine")
+    assert (out / "calib.cache").read_text() == "TRT-100300-EntropyCalibration2\n"
+    assert "holds only a header" in (out / "README.md").read_text()
+    # TensorRT 11 has no calibrators: no file
+    rc, _, err = _deploy(capsys, "deepstream", "--model", qdq, "--out", tmp_path / "ds11",
+                         "--precision", "int8", "--trt-version", "11.0.0")  # fmt: skip
+    assert rc == 0, err
+    assert (
+        "int8-calib-file"
+        not in _ini(tmp_path / "ds11" / "config_infer_secondary_fer.txt")["property"]
+    )
+    assert not (tmp_path / "ds11" / "calib.cache").exists()
+
+
 # -- Triton -----------------------------------------------------------------------------------
 
 
@@ -405,6 +432,12 @@ def test_force_never_deletes_the_working_folder_and_writes_through_a_link(
         (("triton", "--precision", "int8", "--calib-cache", "{foreign}"), "does not match"),
         (("deepstream", "--batch-size", "0"), "--batch-size must be >= 1"),
         (("deepstream", "--source", "csi://front"), "csi://N"),
+        # a cache that would not be used (before: ignored without a word)
+        (("deepstream", "--precision", "fp16", "--calib-cache", "{foreign}"), "only used with"),
+        (
+            ("deepstream", "--model", "{qdq}", "--precision", "int8", "--calib-cache", "{foreign}"),
+            "carries its own scales",
+        ),
     ],
 )
 def test_refusals(tmp_path, capsys, argv, words) -> None:
@@ -417,6 +450,7 @@ def test_refusals(tmp_path, capsys, argv, words) -> None:
         "verify": MODEL.parent / "face_verify.onnx",
         "int8cpu": MODEL.parent / "fer_default.int8.onnx",
         "foreign": foreign,
+        "qdq": CALIB / "model.int8.qdq.onnx",
     }
     argv = [a.format(**paths) for a in argv]
     out = tmp_path / "sub" / "kit"

@@ -116,17 +116,48 @@ def _check(info: ModelInfo, o: DeepStreamOptions) -> None:
         )
     if info.quantized == "tensorrt" and o.precision != "int8":
         raise UserError(f"{info.path} is a Q/DQ INT8 model: use --precision int8")
+    if o.calib_cache and o.precision != "int8":  # before: ignored without a word
+        raise UserError(
+            f"a calibration cache is only used with precision int8, not {o.precision}",
+            param="calib_cache",
+        )
+    if o.calib_cache and info.quantized == "tensorrt":
+        raise UserError(
+            f"{info.path} is a Q/DQ model, which carries its own scales: a calibration cache "
+            "is not used",
+            param="calib_cache",
+        )
+
+
+def _trt_version(o: DeepStreamOptions) -> str:
+    """The TensorRT the kit is for: --trt-version, else the target's newest JetPack's."""
+    from edge_fer.export.targets import get_target
+    from edge_fer.quantize.trt_cache import DEFAULT_TRT_VERSION
+
+    if o.trt_version:
+        return o.trt_version
+    if o.target is not None:
+        return str(get_target(o.target)["default_tensorrt"])
+    return DEFAULT_TRT_VERSION
 
 
 def _calib_cache(info: ModelInfo, o: DeepStreamOptions) -> tuple[bytes, str] | None:
-    """(cache bytes with the header for the target's TensorRT, that version) for implicit INT8;
-    None when no cache is needed (not INT8, or a Q/DQ model)."""
-    if o.precision != "int8" or info.quantized == "tensorrt":
-        return None
-    from edge_fer.export.engine import default_calib_cache, prepare_calib_cache
-    from edge_fer.export.targets import get_target
-    from edge_fer.quantize.trt_cache import DEFAULT_TRT_VERSION, version_code
+    """(cache bytes with the header for the target's TensorRT, that version) for INT8; None
+    when no cache is needed (not INT8; a Q/DQ model for TensorRT 11, which has no calibrators).
 
+    A Q/DQ model gets a cache of the header alone: nvinfer sets TensorRT's INT8 flag only when
+    it has a calibrator, which it makes only from an `int8-calib-file` it can read; without
+    one it builds FP16 ("INT8 calibration file not specified. Trying FP16 mode.",
+    nvdsinfer_model_builder.cpp). TensorRT does not use a calibrator on a network with Q/DQ
+    layers: the scales are the graph's."""
+    from edge_fer.export.engine import default_calib_cache, prepare_calib_cache
+    from edge_fer.quantize.trt_cache import format_cache, version_code
+
+    if o.precision != "int8":
+        return None
+    version = _trt_version(o)
+    if info.quantized == "tensorrt":
+        return (format_cache({}, version), version) if version_code(version) < 110000 else None
     cache = Path(o.calib_cache) if o.calib_cache else default_calib_cache(info.path)
     if cache is None:
         raise UserError(
@@ -134,12 +165,6 @@ def _calib_cache(info: ModelInfo, o: DeepStreamOptions) -> tuple[bytes, str] | N
             "--calib-cache FILE (`edge-fer calibrate` writes calib.cache), or deploy the Q/DQ "
             "model (model.int8.qdq.onnx)"
         )
-    if o.trt_version:
-        version = o.trt_version
-    elif o.target is not None:
-        version = str(get_target(o.target)["default_tensorrt"])
-    else:
-        version = DEFAULT_TRT_VERSION
     if version_code(version) >= 110000:
         raise UserError(
             f"TensorRT {version} has no implicit INT8 (calibration caches were removed in 11): "
@@ -181,6 +206,12 @@ def secondary_config(
         ("# 0=FP32, 1=INT8, 2=FP16", None),
         ("network-mode", NETWORK_MODE[o.precision]),
     ]
+    if cache and qdq:
+        note = (
+            "# nvinfer builds INT8 only with a calibration file; the Q/DQ model's scales are "
+            "used, this header-only cache is not read for them"
+        )
+        items.append((note, None))
     if cache:
         items.append(("int8-calib-file", cache))
     items += [

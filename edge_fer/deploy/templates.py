@@ -81,7 +81,15 @@ def deepstream_readme(info: ModelInfo, o: Any, model_file: str, trt_version: str
     k, offset = nvinfer_normalisation(info.spec)
     s = info.spec
     engine = ds.engine_name(model_file, o.batch_size, o.gpu_id, o.precision)
-    if o.precision == "int8" and trt_version:
+    qdq = info.quantized == "tensorrt"
+    if o.precision == "int8" and qdq:
+        int8 = "INT8 from the Q/DQ model: TensorRT reads the scales from the graph. " + (
+            f"`{ds.CACHE}` holds only a header (TensorRT {trt_version}): nvinfer enables "
+            "INT8 only when it has a calibration file, and builds FP16 without one."
+            if trt_version
+            else "No calibration file (TensorRT 11 has no calibrators)."
+        )
+    elif o.precision == "int8" and trt_version:
         int8 = (
             f"INT8 from the calibration cache `{ds.CACHE}`, its header written for TensorRT "
             f"{trt_version} (TensorRT skips a cache whose header names another version; "
