@@ -445,6 +445,20 @@ def test_unsupported_operator_is_named(tmp_path, node, why):
     assert not out.exists()
 
 
+def test_an_opset_older_than_13_is_refused_before_the_pass(tmp_path):
+    """`export --opset 12` is allowed; its model failed ONNX Runtime's check of the Q/DQ
+    models after the calibration pass, as "not a loadable ONNX model"."""
+    m = tiny_model()
+    m.opset_import[0].version = 12  # Softmax(axis=1), Conv, Gemm...: the same graph at 12
+    p = tmp_path / "o12.onnx"
+    onnx.save(m, str(p))
+    seen: list[int] = []
+    out = tmp_path / "out"
+    with pytest.raises(UserError, match="opset 12; INT8 Q/DQ models need opset 13"):
+        calibrate(p, synthetic_faces(), out, threads=1, progress=seen.append)
+    assert not seen and not out.exists()
+
+
 def test_quantized_model_is_refused(calibrated, tmp_path):
     out, _ = calibrated
     with pytest.raises(UserError, match="already quantized"):

@@ -56,6 +56,14 @@ def check_supported(model) -> None:
     import onnx
 
     g = model.graph
+    # per-channel QuantizeLinear/DequantizeLinear (the axis attribute) are opset 13: an older
+    # model failed in ONNX Runtime's check of the Q/DQ models, after the calibration pass
+    opset = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), 0)
+    if opset < 13:
+        raise UserError(
+            f"the model is ONNX opset {opset}; INT8 Q/DQ models need opset 13 or newer: "
+            "export it again with --opset 13 or higher (17, the default)"
+        )
     for node in g.node:
         name = node.name or (node.output[0] if node.output else "?")
         if node.domain not in ("", "ai.onnx"):
