@@ -289,6 +289,42 @@ def test_video_is_replaced_only_when_complete(tmp_path):
     assert link.is_symlink() and count_frames(target) == 3 and _leftovers(tmp_path) == []
 
 
+def test_a_video_cut_short_never_replaces_the_users_file(tmp_path):
+    """OpenCV reports no write error: the finished file is checked to hold every frame
+    (before: a video with no index, or none of its frames playable, was renamed over the
+    user's file)."""
+    from edge_fer.runtime.sinks import VideoSink
+
+    for ext in (".mp4", ".avi"):
+        target = tmp_path / f"v{ext}"
+        target.write_bytes(b"old video")
+        sink = VideoSink(target, 25.0, (64, 48))
+        for i in range(40):
+            sink.write(np.full((48, 64, 3), i, np.uint8))
+        sink._release()  # the writer is done; then the disk loses the end of the file
+        assert sink._tmp is not None
+        os.truncate(sink._tmp, os.path.getsize(sink._tmp) // 3)
+        with pytest.raises(UserError, match="the file written holds .*left as it was"):
+            sink.close()
+        assert target.read_bytes() == b"old video" and _leftovers(tmp_path) == [], ext
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="ulimit needs a POSIX shell")
+def test_a_file_size_limit_stops_the_run_and_keeps_the_old_video(tmp_path):
+    """`ulimit -f`: the writes fail with EFBIG, which OpenCV does not report (before: exit 0
+    and a video of 21 of 600 frames in place of the user's)."""
+    from processes import CLI, run
+
+    clip = _write_clip(tmp_path / "clip.avi", 150)
+    out = tmp_path / "out.avi"
+    out.write_bytes(b"old video")
+    cmd = " ".join([sys.executable, *CLI, "run", str(clip), "--out", str(out), "--quiet"])
+    p = run(["bash", "-c", f"ulimit -f 100 && exec {cmd}"], timeout=300)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip() and "WARN" not in ln]
+    assert p.returncode == 2 and lines and "file size limit is reached" in lines[-1], p.stderr
+    assert out.read_bytes() == b"old video" and _leftovers(tmp_path) == []
+
+
 def test_a_source_of_no_frames_leaves_out_as_it_was(tmp_path, capsys):
     """A video with no frame: --out was replaced by a 257-byte stub no player opens, and the
     summary listed it under outputs.video."""

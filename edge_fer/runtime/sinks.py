@@ -149,6 +149,16 @@ def _open_writer(path: Path, codecs: list[str], fps: float, size: tuple[int, int
     return None, None
 
 
+def _file_size_limit() -> int | None:
+    """The soft limit on the size of a file this process writes (ulimit -f), if any."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    soft, _ = resource.getrlimit(resource.RLIMIT_FSIZE)
+    return None if soft == resource.RLIM_INFINITY or soft < 0 else int(soft)
+
+
 def _unlink(path: Path | None) -> None:
     if path is None:
         return
@@ -244,6 +254,36 @@ class VideoSink:
             raise UserError(
                 f"cannot write video {self.path}: the disk is full ({free >> 20} MiB free)"
             )
+        # a file size limit (ulimit -f) stops the writes with EFBIG, which OpenCV does not
+        # report either: the file stays at the limit while the run goes on
+        limit = _file_size_limit()
+        if limit is not None and self._tmp is not None:
+            try:
+                size = os.path.getsize(self._tmp)
+            except OSError:
+                return
+            if size >= limit:
+                raise UserError(
+                    f"cannot write video {self.path}: the file size limit is reached "
+                    f"(ulimit -f: {limit} bytes)"
+                )
+
+    def _check_written(self, tmp: Path) -> None:
+        """UserError unless the finished file holds every frame written: OpenCV reports no
+        write error (a quota, a size limit, an I/O error), and a video cut short was renamed
+        over the user's file. The count is the container's (exact for these writers)."""
+        self._check_disk()
+        cap = cv2.VideoCapture(str(tmp))
+        try:
+            n = round(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else -1
+        finally:
+            cap.release()
+        if n != self.frames:
+            held = "no playable frame" if n <= 0 else f"{n} of the {self.frames} frames"
+            raise UserError(
+                f"cannot write video {self.path}: the file written holds {held} (a file size "
+                "limit, a quota or a disk error?); an existing video there is left as it was"
+            )
 
     def write(self, image: np.ndarray, path: str | None = None, index: int = 0) -> None:
         """One annotated frame (`path`, `index`: where it came from; a video needs neither)."""
@@ -273,6 +313,11 @@ class VideoSink:
             self._release()
             if tmp is None:
                 return
+            self._tmp = tmp  # for the size check
+            try:
+                self._check_written(tmp)
+            finally:
+                self._tmp = None
             with open(tmp, "rb") as fh:  # on disk before the rename: never an empty video
                 os.fsync(fh.fileno())
             try:  # keep the permissions of the video being replaced
