@@ -9,7 +9,7 @@ The cache folder is `$EDGE_FER_CACHE`, else (Windows) `%LOCALAPPDATA%\\edge-fer\
 `$XDG_CACHE_HOME/edge-fer` (an absolute one), else `~/.cache/edge-fer`; the kernels go into
 its `numba/` subfolder. A `NUMBA_CACHE_DIR` the user set (numba's own setting) wins. When the
 folder cannot be created or written, the kernels are compiled in every process and nothing is
-written to disk.
+written to disk; a save that fails later (a full disk, a quota) is skipped the same way.
 """
 
 from __future__ import annotations
@@ -82,11 +82,31 @@ def njit_cached(**options: Any) -> Callable:
             before = vars(config).get("CACHE_DIR", "")
             vars(config)["CACHE_DIR"] = folder
             try:
-                return numba.njit(cache=True, **options)(fn)
+                return _saves_best_effort(numba.njit(cache=True, **options)(fn))
             finally:
                 vars(config)["CACHE_DIR"] = before
 
     return decorate
+
+
+def _saves_best_effort(dispatcher: Any) -> Any:
+    """Keep a kernel on disk when the disk lets us: numba raises its OSError from the save (a
+    full disk, a quota, a file size limit), which stopped `detect` and `run` although the
+    kernel was compiled and nothing of theirs had to be written. numba writes each cache file
+    whole (a temporary name, then a rename), so a failed save leaves nothing half-written."""
+    cache = getattr(dispatcher, "_cache", None)
+    save = getattr(cache, "save_overload", None)
+    if save is None:  # another numba: its own behaviour
+        return dispatcher
+
+    def save_overload(sig: Any, data: Any) -> None:
+        try:
+            save(sig, data)
+        except OSError:
+            pass  # compiled in this process; the next one compiles it again
+
+    cache.save_overload = save_overload
+    return dispatcher
 
 
 def compiled_on_disk(kernel: Any) -> bool:

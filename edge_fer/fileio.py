@@ -85,6 +85,8 @@ def os_error_reason(exc: OSError) -> str:
         return "the disk is full"
     if exc.errno == errno.EDQUOT:
         return "the disk quota is exceeded"
+    if exc.errno == errno.EFBIG:
+        return "the file size limit (ulimit -f) is reached"
     if exc.errno == errno.ENXIO:  # open_stream on a named pipe
         return "no process reads the pipe"
     return exc.strerror or first_line(exc)

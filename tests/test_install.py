@@ -95,6 +95,25 @@ def test_unwritable_cache_folder_compiles_without_cache(tmp_path):
     assert _in_tree_caches() <= before and blocker.read_text() == "not a folder\n"
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX file size limit")
+def test_a_cache_that_cannot_be_saved_is_skipped(tmp_path):
+    """A full disk, a quota or a file size limit under the cache folder: the kernel runs,
+    compiled in this process (before: numba's OSError stopped `detect` and `run`)."""
+    import resource
+
+    def limit() -> None:  # room for the empty probe file, none for the cache's
+        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
+
+    env = _env(EDGE_FER_CACHE=str(tmp_path / "c"))
+    r = subprocess.run(
+        [sys.executable, "-c", KERNEL], env=env, capture_output=True, text=True,
+        preexec_fn=limit, timeout=300, check=False,
+    )  # fmt: skip
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert r.stdout.split()[:3] == ["0.6", "0", "1"]  # compiled, and nothing kept
+    assert not list((tmp_path / "c").rglob("*.nbc"))
+
+
 NOTICE = "from edge_fer.detect.scan import first_run_notice; print(first_run_notice())"
 
 

@@ -325,6 +325,28 @@ def test_a_file_size_limit_stops_the_run_and_keeps_the_old_video(tmp_path):
     assert out.read_bytes() == b"old video" and _leftovers(tmp_path) == []
 
 
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX file size limit")
+def test_a_file_size_limit_on_standard_output_is_one_line(tmp_path):
+    """`detect --json > file` past `ulimit -f`: EFBIG was a traceback and exit 1."""
+    import resource
+
+    from processes import CLI
+
+    clip = _write_clip(tmp_path / "clip.avi", 60)
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
+
+    with open(tmp_path / "d.jsonl", "wb") as out:
+        p = subprocess.run(
+            [sys.executable, *CLI, "detect", str(clip), "--json"], stdout=out,
+            stderr=subprocess.PIPE, text=True, preexec_fn=limit, timeout=300, check=False,
+        )  # fmt: skip
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip() and "compiling" not in ln]
+    assert p.returncode == 2 and len(lines) == 1, p.stderr
+    assert "cannot write" in lines[0] and "file size limit (ulimit -f)" in lines[0]
+
+
 def test_a_source_of_no_frames_leaves_out_as_it_was(tmp_path, capsys):
     """A video with no frame: --out was replaced by a 257-byte stub no player opens, and the
     summary listed it under outputs.video."""

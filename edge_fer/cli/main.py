@@ -288,9 +288,10 @@ def _failed(exc: BaseException, command: str, parser, args) -> int:
     except BrokenPipeError:
         return 1
     except OSError as err:
-        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO):
+        if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG):
             raise
-        # a full disk under standard output (`--json > f`): one line, not a traceback; what is
+        # a full disk or a file size limit (also under standard output, `--json > f`): one
+        # line naming the file when the error does, not a traceback; what is
         # still buffered goes to /dev/null, or the flush at exit would print one
         from edge_fer.fileio import os_error_reason
 
@@ -298,7 +299,12 @@ def _failed(exc: BaseException, command: str, parser, args) -> int:
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         except (OSError, ValueError):
             pass
-        print(f"edge-fer {command}: error: cannot write ({os_error_reason(err)})", file=sys.stderr)
+        name = err.filename
+        what = f" {os.fsdecode(name)}" if isinstance(name, (str, bytes, os.PathLike)) else ""
+        print(
+            f"edge-fer {command}: error: cannot write{what} ({os_error_reason(err)})",
+            file=sys.stderr,
+        )
         return 2
 
 

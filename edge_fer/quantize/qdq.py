@@ -192,6 +192,12 @@ def quantize(
             )
     except UserError:
         raise
+    except OSError as exc:  # writing its files (a full disk, a size limit): not the model's fault
+        from edge_fer.fileio import os_error_reason
+
+        raise UserError(
+            f"cannot write the Q/DQ model {out_path} ({os_error_reason(exc)})"
+        ) from None
     except Exception as exc:  # noqa: BLE001 - any quantizer failure is reported as one line
         from edge_fer.fileio import first_line
 
