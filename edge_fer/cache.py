@@ -94,7 +94,7 @@ def _saves_best_effort(dispatcher: Any) -> Any:
     full disk, a quota, a file size limit), which stopped `detect` and `run` although the
     kernel was compiled and nothing of theirs had to be written. numba writes each cache file
     whole (a temporary name, then a rename), so a failed save leaves nothing half-written."""
-    cache = getattr(dispatcher, "_cache", None)
+    cache: Any = getattr(dispatcher, "_cache", None)
     save = getattr(cache, "save_overload", None)
     if save is None:  # another numba: its own behaviour
         return dispatcher
