@@ -236,7 +236,11 @@ def test_train_eyes_never_writes_over_its_inputs(tmp_path):
         (["--out", tmp_path / "a.eyes", "--report", tmp_path / "a.eyes"], "--report"),
         (["--evaluate", model, "--report", model], "--evaluate"),
         (["--out", str(tmp_path / "newdir") + "/"], "is a folder"),
+        # an earlier model or report (before: replaced without a word; --force replaces it)
+        (["--out", model], "already exists; pass --force"),
+        (["--evaluate", model, "--report", truth.parent.parent / "r.json"], "already exists"),
     )
+    (tmp_path / "r.json").write_text("{}")
     for flags, needle in cases:
         r = subprocess.run(
             [sys.executable, "-m", "edge_fer.cli.main", "train-eyes", "--data", str(data),
@@ -247,7 +251,7 @@ def test_train_eyes_never_writes_over_its_inputs(tmp_path):
         assert r.returncode == 2 and len(lines) == 1 and needle in lines[0], (flags, r.stderr)
     assert truth.read_text() == "pic00001.jpg 1 2 3 4 5 6 7 8\n"
     assert model.read_bytes() == b"a model" and not (tmp_path / "a.eyes").exists()
-    assert not (tmp_path / "newdir").exists()
+    assert not (tmp_path / "newdir").exists() and (tmp_path / "r.json").read_text() == "{}"
 
 
 def _small_webfaces(dst, n: int, sub: str = ""):

@@ -41,6 +41,8 @@ def register(sub) -> None:
     p.add_argument("--eval-limit", type=int, default=0,
                    help="measure on at most N validation faces (0: all)")
     p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--force", action="store_true",
+                   help="replace an existing --out model and --report")
     # fmt: on
     p.set_defaults(func=run)
 
@@ -68,6 +70,10 @@ def _check(args) -> None:
             check_output_file(path, f"{flag} {path}")
     check_collisions(outputs, [("--evaluate", args.evaluate)])
     check_outside(outputs, args.data, "--data", "it would replace the dataset's files")
+    if not args.force:  # a second run in the same folder replaced the first model silently
+        for flag, path in outputs:
+            if path and (Path(path).exists() or Path(path).is_symlink()):
+                raise UserError(f"{flag} {path} already exists; pass --force to replace it")
 
 
 def _make_parent(flag: str, path: str) -> None:
