@@ -99,15 +99,13 @@ def test_unwritable_cache_folder_compiles_without_cache(tmp_path):
 def test_a_cache_that_cannot_be_saved_is_skipped(tmp_path):
     """A full disk, a quota or a file size limit under the cache folder: the kernel runs,
     compiled in this process (before: numba's OSError stopped `detect` and `run`)."""
-    import resource
-
-    def limit() -> None:  # room for the empty probe file, none for the cache's
-        resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))
-
+    # room for the empty probe file, none for the cache's; set in the child's Python (a
+    # preexec_fn is unsafe in a process with threads)
+    limit = "import resource; resource.setrlimit(resource.RLIMIT_FSIZE, (64, 64))\n"
     env = _env(EDGE_FER_CACHE=str(tmp_path / "c"))
     r = subprocess.run(
-        [sys.executable, "-c", KERNEL], env=env, capture_output=True, text=True,
-        preexec_fn=limit, timeout=300, check=False,
+        [sys.executable, "-c", limit + KERNEL], env=env, capture_output=True, text=True,
+        timeout=300, check=False,
     )  # fmt: skip
     assert r.returncode == 0, r.stderr[-2000:]
     assert r.stdout.split()[:3] == ["0.6", "0", "1"]  # compiled, and nothing kept

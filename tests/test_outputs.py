@@ -328,23 +328,46 @@ def test_a_file_size_limit_stops_the_run_and_keeps_the_old_video(tmp_path):
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX file size limit")
 def test_a_file_size_limit_on_standard_output_is_one_line(tmp_path):
     """`detect --json > file` past `ulimit -f`: EFBIG was a traceback and exit 1."""
-    import resource
-
-    from processes import CLI
-
     clip = _write_clip(tmp_path / "clip.avi", 60)
 
-    def limit() -> None:
-        resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048))
-
+    # set in the child's Python: a preexec_fn is unsafe in a process with threads
+    boot = (
+        "import resource, runpy, sys; "
+        "resource.setrlimit(resource.RLIMIT_FSIZE, (2048, 2048)); sys.argv[0] = 'edge-fer'; "
+        "runpy.run_module('edge_fer.cli.main', run_name='__main__')"
+    )
     with open(tmp_path / "d.jsonl", "wb") as out:
         p = subprocess.run(
-            [sys.executable, *CLI, "detect", str(clip), "--json"], stdout=out,
-            stderr=subprocess.PIPE, text=True, preexec_fn=limit, timeout=300, check=False,
+            [sys.executable, "-c", boot, "detect", str(clip), "--json"], stdout=out,
+            stderr=subprocess.PIPE, text=True, timeout=300, check=False,
         )  # fmt: skip
     lines = [ln for ln in p.stderr.splitlines() if ln.strip() and "compiling" not in ln]
     assert p.returncode == 2 and len(lines) == 1, p.stderr
     assert "cannot write" in lines[0] and "file size limit (ulimit -f)" in lines[0]
+
+
+@pytest.mark.skipif(not hasattr(signal, "SIGKILL"), reason="POSIX signals")
+def test_an_ignored_sigint_stays_ignored_by_run(tmp_path):
+    """A script's background job (`edge-fer run ... &`) starts with SIGINT ignored: a Ctrl-C
+    meant for the foreground stopped it once it had started (exit 130)."""
+    clip = _write_clip(tmp_path / "clip.avi", 400)
+    summary = tmp_path / "s.json"
+    boot = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
+        "sys.argv[0] = 'edge-fer'; runpy.run_module('edge_fer.cli.main', run_name='__main__')"
+    )
+    p = subprocess.Popen(
+        [sys.executable, "-c", boot, "run", str(clip), "--events", "-", "--summary",
+         str(summary), "--quiet"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    assert p.stdout is not None
+    p.stdout.readline()  # the run is under way (its first events line)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=300)
+    assert p.returncode == 0, err
+    s = _strict(summary.read_text())
+    assert s["frames"] == 400 and not s.get("interrupted"), s
 
 
 def test_a_source_of_no_frames_leaves_out_as_it_was(tmp_path, capsys):

@@ -130,6 +130,10 @@ class SignalGuard:
     def __enter__(self) -> SignalGuard:  # noqa: PYI034 - no typing.Self on Python 3.8
         if threading.current_thread() is threading.main_thread():
             for sig in SIGNALS:
+                # an ignored signal stays ignored: a shell starts a script's background jobs
+                # with SIGINT ignored, and a Ctrl-C meant for the foreground stopped them
+                if signal.getsignal(sig) is signal.SIG_IGN:
+                    continue
                 try:
                     self._old[sig] = signal.signal(sig, self._handler)
                 except (ValueError, OSError):
