@@ -50,7 +50,13 @@ def cv_name(path: str | os.PathLike, what: str) -> str:
             f"{what} {shown(path)}: the file name is not valid UTF-8, which OpenCV cannot "
             "open; rename the file"
         )
-    return os.fspath(path)
+    name = os.fspath(path)
+    # FFmpeg reads "cam1:front.avi" as protocol "cam1" (and ".x:y.mp4" as ".x"): a relative
+    # name with a colon in its first part goes as "./NAME"
+    first = name.replace(os.sep, "/").split("/", 1)[0]
+    if ":" in first and not os.path.isabs(name) and not os.path.splitdrive(name)[0]:
+        name = os.path.join(".", name)
+    return name
 
 
 def image_files(root: Path) -> list[Path]:

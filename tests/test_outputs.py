@@ -370,6 +370,16 @@ def test_an_ignored_sigint_stays_ignored_by_run(tmp_path):
     assert s["frames"] == 400 and not s.get("interrupted"), s
 
 
+def test_names_with_a_colon_are_files_not_ffmpeg_protocols(tmp_path, capsys, monkeypatch):
+    """`cam1:front.avi` was read by FFmpeg as protocol "cam1" ("cannot decode it"), and
+    `--out cam1:out.mp4` as "no mp4v/avc1 encoder"."""
+    _write_clip(tmp_path / "cam1:front.avi", 12)
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = _run(["run", "cam1:front.avi", "--out", "cam1:out.mp4", "--quiet"], capsys)
+    assert rc == 0, err
+    assert count_frames(tmp_path / "cam1:out.mp4") == 12 and _leftovers(tmp_path) == []
+
+
 def test_a_source_of_no_frames_leaves_out_as_it_was(tmp_path, capsys):
     """A video with no frame: --out was replaced by a 257-byte stub no player opens, and the
     summary listed it under outputs.video."""

@@ -142,7 +142,8 @@ VIDEO_CONTAINERS = tuple(_CODECS)  # the extensions a video output may have
 def _open_writer(path: Path, codecs: list[str], fps: float, size: tuple[int, int]):
     """(writer, fourcc) for the first codec that opens, else (None, None)."""
     for fourcc in codecs:
-        w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*fourcc), fps, size)
+        name = imageio.cv_name(path, "video")
+        w = cv2.VideoWriter(name, cv2.VideoWriter_fourcc(*fourcc), fps, size)
         if w.isOpened():
             return w, fourcc
         w.release()
@@ -273,7 +274,7 @@ class VideoSink:
         write error (a quota, a size limit, an I/O error), and a video cut short was renamed
         over the user's file. The count is the container's (exact for these writers)."""
         self._check_disk()
-        cap = cv2.VideoCapture(str(tmp))
+        cap = cv2.VideoCapture(imageio.cv_name(tmp, "video"))
         try:
             n = round(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else -1
         finally:
