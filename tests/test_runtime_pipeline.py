@@ -294,6 +294,13 @@ def test_bench_synthetic_table_and_json(tmp_path, tiny_model, cascade, capsys):
 
     # the CPU the figures belong to, by its model name (not just "x86_64")
     assert r["machine"]["cpu"] == cpu_name() and f"cpu    {cpu_name()}, " in stdout
+    # no more frames made than read (before: --max-frames 1 made every frame first: hours at
+    # 8K with --frames 100000)
+    argv = ["bench", "--synthetic", "320x240", "--frames", "100000", "--max-frames", "3",
+            "--cascade", cascade, "--model", tiny_model, "--json", out]  # fmt: skip
+    rc, _, err = _run(argv, capsys)
+    r = json.loads(out.read_text())
+    assert rc == 0 and r["synthetic"]["frames"] == 3, err
 
 
 def test_single_photo_and_folder_are_stills(tmp_path, tiny_model, cascade, capsys):
