@@ -86,6 +86,25 @@ def test_events_and_summary_may_go_into_the_new_out_folder(photos, tmp_path, cap
     assert not (tmp_path / "new2").exists()
 
 
+def test_a_reused_folder_holds_this_runs_images_only(photos, tmp_path, capsys):
+    """Two photos into the folder of an earlier run of three: the third photo's annotated copy
+    stayed beside them, and the marker grew with every run."""
+    out = tmp_path / "annotated"
+    argv = ["run", str(photos), "--out", f"{out}/", "--summary", str(out / "s.json"), "--quiet"]
+    assert _run(argv, capsys)[0] == 0
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "a.jpg", "b.png", "c.png", "s.json"]
+    two = f"{photos}/[ab].*"
+    rc, _, err = _run(["run", two, "--out", f"{out}/", "--summary", str(out / "s.json"),
+                       "--quiet"], capsys)  # fmt: skip
+    assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == [MARKER, "a.jpg", "b.png", "s.json"]
+    assert sorted(ln.split("\t")[0] for ln in (out / MARKER).read_text().splitlines()) == [
+        "a.jpg", "b.png", "s.json"
+    ]  # fmt: skip
+    # and the folder is still one a run may write again
+    assert _run(argv, capsys)[0] == 0
+
+
 def test_one_photo_gives_one_image_and_a_video_needs_a_folder(photos, tmp_path, capsys):
     one = tmp_path / "one.png"
     rc, _, err = _run(["run", str(photos / "b.png"), "--out", str(one), "--quiet"], capsys)

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge_fer import imageio
+from edge_fer import fileio, imageio
 from edge_fer.errors import UserError
 from edge_fer.fileio import cannot_write_in, names_folder, os_error_reason
 
@@ -225,6 +225,7 @@ class AnnotatedImages:
         self.folder = folder is not None
         self.names = dict(names or {})
         self.frames = 0
+        self._kept: set[str] = set()  # the names this run writes (or lists: events, summary)
         if self.folder:
             check_folder(self.path)
             try:
@@ -232,8 +233,10 @@ class AnnotatedImages:
                 claim(self.path, "")
                 listed = written_names(self.path) or {}
                 for other in (Path(o) for o in also if o):
-                    if in_folder(other, self.path) and other.name not in listed:
-                        claim(self.path, other.name)
+                    if in_folder(other, self.path):
+                        self._kept.add(other.name)
+                        if other.name not in listed:
+                            claim(self.path, other.name)
             except OSError as exc:
                 raise UserError(
                     f"cannot create --out folder {self.path}: {os_error_reason(exc)}"
@@ -261,9 +264,34 @@ class AnnotatedImages:
         except OSError as exc:
             raise UserError(f"cannot write --out {out}: {os_error_reason(exc)}") from None
         self.frames += 1
+        self._kept.add(out.name)
         return out
 
     def close(self) -> None:
-        """Every image was complete when written: nothing to finalise."""
+        """Every image was complete when written; in a folder an earlier run wrote, its images
+        this run did not write again are removed (a run of 5 frames left 35 of the last run's
+        40 beside its own), once this run has written any."""
+        if not self.folder or not self.frames:
+            return
+        try:
+            listed = written_names(self.path) or {}
+            stale = [n for n in listed if n not in self._kept]
+            foreign = set(_foreign(self.path, {n: listed[n] for n in stale}))
+            for name in stale:
+                if name not in foreign:  # changed since, or not ours: the user's now
+                    try:
+                        (self.path / name).unlink()
+                    except FileNotFoundError:
+                        pass
+            lines = []
+            for name in sorted(self._kept):
+                stat = listed.get(name)
+                lines.append(name if stat is None else f"{name}\t{stat[0]}\t{stat[1]}")
+            text = "".join(f"{ln}\n" for ln in lines)  # names as claim() writes them
+            fileio.write_bytes(self.path / MARKER, text.encode("utf-8", "surrogateescape"))
+        except OSError as exc:
+            raise UserError(
+                f"cannot tidy --out {self.path} (an earlier run's images): {os_error_reason(exc)}"
+            ) from None
 
     abort = close
