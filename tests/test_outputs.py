@@ -380,6 +380,28 @@ def test_names_with_a_colon_are_files_not_ffmpeg_protocols(tmp_path, capsys, mon
     assert count_frames(tmp_path / "cam1:out.mp4") == 12 and _leftovers(tmp_path) == []
 
 
+@pytest.mark.skipif(os.name != "posix", reason="process ids checked with kill(pid, 0)")
+def test_temporary_videos_of_killed_runs_are_removed(tmp_path):
+    """kill -9 leaves `.v.mp4.PID.tmp.mp4`, hidden and unplayable: a later run removes those
+    of processes that are gone and untouched for a while (before: they piled up)."""
+    from edge_fer.runtime.sinks import STALE_AFTER_S, VideoSink
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()  # fmt: skip
+    old = tmp_path / f".v.mp4.{dead}.tmp.mp4"
+    recent = tmp_path / f".v.mp4.{int(dead) + 1}.tmp.mp4"  # (maybe alive: kept either way)
+    alive = tmp_path / f".v.mp4.{os.getpid() + 0}.tmp.mp4.not-ours"
+    for f in (old, recent, alive):
+        f.write_bytes(b"partial")
+    long_ago = os.path.getmtime(old) - 2 * STALE_AFTER_S
+    os.utime(old, (long_ago, long_ago))
+    sink = VideoSink(tmp_path / "v.mp4", 25.0, (64, 48))
+    sink.write(np.zeros((48, 64, 3), np.uint8))
+    sink.close()
+    assert not old.exists() and recent.exists() and alive.exists()
+    assert count_frames(tmp_path / "v.mp4") == 1
+
+
 def test_a_source_of_no_frames_leaves_out_as_it_was(tmp_path, capsys):
     """A video with no frame: --out was replaced by a 257-byte stub no player opens, and the
     summary listed it under outputs.video."""

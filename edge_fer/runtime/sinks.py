@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import stat
+import time
 from pathlib import Path
 from typing import TextIO
 
@@ -160,6 +161,41 @@ def _file_size_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY or soft < 0 else int(soft)
 
 
+STALE_AFTER_S = 120.0  # a writer that runs touches its file far more often than this
+
+
+def _remove_stale_temps(mine: Path, tail: str) -> None:
+    """Remove the temporary videos that killed runs (kill -9, the OOM killer) left beside the
+    target, hidden and unplayable, which no run removed: the same name with another process
+    id, that process gone, and the file untouched for STALE_AFTER_S (a shared folder's other
+    machine keeps writing its own)."""
+    if not hasattr(os, "kill") or os.name != "posix":
+        return
+    prefix, ext = mine.name[: -len(tail)] + ".", tail[tail.index(".tmp") :]
+    try:
+        names = os.listdir(mine.parent)
+    except OSError:
+        return
+    now = time.time()
+    for n in names:
+        pid = n[len(prefix) : -len(ext)] if n.startswith(prefix) and n.endswith(ext) else ""
+        if not pid.isdigit() or int(pid) == os.getpid():
+            continue
+        try:
+            os.kill(int(pid), 0)
+            continue  # alive (or another user's)
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+        path = mine.parent / n
+        try:
+            if now - path.stat().st_mtime > STALE_AFTER_S:
+                path.unlink()
+        except OSError:
+            pass
+
+
 def _unlink(path: Path | None) -> None:
     if path is None:
         return
@@ -214,6 +250,7 @@ class VideoSink:
         # rename to the target takes any name
         name = self.target.name if imageio.utf8_name(self.target.name) else "edge-fer-video"
         self._tmp = fileio.hidden_beside(self.target, f".{os.getpid()}.tmp{ext}", name)
+        _remove_stale_temps(self._tmp, f".{os.getpid()}.tmp{ext}")
         imageio.cv_name(self._tmp.parent, "video folder")
         try:
             try:  # OpenCV only says "not opened": find out first whether the folder takes a file
