@@ -206,3 +206,30 @@ def test_default_detector_threads_leave_a_core_above_two() -> None:
     from edge_fer.runtime.runner import default_detect_threads
 
     assert [default_detect_threads(c) for c in (1, 2, 3, 4, 8)] == [1, 2, 2, 3, 7]
+
+
+def test_outputs_given_as_uris_or_as_a_second_positional(capsys, tmp_path, monkeypatch) -> None:
+    """jetson-utils' habits: `--out display://0` was "folder display: does not exist", a
+    file:// output "folder file:/... does not exist", and `run IN OUT.mp4` got the hint for an
+    unquoted glob."""
+    from edge_fer.cli.options import output_path
+
+    assert output_path("file:///tmp/a%20b/x.mp4") == "/tmp/a b/x.mp4"
+    assert output_path("file://localhost/tmp/out/") == "/tmp/out/"
+    monkeypatch.chdir(tmp_path)
+    clip = tmp_path / "in.avi"
+    clip.write_bytes(b"")  # never opened: every refusal comes first
+    for argv, needle in (
+        (["--out", "display://0"], "not display:// URIs; --show opens a window"),
+        (["--out", "rtp://127.0.0.1:5000"], "not rtp:// URIs"),
+        (["--events", "file://rel/e.jsonl"], "file:///ABSOLUTE/PATH"),
+        (["out.mp4"], "out.mp4 was given after it: for an output, say which (--out out.mp4"),
+    ):
+        try:
+            rc = main(["run", str(clip), *argv])
+        except SystemExit as exc:  # argparse's own refusal of a flag's value
+            rc = exc.code
+        err = capsys.readouterr().err
+        lines = [ln for ln in err.splitlines() if ln.strip()]
+        assert rc == 2 and len(lines) == 1 and needle in lines[0], (argv, err)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.avi"]

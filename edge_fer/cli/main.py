@@ -207,6 +207,14 @@ def _names_print_as_given() -> None:
 def _unrecognized(parser: argparse.ArgumentParser, command: str, extra: list[str]) -> NoReturn:
     """argparse's "unrecognized arguments", with the likely cause where there is one: the
     shell expanded an unquoted glob into many files for a command that takes one source."""
+    one = len(extra) == 1 and not extra[0].startswith("-")
+    if command == "run" and one and not os.path.lexists(extra[0]):
+        # `run IN.mp4 OUT.mp4` (jetson-utils' videoSource/videoOutput order); a file that
+        # exists is more likely a glob's second match
+        raise UserError(
+            f"takes one SOURCE, and {extra[0]} was given after it: for an output, say which "
+            f"(--out {extra[0]} for the annotated video or images, --events, --summary)"
+        )
     if command == "run" and not any(a.startswith("-") for a in extra):
         raise UserError(
             f"takes one SOURCE, and {len(extra)} more {'was' if len(extra) == 1 else 'were'} "

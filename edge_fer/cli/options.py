@@ -18,6 +18,7 @@ the help shows it.
 from __future__ import annotations
 
 import argparse
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -407,6 +408,21 @@ def output_path(text: str) -> str:
     written, no word)."""
     if not text.strip():
         raise argparse.ArgumentTypeError("is empty: give a file name (or leave the flag out)")
+    m = re.match(r"([A-Za-z][A-Za-z0-9+.-]*)://", text)
+    if m and m.group(1).lower() == "file":  # as sources take them (jetson-utils' file://)
+        from urllib.parse import unquote, urlparse
+
+        u = urlparse(text)
+        if u.netloc not in ("", "localhost") or not u.path:
+            raise argparse.ArgumentTypeError(
+                f"{text!r}: a file:// output is file:///ABSOLUTE/PATH (or a plain path)"
+            )
+        return unquote(u.path)
+    if m:  # before: "folder display: does not exist"
+        raise argparse.ArgumentTypeError(
+            f"{text!r}: outputs are files or folders, not {m.group(1)}:// URIs; --show opens a "
+            "window and --preview-port serves the annotated frames to a browser"
+        )
     return text
 
 
