@@ -723,7 +723,10 @@ def _check_gstreamer(spec: SourceSpec) -> None:
         )
 
 
-def _open_capture(spec: SourceSpec, open_timeout_s: float = 10.0) -> cv2.VideoCapture:
+def _open_capture(
+    spec: SourceSpec, open_timeout_s: float = 10.0, read_timeout_s: float | None = None
+) -> cv2.VideoCapture:
+    """`read_timeout_s` (network streams): open_timeout_s unless given."""
     quiet_opencv()
     api = {
         "ffmpeg": cv2.CAP_FFMPEG,
@@ -737,7 +740,7 @@ def _open_capture(spec: SourceSpec, open_timeout_s: float = 10.0) -> cv2.VideoCa
             cv2.CAP_PROP_OPEN_TIMEOUT_MSEC,
             int(open_timeout_s * 1000),
             cv2.CAP_PROP_READ_TIMEOUT_MSEC,
-            int(open_timeout_s * 1000),
+            int((open_timeout_s if read_timeout_s is None else read_timeout_s) * 1000),
         ]
     target = cv_name(spec.target, "source") if spec.kind == "file" else spec.target
     cap = cv2.VideoCapture(target, api, params) if params else cv2.VideoCapture(target, api)
@@ -769,6 +772,13 @@ class FileSource(Source):
             raise UserError(f"source {path}: no such file")
         if os.path.isdir(path):
             raise UserError(f"source {path}: is a folder with no images")
+        try:
+            mode = os.stat(path).st_mode
+        except OSError as exc:
+            raise UserError(f"source {path}: cannot read it ({os_error_reason(exc)})") from None
+        if not _stat.S_ISREG(mode):  # opening a pipe blocks until something writes to it
+            hint = "; for a camera write v4l2://" + path if _stat.S_ISCHR(mode) else ""
+            raise UserError(f"source {path}: not a regular file (a pipe, device or socket){hint}")
         if not os.access(path, os.R_OK):
             raise UserError(f"source {path}: permission denied")
         self.cap = _open_capture(spec)
@@ -779,7 +789,7 @@ class FileSource(Source):
                 "build lacks)"
             )
         fps = self.cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else None
+        self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps <= 1000 else None
         n = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
         self.frame_count = int(n) if n and n > 0 and np.isfinite(n) else None
         self.width = int(self.cap.get(cv2.CAP_PROP_FRAME_WIDTH))
@@ -882,7 +892,7 @@ class LiveSource(Source):
             self.cap.release()
             raise UserError(f"source {spec.uri}: {self._what()} opened but delivers no frames")
         fps = self.cap.get(cv2.CAP_PROP_FPS)
-        self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps < 1000 else None
+        self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps <= 1000 else None
         self.height, self.width = img.shape[:2]
         # a video file on a web server (its header counts its frames; a live HTTP stream's
         # does not): read every frame, in order, and end at its end. As a stream it was
@@ -893,7 +903,8 @@ class LiveSource(Source):
                             and str(spec.target).lower().startswith(("http://", "https://")))  # fmt: skip
         self._t0 = time.monotonic()
         self._cond = threading.Condition()
-        self._latest: Frame | None = Frame(0, 0.0, img)
+        t = self._file_time(0, 0.0) if self.remote_file else 0.0
+        self._latest: Frame | None = Frame(0, t, img)
         self._count = 1
         self._returned = -1
         self._done = False
@@ -910,14 +921,27 @@ class LiveSource(Source):
             "gstreamer": "the pipeline",
         }.get(self.spec.kind, "the source")
 
+    def _file_time(self, index: int, last: float) -> float:
+        """A remote file's time of frame `index`, as FileSource gives it for the same file
+        (its number over the rate, else the decoder's position; `last` when that is not sane)."""
+        if self.fps:
+            return index / self.fps
+        ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)
+        return ms / 1000.0 if np.isfinite(ms) and ms >= 0 else last
+
     def _publish(self, img: np.ndarray) -> None:
         with self._cond:
             while (self.remote_file and self._latest is not None
                    and self._latest.index > self._returned and not self._stop.is_set()):  # fmt: skip
-                self._cond.wait(0.2)  # a file is read losslessly: wait for the reader
+                self._cond.wait()  # a file is read losslessly: wait for read() (or interrupt())
             if self._latest is not None and self._latest.index > self._returned:
                 self.dropped += 1  # nobody read the previous one: it is stale now
-            self._latest = Frame(self._count, time.monotonic() - self._t0, img)
+            if self.remote_file:  # a file's own times, so results equal the local file's
+                last = self._latest.t if self._latest is not None else 0.0
+                t = self._file_time(self._count, last)
+            else:
+                t = time.monotonic() - self._t0
+            self._latest = Frame(self._count, t, img)
             self._count += 1
             self._cond.notify_all()
 
@@ -941,6 +965,12 @@ class LiveSource(Source):
                 if not self._reconnect():
                     break
         finally:
+            # released here, by the only thread that reads it: released from close() while
+            # this thread was still inside read() (a stalled stream), FFmpeg crashed the process
+            try:
+                self.cap.release()
+            except cv2.error:
+                pass
             with self._cond:
                 self._done = True
                 self._cond.notify_all()
@@ -965,18 +995,21 @@ class LiveSource(Source):
         with self._cond:
             self._outage_start = start
         self.warn(f"{self.spec.uri}: {self._what()} stopped delivering frames; reconnecting")
+        deadline = start + self.reconnect_timeout
         delay = 0.25
         while not self._stop.is_set():
             try:
                 self.cap.release()
             except cv2.error:
                 pass
-            if time.monotonic() - start > self.reconnect_timeout:
-                break
-            if self._stop.wait(delay):
+            left = deadline - time.monotonic()
+            # the last wait ends at the deadline, for one last try (a full step overshot it)
+            if left <= 0 or self._stop.wait(min(delay, left)):
                 break
             delay = min(delay * 2, 4.0)
-            cap = _open_capture(self.spec, min(self.open_timeout, self.reconnect_timeout))
+            left = max(deadline - time.monotonic(), 0.1)  # (a timeout of 0 means none)
+            read_timeout = min(self.open_timeout, self.reconnect_timeout)  # for the stream after
+            cap = _open_capture(self.spec, min(self.open_timeout, left), read_timeout)
             if cap.isOpened():
                 ok, img = cap.read()
                 if ok and img is not None and not self._stop.is_set():
@@ -1009,6 +1042,7 @@ class LiveSource(Source):
                 f = self._latest
                 if f is not None and f.index > self._returned:
                     self._returned = f.index
+                    self._cond.notify_all()  # a remote file's reader waits for this
                     return f
                 if self._done or self._stop.is_set():
                     return None
@@ -1032,11 +1066,9 @@ class LiveSource(Source):
 
     def close(self) -> None:
         self.interrupt()
-        self._thread.join(timeout=5.0)
-        try:
-            self.cap.release()
-        except cv2.error:
-            pass
+        # the reader releases the capture as it stops; a stalled stream keeps it in read() for
+        # up to FFmpeg's read timeout, which close() does not wait for (at exit the OS frees it)
+        self._thread.join(timeout=1.0)
 
 
 def open_source(
