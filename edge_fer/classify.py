@@ -66,8 +66,9 @@ def bundled_model_path(backend: str = "onnxruntime", precision: str = "auto") ->
     if precision == "int8" or auto_int8:
         if backend != "onnxruntime" and precision == "int8":
             raise UserError(
-                "the bundled INT8 model is for ONNX Runtime; TensorRT builds INT8 "
-                "engines from the FP32 model (see export/README.md)"
+                "the bundled INT8 model is for ONNX Runtime; for INT8 on TensorRT keep the "
+                "FP32 model and ask TensorRT for int8 (--trt-precision int8; trt_precision in "
+                "Python): it builds an INT8 engine with the model's calibration cache"
             )
         if int8.is_file():
             return int8

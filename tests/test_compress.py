@@ -340,6 +340,9 @@ def test_cli_prune_end_to_end(ckpt, data_dir, tmp_path, capsys) -> None:
     assert rc == 0
     rep = json.loads((out / "report.json").read_text())
     assert [r["model"] for r in rep["rows"]] == ["FP32", "pruned (structured)"]
+    # the measurement's setup names the data without a local absolute path (the command's
+    # own arguments stay as typed)
+    assert rep["setup"]["data"] == "data"
     assert rep["deltas"][0]["macs_reduction"] >= 0.45
     assert {p.name for p in out.iterdir()} >= {
         "pruned.onnx",

@@ -85,9 +85,7 @@ def run(args) -> int:
                 raise UserError(f"--synthetic expects WxH such as 640x480, got {args.synthetic!r}")
             w, h = int(m.group(1)), int(m.group(2))
             if not (32 <= w <= 7680 and 32 <= h <= 4320):
-                raise UserError(
-                    f"--synthetic size {w}x{h} is out of range (32..7680 x 32..4320)"
-                )
+                raise UserError(f"--synthetic size {w}x{h} is out of range (32..7680 x 32..4320)")
             # no more frames than the run reads: --max-frames 1 made the whole clip first
             # (hours and gigabytes at 8K)
             n = min(args.frames, opts.max_frames) if opts.max_frames else args.frames

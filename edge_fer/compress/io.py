@@ -45,23 +45,46 @@ def is_safetensors(path: Path) -> bool:
     return len(head) == 9 and head[8:9] == b"{" and int.from_bytes(head[:8], "little") < 1 << 27
 
 
+def _is_onnx(path: Path) -> bool:
+    """Named .onnx, or an ONNX graph under another name: anything else given as a model is
+    taken for a checkpoint (junk.safetensors: "not an edge-fer checkpoint", not "not ONNX")."""
+    if path.suffix.lower() == ".onnx":
+        return True
+    import onnx
+
+    try:
+        return len(onnx.load(str(path), load_external_data=False).graph.node) > 0
+    except Exception:  # noqa: BLE001 - any parse failure: not ONNX
+        return False
+
+
 def load_source(path: str | os.PathLike | None) -> SourceModel:
     """An edge-fer training checkpoint (.safetensors) or FP32 edge-fer ONNX (default: the
-    bundled model) -> SourceModel. Bad files raise UserError."""
+    bundled model) -> SourceModel. Bad files raise UserError naming the file."""
     from edge_fer.classify import default_model_path
 
     p = Path(path) if path is not None else default_model_path()
+    try:
+        return _load_source(p)
+    except UserError as exc:
+        if str(p) in exc.message:
+            raise
+        # a message from deeper down ("model has no edge_fer preprocessing metadata")
+        raise UserError(f"{p}: {exc.message}", param=exc.param) from None
+
+
+def _load_source(p: Path) -> SourceModel:
     if not p.exists():
         raise UserError(f"{p}: no such model file")
     if p.is_dir():
         raise UserError(f"{p}: is a folder, not a model file")
     if p.stat().st_size == 0:
         raise UserError(f"{p}: empty file, not a model")
-    if is_safetensors(p):
+    if is_safetensors(p) or not _is_onnx(p):
         from edge_fer.export.onnx import load_trained
         from edge_fer.train.checkpoint import read_state
 
-        if read_state(p).get("quantization"):
+        if read_state(p).get("quantization"):  # "not an edge-fer checkpoint" for junk
             raise UserError(
                 f"{p}: is a quantization-aware (QAT) checkpoint; start from the FP32 model"
             )

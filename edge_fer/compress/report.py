@@ -250,7 +250,7 @@ def compare_models(
     import onnxruntime as ort
 
     setup = {
-        "data": str(data),
+        "data": portable_path(data),  # no local absolute path in a report that travels
         "split": split,
         "n": len(faces),
         "threads": threads,

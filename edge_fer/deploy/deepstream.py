@@ -294,7 +294,8 @@ def _source_file(source: str) -> str | None:
 def parse_source(source: str) -> dict[str, Any]:
     """What a source names, for both the deepstream-app [source0] group and the pyds app:
     {"kind": csi|v4l2|rtsp|uri, ...}. csi://N, /dev/videoN, v4l2:///dev/videoN, v4l2://N or
-    N; rtsp://...; anything else is a file path or URI (file://, http://)."""
+    N; rtsp://...; anything else is a file path or URI (file:///, http://). A relative path
+    must name a file here (it becomes its absolute URI)."""
     s = str(source).strip()
     if not s:
         raise UserError("source is empty")
@@ -309,10 +310,30 @@ def parse_source(source: str) -> dict[str, Any]:
     if s.startswith(("rtsp://", "rtsps://")):
         return {"kind": "rtsp", "uri": s}
     if "://" in s:
+        _check_file_uri(s)
         return {"kind": "uri", "uri": s}
     p = Path(s)
-    uri = p.absolute().as_uri() if p.is_absolute() or p.exists() else "file://" + s
-    return {"kind": "uri", "uri": uri}
+    if not (p.is_absolute() or p.exists()):
+        # the kit runs on the device, from any folder: a relative path has nothing to be
+        # relative to there ('file://' + it would name a host: file://clips/x.mp4)
+        raise UserError(
+            f"source {s!r} is a relative path to no file here: give the clip's absolute path "
+            "on the device (/home/me/clip.mp4) or a file:/// URI"
+        )
+    return {"kind": "uri", "uri": p.absolute().as_uri()}
+
+
+def _check_file_uri(uri: str) -> None:
+    """A file:// URI with a host (file://clips/x.mp4, a relative path written as a URI):
+    GStreamer refuses it; the path must be absolute (file:///...)."""
+    from urllib.parse import urlparse
+
+    host = urlparse(uri).netloc if uri.startswith("file://") else ""
+    if host not in ("", "localhost"):
+        raise UserError(
+            f"source {uri!r} names host {host!r}: a file URI takes an absolute path, "
+            "file:///home/me/clip.mp4"
+        )
 
 
 def _source_group(src: dict[str, Any], o: DeepStreamOptions) -> list[tuple[str, Any]]:

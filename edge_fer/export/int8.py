@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 
 from edge_fer.errors import UserError
-from edge_fer.fileio import check_collisions
+from edge_fer.fileio import check_collisions, portable_path
 
 ROW_NAMES = {"tensorrt": "INT8 PTQ, TensorRT Q/DQ", "cpu": "INT8 PTQ, ONNX Runtime CPU Q/DQ"}
 
@@ -113,8 +113,16 @@ def export_int8(
         f"(limit -{max_drop}): {'ok' if c['ok'] else 'FAILED'}"
         for c in checks
     ]
+    # the report ships: no local absolute path in it, as calibrate records them
+    shipped = dict(info, model=portable_path(info["model"]), out=portable_path(info["out"]))
+    shipped["files"] = {k: portable_path(v) for k, v in info["files"].items()}
+    setup = dict(comp["setup"], data=portable_path(eval_data))
     md, js = write_report(
-        out_dir, comp, "INT8 export report", extra={"calibration": info}, notes=notes
+        out_dir,
+        dict(comp, setup=setup),
+        "INT8 export report",
+        extra={"calibration": shipped},
+        notes=notes,
     )
     result.update(
         report={"markdown": str(md), "json": str(js), **comp},
