@@ -92,3 +92,22 @@ def test_int8_refuses_before_any_work(tmp_path, capsys) -> None:
     rc, _, err = _run(capsys, *base, "--out", tmp_path / "foo.onnx")
     assert rc == 2 and "--int8-out" in err, err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["data", "pruned"]
+
+
+@needs_fer
+def test_a_replaced_calibration_takes_the_earlier_report_away(tmp_path, capsys) -> None:
+    """`export --int8 --force` stopped after its new calibration (during the check) left the
+    earlier report.md/json, whose figures and PASS lines were another calibration's models."""
+    from edge_fer.classify import default_model_path
+    from edge_fer.export.int8 import export_int8
+    from edge_fer.quantize.calib_data import from_dataset
+
+    out = tmp_path / "int8"
+    rc, _, err = _run(capsys, "--int8", "--data", FER, "--samples", 128, "--eval-limit", 50,
+                      "--int8-out", out, "--max-drop", 100)  # fmt: skip
+    assert rc == 0 and (out / "report.json").is_file(), err
+    # the same folder again, as a run that stops before its own report: no check data
+    faces = from_dataset(FER, "train", 128, 3, size=48)
+    export_int8(default_model_path(), out, faces, force=True, show_progress=False)
+    assert (out / "model.int8.qdq.onnx").is_file()
+    assert not (out / "report.json").exists() and not (out / "report.md").exists()

@@ -67,6 +67,15 @@ def export_int8(
         progress=progress,
         force=force,  # an earlier calibration there is replaced only when asked
     )
+    # an earlier report (replaced only with force, checked above) describes the models just
+    # replaced: gone now, so that a run stopped before its own report leaves no stale one
+    for name in REPORT_NAMES:
+        try:
+            (Path(out_dir) / name).unlink()
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            raise UserError(f"cannot remove the earlier {Path(out_dir) / name}: {exc}") from None
     result: dict = {"calibration": info, "report": None, "checks": [], "ok": True}
     if eval_data is None:
         return result
