@@ -4,6 +4,8 @@ the bound on thread counts."""
 
 from __future__ import annotations
 
+import os
+
 MAX_FRAME_SIDE = 16384  # px, either side of a frame the detector scans
 MAX_FRAME_PIXELS = 1 << 27  # 134 Mpx: beyond this a frame is a mistake, not a photo
 # Photos above this are skipped unread: decoding one allocates width x height x 3 bytes before
@@ -26,6 +28,19 @@ def check_count(value, param: str, lowest: int = 1) -> int:
     if isinstance(value, bool) or not isinstance(value, Integral) or value < lowest:
         raise UserError(f"must be an integer >= {lowest}, got {value!r}", param=param)
     return int(value)
+
+
+def check_names(value, param: str) -> tuple:
+    """`value` (a list or tuple of names or paths) as a tuple; a UserError naming `param` for
+    a single string, which was read letter by letter ("no such model file /")."""
+    from edge_fer.errors import UserError
+
+    if isinstance(value, (str, bytes, os.PathLike)):
+        raise UserError(
+            f"must be a list of names or paths, not the single {value!r}: give [{value!r}]",
+            param=param,
+        )
+    return tuple(value)
 
 
 def check_threads(value, param: str = "threads", *, zero: str | None = "the default") -> int:

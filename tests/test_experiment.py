@@ -74,7 +74,7 @@ def test_out_work_and_numbers_are_checked_before_any_study(tmp_path, capsys) -> 
         (["grouping", "--out", tmp_path / "o", "--work", afile], "--work", "not a folder"),
         (["grouping", "--out", tmp_path / "o", "--lr", "inf"], "--lr must be a finite number"),
         (["grouping", "--out", tmp_path / "o", "--lr", "nan"], "--lr must be a finite number"),
-        (["grouping", "--out", tmp_path / "o", "--seed", "-1"], "--seed must be >= 0"),
+        (["grouping", "--out", tmp_path / "o", "--seed", "-1"], "--seed must be an integer >= 0"),
         (["grouping", "--out", tmp_path / "o", "--test-fraction", "nan"], "--test-fraction"),
         # thread counts the trainer and the timing refuse: before, the first only after a
         # run folder was claimed (the corrected command was then refused), the second after

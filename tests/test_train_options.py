@@ -53,7 +53,7 @@ def _train(capsys, faces: Path, out: Path, *flags) -> tuple[int, list[str]]:
 @pytest.mark.parametrize(
     "flags, needle",
     [
-        (["--epochs", "0"], "--epochs must be >= 1"),
+        (["--epochs", "0"], "--epochs must be an integer >= 1, got 0"),
         (["--lr", "inf"], "--lr must be a finite number"),
         (["--lr", "nan"], "--lr must be a finite number"),
         (["--weight-decay", "nan"], "--weight-decay must be a finite number"),
@@ -62,8 +62,8 @@ def _train(capsys, faces: Path, out: Path, *flags) -> tuple[int, list[str]]:
         (["--cutmix", "nan"], "--cutmix must be a finite number >= 0"),
         (["--mixup", "inf"], "--mixup"),
         (["--distill-temperature", "inf"], "--distill-temperature"),
-        (["--patience", "-1"], "--patience must be >= 0"),
-        (["--seed", "-1"], "--seed must be >= 0"),
+        (["--patience", "-1"], "--patience must be an integer >= 0"),
+        (["--seed", "-1"], "--seed must be an integer >= 0"),
         (["--threads", "-1"], "--threads: expected a number of threads in 0..256"),
         (["--threads", "10000"], "--threads: expected a number of threads in 0..256"),
         (["--input-size", "0"], "--input-size must be in 16..512 px"),

@@ -100,6 +100,10 @@ def load_dataset(
     """Load a dataset; `split` selects FER2013 splits (other layouts: all images)."""
     p = Path(path)
     check_split(split)
+    if classes is not None:
+        from edge_fer.limits import check_names
+
+        classes = check_names(classes, "classes")
     if size is not None:  # every face is decoded at size x size: 100000 was an OOM kill
         from numbers import Integral
 

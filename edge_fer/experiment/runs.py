@@ -34,20 +34,18 @@ class Budget:
     max_batches: int = 0  # tests: stop each epoch after this many batches
 
     def validate(self) -> None:
-        if self.epochs < 1:
-            raise UserError("must be at least 1", param="epochs")
+        from edge_fer.limits import check_count, check_number, check_threads  # the trainer's
+
+        # integers: NaN faces made a study of "at most nan training faces" without a word
+        check_count(self.epochs, "epochs")
         for name in ("max_train_faces", "max_test_faces", "max_batches"):
-            if getattr(self, name) < 0:
-                raise UserError("must be >= 0 (0: no limit)", param=name)
-        from edge_fer.limits import check_number, check_threads  # the trainer's own rules
+            check_count(getattr(self, name), name, 0)  # 0: no limit
 
         # here, not in the trainer: that is after the first variant's run folder is claimed
         check_threads(self.threads, "threads", zero="torch's default")
-        if self.batch_size < 1:
-            raise UserError("must be at least 1", param="batch_size")
+        check_count(self.batch_size, "batch_size")
         check_number(self.lr, "lr", lo_open=True)
-        if self.seed < 0:
-            raise UserError("must be >= 0", param="seed")
+        check_count(self.seed, "seed", 0)
 
     def text(self) -> str:
         lim = self.max_train_faces or "all"
@@ -79,6 +77,23 @@ class Options:
     latency_threads: int = 1
     command: str = ""
 
+    def __post_init__(self) -> None:
+        # a script's str paths and a single name where names go ("cnn4" was read letter by
+        # letter: "arch is 'c'")
+        self.out = Path(self.out)
+        self.work = Path(self.work) if self.work is not None else None
+        self.runs = Path(self.runs) if self.runs is not None else None
+        for name in ("archs", "variants"):
+            v = getattr(self, name)
+            if isinstance(v, (str, bytes)):
+                raise UserError(f"must be a sequence of names, not the string {v!r}", param=name)
+            setattr(self, name, tuple(v))
+        if not isinstance(self.budget, Budget):
+            raise UserError(
+                f"must be an edge_fer.experiment.runs.Budget, not {type(self.budget).__name__}",
+                param="budget",
+            )
+
     @property
     def workdir(self) -> Path:
         return self.work or (self.out / "work")
@@ -103,7 +118,9 @@ def check_claim(run: Path, key: dict) -> None:
     if isinstance(old, dict) and isinstance(old.get("budget"), dict):
         # budget fields added since the run was made hold their defaults
         old["budget"] = {**Budget().__dict__, **old["budget"]}
-    if old != key:
+    from edge_fer import fileio
+
+    if old != json.loads(fileio.dumps(key)):  # as the file holds it (numpy numbers, paths)
         raise UserError(
             f"{run} holds a run made with other settings ({STUDY_FILE} differs); "
             "pick another --work folder or delete that run"
@@ -117,7 +134,9 @@ def claim(run: Path, key: dict) -> None:
     if f.is_file():
         return
     run.mkdir(parents=True, exist_ok=True)
-    f.write_text(json.dumps(key, indent=2))
+    from edge_fer import fileio
+
+    f.write_text(fileio.dumps(key, indent=2))  # numpy numbers and paths as JSON ones
 
 
 def epochs_done(run: Path) -> int:

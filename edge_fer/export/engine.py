@@ -130,15 +130,22 @@ class BuildConfig:
             raise UserError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
+        from numbers import Integral
+
         for name in ("min_batch", "opt_batch", "max_batch", "workspace_mb"):
             v = getattr(self, name)
-            if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            if not isinstance(v, Integral) or isinstance(v, bool) or v < 1:
                 raise UserError(f"{name} must be an integer >= 1, got {v!r}")
+            object.__setattr__(self, name, int(v))  # numpy's ints: TensorRT's API takes int
+        if self.workspace_mb > 1 << 20:  # a terabyte: a typo, not a GPU's memory
+            raise UserError(f"workspace_mb must be at most {1 << 20}, got {self.workspace_mb}")
         if self.max_batch < self.min_batch:
             raise UserError(f"max_batch {self.max_batch} is below min_batch {self.min_batch}")
-        bad_core = isinstance(self.dla_core, bool) or not isinstance(self.dla_core, int)
+        bad_core = isinstance(self.dla_core, bool) or not isinstance(self.dla_core, Integral)
         if self.dla_core is not None and (bad_core or self.dla_core < 0):  # True was core 1
             raise UserError(f"dla_core must be 0 or more, got {self.dla_core!r}")
+        if self.dla_core is not None:
+            object.__setattr__(self, "dla_core", int(self.dla_core))
         if not isinstance(self.sparse, bool):  # "yes"/"no" both read as true
             raise UserError(f"sparse must be True or False, got {self.sparse!r}")
         if self.dla_core is not None and self.precision == "fp32":

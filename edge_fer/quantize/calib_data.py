@@ -163,6 +163,9 @@ def from_dataset(
     check_count(seed, "seed", lowest=0)  # numpy's generator takes no negative seed
     fs = load_dataset(path, split, size=size, layout=layout, skip_bad=skip_bad, cache=cache)
     if ids is not None:  # an earlier calibration set, by its ids
+        from edge_fer.limits import check_names
+
+        ids = list(check_names(ids, "ids"))
         where = {i: k for k, i in enumerate(fs.ids)}
         unknown = [i for i in ids if i not in where]
         if unknown:

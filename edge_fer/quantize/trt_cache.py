@@ -41,7 +41,12 @@ def version_code(version: str | int) -> int:
     """TensorRT's integer version: '8.6.1' -> 8601, '10.3.0' -> 100300, '100300' -> 100300."""
     if isinstance(version, int) and not isinstance(version, bool):
         return _checked_code(version, version)
-    s = str(version).strip()
+    if not isinstance(version, str):  # 10.10 as a float is 10.1: another TensorRT's header
+        raise UserError(
+            f"TensorRT version must be a string such as '10.3.0' (or a code such as 100300), "
+            f"got {version!r}"
+        )
+    s = version.strip()
     if s.isdigit():
         return _checked_code(int(s), version)
     m = re.fullmatch(r"(\d+)\.(\d+)(?:\.(\d+))?(?:\.\d+)*", s)

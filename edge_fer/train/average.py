@@ -71,19 +71,18 @@ def average_checkpoints(
     file or parameter for anything that does not fit, before anything is written."""
     from edge_fer.export.onnx import load_trained
     from edge_fer.fileio import check_collisions, check_output_file
+    from edge_fer.limits import check_count, check_names
     from edge_fer.metrics import classification_report
     from edge_fer.train.checkpoint import read_state, read_weights, save_checkpoint
     from edge_fer.train.precise_bn import precise_bn
     from edge_fer.train.trainer import TrainConfig, load_splits, predict, prepare_faces
 
-    paths = [Path(p) for p in paths]
+    paths = [Path(p) for p in check_names(paths, "checkpoints")]
+    check_count(faces, "faces", 2)  # (NaN failed deep in the statistics; 2.5 was taken)
     check_output_file(out, os.fspath(out), param="out")  # (before Path() drops a final /)
     out = Path(out)
     if not paths:
         raise UserError("needs at least one checkpoint", param="checkpoints")
-    if faces < 2:
-        raise UserError("must be >= 2 faces: averaged weights need measured statistics",
-                        param="faces")  # fmt: skip
     check_threads(threads, zero="torch's default")
     check_collisions([("--out", out)], [("a checkpoint", p) for p in paths])
     for p in paths:

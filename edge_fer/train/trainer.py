@@ -27,7 +27,7 @@ from edge_fer import labels as L
 from edge_fer.data import FaceSet, load_dataset
 from edge_fer.errors import UserError, first_line
 from edge_fer.fileio import check_collisions, check_outside
-from edge_fer.limits import check_number, check_threads
+from edge_fer.limits import check_count, check_names, check_number, check_threads
 from edge_fer.metrics import classification_report
 from edge_fer.models import create_model, model_info
 from edge_fer.preprocess import PreprocessSpec, apply_clahe
@@ -141,23 +141,20 @@ def check_config(cfg: TrainConfig, resuming: bool = False) -> None:
     """Every setting of a run, before anything is loaded or written: a UserError naming the
     first one that does not fit (non-finite numbers included). `resuming` a saved run: its
     --init is not read (the weights are last.safetensors'), so it need not exist."""
-    if cfg.epochs < 1:
-        raise UserError("must be >= 1", param="epochs")
-    if cfg.batch_size < 1:
-        raise UserError("must be >= 1", param="batch_size")
+    # integers (a script's 1.5 trained 2 epochs, NaN failed deep in the schedule)
+    for name, lowest in (("epochs", 1), ("batch_size", 1), ("patience", 0), ("seed", 0),
+                         ("max_batches", 0), ("extra_repeat", 1), ("precise_bn", 0),
+                         ("average_last", 0)):  # fmt: skip
+        check_count(getattr(cfg, name), name, lowest)
+    if cfg.seed >= 2**32:  # numpy's and torch's seeds
+        raise UserError(f"must be below 2**32, got {cfg.seed}", param="seed")
     check_number(cfg.lr, "lr", lo_open=True)
     check_number(cfg.weight_decay, "weight_decay")
     check_number(cfg.momentum, "momentum", 0, 1, hi_open=True)
     check_number(cfg.warmup_epochs, "warmup_epochs")
     check_number(cfg.label_smoothing, "label_smoothing", 0, 1, hi_open=True)
     check_number(cfg.val_fraction, "val_fraction", 0, 1, lo_open=True, hi_open=True)
-    if cfg.patience < 0:
-        raise UserError("must be >= 0 epochs (0: no early stopping)", param="patience")
-    if cfg.seed < 0:
-        raise UserError("must be >= 0", param="seed")
     check_threads(cfg.threads, zero="torch's default")
-    if cfg.max_batches < 0:
-        raise UserError("must be >= 0", param="max_batches")
     if cfg.channels not in (1, 3):
         raise UserError(f"must be 1 or 3, got {cfg.channels}", param="channels")
     if cfg.input_size is not None:
@@ -165,6 +162,7 @@ def check_config(cfg: TrainConfig, resuming: bool = False) -> None:
 
         check_train_size(cfg.input_size)
     check_number(cfg.distill, "distill", 0, 1)
+    check_names(cfg.teacher, "teacher")
     if cfg.distill > 0 and not cfg.teacher:
         raise UserError("needs at least one teacher model", param="teacher")
     lo_hi = tuple(cfg.crop_aug)
@@ -179,10 +177,6 @@ def check_config(cfg: TrainConfig, resuming: bool = False) -> None:
         raise UserError("needs at least one teacher model", param="distill_online")
     if cfg.distill_online and cfg.teacher_tta not in ("auto", "none", "flip"):
         raise UserError("online teachers take none or flip views", param="teacher_tta")
-    if cfg.extra_repeat < 1:
-        raise UserError("must be >= 1", param="extra_repeat")
-    if cfg.precise_bn < 0:
-        raise UserError("must be >= 0 faces", param="precise_bn")
     if not 0 <= cfg.average_last <= cfg.epochs:
         raise UserError(f"must be in 0..{cfg.epochs} (--epochs)", param="average_last")
     if cfg.extra_train and not Path(cfg.extra_train).is_dir():
@@ -365,7 +359,8 @@ def start_run_files(out: Path, config: dict, done: int | None = None) -> Path:
     """Write the run's config.json and, unless resuming one, the header of its log.csv.
     `done`: the epochs the run's checkpoint holds; rows of later epochs are dropped (an
     interrupt between an epoch's row and its checkpoint: the epoch is trained again)."""
-    fileio.write_text(out / "config.json", json.dumps(config, indent=2))
+    # numpy numbers and paths (a script's settings) as JSON numbers and strings
+    fileio.write_text(out / "config.json", fileio.dumps(config, indent=2))
     log_path = out / "log.csv"
     if not log_path.exists() or log_path.stat().st_size == 0:
         fileio.write_text(log_path, _LOG_HEADER + "\r\n")  # (csv.writer's line ending)
@@ -510,8 +505,12 @@ def _diverged(epoch: int, cfg: TrainConfig, what: str) -> UserError:
 
 
 def _plain(v):
-    """A setting as the run's JSON holds it (tuples are lists there)."""
-    return list(v) if isinstance(v, tuple) else v
+    """A setting as the run's JSON holds it (tuples are lists, paths strings, numpy numbers
+    Python ones there)."""
+    try:
+        return json.loads(fileio.dumps(list(v) if isinstance(v, tuple) else v))
+    except (TypeError, ValueError):  # NaN in an old run's file; something JSON cannot hold
+        return v
 
 
 # settings of the machine, not of the run: a resume takes this invocation's (a run begun on a
@@ -663,12 +662,27 @@ def _teachers(cfg: TrainConfig, out: Path, train_set, classes, spec, device) -> 
     return soft_all, online
 
 
+def _script_values(cfg: TrainConfig) -> TrainConfig:
+    """A copy with a script's numpy numbers as Python ones and paths as strings, as the CLI
+    gives them (torch's generators refuse numpy ints; the run's JSON and its resume compare
+    strings)."""
+    changes = {}
+    for f in dataclasses.fields(cfg):
+        v = getattr(cfg, f.name)
+        if isinstance(v, np.generic):
+            changes[f.name] = v.item()
+        elif isinstance(v, os.PathLike):
+            changes[f.name] = os.fspath(v)
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
 def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = None) -> dict:
     """Train; with `resume`, continue the run in cfg.out with its saved settings.
 
     `epochs_override` changes the length of a resumed run (the cosine schedule is rescaled to
     the new total from the current step on), e.g. to finish sooner on a busy machine.
     """
+    cfg = _script_values(cfg)
     if cfg.align_frame is not None and not cfg.align:  # (before: recorded, never used)
         raise UserError("needs --align", param="align_frame")
     out = Path(cfg.out)
