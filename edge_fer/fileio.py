@@ -62,6 +62,41 @@ def cannot_write_in(folder: str | os.PathLike) -> str | None:
     return None
 
 
+class FolderLock:
+    """An exclusive lock on an output folder for as long as one process writes it (flock on
+    the folder itself: no lock file, and the system drops it when the process dies, kill -9
+    included). Two runs into one folder mixed their files (two trainings' log rows, one run's
+    frames removed by the other); the second is now refused. Where there is no flock
+    (Windows) nothing is locked."""
+
+    def __init__(self, folder: str | os.PathLike, what: str) -> None:
+        from edge_fer.errors import UserError
+
+        self._fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:
+            return
+        try:
+            fd = os.open(folder, os.O_RDONLY)
+        except OSError:
+            return  # a folder that cannot be opened is reported by the writes themselves
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise UserError(
+                f"{os.fspath(folder)}: another {what} is writing this folder right now; wait "
+                "for it to end or give another folder"
+            ) from None
+        self._fd = fd
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # (closing drops the lock)
+
+
 def check_file_can_be_made(path: str | os.PathLike, param: str) -> None:
     """UserError naming `param` unless a file `path` can be made once its missing folders
     are: no file where one of them would be, and files can be made in the nearest that

@@ -109,3 +109,25 @@ def test_tensorrt_versions_and_build_numbers_from_a_script() -> None:
     assert type(cfg.max_batch) is int and cfg.max_batch == 16 and type(cfg.dla_core) is int
     with pytest.raises(UserError, match="workspace_mb must be at most"):
         BuildConfig(workspace_mb=10**15).check()
+
+
+@pytest.mark.shared("data/fer2013/train")
+def test_a_run_folder_another_process_trains_into_is_refused(faces, tmp_path) -> None:
+    """A second `train` into the folder of one that still trains (a run begun twice, a
+    --resume while it runs): both wrote log rows and checkpoints into it."""
+    from edge_fer.fileio import FolderLock
+    from edge_fer.train.trainer import TrainConfig, train
+
+    out = tmp_path / "run"
+    out.mkdir()
+    other = FolderLock(out, "edge-fer train")  # as the first process holds it
+    cfg = TrainConfig(arch="cnn4", data=str(faces), out=str(out), epochs=1, max_batches=1,
+                      threads=1, precise_bn=0)  # fmt: skip
+    try:
+        with pytest.raises(UserError, match="another edge-fer train is writing this folder"):
+            train(cfg)
+        assert list(out.iterdir()) == []
+    finally:
+        other.release()
+    train(cfg)  # free once the other has ended
+    assert (out / "last.safetensors").is_file()

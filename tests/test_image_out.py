@@ -295,3 +295,42 @@ def test_one_image_does_not_replace_an_existing_file_without_force(photos, tmp_p
     rc, _, err = _run(["run", str(photos / "a.jpg"), "--out", str(photos / "a.jpg"), "--force"],
                       capsys)  # fmt: skip
     assert rc == 2 and "an output must not overwrite an input" in err, err
+
+
+def test_a_folder_another_run_writes_is_refused(tmp_path):
+    """Two runs into one folder at once: their images mixed, and the first to end removed the
+    other's as an earlier run's (the folder is locked while a run writes it)."""
+    from edge_fer.errors import UserError
+    from edge_fer.runtime.image_out import AnnotatedImages
+
+    first = AnnotatedImages(folder=tmp_path / "out")
+    first.write(np.zeros((48, 64, 3), np.uint8), index=0)
+    with pytest.raises(UserError, match="another edge-fer run is writing this folder"):
+        AnnotatedImages(folder=tmp_path / "out")
+    first.close()
+    second = AnnotatedImages(folder=tmp_path / "out")  # free again once the first has ended
+    second.close()
+    assert (tmp_path / "out" / "frame_000000.jpg").is_file()
+
+
+def test_a_killed_runs_half_written_image_is_its_own(tmp_path):
+    """kill -9 within an image's write left `.frame_000203.jpg.PID.THREAD.tmp`, and the folder
+    was refused from then on as holding a file from elsewhere."""
+    from edge_fer.runtime.image_out import AnnotatedImages, check_folder
+
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "frame_000000.jpg").write_bytes(b"x")
+    (out / MARKER).write_text("frame_000000.jpg\nframe_000001.jpg\n")  # 1: a write begun
+    temp = out / ".frame_000001.jpg.4242.140000.tmp"
+    temp.write_bytes(b"half")
+    check_folder(out)
+    sink = AnnotatedImages(folder=out)
+    assert not temp.exists()  # removed: no live run writes a locked folder
+    sink.close()
+    # a hidden file of the user's of another name is still refused
+    (out / ".notes.4242.1.tmp").write_bytes(b"mine")
+    from edge_fer.errors import UserError
+
+    with pytest.raises(UserError, match=".notes.4242.1.tmp came from elsewhere"):
+        check_folder(out)

@@ -805,3 +805,44 @@ def test_a_write_that_fails_leaves_a_summary_that_agrees_with_the_tracks(tmp_pat
     doc = json.loads(summary.read_text())
     seen = max(t["last_frame"] for t in doc["tracks"]) + 1
     assert doc["frames"] == seen >= 1 and doc["frames_with_faces"] >= 1
+
+
+def test_events_survive_a_rotation_and_a_second_writer(tmp_path):
+    """The events file was written at the run's own offset: a logrotate copytruncate (or a
+    second run into the same file) left holes of NUL bytes and lines cut into each other.
+    Lines now go to the file's end, wherever it is."""
+    from edge_fer.runtime.sinks import EventsSink
+
+    path = tmp_path / "ev.jsonl"
+    a, b = EventsSink(path), EventsSink(path)
+    a.start()
+    for i in range(5):
+        a.write({"frame": i, "faces": []})
+    os.truncate(path, 0)  # copytruncate
+    b.start()  # (truncates too: the second run's start)
+    for i in range(5, 10):
+        a.write({"frame": i, "faces": []})
+        b.write({"frame": 100 + i, "faces": []})
+    a.close()
+    b.close()
+    data = path.read_bytes()
+    assert b"\0" not in data
+    frames = [json.loads(ln)["frame"] for ln in data.decode().splitlines()]
+    assert sorted(frames) == [5, 6, 7, 8, 9, 105, 106, 107, 108, 109], frames
+
+
+def test_a_video_whose_folder_is_removed_says_so(tmp_path):
+    """The folder of --out removed mid-run: the run went on to the end without a word, then
+    blamed a size limit or a quota."""
+    import shutil as _shutil
+
+    from edge_fer.runtime.sinks import VideoSink
+
+    folder = tmp_path / "outdir"
+    folder.mkdir()
+    sink = VideoSink(folder / "a.avi", 25.0, (64, 48), disk_check_every=5)
+    _shutil.rmtree(folder)
+    with pytest.raises(UserError, match="its folder .*outdir was removed"):
+        for _ in range(5):
+            sink.write(np.zeros((48, 64, 3), np.uint8))
+    sink.abort()

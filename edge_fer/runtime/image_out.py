@@ -130,11 +130,21 @@ def write_listed(folder: str | os.PathLike, path: Path, image: np.ndarray) -> No
     claim(folder, path.name, written=True)
 
 
+def _temp_of_ours(name: str, ours) -> bool:
+    """Whether `name` is the temporary file of a write of a file the marker lists
+    (`.NAME.PID.THREAD.tmp`, fileio.temp_name): a run killed within the write left it."""
+    parts = name.split(".")
+    if not name.startswith(".") or len(parts) < 5 or parts[-1] != "tmp":
+        return False
+    pid, tid = parts[-3], parts[-2]
+    return pid.isdigit() and tid.isdigit() and ".".join(parts[1:-3]) in ours
+
+
 def _foreign(folder: Path, ours: dict[str, tuple[int, int] | None]) -> list[str]:
     """The files of `folder` that no run wrote, or that changed since one did."""
     out = []
     for p in folder.iterdir():
-        if p.name == MARKER:
+        if p.name == MARKER or _temp_of_ours(p.name, ours):
             continue
         if p.name not in ours:
             out.append(p.name)
@@ -226,12 +236,19 @@ class AnnotatedImages:
         self.names = dict(names or {})
         self.frames = 0
         self._kept: set[str] = set()  # the names this run writes (or lists: events, summary)
+        self._lock: fileio.FolderLock | None = None
         if self.folder:
             check_folder(self.path)
             try:
                 self.path.mkdir(exist_ok=True)
+                # another run writing it: its images would mix with these, and this run's
+                # end would remove the ones it did not write
+                self._lock = fileio.FolderLock(self.path, "edge-fer run")
                 claim(self.path, "")
                 listed = written_names(self.path) or {}
+                for p in self.path.iterdir():  # a killed run's half-written images (locked:
+                    if _temp_of_ours(p.name, listed):  # no live run is writing them)
+                        p.unlink()
                 for other in (Path(o) for o in also if o):
                     if in_folder(other, self.path):
                         self._kept.add(other.name)
@@ -271,8 +288,15 @@ class AnnotatedImages:
         """Every image was complete when written; in a folder an earlier run wrote, its images
         this run did not write again are removed (a run of 5 frames left 35 of the last run's
         40 beside its own), once this run has written any."""
-        if not self.folder or not self.frames:
-            return
+        lock, self._lock = self._lock, None
+        try:
+            if self.folder and self.frames:
+                self._tidy()
+        finally:
+            if lock is not None:
+                lock.release()
+
+    def _tidy(self) -> None:
         try:
             listed = written_names(self.path) or {}
             stale = [n for n in listed if n not in self._kept]

@@ -151,6 +151,10 @@ def _open_writer(path: Path, codecs: list[str], fps: float, size: tuple[int, int
     return None, None
 
 
+def _appending(path: str, flags: int) -> int:
+    return os.open(path, flags | os.O_APPEND, 0o666)
+
+
 def _file_size_limit() -> int | None:
     """The soft limit on the size of a file this process writes (ulimit -f), if any."""
     try:
@@ -286,6 +290,10 @@ class VideoSink:
     def _check_disk(self) -> None:
         try:
             free = shutil.disk_usage(self.target.parent).free
+        except FileNotFoundError:  # removed under the run: it wrote on into nothing, unsaid
+            raise UserError(
+                f"cannot write video {self.path}: its folder {self.target.parent} was removed"
+            ) from None
         except OSError:
             return
         if free < self.MIN_FREE_BYTES:
@@ -437,8 +445,13 @@ class EventsSink:
         mode = "a" if self._stream else "w"
         try:
             # a named pipe nobody reads: an error now, not an open that waits for ever
-            opener = fileio.open_stream if self._stream else open
-            f = opener(self.path, mode, encoding="utf-8")  # closed in close()
+            if self._stream:
+                f = fileio.open_stream(self.path, mode, encoding="utf-8")  # closed in close()
+            else:
+                # truncated, then appended to: each line goes to the file's end, wherever that
+                # is now (a log rotation's copytruncate, another run into the same file) where
+                # a private offset left holes of NUL bytes and lines cut into each other
+                f = open(self.path, mode, encoding="utf-8", opener=_appending)  # noqa: SIM115 - closed in close()
         except OSError as exc:
             self._done = True
             raise _os_error("events file", self.path, exc) from None

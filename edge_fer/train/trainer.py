@@ -680,8 +680,18 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
     """Train; with `resume`, continue the run in cfg.out with its saved settings.
 
     `epochs_override` changes the length of a resumed run (the cosine schedule is rescaled to
-    the new total from the current step on), e.g. to finish sooner on a busy machine.
+    the new total from the current step on), e.g. to finish sooner on a busy machine. The run
+    folder is locked while it trains: a second process training into it is refused.
     """
+    locks: list[fileio.FolderLock] = []
+    try:
+        return _train(cfg, resume, epochs_override, locks)
+    finally:
+        for lock in locks:
+            lock.release()
+
+
+def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: list) -> dict:
     cfg = _script_values(cfg)
     if cfg.align_frame is not None and not cfg.align:  # (before: recorded, never used)
         raise UserError("needs --align", param="align_frame")
@@ -794,6 +804,9 @@ def train(cfg: TrainConfig, resume: bool = False, epochs_override: int | None = 
             raise (UserError(str(exc), param="init") if exc.param is None else exc) from None
     created = not out.exists()
     out.mkdir(parents=True, exist_ok=True)  # after the data, the model and --init fit
+    # a second process into the same folder (a run begun twice, a --resume while it trains):
+    # both wrote log rows and checkpoints into it
+    locks.append(fileio.FolderLock(out, "edge-fer train"))
     try:
         soft_all, online = _teachers(cfg, out, train_set, classes, spec, device)
     except UserError as exc:  # a teacher that is no model: the folder made for the run goes
