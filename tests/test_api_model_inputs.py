@@ -131,3 +131,21 @@ def test_a_run_folder_another_process_trains_into_is_refused(faces, tmp_path) ->
         other.release()
     train(cfg)  # free once the other has ended
     assert (out / "last.safetensors").is_file()
+
+
+@pytest.mark.shared("data/fer2013/train")
+def test_export_checkpoint_replaces_a_model_only_with_force(faces, tmp_path) -> None:
+    """From Python it replaced an existing model without a word; the CLI needs --force."""
+    from edge_fer.export.onnx import export_checkpoint
+    from edge_fer.train.trainer import TrainConfig, train
+
+    run = tmp_path / "run"
+    train(TrainConfig(arch="cnn4", data=str(faces), out=str(run), epochs=1, max_batches=1,
+                      threads=1, precise_bn=0))  # fmt: skip
+    mine = tmp_path / "mine.onnx"
+    mine.write_bytes(b"a model of mine")
+    with pytest.raises(UserError, match="already exists; pass force=True") as e:
+        export_checkpoint(run / "best.safetensors", mine, check=False)
+    assert e.value.param == "out" and mine.read_bytes() == b"a model of mine"
+    export_checkpoint(run / "best.safetensors", mine, check=False, force=True)
+    assert mine.read_bytes() != b"a model of mine"

@@ -215,7 +215,7 @@ def _source_onnx(src, out: Path, faces) -> Path:
     from edge_fer.export.onnx import export_checkpoint
 
     path = out / "source_fp32.onnx"
-    export_checkpoint(src.path, path, check_faces=faces, eval_tta=src.eval_tta)
+    export_checkpoint(src.path, path, check_faces=faces, eval_tta=src.eval_tta, force=True)
     return path
 
 

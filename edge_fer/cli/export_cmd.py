@@ -166,7 +166,7 @@ def export_onnx(args) -> dict:
     return export_checkpoint(
         args.checkpoint, args.out, opset=args.opset, tta=args.tta, check=not args.no_check,
         check_data=args.check_data, exporter=args.exporter, eval_tta=args.eval_tta,
-        crop_margin=args.crop_margin,
+        crop_margin=args.crop_margin, force=True,  # --out was checked: new, or --force
     )  # fmt: skip
 
 

@@ -538,6 +538,7 @@ def run_prune(
         tta=src.tta if src.tta == "flip" else None,
         check_faces=check_faces,
         eval_tta=src.eval_tta,
+        force=True,  # --out was checked before the pruning (check_out_dir)
     )
     add_onnx_metadata(onnx_path, {"edge_fer.compression": json.dumps(compression)})
     result = {

@@ -80,7 +80,11 @@ def export_run(run: Path, out: Path, check_faces: np.ndarray | None = None) -> d
         s = onnx_stats(out)
         return {"out": str(out), "params": s["params"], "macs": s["macs"], "reused": True}
     return export_checkpoint(
-        run / "best.safetensors", out, check=check_faces is not None, check_faces=check_faces
+        run / "best.safetensors",
+        out,
+        check=check_faces is not None,
+        check_faces=check_faces,
+        force=True,  # the study's own work file, remade when its run changed
     )
 
 

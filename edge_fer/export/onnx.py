@@ -240,8 +240,10 @@ def export_checkpoint(
     check_data: str | None = None,
     eval_tta: str = "none",
     crop_margin: float | None = None,
+    force: bool = False,
 ) -> dict:
     """Export `ckpt_path` (a best.safetensors) to `out_path` (.onnx); returns a report dict.
+    An existing `out_path` is replaced only with `force` (as `edge-fer export --force`).
 
     check: verify with onnx.checker and compare ONNX Runtime with torch on real faces
     (max abs probability difference <= 1e-4, else UserError and nothing is written).
@@ -281,6 +283,8 @@ def export_checkpoint(
     if out.is_dir():
         raise UserError(f"{out}: is a folder; give the model's file name (MODEL.onnx)", param="out")
     check_collisions([("the output", out)], [("the checkpoint", ckpt)])
+    if (out.exists() or out.is_symlink()) and not force:  # (a script's model was replaced)
+        raise UserError(f"{out} already exists; pass force=True to replace it", param="out")
     from edge_fer.fileio import check_file_can_be_made
 
     check_file_can_be_made(out, "out")  # before the export (after it: a traceback)
