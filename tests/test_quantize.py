@@ -662,6 +662,13 @@ def test_faces_from_a_video_with_the_detector(tiny_path, tmp_path):
     # no cascade given: a 160x120 video gets the low-resolution cascade, as in edge-fer run
     auto = from_source(VIDEO, None, size=SIZE, samples=120, seed=0)
     assert auto.notes[-1].endswith("cascade face_lowres.pico") and len(auto) == 120
+    # a script's odd values, refused before a frame is read (before: a terabyte allocation,
+    # OpenCV's copyMakeBorder, an AttributeError)
+    for kw, param in (({"size": 10**6}, "size"), ({"margin": 1e9}, "margin"),
+                      ({"margin": float("nan")}, "margin"), ({"detect": {"every": 1}}, "detect")):  # fmt: skip
+        with pytest.raises(UserError) as e:
+            from_source(VIDEO, FACEFINDER, samples=120, **kw)
+        assert e.value.param == param, kw
 
 
 @pytest.mark.skipif(

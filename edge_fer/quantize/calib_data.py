@@ -19,7 +19,6 @@ model's own `PreprocessSpec` (the same float32 NCHW input `Classifier.predict` f
 
 from __future__ import annotations
 
-import math
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -256,6 +255,9 @@ def _shared_folder(files) -> str | None:
         return None
 
 
+MAX_MARGIN = 4.0  # from_source: the border around a face, in faces (the default is 0.1-0.2)
+
+
 def from_source(
     source: str | os.PathLike,
     cascade: str | os.PathLike | None = None,
@@ -283,15 +285,23 @@ def from_source(
     from edge_fer.runtime.crops import crop_face, face_cropper
     from edge_fer.runtime.sources import open_source, parse_source
 
+    if detect is not None and not isinstance(detect, DetectOptions):  # (a dict: AttributeError)
+        raise UserError(f"must be a DetectOptions, not {type(detect).__name__}", param="detect")
     opts = detect or DetectOptions()
     check_count(samples, "samples")
     check_count(size, "size")
+    from edge_fer.preprocess import MAX_INPUT_SIZE
+
+    if size > MAX_INPUT_SIZE:  # each face is cut at size x size: 10**6 was a terabyte
+        raise UserError(f"must be at most {MAX_INPUT_SIZE} px, got {size}", param="size")
     check_count(seed, "seed", lowest=0)  # numpy's generator takes no negative seed
     check_count(opts.every, "every")
     if opts.max_frames is not None:
         check_count(opts.max_frames, "max_frames", lowest=0)
-    if not 0 <= margin < math.inf:  # NaN too
-        raise UserError(f"must be >= 0 and finite, got {margin}", param="margin")
+    # a border of MARGIN x the face on each side: beyond a few faces it is a typo (1e9 failed
+    # in OpenCV's copyMakeBorder)
+    if not 0 <= margin <= MAX_MARGIN:  # NaN too
+        raise UserError(f"must be in 0..{MAX_MARGIN}, got {margin}", param="margin")
     where = parse_source(str(source))
     cpath = resolve_cascade(cascade)
     # as edge-fer run: small frames get the low-resolution cascade, and a cascade's .json
