@@ -13,6 +13,7 @@ normalisation, class names). The classifier prepares crops exactly as training d
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -126,6 +127,8 @@ class Classifier(Closing):
         (metadata `edge_fer.tta_default`, "none" when absent)."""
         if tta != "auto":
             check_mode(tta)
+        if path is not None and not isinstance(path, (str, os.PathLike)):  # Path(3): TypeError
+            raise UserError(f"must be a model file's path, got {path!r}", param="path")
         p = Path(path) if path is not None else default_model_path()
         sniff_model_file(p)
         if threads is not None:
@@ -207,15 +210,7 @@ class Classifier(Closing):
         HxWx4, any size; uint8, or floats in 0..1 or 0..255) -> (N, C) probs. One crop alone
         (a 2-D array, or HxWx1/3/4) is one face: (1, C)."""
         check_count(batch_size, "batch_size")  # 0 looped for ever
-        if faces is None or isinstance(faces, (str, bytes)):  # (len() of None: a TypeError)
-            raise UserError(
-                f"expected face crops (an array or a list of arrays), got {type(faces).__name__}",
-                param="faces",
-            )
-        if isinstance(faces, np.ndarray) and (
-            faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (1, 3, 4))
-        ):  # iterating it would make a "face" of each row
-            faces = faces[None]
+        faces = _crops(faces)
         n = len(faces)
         if n == 0:
             return np.zeros((0, len(self.classes)), np.float32)
@@ -230,6 +225,7 @@ class Classifier(Closing):
         trained on eye-aligned faces (`spec.align`) each face is first aligned the way training
         aligned its dataset (`edge_fer.align.as_trained_faces`); `predict` takes the runtime's
         crops, which are cut aligned already."""
+        faces = _crops(faces)
         if self.spec.align and len(faces):
             from edge_fer.align import as_trained_faces
 
@@ -238,11 +234,12 @@ class Classifier(Closing):
 
     def predict_array(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
         """Already prepared float32 (N, C, H, W) input -> (N, C) probs."""
-        x = np.asarray(x)
+        x = _numeric(x, "x")
         s, c = self.spec.input_size, self.spec.channels
         if x.ndim != 4 or x.shape[1:] != (c, s, s):
             raise UserError(
-                f"input of shape {tuple(x.shape)} does not fit the model's (N, {c}, {s}, {s})"
+                f"of shape {tuple(x.shape)} does not fit the model's (N, {c}, {s}, {s})",
+                param="x",
             )
         check_count(batch_size, "batch_size")  # 0 looped for ever
         if x.shape[0] == 0:
@@ -256,7 +253,18 @@ class Classifier(Closing):
 
     def labels_of(self, probs: np.ndarray) -> list[str]:
         """The top class of each row of (N, C) probabilities; one face's (C,) too."""
-        p = np.asarray(probs)
+        p = _numeric(probs, "probs")
+        k = len(self.classes)
+        # another model's table (9 columns) was an IndexError, or with fewer columns than
+        # classes the wrong names without a word
+        if p.ndim not in (1, 2) or p.shape[-1] != k:
+            raise UserError(
+                f"must be (N, {k}) or ({k},) probabilities of this model's classes "
+                f"({_names(self.classes)}), got shape {tuple(p.shape)}",
+                param="probs",
+            )
+        if not np.isfinite(p).all():  # argmax of a NaN row is 0: a label for nothing
+            raise UserError("has NaN or infinite values", param="probs")
         return [self.classes[i] for i in np.atleast_2d(p).argmax(1)]
 
     def info(self) -> dict:
@@ -288,6 +296,46 @@ class Classifier(Closing):
 
     def __repr__(self) -> str:
         return f"<Classifier {self.path} {self.arch} {len(self.classes)} classes>"
+
+
+def _crops(faces) -> np.ndarray | list:
+    """`faces` as `predict` indexes them: an array of crops (one crop alone made an array of
+    one), or a list; any other iterable (a generator) is read into a list."""
+    if faces is None or isinstance(faces, (str, bytes, os.PathLike, Mapping)):
+        # (len() of None: a TypeError; a dict was sliced)
+        raise UserError(
+            f"expected face crops (an array or a list of arrays), got {type(faces).__name__}",
+            param="faces",
+        )
+    if isinstance(faces, np.ndarray):
+        if faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (1, 3, 4)):
+            return faces[None]  # iterating it would make a "face" of each row
+        return faces
+    if isinstance(faces, (list, tuple)):
+        return faces
+    try:  # a generator has no len(): a TypeError before
+        return list(faces)
+    except TypeError:
+        raise UserError(
+            f"expected face crops (an array or a list of arrays), got {type(faces).__name__}",
+            param="faces",
+        ) from None
+
+
+def _numeric(value, param: str) -> np.ndarray:
+    """`value` as a numeric array; a UserError naming `param` for anything else (a string
+    was a 0-d array whose argmax named the first class)."""
+    try:
+        a = np.asarray(value)
+    except (ValueError, TypeError):  # ragged rows
+        a = None
+    if a is None or a.dtype.kind not in "iuf":
+        raise UserError(
+            f"must be a numeric array, got {type(value).__name__}"
+            + (f" of {a.dtype}" if a is not None and a.dtype != object else ""),
+            param=param,
+        )
+    return a
 
 
 def _spec_of(be: Backend, path: Path) -> PreprocessSpec:

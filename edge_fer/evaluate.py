@@ -137,6 +137,9 @@ def run_inference(
     clf, images: np.ndarray, batch_size: int = 64, progress: bool = True, desc: str = "eval"
 ):
     """Probabilities for all images plus timing: (probs, seconds preprocessing, seconds infer)."""
+    from edge_fer.limits import check_count
+
+    check_count(batch_size, "batch_size")  # 0: a ValueError from range()
     # a bar on a terminal; in a log, a line at each quarter
     bar = Progress(len(images), desc, "face", progress)
     out, t_prep, t_inf = [], 0.0, 0.0
@@ -158,7 +161,11 @@ def run_inference(
 
 def batch1_latency(clf, images: np.ndarray, samples: int = 200, warmup: int = 5) -> dict:
     """Per-face latency (preprocessing + inference) at batch 1 on an even sample of faces."""
-    if len(images) == 0 or samples <= 0:
+    from edge_fer.limits import check_count
+
+    check_count(samples, "samples", lowest=0)  # NaN: a TypeError in np.linspace
+    check_count(warmup, "warmup", lowest=0)
+    if len(images) == 0 or samples == 0:
         return {}
     idx = np.linspace(0, len(images) - 1, min(samples, len(images))).round().astype(int)
     for i in idx[:warmup]:
@@ -206,10 +213,11 @@ def evaluate(
     "alignment")."""
     from edge_fer.limits import check_count
 
+    _check_model(clf)
+    _check_faces(faces)
     check_count(batch_size, "batch_size")  # 2.5 or NaN: a TypeError deep in range()
     check_count(latency_samples, "latency_samples", lowest=0)
-    if isinstance(target, str) and target != "dataset":  # a label set's name (--label-set):
-        target = L.vocabulary(target)  # before, its letters became the classes
+    target = _check_target(target)
     mode = "model" if target is None else "dataset" if target == "dataset" else "explicit"
     if target == "dataset":
         target = dataset_target(faces, clf.classes)
@@ -265,6 +273,90 @@ def evaluate(
     return rep
 
 
+def _check_model(clf) -> None:
+    """A UserError naming `clf` unless it is a loaded classifier (a model's path was an
+    AttributeError on .classes)."""
+    if isinstance(clf, (str, bytes, os.PathLike)):
+        raise UserError(
+            f"must be a loaded model, not the path {os.fsdecode(clf)!r}: give "
+            "edge_fer.classify.Classifier.load(path)",
+            param="clf",
+        )
+    if not all(hasattr(clf, a) for a in ("classes", "spec", "infer", "predict", "backend")):
+        raise UserError(
+            f"must be an edge_fer.classify.Classifier, got {type(clf).__name__}", param="clf"
+        )
+
+
+def _check_faces(faces) -> None:
+    """A UserError naming `faces` unless it is a FaceSet whose arrays agree (a dataset's path
+    was an AttributeError; a label beyond the classes an IndexError, a labels array of
+    another length a numpy boolean-index error)."""
+    if isinstance(faces, (str, bytes, os.PathLike)):
+        raise UserError(
+            f"must be loaded faces, not the path {os.fsdecode(faces)!r}: give "
+            "edge_fer.data.load_dataset(path)",
+            param="faces",
+        )
+    if not isinstance(faces, FaceSet):
+        raise UserError(
+            f"must be an edge_fer.data.FaceSet, got {type(faces).__name__}", param="faces"
+        )
+    images, labels = faces.images, faces.labels
+    if not isinstance(images, np.ndarray) or images.ndim not in (3, 4):
+        raise UserError(
+            f"must have images as an (N, H, W) array, got {_what(images)}", param="faces"
+        )
+    if not isinstance(labels, np.ndarray) or labels.ndim != 1 or labels.dtype.kind not in "iu":
+        raise UserError(
+            f"must have labels as a 1-D integer array, got {_what(labels)}", param="faces"
+        )
+    if len(labels) != len(images):
+        raise UserError(f"has {len(images)} images but {len(labels)} labels", param="faces")
+    c = len(faces.classes)
+    if len(labels) and (labels.min() < 0 or labels.max() >= c):
+        raise UserError(
+            f"has labels {labels.min()}..{labels.max()}, beyond its {c} classes (0..{c - 1})",
+            param="faces",
+        )
+
+
+def _what(v) -> str:
+    """An array's shape and dtype, or another value's type, for a message."""
+    if isinstance(v, np.ndarray):
+        return f"shape {tuple(v.shape)} of {v.dtype}"
+    return type(v).__name__
+
+
+def _check_target(target):
+    """`target` as `evaluate` uses it: None, "dataset", or a tuple of class names (a label
+    set's name looked up); a UserError naming `target` otherwise."""
+    from edge_fer.limits import check_names
+
+    if target is None:
+        return None
+    if isinstance(target, str):
+        name = target.strip().lower()
+        if name == "dataset":
+            return "dataset"
+        if name not in L.VOCABULARIES:  # before, its letters became the classes
+            raise UserError(
+                f"{target!r} is unknown; choose dataset, {', '.join(L.VOCABULARIES)} or give "
+                "a tuple of class names",
+                param="target",
+            )
+        return L.vocabulary(name)
+    try:
+        names = check_names(target, "target")
+    except TypeError:  # None, a number
+        names = None
+    if names is None or not all(isinstance(c, str) for c in names):
+        raise UserError(f"must be a tuple of class names, got {target!r}", param="target")
+    if not names:
+        raise UserError("names no class", param="target")
+    return names
+
+
 def align_as_trained(spec, images: np.ndarray, log: bool = True) -> tuple[np.ndarray, dict]:
     """The evaluation faces as the model's training saw them: for a model trained on
     eye-aligned faces (`spec.align`), aligned with `edge_fer.align.as_trained` (the trainer's
@@ -305,8 +397,15 @@ def _put(img, text, cx, cy, scale, color, thick=1, align="center"):
 def draw_confusion(cm, classes, title: str = "", cell: int = 72) -> np.ndarray:
     """A row-normalised confusion matrix as a BGR image: colour and % by true-class row,
     raw counts below. Rows: true class, columns: predicted class."""
-    cm = np.asarray(cm, dtype=np.int64)
     c = len(classes)
+    m = np.asarray(cm)
+    # another table's matrix was an IndexError half-way through the drawing; NaN a huge count
+    if m.shape != (c, c) or m.dtype.kind not in "iuf" or not np.isfinite(m).all():
+        raise UserError(
+            f"must be a ({c}, {c}) matrix of finite counts for the {c} classes, got {_what(m)}",
+            param="cm",
+        )
+    cm = m.astype(np.int64)
     cell = max(cell, min(120, 480 // max(c, 1)))  # few classes: bigger cells, readable title
     rows = cm.sum(1, keepdims=True)
     frac = np.where(rows > 0, cm / np.maximum(rows, 1), 0.0)

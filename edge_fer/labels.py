@@ -58,11 +58,19 @@ _TO_GROUPED3 = {
 
 
 def canonical(name: str) -> str:
+    """A class name folded onto edge-fer's spelling (case, spaces, synonyms)."""
+    if not isinstance(name, str):  # None (a missing class) was an AttributeError on .strip
+        raise UserError(f"must be a class name (a string), got {name!r}", param="name")
     key = name.strip().lower()
     return SYNONYMS.get(key, key)
 
 
 def vocabulary(name: str) -> tuple[str, ...]:
+    """The vocabulary called `name` (a key of VOCABULARIES, any case)."""
+    if not isinstance(name, str):  # None was an AttributeError on .lower
+        raise UserError(
+            f"must be a label set's name ({', '.join(VOCABULARIES)}), got {name!r}", param="name"
+        )
     try:
         return VOCABULARIES[name.lower()]
     except KeyError:
@@ -85,9 +93,7 @@ def mapping(src: tuple[str, ...], dst: tuple[str, ...]) -> dict[str, str | None]
     (GROUPED3 or part of it) receives every class through its valence group; happy and smile
     stand for each other. The targets are `dst`'s own names (on both sides: a `dst` of
     ("Happiness", "Anger") used to receive nothing)."""
-    for param, v in (("src", src), ("dst", dst)):
-        if isinstance(v, str):  # a string is iterable: its letters became the classes
-            raise TypeError(f"{param} must be a sequence of class names, not a string ({v!r})")
+    src, dst = _class_names(src, "src"), _class_names(dst, "dst")
     out: dict[str, str | None] = {}
     dst_set = set(dst)
     by_key: dict[str, str] = {}  # canonical name -> dst's own spelling (the first one)
@@ -114,12 +120,30 @@ def mapping(src: tuple[str, ...], dst: tuple[str, ...]) -> dict[str, str | None]
 def shared_vocabulary(data_classes, model_classes) -> tuple[str, ...]:
     """The dataset's classes (in its order) that at least one model class maps onto: the
     classes a cross-dataset evaluation can compare."""
+    data_classes = _class_names(data_classes, "data_classes")
+    model_classes = _class_names(model_classes, "model_classes")
     data = tuple(canonical(c) for c in data_classes)
-    reached = {t for t in mapping(tuple(model_classes), data).values() if t is not None}
+    reached = {t for t in mapping(model_classes, data).values() if t is not None}
     return tuple(c for c in data if c in reached)
 
 
 def index_map(src: tuple[str, ...], dst: tuple[str, ...]) -> list[int]:
     """Index form of `mapping`: for each source index the target index, or -1 to drop."""
+    src, dst = _class_names(src, "src"), _class_names(dst, "dst")
     m = mapping(src, dst)
     return [dst.index(m[c]) if m[c] is not None else -1 for c in src]  # type: ignore[arg-type]
+
+
+def _class_names(v, param: str) -> tuple[str, ...]:
+    """`v` (a sequence of class names) as a tuple; a string is refused (its letters became the
+    classes), and so are None and names that are not strings (AttributeErrors deep inside)."""
+    if isinstance(v, str):  # a TypeError, as before
+        raise TypeError(f"{param} must be a sequence of class names, not a string ({v!r})")
+    try:
+        names = tuple(v)
+    except TypeError:
+        raise UserError(f"must be a sequence of class names, got {v!r}", param=param) from None
+    bad = [c for c in names if not isinstance(c, str)]
+    if bad:
+        raise UserError(f"must hold class names (strings), got {bad[0]!r}", param=param)
+    return names

@@ -8,12 +8,16 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pytest
 from paths import fer_class_folders
 
 from edge_fer.errors import UserError
+
+if TYPE_CHECKING:
+    from edge_fer.data import FaceSet
 
 torch = pytest.importorskip("torch")
 
@@ -149,3 +153,152 @@ def test_export_checkpoint_replaces_a_model_only_with_force(faces, tmp_path) -> 
     assert e.value.param == "out" and mine.read_bytes() == b"a model of mine"
     export_checkpoint(run / "best.safetensors", mine, check=False, force=True)
     assert mine.read_bytes() != b"a model of mine"
+
+
+def _faces(n: int = 14) -> FaceSet:
+    from edge_fer import labels as L
+    from edge_fer.data import FaceSet
+
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 255, (n, 48, 48), dtype=np.uint8)
+    return FaceSet(images, np.arange(n) % 7, L.FER2013)
+
+
+def test_evaluate_refuses_paths_and_broken_face_sets_by_name() -> None:
+    """A model's or a dataset's path was an AttributeError on .classes; labels beyond the
+    classes an IndexError; a label set's name of another case or an unknown one no param."""
+    from edge_fer.classify import Classifier
+    from edge_fer.data import FaceSet
+    from edge_fer.evaluate import evaluate
+
+    faces = _faces()
+    with Classifier.load(threads=1, tta="none") as clf:
+        cases: list[tuple[dict, str, str]] = [
+            ({"clf": "fer_default.onnx"}, "clf", "Classifier.load"),
+            ({"clf": Path("fer_default.onnx")}, "clf", "Classifier.load"),
+            ({"faces": "/data/fer2013"}, "faces", "load_dataset"),
+            ({"faces": faces.images}, "faces", "FaceSet"),
+            ({"faces": FaceSet(faces.images, faces.labels + 3, faces.classes)}, "faces",
+             r"labels 3..9, beyond its 7 classes"),
+            ({"faces": FaceSet(faces.images, faces.labels[:5], faces.classes)}, "faces",
+             "14 images but 5 labels"),
+            ({"target": "happy"}, "target", "'happy' is unknown"),
+            ({"target": ("happy", None)}, "target", "class names"),
+            ({"target": ()}, "target", "names no class"),
+        ]  # fmt: skip
+        for kw, param, words in cases:
+            args = {"clf": clf, "faces": faces, **kw}
+            with pytest.raises(UserError, match=words) as e:
+                evaluate(progress=False, latency_samples=0, **args)
+            assert e.value.param == param, kw
+        rep = evaluate(clf, faces, target=" Grouped3", progress=False, latency_samples=0)
+        assert rep["labels"] == ["negative", "neutral", "positive"]
+        assert evaluate(clf, faces, "Dataset", progress=False, latency_samples=0)["n"] == 14
+
+
+def test_build_engine_refuses_a_dict_config_and_wrong_types_before_any_work(tmp_path) -> None:
+    """A dict config was an AttributeError on .check; force="no" replaced the engine; a str
+    `info` failed only after the build. Checked before TensorRT is needed."""
+    from edge_fer.export.engine import BUNDLED_MODEL, build_engine
+
+    eng = tmp_path / "fer.engine"
+    cases: list[tuple[dict, str, str]] = [
+        ({"config": {"precision": "fp16"}}, "config", r"BuildConfig\(\*\*config\)"),
+        ({"config": "fp16"}, "config", "got str"),
+        ({"force": "no"}, "force", "True, False or None"),
+        ({"info": "jetson"}, "info", "must be a dict"),
+        ({"onnx_path": None}, "onnx_path", "file path"),
+    ]
+    for kw, param, words in cases:
+        args: dict = {"onnx_path": BUNDLED_MODEL, "engine_path": eng, **kw}
+        with pytest.raises(UserError, match=words) as e:
+            build_engine(**args)
+        assert e.value.param == param, kw
+    assert not eng.exists()
+
+
+def test_labels_of_checks_the_table_against_the_models_classes() -> None:
+    """A 9-column table was an IndexError, one of 5 columns named wrong classes without a word;
+    NaN rows and a string were 'angry'."""
+    from edge_fer.classify import Classifier
+
+    with Classifier.load(threads=1, tta="none") as clf:
+        probs = clf.predict(_faces(3).images)
+        assert clf.labels_of(probs.tolist()) == clf.labels_of(probs)
+        assert clf.labels_of(np.zeros((0, 7))) == []
+        for bad, words in (
+            (np.random.default_rng(0).random((3, 9)), r"\(N, 7\) or \(7,\).*shape \(3, 9\)"),
+            (probs[:, :5], r"shape \(3, 5\)"),
+            (probs[:, :, None], r"shape \(3, 7, 1\)"),
+            (np.full((2, 7), np.nan), "NaN"),
+            ("happy", "numeric array"),
+            (None, "numeric array"),
+        ):
+            with pytest.raises(UserError, match=words) as e:
+                clf.labels_of(bad)  # type: ignore[arg-type]
+            assert e.value.param == "probs"
+
+
+def test_predict_takes_a_generator_and_refuses_what_is_no_crops() -> None:
+    """A generator of crops (a video's faces) was "object of type 'generator' has no len()"."""
+    from edge_fer.classify import Classifier
+
+    crops = _faces(5).images
+    with Classifier.load(threads=1, tta="none") as clf:
+        want = clf.predict(crops)
+        np.testing.assert_allclose(clf.predict(c for c in crops), want, atol=1e-6)
+        np.testing.assert_allclose(clf.predict((c for c in crops), batch_size=2), want, atol=1e-6)
+        np.testing.assert_allclose(clf.predict_faces(iter(list(crops))), want, atol=1e-6)
+        assert clf.predict(iter(())).shape == (0, 7)
+        for bad in (3, {"a": crops[0]}):
+            with pytest.raises(UserError, match="expected face crops") as e:
+                clf.predict(bad)
+            assert e.value.param == "faces"
+        with pytest.raises(UserError, match="numeric array") as e:
+            clf.predict_array("x")  # type: ignore[arg-type]
+        assert e.value.param == "x"
+    with pytest.raises(UserError, match="model file's path") as e:
+        Classifier.load(3)  # type: ignore[arg-type]
+    assert e.value.param == "path"
+
+
+def test_label_functions_name_what_is_not_a_class_name() -> None:
+    """canonical(None) and vocabulary(None) were AttributeErrors; None among the classes too."""
+    from edge_fer import labels as L
+
+    for call, param in (
+        (lambda: L.canonical(None), "name"),  # type: ignore[arg-type]
+        (lambda: L.canonical(3), "name"),  # type: ignore[arg-type]
+        (lambda: L.vocabulary(None), "name"),  # type: ignore[arg-type]
+        (lambda: L.mapping(("happy", None), L.FER2013), "src"),  # type: ignore[arg-type]
+        (lambda: L.mapping(L.FER2013, None), "dst"),  # type: ignore[arg-type]
+        (lambda: L.index_map(L.FER2013, (1, 2)), "dst"),  # type: ignore[arg-type]
+        (lambda: L.shared_vocabulary(L.FER2013, [None]), "model_classes"),
+    ):
+        with pytest.raises(UserError) as e:
+            call()
+        assert e.value.param == param
+    assert L.canonical(" Happiness ") == "happy" and L.vocabulary("GROUPED3") == L.GROUPED3
+    assert L.shared_vocabulary(["Anger", "joy"], L.FER2013) == ("angry", "happy")
+
+
+def test_evaluation_helpers_check_their_numbers_and_matrix() -> None:
+    """samples=NaN was a TypeError in np.linspace, batch_size=0 range()'s ValueError, and a
+    matrix of another size an IndexError half-way through drawing it."""
+    from edge_fer.classify import Classifier
+    from edge_fer.evaluate import batch1_latency, draw_confusion, run_inference
+
+    crops = _faces(3).images
+    with Classifier.load(threads=1, tta="none") as clf:
+        with pytest.raises(UserError) as e:
+            batch1_latency(clf, crops, samples=math.nan)  # type: ignore[arg-type]
+        assert e.value.param == "samples"
+        with pytest.raises(UserError) as e:
+            run_inference(clf, crops, batch_size=0, progress=False)
+        assert e.value.param == "batch_size"
+        assert batch1_latency(clf, crops, samples=0) == {}
+    assert draw_confusion([[3, 1], [0, 2]], ["a", "b"]).ndim == 3
+    for cm in (np.eye(3), [[1.0, math.nan], [0, 1]], [["1", "0"], ["0", "1"]]):
+        with pytest.raises(UserError, match=r"\(2, 2\) matrix") as e:
+            draw_confusion(cm, ["a", "b"])
+        assert e.value.param == "cm"

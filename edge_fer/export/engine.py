@@ -516,6 +516,7 @@ def build_engine(
     build makes (a Q/DQ model: int8). `info`: extra facts recorded in the sidecar. `force`,
     `names`: what an existing engine_path may be, how messages name the paths
     (`check_engine_outputs`)."""
+    _check_build_args(onnx_path, engine_path, config, info, force, names)
     cfg = config or BuildConfig()
     src = Path(onnx_path)
     if not src.is_file():
@@ -748,6 +749,28 @@ def build_engine(
         }
     )
     return report
+
+
+def _check_build_args(
+    onnx_path: Any, engine_path: Any, config: Any, info: Any, force: Any, names: Any
+) -> None:
+    """build_engine's arguments by type, before anything is read: a dict for config was an
+    AttributeError on .check, force="no" replaced the engine, and an `info` that is not a
+    mapping failed only after the build's minutes."""
+    if config is not None and not isinstance(config, BuildConfig):
+        hint = ": BuildConfig(**config) makes one" if isinstance(config, Mapping) else ""
+        raise UserError(
+            f"must be an edge_fer.export.engine.BuildConfig, got {type(config).__name__}{hint}",
+            param="config",
+        )
+    for param, v in (("onnx_path", onnx_path), ("engine_path", engine_path)):
+        if not isinstance(v, (str, os.PathLike)) and (v is not None or param == "onnx_path"):
+            raise UserError(f"must be a file path, got {v!r}", param=param)
+    if force is not None and not isinstance(force, bool):
+        raise UserError(f"must be True, False or None, got {force!r}", param="force")
+    for param, v in (("info", info), ("names", names)):
+        if v is not None and not isinstance(v, Mapping):
+            raise UserError(f"must be a dict, got {type(v).__name__}", param=param)
 
 
 _NOT_ENGINE_SUFFIXES = (".onnx", ".json", ".safetensors", ".cache", ".pico", ".md", ".txt")
