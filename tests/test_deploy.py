@@ -27,6 +27,23 @@ MODEL = default_model_path()
 CACHE = CALIB / "calib.cache"
 
 
+@pytest.fixture(scope="module")
+def qdq_model(tmp_path_factory) -> Path:
+    """The bundled model's Q/DQ file for TensorRT, made as `edge-fer calibrate` makes it: the
+    committed calibration folder holds the cache only (derived ONNX files are not committed,
+    so a clean clone has no `model.int8.qdq.onnx` there)."""
+    pytest.importorskip("onnx")
+    from edge_fer.quantize import CalibFaces, calibrate
+    from edge_fer.quantize.calib_data import MIN_FACES
+
+    rng = np.random.default_rng(0)
+    faces = rng.integers(0, 256, (MIN_FACES, 48, 48)).astype(np.uint8)
+    ids = [f"r{i}" for i in range(MIN_FACES)]
+    out = tmp_path_factory.mktemp("qdq") / "calib"
+    calibrate(MODEL, CalibFaces(faces, ids, "random"), out, target="tensorrt", threads=1)
+    return out / "model.int8.qdq.onnx"
+
+
 def _deploy(capsys, *argv) -> tuple[int, str, str]:
     rc = main(["deploy", *map(str, argv)])
     out, err = capsys.readouterr()
@@ -213,11 +230,11 @@ def test_deepstream_int8_cache_header(tmp_path, capsys) -> None:
     assert (out2 / "calib.cache").read_text().startswith("TRT-8602-EntropyCalibration2\n")
 
 
-def test_deepstream_qdq_int8_gets_a_calibration_file(tmp_path, capsys) -> None:
+def test_deepstream_qdq_int8_gets_a_calibration_file(tmp_path, capsys, qdq_model) -> None:
     """nvinfer sets INT8 only with a readable int8-calib-file and builds FP16 without one, so a
     Q/DQ model gets a header-only cache (before: none, and the "_int8.engine" it names was
     never built)."""
-    qdq = CALIB / "model.int8.qdq.onnx"
+    qdq = qdq_model
     out = tmp_path / "dsq"
     rc, _, err = _deploy(
         capsys, "deepstream", "--model", qdq, "--out", out, "--precision", "int8",
@@ -440,7 +457,7 @@ def test_force_never_deletes_the_working_folder_and_writes_through_a_link(
         ),
     ],
 )
-def test_refusals(tmp_path, capsys, argv, words) -> None:
+def test_refusals(tmp_path, capsys, argv, words, qdq_model) -> None:
     fake = tmp_path / "fake.onnx"
     fake.write_bytes(b"\x08\x07garbage" * 10)
     foreign = tmp_path / "other.cache"  # a cache made for another model
@@ -450,7 +467,7 @@ def test_refusals(tmp_path, capsys, argv, words) -> None:
         "verify": MODEL.parent / "face_verify.onnx",
         "int8cpu": MODEL.parent / "fer_default.int8.onnx",
         "foreign": foreign,
-        "qdq": CALIB / "model.int8.qdq.onnx",
+        "qdq": qdq_model,
     }
     argv = [a.format(**paths) for a in argv]
     out = tmp_path / "sub" / "kit"
