@@ -56,7 +56,7 @@ def probe_script(info: ModelInfo, o: Any, src: dict[str, Any]) -> str:
     )
 
 
-def client_script(info: ModelInfo, model_name: str) -> str:
+def client_script(info: ModelInfo, model_name: str, max_batch: int) -> str:
     s = info.spec
     return "#!/usr/bin/env python3\n" + fill(
         _read("client_template.py"),
@@ -71,6 +71,7 @@ def client_script(info: ModelInfo, model_name: str) -> str:
             "STD": float(s.std),
             "CROP_MARGIN": float(s.crop_margin),
             "CLASSES": tuple(info.classes),
+            "MAX_BATCH": int(max_batch),
         },
     )
 

@@ -200,7 +200,7 @@ def generate(
             w.folder(f"{trt_name}/1")
             build_cmd = build_command(info, o, src_onnx, f"{trt_name}/1/model.plan")
         first = onnx_name if onnx_name in dirs else trt_name
-        w.text(CLIENT, client_script(info, first), executable=True)
+        w.text(CLIENT, client_script(info, first, o.max_batch), executable=True)
         w.text("README.md", triton_readme(info, o.name, dirs, o.max_batch, build_cmd, CLIENT))
         files = sorted(w.files)
     return {
