@@ -7,7 +7,8 @@ were. Writes, into --out: the Q/DQ INT8 ONNX model for TensorRT (model.int8.qdq.
 the one for ONNX Runtime on CPU (model.int8.cpu.onnx), the TensorRT calibration cache
 (calib.cache), the JSON report of per-tensor ranges (calib_report.json) and the ids of the
 faces used (calib_ids.txt). An earlier calibration's files there are replaced only with
---force. Needs the `onnx` package (extra `quantize`).
+--force. --out is locked while it works: a second calibration into it is refused at once
+(one line, exit code 2). Needs the `onnx` package (extra `quantize`).
 
 Ctrl-C and SIGTERM stop it cleanly: SIGTERM is raised as an interrupt like Ctrl-C, so every
 temporary file is removed and --out keeps what it held; one line, exit code 130 (Ctrl-C) or
@@ -67,8 +68,8 @@ def register(sub) -> None:
     src.add_argument("--min-faces", type=int, default=100,
                      help="refuse a calibration set with fewer faces")
     src.add_argument("--skip-bad", action="store_true",
-                     help="--data: skip (and count) unreadable images instead of refusing the "
-                     "dataset")
+                     help="--data: skip unreadable images (and those over 100 Mpx) instead of "
+                     "refusing the dataset; counted, and the first ones named")
     det = DETECTOR.add_to(p)
     det.add_argument("--every", type=int, default=1, metavar="N",
                      help="videos: look at every N-th frame")
@@ -194,8 +195,6 @@ def run(args) -> int:
 def _run(args, done: list) -> int:
     from pathlib import Path
 
-    # FFmpeg's own log lines: quiet once --source imports edge_fer.runtime.sources (its policy)
-    from edge_fer.classify import Classifier, default_model_path
     from edge_fer.errors import UserError
 
     # flags checked before any work (the library names its parameters, not these flags)
@@ -206,13 +205,25 @@ def _run(args, done: list) -> int:
     if Path(args.out).exists() and not Path(args.out).is_dir():
         raise UserError(f"--out {args.out}: exists and is not a folder")
     from edge_fer.fileio import check_outside
-    from edge_fer.quantize.pipeline import check_earlier_outputs
+    from edge_fer.quantize.pipeline import output_lock
 
     why = "its models and report would become part of the data"
     check_outside([("--out", args.out)], args.data, "--data", why)
-    check_earlier_outputs(args.out, args.force)  # before the faces are collected (minutes)
     if args.source and os.path.isdir(args.source):
         check_outside([("--out", args.out)], args.source, "--source", why)
+    # a second calibration into --out is refused before the faces are collected (minutes);
+    # before, both wrote it, each having found no earlier outputs there
+    with output_lock(args.out):
+        return _run_locked(args, done)
+
+
+def _run_locked(args, done: list) -> int:
+    # FFmpeg's own log lines: quiet once --source imports edge_fer.runtime.sources (its policy)
+    from edge_fer.classify import Classifier, default_model_path
+    from edge_fer.errors import UserError
+    from edge_fer.quantize.pipeline import check_earlier_outputs
+
+    check_earlier_outputs(args.out, args.force)  # before the faces are collected (minutes)
     try:
         import onnx  # noqa: F401
     except ImportError as exc:
@@ -260,4 +271,8 @@ def _run(args, done: list) -> int:
         print(f"  top-1 agreement with FP32 on the calibration faces: {agree}")
     for note in info["notes"]:
         print(f"  note: {note}")
+    if info["skipped_entries"]:  # the note counts them; these are the files (the first ones)
+        from edge_fer.data.faceset import skipped_text
+
+        print(f"  skipped: {skipped_text(info['skipped_entries'], faces.skipped)}")
     return 0

@@ -97,7 +97,8 @@ def register(sub) -> None:
     p.add_argument(
         "--skip-bad",
         action="store_true",
-        help="skip (and count) unreadable images, malformed rows, unknown classes",
+        help="skip unreadable images (and those over 100 Mpx), malformed rows, unknown "
+        "classes; counted, and the first ones named (the JSON report: skipped_entries)",
     )
     p.add_argument(
         "--layout",
@@ -214,7 +215,8 @@ def eval_dataset(
         "split": split,
         "edge_fer_version": __version__,
     }
-    return {**head, **rep}
+    # which entries --skip-bad skipped (the first SKIPPED_KEPT), not only how many
+    return {**head, **rep, "skipped_entries": list(faces.skipped_entries)}
 
 
 def _target(args):
@@ -309,6 +311,13 @@ def run_eval(args) -> int:
         write_png(draw_confusion(rep["confusion_matrix"], rep["labels"], title), png)
         rep["confusion_png"] = str(png)
     text = summary_text(rep)
+    if rep.get("skipped_entries"):  # the summary counts them; name them (the first ones)
+        from edge_fer.data.faceset import skipped_text
+
+        lines = text.split("\n")
+        at = next((i + 1 for i, line in enumerate(lines) if line.startswith("data ")), len(lines))
+        lines.insert(at, f"skipped   {skipped_text(rep['skipped_entries'], rep['skipped'])}")
+        text = "\n".join(lines)
     if args.json_out == "-":
         print(text, file=sys.stderr)
         try:

@@ -14,6 +14,7 @@ SPLITS = {
     "test": ("PublicTest", "PrivateTest"),
     "all": ("Training", "PublicTest", "PrivateTest"),
 }
+SKIPPED_KEPT = 100  # skipped entries named in a FaceSet (the count goes on beyond)
 
 
 def check_split(split, param: str | None = None) -> None:
@@ -25,6 +26,13 @@ def check_split(split, param: str | None = None) -> None:
         raise UserError(f"unknown split {split!r}; choose one of {', '.join(SPLITS)}", param=param)
 
 
+def skipped_text(entries: list[str], total: int, shown: int = 5) -> str:
+    """`entries` ("ID: why") as one line: the first `shown`, then how many more of `total`."""
+    first = list(entries)[:shown]
+    more = max(int(total) - len(first), 0)
+    return "; ".join(first) + (f"; and {more} more" if more and first else "")
+
+
 @dataclass
 class FaceSet:
     """Grayscale faces: images (N, H, W) uint8, labels (N,) int64 into `classes`."""
@@ -34,6 +42,9 @@ class FaceSet:
     classes: tuple[str, ...]
     ids: list[str] = field(default_factory=list)  # file name or csv line per face
     skipped: int = 0  # unreadable / malformed entries skipped (with skip_bad=True)
+    # the first SKIPPED_KEPT of them, "ID: why" (ID as in `ids`: relative to the dataset), so
+    # that a report can name them (a count alone left the user to find them)
+    skipped_entries: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -49,7 +60,13 @@ class FaceSet:
             self.classes,
             [self.ids[i] for i in idx] if self.ids else [],
             self.skipped,
+            list(self.skipped_entries),
         )
+
+    def skipped_text(self, shown: int = 5) -> str:
+        """The first `shown` skipped entries and how many more: "a.png: why; b.png: why; and 7
+        more" ("" when none was skipped)."""
+        return skipped_text(self.skipped_entries, self.skipped, shown)
 
     def class_weights(self) -> np.ndarray:
         """Weights max(R) / (C * n_i) with R_i = n_i / N: rare classes weigh more.

@@ -6,8 +6,10 @@
 - a generic one-folder-per-class layout (CK+48 and the like)
 - JAFFE file names (`KA.AN1.39.tiff`)
 
-Images are decoded as 8-bit grayscale and resized to `size` (when given). Bad entries raise a
-UserError naming the file and line, or are skipped and counted when `skip_bad=True`.
+Images are decoded as 8-bit grayscale and resized to `size` (when given); an image over
+`limits.MAX_IMAGE_PIXELS` by its header is a bad entry, never decoded. Bad entries raise a
+UserError naming the file and line, or are skipped, counted and (the first SKIPPED_KEPT) named in
+`FaceSet.skipped_entries` when `skip_bad=True`.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 
 from edge_fer import fileio
 from edge_fer import labels as L
-from edge_fer.data.faceset import SPLITS, FaceSet, check_split
+from edge_fer.data.faceset import SKIPPED_KEPT, SPLITS, FaceSet, check_split
 from edge_fer.errors import UserError, warn
 from edge_fer.imageio import image_files, read_or_none
 
@@ -132,6 +134,7 @@ def load_dataset(
                     tuple(str(c) for c in z["classes"]),
                     [str(i) for i in z["ids"]],
                     int(z["skipped"]),
+                    [str(e) for e in z["skipped_entries"]],  # (a cache without: rebuilt)
                 )
         except Exception:  # noqa: BLE001, S110 - a broken cache of any kind is rebuilt, never fatal
             pass
@@ -163,6 +166,7 @@ def load_dataset(
                 classes=np.array(fs.classes),
                 ids=np.array(fs.ids),
                 skipped=np.array(fs.skipped),
+                skipped_entries=np.array(fs.skipped_entries, dtype=str),
             )
             fileio.write_bytes(cache_file, buf.getbuffer())  # atomic: never half a cache
         except OSError:
@@ -195,14 +199,31 @@ def _stamp(p: Path) -> str:
         return "?"
 
 
-def _read_gray(path: Path, size: int | None) -> np.ndarray | None:
-    img = read_or_none(path, cv2.IMREAD_GRAYSCALE)
+def _read_gray(path: Path, size: int | None) -> tuple[np.ndarray | None, str | None]:
+    """(the image, None); (None, why) for one over MAX_IMAGE_PIXELS; (None, None) for one that
+    cannot be read or decoded (`_Faces.problem` says so)."""
+    from edge_fer.limits import MAX_IMAGE_PIXELS
+    from edge_fer.runtime.sources import image_size
+
+    # the header first, as run and classify do: a 30000x30000 PNG of 1 MB took 1.9 GB to
+    # decode, and joined the dataset as a face
+    try:
+        wh = image_size(str(path))
+    except OSError:
+        wh = None  # the read below fails the same way: "cannot decode image"
+    img = None
+    if wh is None or wh[0] * wh[1] <= MAX_IMAGE_PIXELS:
+        img = read_or_none(path, cv2.IMREAD_GRAYSCALE)
+        wh = None if img is None or img.size <= MAX_IMAGE_PIXELS else img.shape[::-1]
+    if wh is not None:  # (after decoding: a header image_size cannot read)
+        limit = MAX_IMAGE_PIXELS // 1_000_000
+        return None, f"{wh[0]}x{wh[1]} pixels is over the {limit} Mpx limit for images"
     if img is None:
-        return None
+        return None, None
     if size is not None and img.shape != (size, size):
         interp = cv2.INTER_AREA if img.shape[0] > size else cv2.INTER_LINEAR
         img = cv2.resize(img, (size, size), interpolation=interp)
-    return img
+    return img, None
 
 
 class BadEntry(UserError):
@@ -228,15 +249,22 @@ class _Faces:
         self.lab: list[int] = []
         self.ids: list[str] = []
         self.skipped = 0
+        self.skipped_entries: list[str] = []
 
-    def bad(self, message: str) -> None:
+    def bad(self, where: str, why: str, entry: str) -> None:
+        """Entry `where` (as the message names it) cannot join because of `why`; `entry`: its
+        id relative to the dataset, as the reports of the skipped entries name it."""
         if not self.skip_bad:
-            raise BadEntry(message) from None
+            raise BadEntry(f"{where}: {why}") from None
         self.skipped += 1
+        if len(self.skipped_entries) < SKIPPED_KEPT:
+            self.skipped_entries.append(f"{entry}: {why}")
 
-    def problem(self, img: np.ndarray | None) -> str | None:
-        """Why a decoded image cannot join: unreadable, or (without a target size) not the
-        first one's size."""
+    def problem(self, img: np.ndarray | None, why: str | None = None) -> str | None:
+        """Why a decoded image cannot join: `why` (`_read_gray`'s reason), unreadable, or
+        (without a target size) not the first one's size."""
+        if why is not None:
+            return why
         if img is None:
             return "cannot decode image"
         if self.size is None and self.images and img.shape != self.images[0].shape:
@@ -256,7 +284,7 @@ class _Faces:
         else:
             arr = np.zeros((0, self.size or 48, self.size or 48), np.uint8)
         lab = np.asarray(self.lab, dtype=np.int64)
-        return FaceSet(arr, lab, tuple(classes), self.ids, self.skipped)
+        return FaceSet(arr, lab, tuple(classes), self.ids, self.skipped, self.skipped_entries)
 
 
 def _class_folder(f: Path, p: Path, fer_layout: bool) -> str:
@@ -298,20 +326,21 @@ def _load_folder(p: Path, size, skip_bad, classes, split_prefixes) -> FaceSet:
     for f in files:
         if split_prefixes is not None and not f.name.startswith(split_prefixes):
             continue
+        rel = str(f.relative_to(p))
         if f.parent == p:
-            out.bad(f"{f}: not inside a class folder (expected {p}/<class>/<image>)")
+            out.bad(str(f), f"not inside a class folder (expected {p}/<class>/<image>)", rel)
             continue
         folder = _class_folder(f, p, fer_layout)
         cls = L.canonical(folder)
         if cls not in index:
-            out.bad(f"{f}: unknown class folder {folder!r} (known: {', '.join(classes)})")
+            out.bad(str(f), f"unknown class folder {folder!r} (known: {', '.join(classes)})", rel)
             continue
-        img = _read_gray(f, size)
-        why = out.problem(img)
+        img, why = _read_gray(f, size)
+        why = out.problem(img, why)
         if why:
-            out.bad(f"{f}: {why}")
+            out.bad(str(f), why, rel)
             continue
-        out.add(img, index[cls], str(f.relative_to(p)))
+        out.add(img, index[cls], rel)
     return out.finish(classes)
 
 
@@ -320,15 +349,15 @@ def _load_jaffe(p: Path, size, skip_bad) -> FaceSet:
     for f in image_files(p):
         m = _JAFFE_RE.match(f.name)
         code = m.group(1).upper() if m else None
-        img = _read_gray(f, size) if code in JAFFE_CODES else None
+        img, why = _read_gray(f, size) if code in JAFFE_CODES else (None, None)
         if m is None:
             why = "not a JAFFE file name (like KA.AN1.39.tiff)"
         elif code not in JAFFE_CODES:
             why = f"unknown JAFFE expression code {code!r} (known: {', '.join(JAFFE_CODES)})"
         else:
-            why = out.problem(img)
+            why = out.problem(img, why)
         if why:
-            out.bad(f"{f}: {why}")
+            out.bad(str(f), why, str(f.relative_to(p)))
             continue
         out.add(img, L.FER2013.index(JAFFE_CODES[code]), f.name)
     return out.finish(L.FER2013)
@@ -365,7 +394,7 @@ def _load_csv(p: Path, split: str, size, skip_bad) -> FaceSet:
                 if size is None and first is not None and first != (side, side):
                     raise ValueError(f"{side}x{side} image, the first one is {first[1]}x{first[0]}")
             except (ValueError, IndexError) as exc:
-                out.bad(f"{p}:{lineno}: malformed row ({exc})")
+                out.bad(f"{p}:{lineno}", f"malformed row ({exc})", f"{p.name}:{lineno}")
                 continue
             img = px.astype(np.uint8).reshape(side, side)
             if size is not None and side != size:

@@ -48,6 +48,9 @@ class CalibFaces:
     # eye-aligned already (from_source for a model trained with --align); otherwise the
     # calibration aligns them for such a model, as its training aligned its faces
     aligned: bool = False
+    # the dataset entries skipped (skip_bad): how many, and the first ones ("ID: why") by name
+    skipped: int = 0
+    skipped_entries: list[str] = field(default_factory=list)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -185,6 +188,8 @@ def from_dataset(
         classes=tuple(fs.classes),
         seen=len(fs),
         notes=[f"{n} unreadable {'entry' if n == 1 else 'entries'} skipped"] if n else [],
+        skipped=n,
+        skipped_entries=list(fs.skipped_entries),
     )
 
 

@@ -14,16 +14,19 @@ Nothing in out_dir is touched until every output is complete (the Q/DQ models ar
 temporary folder, removed on every exit path); the outputs are then written with
 `edge_fer.fileio` (each atomically), and if that fails or is interrupted, what was there
 before is put back: out_dir holds the previous outputs or all the new ones (and no out_dir is
-left behind if it did not exist).
+left behind if it did not exist). out_dir is locked while a calibration works on it
+(`output_lock`): a second process calibrating into it is refused at once.
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from edge_fer import fileio
@@ -67,6 +70,79 @@ def check_earlier_outputs(
         )
 
 
+# this process's locks on output folders (real path -> [thread id, depth, FolderLock]): the
+# command takes its lock before collecting the faces and `calibrate` takes it again
+_HELD: dict[str, list] = {}
+_HELD_GUARD = threading.Lock()
+_LOCK_WHAT = "edge-fer calibrate"
+
+
+@contextlib.contextmanager
+def output_lock(out_dir: str | os.PathLike) -> Iterator[None]:
+    """Hold an exclusive lock on the output folder `out_dir` (`fileio.FolderLock`) while the
+    block runs: two calibrations into one folder mixed their files, each having found no
+    earlier outputs (so no --force was needed) before the other wrote. The second is refused
+    at once (UserError). The folder and the missing ones above it are made for the lock, and
+    removed again when they are still empty at the end (a failed or interrupted calibration
+    leaves no folder behind). Taken again by the same thread, it is held until the outermost
+    block ends."""
+    out = Path(out_dir)
+    made = _make_folders(out)
+    key = os.path.realpath(out)
+    me = threading.get_ident()
+    # refused: the folder is left as it is (made here or not, the other calibration has it)
+    with _HELD_GUARD:
+        held = _HELD.get(key)
+        if held is None:
+            _HELD[key] = [me, 1, fileio.FolderLock(out, _LOCK_WHAT)]
+        elif held[0] == me:
+            held[1] += 1
+        else:  # another thread of this process: as another process would be told
+            raise UserError(
+                f"{os.fspath(out)}: another {_LOCK_WHAT} is writing this folder right now; "
+                "wait for it to end or give another folder"
+            )
+    try:
+        yield
+    finally:
+        with _HELD_GUARD:
+            held = _HELD[key]
+            held[1] -= 1
+            if held[1] == 0:
+                del _HELD[key]
+                _remove_empty(made)  # before the lock goes: no other process is in it yet
+                held[2].release()
+
+
+def _make_folders(out: Path) -> list[Path]:
+    """Make `out` and the missing folders above it; those this call made, outermost first."""
+    missing = []
+    q = out
+    while not (q.exists() or q.is_symlink()) and q != q.parent:
+        missing.append(q)
+        q = q.parent
+    made: list[Path] = []
+    for d in reversed(missing):
+        try:
+            d.mkdir()
+        except FileExistsError:  # another process made it meanwhile: not ours to remove
+            continue
+        except OSError as exc:
+            _remove_empty(made)
+            reason = fileio.os_error_reason(exc)
+            raise UserError(f"{out}: cannot create the folder ({reason})") from None
+        made.append(d)
+    return made
+
+
+def _remove_empty(made: list[Path]) -> None:
+    for d in reversed(made):
+        try:
+            d.rmdir()  # only when empty: a finished calibration's folder stays
+        except OSError:
+            return
+
+
 def _targets(target: str) -> list[str]:
     if target not in TARGET_CHOICES:
         raise UserError(f"unknown target {target!r}; choose {', '.join(TARGET_CHOICES)}")
@@ -90,12 +166,12 @@ def calibrate(
     force: bool = False,
 ) -> dict:
     """Calibrate `model_path` (default: the bundled model) on `faces`; write the outputs to
-    `out_dir`; an earlier calibration's files there are replaced only with `force`. Returns a summary dict (paths, sizes, method, agreement with FP32 on the
-    calibration faces). UserError for bad input; nothing is left behind then. For a model
-    trained on eye-aligned faces, faces not aligned yet are aligned first (`aligned_for`)."""
-    import onnx
-
-    from edge_fer.classify import Classifier, default_model_path, sniff_model_file
+    `out_dir`; an earlier calibration's files there are replaced only with `force`. Returns a
+    summary dict (paths, sizes, method, agreement with FP32 on the calibration faces).
+    UserError for bad input; nothing is left behind then. For a model trained on eye-aligned
+    faces, faces not aligned yet are aligned first (`aligned_for`). `out_dir` is locked while
+    this runs (`output_lock`)."""
+    from edge_fer.classify import default_model_path
 
     t0 = time.perf_counter()
     targets = _targets(target)
@@ -114,6 +190,27 @@ def calibrate(
             raise UserError(f"{out}: {name} is a folder; cannot write the output there")
     # the model may lie in the output folder under one of these names (a re-calibration)
     check_collisions([("the output", out / n) for n in names], [("the model", mpath)])
+    with output_lock(out):  # from the check of earlier outputs to the last write
+        return _calibrate(
+            mpath, faces, out, t0=t0, method=method, percentile_used=percentile_used,
+            compare_at=compare_at, targets=targets,
+            trt_code=trt_code, batch_size=batch_size, threads=threads, min_faces=min_faces,
+            check_agreement=check_agreement, progress=progress,
+            keep_histograms=keep_histograms, force=force,
+        )  # fmt: skip
+
+
+def _calibrate(mpath: Path, faces: CalibFaces, out: Path, *, t0: float, method: str,
+               percentile_used: float | None, compare_at: float | None, targets: list[str],
+               trt_code: int, batch_size: int,
+               threads: int, min_faces: int, check_agreement: bool,
+               progress: Callable[[int], None] | None, keep_histograms: bool,
+               force: bool) -> dict:  # fmt: skip
+    """`calibrate`'s work, its arguments checked, with `out` locked."""
+    import onnx
+
+    from edge_fer.classify import Classifier, sniff_model_file
+
     check_earlier_outputs(out, force)
     check_faces(faces, min_faces)
     sniff_model_file(mpath)
@@ -205,6 +302,7 @@ def calibrate(
         "quantized_ops": {tg: s["quantized_ops"] for tg, s in summaries.items()},
         "agreement_with_fp32": agreement,
         "notes": list(faces.notes),  # the calibration set's, eye alignment included
+        "skipped_entries": list(faces.skipped_entries),  # (skip_bad) the first ones, named
         "seconds": round(time.perf_counter() - t0, 2),
     }
 

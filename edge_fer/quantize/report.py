@@ -4,7 +4,8 @@
       "format": "edge-fer-calibration", "version": 1,
       "model": {"path", "sha256", "input"},
       "method": "entropy", "percentile": null, "num_bins": 2048,
-      "calibration_set": {"source", "faces", "seen", "class_counts", "ids_file"},
+      "calibration_set": {"source", "faces", "seen", "class_counts", "ids_file",
+                          "skipped_entries" (only when --skip-bad skipped some)},
       "tensors": {name: {"amax", "scale", "scale_hex", "min", "max", "absmax", "clipped"}},
       "skipped_tensors": [...], "outputs": {...}, "edge_fer_version": ...,
       "methods_compared": {method: {"percentile", "tensors": {name: {"amax", "clipped"}}}}
@@ -65,6 +66,8 @@ def build(ranges, faces, model_path: str | os.PathLike, extra: dict | None = Non
         "skipped_tensors": list(ranges.skipped),
         "edge_fer_version": __version__,
     }
+    if getattr(faces, "skipped_entries", None):  # which files the count is of
+        rep["calibration_set"]["skipped_entries"] = list(faces.skipped_entries)
     if extra:
         rep.update(extra)
     return rep
