@@ -31,6 +31,7 @@ KEEP_LATEST of each, and a count of them all (`Latest`), however long a stream f
 from __future__ import annotations
 
 import collections
+import errno
 import glob as _glob
 import os
 import re
@@ -569,7 +570,10 @@ def _pnm_size(head: bytes) -> tuple[int, int] | None:
 def image_size(path: str) -> tuple[int, int] | None:
     """(width, height) from an image file's header without decoding it; None when the format
     is not recognised (PNG, JPEG, BMP, TIFF, WebP and PNM are) or the header is mangled.
-    OSError when the file cannot be read."""
+    OSError when the file cannot be read, or is not a regular file (opening a FIFO named like
+    an image waits for a writer for ever)."""
+    if not _stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file (a pipe, device or socket)", str(path))
     with open(path, "rb") as f:
         try:
             return _header_size(f)
