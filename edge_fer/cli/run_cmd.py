@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import sys
 from pathlib import Path
 
@@ -69,7 +70,8 @@ def run(args) -> int:
 
 
 def _run(args, guard) -> int:
-    from edge_fer.runtime.runner import check_run_options, format_summary, run_video
+    from edge_fer.runtime.pipeline import summary_of
+    from edge_fer.runtime.runner import check_run_options, run_video
 
     guard.check()  # the signal of an import above, if the import lost its exception
     if args.demo and args.source:
@@ -116,6 +118,7 @@ def _run(args, guard) -> int:
         demo_files = in_dir
     else:
         source = args.source
+        demo_files, out_dir = [], None
     opts = options.run_options(args, source, GROUPS)
     opts.force = bool(getattr(args, "force", False))
     for line in SOURCE.ignored(args, source):
@@ -128,17 +131,21 @@ def _run(args, guard) -> int:
                         f"{taken[0]} a file, or leave --json out")  # fmt: skip
     if args.json or not (args.quiet or taken):
         _check_stdout_is_no_input(opts)
-    result = run_video(opts, signals=guard)
+    try:
+        result = run_video(opts, signals=guard)
+    except Exception as exc:
+        # an output failed after the run started (a full disk): what the run measured and the
+        # outputs that were written are still shown; the error's line follows (edge_fer.cli.main)
+        s = summary_of(exc)
+        if s is None:
+            raise
+        guard.on_signal = guard.record_only
+        with contextlib.suppress(OSError):  # (the demo's marker on a full disk) exc says more
+            _report(args, s, taken, demo_files, out_dir)
+        raise
     guard.on_signal = guard.record_only  # the run is over: a signal now changes nothing
-    if args.demo:  # the demo's files with their size and time: one put there since is not ours
-        for f in demo_files:
-            if f.is_file():
-                image_out.claim(out_dir, f.name, written=True)
     s = result.summary
-    if args.json:
-        print(fileio.dumps(s))
-    elif not args.quiet:
-        print(format_summary(s), file=sys.stderr if taken else sys.stdout)
+    _report(args, s, taken, demo_files, out_dir)
     if s.get("interrupted") and not s.get("started", True):
         print(f"edge-fer run: interrupted ({s.get('signal')}) during start-up; existing "
               "outputs are untouched" + (f", summary in {args.summary}" if args.summary else ""),
@@ -150,6 +157,20 @@ def _run(args, guard) -> int:
         print("edge-fer run: error: the source ended early: "
               + "; ".join(s.get("source_errors", [])[-2:]), file=sys.stderr)  # fmt: skip
     return result.exit_code
+
+
+def _report(args, s: dict, taken: list, demo_files: list, out_dir) -> None:
+    """The end of a run, failed or not: the summary printed, the demo's files claimed."""
+    from edge_fer.runtime import image_out
+    from edge_fer.runtime.runner import format_summary
+
+    if args.json:
+        print(fileio.dumps(s))
+    elif not args.quiet:
+        print(format_summary(s), file=sys.stderr if taken else sys.stdout)
+    for f in demo_files:  # with their size and time: a file put there since is not ours
+        if f.is_file():
+            image_out.claim(out_dir, f.name, written=True)
 
 
 def _check_stdout_is_no_input(opts) -> None:

@@ -223,7 +223,17 @@ class Sinks:
     summary_path: str | None = None
 
     def all(self) -> list:
-        return [s for s in (self.video, self.events, self.window, self.preview) if s is not None]
+        return [s for _, s in self.named()]
+
+    def named(self) -> list[tuple[str, object]]:
+        """(name, sink) of each sink there is: the name a failure is recorded under."""
+        pairs = (
+            ("video", self.video),
+            ("events", self.events),
+            ("window", self.window),
+            ("preview", self.preview),
+        )
+        return [(k, s) for k, s in pairs if s is not None]
 
     @property
     def needs_annotation(self) -> bool:
@@ -234,6 +244,13 @@ class Sinks:
 class RunResult:
     summary: dict
     exit_code: int
+
+
+def summary_of(exc: BaseException) -> dict | None:
+    """The summary of the run that `exc` ended after it started (a sink that failed, a stage
+    that raised; outputs closed, the summary file written if it could be), else None: what the
+    run measured, for the caller to show before the error (Pipeline.run raises it)."""
+    return getattr(exc, "run_summary", None)
 
 
 def startup_summary(source: dict, signum: int, outputs: dict, info: dict | None = None) -> dict:
@@ -277,6 +294,7 @@ def startup_summary(source: dict, signum: int, outputs: dict, info: dict | None 
         "nonfinite_dropped": 0,
         "events_dropped": 0,
         "outputs": dict(outputs),
+        "outputs_failed": {},
         "running": False,
     }
     d.update(info or {})
@@ -319,6 +337,7 @@ class Pipeline:
         keep_tracks: int = KEEP_ENDED,
         classify_every: int = 1,
         detector_for=None,
+        first_frame=None,
     ) -> None:
         """`detector_for`: with `stills`, (settings, detector) for a frame's shape, so each
         photo of a folder gets the cascade, settings and upscaling of its own size (as
@@ -332,8 +351,11 @@ class Pipeline:
         `classify_every`: classify each face on one frame in that many (a track's first frame
         always; tracks staggered by id, so the work spreads over the frames); in between its
         smoothed label carries over. `smoothing` stays the weight of one frame: an observation
-        every N frames weighs 1 - (1 - smoothing)**N, so labels settle in the same time."""
+        every N frames weighs 1 - (1 - smoothing)**N, so labels settle in the same time.
+        `first_frame`: a Frame the caller already read from `source` (runner.first_frame reads
+        a video file's first at start-up), the run's first."""
         self.source = source
+        self._primed = first_frame
         self.detector = detector
         self.detector_for = detector_for if stills else None
         self.classifier = classifier
@@ -391,6 +413,9 @@ class Pipeline:
         self.info = dict(info or {})
         self.stop = threading.Event()
         self.errors: list[BaseException] = []
+        # outputs that failed (a write or their closing; "summary": its file), by the name
+        # Sinks.named gives them: the first error of each
+        self.failed: dict[str, BaseException] = {}
         self.interrupted = False
         self._force = False
         self.stopped_by_user = False
@@ -474,7 +499,10 @@ class Pipeline:
                 if wait > 0:
                     time.sleep(wait)
             t0 = time.perf_counter()
-            f = self.source.read()
+            if self._primed is not None:
+                f, self._primed = self._primed, None
+            else:
+                f = self.source.read()
             if f is None:
                 break
             t1 = time.perf_counter()
@@ -679,18 +707,22 @@ class Pipeline:
             if item.path is not None:
                 rec["path"] = item.path
             rec["faces"] = item.faces
-            s.events.write(rec)
+            with self._writing("events"):
+                s.events.write(rec)
         annotated = None  # the annotated copy's file, for a photo written as an image
         if s.needs_annotation:
             from edge_fer.runtime.sinks import annotate
 
             frame = annotate(item.image, item.faces)
             if s.video is not None:
-                annotated = s.video.write(frame, item.path, item.index)
+                with self._writing("video"):
+                    annotated = s.video.write(frame, item.path, item.index)
             if s.preview is not None:
-                s.preview.write(frame)
+                with self._writing("preview"):
+                    s.preview.write(frame)
             if s.window is not None:
-                s.window.write(frame)
+                with self._writing("window"):
+                    s.window.write(frame)
                 if s.window.closed_by_user:
                     self.stopped_by_user = True
                     self.stop.set()
@@ -720,6 +752,15 @@ class Pipeline:
         self._wall1 = time.perf_counter()
         if self._t_first is None:
             self._t_first = self._wall1
+
+    @contextlib.contextmanager
+    def _writing(self, name: str):
+        """Record a failure of sink `name` (then raised on): the summary marks its output."""
+        try:
+            yield
+        except Exception as exc:
+            self.failed.setdefault(name, exc)
+            raise
 
     def _nonfinite(self, n: int, what: str) -> None:
         first = self.nonfinite == 0
@@ -826,18 +867,19 @@ class Pipeline:
             error = sink_error or (self.errors[0] if self.errors else None)
             if error is None and close_errors:
                 error = close_errors[0]
-            summary = self.summary(error)
             try:
-                if self.sinks.summary_path:
-                    from edge_fer.runtime.sinks import write_json_atomic
-
-                    write_json_atomic(self.sinks.summary_path, summary)
+                summary, error = self._write_summary(error)
             finally:  # the outputs are complete: a signal from here on is only recorded
                 if guard is not None:
                     guard.on_signal = SignalGuard.record_only
                 if own is not None:
                     own.__exit__(None, None, None)
         if error is not None:
+            for other in self.failed.values():  # the one raised is the caller's to report
+                if other is not error:
+                    self._warn(errors.first_line(other))
+            # what the run measured is not lost with it: the caller prints it (summary_of)
+            error.run_summary = summary
             raise error
         if self.interrupted:
             code = exit_code_for(self.signum)
@@ -884,12 +926,31 @@ class Pipeline:
 
     def _close_sinks(self) -> list[BaseException]:
         errs = []
-        for s in self.sinks.all():
+        for name, s in self.sinks.named():
             try:
                 s.close()
             except BaseException as exc:  # noqa: BLE001 - close every sink regardless
                 errs.append(exc)
+                if isinstance(exc, Exception):
+                    self.failed.setdefault(name, exc)
         return errs
+
+    def _write_summary(self, error: BaseException | None) -> tuple[dict, BaseException | None]:
+        """The final summary, written to its file when asked for; (summary, the run's error).
+        A file that cannot be written (a full disk, its folder gone) is the run's error when it
+        has none, and the summary returned says it was not written."""
+        summary = self.summary(error)
+        if not self.sinks.summary_path:
+            return summary, error
+        from edge_fer.runtime.sinks import write_json_atomic
+
+        try:
+            write_json_atomic(self.sinks.summary_path, summary)
+        except Exception as exc:  # noqa: BLE001 - the summary is still printed
+            self.failed["summary"] = exc
+            error = error or exc
+            summary = self.summary(error)
+        return summary, error
 
     def summary(self, error: BaseException | None = None, running: bool = False) -> dict:
         """The run's summary: at the end, or (`running`) so far, for a periodic rewrite."""
@@ -923,6 +984,7 @@ class Pipeline:
             out_paths["summary"] = str(s.summary_path)
         if s.preview is not None:
             out_paths["preview"] = s.preview.url
+        failed = self._failed_outputs(out_paths)
         tracks = self.smoother.summary(interval)
         if self.classifier is None:
             tracks = []
@@ -968,6 +1030,7 @@ class Pipeline:
             "nonfinite_dropped": self.nonfinite,
             "events_dropped": getattr(s.events, "dropped", 0),
             "outputs": out_paths,
+            "outputs_failed": failed,
         }
         if self.images:  # per file, in the order read; skipped files are in source_errors
             d["images"] = list(self.files)
@@ -976,6 +1039,33 @@ class Pipeline:
             d["error"] = str(error) or type(error).__name__
         d.update(self.info)
         return d
+
+    def _failed_outputs(self, outputs: dict) -> dict:
+        """{output: {"path", "state", "error"}} for each output that failed, taken out of
+        `outputs`, which lists the ones written."""
+        from edge_fer.runtime.image_out import AnnotatedImages
+
+        failed = {}
+        for name, exc in self.failed.items():
+            sink = getattr(self.sinks, name, None)  # None: the summary file
+            key = "annotated" if isinstance(sink, AnnotatedImages) else name
+            if sink is None:
+                path, state = str(self.sinks.summary_path), "not written"
+            else:
+                path = getattr(sink, "path", None) or getattr(sink, "url", None) or name
+                state = _output_state(sink)
+            outputs.pop(key, None)
+            failed[key] = {"path": str(path), "state": state, "error": errors.first_line(exc)}
+        return failed
+
+
+def _output_state(sink) -> str:
+    """What a failed output left: "incomplete" (a video finalised, or the events lines and
+    images written before the failure) or "not written" (nothing of this run in place)."""
+    placed = getattr(sink, "placed", None)  # a video is in place only once finalised
+    if placed is None:
+        placed = bool(getattr(sink, "lines", 0) or getattr(sink, "frames", 0))
+    return "incomplete" if placed else "not written"
 
 
 def _held(track: tuple) -> float | None:

@@ -309,10 +309,12 @@ def run_video(
 
     UserError for anything the user can fix: a source that does not open, an unwritable
     output, an output that is also an input or another output, a missing model or cascade, a
-    full disk (raised after every output is closed). A start-up failure leaves existing outputs
-    untouched and nothing partial. SIGINT/SIGTERM (when `handle_signals`, in the main thread; or
-    under the caller's `signals` guard) stop the run at any moment: during start-up the result
-    has `"started": false`, exit code 128 + the signal, and only the summary is written.
+    video file of which no frame decodes, a full disk (raised after every output is closed,
+    with the run's summary, which marks that output not written: pipeline.summary_of). A
+    start-up failure leaves existing outputs untouched and nothing partial. SIGINT/SIGTERM
+    (when `handle_signals`, in the main thread; or under the caller's `signals` guard) stop the
+    run at any moment: during start-up the result has `"started": false`, exit code 128 + the
+    signal, and only the summary is written.
     """
     from edge_fer.runtime.pipeline import SignalGuard
 
@@ -403,6 +405,8 @@ def _run_video(
             classifier = classifier_for(opts)
         check()
         source = open_source(spec, warn=warn, reconnect_timeout=opts.reconnect_timeout)
+        check()
+        first = first_frame(source) if spec.kind == "file" else None
         check()
         shape = (source.height or 0, source.width or 0)
         settings, picked = picker.get(shape)
@@ -509,6 +513,7 @@ def _run_video(
             summary_every=opts.summary_every,
             t_start=t_start,
             detector_for=detector_for,
+            first_frame=first,
         )
         check()  # the last moment: from here the pipeline takes the signals over
     except BaseException as exc:
@@ -534,6 +539,26 @@ def _run_video(
         source.close()
         if own_classifier:
             classifier.close()
+
+
+def first_frame(source):
+    """A video file's first frame, read at start-up: a file of which no frame decodes (an
+    empty or corrupt video) is a bad input, one line and exit 2 before any output is opened, as
+    a folder of no usable image is (`edge-fer detect` says the same of it). The source's
+    warnings until then are held: with no frame, this error replaces them."""
+    held: list[str] = []
+    warn, source.warn = source.warn, held.append
+    try:
+        frame = source.read()
+    finally:
+        source.warn = warn
+    if frame is None:
+        n = source.frame_count
+        why = f"its header declares {n} frames; truncated or corrupt" if n else "empty or corrupt"
+        raise UserError(f"source {source.spec.target}: no frame could be decoded ({why})")
+    for msg in held:  # frames skipped before the first that decoded
+        warn(msg)
+    return frame
 
 
 def _abandon(sinks, source, classifier) -> None:
@@ -657,6 +682,8 @@ def format_summary(s: dict) -> str:
         )
     for k, v in s.get("outputs", {}).items():
         lines.append(f"{k:<8} {v}")
+    for k, v in (s.get("outputs_failed") or {}).items():  # its error follows the summary
+        lines.append(f"{k:<8} {v['path']}  [{v['state'].upper()}]")
     return "\n".join(lines)
 
 

@@ -249,6 +249,7 @@ class VideoSink:
                 f"({self.size[0]}x{self.size[1]}), so no video can be made of it"
             )
         self.frames = 0
+        self.placed = False  # finalised and renamed over the target
         self._check_every = max(1, disk_check_every)
         # OpenCV opens the temporary file by name, which must be UTF-8 (edge_fer.imageio); the
         # rename to the target takes any name
@@ -288,14 +289,15 @@ class VideoSink:
         )
 
     def _check_disk(self) -> None:
+        removed = f"cannot write video {self.path}: its folder {self.target.parent} was removed"
         try:
             free = shutil.disk_usage(self.target.parent).free
         except FileNotFoundError:  # removed under the run: it wrote on into nothing, unsaid
-            raise UserError(
-                f"cannot write video {self.path}: its folder {self.target.parent} was removed"
-            ) from None
+            raise UserError(removed) from None
         except OSError:
             return
+        if not self.target.parent.is_dir():  # removed, and a file put in its place
+            raise UserError(removed)
         if free < self.MIN_FREE_BYTES:
             raise UserError(
                 f"cannot write video {self.path}: the disk is full ({free >> 20} MiB free)"
@@ -371,6 +373,7 @@ class VideoSink:
             except OSError:
                 pass
             os.replace(tmp, self.target)
+            self.placed = True
         except BaseException as exc:  # a signal included: no temporary file is left
             _unlink(tmp)
             if isinstance(exc, OSError):
