@@ -196,7 +196,7 @@ def _prepare(args, fcfg):
 
     out = Path(args.out)
     model = args.model if args.model is not None else default_model_path()
-    check_out_dir(out, args.force, args.command, [("--model", model), ("--data", args.data)])
+    check_out_dir(args.out, args.force, args.command, [("--model", model), ("--data", args.data)])
     if fcfg.threads:
         import torch
 

@@ -148,12 +148,12 @@ def run(args) -> int:
     opts = Options(
         study=args.study,
         data=args.data,
-        out=Path(args.out),
-        work=Path(args.work) if args.work else None,
+        out=args.out,  # (Options refuses an empty one: Path("") is the current folder)
+        work=args.work,
         budget=Budget(**{f.name: getattr(args, f.name) for f in fields(Budget)}),
         arch=arch,
         archs=archs,
-        runs=Path(args.runs) if args.runs else None,
+        runs=args.runs,
         vgg_onnx=None if args.no_bundled else "bundled",
         test_fraction=args.test_fraction,
         variants=_names(args.variants),

@@ -64,7 +64,14 @@ def _check(args) -> None:
     # dataset's files, the model measured, or each other (the landmark file was overwritten)
     from edge_fer.fileio import check_collisions, check_output_file, check_outside
 
-    outputs = [("--report", args.report)] + ([] if args.evaluate else [("--out", args.out)])
+    outputs = [("--report", args.report)] + (
+        [] if args.evaluate is not None else [("--out", args.out)]
+    )
+    for flag, path in [*outputs, ("--evaluate", args.evaluate)]:
+        # "" is no file name: an empty --out was learned, then lost in a traceback; an empty
+        # --evaluate trained a model instead
+        if path is not None and not path.strip():
+            raise UserError(f"{flag} is empty: give a file name")
     for flag, path in outputs:
         if path:  # (a file where a folder should be: the model was learned, then lost)
             check_output_file(path, f"{flag} {path}")

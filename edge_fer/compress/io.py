@@ -127,14 +127,17 @@ OUT_FILES = {
 }
 
 
-def check_out_dir(out: Path, force: bool, command: str | None = None, inputs=()) -> None:
+def check_out_dir(
+    out: str | os.PathLike, force: bool, command: str | None = None, inputs=()
+) -> None:
     """--out can be made a folder, holds no finished run (unless `force`) and, for `command`
     (prune or qat), none of the files it will write there is one of `inputs` ((name, path)
     pairs: the model, the data): never an output over an input, --force or not."""
     from edge_fer.fileio import check_collisions
     from edge_fer.train.trainer import check_folder
 
-    check_folder(out, "out")
+    check_folder(out, "out")  # (as given: an empty name is refused, Path("") is ".")
+    out = Path(out)
     if command is not None:
         check_collisions([("--out", out / name) for name in OUT_FILES[command]], inputs)
     if force:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -78,6 +79,12 @@ class Options:
     command: str = ""
 
     def __post_init__(self) -> None:
+        # an empty name is no folder: Path("") is "." (the report went into the current
+        # folder, the current folder was read as the dataset)
+        for name in ("data", "out", "work", "runs"):
+            v = getattr(self, name)
+            if v is not None and not os.fspath(v).strip():
+                raise UserError("is empty: give a folder name", param=name)
         # a script's str paths and a single name where names go ("cnn4" was read letter by
         # letter: "arch is 'c'")
         self.out = Path(self.out)

@@ -139,6 +139,14 @@ def average_checkpoints(
             continue
         cfg = dataclasses.replace(cfg, **{what: str(found)})
     train_set, val_set, val_name = load_splits(cfg)
+    # another run's dataset (--data): its labels index other outputs (an IndexError traceback
+    # from the scoring, or a score against the wrong class names)
+    if spec.classes and tuple(train_set.classes) != tuple(spec.classes):
+        raise UserError(
+            f"{cfg.data}: classes {', '.join(train_set.classes)}, but the checkpoints answer "
+            f"{', '.join(spec.classes)}: give the run's own dataset",
+            param="data",
+        )
     n = precise_bn(model, prepare_faces(train_set.images, spec), spec, "cpu", faces, cfg.seed)
     model.eval()
     probs = predict(model, prepare_faces(val_set.images, spec), spec, torch.device("cpu"))

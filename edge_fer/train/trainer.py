@@ -123,6 +123,9 @@ def check_folder(path: str | os.PathLike, param: str) -> None:
     it or one of its parents would be, and files can be made in the nearest that exists)."""
     from edge_fer.fileio import cannot_write_in
 
+    if not os.fspath(path).strip():  # Path("") is "." (a script's unset --out "$RUN"): the
+        # run's files went into the current folder without a word
+        raise UserError("is empty: give a folder name (. for the current folder)", param=param)
     p = Path(path)
     for q in (p, *p.parents):
         if q.exists() or q.is_symlink():
@@ -206,7 +209,9 @@ def check_config(cfg: TrainConfig, resuming: bool = False) -> None:
     if cfg.teacher_tta not in ("auto", *TTA_MODES):
         raise UserError(f"is {cfg.teacher_tta!r}; choose auto, {', '.join(TTA_MODES)}",
                         param="teacher_tta")  # fmt: skip
-    if cfg.data and not Path(cfg.data).exists():
+    if not str(cfg.data).strip():  # (Path("") read the current folder as the dataset)
+        raise UserError("is empty: give the dataset folder or fer2013.csv", param="data")
+    if not Path(cfg.data).exists():
         raise UserError(f"{cfg.data}: no such file or folder", param="data")
     model = build_model(cfg, len(L.FER2013))  # the architecture takes its options and size
     if cfg.batch_size == 1:  # every batch one face: a batch norm over 1x1 cannot train on it
@@ -695,8 +700,8 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
     cfg = _script_values(cfg)
     if cfg.align_frame is not None and not cfg.align:  # (before: recorded, never used)
         raise UserError("needs --align", param="align_frame")
+    check_folder(cfg.out, "out")  # (as given: Path("") is ".")
     out = Path(cfg.out)
-    check_folder(out, "out")
     last = out / "last.safetensors"
     notes: list[str] = []  # said once the settings are checked (a mistake is one line)
     if resume and last.exists():
