@@ -279,6 +279,7 @@ def test_int8_from_calibration_cache_header_rewritten(fake, tmp_path, version):
     assert data.split(b"\n", 1)[0] == f"TRT-{CODES[version]}-EntropyCalibration2".encode()
     assert data.split(b"\n", 1)[1] == cache.read_bytes().split(b"\n", 1)[1]  # ranges kept
     assert cal.get_batch(["input"]) is None and cal.get_batch_size() == 8
+    assert gpu.calib_read == data  # what the (fake) builder read through the calibrator
     assert gpu.config.flags == {"INT8"} and gpu.config.calib_profile is gpu.config.profiles[0]
     assert rep["int8"] == "calibration-cache"
     assert rep["calib_cache_sha256"] == tc.file_sha256(cache)

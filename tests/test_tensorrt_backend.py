@@ -251,6 +251,55 @@ def test_backend_runs_engine(fake, tmp_path, version, flavour):
         be.infer(np.zeros((1, 1, 48, 48), np.float32))
 
 
+@pytest.mark.parametrize("version", ["8.2.1.8", "8.6.1", "10.3.0"])
+def test_backend_infers_from_worker_threads_and_closes_from_another(fake, tmp_path, version):
+    """The runtime classifies from worker threads. pycuda's context stack (and CUDA's current
+    context) is per thread: the context pushed by the thread that opened the backend is not
+    current in a worker, so every call pushes and pops it in its own thread."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    gpu = fake(version)
+    be = create_backend("tensorrt", fake_engine(tmp_path), threads=1)
+    rng = np.random.default_rng(3)
+    xs = [rng.standard_normal((n, 1, 48, 48)).astype(np.float32) for n in (1, 5, 16, 20) * 3]
+    try:
+        with ThreadPoolExecutor(4) as pool:
+            ys = list(pool.map(be.infer, xs))
+        for x, y in zip(xs, ys):
+            np.testing.assert_allclose(y, reference(x), rtol=1e-6, atol=1e-7)
+    finally:
+        with ThreadPoolExecutor(1) as pool:  # closed from yet another thread
+            pool.submit(be.close).result()
+    assert len(gpu.stacks_used) > 2 and all(st == [] for st in gpu.stacks_used)
+    assert gpu.blocks == {} and gpu.host_freed == 2
+    assert gpu.live == set() and gpu.destroyed_outside_context == []
+
+
+def test_fake_contexts_have_the_tensor_api_from_8_5_only():
+    """TensorRT 8.0-8.4 contexts have set_binding_shape/execute_async_v2 only; 8.5 added
+    set_input_shape/set_tensor_address/execute_async_v3 (NVIDIA/TensorRT release/8.2 and
+    release/8.5 python/src/infer/pyCore.cpp); 10.0 removed the binding API."""
+    tensor_api = ("set_input_shape", "get_tensor_shape", "set_tensor_address", "execute_async_v3")
+    binding_api = ("set_binding_shape", "get_binding_shape", "execute_async_v2")
+    for version, tensors, bindings in (
+        ("8.2.1.8", False, True),
+        ("8.4.3", False, True),
+        ("8.5.2.2", True, True),
+        ("10.3.0", True, False),
+        ("11.0.0", True, False),
+    ):
+        gpu = FakeGPU()
+        t = make_fake_trt(version, gpu)
+        gpu.stack.append("ctx")
+        eng = t.Runtime(None).deserialize_cuda_engine(b"FAKE-ENGINE")
+        ctx = eng.create_execution_context()
+        assert all(hasattr(ctx, a) == tensors for a in tensor_api), version
+        assert all(hasattr(ctx, a) == bindings for a in binding_api), version
+        assert hasattr(eng, "num_io_tensors") == tensors, version
+        flags = vars(t.NetworkDefinitionCreationFlag)
+        assert ("EXPLICIT_BATCH" in flags) == (not version.startswith("11.")), version
+
+
 def test_backend_pads_to_profile_min_and_honours_max_batch(fake, tmp_path):
     gpu = fake("10.3.0", pmin=2, popt=4, pmax=8)
     with tb.TensorRTBackend(fake_engine(tmp_path), max_batch=3) as be:

@@ -13,6 +13,13 @@ against NVIDIA's docs and the 10.13 stubs; see docs/tensorrt.md):
   still there (deprecated in 10.1).
 - 11: no BuilderFlag.FP16/INT8, no calibrator classes, no int8_calibrator or
   set_calibration_profile on IBuilderConfig, no EXPLICIT_BATCH flag.
+- 8.0-8.4 execution contexts have no tensor API (set_input_shape, set_tensor_address,
+  execute_async_v3 came in 8.5: NVIDIA/TensorRT release/8.2 vs release/8.5 pyCore.cpp).
+- An attached calibrator is driven as pyInt8.cpp does (get_batch_size, read_calibration_cache
+  as None or a buffer, get_batch when there is no usable cache).
+- pycuda: the context stack is per thread (pycuda's context_stack is a thread_specific_ptr):
+  a context pushed in one thread is not current in another; Context.pop() on an empty stack
+  raises pycuda's Error.
 
 Attributes a version lacks cannot be set (pybind11 objects refuse unknown attributes), so
 code that sets `config.int8_calibrator` on 11 fails here as it would there.
@@ -22,6 +29,7 @@ from __future__ import annotations
 
 import os
 import sys
+import threading
 import types
 from pathlib import Path
 from types import SimpleNamespace
@@ -95,7 +103,8 @@ class FakeGPU:
         self.blocks: dict[int, np.ndarray] = {}
         self.host_freed = 0
         self.next = 0x10000
-        self.stack: list = []
+        self._stacks = threading.local()  # pycuda's context stack is per thread
+        self.stacks_used: list[list] = []  # every thread's stack, to check none is left pushed
         self.shapes: list[int] = []  # batch sizes set on the context
         self.runs: list[int] = []  # batch sizes executed
         self.profile = (pmin, popt, pmax)
@@ -108,10 +117,21 @@ class FakeGPU:
         self.dla_cores = 0
         self.dla_unsupported = {"SOFTMAX"}  # layer types the fake DLA cannot run
         self.network_flags = None
+        self.calib_read: bytes | None = None  # the cache the builder read from the calibrator
         self.config = None
         self.runtime = None
         self.live: set[str] = set()  # TensorRT objects alive (engine, context)
         self.destroyed_outside_context: list[str] = []
+
+    @property
+    def stack(self) -> list:
+        """The calling thread's context stack (as pycuda's and the CUDA driver's: a context
+        pushed in one thread is not current in another)."""
+        st = getattr(self._stacks, "stack", None)
+        if st is None:
+            st = self._stacks.stack = []
+            self.stacks_used.append(st)
+        return st
 
     def alloc(self, n: int) -> int:
         addr, self.next = self.next, self.next + ((n + 255) // 256 + 1) * 256
@@ -146,6 +166,10 @@ def make_fake_cuda(gpu: FakeGPU) -> types.ModuleType:
 
         @staticmethod
         def pop():
+            if (
+                not gpu.stack
+            ):  # pycuda: error("context::pop", ..., "cannot pop non-current context")
+                raise Error("cannot pop non-current context")
             gpu.stack.pop()
 
     class Device:
@@ -241,6 +265,9 @@ def make_fake_trt(version: str, gpu: FakeGPU) -> types.ModuleType:
     major, minor = int(parts[0]), int(parts[1])
     t = types.ModuleType("tensorrt")
     t.__version__ = version
+    # NV_TENSORRT_VERSION, the code in a calibration cache's header (TRT-8502-..., TRT-100300-)
+    patch = int(parts[2]) if len(parts) > 2 else 0
+    code = (major * 1000 if major < 10 else major * 10000) + minor * 100 + patch
     io = {"input": (-1, 1, 48, 48), "probs": (-1, C)}
 
     class ILogger:
@@ -301,15 +328,21 @@ def make_fake_trt(version: str, gpu: FakeGPU) -> types.ModuleType:
             self._track()
             self.n, self.addr = None, {}
 
-        def set_input_shape(self, name, shape):
+        def _set_shape(self, shape):
             if not profile_ok(shape[0]):
                 return False
             self.n = shape[0]
             gpu.shapes.append(shape[0])
             return True
 
-        def get_tensor_shape(self, name):
+        def _shape(self, name):
             return (self.n, 1, 48, 48) if name == "input" else (self.n, C)
+
+        def set_input_shape(self, name, shape):
+            return self._set_shape(shape)
+
+        def get_tensor_shape(self, name):
+            return self._shape(name)
 
         def set_tensor_address(self, name, addr):
             self.addr[name] = addr
@@ -362,14 +395,31 @@ def make_fake_trt(version: str, gpu: FakeGPU) -> types.ModuleType:
     class BindingContext(TensorContext):
         def set_binding_shape(self, i, shape):
             assert i == 0
-            return self.set_input_shape("input", shape)
+            return self._set_shape(shape)
 
         def get_binding_shape(self, i):
-            return self.get_tensor_shape("input" if i == 0 else "probs")
+            return self._shape("input" if i == 0 else "probs")
 
         def execute_async_v2(self, bindings, stream_handle):
             assert stream_handle == 4242 and len(bindings) == 2
             return run(self.n, bindings[0], bindings[1])
+
+    if (major, minor) < (8, 5):  # 8.0-8.4 contexts: set_binding_shape/execute_async_v2 only
+        for name in (
+            "set_input_shape",
+            "get_tensor_shape",
+            "set_tensor_address",
+            "execute_async_v3",
+        ):
+            setattr(
+                BindingContext,
+                name,
+                property(
+                    lambda self: (_ for _ in ()).throw(
+                        AttributeError("no tensor API before TensorRT 8.5")
+                    )
+                ),
+            )
 
     class Runtime:
         def __init__(self, logger):
@@ -480,6 +530,29 @@ def make_fake_trt(version: str, gpu: FakeGPU) -> types.ModuleType:
         Config.set_memory_pool_limit = lambda self, pool, n: setattr(self, "pool", (pool, n))
     _strict(Config, config_attrs)
 
+    def replay_calibrator(cal, logger) -> bool:
+        """What TensorRT <= 10 does with an attached calibrator (python/src/infer/pyInt8.cpp):
+        get_batch_size(); read_calibration_cache() must return None or a buffer (anything else
+        is an error caught in the trampoline: no cache); without a usable cache, get_batch()
+        until it returns None/[]: no data at all fails the build."""
+        assert isinstance(cal, t.IInt8EntropyCalibrator2)
+        if not getattr(cal, "_trt_base_init", False):  # pybind11 refuses a skipped base __init__
+            raise TypeError("IInt8EntropyCalibrator2.__init__() must be called when overriding")
+        int(cal.get_batch_size())
+        raw = cal.read_calibration_cache()
+        try:
+            cache = None if raw is None else bytes(memoryview(raw))
+        except TypeError:
+            print("[ERROR] Exception caught in read_calibration_cache()", file=sys.stderr)
+            cache = None
+        gpu.calib_read = cache
+        if cache is not None and cache.startswith(f"TRT-{code}-".encode()):
+            return True
+        if not cal.get_batch(["input"]):
+            logger.log(1, "Calibration failure occurred with no scaling factors detected.")
+            return False
+        return True
+
     class Profile:
         def set_shape(self, name, lo, opt, hi):
             self.shapes = (name, lo, opt, hi)
@@ -503,6 +576,9 @@ def make_fake_trt(version: str, gpu: FakeGPU) -> types.ModuleType:
 
         def build_serialized_network(self, network, config):
             gpu.config = config
+            cal = getattr(config, "int8_calibrator", None)
+            if cal is not None and not replay_calibrator(cal, self.logger):
+                return None
             if gpu.fail_build:
                 self.logger.log(1, "no implementation for layer 2")
                 return None
@@ -517,13 +593,18 @@ def make_fake_trt(version: str, gpu: FakeGPU) -> types.ModuleType:
     t.LayerType = SimpleNamespace(QUANTIZE="Q", DEQUANTIZE="DQ")
     t.DeviceType = SimpleNamespace(GPU="GPU", DLA="DLA")
     flags = {"SPARSE_WEIGHTS": "SPARSE_WEIGHTS", "GPU_FALLBACK": "GPU_FALLBACK"}
+    # NetworkDefinitionCreationFlag: EXPLICIT_BATCH = 0 up to 10.x (ignored from 10.0), gone in
+    # 11; STRONGLY_TYPED from 9.x (11: always on, the flag deprecated)
+    net_flags = {"EXPLICIT_BATCH": 0} if major < 11 else {}
+    if major >= 10:
+        net_flags["STRONGLY_TYPED"] = 1
+    t.NetworkDefinitionCreationFlag = SimpleNamespace(**net_flags)
     if major < 11:  # removed in TensorRT 11
         flags.update(FP16="FP16", INT8="INT8")
-        t.NetworkDefinitionCreationFlag = SimpleNamespace(EXPLICIT_BATCH=0)
 
         class IInt8EntropyCalibrator2:
             def __init__(self):
-                pass
+                self._trt_base_init = True
 
         t.IInt8EntropyCalibrator2 = IInt8EntropyCalibrator2
     t.BuilderFlag = SimpleNamespace(**flags)
