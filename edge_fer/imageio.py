@@ -13,6 +13,7 @@ from __future__ import annotations
 import errno
 import os
 import stat
+import unicodedata
 from pathlib import Path
 
 import cv2
@@ -41,6 +42,31 @@ def shown(path: str | os.PathLike) -> str:
     """The name as a message can print it: bytes that are not UTF-8 as \\xNN."""
     raw = os.fsencode(path)
     return raw.decode("utf-8", errors="backslashreplace")
+
+
+def printable(path: str | os.PathLike) -> str:
+    """A file name as one line of text output prints it: as it is, unless it holds a character
+    that breaks the line or drives the terminal (a newline, a tab, an escape, U+2028...); such
+    a name is quoted and escaped as Python writes a str (`'a\\nb.jpg'`), so each file stays one
+    line and a name that is really `a\\nb.jpg` is told apart. Bytes that are not UTF-8 are left
+    to the stream (stdout prints them as given, messages on stderr as \\xNN)."""
+    name = os.fspath(path)
+    if isinstance(name, bytes):
+        name = os.fsdecode(name)
+    if not any(_breaks_line(ch) for ch in name):
+        return name
+    return "'" + "".join(_escaped(ch) for ch in name) + "'"
+
+
+def _breaks_line(ch: str) -> bool:
+    # C0 and C1 controls (newline, carriage return, escape, NEL...), line and paragraph separators
+    return unicodedata.category(ch) in ("Cc", "Zl", "Zp")
+
+
+def _escaped(ch: str) -> str:
+    if ch in "\\'":
+        return "\\" + ch
+    return repr(ch)[1:-1] if _breaks_line(ch) else ch
 
 
 def cv_name(path: str | os.PathLike, what: str) -> str:

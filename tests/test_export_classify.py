@@ -498,7 +498,8 @@ def test_classify_cli(env, exported, tmp_path) -> None:
         assert sum(r["probs"].values()) == pytest.approx(1.0, abs=1e-4)
         assert r["label"] == L.FER2013[int(pr.argmax())]
         np.testing.assert_allclose(list(r["probs"].values()), pr, atol=2e-6)
-    # unreadable and missing images: an error line each, the others still printed, exit 2
+    # unreadable and too small images: skipped with a warning line each, the others still
+    # printed, exit 1 (as run and detect: docs/runtime.md, Photos)
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"not an image")
     tiny = tmp_path / "tiny.png"
@@ -510,18 +511,23 @@ def test_classify_cli(env, exported, tmp_path) -> None:
         exported["plain"]["out"],
         faces[0],
         broken,
-        tmp_path / "missing.jpg",
         tiny,
         faces[1],
     )
-    assert p.returncode == 2 and "Traceback" not in p.stderr
+    assert p.returncode == 1 and "Traceback" not in p.stderr
     err = p.stderr.strip().splitlines()
     assert len(err) == 3
-    assert f"{broken}: cannot read image" in err[0]
-    assert f"{tmp_path / 'missing.jpg'}: no such file" in err[1]
-    assert "too small for a face crop" in err[2]
+    assert f"warning: {broken}: not a readable image (corrupt, or not an image); skipped" in err[0]
+    assert "too small for a face crop" in err[1]
+    assert "error: 2 of 4 images could not be used" in err[2]
     out = p.stdout.strip().splitlines()
     assert len(out) == 2 and out[0].startswith(f"{faces[0]}: ")
+    # a missing file is a mistake in the names: one line before anything, as in detect and run
+    p = cli(env, "classify", "--model", exported["plain"]["out"], faces[0], tmp_path / "no.jpg")
+    assert p.returncode == 2 and p.stdout == ""
+    assert p.stderr.strip().splitlines() == [
+        f"edge-fer classify: error: {tmp_path / 'no.jpg'}: no such file"
+    ]
     # a folder is expanded to its images
     p = cli(
         env,

@@ -160,7 +160,10 @@ def tiny_model(tmp_path_factory) -> Path:
 
 
 @pytest.mark.parametrize("nbad", [2, 11])
-def test_run_exits_0_when_any_image_was_processed(tmp_path, tiny_model, capsys, nbad):
+def test_run_exits_1_when_images_were_skipped_and_others_processed(
+    tmp_path, tiny_model, capsys, nbad
+):
+    # exit 0 before 2026-12: now 1, as detect and classify (docs/runtime.md, Photos)
     folder = tmp_path / "shots"
     folder.mkdir()
     _bad_files(folder, nbad)
@@ -168,12 +171,16 @@ def test_run_exits_0_when_any_image_was_processed(tmp_path, tiny_model, capsys, 
     summary = tmp_path / "s.json"
     rc = main(["run", str(folder), "--model", str(tiny_model), "--summary", str(summary)])
     err = capsys.readouterr().err
-    assert rc == 0, err
+    assert rc == 1, err
     s = json.loads(summary.read_text())
     assert s["frames"] == 1 and s["skipped_frames"] == nbad and s["complete"]
     assert s["source"]["files"] == nbad + 1 and s["source"]["skipped_files"] == nbad
     assert len(s["source_errors"]) == nbad
-    assert sum("skipped" in line for line in err.splitlines()) == nbad
+    assert sum(line.endswith("; skipped") for line in err.splitlines()) == nbad
+    assert err.splitlines()[-1] == (
+        f"edge-fer run: error: {nbad} of {nbad + 1} image files could not be used and were "
+        "skipped (listed above); the others were processed"
+    )
 
 
 @pytest.mark.parametrize("nbad", [3, 11])
@@ -261,17 +268,17 @@ def test_a_glob_reports_broken_links_and_pipes_as_a_folder_does(tmp_path, tiny_m
         summary = tmp_path / "s.json"
         rc = main(["run", source, "--model", str(tiny_model), "--summary", str(summary), "--quiet"])
         err = capsys.readouterr().err
-        assert rc == 0, err
+        assert rc == 1, err  # skipped, the others processed
         s = json.loads(summary.read_text())
         assert s["frames"] == 2 and s["skipped_frames"] == 2, source
         assert s["source"]["files"] == 4 and s["source"]["skipped_files"] == 2, source
-        assert sum("skipped" in line for line in err.splitlines()) == 2, err
+        assert sum(line.endswith("; skipped") for line in err.splitlines()) == 2, err
     rc = main(["detect", str(folder / "*.jpg"), str(folder / "*.png")])
     out, err = capsys.readouterr()
-    assert rc == 2
+    assert rc == 1
     assert sorted(Path(line.split(":")[0]).name for line in out.splitlines() if ":" in line) == [
         "a.jpg",
         "b.png",
     ]
-    bad = [line for line in err.splitlines() if line.startswith("edge-fer detect: error: ")]
+    bad = [line for line in err.splitlines() if line.endswith("; skipped")]
     assert len(bad) == 2 and "broken.jpg" in bad[0] and "pipe.png" in bad[1], err

@@ -269,7 +269,7 @@ def test_links_to_nothing_and_pipes_named_like_photos_are_reported(photos, tmp_p
     os.mkfifo(src / "pipe.jpg")
     summary = tmp_path / "s.json"
     rc, _, err = _run(["run", str(src), "--summary", str(summary), "--quiet"], capsys)
-    assert rc == 0, err
+    assert rc == 1, err  # skipped, the others processed
     errors = json.loads(summary.read_text())["source_errors"]
     assert len(errors) == 3 and all(e.endswith("; skipped") for e in errors), errors
     assert any("pipe.jpg: not a regular file" in e for e in errors), errors

@@ -27,9 +27,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                               "with its face count and one line per face; per video, one line of "
                               'frame counts. With --json, JSON Lines {"path", "faces": '
                               '[{"x","y","w","h","score"}]}, one per image and per video frame '
-                              '(plus "frame").')
+                              '(plus "frame"). An input that cannot be used (unreadable, not an '
+                              "image, over the size limits) is skipped with a warning line and the "
+                              "others are processed; exit codes: 0 all processed, 1 some input "
+                              "skipped or a video truncated, 2 a mistake or no input usable "
+                              "(docs/runtime.md, Photos).")
     p.add_argument("inputs", nargs="+", metavar="IMAGE_OR_VIDEO",
-                   help="image or video files; a folder or a quoted glob stands for its images")
+                   help="image or video files; a folder stands for the images in it (not in its "
+                   "sub-folders: a quoted glob \"DIR/**/*.jpg\" reaches those), a quoted glob "
+                   "for the images it matches. A GIF named here is a video when animated, else a "
+                   "photo; folders and globs list no GIFs")
     p.add_argument("--threads", type=positive_thread_count, metavar="N", help="CPU threads (default: all)")
     p.add_argument("--json", action="store_true", help="print JSON Lines")
     p.add_argument("--draw", metavar="OUT",
@@ -67,7 +74,8 @@ def run(args: argparse.Namespace) -> int:
     notice = first_run_notice()
     if notice:  # else seconds of silence on the first run after an install
         print(f"edge-fer detect: {notice}", file=sys.stderr, flush=True)
-    truncated = failed = False
+    truncated = False
+    skipped = 0
     for path in paths:
         check_signal()  # a Ctrl-C that a library's start-up swallowed still stops the command
         try:
@@ -75,18 +83,44 @@ def run(args: argparse.Namespace) -> int:
                 truncated |= _run_video(pick, path, args, draw_dir)
             else:
                 truncated |= _run_image(pick, path, args, draw_dir)
-        except _BadInput as exc:  # as classify: said in one line, the other inputs still run
-            print(f"edge-fer detect: error: {exc}", file=sys.stderr, flush=True)
-            failed = True
+        except _BadInput as exc:
+            from edge_fer.runtime.sources import skip_line
+
+            if len(paths) == 1:  # nothing else to process: the user's mistake, one line
+                raise UserError(exc.message) from None
+            # as run and classify: one line, the other inputs still run
+            warning(skip_line(path, exc.why))
+            skipped += 1
         pick.reset()
-    # as edge-fer run: a video that ends before the frames its header declares is exit 1,
-    # after every input has been processed (the warning said which and how many frames); an
-    # input that could not be used at all is exit 2, after the others
-    return 2 if failed else 1 if truncated else 0
+    return _exit_code(skipped, len(paths), truncated)
+
+
+def _exit_code(skipped: int, total: int, truncated: bool) -> int:
+    """As edge-fer run and classify (docs/runtime.md, Photos): 2 when no input could be used;
+    1 when some were skipped or a video ended before the frames its header declares, after
+    every other input was processed; else 0."""
+    if skipped == total:
+        raise UserError(f"none of the {total} inputs could be used (listed above)")
+    if skipped:
+        from edge_fer.runtime.sources import skipped_error
+
+        print(f"edge-fer detect: error: {skipped_error(skipped, total)}", file=sys.stderr)
+        return 1
+    return 1 if truncated else 0
+
+
+def warning(msg: str) -> None:
+    print(f"edge-fer detect: warning: {msg}", file=sys.stderr, flush=True)
 
 
 class _BadInput(UserError):
     """An input that cannot be used (undecodable, over the size limits): reported, skipped."""
+
+    def __init__(self, path: Path, why: str) -> None:
+        from edge_fer.imageio import printable
+
+        super().__init__(f"{printable(path)}: {why}")
+        self.why = why
 
 
 # ---- inputs ---------------------------------------------------------------------------------
@@ -94,7 +128,8 @@ def _expand_inputs(given: list[str]) -> tuple[list[Path], bool]:
     """Files as given; a folder or a quoted glob stands for its images in natural name order,
     as `edge-fer run` reads them. Also whether one did (then --draw is a folder, however many
     images it held)."""
-    from edge_fer.runtime.sources import SourceSpec, has_glob, list_images
+    from edge_fer.imageio import printable
+    from edge_fer.runtime.sources import SourceSpec, has_glob, list_images, named_file_problem
 
     paths: list[Path] = []
     many = False
@@ -102,21 +137,22 @@ def _expand_inputs(given: list[str]) -> tuple[list[Path], bool]:
         p = Path(name)
         if p.is_dir() or (has_glob(name) and not p.exists()):
             spec = SourceSpec(name, "images", name, False, "images")
-            paths.extend(Path(f) for f in list_images(spec))
+            paths.extend(Path(f) for f in list_images(spec, lead=""))
             many = True
-        elif not p.exists():
-            raise UserError(f"no such file: {p}")
-        elif not p.is_file():
-            raise UserError(f"not a file: {p}")
-        else:
+        else:  # a file named: a typo or a pipe stops the command before any scan (as run)
+            why = named_file_problem(p)
+            if why:
+                raise UserError(f"{printable(p)}: {why}")
             paths.append(p)
     return paths, many
 
 
 def _is_video(path: Path) -> bool:
-    from edge_fer.runtime.sources import VIDEO_EXTS
+    """By the extension; a GIF is a video when animated, as `edge-fer run` reads it."""
+    from edge_fer.runtime.sources import VIDEO_EXTS, still_gif
 
-    return path.suffix.lower() in VIDEO_EXTS
+    ext = path.suffix.lower()
+    return ext in VIDEO_EXTS or (ext == ".gif" and not still_gif(path))
 
 
 def _is_image_file(path: Path) -> bool:
@@ -134,15 +170,14 @@ def _is_image_file(path: Path) -> bool:
 
 def _open_video(path: Path, warn):
     """A FileSource: every frame that decodes, skipping (and reporting) the ones that don't."""
-    from edge_fer.runtime.sources import FileSource, SourceSpec
+    from edge_fer.runtime.sources import UNDECODABLE_VIDEO, FileSource, SourceSpec
 
     try:  # the spec is built here: a file name is never read as a URI, glob or camera
         return FileSource(SourceSpec(str(path), "file", str(path), False, "ffmpeg"), warn)
     except UserError as exc:
-        if "cannot decode" in str(exc):
-            raise _BadInput(
-                f"cannot decode {path}: not an image or video OpenCV can read"
-            ) from None
+        if UNDECODABLE_VIDEO in str(exc):  # tried as an image first unless named as a video
+            why = UNDECODABLE_VIDEO if _is_video(path) else "not an image or video OpenCV can read"
+            raise _BadInput(path, why) from None
         raise
 
 
@@ -293,7 +328,7 @@ def _emit(record: dict) -> None:
 
 def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None) -> bool:
     """Detect on one image; True when it turned out to be a truncated video."""
-    from edge_fer.imageio import imwrite
+    from edge_fer.imageio import imwrite, printable
     from edge_fer.runtime.image_out import write_listed
     from edge_fer.runtime.sources import load_image  # run's checks: header size, limits, any name
     from edge_fer.runtime.tracker import outermost
@@ -302,13 +337,13 @@ def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
     if color is None:
         if not _is_image_file(path):  # maybe a video with an unusual extension
             return _run_video(pick, path, args, draw_dir)
-        raise _BadInput(f"{path}: {why}")
+        raise _BadInput(path, why)
     gray = _to_gray(color)
     faces = outermost(pick(gray.shape).detect(gray))  # as `run`: no box inside a larger one
     if args.json:
         _emit({"path": str(path), "faces": _faces_json(faces)})
-    else:
-        print(f"{path}: {len(faces)} face{'s' if len(faces) != 1 else ''}")
+    else:  # one line per file, whatever its name holds
+        print(f"{printable(path)}: {len(faces)} face{'s' if len(faces) != 1 else ''}")
         for f in faces:
             print(f"  x={f.x:.0f} y={f.y:.0f} w={f.w:.0f} h={f.h:.0f} score={f.score:.2f}")
     if args.draw:
@@ -333,8 +368,10 @@ def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
     Frames the decoder rejects are skipped and counted, and the file is checked against the
     frame count its header declares: each problem is one warning line on stderr.
     """
+    from edge_fer.imageio import printable
     from edge_fer.runtime.image_out import claim
     from edge_fer.runtime.sinks import VideoSink
+    from edge_fer.runtime.sources import NO_FRAME
     from edge_fer.runtime.tracker import outermost
 
     warnings: list[str] = []  # printed once the video is done, unless nothing decoded at all
@@ -348,7 +385,7 @@ def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
             frame = fr.image
             too_large = _too_large(*frame.shape[:2])
             if too_large:  # as an image over the limits: reported, the other inputs still run
-                raise _BadInput(f"{path}: frames of {too_large}")
+                raise _BadInput(path, f"frames of {too_large}")
             gray = _to_gray(frame)
             det = det or pick(gray.shape)  # one detector per video: its memory spans frames
             faces = outermost(det.detect(gray))
@@ -375,13 +412,13 @@ def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
         if draw_dir is not None:  # its size and time: a file put there since is not ours
             claim(draw_dir, sink.path.name, written=True)
     if nframes == 0:
-        raise _BadInput(f"cannot decode {path}: no frames could be read")
+        raise _BadInput(path, NO_FRAME)
     sys.stdout.flush()
     for msg in warnings:
-        print(f"edge-fer detect: warning: {msg}", file=sys.stderr, flush=True)
+        warning(msg)
     lost = src.undecodable
     if not args.json:
-        print(f"{path}: {nframes} frames, faces in {nwith}"
+        print(f"{printable(path)}: {nframes} frames, faces in {nwith}"
               + (f", {lost} undecodable" if lost else ""))  # fmt: skip
     sys.stdout.flush()
     return src.incomplete

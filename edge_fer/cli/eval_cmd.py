@@ -6,7 +6,6 @@ default model is the one bundled in edge_fer/assets. `models` lists the training
 
 from __future__ import annotations
 
-import glob
 import json
 import sys
 from pathlib import Path
@@ -120,11 +119,15 @@ def register(sub) -> None:
         "classify",
         help="classify already-cropped face images",
         description="Print the expression of each face image (an already-cropped "
-        "face; folders are expanded to the images inside). A model trained with --align "
+        "face). A folder stands for its images at any depth (a dataset's class folders), "
+        "a quoted glob for the images it matches (GIFs are not listed; a GIF named here "
+        "is classified on its first frame). A model trained with --align "
         "gets each face aligned on its eyes first, as its training faces were.",
-        epilog="An image that cannot be read gets an error line on stderr naming "
-        "it; the others are still classified and printed, and the exit code is then "
-        "2.",
+        epilog="An image that cannot be used (unreadable, not an image, over the size "
+        "limits, too small) is skipped with a warning line naming it, as run and detect "
+        "skip it; the others are still classified and printed. Exit codes: 0 all "
+        "classified, 1 some skipped, 2 a mistake (a missing file, a folder of no image) "
+        "or no image usable (docs/runtime.md, Photos).",
         formatter_class=fmt,
     )
     c.add_argument("images", nargs="+", metavar="FACE_IMAGE")
@@ -345,9 +348,18 @@ MIN_SIDE = 8
 
 
 def _expand(paths: list[str]) -> list[Path]:
+    """The images named: a folder's at any depth (a dataset's class folders), a quoted glob's
+    as run and detect list them. A name that cannot be an input (missing, a pipe) or a folder
+    or glob of no image is the user's mistake: one line before the model loads, as in detect."""
     from edge_fer.errors import UserError
-    from edge_fer.imageio import image_files
-    from edge_fer.runtime.sources import has_glob
+    from edge_fer.imageio import image_files, printable
+    from edge_fer.runtime.sources import (
+        SourceSpec,
+        has_glob,
+        list_images,
+        named_file_problem,
+        no_images,
+    )
 
     out: list[Path] = []
     for s in paths:
@@ -355,40 +367,28 @@ def _expand(paths: list[str]) -> list[Path]:
             raise UserError("an empty IMAGE name; give a file, folder or quoted glob")
         p = Path(s)
         if p.is_dir():
-            found = image_files(p)
-            out.extend(found if found else [p])  # an empty folder reports itself as an error
+            out.extend(image_files(p) or no_images(f"folder {printable(p)}"))
         elif has_glob(s) and not p.exists():  # a quoted pattern, as run and detect take it
-            found = sorted(Path(f) for f in glob.glob(s, recursive=True) if Path(f).is_file())
-            out.extend(found if found else [p])  # no match reports itself as "no such file"
+            spec = SourceSpec(s, "images", s, False, "images")
+            out.extend(Path(f) for f in list_images(spec, lead=""))
         else:
+            why = named_file_problem(p)
+            if why:
+                raise UserError(f"{printable(p)}: {why}")
             out.append(p)
     return out
 
 
 def _read_face(p: Path):
-    """(grayscale uint8 image, None) or (None, why it cannot be used)."""
+    """(grayscale uint8 image, None) or (None, why it cannot be used): run's and detect's
+    reasons (one function, load_image), and a size too small for a face."""
     import cv2
 
-    if p.is_dir():
-        return None, "no images in this folder"
-    if not p.exists():
-        return None, "no such file"
-    if not p.is_file():  # reading a FIFO named like an image waited for ever
-        return None, "not a regular file (a pipe, device or socket)"
-    from edge_fer.imageio import read_or_none
-    from edge_fer.limits import MAX_IMAGE_PIXELS
-    from edge_fer.runtime.sources import image_size
+    from edge_fer.runtime.sources import load_image
 
-    try:  # from the header, as run and detect do: decoding allocates the whole image first
-        size = image_size(str(p))
-    except OSError:
-        size = None
-    if size is not None and size[0] * size[1] > MAX_IMAGE_PIXELS:
-        w, h = size
-        return None, f"{w}x{h} pixels is over the {MAX_IMAGE_PIXELS // 1_000_000} Mpx limit"
-    img = read_or_none(p, cv2.IMREAD_GRAYSCALE)  # from memory: any file name works
+    img, why = load_image(str(p), cv2.IMREAD_GRAYSCALE)  # sizes from the header first
     if img is None:
-        return None, "cannot read image"
+        return None, why
     if min(img.shape[:2]) < MIN_SIDE:
         h, w = img.shape[:2]
         return None, f"{w}x{h} is too small for a face crop (at least {MIN_SIDE}x{MIN_SIDE})"
@@ -400,6 +400,8 @@ def run_classify(args) -> int:
         from edge_fer.errors import UserError
 
         raise UserError(f"--top must be >= 1, got {args.top}")
+    from edge_fer.imageio import printable
+
     paths = _expand(args.images)  # a mistake in the names fails before the model loads
     clf = load_classifier(args)
     failed = 0
@@ -411,7 +413,7 @@ def run_classify(args) -> int:
                 img, why = _read_face(p)
                 if img is None:
                     failed += 1
-                    print(f"edge-fer classify: error: {p}: {why}", file=sys.stderr, flush=True)
+                    _skip(p, why, len(paths))
                 else:
                     ok_paths.append(p)
                     faces.append(img)
@@ -433,11 +435,39 @@ def run_classify(args) -> int:
                         raise UserError(f"{p}: {fileio.first_line(exc)}") from None
                 else:
                     rest = ", ".join(f"{clf.classes[k]} {pr[k]:.2f}" for k in order[1 : args.top])
-                    print(f"{p}: {label} {pr[order[0]]:.2f}" + (f"  ({rest})" if rest else ""))
+                    line = f"{printable(p)}: {label} {pr[order[0]]:.2f}"  # one line, any name
+                    print(line + (f"  ({rest})" if rest else ""))
             sys.stdout.flush()
     finally:
         clf.close()
-    return 2 if failed else 0
+    return _classify_exit(failed, len(paths))
+
+
+def _skip(p: Path, why: str, total: int) -> None:
+    """One warning line for an image that cannot be used, as run and detect say it; the
+    user's mistake in one line when it was the only one."""
+    from edge_fer.errors import UserError
+    from edge_fer.imageio import printable
+    from edge_fer.runtime.sources import skip_line
+
+    if total == 1:
+        raise UserError(f"{printable(p)}: {why}")
+    print(f"edge-fer classify: warning: {skip_line(p, why)}", file=sys.stderr, flush=True)
+
+
+def _classify_exit(skipped: int, total: int) -> int:
+    """As run and detect (docs/runtime.md, Photos): 2 when no image could be used, 1 when
+    some were skipped and the others classified, else 0."""
+    from edge_fer.errors import UserError
+    from edge_fer.runtime.sources import skipped_error
+
+    if skipped and skipped == total:
+        raise UserError(f"none of the {total} images could be used (listed above)")
+    if skipped:
+        print(f"edge-fer classify: error: {skipped_error(skipped, total, 'images')}",
+              file=sys.stderr)  # fmt: skip
+        return 1
+    return 0
 
 
 # -- models -------------------------------------------------------------------------------

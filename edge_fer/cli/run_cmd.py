@@ -28,10 +28,14 @@ def register(subparsers) -> None:
         description="Run the whole pipeline (PICO detection -> tracking -> classification -> "
         "smoothing) on SOURCE: a video file, a folder or glob of images, a camera (0, "
         "v4l2:///dev/video0), a stream (rtsp://, http://), a Jetson CSI camera (csi://0) or a "
-        "GStreamer pipeline. `edge-fer run --demo` makes a clip and runs on it. Exit codes: 0 "
-        "done, 1 the source ended early (truncated file, stream lost), 2 a usage or input "
-        "problem, 130 / 143 interrupted by SIGINT / SIGTERM (outputs are still complete and "
-        "valid).",
+        "GStreamer pipeline. A folder stands for the images in it, not in its sub-folders (a "
+        'quoted glob "DIR/**/*.jpg" reaches those); a GIF is a video when animated, else a '
+        "photo (folders and globs list no GIFs). A photo that cannot be used (unreadable, not "
+        "an image, over the size limits) is skipped with a warning line and the others are "
+        "processed. `edge-fer run --demo` makes a clip and runs on it. Exit codes: 0 "
+        "done, 1 the source ended early (truncated file, stream lost) or photos were skipped, "
+        "2 a usage or input problem (no photo usable), 130 / 143 interrupted by SIGINT / "
+        "SIGTERM (outputs are still complete and valid); docs/runtime.md, Photos.",
     )
     p.add_argument("source", nargs="?", metavar="SOURCE", help="file, folder, glob, or URI")
     # fmt: off
@@ -156,7 +160,21 @@ def _run(args, guard) -> int:
     elif result.exit_code == 1:
         print("edge-fer run: error: the source ended early: "
               + "; ".join(s.get("source_errors", [])[-2:]), file=sys.stderr)  # fmt: skip
-    return result.exit_code
+    return _exit_code(s, result.exit_code)
+
+
+def _exit_code(s: dict, code: int) -> int:
+    """Photos skipped, the others processed: exit 1 after one line saying so, as detect and
+    classify (docs/runtime.md, Photos); an early end or an interrupt keeps its own code."""
+    from edge_fer.runtime.sources import skipped_error
+
+    src = s.get("source") or {}
+    skipped = src.get("skipped_files") or 0
+    if code != 0 or not skipped:
+        return code
+    line = skipped_error(skipped, src.get("files") or skipped, "image files")
+    print(f"edge-fer run: error: {line}", file=sys.stderr)
+    return 1
 
 
 def _report(args, s: dict, taken: list, demo_files: list, out_dir) -> None:

@@ -607,6 +607,8 @@ def _model_info(classifier) -> dict:
 
 def format_summary(s: dict) -> str:
     """The human-readable end-of-run summary."""
+    from edge_fer.imageio import printable  # names one line each, whatever they hold
+
     lines = []
     src = s.get("source", {})
     state = (
@@ -615,7 +617,7 @@ def format_summary(s: dict) -> str:
         else ("interrupted" if s.get("interrupted") else "incomplete")
     )
     lines.append(
-        f"source   {src.get('uri')}  ({src.get('width')}x{src.get('height')}, "
+        f"source   {printable(str(src.get('uri')))}  ({src.get('width')}x{src.get('height')}, "
         f"{src.get('kind')}{', live' if src.get('live') else ''})  [{state}]"
     )
     if s.get("cascade"):  # which detector ran: it differs by frame size (photos: each its own)
@@ -681,9 +683,9 @@ def format_summary(s: dict) -> str:
             f"({t['seconds']:.1f} s): {t['dominant']}  [{share}]"
         )
     for k, v in s.get("outputs", {}).items():
-        lines.append(f"{k:<8} {v}")
+        lines.append(f"{k:<8} {printable(str(v))}")
     for k, v in (s.get("outputs_failed") or {}).items():  # its error follows the summary
-        lines.append(f"{k:<8} {v['path']}  [{v['state'].upper()}]")
+        lines.append(f"{k:<8} {printable(str(v['path']))}  [{v['state'].upper()}]")
     return "\n".join(lines)
 
 

@@ -42,6 +42,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 import cv2
@@ -50,7 +51,7 @@ import numpy as np
 from edge_fer import errors, imageio
 from edge_fer.errors import UserError
 from edge_fer.fileio import first_line, os_error_reason
-from edge_fer.imageio import IMAGE_EXTS, cv_name, visible_image
+from edge_fer.imageio import IMAGE_EXTS, cv_name, printable, visible_image
 from edge_fer.limits import MAX_FRAME_SIDE, MAX_IMAGE_PIXELS  # photos beyond them are skipped
 
 VIDEO_EXTS = {
@@ -90,6 +91,9 @@ CSI_TRANSPOSING_FLIPS = {1, 3, 5, 7}  # rotations by 90/270 degrees and the diag
 IMAGE_SEQUENCE_FPS = 25.0  # nominal rate for timestamps of image folders and globs
 # gaps, error messages, undecodable frame numbers, skipped files: the latest kept of each kind
 KEEP_LATEST = 100
+# why a video file is not used, in every command's words
+UNDECODABLE_VIDEO = "cannot decode it (not a video, or a codec this OpenCV/FFmpeg build lacks)"
+NO_FRAME = "no frame could be decoded (empty or corrupt)"
 
 
 def quiet_opencv() -> None:
@@ -308,7 +312,8 @@ def parse_source(
     fps: float | None = None,
     flip: str | int | None = None,
 ) -> SourceSpec:
-    """Classify a source URI. Pure: opens nothing (a path is only checked for being a folder)."""
+    """Classify a source URI. Pure: opens nothing (a path is only checked for being a folder,
+    and a .gif's frames are counted: one is a photo, more a clip)."""
     if isinstance(uri, int) and not isinstance(uri, bool):
         uri = str(uri)
     if isinstance(uri, os.PathLike):
@@ -394,17 +399,75 @@ def _path_spec(uri: str, path: str, kw: dict) -> SourceSpec:
         return SourceSpec(uri, "images", path, False, "images", opts)
     if os.path.isdir(path):
         return SourceSpec(uri, "images", path, False, "images", opts)
-    if Path(path).suffix.lower() in IMAGE_EXTS:
+    if Path(path).suffix.lower() in IMAGE_EXTS or still_gif(path):
         return SourceSpec(uri, "images", path, False, "images", opts)
     return SourceSpec(uri, "file", path, False, "ffmpeg", opts)
+
+
+def still_gif(path: str | os.PathLike) -> bool:
+    """Whether `path`, named on its own, is read as a photo although it is a GIF: it holds
+    one frame. An animated GIF is a clip, read frame by frame as a video (in folders and globs
+    GIFs are not listed: .gif is not one of IMAGE_EXTS)."""
+    return Path(path).suffix.lower() == ".gif" and gif_frames(path) < 2
+
+
+def gif_frames(path: str | os.PathLike, stop: int = 2) -> int:
+    """The frames of a GIF file, counted up to `stop` from its block structure (nothing is
+    decoded: the first frame's data is skipped over); 0 for a file that is not a GIF, cannot be
+    read, or is not a regular file (reading a pipe waits for a writer for ever)."""
+    try:
+        if not _stat.S_ISREG(os.stat(path).st_mode):
+            return 0
+        with open(path, "rb") as f:
+            return _count_gif_frames(f, stop)
+    except OSError:
+        return 0
+
+
+def _count_gif_frames(f, stop: int) -> int:
+    head = f.read(13)  # signature, then the logical screen descriptor
+    if len(head) < 13 or head[:6] not in (b"GIF87a", b"GIF89a"):
+        return 0
+    _skip_colour_table(f, head[10])
+    frames = 0
+    while frames < stop:
+        block = f.read(1)
+        if block == b"\x2c":  # an image descriptor: one frame
+            desc = f.read(9)
+            if len(desc) < 9:
+                break
+            frames += 1
+            _skip_colour_table(f, desc[8])
+            f.read(1)  # the LZW minimum code size, then the frame's data
+            _skip_sub_blocks(f)
+        elif block == b"\x21":  # an extension (frame timing, comments, loop count)
+            f.read(1)
+            _skip_sub_blocks(f)
+        else:  # the trailer, the end of a cut file, or a mangled block
+            break
+    return frames
+
+
+def _skip_colour_table(f, packed: int) -> None:
+    if packed & 0x80:
+        f.seek(3 << ((packed & 7) + 1), 1)
+
+
+def _skip_sub_blocks(f) -> None:
+    while True:
+        n = f.read(1)
+        if not n or n[0] == 0:
+            return
+        f.seek(n[0], 1)
 
 
 def _natural_key(p: str):
     return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p)]
 
 
-def list_images(spec: SourceSpec) -> list[str]:
-    """The image files of an images source, in natural name order."""
+def list_images(spec: SourceSpec, lead: str = "source ") -> list[str]:
+    """The image files of an images source, in natural name order. UserError for a folder or
+    glob of no image file and for a single file that is not there (messages led by `lead`)."""
     target = str(spec.target)
     if os.path.isdir(target):
         files = [  # not hidden files: macOS leaves ._NAME.jpg metadata beside each photo;
@@ -413,7 +476,7 @@ def list_images(spec: SourceSpec) -> list[str]:
             for f in os.listdir(target)
             if visible_image(Path(target, f), Path(target))
         ]
-        what = f"folder {target}"
+        what = f"folder {printable(target)}"
     elif has_glob(target) and not os.path.exists(target):
         files = [  # as a folder's: a broken link or a pipe is listed, then skipped and reported
             f
@@ -422,15 +485,44 @@ def list_images(spec: SourceSpec) -> list[str]:
         ]
         what = f"pattern {target!r}"
     else:
-        if os.path.lexists(target) and not os.path.isfile(target):
-            why = "a link to nothing" if not os.path.exists(target) else "not a regular file"
-            raise UserError(f"source {target}: {why}")
-        if not os.path.isfile(target):
-            raise UserError(f"source {target}: no such file")
+        why = named_file_problem(target)
+        if why:
+            raise UserError(f"{lead}{printable(target)}: {why}")
         return [target]
     if not files:
-        raise UserError(f"source {what}: no images ({', '.join(sorted(IMAGE_EXTS))})")
+        no_images(f"{lead}{what}")
     return sorted(files, key=_natural_key)
+
+
+def no_images(what: str) -> NoReturn:
+    """Raise the UserError for a folder or glob (`what`) that lists no image file."""
+    raise UserError(f"{what}: no images ({', '.join(sorted(IMAGE_EXTS))})")
+
+
+def named_file_problem(path: str | os.PathLike) -> str | None:
+    """Why a file named on the command line cannot be an input at all, or None: the user's
+    mistake (a typo, a pipe), refused in one line before any work, by every command."""
+    if not os.path.lexists(path):
+        return "no such file"
+    if not os.path.exists(path):
+        return "a link to nothing"
+    if not os.path.isfile(path):
+        return "not a regular file (a pipe, device or socket)"
+    return None
+
+
+def skip_line(path: str | os.PathLike, why: str) -> str:
+    """The one line that reports a photo (or input) skipped, the same in run, detect, classify."""
+    return f"{printable(path)}: {why}; skipped"
+
+
+def skipped_error(skipped: int, total: int, what: str = "inputs") -> str:
+    """The last line of a command that skipped some of its inputs and processed the others,
+    which then exits 1 (the inputs were not all read, as for a truncated video)."""
+    return (
+        f"{skipped} of {total} {what} could not be used and {'was' if skipped == 1 else 'were'} "
+        "skipped (listed above); the others were processed"
+    )
 
 
 # ---- sources ---------------------------------------------------------------------------------
@@ -569,7 +661,7 @@ def _pnm_size(head: bytes) -> tuple[int, int] | None:
 
 def image_size(path: str) -> tuple[int, int] | None:
     """(width, height) from an image file's header without decoding it; None when the format
-    is not recognised (PNG, JPEG, BMP, TIFF, WebP and PNM are) or the header is mangled.
+    is not recognised (PNG, JPEG, BMP, TIFF, WebP, PNM and GIF are) or the header is mangled.
     OSError when the file cannot be read, or is not a regular file (opening a FIFO named like
     an image waits for a writer for ever)."""
     if not _stat.S_ISREG(os.stat(path).st_mode):
@@ -610,22 +702,22 @@ def _header_size(f) -> tuple[int, int] | None:
         return None
     if re.match(rb"P[1-7]\s", head[:3]):
         return _pnm_size(head)
+    if head[:6] in (b"GIF87a", b"GIF89a") and len(head) >= 10:
+        return struct.unpack("<HH", head[6:10])
     return None
 
 
-def load_image(path: str) -> tuple[np.ndarray | None, str]:
-    """Decode one image file as BGR: (image, "") or (None, why it was not decoded).
+def load_image(path: str, flags: int = cv2.IMREAD_COLOR) -> tuple[np.ndarray | None, str]:
+    """Decode one image file as BGR (or as `flags` asks): (image, "") or (None, why it was not
+    decoded). The one judge of a photo for run, detect and classify: one wording per cause.
 
     Never raises for a bad file: an unreadable file, a header over MAX_IMAGE_PIXELS (checked
     before decoding), a side over MAX_FRAME_SIDE (no frame that long can be scanned), a decoder
     error or a failed allocation are all reasons.
     """
-    try:
-        st = os.stat(path)  # a broken link or a loop fails here
-    except OSError as exc:
-        return None, f"cannot read it ({os_error_reason(exc)})"
-    if not _stat.S_ISREG(st.st_mode):  # a pipe would block the read for ever
-        return None, "not a regular file (a pipe, device or socket)"
+    why = named_file_problem(path)  # the words a file named alone gets: a link to nothing...
+    if why:  # (a pipe would block the read for ever)
+        return None, why
     try:
         size = image_size(path)
     except OSError as exc:
@@ -639,7 +731,9 @@ def load_image(path: str) -> tuple[np.ndarray | None, str]:
         if max(w, h) > MAX_FRAME_SIDE:
             return None, _too_long(w, h)
     try:
-        img = imageio.imread(path, cv2.IMREAD_COLOR)  # from memory: any file name works
+        img = imageio.imread(path, flags)  # from memory: any file name works
+        if img is None and Path(path).suffix.lower() == ".gif":
+            img = _gif_first_frame(path, flags)
     except OSError as exc:
         return None, f"cannot read it ({os_error_reason(exc)})"
     except cv2.error as exc:  # e.g. OpenCV's own size limit (validateInputImageSize)
@@ -651,6 +745,22 @@ def load_image(path: str) -> tuple[np.ndarray | None, str]:
     if max(img.shape[:2]) > MAX_FRAME_SIDE:  # a format whose header image_size cannot read
         return None, _too_long(img.shape[1], img.shape[0])
     return img, ""
+
+
+def _gif_first_frame(path: str, flags: int) -> np.ndarray | None:
+    """A GIF's first frame through FFmpeg, for an OpenCV that decodes no GIF itself (before
+    4.12, GIF support is off by default); None when that fails too (FFmpeg reads by name)."""
+    try:
+        cap = cv2.VideoCapture(cv_name(path, "image"), cv2.CAP_FFMPEG)
+    except UserError:  # a name that is not UTF-8
+        return None
+    try:
+        ok, img = cap.read()
+    finally:
+        cap.release()
+    if not ok or img is None:
+        return None
+    return cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if flags == cv2.IMREAD_GRAYSCALE else img
 
 
 def _too_long(w: int, h: int) -> str:
@@ -684,11 +794,11 @@ class ImageSource(Source):
                 break
         else:
             n = len(self.files)
-            first, why = self.files[0], self._tried[0][1]
+            first, why = printable(self.files[0]), self._tried[0][1]
             if n == 1:
                 raise UserError(f"source {first}: {why}")
             raise UserError(
-                f"source {spec.uri}: none of its {n} image files can be used "
+                f"source {printable(spec.uri)}: none of its {n} image files can be used "
                 f"(the first, {first}: {why})"
             )
 
@@ -700,7 +810,7 @@ class ImageSource(Source):
             if img is None:
                 self.skipped.append(i)
                 self.skipped_files.append({"path": self.files[i], "reason": why})
-                msg = f"{self.files[i]}: {why}; skipped"
+                msg = skip_line(self.files[i], why)
                 self.errors.append(msg)
                 self.warn(msg)
                 continue
@@ -773,25 +883,26 @@ class FileSource(Source):
         super().__init__(spec, warn)
         path = str(spec.target)
         if not os.path.exists(path):
-            raise UserError(f"source {path}: no such file")
+            raise UserError(f"source {printable(path)}: no such file")
         if os.path.isdir(path):
-            raise UserError(f"source {path}: is a folder with no images")
+            raise UserError(f"source {printable(path)}: is a folder with no images")
         try:
             mode = os.stat(path).st_mode
         except OSError as exc:
-            raise UserError(f"source {path}: cannot read it ({os_error_reason(exc)})") from None
+            raise UserError(
+                f"source {printable(path)}: cannot read it ({os_error_reason(exc)})"
+            ) from None
         if not _stat.S_ISREG(mode):  # opening a pipe blocks until something writes to it
             hint = "; for a camera write v4l2://" + path if _stat.S_ISCHR(mode) else ""
-            raise UserError(f"source {path}: not a regular file (a pipe, device or socket){hint}")
+            raise UserError(
+                f"source {printable(path)}: not a regular file (a pipe, device or socket){hint}"
+            )
         if not os.access(path, os.R_OK):
-            raise UserError(f"source {path}: permission denied")
+            raise UserError(f"source {printable(path)}: permission denied")
         self.cap = _open_capture(spec)
         if not self.cap.isOpened():
             self.cap.release()
-            raise UserError(
-                f"source {path}: cannot decode it (not a video, or a codec this OpenCV/FFmpeg "
-                "build lacks)"
-            )
+            raise UserError(f"source {printable(path)}: {UNDECODABLE_VIDEO}")
         fps = self.cap.get(cv2.CAP_PROP_FPS)
         self.fps = float(fps) if fps and np.isfinite(fps) and 0 < fps <= 1000 else None
         n = self.cap.get(cv2.CAP_PROP_FRAME_COUNT)
@@ -827,7 +938,7 @@ class FileSource(Source):
             lost = range(self._next, idx)  # a jump in the timestamps may skip millions
             self.skipped.extend(lost)
             msg = (
-                f"{self.spec.target}: frame{'s' if len(lost) > 1 else ''} "
+                f"{printable(self.spec.target)}: frame{'s' if len(lost) > 1 else ''} "
                 f"{lost[0]}{'-' + str(lost[-1]) if len(lost) > 1 else ''} could not be decoded, "
                 "skipped"
             )
@@ -851,14 +962,14 @@ class FileSource(Source):
         if self.frame_count is not None and self._next < self.frame_count:
             self.incomplete = True
             msg = (
-                f"{self.spec.target}: the file ends after frame {self._next} of the "
+                f"{printable(self.spec.target)}: the file ends after frame {self._next} of the "
                 f"{self.frame_count} its header declares (truncated or corrupt)"
             )
             self.errors.append(msg)
             self.warn(msg)
         elif self._decoded == 0:
             self.incomplete = True
-            msg = f"{self.spec.target}: no frame could be decoded"
+            msg = f"{printable(self.spec.target)}: no frame could be decoded"
             self.errors.append(msg)
             self.warn(msg)
 
