@@ -152,7 +152,9 @@ def read_webfaces(path: str | os.PathLike) -> tuple[list[AnnotatedImage], InputR
     boxes: dict[str, list[Face]] = {}
     order: list[str] = []
     try:
-        text = f.read_text(encoding="utf-8", errors="replace")
+        # utf-8-sig: a BOM (Windows editors) made the first file name missing; surrogateescape:
+        # a name in another encoding maps back to its bytes on disk (replace lost it)
+        text = f.read_text(encoding="utf-8-sig", errors="surrogateescape")
     except OSError as exc:
         raise UserError(f"cannot read {f}: {exc.strerror or exc}") from None
     exists: dict[str, bool] = {}
@@ -194,7 +196,9 @@ def read_box_file(path: str | os.PathLike) -> tuple[list[AnnotatedImage], InputR
     if not f.is_file():
         raise UserError(f"annotation file not found: {f}")
     try:
-        text = f.read_text(encoding="utf-8", errors="replace")
+        # utf-8-sig: a BOM (Windows editors) made the first file name missing; surrogateescape:
+        # a name in another encoding maps back to its bytes on disk (replace lost it)
+        text = f.read_text(encoding="utf-8-sig", errors="surrogateescape")
     except OSError as exc:
         raise UserError(f"cannot read {f}: {exc.strerror or exc}") from None
     report = InputReport()

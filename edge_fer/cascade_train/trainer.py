@@ -408,6 +408,51 @@ def _same_option(key: str, saved, given) -> bool:
     return json.dumps(saved) == json.dumps(given)
 
 
+def _resume_point(
+    state: dict, state_path: Path, casc_path: Path, depth: int
+) -> tuple[np.random.Generator, np.ndarray, Cascade | None]:
+    """The generators and the cascade a resume continues from, every part of `state` it reads
+    checked before the data is loaded: a damaged or hand-edited state.json, or a cascade.pico of
+    another depth, was a KeyError or a numpy ValueError after minutes of loading images."""
+
+    def bad(why: str) -> UserError:
+        return UserError(f"{state_path} is not a train-cascade state ({why}); use a new --out")
+
+    for key, kind in (("options", dict), ("data", dict), ("stages", list), ("rng", dict),
+                      ("lanes", list)):  # fmt: skip
+        if not isinstance(state.get(key), kind):
+            raise bad(f"no {key!r} {kind.__name__}")
+    for key in ("stage", "ntrees"):
+        v = state.get(key)
+        if not isinstance(v, int) or isinstance(v, bool) or v < 0:
+            raise bad(f"{key!r} is {v!r}, not a count")
+    if not isinstance(state.get("elapsed_s"), (int, float)) or isinstance(state["elapsed_s"], bool):
+        raise bad(f"'elapsed_s' is {state.get('elapsed_s')!r}, not seconds")
+    last = state["stages"][-1] if state["stages"] else {"cascade_fpr_before": 1, "stage_fpr": 1}
+    if not isinstance(last, dict) or not all(
+        isinstance(last.get(k), (int, float)) for k in ("cascade_fpr_before", "stage_fpr")
+    ):  # the next stage's FPR guess
+        raise bad("its last stage record has no FPRs")
+    rng = np.random.default_rng()
+    try:
+        rng.bit_generator.state = state["rng"]
+        lanes = np.array([int(x) for x in state["lanes"]], dtype=np.uint64)
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:
+        raise bad(f"its generator states: {type(exc).__name__}: {exc}") from None
+    if lanes.shape != (bootstrap.NLANES,):
+        raise bad(f"{len(lanes)} mining lanes, not {bootstrap.NLANES}")
+    ntrees = state["ntrees"]
+    casc = Cascade.load(casc_path) if ntrees else None
+    if casc is not None and casc.ntrees < ntrees:
+        raise UserError(f"{casc_path} has fewer trees than {state_path} records")
+    if casc is not None and casc.tdepth != depth:
+        raise UserError(
+            f"{casc_path} has trees of depth {casc.tdepth}, but the run learns depth {depth}: "
+            "it is not this run's cascade"
+        )
+    return rng, lanes, casc
+
+
 def _no_tree_reason(state: dict, cfg: TrainConfig, exhausted) -> str:
     """One line: why a run ended before its first tree."""
     why = state.get("stop_reason")
@@ -445,6 +490,7 @@ def train(
         numba.set_num_threads(max(1, min(cfg.threads, numba.config.NUMBA_NUM_THREADS)))
 
     state: dict | None = None
+    resumed: tuple[np.random.Generator, np.ndarray, Cascade | None] | None = None
     if state_path.exists():
         if not resume:
             raise UserError(f"{out} already holds a training run: use --resume or a new --out")
@@ -454,6 +500,7 @@ def train(
             raise UserError(f"cannot read {state_path}: {exc}") from None
         if not isinstance(state, dict) or state.get("format") != FORMAT_VERSION:
             raise UserError(f"{state_path} was written by another version of the trainer")
+        resumed = _resume_point(state, state_path, casc_path, cfg.depth)
         saved = state["options"]
         mine = cfg.learning_options()
         diff = [k for k in LEARNING_KEYS if not _same_option(k, saved.get(k), mine[k])]
@@ -503,12 +550,8 @@ def train(
                 f"the data changed since the run in {out} started "
                 f"({state['data'].get('faces')} faces then, {data.summary['faces']} now)"
             )
-        rng = np.random.default_rng()
-        rng.bit_generator.state = state["rng"]
-        lanes = np.array([int(x) for x in state["lanes"]], dtype=np.uint64)
-        casc = Cascade.load(casc_path) if state["ntrees"] else None
-        if casc is not None and casc.ntrees < state["ntrees"]:
-            raise UserError(f"{casc_path} has fewer trees than {state_path} records")
+        assert resumed is not None
+        rng, lanes, casc = resumed
         builder = (
             _CascadeBuilder.from_cascade(casc, state["ntrees"])
             if casc

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
@@ -201,6 +202,7 @@ def register(sub) -> None:
     )
     e.add_argument("--json", action="store_true", help="print JSON")
     e.add_argument("--out", default=None, help="also write the JSON here")
+    e.add_argument("--force", action="store_true", help="replace an existing --out or --card file")
     e.add_argument(
         "--card", default=None, metavar="FILE", help="write a markdown model card (needs --run)"
     )
@@ -296,6 +298,11 @@ def run_eval(args) -> int:
     why = "it would replace or join the annotated images"
     check_outside(outs, args.data, "--data", why)
     check_outside(outs, bg_dir, "--backgrounds", "it would join the face-free images")
+    for flag, path in outs:  # any file was replaced: an earlier report, another run's state.json
+        if path and not args.force and os.path.lexists(path):
+            raise UserError(
+                f"{flag} {path}: exists; pass --force to replace it, or give another name"
+            )
     cand = Cascade.load(args.cascade)
     if args.stages:
         cand = ev.truncate_stages(cand, args.stages)

@@ -286,6 +286,9 @@ class Detector:
         self._interpreted = False
         self._others: list[Detector] = []
         self._others_key: tuple | None = None
+        # one frame at a time: a detector shared by threads mixed their frames' state (another
+        # photo's shape reset the memory mid-frame, and every window scoring >= 0 was a face)
+        self._lock = threading.RLock()
 
     # ---- public API ----------------------------------------------------------------------
     def detect(self, gray: np.ndarray) -> list[Detection]:
@@ -294,10 +297,14 @@ class Detector:
         Until the memory holds `memory` frames (after a reset), the threshold is scaled by the
         frames it holds: a face is then reported from the first frame, at the per-frame bar
         the pooled threshold stands for, instead of once enough frames have added up."""
+        with self._lock:
+            return self._detect(gray)
+
+    def _detect(self, gray: np.ndarray) -> list[Detection]:
         if getattr(gray, "shape", None) != self._shape:  # positions mean nothing across sizes
             self.reset()
             self._shape = getattr(gray, "shape", None)
-        raw = self.raw(gray)
+        raw = self._raw(gray)
         pooled = self._memory.push(raw)
         clustered = self.group(pooled)
         held = self._memory.filled
@@ -313,6 +320,10 @@ class Detector:
         of every scan angle together (a face rolled between two angles fires at both, and its
         cluster sums them). On a schedule (fine_budget > 0), the fine scales' windows as each
         part of them was last scanned (see `edge_fer.detect.schedule`)."""
+        with self._lock:
+            return self._raw(gray)
+
+    def _raw(self, gray: np.ndarray) -> np.ndarray:
         frame = self._check_frame(gray)
         rects = self._regions(*frame.shape)
         on = self._schedule_on()  # the other angles' scanners follow this one's memory
@@ -328,8 +339,9 @@ class Detector:
         detector that is given focus boxes (even none) looks only there; one that is not looks
         around its own last detections (which a verifier behind it may still reject)."""
         b = np.asarray(boxes, np.float64)
-        self._focus = b.reshape(-1, b.shape[-1]) if b.size and b.ndim >= 1 else None
-        self._focused = True
+        with self._lock:
+            self._focus = b.reshape(-1, b.shape[-1]) if b.size and b.ndim >= 1 else None
+            self._focused = True
 
     def group(self, raw: np.ndarray) -> np.ndarray:
         """Windows (n, 4) grouped into detections (m, 4) [row, col, size, score], unthresholded."""
@@ -338,13 +350,14 @@ class Detector:
     def reset(self) -> None:
         """Forget the temporal memory and the scan rotation (call between unrelated clips):
         the next frame is scanned at every scale."""
-        self._memory.reset()
-        self._sched = None
-        self._hot = np.empty((0, 4), np.float32)
-        self._focus = None
-        self._focused = False
-        for o in self._others:
-            o.reset()
+        with self._lock:
+            self._memory.reset()
+            self._sched = None
+            self._hot = np.empty((0, 4), np.float32)
+            self._focus = None
+            self._focused = False
+            for o in self._others:
+                o.reset()
 
     @property
     def memory(self) -> int:
@@ -359,7 +372,8 @@ class Detector:
 
     def grid(self, nrows: int, ncols: int) -> ScanGrid:
         """The windows a frame of this shape is scanned at (`.windows` counts them)."""
-        return self._plan(nrows, ncols).grid
+        with self._lock:
+            return self._plan(nrows, ncols).grid
 
     # ---- internals -----------------------------------------------------------------------
     def _schedule_on(self) -> bool:
