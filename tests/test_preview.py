@@ -244,3 +244,67 @@ def test_a_viewer_that_drops_its_connection_prints_nothing(preview, capfd):
     assert _wait(lambda: p.connections == 0)
     assert _get(p.port, "/", f"127.0.0.1:{p.port}")[0] == 200  # still serving
     assert capfd.readouterr().err == ""
+
+
+# ---- snapshots, close, bad host names -----------------------------------------------------------
+
+
+def _frame_jpg(port: int) -> np.ndarray:
+    import cv2
+
+    status, body = _get(port, "/frame.jpg", f"127.0.0.1:{port}")
+    assert status == 200
+    return cv2.imdecode(np.frombuffer(body, np.uint8), cv2.IMREAD_COLOR)
+
+
+def test_snapshot_is_the_current_frame_not_an_old_one(preview):
+    """With no stream client frames are not encoded: /frame.jpg served the frame kept from long
+    ago (the run's first, then the one after the previous request), never the current one."""
+    p = preview(0, max_fps=100)
+    level = [20]
+    stop, t = feed_frames(lambda f: p.write(np.full_like(f, level[0])), (24, 32, 3))
+    try:
+        assert _wait(lambda: p._jpeg is not None)
+        time.sleep(0.5)
+        level[0] = 220  # the scene changes; nobody watches
+        time.sleep(0.5)
+        assert abs(float(_frame_jpg(p.port).mean()) - 220) < 10
+        level[0] = 90
+        time.sleep(0.5)
+        assert abs(float(_frame_jpg(p.port).mean()) - 90) < 10
+    finally:
+        stop.set()
+        t.join()
+
+
+def test_close_drops_open_connections(preview):
+    """close() stopped accepting but left open connections: an idle one, or a viewer that
+    stopped reading, kept its thread and socket for up to request_timeout after the run."""
+    p = preview(0, request_timeout=60, max_fps=100)
+    stop, t = feed_frames(p.write, (120, 160, 3), interval=0.005)
+    idle = socket.create_connection(("127.0.0.1", p.port), timeout=10)
+    stalled = socket.socket()
+    stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    stalled.settimeout(10)
+    stalled.connect(("127.0.0.1", p.port))
+    try:
+        stalled.sendall(f"GET /stream HTTP/1.0\r\nHost: 127.0.0.1:{p.port}\r\n\r\n".encode())
+        assert _wait(lambda: p.connections == 2 and p.clients == 1)
+        time.sleep(0.5)  # its buffers fill: the server's thread blocks in a write
+        stop.set()
+        t.join()
+        p.close()
+        assert p.connections == 0
+        idle.settimeout(5)
+        assert idle.recv(100) == b""  # closed now, not in 60 s
+    finally:
+        stop.set()
+        idle.close()
+        stalled.close()
+
+
+def test_a_host_name_that_cannot_be_encoded_is_a_user_error():
+    """A non-ASCII label of over 63 characters: bind raised TypeError (a traceback, exit 1)."""
+    with pytest.raises(UserError, match="not a valid host name") as exc:
+        MJPEGPreview(0, "ö" * 70 + ".example")
+    assert len(str(exc.value).splitlines()) == 1

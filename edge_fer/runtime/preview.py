@@ -145,7 +145,9 @@ class MJPEGPreview:
         self.request_timeout = float(request_timeout)
         self._cond = threading.Condition()
         self._jpeg: bytes | None = None
+        self._jpeg_time = 0.0  # when _jpeg was encoded
         self._seq = 0
+        self._socks: set[socket.socket] = set()  # the open connections, closed by close()
         self._last_encode = 0.0
         self._closed = False
         self.clients = 0  # stream clients now (frames are encoded only for someone)
@@ -249,6 +251,7 @@ class MJPEGPreview:
                     full = preview.connections >= preview.max_clients
                     if not full:
                         preview.connections += 1
+                        preview._socks.add(request)
                 if full:  # answered here, in the accepting thread: no thread per extra client
                     preview.refused += 1
                     _refuse(request)
@@ -257,18 +260,20 @@ class MJPEGPreview:
                 try:
                     super().process_request(request, client_address)
                 except BaseException:
-                    self._release()
+                    self._release(request)
                     raise
 
             def process_request_thread(self, request, client_address):
                 try:
                     super().process_request_thread(request, client_address)
                 finally:
-                    self._release()
+                    self._release(request)
 
-            def _release(self):
+            def _release(self, request):
                 with preview._cond:
                     preview.connections -= 1
+                    preview._socks.discard(request)
+                    preview._cond.notify_all()
 
             def handle_error(self, request, client_address):
                 # a viewer that dropped the connection (reset, closed while its request was
@@ -283,6 +288,8 @@ class MJPEGPreview:
             raise UserError(
                 f"--preview-port: cannot listen on {host}:{port} ({exc.strerror or exc})"
             ) from None
+        except (TypeError, ValueError):  # bind's "encoding of hostname failed" (a bad IDN label)
+            raise UserError(f"--preview-host {host}: not a valid host name or address") from None
         bound = self.server.server_address
         self.host, self.port = str(bound[0]), int(bound[1])
         self._thread = threading.Thread(
@@ -303,7 +310,11 @@ class MJPEGPreview:
             if snapshot:
                 self.wants_frame.set()
                 if self._jpeg is not None:
-                    return self._jpeg, self._seq
+                    # with no stream client frames are not encoded: the one kept may be hours
+                    # old (the run's first). Wait a little for the one just asked for
+                    if time.monotonic() - self._jpeg_time <= max(2 * self.min_interval, 0.2):
+                        return self._jpeg, self._seq
+                    after_seq, timeout = self._seq, min(timeout, 1.0)
             end = time.monotonic() + timeout
             while self._seq <= after_seq and not self._closed:
                 left = end - time.monotonic()
@@ -323,7 +334,7 @@ class MJPEGPreview:
             return
         self._last_encode = now
         with self._cond:
-            self._jpeg = buf.tobytes()
+            self._jpeg, self._jpeg_time = buf.tobytes(), now
             self._seq += 1
             self.wants_frame.clear()
             self._cond.notify_all()
@@ -335,6 +346,20 @@ class MJPEGPreview:
         self.server.shutdown()
         self.server.server_close()
         self._thread.join(timeout=2.0)
+        # open connections too: else a viewer that stopped reading, or an idle one, keeps its
+        # thread and socket for up to request_timeout after the run
+        with self._cond:
+            for sock in list(self._socks):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)  # wakes the thread blocked on it
+                except OSError:
+                    pass
+            end = time.monotonic() + 2.0
+            while self.connections > 0:
+                left = end - time.monotonic()
+                if left <= 0:
+                    break
+                self._cond.wait(left)
 
 
 _BUSY = b"too many preview clients; try again later\n"
