@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import signal
 import sys
 import threading
 import time
@@ -13,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from paths import BACKGROUNDS, PICO, WEBFACES, shared
-from processes import run_cli
+from paths import BACKGROUNDS, FER, PICO, WEBFACES, shared
+from processes import interrupt, run_cli, run_python, spawn_cli
 
 from edge_fer.cascade_train.annotations import read_box_file, read_webfaces
 from edge_fer.cli.main import main
@@ -206,3 +207,139 @@ def test_a_box_file_with_a_bom_or_latin1_names_keeps_every_face(tiny_data, tmp_p
     latin.write_bytes(b"caf\xe9.jpg " + lines[0].split(None, 1)[1].encode() + b"\n")
     ims, report = read_box_file(latin)
     assert report.to_json() == {} and len(ims) == 1 and ims[0].path.is_file()
+
+
+# ---- train-cascade interrupted before its first stage ended --------------------------------
+
+
+def _slow_stage_argv(tmp_path: Path, out: Path) -> list:
+    """A run whose stage 1 takes seconds after its negatives' debug mosaic is written: boxes on
+    arbitrary patches of a real photo, 65536 tests per node."""
+    shared("data/webfaces"), shared("data/backgrounds")
+    src = min((WEBFACES / "images").glob("*.jpg"))
+    shutil.copy(src, tmp_path / "photo.jpg")
+    rng = np.random.default_rng(0)
+    boxes = tmp_path / "patches.txt"
+    boxes.write_text("".join(f"photo.jpg {x:.0f} {y:.0f} 40 40\n"
+                             for x, y in rng.uniform(0, 150, (60, 2))))  # fmt: skip
+    bg = tmp_path / "bg"
+    bg.mkdir()
+    shutil.copy(min(BACKGROUNDS.iterdir()), bg / "b.jpg")
+    return ["train-cascade", "--boxes", boxes, "--backgrounds", bg, "--out", out, "--tests",
+            "65536", "--depth", "6", "--stage-trees", "40", "--max-fpr", "1e-9", "--min-tpr",
+            "1", "--jitter", "20", "--neg-ratio", "1", "--threads", "1", "--max-stages", "1",
+            "--verbose"]  # fmt: skip
+
+
+def test_ctrl_c_before_stage_1_ended_leaves_no_folder_that_resume_and_rerun_refuse(tmp_path):
+    """Ctrl-C in stage 1 of a new run left OUT with debug/ and no state.json: "add --resume"
+    then failed ("nothing to resume") and the same command without it refused OUT ("holds
+    other files"). Now the run removes what it wrote (the folder too, as it made it)."""
+    out = tmp_path / "run"
+    argv = _slow_stage_argv(tmp_path, out)
+    proc = spawn_cli(*argv, NUMBA_NUM_THREADS="1")
+    err = interrupt(proc, signal.SIGINT, (out / "debug" / "negatives_01.png").exists)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert "interrupted (Ctrl-C)" in err and "Traceback" not in err, err
+    assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+    # --resume on it says how to start instead, in one line
+    r = run_cli(*argv, "--resume")
+    assert r.returncode == 2, r.stderr
+    _one_line_error(r.stderr, "nothing to resume", "without --resume")
+
+
+# ---- API arguments of the wrong type or range ------------------------------------------------
+
+
+def _tiny_cascade(**kw) -> Cascade:
+    args = {"tdepth": 1, "codes": np.zeros((1, 1, 4)), "leaves": [[0.5, -0.5]],
+            "thresholds": [-1.0], **kw}  # fmt: skip
+    return Cascade(**args)
+
+
+@pytest.mark.parametrize(
+    "call, param",
+    [
+        (lambda: _tiny_cascade().save(None), "path"),  # TypeError
+        (lambda: _tiny_cascade().save(""), "path"),  # ValueError "has an empty name"
+        (lambda: Cascade.from_bytes("pico" * 8), "data"),  # TypeError in len()
+        (lambda: Detector(_tiny_cascade(), grouping=["chain"]), "grouping"),  # unhashable
+        (lambda: _resolve(None), "options"),  # AttributeError
+        (lambda: _picker(3), "cascade"),  # TypeError in Path()
+        (lambda: _tiny_cascade(codes=np.full((1, 1, 4), 200)), "codes"),  # wrapped to -56
+        (lambda: _tiny_cascade(codes=np.full((1, 1, 4), -129)), "codes"),  # wrapped to 127
+        (lambda: _tiny_cascade(codes=np.full((1, 1, 4), 1.5)), "codes"),  # truncated to 1
+        (lambda: _tiny_cascade(codes=np.full((1, 1, 4), np.nan)), "codes"),  # became 0
+        (lambda: _tiny_cascade(leaves=[["a", "b"]]), "leaves"),  # ValueError
+        (lambda: _tiny_cascade(header="8 chars!"), "header"),  # TypeError in to_bytes()
+        (lambda: _tiny_cascade(tdepth=True), "tdepth"),  # taken as depth 1
+    ],
+)
+def test_api_arguments_of_the_wrong_type_or_range_are_a_user_error_naming_them(call, param):
+    """Each was a plain TypeError / ValueError / AttributeError, or (codes outside -128..127,
+    not whole) silently a different cascade."""
+    from edge_fer.errors import UserError
+
+    with pytest.raises(UserError) as exc:
+        call()
+    assert exc.value.param == param, exc.value
+
+
+def _resolve(options):
+    from edge_fer.detect.config import CascadeSettings, resolve
+
+    return resolve(options, CascadeSettings.for_cascade(None), (100, 100))
+
+
+def _picker(cascade):
+    from edge_fer.detect.config import DetectorOptions
+    from edge_fer.detect.factory import DetectorPicker
+
+    return DetectorPicker(cascade, DetectorOptions())
+
+
+def test_cascade_codes_at_the_int8_limits_and_byte_buffers_still_load(tmp_path):
+    codes = np.array([[[-128, 127, 0, -1]]])
+    casc = _tiny_cascade(codes=codes)
+    assert (casc.codes == codes).all()
+    data = casc.to_bytes()
+    for buf in (data, bytearray(data), memoryview(data)):
+        assert (Cascade.from_bytes(buf).codes == codes).all()
+    casc.save(tmp_path / "c.pico")
+    assert Cascade.load(tmp_path / "c.pico").to_bytes() == data
+
+
+# ---- the cascade_train helper scripts ---------------------------------------------------------
+
+
+def test_lowres_and_fer_faces_refuse_bad_arguments_in_one_line(tmp_path):
+    """A negative --seed or --count, or an `out` that is a file, was a numpy ValueError or a
+    FileExistsError traceback, exit 1 (lowres after making `out`)."""
+    shared("data/webfaces"), shared("data/fer2013")
+    wf = tmp_path / "wf"  # a WebFaces folder of 2 real images
+    (wf / "images").mkdir(parents=True)
+    truth = (WEBFACES / "WebFaces_GroundThruth.txt").read_text().splitlines()[:2]
+    for line in truth:
+        name = line.split()[0]
+        shutil.copy(WEBFACES / "images" / name, wf / "images" / name)
+    (wf / "WebFaces_GroundThruth.txt").write_text("\n".join(truth) + "\n")
+    fer = tmp_path / "fer"  # a FER2013 folder of 2 real faces
+    (fer / "train" / "happy").mkdir(parents=True)
+    for i, src in enumerate(sorted((FER / "train" / "happy").glob("Training_*.jpg"))[:2]):
+        shutil.copy(src, fer / "train" / "happy" / f"Training_{i}.jpg")
+    a_file = tmp_path / "a_file"
+    a_file.write_text("mine\n")
+    out = tmp_path / "out"
+    for tool, argv, words in [
+        ("lowres", [wf, out, "--seed", "-1"], ["--seed", ">= 0", "-1"]),
+        ("lowres", [wf, a_file], [str(a_file), "not a folder"]),
+        ("fer_faces", [fer, out, "--count", "-5"], ["--count", ">= 1", "-5"]),
+        ("fer_faces", [fer, out, "--seed", "-1"], ["--seed", ">= 0"]),
+        ("fer_faces", [fer, a_file], [str(a_file), "not a folder"]),
+    ]:
+        r = run_python("-m", f"edge_fer.cascade_train.{tool}", *argv)
+        assert r.returncode == 2, (tool, argv, r.stderr)
+        _one_line_error(r.stderr, f"{tool}: error:", *words)
+        assert not out.exists() and a_file.read_text() == "mine\n"
+    r = run_python("-m", "edge_fer.cascade_train.fer_faces", fer, out, "--count", "2")
+    assert r.returncode == 0 and len((out / "boxes.txt").read_text().splitlines()) == 2, r.stderr

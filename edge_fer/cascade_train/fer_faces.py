@@ -26,16 +26,20 @@ FER_BOX = (0.8, 0.2, 45.0, 45.0)  # x, y, w, h in a 48x48 FER2013 image
 
 def write_fer_boxes(fer: str | Path, out: str | Path, count: int = 8000, seed: int = 0) -> int:
     """Write `out`/boxes.txt for `count` Training faces drawn with `seed`; returns the count."""
+    from edge_fer.cascade_train.script import out_folder
     from edge_fer.errors import UserError
+    from edge_fer.limits import check_count
 
+    # numpy's ValueError tracebacks before (-5, seed -1); 0 wrote a box file with no face
+    check_count(count, "count")
+    check_count(seed, "seed", lowest=0)
     files = sorted(Path(fer).resolve().glob("train/*/Training_*.jpg"))
     if not files:
         raise UserError(f"{fer}: no train/<class>/Training_*.jpg images (a FER2013 folder)")
     rng = np.random.default_rng(seed)
     pick = sorted(rng.choice(len(files), size=min(count, len(files)), replace=False))
     x, y, w, h = FER_BOX
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    out = out_folder(out)
     lines = [f"{files[i]} {x} {y} {w} {h}" for i in pick]
     (out / "boxes.txt").write_text("\n".join(lines) + "\n")
     return len(lines)
@@ -54,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         n = write_fer_boxes(args.fer, args.out, args.count, args.seed)
         return f"{n} faces -> {args.out}/boxes.txt"
 
-    return run_tool("fer_faces", work)
+    return run_tool("fer_faces", work, flags=("count", "seed"))
 
 
 if __name__ == "__main__":

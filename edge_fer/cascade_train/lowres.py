@@ -29,13 +29,16 @@ def make_lowres(
     import cv2
 
     from edge_fer.cascade_train.annotations import read_webfaces, split_images
+    from edge_fer.cascade_train.script import out_folder
+    from edge_fer.limits import check_count
 
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    images, _ = read_webfaces(webfaces)
+    check_count(seed, "seed", lowest=0)  # -1 was numpy's ValueError traceback
+    # the data before the folder: a mistake in either left an empty `out` behind
+    train = split_images(read_webfaces(webfaces)[0], "train", val_fraction)
+    out = out_folder(out)
     rng = np.random.default_rng(seed)
     lines, n = [], 0
-    for im in split_images(images, "train", val_fraction):
+    for im in train:
         g = read_or_none(im.path, cv2.IMREAD_GRAYSCALE)
         if g is None:
             continue
@@ -76,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         n, k = make_lowres(args.webfaces, args.out, args.seed, args.val_fraction)
         return f"{n} images, {k} faces -> {args.out}/boxes.txt"
 
-    return run_tool("lowres", work)
+    return run_tool("lowres", work, flags=("seed", "val_fraction"))
 
 
 if __name__ == "__main__":

@@ -3,19 +3,46 @@ on stderr and exit 2, as in the edge-fer CLI."""
 
 from __future__ import annotations
 
+import os
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from pathlib import Path
 
 
-def run_tool(prog: str, work: Callable[[], str | None]) -> int:
-    """Run `work`; print what it returns (a summary line), or `prog: error: ...` and return 2."""
+def run_tool(prog: str, work: Callable[[], str | None], flags: Iterable[str] = ()) -> int:
+    """Run `work`; print what it returns (a summary line), or `prog: error: ...` and return 2.
+    `flags`: the parameters that are options (`seed` -> `--seed` in the message)."""
     from edge_fer.errors import UserError
+    from edge_fer.fileio import os_error_reason
 
     try:
         summary = work()
     except UserError as exc:
-        print(f"{prog}: error: {exc}", file=sys.stderr)
+        flag = "--" + exc.param.replace("_", "-") if exc.param in set(flags) else None
+        print(f"{prog}: error: {exc.render(flag)}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # a write that failed half way (disk full): no traceback either
+        where = f" ({exc.filename})" if exc.filename else ""
+        print(f"{prog}: error: {os_error_reason(exc)}{where}", file=sys.stderr)
         return 2
     if summary:
         print(summary)
     return 0
+
+
+def out_folder(out: str | os.PathLike, param: str = "out") -> Path:
+    """`out` made (with its parents) as the tool's output folder; a UserError naming `param`
+    when it cannot be (a file of that name was a FileExistsError traceback)."""
+    from edge_fer.errors import UserError
+    from edge_fer.fileio import os_error_reason
+
+    if not isinstance(out, (str, os.PathLike)) or not os.fspath(out):
+        raise UserError(f"must be a folder name, got {out!r}", param=param)
+    path = Path(out)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path} exists and is not a folder", param=param)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise UserError(f"{path}: cannot create it ({os_error_reason(exc)})", param=param) from None
+    return path

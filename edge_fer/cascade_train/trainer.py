@@ -17,11 +17,11 @@ from them and produces the same cascade as an uninterrupted run.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import numbers
 import os
-import shutil
 import sys
 import time
 from collections.abc import Callable
@@ -511,7 +511,12 @@ def train(
                 f"{saved.get(k)!r} there, {mine[k]!r} now); repeat its options or use a new --out"
             )
     elif resume:
-        raise UserError(f"nothing to resume in {out} (no {STATE_FILE})")
+        # a run stopped before its first stage ended removes what it wrote (below), so the
+        # advice "add --resume" cannot apply to it; a mistyped --out must not start a new run
+        raise UserError(
+            f"nothing to resume in {out} (no {STATE_FILE}; a run stopped before its first "
+            "stage ended leaves none): run the command without --resume"
+        )
     else:
         _check_new_out(out, cfg)
     created = not out.exists()
@@ -522,10 +527,44 @@ def train(
 
     try:
         data = load_data(cfg, log)
-    except BaseException:  # no positives, Ctrl-C while reading: no run was started in OUT
-        if created:
-            shutil.rmtree(out, ignore_errors=True)  # this run's own folder, nothing in it yet
+        return _learn(cfg, out, data, state, resumed, log, command)
+    except BaseException as exc:
+        # no positives, no tree, Ctrl-C before stage 1 ended: a new run left nothing to resume,
+        # only an empty folder or debug images, which --resume refused ("nothing to resume")
+        # and a rerun refused too ("holds other files")
+        if state is None and not state_path.exists():
+            _remove_unfinished(out, created)
+            if isinstance(exc, KeyboardInterrupt):
+                gone = f"removed {out}" if not out.exists() else f"{out} left as it was"
+                log(f"stopped before stage 1 ended: nothing to resume ({gone}); start again")
         raise
+
+
+def _remove_unfinished(out: Path, created: bool) -> None:
+    """What a new run wrote into `out` before its first state.json, and `out` itself if the
+    run made it: only the run's own files by name (the folder was new or empty when it
+    started), never a file someone put there meanwhile."""
+    debug = out / "debug"
+    for f in [out / CASCADE_FILE, *sorted(debug.glob("negatives_*.png"))]:
+        with contextlib.suppress(OSError):
+            f.unlink()
+    for d in (debug, out) if created else (debug,):
+        with contextlib.suppress(OSError):  # not empty: someone else's files are in it
+            d.rmdir()
+
+
+def _learn(
+    cfg: TrainConfig,
+    out: Path,
+    data: TrainData,
+    state: dict | None,
+    resumed: tuple[np.random.Generator, np.ndarray, Cascade | None] | None,
+    log: Callable[[str], None],
+    command: str | None,
+) -> dict:
+    """The stages of `train` on loaded data, from `state` (None: a new run)."""
+    state_path = out / STATE_FILE
+    casc_path = out / CASCADE_FILE
     pix, off, H, W = data.store.arrays()
 
     if state is None:
@@ -720,8 +759,7 @@ def train(
     if builder.ntrees == 0:
         # no cascade to write: a run that "finished" with exit 0 named a cascade.pico that did
         # not exist, and its state.json made the folder a complete run that --resume skipped
-        if created:
-            shutil.rmtree(out, ignore_errors=True)  # this run's own folder, nothing else in it
+        # (`train` removes the folder if the run made it)
         raise UserError(_no_tree_reason(state, cfg, exhausted))
     checkpoint()
     log(

@@ -53,10 +53,14 @@ class Cascade:
     source: str = field(default="<memory>")
 
     def __post_init__(self) -> None:
-        self.codes = np.ascontiguousarray(self.codes, dtype=np.int8)
-        self.leaves = np.ascontiguousarray(self.leaves, dtype=np.float32)
-        self.thresholds = np.ascontiguousarray(self.thresholds, dtype=np.float32)
+        if isinstance(self.tdepth, bool):  # True was a depth of 1
+            raise CascadeError(f"must be an integer, got {self.tdepth!r}", param="tdepth")
+        self.codes = _int8_codes(self.codes)
+        self.leaves = _float32s(self.leaves, "leaves")
+        self.thresholds = _float32s(self.thresholds, "thresholds")
         _check_arrays(self.tdepth, self.codes, self.leaves, self.thresholds, self.source)
+        if not isinstance(self.header, bytes):  # a str failed only in to_bytes / save
+            raise CascadeError(f"must be 8 bytes, got {type(self.header).__name__}", param="header")
         if len(self.header) != 8:
             raise CascadeError(f"{self.source}: header must be 8 bytes, got {len(self.header)}")
 
@@ -97,6 +101,16 @@ class Cascade:
 
     @classmethod
     def from_bytes(cls, data: bytes, source: str = "<bytes>") -> Cascade:
+        """A cascade from a pico file's contents (bytes, bytearray or memoryview)."""
+        if not isinstance(data, (bytes, bytearray, memoryview)):  # a str: a TypeError in len()
+            raise CascadeError(
+                f"must be the bytes of a pico cascade, got {type(data).__name__}", param="data"
+            )
+        if isinstance(data, memoryview):
+            try:  # len() and the offsets below count bytes
+                data = data.cast("B")
+            except TypeError as exc:  # not contiguous
+                raise CascadeError(f"cannot be read as bytes ({exc})", param="data") from None
         n = len(data)
         if n < HEADER_BYTES:
             raise CascadeError(
@@ -155,13 +169,49 @@ class Cascade:
     def save(self, path: str | os.PathLike) -> None:
         from edge_fer.fileio import write_bytes
 
+        # None or an int was a TypeError, "" a ValueError ("PosixPath('.') has an empty name")
+        if not isinstance(path, (str, os.PathLike)) or not os.fspath(path):
+            raise CascadeError(f"must be a file name, got {path!r}", param="path")
         try:
             write_bytes(path, self.to_bytes())
-        except OSError as exc:
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte in the name
             raise CascadeError(f"cannot write cascade {path}: {_reason(exc)}") from None
 
     def __repr__(self) -> str:
         return f"Cascade(source={self.source!r}, tdepth={self.tdepth}, ntrees={self.ntrees})"
+
+
+def _numbers(values, param: str) -> np.ndarray:
+    """`values` as a numeric array; CascadeError naming `param` for strings, objects, booleans."""
+    try:
+        arr = np.asarray(values)
+    except (TypeError, ValueError) as exc:  # ragged lists
+        raise CascadeError(f"must be an array of numbers ({_reason(exc)})", param=param) from None
+    if arr.dtype.kind not in "iuf":
+        raise CascadeError(f"must be an array of numbers, got dtype {arr.dtype}", param=param)
+    return arr
+
+
+def _int8_codes(codes) -> np.ndarray:
+    """The node codes (pixel offsets in 1/256 of the window): whole numbers in -128..127.
+    numpy's cast wrapped 200 to -56, truncated 1.5 and turned NaN into 0, a different cascade
+    without a word."""
+    arr = _numbers(codes, "codes")
+    if arr.size:
+        wide = arr.astype(np.float64)
+        bad = ~np.isfinite(wide) | (wide != np.round(wide)) | (wide < -128) | (wide > 127)
+        if bad.any():
+            v = arr.flat[int(np.flatnonzero(bad.ravel())[0])]
+            raise CascadeError(f"must be whole numbers in -128..127, got {v}", param="codes")
+    return np.ascontiguousarray(arr, dtype=np.int8)
+
+
+def _float32s(values, param: str) -> np.ndarray:
+    """`values` as float32; a value beyond float32's range stays inf (refused by _check_arrays
+    as non-finite) without numpy's overflow warning."""
+    arr = _numbers(values, param)
+    with np.errstate(over="ignore", invalid="ignore"):
+        return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def _check_arrays(

@@ -178,6 +178,8 @@ def lowres_cascade_path() -> Path | None:
 
 def resolve_cascade(path: str | Path | None) -> Path:
     """The cascade given (it must exist), else the bundled default."""
+    if path is not None and not isinstance(path, (str, PathLike)):  # 3: a TypeError in Path()
+        raise UserError(f"must be a file name or None, got {path!r}", param="cascade")
     if path is None:
         p = default_cascade_path()
         if p is None:
@@ -431,6 +433,14 @@ def resolve(
     `stills`: the frames are unrelated photos, each scanned on its own: memory 1 and the
     cascade's single-image threshold unless the options set them.
     UserError for a verifier_min_prob outside [0, 1] when a verifier runs."""
+    # None for either was an AttributeError further in
+    if not isinstance(options, DetectorOptions):
+        raise UserError(f"must be a DetectorOptions, got {options!r}", param="options")
+    if not isinstance(settings, CascadeSettings):
+        raise UserError(
+            f"must be a CascadeSettings (CascadeSettings.for_cascade(path)), got {settings!r}",
+            param="settings",
+        )
     o, s = options, settings
     short = min(int(v or 0) for v in tuple(frame_shape)[:2]) if len(frame_shape) >= 2 else 0
     if not upscaling:

@@ -244,7 +244,7 @@ class Detector:
             )
         # the overlap above which windows are grouped
         _check_number("iou", iou, 0.0, 1.0, "a number in [0, 1)", hi_open=True)
-        if grouping not in GROUPINGS:
+        if not isinstance(grouping, str) or grouping not in GROUPINGS:  # a list: TypeError
             raise UserError(
                 f"must be one of {', '.join(GROUPINGS)}, got {grouping!r}", param="grouping"
             )
