@@ -203,7 +203,8 @@ def test_probe_script_reproduces_the_crop(ds_dir: Path) -> None:
     # margin 0.1: the square (-15, 695, 60, 60)
     assert probe.expand_box(-10.0, 700.0, 50.0, 50.0, 0.1) == (0.0, 695.0, 45.0, 25.0)
     usb = probe.pipeline_description(probe.parse_source("/dev/video0"), "none", 640, 480, 30)
-    assert "nvv4l2decoder mjpeg=1" in usb and "image/jpeg" in usb
+    # `mjpeg` is a property of nvv4l2decoder on Jetson only (see test_probe_mjpeg_only_on_jetson)
+    assert ("nvv4l2decoder mjpeg=1" in usb) == probe.is_jetson() and "image/jpeg" in usb
     rtsp = probe.pipeline_description(probe.parse_source("rtsp://h/s"), "none", 640, 480, 30)
     assert "rtspsrc" in rtsp and "nvv4l2decoder" in rtsp
     csi = probe.source_description(probe.SOURCE, 1280, 720, 30)
@@ -828,3 +829,139 @@ def test_failure_mid_write_leaves_the_old_folder(tmp_path, capsys) -> None:
     assert rc == 2 and "angry;mad" in err and len(err.strip().splitlines()) == 1
     assert [p.name for p in out.iterdir()] == ["mine.txt"]
     _no_partial(tmp_path)
+
+
+# -- the pyds app against a stand-in for pyds: what the probes do to the object meta ---------
+
+
+class _Node:
+    """A GList node as pyds exposes it: .data, .next (None at the end)."""
+
+    def __init__(self, items):
+        self.data, self.next = items[0], (_Node(items[1:]) if len(items) > 1 else None)
+
+
+def _glist(items):
+    return _Node(list(items)) if items else None
+
+
+def _fake_pyds(frames):
+    from types import SimpleNamespace as NS
+
+    batch = NS(frame_meta_list=_glist(frames))
+    cast = NS(cast=lambda data: data)
+    pyds = NS(
+        gst_buffer_get_nvds_batch_meta=lambda _addr: batch,
+        NvDsFrameMeta=cast,
+        NvDsObjectMeta=cast,
+        NvDsClassifierMeta=cast,
+        NvDsLabelInfo=cast,
+    )
+    gst = NS(PadProbeReturn=NS(OK="ok"))
+    return gst, pyds
+
+
+def _face(left, top, width, height, object_id=7):
+    from types import SimpleNamespace as NS
+
+    rect = NS(left=float(left), top=float(top), width=float(width), height=float(height))
+    label = NS(result_label="happy", result_class_id=3, result_prob=0.9)
+    cls = NS(unique_component_id=2, label_info_list=_glist([label]))
+    return NS(unique_component_id=1, class_id=0, object_id=object_id, confidence=0.8,
+              rect_params=rect, classifier_meta_list=_glist([cls]))  # fmt: skip
+
+
+def _frame(objs, source_w=1280, source_h=720):
+    from types import SimpleNamespace as NS
+
+    return NS(obj_meta_list=_glist(objs), pad_index=0, frame_num=5, buf_pts=123,
+              source_frame_width=source_w, source_frame_height=source_h)  # fmt: skip
+
+
+def _box(obj):
+    r = obj.rect_params
+    return (r.left, r.top, r.width, r.height)
+
+
+def _run_probes(probe, frames, width=1280, height=720):
+    """grow (classifier sink pad) -> what nvinfer sees -> emit (source pad) -> events."""
+    import io
+    import json
+    from types import SimpleNamespace as NS
+
+    gst, pyds = _fake_pyds(frames)
+    out = io.StringIO()
+    probes = probe.Probes(gst, pyds, out, width, height)
+    buf = object()  # the same GstBuffer reaches both pads (nvinfer pushes its input buffer)
+    info = NS(get_buffer=lambda: buf)
+    assert probes.grow(None, info, 0) == "ok"
+    seen = [[_box(o) for o in _iter(f.obj_meta_list)] for f in frames]
+    assert probes.emit(None, info, 0) == "ok"
+    return seen, [json.loads(ln) for ln in out.getvalue().splitlines()], probes
+
+
+def _iter(node):
+    while node is not None:
+        yield node.data
+        node = node.next
+
+
+def test_probe_leaves_faces_below_min_face_to_nvinfer(ds_dir: Path) -> None:
+    """nvinfer's input-object-min-width/height compare the box it is given (gstnvinfer.cpp
+    should_infer_object: obj_meta->rect_params.width < min_input_object_width): a face below
+    --min-face must not be grown past the limit, or the probe app classifies faces that
+    deepstream-app and the config skip. The box is restored either way."""
+    cp = _ini(ds_dir / "config_infer_secondary_fer.txt")
+    probe = _load(ds_dir / "fer_probe.py", "fer_probe_minface")
+    assert int(cp["property"]["input-object-min-width"]) == 32  # --min-face's default
+    small = _face(100, 100, 20, 30)  # below 32: its square (30x30 or more) is another box
+    big = _face(400, 200, 100, 80)  # at least 32: grown to edge-fer's square
+    seen, events, probes = _run_probes(probe, [_frame([small, big])])
+    assert seen[0][0] == (100.0, 100.0, 20.0, 30.0), "a face below --min-face was grown"
+    assert probe.MIN_FACE == 32
+    assert seen[0][1] == probe.expand_box(400.0, 200.0, 100.0, 80.0) != (400.0, 200.0, 100.0, 80.0)
+    # restored for the tracker / OSD / events, and nothing left behind
+    assert _box(small) == (100.0, 100.0, 20.0, 30.0) and _box(big) == (400.0, 200.0, 100.0, 80.0)
+    assert probes.saved == {}
+    (event,) = events
+    assert [f["box"] for f in event["faces"]] == [
+        [100.0, 100.0, 20.0, 30.0],
+        [400.0, 200.0, 100.0, 80.0],
+    ]
+    assert event["faces"][1]["expression"] == "happy" and event["faces"][1]["track_id"] == 7
+
+
+def test_probe_pipeline_with_the_new_streammux(ds_dir: Path, monkeypatch) -> None:
+    """The new nvstreammux (USE_NEW_NVSTREAMMUX=yes, DeepStream 6.x/7.x) has no width, height or
+    batched-push-timeout (deepstream_python_apps FAQ 'Using new gst-nvstreammux': setting them
+    fails) and does not scale: the pipeline must not set them, and boxes are clamped to the
+    source's own resolution, not --width/--height."""
+    probe = _load(ds_dir / "fer_probe.py", "fer_probe_newmux")
+    src = probe.parse_source("file:///home/me/clip.mp4")
+    monkeypatch.delenv("USE_NEW_NVSTREAMMUX", raising=False)
+    legacy = probe.pipeline_description(src, "none", 1280, 720, 30).split(" ! ")[0]
+    assert "width=1280" in legacy and "batched-push-timeout=40000" in legacy
+    monkeypatch.setenv("USE_NEW_NVSTREAMMUX", "yes")
+    mux = probe.pipeline_description(src, "none", 1280, 720, 30).split(" ! ")[0]
+    assert mux.startswith("nvstreammux name=m batch-size=1")
+    for prop in ("width=", "height=", "batched-push-timeout", "live-source"):
+        assert prop not in mux, mux
+    # a 1920x1080 source, unscaled: a face at x=1500 lies inside the frame nvinfer crops
+    face = _face(1500, 500, 100, 100)
+    seen, _, _ = _run_probes(probe, [_frame([face], 1920, 1080)])
+    assert seen[0][0] == probe.expand_box(1500.0, 500.0, 100.0, 100.0, probe.MARGIN, 1920, 1080)
+    assert seen[0][0][2] == 100.0 and _box(face) == (1500.0, 500.0, 100.0, 100.0)
+
+
+def test_probe_mjpeg_only_on_jetson(ds_dir: Path, monkeypatch) -> None:
+    """nvv4l2decoder's `mjpeg` property exists on Jetson only: deepstream_python_apps sets it
+    only there (apps/deepstream-segmentation: `if platform_info.is_integrated_gpu() and
+    "mjpeg" ...: decoder.set_property('mjpeg', 1)`); on a dGPU gst_parse_launch fails with
+    'no property mjpeg'."""
+    probe = _load(ds_dir / "fer_probe.py", "fer_probe_mjpeg")
+    src = probe.parse_source("/dev/video0")
+    monkeypatch.setattr(probe.platform, "machine", lambda: "x86_64")  # a desktop dGPU
+    dgpu = probe.source_description(src, 1280, 720, 30)
+    assert "jpegparse ! nvv4l2decoder ! " in dgpu and "mjpeg" not in dgpu
+    monkeypatch.setattr(probe, "is_jetson", lambda: True)
+    assert "jpegparse ! nvv4l2decoder mjpeg=1 ! " in probe.source_description(src, 1280, 720, 30)

@@ -13,7 +13,12 @@ added on every side (edge_fer.runtime.crops.square_box). A probe on the classifi
 grows every face box that way (clamped to the frame: DeepStream cannot pad past the edge as
 edge-fer does), nvinfer crops and classifies that square, and a probe on its source pad puts the
 detector's box back, reads the classifier meta (NvDsClassifierMeta -> NvDsLabelInfo) and writes
-one JSON line per frame with faces.
+one JSON line per frame with faces. nvinfer applies input-object-min-width/height to the box it
+sees, so a face whose detector box is below MIN_FACE is left as it is (and skipped by nvinfer),
+as deepstream-app does without the probe.
+
+With the new nvstreammux (USE_NEW_NVSTREAMMUX=yes) the muxer has no width, height or
+batched-push-timeout and does not scale: boxes are clamped to each source's own resolution.
 
 Python 3.8 or later (JetPack 5 and 6); nothing from edge-fer is imported.
 """
@@ -34,6 +39,7 @@ CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 PRIMARY_ID = 1
 SECONDARY_ID = 2
 FACE_CLASS_ID = 0
+MIN_FACE = 32
 WIDTH = 1280
 HEIGHT = 720
 FPS = 30
@@ -62,6 +68,23 @@ def expand_box(left, top, width, height, margin=MARGIN, frame_w=WIDTH, frame_h=H
     return float(x0), float(y0), float(max(x1 - x0, 1)), float(max(y1 - y0, 1))
 
 
+def new_streammux():
+    """True when DeepStream uses the new nvstreammux (no width/height/batched-push-timeout)."""
+    return os.environ.get("USE_NEW_NVSTREAMMUX") == "yes"
+
+
+def is_jetson():
+    """A Jetson (integrated GPU): its device tree names a Tegra SoC. An aarch64 server with a
+    discrete GPU (SBSA) has none."""
+    if platform.machine() != "aarch64":
+        return False
+    try:
+        with open("/proc/device-tree/compatible", "rb") as fh:
+            return b"nvidia,tegra" in fh.read()
+    except OSError:
+        return False
+
+
 def parse_source(text):
     """csi://N, /dev/videoN (v4l2://N, N), rtsp://..., or a file path / URI."""
     s = text.strip()
@@ -86,9 +109,11 @@ def source_description(src, width, height, fps, codec="h264"):
             f"width={width},height={height},framerate={fps}/1,format=NV12 ! {nvmm}"
         )
     if src["kind"] == "v4l2":  # USB camera: MJPEG decoded by the hardware JPEG decoder
+        # nvv4l2decoder has the `mjpeg` property on Jetson only (a dGPU decodes image/jpeg as is)
+        mjpeg = " mjpeg=1" if is_jetson() else ""
         return (
             f"v4l2src device=/dev/video{src['node']} ! image/jpeg,width={width},height={height},"
-            f"framerate={fps}/1 ! jpegparse ! nvv4l2decoder mjpeg=1 ! {nvmm}"
+            f"framerate={fps}/1 ! jpegparse ! nvv4l2decoder{mjpeg} ! {nvmm}"
         )
     if src["kind"] == "rtsp":
         return (
@@ -107,9 +132,11 @@ def sink_description(kind):
 
 def pipeline_description(src, sink, width, height, fps, codec="h264"):
     live = 0 if src["kind"] == "uri" and src["uri"].startswith("file:") else 1
+    mux = "nvstreammux name=m batch-size=1"
+    if not new_streammux():  # the new muxer has none of these (it neither scales nor times out)
+        mux += f" width={width} height={height} live-source={live} batched-push-timeout=40000"
     return (
-        f"nvstreammux name=m batch-size=1 width={width} height={height} live-source={live} "
-        "batched-push-timeout=40000 ! "
+        f"{mux} ! "
         f'nvinfer name=pgie config-file-path="{PRIMARY_CONFIG}" ! '
         f'nvtracker name=tracker ll-lib-file="{TRACKER_LIB}" ll-config-file="{TRACKER_CONFIG}" '
         "tracker-width=640 tracker-height=384 ! "
@@ -137,6 +164,7 @@ class Probes:
     def __init__(self, Gst, pyds, out, width, height):
         self.Gst, self.pyds, self.out = Gst, pyds, out
         self.width, self.height = width, height
+        self.new_mux = new_streammux()
         self.saved = {}  # buffer address -> the detector boxes, in object order
 
     def _faces(self, frame):
@@ -152,11 +180,20 @@ class Probes:
         batch = self.pyds.gst_buffer_get_nvds_batch_meta(hash(buf))
         saved = []
         for frame in glist(batch.frame_meta_list, self.pyds.NvDsFrameMeta.cast):
+            # the frame as nvinfer crops it: the muxer's resolution, or the source's own with
+            # the new nvstreammux (which does not scale)
+            if self.new_mux:
+                fw = frame.source_frame_width or self.width
+                fh = frame.source_frame_height or self.height
+            else:
+                fw, fh = self.width, self.height
             for obj in self._faces(frame):
                 r = obj.rect_params
                 saved.append((r.left, r.top, r.width, r.height))
+                if r.width < MIN_FACE or r.height < MIN_FACE:
+                    continue  # nvinfer skips it by the detector's box, as deepstream-app does
                 r.left, r.top, r.width, r.height = expand_box(
-                    r.left, r.top, r.width, r.height, MARGIN, self.width, self.height
+                    r.left, r.top, r.width, r.height, MARGIN, fw, fh
                 )
         self.saved[hash(buf)] = saved
         return self.Gst.PadProbeReturn.OK

@@ -45,6 +45,7 @@ def probe_script(info: ModelInfo, o: Any, src: dict[str, Any]) -> str:
             "PRIMARY_ID": ds.PRIMARY_ID,
             "SECONDARY_ID": ds.SECONDARY_ID,
             "FACE_CLASS_ID": o.face_class_id,
+            "MIN_FACE": o.min_face,
             "WIDTH": o.width,
             "HEIGHT": o.height,
             "FPS": o.fps,
@@ -172,7 +173,8 @@ cannot pad), so a face cut by the edge is squeezed a little instead of padded; a
 - `secondary-reinfer-interval={o.reinfer_interval}`: with a tracker, nvinfer classifies an
   object once and reuses the result; an expression changes, so it is classified again every
   {o.reinfer_interval} frames.
-- `input-object-min-width/height={o.min_face}`: smaller faces are not classified.
+- `input-object-min-width/height={o.min_face}`: smaller faces (the detector's box) are not
+  classified; `{ds.PROBE}` grows only the faces at least this big, so the same faces are skipped.
 - `batch-size={o.batch_size}`: faces per secondary batch; the engine name carries it.
 """
 
