@@ -446,6 +446,12 @@ def _resume_point(
     if casc is not None and casc.ntrees < ntrees:
         raise UserError(f"{casc_path} has fewer trees than {state_path} records")
     if casc is not None and casc.tdepth != depth:
+        ran = state["options"].get("depth")
+        if ran == casc.tdepth:  # the run's own cascade: the option changed, not the file
+            raise UserError(
+                f"--depth {depth} differs from the run's {ran}: resume with --depth {ran}, "
+                "or start a new run (another --out)"
+            )
         raise UserError(
             f"{casc_path} has trees of depth {casc.tdepth}, but the run learns depth {depth}: "
             "it is not this run's cascade"

@@ -6,6 +6,17 @@ import json
 
 from edge_fer.cli.common import HelpFormatter, thread_count
 
+# one --skip-bad for the commands here that read a run's dataset (eval and calibrate say the same)
+SKIP_BAD_HELP = (
+    "skip unreadable images (and those over 100 Mpx) and images outside the class folders "
+    "of {what} instead of stopping; counted, and the first ones named (the JSON result: "
+    "skipped, skipped_entries)"
+)
+
+
+def add_skip_bad(p, what: str) -> None:
+    p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP.format(what=what))
+
 
 def register(sub) -> None:
     # fmt: off
@@ -141,6 +152,7 @@ def register(sub) -> None:
         "their batch-norm statistics and save averaged.safetensors beside best.safetensors, "
         "with its held-out score (0: off)",
     )
+    add_skip_bad(p, "--data and --extra-train (recorded in the run: a resume keeps it)")
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument(
         "--max-batches",
@@ -181,6 +193,7 @@ def register(sub) -> None:
         default=2048,
         help="un-augmented training faces the batch-norm statistics are measured on",
     )
+    add_skip_bad(a, "the run's data [default: as the run was trained]")
     a.add_argument("--threads", type=thread_count, default=0, help="torch threads (0: its default)")
     a.add_argument("--force", action="store_true", help="replace an existing --out file")
     a.set_defaults(func=run_average)
@@ -209,6 +222,7 @@ def run_average(args) -> int:
         extra_train=args.extra_train,
         faces=args.faces,
         threads=args.threads,
+        skip_bad=args.skip_bad or None,  # (not given: the run's own)
     )
     print(json.dumps(rep))
     return 0
@@ -248,7 +262,7 @@ def run(args) -> int:
     same += ["seed", "device", "threads", "max_batches"]
     same += ["init", "teacher", "teacher_tta", "distill_temperature", "distill_online"]
     same += ["mixup", "cutmix"]
-    same += ["extra_train", "extra_repeat", "precise_bn", "average_last"]
+    same += ["extra_train", "extra_repeat", "precise_bn", "average_last", "skip_bad"]
     frame = None
     if args.align_frame is not None:
         from edge_fer.align.aligner import parse_frame

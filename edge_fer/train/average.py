@@ -62,20 +62,28 @@ def average_checkpoints(
     extra_train: str | None = None,
     faces: int = DEFAULT_FACES,
     threads: int = 0,
+    skip_bad: bool | None = None,
 ) -> dict:
     """Average the weights of `paths` (checkpoints of one architecture and preprocessing),
     measure batch-norm statistics on `faces` training faces of the run's data, score the
     held-out split and save to `out`. The run's dataset and extra training folder are the ones
     in the checkpoints' config (relative ones looked for from here and from the folders above
-    the checkpoint, `find_recorded`), or `data` and `extra_train` instead. UserError naming the
-    file or parameter for anything that does not fit, before anything is written."""
+    the checkpoint, `find_recorded`), or `data` and `extra_train` instead. `skip_bad`: skip and
+    count the data's unreadable images (None: as the run did). UserError naming the file or
+    parameter for anything that does not fit, before anything is written."""
     from edge_fer.export.onnx import load_trained
     from edge_fer.fileio import check_collisions, check_output_file
     from edge_fer.limits import check_count, check_names
     from edge_fer.metrics import classification_report
     from edge_fer.train.checkpoint import read_state, read_weights, save_checkpoint
     from edge_fer.train.precise_bn import precise_bn
-    from edge_fer.train.trainer import TrainConfig, load_splits, predict, prepare_faces
+    from edge_fer.train.trainer import (
+        TrainConfig,
+        load_splits,
+        predict,
+        prepare_faces,
+        skipped_of,
+    )
 
     paths = [Path(p) for p in check_names(paths, "checkpoints")]
     check_count(faces, "faces", 2)  # (NaN failed deep in the statistics; 2.5 was taken)
@@ -138,6 +146,8 @@ def average_checkpoints(
         else:
             continue
         cfg = dataclasses.replace(cfg, **{what: str(found)})
+    if skip_bad is not None:
+        cfg = dataclasses.replace(cfg, skip_bad=bool(skip_bad))
     train_set, val_set, val_name = load_splits(cfg)
     # another run's dataset (--data): its labels index other outputs (an IndexError traceback
     # from the scoring, or a score against the wrong class names)
@@ -158,6 +168,7 @@ def average_checkpoints(
         "val_split": val_name,
         "val_acc": round(float(rep["accuracy"]), 4),
         "val_macro_f1": round(float(rep["macro_f1"]), 4),
+        **(skipped_of(train_set, val_set) if cfg.skip_bad else {}),
     }
     # the run's best epoch and its accuracy describe another checkpoint: the average has its own
     run_best = ("best_acc", "best_epoch", "bad_epochs")

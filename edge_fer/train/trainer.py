@@ -25,6 +25,7 @@ import torch.nn.functional as F
 from edge_fer import fileio
 from edge_fer import labels as L
 from edge_fer.data import FaceSet, load_dataset
+from edge_fer.data.loaders import BadEntry
 from edge_fer.errors import UserError, first_line
 from edge_fer.fileio import check_collisions, check_outside
 from edge_fer.limits import check_count, check_names, check_number, check_threads
@@ -103,6 +104,9 @@ class TrainConfig:
     # averaged.safetensors beside best/last; 0: off
     average_last: int = 0
     max_batches: int = 0  # for smoke tests: stop each epoch after this many batches
+    # unreadable images (and other bad entries) of --data and --extra-train are skipped and
+    # counted (result.json: skipped, skipped_entries) instead of stopping the run
+    skip_bad: bool = False
 
 
 # what a run writes into its folder (besides snapshots/): never one of its inputs
@@ -287,20 +291,33 @@ def _load_splits(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, str]:
     size = cfg.input_size or 48
     whole = "all"
     if layout in ("fer2013-folder", "fer2013-csv"):
-        train = load_dataset(cfg.data, "train", size=size)
+        train = load_dataset(cfg.data, "train", size=size, skip_bad=cfg.skip_bad)
         try:
-            val = load_dataset(cfg.data, "public-test", size=size)
+            val = load_dataset(cfg.data, "public-test", size=size, skip_bad=cfg.skip_bad)
             return with_extra(train, cfg), val, "public-test"
         except EmptySplit:  # FER2013's Training_* files alone (a subset): hold part of them out
             whole = "train"
-    full = load_dataset(cfg.data, whole, size=size)
+    full = load_dataset(cfg.data, whole, size=size, skip_bad=cfg.skip_bad)
     rng = np.random.default_rng(cfg.seed)
     order = rng.permutation(len(full))
     n_val = max(1, int(len(full) * cfg.val_fraction))
     mask = np.zeros(len(full), bool)
     mask[order[:n_val]] = True
-    train = with_extra(full.subset(~mask), cfg)
-    return train, full.subset(mask), f"held-out {cfg.val_fraction:.0%}"
+    # a skipped entry belongs to no split: the training part counts it, once
+    val = dataclasses.replace(full.subset(mask), skipped=0, skipped_entries=[])
+    return with_extra(full.subset(~mask), cfg), val, f"held-out {cfg.val_fraction:.0%}"
+
+
+def skipped_of(train: FaceSet, val: FaceSet) -> dict:
+    """What --skip-bad skipped while loading a run's data (`load_splits`' sets), named as
+    `edge-fer eval` names them: {"skipped": count, "skipped_entries": the first ones}."""
+    from edge_fer.data.faceset import SKIPPED_KEPT
+
+    both = list(train.skipped_entries) + list(val.skipped_entries)
+    # a csv row whose emotion or Usage is bad is skipped by each split's read: counted once
+    entries = list(dict.fromkeys(both))
+    count = train.skipped + val.skipped - (len(both) - len(entries))
+    return {"skipped": count, "skipped_entries": entries[:SKIPPED_KEPT]}
 
 
 def prepare_faces(images: np.ndarray, spec: PreprocessSpec) -> np.ndarray:
@@ -317,7 +334,10 @@ def extra_count(cfg: TrainConfig) -> int:
     """How many training faces with_extra adds (they come last)."""
     if not cfg.extra_train:
         return 0
-    return cfg.extra_repeat * len(load_dataset(cfg.extra_train, "all", size=cfg.input_size or 48))
+    size = cfg.input_size or 48
+    return cfg.extra_repeat * len(
+        load_dataset(cfg.extra_train, "all", size=size, skip_bad=cfg.skip_bad)
+    )
 
 
 def with_extra(train: FaceSet, cfg: TrainConfig) -> FaceSet:
@@ -326,7 +346,9 @@ def with_extra(train: FaceSet, cfg: TrainConfig) -> FaceSet:
     if not cfg.extra_train:
         return train
     try:
-        extra = load_dataset(cfg.extra_train, "all", size=train.images.shape[1])
+        extra = load_dataset(
+            cfg.extra_train, "all", size=train.images.shape[1], skip_bad=cfg.skip_bad
+        )
     except UserError as exc:  # "no images found" and the like, said with the flag
         raise (UserError(str(exc), param="extra_train") if exc.param is None else exc) from None
     unknown = [c for c, n in zip(extra.classes, extra.counts()) if n and c not in train.classes]
@@ -343,6 +365,10 @@ def with_extra(train: FaceSet, cfg: TrainConfig) -> FaceSet:
         np.concatenate([train.labels] + [remap[extra.labels]] * k).astype(np.int64),
         train.classes,
         list(train.ids) + list(extra.ids) * k if train.ids else [],
+        # the extra folder's skipped entries too, named from the folder (not --data)
+        train.skipped + extra.skipped,
+        list(train.skipped_entries)
+        + [os.path.join(cfg.extra_train, e) for e in extra.skipped_entries],
     )
 
 
@@ -779,7 +805,22 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)  # the initial weights
-    train_set, val_set, val_name = load_splits(cfg)
+    try:
+        train_set, val_set, val_name = load_splits(cfg)
+    except BadEntry as exc:
+        if not (resume and last.exists()):
+            raise  # (the CLI adds "use --skip-bad to skip such files")
+        # a resume keeps the run's settings: --skip-bad now would not be applied
+        raise UserError(f"{exc}: the run in {out} was started without --skip-bad and a "
+                        "resume keeps its settings; restore or remove the file, or start a "
+                        "new run (another --out) with --skip-bad") from None  # fmt: skip
+    skipped = skipped_of(train_set, val_set) if cfg.skip_bad else {}
+    if skipped.get("skipped"):
+        from edge_fer.data.faceset import skipped_text
+
+        n = skipped["skipped"]
+        print(f"edge-fer train: --skip-bad skipped {n} bad entr{'y' if n == 1 else 'ies'}: "
+              f"{skipped_text(skipped['skipped_entries'], n)}", file=sys.stderr)  # fmt: skip
     classes = train_set.classes
     size = cfg.input_size or 48
     spec = PreprocessSpec(
@@ -965,6 +1006,7 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
         "best_epoch": state["best_epoch"],
         "out": str(out),
         **info,
+        **skipped,  # (with --skip-bad) as `edge-fer eval` reports them
     }
     # the run's snapshots of the last K epochs (of this total: --epochs may have changed)
     done = state["epoch"]  # fewer than --epochs when it stopped early
