@@ -343,3 +343,45 @@ def test_lowres_and_fer_faces_refuse_bad_arguments_in_one_line(tmp_path):
         assert not out.exists() and a_file.read_text() == "mine\n"
     r = run_python("-m", "edge_fer.cascade_train.fer_faces", fer, out, "--count", "2")
     assert r.returncode == 0 and len((out / "boxes.txt").read_text().splitlines()) == 2, r.stderr
+
+
+def test_lowres_and_fer_faces_refuse_an_out_with_their_outputs_unless_force(tmp_path):
+    """A second run into the same `out` wrote over the first one's copies and boxes.txt without
+    a word. Now: one line, exit 2, before any work (and before the data is read); --force
+    writes over them. Other files in `out` are no reason to refuse."""
+    shared("data/webfaces"), shared("data/fer2013")
+    wf = tmp_path / "wf"  # a WebFaces folder of 2 real images
+    (wf / "images").mkdir(parents=True)
+    truth = (WEBFACES / "WebFaces_GroundThruth.txt").read_text().splitlines()[:2]
+    for line in truth:
+        name = line.split()[0]
+        shutil.copy(WEBFACES / "images" / name, wf / "images" / name)
+    (wf / "WebFaces_GroundThruth.txt").write_text("\n".join(truth) + "\n")
+    fer = tmp_path / "fer"  # a FER2013 folder of 2 real faces
+    (fer / "train" / "happy").mkdir(parents=True)
+    for i, src in enumerate(sorted((FER / "train" / "happy").glob("Training_*.jpg"))[:2]):
+        shutil.copy(src, fer / "train" / "happy" / f"Training_{i}.jpg")
+
+    def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
+        return {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in folder.iterdir()}
+
+    for tool, data in (("lowres", wf), ("fer_faces", fer)):
+        out = tmp_path / f"out_{tool}"
+        out.mkdir()
+        (out / "notes.txt").write_text("mine\n")  # not an output: no reason to refuse
+        r = run_python("-m", f"edge_fer.cascade_train.{tool}", data, out)
+        assert r.returncode == 0 and (out / "boxes.txt").exists(), (tool, r.stderr)
+        before = snapshot(out)
+        for argv in ([data, out], [tmp_path / "no_such_data", out]):  # refused first
+            r = run_python("-m", f"edge_fer.cascade_train.{tool}", *argv)
+            assert r.returncode == 2, (tool, argv, r.stderr)
+            _one_line_error(r.stderr, f"{tool}: error:", str(out), "boxes.txt", "--force")
+            assert r.stdout == "" and snapshot(out) == before
+        if tool == "lowres":  # the copies alone are outputs too
+            (out / "boxes.txt").unlink()
+            r = run_python("-m", f"edge_fer.cascade_train.{tool}", data, out)
+            _one_line_error(r.stderr, f"{tool}: error:", "lr_", "--force")
+            assert r.returncode == 2 and not (out / "boxes.txt").exists()
+        r = run_python("-m", f"edge_fer.cascade_train.{tool}", data, out, "--force")
+        assert r.returncode == 0 and (out / "boxes.txt").exists(), (tool, r.stderr)
+        assert (out / "notes.txt").read_text() == "mine\n"

@@ -212,6 +212,38 @@ def test_client_cap_answers_503_beyond_it(preview):
     assert _get(p.port, "/", f"127.0.0.1:{p.port}")[0] == 200
 
 
+def test_a_storm_of_idle_connections_does_not_hold_up_a_new_viewer(preview):
+    """Each connection over the cap was held 0.2 s by the accepting thread before its 503: 200
+    idle ones kept a new viewer waiting 40 s for its 503, and for its page once a slot was free.
+    The bounds below are a fraction of that, generous for a loaded machine."""
+    storm_size = 200
+    p = preview(0, max_clients=2, request_timeout=30)
+    held = [socket.create_connection(("127.0.0.1", p.port), timeout=5) for _ in range(2)]
+    storm = []
+    try:
+        assert _wait(lambda: p.connections == 2)
+        for _ in range(storm_size):  # connect and send nothing; no waiting for the handshakes
+            s = socket.socket()
+            s.setblocking(False)
+            s.connect_ex(("127.0.0.1", p.port))
+            storm.append(s)
+        t0 = time.monotonic()
+        status, body = _get(p.port, "/", f"127.0.0.1:{p.port}")
+        assert status == 503 and b"too many" in body
+        assert time.monotonic() - t0 < storm_size * 0.2 / 8  # 5 s
+        # every storm connection answered (else one still queued would take the freed slot)
+        assert _wait(lambda: p.refused >= storm_size + 1, timeout=storm_size * 0.2 / 4)
+        held.pop().close()  # a slot frees: the next viewer gets the page while the storm lasts
+        assert _wait(lambda: p.connections == 1)
+        t0 = time.monotonic()
+        assert _get(p.port, "/", f"127.0.0.1:{p.port}")[0] == 200
+        assert time.monotonic() - t0 < storm_size * 0.2 / 8
+    finally:
+        for s in storm + held:
+            s.close()
+    assert _wait(lambda: p.connections == 0)
+
+
 def test_run_with_an_empty_preview_host_is_one_line_exit_2(tmp_path, capsys):
     import cv2
 

@@ -24,15 +24,19 @@ import numpy as np
 FER_BOX = (0.8, 0.2, 45.0, 45.0)  # x, y, w, h in a 48x48 FER2013 image
 
 
-def write_fer_boxes(fer: str | Path, out: str | Path, count: int = 8000, seed: int = 0) -> int:
-    """Write `out`/boxes.txt for `count` Training faces drawn with `seed`; returns the count."""
-    from edge_fer.cascade_train.script import out_folder
+def write_fer_boxes(
+    fer: str | Path, out: str | Path, count: int = 8000, seed: int = 0, force: bool = False
+) -> int:
+    """Write `out`/boxes.txt for `count` Training faces drawn with `seed`; returns the count.
+    An `out` that holds a boxes.txt already (an earlier run) is refused unless `force`."""
+    from edge_fer.cascade_train.script import out_folder, refuse_outputs
     from edge_fer.errors import UserError
     from edge_fer.limits import check_count
 
     # numpy's ValueError tracebacks before (-5, seed -1); 0 wrote a box file with no face
     check_count(count, "count")
     check_count(seed, "seed", lowest=0)
+    refuse_outputs(out, ("boxes.txt",), force)
     files = sorted(Path(fer).resolve().glob("train/*/Training_*.jpg"))
     if not files:
         raise UserError(f"{fer}: no train/<class>/Training_*.jpg images (a FER2013 folder)")
@@ -51,11 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", help="output folder for boxes.txt")
     ap.add_argument("--count", type=int, default=8000, help="faces to draw (default 8000)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument(
+        "--force", action="store_true", help="write over the boxes.txt of an earlier run in `out`"
+    )
     args = ap.parse_args(argv)
     from edge_fer.cascade_train.script import run_tool
 
     def work() -> str:
-        n = write_fer_boxes(args.fer, args.out, args.count, args.seed)
+        n = write_fer_boxes(args.fer, args.out, args.count, args.seed, args.force)
         return f"{n} faces -> {args.out}/boxes.txt"
 
     return run_tool("fer_faces", work, flags=("count", "seed"))

@@ -23,16 +23,22 @@ from edge_fer.imageio import imwrite, read_or_none
 
 
 def make_lowres(
-    webfaces: str | Path, out: str | Path, seed: int = 0, val_fraction: float = 0.1
+    webfaces: str | Path,
+    out: str | Path,
+    seed: int = 0,
+    val_fraction: float = 0.1,
+    force: bool = False,
 ) -> tuple[int, int]:
-    """Write the degraded copies and boxes.txt into `out`; returns (images, faces)."""
+    """Write the degraded copies and boxes.txt into `out`; returns (images, faces). An `out`
+    that holds them already (an earlier run) is refused unless `force`."""
     import cv2
 
     from edge_fer.cascade_train.annotations import read_webfaces, split_images
-    from edge_fer.cascade_train.script import out_folder
+    from edge_fer.cascade_train.script import out_folder, refuse_outputs
     from edge_fer.limits import check_count
 
     check_count(seed, "seed", lowest=0)  # -1 was numpy's ValueError traceback
+    refuse_outputs(out, ("boxes.txt", "lr_*.png"), force)  # before reading 2,000 images
     # the data before the folder: a mistake in either left an empty `out` behind
     train = split_images(read_webfaces(webfaces)[0], "train", val_fraction)
     out = out_folder(out)
@@ -72,11 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         default=0.1,
         help="the held-out share of images (as train-cascade --val-fraction)",
     )
+    ap.add_argument(
+        "--force", action="store_true", help="write over the outputs of an earlier run in `out`"
+    )
     args = ap.parse_args(argv)
     from edge_fer.cascade_train.script import run_tool
 
     def work() -> str:
-        n, k = make_lowres(args.webfaces, args.out, args.seed, args.val_fraction)
+        n, k = make_lowres(args.webfaces, args.out, args.seed, args.val_fraction, args.force)
         return f"{n} images, {k} faces -> {args.out}/boxes.txt"
 
     return run_tool("lowres", work, flags=("seed", "val_fraction"))

@@ -46,3 +46,25 @@ def out_folder(out: str | os.PathLike, param: str = "out") -> Path:
     except OSError as exc:
         raise UserError(f"{path}: cannot create it ({os_error_reason(exc)})", param=param) from None
     return path
+
+
+def refuse_outputs(
+    out: str | os.PathLike, patterns: Iterable[str], force: bool, param: str = "out"
+) -> None:
+    """A UserError when folder `out` already holds files matching `patterns` (an earlier run's
+    outputs) and not `force`: they were written over without a word. Call it before any work."""
+    from edge_fer.errors import UserError
+
+    if force or not isinstance(out, (str, os.PathLike)) or not os.fspath(out):
+        return  # a bad name is out_folder's to report
+    path = Path(out)
+    if not path.is_dir():
+        return
+    found = sorted({f.name for pat in patterns for f in path.glob(pat)})
+    if found:
+        more = f" and {len(found) - 1:,} more of its outputs" if len(found) > 1 else ""
+        raise UserError(
+            f"{path} already holds {found[0]}{more} from an earlier run: give --force to "
+            f"write over {'them' if more else 'it'}, or another folder",
+            param=param,
+        )

@@ -7,13 +7,16 @@ It has no authentication, so it defends itself in three ways:
   * a request line and headers must arrive within `request_timeout` seconds (in total, so a
     client trickling a byte at a time is dropped too); a stream client that stops reading for
     that long is dropped. Watching clients stay as long as they read.
-  * at most `max_clients` connections at once; the next gets 503 at once, with no thread.
+  * at most `max_clients` connections at once; the next gets 503 at once, with no thread and
+    without holding up the accepting thread (see `_Refusals`), so a storm of idle
+    connections cannot keep a new viewer waiting.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import re
+import selectors
 import socket
 import sys
 import threading
@@ -245,6 +248,11 @@ class MJPEGPreview:
             daemon_threads = True
             allow_reuse_address = True
             address_family = family
+            request_queue_size = 128  # socketserver's 5 drops SYNs in a burst: 1 s+ retries
+
+            def __init__(self, *a, **kw):
+                self.refusals = _Refusals()  # before bind: a failed one calls server_close
+                super().__init__(*a, **kw)
 
             def process_request(self, request, client_address):
                 with preview._cond:
@@ -254,8 +262,7 @@ class MJPEGPreview:
                         preview._socks.add(request)
                 if full:  # answered here, in the accepting thread: no thread per extra client
                     preview.refused += 1
-                    _refuse(request)
-                    self.shutdown_request(request)
+                    self.refusals.add(request)
                     return
                 try:
                     super().process_request(request, client_address)
@@ -268,6 +275,13 @@ class MJPEGPreview:
                     super().process_request_thread(request, client_address)
                 finally:
                     self._release(request)
+
+            def service_actions(self):  # each turn of serve_forever: at least every 0.2 s
+                self.refusals.sweep()
+
+            def server_close(self):
+                super().server_close()
+                self.refusals.close_all()
 
             def _release(self, request):
                 with preview._cond:
@@ -363,22 +377,78 @@ class MJPEGPreview:
 
 
 _BUSY = b"too many preview clients; try again later\n"
+_BUSY_RESPONSE = (
+    b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
+    b"Retry-After: 5\r\nConnection: close\r\n"
+    + f"Content-Length: {len(_BUSY)}\r\n\r\n".encode()
+    + _BUSY
+)
 
 
-def _refuse(sock: socket.socket) -> None:
-    """503 on a connection over the cap. The request is read first (briefly): closing a socket
-    with unread data resets it, and the client would see a reset instead of the answer."""
-    try:
-        sock.settimeout(0.2)
+class _Refusals:
+    """Connections over the cap: each gets its 503 at once (non-blocking), then stays open until
+    its request arrives (read and dropped) or `linger` seconds pass. Closing a socket with unread
+    data resets it, and the client would see a reset instead of the answer; waiting for that
+    data in the accepting thread (0.2 s each) let a storm of idle connections hold up every new
+    viewer for storm x 0.2 s. At most `limit` wait at once (file descriptors); beyond that the
+    oldest, answered long ago, is closed early. Used by the serving thread only: no lock."""
+
+    def __init__(self, linger: float = 0.2, limit: int = 256) -> None:
+        self.linger, self.limit = linger, limit
+        self._sel = selectors.DefaultSelector()
+        self._deadline: dict[socket.socket, float] = {}  # in arrival order: oldest first
+
+    def __len__(self) -> int:
+        return len(self._deadline)
+
+    def add(self, sock: socket.socket) -> None:
         try:
-            sock.recv(65536)
-        except socket.timeout:  # noqa: UP041 - TimeoutError is not it on Python 3.8
+            sock.setblocking(False)
+            sock.send(_BUSY_RESPONSE)  # fits a fresh socket's send buffer: never blocks
+            sock.shutdown(socket.SHUT_WR)  # the FIN follows the answer: the client reads to EOF
+            self._sel.register(sock, selectors.EVENT_READ)
+        except (OSError, ValueError):  # gone already
+            _close(sock)
+            return
+        self._deadline[sock] = time.monotonic() + self.linger
+        if len(self._deadline) > self.limit:
+            self._drop(next(iter(self._deadline)))
+        self.sweep()
+
+    def sweep(self) -> None:
+        """Close those whose request arrived (read first) and those past their time."""
+        if not self._deadline:
+            return
+        for key, _ in self._sel.select(0):
+            sock = key.fileobj
+            try:
+                while sock.recv(65536):  # type: ignore[union-attr]
+                    pass
+            except OSError:  # BlockingIOError: all there was is read; or a reset
+                pass
+            self._drop(sock)  # type: ignore[arg-type]
+        now = time.monotonic()
+        for sock, deadline in list(self._deadline.items()):
+            if deadline > now:
+                break
+            self._drop(sock)
+
+    def _drop(self, sock: socket.socket) -> None:
+        self._deadline.pop(sock, None)
+        try:
+            self._sel.unregister(sock)
+        except (KeyError, ValueError):
             pass
-        sock.sendall(
-            b"HTTP/1.0 503 Service Unavailable\r\nContent-Type: text/plain\r\n"
-            b"Retry-After: 5\r\nConnection: close\r\n"
-            + f"Content-Length: {len(_BUSY)}\r\n\r\n".encode()
-            + _BUSY
-        )
+        _close(sock)
+
+    def close_all(self) -> None:
+        for sock in list(self._deadline):
+            self._drop(sock)
+        self._sel.close()
+
+
+def _close(sock: socket.socket) -> None:
+    try:
+        sock.close()
     except OSError:
         pass
