@@ -74,6 +74,14 @@ def read_faces(root: str | Path, split: str, val_fraction: float = 0.1) -> Faces
         if (img_root / n).is_file():
             by_path.setdefault(img_root / n, []).append(n)  # "a.jpg" and "./a.jpg": one image
     chosen = split_images([AnnotatedImage(q) for q in by_path], split, val_fraction)
+    if by_path and not chosen:  # the fraction emptied the split, not the dataset (was: --data)
+        nval = round(len(by_path) * val_fraction)
+        raise UserError(
+            f"{val_fraction} leaves no annotated faces with images in {p} ({split}): {nval} of "
+            f"its {len(by_path)} images go to validation; choose a fraction that leaves both "
+            "parts at least one",
+            param="val_fraction",
+        )
     paths, left, right, boxes = [], [], [], []
     for im in chosen:
         for xl, yl, xr, yr, face in (r for n in by_path[im.path] for r in rows[n]):

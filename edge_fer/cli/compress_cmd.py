@@ -16,6 +16,7 @@ import sys
 from pathlib import Path
 
 from edge_fer.cli.common import HelpFormatter, positive_thread_count, thread_count
+from edge_fer.cli.train_cmd import add_skip_bad
 
 NOTE_24 = (
     "2:4 sparsity: ONNX Runtime on a CPU runs the weights dense (no speed-up, none "
@@ -68,6 +69,7 @@ def _common(p, default_epochs: int, default_lr: float) -> None:
                    help="torch CPU threads for fine-tuning (0: torch's default)")
     f.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
     f.add_argument("--max-batches", type=int, default=0, help=argparse.SUPPRESS)
+    add_skip_bad(f, "--data (the fine-tuning and the report's faces)")
     r = p.add_argument_group("report")
     r.add_argument("--eval-split", default="private-test",
                    choices=("private-test", "public-test", "test"),
@@ -167,7 +169,7 @@ def _configs(args):
         train_fraction=args.train_fraction, val_limit=args.val_limit,
         max_batches=args.max_batches, seed=args.seed, augment=not args.no_augment,
         device=args.device, threads=args.threads, distill=args.distill,
-        distill_temperature=args.distill_temperature,
+        distill_temperature=args.distill_temperature, skip_bad=args.skip_bad,
     )  # fmt: skip
     fcfg.validate()
     return fcfg
@@ -204,8 +206,23 @@ def _prepare(args, fcfg):
     src = load_source(args.model)
     print(f"source: {src.path} ({src.kind}, {src.arch})", file=sys.stderr, flush=True)
     data = load_finetune_data(args.data, src.spec, fcfg)
+    line = _skip_line("fine-tuning", data.skipped)
+    if line:
+        print(f"edge-fer {args.command}: {line}", file=sys.stderr)
     idx = np.linspace(0, len(data.val_x) - 1, min(64, len(data.val_x))).round().astype(int)
     return out, src, data, data.val_x[idx]
+
+
+def _skip_line(what: str, skipped: dict) -> str | None:
+    """What --skip-bad skipped of the `what` faces, in one line as `edge-fer train` says it
+    (None when nothing was)."""
+    from edge_fer.data.faceset import skipped_text
+
+    n = skipped.get("skipped", 0)
+    if not n:
+        return None
+    return (f"--skip-bad skipped {n} bad entr{'y' if n == 1 else 'ies'} of the {what} faces: "
+            f"{skipped_text(skipped.get('skipped_entries', []), n)}")  # fmt: skip
 
 
 def _source_onnx(src, out: Path, faces) -> Path:
@@ -219,7 +236,8 @@ def _source_onnx(src, out: Path, faces) -> Path:
     return path
 
 
-def _compare(args, src, rows, out: Path, title: str, extra: dict, notes: list[str]) -> dict:
+def _compare(args, src, rows, out: Path, title: str, extra: dict, notes: list[str],
+             finetune_skipped: dict) -> dict:  # fmt: skip
     from edge_fer.compress.report import compare_models, markdown_table, write_report
 
     eval_tta = src.eval_tta if args.eval_tta == "auto" else args.eval_tta
@@ -235,7 +253,18 @@ def _compare(args, src, rows, out: Path, title: str, extra: dict, notes: list[st
         rounds=args.bench_rounds,
         tta="none",
         extra_tta=extra_tta,
+        skip_bad=args.skip_bad,
     )
+    # the skipped files named in report.md (notes) and report.json, as train names them (the
+    # fine-tuning ones were said on stderr when loaded)
+    setup = comp["setup"]
+    report_skipped = {k: setup[k] for k in ("skipped", "skipped_entries") if k in setup}
+    lines = [_skip_line("fine-tuning", finetune_skipped), _skip_line("report", report_skipped)]
+    if lines[1]:
+        print(f"edge-fer {args.command}: {lines[1]}", file=sys.stderr)
+    notes = list(notes) + [ln for ln in lines if ln]
+    if args.skip_bad:
+        extra = {**extra, "skipped": {"fine_tuning": finetune_skipped, "report": report_skipped}}
     base = comp["rows"][0]
     deltas = []
     for r in comp["rows"][1:]:
@@ -299,6 +328,7 @@ def run_prune(args) -> int:
         f"edge-fer prune --method {args.method}",
         {"command": "prune", "args": _args_dict(args), "result": res},
         notes,
+        data.skipped,
     )
     return 0
 
@@ -346,6 +376,7 @@ def run_qat(args) -> int:
         f"edge-fer qat --target {args.target}",
         {"command": "qat", "args": _args_dict(args), "result": res},
         notes,
+        data.skipped,
     )
     print(json.dumps({"qat_onnx": res["qat_onnx"], "ptq_onnx": res["ptq_onnx"]}))
     return 0

@@ -121,6 +121,10 @@ def run(args) -> int:
     check_study(args.study)
     if args.calib_faces < 100:
         raise UserError("--calib-faces must be at least 100")
+    # given but naming nothing (a script's empty variable): was read as "all", hours of training
+    for flag, given in (("--archs", args.archs), ("--variants", args.variants)):
+        if given is not None and not _names(given):
+            raise UserError(f"{flag} {given!r} names nothing; leave {flag} out for all of them")
     archs = _names(args.archs) or ZOO
     bad = [a for a in archs if a not in ZOO]
     if bad:

@@ -13,7 +13,7 @@ import copy
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
@@ -37,6 +37,7 @@ from edge_fer.train.trainer import (
     predict,
     schedule,
     sgd,
+    skipped_of,
     train_step,
 )
 
@@ -61,6 +62,9 @@ class FinetuneConfig:
     # soft-target loss (0: labels only) and its temperature
     distill: float = 0.0
     distill_temperature: float = 4.0
+    # skip unreadable images (and those outside the class folders) instead of stopping, as
+    # `edge-fer train --skip-bad` does (before: one corrupt image and no way round it)
+    skip_bad: bool = False
 
     def validate(self) -> None:
         """A UserError naming the first setting that does not fit, non-finite numbers
@@ -92,6 +96,8 @@ class FinetuneData:
     val_y: np.ndarray
     val_name: str
     spec: PreprocessSpec
+    # with skip_bad: {"skipped": count, "skipped_entries": the first ones}, as train names them
+    skipped: dict = field(default_factory=dict)
 
     def calibration_faces(self, n: int, seed: int = 0) -> np.ndarray:
         """An even-handed random sample of Training faces (for quantization calibration)."""
@@ -107,9 +113,11 @@ def load_finetune_data(data: str, spec: PreprocessSpec, cfg: FinetuneConfig) -> 
     spec says `align`, then CLAHE when it says `clahe`)."""
     cfg.validate()
     tcfg = TrainConfig(
-        arch="-", data=str(data), input_size=spec.input_size, seed=cfg.seed, clahe=spec.clahe
-    )
-    train, val, val_name = load_splits(tcfg)
+        arch="-", data=str(data), input_size=spec.input_size, seed=cfg.seed, clahe=spec.clahe,
+        skip_bad=cfg.skip_bad,
+    )  # fmt: skip
+    train, val, val_name = load_splits(tcfg)  # (a BadEntry: the CLI adds the --skip-bad hint)
+    skipped = skipped_of(train, val) if cfg.skip_bad else {}
     model_classes = tuple(spec.classes)
     missing = [c for c in train.classes if c not in model_classes]
     if missing and (
@@ -134,7 +142,7 @@ def load_finetune_data(data: str, spec: PreprocessSpec, cfg: FinetuneConfig) -> 
         vx, vy = vx[idx], vy[idx]
     # as the trainer fed the model: aligned on the eyes (spec.align), then CLAHE (spec.clahe)
     tx, vx = as_trained(tx, spec, clahe=True), as_trained(vx, spec, clahe=True)
-    return FinetuneData(tx, ty, vx, vy, val_name, spec)
+    return FinetuneData(tx, ty, vx, vy, val_name, spec, skipped)
 
 
 def evaluate_torch(model, data: FinetuneData, device=None) -> dict:

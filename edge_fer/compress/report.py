@@ -174,17 +174,22 @@ def measure_latency(
 
 
 def load_eval_faces(
-    data: str | os.PathLike, split: str | None = None, limit: int = 0, size: int = 48
+    data: str | os.PathLike,
+    split: str | None = None,
+    limit: int = 0,
+    size: int = 48,
+    skip_bad: bool = False,
 ):
     """The evaluation faces: FER2013 PrivateTest by default (other layouts: all their images);
-    `limit` takes an even sample (quick runs)."""
+    `limit` takes an even sample (quick runs); `skip_bad`: skip unreadable images (counted in
+    the set's `skipped`) instead of stopping."""
     from edge_fer.data import load_dataset
     from edge_fer.data.loaders import detect_layout
 
     path = Path(data)
     layout = detect_layout(path)
     split = (split or "private-test") if layout.startswith("fer2013") else "all"
-    faces = load_dataset(path, split, size=size, layout=layout)
+    faces = load_dataset(path, split, size=size, layout=layout, skip_bad=skip_bad)
     if limit and len(faces) > limit:
         idx = np.linspace(0, len(faces) - 1, limit).round().astype(int)
         mask = np.zeros(len(faces), bool)
@@ -204,6 +209,7 @@ def compare_models(
     rounds: int = 5,
     tta: str = "none",
     extra_tta: tuple[str, ...] = (),
+    skip_bad: bool = False,
 ) -> dict:
     """Measure every (name, ONNX path) row; returns {"rows": [...], "setup": {...}}.
 
@@ -222,7 +228,7 @@ def compare_models(
     for name, p in rows:
         if not Path(p).is_file():
             raise UserError(f"{p}: no such model file (row {name!r})")
-    faces, split = load_eval_faces(data, split, eval_limit)
+    faces, split = load_eval_faces(data, split, eval_limit, skip_bad=skip_bad)
     results, specs = [], []
     for name, p in rows:
         with Classifier.load(p, threads=threads, tta=tta) as clf:
@@ -253,6 +259,12 @@ def compare_models(
         "data": portable_path(data),  # no local absolute path in a report that travels
         "split": split,
         "n": len(faces),
+        # with skip_bad: which report faces were skipped, as `edge-fer eval` names them
+        **(
+            {"skipped": faces.skipped, "skipped_entries": list(faces.skipped_entries)}
+            if skip_bad
+            else {}
+        ),
         "threads": threads,
         "onnxruntime": ort.__version__,
         "cpu": cpu_name(),

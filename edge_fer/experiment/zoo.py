@@ -190,13 +190,17 @@ def _measure(opts, sd: StudyData, entries: list[dict]) -> list[dict]:
             e["int8"] = int8_of(e["onnx"], faces, w / "int8", more)
         except UserError as exc:  # e.g. a graph the quantizer cannot take: FP32 row only
             e["int8"], e["int8_error"] = None, str(exc)
-            print(f"experiment: {e['name']}: no INT8 model ({exc})", file=sys.stderr)
         e["fp32_rep"] = eval_onnx(e["onnx"], sd)
         e["int8_rep"] = eval_onnx(e["int8"], sd) if e["int8"] else NO_REPORT
         e["log"] = read_log(e["run"]) if e.get("run") else []
+        # no INT8 model: why, in its place (was "INT8 nan", the reason on a line of its own)
+        int8 = (
+            f"INT8 {e['int8_rep']['accuracy']:.4f}"
+            if e["int8"]
+            else f"INT8 skipped: {e['int8_error']}"
+        )
         print(
-            f"experiment: {e['name']}: accuracy FP32 {e['fp32_rep']['accuracy']:.4f}, "
-            f"INT8 {e['int8_rep'].get('accuracy', float('nan')):.4f}",
+            f"experiment: {e['name']}: accuracy FP32 {e['fp32_rep']['accuracy']:.4f}, {int8}",
             file=sys.stderr,
             flush=True,
         )

@@ -202,9 +202,9 @@ def check_config(cfg: TrainConfig, resuming: bool = False) -> None:
     check_number(cfg.distill_temperature, "distill_temperature", lo_open=True)
     for t in list(cfg.teacher) + ([cfg.init] if cfg.init and not resuming else []):
         if not Path(t).is_file():
-            raise UserError(
-                f"{t}: no such model file", param="teacher" if t != cfg.init else "init"
-            )
+            # a folder is there, just not a model file (was: "no such model file")
+            what = "is a folder, not a model file" if Path(t).is_dir() else "no such model file"
+            raise UserError(f"{t}: {what}", param="teacher" if t != cfg.init else "init")
     if not isinstance(cfg.arch_kwargs, dict):
         raise UserError("must be a JSON object of architecture options", param="arch_kwargs")
     # said with the flag's name (the library's own messages name no flag)
@@ -442,6 +442,21 @@ def append_log(log_path: Path, row: dict) -> None:
         )
 
 
+@contextlib.contextmanager
+def _without_onednn():
+    """oneDNN off, nothing else changed: torch.backends.mkldnn.flags(enabled=False) also set
+    its default allow_tf32=True, which made torch (2.13, CPU builds) warn "TF32 acceleration on
+    top of oneDNN is available for Intel GPUs ..." on stderr, a setting of ours, not the user's
+    (its keywords differ between torch versions, hence the one flag set by hand)."""
+    mkldnn = torch.backends.mkldnn
+    before = mkldnn.enabled
+    mkldnn.enabled = False
+    try:
+        yield
+    finally:
+        mkldnn.enabled = before
+
+
 def train_step(model, opt, x: torch.Tensor, lr: float, loss_of) -> tuple:
     """One SGD step at learning rate `lr` on the loss `loss_of(logits)`: (logits, loss)."""
     for g in opt.param_groups:
@@ -450,7 +465,7 @@ def train_step(model, opt, x: torch.Tensor, lr: float, loss_of) -> tuple:
     # a channels-last 1x1 stride-2 convolution on 8 channels (mini_xception's first residual)
     # for odd batches of 3 or more on 2+ threads: such batches run without oneDNN (same sums)
     odd = x.device.type == "cpu" and x.shape[0] > 1 and x.shape[0] % 2 == 1
-    with torch.backends.mkldnn.flags(enabled=False) if odd else contextlib.nullcontext():
+    with _without_onednn() if odd else contextlib.nullcontext():
         logits = model(x)
         loss = loss_of(logits)
         opt.zero_grad(set_to_none=True)
