@@ -264,7 +264,7 @@ def test_class_folders_unreadable_image(tmp_path) -> None:
 
 @needs_fer
 def test_bad_entry_hint_names_only_a_flag_the_command_has(tmp_path, capsys, monkeypatch) -> None:
-    """`eval` has --skip-bad: its error says so; `train` has none: its error names none."""
+    """`eval` has --skip-bad: its error says so; `experiment` has none: its error names none."""
     from edge_fer.cli.main import main
 
     monkeypatch.setenv("EDGE_FER_CACHE", str(tmp_path / "cache"))
@@ -274,7 +274,7 @@ def test_bad_entry_hint_names_only_a_flag_the_command_has(tmp_path, capsys, monk
     bad.write_bytes(b"not an image")
     for argv, hint in (
         (["eval", "--data", str(data), "--threads", "1"], True),
-        (["train", "--arch", "cnn4", "--data", str(data), "--out", str(tmp_path / "r")], False),
+        (["experiment", "grouping", "--data", str(data), "--out", str(tmp_path / "r")], False),
     ):
         assert main(argv) == 2
         lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
