@@ -24,7 +24,7 @@ import signal
 import sys
 import threading
 
-from edge_fer.cli.common import HelpFormatter, Progress, thread_count
+from edge_fer.cli.common import HelpFormatter, Progress, add_skip_bad, thread_count
 from edge_fer.cli.options import FaceFinderArgs
 
 DETECTOR = FaceFinderArgs()  # `run`'s detector options that finding faces here takes
@@ -67,9 +67,7 @@ def register(sub) -> None:
     src.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
     src.add_argument("--min-faces", type=int, default=100,
                      help="refuse a calibration set with fewer faces")
-    src.add_argument("--skip-bad", action="store_true",
-                     help="--data: skip unreadable images (and those over 100 Mpx) instead of "
-                     "refusing the dataset; counted, and the first ones named")
+    add_skip_bad(src, "--data", "the output and calib_report.json")
     det = DETECTOR.add_to(p)
     det.add_argument("--every", type=int, default=1, metavar="N",
                      help="videos: look at every N-th frame")

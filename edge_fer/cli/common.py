@@ -36,6 +36,22 @@ def _has_default(action: argparse.Action) -> bool:
     return not (d is None or d is False or d is argparse.SUPPRESS)
 
 
+# one --skip-bad for every command that reads a labelled dataset (loaders' BadEntry adds "use
+# --skip-bad" to its message only where the running command has the flag)
+SKIP_BAD_HELP = (
+    "skip the bad entries of {what} instead of stopping: unreadable images, images over 100 Mpx, "
+    "malformed CSV rows, unknown classes, images outside the class folders; counted, and the "
+    "first ones named "
+    "({where})"
+)
+
+
+def add_skip_bad(p, what: str, where: str = "the JSON result: skipped, skipped_entries") -> None:
+    p.add_argument(
+        "--skip-bad", action="store_true", help=SKIP_BAD_HELP.format(what=what, where=where)
+    )
+
+
 def parse_size(text: str) -> float:
     """'48' -> 48 px, '48.5' -> 48.5 px, '0.1' or '10%' -> a fraction of the shorter side."""
     t = text.strip()

@@ -15,8 +15,12 @@ import json
 import sys
 from pathlib import Path
 
-from edge_fer.cli.common import HelpFormatter, positive_thread_count, thread_count
-from edge_fer.cli.train_cmd import add_skip_bad
+from edge_fer.cli.common import (
+    HelpFormatter,
+    add_skip_bad,
+    positive_thread_count,
+    thread_count,
+)
 
 NOTE_24 = (
     "2:4 sparsity: ONNX Runtime on a CPU runs the weights dense (no speed-up, none "
@@ -216,13 +220,10 @@ def _prepare(args, fcfg):
 def _skip_line(what: str, skipped: dict) -> str | None:
     """What --skip-bad skipped of the `what` faces, in one line as `edge-fer train` says it
     (None when nothing was)."""
-    from edge_fer.data.faceset import skipped_text
+    from edge_fer.data.faceset import skipped_line
 
     n = skipped.get("skipped", 0)
-    if not n:
-        return None
-    return (f"--skip-bad skipped {n} bad entr{'y' if n == 1 else 'ies'} of the {what} faces: "
-            f"{skipped_text(skipped.get('skipped_entries', []), n)}")  # fmt: skip
+    return skipped_line(n, skipped.get("skipped_entries", []), what) if n else None
 
 
 def _source_onnx(src, out: Path, faces) -> Path:

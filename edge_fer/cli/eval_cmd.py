@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 from edge_fer import fileio
-from edge_fer.cli.common import HelpFormatter, thread_count
+from edge_fer.cli.common import HelpFormatter, add_skip_bad, thread_count
 
 SPLIT_CHOICES = ("train", "public-test", "private-test", "test", "all")
 
@@ -93,12 +93,7 @@ def register(sub) -> None:
     voc.add_argument(
         "--classes", default=None, help="evaluate in this vocabulary, comma-separated class names"
     )
-    p.add_argument(
-        "--skip-bad",
-        action="store_true",
-        help="skip unreadable images (and those over 100 Mpx), malformed rows, unknown "
-        "classes; counted, and the first ones named (the JSON report: skipped_entries)",
-    )
+    add_skip_bad(p, "--data", "the summary and the JSON report: skipped_entries")
     p.add_argument(
         "--layout",
         default=None,

@@ -4,18 +4,7 @@ from __future__ import annotations
 
 import json
 
-from edge_fer.cli.common import HelpFormatter, thread_count
-
-# one --skip-bad for the commands here that read a run's dataset (eval and calibrate say the same)
-SKIP_BAD_HELP = (
-    "skip unreadable images (and those over 100 Mpx) and images outside the class folders "
-    "of {what} instead of stopping; counted, and the first ones named (the JSON result: "
-    "skipped, skipped_entries)"
-)
-
-
-def add_skip_bad(p, what: str) -> None:
-    p.add_argument("--skip-bad", action="store_true", help=SKIP_BAD_HELP.format(what=what))
+from edge_fer.cli.common import HelpFormatter, add_skip_bad, thread_count
 
 
 def register(sub) -> None:

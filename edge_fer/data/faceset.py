@@ -33,6 +33,16 @@ def skipped_text(entries: list[str], total: int, shown: int = 5) -> str:
     return "; ".join(first) + (f"; and {more} more" if more and first else "")
 
 
+def skipped_line(total: int, entries: list[str], of: str = "") -> str:
+    """--skip-bad's report line: "--skip-bad skipped 2 bad entries[ of the OF faces]: a.png:
+    why; b.png: why" (train, prune and qat say it alike)."""
+    n = int(total)
+    what = f" of the {of} faces" if of else ""
+    return f"--skip-bad skipped {n} bad entr{'y' if n == 1 else 'ies'}{what}: " + skipped_text(
+        entries, n
+    )
+
+
 @dataclass
 class FaceSet:
     """Grayscale faces: images (N, H, W) uint8, labels (N,) int64 into `classes`."""

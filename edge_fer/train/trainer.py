@@ -831,11 +831,10 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
                         "new run (another --out) with --skip-bad") from None  # fmt: skip
     skipped = skipped_of(train_set, val_set) if cfg.skip_bad else {}
     if skipped.get("skipped"):
-        from edge_fer.data.faceset import skipped_text
+        from edge_fer.data.faceset import skipped_line
 
-        n = skipped["skipped"]
-        print(f"edge-fer train: --skip-bad skipped {n} bad entr{'y' if n == 1 else 'ies'}: "
-              f"{skipped_text(skipped['skipped_entries'], n)}", file=sys.stderr)  # fmt: skip
+        line = skipped_line(skipped["skipped"], skipped["skipped_entries"])
+        print(f"edge-fer train: {line}", file=sys.stderr)
     classes = train_set.classes
     size = cfg.input_size or 48
     spec = PreprocessSpec(
