@@ -8,6 +8,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import numpy as np
 import pytest
 from paths import FACEFINDER, ROOT, SHARED, VIDEOS, shared  # noqa: F401 (re-exported)
@@ -124,3 +125,18 @@ def gray_frames(path: Path) -> list[np.ndarray]:
         frames.append(cv2.cvtColor(f, cv2.COLOR_BGR2GRAY))
     cap.release()
     return frames
+
+
+def demo_faces_clip(path: Path, frames: int, size=(320, 240), fps: float = 25.0) -> Path:
+    """A clip of the demo portraits (two faces), made with cv2.VideoWriter."""
+    pytest.importorskip("matplotlib", reason="the demo portrait comes from matplotlib")
+    from edge_fer.runtime.demo import demo_frames, load_face_photo
+
+    photo, _ = load_face_photo()
+    distinct = list(demo_frames(photo, size=size, fps=fps, seconds=2.0))
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
+    assert w.isOpened()
+    for i in range(frames):
+        w.write(distinct[i % len(distinct)])
+    w.release()
+    return path

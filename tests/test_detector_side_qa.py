@@ -312,21 +312,28 @@ def test_cascade_codes_at_the_int8_limits_and_byte_buffers_still_load(tmp_path):
 # ---- the cascade_train helper scripts ---------------------------------------------------------
 
 
-def test_lowres_and_fer_faces_refuse_bad_arguments_in_one_line(tmp_path):
-    """A negative --seed or --count, or an `out` that is a file, was a numpy ValueError or a
-    FileExistsError traceback, exit 1 (lowres after making `out`)."""
+def _two_image_sources(tmp_path: Path) -> tuple[Path, Path]:
+    """A WebFaces folder of 2 real images and a FER2013 folder of 2 real faces, the inputs of
+    the lowres and fer_faces scripts."""
     shared("data/webfaces"), shared("data/fer2013")
-    wf = tmp_path / "wf"  # a WebFaces folder of 2 real images
+    wf = tmp_path / "wf"
     (wf / "images").mkdir(parents=True)
     truth = (WEBFACES / "WebFaces_GroundThruth.txt").read_text().splitlines()[:2]
     for line in truth:
         name = line.split()[0]
         shutil.copy(WEBFACES / "images" / name, wf / "images" / name)
     (wf / "WebFaces_GroundThruth.txt").write_text("\n".join(truth) + "\n")
-    fer = tmp_path / "fer"  # a FER2013 folder of 2 real faces
+    fer = tmp_path / "fer"
     (fer / "train" / "happy").mkdir(parents=True)
     for i, src in enumerate(sorted((FER / "train" / "happy").glob("Training_*.jpg"))[:2]):
         shutil.copy(src, fer / "train" / "happy" / f"Training_{i}.jpg")
+    return wf, fer
+
+
+def test_lowres_and_fer_faces_refuse_bad_arguments_in_one_line(tmp_path):
+    """A negative --seed or --count, or an `out` that is a file, was a numpy ValueError or a
+    FileExistsError traceback, exit 1 (lowres after making `out`)."""
+    wf, fer = _two_image_sources(tmp_path)
     a_file = tmp_path / "a_file"
     a_file.write_text("mine\n")
     out = tmp_path / "out"
@@ -349,18 +356,7 @@ def test_lowres_and_fer_faces_refuse_an_out_with_their_outputs_unless_force(tmp_
     """A second run into the same `out` wrote over the first one's copies and boxes.txt without
     a word. Now: one line, exit 2, before any work (and before the data is read); --force
     writes over them. Other files in `out` are no reason to refuse."""
-    shared("data/webfaces"), shared("data/fer2013")
-    wf = tmp_path / "wf"  # a WebFaces folder of 2 real images
-    (wf / "images").mkdir(parents=True)
-    truth = (WEBFACES / "WebFaces_GroundThruth.txt").read_text().splitlines()[:2]
-    for line in truth:
-        name = line.split()[0]
-        shutil.copy(WEBFACES / "images" / name, wf / "images" / name)
-    (wf / "WebFaces_GroundThruth.txt").write_text("\n".join(truth) + "\n")
-    fer = tmp_path / "fer"  # a FER2013 folder of 2 real faces
-    (fer / "train" / "happy").mkdir(parents=True)
-    for i, src in enumerate(sorted((FER / "train" / "happy").glob("Training_*.jpg"))[:2]):
-        shutil.copy(src, fer / "train" / "happy" / f"Training_{i}.jpg")
+    wf, fer = _two_image_sources(tmp_path)
 
     def snapshot(folder: Path) -> dict[str, tuple[int, bytes]]:
         return {f.name: (f.stat().st_mtime_ns, f.read_bytes()) for f in folder.iterdir()}

@@ -23,7 +23,7 @@ import numpy as np
 import pytest
 from paths import ASSETS, ROOT
 from processes import interrupt, spawn_cli
-from runtime_helpers import count_frames
+from runtime_helpers import count_frames, demo_faces_clip
 
 from edge_fer.cli.main import main
 from edge_fer.errors import UserError
@@ -53,24 +53,9 @@ def _leftovers(folder: Path) -> list[str]:
     return [p.name for p in folder.rglob("*") if ".tmp" in p.name or ".probe" in p.name]
 
 
-def _write_clip(path: Path, frames: int, size=(320, 240), fps: float = 25.0) -> Path:
-    """A clip of the demo portraits (two faces), made with cv2.VideoWriter."""
-    pytest.importorskip("matplotlib", reason="the demo portrait comes from matplotlib")
-    from edge_fer.runtime.demo import demo_frames, load_face_photo
-
-    photo, _ = load_face_photo()
-    distinct = list(demo_frames(photo, size=size, fps=fps, seconds=2.0))
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), fps, size)
-    assert w.isOpened()
-    for i in range(frames):
-        w.write(distinct[i % len(distinct)])
-    w.release()
-    return path
-
-
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    return _write_clip(tmp_path_factory.mktemp("clip") / "in.avi", 20)
+    return demo_faces_clip(tmp_path_factory.mktemp("clip") / "in.avi", 20)
 
 
 def _run(argv, capsys) -> tuple[int, str, str]:
@@ -133,7 +118,7 @@ def _collision_cases(d: Path, src: Path) -> list[tuple[list[str], str, str, Path
 
 def test_collision_matrix_one_line_exit_2_inputs_untouched(tmp_path, capsys):
     d = tmp_path
-    src = shutil.copy(_write_clip(d / "clip.avi", 5), d / "in.avi")
+    src = shutil.copy(demo_faces_clip(d / "clip.avi", 5), d / "in.avi")
     src = Path(src)
     for extra, first, second, kept in _collision_cases(d, src):
         before = {p.name: _digest(p) for p in d.iterdir() if p.is_file()}
@@ -315,7 +300,7 @@ def test_a_file_size_limit_stops_the_run_and_keeps_the_old_video(tmp_path):
     and a video of 21 of 600 frames in place of the user's)."""
     from processes import CLI, run
 
-    clip = _write_clip(tmp_path / "clip.avi", 150)
+    clip = demo_faces_clip(tmp_path / "clip.avi", 150)
     out = tmp_path / "out.avi"
     out.write_bytes(b"old video")
     cmd = " ".join([sys.executable, *CLI, "run", str(clip), "--out", str(out), "--quiet"])
@@ -328,7 +313,7 @@ def test_a_file_size_limit_stops_the_run_and_keeps_the_old_video(tmp_path):
 @pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX file size limit")
 def test_a_file_size_limit_on_standard_output_is_one_line(tmp_path):
     """`detect --json > file` past `ulimit -f`: EFBIG was a traceback and exit 1."""
-    clip = _write_clip(tmp_path / "clip.avi", 60)
+    clip = demo_faces_clip(tmp_path / "clip.avi", 60)
 
     # set in the child's Python: a preexec_fn is unsafe in a process with threads
     boot = (
@@ -350,7 +335,7 @@ def test_a_file_size_limit_on_standard_output_is_one_line(tmp_path):
 def test_an_ignored_sigint_stays_ignored_by_run(tmp_path):
     """A script's background job (`edge-fer run ... &`) starts with SIGINT ignored: a Ctrl-C
     meant for the foreground stopped it once it had started (exit 130)."""
-    clip = _write_clip(tmp_path / "clip.avi", 400)
+    clip = demo_faces_clip(tmp_path / "clip.avi", 400)
     summary = tmp_path / "s.json"
     boot = (
         "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.SIG_IGN); "
@@ -373,7 +358,7 @@ def test_an_ignored_sigint_stays_ignored_by_run(tmp_path):
 def test_names_with_a_colon_are_files_not_ffmpeg_protocols(tmp_path, capsys, monkeypatch):
     """`cam1:front.avi` was read by FFmpeg as protocol "cam1" ("cannot decode it"), and
     `--out cam1:out.mp4` as "no mp4v/avc1 encoder"."""
-    _write_clip(tmp_path / "cam1:front.avi", 12)
+    demo_faces_clip(tmp_path / "cam1:front.avi", 12)
     monkeypatch.chdir(tmp_path)
     rc, _, err = _run(["run", "cam1:front.avi", "--out", "cam1:out.mp4", "--quiet"], capsys)
     assert rc == 0, err
@@ -671,7 +656,7 @@ def test_signal_during_startup(sig, code, tmp_path):
 @pytest.mark.parametrize("sig,code", [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_signal_mid_run(sig, code, tmp_path):
     total = 1500
-    src = _write_clip(tmp_path / "long.avi", total)
+    src = demo_faces_clip(tmp_path / "long.avi", total)
     out, events, summary = tmp_path / "a.avi", tmp_path / "e.jsonl", tmp_path / "s.json"
     proc = spawn_cli(
         "run", src, "--out", out, "--events", events, "--summary", summary, "--quiet", cwd=tmp_path

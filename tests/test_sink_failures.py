@@ -18,7 +18,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from runtime_helpers import count_frames, read_jsonl
+from runtime_helpers import count_frames, demo_faces_clip, read_jsonl
 
 from edge_fer.cli.main import main
 from edge_fer.errors import UserError
@@ -27,24 +27,9 @@ SIZE = (320, 240)
 DEV_FULL = pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full (Linux)")
 
 
-def _faces_clip(path: Path, frames: int) -> Path:
-    """A clip of the demo portraits (two faces that track), made with cv2.VideoWriter."""
-    pytest.importorskip("matplotlib", reason="the demo portrait comes from matplotlib")
-    from edge_fer.runtime.demo import demo_frames, load_face_photo
-
-    photo, _ = load_face_photo()
-    shots = list(demo_frames(photo, size=SIZE, fps=25.0, seconds=frames / 25.0))
-    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, SIZE)
-    assert w.isOpened()
-    for i in range(frames):
-        w.write(shots[i % len(shots)])
-    w.release()
-    return path
-
-
 @pytest.fixture(scope="module")
 def clip(tmp_path_factory) -> Path:
-    return _faces_clip(tmp_path_factory.mktemp("clip") / "faces.avi", 30)
+    return demo_faces_clip(tmp_path_factory.mktemp("clip") / "faces.avi", 30, SIZE)
 
 
 def _errors(stderr: str) -> list[str]:
