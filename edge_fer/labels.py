@@ -137,8 +137,8 @@ def index_map(src: tuple[str, ...], dst: tuple[str, ...]) -> list[int]:
 def _class_names(v, param: str) -> tuple[str, ...]:
     """`v` (a sequence of class names) as a tuple; a string is refused (its letters became the
     classes), and so are None and names that are not strings (AttributeErrors deep inside)."""
-    if isinstance(v, str):  # a TypeError, as before
-        raise TypeError(f"{param} must be a sequence of class names, not a string ({v!r})")
+    if isinstance(v, str):  # its letters would become the classes (was a bare TypeError)
+        raise UserError(f"must be a sequence of class names, not a string ({v!r})", param=param)
     try:
         names = tuple(v)
     except TypeError:

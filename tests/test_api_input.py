@@ -129,9 +129,14 @@ def test_label_mapping_reads_both_vocabularies_canonically() -> None:
     assert L.index_map(("happy",), ("Happy",)) == [0]
     assert L.mapping(L.FER2013, ("Negative", "Positive"))["sad"] == "Negative"
     assert L.mapping(("Happiness", "Anger"), L.FER2013) == {"Happiness": "happy", "Anger": "angry"}
-    for src, dst in (("happy", L.FER2013), (L.FER2013, "happy")):  # its letters were classes
-        with pytest.raises(TypeError, match="not a string"):
+    # its letters were classes; then a bare TypeError, the one non-UserError of these checks
+    for src, dst, param in (("happy", L.FER2013, "src"), (L.FER2013, "happy", "dst")):
+        with pytest.raises(UserError, match="not a string") as info:
             L.mapping(src, dst)
+        assert info.value.param == param and str(info.value).startswith(param)
+    with pytest.raises(UserError, match="not a string") as info:
+        L.index_map(L.FER2013, "happy")
+    assert info.value.param == "dst"
 
 
 def test_run_and_pipeline_numbers_are_checked() -> None:

@@ -302,3 +302,27 @@ def test_evaluation_helpers_check_their_numbers_and_matrix() -> None:
         with pytest.raises(UserError, match=r"\(2, 2\) matrix") as e:
             draw_confusion(cm, ["a", "b"])
         assert e.value.param == "cm"
+
+
+def test_build_config_names_a_path_field_that_is_not_a_path(tmp_path) -> None:
+    """calib_cache=3 was a TypeError in Path() (int8) and timing_cache=3 passed check() to fail
+    later; a Path works as its string does (and is recorded as one)."""
+    from edge_fer.export.engine import BuildConfig
+
+    for kw, param in (
+        ({"precision": "int8", "calib_cache": 3}, "calib_cache"),
+        ({"calib_cache": 3}, "calib_cache"),
+        ({"timing_cache": 3}, "timing_cache"),
+        ({"timing_cache": b"t.bin"}, "timing_cache"),
+        ({"timing_cache": ""}, "timing_cache"),  # Path("") is the folder "."
+    ):
+        with pytest.raises(UserError, match="must be a file's path") as e:
+            BuildConfig(**kw).check()  # type: ignore[arg-type]
+        assert e.value.param == param and str(e.value).startswith(param)
+    cache = tmp_path / "c.cache"
+    cache.write_bytes(b"TRT-100300-EntropyCalibration2\n")
+    timing = tmp_path / "t.bin"
+    cfg = BuildConfig(precision="int8", calib_cache=cache, timing_cache=timing)  # type: ignore[arg-type]
+    cfg.check()
+    assert cfg.calib_cache == str(cache) and cfg.timing_cache == str(timing)
+    assert json.dumps(cfg.as_dict())

@@ -9,9 +9,12 @@ tritonclient; the tests that talk to a server skip without it.
 from __future__ import annotations
 
 import json
+import os
 import re
+import signal
 import socket
 import struct
+import subprocess
 import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -304,3 +307,72 @@ def test_server_error_is_one_line(script, triton, tmp_path) -> None:
     err = _one_line(_client(script, "--url", _url(triton), "--model", "nope", img), 1)
     assert "unknown model" in err and "nope" in err
     assert triton.batches == []
+
+
+@needs_tritonclient
+def test_box_far_larger_than_the_image_is_one_line(script, tmp_path) -> None:
+    """A side over 8x the image's larger side (as `edge-fer run` refuses it): its padded crop
+    was allocated whole (w=96000: a 13 GB array) before the request."""
+    img = tmp_path / "frame.png"
+    cv2.imwrite(str(img), np.full((60, 80), 128, np.uint8))
+    url = f"127.0.0.1:{_closed_port()}"
+    r = _client(script, "--url", url, "--box", "0,0,641,20", img)
+    assert "--box" in _one_line(r, 2) and "8x" in r.stderr and str(img) in r.stderr
+    # 8x is still a box (a face in the frame's corner may reach far out): on to the server
+    assert "refused" in _one_line(_client(script, "--url", url, "--box", "0,0,640,20", img), 1)
+
+
+@needs_tritonclient
+@pytest.mark.parametrize("unbuffered", [False, True])
+def test_closed_pipe_ends_quietly(script, triton, tmp_path, unbuffered) -> None:
+    """`triton_client.py ... | head -1`: the reader gone, it was a BrokenPipeError traceback
+    (from print, or from the flush at exit: "Exception ignored ..." and status 120)."""
+    paths = _images(tmp_path, MAX_BATCH + 1)
+    env = dict(os.environ, PYTHONUNBUFFERED="1") if unbuffered else None
+    proc = subprocess.Popen(
+        [sys.executable, str(script), "--url", _url(triton), "--raw", *map(str, paths)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    proc.stdout.close()  # the reader leaves before the first line
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and err == "", (proc.returncode, err)
+
+
+@needs_tritonclient
+def test_ctrl_c_while_waiting_for_triton_is_one_line(script, tmp_path) -> None:
+    """Ctrl-C while the server thinks was a KeyboardInterrupt traceback (after gevent's own
+    "KeyboardInterrupt" line); now one line and 130, as a shell reports Ctrl-C."""
+    img = tmp_path / "face.png"
+    cv2.imwrite(str(img), np.full((48, 48), 128, np.uint8))
+    # Ctrl-C as a terminal delivers it (a background job starts with SIGINT ignored)
+    boot = (
+        "import runpy, signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+        "sys.argv = sys.argv[1:]; runpy.run_path(sys.argv[0], run_name='__main__')"
+    )
+    with socket.socket() as silent:  # takes the request and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        silent.settimeout(60)
+        url = f"127.0.0.1:{silent.getsockname()[1]}"
+        proc = subprocess.Popen(
+            [sys.executable, "-c", boot, str(script), "--url", url, str(img)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            conn, _ = silent.accept()
+            with conn:
+                conn.settimeout(60)
+                assert conn.recv(65536)  # the request came: the client waits for the answer
+                proc.send_signal(signal.SIGINT)
+                out, err = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.communicate()
+    assert proc.returncode == 130 and out == "", (proc.returncode, err)
+    assert err == "triton_client: interrupted (Ctrl-C)\n", err

@@ -12,7 +12,8 @@ interpolation when shrinking, bilinear when enlarging), then (x / 255 - mean) / 
 
 --box x,y,w,h crops a face from a whole frame the way `edge-fer run` does: the box's square
 grown by the model's crop margin on every side, the part outside the frame filled by repeating
-the border (write --box=-5,10,40,40 when x is negative). Triton's classification extension
+the border (write --box=-5,10,40,40 when x is negative); like `edge-fer run`, a box whose side
+is over 8x the image's larger side is refused. Triton's classification extension
 returns the top classes with their labels (the config's label_filename); --raw prints every
 probability instead. The faces go in requests of at most MAX_BATCH (the config's
 max_batch_size); one JSON line per image, in the order given.
@@ -29,10 +30,35 @@ import stat
 import sys
 from urllib.parse import urlsplit
 
+
+def interrupted(exc):
+    """Whether Ctrl-C caused `exc`: a KeyboardInterrupt in its cause/context chain (one raised
+    inside an extension's import can come out as an ImportError caused by it)."""
+    seen = set()
+    while exc is not None and id(exc) not in seen:
+        if isinstance(exc, KeyboardInterrupt):
+            return True
+        seen.add(id(exc))
+        exc = exc.__cause__ or exc.__context__
+    return False
+
+
+INTERRUPTED = 130  # 128 + SIGINT, as a shell reports a command that Ctrl-C stopped
+
+
+def quit_interrupted():
+    sys.stderr.write("triton_client: interrupted (Ctrl-C)\n")
+    sys.exit(INTERRUPTED)
+
+
 try:
     import cv2
     import numpy as np
+except KeyboardInterrupt:  # Ctrl-C while OpenCV loads
+    quit_interrupted()
 except ImportError as exc:  # a traceback would hide the one line that fixes it
+    if interrupted(exc):
+        quit_interrupted()
     sys.exit(f"triton_client: {exc}: pip install opencv-python-headless numpy")
 
 # -- written by `edge-fer deploy triton` from the model's metadata ---------------------------
@@ -51,6 +77,10 @@ MAX_BATCH = 32
 # --------------------------------------------------------------------------------------------
 
 PROG = "triton_client"
+# a --box side over this many times the image's larger side is refused, as `edge-fer run`
+# refuses it (edge_fer.runtime.crops.crop_face): not a face in that image, and its padded
+# crop would be allocated whole (w=96000: a 13 GB array)
+MAX_BOX_SCALE = 8
 
 
 class Failure(Exception):
@@ -146,6 +176,12 @@ def face_of(path, box):
     hh, ww = img.shape[:2]
     if x >= ww or y >= hh or x + w <= 0 or y + h <= 0:  # a typo, not a face: a blank crop
         raise Failure(f"--box {x:g},{y:g},{w:g},{h:g} lies outside {path} ({ww}x{hh})", 2)
+    if max(w, h) > MAX_BOX_SCALE * max(ww, hh):
+        raise Failure(
+            f"--box {x:g},{y:g},{w:g},{h:g} has a side over {MAX_BOX_SCALE}x the larger side "
+            f"of {path} ({ww}x{hh}): not a face box of that image",
+            2,
+        )
     return crop_face(to_gray(img), box)
 
 
@@ -196,6 +232,18 @@ def url_arg(text):
     return rest, scheme == "https"
 
 
+def quiet_event_loop_interrupts():
+    """tritonclient.http waits for Triton in gevent's event loop, which printed a Ctrl-C that
+    came there ("KeyboardInterrupt" and a time stamp) before passing it on to main(): put it
+    in Hub.NOT_ERROR, gevent's documented list of exceptions it passes on without printing."""
+    hub = sys.modules.get("gevent.hub")
+    try:
+        if hub is not None and not issubclass(KeyboardInterrupt, hub.Hub.NOT_ERROR):
+            hub.Hub.NOT_ERROR = (*hub.Hub.NOT_ERROR, KeyboardInterrupt)
+    except (AttributeError, TypeError):  # another gevent: at worst those two lines again
+        pass
+
+
 def infer(client, httpclient, model, x, top):
     """Probabilities (N, classes) or classification strings (N, top) of one request."""
     inp = httpclient.InferInput(INPUT_NAME, list(x.shape), "FP32")
@@ -231,20 +279,37 @@ def main(argv=None):
     )
     ap.add_argument("--top", type=top_arg, default=3, help="classes to return per face")
     ap.add_argument("--raw", action="store_true", help="every probability, not the top classes")
-    args = ap.parse_args(argv)
     try:
-        return run(args)
+        args = ap.parse_args(argv)
+        status = run(args)
+        sys.stdout.flush()  # a closed pipe raises here, not in the flush at exit
+        return status
     except Failure as exc:
         sys.stderr.write(f"{PROG}: {exc}\n")
         return exc.status
+    except BrokenPipeError:
+        # the reader left (`| head -1`): stop quietly, as head's writers do. What is still
+        # buffered goes to /dev/null, or the flush at exit would print an error of its own.
+        # Status 1, as `edge-fer` itself and Python's documented recipe give; the shell's
+        # 141 (killed by SIGPIPE) would claim a signal that never came.
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (OSError, ValueError):
+            pass
+        return 1
+    except KeyboardInterrupt:
+        quit_interrupted()
 
 
 def run(args):
     try:
         import tritonclient.http as httpclient  # type: ignore[import-not-found]
         from tritonclient.utils import InferenceServerException  # type: ignore
-    except ImportError:
+    except ImportError as exc:
+        if interrupted(exc):  # Ctrl-C while it loads
+            raise KeyboardInterrupt from None
         raise Failure("pip install 'tritonclient[http]'", 2) from None
+    quiet_event_loop_interrupts()
 
     # every image is read before the first request: a bad file costs no server time
     x = np.concatenate([prepare([face_of(path, args.box)]) for path in args.images])

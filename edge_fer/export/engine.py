@@ -132,6 +132,14 @@ class BuildConfig:
             )
         from numbers import Integral
 
+        for name in ("calib_cache", "timing_cache"):  # 3 was a TypeError in Path()
+            v = getattr(self, name)
+            if v is None:
+                continue
+            path = os.fspath(v) if isinstance(v, (str, os.PathLike)) else None
+            if not isinstance(path, str) or not path:  # bytes, a number, "" (the folder ".")
+                raise UserError(f"must be a file's path, got {v!r}", param=name)
+            object.__setattr__(self, name, path)  # a Path as the str the sidecar records
         for name in ("min_batch", "opt_batch", "max_batch", "workspace_mb"):
             v = getattr(self, name)
             if not isinstance(v, Integral) or isinstance(v, bool) or v < 1:
