@@ -179,3 +179,106 @@ def test_a_video_of_no_frames_is_one_line_exit_2_for_run_and_detect(tmp_path, ca
         assert out.read_bytes() == b"old video" and not summary.exists()
         rc, _, err = _run(["detect", video], capsys)
         assert rc == 2 and len(err.splitlines()) == 1 and str(video) in err, err
+
+
+# ---- annotated images and events cut short (a file size limit) -------------------------------
+
+
+def _run_limited(argv, limit: int) -> subprocess.CompletedProcess:
+    """`edge-fer ARGV` in a child process whose files may not grow past `limit` bytes (ulimit
+    -f), set in the child's Python as in the video test above."""
+    boot = (
+        "import resource, runpy, sys; "
+        f"resource.setrlimit(resource.RLIMIT_FSIZE, ({limit}, {limit})); "
+        "sys.argv[0] = 'edge-fer'; runpy.run_module('edge_fer.cli.main', run_name='__main__')"
+    )
+    return subprocess.run([sys.executable, "-c", boot, *map(str, argv)], capture_output=True,
+                          text=True, timeout=300, check=False)  # fmt: skip
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX file size limit")
+def test_annotated_images_that_fail_mid_run_keep_the_ones_written(tmp_path):
+    """`--out DIR/` for a folder of photos, the third too big for the file size limit: the
+    summary is still printed, `outputs_failed` names the folder ("incomplete"), one error
+    line, exit 2; the two images written before are whole, nothing half-written is left."""
+    photos, out = tmp_path / "photos", tmp_path / "annotated"
+    photos.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.png", "d.png"):
+        cv2.imwrite(str(photos / name), np.full((120, 160, 3), 90, np.uint8))
+    big = rng.integers(0, 256, (600, 800, 3), np.uint8)  # noise: a PNG of about 1.4 MB
+    cv2.imwrite(str(photos / "c.png"), big)
+    limit = 200_000
+    assert (photos / "c.png").stat().st_size > limit
+    p = _run_limited(["run", photos, "--out", f"{out}/", "--json"], limit)
+    assert p.returncode == 2, p.stderr
+    line = (
+        f"edge-fer run: error: cannot write --out {out / 'c.png'}: the file size limit "
+        "(ulimit -f) is reached"
+    )
+    assert _errors(p.stderr) == [line], p.stderr
+    s = json.loads(p.stdout)
+    assert s["frames"] >= 2 and not s["complete"] and "c.png" in s["error"]
+    failed = s["outputs_failed"]["annotated"]
+    assert failed["path"] == str(out) and failed["state"] == "incomplete", failed
+    assert "annotated" not in s["outputs"]
+    left = sorted(f.name for f in out.iterdir())
+    assert left == [".edge-fer-annotated", "a.png", "b.png"], left  # no temporary file
+    for name in ("a.png", "b.png"):
+        img = cv2.imread(str(out / name))
+        assert img is not None and img.shape == (120, 160, 3), name
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="POSIX file size limit")
+def test_an_events_file_cut_short_ends_at_a_whole_line(clip, tmp_path):
+    """The events file reaches the file size limit mid-line: the run stops with the summary
+    (`--json`: standard output, a pipe the limit does not apply to), `outputs_failed` says
+    "incomplete", one error line, exit 2, and the file holds whole JSON lines only."""
+    events = tmp_path / "e.jsonl"
+    limit = 4_000
+    p = _run_limited(["run", clip, "--events", events, "--json"], limit)
+    assert p.returncode == 2, p.stderr
+    line = (
+        f"edge-fer run: error: cannot write events file {events}: the file size limit "
+        "(ulimit -f) is reached"
+    )
+    assert _errors(p.stderr) == [line], p.stderr
+    s = json.loads(p.stdout)
+    assert not s["complete"] and "events file" in s["error"]
+    failed = s["outputs_failed"]["events"]
+    assert failed["path"] == str(events) and failed["state"] == "incomplete", failed
+    data = events.read_bytes()
+    assert 0 < len(data) <= limit and data.endswith(b"\n"), data[-80:]
+    records = [json.loads(ln) for ln in data.decode().splitlines()]  # each line whole
+    assert 1 <= len(records) < 30 and s["frames"] >= len(records)
+
+
+# ---- photos skipped: the same exit code from run_video, run and bench ------------------------
+
+
+def test_photos_skipped_exit_1_from_run_video_run_and_bench(tmp_path, capsys):
+    """A folder with one corrupt photo among good ones: `run` exited 1 (decided in the command
+    line), while `run_video(...)` returned exit_code 0, so `edge-fer bench` on the folder
+    exited 0 although it exits "as run". Now the result says 1 and both commands exit with it."""
+    from edge_fer.runtime.runner import RunOptions, run_video
+
+    folder = tmp_path / "shots"
+    folder.mkdir()
+    for i, name in enumerate(("a.png", "c.png")):
+        img = np.random.default_rng(i).integers(0, 256, (48, 64, 3), np.uint8)
+        assert cv2.imwrite(str(folder / name), img)
+    (folder / "b.jpg").write_bytes(b"\xff\xd8\xff garbage, not a jpeg")
+    res = run_video(RunOptions(source=str(folder)), warn=lambda _msg: None)
+    assert res.exit_code == 1 and not res.ended_early
+    assert res.summary["frames"] == 2 and res.summary["source"]["skipped_files"] == 1
+    assert res.summary["complete"]
+    last = ("edge-fer run: error: 1 of 3 image files could not be used and was skipped (listed "
+            "above); the others were processed")  # fmt: skip
+    rc, _, err = _run(["run", folder, "--quiet"], capsys)
+    assert rc == 1 and err.splitlines()[-1] == last, err
+    assert sum(ln.startswith("edge-fer") and "error" in ln for ln in err.splitlines()) == 1, err
+    out = tmp_path / "b.json"
+    rc, _, err = _run(["bench", folder, "--backend", "onnxruntime", "--json", out], capsys)
+    assert rc == 1, err
+    report = json.loads(out.read_text())
+    assert [r["exit_code"] for r in report["results"]] == [1]

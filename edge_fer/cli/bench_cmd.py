@@ -105,7 +105,8 @@ def run(args) -> int:
             raise UserError(f"--json {out}: cannot create {out.parent} ({exc.strerror})") from None
     write_json_atomic(out, report, "--json")
     print(f"saved {out}", file=sys.stderr)
-    # as edge-fer run: 1 when a run met a problem it went past (a truncated file), after saving
+    # as edge-fer run: 1 when a run met a problem it went past (a truncated file, photos
+    # skipped: run_video's exit_code), after saving
     return max(
         (r.get("exit_code") or 0 for r in report["results"] if r.get("available")), default=0
     )

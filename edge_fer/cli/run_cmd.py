@@ -158,23 +158,22 @@ def _run(args, guard) -> int:
         print(f"edge-fer run: interrupted ({s.get('signal') or 'SIGINT'}); outputs are closed "
               "and valid", file=sys.stderr)  # fmt: skip
     elif result.exit_code == 1:
-        print("edge-fer run: error: the source ended early: "
-              + "; ".join(s.get("source_errors", [])[-2:]), file=sys.stderr)  # fmt: skip
-    return _exit_code(s, result.exit_code)
+        print(f"edge-fer run: error: {_why_exit_1(s, result.ended_early)}", file=sys.stderr)
+    return result.exit_code
 
 
-def _exit_code(s: dict, code: int) -> int:
-    """Photos skipped, the others processed: exit 1 after one line saying so, as detect and
-    classify (docs/runtime.md, Photos); an early end or an interrupt keeps its own code."""
+def _why_exit_1(s: dict, ended_early: bool) -> str:
+    """The last line of a run that exits 1 (run_video decides it): the source ended early, or
+    photos were skipped and the others processed, as detect and classify say it
+    (docs/runtime.md, Photos)."""
+    from edge_fer.runtime.pipeline import skipped_files
     from edge_fer.runtime.sources import skipped_error
 
-    src = s.get("source") or {}
-    skipped = src.get("skipped_files") or 0
-    if code != 0 or not skipped:
-        return code
-    line = skipped_error(skipped, src.get("files") or skipped, "image files")
-    print(f"edge-fer run: error: {line}", file=sys.stderr)
-    return 1
+    skipped = skipped_files(s)
+    if ended_early or not skipped:
+        return "the source ended early: " + "; ".join(s.get("source_errors", [])[-2:])
+    files = (s.get("source") or {}).get("files") or skipped
+    return skipped_error(skipped, files, "image files")
 
 
 def _report(args, s: dict, taken: list, demo_files: list, out_dir) -> None:

@@ -242,8 +242,18 @@ class Sinks:
 
 @dataclass
 class RunResult:
+    """exit_code: 0 done; 1 the source ended early (`ended_early`: a truncated file, a stream
+    lost) or photos of a folder or glob were skipped and the others processed (the summary's
+    `source.skipped_files`); 128 + N a signal. `edge-fer run` and `bench` exit with it."""
+
     summary: dict
     exit_code: int
+    ended_early: bool = False
+
+
+def skipped_files(summary: dict) -> int:
+    """The photos of a folder or glob that a run skipped (unusable), from its summary."""
+    return int((summary.get("source") or {}).get("skipped_files") or 0)
 
 
 def summary_of(exc: BaseException) -> dict | None:
@@ -883,11 +893,11 @@ class Pipeline:
             raise error
         if self.interrupted:
             code = exit_code_for(self.signum)
-        elif self.source.incomplete:
-            code = 1
+        elif self.source.incomplete or skipped_files(summary):
+            code = 1  # the results cover part of the input (docs/runtime.md, Photos)
         else:
             code = 0
-        return RunResult(summary, code)
+        return RunResult(summary, code, ended_early=self.source.incomplete)
 
     def _periodic_summary(self) -> None:
         """Rewrite the summary file (atomically) with the run so far: `"running": true`. A
