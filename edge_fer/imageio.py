@@ -103,12 +103,18 @@ def visible_image(f: Path, root: Path) -> bool:
     )
 
 
+def check_regular(path: str | os.PathLike) -> None:
+    """OSError unless `path` is a regular file: reading a pipe, device or socket named like an
+    image waits for a writer for ever (every reader of image files asks this first)."""
+    if not stat.S_ISREG(os.stat(path).st_mode):
+        raise OSError(errno.EINVAL, "not a regular file (a pipe, device or socket)", str(path))
+
+
 def imread(path: str | os.PathLike, flags: int = cv2.IMREAD_COLOR) -> np.ndarray | None:
     """The decoded image, or None for an empty file or one OpenCV cannot decode. OSError when
     the file cannot be read (also for a pipe, device or socket: reading a FIFO named like an
     image waited for ever); cv2.error and MemoryError pass through (a decoder's own limits)."""
-    if not stat.S_ISREG(os.stat(path).st_mode):
-        raise OSError(errno.EINVAL, "not a regular file (a pipe, device or socket)", str(path))
+    check_regular(path)
     buf = np.fromfile(os.fspath(path), dtype=np.uint8)
     if buf.size == 0:
         return None

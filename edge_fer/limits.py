@@ -13,6 +13,17 @@ MAX_FRAME_PIXELS = 1 << 27  # 134 Mpx: beyond this a frame is a mistake, not a p
 # every camera's normal output.
 MAX_IMAGE_PIXELS = 100_000_000
 
+
+def too_many_pixels(width: int, height: int) -> str | None:
+    """Why an image of this size is not decoded (over MAX_IMAGE_PIXELS), or None: the words
+    the photo readers and the dataset loaders share."""
+    if width * height <= MAX_IMAGE_PIXELS:
+        return None
+    return (
+        f"{width}x{height} pixels is over the {MAX_IMAGE_PIXELS // 1_000_000} Mpx limit for images"
+    )
+
+
 # Threads any one pool may get: more than this is a typo (10000 threads for an eval drove the
 # load average to 5000 on 2 cores), not a machine
 MAX_THREADS = 256

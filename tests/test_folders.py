@@ -16,7 +16,8 @@ from runtime_helpers import make_tiny_model
 
 from edge_fer.cli.main import main
 from edge_fer.errors import UserError
-from edge_fer.runtime.sources import MAX_IMAGE_PIXELS, ImageSource, image_size, open_source
+from edge_fer.limits import MAX_IMAGE_PIXELS
+from edge_fer.runtime.sources import ImageSource, image_size, open_source
 
 
 def _png_header_only(path: Path, w: int, h: int) -> Path:
@@ -202,9 +203,10 @@ def test_run_exits_2_in_one_line_when_no_image_is_usable(tmp_path, tiny_model, c
 
 def test_decoder_errors_are_reasons_not_crashes(tmp_path, monkeypatch):
     """Past our header check (raised here), OpenCV's own size assertion is a skip reason too."""
+    from edge_fer import limits
     from edge_fer.runtime import sources
 
-    monkeypatch.setattr(sources, "MAX_IMAGE_PIXELS", 10**13)
+    monkeypatch.setattr(limits, "MAX_IMAGE_PIXELS", 10**13)
     monkeypatch.setattr(sources, "MAX_FRAME_SIDE", 10**6)
     img, why = sources.load_image(str(_png_header_only(tmp_path / "x.png", 40000, 40000)))
     assert img is None and why.startswith("cannot decode it (") and len(why.splitlines()) == 1

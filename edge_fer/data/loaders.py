@@ -202,7 +202,7 @@ def _stamp(p: Path) -> str:
 def _read_gray(path: Path, size: int | None) -> tuple[np.ndarray | None, str | None]:
     """(the image, None); (None, why) for one over MAX_IMAGE_PIXELS; (None, None) for one that
     cannot be read or decoded (`_Faces.problem` says so)."""
-    from edge_fer.limits import MAX_IMAGE_PIXELS
+    from edge_fer.limits import too_many_pixels
     from edge_fer.runtime.sources import image_size
 
     # the header first, as run and classify do: a 30000x30000 PNG of 1 MB took 1.9 GB to
@@ -211,13 +211,12 @@ def _read_gray(path: Path, size: int | None) -> tuple[np.ndarray | None, str | N
         wh = image_size(str(path))
     except OSError:
         wh = None  # the read below fails the same way: "cannot decode image"
-    img = None
-    if wh is None or wh[0] * wh[1] <= MAX_IMAGE_PIXELS:
-        img = read_or_none(path, cv2.IMREAD_GRAYSCALE)
-        wh = None if img is None or img.size <= MAX_IMAGE_PIXELS else img.shape[::-1]
-    if wh is not None:  # (after decoding: a header image_size cannot read)
-        limit = MAX_IMAGE_PIXELS // 1_000_000
-        return None, f"{wh[0]}x{wh[1]} pixels is over the {limit} Mpx limit for images"
+    why = too_many_pixels(*wh) if wh else None
+    img = None if why else read_or_none(path, cv2.IMREAD_GRAYSCALE)
+    if img is not None:  # (after decoding: a header image_size cannot read)
+        why = too_many_pixels(img.shape[1], img.shape[0])
+    if why:
+        return None, why
     if img is None:
         return None, None
     if size is not None and img.shape != (size, size):

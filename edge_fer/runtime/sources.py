@@ -31,7 +31,6 @@ KEEP_LATEST of each, and a count of them all (`Latest`), however long a stream f
 from __future__ import annotations
 
 import collections
-import errno
 import glob as _glob
 import os
 import re
@@ -52,7 +51,7 @@ from edge_fer import errors, imageio
 from edge_fer.errors import UserError
 from edge_fer.fileio import first_line, os_error_reason
 from edge_fer.imageio import IMAGE_EXTS, cv_name, printable, visible_image
-from edge_fer.limits import MAX_FRAME_SIDE, MAX_IMAGE_PIXELS  # photos beyond them are skipped
+from edge_fer.limits import MAX_FRAME_SIDE, too_many_pixels  # photos beyond them are skipped
 
 VIDEO_EXTS = {
     ".avi",
@@ -416,8 +415,7 @@ def gif_frames(path: str | os.PathLike, stop: int = 2) -> int:
     decoded: the first frame's data is skipped over); 0 for a file that is not a GIF, cannot be
     read, or is not a regular file (reading a pipe waits for a writer for ever)."""
     try:
-        if not _stat.S_ISREG(os.stat(path).st_mode):
-            return 0
+        imageio.check_regular(path)
         with open(path, "rb") as f:
             return _count_gif_frames(f, stop)
     except OSError:
@@ -664,8 +662,7 @@ def image_size(path: str) -> tuple[int, int] | None:
     is not recognised (PNG, JPEG, BMP, TIFF, WebP, PNM and GIF are) or the header is mangled.
     OSError when the file cannot be read, or is not a regular file (opening a FIFO named like
     an image waits for a writer for ever)."""
-    if not _stat.S_ISREG(os.stat(path).st_mode):
-        raise OSError(errno.EINVAL, "not a regular file (a pipe, device or socket)", str(path))
+    imageio.check_regular(path)
     with open(path, "rb") as f:
         try:
             return _header_size(f)
@@ -724,10 +721,9 @@ def load_image(path: str, flags: int = cv2.IMREAD_COLOR) -> tuple[np.ndarray | N
         return None, f"cannot read it ({os_error_reason(exc)})"
     if size is not None:
         w, h = size
-        if w * h > MAX_IMAGE_PIXELS:
-            return None, (
-                f"{w}x{h} pixels is over the {MAX_IMAGE_PIXELS // 1_000_000} Mpx limit for images"
-            )
+        why = too_many_pixels(w, h)
+        if why:
+            return None, why
         if max(w, h) > MAX_FRAME_SIDE:
             return None, _too_long(w, h)
     try:
