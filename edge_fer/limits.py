@@ -24,6 +24,19 @@ def too_many_pixels(width: int, height: int) -> str | None:
     )
 
 
+def frame_too_large(width: int, height: int) -> str | None:
+    """Why frames of this size cannot be scanned (over MAX_FRAME_SIDE or MAX_FRAME_PIXELS), or
+    None: the words `run` and `detect` give a video whose frames are beyond the detector."""
+    if max(width, height) > MAX_FRAME_SIDE:
+        return (
+            f"{width}x{height} pixels are over the {MAX_FRAME_SIDE} px a side that can be scanned"
+        )
+    if width * height > MAX_FRAME_PIXELS:
+        mpx = MAX_FRAME_PIXELS // 1_000_000
+        return f"{width}x{height} pixels are over the {mpx} Mpx a frame can be scanned at"
+    return None
+
+
 # Threads any one pool may get: more than this is a typo (10000 threads for an eval drove the
 # load average to 5000 on 2 cores), not a machine
 MAX_THREADS = 256

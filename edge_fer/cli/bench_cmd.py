@@ -35,8 +35,10 @@ def register(subparsers) -> None:
     p.add_argument("source", nargs="?", metavar="SOURCE", help="video file, folder or URI")
     p.add_argument("--synthetic", metavar="WxH",
                    help="bench on a generated clip of this size (e.g. 640x480) instead")
-    p.add_argument("--faces", type=int, default=2, help="--synthetic: faces in the clip (2)")
-    p.add_argument("--frames", type=int, default=300, help="--synthetic: clip length (300)")
+    # None until given: with SOURCE they would be ignored, so they are refused (run())
+    p.add_argument("--faces", type=int, help="--synthetic: faces in the clip (2)")
+    p.add_argument("--frames", type=int,
+                   help="--synthetic: clip length (300; for SOURCE: --max-frames)")
     p.add_argument("--queue-size", type=int, default=1,
                    help="frames each queue between stages holds (default 1: lowest latency)")
     p.add_argument("--json", dest="json_out", default=DEFAULT_JSON, metavar="OUT", type=output_path,
@@ -52,6 +54,7 @@ MAX_SYNTHETIC_FRAMES = 100_000  # a synthetic clip of 1080p frames this long is 
 
 def run(args) -> int:
     from edge_fer.fileio import check_collisions
+    from edge_fer.imageio import printable
     from edge_fer.runtime.bench import bench, format_table, synthetic_clip
     from edge_fer.runtime.runner import run_inputs
     from edge_fer.runtime.sinks import check_writable, write_json_atomic
@@ -60,6 +63,13 @@ def run(args) -> int:
     quiet_opencv()
     if bool(args.source) == bool(args.synthetic):
         raise UserError("give either SOURCE or --synthetic WxH")
+    given = [f for f, v in (("--faces", args.faces), ("--frames", args.frames)) if v is not None]
+    if args.source and given:  # they shape the synthetic clip; a file has its own
+        raise UserError(f"{given[0]} applies to --synthetic only"
+                        + ("; --max-frames N limits the frames of SOURCE"
+                           if given[0] == "--frames" else ""))  # fmt: skip
+    args.faces = 2 if args.faces is None else args.faces
+    args.frames = 300 if args.frames is None else args.frames
     for name, value, low in (("--frames", args.frames, 1), ("--queue-size", args.queue_size, 1)):
         if value < low:
             raise UserError(f"{name} must be >= {low}, got {value}")
@@ -104,9 +114,12 @@ def run(args) -> int:
         except OSError as exc:
             raise UserError(f"--json {out}: cannot create {out.parent} ({exc.strerror})") from None
     write_json_atomic(out, report, "--json")
-    print(f"saved {out}", file=sys.stderr)
+    print(f"saved {printable(out)}", file=sys.stderr)
     # as edge-fer run: 1 when a run met a problem it went past (a truncated file, photos
-    # skipped: run_video's exit_code), after saving
-    return max(
-        (r.get("exit_code") or 0 for r in report["results"] if r.get("available")), default=0
-    )
+    # skipped: run_video's exit_code), after saving, with run's last line saying why
+    ran = [r for r in report["results"] if r.get("available")]
+    code = max((r.get("exit_code") or 0 for r in ran), default=0)
+    why = next((r["exit_reason"] for r in ran if r.get("exit_reason")), None)
+    if code == 1 and why:
+        print(f"edge-fer bench: error: {why}", file=sys.stderr)
+    return code

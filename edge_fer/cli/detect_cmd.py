@@ -129,11 +129,18 @@ def _expand_inputs(given: list[str]) -> tuple[list[Path], bool]:
     as `edge-fer run` reads them. Also whether one did (then --draw is a folder, however many
     images it held)."""
     from edge_fer.imageio import printable
-    from edge_fer.runtime.sources import SourceSpec, has_glob, list_images, named_file_problem
+    from edge_fer.runtime.sources import (
+        SourceSpec,
+        has_glob,
+        list_images,
+        named_file_problem,
+        named_input,
+    )
 
     paths: list[Path] = []
     many = False
     for name in given:
+        name = named_input(name, "detect")  # file:// as run reads it; other URIs refused
         p = Path(name)
         if p.is_dir() or (has_glob(name) and not p.exists()):
             spec = SourceSpec(name, "images", name, False, "images")
@@ -179,18 +186,6 @@ def _open_video(path: Path, warn):
             why = UNDECODABLE_VIDEO if _is_video(path) else "not an image or video OpenCV can read"
             raise _BadInput(path, why) from None
         raise
-
-
-def _too_large(h: int, w: int) -> str | None:
-    """Why frames of h x w cannot be scanned (the detector's limits), or None."""
-    from edge_fer.limits import MAX_FRAME_PIXELS, MAX_FRAME_SIDE
-
-    if max(h, w) > MAX_FRAME_SIDE:
-        return f"{w}x{h} pixels are over the {MAX_FRAME_SIDE} px a side that can be scanned"
-    if h * w > MAX_FRAME_PIXELS:
-        mpx = MAX_FRAME_PIXELS // 1_000_000
-        return f"{w}x{h} pixels are over the {mpx} Mpx a frame can be scanned at"
-    return None
 
 
 def _to_gray(frame: np.ndarray) -> np.ndarray:
@@ -369,6 +364,7 @@ def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
     frame count its header declares: each problem is one warning line on stderr.
     """
     from edge_fer.imageio import printable
+    from edge_fer.limits import frame_too_large
     from edge_fer.runtime.image_out import claim
     from edge_fer.runtime.sinks import VideoSink
     from edge_fer.runtime.sources import NO_FRAME
@@ -383,7 +379,7 @@ def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
         while (fr := src.read()) is not None:
             check_signal()
             frame = fr.image
-            too_large = _too_large(*frame.shape[:2])
+            too_large = frame_too_large(frame.shape[1], frame.shape[0])
             if too_large:  # as an image over the limits: reported, the other inputs still run
                 raise _BadInput(path, f"frames of {too_large}")
             gray = _to_gray(frame)

@@ -321,8 +321,12 @@ class SourceArgs(ArgGroup):
         except UserError:
             return []  # the run says what is wrong with it
         kind = _SOURCE_KINDS.get(spec.kind, spec.kind)
-        return [f"{_SOURCE_FLAGS[k]} does not apply to {kind}; ignored"
-                for k in spec.ignored_options() if k in fields]  # fmt: skip
+        lines = [f"{_SOURCE_FLAGS[k]} does not apply to {kind}; ignored"
+                 for k in spec.ignored_options() if k in fields]  # fmt: skip
+        if getattr(args, "sequence", False) and spec.kind != "images":  # frames are a sequence
+            lines.append(f"--sequence applies to images (a folder, glob or photo), not to "
+                         f"{kind.split(' (')[0]}; ignored")  # fmt: skip
+        return lines
 
     def run_fields(self, args: argparse.Namespace) -> dict[str, Any]:
         given = (("width", args.input_width), ("height", args.input_height),

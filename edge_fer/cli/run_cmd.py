@@ -41,7 +41,7 @@ def register(subparsers) -> None:
     # fmt: off
     p.add_argument("--demo", action="store_true",
                    help="make a short clip with faces and run on it (outputs in --demo-dir)")
-    p.add_argument("--demo-dir", default="edge-fer-demo", metavar="DIR",
+    p.add_argument("--demo-dir", metavar="DIR",
                    help="--demo: output folder (default ./edge-fer-demo)")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="print no summary")
@@ -82,12 +82,17 @@ def _run(args, guard) -> int:
         raise UserError("give either SOURCE or --demo, not both")
     if not args.demo and not args.source:
         raise UserError("no SOURCE: give a file, folder, glob, camera or URI (or --demo)")
+    if args.json and args.quiet:  # --json won without a word
+        raise UserError("--json prints the summary and --quiet prints none: give one of them")
+    if args.demo_dir is not None and not args.demo:  # else ignored without a word
+        raise UserError("--demo-dir applies to --demo only; the outputs of a run on SOURCE "
+                        "are named by --out, --events and --summary")  # fmt: skip
     if args.demo:
         from edge_fer.detect.config import resolve_cascade
         from edge_fer.fileio import check_collisions
 
         resolve_cascade(args.cascade)  # fail before making the clip
-        out_dir = Path(args.demo_dir)
+        out_dir = Path(args.demo_dir or "edge-fer-demo")
         clip_path = out_dir / "demo_input.mp4"
         args.out = args.out or str(out_dir / "annotated.mp4")
         args.events = args.events or str(out_dir / "events.jsonl")
@@ -158,22 +163,8 @@ def _run(args, guard) -> int:
         print(f"edge-fer run: interrupted ({s.get('signal') or 'SIGINT'}); outputs are closed "
               "and valid", file=sys.stderr)  # fmt: skip
     elif result.exit_code == 1:
-        print(f"edge-fer run: error: {_why_exit_1(s, result.ended_early)}", file=sys.stderr)
+        print(f"edge-fer run: error: {result.why_exit_1()}", file=sys.stderr)
     return result.exit_code
-
-
-def _why_exit_1(s: dict, ended_early: bool) -> str:
-    """The last line of a run that exits 1 (run_video decides it): the source ended early, or
-    photos were skipped and the others processed, as detect and classify say it
-    (docs/runtime.md, Photos)."""
-    from edge_fer.runtime.pipeline import skipped_files
-    from edge_fer.runtime.sources import skipped_error
-
-    skipped = skipped_files(s)
-    if ended_early or not skipped:
-        return "the source ended early: " + "; ".join(s.get("source_errors", [])[-2:])
-    files = (s.get("source") or {}).get("files") or skipped
-    return skipped_error(skipped, files, "image files")
 
 
 def _report(args, s: dict, taken: list, demo_files: list, out_dir) -> None:

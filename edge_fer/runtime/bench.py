@@ -206,6 +206,8 @@ def bench(
                     "frames_with_detections": s["frames_with_detections"],
                     "track_count": s["track_count"],
                     "exit_code": res.exit_code,
+                    # why it is 1, in the line `edge-fer run` ends with (None otherwise)
+                    "exit_reason": res.why_exit_1(),
                     **({"events": str(ev)} if events and keep_events else {}),
                 }
             )
@@ -221,9 +223,11 @@ def _stop_if_interrupted(summary: dict) -> None:
 
 
 def format_table(report: dict) -> str:
+    from edge_fer.imageio import printable  # a name holding a newline stays on its line
+
     rows = []
     src = report.get("source_info") or {}
-    rows.append(f"source {report['source']}  {src.get('width')}x{src.get('height')}")
+    rows.append(f"source {printable(report['source'])}  {src.get('width')}x{src.get('height')}")
     m = report.get("machine") or {}
     if m.get("cpu"):
         rows.append(f"cpu    {m['cpu']}, {m.get('cores')} cores")

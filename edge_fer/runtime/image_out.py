@@ -168,6 +168,8 @@ def check_folder(folder: str | os.PathLike, what: str = "the annotated images") 
         raise UserError(f"{f}: exists and is not a folder", param="out")
     if not f.exists():
         parent = f.parent if str(f.parent) else Path(".")
+        if parent.exists() and not parent.is_dir():  # (it said "does not exist" of a file)
+            raise UserError(f"{f}: {parent} is not a folder", param="out")
         if not parent.is_dir():
             raise UserError(f"{f}: folder {parent} does not exist", param="out")
         reason = cannot_write_in(parent)  # os.access says yes to root on /proc

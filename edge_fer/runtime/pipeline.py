@@ -250,6 +250,22 @@ class RunResult:
     exit_code: int
     ended_early: bool = False
 
+    def why_exit_1(self) -> str | None:
+        """The last line of a command that exits 1 with this result, None for any other exit
+        code: the source ended early, or photos were skipped and the others processed, in the
+        words detect and classify use (docs/runtime.md, Photos). `edge-fer run` and `bench`
+        both print it, so a script reads the same line from either."""
+        if self.exit_code != 1:
+            return None
+        from edge_fer.runtime.sources import skipped_error
+
+        s = self.summary
+        skipped = skipped_files(s)
+        if self.ended_early or not skipped:
+            return "the source ended early: " + "; ".join(s.get("source_errors", [])[-2:])
+        files = (s.get("source") or {}).get("files") or skipped
+        return skipped_error(skipped, files, "image files")
+
 
 def skipped_files(summary: dict) -> int:
     """The photos of a folder or glob that a run skipped (unusable), from its summary."""
@@ -298,6 +314,7 @@ def startup_summary(source: dict, signum: int, outputs: dict, info: dict | None 
         "source_errors": [],
         "source_errors_omitted": 0,
         "complete": False,
+        "source_complete": False,
         "interrupted": True,
         "signal": signal_name(signum),
         "started": False,
@@ -455,6 +472,10 @@ class Pipeline:
         self.batches = 0
         self.classified = 0  # faces the classifier ran on (classify_every: fewer than faces)
         self.read_count = 0
+        # the source read to its end (or --max-frames) and every frame through to the outputs:
+        # a run that fails at the end (the video finalised, the summary written) says so
+        self._read_all = False
+        self._drained = False
         self._wall0 = 0.0
         self._wall1 = 0.0
         # plain or eye-aligned crops, as the model's spec asks (runtime/crops.py)
@@ -503,6 +524,7 @@ class Pipeline:
         start = time.perf_counter()
         while not self.stop.is_set():
             if self.max_frames is not None and n >= self.max_frames:
+                self._read_all = True
                 break
             if self.pace:  # emulate a camera: the next frame exists only at its time
                 wait = start + n / self.pace - time.perf_counter()
@@ -514,6 +536,7 @@ class Pipeline:
             else:
                 f = self.source.read()
             if f is None:
+                self._read_all = True
                 break
             t1 = time.perf_counter()
             img = _bgr_frame(f.image, f.index)
@@ -851,6 +874,7 @@ class Pipeline:
                         break
                     continue
                 if item is _END:
+                    self._drained = True
                     break
                 if self.stop.is_set() and self.interrupted:
                     break
@@ -1033,6 +1057,8 @@ class Pipeline:
                 or error is not None
                 or self.source.incomplete
             ),
+            # every frame of the source was processed, whatever became of the outputs
+            "source_complete": self._source_complete(),
             "running": running,
             "interrupted": self.interrupted,
             "signal": signal_name(self.signum) if self.interrupted and self.signum else None,
@@ -1049,6 +1075,18 @@ class Pipeline:
             d["error"] = str(error) or type(error).__name__
         d.update(self.info)
         return d
+
+    def _source_complete(self) -> bool:
+        """The source was read to its end (or --max-frames) and every frame went through the
+        stages to the outputs: no stage failed, no signal, no window closed, nothing cut short."""
+        return (
+            self._read_all
+            and self._drained
+            and not self.errors
+            and not self.interrupted
+            and not self.stopped_by_user
+            and not self.source.incomplete
+        )
 
     def _failed_outputs(self, outputs: dict) -> dict:
         """{output: {"path", "state", "error"}} for each output that failed, taken out of

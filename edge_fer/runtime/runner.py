@@ -408,6 +408,7 @@ def _run_video(
         check()
         first = first_frame(source) if spec.kind == "file" else None
         check()
+        _check_frame_size(spec, source, first)
         shape = (source.height or 0, source.width or 0)
         settings, picked = picker.get(shape)
         if detector is None:  # else one the caller built for these options, used as it is
@@ -541,6 +542,21 @@ def _run_video(
             classifier.close()
 
 
+def _check_frame_size(spec, source, first) -> None:
+    """Frames beyond the detector's limits (a 16400x16 video) are a bad input, one line naming
+    the source at start-up, as `detect` says it; before, the detector's own check named its
+    parameter (`gray is a frame of 16400x16, too large`). Photos are skipped one by one."""
+    from edge_fer.imageio import printable
+    from edge_fer.limits import frame_too_large
+
+    if spec.kind == "images":
+        return
+    h, w = first.image.shape[:2] if first is not None else (source.height, source.width)
+    why = frame_too_large(int(w or 0), int(h or 0))
+    if why:
+        raise UserError(f"source {printable(spec.uri)}: frames of {why}")
+
+
 def first_frame(source):
     """A video file's first frame, read at start-up: a file of which no frame decodes (an
     empty or corrupt video) is a bad input, one line and exit 2 before any output is opened, as
@@ -605,17 +621,30 @@ def _model_info(classifier) -> dict:
     return {k: d[k] for k in ("path", "arch", "classes", "input") if k in d}
 
 
+def _run_state(s: dict) -> str:
+    """The summary header's word for how the run ended. An output that failed is told apart
+    from a source that ended early: "incomplete" after a failed summary or video at the end
+    read as if frames were missing, when every one had been processed."""
+    if s.get("complete"):
+        return "complete"
+    if s.get("interrupted"):
+        return "interrupted"
+    failed = bool(s.get("outputs_failed"))
+    if s.get("source_complete"):
+        return "source complete; an output failed" if failed else "source complete; the run failed"
+    if failed:
+        n = s.get("frames", 0)
+        return f"stopped after {n} frame{'' if n == 1 else 's'}: an output failed"
+    return "incomplete"
+
+
 def format_summary(s: dict) -> str:
     """The human-readable end-of-run summary."""
     from edge_fer.imageio import printable  # names one line each, whatever they hold
 
     lines = []
     src = s.get("source", {})
-    state = (
-        "complete"
-        if s.get("complete")
-        else ("interrupted" if s.get("interrupted") else "incomplete")
-    )
+    state = _run_state(s)
     lines.append(
         f"source   {printable(str(src.get('uri')))}  ({src.get('width')}x{src.get('height')}, "
         f"{src.get('kind')}{', live' if src.get('live') else ''})  [{state}]"
@@ -657,7 +686,8 @@ def format_summary(s: dict) -> str:
     stages = "  ".join(
         f"{k} {_ms(v['p50'])}/{_ms(v['p99'])}" for k, v in s["stage_ms"].items() if v["n"]
     )
-    lines.append(f"stage ms (p50/p99)  {stages}")
+    if stages:  # none timed when the run stopped on its first frame (an output failed)
+        lines.append(f"stage ms (p50/p99)  {stages}")
     if s.get("dropped_frames"):
         lines.append(f"dropped  {s['dropped_frames']} stale frames (live source)")
         hint = _classify_hint(s)

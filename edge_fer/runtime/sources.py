@@ -346,10 +346,7 @@ def parse_source(
         except ValueError as exc:
             raise UserError(f"source {uri!r}: not a valid URI ({exc})") from None
         if scheme == "file":
-            path = unquote(m.group(2).split("?", 1)[0])
-            if path.lower().startswith("localhost/"):  # file://localhost/abs: RFC 8089's host
-                path = path[len("localhost") :]
-            return _path_spec(uri, path, kw)
+            return _path_spec(uri, _file_uri_path(m.group(2)), kw)
         if scheme in ("v4l2", "webcam", "camera"):
             rest = unquote(m.group(2).split("?", 1)[0])
             opts = _options(uri, parts.query, **kw)
@@ -385,6 +382,40 @@ def parse_source(
             + ")"
         )
     return _path_spec(uri, uri, kw)
+
+
+_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+)://(.*)$")  # one letter is a drive: C://...
+
+
+def _file_uri_path(rest: str) -> str:
+    """The path of file://REST: file:///abs, file://rel, file://localhost/abs (RFC 8089)."""
+    path = unquote(rest.split("?", 1)[0])
+    if path.lower().startswith("localhost/"):
+        path = path[len("localhost") :]
+    return path
+
+
+def named_input(name: str, command: str) -> str:
+    """A file, folder or glob named to a command that reads files only (detect, classify): the
+    name as given, or the path of a file:// URI, as `edge-fer run` takes it. An empty name, or
+    a URI of another scheme (a stream, a camera, a typo) that names no file, is a UserError in
+    one line; before, it was looked up as a file and reported with its slashes collapsed
+    (`rtsp:/cam/1: no such file`)."""
+    if not name.strip():
+        raise UserError(f"an empty name was given; {command} reads image and video files, "
+                        "folders and globs")  # fmt: skip
+    m = _URI.match(name)
+    if m is None or os.path.lexists(name):
+        return name
+    if m.group(1).lower() == "file":
+        path = _file_uri_path(m.group(2))
+        if not path:
+            raise UserError(f"{printable(name)}: no path in the file:// URI")
+        return os.path.expanduser(path)
+    raise UserError(
+        f"{printable(name)}: a {m.group(1).lower()}:// URI, not a file; {command} reads image and "
+        "video files, folders and globs (edge-fer run reads streams and cameras)"
+    )
 
 
 def _path_spec(uri: str, path: str, kw: dict) -> SourceSpec:
