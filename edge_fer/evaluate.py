@@ -105,6 +105,14 @@ def plan_vocabulary(
             f"the model's classes ({', '.join(model_classes)}) have no counterpart in the "
             f"evaluation classes ({', '.join(ev)})"
         )
+    answered = sorted({t for t in model_map.values() if t is not None}, key=ev.index)
+    if len(answered) < 2:  # all the probability renormalised onto it: every face "predicted" it
+        rest = [c for c in ev if c not in answered]
+        raise UserError(
+            f"the model answers only one of the evaluation classes ({answered[0]}; none of its "
+            f"classes maps onto {', '.join(rest)}): every face would be predicted "
+            f"{answered[0]}; compare two or more classes the model knows"
+        )
     if present and len(unmapped) == len(present):
         whose = "the evaluation" if explicit else "the model's"
         raise UserError(

@@ -157,14 +157,32 @@ def _check_gray(gray) -> np.ndarray:
     return gray
 
 
+def _is_real(v: object) -> bool:
+    """A real number, not a bool (True was a margin of 1)."""
+    from numbers import Real
+
+    return isinstance(v, Real) and not isinstance(v, bool)
+
+
 class Aligner:
     """An eye model plus a frame: `eyes`, `crop`, `align_faces`."""
 
     def __init__(
-        self, model: EyeModel, frame: Frame | None = None, margin: float = DEFAULT_CROP_MARGIN
+        self,
+        model: EyeModel,
+        frame: Frame | tuple[float, float, float] | None = None,
+        margin: float = DEFAULT_CROP_MARGIN,
     ):
-        if not 0 <= margin <= 1:
-            raise UserError(f"must be in 0..1, got {margin}", param="margin")
+        # a str was a TypeError here, a tuple or str frame an AttributeError at the first face
+        if not _is_real(margin) or not 0 <= margin <= 1:
+            raise UserError(f"must be a number in 0..1, got {margin!r}", param="margin")
+        if frame is not None and not isinstance(frame, Frame):
+            if isinstance(frame, (str, bytes)) or not hasattr(frame, "__len__") or len(frame) != 3:
+                raise UserError(
+                    f"must be an edge_fer.align.Frame or (side, top, bottom), got {frame!r}",
+                    param="frame",
+                )
+            frame = Frame(*frame)
         self.model = model
         self.frame = frame or Frame()
         self.margin = margin  # of the plain crop (the fallback), as runtime.crops uses it
@@ -299,7 +317,7 @@ _CACHE: dict = {}
 
 def load_aligner(
     path: str | os.PathLike | None = None,
-    frame: Frame | None = None,
+    frame: Frame | tuple[float, float, float] | None = None,
     margin: float = DEFAULT_CROP_MARGIN,
 ) -> Aligner:
     """An Aligner from an eye model file (None: the bundled eyes_default.eyes)."""

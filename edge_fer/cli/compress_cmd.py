@@ -203,6 +203,12 @@ def _prepare(args, fcfg):
     out = Path(args.out)
     model = args.model if args.model is not None else default_model_path()
     check_out_dir(args.out, args.force, args.command, [("--model", model), ("--data", args.data)])
+    from edge_fer.fileio import check_outside
+
+    # as calibrate, export --int8 and train refuse it (before: the run's files were written
+    # into the dataset's folders)
+    check_outside([("--out", out)], args.data, "--data",
+                  "the run's models and report would become part of the data")  # fmt: skip
     if fcfg.threads:
         import torch
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import sys
 
-from edge_fer.cli.common import HelpFormatter, positive_thread_count
+from edge_fer.cli.common import HelpFormatter, add_skip_bad, positive_thread_count
 from edge_fer.cli.options import FaceFinderArgs
 
 DETECTOR = FaceFinderArgs()  # as `calibrate --source` finds its faces
@@ -150,6 +150,12 @@ def register(sub) -> None:
         action="store_true",
         help="replace an existing --out model and an earlier calibration in the INT8 folder",
     )
+    # as train, eval and calibrate: one bad file of a large dataset need not stop the export
+    add_skip_bad(
+        p,
+        "the datasets read (--check-data or the checkpoint's data, --data, --eval-data)",
+        "on stderr, in the JSON line: parity_skipped_entries, in the INT8 reports",
+    )
     DETECTOR.add_to(p)
     p.set_defaults(func=run)
 
@@ -167,6 +173,7 @@ def export_onnx(args) -> dict:
         args.checkpoint, args.out, opset=args.opset, tta=args.tta, check=not args.no_check,
         check_data=args.check_data, exporter=args.exporter, eval_tta=args.eval_tta,
         crop_margin=args.crop_margin, force=True,  # --out was checked: new, or --force
+        skip_bad=args.skip_bad,
     )  # fmt: skip
 
 
@@ -175,6 +182,8 @@ def run(args) -> int:
 
     if args.crop_margin is not None and not args.checkpoint:
         raise UserError("--crop-margin is set when exporting a --checkpoint")
+    _check_skip_bad(args)
+    _check_inputs(args)
     if not args.int8:
         if args.model or args.data or args.source:
             raise UserError(
@@ -218,6 +227,36 @@ def run(args) -> int:
             )
         model = args.model or str(default_model_path())
     return _int8(args, model)
+
+
+def _check_skip_bad(args) -> None:
+    """--skip-bad with no labelled dataset to read is a mistake: it would change nothing."""
+    from edge_fer.errors import UserError
+
+    parity = bool(args.checkpoint) and not args.no_check
+    if args.skip_bad and not (parity or (args.int8 and (args.data or args.eval_data))):
+        raise UserError(
+            "--skip-bad applies to the datasets export reads (the parity check's, --data, "
+            "--eval-data); this export reads none (--source skips unreadable images itself)"
+        )
+
+
+def _check_inputs(args) -> None:
+    """The named datasets and a --source file exist, said with their own flag before the FP32
+    model is written (a missing --data was reported as --eval-data, after the export)."""
+    import os
+
+    from edge_fer.errors import UserError
+
+    for flag, path in (("--data", args.data), ("--check-data", args.check_data)):
+        if path is not None and not os.path.exists(path):
+            raise UserError(f"{flag} {path}: no such file or folder")
+    if args.source is not None and args.int8:
+        from edge_fer.runtime.sources import parse_source
+
+        spec = parse_source(args.source)
+        if spec.kind == "file" and not os.path.lexists(str(spec.target)):
+            raise UserError(f"--source {args.source}: no such file")
 
 
 def _check_int8_args(args) -> None:
@@ -301,7 +340,11 @@ def _int8(args, model) -> int:
         size, margin = clf.spec.input_size, clf.spec.crop_margin
         spec = clf.spec  # a model trained with --align: source faces are cut aligned
     if args.data:
-        faces = from_dataset(args.data, "train", args.samples, args.seed, size=size)
+        faces = from_dataset(
+            args.data, "train", args.samples, args.seed, size=size, skip_bad=args.skip_bad
+        )
+        if faces.skipped:
+            _say_skipped(faces.skipped, faces.skipped_entries, "calibration")
     else:
         faces = from_source(
             args.source,
@@ -320,11 +363,14 @@ def _int8(args, model) -> int:
             model, out, faces, eval_data=eval_data, eval_split=args.eval_split,
             method=args.method, target=args.target, trt_version=args.trt_version,
             threads=args.threads, max_drop=args.max_drop, eval_limit=args.eval_limit,
-            force=args.force,
+            force=args.force, skip_bad=args.skip_bad,
             progress=bar.update,
         )  # fmt: skip
     finally:
         bar.close()
+    setup = (res["report"] or {}).get("setup") or {}
+    if setup.get("skipped"):
+        _say_skipped(setup["skipped"], setup.get("skipped_entries", []), "accuracy check")
     info = res["calibration"]
     print(f"int8: calibrated on {info['faces']} faces ({faces.source}) -> {info['out']}")
     for k, v in info["files"].items():
@@ -354,9 +400,17 @@ def _int8(args, model) -> int:
     return 0
 
 
+def _say_skipped(total: int, entries: list[str], of: str) -> None:
+    from edge_fer.data.faceset import skipped_line
+
+    print(f"edge-fer export: {skipped_line(total, entries, of)}", file=sys.stderr)
+
+
 def _export_fp32(args) -> None:
     report = export_onnx(args)
     print(json.dumps(report))
+    if report.get("parity_skipped"):
+        _say_skipped(report["parity_skipped"], report["parity_skipped_entries"], "parity check")
     check = (f", parity max |dp| {report['parity_max_abs_diff']:.2g}"
              if "parity_max_abs_diff" in report else ", parity not checked")  # fmt: skip
     print(

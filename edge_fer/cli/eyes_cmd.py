@@ -8,6 +8,8 @@ from pathlib import Path
 
 from edge_fer.cli.common import HelpFormatter
 
+OUT_DEFAULT = "eyes.eyes"
+
 
 def register(sub) -> None:
     from edge_fer.align.config import LearnConfig
@@ -24,7 +26,7 @@ def register(sub) -> None:
         formatter_class=HelpFormatter)
     p.add_argument("--data", required=True, metavar="DIR",
                    help="WebFaces folder (WebFaces_GroundThruth.txt and images/)")
-    p.add_argument("--out", default="eyes.eyes", metavar="FILE", help="model file to write")
+    p.add_argument("--out", default=OUT_DEFAULT, metavar="FILE", help="model file to write")
     p.add_argument("--evaluate", metavar="MODEL",
                    help="measure this eye model on the validation images instead of training")
     p.add_argument("--report", metavar="FILE.json", help="also write the measurements as JSON")
@@ -60,6 +62,24 @@ def _check(args) -> None:
     for name in ("max_faces", "eval_limit"):
         if getattr(args, name) < 0:
             raise UserError("must be >= 0", param=name)
+    if args.seed < 0:  # (numpy's generator: a ValueError traceback after the faces were read)
+        raise UserError(f"must be >= 0, got {args.seed}", param="seed")
+    if args.evaluate is not None:  # learning options with nothing to learn: said, not ignored
+        from edge_fer.align.config import LearnConfig
+
+        d = LearnConfig()
+        names = ("stages", "trees_per_stage", "depth", "candidates", "starts", "max_faces", "seed")
+        given = [
+            "--" + name.replace("_", "-")
+            for name in names
+            if getattr(args, name) != getattr(d, name)
+        ] + (["--out"] if args.out != OUT_DEFAULT else [])
+        if given:
+            raise UserError(
+                f"{', '.join(given)} {'applies' if len(given) == 1 else 'apply'} to learning a "
+                "model; --evaluate only measures one (leave "
+                f"{'it' if len(given) == 1 else 'them'} out, or --evaluate out to learn)"
+            )
     # before anything is learned or written: the model and the report never replace the
     # dataset's files, the model measured, or each other (the landmark file was overwritten)
     from edge_fer.fileio import check_collisions, check_output_file, check_outside

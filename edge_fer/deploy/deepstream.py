@@ -122,9 +122,10 @@ def _check(info: ModelInfo, o: DeepStreamOptions) -> None:
             param="calib_cache",
         )
     if o.calib_cache and info.quantized == "tensorrt":
+        # (led by the flag, the message read "--calib-cache MODEL is a Q/DQ model")
         raise UserError(
-            f"{info.path} is a Q/DQ model, which carries its own scales: a calibration cache "
-            "is not used",
+            f"{o.calib_cache} is not used: the model {info.path} is a Q/DQ model, which "
+            "carries its own scales",
             param="calib_cache",
         )
 

@@ -81,6 +81,18 @@ def _check(info: ModelInfo, o: TritonOptions) -> None:
             )
         if info.quantized == "tensorrt" and o.precision != "int8":
             raise UserError(f"{info.path} is a Q/DQ INT8 model: use --precision int8")
+    if o.calib_cache is not None:  # a cache that would not be used (as deploy deepstream says)
+        why = (
+            "there is no TensorRT plan (--platform onnxruntime)"
+            if "tensorrt" not in o.platforms
+            else f"the plan's precision is {o.precision}, not int8"
+            if o.precision != "int8"
+            else f"the model {info.path} is a Q/DQ model, which carries its own scales"
+            if info.quantized == "tensorrt"
+            else None
+        )
+        if why:
+            raise UserError(f"{o.calib_cache} is not used: {why}", param="calib_cache")
 
 
 def _q(s: str) -> str:

@@ -206,6 +206,11 @@ class BuildConfig:
         return d
 
 
+def _no_model(src: Path) -> str:
+    """Why `src` is no ONNX model file: a folder was "no such ONNX model", as if missing."""
+    return "is a folder; give the ONNX model file in it" if src.is_dir() else "no such ONNX model"
+
+
 def default_engine_path(
     onnx_path: str | os.PathLike[str], precision: str = "fp32", qdq: bool = False
 ) -> Path:
@@ -528,7 +533,7 @@ def build_engine(
     cfg = config or BuildConfig()
     src = Path(onnx_path)
     if not src.is_file():
-        raise UserError(f"{src}: no such ONNX model")
+        raise UserError(f"{src}: {_no_model(src)}")
     meta = onnx_metadata(src)
     spec = model_spec(src, meta)  # first: an engine without it is useless, after minutes
     cfg.check()
@@ -799,7 +804,7 @@ def write_sidecar_for(
     n = {**PATH_NAMES, **(names or {})}
     eng, src = Path(engine_path), Path(onnx_path)
     if not src.is_file():
-        raise UserError(f"{src}: no such ONNX model")
+        raise UserError(f"{src}: {_no_model(src)}")
     meta = onnx_metadata(src)
     model_spec(src, meta)  # a sidecar without it serves no engine
     if not eng.is_file():

@@ -39,9 +39,12 @@ def export_int8(
     progress=None,
     show_progress: bool = True,
     force: bool = False,
+    skip_bad: bool = False,
 ) -> dict:
     """Calibrate `model_path` on `faces` (edge_fer.quantize.CalibFaces) into out_dir, then
-    compare FP32 and INT8 on `eval_data`. Returns {"calibration", "report", "checks", "ok"}."""
+    compare FP32 and INT8 on `eval_data`. Returns {"calibration", "report", "checks", "ok"}.
+    skip_bad: skip the bad entries of `eval_data` instead of stopping (the report's setup
+    counts and names them); the calibration faces were read with their own setting."""
     from edge_fer.quantize import calibrate
 
     if not 0 <= max_drop < math.inf:
@@ -92,6 +95,7 @@ def export_int8(
         threads=threads,
         eval_limit=eval_limit,
         progress=show_progress,
+        skip_bad=bool(skip_bad),
     )
     fp32 = comp["rows"][0]
     checks = []

@@ -104,7 +104,17 @@ def load_trained(ckpt_path: str | os.PathLike):
         raise UserError(f"{p}: is a folder; give one of its .safetensors checkpoints{hint}")
     if not p.is_file():
         raise UserError(f"{p}: no such checkpoint file")
-    state = read_state(p)
+    try:
+        state = read_state(p)
+    except UserError:
+        if p.suffix.lower() != ".onnx":
+            raise
+        # (was "not an edge-fer checkpoint (... header too large)": safetensors' words)
+        raise UserError(
+            f"{p}: is an ONNX model, not a training checkpoint (.safetensors); "
+            "`edge-fer export --int8` takes it as --model, and "
+            "edge_fer.export.onnx_import.checkpoint_from_onnx rebuilds a checkpoint from it"
+        ) from None
     if state.get("quantization"):  # fake-quant layers: not the zoo model its config names
         raise UserError(
             f"{p}: is a quantization-aware (QAT) checkpoint; its INT8 model is the qat.onnx "
@@ -194,17 +204,26 @@ def model_doc(meta: dict[str, str], spec: PreprocessSpec, kind: str = "", note: 
     )
 
 
-def sample_faces(data: str | os.PathLike, size: int, n: int = 64) -> tuple[np.ndarray, str]:
+def sample_faces(
+    data: str | os.PathLike, size: int, n: int = 64, skip_bad: bool = False
+) -> tuple[np.ndarray, str]:
     """An even sample of n faces of `data` (its PublicTest split for FER2013, else all of it),
-    with a description: the real faces of a parity check."""
+    with a description: the real faces of a parity check. `skip_bad`: bad entries are skipped
+    instead of stopping."""
+    faces, source, _ = _sample(data, size, n, skip_bad)
+    return faces, source
+
+
+def _sample(data, size: int, n: int, skip_bad: bool):
+    """`sample_faces` plus the FaceSet it sampled (its skipped entries)."""
     from edge_fer.data import load_dataset
     from edge_fer.data.loaders import detect_layout
 
     layout = detect_layout(Path(data))
     split = "public-test" if layout.startswith("fer2013") else "all"
-    fs = load_dataset(data, split, size=size)
+    fs = load_dataset(data, split, size=size, skip_bad=skip_bad)
     idx = np.linspace(0, len(fs) - 1, min(n, len(fs))).round().astype(int)
-    return fs.images[idx], f"{data} ({split}, {len(idx)} faces)"
+    return fs.images[idx], f"{data} ({split}, {len(idx)} faces)", fs
 
 
 def random_faces(size: int, n: int = 64) -> np.ndarray:
@@ -213,20 +232,29 @@ def random_faces(size: int, n: int = 64) -> np.ndarray:
 
 
 def parity_faces(
-    state: dict, spec: PreprocessSpec, n: int = 64, data: str | None = None
+    state: dict, spec: PreprocessSpec, n: int = 64, data: str | None = None, skip_bad: bool = False
 ) -> tuple[np.ndarray, str]:
     """Real faces for the parity check: an even sample of `data` or else of the checkpoint's
     validation data. Falls back to random images (said so in the source string) when the
-    checkpoint's data is gone; a given `data` that cannot be loaded is an error."""
+    checkpoint's data is gone; a given `data` that cannot be loaded is an error. `skip_bad`
+    skips bad entries of `data` (the checkpoint's data: also when its run was trained so)."""
+    faces, source, _ = _parity_sample(state, spec, n, data, skip_bad)
+    return faces, source
+
+
+def _parity_sample(state: dict, spec: PreprocessSpec, n: int, data, skip_bad: bool):
+    """`parity_faces` plus the FaceSet sampled (None for random images)."""
     if data is not None:
-        return sample_faces(data, spec.input_size, n)
-    data = (state.get("config") or {}).get("data")
+        return _sample(data, spec.input_size, n, skip_bad)
+    cfg = state.get("config") or {}
+    data = cfg.get("data")
     if data and Path(data).exists():
-        try:
-            return sample_faces(data, spec.input_size, n)
+        try:  # a run trained with --skip-bad has bad entries its own data may still hold
+            return _sample(data, spec.input_size, n, skip_bad or bool(cfg.get("skip_bad")))
         except UserError:
             pass
-    return random_faces(spec.input_size, n), "random images (the training data was not found)"
+    faces = random_faces(spec.input_size, n)
+    return faces, "random images (the training data was not found)", None
 
 
 def export_checkpoint(
@@ -241,6 +269,7 @@ def export_checkpoint(
     eval_tta: str = "none",
     crop_margin: float | None = None,
     force: bool = False,
+    skip_bad: bool = False,
 ) -> dict:
     """Export `ckpt_path` (a best.safetensors) to `out_path` (.onnx); returns a report dict.
     An existing `out_path` is replaced only with `force` (as `edge-fer export --force`).
@@ -256,6 +285,9 @@ def export_checkpoint(
     crop_margin: the border the runtime adds around a detector box for this model (a fraction
     of the box side per side, 0..1; default: the checkpoint's), stored in the preprocessing
     metadata (docs/runtime.md, "Crop margin").
+    skip_bad: skip the bad entries (unreadable images, ...) of the parity check's dataset
+    instead of stopping; the report then counts and names them (`parity_skipped`,
+    `parity_skipped_entries`).
     """
     from edge_fer.tta import check_mode
 
@@ -320,7 +352,9 @@ def export_checkpoint(
             "macs": int(meta["edge_fer.macs"]),
         }
         if check:
-            report.update(_parity(torch, net, tmp, spec, state, check_faces, check_data))
+            report.update(
+                _parity(torch, net, tmp, spec, state, check_faces, check_data, bool(skip_bad))
+            )
         os.replace(tmp, out)
     finally:
         if tmp.exists():
@@ -377,11 +411,17 @@ def _opset_of(proto) -> int:
     return -1
 
 
-def _parity(torch, net, path: Path, spec, state, faces, data=None) -> dict:
+def _parity(torch, net, path: Path, spec, state, faces, data=None, skip_bad=False) -> dict:
     from edge_fer.backends.onnxruntime_backend import OnnxRuntimeBackend
 
+    skipped: dict = {}
     if faces is None:
-        faces, source = parity_faces(state, spec, data=data)
+        faces, source, fs = _parity_sample(state, spec, 64, data, skip_bad)
+        if fs is not None and fs.skipped:  # which files the check went without
+            skipped = {
+                "parity_skipped": int(fs.skipped),
+                "parity_skipped_entries": list(fs.skipped_entries),
+            }
     else:
         source = f"{len(faces)} given faces"
     if source.startswith("random"):
@@ -402,4 +442,9 @@ def _parity(torch, net, path: Path, spec, state, faces, data=None) -> dict:
             f"(> {PARITY_TOL:g}) on {source}"
         )
     agree = float((got.argmax(1) == ref.argmax(1)).mean())
-    return {"parity_max_abs_diff": diff, "parity_top1_agreement": agree, "parity_faces": source}
+    return {
+        "parity_max_abs_diff": diff,
+        "parity_top1_agreement": agree,
+        "parity_faces": source,
+        **skipped,
+    }

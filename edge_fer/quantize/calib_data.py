@@ -86,11 +86,12 @@ def check_faces(faces: CalibFaces, min_faces: int = MIN_FACES) -> None:
     if faces.labels is not None and len(faces.labels) != n:
         raise UserError(f"has {n} images but {len(faces.labels)} labels", param="faces")
     if n < min_faces:
-        hint = (
-            "use more images or frames, a lower --min-size, or check --cascade"
-            if faces.labels is None
-            else "use a larger split or a larger --samples"
-        )
+        if faces.labels is None:
+            hint = "use more images or frames, a lower --min-size, or check --cascade"
+        elif faces.seen and faces.seen <= n:  # every face of the split: --samples cannot help
+            hint = "that is every face it holds; use a larger dataset or split"
+        else:
+            hint = "use a larger split or a larger --samples"
         raise UserError(
             f"calibration set from {faces.source} has {n} face{'s' if n != 1 else ''}; "
             f"at least {min_faces} are needed ({hint})"

@@ -93,9 +93,18 @@ def average_checkpoints(
         raise UserError("needs at least one checkpoint", param="checkpoints")
     check_threads(threads, zero="torch's default")
     check_collisions([("--out", out)], [("a checkpoint", p) for p in paths])
+    seen: dict[tuple[int, int], Path] = {}
     for p in paths:
         if not p.is_file():
             raise UserError(f"{p}: no such checkpoint file", param="checkpoints")
+        st = p.stat()  # (a file named twice weighed twice in the "uniform" average)
+        first_name = seen.setdefault((st.st_dev, st.st_ino), p)
+        if first_name is not p:
+            same = "" if str(first_name) == str(p) else f" (as {first_name})"
+            raise UserError(
+                f"{p} is given twice{same}: each checkpoint counts once in the average",
+                param="checkpoints",
+            )
     if threads:
         torch.set_num_threads(threads)
     model, spec, state = load_trained(paths[-1])
@@ -178,7 +187,8 @@ def average_checkpoints(
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, model, None, saved)
     print(
-        f"averaged {len(paths)} checkpoints: {val_name} acc {report['val_acc']:.4f}  "
+        f"averaged {len(paths)} checkpoint{'s' if len(paths) != 1 else ''}: "
+        f"{val_name} acc {report['val_acc']:.4f}  "
         f"macro-F1 {report['val_macro_f1']:.4f} -> {out}",
         file=sys.stderr,
     )

@@ -200,6 +200,20 @@ def check_config(cfg: TrainConfig, resuming: bool = False) -> None:
                 param="extra_train",
             )
     check_number(cfg.distill_temperature, "distill_temperature", lo_open=True)
+    if not resuming:  # options of an option that is not given did nothing, without a word
+        # (not on resume: a run saved before this check keeps its settings)
+        if cfg.extra_repeat != 1 and not cfg.extra_train:
+            raise UserError(
+                f"is {cfg.extra_repeat}, but no --extra-train faces are given to repeat",
+                param="extra_repeat",
+            )
+        default_t = TrainConfig.__dataclass_fields__["distill_temperature"].default
+        for name, value, default in (
+            ("teacher_tta", cfg.teacher_tta, "auto"),
+            ("distill_temperature", cfg.distill_temperature, default_t),
+        ):
+            if value != default and not cfg.teacher:
+                raise UserError(f"is {value!r}, but no --teacher is given", param=name)
     for t in list(cfg.teacher) + ([cfg.init] if cfg.init and not resuming else []):
         if not Path(t).is_file():
             # a folder is there, just not a model file (was: "no such model file")
