@@ -58,7 +58,7 @@ def test_bf16_runs_the_forward_pass_in_bfloat16_and_keeps_float32_weights() -> N
     """The logits of a bf16 step come back as float32, differ from the float32 step's by
     bfloat16's rounding (not zero: autocast was applied; not large: the same network), and the
     weights stay float32."""
-    a, loss_a, w_a = _step("fp32")
+    a, loss_a, _ = _step("fp32")
     b, loss_b, w_b = _step("bf16")
     assert b.dtype == torch.float32 and w_b.dtype == torch.float32 and loss_b.dtype == torch.float32
     diff = float((a.detach() - b.detach()).abs().max())
