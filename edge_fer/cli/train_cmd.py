@@ -61,6 +61,12 @@ def register(sub) -> None:
     p.add_argument(
         "--threads", type=thread_count, default=0, help="torch CPU threads (0: torch default)"
     )
+    p.add_argument(
+        "--precision", choices=("fp32", "bf16"), default="fp32",
+        help="the training steps' arithmetic: bf16 (bfloat16 autocast; weights and evaluation "
+        "stay float32) is about 2.5x faster on CPUs with AMX or AVX512-BF16 and on recent GPUs; "
+        "like --device, a --resume may change it (default fp32)",
+    )  # fmt: skip
     p.add_argument("--arch-kwargs", default="{}", help="JSON of architecture options")
     p.add_argument(
         "--init",
@@ -248,7 +254,7 @@ def run(args) -> int:
     same = ["arch", "data", "out", "batch_size", "lr", "weight_decay", "label_smoothing"]
     same += ["class_weights", "balanced_sampling", "clahe", "align", "channels", "input_size"]
     same += ["patience"]
-    same += ["seed", "device", "threads", "max_batches"]
+    same += ["seed", "device", "threads", "precision", "max_batches"]
     same += ["init", "teacher", "teacher_tta", "distill_temperature", "distill_online"]
     same += ["mixup", "cutmix"]
     same += ["extra_train", "extra_repeat", "precise_bn", "average_last", "skip_bad"]
