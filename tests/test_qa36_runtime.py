@@ -165,6 +165,22 @@ def test_detect_names_a_uri_as_given(tmp_path, capsys, monkeypatch):
     assert rc == 2 and len(err.splitlines()) == 1 and "empty name" in err, err
 
 
+def test_classify_names_a_uri_as_given(tmp_path, capsys, monkeypatch):
+    """`classify rtsp://cam/1` said `rtsp:/cam/1: no such file`, and a file:// URI was not
+    found: classify takes names as detect does."""
+    monkeypatch.chdir(tmp_path)
+    folder = _photos(tmp_path / "shots", bad=False)
+    rc, out, err = _run(["classify", "rtsp://cam.local/1"], capsys)
+    assert rc == 2 and out == "", err
+    line = (
+        "edge-fer classify: error: rtsp://cam.local/1: a rtsp:// URI, not a file; classify "
+        "reads image files, folders and globs (edge-fer run reads streams and cameras)"
+    )
+    assert _said(err) == [line], err
+    rc, out, err = _run(["classify", f"file://{folder}/a.png", "--json"], capsys)
+    assert rc == 0 and "a.png" in out, err
+
+
 def test_an_output_folder_under_a_file_says_the_file_is_no_folder(tmp_path, capsys):
     """`--out afile/d/` said `folder afile does not exist` of a file that exists."""
     folder = _photos(tmp_path / "shots", bad=False)

@@ -370,6 +370,7 @@ def _expand(paths: list[str]) -> list[Path]:
         has_glob,
         list_images,
         named_file_problem,
+        named_input,
         no_images,
     )
 
@@ -377,6 +378,8 @@ def _expand(paths: list[str]) -> list[Path]:
     for s in paths:
         if not s.strip():  # Path("") is ".": the whole working folder was classified
             raise UserError("an empty IMAGE name; give a file, folder or quoted glob")
+        # file:// as run reads it; other URIs refused in one line
+        s = named_input(s, "classify", "image files, folders and globs")
         p = Path(s)
         if p.is_dir():
             out.extend(image_files(p) or no_images(f"folder {printable(p)}"))

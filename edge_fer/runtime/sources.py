@@ -395,15 +395,16 @@ def _file_uri_path(rest: str) -> str:
     return path
 
 
-def named_input(name: str, command: str) -> str:
+def named_input(
+    name: str, command: str, reads: str = "image and video files, folders and globs"
+) -> str:
     """A file, folder or glob named to a command that reads files only (detect, classify): the
     name as given, or the path of a file:// URI, as `edge-fer run` takes it. An empty name, or
     a URI of another scheme (a stream, a camera, a typo) that names no file, is a UserError in
     one line; before, it was looked up as a file and reported with its slashes collapsed
     (`rtsp:/cam/1: no such file`)."""
     if not name.strip():
-        raise UserError(f"an empty name was given; {command} reads image and video files, "
-                        "folders and globs")  # fmt: skip
+        raise UserError(f"an empty name was given; {command} reads {reads}")
     m = _URI.match(name)
     if m is None or os.path.lexists(name):
         return name
@@ -413,8 +414,8 @@ def named_input(name: str, command: str) -> str:
             raise UserError(f"{printable(name)}: no path in the file:// URI")
         return os.path.expanduser(path)
     raise UserError(
-        f"{printable(name)}: a {m.group(1).lower()}:// URI, not a file; {command} reads image and "
-        "video files, folders and globs (edge-fer run reads streams and cameras)"
+        f"{printable(name)}: a {m.group(1).lower()}:// URI, not a file; {command} reads {reads} "
+        "(edge-fer run reads streams and cameras)"
     )
 
 
