@@ -110,9 +110,11 @@ def test_target_table_is_data_with_every_field():
         (["--target", "xavier-nx", "--precision", "fp16", "--dla-core", "2"], "not core 2"),
         (["--precision", "fp32", "--dla-core", "0"], "DLA runs FP16 or INT8 only"),
         (["--precision", "int8"], "INT8 needs a model with Q/DQ nodes or a calibration cache"),
-        (["--calib-cache", "x.cache"], "only used with precision int8"),
-        (["--min-batch", "8", "--max-batch", "4"], "max_batch 4 is below min_batch 8"),
-        (["--workspace-mb", "0"], "workspace_mb must be an integer >= 1"),
+        # the library's errors name the parameter; the CLI says the flag
+        (["--calib-cache", "x.cache"], "--calib-cache is only used with precision int8"),
+        (["--min-batch", "8", "--max-batch", "4"], "--max-batch 4 is below the minimum batch 8"),
+        (["--workspace-mb", "0"], "--workspace-mb must be an integer >= 1"),
+        (["--max-batch", "0"], "--max-batch must be an integer >= 1, got 0"),
     ],
 )
 def test_cli_refusals_are_one_line(fake, tmp_path, capsys, args, message):

@@ -128,7 +128,7 @@ class BuildConfig:
         """Validate what needs no TensorRT (UserError naming the parameter)."""
         if self.precision not in PRECISIONS:
             raise UserError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
+                f"must be one of {', '.join(PRECISIONS)}, got {self.precision!r}", param="precision"
             )
         from numbers import Integral
 
@@ -143,28 +143,33 @@ class BuildConfig:
         for name in ("min_batch", "opt_batch", "max_batch", "workspace_mb"):
             v = getattr(self, name)
             if not isinstance(v, Integral) or isinstance(v, bool) or v < 1:
-                raise UserError(f"{name} must be an integer >= 1, got {v!r}")
+                raise UserError(f"must be an integer >= 1, got {v!r}", param=name)
             object.__setattr__(self, name, int(v))  # numpy's ints: TensorRT's API takes int
         if self.workspace_mb > 1 << 20:  # a terabyte: a typo, not a GPU's memory
-            raise UserError(f"workspace_mb must be at most {1 << 20}, got {self.workspace_mb}")
+            raise UserError(
+                f"must be at most {1 << 20}, got {self.workspace_mb}", param="workspace_mb"
+            )
         if self.max_batch < self.min_batch:
-            raise UserError(f"max_batch {self.max_batch} is below min_batch {self.min_batch}")
+            raise UserError(f"{self.max_batch} is below the minimum batch {self.min_batch}",
+                            param="max_batch")  # fmt: skip
         bad_core = isinstance(self.dla_core, bool) or not isinstance(self.dla_core, Integral)
         if self.dla_core is not None and (bad_core or self.dla_core < 0):  # True was core 1
-            raise UserError(f"dla_core must be 0 or more, got {self.dla_core!r}")
+            raise UserError(f"must be 0 or more, got {self.dla_core!r}", param="dla_core")
         if self.dla_core is not None:
             object.__setattr__(self, "dla_core", int(self.dla_core))
         if not isinstance(self.sparse, bool):  # "yes"/"no" both read as true
-            raise UserError(f"sparse must be True or False, got {self.sparse!r}")
+            raise UserError(f"must be True or False, got {self.sparse!r}", param="sparse")
         if self.dla_core is not None and self.precision == "fp32":
             raise UserError(
                 "DLA runs FP16 or INT8 only: precision must be fp16 or int8 with a DLA core"
             )
         if self.calib_cache is not None:
             if self.precision != "int8":
-                raise UserError("a calibration cache is only used with precision int8")
+                raise UserError("is only used with precision int8", param="calib_cache")
             if not Path(self.calib_cache).is_file():
-                raise UserError(f"{self.calib_cache}: no such calibration cache")
+                raise UserError(
+                    f"{self.calib_cache}: no such calibration cache", param="calib_cache"
+                )
         if self.target is not None:
             check_target(self.target, self.precision, self.dla_core, self.sparse)
 
