@@ -249,23 +249,6 @@ def _check_outputs(args, png: str | None) -> None:
         # "reports/" named a folder, and a file "reports" (and "reports.png") was written
         if path:
             fileio.check_output_file(path, f"{name} {path}")
-    # an earlier report is replaced (eval has no --force); a file of another kind is not: a
-    # model named by mistake (`--json vgg.onnx`) was replaced by the report
-    for name, path, kind, heads in (
-        (outputs[0][0], outputs[0][1], "JSON report", (b"{",)),
-        (png_name, png, "PNG image", (b"\x89PNG\r\n\x1a\n",)),
-    ):
-        if path and Path(path).is_file() and not fileio.is_stream(path):
-            try:
-                with open(path, "rb") as fh:
-                    head = fh.read(64).lstrip()
-            except OSError:
-                continue  # the write reports what is wrong with it
-            if head and not head.startswith(heads):
-                raise UserError(
-                    f"{name} {path} exists and is not a {kind} (an earlier one is replaced); "
-                    "give the report another name or remove that file"
-                )
     if args.latency_samples < 0:
         raise UserError(
             f"--latency-samples must be >= 0 (0: no timing), got {args.latency_samples}"
@@ -286,6 +269,24 @@ def _check_outputs(args, png: str | None) -> None:
                 raise UserError(
                     f"{name} {out} is inside --data {args.data} and named like an "
                     "image: an output must not overwrite the dataset"
+                )
+    # after the collisions and the dataset: an input named as the output is said as such
+    # an earlier report is replaced (eval has no --force); a file of another kind is not: a
+    # model named by mistake (`--json vgg.onnx`) was replaced by the report
+    for name, path, kind, heads in (
+        (outputs[0][0], outputs[0][1], "JSON report", (b"{",)),
+        (png_name, png, "PNG image", (b"\x89PNG\r\n\x1a\n",)),
+    ):
+        if path and Path(path).is_file() and not fileio.is_stream(path):
+            try:
+                with open(path, "rb") as fh:
+                    head = fh.read(64).lstrip()
+            except OSError:
+                continue  # the write reports what is wrong with it
+            if head and not head.startswith(heads):
+                raise UserError(
+                    f"{name} {path} exists and is not a {kind} (an earlier one is replaced); "
+                    "give the report another name or remove that file"
                 )
     # the image is always PNG: conf.jpg held PNG bytes under a JPEG name (a device such as
     # /dev/null is written through, whatever its name)
