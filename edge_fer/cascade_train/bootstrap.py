@@ -21,6 +21,7 @@ states are saved in the checkpoint and a resumed run draws the same windows.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
@@ -35,6 +36,11 @@ MAX_BURST = 16384  # most windows drawn from an image before moving to the next
 RUN = 16  # windows drawn along a row at the scan stride for one size/row draw
 RUNS_PER_BATCH = 16  # runs evaluated together, tree by tree
 U64 = np.uint64
+# mining runs in kernel calls of about CHUNK_S seconds (a signal is handled between them); the
+# first call is short, later ones are sized from the speed measured
+CHUNK_S = 0.2
+FIRST_CHUNK = 4 * RUNS_PER_BATCH  # runs per lane
+MAX_CHUNK = 1 << 40
 
 
 @njit_cached(nogil=True, inline="always")
@@ -87,6 +93,9 @@ def mine(
     out_score,
     out_count,
     out_draws,
+    out_tries,
+    out_j,
+    chunk,
 ):
     """Each lane draws windows until it has `quota` that pass the cascade or `max_draws` draws.
 
@@ -96,6 +105,12 @@ def mine(
     out_draws per lane (draws: windows evaluated, i.e. not counting those rejected for
     touching a face). Windows are drawn RUNS_PER_BATCH runs at a time and the batch is
     evaluated tree by tree (learner.run_batch).
+
+    Resumable: a call continues each lane from out_count, out_draws, out_tries (runs drawn)
+    and out_j (the image of its burst) and returns after about `chunk` more runs per lane (at
+    a batch boundary, where the loop also checks its limits), so calls of any size draw the
+    same windows as one call that runs to the end (`mine_negatives` chunks it so that a
+    signal is handled between calls, not only at the end of a stage's mining).
     """
     nimg = neg_img.shape[0]
     nlanes = state.shape[0]
@@ -111,11 +126,12 @@ def mine(
         act = np.empty(nb, np.int64)
         bsc = np.empty(nb, np.float32)
         btr = np.empty(nb, np.int32)
-        n = 0
-        draws = 0
-        tries = 0
-        j = 0
-        while n < quota and draws < max_draws and tries < 4 * max_draws + 1000:
+        n = out_count[lane]
+        draws = out_draws[lane]
+        tries = out_tries[lane]
+        j = out_j[lane]
+        stop = tries + chunk
+        while n < quota and draws < max_draws and tries < 4 * max_draws + 1000 and tries < stop:
             m = 0
             for _ in range(RUNS_PER_BATCH):
                 # `burst` runs in a row from one image: its pixels stay in cache
@@ -210,6 +226,8 @@ def mine(
                 n += 1
         out_count[lane] = n
         out_draws[lane] = draws
+        out_tries[lane] = tries
+        out_j[lane] = j
 
 
 @dataclass
@@ -298,10 +316,14 @@ def mine_negatives(
     max_draws: int,
     scan_share: float = 0.5,
     burst: int = 4,
+    chunk: int = 0,
 ) -> tuple[Windows, np.ndarray, int]:
     """Up to `count` windows that pass the cascade; returns (windows, their scores, draws).
 
-    `state` (uint64 per lane) is advanced in place.
+    `state` (uint64 per lane) is advanced once mining ends (an interrupt leaves it as it was).
+    The kernel runs in calls of `chunk` runs per lane (0: sized to take about CHUNK_S each):
+    a stage's mining can take an hour, and Python runs a signal handler (Ctrl-C, SIGTERM)
+    only between calls. The windows do not depend on the chunk size.
     """
     pix, off, H, W = store_arrays
     tdepth, codes, leaves, thr, ntrees = cascade_arrays
@@ -311,38 +333,56 @@ def mine_negatives(
     o_r, o_c, o_s, o_i, o_g = (np.zeros(shape, np.int32) for _ in range(5))  # row col size img sgn
     o_sc = np.zeros(shape, np.float32)
     cnt, drw = np.zeros(NLANES, np.int64), np.zeros(NLANES, np.int64)
+    tries, burst_img = np.zeros(NLANES, np.int64), np.zeros(NLANES, np.int64)
     hi = np.minimum(np.minimum(H[source.img], W[source.img]).astype(np.int64) - 3, int(smax))
     if len(source) == 0 or hi.min() < smin:
         raise ValueError("every negative image must take a window of the smallest size")
-    mine(
-        pix,
-        off,
-        H,
-        W,
-        source.img,
-        hi,
-        source.ex_start,
-        source.ex_box,
-        int(smin),
-        float(scan_share),
-        state,
-        quota,
-        per_lane_draws,
-        int(max(1, burst)),
-        tdepth,
-        codes,
-        leaves,
-        thr,
-        ntrees,
-        o_r,
-        o_c,
-        o_s,
-        o_i,
-        o_g,
-        o_sc,
-        cnt,
-        drw,
-    )
+    lanes = state.copy()
+    runs = int(chunk) if chunk > 0 else FIRST_CHUNK
+    while True:
+        # the kernel's own loop condition: lanes that still draw
+        more = (cnt < quota) & (drw < per_lane_draws) & (tries < 4 * per_lane_draws + 1000)
+        if not more.any():
+            break
+        t0 = time.perf_counter()
+        mine(
+            pix,
+            off,
+            H,
+            W,
+            source.img,
+            hi,
+            source.ex_start,
+            source.ex_box,
+            int(smin),
+            float(scan_share),
+            lanes,
+            quota,
+            per_lane_draws,
+            int(max(1, burst)),
+            tdepth,
+            codes,
+            leaves,
+            thr,
+            ntrees,
+            o_r,
+            o_c,
+            o_s,
+            o_i,
+            o_g,
+            o_sc,
+            cnt,
+            drw,
+            tries,
+            burst_img,
+            runs,
+        )
+        if chunk <= 0:  # aim at CHUNK_S per call (a load or a cascade change the speed)
+            took = time.perf_counter() - t0
+            runs = int(
+                min(MAX_CHUNK, max(RUNS_PER_BATCH, runs * min(4.0, CHUNK_S / max(took, 1e-4))))
+            )
+    state[:] = lanes
     parts, scores = [], []
     for lane in range(NLANES):
         m = int(cnt[lane])

@@ -80,7 +80,7 @@ def _command_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentP
         p = stack.pop()
         if p is None:
             continue
-        if p._defaults.get("func") is args.func:
+        if p._defaults.get("func") is getattr(args, "func", None):
             return p
         stack += [
             c
@@ -120,16 +120,67 @@ class CommandSignals:
     (edge_fer.cli.common.check_signal). A second SIGTERM is ignored (it must not break the
     clean-up the first one started); a second SIGINT raises even while deferred, a way out of
     anything that hangs.
+
+    Signals that arrive during one long call into C (a numba kernel, an engine build) are
+    handled when it returns, in signal-number order: SIGINT before SIGTERM whatever came
+    first. A SIGTERM then a Ctrl-C was reported as the Ctrl-C (exit 130) and the SIGTERM
+    dropped as a second one; `listen` has CPython write each signal's number to a pipe as it
+    arrives, and the first SIGINT handled looks there for a SIGTERM that came before it.
     """
 
     def __init__(self) -> None:
         self.signum: int | None = None
         self.defer = True
+        self._pipe: tuple[int, int] | None = None  # (read, write): the wakeup fd
+
+    def listen(self) -> None:
+        """Make a pipe the wakeup fd (main thread only), unless someone has one already (an
+        event loop): it keeps the order in which signals arrive."""
+        try:
+            r, w = os.pipe()
+        except OSError:  # out of file descriptors: handle signals as they come
+            return
+        try:
+            os.set_blocking(r, False)
+            os.set_blocking(w, False)
+            old = signal.set_wakeup_fd(w, warn_on_full_buffer=False)
+            if old == -1:
+                self._pipe = (r, w)
+                return
+            signal.set_wakeup_fd(old)  # theirs
+        except (ValueError, OSError):
+            pass
+        os.close(r)
+        os.close(w)
+
+    def close(self) -> None:
+        if self._pipe is None:
+            return
+        r, w = self._pipe
+        self._pipe = None
+        now = signal.set_wakeup_fd(-1)
+        if now != w:  # replaced meanwhile (an event loop): leave that one
+            signal.set_wakeup_fd(now)
+        os.close(r)
+        os.close(w)
+
+    def _arrived_first(self, signum: int) -> int:
+        """`signum`, or a SIGTERM that arrived before this SIGINT (the wakeup pipe's order)."""
+        if signum != signal.SIGINT or self._pipe is None:
+            return signum
+        try:
+            seen = os.read(self._pipe[0], 4096)
+        except OSError:  # empty
+            return signum
+        for s in seen:
+            if s in (signal.SIGINT, signal.SIGTERM):
+                return s
+        return signum
 
     def __call__(self, signum, frame) -> None:
         first = self.signum is None
         if first:
-            self.signum = signum
+            self.signum = signum = self._arrived_first(signum)
         if (first and self.defer) or (not first and signum == signal.SIGTERM):
             return
         raise Interrupt(signum)
@@ -204,7 +255,9 @@ def _names_print_as_given() -> None:
                 pass
 
 
-def _unrecognized(parser: argparse.ArgumentParser, command: str, extra: list[str]) -> NoReturn:
+def _unrecognized(
+    parser: argparse.ArgumentParser, args, command: str, extra: list[str]
+) -> NoReturn:
     """argparse's "unrecognized arguments", with the likely cause where there is one: the
     shell expanded an unquoted glob into many files for a command that takes one source."""
     one = len(extra) == 1 and not extra[0].startswith("-")
@@ -221,7 +274,10 @@ def _unrecognized(parser: argparse.ArgumentParser, command: str, extra: list[str
             f"given ({extra[0]} ...): the shell "
             'expands an unquoted glob into files; quote it ("shots/*.jpg") or give the folder'
         )
-    parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    # named by the command's own parser: "edge-fer build-engine: error: ...", as argparse's
+    # other mistakes in a command are (the top parser said "edge-fer: error: ...")
+    sub = _command_parser(parser, args) if args.command else None
+    (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -237,6 +293,7 @@ def main(argv: list[str] | None = None) -> int:
             # an ignored SIGINT stays ignored (a background job started by a shell)
             if sig != signal.SIGINT or signal.getsignal(sig) is not signal.SIG_IGN:
                 old[sig] = signal.signal(sig, signals)
+        signals.listen()
         sys.excepthook = _quiet_interrupts(sys.excepthook)
         sys.unraisablehook = _quiet_interrupts(sys.unraisablehook)
     _names_print_as_given()
@@ -248,7 +305,7 @@ def main(argv: list[str] | None = None) -> int:
         args, extra = parser.parse_known_args(argv)
         command = args.command or command
         if extra:
-            _unrecognized(parser, command, extra)
+            _unrecognized(parser, args, command, extra)
         if not getattr(args, "func", None):
             parser.print_help()
             return 2
@@ -281,6 +338,7 @@ def main(argv: list[str] | None = None) -> int:
             signal.signal(sig, signal.SIG_IGN if terminated and sig == signal.SIGTERM else h)
         if in_main:
             sys.excepthook, sys.unraisablehook = hooks
+            signals.close()
 
 
 def _failed(exc: BaseException, command: str, parser, args) -> int:
