@@ -492,9 +492,7 @@ def _without_onednn():
         mkldnn.enabled = before
 
 
-def train_step(
-    model, opt, x: torch.Tensor, lr: float, loss_of, precision: str = "fp32"
-) -> tuple:
+def train_step(model, opt, x: torch.Tensor, lr: float, loss_of, precision: str = "fp32") -> tuple:
     """One SGD step at learning rate `lr` on the loss `loss_of(logits)`: (logits, loss).
     `precision` "bf16": the forward pass under bfloat16 autocast; the logits come back as
     float32, so the loss and its teachers' targets are computed as before."""
