@@ -380,3 +380,18 @@ def test_average_refuses_a_checkpoint_given_twice(run, env, tmp_path):
                               "last.safetensors", "--out", out, "--faces", 16, env=env))  # fmt: skip
     assert f"{best} is given twice" in line, line
     assert not out.exists()
+
+
+def test_qat_help_says_what_its_epochs_are(capsys) -> None:
+    """`qat --help` described --epochs as "per pruning step for iterative pruning"."""
+    from edge_fer.cli.main import main
+
+    for cmd, words in (
+        ("qat", "quantization-aware training epochs"),
+        ("prune", "per pruning step"),
+    ):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        epochs = text.split("--epochs EPOCHS ", 2)[-1][:80]  # its help, past the usage line
+        assert words in epochs, epochs

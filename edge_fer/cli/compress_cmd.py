@@ -38,7 +38,7 @@ NOTE_TRT = (
 )
 
 
-def _common(p, default_epochs: int, default_lr: float) -> None:
+def _common(p, default_epochs: int, default_lr: float, epochs_help: str) -> None:
     # fmt: off
     p.add_argument("--model", default=None,
                    help="model to compress: an edge-fer training checkpoint (best.safetensors) "
@@ -51,7 +51,7 @@ def _common(p, default_epochs: int, default_lr: float) -> None:
                    help="write into an --out that already holds a finished run")
     f = p.add_argument_group("fine-tuning")
     f.add_argument("--epochs", type=int, default=default_epochs,
-                   help="fine-tuning epochs (per pruning step for iterative pruning)")
+                   help=f"{epochs_help} (default {default_epochs})")
     f.add_argument("--lr", type=float, default=default_lr,
                    help="initial SGD learning rate (cosine decay to 0 over each fine-tuning)")
     f.add_argument("--batch-size", type=int, default=128, help="fine-tuning batch size")
@@ -99,7 +99,8 @@ def register(sub) -> None:
                        "(torch-pruning), 2:4 semi-structured sparsity (TensorRT on Ampere GPUs), "
                        "or unstructured magnitude pruning (compressed size). Writes pruned.onnx, "
                        "pruned.safetensors, report.md, report.json.", formatter_class=HelpFormatter)
-    _common(p, default_epochs=2, default_lr=0.01)
+    _common(p, default_epochs=2, default_lr=0.01,
+            epochs_help="fine-tuning epochs (per pruning step for iterative pruning)")
     g = p.add_argument_group("pruning")
     g.add_argument("--method", default="structured", choices=("structured", "2:4", "unstructured"),
                    help="structured: remove channels; 2:4: 2 zeros in every 4 weights along the "
@@ -134,7 +135,8 @@ def register(sub) -> None:
                        "fine-tuning is exported too (post-training quantization) and both are "
                        "compared with the FP32 model. Writes qat.onnx, ptq.onnx, qat.safetensors, "
                        "report.md, report.json.", formatter_class=HelpFormatter)
-    _common(q, default_epochs=2, default_lr=0.001)
+    _common(q, default_epochs=2, default_lr=0.001,
+            epochs_help="quantization-aware training epochs")
     g = q.add_argument_group("quantization")
     g.add_argument("--target", default="tensorrt", choices=("tensorrt", "cpu"),
                    help="tensorrt: INT8 symmetric activations (what TensorRT fuses); cpu: UINT8 "
