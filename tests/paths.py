@@ -71,6 +71,41 @@ def fer_class_folders(dst: Path, per_class: int) -> Path:
     return dst
 
 
+def fer_split_folders(root: Path, counts: dict[str, int]) -> Path:
+    """A FER2013-layout dataset in `root` (train/ and test/ class folders) of real faces: the
+    first `counts[prefix]` faces of every class for each prefix (Training, PublicTest,
+    PrivateTest), file names kept, so the split is read from them as from FER2013's."""
+    import shutil
+
+    from edge_fer import labels as L
+
+    for cls in L.FER2013:
+        for prefix, k in counts.items():
+            d = root / ("train" if prefix == "Training" else "test") / cls
+            d.mkdir(parents=True, exist_ok=True)
+            for f in fer_files(cls, prefix, k):
+                shutil.copy(f, d / f.name)
+    return root
+
+
+def banded_faces(root: Path, per_class: int) -> Path:
+    """`per_class` synthetic 48x48 faces of every FER2013 class in `root/<class>/`: noise
+    with a bright band whose row tells the class (learnable, and needs no ../shared)."""
+    import cv2
+    import numpy as np
+
+    from edge_fer import labels as L
+
+    rng = np.random.default_rng(0)
+    for k, cls in enumerate(L.FER2013):
+        (root / cls).mkdir(parents=True)
+        for i in range(per_class):
+            img = rng.integers(0, 80, (48, 48)).astype(np.uint8)
+            img[k * 6 : k * 6 + 6] += 150
+            cv2.imwrite(str(root / cls / f"f{i}.png"), img)
+    return root
+
+
 def fer_faces(prefix: str, per_class: int):
     """(gray 48x48 faces, labels in FER2013 order, files): `fer_files` of every class, read
     directly (decoding a whole split would take longer than the tests)."""

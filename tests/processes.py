@@ -41,6 +41,14 @@ def run_python(*args, **kw) -> subprocess.CompletedProcess:
     return run([sys.executable, *args], **kw)
 
 
+def refusal_line(proc: subprocess.CompletedProcess) -> str:
+    """The one line of a refusal: exit 2, no traceback, one non-empty line on stderr."""
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert len(lines) == 1, proc.stderr[-3000:]
+    return lines[0]
+
+
 def run_cli(*argv, **kw) -> subprocess.CompletedProcess:
     """`edge-fer ARGV` from the checkout in a child process (`run`'s keywords)."""
     return run_python(*CLI, *argv, **kw)

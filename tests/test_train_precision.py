@@ -7,10 +7,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-
-from edge_fer import labels as L
+from paths import banded_faces
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
@@ -19,17 +17,7 @@ pytest.importorskip("safetensors")
 @pytest.fixture(scope="module")
 def faces(tmp_path_factory) -> Path:
     """4 synthetic 48x48 faces per class, in class folders."""
-    import cv2
-
-    root = tmp_path_factory.mktemp("train_prec") / "faces"
-    rng = np.random.default_rng(0)
-    for k, cls in enumerate(L.FER2013):
-        (root / cls).mkdir(parents=True)
-        for i in range(4):
-            img = rng.integers(0, 80, (48, 48)).astype(np.uint8)
-            img[k * 6 : k * 6 + 6] += 150
-            cv2.imwrite(str(root / cls / f"f{i}.png"), img)
-    return root
+    return banded_faces(tmp_path_factory.mktemp("train_prec") / "faces", 4)
 
 
 @pytest.fixture(autouse=True)
