@@ -212,6 +212,29 @@ def test_grouping_study(tmp_path, capsys) -> None:
                      "--lr", "0.04")  # fmt: skip
     one_line_error(rc, err, "classes3 holds a run made with other settings")
     assert not (out / "work" / "runs" / "classes6").exists()
+    # the machine's settings (--threads, --precision) are not what a run is made from: the
+    # finished runs are reused (before: "holds a run made with other settings")
+    rc, _, err = run(capsys, "grouping", "--data", SFEW, "--out", out, "--variants", "7,3",
+                     "--max-train-faces", "70", "--max-test-faces", "35", *TINY,
+                     "--threads", "2", "--precision", "bf16")  # fmt: skip
+    assert rc == 0 and err.count("finished earlier") == 2, err
+
+
+@pytest.mark.shared("data/fer2013/train")
+def test_a_study_trains_in_bfloat16(tmp_path, capsys) -> None:
+    """--precision reaches the trainer: the run records it; a bad value is one line."""
+    import json
+
+    data = gray_folders(tmp_path / "faces", ("angry", "happy", "neutral"), 12)
+    out = tmp_path / "report"
+    argv = ["preprocessing", "--data", data, "--out", out, "--variants", "plain", *TINY]
+    rc, _, err = run(capsys, *argv, "--precision", "bf16")
+    assert rc == 0, err
+    config = json.loads((out / "work" / "runs" / "plain" / "config.json").read_text())
+    assert config["precision"] == "bf16"
+    with pytest.raises(SystemExit):  # argparse's choices
+        run(capsys, *argv, "--precision", "fp16")
+    assert "--precision" in capsys.readouterr().err
 
 
 def tiny_fer(root: Path) -> Path:

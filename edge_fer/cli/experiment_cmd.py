@@ -57,6 +57,10 @@ def register(sub) -> None:
     _field_flag(p, Budget, "lr", "peak SGD learning rate")
     _field_flag(p, Budget, "seed", "seed of samples, splits and training")
     _field_flag(p, Budget, "threads", "torch threads (0: torch's default)")
+    p.add_argument("--precision", choices=("fp32", "bf16"), default=Budget.precision,
+                   help="the training steps' arithmetic (edge-fer train --precision): bf16 is "
+                   "about 2.5x faster on CPUs with AMX; runs made with either are reused "
+                   "(default fp32)")  # fmt: skip
     _field_flag(p, Options, "arch", "architecture of the other studies", unset=True)
     p.add_argument(
         "--archs",

@@ -112,7 +112,7 @@ def train_colour(run: Path, tree: Path, arch: str, budget: Budget, key: dict) ->
             def loss_of(logits, y=y):
                 return F.cross_entropy(logits, y, label_smoothing=cfg.label_smoothing)
 
-            logits, loss = train_step(model, opt, _normalise(x, spec), lr, loss_of)
+            logits, loss = train_step(model, opt, _normalise(x, spec), lr, loss_of, cfg.precision)
             state["step"] += 1
             tot_loss += float(loss.detach()) * len(y)
             tot_ok += int((logits.argmax(1) == y).sum())

@@ -31,6 +31,8 @@ class Budget:
     batch_size: int = 64
     lr: float = 0.05  # the trainer's peak learning rate
     threads: int = 0
+    # the trainer's --precision: fp32, or bf16 (bfloat16 autocast steps, on CPUs with AMX)
+    precision: str = "fp32"
     seed: int = 0
     max_batches: int = 0  # tests: stop each epoch after this many batches
 
@@ -44,6 +46,8 @@ class Budget:
 
         # here, not in the trainer: that is after the first variant's run folder is claimed
         check_threads(self.threads, "threads", zero="torch's default")
+        if self.precision not in ("fp32", "bf16"):  # the trainer's PRECISIONS
+            raise UserError(f"must be fp32 or bf16, got {self.precision!r}", param="precision")
         check_count(self.batch_size, "batch_size")
         check_number(self.lr, "lr", lo_open=True)
         check_count(self.seed, "seed", 0)
@@ -106,9 +110,18 @@ class Options:
         return self.work or (self.out / "work")
 
 
+# the machine's settings, as the trainer's resume takes them (edge_fer.train.trainer.MACHINE):
+# not part of what a run is made from, so a study resumed with other ones reuses its runs
+MACHINE_FIELDS = ("threads", "precision")
+
+
+def _budget_key(budget: dict) -> dict:
+    return {k: v for k, v in budget.items() if k not in MACHINE_FIELDS}
+
+
 def run_key(arch: str, key: dict, budget: Budget, **extra) -> dict:
     """What a run folder records in `study.json` (and must match to be reused)."""
-    return {"arch": arch, **key, **extra, "budget": budget.__dict__}
+    return {"arch": arch, **key, **extra, "budget": _budget_key(budget.__dict__)}
 
 
 def check_claim(run: Path, key: dict) -> None:
@@ -124,7 +137,8 @@ def check_claim(run: Path, key: dict) -> None:
         old = None
     if isinstance(old, dict) and isinstance(old.get("budget"), dict):
         # budget fields added since the run was made hold their defaults
-        old["budget"] = {**Budget().__dict__, **old["budget"]}
+        # and the machine's settings, which older files recorded, do not count
+        old["budget"] = _budget_key({**Budget().__dict__, **old["budget"]})
     from edge_fer import fileio
 
     if old != json.loads(fileio.dumps(key)):  # as the file holds it (numpy numbers, paths)
@@ -204,6 +218,7 @@ def study_config(arch: str, tree, run: Path, budget: Budget, **options):
         patience=0,
         seed=budget.seed,
         threads=budget.threads,
+        precision=budget.precision,
         max_batches=budget.max_batches,
         **{"warmup_epochs": warmup_for(budget.epochs), **options},
     )
