@@ -67,6 +67,20 @@ def check_names(value, param: str) -> tuple:
     return tuple(value)
 
 
+# the training steps' arithmetic (`train --precision`, `experiment --precision`): float32, or
+# bfloat16 autocast (edge_fer.train.trainer.train_step)
+TRAIN_PRECISIONS = ("fp32", "bf16")
+
+
+def check_train_precision(value, param: str = "precision") -> str:
+    """`value` if it is one of TRAIN_PRECISIONS, else a UserError naming `param`."""
+    if value not in TRAIN_PRECISIONS:
+        from edge_fer.errors import UserError
+
+        raise UserError(f"must be {' or '.join(TRAIN_PRECISIONS)}, got {value!r}", param=param)
+    return value
+
+
 def check_threads(value, param: str = "threads", *, zero: str | None = "the default") -> int:
     """`value` as a thread count in 1..MAX_THREADS, or 0 where `zero` says what 0 means (None:
     0 is not allowed); a UserError naming `param` otherwise."""

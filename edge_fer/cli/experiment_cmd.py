@@ -31,6 +31,7 @@ def _field_flag(p, owner: type, name: str, text: str, unset: bool = False) -> No
 
 def register(sub) -> None:
     from edge_fer.experiment.runs import Budget, Options  # light: no torch, no numpy
+    from edge_fer.limits import TRAIN_PRECISIONS
 
     p = sub.add_parser(
         "experiment",
@@ -57,7 +58,7 @@ def register(sub) -> None:
     _field_flag(p, Budget, "lr", "peak SGD learning rate")
     _field_flag(p, Budget, "seed", "seed of samples, splits and training")
     _field_flag(p, Budget, "threads", "torch threads (0: torch's default)")
-    p.add_argument("--precision", choices=("fp32", "bf16"), default=Budget.precision,
+    p.add_argument("--precision", choices=TRAIN_PRECISIONS, default=Budget.precision,
                    help="the training steps' arithmetic (edge-fer train --precision): bf16 is "
                    "about 2.5x faster on CPUs with AMX; runs made with either are reused "
                    "(default fp32)")  # fmt: skip

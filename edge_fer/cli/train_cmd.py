@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from edge_fer.cli.common import HelpFormatter, add_skip_bad, thread_count
+from edge_fer.limits import TRAIN_PRECISIONS
 
 
 def register(sub) -> None:
@@ -62,7 +63,7 @@ def register(sub) -> None:
         "--threads", type=thread_count, default=0, help="torch CPU threads (0: torch default)"
     )
     p.add_argument(
-        "--precision", choices=("fp32", "bf16"), default="fp32",
+        "--precision", choices=TRAIN_PRECISIONS, default="fp32",
         help="the training steps' arithmetic: bf16 (bfloat16 autocast; weights and evaluation "
         "stay float32) is about 2.5x faster on CPUs with AMX or AVX512-BF16 and on recent GPUs; "
         "like --device, a --resume may change it (default fp32)",

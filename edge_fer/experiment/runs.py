@@ -37,7 +37,12 @@ class Budget:
     max_batches: int = 0  # tests: stop each epoch after this many batches
 
     def validate(self) -> None:
-        from edge_fer.limits import check_count, check_number, check_threads  # the trainer's
+        from edge_fer.limits import (  # the trainer's
+            check_count,
+            check_number,
+            check_threads,
+            check_train_precision,
+        )
 
         # integers: NaN faces made a study of "at most nan training faces" without a word
         check_count(self.epochs, "epochs")
@@ -46,8 +51,7 @@ class Budget:
 
         # here, not in the trainer: that is after the first variant's run folder is claimed
         check_threads(self.threads, "threads", zero="torch's default")
-        if self.precision not in ("fp32", "bf16"):  # the trainer's PRECISIONS
-            raise UserError(f"must be fp32 or bf16, got {self.precision!r}", param="precision")
+        check_train_precision(self.precision)
         check_count(self.batch_size, "batch_size")
         check_number(self.lr, "lr", lo_open=True)
         check_count(self.seed, "seed", 0)

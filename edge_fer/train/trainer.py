@@ -28,7 +28,13 @@ from edge_fer.data import FaceSet, load_dataset
 from edge_fer.data.loaders import BadEntry
 from edge_fer.errors import UserError, first_line
 from edge_fer.fileio import check_collisions, check_outside
-from edge_fer.limits import check_count, check_names, check_number, check_threads
+from edge_fer.limits import (
+    check_count,
+    check_names,
+    check_number,
+    check_threads,
+    check_train_precision,
+)
 from edge_fer.metrics import classification_report
 from edge_fer.models import create_model, model_info
 from edge_fer.preprocess import PreprocessSpec, apply_clahe
@@ -166,8 +172,7 @@ def check_config(cfg: TrainConfig, resuming: bool = False) -> None:
     check_number(cfg.label_smoothing, "label_smoothing", 0, 1, hi_open=True)
     check_number(cfg.val_fraction, "val_fraction", 0, 1, lo_open=True, hi_open=True)
     check_threads(cfg.threads, zero="torch's default")
-    if cfg.precision not in PRECISIONS:
-        raise UserError(f"must be fp32 or bf16, got {cfg.precision!r}", param="precision")
+    check_train_precision(cfg.precision)
     if cfg.channels not in (1, 3):
         raise UserError(f"must be 1 or 3, got {cfg.channels}", param="channels")
     if cfg.input_size is not None:
@@ -272,9 +277,6 @@ def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
         raise UserError(f"{cfg.arch} cannot take {size}x{size} faces ({first_line(exc)})",
                         param=param) from None  # fmt: skip
     return model
-
-
-PRECISIONS = ("fp32", "bf16")
 
 
 def slow_bf16(device: torch.device) -> str | None:
