@@ -112,7 +112,7 @@ class Classifier(Closing):
         self.path = path
         self.metadata: dict[str, str] = dict(backend.metadata)
         self.tta = "none"
-        self.set_tta(tta)
+        self.set_tta(check_mode(tta) if tta != "auto" else tta)  # named tta, not set_tta's mode
 
     @classmethod
     def load(
@@ -194,7 +194,7 @@ class Classifier(Closing):
 
     def set_tta(self, mode: str) -> None:
         """Views averaged per face by `infer` ("auto": the model's recommendation)."""
-        self.tta = check_mode(self.recommended_tta if mode == "auto" else mode)
+        self.tta = check_mode(self.recommended_tta if mode == "auto" else mode, "mode")
 
     # -- inference ----------------------------------------------------------------------
     def infer(self, x: np.ndarray) -> np.ndarray:

@@ -75,7 +75,8 @@ def vocabulary(name: str) -> tuple[str, ...]:
         return VOCABULARIES[name.lower()]
     except KeyError:
         raise UserError(
-            f"unknown label set {name!r}; choose one of {', '.join(VOCABULARIES)}"
+            f"{name!r} is an unknown label set; choose one of {', '.join(VOCABULARIES)}",
+            param="name",
         ) from None
 
 

@@ -22,9 +22,13 @@ TTA_MODES = ("none", "flip", "zoom-flip")
 ZOOM = 0.9  # sampling scale of the zoom view: the centre 90% of the face, enlarged
 
 
-def check_mode(mode: str) -> str:
+def check_mode(mode: str, param: str = "tta") -> str:
+    """`mode`, or a UserError naming `param` (the caller's parameter that gave it)."""
     if mode not in TTA_MODES:
-        raise UserError(f"unknown test-time augmentation {mode!r}; choose {', '.join(TTA_MODES)}")
+        raise UserError(
+            f"{mode!r} is an unknown test-time augmentation; choose {', '.join(TTA_MODES)}",
+            param=param,
+        )
     return mode
 
 

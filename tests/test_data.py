@@ -362,8 +362,9 @@ def test_jaffe_names(tmp_path) -> None:
 def test_vocabularies_and_synonyms() -> None:
     assert L.vocabulary("FER2013") == L.FER2013
     assert len(L.AFFECTNET8) == 8 and "contempt" in L.AFFECTNET8
-    with pytest.raises(UserError, match="unknown label set 'ckplus'"):
+    with pytest.raises(UserError, match="^name 'ckplus' is an unknown label set") as exc:
         L.vocabulary("ckplus")
+    assert exc.value.param == "name"
     assert L.canonical(" Happiness ") == "happy"
     assert L.canonical("Surprised") == "surprise"
     assert L.canonical("angry") == "angry"

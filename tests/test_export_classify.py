@@ -291,7 +291,7 @@ def test_export_bad_checkpoint_and_options(exported, tmp_path) -> None:
     run = Path(exported["plain"]["checkpoint"]).parent
     with pytest.raises(UserError, match=r"is a folder; give one of its .safetensors checkpoints"):
         export_checkpoint(run, tmp_path / "x.onnx")
-    with pytest.raises(UserError, match="unknown --tta"):
+    with pytest.raises(UserError, match="^tta 'rotate' is unknown; choose flip or none"):
         export_checkpoint(exported["plain"]["checkpoint"], tmp_path / "x.onnx", tta="rotate")
     assert not (tmp_path / "x.onnx").exists()
     # the output may not be the checkpoint (by any spelling) or a folder: said before exporting
@@ -448,7 +448,7 @@ def test_eval_cli_bad_inputs(env, exported, tmp_path) -> None:
     )
     assert_one_line_error(
         cli(env, "eval", "--data", pets, "--model", model, "--label-set", "emotions"),
-        "unknown label set 'emotions'",
+        "--label-set 'emotions' is an unknown label set; choose dataset, fer2013",
     )
     # outputs that cannot be written are said before the evaluation runs
     (tmp_path / "adir").mkdir()

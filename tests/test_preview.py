@@ -137,8 +137,9 @@ def test_wildcard_bind_answers_ip_addresses_and_this_machines_name(preview):
 
 @pytest.mark.parametrize("host", ["", "   "])
 def test_empty_host_is_refused(host):
-    with pytest.raises(UserError, match="--preview-host is empty") as exc:
+    with pytest.raises(UserError, match="^host is empty") as exc:
         MJPEGPreview(0, host)
+    assert exc.value.param == "host"  # the CLI's --preview-host is checked before (runner)
     assert len(str(exc.value).splitlines()) == 1
 
 

@@ -73,7 +73,7 @@ def test_classifier_tta_is_the_mean_of_its_views() -> None:
         want = (p0 + p_flip + p_zoom + p_zoom_flip) / 4
         assert np.allclose(clf.predict(faces), want, atol=1e-5)
         assert np.allclose(clf.predict(faces).sum(1), 1.0, atol=1e-5)
-    with pytest.raises(UserError, match="unknown test-time augmentation"):
+    with pytest.raises(UserError, match="^tta 'rotate' is an unknown test-time augmentation"):
         Classifier.load(tta="rotate")
 
 

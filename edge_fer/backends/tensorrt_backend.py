@@ -306,11 +306,11 @@ class TensorRTBackend(Backend):
         precision = precision or default_precision()
         if precision not in TRT_PRECISIONS:
             raise UserError(
-                f"precision must be one of {', '.join(TRT_PRECISIONS)}, got {precision!r}"
+                f"must be one of {', '.join(TRT_PRECISIONS)}, got {precision!r}", param="precision"
             )
         self.precision = precision
         if max_batch is not None and int(max_batch) < 1:
-            raise UserError(f"max_batch must be at least 1, got {max_batch}")
+            raise UserError(f"must be at least 1, got {max_batch}", param="max_batch")
         if not self.path.is_file():
             raise UserError(f"{self.path}: no such model file")
 
@@ -427,7 +427,7 @@ class TensorRTBackend(Backend):
             limit = min(int(max_batch), pmax) if max_batch else pmax
             if limit < pmin:
                 raise UserError(
-                    f"max_batch {max_batch} is below the engine's smallest batch {pmin}"
+                    f"{max_batch} is below the engine's smallest batch {pmin}", param="max_batch"
                 )
         else:
             limit = pmax

@@ -246,7 +246,7 @@ def split_images(
     if split == "all":
         return list(images)
     if split not in ("train", "val"):
-        raise UserError(f"split must be train, val or all, got {split!r}")
+        raise UserError(f"must be train, val or all, got {split!r}", param="split")
     if not 0.0 <= val_fraction < 1.0:
         raise UserError(f"the validation fraction must be in [0, 1), got {val_fraction}")
     ordered = sorted(images, key=lambda im: im.name)

@@ -76,7 +76,7 @@ def truncate_stages(cascade: Cascade, stages: int) -> Cascade:
     """The cascade made of its first `stages` stages (what training had after that stage)."""
     ends = stage_ends(cascade)
     if not 1 <= stages <= len(ends):
-        raise UserError(f"--stages must be in 1..{len(ends)} for {cascade.source}")
+        raise UserError(f"must be in 1..{len(ends)} for {cascade.source}", param="stages")
     n = int(ends[stages - 1]) + 1
     return Cascade(
         tdepth=cascade.tdepth,

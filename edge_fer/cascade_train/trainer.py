@@ -164,32 +164,37 @@ class TrainConfig:
         without a word, a huge --jitter ran out of memory."""
         if not self.webfaces and not self.boxes:
             raise UserError("no annotated faces given (--webfaces DIR and/or --boxes FILE)")
+        # the messages name the fields; the CLI puts the flags (same names) in their place
         if not 1 <= self.depth <= 10:
-            raise UserError(f"--depth must be in 1..10, got {self.depth}")
+            raise UserError(f"must be in 1..10, got {self.depth}", param="depth")
         if not 1 <= self.tests <= 1 << 16:
-            raise UserError(f"--tests must be in 1..65536, got {self.tests}")
+            raise UserError(f"must be in 1..65536, got {self.tests}", param="tests")
         if not self.stage_trees or min(self.stage_trees) < 1:
-            raise UserError("--stage-trees must be a list of positive tree counts")
+            raise UserError("must be a list of positive tree counts", param="stage_trees")
         if not self.min_tpr or not all(0.0 < t <= 1.0 for t in self.min_tpr):
-            raise UserError("--min-tpr values must be in (0, 1]")
+            raise UserError("values must be in (0, 1]", param="min_tpr")
         if not 0.0 < self.max_fpr <= 1.0:
-            raise UserError(f"--max-fpr must be in (0, 1], got {self.max_fpr}")
+            raise UserError(f"must be in (0, 1], got {self.max_fpr}", param="max_fpr")
         if not 0.0 <= self.target_fpr < 1.0:
-            raise UserError(f"--target-fpr must be in [0, 1), got {self.target_fpr}")
+            raise UserError(f"must be in [0, 1), got {self.target_fpr}", param="target_fpr")
         if self.max_stages < 1:
-            raise UserError(f"--max-stages must be >= 1, got {self.max_stages}")
+            raise UserError(f"must be >= 1, got {self.max_stages}", param="max_stages")
         _check_int(self.jitter, "jitter", 1, MAX_JITTER)
-        if not 0 <= self.pos_jitter < 0.5 or not 0 <= self.scale_jitter < 1:
-            raise UserError("--pos-jitter must be in [0, 0.5) and --scale-jitter in [0, 1)")
+        if not 0 <= self.pos_jitter < 0.5:  # (one message named both jitters)
+            raise UserError(f"must be in [0, 0.5), got {self.pos_jitter}", param="pos_jitter")
+        if not 0 <= self.scale_jitter < 1:
+            raise UserError(f"must be in [0, 1), got {self.scale_jitter}", param="scale_jitter")
         if self.min_face < 8:
-            raise UserError(f"--min-face must be >= 8 pixels, got {self.min_face}")
+            raise UserError(f"must be >= 8 pixels, got {self.min_face}", param="min_face")
         check_number(self.neg_ratio, "neg_ratio", 0.0, MAX_NEG_RATIO, lo_open=True)
         check_number(self.neg_annotated_min_fpr, "neg_annotated_min_fpr", 0.0, 1.0)
-        if not 0.0 <= self.neg_annotated_share <= 1.0 or not 0.0 <= self.scan_share <= 1.0:
-            raise UserError("--neg-annotated-share and --scan-share must be in [0, 1]")
+        check_number(self.neg_annotated_share, "neg_annotated_share", 0.0, 1.0)
+        check_number(self.scan_share, "scan_share", 0.0, 1.0)
         _check_int(self.max_draws, "max_draws", 1, MAX_DRAWS)
         if self.threshold_on not in ("fresh", "train"):
-            raise UserError(f"--threshold-on must be fresh or train, got {self.threshold_on!r}")
+            raise UserError(
+                f"must be fresh or train, got {self.threshold_on!r}", param="threshold_on"
+            )
         # the last fraction of the images is held out: 1 (or more) would hold out everything
         check_number(self.val_fraction, "val_fraction", 0.0, 1.0, hi_open=True)
         check_number(self.bg_val_fraction, "bg_val_fraction", 0.0, 1.0, hi_open=True)

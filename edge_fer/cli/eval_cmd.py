@@ -224,6 +224,12 @@ def _target(args):
     if args.label_set:
         if args.label_set.strip().lower() == "dataset":
             return "dataset"
+        if args.label_set.lower() not in L.VOCABULARIES:  # (vocabulary() would say `name`)
+            raise UserError(
+                f"{args.label_set!r} is an unknown label set; choose dataset, "
+                f"{', '.join(L.VOCABULARIES)}",
+                param="label_set",
+            )
         return L.vocabulary(args.label_set)
     if args.classes:
         names = tuple(L.canonical(c) for c in args.classes.split(",") if c.strip())

@@ -11,6 +11,7 @@ import edge_fer.compress.arch  # noqa: F401  (registers "pruned" for load_traine
 from edge_fer import fileio
 from edge_fer.errors import UserError
 from edge_fer.preprocess import PreprocessSpec
+from edge_fer.tta import TTA_MODES
 
 
 @dataclass
@@ -95,6 +96,12 @@ def _load_source(p: Path) -> SourceModel:
     from edge_fer.export.onnx_import import checkpoint_from_onnx, torch_model_from_onnx
 
     model, spec, meta = torch_model_from_onnx(p)
+    eval_tta = meta.get("edge_fer.tta_default", "none") or "none"
+    if eval_tta not in TTA_MODES:  # said here, not as the export's `eval_tta` after the pruning
+        raise UserError(
+            f"model metadata edge_fer.tta_default is {eval_tta!r}, not one of "
+            f"{', '.join(TTA_MODES)}"
+        )
     # the checkpoint-style state (config, provenance) exactly as checkpoint_from_onnx builds it
     with tempfile.TemporaryDirectory(prefix="edge-fer-src-") as tmp:
         from edge_fer.train.checkpoint import read_state
@@ -109,7 +116,7 @@ def _load_source(p: Path) -> SourceModel:
         meta.get("edge_fer.tta", "none") or "none",
         True,
         meta,
-        meta.get("edge_fer.tta_default", "none") or "none",
+        eval_tta,
     )
 
 

@@ -218,8 +218,9 @@ def compare_models(
     `accuracy_<mode>` / `macro_f1_<mode>` columns. Latency is always one view per face."""
     from edge_fer.tta import check_mode
 
-    for m in (tta, *extra_tta):
-        check_mode(m)
+    check_mode(tta, "tta")
+    for m in extra_tta:
+        check_mode(m, "extra_tta")
     from edge_fer.classify import Classifier
     from edge_fer.evaluate import evaluate
 

@@ -86,8 +86,9 @@ def _check(info: ModelInfo, o: DeepStreamOptions) -> None:
     for name in ("min_face", "face_class_id", "reinfer_interval", "gpu_id"):
         if getattr(o, name) < 0:
             raise UserError(f"must be >= 0, got {getattr(o, name)}", param=name)
-    if not (32 <= o.width <= 7680 and 32 <= o.height <= 4320):
-        raise UserError(f"width x height {o.width}x{o.height} is out of range")
+    for name, top in (("width", 7680), ("height", 4320)):  # was one message for both
+        if not 32 <= getattr(o, name) <= top:
+            raise UserError(f"must be in 32..{top}, got {getattr(o, name)}", param=name)
     if not 1 <= o.fps <= 240:
         raise UserError(f"must be in 1..240, got {o.fps}", param="fps")
     if o.sink not in ("display", "none"):
@@ -299,11 +300,13 @@ def parse_source(source: str) -> dict[str, Any]:
     must name a file here (it becomes its absolute URI)."""
     s = str(source).strip()
     if not s:
-        raise UserError("source is empty")
+        raise UserError("is empty", param="source")
     if s.startswith("csi://"):
         rest = s[len("csi://") :]
         if not rest.isdigit():
-            raise UserError(f"source {s!r}: expected csi://N with N the sensor id, e.g. csi://0")
+            raise UserError(
+                f"{s!r}: expected csi://N with N the sensor id, e.g. csi://0", param="source"
+            )
         return {"kind": "csi", "sensor_id": int(rest)}
     m = re.fullmatch(r"(?:v4l2://)?(?:/dev/video)?(\d+)", s)
     if m:
@@ -318,8 +321,9 @@ def parse_source(source: str) -> dict[str, Any]:
         # the kit runs on the device, from any folder: a relative path has nothing to be
         # relative to there ('file://' + it would name a host: file://clips/x.mp4)
         raise UserError(
-            f"source {s!r} is a relative path to no file here: give the clip's absolute path "
-            "on the device (/home/me/clip.mp4) or a file:/// URI"
+            f"{s!r} is a relative path to no file here: give the clip's absolute path "
+            "on the device (/home/me/clip.mp4) or a file:/// URI",
+            param="source",
         )
     return {"kind": "uri", "uri": p.absolute().as_uri()}
 
@@ -332,8 +336,9 @@ def _check_file_uri(uri: str) -> None:
     host = urlparse(uri).netloc if uri.startswith("file://") else ""
     if host not in ("", "localhost"):
         raise UserError(
-            f"source {uri!r} names host {host!r}: a file URI takes an absolute path, "
-            "file:///home/me/clip.mp4"
+            f"{uri!r} names host {host!r}: a file URI takes an absolute path, "
+            "file:///home/me/clip.mp4",
+            param="source",
         )
 
 

@@ -48,9 +48,11 @@ def _check(info: ModelInfo, o: TritonOptions) -> None:
     from edge_fer.export.targets import PRECISIONS, check_target
 
     if not o.name or not all(c.isalnum() or c in "-_" for c in o.name):
-        raise UserError(f"model name {o.name!r}: use letters, digits, '-' and '_' only")
+        raise UserError(f"{o.name!r}: use letters, digits, '-' and '_' only", param="name")
     if not o.platforms or any(p not in PLATFORMS for p in o.platforms):
-        raise UserError(f"platforms must be some of {', '.join(PLATFORMS)}, got {o.platforms}")
+        raise UserError(
+            f"must be some of {', '.join(PLATFORMS)}, got {o.platforms}", param="platforms"
+        )
     check_batch(info, o.max_batch, "max_batch")
     if info.spec.align:  # the client crops by the box alone; the eye model does not travel
         raise UserError(
@@ -67,7 +69,7 @@ def _check(info: ModelInfo, o: TritonOptions) -> None:
     if o.instances < 1:
         raise UserError(f"must be >= 1, got {o.instances}", param="instances")
     if o.kind not in ("gpu", "cpu"):
-        raise UserError(f"instance kind must be gpu or cpu, got {o.kind!r}")
+        raise UserError(f"must be gpu or cpu, got {o.kind!r}", param="kind")
     if o.precision not in PRECISIONS:
         raise UserError(f"unknown precision {o.precision!r}; choose one of {', '.join(PRECISIONS)}")
     if "tensorrt" in o.platforms:

@@ -291,12 +291,12 @@ def export_checkpoint(
     """
     from edge_fer.tta import check_mode
 
-    check_mode(eval_tta)
+    check_mode(eval_tta, "eval_tta")
     torch = _torch()
     import onnx
 
     if tta not in TTA_MODES:
-        raise UserError(f"unknown --tta {tta!r}; choose flip or none")
+        raise UserError(f"{tta!r} is unknown; choose flip or none", param="tta")
     tta = None if tta in (None, "none") else tta
     from edge_fer.limits import check_count
 
@@ -386,7 +386,9 @@ def _export(torch, net, dummy, path: Path, opset: int, exporter: str) -> str:
                     "this torch has no classic ONNX exporter; use exporter='dynamo'"
                 ) from None
     if exporter not in ("auto", "dynamo"):
-        raise UserError(f"unknown exporter {exporter!r}; choose auto, classic or dynamo")
+        raise UserError(
+            f"{exporter!r} is unknown; choose auto, classic or dynamo", param="exporter"
+        )
     import contextlib
     import io
 

@@ -53,12 +53,19 @@ def training_arrays(
         try:
             images, labels = data
         except (TypeError, ValueError):
-            raise UserError("data must be a dataset path or (images, labels)") from None
+            raise UserError(
+                f"must be a dataset path or (images, labels), got {type(data).__name__}",
+                param="data",
+            ) from None
         images, labels = np.asarray(images), np.asarray(labels, np.int64)
         if len(images) != len(labels):
-            raise UserError(f"{len(images)} images but {len(labels)} labels")
+            raise UserError(f"holds {len(images)} images but {len(labels)} labels", param="data")
         if len(labels) and (labels.min() < 0 or labels.max() >= len(spec.classes)):
-            raise UserError(f"labels must lie in 0..{len(spec.classes) - 1}")
+            raise UserError(
+                f"holds labels outside 0..{len(spec.classes) - 1} (the model's classes): "
+                f"{labels.min()}..{labels.max()}",
+                param="data",
+            )
         desc = "given arrays"
     keep = labels >= 0
     dropped = int((~keep).sum())

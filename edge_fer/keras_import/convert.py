@@ -416,7 +416,7 @@ def ensure_probs(model, add_softmax: str = "auto"):
     softmax output; "yes" always adds one; "no" trusts the output as it is (the parity check
     still verifies the outputs sum to 1)."""
     if add_softmax not in ("auto", "yes", "no"):
-        raise UserError(f"unknown add_softmax {add_softmax!r}; choose auto, yes or no")
+        raise UserError(f"{add_softmax!r} is unknown; choose auto, yes or no", param="add_softmax")
     act = output_activation(model)
     if add_softmax == "no" or (add_softmax == "auto" and act == "softmax"):
         return model, False
@@ -567,7 +567,7 @@ def keras_spec(
         raise UserError(f"{len(names)} class names for a model with {n} outputs")
     mean, std = scale_to_mean_std(*scale)
     if not 0 <= crop_margin <= 1:
-        raise UserError(f"crop margin {crop_margin} must be in 0..1")
+        raise UserError(f"must be in 0..1, got {crop_margin}", param="crop_margin")
     return PreprocessSpec(
         input_size=size,
         channels=channels,

@@ -73,7 +73,7 @@ def check_faces(faces: CalibFaces, min_faces: int = MIN_FACES) -> None:
     if not isinstance(faces.images, np.ndarray) or faces.images.ndim not in (3, 4):
         shape = getattr(faces.images, "shape", None)
         raise UserError(
-            f"images must be a numpy array of face crops (N, S, S), got "
+            f"must hold its images as a numpy array of face crops (N, S, S), got "
             f"{type(faces.images).__name__}" + (f" of shape {shape}" if shape else ""),
             param="faces",
         )

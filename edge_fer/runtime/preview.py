@@ -131,17 +131,17 @@ class MJPEGPreview:
             host = "127.0.0.1"
         if not str(host).strip():
             raise UserError(
-                "--preview-host is empty: give the address to listen on (127.0.0.1, the "
-                "default, for this machine only; 0.0.0.0 for every interface)"
+                "is empty: give the address to listen on (127.0.0.1, the default, for this "
+                "machine only; 0.0.0.0 for every interface)",
+                param="host",
             )
         host = str(host).strip()
         if not 0 <= int(port) <= 65535:
             raise UserError(f"must be in 0..65535, got {port}", param="port")
-        if max_clients < 1 or not request_timeout > 0:
-            raise UserError(
-                f"max_clients must be >= 1 and request_timeout > 0, got "
-                f"{max_clients} and {request_timeout}"
-            )
+        if max_clients < 1:
+            raise UserError(f"must be >= 1, got {max_clients}", param="max_clients")
+        if not request_timeout > 0:  # NaN too
+            raise UserError(f"must be > 0 seconds, got {request_timeout}", param="request_timeout")
         self.quality = int(quality)
         self.min_interval = 1.0 / max_fps if max_fps > 0 else 0.0
         self.max_clients = int(max_clients)

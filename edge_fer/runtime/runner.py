@@ -18,7 +18,7 @@ from typing import Any
 from edge_fer import fileio
 from edge_fer.detect.config import DetectorOptions
 from edge_fer.detect.factory import DetectorPicker
-from edge_fer.errors import UserError
+from edge_fer.errors import UserError, check_choice
 from edge_fer.limits import check_count, check_threads
 from edge_fer.runtime.scenecut import SCENE_CUT_THRESHOLD
 from edge_fer.runtime.tracker import TrackerOptions
@@ -93,12 +93,18 @@ def load_classifier(
 
 
 def _check_trt_options(backend: str, trt_precision, calib_cache) -> None:
-    """UserError when a TensorRT-only option is given for another backend."""
+    """UserError when a TensorRT-only option is given for another backend, or an engine
+    precision TensorRT does not know (named here: the backend's own check says `precision`,
+    which is the bundled model's choice among a run's options)."""
     if backend not in TRT_BACKENDS and (trt_precision is not None or calib_cache is not None):
         raise UserError(
             "needs the TensorRT backend",
             param="trt_precision" if trt_precision is not None else "calib_cache",
         )
+    if trt_precision is not None:
+        from edge_fer.backends.tensorrt_backend import TRT_PRECISIONS
+
+        check_choice(trt_precision, TRT_PRECISIONS, "trt_precision")
 
 
 def classifier_for(opts: RunOptions):
