@@ -40,6 +40,15 @@ def missing_reason(*rels: str) -> str | None:
     return f"{where} is absent or incomplete: needs " + ", ".join(str(SHARED / r) for r in missing)
 
 
+def needs_modules(*names: str) -> pytest.MarkDecorator:
+    """A mark that skips a test, as `pytest.importorskip` skips a module, when one of these
+    modules cannot be imported: for a test that needs them in a module that runs without."""
+    import importlib.util
+
+    missing = [name for name in names if importlib.util.find_spec(name) is None]
+    return pytest.mark.skipif(bool(missing), reason=f"could not import {', '.join(missing)}")
+
+
 def shared(rel: str) -> Path:
     """SHARED / rel, or skip the test (or, at module level, the module) with the reason."""
     reason = missing_reason(rel)
@@ -117,3 +126,61 @@ def fer_faces(prefix: str, per_class: int):
     picked = [(k, f) for k, cls in enumerate(L.FER2013) for f in fer_files(cls, prefix, per_class)]
     imgs = np.stack([cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for _, f in picked])
     return imgs, np.array([k for k, _ in picked]), [f for _, f in picked]
+
+
+def noise_faces(root: Path, n: int) -> Path:
+    """A class-folders dataset of `n` 48x48 gray faces (seeded noise) in angry/, happy/ and
+    sad/ folders, in turn."""
+    import cv2
+    import numpy as np
+
+    classes = ("angry", "happy", "sad")
+    rng = np.random.default_rng(3)
+    for k in range(n):
+        d = root / classes[k % len(classes)]
+        d.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(d / f"f{k:03d}.png"), rng.integers(0, 256, (48, 48), dtype=np.uint8))
+    return root
+
+
+def black_png(path: Path, w: int, h: int) -> None:
+    """A valid all-black 8-bit gray PNG of w x h, compressed row by row (a few hundred KB for
+    144 Mpx, without ever holding the image)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        crc = zlib.crc32(kind + data) & 0xFFFFFFFF
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", crc)
+
+    z = zlib.compressobj(9)
+    row = bytes(w + 1)  # filter byte 0, then the pixels
+    idat = b"".join(z.compress(row) for _ in range(h)) + z.flush()
+    ihdr = struct.pack(">IIBBBBB", w, h, 8, 0, 0, 0, 0)
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+    )
+
+
+def random_photos(folder: Path, bad: bool = True) -> Path:
+    """`folder`, made, with two photos of random pixels (a.png and c.png, 64x48) and, when `bad`,
+    a zero-byte b.jpg between them."""
+    import cv2
+    import numpy as np
+
+    folder.mkdir()
+    for i, name in enumerate(("a.png", "c.png")):
+        img = np.random.default_rng(i).integers(0, 256, (48, 64, 3), np.uint8)
+        assert cv2.imwrite(str(folder / name), img)
+    if bad:
+        (folder / "b.jpg").write_bytes(b"")  # a zero-byte photo among good ones
+    return folder
+
+
+def cnn4_config(data, out, **kw):
+    """The TrainConfig of a tiny cnn4 run of `data` into `out`: 1 epoch of 1 batch of 8 on one
+    thread, no precise batch norm (`kw` changes these or adds to them)."""
+    from edge_fer.train.trainer import TrainConfig
+
+    kw = {"epochs": 1, "batch_size": 8, "threads": 1, "max_batches": 1, "precise_bn": 0, **kw}
+    return TrainConfig(arch="cnn4", data=str(data), out=str(out), **kw)

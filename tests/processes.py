@@ -1,5 +1,6 @@
 """Child processes for the tests: run a command, Python or `edge-fer` and read what it printed;
-start `edge-fer` and interrupt it; copy the checkout for an install."""
+start `edge-fer` and interrupt it; copy the checkout for an install. And `edge-fer` in this
+process, and the checks of what a command printed that several test modules make."""
 
 from __future__ import annotations
 
@@ -47,6 +48,38 @@ def refusal_line(proc: subprocess.CompletedProcess) -> str:
     assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr[-3000:]
     assert len(lines) == 1, proc.stderr[-3000:]
     return lines[0]
+
+
+def single_line(proc: subprocess.CompletedProcess, rc: int = 2) -> str:
+    """The one line on stderr of `proc`, which exited with `rc`."""
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == rc and len(lines) == 1, (proc.returncode, proc.stdout, proc.stderr)
+    return lines[0]
+
+
+def assert_one_error_line(err: str, *words: str) -> None:
+    """`err` (a stderr) is one line, no traceback, holding each of `words`."""
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert all(w in err for w in words), err
+
+
+def said(stderr: str) -> list[str]:
+    """Every line on stderr but the first-run compile notice (a fresh kernel cache)."""
+    return [ln for ln in stderr.splitlines() if "compiling the detector" not in ln]
+
+
+def cache_env(tmp_path: Path, name: str = "cache", **extra: str) -> dict:
+    """This environment for a child, with its own dataset cache (tmp_path / name) and `extra`."""
+    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path / name), **extra)
+
+
+def run_main(argv, capsys) -> tuple[int, str, str]:
+    """`edge-fer ARGV` (paths or strings) in this process: (exit code, stdout, stderr)."""
+    from edge_fer.cli.main import main
+
+    rc = main([str(a) for a in argv])
+    cap = capsys.readouterr()
+    return rc, cap.out, cap.err
 
 
 def run_cli(*argv, **kw) -> subprocess.CompletedProcess:

@@ -5,6 +5,7 @@ wiring."""
 from __future__ import annotations
 
 import math
+import os
 import shutil
 import subprocess
 import sys
@@ -12,7 +13,8 @@ import sys
 import cv2
 import numpy as np
 import pytest
-from paths import WEBFACES, fer_files
+from paths import WEBFACES, fer_files, needs_modules
+from processes import refusal_line, run_cli
 
 from edge_fer.align import Frame, load_aligner, warp_eyes
 from edge_fer.align.aligner import BUNDLED
@@ -326,3 +328,92 @@ def test_train_eyes_help_says_how_long_it_takes():
     text = " ".join(r.stdout.split())
     assert r.returncode == 0 and "About a minute" not in text
     assert "several minutes (7-10 on a shared 2-core CPU)" in text
+
+
+# ---- aligner arguments ------------------------------------------------------------------------
+# (this test and the next were collected, before, under ../shared's FER2013 and the training
+# stack: torch, safetensors and onnx; the train-eyes tests after them under torch and
+# safetensors)
+
+needs_torch_onnx = needs_modules("torch", "safetensors", "onnx")
+needs_torch = needs_modules("torch", "safetensors")
+
+
+@pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
+@needs_torch_onnx
+def test_aligner_frame_and_margin_are_checked():
+    from edge_fer.align import Frame, load_aligner
+    from edge_fer.errors import UserError
+
+    # before: a str frame was taken and failed at the first face (AttributeError), a str
+    # margin was a TypeError
+    for kw, param in (({"frame": "x"}, "frame"), ({"frame": (1.0, 2.0)}, "frame"),
+                      ({"margin": "0.1"}, "margin"), ({"margin": True}, "margin")):  # fmt: skip
+        with pytest.raises(UserError) as e:
+            load_aligner(**kw)
+        assert e.value.param == param, kw
+    al = load_aligner(frame=(1.7, 1.3, 3.2))  # a plain triple is a Frame
+    assert al.frame == Frame(1.7, 1.3, 3.2)
+
+
+# ---- train-eyes: --seed -1, learning options with --evaluate, an empty --out, a --val-fraction
+# that empties a split -------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict:
+    """The children's dataset cache: this module's own."""
+    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
+@needs_torch_onnx
+@pytest.mark.shared("data/webfaces/WebFaces_GroundThruth.txt", "data/webfaces/images")
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        # before: a ValueError traceback from numpy after the faces were read
+        (("--seed", "-1", "--out", "{tmp}/e.eyes", "--max-faces", "10"), "--seed must be >= 0"),
+        # before: ignored, the bundled model measured as if nothing were asked
+        (("--evaluate", "{eyes}", "--stages", "3"), "--stages applies to learning a model"),
+        (
+            ("--evaluate", "{eyes}", "--out", "{tmp}/e.eyes", "--seed", "2"),
+            "--seed, --out apply to learning a model",
+        ),
+    ],
+)
+def test_train_eyes_mistakes(tmp_path, env, argv, words):
+    from paths import ASSETS, WEBFACES
+
+    argv = [a.format(tmp=tmp_path, eyes=ASSETS / "eyes_default.eyes") for a in argv]
+    proc = run_cli("train-eyes", "--data", WEBFACES, "--eval-limit", 2, *argv, env=env)
+    line = refusal_line(proc)
+    assert words in line, line
+    assert not (tmp_path / "e.eyes").exists()
+
+
+@pytest.mark.shared("data/fer2013/train")
+@needs_torch
+@pytest.mark.shared("data/webfaces")
+def test_train_eyes_with_an_empty_out_stops_before_learning(tmp_path):
+    # before: the model was learned, then lost in a ValueError traceback ("PosixPath('.') has
+    # an empty name")
+    proc = run_cli("train-eyes", "--data", WEBFACES, "--out", "", "--stages", 1,
+                   "--trees-per-stage", 2, "--depth", 3, "--max-faces", 20, "--starts", 2,
+                   "--candidates", 8, "--eval-limit", 5, cwd=tmp_path)  # fmt: skip
+    assert "--out is empty" in refusal_line(proc)
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_torch
+@pytest.mark.shared("data/webfaces/WebFaces_GroundThruth.txt", "data/webfaces/images")
+def test_train_eyes_names_val_fraction_not_data(tmp_path):
+    # before: "--data no annotated faces with images in ... (train)"
+    for frac, part in (("0.99999", "train"), ("0.00001", "val")):
+        proc = run_cli("train-eyes", "--data", WEBFACES, "--out", tmp_path / "e.eyes",
+                       "--val-fraction", frac, "--stages", 1, "--trees-per-stage", 1,
+                       "--max-faces", 20, cwd=tmp_path)  # fmt: skip
+        line = refusal_line(proc)
+        assert f"--val-fraction {float(frac)} leaves no annotated faces" in line, line
+        assert f"({part}):" in line and "--data" not in line, line
+    assert not (tmp_path / "e.eyes").exists()

@@ -1,6 +1,7 @@
-"""The detection API a script writer calls (`Verifier`, `Detector`): a caller's mistake is a
-UserError naming the parameter, never a silently wrong answer (a float frame scored as no face,
-a box of negative size, sizes that can find nothing) or a traceback from numpy or OpenCV."""
+"""The detection API a script writer calls (`Verifier`, `Detector`, `Cascade`): a caller's
+mistake is a UserError naming the parameter, never a silently wrong answer (a float frame scored
+as no face, a box of negative size, sizes that can find nothing, cascade codes out of range) or
+a traceback from numpy or OpenCV."""
 
 from __future__ import annotations
 
@@ -133,3 +134,64 @@ def test_detector_options_of_the_wrong_type_name_their_parameter(cascade, name, 
     with pytest.raises(UserError, match="must be") as e:
         Detector(cascade, **{name: value})
     assert e.value.param == name
+
+
+# ---- API arguments of the wrong type or range ------------------------------------------------
+
+
+def _tiny_cascade(**kw) -> Cascade:
+    args = {"tdepth": 1, "codes": np.zeros((1, 1, 4)), "leaves": [[0.5, -0.5]],
+            "thresholds": [-1.0], **kw}  # fmt: skip
+    return Cascade(**args)
+
+
+@pytest.mark.parametrize(
+    "call, param",
+    [
+        (lambda: _tiny_cascade().save(None), "path"),  # TypeError
+        (lambda: _tiny_cascade().save(""), "path"),  # ValueError "has an empty name"
+        (lambda: Cascade.from_bytes("pico" * 8), "data"),  # TypeError in len()
+        (lambda: Detector(_tiny_cascade(), grouping=["chain"]), "grouping"),  # unhashable
+        (lambda: _resolve(None), "options"),  # AttributeError
+        (lambda: _picker(3), "cascade"),  # TypeError in Path()
+        (lambda: _tiny_cascade(codes=np.full((1, 1, 4), 200)), "codes"),  # wrapped to -56
+        (lambda: _tiny_cascade(codes=np.full((1, 1, 4), -129)), "codes"),  # wrapped to 127
+        (lambda: _tiny_cascade(codes=np.full((1, 1, 4), 1.5)), "codes"),  # truncated to 1
+        (lambda: _tiny_cascade(codes=np.full((1, 1, 4), np.nan)), "codes"),  # became 0
+        (lambda: _tiny_cascade(leaves=[["a", "b"]]), "leaves"),  # ValueError
+        (lambda: _tiny_cascade(header="8 chars!"), "header"),  # TypeError in to_bytes()
+        (lambda: _tiny_cascade(tdepth=True), "tdepth"),  # taken as depth 1
+    ],
+)
+def test_api_arguments_of_the_wrong_type_or_range_are_a_user_error_naming_them(call, param):
+    """Each was a plain TypeError / ValueError / AttributeError, or (codes outside -128..127,
+    not whole) silently a different cascade."""
+    from edge_fer.errors import UserError
+
+    with pytest.raises(UserError) as exc:
+        call()
+    assert exc.value.param == param, exc.value
+
+
+def _resolve(options):
+    from edge_fer.detect.config import CascadeSettings, resolve
+
+    return resolve(options, CascadeSettings.for_cascade(None), (100, 100))
+
+
+def _picker(cascade):
+    from edge_fer.detect.config import DetectorOptions
+    from edge_fer.detect.factory import DetectorPicker
+
+    return DetectorPicker(cascade, DetectorOptions())
+
+
+def test_cascade_codes_at_the_int8_limits_and_byte_buffers_still_load(tmp_path):
+    codes = np.array([[[-128, 127, 0, -1]]])
+    casc = _tiny_cascade(codes=codes)
+    assert (casc.codes == codes).all()
+    data = casc.to_bytes()
+    for buf in (data, bytearray(data), memoryview(data)):
+        assert (Cascade.from_bytes(buf).codes == codes).all()
+    casc.save(tmp_path / "c.pico")
+    assert Cascade.load(tmp_path / "c.pico").to_bytes() == data

@@ -4,13 +4,14 @@ average`): real faces from ../shared, real training for a few batches on one thr
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from paths import fer_class_folders
-from processes import run_cli
+from paths import FER, cnn4_config, fer_class_folders, fer_split_folders, needs_modules
+from processes import refusal_line, run_cli
 
 pytestmark = pytest.mark.shared("data/fer2013/train")
 torch = pytest.importorskip("torch")
@@ -220,3 +221,95 @@ def test_average_names_same_named_checkpoints_apart(run, tmp_path) -> None:
     from edge_fer.export.onnx import load_trained
 
     assert load_trained(tmp_path / "a.safetensors")[2]["averaged_from"] == rep["checkpoints"]
+
+
+# ---- one checkpoint, one given twice, a dataset of other classes -------------------------------
+# (the first two on a tiny cnn4 run of a FER2013-layout dataset, trained by `edge-fer` in a
+# child process; collected, before, under FER2013's test split and onnx too)
+
+needs_fer_test = pytest.mark.shared("data/fer2013/test")
+needs_onnx = needs_modules("onnx")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict:
+    """The children's dataset cache: this module's own."""
+    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def fer(tmp_path_factory) -> Path:
+    """A FER2013-layout dataset of real faces: 15 Training faces per class (105: enough for
+    INT8 calibration), 2 PublicTest and 2 PrivateTest."""
+    root = tmp_path_factory.mktemp("fer") / "fer"
+    return fer_split_folders(root, {"Training": 15, "PublicTest": 2, "PrivateTest": 2})
+
+
+@pytest.fixture(scope="module")
+def cnn4_run(fer, env, tmp_path_factory) -> Path:
+    """A tiny finished cnn4 run folder."""
+    out = tmp_path_factory.mktemp("runs") / "cnn4"
+    proc = run_cli("train", "--arch", "cnn4", "--data", fer, "--out", out, "--epochs", 1,
+                   "--max-batches", 1, "--batch-size", 8, "--threads", 1, "--precise-bn", 0,
+                   env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@needs_fer_test
+@needs_onnx
+def test_average_of_one_checkpoint_says_one(cnn4_run, env, tmp_path):
+    out = tmp_path / "avg.safetensors"
+    proc = run_cli("average", cnn4_run / "best.safetensors", "--out", out, "--faces", 16,
+                   "--threads", 1, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "averaged 1 checkpoint: " in proc.stderr, proc.stderr
+
+
+@needs_fer_test
+@needs_onnx
+def test_average_refuses_a_checkpoint_given_twice(cnn4_run, env, tmp_path):
+    # before: averaged, the file weighing twice in the "uniform" average (a doubled glob)
+    out = tmp_path / "avg.safetensors"
+    best = cnn4_run / "best.safetensors"
+    line = refusal_line(run_cli("average", best, cnn4_run / "." / "best.safetensors", cnn4_run /
+                                "last.safetensors", "--out", out, "--faces", 16, env=env))  # fmt: skip
+    assert f"{best} is given twice" in line, line
+    assert not out.exists()
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    """4 real Training faces per FER2013 class, in class folders."""
+    return fer_class_folders(tmp_path_factory.mktemp("qa") / "faces", 4)
+
+
+@pytest.fixture(scope="module")
+def other_classes(tmp_path_factory) -> Path:
+    """Real faces under two class names that are not FER2013's."""
+    dst = tmp_path_factory.mktemp("qa") / "ab"
+    for name, cls in (("alpha", "happy"), ("beta", "sad")):
+        (dst / name).mkdir(parents=True)
+        for i, f in enumerate(sorted((FER / "train" / cls).glob("Training_*.jpg"))[:6]):
+            shutil.copy(f, dst / name / f"f{i}.jpg")
+    return dst
+
+
+@pytest.fixture(scope="module")
+def run7(faces, tmp_path_factory) -> Path:
+    """A finished 7-class cnn4 run folder."""
+    from edge_fer.train.trainer import train
+
+    out = tmp_path_factory.mktemp("qa") / "run7"
+    train(cnn4_config(faces, out))
+    return out
+
+
+def test_average_with_a_dataset_of_other_classes_is_one_line(run7, other_classes, tmp_path):
+    # before: IndexError traceback from the scoring, after the batch-norm statistics
+    out = tmp_path / "avg.safetensors"
+    proc = run_cli("average", run7 / "last.safetensors", "--data", other_classes,
+                   "--out", out, "--faces", 8, "--threads", 1)  # fmt: skip
+    line = refusal_line(proc)
+    assert "--data" in line and "alpha, beta" in line and "angry" in line, line
+    assert not out.exists()

@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import struct
 import sys
 from pathlib import Path
 
 import pytest
+from paths import needs_modules
+from processes import refusal_line, run_cli
 
 from edge_fer.backends import tensorrt_backend as tb
 from edge_fer.backends import trt_common as tc
@@ -728,3 +731,23 @@ def test_qdq_model_without_precision_int8_is_named_and_recorded_int8(
     assert rc == 0, err
     assert tc.read_sidecar(other / "q.int8.engine")["build_options"]["precision"] == "int8"
     assert files(other) == {"q.onnx", "q.int8.engine", "q.int8.engine.json"}
+
+
+# ---- build-engine on a folder ------------------------------------------------------------------
+# (a real child process; collected, before, under ../shared's FER2013 and torch, safetensors
+# and onnx)
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict:
+    """The children's dataset cache: this module's own."""
+    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
+@needs_modules("torch", "safetensors", "onnx")
+def test_build_engine_names_a_folder(tmp_path, env):
+    (tmp_path / "models").mkdir()
+    line = refusal_line(run_cli("build-engine", tmp_path / "models", env=env))
+    # before: "no such ONNX model", as if nothing were there
+    assert f"{tmp_path / 'models'}: is a folder" in line, line

@@ -1,7 +1,8 @@
 """Calibration in two steps (`ranges.collect` keeps histograms, `ranges.compute` picks ranges):
 the same ranges as the fused code gave, kept histograms that save and load exactly, a report
 that compares every method from one pass, and `edge-fer calibrate` stopped by SIGTERM/SIGINT
-(a real child process) leaving no temporary file and --out as it was.
+(a real child process) leaving no temporary file and --out as it was; a second calibrate into
+the folder one is writing, an image over 100 Mpx in the dataset, the hint on a split too small.
 
 The OLD_* figures (tests/data/calibration_before_split.json) were computed once with the code
 before the split (`collect(model, batches, method, percentile)`, which built the histograms and
@@ -22,14 +23,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from processes import CLI_INTERRUPTIBLE
+from processes import CLI_INTERRUPTIBLE, cache_env, refusal_line, run_cli, single_line
 
 from edge_fer.errors import UserError
 
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 
-from paths import CALIB, FER, ROOT
+from paths import CALIB, FER, ROOT, black_png, fer_split_folders, needs_modules, noise_faces
 
 from edge_fer.quantize import CalibFaces, calibrate
 from edge_fer.quantize import ranges as R
@@ -397,3 +398,142 @@ def test_committed_calibration_is_reproduced_byte_for_byte(tmp_path, monkeypatch
     for rep in (new, old):
         rep.pop("edge_fer_version")
     assert new == old
+
+
+# -- two calibrations into one folder, an image over 100 Mpx in the dataset -------------------
+# (a second `calibrate` into an --out folder that another one is writing is refused at once,
+# one line, exit code 2, before it reads the dataset; before, both wrote it, neither needing
+# --force since each found no earlier outputs there. An image over 100 Mpx in a dataset is a
+# bad entry like an undecodable one, refused naming it or skipped with --skip-bad, never
+# decoded; before, a 12000x12000 PNG of 140 KB was decoded and joined the dataset as a face.)
+
+HUGE = "12000x12000 pixels is over the 100 Mpx limit for images"
+
+
+@pytest.fixture(scope="module")
+def huge_png(tmp_path_factory) -> bytes:
+    p = tmp_path_factory.mktemp("huge") / "huge.png"
+    black_png(p, 12000, 12000)
+    return p.read_bytes()
+
+
+def _cpu_calibrate_argv(data: Path, out: Path, *extra: str) -> list[str]:
+    """`edge-fer calibrate` of 60 faces (at least 20) of all of DATA for the CPU, one thread."""
+    return [
+        "calibrate", "--data", str(data), "--split", "all", "--samples", "60",
+        "--min-faces", "20", "--target", "cpu", "--threads", "1", "--no-progress",
+        "--out", str(out), *extra,
+    ]  # fmt: skip
+
+
+def test_a_second_calibrate_into_a_folder_being_written_is_refused_at_once(tmp_path):
+    data = noise_faces(tmp_path / "data", 40)
+    out = tmp_path / "out"
+    tmp = tmp_path / "tmp"  # the first one's temporary folder: its Q/DQ model is made there
+    tmp.mkdir()
+    first = subprocess.Popen(
+        [sys.executable, *CLI_INTERRUPTIBLE, *_cpu_calibrate_argv(data, out)],
+        cwd=ROOT,
+        env=cache_env(tmp_path, TMPDIR=str(tmp)),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # it is quantizing (well inside the calibration): stop it there while the second runs
+        deadline = time.monotonic() + 120
+        while not any(p.name.startswith("edge-fer-calibrate-") for p in tmp.iterdir()):
+            assert first.poll() is None, first.communicate()
+            assert time.monotonic() < deadline, "the first calibration never quantized"
+            time.sleep(0.001)
+        first.send_signal(signal.SIGSTOP)
+        second = run_cli(*_cpu_calibrate_argv(data, out), env=cache_env(tmp_path, "cache2"))
+        first.send_signal(signal.SIGCONT)
+        line = single_line(second)
+        assert line == (
+            f"edge-fer calibrate: error: {out}: another edge-fer calibrate is writing this "
+            "folder right now; wait for it to end or give another folder"
+        )
+        assert not (tmp_path / "cache2").exists()  # refused before it read the dataset
+        _, stderr = first.communicate(timeout=120)
+    finally:
+        if first.poll() is None:
+            first.send_signal(signal.SIGCONT)
+            first.kill()
+            first.communicate()
+    assert first.returncode == 0, stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "calib.cache", "calib_ids.txt", "calib_report.json", "model.int8.cpu.onnx",
+    ]  # fmt: skip
+    # the lock went with the first one: a third run is refused by the earlier outputs only
+    third = run_cli(*_cpu_calibrate_argv(data, out), env=cache_env(tmp_path))
+    assert "--force is needed to replace the earlier calibration" in single_line(third)
+
+
+def test_calibrate_refuses_or_skips_an_image_over_100_mpx_naming_it(tmp_path, huge_png):
+    data = noise_faces(tmp_path / "data", 40)
+    (data / "happy" / "huge.png").write_bytes(huge_png)
+    (data / "sad" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not an image")
+    out = tmp_path / "new" / "out"
+    line = single_line(run_cli(*_cpu_calibrate_argv(data, out), env=cache_env(tmp_path)))
+    assert f"huge.png: {HUGE}" in line and "--skip-bad" in line, line
+    assert not (tmp_path / "new").exists()  # the folders made for the lock went again
+    p = run_cli(*_cpu_calibrate_argv(data, out, "--skip-bad"), env=cache_env(tmp_path))
+    assert p.returncode == 0, p.stderr
+    named = f"happy/huge.png: {HUGE}; sad/broken.png: cannot decode image"
+    assert f"  skipped: {named}" in p.stdout.splitlines(), p.stdout
+    calib = json.loads((out / "calib_report.json").read_text())["calibration_set"]
+    assert calib["faces"] == calib["seen"] == 40
+    assert calib["skipped_entries"] == named.split("; ")
+    assert "huge" not in (out / "calib_ids.txt").read_text()
+
+
+# -- calibrate: the hint on a split smaller than the minimum ------------------------------------
+# (on a tiny cnn4 run of real FER2013 faces, trained and exported by `edge-fer`)
+
+needs_training = needs_modules("torch", "safetensors")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict:
+    """The children's dataset cache: this module's own."""
+    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def fer(tmp_path_factory) -> Path:
+    """A FER2013-layout dataset of real faces: 15 Training faces per class (105: enough for
+    INT8 calibration), 2 PublicTest and 2 PrivateTest."""
+    root = tmp_path_factory.mktemp("fer") / "fer"
+    return fer_split_folders(root, {"Training": 15, "PublicTest": 2, "PrivateTest": 2})
+
+
+@pytest.fixture(scope="module")
+def run(fer, env, tmp_path_factory) -> Path:
+    """A tiny finished cnn4 run folder."""
+    out = tmp_path_factory.mktemp("runs") / "cnn4"
+    proc = run_cli("train", "--arch", "cnn4", "--data", fer, "--out", out, "--epochs", 1,
+                   "--max-batches", 1, "--batch-size", 8, "--threads", 1, "--precise-bn", 0,
+                   env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(run, env, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "cnn4.onnx"
+    proc = run_cli("export", "--checkpoint", run / "best.safetensors", "--out", out, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
+@needs_training
+def test_calibrate_hint_when_the_split_itself_is_too_small(model, fer, env, tmp_path):
+    # 14 PublicTest faces in all: "a larger --samples" (the old hint) cannot help
+    proc = run_cli("calibrate", "--model", model, "--data", fer, "--split", "public-test",
+                   "--out", tmp_path / "c", env=env)  # fmt: skip
+    line = refusal_line(proc)
+    assert "has 14 faces; at least 100 are needed" in line, line
+    assert "every face it holds" in line and "--samples" not in line, line
+    assert not (tmp_path / "c").exists()

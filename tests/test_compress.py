@@ -18,7 +18,8 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from paths import FER
+from paths import FER, FER_MODEL, fer_class_folders, fer_split_folders, needs_modules
+from processes import refusal_line, run_cli, run_main
 
 from edge_fer import labels as L
 from edge_fer.errors import UserError
@@ -533,3 +534,149 @@ def test_cli_out_with_files_of_those_names_needs_force(cmd, name, ckpt, data_dir
     assert rc == 2 and len(lines) == 1 and f"already holds {name}" in lines[0], lines
     assert "--force" in lines[0] and [p.name for p in out.iterdir()] == [name]
     assert (out / name).read_text() == "mine"
+
+
+# ---- qat / prune --model that is not ONNX or has no metadata ----------------------------------
+
+
+def test_compress_source_that_is_not_onnx_is_a_bad_checkpoint(tmp_path) -> None:
+    from edge_fer.compress.io import load_source
+
+    for name in ("junk.safetensors", "junk.pt"):
+        junk = tmp_path / name
+        junk.write_bytes(b"junk\n")
+        with pytest.raises(UserError, match="not an edge-fer checkpoint") as e:
+            load_source(junk)
+        assert str(e.value).startswith(f"{junk}: ")
+    junk = tmp_path / "junk.onnx"  # named ONNX: still "not an ONNX model"
+    junk.write_bytes(b"junk\n")
+    with pytest.raises(UserError, match="not an ONNX model"):
+        load_source(junk)
+
+
+def test_compress_source_without_metadata_names_the_file(tmp_path) -> None:
+    import onnx
+
+    from edge_fer.compress.io import load_source
+
+    proto = onnx.load(str(FER_MODEL))
+    del proto.metadata_props[:]
+    nometa = tmp_path / "nometa.onnx"
+    onnx.save(proto, str(nometa))
+    with pytest.raises(UserError, match="no edge_fer preprocessing metadata") as e:
+        load_source(nometa)
+    assert str(e.value).startswith(f"{nometa}: ")
+
+
+@pytest.mark.shared("data/fer2013/train")
+def test_qat_cli_junk_safetensors(tmp_path, capsys) -> None:
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"junk\n")
+    rc, _, err = run_main(["qat", "--data", FER, "--out", tmp_path / "q2", "--model", junk], capsys)
+    assert rc == 2 and "not an edge-fer checkpoint" in err and "ONNX" not in err, err
+
+
+# ---- prune / qat on real faces, `edge-fer` in child processes: --out inside --data, --help,
+# --skip-bad (collected, before, under safetensors; the first two under FER2013's splits too)
+
+needs_fer_splits = pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
+needs_safetensors = needs_modules("safetensors")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict:
+    """The children's dataset cache: this module's own."""
+    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def fer(tmp_path_factory) -> Path:
+    """A FER2013-layout dataset of real faces: 15 Training faces per class (105: enough for
+    INT8 calibration), 2 PublicTest and 2 PrivateTest."""
+    root = tmp_path_factory.mktemp("fer") / "fer"
+    return fer_split_folders(root, {"Training": 15, "PublicTest": 2, "PrivateTest": 2})
+
+
+@pytest.fixture(scope="module")
+def run(fer, env, tmp_path_factory) -> Path:
+    """A tiny finished cnn4 run folder."""
+    out = tmp_path_factory.mktemp("runs") / "cnn4"
+    proc = run_cli("train", "--arch", "cnn4", "--data", fer, "--out", out, "--epochs", 1,
+                   "--max-batches", 1, "--batch-size", 8, "--threads", 1, "--precise-bn", 0,
+                   env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(run, env, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "cnn4.onnx"
+    proc = run_cli("export", "--checkpoint", run / "best.safetensors", "--out", out, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@needs_fer_splits
+@needs_safetensors
+@pytest.mark.parametrize("command", ["prune", "qat"])
+def test_compress_out_inside_the_data_is_refused(model, fer, env, command):
+    # before: the run's models and reports were written into the dataset's folders (calibrate,
+    # export --int8 and train refused it)
+    out = fer / "train" / "runs"
+    proc = run_cli(command, "--model", model, "--data", fer, "--out", out, "--epochs", 1,
+                   "--threads", 1, env=env)  # fmt: skip
+    line = refusal_line(proc)
+    assert f"--out {out} is inside --data {fer}" in line, line
+    assert not out.exists()
+
+
+@needs_fer_splits
+@needs_safetensors
+def test_qat_help_says_what_its_epochs_are(capsys) -> None:
+    """`qat --help` described --epochs as "per pruning step for iterative pruning"."""
+    from edge_fer.cli.main import main
+
+    for cmd, words in (
+        ("qat", "quantization-aware training epochs"),
+        ("prune", "per pruning step"),
+    ):
+        with pytest.raises(SystemExit):
+            main([cmd, "--help"])
+        text = " ".join(capsys.readouterr().out.split())
+        epochs = text.split("--epochs EPOCHS ", 2)[-1][:80]  # its help, past the usage line
+        assert words in epochs, epochs
+
+
+BAD = "happy/face_999.jpg"
+QUICK_NO_TTA = [*QUICK, "--no-progress", "--eval-tta", "none"]
+
+
+@pytest.fixture(scope="module")
+def corrupt(tmp_path_factory) -> Path:
+    """3 real Training faces per class in class folders, and a file that is no image."""
+    root = fer_class_folders(tmp_path_factory.mktemp("corrupt") / "faces", 3)
+    (root / BAD).write_bytes(b"not an image: a scraper's error page")
+    return root
+
+
+@needs_safetensors
+@pytest.mark.shared("data/fer2013/train")
+def test_prune_and_qat_suggest_and_take_skip_bad(corrupt, tmp_path, env):
+    # before: no --skip-bad, so the error had no hint and a corrupt file was a dead end
+    for cmd in ("prune", "qat"):
+        proc = run_cli(cmd, "--data", corrupt, "--out", tmp_path / cmd, *QUICK_NO_TTA, env=env)
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        assert f"{BAD}: cannot decode image (use --skip-bad to skip such files)" in proc.stderr
+        assert not (tmp_path / cmd).exists()
+    out = tmp_path / "pruned"
+    proc = run_cli("prune", "--data", corrupt, "--out", out, *QUICK_NO_TTA, "--method",
+                   "unstructured", "--steps", 1, "--skip-bad", env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    said = f"--skip-bad skipped 1 bad entry of the fine-tuning faces: {BAD}: cannot decode image"
+    assert f"edge-fer prune: {said}" in proc.stderr, proc.stderr
+    assert said in (out / "report.md").read_text()
+    rep = json.loads((out / "report.json").read_text())
+    entry = [f"{BAD}: cannot decode image"]
+    assert rep["skipped"]["fine_tuning"] == {"skipped": 1, "skipped_entries": entry}
+    # (a class-folder dataset is also the report's: its faces skip the same file)
+    assert rep["setup"]["skipped_entries"] == entry

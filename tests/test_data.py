@@ -8,7 +8,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from paths import FER, fer_files
+from paths import FER, fer_files, noise_faces
 
 from edge_fer import labels as L
 from edge_fer.data import SPLITS, FaceSet, load_dataset
@@ -323,6 +323,23 @@ def test_cache_is_invalidated_by_a_new_file(tmp_path, monkeypatch) -> None:
     extra = fer_files("sad", "PrivateTest", 3)[2]
     shutil.copy(extra, data / "sad" / "face_new.jpg")  # a nested folder changes, not the root
     assert len(load_dataset(data)) == 5
+
+
+def test_load_dataset_keeps_the_skipped_entries_through_its_cache(tmp_path, monkeypatch):
+    from edge_fer.data import load_dataset
+
+    monkeypatch.setenv("EDGE_FER_CACHE", str(tmp_path / "cache"))
+    data = noise_faces(tmp_path / "data", 6)
+    (data / "stray.png").write_bytes((data / "sad" / "f002.png").read_bytes())
+    (data / "happy" / "empty.png").write_bytes(b"")
+    want = [
+        "happy/empty.png: cannot decode image",
+        f"stray.png: not inside a class folder (expected {data}/<class>/<image>)",
+    ]
+    for _ in range(2):  # built, then read back from the cache
+        fs = load_dataset(data, skip_bad=True)
+        assert len(fs) == 6 and fs.skipped == 2 and fs.skipped_entries == want
+    assert fs.subset(fs.labels == 0).skipped_entries == want
 
 
 # -- JAFFE -------------------------------------------------------------------------------------

@@ -13,10 +13,12 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+from urllib.parse import urlparse
 
 import numpy as np
 import pytest
-from paths import CALIB, ROOT
+from paths import CALIB, FER_MODEL, ROOT, fer_split_folders, needs_modules
+from processes import refusal_line, run_cli
 
 from edge_fer.classify import default_model_path
 from edge_fer.cli.main import main
@@ -175,6 +177,42 @@ def test_deepstream_sources(tmp_path, capsys, source, kind, key, value) -> None:
     assert cp["source0"]["type"] == kind and cp["source0"][key] == value
     assert cp["sink0"]["type"] == "1"  # fakesink
     assert cp["streammux"]["live-source"] == ("0" if source.startswith("file:") else "1")
+
+
+@pytest.mark.parametrize("source", ["clips/lobby.mp4", "file://clips/lobby.mp4"])
+def test_deepstream_refuses_a_relative_source_to_no_file(
+    tmp_path, capsys, monkeypatch, source
+) -> None:
+    """'file://clips/lobby.mp4' names host 'clips': GStreamer and urlparse read no path."""
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = _deploy(capsys, "deepstream", "--out", "dsv", "--source", source)
+    assert rc == 2 and len(err.strip().splitlines()) == 1, err
+    assert source in err and "absolute path" in err and "file:///" in err, err
+    assert not (tmp_path / "dsv").exists()
+
+
+def test_deepstream_relative_source_to_a_file_here_is_an_absolute_uri(
+    tmp_path, capsys, monkeypatch
+) -> None:
+    import configparser
+    import importlib.util
+
+    monkeypatch.chdir(tmp_path)
+    clip = tmp_path / "clips" / "lobby.mp4"
+    clip.parent.mkdir()
+    clip.write_bytes(b"a clip")
+    rc, _, err = _deploy(capsys, "deepstream", "--out", "dsv", "--source", "clips/lobby.mp4")
+    assert rc == 0, err
+    cp = configparser.ConfigParser(interpolation=None)
+    cp.read(tmp_path / "dsv" / "deepstream_app_fer.txt", encoding="utf-8")
+    uri = cp["source0"]["uri"]
+    assert uri == clip.as_uri() and urlparse(uri).netloc == "" and urlparse(uri).path == str(clip)
+    spec = importlib.util.spec_from_file_location(
+        "fer_probe_rel", tmp_path / "dsv" / "fer_probe.py"
+    )
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    assert probe.SOURCE["uri"] == uri
 
 
 def test_probe_script_reproduces_the_crop(ds_dir: Path) -> None:
@@ -477,6 +515,85 @@ def test_refusals(tmp_path, capsys, argv, words, qdq_model) -> None:
     assert len(err.strip().splitlines()) == 1 and words in err, err
     assert not out.exists() and not (tmp_path / "sub").exists()
     _no_partial(tmp_path)
+
+
+# -- --calib-cache that would not be used ------------------------------------------------------
+# (on a tiny cnn4 run of real FER2013 faces, trained and exported by `edge-fer` in child
+# processes; collected, before, under ../shared's FER2013 and torch, safetensors and onnx)
+
+needs_fer_splits = pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
+needs_training = needs_modules("torch", "safetensors", "onnx")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict:
+    """The children's dataset cache: this module's own."""
+    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def fer(tmp_path_factory) -> Path:
+    """A FER2013-layout dataset of real faces: 15 Training faces per class (105: enough for
+    INT8 calibration), 2 PublicTest and 2 PrivateTest."""
+    root = tmp_path_factory.mktemp("fer") / "fer"
+    return fer_split_folders(root, {"Training": 15, "PublicTest": 2, "PrivateTest": 2})
+
+
+@pytest.fixture(scope="module")
+def run(fer, env, tmp_path_factory) -> Path:
+    """A tiny finished cnn4 run folder."""
+    out = tmp_path_factory.mktemp("runs") / "cnn4"
+    proc = run_cli("train", "--arch", "cnn4", "--data", fer, "--out", out, "--epochs", 1,
+                   "--max-batches", 1, "--batch-size", 8, "--threads", 1, "--precise-bn", 0,
+                   env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(run, env, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "cnn4.onnx"
+    proc = run_cli("export", "--checkpoint", run / "best.safetensors", "--out", out, env=env)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@needs_fer_splits
+@needs_training
+@pytest.mark.parametrize(
+    "argv, why",
+    [
+        (("--precision", "fp16"), "the plan's precision is fp16, not int8"),
+        (("--platform", "onnxruntime", "--precision", "int8"), "there is no TensorRT plan"),
+    ],
+)
+def test_deploy_triton_unused_calib_cache_is_refused(tmp_path, env, argv, why):
+    # before: written without it, not a word (deploy deepstream refused it)
+    out = tmp_path / "repo"
+    cache = CALIB / "calib.cache"
+    proc = run_cli("deploy", "triton", "--model", FER_MODEL, "--out", out, "--calib-cache",
+                   cache, *argv, env=env)  # fmt: skip
+    line = refusal_line(proc)
+    assert f"--calib-cache {cache} is not used: {why}" in line, line
+    assert not out.exists()
+
+
+@needs_fer_splits
+@needs_training
+def test_deploy_deepstream_names_the_cache_not_the_model(model, fer, env, tmp_path):
+    # a Q/DQ model of our own (the INT8 export's TensorRT layout)
+    qdq = tmp_path / "int8"
+    proc = run_cli("export", "--model", model, "--int8", "--data", fer, "--samples", 100,
+                   "--int8-out", qdq, "--threads", 1, "--target", "tensorrt", env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    cache = qdq / "calib.cache"
+    out = tmp_path / "ds"
+    proc = run_cli("deploy", "deepstream", "--model", qdq / "model.int8.qdq.onnx", "--precision",
+                   "int8", "--calib-cache", cache, "--out", out, env=env)  # fmt: skip
+    line = refusal_line(proc)
+    # before: "--calib-cache MODEL is a Q/DQ model ...": the flag led the model's path
+    assert f"--calib-cache {cache} is not used: the model " in line, line
+    assert not out.exists()
 
 
 # -- jetson/ -----------------------------------------------------------------------------------

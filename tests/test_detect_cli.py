@@ -9,7 +9,8 @@ from pathlib import Path
 import numpy as np
 import processes
 import pytest
-from paths import FACEFINDER, ROOT, SHARED
+from paths import FACEFINDER, ROOT, SHARED, random_photos
+from processes import run_main, said
 from runtime_helpers import mjpg_avi
 
 from edge_fer.cli.main import main
@@ -455,3 +456,26 @@ def test_draw_does_not_replace_an_existing_image_without_force(capsys, tmp_path)
     rc, _, err = run_cli(capsys, img, "--draw", mine, "--force")
     assert rc == 0, err
     assert cv2.imread(str(mine)).shape == (48, 64, 3)
+
+
+def test_detect_names_a_uri_as_given(tmp_path, capsys, monkeypatch):
+    """`detect rtsp://cam/1` said `rtsp:/cam/1: no such file` (the name collapsed as a
+    path); a file:// URI, which `run` reads, was not found either."""
+    monkeypatch.chdir(tmp_path)
+    folder = random_photos(tmp_path / "shots", bad=False)
+    for uri in ("rtsp://cam.local/1", "foo://bar"):
+        rc, out, err = run_main(["detect", uri], capsys)
+        scheme = uri.split(":")[0]
+        assert rc == 2 and out == "", err
+        line = (
+            f"edge-fer detect: error: {uri}: a {scheme}:// URI, not a file; detect reads image "
+            "and video files, folders and globs (edge-fer run reads streams and cameras)"
+        )
+        assert said(err) == [line], err
+    rc, out, err = run_main(["detect", f"file://{folder}/a.png", "--json"], capsys)
+    assert rc == 0, err
+    assert json.loads(out)["path"] == f"{folder}/a.png"
+    rc, out, err = run_main(["detect", "file://shots", "--json"], capsys)  # relative, as run
+    assert rc == 0 and len(out.splitlines()) == 2, err
+    rc, out, err = run_main(["detect", ""], capsys)
+    assert rc == 2 and len(err.splitlines()) == 1 and "empty name" in err, err

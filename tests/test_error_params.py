@@ -4,8 +4,11 @@ name (or two, or a flag, or none) into the text instead."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
+from paths import cnn4_config, fer_class_folders, needs_modules
 from processes import refusal_line, run_cli
 
 from edge_fer.errors import UserError
@@ -137,3 +140,35 @@ def test_cli_names_the_flag(tmp_path, argv, line) -> None:
     got = refusal_line(run_cli(*(a.format(out=out) for a in argv), timeout=60))
     assert got.startswith(line), got
     assert not out.exists()
+
+
+# ---- empty names ------------------------------------------------------------------------------
+# (real faces from ../shared; collected, before, under torch and safetensors)
+
+
+@pytest.fixture(scope="module")
+def faces(tmp_path_factory) -> Path:
+    """4 real Training faces per FER2013 class, in class folders."""
+    return fer_class_folders(tmp_path_factory.mktemp("qa") / "faces", 4)
+
+
+@pytest.mark.shared("data/fer2013/train")
+@needs_modules("torch", "safetensors")
+def test_empty_names_are_refused_by_the_library(faces, tmp_path, monkeypatch):
+    from edge_fer.compress.io import check_out_dir
+    from edge_fer.experiment.runs import Options
+    from edge_fer.train.trainer import train
+
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(UserError) as exc:  # (before: the current folder read as the dataset)
+        train(cnn4_config("", tmp_path / "run"))
+    assert exc.value.param == "data" and "empty" in str(exc.value)
+    for name in ("out", "work", "data"):  # (before: a study's report into the current folder)
+        kw = {"data": str(faces), "out": str(tmp_path / "rep"), name: ""}
+        with pytest.raises(UserError) as exc:
+            Options(study="grouping", **kw)
+        assert exc.value.param == name and "empty" in str(exc.value)
+    with pytest.raises(UserError) as exc:  # prune / qat --out ""
+        check_out_dir("", False, "prune")
+    assert exc.value.param == "out" and "empty" in str(exc.value)
+    assert list(tmp_path.iterdir()) == []

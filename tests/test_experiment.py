@@ -3,11 +3,13 @@ batch on a few real faces) that write their report and resume."""
 
 from __future__ import annotations
 
+import os
 import shutil
 from pathlib import Path
 
 import pytest
-from paths import SHARED, fer_files
+from paths import SHARED, fer_files, fer_split_folders, needs_modules
+from processes import refusal_line, run_cli
 
 pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
@@ -396,3 +398,62 @@ def test_the_short_budget_note_reads_the_bundled_models_schedule() -> None:
     opts = SimpleNamespace(budget=SimpleNamespace(epochs=2, max_train_faces=0, max_batches=0))
     note = _budget_note(opts, [])
     assert "36 epochs" not in note and "of 120" in note and "model card" in note
+
+
+# ---- an empty --archs / --variants, "INT8 nan" when too few faces to calibrate ----------------
+# (`edge-fer` in child processes on a FER2013-layout dataset of real faces; collected, before,
+# under safetensors too)
+
+needs_safetensors = needs_modules("safetensors")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict:
+    """The children's dataset cache: this module's own."""
+    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def fer(tmp_path_factory) -> Path:
+    """A FER2013-layout dataset of real faces: 10 Training faces per class (70: too few for
+    INT8 calibration), 3 PrivateTest and 2 PublicTest."""
+    root = tmp_path_factory.mktemp("fer") / "fer"
+    return fer_split_folders(root, {"Training": 10, "PrivateTest": 3, "PublicTest": 2})
+
+
+@pytest.fixture(scope="module")
+def trained(fer, env, tmp_path_factory):
+    """A tiny cnn4 run in RUNS/cnn4 (batches of 3: odd ones run without oneDNN), and the
+    train process (its stderr)."""
+    runs = tmp_path_factory.mktemp("runs")
+    proc = run_cli("train", "--arch", "cnn4", "--data", fer, "--out", runs / "cnn4",
+                   "--epochs", 1, "--max-batches", 2, "--batch-size", 3, "--threads", 1,
+                   "--precise-bn", 0, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return runs, proc
+
+
+@needs_safetensors
+@pytest.mark.shared("data/fer2013/train")
+def test_experiment_refuses_an_empty_list(fer, tmp_path, env):
+    # before: --archs "" trained the whole zoo (hours), --variants , every variant
+    for argv, flag in ((["architectures", "--archs", ""], "--archs"),
+                       (["grouping", "--variants", ","], "--variants"),
+                       (["architectures", "--archs", " , "], "--archs")):  # fmt: skip
+        proc = run_cli("experiment", *argv, "--data", fer, "--out", tmp_path / "o", env=env)
+        line = refusal_line(proc)
+        assert flag in line and "names nothing" in line, line
+    assert not (tmp_path / "o").exists()
+
+
+@needs_safetensors
+@pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
+def test_int8_skipped_says_why_not_nan(fer, trained, tmp_path, env):
+    runs, _ = trained
+    proc = run_cli("experiment", "architectures", "--runs", runs, "--archs", "cnn4",
+                   "--no-bundled", "--data", fer, "--out", tmp_path / "rep",
+                   "--max-test-faces", 0, "--latency-threads", 1, env=env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "nan" not in proc.stderr, proc.stderr
+    line = next(ln for ln in proc.stderr.splitlines() if "accuracy FP32" in ln)
+    assert "INT8 skipped: 70 training faces to calibrate on; at least 100" in line, line

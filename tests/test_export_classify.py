@@ -16,8 +16,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from paths import FER_MODEL, ROOT, fer_files
-from processes import run_cli, run_python
+from paths import FER_MODEL, ROOT, fer_files, fer_split_folders, needs_modules
+from processes import refusal_line, run_cli, run_python
 
 from edge_fer import labels as L
 from edge_fer.errors import UserError
@@ -697,3 +697,205 @@ def test_zoo_table_smoke(env, run_dir, eval_data, tmp_path) -> None:
     (row,) = res["results"]
     assert row["arch"] == "cnn4" and row["n"] == 70 and row["ms_per_face_1thread"] > 0
     assert (tmp_path / "zoo.md").read_text().startswith("faces all (70 faces)")
+
+
+# -- export --skip-bad, export's and eval's refusals on a tiny finished run --------------------
+# (their FER2013-layout dataset holds PublicTest and PrivateTest faces, and the run is saved
+# with safetensors: these tests need both)
+
+needs_fer_test = pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
+needs_safetensors = needs_modules("safetensors")
+BROKEN = b"not an image at all"
+
+
+@pytest.fixture(scope="module")
+def child_env(tmp_path_factory) -> dict:
+    """The children's dataset cache: this module's own."""
+    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def fer(tmp_path_factory) -> Path:
+    """A FER2013-layout dataset of real faces: 15 Training faces per class (105: enough for
+    INT8 calibration), 2 PublicTest and 2 PrivateTest."""
+    root = tmp_path_factory.mktemp("fer") / "fer"
+    return fer_split_folders(root, {"Training": 15, "PublicTest": 2, "PrivateTest": 2})
+
+
+@pytest.fixture(scope="module")
+def fer_bad(fer, tmp_path_factory) -> Path:
+    """`fer` with one undecodable file in each split."""
+    root = tmp_path_factory.mktemp("bad") / "fer_bad"
+    shutil.copytree(fer, root)
+    (root / "train" / "sad" / "Training_broken.jpg").write_bytes(BROKEN)
+    (root / "test" / "happy" / "PublicTest_broken.jpg").write_bytes(BROKEN)
+    (root / "test" / "sad" / "PrivateTest_broken.jpg").write_bytes(BROKEN)
+    return root
+
+
+@pytest.fixture(scope="module")
+def run(fer, child_env, tmp_path_factory) -> Path:
+    """A tiny finished cnn4 run folder."""
+    out = tmp_path_factory.mktemp("runs") / "cnn4"
+    proc = run_cli("train", "--arch", "cnn4", "--data", fer, "--out", out, "--epochs", 1,
+                   "--max-batches", 1, "--batch-size", 8, "--threads", 1, "--precise-bn", 0,
+                   env=child_env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="module")
+def model(run, child_env, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "cnn4.onnx"
+    proc = run_cli("export", "--checkpoint", run / "best.safetensors", "--out", out, env=child_env)
+    assert proc.returncode == 0, proc.stderr
+    return out
+
+
+# ---- export --skip-bad (the gap: train, eval and calibrate had it, export had not) --------------
+
+
+@needs_fer_test
+@needs_safetensors
+def test_export_check_data_skip_bad(run, fer_bad, child_env, tmp_path):
+    ckpt = run / "best.safetensors"
+    out = tmp_path / "m.onnx"
+    proc = run_cli("export", "--checkpoint", ckpt, "--out", out, "--check-data", fer_bad,
+                   env=child_env)  # fmt: skip
+    line = refusal_line(proc)  # as train and eval say it: the file, and the flag that skips it
+    assert "PublicTest_broken.jpg: cannot decode image (use --skip-bad" in line, line
+    assert not out.exists()
+
+    proc = run_cli("export", "--checkpoint", ckpt, "--out", out, "--check-data", fer_bad,
+                   "--skip-bad", env=child_env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    rep = json.loads(proc.stdout.splitlines()[0])
+    assert rep["parity_skipped"] == 1
+    assert rep["parity_skipped_entries"] == [
+        f"test{os.sep}happy{os.sep}PublicTest_broken.jpg: cannot decode image"
+    ]
+    assert "--skip-bad skipped 1 bad entry of the parity check faces" in proc.stderr
+    assert out.is_file()
+
+
+@needs_fer_test
+@needs_safetensors
+def test_export_int8_skip_bad(model, fer_bad, child_env, tmp_path):
+    out = tmp_path / "int8"
+    argv = ("export", "--model", model, "--int8", "--data", fer_bad, "--samples", 100,
+            "--int8-out", out, "--threads", 1)  # fmt: skip
+    line = refusal_line(run_cli(*argv, env=child_env))
+    assert "Training_broken.jpg: cannot decode image (use --skip-bad" in line, line
+
+    proc = run_cli(*argv, "--skip-bad", env=child_env)
+    assert proc.returncode == 0, proc.stderr
+    for what, name in (("calibration", "Training_broken.jpg"),
+                       ("accuracy check", "PrivateTest_broken.jpg")):  # fmt: skip
+        assert f"--skip-bad skipped 1 bad entry of the {what} faces: " in proc.stderr
+        assert name in proc.stderr
+    calib = json.loads((out / "calib_report.json").read_text())
+    assert [e.split(": ")[0] for e in calib["calibration_set"]["skipped_entries"]] == [
+        f"train{os.sep}sad{os.sep}Training_broken.jpg"
+    ]
+    report = json.loads((out / "report.json").read_text())
+    assert report["setup"]["skipped"] == 1
+    assert "PrivateTest_broken.jpg" in report["setup"]["skipped_entries"][0]
+
+
+@needs_fer_test
+@needs_safetensors
+def test_export_skip_bad_that_reads_no_dataset_is_refused(run, model, child_env, tmp_path):
+    # (it would change nothing: said, as calibrate --source --skip-bad is)
+    out = tmp_path / "m.onnx"
+    line = refusal_line(run_cli("export", "--checkpoint", run / "best.safetensors", "--out", out,
+                                "--no-check", "--skip-bad", env=child_env))  # fmt: skip
+    assert "--skip-bad applies to the datasets export reads" in line, line
+    assert not out.exists()
+
+
+# ---- export: inputs checked before the FP32 model is written -----------------------------------
+
+
+@needs_fer_test
+@needs_safetensors
+@pytest.mark.parametrize(
+    "argv, words",
+    [
+        # before: "--eval-data nothere: no such dataset" (a flag not given)
+        (("--data", "{tmp}/nothere"), "--data {tmp}/nothere: no such file or folder"),
+        # before: said after the FP32 model was exported and written
+        (("--source", "{tmp}/nothere.mp4"), "--source {tmp}/nothere.mp4: no such file"),
+    ],
+)
+def test_export_int8_missing_input_before_the_fp32_model(run, child_env, tmp_path, argv, words):
+    out = tmp_path / "m.onnx"
+    argv = [str(a).format(tmp=tmp_path) for a in argv]
+    proc = run_cli("export", "--checkpoint", run / "best.safetensors", "--out", out, "--int8",
+                   *argv, env=child_env)  # fmt: skip
+    line = refusal_line(proc)
+    assert line == f"edge-fer export: error: {words.format(tmp=tmp_path)}", line
+    assert not out.exists() and not (tmp_path / "m_int8").exists()
+
+
+@needs_fer_test
+@needs_safetensors
+def test_export_checkpoint_given_an_onnx_model(model, child_env, tmp_path):
+    # before: "not an edge-fer checkpoint (Error while deserializing header: header too large)"
+    line = refusal_line(run_cli("export", "--checkpoint", model, "--out", tmp_path / "x.onnx",
+                                env=child_env))  # fmt: skip
+    assert f"{model}: is an ONNX model, not a training checkpoint" in line, line
+    assert "--model" in line and not (tmp_path / "x.onnx").exists()
+
+
+# ---- eval: a vocabulary the model answers with one class, --json over what is no report -------
+
+
+@pytest.fixture(scope="module")
+def contempt_sad(tmp_path_factory) -> Path:
+    """Real faces under contempt/ (no FER2013 class) and sad/."""
+    root = tmp_path_factory.mktemp("vocab") / "cs"
+    for name, cls in (("contempt", "angry"), ("sad", "sad")):
+        (root / name).mkdir(parents=True)
+        for i, f in enumerate(fer_files(cls, "Training", 4)):
+            shutil.copy(f, root / name / f"f{i}.jpg")
+    return root
+
+
+@needs_fer_test
+@needs_safetensors
+def test_eval_refuses_a_vocabulary_the_model_answers_with_one_class(contempt_sad, child_env):
+    # before: every face was "predicted" sad (all the probability renormalised onto it) and
+    # the report scored that: 0.5 accuracy, top-2 1.0; --label-set dataset already refused it
+    proc = run_cli("eval", "--data", contempt_sad, "--classes", "contempt,sad", "--threads", 1,
+                   "--latency-samples", 0, env=child_env)  # fmt: skip
+    line = refusal_line(proc)
+    assert "the model answers only one of the evaluation classes (sad;" in line, line
+    assert "contempt" in line
+    # two classes it answers: evaluated as before
+    proc = run_cli("eval", "--data", contempt_sad, "--classes", "contempt,sad,happy",
+                   "--threads", 1, "--latency-samples", 0, env=child_env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+
+
+@needs_fer_test
+@needs_safetensors
+def test_eval_json_does_not_replace_a_file_that_is_not_a_report(fer, model, child_env, tmp_path):
+    victim = tmp_path / "keep.onnx"
+    shutil.copy(model, victim)
+    before = victim.read_bytes()
+    common = ("eval", "--data", fer, "--split", "public-test", "--threads", 1,
+              "--latency-samples", 0, "--no-progress")  # fmt: skip
+    line = refusal_line(run_cli(*common, "--json", victim, env=child_env))
+    assert f"--json {victim} exists and is not a JSON report" in line, line
+    assert victim.read_bytes() == before  # before: replaced by the report
+    png = tmp_path / "r.png"
+    shutil.copy(model, png)
+    line = refusal_line(run_cli(*common, "--json", tmp_path / "r.json", env=child_env))
+    assert f"{png} exists and is not a PNG image" in line, line
+    assert png.read_bytes() == before and not (tmp_path / "r.json").exists()
+    # an earlier report is replaced, as always
+    report = tmp_path / "ok.json"
+    for _ in range(2):
+        proc = run_cli(*common, "--json", report, env=child_env)
+        assert proc.returncode == 0, proc.stderr
+    assert json.loads(report.read_text())["n"] == 14

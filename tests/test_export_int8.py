@@ -4,9 +4,10 @@ bundled model and real FER2013 faces."""
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
-from paths import FER
+from paths import FER, FER_MODEL, ROOT
 
 from edge_fer.cli.main import main
 
@@ -111,3 +112,22 @@ def test_a_replaced_calibration_takes_the_earlier_report_away(tmp_path, capsys) 
     export_int8(default_model_path(), out, faces, force=True, show_progress=False)
     assert (out / "model.int8.qdq.onnx").is_file()
     assert not (out / "report.json").exists() and not (out / "report.md").exists()
+
+
+@pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
+def test_int8_report_records_no_absolute_path(tmp_path, capsys) -> None:
+    out = tmp_path / "i8r"  # absolute, outside the working folder: by name
+    rc, _, err = _run(
+        capsys, "--int8", "--data", FER, "--int8-out", out, "--samples", 128,
+        "--eval-limit", 50, "--target", "cpu", "--max-drop", 100,
+    )  # fmt: skip
+    assert rc == 0, err
+    text = (out / "report.json").read_text() + (out / "report.md").read_text()
+    for local in (str(FER), str(tmp_path), str(ROOT)):
+        assert local not in text, local
+    rep = json.loads((out / "report.json").read_text())
+    assert rep["setup"]["data"] == "fer2013"
+    cal = rep["calibration"]
+    assert cal["model"].endswith(FER_MODEL.name) and not Path(cal["model"]).is_absolute()
+    assert cal["out"] == "i8r"
+    assert cal["files"]["cpu"] == "model.int8.cpu.onnx"

@@ -1,11 +1,17 @@
 """The detector's lanes across threads (edge_fer.detect.lanes): detectors in different threads
 share the helper pool, and one asking for more threads than the pool had used to shut the
-pool down under the others ("cannot schedule new futures after shutdown")."""
+pool down under the others ("cannot schedule new futures after shutdown"). And one Detector
+shared by threads keeps each frame's state apart."""
 
 from __future__ import annotations
 
+import sys
 import threading
+import time
 
+import numpy as np
+
+from edge_fer.detect import Cascade, Detector
 from edge_fer.detect.lanes import run_lanes
 
 
@@ -35,3 +41,39 @@ def test_detectors_in_threads_with_different_thread_counts() -> None:
         for t in workers:
             t.join()
     assert not errors, errors[0]
+
+
+def test_a_detector_shared_by_threads_gives_each_frame_its_own_faces():
+    """Threads sharing one Detector mixed their frames' state: a frame of another size reset
+    the memory while a thread was between its scan and its threshold, so the threshold became
+    0 and every window group was reported as a face."""
+    # a cascade that accepts every window, and a threshold no group reaches: any face is wrong
+    casc = Cascade(
+        tdepth=1, codes=np.zeros((1, 1, 4)), leaves=np.full((1, 2), 0.5), thresholds=[-1.0]
+    )
+    rng = np.random.default_rng(0)
+    frames = [rng.integers(0, 256, (s, s), dtype=np.uint8) for s in (40, 41)]
+    det = Detector(casc, min_size=16, threshold=1e9, threads=1)
+    assert det.detect(frames[0]) == [] and det.detect(frames[1]) == []
+    wrong: list[int] = []
+
+    def work(k: int) -> None:
+        end = time.monotonic() + 2.0
+        i = k
+        while time.monotonic() < end and not wrong:
+            faces = det.detect(frames[i % 2])
+            if faces:
+                wrong.append(len(faces))
+            i += 1
+
+    old = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads often: the race shows within a few frames
+    try:
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        sys.setswitchinterval(old)
+    assert wrong == [], f"faces reported above a threshold of 1e9: {wrong}"

@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 import processes
 import pytest
-from runtime_helpers import make_tiny_model
+from processes import run_main, said
+from runtime_helpers import demo_faces_clip, make_tiny_model
 
 from edge_fer.cli.main import main
 
@@ -185,6 +186,29 @@ def test_photos_too_long_to_scan(tmp_path, tiny_model, capsys):
     assert rc == 1 and len(out.splitlines()) == 1 and "16384 px a side" in err
 
 
+def test_video_frames_over_the_scan_limit_are_one_line_naming_the_source(tmp_path, capsys):
+    """A 16400x16 clip: `run` and `bench` failed with the detector's own words naming its
+    parameter (`gray is a frame of 16400x16, too large ...`); now one line naming the source,
+    as `detect` says it, at start-up: existing outputs untouched."""
+    wide = tmp_path / "wide.avi"
+    w = cv2.VideoWriter(str(wide), cv2.VideoWriter_fourcc(*"MJPG"), 10, (16400, 16))
+    assert w.isOpened()
+    for i in range(3):
+        w.write(np.full((16, 16400, 3), 40 * i, np.uint8))
+    w.release()
+    events = tmp_path / "e.jsonl"
+    events.write_text('{"old": 1}\n')
+    why = "frames of 16400x16 pixels are over the 16384 px a side that can be scanned"
+    rc, _, err = run_main(["run", wide, "--events", events], capsys)
+    assert rc == 2 and err.splitlines() == [f"edge-fer run: error: source {wide}: {why}"], err
+    assert events.read_text() == '{"old": 1}\n'
+    rc, _, err = run_main(["bench", wide, "--json", tmp_path / "b.json"], capsys)
+    assert rc == 2 and err.splitlines() == [f"edge-fer bench: error: source {wide}: {why}"], err
+    assert not (tmp_path / "b.json").exists()
+    rc, _, err = run_main(["detect", wide], capsys)
+    assert rc == 2 and said(err) == [f"edge-fer detect: error: {wide}: {why}"], err
+
+
 # ---- option values ---------------------------------------------------------------------------
 
 
@@ -269,6 +293,48 @@ def test_input_flags_a_video_file_does_not_read_are_said_to_be_ignored(tmp_path,
         for f in ("--input-width", "--input-rate")
     ]
     assert main([*argv]) == 0 and capsys.readouterr().err == ""
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return demo_faces_clip(tmp_path_factory.mktemp("clip") / "faces.avi", 24)
+
+
+def test_flags_that_would_be_ignored_are_refused_or_warned(clip, tmp_path, capsys):
+    """`bench SOURCE --frames 50` ran the whole file (--frames shapes --synthetic clips only),
+    `run --json --quiet` printed the JSON, `run SOURCE --demo-dir D` ignored D, `run clip
+    --sequence` ignored --sequence: all silently."""
+    saved = tmp_path / "b.json"  # (not the default, in the working folder, on old code)
+    rc, _, err = run_main(["bench", clip, "--frames", "5", "--json", saved], capsys)
+    line = (
+        "edge-fer bench: error: --frames applies to --synthetic only; --max-frames N limits the "
+        "frames of SOURCE"
+    )
+    assert rc == 2 and err.splitlines() == [line], err
+    rc, _, err = run_main(["bench", clip, "--faces", "3", "--json", saved], capsys)
+    assert rc == 2 and err.splitlines() == [
+        "edge-fer bench: error: --faces applies to --synthetic only"
+    ], err
+    assert not saved.exists()
+    rc, out, err = run_main(["run", clip, "--json", "--quiet"], capsys)
+    assert (
+        rc == 2
+        and out == ""
+        and err.splitlines()
+        == [
+            "edge-fer run: error: --json prints the summary and --quiet prints none: give one of them"
+        ]
+    ), err
+    rc, _, err = run_main(["run", clip, "--demo-dir", tmp_path / "d"], capsys)
+    assert rc == 2 and len(err.splitlines()) == 1 and "--demo-dir applies to --demo" in err, err
+    assert not (tmp_path / "d").exists()
+    rc, _, err = run_main(["run", clip, "--sequence", "--quiet", "--max-frames", "3"], capsys)
+    assert rc == 0
+    line = (
+        "edge-fer: warning: --sequence applies to images (a folder, glob or photo), not to a "
+        "video file; ignored"
+    )
+    assert said(err) == [line], err
 
 
 def test_library_thread_counts_are_bounded(tiny_model):

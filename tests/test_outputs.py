@@ -21,8 +21,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from paths import ASSETS, ROOT
-from processes import interrupt, spawn_cli
+from paths import ASSETS, ROOT, random_photos
+from processes import interrupt, run_main, said, spawn_cli
 from runtime_helpers import count_frames, demo_faces_clip
 
 from edge_fer.cli.main import main
@@ -831,3 +831,19 @@ def test_a_video_whose_folder_is_removed_says_so(tmp_path):
         for _ in range(5):
             sink.write(np.zeros((48, 64, 3), np.uint8))
     sink.abort()
+
+
+def test_an_output_folder_under_a_file_says_the_file_is_no_folder(tmp_path, capsys):
+    """`--out afile/d/` said `folder afile does not exist` of a file that exists."""
+    folder = random_photos(tmp_path / "shots", bad=False)
+    afile = tmp_path / "afile"
+    afile.write_text("mine")
+    rc, _, err = run_main(["run", folder, "--out", f"{afile}/d/"], capsys)
+    assert rc == 2 and said(err) == [
+        f"edge-fer run: error: --out {afile}/d: {afile} is not a folder"
+    ], err
+    rc, _, err = run_main(["detect", folder, "--draw", f"{afile}/d"], capsys)
+    assert rc == 2 and said(err) == [
+        f"edge-fer detect: error: --draw {afile}/d: {afile} is not a folder"
+    ], err
+    assert afile.read_text() == "mine"

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import threading
@@ -20,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from paths import BACKGROUNDS, WEBFACES
-from processes import run_cli, spawn_cli
+from paths import BACKGROUNDS, WEBFACES, shared
+from processes import assert_one_error_line, interrupt, run_cli, spawn_cli
 
 from edge_fer.cascade_train import bootstrap
 from edge_fer.cascade_train.samples import ImageStore
@@ -161,6 +162,45 @@ def test_a_sigterm_then_a_ctrl_c_during_one_long_call_into_c_is_the_sigterm():
             signal.signal(s, h)
     assert caught.value.signum == signal.SIGTERM
     assert signals.signum == signal.SIGTERM
+
+
+# ---- train-cascade interrupted before its first stage ended --------------------------------
+
+
+def _slow_stage_argv(tmp_path: Path, out: Path) -> list:
+    """A run whose stage 1 takes seconds after its negatives' debug mosaic is written: boxes on
+    arbitrary patches of a real photo, 65536 tests per node."""
+    shared("data/webfaces"), shared("data/backgrounds")
+    src = min((WEBFACES / "images").glob("*.jpg"))
+    shutil.copy(src, tmp_path / "photo.jpg")
+    rng = np.random.default_rng(0)
+    boxes = tmp_path / "patches.txt"
+    boxes.write_text("".join(f"photo.jpg {x:.0f} {y:.0f} 40 40\n"
+                             for x, y in rng.uniform(0, 150, (60, 2))))  # fmt: skip
+    bg = tmp_path / "bg"
+    bg.mkdir()
+    shutil.copy(min(BACKGROUNDS.iterdir()), bg / "b.jpg")
+    return ["train-cascade", "--boxes", boxes, "--backgrounds", bg, "--out", out, "--tests",
+            "65536", "--depth", "6", "--stage-trees", "40", "--max-fpr", "1e-9", "--min-tpr",
+            "1", "--jitter", "20", "--neg-ratio", "1", "--threads", "1", "--max-stages", "1",
+            "--verbose"]  # fmt: skip
+
+
+def test_ctrl_c_before_stage_1_ended_leaves_no_folder_that_resume_and_rerun_refuse(tmp_path):
+    """Ctrl-C in stage 1 of a new run left OUT with debug/ and no state.json: "add --resume"
+    then failed ("nothing to resume") and the same command without it refused OUT ("holds
+    other files"). Now the run removes what it wrote (the folder too, as it made it)."""
+    out = tmp_path / "run"
+    argv = _slow_stage_argv(tmp_path, out)
+    proc = spawn_cli(*argv, NUMBA_NUM_THREADS="1")
+    err = interrupt(proc, signal.SIGINT, (out / "debug" / "negatives_01.png").exists)
+    assert proc.returncode == 128 + signal.SIGINT, err
+    assert "interrupted (Ctrl-C)" in err and "Traceback" not in err, err
+    assert not out.exists(), sorted(p.name for p in out.rglob("*"))
+    # --resume on it says how to start instead, in one line
+    r = run_cli(*argv, "--resume")
+    assert r.returncode == 2, r.stderr
+    assert_one_error_line(r.stderr, "nothing to resume", "without --resume")
 
 
 # ---- unknown arguments name their command --------------------------------------------------

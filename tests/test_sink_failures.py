@@ -126,6 +126,57 @@ def test_outputs_that_fail_mid_run_are_marked_in_the_json_summary(clip, tmp_path
     assert "events" not in s["outputs"] and "summary" not in s["outputs"]
 
 
+# ---- an output that fails: the header says what happened -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clip24(tmp_path_factory) -> Path:
+    return demo_faces_clip(tmp_path_factory.mktemp("clip") / "faces.avi", 24)
+
+
+@DEV_FULL
+def test_summary_header_when_an_output_fails_after_every_frame(clip24, tmp_path, capsys):
+    """The summary file fails at the end (a full disk) after all 24 frames were processed: the
+    header said `[incomplete]`, as for a truncated file. Now it says the source was complete
+    and an output failed, and the summary says so too (`source_complete`)."""
+    events = tmp_path / "e.jsonl"
+    rc, text, err = _run(["run", clip24, "--events", events, "--summary", "/dev/full"], capsys)
+    assert rc == 2, err
+    head = text.splitlines()[0]
+    assert head.endswith("[source complete; an output failed]"), text
+    assert "frames   24 " in text and "summary  /dev/full  [NOT WRITTEN]" in text, text
+    assert len(events.read_text().splitlines()) == 24  # nothing lost
+    rc, text, err = _run(["run", clip24, "--summary", "/dev/full", "--json"], capsys)
+    s = json.loads(text)
+    assert rc == 2 and s["source_complete"] and not s["complete"] and s["frames"] == 24
+
+
+@DEV_FULL
+def test_summary_header_when_an_output_fails_mid_run(clip24, capsys):
+    """The events file fails on the first frame: the run stops there; the header says it
+    stopped because an output failed, not that the source was cut short."""
+    rc, text, err = _run(["run", clip24, "--events", "/dev/full"], capsys)
+    assert rc == 2, err
+    assert text.splitlines()[0].endswith("[stopped after 1 frame: an output failed]"), text
+    assert not any(ln.startswith("stage ms") for ln in text.splitlines()), text  # was empty
+    rc, text, _ = _run(["run", clip24, "--events", "/dev/full", "--json"], capsys)
+    s = json.loads(text)
+    assert not s["source_complete"] and not s["complete"]
+
+
+def test_a_complete_run_and_a_truncated_one_keep_their_words(clip24, tmp_path, capsys):
+    rc, text, _ = _run(["run", clip24], capsys)
+    assert rc == 0 and text.splitlines()[0].endswith("[complete]"), text
+    cut = tmp_path / "cut.avi"
+    data = clip24.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    rc, text, _ = _run(["run", cut, "--json"], capsys)
+    s = json.loads(text)
+    assert rc == 1 and not s["source_complete"] and not s["complete"]
+    rc, text, _ = _run(["run", cut], capsys)
+    assert text.splitlines()[0].endswith("[incomplete]"), text
+
+
 def test_a_video_whose_folder_is_replaced_by_a_file_says_so(tmp_path):
     """The folder of --out removed and a file put in its place: the run wrote on to the end,
     then blamed "a file size limit, a quota or a disk error"."""

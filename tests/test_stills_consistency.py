@@ -13,7 +13,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from processes import run_cli
+from paths import random_photos
+from processes import run_cli, run_main, said
 
 COMMANDS = ("run", "detect", "classify")
 WARNING = re.compile(r"^edge-fer(?: \w+)?: warning: ")
@@ -130,6 +131,22 @@ def test_a_missing_file_is_the_same_one_line_mistake(tmp_path, shots) -> None:
         p = run_cli(cmd, missing, shots / "a.png", timeout=300)
         assert p.returncode == 2 and p.stdout == "", (cmd, p.stdout)
         assert p.stderr.splitlines() == [f"edge-fer {cmd}: error: {missing}: no such file"]
+
+
+def test_classify_names_a_uri_as_given(tmp_path, capsys, monkeypatch):
+    """`classify rtsp://cam/1` said `rtsp:/cam/1: no such file`, and a file:// URI was not
+    found: classify takes names as detect does."""
+    monkeypatch.chdir(tmp_path)
+    folder = random_photos(tmp_path / "shots", bad=False)
+    rc, out, err = run_main(["classify", "rtsp://cam.local/1"], capsys)
+    assert rc == 2 and out == "", err
+    line = (
+        "edge-fer classify: error: rtsp://cam.local/1: a rtsp:// URI, not a file; classify "
+        "reads image files, folders and globs (edge-fer run reads streams and cameras)"
+    )
+    assert said(err) == [line], err
+    rc, out, err = run_main(["classify", f"file://{folder}/a.png", "--json"], capsys)
+    assert rc == 0 and "a.png" in out, err
 
 
 def test_each_help_says_how_deep_a_folder_is_read() -> None:

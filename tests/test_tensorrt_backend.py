@@ -128,6 +128,16 @@ def test_cli_classify_tensorrt_exit_code_2(tmp_path, capsys):
     assert len(err) == 1 and "TensorRT backend not available" in err[0]
 
 
+def test_run_tensorrt_with_the_bundled_int8_model_names_what_works(capsys) -> None:
+    """`run --backend tensorrt --precision int8` pointed at export/README.md; the option that
+    gives INT8 on TensorRT is --trt-precision int8."""
+    from edge_fer.cli.main import main
+
+    rc = main(["run", "--backend", "tensorrt", "--precision", "int8", "x.avi"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert rc == 2 and len(err) == 1 and "--trt-precision int8" in err[0], err
+
+
 # -- versions ---------------------------------------------------------------------------------
 
 

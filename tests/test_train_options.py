@@ -1,14 +1,17 @@
 """`edge-fer train`: every option is checked before anything is loaded or written (one line,
 exit 2, no run folder); a run folder never takes the place of a file or of one of its inputs.
-Tiny synthetic faces, in-process, no training unless a run is meant to happen."""
+Tiny synthetic faces, in-process, no training unless a run is meant to happen (and real faces
+for a few `edge-fer train` child processes)."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
 import pytest
-from paths import banded_faces
+from paths import banded_faces, fer_class_folders, fer_split_folders, needs_modules
+from processes import refusal_line, run_cli
 
 pytest.importorskip("torch")
 pytest.importorskip("safetensors")
@@ -391,3 +394,60 @@ def test_resume_finds_the_runs_moved_inputs(capsys, faces, tmp_path, monkeypatch
     assert rc == 2 and len(lines) == 1 and "--teacher " in lines[0], lines
     assert "t2.onnx: no such model file" in lines[0], lines
     assert len((tmp_path / "runs/r/log.csv").read_text().splitlines()) == 4
+
+
+# ---- an option of an option not given, an empty --out: real faces, `edge-fer` in a child -------
+
+needs_onnx = needs_modules("onnx")
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory) -> dict:
+    """The children's dataset cache: this module's own."""
+    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path_factory.mktemp("cache")))
+
+
+@pytest.fixture(scope="module")
+def fer(tmp_path_factory) -> Path:
+    """A FER2013-layout dataset of real faces: 15 Training faces per class (105: enough for
+    INT8 calibration), 2 PublicTest and 2 PrivateTest."""
+    root = tmp_path_factory.mktemp("fer") / "fer"
+    return fer_split_folders(root, {"Training": 15, "PublicTest": 2, "PrivateTest": 2})
+
+
+@pytest.fixture(scope="module")
+def real_faces(tmp_path_factory) -> Path:
+    """4 real Training faces per FER2013 class, in class folders."""
+    return fer_class_folders(tmp_path_factory.mktemp("qa") / "faces", 4)
+
+
+@pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
+@needs_onnx
+@pytest.mark.parametrize(
+    "argv, flag",
+    [
+        (("--extra-repeat", "2"), "--extra-repeat is 2, but no --extra-train faces"),
+        (("--teacher-tta", "flip"), "--teacher-tta is 'flip', but no --teacher is given"),
+        (("--distill-temperature", "4"), "--distill-temperature is 4.0, but no --teacher"),
+    ],
+)
+def test_train_option_without_its_option_is_refused(fer, env, tmp_path, argv, flag):
+    # before: accepted and ignored, the run trained without what was asked
+    out = tmp_path / "run"
+    proc = run_cli("train", "--arch", "cnn4", "--data", fer, "--out", out, "--epochs", 1,
+                   "--max-batches", 1, "--threads", 1, "--precise-bn", 0, *argv, env=env)  # fmt: skip
+    line = refusal_line(proc)
+    assert flag in line, line
+    assert not out.exists()
+
+
+@pytest.mark.shared("data/fer2013/train")
+def test_train_with_an_empty_out_writes_nothing_in_the_current_folder(real_faces, tmp_path):
+    # a script's unset variable (--out "$RUN"): Path("") is ".", and the run's checkpoints,
+    # log and config went into the current folder
+    here = tmp_path / "here"
+    here.mkdir()
+    proc = run_cli("train", "--arch", "cnn4", "--data", real_faces, "--out", "", "--epochs", 1,
+                   "--max-batches", 1, "--precise-bn", 0, "--threads", 1, cwd=here)  # fmt: skip
+    assert "--out is empty" in refusal_line(proc)
+    assert list(here.iterdir()) == []

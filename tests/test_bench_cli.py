@@ -1,0 +1,79 @@
+"""`edge-fer bench` on files, as a new user meets it: what it says when it exits 1 (in `run`'s
+words) and when it exits 0, and its table's source names.
+
+Real files (photos and clips written with OpenCV), real models, real `edge-fer` runs through
+`edge_fer.cli.main`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from paths import random_photos
+from processes import run_main
+from runtime_helpers import demo_faces_clip
+
+
+def _lines(stderr: str) -> list[str]:
+    """edge-fer's own error lines (not its warnings, not the first-run compile notice)."""
+    return [ln for ln in stderr.splitlines() if ln.startswith("edge-fer") and ": error: " in ln]
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    return demo_faces_clip(tmp_path_factory.mktemp("clip") / "faces.avi", 24)
+
+
+# ---- exit 1: bench says why, in run's words --------------------------------------------------
+
+
+def test_bench_exit_1_ends_with_the_line_run_ends_with(tmp_path, capsys):
+    """A folder with a zero-byte photo: `run` exits 1 with a last line saying why; `bench`
+    exited 1 too but said nothing after the skip warning. Now both end with the same line,
+    from one helper (RunResult.why_exit_1), and the results file keeps it."""
+    folder = random_photos(tmp_path / "shots")
+    why = "1 of 3 image files could not be used and was skipped (listed above); the others were processed"
+    rc, _, err = run_main(["run", folder, "--quiet"], capsys)
+    assert rc == 1 and _lines(err) == [f"edge-fer run: error: {why}"], err
+    out = tmp_path / "b.json"
+    rc, table, err = run_main(["bench", folder, "--backend", "onnxruntime", "--json", out], capsys)
+    assert rc == 1, err
+    assert _lines(err) == [f"edge-fer bench: error: {why}"], err
+    assert err.splitlines()[-1] == f"edge-fer bench: error: {why}", err  # after "saved"
+    assert "onnxruntime" in table
+    report = json.loads(out.read_text())
+    assert [(r["exit_code"], r["exit_reason"]) for r in report["results"]] == [(1, why)]
+
+
+def test_bench_of_a_truncated_clip_says_the_source_ended_early(clip, tmp_path, capsys):
+    """The other cause of exit 1: a file that ends before the frames its header declares."""
+    cut = tmp_path / "cut.avi"
+    data = clip.read_bytes()
+    cut.write_bytes(data[: len(data) * 2 // 3])
+    rc, _, err = run_main(["bench", cut, "--backend", "onnxruntime", "--json",
+                           tmp_path / "b.json"], capsys)  # fmt: skip
+    assert rc == 1, err
+    (line,) = _lines(err)
+    assert line.startswith(f"edge-fer bench: error: the source ended early: {cut}: "), err
+
+
+def test_bench_that_exits_0_prints_no_error(tmp_path, capsys):
+    folder = random_photos(tmp_path / "shots", bad=False)
+    rc, _, err = run_main(["bench", folder, "--backend", "onnxruntime", "--json",
+                           tmp_path / "b.json"], capsys)  # fmt: skip
+    assert rc == 0 and _lines(err) == [], err
+    report = json.loads((tmp_path / "b.json").read_text())
+    assert [r["exit_reason"] for r in report["results"]] == [None]
+
+
+# ---- the table -------------------------------------------------------------------------------
+
+
+def test_bench_table_prints_a_name_with_a_newline_on_one_line(tmp_path, capsys):
+    folder = random_photos(tmp_path / "two\nlines", bad=False)
+    out = tmp_path / "b\n.json"
+    rc, table, err = run_main(["bench", folder, "--backend", "onnxruntime", "--json", out], capsys)
+    assert rc == 0, err
+    assert table.splitlines()[0].startswith(f"source {str(folder)!r}  64x48"), table
+    assert f"saved {str(out)!r}" in err.splitlines(), err
