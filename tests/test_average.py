@@ -4,13 +4,12 @@ average`): real faces from ../shared, real training for a few batches on one thr
 from __future__ import annotations
 
 import json
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
-from paths import FER, cnn4_config, fer_class_folders, fer_split_folders, needs_modules
+from paths import FER, cnn4_config, fer_class_folders, needs_modules
 from processes import refusal_line, run_cli
 
 pytestmark = pytest.mark.shared("data/fer2013/train")
@@ -231,49 +230,25 @@ needs_fer_test = pytest.mark.shared("data/fer2013/test")
 needs_onnx = needs_modules("onnx")
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict:
-    """The children's dataset cache: this module's own."""
-    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path_factory.mktemp("cache")))
-
-
-@pytest.fixture(scope="module")
-def fer(tmp_path_factory) -> Path:
-    """A FER2013-layout dataset of real faces: 15 Training faces per class (105: enough for
-    INT8 calibration), 2 PublicTest and 2 PrivateTest."""
-    root = tmp_path_factory.mktemp("fer") / "fer"
-    return fer_split_folders(root, {"Training": 15, "PublicTest": 2, "PrivateTest": 2})
-
-
-@pytest.fixture(scope="module")
-def cnn4_run(fer, env, tmp_path_factory) -> Path:
-    """A tiny finished cnn4 run folder."""
-    out = tmp_path_factory.mktemp("runs") / "cnn4"
-    proc = run_cli("train", "--arch", "cnn4", "--data", fer, "--out", out, "--epochs", 1,
-                   "--max-batches", 1, "--batch-size", 8, "--threads", 1, "--precise-bn", 0,
-                   env=env)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
 @needs_fer_test
 @needs_onnx
-def test_average_of_one_checkpoint_says_one(cnn4_run, env, tmp_path):
+def test_average_of_one_checkpoint_says_one(tiny_cnn4_run, tiny_fer_env, tmp_path):
     out = tmp_path / "avg.safetensors"
-    proc = run_cli("average", cnn4_run / "best.safetensors", "--out", out, "--faces", 16,
-                   "--threads", 1, env=env)  # fmt: skip
+    proc = run_cli("average", tiny_cnn4_run / "best.safetensors", "--out", out, "--faces", 16,
+                   "--threads", 1, env=tiny_fer_env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "averaged 1 checkpoint: " in proc.stderr, proc.stderr
 
 
 @needs_fer_test
 @needs_onnx
-def test_average_refuses_a_checkpoint_given_twice(cnn4_run, env, tmp_path):
+def test_average_refuses_a_checkpoint_given_twice(tiny_cnn4_run, tiny_fer_env, tmp_path):
     # before: averaged, the file weighing twice in the "uniform" average (a doubled glob)
     out = tmp_path / "avg.safetensors"
-    best = cnn4_run / "best.safetensors"
-    line = refusal_line(run_cli("average", best, cnn4_run / "." / "best.safetensors", cnn4_run /
-                                "last.safetensors", "--out", out, "--faces", 16, env=env))  # fmt: skip
+    best = tiny_cnn4_run / "best.safetensors"
+    line = refusal_line(run_cli("average", best, tiny_cnn4_run / "." / "best.safetensors",
+                                tiny_cnn4_run / "last.safetensors", "--out", out, "--faces", 16,
+                                env=tiny_fer_env))  # fmt: skip
     assert f"{best} is given twice" in line, line
     assert not out.exists()
 

@@ -30,7 +30,7 @@ from edge_fer.errors import UserError
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 
-from paths import CALIB, FER, ROOT, black_png, fer_split_folders, needs_modules, noise_faces
+from paths import CALIB, FER, ROOT, black_png, needs_modules, noise_faces
 
 from edge_fer.quantize import CalibFaces, calibrate
 from edge_fer.quantize import ranges as R
@@ -494,45 +494,14 @@ def test_calibrate_refuses_or_skips_an_image_over_100_mpx_naming_it(tmp_path, hu
 needs_training = needs_modules("torch", "safetensors")
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict:
-    """The children's dataset cache: this module's own."""
-    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path_factory.mktemp("cache")))
-
-
-@pytest.fixture(scope="module")
-def fer(tmp_path_factory) -> Path:
-    """A FER2013-layout dataset of real faces: 15 Training faces per class (105: enough for
-    INT8 calibration), 2 PublicTest and 2 PrivateTest."""
-    root = tmp_path_factory.mktemp("fer") / "fer"
-    return fer_split_folders(root, {"Training": 15, "PublicTest": 2, "PrivateTest": 2})
-
-
-@pytest.fixture(scope="module")
-def run(fer, env, tmp_path_factory) -> Path:
-    """A tiny finished cnn4 run folder."""
-    out = tmp_path_factory.mktemp("runs") / "cnn4"
-    proc = run_cli("train", "--arch", "cnn4", "--data", fer, "--out", out, "--epochs", 1,
-                   "--max-batches", 1, "--batch-size", 8, "--threads", 1, "--precise-bn", 0,
-                   env=env)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
-def model(run, env, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("onnx") / "cnn4.onnx"
-    proc = run_cli("export", "--checkpoint", run / "best.safetensors", "--out", out, env=env)
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
 @pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
 @needs_training
-def test_calibrate_hint_when_the_split_itself_is_too_small(model, fer, env, tmp_path):
+def test_calibrate_hint_when_the_split_itself_is_too_small(
+    tiny_cnn4_onnx, tiny_fer, tiny_fer_env, tmp_path
+):
     # 14 PublicTest faces in all: "a larger --samples" (the old hint) cannot help
-    proc = run_cli("calibrate", "--model", model, "--data", fer, "--split", "public-test",
-                   "--out", tmp_path / "c", env=env)  # fmt: skip
+    proc = run_cli("calibrate", "--model", tiny_cnn4_onnx, "--data", tiny_fer, "--split",
+                   "public-test", "--out", tmp_path / "c", env=tiny_fer_env)  # fmt: skip
     line = refusal_line(proc)
     assert "has 14 faces; at least 100 are needed" in line, line
     assert "every face it holds" in line and "--samples" not in line, line

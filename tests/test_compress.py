@@ -18,7 +18,7 @@ import pytest
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-from paths import FER, FER_MODEL, fer_class_folders, fer_split_folders, needs_modules
+from paths import FER, FER_MODEL, fer_class_folders, needs_modules
 from processes import refusal_line, run_cli, run_main
 
 from edge_fer import labels as L
@@ -583,50 +583,17 @@ needs_fer_splits = pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
 needs_safetensors = needs_modules("safetensors")
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict:
-    """The children's dataset cache: this module's own."""
-    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path_factory.mktemp("cache")))
-
-
-@pytest.fixture(scope="module")
-def fer(tmp_path_factory) -> Path:
-    """A FER2013-layout dataset of real faces: 15 Training faces per class (105: enough for
-    INT8 calibration), 2 PublicTest and 2 PrivateTest."""
-    root = tmp_path_factory.mktemp("fer") / "fer"
-    return fer_split_folders(root, {"Training": 15, "PublicTest": 2, "PrivateTest": 2})
-
-
-@pytest.fixture(scope="module")
-def run(fer, env, tmp_path_factory) -> Path:
-    """A tiny finished cnn4 run folder."""
-    out = tmp_path_factory.mktemp("runs") / "cnn4"
-    proc = run_cli("train", "--arch", "cnn4", "--data", fer, "--out", out, "--epochs", 1,
-                   "--max-batches", 1, "--batch-size", 8, "--threads", 1, "--precise-bn", 0,
-                   env=env)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
-def model(run, env, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("onnx") / "cnn4.onnx"
-    proc = run_cli("export", "--checkpoint", run / "best.safetensors", "--out", out, env=env)
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
 @needs_fer_splits
 @needs_safetensors
 @pytest.mark.parametrize("command", ["prune", "qat"])
-def test_compress_out_inside_the_data_is_refused(model, fer, env, command):
+def test_compress_out_inside_the_data_is_refused(tiny_cnn4_onnx, tiny_fer, tiny_fer_env, command):
     # before: the run's models and reports were written into the dataset's folders (calibrate,
     # export --int8 and train refused it)
-    out = fer / "train" / "runs"
-    proc = run_cli(command, "--model", model, "--data", fer, "--out", out, "--epochs", 1,
-                   "--threads", 1, env=env)  # fmt: skip
+    out = tiny_fer / "train" / "runs"
+    proc = run_cli(command, "--model", tiny_cnn4_onnx, "--data", tiny_fer, "--out", out,
+                   "--epochs", 1, "--threads", 1, env=tiny_fer_env)  # fmt: skip
     line = refusal_line(proc)
-    assert f"--out {out} is inside --data {fer}" in line, line
+    assert f"--out {out} is inside --data {tiny_fer}" in line, line
     assert not out.exists()
 
 
@@ -661,16 +628,18 @@ def corrupt(tmp_path_factory) -> Path:
 
 @needs_safetensors
 @pytest.mark.shared("data/fer2013/train")
-def test_prune_and_qat_suggest_and_take_skip_bad(corrupt, tmp_path, env):
+def test_prune_and_qat_suggest_and_take_skip_bad(corrupt, tmp_path, tiny_fer_env):
     # before: no --skip-bad, so the error had no hint and a corrupt file was a dead end
     for cmd in ("prune", "qat"):
-        proc = run_cli(cmd, "--data", corrupt, "--out", tmp_path / cmd, *QUICK_NO_TTA, env=env)
+        proc = run_cli(
+            cmd, "--data", corrupt, "--out", tmp_path / cmd, *QUICK_NO_TTA, env=tiny_fer_env
+        )
         assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
         assert f"{BAD}: cannot decode image (use --skip-bad to skip such files)" in proc.stderr
         assert not (tmp_path / cmd).exists()
     out = tmp_path / "pruned"
     proc = run_cli("prune", "--data", corrupt, "--out", out, *QUICK_NO_TTA, "--method",
-                   "unstructured", "--steps", 1, "--skip-bad", env=env)  # fmt: skip
+                   "unstructured", "--steps", 1, "--skip-bad", env=tiny_fer_env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     said = f"--skip-bad skipped 1 bad entry of the fine-tuning faces: {BAD}: cannot decode image"
     assert f"edge-fer prune: {said}" in proc.stderr, proc.stderr

@@ -17,7 +17,7 @@ from urllib.parse import urlparse
 
 import numpy as np
 import pytest
-from paths import CALIB, FER_MODEL, ROOT, fer_split_folders, needs_modules
+from paths import CALIB, FER_MODEL, ROOT, needs_modules
 from processes import refusal_line, run_cli
 
 from edge_fer.classify import default_model_path
@@ -525,39 +525,6 @@ needs_fer_splits = pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
 needs_training = needs_modules("torch", "safetensors", "onnx")
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict:
-    """The children's dataset cache: this module's own."""
-    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path_factory.mktemp("cache")))
-
-
-@pytest.fixture(scope="module")
-def fer(tmp_path_factory) -> Path:
-    """A FER2013-layout dataset of real faces: 15 Training faces per class (105: enough for
-    INT8 calibration), 2 PublicTest and 2 PrivateTest."""
-    root = tmp_path_factory.mktemp("fer") / "fer"
-    return fer_split_folders(root, {"Training": 15, "PublicTest": 2, "PrivateTest": 2})
-
-
-@pytest.fixture(scope="module")
-def run(fer, env, tmp_path_factory) -> Path:
-    """A tiny finished cnn4 run folder."""
-    out = tmp_path_factory.mktemp("runs") / "cnn4"
-    proc = run_cli("train", "--arch", "cnn4", "--data", fer, "--out", out, "--epochs", 1,
-                   "--max-batches", 1, "--batch-size", 8, "--threads", 1, "--precise-bn", 0,
-                   env=env)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
-def model(run, env, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("onnx") / "cnn4.onnx"
-    proc = run_cli("export", "--checkpoint", run / "best.safetensors", "--out", out, env=env)
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
 @needs_fer_splits
 @needs_training
 @pytest.mark.parametrize(
@@ -567,12 +534,12 @@ def model(run, env, tmp_path_factory) -> Path:
         (("--platform", "onnxruntime", "--precision", "int8"), "there is no TensorRT plan"),
     ],
 )
-def test_deploy_triton_unused_calib_cache_is_refused(tmp_path, env, argv, why):
+def test_deploy_triton_unused_calib_cache_is_refused(tmp_path, tiny_fer_env, argv, why):
     # before: written without it, not a word (deploy deepstream refused it)
     out = tmp_path / "repo"
     cache = CALIB / "calib.cache"
     proc = run_cli("deploy", "triton", "--model", FER_MODEL, "--out", out, "--calib-cache",
-                   cache, *argv, env=env)  # fmt: skip
+                   cache, *argv, env=tiny_fer_env)  # fmt: skip
     line = refusal_line(proc)
     assert f"--calib-cache {cache} is not used: {why}" in line, line
     assert not out.exists()
@@ -580,16 +547,19 @@ def test_deploy_triton_unused_calib_cache_is_refused(tmp_path, env, argv, why):
 
 @needs_fer_splits
 @needs_training
-def test_deploy_deepstream_names_the_cache_not_the_model(model, fer, env, tmp_path):
+def test_deploy_deepstream_names_the_cache_not_the_model(
+    tiny_cnn4_onnx, tiny_fer, tiny_fer_env, tmp_path
+):
     # a Q/DQ model of our own (the INT8 export's TensorRT layout)
     qdq = tmp_path / "int8"
-    proc = run_cli("export", "--model", model, "--int8", "--data", fer, "--samples", 100,
-                   "--int8-out", qdq, "--threads", 1, "--target", "tensorrt", env=env)  # fmt: skip
+    proc = run_cli("export", "--model", tiny_cnn4_onnx, "--int8", "--data", tiny_fer, "--samples",
+                   100, "--int8-out", qdq, "--threads", 1, "--target", "tensorrt",
+                   env=tiny_fer_env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     cache = qdq / "calib.cache"
     out = tmp_path / "ds"
     proc = run_cli("deploy", "deepstream", "--model", qdq / "model.int8.qdq.onnx", "--precision",
-                   "int8", "--calib-cache", cache, "--out", out, env=env)  # fmt: skip
+                   "int8", "--calib-cache", cache, "--out", out, env=tiny_fer_env)  # fmt: skip
     line = refusal_line(proc)
     # before: "--calib-cache MODEL is a Q/DQ model ...": the flag led the model's path
     assert f"--calib-cache {cache} is not used: the model " in line, line

@@ -16,7 +16,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from paths import FER_MODEL, ROOT, fer_files, fer_split_folders, needs_modules
+from paths import FER_MODEL, ROOT, fer_files, needs_modules
 from processes import refusal_line, run_cli, run_python
 
 from edge_fer import labels as L
@@ -709,47 +709,14 @@ BROKEN = b"not an image at all"
 
 
 @pytest.fixture(scope="module")
-def child_env(tmp_path_factory) -> dict:
-    """The children's dataset cache: this module's own."""
-    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path_factory.mktemp("cache")))
-
-
-@pytest.fixture(scope="module")
-def fer(tmp_path_factory) -> Path:
-    """A FER2013-layout dataset of real faces: 15 Training faces per class (105: enough for
-    INT8 calibration), 2 PublicTest and 2 PrivateTest."""
-    root = tmp_path_factory.mktemp("fer") / "fer"
-    return fer_split_folders(root, {"Training": 15, "PublicTest": 2, "PrivateTest": 2})
-
-
-@pytest.fixture(scope="module")
-def fer_bad(fer, tmp_path_factory) -> Path:
-    """`fer` with one undecodable file in each split."""
+def fer_bad(tiny_fer, tmp_path_factory) -> Path:
+    """`tiny_fer` with one undecodable file in each split."""
     root = tmp_path_factory.mktemp("bad") / "fer_bad"
-    shutil.copytree(fer, root)
+    shutil.copytree(tiny_fer, root)
     (root / "train" / "sad" / "Training_broken.jpg").write_bytes(BROKEN)
     (root / "test" / "happy" / "PublicTest_broken.jpg").write_bytes(BROKEN)
     (root / "test" / "sad" / "PrivateTest_broken.jpg").write_bytes(BROKEN)
     return root
-
-
-@pytest.fixture(scope="module")
-def run(fer, child_env, tmp_path_factory) -> Path:
-    """A tiny finished cnn4 run folder."""
-    out = tmp_path_factory.mktemp("runs") / "cnn4"
-    proc = run_cli("train", "--arch", "cnn4", "--data", fer, "--out", out, "--epochs", 1,
-                   "--max-batches", 1, "--batch-size", 8, "--threads", 1, "--precise-bn", 0,
-                   env=child_env)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    return out
-
-
-@pytest.fixture(scope="module")
-def model(run, child_env, tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("onnx") / "cnn4.onnx"
-    proc = run_cli("export", "--checkpoint", run / "best.safetensors", "--out", out, env=child_env)
-    assert proc.returncode == 0, proc.stderr
-    return out
 
 
 # ---- export --skip-bad (the gap: train, eval and calibrate had it, export had not) --------------
@@ -757,17 +724,17 @@ def model(run, child_env, tmp_path_factory) -> Path:
 
 @needs_fer_test
 @needs_safetensors
-def test_export_check_data_skip_bad(run, fer_bad, child_env, tmp_path):
-    ckpt = run / "best.safetensors"
+def test_export_check_data_skip_bad(tiny_cnn4_run, fer_bad, tiny_fer_env, tmp_path):
+    ckpt = tiny_cnn4_run / "best.safetensors"
     out = tmp_path / "m.onnx"
     proc = run_cli("export", "--checkpoint", ckpt, "--out", out, "--check-data", fer_bad,
-                   env=child_env)  # fmt: skip
+                   env=tiny_fer_env)  # fmt: skip
     line = refusal_line(proc)  # as train and eval say it: the file, and the flag that skips it
     assert "PublicTest_broken.jpg: cannot decode image (use --skip-bad" in line, line
     assert not out.exists()
 
     proc = run_cli("export", "--checkpoint", ckpt, "--out", out, "--check-data", fer_bad,
-                   "--skip-bad", env=child_env)  # fmt: skip
+                   "--skip-bad", env=tiny_fer_env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     rep = json.loads(proc.stdout.splitlines()[0])
     assert rep["parity_skipped"] == 1
@@ -780,14 +747,14 @@ def test_export_check_data_skip_bad(run, fer_bad, child_env, tmp_path):
 
 @needs_fer_test
 @needs_safetensors
-def test_export_int8_skip_bad(model, fer_bad, child_env, tmp_path):
+def test_export_int8_skip_bad(tiny_cnn4_onnx, fer_bad, tiny_fer_env, tmp_path):
     out = tmp_path / "int8"
-    argv = ("export", "--model", model, "--int8", "--data", fer_bad, "--samples", 100,
+    argv = ("export", "--model", tiny_cnn4_onnx, "--int8", "--data", fer_bad, "--samples", 100,
             "--int8-out", out, "--threads", 1)  # fmt: skip
-    line = refusal_line(run_cli(*argv, env=child_env))
+    line = refusal_line(run_cli(*argv, env=tiny_fer_env))
     assert "Training_broken.jpg: cannot decode image (use --skip-bad" in line, line
 
-    proc = run_cli(*argv, "--skip-bad", env=child_env)
+    proc = run_cli(*argv, "--skip-bad", env=tiny_fer_env)
     assert proc.returncode == 0, proc.stderr
     for what, name in (("calibration", "Training_broken.jpg"),
                        ("accuracy check", "PrivateTest_broken.jpg")):  # fmt: skip
@@ -804,11 +771,14 @@ def test_export_int8_skip_bad(model, fer_bad, child_env, tmp_path):
 
 @needs_fer_test
 @needs_safetensors
-def test_export_skip_bad_that_reads_no_dataset_is_refused(run, model, child_env, tmp_path):
+def test_export_skip_bad_that_reads_no_dataset_is_refused(
+    tiny_cnn4_run, tiny_cnn4_onnx, tiny_fer_env, tmp_path
+):
     # (it would change nothing: said, as calibrate --source --skip-bad is)
     out = tmp_path / "m.onnx"
-    line = refusal_line(run_cli("export", "--checkpoint", run / "best.safetensors", "--out", out,
-                                "--no-check", "--skip-bad", env=child_env))  # fmt: skip
+    line = refusal_line(run_cli("export", "--checkpoint", tiny_cnn4_run / "best.safetensors",
+                                "--out", out, "--no-check", "--skip-bad",
+                                env=tiny_fer_env))  # fmt: skip
     assert "--skip-bad applies to the datasets export reads" in line, line
     assert not out.exists()
 
@@ -827,11 +797,13 @@ def test_export_skip_bad_that_reads_no_dataset_is_refused(run, model, child_env,
         (("--source", "{tmp}/nothere.mp4"), "--source {tmp}/nothere.mp4: no such file"),
     ],
 )
-def test_export_int8_missing_input_before_the_fp32_model(run, child_env, tmp_path, argv, words):
+def test_export_int8_missing_input_before_the_fp32_model(
+    tiny_cnn4_run, tiny_fer_env, tmp_path, argv, words
+):
     out = tmp_path / "m.onnx"
     argv = [str(a).format(tmp=tmp_path) for a in argv]
-    proc = run_cli("export", "--checkpoint", run / "best.safetensors", "--out", out, "--int8",
-                   *argv, env=child_env)  # fmt: skip
+    proc = run_cli("export", "--checkpoint", tiny_cnn4_run / "best.safetensors", "--out", out,
+                   "--int8", *argv, env=tiny_fer_env)  # fmt: skip
     line = refusal_line(proc)
     assert line == f"edge-fer export: error: {words.format(tmp=tmp_path)}", line
     assert not out.exists() and not (tmp_path / "m_int8").exists()
@@ -839,11 +811,11 @@ def test_export_int8_missing_input_before_the_fp32_model(run, child_env, tmp_pat
 
 @needs_fer_test
 @needs_safetensors
-def test_export_checkpoint_given_an_onnx_model(model, child_env, tmp_path):
+def test_export_checkpoint_given_an_onnx_model(tiny_cnn4_onnx, tiny_fer_env, tmp_path):
     # before: "not an edge-fer checkpoint (Error while deserializing header: header too large)"
-    line = refusal_line(run_cli("export", "--checkpoint", model, "--out", tmp_path / "x.onnx",
-                                env=child_env))  # fmt: skip
-    assert f"{model}: is an ONNX model, not a training checkpoint" in line, line
+    line = refusal_line(run_cli("export", "--checkpoint", tiny_cnn4_onnx, "--out",
+                                tmp_path / "x.onnx", env=tiny_fer_env))  # fmt: skip
+    assert f"{tiny_cnn4_onnx}: is an ONNX model, not a training checkpoint" in line, line
     assert "--model" in line and not (tmp_path / "x.onnx").exists()
 
 
@@ -863,39 +835,41 @@ def contempt_sad(tmp_path_factory) -> Path:
 
 @needs_fer_test
 @needs_safetensors
-def test_eval_refuses_a_vocabulary_the_model_answers_with_one_class(contempt_sad, child_env):
+def test_eval_refuses_a_vocabulary_the_model_answers_with_one_class(contempt_sad, tiny_fer_env):
     # before: every face was "predicted" sad (all the probability renormalised onto it) and
     # the report scored that: 0.5 accuracy, top-2 1.0; --label-set dataset already refused it
     proc = run_cli("eval", "--data", contempt_sad, "--classes", "contempt,sad", "--threads", 1,
-                   "--latency-samples", 0, env=child_env)  # fmt: skip
+                   "--latency-samples", 0, env=tiny_fer_env)  # fmt: skip
     line = refusal_line(proc)
     assert "the model answers only one of the evaluation classes (sad;" in line, line
     assert "contempt" in line
     # two classes it answers: evaluated as before
     proc = run_cli("eval", "--data", contempt_sad, "--classes", "contempt,sad,happy",
-                   "--threads", 1, "--latency-samples", 0, env=child_env)  # fmt: skip
+                   "--threads", 1, "--latency-samples", 0, env=tiny_fer_env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
 
 
 @needs_fer_test
 @needs_safetensors
-def test_eval_json_does_not_replace_a_file_that_is_not_a_report(fer, model, child_env, tmp_path):
+def test_eval_json_does_not_replace_a_file_that_is_not_a_report(
+    tiny_fer, tiny_cnn4_onnx, tiny_fer_env, tmp_path
+):
     victim = tmp_path / "keep.onnx"
-    shutil.copy(model, victim)
+    shutil.copy(tiny_cnn4_onnx, victim)
     before = victim.read_bytes()
-    common = ("eval", "--data", fer, "--split", "public-test", "--threads", 1,
+    common = ("eval", "--data", tiny_fer, "--split", "public-test", "--threads", 1,
               "--latency-samples", 0, "--no-progress")  # fmt: skip
-    line = refusal_line(run_cli(*common, "--json", victim, env=child_env))
+    line = refusal_line(run_cli(*common, "--json", victim, env=tiny_fer_env))
     assert f"--json {victim} exists and is not a JSON report" in line, line
     assert victim.read_bytes() == before  # before: replaced by the report
     png = tmp_path / "r.png"
-    shutil.copy(model, png)
-    line = refusal_line(run_cli(*common, "--json", tmp_path / "r.json", env=child_env))
+    shutil.copy(tiny_cnn4_onnx, png)
+    line = refusal_line(run_cli(*common, "--json", tmp_path / "r.json", env=tiny_fer_env))
     assert f"{png} exists and is not a PNG image" in line, line
     assert png.read_bytes() == before and not (tmp_path / "r.json").exists()
     # an earlier report is replaced, as always
     report = tmp_path / "ok.json"
     for _ in range(2):
-        proc = run_cli(*common, "--json", report, env=child_env)
+        proc = run_cli(*common, "--json", report, env=tiny_fer_env)
         assert proc.returncode == 0, proc.stderr
     assert json.loads(report.read_text())["n"] == 14
