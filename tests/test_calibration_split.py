@@ -309,6 +309,25 @@ def test_sigterm_while_quantizing_removes_every_temporary_file(tmp_path):
     assert not out.exists() and _ours(tmp) == []
 
 
+def test_the_cli_chooses_the_temporary_folder_while_signals_are_only_recorded(
+    tmp_path, monkeypatch
+):
+    """Python chooses its temporary folder on first use by writing a probe file there and
+    removing it. In calibrate that first use came with its first temporary folder, and a
+    SIGTERM landing between the two left the probe in TMPDIR (the test above failed 2 times in
+    8 on loaded cores). `main` now has the folder chosen at start-up, while signals are only
+    recorded."""
+    import tempfile
+
+    from edge_fer.cli.main import main
+
+    monkeypatch.setattr(tempfile, "tempdir", None)  # chosen afresh, as in a new process
+    monkeypatch.setenv("TMPDIR", str(tmp_path))
+    assert main(["models"]) == 0
+    assert tempfile.tempdir == str(tmp_path)
+    assert list(tmp_path.iterdir()) == []  # the probe was removed
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
 def test_a_pipe_nobody_reads_among_the_outputs_puts_the_previous_ones_back(tmp_path):
     """The ids file is a named pipe no process reads. Its open used to wait for a reader (this

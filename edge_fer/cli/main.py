@@ -13,6 +13,7 @@ import importlib
 import os
 import signal
 import sys
+import tempfile
 import threading
 from typing import NoReturn
 
@@ -280,6 +281,16 @@ def _unrecognized(
     (sub or parser).error(f"unrecognized arguments: {' '.join(extra)}")
 
 
+def _choose_tempdir() -> None:
+    """Have Python choose its temporary folder now, while signals are only recorded: it does so
+    on first use by writing a probe file there and removing it, and a SIGTERM between the two
+    left the probe behind (calibrate, stopped as it made its first temporary folder)."""
+    try:
+        tempfile.gettempdir()
+    except OSError:  # no usable one: a command that needs it says so when it does
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     # SIGTERM's default action kills the process without a word; from here on it and SIGINT
     # are an interrupt with one line and exit 128 + N (commands that run pipelines refine
@@ -303,6 +314,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
+        _choose_tempdir()
         command = args.command or command
         if extra:
             _unrecognized(parser, args, command, extra)
