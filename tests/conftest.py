@@ -15,7 +15,7 @@ import os
 from pathlib import Path
 
 import pytest
-from paths import fer_split_folders, missing_reason
+from paths import FER, cnn4_config, fer_class_folders, fer_split_folders, missing_reason
 from processes import run_cli
 
 
@@ -77,4 +77,60 @@ def tiny_cnn4_onnx(tiny_cnn4_run, tiny_fer_env, tmp_path_factory) -> Path:
     proc = run_cli("export", "--checkpoint", tiny_cnn4_run / "best.safetensors", "--out", out,
                    env=tiny_fer_env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
+    return out
+
+
+@pytest.fixture(scope="session")
+def small_fer(tmp_path_factory) -> Path:
+    """A FER2013-layout dataset of real faces: 10 Training faces per class (70: too few for
+    INT8 calibration), 3 PrivateTest and 2 PublicTest."""
+    reason = missing_reason("data/fer2013/train", "data/fer2013/test")
+    if reason:  # (the tests asking for it carry the mark: a safety net)
+        pytest.skip(reason)
+    root = tmp_path_factory.mktemp("fer") / "fer"
+    return fer_split_folders(root, {"Training": 10, "PrivateTest": 3, "PublicTest": 2})
+
+
+@pytest.fixture(scope="session")
+def small_fer_odd_batch_run(small_fer, tiny_fer_env, tmp_path_factory):
+    """A tiny cnn4 run of `small_fer` in RUNS/cnn4 (batches of 3: odd ones run without
+    oneDNN), and the train process (its stderr)."""
+    runs = tmp_path_factory.mktemp("runs")
+    proc = run_cli("train", "--arch", "cnn4", "--data", small_fer, "--out", runs / "cnn4",
+                   "--epochs", 1, "--max-batches", 2, "--batch-size", 3, "--threads", 1,
+                   "--precise-bn", 0, env=tiny_fer_env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    return runs, proc
+
+
+# ---- class folders of real faces and a 7-class cnn4 run trained in-process on them (the same
+# rule: read them, never write into them)
+
+
+@pytest.fixture(scope="session")
+def four_faces_per_class(tmp_path_factory) -> Path:
+    """4 real Training faces per FER2013 class, in class folders."""
+    return fer_class_folders(tmp_path_factory.mktemp("qa") / "faces", 4)
+
+
+@pytest.fixture(scope="session")
+def other_class_faces(tmp_path_factory) -> Path:
+    """Real faces under two class names that are not FER2013's."""
+    import shutil
+
+    dst = tmp_path_factory.mktemp("qa") / "ab"
+    for name, cls in (("alpha", "happy"), ("beta", "sad")):
+        (dst / name).mkdir(parents=True)
+        for i, f in enumerate(sorted((FER / "train" / cls).glob("Training_*.jpg"))[:6]):
+            shutil.copy(f, dst / name / f"f{i}.jpg")
+    return dst
+
+
+@pytest.fixture(scope="session")
+def cnn4_run7(four_faces_per_class, tmp_path_factory) -> Path:
+    """A finished 7-class cnn4 run folder, trained on `four_faces_per_class`."""
+    from edge_fer.train.trainer import train
+
+    out = tmp_path_factory.mktemp("qa") / "run7"
+    train(cnn4_config(four_faces_per_class, out))
     return out

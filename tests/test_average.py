@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from paths import FER, cnn4_config, fer_class_folders, needs_modules
+from paths import fer_class_folders, needs_modules
 from processes import refusal_line, run_cli
 
 pytestmark = pytest.mark.shared("data/fer2013/train")
@@ -253,37 +253,12 @@ def test_average_refuses_a_checkpoint_given_twice(tiny_cnn4_run, tiny_fer_env, t
     assert not out.exists()
 
 
-@pytest.fixture(scope="module")
-def faces(tmp_path_factory) -> Path:
-    """4 real Training faces per FER2013 class, in class folders."""
-    return fer_class_folders(tmp_path_factory.mktemp("qa") / "faces", 4)
-
-
-@pytest.fixture(scope="module")
-def other_classes(tmp_path_factory) -> Path:
-    """Real faces under two class names that are not FER2013's."""
-    dst = tmp_path_factory.mktemp("qa") / "ab"
-    for name, cls in (("alpha", "happy"), ("beta", "sad")):
-        (dst / name).mkdir(parents=True)
-        for i, f in enumerate(sorted((FER / "train" / cls).glob("Training_*.jpg"))[:6]):
-            shutil.copy(f, dst / name / f"f{i}.jpg")
-    return dst
-
-
-@pytest.fixture(scope="module")
-def run7(faces, tmp_path_factory) -> Path:
-    """A finished 7-class cnn4 run folder."""
-    from edge_fer.train.trainer import train
-
-    out = tmp_path_factory.mktemp("qa") / "run7"
-    train(cnn4_config(faces, out))
-    return out
-
-
-def test_average_with_a_dataset_of_other_classes_is_one_line(run7, other_classes, tmp_path):
+def test_average_with_a_dataset_of_other_classes_is_one_line(
+    cnn4_run7, other_class_faces, tmp_path
+):
     # before: IndexError traceback from the scoring, after the batch-norm statistics
     out = tmp_path / "avg.safetensors"
-    proc = run_cli("average", run7 / "last.safetensors", "--data", other_classes,
+    proc = run_cli("average", cnn4_run7 / "last.safetensors", "--data", other_class_faces,
                    "--out", out, "--faces", 8, "--threads", 1)  # fmt: skip
     line = refusal_line(proc)
     assert "--data" in line and "alpha, beta" in line and "angry" in line, line

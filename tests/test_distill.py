@@ -6,19 +6,16 @@ real training on one thread.
 
 from __future__ import annotations
 
-import os
 import shutil
 from pathlib import Path
 
 import numpy as np
 import pytest
 from paths import (
-    FER,
     FER_MODEL,
     cnn4_config,
     fer_class_folders,
     fer_files,
-    fer_split_folders,
     needs_modules,
 )
 from processes import refusal_line, run_cli
@@ -210,33 +207,6 @@ def test_cached_targets_belong_to_their_teachers(data, tmp_path) -> None:
 needs_safetensors = needs_modules("safetensors")
 
 
-@pytest.fixture(scope="module")
-def faces(tmp_path_factory) -> Path:
-    """4 real Training faces per FER2013 class, in class folders."""
-    return fer_class_folders(tmp_path_factory.mktemp("qa") / "faces", 4)
-
-
-@pytest.fixture(scope="module")
-def other_classes(tmp_path_factory) -> Path:
-    """Real faces under two class names that are not FER2013's."""
-    dst = tmp_path_factory.mktemp("qa") / "ab"
-    for name, cls in (("alpha", "happy"), ("beta", "sad")):
-        (dst / name).mkdir(parents=True)
-        for i, f in enumerate(sorted((FER / "train" / cls).glob("Training_*.jpg"))[:6]):
-            shutil.copy(f, dst / name / f"f{i}.jpg")
-    return dst
-
-
-@pytest.fixture(scope="module")
-def run7(faces, tmp_path_factory) -> Path:
-    """A finished 7-class cnn4 run folder."""
-    from edge_fer.train.trainer import train
-
-    out = tmp_path_factory.mktemp("qa") / "run7"
-    train(cnn4_config(faces, out))
-    return out
-
-
 @needs_safetensors
 @pytest.mark.parametrize(
     ("data", "kw", "said"),
@@ -247,15 +217,15 @@ def run7(faces, tmp_path_factory) -> Path:
     ],
 )
 def test_init_that_does_not_fit_the_run_says_why(
-    run7, faces, other_classes, tmp_path, data, kw, said
+    cnn4_run7, four_faces_per_class, other_class_faces, tmp_path, data, kw, said
 ):
     # before: "weights do not fit (Error(s) in loading state_dict for SmallCNN:)", which names
     # nothing, or "is 'cnn4' , the run trains 'cnn4' {'input_size': 64}"
     from edge_fer.train.trainer import train
 
-    ds = other_classes if data == "other" else faces
+    ds = other_class_faces if data == "other" else four_faces_per_class
     out = tmp_path / "run"
-    cfg = cnn4_config(ds, out, init=str(run7 / "best.safetensors"), **kw)
+    cfg = cnn4_config(ds, out, init=str(cnn4_run7 / "best.safetensors"), **kw)
     with pytest.raises(UserError) as exc:
         train(cfg)
     assert exc.value.param == "init" and said in str(exc.value), str(exc.value)
@@ -263,25 +233,11 @@ def test_init_that_does_not_fit_the_run_says_why(
     assert not out.exists()
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict:
-    """The children's dataset cache: this module's own."""
-    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path_factory.mktemp("cache")))
-
-
-@pytest.fixture(scope="module")
-def fer(tmp_path_factory) -> Path:
-    """A FER2013-layout dataset of real faces: 10 Training faces per class (70: too few for
-    INT8 calibration), 3 PrivateTest and 2 PublicTest."""
-    root = tmp_path_factory.mktemp("fer") / "fer"
-    return fer_split_folders(root, {"Training": 10, "PrivateTest": 3, "PublicTest": 2})
-
-
 @needs_safetensors
 @pytest.mark.shared("data/fer2013/train")
-def test_train_teacher_folder_is_named_a_folder(fer, tmp_path, env):
-    proc = run_cli("train", "--arch", "cnn4", "--data", fer, "--out", tmp_path / "run",
-                   "--teacher", tmp_path, "--epochs", 1, env=env)  # fmt: skip
+def test_train_teacher_folder_is_named_a_folder(small_fer, tmp_path, tiny_fer_env):
+    proc = run_cli("train", "--arch", "cnn4", "--data", small_fer, "--out", tmp_path / "run",
+                   "--teacher", tmp_path, "--epochs", 1, env=tiny_fer_env)  # fmt: skip
     line = refusal_line(proc)
     assert f"--teacher {tmp_path}: is a folder, not a model file" in line, line
     assert not (tmp_path / "run").exists()

@@ -8,7 +8,7 @@ import shutil
 from pathlib import Path
 
 import pytest
-from paths import SHARED, fer_files, fer_split_folders, needs_modules
+from paths import SHARED, fer_files, needs_modules
 from processes import refusal_line, run_cli
 
 pytest.importorskip("torch")
@@ -376,7 +376,6 @@ def test_the_bundled_models_epochs_come_from_its_own_metadata(tmp_path):
 def test_the_latency_line_says_preliminary_only_under_load() -> None:
     """The reports once called every timing preliminary, "measured while other jobs shared the
     2 cores", also on an idle machine: the line now states the load it saw."""
-    import os
 
     from edge_fer.experiment.report import latency_line
 
@@ -407,40 +406,16 @@ def test_the_short_budget_note_reads_the_bundled_models_schedule() -> None:
 needs_safetensors = needs_modules("safetensors")
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict:
-    """The children's dataset cache: this module's own."""
-    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path_factory.mktemp("cache")))
-
-
-@pytest.fixture(scope="module")
-def fer(tmp_path_factory) -> Path:
-    """A FER2013-layout dataset of real faces: 10 Training faces per class (70: too few for
-    INT8 calibration), 3 PrivateTest and 2 PublicTest."""
-    root = tmp_path_factory.mktemp("fer") / "fer"
-    return fer_split_folders(root, {"Training": 10, "PrivateTest": 3, "PublicTest": 2})
-
-
-@pytest.fixture(scope="module")
-def trained(fer, env, tmp_path_factory):
-    """A tiny cnn4 run in RUNS/cnn4 (batches of 3: odd ones run without oneDNN), and the
-    train process (its stderr)."""
-    runs = tmp_path_factory.mktemp("runs")
-    proc = run_cli("train", "--arch", "cnn4", "--data", fer, "--out", runs / "cnn4",
-                   "--epochs", 1, "--max-batches", 2, "--batch-size", 3, "--threads", 1,
-                   "--precise-bn", 0, env=env)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    return runs, proc
-
-
 @needs_safetensors
 @pytest.mark.shared("data/fer2013/train")
-def test_experiment_refuses_an_empty_list(fer, tmp_path, env):
+def test_experiment_refuses_an_empty_list(small_fer, tmp_path, tiny_fer_env):
     # before: --archs "" trained the whole zoo (hours), --variants , every variant
     for argv, flag in ((["architectures", "--archs", ""], "--archs"),
                        (["grouping", "--variants", ","], "--variants"),
                        (["architectures", "--archs", " , "], "--archs")):  # fmt: skip
-        proc = run_cli("experiment", *argv, "--data", fer, "--out", tmp_path / "o", env=env)
+        proc = run_cli(
+            "experiment", *argv, "--data", small_fer, "--out", tmp_path / "o", env=tiny_fer_env
+        )
         line = refusal_line(proc)
         assert flag in line and "names nothing" in line, line
     assert not (tmp_path / "o").exists()
@@ -448,11 +423,11 @@ def test_experiment_refuses_an_empty_list(fer, tmp_path, env):
 
 @needs_safetensors
 @pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
-def test_int8_skipped_says_why_not_nan(fer, trained, tmp_path, env):
-    runs, _ = trained
+def test_int8_skipped_says_why_not_nan(small_fer, small_fer_odd_batch_run, tmp_path, tiny_fer_env):
+    runs, _ = small_fer_odd_batch_run
     proc = run_cli("experiment", "architectures", "--runs", runs, "--archs", "cnn4",
-                   "--no-bundled", "--data", fer, "--out", tmp_path / "rep",
-                   "--max-test-faces", 0, "--latency-threads", 1, env=env)  # fmt: skip
+                   "--no-bundled", "--data", small_fer, "--out", tmp_path / "rep",
+                   "--max-test-faces", 0, "--latency-threads", 1, env=tiny_fer_env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     assert "nan" not in proc.stderr, proc.stderr
     line = next(ln for ln in proc.stderr.splitlines() if "accuracy FP32" in ln)

@@ -6,12 +6,10 @@ for the CLI runs."""
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import pytest
-from paths import banded_faces, fer_split_folders
-from processes import run_cli
+from paths import banded_faces
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("safetensors")
@@ -106,35 +104,9 @@ def test_an_unknown_precision_is_one_line_before_any_folder(capsys, faces, tmp_p
 # (a tiny run of real FER2013 faces, `edge-fer train` in a child process)
 
 
-@pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict:
-    """The children's dataset cache: this module's own."""
-    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path_factory.mktemp("cache")))
-
-
-@pytest.fixture(scope="module")
-def fer(tmp_path_factory) -> Path:
-    """A FER2013-layout dataset of real faces: 10 Training faces per class (70: too few for
-    INT8 calibration), 3 PrivateTest and 2 PublicTest."""
-    root = tmp_path_factory.mktemp("fer") / "fer"
-    return fer_split_folders(root, {"Training": 10, "PrivateTest": 3, "PublicTest": 2})
-
-
-@pytest.fixture(scope="module")
-def trained(fer, env, tmp_path_factory):
-    """A tiny cnn4 run in RUNS/cnn4 (batches of 3: odd ones run without oneDNN), and the
-    train process (its stderr)."""
-    runs = tmp_path_factory.mktemp("runs")
-    proc = run_cli("train", "--arch", "cnn4", "--data", fer, "--out", runs / "cnn4",
-                   "--epochs", 1, "--max-batches", 2, "--batch-size", 3, "--threads", 1,
-                   "--precise-bn", 0, env=env)  # fmt: skip
-    assert proc.returncode == 0, proc.stderr
-    return runs, proc
-
-
 @pytest.mark.shared("data/fer2013/train")
-def test_training_prints_no_tf32_warning(trained):
+def test_training_prints_no_tf32_warning(small_fer_odd_batch_run):
     # before: torch.backends.mkldnn.flags(enabled=False) also set allow_tf32=True, and torch
     # warned "TF32 acceleration on top of oneDNN is available for Intel GPUs ..."
-    _, proc = trained
+    _, proc = small_fer_odd_batch_run
     assert "TF32" not in proc.stderr and "oneDNN" not in proc.stderr, proc.stderr
