@@ -15,7 +15,14 @@ import os
 from pathlib import Path
 
 import pytest
-from paths import FER, cnn4_config, fer_class_folders, fer_split_folders, missing_reason
+from paths import (
+    FER,
+    black_png,
+    cnn4_config,
+    fer_class_folders,
+    fer_split_folders,
+    missing_reason,
+)
 from processes import run_cli
 
 
@@ -42,6 +49,14 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 # safetensors should ask for them.
 
 
+def _fer_subset(tmp_path_factory, counts: dict) -> Path:
+    """A FER2013-layout folder of real faces, `counts` per split name and class."""
+    reason = missing_reason("data/fer2013/train", "data/fer2013/test")
+    if reason:  # (the tests asking for it carry the mark: a safety net)
+        pytest.skip(reason)
+    return fer_split_folders(tmp_path_factory.mktemp("fer") / "fer", counts)
+
+
 @pytest.fixture(scope="session")
 def tiny_fer_env(tmp_path_factory) -> dict:
     """The children's dataset cache: this session's own."""
@@ -52,11 +67,7 @@ def tiny_fer_env(tmp_path_factory) -> dict:
 def tiny_fer(tmp_path_factory) -> Path:
     """A FER2013-layout dataset of real faces: 15 Training faces per class (105: enough for
     INT8 calibration), 2 PublicTest and 2 PrivateTest."""
-    reason = missing_reason("data/fer2013/train", "data/fer2013/test")
-    if reason:  # (the tests asking for it carry the mark: a safety net)
-        pytest.skip(reason)
-    root = tmp_path_factory.mktemp("fer") / "fer"
-    return fer_split_folders(root, {"Training": 15, "PublicTest": 2, "PrivateTest": 2})
+    return _fer_subset(tmp_path_factory, {"Training": 15, "PublicTest": 2, "PrivateTest": 2})
 
 
 @pytest.fixture(scope="session")
@@ -84,11 +95,7 @@ def tiny_cnn4_onnx(tiny_cnn4_run, tiny_fer_env, tmp_path_factory) -> Path:
 def small_fer(tmp_path_factory) -> Path:
     """A FER2013-layout dataset of real faces: 10 Training faces per class (70: too few for
     INT8 calibration), 3 PrivateTest and 2 PublicTest."""
-    reason = missing_reason("data/fer2013/train", "data/fer2013/test")
-    if reason:  # (the tests asking for it carry the mark: a safety net)
-        pytest.skip(reason)
-    root = tmp_path_factory.mktemp("fer") / "fer"
-    return fer_split_folders(root, {"Training": 10, "PrivateTest": 3, "PublicTest": 2})
+    return _fer_subset(tmp_path_factory, {"Training": 10, "PrivateTest": 3, "PublicTest": 2})
 
 
 @pytest.fixture(scope="session")
@@ -134,3 +141,11 @@ def cnn4_run7(four_faces_per_class, tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("qa") / "run7"
     train(cnn4_config(four_faces_per_class, out))
     return out
+
+
+@pytest.fixture(scope="session")
+def huge_png(tmp_path_factory) -> bytes:
+    """A black 12000x12000 PNG (140 KB): over the 100 Mpx limit for images."""
+    p = tmp_path_factory.mktemp("huge") / "huge.png"
+    black_png(p, 12000, 12000)
+    return p.read_bytes()

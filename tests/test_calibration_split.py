@@ -30,7 +30,7 @@ from edge_fer.errors import UserError
 pytest.importorskip("onnx")
 pytest.importorskip("onnxruntime.quantization")
 
-from paths import CALIB, FER, ROOT, black_png, needs_modules, noise_faces
+from paths import CALIB, FER, ROOT, needs_modules, noise_faces
 
 from edge_fer.quantize import CalibFaces, calibrate
 from edge_fer.quantize import ranges as R
@@ -427,13 +427,6 @@ def test_committed_calibration_is_reproduced_byte_for_byte(tmp_path, monkeypatch
 # decoded; before, a 12000x12000 PNG of 140 KB was decoded and joined the dataset as a face.)
 
 HUGE = "12000x12000 pixels is over the 100 Mpx limit for images"
-
-
-@pytest.fixture(scope="module")
-def huge_png(tmp_path_factory) -> bytes:
-    p = tmp_path_factory.mktemp("huge") / "huge.png"
-    black_png(p, 12000, 12000)
-    return p.read_bytes()
 
 
 def _cpu_calibrate_argv(data: Path, out: Path, *extra: str) -> list[str]:

@@ -15,18 +15,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
-from paths import black_png, noise_faces
+from paths import noise_faces
 from processes import cache_env, run_cli, single_line
 
 HUGE = "12000x12000 pixels is over the 100 Mpx limit for images"
-
-
-@pytest.fixture(scope="module")
-def huge_png(tmp_path_factory) -> bytes:
-    p = tmp_path_factory.mktemp("huge") / "huge.png"
-    black_png(p, 12000, 12000)
-    return p.read_bytes()
 
 
 def _eval(data: Path, *extra: str) -> list[str]:

@@ -5,12 +5,11 @@ for a few `edge-fer train` child processes)."""
 
 from __future__ import annotations
 
-import os
 import re
 from pathlib import Path
 
 import pytest
-from paths import banded_faces, fer_class_folders, fer_split_folders, needs_modules
+from paths import banded_faces, fer_class_folders, needs_modules
 from processes import refusal_line, run_cli
 
 pytest.importorskip("torch")
@@ -402,20 +401,6 @@ needs_onnx = needs_modules("onnx")
 
 
 @pytest.fixture(scope="module")
-def env(tmp_path_factory) -> dict:
-    """The children's dataset cache: this module's own."""
-    return dict(os.environ, EDGE_FER_CACHE=str(tmp_path_factory.mktemp("cache")))
-
-
-@pytest.fixture(scope="module")
-def fer(tmp_path_factory) -> Path:
-    """A FER2013-layout dataset of real faces: 15 Training faces per class (105: enough for
-    INT8 calibration), 2 PublicTest and 2 PrivateTest."""
-    root = tmp_path_factory.mktemp("fer") / "fer"
-    return fer_split_folders(root, {"Training": 15, "PublicTest": 2, "PrivateTest": 2})
-
-
-@pytest.fixture(scope="module")
 def real_faces(tmp_path_factory) -> Path:
     """4 real Training faces per FER2013 class, in class folders."""
     return fer_class_folders(tmp_path_factory.mktemp("qa") / "faces", 4)
@@ -431,11 +416,12 @@ def real_faces(tmp_path_factory) -> Path:
         (("--distill-temperature", "4"), "--distill-temperature is 4.0, but no --teacher"),
     ],
 )
-def test_train_option_without_its_option_is_refused(fer, env, tmp_path, argv, flag):
+def test_train_option_without_its_option_is_refused(tiny_fer, tiny_fer_env, tmp_path, argv, flag):
     # before: accepted and ignored, the run trained without what was asked
     out = tmp_path / "run"
-    proc = run_cli("train", "--arch", "cnn4", "--data", fer, "--out", out, "--epochs", 1,
-                   "--max-batches", 1, "--threads", 1, "--precise-bn", 0, *argv, env=env)  # fmt: skip
+    proc = run_cli("train", "--arch", "cnn4", "--data", tiny_fer, "--out", out, "--epochs", 1,
+                   "--max-batches", 1, "--threads", 1, "--precise-bn", 0, *argv,
+                   env=tiny_fer_env)  # fmt: skip
     line = refusal_line(proc)
     assert flag in line, line
     assert not out.exists()
