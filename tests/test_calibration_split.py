@@ -328,6 +328,31 @@ def test_the_cli_chooses_the_temporary_folder_while_signals_are_only_recorded(
     assert list(tmp_path.iterdir()) == []  # the probe was removed
 
 
+def test_no_usable_temporary_folder_is_one_line_not_a_traceback(tmp_path, monkeypatch, capsys):
+    """When TMPDIR, /tmp, /var/tmp and the working folder all refuse a file, tempfile raises
+    its own FileNotFoundError; a command that needs a temporary folder (bench --synthetic
+    writes its clip there) printed a traceback. It is one line naming the folders tried, exit
+    2. The folders are made unusable by giving tempfile one candidate that is a file (a
+    read-only folder would not stop root)."""
+    import tempfile
+
+    from edge_fer.cli.main import main
+
+    not_a_folder = tmp_path / "file"
+    not_a_folder.write_text("x")
+    monkeypatch.setattr(tempfile, "tempdir", None)
+    monkeypatch.setattr(tempfile, "_candidate_tempdir_list", lambda: [str(not_a_folder)])
+    assert main(["models"]) == 0  # a command that needs none is unaffected
+    capsys.readouterr()
+    code = main(
+        ["bench", "--synthetic", "64x64", "--frames", "2", "--json", str(tmp_path / "b.json")]
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 2 and len(err) == 1, err
+    assert err[0].startswith("edge-fer bench: error: No usable temporary directory found in")
+    assert str(not_a_folder) in err[0] and err[0].endswith("; set TMPDIR")
+
+
 @pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="no named pipes on this system")
 def test_a_pipe_nobody_reads_among_the_outputs_puts_the_previous_ones_back(tmp_path):
     """The ids file is a named pipe no process reads. Its open used to wait for a reader (this

@@ -146,6 +146,16 @@ def test_the_classes_scored_are_told_apart_from_the_vocabulary(tmp_path, capsys)
     assert rep["vocabulary"]["compared_without_faces"] == [] and "scored " not in out
 
 
+def test_a_label_set_name_is_read_as_eval_reads_it_in_python(tmp_path, capsys) -> None:
+    """`evaluate()` strips and lowercases a label set's name; the CLI lowercased it only, so
+    `--label-set " fer2013"` (a name pasted with its space) was an unknown label set."""
+    data = tmp_path / "valence"
+    build(data, {"happy": "positive", "neutral": "neutral", "sad": "negative"}, per_class=2)
+    rc, out, err = run_eval(capsys, "--data", str(data), "--label-set", " FER2013 ")
+    assert rc == 0, err
+    assert "scored    neutral (1 of 7" in out
+
+
 def test_no_shared_class(tmp_path, capsys) -> None:
     data = tmp_path / "pets"
     build(data, {"happy": "cat", "sad": "dog"}, per_class=2)

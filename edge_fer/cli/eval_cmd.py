@@ -222,15 +222,16 @@ def _target(args):
     from edge_fer.errors import UserError
 
     if args.label_set:
-        if args.label_set.strip().lower() == "dataset":
+        name = args.label_set.strip().lower()
+        if name == "dataset":
             return "dataset"
-        if args.label_set.lower() not in L.VOCABULARIES:  # (vocabulary() would say `name`)
+        if name not in L.VOCABULARIES:  # (vocabulary() would say `name`)
             raise UserError(
                 f"{args.label_set!r} is an unknown label set; choose dataset, "
                 f"{', '.join(L.VOCABULARIES)}",
                 param="label_set",
             )
-        return L.vocabulary(args.label_set)
+        return L.vocabulary(name)
     if args.classes:
         names = tuple(L.canonical(c) for c in args.classes.split(",") if c.strip())
         if not names:

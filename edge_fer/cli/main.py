@@ -287,7 +287,7 @@ def _choose_tempdir() -> None:
     left the probe behind (calibrate, stopped as it made its first temporary folder)."""
     try:
         tempfile.gettempdir()
-    except OSError:  # no usable one: a command that needs it says so when it does
+    except OSError:  # no usable one: a command that needs it stops there in one line (_failed)
         pass
 
 
@@ -366,6 +366,11 @@ def _failed(exc: BaseException, command: str, parser, args) -> int:
     except BrokenPipeError:
         return 1
     except OSError as err:
+        if err.errno == errno.ENOENT and str(err.strerror).startswith("No usable temporary"):
+            # tempfile's own error when TMPDIR, /tmp, /var/tmp and the working folder all
+            # refuse a file: it lists them; the user can point TMPDIR elsewhere
+            print(f"edge-fer {command}: error: {err.strerror}; set TMPDIR", file=sys.stderr)
+            return 2
         if err.errno not in (errno.ENOSPC, errno.EDQUOT, errno.EIO, errno.EFBIG):
             raise
         # a full disk or a file size limit (also under standard output, `--json > f`): one
