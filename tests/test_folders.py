@@ -152,6 +152,71 @@ def test_each_file_is_decoded_once(tmp_path):
     assert first is not None and first.image is tried[3][0]
 
 
+def _jpeg_with_stray_byte(path: Path, w: int, h: int) -> Path:
+    """A small JPEG whose frame header says w x h, with one extraneous byte before the frame
+    header: libjpeg skips such bytes with a warning and decodes the file at w x h."""
+    ok, buf = cv2.imencode(".jpg", np.full((16, 16), 128, np.uint8))
+    assert ok
+    data = bytearray(buf.tobytes())
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5 : sof + 9] = struct.pack(">HH", h, w)
+    path.write_bytes(bytes(data[:sof]) + b"\x00" + bytes(data[sof:]))
+    return path
+
+
+def test_a_jpeg_with_stray_bytes_is_sized_by_its_header(tmp_path):
+    """The header reader gave up at the first byte that was not a marker, so a 630-byte JPEG
+    saying 12000x12000 was decoded (1 GB) and then stopped the whole folder's run in the
+    detector (exit 2, the photos after it never read)."""
+    assert image_size(str(_jpeg_with_stray_byte(tmp_path / "one.jpg", 300, 200))) == (300, 200)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    _photo(folder / "a_ok.png", 1)
+    _jpeg_with_stray_byte(folder / "b_big.jpg", 12000, 12000)
+    _photo(folder / "c_ok.png", 2)
+    warnings: list[str] = []
+    src = open_source(str(folder), warn=warnings.append)
+    got = []
+    while (f := src.read()) is not None:
+        got.append(Path(f.path).name)
+    assert got == ["a_ok.png", "c_ok.png"]
+    assert len(warnings) == 1 and "12000x12000 pixels is over the 100 Mpx limit" in warnings[0]
+
+
+def test_names_with_digits_int_refuses_are_sorted(tmp_path):
+    """ "²" and "①" are digits to str.isdigit but not to int(): sorting a folder holding such a
+    name was a traceback in run and detect."""
+    for name in ("1\u00b21.png", "b10.png", "b9.png", "\u2460.png"):
+        _photo(tmp_path / name, 1, size=(32, 32))
+    src = open_source(str(tmp_path))
+    assert [Path(f).name for f in src.files] == ["1\u00b21.png", "b9.png", "b10.png", "\u2460.png"]
+
+
+def test_a_recursive_glob_enters_each_folder_once(tmp_path):
+    """glob follows links to folders: a link to the parent listed every photo once per level
+    (41 times) and two such links never finished listing (2^depth paths)."""
+    root = tmp_path / "ld"
+    (root / "sub" / "deep").mkdir(parents=True)
+    (root / ".hidden").mkdir()
+    for p in (root / "a.jpg", root / "sub" / "b.jpg", root / "sub" / "deep" / "c.png"):
+        _photo(p, 1, size=(32, 32))
+    _photo(root / ".hidden" / "h.jpg", 1, size=(32, 32))  # glob skips hidden folders: so do we
+    os.symlink("..", root / "sub" / "up1")
+    os.symlink("../..", root / "sub" / "deep" / "up2")
+    os.symlink(str(root / "sub"), tmp_path / "elsewhere")  # a link into the tree, named at top
+    src = open_source(f"{root}/**/*.*")
+    assert sorted(os.path.relpath(f, root) for f in src.files) == [
+        "a.jpg",
+        os.path.join("sub", "b.jpg"),
+        os.path.join("sub", "deep", "c.png"),
+    ]
+    # ld/sub is reached again as "elsewhere": its photo is listed once, under the first name
+    both = open_source(f"{tmp_path}/*/**/b.jpg")
+    assert [os.path.relpath(f, tmp_path) for f in both.files] == [
+        os.path.join("elsewhere", "b.jpg")
+    ]
+
+
 # ---- exit codes of `edge-fer run` ------------------------------------------------------------------
 
 

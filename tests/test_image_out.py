@@ -334,3 +334,27 @@ def test_a_killed_runs_half_written_image_is_its_own(tmp_path):
 
     with pytest.raises(UserError, match=".notes.4242.1.tmp came from elsewhere"):
         check_folder(out)
+
+
+def test_photo_names_with_tabs_and_line_breaks_keep_their_folder_reusable(photos, tmp_path, capsys):
+    """The marker is one line per name, fields split at tabs: a photo named `a<TAB>b.jpg` or
+    with a newline or U+2028 was read back as another name, so the run's own folder was
+    refused the next time ("a<TAB>b.jpg came from elsewhere"), in a message that a newline in
+    the name broke into two lines."""
+    import shutil
+
+    src = tmp_path / "odd"
+    src.mkdir()
+    names = ["a\tb.jpg", "new\nline.jpg", "ls\u2028sep.jpg", "back\\slash.jpg"]
+    for name in names:
+        shutil.copy(photos / "a.jpg", src / name)
+    out = tmp_path / "annotated"
+    argv = ["run", str(src), "--out", f"{out}/", "--quiet"]
+    for _ in range(2):
+        rc, _, err = _run(argv, capsys)
+        assert rc == 0, err
+    assert sorted(p.name for p in out.iterdir()) == sorted([MARKER, *names])
+    (out / "new\nline.jpg").write_bytes(b"the user's now")  # changed since: refused, one line
+    rc, _, err = _run(argv, capsys)
+    assert rc == 2 and err.count("\n") == 1, err
+    assert "'new\\nline.jpg' came from elsewhere or changed since" in err, err

@@ -25,6 +25,7 @@ import numpy as np
 from edge_fer import fileio, imageio
 from edge_fer.errors import UserError
 from edge_fer.fileio import cannot_write_in, names_folder, os_error_reason
+from edge_fer.imageio import printable
 
 MARKER = ".edge-fer-annotated"  # in a folder this module wrote: a later run may write there again
 # the extensions a photo keeps in its annotated copy; others (.pgm, .ppm, .pnm) become .png
@@ -79,6 +80,20 @@ def planned_names(photos: Sequence[str], folder: str | os.PathLike) -> dict[str,
     return out
 
 
+def _to_marker(name: str) -> str:
+    """`name` as one field of a marker line: a backslash, a tab or a line break in a file name
+    (all legal on Linux) would end the field or the line, and the name read back would not
+    be the file's (its folder was refused on the next run as holding foreign files)."""
+    return "".join(
+        f"\\u{ord(ch):04x}" if ch == "\\" or ch == "\t" or len(f"a{ch}b".splitlines()) > 1 else ch
+        for ch in name
+    )
+
+
+def _from_marker(field: str) -> str:
+    return re.sub(r"\\u([0-9a-f]{4})", lambda m: chr(int(m.group(1), 16)), field)
+
+
 def written_names(folder: str | os.PathLike) -> dict[str, tuple[int, int] | None] | None:
     """What the marker of `folder` lists (None: no marker): each name a run wrote there, with
     the size and modification time (ns) it left the file with, where it recorded them."""
@@ -95,9 +110,10 @@ def written_names(folder: str | os.PathLike) -> dict[str, tuple[int, int] | None
         raise UserError(f"{folder}: cannot read {MARKER}: {os_error_reason(exc)}") from None
     out: dict[str, tuple[int, int] | None] = {}
     for line in text.splitlines():
-        name, *stat = line.split("\t")
-        if not name:
+        field, *stat = line.split("\t")
+        if not field:
             continue
+        name = _from_marker(field)
         try:  # the last line for a name holds its latest write: a bare name (a write
             # begun) trusts the file by its name until the write's size and time follow
             out[name] = (int(stat[0]), int(stat[1])) if len(stat) == 2 else None
@@ -111,10 +127,10 @@ def claim(folder: str | os.PathLike, name: str, written: bool = False) -> None:
     written (a run that stops between the two leaves a name without a file, which is harmless),
     and with `written` once it is, with its size and time, so that a file put there under the
     same name since is not taken for ours."""
-    line = name
+    line = _to_marker(name)
     if name and written:
         st = (Path(folder) / name).stat()
-        line = f"{name}\t{st.st_size}\t{st.st_mtime_ns}"
+        line = f"{line}\t{st.st_size}\t{st.st_mtime_ns}"
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(Path(folder) / MARKER, flags, 0o644)  # never through a link
     with open(fd, "a", encoding="utf-8", errors="surrogateescape") as f:
@@ -188,7 +204,7 @@ def check_folder(folder: str | os.PathLike, what: str = "the annotated images") 
         )
     foreign = _foreign(f, ours or {})
     if foreign:
-        shown = ", ".join(foreign[:3]) + (
+        shown = ", ".join(printable(n) for n in foreign[:3]) + (
             f" and {len(foreign) - 3} more" if len(foreign) > 3 else ""
         )
         raise UserError(
@@ -312,7 +328,8 @@ class AnnotatedImages:
             lines = []
             for name in sorted(self._kept):
                 stat = listed.get(name)
-                lines.append(name if stat is None else f"{name}\t{stat[0]}\t{stat[1]}")
+                field = _to_marker(name)
+                lines.append(field if stat is None else f"{field}\t{stat[0]}\t{stat[1]}")
             text = "".join(f"{ln}\n" for ln in lines)  # names as claim() writes them
             fileio.write_bytes(self.path / MARKER, text.encode("utf-8", "surrogateescape"))
         except OSError as exc:

@@ -31,6 +31,7 @@ KEEP_LATEST of each, and a count of them all (`Latest`), however long a stream f
 from __future__ import annotations
 
 import collections
+import fnmatch
 import glob as _glob
 import os
 import re
@@ -492,7 +493,8 @@ def _skip_sub_blocks(f) -> None:
 
 
 def _natural_key(p: str):
-    return [int(t) if t.isdigit() else t.lower() for t in re.split(r"(\d+)", p)]
+    # isdecimal, not isdigit: "²" and "①" are digits that int() refuses (a traceback)
+    return [int(t) if t.isdecimal() else t.lower() for t in re.split(r"(\d+)", p)]
 
 
 def list_images(spec: SourceSpec, lead: str = "source ") -> list[str]:
@@ -510,7 +512,7 @@ def list_images(spec: SourceSpec, lead: str = "source ") -> list[str]:
     elif has_glob(target) and not os.path.exists(target):
         files = [  # as a folder's: a broken link or a pipe is listed, then skipped and reported
             f
-            for f in _glob.glob(target, recursive=True)
+            for f in expand_glob(target)
             if Path(f).suffix.lower() in IMAGE_EXTS and not os.path.isdir(f)
         ]
         what = f"pattern {target!r}"
@@ -522,6 +524,65 @@ def list_images(spec: SourceSpec, lead: str = "source ") -> list[str]:
     if not files:
         no_images(f"{lead}{what}")
     return sorted(files, key=_natural_key)
+
+
+def expand_glob(pattern: str) -> list[str]:
+    """The paths `pattern` matches, as glob.glob(pattern, recursive=True) lists them, except
+    that `**` enters each real folder once: glob follows links to folders, so a link to a
+    parent listed every photo again per level (40 times, to the kernel's limit) and two such
+    links made the listing grow as 2^depth (it never ended)."""
+    parts = pattern.split(os.sep)
+    if "**" not in parts:
+        return _glob.glob(pattern)
+    root = os.sep if pattern.startswith(os.sep) else ""
+    found: list[str] = []
+    seen: set[tuple[int, int, int]] = set()
+    _glob_parts(root, [q for q in parts if q], found, seen)
+    return list(dict.fromkeys(found))  # `**/**` reaches a path twice
+
+
+def _listdir(folder: str) -> list[str]:
+    try:
+        return sorted(os.listdir(folder or os.curdir))
+    except OSError:  # not a folder, gone, no permission: matches nothing, as in glob
+        return []
+
+
+def _glob_parts(base: str, parts: list[str], found: list[str], seen: set) -> None:
+    if not parts:
+        if base and os.path.lexists(base):
+            found.append(base)
+        return
+    part, rest = parts[0], parts[1:]
+    if part == "**":
+        try:
+            st = os.stat(base or os.curdir)
+        except OSError:
+            return
+        key = (len(parts), st.st_dev, st.st_ino)  # per `**` of the pattern
+        if key in seen:  # reached again through a link: a loop, or a second way in
+            return
+        seen.add(key)
+        if rest:
+            _glob_parts(base, rest, found, seen)  # `**` matches no folder too
+        elif base:
+            found.append(base)
+        for name in _listdir(base):
+            if name.startswith("."):  # as glob: hidden names only for patterns that say so
+                continue
+            path = os.path.join(base, name)
+            if os.path.isdir(path):
+                _glob_parts(path, parts, found, seen)
+            elif not rest:
+                found.append(path)
+    elif _glob.has_magic(part):
+        for name in _listdir(base):
+            if name.startswith(".") and not part.startswith("."):
+                continue
+            if fnmatch.fnmatch(name, part):
+                _glob_parts(os.path.join(base, name), rest, found, seen)
+    else:
+        _glob_parts(os.path.join(base, part) if base or part else part, rest, found, seen)
 
 
 def no_images(what: str) -> NoReturn:
@@ -617,8 +678,12 @@ _JPEG_SOF = {0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0
 
 def _jpeg_size(f) -> tuple[int, int] | None:
     f.seek(2)
+    stray = 0
     for _ in range(4096):  # segments before the frame header (EXIF, ICC...): few in practice
         b = f.read(1)
+        while b and b != b"\xff" and stray < 4096:  # extraneous bytes: libjpeg skips them
+            b = f.read(1)
+            stray += 1
         if b != b"\xff":  # not at a marker: let the decoder judge the file
             return None
         while b == b"\xff":  # fill bytes
@@ -770,7 +835,11 @@ def load_image(path: str, flags: int = cv2.IMREAD_COLOR) -> tuple[np.ndarray | N
         return None, "too large to decode in the memory available"
     if img is None:
         return None, "not a readable image (corrupt, or not an image)"
-    if max(img.shape[:2]) > MAX_FRAME_SIDE:  # a format whose header image_size cannot read
+    # a format whose header image_size cannot read (or a JPEG it could not follow)
+    why = too_many_pixels(img.shape[1], img.shape[0])
+    if why:
+        return None, why
+    if max(img.shape[:2]) > MAX_FRAME_SIDE:
         return None, _too_long(img.shape[1], img.shape[0])
     return img, ""
 
