@@ -349,3 +349,18 @@ def test_a_glob_reports_broken_links_and_pipes_as_a_folder_does(tmp_path, tiny_m
     ]
     bad = [line for line in err.splitlines() if line.endswith("; skipped")]
     assert len(bad) == 2 and "broken.jpg" in bad[0] and "pipe.png" in bad[1], err
+
+
+def test_a_floating_point_tiff_is_skipped_for_what_it_is(tmp_path):
+    """OpenCV decodes a 32-bit float TIFF only unchanged; it was skipped as "corrupt, or not an
+    image", which sends the user looking for damage that is not there."""
+    assert cv2.imwrite(
+        str(tmp_path / "f.tif"), np.random.default_rng(0).random((20, 30), np.float32)
+    )
+    _photo(tmp_path / "ok.png", 1)
+    warnings: list[str] = []
+    src = open_source(str(tmp_path), warn=warnings.append)
+    assert src.read() is not None and src.read() is None
+    assert warnings == [
+        f"{tmp_path / 'f.tif'}: 32-bit floating-point samples; save it with 8 or 16 bits; skipped"
+    ]

@@ -834,7 +834,7 @@ def load_image(path: str, flags: int = cv2.IMREAD_COLOR) -> tuple[np.ndarray | N
     except MemoryError:
         return None, "too large to decode in the memory available"
     if img is None:
-        return None, "not a readable image (corrupt, or not an image)"
+        return None, _undecoded_reason(path)
     # a format whose header image_size cannot read (or a JPEG it could not follow)
     why = too_many_pixels(img.shape[1], img.shape[0])
     if why:
@@ -842,6 +842,18 @@ def load_image(path: str, flags: int = cv2.IMREAD_COLOR) -> tuple[np.ndarray | N
     if max(img.shape[:2]) > MAX_FRAME_SIDE:
         return None, _too_long(img.shape[1], img.shape[0])
     return img, ""
+
+
+def _undecoded_reason(path: str) -> str:
+    """Why OpenCV gave no 8-bit image: a floating-point TIFF, EXR or HDR decodes only as
+    such (it was called corrupt), else the file is corrupt or not an image."""
+    try:
+        raw = imageio.imread(path, cv2.IMREAD_UNCHANGED)
+    except (OSError, cv2.error, MemoryError):
+        raw = None
+    if raw is not None and raw.dtype.kind == "f":
+        return f"{raw.dtype.itemsize * 8}-bit floating-point samples; save it with 8 or 16 bits"
+    return "not a readable image (corrupt, or not an image)"
 
 
 def _gif_first_frame(path: str, flags: int) -> np.ndarray | None:
