@@ -364,3 +364,22 @@ def test_a_floating_point_tiff_is_skipped_for_what_it_is(tmp_path):
     assert warnings == [
         f"{tmp_path / 'f.tif'}: 32-bit floating-point samples; save it with 8 or 16 bits; skipped"
     ]
+
+
+def test_a_summary_of_photos_has_the_same_keys_when_a_signal_stops_the_start_up(
+    tmp_path, tiny_model, capsys
+):
+    """A SIGTERM during start-up wrote a summary of a photo source without `images` (the
+    per-file results), a key every other summary of photos has: a script reading it failed."""
+    import signal
+
+    from edge_fer.runtime.pipeline import startup_summary
+
+    _photo(tmp_path / "a.png", 1)
+    summary = tmp_path / "s.json"
+    assert main(["run", str(tmp_path), "--model", str(tiny_model), "--summary", str(summary),
+                 "--quiet"]) == 0  # fmt: skip
+    ran = json.loads(summary.read_text())
+    stopped = startup_summary(ran["source"], signal.SIGTERM, {})
+    assert stopped["images"] == [] and stopped["images_omitted"] == 0
+    assert {"images", "images_omitted"} <= set(ran)  # the keys a complete run has

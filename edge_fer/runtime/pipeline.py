@@ -324,6 +324,9 @@ def startup_summary(source: dict, signum: int, outputs: dict, info: dict | None 
         "outputs_failed": {},
         "running": False,
     }
+    if source.get("kind") == "images":  # as Pipeline.summary: per file, none read yet
+        d["images"] = []
+        d["images_omitted"] = 0
     d.update(info or {})
     return d
 
