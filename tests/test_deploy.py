@@ -360,6 +360,7 @@ def test_triton_repository(triton_dir: Path) -> None:
     assert (triton_dir / "fer_trt" / "1").is_dir()
     assert not (triton_dir / "fer_trt" / "1" / "model.plan").exists()  # built on the target
     readme = (triton_dir / "README.md").read_text()
+    assert "dynamic batching, one GPU instance each)" in readme
     assert (
         "edge-fer build-engine fer.onnx --precision fp16 --target orin-agx --opt-batch 8 "
         "--max-batch 32 --out fer_trt/1/model.plan"
@@ -488,6 +489,9 @@ def test_force_never_deletes_the_working_folder_and_writes_through_a_link(
         (("triton", "--precision", "int8", "--calib-cache", "{foreign}"), "does not match"),
         (("deepstream", "--batch-size", "0"), "--batch-size must be >= 1"),
         (("deepstream", "--source", "csi://front"), "csi://N"),
+        # nvinfer raises a smaller input-object-min-* to 16 without a word, and the probe would
+        # then grow faces that deepstream-app skips
+        (("deepstream", "--min-face", "8"), "--min-face must be >= 16 (nvinfer classifies"),
         # a cache that would not be used (before: ignored without a word)
         (("deepstream", "--precision", "fp16", "--calib-cache", "{foreign}"), "only used with"),
         (
@@ -1052,3 +1056,32 @@ def test_probe_mjpeg_only_on_jetson(ds_dir: Path, monkeypatch) -> None:
     assert "jpegparse ! nvv4l2decoder ! " in dgpu and "mjpeg" not in dgpu
     monkeypatch.setattr(probe, "is_jetson", lambda: True)
     assert "jpegparse ! nvv4l2decoder mjpeg=1 ! " in probe.source_description(src, 1280, 720, 30)
+
+
+def test_the_triton_readme_says_the_instances_the_configs_have(tmp_path, capsys) -> None:
+    """The README said "one GPU instance" whatever --instances and --instance-kind asked."""
+    out = tmp_path / "tr"
+    rc, _, err = _deploy(
+        capsys, "triton", "--out", out, "--instances", "2", "--instance-kind", "cpu"
+    )
+    assert rc == 0, err
+    onnx, trt = (_pbtxt((out / n / "config.pbtxt").read_text()) for n in ("fer_onnx", "fer_trt"))
+    assert onnx["instance_group"] == [{"kind": "KIND_CPU", "count": 2}]
+    assert trt["instance_group"] == [{"kind": "KIND_GPU", "count": 2}]
+    text = (out / "README.md").read_text()
+    assert "2 CPU instances of `fer_onnx`, 2 GPU instances of `fer_trt`)" in text
+
+
+def test_the_reinfer_interval_is_told_as_nvinfer_counts_it(tmp_path, capsys) -> None:
+    """nvinfer classifies a tracked object again when frame - last > interval: 5 is every 6th
+    frame (the README and --help said every 5); a V4L2 source notes that deepstream-app asks
+    the camera for raw video only."""
+    out = tmp_path / "ds"
+    rc, _, err = _deploy(capsys, "deepstream", "--out", out, "--source", "/dev/video0")
+    assert rc == 0, err
+    cp = _ini(out / "config_infer_secondary_fer.txt")
+    assert cp["property"]["secondary-reinfer-interval"] == "5"
+    readme = " ".join((out / "README.md").read_text().split())
+    assert "classified again once more than 5 frames have passed (every 6 frames;" in readme
+    app = (out / "deepstream_app_fer.txt").read_text()
+    assert "# deepstream-app takes raw modes only: see v4l2-ctl --list-formats-ext" in app

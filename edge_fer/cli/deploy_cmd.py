@@ -89,7 +89,8 @@ def register(sub: Any) -> None:
         type=int,
         default=32,
         metavar="PX",
-        help="input-object-min-width/height: smaller faces are not classified",
+        help="input-object-min-width/height: smaller faces are not classified (>= 16, "
+        "nvinfer's own minimum)",
     )
     ds.add_argument(
         "--face-class-id", type=int, default=0, help="class id of faces in the detector's output"
@@ -99,7 +100,8 @@ def register(sub: Any) -> None:
         type=int,
         default=5,
         metavar="FRAMES",
-        help="secondary-reinfer-interval: classify a tracked face again every N frames",
+        help="secondary-reinfer-interval: classify a tracked face again once more than N "
+        "frames have passed (every N+1 frames; 0: every frame)",
     )
     ds.add_argument("--gpu-id", type=int, default=0)
     ds.set_defaults(func=run_deepstream)

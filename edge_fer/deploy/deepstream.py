@@ -73,6 +73,10 @@ class DeepStreamOptions:
     gpu_id: int = 0
 
 
+# gstnvinfer's MIN_INPUT_OBJECT_WIDTH/HEIGHT: a smaller input-object-min-* is raised to it
+NVINFER_MIN_OBJECT = 16
+
+
 def _check(info: ModelInfo, o: DeepStreamOptions) -> None:
     from edge_fer.export.targets import PRECISIONS, check_target
 
@@ -83,9 +87,16 @@ def _check(info: ModelInfo, o: DeepStreamOptions) -> None:
     check_batch(info, o.batch_size, "batch_size")
     if not 0.0 <= o.threshold <= 1.0:
         raise UserError(f"must be in 0..1, got {o.threshold}", param="threshold")
-    for name in ("min_face", "face_class_id", "reinfer_interval", "gpu_id"):
+    for name in ("face_class_id", "reinfer_interval", "gpu_id"):
         if getattr(o, name) < 0:
             raise UserError(f"must be >= 0, got {getattr(o, name)}", param=name)
+    if o.min_face < NVINFER_MIN_OBJECT:  # nvinfer raises it to 16 without a word, and the
+        # probe, which grows boxes of at least min_face, would then disagree with deepstream-app
+        raise UserError(
+            f"must be >= {NVINFER_MIN_OBJECT} (nvinfer classifies no smaller object), "
+            f"got {o.min_face}",
+            param="min_face",
+        )
     for name, top in (("width", 7680), ("height", 4320)):  # was one message for both
         if not 32 <= getattr(o, name) <= top:
             raise UserError(f"must be in 32..{top}, got {getattr(o, name)}", param=name)
@@ -354,7 +365,15 @@ def _source_group(src: dict[str, Any], o: DeepStreamOptions) -> list[tuple[str, 
     if src["kind"] == "csi":
         items += [("type", 5), ("camera-csi-sensor-id", src["sensor_id"]), *cam]
     elif src["kind"] == "v4l2":
-        items += [("type", 1), ("camera-v4l2-dev-node", src["node"]), *cam]
+        items += [
+            # deepstream-app asks a V4L2 camera for raw video (video/x-raw) only, while the
+            # probe decodes MJPEG: pick a raw mode (v4l2-ctl --list-formats-ext; USB cameras
+            # often give 720p30 as MJPEG only) with --width/--height/--fps
+            ("# deepstream-app takes raw modes only: see v4l2-ctl --list-formats-ext", None),
+            ("type", 1),
+            ("camera-v4l2-dev-node", src["node"]),
+            *cam,
+        ]
     elif src["kind"] == "rtsp":
         items += [("type", 4), ("uri", src["uri"]), ("latency", 200), ("num-sources", 1)]
     else:

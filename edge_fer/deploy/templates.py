@@ -171,8 +171,9 @@ cannot pad), so a face cut by the edge is squeezed a little instead of padded; a
 - `classifier-threshold={number(o.threshold)}`: nvinfer attaches a label only when the top
   probability is above it (0: always, as `edge-fer run` does).
 - `secondary-reinfer-interval={o.reinfer_interval}`: with a tracker, nvinfer classifies an
-  object once and reuses the result; an expression changes, so it is classified again every
-  {o.reinfer_interval} frames.
+  object once and reuses the result; an expression changes, so it is classified again once
+  more than {o.reinfer_interval} frames have passed (every {o.reinfer_interval + 1} frames; sooner
+  when its box grows by more than 20%).
 - `input-object-min-width/height={o.min_face}`: smaller faces (the detector's box) are not
   classified; `{ds.PROBE}` grows only the faces at least this big, so the same faces are skipped.
 - `batch-size={o.batch_size}`: faces per secondary batch; the engine name carries it.
@@ -186,6 +187,7 @@ def triton_readme(
     max_batch: int,
     build_cmd: str | None,
     client: str,
+    instances: str = "one GPU instance",
 ) -> str:
     s = info.spec
     rows = [f"| `{d}/` | `{plat}` |" for d, plat in dirs.items()]
@@ -218,7 +220,7 @@ FP32 (N, {s.channels}, {s.input_size}, {s.input_size}), output `{info.output_nam
 |---|---|
 {chr(10).join(rows)}
 
-Each has `config.pbtxt` (`max_batch_size: {max_batch}`, dynamic batching, one GPU instance)
+Each has `config.pbtxt` (`max_batch_size: {max_batch}`, dynamic batching, {instances})
 and `labels.txt` (one class per line, the `label_filename` of the output, used by Triton's
 classification extension).
 

@@ -104,7 +104,7 @@ def _q(s: str) -> str:
 def config_pbtxt(info: ModelInfo, name: str, platform: str, o: TritonOptions) -> str:
     """The model configuration (protobuf text format) of one model of the repository."""
     c, h, w = info.input_dims
-    kind = "KIND_GPU" if platform == "tensorrt_plan" or o.kind == "gpu" else "KIND_CPU"
+    kind = f"KIND_{_instance_kind(platform, o)}"
     return f"""# edge-fer expression classifier ({info.path.name}), written by `edge-fer deploy triton`
 name: {_q(name)}
 platform: {_q(platform)}
@@ -134,6 +134,24 @@ instance_group [
   }}
 ]
 """
+
+
+def _instance_kind(platform: str, o: TritonOptions) -> str:
+    return "GPU" if platform == "tensorrt_plan" or o.kind == "gpu" else "CPU"
+
+
+def _instances_text(dirs: dict[str, str], o: TritonOptions) -> str:
+    """The README's words for the instance groups config_pbtxt writes (it said "one GPU
+    instance" whatever --instances and --instance-kind asked for)."""
+    n = o.instances
+    kinds = {d: _instance_kind(p, o) for d, p in dirs.items()}
+
+    def count(kind: str) -> str:
+        return f"{'one' if n == 1 else n} {kind} instance{'s' if n > 1 else ''}"
+
+    if len(set(kinds.values())) == 1:
+        return count(next(iter(kinds.values()))) + (" each" if len(kinds) > 1 else "")
+    return ", ".join(f"{count(k)} of `{d}`" for d, k in kinds.items())
 
 
 def _calib_cache(info: ModelInfo, o: TritonOptions) -> Path | None:
@@ -215,7 +233,10 @@ def generate(
             build_cmd = build_command(info, o, src_onnx, f"{trt_name}/1/model.plan")
         first = onnx_name if onnx_name in dirs else trt_name
         w.text(CLIENT, client_script(info, first, o.max_batch), executable=True)
-        w.text("README.md", triton_readme(info, o.name, dirs, o.max_batch, build_cmd, CLIENT))
+        readme = triton_readme(
+            info, o.name, dirs, o.max_batch, build_cmd, CLIENT, _instances_text(dirs, o)
+        )
+        w.text("README.md", readme)
         files = sorted(w.files)
     return {
         "out": str(out),
