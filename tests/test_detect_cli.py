@@ -289,7 +289,7 @@ def test_subprocess_bad_video_is_one_line(tmp_path: Path) -> None:
     env.pop("OPENCV_FFMPEG_LOGLEVEL", None)
     proc = processes.run_cli("detect", fake, "--cascade", FACEFINDER, env=env)
     assert proc.returncode == 2
-    why = "cannot decode it (not a video, or a codec this OpenCV/FFmpeg build lacks)"  # as run
+    why = "cannot decode it (not a video, empty or cut short, or a codec this OpenCV/FFmpeg build lacks)"  # as run
     assert proc.stderr.strip().splitlines() == [f"edge-fer detect: error: {fake}: {why}"]
 
 

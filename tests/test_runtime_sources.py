@@ -368,3 +368,115 @@ def test_a_video_file_on_a_web_server_is_read_to_its_end_once(tmp_path):
         server.shutdown()
     assert got == list(range(30)) and src.dropped == 0
     assert not src.gaps and not src.incomplete and warnings == []
+
+
+# ---- timing and damage in real files --------------------------------------------------------
+
+
+def _variable_rate_mp4(path, deltas: list[int]) -> list[float]:
+    """A real MP4 (OpenCV's mp4v writer) of len(deltas) frames whose time-to-sample table is
+    rewritten so that frame i lasts deltas[i] units of the track's time scale: a variable
+    frame rate, as phones and stalling cameras write. Returns each frame's time in seconds."""
+    import struct
+
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"mp4v"), 25, (64, 48))
+    for i in range(len(deltas)):
+        w.write(np.full((48, 64, 3), (i * 8) % 256, np.uint8))
+    w.release()
+    data = bytearray(path.read_bytes())
+    chain = [b"moov", b"trak", b"mdia", b"minf", b"stbl", b"stts"]
+    at, parents, end = 0, [], len(data)
+    for name in chain:  # walk down to stts, remembering where each box's size is
+        while at < end:
+            size, kind = struct.unpack(">I4s", data[at : at + 8])
+            if kind == name:
+                break
+            at += size
+        assert at < end, f"no {name!r} box"
+        parents.append(at)
+        if name == b"mdhd" or name == b"stts":
+            break
+        end, at = at + size, at + 8
+    stts = parents[-1]
+    old_size = struct.unpack(">I", data[stts : stts + 4])[0]
+    runs: list[list[int]] = []
+    for d in deltas:
+        if runs and runs[-1][1] == d:
+            runs[-1][0] += 1
+        else:
+            runs.append([1, d])
+    body = struct.pack(">II", 0, len(runs)) + b"".join(struct.pack(">II", n, d) for n, d in runs)
+    new = struct.pack(">I4s", 8 + len(body), b"stts") + body
+    grow = len(new) - old_size
+    for box in parents[:-1]:  # moov follows mdat (OpenCV's writer): no chunk offset moves
+        size = struct.unpack(">I", data[box : box + 4])[0]
+        data[box : box + 4] = struct.pack(">I", size + grow)
+    data[stts : stts + old_size] = new
+    edts = data.find(b"edts", parents[1], parents[1] + 200)  # the trak's edit list would cut
+    if edts > 0:  # the frames past the old duration: without one, the samples' times count
+        data[edts : edts + 4] = b"free"
+    path.write_bytes(bytes(data))
+    scale = 12800  # the track's time scale for 25 fps (512 units a frame)
+    return [sum(deltas[:i]) / scale for i in range(len(deltas))]
+
+
+def _read_all(src):
+    out = []
+    while (f := src.read()) is not None:
+        out.append(f)
+    src.close()
+    return out
+
+
+@pytest.mark.parametrize(
+    "name, deltas",
+    [
+        # a stall of one second after frame 15 (a camera that froze), then the normal rate
+        ("stall", [512] * 15 + [12800] + [512] * 14),
+        # the last frame held for two seconds (a still ending): the average rate falls to 9/s
+        ("held_end", [512] * 30 + [25600]),
+    ],
+)
+def test_a_variable_frame_rate_loses_no_frame_and_keeps_its_times(tmp_path, name, deltas):
+    """A jump in the timestamps was taken for frames that could not be decoded: the stall
+    reported frames 16-40 skipped, the held end 49 of them, and the times of every frame
+    were stretched to the average rate (frame 29 of the held end at 2.99 s, not 1.16)."""
+    path = tmp_path / f"{name}.mp4"
+    times = _variable_rate_mp4(path, deltas)
+    warnings: list[str] = []
+    frames = _read_all(open_source(str(path), warn=warnings.append))
+    assert [f.index for f in frames] == list(range(len(deltas)))
+    assert warnings == []
+    assert [f.t for f in frames] == pytest.approx(times, abs=1e-3)
+
+
+def test_a_constant_rate_file_keeps_its_nominal_times(tmp_path):
+    path = tmp_path / "cfr.mp4"
+    _variable_rate_mp4(path, [512] * 20)
+    frames = _read_all(open_source(str(path)))
+    assert [f.t for f in frames] == [i / 25 for i in range(20)]  # exactly idx / fps, as ever
+
+
+def test_a_long_run_of_bad_frames_mid_file_does_not_end_it(tmp_path):
+    """71 damaged frames in a row (MJPEG frames 40-110 of 150) ended the read after 50 failed
+    reads: "the file ends after frame 40", the 39 good frames after them never read."""
+    path = tmp_path / "mid.avi"
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 20, (160, 120))
+    for i in range(150):
+        w.write(np.full((120, 160, 3), i, np.uint8))
+    w.release()
+    data = bytearray(path.read_bytes())
+    index = data.rfind(b"idx1")  # the frames' chunks lie before the index, which names them too
+    starts = [i for i in range(index) if data[i : i + 4] == b"00dc"][-150:]  # (and a header)
+    rng = np.random.default_rng(0)
+    for k in range(40, 111):
+        at = starts[k] + 8  # the chunk's JPEG: its markers and data overwritten
+        n = int.from_bytes(data[starts[k] + 4 : starts[k] + 8], "little")
+        data[at : at + n] = rng.integers(0, 256, n, dtype=np.uint8).tobytes()
+    path.write_bytes(bytes(data))
+    warnings: list[str] = []
+    src = open_source(str(path), warn=warnings.append)
+    frames = _read_all(src)
+    assert [f.index for f in frames] == list(range(40)) + list(range(111, 150))
+    assert len(warnings) == 1 and "frames 40-110 could not be decoded" in warnings[0], warnings
+    assert not src.incomplete

@@ -92,7 +92,9 @@ IMAGE_SEQUENCE_FPS = 25.0  # nominal rate for timestamps of image folders and gl
 # gaps, error messages, undecodable frame numbers, skipped files: the latest kept of each kind
 KEEP_LATEST = 100
 # why a video file is not used, in every command's words
-UNDECODABLE_VIDEO = "cannot decode it (not a video, or a codec this OpenCV/FFmpeg build lacks)"
+UNDECODABLE_VIDEO = (
+    "cannot decode it (not a video, empty or cut short, or a codec this OpenCV/FFmpeg build lacks)"
+)
 NO_FRAME = "no frame could be decoded (empty or corrupt)"
 
 
@@ -982,11 +984,17 @@ class FileSource(Source):
     """A video file, decoded frame by frame without dropping any.
 
     A frame the decoder rejects is skipped and reported; the file's own timestamps keep the
-    frame numbers of the frames after it right. A file that ends before the frame count its
-    header declares is reported as truncated (`incomplete`).
+    frame numbers of the frames after it right. Frames are numbered in decoding order
+    otherwise: a jump in the timestamps alone (a variable frame rate, a camera's stall, joined
+    recordings) loses no frame, and each frame's time is its timestamp. A file that ends
+    before the frame count its header declares, and before the duration it declares, is
+    reported as truncated (`incomplete`).
     """
 
+    # failed reads in a row that end the file when its header gives no frame count; with one,
+    # reads go on while it says frames remain (a failing read at the end takes microseconds)
     MAX_CONSECUTIVE_FAILURES = 50
+    MAX_FAILURES_WITHIN_COUNT = 100_000
 
     def __init__(self, spec: SourceSpec, warn=None) -> None:
         super().__init__(spec, warn)
@@ -1022,6 +1030,17 @@ class FileSource(Source):
         self._decoded = 0
         self._ended = False
         self._closed = False
+        self._t = 0.0  # the last frame's time (s)
+        self._ms0: float | None = None  # the first frame's timestamp (ms)
+
+    def _may_fail_again(self, failures: int) -> bool:
+        if self.frame_count is None:
+            return failures < self.MAX_CONSECUTIVE_FAILURES
+        # 71 bad frames in a row mid-file ended the read after 50 (the good ones after lost)
+        left = self.frame_count - self._next
+        return failures < min(
+            max(left, self.MAX_CONSECUTIVE_FAILURES), self.MAX_FAILURES_WITHIN_COUNT
+        )
 
     def read(self) -> Frame | None:
         if self._closed:  # before: the released capture read as a truncated file
@@ -1035,14 +1054,18 @@ class FileSource(Source):
                 break
             failures += 1
             at_end = self.frame_count is not None and self._next >= self.frame_count
-            if at_end or failures >= self.MAX_CONSECUTIVE_FAILURES:
+            if at_end or not self._may_fail_again(failures):
                 self._end()
                 return None
         idx = self._next
-        if self.fps:
-            ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)
-            if ms and np.isfinite(ms) and ms > 0:
-                idx = max(round(ms * self.fps / 1000.0), self._next)
+        ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)
+        ms = float(ms) if ms and np.isfinite(ms) and ms > 0 else None
+        if self._ms0 is None and self._decoded == 0:  # (after rejected frames: the file's 0)
+            self._ms0 = (ms or 0.0) if not failures else 0.0
+        if failures and self.fps and ms is not None:
+            # frames the decoder rejected: the timestamps say how many (a read may pass over
+            # several). Without a failed read a gap is the file's timing, not a lost frame
+            idx = max(round(ms * self.fps / 1000.0), self._next)
         if idx > self._next:
             lost = range(self._next, idx)  # a jump in the timestamps may skip millions
             self.skipped.extend(lost)
@@ -1055,8 +1078,24 @@ class FileSource(Source):
             self.warn(msg)
         self._next = idx + 1
         self._decoded += 1
-        t = idx / self.fps if self.fps else self.cap.get(cv2.CAP_PROP_POS_MSEC) / 1000.0
-        return Frame(idx, float(t), img)
+        self._t = self._time(idx, ms)
+        return Frame(idx, self._t, img)
+
+    def _time(self, idx: int, ms: float | None) -> float:
+        """The frame's time: its own timestamp from the first frame's (a variable-rate file's
+        times were stretched to its average rate), or idx / fps where the two agree within
+        1 ms (the figure of constant-rate files, free of the time base's rounding) or the
+        file has no timestamps; never earlier than the frame before (timestamps that jump
+        back)."""
+        nominal = idx / self.fps if self.fps else None
+        own = (ms - (self._ms0 or 0.0)) / 1000.0 if ms is not None else None
+        if own is None or own < 0:
+            t = nominal if nominal is not None else self._t
+        elif nominal is None or abs(own - nominal) > 1e-3:
+            t = own
+        else:
+            t = nominal
+        return float(max(t, self._t)) if self._decoded > 1 else float(t)
 
     @property
     def undecodable(self) -> int:
@@ -1066,9 +1105,21 @@ class FileSource(Source):
             tail = self.frame_count - self._next
         return self.skipped.total + tail
 
+    def _reached_declared_end(self) -> bool:
+        """Whether the frames read cover the duration the header declares: for formats whose
+        frame count is an estimate (duration x rate: MKV, WebM, TS), a variable-rate file
+        holds fewer frames than it says, all there."""
+        if not (self.fps and self.frame_count and self._decoded):
+            return False
+        return self._t + 1.0 / self.fps >= (self.frame_count - 0.5) / self.fps
+
     def _end(self) -> None:
         self._ended = True
-        if self.frame_count is not None and self._next < self.frame_count:
+        short = self.frame_count is not None and self._next < self.frame_count
+        if short and self._reached_declared_end():
+            self.frame_count = self._next  # the estimate, now known
+            short = False
+        if short:
             self.incomplete = True
             msg = (
                 f"{printable(self.spec.target)}: the file ends after frame {self._next} of the "
