@@ -463,6 +463,28 @@ def draw_confusion(cm, classes, title: str = "", cell: int = 72) -> np.ndarray:
     return img
 
 
+# a PNG text chunk naming the writer: a later eval replaces its own image, not a user's photo
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_PNG_MARK = b"Software\x00edge-fer eval"
+
+
+def _with_mark(png: bytes) -> bytes:
+    import struct
+    import zlib
+
+    chunk = struct.pack(">I", len(_PNG_MARK)) + b"tEXt" + _PNG_MARK
+    chunk += struct.pack(">I", zlib.crc32(b"tEXt" + _PNG_MARK) & 0xFFFFFFFF)
+    ihdr_end = 8 + 8 + 13 + 4  # signature, then IHDR (length, type, 13 bytes, CRC)
+    return png[:ihdr_end] + chunk + png[ihdr_end:]
+
+
+def is_eval_png(path: str | os.PathLike) -> bool:
+    """Whether `path` is a confusion-matrix image `write_png` made."""
+    with open(path, "rb") as fh:
+        head = fh.read(64 + len(_PNG_MARK))
+    return head.startswith(_PNG_SIGNATURE) and _PNG_MARK in head
+
+
 def write_png(img: np.ndarray, path: str | os.PathLike) -> None:
     p = Path(path)
     ok, buf = cv2.imencode(".png", img)
@@ -470,7 +492,7 @@ def write_png(img: np.ndarray, path: str | os.PathLike) -> None:
         raise UserError(f"{p}: cannot encode PNG")
     try:
         p.parent.mkdir(parents=True, exist_ok=True)
-        fileio.write_bytes(p, buf.tobytes())
+        fileio.write_bytes(p, _with_mark(buf.tobytes()))
     except OSError as exc:
         raise UserError(f"{p}: cannot write ({fileio.os_error_reason(exc)})") from None
 

@@ -88,8 +88,37 @@ def cv_name(path: str | os.PathLike, what: str) -> str:
 def image_files(root: Path) -> list[Path]:
     """The image files under folder `root`, at any depth, sorted; hidden ones (a part of the
     path below `root` starting with ".") are left out: macOS leaves ._NAME.jpg metadata beside
-    each photo, and a .thumbs/ folder holds no dataset's faces."""
-    return sorted(f for f in Path(root).rglob("*") if visible_image(f, Path(root)))
+    each photo, and a .thumbs/ folder holds no dataset's faces. Links to folders are followed
+    (a class folder linked in from elsewhere was dropped without a word), each real folder
+    once (a link to a parent would loop)."""
+    root = Path(root)
+    return sorted(
+        Path(folder, name)
+        for folder, names in walk_folders(root)
+        for name in names
+        if visible_image(Path(folder, name), root)
+    )
+
+
+def walk_folders(root: str | os.PathLike):
+    """(folder, the names of its files) for `root` and every folder below it, links to
+    folders followed and each real folder visited once, hidden folders left out, in sorted
+    order. A folder that cannot be listed is a UserError naming it (it was skipped silently,
+    and its faces with it)."""
+    from edge_fer.fileio import os_error_reason
+
+    def refuse(exc: OSError) -> None:
+        raise UserError(f"{exc.filename}: cannot list the folder ({os_error_reason(exc)})")
+
+    seen: set[tuple[int, int]] = set()
+    for folder, dirs, files in os.walk(root, onerror=refuse, followlinks=True):
+        st = os.stat(folder)
+        if (st.st_dev, st.st_ino) in seen:
+            dirs[:] = []
+            continue
+        seen.add((st.st_dev, st.st_ino))
+        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        yield folder, sorted(files)
 
 
 def visible_image(f: Path, root: Path) -> bool:

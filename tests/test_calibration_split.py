@@ -543,3 +543,25 @@ def test_calibrate_hint_when_the_split_itself_is_too_small(
     assert "has 14 faces; at least 100 are needed" in line, line
     assert "every face it holds" in line and "--samples" not in line, line
     assert not (tmp_path / "c").exists()
+
+
+def test_an_ids_file_with_a_byte_order_mark_or_an_id_twice(tmp_path, monkeypatch):
+    """Notepad's byte order mark became part of the first id ("1 of the 10 calibration ids
+    are not in the dataset"); an id named twice was calibrated on twice ("13 faces" of 10)."""
+    from edge_fer.quantize import from_dataset
+    from edge_fer.quantize.report import read_ids
+
+    monkeypatch.setenv("EDGE_FER_CACHE", str(tmp_path / "cache"))
+    data = _png_dataset(tmp_path / "data", 20)
+    first = from_dataset(data, "all", samples=10)
+    bom = tmp_path / "ids.txt"
+    bom.write_bytes(("\ufeff" + "\r\n".join(first.ids) + "\r\n").encode("utf-8"))
+    assert read_ids(bom) == first.ids
+    again = from_dataset(data, "all", samples=10, ids=read_ids(bom))
+    assert again.ids == first.ids
+    with pytest.raises(UserError, match="2 calibration ids are named more than once") as e:
+        from_dataset(data, "all", samples=10, ids=[*first.ids, *first.ids[:2]])
+    assert e.value.param == "ids"
+    # a layout without splits records the faces it read: all of them, not a split it lacks
+    assert first.source == "data (all)"
+    assert from_dataset(data, "private-test", samples=10).source == "data (all)"

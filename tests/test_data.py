@@ -458,3 +458,65 @@ def test_fer2013_faces_under_another_vocabulary_are_class_folders(tmp_path) -> N
     # FER2013's own classes keep FER2013's layout
     shutil.rmtree(d / "contempt")
     assert detect_layout(d) == "fer2013-folder"
+
+
+# -- odd files found by a QA round (each was a traceback, a wrong figure or a lost face) -------
+
+
+@needs_fer
+def test_a_csv_that_is_not_utf8_or_holds_wide_rows_or_blank_lines(tmp_path) -> None:
+    rows = _csv_rows(1)
+    latin = tmp_path / "latin.csv"
+    _write_csv(latin, rows)
+    latin.write_bytes(latin.read_bytes().replace(b"Training", "Tr\u00e9ining".encode("latin-1")))
+    with pytest.raises(UserError, match=r"latin.csv: not UTF-8 text \(invalid continuation"):
+        load_dataset(latin, "all", cache=False, skip_bad=True)  # a traceback, with or without
+    wide = tmp_path / "wide.csv"  # a 200x200 face: 160 KB, over csv's 128 KiB field limit
+    big = np.full((200, 200), 100, np.uint8)
+    _write_csv(wide, [*rows, (3, big, "Training")])
+    fs = load_dataset(wide, "all", cache=False)
+    assert len(fs) == 4 and fs.images.shape[1:] == (48, 48)
+    blank = tmp_path / "blank.csv"  # a blank line inside and two at the end: no face, no entry
+    _write_csv(blank, rows, {3: ""})
+    blank.write_text(blank.read_text() + "\n\n")
+    fs = load_dataset(blank, "all", cache=False)
+    assert len(fs) == 3 and fs.skipped == 0
+    assert fs.ids == ["blank.csv:2", "blank.csv:4", "blank.csv:5"]  # numbered as the file is
+
+
+def test_an_empty_dataset_path_is_not_the_working_folder(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    cv2.imwrite(str(tmp_path / "x.png"), np.zeros((48, 48), np.uint8))
+    for empty in ("", "  "):
+        with pytest.raises(UserError, match="the dataset path is empty"):
+            load_dataset(empty)
+
+
+@needs_fer
+def test_linked_class_folders_are_read_and_a_loop_once(tmp_path) -> None:
+    """Path.rglob does not follow links to folders: a class folder linked in from elsewhere
+    was left out without a word (eval scored 2 faces of 5; all linked: "no images found")."""
+    copy_faces(tmp_path / "elsewhere", {"happy": 3})
+    data = tmp_path / "data"
+    copy_faces(data, {"sad": 2})
+    (data / "happy").symlink_to(tmp_path / "elsewhere" / "happy")
+    (data / "sad" / "again").symlink_to(data)  # a loop: followed once
+    fs = load_dataset(data, cache=False)
+    counts = dict(zip(fs.classes, fs.counts().tolist()))
+    assert counts["happy"] == 3 and counts["sad"] == 2 and len(fs) == 5
+
+
+@needs_fer
+def test_the_cache_sees_a_face_replaced_in_place(tmp_path, monkeypatch) -> None:
+    """Copying a file over another keeps its folder's time and count: the cache gave the old
+    decode (a broken face still skipped, after the user had replaced it)."""
+    monkeypatch.setenv("EDGE_FER_CACHE", str(tmp_path / "cache"))
+    data = tmp_path / "data"
+    copy_faces(data, {"happy": 2, "sad": 2})
+    broken = data / "sad" / "face_001.jpg"
+    good = broken.read_bytes()
+    broken.write_bytes(b"not an image")
+    assert load_dataset(data, skip_bad=True).skipped == 1
+    broken.write_bytes(good)
+    fs = load_dataset(data, skip_bad=True)
+    assert fs.skipped == 0 and len(fs) == 4

@@ -860,16 +860,30 @@ def test_eval_json_does_not_replace_a_file_that_is_not_a_report(
     common = ("eval", "--data", tiny_fer, "--split", "public-test", "--threads", 1,
               "--latency-samples", 0, "--no-progress")  # fmt: skip
     line = refusal_line(run_cli(*common, "--json", victim, env=tiny_fer_env))
-    assert f"--json {victim} exists and is not a JSON report" in line, line
+    assert f"--json {victim} exists and is not an earlier eval report; pass --force" in line, line
     assert victim.read_bytes() == before  # before: replaced by the report
     png = tmp_path / "r.png"
     shutil.copy(tiny_cnn4_onnx, png)
     line = refusal_line(run_cli(*common, "--json", tmp_path / "r.json", env=tiny_fer_env))
-    assert f"{png} exists and is not a PNG image" in line, line
+    assert f"{png} exists and is not an earlier eval image" in line, line
     assert png.read_bytes() == before and not (tmp_path / "r.json").exists()
-    # an earlier report is replaced, as always
+    # a JSON file and a PNG of the user's: before, only other kinds of file were kept
+    config, photo = tmp_path / "config.json", tmp_path / "config.png"
+    config.write_text('{"lr": 0.01}')
+    cv2.imwrite(str(photo), np.zeros((8, 8), np.uint8))
+    kept = photo.read_bytes()
+    line = refusal_line(run_cli(*common, "--json", config, env=tiny_fer_env))
+    assert "exists and is not an earlier eval report" in line, line
+    line = refusal_line(run_cli(*common, "--json", tmp_path / "a.json", "--png", photo,
+                                env=tiny_fer_env))  # fmt: skip
+    assert f"--png {photo} exists and is not an earlier eval image" in line, line
+    assert config.read_text() == '{"lr": 0.01}' and photo.read_bytes() == kept
+    # an earlier report and its image are replaced, as always; anything else with --force
     report = tmp_path / "ok.json"
     for _ in range(2):
         proc = run_cli(*common, "--json", report, env=tiny_fer_env)
         assert proc.returncode == 0, proc.stderr
     assert json.loads(report.read_text())["n"] == 14
+    proc = run_cli(*common, "--json", config, "--force", env=tiny_fer_env)
+    assert proc.returncode == 0, proc.stderr
+    assert json.loads(config.read_text())["n"] == 14 and photo.read_bytes() != kept

@@ -107,7 +107,7 @@ def _faces(args, spec):
     from edge_fer.quantize import from_dataset, from_source
     from edge_fer.quantize.report import read_ids
 
-    if args.data:
+    if args.data is not None:  # (an empty --data is the dataset loader's to refuse)
         ids = None
         if args.ids:
             try:

@@ -108,6 +108,12 @@ def register(sub) -> None:
     )
     p.add_argument("--no-cache", action="store_true", help="do not cache the decoded dataset")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument(
+        "--force",
+        action="store_true",
+        help="let --json/--png replace a file that is not an earlier eval's report or image "
+        "(those are replaced anyway)",
+    )
     p.set_defaults(func=run_eval)
 
     c = sub.add_parser(
@@ -240,11 +246,30 @@ def _target(args):
     return None
 
 
+def _is_eval_report(path: str) -> bool:
+    """Whether `path` holds a report `edge-fer eval --json` wrote (a JSON object with its
+    accuracy, per-class figures and confusion matrix)."""
+    import json
+
+    try:
+        with open(path, "rb") as fh:
+            d = json.loads(fh.read(64 << 20))
+    except (ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(d, dict) and {
+        "accuracy",
+        "per_class",
+        "confusion_matrix",
+        "edge_fer_version",
+    } <= set(d)
+
+
 def _check_outputs(args, png: str | None) -> None:
     """--json and --png must not overwrite the model, the dataset (a file, or an image in the
     dataset's folder) or each other: checked before the evaluation runs."""
     from edge_fer.classify import default_model_path
     from edge_fer.errors import UserError
+    from edge_fer.evaluate import is_eval_png
     from edge_fer.fileio import check_collisions, inside
     from edge_fer.imageio import IMAGE_EXTS
 
@@ -277,24 +302,24 @@ def _check_outputs(args, png: str | None) -> None:
                     f"{name} {out} is inside --data {args.data} and named like an "
                     "image: an output must not overwrite the dataset"
                 )
-    # after the collisions and the dataset: an input named as the output is said as such
-    # an earlier report is replaced (eval has no --force); a file of another kind is not: a
-    # model named by mistake (`--json vgg.onnx`) was replaced by the report
-    for name, path, kind, heads in (
-        (outputs[0][0], outputs[0][1], "JSON report", (b"{",)),
-        (png_name, png, "PNG image", (b"\x89PNG\r\n\x1a\n",)),
+    # after the collisions and the dataset: an input named as the output is said as such.
+    # An earlier eval's report and image are replaced; any other file only with --force: a
+    # model named by mistake (`--json vgg.onnx`), a config.json or a photo.png were replaced
+    for name, path, kind, ours in (
+        (outputs[0][0], outputs[0][1], "eval report", _is_eval_report),
+        (png_name, png, "eval image", is_eval_png),
     ):
-        if path and Path(path).is_file() and not fileio.is_stream(path):
-            try:
-                with open(path, "rb") as fh:
-                    head = fh.read(64).lstrip()
-            except OSError:
-                continue  # the write reports what is wrong with it
-            if head and not head.startswith(heads):
-                raise UserError(
-                    f"{name} {path} exists and is not a {kind} (an earlier one is replaced); "
-                    "give the report another name or remove that file"
-                )
+        if not path or args.force or not Path(path).is_file() or fileio.is_stream(path):
+            continue
+        try:
+            if ours(path) or Path(path).stat().st_size == 0:
+                continue
+        except OSError:
+            continue  # the write reports what is wrong with it
+        raise UserError(
+            f"{name} {path} exists and is not an earlier {kind}; pass --force to replace it, "
+            "or give another name"
+        )
     # the image is always PNG: conf.jpg held PNG bytes under a JPEG name (a device such as
     # /dev/null is written through, whatever its name)
     if args.png and Path(args.png).suffix.lower() != ".png" and not fileio.is_stream(args.png):

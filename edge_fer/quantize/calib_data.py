@@ -19,6 +19,7 @@ model's own `PreprocessSpec` (the same float32 NCHW input `Classifier.predict` f
 
 from __future__ import annotations
 
+import collections
 import os
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
@@ -160,6 +161,7 @@ def from_dataset(
     faces named by `ids` (an ids file of an earlier calibration, to reproduce it).
     skip_bad: skip (and count) unreadable images instead of refusing the dataset."""
     from edge_fer.data import load_dataset
+    from edge_fer.data.loaders import layout_has_splits
 
     check_count(samples, "samples")
     check_count(size, "size")
@@ -169,6 +171,13 @@ def from_dataset(
         from edge_fer.limits import check_names
 
         ids = list(check_names(ids, "ids"))
+        twice = sorted(i for i, n in collections.Counter(ids).items() if n > 1)
+        if twice:  # each would weigh double in the ranges, and the report counted it twice
+            raise UserError(
+                f"{len(twice)} calibration {'id is' if len(twice) == 1 else 'ids are'} named "
+                f"more than once: {', '.join(twice[:3])}",
+                param="ids",
+            )
         where = {i: k for k, i in enumerate(fs.ids)}
         unknown = [i for i in ids if i not in where]
         if unknown:
@@ -184,7 +193,7 @@ def from_dataset(
     return CalibFaces(
         images=fs.images[idx],
         ids=ids,
-        source=f"{Path(path).name} ({split})",  # no local absolute path in metadata
+        source=f"{Path(path).name} ({split if layout_has_splits(path, layout) else 'all'})",
         labels=fs.labels[idx],
         classes=tuple(fs.classes),
         seen=len(fs),

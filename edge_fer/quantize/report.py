@@ -108,6 +108,9 @@ def read_ids(path: str | os.PathLike) -> list[str]:
     if b"\0" in raw:
         raise UnicodeDecodeError("utf-8", raw[:1], 0, 1, "a NUL byte: not a text file")
     text = raw.decode("utf-8", errors="surrogateescape")
+    # Notepad's byte order mark became part of the first id (no removeprefix: Python 3.8)
+    if text.startswith("\ufeff"):  # noqa: FURB188
+        text = text[1:]
     for line in text.splitlines():
         s = line.strip()
         if s and not s.startswith("#"):
