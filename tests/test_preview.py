@@ -341,3 +341,34 @@ def test_a_host_name_that_cannot_be_encoded_is_a_user_error():
     with pytest.raises(UserError, match="not a valid host name") as exc:
         MJPEGPreview(0, "ö" * 70 + ".example")
     assert len(str(exc.value).splitlines()) == 1
+
+
+def test_bytes_trickled_within_one_line_are_dropped_at_the_deadline(preview):
+    """Within one line, each recv had the whole timeout again: a byte every 0.3 s (a slowloris
+    client) held the connection past any deadline, and 8 such clients every slot (503)."""
+    p = preview(0, request_timeout=0.8, max_clients=1)
+    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
+        t0 = time.monotonic()
+        closed = False
+        for byte in b"GET /frame.jpg HTTP/1.0":
+            try:
+                s.sendall(bytes([byte]))
+            except OSError:
+                closed = True
+                break
+            s.settimeout(0.3)
+            try:
+                if s.recv(100) == b"":
+                    closed = True
+                    break
+            except TimeoutError:
+                pass
+        assert closed and time.monotonic() - t0 < 2.5
+    assert _wait(lambda: p.connections == 0)
+
+
+def test_an_ipv6_address_it_cannot_listen_on_is_written_with_brackets():
+    """`cannot listen on fe80::1:18093`: the port ran into the address."""
+    with pytest.raises(UserError, match=r"cannot listen on \[fe80::1\]:\d+ \(") as exc:
+        MJPEGPreview(0, "fe80::1")  # link-local without a scope: no machine binds it
+    assert len(str(exc.value).splitlines()) == 1

@@ -90,19 +90,38 @@ def host_allowed(header: str | None, names: set[str], any_ip: bool) -> bool:
 
 
 class _DeadlineReader:
-    """The request's input stream, giving up `timeout` seconds after the connection opened."""
+    """The request's input stream, giving up `timeout` seconds after the connection opened.
+
+    It reads the socket itself, each recv given only the time left: behind a buffered
+    readline, each recv had the whole time again, so a byte every few seconds within one
+    line (a slowloris client) held a connection for ever, and 8 of them every slot."""
 
     def __init__(self, raw, sock: socket.socket, timeout: float) -> None:
         self._raw, self._sock = raw, sock
         self._deadline = time.monotonic() + timeout
+        self._buf = b""
 
-    def readline(self, size: int = -1) -> bytes:
-        left = self._deadline - time.monotonic()
-        if left <= 0:
-            # socket.timeout, not TimeoutError: only the former is what 3.8's http.server catches
-            raise socket.timeout("request line and headers took too long")  # noqa: UP041
-        self._sock.settimeout(left)
-        return self._raw.readline(size)
+    def readline(self, size: int | None = -1) -> bytes:
+        limit = size if size is not None and size >= 0 else None
+        while True:
+            end = self._buf.find(b"\n")
+            cut = end + 1 if end >= 0 else None
+            if limit is not None and (cut is None or cut > limit) and len(self._buf) >= limit:
+                cut = limit  # as readline(size): at most size bytes (http.server then says 414)
+            if cut is not None:
+                line, self._buf = self._buf[:cut], self._buf[cut:]
+                return line
+            left = self._deadline - time.monotonic()
+            if left <= 0:
+                # socket.timeout, not TimeoutError: only the former is what 3.8's http.server
+                # catches
+                raise socket.timeout("request line and headers took too long")  # noqa: UP041
+            self._sock.settimeout(left)
+            chunk = self._sock.recv(4096)
+            if not chunk:  # the client closed: what came is the last line
+                line, self._buf = self._buf, b""
+                return line
+            self._buf += chunk
 
     def __getattr__(self, name):
         return getattr(self._raw, name)
@@ -299,8 +318,10 @@ class MJPEGPreview:
         try:
             self.server = Server((host.strip("[]"), int(port)), Handler)
         except OSError as exc:
+            bare = host.strip("[]")  # an IPv6 address in brackets, or its port ran into it
+            where = f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
             raise UserError(
-                f"--preview-port: cannot listen on {host}:{port} ({exc.strerror or exc})"
+                f"--preview-port: cannot listen on {where} ({exc.strerror or exc})"
             ) from None
         except (TypeError, ValueError):  # bind's "encoding of hostname failed" (a bad IDN label)
             raise UserError(f"--preview-host {host}: not a valid host name or address") from None
