@@ -77,3 +77,31 @@ def test_bench_table_prints_a_name_with_a_newline_on_one_line(tmp_path, capsys):
     assert rc == 0, err
     assert table.splitlines()[0].startswith(f"source {str(folder)!r}  64x48"), table
     assert f"saved {str(out)!r}" in err.splitlines(), err
+
+
+# ---- what --json may replace -----------------------------------------------------------------
+
+
+def test_bench_json_replaces_an_earlier_bench_and_nothing_else_without_force(tmp_path, capsys):
+    """`bench --json notes.json` replaced the user's notes (and a photo named by mistake) with
+    the table; repeating --backend ran the bench twice; --queue-size had no upper bound."""
+    folder = random_photos(tmp_path / "shots", bad=False)
+    notes = tmp_path / "notes.json"
+    notes.write_text("my notes")
+    argv = ["bench", folder, "--backend", "onnxruntime", "--backend", "onnxruntime"]
+    rc, _, err = run_main([*argv, "--json", notes], capsys)
+    refusal = (
+        f"edge-fer bench: error: --json {notes} exists and is not an earlier bench's results; "
+        "pass --force to replace it, or give another name"
+    )
+    assert rc == 2 and _lines(err) == [refusal], err
+    assert notes.read_text() == "my notes"
+    out = tmp_path / "b.json"
+    for _ in range(2):  # an earlier bench is replaced
+        rc, _, err = run_main([*argv, "--json", out], capsys)
+        assert rc == 0, err
+    assert [r["backend"] for r in json.loads(out.read_text())["results"]] == ["onnxruntime"]
+    rc, _, err = run_main([*argv, "--json", notes, "--force"], capsys)
+    assert rc == 0 and "results" in json.loads(notes.read_text()), err
+    rc, _, err = run_main([*argv, "--json", out, "--queue-size", "100000"], capsys)
+    assert rc == 2 and "--queue-size must be <= 64, got 100000" in err, err

@@ -234,6 +234,7 @@ def test_user_errors_are_one_line(capsys, tmp_path: Path) -> None:
         ((truncated, "--cascade", FACEFINDER), "not a readable image"),
         ((IMG1, "--cascade", bad), "truncated"),
         ((IMG1, "--cascade", tmp_path / "nope"), "nope: no such file"),
+        ((IMG1, "--cascade", tmp_path / "empty"), "empty: is a folder"),  # was "no such file"
         (
             (IMG1, "--cascade", FACEFINDER, "--scale-factor", "1"),
             "--scale-factor must be in",

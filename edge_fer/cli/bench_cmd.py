@@ -43,6 +43,9 @@ def register(subparsers) -> None:
                    help="frames each queue between stages holds (default 1: lowest latency)")
     p.add_argument("--json", dest="json_out", default=DEFAULT_JSON, metavar="OUT", type=output_path,
                    help=f"where to save the results (default {DEFAULT_JSON})")
+    p.add_argument("--force", action="store_true",
+                   help="let --json replace a file that is not an earlier bench's results "
+                   "(those are replaced anyway)")
     # fmt: on
     for g in GROUPS:
         g.add_to(p)
@@ -50,6 +53,19 @@ def register(subparsers) -> None:
 
 
 MAX_SYNTHETIC_FRAMES = 100_000  # a synthetic clip of 1080p frames this long is gigabytes
+MAX_QUEUE_SIZE = 64  # 100,000 held 528 MB more than 1 at 1280x720 (and grew with the clip)
+
+
+def _is_bench_results(path: Path) -> bool:
+    """Whether `path` holds what `bench --json` saves (an earlier bench, to be replaced)."""
+    import json
+
+    try:
+        with open(path, "rb") as fh:
+            d = json.loads(fh.read(64 << 20))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(d, dict) and {"machine", "detector", "results"} <= set(d)
 
 
 def run(args) -> int:
@@ -73,6 +89,8 @@ def run(args) -> int:
     for name, value, low in (("--frames", args.frames, 1), ("--queue-size", args.queue_size, 1)):
         if value < low:
             raise UserError(f"{name} must be >= {low}, got {value}")
+    if args.queue_size > MAX_QUEUE_SIZE:  # frames held between stages: 1080p is 6 MB each
+        raise UserError(f"--queue-size must be <= {MAX_QUEUE_SIZE}, got {args.queue_size}")
     if args.synthetic and args.frames > MAX_SYNTHETIC_FRAMES:  # the clip is written to disk
         raise UserError(f"--frames must be <= {MAX_SYNTHETIC_FRAMES:,}, got {args.frames}")
     if args.json_out == "-":  # it made a file named "-"
@@ -81,6 +99,13 @@ def run(args) -> int:
     default = args.json_out == DEFAULT_JSON  # its folder is made when there is a table to save
     if not default:
         check_writable(args.json_out, "--json")
+    # an earlier bench's results are replaced; any other file only with --force (notes.json and
+    # a photo named by mistake were replaced by the table)
+    if not args.force and out.is_file() and out.stat().st_size and not _is_bench_results(out):
+        raise UserError(
+            f"--json {out} exists and is not an earlier bench's results; pass --force to "
+            "replace it, or give another name"
+        )
     opts = run_options(args, args.source or "", GROUPS)
     opts.queue_size = args.queue_size
     spec = parse_source(opts.source, **opts.source_options) if args.source else None

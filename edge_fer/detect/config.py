@@ -187,7 +187,8 @@ def resolve_cascade(path: str | Path | None) -> Path:
         return p
     p = Path(path)
     if not p.is_file():
-        raise UserError(f"cascade {p}: no such file")
+        why = "is a folder" if p.is_dir() else "no such file"  # (a folder was "no such file")
+        raise UserError(f"cascade {p}: {why}")
     return p
 
 

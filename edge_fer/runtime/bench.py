@@ -133,7 +133,7 @@ def bench(
 
     source, max_frames = opts.source, opts.max_frames
     avail = available_backends(opts.model, opts.threads)
-    wanted = backends or list(avail)
+    wanted = list(dict.fromkeys(backends)) if backends else list(avail)  # each once
     unknown = [b for b in wanted if b not in avail]
     if unknown:
         raise UserError(f"unknown backend(s) {', '.join(unknown)}; known: {', '.join(avail)}")
