@@ -1032,6 +1032,7 @@ class FileSource(Source):
         self._closed = False
         self._t = 0.0  # the last frame's time (s)
         self._ms0: float | None = None  # the first frame's timestamp (ms)
+        self._prev_ms: float | None = None  # the last decoded frame's
 
     def _may_fail_again(self, failures: int) -> bool:
         if self.frame_count is None:
@@ -1063,9 +1064,16 @@ class FileSource(Source):
         if self._ms0 is None and self._decoded == 0:  # (after rejected frames: the file's 0)
             self._ms0 = (ms or 0.0) if not failures else 0.0
         if failures and self.fps and ms is not None:
-            # frames the decoder rejected: the timestamps say how many (a read may pass over
-            # several). Without a failed read a gap is the file's timing, not a lost frame
-            idx = max(round(ms * self.fps / 1000.0), self._next)
+            # frames the decoder rejected: the time since the frame before says how many (a
+            # read may pass over several). Without a failed read a gap is the file's timing,
+            # not a lost frame (and an earlier one must not count as lost here either)
+            if self._prev_ms is None:
+                idx = max(round(ms * self.fps / 1000.0), self._next)
+            else:
+                gap = round((ms - self._prev_ms) * self.fps / 1000.0) - 1
+                idx = self._next + max(gap, 0)
+        if ms is not None:
+            self._prev_ms = ms
         if idx > self._next:
             lost = range(self._next, idx)  # a jump in the timestamps may skip millions
             self.skipped.extend(lost)
