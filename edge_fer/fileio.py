@@ -336,6 +336,17 @@ def save_json(path: PathLike, obj: Any, what: str, indent: int | None = 2) -> No
         raise UserError(f"cannot write {what} {os.fspath(path)}: {first_line(exc)}") from None
 
 
+def json_with_keys(path: PathLike, keys: set[str]) -> bool:
+    """Whether `path` holds a JSON object with all of `keys`: how a command knows an earlier
+    output of its own, which it replaces without --force (any other file it does not)."""
+    try:
+        with open(path, "rb") as fh:
+            d = json.loads(fh.read(64 << 20))
+    except (OSError, ValueError, UnicodeDecodeError):
+        return False
+    return isinstance(d, dict) and keys <= set(d)
+
+
 def check_output_file(path: PathLike, lead: str, param: str | None = None) -> None:
     """UserError ("LEAD: ...", naming `param`) unless `path` can be a file to write: not a
     folder (nor spelled as one, "out/"), and no existing file where one of its folders should

@@ -159,25 +159,27 @@ def test_idle_connection_is_dropped(preview):
 def test_trickled_headers_are_dropped_at_the_deadline(preview):
     """A byte every 0.1 s never trips a per-read timeout; the total deadline still applies."""
     p = preview(0, request_timeout=0.6)
+    assert _trickle_closed(p, [b"GET / HTTP/1.0\r\n"] + [b"X-A: b\r\n"] * 50, pause=0.1) < 2.5
+    assert _wait(lambda: p.connections == 0)
+
+
+def _trickle_closed(p, pieces: list[bytes], pause: float) -> float:
+    """Send `pieces` to the preview one by one, `pause` s apart; the seconds until the server
+    closed the connection (the test fails if it never does)."""
     with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
         t0 = time.monotonic()
-        s.sendall(b"GET / HTTP/1.0\r\n")
-        closed = False
-        for _ in range(50):
+        for piece in pieces:
             try:
-                s.sendall(b"X-A: b\r\n")
+                s.sendall(piece)
             except OSError:
-                closed = True
-                break
-            s.settimeout(0.1)
+                return time.monotonic() - t0
+            s.settimeout(pause)
             try:
                 if s.recv(100) == b"":
-                    closed = True
-                    break
+                    return time.monotonic() - t0
             except TimeoutError:
                 pass
-        assert closed and time.monotonic() - t0 < 2.5
-    assert _wait(lambda: p.connections == 0)
+    raise AssertionError("the server kept the connection open")
 
 
 def test_stream_client_stays_while_it_reads(preview):
@@ -347,23 +349,8 @@ def test_bytes_trickled_within_one_line_are_dropped_at_the_deadline(preview):
     """Within one line, each recv had the whole timeout again: a byte every 0.3 s (a slowloris
     client) held the connection past any deadline, and 8 such clients every slot (503)."""
     p = preview(0, request_timeout=0.8, max_clients=1)
-    with socket.create_connection(("127.0.0.1", p.port), timeout=5) as s:
-        t0 = time.monotonic()
-        closed = False
-        for byte in b"GET /frame.jpg HTTP/1.0":
-            try:
-                s.sendall(bytes([byte]))
-            except OSError:
-                closed = True
-                break
-            s.settimeout(0.3)
-            try:
-                if s.recv(100) == b"":
-                    closed = True
-                    break
-            except TimeoutError:
-                pass
-        assert closed and time.monotonic() - t0 < 2.5
+    request = b"GET /frame.jpg HTTP/1.0"
+    assert _trickle_closed(p, [request[i : i + 1] for i in range(len(request))], pause=0.3) < 2.5
     assert _wait(lambda: p.connections == 0)
 
 

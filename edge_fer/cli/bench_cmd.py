@@ -58,14 +58,9 @@ MAX_QUEUE_SIZE = 64  # 100,000 held 528 MB more than 1 at 1280x720 (and grew wit
 
 def _is_bench_results(path: Path) -> bool:
     """Whether `path` holds what `bench --json` saves (an earlier bench, to be replaced)."""
-    import json
+    from edge_fer.fileio import json_with_keys
 
-    try:
-        with open(path, "rb") as fh:
-            d = json.loads(fh.read(64 << 20))
-    except (OSError, ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(d, dict) and {"machine", "detector", "results"} <= set(d)
+    return json_with_keys(path, {"machine", "detector", "results"})
 
 
 def run(args) -> int:

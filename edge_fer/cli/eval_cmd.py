@@ -247,21 +247,10 @@ def _target(args):
 
 
 def _is_eval_report(path: str) -> bool:
-    """Whether `path` holds a report `edge-fer eval --json` wrote (a JSON object with its
-    accuracy, per-class figures and confusion matrix)."""
-    import json
-
-    try:
-        with open(path, "rb") as fh:
-            d = json.loads(fh.read(64 << 20))
-    except (ValueError, UnicodeDecodeError):
-        return False
-    return isinstance(d, dict) and {
-        "accuracy",
-        "per_class",
-        "confusion_matrix",
-        "edge_fer_version",
-    } <= set(d)
+    """Whether `path` holds a report `edge-fer eval --json` wrote."""
+    return fileio.json_with_keys(
+        path, {"accuracy", "per_class", "confusion_matrix", "edge_fer_version"}
+    )
 
 
 def _check_outputs(args, png: str | None) -> None:

@@ -90,11 +90,6 @@ def detect_layout(path: Path) -> str:
     return "class-folders"
 
 
-def layout_has_splits(path: str | os.PathLike, layout: str | None = None) -> bool:
-    """Whether the dataset at `path` has FER2013's splits (else every split is all of it)."""
-    return (layout or detect_layout(Path(path))).startswith("fer2013")
-
-
 def load_dataset(
     path: str | os.PathLike,
     split: str = "all",

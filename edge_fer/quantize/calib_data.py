@@ -161,11 +161,13 @@ def from_dataset(
     faces named by `ids` (an ids file of an earlier calibration, to reproduce it).
     skip_bad: skip (and count) unreadable images instead of refusing the dataset."""
     from edge_fer.data import load_dataset
-    from edge_fer.data.loaders import layout_has_splits
+    from edge_fer.data.loaders import detect_layout
 
     check_count(samples, "samples")
     check_count(size, "size")
     check_count(seed, "seed", lowest=0)  # numpy's generator takes no negative seed
+    if os.fspath(path).strip():  # (an empty path is load_dataset's to refuse)
+        layout = layout or detect_layout(Path(path))  # once: the split recorded depends on it
     fs = load_dataset(path, split, size=size, layout=layout, skip_bad=skip_bad, cache=cache)
     if ids is not None:  # an earlier calibration set, by its ids
         from edge_fer.limits import check_names
@@ -193,7 +195,7 @@ def from_dataset(
     return CalibFaces(
         images=fs.images[idx],
         ids=ids,
-        source=f"{Path(path).name} ({split if layout_has_splits(path, layout) else 'all'})",
+        source=f"{Path(path).name} ({split if str(layout).startswith('fer2013') else 'all'})",
         labels=fs.labels[idx],
         classes=tuple(fs.classes),
         seen=len(fs),
