@@ -94,17 +94,18 @@ def run(args) -> int:
     default = args.json_out == DEFAULT_JSON  # its folder is made when there is a table to save
     if not default:
         check_writable(args.json_out, "--json")
-    # an earlier bench's results are replaced; any other file only with --force (notes.json and
-    # a photo named by mistake were replaced by the table)
+    opts = run_options(args, args.source or "", GROUPS)
+    opts.queue_size = args.queue_size
+    spec = parse_source(opts.source, **opts.source_options) if args.source else None
+    check_collisions([("--json", out)], run_inputs(opts, spec))  # never over the source or model
+    # after the collisions (an input named as the output is said as such): an earlier
+    # bench's results are replaced, any other file only with --force (notes.json and a photo
+    # named by mistake were replaced by the table)
     if not args.force and out.is_file() and out.stat().st_size and not _is_bench_results(out):
         raise UserError(
             f"--json {out} exists and is not an earlier bench's results; pass --force to "
             "replace it, or give another name"
         )
-    opts = run_options(args, args.source or "", GROUPS)
-    opts.queue_size = args.queue_size
-    spec = parse_source(opts.source, **opts.source_options) if args.source else None
-    check_collisions([("--json", out)], run_inputs(opts, spec))  # never over the source or model
     for line in SOURCE.ignored(args, args.source) if args.source else ():
         warn(line)
     with tempfile.TemporaryDirectory(prefix="edge-fer-bench-") as tmp:
