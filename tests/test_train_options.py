@@ -63,6 +63,10 @@ def _train(capsys, faces: Path, out: Path, *flags) -> tuple[int, list[str]]:
         (["--arch-kwargs", '{"nope": 1}'], "--arch-kwargs {'nope': 1} do not fit cnn4"),
         (["--arch-kwargs", "[1]"], "--arch-kwargs takes a JSON object"),
         (["--arch-kwargs", "{"], "--arch-kwargs is not JSON"),
+        (["--arch", "vgg", "--arch-kwargs", '{"depths": [2, 2, 3]}'], "depths must be 4 whole"),
+        (["--arch", "vgg", "--arch-kwargs", '{"depths": [2, 2, 0, 3]}'], "depths must be 4 whole"),
+        (["--arch", "vgg", "--arch-kwargs", '{"depths": [2, 2, 2.5, 3]}'], "depths must be 4"),
+        (["--arch", "vgg", "--arch-kwargs", '{"depths": "2233"}'], "depths must be 4 whole"),
         (["--device", "bogus"], "--device must be auto, cpu, cuda or cuda:N"),  # a traceback
     ],
 )

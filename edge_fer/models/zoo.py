@@ -236,14 +236,22 @@ class MiniXception(nn.Module):
 @register_model("vgg", input_size=48)
 class VGGFER(FeaturesHead):
     """VGG-style plain net with batch norm: four stages of two 3x3 convs, then global pooling.
-    The default bundled model: plain 3x3 convs are what CPUs, TensorRT and INT8 run best."""
+    The default bundled model: plain 3x3 convs are what CPUs, TensorRT and INT8 run best.
+    `depths` (convs per stage, default 2 each) deepens the small late stages, where a conv
+    costs many parameters but few MACs."""
 
-    def __init__(self, num_classes=7, in_channels=1, widths=(32, 64, 128, 256), dropout=0.4):
+    def __init__(
+        self, num_classes=7, in_channels=1, widths=(32, 64, 128, 256), dropout=0.4, depths=None
+    ):
         super().__init__()
+        depths = [2] * len(widths) if depths is None else list(depths)
+        whole = all(isinstance(d, int) and not isinstance(d, bool) and 1 <= d <= 16 for d in depths)
+        if len(depths) != len(widths) or not whole:
+            raise ValueError(f"depths must be {len(widths)} whole numbers in 1..16, one per width")
         layers: list[nn.Module] = []
         cin = in_channels
-        for i, w in enumerate(widths):
-            layers += [conv_bn(cin, w), conv_bn(w, w)]
+        for i, (w, d) in enumerate(zip(widths, depths)):
+            layers += [conv_bn(cin, w)] + [conv_bn(w, w) for _ in range(d - 1)]
             if i < len(widths) - 1:
                 layers.append(nn.MaxPool2d(2))
             cin = w
