@@ -233,3 +233,29 @@ def test_outputs_given_as_uris_or_as_a_second_positional(capsys, tmp_path, monke
         lines = [ln for ln in err.splitlines() if ln.strip()]
         assert rc == 2 and len(lines) == 1 and needle in lines[0], (argv, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.avi"]
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        "eval --data ''",
+        "eval --data ' ' --model m.onnx",
+        "eval --data d --model ''",
+        "train --data ''",
+        "train --data d --teacher ''",
+        "calibrate --data ''",
+        "experiment architectures --data '' --out r",
+        "export --checkpoint '' --out m.onnx",
+        "detect x.jpg --cascade ''",
+        "run x.jpg --model ''",
+        "eval-detector --cascade ''",
+    ],
+)
+def test_an_empty_input_path_is_one_line(capsys, tmp_path, monkeypatch, argv) -> None:
+    """An empty path became Path(""), the working folder: `eval --data ''` scored whatever
+    images lay in it, `detect --cascade ''` said "cascade .: is a folder"."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit) as exc:
+        main(shlex.split(argv))
+    err = capsys.readouterr().err.strip().splitlines()
+    assert exc.value.code == 2 and len(err) == 1 and "is empty: give a path" in err[0], err

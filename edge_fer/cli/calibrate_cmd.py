@@ -25,7 +25,7 @@ import sys
 import threading
 
 from edge_fer.cli.common import HelpFormatter, Progress, add_skip_bad, thread_count
-from edge_fer.cli.options import FaceFinderArgs
+from edge_fer.cli.options import FaceFinderArgs, input_path
 
 DETECTOR = FaceFinderArgs()  # `run`'s detector options that finding faces here takes
 
@@ -46,14 +46,14 @@ def register(sub) -> None:
                        "must hold more than one class. The TensorRT cache's header names the "
                        "TensorRT version that reads it (--trt-version): TensorRT ignores a cache "
                        "made for another version.", formatter_class=HelpFormatter)
-    p.add_argument("--model", default=None,
+    p.add_argument("--model", type=input_path, default=None,
                    help="FP32 .onnx model exported by edge-fer (default: the bundled model)")
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--force", action="store_true",
                    help="replace the outputs of an earlier calibration in --out")
     src = p.add_argument_group("calibration faces (one of --data, --source)")
     one = src.add_mutually_exclusive_group(required=True)
-    one.add_argument("--data", metavar="DIR",
+    one.add_argument("--data", type=input_path, metavar="DIR",
                      help="labelled dataset (FER2013 folders or csv, class folders)")
     one.add_argument("--source", metavar="VIDEO_OR_IMAGES",
                      help="video file, image, folder or glob: faces found by the PICO detector")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from edge_fer import fileio
 from edge_fer.cli.common import HelpFormatter, thread_count
+from edge_fer.cli.options import input_path
 
 SHARED_FACEFINDER = Path("../shared/reference/pico/facefinder")
 SHARED_BACKGROUNDS = Path("../shared/data/backgrounds")
@@ -157,11 +158,15 @@ def register(sub) -> None:
         "reference cascade.",
         formatter_class=d,
     )
-    e.add_argument("--cascade", default=None, help="pico cascade (default: the bundled one)")
+    e.add_argument(
+        "--cascade", type=input_path, default=None, help="pico cascade (default: the bundled one)"
+    )
     e.add_argument(
         "--stages", type=int, default=0, help="evaluate only the cascade's first N stages (0: all)"
     )
-    e.add_argument("--data", default=None, metavar="WEBFACES_DIR", help="WebFaces folder")
+    e.add_argument(
+        "--data", type=input_path, default=None, metavar="WEBFACES_DIR", help="WebFaces folder"
+    )
     e.add_argument("--boxes", default=None, metavar="FILE", help="box file instead of --data")
     e.add_argument("--split", choices=("val", "train", "all"), default="val")
     e.add_argument("--val-fraction", type=float, default=0.1)

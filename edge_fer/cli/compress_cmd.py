@@ -21,6 +21,7 @@ from edge_fer.cli.common import (
     positive_thread_count,
     thread_count,
 )
+from edge_fer.cli.options import input_path
 
 NOTE_24 = (
     "2:4 sparsity: ONNX Runtime on a CPU runs the weights dense (no speed-up, none "
@@ -40,10 +41,10 @@ NOTE_TRT = (
 
 def _common(p, default_epochs: int, default_lr: float, epochs_help: str) -> None:
     # fmt: off
-    p.add_argument("--model", default=None,
+    p.add_argument("--model", type=input_path, default=None,
                    help="model to compress: an edge-fer training checkpoint (best.safetensors) "
                    "or FP32 edge-fer ONNX [default: the bundled model]")
-    p.add_argument("--data", required=True,
+    p.add_argument("--data", type=input_path, required=True,
                    help="dataset for fine-tuning and the report (FER2013 folder or csv: Training "
                    "to fine-tune, PublicTest to select, PrivateTest to report)")
     p.add_argument("--out", required=True, help="output folder (models, report.md, report.json)")

@@ -16,9 +16,16 @@ import json
 import sys
 from typing import Any
 
+from edge_fer.cli.options import input_path
+
 
 def _common(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--model", metavar="M", help="classifier .onnx (default: the bundled model)")
+    p.add_argument(
+        "--model",
+        type=input_path,
+        metavar="M",
+        help="classifier .onnx (default: the bundled model)",
+    )
     p.add_argument("--out", required=True, metavar="DIR", help="output folder")
     p.add_argument("--force", action="store_true", help="replace a non-empty DIR")
     p.add_argument("--json", action="store_true", help="print what was written as JSON")

@@ -12,13 +12,17 @@ from pathlib import Path
 
 from edge_fer import fileio
 from edge_fer.cli.common import HelpFormatter, add_skip_bad, thread_count
+from edge_fer.cli.options import input_path
 
 SPLIT_CHOICES = ("train", "public-test", "private-test", "test", "all")
 
 
 def _model_args(p) -> None:
     p.add_argument(
-        "--model", default=None, help="exported .onnx model (default: the bundled model)"
+        "--model",
+        type=input_path,
+        default=None,
+        help="exported .onnx model (default: the bundled model)",
     )
     p.add_argument(
         "--backend",
@@ -61,7 +65,7 @@ def register(sub) -> None:
         "dropped or merged, and which dataset classes had no counterpart.",
         formatter_class=fmt,
     )
-    p.add_argument("--data", required=True, help="dataset folder or fer2013.csv")
+    p.add_argument("--data", type=input_path, required=True, help="dataset folder or fer2013.csv")
     p.add_argument(
         "--split",
         default=None,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 
 from edge_fer.cli.common import HelpFormatter
+from edge_fer.cli.options import input_path
 
 STUDY_HELP = (
     "architectures (the zoo: accuracy, macro-F1, per-class recall, size, MACs, FP32 and INT8 "
@@ -46,7 +47,12 @@ def register(sub) -> None:
     )
     p.add_argument("study", metavar="STUDY", help="architectures, preprocessing, grouping, "
                    "channels or compression")  # fmt: skip
-    p.add_argument("--data", required=True, help="image-folder dataset (FER2013 or class folders)")
+    p.add_argument(
+        "--data",
+        type=input_path,
+        required=True,
+        help="image-folder dataset (FER2013 or class folders)",
+    )
     p.add_argument("--out", required=True, help="report folder (README.md and PNGs)")
     p.add_argument(
         "--work", default=None, help="run folders, links, ONNX files [default: OUT/work]"

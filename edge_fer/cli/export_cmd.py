@@ -13,7 +13,7 @@ import json
 import sys
 
 from edge_fer.cli.common import HelpFormatter, add_skip_bad, positive_thread_count
-from edge_fer.cli.options import FaceFinderArgs
+from edge_fer.cli.options import FaceFinderArgs, input_path
 
 DETECTOR = FaceFinderArgs()  # as `calibrate --source` finds its faces
 
@@ -34,9 +34,11 @@ def register(sub) -> None:
         formatter_class=HelpFormatter,
     )
     src = p.add_mutually_exclusive_group()
-    src.add_argument("--checkpoint", help="best.safetensors of a training run")
+    src.add_argument("--checkpoint", type=input_path, help="best.safetensors of a training run")
     src.add_argument(
-        "--model", help="--int8: an exported FP32 .onnx to start from (default: the bundled model)"
+        "--model",
+        type=input_path,
+        help="--int8: an exported FP32 .onnx to start from (default: the bundled model)",
     )
     p.add_argument(
         "--out",
@@ -90,6 +92,7 @@ def register(sub) -> None:
     one = q.add_mutually_exclusive_group()
     one.add_argument(
         "--data",
+        type=input_path,
         metavar="DIR",
         help="labelled dataset: calibration faces from its training split, the "
         "accuracy check on --eval-split",

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from edge_fer.cli.common import HelpFormatter
+from edge_fer.cli.options import input_path
 
 OUT_DEFAULT = "eyes.eyes"
 
@@ -24,7 +25,7 @@ def register(sub) -> None:
         "minutes (7-10 on a shared 2-core CPU). With --evaluate, only measures an existing "
         "model.",
         formatter_class=HelpFormatter)
-    p.add_argument("--data", required=True, metavar="DIR",
+    p.add_argument("--data", type=input_path, required=True, metavar="DIR",
                    help="WebFaces folder (WebFaces_GroundThruth.txt and images/)")
     p.add_argument("--out", default=OUT_DEFAULT, metavar="FILE", help="model file to write")
     p.add_argument("--evaluate", metavar="MODEL",

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 from edge_fer.cli.common import HelpFormatter, thread_count
+from edge_fer.cli.options import input_path
 
 EPILOG = (
     "The ONNX file takes float32 NCHW 'input' (any batch) and returns softmax 'probs', with "
@@ -46,6 +47,7 @@ def _common(p, data_required: bool) -> None:
     if data_required:
         p.add_argument(
             "--data",
+            type=input_path,
             required=True,
             help="labelled faces for fine-tuning: FER2013 folders or csv (its "
             "Training split) or one folder per class; its validation split (or a "

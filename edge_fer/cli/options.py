@@ -28,6 +28,14 @@ from edge_fer.errors import UserError
 BACKENDS = ("onnxruntime", "tensorrt")
 
 
+def input_path(text: str) -> str:
+    """An input's name as argparse type: an empty one became Path(""), the working folder (eval
+    --data '' scored whatever images lay there)."""
+    if not text.strip():
+        raise argparse.ArgumentTypeError("is empty: give a path")
+    return text
+
+
 class ArgGroup:
     """Options added to a parser once (`add_to`) and read back as library options."""
 
@@ -62,7 +70,8 @@ def run_options(args: argparse.Namespace, source: str, groups: Sequence[ArgGroup
 # (dest, flags, add_argument keywords); "%(memory)s" and "%(scale)s" are filled per command
 _DETECTOR: list[tuple[str, str, dict[str, Any]]] = [
     ("cascade", "--cascade", {
-        "metavar": "FILE", "help": "pico face cascade (default: the bundled face_default.pico, and "
+        "metavar": "FILE", "type": input_path,
+        "help": "pico face cascade (default: the bundled face_default.pico, and "
         "face_lowres.pico for frames whose shorter side is under 240 px)"}),
     ("min_size", "--min-size", {
         "type": parse_size, "default": None, "metavar": "PX|FRACTION",
@@ -367,7 +376,7 @@ class ModelArgs(ArgGroup):
 
     def _add(self, g) -> None:
         # fmt: off
-        g.add_argument("--model", metavar="M", help="classifier .onnx (default: the bundled model)")
+        g.add_argument("--model", type=input_path, metavar="M", help="classifier .onnx (default: the bundled model)")
         g.add_argument("--precision", default="auto", choices=("auto", "fp32", "int8"),
                        help="which bundled model, when --model is not given: auto = INT8 on ONNX "
                        "Runtime (same accuracy, ~3x faster on CPUs with VNNI), FP32 on x86 CPUs "

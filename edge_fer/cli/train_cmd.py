@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 from edge_fer.cli.common import HelpFormatter, add_skip_bad, thread_count
+from edge_fer.cli.options import input_path
 from edge_fer.limits import TRAIN_PRECISIONS
 
 
@@ -16,7 +17,7 @@ def register(sub) -> None:
                        "PublicTest.", formatter_class=HelpFormatter)
     # fmt: on
     p.add_argument("--arch", required=True, help="architecture name (see `edge-fer models`)")
-    p.add_argument("--data", required=True, help="dataset folder or fer2013.csv")
+    p.add_argument("--data", type=input_path, required=True, help="dataset folder or fer2013.csv")
     p.add_argument("--out", default="runs/train", help="run folder (checkpoints, logs)")
     p.add_argument(
         "--epochs",
@@ -71,6 +72,7 @@ def register(sub) -> None:
     p.add_argument("--arch-kwargs", default="{}", help="JSON of architecture options")
     p.add_argument(
         "--init",
+        type=input_path,
         metavar="MODEL",
         default=None,
         help="start from these weights (an edge-fer checkpoint or FP32 ONNX of the "
@@ -78,6 +80,7 @@ def register(sub) -> None:
     )
     p.add_argument(
         "--teacher",
+        type=input_path,
         metavar="ONNX",
         action="append",
         default=[],
@@ -172,6 +175,7 @@ def register(sub) -> None:
     a.add_argument("--out", required=True, help="the averaged checkpoint (.safetensors)")
     a.add_argument(
         "--data",
+        type=input_path,
         default=None,
         help="the run's dataset, if not where its config says (a relative one is looked for "
         "from here and from each folder above the checkpoints)",
