@@ -105,3 +105,30 @@ def test_bench_json_replaces_an_earlier_bench_and_nothing_else_without_force(tmp
     assert rc == 0 and "results" in json.loads(notes.read_text()), err
     rc, _, err = run_main([*argv, "--json", out, "--queue-size", "100000"], capsys)
     assert rc == 2 and "--queue-size must be <= 64, got 100000" in err, err
+
+
+def test_bench_json_to_a_redirected_stdout_appends_and_odd_json_is_not_a_traceback(
+    tmp_path, capsys
+) -> None:
+    """`bench --json /dev/stdout >> log` was refused as "exists and is not an earlier bench's
+    results" (the log is a file to is_file()); a JSON file nested 100k deep was a
+    RecursionError traceback from the check that reads it."""
+    import subprocess
+    import sys
+
+    log = tmp_path / "log.txt"
+    log.write_text("previous log line\n")
+    cmd = f"{sys.executable} -m edge_fer.cli.main bench --synthetic 64x64 --frames 2 "
+    proc = subprocess.run(
+        ["bash", "-c", cmd + f"--json /dev/stdout >> '{log}'"],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    text = log.read_text()
+    assert text.startswith("previous log line\n") and '"results"' in text
+    deep = tmp_path / "deep.json"
+    deep.write_text("[" * 100_000 + "]" * 100_000)
+    rc, _, err = run_main(
+        ["bench", "--synthetic", "64x64", "--frames", "2", "--json", deep], capsys
+    )
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "--force" in err, err

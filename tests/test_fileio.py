@@ -22,3 +22,22 @@ def test_long_names_are_written(tmp_path) -> None:
     sink.write(np.zeros((48, 64, 3), np.uint8))
     sink.close()
     assert cv2.VideoCapture(str(video)).read()[0]
+
+
+def test_json_with_keys_is_false_for_what_is_not_such_a_json(tmp_path) -> None:
+    """A file nested 100k deep was a RecursionError out of the overwrite checks of eval and
+    bench; not JSON, not UTF-8 or missing: False as well."""
+    from edge_fer.fileio import json_with_keys
+
+    cases = {
+        "deep.json": "[" * 100_000 + "]" * 100_000,
+        "text.json": "my notes",
+        "list.json": "[1, 2]",
+        "ok.json": '{"a": 1, "b": 2}',
+    }
+    for name, text in cases.items():
+        (tmp_path / name).write_text(text)
+    (tmp_path / "latin1.json").write_bytes(b'{"a": "\xe9"}')
+    got = {name: json_with_keys(tmp_path / name, {"a"}) for name in [*cases, "latin1.json"]}
+    assert got == {n: n == "ok.json" for n in got}
+    assert not json_with_keys(tmp_path / "missing.json", {"a"})

@@ -64,7 +64,7 @@ def _is_bench_results(path: Path) -> bool:
 
 
 def run(args) -> int:
-    from edge_fer.fileio import check_collisions
+    from edge_fer.fileio import check_collisions, is_stream
     from edge_fer.imageio import printable
     from edge_fer.runtime.bench import bench, format_table, synthetic_clip
     from edge_fer.runtime.runner import run_inputs
@@ -101,7 +101,13 @@ def run(args) -> int:
     # after the collisions (an input named as the output is said as such): an earlier
     # bench's results are replaced, any other file only with --force (notes.json and a photo
     # named by mistake were replaced by the table)
-    if not args.force and out.is_file() and out.stat().st_size and not _is_bench_results(out):
+    stream = is_stream(out)  # /dev/stdout redirected into a log: appended to, nothing replaced
+    if (
+        not (args.force or stream)
+        and out.is_file()
+        and out.stat().st_size
+        and not _is_bench_results(out)
+    ):
         raise UserError(
             f"--json {out} exists and is not an earlier bench's results; pass --force to "
             "replace it, or give another name"

@@ -247,7 +247,7 @@ def run(args) -> int:
         raise UserError(f"training needs the train extra: pip install 'edge-fer[train]' ({exc})")
     try:
         kw = json.loads(args.arch_kwargs)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise UserError(f"is not JSON: {args.arch_kwargs!r}", param="arch_kwargs") from None
     if not isinstance(kw, dict):
         raise UserError(

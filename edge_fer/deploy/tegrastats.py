@@ -204,4 +204,9 @@ def _main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(_main())
+    try:
+        sys.exit(_main())
+    except (OSError, ValueError, RecursionError, KeyError, TypeError, AttributeError) as exc:
+        # a log or bench report that is missing or not one: one line, as edge-fer's own errors
+        print(f"tegrastats: error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        sys.exit(2)

@@ -493,7 +493,15 @@ class Collection:
             from edge_fer.fileio import os_error_reason
 
             raise UserError(f"{p}: cannot read ({os_error_reason(exc)})") from None
-        except (ValueError, KeyError, TypeError, AttributeError, EOFError, BadZipFile) as exc:
+        except (
+            ValueError,
+            KeyError,
+            TypeError,
+            AttributeError,
+            EOFError,
+            BadZipFile,
+            RecursionError,
+        ) as exc:
             from edge_fer.fileio import first_line
 
             raise UserError(f"{p}: not a calibration histogram file ({first_line(exc)})") from None
