@@ -111,14 +111,28 @@ def walk_folders(root: str | os.PathLike):
         raise UserError(f"{exc.filename}: cannot list the folder ({os_error_reason(exc)})")
 
     seen: set[tuple[int, int]] = set()
-    for folder, dirs, files in os.walk(root, onerror=refuse, followlinks=True):
-        st = os.stat(folder)
-        if (st.st_dev, st.st_ino) in seen:
-            dirs[:] = []
+    stack = [os.fspath(root)]
+    while stack:  # a stack, not os.walk: it recurses on Python < 3.12 (1,100 folders deep
+        folder = stack.pop()  # was a RecursionError)
+        try:
+            st = os.stat(folder)
+            with os.scandir(folder) as it:
+                entries = list(it)
+        except OSError as exc:
+            refuse(exc)
+        if (st.st_dev, st.st_ino) in seen:  # a link back up, or a second way in
             continue
         seen.add((st.st_dev, st.st_ino))
-        dirs[:] = sorted(d for d in dirs if not d.startswith("."))
+        dirs, files = [], []
+        for e in entries:
+            try:
+                is_dir = e.is_dir()  # follows links
+            except OSError:
+                is_dir = False
+            (dirs if is_dir else files).append(e.name)
         yield folder, sorted(files)
+        subs = sorted(d for d in dirs if not d.startswith("."))
+        stack.extend(os.path.join(folder, d) for d in reversed(subs))
 
 
 def visible_image(f: Path, root: Path) -> bool:

@@ -217,6 +217,48 @@ def test_a_recursive_glob_enters_each_folder_once(tmp_path):
     ]
 
 
+def test_a_recursive_glob_lists_what_glob_lists_on_a_tree_without_loops(tmp_path, monkeypatch):
+    """`photos/*/**` listed photos/top.jpg too (a file taken as a folder for `**`), and a
+    trailing separator (folders only, to glob) was dropped."""
+    import glob
+
+    from edge_fer.runtime.sources import expand_glob
+
+    for rel in ("top.jpg", "sub/inner.jpg", "sub/deeper/x.png", "other/y.jpg", ".h/z.jpg"):
+        (tmp_path / "photos" / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / "photos" / rel).write_bytes(b"x")
+    monkeypatch.chdir(tmp_path)
+    patterns = ["photos/*/**", "photos/**/", "photos/**", "photos/**/*.jpg", "**/*.png",
+                "photos/*/**/", f"{tmp_path}/photos/**/x.*"]  # fmt: skip
+    for pat in patterns:
+        assert sorted(expand_glob(pat)) == sorted(glob.glob(pat, recursive=True)), pat
+
+
+def test_a_tree_deeper_than_pythons_recursion_limit_is_listed(tmp_path, capsys):
+    """Both walkers recursed: a photo 1,100 folders down was a RecursionError traceback in
+    `detect 'deep/**/*.jpg'` and in `classify deep`."""
+    import sys
+
+    from edge_fer.imageio import image_files
+    from edge_fer.runtime.sources import expand_glob
+
+    depth = sys.getrecursionlimit() + 100
+    deep = tmp_path / "deep"
+    deep.mkdir()
+    for _ in range(depth):  # one level at a time: mkdir(parents=True) recurses too
+        deep = deep / "d"
+        deep.mkdir()
+    _photo(deep / "x.jpg", 1, size=(32, 32))
+    try:
+        assert expand_glob(f"{tmp_path}/deep/**/*.jpg") == [str(deep / "x.jpg")]
+        assert image_files(tmp_path / "deep") == [deep / "x.jpg"]
+    finally:  # one level at a time: pytest's clean-up (shutil.rmtree) recurses as well
+        (deep / "x.jpg").unlink()
+        while deep != tmp_path:
+            deep.rmdir()
+            deep = deep.parent
+
+
 # ---- exit codes of `edge-fer run` ------------------------------------------------------------------
 
 

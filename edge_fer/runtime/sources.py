@@ -532,14 +532,19 @@ def expand_glob(pattern: str) -> list[str]:
     """The paths `pattern` matches, as glob.glob(pattern, recursive=True) lists them, except
     that `**` enters each real folder once: glob follows links to folders, so a link to a
     parent listed every photo again per level (40 times, to the kernel's limit) and two such
-    links made the listing grow as 2^depth (it never ended)."""
+    links made the listing grow as 2^depth (it never ended). Walked with a stack, not
+    recursion: a tree 1,100 folders deep was a RecursionError."""
     parts = pattern.split(os.sep)
     if "**" not in parts:
         return _glob.glob(pattern)
     root = os.sep if pattern.startswith(os.sep) else ""
     found: list[str] = []
     seen: set[tuple[int, int, int]] = set()
-    _glob_parts(root, [q for q in parts if q], found, seen)
+    stack: list[tuple[str, tuple[str, ...], bool]] = [(root, tuple(q for q in parts if q), True)]
+    while stack:  # depth first, in the order a recursive walk lists the paths
+        stack.extend(reversed(_glob_step(*stack.pop(), found, seen)))
+    if pattern.endswith(os.sep):  # as glob: a trailing separator matches folders only
+        found = [os.path.join(p, "") for p in found if os.path.isdir(p)]
     return list(dict.fromkeys(found))  # `**/**` reaches a path twice
 
 
@@ -550,41 +555,50 @@ def _listdir(folder: str) -> list[str]:
         return []
 
 
-def _glob_parts(base: str, parts: list[str], found: list[str], seen: set) -> None:
+def _glob_step(
+    base: str, parts: tuple[str, ...], entered: bool, found: list[str], seen: set
+) -> list:
+    """Match `parts[0]` below `base`: paths matched in full go to `found`; the (path, parts
+    left, entered) still to match are returned, in order. `entered`: `base` was reached from
+    outside the `**` that `parts` starts with, not by it (glob lists it as "base/")."""
     if not parts:
         if base and os.path.lexists(base):
             found.append(base)
-        return
+        return []
     part, rest = parts[0], parts[1:]
+    todo: list[tuple[str, tuple[str, ...], bool]] = []
     if part == "**":
+        if base and not os.path.isdir(base):  # `**` matches inside folders only (as glob)
+            return []
         try:
             st = os.stat(base or os.curdir)
         except OSError:
-            return
+            return []
         key = (len(parts), st.st_dev, st.st_ino)  # per `**` of the pattern
         if key in seen:  # reached again through a link: a loop, or a second way in
-            return
+            return []
         seen.add(key)
         if rest:
-            _glob_parts(base, rest, found, seen)  # `**` matches no folder too
-        elif base:
-            found.append(base)
+            todo.append((base, rest, True))  # `**` matches no folder too
+        elif base and entered:  # as glob: the folder itself, named with a trailing separator
+            found.append(os.path.join(base, ""))
         for name in _listdir(base):
             if name.startswith("."):  # as glob: hidden names only for patterns that say so
                 continue
             path = os.path.join(base, name)
+            if not rest:  # a folder is listed by its name, before what it holds
+                todo.append((path, (), True))
             if os.path.isdir(path):
-                _glob_parts(path, parts, found, seen)
-            elif not rest:
-                found.append(path)
+                todo.append((path, parts, False))
     elif _glob.has_magic(part):
         for name in _listdir(base):
             if name.startswith(".") and not part.startswith("."):
                 continue
             if fnmatch.fnmatch(name, part):
-                _glob_parts(os.path.join(base, name), rest, found, seen)
+                todo.append((os.path.join(base, name), rest, True))
     else:
-        _glob_parts(os.path.join(base, part) if base or part else part, rest, found, seen)
+        todo.append((os.path.join(base, part) if base or part else part, rest, True))
+    return todo
 
 
 def no_images(what: str) -> NoReturn:
