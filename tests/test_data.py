@@ -150,6 +150,8 @@ def test_csv_splits_and_pixels(tmp_path) -> None:
         ("2," + " ".join(["300"] * 2304) + ",PrivateTest", "pixel values outside 0..255"),
         ("2," + " ".join(["5"] * 2304) + ",Validation", "unknown Usage 'Validation'"),
         ("2", "malformed row"),
+        # past int32: an OverflowError traceback, --skip-bad or not
+        ("0,99999999999" + " 7" * 2303 + ",Training", "out of bounds for int32"),
     ],
 )
 def test_csv_malformed_row_names_file_and_line(tmp_path, bad, why) -> None:

@@ -426,7 +426,7 @@ def _read_csv_rows(p: Path, usages, out: _Faces, size) -> FaceSet:
                 first = out.images[0].shape if out.images else None
                 if size is None and first is not None and first != (side, side):
                     raise ValueError(f"{side}x{side} image, the first one is {first[1]}x{first[0]}")
-            except (ValueError, IndexError) as exc:
+            except (ValueError, IndexError, OverflowError) as exc:  # 99999999999: no int32
                 out.bad(f"{p}:{lineno}", f"malformed row ({exc})", f"{p.name}:{lineno}")
                 continue
             img = px.astype(np.uint8).reshape(side, side)
