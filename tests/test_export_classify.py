@@ -887,3 +887,10 @@ def test_eval_json_does_not_replace_a_file_that_is_not_a_report(
     proc = run_cli(*common, "--json", config, "--force", env=tiny_fer_env)
     assert proc.returncode == 0, proc.stderr
     assert json.loads(config.read_text())["n"] == 14 and photo.read_bytes() != kept
+    # an image from before the mark (its report names it) is replaced too: the same command
+    # was refused after an upgrade
+    old_png = Path(json.loads(report.read_text())["confusion_png"])
+    assert old_png.exists()
+    cv2.imwrite(str(old_png), np.zeros((8, 8), np.uint8))  # a PNG without the mark
+    proc = run_cli(*common, "--json", report, env=tiny_fer_env)
+    assert proc.returncode == 0 and old_png.stat().st_size > 1000, proc.stderr

@@ -7,6 +7,7 @@ default model is the one bundled in edge_fer/assets. `models` lists the training
 from __future__ import annotations
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -257,6 +258,19 @@ def _is_eval_report(path: str) -> bool:
     )
 
 
+def _report_names(report: str, png: str) -> bool:
+    """Whether `report` is an earlier eval's report whose confusion matrix is `png` (eval
+    images written before 2026-12-05 carry no mark of their own)."""
+    if not _is_eval_report(report):
+        return False
+    try:
+        with open(report, "rb") as fh:
+            named = json.loads(fh.read(64 << 20)).get("confusion_png")
+        return isinstance(named, str) and os.path.samefile(named, png)
+    except (OSError, ValueError, RecursionError):
+        return False
+
+
 def _check_outputs(args, png: str | None) -> None:
     """--json and --png must not overwrite the model, the dataset (a file, or an image in the
     dataset's folder) or each other: checked before the evaluation runs."""
@@ -298,9 +312,14 @@ def _check_outputs(args, png: str | None) -> None:
     # after the collisions and the dataset: an input named as the output is said as such.
     # An earlier eval's report and image are replaced; any other file only with --force: a
     # model named by mistake (`--json vgg.onnx`), a config.json or a photo.png were replaced
+    json_out = outputs[0][1]
+
+    def our_png(path: str) -> bool:  # an image made before the mark: its report names it
+        return is_eval_png(path) or bool(json_out and _report_names(json_out, path))
+
     for name, path, kind, ours in (
-        (outputs[0][0], outputs[0][1], "eval report", _is_eval_report),
-        (png_name, png, "eval image", is_eval_png),
+        (outputs[0][0], json_out, "eval report", _is_eval_report),
+        (png_name, png, "eval image", our_png),
     ):
         if not path or args.force or not Path(path).is_file() or fileio.is_stream(path):
             continue
