@@ -359,3 +359,20 @@ def test_an_ipv6_address_it_cannot_listen_on_is_written_with_brackets():
     with pytest.raises(UserError, match=r"cannot listen on \[fe80::1\]:\d+ \(") as exc:
         MJPEGPreview(0, "fe80::1")  # link-local without a scope: no machine binds it
     assert len(str(exc.value).splitlines()) == 1
+
+
+@pytest.mark.parametrize(
+    "host, said",
+    [
+        ("127.0.0.1:8080", "--preview-host 127.0.0.1:8080: not a host name or address (give the"),
+        ("[::1]:8080", "--preview-host [::1]:8080: not a host name or address"),
+        ("nosuchhost.invalid", "--preview-host nosuchhost.invalid: cannot resolve it"),
+    ],
+)
+def test_a_host_with_a_port_or_that_does_not_resolve_is_the_hosts_fault(host, said):
+    """`--preview-host 127.0.0.1:8080` was `--preview-port: cannot listen on
+    [127.0.0.1:8080]:8090 (Name or service not known)`: brackets round a host:port, and the
+    blame on the port."""
+    with pytest.raises(UserError) as exc:
+        MJPEGPreview(0, host)
+    assert str(exc.value).startswith(said) and len(str(exc.value).splitlines()) == 1, exc.value

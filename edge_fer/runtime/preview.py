@@ -315,10 +315,22 @@ class MJPEGPreview:
                     return
                 super().handle_error(request, client_address)
 
+        bare = host.strip("[]")
+        if ":" in bare:  # an IPv6 address, or a host with a port ("127.0.0.1:8080")
+            try:
+                ipaddress.IPv6Address(bare.split("%")[0])
+            except ValueError:
+                raise UserError(
+                    f"--preview-host {host}: not a host name or address (give the port "
+                    "with --preview-port)"
+                ) from None
         try:
-            self.server = Server((host.strip("[]"), int(port)), Handler)
+            self.server = Server((bare, int(port)), Handler)
+        except socket.gaierror as exc:  # a name that does not resolve: the host's fault
+            raise UserError(
+                f"--preview-host {host}: cannot resolve it ({exc.strerror or exc})"
+            ) from None
         except OSError as exc:
-            bare = host.strip("[]")  # an IPv6 address in brackets, or its port ran into it
             where = f"[{bare}]:{port}" if ":" in bare else f"{bare}:{port}"
             raise UserError(
                 f"--preview-port: cannot listen on {where} ({exc.strerror or exc})"
