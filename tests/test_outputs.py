@@ -816,6 +816,56 @@ def test_events_survive_a_rotation_and_a_second_writer(tmp_path):
     assert sorted(frames) == [5, 6, 7, 8, 9, 105, 106, 107, 108, 109], frames
 
 
+_CUT_AFTER_ROTATION = """
+import json, resource, signal, sys
+from edge_fer.errors import UserError
+from edge_fer.runtime.sinks import EventsSink
+signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # a write past the limit fails with EFBIG
+resource.setrlimit(resource.RLIMIT_FSIZE, (6000, 6000))
+path = sys.argv[1]
+sink = EventsSink(path)
+sink.start()
+for i in range(20):
+    sink.write({"frame": i, "faces": [], "pad": "x" * 100})
+open(path, "w").close()  # copytruncate
+try:
+    for i in range(20, 10000):
+        sink.write({"frame": i, "faces": [], "pad": "x" * 100})
+except UserError as exc:
+    print(exc)
+"""
+
+
+def test_an_events_write_that_fails_after_a_rotation_leaves_whole_lines(tmp_path):
+    """A failed write cut the file back to the bytes this run had written: after a log
+    rotation's copytruncate that was past the end (a hole of NUL bytes) or inside a line. It is
+    cut back to the file's length before the line that failed."""
+    path = tmp_path / "ev.jsonl"
+    p = subprocess.run([sys.executable, "-c", _CUT_AFTER_ROTATION, str(path)],
+                       capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert "file size limit" in p.stdout, (p.stdout, p.stderr)
+    data = path.read_bytes()
+    assert b"\0" not in data and data.endswith(b"\n"), data[-80:]
+    frames = [json.loads(ln)["frame"] for ln in data.decode().splitlines()]
+    assert frames == list(range(20, 20 + len(frames))) and len(frames) >= 30, frames
+
+
+def test_events_whose_folder_is_removed_say_so(tmp_path):
+    """The events file's folder removed mid-run: every later line went into a file nobody
+    could open, and the run ended "complete" (the video's folder was already checked)."""
+    from edge_fer.runtime.sinks import EventsSink
+
+    folder = tmp_path / "evdir"
+    folder.mkdir()
+    sink = EventsSink(folder / "e.jsonl")
+    sink.start()
+    sink.write({"frame": 0, "faces": []})
+    shutil.rmtree(folder)
+    with pytest.raises(UserError, match=r"e\.jsonl: it \(or its folder\) was removed"):
+        sink.write({"frame": 1, "faces": []})
+    sink.close()
+
+
 def test_a_video_whose_folder_is_removed_says_so(tmp_path):
     """The folder of --out removed mid-run: the run went on to the end without a word, then
     blamed a size limit or a quota."""
@@ -847,3 +897,37 @@ def test_an_output_folder_under_a_file_says_the_file_is_no_folder(tmp_path, caps
         f"edge-fer detect: error: --draw {afile}/d: {afile} is not a folder"
     ], err
     assert afile.read_text() == "mine"
+
+
+@pytest.mark.parametrize(
+    "redirect, flags, said_",
+    [
+        # the text summary went into the events file: 9 of 23 lines were not JSON
+        (">> {tmp}/e.jsonl", "--events {tmp}/e.jsonl", "standard output /dev/stdout and --events"),
+        (
+            "> {tmp}/s.json",
+            "--json --summary {tmp}/s.json",
+            "standard output /dev/stdout and --sum",
+        ),
+        # a pipe may be shared by two outputs: the lines and the summary came out mixed
+        ("| cat", "--events - --summary -", "--events - and --summary - both write to standard"),
+    ],
+)
+def test_standard_output_is_not_also_an_output(clip, tmp_path, redirect, flags, said_):
+    cmd = f"{sys.executable} -m edge_fer.cli.main run {clip} {flags} --max-frames 3 {redirect}"
+    cmd = cmd.format(tmp=tmp_path) + "; exit ${PIPESTATUS[0]}"
+    p = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert p.returncode == 2 and len(lines) == 1 and said_ in lines[0], p.stderr
+
+
+def test_out_folder_and_another_output_of_the_same_path_are_refused_before_the_run(
+    clip, tmp_path, capsys
+):
+    """`--out rdir/ --summary rdir` ran every frame, then could not write the summary (and
+    `--events rdir` left the folder behind)."""
+    for flag in ("--summary", "--events"):
+        folder = tmp_path / f"r{flag[2:]}"
+        rc, _, err = run_main(["run", clip, "--out", f"{folder}/", flag, folder], capsys)
+        assert rc == 2 and "are the same path: give each output its own" in err, err
+        assert not folder.exists()

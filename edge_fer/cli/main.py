@@ -363,8 +363,8 @@ def _failed(exc: BaseException, command: str, parser, args) -> int:
             flag = flag_for(parser, args, err.param)
         print(f"edge-fer {command}: error: {err.render(flag)}", file=sys.stderr)
         return err.exit_code
-    except BrokenPipeError:
-        return 1
+    except BrokenPipeError:  # standard output's reader closed it (`| head -1`): as a shell
+        return 128 + 13  # reports a process SIGPIPE ended; 1 means "source ended early"
     except OSError as err:
         if err.errno == errno.ENOENT and str(err.strerror).startswith("No usable temporary"):
             # tempfile's own error when TMPDIR, /tmp, /var/tmp and the working folder all

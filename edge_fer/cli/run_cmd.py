@@ -138,6 +138,9 @@ def _run(args, guard) -> int:
     if args.json and taken:
         raise UserError(f"--json and {taken[0]} - both write to standard output; give "
                         f"{taken[0]} a file, or leave --json out")  # fmt: skip
+    if len(taken) == 2:  # a pipe may be shared: the lines and the summary came out mixed
+        raise UserError("--events - and --summary - both write to standard output; give one "
+                        "of them a file")  # fmt: skip
     if args.json or not (args.quiet or taken):
         _check_stdout_is_no_input(opts)
     try:
@@ -183,15 +186,21 @@ def _report(args, s: dict, taken: list, demo_files: list, out_dir) -> None:
 
 def _check_stdout_is_no_input(opts) -> None:
     """Standard output redirected onto an input (`run clip.avi --json 1<> clip.avi`) wrote the
-    summary over it; --events - and --summary - are checked by the run itself."""
+    summary over it, and onto an output (`--events e.jsonl > e.jsonl`) into it; --events -
+    and --summary - are checked by the run itself."""
     from edge_fer.runtime.runner import run_inputs
     from edge_fer.runtime.sources import parse_source
 
+    outs = [("standard output", "/dev/stdout"), ("--events", opts.events),
+            ("--summary", opts.summary)]  # fmt: skip
+    if opts.out and not fileio.names_folder(opts.out):
+        outs.append(("--out", opts.out))
     try:
         spec = parse_source(opts.source)
     except UserError:
-        return  # the run reports it
-    fileio.check_collisions([("standard output", "/dev/stdout")], run_inputs(opts, spec))
+        fileio.check_collisions(outs)  # the run reports the source
+        return
+    fileio.check_collisions(outs, run_inputs(opts, spec))
 
 
 def _interrupted(args, signum: int) -> int:

@@ -364,6 +364,13 @@ def _run_video(
 
         outputs = outputs[1:] + [("--out", p) for p in out_names.values()]
         for flag, path in outputs[:2]:
+            # the folder itself, not yet made: `--out rdir/ --summary rdir` ran every frame,
+            # then could not write the summary
+            if path and os.path.abspath(path) == os.path.abspath(opts.out):
+                raise UserError(
+                    f"--out {opts.out} and {flag} {path} are the same path: give each output "
+                    "its own"
+                )
             if path and is_marker(path, opts.out):
                 raise UserError(
                     f"{flag} {path}: is the file in which --out {opts.out} lists what runs "

@@ -428,14 +428,14 @@ class EventsSink:
     A record holding a non-finite number (JSON has no NaN or Infinity) is left out with one
     warning and counted in `dropped`: the run goes on. If a write fails (a full disk), the file
     is cut back to the end of the last complete line, so it stays valid JSON Lines, and a
-    UserError says why.
+    UserError says why. So does a file (or its folder) removed during the run: the lines
+    would go on into a file nobody can open.
     """
 
     def __init__(self, path, warn=None) -> None:
         self.path = check_writable(path, "events file")
         self._f: TextIO | None = None
         self._done = False  # closed, or failed: write nothing more
-        self._good = 0  # byte offset after the last complete line
         self.lines = 0
         self.dropped = 0
         self._warn = warn or errors.warn
@@ -485,28 +485,45 @@ class EventsSink:
                 )
                 self._warn(msg)
             return
+        before = None  # the file's size before this line: where a failed write is cut back to
+        if not self._stream:
+            try:
+                st = os.fstat(f.fileno())
+            except OSError:
+                st = None
+            if st is not None and st.st_nlink == 0:  # the lines went on into nothing, unsaid
+                self._rollback(None)
+                raise UserError(
+                    f"cannot write events file {self.path}: it (or its folder) was removed "
+                    "during the run"
+                )
+            before = None if st is None else st.st_size
         try:
             f.write(line)
             f.flush()
         except OSError as exc:
-            self._rollback()
+            self._rollback(before)
             raise _os_error("events file", self.path, exc) from None
-        self._good += len(line.encode("utf-8"))
         self.lines += 1
 
-    def _rollback(self) -> None:
+    def _rollback(self, size: int | None) -> None:
+        """Stop writing; a regular file is cut back to `size`, its length before the line
+        that failed. Not to the bytes this run wrote: after a log rotation's copytruncate,
+        or with another writer, that offset was past the end (a hole of NUL bytes) or in the
+        middle of a line."""
         f, self._f = self._f, None
         self._done = True
         try:
             if f is not None:
-                f.close()
+                f.close()  # what the failed write left buffered goes (or fails) now, first
         except OSError:
             pass
-        if self._stream:
+        if self._stream or size is None:
             return
         try:
             with open(self.path, "r+b") as g:
-                g.truncate(self._good)
+                if os.fstat(g.fileno()).st_size > size:
+                    g.truncate(size)
         except OSError:
             pass
 
