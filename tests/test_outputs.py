@@ -931,3 +931,16 @@ def test_out_folder_and_another_output_of_the_same_path_are_refused_before_the_r
         rc, _, err = run_main(["run", clip, "--out", f"{folder}/", flag, folder], capsys)
         assert rc == 2 and "are the same path: give each output its own" in err, err
         assert not folder.exists()
+
+
+def test_a_dangling_link_into_a_missing_folder_is_refused_before_the_run(clip, tmp_path, capsys):
+    """`--summary dsum.json`, a link to nodir/x.json: every frame was processed, then "summary
+    NOT WRITTEN (No such file or directory)"; a link to a file yet to be made still works."""
+    dangling = tmp_path / "dsum.json"
+    dangling.symlink_to(tmp_path / "nodir" / "x.json")
+    rc, _, err = run_main(["run", clip, "--summary", dangling, "--max-frames", 2], capsys)
+    assert rc == 2 and f"a link to {tmp_path / 'nodir' / 'x.json'}, whose folder" in err, err
+    fine = tmp_path / "s.json"
+    fine.symlink_to(tmp_path / "made.json")
+    rc, _, err = run_main(["run", clip, "--summary", fine, "--max-frames", 2], capsys)
+    assert rc == 0 and fine.is_symlink() and json.loads((tmp_path / "made.json").read_text())

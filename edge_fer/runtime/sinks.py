@@ -59,6 +59,11 @@ def check_writable(
         raise UserError(f"{what} {p}: {parent} is not a folder")
     if p.exists() and not os.access(p, os.W_OK):
         raise UserError(f"{what} {p}: not writable (permission denied)")
+    if os.path.islink(p) and not p.exists():  # a dangling link: its target is what is written
+        target = Path(os.path.realpath(p))  # (was found only after the run)
+        if not target.parent.is_dir():
+            raise UserError(f"{what} {p}: a link to {target}, whose folder does not exist")
+        parent = target.parent
     if not p.exists() and not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{what} {p}: folder {parent} is not writable (permission denied)")
     return p
