@@ -367,7 +367,9 @@ def test_summary_every_rewrites_the_summary_while_the_run_goes_on(tmp_path, caps
     def watch(stop):
         while not stop.is_set():
             if summary.exists() and not seen:
-                seen.append(json.loads(summary.read_text()))
+                d = json.loads(summary.read_text())
+                if d["frames"] >= 5:  # frames written into the video
+                    seen.append(d)
             time.sleep(0.02)
 
     import threading
@@ -376,7 +378,9 @@ def test_summary_every_rewrites_the_summary_while_the_run_goes_on(tmp_path, caps
     t = threading.Thread(target=watch, args=(stop,), daemon=True)
     t.start()
     # paced as a camera: 60 frames at 40 fps take 1.5 s, the summary is rewritten every 0.2 s
-    opts = RunOptions(source=clip, summary=str(summary), summary_every=0.2, max_frames=60, pace=40)
+    video = tmp_path / "v.mp4"
+    opts = RunOptions(source=clip, summary=str(summary), summary_every=0.2, max_frames=60, pace=40,
+                      out=str(video))  # fmt: skip
     try:
         s = run_video(opts, handle_signals=False).summary
     finally:
@@ -384,6 +388,8 @@ def test_summary_every_rewrites_the_summary_while_the_run_goes_on(tmp_path, caps
         t.join()
     assert seen and seen[0]["running"] and not seen[0]["complete"] and seen[0]["frames"] < 60
     assert s["frames"] == 60 and not s["running"]
+    # the video is a hidden temporary file until the end: it was listed as if in place
+    assert "video" not in seen[0]["outputs"] and s["outputs"]["video"] == str(video)
     assert json.loads(summary.read_text())["frames"] == 60
     for bad in (0.0, -1.0, float("nan"), float("inf")):
         with pytest.raises(UserError) as e:

@@ -333,3 +333,23 @@ def test_photos_skipped_exit_1_from_run_video_run_and_bench(tmp_path, capsys):
     assert rc == 1, err
     report = json.loads(out.read_text())
     assert [r["exit_code"] for r in report["results"]] == [1]
+
+
+def test_a_video_that_never_got_a_frame_is_said_when_another_output_fails(clip, tmp_path):
+    """The events failed on the first frame: the --out video asked for was in neither
+    `outputs` nor `outputs_failed`, and the text summary had no line for it."""
+    video, summary = tmp_path / "v.mp4", tmp_path / "s.json"
+    p = subprocess.run(
+        [sys.executable, "-m", "edge_fer.cli.main", "run", str(clip), "--events", "/dev/full",
+         "--summary", str(summary), "--out", str(video)],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert p.returncode == 2, p.stderr
+    failed = json.loads(summary.read_text())["outputs_failed"]
+    assert failed["video"] == {
+        "path": str(video),
+        "state": "not written",
+        "error": "the run stopped before its first frame was written",
+    }
+    assert f"video    {video}  [NOT WRITTEN]" in p.stdout + p.stderr
+    assert not video.exists()

@@ -1010,11 +1010,14 @@ class Pipeline:
         # a video, or annotated images (image_out); not a video or image no frame went into
         # (none is written: VideoSink.close), but a folder, made at the start
         video = s.video
+        # while running, a video is still a hidden temporary file: listed once in place
+        pending = running and getattr(video, "placed", True) is False
         if video is not None and (getattr(video, "frames", 1) or getattr(video, "folder", False)):
             from edge_fer.runtime.image_out import AnnotatedImages
 
             key = "annotated" if isinstance(video, AnnotatedImages) else "video"
-            out_paths[key] = str(getattr(video, "path", ""))
+            if not pending:
+                out_paths[key] = str(getattr(video, "path", ""))
         if s.events is not None:
             out_paths["events"] = str(s.events.path)
         if s.summary_path:
@@ -1022,6 +1025,18 @@ class Pipeline:
         if s.preview is not None:
             out_paths["preview"] = s.preview.url
         failed = self._failed_outputs(out_paths)
+        if (
+            error is not None
+            and video is not None
+            and not getattr(video, "frames", 1)
+            and not getattr(video, "folder", False)
+            and "video" not in failed
+        ):  # another output failed before the video's first frame: it was asked for, so said
+            failed["video"] = {
+                "path": str(getattr(video, "path", "")),
+                "state": "not written",
+                "error": "the run stopped before its first frame was written",
+            }
         tracks = self.smoother.summary(interval)
         if self.classifier is None:
             tracks = []
