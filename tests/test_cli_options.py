@@ -259,3 +259,27 @@ def test_an_empty_input_path_is_one_line(capsys, tmp_path, monkeypatch, argv) ->
         main(shlex.split(argv))
     err = capsys.readouterr().err.strip().splitlines()
     assert exc.value.code == 2 and len(err) == 1 and "is empty: give a path" in err[0], err
+
+
+def test_run_as_the_program_signals_are_ignored_once_the_command_is_done() -> None:
+    """After its outputs were complete, `edge-fer run` spent 5-7 s in interpreter shutdown on
+    a loaded machine, and a SIGTERM then killed it with 143 while its summary said complete.
+    As the program (argv None) the signals stay ignored to the exit; called with an argv (from
+    Python) the caller's handlers come back."""
+    import subprocess
+    import sys
+
+    code = (
+        "import signal, sys\n"
+        "from edge_fer.cli.main import main\n"
+        "sys.argv = ['edge-fer', 'models']\n"
+        "before = signal.getsignal(signal.SIGTERM)\n"
+        "main(['models'])\n"
+        "print('RESTORED', signal.getsignal(signal.SIGTERM) is before)\n"
+        "main()\n"
+        "print('IGNORED', signal.getsignal(signal.SIGTERM) is signal.SIG_IGN,"
+        " signal.getsignal(signal.SIGINT) is signal.SIG_IGN)\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    said_ = [ln for ln in p.stdout.splitlines() if ln.startswith(("RESTORED", "IGNORED"))]
+    assert said_ == ["RESTORED True", "IGNORED True True"], (p.stdout[-300:], p.stderr)

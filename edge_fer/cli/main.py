@@ -344,10 +344,15 @@ def main(argv: list[str] | None = None) -> int:
         # (SIG_IGN, set here or by the command that handled it, as calibrate does) so that a
         # second one cannot kill the clean-up at exit
         terminated = signals.signum == signal.SIGTERM
+        # run as the program (`edge-fer ...`: argv None), the process exits next; its
+        # interpreter shutdown took 5-7 s on a loaded machine, and a signal then killed it with
+        # 143 while its summary said complete: the outputs are done, the code stands
+        exiting = argv is None
         for sig, h in old.items():
             if signal.getsignal(sig) is not signals:
                 continue  # the command put its own there (SIG_IGN after its SIGTERM)
-            signal.signal(sig, signal.SIG_IGN if terminated and sig == signal.SIGTERM else h)
+            keep = exiting or (terminated and sig == signal.SIGTERM)
+            signal.signal(sig, signal.SIG_IGN if keep else h)
         if in_main:
             sys.excepthook, sys.unraisablehook = hooks
             signals.close()
