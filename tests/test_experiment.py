@@ -297,6 +297,25 @@ def test_architectures_from_run_folders(tmp_path, capsys) -> None:
                      "--data", contempt, "--out", tmp_path / "r3", "--test-fraction", "0.4")  # fmt: skip
     one_line_error(rc, err, "has no class contempt")
     assert not (tmp_path / "r3").exists()
+    # a run of another vocabulary beside the bundled 7 classes: refused before measuring
+    # (before: a KeyError traceback from the recall figure after everything was measured)
+    g3 = gray_folders(tmp_path / "g3", ("angry", "neutral", "happy"), 8)
+    (g3 / "angry").rename(g3 / "negative")
+    (g3 / "happy").rename(g3 / "positive")
+    train(TrainConfig(arch="cnn4", data=str(g3), out=str(tmp_path / "runs3" / "cnn4"), epochs=1,
+                      batch_size=16, max_batches=1, threads=1))  # fmt: skip
+    capsys.readouterr()  # the training's own lines
+    rc, _, err = run(capsys, "architectures", "--runs", tmp_path / "runs3", "--archs", "cnn4",
+                     "--data", fer, "--out", tmp_path / "r4")  # fmt: skip
+    one_line_error(rc, err, "--runs holds models that answer other classes", "negative")
+    assert not (tmp_path / "r4").exists()
+
+
+def test_a_name_given_twice_is_one() -> None:
+    """`--archs cnn4,cnn4` measured cnn4 twice and reported two identical rows."""
+    from edge_fer.cli.experiment_cmd import _names
+
+    assert _names("cnn4, cnn4,resnet,,cnn4") == ("cnn4", "resnet")
 
 
 @pytest.mark.shared("data/fer2013/train", "data/fer2013/test")

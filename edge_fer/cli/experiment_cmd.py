@@ -97,7 +97,8 @@ def register(sub) -> None:
 
 
 def _names(text: str | None) -> tuple[str, ...]:
-    return tuple(s.strip() for s in (text or "").split(",") if s.strip())
+    # a name given twice is one (`--archs cnn4,cnn4` measured and reported it twice)
+    return tuple(dict.fromkeys(s.strip() for s in (text or "").split(",") if s.strip()))
 
 
 def command_of(args) -> str:

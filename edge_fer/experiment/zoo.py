@@ -324,17 +324,16 @@ def _findings(entries: list[dict]) -> list[str]:
 
 
 def study_architectures(opts) -> Path:
+    from edge_fer import labels as L
     from edge_fer.classify import default_model_path
 
     sd = study_data(opts)
     notes = []
+    vocab: dict[str, tuple[str, ...]] = {}  # each model's classes, read canonically
     if opts.vgg_onnx:
-        check_classes(
-            "the bundled vgg model",
-            _bundled_classes(default_model_path()),
-            sd,
-            "leave it out with --no-bundled",
-        )
+        classes = _bundled_classes(default_model_path())
+        check_classes("the bundled vgg model", classes, sd, "leave it out with --no-bundled")
+        vocab["the bundled vgg model"] = tuple(L.canonical(c) for c in classes)
     if opts.runs is not None:
         entries, notes = _run_entries(opts.runs, opts.archs)
         for e in entries:
@@ -343,6 +342,15 @@ def study_architectures(opts) -> Path:
                 check_classes(
                     str(e["run"]), classes, sd, "the study scores every model on --data's classes"
                 )
+                vocab[str(e["run"])] = tuple(L.canonical(c) for c in classes)
+        if len(set(vocab.values())) > 1:  # one table of per-class recall: one vocabulary (a
+            # 3-class run beside 7-class ones was a KeyError after all the measuring)
+            said = "; ".join(f"{k}: {', '.join(v)}" for k, v in vocab.items())
+            raise UserError(
+                f"holds models that answer other classes ({said}); the study compares models "
+                "of one vocabulary",
+                param="runs",
+            )
         source = f"finished run folders `{opts.runs}/<arch>/` (best.safetensors), not retrained"
     else:
         entries = _trained_entries(opts, sd, opts.archs)
