@@ -319,13 +319,20 @@ def test_a_name_given_twice_is_one() -> None:
 
 
 @pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
-def test_compression_study(tmp_path, capsys) -> None:
+def test_compression_study(tmp_path, capsys, monkeypatch) -> None:
     pytest.importorskip("torch_pruning")
     fer = tiny_fer(tmp_path / "fer")
     out = tmp_path / "report"
     rc, _, err = run(capsys, "compression", "--data", fer, "--out", out, "--calib-faces", "100",
                      "--max-train-faces", "0", "--max-test-faces", "0", *TINY)  # fmt: skip
     assert rc == 0, err
+    # the same study from another folder, its paths spelled otherwise: resumed (before: "holds
+    # a run made with other settings", the base run's path as typed being part of the key)
+    monkeypatch.chdir(tmp_path)
+    rc, _, err = run(capsys, "compression", "--data", "fer", "--out", "report", "--calib-faces",
+                     "100", "--max-train-faces", "0", "--max-test-faces", "0", *TINY)  # fmt: skip
+    assert rc == 0, err
+    monkeypatch.undo()
     text = (out / "README.md").read_text()
     for row in ("| cnn4 FP32 |", "| cnn4 INT8 |", "| cnn4 pruned |", "| cnn4 pruned INT8 |"):
         assert row in text, row

@@ -435,7 +435,11 @@ def study_preprocessing(opts: Options) -> Path:
             raise UserError(f"clahe+align: {why}", param="variants")
         if why:
             print(f"experiment: CLAHE + alignment unavailable: {why}", file=sys.stderr)
-            skipped.append(f"CLAHE + alignment: unavailable ({why})")
+            # the report is meant to be committed: the package's own path is not the user's
+            import edge_fer
+
+            here = os.path.dirname(os.path.abspath(edge_fer.__file__))
+            skipped.append(f"CLAHE + alignment: unavailable ({why.replace(here, 'edge_fer')})")
             chosen.remove("clahe+align")
     if not chosen:
         raise UserError("no preprocessing variant left to run")

@@ -11,6 +11,7 @@ with `edge_fer.evaluate.evaluate` (the code of `edge-fer eval`), sized and timed
 from __future__ import annotations
 
 import json
+import os
 import re
 import sys
 from pathlib import Path
@@ -448,7 +449,10 @@ def study_compression(opts) -> Path:
         max_batches=b.max_batches,
         device="cpu",
     )
-    pkey = {"base": str(run), "prune": pcfg.__dict__, "finetune": fcfg.__dict__}
+    # the base run named within the work folder: a path as typed changed with the working
+    # folder, and the same study resumed from elsewhere was "made with other settings"
+    base = os.path.relpath(run, opts.workdir).replace(os.sep, "/")
+    pkey = {"base": base, "prune": pcfg.__dict__, "finetune": fcfg.__dict__}
     check_runs(opts, sd, [v])  # both folders, before the base model trains
     check_claim(pdir, pkey)
     tree = _tree_for(opts, sd, v)
