@@ -126,6 +126,12 @@ def test_a_run_is_never_shortened_below_what_it_has_done(capsys, faces, tmp_path
     (out / "last.safetensors").unlink()
     rc, lines = _train(capsys, faces, out, "--epochs", 1)
     assert rc == 2 and len(lines) == 1 and "already holds a run (best.safetensors" in lines[0]
+    assert "cannot be resumed (no last.safetensors)" in lines[0], lines
+    assert {n: (out / n).read_bytes() for n in before} == before
+    # nor with --resume (before: "nothing to resume", and the run started over, replacing its
+    # best and averaged weights, log and results)
+    rc, lines = _train(capsys, faces, out, "--epochs", 3, "--resume")
+    assert rc == 2 and len(lines) == 1 and "cannot be resumed" in lines[0], lines
     assert {n: (out / n).read_bytes() for n in before} == before
 
 

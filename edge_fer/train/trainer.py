@@ -824,11 +824,14 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
         # (before: a user's config.json replaced, rows appended under a user's log.csv)
         raise UserError(f"{out} holds {' and '.join(names)}, not a run's; a run would "
                         "overwrite them: pick another --out", param="out")  # fmt: skip
-    elif not resume and (
-        names := ["last.safetensors"] if last.exists() else _run_files_present(out)
-    ):
-        raise UserError(f"{out} already holds a run ({', '.join(names)}); pass --resume to "
+    elif not resume and last.exists():
+        raise UserError(f"{out} already holds a run (last.safetensors); pass --resume to "
                         "continue it or pick another --out")  # fmt: skip
+    elif names := _run_files_present(out):
+        # a finished run without its last.safetensors (deleted to save space): --resume, as
+        # the message advised, started over and replaced its best weights, log and results
+        raise UserError(f"{out} already holds a run ({', '.join(names)}) that cannot be "
+                        "resumed (no last.safetensors); pick another --out")  # fmt: skip
     elif resume:
         # nothing saved yet: a run stopped in its first epoch starts again (a log beside it is
         # fine); a folder of images or subfolders is data, not a run
