@@ -109,7 +109,16 @@ def test_bad_input_is_one_line(run, data, tmp_path) -> None:
     train(TrainConfig(arch="cnn4", data=str(data), out=str(other), epochs=1, batch_size=8,
                       threads=1, max_batches=1, precise_bn=0))  # fmt: skip
     snap = out / "snapshots" / "epoch_003.safetensors"
+    # the same net on as many classes of other names (before: averaged without a word)
+    renamed = tmp_path / "renamed"
+    shutil.copytree(data, renamed)
+    for i, d in enumerate(sorted(renamed.iterdir())):
+        d.rename(renamed / f"class{i}")
+    train(TrainConfig(arch="vgg", data=str(renamed), out=str(tmp_path / "vgg_other"), epochs=1,
+                      batch_size=8, threads=1, max_batches=1, precise_bn=0))  # fmt: skip
     cases = [
+        (["average", str(snap), str(tmp_path / "vgg_other" / "best.safetensors"), "--out",
+          str(tmp_path / "x")], "other classes (angry,disgust,"),
         # the other file named in full (before: a bare "best.safetensors", often itself)
         (["average", str(snap), str(other / "best.safetensors"), "--out", str(tmp_path / "x")],
          f"another architecture or preprocessing than {other / 'best.safetensors'}"),

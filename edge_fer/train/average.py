@@ -120,6 +120,10 @@ def average_checkpoints(
                 f"{p}: another architecture or preprocessing than {paths[-1]}",
                 param="checkpoints",
             )
+        # as many classes but other ones (cat/dog with bird/fish) averaged without a word
+        names = (read_state(p).get("spec") or {}).get("class_names")
+        if names != (state.get("spec") or {}).get("class_names"):
+            raise UserError(f"{p}: other classes ({names}) than {paths[-1]}", param="checkpoints")
         w = read_weights(p)
         if total and (w.keys() != total.keys() or any(w[k].shape != total[k].shape for k in w)):
             # (the sum so far began with the first checkpoint: name it in full)
