@@ -67,6 +67,10 @@ def _train(capsys, faces: Path, out: Path, *flags) -> tuple[int, list[str]]:
         (["--arch", "vgg", "--arch-kwargs", '{"depths": [2, 2, 0, 3]}'], "depths must be 4 whole"),
         (["--arch", "vgg", "--arch-kwargs", '{"depths": [2, 2, 2.5, 3]}'], "depths must be 4"),
         (["--arch", "vgg", "--arch-kwargs", '{"depths": "2233"}'], "depths must be 4 whole"),
+        # tracebacks: torch's negative dimension, a 360 GB allocation, an IndexError
+        (["--arch", "vgg", "--arch-kwargs", '{"widths": [-8, 8, 8, 8]}'], "do not fit vgg"),
+        (["--arch", "mobilenet", "--arch-kwargs", '{"alpha": 1e9}'], "do not fit mobilenet"),
+        (["--arch", "cnn8_tanh", "--arch-kwargs", '{"width": 0}'], "do not fit cnn8_tanh"),
         (["--device", "bogus"], "--device must be auto, cpu, cuda or cuda:N"),  # a traceback
     ],
 )
