@@ -72,6 +72,8 @@ def _train(capsys, faces: Path, out: Path, *flags) -> tuple[int, list[str]]:
         (["--arch", "mobilenet", "--arch-kwargs", '{"alpha": 1e9}'], "do not fit mobilenet"),
         (["--arch", "cnn8_tanh", "--arch-kwargs", '{"width": 0}'], "do not fit cnn8_tanh"),
         (["--device", "bogus"], "--device must be auto, cpu, cuda or cuda:N"),  # a traceback
+        (["--device", "mps"], "--device is mps, which this torch cannot use"),  # a traceback
+        (["--device", "meta"], "--device is meta, which holds no data"),
     ],
 )
 def test_bad_options_are_one_line_before_anything(capsys, faces, tmp_path, flags, needle):

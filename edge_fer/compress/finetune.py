@@ -86,6 +86,7 @@ class FinetuneConfig:
             raise UserError("must be >= 0", param="threads")
         check_number(self.distill, "distill", 0, 1)
         check_number(self.distill_temperature, "distill_temperature", lo_open=True)
+        pick_device(self.device)  # before any file: qat wrote ptq.onnx, then failed on mps
 
 
 @dataclass

@@ -305,6 +305,14 @@ def pick_device(name: str) -> torch.device:
         ) from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UserError(f"is {name}, but torch sees no CUDA device", param="device")
+    if device.type not in ("cpu", "cuda"):  # mps, meta, xpu...: tracebacks after the data
+        try:  # loaded ("PyTorch is not linked with support for mps devices")
+            torch.zeros(1, device=device) + 1
+        except (RuntimeError, NotImplementedError, AssertionError) as exc:
+            raise UserError(f"is {name}, which this torch cannot use ({first_line(exc)})",
+                            param="device") from None  # fmt: skip
+        if device.type == "meta":  # tensors without data: nothing would be trained
+            raise UserError("is meta, which holds no data: use cpu or cuda", param="device")
     return device
 
 
