@@ -336,15 +336,16 @@ def save_json(path: PathLike, obj: Any, what: str, indent: int | None = 2) -> No
         raise UserError(f"cannot write {what} {os.fspath(path)}: {first_line(exc)}") from None
 
 
-def json_with_keys(path: PathLike, keys: set[str]) -> bool:
-    """Whether `path` holds a JSON object with all of `keys`: how a command knows an earlier
-    output of its own, which it replaces without --force (any other file it does not)."""
+def json_with_keys(path: PathLike, keys: set[str]) -> dict | None:
+    """The JSON object `path` holds when it has all of `keys`, else None: how a command knows
+    an earlier output of its own, which it replaces without --force (any other file it does
+    not)."""
     try:
         with open(path, "rb") as fh:
             d = json.loads(fh.read(64 << 20))
     except (OSError, ValueError, RecursionError):  # RecursionError: '[' nested 100k deep
-        return False
-    return isinstance(d, dict) and keys <= set(d)
+        return None
+    return d if isinstance(d, dict) and keys <= set(d) else None
 
 
 def check_output_file(path: PathLike, lead: str, param: str | None = None) -> None:

@@ -39,5 +39,5 @@ def test_json_with_keys_is_false_for_what_is_not_such_a_json(tmp_path) -> None:
         (tmp_path / name).write_text(text)
     (tmp_path / "latin1.json").write_bytes(b'{"a": "\xe9"}')
     got = {name: json_with_keys(tmp_path / name, {"a"}) for name in [*cases, "latin1.json"]}
-    assert got == {n: n == "ok.json" for n in got}
-    assert not json_with_keys(tmp_path / "missing.json", {"a"})
+    assert got == {n: {"a": 1, "b": 2} if n == "ok.json" else None for n in got}
+    assert json_with_keys(tmp_path / "missing.json", {"a"}) is None

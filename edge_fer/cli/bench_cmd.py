@@ -60,7 +60,7 @@ def _is_bench_results(path: Path) -> bool:
     """Whether `path` holds what `bench --json` saves (an earlier bench, to be replaced)."""
     from edge_fer.fileio import json_with_keys
 
-    return json_with_keys(path, {"machine", "detector", "results"})
+    return json_with_keys(path, {"machine", "detector", "results"}) is not None
 
 
 def run(args) -> int:

@@ -251,23 +251,24 @@ def _target(args):
     return None
 
 
-def _is_eval_report(path: str) -> bool:
-    """Whether `path` holds a report `edge-fer eval --json` wrote."""
+def _eval_report(path: str) -> dict | None:
+    """The report `edge-fer eval --json` wrote at `path`, or None for any other file."""
     return fileio.json_with_keys(
         path, {"accuracy", "per_class", "confusion_matrix", "edge_fer_version"}
     )
 
 
+def _is_eval_report(path: str) -> bool:
+    return _eval_report(path) is not None
+
+
 def _report_names(report: str, png: str) -> bool:
     """Whether `report` is an earlier eval's report whose confusion matrix is `png` (eval
     images written before 2026-12-05 carry no mark of their own)."""
-    if not _is_eval_report(report):
-        return False
+    named = (_eval_report(report) or {}).get("confusion_png")
     try:
-        with open(report, "rb") as fh:
-            named = json.loads(fh.read(64 << 20)).get("confusion_png")
         return isinstance(named, str) and os.path.samefile(named, png)
-    except (OSError, ValueError, RecursionError):
+    except (OSError, ValueError):
         return False
 
 
