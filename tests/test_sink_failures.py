@@ -121,7 +121,8 @@ def test_outputs_that_fail_mid_run_are_marked_in_the_json_summary(clip, tmp_path
     ], err
     s = json.loads(text)
     assert s["frames"] >= 1 and not s["complete"] and "events file" in s["error"]
-    assert set(s["outputs_failed"]) == {"events", "summary"}
+    # the video got no frame: the events failed on the first one (said as not written too)
+    assert set(s["outputs_failed"]) == {"events", "summary", "video"}
     assert {v["state"] for v in s["outputs_failed"].values()} == {"not written"}
     assert "events" not in s["outputs"] and "summary" not in s["outputs"]
 
