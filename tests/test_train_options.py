@@ -83,6 +83,28 @@ def test_bad_options_are_one_line_before_anything(capsys, faces, tmp_path, flags
     assert not out.exists()  # nothing made
 
 
+def test_resume_reads_the_runs_arch_and_a_new_run_needs_one(capsys, faces, tmp_path) -> None:
+    """--resume refused to start without --arch (argparse: "the following arguments are
+    required"), though the run records it; the resume command the docs gave failed so."""
+    from edge_fer.cli.main import main
+
+    out = tmp_path / "run"
+    rc, lines = _train(capsys, faces, out, "--epochs", 1)
+    assert rc == 0, lines
+    argv = ["train", "--data", str(faces), "--out", str(out), "--max-batches", "1"]
+    argv += ["--batch-size", "8", "--threads", "1", "--precise-bn", "0", "--resume"]
+    assert main([*argv, "--epochs", "2"]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert any(re.match(r"epoch +2/2  loss", ln) for ln in lines), lines
+    # without a run to resume, or without --resume, --arch is one line, nothing made
+    for resume in (["--resume"], []):
+        fresh = tmp_path / f"fresh{len(resume)}"
+        assert main([*argv[:-1], "--out", str(fresh), *resume]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and "--arch is required" in err[0], err
+        assert not fresh.exists()
+
+
 def test_a_diverging_run_stops_with_one_line(capsys, faces, tmp_path) -> None:
     """--lr 1e30: the loss became NaN, the run went on and saved NaN weights as its best."""
     out = tmp_path / "run"

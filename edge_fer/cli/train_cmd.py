@@ -16,7 +16,12 @@ def register(sub) -> None:
                        "a one-folder-per-class dataset. Trains on the Training split, selects on "
                        "PublicTest.", formatter_class=HelpFormatter)
     # fmt: on
-    p.add_argument("--arch", required=True, help="architecture name (see `edge-fer models`)")
+    p.add_argument(
+        "--arch",
+        default="",
+        help="architecture name (see `edge-fer models`); required, but with --resume: the "
+        "run's own",
+    )
     p.add_argument("--data", type=input_path, required=True, help="dataset folder or fer2013.csv")
     p.add_argument("--out", default="runs/train", help="run folder (checkpoints, logs)")
     p.add_argument(

@@ -158,6 +158,8 @@ def check_config(cfg: TrainConfig, resuming: bool = False) -> None:
     """Every setting of a run, before anything is loaded or written: a UserError naming the
     first one that does not fit (non-finite numbers included). `resuming` a saved run: its
     --init is not read (the weights are last.safetensors'), so it need not exist."""
+    if not cfg.arch:  # (a resume of a saved run has it from the run by now)
+        raise UserError("is required to start a run (see `edge-fer models`)", param="arch")
     # integers (a script's 1.5 trained 2 epochs, NaN failed deep in the schedule)
     for name, lowest in (("epochs", 1), ("batch_size", 1), ("patience", 0), ("seed", 0),
                          ("max_batches", 0), ("extra_repeat", 1), ("precise_bn", 0),
@@ -861,6 +863,8 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
                 "--resume continues a run in the folder it was written to",
                 param="out",
             )
+        if not cfg.arch:
+            raise UserError(f"is required: {out} holds no run to resume", param="arch")
         print(f"edge-fer train: nothing to resume in {out}: starting the run", file=sys.stderr)
     check_config(cfg, resuming=resume and last.exists())
     check_outside([("--out", out)], cfg.data, "--data", "the run's files would mix with the faces")
