@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import os
 import shutil
+import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 from paths import SHARED, fer_files, needs_modules
 from processes import refusal_line, run_cli
@@ -309,6 +311,44 @@ def test_architectures_from_run_folders(tmp_path, capsys) -> None:
                      "--data", fer, "--out", tmp_path / "r4")  # fmt: skip
     one_line_error(rc, err, "--runs holds models that answer other classes", "negative")
     assert not (tmp_path / "r4").exists()
+
+
+@pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
+def test_work_files_are_remade_when_what_they_were_made_from_changed(tmp_path) -> None:
+    """A study reused its export and INT8 model when they were newer than the checkpoint: a
+    run replaced by an older file (copied with its times) kept the other weights' figures,
+    and other calibration faces (--calib-faces, --seed) kept the first ones' INT8 model."""
+    import cv2
+
+    from edge_fer.experiment.measure import export_run
+    from edge_fer.experiment.zoo import int8_of
+    from edge_fer.quantize.calib_data import CalibFaces
+    from edge_fer.train.trainer import TrainConfig, train
+
+    fer = tiny_fer(tmp_path / "fer")
+    for seed in (0, 1):
+        train(TrainConfig(arch="cnn4", data=str(fer), out=str(tmp_path / f"r{seed}"), epochs=1,
+                          batch_size=16, max_batches=1, threads=1, seed=seed))  # fmt: skip
+    run, onnx = tmp_path / "run", tmp_path / "w" / "model.onnx"
+    shutil.copytree(tmp_path / "r0", run)
+    assert not export_run(run, onnx).get("reused")
+    first = onnx.read_bytes()
+    assert export_run(run, onnx)["reused"]  # the same checkpoint: kept
+    # another run's weights, with times older than the export (cp -p, a restored backup)
+    shutil.copy2(tmp_path / "r1" / "best.safetensors", run / "best.safetensors")
+    os.utime(run / "best.safetensors", (1, 1))
+    assert not export_run(run, onnx).get("reused") and onnx.read_bytes() != first
+
+    files = sorted((fer / "train").rglob("*.jpg"))
+    images = np.stack([cv2.imread(str(f), cv2.IMREAD_GRAYSCALE) for f in files])
+    faces = [CalibFaces(images=images[i : i + 100], ids=[f.name for f in files[i : i + 100]],
+                        source="t") for i in (0, 12)]  # fmt: skip
+    q = int8_of(onnx, faces[0], tmp_path / "w" / "int8")
+    made = q.stat().st_mtime_ns
+    assert int8_of(onnx, faces[0], tmp_path / "w" / "int8") == q and q.stat().st_mtime_ns == made
+    time.sleep(0.01)
+    assert int8_of(onnx, faces[1], tmp_path / "w" / "int8") == q  # other faces: remade
+    assert q.stat().st_mtime_ns != made
 
 
 def test_a_name_given_twice_is_one() -> None:

@@ -70,22 +70,54 @@ def run_probs(run: Path, images: np.ndarray) -> tuple[np.ndarray, dict, tuple[st
     return probs, {**cfg, "best_epoch": state.get("best_epoch")}, tuple(spec.classes)
 
 
+def content_key(*parts: Path | np.ndarray) -> str:
+    """sha256 over files' bytes and arrays' bytes (with their shapes): what a study's work file
+    was made from. Modification times said "unchanged" for a run copied in with older times,
+    and never saw other calibration faces."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for part in parts:
+        if isinstance(part, np.ndarray):
+            h.update(repr((part.dtype.str, part.shape)).encode())
+            h.update(np.ascontiguousarray(part).tobytes())
+        else:
+            with open(part, "rb") as f:
+                for block in iter(lambda: f.read(1 << 20), b""):
+                    h.update(block)
+    return h.hexdigest()
+
+
+def made_from(key_file: Path, key: str) -> bool:
+    """Whether the work file that `key_file` describes was made from `key`."""
+    try:
+        return key_file.read_text().strip() == key
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def export_run(run: Path, out: Path, check_faces: np.ndarray | None = None) -> dict:
-    """best.safetensors -> out (.onnx), parity-checked on `check_faces` when given."""
+    """best.safetensors -> out (.onnx), parity-checked on `check_faces` when given; reused when
+    made from the same checkpoint (its sha256 in `out`.key)."""
     from edge_fer.export.onnx import export_checkpoint
 
-    if out.is_file() and out.stat().st_mtime >= (run / "best.safetensors").stat().st_mtime:
+    key_file = out.with_name(out.name + ".key")
+    key = content_key(run / "best.safetensors")
+    if out.is_file() and made_from(key_file, key):
         from edge_fer.compress.report import onnx_stats
 
         s = onnx_stats(out)
         return {"out": str(out), "params": s["params"], "macs": s["macs"], "reused": True}
-    return export_checkpoint(
+    key_file.unlink(missing_ok=True)  # (an export stopped half way is not taken for done)
+    info = export_checkpoint(
         run / "best.safetensors",
         out,
         check=check_faces is not None,
         check_faces=check_faces,
         force=True,  # the study's own work file, remade when its run changed
     )
+    key_file.write_text(key + "\n")
+    return info
 
 
 def onnx_rows(paths: list[Path], threads: int = 1, rounds: int = 5) -> list[dict]:

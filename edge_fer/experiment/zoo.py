@@ -20,6 +20,7 @@ from edge_fer.errors import UserError
 from edge_fer.experiment import heading, plots
 from edge_fer.experiment import report as R
 from edge_fer.experiment.data import StudyData, study_data
+from edge_fer.experiment.measure import content_key, made_from
 from edge_fer.experiment.runs import check_claim, claim, epochs_done, read_log, train_variant
 
 NO_REPORT: dict = {"per_class": {}}  # an INT8 row that could not be made
@@ -40,7 +41,7 @@ def _calib_faces(sd: StudyData, n: int, seed: int):
 
 
 def int8_of(fp32: Path, faces, out_dir: Path, more: str = "a larger --max-train-faces") -> Path:
-    """The ONNX Runtime CPU INT8 model of `fp32` (reused when newer than it); `more`: what
+    """The ONNX Runtime CPU INT8 model of `fp32` (reused when made from it and `faces`); `more`: what
     would give more calibration faces, for the message when there are too few."""
     from edge_fer.quantize import calibrate
     from edge_fer.quantize.calib_data import MIN_FACES
@@ -51,11 +52,16 @@ def int8_of(fp32: Path, faces, out_dir: Path, more: str = "a larger --max-train-
             f"{len(faces)} training faces to calibrate on; at least {MIN_FACES} are needed ({more})"
         )
     q = out_dir / CPU_NAME
-    if q.is_file() and q.stat().st_mtime >= fp32.stat().st_mtime:
+    # reused only when made from this model and these faces (--calib-faces, --seed)
+    key_file = out_dir / "study.key"
+    key = content_key(fp32, faces.images)
+    if q.is_file() and made_from(key_file, key):
         return q
+    key_file.unlink(missing_ok=True)
     info = calibrate(
         fp32, faces, out_dir, target="cpu", threads=1, check_agreement=False, force=True
     )  # a stale cache of our own
+    key_file.write_text(key + "\n")
     return Path(info["files"]["cpu"])
 
 
@@ -462,11 +468,15 @@ def study_compression(opts) -> Path:
     export_run(run, fp32, sd.test.images[:64])
     pruned = pdir / "pruned.onnx"
     claim(pdir, pkey)
-    if not (pruned.is_file() and pruned.stat().st_mtime >= fp32.stat().st_mtime):
+    # remade when the base checkpoint changed (its settings are the claim's key)
+    pruned_key, key = pdir / "study.key", content_key(run / "best.safetensors")
+    if not (pruned.is_file() and made_from(pruned_key, key)):
+        pruned_key.unlink(missing_ok=True)
         src = load_source(run / "best.safetensors")
         data = load_finetune_data(str(tree), src.spec, fcfg)
         print("experiment: structured pruning (50% of the MACs) + fine-tuning", file=sys.stderr)
         run_prune(src, data, pcfg, fcfg, pdir, check_faces=sd.test.images[:64])
+        pruned_key.write_text(key + "\n")
     base_log = read_log(run)
     entries = [
         {"name": f"{opts.arch} FP32", "onnx": fp32, "run": run, "epochs": str(len(base_log))},
