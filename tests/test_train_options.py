@@ -74,6 +74,10 @@ def _train(capsys, faces: Path, out: Path, *flags) -> tuple[int, list[str]]:
         (["--device", "bogus"], "--device must be auto, cpu, cuda or cuda:N"),  # a traceback
         (["--device", "mps"], "--device is mps, which this torch cannot use"),  # a traceback
         (["--device", "meta"], "--device is meta, which holds no data"),
+        # recorded and ignored before (the teachers ran for a loss term of weight 0)
+        (["--teacher", "TEACHER", "--distill", "0"], "--teacher is not used with --distill 0"),
+        (["--no-augment", "--crop-aug=-0.05,0.05"], "--crop-aug is not applied with --no-a"),
+        (["--no-augment", "--exposure-aug", "0.5,1"], "--exposure-aug is not applied with"),
     ],
 )
 def test_bad_options_are_one_line_before_anything(capsys, faces, tmp_path, flags, needle):

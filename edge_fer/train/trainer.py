@@ -220,6 +220,14 @@ def check_config(cfg: TrainConfig, resuming: bool = False) -> None:
                 f"is {cfg.extra_repeat}, but no --extra-train faces are given to repeat",
                 param="extra_repeat",
             )
+        # (before, the teachers' probabilities took minutes for a loss term of weight 0)
+        if cfg.teacher and cfg.distill == 0:
+            raise UserError("is not used with --distill 0 (drop one of them)", param="teacher")
+        if not cfg.augment:
+            for name in ("crop_aug", "exposure_aug"):
+                default = TrainConfig.__dataclass_fields__[name].default
+                if tuple(float(v) for v in getattr(cfg, name)) != default:
+                    raise UserError("is not applied with --no-augment", param=name)
         default_t = TrainConfig.__dataclass_fields__["distill_temperature"].default
         for name, value, default in (
             ("teacher_tta", cfg.teacher_tta, "auto"),
