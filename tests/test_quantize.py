@@ -261,6 +261,14 @@ def test_cache_of_another_model_is_refused(calibrated, tiny_path):
     with pytest.raises(UserError, match="does not match the model: 2 of its 3 tensors") as e:
         T.check_cache(other, tiny_path)
     assert "/stem/conv/Conv_output_0" in str(e.value)
+    # a cache TensorRT wrote for this model (TRT 8.4-8.5 caches of ONNX models): the tensors
+    # its parser made, and 0 for a tensor that was always 0 (before: both refused)
+    lines = (out / "calib.cache").read_bytes().splitlines()
+    lines += [b"(Unnamed Layer* 8) [Constant]_output: 39137939", b"ONNXTRT_Broadcast_3: 0",
+              b"(Unnamed Layer* 64) [Shuffle]_output: 0", b"Reshape__12: 3c010204"]  # fmt: skip
+    trt_made = T.parse_cache(b"\n".join(lines) + b"\n")
+    assert trt_made.scales["ONNXTRT_Broadcast_3"] == 0.0
+    T.check_cache(trt_made, tiny_path)
     no_input = T.parse_cache(T.format_cache({"c1": 1.0}))
     with pytest.raises(UserError, match="no scale for its input 'input'"):
         T.check_cache(no_input, tiny_path)

@@ -594,10 +594,11 @@ def make_fake_trt(version: str, gpu: FakeGPU) -> types.ModuleType:
     t.DeviceType = SimpleNamespace(GPU="GPU", DLA="DLA")
     flags = {"SPARSE_WEIGHTS": "SPARSE_WEIGHTS", "GPU_FALLBACK": "GPU_FALLBACK"}
     # NetworkDefinitionCreationFlag: EXPLICIT_BATCH = 0 up to 10.x (ignored from 10.0), gone in
-    # 11; STRONGLY_TYPED from 9.x (11: always on, the flag deprecated)
+    # 11; STRONGLY_TYPED from 9.x: 1 in 10.x, 0 in 11 (the only flag left; always on, deprecated:
+    # NvInfer.h of v11.1, "kSTRONGLY_TYPED TRT_DEPRECATED_ENUM = 0")
     net_flags = {"EXPLICIT_BATCH": 0} if major < 11 else {}
     if major >= 10:
-        net_flags["STRONGLY_TYPED"] = 1
+        net_flags["STRONGLY_TYPED"] = 1 if major < 11 else 0
     t.NetworkDefinitionCreationFlag = SimpleNamespace(**net_flags)
     if major < 11:  # removed in TensorRT 11
         flags.update(FP16="FP16", INT8="INT8")

@@ -154,8 +154,8 @@ edge-fer classifies the detector's box grown to a square by {s.crop_margin} of i
 side (`edge_fer/runtime/crops.py`; outside the frame the border is repeated). nvinfer crops
 exactly `rect_params`, the detector's box. Two ways to reproduce the margin in DeepStream:
 
-- nvdspreprocess in front of the secondary (`process-on-all-objects`, `input-tensor-meta=1` on
-  nvinfer): needs a custom library to grow the boxes, as its own ROI/object crops are exact too;
+- nvdspreprocess in front of the secondary (`process-on-all-objects`; nvinfer's element property
+  `input-tensor-meta=1`, in its config file `input-tensor-from-meta=1`): needs a custom library to grow the boxes, as its own ROI/object crops are exact too;
 - **box expansion (chosen)**: `{ds.PROBE}` puts a probe on the classifier's sink pad that grows
   each face box to edge-fer's square (`expand_box`, the same arithmetic as
   `edge_fer.runtime.crops.square_box`) and one on its source pad that puts the detector's box

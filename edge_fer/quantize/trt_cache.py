@@ -17,7 +17,8 @@ The format TensorRT's calibrators write and read (`trtexec --calib=FILE`, DeepSt
   IInt8EntropyCalibrator2), not how the numbers were made.
 - one line per tensor, `<tensor name>: <scale>`, the name as in the ONNX graph (TensorRT's ONNX
   parser keeps them) and the scale amax / 127 as the 8 hex digits of its IEEE-754 float32 bits
-  (big-endian, as `struct.pack('>f')` gives them).
+  (big-endian, as `struct.pack('>f')` gives them). A cache TensorRT writes also names tensors
+  its parser made, and writes 0 for a tensor that was always 0; both are read.
 """
 
 from __future__ import annotations
@@ -109,8 +110,8 @@ def format_cache(amax: dict[str, float], version: str | int = DEFAULT_TRT_VERSIO
             raise UserError(f"tensor name {name!r} cannot be written to a calibration cache")
         if not a >= 0.0 or a == float("inf"):
             raise UserError(f"tensor {name}: range {a} is not a finite number >= 0")
-        # a tensor that was always 0 gets the smallest normal float32 scale, not 0: TensorRT
-        # divides by the scale (and parse_cache refuses 0)
+        # a tensor that was always 0 gets the smallest normal float32 scale, not 0, so that a
+        # range derived from it (scale * 127) is never empty
         lines.append(f"{name}: {scale_hex(max(a / 127.0, MIN_SCALE))}")
     return ("\n".join(lines) + "\n").encode()
 
@@ -140,10 +141,11 @@ def parse_cache(data: bytes, where: str = "calibration cache") -> CalibCache:
         if name in scales:
             raise UserError(f"{where}:{no}: tensor {name!r} appears twice")
         scale = hex_scale(value)
-        # TensorRT divides by the scale: NaN, infinity, zero or a negative one is no range
-        if not (0.0 < scale < float("inf")):
+        # NaN, infinity or a negative scale is no range; 0 is one: TensorRT writes it for a
+        # tensor that was always 0 (e.g. "(Unnamed Layer* 64) [Shuffle]_output: 0", TRT 8.4)
+        if not (0.0 <= scale < float("inf")):
             raise UserError(
-                f"{where}:{no}: tensor {name!r} has scale {scale} (must be a finite number > 0)"
+                f"{where}:{no}: tensor {name!r} has scale {scale} (must be a finite number >= 0)"
             )
         scales[name] = scale
     return CalibCache(int(m.group(1)), m.group(2), scales)
@@ -192,8 +194,12 @@ def model_tensor_names(model) -> set[str]:
 
 
 def check_cache(cache: CalibCache, model, where: str = "calibration cache") -> None:
-    """UserError when the cache's tensor names do not belong to the model (a cache made for
-    another model or another export), naming a few of them."""
+    """UserError when the cache was not made for the model: none of its tensors but the input
+    is in the model's graph (a cache for another model or another export), naming a few, or
+    the input has no scale. Names outside the graph alone are fine: a cache TensorRT writes
+    for an ONNX model also holds the tensors its parser made ("(Unnamed Layer* 8)
+    [Constant]_output", "ONNXTRT_Broadcast_3", "Reshape__12"), and TensorRT skips names its
+    network lacks."""
     import onnx
 
     if isinstance(model, (str, os.PathLike)):
@@ -202,7 +208,8 @@ def check_cache(cache: CalibCache, model, where: str = "calibration cache") -> N
     unknown = [n for n in cache.scales if n not in names]
     inits = {i.name for i in model.graph.initializer}
     inputs = [i.name for i in model.graph.input if i.name not in inits]
-    if unknown:
+    known = [n for n in cache.scales if n in names and n not in inputs]
+    if unknown and not known:
         few = ", ".join(unknown[:4]) + (f" and {len(unknown) - 4} more" if len(unknown) > 4 else "")
         raise UserError(
             f"{where} does not match the model: {len(unknown)} of its {len(cache.scales)} "
