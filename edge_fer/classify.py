@@ -159,10 +159,23 @@ class Classifier(Closing):
             # one blank face through the model now, so that a model that cannot run at this
             # size or outputs NaN/inf (NaN weights) fails here, before eval or run do any work
             probe = _probe(be, p, c, s)
-            if probe.shape != (1, len(spec.classes)):
+            k = len(spec.classes)
+            if probe.ndim != 2 or probe.shape[1] != k:
                 raise UserError(
                     f"{p}: model outputs {probe.shape[-1] if probe.ndim else 0} values but its "
-                    f"metadata names {len(spec.classes)} classes ({_names(spec.classes)})"
+                    f"metadata names {k} classes ({_names(spec.classes)})"
+                )
+            if probe.shape[0] != 2:  # (a constant (1, K) output passed a probe of one)
+                raise UserError(
+                    f"{p}: model gives {probe.shape[0]} rows for 2 faces; its output must "
+                    "follow the input's batch"
+                )
+            # logits were labelled and returned as probabilities; a quantized Softmax sums
+            # to 1 within a few 1/255
+            if probe.min() < -1e-3 or np.abs(probe.sum(1) - 1).max() > 0.05:
+                raise UserError(
+                    f"{p}: model outputs are not probabilities (rows sum to "
+                    f"{probe.sum(1)[0]:.3g}, min {probe.min():.3g}); end the graph with a Softmax"
                 )
         except BaseException:
             be.close()
@@ -199,7 +212,8 @@ class Classifier(Closing):
     # -- inference ----------------------------------------------------------------------
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Prepared float32 (N, C, H, W) -> (N, K) probabilities, averaged over the TTA views.
-        A non-finite output is a UserError: NaN must never become a label or a JSON value."""
+        A non-finite output is a UserError: NaN must never become a label or a JSON value.
+        The inner call of `predict`, unchecked: `predict_array` checks its input."""
         if self.tta == "none" or len(x) == 0:
             return _finite(self.backend.infer(x), self.path)
         v = views(x, self.tta, graph_flips=self.graph_tta == "flip")
@@ -242,6 +256,12 @@ class Classifier(Closing):
                 param="x",
             )
         check_count(batch_size, "batch_size")  # 0 looped for ever
+        if x.dtype.kind != "f":  # raw 0..255 pixels were classified as if prepared
+            raise UserError(
+                f"is {x.dtype}: it takes the prepared float input (spec.prepare); "
+                "pixels go to predict()",
+                param="x",
+            )
         if x.shape[0] == 0:
             return np.zeros((0, len(self.classes)), np.float32)
         x = x.astype(np.float32, copy=False)
@@ -310,6 +330,14 @@ def _crops(faces) -> np.ndarray | list:
     if isinstance(faces, np.ndarray):
         if faces.ndim == 2 or (faces.ndim == 3 and faces.shape[2] in (1, 3, 4)):
             return faces[None]  # iterating it would make a "face" of each row
+        # (100, 120, 2) (gray + alpha) was 100 "faces" of 120x2, a 1-D array one per pixel
+        if faces.ndim == 1 or (faces.ndim == 3 and faces.shape[2] < 8):
+            raise UserError(
+                f"is an array of shape {faces.shape}: one face is HxW (gray), HxWx1, HxWx3 "
+                "(BGR) or HxWx4 (BGRA); several are an (N, H, W) or (N, H, W, 1/3/4) array or "
+                "a list",
+                param="faces",
+            )
         return faces
     if isinstance(faces, (list, tuple)):
         return faces
@@ -367,7 +395,7 @@ def _finite(probs: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _probe(be: Backend, path: Path, c: int, s: int) -> np.ndarray:
-    """The model's output for one blank (mid-grey, i.e. zero after normalisation) face."""
+    """The model's output for two blank (mid-grey, i.e. zero after normalisation) faces."""
     with reported(f"{path}: model fails on a blank {c}x{s}x{s} input"):
-        y = np.asarray(be.infer(np.zeros((1, c, s, s), np.float32)))
+        y = np.asarray(be.infer(np.zeros((2, c, s, s), np.float32)))
     return _finite(y, path)

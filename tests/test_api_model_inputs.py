@@ -262,6 +262,107 @@ def test_predict_takes_a_generator_and_refuses_what_is_no_crops() -> None:
     assert e.value.param == "path"
 
 
+def test_shapes_that_are_neither_a_face_nor_a_batch_and_raw_pixels_to_predict_array() -> None:
+    """(100, 120, 2) (gray + alpha) was classified as 100 faces of 120x2, a 1-D array as one
+    face per pixel; predict_array took uint8 pixels as the prepared input (a happy face came
+    out angry)."""
+    from edge_fer.classify import Classifier
+
+    crops = _faces(2).images
+    with Classifier.load(threads=1, tta="none") as clf:
+        for bad in (np.zeros((100, 120, 2), np.uint8), np.zeros(48, np.uint8)):
+            with pytest.raises(UserError, match="one face is HxW") as e:
+                clf.predict(bad)
+            assert e.value.param == "faces"
+        assert clf.predict(crops[0][:, :, None]).shape == (1, 7)  # HxWx1: one face
+        x = clf.spec.prepare(crops)
+        np.testing.assert_allclose(clf.predict_array(x), clf.predict(crops), atol=1e-6)
+        with pytest.raises(UserError, match="is uint8: it takes the prepared float") as e:
+            clf.predict_array(np.full((1, 1, 48, 48), 128, np.uint8))
+        assert e.value.param == "x"
+
+
+def test_writing_to_a_closed_sink_raises(tmp_path) -> None:
+    """A frame or an event written after close() was dropped without a word."""
+    from edge_fer.runtime.sinks import EventsSink, VideoSink
+
+    ev = EventsSink(tmp_path / "e.jsonl")
+    ev.write({"a": 1})
+    ev.close()
+    with pytest.raises(ValueError, match="written after close"):
+        ev.write({"a": 2})
+    assert (tmp_path / "e.jsonl").read_text().splitlines() == ['{"a":1}']
+    v = VideoSink(tmp_path / "v.avi", 10, (64, 48))
+    v.write(np.zeros((48, 64, 3), np.uint8))
+    v.close()
+    with pytest.raises(ValueError, match="written after close"):
+        v.write(np.zeros((48, 64, 3), np.uint8))
+    assert (tmp_path / "v.avi").stat().st_size > 0
+
+
+def test_tracker_boxes_and_crop_sizes_are_checked_by_name() -> None:
+    """A NaN box became a confirmed track with a new id every frame; None, two columns or too
+    few scores were numpy errors; crop_face(size=100000) made a 10 GB crop, size 0 or a margin
+    of 1e6 OpenCV errors."""
+    from edge_fer.runtime.crops import crop_face
+    from edge_fer.runtime.tracker import IoUTracker
+
+    tr = IoUTracker(min_hits=1)
+    for boxes, scores, param in (
+        ([[np.nan, 10, 50, 50, 2.0]], None, "boxes"),
+        ([[10, 10, -5, 50]], None, "boxes"),
+        (np.zeros((3, 2)), None, "boxes"),
+        ([[10, 10, 50, 50]], [1.0, 2.0], "scores"),
+    ):
+        with pytest.raises(UserError) as e:
+            tr.update(boxes, scores)
+        assert e.value.param == param
+    assert tr.tracks == []
+    assert tr.update(None) == []  # no detections this frame
+    assert [t.id for t in tr.update([[10, 10, 50, 50]])] == [1]
+    for kw, param in (({"min_hits": 1.5}, "min_hits"), ({"iou_threshold": "a"}, "iou_threshold")):
+        with pytest.raises(UserError) as e:
+            IoUTracker(**kw)  # type: ignore[arg-type]
+        assert e.value.param == param
+    gray = np.zeros((100, 100), np.uint8)
+    for kw, param in (({"size": 0}, "size"), ({"size": 100000}, "size"),
+                      ({"margin": float("nan")}, "margin"), ({"margin": 1e6}, "margin")):  # fmt: skip
+        with pytest.raises(UserError) as e:
+            crop_face(gray, (10, 10, 50, 50), **kw)  # type: ignore[arg-type]
+        assert e.value.param == param
+    with pytest.raises(UserError) as e:
+        crop_face(None, (10, 10, 50, 50))  # type: ignore[arg-type]
+    assert e.value.param == "gray"
+    assert crop_face(gray, (10, 10, 50, 50), size=48).shape == (48, 48)
+
+
+def test_a_path_source_is_a_file_even_when_its_name_is_digits(tmp_path, monkeypatch) -> None:
+    """Path("0") opened camera 0 where a file ./0 was meant; the string "0" stays camera 0."""
+    from edge_fer.runtime.sources import parse_source
+
+    monkeypatch.chdir(tmp_path)
+    assert parse_source(Path("0")).kind == "file"
+    assert parse_source(b"0").kind == "file"
+    assert parse_source("0").kind == "camera" and parse_source(0).kind == "camera"
+
+
+def test_providers_as_one_name_and_none_available() -> None:
+    """A str was iterated letter by letter (20 warnings, "EP Error"); a list of providers this
+    onnxruntime lacks fell back to the CPU with a warning only."""
+    from edge_fer.backends.onnxruntime_backend import OnnxRuntimeBackend
+    from edge_fer.classify import default_model_path
+
+    be = OnnxRuntimeBackend(default_model_path(), threads=1, providers="CPUExecutionProvider")
+    assert be.providers == ["CPUExecutionProvider"]
+    be.close()
+    be = OnnxRuntimeBackend(default_model_path(), threads=1,
+                            providers=["NoSuchExecutionProvider", "CPUExecutionProvider"])  # fmt: skip
+    be.close()
+    with pytest.raises(UserError, match="not available in this onnxruntime") as e:
+        OnnxRuntimeBackend(default_model_path(), threads=1, providers=["NoSuchExecutionProvider"])
+    assert e.value.param == "providers"
+
+
 def test_label_functions_name_what_is_not_a_class_name() -> None:
     """canonical(None) and vocabulary(None) were AttributeErrors; None among the classes too."""
     from edge_fer import labels as L

@@ -482,6 +482,51 @@ def test_nan_for_some_faces_only_is_a_user_error_at_inference(tmp_path) -> None:
         one_line(exc)
 
 
+def _head_model(tmp_path, name: str, nodes: list, inits: list):
+    """A 16x16 gray model of 3 classes, `nodes` from the pooled input "f" (N, 1) to "probs"."""
+    from edge_fer.preprocess import PreprocessSpec
+
+    g = helper.make_graph(
+        [helper.make_node("GlobalAveragePool", ["input"], ["p"]),
+         helper.make_node("Flatten", ["p"], ["f"]), *nodes],
+        name,
+        [helper.make_tensor_value_info("input", onnx.TensorProto.FLOAT, ["N", 1, 16, 16])],
+        [helper.make_tensor_value_info("probs", onnx.TensorProto.FLOAT, None)],
+        inits,
+    )  # fmt: skip
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    for key, v in PreprocessSpec(input_size=16, classes=("a", "b", "c")).to_metadata().items():
+        m.metadata_props.add(key=key, value=v)
+    p = tmp_path / f"{name}.onnx"
+    p.write_bytes(m.SerializeToString())
+    return p
+
+
+def test_a_model_of_logits_or_of_a_constant_row_is_refused_at_load(tmp_path) -> None:
+    """Logits (no Softmax) were returned and labelled as probabilities; an output that ignores
+    the batch passed the one-face probe, then gave (7, 1) for 7 faces or a reshape error."""
+    from edge_fer.classify import Classifier
+
+    b = numpy_helper.from_array(np.array([[-2.0, 0.0, 2.0]], np.float32), "b")
+    logits = _head_model(tmp_path, "logits", [helper.make_node("Add", ["f", "b"], ["probs"])], [b])
+    with pytest.raises(UserError, match="outputs are not probabilities") as exc:
+        Classifier.load(logits)
+    one_line(exc)
+    row = numpy_helper.from_array(np.full((1, 3), 1 / 3, np.float32), "row")
+    const = _head_model(tmp_path, "const", [helper.make_node("Identity", ["row"], ["probs"])],
+                        [row])  # fmt: skip
+    with pytest.raises(UserError, match="gives 1 rows for 2 faces") as exc:
+        Classifier.load(const)
+    one_line(exc)
+    w = numpy_helper.from_array(np.ones((1, 3), np.float32), "w")
+    fine = _head_model(tmp_path, "fine", [helper.make_node("MatMul", ["f", "w"], ["z"]),
+                                          helper.make_node("Softmax", ["z"], ["probs"], axis=1)],
+                       [w])  # fmt: skip
+    with Classifier.load(fine) as clf:
+        assert clf.predict([np.zeros((16, 16), np.uint8)] * 5).shape == (5, 3)
+
+
 MEMORY_SCRIPT = r"""
 import json, resource, sys
 import numpy as np

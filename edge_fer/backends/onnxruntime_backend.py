@@ -76,6 +76,18 @@ class OnnxRuntimeBackend(Backend):
             ) from None
         threads = check_threads(threads or 0, zero="one per physical core")
         self.path = str(model_path)
+        if isinstance(providers, str):  # (iterated letter by letter: 20 warnings, "EP Error")
+            providers = [providers]
+        if providers is not None:
+            # a list with one this onnxruntime has is portable code ([CUDA, CPU] on a CPU
+            # build); one with none of them fell back to the CPU with a warning only
+            known = ort.get_available_providers()
+            if not any(isinstance(p, str) and p in known for p in providers):
+                raise UserError(
+                    f"{list(providers)} are not available in this onnxruntime (it has "
+                    f"{', '.join(known)})",
+                    param="providers",
+                )
         so = ort.SessionOptions()
         so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
@@ -147,10 +159,17 @@ class OnnxRuntimeBackend(Backend):
     def _run(self, x: np.ndarray) -> np.ndarray:
         try:
             y = self._sess.run([self._out_name], {self._in_name: x})[0]
-            # a model is input: an output that is not a number per class is its fault, one line
-            return np.asarray(y, dtype=np.float32).reshape(x.shape[0], -1)
+            y = np.asarray(y, dtype=np.float32)
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
             raise UserError(f"{self.path}: inference failed ({_first_line(exc)})") from None
+        # a model is input: an output that is not a row of numbers per face is its fault
+        rows = y.shape[0] if y.ndim else 0
+        if rows != x.shape[0]:
+            raise UserError(
+                f"{self.path}: model gives {rows} rows for {x.shape[0]} faces; its output must "
+                "follow the input's batch"
+            )
+        return y.reshape(rows, -1)
 
     def close(self) -> None:
         self._sess = None

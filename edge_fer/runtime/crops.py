@@ -36,6 +36,15 @@ def crop_face(
     gray: np.ndarray, box, margin: float = DEFAULT_CROP_MARGIN, size: int | None = None
 ) -> np.ndarray:
     """Square uint8 crop of a grayscale frame around box (x, y, w, h); resized to size x size."""
+    if not isinstance(gray, np.ndarray) or gray.ndim not in (2, 3):
+        raise UserError(f"must be a 2-D grayscale frame, got {type(gray).__name__}", param="gray")
+    # (size 0 was an OpenCV assertion, 100000 a 10 GB crop; a margin of 1e6 a 4e16-byte one)
+    if size is not None and not (
+        isinstance(size, (int, np.integer)) and not isinstance(size, bool) and 1 <= size <= 4096
+    ):
+        raise UserError(f"must be an integer in 1..4096, got {size!r}", param="size")
+    if not (isinstance(margin, (int, float, np.number)) and -0.5 < margin <= 4):
+        raise UserError(f"must be a number in (-0.5, 4], got {margin!r}", param="margin")
     h_img, w_img = gray.shape[:2]
     v = [float(b) for b in box[:4]]
     # a box far beyond the frame is a caller's mistake: its padded crop was allocated whole
@@ -51,6 +60,11 @@ def crop_face(
             param="box",
         )
     x0, y0, s = square_box(v[0], v[1], v[2], v[3], margin)
+    if s > 16 * max(h_img, w_img):  # (the padded crop is allocated whole)
+        raise UserError(
+            f"grown by margin {margin} makes a {s} px crop, over 16x the frame's side",
+            param="box",
+        )
     x1, y1 = x0 + s, y0 + s
     cx0, cy0, cx1, cy1 = max(x0, 0), max(y0, 0), min(x1, w_img), min(y1, h_img)
     if cx1 <= cx0 or cy1 <= cy0:  # entirely outside: a blank crop rather than an error

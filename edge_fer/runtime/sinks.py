@@ -255,6 +255,7 @@ class VideoSink:
             )
         self.frames = 0
         self.placed = False  # finalised and renamed over the target
+        self._closed = False  # by close() or abort(): a later write is the caller's mistake
         self._check_every = max(1, disk_check_every)
         # OpenCV opens the temporary file by name, which must be UTF-8 (edge_fer.imageio); the
         # rename to the target takes any name
@@ -340,7 +341,9 @@ class VideoSink:
 
     def write(self, image: np.ndarray, path: str | None = None, index: int = 0) -> None:
         """One annotated frame (`path`, `index`: where it came from; a video needs neither)."""
-        if self.writer is None:
+        if self._closed:  # (before: dropped without a word, as after a failure)
+            raise ValueError(f"video {self.path}: written after close()")
+        if self.writer is None:  # failed earlier (said then): nothing more is written
             return
         image = _bgr(image)  # the writer is opened for colour: it drops other frames silently
         if (image.shape[1], image.shape[0]) != self.size:
@@ -358,6 +361,7 @@ class VideoSink:
 
     def close(self) -> None:
         """Finalise the video and put it in place of the target; with no frame, drop it."""
+        self._closed = True
         if self.frames == 0:  # OpenCV leaves a stub of a header that no player opens
             self.abort()
             return
@@ -387,6 +391,7 @@ class VideoSink:
 
     def abort(self) -> None:
         """Drop the video: the target stays as it was, no temporary file is left."""
+        self._closed = True
         tmp, self._tmp = self._tmp, None
         try:
             self._release()
@@ -441,6 +446,7 @@ class EventsSink:
         self.path = check_writable(path, "events file")
         self._f: TextIO | None = None
         self._done = False  # closed, or failed: write nothing more
+        self._closed = False  # by close(): a later write is the caller's mistake
         self.lines = 0
         self.dropped = 0
         self._warn = warn or errors.warn
@@ -472,9 +478,11 @@ class EventsSink:
             self._open()
 
     def write(self, record: dict) -> None:
+        if self._closed:  # (before: the line was dropped without a word, as after a failure)
+            raise ValueError(f"events file {self.path}: written after close()")
         f = self._f
         if f is None:
-            if self._done:
+            if self._done:  # failed earlier (said then)
                 return
             f = self._open()
         try:
@@ -533,7 +541,7 @@ class EventsSink:
             pass
 
     def close(self) -> None:
-        self._done = True
+        self._done = self._closed = True
         if self._f is None:
             return
         f, self._f = self._f, None

@@ -318,6 +318,8 @@ def parse_source(
     and a .gif's frames are counted: one is a photo, more a clip)."""
     if isinstance(uri, int) and not isinstance(uri, bool):
         uri = str(uri)
+    # a Path (or bytes name) is a file, folder or glob: Path("0") was camera 0, not ./0
+    as_path = isinstance(uri, (os.PathLike, bytes))
     if isinstance(uri, os.PathLike):
         uri = os.fspath(uri)
     if isinstance(uri, bytes):  # a name that is not UTF-8, as os.listdir(b".") gives it
@@ -329,8 +331,10 @@ def parse_source(
         )
     if not uri.strip():
         raise UserError("empty source: give a file, folder, glob, camera index or URI")
-    uri = uri.strip()
     kw = {"width": width, "height": height, "fps": fps, "flip": flip}
+    if as_path:
+        return _path_spec(uri, uri, kw)
+    uri = uri.strip()
 
     # a raw GStreamer pipeline: elements joined by '!'
     if re.search(r"\s!\s", uri):

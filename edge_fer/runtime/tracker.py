@@ -57,6 +57,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from edge_fer.errors import UserError
+
 TEMPLATE = 24  # px: the side a followed face's patch is matched at (cost ~ the square of it)
 SEARCH = 0.5  # the search window reaches this x the box's size beyond the predicted box
 LAG = 4  # detections kept before the last one, to start following from (_last_steady)
@@ -226,6 +228,19 @@ class IoUTracker:
         follow_match: float = 0.6,
         min_hits_first: int | None = None,
     ) -> None:
+        from edge_fer.limits import check_count
+
+        # (min_hits 1.5 became 1; a string was a TypeError from a comparison)
+        for name, v, lowest in (("min_hits", min_hits, 1), ("max_misses", max_misses, 0),
+                                ("established_hits", established_hits, 1),
+                                ("follow_frames", follow_frames, 0)):  # fmt: skip
+            check_count(v, name, lowest)
+        for name, v in (("iou_threshold", iou_threshold), ("reach", reach),
+                        ("part_overlap", part_overlap), ("box_smoothing", box_smoothing),
+                        ("velocity_smoothing", velocity_smoothing),
+                        ("score_smoothing", score_smoothing), ("follow_match", follow_match)):  # fmt: skip
+            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
+                raise UserError(f"must be a number, got {v!r}", param=name)
         if not 0.0 <= iou_threshold < 1.0:
             raise ValueError("iou_threshold must be in [0, 1)")
         if min_hits < 1 or max_misses < 0:
@@ -294,10 +309,7 @@ class IoUTracker:
         self.frame = self.frame + 1 if frame is None else int(frame)
         first, self._scene_start = self._scene_start, False
         follow = gray is not None and self.follow_frames > 0
-        det = np.asarray(boxes, np.float64).reshape(-1, np.shape(boxes)[-1] if len(boxes) else 4)
-        if scores is None:
-            scores = det[:, 4] if det.shape[1] > 4 else np.zeros(len(det))
-        det = det[:, :4]
+        det, scores = _detections(boxes, scores)
         for tr in self.tracks:
             tr.det_index = -1
         preds = np.array([tr.predicted() for tr in self.tracks]).reshape(-1, 4)
@@ -543,3 +555,34 @@ def _match(gray: np.ndarray, template: np.ndarray, box: np.ndarray):
         return None
     patch = region[by : by + TEMPLATE, bx : bx + TEMPLATE]
     return np.array([x0 + bx / kx, y0 + by / ky, w, h]), best, patch
+
+
+def _detections(boxes, scores) -> tuple[np.ndarray, np.ndarray]:
+    """`boxes` (n, 4) x, y, w, h (or (n, 5) with the score last) and `scores` (n,) as float
+    arrays; a UserError naming the parameter for anything else (a NaN box became a confirmed
+    track with a new id each frame; None, 2 columns or too few scores were numpy errors)."""
+    try:
+        det = np.asarray([] if boxes is None else boxes, np.float64)
+    except (TypeError, ValueError):
+        raise UserError(f"must be an (n, 4) or (n, 5) array of numbers, got {type(boxes).__name__}",
+                        param="boxes") from None  # fmt: skip
+    if det.size == 0:
+        det = det.reshape(0, 4)
+    if det.ndim == 1:
+        det = det[None]  # one box
+    if det.ndim != 2 or det.shape[1] not in (4, 5):
+        raise UserError(f"must be (n, 4) x, y, w, h or (n, 5) with a score, got shape "
+                        f"{det.shape}", param="boxes")  # fmt: skip
+    if not np.isfinite(det).all() or (det[:, 2:4] < 0).any():
+        raise UserError("must be finite, with widths and heights >= 0", param="boxes")
+    if scores is None:
+        sc = det[:, 4] if det.shape[1] > 4 else np.zeros(len(det))
+    else:
+        try:
+            sc = np.asarray(scores, np.float64).reshape(-1)
+        except (TypeError, ValueError):
+            raise UserError("must be numbers, one per box", param="scores") from None
+        if len(sc) != len(det) or not np.isfinite(sc).all():
+            raise UserError(f"must be one finite number per box ({len(det)} boxes), got "
+                            f"{len(sc)} values", param="scores")  # fmt: skip
+    return det[:, :4], sc
