@@ -363,6 +363,16 @@ def test_providers_as_one_name_and_none_available() -> None:
     assert e.value.param == "providers"
 
 
+def test_run_options_take_numpy_numbers() -> None:
+    """smoothing=np.float32(0.5) was "must be a number" (the detector's options took them)."""
+    from edge_fer.runtime.runner import RunOptions, check_run_options
+
+    check_run_options(RunOptions(source="x", smoothing=np.float32(0.5), pace=np.int64(5)))
+    with pytest.raises(UserError) as e:
+        check_run_options(RunOptions(source="x", smoothing="0.5"))  # type: ignore[arg-type]
+    assert e.value.param == "smoothing"
+
+
 def test_label_functions_name_what_is_not_a_class_name() -> None:
     """canonical(None) and vocabulary(None) were AttributeErrors; None among the classes too."""
     from edge_fer import labels as L

@@ -29,6 +29,7 @@ from __future__ import annotations
 import collections
 import contextlib
 import math
+import numbers
 import queue
 import signal
 import threading
@@ -397,7 +398,7 @@ class Pipeline:
         self.classify_every = int(classify_every)
         if (
             isinstance(smoothing, bool)
-            or not isinstance(smoothing, (int, float))
+            or not isinstance(smoothing, numbers.Real)
             or not (0.0 < smoothing <= 1.0)
         ):  # (NaN too) the smoother's own check named its alpha
             raise ValueError(f"smoothing must be in (0, 1], got {smoothing!r}")

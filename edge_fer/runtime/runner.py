@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import numbers
 import os
 import sys
 import time
@@ -226,7 +227,7 @@ def check_run_options(opts: RunOptions) -> None:
     for name in ("pace", "scene_cut", "summary_every", "reconnect_timeout"):
         v = getattr(opts, name)  # a string was a bare TypeError in the range checks below
         if (v is not None or name == "reconnect_timeout") and (
-            isinstance(v, bool) or not isinstance(v, (int, float))
+            isinstance(v, bool) or not isinstance(v, numbers.Real)
         ):
             raise UserError(f"must be a number, got {v!r}", param=name)
     if opts.max_frames is not None:
@@ -242,7 +243,7 @@ def check_run_options(opts: RunOptions) -> None:
     check_count(t.max_misses, "max_misses", lowest=0)
     check_count(t.hold, "hold", lowest=0)
     for name, v in (("iou", t.iou), ("smoothing", opts.smoothing), ("min_score", t.min_score)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float))):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, numbers.Real)):
             raise UserError(f"must be a number, got {v!r}", param=name)  # (was a TypeError)
     for name, ok, rule in (
         ("min_hits", t.min_hits >= 1, ">= 1"),
