@@ -230,7 +230,7 @@ class Classifier(Closing):
             return np.zeros((0, len(self.classes)), np.float32)
         out = []
         for i in range(0, n, batch_size):
-            out.append(self.infer(self.spec.prepare(faces[i : i + batch_size])))
+            out.append(self.infer(self.spec.prepare(faces[i : i + batch_size], first=i)))
         return np.concatenate(out)
 
     def predict_faces(self, faces, batch_size: int = 256) -> np.ndarray:

@@ -154,7 +154,7 @@ def run_inference(
     try:
         for i in range(0, len(images), batch_size):
             t0 = time.perf_counter()
-            x = clf.spec.prepare(images[i : i + batch_size])
+            x = clf.spec.prepare(images[i : i + batch_size], first=i)
             t1 = time.perf_counter()
             out.append(clf.infer(x))
             t2 = time.perf_counter()

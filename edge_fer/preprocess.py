@@ -92,13 +92,19 @@ class PreprocessSpec:
             known["align_frame"] = tuple(float(v) for v in known["align_frame"])
         return cls(**known)
 
-    def prepare(self, faces: list[np.ndarray] | np.ndarray) -> np.ndarray:
-        """uint8 face crops (grayscale HxW or BGR HxWx3) -> float32 NCHW model input."""
+    def prepare(self, faces: list[np.ndarray] | np.ndarray, first: int = 0) -> np.ndarray:
+        """uint8 face crops (grayscale HxW or BGR HxWx3) -> float32 NCHW model input. `first`:
+        the index of faces[0] among the caller's, for the messages."""
         n = len(faces)
         out = np.empty((n, self.channels, self.input_size, self.input_size), np.float32)
         clahe = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(4, 4)) if self.clahe else None
         for i, f in enumerate(faces):
-            g = to_gray(f)
+            try:
+                g = to_gray(f)
+            except UserError as exc:  # which face (a list of 500 said only "empty image")
+                if n == 1 and not first:
+                    raise
+                raise UserError(f"face {first + i}: {exc.message}", param=exc.param) from None
             if g.shape != (self.input_size, self.input_size):
                 interp = cv2.INTER_AREA if g.shape[0] > self.input_size else cv2.INTER_LINEAR
                 g = cv2.resize(g, (self.input_size, self.input_size), interpolation=interp)

@@ -373,6 +373,20 @@ def test_run_options_take_numpy_numbers() -> None:
     assert e.value.param == "smoothing"
 
 
+def test_a_bad_face_in_a_list_is_named_by_its_index() -> None:
+    """ "empty image" or "got NoneType" said nothing of which of 301 faces it was."""
+    from edge_fer.classify import Classifier
+
+    img = np.zeros((48, 48), np.uint8)
+    with Classifier.load(threads=1, tta="none") as clf:
+        for faces, words in (([img, None], "face 1: expected an image as a numpy array"),
+                             ([img] * 300 + [img[:0]], "face 300: empty image")):  # fmt: skip
+            with pytest.raises(UserError, match=words):
+                clf.predict(faces)
+        with pytest.raises(UserError, match="^empty image"):  # one face alone: as before
+            clf.predict([img[:0]])
+
+
 def test_label_functions_name_what_is_not_a_class_name() -> None:
     """canonical(None) and vocabulary(None) were AttributeErrors; None among the classes too."""
     from edge_fer import labels as L

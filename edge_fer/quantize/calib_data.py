@@ -433,7 +433,7 @@ class FaceBatchReader:
 
     def batches(self) -> Iterator[np.ndarray]:
         for i in range(0, len(self.faces), self.batch_size):
-            yield self.spec.prepare(self.faces[i : i + self.batch_size])
+            yield self.spec.prepare(self.faces[i : i + self.batch_size], first=i)
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._it is None:
