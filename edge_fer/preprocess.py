@@ -143,9 +143,10 @@ def _to_uint8(g: np.ndarray) -> np.ndarray:
         if not np.isfinite(g).all():
             raise UserError("image has NaN or infinite pixels")
         lo, hi = float(g.min()), float(g.max())
-        # (half a level of interpolation overshoot is rounding; beyond it a wrong scale was
-        # clipped silently: x257, the 16-bit scale, made a white face)
-        if lo < -0.5 or hi > 255.5:
+        # a wrong scale was clipped silently (x257, the 16-bit scale, made a white face); a
+        # cubic resize overshoots (to 256.7 on a face, 317 on a sharp edge), clipped as the
+        # 0..1 faces' overshoot below
+        if lo < -0.5 * 255 or hi > 1.5 * 255:
             raise UserError(
                 f"{g.dtype} pixels span {lo:g}..{hi:g}, outside 0..1 and 0..255: scale "
                 "them to uint8"

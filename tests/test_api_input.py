@@ -43,6 +43,13 @@ def test_a_float_crop_on_another_scale_is_refused() -> None:
     assert np.array_equal(to_gray(g.astype(np.float32)), g)  # 0..255 floats
     assert np.array_equal(to_gray(g.astype(np.float64) / 255.0), g)  # 0..1 floats
     assert np.array_equal(to_gray(np.full((8, 8), 255.3, np.float32)), np.full((8, 8), 255))
+    # a cubic resize's overshoot, on either scale: clipped (before: refused on the 0..255 one)
+    edges = np.kron(np.eye(6), np.ones((8, 8))).astype(np.float32) * 255  # sharp: overshoots
+    big = cv2.resize(edges, (150, 150), interpolation=cv2.INTER_CUBIC)
+    assert big.max() > 255.5
+    want = np.clip(np.rint(big), 0, 255).astype(np.uint8)
+    assert np.array_equal(to_gray(big), want)
+    assert np.array_equal(to_gray(big / 255.0), want)
 
 
 @pytest.mark.shared("data/fer2013/test")
