@@ -117,7 +117,7 @@ class Classifier(Closing):
     @classmethod
     def load(
         cls,
-        path: str | os.PathLike | None = None,
+        path: str | bytes | os.PathLike | None = None,
         backend: str = "onnxruntime",
         threads: int | None = None,
         tta: str = "auto",
@@ -127,8 +127,12 @@ class Classifier(Closing):
         (metadata `edge_fer.tta_default`, "none" when absent)."""
         if tta != "auto":
             check_mode(tta)
+        if isinstance(path, bytes):  # a name that is not UTF-8, as os.listdir(b".") gives it
+            path = os.fsdecode(path)
         if path is not None and not isinstance(path, (str, os.PathLike)):  # Path(3): TypeError
             raise UserError(f"must be a model file's path, got {path!r}", param="path")
+        if not isinstance(backend, str):  # (3: "'int' object has no attribute 'lower'")
+            raise UserError(f"must be a backend's name, got {backend!r}", param="backend")
         p = Path(path) if path is not None else default_model_path()
         sniff_model_file(p)
         if threads is not None:

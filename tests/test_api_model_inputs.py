@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -260,6 +261,13 @@ def test_predict_takes_a_generator_and_refuses_what_is_no_crops() -> None:
     with pytest.raises(UserError, match="model file's path") as e:
         Classifier.load(3)  # type: ignore[arg-type]
     assert e.value.param == "path"
+    from edge_fer.classify import default_model_path
+
+    with Classifier.load(os.fsencode(default_model_path())) as clf:  # as open_source takes it
+        assert clf.classes[0] == "angry"
+    with pytest.raises(UserError) as e:
+        Classifier.load(backend=3)  # type: ignore[arg-type]
+    assert e.value.param == "backend"
 
 
 def test_shapes_that_are_neither_a_face_nor_a_batch_and_raw_pixels_to_predict_array() -> None:
