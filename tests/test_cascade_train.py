@@ -817,6 +817,16 @@ def test_eval_detector_replaces_an_existing_output_only_with_force(
 # ---- box files ---------------------------------------------------------------------------
 
 
+def test_a_box_file_that_is_not_a_regular_file_is_said_so(tmp_path):
+    """--boxes /dev/null said "annotation file not found" though the path exists."""
+    with pytest.raises(UserError, match="/dev/null: not a regular file"):
+        read_box_file("/dev/null")
+    with pytest.raises(UserError, match="not a regular file"):
+        read_box_file(tmp_path)
+    with pytest.raises(UserError, match="none.txt: not found"):
+        read_box_file(tmp_path / "none.txt")
+
+
 def test_a_box_file_with_a_bom_or_latin1_names_keeps_every_face(two_image_data, tmp_path):
     """A box file saved by a Windows editor starts with a UTF-8 BOM, which became part of the
     first file name (its faces counted as a missing file); a name written in Latin-1 was

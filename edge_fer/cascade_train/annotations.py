@@ -193,8 +193,9 @@ def read_webfaces(path: str | os.PathLike) -> tuple[list[AnnotatedImage], InputR
 def read_box_file(path: str | os.PathLike) -> tuple[list[AnnotatedImage], InputReport]:
     """A box file (`path x y w h` per line); images in name order, bad lines counted."""
     f = Path(path)
-    if not f.is_file():
-        raise UserError(f"annotation file not found: {f}")
+    if not f.is_file():  # (/dev/null, a folder: "not found" though they exist)
+        why = "not found" if not f.exists() else "not a regular file"
+        raise UserError(f"annotation file {f}: {why}")
     try:
         # utf-8-sig: a BOM (Windows editors) made the first file name missing; surrogateescape:
         # a name in another encoding maps back to its bytes on disk (replace lost it)
