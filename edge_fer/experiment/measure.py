@@ -76,15 +76,15 @@ def content_key(*parts: Path | np.ndarray) -> str:
     and never saw other calibration faces."""
     import hashlib
 
+    from edge_fer.fileio import sha256_file
+
     h = hashlib.sha256()
     for part in parts:
         if isinstance(part, np.ndarray):
             h.update(repr((part.dtype.str, part.shape)).encode())
             h.update(np.ascontiguousarray(part).tobytes())
         else:
-            with open(part, "rb") as f:
-                for block in iter(lambda: f.read(1 << 20), b""):
-                    h.update(block)
+            h.update(sha256_file(part).encode())
     return h.hexdigest()
 
 

@@ -871,9 +871,7 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
                 "--resume continues a run in the folder it was written to",
                 param="out",
             )
-        if not cfg.arch:
-            raise UserError(f"is required: {out} holds no run to resume", param="arch")
-        print(f"edge-fer train: nothing to resume in {out}: starting the run", file=sys.stderr)
+        notes.append(f"nothing to resume in {out}: starting the run")
     check_config(cfg, resuming=resume and last.exists())
     check_outside([("--out", out)], cfg.data, "--data", "the run's files would mix with the faces")
     check_collisions(
