@@ -142,21 +142,29 @@ def test_mining_draws_the_same_windows_in_calls_of_any_size():
 def test_a_sigterm_then_a_ctrl_c_during_one_long_call_into_c_is_the_sigterm():
     """Both arrive while the main thread is in C (one numpy call here, a numba kernel or an
     engine build in a command): CPython then runs SIGINT's handler first. The order they came
-    in is kept (the wakeup fd), so the SIGTERM is the command's signal (exit 143)."""
+    in is kept (the wakeup fd), so the SIGTERM is the command's signal (exit 143). They come
+    0.3 s apart, both within the call (about 1 s here): two signals pending at once are
+    delivered by the kernel in ascending order (SIGINT first), which no handler can undo; sent
+    back to back after a 0.1 s call, the test failed so 1 run in ~20 on loaded cores."""
     signals = CommandSignals()
     signals.defer = False  # a command running
     old = {s: signal.signal(s, signals) for s in (signal.SIGINT, signal.SIGTERM)}
     signals.listen()
-    a = np.ones(25_000)
+    a = np.ones(70_000)
+    pid = os.getpid()
+    sender = subprocess.Popen(
+        ["sh", "-c", f"sleep 0.3; kill -TERM {pid}; sleep 0.3; kill -INT {pid}"]
+    )
     try:
-        pid = os.getpid()
-        sender = subprocess.Popen(["sh", "-c", f"sleep 0.3; kill -TERM {pid}; kill -INT {pid}"])
         with pytest.raises(Interrupt) as caught:
-            np.convolve(a, a)  # ~1 s in C, signals handled when it returns
-            sender.wait()
-            time.sleep(1)  # (the call ended first: the signals come here, one at a time)
-        sender.wait()
+            np.convolve(a, a)  # in C, signals handled when it returns
+            time.sleep(2)  # (a faster CPU: the call ended first, the signals come here)
     finally:
+        while sender.poll() is None:  # (a SIGINT still to come must not end the session)
+            try:
+                sender.wait()
+            except Interrupt:
+                pass
         signals.close()
         for s, h in old.items():
             signal.signal(s, h)
