@@ -17,7 +17,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from paths import FER_MODEL, SHARED, fer_faces, shared
+from paths import FER_MODEL, SHARED, fer_faces, fer_split_folders, shared
 from processes import run_cli, run_python
 
 from edge_fer import labels as L
@@ -368,6 +368,68 @@ def test_qat_round_trip_qdq(tfk, tmp_path, train_faces):
     _, rep2 = quantize_keras(odd, train_faces, spec, epochs=1, batch_size=32)
     assert rep2["mode"].startswith("quantize_annotate_layer")
     assert any("rescaling" in n for n in rep2["float_layers"])
+
+
+@pytest.mark.shared("data/fer2013/train", "data/fer2013/test")
+def test_cli_prune_refuses_before_training_and_saves_both_or_neither(tfk, tmp_path, capsys):
+    """What `keras prune` can refuse is refused before the fine-tuning, and --save-keras is
+    written with the ONNX model, never without it (before: it was written first, then a
+    dataset without a validation split or an opset out of range failed the conversion and
+    left the user's Keras file replaced by one with no ONNX model)."""
+    from edge_fer.cli.main import main
+
+    _, keras = tfk
+    model = tmp_path / "tiny.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        tiny_model(keras, act="softmax").save(str(model))
+    data = fer_split_folders(tmp_path / "fer", {"Training": 4})  # no PublicTest faces
+    mine = tmp_path / "mine.h5"
+    mine.write_bytes(b"the user's model")
+    out = tmp_path / "p.onnx"
+    base = ["keras", "prune", str(model), "--out", str(out), "--save-keras", str(mine)]
+    base += ["--force", "--scale", "0,1", "--threads", "1", "--quiet", "--epochs", "1"]
+    for extra, needle in (
+        ([], "public-test"),
+        (["--no-check", "--opset", "12"], "--opset 12 is outside 13..21"),
+        (["--no-check", "--seed", "-1"], "--seed must be an integer in 0..4294967295"),
+        (["--no-check", "--seed", str(2**32)], "--seed must be an integer"),
+        (["--no-check", "--lr", "inf"], "--lr must be a positive number, got inf"),
+    ):
+        rc = main([*base, "--data", str(data), *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and needle in err[0], (extra, err)
+        assert mine.read_bytes() == b"the user's model" and not out.exists()
+
+    fer_split_folders(data, {"PublicTest": 1})
+    rc = main([*base, "--data", str(data), "--limit", "16"])
+    cap = capsys.readouterr()
+    assert rc == 0, cap.err[-2000:]
+    rep = json.loads(cap.out.strip().splitlines()[-1])
+    assert "public-test, 7 faces" in rep["parity_faces"] and out.is_file()
+    assert mine.read_bytes()[:8] == b"\x89HDF\r\n\x1a\n"  # replaced: --force
+
+
+def test_cli_import_bounds_and_unused_flags(tfk, tmp_path, capsys):
+    from edge_fer.cli.main import main
+
+    _, keras = tfk
+    i = keras.layers.Input((None, None, 1))
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.Conv2D(4, 3)(i))
+    free = tmp_path / "free.h5"
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        keras.Model(i, keras.layers.Dense(7, activation="softmax")(x)).save(str(free))
+    out = tmp_path / "o.onnx"
+    for extra, needle in (
+        # before: TensorFlow was asked for 1.15 TB and the process died (SIGSEGV)
+        (["--input-size", "100000"], "--input-size 100000 is outside 8..512 px"),
+        (["--input-size", "48", "--no-check", "--check-data", str(tmp_path)], "--no-check"),
+    ):
+        rc = main(["keras", "import", str(free), "--out", str(out), *extra])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert rc == 2 and len(err) == 1 and needle in err[0], (extra, err)
+        assert not out.exists()
 
 
 def test_unconvertible_operator_leaves_nothing(tfk, tmp_path):

@@ -216,9 +216,11 @@ def _load(args):
     return model, spec
 
 
-def _convert(args, model, spec, check_data, compression=None, stats_model=None) -> dict:
+def _convert(args, model, spec, check, compression=None, stats_model=None) -> dict:
+    """`check`: the parity check's data (import's --check-data) or (faces, description)."""
     from edge_fer.keras_import.convert import keras_to_onnx
 
+    faces, source = check if isinstance(check, tuple) else (None, None)
     return keras_to_onnx(
         model,
         args.out,
@@ -228,7 +230,9 @@ def _convert(args, model, spec, check_data, compression=None, stats_model=None) 
         opset=args.opset,
         add_softmax=args.add_softmax,
         check=not args.no_check,
-        check_data=check_data,
+        check_faces=faces,
+        check_data=None if isinstance(check, tuple) else check,
+        check_source=source,
         compression=compression,
         stats_model=stats_model,
     )
@@ -249,32 +253,64 @@ def _print(report: dict, what: str) -> None:
     )
 
 
-def _save_keras(model, path: str | None) -> None:
+def _before_training(args, spec):
+    """Everything that can be refused, checked before the fine-tuning (before: an opset out of
+    range, a --save-keras name or a dataset without a validation split were refused after
+    it). Returns the parity check's (faces, description), or None with --no-check."""
+    from edge_fer.errors import UserError
+    from edge_fer.keras_import.compress import check_training_args
+    from edge_fer.keras_import.convert import check_faces_from, check_opset
+
+    check_opset(args.opset)
+    check_training_args(args.epochs, args.batch_size, args.lr, args.seed)
+    if args.save_keras and Path(args.save_keras).suffix.lower() not in (".h5", ".hdf5", ".keras"):
+        raise UserError(f"--save-keras {args.save_keras}: use a .h5, .hdf5 or .keras file name")
+    return None if args.no_check else check_faces_from(spec, args.data)
+
+
+def _keras_bytes(model, path: str | None) -> bytes | None:
+    """The Keras file's bytes, made before anything is written: the ONNX model and the Keras
+    file land together (before: --save-keras was written first, so a failed conversion or a
+    Ctrl-C left a new Keras file, or replaced the user's, without its ONNX model)."""
     if not path:
-        return
+        return None
     import tempfile
     import warnings
 
     from edge_fer.errors import UserError
-    from edge_fer.fileio import os_error_reason, write_bytes
+    from edge_fer.fileio import os_error_reason
 
-    p = Path(path)
-    if p.suffix.lower() not in (".h5", ".hdf5", ".keras"):
-        raise UserError(f"--save-keras {p}: use a .h5, .hdf5 or .keras file name")
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        # tf-keras writes by name: into a private folder, then one atomic write of the bytes
+    suffix = Path(path).suffix.lower()
+    try:  # tf-keras writes by name: into a private folder
         with tempfile.TemporaryDirectory(prefix="edge-fer-keras-") as tmp_dir:
-            tmp = Path(tmp_dir) / f"model{p.suffix.lower()}"
+            tmp = Path(tmp_dir) / f"model{suffix}"
             with warnings.catch_warnings():  # "HDF5 is a legacy format": the user chose it
                 warnings.simplefilter("ignore")
                 model.save(str(tmp))
-            write_bytes(p, tmp.read_bytes())
+            return tmp.read_bytes()
+    except OSError as exc:
+        raise UserError(f"--save-keras: cannot save the model ({os_error_reason(exc)})") from None
+
+
+def _write_keras(path: str | None, data: bytes | None) -> None:
+    if not path or data is None:
+        return
+    from edge_fer.errors import UserError
+    from edge_fer.fileio import os_error_reason, write_bytes
+
+    p = Path(path)
+    try:
+        p.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(p, data)
     except OSError as exc:
         raise UserError(f"{p}: cannot write ({os_error_reason(exc)})") from None
 
 
 def run_import(args) -> int:
+    from edge_fer.errors import UserError
+
+    if args.no_check and args.check_data is not None:
+        raise UserError("--check-data is the parity check's data: it does nothing with --no-check")
     model, spec = _load(args)
     report = _convert(args, model, spec, args.check_data)
     _print(report, "imported")
@@ -285,14 +321,16 @@ def run_prune(args) -> int:
     from edge_fer.keras_import.compress import prune_keras
 
     model, spec = _load(args)
+    check = _before_training(args, spec)
     pruned, rep = prune_keras(
         model, args.data, spec, target_sparsity=args.target_sparsity, epochs=args.epochs,
         batch_size=args.batch_size, lr=args.lr, limit=args.limit, seed=args.seed,
         freeze_bn=args.freeze_bn, add_softmax=args.add_softmax,
         verbose=0 if args.quiet else 2,
     )  # fmt: skip
-    _save_keras(pruned, args.save_keras)
-    report = _convert(args, pruned, spec, args.data, compression=_slim(rep))
+    keras_file = _keras_bytes(pruned, args.save_keras)
+    report = _convert(args, pruned, spec, check, compression=_slim(rep))
+    _write_keras(args.save_keras, keras_file)
     _print(report, f"pruned to {rep['sparsity']:.1%} sparsity:")
     return 0
 
@@ -307,13 +345,15 @@ def run_qat(args) -> int:
             "quantisation layers back from a .keras archive)"
         )
     model, spec = _load(args)
+    check = _before_training(args, spec)
     q, rep = quantize_keras(
         model, args.data, spec, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
         limit=args.limit, seed=args.seed, add_softmax=args.add_softmax,
         verbose=0 if args.quiet else 2,
     )  # fmt: skip
-    _save_keras(q, args.save_keras)
-    report = _convert(args, q, spec, args.data, compression=_slim(rep), stats_model=model)
+    keras_file = _keras_bytes(q, args.save_keras)
+    report = _convert(args, q, spec, check, compression=_slim(rep), stats_model=model)
+    _write_keras(args.save_keras, keras_file)
     _print(report, "quantisation-aware trained:")
     return 0
 

@@ -154,13 +154,17 @@ def _fit(model, x, y, epochs, batch_size, lr, callbacks, verbose, seed) -> dict:
     return {"history": h, "train_seconds": round(time.perf_counter() - t0, 1)}
 
 
-def _check_training_args(epochs: int, batch_size: int, lr: float) -> None:
+def check_training_args(epochs: int, batch_size: int, lr: float, seed: int) -> None:
+    """The fine-tuning settings, checked before the data is read or the model trained."""
     if epochs < 1:
         raise UserError("must be at least 1", param="epochs")
     if batch_size < 1:
         raise UserError("must be at least 1", param="batch_size")
-    if not lr > 0:
-        raise UserError("must be positive", param="lr")
+    if not 0 < lr < math.inf:  # inf trained to NaN weights and converted them
+        raise UserError(f"must be a positive number, got {lr}", param="lr")
+    # numpy and TensorFlow seeds are 32-bit: -1 or 2**32 raised from inside TensorFlow
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or not (0 <= seed < 2**32):
+        raise UserError(f"must be an integer in 0..{2**32 - 1}, got {seed!r}", param="seed")
 
 
 def prune_keras(
@@ -189,7 +193,7 @@ def prune_keras(
         raise UserError(
             f"must lie strictly between 0 and 1, got {target_sparsity}", param="target_sparsity"
         )
-    _check_training_args(epochs, batch_size, lr)
+    check_training_args(epochs, batch_size, lr, seed)
     model = _prepare_model(model, spec, add_softmax)
     x, y, desc = training_arrays(data, spec, limit=limit, seed=seed)
     keras.utils.set_random_seed(int(seed))
@@ -279,7 +283,7 @@ def quantize_keras(
     """
     _, keras = _tf.tf_keras()
     mot = _tf.tfmot()
-    _check_training_args(epochs, batch_size, lr)
+    check_training_args(epochs, batch_size, lr, seed)
     model = _prepare_model(model, spec, add_softmax)
     x, y, desc = training_arrays(data, spec, limit=limit, seed=seed)
     keras.utils.set_random_seed(int(seed))

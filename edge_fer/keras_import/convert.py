@@ -32,7 +32,7 @@ from edge_fer import labels as L
 from edge_fer.errors import UserError, reported
 from edge_fer.fileio import first_line, os_error_reason, read_head, sha256_file, write_bytes
 from edge_fer.keras_import import _tf
-from edge_fer.preprocess import PreprocessSpec
+from edge_fer.preprocess import MAX_INPUT_SIZE, MIN_INPUT_SIZE, PreprocessSpec
 
 PARITY_TOL = 1e-4  # FP32: max |p_keras - p_onnxruntime|, as `edge-fer export`
 # QAT (Q/DQ) models: ONNX Runtime fuses the Q/DQ graph into integer kernels (QLinearConv,
@@ -560,8 +560,13 @@ def keras_spec(
     if side is not None and input_size is not None and input_size != side:
         raise UserError(f"{input_size} but the model's input is {side}x{side}", param="input_size")
     size = int(side or input_size)  # type: ignore[arg-type]
-    if size < 8:
-        raise UserError(f"input size {size} is too small (at least 8)")
+    if not MIN_INPUT_SIZE <= size <= MAX_INPUT_SIZE:
+        # before: a free-size model with --input-size 100000 asked TensorFlow for 1.15 TB and
+        # the process died; a side the runtime's preprocessing refuses is refused here
+        bounds = f"{MIN_INPUT_SIZE}..{MAX_INPUT_SIZE} px (a model's face side)"
+        if side is None:
+            raise UserError(f"{size} is outside {bounds}", param="input_size")
+        raise UserError(f"the model's input is {size}x{size}, outside {bounds}")
     names = classes if isinstance(classes, tuple) else parse_classes(classes, n)
     if len(names) != n:
         raise UserError(f"{len(names)} class names for a model with {n} outputs")
@@ -594,6 +599,7 @@ def keras_to_onnx(
     check: bool = True,
     check_faces: np.ndarray | None = None,
     check_data: str | None = None,
+    check_source: str | None = None,
     compression: dict | None = None,
     stats_model=None,
 ) -> dict:
@@ -603,7 +609,7 @@ def keras_to_onnx(
     provenance (its sha256) and the arch name "keras:<file stem>" (`name` overrides it).
     check: ONNX checker plus Keras vs ONNX Runtime parity on real faces (`check_faces`, uint8
     (N, H, W), or an even sample of `check_data`'s validation split; random images with a
-    warning when neither is given): FP32 max |dp| <= 1e-4; a quantised (Q/DQ) graph at least
+    warning when neither is given; `check_source` describes given faces): FP32 max |dp| <= 1e-4; a quantised (Q/DQ) graph at least
     90% top-1 agreement and |dp| <= 0.25. On any failure UserError and nothing is written.
     compression: what was done to the model (prune / qat report), kept in the provenance.
     stats_model: count params and MACs on this model instead (the float model of a QAT one).
@@ -612,8 +618,7 @@ def keras_to_onnx(
     t2o = _tf.tf2onnx()
     import onnx
 
-    if not 13 <= int(opset) <= 21:
-        raise UserError(f"{opset} is outside 13..21 (what tf2onnx writes)", param="opset")
+    check_opset(opset)
     check_io(model, spec)
     model, softmax_added = ensure_probs(model, add_softmax)
     src = Path(source) if source is not None else _source_of(model)
@@ -665,7 +670,9 @@ def keras_to_onnx(
         with tempfile.TemporaryDirectory(prefix="edge-fer-keras-") as tmp_dir:
             tmp = Path(tmp_dir) / "model.onnx"
             tmp.write_bytes(raw)
-            report.update(_parity(model, tmp, spec, check_faces, check_data, quantized))
+            report.update(
+                _parity(model, tmp, spec, check_faces, check_data, quantized, check_source)
+            )
     try:
         write_bytes(out_p, raw)
     except OSError as exc:
@@ -673,6 +680,12 @@ def keras_to_onnx(
     report["bytes"] = len(raw)
     report["gzip_bytes"] = len(gzip.compress(raw, 9))
     return report
+
+
+def check_opset(opset: int) -> None:
+    """tf2onnx writes opsets 13..21; checked before any fine-tuning, not after it."""
+    if not 13 <= int(opset) <= 21:
+        raise UserError(f"{opset} is outside 13..21 (what tf2onnx writes)", param="opset")
 
 
 def _convert(t2o, model, spec: PreprocessSpec, opset: int):
@@ -834,13 +847,13 @@ def predict_keras(model, x_nchw: np.ndarray, batch_size: int = 256) -> np.ndarra
     return np.concatenate(out).astype(np.float32)
 
 
-def _parity(model, path: Path, spec, faces, data, quantized: bool) -> dict:
+def _parity(model, path: Path, spec, faces, data, quantized: bool, source=None) -> dict:
     from edge_fer.backends.onnxruntime_backend import OnnxRuntimeBackend
 
     if faces is None:
         faces, source = check_faces_from(spec, data)
     else:
-        source = f"{len(faces)} given faces"
+        source = source or f"{len(faces)} given faces"
     if source.startswith("random"):
         print(f"edge-fer keras: warning: parity checked on {source}", file=sys.stderr)
     x = spec.prepare(faces)
