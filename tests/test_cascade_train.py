@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import shlex
 import shutil
 from pathlib import Path
 
@@ -553,6 +554,10 @@ def test_train_cascade_learns_from_one_face(tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert summary["stop_reason"] == "max_stages" and summary["ntrees"] >= 2
     assert Cascade.load(summary["cascade"]).ntrees == summary["ntrees"]
+    # the command recorded (the card's) is this one, quoted for a shell (before: sys.argv,
+    # here pytest's, joined with spaces)
+    state = json.loads((out / "state.json").read_text())
+    assert shlex.split(state["command"]) == ["edge-fer", *_tiny_cascade_argv(boxes, bg, out)]
 
 
 def test_train_cascade_that_learns_no_tree_is_a_user_error(tmp_path, capsys):
@@ -618,6 +623,12 @@ def test_train_cascade_resumes_with_the_data_spelled_another_way(tmp_path, monke
     assert err.count("\n") == 1 and "different options" in err and "backgrounds" in err
 
 
+def _state_of(cascade: Path) -> dict:
+    """The least of a train-cascade state.json that records `cascade` as the run's own."""
+    c = Cascade.load(cascade)
+    return {"options": {"depth": c.tdepth}, "ntrees": c.ntrees, "stages": []}
+
+
 def _eval_detector_argv(boxes: Path, *extra) -> list[str]:
     return ["eval-detector", "--boxes", str(boxes), "--reference", "none", "--backgrounds",
             "none", "--speed-images", "0", *map(str, extra)]  # fmt: skip
@@ -631,7 +642,8 @@ def test_eval_detector_outputs_are_checked_before_the_scan(tmp_path, capsys):
     res = tmp_path / "new" / "deeper" / "res.json"
     run = tmp_path / "run"
     run.mkdir()
-    (run / "state.json").write_text(json.dumps({"command": "edge-fer train-cascade ..."}))
+    state = {**_state_of(PICO), "command": "edge-fer train-cascade ..."}  # the bundled one's
+    (run / "state.json").write_text(json.dumps(state))
     card = tmp_path / "cards" / "card.md"
     assert main(_eval_detector_argv(boxes, "--out", res, "--card", card, "--run", run)) == 0
     assert json.loads(res.read_text())["images"] == 1
@@ -779,8 +791,8 @@ def test_resume_of_an_intact_run_still_continues(two_image_data, two_image_run, 
 # ---- eval-detector outputs that exist ------------------------------------------------------
 
 
-def _eval_argv(boxes: Path, *extra) -> list[str]:
-    return ["eval-detector", "--cascade", str(PICO), "--boxes", str(boxes), "--reference",
+def _eval_argv(boxes: Path, *extra, cascade: Path = PICO) -> list[str]:
+    return ["eval-detector", "--cascade", str(cascade), "--boxes", str(boxes), "--reference",
             "none", "--backgrounds", "none", "--speed-images", "0",
             *map(str, extra)]  # fmt: skip
 
@@ -804,10 +816,15 @@ def test_eval_detector_replaces_an_existing_output_only_with_force(
         assert r.returncode == 2 and r.stdout == "", r.stderr
         assert_one_error_line(r.stderr, flag, "exists; pass --force")
     assert (run / "state.json").read_bytes() == state and mine.read_text() == "my notes\n"
-    r = run_cli(*_eval_argv(boxes, "--out", tmp_path / "e.json", "--card", mine, "--run", run))
+    own = {"cascade": run / "cascade.pico"}  # the card's --run must have made the cascade
+    r = run_cli(
+        *_eval_argv(boxes, "--out", tmp_path / "e.json", "--card", mine, "--run", run, **own)
+    )
     assert r.returncode == 2 and not (tmp_path / "e.json").exists()  # checked before the scan
     r = run_cli(
-        *_eval_argv(boxes, "--out", tmp_path / "e.json", "--card", mine, "--run", run, "--force")
+        *_eval_argv(
+            boxes, "--out", tmp_path / "e.json", "--card", mine, "--run", run, "--force", **own
+        )
     )
     assert r.returncode == 0, r.stderr
     assert json.loads((tmp_path / "e.json").read_text())["images"] == 2
@@ -918,3 +935,178 @@ def test_lowres_and_fer_faces_refuse_an_out_with_their_outputs_unless_force(tmp_
         r = run_python("-m", f"edge_fer.cascade_train.{tool}", data, out, "--force")
         assert r.returncode == 0 and (out / "boxes.txt").exists(), (tool, r.stderr)
         assert (out / "notes.txt").read_text() == "mine\n"
+
+
+# ---- eval-detector and train-cascade inputs (QA findings) ----------------------------------
+
+
+def _noise_boxes(tmp_path: Path, *lines: str) -> Path:
+    """A box file over a.png, a 120x160 noise image (no face, which matters not here)."""
+    _write_img(tmp_path / "a.png")
+    boxes = tmp_path / "boxes.txt"
+    boxes.write_text("".join(f"{line}\n" for line in lines))
+    return boxes
+
+
+def test_eval_detector_card_of_names_that_are_not_utf8(two_image_data, two_image_run, tmp_path):
+    """A cascade or run folder whose name is not UTF-8 (surrogate escapes) was a
+    UnicodeEncodeError traceback when the card was written, after the whole scan."""
+    boxes, _ = two_image_data
+    run = tmp_path / "run\udce9"  # b"run\xe9" on disk
+    shutil.copytree(two_image_run, run)
+    state = json.loads((run / "state.json").read_text())
+    state["command"] = f"edge-fer train-cascade --out {run}"  # as the run in it recorded it
+    (run / "state.json").write_text(json.dumps(state))
+    casc = tmp_path / "caf\udce9.pico"
+    shutil.copy(run / "cascade.pico", casc)
+    card = tmp_path / "card.md"
+    r = run_cli(*_eval_argv(boxes, "--card", card, "--run", run, cascade=casc))
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    text = card.read_bytes().decode("utf-8")  # valid UTF-8, the names' bytes shown as \xNN
+    assert "`caf\\xe9.pico`" in text and "run\\xe9" in text
+
+
+def test_eval_detector_card_needs_the_run_that_made_the_cascade(
+    two_image_data, two_image_run, tmp_path, capsys
+):
+    """--card --run RUN put RUN's training beside the scores of any cascade: the run's
+    state.json records the cascade it wrote (depth, trees, stage thresholds)."""
+    boxes, _ = two_image_data
+    other = tmp_path / "other.pico"  # the run's trees with another stage threshold
+    c = Cascade.load(two_image_run / "cascade.pico")
+    c.thresholds[-1] += 0.5
+    other.write_bytes(c.to_bytes())
+    card = tmp_path / "card.md"
+    for casc, words in ((PICO, "trees of depth"), (other, "stage thresholds")):
+        argv = _eval_argv(boxes, "--card", card, "--run", two_image_run, cascade=casc)
+        assert main(argv) == 2
+        cap = capsys.readouterr()
+        assert_one_error_line(cap.err, "did not make --cascade", words)
+        assert cap.out == ""  # refused before the scan
+    assert not card.exists()
+    # the run's own cascade, also a copy of it and its first stage only, is its run's
+    own = tmp_path / "copy.pico"
+    shutil.copy(two_image_run / "cascade.pico", own)
+    argv = _eval_argv(boxes, "--card", card, "--run", two_image_run, "--stages", "1", cascade=own)
+    assert main(argv) == 0, capsys.readouterr().err
+    assert card.read_text().startswith("# ")
+
+
+def test_duplicate_boxes_count_once(tmp_path, capsys):
+    """The same box listed twice for one image counted as two faces (in eval-detector one of
+    them could never be found; in train-cascade it was a positive twice)."""
+    boxes = _noise_boxes(tmp_path, "a.png 20 20 60 60", "a.png 20 20 60 60", "a.png 90 20 40 40")
+    ims, report = read_box_file(boxes)
+    assert [len(im.faces) for im in ims] == [2] and report.to_json() == {"duplicate": 1}
+    wf = tmp_path / "wf"
+    (wf / "images").mkdir(parents=True)
+    _write_img(wf / "images" / "a.png")
+    line = "a.png 60 50 90 50 75 65 75 85\n"
+    (wf / "WebFaces_GroundThruth.txt").write_text(line * 2)
+    ims, report = read_webfaces(wf)
+    assert [len(im.faces) for im in ims] == [1] and report.to_json() == {"duplicate": 1}
+    assert main(_eval_detector_argv(boxes, "--json")) == 0
+    res = json.loads(capsys.readouterr().out)
+    assert res["bad_annotations"] == {"duplicate": 1} and res["cascade"]["faces"] == 2
+
+
+def test_eval_detector_table_says_what_was_skipped(tmp_path, capsys):
+    """The table left out the annotations skipped (only the JSON had them)."""
+    boxes = _noise_boxes(
+        tmp_path, "a.png 20 20 60 60", "a.png 20 20 60 60", "a.png 5000 5000 60 60", "a.png 1 2"
+    )
+    (tmp_path / "b.png").write_bytes(b"not an image")
+    with boxes.open("a") as f:
+        f.write("b.png 10 10 40 40\n")
+    assert main(_eval_detector_argv(boxes)) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("1 images, 1 faces"), out
+    assert out[1] == (
+        "skipped: 1 x malformed line; 1 x the same box listed again for the same image; "
+        "1 x box centre outside the image; 1 x image does not decode"
+    ), out
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--data", "DATA"], "give --data WEBFACES_DIR or --boxes FILE, not both"),
+        (["--boxes", "BOXES"], "--boxes takes one file, got 2"),
+        (["--split", "train"], "--split splits --data"),
+        (["--split", "val"], "--split splits --data"),
+        (["--val-fraction", "0.2"], "--val-fraction splits --data"),
+        (["--run", "RUN"], "--run is read only for --card"),
+    ],
+)
+def test_eval_detector_refuses_options_it_would_ignore(tmp_path, capsys, extra, words):
+    """--boxes with --data (--data was scored), --boxes twice (the last one was), --split or
+    --val-fraction with --boxes (the file was scored whole), --run without --card (read for
+    nothing): each was ignored without a word."""
+    boxes = _noise_boxes(tmp_path, "a.png 20 20 60 60")
+    (tmp_path / "data").mkdir()
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "state.json").write_text(json.dumps(_state_of(PICO)))
+    names = {"DATA": tmp_path / "data", "BOXES": boxes, "RUN": tmp_path / "run"}
+    extra = [names.get(x, x) for x in extra]
+    assert main(_eval_detector_argv(boxes, *extra)) == 2
+    cap = capsys.readouterr()
+    assert_one_error_line(cap.err, "edge-fer eval-detector: error: " + words)
+    assert cap.out == ""
+
+
+def _noise_webfaces(tmp_path: Path, n: int) -> Path:
+    """A WebFaces folder of `n` noise images with one annotated face each."""
+    wf = tmp_path / "wf"
+    (wf / "images").mkdir(parents=True)
+    for i in range(n):
+        _write_img(wf / "images" / f"pic{i}.png", seed=i)
+    lines = [f"pic{i}.png 60 50 90 50 75 65 75 85\n" for i in range(n)]
+    (wf / "WebFaces_GroundThruth.txt").write_text("".join(lines))
+    return wf
+
+
+def test_train_cascade_val_fraction_that_holds_out_every_face(tmp_path, capsys):
+    """--val-fraction 0.99 held out every WebFaces image: "no positives ... (the annotations
+    list no faces)", which they do."""
+    wf = _noise_webfaces(tmp_path, 3)
+    bg = tmp_path / "bg"
+    bg.mkdir()
+    _write_img(bg / "x.png")
+    out = tmp_path / "run"
+    argv = ["train-cascade", "--webfaces", wf, "--backgrounds", bg, "--out", out]
+    assert main([str(a) for a in argv + ["--val-fraction", "0.99"]]) == 2
+    assert_one_error_line(
+        capsys.readouterr().err,
+        "error: --val-fraction 0.99 holds out 3 of the 3 WebFaces images (3 of 3 faces)",
+        "which leaves no face for training (no positive of at least 20 px): lower it",
+    )
+    assert not out.exists()
+
+
+@pytest.mark.parametrize(
+    ("nbg", "extra", "words"),
+    [(0, [], "(none in it)"), (1, ["--bg-val-fraction", "0.9"], "(all 1 held out by")],
+)
+def test_train_cascade_refuses_backgrounds_with_no_image(tmp_path, capsys, nbg, extra, words):
+    """An empty --backgrounds folder trained on negatives from the annotated images alone,
+    without a word."""
+    boxes = _noise_boxes(tmp_path, "a.png 20 20 60 60")
+    bg = tmp_path / "bg"
+    bg.mkdir()
+    for i in range(nbg):
+        _write_img(bg / f"x{i}.png")
+    out = tmp_path / "run"
+    argv = ["train-cascade", "--boxes", boxes, "--backgrounds", bg, "--out", out, *extra]
+    assert main([str(a) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert_one_error_line(err, f"error: --backgrounds {bg} holds no image to train on {words}")
+    assert not out.exists()
+
+
+def test_train_cascade_out_empty_names_no_folder(tmp_path, capsys):
+    """--out "" was taken for the working folder: "--out . is, lies in or holds --boxes"."""
+    boxes = _noise_boxes(tmp_path, "a.png 20 20 60 60")
+    assert main(["train-cascade", "--boxes", str(boxes), "--out", ""]) == 2
+    err = capsys.readouterr().err
+    assert_one_error_line(err, "error: --out is empty, which names no folder")
+    assert "--out ." not in err

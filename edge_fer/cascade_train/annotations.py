@@ -2,7 +2,8 @@
 
 Both give square face boxes `Face(row, col, size)` (centre and side, pixels), the convention of
 pico windows. Bad input is counted per reason in an `InputReport` and skipped; it never stops
-reading. Image decoding is checked later (samples.load_images), into the same report.
+reading; so is a box listed again for the same image ('duplicate': one face, not two). Image
+decoding is checked later (samples.load_images), into the same report.
 
 Box file: one box per line, `path x y w h` (top-left corner, width, height, pixels); the path
 may contain spaces (the last four fields are the numbers) and is relative to the file's folder
@@ -41,6 +42,7 @@ REASONS = {
     "malformed": "malformed line",
     "missing_file": "image file missing",
     "empty_box": "box of size zero (or negative, or not finite)",
+    "duplicate": "the same box listed again for the same image",
     "outside_image": "box centre outside the image",
     "undecodable": "image does not decode",
     "too_small": "face smaller than the minimum training size",
@@ -185,6 +187,9 @@ def read_webfaces(path: str | os.PathLike) -> tuple[list[AnnotatedImage], InputR
         if name not in boxes:
             boxes[name] = []
             order.append(name)
+        if face in boxes[name]:  # before: one face listed twice counted as two faces
+            report.add("duplicate", where)
+            continue
         boxes[name].append(face)
     order.sort()
     return _group(order, boxes, img_root), report
@@ -235,7 +240,11 @@ def read_box_file(path: str | os.PathLike) -> tuple[list[AnnotatedImage], InputR
         if key not in boxes:
             boxes[key] = []
             order.append(key)
-        boxes[key].append(Face(row=y + h / 2, col=x + w / 2, size=(w + h) / 2))
+        face = Face(row=y + h / 2, col=x + w / 2, size=(w + h) / 2)
+        if face in boxes[key]:  # before: one face listed twice counted as two faces
+            report.add("duplicate", where)
+            continue
+        boxes[key].append(face)
     order.sort()
     return [AnnotatedImage(path=Path(k), faces=boxes[k]) for k in order], report
 

@@ -162,6 +162,8 @@ class TrainConfig:
         """Every option, before the output folder is made or any data is read: NaN slipped
         through `x <= 0` tests (a traceback later), a negative --max-images sliced data off
         without a word, a huge --jitter ran out of memory."""
+        if not str(self.out):  # before: Path("") is ".", and the messages said "--out ."
+            raise UserError("is empty, which names no folder: give the run a folder", param="out")
         if not self.webfaces and not self.boxes:
             raise UserError("no annotated faces given (--webfaces DIR and/or --boxes FILE)")
         # the messages name the fields; the CLI puts the flags (same names) in their place
@@ -228,20 +230,36 @@ def _check_int(value, param: str, lo: int, hi: int | None = None) -> None:
         raise UserError(f"must be an integer {rng}, got {value!r}", param=param)
 
 
+def _nfaces(images: list) -> int:
+    return sum(len(im.faces) for im in images)
+
+
 def load_data(cfg: TrainConfig, log: Callable[[str], None]) -> TrainData:
     t0 = time.perf_counter()
     report = InputReport()
     images = []
+    n_img = n_face = val_img = val_face = 0  # WebFaces images and faces, and those held out
     for wf in cfg.webfaces:
         ims, rep = read_webfaces(wf)
         report.merge(rep)
-        images += split_images(ims, "train", cfg.val_fraction)
+        kept = split_images(ims, "train", cfg.val_fraction)
+        n_img, val_img = n_img + len(ims), val_img + len(ims) - len(kept)
+        n_face, val_face = n_face + _nfaces(ims), val_face + _nfaces(ims) - _nfaces(kept)
+        images += kept
     for bf in cfg.boxes:
         ims, rep = read_box_file(bf)
         report.merge(rep)
         images += ims
     if cfg.max_images:
         images = images[: cfg.max_images]
+    bg_paths = []  # listed before the faces are decoded: a mistake here costs no wait
+    for d in cfg.backgrounds:
+        found = list_images(d)
+        mine = split_paths(found, "train", cfg.bg_val_fraction)
+        if not mine:  # before: an empty folder trained on annotated images alone, silently
+            why = f"all {len(found)} held out by --bg-val-fraction" if found else "none in it"
+            raise UserError(f"{d} holds no image to train on ({why})", param="backgrounds")
+        bg_paths += mine
     threads = max(1, min(8, os.cpu_count() or 1))
     store = ImageStore()
     faces, ann_idx, ann_boxes = load_annotated(images, store, report, cfg.min_face, threads)
@@ -249,12 +267,21 @@ def load_data(cfg: TrainConfig, log: Callable[[str], None]) -> TrainData:
     if cfg.max_faces and len(faces) > cfg.max_faces:
         pick = np.sort(np.random.default_rng(cfg.seed).permutation(len(faces))[: cfg.max_faces])
         faces = FaceTable(faces.img[pick], faces.row[pick], faces.col[pick], faces.size[pick])
+    if len(faces) == 0 and val_face:
+        # before: "no positives: ... (the annotations list no faces)" when the validation split
+        # had taken every face
+        n = _nfaces(images)
+        left = f"{n} faces for training, none usable" if n else "no face for training"
+        bad = "".join(f"; {line}" for line in report.lines())
+        raise UserError(
+            f"{cfg.val_fraction:g} holds out {val_img} of the {n_img} WebFaces images "
+            f"({val_face} of {n_face} faces) for validation, which leaves {left} (no positive "
+            f"of at least {cfg.min_face} px){bad}: lower it",
+            param="val_fraction",
+        )
     if len(faces) == 0:
         bad = "; ".join(report.lines()) or "the annotations list no faces"
         raise UserError(f"no positives: no usable face of at least {cfg.min_face} px ({bad})")
-    bg_paths = []
-    for d in cfg.backgrounds:
-        bg_paths += split_paths(list_images(d), "train", cfg.bg_val_fraction)
     bg_idx = [k for k in store.add_paths(bg_paths, report, threads) if k >= 0]
 
     def usable(k: int) -> bool:

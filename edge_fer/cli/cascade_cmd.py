@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -167,9 +168,23 @@ def register(sub) -> None:
     e.add_argument(
         "--data", type=input_path, default=None, metavar="WEBFACES_DIR", help="WebFaces folder"
     )
-    e.add_argument("--boxes", default=None, metavar="FILE", help="box file instead of --data")
-    e.add_argument("--split", choices=("val", "train", "all"), default="val")
-    e.add_argument("--val-fraction", type=float, default=0.1)
+    # append: a second --boxes is refused, not silently the only one (train-cascade takes many)
+    e.add_argument(
+        "--boxes", action="append", metavar="FILE", help="box file instead of --data (one)"
+    )
+    # None: given or not, so that --boxes (evaluated whole) can refuse them
+    e.add_argument(
+        "--split",
+        choices=("val", "train", "all"),
+        default=None,
+        help="part of --data to evaluate (default: val)",
+    )
+    e.add_argument(
+        "--val-fraction",
+        type=float,
+        default=None,
+        help="the held-out part of --data, as train-cascade's (default: 0.1)",
+    )
     e.add_argument(
         "--reference",
         default="auto",
@@ -234,7 +249,7 @@ def run_train(args) -> int:
         max_draws=int(args.max_draws) if 1 <= args.max_draws < math.inf else args.max_draws,
     )
     cfg = TrainConfig(**given)
-    state = train(cfg, resume=args.resume, command="edge-fer " + " ".join(sys.argv[1:]))
+    state = train(cfg, resume=args.resume, command="edge-fer " + shlex.join(args.given_argv))
     summary = {k: state[k] for k in ("stage", "ntrees", "elapsed_s", "stop_reason")}
     summary["cascade"] = str(Path(args.out) / "cascade.pico")
     print(json.dumps(summary))
@@ -262,6 +277,7 @@ def run_eval(args) -> int:
     from edge_fer.detect import Cascade
     from edge_fer.errors import UserError
 
+    _check_eval_inputs(args)
     if args.cascade is None:
         from edge_fer.detect import default_cascade_path
 
@@ -309,6 +325,8 @@ def run_eval(args) -> int:
                 f"{flag} {path}: exists; pass --force to replace it, or give another name"
             )
     cand = Cascade.load(args.cascade)
+    if state is not None:
+        _check_run_made(state, cand, args.run, args.cascade)
     if args.stages:
         cand = ev.truncate_stages(cand, args.stages)
     ref = Cascade.load(ref_path) if ref_path else None
@@ -361,7 +379,8 @@ def run_eval(args) -> int:
         result["comparison"] = ev.compare(result["cascade"], result["reference"], 0.5)
     if state is not None:
         card = ev.model_card(state, result, _card_command(state))
-        _write_output("--card", args.card, lambda path: fileio.write_text(path, card + "\n"))
+        card_bytes = _shown_bytes(card + "\n")
+        _write_output("--card", args.card, lambda path: fileio.write_bytes(path, card_bytes))
     if args.out:
         _write_output("--out", args.out, lambda path: fileio.save_json(path, result, "--out", 1))
     if args.json:
@@ -372,6 +391,28 @@ def run_eval(args) -> int:
     else:
         _print_table(result, sys.stdout)
     return 0
+
+
+def _check_eval_inputs(args) -> None:
+    """Options the evaluation would ignore, refused (before: it scored --data and dropped
+    --boxes, scored the last --boxes only, and scored a --boxes file whole whatever --split
+    said); then the defaults of --split and --val-fraction."""
+    from edge_fer.errors import UserError
+
+    boxes = args.boxes or []
+    if len(boxes) > 1:
+        raise UserError(
+            f"--boxes takes one file, got {len(boxes)} ({', '.join(boxes)}): evaluate them one "
+            "at a time, or join them into one box file"
+        )
+    args.boxes = boxes[0] if boxes else None
+    if args.boxes is not None and args.data is not None:
+        raise UserError("give --data WEBFACES_DIR or --boxes FILE, not both")
+    for flag, value in (("--split", args.split), ("--val-fraction", args.val_fraction)):
+        if args.boxes is not None and value is not None:
+            raise UserError(f"{flag} splits --data; a --boxes file is evaluated whole")
+    args.split = args.split or "val"
+    args.val_fraction = 0.1 if args.val_fraction is None else args.val_fraction
 
 
 def _check_eval_outputs(args) -> None:
@@ -385,6 +426,8 @@ def _check_eval_outputs(args) -> None:
         fileio.check_output_file(path, f"{flag} {path}")
     if args.card and not args.run:
         raise UserError("--card needs --run DIR (the train-cascade output folder)")
+    if args.run and not args.card:  # before: read for nothing
+        raise UserError("--run is read only for --card: give --card FILE too, or leave it out")
 
 
 def _card_command(state: dict) -> str:
@@ -414,6 +457,43 @@ def _read_run_state(run: str) -> dict:
     return state
 
 
+def _check_run_made(state: dict, cascade, run: str, path: str) -> None:
+    """--run must be the run that made --cascade (before: the card put any run's training
+    beside the cascade's scores): its state.json records the tree depth, the tree count and
+    the threshold on each stage's last tree, which the cascade must have."""
+    import numpy as np
+
+    from edge_fer.errors import UserError
+
+    try:
+        depth, ntrees = state["options"]["depth"], state["ntrees"]
+        ends = [(int(r["total_trees"]) - 1, float(r["threshold"])) for r in state["stages"]]
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(
+            f"--run {run}: its state.json does not record the cascade it made "
+            f"({type(exc).__name__}: {exc})"
+        ) from None
+    if (cascade.tdepth, cascade.ntrees) != (depth, ntrees):
+        raise UserError(
+            f"--run {run} did not make --cascade {path}: the run's is {ntrees} trees of depth "
+            f"{depth}, this one {cascade.ntrees} of depth {cascade.tdepth}"
+        )
+    if not all(0 <= i < ntrees and np.float32(t) == cascade.thresholds[i] for i, t in ends):
+        raise UserError(
+            f"--run {run} did not make --cascade {path}: its stage thresholds are not the ones "
+            "the run recorded"
+        )
+
+
+def _shown_bytes(text: str) -> bytes:
+    """`text` as UTF-8, with the bytes of a name that is not UTF-8 (surrogate escapes, from the
+    command line or state.json) as `\\xNN`, as messages show them (cli.main's handler);
+    before: UnicodeEncodeError after the whole scan."""
+    import edge_fer.cli.main  # noqa: F401 - registers the "edge_fer_names" error handler
+
+    return text.encode("utf-8", "edge_fer_names")
+
+
 def _write_output(flag: str, path: str, write) -> None:
     """Make the missing folders of `path` and write it; an OSError is one line naming `flag`."""
     from edge_fer.errors import UserError
@@ -426,12 +506,19 @@ def _write_output(flag: str, path: str, write) -> None:
 
 
 def _print_table(res: dict, f) -> None:
+    from edge_fer.cascade_train.annotations import REASONS
+
     print(
         f"{res['images']} images, {res['cascade']['faces']} faces "
         f"(split {res['split']}); backgrounds: {res['backgrounds']['images']} images, "
         f"{res['backgrounds']['megapixels']} Mpx",
         file=f,
     )
+    # before: only the JSON said what was skipped (bad lines, boxes outside, duplicates)
+    bad = {**res["bad_annotations"], "undecodable": res["undecodable"]}
+    skipped = [f"{bad[k]} x {what}" for k, what in REASONS.items() if bad.get(k)]
+    if skipped:
+        print("skipped: " + "; ".join(skipped), file=f)
     for key in ("cascade", "reference"):
         r = res.get(key)
         if r is None:

@@ -316,6 +316,7 @@ def main(argv: list[str] | None = None) -> int:
         args, extra = parser.parse_known_args(argv)
         _choose_tempdir()
         command = args.command or command
+        args.given_argv = [os.fsdecode(a) for a in given]  # what a run records as its command
         if extra:
             _unrecognized(parser, args, command, extra)
         if not getattr(args, "func", None):
