@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
@@ -28,6 +28,49 @@ from edge_fer.align.model import EyeModel
 from edge_fer.errors import UserError
 from edge_fer.imageio import read_or_none
 
+# why an annotation row is left out (`Skipped`)
+SKIP_REASONS = {
+    "malformed": "malformed line",
+    "bad_landmarks": "degenerate landmarks (not finite, or the eyes or the mouth on one point)",
+    "missing_file": "image file missing",
+    "undecodable": "image does not decode",
+    "eyes_outside": "an eye outside the image",
+}
+# pixels an eye may lie past its image's edge: an eye clicked on the edge pixel is no mistake
+# (WebFaces' pic03967 has one 0.4 px past it, and the bundled model, rebuilt byte for byte,
+# learned from it)
+EDGE_SLACK = 1.0
+
+
+@dataclass
+class Skipped:
+    """Annotation rows left out of the whole landmark file (both splits), per reason, with the
+    first few `file:line` of each: before, they were dropped without a word."""
+
+    rows: int = 0  # rows read, blank lines and comments aside
+    counts: dict[str, int] = field(default_factory=dict)
+    examples: dict[str, list[str]] = field(default_factory=dict)
+
+    def add(self, reason: str, where: str) -> None:
+        self.counts[reason] = self.counts.get(reason, 0) + 1
+        ex = self.examples.setdefault(reason, [])
+        if len(ex) < 2:
+            ex.append(where)
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+    def reasons(self) -> str:
+        return "; ".join(
+            f"{self.counts[k]} x {what} (e.g. {', '.join(self.examples[k])})"
+            for k, what in SKIP_REASONS.items()
+            if self.counts.get(k)
+        )
+
+    def line(self) -> str:
+        return f"skipped {self.total} of {self.rows} annotation rows: {self.reasons()}"
+
 
 @dataclass
 class Faces:
@@ -37,42 +80,103 @@ class Faces:
     left: np.ndarray  # (n, 2) x, y
     right: np.ndarray
     boxes: np.ndarray  # (n, 3) cx, cy, side
+    skipped: Skipped = field(default_factory=Skipped)
 
 
-def read_faces(root: str | Path, split: str, val_fraction: float = 0.1) -> Faces:
-    """WebFaces faces of `split` (train / val / all) with both eye landmarks."""
-    from edge_fer.cascade_train.annotations import (
-        WEBFACES_FILE,
-        AnnotatedImage,
-        split_images,
-        webfaces_box,
-    )
+def landmark_file(root: str | Path) -> tuple[Path, Path]:
+    """(the WebFaces landmark file, the folder of its images) of `--data` (the dataset folder or
+    the landmark file itself)."""
+    from edge_fer.cascade_train.annotations import WEBFACES_FILE
 
     p = Path(root)
     f = p / WEBFACES_FILE if p.is_dir() else p
+    return f, f.parent / "images" if (f.parent / "images").is_dir() else f.parent
+
+
+# path -> ((mtime, size), (height, width) or None when it does not decode): every image of the
+# file is checked by each read_faces (a run reads it three times), decoded once per process
+_shapes: dict[Path, tuple] = {}
+
+
+def _image_shape(path: Path) -> tuple[int, int] | None:
+    try:
+        st = path.stat()
+    except OSError:
+        return None
+    key = (st.st_mtime_ns, st.st_size)
+    hit = _shapes.get(path)
+    if hit is None or hit[0] != key:
+        g = read_or_none(path, cv2.IMREAD_GRAYSCALE)
+        hit = _shapes[path] = (key, None if g is None else g.shape[:2])
+    return hit[1]
+
+
+def read_faces(root: str | Path, split: str, val_fraction: float = 0.1) -> Faces:
+    """WebFaces faces of `split` (train / val / all) with both eye landmarks; the rows of the
+    whole file left out are counted in `Faces.skipped` (a UserError when none is usable)."""
+    from edge_fer.cascade_train.annotations import AnnotatedImage, split_images, webfaces_box
+
+    p = Path(root)
+    f, img_root = landmark_file(p)
     if not f.is_file():
         raise UserError(f"holds no WebFaces landmark file ({f})", param="data")
-    img_root = f.parent / "images" if (f.parent / "images").is_dir() else f.parent
+    try:
+        # utf-8-sig and surrogateescape as the cascade training reads it: a BOM made the first
+        # image missing, and a name in another encoding maps back to its bytes on disk
+        text = f.read_text(encoding="utf-8-sig", errors="surrogateescape")
+    except OSError as exc:
+        raise UserError(f"cannot read {f} ({exc.strerror or exc})", param="data") from None
+    skipped = Skipped()
     rows: dict[str, list] = {}
-    for line in f.read_text(encoding="utf-8", errors="replace").splitlines():
+    exists: dict[str, bool] = {}
+    for lineno, line in enumerate(text.splitlines(), 1):
         parts = line.split()
-        if len(parts) != 9 or line.lstrip().startswith("#"):
+        if not parts or parts[0].startswith("#"):
             continue
+        skipped.rows += 1
+        where = f"{f.name}:{lineno}"
         try:
-            v = [float(x) for x in parts[1:]]
+            v = [float(x) for x in parts[1:]] if len(parts) == 9 else None
         except ValueError:
+            v = None
+        if v is None:
+            skipped.add("malformed", where)
+            continue
+        if parts[0] not in exists:
+            exists[parts[0]] = (img_root / parts[0]).is_file()
+        if not exists[parts[0]]:
+            skipped.add("missing_file", where)
             continue
         face = webfaces_box(*v)
         if face is None:
+            skipped.add("bad_landmarks", where)
             continue
-        rows.setdefault(parts[0], []).append((v[0], v[1], v[2], v[3], face))
+        rows.setdefault(parts[0], []).append((v[0], v[1], v[2], v[3], face, where))
     # keyed by the name as the file spells it: it may hold a sub-folder (sub/pic.jpg), and
     # `im.name` is the base name alone (a KeyError); the split orders images as the cascade
     # training's does (read_webfaces: AnnotatedImage(img_root / name))
     by_path: dict[Path, list[str]] = {}
     for n in rows:
-        if (img_root / n).is_file():
-            by_path.setdefault(img_root / n, []).append(n)  # "a.jpg" and "./a.jpg": one image
+        by_path.setdefault(img_root / n, []).append(n)  # "a.jpg" and "./a.jpg": one image
+    # the images are checked after the split, which stays the cascade training's; all of them,
+    # so that what is counted is the same whichever split is read
+    good: dict[Path, list] = {}
+    for q, names in by_path.items():
+        shape = _image_shape(q)
+        for xl, yl, xr, yr, face, where in (r for n in names for r in rows[n]):
+            if shape is None:
+                skipped.add("undecodable", where)
+            elif not all(-EDGE_SLACK <= c <= lim + EDGE_SLACK
+                         for c, lim in ((xl, shape[1]), (yl, shape[0]), (xr, shape[1]),
+                                        (yr, shape[0]))):  # fmt: skip
+                skipped.add("eyes_outside", where)
+            else:
+                good.setdefault(q, []).append((xl, yl, xr, yr, face))
+    if skipped.rows and not good:  # (before: "no annotated faces with images in DIR (val)")
+        raise UserError(
+            f"none of the {skipped.rows} annotation rows of {f} is usable: {skipped.reasons()}",
+            param="data",
+        )
     chosen = split_images([AnnotatedImage(q) for q in by_path], split, val_fraction)
     if by_path and not chosen:  # the fraction emptied the split, not the dataset (was: --data)
         nval = round(len(by_path) * val_fraction)
@@ -84,14 +188,15 @@ def read_faces(root: str | Path, split: str, val_fraction: float = 0.1) -> Faces
         )
     paths, left, right, boxes = [], [], [], []
     for im in chosen:
-        for xl, yl, xr, yr, face in (r for n in by_path[im.path] for r in rows[n]):
+        for xl, yl, xr, yr, face in good.get(im.path, ()):
             paths.append(im.path)
             left.append((xl, yl))
             right.append((xr, yr))
             boxes.append((face.col, face.row, face.size))
     if not paths:
-        raise UserError(f"no annotated faces with images in {p} ({split})", param="data")
-    return Faces(paths, np.array(left), np.array(right), np.array(boxes, np.float64))
+        why = f" ({skipped.line()})" if skipped.total else ""
+        raise UserError(f"no annotated faces with images in {p} ({split}){why}", param="data")
+    return Faces(paths, np.array(left), np.array(right), np.array(boxes, np.float64), skipped)
 
 
 def read_gray(path: Path, cache: dict) -> np.ndarray:
@@ -141,7 +246,7 @@ def learn(cfg: LearnConfig, data: str | Path, log=None) -> EyeModel:
     if cfg.max_faces and len(faces.paths) > cfg.max_faces:
         keep = np.sort(rng.choice(len(faces.paths), cfg.max_faces, replace=False))
         faces = Faces([faces.paths[i] for i in keep], faces.left[keep], faces.right[keep],
-                      faces.boxes[keep])  # fmt: skip
+                      faces.boxes[keep], faces.skipped)  # fmt: skip
     log(f"{len(faces.paths)} training faces; cutting patches")
     patches, eyes = make_patches(faces, cfg, rng, jitter=True, log=log)
     P, fp = cfg.patch_px, cfg.face_px

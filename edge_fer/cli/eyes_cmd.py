@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from pathlib import Path
@@ -96,8 +97,18 @@ def _check(args) -> None:
     for flag, path in outputs:
         if path:  # (a file where a folder should be: the model was learned, then lost)
             check_output_file(path, f"{flag} {path}")
-    check_collisions(outputs, [("--evaluate", args.evaluate)])
-    check_outside(outputs, args.data, "--data", "it would replace the dataset's files")
+    # --data may name the landmark file itself: it and its images are inputs too (before: the
+    # model was written over the landmark file, or over an image with --force)
+    from edge_fer.align.learn import landmark_file
+
+    landmarks, images = landmark_file(args.data)
+    inputs = [("--evaluate", args.evaluate)]
+    if not os.path.isdir(args.data):  # (a folder: check_outside below names it)
+        inputs.append(("--data", landmarks))
+    check_collisions(outputs, inputs)
+    why = "it would replace the dataset's files"
+    check_outside(outputs, args.data, "--data", why)
+    check_outside(outputs, images, "the images of --data", why)
     if not args.force:  # a second run in the same folder replaced the first model silently
         for flag, path in outputs:
             if path and (Path(path).exists() or Path(path).is_symlink()):
@@ -115,24 +126,82 @@ def _make_parent(flag: str, path: str) -> None:
         raise UserError(f"{flag} {path}: cannot make its folder ({os_error_reason(exc)})") from None
 
 
+def _write_together(outputs: list[tuple[str, str, bytes]]) -> None:
+    """Write every (flag, path, content), each atomically (edge_fer.fileio); when one fails or an
+    interrupt comes meanwhile, those already written get their previous content back (or are
+    removed when new), as calibrate's outputs do: the model and its report are both the new
+    ones or both the old (before: the model was written before the measuring, and a Ctrl-C
+    then left an earlier run's report beside the new model). Devices and pipes are written
+    through and left alone."""
+    from edge_fer.errors import UserError
+    from edge_fer.fileio import is_stream, os_error_reason, write_bytes
+
+    written: list[tuple[Path, bytes | None]] = []  # regular files, with what they held before
+    try:
+        for flag, path, content in outputs:
+            target = Path(os.path.realpath(path))  # a symlink's target is what changes
+            stream = is_stream(path)
+            try:
+                old = target.read_bytes() if not stream and target.is_file() else None
+                write_bytes(path, content)
+            except OSError as exc:
+                raise UserError(f"cannot write {flag} {path}: {os_error_reason(exc)}") from None
+            if not stream:
+                written.append((target, old))
+    except BaseException:
+        for target, old in reversed(written):
+            try:
+                if old is None:
+                    target.unlink()
+                else:
+                    write_bytes(target, old)
+            except OSError:
+                pass
+        raise
+
+
 def run(args) -> int:
     from edge_fer.align.config import LearnConfig
     from edge_fer.align.learn import evaluate, learn, read_faces
     from edge_fer.align.model import EyeModel
-    from edge_fer.fileio import dumps, save_json
+    from edge_fer.errors import UserError
+    from edge_fer.fileio import dumps, first_line
 
     _check(args)
-    if not args.evaluate:
-        # the validation split is measured after learning: an empty one stopped the command
-        # (exit 2) only after the model was learned and written
-        read_faces(args.data, "val", args.val_fraction)
+    model = EyeModel.load(args.evaluate) if args.evaluate else None  # (a bad one: said first)
+    # before learning: the validation split is measured after it (an empty one stopped the
+    # command, exit 2, only after the model was learned and written), and the annotation rows
+    # left out are said (before: dropped without a word)
+    skipped = read_faces(args.data, "val", args.val_fraction).skipped
     for flag, path in (("--report", args.report), ("--out", None if args.evaluate else args.out)):
         if path:
             _make_parent(flag, path)
     log = lambda s: print(s, file=sys.stderr, flush=True)
+    if skipped.total:
+        log(skipped.line())
     t0 = time.time()
-    if args.evaluate:
-        model = EyeModel.load(args.evaluate)
+
+    def report(what: dict, measured: dict | None) -> tuple[str, bytes]:
+        res = {
+            **what,
+            "annotation_rows": skipped.rows,
+            "skipped_rows": dict(skipped.counts),
+            "confidence": {
+                "max_spread": model.max_spread,
+                "min_dist": model.min_dist,
+                "max_dist": model.max_dist,
+                "max_angle": model.max_angle,
+            },
+            "measured": measured is not None,
+            **(measured or {"val": None, "val_jittered": None}),
+        }
+        try:
+            text = dumps(res)
+        except ValueError as exc:  # NaN or Infinity: strict JSON cannot hold it
+            raise UserError(f"cannot write the measurements: {first_line(exc)}") from None
+        return text, (text + "\n").encode("utf-8")
+
+    if model is not None:
         what = {"model": args.evaluate}
     else:
         cfg = LearnConfig(
@@ -141,24 +210,25 @@ def run(args) -> int:
             max_faces=args.max_faces, seed=args.seed,
         )  # fmt: skip
         model = learn(cfg, args.data, log=log)
-        model.save(args.out)
-        log(f"wrote {args.out} ({len(model.to_bytes())} bytes) in {time.time() - t0:.0f}s")
         what = {"model": args.out, "config": vars(cfg), "learn_s": round(time.time() - t0, 1)}
+        # the learned model is kept whatever comes next, with a report that says it is not
+        # measured yet (before: the model alone, so a Ctrl-C while measuring left it beside an
+        # earlier run's report); both are written together (_write_together)
+        outputs = [("--out", args.out, model.to_bytes())]
+        if args.report:
+            outputs.append(("--report", args.report, report(what, None)[1]))
+        _write_together(outputs)
+        log(f"wrote {' and '.join(path for _, path, _ in outputs)} in {time.time() - t0:.0f}s")
     log("measuring on the validation images ...")
-    res = {
-        **what,
-        "confidence": {
-            "max_spread": model.max_spread,
-            "min_dist": model.min_dist,
-            "max_dist": model.max_dist,
-            "max_angle": model.max_angle,
-        },
+    measured = {
         "val": evaluate(model, args.data, "val", args.val_fraction, limit=args.eval_limit),
         "val_jittered": evaluate(
             model, args.data, "val", args.val_fraction, jitter=True, limit=args.eval_limit
         ),
     }
+    text, data = report(what, measured)
     if args.report:
-        save_json(args.report, res, "--report")
-    print(dumps(res))
+        _write_together([("--report", args.report, data)])
+        log(f"wrote {args.report}")
+    print(text)
     return 0
