@@ -70,6 +70,8 @@ def _train(capsys, faces: Path, out: Path, *flags) -> tuple[int, list[str]]:
         # tracebacks: torch's negative dimension, a 360 GB allocation, an IndexError
         (["--arch", "vgg", "--arch-kwargs", '{"widths": [-8, 8, 8, 8]}'], "do not fit vgg"),
         (["--arch", "mobilenet", "--arch-kwargs", '{"alpha": 1e9}'], "do not fit mobilenet"),
+        (["--arch", "mobilenet", "--arch-kwargs", '{"alpha": 1e309}'], "do not fit mobilenet"),
+        (["--arch", "mobilenet", "--arch-kwargs", '{"alpha": NaN}'], "do not fit mobilenet"),
         (["--arch", "cnn8_tanh", "--arch-kwargs", '{"width": 0}'], "do not fit cnn8_tanh"),
         (["--device", "bogus"], "--device must be auto, cpu, cuda or cuda:N"),  # a traceback
         (["--device", "mps"], "--device is mps, which this torch cannot use"),  # a traceback

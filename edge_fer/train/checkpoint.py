@@ -9,7 +9,7 @@ import json
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, safe_open, save
+from safetensors.torch import load, load_file, safe_open, save
 
 from edge_fer import fileio
 from edge_fer.errors import UserError
@@ -33,8 +33,31 @@ def _opt_states(optimizer):
     return [optimizer.state.get(p, {}) for p in params]
 
 
+def _utf8_name(path: Path) -> bool:
+    """safetensors opens a file by a UTF-8 name: a name with other bytes (surrogate-escaped
+    on Linux) raised "Path ... is not valid UTF-8", reported as a bad checkpoint, so a run
+    folder named so was written and never read back."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _state_from_bytes(path: Path) -> dict:
+    # the safetensors layout: u64 little-endian header size, then the JSON header
+    with open(path, "rb") as f:
+        n = int.from_bytes(f.read(8), "little")
+        if not 2 <= n <= 100_000_000:
+            raise ValueError("no safetensors header")
+        header = json.loads(f.read(n))
+    return json.loads((header.get("__metadata__") or {}).get("edge_fer.state", "{}"))
+
+
 def read_state(path: Path) -> dict:
     try:
+        if not _utf8_name(Path(path)):
+            return _state_from_bytes(Path(path))
         with safe_open(str(path), framework="pt") as f:
             return json.loads((f.metadata() or {}).get("edge_fer.state", "{}"))
     except Exception as exc:  # noqa: BLE001 - safetensors raises several kinds on a bad file
@@ -43,6 +66,8 @@ def read_state(path: Path) -> dict:
 
 def read_tensors(path: Path) -> dict:
     try:
+        if not _utf8_name(Path(path)):
+            return load(Path(path).read_bytes())
         return load_file(str(path))
     except Exception as exc:  # noqa: BLE001 - as above
         raise UserError(f"{path}: not a safetensors checkpoint ({exc})") from None

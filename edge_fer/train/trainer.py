@@ -276,9 +276,10 @@ def build_model(cfg: TrainConfig, num_classes: int) -> torch.nn.Module:
             model = create_model(cfg.arch, num_classes=num_classes, in_channels=cfg.channels, **kw)
     except UserError as exc:  # the registry's "unknown architecture", said with the flag
         raise UserError(str(exc).replace("unknown architecture ", "is "), param="arch") from None
-    except (TypeError, ValueError, IndexError, ZeroDivisionError, RuntimeError) as exc:
+    except (TypeError, ValueError, IndexError, ArithmeticError, RuntimeError) as exc:
         # RuntimeError: torch's "negative dimension" ({"widths": [-8, ...]}) or an allocation
-        # of hundreds of GB ({"alpha": 1e9}); IndexError: a width of 0
+        # of hundreds of GB ({"alpha": 1e9}); IndexError: a width of 0; OverflowError: an
+        # infinite one ({"alpha": 1e309} is JSON for inf)
         raise UserError(f"{kw} do not fit {cfg.arch} ({first_line(exc)})",
                         param="arch_kwargs") from None  # fmt: skip
     size = cfg.input_size or 48
