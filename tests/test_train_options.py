@@ -5,6 +5,7 @@ for a few `edge-fer train` child processes)."""
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 
@@ -87,6 +88,42 @@ def test_bad_options_are_one_line_before_anything(capsys, faces, tmp_path, flags
     rc, lines = _train(capsys, faces, out, "--epochs", 1, *flags)
     assert rc == 2 and len(lines) == 1 and needle in lines[0], lines
     assert not out.exists()  # nothing made
+
+
+def test_paths_that_exist_but_are_no_input_and_an_out_among_extra_faces(capsys, faces, tmp_path):
+    """/dev/null was "no such file or folder" (--data) and "no such model file" (--teacher);
+    --out inside --extra-train wrote the run among the extra faces (inside --data: refused)."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)  # exists, is neither a folder nor a file (as /dev/null)
+    from edge_fer.cli.main import main
+
+    base = ["train", "--arch", "cnn4", "--epochs", "1", "--threads", "1"]
+    for argv, needle in (
+        (["--data", str(fifo), "--out", str(tmp_path / "r")], "pipe: not a dataset"),
+        (["--data", str(faces), "--out", str(tmp_path / "r"), "--teacher", str(fifo)],
+         "--teacher " + str(fifo) + ": not a regular file"),
+        (["--data", str(faces), "--extra-train", str(tmp_path / "extra"), "--out",
+          str(tmp_path / "extra" / "run")], "--extra-train"),
+    ):  # fmt: skip
+        (tmp_path / "extra" / "happy").mkdir(parents=True, exist_ok=True)
+        assert main([*base, *argv]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and needle in err[0], err
+        assert not (tmp_path / "r").exists() and not (tmp_path / "extra" / "run").exists()
+
+
+def test_a_class_whose_only_face_was_held_out_says_so(capsys, faces, tmp_path):
+    """Two classes of one face each: the held-out 10% takes one, and the message told the user
+    to pass the folder of class folders, which they had."""
+    import shutil
+
+    two = tmp_path / "two"
+    for cls in sorted(p.name for p in faces.iterdir())[:2]:
+        (two / cls).mkdir(parents=True)
+        shutil.copy(min((faces / cls).iterdir()), two / cls)
+    rc, lines = _train(capsys, two, tmp_path / "run", "--epochs", 1)
+    assert rc == 2 and len(lines) == 1, lines
+    assert "hold the only faces of" in lines[0] and "pass the folder" not in lines[0], lines
 
 
 def test_resume_reads_the_runs_arch_and_a_new_run_needs_one(capsys, faces, tmp_path) -> None:

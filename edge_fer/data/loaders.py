@@ -69,7 +69,13 @@ def detect_layout(path: Path) -> str:
             return "fer2013-csv"
         raise UserError(f"{path}: not a dataset (expected a folder or fer2013.csv)")
     if not path.is_dir():
-        raise UserError(f"{path}: no such file or folder")
+        # a device or pipe is there (/dev/null), just not a dataset (was: "no such file")
+        what = (
+            "not a dataset (expected a folder or fer2013.csv)"
+            if path.exists()
+            else ("no such file or folder")
+        )
+        raise UserError(f"{path}: {what}")
     files = image_files(path)
     if not files:
         raise UserError(f"{path}: no images found")

@@ -238,7 +238,13 @@ def check_config(cfg: TrainConfig, resuming: bool = False) -> None:
     for t in list(cfg.teacher) + ([cfg.init] if cfg.init and not resuming else []):
         if not Path(t).is_file():
             # a folder is there, just not a model file (was: "no such model file")
-            what = "is a folder, not a model file" if Path(t).is_dir() else "no such model file"
+            what = (
+                "is a folder, not a model file"
+                if Path(t).is_dir()
+                else "not a regular file"
+                if Path(t).exists()
+                else "no such model file"
+            )
             raise UserError(f"{t}: {what}", param="teacher" if t != cfg.init else "init")
     if not isinstance(cfg.arch_kwargs, dict):
         raise UserError("must be a JSON object of architecture options", param="arch_kwargs")
@@ -333,10 +339,18 @@ def load_splits(cfg: TrainConfig) -> tuple[FaceSet, FaceSet, str]:
     # answer that class, and reports accuracy 1.0 for it.
     present = [c for c, n in zip(train.classes, train.counts()) if n]
     if len(present) < 2:
+        held = [c for c, n in zip(val.classes, val.counts()) if n and c not in present]
+        # before: "pass the folder that holds one folder per class" also when it was passed
+        # and the held-out part had taken a class's only faces
+        hint = (
+            f"the validation faces ({val_name}) hold the only faces of {', '.join(held)}: add faces"
+            if held
+            else "pass the folder that holds one folder per class"
+        )
         raise UserError(
             f"{cfg.data}: training faces of {len(present)} class"
             f"{'' if len(present) == 1 else 'es'} ({', '.join(present) or 'none'}); a classifier "
-            "needs at least two (pass the folder that holds one folder per class)",
+            f"needs at least two ({hint})",
             param="data",
         )
     return train, val, val_name
@@ -875,6 +889,9 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
         notes.append(f"nothing to resume in {out}: starting the run")
     check_config(cfg, resuming=resume and last.exists())
     check_outside([("--out", out)], cfg.data, "--data", "the run's files would mix with the faces")
+    if cfg.extra_train:  # before: the run's files were written among the extra faces
+        why = "the run's files would mix with the faces"
+        check_outside([("--out", out)], cfg.extra_train, "--extra-train", why)
     check_collisions(
         [("--out", out / name) for name in RUN_FILES],
         [("--init", cfg.init), ("--data", cfg.data)] + [("--teacher", t) for t in cfg.teacher],
