@@ -232,7 +232,7 @@ def _target(args):
     from edge_fer import labels as L
     from edge_fer.errors import UserError
 
-    if args.label_set:
+    if args.label_set is not None:  # "" is a mistake, not "not given"
         name = args.label_set.strip().lower()
         if name == "dataset":
             return "dataset"
@@ -243,7 +243,7 @@ def _target(args):
                 param="label_set",
             )
         return L.vocabulary(name)
-    if args.classes:
+    if args.classes is not None:
         names = tuple(L.canonical(c) for c in args.classes.split(",") if c.strip())
         if not names:
             raise UserError("--classes names no class")
@@ -345,7 +345,14 @@ def run_eval(args) -> int:
 
     target = _target(args)
     png = args.png
-    if png is None and args.json_out and args.json_out != "-":
+    # a PNG beside a report file, not beside a device or pipe (before: --json /dev/stdout made
+    # a regular file /dev/stdout.png)
+    if (
+        png is None
+        and args.json_out
+        and args.json_out != "-"
+        and not fileio.is_stream(args.json_out)
+    ):
         png = str(Path(args.json_out).with_suffix(".png"))
     _check_outputs(args, png)
     clf = load_classifier(args)
