@@ -20,7 +20,7 @@ def _field_flag(p, owner: type, name: str, text: str, unset: bool = False) -> No
     the flag's value is None when not given (so a study it is not for can refuse it even at
     the default value), and `run` puts the field's default in."""
     default = getattr(owner, name)
-    if unset:
+    if unset and text != argparse.SUPPRESS:
         text += f" [default: {default}]"
     p.add_argument(
         "--" + name.replace("_", "-"),
@@ -57,14 +57,17 @@ def register(sub) -> None:
     p.add_argument(
         "--work", default=None, help="run folders, links, ONNX files [default: OUT/work]"
     )
-    _field_flag(p, Budget, "epochs", "epochs per variant")
+    # the flags of training (TRAINING_FLAGS), of non-FER2013 data and of INT8 are unset: a
+    # study that does not use them refuses them, at their default value too
+    _field_flag(p, Budget, "epochs", "epochs per variant", unset=True)
     _field_flag(p, Budget, "max_train_faces", "class-stratified training sample (0: all)")
     _field_flag(p, Budget, "max_test_faces", "class-stratified test sample (0: all)")
-    _field_flag(p, Budget, "batch_size", "training batch")
-    _field_flag(p, Budget, "lr", "peak SGD learning rate")
+    _field_flag(p, Budget, "batch_size", "training batch", unset=True)
+    _field_flag(p, Budget, "lr", "peak SGD learning rate", unset=True)
     _field_flag(p, Budget, "seed", "seed of samples, splits and training")
-    _field_flag(p, Budget, "threads", "torch threads (0: torch's default)")
-    p.add_argument("--precision", choices=TRAIN_PRECISIONS, default=Budget.precision,
+    _field_flag(p, Budget, "threads", "torch threads of the training (0: torch's default)",
+                unset=True)  # fmt: skip
+    p.add_argument("--precision", choices=TRAIN_PRECISIONS, default=None,
                    help="the training steps' arithmetic (edge-fer train --precision): bf16 is "
                    "about 2.5x faster on CPUs with AMX; runs made with either are reused "
                    "(default fp32)")  # fmt: skip
@@ -89,11 +92,55 @@ def register(sub) -> None:
         "preprocessing plain,clahe,clahe+align; channels gray1,gray3,colour3",
     )
     held_out = "non-FER2013 data: share of the faces held out (by clip) for the test"
-    _field_flag(p, Options, "test_fraction", held_out)
-    _field_flag(p, Options, "calib_faces", "INT8 calibration faces")
+    _field_flag(p, Options, "test_fraction", held_out, unset=True)
+    _field_flag(p, Options, "calib_faces", "architectures, compression: INT8 calibration faces",
+                unset=True)  # fmt: skip
     _field_flag(p, Options, "latency_threads", "ONNX Runtime threads timed")
-    _field_flag(p, Budget, "max_batches", argparse.SUPPRESS)  # tests
+    _field_flag(p, Budget, "max_batches", argparse.SUPPRESS, unset=True)  # tests
     p.set_defaults(func=run, _parser=p)
+
+
+# the flags that only matter when a study trains: architectures --runs trains nothing
+TRAINING_FLAGS = ("epochs", "batch_size", "lr", "threads", "precision", "max_batches")
+UNSET = (*TRAINING_FLAGS, "test_fraction", "calib_faces")  # None when not given
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _refuse_unused(args) -> None:
+    """Flags given to a study, or data, that they would do nothing for (before: ignored
+    without a word, and listed in the report's command as if they had counted)."""
+    from pathlib import Path
+
+    from edge_fer.errors import UserError
+
+    given = [_flag(n) for n in TRAINING_FLAGS if getattr(args, n) is not None]
+    if given and args.study == "architectures" and args.runs is not None:
+        one = len(given) == 1
+        raise UserError(
+            f"{', '.join(given)}: {'a training setting' if one else 'training settings'}, and "
+            "with --runs the architectures study trains nothing (it measures the finished runs "
+            f"RUNS/<arch>/ as they are); leave {'it' if one else 'them'} out"
+        )
+    if args.calib_faces is not None and args.study not in ("architectures", "compression"):
+        raise UserError(
+            f"--calib-faces is for the architectures and compression studies; the {args.study} "
+            "study makes no INT8 model"
+        )
+    if args.test_fraction is not None and Path(args.data).is_dir():
+        from edge_fer.data.loaders import detect_layout
+
+        try:
+            fer = detect_layout(Path(args.data)) == "fer2013-folder"
+        except UserError:  # the study says what is wrong with --data
+            fer = False
+        if fer:
+            raise UserError(
+                f"--test-fraction is for other datasets: {args.data} holds FER2013 folders, "
+                "which train on Training and test on PrivateTest"
+            )
 
 
 def _names(text: str | None) -> tuple[str, ...]:
@@ -131,7 +178,8 @@ def run(args) -> int:
     except ImportError as exc:
         raise UserError(f"experiments need the train extra: pip install 'edge-fer[train]' ({exc})")
     check_study(args.study)
-    if args.calib_faces < 100:
+    _refuse_unused(args)
+    if args.calib_faces is not None and args.calib_faces < 100:
         raise UserError("--calib-faces must be at least 100")
     # given but naming nothing (a script's empty variable): was read as "all", hours of training
     for flag, given in (("--archs", args.archs), ("--variants", args.variants)):
@@ -147,6 +195,10 @@ def run(args) -> int:
         raise UserError("--arch is for the other studies; the architectures study takes --archs")
     # the report's command is the one typed: computed before --arch gets its default
     command = command_of(args)
+    for name in UNSET:  # not given: their defaults, also after the command (as typed)
+        if getattr(args, name) is None:
+            owner = Budget if name in Budget.__dataclass_fields__ else Options
+            setattr(args, name, getattr(owner, name))
     arch = args.arch or Options.arch
     if arch not in list_models():
         raise UserError(f"--arch {arch!r} is not in the zoo ({', '.join(list_models())})")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import platform
+import shutil
 from pathlib import Path
 
 from edge_fer import fileio
@@ -68,17 +69,63 @@ def setup_block(
 FIGURE_NAMES = ("confusion.png", "curves.png", "accuracy_vs_ms.png", "recall.png")
 
 
-def write(out: Path, text: str) -> Path:
-    out.mkdir(parents=True, exist_ok=True)
-    p = out / "README.md"
-    fileio.write_text(p, text)
-    return p
+def stage(out: Path) -> Path:
+    """The private folder inside `out` a study draws its figures into: they are published with
+    README.md by `write_with_figures` (before: each PNG was written into --out as it was drawn,
+    the README last, so an interrupted rerun left new figures beside the old report, and an
+    interrupted first run figures without one). Inside `out`: on its file system, writable."""
+    return Path(out) / f".report.{os.getpid()}.tmp"
+
+
+def drop_stage(out: Path) -> None:
+    shutil.rmtree(stage(out), ignore_errors=True)
+
+
+def publish(out: Path, files: dict[str, bytes]) -> None:
+    """Write the report set `files` (name: content) into `out`, each file atomically
+    (edge_fer.fileio), and remove the figures of an earlier report that this one lacks. When a
+    write fails, or an interrupt arrives meanwhile, the files already written get their earlier
+    content back (or are removed when new), and the removed figures come back: the earlier set
+    stays whole. (edge_fer.quantize.pipeline._publish does this for a calibration's files; it
+    also removes calibration file names, which are not a report's.)"""
+    done: list[tuple[Path, bytes | None]] = []  # regular files, with what they held before
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+        for name, content in files.items():
+            path = Path(os.path.realpath(out / name))  # a symlink's target is what changes
+            special = fileio.is_special(path)
+            old = path.read_bytes() if path.is_file() else None
+            fileio.write_bytes(path, content)
+            if not special:
+                done.append((path, old))
+        # this study's own figure names (studies._check_report_is_this_studys) the new one lacks
+        for name in FIGURE_NAMES:
+            path = out / name
+            if name not in files and path.is_file() and not path.is_symlink():
+                old = path.read_bytes()
+                path.unlink()
+                done.append((path, old))
+    except BaseException:
+        for path, old in reversed(done):
+            try:
+                if old is None:
+                    path.unlink()
+                else:
+                    fileio.write_bytes(path, old)
+            except OSError:
+                pass
+        raise
 
 
 def write_with_figures(out: Path, lines: list[str], figs: list[str]) -> Path:
-    """The report: `lines`, then the figures section (one Markdown image per PNG); written."""
+    """The report: `lines`, then the figures section (one Markdown image per PNG, drawn into
+    `stage(out)`); published with its figures, README.md last."""
     figures = "\n\n".join(f"![{Path(f).stem}]({f})" for f in figs)
-    return write(out, "\n".join([*lines, "## Figures", "", figures, ""]))
+    text = "\n".join([*lines, "## Figures", "", figures, ""])
+    files = {f: (stage(out) / f).read_bytes() for f in figs}
+    publish(out, {**files, "README.md": text.encode("utf-8")})
+    drop_stage(out)
+    return out / "README.md"
 
 
 def latency_line(threads: int, load: float | None = -1.0) -> str:

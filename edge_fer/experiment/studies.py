@@ -247,7 +247,7 @@ def variant_table(rows: list[dict]) -> str:
 
 
 def figures(opts: Options, rows: list[dict], ms_label: str) -> list[str]:
-    out = opts.out
+    out = R.stage(opts.out)  # published with the README (R.write_with_figures)
     figs = [
         plots.confusion_grid(
             [(r["variant"].name, r["report"]) for r in rows], out / "confusion.png"
@@ -453,7 +453,9 @@ def study_preprocessing(opts: Options) -> Path:
     rows = measure_runs(opts, sd, variants, runs)
     figs = figures(opts, rows, "ms/face at batch 1 (ONNX Runtime, model only)")
     figs.append(
-        plots.recall_bars([(r["variant"].name, r["report"]) for r in rows], opts.out / "recall.png")
+        plots.recall_bars(
+            [(r["variant"].name, r["report"]) for r in rows], R.stage(opts.out) / "recall.png"
+        )
     )
     best = _best(rows)
     lines = [
@@ -622,5 +624,9 @@ def run_study(opts: Options) -> Path:
         from edge_fer.experiment import zoo
 
         fn = zoo.study_architectures if opts.study == "architectures" else zoo.study_compression
+    else:
+        fn = STUDY_FUNCS[opts.study]
+    try:
         return fn(opts)
-    return STUDY_FUNCS[opts.study](opts)
+    finally:  # figures drawn for a report that was not published (an interrupt, an error)
+        R.drop_stage(opts.out)
