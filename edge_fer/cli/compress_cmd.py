@@ -5,13 +5,16 @@ model (default: the bundled model), fine-tune on the Training split with PublicT
 export ONNX, and measure the model before and after on one table (accuracy, top-2, macro-F1,
 parameters, MACs, file size, ONNX Runtime latency at batch 1 and 32): DIR/report.md and
 DIR/report.json. Needs the `train` extra and, for structured pruning, torch-pruning
-(extra `compress`).
+(extra `compress`). Every output is made in a private folder and published into DIR together
+once the report is ready (`_run_staged`): an interrupted or failing run leaves DIR as it was.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import shlex
 import sys
 from pathlib import Path
 
@@ -38,6 +41,16 @@ NOTE_TRT = (
     "--target cpu for INT8 speed on ONNX Runtime"
 )
 
+# flags whose default applies only to some runs: None until `_settle` fills it in (or refuses
+# the flag where the run would ignore it)
+UNSET = {
+    "target_macs_reduction": 0.5,
+    "taylor_batches": 4,
+    "distill_temperature": 4.0,
+    "percentile": 99.99,
+    "eval_split": "private-test",
+}
+
 
 def _common(p, default_epochs: int, default_lr: float, epochs_help: str) -> None:
     # fmt: off
@@ -46,7 +59,8 @@ def _common(p, default_epochs: int, default_lr: float, epochs_help: str) -> None
                    "or FP32 edge-fer ONNX [default: the bundled model]")
     p.add_argument("--data", type=input_path, required=True,
                    help="dataset for fine-tuning and the report (FER2013 folder or csv: Training "
-                   "to fine-tune, PublicTest to select, PrivateTest to report)")
+                   "to fine-tune, PublicTest to select, PrivateTest to report; class folders: "
+                   "90%% to fine-tune, the held-out 10%% to select and report)")
     p.add_argument("--out", required=True, help="output folder (models, report.md, report.json)")
     p.add_argument("--force", action="store_true",
                    help="write into an --out that already holds a finished run")
@@ -62,8 +76,9 @@ def _common(p, default_epochs: int, default_lr: float, epochs_help: str) -> None
                    help="knowledge distillation: weight (0-1) of the loss on the uncompressed "
                    "model's softened outputs (0: labels only, the default; see docs/compress.md "
                    "for a measured run)")
-    f.add_argument("--distill-temperature", type=float, default=4.0,
-                   help="softmax temperature of the distillation targets")
+    f.add_argument("--distill-temperature", type=float, default=None,
+                   help="softmax temperature of the distillation targets, with --distill "
+                   f"(default {UNSET['distill_temperature']:g})")
     f.add_argument("--train-fraction", type=float, default=1.0,
                    help="fine-tune on this fraction of the Training split (quick runs)")
     f.add_argument("--val-limit", type=int, default=0,
@@ -76,9 +91,10 @@ def _common(p, default_epochs: int, default_lr: float, epochs_help: str) -> None
     f.add_argument("--max-batches", type=int, default=0, help=argparse.SUPPRESS)
     add_skip_bad(f, "--data (the fine-tuning and the report's faces)")
     r = p.add_argument_group("report")
-    r.add_argument("--eval-split", default="private-test",
-                   choices=("private-test", "public-test", "test"),
-                   help="FER2013 split of the report (other layouts: all their images)")
+    r.add_argument("--eval-split", default=None, choices=("private-test", "public-test", "test"),
+                   help=f"FER2013 split of the report (default {UNSET['eval_split']}); a dataset "
+                   "without FER2013's splits is scored on its held-out part, the faces that "
+                   "select the best epoch")
     r.add_argument("--eval-limit", type=int, default=0,
                    help="evaluate on an even sample of this many faces (0: all; quick runs)")
     r.add_argument("--eval-tta", default="auto", choices=("auto", "none", "flip", "zoom-flip"),
@@ -109,8 +125,9 @@ def register(sub) -> None:
     g.add_argument("--importance", default="l2", choices=("l1", "l2", "taylor"),
                    help="structured: channel ranking (weight L1/L2 norm, or first-order Taylor "
                    "|w * grad|)")
-    g.add_argument("--target-macs-reduction", type=float, default=0.5,
-                   help="structured: remove at least this fraction of the MACs (0-0.95)")
+    g.add_argument("--target-macs-reduction", type=float, default=None,
+                   help="structured: remove at least this fraction of the MACs (0-0.95; "
+                   f"default {UNSET['target_macs_reduction']:g})")
     g.add_argument("--steps", type=int, default=3,
                    help="structured/unstructured: prune + fine-tune rounds to reach the target")
     g.add_argument("--round-to", type=int, default=16,
@@ -118,8 +135,9 @@ def register(sub) -> None:
                    "AVX-512 and tensor cores; 0: any count)")
     g.add_argument("--sparsity", type=float, default=0.5,
                    help="unstructured: fraction of the weights set to zero")
-    g.add_argument("--taylor-batches", type=int, default=4,
-                   help="taylor: training batches whose gradients rank the channels")
+    g.add_argument("--taylor-batches", type=int, default=None,
+                   help="taylor: training batches whose gradients rank the channels (default "
+                   f"{UNSET['taylor_batches']})")
     g.add_argument("--bn", default="renormalize", choices=("renormalize", "frozen"),
                    help="batch norms of a model rebuilt from ONNX (folded into the convs): "
                    "renormalize (give them their statistics back, the same function, then train "
@@ -144,8 +162,9 @@ def register(sub) -> None:
                    "activations that ONNX Runtime's CPU kernels fuse into QLinearConv")
     g.add_argument("--calib-method", default="percentile", choices=("percentile", "max"),
                    help="how calibration sets the activation ranges")
-    g.add_argument("--percentile", type=float, default=99.99,
-                   help="percentile of the activations that sets their range")
+    g.add_argument("--percentile", type=float, default=None,
+                   help="--calib-method percentile: the percentile of the activations that sets "
+                   f"their range (default {UNSET['percentile']:g})")
     g.add_argument("--calib-faces", type=int, default=512,
                    help="Training faces the calibration runs on")
     # fmt: off
@@ -160,6 +179,18 @@ def register(sub) -> None:
 # -- shared steps -----------------------------------------------------------------------------
 
 
+def _settle(args, dest: str, applies: bool, refusal: str) -> None:
+    """A flag of UNSET given where this run would ignore it is refused with `refusal` (before:
+    taken without a word); one that applies and was not given takes its default."""
+    from edge_fer.errors import UserError
+
+    if getattr(args, dest) is None:
+        if applies:
+            setattr(args, dest, UNSET[dest])
+    elif not applies:
+        raise UserError(refusal)
+
+
 def _configs(args):
     from edge_fer.compress.finetune import FinetuneConfig
     from edge_fer.errors import UserError
@@ -170,15 +201,20 @@ def _configs(args):
         raise UserError("--bench-threads must be at least 1")
     if args.bench_rounds < 1:
         raise UserError("must be at least 1", param="bench_rounds")
+    temperature = args.distill_temperature
     fcfg = FinetuneConfig(
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
         weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
         train_fraction=args.train_fraction, val_limit=args.val_limit,
         max_batches=args.max_batches, seed=args.seed, augment=not args.no_augment,
         device=args.device, threads=args.threads, distill=args.distill,
-        distill_temperature=args.distill_temperature, skip_bad=args.skip_bad,
+        distill_temperature=UNSET["distill_temperature"] if temperature is None else temperature,
+        skip_bad=args.skip_bad,
     )  # fmt: skip
     fcfg.validate()
+    _settle(args, "distill_temperature", fcfg.distill > 0,
+            "--distill-temperature applies with --distill W > 0 (the weight of the "
+            "distillation loss); without it no distillation runs")  # fmt: skip
     return fcfg
 
 
@@ -195,23 +231,42 @@ def _imports():
         ) from None
 
 
+def _eval_split_refusal(args, what: str) -> str:
+    return (
+        f"--eval-split names a FER2013 split, and {args.data} has none ({what}): the report "
+        "scores its held-out part, the faces that select the best epoch"
+    )
+
+
+def _inputs(args) -> list:
+    from edge_fer.classify import default_model_path
+
+    model = args.model if args.model is not None else default_model_path()
+    return [("--model", model), ("--data", args.data)]
+
+
 def _prepare(args, fcfg):
     """Out folder check, source model, fine-tuning data, parity faces (all before any write)."""
     import numpy as np
 
-    from edge_fer.classify import default_model_path
     from edge_fer.compress.finetune import load_finetune_data
     from edge_fer.compress.io import check_out_dir, load_source
+    from edge_fer.errors import UserError
 
     out = Path(args.out)
-    model = args.model if args.model is not None else default_model_path()
-    check_out_dir(args.out, args.force, args.command, [("--model", model), ("--data", args.data)])
+    check_out_dir(args.out, args.force, args.command, _inputs(args))
     from edge_fer.fileio import check_outside
 
     # as calibrate, export --int8 and train refuse it (before: the run's files were written
     # into the dataset's folders)
     check_outside([("--out", out)], args.data, "--data",
                   "the run's models and report would become part of the data")  # fmt: skip
+    if args.eval_split is not None:  # (before: ignored for a dataset of class folders)
+        from edge_fer.data.loaders import detect_layout
+
+        layout = detect_layout(Path(args.data))
+        if not layout.startswith("fer2013"):
+            raise UserError(_eval_split_refusal(args, f"a {layout} dataset"))
     if fcfg.threads:
         import torch
 
@@ -219,6 +274,9 @@ def _prepare(args, fcfg):
     src = load_source(args.model)
     print(f"source: {src.path} ({src.kind}, {src.arch})", file=sys.stderr, flush=True)
     data = load_finetune_data(args.data, src.spec, fcfg)
+    # FER2013's Training faces alone: held out as for class folders
+    _settle(args, "eval_split", data.held_out is None,
+            _eval_split_refusal(args, "Training faces only"))  # fmt: skip
     line = _skip_line("fine-tuning", data.skipped)
     if line:
         print(f"edge-fer {args.command}: {line}", file=sys.stderr)
@@ -246,9 +304,48 @@ def _source_onnx(src, out: Path, faces) -> Path:
     return path
 
 
-def _compare(args, src, rows, out: Path, title: str, extra: dict, notes: list[str],
-             finetune_skipped: dict) -> dict:  # fmt: skip
-    from edge_fer.compress.report import compare_models, markdown_table, write_report
+def _published(obj, stage: Path, out: Path):
+    """`obj` (a run's result) with the paths into the staging folder made the portable paths
+    (edge_fer.fileio.portable_path) of the files published into `out`."""
+    from edge_fer.fileio import portable_path
+
+    if isinstance(obj, dict):
+        return {k: _published(v, stage, out) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_published(v, stage, out) for v in obj]
+    if isinstance(obj, str) and os.path.isabs(obj):
+        try:  # (Path.is_relative_to: Python 3.9)
+            return portable_path(out / Path(obj).relative_to(stage))
+        except ValueError:
+            pass
+    return obj
+
+
+def _run_staged(args, out: Path, src, data, faces, title: str, make) -> dict:
+    """`make(stage)` -> (result, rows, notes): the compressed models made in a private folder;
+    then the source's ONNX and the report are made there too, and all of them are published
+    into `out` together (edge_fer.compress.io.publish). Before: each file went into --out as it
+    was made, and a run interrupted or failing before its report left the earlier run's report
+    describing the new models. Returns the comparison (its paths: the published ones)."""
+    from edge_fer.compress.io import publish, staging
+
+    with staging(args.command) as stage:
+        res, rows, notes = make(stage)
+        base = _source_onnx(src, stage, faces)
+        rows = [("FP32", str(base)), *rows]
+        res = _published(res, stage, out)
+        extra = {"command": _command_line(args), "args": _args_dict(args), "result": res}
+        comp = _compare(args, src, data, rows, stage, out, title, extra, notes)
+        files = {p.name: p.read_bytes() for p in sorted(stage.iterdir()) if p.is_file()}
+    publish(out, files, _inputs(args)[:1])
+    return comp
+
+
+def _compare(args, src, data, rows, stage: Path, out: Path, title: str, extra: dict,
+             notes: list[str]) -> dict:  # fmt: skip
+    """Measure the rows and write the report into `stage` (its paths: those in `out`)."""
+    from edge_fer.compress.report import compare_models, write_report
+    from edge_fer.fileio import portable_path
 
     eval_tta = src.eval_tta if args.eval_tta == "auto" else args.eval_tta
     extra_tta = (eval_tta,) if eval_tta != "none" else ()
@@ -256,7 +353,7 @@ def _compare(args, src, rows, out: Path, title: str, extra: dict, notes: list[st
     comp = compare_models(
         rows,
         args.data,
-        split=args.eval_split,
+        split=args.eval_split if data.held_out is None else data.val_name,
         threads=args.bench_threads,
         eval_limit=args.eval_limit,
         progress=not args.no_progress,
@@ -264,17 +361,27 @@ def _compare(args, src, rows, out: Path, title: str, extra: dict, notes: list[st
         tta="none",
         extra_tta=extra_tta,
         skip_bad=args.skip_bad,
+        faces=data.held_out,
     )
+    for row, (_, p) in zip(comp["rows"], rows):  # (a source ONNX model stays as given)
+        row["path"] = portable_path(_published(str(p), stage, out))
+    notes = list(notes)
+    if data.held_out is not None:
+        notes.append(
+            f"report faces: the {data.val_name} of {portable_path(args.data)} that selected "
+            "the best epoch, never fine-tuned on (a dataset without FER2013's splits has no "
+            "other test faces)"
+        )
     # the skipped files named in report.md (notes) and report.json, as train names them (the
     # fine-tuning ones were said on stderr when loaded)
     setup = comp["setup"]
     report_skipped = {k: setup[k] for k in ("skipped", "skipped_entries") if k in setup}
-    lines = [_skip_line("fine-tuning", finetune_skipped), _skip_line("report", report_skipped)]
+    lines = [_skip_line("fine-tuning", data.skipped), _skip_line("report", report_skipped)]
     if lines[1]:
         print(f"edge-fer {args.command}: {lines[1]}", file=sys.stderr)
-    notes = list(notes) + [ln for ln in lines if ln]
+    notes += [ln for ln in lines if ln]
     if args.skip_bad:
-        extra = {**extra, "skipped": {"fine_tuning": finetune_skipped, "report": report_skipped}}
+        extra = {**extra, "skipped": {"fine_tuning": data.skipped, "report": report_skipped}}
     base = comp["rows"][0]
     deltas = []
     for r in comp["rows"][1:]:
@@ -290,20 +397,47 @@ def _compare(args, src, rows, out: Path, title: str, extra: dict, notes: list[st
         }
         deltas.append(d)
     comp["deltas"] = deltas
-    md, js = write_report(out, comp, title, extra={**extra, "deltas": deltas}, notes=notes)
+    run = {"command": extra["command"], "seed": args.seed, "settings": extra["args"]}
+    write_report(stage, comp, title, extra={**extra, "deltas": deltas}, notes=notes, run=run)
+    return comp
+
+
+def _say(comp: dict, out: Path) -> None:
+    """The table and the deltas on stdout, once the report is published."""
+    from edge_fer.compress.report import markdown_table
+
     print(markdown_table(comp["rows"]))
-    for d in deltas:
+    for d in comp["deltas"]:
         print(
             f"{d['model']}: accuracy {d['accuracy_delta']:+.4f}, MACs "
             f"-{(d['macs_reduction'] or 0):.1%}, size x{d['size_ratio']:.2f}, speed-up "
             f"x{d['speedup_b1'] or 0:.2f} (batch 1) x{d['speedup_b32'] or 0:.2f} (batch 32)"
         )
-    print(f"report: {md} and {js}", file=sys.stderr)
-    return comp
+    print(f"report: {out / 'report.md'} and {out / 'report.json'}", file=sys.stderr)
 
 
 def _args_dict(args) -> dict:
-    return {k: v for k, v in vars(args).items() if k != "func"}
+    """The settings as report.json records them. Before: every attribute of args, func and the
+    command line (recorded once, `_command_line`) among them, and local absolute paths."""
+    from edge_fer.fileio import portable_path
+
+    kept = {k: v for k, v in vars(args).items() if k not in ("func", "given_argv", "command")}
+    for k in ("model", "data", "out"):
+        if kept.get(k) is not None:
+            kept[k] = portable_path(kept[k])
+    return kept
+
+
+def _command_line(args) -> str:
+    """The command as typed, shell-quoted, its absolute paths made portable (no local absolute
+    path in a report that travels)."""
+    from edge_fer.fileio import portable_path
+
+    words = []
+    for a in getattr(args, "given_argv", None) or [args.command]:
+        flag, eq, value = a.partition("=") if a.startswith("--") else ("", "", a)
+        words.append(flag + eq + (portable_path(value) if os.path.isabs(value) else value))
+    return "edge-fer " + shlex.join(words)
 
 
 # -- commands ---------------------------------------------------------------------------------
@@ -314,32 +448,33 @@ def run_prune(args) -> int:
     from edge_fer.compress.prune import PruneConfig
     from edge_fer.compress.prune import run_prune as prune
 
-    pcfg = PruneConfig(method=args.method, importance=args.importance,
-                       target_macs_reduction=args.target_macs_reduction, steps=args.steps,
-                       round_to=args.round_to, sparsity=args.sparsity,
-                       taylor_batches=args.taylor_batches, bn=args.bn)  # fmt: skip
+    structured = args.method == "structured"
+    _settle(args, "target_macs_reduction", structured,
+            f"--target-macs-reduction applies to --method structured (--method {args.method} "
+            "removes no channels)")  # fmt: skip
+    _settle(args, "taylor_batches", structured and args.importance == "taylor",
+            "--taylor-batches applies to --method structured --importance taylor (the other "
+            "rankings take no gradients)")  # fmt: skip
+    unset = {k: getattr(args, k) for k in ("target_macs_reduction", "taylor_batches")}
+    pcfg = PruneConfig(method=args.method, importance=args.importance, steps=args.steps,
+                       round_to=args.round_to, sparsity=args.sparsity, bn=args.bn,
+                       **{k: v for k, v in unset.items() if v is not None})  # fmt: skip
     pcfg.validate()
     fcfg = _configs(args)
     out, src, data, faces = _prepare(args, fcfg)
-    res = prune(src, data, pcfg, fcfg, out, check_faces=faces)
-    base = _source_onnx(src, out, faces)
-    notes = {"2:4": [NOTE_24], "unstructured": [NOTE_UNSTRUCTURED]}.get(args.method, [])
-    if args.method == "structured":
-        notes.append(
-            f"structured: conv widths {res['conv_widths']} (multiples of "
-            f"{args.round_to or 1}); {args.steps} prune + fine-tune step(s)"
-        )
-    rows = [("FP32", str(base)), (f"pruned ({args.method})", res["onnx"])]
-    _compare(
-        args,
-        src,
-        rows,
-        out,
-        f"edge-fer prune --method {args.method}",
-        {"command": "prune", "args": _args_dict(args), "result": res},
-        notes,
-        data.skipped,
-    )
+
+    def make(stage: Path):
+        res = prune(src, data, pcfg, fcfg, stage, check_faces=faces)
+        notes = {"2:4": [NOTE_24], "unstructured": [NOTE_UNSTRUCTURED]}.get(args.method, [])
+        if structured:
+            notes.append(
+                f"structured: conv widths {res['conv_widths']} (multiples of "
+                f"{args.round_to or 1}); {args.steps} prune + fine-tune step(s)"
+            )
+        return res, [(f"pruned ({args.method})", res["onnx"])], notes
+
+    comp = _run_staged(args, out, src, data, faces, f"edge-fer prune --method {args.method}", make)
+    _say(comp, out)
     return 0
 
 
@@ -348,9 +483,12 @@ def run_qat(args) -> int:
     from edge_fer.compress.qat import QatConfig
     from edge_fer.compress.qat import run_qat as qat
 
+    _settle(args, "percentile", args.calib_method == "percentile",
+            "--percentile applies to --calib-method percentile (max takes the largest "
+            "activations)")  # fmt: skip
+    percentile = {} if args.percentile is None else {"percentile": args.percentile}
     qcfg = QatConfig(target=args.target, calib_method=args.calib_method,
-                     percentile=args.percentile, calib_faces=args.calib_faces,
-                     ranges=args.ranges)  # fmt: skip
+                     calib_faces=args.calib_faces, ranges=args.ranges, **percentile)  # fmt: skip
     qcfg.validate()
     fcfg = _configs(args)
     from edge_fer.errors import UserError
@@ -360,33 +498,28 @@ def run_qat(args) -> int:
             f"--opset must be in 13..23 (QuantizeLinear/DequantizeLinear need 13), got {args.opset}"
         )
     out, src, data, faces = _prepare(args, fcfg)
-    res = qat(src, data, qcfg, fcfg, out, check_faces=faces, opset=args.opset)
-    base = _source_onnx(src, out, faces)
-    rows = [
-        ("FP32", str(base)),
-        (f"INT8 PTQ ({args.target}, calibration only)", res["ptq_onnx"]),
-        (f"INT8 QAT ({args.target})", res["qat_onnx"]),
-    ]
-    notes = [
-        (
-            f"QDQ parity (ONNX Runtime without graph optimizations vs torch fake-quant): max "
-            f"|dp| {res['qat_export']['parity_max_abs_diff']:.2g}, mean "
-            f"{res['qat_export']['parity_mean_abs_diff']:.2g}; with ONNX Runtime's fused INT8 "
-            f"kernels: max {res['qat_export']['parity_optimized_max_abs_diff']:.2g}, top-1 "
-            f"agreement {res['qat_export']['parity_optimized_top1_agreement']:.3f}"
-        )
-    ]
-    if args.target == "tensorrt":
-        notes.append(NOTE_TRT)
-    _compare(
-        args,
-        src,
-        rows,
-        out,
-        f"edge-fer qat --target {args.target}",
-        {"command": "qat", "args": _args_dict(args), "result": res},
-        notes,
-        data.skipped,
-    )
-    print(json.dumps({"qat_onnx": res["qat_onnx"], "ptq_onnx": res["ptq_onnx"]}))
+
+    def make(stage: Path):
+        res = qat(src, data, qcfg, fcfg, stage, check_faces=faces, opset=args.opset)
+        rows = [
+            (f"INT8 PTQ ({args.target}, calibration only)", res["ptq_onnx"]),
+            (f"INT8 QAT ({args.target})", res["qat_onnx"]),
+        ]
+        exp = res["qat_export"]
+        notes = [
+            (
+                f"QDQ parity (ONNX Runtime without graph optimizations vs torch fake-quant): max "
+                f"|dp| {exp['parity_max_abs_diff']:.2g}, mean {exp['parity_mean_abs_diff']:.2g}; "
+                f"with ONNX Runtime's fused INT8 kernels: max "
+                f"{exp['parity_optimized_max_abs_diff']:.2g}, top-1 agreement "
+                f"{exp['parity_optimized_top1_agreement']:.3f}"
+            )
+        ]
+        if args.target == "tensorrt":
+            notes.append(NOTE_TRT)
+        return res, rows, notes
+
+    comp = _run_staged(args, out, src, data, faces, f"edge-fer qat --target {args.target}", make)
+    _say(comp, out)
+    print(json.dumps({"qat_onnx": str(out / "qat.onnx"), "ptq_onnx": str(out / "ptq.onnx")}))
     return 0

@@ -13,13 +13,14 @@ import copy
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
 from edge_fer.align.dataset import as_trained
+from edge_fer.data.faceset import FaceSet
 from edge_fer.errors import UserError
 from edge_fer.limits import check_number
 from edge_fer.metrics import classification_report
@@ -99,6 +100,9 @@ class FinetuneData:
     spec: PreprocessSpec
     # with skip_bad: {"skipped": count, "skipped_entries": the first ones}, as train names them
     skipped: dict = field(default_factory=dict)
+    # a dataset without FER2013's PublicTest (class folders): its held-out part as loaded (the
+    # selection faces, not prepared), which the report scores; None for FER2013
+    held_out: FaceSet | None = None
 
     def calibration_faces(self, n: int, seed: int = 0) -> np.ndarray:
         """An even-handed random sample of Training faces (for quantization calibration)."""
@@ -143,7 +147,11 @@ def load_finetune_data(data: str, spec: PreprocessSpec, cfg: FinetuneConfig) -> 
         vx, vy = vx[idx], vy[idx]
     # as the trainer fed the model: aligned on the eyes (spec.align), then CLAHE (spec.clahe)
     tx, vx = as_trained(tx, spec, clahe=True), as_trained(vx, spec, clahe=True)
-    return FinetuneData(tx, ty, vx, vy, val_name, spec, skipped)
+    held = None
+    if val_name != "public-test":  # before: the report scored all the faces, fine-tuned ones too
+        # (the files skipped while loading were skipped in its folders too: the report names them)
+        held = replace(val, **skipped) if skipped else val
+    return FinetuneData(tx, ty, vx, vy, val_name, spec, skipped, held)
 
 
 def evaluate_torch(model, data: FinetuneData, device=None) -> dict:

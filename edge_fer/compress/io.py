@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -134,6 +136,32 @@ OUT_FILES = {
 }
 
 
+# what an earlier run of the other command, or a calibration (`edge-fer calibrate`, `export
+# --int8`), leaves in a folder: a run publishing there removes them (a qat report beside
+# pruned.onnx, or a calibration cache of the replaced model, described files it never made)
+EARLIER_FILES = tuple(dict.fromkeys(n for names in OUT_FILES.values() for n in names))
+
+
+def _same_file(a: Path, b) -> bool:
+    try:
+        return os.path.samefile(a, b)
+    except (OSError, ValueError):
+        return False
+
+
+def earlier_outputs(out: str | os.PathLike, inputs=()) -> list[str]:
+    """The names of EARLIER_FILES and of a calibration's outputs in `out` (files or links),
+    those that are one of `inputs` ((name, path) pairs: the model) left out."""
+    from edge_fer.quantize.pipeline import OUT_NAMES
+
+    found = []
+    for name in (*EARLIER_FILES, *OUT_NAMES):
+        p = Path(out) / name
+        if (p.exists() or p.is_symlink()) and not any(_same_file(p, q) for _, q in inputs if q):
+            found.append(name)
+    return found
+
+
 def check_out_dir(
     out: str | os.PathLike, force: bool, command: str | None = None, inputs=()
 ) -> None:
@@ -147,6 +175,11 @@ def check_out_dir(
     out = Path(out)
     if command is not None:
         check_collisions([("--out", out / name) for name in OUT_FILES[command]], inputs)
+        # (before: the run's work was done, then the write into the folder failed)
+        folders = [n for n in OUT_FILES[command] if (out / n).is_dir()]
+        if folders:
+            raise UserError(f"{out}: {', '.join(folders)} is a folder; cannot write the output "
+                            "there", param="out")  # fmt: skip
     if force:
         return
     if (out / "report.json").exists():
@@ -155,16 +188,59 @@ def check_out_dir(
             "pick another folder or pass --force",
             param="out",
         )
-    # any file the command writes, not only a finished run's report: a model or notes of the
-    # user's under one of those names were replaced silently
-    names = OUT_FILES[command] if command is not None else ()
-    taken = [n for n in names if (out / n).exists() or (out / n).is_symlink()]
+    # any file the command writes or removes (earlier_outputs), not only a finished run's
+    # report: a model or notes of the user's under one of those names were replaced silently
+    taken = earlier_outputs(out, inputs) if command is not None else []
     if taken:
         raise UserError(
-            f"{out}: already holds {', '.join(taken)}, which this run would replace; "
+            f"{out}: already holds {', '.join(taken)}, which this run would replace or remove; "
             "pick another folder or pass --force",
             param="out",
         )
+
+
+@contextlib.contextmanager
+def staging(command: str):
+    """A private folder where a run makes all its outputs (removed on every exit path); they are
+    then published together (`publish`). Before: the models went into --out as they were made,
+    so a run interrupted or failing while it measured them left new models beside the earlier
+    run's report."""
+    # the name is decided before the folder is made, so an interrupt (SIGTERM, Ctrl-C) that
+    # lands just after mkdir still finds it in `finally` (as `edge-fer calibrate` does)
+    work = Path(tempfile.gettempdir()) / f"edge-fer-{command}-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        try:
+            work.mkdir(mode=0o700)
+        except OSError as exc:
+            raise UserError(
+                f"cannot make a temporary folder in {work.parent} ({fileio.os_error_reason(exc)})"
+            ) from None
+        yield work
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def publish(out: Path, files: dict[str, bytes], inputs=()) -> None:
+    """Write a run's outputs (name -> content) into `out` together, as `edge-fer calibrate`
+    publishes its set (edge_fer.quantize.pipeline._publish: each file atomically, and when one
+    fails or an interrupt arrives, what was there before is put back; it also removes an
+    earlier calibration's outputs); then remove the earlier outputs this run did not write
+    (`earlier_outputs`: source_fp32.onnx of an earlier run from a checkpoint, the other
+    command's models), `inputs` ((name, path) pairs: the model) left alone."""
+    from edge_fer.quantize.pipeline import _publish
+
+    stale = [n for n in earlier_outputs(out, inputs) if n in EARLIER_FILES and n not in files]
+    try:
+        _publish(out, files)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write ({fileio.os_error_reason(exc)})") from None
+    for name in stale:
+        p = out / name
+        if p.is_symlink() or p.is_file():
+            try:
+                p.unlink()
+            except OSError:
+                pass
 
 
 def write_text_atomic(path: Path, text: str) -> None:

@@ -516,6 +516,8 @@ def run_prune(
             compression.pop(k, None)
     if pcfg.method != "unstructured":
         compression.pop("sparsity", None)
+    if pcfg.importance != "taylor":  # (before: recorded, though no gradient ranked a channel)
+        compression.pop("taylor_batches", None)
     state = {
         "config": cfg,
         "spec": spec.to_metadata(),

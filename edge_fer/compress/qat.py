@@ -466,7 +466,8 @@ def run_qat(
         "placement": "inputs of every Conv and Gemm",
         "calibration": {
             "method": qcfg.calib_method,
-            "percentile": qcfg.percentile,
+            # max: no percentile set a range (before: the unused default was recorded)
+            **({"percentile": qcfg.percentile} if qcfg.calib_method == "percentile" else {}),
             "faces": len(calib),
             "source": "Training split (random sample)",
             "seed": fcfg.seed,

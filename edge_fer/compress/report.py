@@ -190,12 +190,17 @@ def load_eval_faces(
     layout = detect_layout(path)
     split = (split or "private-test") if layout.startswith("fer2013") else "all"
     faces = load_dataset(path, split, size=size, layout=layout, skip_bad=skip_bad)
+    return even_sample(faces, limit), split
+
+
+def even_sample(faces, limit: int = 0):
+    """An even sample of `limit` of the faces (0: all of them)."""
     if limit and len(faces) > limit:
         idx = np.linspace(0, len(faces) - 1, limit).round().astype(int)
         mask = np.zeros(len(faces), bool)
         mask[idx] = True
         faces = faces.subset(mask)
-    return faces, split
+    return faces
 
 
 def compare_models(
@@ -210,8 +215,12 @@ def compare_models(
     tta: str = "none",
     extra_tta: tuple[str, ...] = (),
     skip_bad: bool = False,
+    faces=None,
 ) -> dict:
     """Measure every (name, ONNX path) row; returns {"rows": [...], "setup": {...}}.
+
+    faces: the labelled faces to score (a FaceSet, `split` its name) instead of `data`'s split:
+    the held-out part of a dataset without FER2013's splits (`edge-fer prune` and `qat`).
 
     tta: the test-time augmentation of the main accuracy columns (edge_fer.tta; "none": one
     view, what the video runtime runs); extra_tta: modes whose accuracy is added as
@@ -229,7 +238,10 @@ def compare_models(
     for name, p in rows:
         if not Path(p).is_file():
             raise UserError(f"{p}: no such model file (row {name!r})")
-    faces, split = load_eval_faces(data, split, eval_limit, skip_bad=skip_bad)
+    if faces is None:
+        faces, split = load_eval_faces(data, split, eval_limit, skip_bad=skip_bad)
+    else:
+        faces = even_sample(faces, eval_limit)
     results, specs = [], []
     for name, p in rows:
         with Classifier.load(p, threads=threads, tta=tta) as clf:
@@ -313,7 +325,9 @@ def markdown_table(results: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def report_markdown(title: str, comparison: dict, notes: list[str] | None = None) -> str:
+def report_markdown(
+    title: str, comparison: dict, notes: list[str] | None = None, run: dict | None = None
+) -> str:
     s = comparison["setup"]
     out = [
         f"# {title}",
@@ -330,6 +344,10 @@ def report_markdown(title: str, comparison: dict, notes: list[str] | None = None
         f"- MACs: {s['macs']}",
     ]
     out += [f"- {n}" for n in notes or []]
+    if run:  # before: only in report.json
+        settings = ", ".join(f"{k}={v}" for k, v in run["settings"].items() if v is not None)
+        out += ["", "## Run", "", "```", run["command"], "```", ""]
+        out += [f"- seed: {run['seed']}", f"- settings: {settings}"]
     return "\n".join(out) + "\n"
 
 
@@ -339,13 +357,15 @@ def write_report(
     title: str,
     extra: dict | None = None,
     notes: list[str] | None = None,
+    run: dict | None = None,
 ) -> tuple[Path, Path]:
-    """Write report.md and report.json (through temporary files) into out_dir."""
+    """Write report.md and report.json (through temporary files) into out_dir. `run`: the
+    command line, seed and settings ({"command", "seed", "settings"}) report.md ends with."""
     from edge_fer.compress.io import write_json_atomic, write_text_atomic
 
     out = Path(out_dir)
     md, js = out / "report.md", out / "report.json"
-    write_text_atomic(md, report_markdown(title, comparison, notes))
+    write_text_atomic(md, report_markdown(title, comparison, notes, run))
     write_json_atomic(js, {**(extra or {}), **comparison, "notes": notes or []})
     return md, js
 

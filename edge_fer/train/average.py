@@ -161,6 +161,14 @@ def average_checkpoints(
         cfg = dataclasses.replace(cfg, **{what: str(found)})
     if skip_bad is not None:
         cfg = dataclasses.replace(cfg, skip_bad=bool(skip_bad))
+    # (after the checks of the inputs, before any faces are read)
+    if out.suffix.lower() != ".safetensors":  # before: a checkpoint named x.onnx, which eval
+        # and every other reader of ONNX then refused
+        raise UserError(
+            f"names the averaged checkpoint: give it a .safetensors name, not {out.name} "
+            "(`edge-fer export` makes its ONNX model)",
+            param="out",
+        )
     train_set, val_set, val_name = load_splits(cfg)
     # another run's dataset (--data): its labels index other outputs (an IndexError traceback
     # from the scoring, or a score against the wrong class names)
@@ -187,7 +195,11 @@ def average_checkpoints(
     run_best = ("best_acc", "best_epoch", "bad_epochs")
     saved = {k: v for k, v in state.items() if k not in run_best}
     saved.update(averaged_from=report["checkpoints"], val_acc=report["val_acc"],
-                 val_macro_f1=report["val_macro_f1"])  # fmt: skip
+                 val_macro_f1=report["val_macro_f1"], val_split=val_name)  # fmt: skip
+    # the data its batch norms and score were measured on (before: another --data's score was
+    # recorded under the run's data and split, and so in its ONNX model's provenance)
+    measured = {k: getattr(cfg, k) for k, v in given.items() if v is not None}
+    saved["config"] = {**(state.get("config") or {}), **measured}
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(out, model, None, saved)
     print(
