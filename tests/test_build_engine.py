@@ -565,8 +565,10 @@ def test_a_json_that_is_not_an_edge_fer_sidecar_is_never_replaced(fake, tmp_path
     [
         (["--out", "t.engine", "--timing-cache", "t.engine"],
          "--out t.engine and --timing-cache t.engine are the same file"),
+        # (before: "the sidecar of --out t.engine.json and --timing-cache t.engine.json are the
+        # same file", as if --out were the .json)
         (["--out", "t.engine", "--timing-cache", "t.engine.json"],
-         "the sidecar of --out t.engine.json and --timing-cache t.engine.json are the same file"),
+         "--timing-cache t.engine.json is the sidecar of --out t.engine,"),
         (["--timing-cache", "fer.onnx"], "--timing-cache fer.onnx is the same file as MODEL.onnx"),
         (["--precision", "int8", "--calib-cache", "c.cache", "--out", "c.cache", "--force"],
          "--out c.cache is the same file as --calib-cache"),

@@ -588,14 +588,16 @@ def test_cli_calibrate(tiny_path, tmp_path, capsys):
         "calib_report.json",
         "model.int8.qdq.onnx",
     ]
-    # the ids file reproduces the same set
+    # the ids file reproduces the same set (--samples is not used with it: refused)
     out2 = tmp_path / "again"
-    assert main(args[:-3] + ["--ids", str(out / "calib_ids.txt"), "--out", str(out2)]) == 0
+    at = args.index("--samples")
+    by_ids = args[:at] + args[at + 2 : -3]
+    assert main(by_ids + ["--ids", str(out / "calib_ids.txt"), "--out", str(out2)]) == 0
     assert (out2 / "calib.cache").read_bytes() == (out / "calib.cache").read_bytes()
     capsys.readouterr()
     # a file that is not text given as --ids (a model): one line (before: a traceback)
     out3 = tmp_path / "ids-of-a-model"
-    assert main(args[:-3] + ["--ids", str(out / "model.int8.qdq.onnx"), "--out", str(out3)]) == 2
+    assert main(by_ids + ["--ids", str(out / "model.int8.qdq.onnx"), "--out", str(out3)]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "--ids" in err[0] and "not a text file of ids" in err[0], err
     # an earlier calibration is replaced only with --force (before: silently, every file)

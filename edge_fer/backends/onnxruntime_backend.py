@@ -33,6 +33,22 @@ def _dim(d) -> int | None:
     return d if isinstance(d, int) and d > 0 else None
 
 
+def session_model(path: str | os.PathLike) -> str | bytes:
+    """What `onnxruntime.InferenceSession` is given for the model file at `path`: its name, or
+    the file's bytes when the name is not UTF-8 (a byte Python keeps as a surrogate escape),
+    which onnxruntime's str argument cannot take: every such model was "not a loadable ONNX
+    model (__init__(): incompatible constructor arguments...)". OSError when it cannot be read."""
+    p = os.fspath(path)
+    if isinstance(p, bytes):
+        p = os.fsdecode(p)
+    try:
+        p.encode("utf-8")
+    except UnicodeEncodeError:
+        with open(p, "rb") as fh:
+            return fh.read()
+    return p
+
+
 def exact_int8(so, cpuinfo: str | None = None, machine: str | None = None) -> None:
     """Make `so`'s sessions compute INT8 models exactly on every x86 CPU (this one, or the one
     `cpuinfo` and `machine` describe: `machine.x86_without_vnni`).
@@ -100,7 +116,9 @@ class OnnxRuntimeBackend(Backend):
         self.threads = int(threads or 0)
         try:
             self._sess = ort.InferenceSession(
-                self.path, sess_options=so, providers=providers or ["CPUExecutionProvider"]
+                session_model(self.path),
+                sess_options=so,
+                providers=providers or ["CPUExecutionProvider"],
             )
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types
             raise UserError(

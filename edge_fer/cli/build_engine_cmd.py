@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+from pathlib import Path
 from typing import Any
 
 PROG = "edge-fer build-engine"
@@ -65,10 +67,10 @@ def register(sub: Any) -> None:
         action="store_true",
         help="replace an existing --out (an ENGINE.json that is not an edge-fer sidecar never is)",
     )
+    # the build flags default to None (filled in by run): one given with --sidecar-for is seen
     p.add_argument(
         "--precision",
         choices=("fp32", "fp16", "int8"),
-        default="fp32",
         help="fp32 (default), fp16, or int8: a Q/DQ model (explicit quantization, every "
         "TensorRT; the only INT8 on 11) or a plain one with --calib-cache (TensorRT <= "
         "10)",
@@ -84,21 +86,19 @@ def register(sub: Any) -> None:
         help="the board or GPU the engine is for: checked before building (below)",
     )
     b = p.add_argument_group("batch profile")
-    b.add_argument("--min-batch", type=int, default=1, metavar="N", help="default 1")
+    b.add_argument("--min-batch", type=int, metavar="N", help="default 1")
     b.add_argument(
         "--opt-batch",
         type=int,
-        default=8,
         metavar="N",
         help="batch TensorRT tunes for (default 8); with --dla-core the profile is "
         "static at this batch",
     )
-    b.add_argument("--max-batch", type=int, default=32, metavar="N", help="default 32")
+    b.add_argument("--max-batch", type=int, metavar="N", help="default 32")
     o = p.add_argument_group("other")
     o.add_argument(
         "--workspace-mb",
         type=int,
-        default=1024,
         metavar="MB",
         help="builder workspace limit (default 1024)",
     )
@@ -117,24 +117,95 @@ def register(sub: Any) -> None:
         "engine's nor the model's file)",
     )
     o.add_argument("--verbose", action="store_true", help="print TensorRT's warnings")
-    o.add_argument("--json", action="store_true", help="print the build report as JSON")
+    o.add_argument(
+        "--json",
+        action="store_true",
+        help="print the build report as JSON (with --sidecar-for: the sidecar written)",
+    )
     o.add_argument(
         "--sidecar-for",
         metavar="ENGINE",
-        help="only write ENGINE.json from MODEL.onnx's metadata (an engine built with trtexec)",
+        help="only write ENGINE.json from MODEL.onnx's metadata (an engine built with trtexec); "
+        "it builds nothing, so no build option goes with it",
     )
     p.set_defaults(func=run)
 
 
+# dest -> default of the options that only a build uses (None in the parser: "not given")
+BUILD_DEFAULTS: dict[str, Any] = {"out": None, "force": False, "precision": "fp32",
+                                  "calib_cache": None, "target": None, "min_batch": 1,
+                                  "opt_batch": 8, "max_batch": 32, "workspace_mb": 1024,
+                                  "dla_core": None, "sparse": False, "timing_cache": None,
+                                  "verbose": False}  # fmt: skip
+
+
+def _flag(dest: str) -> str:
+    return "--" + dest.replace("_", "-")
+
+
+def _regular_files(args: argparse.Namespace) -> None:
+    """A pipe, device or socket named as an input, said so (the library said "no such ONNX
+    model", "no such engine file", "no such calibration cache": the path exists)."""
+    from edge_fer.errors import UserError
+
+    for path in (args.onnx, args.sidecar_for, args.calib_cache):
+        if path and os.path.exists(path) and not os.path.isdir(path) and not os.path.isfile(path):
+            raise UserError(f"{path}: not a regular file (a pipe, device or socket)")
+
+
+def _timing_cache_not_the_sidecar(args: argparse.Namespace) -> None:
+    """--timing-cache naming the engine's sidecar, each file said in its place: the library's
+    words read "the sidecar of --out x.engine.json and --timing-cache x.engine.json are the
+    same file", as if --out were the .json."""
+    from edge_fer.backends.trt_common import sidecar_path
+    from edge_fer.errors import UserError
+
+    if not args.timing_cache:
+        return
+    if args.out is not None:
+        engine, lead = Path(args.out), f"--out {args.out}"
+    else:  # the default name follows the layout: the library's own check says it otherwise
+        from edge_fer.export.engine import default_engine_path, quant_layout
+
+        try:
+            qdq = os.path.isfile(args.onnx) and quant_layout(args.onnx) == "tensorrt"
+        except Exception:  # noqa: BLE001 - not a model: the build's checks say what it is
+            return
+        engine = default_engine_path(args.onnx, args.precision, qdq)
+        lead = f"the engine {engine}"
+    side = sidecar_path(engine)
+    if os.path.realpath(args.timing_cache) == os.path.realpath(side):
+        raise UserError(
+            f"--timing-cache {args.timing_cache} is the sidecar of {lead}, where the engine's "
+            "facts go: give the timing cache another name"
+        )
+
+
 def run(args: argparse.Namespace) -> int:
+    from edge_fer.errors import UserError
     from edge_fer.export.engine import BuildConfig, build_engine, write_sidecar_for
 
+    _regular_files(args)
     if args.sidecar_for:
+        # before: every build option was ignored without a word
+        for dest in BUILD_DEFAULTS:
+            given = getattr(args, dest)
+            if given is not None and given is not False:  # (--dla-core 0 == False)
+                raise UserError(
+                    f"{_flag(dest)} is a build option; --sidecar-for builds nothing (it writes "
+                    f"{args.sidecar_for}.json from the model's metadata)"
+                )
         side = write_sidecar_for(
             args.sidecar_for, args.onnx, names={**FLAGS, "engine_path": "--sidecar-for"}
         )
+        if args.json:  # what was written, as a build prints its report
+            print(json.dumps(json.loads(side.read_text(encoding="utf-8")), indent=2))
         print(f"{PROG}: wrote {side}", file=sys.stderr)
         return 0
+    for dest, default in BUILD_DEFAULTS.items():
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
+    _timing_cache_not_the_sidecar(args)
     config = BuildConfig(precision=args.precision, target=args.target, min_batch=args.min_batch,
                          opt_batch=args.opt_batch, max_batch=args.max_batch,
                          workspace_mb=args.workspace_mb, dla_core=args.dla_core, sparse=args.sparse,

@@ -30,6 +30,14 @@ from edge_fer.cli.options import FaceFinderArgs, input_path
 DETECTOR = FaceFinderArgs()  # `run`'s detector options that finding faces here takes
 
 
+class _Unset(float):
+    """The detector group's --max-size default (1.0, as every command has it) as an object of
+    its own: one given, even 1.0, is another object."""
+
+
+_MAX_SIZE = _Unset(1.0)
+
+
 def register(sub) -> None:
     # fmt: off
     p = sub.add_parser("calibrate",
@@ -57,20 +65,24 @@ def register(sub) -> None:
                      help="labelled dataset (FER2013 folders or csv, class folders)")
     one.add_argument("--source", metavar="VIDEO_OR_IMAGES",
                      help="video file, image, folder or glob: faces found by the PICO detector")
-    src.add_argument("--split", default="train",
+    # default None, filled in by _given_only_where_used: a flag that does nothing for the faces
+    # given is refused even at its default (--split train with --source)
+    src.add_argument("--split", default=None,
                      choices=("train", "public-test", "private-test", "test", "all"),
-                     help="--data: the split to sample (never the one you report)")
+                     help="--data: the split to sample (never the one you report) (default train)")
     src.add_argument("--ids", metavar="FILE",
                      help="--data: use exactly the faces listed in this ids file (a calib_ids.txt "
                      "of an earlier run) instead of sampling")
-    src.add_argument("--samples", type=int, default=512, help="faces in the calibration set")
-    src.add_argument("--seed", type=int, default=0, help="seed of the sample (default 0)")
+    src.add_argument("--samples", type=int, default=None,
+                     help="faces in the calibration set (default 512; not with --ids)")
+    src.add_argument("--seed", type=int, default=None,
+                     help="seed of the sample (default 0; not with --ids)")
     src.add_argument("--min-faces", type=int, default=100,
                      help="refuse a calibration set with fewer faces")
     add_skip_bad(src, "--data", "the output and calib_report.json")
     det = DETECTOR.add_to(p)
-    det.add_argument("--every", type=int, default=1, metavar="N",
-                     help="videos: look at every N-th frame")
+    det.add_argument("--every", type=int, default=None, metavar="N",
+                     help="videos: look at every N-th frame (default 1)")
     det.add_argument("--max-frames", type=int, default=None, metavar="N",
                      help="stop after N frames (cameras and streams stop at --samples faces)")
     q = p.add_argument_group("quantization")
@@ -97,7 +109,42 @@ def register(sub) -> None:
     # fmt: on
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=run)
+    p.set_defaults(func=run, max_size=_MAX_SIZE)
+
+
+# flag -> dest, default; each applies to one kind of faces (None: the detector's own default)
+_SOURCE_ONLY = {"--cascade": ("cascade", None), "--min-size": ("min_size", None),
+                "--max-size": ("max_size", 1.0), "--threshold": ("threshold", None),
+                "--every": ("every", 1), "--max-frames": ("max_frames", None)}  # fmt: skip
+_SAMPLING = {"--samples": ("samples", 512), "--seed": ("seed", 0)}
+
+
+def _given_only_where_used(args) -> None:
+    """Refuse a flag given for faces it does nothing for, then fill in the defaults (the flags
+    default to None, or _MAX_SIZE, so that one given at its default value is seen). Before:
+    --every, --max-frames and the detector's flags with --data, --split with --source,
+    --samples and --seed with --ids were ignored without a word."""
+    from edge_fer.errors import UserError
+
+    if args.max_size is _MAX_SIZE:
+        args.max_size = None
+    if args.data is not None:
+        for flag, (dest, _) in _SOURCE_ONLY.items():
+            if getattr(args, dest) is not None:
+                raise UserError(
+                    f"{flag} applies to --source (faces the detector finds), not to --data"
+                )
+    elif args.split is not None:
+        raise UserError("--split applies to --data (a labelled dataset), not to --source")
+    if args.ids and args.data is not None:  # (--ids with --source: refused in _faces)
+        for flag, (dest, _) in _SAMPLING.items():
+            if getattr(args, dest) is not None:
+                raise UserError(
+                    f"{flag} is not used with --ids: the ids file lists the faces, none are sampled"
+                )
+    for dest, default in [*_SOURCE_ONLY.values(), *_SAMPLING.values(), ("split", "train")]:
+        if getattr(args, dest) is None:
+            setattr(args, dest, default)
 
 
 def _faces(args, spec):
@@ -196,6 +243,7 @@ def _run(args, done: list) -> int:
     from edge_fer.errors import UserError
 
     # flags checked before any work (the library names its parameters, not these flags)
+    _given_only_where_used(args)
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     if not 50.0 < args.percentile <= 100.0:  # also the report's comparison uses it

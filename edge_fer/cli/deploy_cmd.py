@@ -84,7 +84,9 @@ def register(sub: Any) -> None:
     ds.add_argument("--height", type=int, default=720, help="camera and streammux height")
     ds.add_argument("--fps", type=int, default=30, help="camera frame rate")
     ds.add_argument("--sink", choices=("display", "none"), default="display")
-    ds.add_argument("--batch-size", type=int, default=16, help="faces per secondary batch")
+    ds.add_argument(
+        "--batch-size", type=int, default=16, help="faces per secondary batch (at most 4096)"
+    )
     ds.add_argument(
         "--threshold",
         type=float,
@@ -111,7 +113,7 @@ def register(sub: Any) -> None:
         "frames have passed (every N+1 frames; 0: every frame)",
     )
     ds.add_argument("--gpu-id", type=int, default=0)
-    ds.set_defaults(func=run_deepstream)
+    ds.set_defaults(func=_named(run_deepstream, ds))
 
     tr = kinds.add_parser(
         "triton",
@@ -124,25 +126,49 @@ def register(sub: Any) -> None:
     _common(tr)
     tr.add_argument("--name", default="fer", help="model name prefix (default fer)")
     tr.add_argument("--platform", choices=("both", "onnxruntime", "tensorrt"), default="both")
-    tr.add_argument("--max-batch", type=int, default=32, help="max_batch_size (default 32)")
+    tr.add_argument(
+        "--max-batch", type=int, default=32, help="max_batch_size (default 32, at most 4096)"
+    )
     tr.add_argument("--queue-delay-us", type=int, default=500,
                     help="dynamic batching: max_queue_delay_microseconds")  # fmt: skip
     tr.add_argument("--instances", type=int, default=1, help="model instances per GPU")
+    # (no defaults here: TritonOptions' None tells a flag given for a model not written)
     tr.add_argument(
         "--instance-kind",
         choices=("gpu", "cpu"),
-        default="gpu",
-        help="where the ONNX Runtime model runs (the plan always on the GPU)",
+        help="where the ONNX Runtime model runs (default gpu; the plan always on the GPU)",
     )
     tr.add_argument("--target", metavar="T", help=_target_help() + " (for the plan)")
-    tr.add_argument("--precision", choices=("fp16", "int8", "fp32"), default="fp16",
+    tr.add_argument("--precision", choices=("fp16", "int8", "fp32"),
                     help="precision of the TensorRT plan (default fp16)")  # fmt: skip
     tr.add_argument(
         "--calib-cache",
         metavar="FILE",
         help="int8 plan from an FP32 model: its TensorRT calibration cache",
     )
-    tr.set_defaults(func=run_triton)
+    tr.set_defaults(func=_named(run_triton, tr, kind="instance_kind"))
+
+
+def _named(run, parser: argparse.ArgumentParser, **dests: str):
+    """`run` with its user errors said as `edge-fer deploy deepstream: error: ...`, as
+    argparse's own mistakes in the command are (main names the top command alone: they read
+    `edge-fer deploy: error: ...`), the option's flag in the parameter's place. `dests`: the
+    option's dest where it is not the parameter's name (kind: --instance-kind)."""
+
+    def named(args: argparse.Namespace) -> int:
+        from edge_fer.errors import UserError
+
+        try:
+            return int(run(args) or 0)
+        except UserError as err:
+            dest = dests.get(err.param or "", err.param)
+            flags = [max(a.option_strings, key=len) for a in parser._actions
+                     if a.dest == dest and a.option_strings]  # fmt: skip
+            print(f"{parser.prog}: error: {err.render(flags[0] if flags else None)}",
+                  file=sys.stderr)  # fmt: skip
+            return err.exit_code
+
+    return named
 
 
 def _report(args: argparse.Namespace, result: dict) -> int:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -143,7 +144,10 @@ def register(sub) -> None:
         action="store_true",
         help='one JSON object per line: {"path", "label", "probs": {class: p}}',
     )
-    c.add_argument("--top", type=int, default=3, help="classes shown per line without --json")
+    # default None, filled in by run_classify: given with --json, it is refused
+    c.add_argument("--top", type=int, default=None,
+                   help="classes shown per line (default 3); not with --json, whose probs "
+                   "hold every class")  # fmt: skip
     c.set_defaults(func=run_classify)
 
     # fmt: off
@@ -464,9 +468,16 @@ def _read_face(p: Path):
 
 
 def run_classify(args) -> int:
-    if args.top < 1:
-        from edge_fer.errors import UserError
+    from edge_fer.errors import UserError
 
+    if args.top is not None and args.json:  # before: ignored, every class printed
+        raise UserError(
+            "--top is for the text lines; --json prints every class's probability (probs) "
+            "and the label"
+        )
+    if args.top is None:
+        args.top = 3
+    if args.top < 1:
         raise UserError(f"--top must be >= 1, got {args.top}")
     from edge_fer.imageio import printable
 
@@ -568,8 +579,7 @@ def run_models(args) -> int:
                 f"{name} cannot take {args.input_size}x{args.input_size} inputs "
                 f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
             ) from None
-        doc = (type(model).__doc__ or "").strip().splitlines()
-        rows.append({"arch": name, **info, "about": doc[0] if doc else ""})
+        rows.append({"arch": name, **info, "about": _about(type(model).__doc__)})
     bundled = _bundled_info()
     if args.json:
         print(json.dumps({"zoo": rows, "bundled": bundled}, indent=2))
@@ -588,6 +598,14 @@ def run_models(args) -> int:
     else:
         print("\nno bundled default model in this install")
     return 0
+
+
+def _about(doc: str | None) -> str:
+    """The first sentence of a docstring, its wrapped lines joined (before: the first line
+    alone, "... four residual depthwise-separable")."""
+    para = " ".join((doc or "").strip().split("\n\n")[0].split())
+    # a sentence ends at ". " before a capital ("et al. 2017" does not end one)
+    return re.split(r"(?<=\.)\s+(?=[A-Z`])", para, maxsplit=1)[0]
 
 
 def _bundled_info() -> dict | None:

@@ -48,6 +48,19 @@ class ModelInfo:
         return self.spec.classes
 
     @property
+    def file_name(self) -> str:
+        """The model's file name as the kit's files name it (nvinfer's onnx-file, READMEs): its
+        own, or, when that is not UTF-8, with each byte that is not as '_' (the configs are
+        UTF-8 text, which GLib's key files must be; writing them failed on the name)."""
+        name = self.path.name
+        try:
+            name.encode("utf-8")
+        except UnicodeEncodeError:
+            raw = name.encode("utf-8", "surrogateescape")
+            name = raw.decode("utf-8", "replace").replace("\ufffd", "_")
+        return name
+
+    @property
     def input_dims(self) -> tuple[int, int, int]:
         """C, H, W of one face (the dims without the batch)."""
         s = self.spec.input_size
@@ -73,9 +86,12 @@ def read_model(path: str | os.PathLike[str] | None) -> ModelInfo:
     try:
         import onnxruntime as ort
 
+        from edge_fer.backends.onnxruntime_backend import session_model
+
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
-        sess = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+        # a name that is not UTF-8 is passed as the file's bytes (onnxruntime refused the str)
+        sess = ort.InferenceSession(session_model(p), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own kinds for bad files
         raise UserError(f"{p}: not a loadable ONNX model ({first_line(exc)})") from None
     meta = dict(sess.get_modelmeta().custom_metadata_map or {})
@@ -149,14 +165,30 @@ def number(x: float) -> str:
     return str(int(x)) if float(x).is_integer() else repr(float(x))
 
 
+# the largest batch a kit is written for: more faces than any frame holds, a typo (before:
+# --max-batch 3000000000 went into config.pbtxt, past Triton's int32 max_batch_size)
+MAX_BATCH = 4096
+
+
 def check_batch(info: ModelInfo, batch: int, what: str = "batch size") -> None:
     if batch < 1:
         raise UserError(f"must be >= 1, got {batch}", param=what)
+    if batch > MAX_BATCH:
+        raise UserError(f"must be at most {MAX_BATCH}, got {batch}", param=what)
     if info.batch is not None and batch > info.batch:
         raise UserError(
             f"{batch} needs a model exported with a dynamic batch (`edge-fer export` makes "
             f"one): {info.path}'s batch is fixed at {info.batch}",
             param=what,
+        )
+
+
+def check_calib_file(path: str | os.PathLike[str]) -> None:
+    """UserError for a calibration cache that is a pipe, device or socket: reading a pipe
+    waited for a writer for ever (`--calib-cache` naming a FIFO hung `deploy deepstream`)."""
+    if os.path.exists(path) and not os.path.isfile(path):
+        raise UserError(
+            f"{path}: not a regular file (a pipe, device or socket)", param="calib_cache"
         )
 
 

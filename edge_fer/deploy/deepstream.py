@@ -32,6 +32,7 @@ from typing import Any
 from edge_fer.deploy.common import (
     ModelInfo,
     check_batch,
+    check_calib_file,
     number,
     nvinfer_normalisation,
     read_model,
@@ -129,9 +130,17 @@ def _check(info: ModelInfo, o: DeepStreamOptions) -> None:
     if info.quantized == "tensorrt" and o.precision != "int8":
         raise UserError(f"{info.path} is a Q/DQ INT8 model: use --precision int8")
     if o.calib_cache and o.precision != "int8":  # before: ignored without a word
+        # (led by the flag: "--calib-cache c.cache is only used ..."; it read "--calib-cache a
+        # calibration cache is only used ...")
         raise UserError(
-            f"a calibration cache is only used with precision int8, not {o.precision}",
+            f"{o.calib_cache} is only used with precision int8, not {o.precision}",
             param="calib_cache",
+        )
+    if o.trt_version is not None and o.precision != "int8":  # before: the same kit without it
+        raise UserError(
+            f"{o.trt_version} is only used with precision int8 (the TensorRT that reads the "
+            f"calibration cache), not {o.precision}",
+            param="trt_version",
         )
     if o.calib_cache and info.quantized == "tensorrt":
         # (led by the flag, the message read "--calib-cache MODEL is a Q/DQ model")
@@ -171,6 +180,8 @@ def _calib_cache(info: ModelInfo, o: DeepStreamOptions) -> tuple[bytes, str] | N
     version = _trt_version(o)
     if info.quantized == "tensorrt":
         return (format_cache({}, version), version) if version_code(version) < 110000 else None
+    if o.calib_cache:
+        check_calib_file(o.calib_cache)
     cache = Path(o.calib_cache) if o.calib_cache else default_calib_cache(info.path)
     if cache is None:
         raise UserError(
@@ -251,7 +262,7 @@ def secondary_config(
         ("input-object-min-height", o.min_face),
     ]
     header = (
-        f"nvinfer config of the edge-fer expression classifier ({info.path.name}, sha256 "
+        f"nvinfer config of the edge-fer expression classifier ({info.file_name}, sha256 "
         f"{info.sha256[:16]}), written by `edge-fer deploy deepstream`.\n"
         f"Classes ({len(info.classes)}): {', '.join(info.classes)}; input tensor {info.input_name!r} "
         f"{c}x{h}x{w} gray, mean {info.spec.mean}, std {info.spec.std}.\n"
@@ -441,7 +452,7 @@ def app_config(info: ModelInfo, o: DeepStreamOptions) -> str:
         ("sink0", sink),
     ]
     header = (
-        f"deepstream-app config for the edge-fer expression classifier ({info.path.name}),\n"
+        f"deepstream-app config for the edge-fer expression classifier ({info.file_name}),\n"
         "written by `edge-fer deploy deepstream`: deepstream-app -c " + APP + "\n"
         f"The face detector in {PRIMARY} is a placeholder: fill it in first.\n"
         "deepstream-app classifies the detector's boxes as they are (no crop margin); "
@@ -472,7 +483,7 @@ def generate(
     _check(info, o)
     parse_source(o.source)
     cache = _calib_cache(info, o)
-    model_file = info.path.name
+    model_file = info.file_name
     inputs = [("model", info.path), ("calibration cache", o.calib_cache),
               ("source", _source_file(o.source))]  # fmt: skip
     with staged_folder(out, force, inputs) as w:

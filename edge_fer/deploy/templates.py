@@ -39,7 +39,7 @@ def probe_script(info: ModelInfo, o: Any, src: dict[str, Any]) -> str:
     return "#!/usr/bin/env python3\n" + fill(
         _read("probe_template.py"),
         {
-            "MODEL": info.path.name,
+            "MODEL": info.file_name,
             "MARGIN": float(info.spec.crop_margin),
             "CLASSES": tuple(info.classes),
             "PRIMARY_ID": ds.PRIMARY_ID,
@@ -211,7 +211,7 @@ first, or start it with `--model-control-mode=explicit --load-model={name}_onnx`
 """
     return f"""# edge-fer expression classifier in Triton
 
-Written by `edge-fer deploy triton` from `{info.path.name}` (sha256 `{info.sha256[:16]}...`):
+Written by `edge-fer deploy triton` from `{info.file_name}` (sha256 `{info.sha256[:16]}...`):
 {len(info.classes)} classes ({", ".join(info.classes)}), input `{info.input_name}`
 FP32 (N, {s.channels}, {s.input_size}, {s.input_size}), output `{info.output_name}` FP32
 (N, {len(info.classes)}) softmax probabilities.

@@ -18,12 +18,19 @@ client crops by the box alone (CLAHE it does itself; the eye localiser does not 
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edge_fer.deploy.common import ModelInfo, check_batch, read_model, staged_folder
+from edge_fer.deploy.common import (
+    ModelInfo,
+    check_batch,
+    check_calib_file,
+    read_model,
+    staged_folder,
+)
 from edge_fer.errors import UserError
 from edge_fer.fileio import os_error_reason
 
@@ -38,9 +45,10 @@ class TritonOptions:
     max_batch: int = 32
     queue_delay_us: int = 500  # dynamic batching: how long a request may wait for others
     instances: int = 1  # model instances on the GPU
-    kind: str = "gpu"  # instance_group kind of the ONNX Runtime model: gpu | cpu
+    # None: not given (gpu, fp16), so that one given for a model the repository lacks is refused
+    kind: str | None = None  # instance_group kind of the ONNX Runtime model: gpu | cpu
     target: str | None = None  # for the engine-build command and its precision check
-    precision: str = "fp16"  # of the TensorRT plan
+    precision: str | None = None  # of the TensorRT plan: fp32 | fp16 | int8
     calib_cache: str | None = None  # INT8 plan from an FP32 model (default: the committed one)
 
 
@@ -68,33 +76,48 @@ def _check(info: ModelInfo, o: TritonOptions) -> None:
         raise UserError(f"must be >= 0, got {o.queue_delay_us}", param="queue_delay_us")
     if o.instances < 1:
         raise UserError(f"must be >= 1, got {o.instances}", param="instances")
-    if o.kind not in ("gpu", "cpu"):
+    if o.kind not in (None, "gpu", "cpu"):
         raise UserError(f"must be gpu or cpu, got {o.kind!r}", param="kind")
-    if o.precision not in PRECISIONS:
+    precision = o.precision or "fp16"
+    if precision not in PRECISIONS:
         raise UserError(f"unknown precision {o.precision!r}; choose one of {', '.join(PRECISIONS)}")
     if "tensorrt" in o.platforms:
         if o.target is not None:
-            check_target(o.target, o.precision)
+            check_target(o.target, precision)
         if info.quantized == "cpu":
             raise UserError(
                 f"{info.path} is the INT8 model for ONNX Runtime on CPU, which TensorRT cannot "
                 "build; deploy the FP32 or the Q/DQ model (model.int8.qdq.onnx) for the plan, "
                 "or pass --platform onnxruntime"
             )
-        if info.quantized == "tensorrt" and o.precision != "int8":
+        if info.quantized == "tensorrt" and precision != "int8":
             raise UserError(f"{info.path} is a Q/DQ INT8 model: use --precision int8")
     if o.calib_cache is not None:  # a cache that would not be used (as deploy deepstream says)
         why = (
             "there is no TensorRT plan (--platform onnxruntime)"
             if "tensorrt" not in o.platforms
-            else f"the plan's precision is {o.precision}, not int8"
-            if o.precision != "int8"
+            else f"the plan's precision is {precision}, not int8"
+            if precision != "int8"
             else f"the model {info.path} is a Q/DQ model, which carries its own scales"
             if info.quantized == "tensorrt"
             else None
         )
         if why:
             raise UserError(f"{o.calib_cache} is not used: {why}", param="calib_cache")
+    # before: the same repository with and without them, not a word
+    if "tensorrt" not in o.platforms:
+        for name in ("precision", "target"):
+            if getattr(o, name) is not None:
+                raise UserError(
+                    "is the TensorRT plan's, and there is none (--platform onnxruntime)",
+                    param=name,
+                )
+    if "onnxruntime" not in o.platforms and o.kind is not None:
+        raise UserError(
+            "is the ONNX Runtime model's, and there is none (--platform tensorrt); the plan "
+            "always runs on the GPU",
+            param="kind",
+        )
 
 
 def _q(s: str) -> str:
@@ -105,7 +128,7 @@ def config_pbtxt(info: ModelInfo, name: str, platform: str, o: TritonOptions) ->
     """The model configuration (protobuf text format) of one model of the repository."""
     c, h, w = info.input_dims
     kind = f"KIND_{_instance_kind(platform, o)}"
-    return f"""# edge-fer expression classifier ({info.path.name}), written by `edge-fer deploy triton`
+    return f"""# edge-fer expression classifier ({info.file_name}), written by `edge-fer deploy triton`
 name: {_q(name)}
 platform: {_q(platform)}
 max_batch_size: {o.max_batch}
@@ -162,6 +185,8 @@ def _calib_cache(info: ModelInfo, o: TritonOptions) -> Path | None:
     from edge_fer.export.engine import default_calib_cache
     from edge_fer.quantize.trt_cache import check_cache, parse_cache
 
+    if o.calib_cache:
+        check_calib_file(o.calib_cache)
     cache = Path(o.calib_cache) if o.calib_cache else default_calib_cache(info.path)
     if cache is None:
         raise UserError(
@@ -208,6 +233,7 @@ def generate(
     o = options or TritonOptions()
     info = read_model(model)
     _check(info, o)
+    o = dataclasses.replace(o, kind=o.kind or "gpu", precision=o.precision or "fp16")
     labels = "".join(f"{c}\n" for c in info.classes)
     dirs: dict[str, str] = {}
     onnx_name = f"{o.name}_onnx"
