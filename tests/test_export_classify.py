@@ -602,13 +602,13 @@ def test_export_and_models_cli(env, run_dir, tmp_path) -> None:
                 "--int8", "--data", run_dir, "--int8-out", tmp_path / "q8", *flags)  # fmt: skip
         assert_one_line_error(p, needle)
         assert not fresh.exists() and not (tmp_path / "q8").exists()
-    # a failure of the INT8 step itself keeps the FP32 model and says how to retry
+    # a failure of the INT8 step writes nothing: the FP32 model is written with the INT8 set
+    # (before: it was kept, beside no INT8 set or an earlier model's)
     (tmp_path / "empty").mkdir()
     p = cli(env, "export", "--checkpoint", run_dir / "best.safetensors", "--out", fresh,
             "--int8", "--data", tmp_path / "empty", "--int8-out", tmp_path / "q8")  # fmt: skip
-    assert p.returncode == 2 and "Traceback" not in p.stderr, p.stderr
-    assert "no images found" in p.stderr and f"pass --model {fresh}" in p.stderr
-    assert fresh.is_file()
+    assert_one_line_error(p, "no images found")
+    assert not fresh.exists() and not (tmp_path / "q8").exists()
     p = cli(env, "models", check_rc=0)
     for arch in ("cnn4", "cnn8_tanh", "resnet", "mobilenet", "mini_xception", "vgg"):
         assert arch in p.stdout
@@ -752,7 +752,9 @@ def test_export_int8_skip_bad(tiny_cnn4_onnx, fer_bad, tiny_fer_env, tmp_path):
     argv = ("export", "--model", tiny_cnn4_onnx, "--int8", "--data", fer_bad, "--samples", 100,
             "--int8-out", out, "--threads", 1)  # fmt: skip
     line = refusal_line(run_cli(*argv, env=tiny_fer_env))
-    assert "Training_broken.jpg: cannot decode image (use --skip-bad" in line, line
+    # the accuracy check's faces are read first, before the calibration's (a split that is
+    # not there was found after the calibration)
+    assert "PrivateTest_broken.jpg: cannot decode image (use --skip-bad" in line, line
 
     proc = run_cli(*argv, "--skip-bad", env=tiny_fer_env)
     assert proc.returncode == 0, proc.stderr

@@ -160,39 +160,64 @@ def register(sub) -> None:
         "on stderr, in the JSON line: parity_skipped_entries, in the INT8 reports",
     )
     DETECTOR.add_to(p)
-    p.set_defaults(func=run)
+    # None in the parser tells a flag given (even at its default value) from one left out, so
+    # that one which would be ignored is refused (`_check_flags`); run() fills the default in
+    filled = {}
+    for a in p._actions:
+        if a.dest in FILLED:
+            filled[a.dest] = a.default
+            if "default" not in (a.help or ""):  # --help still shows it
+                a.help = f"{a.help} (default: {a.default})"
+            a.default = None
+    p.set_defaults(func=run, filled_defaults=filled, max_size_default=p.get_default("max_size"))
 
 
-def export_onnx(args) -> dict:
+FP32_FLAGS = ("opset", "tta", "eval_tta", "crop_margin", "exporter", "no_check", "check_data")
+DETECTOR_FLAGS = ("cascade", "min_size", "max_size", "threshold")
+CHECK_FLAGS = ("eval_split", "eval_limit", "max_drop")  # of the accuracy check
+INT8_FLAGS = ("model", "data", "source", "samples", "seed", "method", "target", "trt_version",
+              "eval_data", *CHECK_FLAGS, "threads", "int8_out", *DETECTOR_FLAGS)  # fmt: skip
+# (not --max-size: the detector group's 1.0 is every command's; given at 1.0 it changes nothing)
+FILLED = ("opset", "tta", "eval_tta", "exporter", "samples", "seed", "method", "target",
+          "trt_version", "eval_limit", "max_drop", "threads")  # fmt: skip
+
+
+def _fp32_options(args) -> dict:
+    """export_checkpoint's keywords."""
+    return {"opset": args.opset, "tta": args.tta, "check": not args.no_check,
+            "check_data": args.check_data, "exporter": args.exporter, "eval_tta": args.eval_tta,
+            "crop_margin": args.crop_margin,
+            "force": True,  # --out was checked: new, or --force
+            "skip_bad": args.skip_bad}  # fmt: skip
+
+
+def _onnx_export():
+    """edge_fer.export.onnx, or the UserError that says which extra it needs."""
     from edge_fer.errors import UserError
 
     try:
-        from edge_fer.export.onnx import export_checkpoint
+        from edge_fer.export import onnx
     except ImportError as exc:
         raise UserError(
             f"export needs the train extra: pip install 'edge-fer[train]' ({exc})"
         ) from None
-    return export_checkpoint(
-        args.checkpoint, args.out, opset=args.opset, tta=args.tta, check=not args.no_check,
-        check_data=args.check_data, exporter=args.exporter, eval_tta=args.eval_tta,
-        crop_margin=args.crop_margin, force=True,  # --out was checked: new, or --force
-        skip_bad=args.skip_bad,
-    )  # fmt: skip
+    return onnx
+
+
+def export_onnx(args) -> dict:
+    return _onnx_export().export_checkpoint(args.checkpoint, args.out, **_fp32_options(args))
 
 
 def run(args) -> int:
     from edge_fer.errors import UserError
 
-    if args.crop_margin is not None and not args.checkpoint:
-        raise UserError("--crop-margin is set when exporting a --checkpoint")
+    _check_flags(args)
+    for dest, value in args.filled_defaults.items():  # (None in the parser: see register)
+        if getattr(args, dest) is None:
+            setattr(args, dest, value)
     _check_skip_bad(args)
     _check_inputs(args)
     if not args.int8:
-        if args.model or args.data or args.source:
-            raise UserError(
-                "--model/--data/--source belong to --int8; plain export takes "
-                "--checkpoint and --out"
-            )
         if not args.checkpoint or not args.out:
             raise UserError("give --checkpoint CKPT --out MODEL.onnx (or --int8)")
         _check_fp32_out(args)
@@ -202,24 +227,18 @@ def run(args) -> int:
         raise UserError(
             "--int8 needs calibration faces: --data DATASET or --source VIDEO_OR_IMAGES"
         )
+    _check_int8_args(args)
     if args.checkpoint:
         if not args.out:
             raise UserError("--checkpoint needs --out MODEL.onnx")
-        # before the FP32 model is written: a refusal after it replaced --out lost a model
+        # before anything is written: a refusal after the FP32 model replaced --out lost a model
         _check_fp32_out(args)
-        _check_int8_out(args, args.out)
-        _check_int8_args(args)
-        _export_fp32(args)
-        try:
-            return _int8(args, args.out)
-        except UserError as exc:
-            # the FP32 model stays (it is good); a rerun of the same command would now be
-            # refused for it, so say how to retry only the INT8 step
-            exc.message += (
-                f" (the FP32 model is written to {args.out}: to retry only the INT8 step, "
-                f"pass --model {args.out} in place of --checkpoint and --out)"
-            )
-            raise
+        _check_int8_out(args, args.out)  # (it loads the accuracy check's faces: last)
+        # the FP32 model is written with the INT8 set, at the end, or not at all: a failed or
+        # interrupted INT8 step left a new --out beside the earlier model's INT8 set
+        with _onnx_export().staged_export(args.checkpoint, args.out,
+                                          **_fp32_options(args)) as (report, staged):  # fmt: skip
+            return _int8(args, staged, fp32=report)
     else:
         from edge_fer.classify import default_model_path
 
@@ -230,6 +249,45 @@ def run(args) -> int:
             )
         model = args.model or str(default_model_path())
     return _int8(args, model)
+
+
+def _check_flags(args) -> None:
+    """A flag this export would ignore is refused, in one line (before: exit 0, and the INT8
+    flags of a plain export, the FP32 ones of `--int8 --model` did nothing)."""
+    from edge_fer.errors import UserError
+
+    def given(dests) -> list[str]:
+        flags = []
+        for d in dests:
+            v = getattr(args, d)
+            # by identity: --seed 0 is given; --max-size at the detector's default changes nothing
+            if not (v is None or v is False or (d == "max_size" and v == args.max_size_default)):
+                flags.append(f"--{d.replace('_', '-')}")
+        return flags
+
+    if not args.int8 and given(INT8_FLAGS):
+        raise UserError(
+            f"{given(INT8_FLAGS)[0]} applies to --int8; plain export takes --checkpoint, --out "
+            "and the ONNX (FP32) options"
+        )
+    if args.int8 and not args.checkpoint and given(FP32_FLAGS):
+        start = f"--model {args.model}" if args.model else "the bundled model"
+        raise UserError(
+            f"{given(FP32_FLAGS)[0]} applies to the FP32 export of a --checkpoint; --int8 from "
+            f"{start} exports none"
+        )
+    if args.no_check and args.check_data is not None:
+        raise UserError("--check-data is the parity check's data: it does nothing with --no-check")
+    if args.int8 and not args.source and given(DETECTOR_FLAGS):
+        raise UserError(
+            f"{given(DETECTOR_FLAGS)[0]} applies to --source (the detector finds the "
+            "calibration faces there); --data's faces are not detected"
+        )
+    if args.int8 and not (args.eval_data or args.data) and given(CHECK_FLAGS):
+        raise UserError(
+            f"{given(CHECK_FLAGS)[0]} applies to the accuracy check, which needs labelled "
+            "faces: give --eval-data (--source's have no labels)"
+        )
 
 
 def _check_skip_bad(args) -> None:
@@ -264,7 +322,7 @@ def _check_inputs(args) -> None:
 
 def _check_int8_args(args) -> None:
     """The INT8 options that can be checked without the model or the faces, so that a mistake
-    in them is refused before `--checkpoint`'s FP32 model is written."""
+    in them is refused before any work (`--checkpoint`'s FP32 export, reading the faces)."""
     import math
 
     from edge_fer.errors import UserError
@@ -290,8 +348,10 @@ def _check_int8_out(args, model) -> None:
     from edge_fer.export.int8 import check_int8_out, default_out_dir
 
     out = Path(args.int8_out) if args.int8_out else default_out_dir(model)
-    check_int8_out(out, args.force, args.eval_data or args.data, args.eval_split)
     _outside_data(args, "--int8-out", out, "the models and reports")
+    # (also loads the accuracy check's faces: a split that is not there is said now)
+    check_int8_out(out, args.force, args.eval_data or args.data, args.eval_split, model=model,
+                   skip_bad=args.skip_bad)  # fmt: skip
 
 
 def _check_fp32_out(args) -> None:
@@ -319,7 +379,9 @@ def _outside_data(args, flag: str, out, what: str) -> None:
                       f"{what} would become part of the dataset")  # fmt: skip
 
 
-def _int8(args, model) -> int:
+def _int8(args, model, fp32: dict | None = None) -> int:
+    """The INT8 step from `model`; with `fp32` (the report of a staged --checkpoint export,
+    `model` its temporary file), the FP32 model is written to --out with the INT8 set."""
     from pathlib import Path
 
     from edge_fer.classify import Classifier
@@ -337,8 +399,10 @@ def _int8(args, model) -> int:
         ) from None
     if args.threads < 1:
         raise UserError("--threads must be >= 1")
-    out = Path(args.int8_out) if args.int8_out else default_out_dir(model)
-    _check_int8_out(args, model)  # before the faces are collected
+    shown = args.out if fp32 is not None else model
+    out = Path(args.int8_out) if args.int8_out else default_out_dir(shown)
+    if fp32 is None:  # (--checkpoint's: checked before its export)
+        _check_int8_out(args, model)  # before the faces are collected
     with Classifier.load(model, threads=1, tta="none") as clf:  # fail early on a bad model
         size, margin = clf.spec.input_size, clf.spec.crop_margin
         spec = clf.spec  # a model trained with --align: source faces are cut aligned
@@ -367,10 +431,12 @@ def _int8(args, model) -> int:
             method=args.method, target=args.target, trt_version=args.trt_version,
             threads=args.threads, max_drop=args.max_drop, eval_limit=args.eval_limit,
             force=args.force, skip_bad=args.skip_bad,
-            progress=bar.update,
+            progress=bar.update, model_out=args.out if fp32 is not None else None,
         )  # fmt: skip
     finally:
         bar.close()
+    if fp32 is not None:  # said once it is written
+        _say_fp32(dict(fp32, bytes=Path(model).stat().st_size))
     setup = (res["report"] or {}).get("setup") or {}
     if setup.get("skipped"):
         _say_skipped(setup["skipped"], setup.get("skipped_entries", []), "accuracy check")
@@ -410,7 +476,10 @@ def _say_skipped(total: int, entries: list[str], of: str) -> None:
 
 
 def _export_fp32(args) -> None:
-    report = export_onnx(args)
+    _say_fp32(export_onnx(args))
+
+
+def _say_fp32(report: dict) -> None:
     print(json.dumps(report))
     if report.get("parity_skipped"):
         _say_skipped(report["parity_skipped"], report["parity_skipped_entries"], "parity check")

@@ -14,6 +14,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 from pathlib import Path
@@ -40,12 +41,22 @@ def export_int8(
     show_progress: bool = True,
     force: bool = False,
     skip_bad: bool = False,
+    model_out: str | os.PathLike | None = None,
 ) -> dict:
     """Calibrate `model_path` on `faces` (edge_fer.quantize.CalibFaces) into out_dir, then
     compare FP32 and INT8 on `eval_data`. Returns {"calibration", "report", "checks", "ok"}.
     skip_bad: skip the bad entries of `eval_data` instead of stopping (the report's setup
-    counts and names them); the calibration faces were read with their own setting."""
-    from edge_fer.quantize import calibrate
+    counts and names them); the calibration faces were read with their own setting.
+
+    Nothing in out_dir changes until every output, the report included, is ready: they are
+    made in a private folder and then published together (as `calibrate` publishes), so a
+    failure or an interrupt leaves an earlier set as it was, and no new out_dir.
+    model_out: where the FP32 model `model_path` (a staged copy: `export --checkpoint --int8`)
+    is written, with the set, all or none; the reports name it in place of model_path."""
+    import shutil
+    import tempfile
+
+    from edge_fer.quantize.pipeline import check_earlier_outputs, output_lock
 
     if not 0 <= max_drop < math.inf:
         raise UserError(
@@ -53,41 +64,74 @@ def export_int8(
         )
     if eval_limit < 0:
         raise UserError(f"must be >= 0 (0: every face), got {eval_limit}", param="eval_limit")
-    # the report lands beside the calibration outputs: it may not replace the model either
-    check_collisions(
-        [("the report", Path(out_dir) / n) for n in REPORT_NAMES],
-        [("the model", model_path)],
-    )
-    check_int8_out(out_dir, force, eval_data, eval_split)
+    shown = Path(model_out if model_out is not None else model_path)
+    # before: a missing eval split was found after the new calibration had replaced the old
+    check_int8_out(out_dir, force, eval_data, eval_split, model=shown, skip_bad=skip_bad)
+    out = Path(out_dir)
+    with output_lock(out):  # a new out_dir is removed again when nothing is published
+        check_earlier_outputs(out, force)  # (again: another run may have written meanwhile)
+        # named before it is made: an interrupt just after the mkdir still finds it
+        stage = Path(tempfile.gettempdir()) / f"edge-fer-int8-{os.getpid()}-{os.urandom(4).hex()}"
+        try:
+            result, data = _int8_set(
+                model_path, stage, shown, out, faces, eval_data=eval_data,
+                eval_split=eval_split, method=method, target=target, trt_version=trt_version,
+                threads=threads, max_drop=max_drop, eval_limit=eval_limit, progress=progress,
+                show_progress=show_progress, skip_bad=skip_bad,
+            )  # fmt: skip
+            model = Path(model_path).read_bytes() if model_out is not None else None
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+        _publish_set(out, data, model_out, model)
+    return result
+
+
+def _int8_set(model_path, stage: Path, shown: Path, out: Path, faces, *, eval_data, eval_split,
+              method, target, trt_version, threads, max_drop, eval_limit, progress,
+              show_progress, skip_bad) -> tuple[dict, dict[str, bytes]]:  # fmt: skip
+    """`export_int8`'s work in the folder `stage`: (its result, with the paths it will have in
+    `out`, model_path named `shown`; {output name: content})."""
+    from edge_fer.fileio import dumps
+    from edge_fer.quantize import calibrate
+    from edge_fer.quantize.pipeline import REPORT_NAME
+
     info = calibrate(
         model_path,
         faces,
-        out_dir,
+        stage,
         method=method,
         target=target,
         trt_version=trt_version,
         threads=threads,
         progress=progress,
-        force=force,  # an earlier calibration there is replaced only when asked
     )
-    # an earlier report (replaced only with force, checked above) describes the models just
-    # replaced: gone now, so that a run stopped before its own report leaves no stale one
-    for name in REPORT_NAMES:
-        try:
-            (Path(out_dir) / name).unlink()
-        except FileNotFoundError:
-            pass
-        except OSError as exc:
-            raise UserError(f"cannot remove the earlier {Path(out_dir) / name}: {exc}") from None
+    staged = dict(info["files"])
+    # the paths the outputs will have, and the model they are of
+    info = dict(info, model=str(shown), out=str(out))
+    info["files"] = {k: str(out / Path(v).name) for k, v in staged.items()}
     result: dict = {"calibration": info, "report": None, "checks": [], "ok": True}
-    if eval_data is None:
-        return result
+    if eval_data is not None:
+        _report(model_path, stage, shown, out, info, staged, result, eval_data=eval_data,
+                eval_split=eval_split, threads=threads, max_drop=max_drop,
+                eval_limit=eval_limit, show_progress=show_progress, skip_bad=skip_bad)  # fmt: skip
+    data = {p.name: p.read_bytes() for p in sorted(stage.iterdir()) if p.is_file()}
+    if Path(model_path) != shown:  # the calibration report names the model published
+        rep = json.loads(data[REPORT_NAME])
+        rep["model"]["path"] = portable_path(shown)
+        data[REPORT_NAME] = (dumps(rep, indent=2) + "\n").encode()
+    return result, data
+
+
+def _report(model_path, stage: Path, shown: Path, out: Path, info: dict, staged: dict,
+            result: dict, *, eval_data, eval_split, threads, max_drop, eval_limit,
+            show_progress, skip_bad) -> None:  # fmt: skip
+    """The accuracy check of FP32 and the INT8 models in `stage`, and its report there."""
     try:
         from edge_fer.compress.report import compare_models, write_report
     except ImportError as exc:  # pragma: no cover - part of the package
         raise UserError(f"the compression report is unavailable ({exc})") from None
     rows = [("FP32", str(model_path))]
-    rows += [(ROW_NAMES[t], info["files"][t]) for t in ("tensorrt", "cpu") if t in info["files"]]
+    rows += [(ROW_NAMES[t], staged[t]) for t in ("tensorrt", "cpu") if t in staged]
     comp = compare_models(
         rows,
         eval_data,
@@ -97,6 +141,10 @@ def export_int8(
         progress=show_progress,
         skip_bad=bool(skip_bad),
     )
+    # each row's path as it will be (measured on the staged copies)
+    for row, path in zip(comp["rows"], [shown] + [info["files"][t] for t in ("tensorrt", "cpu")
+                                                  if t in staged]):  # fmt: skip
+        row["path"] = portable_path(path)
     fp32 = comp["rows"][0]
     checks = []
     for row in comp["rows"][1:]:
@@ -130,19 +178,62 @@ def export_int8(
     shipped = dict(info, model=portable_path(info["model"]), out=portable_path(info["out"]))
     shipped["files"] = {k: portable_path(v) for k, v in info["files"].items()}
     setup = dict(comp["setup"], data=portable_path(eval_data))
-    md, js = write_report(
-        out_dir,
+    write_report(
+        stage,
         dict(comp, setup=setup),
         "INT8 export report",
         extra={"calibration": shipped},
         notes=notes,
     )
     result.update(
-        report={"markdown": str(md), "json": str(js), **comp},
+        report={"markdown": str(out / "report.md"), "json": str(out / "report.json"), **comp},
         checks=checks,
         ok=all(c["ok"] for c in checks),
     )
-    return result
+
+
+def _publish_set(out: Path, data: dict[str, bytes], model_out, model: bytes | None) -> None:
+    """Write the INT8 set `data` into `out` as `calibrate` publishes its outputs (each file
+    atomically; on a failure or an interrupt the files already written get their earlier
+    content back), the FP32 model `model_out` first (put back too when the set fails), then
+    remove an earlier report the set has none of: it described the models just replaced."""
+    from edge_fer.fileio import is_stream, os_error_reason, write_bytes
+    from edge_fer.quantize.pipeline import _publish
+
+    earlier = None  # (the model's file, what it held or None when new): put back on a failure
+    try:
+        if model_out is not None:
+            if not is_stream(model_out):  # a device or pipe: nothing to put back
+                target = Path(os.path.realpath(model_out))  # a symlink's target changes
+                earlier = (target, target.read_bytes() if target.is_file() else None)
+            try:
+                Path(model_out).parent.mkdir(parents=True, exist_ok=True)
+                write_bytes(model_out, model)
+            except OSError as exc:
+                raise UserError(f"{model_out}: cannot write ({os_error_reason(exc)})") from None
+        try:
+            _publish(out, data)
+        except OSError as exc:
+            raise UserError(f"{out}: cannot write ({os_error_reason(exc)})") from None
+    except BaseException:
+        if earlier is not None:
+            target, content = earlier
+            try:
+                if content is None:
+                    target.unlink(missing_ok=True)
+                else:
+                    write_bytes(target, content)
+            except OSError:
+                pass
+        raise
+    for name in REPORT_NAMES:
+        if name not in data:
+            try:
+                (out / name).unlink()
+            except FileNotFoundError:
+                pass
+            except OSError as exc:
+                raise UserError(f"cannot remove the earlier {out / name}: {exc}") from None
 
 
 REPORT_NAMES = ("report.md", "report.json")  # beside the calibration outputs
@@ -153,19 +244,37 @@ def check_int8_out(
     force: bool,
     eval_data: str | os.PathLike | None = None,
     eval_split: str | None = None,
+    model: str | os.PathLike | None = None,
+    skip_bad: bool = False,
 ) -> None:
-    """What `export_int8` would refuse after minutes of work, checked first: an earlier
-    calibration or report in `out_dir` without `force` (a pruning run's report was replaced),
-    an evaluation split or dataset that cannot be read (the calibration was left behind)."""
+    """What `export_int8` would refuse after minutes of work, checked first: an `out_dir` that
+    is a file or has a folder where an output goes, an output over `model` (the FP32 model),
+    an earlier calibration or report in `out_dir` without `force` (a pruning run's report was
+    replaced), an evaluation dataset or split that cannot be read or has no faces (found after
+    the calibration, it left the calibration behind). The evaluation faces are loaded for that
+    (read with `skip_bad`), which fills the dataset cache the check then reads."""
     from edge_fer.data.faceset import check_split
-    from edge_fer.quantize.pipeline import check_earlier_outputs
+    from edge_fer.quantize.pipeline import OUT_NAMES, check_earlier_outputs
 
-    check_earlier_outputs(out_dir, force)
-    check_earlier_outputs(out_dir, force, REPORT_NAMES, "the report")
+    out = Path(out_dir)
+    names = OUT_NAMES + REPORT_NAMES
+    if out.exists() and not out.is_dir():
+        raise UserError(f"{out}: exists and is not a folder")
+    for name in names:
+        if (out / name).is_dir():
+            raise UserError(f"{out}: {name} is a folder; cannot write the output there")
+    if model is not None:  # the model may lie in the output folder under one of these names
+        check_collisions([("the output", out / n) for n in names], [("the model", model)])
+    check_earlier_outputs(out, force)
+    check_earlier_outputs(out, force, REPORT_NAMES, "the report")
     if eval_split is not None:
         check_split(eval_split, "eval_split")
-    if eval_data is not None and not Path(eval_data).exists():
-        raise UserError(f"{eval_data}: no such dataset", param="eval_data")
+    if eval_data is not None:
+        if not Path(eval_data).exists():
+            raise UserError(f"{eval_data}: no such dataset", param="eval_data")
+        from edge_fer.compress.report import load_eval_faces
+
+        load_eval_faces(eval_data, eval_split, skip_bad=bool(skip_bad))
 
 
 def default_out_dir(model_path: str | os.PathLike) -> Path:

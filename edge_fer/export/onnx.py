@@ -9,19 +9,23 @@ but the file.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as _dt
 import json
 import os
+import shutil
 import sys
+import tempfile
 import warnings
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
 from edge_fer import __version__
 from edge_fer.errors import UserError
-from edge_fer.fileio import check_collisions, hidden_beside, sha256_file
+from edge_fer.fileio import check_collisions, os_error_reason, read_head, sha256_file, write_bytes
 from edge_fer.preprocess import PreprocessSpec
 
 PARITY_TOL = 1e-4
@@ -104,6 +108,7 @@ def load_trained(ckpt_path: str | os.PathLike):
         raise UserError(f"{p}: is a folder; give one of its .safetensors checkpoints{hint}")
     if not p.is_file():
         raise UserError(f"{p}: no such checkpoint file")
+    read_head(p, 1, "training checkpoint")  # (an empty .onnx was said to be an ONNX model)
     try:
         state = read_state(p)
     except UserError:
@@ -248,13 +253,14 @@ def _parity_sample(state: dict, spec: PreprocessSpec, n: int, data, skip_bad: bo
         return _sample(data, spec.input_size, n, skip_bad)
     cfg = state.get("config") or {}
     data = cfg.get("data")
+    why = "the training data was not found"
     if data and Path(data).exists():
         try:  # a run trained with --skip-bad has bad entries its own data may still hold
             return _sample(data, spec.input_size, n, skip_bad or bool(cfg.get("skip_bad")))
-        except UserError:
-            pass
+        except UserError as exc:  # (was said "not found" too: a data set without PublicTest)
+            why = f"the training data could not be used: {exc}"
     faces = random_faces(spec.input_size, n)
-    return faces, "random images (the training data was not found)", None
+    return faces, f"random images ({why})", None
 
 
 def export_checkpoint(
@@ -272,7 +278,9 @@ def export_checkpoint(
     skip_bad: bool = False,
 ) -> dict:
     """Export `ckpt_path` (a best.safetensors) to `out_path` (.onnx); returns a report dict.
-    An existing `out_path` is replaced only with `force` (as `edge-fer export --force`).
+    An existing `out_path` is replaced only with `force` (as `edge-fer export --force`), and
+    written as `edge_fer.fileio.write_bytes` writes: atomically, a symlink's target replaced
+    (the link stays), a device or pipe written through.
 
     check: verify with onnx.checker and compare ONNX Runtime with torch on real faces
     (max abs probability difference <= 1e-4, else UserError and nothing is written).
@@ -289,6 +297,56 @@ def export_checkpoint(
     instead of stopping; the report then counts and names them (`parity_skipped`,
     `parity_skipped_entries`).
     """
+    with staged_export(
+        ckpt_path, out_path, opset=opset, tta=tta, check=check, check_faces=check_faces,
+        exporter=exporter, check_data=check_data, eval_tta=eval_tta, crop_margin=crop_margin,
+        force=force, skip_bad=skip_bad,
+    ) as (report, model):  # fmt: skip
+        report["bytes"] = write_model(model, out_path)
+    return report
+
+
+@contextlib.contextmanager
+def staged_export(ckpt_path, out_path, **kw) -> Iterator[tuple[dict, Path]]:
+    """`export_checkpoint` (the same arguments, every check included) short of writing
+    `out_path`: yields (its report, the checked model in a private temporary file, removed when
+    the block ends), for a caller that writes it together with other outputs, all or none
+    (`export --checkpoint --int8`; `write_model`)."""
+    # named before it is made: an interrupt just after the mkdir still finds it (as calibrate's)
+    work = Path(tempfile.gettempdir()) / f"edge-fer-export-{os.getpid()}-{os.urandom(4).hex()}"
+    try:
+        try:
+            work.mkdir(mode=0o700)
+        except OSError as exc:
+            reason = os_error_reason(exc)
+            raise UserError(f"cannot make a temporary folder for the model ({reason})") from None
+        model = work / (Path(out_path).name or "model.onnx")  # (errors name the model so)
+        yield _stage(ckpt_path, out_path, model, **kw), model
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def write_model(model: Path, out_path: str | os.PathLike) -> int:
+    """Write the staged `model` to `out_path` (its missing folders made) with
+    `edge_fer.fileio.write_bytes`; the bytes written. (Before: a temporary file beside
+    `out_path` was renamed over it, which replaced a device, a pipe or a symlink itself.)"""
+    data = model.read_bytes()
+    out = Path(out_path)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(out, data)
+    except OSError as exc:
+        raise UserError(f"{out}: cannot write ({os_error_reason(exc)})") from None
+    return len(data)
+
+
+def _stage(
+    ckpt_path, out_path, path: Path, opset: int = 17, tta: str | None = None, check: bool = True,
+    check_faces: np.ndarray | None = None, exporter: str = "auto", check_data: str | None = None,
+    eval_tta: str = "none", crop_margin: float | None = None, force: bool = False,
+    skip_bad: bool = False,
+) -> dict:  # fmt: skip
+    """`export_checkpoint`'s checks and work, the model written to `path`."""
     from edge_fer.tta import check_mode
 
     check_mode(eval_tta, "eval_tta")
@@ -329,37 +387,29 @@ def export_checkpoint(
     c, s = spec.channels, spec.input_size
     dummy = torch.zeros(2, c, s, s)
 
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = hidden_beside(out, f".{os.getpid()}.tmp")
-    try:
-        used = _export(torch, net, dummy, tmp, int(opset), exporter)
-        proto = onnx.load(str(tmp))
-        meta = build_metadata(state, spec, ckpt, tta, eval_tta)
-        stamp(proto, meta, model_doc(meta, spec, note=" prepared by edge_fer.preprocess"))
-        onnx.checker.check_model(proto, full_check=True)
-        onnx.save(proto, str(tmp))
-        report = {
-            "out": str(out),
-            "checkpoint": str(ckpt),
-            "arch": meta["edge_fer.arch"],
-            "classes": list(spec.classes),
-            "input": [c, s, s],
-            "tta": tta or "none",
-            "eval_tta": eval_tta,
-            "opset": _opset_of(proto),
-            "exporter": used,
-            "params": int(meta["edge_fer.params"]),
-            "macs": int(meta["edge_fer.macs"]),
-        }
-        if check:
-            report.update(
-                _parity(torch, net, tmp, spec, state, check_faces, check_data, bool(skip_bad))
-            )
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-    report["bytes"] = out.stat().st_size
+    used = _export(torch, net, dummy, path, int(opset), exporter)
+    proto = onnx.load(str(path))
+    meta = build_metadata(state, spec, ckpt, tta, eval_tta)
+    stamp(proto, meta, model_doc(meta, spec, note=" prepared by edge_fer.preprocess"))
+    onnx.checker.check_model(proto, full_check=True)
+    onnx.save(proto, str(path))
+    report = {
+        "out": str(out),
+        "checkpoint": str(ckpt),
+        "arch": meta["edge_fer.arch"],
+        "classes": list(spec.classes),
+        "input": [c, s, s],
+        "tta": tta or "none",
+        "eval_tta": eval_tta,
+        "opset": _opset_of(proto),
+        "exporter": used,
+        "params": int(meta["edge_fer.params"]),
+        "macs": int(meta["edge_fer.macs"]),
+    }
+    if check:
+        report.update(
+            _parity(torch, net, path, spec, state, check_faces, check_data, bool(skip_bad))
+        )
     return report
 
 
