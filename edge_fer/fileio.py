@@ -275,6 +275,67 @@ def write_bytes(path: PathLike, data: bytes | memoryview) -> None:
             pass
 
 
+class WriteError(OSError):
+    """`write_together` could not write or remove `path` (the target, not its temporary)."""
+
+    def __init__(self, path: PathLike, exc: OSError) -> None:
+        super().__init__(exc.errno, exc.strerror, os.fspath(path))
+        self.path = os.fspath(path)
+        self.reason = os_error_reason(exc)
+
+
+def write_together(files, remove=(), folder: PathLike | None = None) -> None:
+    """Write every (path, bytes) of `files` (each with `write_bytes`: atomic, a symlink's
+    target replaced, a device or pipe written through), then remove the regular files and
+    links of `remove` that exist: one output set, all new or all as it was. When a write
+    or removal fails (WriteError naming its path), or an interrupt arrives meanwhile, the
+    files already written get their earlier content back (or are removed when new), the
+    removed ones come back, and `folder`, when this call made it, is removed again."""
+    made = folder is not None and not Path(folder).exists()
+    undo: list[tuple[Path, bytes | None, str | None]] = []  # (path, old bytes, old link)
+    try:
+        if folder is not None:
+            Path(folder).mkdir(parents=True, exist_ok=True)
+        for path, content in files:
+            target = Path(os.path.realpath(path))  # a symlink's target is what changes
+            try:
+                special = is_special(target)
+                old = target.read_bytes() if target.is_file() else None
+                write_bytes(path, content)
+            except OSError as exc:
+                raise WriteError(path, exc) from None
+            if not special:
+                undo.append((target, old, None))
+        for path in remove:
+            q = Path(path)
+            if not (q.is_symlink() or q.is_file()):
+                continue
+            try:
+                link = os.readlink(q) if q.is_symlink() else None
+                old = None if link is not None else q.read_bytes()
+                q.unlink()
+            except OSError as exc:
+                raise WriteError(q, exc) from None
+            undo.append((q, old, link))
+    except BaseException:
+        for path, old, link in reversed(undo):
+            try:
+                if link is not None:
+                    os.symlink(link, path)
+                elif old is None:
+                    path.unlink()
+                else:
+                    write_bytes(path, old)
+            except OSError:
+                pass
+        if made:
+            try:
+                Path(folder).rmdir()  # type: ignore[arg-type]  # only when empty
+            except OSError:
+                pass
+        raise
+
+
 def write_text(path: PathLike, text: str) -> None:
     write_bytes(path, text.encode("utf-8"))
 

@@ -127,37 +127,19 @@ def _make_parent(flag: str, path: str) -> None:
 
 
 def _write_together(outputs: list[tuple[str, str, bytes]]) -> None:
-    """Write every (flag, path, content), each atomically (edge_fer.fileio); when one fails or an
-    interrupt comes meanwhile, those already written get their previous content back (or are
-    removed when new), as calibrate's outputs do: the model and its report are both the new
-    ones or both the old (before: the model was written before the measuring, and a Ctrl-C
-    then left an earlier run's report beside the new model). Devices and pipes are written
-    through and left alone."""
+    """Write every (flag, path, content) as one set (edge_fer.fileio.write_together): when one
+    fails or an interrupt comes meanwhile, those already written get their previous content
+    back, so the model and its report are never of two runs."""
     from edge_fer.errors import UserError
-    from edge_fer.fileio import is_stream, os_error_reason, write_bytes
+    from edge_fer.fileio import WriteError, write_together
 
-    written: list[tuple[Path, bytes | None]] = []  # regular files, with what they held before
     try:
-        for flag, path, content in outputs:
-            target = Path(os.path.realpath(path))  # a symlink's target is what changes
-            stream = is_stream(path)
-            try:
-                old = target.read_bytes() if not stream and target.is_file() else None
-                write_bytes(path, content)
-            except OSError as exc:
-                raise UserError(f"cannot write {flag} {path}: {os_error_reason(exc)}") from None
-            if not stream:
-                written.append((target, old))
-    except BaseException:
-        for target, old in reversed(written):
-            try:
-                if old is None:
-                    target.unlink()
-                else:
-                    write_bytes(target, old)
-            except OSError:
-                pass
-        raise
+        write_together([(path, content) for _, path, content in outputs])
+    except WriteError as exc:
+        flag = next((f for f, p, _ in outputs if os.fspath(p) == exc.path), "")
+        raise UserError(
+            f"cannot write {flag} {exc.path}: {exc.reason}".replace("  ", " ")
+        ) from None
 
 
 def run(args) -> int:

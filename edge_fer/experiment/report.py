@@ -82,39 +82,13 @@ def drop_stage(out: Path) -> None:
 
 
 def publish(out: Path, files: dict[str, bytes]) -> None:
-    """Write the report set `files` (name: content) into `out`, each file atomically
-    (edge_fer.fileio), and remove the figures of an earlier report that this one lacks. When a
-    write fails, or an interrupt arrives meanwhile, the files already written get their earlier
-    content back (or are removed when new), and the removed figures come back: the earlier set
-    stays whole. (edge_fer.quantize.pipeline._publish does this for a calibration's files; it
-    also removes calibration file names, which are not a report's.)"""
-    done: list[tuple[Path, bytes | None]] = []  # regular files, with what they held before
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, content in files.items():
-            path = Path(os.path.realpath(out / name))  # a symlink's target is what changes
-            special = fileio.is_special(path)
-            old = path.read_bytes() if path.is_file() else None
-            fileio.write_bytes(path, content)
-            if not special:
-                done.append((path, old))
-        # this study's own figure names (studies._check_report_is_this_studys) the new one lacks
-        for name in FIGURE_NAMES:
-            path = out / name
-            if name not in files and path.is_file() and not path.is_symlink():
-                old = path.read_bytes()
-                path.unlink()
-                done.append((path, old))
-    except BaseException:
-        for path, old in reversed(done):
-            try:
-                if old is None:
-                    path.unlink()
-                else:
-                    fileio.write_bytes(path, old)
-            except OSError:
-                pass
-        raise
+    """Write the report set `files` (name: content) into `out` and remove the figures of an
+    earlier report that this one lacks (this study's own names; a link is left alone), as one
+    set (edge_fer.fileio.write_together): a failure or an interrupt leaves the earlier set
+    whole."""
+    out.mkdir(parents=True, exist_ok=True)
+    stale = [out / n for n in FIGURE_NAMES if n not in files and not (out / n).is_symlink()]
+    fileio.write_together([(out / n, c) for n, c in files.items()], remove=stale)
 
 
 def write_with_figures(out: Path, lines: list[str], figs: list[str]) -> Path:

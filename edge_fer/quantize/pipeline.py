@@ -308,42 +308,12 @@ def _calibrate(mpath: Path, faces: CalibFaces, out: Path, *, t0: float, method: 
 
 
 def _publish(out: Path, data: dict[str, bytes]) -> None:
-    """Write every output (edge_fer.fileio: each atomically, its temporary file removed on
-    every exit path). When one fails, or an interrupt arrives meanwhile, the files already
-    written get their previous content back (or are removed when they are new), and a folder
-    this call created is removed again. Devices and pipes are written through and left alone."""
-    created = not out.exists()
-    written: list[tuple[Path, bytes | None]] = []  # regular files, with what they held before
-    try:
-        out.mkdir(parents=True, exist_ok=True)
-        for name, content in data.items():
-            path = Path(os.path.realpath(out / name))  # a symlink's target is what changes
-            special = fileio.is_special(path)
-            old = path.read_bytes() if path.is_file() else None
-            fileio.write_bytes(path, content)
-            if not special:
-                written.append((path, old))
-        # an earlier calibration's outputs this one does not write (another --target, no
-        # histograms) would sit beside the new ones as if they were of this model
-        for name in OUT_NAMES:
-            stale = out / name
-            if name not in data and (stale.is_symlink() or stale.is_file()):
-                try:
-                    stale.unlink()
-                except OSError:
-                    pass
-    except BaseException:
-        for path, old in reversed(written):
-            try:
-                if old is None:
-                    path.unlink()
-                else:
-                    fileio.write_bytes(path, old)
-            except OSError:
-                pass
-        if created:
-            try:
-                out.rmdir()  # only when empty
-            except OSError:
-                pass
-        raise
+    """Write every output, and remove an earlier calibration's outputs this one does not write
+    (another --target, no histograms: they would sit beside the new ones as if of this model),
+    as one set (edge_fer.fileio.write_together): a failure or an interrupt leaves the earlier
+    set as it was, and a folder this call made is removed again."""
+    fileio.write_together(
+        [(out / name, content) for name, content in data.items()],
+        remove=[out / name for name in OUT_NAMES if name not in data],
+        folder=out,
+    )
