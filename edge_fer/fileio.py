@@ -386,6 +386,16 @@ def write_json(path: PathLike, obj: Any, indent: int | None = 2) -> None:
     write_text(path, dumps(obj, indent) + "\n")
 
 
+def save_bytes(path: PathLike, data: bytes) -> None:
+    """`write_bytes` for a user-named output, its missing folders made: a failure (a full
+    disk, a file where a folder should be) is one UserError line naming the path."""
+    try:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        write_bytes(path, data)
+    except OSError as exc:
+        raise UserError(f"{os.fspath(path)}: cannot write ({os_error_reason(exc)})") from None
+
+
 def save_json(path: PathLike, obj: Any, what: str, indent: int | None = 2) -> None:
     """`write_json` for a user-named output: a failure (a full disk, a folder that is not
     there, NaN in the data) is one UserError line naming `what` and the path."""

@@ -293,17 +293,10 @@ def _keras_bytes(model, path: str | None) -> bytes | None:
 
 
 def _write_keras(path: str | None, data: bytes | None) -> None:
-    if not path or data is None:
-        return
-    from edge_fer.errors import UserError
-    from edge_fer.fileio import os_error_reason, write_bytes
+    if path and data is not None:
+        from edge_fer.fileio import save_bytes
 
-    p = Path(path)
-    try:
-        p.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes(p, data)
-    except OSError as exc:
-        raise UserError(f"{p}: cannot write ({os_error_reason(exc)})") from None
+        save_bytes(path, data)
 
 
 def run_import(args) -> int:

@@ -25,7 +25,13 @@ import numpy as np
 
 from edge_fer import __version__
 from edge_fer.errors import UserError
-from edge_fer.fileio import check_collisions, os_error_reason, read_head, sha256_file, write_bytes
+from edge_fer.fileio import (
+    check_collisions,
+    os_error_reason,
+    read_head,
+    save_bytes,
+    sha256_file,
+)
 from edge_fer.preprocess import PreprocessSpec
 
 PARITY_TOL = 1e-4
@@ -331,12 +337,7 @@ def write_model(model: Path, out_path: str | os.PathLike) -> int:
     `edge_fer.fileio.write_bytes`; the bytes written. (Before: a temporary file beside
     `out_path` was renamed over it, which replaced a device, a pipe or a symlink itself.)"""
     data = model.read_bytes()
-    out = Path(out_path)
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-        write_bytes(out, data)
-    except OSError as exc:
-        raise UserError(f"{out}: cannot write ({os_error_reason(exc)})") from None
+    save_bytes(out_path, data)
     return len(data)
 
 
