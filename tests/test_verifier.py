@@ -215,3 +215,16 @@ def test_mining_and_training_make_a_working_verifier(tmp_path):
     assert meta["context"] == 1.5 and meta["size"] == 32 and meta["epoch"] == 1
     p, boxes = ver(np.full((60, 80), 128, np.uint8), np.array([[30.0, 40.0, 24.0, 1.0]]))
     assert p.shape == (1,) and 0 <= p[0] <= 1 and boxes.shape == (1, 3)
+
+
+def test_a_verifier_named_in_another_encoding_loads(tmp_path):
+    """ONNX Runtime takes a model's name as UTF-8 str only: a Latin-1 name was "not a loadable
+    ONNX face verifier"."""
+    import os
+    import shutil
+
+    p = tmp_path / os.fsdecode(b"v\xe9rif.onnx")
+    shutil.copy(VERIFIER, p)
+    gray = np.random.default_rng(0).integers(0, 256, (64, 64), dtype=np.uint8)
+    dets = np.array([[32.0, 32.0, 40.0]])
+    assert Verifier.load(p)(gray, dets)[0] == pytest.approx(Verifier.load(VERIFIER)(gray, dets)[0])

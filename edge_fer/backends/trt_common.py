@@ -371,7 +371,9 @@ def onnx_metadata(path: str | os.PathLike[str]) -> dict[str, str]:
             return {e.key: e.value for e in model.metadata_props}
         import onnxruntime as ort
 
-        sess = ort.InferenceSession(str(p), providers=["CPUExecutionProvider"])
+        from edge_fer.backends.onnxruntime_backend import session_model  # a non-UTF-8 name
+
+        sess = ort.InferenceSession(session_model(p), providers=["CPUExecutionProvider"])
         return dict(sess.get_modelmeta().custom_metadata_map or {})
     except Exception as exc:  # noqa: BLE001  onnx/onnxruntime raise many kinds
         raise UserError(f"{p}: not a loadable ONNX model ({first_line(exc)})") from None

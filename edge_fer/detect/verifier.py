@@ -277,7 +277,9 @@ class Verifier:
         opts.intra_op_num_threads = 1
         opts.inter_op_num_threads = 1
         try:
-            sess = ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
+            from edge_fer.backends.onnxruntime_backend import session_model  # a non-UTF-8 name
+
+            sess = ort.InferenceSession(session_model(p), opts, providers=["CPUExecutionProvider"])
         except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own types for bad files
             raise UserError(
                 f"{p}: not a loadable ONNX face verifier ({first_line(exc, 160)})"
