@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from paths import needs_modules
-from processes import interrupt, spawn_cli
+from processes import assert_one_error_line, interrupt, run_main, spawn_cli
 
 pytest.importorskip("torch")
 pytest.importorskip("matplotlib")
@@ -22,18 +22,12 @@ needs_safetensors = needs_modules("safetensors")
 
 
 def run(capsys, *argv) -> tuple[int, str, str]:
-    from edge_fer.cli.main import main
-
-    rc = main(["experiment", *map(str, argv)])
-    cap = capsys.readouterr()
-    return rc, cap.out, cap.err
+    return run_main(["experiment", *argv], capsys)
 
 
 def one_line_error(rc: int, err: str, *needles: str) -> None:
-    lines = [ln for ln in err.splitlines() if ln.strip()]
-    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
-    for n in needles:
-        assert n in lines[0], lines[0]
+    assert rc == 2, err
+    assert_one_error_line(err, *needles)
 
 
 # ---- 1. the report set is published whole -------------------------------------------------
