@@ -685,7 +685,7 @@ def test_runtime_without_torch(env, exported, eval_data, tmp_path) -> None:
     assert p.returncode == 0, p.stderr
     assert json.loads(out.read_text())["n"] == 70 and out.with_suffix(".png").is_file()
     p = blocked("models")
-    assert_one_line_error(p, "needs torch", "edge-fer[train]")
+    assert_one_line_error(p, "needs torch", "pip install '.[train]'")
 
 
 def test_zoo_table_smoke(env, run_dir, eval_data, tmp_path) -> None:

@@ -66,7 +66,10 @@ def test_missing_extra_says_which(tmp_path):
     )
     r = run_python("-c", code, env=ENV, timeout=60)
     assert r.returncode == 2
-    assert "needs the keras extra: pip install 'edge-fer[keras]'" in r.stderr
+    assert (
+        "needs the keras extra: python3 -m pip install '.[keras]' in the edge-fer checkout"
+        in r.stderr
+    )
     assert len(r.stderr.strip().splitlines()) == 1 and not out.exists()
 
 

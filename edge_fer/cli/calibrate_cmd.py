@@ -274,7 +274,7 @@ def _run_locked(args, done: list) -> int:
         import onnx  # noqa: F401
     except ImportError as exc:
         raise UserError(
-            f"calibrate needs the onnx package: pip install 'edge-fer[quantize]' ({exc})"
+            f"calibrate needs the onnx package: python3 -m pip install '.[quantize]' in the edge-fer checkout ({exc})"
         ) from None
     from edge_fer.quantize import calibrate
 

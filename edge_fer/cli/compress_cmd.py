@@ -227,7 +227,7 @@ def _imports():
         import edge_fer.compress  # noqa: F401
     except ImportError as exc:
         raise UserError(
-            f"compression needs the train extra: pip install 'edge-fer[train]' ({exc})"
+            f"compression needs the train extra: python3 -m pip install '.[train]' in the edge-fer checkout ({exc})"
         ) from None
 
 

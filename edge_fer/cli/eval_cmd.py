@@ -565,7 +565,7 @@ def run_models(args) -> int:
     except ImportError:
         raise UserError(
             "`edge-fer models` needs torch to build the architectures: "
-            "pip install 'edge-fer[train]'"
+            "python3 -m pip install '.[train]' in the edge-fer checkout"
         ) from None
     from edge_fer.models import create_model, list_models, model_info
 

@@ -176,7 +176,9 @@ def run(args) -> int:
         from edge_fer.experiment.runs import ZOO, Budget, Options
         from edge_fer.experiment.studies import check_study, run_study
     except ImportError as exc:
-        raise UserError(f"experiments need the train extra: pip install 'edge-fer[train]' ({exc})")
+        raise UserError(
+            f"experiments need the train extra: python3 -m pip install '.[train]' in the edge-fer checkout ({exc})"
+        )
     check_study(args.study)
     _refuse_unused(args)
     if args.calib_faces is not None and args.calib_faces < 100:

@@ -199,7 +199,7 @@ def _onnx_export():
         from edge_fer.export import onnx
     except ImportError as exc:
         raise UserError(
-            f"export needs the train extra: pip install 'edge-fer[train]' ({exc})"
+            f"export needs the train extra: python3 -m pip install '.[train]' in the edge-fer checkout ({exc})"
         ) from None
     return onnx
 
@@ -395,7 +395,7 @@ def _int8(args, model, fp32: dict | None = None) -> int:
         from edge_fer.quantize import from_dataset, from_source
     except ImportError as exc:
         raise UserError(
-            f"--int8 needs the quantize extra: pip install 'edge-fer[quantize]' ({exc})"
+            f"--int8 needs the quantize extra: python3 -m pip install '.[quantize]' in the edge-fer checkout ({exc})"
         ) from None
     if args.threads < 1:
         raise UserError("--threads must be >= 1")

@@ -20,7 +20,7 @@ EPILOG = (
     "The ONNX file takes float32 NCHW 'input' (any batch) and returns softmax 'probs', with "
     "the preprocessing, classes and provenance in its metadata: `edge-fer eval/classify/run` "
     "and the TensorRT build use it like a model from `edge-fer export`. Needs the keras extra: "
-    "pip install 'edge-fer[keras]' (TensorFlow, tf-keras, tf2onnx, "
+    "python3 -m pip install '.[keras]' in the edge-fer checkout (TensorFlow, tf-keras, tf2onnx, "
     "tensorflow-model-optimization)."
 )
 

@@ -210,7 +210,9 @@ def run_average(args) -> int:
     try:
         from edge_fer.train.average import average_checkpoints
     except ImportError as exc:
-        raise UserError(f"averaging needs the train extra: pip install 'edge-fer[train]' ({exc})")
+        raise UserError(
+            f"averaging needs the train extra: python3 -m pip install '.[train]' in the edge-fer checkout ({exc})"
+        )
     from pathlib import Path
 
     from edge_fer.fileio import check_collisions
@@ -249,7 +251,9 @@ def run(args) -> int:
     try:
         from edge_fer.train.trainer import TrainConfig, train
     except ImportError as exc:
-        raise UserError(f"training needs the train extra: pip install 'edge-fer[train]' ({exc})")
+        raise UserError(
+            f"training needs the train extra: python3 -m pip install '.[train]' in the edge-fer checkout ({exc})"
+        )
     try:
         kw = json.loads(args.arch_kwargs)
     except (ValueError, RecursionError):

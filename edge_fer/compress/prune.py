@@ -94,7 +94,7 @@ def _tp():
     except ImportError as exc:
         raise UserError(
             f"structured pruning needs torch-pruning: pip install torch-pruning "
-            f"(or 'edge-fer[compress]') ({exc})"
+            f"(or python3 -m pip install '.[compress]' in the edge-fer checkout) ({exc})"
         ) from None
     return tp
 

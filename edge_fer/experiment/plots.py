@@ -18,7 +18,7 @@ def _plt():
         import matplotlib
     except ImportError:
         raise UserError(
-            "experiment reports need matplotlib: pip install 'edge-fer[train]'"
+            "experiment reports need matplotlib: python3 -m pip install '.[train]' in the edge-fer checkout"
         ) from None
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt

@@ -43,7 +43,7 @@ def _torch():
         import torch
     except ImportError as exc:
         raise UserError(
-            f"export needs the train extra: pip install 'edge-fer[train]' ({exc})"
+            f"export needs the train extra: python3 -m pip install '.[train]' in the edge-fer checkout ({exc})"
         ) from None
     return torch
 

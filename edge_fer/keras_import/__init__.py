@@ -1,4 +1,4 @@
-"""Keras classifiers into the edge-fer flow (extra `keras`: pip install 'edge-fer[keras]').
+"""Keras classifiers into the edge-fer flow (needs the `keras` extra).
 
     from edge_fer.keras_import import load_keras, keras_spec, keras_to_onnx, prune_keras
     model = load_keras("fer2013_mini_XCEPTION.102-0.66.hdf5")      # HDF5, .keras, SavedModel

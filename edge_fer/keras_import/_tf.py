@@ -29,7 +29,7 @@ from collections.abc import Iterator
 
 from edge_fer.errors import UserError
 
-EXTRA_HINT = "needs the keras extra: pip install 'edge-fer[keras]'"
+EXTRA_HINT = "needs the keras extra: python3 -m pip install '.[keras]' in the edge-fer checkout"
 
 _ENV_DEFAULTS = {
     "TF_USE_LEGACY_KERAS": "1",

@@ -59,7 +59,7 @@ def find_face_photo() -> tuple[Path, str]:
             return d / rel, credit
     raise UserError(
         "--demo needs a portrait photo from matplotlib or scikit-image, "
-        "and neither is installed: pip install 'edge-fer[demo]'"
+        "and neither is installed: python3 -m pip install '.[demo]' in the edge-fer checkout"
     )
 
 
