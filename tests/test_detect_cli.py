@@ -480,3 +480,34 @@ def test_detect_names_a_uri_as_given(tmp_path, capsys, monkeypatch):
     assert rc == 0 and len(out.splitlines()) == 2, err
     rc, out, err = run_main(["detect", ""], capsys)
     assert rc == 2 and len(err.splitlines()) == 1 and "empty name" in err, err
+
+
+@pytest.mark.parametrize("sig", ["SIGINT", "SIGTERM"])
+def test_an_interrupted_video_drawing_keeps_the_frames_drawn(tmp_path: Path, sig: str) -> None:
+    """Ctrl-C or SIGTERM during `detect VIDEO --draw OUT.avi`: the frames drawn so far are a
+    finished video at OUT, as `run --out` keeps its video (the drawing was thrown away)."""
+    import signal
+
+    import cv2
+
+    clip = tmp_path / "long.avi"
+    w = cv2.VideoWriter(str(clip), cv2.VideoWriter.fourcc(*"MJPG"), 25, (160, 120))
+    for i in range(3000):
+        f = np.full((120, 160, 3), i % 200, np.uint8)
+        cv2.circle(f, (80, 60), 20 + i % 10, (0, 0, 255), -1)
+        w.write(f)
+    w.release()
+    out = tmp_path / "drawn.avi"
+
+    def drawing() -> bool:  # the temporary file beside OUT has grown past a few frames
+        return any(p.name.startswith(".drawn.") and p.stat().st_size > 20_000
+                   for p in tmp_path.iterdir())  # fmt: skip
+
+    proc = processes.spawn_cli("detect", clip, "--json", "--draw", out)
+    err = processes.interrupt(proc, getattr(signal, sig), drawing)
+    assert proc.returncode == (130 if sig == "SIGINT" else 143), err
+    cap = cv2.VideoCapture(str(out))
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    cap.release()
+    assert 0 < n < 3000, n
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["drawn.avi", "long.avi"]

@@ -77,3 +77,37 @@ def test_a_detector_shared_by_threads_gives_each_frame_its_own_faces():
     finally:
         sys.setswitchinterval(old)
     assert wrong == [], f"faces reported above a threshold of 1e9: {wrong}"
+
+
+INTERRUPTED_START = """
+import threading
+from edge_fer.detect.lanes import run_lanes
+
+real_start = threading.Thread.start
+
+def start(self):
+    real_start(self)
+    if self.name.startswith("edge-fer-detect"):
+        raise KeyboardInterrupt  # Ctrl-C arriving just as a helper thread has started
+
+threading.Thread.start = start
+try:
+    run_lanes(lambda lane: None, 8, 2)
+except KeyboardInterrupt:
+    print("interrupted")
+"""
+
+
+def test_a_ctrl_c_while_a_helper_starts_does_not_hang_the_exit() -> None:
+    # with ThreadPoolExecutor's lazily started threads the helper was never registered for
+    # its exit hook, and the interpreter waited for it forever after "interrupted"
+    import subprocess
+
+    p = subprocess.run(
+        [sys.executable, "-c", INTERRUPTED_START],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert p.returncode == 0 and p.stdout.strip() == "interrupted", p.stderr

@@ -357,6 +357,14 @@ def _run_image(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
     return False
 
 
+def _finish_drawing(sink, draw_dir: Path | None) -> None:
+    from edge_fer.runtime.image_out import claim
+
+    sink.close()
+    if draw_dir is not None:  # its size and time: a file put there since is not ours
+        claim(draw_dir, sink.path.name, written=True)
+
+
 def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None) -> bool:
     """Detect on every frame that decodes; True when the video is truncated.
 
@@ -397,6 +405,13 @@ def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
                         claim(draw_dir, target.name)
                     sink = VideoSink(target, src.fps or 25.0, (w, h))
                 sink.write(_draw(frame, faces))
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the frames drawn so far are kept, as run's
+        if sink is not None:
+            try:
+                _finish_drawing(sink, draw_dir)
+            except Exception:  # noqa: BLE001 - the interrupt is what the user is told about
+                sink.abort()
+        raise
     except BaseException:
         if sink is not None:
             sink.abort()
@@ -404,9 +419,7 @@ def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
     finally:
         src.close()
     if sink is not None:
-        sink.close()
-        if draw_dir is not None:  # its size and time: a file put there since is not ours
-            claim(draw_dir, sink.path.name, written=True)
+        _finish_drawing(sink, draw_dir)
     if nframes == 0:
         raise _BadInput(path, NO_FRAME)
     sys.stdout.flush()

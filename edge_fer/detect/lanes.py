@@ -10,28 +10,35 @@ measured at 8-16 ms per frame with another job on both cores).
 from __future__ import annotations
 
 import itertools
+import queue
 import threading
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
 
-_pool: ThreadPoolExecutor | None = None
-_pool_size = 0
-_pool_lock = threading.Lock()
-# a smaller pool replaced by a larger one is kept, never shut down: another thread (another
-# detector, another stream) may hold it and still submit to it ("cannot schedule new futures
-# after shutdown"); sizes only grow, so there are few, and their threads idle
-_retired: list[ThreadPoolExecutor] = []
+# Helpers are daemon threads of our own, all started before any work is handed out, reading
+# one queue. A ThreadPoolExecutor starts its (non-daemon) threads lazily, mid-scan: a Ctrl-C
+# inside its Thread.start() left a started thread it never registered, which nothing wakes at
+# exit, and the interpreter waited for it forever after "interrupted". A daemon helper holds
+# no state worth finishing (the caller waits for its lanes), so exit never waits for one.
+_work: queue.SimpleQueue[Callable[[], None]] = queue.SimpleQueue()
+_started = 0
+_start_lock = threading.Lock()
 
 
-def _helpers(n: int) -> ThreadPoolExecutor:
-    global _pool, _pool_size
-    with _pool_lock:
-        if _pool is None or _pool_size < n:
-            if _pool is not None:
-                _retired.append(_pool)
-            _pool = ThreadPoolExecutor(max_workers=n, thread_name_prefix="edge-fer-detect")
-            _pool_size = n
-        return _pool
+def _helper_loop() -> None:
+    while True:
+        _work.get()()
+
+
+def _ensure_helpers(n: int) -> None:
+    """Have at least n helper threads running (they are only ever added: several detectors
+    and streams share them)."""
+    global _started
+    if _started >= n:
+        return
+    with _start_lock:
+        while _started < n:
+            threading.Thread(target=_helper_loop, name="edge-fer-detect", daemon=True).start()
+            _started += 1
 
 
 class _Job:
@@ -70,9 +77,9 @@ def run_lanes(fn: Callable[[int], None], nlanes: int, threads: int) -> None:
         for lane in range(nlanes):
             fn(lane)
         return
+    _ensure_helpers(threads - 1)
     job = _Job(fn, nlanes)
-    pool = _helpers(threads - 1)
     for _ in range(threads - 1):
-        pool.submit(job.work)
+        _work.put(job.work)
     job.work()
     job.wait()
