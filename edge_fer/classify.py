@@ -33,6 +33,18 @@ DEFAULT_CARD = "fer_default.md"
 DEFAULT_INT8 = "fer_default.int8.onnx"
 # a fixed-batch model is fed whole padded batches, even for one face: bound what one costs
 MAX_FIXED_BATCH_VALUES = 1 << 26  # 256 MB of float32 input
+# Float pixels are clipped into 0..1 or 0..255 (preprocess.to_gray), which must let an
+# interpolating resize's overshoot through, but not a face on another scale (a -1..1 or a
+# mean-centred face lost every pixel below 0 to black, and was classified without a word).
+# Measured on 6000 FER2013 faces on the 0..1 scale resized with INTER_CUBIC and
+# INTER_LANCZOS4 (48->32, 64, 100, 150, 200 and 100->48): at most 0.5% of a face's pixels lie
+# more than 0.1 outside 0..1 (1.7% more than 0.05; the farthest at -0.22 and 1.24); black and
+# white squares, the sharpest edges, 2.6%; none of 80000 such resized faces (0..1 and 0..255)
+# is refused. A -1..1,
+# 0..255 - 128 or mean-centred face has about half of its pixels far below 0: 96% to 99.9% of
+# the FER2013 faces so shifted are refused (the rest are bright faces, clipped little).
+OFF_SCALE_MARGIN = 0.1  # beyond the scale's ends by this share of the scale (1 or 255)
+OFF_SCALE_SHARE = 0.05  # ... at most this share of a face's values
 
 _IMAGE_MAGIC = (
     (b"\x89PNG", "a PNG image"),
@@ -124,7 +136,10 @@ class Classifier(Closing):
         **backend_opts,
     ) -> Classifier:
         """`tta`: test-time augmentation (edge_fer.tta); "auto" = the model's recommendation
-        (metadata `edge_fer.tta_default`, "none" when absent)."""
+        (metadata `edge_fer.tta_default`, "none" when absent). `backend_opts`: the backend's
+        own keywords (onnxruntime: providers, allow_spinning; tensorrt: precision, device,
+        ...: `edge_fer.backends`); another is a UserError naming it, and the backend it
+        belongs to if it is the other backend's."""
         if tta != "auto":
             check_mode(tta)
         if isinstance(path, bytes):  # a name that is not UTF-8, as os.listdir(b".") gives it
@@ -133,6 +148,7 @@ class Classifier(Closing):
             raise UserError(f"must be a model file's path, got {path!r}", param="path")
         if not isinstance(backend, str):  # (3: "'int' object has no attribute 'lower'")
             raise UserError(f"must be a backend's name, got {backend!r}", param="backend")
+        _check_backend_opts(backend, backend_opts)  # before the model is opened
         p = Path(path) if path is not None else default_model_path()
         sniff_model_file(p)
         if threads is not None:
@@ -226,9 +242,12 @@ class Classifier(Closing):
     def predict(self, faces, batch_size: int = 256) -> np.ndarray:
         """Face crops (a list, or an array of N crops; gray HxW or HxWx1, BGR HxWx3 or BGRA
         HxWx4, any size; uint8, or floats in 0..1 or 0..255) -> (N, C) probs. One crop alone
-        (a 2-D array, or HxWx1/3/4) is one face: (1, C)."""
+        (a 2-D array, or HxWx1/3/4) is one face: (1, C). A float crop with more than 5% of its
+        pixels clearly outside its scale (a -1..1 or mean-centred face) is a UserError; a
+        resize's overshoot is clipped."""
         check_count(batch_size, "batch_size")  # 0 looped for ever
         faces = _crops(faces)
+        _check_float_crops(faces)
         n = len(faces)
         if n == 0:
             return np.zeros((0, len(self.classes)), np.float32)
@@ -247,11 +266,14 @@ class Classifier(Closing):
         if self.spec.align and len(faces):
             from edge_fer.align import as_trained_faces
 
+            _check_float_crops(faces)  # here: aligned faces are uint8, predict sees no floats
             faces = as_trained_faces(faces, self.spec)
         return self.predict(faces, batch_size)
 
     def predict_array(self, x: np.ndarray, batch_size: int = 256) -> np.ndarray:
-        """Already prepared float32 (N, C, H, W) input -> (N, C) probs."""
+        """Already prepared float32 (N, C, H, W) input -> (N, C) probs. A face with more than
+        5% of its values clearly outside what `spec.prepare` gives (pixels 0..1 normalised by
+        the spec's mean and std) is a UserError, as `predict`'s float crops are."""
         x = _numeric(x, "x")
         s, c = self.spec.input_size, self.spec.channels
         if x.ndim != 4 or x.shape[1:] != (c, s, s):
@@ -271,6 +293,18 @@ class Classifier(Closing):
         x = x.astype(np.float32, copy=False)
         if not np.isfinite(x).all():  # else the model's NaN output was blamed on its weights
             raise UserError("input has NaN or infinite values", param="x")
+        # raw 0..255 float pixels were classified as if prepared (a happy face came out angry)
+        mean, std = self.spec.mean, self.spec.std
+        lo, hi = -mean / std, (1.0 - mean) / std  # pixels 0 and 1, prepared
+        share = _off_scale(x.reshape(len(x), -1), lo, hi)
+        i = int(share.argmax())
+        if share[i] > OFF_SCALE_SHARE:
+            raise UserError(
+                f"face {i}: {share[i]:.0%} of its values lie well outside {lo:g}..{hi:g}, the "
+                f"range spec.prepare gives (pixels 0..1 as (p - {mean:g}) / {std:g}); it takes "
+                "the prepared input: pixels go to predict()",
+                param="x",
+            )
         return np.concatenate(
             [self.infer(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
         )
@@ -322,6 +356,55 @@ class Classifier(Closing):
         return f"<Classifier {self.path} {self.arch} {len(self.classes)} classes>"
 
 
+def _backend_options(name: str) -> tuple[str, ...] | None:
+    """The keywords the backend `name` takes besides the model's path (None: not known here,
+    an unknown or unavailable backend, which create_backend reports)."""
+    import inspect
+
+    if name in ("onnxruntime", "ort"):
+        from edge_fer.backends.onnxruntime_backend import OnnxRuntimeBackend as cls
+    elif name in ("tensorrt", "trt"):
+        try:  # (its module imports tensorrt inside functions only)
+            from edge_fer.backends.tensorrt_backend import TensorRTBackend as cls
+        except ImportError:
+            return None
+    else:
+        return None
+    params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, model_path
+    return tuple(q.name for q in params if q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY))
+
+
+def _check_backend_opts(backend: str, opts: Mapping) -> None:
+    """UserError naming the keywords of `opts` the backend does not take (precision=... was
+    "OnnxRuntimeBackend.__init__() got an unexpected keyword argument 'precision'")."""
+    name = backend.lower()
+    takes = _backend_options(name)
+    unknown = [k for k in opts if takes is not None and k not in takes]
+    if not unknown:
+        return
+    canon = "tensorrt" if name in ("tensorrt", "trt") else "onnxruntime"
+    other = "onnxruntime" if canon == "tensorrt" else "tensorrt"
+    theirs = _backend_options(other) or ()
+    message = (
+        f"{'is not an option' if len(unknown) == 1 else 'are not options'} of the {canon} "
+        f"backend (Classifier.load takes path, backend, threads, tta and the backend's "
+        f"{', '.join(k for k in takes or () if k != 'threads')})"
+    )
+    mine = [k for k in unknown if k in theirs]
+    if mine:
+        whose = "it" if len(unknown) == 1 else ", ".join(mine)
+        one = len(mine) == 1
+        message += (
+            f"; {whose} {'is an option' if one else 'are options'} of the {other} backend "
+            f"(backend={other!r})"
+        )
+    if "precision" in unknown and canon == "onnxruntime":
+        message += (
+            '; the bundled INT8 model for ONNX Runtime is path=bundled_model_path(precision="int8")'
+        )
+    raise UserError(message, param=", ".join(unknown))
+
+
 def _crops(faces) -> np.ndarray | list:
     """`faces` as `predict` indexes them: an array of crops (one crop alone made an array of
     one), or a list; any other iterable (a generator) is read into a list."""
@@ -352,6 +435,36 @@ def _crops(faces) -> np.ndarray | list:
             f"expected face crops (an array or a list of arrays), got {type(faces).__name__}",
             param="faces",
         ) from None
+
+
+def _off_scale(rows: np.ndarray, lo: float, hi: float) -> np.ndarray:
+    """The share of each row's values further than OFF_SCALE_MARGIN x (hi - lo) outside
+    lo..hi: (N,) for (N, M) rows."""
+    m = OFF_SCALE_MARGIN * (hi - lo)
+    out = np.count_nonzero((rows < lo - m) | (rows > hi + m), axis=1)
+    return out / max(rows.shape[1], 1)
+
+
+def _check_float_crops(faces) -> None:
+    """UserError naming `faces` for a float crop that is not on the 0..1 or 0..255 scale
+    (preprocess.to_gray's: 0..1 when its brightest value is at most 2) beyond a resize's
+    overshoot (OFF_SCALE_SHARE). Other crops are left to to_gray, which says what is wrong."""
+    for i, f in enumerate(faces):
+        if not isinstance(f, np.ndarray) or f.dtype.kind != "f" or f.size == 0:
+            continue
+        lo, hi = float(f.min()), float(f.max())
+        if not (np.isfinite(lo) and np.isfinite(hi)):
+            continue  # to_gray: "NaN or infinite pixels"
+        top = 1.0 if hi <= 2.0 else 255.0
+        share = float(_off_scale(f.reshape(1, -1), 0.0, top)[0])
+        if share > OFF_SCALE_SHARE:
+            which = f"face {i}: " if len(faces) > 1 else ""
+            raise UserError(
+                f"{which}{f.dtype} pixels span {lo:g}..{hi:g}, {share:.0%} of them well outside "
+                f"0..{top:g}: float crops must be on the 0..1 or 0..255 scale (a -1..1 face is "
+                "(x + 1) / 2; add a mean-centred face's mean back)",
+                param="faces",
+            )
 
 
 def _numeric(value, param: str) -> np.ndarray:

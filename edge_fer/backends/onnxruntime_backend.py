@@ -29,6 +29,13 @@ def _interrupted(exc: BaseException) -> bool:
     return False
 
 
+def _provider(p) -> bool:
+    """An execution provider as onnxruntime takes one: a name, or (name, options dict)."""
+    if isinstance(p, tuple) and len(p) == 2:
+        return isinstance(p[0], str) and isinstance(p[1], dict)
+    return isinstance(p, str)
+
+
 def _dim(d) -> int | None:
     return d if isinstance(d, int) and d > 0 else None
 
@@ -94,6 +101,19 @@ class OnnxRuntimeBackend(Backend):
         self.path = str(model_path)
         if isinstance(providers, str):  # (iterated letter by letter: 20 warnings, "EP Error")
             providers = [providers]
+        # 3 was "'int' object is not iterable", [CPU, 3] "not a loadable ONNX model"
+        if providers is not None and (
+            not isinstance(providers, (list, tuple)) or not all(map(_provider, providers))
+        ):
+            raise UserError(
+                "must be a list of execution providers (names, or (name, options dict) "
+                f"pairs), got {providers!r}",
+                param="providers",
+            )
+        if not isinstance(allow_spinning, (bool, np.bool_)):  # ("no" was true: spinning)
+            raise UserError(
+                f"must be True or False, got {allow_spinning!r}", param="allow_spinning"
+            )
         if providers is not None:
             # a list with one this onnxruntime has is portable code ([CUDA, CPU] on a CPU
             # build); one with none of them fell back to the CPU with a warning only

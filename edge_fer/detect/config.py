@@ -101,7 +101,8 @@ class DetectorOptions:
     scale_factor: float | None = None  # None: the cascade's setting, else 1.1 (1.05 on frames
     # upscaled for detection)
     stride_factor: float = 0.1
-    # turns (1/32 = 11.25 deg), or several: windows from every angle are clustered together
+    # turns in 0..1 (1/32 = 11.25 deg; clockwise 1/32 is 31/32, as --angle=-1/32 reads it), or
+    # several: windows from every angle are clustered together
     angle: float | tuple[float, ...] = 0.0
     # how windows become detections: "chain" (pico's) or "greedy"; and the overlap that groups
     # them; None: the cascade's `grouping` / `cluster_iou` settings, else chain and 0.3
@@ -396,6 +397,33 @@ class ResolvedDetector:
         return d
 
 
+def shorter_side(shape, param: str = "shape") -> int:
+    """The shorter side of frames of `shape` (rows, cols, ...; a side of 0 or None, or fewer
+    than two sides: unknown, 0). UserError naming `param` for a side that is not a whole
+    number >= 0 ((-1, 5) and (2.5, 5) were taken as they came)."""
+    from numbers import Integral, Real
+
+    def whole(v) -> bool:
+        if v is None or isinstance(v, Integral):  # (an int too large for a float)
+            return v is None or (not isinstance(v, bool) and v >= 0)
+        return isinstance(v, Real) and v >= 0 and float(v).is_integer()  # (NaN, inf: not)
+
+    sides: tuple = ()
+    try:
+        sides = tuple(shape)[:2]
+        ok = all(whole(v) for v in sides)
+    except TypeError:  # (480: "object of type 'int' has no len()")
+        ok = False
+    if not ok:
+        shown = repr(shape)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise UserError(
+            f"must be (rows, cols, ...) of a frame, whole numbers >= 0 (0: unknown), got {shown}",
+            param=param,
+        )
+    return min(int(v or 0) for v in sides) if len(sides) >= 2 else 0
+
+
 def _in_pixels(v) -> bool:
     # the sizes' rule: a whole number is pixels, a value <= 1 otherwise a fraction of the side
     return (isinstance(v, int) and not isinstance(v, bool)) or v > 1
@@ -443,14 +471,13 @@ def resolve(
             param="settings",
         )
     o, s = options, settings
-    short = min(int(v or 0) for v in tuple(frame_shape)[:2]) if len(frame_shape) >= 2 else 0
+    short = shorter_side(frame_shape, "frame_shape")
+    # checked whether or not this caller upscales (-5 passed without a word where it did not)
+    if o.upscale_to is not None and not 0 <= o.upscale_to <= 4096:  # as the settings allow
+        raise UserError(f"must be in 0..4096 px (0: never), got {o.upscale_to}", param="upscale_to")
     if not upscaling:
         up = 0
     elif o.upscale_to is not None:
-        if not 0 <= o.upscale_to <= 4096:  # as the settings file allows
-            raise UserError(
-                f"must be in 0..4096 px (0: never), got {o.upscale_to}", param="upscale_to"
-            )
         up = int(o.upscale_to)
     else:
         up = UPSCALE_TO if s.upscale_to is None else s.upscale_to

@@ -103,7 +103,14 @@ def _angles(angle: float | Sequence[float]) -> tuple[float, ...]:
         if isinstance(a, bool) or not isinstance(a, (int, float, np.integer, np.floating)):
             raise UserError(f"must be a number of turns, got {a!r}", param="angle")
         if not (0.0 <= a <= 1.0):
-            raise UserError(f"is in turns and must be in [0, 1], got {a}", param="angle")
+            # --angle=-1/32 works (parse_angles reads -1..1 modulo 1): say how it is written here
+            hint = ""
+            if -1.0 <= a < 0.0:
+                hint = (
+                    f"; write a clockwise angle as 1 minus its size: {float(a) % 1.0:g} for "
+                    f"{a:g} (as --angle={a:g} reads it)"
+                )
+            raise UserError(f"is in turns and must be in [0, 1], got {a}{hint}", param="angle")
     return tuple(float(a) for a in angles)
 
 
@@ -193,7 +200,8 @@ class Detector:
     (a cascade is blind, and fires at random, below the face size it learned). scale_factor > 1
     grows the window,
     stride_factor moves it by that fraction of its size. angle in turns (0..1, counter-clockwise;
-    the reference quantises it to 1/32 turn), or a sequence of angles: the frame is scanned at
+    clockwise 1/32 is 31/32, as --angle=-1/32 reads it; the reference quantises it to 1/32
+    turn), or a sequence of angles: the frame is scanned at
     each and their windows are clustered together (rolled heads; each angle costs a scan).
     threshold applies to clustered scores (summed over
     the pooled frames when memory > 1). iou is the overlap above which windows are grouped:

@@ -18,6 +18,7 @@ from edge_fer.detect.config import (
     ResolvedDetector,
     cascade_for_frame,
     resolve,
+    shorter_side,
 )
 from edge_fer.errors import UserError
 
@@ -63,7 +64,7 @@ class DetectorPicker:
 
     def get(self, shape) -> tuple[ResolvedDetector, object]:
         """(settings, detector) for frames of `shape`."""
-        side = min(int(v or 0) for v in tuple(shape)[:2]) if len(shape) >= 2 else 0
+        side = shorter_side(shape, "shape")
         hit = self._by_side.get(side)
         if hit is None:
             path = cascade_for_frame(self.cascade, side)
