@@ -70,10 +70,12 @@ def _escaped(ch: str) -> str:
 
 
 def cv_name(path: str | os.PathLike, what: str) -> str:
-    """`path` as the str OpenCV opens by name; a one-line UserError when it cannot be."""
+    """`path` as the str OpenCV opens by name; a one-line UserError when it cannot be (the
+    name as `printable` gives it: one line whatever it holds, its bytes that are not UTF-8 left
+    to the stream, which writes them as \\xNN in messages)."""
     if not utf8_name(path):
         raise UserError(
-            f"{what} {shown(path)}: the file name is not valid UTF-8, which OpenCV cannot "
+            f"{what} {printable(path)}: the file name is not valid UTF-8, which OpenCV cannot "
             "open; rename the file"
         )
     name = os.fspath(path)

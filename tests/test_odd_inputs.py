@@ -197,9 +197,9 @@ def test_video_frames_over_the_scan_limit_are_one_line_naming_the_source(tmp_pat
         w.write(np.full((16, 16400, 3), 40 * i, np.uint8))
     w.release()
     events = tmp_path / "e.jsonl"
-    events.write_text('{"old": 1}\n')
+    events.write_text('{"old": 1}\n')  # not an earlier run's events: --force lets it be replaced
     why = "frames of 16400x16 pixels are over the 16384 px a side that can be scanned"
-    rc, _, err = run_main(["run", wide, "--events", events], capsys)
+    rc, _, err = run_main(["run", wide, "--events", events, "--force"], capsys)
     assert rc == 2 and err.splitlines() == [f"edge-fer run: error: source {wide}: {why}"], err
     assert events.read_text() == '{"old": 1}\n'
     rc, _, err = run_main(["bench", wide, "--json", tmp_path / "b.json"], capsys)

@@ -225,6 +225,7 @@ def test_existing_outputs_untouched_when_startup_fails(clip, tmp_path, capsys):
                 str(summary),
                 "--preview-port",
                 str(busy.getsockname()[1]),
+                "--force",  # events and summary of the test's own, not an earlier run's
             ],
             capsys,
         )
@@ -545,10 +546,10 @@ def test_summary_to_dev_null_and_a_symlink_stay_what_they_are(clip, tmp_path, ca
     assert rc == 0, err
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
     real = tmp_path / "real.json"
-    real.write_text("{}")
+    real.write_text("{}")  # not an earlier run's summary: replaced with --force
     link = tmp_path / "s.json"
     link.symlink_to(real)
-    rc, _, err = _run(["run", str(clip), "--summary", str(link), "--quiet"], capsys)
+    rc, _, err = _run(["run", str(clip), "--summary", str(link), "--quiet", "--force"], capsys)
     assert rc == 0, err
     assert link.is_symlink() and os.readlink(link) == str(real)
     s = _strict(real.read_text())
@@ -631,7 +632,8 @@ def test_signal_during_startup(sig, code, tmp_path):
     pytest.importorskip("matplotlib", reason="the demo portrait comes from matplotlib")
     d = tmp_path / "demo"
     d.mkdir()
-    (d / "events.jsonl").write_text('{"old": 1}\n')
+    old_events = '{"frame":0,"t":0.0,"faces":[]}\n'  # an earlier demo's (replaced without --force)
+    (d / "events.jsonl").write_text(old_events)
     (d / "annotated.mp4").write_bytes(b"old video")
     (d / MARKER).write_text("events.jsonl\nannotated.mp4\n")  # an earlier demo's folder
     proc = spawn_cli("run", "--demo", "--demo-dir", d, cwd=tmp_path)
@@ -648,7 +650,7 @@ def test_signal_during_startup(sig, code, tmp_path):
     s = _strict((d / "summary.json").read_text())
     assert s["interrupted"] and not s["started"] and s["frames"] == 0
     assert s["signal"] == sig.name
-    assert (d / "events.jsonl").read_text() == '{"old": 1}\n'  # untouched
+    assert (d / "events.jsonl").read_text() == old_events  # untouched
     assert (d / "annotated.mp4").read_bytes() == b"old video"
     assert _leftovers(d) == []
 

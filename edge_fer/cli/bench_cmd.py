@@ -49,7 +49,8 @@ def register(subparsers) -> None:
     # fmt: on
     for g in GROUPS:
         g.add_to(p)
-    p.set_defaults(func=run)
+    # None until given: said to be ignored for a source that is not live (run_cmd.ignored_flags)
+    p.set_defaults(func=run, reconnect_timeout=None)
 
 
 MAX_SYNTHETIC_FRAMES = 100_000  # a synthetic clip of 1080p frames this long is gigabytes
@@ -64,14 +65,16 @@ def _is_bench_results(path: Path) -> bool:
 
 
 def run(args) -> int:
+    from edge_fer.cli.run_cmd import given_reconnect_timeout, ignored_flags
     from edge_fer.fileio import check_collisions, is_stream
     from edge_fer.imageio import printable
     from edge_fer.runtime.bench import bench, format_table, synthetic_clip
-    from edge_fer.runtime.runner import run_inputs
+    from edge_fer.runtime.runner import check_run_options, run_inputs
     from edge_fer.runtime.sinks import check_writable, write_json_atomic
     from edge_fer.runtime.sources import parse_source
 
     quiet_opencv()
+    reconnect = given_reconnect_timeout(args)
     if bool(args.source) == bool(args.synthetic):
         raise UserError("give either SOURCE or --synthetic WxH")
     given = [f for f, v in (("--faces", args.faces), ("--frames", args.frames)) if v is not None]
@@ -96,6 +99,7 @@ def run(args) -> int:
         check_writable(args.json_out, "--json")
     opts = run_options(args, args.source or "", GROUPS)
     opts.queue_size = args.queue_size
+    check_run_options(opts)  # (--precision with --model) before a synthetic clip is made
     spec = parse_source(opts.source, **opts.source_options) if args.source else None
     check_collisions([("--json", out)], run_inputs(opts, spec))  # never over the source or model
     # after the collisions (an input named as the output is said as such): an earlier
@@ -112,10 +116,13 @@ def run(args) -> int:
             f"--json {out} exists and is not an earlier bench's results; pass --force to "
             "replace it, or give another name"
         )
-    for line in SOURCE.ignored(args, args.source) if args.source else ():
-        warn(line)
     with tempfile.TemporaryDirectory(prefix="edge-fer-bench-") as tmp:
         clip = None
+        # a --synthetic clip is a video file: the flags a file does not read are said as for
+        # SOURCE (before: only for SOURCE; --input-rate 5 with --synthetic did nothing, unsaid)
+        read = args.source or str(Path(tmp) / "synthetic.mp4")
+        for line in ignored_flags(SOURCE, args, read, reconnect):
+            warn(line)
         if args.synthetic:
             m = re.fullmatch(r"(\d+)[xX](\d+)", args.synthetic.strip())
             if not m:

@@ -46,11 +46,48 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="print no summary")
     p.add_argument("--force", action="store_true",
-                   help="let --out IMAGE replace an existing file (a video is replaced anyway)")
+                   help="let --out IMAGE replace an existing file, and --events / --summary "
+                        "one that is not an earlier run's events / summary (a video is "
+                        "replaced anyway)")
     for g in GROUPS:
         g.add_to(p)
-    p.set_defaults(func=run)
+    # None until given: a source that is not live does not read it, which is then said
+    # (_run sets the default, RunOptions.reconnect_timeout, once that is known)
+    p.set_defaults(func=run, reconnect_timeout=None)
     # fmt: on
+
+
+def given_reconnect_timeout(args) -> bool:
+    """Whether --reconnect-timeout was given (its parser default is None, see register); the
+    default is put in its place."""
+    from edge_fer.runtime.runner import RunOptions
+
+    if getattr(args, "reconnect_timeout", None) is None:
+        args.reconnect_timeout = RunOptions.reconnect_timeout
+        return False
+    return True
+
+
+# what --reconnect-timeout does not apply to, by source kind (the others are live)
+_NOT_LIVE = {"file": "a video file", "images": "images (a folder, glob or photo)"}
+
+
+def ignored_flags(source_args: options.SourceArgs, args, source: str, reconnect: bool) -> list[str]:
+    """One line for each source flag given that SOURCE does not read (`SourceArgs.ignored`:
+    the --input-* flags, --sequence; and --reconnect-timeout, `reconnect`: given, on a source
+    that is not live), said rather than dropped (docs/runtime.md, Sources)."""
+    from edge_fer.runtime.sources import parse_source
+
+    lines = source_args.ignored(args, source)
+    if reconnect:
+        try:
+            kind = parse_source(source).kind
+        except UserError:
+            return lines  # the run says what is wrong with it
+        if kind in _NOT_LIVE:
+            lines.append(f"--reconnect-timeout applies to live sources (cameras, streams, "
+                         f"pipelines), not to {_NOT_LIVE[kind]}; ignored")  # fmt: skip
+    return lines
 
 
 def run(args) -> int:
@@ -78,6 +115,7 @@ def _run(args, guard) -> int:
     from edge_fer.runtime.runner import check_run_options, run_video
 
     guard.check()  # the signal of an import above, if the import lost its exception
+    reconnect = given_reconnect_timeout(args)
     if args.demo and args.source:
         raise UserError("give either SOURCE or --demo, not both")
     if not args.demo and not args.source:
@@ -130,8 +168,11 @@ def _run(args, guard) -> int:
         demo_files, out_dir = [], None
     opts = options.run_options(args, source, GROUPS)
     opts.force = bool(getattr(args, "force", False))
-    for line in SOURCE.ignored(args, source):
+    check_run_options(opts)  # a bad value is refused in one line, before any warning
+    for line in ignored_flags(SOURCE, args, source, reconnect):
         warn(line)
+    if opts.force:
+        _check_force(opts)
     # standard output carries the events or the summary JSON: the text summary goes to stderr
     taken = [f for f, p in (("--events", opts.events), ("--summary", opts.summary))
              if fileio.is_stdout(p)]  # fmt: skip
@@ -184,6 +225,25 @@ def _report(args, s: dict, taken: list, demo_files: list, out_dir) -> None:
             image_out.claim(out_dir, f.name, written=True)
 
 
+def _check_force(opts) -> None:
+    """--force with no output it can let replace a file (before: nothing said, as --demo-dir
+    without --demo was): one warning line. It applies to --out IMAGE, --events and
+    --summary; a video --out is replaced anyway, and a folder only ever holds a run's images."""
+    from edge_fer.runtime import image_out
+
+    kind = image_out.out_kind(opts.out)
+    if kind == "image" or opts.events or opts.summary:
+        return
+    if kind == "video":
+        why = f"--out {opts.out}, a video, is replaced anyway"
+    elif kind == "folder":
+        why = f"--out {opts.out}, a folder, only ever replaces an earlier run's images"
+    else:
+        why = "none is given"
+    warn(f"--force applies to an existing --out IMAGE, --events or --summary file; {why}; "
+         "ignored")  # fmt: skip
+
+
 def _check_stdout_is_no_input(opts) -> None:
     """Standard output redirected onto an input (`run clip.avi --json 1<> clip.avi`) wrote the
     summary over it, and onto an output (`--events e.jsonl > e.jsonl`) into it; --events -
@@ -213,8 +273,10 @@ def _interrupted(args, signum: int) -> int:
     if args.summary:
         desc = {"uri": args.source or "demo", "kind": "file", "live": False, "width": 0,
                 "height": 0}  # fmt: skip
+        limit = {"max_frames": getattr(args, "max_frames", None) or None}
         write_json_atomic(args.summary, startup_summary(desc, signum,
-                                                        {"summary": str(args.summary)}))  # fmt: skip
+                                                        {"summary": str(args.summary)},
+                                                        limit))  # fmt: skip
         where = f", summary in {args.summary}"
     print(f"edge-fer run: interrupted ({signal_name(signum)}) during start-up; existing outputs "
           f"are untouched{where}", file=sys.stderr)  # fmt: skip

@@ -10,7 +10,9 @@ A folder is written only when it is new, empty, or holds an earlier run's annota
 nothing else: its marker file, `MARKER`, lists every name a run wrote there, and a file the
 list does not name (a photo the user put there) makes the folder refused, so no file of theirs is
 replaced by one of the same name. Each image is written atomically
-(`edge_fer.imageio.imwrite`): an interrupted run leaves complete images only.
+(`edge_fer.imageio.imwrite`): an interrupted run leaves complete images only. The run's other
+outputs in the folder (`--events`, `--summary`) are listed as such (`NAME<TAB>output`): a later
+run's tidy-up removes the earlier run's images only, never them.
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ from edge_fer.fileio import cannot_write_in, names_folder, os_error_reason
 from edge_fer.imageio import printable
 
 MARKER = ".edge-fer-annotated"  # in a folder this module wrote: a later run may write there again
+# a marker line's second field for a run's other output in the folder (events, summary): kept
+OUTPUT_TAG = "output"
 # the extensions a photo keeps in its annotated copy; others (.pgm, .ppm, .pnm) become .png
 _KEEP_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"}
 
@@ -94,9 +98,11 @@ def _from_marker(field: str) -> str:
     return re.sub(r"\\u([0-9a-f]{4})", lambda m: chr(int(m.group(1), 16)), field)
 
 
-def written_names(folder: str | os.PathLike) -> dict[str, tuple[int, int] | None] | None:
-    """What the marker of `folder` lists (None: no marker): each name a run wrote there, with
-    the size and modification time (ns) it left the file with, where it recorded them."""
+def _read_marker(
+    folder: str | os.PathLike,
+) -> tuple[dict[str, tuple[int, int] | None], set[str]] | None:
+    """What the marker of `folder` lists (None: no marker): `written_names`, and the names
+    whose latest line lists them as a run's other output (its events or summary)."""
     marker = Path(folder) / MARKER
     if marker.is_symlink() or (marker.exists() and not marker.is_file()):
         # a run appends to it: through a link it would write into some other file
@@ -109,28 +115,59 @@ def written_names(folder: str | os.PathLike) -> dict[str, tuple[int, int] | None
     except OSError as exc:
         raise UserError(f"{folder}: cannot read {MARKER}: {os_error_reason(exc)}") from None
     out: dict[str, tuple[int, int] | None] = {}
+    outputs: set[str] = set()
     for line in text.splitlines():
         field, *stat = line.split("\t")
         if not field:
             continue
         name = _from_marker(field)
+        if stat == [OUTPUT_TAG]:
+            outputs.add(name)
+        else:  # written since as an image (a photo of that name)
+            outputs.discard(name)
         try:  # the last line for a name holds its latest write: a bare name (a write
             # begun) trusts the file by its name until the write's size and time follow
             out[name] = (int(stat[0]), int(stat[1])) if len(stat) == 2 else None
         except ValueError:
             out[name] = None
-    return out
+    return out, outputs
 
 
-def claim(folder: str | os.PathLike, name: str, written: bool = False) -> None:
+def written_names(folder: str | os.PathLike) -> dict[str, tuple[int, int] | None] | None:
+    """What the marker of `folder` lists (None: no marker): each name a run wrote there, with
+    the size and modification time (ns) it left the file with, where it recorded them."""
+    read = _read_marker(folder)
+    return None if read is None else read[0]
+
+
+def _is_image_name(name: str) -> bool:
+    """Whether `name` is one an annotated image takes (`annotated_name`, a video's frames):
+    the tidy-up removes no other file the marker lists (an older marker lists a run's events
+    and summary bare, as it lists an image whose write began; the demo's clip and video)."""
+    return Path(name).suffix.lower() in _KEEP_EXTS
+
+
+def _marker_line(name: str, stat: tuple[int, int] | None, output: bool = False) -> str:
+    field = _to_marker(name)
+    if output:
+        return f"{field}\t{OUTPUT_TAG}"
+    return field if stat is None else f"{field}\t{stat[0]}\t{stat[1]}"
+
+
+def claim(
+    folder: str | os.PathLike, name: str, written: bool = False, output: bool = False
+) -> None:
     """Mark `folder` as written by edge-fer and list `name` in its marker: before the file is
     written (a run that stops between the two leaves a name without a file, which is harmless),
     and with `written` once it is, with its size and time, so that a file put there under the
-    same name since is not taken for ours."""
+    same name since is not taken for ours. `output`: the run's events or summary, which a later
+    run's tidy-up keeps (it removes the earlier run's images only)."""
     line = _to_marker(name)
-    if name and written:
+    if name and output:
+        line = _marker_line(name, None, output=True)
+    elif name and written:
         st = (Path(folder) / name).stat()
-        line = f"{line}\t{st.st_size}\t{st.st_mtime_ns}"
+        line = _marker_line(name, (st.st_size, st.st_mtime_ns))
     flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0)
     fd = os.open(Path(folder) / MARKER, flags, 0o644)  # never through a link
     with open(fd, "a", encoding="utf-8", errors="surrogateescape") as f:
@@ -263,15 +300,15 @@ class AnnotatedImages:
                 # end would remove the ones it did not write
                 self._lock = fileio.FolderLock(self.path, "edge-fer run")
                 claim(self.path, "")
-                listed = written_names(self.path) or {}
+                listed, outputs = _read_marker(self.path) or ({}, set())
                 for p in self.path.iterdir():  # a killed run's half-written images (locked:
                     if _temp_of_ours(p.name, listed):  # no live run is writing them)
                         p.unlink()
                 for other in (Path(o) for o in also if o):
                     if in_folder(other, self.path):
                         self._kept.add(other.name)
-                        if other.name not in listed:
-                            claim(self.path, other.name)
+                        if other.name not in outputs:  # listed as an output: kept by any
+                            claim(self.path, other.name, output=True)  # later run
             except OSError as exc:
                 raise UserError(
                     f"cannot create --out folder {self.path}: {os_error_reason(exc)}"
@@ -316,8 +353,12 @@ class AnnotatedImages:
 
     def _tidy(self) -> None:
         try:
-            listed = written_names(self.path) or {}
-            stale = [n for n in listed if n not in self._kept]
+            listed, outputs = _read_marker(self.path) or ({}, set())
+            # the earlier runs' images only: their events and summary (and a demo's clip and
+            # video) stay, listed, unless this run wrote them again (before: all removed)
+            stale = [
+                n for n in listed if n not in self._kept and n not in outputs and _is_image_name(n)
+            ]
             foreign = set(_foreign(self.path, {n: listed[n] for n in stale}))
             for name in stale:
                 if name not in foreign:  # changed since, or not ours: the user's now
@@ -325,11 +366,15 @@ class AnnotatedImages:
                         (self.path / name).unlink()
                     except FileNotFoundError:
                         pass
-            lines = []
-            for name in sorted(self._kept):
-                stat = listed.get(name)
-                field = _to_marker(name)
-                lines.append(field if stat is None else f"{field}\t{stat[0]}\t{stat[1]}")
+            others = {
+                n
+                for n in listed
+                if n not in self._kept and n not in stale and os.path.lexists(self.path / n)
+            }
+            lines = [
+                _marker_line(name, listed.get(name), name in outputs)
+                for name in sorted(self._kept | others)
+            ]
             text = "".join(f"{ln}\n" for ln in lines)  # names as claim() writes them
             fileio.write_bytes(self.path / MARKER, text.encode("utf-8", "surrogateescape"))
         except OSError as exc:

@@ -316,6 +316,8 @@ def startup_summary(source: dict, signum: int, outputs: dict, info: dict | None 
         "source_errors_omitted": 0,
         "complete": False,
         "source_complete": False,
+        "max_frames": None,
+        "stopped_at_max_frames": False,
         "interrupted": True,
         "signal": signal_name(signum),
         "started": False,
@@ -410,7 +412,7 @@ class Pipeline:
         self._due: dict[int, int] = {}  # track id -> the frame from which it is classified again
         if max_frames is not None:  # -5 ran without a bound, 2.5 read 3 frames
             check_count(max_frames, "max_frames", lowest=0)
-        self.max_frames = max_frames or None  # 0: no bound, as run's --max-frames 0
+        self.max_frames: int | None = max_frames or None  # 0: no bound, as run's --max-frames 0
         qs = queue_size or (1 if source.live else 4)
         self.q_det: queue.Queue = queue.Queue(qs)
         self.q_cls: queue.Queue = queue.Queue(qs)
@@ -479,6 +481,8 @@ class Pipeline:
         # the source read to its end (or --max-frames) and every frame through to the outputs:
         # a run that fails at the end (the video finalised, the summary written) says so
         self._read_all = False
+        # max_frames stopped the read with frames of the source left: not source_complete
+        self._limit_hit: bool = False
         self._drained = False
         self._wall0 = 0.0
         self._wall1 = 0.0
@@ -529,6 +533,8 @@ class Pipeline:
         while not self.stop.is_set():
             if self.max_frames is not None and n >= self.max_frames:
                 self._read_all = True
+                # (a source of exactly max_frames frames was read to its end)
+                self._limit_hit = not _exhausted(self.source)
                 break
             if self.pace:  # emulate a camera: the next frame exists only at its time
                 wait = start + n / self.pace - time.perf_counter()
@@ -1073,11 +1079,16 @@ class Pipeline:
                 running
                 or self.interrupted
                 or self.stopped_by_user
+                or self._limit_hit
                 or error is not None
                 or self.source.incomplete
             ),
             # every frame of the source was processed, whatever became of the outputs
             "source_complete": self._source_complete(),
+            # the frames the run was limited to (None: no limit), and whether the limit, not
+            # the source's end, stopped it
+            "max_frames": self.max_frames,
+            "stopped_at_max_frames": self._limit_hit and self._processed_all(),
             "running": running,
             "interrupted": self.interrupted,
             "signal": signal_name(self.signum) if self.interrupted and self.signum else None,
@@ -1096,8 +1107,15 @@ class Pipeline:
         return d
 
     def _source_complete(self) -> bool:
-        """The source was read to its end (or --max-frames) and every frame went through the
-        stages to the outputs: no stage failed, no signal, no window closed, nothing cut short."""
+        """The source was read to its end and every frame went through the stages to the
+        outputs: no stage failed, no signal, no window closed, nothing cut short, and no frame
+        left unread by max_frames (a source of exactly that many frames was read to its end)."""
+        return self._processed_all() and not self._limit_hit
+
+    def _processed_all(self) -> bool:
+        """The source was read to its end or to max_frames, and every frame read went through
+        the stages to the outputs: no stage failed, no signal, no window closed, nothing cut
+        short."""
         return (
             self._read_all
             and self._drained
@@ -1133,6 +1151,13 @@ def _output_state(sink) -> str:
     if placed is None:
         placed = bool(getattr(sink, "lines", 0) or getattr(sink, "frames", 0))
     return "incomplete" if placed else "not written"
+
+
+def _exhausted(source) -> bool:
+    """Whether `source` is known to hold no frame after those read, without reading one (a
+    source that cannot tell: False)."""
+    fn = getattr(source, "exhausted", None)
+    return bool(fn()) if callable(fn) else False
 
 
 def _held(track: tuple) -> float | None:

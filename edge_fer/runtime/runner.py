@@ -151,9 +151,10 @@ def _annotated_output(opts: RunOptions, spec) -> tuple[str | None, dict]:
         image_out.check_colour_name(opts.out, "--out")
     if kind == "image" and (spec.kind != "images" or len(list_images(spec)) != 1):
         what = "photos" if spec.kind == "images" else "frames"
+        folder = os.path.join(str(Path(opts.out).with_suffix("")), "")  # photos/p0.jpg: photos/p0/
         raise UserError(
             f"--out {opts.out}: one image holds one photo's faces; for the {what} of "
-            f"{opts.source} give a folder (--out {Path(opts.out).stem}/) or a video (.mp4)"
+            f"{opts.source} give a folder (--out {folder}) or a video (.mp4)"
         )
     return kind, {}
 
@@ -232,6 +233,13 @@ def check_run_options(opts: RunOptions) -> None:
             raise UserError(f"must be a number, got {v!r}", param=name)
     if opts.max_frames is not None:
         check_count(opts.max_frames, "max_frames", lowest=0)
+    if opts.model is not None and opts.precision != RunOptions.precision:
+        # it picks among the bundled models: a model given runs as it is (before: silently)
+        raise UserError(
+            f"{opts.precision} chooses which bundled model runs; --model {opts.model} runs as it "
+            "is: give one of them",
+            param="precision",
+        )
     if opts.pace is not None and not 0.01 <= opts.pace <= 1000:  # NaN too; 1e-9 waited for ever
         raise UserError(f"must be in [0.01, 1000] frames a second, got {opts.pace}", param="pace")
     # bounded queues are what keeps a run's memory flat: -1 (or NaN) made them unbounded
@@ -385,11 +393,18 @@ def _run_video(
                 )
     check_collisions(outputs, run_inputs(opts, spec))
     if out_kind == "image" and not opts.force and os.path.lexists(str(opts.out)):
-        # one annotated photo does not replace a picture of the user's unasked (a video, the
-        # events and the summary are documented as written over: docs/runtime.md "Outputs")
+        # one annotated photo does not replace a picture of the user's unasked (a video is
+        # documented as written over: docs/runtime.md "Outputs")
         raise UserError(
             f"--out {opts.out}: exists; pass --force to replace it, or give another name"
         )
+    from edge_fer.runtime.sinks import check_replaceable
+
+    # after the collisions (an input named as an output is said as such): an earlier run's
+    # events or summary is replaced, any other file only with --force (a README given as
+    # --events, a user's notes.json as --summary, were replaced without a word)
+    check_replaceable("--events", opts.events, opts.force)
+    check_replaceable("--summary", opts.summary, opts.force)
     if opts.show:
         from edge_fer.runtime.sinks import gui_available
 
@@ -428,6 +443,7 @@ def _run_video(
         if detector is None:  # else one the caller built for these options, used as it is
             detector = picked
         upscale = settings.upscale_to
+        _warn_if_no_face_fits(opts, spec, shape, settings, warn)
         from edge_fer.detect.scan import first_run_notice
 
         notice = first_run_notice()
@@ -571,6 +587,46 @@ def _check_frame_size(spec, source, first) -> None:
         raise UserError(f"source {printable(spec.uri)}: frames of {why}")
 
 
+def _warn_if_no_face_fits(opts: RunOptions, spec, shape, settings, warn) -> None:
+    """One warning line when the --min-size / --max-size given leave no face size that fits
+    the frames, now that their size is known (`run clip.avi --min-size 100000` on 160x120
+    found 0 faces and exited 0 without a word, while --max-size 5 is refused). Sizes in
+    pixels apply to the copy a small frame is upscaled to for detection, as the detector
+    takes them. Photos: the first one (each is scanned at its own size). The run goes on."""
+    from edge_fer.detect.detector import resolve_size
+    from edge_fer.limits import MAX_FRAME_PIXELS, MAX_FRAME_SIDE
+
+    o = opts.detector
+    given = [f"--min-size {o.min_size:g}"] if o.min_size is not None else []
+    if o.max_size != DetectorOptions.max_size:
+        given.append(f"--max-size {o.max_size:g}")
+    h, w = (int(v or 0) for v in shape)
+    if not given or h <= 0 or w <= 0:  # a live source's size may be known only later
+        return
+    sh, sw = h, w
+    if min(h, w) < settings.upscale_to:  # as Pipeline._detect upscales it
+        up = min(settings.upscale_to / min(h, w), (MAX_FRAME_SIDE - 1) / max(h, w))
+        up = min(up, math.sqrt(MAX_FRAME_PIXELS / (h * w)))
+        if up > 1.0:
+            sh, sw = round(h * up), round(w * up)
+    lo = max(resolve_size(settings.min_size, sh, sw), settings.min_pixels)
+    hi = resolve_size(settings.max_size, sh, sw)
+    side = min(sh, sw)  # no window larger than the frame's shorter side is scanned
+    if lo <= min(hi, side):
+        return
+    if hi < min(lo, side):  # --max-size below the smallest size
+        why = f"a face cannot be at least {lo:g} px and at most {hi:g} px"
+    else:
+        copy = f" (the {sw}x{sh} copy detection scans)" if (sh, sw) != (h, w) else ""
+        why = f"a face of at least {lo:g} px does not fit in a shorter side of {side} px{copy}"
+    what = f"the first photo ({w}x{h})" if spec.kind == "images" else f"frames of {w}x{h}"
+    from edge_fer.errors import warn as default_warn
+
+    (warn or default_warn)(
+        f"{' and '.join(given)}: no face can be found in {what}: {why}; the run goes on"
+    )
+
+
 def first_frame(source):
     """A video file's first frame, read at start-up: a file of which no frame decodes (an
     empty or corrupt video) is a bad input, one line and exit 2 before any output is opened, as
@@ -615,7 +671,7 @@ def _interrupted_at_startup(opts: RunOptions, spec, source, signum: int):
     else:
         desc = {"uri": spec.uri, "kind": spec.kind, "live": spec.live, "width": 0, "height": 0}
     outputs = {"summary": str(opts.summary)} if opts.summary else {}
-    summary = startup_summary(desc, signum, outputs)
+    summary = startup_summary(desc, signum, outputs, {"max_frames": opts.max_frames or None})
     if opts.summary:
         write_json_atomic(opts.summary, summary)
     return RunResult(summary, exit_code_for(signum))
@@ -638,12 +694,18 @@ def _model_info(classifier) -> dict:
 def _run_state(s: dict) -> str:
     """The summary header's word for how the run ended. An output that failed is told apart
     from a source that ended early: "incomplete" after a failed summary or video at the end
-    read as if frames were missing, when every one had been processed."""
+    read as if frames were missing, when every one had been processed. A run that --max-frames
+    stopped with frames of the source left says so (it said "complete")."""
     if s.get("complete"):
         return "complete"
     if s.get("interrupted"):
         return "interrupted"
     failed = bool(s.get("outputs_failed"))
+    if s.get("stopped_at_max_frames"):  # as source_complete, frames of the source left unread
+        limit = f"stopped at --max-frames {s.get('max_frames')}"
+        if failed or s.get("error"):
+            return f"{limit}; {'an output' if failed else 'the run'} failed"
+        return limit
     if s.get("source_complete"):
         return "source complete; an output failed" if failed else "source complete; the run failed"
     if failed:

@@ -8,7 +8,9 @@ Nothing the user already has is lost (issue #13):
   failure removes it instead); the events file is opened when the first frame is about to be
   processed (`start`); the summary is written at the end through `edge_fer.fileio`;
 - devices and pipes are written through (events to /dev/stdout or a FIFO) or refused with one
-  line (a video needs a file it can seek in); a symlink stays a link, its target gets the data.
+  line (a video needs a file it can seek in); a symlink stays a link, its target gets the data;
+- an existing events or summary file is replaced only when it is an earlier run's, or with
+  --force (`check_replaceable`, at start-up).
 
 The events file is written one complete line at a time and flushed, so whatever stops the run
 (Ctrl-C, a crash, a full disk) leaves valid JSON Lines behind.
@@ -16,6 +18,7 @@ The events file is written one complete line at a time and flushed, so whatever 
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -67,6 +70,51 @@ def check_writable(
     if not p.exists() and not os.access(parent, os.W_OK | os.X_OK):
         raise UserError(f"{what} {p}: folder {parent} is not writable (permission denied)")
     return p
+
+
+# the keys every events line has ({"frame", "t", "faces"}, and "path" for photos:
+# pipeline.Pipeline) and every summary has (Pipeline.summary, pipeline.startup_summary): how a
+# run knows an earlier run's --events or --summary, which it replaces without --force
+EVENT_KEYS = frozenset({"frame", "t", "faces"})
+SUMMARY_KEYS = frozenset({"source", "frames", "tracks", "complete", "outputs"})
+_FIRST_LINE_MAX = 8 << 20  # an events line of thousands of faces is well under this
+
+
+def is_earlier_events(path: str | os.PathLike) -> bool:
+    """Whether the file `path` begins with an events line (a JSON object with EVENT_KEYS)."""
+    try:
+        with open(path, "rb") as fh:
+            first = fh.readline(_FIRST_LINE_MAX)
+        d = json.loads(first)
+    except (OSError, ValueError, RecursionError):  # RecursionError: '[' nested 100k deep
+        return False
+    return isinstance(d, dict) and EVENT_KEYS <= set(d)
+
+
+def is_earlier_summary(path: str | os.PathLike) -> bool:
+    """Whether the file `path` holds a run's summary (a JSON object with SUMMARY_KEYS)."""
+    return fileio.json_with_keys(path, set(SUMMARY_KEYS)) is not None
+
+
+def check_replaceable(flag: str, path: str | os.PathLike | None, force: bool = False) -> None:
+    """UserError unless `path`, given as --events or --summary, may be written over: new,
+    empty, a device, pipe or standard output (written through), or an earlier run's events or
+    summary; any other file only with `force` (before: a README or notes.json given by
+    mistake was replaced without a word, where `bench --json` and `run --out IMAGE` refuse)."""
+    if not path or force or fileio.is_stream(path):
+        return
+    try:
+        if not os.path.isfile(path) or os.path.getsize(path) == 0:
+            return
+    except OSError:
+        return
+    events = flag == "--events"
+    if (is_earlier_events if events else is_earlier_summary)(path):
+        return
+    raise UserError(
+        f"{flag} {os.fspath(path)}: exists and is not an earlier run's "
+        f"{'events' if events else 'summary'}; pass --force to replace it, or give another name"
+    )
 
 
 def _os_error(what: str, path, exc: OSError) -> UserError:
@@ -143,6 +191,14 @@ _CODECS = {
 
 
 VIDEO_CONTAINERS = tuple(_CODECS)  # the extensions a video output may have
+
+# MJPG (FFmpeg's, as opencv-python's VideoWriter runs it) overruns a heap buffer on tiny
+# frames: a 4x4 or 5x5 .avi aborted the process (`free(): invalid next size (fast)`) and left
+# its temporary file. Measured on OpenCV 5.1, each size in a child: 1x1..16x16 crashed at
+# widths 2-7 only (4x4, 5x5, 2x8, 6x9, 5x13 ...; 2x24 and 7x24 too), never at 8 or more, heights
+# 1-7 included (MALLOC_CHECK_=3). opencv/opencv#22420 says "less than 8 by 8"; an overrun is
+# not always caught, so both sides must be 8. mp4v takes these sizes.
+MJPG_MIN_SIDE = 8
 
 
 def _open_writer(path: Path, codecs: list[str], fps: float, size: tuple[int, int]):
@@ -253,6 +309,16 @@ class VideoSink:
                 f"video {self.path}: the source reports no frame size "
                 f"({self.size[0]}x{self.size[1]}), so no video can be made of it"
             )
+        self.codecs = list(_CODECS[ext])
+        if min(self.size) < MJPG_MIN_SIDE:  # before any file is made: the encoder crashes
+            if self.codecs[0] == "MJPG":
+                raise UserError(
+                    f"video {self.path}: frames of {self.size[0]}x{self.size[1]} are too small "
+                    f"for the MJPG encoder of {ext} (it needs at least {MJPG_MIN_SIDE}x"
+                    f"{MJPG_MIN_SIDE}); use .mp4 (mp4v)"
+                )
+            # where it is only a fallback (.mov, .mkv) it is never tried
+            self.codecs = [c for c in self.codecs if c != "MJPG"]
         self.frames = 0
         self.placed = False  # finalised and renamed over the target
         self._closed = False  # by close() or abort(): a later write is the caller's mistake
@@ -269,7 +335,7 @@ class VideoSink:
                     pass
             except OSError as exc:
                 raise _os_error("video", self.path, exc) from None
-            self.writer, self.codec = _open_writer(self._tmp, _CODECS[ext], self.fps, self.size)
+            self.writer, self.codec = _open_writer(self._tmp, self.codecs, self.fps, self.size)
             if self.writer is None:
                 raise UserError(self._why_not_opened(ext))
             self._check_disk()
@@ -278,9 +344,9 @@ class VideoSink:
             raise
 
     def _why_not_opened(self, ext: str) -> str:
-        codecs = "/".join(_CODECS[ext])
+        codecs = "/".join(self.codecs)
         probe = fileio.hidden_beside(self.target, f".{os.getpid()}.probe{ext}")
-        w, _ = _open_writer(probe, _CODECS[ext], 25.0, (64, 64))
+        w, _ = _open_writer(probe, self.codecs, 25.0, (64, 64))
         if w is not None:
             w.release()
         _unlink(probe)

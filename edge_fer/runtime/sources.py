@@ -43,7 +43,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NoReturn
-from urllib.parse import parse_qsl, unquote, urlsplit
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 import cv2
 import numpy as np
@@ -667,6 +667,12 @@ class Source:
     def read(self) -> Frame | None:
         raise NotImplementedError
 
+    def exhausted(self) -> bool:
+        """Whether no frame is known to be left after those read, without reading one: a run
+        stopped by --max-frames on such a source still processed all of it. False when it
+        cannot tell (a live source never can)."""
+        return False
+
     def interrupt(self) -> None:
         """Make a blocked read() return None soon (called from another thread)."""
 
@@ -947,6 +953,9 @@ class ImageSource(Source):
             return Frame(i, i / (self.fps or IMAGE_SEQUENCE_FPS), img, path=self.files[i])
         return None
 
+    def exhausted(self) -> bool:
+        return self._i >= len(self.files)
+
     def describe(self) -> dict:
         return {
             **super().describe(),
@@ -1107,6 +1116,11 @@ class FileSource(Source):
         self._t = self._time(idx, ms)
         return Frame(idx, self._t, img)
 
+    def exhausted(self) -> bool:
+        # the frames its header declares were all read (a count that is an estimate, too high
+        # for a variable-rate MKV, leaves it False: not known)
+        return self._ended or (self.frame_count is not None and self._next >= self.frame_count)
+
     def _time(self, idx: int, ms: float | None) -> float:
         """The frame's time: its own timestamp from the first frame's (a variable-rate file's
         times were stretched to its average rate), or idx / fps where the two agree within
@@ -1147,8 +1161,15 @@ class FileSource(Source):
             short = False
         if short:
             self.incomplete = True
+            # frames are numbered from 0, as in the events: the last one and how many that is
+            # ("after frame 13 of the 25" read as 13 frames where there were 14)
+            where = (
+                f"after frame {self._next - 1}, the {_ordinal(self._next)}"
+                if self._next
+                else "before its first frame, none"
+            )
             msg = (
-                f"{printable(self.spec.target)}: the file ends after frame {self._next} of the "
+                f"{printable(self.spec.target)}: the file ends {where} of the "
                 f"{self.frame_count} its header declares (truncated or corrupt)"
             )
             self.errors.append(msg)
@@ -1372,6 +1393,26 @@ class LiveSource(Source):
         self._thread.join(timeout=1.0)
 
 
+def _ordinal(n: int) -> str:
+    """1st, 2nd, 3rd, 4th, ..., 11th, 12th, 13th, ..., 21st."""
+    suffix = "th" if 10 <= n % 100 <= 20 else {1: "st", 2: "nd", 3: "rd"}.get(n % 10, "th")
+    return f"{n}{suffix}"
+
+
+def file_hint(spec: SourceSpec) -> str:
+    """For a camera index or a GStreamer pipeline whose text is also the name of a file here
+    (`7`, `a ! b.avi`): how to name the file instead, else "". The rules stay as documented
+    (a number is a camera, text with ` ! ` a pipeline); the hint says how to get the file."""
+    name = spec.uri
+    if spec.kind not in ("camera", "gstreamer") or "://" in name or not os.path.exists(name):
+        return ""
+    if spec.kind == "camera" and re.fullmatch(r"\d+", name):
+        as_file = f"./{name}"
+    else:  # ./a ! b.avi is still a pipeline: the spaces and "!" go percent-encoded
+        as_file = "file://" + quote(os.fsencode(name), safe="/")
+    return f"; {printable(name)} is also a file here: to read it, write {printable(as_file)}"
+
+
 def open_source(
     source: str | SourceSpec,
     *,
@@ -1387,4 +1428,10 @@ def open_source(
         return FileSource(spec, warn)
     if spec.kind == "camera" and isinstance(spec.target, str) and not os.path.exists(spec.target):
         raise UserError(f"source {spec.uri}: no such camera device {spec.target}")
-    return LiveSource(spec, warn, reconnect_timeout=reconnect_timeout)
+    try:
+        return LiveSource(spec, warn, reconnect_timeout=reconnect_timeout)
+    except UserError as exc:
+        hint = file_hint(spec)  # `run 7` with a file named 7 here: the camera did not open
+        if not hint:
+            raise
+        raise UserError(exc.message + hint, param=exc.param) from None
