@@ -361,13 +361,17 @@ def _backend_options(name: str) -> tuple[str, ...] | None:
     an unknown or unavailable backend, which create_backend reports)."""
     import inspect
 
+    cls: type[Backend]
     if name in ("onnxruntime", "ort"):
-        from edge_fer.backends.onnxruntime_backend import OnnxRuntimeBackend as cls
+        from edge_fer.backends.onnxruntime_backend import OnnxRuntimeBackend
+
+        cls = OnnxRuntimeBackend
     elif name in ("tensorrt", "trt"):
         try:  # (its module imports tensorrt inside functions only)
-            from edge_fer.backends.tensorrt_backend import TensorRTBackend as cls
+            from edge_fer.backends.tensorrt_backend import TensorRTBackend
         except ImportError:
             return None
+        cls = TensorRTBackend
     else:
         return None
     params = list(inspect.signature(cls.__init__).parameters.values())[2:]  # self, model_path

@@ -404,9 +404,13 @@ def shorter_side(shape, param: str = "shape") -> int:
     from numbers import Integral, Real
 
     def whole(v) -> bool:
-        if v is None or isinstance(v, Integral):  # (an int too large for a float)
-            return v is None or (not isinstance(v, bool) and v >= 0)
-        return isinstance(v, Real) and v >= 0 and float(v).is_integer()  # (NaN, inf: not)
+        if v is None:
+            return True
+        if isinstance(v, bool) or not isinstance(v, Real):
+            return False
+        if isinstance(v, Integral):  # (an int too large for a float)
+            return int(v) >= 0
+        return float(v) >= 0 and float(v).is_integer()  # (NaN, inf: not)
 
     sides: tuple = ()
     try:
