@@ -388,7 +388,7 @@ class ModelArgs(ArgGroup):
             g.add_argument("--backend", action="append", choices=BACKENDS,
                            help="only this backend (repeatable; default: every available one)")
         g.add_argument("--threads", type=thread_count, default=1, metavar="N",
-                       help="classifier threads (default 1)")
+                       help="classifier threads (0: one per physical core; default 1)")
         g.add_argument("--align", action="store_true",
                        help="classify eye-aligned crops (bundled eye model; docs/align.md) even "
                        "if the model was not trained on them (a model trained with --align "
@@ -447,7 +447,7 @@ class OutputArgs(ArgGroup):
     def _add(self, g) -> None:
         # fmt: off
         g.add_argument("--out", metavar="VIDEO|IMAGE|DIR/", type=output_path,
-                       help="annotated video (.mp4 or .avi); or annotated images: IMAGE (.jpg, "
+                       help="annotated video (.mp4, .avi, .mkv, .mov or .m4v); or annotated images: IMAGE (.jpg, "
                        ".png) for one photo, a folder (DIR/) for a folder of photos, each at its "
                        "own size, or a video's frames")
         g.add_argument("--events", metavar="FILE.jsonl", type=output_path,
