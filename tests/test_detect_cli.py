@@ -509,5 +509,5 @@ def test_an_interrupted_video_drawing_keeps_the_frames_drawn(tmp_path: Path, sig
     cap = cv2.VideoCapture(str(out))
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     cap.release()
-    assert 0 < n < 3000, n
+    assert 0 < n < 3000, (n, err)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["drawn.avi", "long.avi"]

@@ -197,6 +197,34 @@ def test_a_video_whose_folder_is_replaced_by_a_file_says_so(tmp_path):
     sink.abort()
 
 
+def test_a_video_interrupted_as_a_frame_is_encoded_is_kept(tmp_path):
+    """A Ctrl-C during the encoder's call is raised as the call returns, before the frame is
+    counted: the file held one frame more than counted and close() threw the video away as
+    "cut short" (CI: `detect --draw` interrupted left no video)."""
+    from edge_fer.runtime.sinks import VideoSink
+
+    class InterruptedAfterEncoding:  # OpenCV's writer, as a signal during its write() leaves it
+        def __init__(self, real):
+            self.real = real
+
+        def write(self, image):
+            self.real.write(image)
+            raise KeyboardInterrupt
+
+        def release(self):
+            self.real.release()
+
+    out = tmp_path / "drawn.avi"
+    sink = VideoSink(out, 25.0, (64, 48))
+    for i in range(3):
+        sink.write(np.full((48, 64, 3), 40 * i, np.uint8))
+    sink.writer = InterruptedAfterEncoding(sink.writer)
+    with pytest.raises(KeyboardInterrupt):
+        sink.write(np.zeros((48, 64, 3), np.uint8))
+    sink.close()
+    assert sink.placed and count_frames(out) == 4
+
+
 # ---- a video of no frames --------------------------------------------------------------------
 
 

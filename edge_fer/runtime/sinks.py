@@ -398,7 +398,9 @@ class VideoSink:
             n = round(cap.get(cv2.CAP_PROP_FRAME_COUNT)) if cap.isOpened() else -1
         finally:
             cap.release()
-        if n != self.frames:
+        # one more than counted is no short write: a signal raised as the encoder's call returned,
+        # before the count (a Ctrl-C during that call is raised right there)
+        if n < self.frames:
             held = "no playable frame" if n <= 0 else f"{n} of the {self.frames} frames"
             raise UserError(
                 f"cannot write video {self.path}: the file written holds {held} (a file size "
