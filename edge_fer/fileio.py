@@ -23,6 +23,7 @@ import math
 import os
 import stat
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Union
 
@@ -454,6 +455,27 @@ def _identity(path) -> tuple[str, tuple[int, int] | None, bool]:
 def _same(a: tuple, b: tuple) -> bool:
     # the resolved names catch symlinks and other spellings; device and inode catch hard links
     return a[0] == b[0] or (a[1] is not None and a[1] == b[1])
+
+
+def check_replaceable(
+    lead: str, path: PathLike | None, ours: Callable[[str], bool], kind: str, force: bool = False
+) -> None:
+    """UserError unless the output `path` may be written over: new, empty, a device, pipe or
+    standard output (written through), or a file `ours` recognises as an earlier `kind` of
+    this tool; any other file only with `force` (a README, notes.json or a model named by
+    mistake was replaced without a word). `lead` opens the message (`--json out.json`)."""
+    if not path or force or is_stream(path):
+        return
+    p = os.fspath(path)
+    try:
+        if not os.path.isfile(p) or os.path.getsize(p) == 0 or ours(p):
+            return
+    except OSError:  # the write reports what is wrong with it
+        return
+    raise UserError(
+        f"{lead} exists and is not an earlier {kind}; pass --force to replace it, "
+        "or give another name"
+    )
 
 
 def check_collisions(outputs, inputs=()) -> None:

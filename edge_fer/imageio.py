@@ -38,12 +38,6 @@ def utf8_name(path: str | os.PathLike) -> bool:
     return True
 
 
-def shown(path: str | os.PathLike) -> str:
-    """The name as a message can print it: bytes that are not UTF-8 as \\xNN."""
-    raw = os.fsencode(path)
-    return raw.decode("utf-8", errors="backslashreplace")
-
-
 def printable(path: str | os.PathLike) -> str:
     """A file name as one line of text output prints it: as it is, unless it holds a character
     that breaks the line or drives the terminal (a newline, a tab, an escape, U+2028...); such

@@ -115,6 +115,20 @@ def mjpg_avi(path: Path, n: int = 40) -> Path:
     return path
 
 
+def plain_clip(
+    path: Path, size: tuple[int, int], n: int, fourcc: str = "MJPG", fps: float = 20
+) -> Path:
+    """A real clip of `n` flat frames of `size` (w, h), each a shade brighter than the last."""
+    import cv2
+
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*fourcc), fps, size)
+    assert w.isOpened(), f"no {fourcc} writer for {size[0]}x{size[1]}"
+    for i in range(n):
+        w.write(np.full((size[1], size[0], 3), 40 * i % 256, np.uint8))
+    w.release()
+    return path
+
+
 def gray_frames(path: Path) -> list[np.ndarray]:
     """Every frame of a video as OpenCV decodes it, in grayscale."""
     import cv2

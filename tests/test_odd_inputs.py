@@ -16,7 +16,7 @@ import numpy as np
 import processes
 import pytest
 from processes import run_main, said
-from runtime_helpers import demo_faces_clip, make_tiny_model
+from runtime_helpers import demo_faces_clip, make_tiny_model, plain_clip
 
 from edge_fer.cli.main import main
 
@@ -190,12 +190,7 @@ def test_video_frames_over_the_scan_limit_are_one_line_naming_the_source(tmp_pat
     """A 16400x16 clip: `run` and `bench` failed with the detector's own words naming its
     parameter (`gray is a frame of 16400x16, too large ...`); now one line naming the source,
     as `detect` says it, at start-up: existing outputs untouched."""
-    wide = tmp_path / "wide.avi"
-    w = cv2.VideoWriter(str(wide), cv2.VideoWriter_fourcc(*"MJPG"), 10, (16400, 16))
-    assert w.isOpened()
-    for i in range(3):
-        w.write(np.full((16, 16400, 3), 40 * i, np.uint8))
-    w.release()
+    wide = plain_clip(tmp_path / "wide.avi", (16400, 16), 3, fps=10)
     events = tmp_path / "e.jsonl"
     events.write_text('{"old": 1}\n')  # not an earlier run's events: --force lets it be replaced
     why = "frames of 16400x16 pixels are over the 16384 px a side that can be scanned"

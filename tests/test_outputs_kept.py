@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from paths import random_photos, shared
 from processes import assert_one_error_line, run_cli, run_main, said
+from runtime_helpers import plain_clip
 
 from edge_fer.runtime.image_out import MARKER
 
@@ -125,7 +126,7 @@ def test_events_and_summary_replace_an_earlier_runs_file_only(tmp_path, capsys):
         assert rc == 2 and out == "", err
         assert_one_error_line(err)
         assert err == (
-            f"edge-fer run: error: {flag} {path}: exists and is not an earlier run's {what}; "
+            f"edge-fer run: error: {flag} {path} exists and is not an earlier run's {what}; "
             "pass --force to replace it, or give another name\n"
         )
     assert {p: _digest(p) for p in before} == before  # checked before anything was opened
@@ -168,12 +169,7 @@ def test_a_video_too_small_for_mjpg_is_one_line_not_a_crash(tmp_path):
     (`free(): invalid next size (fast)`), leaving `.x.avi.PID.tmp.avi` behind. Run in a child:
     a crash must not take the tests with it. OpenCV's writers round an odd size down (a 5x5
     clip comes out 4x4): 5x5 frames come from photos."""
-    clip = tmp_path / "tiny4.mp4"
-    w = cv2.VideoWriter(str(clip), cv2.VideoWriter_fourcc(*"mp4v"), 20, (4, 4))
-    assert w.isOpened()
-    for i in range(5):
-        w.write(np.full((4, 4, 3), 40 * i, np.uint8))
-    w.release()
+    clip = plain_clip(tmp_path / "tiny4.mp4", (4, 4), 5, "mp4v")
     photos = tmp_path / "photos5"
     photos.mkdir()
     for i in range(2):

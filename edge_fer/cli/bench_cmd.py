@@ -57,7 +57,7 @@ MAX_SYNTHETIC_FRAMES = 100_000  # a synthetic clip of 1080p frames this long is 
 MAX_QUEUE_SIZE = 64  # 100,000 held 528 MB more than 1 at 1280x720 (and grew with the clip)
 
 
-def _is_bench_results(path: Path) -> bool:
+def _is_bench_results(path: str | Path) -> bool:
     """Whether `path` holds what `bench --json` saves (an earlier bench, to be replaced)."""
     from edge_fer.fileio import json_with_keys
 
@@ -65,8 +65,9 @@ def _is_bench_results(path: Path) -> bool:
 
 
 def run(args) -> int:
+    from edge_fer import fileio
     from edge_fer.cli.run_cmd import given_reconnect_timeout, ignored_flags
-    from edge_fer.fileio import check_collisions, is_stream
+    from edge_fer.fileio import check_collisions
     from edge_fer.imageio import printable
     from edge_fer.runtime.bench import bench, format_table, synthetic_clip
     from edge_fer.runtime.runner import check_run_options, run_inputs
@@ -105,17 +106,8 @@ def run(args) -> int:
     # after the collisions (an input named as the output is said as such): an earlier
     # bench's results are replaced, any other file only with --force (notes.json and a photo
     # named by mistake were replaced by the table)
-    stream = is_stream(out)  # /dev/stdout redirected into a log: appended to, nothing replaced
-    if (
-        not (args.force or stream)
-        and out.is_file()
-        and out.stat().st_size
-        and not _is_bench_results(out)
-    ):
-        raise UserError(
-            f"--json {out} exists and is not an earlier bench's results; pass --force to "
-            "replace it, or give another name"
-        )
+    # /dev/stdout redirected into a log: appended to, nothing replaced
+    fileio.check_replaceable(f"--json {out}", out, _is_bench_results, "bench's results", args.force)
     with tempfile.TemporaryDirectory(prefix="edge-fer-bench-") as tmp:
         clip = None
         # a --synthetic clip is a video file: the flags a file does not read are said as for

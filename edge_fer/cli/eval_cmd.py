@@ -322,21 +322,9 @@ def _check_outputs(args, png: str | None) -> None:
     def our_png(path: str) -> bool:  # an image made before the mark: its report names it
         return is_eval_png(path) or bool(json_out and _report_names(json_out, path))
 
-    for name, path, kind, ours in (
-        (outputs[0][0], json_out, "eval report", _is_eval_report),
-        (png_name, png, "eval image", our_png),
-    ):
-        if not path or args.force or not Path(path).is_file() or fileio.is_stream(path):
-            continue
-        try:
-            if ours(path) or Path(path).stat().st_size == 0:
-                continue
-        except OSError:
-            continue  # the write reports what is wrong with it
-        raise UserError(
-            f"{name} {path} exists and is not an earlier {kind}; pass --force to replace it, "
-            "or give another name"
-        )
+    fileio.check_replaceable(f"{outputs[0][0]} {json_out}", json_out, _is_eval_report,
+                             "eval report", args.force)  # fmt: skip
+    fileio.check_replaceable(f"{png_name} {png}", png, our_png, "eval image", args.force)
     # the image is always PNG: conf.jpg held PNG bytes under a JPEG name (a device such as
     # /dev/null is written through, whatever its name)
     if args.png and Path(args.png).suffix.lower() != ".png" and not fileio.is_stream(args.png):

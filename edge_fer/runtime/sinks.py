@@ -97,23 +97,15 @@ def is_earlier_summary(path: str | os.PathLike) -> bool:
 
 
 def check_replaceable(flag: str, path: str | os.PathLike | None, force: bool = False) -> None:
-    """UserError unless `path`, given as --events or --summary, may be written over: new,
-    empty, a device, pipe or standard output (written through), or an earlier run's events or
-    summary; any other file only with `force` (before: a README or notes.json given by
-    mistake was replaced without a word, where `bench --json` and `run --out IMAGE` refuse)."""
-    if not path or force or fileio.is_stream(path):
-        return
-    try:
-        if not os.path.isfile(path) or os.path.getsize(path) == 0:
-            return
-    except OSError:
-        return
+    """UserError unless `path`, given as --events or --summary, may be written over (new,
+    empty, a stream, or an earlier run's events or summary) or `force` is given."""
     events = flag == "--events"
-    if (is_earlier_events if events else is_earlier_summary)(path):
-        return
-    raise UserError(
-        f"{flag} {os.fspath(path)}: exists and is not an earlier run's "
-        f"{'events' if events else 'summary'}; pass --force to replace it, or give another name"
+    fileio.check_replaceable(
+        f"{flag} {os.fspath(path) if path else ''}",
+        path,
+        is_earlier_events if events else is_earlier_summary,
+        "run's events" if events else "run's summary",
+        force,
     )
 
 
