@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
+import functools
+import os
 import sys
 from pathlib import Path
 
@@ -70,23 +73,41 @@ def given_reconnect_timeout(args) -> bool:
 
 # what --reconnect-timeout does not apply to, by source kind (the others are live)
 _NOT_LIVE = {"file": "a video file", "images": "images (a folder, glob or photo)"}
+# of the tracker group, what photos read: each is a scene of its own (no track outlives it,
+# no cut to find), but a face must still clear the score gate to be reported
+_PHOTOS_READ = {"min_score"}
+
+
+@functools.lru_cache(maxsize=1)
+def _tracking_flags() -> tuple[tuple[str, str, object], ...]:
+    """(dest, flag, default) of each tracker-group flag photos do not read, from the group
+    itself: a flag added there is said too."""
+    parser = argparse.ArgumentParser(add_help=False)
+    options.TrackerArgs().add_to(parser)
+    return tuple((a.dest, a.option_strings[0], a.default) for a in parser._actions
+                 if a.option_strings and a.dest not in _PHOTOS_READ)  # fmt: skip
 
 
 def ignored_flags(source_args: options.SourceArgs, args, source: str, reconnect: bool) -> list[str]:
     """One line for each source flag given that SOURCE does not read (`SourceArgs.ignored`:
     the --input-* flags, --sequence; and --reconnect-timeout, `reconnect`: given, on a source
-    that is not live), said rather than dropped (docs/runtime.md, Sources)."""
+    that is not live), and each tracker or --scene-cut flag off its default on photos (images
+    without --sequence), said rather than dropped (docs/runtime.md, Sources)."""
     from edge_fer.runtime.sources import parse_source
 
     lines = source_args.ignored(args, source)
-    if reconnect:
-        try:
-            kind = parse_source(source).kind
-        except UserError:
-            return lines  # the run says what is wrong with it
-        if kind in _NOT_LIVE:
-            lines.append(f"--reconnect-timeout applies to live sources (cameras, streams, "
-                         f"pipelines), not to {_NOT_LIVE[kind]}; ignored")  # fmt: skip
+    try:
+        kind = parse_source(source).kind
+    except UserError:
+        return lines  # the run says what is wrong with it
+    if reconnect and kind in _NOT_LIVE:
+        lines.append(f"--reconnect-timeout applies to live sources (cameras, streams, "
+                     f"pipelines), not to {_NOT_LIVE[kind]}; ignored")  # fmt: skip
+    if kind == "images" and not getattr(args, "sequence", False):
+        lines += [f"{flag} applies to tracking across frames (a video, a live source, or images "
+                  "with --sequence), not to photos, each a scene of its own; ignored"
+                  for dest, flag, default in _tracking_flags()
+                  if getattr(args, dest, default) != default]  # fmt: skip
     return lines
 
 
@@ -147,6 +168,11 @@ def _run(args, guard) -> int:
                 image_out.check_folder(out_dir, "the demo's clip and outputs")
         except UserError as exc:
             raise UserError(f"--demo-dir {exc.message}") from None
+        from edge_fer.runtime.sinks import check_replaceable
+
+        # as run_video would, but before the clip is made (seconds) and the folder with it
+        check_replaceable("--events", args.events, bool(args.force))
+        check_replaceable("--summary", args.summary, bool(args.force))
         ours = [clip_path] + [Path(p) for p in (args.out, args.events, args.summary)]
         in_dir = [p for p in ours if image_out.in_folder(p, out_dir)]
         try:
@@ -264,7 +290,9 @@ def _check_stdout_is_no_input(opts) -> None:
 
 
 def _interrupted(args, signum: int) -> int:
-    """A signal before the pipeline's start-up began (the demo clip): the summary, one line."""
+    """A signal before the pipeline's start-up began (the demo clip): the summary, one line.
+    The signal may come before the run's output checks: a summary the run would refuse to
+    write is not written (a warning line says why)."""
     from edge_fer.runtime.pipeline import exit_code_for, signal_name, startup_summary
     from edge_fer.runtime.sinks import write_json_atomic
 
@@ -274,10 +302,48 @@ def _interrupted(args, signum: int) -> int:
         desc = {"uri": args.source or "demo", "kind": "file", "live": False, "width": 0,
                 "height": 0}  # fmt: skip
         limit = {"max_frames": getattr(args, "max_frames", None) or None}
-        write_json_atomic(args.summary, startup_summary(desc, signum,
-                                                        {"summary": str(args.summary)},
-                                                        limit))  # fmt: skip
-        where = f", summary in {args.summary}"
+        try:
+            _check_summary_replaceable(args)
+            write_json_atomic(args.summary, startup_summary(desc, signum,
+                                                            {"summary": str(args.summary)},
+                                                            limit))  # fmt: skip
+            where = f", summary in {args.summary}"
+        except UserError as exc:  # the interruption stays the exit status
+            warn(f"{exc.message} (the summary of this interrupted start-up is not written)")
     print(f"edge-fer run: interrupted ({signal_name(signum)}) during start-up; existing outputs "
           f"are untouched{where}", file=sys.stderr)  # fmt: skip
     return exit_code_for(signum)
+
+
+def _check_summary_replaceable(args) -> None:
+    """UserError where run_video would refuse the existing file --summary names: an input or
+    another output, or not an earlier summary (without --force). A new one replaces nothing."""
+    from edge_fer.runtime.sinks import check_replaceable
+
+    path = args.summary
+    if fileio.is_stream(path) or not os.path.lexists(path):
+        return
+    outs = [(f"--{k}", options.stdout_path(getattr(args, k, None))) for k in ("out", "events")]
+    outs = [(f, p) for f, p in outs if p and not fileio.names_folder(p)]
+    fileio.check_collisions([*outs, ("--summary", path)], _inputs(args))
+    check_replaceable("--summary", path, bool(getattr(args, "force", False)))
+
+
+def _inputs(args) -> list[tuple[str, str]]:
+    """What a run of `args` reads (runner.run_inputs), or the source alone where that cannot
+    be told (a bad value, the import the signal cut short)."""
+    source = args.source
+    ins: list[tuple[str, str]] = []
+    if args.demo:  # the clip it makes is the run's source
+        ins.append(
+            ("the demo clip", str(Path(args.demo_dir or "edge-fer-demo") / "demo_input.mp4"))
+        )
+    try:
+        from edge_fer.runtime.runner import run_inputs
+        from edge_fer.runtime.sources import parse_source
+
+        opts = options.run_options(args, source or "", GROUPS)
+        spec = parse_source(source, **opts.source_options) if source else None
+        return ins + run_inputs(opts, spec)
+    except Exception:  # noqa: BLE001 - the run would have said what is wrong
+        return ins + ([("SOURCE", source)] if source else [])
