@@ -555,9 +555,11 @@ def test_train_cascade_learns_from_one_face(tmp_path, capsys):
     assert summary["stop_reason"] == "max_stages" and summary["ntrees"] >= 2
     assert Cascade.load(summary["cascade"]).ntrees == summary["ntrees"]
     # the command recorded (the card's) is this one, quoted for a shell (before: sys.argv,
-    # here pytest's, joined with spaces)
+    # here pytest's, joined with spaces), with no local absolute path: these, outside the
+    # working folder, by their names
     state = json.loads((out / "state.json").read_text())
-    assert shlex.split(state["command"]) == ["edge-fer", *_tiny_cascade_argv(boxes, bg, out)]
+    named = _tiny_cascade_argv(Path(boxes.name), Path(str(bg)).name, Path(out.name))
+    assert shlex.split(state["command"]) == ["edge-fer", *named]
 
 
 def test_train_cascade_that_learns_no_tree_is_a_user_error(tmp_path, capsys):

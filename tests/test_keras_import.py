@@ -89,7 +89,7 @@ def test_cli_bad_files_one_line(tmp_path):
         r = cli("keras", "import", path, "--out", out)
         assert r.returncode == 2, r.stderr
         lines = r.stderr.strip().splitlines()
-        assert len(lines) == 1 and lines[0].startswith("edge-fer keras: error:"), r.stderr
+        assert len(lines) == 1 and lines[0].startswith("edge-fer keras import: error:"), r.stderr
         assert msg in lines[0]
         assert not out.exists()
     r = cli("keras", "import", png, "--out", tmp_path / "o.onnx", "--scale", "1,0")
@@ -135,7 +135,7 @@ def test_library_errors_name_parameters_and_the_cli_its_flags(tmp_path, capsys):
     rc = main(["keras", "import", str(tmp_path / "m.h5"), "--out", "o.onnx", "--scale", "x"])
     err = capsys.readouterr().err.strip()
     assert rc == 2
-    assert err == "edge-fer keras: error: --scale 'x': expected LO,HI such as -1,1 or 0,1"
+    assert err == "edge-fer keras import: error: --scale 'x': expected LO,HI such as -1,1 or 0,1"
     parser = build_parser()
     args = parser.parse_args(["keras", "prune", "m.h5", "--data", "d", "--out", "o.onnx"])
     for param, flag in (("target_sparsity", "--sparsity"), ("batch_size", "--batch-size"),

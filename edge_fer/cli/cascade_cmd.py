@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -239,6 +238,7 @@ def run_train(args) -> int:
     from dataclasses import fields
 
     from edge_fer.cascade_train.trainer import TrainConfig, parse_list, train
+    from edge_fer.cli.main import portable_command
 
     # a flag named like a TrainConfig field sets that field, converted here where it needs it
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
@@ -249,7 +249,8 @@ def run_train(args) -> int:
         max_draws=int(args.max_draws) if 1 <= args.max_draws < math.inf else args.max_draws,
     )
     cfg = TrainConfig(**given)
-    state = train(cfg, resume=args.resume, command="edge-fer " + shlex.join(args.given_argv))
+    # state.json (and the card eval-detector makes from it) travels: no local absolute path
+    state = train(cfg, resume=args.resume, command=portable_command(args.given_argv))
     summary = {k: state[k] for k in ("stage", "ntrees", "elapsed_s", "stop_reason")}
     summary["cascade"] = str(Path(args.out) / "cascade.pico")
     print(json.dumps(summary))

@@ -92,6 +92,32 @@ def _command_parser(parser: argparse.ArgumentParser, args) -> argparse.ArgumentP
     return top
 
 
+def command_name(parser: argparse.ArgumentParser, args) -> str:
+    """The command that ran (`args.command` set) as its messages name it: `keras import`, not
+    `keras` (the prog of the parser that ran, less `edge-fer `), the same command argparse's
+    own mistakes in it name; before, a nested one's user errors said `edge-fer keras: ...`."""
+    p = _command_parser(parser, args)
+    head = parser.prog + " "
+    if p is None or not p.prog.startswith(head):
+        return args.command
+    return p.prog[len(head) :]
+
+
+def portable_command(argv: list[str]) -> str:
+    """`edge-fer ARGV` shell-quoted, as the metadata a run writes records its command: relative
+    paths as typed, absolute ones made portable (edge_fer.fileio.portable_path), since what a
+    run writes travels and must hold no local absolute path."""
+    import shlex
+
+    from edge_fer.fileio import portable_path
+
+    words = []
+    for a in argv:
+        flag, eq, value = a.partition("=") if a.startswith("--") else ("", "", a)
+        words.append(flag + eq + (portable_path(value) if os.path.isabs(value) else value))
+    return "edge-fer " + shlex.join(words)
+
+
 def flag_for(parser: argparse.ArgumentParser, args, param: str) -> str | None:
     """The flag (`--batch-size`) of the running sub-command whose dest is `param`, if any."""
     p = _command_parser(parser, args)
@@ -315,7 +341,7 @@ def main(argv: list[str] | None = None) -> int:
         parser = build_parser()
         args, extra = parser.parse_known_args(argv)
         _choose_tempdir()
-        command = args.command or command
+        command = command_name(parser, args) if args.command else command
         args.given_argv = [os.fsdecode(a) for a in given]  # what a run records as its command
         if extra:
             _unrecognized(parser, args, command, extra)

@@ -626,6 +626,7 @@ def run_study(opts: Options) -> Path:
         fn = zoo.study_architectures if opts.study == "architectures" else zoo.study_compression
     else:
         fn = STUDY_FUNCS[opts.study]
+    R.remove_stale(opts.out)  # a killed run's staging folder (kill -9 runs no `finally`)
     try:
         return fn(opts)
     finally:  # figures drawn for a report that was not published (an interrupt, an error)
