@@ -12,6 +12,7 @@ once the report is ready (`_run_staged`): an interrupted or failing run leaves D
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import shlex
@@ -42,17 +43,34 @@ NOTE_TRT = (
 )
 
 # flags whose default applies only to some runs: None until `_settle` fills it in (or refuses
-# the flag where the run would ignore it)
-UNSET = {
+# the flag where the run would ignore it); a dict: the default of each command
+UNSET: dict = {
     "target_macs_reduction": 0.5,
     "taylor_batches": 4,
     "distill_temperature": 4.0,
     "percentile": 99.99,
     "eval_split": "private-test",
+    # the method's (before: --importance, --round-to, --sparsity, --steps given to a method
+    # that does not use them, and --bn for a checkpoint's trained batch norms, did nothing)
+    "importance": "l2",
+    "round_to": 16,
+    "steps": 3,
+    "sparsity": 0.5,
+    "bn": "renormalize",
+    # the fine-tuning's, which --epochs 0 does not run (before: taken without a word)
+    "lr": {"prune": 0.01, "qat": 0.001},
+    "weight_decay": 5e-4,
+    "label_smoothing": 0.1,
+    "ranges": "learn",
 }
 
 
-def _common(p, default_epochs: int, default_lr: float, epochs_help: str) -> None:
+def _default(dest: str, command: str):
+    value = UNSET[dest]
+    return value[command] if isinstance(value, dict) else value
+
+
+def _common(p, command: str, default_epochs: int, epochs_help: str) -> None:
     # fmt: off
     p.add_argument("--model", type=input_path, default=None,
                    help="model to compress: an edge-fer training checkpoint (best.safetensors) "
@@ -67,11 +85,14 @@ def _common(p, default_epochs: int, default_lr: float, epochs_help: str) -> None
     f = p.add_argument_group("fine-tuning")
     f.add_argument("--epochs", type=int, default=default_epochs,
                    help=f"{epochs_help} (default {default_epochs})")
-    f.add_argument("--lr", type=float, default=default_lr,
-                   help="initial SGD learning rate (cosine decay to 0 over each fine-tuning)")
+    f.add_argument("--lr", type=float, default=None,
+                   help="initial SGD learning rate (cosine decay to 0 over each fine-tuning; "
+                   f"default {_default('lr', command):g})")
     f.add_argument("--batch-size", type=int, default=128, help="fine-tuning batch size")
-    f.add_argument("--weight-decay", type=float, default=5e-4, help="SGD weight decay")
-    f.add_argument("--label-smoothing", type=float, default=0.1, help="label smoothing")
+    f.add_argument("--weight-decay", type=float, default=None,
+                   help=f"SGD weight decay (default {UNSET['weight_decay']:g})")
+    f.add_argument("--label-smoothing", type=float, default=None,
+                   help=f"label smoothing (default {UNSET['label_smoothing']:g})")
     f.add_argument("--distill", type=float, default=0.0, metavar="WEIGHT",
                    help="knowledge distillation: weight (0-1) of the loss on the uncompressed "
                    "model's softened outputs (0: labels only, the default; see docs/compress.md "
@@ -116,32 +137,35 @@ def register(sub) -> None:
                        "(torch-pruning), 2:4 semi-structured sparsity (TensorRT on Ampere GPUs), "
                        "or unstructured magnitude pruning (compressed size). Writes pruned.onnx, "
                        "pruned.safetensors, report.md, report.json.", formatter_class=HelpFormatter)
-    _common(p, default_epochs=2, default_lr=0.01,
+    _common(p, "prune", default_epochs=2,
             epochs_help="fine-tuning epochs (per pruning step for iterative pruning)")
     g = p.add_argument_group("pruning")
     g.add_argument("--method", default="structured", choices=("structured", "2:4", "unstructured"),
                    help="structured: remove channels; 2:4: 2 zeros in every 4 weights along the "
                    "input channels; unstructured: zero the smallest weights globally")
-    g.add_argument("--importance", default="l2", choices=("l1", "l2", "taylor"),
+    g.add_argument("--importance", default=None, choices=("l1", "l2", "taylor"),
                    help="structured: channel ranking (weight L1/L2 norm, or first-order Taylor "
-                   "|w * grad|)")
+                   f"|w * grad|; default {UNSET['importance']})")
     g.add_argument("--target-macs-reduction", type=float, default=None,
                    help="structured: remove at least this fraction of the MACs (0-0.95; "
                    f"default {UNSET['target_macs_reduction']:g})")
-    g.add_argument("--steps", type=int, default=3,
-                   help="structured/unstructured: prune + fine-tune rounds to reach the target")
-    g.add_argument("--round-to", type=int, default=16,
+    g.add_argument("--steps", type=int, default=None,
+                   help="structured/unstructured: prune + fine-tune rounds to reach the target "
+                   f"(default {UNSET['steps']})")
+    g.add_argument("--round-to", type=int, default=None,
                    help="structured: keep a multiple of this many channels per layer (16 fits "
-                   "AVX-512 and tensor cores; 0: any count)")
-    g.add_argument("--sparsity", type=float, default=0.5,
-                   help="unstructured: fraction of the weights set to zero")
+                   f"AVX-512 and tensor cores; 0: any count; default {UNSET['round_to']})")
+    g.add_argument("--sparsity", type=float, default=None,
+                   help="unstructured: fraction of the weights set to zero (default "
+                   f"{UNSET['sparsity']:g})")
     g.add_argument("--taylor-batches", type=int, default=None,
                    help="taylor: training batches whose gradients rank the channels (default "
                    f"{UNSET['taylor_batches']})")
-    g.add_argument("--bn", default="renormalize", choices=("renormalize", "frozen"),
+    g.add_argument("--bn", default=None, choices=("renormalize", "frozen"),
                    help="batch norms of a model rebuilt from ONNX (folded into the convs): "
                    "renormalize (give them their statistics back, the same function, then train "
-                   "them as in training) or frozen (then use --lr 0.001)")
+                   "them as in training) or frozen (then use --lr 0.001); default "
+                   f"{UNSET['bn']}")
     # fmt: on
     p.set_defaults(func=run_prune)
 
@@ -154,8 +178,7 @@ def register(sub) -> None:
                        "fine-tuning is exported too (post-training quantization) and both are "
                        "compared with the FP32 model. Writes qat.onnx, ptq.onnx, qat.safetensors, "
                        "report.md, report.json.", formatter_class=HelpFormatter)
-    _common(q, default_epochs=2, default_lr=0.001,
-            epochs_help="quantization-aware training epochs")
+    _common(q, "qat", default_epochs=2, epochs_help="quantization-aware training epochs")
     g = q.add_argument_group("quantization")
     g.add_argument("--target", default="tensorrt", choices=("tensorrt", "cpu"),
                    help="tensorrt: INT8 symmetric activations (what TensorRT fuses); cpu: UINT8 "
@@ -168,8 +191,9 @@ def register(sub) -> None:
     g.add_argument("--calib-faces", type=int, default=512,
                    help="Training faces the calibration runs on")
     # fmt: off
-    g.add_argument("--ranges", default="learn", choices=("learn", "fixed"),
-                   help="activation ranges during fine-tuning: learned (LSQ) or kept as calibrated")
+    g.add_argument("--ranges", default=None, choices=("learn", "fixed"),
+                   help="activation ranges during fine-tuning: learned (LSQ) or kept as "
+                   f"calibrated (default {UNSET['ranges']})")
     # fmt: on
     # fmt: on
     g.add_argument("--opset", type=int, default=17, help="ONNX opset (>= 13)")
@@ -186,7 +210,7 @@ def _settle(args, dest: str, applies: bool, refusal: str) -> None:
 
     if getattr(args, dest) is None:
         if applies:
-            setattr(args, dest, UNSET[dest])
+            setattr(args, dest, _default(dest, args.command))
     elif not applies:
         raise UserError(refusal)
 
@@ -201,21 +225,36 @@ def _configs(args):
         raise UserError("--bench-threads must be at least 1")
     if args.bench_rounds < 1:
         raise UserError("must be at least 1", param="bench_rounds")
-    temperature = args.distill_temperature
+    # --epochs 0 fine-tunes nothing: the flags of the fine-tuning alone would do nothing (a
+    # negative count is refused below, by validate)
+    tunes = args.epochs != 0
+    for dest in ("lr", "weight_decay", "label_smoothing"):
+        _settle(args, dest, tunes, _no_tuning(dest.replace("_", "-")))
+    for flag, given in (("distill", args.distill > 0), ("no-augment", args.no_augment)):
+        if given and not tunes:
+            raise UserError(_no_tuning(flag))
+
+    def value(dest: str):  # a flag left unset (not used by this run): its default
+        v = getattr(args, dest)
+        return _default(dest, args.command) if v is None else v
+
     fcfg = FinetuneConfig(
-        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size,
-        weight_decay=args.weight_decay, label_smoothing=args.label_smoothing,
+        epochs=args.epochs, lr=value("lr"), batch_size=args.batch_size,
+        weight_decay=value("weight_decay"), label_smoothing=value("label_smoothing"),
         train_fraction=args.train_fraction, val_limit=args.val_limit,
         max_batches=args.max_batches, seed=args.seed, augment=not args.no_augment,
         device=args.device, threads=args.threads, distill=args.distill,
-        distill_temperature=UNSET["distill_temperature"] if temperature is None else temperature,
-        skip_bad=args.skip_bad,
+        distill_temperature=value("distill_temperature"), skip_bad=args.skip_bad,
     )  # fmt: skip
     fcfg.validate()
     _settle(args, "distill_temperature", fcfg.distill > 0,
             "--distill-temperature applies with --distill W > 0 (the weight of the "
             "distillation loss); without it no distillation runs")  # fmt: skip
     return fcfg
+
+
+def _no_tuning(flag: str) -> str:
+    return f"--{flag} applies to the fine-tuning, and --epochs 0 runs none"
 
 
 def _imports():
@@ -245,21 +284,21 @@ def _inputs(args) -> list:
     return [("--model", model), ("--data", args.data)]
 
 
-def _prepare(args, fcfg):
-    """Out folder check, source model, fine-tuning data, parity faces (all before any write)."""
-    import numpy as np
-
-    from edge_fer.compress.finetune import load_finetune_data
-    from edge_fer.compress.io import check_out_dir, load_source
+@contextlib.contextmanager
+def _out_locked(args):
+    """The checks of --out (and of --eval-split against --data), then --out locked for the
+    run (edge_fer.compress.io.out_lock, the lock `edge-fer train` takes on its --out) and
+    checked again under the lock: another run may have published there in between. Before:
+    two runs into one --out both found it free and published over each other; the second is
+    now refused at once, in one line."""
+    from edge_fer.compress.io import check_out_dir, out_lock
     from edge_fer.errors import UserError
-
-    out = Path(args.out)
-    check_out_dir(args.out, args.force, args.command, _inputs(args))
     from edge_fer.fileio import check_outside
 
+    check_out_dir(args.out, args.force, args.command, _inputs(args))
     # as calibrate, export --int8 and train refuse it (before: the run's files were written
     # into the dataset's folders)
-    check_outside([("--out", out)], args.data, "--data",
+    check_outside([("--out", Path(args.out))], args.data, "--data",
                   "the run's models and report would become part of the data")  # fmt: skip
     if args.eval_split is not None:  # (before: ignored for a dataset of class folders)
         from edge_fer.data.loaders import detect_layout
@@ -267,11 +306,29 @@ def _prepare(args, fcfg):
         layout = detect_layout(Path(args.data))
         if not layout.startswith("fer2013"):
             raise UserError(_eval_split_refusal(args, f"a {layout} dataset"))
+    with out_lock(args.out):
+        check_out_dir(args.out, args.force, args.command, _inputs(args))
+        yield
+
+
+def _prepare(args, fcfg):
+    """Source model, fine-tuning data, parity faces (all before any write; --out checked and
+    locked by `_out_locked`)."""
+    import numpy as np
+
+    from edge_fer.compress.finetune import load_finetune_data
+    from edge_fer.compress.io import load_source
+
+    out = Path(args.out)
     if fcfg.threads:
         import torch
 
         torch.set_num_threads(fcfg.threads)
     src = load_source(args.model)
+    if args.command == "prune":  # (qat folds every batch norm into its conv itself)
+        _settle(args, "bn", src.bn_folded,
+                f"--bn applies to a model rebuilt from ONNX, whose batch norms are folded into "
+                f"the convs; {src.path} is a checkpoint with trained batch norms")  # fmt: skip
     print(f"source: {src.path} ({src.kind}, {src.arch})", file=sys.stderr, flush=True)
     data = load_finetune_data(args.data, src.spec, fcfg)
     # FER2013's Training faces alone: held out as for class folders
@@ -448,32 +505,54 @@ def run_prune(args) -> int:
     from edge_fer.compress.prune import PruneConfig
     from edge_fer.compress.prune import run_prune as prune
 
-    structured = args.method == "structured"
+    method = args.method
+    structured = method == "structured"
     _settle(args, "target_macs_reduction", structured,
-            f"--target-macs-reduction applies to --method structured (--method {args.method} "
+            f"--target-macs-reduction applies to --method structured (--method {method} "
             "removes no channels)")  # fmt: skip
     _settle(args, "taylor_batches", structured and args.importance == "taylor",
             "--taylor-batches applies to --method structured --importance taylor (the other "
             "rankings take no gradients)")  # fmt: skip
-    unset = {k: getattr(args, k) for k in ("target_macs_reduction", "taylor_batches")}
-    pcfg = PruneConfig(method=args.method, importance=args.importance, steps=args.steps,
-                       round_to=args.round_to, sparsity=args.sparsity, bn=args.bn,
-                       **{k: v for k, v in unset.items() if v is not None})  # fmt: skip
+    _settle(args, "importance", structured,
+            f"--importance applies to --method structured (it ranks the channels to remove; "
+            f"--method {method} removes none)")  # fmt: skip
+    _settle(args, "round_to", structured,
+            f"--round-to applies to --method structured (it rounds the channel counts kept; "
+            f"--method {method} keeps every channel)")  # fmt: skip
+    _settle(args, "steps", method != "2:4",
+            "--steps applies to --method structured and unstructured (--method 2:4 prunes in "
+            "one shot, then fine-tunes)")  # fmt: skip
+    how = {"2:4": "zeroes 2 in every 4 weights", "structured": "removes channels to "
+           "--target-macs-reduction"}.get(method, "")  # fmt: skip
+    _settle(
+        args,
+        "sparsity",
+        method == "unstructured",
+        f"--sparsity applies to --method unstructured (--method {method} {how})",
+    )
+    # --bn is settled once the source is loaded (it applies to folded batch norms only)
+    names = ("target_macs_reduction", "taylor_batches", "importance", "round_to", "steps",
+             "sparsity", "bn")  # fmt: skip
+    unset = {k: getattr(args, k) for k in names}
+    pcfg = PruneConfig(method=method, **{k: v for k, v in unset.items() if v is not None})
     pcfg.validate()
     fcfg = _configs(args)
-    out, src, data, faces = _prepare(args, fcfg)
+    with _out_locked(args):
+        out, src, data, faces = _prepare(args, fcfg)
+        if args.bn is not None:
+            pcfg.bn = args.bn  # (given, or the default where it applies)
 
-    def make(stage: Path):
-        res = prune(src, data, pcfg, fcfg, stage, check_faces=faces)
-        notes = {"2:4": [NOTE_24], "unstructured": [NOTE_UNSTRUCTURED]}.get(args.method, [])
-        if structured:
-            notes.append(
-                f"structured: conv widths {res['conv_widths']} (multiples of "
-                f"{args.round_to or 1}); {args.steps} prune + fine-tune step(s)"
-            )
-        return res, [(f"pruned ({args.method})", res["onnx"])], notes
+        def make(stage: Path):
+            res = prune(src, data, pcfg, fcfg, stage, check_faces=faces)
+            notes = {"2:4": [NOTE_24], "unstructured": [NOTE_UNSTRUCTURED]}.get(method, [])
+            if structured:
+                notes.append(
+                    f"structured: conv widths {res['conv_widths']} (multiples of "
+                    f"{args.round_to or 1}); {args.steps} prune + fine-tune step(s)"
+                )
+            return res, [(f"pruned ({method})", res["onnx"])], notes
 
-    comp = _run_staged(args, out, src, data, faces, f"edge-fer prune --method {args.method}", make)
+        comp = _run_staged(args, out, src, data, faces, f"edge-fer prune --method {method}", make)
     _say(comp, out)
     return 0
 
@@ -486,9 +565,13 @@ def run_qat(args) -> int:
     _settle(args, "percentile", args.calib_method == "percentile",
             "--percentile applies to --calib-method percentile (max takes the largest "
             "activations)")  # fmt: skip
-    percentile = {} if args.percentile is None else {"percentile": args.percentile}
+    _settle(args, "ranges", args.epochs != 0,
+            "--ranges applies to the fine-tuning, and --epochs 0 runs none (qat.onnx keeps the "
+            "calibrated ranges, as ptq.onnx)")  # fmt: skip
+    unset = {k: getattr(args, k) for k in ("percentile", "ranges")}
     qcfg = QatConfig(target=args.target, calib_method=args.calib_method,
-                     calib_faces=args.calib_faces, ranges=args.ranges, **percentile)  # fmt: skip
+                     calib_faces=args.calib_faces,
+                     **{k: v for k, v in unset.items() if v is not None})  # fmt: skip
     qcfg.validate()
     fcfg = _configs(args)
     from edge_fer.errors import UserError
@@ -497,29 +580,31 @@ def run_qat(args) -> int:
         raise UserError(
             f"--opset must be in 13..23 (QuantizeLinear/DequantizeLinear need 13), got {args.opset}"
         )
-    out, src, data, faces = _prepare(args, fcfg)
+    with _out_locked(args):
+        out, src, data, faces = _prepare(args, fcfg)
 
-    def make(stage: Path):
-        res = qat(src, data, qcfg, fcfg, stage, check_faces=faces, opset=args.opset)
-        rows = [
-            (f"INT8 PTQ ({args.target}, calibration only)", res["ptq_onnx"]),
-            (f"INT8 QAT ({args.target})", res["qat_onnx"]),
-        ]
-        exp = res["qat_export"]
-        notes = [
-            (
-                f"QDQ parity (ONNX Runtime without graph optimizations vs torch fake-quant): max "
-                f"|dp| {exp['parity_max_abs_diff']:.2g}, mean {exp['parity_mean_abs_diff']:.2g}; "
-                f"with ONNX Runtime's fused INT8 kernels: max "
-                f"{exp['parity_optimized_max_abs_diff']:.2g}, top-1 agreement "
-                f"{exp['parity_optimized_top1_agreement']:.3f}"
-            )
-        ]
-        if args.target == "tensorrt":
-            notes.append(NOTE_TRT)
-        return res, rows, notes
+        def make(stage: Path):
+            res = qat(src, data, qcfg, fcfg, stage, check_faces=faces, opset=args.opset)
+            rows = [
+                (f"INT8 PTQ ({args.target}, calibration only)", res["ptq_onnx"]),
+                (f"INT8 QAT ({args.target})", res["qat_onnx"]),
+            ]
+            exp = res["qat_export"]
+            notes = [
+                (
+                    f"QDQ parity (ONNX Runtime without graph optimizations vs torch fake-quant): "
+                    f"max |dp| {exp['parity_max_abs_diff']:.2g}, mean "
+                    f"{exp['parity_mean_abs_diff']:.2g}; with ONNX Runtime's fused INT8 kernels: "
+                    f"max {exp['parity_optimized_max_abs_diff']:.2g}, top-1 agreement "
+                    f"{exp['parity_optimized_top1_agreement']:.3f}"
+                )
+            ]
+            if args.target == "tensorrt":
+                notes.append(NOTE_TRT)
+            return res, rows, notes
 
-    comp = _run_staged(args, out, src, data, faces, f"edge-fer qat --target {args.target}", make)
+        title = f"edge-fer qat --target {args.target}"
+        comp = _run_staged(args, out, src, data, faces, title, make)
     _say(comp, out)
     print(json.dumps({"qat_onnx": str(out / "qat.onnx"), "ptq_onnx": str(out / "ptq.onnx")}))
     return 0

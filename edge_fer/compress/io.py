@@ -199,6 +199,35 @@ def check_out_dir(
         )
 
 
+# the lock's name for the holder in the refusal: the flock on a folder is the same one that
+# `train` and `calibrate` take, so the other process need not be a prune or qat
+LOCK_WHAT = "edge-fer command"
+
+
+@contextlib.contextmanager
+def out_lock(out: str | os.PathLike):
+    """Hold the exclusive lock on the output folder `out` (`fileio.FolderLock`, as `edge-fer
+    train` locks its --out) while the block runs: two runs into one folder both found it free
+    of earlier outputs, then published over each other (a report of one run beside the models
+    of the other). The second is refused at once (UserError). The folder and the missing ones
+    above it are made for the lock and removed again when still empty at the end (a refused,
+    failed or interrupted first run leaves no new folder)."""
+    from edge_fer.quantize.pipeline import _make_folders, _remove_empty
+
+    folder = Path(out)
+    made = _make_folders(folder)
+    try:
+        lock = fileio.FolderLock(folder, LOCK_WHAT)
+    except BaseException:
+        _remove_empty(made)
+        raise
+    try:
+        yield
+    finally:
+        _remove_empty(made)  # before the lock goes: no other process is in it yet
+        lock.release()
+
+
 @contextlib.contextmanager
 def staging(command: str):
     """A private folder where a run makes all its outputs (removed on every exit path); they are

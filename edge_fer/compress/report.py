@@ -179,15 +179,24 @@ def load_eval_faces(
     limit: int = 0,
     size: int = 48,
     skip_bad: bool = False,
+    split_param: str = "split",
 ):
     """The evaluation faces: FER2013 PrivateTest by default (other layouts: all their images);
     `limit` takes an even sample (quick runs); `skip_bad`: skip unreadable images (counted in
-    the set's `skipped`) instead of stopping."""
+    the set's `skipped`) instead of stopping. A FER2013 `split` other than "all" asked of
+    another layout is a UserError naming `split_param` (the caller's name for it)."""
     from edge_fer.data import load_dataset
     from edge_fer.data.loaders import detect_layout
 
     path = Path(data)
     layout = detect_layout(path)
+    if not layout.startswith("fer2013") and split not in (None, "all"):
+        # before: taken as "all" without a word, so the faces scored were not those asked for
+        raise UserError(
+            f"{split} names a FER2013 split, and {data} has none (a {layout} dataset); "
+            "leave it out (or give all) to score all its images",
+            param=split_param,
+        )
     split = (split or "private-test") if layout.startswith("fer2013") else "all"
     faces = load_dataset(path, split, size=size, layout=layout, skip_bad=skip_bad)
     return even_sample(faces, limit), split
@@ -421,7 +430,9 @@ def main(argv: list[str] | None = None) -> int:
             extra_tta=tuple(m for m in args.extra_tta.split(",") if m),
         )
     except UserError as exc:
-        print(f"edge-fer report: error: {exc}", file=sys.stderr)
+        # the flag in place of the library's parameter name (split -> --split)
+        flags = {"split": "--split", "eval_limit": "--eval-limit", "extra_tta": "--extra-tta"}
+        print(f"edge-fer report: error: {exc.render(flags.get(exc.param or ''))}", file=sys.stderr)
         return 2
     print(markdown_table(comp["rows"]))
     return 0

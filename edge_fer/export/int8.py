@@ -251,8 +251,10 @@ def check_int8_out(
     is a file or has a folder where an output goes, an output over `model` (the FP32 model),
     an earlier calibration or report in `out_dir` without `force` (a pruning run's report was
     replaced), an evaluation dataset or split that cannot be read or has no faces (found after
-    the calibration, it left the calibration behind). The evaluation faces are loaded for that
-    (read with `skip_bad`), which fills the dataset cache the check then reads."""
+    the calibration, it left the calibration behind), a FER2013 `eval_split` of a dataset
+    without FER2013's splits (it was ignored: all its images were scored). The evaluation faces
+    are loaded for that (read with `skip_bad`), which fills the dataset cache the check then
+    reads."""
     from edge_fer.data.faceset import check_split
     from edge_fer.quantize.pipeline import OUT_NAMES, check_earlier_outputs
 
@@ -274,7 +276,8 @@ def check_int8_out(
             raise UserError(f"{eval_data}: no such dataset", param="eval_data")
         from edge_fer.compress.report import load_eval_faces
 
-        load_eval_faces(eval_data, eval_split, skip_bad=bool(skip_bad))
+        # (a FER2013 split asked of another layout is refused there, named eval_split)
+        load_eval_faces(eval_data, eval_split, skip_bad=bool(skip_bad), split_param="eval_split")
 
 
 def default_out_dir(model_path: str | os.PathLike) -> Path:
