@@ -15,7 +15,6 @@ import argparse
 import contextlib
 import json
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -486,15 +485,10 @@ def _args_dict(args) -> dict:
 
 
 def _command_line(args) -> str:
-    """The command as typed, shell-quoted, its absolute paths made portable (no local absolute
-    path in a report that travels)."""
-    from edge_fer.fileio import portable_path
+    """The command as typed, with no local absolute path (a report travels)."""
+    from edge_fer.cli.main import portable_command
 
-    words = []
-    for a in getattr(args, "given_argv", None) or [args.command]:
-        flag, eq, value = a.partition("=") if a.startswith("--") else ("", "", a)
-        words.append(flag + eq + (portable_path(value) if os.path.isabs(value) else value))
-    return "edge-fer " + shlex.join(words)
+    return portable_command(getattr(args, "given_argv", None) or [args.command])
 
 
 # -- commands ---------------------------------------------------------------------------------
