@@ -104,13 +104,18 @@ def require_tensorrt() -> str:
 
     A bare `tensorrt/` folder of type stubs (what `pip install --no-deps tensorrt-stubs` leaves)
     imports as an empty namespace package, so the check looks for the API, not just the name.
+    On a JetPack 4 board whose bindings do not import, the message says why
+    (`_refuse_on_jetpack4`).
     """
+    l4t = l4t_release()
     try:
         mod = importlib.import_module("tensorrt")
     except Exception as exc:  # noqa: BLE001  ImportError, or OSError from a missing libnvinfer
+        _refuse_on_jetpack4(l4t)
         raise UserError(f"{NOT_AVAILABLE} (cannot import tensorrt: {first_line(exc)})") from None
     version = getattr(mod, "__version__", None)
     if not isinstance(version, str) or not hasattr(mod, "Runtime"):
+        _refuse_on_jetpack4(l4t)
         raise UserError(f"{NOT_AVAILABLE} (the tensorrt found here is only type stubs)")
     return version
 
@@ -172,8 +177,13 @@ def dims(d: Any) -> tuple[int, ...]:
 
 # -- this machine -------------------------------------------------------------------------------
 
-# L4T release (major.minor) -> JetPack
+# L4T release (major.minor) -> JetPack. R32 (JetPack 4) from rbonghi/jetson_stats
+# jtop/core/jetson_variables.py (NVIDIA_JETPACK): 32.6.1 is JetPack 4.6, 32.7.N is 4.6.N
+# (1..6); /etc/nv_tegra_release reads "# R32 (release), REVISION: 7.1, GCID: ..."
 _JETPACK = {
+    "32.4": "4.4.x",
+    "32.5": "4.5.x",
+    "32.6": "4.6",
     "32.7": "4.6.x",
     "35.1": "5.0.2",
     "35.2": "5.1",
@@ -185,6 +195,10 @@ _JETPACK = {
     "36.3": "6.0",
     "36.4": "6.1/6.2",
 }
+# the TensorRT each JetPack 4.6 ships, named when its Python bindings do not import: 4.6 has
+# 8.0.1 (ykawa2/jetson-setup README.md: "L4T 32.6.1 [ JetPack 4.6 ] ... TensorRT: 8.0.1.6"),
+# 4.6.1-4.6.6 have 8.2.1 (export/targets.py, jetson/README.md)
+_JETPACK4_TENSORRT = {"32.6": "8.0.1", "32.7": "8.2.1"}
 
 
 def l4t_release(path: str | None = None) -> str | None:
@@ -204,9 +218,30 @@ def is_jetson() -> bool:
 
 
 def jetpack_release(l4t: str | None) -> str | None:
+    """'4.6.4' for L4T '32.7.4', '6.1/6.2' for '36.4.3'; None for a release not known here."""
     if not l4t:
         return None
-    return _JETPACK.get(".".join(l4t.split(".")[:2]))
+    parts = l4t.split(".")
+    if parts[:2] == ["32", "7"] and len(parts) > 2 and parts[2] in ("1", "2", "3", "4", "5", "6"):
+        return f"4.6.{parts[2]}"  # one JetPack per revision: 32.7.1 -> 4.6.1 ... 32.7.6
+    return _JETPACK.get(".".join(parts[:2]))
+
+
+def _refuse_on_jetpack4(l4t: str | None) -> None:
+    """UserError saying why TensorRT does not import on a JetPack 4 board (L4T R32); nothing
+    elsewhere. Its bindings are built for the system's Python 3.6 and edge-fer needs 3.8, so
+    "install TensorRT" would send the user after something the board already has."""
+    if not l4t or l4t.split(".")[0] != "32":
+        return
+    jetpack = jetpack_release(l4t) or "4.x"
+    shipped = _JETPACK4_TENSORRT.get(".".join(l4t.split(".")[:2]))
+    trt = f"TensorRT {shipped}" if shipped else "TensorRT"
+    raise UserError(
+        f"TensorRT backend not available: this Jetson runs JetPack {jetpack} (L4T R{l4t}), "
+        f"whose {trt} Python bindings are "
+        "for its Python 3.6 and do not import in this Python: build them for it (TensorRT "
+        "OSS python/), flash JetPack 5.1 or 6, or use the default ONNX Runtime backend"
+    )
 
 
 def board_model() -> str | None:
@@ -419,6 +454,7 @@ __all__ = [
     "file_sha256",
     "is_jetson",
     "is_our_sidecar",
+    "jetpack_release",
     "l4t_release",
     "make_logger",
     "onnx_metadata",

@@ -8,13 +8,28 @@ The format TensorRT's calibrators write and read (`trtexec --calib=FILE`, DeepSt
     /net/features/features.0/features.0.2/Relu_output_0: 3d1a2b3c
     ...
 
-- header: `TRT-<version>-<algorithm>`; version is TensorRT's NV_TENSORRT_VERSION of the release
-  that reads the cache (8.6.1 -> 8601, major * 1000 + minor * 100 + patch before 10;
-  10.3.0 -> 100300, major * 10000 + minor * 100 + patch from 10 on). TensorRT ignores a cache
-  whose header names another version or another calibrator, so the header must name the
-  TensorRT on the device. The algorithm is EntropyCalibration2 whatever method chose the ranges:
-  it names the calibrator class that reads the cache (edge-fer's and DeepStream's are
-  IInt8EntropyCalibrator2), not how the numbers were made.
+- header: `TRT-<version>-<algorithm>` (NVIDIA/TensorRT release/8.4
+  samples/sampleINT8/README.md: "the TensorRT version followed by the calibration algorithm").
+  The version is TensorRT's NV_TENSORRT_VERSION: major * 1000 + minor * 100 + patch up to 9.x
+  (NVIDIA/TensorRT release/8.6 and release/9.3 include/NvInferRuntimeBase.h), major * 10000 +
+  minor * 100 + patch from 10.0 on (release/10.0 include/NvInferRuntimeBase.h,
+  NV_TENSORRT_VERSION_INT). So 8.5.2 (JetPack 5.1) writes TRT-8502, 8.6.2 (JetPack 6.0) 8602,
+  10.3.0 (JetPack 6.1/6.2) 100300; caches in public repositories agree (TRT-8203 from 8.2.3
+  in NVIDIA/TensorRT#2036, TRT-8600 in NVIDIA-AI-IOT/cuDLA-samples data/model/qat2ptq.cache,
+  TRT-100300 and TRT-101300 from TensorRT 10.3 and 10.13). No TensorRT writes a 5-digit code:
+  10300 is 10.3.0 by the pre-10 rule, a header TensorRT 10.3 does not take.
+- what a reader accepts: TensorRT uses a cache only when its header is its own version and the
+  algorithm of the calibrator reading it; any other cache is skipped (NVIDIA/TensorRT#1378)
+  and TensorRT calibrates from the calibrator's batches instead. A calibrator that only
+  replays a cache (edge-fer's, DeepStream's without images, trtexec --calib) has none, so the
+  build fails: TensorRT 10.3 given a TRT-8600 cache stops with "Tensor input is bound to
+  nullptr" (NVIDIA/Deep-Learning-Accelerator-SW#26). Hence the header must name the TensorRT
+  on the device, and `retarget_cache` rewrites it. ONNX Runtime's TensorRT EP checks only the
+  "TRT-" prefix (microsoft/onnxruntime onnxruntime/core/providers/tensorrt/
+  tensorrt_execution_provider_utils.h, ReadDynamicRange); `parse_cache` likewise reads any
+  version, since the ranges do not depend on it. The algorithm is EntropyCalibration2 whatever
+  method chose the ranges: it names the calibrator class that reads the cache (edge-fer's and
+  DeepStream's are IInt8EntropyCalibrator2), not how the numbers were made.
 - one line per tensor, `<tensor name>: <scale>`, the name as in the ONNX graph (TensorRT's ONNX
   parser keeps them) and the scale amax / 127 as the 8 hex digits of its IEEE-754 float32 bits
   (big-endian, as `struct.pack('>f')` gives them). A cache TensorRT writes also names tensors
@@ -71,11 +86,20 @@ def _checked_code(code: int, given: str | int) -> int:
             f"TensorRT version must look like 8.6.1 or 10.3.0 (or a code such as 100300), "
             f"got {given!r}"
         )
+    # 4 digits up to 9.x, 6 from 10.0 on: 5 digits is the pre-10 rule applied to 10.x
+    # (10.3.0 -> 10300), a header TensorRT 10 skips (it writes TRT-100300-...)
+    if 10000 <= code < 100000:
+        raise UserError(
+            f"TensorRT version code {given!r} is no TensorRT's: codes have 4 digits up to 9.x "
+            "(8.6.1 -> 8601) and 6 from 10.0 on (10.3.0 -> 100300); give the version as "
+            "X.Y.Z"
+        )
     return code
 
 
 def version_text(code: int) -> str:
-    """100300 -> '10.3.0', 8601 -> '8.6.1'."""
+    """100300 -> '10.3.0', 8601 -> '8.6.1'; UserError for a code no TensorRT writes."""
+    code = _checked_code(int(code), code)
     if code >= 100000:
         return f"{code // 10000}.{code // 100 % 100}.{code % 100}"
     return f"{code // 1000}.{code // 100 % 10}.{code % 100}"
