@@ -21,8 +21,10 @@ import hashlib
 import json
 import math
 import os
+import shutil
 import stat
 import threading
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Union
@@ -455,6 +457,38 @@ def _identity(path) -> tuple[str, tuple[int, int] | None, bool]:
 def _same(a: tuple, b: tuple) -> bool:
     # the resolved names catch symlinks and other spellings; device and inode catch hard links
     return a[0] == b[0] or (a[1] is not None and a[1] == b[1])
+
+
+# a writer that runs touches its files far more often than this: older, with its process gone,
+# a temporary of ours was left by a killed run (kill -9, the OOM killer)
+STALE_AFTER_S = 120.0
+
+
+def remove_if_stale(path: Path, pid: int) -> None:
+    """Remove `path` (a file, or a folder of files), a temporary that process `pid` was
+    writing, when that process is gone and nothing in it was touched for STALE_AFTER_S (a
+    shared folder's other machine may be writing its own: its ids are not ours to check).
+    Ours, alive, another user's, or anything unsure: left as it is."""
+    if os.name != "posix" or pid == os.getpid():
+        return
+    try:
+        os.kill(pid, 0)
+        return  # alive
+    except ProcessLookupError:
+        pass
+    except (OSError, OverflowError):  # another user's (EPERM), or no such number
+        return
+    try:
+        folder = path.is_dir() and not path.is_symlink()
+        inner = list(path.iterdir()) if folder else []
+        if time.time() - max(p.lstat().st_mtime for p in [path, *inner]) <= STALE_AFTER_S:
+            return
+        if folder:
+            shutil.rmtree(path)
+        else:
+            path.unlink()
+    except OSError:  # gone meanwhile, or not ours to remove
+        pass
 
 
 def check_replaceable(

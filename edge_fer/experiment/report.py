@@ -7,7 +7,6 @@ import datetime as dt
 import os
 import platform
 import shutil
-import time
 from pathlib import Path
 
 from edge_fer import fileio
@@ -82,11 +81,6 @@ def drop_stage(out: Path) -> None:
     shutil.rmtree(stage(out), ignore_errors=True)
 
 
-# a running study touches its staging folder far more often than this; one older than it with
-# a dead process id was left by a killed run (kill -9, the OOM killer): edge_fer.runtime.sinks
-STALE_AFTER_S = 120.0
-
-
 def _ours(name: str) -> int | None:
     """The process id in `name` when it is a temporary of a study's report: a staging folder
     `.report.PID.tmp` (`stage`), or a file of the set being written into --out,
@@ -102,46 +96,18 @@ def _ours(name: str) -> int | None:
     return None
 
 
-def _alive(pid: int) -> bool:
-    if pid == os.getpid():
-        return True
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except (OSError, OverflowError):  # another user's (EPERM), or no such number
-        return True
-    return True
-
-
 def remove_stale(out: Path) -> None:
     """Remove what killed runs left in `out` (their staging folder, a half-written report
-    file), which no run removed (before: kept forever): our names only, their process gone
-    and nothing in them touched for STALE_AFTER_S (a shared folder's other machine may be
-    publishing its own; its process ids are not ours to check)."""
-    if os.name != "posix":
-        return
+    file), which no run removed (before: kept forever): our names only
+    (`fileio.remove_if_stale`)."""
     try:
         names = os.listdir(out)
     except OSError:
         return
-    now = time.time()
     for n in names:
         pid = _ours(n)
-        if pid is None or _alive(pid):
-            continue
-        path = Path(out) / n
-        try:
-            folder = path.is_dir() and not path.is_symlink()
-            inner = list(path.iterdir()) if folder else []
-            if now - max(p.lstat().st_mtime for p in [path, *inner]) <= STALE_AFTER_S:
-                continue
-            if folder:
-                shutil.rmtree(path)
-            else:
-                path.unlink()
-        except OSError:  # gone meanwhile, or not ours to remove: left as it is
-            pass
+        if pid is not None:
+            fileio.remove_if_stale(Path(out) / n, pid)
 
 
 def publish(out: Path, files: dict[str, bytes]) -> None:

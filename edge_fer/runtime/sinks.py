@@ -23,7 +23,6 @@ import os
 import re
 import shutil
 import stat
-import time
 from pathlib import Path
 from typing import TextIO
 
@@ -218,39 +217,22 @@ def _file_size_limit() -> int | None:
     return None if soft == resource.RLIM_INFINITY or soft < 0 else int(soft)
 
 
-STALE_AFTER_S = 120.0  # a writer that runs touches its file far more often than this
+STALE_AFTER_S = fileio.STALE_AFTER_S
 
 
 def _remove_stale_temps(mine: Path, tail: str) -> None:
-    """Remove the temporary videos that killed runs (kill -9, the OOM killer) left beside the
-    target, hidden and unplayable, which no run removed: the same name with another process
-    id, that process gone, and the file untouched for STALE_AFTER_S (a shared folder's other
-    machine keeps writing its own)."""
-    if not hasattr(os, "kill") or os.name != "posix":
-        return
+    """Remove the temporary videos that killed runs left beside the target, hidden and
+    unplayable, which no run removed: the same name with another process id
+    (`fileio.remove_if_stale`)."""
     prefix, ext = mine.name[: -len(tail)] + ".", tail[tail.index(".tmp") :]
     try:
         names = os.listdir(mine.parent)
     except OSError:
         return
-    now = time.time()
     for n in names:
         pid = n[len(prefix) : -len(ext)] if n.startswith(prefix) and n.endswith(ext) else ""
-        if not pid.isdigit() or int(pid) == os.getpid():
-            continue
-        try:
-            os.kill(int(pid), 0)
-            continue  # alive (or another user's)
-        except ProcessLookupError:
-            pass
-        except OSError:
-            continue
-        path = mine.parent / n
-        try:
-            if now - path.stat().st_mtime > STALE_AFTER_S:
-                path.unlink()
-        except OSError:
-            pass
+        if pid.isdigit():
+            fileio.remove_if_stale(mine.parent / n, int(pid))
 
 
 def _unlink(path: Path | None) -> None:
