@@ -101,40 +101,7 @@ def test_second_compress_run_into_the_same_out_is_refused(cmd, tiny_cnn4_run, ti
     assert proc.returncode == 0, proc.stderr
 
 
-# ---- c) flags the run would ignore -----------------------------------------------------------
-
-
-@pytest.mark.parametrize(
-    "argv, needle",
-    [
-        (["prune", "--method", "2:4", "--importance", "l1"],
-         "--importance applies to --method structured"),
-        (["prune", "--method", "unstructured", "--round-to", "8"],
-         "--round-to applies to --method structured"),
-        (["prune", "--sparsity", "0.7"], "--sparsity applies to --method unstructured"),
-        (["prune", "--method", "2:4", "--sparsity", "0.5"],
-         "--sparsity applies to --method unstructured (--method 2:4 zeroes 2 in every 4"),
-        (["prune", "--method", "2:4", "--steps", "2"],
-         "--steps applies to --method structured and unstructured"),
-        (["prune", "--epochs", "0", "--lr", "0.1"],
-         "--lr applies to the fine-tuning, and --epochs 0 runs none"),
-        (["prune", "--epochs", "0", "--no-augment"], "--no-augment applies to the fine-tuning"),
-        (["qat", "--epochs", "0", "--weight-decay", "0"], "--weight-decay applies to the fine"),
-        (["qat", "--epochs", "0", "--label-smoothing", "0.1"], "--label-smoothing applies to"),
-        (["qat", "--epochs", "0", "--distill", "0.5"], "--distill applies to the fine-tuning"),
-        (["qat", "--epochs", "0", "--ranges", "fixed"],
-         "--ranges applies to the fine-tuning, and --epochs 0 runs none"),
-    ],
-)  # fmt: skip
-def test_flags_the_method_or_no_fine_tuning_would_ignore_are_refused(argv, needle, tmp_path,
-                                                                     capsys):  # fmt: skip
-    pytest.importorskip("torch")
-    out, data = tmp_path / "out", tmp_path / "data"  # (refused before the data is read)
-    data.mkdir()
-    rc, _, err = run_main([*argv, "--data", data, "--out", out], capsys)
-    lines = err.splitlines()
-    assert rc == 2 and len(lines) == 1 and needle in lines[0], err
-    assert "Traceback" not in err and not out.exists()
+# ---- c) flags the run would ignore (the refusal table: tests/test_compress_qa.py) --------
 
 
 @needs_fer
