@@ -139,6 +139,13 @@ def register(sub) -> None:
         "--extra-repeat", type=int, default=1, help="use each --extra-train face N times per epoch"
     )
     p.add_argument(
+        "--unlabelled",
+        metavar="DIR",
+        default=None,
+        help="a folder of faces without labels (any layout; e.g. the runtime's crops of "
+        "photos) trained on with the teachers' answers alone; needs --teacher",
+    )
+    p.add_argument(
         "--precise-bn",
         type=int,
         default=2048,
@@ -156,7 +163,9 @@ def register(sub) -> None:
         "their batch-norm statistics and save averaged.safetensors beside best.safetensors, "
         "with its held-out score (0: off)",
     )
-    add_skip_bad(p, "--data and --extra-train (recorded in the run: a resume keeps it)")
+    add_skip_bad(
+        p, "--data, --extra-train and --unlabelled (recorded in the run: a resume keeps it)"
+    )
     p.add_argument("--resume", action="store_true", help="continue the run in --out")
     p.add_argument(
         "--max-batches",
@@ -271,7 +280,8 @@ def run(args) -> int:
     same += ["seed", "device", "threads", "precision", "max_batches"]
     same += ["init", "teacher", "teacher_tta", "distill_temperature", "distill_online"]
     same += ["mixup", "cutmix"]
-    same += ["extra_train", "extra_repeat", "precise_bn", "average_last", "skip_bad"]
+    same += ["extra_train", "extra_repeat", "unlabelled", "precise_bn", "average_last"]
+    same += ["skip_bad"]
     frame = None
     if args.align_frame is not None:
         from edge_fer.align.aligner import parse_frame

@@ -440,3 +440,28 @@ def _read_csv_rows(p: Path, usages, out: _Faces, size) -> FaceSet:
                 img = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
             out.add(img, emotion, f"{p.name}:{lineno}")
     return out.finish(L.FER2013)
+
+
+UNLABELLED = -1  # the label of a face no one labelled (the teachers say what it shows)
+
+
+def load_unlabelled(path: str | os.PathLike, size: int = 48, skip_bad: bool = False) -> FaceSet:
+    """Every image under folder `path` (any depth, no class folders needed) as a face without
+    a label (`UNLABELLED`), decoded and checked as the datasets' faces are; ids relative to
+    `path`. UserError when the folder holds no face."""
+    p = Path(path)
+    if not p.is_dir():
+        raise UserError(f"{p}: no such folder")
+    out = _Faces(size, skip_bad)
+    for f in image_files(p):
+        rel = str(f.relative_to(p))
+        img, why = _read_gray(f, size)
+        why = out.problem(img, why)
+        if why:
+            out.bad(str(f), why, rel)
+            continue
+        out.add(img, UNLABELLED, rel)
+    if not out.images:
+        why = f" ({out.skipped} bad entries skipped)" if out.skipped else ""
+        raise UserError(f"{p}: no images found{why}")
+    return out.finish(())

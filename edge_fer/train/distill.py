@@ -96,11 +96,19 @@ def _cache_key(paths: list[str], images: np.ndarray, classes: tuple[str, ...], t
 def distill_loss(
     logits: torch.Tensor, teacher_log: torch.Tensor, temperature: float
 ) -> torch.Tensor:
-    """T^2 KL(teacher_T || student_T). `teacher_log`: the teacher's log-probabilities (or its
-    logits: softmax(log_softmax(z) / T) = softmax(z / T), so both soften the same way)."""
+    """T^2 KL(teacher_T || student_T), the batch's mean. `teacher_log`: the teacher's
+    log-probabilities (or its logits: softmax(log_softmax(z) / T) = softmax(z / T), so both
+    soften the same way)."""
+    return distill_rows(logits, teacher_log, temperature).mean()
+
+
+def distill_rows(
+    logits: torch.Tensor, teacher_log: torch.Tensor, temperature: float
+) -> torch.Tensor:
+    """T^2 KL(teacher_T || student_T) of each face (N,): distill_loss before the mean."""
     t = temperature
     q = F.softmax(teacher_log / t, dim=1)
-    return t * t * F.kl_div(F.log_softmax(logits / t, dim=1), q, reduction="batchmean")
+    return t * t * F.kl_div(F.log_softmax(logits / t, dim=1), q, reduction="none").sum(1)
 
 
 def log_targets(probs: np.ndarray) -> torch.Tensor:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from edge_fer import fileio
 from edge_fer import labels as L
 from edge_fer.data import FaceSet, load_dataset
-from edge_fer.data.loaders import BadEntry
+from edge_fer.data.loaders import UNLABELLED, BadEntry, load_unlabelled
 from edge_fer.errors import UserError, first_line
 from edge_fer.fileio import check_collisions, check_outside
 from edge_fer.limits import (
@@ -107,6 +107,9 @@ class TrainConfig:
     cutmix: float = 0.0  # Beta(a, a) alpha of CutMix; with mixup too, each batch takes one
     extra_train: str | None = None  # class folders whose faces join the training split
     extra_repeat: int = 1  # each extra face this many times per epoch (small in-domain sets)
+    # a folder of faces without labels (any layout): they are learned from the teachers'
+    # answers alone (offline or online distillation), never selected or scored on
+    unlabelled: str | None = None
     # batch-norm statistics re-measured on this many un-augmented training faces before each
     # evaluation (edge_fer.train.precise_bn); 0: the running averages of training
     precise_bn: int = DEFAULT_FACES
@@ -152,6 +155,34 @@ def check_folder(path: str | os.PathLike, param: str) -> None:
                 where = "" if q == p else f" in {q}"
                 raise UserError(f"{p}: cannot write{where} ({reason})", param=param)
             return
+
+
+def _check_unlabelled(cfg: TrainConfig) -> None:
+    """--unlabelled: a folder outside --data and --extra-train, with teachers to learn from,
+    and nothing that reads every face's label (mixing, class-balanced sampling)."""
+    from edge_fer.fileio import inside
+
+    if not Path(cfg.unlabelled).is_dir():
+        raise UserError(f"{cfg.unlabelled}: no such folder", param="unlabelled")
+    if not cfg.teacher or cfg.distill == 0:
+        raise UserError("needs --teacher and --distill above 0: unlabelled faces are learned "
+                        "from the teachers' answers", param="unlabelled")  # fmt: skip
+    for other, flag in ((cfg.data, "--data"), (cfg.extra_train, "--extra-train")):
+        if (
+            other
+            and Path(other).is_dir()
+            and (inside(cfg.unlabelled, other) or inside(other, cfg.unlabelled))
+        ):
+            raise UserError(f"{cfg.unlabelled} and {flag} {other} overlap: labelled faces "
+                            "would be trained on twice, or held-out ones trained on",
+                            param="unlabelled")  # fmt: skip
+    for name in ("mixup", "cutmix"):  # (a mixed pair's labels are not defined without one)
+        if getattr(cfg, name):
+            raise UserError(f"is not taken with --{name}: a mixed face needs both labels",
+                            param="unlabelled")  # fmt: skip
+    if cfg.balanced_sampling:
+        raise UserError("is not taken with --balanced-sampling: unlabelled faces have no "
+                        "class to balance", param="unlabelled")  # fmt: skip
 
 
 def check_config(cfg: TrainConfig, resuming: bool = False) -> None:
@@ -213,6 +244,8 @@ def check_config(cfg: TrainConfig, resuming: bool = False) -> None:
                 param="extra_train",
             )
     check_number(cfg.distill_temperature, "distill_temperature", lo_open=True)
+    if cfg.unlabelled:
+        _check_unlabelled(cfg)
     if not resuming:  # options of an option that is not given did nothing, without a word
         # (not on resume: a run saved before this check keeps its settings)
         if cfg.extra_repeat != 1 and not cfg.extra_train:
@@ -444,6 +477,18 @@ def with_extra(train: FaceSet, cfg: TrainConfig) -> FaceSet:
     )
 
 
+def unlabelled_faces(cfg: TrainConfig) -> FaceSet | None:
+    """cfg.unlabelled's faces (labels UNLABELLED), or None without the option."""
+    if not cfg.unlabelled:
+        return None
+    try:
+        return load_unlabelled(cfg.unlabelled, cfg.input_size or 48, cfg.skip_bad)
+    except BadEntry:
+        raise  # (named by its file; the CLI adds the --skip-bad hint)
+    except UserError as exc:  # "no images found" and the like, said with the flag
+        raise (UserError(str(exc), param="unlabelled") if exc.param is None else exc) from None
+
+
 def arch_kwargs_for(cfg: TrainConfig) -> dict:
     """Architecture options, plus the input size for nets whose dense head depends on it."""
     import inspect
@@ -549,6 +594,25 @@ def train_step(model, opt, x: torch.Tensor, lr: float, loss_of, precision: str =
         loss.backward()
     opt.step()
     return logits, loss
+
+
+def loss_with_unlabelled(
+    logits: torch.Tensor, y: torch.Tensor, teacher_log: torch.Tensor, weights, cfg: TrainConfig
+) -> torch.Tensor:
+    """The loss of a batch holding unlabelled faces (label UNLABELLED): for each labelled face
+    (1 - a) CE + a KD as in a batch without them (the same sum over the batch), for each
+    unlabelled one KD alone at full weight; a = cfg.distill, KD the teachers' term."""
+    from edge_fer.train.distill import distill_rows
+
+    lab = y != UNLABELLED
+    kd = distill_rows(logits, teacher_log, cfg.distill_temperature)
+    loss = (torch.where(lab, cfg.distill, 1.0) * kd).mean()
+    if bool(lab.any()):
+        ce = F.cross_entropy(
+            logits[lab], y[lab], weight=weights, label_smoothing=cfg.label_smoothing
+        )
+        loss = loss + (1 - cfg.distill) * ce * (lab.sum() / len(y))
+    return loss
 
 
 def mean_nll(probs: np.ndarray, labels: np.ndarray) -> float:
@@ -688,7 +752,7 @@ def _not_run_files(out: Path) -> list[str]:
 _RUN_CONFIG_KEYS = {"arch", "data", "out", "epochs", "batch_size", "lr", "seed"}
 
 # a run's inputs, recorded as given: a resume finds moved ones (--data's way)
-_INPUTS = ("data", "extra_train", "init", "teacher")
+_INPUTS = ("data", "extra_train", "unlabelled", "init", "teacher")
 
 
 def _inputs_found(
@@ -756,8 +820,11 @@ def _ignored_on_resume(cfg: TrainConfig, saved: dict, found: TrainConfig) -> lis
     return out
 
 
-def _teachers(cfg: TrainConfig, out: Path, train_set, classes, spec, device) -> tuple:
-    """(log-targets of every training face or None, online teachers or None) for --distill."""
+def _teachers(
+    cfg: TrainConfig, out: Path, train_set, classes, spec, device, unlabelled=None
+) -> tuple:
+    """(log-targets of every training face or None, online teachers or None) for --distill;
+    the faces: train_set's (main, then --extra-train's), then `unlabelled`'s images."""
     soft_all = online = None
     if cfg.distill > 0:
         from edge_fer.train.distill import (
@@ -772,16 +839,19 @@ def _teachers(cfg: TrainConfig, out: Path, train_set, classes, spec, device) -> 
         # the teachers speak for the main dataset; --extra-train faces keep their own labels
         n_extra = extra_count(cfg)
         n_main = len(train_set) - n_extra
+        asked = train_set.images[:n_main]
+        if unlabelled is not None and len(unlabelled):  # (one cache for both)
+            asked = np.concatenate([asked, unlabelled])
         soft = teacher_targets(
             list(cfg.teacher),
-            train_set.images[:n_main],
+            asked,
             tuple(classes),
             cfg.teacher_tta,
             cfg.threads,
             out / TARGETS_FILE,
         )
         own = np.eye(len(classes), dtype=np.float32)[train_set.labels[n_main:]]
-        soft_all = log_targets(np.concatenate([soft, own]))
+        soft_all = log_targets(np.concatenate([soft[:n_main], own, soft[n_main:]]))
     return soft_all, online
 
 
@@ -889,9 +959,10 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
         notes.append(f"nothing to resume in {out}: starting the run")
     check_config(cfg, resuming=resume and last.exists())
     check_outside([("--out", out)], cfg.data, "--data", "the run's files would mix with the faces")
-    if cfg.extra_train:  # before: the run's files were written among the extra faces
-        why = "the run's files would mix with the faces"
-        check_outside([("--out", out)], cfg.extra_train, "--extra-train", why)
+    for folder, flag in ((cfg.extra_train, "--extra-train"), (cfg.unlabelled, "--unlabelled")):
+        if folder:  # before: the run's files were written among the extra faces
+            why = "the run's files would mix with the faces"
+            check_outside([("--out", out)], folder, flag, why)
     check_collisions(
         [("--out", out / name) for name in RUN_FILES],
         [("--init", cfg.init), ("--data", cfg.data)] + [("--teacher", t) for t in cfg.teacher],
@@ -908,6 +979,7 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
     torch.manual_seed(cfg.seed)  # the initial weights
     try:
         train_set, val_set, val_name = load_splits(cfg)
+        unl = unlabelled_faces(cfg)
     except BadEntry as exc:
         if not (resume and last.exists()):
             raise  # (the CLI adds "use --skip-bad to skip such files")
@@ -921,6 +993,11 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
 
         line = skipped_line(skipped["skipped"], skipped["skipped_entries"])
         print(f"edge-fer train: {line}", file=sys.stderr)
+    if unl is not None and unl.skipped:
+        from edge_fer.data.faceset import skipped_line
+
+        line = skipped_line(unl.skipped, unl.skipped_entries)
+        print(f"edge-fer train: --unlabelled {cfg.unlabelled}: {line}", file=sys.stderr)
     classes = train_set.classes
     size = cfg.input_size or 48
     spec = PreprocessSpec(
@@ -929,6 +1006,9 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
     if cfg.align_frame is not None:
         spec.align_frame = tuple(float(v) for v in cfg.align_frame)
     tr_imgs, va_imgs = prepare_faces(train_set.images, spec), prepare_faces(val_set.images, spec)
+    # the unlabelled faces come after the labelled ones; batch norms are measured (precise-bn,
+    # averaging) on the labelled ones alone, as `edge-fer average` can find them again
+    un_imgs = prepare_faces(unl.images, spec) if unl is not None else tr_imgs[:0]
 
     model = build_model(cfg, len(classes))
     info = model_info(model, size, cfg.channels)
@@ -954,7 +1034,9 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
     # both wrote log rows and checkpoints into it
     locks.append(fileio.FolderLock(out, "edge-fer train"))
     try:
-        soft_all, online = _teachers(cfg, out, train_set, classes, spec, device)
+        soft_all, online = _teachers(
+            cfg, out, train_set, classes, spec, device, unl.images if unl is not None else None
+        )
     except UserError as exc:  # a teacher that is no model: the folder made for the run goes
         if created:
             with contextlib.suppress(OSError):
@@ -964,15 +1046,18 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
         raise
 
     weights = torch.tensor(train_set.class_weights(), device=device) if cfg.class_weights else None
-    steps_per_epoch, total, warmup = schedule(len(train_set), cfg)
+    n_train = len(train_set) + len(un_imgs)
+    steps_per_epoch, total, warmup = schedule(n_train, cfg)
     aug = AugmentConfig(
         enabled=cfg.augment,
         crop=cfg.crop_aug[1],
         crop_min=cfg.crop_aug[0],
         exposure=(float(cfg.exposure_aug[0]), float(cfg.exposure_aug[1])),
     )
-    x_all = torch.from_numpy(tr_imgs)
-    y_all = torch.from_numpy(train_set.labels)
+    x_all = torch.from_numpy(np.concatenate([tr_imgs, un_imgs]) if len(un_imgs) else tr_imgs)
+    y_all = torch.from_numpy(
+        np.concatenate([train_set.labels, np.full(len(un_imgs), UNLABELLED, np.int64)])
+    )
     sample_p = train_set.balanced_sample_weights() if cfg.balanced_sampling else None
     # log.csv's rows of epochs the checkpoint does not hold go (they are trained again)
     config = {**asdict(cfg), **info, "classes": classes}
@@ -989,7 +1074,7 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
     if state["epoch"] < cfg.epochs and not stopped:
         print(
             f"training {cfg.arch} ({info['params'] / 1e6:.2f}M parameters) on {len(train_set)} "
-            f"faces, selecting on {val_name} ({len(val_set)}): epochs {state['epoch'] + 1}-"
+            f"faces{f' and {len(un_imgs)} unlabelled ones' if len(un_imgs) else ''}, selecting on {val_name} ({len(val_set)}): epochs {state['epoch'] + 1}-"
             f"{cfg.epochs} of {steps_per_epoch} batches",
             file=sys.stderr,
             flush=True,
@@ -1006,9 +1091,9 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
             rng = np.random.default_rng(cfg.seed * 100003 + epoch)
             order = torch.from_numpy(rng.choice(len(train_set), len(train_set), p=sample_p))
         else:
-            order = torch.randperm(len(train_set), generator=gen)
+            order = torch.randperm(n_train, generator=gen)
         model.train()
-        tot_loss, tot_ok, seen = 0.0, 0, 0
+        tot_loss, tot_ok, seen, rows = 0.0, 0, 0, 0
         # a bar on a terminal; in a log (nohup) a line at each quarter of the epoch
         bar = Progress(steps_per_epoch, f"epoch {epoch + 1}/{cfg.epochs}", "batch", True)
         for b in range(steps_per_epoch):
@@ -1025,6 +1110,9 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
             lr = lr_at(state["step"], total, warmup, cfg.lr)
 
             def loss_of(logits, x=x, y=y, idx=idx, mix=mix):
+                if len(un_imgs) and bool((y == UNLABELLED).any()):
+                    target = online.log_probs(x) if online is not None else soft_all[idx]
+                    return loss_with_unlabelled(logits, y, target.to(device), weights, cfg)
                 if mix is None:
                     loss = F.cross_entropy(
                         logits, y, weight=weights, label_smoothing=cfg.label_smoothing
@@ -1051,9 +1139,11 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
                 bar.close()
                 raise _diverged(epoch, cfg, f"loss {step_loss}")
             tot_loss += step_loss * len(y)
+            rows += len(y)
+            labelled = y != UNLABELLED  # (the training accuracy is of the labelled faces)
             tot_ok += int((logits.argmax(1) == y).sum())
-            seen += len(y)
-            bar.postfix(f"loss {tot_loss / seen:.3f}, acc {tot_ok / seen:.3f}")
+            seen += int(labelled.sum())
+            bar.postfix(f"loss {tot_loss / rows:.3f}, acc {tot_ok / max(seen, 1):.3f}")
             bar.update()
         bar.close()
         if cfg.precise_bn:
@@ -1063,7 +1153,7 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
             raise _diverged(epoch, cfg, "the held-out predictions are NaN")
         rep = classification_report(probs, val_set.labels, classes)
         val_loss = mean_nll(probs, val_set.labels)
-        row = log_row(epoch + 1, lr, tot_loss / seen, tot_ok / seen, val_loss, rep, t0)
+        row = log_row(epoch + 1, lr, tot_loss / rows, tot_ok / max(seen, 1), val_loss, rep, t0)
         append_log(log_path, row)
         state["epoch"] = epoch + 1
         improved = rep["accuracy"] > state["best_acc"]
@@ -1108,6 +1198,11 @@ def _train(cfg: TrainConfig, resume: bool, epochs_override: int | None, locks: l
         **info,
         **skipped,  # (with --skip-bad) as `edge-fer eval` reports them
     }
+    if unl is not None:
+        result["unlabelled"] = {
+            "faces": len(unl),
+            **({"skipped": unl.skipped} if cfg.skip_bad else {}),
+        }
     # the run's snapshots of the last K epochs (of this total: --epochs may have changed)
     done = state["epoch"]  # fewer than --epochs when it stopped early
     snaps = snapshots_after(out, done - cfg.average_last, done) if cfg.average_last else []
