@@ -276,7 +276,7 @@ def test_architectures_from_run_folders(tmp_path, capsys) -> None:
     # refuses)
     command = next(ln for ln in text.splitlines() if "edge-fer experiment architectures" in ln)
     assert "--arch " not in command and "--archs cnn4,resnet" in command, command
-    assert "resnet: no best.safetensors" in text  # missing runs are named, not fatal
+    assert "resnet: no resnet/best.safetensors in --runs" in text  # named, not fatal
     assert "test 28 of 28 faces" in text
     assert "cnn4 INT8" in text and (out / "recall.png").is_file()
     assert not list(runs.glob("cnn4/*.onnx"))  # the run folder is only read

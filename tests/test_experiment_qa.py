@@ -161,12 +161,17 @@ def test_no_int8_finding_is_made_up_when_int8_was_skipped(
     line = next(ln for ln in findings.splitlines() if "fastest" in ln)
     assert "FP32" in line and "INT8 not measured" in line, line
     assert "70 training faces to calibrate on" in line, line
-    # the command as typed, nothing more
+    # the command as typed, nothing more; its absolute paths (all outside the working folder
+    # here) by their names alone: the report travels and holds no local absolute path
     command = next(ln for ln in text.splitlines() if "**command**" in ln)
     assert command.endswith(
-        f"`edge-fer experiment architectures --data {small_fer} --out {out} --max-test-faces 0 "
-        f"--archs cnn4 --runs {runs} --no-bundled`"
+        f"`edge-fer experiment architectures --data {Path(small_fer).name} --out {out.name} "
+        f"--max-test-faces 0 --archs cnn4 --runs {Path(runs).name} --no-bundled`"
     ), command
+    data = next(ln for ln in text.splitlines() if "**data**" in ln)
+    assert data.endswith(f"`{Path(small_fer).name}`"), data
+    for absolute in (str(small_fer), str(out), str(runs)):
+        assert absolute not in text, absolute
 
 
 def test_the_fastest_int8_model_is_one_that_has_int8(tmp_path) -> None:

@@ -150,8 +150,13 @@ def _names(text: str | None) -> tuple[str, ...]:
 
 def command_of(args) -> str:
     """The command as typed, rebuilt from the parsed options (flags left at their defaults
-    are omitted): the report's exact command also when called in-process."""
+    are omitted): the report's exact command also when called in-process. Absolute paths are
+    made portable (`fileio.portable_path`): reports travel (benchmarks/reports/) and hold no
+    local absolute path."""
+    import os
     import shlex
+
+    from edge_fer.fileio import portable_path
 
     parser = args._parser
     words = ["edge-fer", "experiment", args.study]
@@ -162,7 +167,10 @@ def command_of(args) -> str:
         if v == a.default or a.help == argparse.SUPPRESS and not v:
             continue
         flag = max(a.option_strings, key=len)
-        words += [flag] if isinstance(a, argparse._StoreTrueAction) else [flag, str(v)]
+        if isinstance(a, argparse._StoreTrueAction):
+            words.append(flag)
+        else:
+            words += [flag, portable_path(v) if os.path.isabs(str(v)) else str(v)]
     return " ".join(shlex.quote(w) for w in words)
 
 

@@ -52,7 +52,7 @@ def setup_block(
     env = environment()
     lines = [
         f"- **study**: `{study}`",
-        f"- **data**: `{data}`",
+        f"- **data**: `{fileio.portable_path(data)}`",  # (no local absolute path: reports travel)
         f"- **split**: {split}",
         f"- **seed**: {seed}",
         f"- **budget**: {budget}",

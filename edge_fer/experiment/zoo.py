@@ -16,6 +16,7 @@ import re
 import sys
 from pathlib import Path
 
+from edge_fer import fileio
 from edge_fer.errors import UserError
 from edge_fer.experiment import heading, plots
 from edge_fer.experiment import report as R
@@ -122,7 +123,8 @@ def _run_entries(runs: Path, archs) -> tuple[list[dict], list[str]]:
     for a in archs:
         run = runs / a
         if not (run / "best.safetensors").is_file():
-            notes.append(f"{a}: no best.safetensors in {run} (not trained, or no epoch yet)")
+            # (said in the report too: no local absolute path)
+            notes.append(f"{a}: no {a}/best.safetensors in --runs (not trained, or no epoch yet)")
             continue
         from edge_fer.train.checkpoint import read_state
 
@@ -371,7 +373,10 @@ def study_architectures(opts) -> Path:
                 "of one vocabulary",
                 param="runs",
             )
-        source = f"finished run folders `{opts.runs}/<arch>/` (best.safetensors), not retrained"
+        source = (
+            f"finished run folders `{fileio.portable_path(opts.runs)}/<arch>/` "
+            "(best.safetensors), not retrained"
+        )
     else:
         entries = _trained_entries(opts, sd, opts.archs)
         source = "trained here at the budget below"
