@@ -30,9 +30,13 @@ def test_nested_commands_name_themselves_whole_in_error_lines(tmp_path, capsys):
         (["keras", "prune", missing, "--data", tmp_path, "--out", tmp_path / "o.onnx",
           "--scale", "x"],
          "edge-fer keras prune: error: --scale 'x': expected LO,HI such as -1,1 or 0,1"),
-        # deploy (named by its own wrapper) says the same as before
+        # deploy says the same as before, through main as every command (it had a wrapper of
+        # its own); a field of another name than its option's dest is said by that option
         (["deploy", "triton", "--out", tmp_path / "kit", "--name", "a.b"],
          "edge-fer deploy triton: error: --name 'a.b': use letters, digits, '-' and '_' only"),
+        (["deploy", "triton", "--out", tmp_path / "kit", "--platform", "tensorrt",
+          "--instance-kind", "cpu"],
+         "edge-fer deploy triton: error: --instance-kind is the ONNX Runtime model's"),
         # a command with no sub-command keeps its one name
         (["detect", tmp_path / "none.jpg"], "edge-fer detect: error: "),
     ):  # fmt: skip
@@ -45,6 +49,28 @@ def test_nested_commands_name_themselves_whole_in_error_lines(tmp_path, capsys):
         "--help)\n"
     ), proc.stderr
     assert not (tmp_path / "o.onnx").exists() and not (tmp_path / "kit").exists()
+
+
+def test_deploy_options_are_said_by_their_flags(tmp_path):
+    """Each field of the options a deploy kit is made from, which the library's errors name
+    (`kind must be gpu or cpu`), is said by its command's flag through main's one mechanism
+    (flag_for, with the dests a parser maps in its `param_dests` default): `kind` and
+    `platforms` are --instance-kind and --platform, not left as the field's name."""
+    import dataclasses
+
+    from edge_fer.cli.main import build_parser, flag_for
+    from edge_fer.deploy.deepstream import DeepStreamOptions
+    from edge_fer.deploy.triton import TritonOptions
+
+    parser = build_parser()
+    for kind, cls in (("deepstream", DeepStreamOptions), ("triton", TritonOptions)):
+        args = parser.parse_args(["deploy", kind, "--out", str(tmp_path / "kit")])
+        flags = {f.name: flag_for(parser, args, f.name) for f in dataclasses.fields(cls)}
+        assert None not in flags.values(), (kind, flags)
+        assert all(f.startswith("--") for f in flags.values()), (kind, flags)
+        if kind == "triton":
+            assert flags["kind"] == "--instance-kind" and flags["platforms"] == "--platform"
+    assert not (tmp_path / "kit").exists()
 
 
 # ---- b) train-cascade records its command without local absolute paths ----------------------

@@ -197,3 +197,63 @@ def test_tracker_and_scene_cut_flags_on_photos_are_said_to_be_ignored(tiny_model
     for argv in ([shots, *defaults], [shots, "--sequence", *GIVEN], [clip, *GIVEN]):
         rc, _, err = run_main(["run", *argv, *base], capsys)
         assert rc == 0 and _warnings(err) == [], err
+
+
+# ---- d) the interrupted start-up refuses what the run refuses --------------------------------
+
+EARLIER = json.dumps({"source": {}, "frames": 0, "tracks": [], "complete": True, "outputs": {}})
+
+
+def _refused_outputs(case: str, tmp_path: Path) -> tuple[list, str]:
+    """(argv, what the run says) of a run that refuses its outputs while its --summary,
+    summary.json, is an earlier run's, which a run that took them would replace."""
+    photo = _photo(tmp_path / "a.png")
+    argv: list = [photo, "--summary", tmp_path / "summary.json", "--quiet"]
+    if case == "the --out folder's own list as --summary":
+        rdir = tmp_path / "rdir"
+        rdir.mkdir()
+        marker = rdir / ".edge-fer-annotated"  # image_out.MARKER: what runs wrote in rdir
+        marker.write_text("")
+        argv = [photo, "--out", f"{rdir}/", "--summary", marker, "--quiet", "--force"]
+        return argv, (f"--summary {marker}: is the file in which --out {rdir}/ lists what runs "
+                      "wrote there; give it another name")  # fmt: skip
+    if case == "a foreign --events":
+        notes = tmp_path / "notes.txt"
+        notes.write_text("my notes\n")
+        return [*argv, "--events", notes], (f"--events {notes} exists and is not an earlier "
+                                            "run's events; pass --force to replace it, or give "
+                                            "another name")  # fmt: skip
+    if case == "an existing --out image":
+        shot = _photo(tmp_path / "shot.png", 1)
+        return [*argv, "--out", shot], (f"--out {shot}: exists; pass --force to replace it, or "
+                                        "give another name")  # fmt: skip
+    assert case == "an --out folder in no folder", case
+    rdir = tmp_path / "none" / "rdir"
+    return [*argv, "--out", f"{rdir}/"], f"--out {rdir}: folder {rdir.parent} does not exist"
+
+
+@pytest.mark.parametrize(
+    "case",
+    ["the --out folder's own list as --summary", "a foreign --events", "an existing --out image",
+     "an --out folder in no folder"],
+)  # fmt: skip
+def test_an_interrupted_start_up_refuses_what_the_run_refuses(case, tmp_path, capsys):
+    """The interrupted start-up decides with the run's own output checks (run_cmd.check_outputs,
+    runner.check_outputs): an existing --summary is written over only where the run would
+    write it, and the warning says what the run says. Before, it restated some of them: over
+    the --out folder's list (with --force), or with a foreign --events or an existing --out
+    image that the run refuses, it wrote the summary."""
+    argv, refused = _refused_outputs(case, tmp_path)
+    summary = Path(argv[argv.index("--summary") + 1])
+    if not summary.exists():
+        summary.write_text(EARLIER)
+    before = summary.read_bytes()
+    rc, out, err = run_main(["run", *argv], capsys)
+    assert rc == 2 and out == "" and said(err) == [f"edge-fer run: error: {refused}"], err
+    sig = signal.SIGTERM
+    lines = _stopped(_interrupted_run(tmp_path, "edge_fer.runtime.runner", sig, *argv), sig)
+    warned = (
+        f"edge-fer: warning: {refused} (the summary of this interrupted start-up is not written)"
+    )
+    assert lines[:-1] == [warned], lines
+    assert summary.read_bytes() == before, "the summary was written where the run refuses"

@@ -113,7 +113,7 @@ def register(sub: Any) -> None:
         "frames have passed (every N+1 frames; 0: every frame)",
     )
     ds.add_argument("--gpu-id", type=int, default=0)
-    ds.set_defaults(func=_named(run_deepstream, ds))
+    ds.set_defaults(func=run_deepstream)
 
     tr = kinds.add_parser(
         "triton",
@@ -146,29 +146,9 @@ def register(sub: Any) -> None:
         metavar="FILE",
         help="int8 plan from an FP32 model: its TensorRT calibration cache",
     )
-    tr.set_defaults(func=_named(run_triton, tr, kind="instance_kind"))
-
-
-def _named(run, parser: argparse.ArgumentParser, **dests: str):
-    """`run` with its user errors said as `edge-fer deploy deepstream: error: ...`, as
-    argparse's own mistakes in the command are (main names the top command alone: they read
-    `edge-fer deploy: error: ...`), the option's flag in the parameter's place. `dests`: the
-    option's dest where it is not the parameter's name (kind: --instance-kind)."""
-
-    def named(args: argparse.Namespace) -> int:
-        from edge_fer.errors import UserError
-
-        try:
-            return int(run(args) or 0)
-        except UserError as err:
-            dest = dests.get(err.param or "", err.param)
-            flags = [max(a.option_strings, key=len) for a in parser._actions
-                     if a.dest == dest and a.option_strings]  # fmt: skip
-            print(f"{parser.prog}: error: {err.render(flags[0] if flags else None)}",
-                  file=sys.stderr)  # fmt: skip
-            return err.exit_code
-
-    return named
+    # a user error naming one of TritonOptions' fields is said with its flag (edge_fer.cli.main
+    # flag_for), here where the field and the option's dest differ: --instance-kind, --platform
+    tr.set_defaults(func=run_triton, param_dests={"kind": "instance_kind", "platforms": "platform"})
 
 
 def _report(args: argparse.Namespace, result: dict) -> int:

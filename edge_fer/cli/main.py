@@ -119,10 +119,14 @@ def portable_command(argv: list[str]) -> str:
 
 
 def flag_for(parser: argparse.ArgumentParser, args, param: str) -> str | None:
-    """The flag (`--batch-size`) of the running sub-command whose dest is `param`, if any."""
+    """The flag (`--batch-size`) of the running sub-command whose dest is `param`, if any. A
+    command whose options' dests differ from the names its library gives the parameters maps
+    them in its parser's defaults: set_defaults(param_dests={"kind": "instance_kind"}) has a
+    UserError of param `kind` said with `--instance-kind`."""
     p = _command_parser(parser, args)
+    dest = (getattr(args, "param_dests", None) or {}).get(param, param)
     for a in p._actions if p is not None else ():
-        if a.dest == param and a.option_strings:
+        if a.dest == dest and a.option_strings:
             return max(a.option_strings, key=len)  # the long form
     return None
 

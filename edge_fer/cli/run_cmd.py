@@ -137,10 +137,7 @@ def _run(args, guard) -> int:
 
     guard.check()  # the signal of an import above, if the import lost its exception
     reconnect = given_reconnect_timeout(args)
-    if args.demo and args.source:
-        raise UserError("give either SOURCE or --demo, not both")
-    if not args.demo and not args.source:
-        raise UserError("no SOURCE: give a file, folder, glob, camera or URI (or --demo)")
+    _check_source_given(args)
     if args.json and args.quiet:  # --json won without a word
         raise UserError("--json prints the summary and --quiet prints none: give one of them")
     if args.demo_dir is not None and not args.demo:  # else ignored without a word
@@ -148,31 +145,14 @@ def _run(args, guard) -> int:
                         "are named by --out, --events and --summary")  # fmt: skip
     if args.demo:
         from edge_fer.detect.config import resolve_cascade
-        from edge_fer.fileio import check_collisions
 
         resolve_cascade(args.cascade)  # fail before making the clip
-        out_dir = Path(args.demo_dir or "edge-fer-demo")
-        clip_path = out_dir / "demo_input.mp4"
-        args.out = args.out or str(out_dir / "annotated.mp4")
-        args.events = args.events or str(out_dir / "events.jsonl")
-        args.summary = args.summary or str(out_dir / "summary.json")
-        check_run_options(options.run_options(args, str(clip_path), GROUPS))
-        check_collisions([("--out", args.out), ("--events", args.events),
-                          ("--summary", args.summary)], [("the demo clip", clip_path)])  # fmt: skip
-        # as run --out DIR/: new, empty or an earlier demo's, so no file of the user's is
-        # replaced by one of the demo's (its marker lists what the demos wrote there)
+        out_dir, clip_path = _demo_paths(args)
+        check_run_options(_run_opts(args, str(clip_path)))
+        # as run_video will, but before the clip is made (seconds) and the folder with it
+        check_outputs(args)
         from edge_fer.runtime import image_out
 
-        try:
-            if out_dir.exists():  # else made with its parents below
-                image_out.check_folder(out_dir, "the demo's clip and outputs")
-        except UserError as exc:
-            raise UserError(f"--demo-dir {exc.message}") from None
-        from edge_fer.runtime.sinks import check_replaceable
-
-        # as run_video would, but before the clip is made (seconds) and the folder with it
-        check_replaceable("--events", args.events, bool(args.force))
-        check_replaceable("--summary", args.summary, bool(args.force))
         ours = [clip_path] + [Path(p) for p in (args.out, args.events, args.summary)]
         in_dir = [p for p in ours if image_out.in_folder(p, out_dir)]
         try:
@@ -192,8 +172,7 @@ def _run(args, guard) -> int:
     else:
         source = args.source
         demo_files, out_dir = [], None
-    opts = options.run_options(args, source, GROUPS)
-    opts.force = bool(getattr(args, "force", False))
+    opts = _run_opts(args, source)
     check_run_options(opts)  # a bad value is refused in one line, before any warning
     for line in ignored_flags(SOURCE, args, source, reconnect):
         warn(line)
@@ -235,6 +214,65 @@ def _run(args, guard) -> int:
     elif result.exit_code == 1:
         print(f"edge-fer run: error: {result.why_exit_1()}", file=sys.stderr)
     return result.exit_code
+
+
+def _check_source_given(args) -> None:
+    """UserError unless the run has one source: SOURCE or --demo (the clip it makes)."""
+    if args.demo and args.source:
+        raise UserError("give either SOURCE or --demo, not both")
+    if not args.demo and not args.source:
+        raise UserError("no SOURCE: give a file, folder, glob, camera or URI (or --demo)")
+
+
+def _run_opts(args, source: str):
+    """The `RunOptions` of `args` on `source` (SOURCE, or the demo's clip): what run_video is
+    given."""
+    opts = options.run_options(args, source, GROUPS)
+    opts.force = bool(getattr(args, "force", False))
+    return opts
+
+
+def _demo_paths(args) -> tuple[Path, Path]:
+    """--demo: its folder and the clip it makes there; the outputs not given are put in `args`,
+    in that folder."""
+    out_dir = Path(args.demo_dir or "edge-fer-demo")
+    args.out = args.out or str(out_dir / "annotated.mp4")
+    args.events = args.events or str(out_dir / "events.jsonl")
+    args.summary = args.summary or str(out_dir / "summary.json")
+    return out_dir, out_dir / "demo_input.mp4"
+
+
+def check_outputs(args) -> None:
+    """UserError (one line) where `edge-fer run` with `args` would refuse to write its outputs:
+    runner.check_outputs, on the options run_video is given (_run_opts). With --demo, on its
+    clip, which is named as such and not yet made, and its folder, which it makes: new, empty
+    or an earlier demo's (its marker lists what the demos wrote there), so no file of the
+    user's is replaced by one of the demo's.
+
+    The one check of them outside run_video: before the demo makes its clip, and where a signal
+    stops the start-up before run_video made it (_interrupted), so neither can let through what
+    the run would refuse."""
+    from edge_fer.runtime import runner
+    from edge_fer.runtime.sources import parse_source
+
+    _check_source_given(args)  # what the run reads: its outputs are checked against it
+    if not args.demo:
+        opts = _run_opts(args, args.source)
+        runner.check_outputs(opts, parse_source(opts.source, **opts.source_options))
+        return
+    from edge_fer.runtime import image_out
+
+    args = argparse.Namespace(**vars(args))  # the demo's outputs where not given, on a copy
+    out_dir, clip_path = _demo_paths(args)
+    try:
+        if out_dir.exists():  # else made with its parents before the clip
+            image_out.check_folder(out_dir, "the demo's clip and outputs")
+    except UserError as exc:
+        raise UserError(f"--demo-dir {exc.message}") from None
+    opts = _run_opts(args, str(clip_path))
+    ins = [("the demo clip", str(clip_path)), *runner.run_inputs(opts, None)]
+    spec = parse_source(opts.source, **opts.source_options)
+    runner.check_outputs(opts, spec, ins, made=out_dir)
 
 
 def _report(args, s: dict, taken: list, demo_files: list, out_dir) -> None:
@@ -291,8 +329,9 @@ def _check_stdout_is_no_input(opts) -> None:
 
 def _interrupted(args, signum: int) -> int:
     """A signal before the pipeline's start-up began (the demo clip): the summary, one line.
-    The signal may come before the run's output checks: a summary the run would refuse to
-    write is not written (a warning line says why)."""
+    The signal may come before the run's output checks: the summary is written over an
+    existing file only where the run would write over it (check_outputs); else a warning line
+    says why it is not."""
     from edge_fer.runtime.pipeline import exit_code_for, signal_name, startup_summary
     from edge_fer.runtime.sinks import write_json_atomic
 
@@ -303,47 +342,42 @@ def _interrupted(args, signum: int) -> int:
                 "height": 0}  # fmt: skip
         limit = {"max_frames": getattr(args, "max_frames", None) or None}
         try:
-            _check_summary_replaceable(args)
+            _check_summary_writable(args)
             write_json_atomic(args.summary, startup_summary(desc, signum,
                                                             {"summary": str(args.summary)},
                                                             limit))  # fmt: skip
             where = f", summary in {args.summary}"
         except UserError as exc:  # the interruption stays the exit status
-            warn(f"{exc.message} (the summary of this interrupted start-up is not written)")
+            said = exc.render(_flags().get(exc.param or ""))  # as edge_fer.cli.main says it
+            warn(f"{said} (the summary of this interrupted start-up is not written)")
     print(f"edge-fer run: interrupted ({signal_name(signum)}) during start-up; existing outputs "
           f"are untouched{where}", file=sys.stderr)  # fmt: skip
     return exit_code_for(signum)
 
 
-def _check_summary_replaceable(args) -> None:
-    """UserError where run_video would refuse the existing file --summary names: an input or
-    another output, or not an earlier summary (without --force). A new one replaces nothing."""
-    from edge_fer.runtime.sinks import check_replaceable
-
+def _check_summary_writable(args) -> None:
+    """UserError where the interrupted start-up must not write --summary: an existing file the
+    run would refuse to write over, or could not tell (an import the signal cut short). A new
+    one replaces nothing, nor does a device or pipe (written through)."""
     path = args.summary
     if fileio.is_stream(path) or not os.path.lexists(path):
         return
-    outs = [(f"--{k}", options.stdout_path(getattr(args, k, None))) for k in ("out", "events")]
-    outs = [(f, p) for f, p in outs if p and not fileio.names_folder(p)]
-    fileio.check_collisions([*outs, ("--summary", path)], _inputs(args))
-    check_replaceable("--summary", path, bool(getattr(args, "force", False)))
-
-
-def _inputs(args) -> list[tuple[str, str]]:
-    """What a run of `args` reads (runner.run_inputs), or the source alone where that cannot
-    be told (a bad value, the import the signal cut short)."""
-    source = args.source
-    ins: list[tuple[str, str]] = []
-    if args.demo:  # the clip it makes is the run's source
-        ins.append(
-            ("the demo clip", str(Path(args.demo_dir or "edge-fer-demo") / "demo_input.mp4"))
-        )
     try:
-        from edge_fer.runtime.runner import run_inputs
-        from edge_fer.runtime.sources import parse_source
+        check_outputs(args)
+    except UserError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - kept, as a refusal would keep it
+        from edge_fer.errors import first_line
 
-        opts = options.run_options(args, source or "", GROUPS)
-        spec = parse_source(source, **opts.source_options) if source else None
-        return ins + run_inputs(opts, spec)
-    except Exception:  # noqa: BLE001 - the run would have said what is wrong
-        return ins + ([("SOURCE", source)] if source else [])
+        raise UserError(f"--summary {path}: exists, and whether the run would replace it "
+                        f"could not be told ({first_line(exc)})") from None  # fmt: skip
+
+
+@functools.lru_cache(maxsize=1)
+def _flags() -> dict[str, str]:
+    """The flag of each of run's options by its dest, as edge_fer.cli.main.flag_for finds it:
+    a UserError naming its parameter is said with the flag outside main's error path too."""
+    sub = argparse.ArgumentParser(add_help=False).add_subparsers()
+    register(sub)
+    return {a.dest: max(a.option_strings, key=len)
+            for a in sub.choices["run"]._actions if a.option_strings}  # fmt: skip

@@ -12,6 +12,7 @@ import numbers
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -134,9 +135,11 @@ def warm_up(detector, classifier, width: int, height: int, upscale_to: int = 0) 
     return time.perf_counter() - t0
 
 
-def _annotated_output(opts: RunOptions, spec) -> tuple[str | None, dict]:
+def _annotated_output(opts: RunOptions, spec, new: Sequence[Path] = ()) -> tuple[str | None, dict]:
     """What --out is (image_out.out_kind) and, for a folder of annotated photos, where each
-    goes; UserError for an image name given to more than one frame."""
+    goes; UserError for an image name given to more than one frame. `new`: folders the caller
+    makes before the run, absolute (an --out folder that is one, or in one, is checked once it
+    is there)."""
     from edge_fer.runtime import image_out
     from edge_fer.runtime.sources import list_images
 
@@ -144,7 +147,9 @@ def _annotated_output(opts: RunOptions, spec) -> tuple[str | None, dict]:
     if kind == "image" and fileio.is_stream(opts.out):  # cv2.imwrite on a pipe waited for ever
         raise UserError(f"--out {opts.out}: is a device or pipe; an annotated image needs a file")
     if kind == "folder":
-        image_out.check_folder(opts.out)
+        out = Path(opts.out).absolute()
+        if out not in new and out.parent not in new:
+            image_out.check_folder(opts.out)
         photos = list_images(spec) if spec.kind == "images" else []
         return kind, image_out.planned_names(photos, opts.out)
     if kind == "image":
@@ -311,6 +316,78 @@ def check_run_options(opts: RunOptions) -> None:
     _check_trt_options(opts.backend, opts.trt_precision, opts.calib_cache)
 
 
+def check_outputs(
+    opts: RunOptions,
+    spec,
+    inputs: list[tuple[str, str]] | None = None,
+    made: str | os.PathLike | None = None,
+) -> tuple[str | None, dict]:
+    """UserError (one line) where the run of `opts` on `spec` (sources.parse_source) would
+    refuse to write its outputs: --out that the source cannot fill (_annotated_output), an
+    output that cannot be written, the --out folder's own files named as another output, an
+    output that is an input (`inputs`; default: run_inputs) or another output, an existing --out
+    IMAGE, or --events / --summary a file that is not an earlier run's, without --force.
+    Nothing is opened or written. `made`: a folder the caller makes before the run (run --demo's
+    --demo-dir), which may hold outputs. Returns what --out is and, for a folder of photos,
+    where each goes (_annotated_output).
+
+    The one place these are decided: `run_video` calls it before anything is loaded, and
+    `edge-fer run` before it makes its demo clip, and where a signal stops its start-up before
+    `run_video` did, so that the summary of that start-up is never written over a file the run
+    would refuse (edge_fer.cli.run_cmd.check_outputs)."""
+    from edge_fer.fileio import check_collisions
+    from edge_fer.runtime.sinks import check_replaceable, check_writable
+
+    # folders not there yet that are made before the outputs are written into them: the
+    # caller's, and a new --out folder, which may hold the others
+    new = [Path(made).absolute()] if made is not None and not os.path.exists(made) else []
+    out_kind, out_names = _annotated_output(opts, spec, new)
+    if out_kind == "folder":
+        new.append(Path(opts.out).absolute())
+    outputs = [("--out", opts.out), ("--events", opts.events), ("--summary", opts.summary)]
+    out_what = "annotated image" if out_kind == "image" else "video"  # (was "video" for both)
+    for (_, path), what in zip(outputs, (out_what, "events file", "summary")):
+        if path and not (what == "video" and out_kind == "folder"):
+            parent = Path(path).parent.absolute()
+            check_writable(path, what, next((d for d in new if d == parent), None))
+    if out_kind == "folder":  # each annotated photo against every input
+        from edge_fer.runtime.image_out import is_frame_name, is_marker
+
+        outputs = outputs[1:] + [("--out", p) for p in out_names.values()]
+        for flag, path in outputs[:2]:
+            # the folder itself, not yet made: `--out rdir/ --summary rdir` ran every frame,
+            # then could not write the summary
+            if path and os.path.abspath(path) == os.path.abspath(opts.out):
+                raise UserError(
+                    f"--out {opts.out} and {flag} {path} are the same path: give each output "
+                    "its own"
+                )
+            if path and is_marker(path, opts.out):
+                raise UserError(
+                    f"{flag} {path}: is the file in which --out {opts.out} lists what runs "
+                    "wrote there; give it another name"
+                )
+            if path and spec.kind != "images" and is_frame_name(path, opts.out):
+                # a video's frames: names known only as they come
+                raise UserError(
+                    f"{flag} {path}: --out {opts.out} writes the video's frames under "
+                    "such names; give it another name"
+                )
+    check_collisions(outputs, run_inputs(opts, spec) if inputs is None else inputs)
+    if out_kind == "image" and not opts.force and os.path.lexists(str(opts.out)):
+        # one annotated photo does not replace a picture of the user's unasked (a video is
+        # documented as written over: docs/runtime.md "Outputs")
+        raise UserError(
+            f"--out {opts.out}: exists; pass --force to replace it, or give another name"
+        )
+    # after the collisions (an input named as an output is said as such): an earlier run's
+    # events or summary is replaced, any other file only with --force (a README given as
+    # --events, a user's notes.json as --summary, were replaced without a word)
+    check_replaceable("--events", opts.events, opts.force)
+    check_replaceable("--summary", opts.summary, opts.force)
+    return out_kind, out_names
+
+
 def run_video(
     opts: RunOptions,
     *,
@@ -344,7 +421,6 @@ def run_video(
 def _run_video(
     opts: RunOptions, detector, classifier, warn, handle_signals: bool, signals, t_start: float
 ):
-    from edge_fer.fileio import check_collisions
     from edge_fer.runtime.image_out import AnnotatedImages
     from edge_fer.runtime.pipeline import (
         Interrupted,
@@ -354,57 +430,14 @@ def _run_video(
         interrupt_signal,
     )
     from edge_fer.runtime.preview import MJPEGPreview
-    from edge_fer.runtime.sinks import EventsSink, VideoSink, WindowSink, check_writable
+    from edge_fer.runtime.sinks import EventsSink, VideoSink, WindowSink
     from edge_fer.runtime.sources import open_source, parse_source
     from edge_fer.runtime.tracker import IoUTracker
 
     check_run_options(opts)
     # cheap checks first, so a typo fails before anything is loaded or opened
     spec = parse_source(opts.source, **opts.source_options)
-    out_kind, out_names = _annotated_output(opts, spec)
-    outputs = [("--out", opts.out), ("--events", opts.events), ("--summary", opts.summary)]
-    out_what = "annotated image" if out_kind == "image" else "video"  # (was "video" for both)
-    made = opts.out if out_kind == "folder" else None  # a new --out folder may hold the others
-    for (_, path), what in zip(outputs, (out_what, "events file", "summary")):
-        if path and not (what == "video" and out_kind == "folder"):
-            check_writable(path, what, made)
-    if out_kind == "folder":  # each annotated photo against every input
-        from edge_fer.runtime.image_out import is_frame_name, is_marker
-
-        outputs = outputs[1:] + [("--out", p) for p in out_names.values()]
-        for flag, path in outputs[:2]:
-            # the folder itself, not yet made: `--out rdir/ --summary rdir` ran every frame,
-            # then could not write the summary
-            if path and os.path.abspath(path) == os.path.abspath(opts.out):
-                raise UserError(
-                    f"--out {opts.out} and {flag} {path} are the same path: give each output "
-                    "its own"
-                )
-            if path and is_marker(path, opts.out):
-                raise UserError(
-                    f"{flag} {path}: is the file in which --out {opts.out} lists what runs "
-                    "wrote there; give it another name"
-                )
-            if path and spec.kind != "images" and is_frame_name(path, opts.out):
-                # a video's frames: names known only as they come
-                raise UserError(
-                    f"{flag} {path}: --out {opts.out} writes the video's frames under "
-                    "such names; give it another name"
-                )
-    check_collisions(outputs, run_inputs(opts, spec))
-    if out_kind == "image" and not opts.force and os.path.lexists(str(opts.out)):
-        # one annotated photo does not replace a picture of the user's unasked (a video is
-        # documented as written over: docs/runtime.md "Outputs")
-        raise UserError(
-            f"--out {opts.out}: exists; pass --force to replace it, or give another name"
-        )
-    from edge_fer.runtime.sinks import check_replaceable
-
-    # after the collisions (an input named as an output is said as such): an earlier run's
-    # events or summary is replaced, any other file only with --force (a README given as
-    # --events, a user's notes.json as --summary, were replaced without a word)
-    check_replaceable("--events", opts.events, opts.force)
-    check_replaceable("--summary", opts.summary, opts.force)
+    out_kind, out_names = check_outputs(opts, spec)
     if opts.show:
         from edge_fer.runtime.sinks import gui_available
 
