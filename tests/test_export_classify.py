@@ -821,6 +821,18 @@ def test_export_checkpoint_given_an_onnx_model(tiny_cnn4_onnx, tiny_fer_env, tmp
     assert "--model" in line and not (tmp_path / "x.onnx").exists()
 
 
+@needs_safetensors
+def test_export_checkpoint_given_a_damaged_onnx_file(tiny_fer_env, tmp_path):
+    # before: "bad.onnx: is an ONNX model, ..." said of any file by its name alone
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(b"\x00not a model, cut short" * 8)
+    line = refusal_line(run_cli("export", "--checkpoint", bad, "--out", tmp_path / "x.onnx",
+                                env=tiny_fer_env))  # fmt: skip
+    assert line == (f"edge-fer export: error: {bad}: is neither a training checkpoint "
+                    "(.safetensors) nor a readable ONNX model (damaged or not a model)"), line  # fmt: skip
+    assert not (tmp_path / "x.onnx").exists()
+
+
 # ---- eval: a vocabulary the model answers with one class, --json over what is no report -------
 
 

@@ -103,6 +103,17 @@ def model_from_state(state: dict, where: str | os.PathLike):
     return model, spec
 
 
+def _is_onnx_model(p: Path) -> bool:
+    """Whether file `p` parses as an ONNX model with a graph (external data not read)."""
+    import onnx
+
+    try:
+        m = onnx.load(os.fspath(p), load_external_data=False)
+    except Exception:  # noqa: BLE001 - protobuf's DecodeError and the like: not a model
+        return False
+    return len(m.graph.node) > 0
+
+
 def load_trained(ckpt_path: str | os.PathLike):
     """Rebuild the zoo model of a checkpoint: (model in eval mode, spec, state)."""
     from edge_fer.train.checkpoint import load_checkpoint, read_state
@@ -120,6 +131,11 @@ def load_trained(ckpt_path: str | os.PathLike):
     except UserError:
         if p.suffix.lower() != ".onnx":
             raise
+        if not _is_onnx_model(p):  # (was called "an ONNX model" by its name alone)
+            raise UserError(
+                f"{p}: is neither a training checkpoint (.safetensors) nor a readable ONNX "
+                "model (damaged or not a model)"
+            ) from None
         # (was "not an edge-fer checkpoint (... header too large)": safetensors' words)
         raise UserError(
             f"{p}: is an ONNX model, not a training checkpoint (.safetensors); "
