@@ -409,7 +409,7 @@ def _check_backend_opts(backend: str, opts: Mapping) -> None:
     raise UserError(message, param=", ".join(unknown))
 
 
-def _crops(faces) -> np.ndarray | list:
+def _crops(faces) -> np.ndarray | list | tuple:
     """`faces` as `predict` indexes them: an array of crops (one crop alone made an array of
     one), or a list; any other iterable (a generator) is read into a list."""
     if faces is None or isinstance(faces, (str, bytes, os.PathLike, Mapping)):

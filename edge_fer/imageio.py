@@ -119,7 +119,8 @@ def walk_folders(root: str | os.PathLike):
         if (st.st_dev, st.st_ino) in seen:  # a link back up, or a second way in
             continue
         seen.add((st.st_dev, st.st_ino))
-        dirs, files = [], []
+        dirs: list[str] = []
+        files: list[str] = []
         for e in entries:
             try:
                 is_dir = e.is_dir()  # follows links

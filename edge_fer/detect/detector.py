@@ -95,8 +95,7 @@ def _check_size(name: str, v: float) -> None:
 
 
 def _angles(angle: float | Sequence[float]) -> tuple[float, ...]:
-    many = isinstance(angle, (list, tuple, np.ndarray))
-    angles = tuple(angle) if many else (angle,)  # type: ignore[arg-type]
+    angles: tuple = tuple(angle) if isinstance(angle, (list, tuple, np.ndarray)) else (angle,)
     if not angles or len(angles) > 32:
         raise UserError(f"must be 1 to 32 angles, got {len(angles)}", param="angle")
     for a in angles:
@@ -497,6 +496,7 @@ class Detector:
         full_table = None
         for bt in batches:
             if table is not None:
+                assert real is not None  # (passed together with table)
                 bt.offs, bt.omap = table, real
             else:
                 bt.omap = np.arange(g.nscales, dtype=np.int64) - bt.sc_lo

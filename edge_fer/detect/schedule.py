@@ -96,7 +96,7 @@ def inside(windows: np.ndarray, rects: np.ndarray) -> np.ndarray:
     c = windows[:, 1:2].astype(np.float64)
     s = windows[:, 2:3].astype(np.float64)
     hit = (r >= rects[:, 0]) & (r <= rects[:, 2]) & (c >= rects[:, 1]) & (c <= rects[:, 3])
-    return (hit & (s >= rects[:, 4]) & (s <= rects[:, 5])).any(axis=1)
+    return np.asarray((hit & (s >= rects[:, 4]) & (s <= rects[:, 5])).any(axis=1))
 
 
 def regions(boxes: np.ndarray, fine_limit: float, nrows: int, ncols: int) -> np.ndarray:

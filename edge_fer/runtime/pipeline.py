@@ -36,6 +36,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -48,6 +49,11 @@ from edge_fer.runtime.smoothing import KEEP_ENDED, TrackSmoother
 from edge_fer.runtime.sources import Source
 from edge_fer.runtime.stats import StreamingStats
 from edge_fer.runtime.tracker import NESTED_OVERLAP, IoUTracker, suppress_nested
+
+if TYPE_CHECKING:  # the sinks' modules are imported when a run has outputs
+    from edge_fer.runtime.image_out import AnnotatedImages
+    from edge_fer.runtime.preview import MJPEGPreview
+    from edge_fer.runtime.sinks import EventsSink, VideoSink, WindowSink
 
 STAGES = ("decode", "detect", "track", "crop", "classify", "sinks")
 # a rate needs this many frames (from the first frame's output to the last): with fewer, the
@@ -210,23 +216,27 @@ def detect_threads_used(requested: int) -> int:
     fixed when it starts: the cores, or the variable of that name)."""
     import numba
 
-    return max(1, min(int(requested), int(numba.config.NUMBA_NUM_THREADS)))
+    # (numba.config sets it through globals(): not in what mypy reads)
+    threads = numba.config.NUMBA_NUM_THREADS  # type: ignore[attr-defined]
+    return max(1, min(int(requested), int(threads)))
 
 
 @dataclass
 class Sinks:
     """The outputs of a run; every one is optional. Each has write(...) and close()."""
 
-    video: object | None = None  # VideoSink or image_out.AnnotatedImages
-    events: object | None = None  # EventsSink
-    window: object | None = None  # WindowSink
-    preview: object | None = None  # MJPEGPreview
+    video: VideoSink | AnnotatedImages | None = None
+    events: EventsSink | None = None
+    window: WindowSink | None = None
+    preview: MJPEGPreview | None = None
     summary_path: str | None = None
 
     def all(self) -> list:
         return [s for _, s in self.named()]
 
-    def named(self) -> list[tuple[str, object]]:
+    def named(
+        self,
+    ) -> list[tuple[str, VideoSink | AnnotatedImages | EventsSink | WindowSink | MJPEGPreview]]:
         """(name, sink) of each sink there is: the name a failure is recorded under."""
         pairs = (
             ("video", self.video),
@@ -398,9 +408,12 @@ class Pipeline:
         if int(classify_every) != classify_every or classify_every < 1:
             raise ValueError(f"classify_every must be an integer >= 1, got {classify_every}")
         self.classify_every = int(classify_every)
+        # checked as an object: whatever a caller passes (typeshed's float is no numbers.Real,
+        # so mypy took the rest of __init__ for unreachable and left it unchecked)
+        given: object = smoothing
         if (
-            isinstance(smoothing, bool)
-            or not isinstance(smoothing, numbers.Real)
+            isinstance(given, bool)
+            or not isinstance(given, numbers.Real)
             or not (0.0 < smoothing <= 1.0)
         ):  # (NaN too) the smoother's own check named its alpha
             raise ValueError(f"smoothing must be in (0, 1], got {smoothing!r}")
@@ -664,7 +677,7 @@ class Pipeline:
                     for tid in item.dead:
                         self._due.pop(tid, None)
             t1 = time.perf_counter()
-            probs = self.classifier.predict(crops) if crops else None
+            probs = self.classifier.predict(crops) if crops else []  # (read only with crops)
             t2 = time.perf_counter()
             if crops:
                 self.batches += 1
@@ -923,7 +936,8 @@ class Pipeline:
                 if other is not error:
                     self._warn(errors.first_line(other))
             # what the run measured is not lost with it: the caller prints it (summary_of)
-            error.run_summary = summary
+            # (an attribute of ours on any exception: typed BaseException has none)
+            setattr(error, "run_summary", summary)  # noqa: B010 - read by getattr in summary_of
             raise error
         if self.interrupted:
             code = exit_code_for(self.signum)
@@ -1019,7 +1033,10 @@ class Pipeline:
         video = s.video
         # while running, a video is still a hidden temporary file: listed once in place
         pending = running and getattr(video, "placed", True) is False
-        if video is not None and (getattr(video, "frames", 1) or getattr(video, "folder", False)):
+        # (bool(): mypy took `and`'s left operand for the type of getattr's default)
+        if video is not None and bool(
+            getattr(video, "frames", 1) or getattr(video, "folder", False)
+        ):
             from edge_fer.runtime.image_out import AnnotatedImages
 
             key = "annotated" if isinstance(video, AnnotatedImages) else "video"

@@ -143,6 +143,8 @@ def _annotated_output(opts: RunOptions, spec, new: Sequence[Path] = ()) -> tuple
     from edge_fer.runtime import image_out
     from edge_fer.runtime.sources import list_images
 
+    if opts.out is None:  # (out_kind: None, as for an empty name)
+        return None, {}
     kind = image_out.out_kind(opts.out)
     if kind == "image" and fileio.is_stream(opts.out):  # cv2.imwrite on a pipe waited for ever
         raise UserError(f"--out {opts.out}: is a device or pipe; an annotated image needs a file")
@@ -343,6 +345,7 @@ def check_outputs(
     new = [Path(made).absolute()] if made is not None and not os.path.exists(made) else []
     out_kind, out_names = _annotated_output(opts, spec, new)
     if out_kind == "folder":
+        assert opts.out is not None  # (out_kind: None without --out)
         new.append(Path(opts.out).absolute())
     outputs = [("--out", opts.out), ("--events", opts.events), ("--summary", opts.summary)]
     out_what = "annotated image" if out_kind == "image" else "video"  # (was "video" for both)
@@ -352,6 +355,8 @@ def check_outputs(
             check_writable(path, what, next((d for d in new if d == parent), None))
     if out_kind == "folder":  # each annotated photo against every input
         from edge_fer.runtime.image_out import is_frame_name, is_marker
+
+        assert opts.out is not None  # (out_kind: None without --out)
 
         outputs = outputs[1:] + [("--out", p) for p in out_names.values()]
         for flag, path in outputs[:2]:
@@ -528,21 +533,23 @@ def _run_video(
                 )
         detector_for = None
         if stills and detector is picked:  # each photo gets the cascade of its own size
+            # those that scanned a photo, and the values each used ("detector" and "verifier"
+            # above are the first photo's: a small photo gets face_lowres.pico at 0.5)
+            cascades: list[str] = []
+            detectors: list[dict[str, Any]] = []
 
             def detector_for(shape):
                 r, det = picker.get(shape)
                 name = str(r.cascade) if r.cascade else None
-                if name and name not in info["cascades"]:
-                    info["cascades"].append(name)
-                    info["detectors"].append(
+                if name and name not in cascades:
+                    cascades.append(name)
+                    detectors.append(
                         {"cascade": name, "detector": r.summary(), "verifier": _verifier_info(r)}
                     )
                 return r, det
 
-            # those that scanned a photo, and the values each used ("detector" and "verifier"
-            # above are the first photo's: a small photo gets face_lowres.pico at 0.5)
-            info["cascades"] = []
-            info["detectors"] = []
+            info["cascades"] = cascades  # (the lists detector_for fills)
+            info["detectors"] = detectors
         tracker = IoUTracker(
             iou_threshold=opts.tracker.iou,
             min_hits=1 if stills else opts.tracker.min_hits,

@@ -196,7 +196,7 @@ def _open_writer(path: Path, codecs: list[str], fps: float, size: tuple[int, int
     """(writer, fourcc) for the first codec that opens, else (None, None)."""
     for fourcc in codecs:
         name = imageio.cv_name(path, "video")
-        w = cv2.VideoWriter(name, cv2.VideoWriter_fourcc(*fourcc), fps, size)
+        w = cv2.VideoWriter(name, cv2.VideoWriter.fourcc(*fourcc), fps, size)
         if w.isOpened():
             return w, fourcc
         w.release()

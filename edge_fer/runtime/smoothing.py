@@ -114,7 +114,10 @@ class TrackSmoother:
                 prob_sum=np.zeros(c),
             )
             self.stats[track_id] = st
-        elif st._last_top >= 0:
+        # a TrackStats is only made just above, with all three arrays
+        assert st.label_frames is not None and st.label_time is not None
+        assert st.prob_sum is not None
+        if st._last_top >= 0:
             st.label_time[st._last_top] += max(t - st._last_t, 0.0)
         top = int(np.argmax(s))
         st.frames += 1
@@ -148,6 +151,9 @@ class TrackSmoother:
         out = []
         for tid in sorted(self.stats):
             st = self.stats[tid]
+            # made by _update, with all three arrays
+            assert st.label_frames is not None and st.label_time is not None
+            assert st.prob_sum is not None
             time = st.label_time.copy()
             if st._last_top >= 0:
                 time[st._last_top] += frame_interval  # the last frame lasts one interval

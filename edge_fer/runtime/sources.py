@@ -994,7 +994,8 @@ def _open_capture(
             cv2.CAP_PROP_READ_TIMEOUT_MSEC,
             int((open_timeout_s if read_timeout_s is None else read_timeout_s) * 1000),
         ]
-    target = cv_name(spec.target, "source") if spec.kind == "file" else spec.target
+    # (a file's target is its path, a str)
+    target = cv_name(str(spec.target), "source") if spec.kind == "file" else spec.target
     cap = cv2.VideoCapture(target, api, params) if params else cv2.VideoCapture(target, api)
     if cap.isOpened() and spec.kind == "camera":
         o = spec.options
@@ -1086,8 +1087,8 @@ class FileSource(Source):
                 self._end()
                 return None
         idx = self._next
-        ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)
-        ms = float(ms) if ms and np.isfinite(ms) and ms > 0 else None
+        pos_ms = self.cap.get(cv2.CAP_PROP_POS_MSEC)
+        ms = float(pos_ms) if pos_ms and np.isfinite(pos_ms) and pos_ms > 0 else None
         if self._ms0 is None and self._decoded == 0:  # (after rejected frames: the file's 0)
             self._ms0 = (ms or 0.0) if not failures else 0.0
         if failures and self.fps and ms is not None:
@@ -1105,7 +1106,7 @@ class FileSource(Source):
             lost = range(self._next, idx)  # a jump in the timestamps may skip millions
             self.skipped.extend(lost)
             msg = (
-                f"{printable(self.spec.target)}: frame{'s' if len(lost) > 1 else ''} "
+                f"{printable(str(self.spec.target))}: frame{'s' if len(lost) > 1 else ''} "
                 f"{lost[0]}{'-' + str(lost[-1]) if len(lost) > 1 else ''} could not be decoded, "
                 "skipped"
             )
@@ -1169,14 +1170,14 @@ class FileSource(Source):
                 else "before its first frame, none"
             )
             msg = (
-                f"{printable(self.spec.target)}: the file ends {where} of the "
+                f"{printable(str(self.spec.target))}: the file ends {where} of the "
                 f"{self.frame_count} its header declares (truncated or corrupt)"
             )
             self.errors.append(msg)
             self.warn(msg)
         elif self._decoded == 0:
             self.incomplete = True
-            msg = f"{printable(self.spec.target)}: no frame could be decoded"
+            msg = f"{printable(str(self.spec.target))}: no frame could be decoded"
             self.errors.append(msg)
             self.warn(msg)
 
@@ -1277,6 +1278,7 @@ class LiveSource(Source):
                 if self._stop.is_set():
                     break
                 if self.remote_file:  # its end, not an outage
+                    assert self.frame_count is not None  # (remote_file: the header counts them)
                     if self._count < 0.9 * self.frame_count:  # (counts can be estimates)
                         self.incomplete = True
                         msg = (f"{self.spec.uri}: the file ended after {self._count} of its "

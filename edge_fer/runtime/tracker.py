@@ -235,12 +235,12 @@ class IoUTracker:
                                 ("established_hits", established_hits, 1),
                                 ("follow_frames", follow_frames, 0)):  # fmt: skip
             check_count(v, name, lowest)
-        for name, v in (("iou_threshold", iou_threshold), ("reach", reach),
+        for name, x in (("iou_threshold", iou_threshold), ("reach", reach),
                         ("part_overlap", part_overlap), ("box_smoothing", box_smoothing),
                         ("velocity_smoothing", velocity_smoothing),
                         ("score_smoothing", score_smoothing), ("follow_match", follow_match)):  # fmt: skip
-            if isinstance(v, bool) or not isinstance(v, (int, float, np.number)):
-                raise UserError(f"must be a number, got {v!r}", param=name)
+            if isinstance(x, bool) or not isinstance(x, (int, float, np.number)):
+                raise UserError(f"must be a number, got {x!r}", param=name)
         if not 0.0 <= iou_threshold < 1.0:
             raise ValueError("iou_threshold must be in [0, 1)")
         if min_hits < 1 or max_misses < 0:
@@ -346,7 +346,7 @@ class IoUTracker:
         for i, tr in enumerate(self.tracks):
             if i in matched_t:
                 tr.last_t = t
-                if follow and tr.confirmed:
+                if follow and gray is not None and tr.confirmed:  # (follow: gray is given)
                     self._refresh_template(tr, gray)
             else:
                 tr.misses += 1
@@ -355,7 +355,7 @@ class IoUTracker:
                 if not tr.confirmed:
                     continue  # a tentative track dies at its first miss
                 was_held, tr.held = tr.held, False
-                if follow and self._follow(tr, gray, t, was_held):
+                if follow and gray is not None and self._follow(tr, gray, t, was_held):
                     survivors.append(tr)  # followed: alive whatever its misses
                     continue
                 tr.since_box += 1
@@ -430,6 +430,8 @@ class IoUTracker:
             return False
         if not was_held:
             tr.template = tr.anchor = self._last_steady(tr.patches)
+        # both set when following started: a track is held only by this method
+        assert tr.template is not None and tr.anchor is not None
         found = _match(gray, tr.template, tr.predicted())
         # starting takes a clearer match than going on: a face just missed has barely changed,
         # while the window where a face vanished can hold a chance match as good as the bar
