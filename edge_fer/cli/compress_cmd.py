@@ -40,6 +40,10 @@ NOTE_TRT = (
     "extra Dequantize ops, so its CPU latency is not what TensorRT gives; use "
     "--target cpu for INT8 speed on ONNX Runtime"
 )
+NOTE_NO_QAT = (
+    "--epochs 0: no quantization-aware training ran; qat.onnx is the calibrated model "
+    "(activation ranges as calibrated, the source's weights), the same as ptq.onnx"
+)
 
 # flags whose default applies only to some runs: None until `_settle` fills it in (or refuses
 # the flag where the run would ignore it); a dict: the default of each command
@@ -61,6 +65,13 @@ UNSET: dict = {
     "weight_decay": 5e-4,
     "label_smoothing": 0.1,
     "ranges": "learn",
+    "max_batches": 0,
+    # the fine-tuning's and the Taylor ranking's batches (before: taken with --epochs 0)
+    "batch_size": 128,
+    # the fine-tuning's faces, which also feed the calibration (qat), the renormalized batch
+    # norms and the Taylor ranking (prune): refused with --epochs 0 where none of these runs
+    # (before: taken without a word)
+    "train_fraction": 1.0,
 }
 
 
@@ -87,7 +98,10 @@ def _common(p, command: str, default_epochs: int, epochs_help: str) -> None:
     f.add_argument("--lr", type=float, default=None,
                    help="initial SGD learning rate (cosine decay to 0 over each fine-tuning; "
                    f"default {_default('lr', command):g})")
-    f.add_argument("--batch-size", type=int, default=128, help="fine-tuning batch size")
+    taylor = " and of the --importance taylor ranking's gradients" if command == "prune" else ""
+    f.add_argument("--batch-size", type=int, default=None,
+                   help=f"batch size of the fine-tuning{taylor} (default "
+                   f"{UNSET['batch_size']})")
     f.add_argument("--weight-decay", type=float, default=None,
                    help=f"SGD weight decay (default {UNSET['weight_decay']:g})")
     f.add_argument("--label-smoothing", type=float, default=None,
@@ -99,8 +113,11 @@ def _common(p, command: str, default_epochs: int, epochs_help: str) -> None:
     f.add_argument("--distill-temperature", type=float, default=None,
                    help="softmax temperature of the distillation targets, with --distill "
                    f"(default {UNSET['distill_temperature']:g})")
-    f.add_argument("--train-fraction", type=float, default=1.0,
-                   help="fine-tune on this fraction of the Training split (quick runs)")
+    also = {"prune": "; also the faces the Taylor ranking and --bn renormalize read",
+            "qat": "; also the faces the calibration is drawn from"}[command]
+    f.add_argument("--train-fraction", type=float, default=None,
+                   help="fine-tune on this fraction of the Training split (quick runs"
+                   f"{also}; default {UNSET['train_fraction']:g})")
     f.add_argument("--val-limit", type=int, default=0,
                    help="select on at most this many PublicTest faces (0: all; quick runs)")
     f.add_argument("--no-augment", action="store_true", help="no training augmentation")
@@ -108,7 +125,7 @@ def _common(p, command: str, default_epochs: int, epochs_help: str) -> None:
     f.add_argument("--threads", type=thread_count, default=0,
                    help="torch CPU threads for fine-tuning (0: torch's default)")
     f.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")
-    f.add_argument("--max-batches", type=int, default=0, help=argparse.SUPPRESS)
+    f.add_argument("--max-batches", type=int, default=None, help=argparse.SUPPRESS)
     add_skip_bad(f, "--data (the fine-tuning and the report's faces)")
     r = p.add_argument_group("report")
     r.add_argument("--eval-split", default=None, choices=("private-test", "public-test", "test"),
@@ -227,8 +244,13 @@ def _configs(args):
     # --epochs 0 fine-tunes nothing: the flags of the fine-tuning alone would do nothing (a
     # negative count is refused below, by validate)
     tunes = args.epochs != 0
-    for dest in ("lr", "weight_decay", "label_smoothing"):
+    for dest in ("lr", "weight_decay", "label_smoothing", "max_batches"):
         _settle(args, dest, tunes, _no_tuning(dest.replace("_", "-")))
+    # (--importance is settled by now: None unless --method structured)
+    taylor = getattr(args, "importance", None) == "taylor"
+    why = (" (nor does this run rank channels by gradients: --importance taylor)"
+           if args.command == "prune" else "")  # fmt: skip
+    _settle(args, "batch_size", tunes or taylor, _no_tuning("batch-size") + why)
     for flag, given in (("distill", args.distill > 0), ("no-augment", args.no_augment)):
         if given and not tunes:
             raise UserError(_no_tuning(flag))
@@ -237,11 +259,13 @@ def _configs(args):
         v = getattr(args, dest)
         return _default(dest, args.command) if v is None else v
 
+    # (--train-fraction: settled by `_prepare`, once the source says whether its batch norms
+    # are renormalized on Training faces)
     fcfg = FinetuneConfig(
-        epochs=args.epochs, lr=value("lr"), batch_size=args.batch_size,
+        epochs=args.epochs, lr=value("lr"), batch_size=value("batch_size"),
         weight_decay=value("weight_decay"), label_smoothing=value("label_smoothing"),
-        train_fraction=args.train_fraction, val_limit=args.val_limit,
-        max_batches=args.max_batches, seed=args.seed, augment=not args.no_augment,
+        train_fraction=value("train_fraction"), val_limit=args.val_limit,
+        max_batches=value("max_batches"), seed=args.seed, augment=not args.no_augment,
         device=args.device, threads=args.threads, distill=args.distill,
         distill_temperature=value("distill_temperature"), skip_bad=args.skip_bad,
     )  # fmt: skip
@@ -328,6 +352,14 @@ def _prepare(args, fcfg):
         _settle(args, "bn", src.bn_folded,
                 f"--bn applies to a model rebuilt from ONNX, whose batch norms are folded into "
                 f"the convs; {src.path} is a checkpoint with trained batch norms")  # fmt: skip
+    # the Training faces: fine-tuned on, and read by qat's calibration, the Taylor ranking and
+    # the renormalized batch norms; with --epochs 0 and none of those, --train-fraction did
+    # nothing (before: taken without a word)
+    reads = (fcfg.epochs != 0 or args.command == "qat" or getattr(args, "importance", None)
+             == "taylor" or getattr(args, "bn", None) == "renormalize")  # fmt: skip
+    _settle(args, "train_fraction", reads,
+            _no_tuning("train-fraction") + " (nor does this run read Training faces otherwise: "
+            "no --importance taylor ranking, no batch norms renormalized)")  # fmt: skip
     print(f"source: {src.path} ({src.kind}, {src.arch})", file=sys.stderr, flush=True)
     data = load_finetune_data(args.data, src.spec, fcfg)
     # FER2013's Training faces alone: held out as for class folders
@@ -579,9 +611,12 @@ def run_qat(args) -> int:
 
         def make(stage: Path):
             res = qat(src, data, qcfg, fcfg, stage, check_faces=faces, opset=args.opset)
+            # --epochs 0: qat.onnx is the calibrated model, not trained (before: its row and
+            # report.json's "ranges": "learn" read as if ranges had been learned)
+            untuned = ", 0 epochs: calibration only" if args.epochs == 0 else ""
             rows = [
                 (f"INT8 PTQ ({args.target}, calibration only)", res["ptq_onnx"]),
-                (f"INT8 QAT ({args.target})", res["qat_onnx"]),
+                (f"INT8 QAT ({args.target}{untuned})", res["qat_onnx"]),
             ]
             exp = res["qat_export"]
             notes = [
@@ -593,6 +628,8 @@ def run_qat(args) -> int:
                     f"{exp['parity_optimized_top1_agreement']:.3f}"
                 )
             ]
+            if args.epochs == 0:
+                notes.append(NOTE_NO_QAT)
             if args.target == "tensorrt":
                 notes.append(NOTE_TRT)
             return res, rows, notes

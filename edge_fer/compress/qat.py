@@ -469,7 +469,10 @@ def run_qat(
             # max: no percentile set a range (before: the unused default was recorded)
             **({"percentile": qcfg.percentile} if qcfg.calib_method == "percentile" else {}),
             "faces": len(calib),
-            "source": "Training split (random sample)",
+            # (from the --train-fraction part the fine-tuning reads, also with 0 epochs)
+            "source": "Training split (random sample)"
+            if fcfg.train_fraction >= 1
+            else f"{fcfg.train_fraction:g} of the Training split (random sample)",
             "seed": fcfg.seed,
         },
         "batch_norms_folded": n_folded,
@@ -513,15 +516,20 @@ def run_qat(
         n: {"scale": float(q.effective_scale()), "zero_point": int(q.zero_point)}
         for n, q in act_quantizers(qmodel)
     }
+    tuned = fcfg.epochs > 0
     qat_quant = {
         **quant,
-        "method": "qat",
-        "ranges": qcfg.ranges,
+        # 0 epochs: the calibrated model, nothing learned (before: "ranges": "learn" and the
+        # fine-tuning's unused settings were recorded as if it had been trained)
+        "method": "qat" if tuned else "qat, 0 epochs (calibration only, as ptq)",
+        "ranges": qcfg.ranges if tuned else "calibrated",
         "finetune": {
             k: v
             for k, v in asdict(fcfg).items()
             if k in ("epochs", "lr", "batch_size", "train_fraction", "seed")
-        },
+        }
+        if tuned
+        else {"epochs": 0},
         "best_epoch": ft["best_epoch"],
     }
     qat_state = {

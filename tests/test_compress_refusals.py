@@ -1,0 +1,220 @@
+"""`edge-fer prune` / `qat` with `--epochs 0`: the fine-tuning's --batch-size, --train-fraction
+and --max-batches were taken without a word though nothing was fine-tuned (now refused in one
+line, exit 2, before the data is read or anything is written, where nothing else reads them),
+and `qat --epochs 0` recorded `"ranges": "learn"` and the fine-tuning's unused settings for a
+qat.onnx that is the calibrated model.
+
+Through the real entry point (edge_fer.cli.main.main) on real files: a narrow untrained vgg
+saved as an edge-fer checkpoint, its ONNX export, and a few dozen faces in class folders (real
+FER2013 faces copied from ../shared when it exists, synthetic images otherwise). One thread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from paths import FER
+from processes import run_main
+
+from edge_fer import labels as L
+
+torch = pytest.importorskip("torch")
+onnx = pytest.importorskip("onnx")
+
+WIDTHS = [8, 16, 16, 32]
+# one view per face, timed once, one thread; no progress bars
+QUICK = ["--threads", 1, "--bench-threads", 1, "--bench-rounds", 1, "--eval-tta", "none",
+         "--no-progress"]  # fmt: skip
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _one_thread(tmp_path_factory):
+    old_threads = torch.get_num_threads()
+    old = os.environ.get("EDGE_FER_CACHE")
+    os.environ["EDGE_FER_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    yield
+    torch.set_num_threads(old_threads)
+    if old is None:
+        os.environ.pop("EDGE_FER_CACHE", None)
+    else:
+        os.environ["EDGE_FER_CACHE"] = old
+
+
+@pytest.fixture(scope="module")
+def data_dir(tmp_path_factory) -> Path:
+    """8 faces per class in class folders: real Training faces, or synthetic ones."""
+    import cv2
+
+    dst = tmp_path_factory.mktemp("faces") / "data"
+    rng = np.random.default_rng(0)
+    for k, cls in enumerate(L.FER2013):
+        (dst / cls).mkdir(parents=True)
+        files = sorted((FER / "train" / cls).glob("Training_*.jpg"))[:8] if FER.is_dir() else []
+        for i in range(8):
+            if i < len(files):
+                shutil.copy(files[i], dst / cls / f"f{i}.jpg")
+            else:  # class-dependent bands plus noise
+                img = rng.integers(0, 80, (48, 48)).astype(np.uint8)
+                img[k * 6 : k * 6 + 6] += 150
+                cv2.imwrite(str(dst / cls / f"f{i}.png"), img)
+    return dst
+
+
+@pytest.fixture(scope="module")
+def ckpt(tmp_path_factory) -> Path:
+    """An untrained narrow vgg as an edge-fer training checkpoint (trained batch norms)."""
+    from edge_fer.models import create_model, model_info
+    from edge_fer.preprocess import PreprocessSpec
+    from edge_fer.train.checkpoint import save_checkpoint
+
+    torch.manual_seed(0)
+    model = create_model("vgg", widths=WIDTHS).eval()
+    spec = PreprocessSpec(classes=L.FER2013)
+    state = {
+        "config": {"arch": "vgg", "arch_kwargs": {"widths": WIDTHS}, "seed": 0, "data": ""},
+        "spec": spec.to_metadata(),
+        **model_info(model),
+        "best_acc": 0.0,
+        "val_split": "held-out 10%",
+    }
+    p = tmp_path_factory.mktemp("ckpt") / "best.safetensors"
+    save_checkpoint(p, model, None, state)
+    return p
+
+
+@pytest.fixture(scope="module")
+def onnx_model(ckpt, tmp_path_factory) -> Path:
+    """`ckpt` exported to FP32 ONNX (rebuilt by prune with folded, identity batch norms)."""
+    from edge_fer.export.onnx import export_checkpoint
+
+    p = tmp_path_factory.mktemp("onnx") / "vgg.onnx"
+    export_checkpoint(ckpt, p)
+    return p
+
+
+def _tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in sorted(folder.rglob("*"))}
+
+
+def _refused(argv, needle: str, data_dir: Path, tmp_path: Path, capsys) -> None:
+    """`edge-fer ARGV --data DATA --out OUT` exits 2 with one line holding `needle`, before
+    the data is read (the dataset cache stays empty) and with nothing written."""
+    out, cache = tmp_path / "out", Path(os.environ["EDGE_FER_CACHE"])
+    before, cached = _tree(data_dir), _tree(cache)
+    rc, _, err = run_main([*argv, "--data", data_dir, "--out", out, *QUICK], capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert needle in lines[0], err
+    assert not out.exists() and _tree(data_dir) == before and _tree(cache) == cached
+
+
+# ---- 1. --batch-size / --max-batches with --epochs 0 ------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "argv, needle",
+    [
+        (["prune", "--method", "2:4", "--epochs", "0", "--batch-size", "64"],
+         "--batch-size applies to the fine-tuning, and --epochs 0 runs none"),
+        # structured, but ranked by weight norms: no gradient batches either
+        (["prune", "--importance", "l1", "--epochs", "0", "--batch-size", "64"],
+         ("--batch-size applies to the fine-tuning, and --epochs 0 runs none (nor does this run "
+          "rank channels by gradients: --importance taylor)")),
+        (["qat", "--epochs", "0", "--batch-size", "128"],  # (the default value, given)
+         "--batch-size applies to the fine-tuning, and --epochs 0 runs none"),
+        (["prune", "--method", "unstructured", "--epochs", "0", "--max-batches", "1"],
+         "--max-batches applies to the fine-tuning, and --epochs 0 runs none"),
+        (["qat", "--epochs", "0", "--max-batches", "1"],
+         "--max-batches applies to the fine-tuning, and --epochs 0 runs none"),
+    ],
+)  # fmt: skip
+def test_batch_flags_with_epochs_0_are_refused(argv, needle, ckpt, data_dir, tmp_path, capsys):
+    # before: exit 0, the flag ignored
+    _refused([*argv, "--model", ckpt], needle, data_dir, tmp_path, capsys)
+
+
+def test_batch_size_with_epochs_0_is_taken_for_the_taylor_ranking(ckpt, data_dir, tmp_path,
+                                                                   capsys):  # fmt: skip
+    pytest.importorskip("torch_pruning")
+    # its gradient batches are --batch-size faces: taken, fine-tuning or not
+    out = tmp_path / "taylor"
+    argv = ["prune", "--model", ckpt, "--data", data_dir, "--out", out, "--importance", "taylor",
+            "--taylor-batches", 1, "--steps", 1, "--round-to", 4, "--epochs", 0, *QUICK]  # fmt: skip
+    rc, _, err = run_main([*argv, "--batch-size", 8], capsys)
+    assert rc == 0, err
+    args = json.loads((out / "report.json").read_text())["args"]
+    assert args["batch_size"] == 8 and args["lr"] is None, args
+    # without --importance taylor, the same flag is refused (before: exit 0)
+    _refused(["prune", "--model", ckpt, "--steps", 1, "--epochs", 0, "--batch-size", 8],
+             "--batch-size applies", data_dir, tmp_path / "l2", capsys)  # fmt: skip
+
+
+# ---- 2. --train-fraction with --epochs 0: refused where no Training face is read -------------
+
+
+@pytest.mark.parametrize(
+    "source, flags",
+    [
+        ("ckpt", ["--method", "2:4"]),  # trained batch norms: nothing renormalized
+        ("ckpt", ["--method", "unstructured", "--steps", "1"]),
+        ("onnx", ["--method", "2:4", "--bn", "frozen"]),  # folded batch norms kept as they are
+    ],
+)
+def test_train_fraction_with_epochs_0_is_refused_where_nothing_reads_training_faces(
+    source, flags, ckpt, onnx_model, data_dir, tmp_path, capsys
+):
+    model = ckpt if source == "ckpt" else onnx_model
+    argv = ["prune", "--model", model, *flags, "--epochs", "0", "--train-fraction", "0.5"]
+    needle = (
+        "--train-fraction applies to the fine-tuning, and --epochs 0 runs none (nor does this "
+        "run read Training faces otherwise: no --importance taylor ranking, no batch norms "
+        "renormalized)"
+    )
+    _refused(argv, needle, data_dir, tmp_path, capsys)  # before: exit 0
+
+
+def test_train_fraction_with_epochs_0_is_taken_where_training_faces_are_read(
+    onnx_model, data_dir, tmp_path, capsys
+):
+    # a model rebuilt from ONNX: its batch norms are renormalized on the Training faces
+    out = tmp_path / "renorm"
+    rc, _, err = run_main(["prune", "--model", onnx_model, "--data", data_dir, "--out", out,
+                           "--method", "2:4", "--epochs", 0, "--train-fraction", 0.5, *QUICK],
+                          capsys)  # fmt: skip
+    assert rc == 0 and "renormalized on Training faces" in err, err
+    args = json.loads((out / "report.json").read_text())["args"]
+    assert args["train_fraction"] == 0.5 and args["batch_size"] is None, args
+    # the same with --bn frozen: nothing reads them (before: exit 0)
+    _refused(["prune", "--model", onnx_model, "--method", "2:4", "--bn", "frozen", "--epochs", 0,
+              "--train-fraction", 0.5], "--train-fraction applies to the fine-tuning", data_dir,
+             tmp_path / "frozen", capsys)  # fmt: skip
+
+
+# ---- 3. qat --epochs 0 says the model is the calibrated one ----------------------------------
+
+
+def test_qat_with_epochs_0_reports_calibration_only(ckpt, data_dir, tmp_path, capsys):
+    # before: report.json and qat.onnx recorded "ranges": "learn", method "qat" and the unused
+    # lr / batch size of a fine-tuning that never ran; the row read as a trained QAT model.
+    # --train-fraction is taken (the calibration is drawn from that part of the Training faces)
+    out = tmp_path / "qat0"
+    rc, _, err = run_main(["qat", "--model", ckpt, "--data", data_dir, "--out", out, "--epochs",
+                           0, "--calib-faces", 16, "--train-fraction", 0.5, *QUICK],
+                          capsys)  # fmt: skip
+    assert rc == 0, err
+    rep = json.loads((out / "report.json").read_text())
+    q = rep["result"]["quantization"]
+    assert q["ranges"] == "calibrated" and q["finetune"] == {"epochs": 0}, q
+    assert q["method"] == "qat, 0 epochs (calibration only, as ptq)", q
+    assert q["calibration"]["source"] == "0.5 of the Training split (random sample)", q
+    meta = {m.key: m.value for m in onnx.load(str(out / "qat.onnx")).metadata_props}
+    assert json.loads(meta["edge_fer.quantization"]) == q
+    assert [r["model"] for r in rep["rows"]][2] == "INT8 QAT (tensorrt, 0 epochs: calibration only)"
+    md = (out / "report.md").read_text()
+    assert "--epochs 0: no quantization-aware training ran; qat.onnx is the calibrated model" in md
+    assert rep["args"]["ranges"] is None and rep["args"]["batch_size"] is None, rep["args"]
