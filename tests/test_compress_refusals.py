@@ -1,8 +1,10 @@
 """`edge-fer prune` / `qat` with `--epochs 0`: the fine-tuning's --batch-size, --train-fraction
 and --max-batches were taken without a word though nothing was fine-tuned (now refused in one
 line, exit 2, before the data is read or anything is written, where nothing else reads them),
-and `qat --epochs 0` recorded `"ranges": "learn"` and the fine-tuning's unused settings for a
-qat.onnx that is the calibrated model.
+`qat --epochs 0` recorded `"ranges": "learn"` and the fine-tuning's unused settings for a
+qat.onnx that is the calibrated model, and `prune --epochs 0` recorded the settings of a
+fine-tuning that never ran (report.json, pruned.onnx, pruned.safetensors) and labelled its row
+and notes as a fine-tuned model's.
 
 Through the real entry point (edge_fer.cli.main.main) on real files: a narrow untrained vgg
 saved as an edge-fer checkpoint, its ONNX export, and a few dozen faces in class folders (real
@@ -218,3 +220,94 @@ def test_qat_with_epochs_0_reports_calibration_only(ckpt, data_dir, tmp_path, ca
     md = (out / "report.md").read_text()
     assert "--epochs 0: no quantization-aware training ran; qat.onnx is the calibrated model" in md
     assert rep["args"]["ranges"] is None and rep["args"]["batch_size"] is None, rep["args"]
+
+
+# ---- 4. prune --epochs 0 says the model was not fine-tuned -----------------------------------
+
+# what every record of a fine-tuning holds (asdict(FinetuneConfig)); with --epochs 0 none of it
+FINETUNE_KEYS = {"epochs", "lr", "batch_size", "weight_decay", "momentum", "label_smoothing",
+                 "warmup_epochs", "train_fraction", "val_limit", "max_batches", "seed",
+                 "augment", "device", "threads", "distill", "distill_temperature",
+                 "skip_bad"}  # fmt: skip
+
+
+def _prune_records(out: Path) -> tuple[dict, dict]:
+    """(report.json, its result.compression) of a prune run in `out`, after checking that
+    pruned.onnx's edge_fer.compression and pruned.safetensors' state record the same."""
+    from edge_fer.train.checkpoint import read_state
+
+    rep = json.loads((out / "report.json").read_text())
+    comp = rep["result"]["compression"]
+    meta = {m.key: m.value for m in onnx.load(str(out / "pruned.onnx")).metadata_props}
+    assert json.loads(meta["edge_fer.compression"]) == comp
+    assert read_state(out / "pruned.safetensors")["compression"] == comp
+    return rep, comp
+
+
+@pytest.mark.parametrize("case", ["unstructured", "taylor"])
+def test_prune_with_epochs_0_records_no_fine_tuning(case, ckpt, onnx_model, data_dir, tmp_path,
+                                                    capsys):  # fmt: skip
+    # before: report.json, pruned.onnx and pruned.safetensors recorded the fine-tuning's lr,
+    # batch size, weight decay, label smoothing, augmentation ... of a fine-tuning that never
+    # ran, each step's accuracy as "val_acc_finetuned", and the row and notes read as a
+    # fine-tuned model ("1 prune + fine-tune step(s)")
+    if case == "unstructured":  # a checkpoint: its trained batch norms read no Training face
+        flags = ["--model", ckpt, "--method", "unstructured", "--steps", 1]
+        faces = {"seed": 0, "val_limit": 0}
+    else:  # rebuilt from ONNX: batch norms renormalized and channels ranked on Training faces
+        pytest.importorskip("torch_pruning")
+        flags = ["--model", onnx_model, "--importance", "taylor", "--taylor-batches", 1,
+                 "--steps", 1, "--round-to", 4, "--batch-size", 8, "--train-fraction", 0.5]  # fmt: skip
+        faces = {"seed": 0, "val_limit": 0, "train_fraction": 0.5}
+    out = tmp_path / case
+    rc, stdout, err = run_main(["prune", *flags, "--data", data_dir, "--out", out, "--epochs", 0,
+                                *QUICK], capsys)  # fmt: skip
+    assert rc == 0, err
+    rep, comp = _prune_records(out)
+    assert comp["finetune"] == {"epochs": 0}, comp
+    assert comp["faces"] == faces, comp
+    # what is still true stays: the method, its settings, the batch norms
+    method = "unstructured" if case == "unstructured" else "structured"
+    assert comp["method"] == method and comp["source"] == Path(flags[1]).name, comp
+    if case == "unstructured":
+        assert comp["sparsity"] == 0.5 and comp["batch_norms"] == "trained", comp
+        assert "taylor_batch_size" not in comp, comp
+    else:
+        assert comp["importance"] == "taylor" and comp["taylor_batches"] == 1, comp
+        assert comp["taylor_batch_size"] == 8 and comp["batch_norms"] == "renormalized", comp
+    assert not FINETUNE_KEYS & (set(comp) - {"finetune"}), comp  # none moved up either
+    res = rep["result"]
+    assert [set(r) & {"val_acc_pruned", "val_acc_finetuned"} for r in res["rounds"]] == [
+        {"val_acc_pruned"}
+    ], res["rounds"]
+    assert res["finetune_log"] == [], res["finetune_log"]
+    label = f"pruned ({method}, 0 epochs: not fine-tuned)"
+    assert [r["model"] for r in rep["rows"]] == ["FP32", label] and label in stdout
+    md = (out / "report.md").read_text()
+    assert "--epochs 0: no fine-tuning ran; pruned.onnx is the source as pruned" in md, md
+    assert "fine-tune step" not in md and "selected the best epoch" not in md, md
+    if case == "taylor":
+        assert "1 pruning step(s), no fine-tuning" in md, md
+        assert "its batch norms renormalized on Training faces" in md, md
+    assert rep["args"]["lr"] is None and rep["args"]["weight_decay"] is None, rep["args"]
+
+
+def test_prune_with_epochs_1_records_its_fine_tuning(ckpt, data_dir, tmp_path, capsys):
+    # the control: a fine-tuned run records every fine-tuning setting, as before
+    out = tmp_path / "e1"
+    rc, _, err = run_main(["prune", "--model", ckpt, "--method", "unstructured", "--steps", 1,
+                           "--data", data_dir, "--out", out, "--epochs", 1, "--max-batches", 1,
+                           "--batch-size", 16, *QUICK], capsys)  # fmt: skip
+    assert rc == 0, err
+    rep, comp = _prune_records(out)
+    ft = comp["finetune"]
+    assert set(ft) == FINETUNE_KEYS, ft
+    assert ft["epochs"] == 1 and ft["lr"] == 0.01 and ft["batch_size"] == 16, ft
+    assert ft["weight_decay"] == 5e-4 and ft["label_smoothing"] == 0.1, ft
+    assert ft["max_batches"] == 1 and ft["augment"] is True, ft
+    assert "faces" not in comp and "taylor_batch_size" not in comp, comp
+    rounds = rep["result"]["rounds"]
+    assert all("val_acc_finetuned" in r for r in rounds), rounds
+    assert [r["model"] for r in rep["rows"]] == ["FP32", "pruned (unstructured)"]
+    md = (out / "report.md").read_text()
+    assert "no fine-tuning ran" not in md and "that selected the best epoch" in md, md

@@ -40,6 +40,10 @@ NOTE_TRT = (
     "extra Dequantize ops, so its CPU latency is not what TensorRT gives; use "
     "--target cpu for INT8 speed on ONNX Runtime"
 )
+NOTE_NO_FINETUNE = (
+    "--epochs 0: no fine-tuning ran; pruned.onnx is the source as pruned, its remaining weights "
+    "the source's"
+)
 NOTE_NO_QAT = (
     "--epochs 0: no quantization-aware training ran; qat.onnx is the calibrated model "
     "(activation ranges as calibrated, the source's weights), the same as ptq.onnx"
@@ -455,10 +459,15 @@ def _compare(args, src, data, rows, stage: Path, out: Path, title: str, extra: d
         row["path"] = portable_path(_published(str(p), stage, out))
     notes = list(notes)
     if data.held_out is not None:
+        # (--epochs 0 selects no epoch: before, the note said these faces had selected one)
+        chose = (
+            "that selected the best epoch"
+            if args.epochs != 0
+            else "(no epoch selected: --epochs 0)"
+        )
         notes.append(
-            f"report faces: the {data.val_name} of {portable_path(args.data)} that selected "
-            "the best epoch, never fine-tuned on (a dataset without FER2013's splits has no "
-            "other test faces)"
+            f"report faces: the {data.val_name} of {portable_path(args.data)} {chose}, never "
+            "fine-tuned on (a dataset without FER2013's splits has no other test faces)"
         )
     # the skipped files named in report.md (notes) and report.json, as train names them (the
     # fine-tuning ones were said on stderr when loaded)
@@ -571,12 +580,23 @@ def run_prune(args) -> int:
         def make(stage: Path):
             res = prune(src, data, pcfg, fcfg, stage, check_faces=faces)
             notes = {"2:4": [NOTE_24], "unstructured": [NOTE_UNSTRUCTURED]}.get(method, [])
+            # --epochs 0: pruned, not fine-tuned (before: its row, its notes and its records
+            # read as if it had been fine-tuned)
+            tuned = args.epochs != 0
             if structured:
+                steps = "prune + fine-tune step(s)" if tuned else "pruning step(s), no fine-tuning"
                 notes.append(
                     f"structured: conv widths {res['conv_widths']} (multiples of "
-                    f"{args.round_to or 1}); {args.steps} prune + fine-tune step(s)"
+                    f"{args.round_to or 1}); {args.steps} {steps}"
                 )
-            return res, [(f"pruned ({method})", res["onnx"])], notes
+            if not tuned:
+                bn = {"renormalized": "; its batch norms renormalized on Training faces (the "
+                      "same function)"}.get(res["compression"]["batch_norms"], "")  # fmt: skip
+                notes.append(NOTE_NO_FINETUNE + bn)
+            label = (
+                f"pruned ({method})" if tuned else f"pruned ({method}, 0 epochs: not fine-tuned)"
+            )
+            return res, [(label, res["onnx"])], notes
 
         comp = _run_staged(args, out, src, data, faces, f"edge-fer prune --method {method}", make)
     _say(comp, out)

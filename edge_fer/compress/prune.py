@@ -302,6 +302,27 @@ def ratio_for_target(model, spec, target: float, steps: int, round_to: int) -> f
     return ratio
 
 
+def _round_accuracy(ft: dict, fcfg: FinetuneConfig | None) -> dict:
+    """A round's selection accuracies: after pruning and, where it ran, after fine-tuning.
+    With 0 epochs no "val_acc_finetuned" (before: the pruned model's accuracy under that
+    name, as if it had been fine-tuned)."""
+    acc = {"val_acc_pruned": ft["start_acc"]}
+    if fcfg is None or fcfg.epochs > 0:
+        acc["val_acc_finetuned"] = ft["best_acc"]
+    return {**acc, "best_epoch": ft["best_epoch"]}
+
+
+def _last_accuracy(rounds: list[dict]) -> float:
+    last = rounds[-1]
+    return last.get("val_acc_finetuned", last["val_acc_pruned"])
+
+
+def _acc_line(ft: dict, fcfg: FinetuneConfig | None) -> str:
+    if fcfg is not None and fcfg.epochs == 0:
+        return f"{ft['start_acc']:.4f} (not fine-tuned: 0 epochs)"
+    return f"{ft['start_acc']:.4f} -> {ft['best_acc']:.4f}"
+
+
 def _taylor_grads(model, data: FinetuneData, batches: int, batch_size: int, seed: int) -> None:
     import torch.nn.functional as F
 
@@ -351,15 +372,13 @@ def prune_structured(
                 "step": k + 1,
                 **inf,
                 "macs_reduction": 1 - inf["macs"] / base["macs"],
-                "val_acc_pruned": ft["start_acc"],
-                "val_acc_finetuned": ft["best_acc"],
-                "best_epoch": ft["best_epoch"],
+                **_round_accuracy(ft, fcfg),
             }
         )
         print(
             f"step {k + 1}/{pcfg.steps}: {inf['macs'] / 1e6:.1f}M MACs "
             f"(-{rounds[-1]['macs_reduction']:.1%}), {inf['params']:,} params, "
-            f"{data.val_name} acc {ft['start_acc']:.4f} -> {ft['best_acc']:.4f}",
+            f"{data.val_name} acc {_acc_line(ft, fcfg)}",
             file=sys.stderr,
             flush=True,
         )
@@ -375,13 +394,15 @@ def prune_structured(
         "rounds": rounds,
         "macs_reduction": reduction,
         "conv_widths": widths,
-        "val_acc": rounds[-1]["val_acc_finetuned"],
+        "val_acc": _last_accuracy(rounds),
     }
 
 
-def prune_masked(model, data: FinetuneData, pcfg: PruneConfig, tune: Callable) -> dict:
+def prune_masked(
+    model, data: FinetuneData, pcfg: PruneConfig, tune: Callable, fcfg: FinetuneConfig | None = None
+) -> dict:
     """2:4 (one shot, then fine-tuning) or unstructured (gradual, `steps` rounds), fine-tuned
-    by `tune` (`finetune`'s keywords)."""
+    by `tune` (`finetune`'s keywords; `fcfg`: its settings, which say whether it tunes)."""
     rounds, masks, dense = [], None, []
     steps = 1 if pcfg.method == "2:4" else pcfg.steps
     for k in range(steps):
@@ -393,18 +414,10 @@ def prune_masked(model, data: FinetuneData, pcfg: PruneConfig, tune: Callable) -
             masks = magnitude_masks(model, pcfg.sparsity * (k + 1) / steps)
         desc = f"{pcfg.method} {k + 1}/{steps}"
         ft = tune(model, desc=desc, round_index=k, post_step=masks.apply)
-        rounds.append(
-            {
-                "step": k + 1,
-                "sparsity": masks.sparsity(),
-                "val_acc_pruned": ft["start_acc"],
-                "val_acc_finetuned": ft["best_acc"],
-                "best_epoch": ft["best_epoch"],
-            }
-        )
+        rounds.append({"step": k + 1, "sparsity": masks.sparsity(), **_round_accuracy(ft, fcfg)})
         print(
             f"step {k + 1}/{steps}: sparsity {masks.sparsity():.1%} of the masked weights, "
-            f"{data.val_name} acc {ft['start_acc']:.4f} -> {ft['best_acc']:.4f}",
+            f"{data.val_name} acc {_acc_line(ft, fcfg)}",
             file=sys.stderr,
             flush=True,
         )
@@ -417,7 +430,7 @@ def prune_masked(model, data: FinetuneData, pcfg: PruneConfig, tune: Callable) -
         "masked_sparsity": masks.sparsity(),
         "weight_sparsity": zeros / total,
         "masked_layers": list(masks.masks),
-        "val_acc": rounds[-1]["val_acc_finetuned"],
+        "val_acc": _last_accuracy(rounds),
     }
     if pcfg.method == "2:4":
         out["dense_layers"] = dense
@@ -425,6 +438,32 @@ def prune_masked(model, data: FinetuneData, pcfg: PruneConfig, tune: Callable) -
 
 
 # -- the whole run ----------------------------------------------------------------------------
+
+
+def _finetune_record(fcfg: FinetuneConfig) -> dict:
+    """The fine-tuning's settings as recorded; with 0 epochs `{"epochs": 0}` (before: its
+    learning rate, batch size, weight decay, label smoothing, augmentation ... were recorded
+    as if it had run)."""
+    return asdict(fcfg) if fcfg.epochs > 0 else {"epochs": 0}
+
+
+def _untuned_record(pcfg: PruneConfig, fcfg: FinetuneConfig, bn_folded: bool) -> dict:
+    """What a run with 0 epochs recorded beside `"finetune": {"epochs": 0}`: the settings that
+    still chose faces (`faces`: the seed of the held-out split and of the samples,
+    --val-limit, --skip-bad, and the Training fraction where Training faces were read: by
+    the renormalized batch norms or the Taylor ranking), and the Taylor ranking's batch
+    size."""
+    taylor = pcfg.method == "structured" and pcfg.importance == "taylor"
+    read_training = taylor or (bn_folded and pcfg.bn == "renormalize")
+    faces: dict = {"seed": fcfg.seed, "val_limit": fcfg.val_limit}
+    if read_training:
+        faces["train_fraction"] = fcfg.train_fraction
+    if fcfg.skip_bad:
+        faces["skip_bad"] = True
+    out: dict = {"faces": faces}
+    if taylor:
+        out["taylor_batch_size"] = fcfg.batch_size
+    return out
 
 
 def run_prune(
@@ -458,9 +497,9 @@ def run_prune(
     if src.bn_folded and pcfg.bn == "renormalize":
         renormalized = renormalize_bn(model, data.calibration_faces(1024, fcfg.seed), spec)
         frozen = False
+        how = "they train as in the training recipe" if fcfg.epochs else "0 epochs: not trained"
         print(
-            f"batch norms: {renormalized} renormalized on Training faces (same function; "
-            "they train as in the training recipe)",
+            f"batch norms: {renormalized} renormalized on Training faces (same function; {how})",
             file=sys.stderr,
             flush=True,
         )
@@ -473,7 +512,7 @@ def run_prune(
     if pcfg.method == "structured":
         res = prune_structured(model, data, pcfg, fcfg, tune)
     else:
-        res = prune_masked(model, data, pcfg, tune)
+        res = prune_masked(model, data, pcfg, tune, fcfg)
     res["bn"] = ("renormalized" if renormalized else "frozen") if src.bn_folded else "trained"
     model.cpu().eval()
     model = model.to(memory_format=torch.contiguous_format)
@@ -494,7 +533,7 @@ def run_prune(
     compression = {
         "method": pcfg.method,
         **asdict(pcfg),
-        "finetune": asdict(fcfg),
+        "finetune": _finetune_record(fcfg),
         "source": src.path.name,
         "source_arch": base_arch(src.arch, src.arch_kwargs),
         "macs_before": before["macs"],
@@ -518,6 +557,8 @@ def run_prune(
         compression.pop("sparsity", None)
     if pcfg.importance != "taylor":  # (before: recorded, though no gradient ranked a channel)
         compression.pop("taylor_batches", None)
+    if fcfg.epochs == 0:
+        compression.update(_untuned_record(pcfg, fcfg, src.bn_folded))
     state = {
         "config": cfg,
         "spec": spec.to_metadata(),
