@@ -311,3 +311,22 @@ def test_prune_with_epochs_1_records_its_fine_tuning(ckpt, data_dir, tmp_path, c
     assert [r["model"] for r in rep["rows"]] == ["FP32", "pruned (unstructured)"]
     md = (out / "report.md").read_text()
     assert "no fine-tuning ran" not in md and "that selected the best epoch" in md, md
+
+
+# ---- 5. a seed torch's generators cannot take ---------------------------------------------------
+
+
+@pytest.mark.parametrize("command", ["prune", "qat"])
+def test_a_seed_of_2_to_the_32_or_more_is_refused(command, ckpt, data_dir, tmp_path, capsys):
+    # before: a traceback from torch.Generator.manual_seed (overflow) once fine-tuning began
+    argv = [command, "--model", ckpt, "--seed", "100000000000000", "--data", data_dir,
+            "--out", tmp_path / "out", *QUICK]  # fmt: skip
+    if command == "prune":
+        argv[1:1] = ["--method", "unstructured"]
+    rc, _, err = run_main(argv, capsys)
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert rc == 2 and "Traceback" not in err, err
+    assert (
+        lines[-1] == f"edge-fer {command}: error: --seed must be below 2**32, got 100000000000000"
+    ), err
+    assert not (tmp_path / "out").exists()

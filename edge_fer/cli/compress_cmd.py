@@ -125,7 +125,7 @@ def _common(p, command: str, default_epochs: int, epochs_help: str) -> None:
     f.add_argument("--val-limit", type=int, default=0,
                    help="select on at most this many PublicTest faces (0: all; quick runs)")
     f.add_argument("--no-augment", action="store_true", help="no training augmentation")
-    f.add_argument("--seed", type=int, default=0, help="seed of sampling and augmentation")
+    f.add_argument("--seed", type=int, default=0, help="seed of sampling, augmentation and dropout")
     f.add_argument("--threads", type=thread_count, default=0,
                    help="torch CPU threads for fine-tuning (0: torch's default)")
     f.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:1 ...")

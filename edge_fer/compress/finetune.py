@@ -83,6 +83,8 @@ class FinetuneConfig:
         for name in ("val_limit", "max_batches", "seed"):
             if getattr(self, name) < 0:
                 raise UserError("must be >= 0", param=name)
+        if self.seed >= 2**32:  # numpy's and torch's seeds, as train (larger ones overflowed)
+            raise UserError(f"must be below 2**32, got {self.seed}", param="seed")
         if self.threads < 0:
             raise UserError("must be >= 0", param="threads")
         check_number(self.distill, "distill", 0, 1)
@@ -169,6 +171,12 @@ def set_frozen_bn(model, frozen: bool) -> None:
         freeze_bn(model)
 
 
+def epoch_seed(seed: int, round_index: int, epoch: int) -> int:
+    """The seed of torch's global generator (dropout) for one fine-tuning epoch: a function of
+    (seed, round, epoch) alone, so that the same --seed gives the same run."""
+    return int(np.random.SeedSequence([seed, round_index, epoch]).generate_state(1)[0])
+
+
 def finetune(
     model,
     data: FinetuneData,
@@ -189,6 +197,9 @@ def finetune(
     teacher: the uncompressed model; with cfg.distill > 0 its temperature-softened outputs are
     part of the loss (in the one pruning run measured it did not help: docs/compress.md).
     Returns {"best_acc", "best_epoch", "start_acc", "epochs", "seconds"}.
+    Reproducible (bitwise on CPU at one thread count): the shuffling, augmentation and dropout
+    of each epoch depend only on (cfg.seed, round_index, epoch); torch's global generator is
+    seeded for the dropout.
     """
     cfg.validate()
     device = pick_device(cfg.device)
@@ -221,6 +232,10 @@ def finetune(
     step = 0
     for epoch in range(cfg.epochs):
         t0 = time.time()
+        # dropout draws from torch's global generator, which torch seeds at random in each
+        # process (and which earlier rounds have advanced): seed it from (seed, round, epoch)
+        # as the trainer does, or the same --seed gave another loss and other weights each run
+        torch.manual_seed(epoch_seed(cfg.seed, round_index, epoch))
         gen = torch.Generator().manual_seed(cfg.seed * 100003 + 7919 * round_index + epoch)
         order = torch.randperm(n, generator=gen)
         model.train()
