@@ -303,8 +303,10 @@ def test_a_file_size_limit_stops_the_run_and_keeps_the_old_video(tmp_path):
 
     clip = demo_faces_clip(tmp_path / "clip.avi", 150)
     out = tmp_path / "out.avi"
-    out.write_bytes(b"old video")
-    cmd = " ".join([sys.executable, *CLI, "run", str(clip), "--out", str(out), "--quiet"])
+    out.write_bytes(b"old video")  # not an earlier run's: replaced only with --force (which
+    # must still keep it when the new one cannot be finished)
+    cmd = " ".join([sys.executable, *CLI, "run", str(clip), "--out", str(out), "--quiet",
+                    "--force"])  # fmt: skip
     p = run(["bash", "-c", f"ulimit -f 100 && exec {cmd}"], timeout=300)
     lines = [ln for ln in p.stderr.splitlines() if ln.strip() and "WARN" not in ln]
     assert p.returncode == 2 and lines and "file size limit is reached" in lines[-1], p.stderr
@@ -395,8 +397,9 @@ def test_a_source_of_no_frames_leaves_out_as_it_was(tmp_path, capsys):
     zero = tmp_path / "zero.avi"
     cv2.VideoWriter(str(zero), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, (64, 48)).release()
     out, summary = tmp_path / "z.mp4", tmp_path / "s.json"
-    out.write_bytes(b"old video")
-    argv = ["run", str(zero), "--out", str(out), "--summary", str(summary), "--quiet"]
+    out.write_bytes(b"old video")  # not an earlier run's: --force lets the run replace it,
+    # which a source of no frames must still not do
+    argv = ["run", str(zero), "--out", str(out), "--summary", str(summary), "--quiet", "--force"]
     for existing in (True, False):
         rc, _, err = _run(argv, capsys)
         assert rc == 2 and err.count("\n") == 1 and "no frame could be decoded" in err, err

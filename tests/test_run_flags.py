@@ -116,17 +116,20 @@ def test_precision_with_a_model_is_refused_naming_both(clip, tiny_model, tmp_pat
 
 
 def test_force_with_nothing_for_it_to_replace_is_said(clip, tiny_model, tmp_path, capsys):
-    """--force applies to --out IMAGE, --events and --summary: without any of them it did
-    nothing, unsaid (as --demo-dir without --demo did before it was refused)."""
+    """--force applies to --out IMAGE or VIDEO, --events and --summary: without any of them it
+    did nothing, unsaid (as --demo-dir without --demo did before it was refused). A video
+    --out was replaced anyway until 2026-12-06 (said so); now --force applies to it too."""
     base = ["run", clip, "--model", tiny_model, "--quiet", "--max-frames", "2", "--force"]
+    folder = f"{tmp_path / 'ann'}/"
     for extra, why in (([], "none is given"),
-                       (["--out", tmp_path / "a.mp4"], "a video, is replaced anyway")):  # fmt: skip
+                       (["--out", folder], "a folder, only ever replaces")):  # fmt: skip
         rc, _, err = run_main([*base, *extra], capsys)
         assert rc == 0, err
         (line,) = _warnings(err)
-        assert line.startswith("edge-fer: warning: --force applies to an existing --out IMAGE, "
-                               "--events or --summary file; ") and why in line, err  # fmt: skip
-    for extra in (["--events", tmp_path / "e.jsonl"], ["--summary", tmp_path / "s.json"]):
+        assert line.startswith("edge-fer: warning: --force applies to an existing --out IMAGE "
+                               "or VIDEO, --events or --summary file; ") and why in line, err  # fmt: skip
+    for extra in (["--out", tmp_path / "a.mp4"], ["--events", tmp_path / "e.jsonl"],
+                  ["--summary", tmp_path / "s.json"]):  # fmt: skip
         rc, _, err = run_main([*base, *extra], capsys)
         assert rc == 0 and _warnings(err) == [], err
 

@@ -372,9 +372,9 @@ def test_a_signal_whose_exception_was_lost_in_start_up_stops_the_run(tmp_path, t
     from edge_fer.runtime.runner import RunOptions, run_video
 
     out, summary = tmp_path / "a.avi", tmp_path / "s.json"
-    out.write_bytes(b"old video")
+    out.write_bytes(b"old video")  # not an earlier run's: force, or the run refuses it
     opts = RunOptions(source=str(mjpg_avi(tmp_path / "c.avi", 3)), model=str(tiny_model),
-                      out=str(out), summary=str(summary))  # fmt: skip
+                      out=str(out), summary=str(summary), force=True)  # fmt: skip
     with SignalGuard() as guard:
         try:
             signal.raise_signal(signal.SIGTERM)  # a real signal, through the guard's handler

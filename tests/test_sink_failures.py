@@ -60,14 +60,14 @@ def test_a_video_that_cannot_be_finished_still_prints_the_summary(clip, tmp_path
     check's 50). Before: the one error line and nothing else; the tracks, the rate and the
     events and summary written were not shown."""
     out, events, summary = tmp_path / "out.avi", tmp_path / "e.jsonl", tmp_path / "s.json"
-    out.write_bytes(b"old video")
+    out.write_bytes(b"old video")  # not an earlier run's: replaced only with --force (below)
     # set in the child's Python: a preexec_fn is unsafe in a process with threads
     boot = (
         "import resource, runpy, sys; "
         "resource.setrlimit(resource.RLIMIT_FSIZE, (100_000, 100_000)); "
         "sys.argv[0] = 'edge-fer'; runpy.run_module('edge_fer.cli.main', run_name='__main__')"
     )
-    argv = ["run", clip, "--out", out, "--events", events, "--summary", summary]
+    argv = ["run", clip, "--out", out, "--events", events, "--summary", summary, "--force"]
     p = subprocess.run([sys.executable, "-c", boot, *map(str, argv)], capture_output=True,
                        text=True, timeout=300, check=False)  # fmt: skip
     assert p.returncode == 2, p.stderr
@@ -249,9 +249,9 @@ def test_a_video_of_no_frames_is_one_line_exit_2_for_run_and_detect(tmp_path, ca
     exited 2 for the same file. A file with no frame is a bad input: one line naming it, exit
     2, before any output is opened (an existing --out stays, no summary is written)."""
     out, summary = tmp_path / "o.avi", tmp_path / "s.json"
-    out.write_bytes(b"old video")
+    out.write_bytes(b"old video")  # not an earlier run's: --force lets the run replace it
     for video in _no_frame_videos(tmp_path):
-        rc, _, err = _run(["run", video, "--out", out, "--summary", summary], capsys)
+        rc, _, err = _run(["run", video, "--out", out, "--summary", summary, "--force"], capsys)
         lines = err.splitlines()
         assert rc == 2 and len(lines) == 1, err
         assert lines[0].startswith(f"edge-fer run: error: source {video}: no frame could be "

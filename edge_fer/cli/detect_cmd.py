@@ -44,8 +44,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    "a video is drawn as a video (NAME.avi in a directory; for one video, OUT's "
                    "container: .avi, .mp4, .m4v, .mov or .mkv)")
     p.add_argument("--force", action="store_true",
-                   help="let --draw FILE replace an existing image (a directory is reused only "
-                   "when detect or run drew into it)")
+                   help="let --draw FILE replace an existing image, or a video that no earlier "
+                   "edge-fer run wrote (a directory is reused only when detect or run drew into "
+                   "it; an input is never replaced)")
     # fmt: on
     DETECTOR.add_to(p)
     p.set_defaults(func=run)
@@ -251,9 +252,10 @@ def _draw_path(args: argparse.Namespace, draw_dir: Path | None, src: Path, video
 
 def _check_draw_outputs(args: argparse.Namespace, draw_dir: Path | None, paths) -> None:
     """Before any work: no drawing may replace an input or another input's drawing, and a
-    single file target must be writable."""
+    single file target must be writable, and new, or replaced with --force, or a video an
+    earlier edge-fer run wrote (sinks.check_video_replaceable)."""
     from edge_fer.fileio import check_collisions
-    from edge_fer.runtime.sinks import VIDEO_CONTAINERS, check_writable
+    from edge_fer.runtime.sinks import VIDEO_CONTAINERS, check_video_replaceable, check_writable
     from edge_fer.runtime.sources import IMAGE_EXTS
 
     if draw_dir is None:
@@ -295,13 +297,21 @@ def _check_draw_outputs(args: argparse.Namespace, draw_dir: Path | None, paths) 
                 raise UserError(f"--draw {out}: no image encoder for the extension "
                                 f"{out.suffix or '(none)'!r}; use .png or .jpg")  # fmt: skip
     check_collisions(outputs, [("input", p) for p in paths])
-    # one image drawn to a file: one of the user's is not replaced unasked (a video is written
-    # over, as run --out VIDEO is)
+    # one input drawn to a file: one of the user's is not replaced unasked; a video drawing
+    # replaces only a video an earlier run wrote, as run --out VIDEO (until 2026-12-06: any)
     force = getattr(args, "force", False)
-    if draw_dir is None and not force and not _is_video(paths[0]) and os.path.lexists(args.draw):
-        raise UserError(
-            f"--draw {args.draw}: exists; pass --force to replace it, or give another name"
+    if draw_dir is None:
+        src = paths[0]
+        as_video = _is_video(src) or (  # a file of unknown kind drawn to a video's name
+            src.suffix.lower() not in IMAGE_EXTS
+            and Path(args.draw).suffix.lower() in VIDEO_CONTAINERS
         )
+        if as_video:
+            check_video_replaceable("--draw", args.draw, force)
+        elif not force and os.path.lexists(args.draw):
+            raise UserError(
+                f"--draw {args.draw}: exists; pass --force to replace it, or give another name"
+            )
     if draw_dir is not None:  # as run --out DIR/: a folder of the user's own files is refused
         from edge_fer.runtime.image_out import check_folder
 

@@ -49,9 +49,9 @@ def register(subparsers) -> None:
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.add_argument("--quiet", action="store_true", help="print no summary")
     p.add_argument("--force", action="store_true",
-                   help="let --out IMAGE replace an existing file, and --events / --summary "
-                        "one that is not an earlier run's events / summary (a video is "
-                        "replaced anyway)")
+                   help="let --out IMAGE replace an existing file, and --out VIDEO, --events "
+                        "and --summary one that is not an earlier run's video, events or "
+                        "summary (never an input)")
     for g in GROUPS:
         g.add_to(p)
     # None until given: a source that is not live does not read it, which is then said
@@ -291,21 +291,19 @@ def _report(args, s: dict, taken: list, demo_files: list, out_dir) -> None:
 
 def _check_force(opts) -> None:
     """--force with no output it can let replace a file (before: nothing said, as --demo-dir
-    without --demo was): one warning line. It applies to --out IMAGE, --events and
-    --summary; a video --out is replaced anyway, and a folder only ever holds a run's images."""
+    without --demo was): one warning line. It applies to --out IMAGE or VIDEO, --events and
+    --summary; a folder only ever holds a run's images."""
     from edge_fer.runtime import image_out
 
     kind = image_out.out_kind(opts.out)
-    if kind == "image" or opts.events or opts.summary:
+    if kind in ("image", "video") or opts.events or opts.summary:
         return
-    if kind == "video":
-        why = f"--out {opts.out}, a video, is replaced anyway"
-    elif kind == "folder":
+    if kind == "folder":
         why = f"--out {opts.out}, a folder, only ever replaces an earlier run's images"
     else:
         why = "none is given"
-    warn(f"--force applies to an existing --out IMAGE, --events or --summary file; {why}; "
-         "ignored")  # fmt: skip
+    warn(f"--force applies to an existing --out IMAGE or VIDEO, --events or --summary file; "
+         f"{why}; ignored")  # fmt: skip
 
 
 def _check_stdout_is_no_input(opts) -> None:

@@ -40,7 +40,7 @@ def default_detect_threads(cores: int | None = None) -> int:
 class RunOptions:
     source: str = ""
     out: str | None = None  # annotated video
-    force: bool = False  # an --out image may replace an existing file
+    force: bool = False  # replace an existing --out image, a video, events or summary not ours
     events: str | None = None  # JSON Lines
     summary: str | None = None  # summary JSON
     summary_every: float | None = None  # seconds between rewrites of it; None: at the end only
@@ -328,7 +328,8 @@ def check_outputs(
     refuse to write its outputs: --out that the source cannot fill (_annotated_output), an
     output that cannot be written, the --out folder's own files named as another output, an
     output that is an input (`inputs`; default: run_inputs) or another output, an existing --out
-    IMAGE, or --events / --summary a file that is not an earlier run's, without --force.
+    IMAGE, an existing --out VIDEO that no earlier run wrote (sinks.check_video_replaceable),
+    or --events / --summary a file that is not an earlier run's, without --force.
     Nothing is opened or written. `made`: a folder the caller makes before the run (run --demo's
     --demo-dir), which may hold outputs. Returns what --out is and, for a folder of photos,
     where each goes (_annotated_output).
@@ -338,7 +339,7 @@ def check_outputs(
     `run_video` did, so that the summary of that start-up is never written over a file the run
     would refuse (edge_fer.cli.run_cmd.check_outputs)."""
     from edge_fer.fileio import check_collisions
-    from edge_fer.runtime.sinks import check_replaceable, check_writable
+    from edge_fer.runtime.sinks import check_replaceable, check_video_replaceable, check_writable
 
     # folders not there yet that are made before the outputs are written into them: the
     # caller's, and a new --out folder, which may hold the others
@@ -380,11 +381,13 @@ def check_outputs(
                 )
     check_collisions(outputs, run_inputs(opts, spec) if inputs is None else inputs)
     if out_kind == "image" and not opts.force and os.path.lexists(str(opts.out)):
-        # one annotated photo does not replace a picture of the user's unasked (a video is
-        # documented as written over: docs/runtime.md "Outputs")
+        # one annotated photo does not replace a picture of the user's unasked
         raise UserError(
             f"--out {opts.out}: exists; pass --force to replace it, or give another name"
         )
+    if out_kind == "video":
+        # nor a video of theirs: only one an earlier run wrote (until 2026-12-06: any file)
+        check_video_replaceable("--out", opts.out, opts.force)
     # after the collisions (an input named as an output is said as such): an earlier run's
     # events or summary is replaced, any other file only with --force (a README given as
     # --events, a user's notes.json as --summary, were replaced without a word)

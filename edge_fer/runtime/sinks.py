@@ -10,7 +10,9 @@ Nothing the user already has is lost (issue #13):
 - devices and pipes are written through (events to /dev/stdout or a FIFO) or refused with one
   line (a video needs a file it can seek in); a symlink stays a link, its target gets the data;
 - an existing events or summary file is replaced only when it is an earlier run's, or with
-  --force (`check_replaceable`, at start-up).
+  --force (`check_replaceable`, at start-up); an existing video only when an earlier edge-fer
+  run wrote exactly that file (the record of finished videos in the cache folder, or its
+  folder's marker), or with --force (`check_video_replaceable`, at start-up).
 
 The events file is written one complete line at a time and flushed, so whatever stops the run
 (Ctrl-C, a crash, a full disk) leaves valid JSON Lines behind.
@@ -105,6 +107,164 @@ def check_replaceable(flag: str, path: str | os.PathLike | None, force: bool = F
         is_earlier_events if events else is_earlier_summary,
         "run's events" if events else "run's summary",
         force,
+    )
+
+
+# ---- the videos edge-fer wrote ---------------------------------------------------------------
+# A video can carry no marker of its own, so the ones edge-fer finished writing (VideoSink.close:
+# `run --out`, `detect --draw`, the demo's clip) are listed in the per-user cache folder
+# (edge_fer.cache.cache_dir), each by its absolute path with the size, modification time and
+# device and inode it was left with. An existing video is replaced without --force only when
+# it is still exactly that file (`check_video_replaceable`); a user's own video never is.
+VIDEO_RECORD = "written_videos.json"
+VIDEO_RECORD_MAX = 1000  # the latest videos written; an older one then needs --force
+_RECORD_FORMAT = "edge-fer written videos"
+_RECORD_MAX_BYTES = 4 << 20  # 1,000 entries are about 200 KB; more is not a record of ours
+_RECORD_LOCK_WAIT_S = 5.0
+
+
+def video_record_path() -> Path | None:
+    """The record of the videos edge-fer wrote (`VIDEO_RECORD` in the cache folder), or None
+    where there is no cache folder."""
+    from edge_fer.cache import cache_dir
+
+    root = cache_dir()
+    return Path(root) / VIDEO_RECORD if root else None
+
+
+def _video_stamp(path: str | os.PathLike) -> list[int] | None:
+    """[size, mtime_ns, device, inode] of the regular file at `path` (links followed)."""
+    try:
+        st = os.stat(path)
+    except (OSError, ValueError):
+        return None
+    if not stat.S_ISREG(st.st_mode):
+        return None
+    return [st.st_size, st.st_mtime_ns, st.st_dev, st.st_ino]
+
+
+def _read_video_record(record: Path) -> dict[str, list[int]]:
+    """The videos `record` lists, oldest first; a record that is missing, unreadable, corrupt
+    or of another kind counts as empty (nothing is then taken for ours)."""
+    try:
+        with open(record, "rb") as fh:
+            d = json.loads(fh.read(_RECORD_MAX_BYTES + 1))
+    except (OSError, ValueError, RecursionError):
+        return {}
+    videos = d.get("videos") if isinstance(d, dict) and d.get("format") == _RECORD_FORMAT else None
+    if not isinstance(videos, dict):
+        return {}
+    return {
+        k: v
+        for k, v in videos.items()
+        if isinstance(v, list)
+        and len(v) == 4
+        and all(isinstance(x, int) and not isinstance(x, bool) for x in v)
+    }
+
+
+class _RecordLock:
+    """An exclusive lock (flock on a lock file beside the record) while the record is read,
+    changed and written: two runs finishing at once each keep their video. Waits at most
+    _RECORD_LOCK_WAIT_S, then goes on without it; where there is no flock, nothing is locked."""
+
+    def __init__(self, record: Path) -> None:
+        self._fd: int | None = None
+        try:
+            import fcntl
+        except ImportError:
+            return
+        import time
+
+        try:
+            fd = os.open(record.with_name(f".{record.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError:
+            return
+        deadline = time.monotonic() + _RECORD_LOCK_WAIT_S
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._fd = fd
+                return
+            except OSError:
+                if time.monotonic() > deadline:
+                    os.close(fd)
+                    return
+                time.sleep(0.02)
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # (closing drops the lock)
+
+
+def record_written_video(path: str | os.PathLike) -> None:
+    """List the video just finished at `path` in the record (the latest VIDEO_RECORD_MAX kept),
+    written atomically (edge_fer.fileio.write_bytes). Best effort: without a cache folder, or
+    when it cannot be written, nothing is recorded (a later run then needs --force to replace
+    the video) and the run goes on."""
+    record = video_record_path()
+    stamp = _video_stamp(path)
+    if record is None or stamp is None:
+        return
+    try:
+        record.parent.mkdir(parents=True, exist_ok=True)
+        lock = _RecordLock(record)
+        try:
+            videos = _read_video_record(record)
+            key = os.path.realpath(path)
+            videos.pop(key, None)  # to the end: the latest
+            videos[key] = stamp
+            kept = dict(list(videos.items())[-VIDEO_RECORD_MAX:])
+            d = {"format": _RECORD_FORMAT, "version": 1, "videos": kept}
+            fileio.write_bytes(record, (json.dumps(d) + "\n").encode("utf-8", "surrogateescape"))
+        finally:
+            lock.release()
+    except (OSError, ValueError):
+        pass
+
+
+def is_earlier_video(path: str | os.PathLike) -> bool:
+    """Whether the file at `path` (a link's target) is a video an earlier edge-fer run wrote
+    and nothing changed since: the record lists it with its size, time, device and inode as it
+    is now, or the marker of its folder (an `--out DIR/`, `--draw DIR/` or demo folder:
+    image_out.MARKER) lists it as that folder's checks take its files."""
+    from edge_fer.runtime import image_out
+
+    stamp = _video_stamp(path)
+    if stamp is None:
+        return False
+    real = os.path.realpath(path)
+    record = video_record_path()
+    if record is not None and _read_video_record(record).get(real) == stamp:
+        return True
+    try:
+        listed = image_out.written_names(Path(real).parent)
+    except UserError:  # a marker that is a link, or unreadable: not a folder of ours
+        return False
+    name = Path(real).name
+    if not listed or name not in listed:
+        return False
+    written = listed[name]  # None: listed by name while a run wrote it (as check_folder takes it)
+    return written is None or written == (stamp[0], stamp[1])
+
+
+def check_video_replaceable(flag: str, path: str | os.PathLike | None, force: bool = False) -> None:
+    """UserError (one line) unless the video output `path` (`flag`: --out, --draw) may be
+    written: new, empty, not a regular file (a device or folder: refused as such elsewhere), a
+    video an earlier edge-fer run wrote (`is_earlier_video`), or `force` given. Until
+    2026-12-06 any file there was replaced, a user's own video included."""
+    if not path or force or fileio.is_stream(path):
+        return
+    p = os.fspath(path)
+    try:
+        if not os.path.isfile(p) or os.path.getsize(p) == 0 or is_earlier_video(p):
+            return
+    except OSError:  # the write says what is wrong with it
+        return
+    raise UserError(
+        f"{flag} {p}: exists and is not a video an earlier edge-fer run wrote; pass --force "
+        "to replace it, or give another name"
     )
 
 
@@ -251,6 +411,9 @@ class VideoSink:
     finalises it and renames it over the target (a symlink's target; the link stays), `abort()`
     removes it, so a run that fails to start leaves an existing video untouched and no partial
     file; so does `close()` when no frame was written (OpenCV's video of none does not play).
+    A video put in place is listed in the record of the videos edge-fer wrote
+    (`record_written_video`); whether an existing one may be replaced is the caller's check,
+    made before the work (`check_video_replaceable`).
     Frames of another size than the first are letterboxed to it. Free disk space is checked
     every `disk_check_every` frames, because OpenCV's writer does not report write errors.
     """
@@ -430,6 +593,8 @@ class VideoSink:
             if isinstance(exc, OSError):
                 raise _os_error("video", self.path, exc) from None
             raise
+        # ours: a later run may replace it without --force (check_video_replaceable)
+        record_written_video(self.target)
 
     def abort(self) -> None:
         """Drop the video: the target stays as it was, no temporary file is left."""
