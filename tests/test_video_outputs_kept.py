@@ -21,7 +21,7 @@ from runtime_helpers import count_frames, mjpg_avi
 
 from edge_fer.runtime.image_out import MARKER
 
-REFUSED = "exists and is not a video an earlier edge-fer run wrote; pass --force to replace it"
+REFUSED = "exists and is not an earlier run's video; pass --force to replace it"
 
 
 @pytest.fixture
@@ -81,7 +81,7 @@ def test_run_out_refuses_a_users_video_before_anything_is_loaded(clip, tmp_path,
     events, summary = tmp_path / "e.jsonl", tmp_path / "s.json"
     proc = run_cli(*run(clip, out, "--events", events, "--summary", summary), cwd=tmp_path)
     line = refusal_line(proc)
-    assert line == f"edge-fer run: error: --out {out}: {REFUSED}, or give another name", line
+    assert line == f"edge-fer run: error: --out {out} {REFUSED}, or give another name", line
     assert out.read_bytes() == before
     assert not events.exists() and not summary.exists() and leftovers(tmp_path) == []
     assert "compiling" not in proc.stderr
@@ -99,7 +99,7 @@ def test_a_users_video_is_refused_by_run_and_by_detect(ext, clip, tmp_path, cach
                        (run(clip, link), "--out"), (detect(clip, link), "--draw")):  # fmt: skip
         rc, stdout, err = run_main(argv, capsys)
         assert rc == 2 and stdout == "", err
-        assert_one_error_line(err, f"{flag} {argv[3]}: {REFUSED}")
+        assert_one_error_line(err, f"{flag} {argv[3]} {REFUSED}")
         assert out.read_bytes() == before and link.is_symlink()
     assert leftovers(tmp_path) == []
 
@@ -241,5 +241,5 @@ def test_the_demo_runs_again_in_its_folder_with_or_without_the_record(tmp_path, 
     before, made = users_video(mine), (demo / "demo_input.mp4").stat().st_mtime_ns
     rc, _, err = run_main([*argv, "--out", mine], capsys)
     assert rc == 2, err
-    assert_one_error_line(err, f"--out {mine}: {REFUSED}")
+    assert_one_error_line(err, f"--out {mine} {REFUSED}")
     assert mine.read_bytes() == before and (demo / "demo_input.mp4").stat().st_mtime_ns == made

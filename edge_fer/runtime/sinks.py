@@ -254,18 +254,8 @@ def check_video_replaceable(flag: str, path: str | os.PathLike | None, force: bo
     written: new, empty, not a regular file (a device or folder: refused as such elsewhere), a
     video an earlier edge-fer run wrote (`is_earlier_video`), or `force` given. Until
     2026-12-06 any file there was replaced, a user's own video included."""
-    if not path or force or fileio.is_stream(path):
-        return
-    p = os.fspath(path)
-    try:
-        if not os.path.isfile(p) or os.path.getsize(p) == 0 or is_earlier_video(p):
-            return
-    except OSError:  # the write says what is wrong with it
-        return
-    raise UserError(
-        f"{flag} {p}: exists and is not a video an earlier edge-fer run wrote; pass --force "
-        "to replace it, or give another name"
-    )
+    lead = f"{flag} {os.fspath(path) if path else ''}"
+    fileio.check_replaceable(lead, path, is_earlier_video, "run's video", force)
 
 
 def _os_error(what: str, path, exc: OSError) -> UserError:
