@@ -17,81 +17,35 @@ from __future__ import annotations
 
 import copy
 import json
-import os
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
-from paths import FER
+from compress_inputs import QUICK, face_folder, own_cache, vgg_checkpoint
 from processes import run_main
-
-from edge_fer import labels as L
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
 
-WIDTHS = [8, 16, 16, 32]  # (the vgg's head has dropout 0.5)
-QUICK = ["--threads", 1, "--bench-threads", 1, "--bench-rounds", 1, "--eval-tta", "none",
-         "--no-progress"]  # fmt: skip
 # two batches of an epoch: the second one is fed by weights the first one's dropout changed
 TUNE = ["--epochs", 1, "--max-batches", 2, "--batch-size", 16, "--seed", 3]
 
 
 @pytest.fixture(scope="module", autouse=True)
-def _one_thread(tmp_path_factory):
-    old_threads = torch.get_num_threads()
-    old = os.environ.get("EDGE_FER_CACHE")
-    os.environ["EDGE_FER_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    yield
-    torch.set_num_threads(old_threads)
-    if old is None:
-        os.environ.pop("EDGE_FER_CACHE", None)
-    else:
-        os.environ["EDGE_FER_CACHE"] = old
+def _own_cache(tmp_path_factory):
+    with own_cache(tmp_path_factory.mktemp("cache")):
+        yield
 
 
 @pytest.fixture(scope="module")
 def data_dir(tmp_path_factory) -> Path:
-    """8 faces per class in class folders: real Training faces, or synthetic ones."""
-    import cv2
-
-    dst = tmp_path_factory.mktemp("faces") / "data"
-    rng = np.random.default_rng(0)
-    for k, cls in enumerate(L.FER2013):
-        (dst / cls).mkdir(parents=True)
-        files = sorted((FER / "train" / cls).glob("Training_*.jpg"))[:8] if FER.is_dir() else []
-        for i in range(8):
-            if i < len(files):
-                shutil.copy(files[i], dst / cls / f"f{i}.jpg")
-            else:  # class-dependent bands plus noise
-                img = rng.integers(0, 80, (48, 48)).astype(np.uint8)
-                img[k * 6 : k * 6 + 6] += 150
-                cv2.imwrite(str(dst / cls / f"f{i}.png"), img)
-    return dst
+    return face_folder(tmp_path_factory.mktemp("faces") / "data")
 
 
 @pytest.fixture(scope="module")
 def ckpt(tmp_path_factory) -> Path:
-    """An untrained narrow vgg as an edge-fer training checkpoint."""
-    from edge_fer.models import create_model, model_info
-    from edge_fer.preprocess import PreprocessSpec
-    from edge_fer.train.checkpoint import save_checkpoint
-
-    torch.manual_seed(0)
-    model = create_model("vgg", widths=WIDTHS).eval()
-    spec = PreprocessSpec(classes=L.FER2013)
-    state = {
-        "config": {"arch": "vgg", "arch_kwargs": {"widths": WIDTHS}, "seed": 0, "data": ""},
-        "spec": spec.to_metadata(),
-        **model_info(model),
-        "best_acc": 0.0,
-        "val_split": "held-out 10%",
-    }
-    p = tmp_path_factory.mktemp("ckpt") / "best.safetensors"
-    save_checkpoint(p, model, None, state)
-    return p
+    return vgg_checkpoint(tmp_path_factory.mktemp("ckpt") / "best.safetensors")
 
 
 def _tensors(out: Path, stem: str) -> dict[str, np.ndarray]:
