@@ -69,10 +69,11 @@ class FolderLock:
     """An exclusive lock on an output folder for as long as one process writes it (flock on
     the folder itself: no lock file, and the system drops it when the process dies, kill -9
     included). Two runs into one folder mixed their files (two trainings' log rows, one run's
-    frames removed by the other); the second is now refused. Where there is no flock
-    (Windows) nothing is locked."""
+    frames removed by the other); the second is now refused, after waiting up to `wait_s`
+    for the first to let go (a short update, such as a record in the cache folder). Where
+    there is no flock (Windows) nothing is locked."""
 
-    def __init__(self, folder: str | os.PathLike, what: str) -> None:
+    def __init__(self, folder: str | os.PathLike, what: str, wait_s: float = 0.0) -> None:
         from edge_fer.errors import UserError
 
         self._fd: int | None = None
@@ -84,14 +85,19 @@ class FolderLock:
             fd = os.open(folder, os.O_RDONLY)
         except OSError:
             return  # a folder that cannot be opened is reported by the writes themselves
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            os.close(fd)
-            raise UserError(
-                f"{os.fspath(folder)}: another {what} is writing this folder right now; wait "
-                "for it to end or give another folder"
-            ) from None
+        deadline = time.monotonic() + wait_s
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if time.monotonic() >= deadline:
+                    os.close(fd)
+                    raise UserError(
+                        f"{os.fspath(folder)}: another {what} is writing this folder right "
+                        "now; wait for it to end or give another folder"
+                    ) from None
+                time.sleep(0.02)
         self._fd = fd
 
     def release(self) -> None:

@@ -163,41 +163,6 @@ def _read_video_record(record: Path) -> dict[str, list[int]]:
     }
 
 
-class _RecordLock:
-    """An exclusive lock (flock on a lock file beside the record) while the record is read,
-    changed and written: two runs finishing at once each keep their video. Waits at most
-    _RECORD_LOCK_WAIT_S, then goes on without it; where there is no flock, nothing is locked."""
-
-    def __init__(self, record: Path) -> None:
-        self._fd: int | None = None
-        try:
-            import fcntl
-        except ImportError:
-            return
-        import time
-
-        try:
-            fd = os.open(record.with_name(f".{record.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
-        except OSError:
-            return
-        deadline = time.monotonic() + _RECORD_LOCK_WAIT_S
-        while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._fd = fd
-                return
-            except OSError:
-                if time.monotonic() > deadline:
-                    os.close(fd)
-                    return
-                time.sleep(0.02)
-
-    def release(self) -> None:
-        fd, self._fd = self._fd, None
-        if fd is not None:
-            os.close(fd)  # (closing drops the lock)
-
-
 def record_written_video(path: str | os.PathLike) -> None:
     """List the video just finished at `path` in the record (the latest VIDEO_RECORD_MAX kept),
     written atomically (edge_fer.fileio.write_bytes). Best effort: without a cache folder, or
@@ -209,7 +174,12 @@ def record_written_video(path: str | os.PathLike) -> None:
         return
     try:
         record.parent.mkdir(parents=True, exist_ok=True)
-        lock = _RecordLock(record)
+        try:  # two runs finishing at once each keep their video
+            lock: fileio.FolderLock | None = fileio.FolderLock(
+                record.parent, "edge-fer run", wait_s=_RECORD_LOCK_WAIT_S
+            )
+        except UserError:  # held for that long: written without it (best effort)
+            lock = None
         try:
             videos = _read_video_record(record)
             key = os.path.realpath(path)
@@ -219,7 +189,8 @@ def record_written_video(path: str | os.PathLike) -> None:
             d = {"format": _RECORD_FORMAT, "version": 1, "videos": kept}
             fileio.write_bytes(record, (json.dumps(d) + "\n").encode("utf-8", "surrogateescape"))
         finally:
-            lock.release()
+            if lock is not None:
+                lock.release()
     except (OSError, ValueError):
         pass
 
