@@ -50,6 +50,34 @@ def test_cache_dir_precedence(monkeypatch, tmp_path):
     assert cache.numba_cache_dir() == str(tmp_path / "numba-own")
 
 
+def test_dataset_cache_follows_the_cache_folder_rule(monkeypatch, tmp_path):
+    """Decoded datasets go where the kernels go: a relative XDG_CACHE_HOME is ignored (it put
+    a dataset cache into whatever folder the command ran in) and $EDGE_FER_CACHE wins."""
+    import cv2
+    import numpy as np
+
+    from edge_fer.data.loaders import load_dataset
+
+    data = tmp_path / "faces"
+    for k, cls in enumerate(("happy", "sad")):
+        (data / cls).mkdir(parents=True)
+        img = np.full((48, 48), 60 + 90 * k, np.uint8)
+        assert cv2.imwrite(str(data / cls / "a.png"), img)
+    for k in NO_CACHE_VARS:
+        monkeypatch.delenv(k, raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setenv("XDG_CACHE_HOME", "relative")
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert len(load_dataset(data)) == 2
+    assert list(work.iterdir()) == []
+    assert len(list((tmp_path / "home" / ".cache" / "edge-fer" / "datasets").glob("*.npz"))) == 1
+    monkeypatch.setenv("EDGE_FER_CACHE", str(tmp_path / "mine"))
+    assert len(load_dataset(data)) == 2
+    assert len(list((tmp_path / "mine" / "datasets").glob("*.npz"))) == 1
+
+
 KERNEL = (
     "import numpy as np, sys\n"
     "from numba.core import config\n"

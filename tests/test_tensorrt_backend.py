@@ -426,6 +426,9 @@ def test_engine_cache_is_in_edge_fer_cache_folder(monkeypatch, tmp_path):
     monkeypatch.delenv("EDGE_FER_CACHE")
     monkeypatch.setenv("XDG_CACHE_HOME", "relative")
     assert tc.cache_dir() == tmp_path / ".cache" / "edge-fer" / "tensorrt"
+    monkeypatch.setenv("HOME", "not-absolute")  # no home: no cache folder, not "./~/.cache"
+    monkeypatch.delenv("XDG_CACHE_HOME")
+    assert tc.cache_dir() is None
 
 
 def test_add_trt_args():

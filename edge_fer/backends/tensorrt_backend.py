@@ -513,7 +513,8 @@ class TensorRTBackend(Backend):
         config.check()
         digest = file_sha256(self.path)
         name = cached_engine_name(self.path, digest, self.trt_version, self.gpu_tag, config)
-        places = [self.path.parent / name, cache_dir() / name]
+        cache = cache_dir()
+        places = [self.path.parent / name] + ([cache / name] if cache else [])
         if not rebuild:
             for cand in places:
                 doc = None
@@ -531,7 +532,9 @@ class TensorRTBackend(Backend):
         target = next((p for p in places if _writable_dir(p.parent)), None)
         if target is None:
             raise UserError(
-                f"cannot write a TensorRT engine next to {self.path} nor in {cache_dir()}; "
+                f"cannot write a TensorRT engine next to {self.path}"
+                + (f" nor in {cache}" if cache else " (and there is no home for a cache folder)")
+                + "; "
                 "set EDGE_FER_CACHE to a writable folder"
             )
         print(

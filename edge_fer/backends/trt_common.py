@@ -432,12 +432,15 @@ def engine_metadata(engine_path: str | os.PathLike[str]) -> dict[str, str]:
     return {}
 
 
-def cache_dir() -> Path:
+def cache_dir() -> Path | None:
     """Where engines built from ONNX models go when the model's folder is not writable:
-    `tensorrt/` in edge-fer's cache folder (`edge_fer.cache.cache_dir`)."""
+    `tensorrt/` in edge-fer's cache folder (`edge_fer.cache.cache_dir`); None without a home
+    (a container run as a user with no home: "~" was then a folder named "~" in the working
+    folder)."""
     from edge_fer.cache import cache_dir as root
 
-    return Path(root() or os.path.expanduser("~/.cache/edge-fer")) / "tensorrt"
+    folder = root()
+    return Path(folder) / "tensorrt" if folder else None
 
 
 __all__ = [

@@ -132,8 +132,9 @@ def load_dataset(
         key += "|class=first-folder"
     # (surrogateescape: a folder name that is not UTF-8 was a UnicodeEncodeError traceback)
     digest = hashlib.sha1(key.encode("utf-8", "surrogateescape")).hexdigest()
-    cache_file = _cache_dir() / (digest[:16] + ".npz")
-    if cache and cache_file.exists():
+    folder = _cache_dir()
+    cache_file = folder / (digest[:16] + ".npz") if cache and folder else None
+    if cache_file is not None and cache_file.exists():
         try:
             with np.load(cache_file, allow_pickle=False) as z:
                 return FaceSet(
@@ -163,7 +164,7 @@ def load_dataset(
             if have:
                 why = f"; its file names are of {', '.join(have)} only"
         raise EmptySplit(f"{p}: no faces in split {split!r}{why}")
-    if cache:
+    if cache_file is not None:
         try:
             cache_file.parent.mkdir(parents=True, exist_ok=True)
             buf = io.BytesIO()
@@ -182,11 +183,13 @@ def load_dataset(
     return fs
 
 
-def _cache_dir() -> Path:
-    base = os.environ.get("EDGE_FER_CACHE") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME", os.path.expanduser("~/.cache")), "edge-fer"
-    )
-    return Path(base) / "datasets"
+def _cache_dir() -> Path | None:
+    """`datasets/` in edge-fer's cache folder (the one rule of `edge_fer.cache.cache_dir`);
+    None without a home to put it in (then nothing is cached)."""
+    from edge_fer.cache import cache_dir
+
+    root = cache_dir()
+    return Path(root) / "datasets" if root else None
 
 
 def _stamp(p: Path) -> str:
