@@ -101,6 +101,8 @@ def test_batch_size_with_epochs_0_is_taken_for_the_taylor_ranking(ckpt, data_dir
             "--taylor-batches", 1, "--steps", 1, "--round-to", 4, "--epochs", 0, *QUICK]  # fmt: skip
     rc, _, err = run_main([*argv, "--batch-size", 8], capsys)
     assert rc == 0, err
+    # tiny widths: --round-to 4 does the cutting, and the line says so (was "pruning 0.000")
+    assert "pruning 0.000" not in err and "rounding each layer's channels down" in err, err
     args = json.loads((out / "report.json").read_text())["args"]
     assert args["batch_size"] == 8 and args["lr"] is None, args
     # without --importance taylor, the same flag is refused (before: exit 0)

@@ -346,10 +346,19 @@ def prune_structured(
     spec = data.spec
     base = info_of(model, spec)
     ratio = ratio_for_target(model, spec, pcfg.target_macs_reduction, pcfg.steps, pcfg.round_to)
+    goal = f">= {pcfg.target_macs_reduction:.0%} fewer MACs, {pcfg.steps} step(s)"
+    if ratio >= 0.0005 or (pcfg.round_to or 1) <= 1:
+        what = (
+            f"pruning {ratio:.3f} of each layer's channels (then rounding the rest down to a "
+            f"multiple of {pcfg.round_to or 1})"
+        )
+    else:  # small nets: --round-to does the cutting ("pruning 0.000" read as doing nothing)
+        what = (
+            f"rounding each layer's channels down to a multiple of {pcfg.round_to} (a "
+            f"pruning fraction of {ratio:.1g}: the rounding does the cutting)"
+        )
     print(
-        f"structured: pruning {ratio:.3f} of each layer's channels (then rounding the rest "
-        f"down to a multiple of {pcfg.round_to or 1}) for >= {pcfg.target_macs_reduction:.0%} "
-        f"fewer MACs, {pcfg.steps} step(s)",
+        f"structured: {what} for {goal}",
         file=sys.stderr,
         flush=True,
     )
