@@ -344,6 +344,44 @@ def test_load_dataset_keeps_the_skipped_entries_through_its_cache(tmp_path, monk
     assert fs.subset(fs.labels == 0).skipped_entries == want
 
 
+def test_one_dataset_spelled_two_ways_is_cached_once(tmp_path, monkeypatch):
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("EDGE_FER_CACHE", str(cache))
+    noise_faces(tmp_path / "data", 6)
+    monkeypatch.chdir(tmp_path)
+    for spelling in ("data", tmp_path / "data", "./data/"):
+        assert len(load_dataset(spelling)) == 6
+    # before: an entry for each spelling (70 MB each for FER2013's Training faces)
+    assert len(list((cache / "datasets").glob("*.npz"))) == 1
+
+
+def test_dataset_cache_drops_the_least_recently_used_beyond_its_bound(tmp_path, monkeypatch):
+    import time
+
+    from edge_fer.data import loaders
+
+    cache = tmp_path / "cache" / "datasets"
+    monkeypatch.setenv("EDGE_FER_CACHE", str(tmp_path / "cache"))
+    sets = [noise_faces(tmp_path / name, 6) for name in ("a", "b", "c")]
+
+    def entries() -> dict[str, int]:
+        return {f.name: f.stat().st_size for f in cache.glob("*.npz")}
+
+    load_dataset(sets[0])
+    time.sleep(0.02)
+    load_dataset(sets[1])
+    (a, b) = sorted(entries(), key=lambda n: (cache / n).stat().st_mtime_ns)
+    room = sum(entries().values())
+    monkeypatch.setattr(loaders, "DATASET_CACHE_MAX_BYTES", room + 100)  # two fit, not three
+    time.sleep(0.02)
+    load_dataset(sets[0])  # read back: now the most recently used
+    time.sleep(0.02)
+    load_dataset(sets[2])
+    left = entries()
+    assert len(left) == 2 and a in left and b not in left, left
+    assert sum(left.values()) <= room + 100
+
+
 # -- JAFFE -------------------------------------------------------------------------------------
 
 

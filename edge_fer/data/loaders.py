@@ -137,6 +137,7 @@ def load_dataset(
     if cache_file is not None and cache_file.exists():
         try:
             with np.load(cache_file, allow_pickle=False) as z:
+                _touch(cache_file)  # used now: the last to go when the cache is trimmed
                 return FaceSet(
                     z["images"],
                     z["labels"],
@@ -180,7 +181,48 @@ def load_dataset(
             fileio.write_bytes(cache_file, buf.getbuffer())  # atomic: never half a cache
         except OSError:
             pass
+        _trim_cache(cache_file.parent, cache_file, DATASET_CACHE_MAX_BYTES)
     return fs
+
+
+# Decoded datasets kept in the cache folder; beyond this the least recently used go first
+# (it grew without bound: a decode for every dataset, size and temporary copy ever loaded).
+# FER2013's three splits at 48 px take 83 MB.
+DATASET_CACHE_MAX_BYTES = 2 << 30
+
+
+def _touch(path: Path) -> None:
+    try:
+        os.utime(path)
+    except OSError:
+        pass  # a read-only cache: it is still read, and trimmed by whoever can write it
+
+
+def _trim_cache(folder: Path, keep: Path, max_bytes: int) -> None:
+    """Delete the least recently used decodes in `folder` (by modification time: written or
+    last read) until the rest take at most `max_bytes`; `keep` (just written) stays. Best
+    effort: a file another process removes or reads meanwhile is no error (a reader that
+    loses its file decodes the dataset again)."""
+    try:
+        found = []
+        with os.scandir(folder) as it:
+            for e in it:
+                if e.name.endswith(".npz") and e.is_file(follow_symlinks=False):
+                    st = e.stat(follow_symlinks=False)
+                    found.append((st.st_mtime_ns, st.st_size, e.path))
+    except OSError:
+        return
+    total = sum(size for _, size, _ in found)
+    for _, size, path in sorted(found):  # oldest first
+        if total <= max_bytes:
+            break
+        if os.path.basename(path) == keep.name:
+            continue
+        try:
+            os.unlink(path)
+            total -= size
+        except OSError:
+            pass
 
 
 def _cache_dir() -> Path | None:
@@ -201,13 +243,18 @@ def _stamp(p: Path) -> str:
         st = p.stat()
         if p.is_dir():
             h = hashlib.sha1()
+            root = os.fspath(p)
             for folder, files in walk_folders(p):
+                # relative to the dataset: "../data/fer" and "/home/me/data/fer" spelled one
+                # dataset two ways, and each spelling cached a decode of its own (70 MB for
+                # FER2013's Training faces, another for every new checkout)
+                rel = os.path.relpath(folder, root)
                 for name in files:
                     try:
                         f = os.stat(os.path.join(folder, name))
-                        line = f"{folder}/{name}:{f.st_size}:{f.st_mtime_ns};"
+                        line = f"{rel}/{name}:{f.st_size}:{f.st_mtime_ns};"
                     except OSError:  # a broken link: listed, and reported by the loader
-                        line = f"{folder}/{name}:?;"
+                        line = f"{rel}/{name}:?;"
                     h.update(line.encode("utf-8", "surrogateescape"))
             return h.hexdigest()
         return f"{st.st_mtime_ns}:{st.st_size}"
