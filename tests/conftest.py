@@ -36,26 +36,18 @@ def pytest_configure(config: pytest.Config) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def _session_cache_folder(tmp_path_factory):
-    """The session's own edge-fer cache folder, for this process and its children: the record
-    of written videos went into the user's (it keeps the latest 1,000: a test run pushed the
-    user's own videos out, and those then needed --force). The compiled kernels and decoded
-    datasets, keyed by their contents, are still taken from the user's folder."""
-    from edge_fer.cache import cache_dir, numba_cache_dir
+    """The session's own edge-fer cache folder, for this process and its children: the tests
+    wrote into the user's (their temporary datasets' decodes; the record of written videos,
+    which keeps the latest 1,000, so a test run pushed the user's own videos out). The
+    compiled kernels are still taken from the user's folder (keyed by the code: reused)."""
+    from edge_fer.cache import numba_cache_dir
 
-    user, kernels = cache_dir(), numba_cache_dir()
-    own = tmp_path_factory.mktemp("edge-fer-cache")
-    if user:
-        datasets = Path(user) / "datasets"
-        try:
-            datasets.mkdir(parents=True, exist_ok=True)
-            (own / "datasets").symlink_to(datasets, target_is_directory=True)
-        except OSError:
-            pass  # decoded again into the session's folder
+    kernels = numba_cache_dir()
     saved = {k: os.environ.get(k) for k in ("EDGE_FER_CACHE", "NUMBA_CACHE_DIR")}
-    os.environ["EDGE_FER_CACHE"] = str(own)
+    os.environ["EDGE_FER_CACHE"] = str(tmp_path_factory.mktemp("edge-fer-cache"))
     if kernels:
         os.environ["NUMBA_CACHE_DIR"] = kernels
-    yield own
+    yield
     for k, v in saved.items():
         if v is None:
             os.environ.pop(k, None)

@@ -26,12 +26,8 @@ REFUSED = "exists and is not an earlier run's video; pass --force to replace it"
 
 @pytest.fixture
 def cache(tmp_path, monkeypatch) -> Path:
-    """This test's own cache folder, for this process and its children."""
-    from edge_fer.cache import numba_cache_dir
-
-    kernels = numba_cache_dir()  # where the kernels are compiled already: not again
-    if kernels:
-        monkeypatch.setenv("NUMBA_CACHE_DIR", kernels)
+    """This test's own cache folder, for this process and its children (the kernels stay
+    where the session found them: conftest's NUMBA_CACHE_DIR)."""
     folder = tmp_path / "cache"
     monkeypatch.setenv("EDGE_FER_CACHE", str(folder))
     return folder
