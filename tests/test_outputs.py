@@ -252,7 +252,8 @@ def test_video_sink_says_why_it_cannot_start(tmp_path):
         # root: writable by its mode bits, yet no file can be made in it
         with pytest.raises(UserError) as e:
             VideoSink("/sys/edge-fer-test.avi", 25.0, (64, 64))
-        assert "encoder" not in str(e.value) and "cannot write video" in str(e.value)
+        # refused by the output check before the writer is tried (a probe file in /sys)
+        assert "encoder" not in str(e.value) and "cannot write in folder /sys" in str(e.value)
     assert old.read_bytes() == b"old video" and _leftovers(tmp_path) == []
 
 
@@ -798,9 +799,10 @@ def test_a_write_that_fails_leaves_a_summary_that_agrees_with_the_tracks(tmp_pat
 
 
 def test_events_survive_a_rotation_and_a_second_writer(tmp_path):
-    """The events file was written at the run's own offset: a logrotate copytruncate (or a
-    second run into the same file) left holes of NUL bytes and lines cut into each other.
-    Lines now go to the file's end, wherever it is."""
+    """The events file was written at the run's own offset: a logrotate copytruncate left
+    holes of NUL bytes and lines cut into each other. Lines now go to the file's end, wherever
+    it is. A second run into the file (which emptied it and mixed its lines in) is refused
+    while the first writes it."""
     from edge_fer.runtime.sinks import EventsSink
 
     path = tmp_path / "ev.jsonl"
@@ -809,16 +811,17 @@ def test_events_survive_a_rotation_and_a_second_writer(tmp_path):
     for i in range(5):
         a.write({"frame": i, "faces": []})
     os.truncate(path, 0)  # copytruncate
-    b.start()  # (truncates too: the second run's start)
+    if os.name == "posix":
+        with pytest.raises(UserError, match="another run is writing it"):
+            b.start()
     for i in range(5, 10):
         a.write({"frame": i, "faces": []})
-        b.write({"frame": 100 + i, "faces": []})
     a.close()
     b.close()
     data = path.read_bytes()
     assert b"\0" not in data
     frames = [json.loads(ln)["frame"] for ln in data.decode().splitlines()]
-    assert sorted(frames) == [5, 6, 7, 8, 9, 105, 106, 107, 108, 109], frames
+    assert frames == [5, 6, 7, 8, 9], frames
 
 
 _CUT_AFTER_ROTATION = """

@@ -229,7 +229,21 @@ def _draw_target(out: str | None, ninputs: int) -> Path | None:
     p = Path(out)
     # a trailing slash names a folder, as for run --out DIR/ (before, a video "DIR" was refused)
     folder = names_folder(out)
+    if ninputs > 1 and not (p.is_dir() or folder) and _names_a_file(p):
+        # as run --out: before, a folder named x.jpg was made and every drawing put in it
+        raise UserError(
+            f"--draw {out}: names one file, and there are several inputs; give a folder "
+            f"(--draw {os.path.join(str(p.with_suffix('')), '')})"
+        )
     return p if ninputs > 1 or p.is_dir() or folder else None
+
+
+def _names_a_file(p: Path) -> bool:
+    """Whether `p`'s extension is an image's or a video container's."""
+    from edge_fer.runtime.sinks import VIDEO_CONTAINERS
+    from edge_fer.runtime.sources import IMAGE_EXTS
+
+    return p.suffix.lower() in IMAGE_EXTS or p.suffix.lower() in VIDEO_CONTAINERS
 
 
 def _make_draw_dir(p: Path) -> None:
@@ -413,7 +427,7 @@ def _run_video(pick, path: Path, args: argparse.Namespace, draw_dir: Path | None
                     target = _draw_path(args, draw_dir, path, video=True)
                     if draw_dir is not None:
                         claim(draw_dir, target.name)
-                    sink = VideoSink(target, src.fps or 25.0, (w, h))
+                    sink = VideoSink(target, src.fps or 25.0, (w, h), flag="--draw")
                 sink.write(_draw(frame, faces))
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the frames drawn so far are kept, as run's
         if sink is not None:

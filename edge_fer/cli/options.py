@@ -463,7 +463,7 @@ class OutputArgs(ArgGroup):
                        help="show the annotated video in a window")
         g.add_argument("--preview-port", type=int, metavar="P",
                        help="serve an MJPEG preview at http://HOST:P/ (0: any free port)")
-        g.add_argument("--preview-host", default="127.0.0.1", metavar="HOST",
+        g.add_argument("--preview-host", metavar="HOST",
                        help="address the preview binds to (default 127.0.0.1; 0.0.0.0 for all)")
         # fmt: on
 

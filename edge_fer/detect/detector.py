@@ -316,9 +316,11 @@ class Detector:
         clustered = self.group(pooled)
         held = self._memory.filled
         bar = self.threshold * held / self._memory.slots
-        keep = clustered[clustered[:, 3] >= bar]
+        # in float64: a bar past float32's range (--threshold 1e39) would overflow its cast
+        score = clustered[:, 3].astype(np.float64)
+        keep = clustered[score >= bar]
         if self._schedule_on():  # unless the caller gives its faces: look around these next frame
-            self._hot = clustered[clustered[:, 3] >= HOT_SHARE * bar]
+            self._hot = clustered[score >= HOT_SHARE * bar]
         order = np.argsort(-keep[:, 3], kind="stable")
         return [Detection(*map(float, keep[i])) for i in order]
 

@@ -36,6 +36,9 @@ def default_detect_threads(cores: int | None = None) -> int:
     return cores if cores <= 2 else cores - 1
 
 
+PREVIEW_HOST = "127.0.0.1"  # this machine only; --preview-host 0.0.0.0 serves every address
+
+
 @dataclass
 class RunOptions:
     source: str = ""
@@ -56,7 +59,7 @@ class RunOptions:
     detect_threads: int | None = None  # numba threads for detection; None: default_detect_threads()
     show: bool = False
     preview_port: int | None = None
-    preview_host: str = "127.0.0.1"
+    preview_host: str | None = None  # None: PREVIEW_HOST (set: only with preview_port)
     smoothing: float = 0.3
     classify_every: int = 1  # classify each face on one frame in N (label carried between)
     reconnect_timeout: float = 30.0
@@ -305,13 +308,13 @@ def check_run_options(opts: RunOptions) -> None:
     if opts.preview_port is not None:
         if not 0 <= check_count(opts.preview_port, "preview_port", lowest=0) <= 65535:
             raise UserError(f"must be in 0..65535, got {opts.preview_port}", param="preview_port")
-        if not str(opts.preview_host or "").strip():
+        if opts.preview_host is not None and not str(opts.preview_host).strip():
             raise UserError(
                 "is empty: give the address to listen on (127.0.0.1, the default, "
                 "for this machine only)",
                 param="preview_host",
             )
-    elif opts.preview_host != RunOptions.preview_host:  # before: ignored without a word
+    elif opts.preview_host is not None:  # before: ignored without a word (any but the default)
         raise UserError(
             "needs --preview-port: without it no preview is served", param="preview_host"
         )
@@ -502,7 +505,7 @@ def _run_video(
         if opts.events:  # opened when the run starts (EventsSink.start)
             sinks.events = EventsSink(opts.events, warn=warn)
         if opts.preview_port is not None:
-            sinks.preview = MJPEGPreview(opts.preview_port, opts.preview_host)
+            sinks.preview = MJPEGPreview(opts.preview_port, opts.preview_host or PREVIEW_HOST)
             print(f"edge-fer run: preview at {sinks.preview.url}", file=sys.stderr, flush=True)
         if opts.show:
             sinks.window = WindowSink()

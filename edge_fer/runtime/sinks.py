@@ -21,6 +21,7 @@ The events file is written one complete line at a time and flushed, so whatever 
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 import shutil
@@ -68,8 +69,12 @@ def check_writable(
         if not target.parent.is_dir():
             raise UserError(f"{what} {p}: a link to {target}, whose folder does not exist")
         parent = target.parent
-    if not p.exists() and not os.access(parent, os.W_OK | os.X_OK):
-        raise UserError(f"{what} {p}: folder {parent} is not writable (permission denied)")
+    if not fileio.is_stream(p):
+        # written through a temporary file beside it: a probe file, as os.access answers yes
+        # to root for /proc and read-only mounts (a --summary there failed after the run)
+        why = fileio.cannot_write_in(parent)
+        if why is not None:
+            raise UserError(f"{what} {p}: cannot write in folder {parent} ({why})")
     return p
 
 
@@ -324,8 +329,21 @@ def _open_writer(path: Path, codecs: list[str], fps: float, size: tuple[int, int
     return None, None
 
 
-def _appending(path: str, flags: int) -> int:
-    return os.open(path, flags | os.O_APPEND, 0o666)
+def _lock_file(f) -> bool:
+    """An exclusive lock on the open file `f` for as long as it stays open (flock: the system
+    drops it when the process dies, kill -9 included); False when another process holds it.
+    True where there is no flock (Windows): nothing is locked."""
+    try:
+        import fcntl
+    except ImportError:
+        return True
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    except OSError:  # a file system without locks (some network mounts): write unlocked
+        return True
+    return True
 
 
 def _file_size_limit() -> int | None:
@@ -377,11 +395,23 @@ class VideoSink:
     made before the work (`check_video_replaceable`).
     Frames of another size than the first are letterboxed to it. Free disk space is checked
     every `disk_check_every` frames, because OpenCV's writer does not report write errors.
+    The file's rate is the source's, within FPS_RANGE: a slower source (a time-lapse, a
+    0.001 frames/s `--input-rate`) plays at 1 frame/s, as the encoders take nothing slower.
     """
 
     MIN_FREE_BYTES = 16 << 20
+    # OpenCV's MJPG writer asserts fps >= 1 and FFmpeg's refuse 0.001; sources cap at 1000
+    FPS_RANGE = (1.0, 1000.0)
 
-    def __init__(self, path, fps: float, size: tuple[int, int], disk_check_every: int = 50) -> None:
+    def __init__(
+        self,
+        path,
+        fps: float,
+        size: tuple[int, int],
+        disk_check_every: int = 50,
+        flag: str = "--out",
+    ) -> None:
+        # flag: the option that named `path`, for the messages (detect's is --draw)
         self.path = check_writable(path, "video")
         self.writer = None
         self.codec = None
@@ -391,7 +421,7 @@ class VideoSink:
         if fileio.is_stream(self.path) or os.fspath(path) == "-":
             raise UserError(
                 f"video {self.path}: is a device, pipe or standard output; annotated frames "
-                "need a video file or a folder (DIR/); leave --out out to write none"
+                f"need a video file or a folder (DIR/); leave {flag} out to write none"
             )
         if ext not in _CODECS:
             folder = "" if ext else f", or {self.path}/ for a folder of annotated images"
@@ -400,7 +430,8 @@ class VideoSink:
                 f"use one of {', '.join(_CODECS)}{folder}"
             )
         self.target = Path(os.path.realpath(self.path)) if self.path.is_symlink() else self.path
-        self.fps = float(fps) if fps and fps > 0 else 25.0
+        self.fps = float(fps) if fps and math.isfinite(fps) and fps > 0 else 25.0
+        self.fps = min(max(self.fps, self.FPS_RANGE[0]), self.FPS_RANGE[1])
         self.size = (int(size[0]), int(size[1]))
         if self.size[0] <= 0 or self.size[1] <= 0:
             raise UserError(
@@ -630,10 +661,19 @@ class EventsSink:
             if self._stream:
                 f = fileio.open_stream(self.path, mode, encoding="utf-8")  # closed in close()
             else:
-                # truncated, then appended to: each line goes to the file's end, wherever that
-                # is now (a log rotation's copytruncate, another run into the same file) where
-                # a private offset left holes of NUL bytes and lines cut into each other
-                f = open(self.path, mode, encoding="utf-8", opener=_appending)  # noqa: SIM115 - closed in close()
+                # appended to: each line goes to the file's end, wherever that is now (a log
+                # rotation's copytruncate) where a private offset left holes of NUL bytes;
+                # opened without truncating, then locked, then truncated: a second run into
+                # the file another is writing cut away its lines and mixed in its own
+                f = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - closed in close()
+                if not _lock_file(f):
+                    f.close()
+                    self._done = True
+                    raise UserError(
+                        f"events file {self.path}: another run is writing it right now; wait "
+                        "for it to end or give another name"
+                    )
+                f.truncate(0)
         except OSError as exc:
             self._done = True
             raise _os_error("events file", self.path, exc) from None

@@ -461,10 +461,30 @@ def gif_frames(path: str | os.PathLike, stop: int = 2) -> int:
         return 0
 
 
+def gif_cut_short(path: str | os.PathLike) -> bool:
+    """Whether a GIF file ends before its trailer: a cut download or a partial copy, whose
+    last frames (or the end of the last one) are missing. Decoders pass over that in silence;
+    a GIF holds no frame count to compare with, as a video's header does. False for a file
+    that is not a GIF or cannot be read."""
+    try:
+        imageio.check_regular(path)
+        with open(path, "rb") as f:
+            return _walk_gif(f, 1 << 62)[1] == "cut"
+    except OSError:
+        return False
+
+
 def _count_gif_frames(f, stop: int) -> int:
+    return _walk_gif(f, stop)[0]
+
+
+def _walk_gif(f, stop: int) -> tuple[int, str]:
+    """(frames, how the walk ended): "trailer", "cut" (the file ends inside or between
+    blocks), "mangled" (a byte that starts no block), "stop" (`stop` frames counted), or
+    "not a gif"."""
     head = f.read(13)  # signature, then the logical screen descriptor
     if len(head) < 13 or head[:6] not in (b"GIF87a", b"GIF89a"):
-        return 0
+        return 0, "not a gif"
     _skip_colour_table(f, head[10])
     frames = 0
     while frames < stop:
@@ -472,17 +492,23 @@ def _count_gif_frames(f, stop: int) -> int:
         if block == b"\x2c":  # an image descriptor: one frame
             desc = f.read(9)
             if len(desc) < 9:
-                break
+                return frames, "cut"
             frames += 1
             _skip_colour_table(f, desc[8])
             f.read(1)  # the LZW minimum code size, then the frame's data
-            _skip_sub_blocks(f)
+            if not _skip_sub_blocks(f):
+                return frames, "cut"
         elif block == b"\x21":  # an extension (frame timing, comments, loop count)
             f.read(1)
-            _skip_sub_blocks(f)
-        else:  # the trailer, the end of a cut file, or a mangled block
-            break
-    return frames
+            if not _skip_sub_blocks(f):
+                return frames, "cut"
+        elif block == b"\x3b":
+            return frames, "trailer"
+        elif not block:
+            return frames, "cut"
+        else:
+            return frames, "mangled"
+    return frames, "stop"
 
 
 def _skip_colour_table(f, packed: int) -> None:
@@ -490,11 +516,14 @@ def _skip_colour_table(f, packed: int) -> None:
         f.seek(3 << ((packed & 7) + 1), 1)
 
 
-def _skip_sub_blocks(f) -> None:
+def _skip_sub_blocks(f) -> bool:
+    """Past a run of data sub-blocks; False when the file ends before its terminator."""
     while True:
         n = f.read(1)
-        if not n or n[0] == 0:
-            return
+        if not n:
+            return False
+        if n[0] == 0:
+            return True
         f.seek(n[0], 1)
 
 
@@ -1172,6 +1201,15 @@ class FileSource(Source):
             msg = (
                 f"{printable(str(self.spec.target))}: the file ends {where} of the "
                 f"{self.frame_count} its header declares (truncated or corrupt)"
+            )
+            self.errors.append(msg)
+            self.warn(msg)
+        elif self._decoded and self.spec.kind == "file" and gif_cut_short(str(self.spec.target)):
+            self.incomplete = True
+            msg = (
+                f"{printable(str(self.spec.target))}: the GIF ends before its trailer, after "
+                f"frame {self._next - 1}, the {_ordinal(self._next)} (truncated: the frames "
+                "after it, and perhaps part of it, are missing)"
             )
             self.errors.append(msg)
             self.warn(msg)
