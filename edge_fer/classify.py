@@ -24,7 +24,7 @@ from edge_fer.errors import UserError, reported
 from edge_fer.fileio import read_head
 from edge_fer.limits import check_count
 from edge_fer.preprocess import PreprocessSpec
-from edge_fer.tta import check_mode, merge, views
+from edge_fer.tta import TTA_MODES, check_mode, merge, views
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_MODEL = "fer_default.onnx"
@@ -222,8 +222,8 @@ class Classifier(Closing):
 
     @property
     def recommended_tta(self) -> str:
-        mode = self.metadata.get("edge_fer.tta_default", "none")
-        return mode if mode in ("none", "flip", "zoom-flip") else "none"
+        # (an unknown mode is refused by `load`)
+        return self.metadata.get("edge_fer.tta_default") or "none"
 
     def set_tta(self, mode: str) -> None:
         """Views averaged per face by `infer` ("auto": the model's recommendation)."""
@@ -499,6 +499,14 @@ def _spec_of(be: Backend, path: Path) -> PreprocessSpec:
         raise UserError(f"{path}: {exc}") from None
     if not spec.classes:
         raise UserError(f"{path}: model metadata names no classes")
+    # an unknown mode was taken as "none" without a word (eval and classify use it by default)
+    tta_default = be.metadata.get("edge_fer.tta_default") or "none"
+    if tta_default not in TTA_MODES:
+        shown = tta_default if len(tta_default) <= 40 else tta_default[:37] + "..."
+        raise UserError(
+            f"{path}: model metadata edge_fer.tta_default is {shown!r}, not one of "
+            f"{', '.join(TTA_MODES)}"
+        )
     return spec
 
 

@@ -77,6 +77,7 @@ def plan_vocabulary(
     model_classes: tuple[str, ...],
     target: tuple[str, ...] | None = None,
     counts: np.ndarray | None = None,
+    advice: str | None = None,
 ) -> VocabPlan:
     """Plan the evaluation vocabulary.
 
@@ -84,6 +85,8 @@ def plan_vocabulary(
     map onto it (through `edge_fer.labels.mapping`), else UserError. target given (--label-set /
     --classes): dataset classes without a counterpart are dropped (and counted by the caller),
     model classes without one lose their probability mass (the rest is renormalised).
+    advice: what the refusal of unmapped dataset classes tells the user to do (default: eval's
+    --label-set and --classes; a command without them says what it accepts).
     """
     explicit = target is not None
     ev = tuple(L.canonical(c) for c in (target if explicit else model_classes))
@@ -123,9 +126,13 @@ def plan_vocabulary(
     if unmapped and not explicit:
         raise UserError(
             f"dataset classes {', '.join(unmapped)} have no counterpart in the model's classes "
-            f"({', '.join(model_classes)}); pass --label-set dataset (the dataset's classes), "
-            "--label-set NAME or --classes to evaluate on a shared vocabulary (samples of "
-            "unmapped classes are then dropped and counted)"
+            f"({', '.join(model_classes)}); "
+            + (
+                advice
+                or "pass --label-set dataset (the dataset's classes), --label-set NAME or "
+                "--classes to evaluate on a shared vocabulary (samples of unmapped classes are "
+                "then dropped and counted)"
+            )
         )
     label_index = np.array(
         [ev.index(data_map[c]) if data_map[c] is not None else -1 for c in data_classes],
@@ -212,8 +219,10 @@ def evaluate(
     batch_size: int = 64,
     latency_samples: int = 200,
     progress: bool = True,
+    mismatch_advice: str | None = None,
 ) -> dict:
     """Evaluate `clf` (an edge_fer.classify.Classifier) on `faces`; returns the report dict.
+    mismatch_advice: `plan_vocabulary`'s advice.
 
     target: None (the model's vocabulary), "dataset" (the dataset's classes the model can
     answer, see `dataset_target`) or a tuple of class names. A model trained on eye-aligned
@@ -229,7 +238,7 @@ def evaluate(
     mode = "model" if target is None else "dataset" if target == "dataset" else "explicit"
     if target == "dataset":
         target = dataset_target(faces, clf.classes)
-    plan = plan_vocabulary(faces.classes, clf.classes, target, faces.counts())
+    plan = plan_vocabulary(faces.classes, clf.classes, target, faces.counts(), mismatch_advice)
     lab = plan.label_index[faces.labels]
     keep = lab >= 0
     dropped = faces.labels[~keep]

@@ -645,8 +645,10 @@ def test_export_never_replaces_a_file_without_force(env, run_dir, tmp_path) -> N
             "--data", data, "--int8-out", data / "q", "--no-check")  # fmt: skip
     assert_one_line_error(p, "--int8-out")
     assert not (data / "q").exists() and not (tmp_path / "m.onnx").exists()
-    cli(env, "export", "--checkpoint", ck, "--out", notes, "--force", "--no-check", check_rc=0)
-    assert notes.read_bytes()[:2] != b"mi"  # replaced, as asked
+    mine = tmp_path / "mine.onnx"  # (an .onnx name: another suffix is refused)
+    mine.write_text("mine")
+    cli(env, "export", "--checkpoint", ck, "--out", mine, "--force", "--no-check", check_rc=0)
+    assert mine.read_bytes()[:2] != b"mi"  # replaced, as asked
 
 
 TORCH_BLOCKER = """

@@ -99,7 +99,9 @@ def register(sub) -> None:
     q.add_argument("--trt-version", default="10.3.0", metavar="X.Y.Z",
                    help="TensorRT version written in the calibration cache's header (JetPack "
                    "6.1/6.2: 10.3.0; 6.0: 8.6.2; 5.1: 8.5.2; 4.6.1-4.6.6: 8.2.1)")
-    q.add_argument("--batch-size", type=int, default=32, help="faces per calibration batch")
+    q.add_argument("--batch-size", type=int, default=32,
+                   help="faces per calibration batch (a model exported with a fixed batch size "
+                   "takes batches of its own size)")
     q.add_argument("--threads", type=thread_count, default=0,
                    help="ONNX Runtime threads (default 0: its default, one per core)")
     q.add_argument("--keep-histograms", action="store_true",
@@ -147,6 +149,23 @@ def _given_only_where_used(args) -> None:
             setattr(args, dest, default)
 
 
+def _warn_about(args) -> None:
+    """Allowed, but not what the help advises: calibrating on a test split (the accuracy
+    reported on it is then measured on the faces the ranges were chosen on), a cache for a
+    TensorRT that cannot read it."""
+    from edge_fer.errors import warn
+    from edge_fer.quantize.trt_cache import implicit_int8_warning
+
+    if args.data is not None and args.split in ("public-test", "private-test", "test"):
+        warn(
+            f"--split {args.split} is a test split: never report accuracy on the faces you "
+            "calibrate on (calibrate on train)"
+        )
+    line = implicit_int8_warning(args.trt_version)
+    if line:
+        warn(line)
+
+
 def _faces(args, spec):
     """The calibration faces: a dataset's (aligned later by `calibrate` for a model trained
     with --align) or the detector's, cut as `edge-fer run` cuts them for this model."""
@@ -173,8 +192,6 @@ def _faces(args, spec):
         raise UserError("--ids applies to --data (a labelled dataset), not to --source")
     if args.skip_bad:
         raise UserError("--skip-bad applies to --data; --source skips unreadable images itself")
-    if args.every < 1:
-        raise UserError("--every must be at least 1")
     opts = DETECTOR.detect_options(args, every=args.every, max_frames=args.max_frames)
     bar = Progress(None, "finding faces", "frame", not args.no_progress)
     try:
@@ -244,6 +261,10 @@ def _run(args, done: list) -> int:
 
     # flags checked before any work (the library names its parameters, not these flags)
     _given_only_where_used(args)
+    if args.every < 1:
+        raise UserError("--every must be at least 1")
+    if args.max_frames is not None and args.max_frames < 1:  # 0 read no frame at all
+        raise UserError(f"--max-frames must be at least 1, got {args.max_frames}")
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
     if not 50.0 < args.percentile <= 100.0:  # also the report's comparison uses it
@@ -302,6 +323,7 @@ def _run_locked(args, done: list) -> int:
     finally:
         bar.close()
     done.append(True)
+    _warn_about(args)  # once it worked: a refusal stays one line
     if args.json:
         print(json.dumps(info, indent=2))
         return 0

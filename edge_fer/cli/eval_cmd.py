@@ -293,6 +293,13 @@ def _check_outputs(args, png: str | None) -> None:
         # "reports/" named a folder, and a file "reports" (and "reports.png") was written
         if path:
             fileio.check_output_file(path, f"{name} {path}")
+        if path and not fileio.is_stream(path):
+            # a folder no file can be made in (/proc, read-only) was found after the work,
+            # and named the PNG derived from --json rather than the flag given
+            try:
+                fileio.check_file_can_be_made(path, "")
+            except UserError as exc:
+                raise UserError(f"{name} {exc.message}") from None
     if args.latency_samples < 0:
         raise UserError(
             f"--latency-samples must be >= 0 (0: no timing), got {args.latency_samples}"

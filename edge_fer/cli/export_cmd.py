@@ -233,7 +233,7 @@ def run(args) -> int:
             raise UserError("--checkpoint needs --out MODEL.onnx")
         # before anything is written: a refusal after the FP32 model replaced --out lost a model
         _check_fp32_out(args)
-        _check_int8_out(args, args.out)  # (it loads the accuracy check's faces: last)
+        _check_int8_out(args, args.out, exported=True)  # (it loads the faces: last)
         # the FP32 model is written with the INT8 set, at the end, or not at all: a failed or
         # interrupted INT8 step left a new --out beside the earlier model's INT8 set
         with _onnx_export().staged_export(args.checkpoint, args.out,
@@ -342,16 +342,20 @@ def _check_int8_args(args) -> None:
         raise UserError(f"--eval-limit must be >= 0 (0: every face), got {args.eval_limit}")
 
 
-def _check_int8_out(args, model) -> None:
+def _check_int8_out(args, model, exported: bool = False) -> None:
+    """exported: `model` is the --out of a --checkpoint export, not written yet (an older file
+    there is no guide to the classes)."""
     from pathlib import Path
 
-    from edge_fer.export.int8 import check_int8_out, default_out_dir
+    from edge_fer.export.int8 import check_int8_out, default_out_dir, model_classes
 
     out = Path(args.int8_out) if args.int8_out else default_out_dir(model)
     _outside_data(args, "--int8-out", out, "the models and reports")
-    # (also loads the accuracy check's faces: a split that is not there is said now)
+    # (also loads the accuracy check's faces: a split that is not there, or classes the model
+    # does not know, are said now)
+    classes = None if exported else model_classes(model)
     check_int8_out(out, args.force, args.eval_data or args.data, args.eval_split, model=model,
-                   skip_bad=args.skip_bad)  # fmt: skip
+                   skip_bad=args.skip_bad, classes=classes)  # fmt: skip
 
 
 def _check_fp32_out(args) -> None:
@@ -360,7 +364,7 @@ def _check_fp32_out(args) -> None:
     from pathlib import Path
 
     from edge_fer.errors import UserError
-    from edge_fer.fileio import names_folder
+    from edge_fer.fileio import is_stream, names_folder
 
     out = Path(args.out)
     if names_folder(args.out) or out.is_dir():
@@ -368,6 +372,10 @@ def _check_fp32_out(args) -> None:
     if (out.exists() or out.is_symlink()) and not args.force:
         raise UserError(f"--out {args.out} already exists; pass --force to replace it")
     _outside_data(args, "--out", out, "the model")
+    # an ONNX model under another name (e2.txt) was written without a word; a device or pipe
+    # is written into whatever its name
+    if out.suffix.lower() != ".onnx" and not is_stream(args.out):
+        raise UserError(f"--out {args.out}: give the model an .onnx name (MODEL.onnx)")
 
 
 def _outside_data(args, flag: str, out, what: str) -> None:
@@ -435,6 +443,12 @@ def _int8(args, model, fp32: dict | None = None) -> int:
         )  # fmt: skip
     finally:
         bar.close()
+    from edge_fer.errors import warn
+    from edge_fer.quantize.trt_cache import implicit_int8_warning
+
+    line = implicit_int8_warning(args.trt_version)  # once it worked: a refusal stays one line
+    if line:
+        warn(line)
     if fp32 is not None:  # said once it is written
         _say_fp32(dict(fp32, bytes=Path(model).stat().st_size))
     setup = (res["report"] or {}).get("setup") or {}

@@ -225,6 +225,7 @@ def compare_models(
     extra_tta: tuple[str, ...] = (),
     skip_bad: bool = False,
     faces=None,
+    mismatch_advice: str | None = None,
 ) -> dict:
     """Measure every (name, ONNX path) row; returns {"rows": [...], "setup": {...}}.
 
@@ -233,7 +234,8 @@ def compare_models(
 
     tta: the test-time augmentation of the main accuracy columns (edge_fer.tta; "none": one
     view, what the video runtime runs); extra_tta: modes whose accuracy is added as
-    `accuracy_<mode>` / `macro_f1_<mode>` columns. Latency is always one view per face."""
+    `accuracy_<mode>` / `macro_f1_<mode>` columns. Latency is always one view per face.
+    mismatch_advice: what a refusal of the data's vocabulary advises (`evaluate.plan_vocabulary`)."""
     from edge_fer.tta import check_mode
 
     check_mode(tta, "tta")
@@ -254,7 +256,8 @@ def compare_models(
     results, specs = [], []
     for name, p in rows:
         with Classifier.load(p, threads=threads, tta=tta) as clf:
-            rep = evaluate(clf, faces, batch_size=64, latency_samples=0, progress=progress)
+            rep = evaluate(clf, faces, batch_size=64, latency_samples=0, progress=progress,
+                           mismatch_advice=mismatch_advice)  # fmt: skip
             specs.append(clf.spec)
             row = {
                 "model": name,

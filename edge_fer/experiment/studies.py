@@ -492,11 +492,12 @@ def _finish(opts: Options, lines: list, rows: list, best: dict, figs, key: str) 
     """The part every variant study ends with: budget note, findings, figures; writes it."""
     note = _budget_note(opts, rows)
     lines += [note, ""] if note else []
+    others = _vs_best(rows, best, key)  # "" with one variant: no dangling "; ."
     lines += [
         "## Findings",
         "",
-        f"- best test accuracy: {best['variant'].about} ({best['report']['accuracy']:.4f}); "
-        + _vs_best(rows, best, key)
+        f"- best test accuracy: {best['variant'].about} ({best['report']['accuracy']:.4f})"
+        + (f"; {others}" if others else "")
         + ".",
         noise_line(best["report"]["n"], best["report"]["accuracy"]),
         "",

@@ -139,6 +139,11 @@ class BuildConfig:
             path = os.fspath(v) if isinstance(v, (str, os.PathLike)) else None
             if not isinstance(path, str) or not path:  # bytes, a number, "" (the folder ".")
                 raise UserError(f"must be a file's path, got {v!r}", param=name)
+            # a device or folder: TensorRT's parse and build ran first, then /dev/null was
+            # read as an empty cache and a folder's save failed (the docs promise a refusal)
+            if os.path.exists(path) and not os.path.isfile(path):
+                kind = "a folder" if os.path.isdir(path) else "a pipe, device or socket"
+                raise UserError(f"{path}: is {kind}, not a regular file", param=name)
             object.__setattr__(self, name, path)  # a Path as the str the sidecar records
         for name in ("min_batch", "opt_batch", "max_batch", "workspace_mb"):
             v = getattr(self, name)
@@ -209,6 +214,15 @@ class BuildConfig:
         d = asdict(self)
         d.pop("_calib_sha256", None)
         return d
+
+
+def _model_metadata(src: Path) -> dict[str, str]:
+    """onnx_metadata, after a look at the file: an empty file read as a model without
+    metadata, and an image or checkpoint got the same words (eval says what they are)."""
+    from edge_fer.classify import sniff_model_file
+
+    sniff_model_file(src)
+    return onnx_metadata(src)
 
 
 def _no_model(src: Path) -> str:
@@ -539,7 +553,7 @@ def build_engine(
     src = Path(onnx_path)
     if not src.is_file():
         raise UserError(f"{src}: {_no_model(src)}")
-    meta = onnx_metadata(src)
+    meta = _model_metadata(src)
     spec = model_spec(src, meta)  # first: an engine without it is useless, after minutes
     cfg.check()
     layout = refuse_cpu_layout(src)
@@ -810,7 +824,7 @@ def write_sidecar_for(
     eng, src = Path(engine_path), Path(onnx_path)
     if not src.is_file():
         raise UserError(f"{src}: {_no_model(src)}")
-    meta = onnx_metadata(src)
+    meta = _model_metadata(src)
     model_spec(src, meta)  # a sidecar without it serves no engine
     if not eng.is_file():
         raise UserError(f"{eng}: no such engine file")

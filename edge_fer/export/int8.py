@@ -23,6 +23,11 @@ from edge_fer.errors import UserError
 from edge_fer.fileio import check_collisions, portable_path
 
 ROW_NAMES = {"tensorrt": "INT8 PTQ, TensorRT Q/DQ", "cpu": "INT8 PTQ, ONNX Runtime CPU Q/DQ"}
+# export has no --label-set/--classes: the advice names what it accepts
+VOCAB_ADVICE = (
+    "give --eval-data a dataset whose classes the model knows, or score the INT8 models with "
+    "edge-fer eval, which maps other vocabularies"
+)
 
 
 def export_int8(
@@ -66,7 +71,8 @@ def export_int8(
         raise UserError(f"must be >= 0 (0: every face), got {eval_limit}", param="eval_limit")
     shown = Path(model_out if model_out is not None else model_path)
     # before: a missing eval split was found after the new calibration had replaced the old
-    check_int8_out(out_dir, force, eval_data, eval_split, model=shown, skip_bad=skip_bad)
+    check_int8_out(out_dir, force, eval_data, eval_split, model=shown, skip_bad=skip_bad,
+                   classes=model_classes(model_path))  # fmt: skip
     out = Path(out_dir)
     with output_lock(out):  # a new out_dir is removed again when nothing is published
         check_earlier_outputs(out, force)  # (again: another run may have written meanwhile)
@@ -140,6 +146,7 @@ def _report(model_path, stage: Path, shown: Path, out: Path, info: dict, staged:
         eval_limit=eval_limit,
         progress=show_progress,
         skip_bad=bool(skip_bad),
+        mismatch_advice=VOCAB_ADVICE,
     )
     # each row's path as it will be (measured on the staged copies)
     for row, path in zip(comp["rows"], [shown] + [info["files"][t] for t in ("tensorrt", "cpu")
@@ -246,6 +253,7 @@ def check_int8_out(
     eval_split: str | None = None,
     model: str | os.PathLike | None = None,
     skip_bad: bool = False,
+    classes: tuple[str, ...] | None = None,
 ) -> None:
     """What `export_int8` would refuse after minutes of work, checked first: an `out_dir` that
     is a file or has a folder where an output goes, an output over `model` (the FP32 model),
@@ -254,7 +262,8 @@ def check_int8_out(
     the calibration, it left the calibration behind), a FER2013 `eval_split` of a dataset
     without FER2013's splits (it was ignored: all its images were scored). The evaluation faces
     are loaded for that (read with `skip_bad`), which fills the dataset cache the check then
-    reads."""
+    reads. With the model's `classes`, an evaluation dataset whose classes do not map onto
+    them is refused too (it failed after the calibration)."""
     from edge_fer.data.faceset import check_split
     from edge_fer.quantize.pipeline import OUT_NAMES, check_earlier_outputs
 
@@ -277,7 +286,27 @@ def check_int8_out(
         from edge_fer.compress.report import load_eval_faces
 
         # (a FER2013 split asked of another layout is refused there, named eval_split)
-        load_eval_faces(eval_data, eval_split, skip_bad=bool(skip_bad), split_param="eval_split")
+        faces, _ = load_eval_faces(
+            eval_data, eval_split, skip_bad=bool(skip_bad), split_param="eval_split"
+        )
+        if classes:
+            from edge_fer.evaluate import plan_vocabulary
+
+            plan_vocabulary(faces.classes, classes, None, faces.counts(), VOCAB_ADVICE)
+
+
+def model_classes(model_path: str | os.PathLike) -> tuple[str, ...] | None:
+    """The classes in an ONNX model's metadata, or None when they cannot be read (loading the
+    model says why, later)."""
+    try:
+        import onnx
+
+        from edge_fer.preprocess import PreprocessSpec
+
+        meta = {p.key: p.value for p in onnx.load(os.fspath(model_path)).metadata_props}
+        return PreprocessSpec.from_metadata(meta).classes
+    except Exception:  # noqa: BLE001 - Classifier.load reports a bad model in its own words
+        return None
 
 
 def default_out_dir(model_path: str | os.PathLike) -> Path:

@@ -411,6 +411,9 @@ class FaceBatchReader:
 
     get_next() -> {input_name: float32 (B, C, S, S)} or None at the end; rewind() starts over.
     Also iterable as plain arrays (`batches()`), which `ranges.collect` uses.
+
+    full: every batch holds exactly `batch_size` faces, the last one filled up with faces from
+    the start of the set, for a model whose graph has a fixed batch size (it refuses any other).
     """
 
     def __init__(
@@ -420,20 +423,28 @@ class FaceBatchReader:
         input_name: str = "input",
         batch_size: int = 32,
         limit: int | None = None,
+        full: bool = False,
     ) -> None:
         check_count(batch_size, "batch_size")
         self.faces = faces if limit is None else faces[:limit]
         self.spec = spec
         self.input_name = input_name
         self.batch_size = batch_size
+        self.full = full
         self._it: Iterator[np.ndarray] | None = None
 
     def __len__(self) -> int:
         return (len(self.faces) + self.batch_size - 1) // self.batch_size
 
     def batches(self) -> Iterator[np.ndarray]:
-        for i in range(0, len(self.faces), self.batch_size):
-            yield self.spec.prepare(self.faces[i : i + self.batch_size], first=i)
+        n, bs = len(self.faces), self.batch_size
+        for i in range(0, n, bs):
+            x = self.spec.prepare(self.faces[i : i + bs], first=i)
+            if self.full and len(x) < bs:
+                # a few faces counted twice in the ranges, rather than a batch the model refuses
+                more = [self.faces[j % n] for j in range(i + len(x), i + bs)]
+                x = np.concatenate([x, self.spec.prepare(more)])
+            yield x
 
     def get_next(self) -> dict[str, np.ndarray] | None:
         if self._it is None:

@@ -167,7 +167,8 @@ def calibrate(
 ) -> dict:
     """Calibrate `model_path` (default: the bundled model) on `faces`; write the outputs to
     `out_dir`; an earlier calibration's files there are replaced only with `force`. Returns a
-    summary dict (paths, sizes, method, agreement with FP32 on the calibration faces).
+    summary dict (paths, sizes, method, agreement with FP32 on the calibration faces). A model
+    with a fixed batch size N is fed batches of N whatever `batch_size` says.
     UserError for bad input; nothing is left behind then. For a model trained on eye-aligned
     faces, faces not aligned yet are aligned first (`aligned_for`). `out_dir` is locked while
     this runs (`output_lock`)."""
@@ -224,7 +225,11 @@ def _calibrate(mpath: Path, faces: CalibFaces, out: Path, *, t0: float, method: 
         spec = clf.spec
         faces = aligned_for(faces, spec)  # a model trained on eye-aligned faces
         input_name = model.graph.input[0].name
-        reader = FaceBatchReader(faces.images, spec, input_name, batch_size)
+        # a graph with a fixed batch (dim 0 a number) takes batches of exactly that size
+        fixed = (ranges.input_shape(model, input_name) or [None])[0]
+        if fixed is not None:
+            batch_size = fixed
+        reader = FaceBatchReader(faces.images, spec, input_name, batch_size, full=bool(fixed))
         seen = ranges.collect(model, reader.batches(), threads=threads, progress=progress)
         ref = clf.predict(faces.images) if check_agreement else None
     rs = ranges.compute(seen, method, percentile_used)
@@ -246,7 +251,8 @@ def _calibrate(mpath: Path, faces: CalibFaces, out: Path, *, t0: float, method: 
         for tg in targets:
             name = QDQ_NAME if tg == "tensorrt" else CPU_NAME
             p = work / name
-            one = FaceBatchReader(faces.images, spec, input_name, batch_size=8, limit=8)
+            one = FaceBatchReader(faces.images, spec, input_name, batch_size=fixed or 8,
+                                  limit=fixed or 8, full=bool(fixed))  # fmt: skip
             summaries[tg] = qdq.quantize(mpath, rs, p, one, target=tg, info=qinfo)
             if ref is not None:
                 with Classifier.load(p, threads=threads, tta="none") as qclf:

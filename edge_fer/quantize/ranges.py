@@ -262,7 +262,7 @@ def _augmented(model, names: list[str]):
     return m
 
 
-def _input_shape(model, name: str) -> list[int | None] | None:
+def input_shape(model, name: str) -> list[int | None] | None:
     """The dims of graph input `name` (None for a symbolic or unknown one), or None when the
     model gives no shape."""
     for i in model.graph.input:
@@ -356,7 +356,7 @@ def collect(
     hists = {n: Histogram(num_bins) for n in names}
     wanted = [n for n in out_names if n in hists]
     n_faces = 0
-    shape = _input_shape(model, input_name)
+    shape = input_shape(model, input_name)
     for k, x in enumerate(batches):
         x = _check_batch(x, k, shape)
         outs = sess.run(wanted, {input_name: x})

@@ -97,6 +97,19 @@ def _checked_code(code: int, given: str | int) -> int:
     return code
 
 
+def implicit_int8_warning(version: str | int) -> str | None:
+    """The warning for a cache headed for TensorRT 11 or later, which builds no implicit INT8
+    engine from a cache (the calibrator API is gone): None for TensorRT <= 10."""
+    code = version_code(version)
+    if code < 110000:
+        return None
+    return (
+        f"TensorRT {version_text(code)} cannot use the calibration cache (implicit INT8 from a "
+        "cache was removed in TensorRT 11): build from the Q/DQ model model.int8.qdq.onnx "
+        "(--target tensorrt or both)"
+    )
+
+
 def version_text(code: int) -> str:
     """100300 -> '10.3.0', 8601 -> '8.6.1'; UserError for a code no TensorRT writes."""
     code = _checked_code(int(code), code)

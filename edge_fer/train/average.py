@@ -17,6 +17,7 @@ from pathlib import Path
 import torch
 
 from edge_fer.errors import UserError
+from edge_fer.fileio import sha256_file
 from edge_fer.limits import check_threads
 from edge_fer.train.precise_bn import DEFAULT_FACES
 
@@ -94,6 +95,7 @@ def average_checkpoints(
     check_threads(threads, zero="torch's default")
     check_collisions([("--out", out)], [("a checkpoint", p) for p in paths])
     seen: dict[tuple[int, int], Path] = {}
+    digests: dict[str, Path] = {}
     for p in paths:
         if not p.is_file():
             raise UserError(f"{p}: no such checkpoint file", param="checkpoints")
@@ -103,6 +105,13 @@ def average_checkpoints(
             same = "" if str(first_name) == str(p) else f" (as {first_name})"
             raise UserError(
                 f"{p} is given twice{same}: each checkpoint counts once in the average",
+                param="checkpoints",
+            )
+        # a copy under another name weighed twice just the same
+        twin = digests.setdefault(sha256_file(p), p)
+        if twin is not p:
+            raise UserError(
+                f"{p} is byte-identical to {twin}: each checkpoint counts once in the average",
                 param="checkpoints",
             )
     if threads:
@@ -124,6 +133,14 @@ def average_checkpoints(
         names = (read_state(p).get("spec") or {}).get("class_names")
         if names != (state.get("spec") or {}).get("class_names"):
             raise UserError(f"{p}: other classes ({names}) than {paths[-1]}", param="checkpoints")
+        # runs of other datasets mixed without a word, and which one measured the batch norms
+        # and the score depended on the order of the arguments
+        if _dataset_of(cfg, p) != _dataset_of(first, paths[-1]):
+            raise UserError(
+                f"{p}: trained on {_describe_data(cfg)}, {paths[-1]} on "
+                f"{_describe_data(first)}: average checkpoints of one dataset",
+                param="checkpoints",
+            )
         w = read_weights(p)
         if total and (w.keys() != total.keys() or any(w[k].shape != total[k].shape for k in w)):
             # (the sum so far began with the first checkpoint: name it in full)
@@ -186,6 +203,7 @@ def average_checkpoints(
         "out": str(out),
         "checkpoints": _names(paths),
         "batch_norms_measured": n,
+        "data": cfg.data,
         "val_split": val_name,
         "val_acc": round(float(rep["accuracy"]), 4),
         "val_macro_f1": round(float(rep["macro_f1"]), 4),
@@ -205,10 +223,27 @@ def average_checkpoints(
     print(
         f"averaged {len(paths)} checkpoint{'s' if len(paths) != 1 else ''}: "
         f"{val_name} acc {report['val_acc']:.4f}  "
-        f"macro-F1 {report['val_macro_f1']:.4f} -> {out}",
+        f"macro-F1 {report['val_macro_f1']:.4f} -> {out} "
+        f"(batch norms and score on {cfg.data})",
         file=sys.stderr,
     )
     return report
+
+
+def _dataset_of(cfg: dict, checkpoint: Path) -> tuple:
+    """The dataset and extra training folder a run's config records, as real paths where they
+    are found (one folder recorded as `data` by one run and `../data` by another is one)."""
+    out = []
+    for key in ("data", "extra_train"):
+        recorded = cfg.get(key)
+        found = find_recorded(recorded, checkpoint) if recorded else None
+        out.append(os.path.realpath(found) if found is not None else recorded)
+    return tuple(out)
+
+
+def _describe_data(cfg: dict) -> str:
+    extra = cfg.get("extra_train")
+    return f"{cfg.get('data')}" + (f" with extra {extra}" if extra else "")
 
 
 def _names(paths: list[Path]) -> list[str]:
