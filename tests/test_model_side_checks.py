@@ -162,6 +162,28 @@ def test_average_refuses_runs_of_other_datasets(two_datasets_runs, tiny_fer_env,
     assert not out.exists()
 
 
+def test_average_takes_a_runs_epochs_copied_elsewhere(tiny_fer, tiny_fer_env, tmp_path):
+    """One run's checkpoints record one dataset, spelled alike. The first dataset check
+    resolved a relative `data` from each checkpoint's folder: an epoch copied to another
+    folder read as another dataset, and the run's own epochs were refused."""
+    pytest.importorskip("torch")
+    proj = tmp_path / "proj"
+    proj.mkdir()
+    shutil.copytree(tiny_fer, proj / "faces")
+    proc = run_cli("train", "--arch", "cnn4", "--data", "faces", "--out", "run", "--epochs", 1,
+                   "--max-batches", 1, "--batch-size", 8, "--threads", 1, "--precise-bn", 0,
+                   cwd=proj, env=tiny_fer_env)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    shutil.copy(proj / "run" / "last.safetensors", elsewhere / "epoch_1.safetensors")
+    out = tmp_path / "avg.safetensors"
+    proc = run_cli("average", proj / "run" / "best.safetensors", elsewhere / "epoch_1.safetensors",
+                   "--out", out, "--faces", 16, "--threads", 1, "--data", proj / "faces",
+                   env=tiny_fer_env)  # fmt: skip
+    assert proc.returncode == 0 and out.is_file(), proc.stderr[-3000:]
+
+
 def test_average_refuses_a_byte_identical_copy(two_datasets_runs, tiny_fer_env, tmp_path):
     """Before: naming one file twice was refused, but its copy under another name counted
     twice in the average."""

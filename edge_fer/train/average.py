@@ -135,7 +135,7 @@ def average_checkpoints(
             raise UserError(f"{p}: other classes ({names}) than {paths[-1]}", param="checkpoints")
         # runs of other datasets mixed without a word, and which one measured the batch norms
         # and the score depended on the order of the arguments
-        if _dataset_of(cfg, p) != _dataset_of(first, paths[-1]):
+        if not _same_data(cfg, p, first, paths[-1]):
             raise UserError(
                 f"{p}: trained on {_describe_data(cfg)}, {paths[-1]} on "
                 f"{_describe_data(first)}: average checkpoints of one dataset",
@@ -230,15 +230,20 @@ def average_checkpoints(
     return report
 
 
-def _dataset_of(cfg: dict, checkpoint: Path) -> tuple:
-    """The dataset and extra training folder a run's config records, as real paths where they
-    are found (one folder recorded as `data` by one run and `../data` by another is one)."""
-    out = []
+def _same_data(cfg: dict, checkpoint: Path, first: dict, first_checkpoint: Path) -> bool:
+    """Whether two runs' configs record one dataset and extra training folder: spelled alike
+    (a run's epochs, copied elsewhere: a relative path found from each copy's folder would
+    differ), or found to be one folder (`data` in one run, `../data` in another)."""
     for key in ("data", "extra_train"):
-        recorded = cfg.get(key)
-        found = find_recorded(recorded, checkpoint) if recorded else None
-        out.append(os.path.realpath(found) if found is not None else recorded)
-    return tuple(out)
+        a, b = cfg.get(key), first.get(key)
+        if a == b:
+            continue
+        if not (a and b):
+            return False
+        fa, fb = find_recorded(a, checkpoint), find_recorded(b, first_checkpoint)
+        if fa is None or fb is None or os.path.realpath(fa) != os.path.realpath(fb):
+            return False
+    return True
 
 
 def _describe_data(cfg: dict) -> str:
