@@ -74,6 +74,12 @@ def bundled_model_path(backend: str = "onnxruntime", precision: str = "auto") ->
 
     if precision not in ("auto", "fp32", "int8"):
         raise UserError(f"unknown precision {precision!r}; choose auto, fp32 or int8")
+    # the names create_backend takes (an unknown one got the ONNX model without a word)
+    names = {"onnxruntime": "onnxruntime", "ort": "onnxruntime", "tensorrt": "tensorrt",
+             "trt": "tensorrt"}  # fmt: skip
+    if not isinstance(backend, str) or backend.lower() not in names:
+        raise UserError(f"{backend!r} is unknown; choose onnxruntime or tensorrt", param="backend")
+    backend = names[backend.lower()]
     int8 = ASSETS / DEFAULT_INT8
     auto_int8 = precision == "auto" and backend == "onnxruntime" and not x86_without_vnni()
     if precision == "int8" or auto_int8:

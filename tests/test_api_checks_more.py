@@ -132,3 +132,17 @@ def test_negative_upscale_and_frame_shapes_are_refused() -> None:
             pick(shape)
         assert e.value.param == "shape"
     assert pick((120, 160)) is pick(np.zeros((120, 160), np.uint8).shape)
+
+
+def test_bundled_model_path_refuses_an_unknown_backend() -> None:
+    """backend="x" got the ONNX model without a word; "ort" and "trt" are create_backend's
+    names for the two backends and get what those get."""
+    from edge_fer.classify import bundled_model_path
+
+    for bad in ("x", None, 3):
+        with pytest.raises(UserError, match="is unknown; choose onnxruntime or tensorrt") as e:
+            bundled_model_path(bad)  # type: ignore[arg-type]
+        assert e.value.param == "backend"
+    assert bundled_model_path("ORT", "fp32") == bundled_model_path("onnxruntime", "fp32")
+    assert bundled_model_path("trt") == bundled_model_path("tensorrt")
+    assert bundled_model_path("ort") == bundled_model_path("onnxruntime")
