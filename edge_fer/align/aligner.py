@@ -93,9 +93,34 @@ class Eyes:
         return math.hypot(self.right[0] - self.left[0], self.right[1] - self.left[1])
 
 
+def face_box(box) -> tuple[float, float, float, float]:
+    """`box` as (x, y, w, h) floats; a detector's `Detection` (row, col, size, score) by its
+    x, y, w, h, as the runtime converts it. UserError naming `box` for anything else than four
+    numbers (None, 3 or 5 values: a 5th was dropped, and a Detection read as x, y, w, h)."""
+    from numbers import Real
+
+    from edge_fer.detect.detector import Detection
+
+    if isinstance(box, Detection):
+        return (box.x, box.y, box.w, box.h)
+    if isinstance(box, np.ndarray):
+        vals = list(box) if box.ndim == 1 else []
+    else:
+        vals = list(box) if isinstance(box, (tuple, list)) else []
+    if len(vals) != 4 or not all(isinstance(v, Real) and not isinstance(v, bool) for v in vals):
+        shown = repr(box)
+        shown = shown if len(shown) <= 60 else shown[:57] + "..."
+        raise UserError(
+            f"must be (x, y, w, h), four numbers, or an edge_fer.detect.Detection; got {shown}",
+            param="box",
+        )
+    x, y, w, h = (float(v) for v in vals)
+    return x, y, w, h
+
+
 def face_square(box) -> tuple[float, float, float]:
-    """(cx, cy, side) of a box (x, y, w, h): its centre and mean side."""
-    x, y, w, h = (float(v) for v in box[:4])
+    """(cx, cy, side) of a box (x, y, w, h), or a Detection: its centre and mean side."""
+    x, y, w, h = face_box(box)
     return x + w / 2.0, y + h / 2.0, (w + h) / 2.0
 
 
@@ -215,12 +240,12 @@ class Aligner:
         return res[0][0], res[1][0], res[0][1], res[1][1]
 
     def eyes(self, gray: np.ndarray, box) -> Eyes:
-        """The eyes of the face in `box` (x, y, w, h) of a grayscale frame."""
+        """The eyes of the face in `box` (x, y, w, h), or a `Detection`, of a grayscale frame."""
         gray = _check_gray(gray)
         m = self.model
         cx, cy, side = face_square(box)
         if not (side > 0 and math.isfinite(side) and math.isfinite(cx) and math.isfinite(cy)):
-            raise UserError(f"must have a positive finite size, got {tuple(box)}", param="box")
+            raise UserError(f"must have a positive finite size, got {face_box(box)}", param="box")
         mat = patch_matrix(cx, cy, side, m.face_px, m.patch_px)
         patch = extract_patch(gray, mat, m.patch_px)
         lp, rp, ls, rs = self.patch_eyes(patch)
@@ -245,12 +270,14 @@ class Aligner:
         return warp_eyes(gray, left, right, self.frame, w, w if h is None else h)
 
     def crop(self, gray: np.ndarray, box, size: int) -> tuple[np.ndarray, bool]:
-        """size x size uint8 aligned crop of the face in box (x, y, w, h), and whether the eyes
-        were found; when not, the plain crop (the box grown by `margin`, as the runtime's)."""
+        """size x size uint8 aligned crop of the face in box (x, y, w, h), or a `Detection`,
+        and whether the eyes were found; when not, the plain crop (the box grown by `margin`,
+        as the runtime's)."""
         from edge_fer.runtime.crops import crop_face
 
         if not (isinstance(size, (int, np.integer)) and 1 <= size <= 4096):
             raise UserError(f"must be an integer in 1..4096, got {size!r}", param="size")
+        box = face_box(box)  # (the plain crop reads a Detection as x, y, w, h too)
         e = self.eyes(gray, box)
         if not e.found:
             return crop_face(gray, box, self.margin, int(size)), False
@@ -321,6 +348,8 @@ def load_aligner(
     margin: float = DEFAULT_CROP_MARGIN,
 ) -> Aligner:
     """An Aligner from an eye model file (None: the bundled eyes_default.eyes)."""
+    if path is not None and not isinstance(path, (str, os.PathLike)):  # (3: a bare TypeError)
+        raise UserError(f"must be a path to an eye model file, got {path!r}", param="path")
     p = Path(path) if path is not None else BUNDLED
     if path is None and not p.is_file():
         raise UserError(f"the bundled eye model is missing ({p}); reinstall edge-fer")

@@ -398,9 +398,9 @@ class ResolvedDetector:
 
 
 def shorter_side(shape, param: str = "shape") -> int:
-    """The shorter side of frames of `shape` (rows, cols, ...; a side of 0 or None, or fewer
-    than two sides: unknown, 0). UserError naming `param` for a side that is not a whole
-    number >= 0 ((-1, 5) and (2.5, 5) were taken as they came)."""
+    """The shorter side of frames of `shape` (rows, cols, ...; a side of 0 or None: unknown,
+    0). UserError naming `param` for a side that is not a whole number >= 0 ((-1, 5) and
+    (2.5, 5) were taken as they came) or fewer than two sides ((480,) was taken as unknown)."""
     from numbers import Integral, Real
 
     def whole(v) -> bool:
@@ -415,7 +415,7 @@ def shorter_side(shape, param: str = "shape") -> int:
     sides: tuple = ()
     try:
         sides = tuple(shape)[:2]
-        ok = all(whole(v) for v in sides)
+        ok = len(sides) == 2 and all(whole(v) for v in sides)
     except TypeError:  # (480: "object of type 'int' has no len()")
         ok = False
     if not ok:
@@ -425,7 +425,7 @@ def shorter_side(shape, param: str = "shape") -> int:
             f"must be (rows, cols, ...) of a frame, whole numbers >= 0 (0: unknown), got {shown}",
             param=param,
         )
-    return min(int(v or 0) for v in sides) if len(sides) >= 2 else 0
+    return min(int(v or 0) for v in sides)
 
 
 def _in_pixels(v) -> bool:

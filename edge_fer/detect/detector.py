@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple
 
@@ -18,7 +19,7 @@ from edge_fer.detect import scan
 from edge_fer.detect.cascade import Cascade
 from edge_fer.detect.cluster import GROUPINGS
 from edge_fer.detect.config import _check_sizes
-from edge_fer.detect.grid import ScanGrid, build_grid, crop
+from edge_fer.detect.grid import ScanGrid, build_grid, crop, fewest_windows
 from edge_fer.detect.lanes import run_lanes
 from edge_fer.detect.memory import DetectionMemory
 from edge_fer.detect.schedule import HOT_SHARE, ScheduleState, inside, regions
@@ -92,6 +93,12 @@ def _check_size(name: str, v: float) -> None:
         raise UserError(f"must be a number, got {v!r}", param=name)
     if not _is_number(v) or v <= 0:
         raise UserError(f"must be > 0 (pixels, or a fraction in (0, 1]), got {v}", param=name)
+
+
+def _sizes_fit(min_size, max_size) -> None:
+    # sizes that can find nothing (max_size 1 px, or below min_size) are refused here as
+    # DetectorOptions are, instead of an empty result on every frame
+    _check_sizes(*(int(v) if isinstance(v, np.integer) else v for v in (min_size, max_size)))
 
 
 def _angles(angle: float | Sequence[float]) -> tuple[float, ...]:
@@ -177,6 +184,105 @@ def warmup() -> float:
         return _warm_seconds
 
 
+def _norm_min_size(d: Detector, v):
+    _check_size("min_size", v)
+    if "max_size" in d.__dict__:  # (the constructor sets max_size next and checks both then)
+        _sizes_fit(v, d.max_size)
+    return v
+
+
+def _norm_max_size(d: Detector, v):
+    _check_size("max_size", v)
+    _sizes_fit(d.__dict__.get("min_size"), v)
+    return v
+
+
+def _norm_scale_factor(d: Detector, v) -> float:
+    _check_number("scale_factor", v, 1.001, 10, "a number in [1.001, 10]")
+    return float(v)
+
+
+def _norm_stride_factor(d: Detector, v) -> float:
+    _check_number("stride_factor", v, 0, 1, "a number in (0, 1]", lo_open=True)
+    return float(v)
+
+
+def _norm_threshold(d: Detector, v) -> float:
+    _check_number("threshold", v)
+    return float(v)
+
+
+def _norm_iou(d: Detector, v) -> float:
+    # the overlap above which windows are grouped
+    _check_number("iou", v, 0.0, 1.0, "a number in [0, 1)", hi_open=True)
+    return float(v)
+
+
+def _norm_grouping(d: Detector, v) -> str:
+    if not isinstance(v, str) or v not in GROUPINGS:  # a list: TypeError
+        raise UserError(f"must be one of {', '.join(GROUPINGS)}, got {v!r}", param="grouping")
+    return v
+
+
+def _norm_max_detections(d: Detector, v) -> int:
+    if not _is_int(v) or v < 1:
+        raise UserError(f"must be >= 1, got {v}", param="max_detections")
+    return int(v)
+
+
+def _norm_min_pixels(d: Detector, v) -> float:
+    _check_number("min_pixels", v, 1.0, rule="a number >= 1")
+    return float(v)
+
+
+def _norm_threads(d: Detector, v) -> int | None:
+    return None if v is None else check_threads(v, zero=None)
+
+
+def _norm_fine_budget(d: Detector, v) -> int:
+    if not _is_int(v) or v < 0:
+        raise UserError(f"must be a whole number of windows >= 0, got {v}", param="fine_budget")
+    return int(v)
+
+
+def _norm_fine_span(d: Detector, v) -> float:
+    _check_number("fine_span", v, 1.0, rule="a number >= 1")
+    return float(v)
+
+
+class _Setting:
+    """A Detector setting checked on assignment as the constructor checks it: an unchecked
+    scale_factor 0.5 scanned forever, an angle 5 indexed past the rotation table. A scan
+    setting also drops the plans and scanners built for its old value."""
+
+    def __init__(self, norm, scan: bool = True) -> None:
+        self.norm = norm
+        self.scan = scan
+        self.name = ""
+
+    def __set_name__(self, owner, name: str) -> None:
+        self.name = name
+
+    def __get__(self, obj, owner=None) -> Any:
+        if obj is None:
+            return self
+        try:
+            return obj.__dict__[self.name]
+        except KeyError:
+            raise AttributeError(self.name) from None
+
+    def __set__(self, obj, value) -> None:
+        value = self.norm(obj, value)
+        lock = obj.__dict__.get("_lock")
+        if lock is None:  # (in the constructor)
+            obj.__dict__[self.name] = value
+            return
+        with lock:  # not in the middle of another thread's frame
+            obj.__dict__[self.name] = value
+            if self.scan:
+                obj._rescan()
+
+
 # what a scanner for a further angle copies (and is rebuilt on when one changes)
 _SCAN_SETTINGS = (
     "min_size",
@@ -238,9 +344,7 @@ class Detector:
             )
         _check_size("min_size", min_size)
         _check_size("max_size", max_size)
-        # sizes that can find nothing (max_size 1 px, or below min_size) are refused here as
-        # DetectorOptions are, instead of an empty result on every frame
-        _check_sizes(*(int(v) if isinstance(v, np.integer) else v for v in (min_size, max_size)))
+        _sizes_fit(min_size, max_size)
         _check_number("scale_factor", scale_factor, 1.001, 10, "a number in [1.001, 10]")
         _check_number("stride_factor", stride_factor, 0, 1, "a number in (0, 1]", lo_open=True)
         angles = _angles(angle)
@@ -265,14 +369,14 @@ class Detector:
                 f"must be a whole number of windows >= 0, got {fine_budget}", param="fine_budget"
             )
         _check_number("fine_span", fine_span, 1.0, rule="a number >= 1")
+        # (each assignment below checks its value again, as a later assignment is checked)
         self.cascade = cascade
         self.min_size = min_size
         self.min_pixels = float(min_pixels)
         self.max_size = max_size
         self.scale_factor = float(scale_factor)
         self.stride_factor = float(stride_factor)
-        self.angles = angles
-        self.angle = angles[0]
+        self.angles = angles  # (and angle, the first)
         self.threshold = float(threshold)
         self.iou = float(iou)
         self.grouping = grouping
@@ -285,8 +389,6 @@ class Detector:
         self._focused = False  # the caller gives the live faces (focus): ours are not needed
         self._hot = np.empty((0, 4), np.float32)  # last frame's faces and near-faces
         self._memory = DetectionMemory(int(memory))
-        self._leaves = np.ascontiguousarray(cascade.leaves.reshape(-1))
-        self._thr = cascade.thresholds
         self._plans: dict[tuple, _Plan] = {}
         self._shape: tuple[int, int] | None = None
         # tests run the kernels as plain Python, where numpy raises on any out-of-range index
@@ -296,6 +398,75 @@ class Detector:
         # one frame at a time: a detector shared by threads mixed their frames' state (another
         # photo's shape reset the memory mid-frame, and every window scoring >= 0 was a face)
         self._lock = threading.RLock()
+
+    # ---- settings, checked on assignment too ---------------------------------------------
+    min_size = _Setting(_norm_min_size)
+    max_size = _Setting(_norm_max_size)
+    scale_factor = _Setting(_norm_scale_factor)
+    stride_factor = _Setting(_norm_stride_factor)
+    threshold = _Setting(_norm_threshold, scan=False)
+    iou = _Setting(_norm_iou, scan=False)
+    grouping = _Setting(_norm_grouping, scan=False)
+    max_detections = _Setting(_norm_max_detections)
+    min_pixels = _Setting(_norm_min_pixels)
+    threads = _Setting(_norm_threads)
+    fine_budget = _Setting(_norm_fine_budget)
+    fine_span = _Setting(_norm_fine_span)
+
+    @property
+    def cascade(self) -> Cascade:
+        return self.__dict__["cascade"]
+
+    @cascade.setter
+    def cascade(self, cascade: Cascade) -> None:
+        if not isinstance(cascade, Cascade):
+            raise UserError(
+                f"must be an edge_fer.detect.Cascade, got {type(cascade)}", param="cascade"
+            )
+        with self._setting():
+            self.__dict__["cascade"] = cascade
+            self._leaves = np.ascontiguousarray(cascade.leaves.reshape(-1))
+            self._thr = cascade.thresholds
+
+    @property
+    def angles(self) -> tuple[float, ...]:
+        """Every scan angle (turns); `angle` is the first."""
+        return self.__dict__["angles"]
+
+    @angles.setter
+    def angles(self, angle: float | Sequence[float]) -> None:
+        # one angle or several, as the constructor's `angle`
+        angles = _angles(angle)
+        with self._setting():
+            self.__dict__["angles"] = angles
+            self.__dict__["angle"] = angles[0]
+
+    @property
+    def angle(self) -> float:
+        """The first scan angle (turns); setting it sets `angles` as the constructor does."""
+        return self.__dict__["angle"]
+
+    @angle.setter
+    def angle(self, angle: float | Sequence[float]) -> None:
+        self.angles = angle
+
+    @contextlib.contextmanager
+    def _setting(self) -> Iterator[None]:
+        """Around a scan setting's change: one frame at a time, then the old plans dropped."""
+        lock = self.__dict__.get("_lock")
+        if lock is None:  # (in the constructor: nothing built yet)
+            yield
+            return
+        with lock:
+            yield
+            self._rescan()
+
+    def _rescan(self) -> None:
+        # the plans hold the old grid and offsets (angle and cascade are not in their key),
+        # the other angles' scanners the old settings
+        self._plans.clear()
+        self._others, self._others_key = [], None
+        self._sched = None
 
     # ---- public API ----------------------------------------------------------------------
     def detect(self, gray: np.ndarray) -> list[Detection]:
@@ -380,9 +551,21 @@ class Detector:
         return lo, hi
 
     def grid(self, nrows: int, ncols: int) -> ScanGrid:
-        """The windows a frame of this shape is scanned at (`.windows` counts them)."""
+        """The windows a frame of this shape is scanned at (`.windows` counts them); a shape
+        `detect` refuses is refused here too."""
+        for name, v in (("nrows", nrows), ("ncols", ncols)):
+            # (10**9 allocated gigabytes of window positions before any check)
+            if not _is_int(v) or not 1 <= v <= MAX_SIDE:
+                raise UserError(f"must be a whole number of pixels in 1..{MAX_SIDE}, got {v!r}",
+                                param=name)  # fmt: skip
+        if nrows * ncols > MAX_PIXELS:
+            raise UserError(
+                f"gives a {ncols}x{nrows} frame, over the {MAX_PIXELS // 1_000_000} Mpx that "
+                "detect() scans",
+                param="ncols",
+            )
         with self._lock:
-            return self._plan(nrows, ncols).grid
+            return self._plan(int(nrows), int(ncols)).grid
 
     # ---- internals -----------------------------------------------------------------------
     def _schedule_on(self) -> bool:
@@ -459,11 +642,13 @@ class Detector:
 
     def _full_grid(self, nrows: int, ncols: int) -> ScanGrid:
         lo, hi = self.sizes(nrows, ncols)
-        g = build_grid(nrows, ncols, lo, hi, self.scale_factor, self.stride_factor)
-        if g.windows > MAX_WINDOWS:
-            raise UserError(
-                f"{g.windows} windows per frame is too many to scan; raise the minimum size"
-            )
+        args = (nrows, ncols, lo, hi, self.scale_factor, self.stride_factor)
+        # counted first: the positions of a grid far over the limit took gigabytes to refuse
+        least = fewest_windows(*args)
+        g = build_grid(*args) if least <= MAX_WINDOWS else None
+        if g is None or g.windows > MAX_WINDOWS:
+            n = f"at least {least}" if g is None else str(g.windows)
+            raise UserError(f"{n} windows per frame is too many to scan; raise the minimum size")
         return g
 
     def _build_plan(

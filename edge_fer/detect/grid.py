@@ -52,6 +52,34 @@ def _positions(n: int, half: np.float32, step: np.float32) -> np.ndarray:
     return pos[pos <= end]
 
 
+def fewest_windows(
+    nrows: int,
+    ncols: int,
+    min_size: float,
+    max_size: float,
+    scale_factor: float,
+    stride_factor: float,
+) -> int:
+    """A lower bound on `build_grid(...).windows`, counted without building anything: the
+    caller refuses a grid too large to scan before its arrays are allocated."""
+    s = F32(min_size)
+    smax = F32(min(float(max_size), float(max(nrows, ncols))))
+    sf, st = F32(scale_factor), F32(stride_factor)
+    total = 0
+    while s <= smax:
+        step = float(max(F32(st * s), F32(1)))
+        half = float(F32(s / F32(2)))
+        n = []
+        for side in (nrows, ncols):
+            span = (side - half - 1) - (half + 1)
+            # float32 accumulation drifts by under 2**-24 of a position per step (positions
+            # are under 2**14, steps >= 1): at most 0.1% fewer positions than the ideal lattice
+            n.append(max(0, int((span / step + 1) * (1 - 2e-3)) - 1) if span >= 0 else 0)
+        total += n[0] * n[1]
+        s = F32(sf * s)
+    return total
+
+
 def build_grid(
     nrows: int,
     ncols: int,

@@ -380,6 +380,19 @@ class VerifiedDetector:
     boxes refined and the rejected ones gone; other attributes are the detector's."""
 
     def __init__(self, detector, verifier: Verifier) -> None:
+        from edge_fer.detect.detector import Detector
+
+        # None for either failed at the first frame, an AttributeError
+        if not isinstance(detector, (Detector, VerifiedDetector)):
+            raise UserError(
+                f"must be an edge_fer.detect.Detector, got {type(detector).__name__}",
+                param="detector",
+            )
+        if not isinstance(verifier, Verifier):
+            raise UserError(
+                f"must be an edge_fer.detect.Verifier, got {type(verifier).__name__}",
+                param="verifier",
+            )
         self.detector = detector
         self.verifier = verifier
 
