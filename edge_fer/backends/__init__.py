@@ -11,12 +11,29 @@
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 
-from edge_fer.backends.base import Backend
+from edge_fer.backends.base import Backend, BackendClosed
 from edge_fer.errors import UserError
 
 BACKENDS = ("onnxruntime", "tensorrt")
+
+
+def _check_opts(canon: str, cls: type, opts: dict) -> None:
+    """UserError naming the options `cls` does not take: they were a bare "TypeError:
+    __init__() got an unexpected keyword argument 'foo'"."""
+    params = list(inspect.signature(cls).parameters.values())[1:]  # model_path
+    if any(q.kind == q.VAR_KEYWORD for q in params):
+        return
+    takes = [q.name for q in params if q.kind in (q.POSITIONAL_OR_KEYWORD, q.KEYWORD_ONLY)]
+    unknown = [k for k in opts if k not in takes]
+    if unknown:
+        raise UserError(
+            f"{'is not an option' if len(unknown) == 1 else 'are not options'} of the {canon} "
+            f"backend (it takes {', '.join(takes)})",
+            param=", ".join(unknown),
+        )
 
 
 def create_backend(name: str, model_path: str | os.PathLike, **opts) -> Backend:
@@ -24,6 +41,7 @@ def create_backend(name: str, model_path: str | os.PathLike, **opts) -> Backend:
     if name in ("onnxruntime", "ort"):
         from edge_fer.backends.onnxruntime_backend import OnnxRuntimeBackend
 
+        _check_opts("onnxruntime", OnnxRuntimeBackend, opts)
         return OnnxRuntimeBackend(model_path, **opts)
     if name in ("tensorrt", "trt"):
         try:
@@ -35,9 +53,12 @@ def create_backend(name: str, model_path: str | os.PathLike, **opts) -> Backend:
                     "use --backend onnxruntime"
                 ) from None
             raise UserError(f"TensorRT backend not available: {exc}") from None
+        cls = getattr(mod, "TensorRTBackend", None)
+        if isinstance(cls, type):
+            _check_opts("tensorrt", cls, opts)
         factory = getattr(mod, "create", None) or mod.TensorRTBackend
         return factory(model_path, **opts)
     raise UserError(f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)}")
 
 
-__all__ = ["BACKENDS", "Backend", "create_backend"]
+__all__ = ["BACKENDS", "Backend", "BackendClosed", "create_backend"]

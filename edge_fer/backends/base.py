@@ -15,6 +15,11 @@ import numpy as np
 _C = TypeVar("_C", bound="Closing")
 
 
+class BackendClosed(ValueError, RuntimeError):
+    """A backend used after close(). A ValueError, Python's error for use after close (a
+    closed file); also a RuntimeError, which it was before, so older handlers still catch it."""
+
+
 class Closing:
     """`with obj:` closes it at the end (a backend, a classifier)."""
 

@@ -6,7 +6,7 @@ import os
 
 import numpy as np
 
-from edge_fer.backends.base import Backend
+from edge_fer.backends.base import Backend, BackendClosed
 from edge_fer.errors import UserError
 from edge_fer.limits import check_threads
 
@@ -165,6 +165,8 @@ class OnnxRuntimeBackend(Backend):
         self.providers = self._sess.get_providers()
 
     def infer(self, x: np.ndarray) -> np.ndarray:
+        if x is None:  # (np.ascontiguousarray made it [nan]: "got shape (1,)")
+            raise UserError("expected a batch of shape (N, C, H, W), got None", param="x")
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 4:
             raise UserError(f"expected a batch of shape (N, C, H, W), got shape {x.shape}")
@@ -175,7 +177,7 @@ class OnnxRuntimeBackend(Backend):
                 f"(N, {', '.join(str(w) if w else '?' for w in want)})"
             )
         if self._sess is None:
-            raise RuntimeError("backend is closed")
+            raise BackendClosed("backend is closed")
         n = x.shape[0]
         fb = self.fixed_batch
         if fb is None:

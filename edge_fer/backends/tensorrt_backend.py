@@ -45,7 +45,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from edge_fer.backends.base import Backend
+from edge_fer.backends.base import Backend, BackendClosed
 from edge_fer.backends.trt_common import (
     REBUILD_HINT,
     TrtFeatures,
@@ -564,6 +564,8 @@ class TensorRTBackend(Backend):
 
     # -- inference ------------------------------------------------------------------------------
     def infer(self, x: np.ndarray) -> np.ndarray:
+        if x is None:  # (np.ascontiguousarray made it [nan]: "got shape (1,)")
+            raise UserError("expected a batch of shape (N, C, H, W), got None", param="x")
         x = np.ascontiguousarray(x, dtype=np.float32)
         if x.ndim != 4:
             raise UserError(f"expected a batch of shape (N, C, H, W), got shape {x.shape}")
@@ -579,7 +581,7 @@ class TensorRTBackend(Backend):
 
         with self._lock:
             if self._closed or self._cuctx is None:
-                raise RuntimeError("backend is closed")
+                raise BackendClosed("backend is closed")
             self._cuctx.push()
             try:
                 step = self.batch_limit

@@ -807,22 +807,42 @@ def _learn(
     return state
 
 
-def parse_list(text: str, kind: type) -> list:
-    """'1,1,2,3x4,10' -> [1, 1, 2, 3, 3, 3, 3, 10] (NxK repeats N K times)."""
-    out = []
+# a list longer than this is a typo: stages past the list repeat its last value, and
+# "1x999999999999" was a MemoryError traceback while the list was built
+MAX_LIST = 1000
+
+
+def parse_list(text: str, kind: type, param: str | None = None, limit: int = MAX_LIST) -> list:
+    """'1,1,2,3x4,10' -> [1, 1, 2, 3, 3, 3, 3, 10] (NxK repeats N K times); at most `limit`
+    values. UserError (about `param`, "the list" when None) for text that is no such list."""
+    param = param or "the list"
+    out: list = []
     for part in str(text).replace(" ", "").split(","):
         if not part:
             continue
         try:
             if "x" in part:
                 v, n = part.split("x")
-                out += [kind(v)] * int(n)
+                count = int(n)
+                if count < 1:  # (0 or a negative count dropped the value silently)
+                    raise UserError(f"repeat counts must be >= 1, got {part!r}", param=param)
+                if count > limit - len(out):  # before the list is built
+                    raise UserError(
+                        f"has more than {limit} values (at {part!r}); the last value "
+                        "repeats by itself",
+                        param=param,
+                    )
+                out += [kind(v)] * count
             else:
                 out.append(kind(part))
         except ValueError:
-            raise UserError(f"cannot read the list {text!r} (e.g. '1,1,2,20x4')") from None
+            raise UserError(
+                f"must be numbers like '1,1,2,20x4', got {text!r}", param=param
+            ) from None
+        if len(out) > limit:
+            raise UserError(f"has more than {limit} values", param=param)
     if not out:
-        raise UserError(f"empty list {text!r}")
+        raise UserError(f"is empty: {text!r}", param=param)
     return out
 
 

@@ -195,7 +195,12 @@ def register(sub) -> None:
         help="face-free images for false positives per megapixel ('auto': "
         "../shared/data/backgrounds if present; 'none')",
     )
-    e.add_argument("--bg-split", choices=("val", "train", "all"), default="all")
+    e.add_argument(
+        "--bg-split",
+        choices=("val", "train", "all"),
+        default=None,
+        help="the part of --backgrounds to scan, as train-cascade splits it (default: all)",
+    )
     e.add_argument("--min-size", type=float, default=24.0, help="smallest window (pixels)")
     e.add_argument(
         "--max-size",
@@ -243,8 +248,8 @@ def run_train(args) -> int:
     # a flag named like a TrainConfig field sets that field, converted here where it needs it
     given = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     given.update(
-        stage_trees=parse_list(args.stage_trees, int),
-        min_tpr=parse_list(args.min_tpr, float),
+        stage_trees=parse_list(args.stage_trees, int, "stage_trees"),
+        min_tpr=parse_list(args.min_tpr, float, "min_tpr"),
         # int(nan) was a traceback: a value that is no count goes to TrainConfig.check as given
         max_draws=int(args.max_draws) if 1 <= args.max_draws < math.inf else args.max_draws,
     )
@@ -268,11 +273,9 @@ def _resolve(value: str, shared: Path) -> Path | None:
 def run_eval(args) -> int:
     from edge_fer.cascade_train import evaluate as ev
     from edge_fer.cascade_train.annotations import (
-        list_images,
         read_box_file,
         read_webfaces,
         split_images,
-        split_paths,
     )
     from edge_fer.cascade_train.trainer import parse_list
     from edge_fer.detect import Cascade
@@ -294,10 +297,10 @@ def run_eval(args) -> int:
         raise UserError(f"--limit must be >= 0 (0: all), got {args.limit}")
     if args.speed_images < 0:
         raise UserError(f"--speed-images must be >= 0 (0: skip), got {args.speed_images}")
-    bad = [v for v in parse_list(args.fppi, float) if not 0 < v < math.inf]
+    bad = [v for v in parse_list(args.fppi, float, "fppi") if not 0 < v < math.inf]
     if bad:  # a row "at -1 FP/img" was printed
         raise UserError(f"--fppi rates must be > 0 and finite, got {bad[0]}")
-    thresholds = parse_list(args.thresholds, float)
+    thresholds = parse_list(args.thresholds, float, "thresholds")
     bad = [v for v in thresholds if not math.isfinite(v)]
     if bad:  # NaN and Infinity went into the JSON, which strict parsers reject
         raise UserError(f"--thresholds must be finite numbers, got {bad[0]}")
@@ -305,6 +308,7 @@ def run_eval(args) -> int:
     state = _read_run_state(args.run) if args.card else None
     ref_path = _resolve(args.reference, SHARED_FACEFINDER)
     bg_dir = _resolve(args.backgrounds, SHARED_BACKGROUNDS)
+    bg_paths = _background_paths(args, bg_dir)
     # the JSON and the card were written over whatever they named: the ground truth, a photo,
     # the cascade itself
     from edge_fer.fileio import check_collisions, check_outside
@@ -350,8 +354,12 @@ def run_eval(args) -> int:
     imgs, faces, undecodable = ev.load_eval_set(ims, report)
     bgs: list = []
     if bg_dir is not None:
-        bgs, _ = ev.load_images(split_paths(list_images(bg_dir), args.bg_split, 0.1))
-    fppis = parse_list(args.fppi, float)
+        bgs, _ = ev.load_images(bg_paths)
+        if not bgs:  # every false-positive rate was null, with exit 0
+            raise UserError(
+                f"{bg_dir}: none of its {len(bg_paths)} images decodes", param="backgrounds"
+            )
+    fppis = parse_list(args.fppi, float, "fppi")
     if 0.5 not in fppis:
         fppis.append(0.5)
     kw = {
@@ -414,6 +422,34 @@ def _check_eval_inputs(args) -> None:
             raise UserError(f"{flag} splits --data; a --boxes file is evaluated whole")
     args.split = args.split or "val"
     args.val_fraction = 0.1 if args.val_fraction is None else args.val_fraction
+
+
+def _background_paths(args, bg_dir: Path | None) -> list[Path]:
+    """The --backgrounds images --bg-split picks, listed before the scan; refused when there
+    are none (an empty folder gave "images": 0 and null rates, with exit 0), and --bg-split
+    without backgrounds (it was accepted and did nothing)."""
+    from edge_fer.cascade_train.annotations import list_images, split_paths
+    from edge_fer.errors import UserError
+
+    if bg_dir is None:
+        if args.bg_split is not None:
+            said = "none" if args.backgrounds == "none" else "auto, which found no folder"
+            raise UserError(
+                f"--bg-split splits --backgrounds, which is {said}: give --backgrounds DIR, "
+                "or leave --bg-split out"
+            )
+        return []
+    args.bg_split = args.bg_split or "all"
+    found = list_images(bg_dir)
+    mine = split_paths(found, args.bg_split, 0.1)
+    if not mine:  # as train-cascade refuses the same folder
+        why = (
+            f"--bg-split {args.bg_split} picks none of its {len(found)}"
+            if found
+            else ("none in it")
+        )
+        raise UserError(f"{bg_dir} holds no image to scan ({why})", param="backgrounds")
+    return mine
 
 
 def _check_eval_outputs(args) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from typing import Any
 
@@ -153,7 +154,24 @@ def register(sub: Any) -> None:
 
 def _report(args: argparse.Namespace, result: dict) -> int:
     if args.json:
-        print(json.dumps(result, indent=2))
+        try:
+            print(json.dumps(result, indent=2))
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader left (`| head`): main says it as a shell does
+            raise
+        except OSError as exc:
+            # the kit is written by now: "cannot write (the disk is full)" read as if it was not
+            from edge_fer.errors import UserError
+            from edge_fer.fileio import os_error_reason
+
+            try:  # what is still buffered goes nowhere, or the flush at exit fails again
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            except (OSError, ValueError):
+                pass
+            raise UserError(
+                f"--json: cannot write to standard output ({os_error_reason(exc)}); the "
+                f"deployment in {result['out']} is complete ({len(result['files'])} files)"
+            ) from None
     print(
         f"edge-fer deploy {args.deploy_kind}: wrote {len(result['files'])} files to "
         f"{result['out']}",

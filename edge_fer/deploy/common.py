@@ -67,6 +67,19 @@ class ModelInfo:
         return (self.spec.channels, s, s)
 
 
+def check_one_line(text: str, param: str, fix: str) -> None:
+    """UserError naming `param` when `text` holds a control character (newline, CR, tab, any
+    below 0x20, DEL): written into a config it breaks the line (`onnx-file=new` with `line.onnx`
+    on the next line). Checked before anything is written."""
+    bad = sorted({c for c in str(text) if ord(c) < 0x20 or ord(c) == 0x7F})
+    if bad:
+        raise UserError(
+            f"{text!r} holds a control character ({', '.join(repr(c) for c in bad)}), which "
+            f"would break a line of the kit's config files; {fix}",
+            param=param,
+        )
+
+
 def default_model() -> Path:
     from edge_fer.classify import default_model_path
 

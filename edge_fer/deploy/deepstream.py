@@ -33,6 +33,7 @@ from edge_fer.deploy.common import (
     ModelInfo,
     check_batch,
     check_calib_file,
+    check_one_line,
     number,
     nvinfer_normalisation,
     read_model,
@@ -480,7 +481,9 @@ def generate(
 
     o = options or DeepStreamOptions()
     info = read_model(model)
+    check_one_line(info.file_name, "model", "rename the file")  # it is nvinfer's onnx-file
     _check(info, o)
+    check_one_line(str(o.source).strip(), "source", "name it without one")  # deepstream-app's uri
     parse_source(o.source)
     cache = _calib_cache(info, o)
     model_file = info.file_name

@@ -28,6 +28,7 @@ from edge_fer.deploy.common import (
     ModelInfo,
     check_batch,
     check_calib_file,
+    check_one_line,
     read_model,
     staged_folder,
 )
@@ -232,6 +233,7 @@ def generate(
 
     o = options or TritonOptions()
     info = read_model(model)
+    check_one_line(info.file_name, "model", "rename the file")  # named in config.pbtxt
     _check(info, o)
     o = dataclasses.replace(o, kind=o.kind or "gpu", precision=o.precision or "fp16")
     labels = "".join(f"{c}\n" for c in info.classes)

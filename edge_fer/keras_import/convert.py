@@ -97,6 +97,10 @@ def load_keras(path: str | os.PathLike, trust_code: bool = False):
     operation. Unless `trust_code`, the model's config is read first and such a model is
     refused (UserError) before anything of it is deserialised, and `.keras` archives load in
     tf-keras's safe mode."""
+    if not isinstance(path, (str, os.PathLike)):  # Path(3) was a bare TypeError
+        raise UserError(
+            f"must be a Keras model file or folder name, got {type(path).__name__}", param="path"
+        )
     p = Path(path)
     kind = sniff_keras(p)
     config = None
@@ -371,6 +375,38 @@ def _refuse_code(p: Path, config: dict, builtin: set[str] | None) -> None:
 # -- inspection -------------------------------------------------------------------------------
 
 
+def check_model(model, param: str = "model") -> None:
+    """UserError naming `param` unless `model` is a Keras model (None was an AttributeError
+    deep inside); told by its classes' names, so TensorFlow is not imported for it."""
+    mro = type(model).__mro__
+    if not any(
+        c.__name__ == "Model" and c.__module__.split(".")[0] in ("keras", "tf_keras", "tensorflow")
+        for c in mro
+    ):
+        raise UserError(
+            f"must be a Keras model (load_keras gives one), got {type(model).__name__}",
+            param=param,
+        )
+
+
+def check_scale(scale) -> tuple[float, float]:
+    """`scale` as (lo, hi) floats; UserError naming it otherwise ("-1,1" was "TypeError:
+    scale_to_mean_std() takes 2 positional arguments but 4 were given")."""
+    if isinstance(scale, (str, bytes)) or not isinstance(scale, (tuple, list, np.ndarray)):
+        hint = f" (parse_scale({scale!r}) reads that form)" if isinstance(scale, str) else ""
+        raise UserError(f"must be a (lo, hi) pair of numbers, got {scale!r}{hint}", param="scale")
+    try:
+        lo, hi = (float(v) for v in scale)
+    except (TypeError, ValueError):
+        raise UserError(
+            f"must be a (lo, hi) pair of numbers, got {scale!r}", param="scale"
+        ) from None
+    if not (np.isfinite(lo) and np.isfinite(hi)):
+        raise UserError(f"must be finite, got {scale!r}", param="scale")
+    scale_to_mean_std(lo, hi)
+    return lo, hi
+
+
 def io_shape(model) -> tuple[int | None, int, int]:
     """(input side or None when free, channels, number of outputs) of a single-input
     NHWC image classifier; UserError otherwise."""
@@ -554,6 +590,8 @@ def keras_spec(
     """The PreprocessSpec of a Keras classifier: its input size and channels, pixels scaled to
     `scale` (the shared mini-Xception: [-1, 1], i.e. mean 0.5 std 0.5), class names (default
     FER2013's order for 7 outputs)."""
+    check_model(model)
+    lo, hi = check_scale(scale)
     side, channels, n = io_shape(model)
     if side is None and input_size is None:
         raise UserError("must be given: the model accepts any input size", param="input_size")
@@ -570,7 +608,7 @@ def keras_spec(
     names = classes if isinstance(classes, tuple) else parse_classes(classes, n)
     if len(names) != n:
         raise UserError(f"{len(names)} class names for a model with {n} outputs")
-    mean, std = scale_to_mean_std(*scale)
+    mean, std = scale_to_mean_std(lo, hi)
     if not 0 <= crop_margin <= 1:
         raise UserError(f"must be in 0..1, got {crop_margin}", param="crop_margin")
     return PreprocessSpec(
@@ -614,6 +652,17 @@ def keras_to_onnx(
     compression: what was done to the model (prune / qat report), kept in the provenance.
     stats_model: count params and MACs on this model instead (the float model of a QAT one).
     """
+    # the arguments before TensorFlow starts: None was an AttributeError deep inside
+    check_model(model)
+    if not isinstance(spec, PreprocessSpec):
+        raise UserError(
+            f"must be a PreprocessSpec (keras_spec gives one), got {type(spec).__name__}",
+            param="spec",
+        )
+    if not isinstance(out, (str, os.PathLike)):
+        raise UserError(f"must be a file name, got {type(out).__name__}", param="out")
+    if check_faces is not None:
+        _check_faces(check_faces)
     _tf.tf_keras()
     t2o = _tf.tf2onnx()
     import onnx
@@ -825,6 +874,27 @@ def check_io(model, spec: PreprocessSpec) -> None:
         )
     if n != len(spec.classes):
         raise UserError(f"the model has {n} outputs but {len(spec.classes)} class names")
+
+
+def _check_faces(faces) -> None:
+    """`check_faces` must hold faces: an empty array was "ValueError: need at least one array
+    to concatenate" after the conversion."""
+    if isinstance(faces, np.ndarray):
+        if faces.ndim not in (3, 4) or faces.dtype != np.uint8:
+            raise UserError(
+                f"must be uint8 faces (N, H, W) or (N, H, W, 3), got {faces.dtype} of shape "
+                f"{faces.shape}",
+                param="check_faces",
+            )
+    elif not isinstance(faces, (list, tuple)):
+        raise UserError(
+            f"must be uint8 faces (N, H, W), got {type(faces).__name__}", param="check_faces"
+        )
+    if len(faces) == 0:
+        raise UserError(
+            "holds no face: give at least one (or None to sample check_data)",
+            param="check_faces",
+        )
 
 
 def check_faces_from(spec: PreprocessSpec, data: str | None, n: int = 64):
