@@ -338,52 +338,26 @@ class Detector:
         fine_budget: int = 0,
         fine_span: float = 4.0,
     ) -> None:
-        if not isinstance(cascade, Cascade):
-            raise UserError(
-                f"must be an edge_fer.detect.Cascade, got {type(cascade)}", param="cascade"
-            )
-        _check_size("min_size", min_size)
-        _check_size("max_size", max_size)
-        _sizes_fit(min_size, max_size)
-        _check_number("scale_factor", scale_factor, 1.001, 10, "a number in [1.001, 10]")
-        _check_number("stride_factor", stride_factor, 0, 1, "a number in (0, 1]", lo_open=True)
-        angles = _angles(angle)
-        _check_number("threshold", threshold)
         if not _is_int(memory) or not 1 <= memory <= 256:
             raise UserError(
                 f"must be an integer number of frames in 1..256, got {memory}", param="memory"
             )
-        # the overlap above which windows are grouped
-        _check_number("iou", iou, 0.0, 1.0, "a number in [0, 1)", hi_open=True)
-        if not isinstance(grouping, str) or grouping not in GROUPINGS:  # a list: TypeError
-            raise UserError(
-                f"must be one of {', '.join(GROUPINGS)}, got {grouping!r}", param="grouping"
-            )
-        if not _is_int(max_detections) or max_detections < 1:
-            raise UserError(f"must be >= 1, got {max_detections}", param="max_detections")
-        _check_number("min_pixels", min_pixels, 1.0, rule="a number >= 1")
-        if threads is not None:
-            check_threads(threads, zero=None)
-        if not _is_int(fine_budget) or fine_budget < 0:
-            raise UserError(
-                f"must be a whole number of windows >= 0, got {fine_budget}", param="fine_budget"
-            )
-        _check_number("fine_span", fine_span, 1.0, rule="a number >= 1")
-        # (each assignment below checks its value again, as a later assignment is checked)
+        # each setting is checked as it is assigned, here as later (the same checks and
+        # messages); min_size is checked against max_size when max_size is set
         self.cascade = cascade
         self.min_size = min_size
-        self.min_pixels = float(min_pixels)
         self.max_size = max_size
-        self.scale_factor = float(scale_factor)
-        self.stride_factor = float(stride_factor)
-        self.angles = angles  # (and angle, the first)
-        self.threshold = float(threshold)
-        self.iou = float(iou)
+        self.scale_factor = scale_factor
+        self.stride_factor = stride_factor
+        self.angles = angle  # (and angle, the first)
+        self.threshold = threshold
+        self.iou = iou
         self.grouping = grouping
-        self.max_detections = int(max_detections)
-        self.threads = None if threads is None else int(threads)
-        self.fine_budget = int(fine_budget)
-        self.fine_span = float(fine_span)
+        self.max_detections = max_detections
+        self.min_pixels = min_pixels
+        self.threads = threads
+        self.fine_budget = fine_budget
+        self.fine_span = fine_span
         self._sched: ScheduleState | None = None  # the rotation of the current frame shape
         self._focus: np.ndarray | None = None  # boxes the caller asked to look at next frame
         self._focused = False  # the caller gives the live faces (focus): ours are not needed
