@@ -285,9 +285,10 @@ def test_bench_synthetic_table_and_json(tmp_path, tiny_model, cascade, capsys):
     ort = next(x for x in r["results"] if x["backend"] == "onnxruntime")
     assert ort["available"] and ort["frames"] == 45 and ort["fps"] > 0
     assert ort["latency_ms"]["p99"] is not None and ort["latency_at_fps"] == 30.0
-    # fed at 30 frames/s: the frames from the 31st on arrive a second or more after the first
+    # fed at 30 frames/s: the frames from the 31st on arrive a second or more after the first;
+    # on a loaded machine reads run late and more of them do, but never the first
     warm = ort["latency_warm_ms"]
-    assert 14 <= warm["n"] <= 15 and warm["max"] <= ort["latency_ms"]["max"], warm
+    assert 14 <= warm["n"] <= 44 and warm["max"] <= ort["latency_ms"]["max"], warm
     assert set(ort["stage_ms"]) == {"decode", "detect", "track", "crop", "classify", "sinks"}
     assert {x["backend"] for x in r["results"]} == {"onnxruntime", "tensorrt"}
     from edge_fer.machine import cpu_name
