@@ -8,6 +8,7 @@ frame shape and the scan parameters, so the detector builds it once per shape.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -52,6 +53,25 @@ def _positions(n: int, half: np.float32, step: np.float32) -> np.ndarray:
     return pos[pos <= end]
 
 
+def _scales(
+    nrows: int,
+    ncols: int,
+    min_size: float,
+    max_size: float,
+    scale_factor: float,
+    stride_factor: float,
+) -> Iterator[tuple[np.float32, np.float32, np.float32]]:
+    """(size, step, half) of each scanned scale, in float32 like the reference."""
+    s = F32(min_size)
+    # No window wider than the frame has a position; stopping there keeps a huge (or inf in
+    # float32) max_size from looping forever while leaving the scanned sizes unchanged.
+    smax = F32(min(float(max_size), float(max(nrows, ncols))))
+    sf, st = F32(scale_factor), F32(stride_factor)
+    while s <= smax:
+        yield s, max(F32(st * s), F32(1)), F32(s / F32(2))
+        s = F32(sf * s)
+
+
 def fewest_windows(
     nrows: int,
     ncols: int,
@@ -62,21 +82,15 @@ def fewest_windows(
 ) -> int:
     """A lower bound on `build_grid(...).windows`, counted without building anything: the
     caller refuses a grid too large to scan before its arrays are allocated."""
-    s = F32(min_size)
-    smax = F32(min(float(max_size), float(max(nrows, ncols))))
-    sf, st = F32(scale_factor), F32(stride_factor)
     total = 0
-    while s <= smax:
-        step = float(max(F32(st * s), F32(1)))
-        half = float(F32(s / F32(2)))
+    for _, step, half in _scales(nrows, ncols, min_size, max_size, scale_factor, stride_factor):
         n = []
         for side in (nrows, ncols):
-            span = (side - half - 1) - (half + 1)
+            span = (side - float(half) - 1) - (float(half) + 1)
             # float32 accumulation drifts by under 2**-24 of a position per step (positions
             # are under 2**14, steps >= 1): at most 0.1% fewer positions than the ideal lattice
-            n.append(max(0, int((span / step + 1) * (1 - 2e-3)) - 1) if span >= 0 else 0)
+            n.append(max(0, int((span / float(step) + 1) * (1 - 2e-3)) - 1) if span >= 0 else 0)
         total += n[0] * n[1]
-        s = F32(sf * s)
     return total
 
 
@@ -88,25 +102,16 @@ def build_grid(
     scale_factor: float,
     stride_factor: float,
 ) -> ScanGrid:
-    s = F32(min_size)
-    # No window wider than the frame has a position; stopping there keeps a huge (or inf in
-    # float32) max_size from looping forever while leaving the scanned sizes unchanged.
-    smax = F32(min(float(max_size), float(max(nrows, ncols))))
-    sf = F32(scale_factor)
-    st = F32(stride_factor)
     sizes: list[np.float32] = []
     rows: list[np.ndarray] = []
     cols: list[np.ndarray] = []
-    while s <= smax:
-        step = max(F32(st * s), F32(1))
-        half = F32(s / F32(2))
+    for s, step, half in _scales(nrows, ncols, min_size, max_size, scale_factor, stride_factor):
         r = _positions(nrows, half, step)
         c = _positions(ncols, half, step)
         if r.size and c.size:
             sizes.append(s)
             rows.append(r)
             cols.append(c)
-        s = F32(sf * s)
     sizes_f = np.array(sizes, dtype=np.float32)
     return ScanGrid(
         nrows=nrows,
