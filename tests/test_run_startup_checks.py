@@ -192,7 +192,8 @@ def test_tracker_and_scene_cut_flags_on_photos_are_said_to_be_ignored(tiny_model
     for source in (shots, f"{shots}/*.png", photo):
         rc, _, err = run_main(["run", source, *base, *GIVEN], capsys)
         assert rc == 0 and _warnings(err) == [TRACKING.format(f) for f in flags], err
-    defaults = ["--iou", "0.2", "--min-hits", "2", "--smoothing", "0.3", "--min-track-score", "0"]
+    defaults = ["--iou", "0.2", "--min-hits", "2", "--smoothing", "0.3", "--min-track-score", "0",
+                "--scene-cut", "0.45"]  # fmt: skip
     clip = mjpg_avi(tmp_path / "clip.avi", 5)
     for argv in ([shots, *defaults], [shots, "--sequence", *GIVEN], [clip, *GIVEN]):
         rc, _, err = run_main(["run", *argv, *base], capsys)

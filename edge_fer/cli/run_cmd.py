@@ -81,10 +81,18 @@ _PHOTOS_READ = {"min_score"}
 @functools.lru_cache(maxsize=1)
 def _tracking_flags() -> tuple[tuple[str, str, object], ...]:
     """(dest, flag, default) of each tracker-group flag photos do not read, from the group
-    itself: a flag added there is said too."""
+    itself: a flag added there is said too. A flag whose parser default is None (unset) takes
+    its default from RunOptions, where it is decided (--scene-cut 0.45 given is the default)."""
+    import dataclasses
+
+    from edge_fer.runtime.runner import RunOptions
+
+    run_defaults = {f.name: f.default for f in dataclasses.fields(RunOptions)}
     parser = argparse.ArgumentParser(add_help=False)
     options.TrackerArgs().add_to(parser)
-    return tuple((a.dest, a.option_strings[0], a.default) for a in parser._actions
+    return tuple((a.dest, a.option_strings[0],
+                  run_defaults.get(a.dest) if a.default is None else a.default)
+                 for a in parser._actions
                  if a.option_strings and a.dest not in _PHOTOS_READ)  # fmt: skip
 
 
@@ -107,7 +115,7 @@ def ignored_flags(source_args: options.SourceArgs, args, source: str, reconnect:
         lines += [f"{flag} applies to tracking across frames (a video, a live source, or images "
                   "with --sequence), not to photos, each a scene of its own; ignored"
                   for dest, flag, default in _tracking_flags()
-                  if getattr(args, dest, default) != default]  # fmt: skip
+                  if getattr(args, dest, None) not in (None, default)]  # fmt: skip
     return lines
 
 
