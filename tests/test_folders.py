@@ -242,7 +242,11 @@ def test_a_tree_deeper_than_pythons_recursion_limit_is_listed(tmp_path, capsys):
     from edge_fer.imageio import image_files
     from edge_fer.runtime.sources import expand_glob
 
-    depth = sys.getrecursionlimit() + 100
+    # Python's default limit: a library imported by an earlier test may have raised it (one run
+    # here made the tree too deep for the OS, "File name too long", past PATH_MAX's 4096 bytes)
+    limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(1000)
+    depth = 1000 + 100
     deep = tmp_path / "deep"
     deep.mkdir()
     for _ in range(depth):  # one level at a time: mkdir(parents=True) recurses too
@@ -253,6 +257,7 @@ def test_a_tree_deeper_than_pythons_recursion_limit_is_listed(tmp_path, capsys):
         assert expand_glob(f"{tmp_path}/deep/**/*.jpg") == [str(deep / "x.jpg")]
         assert image_files(tmp_path / "deep") == [deep / "x.jpg"]
     finally:  # one level at a time: pytest's clean-up (shutil.rmtree) recurses as well
+        sys.setrecursionlimit(limit)
         (deep / "x.jpg").unlink()
         while deep != tmp_path:
             deep.rmdir()
