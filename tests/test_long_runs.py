@@ -3,8 +3,8 @@ a periodic summary; and the summary's rates are honest for short runs.
 
 The soak test runs the real pipeline (bundled cascade, a tiny real ONNX classifier) on tens of
 thousands of small real frames from an in-process source, in a fresh interpreter, and samples
-that process's resident memory as it goes. `EDGE_FER_SOAK_FRAMES` sets the number of frames (default 30000, about 35 s
-on 2 busy cores; 100000 took too long for a test here).
+that process's resident memory as it goes. `EDGE_FER_SOAK_FRAMES` sets the number of frames
+(default 30000, about 35-45 s on 2 cores; 100000 took too long for a test here).
 """
 
 from __future__ import annotations
@@ -30,6 +30,7 @@ from edge_fer.runtime.tracker import IoUTracker
 
 TESTS = os.path.dirname(os.path.abspath(__file__))
 SOAK_FRAMES = int(os.environ.get("EDGE_FER_SOAK_FRAMES", "30000"))
+SOAK_SCENE = 25  # frames between the soak's scene cuts
 _PAGE = os.sysconf("SC_PAGE_SIZE") if hasattr(os, "sysconf") else 4096
 
 
@@ -134,7 +135,7 @@ def _soak(out: str) -> None:
     from edge_fer.classify import Classifier
 
     tmp = Path(out).parent
-    n, every = SOAK_FRAMES, 25
+    n, every = SOAK_FRAMES, SOAK_SCENE
     summary_path = tmp / "summary.json"
     seen_running = []
 
@@ -173,12 +174,13 @@ def test_soak_memory_stays_flat(tmp_path):
     busy machine where a lone run grew 0.25)."""
     out = tmp_path / "soak.json"
     code = f"import test_long_runs as t; t._soak({str(out)!r})"
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([TESTS, os.environ.get("PYTHONPATH", "")]))
+    paths = [TESTS, *filter(None, [os.environ.get("PYTHONPATH")])]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
     r = run_python("-c", code, env=env, timeout=1800)
     assert r.returncode == 0, r.stderr[-3000:]
     report = json.loads(out.read_text())
     s, seen_running, seconds = report["summary"], report["seen_running"], report["seconds"]
-    n, every = SOAK_FRAMES, 25
+    n, every = SOAK_FRAMES, SOAK_SCENE
     assert s["frames"] == n and s["complete"] and not s["running"]
     assert s["scene_cuts"] == n // every - 1 and len(s["scene_cut_frames"]) == 100
     assert s["scene_cut_frames"][-1] == (n // every - 1) * every
