@@ -3,6 +3,7 @@ size, image sizes are read from headers before decoding, and the exit codes of `
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import struct
@@ -246,19 +247,23 @@ def test_a_tree_deeper_than_pythons_recursion_limit_is_listed(tmp_path, capsys):
     # here made the tree too deep for the OS, "File name too long", past PATH_MAX's 4096 bytes)
     limit = sys.getrecursionlimit()
     sys.setrecursionlimit(1000)
-    depth = 1000 + 100
-    deep = tmp_path / "deep"
-    deep.mkdir()
-    for _ in range(depth):  # one level at a time: mkdir(parents=True) recurses too
-        deep = deep / "d"
-        deep.mkdir()
-    _photo(deep / "x.jpg", 1, size=(32, 32))
+    deep = tmp_path
     try:
+        deep = deep / "deep"
+        deep.mkdir()
+        for _ in range(1000 + 100):  # one level at a time: mkdir(parents=True) recurses too
+            deep = deep / "d"
+            deep.mkdir()
+        _photo(deep / "x.jpg", 1, size=(32, 32))
         assert expand_glob(f"{tmp_path}/deep/**/*.jpg") == [str(deep / "x.jpg")]
         assert image_files(tmp_path / "deep") == [deep / "x.jpg"]
-    finally:  # one level at a time: pytest's clean-up (shutil.rmtree) recurses as well
+    finally:  # one level at a time, also after a failure: pytest's clean-up (shutil.rmtree)
+        # recurses, and a tree left here failed it at exit with a RecursionError
         sys.setrecursionlimit(limit)
-        (deep / "x.jpg").unlink()
+        with contextlib.suppress(OSError):  # absent, or never made: the tree failed first
+            (deep / "x.jpg").unlink()
+        if not os.path.isdir(deep):  # the level whose mkdir failed
+            deep = deep.parent
         while deep != tmp_path:
             deep.rmdir()
             deep = deep.parent
